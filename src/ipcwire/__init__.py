@@ -1,0 +1,73 @@
+"""ipcwire: every way processes talk on one computer, through one API.
+
+Blocking::
+
+    with ipcwire.listen("unix:///run/user/1000/app.sock", codec="json") as server:
+        with server.accept(timeout=5) as ch:
+            ch.send({"echo": ch.recv(timeout=5)})
+
+    with ipcwire.connect("unix:///run/user/1000/app.sock", codec="json") as ch:
+        reply = ch.request({"op": "ping"}, timeout=2)
+
+asyncio: the same names in :mod:`ipcwire.aio`, with ``await``.
+"""
+
+from __future__ import annotations
+
+from ipcwire._api import connect, listen
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import (
+    AddressInUse,
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    InvalidURL,
+    IpcwireError,
+    LocalProtocolError,
+    MechanismUnavailable,
+    PermissionDenied,
+    ProtocolError,
+    RemoteProtocolError,
+    ResourceExhausted,
+    Timeout,
+)
+from ipcwire.registry import Capabilities, MechanismSpec, lookup, mechanisms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressInUse",
+    "AuthenticationFailed",
+    "Capabilities",
+    "Channel",
+    "ChannelBroken",
+    "ChannelClosed",
+    "ChannelStatistics",
+    "ConfigurationError",
+    "ConnectionRefused",
+    "EndOfChannel",
+    "FrameTooLarge",
+    "HandshakeError",
+    "InvalidURL",
+    "IpcwireError",
+    "Listener",
+    "LocalProtocolError",
+    "MechanismSpec",
+    "MechanismUnavailable",
+    "PeerInfo",
+    "PermissionDenied",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ResourceExhausted",
+    "Timeout",
+    "__version__",
+    "connect",
+    "listen",
+    "lookup",
+    "mechanisms",
+]

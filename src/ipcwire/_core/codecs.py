@@ -1,0 +1,140 @@
+"""Codecs: how a Python object becomes a message payload and back.
+
+* ``bytes`` (default): bytes-like objects in, ``bytes`` out; no encoding at all.
+* ``json``: JSON through msgspec (``ndjson`` framing implies it).
+* ``msgpack``: MessagePack through msgspec.
+* ``pickle``: only on an authenticated channel (``token=``), because unpickling what an
+  unauthenticated peer sent is remote code execution. Refused otherwise.
+
+A custom codec is any object with ``name``, ``encode(obj) -> bytes-like`` and
+``decode(buffer) -> obj``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Final, Protocol, runtime_checkable
+
+import msgspec
+
+from ipcwire.errors import ConfigurationError, LocalProtocolError, RemoteProtocolError
+
+__all__ = ["CODECS", "Codec", "get_codec"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What a codec provides. ``decode`` gets a buffer that is only valid during the call."""
+
+    name: str
+
+    def encode(self, obj: Any) -> Buffer: ...
+
+    def decode(self, data: memoryview) -> Any: ...
+
+
+class BytesCodec:
+    """Raw bytes: send bytes-like objects, receive ``bytes``."""
+
+    name: str = "bytes"
+
+    def encode(self, obj: Any) -> Buffer:
+        if type(obj) is bytes or isinstance(obj, bytes | bytearray | memoryview):
+            return obj
+        raise LocalProtocolError(
+            f"the bytes codec sends bytes-like objects, not {type(obj).__name__}; "
+            f"encode it first or open the channel with codec='json' or 'msgpack'"
+        )
+
+    def decode(self, data: memoryview) -> Any:
+        return bytes(data)
+
+
+class _MsgspecCodec:
+    __slots__ = ("_decode", "_decoder", "_encoder", "name")
+
+    def __init__(self, name: str, encoder: Any, decoder: Any) -> None:
+        self.name = name
+        self._encoder = encoder
+        self._decoder = decoder
+        self._decode = decoder.decode
+
+    def encode(self, obj: Any) -> Buffer:
+        try:
+            return self._encoder.encode(obj)  # type: ignore[no-any-return]
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise LocalProtocolError(
+                f"cannot encode {type(obj).__name__} as {self.name}: {exc}"
+            ) from exc
+
+    def encode_into(self, obj: Any, buf: bytearray, offset: int) -> None:
+        try:
+            self._encoder.encode_into(obj, buf, offset)
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise LocalProtocolError(
+                f"cannot encode {type(obj).__name__} as {self.name}: {exc}"
+            ) from exc
+
+    def decode(self, data: memoryview) -> Any:
+        try:
+            return self._decode(data)
+        except msgspec.DecodeError as exc:
+            raise RemoteProtocolError(
+                f"the peer sent a message that is not valid {self.name}: {exc}"
+            ) from exc
+
+
+class PickleCodec:
+    """pickle, for authenticated channels only (checked by :func:`get_codec`)."""
+
+    name: str = "pickle"
+
+    def encode(self, obj: Any) -> Buffer:
+        try:
+            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise LocalProtocolError(f"cannot pickle {type(obj).__name__}: {exc}") from exc
+
+    def decode(self, data: memoryview) -> Any:
+        try:
+            return pickle.loads(data)  # noqa: S301 - only on authenticated channels
+        except Exception as exc:
+            raise RemoteProtocolError(
+                f"the peer sent a message that does not unpickle: {exc}"
+            ) from exc
+
+
+CODECS: Final = ("bytes", "json", "msgpack", "pickle")
+
+_SHARED: dict[str, Codec] = {
+    "bytes": BytesCodec(),
+    "json": _MsgspecCodec("json", msgspec.json.Encoder(), msgspec.json.Decoder()),
+    "msgpack": _MsgspecCodec("msgpack", msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder()),
+    "pickle": PickleCodec(),
+}
+
+
+def get_codec(codec: str | Codec, *, authenticated: bool, endpoint: str | None = None) -> Codec:
+    """Resolve a codec name (or pass a codec object through), enforcing the pickle rule.
+
+    Raises:
+        ConfigurationError: unknown name, or pickle on a channel without a token.
+    """
+    if not isinstance(codec, str):
+        if not isinstance(codec, Codec):
+            raise ConfigurationError(f"codec must be one of {CODECS} or a Codec object")
+        return codec
+    name = "bytes" if codec in ("raw", "") else codec
+    found = _SHARED.get(name)
+    if found is None:
+        raise ConfigurationError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
+    if name == "pickle" and not authenticated:
+        where = f" for {endpoint}" if endpoint else ""
+        raise ConfigurationError(
+            f"codec='pickle' refused{where}: unpickling what an unauthenticated peer sends is "
+            f"remote code execution. Pass token=... on both sides (the handshake then proves "
+            f"the peer knows it), or use codec='msgpack' or 'json'"
+        )
+    return found

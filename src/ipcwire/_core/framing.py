@@ -1,0 +1,245 @@
+"""Stream framing, without I/O: turn a byte stream into whole messages and back.
+
+Two framings (docs/protocol.md):
+
+* ``length``: each message is a 4-byte unsigned big-endian length, then that many bytes.
+* ``ndjson``: each message is one line terminated by ``\\n`` (an optional ``\\r`` before it is
+  dropped; empty lines are skipped, as the NDJSON spec allows).
+
+Decoders own one reusable buffer. Drivers either copy bytes in with :meth:`feed`, or read
+straight into it: ``view = dec.get_buffer()``, ``n = sock.recv_into(view)``,
+``dec.buffer_updated(n)`` (the same shape as :class:`asyncio.BufferedProtocol`). Then
+:meth:`next_frame` returns each complete frame as a memoryview that stays valid until the next
+``get_buffer``/``feed`` call. A partial frame is never returned, and a frame over the limit
+raises :class:`~ipcwire.errors.FrameTooLarge` as soon as its size is known (for NDJSON, as soon
+as the line is longer than the limit) instead of buffering it. The decoder then discards that
+frame's bytes as they arrive, so the stream stays in step: the oversized message is never
+delivered (not even in part) and the next call returns the message after it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from ipcwire.errors import FrameTooLarge
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "FRAMINGS",
+    "HEADER",
+    "FrameDecoder",
+    "LengthPrefixDecoder",
+    "NdjsonDecoder",
+    "make_decoder",
+]
+
+HEADER: Final = struct.Struct(">I")
+DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+MAX_LENGTH_PREFIX: Final = 0xFFFFFFFF
+FRAMINGS: Final = ("length", "ndjson")
+
+_INITIAL: Final = 256 * 1024  # initial buffer; also the size of one ordinary read
+_MIN_READ: Final = 64 * 1024  # never offer a reader less room than this
+
+
+def _too_large(size: int, limit: int, endpoint: str | None, what: str) -> FrameTooLarge:
+    where = f" from {endpoint}" if endpoint else ""
+    return FrameTooLarge(
+        f"{what}{where} is {size} bytes, over the limit of {limit} bytes; "
+        f"raise max_frame= on both sides if such messages are expected",
+        size=size,
+        limit=limit,
+        endpoint=endpoint,
+    )
+
+
+class FrameDecoder:
+    """Shared buffer handling for the decoders; subclasses find the frame boundaries."""
+
+    __slots__ = ("_buf", "_end", "_skip", "_start", "_view", "endpoint", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None):
+        if not 0 <= max_frame <= MAX_LENGTH_PREFIX:
+            raise ValueError(f"max_frame must be between 0 and {MAX_LENGTH_PREFIX}")
+        self.max_frame = max_frame
+        self.endpoint = endpoint
+        self._buf = bytearray(_INITIAL)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unconsumed byte
+        self._end = 0  # one past the last byte received
+        self._skip = 0  # bytes of an oversized frame still to discard (-1: up to a newline)
+
+    # -- receiving bytes ------------------------------------------------------------------
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Writable room at the end of the buffer for the next read (at least 64 KiB)."""
+        need = max(self._needed(), sizehint, _MIN_READ)
+        if len(self._buf) - self._end < need:
+            self._make_room(need)
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record that ``nbytes`` were written into the view from :meth:`get_buffer`."""
+        self._end += nbytes
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in (for drivers that receive bytes objects)."""
+        n = len(data)
+        if n:
+            view = self.get_buffer(n)
+            view[:n] = data
+            self._end += n
+
+    def _make_room(self, need: int) -> None:
+        pending = self._end - self._start
+        if pending + need <= len(self._buf) and self._start > 0:
+            # Compact: move the partial frame to the front of the same buffer.
+            self._view[:pending] = bytes(self._view[self._start : self._end])
+        else:
+            size = max(len(self._buf), _INITIAL)
+            while size < pending + need:
+                size *= 2
+            fresh = bytearray(size)
+            fresh[:pending] = self._view[self._start : self._end]
+            self._buf = fresh
+            self._view = memoryview(fresh)
+        self._start = 0
+        self._end = pending
+
+    def shrink(self) -> None:
+        """Give back memory after a large message, when nothing is buffered."""
+        if self._start == self._end and len(self._buf) > 4 * _INITIAL:
+            self._buf = bytearray(_INITIAL)
+            self._view = memoryview(self._buf)
+            self._start = self._end = 0
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames (a partial frame, or whole ones)."""
+        return self._end - self._start
+
+    def _needed(self) -> int:  # pragma: no cover - overridden
+        return 0
+
+    def next_frame(self) -> memoryview | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class LengthPrefixDecoder(FrameDecoder):
+    """Frames of ``u32be length | payload``."""
+
+    __slots__ = ()
+
+    def _needed(self) -> int:
+        pending = self._end - self._start
+        if pending >= 4:
+            n: int = HEADER.unpack_from(self._buf, self._start)[0]
+            if n <= self.max_frame:
+                return 4 + n - pending
+        return 4
+
+    def next_frame(self) -> memoryview | None:
+        """The next complete payload, or None when more bytes are needed.
+
+        Raises:
+            FrameTooLarge: the announced length is over ``max_frame``.
+        """
+        if self._skip:
+            self._discard()
+        start = self._start
+        avail = self._end - start
+        if avail < 4:
+            return None
+        (n,) = HEADER.unpack_from(self._buf, start)
+        if n > self.max_frame:
+            self._skip = 4 + n
+            self._discard()
+            raise _too_large(n, self.max_frame, self.endpoint, "a message")
+        if avail < 4 + n:
+            return None
+        begin = start + 4
+        stop = begin + n
+        if stop == self._end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+        return self._view[begin:stop]
+
+    def _discard(self) -> None:
+        avail = self._end - self._start
+        if avail <= self._skip:
+            self._skip -= avail
+            self._start = self._end = 0
+        else:
+            self._start += self._skip
+            self._skip = 0
+
+    def partial_description(self) -> str:
+        """How much of the current frame has arrived, for error messages."""
+        pending = self._end - self._start
+        if pending < 4:
+            return f"{pending} of 4 header bytes"
+        (n,) = HEADER.unpack_from(self._buf, self._start)
+        return f"{pending - 4} of {n} payload bytes"
+
+
+class NdjsonDecoder(FrameDecoder):
+    """Frames terminated by ``\\n``; ``\\r\\n`` accepted; empty lines skipped."""
+
+    __slots__ = ("_scan",)
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None):
+        super().__init__(max_frame, endpoint=endpoint)
+        self._scan = 0  # bytes after _start already known to hold no newline
+
+    def next_frame(self) -> memoryview | None:
+        """The next complete line without its terminator, or None when more is needed.
+
+        Raises:
+            FrameTooLarge: the line is longer than ``max_frame``.
+        """
+        buf = self._buf
+        while True:
+            start = self._start
+            nl = buf.find(b"\n", start + self._scan, self._end)
+            if self._skip:
+                # The rest of an oversized line: drop it up to and including its newline.
+                if nl < 0:
+                    self._start = self._end = self._scan = 0
+                    return None
+                self._skip = 0
+                self._start = nl + 1
+                continue
+            if nl < 0:
+                pending = self._end - start
+                self._scan = pending
+                if pending > self.max_frame:
+                    self._skip = -1
+                    self._start = self._end = self._scan = 0
+                    raise _too_large(pending, self.max_frame, self.endpoint, "a line")
+                return None
+            self._scan = 0
+            stop = nl - 1 if nl > start and buf[nl - 1] == 13 else nl
+            if nl + 1 == self._end:
+                self._start = self._end = 0
+            else:
+                self._start = nl + 1
+            if stop - start > self.max_frame:
+                raise _too_large(stop - start, self.max_frame, self.endpoint, "a line")
+            if stop > start:
+                return self._view[start:stop]
+
+    def partial_description(self) -> str:
+        return f"{self._end - self._start} bytes of an unterminated line"
+
+
+def make_decoder(
+    framing: str, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None
+) -> LengthPrefixDecoder | NdjsonDecoder:
+    """A fresh decoder for ``framing`` ("length" or "ndjson")."""
+    if framing == "length":
+        return LengthPrefixDecoder(max_frame, endpoint=endpoint)
+    if framing == "ndjson":
+        return NdjsonDecoder(max_frame, endpoint=endpoint)
+    raise ValueError(f"unknown framing {framing!r}; use one of {', '.join(FRAMINGS)}")

@@ -1,0 +1,319 @@
+"""The connection handshake, without I/O (docs/protocol.md has the wire description).
+
+Every handshake message is one JSON object in one frame of the channel's framing.
+
+Length framing, always::
+
+    client -> {"ipcwire": 1, "codec": "json", "framing": "length", "max_frame": N,
+               "nonce": "<32 hex>" (only when the client has a token)}
+    server -> {"ipcwire": 1, "max_frame": N}                         accepted, no token
+           or {"ipcwire": 1, "max_frame": N, "nonce": "<32 hex>",
+               "proof": hex(HMAC(token, "ipcwire-server" | cn | sn))}  token required
+           or {"ipcwire": 1, "error": "...", "code": "version|codec|auth|permission"}
+    client -> {"proof": hex(HMAC(token, "ipcwire-client" | cn | sn))}  (token only)
+    server -> {"ok": true}  or  {"error": "...", "code": "auth"}
+
+NDJSON framing: no handshake unless the server requires a token. Then the first line is either
+the client hello above (the same HMAC exchange follows, the token never crosses the wire) or,
+for plain clients in any language, ``{"token": "<token>"}``, compared in constant time.
+
+Both sides prove knowledge of the token (mutual authentication): a client configured with a
+token refuses a server that does not ask for one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from ipcwire.errors import (
+    AuthenticationFailed,
+    HandshakeError,
+    IpcwireError,
+    PermissionDenied,
+    RemoteProtocolError,
+)
+
+__all__ = [
+    "HANDSHAKE_MAX_FRAME",
+    "PROTOCOL_VERSION",
+    "ClientHandshake",
+    "ServerHandshake",
+    "Step",
+]
+
+PROTOCOL_VERSION: Final = 1
+HANDSHAKE_MAX_FRAME: Final = 64 * 1024  # a peer sending more during the handshake is not ours
+
+_json_encode = msgspec.json.encode
+_json_decode = msgspec.json.decode
+
+
+def _proof(token: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes) -> str:
+    return hmac.new(token, role + b"\0" + client_nonce + server_nonce, hashlib.sha256).hexdigest()
+
+
+def _frame(obj: dict[str, Any], framing: str) -> bytes:
+    body = _json_encode(obj)
+    if framing == "length":
+        return len(body).to_bytes(4, "big") + body
+    return body + b"\n"
+
+
+def _parse(payload: memoryview | bytes, who: str, endpoint: str | None) -> dict[str, Any]:
+    try:
+        obj = _json_decode(payload)
+    except msgspec.DecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(
+            f"{who} at {endpoint or '?'} sent something that is not an ipcwire handshake; "
+            f"is it an ipcwire endpoint with the same framing?",
+            endpoint=endpoint,
+        )
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one received handshake message leads to.
+
+    ``send``: bytes to write now (possibly empty). ``done``: the handshake succeeded.
+    ``error``: it failed; write ``send`` (which tells the peer why), then close.
+    """
+
+    send: bytes = b""
+    done: bool = False
+    error: IpcwireError | None = None
+
+
+class ClientHandshake:
+    """The connecting side. Write :meth:`hello`, then feed each received frame to
+    :meth:`receive` until it returns a step with ``done``; errors are raised."""
+
+    def __init__(
+        self,
+        *,
+        codec: str,
+        framing: str,
+        max_frame: int,
+        token: bytes | None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.codec = codec
+        self.framing = framing
+        self.max_frame = max_frame
+        self.token = token
+        self.endpoint = endpoint
+        self.peer_max_frame = max_frame
+        self._nonce = secrets.token_bytes(16)
+        self._server_nonce = b""
+        self._state = "hello"
+
+    @property
+    def needed(self) -> bool:
+        """Whether a handshake happens at all (NDJSON without a token has none)."""
+        return self.framing == "length" or self.token is not None
+
+    def hello(self) -> bytes:
+        """The first frame to send."""
+        msg: dict[str, Any] = {
+            "ipcwire": PROTOCOL_VERSION,
+            "codec": self.codec,
+            "framing": self.framing,
+            "max_frame": self.max_frame,
+        }
+        if self.token is not None:
+            msg["nonce"] = self._nonce.hex()
+        self._state = "welcome"
+        return _frame(msg, self.framing)
+
+    def receive(self, payload: memoryview | bytes) -> Step:
+        """Handle one frame from the server.
+
+        Raises:
+            AuthenticationFailed: the token is wrong or missing on one side.
+            HandshakeError: version, codec or framing disagree.
+            PermissionDenied: the server's allow-list refused this process.
+            RemoteProtocolError: the server sent something that is not a handshake.
+        """
+        msg = _parse(payload, "the server", self.endpoint)
+        if "error" in msg:
+            raise self._server_error(msg)
+        if self._state == "welcome":
+            return self._on_welcome(msg)
+        if self._state == "result" and msg.get("ok") is True:
+            self._state = "done"
+            return Step(done=True)
+        raise RemoteProtocolError(
+            f"unexpected handshake message from {self.endpoint}: {msg!r}", endpoint=self.endpoint
+        )
+
+    def _on_welcome(self, msg: dict[str, Any]) -> Step:
+        if msg.get("ipcwire") != PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"{self.endpoint} speaks ipcwire protocol {msg.get('ipcwire')!r}, this side "
+                f"{PROTOCOL_VERSION}; upgrade the older side",
+                endpoint=self.endpoint,
+            )
+        peer_max = msg.get("max_frame")
+        if isinstance(peer_max, int) and peer_max >= 0:
+            self.peer_max_frame = peer_max
+        server_nonce = msg.get("nonce")
+        if self.token is None:
+            if server_nonce is not None:
+                raise AuthenticationFailed(
+                    f"{self.endpoint} requires a token; pass token=... (the same on both sides)",
+                    endpoint=self.endpoint,
+                )
+            self._state = "done"
+            return Step(done=True)
+        if not isinstance(server_nonce, str) or not isinstance(msg.get("proof"), str):
+            raise AuthenticationFailed(
+                f"{self.endpoint} does not ask for a token, so it cannot prove it knows yours; "
+                f"refusing to talk to it. Give the server the same token=, or drop it here",
+                endpoint=self.endpoint,
+            )
+        try:
+            self._server_nonce = bytes.fromhex(server_nonce)
+        except ValueError:
+            raise RemoteProtocolError(f"bad nonce from {self.endpoint}") from None
+        want = _proof(self.token, b"ipcwire-server", self._nonce, self._server_nonce)
+        if not hmac.compare_digest(want, str(msg["proof"])):
+            raise AuthenticationFailed(
+                f"{self.endpoint} does not know this token (its proof did not match); "
+                f"check that both sides use the same token",
+                endpoint=self.endpoint,
+            )
+        self._state = "result"
+        mine = _proof(self.token, b"ipcwire-client", self._nonce, self._server_nonce)
+        return Step(send=_frame({"proof": mine}, self.framing))
+
+    def _server_error(self, msg: dict[str, Any]) -> IpcwireError:
+        text = f"{self.endpoint} refused the connection: {msg.get('error')}"
+        code = msg.get("code")
+        if code == "auth":
+            return AuthenticationFailed(text, endpoint=self.endpoint)
+        if code == "permission":
+            return PermissionDenied(text, endpoint=self.endpoint)
+        return HandshakeError(text, endpoint=self.endpoint)
+
+
+class ServerHandshake:
+    """The accepting side. Feed each received frame to :meth:`receive`; write ``step.send``;
+    stop at ``done`` (success) or ``error`` (write, log, close)."""
+
+    def __init__(
+        self,
+        *,
+        codec: str,
+        framing: str,
+        max_frame: int,
+        token: bytes | None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.codec = codec
+        self.framing = framing
+        self.max_frame = max_frame
+        self.token = token
+        self.endpoint = endpoint
+        self.peer_max_frame = max_frame
+        self._nonce = secrets.token_bytes(16)
+        self._client_nonce = b""
+        self._state = "hello"
+
+    @property
+    def needed(self) -> bool:
+        """Whether to wait for a handshake (NDJSON without a token has none)."""
+        return self.framing == "length" or self.token is not None
+
+    def _fail(self, error: IpcwireError, code: str) -> Step:
+        self._state = "failed"
+        reply = {"ipcwire": PROTOCOL_VERSION, "error": str(error), "code": code}
+        return Step(send=_frame(reply, self.framing), error=error)
+
+    def reject(self, error: IpcwireError, code: str) -> Step:
+        """Refuse before any message arrived (for example an allow-list check)."""
+        return self._fail(error, code)
+
+    def receive(self, payload: memoryview | bytes) -> Step:
+        """Handle one frame from the client; never raises for what the client sent."""
+        try:
+            msg = _parse(payload, "the client", self.endpoint)
+        except RemoteProtocolError as exc:
+            return self._fail(exc, "protocol")
+        if self._state == "hello":
+            if "ipcwire" not in msg and self.framing == "ndjson":
+                return self._plain_token(msg)
+            return self._on_hello(msg)
+        if self._state == "proof":
+            return self._on_proof(msg)
+        return self._fail(RemoteProtocolError("unexpected handshake message"), "protocol")
+
+    def _plain_token(self, msg: dict[str, Any]) -> Step:
+        token = msg.get("token")
+        if self.token is not None and isinstance(token, str):
+            if hmac.compare_digest(token.encode(), self.token):
+                self._state = "done"
+                return Step(done=True)
+            return self._fail(AuthenticationFailed("wrong token"), "auth")
+        return self._fail(
+            AuthenticationFailed(
+                'this endpoint requires a token: send {"token": "..."} as the first line'
+            ),
+            "auth",
+        )
+
+    def _on_hello(self, msg: dict[str, Any]) -> Step:
+        if msg.get("ipcwire") != PROTOCOL_VERSION:
+            return self._fail(
+                HandshakeError(
+                    f"client speaks ipcwire protocol {msg.get('ipcwire')!r}, this server "
+                    f"{PROTOCOL_VERSION}; upgrade the older side"
+                ),
+                "version",
+            )
+        if msg.get("codec") != self.codec:
+            return self._fail(
+                HandshakeError(
+                    f"client uses codec={msg.get('codec')!r}, this server codec={self.codec!r}; "
+                    f"use the same codec on both sides"
+                ),
+                "codec",
+            )
+        if msg.get("framing", self.framing) != self.framing:
+            return self._fail(HandshakeError("framing differs"), "framing")
+        peer_max = msg.get("max_frame")
+        if isinstance(peer_max, int) and peer_max >= 0:
+            self.peer_max_frame = peer_max
+        welcome: dict[str, Any] = {"ipcwire": PROTOCOL_VERSION, "max_frame": self.max_frame}
+        if self.token is None:
+            self._state = "done"
+            return Step(send=_frame(welcome, self.framing), done=True)
+        nonce = msg.get("nonce")
+        if not isinstance(nonce, str):
+            return self._fail(
+                AuthenticationFailed("this server requires a token; pass token=... to connect"),
+                "auth",
+            )
+        try:
+            self._client_nonce = bytes.fromhex(nonce)
+        except ValueError:
+            return self._fail(RemoteProtocolError("bad nonce"), "protocol")
+        welcome["nonce"] = self._nonce.hex()
+        welcome["proof"] = _proof(self.token, b"ipcwire-server", self._client_nonce, self._nonce)
+        self._state = "proof"
+        return Step(send=_frame(welcome, self.framing))
+
+    def _on_proof(self, msg: dict[str, Any]) -> Step:
+        assert self.token is not None
+        want = _proof(self.token, b"ipcwire-client", self._client_nonce, self._nonce)
+        if not hmac.compare_digest(want, str(msg.get("proof", ""))):
+            return self._fail(AuthenticationFailed("wrong token"), "auth")
+        self._state = "done"
+        return Step(send=_frame({"ok": True}, self.framing), done=True)

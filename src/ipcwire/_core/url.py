@@ -1,0 +1,64 @@
+"""Endpoint URLs, parsed without I/O.
+
+``scheme://host:port/path?key=value``, plus the forms without an authority that some schemes
+use: ``unix:///abs/path``, ``unix:@abstract-name``, ``pipe:``, ``signal:``, ``clipboard:``.
+Query parameters carry options (``?codec=json&framing=ndjson``); keyword arguments win over
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ipcwire.errors import InvalidURL
+
+__all__ = ["Endpoint", "parse_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed endpoint URL. Which fields matter depends on the scheme."""
+
+    url: str
+    scheme: str
+    host: str = ""
+    port: int | None = None
+    path: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_url(url: str) -> Endpoint:
+    """Split an endpoint URL into its parts.
+
+    Raises:
+        InvalidURL: no scheme, a bad port, or a malformed authority.
+    """
+    if not isinstance(url, str) or ":" not in url:
+        raise InvalidURL(
+            f"{url!r} is not an endpoint URL; write scheme:... such as unix:///run/app.sock "
+            f"or tcp://127.0.0.1:7000 (`ipcwire platforms` lists the schemes)"
+        )
+    scheme, _, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not scheme or not (scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)):
+        raise InvalidURL(f"{url!r} has no valid scheme before ':'")
+    query = ""
+    if "?" in rest:
+        rest, _, query = rest.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if not rest.startswith("//"):
+        # scheme:opaque (unix:@name, unix:relative.sock, pipe:, signal:TERM)
+        return Endpoint(url=url, scheme=scheme, path=unquote(rest), params=params)
+    parts = urlsplit("x:" + rest)
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidURL(f"{url!r} has a port that is not a number from 0 to 65535") from None
+    host = parts.hostname or ""  # an IPv6 literal comes without its brackets
+    return Endpoint(
+        url=url, scheme=scheme, host=host, port=port, path=unquote(parts.path), params=params
+    )

@@ -1,0 +1,163 @@
+"""A codec and a framing together: objects to wire bytes and wire frames to objects.
+
+:meth:`WireFormat.pack` returns what a driver writes in one call: a single buffer for
+ordinary messages, or a ``(header, payload)`` pair for large raw-bytes payloads (written with
+one vectored ``sendmsg``/``writelines`` so the payload is never copied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ipcwire._core.codecs import BytesCodec, Codec, _MsgspecCodec
+from ipcwire._core.framing import (
+    DEFAULT_MAX_FRAME,
+    FRAMINGS,
+    HEADER,
+    LengthPrefixDecoder,
+    NdjsonDecoder,
+    make_decoder,
+)
+from ipcwire.errors import ConfigurationError, FrameTooLarge, LocalProtocolError
+
+__all__ = ["Packed", "WireFormat"]
+
+Buffer = bytes | bytearray | memoryview
+Packed = Buffer | tuple[bytes, Buffer]
+
+_COPY_LIMIT: Final = 32 * 1024  # below this a header+payload copy is cheaper than sendmsg
+
+
+class WireFormat:
+    """Packs objects into frames and unpacks frames into objects, for one channel.
+
+    ``max_frame`` limits what this side accepts; ``send_limit`` what it may send (the peer's
+    limit, learned in the handshake, or the same as ``max_frame``).
+    """
+
+    __slots__ = (
+        "_encode",
+        "_encode_into",
+        "codec",
+        "decode",
+        "endpoint",
+        "framing",
+        "max_frame",
+        "send_limit",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        framing: str = "length",
+        max_frame: int = DEFAULT_MAX_FRAME,
+        *,
+        endpoint: str | None = None,
+    ) -> None:
+        if framing not in FRAMINGS:
+            raise ConfigurationError(f"unknown framing {framing!r}; use one of {FRAMINGS}")
+        if framing == "ndjson" and codec.name not in ("json", "bytes"):
+            raise ConfigurationError(
+                f"framing='ndjson' carries JSON lines (codec='json') or raw lines "
+                f"(codec='bytes'), not codec={codec.name!r}"
+            )
+        self.codec = codec
+        self.framing = framing
+        self.max_frame = max_frame
+        self.send_limit = max_frame
+        self.endpoint = endpoint
+        self.decode = codec.decode
+        self._encode = codec.encode
+        self._encode_into = codec.encode_into if isinstance(codec, _MsgspecCodec) else None
+
+    def decoder(self) -> LengthPrefixDecoder | NdjsonDecoder:
+        """A fresh frame decoder for this format's framing and receive limit."""
+        return make_decoder(self.framing, self.max_frame, endpoint=self.endpoint)
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        where = f" to {self.endpoint}" if self.endpoint else ""
+        return FrameTooLarge(
+            f"message of {size} bytes not sent{where}: over the limit of {self.send_limit} "
+            f"bytes; raise max_frame= on both sides, or split the message",
+            size=size,
+            limit=self.send_limit,
+            endpoint=self.endpoint,
+        )
+
+    def pack(self, obj: Any) -> Packed:
+        """Encode and frame one message.
+
+        Raises:
+            FrameTooLarge: over the send limit (nothing was written).
+            LocalProtocolError: the object cannot be encoded with this codec.
+        """
+        if self.framing == "length":
+            enc_into = self._encode_into
+            if enc_into is not None:
+                buf = bytearray(4)
+                enc_into(obj, buf, 4)
+                size = len(buf) - 4
+                if size > self.send_limit:
+                    raise self._too_large(size)
+                HEADER.pack_into(buf, 0, size)
+                return buf
+            payload = self._encode(obj)
+            size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+            if size > self.send_limit:
+                raise self._too_large(size)
+            if size > _COPY_LIMIT:
+                return (HEADER.pack(size), payload)
+            return HEADER.pack(size) + payload
+        return self._pack_line(obj)
+
+    def _pack_line(self, obj: Any) -> Buffer:
+        enc_into = self._encode_into
+        if enc_into is not None:
+            buf = bytearray()
+            enc_into(obj, buf, 0)
+            size = len(buf)
+        else:
+            payload = self._encode(obj)
+            if b"\n" in payload:
+                raise LocalProtocolError(
+                    "a message sent with framing='ndjson' and codec='bytes' must not contain "
+                    "a newline; use framing='length' for arbitrary bytes"
+                )
+            buf = bytearray(payload)
+            size = len(buf)
+        if size > self.send_limit:
+            raise self._too_large(size)
+        buf.append(10)
+        return buf
+
+    def pack_many(self, objs: Iterable[Any]) -> bytearray:
+        """Frame several messages into one buffer, to be written with one call."""
+        out = bytearray()
+        if self.framing == "length":
+            enc_into = self._encode_into
+            limit = self.send_limit
+            for obj in objs:
+                start = len(out)
+                if enc_into is not None:
+                    enc_into(obj, out, start + 4)
+                    size = len(out) - start - 4
+                    if size > limit:
+                        raise self._too_large(size)
+                    HEADER.pack_into(out, start, size)
+                else:
+                    payload = self._encode(obj)
+                    size = len(payload)
+                    if size > limit:
+                        raise self._too_large(size)
+                    out += HEADER.pack(size)
+                    out += payload
+            return out
+        for obj in objs:
+            out += self._pack_line(obj)
+        return out
+
+    @property
+    def is_raw(self) -> bool:
+        """True when payloads are passed through untouched (the bytes codec)."""
+        return isinstance(self.codec, BytesCodec)

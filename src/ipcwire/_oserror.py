@@ -1,0 +1,63 @@
+"""Translate OSErrors into ipcwire errors, once per driver, with a message that helps."""
+
+from __future__ import annotations
+
+import errno
+
+from ipcwire.errors import (
+    ChannelBroken,
+    ConnectionRefused,
+    IpcwireError,
+    PermissionDenied,
+    ResourceExhausted,
+    Timeout,
+)
+
+__all__ = ["translate"]
+
+_BROKEN = {
+    errno.EPIPE: "the peer closed its end (broken pipe)",
+    errno.ECONNRESET: "the peer reset the connection (it died or closed with unread data)",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.ENOTCONN: "the socket is not connected",
+    errno.ESHUTDOWN: "the connection was shut down",
+    errno.EHOSTUNREACH: "the host is unreachable",
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.ENETDOWN: "the network is down",
+    errno.EBADF: "the file descriptor was closed underneath the channel",
+}
+
+
+def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
+    """The ipcwire error for ``exc`` raised while ``doing`` (e.g. "sending") at ``endpoint``.
+
+    The caller raises it ``from exc`` so the OSError stays available as ``__cause__``.
+    """
+    code = exc.errno
+    if isinstance(exc, IpcwireError):
+        return exc
+    if code in (errno.EMFILE, errno.ENFILE):
+        return ResourceExhausted(
+            f"out of file descriptors while {doing} {endpoint} ({exc.strerror}); close unused "
+            f"channels, or raise the limit (ulimit -n, currently `ipcwire platforms` shows it)",
+            endpoint=endpoint,
+        )
+    if code in (errno.ENOMEM, errno.ENOBUFS):
+        return ResourceExhausted(
+            f"the kernel is out of buffer memory while {doing} {endpoint} ({exc.strerror})",
+            endpoint=endpoint,
+        )
+    if code == errno.ECONNREFUSED:
+        return ConnectionRefused(
+            f"nothing is listening at {endpoint}: start the server first, or pass "
+            f"reconnect=SECONDS to keep trying until it is up",
+            endpoint=endpoint,
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"permission denied while {doing} {endpoint} ({exc.strerror})", endpoint=endpoint
+        )
+    if code in (errno.ETIMEDOUT, errno.EAGAIN) or isinstance(exc, TimeoutError):
+        return Timeout(f"timed out while {doing} {endpoint}", endpoint=endpoint)
+    why = _BROKEN.get(code or 0, exc.strerror or str(exc))
+    return ChannelBroken(f"{endpoint} broke while {doing}: {why}", endpoint=endpoint)

@@ -1,0 +1,1 @@
+"""Machinery shared by the byte-stream mechanisms (unix, tcp, pipes...), blocking and asyncio."""

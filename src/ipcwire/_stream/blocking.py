@@ -1,0 +1,290 @@
+"""The blocking channel over a byte stream, and the client side of the handshake.
+
+Used by every stream mechanism (unix, tcp, and later pipes and fifos). The hot paths are
+short on purpose: ``send`` is pack + one write; ``recv`` returns a frame already buffered
+without any system call, and otherwise reads as much as the kernel has into the decoder's
+buffer with one ``recv_into``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire._stream.transport import ByteStream, PartialWrite
+from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = ["StreamChannel", "client_handshake"]
+
+_monotonic = time.monotonic
+
+
+class StreamChannel(Channel):
+    """A channel over a blocking :class:`ByteStream`."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        wire: WireFormat,
+        url: str,
+        *,
+        peer: PeerInfo | None = None,
+        decoder: LengthPrefixDecoder | NdjsonDecoder | None = None,
+    ) -> None:
+        self.url = url
+        self._stream = stream
+        self._wire = wire
+        self._pack = wire.pack
+        self._decode = wire.decode
+        self._decoder = decoder if decoder is not None else wire.decoder()
+        self._peer = peer
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._closed = False
+        self._eof = False
+        self._send_broken: IpcwireError | None = None
+        self._sent = 0
+        self._received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = self._pack(obj)
+        with self._send_lock:
+            self._write(data, 1, timeout)
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        items = objs if isinstance(objs, list | tuple) else list(objs)
+        if not items:
+            return
+        data = self._wire.pack_many(items)
+        with self._send_lock:
+            self._write(data, len(items), timeout)
+
+    def _write(self, data: Any, count: int, timeout: float | None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._send_broken is not None:
+            raise self._send_broken
+        try:
+            self._stream.send_all(data, timeout)
+        except PartialWrite as exc:
+            self._send_broken = ChannelBroken(
+                f"an earlier send to {self.url} timed out part-way through a message; the "
+                f"stream is out of step, so open a new channel",
+                endpoint=self.url,
+            )
+            raise Timeout(
+                f"send to {self.url} timed out after {exc.written} bytes (the peer is not "
+                f"reading); the channel cannot be used for sending any more",
+                endpoint=self.url,
+            ) from exc
+        except (BlockingIOError, TimeoutError) as exc:
+            raise Timeout(
+                f"send to {self.url} did not start within {timeout} s: the peer is not reading "
+                f"and the buffers are full; nothing was sent",
+                endpoint=self.url,
+            ) from exc
+        except OSError as exc:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            raise translate(exc, self.url, "sending to") from exc
+        self._sent += count
+        self._bytes_sent += len(data) if type(data) is not tuple else len(data[0]) + len(data[1])
+
+    # -- receiving --------------------------------------------------------------------------
+    def recv(self, *, timeout: float | None = None) -> Any:
+        with self._recv_lock:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            frame = self._decoder.next_frame()
+            if frame is None:
+                frame = self._fill(timeout)
+            self._received += 1
+            self._bytes_received += len(frame)
+            return self._decode(frame)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        with self._recv_lock:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            dec = self._decoder
+            decode = self._decode
+            frame = dec.next_frame()
+            if frame is None:
+                frame = self._fill(timeout)
+            out = [decode(frame)]
+            nbytes = len(frame)
+            while max_messages is None or len(out) < max_messages:
+                frame = dec.next_frame()
+                if frame is None:
+                    break
+                nbytes += len(frame)
+                out.append(decode(frame))
+            self._received += len(out)
+            self._bytes_received += nbytes
+            return out
+
+    def _fill(self, timeout: float | None) -> memoryview:
+        """Read until a whole frame is buffered; return it."""
+        dec = self._decoder
+        stream = self._stream
+        deadline = None if not timeout else _monotonic() + timeout
+        wait = timeout
+        while True:
+            if self._eof:
+                self._raise_eof()
+            try:
+                n = stream.recv_into(dec.get_buffer(), wait)
+            except (BlockingIOError, TimeoutError) as exc:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from exc
+            except OSError as exc:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise translate(exc, self.url, "receiving from") from exc
+            if n == 0:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                self._eof = True
+                self._raise_eof()
+            dec.buffer_updated(n)
+            frame = dec.next_frame()
+            if frame is not None:
+                return frame
+            if deadline is not None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    raise Timeout(
+                        f"no whole message from {self.url} within {timeout} s "
+                        f"({dec.partial_description()} arrived)",
+                        endpoint=self.url,
+                    )
+            elif timeout == 0:
+                raise Timeout(f"no whole message from {self.url} yet", endpoint=self.url)
+
+    def _raise_eof(self) -> None:
+        dec = self._decoder
+        if dec.buffered:
+            raise ChannelBroken(
+                f"{self.url} closed in the middle of a message ({dec.partial_description()} "
+                f"arrived); the partial message was discarded",
+                endpoint=self.url,
+            )
+        raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stream.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec and framing in use (``wire.send_limit`` is the peer's max_frame)."""
+        return self._wire
+
+    def fileno(self) -> int:
+        """The underlying file descriptor (for selectors); do not read or write it."""
+        return self._stream.fileno()
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=self._decoder.buffered,
+        )
+
+
+def client_handshake(
+    stream: ByteStream, options: ChannelOptions, deadline: float
+) -> tuple[WireFormat, LengthPrefixDecoder | NdjsonDecoder]:
+    """Run the client handshake on a freshly connected stream.
+
+    Returns the wire format (send limit set from the server's) and the decoder, which may
+    already hold the first messages the server sent.
+
+    Raises:
+        AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError,
+        Timeout, ChannelBroken.
+    """
+    wire = options.wire()
+    dec = wire.decoder()
+    hs = options.client_handshake()
+    if not hs.needed:
+        return wire, dec
+    url = options.url
+    dec.max_frame = HANDSHAKE_MAX_FRAME
+    try:
+        stream.send_all(hs.hello(), max(deadline - _monotonic(), 0.001))
+        while True:
+            frame = dec.next_frame()
+            if frame is None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+                n = stream.recv_into(dec.get_buffer(), wait)
+                if n == 0:
+                    raise ChannelBroken(
+                        f"{url} closed the connection during the handshake: it is not an "
+                        f"ipcwire endpoint with framing={options.framing!r}, or it refused "
+                        f"this process (see its log)",
+                        endpoint=url,
+                    )
+                dec.buffer_updated(n)
+                continue
+            step = hs.receive(frame)
+            if step.send:
+                stream.send_all(step.send, max(deadline - _monotonic(), 0.001))
+            if step.done:
+                break
+    except FrameTooLarge:
+        raise RemoteProtocolError(
+            f"{url} answered the handshake with something that is not ipcwire "
+            f"(framing={options.framing!r})",
+            endpoint=url,
+        ) from None
+    except (BlockingIOError, TimeoutError) as exc:
+        raise Timeout(
+            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            + ("; does the server use a token too?" if options.token else ""),
+            endpoint=url,
+        ) from exc
+    except OSError as exc:
+        raise translate(exc, url, "handshaking with") from exc
+    dec.max_frame = options.max_frame
+    wire.send_limit = hs.peer_max_frame
+    return wire, dec

@@ -1,0 +1,82 @@
+"""The blocking connect loop shared by stream-socket mechanisms: retries, handshake, channel."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+
+from ipcwire._oserror import translate
+from ipcwire._stream.blocking import StreamChannel, client_handshake
+from ipcwire._stream.retry import backoff_delays
+from ipcwire._stream.transport import ByteStream, SocketStream, TlsStream
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.options import ChannelOptions
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_stream"]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def connect_stream(
+    options: ChannelOptions,
+    open_socket: Callable[[float], socket.socket],
+    explain: Callable[[OSError], IpcwireError | None],
+    *,
+    timeout: float | None,
+    reconnect: float | None,
+    peer: Callable[[socket.socket], PeerInfo],
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> StreamChannel:
+    """Connect (retrying refused connections until ``reconnect`` seconds have passed, with
+    exponential backoff and jitter), optionally wrap in TLS, handshake, and return a channel.
+
+    ``open_socket(remaining)`` returns a connected socket or raises OSError; ``explain`` turns
+    an OSError into a helpful ipcwire error (or None for the generic translation).
+    """
+    url = options.url
+    start = time.monotonic()
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    retry_until = start + reconnect if reconnect else None
+    delays = backoff_delays()
+    while True:
+        now = time.monotonic()
+        deadline = max(now + limit, retry_until or 0.0)
+        try:
+            sock = open_socket(max(deadline - now, 0.001))
+            break
+        except OSError as exc:
+            err = explain(exc) or translate(exc, url, "connecting to")
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = time.monotonic()
+                if now < retry_until:
+                    time.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
+            if isinstance(exc, TimeoutError):
+                raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+            raise err from exc
+    try:
+        info = peer(sock)
+        stream: ByteStream
+        if ssl_context is not None:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            tls = ssl_context.wrap_socket(sock, server_hostname=server_hostname)
+            stream = TlsStream(tls)
+        else:
+            stream = SocketStream(sock)
+        hs_deadline = time.monotonic() + min(limit, options.handshake_timeout)
+        wire, decoder = client_handshake(stream, options, hs_deadline)
+    except BaseException as exc:
+        sock.close()
+        if isinstance(exc, ssl.SSLError):
+            raise translate(ConnectionResetError(str(exc)), url, "TLS handshake with") from exc
+        if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
+            raise translate(exc, url, "connecting to") from exc
+        raise
+    return StreamChannel(stream, wire, url, peer=info, decoder=decoder)

@@ -1,0 +1,276 @@
+"""The blocking listener for stream sockets.
+
+``accept()`` multiplexes, with a selector, the listening socket and every connection still in
+its handshake (TLS, then ipcwire's). A client that sends garbage, the wrong token, half a
+frame, or nothing at all is dropped after its own error or handshake deadline, and never delays
+the clients behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ServerHandshake
+from ipcwire._oserror import translate
+from ipcwire._stream.blocking import StreamChannel
+from ipcwire._stream.transport import SocketStream, TlsStream
+from ipcwire.channel import Channel, Listener, PeerInfo
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.options import ChannelOptions
+
+__all__ = ["Authorizer", "StreamListener"]
+
+log = logging.getLogger("ipcwire")
+
+# Returns who the peer is, and an error when it must be refused (allow_uids...).
+Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    sock: socket.socket
+    peer: PeerInfo
+    deadline: float
+    hs: ServerHandshake
+    decoder: LengthPrefixDecoder | NdjsonDecoder
+    tls: bool = False  # TLS handshake still running
+    done: bool = field(default=False)
+
+
+class StreamListener(Listener):
+    """Accepts stream-socket connections and hands out :class:`StreamChannel` objects."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        url: str,
+        options: ChannelOptions,
+        *,
+        authorize: Authorizer,
+        ssl_context: ssl.SSLContext | None = None,
+        on_close: Callable[[], None] | None = None,
+        configure: Callable[[socket.socket], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._sock = sock
+        self._options = options
+        self._authorize = authorize
+        self._ssl = ssl_context
+        self._on_close = on_close
+        self._configure = configure
+        self._closed = False
+        self._accept_lock = threading.Lock()
+        self._ready: deque[Channel] = deque()
+        self._pending: dict[int, _Pending] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        sock.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(sock, selectors.EVENT_READ, None)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """The listening socket's fd."""
+        return self._sock.fileno()
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._accept_lock:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                if self._ready:
+                    return self._ready.popleft()
+                now = time.monotonic()
+                self._expire(now)
+                wait = None if deadline is None else max(deadline - now, 0.0)
+                if self._pending:
+                    next_expiry = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
+                    wait = next_expiry if wait is None else min(wait, next_expiry)
+                for key, _ in self._sel.select(wait):
+                    if key.data is None:
+                        self._accept_new()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        self._advance(key.data)
+                if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                    )
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def _accept_new(self) -> None:
+        for _ in range(64):  # bounded: let pending handshakes progress too
+            try:
+                conn, _addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if self._closed:
+                    return
+                err = translate(exc, self.url, "accepting on")
+                log.warning("ipcwire: %s", err)
+                return
+            self._start(conn)
+
+    def _start(self, conn: socket.socket) -> None:
+        try:
+            if self._configure is not None:
+                self._configure(conn)
+            peer, refusal = self._authorize(conn)
+        except OSError as exc:
+            conn.close()
+            log.info("ipcwire: %s: dropped a client: %s", self.url, exc)
+            return
+        opts = self._options
+        hs = opts.server_handshake()
+        dec = opts.wire().decoder()
+        dec.max_frame = HANDSHAKE_MAX_FRAME
+        p = _Pending(conn, peer, time.monotonic() + opts.handshake_timeout, hs, dec)
+        if refusal is not None:
+            self._refuse(p, hs.reject(refusal, "permission").send, refusal)
+            return
+        conn.setblocking(False)
+        if self._ssl is not None:
+            try:
+                p.sock = self._ssl.wrap_socket(
+                    conn, server_side=True, do_handshake_on_connect=False
+                )
+            except (OSError, ValueError) as exc:
+                conn.close()
+                log.info("ipcwire: %s: TLS setup failed: %s", self.url, exc)
+                return
+            p.tls = True
+        elif not hs.needed:
+            self._finish(p)
+            return
+        self._pending[p.sock.fileno()] = p
+        self._sel.register(p.sock, selectors.EVENT_READ, p)
+        if p.tls:
+            self._advance(p)
+
+    def _advance(self, p: _Pending) -> None:
+        try:
+            if p.tls:
+                assert isinstance(p.sock, ssl.SSLSocket)
+                try:
+                    p.sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    return
+                p.tls = False
+                if not p.hs.needed:
+                    self._finish(p)
+                    return
+            while not p.done:
+                frame = p.decoder.next_frame()
+                if frame is None:
+                    try:
+                        n = p.sock.recv_into(p.decoder.get_buffer())
+                    except (BlockingIOError, ssl.SSLWantReadError):
+                        return
+                    if n == 0:
+                        self._drop(p, "closed the connection during the handshake")
+                        return
+                    p.decoder.buffer_updated(n)
+                    continue
+                step = p.hs.receive(frame)
+                if step.error is not None:
+                    self._refuse(p, step.send, step.error)
+                    return
+                if step.send:
+                    p.sock.sendall(step.send)
+                if step.done:
+                    self._finish(p)
+                    return
+        except FrameTooLarge:
+            self._drop(p, "sent an oversized handshake frame (not an ipcwire client?)")
+        except (OSError, ssl.SSLError) as exc:
+            self._drop(p, f"failed during the handshake: {exc}")
+
+    def _finish(self, p: _Pending) -> None:
+        p.done = True
+        self._forget(p)
+        p.decoder.max_frame = self._options.max_frame
+        wire = self._options.wire()
+        wire.send_limit = p.hs.peer_max_frame
+        stream = TlsStream(p.sock) if isinstance(p.sock, ssl.SSLSocket) else SocketStream(p.sock)
+        ch = StreamChannel(stream, wire, self.url, peer=p.peer, decoder=p.decoder)
+        self._ready.append(ch)
+
+    def _refuse(self, p: _Pending, reply: bytes, error: IpcwireError) -> None:
+        who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
+        log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, error)
+        try:
+            p.sock.setblocking(True)
+            p.sock.settimeout(0.5)
+            if reply:
+                p.sock.sendall(reply)
+        except (OSError, ValueError):
+            pass
+        self._forget(p)
+        p.sock.close()
+
+    def _drop(self, p: _Pending, why: str) -> None:
+        who = f"pid {p.peer.pid}" if p.peer.pid else (p.peer.address or "a client")
+        log.info("ipcwire: %s dropped %s: it %s", self.url, who, why)
+        self._forget(p)
+        p.sock.close()
+
+    def _forget(self, p: _Pending) -> None:
+        try:
+            fd = p.sock.fileno()
+        except (OSError, ValueError):
+            return
+        if self._pending.pop(fd, None) is not None:
+            try:
+                self._sel.unregister(p.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def _expire(self, now: float) -> None:
+        for p in [p for p in self._pending.values() if p.deadline <= now]:
+            self._drop(
+                p, f"did not finish the handshake within {self._options.handshake_timeout} s"
+            )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        with self._accept_lock:  # the accepting thread (if any) leaves promptly
+            for p in list(self._pending.values()):
+                self._forget(p)
+                p.sock.close()
+            while self._ready:
+                self._ready.popleft().close()
+            self._sel.close()
+            self._sock.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            if self._on_close is not None:
+                self._on_close()

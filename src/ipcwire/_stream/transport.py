@@ -1,0 +1,191 @@
+"""Blocking byte streams under a StreamChannel: a plain socket, a TLS socket, a pair of fds.
+
+Each offers ``recv_into(view, timeout)``, ``send_all(data, timeout)``, ``shutdown()`` and
+``close()``. A timeout raises :class:`TimeoutError` (``BlockingIOError`` counts as one);
+``timeout=0`` never blocks; ``None`` blocks.
+
+Plain sockets stay in blocking mode and use SO_RCVTIMEO/SO_SNDTIMEO for timeouts, set only
+when the value changes, so a receive costs one system call (Python's own ``settimeout`` polls
+before every call). Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SIGPIPE death.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl
+import struct
+from typing import Final
+
+from ipcwire._core.wire import Packed
+
+__all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
+
+_NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_TIMEVAL: Final = struct.Struct("@ll")
+
+
+class PartialWrite(TimeoutError):
+    """A send timed out after writing part of a message: the stream is out of step."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(f"timed out after writing {written} bytes of a message")
+        self.written = written
+
+
+def _timeval(timeout: float | None) -> bytes:
+    if timeout is None:
+        return _TIMEVAL.pack(0, 0)  # 0 means "no timeout" to the kernel
+    usec = max(1, round(timeout * 1_000_000))  # never let a tiny timeout round to "forever"
+    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
+
+
+class ByteStream:
+    """Interface of the blocking byte streams (documentation and typing only)."""
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        raise NotImplementedError
+
+    def send_all(self, data: Packed, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SocketStream(ByteStream):
+    """A connected stream socket in blocking mode."""
+
+    __slots__ = ("_rcvtimeo", "_sndtimeo", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._rcvtimeo: float | None = None
+        self._sndtimeo: float | None = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        if timeout == 0:
+            return self.sock.recv_into(view, 0, _DONTWAIT)
+        if timeout != self._rcvtimeo:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            self._rcvtimeo = timeout
+        return self.sock.recv_into(view)
+
+    def send_all(self, data: Packed, timeout: float | None) -> None:
+        sock = self.sock
+        if timeout != self._sndtimeo:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout or None))
+            self._sndtimeo = timeout
+        if type(data) is tuple:
+            self._sendmsg_all(list(data))
+            return
+        if timeout is None:
+            sock.sendall(data, _NOSIGNAL)  # type: ignore[arg-type]
+            return
+        view = memoryview(data)  # type: ignore[arg-type]
+        sent = 0
+        total = view.nbytes
+        try:
+            while sent < total:
+                sent += sock.send(view[sent:], _NOSIGNAL)
+        except BlockingIOError:
+            if sent:
+                raise PartialWrite(sent) from None
+            raise
+
+    def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        views = [memoryview(p) for p in parts]
+        sent_total = 0
+        try:
+            while views:
+                n = self.sock.sendmsg(views, (), _NOSIGNAL)
+                sent_total += n
+                while views and n >= views[0].nbytes:
+                    n -= views[0].nbytes
+                    views.pop(0)
+                if views and n:
+                    views[0] = views[0][n:]
+        except BlockingIOError:
+            if sent_total:
+                raise PartialWrite(sent_total) from None
+            raise
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.shutdown()
+        self.sock.close()
+
+
+class TlsStream(ByteStream):
+    """A TLS socket; timeouts through Python's own socket timeout (TLS needs it)."""
+
+    __slots__ = ("_timeout", "sock")
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        sock.settimeout(None)
+        self.sock = sock
+        self._timeout: float | None = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def _set(self, timeout: float | None) -> None:
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
+    def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        if timeout == 0 and not self.sock.pending():
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                raise BlockingIOError
+        self._set(None if timeout == 0 else timeout)
+        try:
+            return self.sock.recv_into(view)
+        except ssl.SSLZeroReturnError:
+            return 0
+        except ssl.SSLError as exc:
+            raise ConnectionResetError(f"TLS error: {exc}") from exc
+
+    def send_all(self, data: Packed, timeout: float | None) -> None:
+        self._set(timeout)
+        if type(data) is tuple:
+            for part in data:
+                self.sock.sendall(part)
+        else:
+            self.sock.sendall(data)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        self.shutdown()
+        self.sock.close()
+
+
+def close_fd(fd: int) -> None:
+    """Close an fd, ignoring "already closed"."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass

@@ -1,0 +1,258 @@
+"""The blocking channel API every mechanism provides.
+
+A :class:`Channel` carries whole messages both ways (or one way, if the mechanism says so).
+A :class:`Listener` accepts channels. Mechanisms subclass these; the shared behaviour
+(request, iteration, context managers, serve) lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
+
+__all__ = ["Channel", "ChannelStatistics", "Listener", "PeerInfo"]
+
+log = logging.getLogger("ipcwire")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who is at the other end, as far as the OS can tell.
+
+    ``pid``/``uid``/``gid`` come from the kernel (SO_PEERCRED) where the mechanism has it;
+    ``address`` is the peer's address (host, port) or path where there is one.
+    """
+
+    pid: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    """Counters of one channel (trio style ``statistics()``)."""
+
+    messages_sent: int
+    messages_received: int
+    bytes_sent: int
+    bytes_received: int
+    buffered_bytes: int = 0  # received, not yet delivered
+    dropped: int = 0  # messages dropped by an explicit drop policy; never silent
+
+
+class Channel(abc.ABC):
+    """A connected, message-oriented channel (blocking API).
+
+    Thread safety: one thread may send while another receives; concurrent senders are
+    serialised, so their messages never interleave.
+    """
+
+    url: str
+
+    # -- what each mechanism implements ---------------------------------------------------
+    @abc.abstractmethod
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        """Send one message.
+
+        Raises:
+            FrameTooLarge: over the size limit; nothing was sent.
+            Timeout: not sent within ``timeout`` seconds (the peer is not reading). If part of
+                the message was written, the channel is then broken and says so.
+            ChannelBroken: the peer vanished; ``EndOfChannel`` never comes from send.
+            ChannelClosed: this side closed the channel.
+        """
+
+    @abc.abstractmethod
+    def recv(self, *, timeout: float | None = None) -> Any:
+        """Receive one whole message (``timeout=0`` polls).
+
+        Raises:
+            EndOfChannel: the peer closed cleanly and every message was delivered.
+            Timeout: nothing arrived in time; the channel stays usable.
+            FrameTooLarge: the next message is over ``max_frame``; it is skipped, not delivered.
+            RemoteProtocolError: the peer sent something that does not decode.
+            ChannelBroken: the peer or OS failed (for example it died mid-message).
+            ChannelClosed: this side closed the channel.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the channel; idempotent, bounded, wakes a thread blocked in ``recv``."""
+
+    @abc.abstractmethod
+    def statistics(self) -> ChannelStatistics:
+        """Counters of this channel."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the channel was torn down)."""
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        """Who is at the other end, where the mechanism knows."""
+        return None
+
+    # -- shared behaviour -----------------------------------------------------------------
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        """Send several messages, in one write where the mechanism allows."""
+        for obj in objs:
+            self.send(obj, timeout=timeout)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        """Wait for at least one message, then return every message already received
+        (up to ``max_messages``) without waiting again."""
+        out = [self.recv(timeout=timeout)]
+        while max_messages is None or len(out) < max_messages:
+            try:
+                out.append(self.recv(timeout=0))
+            except Timeout:
+                break
+            except EndOfChannel:
+                break
+        return out
+
+    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send ``obj`` and return the next message: a reply, for strict request/reply peers.
+
+        The default timeout is finite. If it passes, the channel is closed, because a late
+        reply would otherwise be taken as the answer to the next request.
+
+        Raises:
+            Timeout: no reply in time (the channel is now closed).
+            EndOfChannel, ChannelBroken: the peer went away before replying.
+        """
+        self.send(obj, timeout=timeout)
+        try:
+            return self.recv(timeout=timeout)
+        except Timeout as exc:
+            self.close()
+            raise Timeout(
+                f"no reply from {self.url} within {timeout} s; the channel was closed so that "
+                f"a late reply cannot answer a later request. Raise timeout= if the peer is slow",
+                endpoint=self.url,
+            ) from exc
+
+    def __iter__(self) -> Iterator[Any]:
+        """Messages until the peer closes (EndOfChannel ends the iteration)."""
+        while True:
+            try:
+                yield self.recv()
+            except EndOfChannel:
+                return
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<{type(self).__name__} {self.url} {state}>"
+
+
+Handler = Callable[[Channel], object]
+
+
+class Listener(abc.ABC):
+    """Accepts channels (blocking API)."""
+
+    url: str
+
+    @abc.abstractmethod
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        """Wait for the next client whose handshake succeeded.
+
+        Clients that fail the handshake (wrong token, garbage, silence past the handshake
+        timeout) are logged and dropped; they never delay or disturb the others.
+
+        Raises:
+            Timeout: no client in time.
+            ChannelClosed: the listener was closed.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening and remove what listening created (socket files...)."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once closed."""
+
+    def serve(self, handler: Handler, *, max_channels: int | None = None) -> None:
+        """Accept clients until the listener is closed, each handled in its own thread.
+
+        Exceptions from ``handler`` are logged; the channel is closed after it returns.
+        Returns when the listener is closed (from another thread or a signal handler),
+        after waiting for running handlers.
+        """
+        slots = threading.BoundedSemaphore(max_channels) if max_channels else None
+        active: dict[Channel, threading.Thread] = {}
+        lock = threading.Lock()
+
+        def run(ch: Channel) -> None:
+            try:
+                with ch:
+                    handler(ch)
+            except EndOfChannel:
+                pass
+            except IpcwireError as exc:
+                log.info("ipcwire: handler for %s ended: %s", ch.url, exc)
+            except Exception:
+                log.exception("ipcwire: handler for %s raised", ch.url)
+            finally:
+                with lock:
+                    active.pop(ch, None)
+                if slots is not None:
+                    slots.release()
+
+        try:
+            while True:
+                if slots is not None:
+                    slots.acquire()
+                try:
+                    ch = self.accept()
+                except ChannelClosed:
+                    if slots is not None:
+                        slots.release()
+                    return
+                t = threading.Thread(target=run, args=(ch,), name=f"ipcwire {ch.url}", daemon=True)
+                with lock:
+                    active[ch] = t
+                t.start()
+        finally:
+            # The listener is closed: close the remaining channels so blocked handlers wake
+            # (they see ChannelClosed), then wait for them, boundedly.
+            with lock:
+                remaining = list(active.items())
+            for ch, _ in remaining:
+                ch.close()
+            for _, t in remaining:
+                t.join(timeout=5.0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "listening"
+        return f"<{type(self).__name__} {self.url} {state}>"

@@ -1,0 +1,120 @@
+"""Options every channel shares, gathered from keyword arguments and the URL's query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ipcwire._core.codecs import Codec, get_codec
+from ipcwire._core.framing import DEFAULT_MAX_FRAME, FRAMINGS, MAX_LENGTH_PREFIX
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire.errors import ConfigurationError
+
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_REQUEST_TIMEOUT", "ChannelOptions"]
+
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+
+_COMMON: Final = ("codec", "framing", "max_frame", "token", "handshake_timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """The options of one endpoint, validated.
+
+    ``codec``: "bytes" (default), "json", "msgpack", "pickle" (needs ``token``), or a Codec.
+    ``framing``: "length" (default) or "ndjson" (which defaults the codec to json).
+    ``max_frame``: the largest message this side accepts, in bytes (default 64 MiB).
+    ``token``: shared secret; both sides prove they know it, it never crosses the wire.
+    """
+
+    url: str
+    codec: Codec
+    framing: str = "length"
+    max_frame: int = DEFAULT_MAX_FRAME
+    token: bytes | None = None
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+
+    @classmethod
+    def build(cls, endpoint: Endpoint, kwargs: dict[str, Any]) -> ChannelOptions:
+        """Take the common options out of ``kwargs`` (leaving the mechanism's own there),
+        with the URL's query parameters as defaults.
+
+        Raises:
+            ConfigurationError: a bad value, or pickle without a token.
+        """
+        q = endpoint.params
+        framing = str(kwargs.pop("framing", q.get("framing", "length")))
+        if framing not in FRAMINGS:
+            raise ConfigurationError(
+                f"unknown framing {framing!r} for {endpoint}; use one of {', '.join(FRAMINGS)}"
+            )
+        default_codec = "json" if framing == "ndjson" else "bytes"
+        codec_arg = kwargs.pop("codec", None) or q.get("codec", default_codec)
+        token = kwargs.pop("token", None) or q.get("token")
+        if isinstance(token, str):
+            token = token.encode()
+        if token is not None and not isinstance(token, bytes):
+            raise ConfigurationError("token must be str or bytes")
+        if token == b"":
+            raise ConfigurationError("token must not be empty")
+        try:
+            max_frame = int(kwargs.pop("max_frame", q.get("max_frame", DEFAULT_MAX_FRAME)))
+            handshake_timeout = float(
+                kwargs.pop(
+                    "handshake_timeout", q.get("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad option for {endpoint}: {exc}") from None
+        if not 0 < max_frame <= MAX_LENGTH_PREFIX:
+            raise ConfigurationError(
+                f"max_frame={max_frame} for {endpoint}: must be from 1 to {MAX_LENGTH_PREFIX}"
+            )
+        codec = get_codec(codec_arg, authenticated=token is not None, endpoint=endpoint.url)
+        opts = cls(
+            url=endpoint.url,
+            codec=codec,
+            framing=framing,
+            max_frame=max_frame,
+            token=token,
+            handshake_timeout=handshake_timeout,
+        )
+        opts.wire()  # validates the codec/framing pair now, not at first send
+        return opts
+
+    def wire(self) -> WireFormat:
+        """A fresh WireFormat (its send limit is then set from the handshake)."""
+        return WireFormat(self.codec, self.framing, self.max_frame, endpoint=self.url)
+
+    def client_handshake(self) -> ClientHandshake:
+        return ClientHandshake(
+            codec=self.codec.name,
+            framing=self.framing,
+            max_frame=self.max_frame,
+            token=self.token,
+            endpoint=self.url,
+        )
+
+    def server_handshake(self) -> ServerHandshake:
+        return ServerHandshake(
+            codec=self.codec.name,
+            framing=self.framing,
+            max_frame=self.max_frame,
+            token=self.token,
+            endpoint=self.url,
+        )
+
+
+def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:
+    """Raise for keyword arguments no one consumed.
+
+    Raises:
+        ConfigurationError: naming the unknown and the accepted options.
+    """
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        ok = ", ".join((*_COMMON, *accepted))
+        raise ConfigurationError(f"unknown option(s) {names} for {endpoint}; accepted: {ok}")

@@ -1,0 +1,156 @@
+"""The registry of mechanisms: one spec per mechanism, keyed by URL scheme.
+
+Each mechanism folder declares ``SPEC = MechanismSpec(...)`` once. Everything that needs to
+know what a mechanism can do (``ipcwire platforms``, the advisor, the docs' feature matrix,
+the benchmark, the conformance suite) reads it from here; nothing restates it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Final
+
+from ipcwire.errors import InvalidURL, MechanismUnavailable
+
+__all__ = [
+    "BUILTIN_MECHANISMS",
+    "Capabilities",
+    "MechanismSpec",
+    "lookup",
+    "mechanisms",
+    "register",
+]
+
+# Modules that define SPEC, in the order `ipcwire platforms` lists them.
+BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
+    "ipcwire.unix",
+    "ipcwire.tcp",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a mechanism can do. The conformance suite skips checks only by these."""
+
+    bidirectional: bool = True
+    reliable: bool = True
+    ordered: bool = True
+    message_boundaries: bool = True
+    max_message_size: int | None = None  # None: limited only by max_frame
+    crosses_machines: bool = False
+    browser: bool = False
+    needs_daemon: bool = False
+    durable: bool = False
+    zero_copy: bool = False
+    multi_client: bool = True  # one listener serves several channels at once
+    peer_credentials: bool = False  # PeerInfo carries pid/uid/gid from the kernel
+    wait_policies: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ("linux", "darwin", "freebsd")
+
+    def as_dict(self) -> dict[str, object]:
+        """The capabilities as plain data (for JSON and tables)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class MechanismSpec:
+    """One mechanism: its URL scheme(s), capabilities, drivers and requirements.
+
+    ``blocking`` and ``aio`` are module paths, imported only when the mechanism is used, so a
+    mechanism whose library is missing still registers and can say how to install it.
+    """
+
+    scheme: str
+    title: str
+    summary: str
+    capabilities: Capabilities
+    blocking: str
+    aio: str | None = None
+    aliases: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()  # importable modules needed
+    extra: str | None = None  # pip extra that installs them
+    docs: str = ""
+    example_url: str = ""
+    schemes: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schemes", (self.scheme, *self.aliases))
+
+    def unavailable_reason(self) -> str | None:
+        """Why this mechanism cannot be used here, or None when it can."""
+        if not any(sys.platform.startswith(p) for p in self.capabilities.platforms):
+            return (
+                f"{self.title} is not available on {sys.platform}; it works on "
+                f"{', '.join(self.capabilities.platforms)}"
+            )
+        for module in self.requires:
+            if importlib.util.find_spec(module) is None:
+                hint = f"pip install 'ipcwire[{self.extra}]'" if self.extra else f"install {module}"
+                return f"{self.title} needs the Python package {module!r}: {hint}"
+        return None
+
+    def load(self, flavour: str) -> ModuleType:
+        """Import the blocking or asyncio driver module.
+
+        Raises:
+            MechanismUnavailable: wrong platform, missing library, or no driver of that flavour.
+        """
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise MechanismUnavailable(reason)
+        path = self.blocking if flavour == "blocking" else self.aio
+        if path is None:
+            raise MechanismUnavailable(f"{self.title} has no {flavour} driver")
+        return importlib.import_module(path)
+
+
+_SPECS: dict[str, MechanismSpec] = {}
+_ORDER: list[MechanismSpec] = []
+_loaded = False
+
+
+def register(spec: MechanismSpec) -> None:
+    """Add a mechanism (third-party mechanisms may call this too)."""
+    for scheme in spec.schemes:
+        existing = _SPECS.get(scheme)
+        if existing is not None and existing is not spec and existing.title != spec.title:
+            raise ValueError(f"scheme {scheme!r} is already registered by {existing.title}")
+        _SPECS[scheme] = spec
+    if spec not in _ORDER:
+        _ORDER.append(spec)
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for path in BUILTIN_MECHANISMS:
+        module = importlib.import_module(path)
+        specs = getattr(module, "SPECS", None) or (module.SPEC,)
+        for spec in specs:
+            register(spec)
+
+
+def mechanisms() -> list[MechanismSpec]:
+    """Every registered mechanism, in a stable order."""
+    _load_builtins()
+    return list(_ORDER)
+
+
+def lookup(scheme: str) -> MechanismSpec:
+    """The mechanism for a URL scheme.
+
+    Raises:
+        InvalidURL: no mechanism has that scheme.
+    """
+    _load_builtins()
+    spec = _SPECS.get(scheme.lower())
+    if spec is None:
+        known = ", ".join(sorted(_SPECS))
+        raise InvalidURL(f"no mechanism handles the scheme {scheme!r}; known schemes: {known}")
+    return spec

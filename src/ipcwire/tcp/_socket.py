@@ -1,0 +1,117 @@
+"""TCP plumbing shared by the blocking and asyncio drivers.
+
+Listening binds 127.0.0.1 unless a host is given (``tcp://0.0.0.0:7000`` to accept from other
+machines, which then wants ``token=`` and TLS). SO_REUSEADDR is set so a restarted server does
+not hit EADDRINUSE from its previous run's TIME_WAIT sockets; a real conflict becomes
+``AddressInUse`` naming the process that holds the port. Every connection gets TCP_NODELAY.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from ipcwire._core.url import Endpoint
+from ipcwire._procfs import describe_pid, pids_for_inodes, tcp_listener_inodes
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import AddressInUse, InvalidURL, IpcwireError, PermissionDenied
+
+__all__ = ["TcpAddress", "bind_listener", "configure", "peer_info", "resolve"]
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class TcpAddress:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+def resolve(endpoint: Endpoint, *, listening: bool) -> TcpAddress:
+    """Host and port from ``tcp://host:port`` (port 0 to listen on any free port).
+
+    Raises:
+        InvalidURL: no port, or no host to connect to.
+    """
+    if endpoint.port is None:
+        raise InvalidURL(f"{endpoint.url} has no port: write tcp://127.0.0.1:7000")
+    host = endpoint.host
+    if not host:
+        if not listening:
+            raise InvalidURL(f"{endpoint.url} has no host to connect to")
+        host = DEFAULT_HOST
+    return TcpAddress(host, endpoint.port)
+
+
+def configure(sock: socket.socket) -> None:
+    """Options every TCP channel gets: TCP_NODELAY (no Nagle delay on small messages)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def peer_info(sock: socket.socket) -> PeerInfo:
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return PeerInfo()
+    return PeerInfo(address=f"{host}:{port}")
+
+
+def _holder(addr: TcpAddress) -> tuple[str, int | None]:
+    pids = pids_for_inodes(tcp_listener_inodes(addr.port, addr.host))
+    if pids:
+        return ", ".join(describe_pid(p) for p in pids), pids[0]
+    return "another process (ipcwire cannot see which)", None
+
+
+def bind_listener(addr: TcpAddress, url: str, backlog: int) -> socket.socket:
+    """A listening TCP socket.
+
+    Raises:
+        AddressInUse: the port is taken (naming the holder when it can be seen).
+        PermissionDenied: a port below 1024 without the privilege.
+    """
+    try:
+        infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InvalidURL(f"cannot resolve the host of {url}: {exc}") from exc
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise _bind_error(exc, addr, url) from exc
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | OSError:
+    if exc.errno == errno.EADDRINUSE:
+        who, pid = _holder(addr)
+        return AddressInUse(
+            f"cannot listen at {url}: port {addr.port} is in use by {who}. Stop it, choose "
+            f"another port, or use port 0 for any free one (`ipcwire doctor {url}`)",
+            pid=pid,
+            endpoint=url,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"cannot listen at {url}: ports below 1024 need privileges; use a higher port",
+            endpoint=url,
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvalidURL(f"cannot listen at {url}: {addr.host} is not an address of this machine")
+    return exc

@@ -1,0 +1,75 @@
+"""TCP, blocking driver (TLS through an ``ssl.SSLContext``)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.blocking import StreamChannel
+from ipcwire._stream.connect import connect_stream
+from ipcwire._stream.listener import StreamListener
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import IpcwireError
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.tcp._socket import bind_listener, configure, peer_info, resolve
+
+__all__ = ["connect", "listen"]
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    ssl: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    **kw: Any,
+) -> StreamChannel:
+    """Connect over TCP; see :func:`ipcwire.connect`."""
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname"))
+    addr = resolve(endpoint, listening=False)
+
+    def open_socket(remaining: float) -> socket.socket:
+        sock = socket.create_connection((addr.host, addr.port), timeout=remaining)
+        configure(sock)
+        return sock
+
+    def explain(exc: OSError) -> IpcwireError | None:
+        return None
+
+    return connect_stream(
+        options,
+        open_socket,
+        explain,
+        timeout=timeout,
+        reconnect=reconnect,
+        peer=peer_info,
+        ssl_context=ssl,
+        server_hostname=server_hostname or addr.host,
+    )
+
+
+def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    ssl: ssl.SSLContext | None = None,
+    backlog: int = 128,
+    **kw: Any,
+) -> StreamListener:
+    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.listen`."""
+    reject_unknown(kw, endpoint, ("ssl", "backlog"))
+    addr = resolve(endpoint, listening=True)
+    sock = bind_listener(addr, endpoint.url, backlog)
+    host, port = sock.getsockname()[:2]
+    url = type(addr)(host, port).url()
+
+    def authorize(conn: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
+        return peer_info(conn), None
+
+    return StreamListener(
+        sock, url, options, authorize=authorize, ssl_context=ssl, configure=configure
+    )

@@ -1,0 +1,316 @@
+"""Unix-socket plumbing shared by the blocking and asyncio drivers (no I/O loop here).
+
+Binding is where Unix sockets usually go wrong; this module makes it safe by default:
+
+* the path must fit the kernel's limit (107 bytes on Linux) and its directory must exist and
+  be writable, each with a clear error;
+* an existing socket file is probed: if a process answers, ``AddressInUse`` names it and the
+  file is left alone (never silently stolen); if nothing answers it is stale and removed;
+  anything that is not a socket is never removed;
+* the socket is bound inside a private 0700 directory, given its mode, then hard-linked into
+  place, so no other user can connect before the mode is right, and a file created meanwhile
+  by someone else is never replaced (link fails with EEXIST);
+* on close the file is removed only if it is still ours (same inode).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_inodes
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import (
+    AddressInUse,
+    ConfigurationError,
+    ConnectionRefused,
+    InvalidURL,
+    IpcwireError,
+    PermissionDenied,
+)
+
+__all__ = [
+    "UnixAddress",
+    "bind_listener",
+    "explain_connect_error",
+    "make_authorizer",
+    "peer_info",
+    "resolve",
+]
+
+log = logging.getLogger("ipcwire")
+
+MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
+_UCRED: Final = struct.Struct("3i")
+_umask_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A filesystem path, or an abstract name (Linux), to bind or connect to."""
+
+    path: str | None
+    abstract: str | None
+
+    @property
+    def sockaddr(self) -> str | bytes:
+        if self.abstract is not None:
+            return b"\0" + self.abstract.encode()
+        assert self.path is not None
+        return self.path
+
+    def __str__(self) -> str:
+        return f"@{self.abstract}" if self.abstract is not None else str(self.path)
+
+
+def resolve(endpoint: Endpoint) -> UnixAddress:
+    """``unix:///abs/path``, ``unix:relative/path`` or ``unix:@abstract``.
+
+    Raises:
+        InvalidURL: a host part (``unix://tmp/x``), an empty path, or a path over the limit.
+    """
+    if endpoint.host:
+        raise InvalidURL(
+            f"{endpoint.url}: a Unix socket URL has no host; write unix:///{endpoint.host}"
+            f"{endpoint.path} (three slashes for an absolute path)",
+            endpoint=endpoint.url,
+        )
+    path = endpoint.path
+    if path.startswith("@"):
+        if len(path) < 2 or len(path.encode()) > MAX_PATH:
+            raise InvalidURL(f"{endpoint.url}: abstract names are 1 to {MAX_PATH - 1} bytes")
+        return UnixAddress(None, path[1:])
+    if not path:
+        raise InvalidURL(f"{endpoint.url} names no socket path", endpoint=endpoint.url)
+    size = len(os.fsencode(path))
+    if size > MAX_PATH:
+        raise InvalidURL(
+            f"{endpoint.url}: the path is {size} bytes, over the kernel's limit of {MAX_PATH} "
+            f"for Unix sockets; use a shorter directory (such as $XDG_RUNTIME_DIR or /tmp) or "
+            f"an abstract name (unix:@name)",
+            endpoint=endpoint.url,
+        )
+    return UnixAddress(path, None)
+
+
+def peer_info(sock: socket.socket, address: str) -> PeerInfo:
+    """pid, uid and gid of the peer from SO_PEERCRED (Linux), else only the address."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is None:
+        return PeerInfo(address=address)
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, so_peercred, _UCRED.size))
+    return PeerInfo(pid=pid or None, uid=uid, gid=gid, address=address)
+
+
+def make_authorizer(
+    url: str, address: str, allow_uids: Iterable[int] | None
+) -> Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]:
+    """The check run on every accepted connection: who is it, and is it allowed?"""
+    allowed = None if allow_uids is None else frozenset(allow_uids)
+
+    def authorize(sock: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
+        peer = peer_info(sock, address)
+        if allowed is not None and peer.uid not in allowed:
+            return peer, PermissionDenied(
+                f"uid {peer.uid} (pid {peer.pid}) may not connect to {url}: it is not in "
+                f"allow_uids {sorted(allowed)}; add it there if it should",
+                endpoint=url,
+            )
+        return peer, None
+
+    return authorize
+
+
+def _owner_text(pid: int | None) -> str:
+    return describe_pid(pid) if pid else "a process that ipcwire cannot see"
+
+
+def _probe(addr: UnixAddress) -> tuple[bool, int | None]:
+    """Whether something accepts connections at ``addr``, and its pid (never blocks).
+
+    The pid comes from SO_PEERCRED on the probe, which reports the listener's credentials
+    (taken when it called listen()), and falls back to /proc for a busy listener.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(addr.sockaddr)
+        return True, peer_info(probe, str(addr)).pid
+    except (BlockingIOError, InterruptedError):
+        pids = pids_for_inodes(unix_socket_inodes(str(addr)))
+        return True, pids[0] if pids else None  # backlog full: alive and busy
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False, None
+    finally:
+        probe.close()
+
+
+def _check_path(addr: UnixAddress, url: str) -> None:
+    assert addr.path is not None
+    parent = os.path.dirname(os.path.abspath(addr.path))
+    if not os.path.isdir(parent):
+        raise ConfigurationError(
+            f"cannot listen at {url}: the directory {parent} does not exist; create it "
+            f"(mkdir -p {parent}) with mode 0700 if only you should reach the socket",
+            endpoint=url,
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        st = os.stat(parent)
+        raise PermissionDenied(
+            f"cannot listen at {url}: directory {parent} is mode {stat.S_IMODE(st.st_mode):04o} "
+            f"owned by uid {st.st_uid}, and you (uid {os.getuid()}) may not create files in it; "
+            f"use a directory you own such as $XDG_RUNTIME_DIR",
+            endpoint=url,
+        )
+    try:
+        st = os.lstat(addr.path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AddressInUse(
+            f"cannot listen at {url}: {addr.path} exists and is not a socket; ipcwire never "
+            f"removes it. Choose another path, or remove it yourself if it is garbage",
+            endpoint=url,
+        )
+    try:
+        alive, pid = _probe(addr)
+    except PermissionError:
+        raise PermissionDenied(
+            f"cannot listen at {url}: {addr.path} is a socket of uid {st.st_uid} with mode "
+            f"{stat.S_IMODE(st.st_mode):04o} that you may not even probe; it belongs to "
+            f"someone else: choose another path",
+            endpoint=url,
+        ) from None
+    if alive:
+        raise AddressInUse(
+            f"cannot listen at {url}: {_owner_text(pid)} is listening there. Stop it, or "
+            f"choose another path (`ipcwire doctor {url}` shows more)",
+            pid=pid,
+            endpoint=url,
+        )
+    log.info("ipcwire: removing stale socket file %s (nothing answers there)", addr.path)
+    try:
+        os.unlink(addr.path)
+    except FileNotFoundError:
+        pass
+
+
+def bind_listener(
+    addr: UnixAddress, url: str, *, mode: int, backlog: int
+) -> tuple[socket.socket, Callable[[], None]]:
+    """A listening socket at ``addr``, and the function that cleans up after it.
+
+    Raises:
+        AddressInUse, PermissionDenied, ConfigurationError: each naming the fix.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if addr.abstract is not None:
+            try:
+                sock.bind(addr.sockaddr)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                pid = _probe(addr)[1]
+                raise AddressInUse(
+                    f"cannot listen at {url}: {_owner_text(pid)} already holds that "
+                    f"abstract name; choose another",
+                    pid=pid,
+                    endpoint=url,
+                ) from exc
+            sock.listen(backlog)
+            return sock, lambda: None
+        _check_path(addr, url)
+        ident = _bind_private(sock, addr, mode)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+
+    path = addr.path
+    assert path is not None
+
+    def cleanup() -> None:
+        try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    return sock, cleanup
+
+
+def _bind_private(sock: socket.socket, addr: UnixAddress, mode: int) -> tuple[int, int]:
+    assert addr.path is not None
+    path = addr.path
+    parent = os.path.dirname(os.path.abspath(path))
+    private = tempfile.mkdtemp(prefix=".iw", dir=parent)  # mode 0700
+    tmp = os.path.join(private, "s")
+    try:
+        if len(os.fsencode(tmp)) <= MAX_PATH:
+            sock.bind(tmp)
+            os.chmod(tmp, mode)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AddressInUse(
+                    f"cannot listen at unix://{path}: another process created it just now",
+                ) from None
+        else:
+            # The private name would be over the limit: bind in place under a strict umask.
+            with _umask_lock:
+                old = os.umask(0o177)
+                try:
+                    sock.bind(path)
+                finally:
+                    os.umask(old)
+            os.chmod(path, mode)
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        os.rmdir(private)
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def explain_connect_error(exc: OSError, addr: UnixAddress, url: str) -> IpcwireError | None:
+    """A helpful error for the usual connect failures, or None to use the generic one."""
+    if exc.errno == errno.ENOENT:
+        return ConnectionRefused(
+            f"no socket at {url}: the file {addr.path} does not exist. Is the server running "
+            f"(and listening at this exact path)? Pass reconnect=SECONDS to wait for it",
+            endpoint=url,
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        what = "the abstract name" if addr.abstract is not None else f"the socket file {addr.path}"
+        return ConnectionRefused(
+            f"nothing listens at {url}: {what} exists but no process accepts on it (stale, "
+            f"left by a server that died?). Restart the server; ipcwire's listen() removes "
+            f"stale files itself",
+            endpoint=url,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM) and addr.path is not None:
+        try:
+            st = os.stat(addr.path)
+            detail = (
+                f"the socket is mode {stat.S_IMODE(st.st_mode):04o} owned by uid {st.st_uid} "
+                f"gid {st.st_gid}; you are uid {os.getuid()}: run as the owner, or have the "
+                f"server listen with mode=0o660 and a group you share"
+            )
+        except PermissionError:
+            detail = f"a directory on the way to {addr.path} does not let uid {os.getuid()} through"
+        return PermissionDenied(f"permission denied connecting to {url}: {detail}", endpoint=url)
+    return None
