@@ -1,0 +1,582 @@
+"""The asyncio channel over a stream transport, and its listener.
+
+A :class:`asyncio.BufferedProtocol` reads straight into the shared decoder's buffer, so the
+blocking and asyncio drivers run the same I/O-free framing. Flow control both ways:
+
+* sending waits (``drain``) while the transport's write buffer is over its high-water mark;
+* receiving pauses the transport when undelivered messages exceed ``_HIGH_WATER`` bytes and
+  resumes when the application has taken them, so a slow reader slows the writer instead of
+  growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = ["AioStreamChannel", "AioStreamListener", "StreamProtocol"]
+
+log = logging.getLogger("ipcwire")
+
+_HIGH_WATER: Final = 4 * 1024 * 1024  # undelivered bytes before reading pauses
+
+
+class _Raise:
+    """A queued error, raised by ``recv`` in order with the messages around it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: IpcwireError) -> None:
+        self.exc = exc
+
+
+class AioStreamChannel(AioChannel):
+    """A channel over an asyncio stream transport."""
+
+    def __init__(
+        self,
+        url: str,
+        wire: WireFormat,
+        *,
+        peer: PeerInfo | None = None,
+        decoder: LengthPrefixDecoder | NdjsonDecoder | None = None,
+    ) -> None:
+        self.url = url
+        self._wire = wire
+        self._pack = wire.pack
+        self._decode = wire.decode
+        self._decoder = decoder if decoder is not None else wire.decoder()
+        self._peer = peer
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[Any] = deque()
+        self._queued_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drainers: list[asyncio.Future[None]] = []
+        self._write_paused = False
+        self._read_paused = False
+        self._closed = False
+        self._end: IpcwireError | None = None  # set when the connection ended
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._sent = 0
+        self._received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # -- sending ----------------------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = self._pack(obj)
+        self._write(data, 1)
+        if self._write_paused:
+            await self._drain(timeout)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        items = objs if isinstance(objs, list | tuple) else list(objs)
+        if items:
+            self._write(self._wire.pack_many(items), len(items))
+            if self._write_paused:
+                await self._drain(timeout)
+
+    def _write(self, data: Any, count: int) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        t = self._transport
+        if self._end is not None or t is None or t.is_closing():
+            raise ChannelBroken(
+                f"cannot send to {self.url}: the connection is gone ({self._end})",
+                endpoint=self.url,
+            )
+        if type(data) is tuple:
+            t.writelines(data)
+            self._bytes_sent += len(data[0]) + len(data[1])
+        else:
+            t.write(data)
+            self._bytes_sent += len(data)
+        self._sent += count
+
+    async def _drain(self, timeout: float | None) -> None:
+        fut = self._loop.create_future()
+        self._drainers.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                async with asyncio.timeout(timeout):
+                    await fut
+        except TimeoutError:
+            raise Timeout(
+                f"{self.url} is not reading: the message is queued but the write buffer "
+                f"stayed full for {timeout} s",
+                endpoint=self.url,
+            ) from None
+        finally:
+            if fut in self._drainers:
+                self._drainers.remove(fut)
+
+    # -- receiving --------------------------------------------------------------------------
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        q = self._queue
+        if q and not self._closed:
+            item = q.popleft()
+            if not q:
+                self._drained()
+            if type(item) is _Raise:
+                raise item.exc
+            self._received += 1
+            return item
+        return await self._wait_recv(timeout)
+
+    async def _wait_recv(self, timeout: float | None) -> Any:
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._queue:
+                return await self.recv()
+            if self._end is not None:
+                raise self._end
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            if self._waiter is not None:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task "
+                    f"(and fan out with a queue), or open one channel per task"
+                )
+            fut = self._waiter = self._loop.create_future()
+            try:
+                if timeout is None:
+                    await fut
+                else:
+                    async with asyncio.timeout(timeout):
+                        await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._waiter = None
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        out = [await self.recv(timeout=timeout)]
+        q = self._queue
+        while q and (max_messages is None or len(out) < max_messages):
+            if type(q[0]) is _Raise:
+                break
+            out.append(q.popleft())
+        self._received += len(out) - 1
+        if not q:
+            self._drained()
+        return out
+
+    def _drained(self) -> None:
+        self._queued_bytes = 0
+        if self._read_paused and self._transport is not None and not self._closed:
+            self._read_paused = False
+            self._transport.resume_reading()
+
+    # -- called by the protocol -------------------------------------------------------------
+    def _deliver(self) -> None:
+        dec = self._decoder
+        decode = self._decode
+        q = self._queue
+        n = 0
+        while True:
+            try:
+                frame = dec.next_frame()
+            except FrameTooLarge as exc:
+                q.append(_Raise(exc))
+                continue
+            if frame is None:
+                break
+            size = len(frame)
+            n += size
+            try:
+                q.append(decode(frame))
+            except IpcwireError as exc:
+                q.append(_Raise(exc))
+        if n:
+            self._bytes_received += n
+            self._queued_bytes += n
+        if q:
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+            if self._queued_bytes > _HIGH_WATER and not self._read_paused:
+                assert self._transport is not None
+                self._read_paused = True
+                self._transport.pause_reading()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._end is None:
+            if exc is not None:
+                err = (
+                    translate(exc, self.url, "receiving from")
+                    if isinstance(exc, OSError)
+                    else (ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url))
+                )
+                err.__cause__ = exc
+                self._end = err
+            elif self._decoder.buffered:
+                self._end = ChannelBroken(
+                    f"{self.url} closed in the middle of a message "
+                    f"({self._decoder.partial_description()} arrived); the partial message "
+                    f"was discarded",
+                    endpoint=self.url,
+                )
+            else:
+                self._end = EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+        self._wake_all(ChannelBroken(f"{self.url} is gone", endpoint=self.url))
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def _wake_all(self, drain_error: IpcwireError) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_exception(drain_error)
+        self._drainers.clear()
+
+    def _pause_writing(self) -> None:
+        self._write_paused = True
+
+    def _resume_writing(self) -> None:
+        self._write_paused = False
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_result(None)
+        self._drainers.clear()
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake_all(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
+        if self._transport is not None:
+            self._transport.close()
+        elif not self._lost.done():
+            self._lost.set_result(None)
+
+    async def aclose(self) -> None:
+        self.close()
+        if not self._lost.done():
+            try:
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self._lost)
+            except TimeoutError:
+                if self._transport is not None:
+                    self._transport.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec and framing in use."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=self._decoder.buffered + self._queued_bytes,
+        )
+
+
+Handshake = ClientHandshake | ServerHandshake
+
+
+class StreamProtocol(asyncio.BufferedProtocol):
+    """Feeds one connection's bytes to its channel, after running the handshake."""
+
+    def __init__(
+        self,
+        channel: AioStreamChannel,
+        handshake: Handshake | None,
+        on_ready: Callable[[AioStreamChannel], None],
+        on_failed: Callable[[IpcwireError], None],
+        *,
+        authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]] | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.ch = channel
+        self.hs = handshake if handshake is not None and handshake.needed else None
+        self._on_ready = on_ready
+        self._on_failed = on_failed
+        self._authorize = authorize
+        self._timeout = handshake_timeout
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        ch = self.ch
+        ch._transport = transport
+        if self._authorize is not None:
+            peer, refusal = self._authorize(transport.get_extra_info("socket"))
+            ch._peer = peer
+            if refusal is not None:
+                hs = self.hs or ch_server_handshake_for_refusal(ch)
+                assert isinstance(hs, ServerHandshake)
+                self._fail(refusal, hs.reject(refusal, "permission").send)
+                return
+        if self.hs is None:
+            self._ready()
+            return
+        ch._decoder.max_frame = HANDSHAKE_MAX_FRAME
+        if isinstance(self.hs, ClientHandshake):
+            transport.write(self.hs.hello())
+        self._timer = ch._loop.call_later(self._timeout, self._expired)
+
+    def _expired(self) -> None:
+        if self.hs is not None:
+            self._fail(
+                Timeout(
+                    f"{self.ch.url}: the handshake did not finish within {self._timeout} s",
+                    endpoint=self.ch.url,
+                ),
+                b"",
+            )
+
+    def _ready(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        ch = self.ch
+        if self.hs is not None:
+            ch._decoder.max_frame = ch._wire.max_frame
+            ch._wire.send_limit = self.hs.peer_max_frame
+            self.hs = None
+        self._on_ready(ch)
+        if ch._decoder.buffered:
+            ch._deliver()
+
+    def _fail(self, error: IpcwireError, reply: bytes) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.hs = None
+        t = self.ch._transport
+        if t is not None:
+            if reply:
+                t.write(reply)
+            t.close()
+        self._on_failed(error)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.ch._decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        ch = self.ch
+        ch._decoder.buffer_updated(nbytes)
+        if self.hs is None:
+            ch._deliver()
+        else:
+            self._handshake_step()
+
+    def _handshake_step(self) -> None:
+        dec = self.ch._decoder
+        while self.hs is not None:
+            try:
+                frame = dec.next_frame()
+            except FrameTooLarge:
+                self._fail(
+                    RemoteProtocolError(
+                        f"{self.ch.url}: an oversized handshake frame (not ipcwire?)",
+                        endpoint=self.ch.url,
+                    ),
+                    b"",
+                )
+                return
+            if frame is None:
+                return
+            try:
+                step = self.hs.receive(frame)
+            except IpcwireError as exc:  # the client side raises
+                self._fail(exc, b"")
+                return
+            if step.error is not None:
+                self._fail(step.error, step.send)
+                return
+            if step.send and self.ch._transport is not None:
+                self.ch._transport.write(step.send)
+            if step.done:
+                self._ready()
+                return
+
+    def eof_received(self) -> bool:
+        if self.hs is not None:
+            self._fail(
+                ChannelBroken(
+                    f"{self.ch.url} closed the connection during the handshake: not an ipcwire "
+                    f"endpoint with this framing, or it refused this process (see its log)",
+                    endpoint=self.ch.url,
+                ),
+                b"",
+            )
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.hs is not None:
+            self._fail(
+                ChannelBroken(f"{self.ch.url}: connection lost in the handshake: {exc}"), b""
+            )
+        self.ch._connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.ch._pause_writing()
+
+    def resume_writing(self) -> None:
+        self.ch._resume_writing()
+
+
+def ch_server_handshake_for_refusal(ch: AioStreamChannel) -> ServerHandshake:
+    """A handshake object only used to phrase a refusal in the channel's framing."""
+    return ServerHandshake(
+        codec=ch._wire.codec.name,
+        framing=ch._wire.framing,
+        max_frame=ch._wire.max_frame,
+        token=None,
+        endpoint=ch.url,
+    )
+
+
+async def client_connect(
+    options: ChannelOptions,
+    create: Callable[[Callable[[], StreamProtocol]], Any],
+    peer: Callable[[Any], PeerInfo],
+) -> AioStreamChannel:
+    """Open one connection with ``create(protocol_factory)`` and run the client handshake."""
+    loop = asyncio.get_running_loop()
+    ch = AioStreamChannel(options.url, options.wire())
+    done: asyncio.Future[None] = loop.create_future()
+
+    def ready(_: AioStreamChannel) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def failed(err: IpcwireError) -> None:
+        if not done.done():
+            done.set_exception(err)
+
+    proto = StreamProtocol(
+        ch, options.client_handshake(), ready, failed, handshake_timeout=options.handshake_timeout
+    )
+    transport, _ = await create(lambda: proto)
+    ch._peer = peer(transport.get_extra_info("socket"))
+    try:
+        await done
+    except BaseException:
+        transport.abort()
+        raise
+    return ch
+
+
+class AioStreamListener(AioListener):
+    """Accepts connections from an asyncio server; hands out channels past their handshake."""
+
+    def __init__(
+        self,
+        url: str,
+        options: ChannelOptions,
+        *,
+        authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]],
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._options = options
+        self._authorize = authorize
+        self._on_close = on_close
+        self._server: asyncio.Server | None = None
+        self._ready: asyncio.Queue[AioStreamChannel | None] = asyncio.Queue()
+        self._closed = False
+
+    def protocol_factory(self) -> StreamProtocol:
+        """For ``loop.create_server``/``create_unix_server``."""
+        opts = self._options
+        ch = AioStreamChannel(self.url, opts.wire())
+        return StreamProtocol(
+            ch,
+            opts.server_handshake(),
+            self._ready.put_nowait,
+            self._failed,
+            authorize=self._authorize,
+            handshake_timeout=opts.handshake_timeout,
+        )
+
+    def _failed(self, error: IpcwireError) -> None:
+        log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
+
+    def attach(self, server: asyncio.Server) -> None:
+        self._server = server
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            if timeout is None:
+                ch = await self._ready.get()
+            else:
+                async with asyncio.timeout(timeout):
+                    ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:
+            self._ready.put_nowait(None)  # wake any other accepting task too
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        return ch
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()  # listening sockets only; never waits for clients
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._ready.put_nowait(None)
+        if self._on_close is not None:
+            self._on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def explain_or_translate(
+    exc: OSError, url: str, explain: Callable[[OSError], IpcwireError | None]
+) -> IpcwireError:
+    """The helpful error for a failed connect."""
+    return explain(exc) or translate(exc, url, "connecting to")

@@ -1,0 +1,51 @@
+"""The asyncio connect loop shared by stream-socket mechanisms: retries, handshake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ipcwire._stream.aio import AioStreamChannel, StreamProtocol, client_connect
+from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.options import ChannelOptions
+
+__all__ = ["aio_connect_stream"]
+
+
+async def aio_connect_stream(
+    options: ChannelOptions,
+    create: Callable[[Callable[[], StreamProtocol]], Any],
+    explain: Callable[[OSError], IpcwireError],
+    *,
+    timeout: float | None,
+    reconnect: float | None,
+    peer: Callable[[Any], PeerInfo],
+) -> AioStreamChannel:
+    """Connect with ``create`` (retrying refusals for ``reconnect`` seconds, with backoff and
+    jitter), run the handshake, and return the channel."""
+    url = options.url
+    loop = asyncio.get_running_loop()
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    retry_until = loop.time() + reconnect if reconnect else None
+    delays = backoff_delays()
+    while True:
+        try:
+            async with asyncio.timeout(limit):
+                return await client_connect(options, create, peer)
+        except TimeoutError as exc:
+            if isinstance(exc, IpcwireError):
+                raise
+            raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+        except OSError as exc:
+            err = explain(exc)
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = loop.time()
+                if now < retry_until:
+                    await asyncio.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(f"{err} (kept trying for {reconnect} s)") from exc
+            raise err from exc

@@ -1,0 +1,63 @@
+"""ipcwire for asyncio: the blocking API's names, with ``await`` (native, not threads).
+
+::
+
+    from ipcwire import aio
+    async with await aio.listen("unix:///run/user/1000/app.sock", codec="json") as server:
+        await server.serve(handler)
+
+    async with await aio.connect("tcp://127.0.0.1:7000") as ch:
+        reply = await ch.request(b"ping", timeout=2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipcwire._api import _common
+from ipcwire._core.codecs import Codec
+from ipcwire._core.url import parse_url
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.options import ChannelOptions
+from ipcwire.registry import lookup
+
+__all__ = ["AioChannel", "AioListener", "connect", "listen"]
+
+
+async def connect(
+    url: str,
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    timeout: float | None = None,
+    **options: Any,
+) -> AioChannel:
+    """Connect to ``url``; the same options and errors as :func:`ipcwire.connect`."""
+    endpoint = parse_url(url)
+    spec = lookup(endpoint.scheme)
+    kw = _common(codec, framing, max_frame, token, options)
+    opts = ChannelOptions.build(endpoint, kw)
+    if timeout is not None:
+        kw["timeout"] = timeout
+    channel: AioChannel = await spec.load("aio").connect(endpoint, opts, **kw)
+    return channel
+
+
+async def listen(
+    url: str,
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    **options: Any,
+) -> AioListener:
+    """Listen at ``url``; the same options and errors as :func:`ipcwire.listen`."""
+    endpoint = parse_url(url)
+    spec = lookup(endpoint.scheme)
+    kw = _common(codec, framing, max_frame, token, options)
+    opts = ChannelOptions.build(endpoint, kw)
+    listener: AioListener = await spec.load("aio").listen(endpoint, opts, **kw)
+    return listener

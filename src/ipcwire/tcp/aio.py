@@ -1,0 +1,83 @@
+"""TCP, asyncio driver (TLS through an ``ssl.SSLContext``)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
+from ipcwire._stream.aio import AioStreamChannel, AioStreamListener
+from ipcwire._stream.aio_connect import aio_connect_stream
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import IpcwireError
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.tcp._socket import bind_listener, configure, peer_info, resolve
+
+__all__ = ["connect", "listen"]
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    ssl: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    **kw: Any,
+) -> AioStreamChannel:
+    """Connect over TCP; see :func:`ipcwire.aio.connect`."""
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname"))
+    addr = resolve(endpoint, listening=False)
+    loop = asyncio.get_running_loop()
+
+    def create(factory: Any) -> Any:
+        if ssl is not None:
+            return loop.create_connection(
+                factory, addr.host, addr.port, ssl=ssl, server_hostname=server_hostname or addr.host
+            )
+        return loop.create_connection(factory, addr.host, addr.port)
+
+    def explain(exc: OSError) -> IpcwireError:
+        return translate(exc, endpoint.url, "connecting to")
+
+    def peer(sock: Any) -> PeerInfo:
+        configure(sock)
+        return peer_info(sock)
+
+    return await aio_connect_stream(
+        options, create, explain, timeout=timeout, reconnect=reconnect, peer=peer
+    )
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    ssl: ssl.SSLContext | None = None,
+    backlog: int = 128,
+    **kw: Any,
+) -> AioStreamListener:
+    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.aio.listen`."""
+    reject_unknown(kw, endpoint, ("ssl", "backlog"))
+    addr = resolve(endpoint, listening=True)
+    sock = bind_listener(addr, endpoint.url, backlog)
+    host, port = sock.getsockname()[:2]
+    url = type(addr)(host, port).url()
+
+    def authorize(conn: Any) -> tuple[PeerInfo, IpcwireError | None]:
+        configure(conn)
+        return peer_info(conn), None
+
+    listener = AioStreamListener(url, options, authorize=authorize)
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            listener.protocol_factory, sock=sock, ssl=ssl, backlog=backlog
+        )
+    except BaseException:
+        sock.close()
+        raise
+    listener.attach(server)
+    return listener

@@ -1,0 +1,88 @@
+"""Unix domain stream sockets, asyncio driver."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
+from ipcwire._stream.aio import AioStreamChannel, AioStreamListener
+from ipcwire._stream.aio_connect import aio_connect_stream
+from ipcwire.errors import IpcwireError
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.unix._socket import (
+    bind_listener,
+    explain_connect_error,
+    make_authorizer,
+    peer_info,
+    resolve,
+)
+
+__all__ = ["connect", "listen"]
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    **kw: Any,
+) -> AioStreamChannel:
+    """Connect to a Unix socket; see :func:`ipcwire.aio.connect`."""
+    reject_unknown(kw, endpoint, ("timeout", "reconnect"))
+    addr = resolve(endpoint)
+    loop = asyncio.get_running_loop()
+
+    def create(factory: Any) -> Any:
+        return loop.create_unix_connection(factory, addr.sockaddr)  # type: ignore[arg-type]
+
+    def explain(exc: OSError) -> IpcwireError:
+        return explain_connect_error(exc, addr, endpoint.url) or translate(
+            exc, endpoint.url, "connecting to"
+        )
+
+    return await aio_connect_stream(
+        options,
+        create,
+        explain,
+        timeout=timeout,
+        reconnect=reconnect,
+        peer=lambda s: peer_info(s, str(addr)),
+    )
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    mode: int = 0o600,
+    allow_uids: Iterable[int] | None = None,
+    backlog: int = 128,
+    **kw: Any,
+) -> AioStreamListener:
+    """Listen on a Unix socket; see :func:`ipcwire.aio.listen`."""
+    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog"))
+    addr = resolve(endpoint)
+    if allow_uids is None and addr.abstract is not None:
+        allow_uids = (os.getuid(),)
+    sock, cleanup = bind_listener(addr, endpoint.url, mode=mode, backlog=backlog)
+    listener = AioStreamListener(
+        endpoint.url,
+        options,
+        authorize=make_authorizer(endpoint.url, str(addr), allow_uids),
+        on_close=cleanup,
+    )
+    try:
+        server = await asyncio.get_running_loop().create_unix_server(
+            listener.protocol_factory, sock=sock, backlog=backlog
+        )
+    except BaseException:
+        sock.close()
+        cleanup()
+        raise
+    listener.attach(server)
+    return listener
