@@ -1,0 +1,259 @@
+"""The conformance suite, asyncio API (the same properties as the blocking suite)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from ipcwire import aio
+from ipcwire.aio.channel import AioChannel
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    Timeout,
+)
+from ipcwire.registry import Capabilities
+from ipcwire.testing._samples import SAMPLES, TOKEN, ConformanceError, expect, max_size_for, payload
+
+__all__ = ["acheck_channel", "apair_from_url"]
+
+AMakePair = Callable[..., AbstractAsyncContextManager[tuple[AioChannel, AioChannel]]]
+_WAIT = 10.0
+
+
+def apair_from_url(url: Callable[[], str]) -> AMakePair:
+    """An async ``make_pair`` for listener mechanisms: listen, connect, accept."""
+
+    @contextlib.asynccontextmanager
+    async def make(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChannel]]:
+        async with await aio.listen(url(), **options) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=_WAIT))
+            try:
+                client = await aio.connect(listener.url, timeout=_WAIT, **options)
+            except BaseException:
+                accepting.cancel()
+                raise
+            server = await accepting
+            async with client, server:
+                yield client, server
+
+    return make
+
+
+async def acheck_channel(
+    make_pair: AMakePair,
+    capabilities: Capabilities,
+    *,
+    url: Callable[[], str] | None = None,
+    codecs: tuple[str, ...] = ("bytes", "json", "msgpack", "pickle"),
+) -> None:
+    """Run every asyncio check that ``capabilities`` allows.
+
+    Raises:
+        ConformanceError: naming the property that does not hold.
+    """
+    caps = capabilities
+    await _codecs(make_pair, caps, codecs)
+    if caps.reliable and caps.ordered:
+        await _ordering(make_pair)
+    if caps.message_boundaries:
+        await _empty_and_max(make_pair, caps)
+    await _timeouts(make_pair)
+    await _close_semantics(make_pair, caps)
+    await _close_wakes_receiver(make_pair)
+    if caps.bidirectional:
+        await _request(make_pair)
+    if url is not None and caps.multi_client:
+        await _concurrent_clients(url)
+        await _listener_close(url)
+
+
+async def _codecs(make_pair: AMakePair, caps: Capabilities, codecs: tuple[str, ...]) -> None:
+    limit = max_size_for(caps)
+    for codec in codecs:
+        opts: dict[str, Any] = {"codec": codec}
+        if codec == "pickle":
+            opts["token"] = TOKEN
+        samples = [s for s in SAMPLES[codec] if not isinstance(s, bytes) or len(s) < limit // 2]
+        async with make_pair(**opts) as (a, b):
+            for msg in samples:
+                await a.send(msg, timeout=_WAIT)
+                got = await b.recv(timeout=_WAIT)
+                expect(got == msg, f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
+                if caps.bidirectional:
+                    await b.send(got, timeout=_WAIT)
+                    back = await a.recv(timeout=_WAIT)
+                    expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+
+
+async def _ordering(make_pair: AMakePair) -> None:
+    n = 2000
+    async with make_pair(codec="msgpack") as (a, b):
+
+        async def produce() -> None:
+            for i in range(0, n, 100):
+                await a.send_many([[i + j, payload(16, i + j)] for j in range(100)], timeout=_WAIT)
+
+        task = asyncio.ensure_future(produce())
+        received: list[Any] = []
+        while len(received) < n:
+            received.extend(await b.recv_many(timeout=_WAIT))
+        await task
+        for i, msg in enumerate(received):
+            expect(
+                msg == [i, payload(16, i)], f"message {i} out of order or corrupted: {msg!r:.60}"
+            )
+
+
+async def _empty_and_max(make_pair: AMakePair, caps: Capabilities) -> None:
+    size = max_size_for(caps)
+    async with make_pair(codec="bytes", max_frame=size) as (a, b):
+        await a.send(b"", timeout=_WAIT)
+        expect(await b.recv(timeout=_WAIT) == b"", "a 0-byte message did not arrive as b''")
+        big = payload(size, 7)
+        receiving = asyncio.ensure_future(b.recv(timeout=_WAIT))
+        await a.send(big, timeout=_WAIT)
+        got = await receiving
+        expect(got == big, f"a max-size message ({size} bytes) arrived altered ({len(got)} bytes)")
+        try:
+            await a.send(payload(size + 1), timeout=_WAIT)
+        except FrameTooLarge as exc:
+            expect(exc.size == size + 1 and exc.limit == size, f"FrameTooLarge fields: {exc!r}")
+        else:
+            raise ConformanceError(f"sending {size + 1} bytes over max_frame={size} was accepted")
+        await a.send(b"after", timeout=_WAIT)
+        got = await b.recv(timeout=_WAIT)
+        expect(got == b"after", f"after an oversized send the next message was {got!r:.60}")
+
+
+async def _timeouts(make_pair: AMakePair) -> None:
+    async with make_pair() as (a, b):
+        for wait in (0, 0.05):
+            start = time.monotonic()
+            try:
+                await b.recv(timeout=wait)
+            except Timeout as exc:
+                expect(isinstance(exc, TimeoutError), "Timeout must also be a TimeoutError")
+            else:
+                raise ConformanceError(f"recv(timeout={wait}) returned without a message")
+            expect(time.monotonic() - start >= wait * 0.9, f"recv(timeout={wait}) returned early")
+        await a.send(b"still usable", timeout=_WAIT)
+        expect(await b.recv(timeout=_WAIT) == b"still usable", "the channel broke after a Timeout")
+
+
+async def _close_semantics(make_pair: AMakePair, caps: Capabilities) -> None:
+    async with make_pair() as (a, b):
+        await a.send(b"last", timeout=_WAIT)
+        await a.aclose()
+        await a.aclose()
+        expect(a.closed, "closed is False after aclose()")
+        for op in (a.send(b"x"), a.recv(timeout=0)):
+            try:
+                await op
+            except ChannelClosed:
+                pass
+            else:
+                raise ConformanceError("using a closed channel did not raise ChannelClosed")
+        if caps.reliable:
+            expect(await b.recv(timeout=_WAIT) == b"last", "a message sent before close was lost")
+            try:
+                await b.recv(timeout=_WAIT)
+            except EndOfChannel:
+                pass
+            else:
+                raise ConformanceError("recv after the peer closed did not raise EndOfChannel")
+            expect([m async for m in b] == [], "async iteration did not end at EndOfChannel")
+    if caps.reliable and caps.bidirectional:
+        async with make_pair() as (a, b):
+            await b.aclose()
+            deadline = time.monotonic() + _WAIT
+            while True:
+                try:
+                    await a.send(payload(65536), timeout=_WAIT)
+                    await asyncio.sleep(0)  # let the loop see the peer's close; not a timing wait
+                except ChannelBroken:
+                    break
+                except EndOfChannel as exc:
+                    raise ConformanceError(
+                        "send raised EndOfChannel; it must be ChannelBroken"
+                    ) from exc
+                expect(time.monotonic() < deadline, "sending to a closed peer never failed")
+
+
+async def _close_wakes_receiver(make_pair: AMakePair) -> None:
+    async with make_pair() as (_a, b):
+        receiving = asyncio.ensure_future(b.recv(timeout=_WAIT * 3))
+        await asyncio.sleep(0)  # let recv() start waiting
+        b.close()
+        try:
+            await asyncio.wait_for(receiving, _WAIT)
+        except ChannelClosed:
+            pass
+        except BaseException as exc:
+            raise ConformanceError(f"recv() interrupted by close() raised {exc!r}") from exc
+        else:
+            raise ConformanceError("recv() interrupted by close() returned a message")
+
+
+async def _request(make_pair: AMakePair) -> None:
+    async with make_pair(codec="json") as (a, b):
+
+        async def echo() -> None:
+            async for msg in b:
+                await b.send({"echo": msg})
+
+        task = asyncio.ensure_future(echo())
+        for i in range(20):
+            reply = await a.request({"n": i}, timeout=_WAIT)
+            expect(reply == {"echo": {"n": i}}, f"request() got {reply!r}")
+        await a.aclose()
+        await asyncio.wait_for(task, _WAIT)
+
+
+async def _concurrent_clients(url: Callable[[], str]) -> None:
+    clients, rounds = 8, 25
+    async with await aio.listen(url(), codec="json") as listener:
+
+        async def echo(ch: AioChannel) -> None:
+            async for msg in ch:
+                await ch.send(msg)
+
+        server = asyncio.ensure_future(listener.serve(echo))
+
+        async def client(k: int) -> None:
+            async with await aio.connect(listener.url, codec="json", timeout=_WAIT) as ch:
+                for i in range(rounds):
+                    got = await ch.request([k, i], timeout=_WAIT)
+                    expect(got == [k, i], f"client {k} got {got!r}")
+
+        await asyncio.wait_for(asyncio.gather(*(client(k) for k in range(clients))), _WAIT * 3)
+        listener.close()
+        await asyncio.wait_for(server, _WAIT)
+
+
+async def _listener_close(url: Callable[[], str]) -> None:
+    listener = await aio.listen(url())
+    where = listener.url
+    accepting = asyncio.ensure_future(listener.accept(timeout=_WAIT * 3))
+    await asyncio.sleep(0)
+    listener.close()
+    try:
+        await asyncio.wait_for(accepting, _WAIT)
+    except ChannelClosed:
+        pass
+    else:
+        raise ConformanceError("accept() returned a channel after close()")
+    try:
+        ch = await aio.connect(where, timeout=2)
+    except ConnectionRefused:
+        pass
+    else:
+        await ch.aclose()
+        raise ConformanceError(f"{where} still accepted connections after close()")

@@ -1,0 +1,327 @@
+"""The conformance suite, blocking API."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+import ipcwire
+from ipcwire.channel import Channel
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    Timeout,
+)
+from ipcwire.registry import Capabilities
+from ipcwire.testing._samples import SAMPLES, TOKEN, ConformanceError, expect, max_size_for, payload
+
+__all__ = ["check_channel", "pair_from_url"]
+
+MakePair = Callable[..., AbstractContextManager[tuple[Channel, Channel]]]
+_WAIT = 10.0  # generous bound for anything that must happen "promptly" on a busy machine
+
+
+def pair_from_url(url: Callable[[], str]) -> MakePair:
+    """A ``make_pair`` for listener mechanisms: listen at a fresh URL, connect, accept."""
+
+    @contextlib.contextmanager
+    def make(**options: Any) -> Iterator[tuple[Channel, Channel]]:
+        with ipcwire.listen(url(), **options) as listener:
+            box: list[Channel | BaseException] = []
+
+            def accept() -> None:
+                try:
+                    box.append(listener.accept(timeout=_WAIT))
+                except BaseException as exc:
+                    box.append(exc)
+
+            t = threading.Thread(target=accept)
+            t.start()
+            try:
+                client = ipcwire.connect(listener.url, timeout=_WAIT, **options)
+            finally:
+                t.join()
+            server = box[0]
+            if isinstance(server, BaseException):
+                client.close()
+                raise server
+            with client, server:
+                yield client, server
+
+    return make
+
+
+def check_channel(
+    make_pair: MakePair,
+    capabilities: Capabilities,
+    *,
+    url: Callable[[], str] | None = None,
+    codecs: tuple[str, ...] = ("bytes", "json", "msgpack", "pickle"),
+) -> None:
+    """Run every blocking check that ``capabilities`` allows.
+
+    Raises:
+        ConformanceError: naming the property that does not hold.
+    """
+    caps = capabilities
+    _codecs(make_pair, caps, codecs)
+    if caps.reliable and caps.ordered:
+        _ordering(make_pair, caps)
+    if caps.message_boundaries:
+        _empty_and_max(make_pair, caps)
+    _timeouts(make_pair, caps)
+    _close_semantics(make_pair, caps)
+    _close_wakes_receiver(make_pair)
+    _statistics(make_pair, caps)
+    if caps.bidirectional:
+        _request(make_pair)
+    if url is not None and caps.multi_client:
+        _concurrent_clients(url, caps)
+        _listener_close(url)
+
+
+def _options(codec: str) -> dict[str, Any]:
+    return {"codec": codec, "token": TOKEN} if codec == "pickle" else {"codec": codec}
+
+
+def _codecs(make_pair: MakePair, caps: Capabilities, codecs: tuple[str, ...]) -> None:
+    limit = max_size_for(caps)
+    for codec in codecs:
+        samples = [s for s in SAMPLES[codec] if not isinstance(s, bytes) or len(s) < limit // 2]
+        with make_pair(**_options(codec)) as (a, b):
+            for msg in samples:
+                a.send(msg, timeout=_WAIT)
+                got = b.recv(timeout=_WAIT)
+                expect(got == msg, f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
+                if caps.bidirectional:
+                    b.send(got, timeout=_WAIT)
+                    back = a.recv(timeout=_WAIT)
+                    expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+
+
+def _ordering(make_pair: MakePair, caps: Capabilities) -> None:
+    n = 2000
+    with make_pair(codec="msgpack") as (a, b):
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                for i in range(0, n, 100):
+                    a.send_many([[i + j, payload(16, i + j)] for j in range(100)], timeout=_WAIT)
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=produce)
+        t.start()
+        received: list[Any] = []
+        while len(received) < n:
+            received.extend(b.recv_many(timeout=_WAIT))
+        t.join()
+        expect(not errors, f"sending failed: {errors}")
+        for i, msg in enumerate(received):
+            expect(
+                msg == [i, payload(16, i)], f"message {i} out of order or corrupted: {msg!r:.60}"
+            )
+
+
+def _empty_and_max(make_pair: MakePair, caps: Capabilities) -> None:
+    size = max_size_for(caps)
+    with make_pair(codec="bytes", max_frame=size) as (a, b):
+        a.send(b"", timeout=_WAIT)
+        expect(b.recv(timeout=_WAIT) == b"", "a 0-byte message did not arrive as b''")
+        big = payload(size, 7)
+        box: list[Any] = []
+        t = threading.Thread(target=lambda: box.append(b.recv(timeout=_WAIT)))
+        t.start()  # the message is larger than the kernel buffers: receive while sending
+        a.send(big, timeout=_WAIT)
+        t.join(_WAIT)
+        expect(bool(box), "a max-size message did not arrive")
+        got = box[0]
+        expect(got == big, f"a max-size message ({size} bytes) arrived altered ({len(got)} bytes)")
+        try:
+            a.send(payload(size + 1), timeout=_WAIT)
+        except FrameTooLarge as exc:
+            expect(exc.size == size + 1 and exc.limit == size, f"FrameTooLarge fields: {exc!r}")
+        else:
+            raise ConformanceError(f"sending {size + 1} bytes over max_frame={size} was accepted")
+        a.send(b"after", timeout=_WAIT)
+        got = b.recv(timeout=_WAIT)
+        expect(got == b"after", f"after an oversized send the next message was {got!r:.60}")
+
+
+def _timeouts(make_pair: MakePair, caps: Capabilities) -> None:
+    with make_pair() as (a, b):
+        for wait in (0, 0.05):
+            start = time.monotonic()
+            try:
+                b.recv(timeout=wait)
+            except Timeout as exc:
+                expect(isinstance(exc, TimeoutError), "Timeout must also be a TimeoutError")
+            else:
+                raise ConformanceError(f"recv(timeout={wait}) returned without a message")
+            expect(time.monotonic() - start >= wait * 0.9, f"recv(timeout={wait}) returned early")
+        a.send(b"still usable", timeout=_WAIT)
+        expect(b.recv(timeout=_WAIT) == b"still usable", "the channel broke after a Timeout")
+
+
+def _close_semantics(make_pair: MakePair, caps: Capabilities) -> None:
+    with make_pair() as (a, b):
+        a.send(b"last", timeout=_WAIT)
+        a.close()
+        a.close()  # idempotent
+        expect(a.closed, "closed is False after close()")
+        for op in (lambda: a.send(b"x"), lambda: a.recv(timeout=0)):
+            try:
+                op()
+            except ChannelClosed:
+                pass
+            else:
+                raise ConformanceError("using a closed channel did not raise ChannelClosed")
+        if caps.reliable:
+            expect(b.recv(timeout=_WAIT) == b"last", "a message sent before close() was lost")
+            try:
+                b.recv(timeout=_WAIT)
+            except EndOfChannel:
+                pass
+            else:
+                raise ConformanceError("recv after the peer closed did not raise EndOfChannel")
+            expect(list(b) == [], "iteration did not end at EndOfChannel")
+    if caps.reliable and caps.bidirectional:
+        with make_pair() as (a, b):
+            b.close()
+            deadline = time.monotonic() + _WAIT
+            while True:
+                try:
+                    a.send(payload(65536), timeout=_WAIT)
+                except ChannelBroken:
+                    break
+                except EndOfChannel as exc:
+                    raise ConformanceError(
+                        "send raised EndOfChannel; it must be ChannelBroken"
+                    ) from exc
+                expect(time.monotonic() < deadline, "sending to a closed peer never failed")
+
+
+def _close_wakes_receiver(make_pair: MakePair) -> None:
+    with make_pair() as (_a, b):
+        started = threading.Event()
+        result: list[BaseException | None] = []
+
+        def receive() -> None:
+            started.set()
+            try:
+                b.recv(timeout=_WAIT * 3)
+                result.append(None)
+            except BaseException as exc:
+                result.append(exc)
+
+        t = threading.Thread(target=receive)
+        t.start()
+        started.wait()
+        b.close()
+        t.join(_WAIT)
+        expect(not t.is_alive(), "close() did not wake a thread blocked in recv()")
+        expect(
+            bool(result) and isinstance(result[0], ChannelClosed),
+            f"a recv() interrupted by close() raised {result[0]!r}, not ChannelClosed",
+        )
+
+
+def _statistics(make_pair: MakePair, caps: Capabilities) -> None:
+    with make_pair() as (a, b):
+        for i in range(5):
+            a.send(payload(10, i), timeout=_WAIT)
+        for _ in range(5):
+            b.recv(timeout=_WAIT)
+        sa, sb = a.statistics(), b.statistics()
+        expect(sa.messages_sent == 5, f"statistics: messages_sent={sa.messages_sent}, want 5")
+        expect(sb.messages_received == 5, f"statistics: received={sb.messages_received}, want 5")
+        expect(sa.bytes_sent >= 50 and sb.bytes_received >= 50, "statistics: byte counts")
+
+
+def _request(make_pair: MakePair) -> None:
+    with make_pair(codec="json") as (a, b):
+
+        def echo() -> None:
+            for msg in b:
+                b.send({"echo": msg})
+
+        t = threading.Thread(target=echo, daemon=True)
+        t.start()
+        for i in range(20):
+            reply = a.request({"n": i}, timeout=_WAIT)
+            expect(reply == {"echo": {"n": i}}, f"request() got {reply!r}")
+        a.close()
+        t.join(_WAIT)
+        expect(not t.is_alive(), "the echo loop did not end when the client closed")
+
+
+def _concurrent_clients(url: Callable[[], str], caps: Capabilities) -> None:
+    clients, rounds = 8, 25
+    with ipcwire.listen(url(), codec="json") as listener:
+
+        def echo(ch: Channel) -> None:
+            for msg in ch:
+                ch.send(msg)
+
+        server = threading.Thread(target=listener.serve, args=(echo,))
+        server.start()
+        errors: list[str] = []
+
+        def client(k: int) -> None:
+            try:
+                with ipcwire.connect(listener.url, codec="json", timeout=_WAIT) as ch:
+                    for i in range(rounds):
+                        if ch.request([k, i], timeout=_WAIT) != [k, i]:
+                            errors.append(f"client {k} got a wrong reply")
+            except Exception as exc:
+                errors.append(f"client {k}: {exc!r}")
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(_WAIT * 3)
+        listener.close()
+        server.join(_WAIT)
+        expect(not server.is_alive(), "serve() did not return after the listener closed")
+        expect(not errors, f"concurrent clients: {errors[:3]}")
+
+
+def _listener_close(url: Callable[[], str]) -> None:
+    listener = ipcwire.listen(url())
+    where = listener.url
+    started = threading.Event()
+    result: list[BaseException | None] = []
+
+    def accept() -> None:
+        started.set()
+        try:
+            listener.accept(timeout=_WAIT * 3)
+            result.append(None)
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=accept)
+    t.start()
+    started.wait()
+    listener.close()
+    t.join(_WAIT)
+    expect(not t.is_alive(), "close() did not wake a thread blocked in accept()")
+    expect(isinstance(result[0], ChannelClosed), f"accept() after close raised {result[0]!r}")
+    try:
+        ipcwire.connect(where, timeout=2).close()
+    except ConnectionRefused:
+        pass
+    else:
+        raise ConformanceError(f"{where} still accepted connections after close()")

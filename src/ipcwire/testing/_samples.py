@@ -1,0 +1,47 @@
+"""Sample messages per codec and small helpers shared by the blocking and asyncio suites."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ipcwire.registry import Capabilities
+
+__all__ = ["SAMPLES", "TOKEN", "ConformanceError", "expect", "max_size_for", "payload"]
+
+TOKEN: Final = "ipcwire-conformance-token"
+
+SAMPLES: Final[dict[str, list[Any]]] = {
+    "bytes": [b"hello", b"\x00\xff\n\r" * 7, bytes(range(256)), b"x" * 70_000],
+    "json": [
+        {"op": "ping", "id": 1},
+        ["unicode \u00e9\u4e2d\U0001f600", 1.5, None, True, -(2**53)],
+        "a string with\nnewlines\tand tabs",
+        {"nested": {"deep": [[], {}, [1, [2, [3]]]]}},
+    ],
+    "msgpack": [{"op": "ping", "blob": b"\x00\x01"}, [1, 2.5, None, "s"], b"raw", 2**63 - 1],
+    "pickle": [{1, 2, 3}, ("tuple", frozenset({"a"})), complex(1, 2)],
+}
+
+
+class ConformanceError(AssertionError):
+    """A mechanism broke a property of the channel contract."""
+
+
+def expect(cond: bool, what: str) -> None:
+    """Fail with ``what`` unless ``cond``."""
+    if not cond:
+        raise ConformanceError(what)
+
+
+def max_size_for(caps: Capabilities) -> int:
+    """The largest message the suite tries: 1 MiB, or the mechanism's own limit."""
+    limit = 1 << 20
+    if caps.max_message_size is not None:
+        limit = min(limit, caps.max_message_size)
+    return limit
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Distinct, checkable bytes of a given size."""
+    block = bytes((i * 31 + seed) & 0xFF for i in range(256))
+    return (block * (size // 256 + 1))[:size]
