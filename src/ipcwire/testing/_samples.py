@@ -8,7 +8,7 @@ from ipcwire.registry import Capabilities
 
 __all__ = ["SAMPLES", "TOKEN", "ConformanceError", "expect", "max_size_for", "payload"]
 
-TOKEN: Final = "ipcwire-conformance-token"
+TOKEN: Final = "ipcwire-conformance-token"  # noqa: S105 - a test token, not a secret
 
 SAMPLES: Final[dict[str, list[Any]]] = {
     "bytes": [b"hello", b"\x00\xff\n\r" * 7, bytes(range(256)), b"x" * 70_000],
