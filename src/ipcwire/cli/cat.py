@@ -1,0 +1,127 @@
+"""``ipcwire cat``: socat for every mechanism. stdin -> channel -> stdout.
+
+Each line of stdin is one message (parsed as JSON when the codec is json or msgpack); each
+message received is written as one line (compact JSON for those codecs). After stdin ends,
+messages still arriving are printed until the peer closes or ``--wait`` seconds pass quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Any, BinaryIO
+
+import msgspec
+
+import ipcwire
+from ipcwire.channel import Channel
+from ipcwire.errors import EndOfChannel, IpcwireError, Timeout
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "cat",
+        help="pipe stdin/stdout through any channel (socat for ipcwire)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("url", help="endpoint URL, e.g. unix:///tmp/app.sock or tcp://127.0.0.1:7000")
+    p.add_argument("-l", "--listen", action="store_true", help="listen and accept one client")
+    p.add_argument("--codec", default=None, help="bytes (default), json, msgpack")
+    p.add_argument("--framing", default=None, choices=("length", "ndjson"))
+    p.add_argument("--token", default=None, help="shared token (both sides must use it)")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to connect, or to wait for a client"
+    )
+    p.add_argument(
+        "--wait", type=float, default=2.0, help="after stdin ends, seconds to wait for replies"
+    )
+    return p
+
+
+def _encode_line(line: bytes, codec: str) -> Any:
+    if codec == "bytes":
+        return line
+    return msgspec.json.decode(line)
+
+
+def _format(msg: Any, codec: str) -> bytes:
+    if codec == "bytes":
+        return msg if isinstance(msg, bytes) else bytes(msg)
+    return msgspec.json.encode(msg)
+
+
+def _pump_stdin(ch: Channel, codec: str, stdin: BinaryIO, errors: list[BaseException]) -> None:
+    try:
+        for raw in stdin:
+            line = raw.rstrip(b"\r\n")
+            try:
+                msg = _encode_line(line, codec)
+            except msgspec.DecodeError as exc:
+                print(f"ipcwire cat: skipped a line that is not JSON: {exc}", file=sys.stderr)
+                continue
+            ch.send(msg)
+    except IpcwireError as exc:
+        errors.append(exc)
+    finally:
+        stdin.close()
+
+
+def _pipe(ch: Channel, codec: str, wait: float) -> int:
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def feed() -> None:
+        _pump_stdin(ch, codec, sys.stdin.buffer, errors)
+        done.set()
+
+    threading.Thread(target=feed, daemon=True, name="ipcwire cat stdin").start()
+    out = sys.stdout.buffer
+    while True:
+        # While stdin is open, wake up regularly to notice its end; after that, wait --wait.
+        ended = done.is_set()
+        try:
+            msg = ch.recv(timeout=wait if ended else 0.2)
+        except Timeout:
+            if ended:
+                break
+            continue
+        except EndOfChannel:
+            break
+        out.write(_format(msg, codec) + b"\n")
+        out.flush()
+    if errors:
+        print(f"ipcwire cat: {errors[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = {}
+    if args.codec:
+        options["codec"] = args.codec
+    if args.framing:
+        options["framing"] = args.framing
+    if args.token:
+        options["token"] = args.token
+    codec = args.codec or ("json" if args.framing == "ndjson" else "bytes")
+    if codec not in ("bytes", "json", "msgpack"):
+        print("ipcwire cat: --codec must be bytes, json or msgpack", file=sys.stderr)
+        return 2
+    try:
+        if args.listen:
+            with ipcwire.listen(args.url, **options) as listener:
+                print(f"ipcwire cat: listening at {listener.url}", file=sys.stderr, flush=True)
+                ch = listener.accept(timeout=args.timeout)
+        else:
+            ch = ipcwire.connect(args.url, timeout=args.timeout, **options)
+        with ch:
+            return _pipe(ch, codec, args.wait)
+    except IpcwireError as exc:
+        print(f"ipcwire cat: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
