@@ -1,0 +1,176 @@
+"""From raw repetitions to the report document: summaries, ratios, verdict, rules, targets.
+
+The document (a dict of plain JSON data) is what ``--json`` writes and what the table, the
+plot and the HTML page render; its shape is :data:`ipcwire.bench.schema.SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any, Final
+
+import ipcwire
+from ipcwire.bench.machine import describe_machine, explain
+from ipcwire.bench.runner import Measurement, RunOutput, format_size
+from ipcwire.bench.stats import median, ratio, spread
+
+__all__ = ["SCHEMA_VERSION", "build_document", "summarize"]
+
+SCHEMA_VERSION: Final = 1
+
+
+def _median_of(reps: Sequence[dict[str, Any]], *path: str) -> float:
+    values = []
+    for rep in reps:
+        value: Any = rep
+        for key in path:
+            value = value[key]
+        values.append(float(value))
+    return median(values)
+
+
+def _side_costs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    def per_msg(side: dict[str, Any]) -> float:
+        return side["cpu_s"] / side["count"] * 1e6 if side["count"] else 0.0
+
+    def busy(side: dict[str, Any]) -> float:
+        return side["cpu_s"] / side["wall_s"] if side["wall_s"] > 0 else 0.0
+
+    return {
+        "cpu_us_per_msg": {"a": per_msg(a), "b": per_msg(b), "total": per_msg(a) + per_msg(b)},
+        "busy": {"a": busy(a), "b": busy(b)},
+    }
+
+
+def _rep(m: Measurement, raw: dict[str, Any]) -> dict[str, Any]:
+    a, b = raw["a"], raw["b"]
+    out = _side_costs(a, b)
+    if m.kind == "round_trip":
+        lat = b["latency_ns"]
+        out["round_trips"] = b["count"]
+        out["latency_us"] = {k: v / 1000.0 for k, v in lat.items() if k != "count"}
+    else:
+        rate = a["count"] / a["wall_s"] if a["wall_s"] > 0 else 0.0
+        out["messages"] = a["count"]
+        out["seconds"] = a["wall_s"]
+        out["msgs_per_s"] = rate
+        out["bytes_per_s"] = rate * m.size
+    return out
+
+
+def summarize(m: Measurement) -> dict[str, Any]:
+    """One measurement as a result entry (before ratios are added)."""
+    reps = [_rep(m, raw) for raw in m.reps]
+    entry: dict[str, Any] = {
+        "contender": m.contender.id,
+        "kind": m.kind,
+        "size": m.size,
+        "batch": m.batch,
+        "status": "failed" if m.error is not None or not reps else "ok",
+        "error": m.error if m.error is not None else (None if reps else "no repetition ran"),
+        "repetitions": reps,
+        "summary": None,
+        "vs_baseline": None,
+        "vs_fastest": None,
+    }
+    if entry["status"] != "ok":
+        return entry
+    costs = {
+        "cpu_us_per_msg": _median_of(reps, "cpu_us_per_msg", "total"),
+        "cpu_us_per_msg_a": _median_of(reps, "cpu_us_per_msg", "a"),
+        "cpu_us_per_msg_b": _median_of(reps, "cpu_us_per_msg", "b"),
+        "busy_a": _median_of(reps, "busy", "a"),
+        "busy_b": _median_of(reps, "busy", "b"),
+    }
+    if m.kind == "round_trip":
+        p50s = spread(rep["latency_us"]["p50"] for rep in reps)
+        entry["summary"] = {
+            "p50_us": p50s.center,
+            "p90_us": _median_of(reps, "latency_us", "p90"),
+            "p99_us": _median_of(reps, "latency_us", "p99"),
+            "p99_9_us": _median_of(reps, "latency_us", "p99_9"),
+            "mean_us": _median_of(reps, "latency_us", "mean"),
+            "min_us": min(rep["latency_us"]["min"] for rep in reps),
+            "p50_spread_us": [p50s.low, p50s.high],
+            "round_trips": sum(rep["round_trips"] for rep in reps),
+            **costs,
+        }
+    else:
+        rates = spread(rep["msgs_per_s"] for rep in reps)
+        entry["summary"] = {
+            "msgs_per_s": rates.center,
+            "bytes_per_s": rates.center * m.size,
+            "msgs_per_s_spread": [rates.low, rates.high],
+            "messages": sum(rep["messages"] for rep in reps),
+            **costs,
+        }
+    return entry
+
+
+def metric(entry: dict[str, Any]) -> float | None:
+    """The headline number of a result: round-trip p50 (µs) or messages per second."""
+    s = entry.get("summary")
+    if not s:
+        return None
+    value = s["p50_us"] if entry["kind"] == "round_trip" else s["msgs_per_s"]
+    return float(value)
+
+
+def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, Any]]) -> None:
+    by_key = {(r["contender"], r["kind"], r["size"]): r for r in results}
+    for r in results:
+        value = metric(r)
+        if value is None:
+            continue
+        base_id = contenders[r["contender"]]["baseline"]
+        if base_id is not None and base_id != r["contender"]:
+            base = by_key.get((base_id, r["kind"], r["size"]))
+            if base is not None:
+                r["vs_baseline"] = ratio(value, metric(base))
+        peers = [metric(x) for x in results if x["kind"] == r["kind"] and x["size"] == r["size"]]
+        values = [v for v in peers if v is not None]
+        best = min(values) if r["kind"] == "round_trip" else max(values)
+        r["vs_fastest"] = ratio(value, best)
+
+
+def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any]:
+    """The whole report as plain data (see :mod:`ipcwire.bench.schema`)."""
+    from ipcwire.bench.rules import check_rules, check_targets, verdict
+
+    machine = describe_machine(out.pinning)
+    contenders = {c.id: {**c.describe(), "available": True} for c in out.contenders}
+    for cid, reason in out.unavailable.items():
+        contenders[cid] = {"id": cid, "available": False, "unavailable_reason": reason}
+    results = [summarize(m) for m in out.measurements]
+    _add_ratios(results, contenders)
+    notes = list(out.notes)
+    notes += [f"{cid}: not measured: {why}" for cid, why in out.unavailable.items()]
+    for r in results:
+        if r["status"] == "failed":
+            title = contenders[r["contender"]].get("title", r["contender"])
+            what = "round trip" if r["kind"] == "round_trip" else "throughput"
+            notes.append(f"{title}, {what} {format_size(r['size'])}: FAILED: {r['error']}")
+
+    def iso(t: float) -> str:
+        return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+    doc: dict[str, Any] = {
+        "schema": "ipcwire-bench",
+        "schema_version": SCHEMA_VERSION,
+        "ipcwire_version": ipcwire.__version__,
+        "command_line": list(command_line),
+        "started_at": iso(out.started),
+        "elapsed_s": round(out.finished - out.started, 3),
+        "config": out.config.as_dict(),
+        "machine": machine,
+        "contenders": [c for c in contenders.values() if c.get("available")],
+        "unavailable": [c for c in contenders.values() if not c.get("available")],
+        "results": results,
+        "notes": notes,
+        "explanations": explain(machine),
+    }
+    doc["verdict"] = verdict(doc)
+    doc["rules_of_thumb"] = check_rules(doc)
+    doc["targets"] = check_targets(doc)
+    return doc

@@ -1,0 +1,38 @@
+"""The contenders that ship with ipcwire: raw baselines, ipcwire's mechanisms, the peers.
+
+Mechanism authors add a raw baseline or a peer by calling
+:func:`ipcwire.bench.register_contender` in a module listed in :data:`CONTENDER_MODULES`
+(imported before each run); ipcwire's own rows come from the mechanism registry by themselves.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Final
+
+from ipcwire.bench.builtin.mechanisms import mechanism_contenders
+from ipcwire.bench.builtin.peers import PEERS
+from ipcwire.bench.builtin.raw import RAW_TCP, RAW_TCP_BATCHED, RAW_UNIX, RAW_UNIX_BATCHED
+from ipcwire.bench.contender import Contender, contenders
+
+__all__ = ["CONTENDER_MODULES", "all_contenders"]
+
+# Modules that call register_contender() when imported (baselines and peers of later
+# mechanisms). A module that is missing is skipped with a note.
+CONTENDER_MODULES: Final[tuple[str, ...]] = ()
+
+BASELINES: Final = (RAW_UNIX, RAW_UNIX_BATCHED, RAW_TCP, RAW_TCP_BATCHED)
+
+
+def all_contenders(notes: list[str]) -> list[Contender]:
+    """Every contender known in this process, in table order: baselines, ipcwire, peers,
+    then registered ones. Problems that keep one from being listed are added to ``notes``."""
+    for module in CONTENDER_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            notes.append(f"contender module {module} not loaded: {exc}")
+    found: dict[str, Contender] = {}
+    for c in (*BASELINES, *mechanism_contenders(notes), *PEERS, *contenders()):
+        found.setdefault(c.id, c)
+    return list(found.values())

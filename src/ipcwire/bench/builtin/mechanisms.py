@@ -1,0 +1,194 @@
+"""ipcwire's own contenders, derived from the mechanism registry.
+
+For every registered mechanism this makes one contender per API flavour (blocking, and
+asyncio when the mechanism has an asyncio driver), per wait policy (when the capabilities list
+several: each is passed as ``wait=<policy>`` to ``listen`` and ``connect``), and a batched
+twin measured with ``send_many``/``recv_many``. A mechanism added to the registry later is
+measured without any change here, provided the bench knows how to make a fresh address for it:
+either a line in :data:`BENCH_URLS`, or a ``BENCH_URL(workdir, serial) -> str`` function in the
+mechanism's package (``ipcwire.<name>``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from collections.abc import Callable
+from typing import Any, Final
+
+import ipcwire
+from ipcwire.bench.contender import Contender, Task
+from ipcwire.registry import MechanismSpec
+
+__all__ = ["BENCH_URLS", "bench_url", "mechanism_contenders"]
+
+BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
+    "unix": lambda workdir, serial: f"unix://{workdir}/ipcwire{serial}.sock",
+    "tcp": lambda workdir, serial: "tcp://127.0.0.1:0",
+}
+
+
+def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
+    factory = BENCH_URLS.get(spec.scheme)
+    if factory is not None:
+        return factory
+    package = spec.blocking.rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    found = getattr(module, "BENCH_URL", None)
+    return found if callable(found) else None
+
+
+def bench_url(scheme: str, workdir: str, serial: int) -> str:
+    """A fresh URL for one measurement of the mechanism with this scheme.
+
+    Raises:
+        LookupError: the bench does not know how to make an address for it.
+    """
+    factory = _url_factory(ipcwire.lookup(scheme))
+    if factory is None:
+        raise LookupError(f"no bench address for scheme {scheme!r}")
+    return factory(workdir, serial)
+
+
+# -- the sides (run in the worker processes) ---------------------------------------------------
+class _Acceptor:
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self.address: str = listener.url
+
+    def accept(self) -> Any:
+        return self._listener.accept(timeout=30.0)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def side_a(task: Task, shared: Any) -> _Acceptor:
+    opts = task.contender.options
+    url = bench_url(opts["scheme"], task.workdir, task.serial)
+    return _Acceptor(ipcwire.listen(url, **opts.get("listen", {})))
+
+
+def side_b(task: Task, address: str, shared: Any) -> Any:
+    return ipcwire.connect(address, timeout=10.0, **task.contender.options.get("connect", {}))
+
+
+class _AioAcceptor:
+    def __init__(self, listener: Any) -> None:
+        self._listener = listener
+        self.address: str = listener.url
+
+    async def accept(self) -> Any:
+        return await self._listener.accept(timeout=30.0)
+
+    async def aclose(self) -> None:
+        close = getattr(self._listener, "aclose", None) or self._listener.close
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+
+
+async def aio_side_a(task: Task, shared: Any) -> _AioAcceptor:
+    from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
+
+    opts = task.contender.options
+    url = bench_url(opts["scheme"], task.workdir, task.serial)
+    return _AioAcceptor(await aio.listen(url, **opts.get("listen", {})))
+
+
+async def aio_side_b(task: Task, address: str, shared: Any) -> Any:
+    from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
+
+    return await aio.connect(address, timeout=10.0, **task.contender.options.get("connect", {}))
+
+
+# -- the contenders ---------------------------------------------------------------------------
+def _has_module(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        return importlib.util.find_spec(path) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def mechanism_contenders(notes: list[str]) -> list[Contender]:
+    """One contender per registered mechanism, API flavour, wait policy and batching.
+
+    Mechanisms that cannot be measured here add a line to ``notes`` instead.
+    """
+    out: list[Contender] = []
+    for spec in ipcwire.mechanisms():
+        reason = spec.unavailable_reason()
+        if reason is not None:
+            notes.append(f"{spec.scheme}: not measured: {reason}")
+            continue
+        if _url_factory(spec) is None:
+            notes.append(
+                f"{spec.scheme}: not measured: the bench cannot make an address for it "
+                f"(add BENCH_URL(workdir, serial) to its package)"
+            )
+            continue
+        caps = spec.capabilities
+        kinds: tuple[Any, ...] = ("round_trip", "throughput")
+        if not caps.bidirectional:
+            kinds = ("throughput",)
+        if not caps.reliable:
+            kinds = tuple(k for k in kinds if k != "throughput")
+            notes.append(f"{spec.scheme}: unreliable, so only round trips are measured")
+        flavours: list[tuple[str, Any, Any]] = [("blocking", side_a, side_b)]
+        if _has_module(spec.aio):
+            flavours.append(("asyncio", aio_side_a, aio_side_b))
+        elif spec.aio:
+            notes.append(f"{spec.scheme}: asyncio driver {spec.aio} not found; blocking only")
+        policies: tuple[str | None, ...] = caps.wait_policies or (None,)
+        for api, a, b in flavours:
+            for policy in policies:
+                out.extend(_pair(spec, api, a, b, policy, kinds, several=len(policies) > 1))
+    return out
+
+
+def _pair(
+    spec: MechanismSpec,
+    api: str,
+    a: Any,
+    b: Any,
+    policy: str | None,
+    kinds: tuple[Any, ...],
+    *,
+    several: bool,
+) -> list[Contender]:
+    ident = f"ipcwire/{spec.scheme}/{api}" + (f"/{policy}" if several and policy else "")
+    title = f"ipcwire {spec.scheme}" + (", asyncio" if api == "asyncio" else "")
+    if several and policy:
+        title += f", {policy}"
+    per_side = {"wait": policy} if policy else {}
+    options = {"scheme": spec.scheme, "listen": per_side, "connect": per_side}
+    common: dict[str, Any] = {
+        "group": "ipcwire",
+        "mechanism": spec.scheme,
+        "api": api,
+        "side_a": a,
+        "side_b": b,
+        "wait": policy or "park",
+        "baseline": f"raw/{spec.scheme}",
+        "max_size": spec.capabilities.max_message_size,
+        "options": options,
+    }
+    rows = [Contender(id=ident, title=title, kinds=kinds, note=spec.summary, **common)]
+    if "throughput" in kinds:
+        rows.append(
+            Contender(
+                id=ident + "/batched",
+                title=title + ", batched",
+                kinds=("throughput",),
+                batched=True,
+                note="send_many / recv_many",
+                **common,
+            )
+        )
+    return rows

@@ -1,0 +1,255 @@
+"""The terminal report: the table sorted by round trip, the verdict, the checks, the machine.
+
+Everything here renders a report document (:func:`ipcwire.bench.analysis.build_document`),
+so a saved ``--json`` file renders the same way later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ipcwire.bench.runner import format_size
+
+__all__ = [
+    "fmt_bandwidth",
+    "fmt_rate",
+    "fmt_us",
+    "render",
+    "table_rows",
+]
+
+_STYLE = {"ipcwire": "bold cyan", "baseline": "white", "peer": "yellow"}
+
+
+def fmt_us(value: float | None) -> str:
+    """Microseconds, three significant digits."""
+    if value is None:
+        return "—"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_rate(value: float | None) -> str:
+    """Messages per second: "512 k/s", "1.46 M/s"."""
+    if value is None:
+        return "—"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M/s"
+    if value >= 1e3:
+        return f"{value / 1e3:.0f} k/s"
+    return f"{value:.0f}/s"
+
+
+def fmt_bandwidth(value: float | None) -> str:
+    """Bytes per second in decimal units: "3.27 GB/s", "412 MB/s"."""
+    if value is None:
+        return "—"
+    if value >= 1e9:
+        return f"{value / 1e9:.2f} GB/s"
+    return f"{value / 1e6:.0f} MB/s"
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _index(doc: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(r["contender"], r["kind"], r["size"]): r for r in doc["results"]}
+
+
+def table_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Contenders in table order: by round-trip p50 (first round-trip size); a contender
+    without a round trip (a batched twin) right after its unbatched sibling; failed last."""
+    results = _index(doc)
+    rt_sizes = doc["config"]["round_trip_sizes"]
+    rt = rt_sizes[0] if rt_sizes else None
+
+    def key(c: dict[str, Any]) -> float:
+        r = results.get((c["id"], "round_trip", rt)) if rt is not None else None
+        if r is not None and r["summary"]:
+            return float(r["summary"]["p50_us"])
+        return float("inf")
+
+    contenders = list(doc["contenders"])
+    ids = {c["id"] for c in contenders}
+    primary = [c for c in contenders if not (c["batched"] and c["id"].rpartition("/")[0] in ids)]
+    primary.sort(key=key)
+    ordered: list[dict[str, Any]] = []
+    for c in primary:
+        ordered.append(c)
+        ordered.extend(
+            x for x in contenders if x not in primary and x["id"] == c["id"] + "/batched"
+        )
+    ordered.extend(c for c in contenders if c not in ordered)
+    return ordered
+
+
+def _main_table(doc: dict[str, Any]) -> Table:
+    results = _index(doc)
+    cfg = doc["config"]
+    rt = cfg["round_trip_sizes"][0] if cfg["round_trip_sizes"] else None
+    sizes = cfg["throughput_sizes"]
+    shown = sorted({sizes[0], sizes[-1]}) if sizes else []
+    table = Table(
+        title=f"ipcwire bench: sorted by round trip ({format_size(rt) if rt else '—'})",
+        caption="round trip: p50 (min-max of repetition medians), µs; vs raw: to this contender's "
+        "raw-Python baseline (time for round trips, rate for throughput); vs best: to the "
+        "fastest in this run; CPU: µs of CPU per message, both processes",
+        title_justify="left",
+        caption_justify="left",
+        header_style="bold",
+    )
+    table.add_column("contender")
+    table.add_column("wait")
+    if rt is not None:
+        table.add_column("p50 µs", justify="right")
+        table.add_column("p99 µs", justify="right")
+        table.add_column("vs raw", justify="right")
+        table.add_column("vs best", justify="right")
+        table.add_column("CPU", justify="right")
+    for size in shown:
+        table.add_column(f"{format_size(size)} rate", justify="right")
+        table.add_column("vs raw", justify="right")
+        table.add_column("CPU", justify="right")
+    for c in table_rows(doc):
+        cells: list[Text | str] = [Text(c["title"], style=_STYLE.get(c["group"], "")), c["wait"]]
+        if rt is not None:
+            r = results.get((c["id"], "round_trip", rt))
+            if r is None:
+                cells += ["", "", "", "", ""]
+            elif r["status"] != "ok":
+                cells += [Text("failed", style="bold red"), "", "", "", ""]
+            else:
+                s = r["summary"]
+                lo, hi = s["p50_spread_us"]
+                cell = Text(fmt_us(s["p50_us"]))
+                cell.append(f" ({fmt_us(lo)}-{fmt_us(hi)})", style="dim")
+                cells += [
+                    cell,
+                    fmt_us(s["p99_us"]),
+                    _x(r["vs_baseline"]),
+                    _x(r["vs_fastest"]),
+                    fmt_us(s["cpu_us_per_msg"]),
+                ]
+        for size in shown:
+            r = results.get((c["id"], "throughput", size))
+            if r is None:
+                cells += ["", "", ""]
+            elif r["status"] != "ok":
+                cells += [Text("failed", style="bold red"), "", ""]
+            else:
+                s = r["summary"]
+                value = (
+                    fmt_rate(s["msgs_per_s"]) if size < 4096 else fmt_bandwidth(s["bytes_per_s"])
+                )
+                cells += [value, _x(r["vs_baseline"]), fmt_us(s["cpu_us_per_msg"])]
+        table.add_row(*cells)
+    return table
+
+
+def _size_table(doc: dict[str, Any]) -> Table:
+    """Throughput at every size (shown when more than two sizes were measured)."""
+    results = _index(doc)
+    sizes = doc["config"]["throughput_sizes"]
+    table = Table(title="throughput by message size", title_justify="left", header_style="bold")
+    table.add_column("contender")
+    for size in sizes:
+        table.add_column(format_size(size), justify="right")
+    for c in table_rows(doc):
+        cells: list[Text | str] = [Text(c["title"], style=_STYLE.get(c["group"], ""))]
+        for size in sizes:
+            r = results.get((c["id"], "throughput", size))
+            if r is None or r["status"] != "ok":
+                cells.append("—" if r is None else Text("failed", style="red"))
+                continue
+            s = r["summary"]
+            cells.append(f"{fmt_rate(s['msgs_per_s'])} · {fmt_bandwidth(s['bytes_per_s'])}")
+        table.add_row(*cells)
+    return table
+
+
+def _rules_table(doc: dict[str, Any]) -> Table:
+    table = Table(title="rules of thumb, checked here", title_justify="left", header_style="bold")
+    table.add_column("rule")
+    table.add_column("measured here", justify="right")
+    table.add_column("by")
+    table.add_column("held")
+    for rule in doc["rules_of_thumb"]:
+        if rule["measured"] is None:
+            measured, by, held = "not measured", "", Text("—", style="dim")
+        else:
+            if rule["metric"] == "round_trip":
+                measured = f"{fmt_us(rule['measured'])} µs round trip"
+            else:
+                measured = f"{fmt_bandwidth(rule['measured'])} at {format_size(rule['size'])}"
+            by = rule["by"]
+            held = Text("yes", style="green") if rule["held"] else Text("no", style="red")
+        table.add_row(rule["rule"], measured, by, held)
+    return table
+
+
+def _targets_table(doc: dict[str, Any]) -> Table:
+    table = Table(
+        title="ipcwire's own targets, checked in this run", title_justify="left",
+        header_style="bold",
+    )  # fmt: skip
+    table.add_column("target")
+    table.add_column("ratio", justify="right")
+    table.add_column("held")
+    for t in doc["targets"]:
+        if t["held"] is None:
+            table.add_row(t["target"], "—", Text("not measured", style="dim"))
+            continue
+        held = Text("yes", style="green") if t["held"] else Text("NO", style="bold red")
+        table.add_row(t["target"], f"{t['ratio']:.2f}x", held)
+    return table
+
+
+def _machine_line(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    virt = m.get("virtualisation") or {}
+    where = virt.get("vm") or "bare metal or undetected"
+    pin = m.get("pinning") or {}
+    pinned = f"pinned to CPUs {pin['cpus']}" if pin.get("cpus") else "not pinned"
+    return (
+        f"{m.get('cpu_model') or 'unknown CPU'}, {m.get('logical_cpus')} CPUs, "
+        f"{m.get('system')} {m.get('kernel')}, {where}; {m.get('python')}; {pinned}; "
+        f"ipcwire {doc['ipcwire_version']}; {doc['elapsed_s']:.0f} s"
+    )
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    """Print the whole report."""
+    parts: list[Any] = [_main_table(doc)]
+    if len(doc["config"]["throughput_sizes"]) > 2:
+        parts.append(_size_table(doc))
+    console.print(Group(*parts))
+    if doc["verdict"]:
+        console.print(Text("verdict", style="bold"))
+        for line in doc["verdict"]:
+            console.print(f"  {line}")
+    if doc["targets"]:
+        console.print(_targets_table(doc))
+    console.print(_rules_table(doc))
+    console.print(
+        Text(
+            "  latency rules are judged on the Python round trip (both directions), "
+            "stricter than the one-way figures they come from",
+            style="dim",
+        )
+    )
+    console.print(Text("machine", style="bold"))
+    console.print(f"  {_machine_line(doc)}")
+    for line in doc["explanations"]:
+        console.print(f"  {line}")
+    if doc["notes"]:
+        console.print(Text("notes", style="bold"))
+        for line in doc["notes"]:
+            console.print(f"  {line}")

@@ -1,0 +1,267 @@
+"""The verdict, the rules of thumb checked against this run, and ipcwire's own targets.
+
+Rules of thumb are the numbers people quote about local IPC. Each is checked against the best
+measurement of the mechanisms it speaks about; a rule about a mechanism that was not measured
+is listed as "not measured", never as held. Latency rules are judged on the round-trip p50
+(both directions, from Python), which is stricter than the one-way figures the rules usually
+come from; the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ipcwire.bench.runner import format_size
+
+__all__ = ["RULES", "Rule", "check_rules", "check_targets", "verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``mechanisms`` (and ``wait`` when given) select the measurements; ``metric`` is
+    "round_trip" (best p50 must be under ``threshold`` µs) or "bandwidth" (best bytes/s at
+    the largest size must be over ``threshold``); ``only`` means no other mechanism may also
+    reach it."""
+
+    text: str
+    mechanisms: tuple[str, ...]
+    metric: str
+    threshold: float
+    wait: tuple[str, ...] | None = None
+    only: bool = False
+
+
+RULES: Final[tuple[Rule, ...]] = (
+    Rule("a lock-free shared-memory ring: round trip under 1 µs", ("shm",), "round_trip", 1.0,
+         wait=("spin", "hybrid")),
+    Rule("shared memory with locks (sleeping waits): under 10 µs", ("shm",), "round_trip", 10.0,
+         wait=("park",)),
+    Rule("Unix domain sockets: under 10 µs", ("unix",), "round_trip", 10.0),
+    Rule("TCP loopback: under 100 µs", ("tcp",), "round_trip", 100.0),
+    Rule("gRPC: under 100 µs", ("grpc",), "round_trip", 100.0),
+    Rule("REST over HTTP: under 1 ms", ("http",), "round_trip", 1000.0),
+    Rule("over 10 GB/s: only shared memory", ("shm",), "bandwidth", 10e9, only=True),
+    Rule("Unix domain sockets: over 5 GB/s", ("unix",), "bandwidth", 5e9),
+    Rule("TCP loopback: over 1 GB/s", ("tcp",), "bandwidth", 1e9),
+    Rule("gRPC: over 1 GB/s", ("grpc",), "bandwidth", 1e9),
+)  # fmt: skip
+
+
+def _ok(doc: dict[str, Any], kind: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(result, contender) pairs of successful results of one kind."""
+    contenders = {c["id"]: c for c in doc["contenders"]}
+    return [
+        (r, contenders[r["contender"]])
+        for r in doc["results"]
+        if r["kind"] == kind and r["status"] == "ok" and r["contender"] in contenders
+    ]
+
+
+def _best_latency(
+    doc: dict[str, Any], keep: Callable[[dict[str, Any]], bool], size: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    rows = [(r, c) for r, c in _ok(doc, "round_trip") if keep(c)]
+    if size is None and rows:
+        size = min(r["size"] for r, _ in rows)
+    rows = [(r, c) for r, c in rows if r["size"] == size]
+    return min(rows, key=lambda rc: rc[0]["summary"]["p50_us"]) if rows else None
+
+
+def _best_bandwidth(
+    doc: dict[str, Any], keep: Callable[[dict[str, Any]], bool]
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    rows = [(r, c) for r, c in _ok(doc, "throughput") if keep(c)]
+    return max(rows, key=lambda rc: rc[0]["summary"]["bytes_per_s"]) if rows else None
+
+
+def check_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each rule of thumb beside the number measured here."""
+    out = []
+    for rule in RULES:
+
+        def keep(c: dict[str, Any], rule: Rule = rule) -> bool:
+            return c["mechanism"] in rule.mechanisms and (
+                rule.wait is None or c["wait"] in rule.wait
+            )
+
+        entry: dict[str, Any] = {
+            "rule": rule.text,
+            "metric": rule.metric,
+            "threshold": rule.threshold,
+            "measured": None,
+            "by": None,
+            "size": None,
+            "held": None,
+        }
+        if rule.metric == "round_trip":
+            best = _best_latency(doc, keep)
+            if best is not None:
+                r, c = best
+                entry.update(measured=r["summary"]["p50_us"], by=c["id"], size=r["size"])
+                entry["held"] = entry["measured"] < rule.threshold
+        else:
+            best = _best_bandwidth(doc, keep)
+            if best is not None:
+                r, c = best
+                entry.update(measured=r["summary"]["bytes_per_s"], by=c["id"], size=r["size"])
+                entry["held"] = entry["measured"] > rule.threshold
+                if rule.only:
+                    other = _best_bandwidth(doc, lambda c: not keep(c))
+                    if other is not None and other[0]["summary"]["bytes_per_s"] > rule.threshold:
+                        entry["held"] = False
+                        entry["also_by"] = other[1]["id"]
+        out.append(entry)
+    return out
+
+
+def _find(doc: dict[str, Any], cid: str, kind: str, size: int) -> dict[str, Any] | None:
+    for r in doc["results"]:
+        if r["contender"] == cid and r["kind"] == kind and r["size"] == size:
+            return r if r["status"] == "ok" else None
+    return None
+
+
+def _target(
+    name: str,
+    value: dict[str, Any] | None,
+    reference: dict[str, Any] | None,
+    *,
+    limit: float,
+    at_most: bool,
+) -> dict[str, Any]:
+    key = "p50_us" if value is not None and value["kind"] == "round_trip" else "msgs_per_s"
+    measured = None
+    if value is not None and reference is not None:
+        measured = value["summary"][key] / reference["summary"][key]
+    held = None if measured is None else (measured <= limit if at_most else measured >= limit)
+    return {
+        "target": name,
+        "ratio": measured,
+        "limit": limit,
+        "comparison": "at most" if at_most else "at least",
+        "held": held,
+    }
+
+
+def check_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """ipcwire's own promises (foundation issue), as ratios within this run."""
+    out: list[dict[str, Any]] = []
+    ids = {c["id"] for c in doc["contenders"]}
+    rt = 64 if 64 in doc["config"]["round_trip_sizes"] else None
+    for scheme in ("unix", "tcp"):
+        blocking = f"ipcwire/{scheme}/blocking"
+        if blocking not in ids:
+            continue
+        raw = f"raw/{scheme}"
+        if rt is not None:
+            out.append(
+                _target(
+                    f"{scheme}: blocking round trip p50 within 1.1x of raw Python",
+                    _find(doc, blocking, "round_trip", rt),
+                    _find(doc, raw, "round_trip", rt),
+                    limit=1.1,
+                    at_most=True,
+                )
+            )
+        for size in doc["config"]["throughput_sizes"]:
+            out.append(
+                _target(
+                    f"{scheme}: per-message send throughput at {format_size(size)} at least "
+                    f"raw Python's",
+                    _find(doc, blocking, "throughput", size),
+                    _find(doc, raw, "throughput", size),
+                    limit=1.0,
+                    at_most=False,
+                )
+            )
+        if 64 in doc["config"]["throughput_sizes"]:
+            zmq = _find(doc, "peer/zmq-ipc", "throughput", 64)
+            for api in ("blocking", "asyncio"):
+                cid = f"ipcwire/{scheme}/{api}/batched"
+                if cid not in ids:
+                    continue
+                if zmq is not None:
+                    name = f"{scheme}: {api} send_many 64 B throughput at least pyzmq ipc's"
+                    out.append(
+                        _target(name, _find(doc, cid, "throughput", 64), zmq, limit=1.0,
+                                at_most=False)
+                    )  # fmt: skip
+                else:
+                    name = f"{scheme}: {api} send_many 64 B throughput at least 3x raw Python's"
+                    out.append(
+                        _target(
+                            name,
+                            _find(doc, cid, "throughput", 64),
+                            _find(doc, raw, "throughput", 64),
+                            limit=3.0,
+                            at_most=False,
+                        )
+                    )
+        aio = f"ipcwire/{scheme}/asyncio"
+        if aio in ids and rt is not None:
+            out.append(
+                _target(
+                    f"{scheme}: asyncio round trip p50 within 1.5x of blocking",
+                    _find(doc, aio, "round_trip", rt),
+                    _find(doc, blocking, "round_trip", rt),
+                    limit=1.5,
+                    at_most=True,
+                )
+            )
+    return out
+
+
+def _us(v: float) -> str:
+    return f"{v:.1f} µs" if v >= 10 else f"{v:.2f} µs"
+
+
+def verdict(doc: dict[str, Any]) -> list[str]:
+    """A few sentences a reader can act on."""
+    lines: list[str] = []
+    best = _best_latency(doc, lambda c: True)
+    if best is not None:
+        r, c = best
+        lines.append(
+            f"Fastest round trip ({format_size(r['size'])}): {c['title']}, "
+            f"{_us(r['summary']['p50_us'])} (p50)."
+        )
+        if c["wait"] != "park":
+            sleeper = _best_latency(doc, lambda c: c["wait"] == "park", r["size"])
+            if sleeper is not None:
+                lines.append(
+                    f"Fastest that sleeps when idle: {sleeper[1]['title']}, "
+                    f"{_us(sleeper[0]['summary']['p50_us'])}."
+                )
+    sizes = sorted({r["size"] for r, _ in _ok(doc, "throughput")})
+    for size in sizes[:1] + sizes[-1:] if len(sizes) > 1 else sizes:
+        rows = [(r, c) for r, c in _ok(doc, "throughput") if r["size"] == size]
+        r, c = max(rows, key=lambda rc: rc[0]["summary"]["msgs_per_s"])
+        s = r["summary"]
+        lines.append(
+            f"Highest throughput at {format_size(size)}: {c['title']}, "
+            f"{s['msgs_per_s'] / 1e6:.2f} M msgs/s ({s['bytes_per_s'] / 1e9:.2f} GB/s)."
+        )
+        single = [(r, c) for r, c in rows if not c["batched"]]
+        if single and c["batched"]:
+            r, c = max(single, key=lambda rc: rc[0]["summary"]["msgs_per_s"])
+            lines.append(
+                f"  One message per call: {c['title']}, "
+                f"{r['summary']['msgs_per_s'] / 1e6:.2f} M msgs/s."
+            )
+    for c in doc["contenders"]:
+        if c["group"] != "ipcwire" or c["batched"]:
+            continue
+        parts = []
+        for r in doc["results"]:
+            if r["contender"] != c["id"] or r["vs_baseline"] is None:
+                continue
+            what = "round trip" if r["kind"] == "round_trip" else "throughput"
+            parts.append(f"{what} {format_size(r['size'])} {r['vs_baseline']:.2f}x")
+        if parts:
+            lines.append(f"{c['title']} vs raw Python: " + ", ".join(parts) + ".")
+    failed = [r for r in doc["results"] if r["status"] == "failed"]
+    if failed:
+        lines.append(f"{len(failed)} measurement(s) failed; see the notes.")
+    return lines

@@ -1,0 +1,275 @@
+"""Plan and run a benchmark: which measurements, in which order, on which CPUs.
+
+The plan is every (contender, kind, size) the configuration selects. Repetitions are
+interleaved: repetition 1 of every measurement, then repetition 2 of every measurement (in a
+different, seeded order), and so on, so a slow minute on a shared machine spreads over all
+contenders instead of sinking one. A measurement that fails once (verification, timeout,
+crash) is reported as failed and not repeated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipcwire.bench.builtin import all_contenders
+from ipcwire.bench.contender import Contender, Kind, Task
+from ipcwire.bench.payload import MIN_SIZE, Pool
+from ipcwire.bench.worker import MeasurementFailed, WorkerPair
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "BenchConfig",
+    "Measurement",
+    "Progress",
+    "RunOutput",
+    "batch_for",
+    "choose_cpus",
+    "plan",
+    "run",
+]
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """What to measure and how long.
+
+    ``mechanisms``: keep contenders whose mechanism is listed (None: all).
+    ``only``: keep contenders whose id matches one of these glob patterns (None: all).
+    ``apis``: "blocking" and/or "asyncio".
+    """
+
+    round_trip_sizes: tuple[int, ...] = (64,)
+    throughput_sizes: tuple[int, ...] = (64, 65536)
+    repeat: int = 3
+    duration: float = 0.2
+    warmup: float = 0.05
+    mechanisms: tuple[str, ...] | None = None
+    only: tuple[str, ...] | None = None
+    apis: tuple[str, ...] = ("blocking", "asyncio")
+    peers: bool = True
+    pin: str = "separate"  # "separate", "same" or "none"
+    seed: int = 0x1BC
+    preset: str = "quick"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "round_trip_sizes": list(self.round_trip_sizes),
+            "throughput_sizes": list(self.throughput_sizes),
+            "repeat": self.repeat,
+            "duration_s": self.duration,
+            "warmup_s": self.warmup,
+            "mechanisms": list(self.mechanisms) if self.mechanisms is not None else None,
+            "only": list(self.only) if self.only is not None else None,
+            "apis": list(self.apis),
+            "peers": self.peers,
+            "pin": self.pin,
+            "seed": self.seed,
+        }
+
+
+QUICK = BenchConfig()
+FULL = BenchConfig(
+    round_trip_sizes=(64, 4096, 65536, 1048576),
+    throughput_sizes=(64, 4096, 65536, 1048576),
+    repeat=5,
+    duration=1.0,
+    warmup=0.2,
+    preset="full",
+)
+
+
+@dataclass(slots=True)
+class Measurement:
+    """One (contender, kind, size) and what its repetitions gave."""
+
+    contender: Contender
+    kind: Kind
+    size: int
+    batch: int
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        what = "round trip" if self.kind == "round_trip" else "throughput"
+        return f"{self.contender.title} · {what} {format_size(self.size)}"
+
+
+@dataclass(slots=True)
+class RunOutput:
+    """Everything a run produced, before analysis."""
+
+    config: BenchConfig
+    contenders: list[Contender]
+    unavailable: dict[str, str]
+    measurements: list[Measurement]
+    notes: list[str]
+    pinning: dict[str, Any]
+    started: float
+    finished: float
+
+
+def format_size(size: int) -> str:
+    """64 -> "64 B", 65536 -> "64 KiB", 1048576 -> "1 MiB"."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def batch_for(size: int) -> int:
+    """Messages per ``send_many`` call: 64, fewer for big messages (about 4 MiB at most),
+    always dividing the pool size."""
+    pool = Pool.slots_for(size)
+    batch = 64
+    while batch > 1 and (batch * size > 4 * 1024 * 1024 or pool % batch):
+        batch //= 2
+    return batch
+
+
+def choose_cpus(mode: str) -> tuple[tuple[int | None, int | None], dict[str, Any]]:
+    """The CPUs for workers A and B, and how to label that in the report."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if mode == "separate" and len(allowed) >= 2:
+        a, b = allowed[0], allowed[1]
+        return (a, b), {"mode": "separate", "cpus": [a, b]}
+    if mode == "same" and allowed:
+        return (allowed[0], allowed[0]), {"mode": "same", "cpus": [allowed[0]]}
+    reason = "asked for" if mode == "none" else "fewer than two usable CPUs"
+    return (None, None), {"mode": "none", "cpus": None, "reason": reason}
+
+
+def _selected(c: Contender, config: BenchConfig) -> bool:
+    if c.api not in config.apis:
+        return False
+    if config.only is not None and not any(fnmatch.fnmatch(c.id, p) for p in config.only):
+        return False
+    if c.group == "peer" and not config.peers:
+        return False
+    return config.mechanisms is None or c.mechanism in config.mechanisms
+
+
+def plan(
+    config: BenchConfig, notes: list[str], extra: Sequence[Contender] = ()
+) -> tuple[list[Contender], dict[str, str], list[Measurement]]:
+    """The contenders selected, those unavailable (id -> reason) and the measurements."""
+    chosen: list[Contender] = []
+    unavailable: dict[str, str] = {}
+    known = {c.id: c for c in all_contenders(notes)}
+    for c in extra:
+        known[c.id] = c
+    for c in known.values():
+        if not _selected(c, config):
+            continue
+        reason = c.unavailable_reason()
+        if reason is not None:
+            unavailable[c.id] = reason
+            continue
+        chosen.append(c)
+    measurements: list[Measurement] = []
+    for c in chosen:
+        for kind in c.kinds:
+            sizes = config.round_trip_sizes if kind == "round_trip" else config.throughput_sizes
+            for size in sizes:
+                if size < MIN_SIZE:
+                    raise ValueError(f"message sizes start at {MIN_SIZE} bytes, not {size}")
+                if c.max_size is not None and size > c.max_size:
+                    notes.append(f"{c.title}: {format_size(size)} is over its maximum size")
+                    continue
+                batch = batch_for(size) if c.batched else 0
+                measurements.append(Measurement(c, kind, size, batch))
+    return chosen, unavailable, measurements
+
+
+def _timeout(config: BenchConfig, size: int) -> float:
+    return 20.0 + 3 * (config.warmup + config.duration) + size / 1e6
+
+
+def run(
+    config: BenchConfig,
+    *,
+    progress: Progress | None = None,
+    extra: Sequence[Contender] = (),
+) -> RunOutput:
+    """Run the benchmark and return the raw results (see :mod:`ipcwire.bench.analysis`).
+
+    Raises:
+        ValueError: a size below the minimum.
+        MeasurementFailed: the worker processes could not be started at all.
+    """
+    started = time.time()
+    notes: list[str] = []
+    chosen, unavailable, measurements = plan(config, notes, extra)
+    cpus, pinning = choose_cpus(config.pin)
+    shared = {c.id: c.make_shared for c in chosen if c.make_shared is not None}
+    workdir = tempfile.mkdtemp(prefix="ipcwire-bench-")
+    workers = WorkerPair(cpus, shared)
+    total = len(measurements) * config.repeat
+    done = 0
+    serial = 0
+    try:
+        workers.start()
+        pinning["workers"] = workers.hello
+        for rep in range(config.repeat):
+            order = list(measurements)
+            random.Random(config.seed + rep).shuffle(order)
+            for m in order:
+                if progress is not None:
+                    progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")
+                done += 1
+                if m.error is not None:
+                    continue
+                serial += 1
+                task = Task(
+                    contender=m.contender,
+                    kind=m.kind,
+                    size=m.size,
+                    batch=m.batch,
+                    warmup=config.warmup,
+                    duration=config.duration,
+                    workdir=workdir,
+                    serial=serial,
+                    seed=config.seed + serial,
+                )
+                try:
+                    a, b = workers.measure(task, _timeout(config, m.size))
+                except MeasurementFailed as exc:
+                    m.error = str(exc)
+                    m.detail = exc.detail
+                    workers.restart()
+                    continue
+                if a["count"] != b["count"]:
+                    m.error = (
+                        f"the receiving side counted {a['count']} messages in the measured "
+                        f"phase, the sending side {b['count']}: messages were lost or duplicated"
+                    )
+                    continue
+                m.reps.append({"a": a, "b": b})
+        if progress is not None:
+            progress(total, total, "done")
+    finally:
+        workers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return RunOutput(
+        config=config,
+        contenders=chosen,
+        unavailable=unavailable,
+        measurements=measurements,
+        notes=notes,
+        pinning=pinning,
+        started=started,
+        finished=time.time(),
+    )

@@ -1,0 +1,301 @@
+"""The two worker processes of a benchmark run, and the parent's handle on them.
+
+The parent starts two long-lived workers with the ``spawn`` start method (fresh interpreters,
+nothing inherited but the shared objects contenders ask for), pins each to its own core, and
+drives them over a control pipe. One measurement:
+
+1. parent -> A ``("a", task)``: A builds the message pool, calls ``side_a`` (bind/listen),
+   answers ``("ready", address)``, then accepts and runs its loop;
+2. parent -> B ``("b", task, address)``: B builds the pool, calls ``side_b`` (connect) and runs;
+3. each answers ``("done", result)`` or ``("error", summary, traceback)``;
+4. parent -> both ``("finish",)``: they close their links (only now, so nothing in flight is
+   cut off) and answer ``("closed",)``.
+
+Workers stay up between measurements, so interpreters, imports and page faults are paid once,
+and repetitions of different contenders interleave cheaply. When a measurement fails or times
+out, both workers are killed and fresh ones started, so a broken contender cannot leave
+anything behind for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import inspect
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ipcwire.bench.loops import aecho, aping, asink, asource, echo, ping, sink, source
+from ipcwire.bench.payload import Pool
+from ipcwire.bench.stats import summarize_samples
+
+__all__ = ["MeasurementFailed", "WorkerPair", "worker_main"]
+
+
+class MeasurementFailed(Exception):
+    """A measurement did not complete: a side raised (verification included) or timed out."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+# -- inside a worker ----------------------------------------------------------------------------
+def worker_main(conn: Connection, cpu: int | None, shared: dict[str, Any]) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    conn.send(("hello", {"pid": os.getpid(), "cpus": cpus}))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] == "quit":
+            return
+        task = msg[1]
+        address = msg[2] if msg[0] == "b" else None
+        try:
+            if task.contender.api == "asyncio":
+                asyncio.run(_run_async(conn, task, address, shared.get(task.contender.id)))
+            else:
+                _run_blocking(conn, task, address, shared.get(task.contender.id))
+        except BaseException as exc:
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+def _finish(conn: Connection, result: dict[str, Any]) -> None:
+    samples = result.pop("samples_ns", None)
+    if samples is not None:
+        result["latency_ns"] = summarize_samples(samples) if samples else None
+    conn.send(("done", result))
+    msg = conn.recv()
+    if msg[0] != "finish":  # pragma: no cover - protocol error in the parent
+        raise RuntimeError(f"unexpected control message {msg!r}")
+
+
+def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
+    c = task.contender
+    pool = Pool(task.size, task.seed)
+    gc.collect()
+    if address is None:
+        acceptor = c.side_a(task, shared)
+        try:
+            conn.send(("ready", acceptor.address))
+            link = acceptor.accept()
+            try:
+                if task.kind == "round_trip":
+                    result = echo(link, pool)
+                else:
+                    result = sink(link, pool, task.batch > 0)
+                _finish(conn, result)
+            finally:
+                link.close()
+        finally:
+            acceptor.close()
+    else:
+        link = c.side_b(task, address, shared)
+        try:
+            if task.kind == "round_trip":
+                result = ping(link, pool, task.warmup, task.duration)
+            else:
+                result = source(link, pool, task.warmup, task.duration, task.batch)
+            _finish(conn, result)
+        finally:
+            link.close()
+    conn.send(("closed",))
+
+
+async def _aclose(obj: Any) -> None:
+    close = getattr(obj, "aclose", None) or obj.close
+    result = close()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _run_async(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
+    c = task.contender
+    pool = Pool(task.size, task.seed)
+    gc.collect()
+    if address is None:
+        acceptor = await c.side_a(task, shared)
+        try:
+            conn.send(("ready", acceptor.address))
+            link = await acceptor.accept()
+            try:
+                if task.kind == "round_trip":
+                    result = await aecho(link, pool)
+                else:
+                    result = await asink(link, pool, task.batch > 0)
+                _finish(conn, result)
+            finally:
+                await _aclose(link)
+        finally:
+            await _aclose(acceptor)
+    else:
+        link = await c.side_b(task, address, shared)
+        try:
+            if task.kind == "round_trip":
+                result = await aping(link, pool, task.warmup, task.duration)
+            else:
+                result = await asource(link, pool, task.warmup, task.duration, task.batch)
+            _finish(conn, result)
+        finally:
+            await _aclose(link)
+    conn.send(("closed",))
+
+
+# -- in the parent ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Hide the parent's ``__main__`` from ``spawn`` while the workers start.
+
+    spawn would otherwise run the parent's main script again in each worker: a script without
+    an ``if __name__ == "__main__"`` guard would start a benchmark in every worker, and
+    ``python - <<EOF`` has no file to run. The workers never need it (contenders live in
+    importable modules).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {
+        name: main.__dict__[name] for name in ("__file__", "__spec__") if name in vars(main)
+    }
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+class WorkerPair:
+    """Two worker processes, A and B, each pinned to its CPU (None: not pinned)."""
+
+    def __init__(
+        self, cpus: tuple[int | None, int | None], shared: dict[str, Callable[[], Any]]
+    ) -> None:
+        self.cpus = cpus
+        self._factories = shared
+        self._procs: list[Any] = []
+        self._conns: list[Connection] = []
+        self.hello: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        """Start both workers and wait until they are pinned and listening."""
+        ctx = multiprocessing.get_context("spawn")
+        shared = {cid: make() for cid, make in self._factories.items()}
+        with _main_hidden():
+            self._spawn(ctx, shared)
+        deadline = time.monotonic() + 60.0
+        self.hello = [self._expect(conn, "hello", deadline)[1] for conn in self._conns]
+
+    def _spawn(self, ctx: Any, shared: dict[str, Any]) -> None:
+        for cpu in self.cpus:
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(
+                target=worker_main,
+                args=(child_end, cpu, shared),
+                name="ipcwire-bench-worker",
+                daemon=True,
+            )
+            proc.start()
+            child_end.close()
+            self._procs.append(proc)
+            self._conns.append(parent_end)
+
+    def _expect(self, conn: Connection, what: str, deadline: float) -> tuple[Any, ...]:
+        side = "A" if conn is self._conns[0] else "B"
+        if not conn.poll(max(deadline - time.monotonic(), 0.0)):
+            raise MeasurementFailed(f"worker {side} did not answer in time (waiting for {what})")
+        try:
+            msg: tuple[Any, ...] = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise MeasurementFailed(f"worker {side} died (waiting for {what})") from exc
+        if msg[0] == "error":
+            raise MeasurementFailed(f"side {side}: {msg[1]}", msg[2])
+        if msg[0] != what:
+            raise MeasurementFailed(f"worker {side} answered {msg[0]!r}, expected {what!r}")
+        return msg
+
+    def measure(self, task: Any, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Run one measurement; return side A's and side B's results.
+
+        Raises:
+            MeasurementFailed: a side raised or the measurement took longer than ``timeout``.
+                The workers are then in an unknown state: call :meth:`restart`.
+        """
+        a, b = self._conns
+        deadline = time.monotonic() + timeout
+        a.send(("a", task))
+        address = self._expect(a, "ready", deadline)[1]
+        b.send(("b", task, address))
+        results: dict[str, dict[str, Any]] = {}
+        pending = {a: "A", b: "B"}
+        while pending:
+            ready = multiprocessing.connection.wait(
+                list(pending), timeout=max(deadline - time.monotonic(), 0.0)
+            )
+            if not ready:
+                waiting = " and ".join(sorted(pending.values()))
+                raise MeasurementFailed(
+                    f"timed out after {timeout:.0f} s waiting for side {waiting} (a lost or "
+                    f"truncated message leaves the receiver waiting forever)"
+                )
+            for conn in ready:
+                assert isinstance(conn, Connection)
+                side = pending.pop(conn)
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise MeasurementFailed(f"worker {side} died during the measurement") from exc
+                if msg[0] == "error":
+                    raise MeasurementFailed(f"side {side}: {msg[1]}", msg[2])
+                results[side] = msg[1]
+        a.send(("finish",))
+        b.send(("finish",))
+        close_deadline = time.monotonic() + 30.0
+        self._expect(a, "closed", close_deadline)
+        self._expect(b, "closed", close_deadline)
+        return results["A"], results["B"]
+
+    def stop(self) -> None:
+        """Ask the workers to exit; kill those that do not."""
+        for conn in self._conns:
+            try:
+                conn.send(("quit",))
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5.0)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the workers at once (after a failure) and forget them."""
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in self._procs:
+            proc.join(timeout=5.0)
+        for conn in self._conns:
+            conn.close()
+        self._procs = []
+        self._conns = []
+
+    def restart(self) -> None:
+        """Kill and start fresh workers (and fresh shared objects)."""
+        self.kill()
+        self.start()

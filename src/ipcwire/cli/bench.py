@@ -1,0 +1,250 @@
+"""``ipcwire bench``: measure every mechanism here, beside raw Python and the peers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "parse_size", "run"]
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]?)(?:i?B)?\s*$")
+
+
+def parse_size(text: str) -> int:
+    """ "64" -> 64, "4K"/"4KiB" -> 4096, "1M"/"1MiB" -> 1048576.
+
+    Raises:
+        argparse.ArgumentTypeError: not a size.
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 64, 4K, 1M)")
+    scale = {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
+    return int(match.group(1)) * scale
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(parse_size(part) for part in text.split(",") if part.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``ipcwire bench``."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "bench",
+        help="measure every mechanism here, beside raw Python and the peers",
+        description=(
+            "Measure round-trip latency, throughput and CPU cost of every available "
+            "mechanism between two pinned processes, beside a raw-Python baseline and peer "
+            "libraries measured in the same run. The full run takes several minutes; "
+            "--quick about a minute. Method: docs/benchmarks.md."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="the short run (about a minute)")
+    p.add_argument(
+        "--mechanisms",
+        type=_names,
+        metavar="LIST",
+        help="only these mechanisms, comma-separated (unix,tcp,...); peers on other "
+        "mechanisms are left out too",
+    )
+    p.add_argument(
+        "--contenders",
+        type=_names,
+        metavar="GLOBS",
+        help="only contenders whose id matches, comma-separated globs (see --list)",
+    )
+    p.add_argument(
+        "--api",
+        choices=("blocking", "asyncio", "all"),
+        default="all",
+        help="which API flavours of ipcwire to measure (default: all)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        metavar="LIST",
+        help="throughput message sizes, e.g. 64,64K,1M (quick: 64,64K; full: 64,4K,64K,1M)",
+    )
+    p.add_argument(
+        "--rtt-sizes",
+        type=_sizes,
+        metavar="LIST",
+        help="round-trip message sizes (quick: 64; full: 64,4K,64K,1M)",
+    )
+    p.add_argument("--repeat", type=int, metavar="N", help="repetitions (quick 3, full 5)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="measured seconds per repetition (quick 0.2, full 1.0)",
+    )
+    p.add_argument("--warmup", type=float, metavar="SECONDS", help="warm-up per repetition")
+    p.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the peer libraries that are installed (default: yes)",
+    )
+    p.add_argument(
+        "--pin",
+        choices=("separate", "same", "none"),
+        default="separate",
+        help="pin the two processes to separate CPUs (default), the same CPU, or not at all",
+    )
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
+    p.add_argument("--plot", type=Path, metavar="PATH.png", help="write a PNG plot")
+    p.add_argument("--html", type=Path, metavar="PATH", help="write a self-contained HTML page")
+    p.add_argument(
+        "--load",
+        type=Path,
+        metavar="PATH",
+        help="render a saved --json report instead of measuring",
+    )
+    p.add_argument("--list", action="store_true", help="list the contenders and exit")
+    p.add_argument("--schema", action="store_true", help="print the JSON schema and exit")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from ipcwire.bench.runner import FULL, QUICK
+
+    base = QUICK if args.quick else FULL
+    changes: dict[str, Any] = {
+        "peers": args.peers,
+        "pin": args.pin,
+        "apis": ("blocking", "asyncio") if args.api == "all" else (args.api,),
+    }
+    if args.sizes:
+        changes["throughput_sizes"] = args.sizes
+    if args.rtt_sizes:
+        changes["round_trip_sizes"] = args.rtt_sizes
+    if args.repeat is not None:
+        if args.repeat < 1:
+            raise SystemExit("ipcwire bench: --repeat must be at least 1")
+        changes["repeat"] = args.repeat
+    if args.duration is not None:
+        if args.duration <= 0:
+            raise SystemExit("ipcwire bench: --duration must be positive")
+        changes["duration"] = args.duration
+    if args.warmup is not None:
+        changes["warmup"] = max(args.warmup, 0.0)
+    if args.mechanisms:
+        changes["mechanisms"] = args.mechanisms
+    if args.contenders:
+        changes["only"] = args.contenders
+    return dataclasses.replace(base, **changes)
+
+
+def _list(config: Any) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ipcwire.bench.runner import plan
+
+    notes: list[str] = []
+    chosen, unavailable, measurements = plan(config, notes)
+    table = Table(title="contenders", title_justify="left", header_style="bold")
+    for name in ("id", "title", "wait", "framing", "measurements"):
+        table.add_column(name)
+    for c in chosen:
+        count = sum(1 for m in measurements if m.contender is c)
+        table.add_row(c.id, c.title, c.wait, c.framing, str(count))
+    console = Console()
+    console.print(table)
+    for cid, why in unavailable.items():
+        console.print(f"  {cid}: {why}")
+    for note in notes:
+        console.print(f"  {note}")
+    return 0
+
+
+def _measure(config: Any) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ipcwire.bench.analysis import build_document
+    from ipcwire.bench.runner import run as run_bench
+
+    err = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]bench[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("starting the worker processes", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        out = run_bench(config, progress=progress)
+    return build_document(out, command_line=["ipcwire", *sys.argv[1:]])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ipcwire bench``; 0 on success, 1 when a measurement failed, 2 on bad input."""
+    from rich.console import Console
+
+    from ipcwire.bench.report import render
+    from ipcwire.bench.schema import SCHEMA, validate
+
+    if args.schema:
+        print(json.dumps(SCHEMA, indent=2))
+        return 0
+    try:
+        config = _config(args)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.list:
+        return _list(config)
+    if args.load is not None:
+        doc = json.loads(args.load.read_text())
+        problems = validate(doc)
+        if problems:
+            print(f"ipcwire bench: {args.load} is not a bench report:", file=sys.stderr)
+            for line in problems[:10]:
+                print(f"  {line}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            doc = _measure(config)
+        except ValueError as exc:
+            print(f"ipcwire bench: {exc}", file=sys.stderr)
+            return 2
+    render(doc, Console())
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.plot is not None:
+        from ipcwire.bench.plot import write_png
+
+        write_png(doc, args.plot)
+    if args.html is not None:
+        from ipcwire.bench.html import write_html
+
+        write_html(doc, args.html)
+    failed = any(r["status"] == "failed" for r in doc["results"])
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ipcwire.cli.bench``: the subcommand on its own."""
+    parser = argparse.ArgumentParser(prog="ipcwire")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(["bench", *sys.argv[1:]]))
