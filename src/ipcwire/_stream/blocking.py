@@ -249,7 +249,10 @@ def client_handshake(
     url = options.url
     dec.max_frame = HANDSHAKE_MAX_FRAME
     try:
-        stream.send_all(hs.hello(), max(deadline - _monotonic(), 0.001))
+        try:
+            stream.send_all(hs.hello(), max(deadline - _monotonic(), 0.001))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server refused at once: its reason is waiting to be read below
         while True:
             frame = dec.next_frame()
             if frame is None:

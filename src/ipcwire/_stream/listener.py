@@ -1,9 +1,13 @@
 """The blocking listener for stream sockets.
 
-``accept()`` multiplexes, with a selector, the listening socket and every connection still in
-its handshake (TLS, then ipcwire's). A client that sends garbage, the wrong token, half a
-frame, or nothing at all is dropped after its own error or handshake deadline, and never delays
-the clients behind it.
+One small acceptor thread per listener multiplexes, with a selector, the listening socket and
+every connection still in its handshake (TLS, then ipcwire's), like a kernel backlog that
+also authenticates: a client's ``connect()`` completes whether or not the application is inside
+``accept()`` at that moment, and ``accept()`` only takes channels that are ready. A client that
+sends garbage, the wrong token, half a frame, or nothing at all is dropped after its own error
+or handshake deadline, and never delays the clients behind it. At most ``backlog`` ready
+channels wait for ``accept()``; beyond that the acceptor stops accepting and the kernel's
+backlog holds the rest (backpressure, not unbounded memory).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class StreamListener(Listener):
         ssl_context: ssl.SSLContext | None = None,
         on_close: Callable[[], None] | None = None,
         configure: Callable[[socket.socket], None] | None = None,
+        max_ready: int = 128,
     ) -> None:
         self.url = url
         self._sock = sock
@@ -68,8 +73,9 @@ class StreamListener(Listener):
         self._on_close = on_close
         self._configure = configure
         self._closed = False
-        self._accept_lock = threading.Lock()
+        self._cond = threading.Condition()
         self._ready: deque[Channel] = deque()
+        self._max_ready = max(1, max_ready)
         self._pending: dict[int, _Pending] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -78,6 +84,10 @@ class StreamListener(Listener):
         self._sel = selectors.DefaultSelector()
         self._sel.register(sock, selectors.EVENT_READ, None)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(
+            target=self._run, name=f"ipcwire acceptor {url}", daemon=True
+        )
+        self._thread.start()
 
     @property
     def closed(self) -> bool:
@@ -88,30 +98,58 @@ class StreamListener(Listener):
         return self._sock.fileno()
 
     def accept(self, *, timeout: float | None = None) -> Channel:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._accept_lock:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                if self._ready:
-                    return self._ready.popleft()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                )
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            was_full = len(self._ready) >= self._max_ready
+            ch = self._ready.popleft()
+        if was_full:
+            self._wake()
+        return ch
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        """The acceptor thread: accept, handshake, hand over; until closed."""
+        listening = True
+        try:
+            while not self._closed:
+                with self._cond:
+                    full = len(self._ready) >= self._max_ready
+                if full and listening:
+                    self._sel.unregister(self._sock)
+                    listening = False
+                elif not full and not listening:
+                    self._sel.register(self._sock, selectors.EVENT_READ, None)
+                    listening = True
                 now = time.monotonic()
                 self._expire(now)
-                wait = None if deadline is None else max(deadline - now, 0.0)
+                wait = None
                 if self._pending:
-                    next_expiry = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
-                    wait = next_expiry if wait is None else min(wait, next_expiry)
+                    wait = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
                 for key, _ in self._sel.select(wait):
+                    if self._closed:
+                        break
                     if key.data is None:
                         self._accept_new()
                     elif key.data == "wake":
                         self._drain_wake()
                     else:
                         self._advance(key.data)
-                if not self._ready and deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-                    )
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("ipcwire: the acceptor of %s failed", self.url)
+        finally:
+            for p in list(self._pending.values()):
+                self._forget(p)
+                p.sock.close()
 
     def _drain_wake(self) -> None:
         try:
@@ -216,16 +254,17 @@ class StreamListener(Listener):
         wire.send_limit = p.hs.peer_max_frame
         stream = TlsStream(p.sock) if isinstance(p.sock, ssl.SSLSocket) else SocketStream(p.sock)
         ch = StreamChannel(stream, wire, self.url, peer=p.peer, decoder=p.decoder)
-        self._ready.append(ch)
+        with self._cond:
+            self._ready.append(ch)
+            self._cond.notify()
 
     def _refuse(self, p: _Pending, reply: bytes, error: IpcwireError) -> None:
         who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
         log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, error)
         try:
-            p.sock.setblocking(True)
-            p.sock.settimeout(0.5)
+            p.sock.setblocking(False)
             if reply:
-                p.sock.sendall(reply)
+                p.sock.send(reply)  # best effort, never blocks the acceptor
         except (OSError, ValueError):
             pass
         self._forget(p)
@@ -255,22 +294,21 @@ class StreamListener(Listener):
             )
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        with self._accept_lock:  # the accepting thread (if any) leaves promptly
-            for p in list(self._pending.values()):
-                self._forget(p)
-                p.sock.close()
-            while self._ready:
-                self._ready.popleft().close()
-            self._sel.close()
-            self._sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
-            if self._on_close is not None:
-                self._on_close()
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            ready = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5.0)
+        for ch in ready:
+            ch.close()
+        self._sel.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._on_close is not None:
+            self._on_close()

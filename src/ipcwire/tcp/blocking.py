@@ -71,5 +71,11 @@ def listen(
         return peer_info(conn), None
 
     return StreamListener(
-        sock, url, options, authorize=authorize, ssl_context=ssl, configure=configure
+        sock,
+        url,
+        options,
+        authorize=authorize,
+        ssl_context=ssl,
+        configure=configure,
+        max_ready=backlog,
     )

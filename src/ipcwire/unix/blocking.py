@@ -76,4 +76,5 @@ def listen(
         options,
         authorize=make_authorizer(endpoint.url, str(addr), allow_uids),
         on_close=cleanup,
+        max_ready=backlog,
     )

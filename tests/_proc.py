@@ -1,0 +1,79 @@
+"""Child processes for tests: start Python code, wait for its "ready" line (no sleeps)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+NOBODY = 65534
+
+
+def python(code: str, *, as_nobody: bool = False) -> subprocess.Popen[str]:
+    """Run ``code`` in a fresh interpreter with pipes on stdin/stdout/stderr."""
+    prologue = ""
+    if as_nobody:
+        # Import first (the interpreter lives under /root), then drop to uid nobody.
+        prologue = (
+            "import os, ipcwire, ipcwire.unix.blocking, ipcwire.tcp.blocking\n"
+            "ipcwire.mechanisms()\n"
+            f"os.setgroups([])\nos.setgid({NOBODY})\nos.setuid({NOBODY})\n"
+        )
+    return subprocess.Popen(
+        [sys.executable, "-c", prologue + textwrap.dedent(code)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The child's next stdout line (it prints one when ready)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        _, err = proc.communicate(timeout=timeout)
+        raise AssertionError(f"child exited ({proc.returncode}) before answering: {err}")
+    return line.strip()
+
+
+def run_python(code: str, *, as_nobody: bool = False, timeout: float = 30.0) -> str:
+    """Run ``code`` to completion; return its stdout (fail with its stderr on error)."""
+    proc = python(code, as_nobody=as_nobody)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"child failed ({proc.returncode}): {err}"
+    return out.strip()
+
+
+@contextmanager
+def child(code: str) -> Iterator[subprocess.Popen[str]]:
+    """A child that prints a ready line; killed (-9) and reaped on exit."""
+    proc = python(code)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=20)
+
+
+def kill9(proc: subprocess.Popen[str]) -> None:
+    """kill -9 and reap."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=20)
+
+
+def wait_until(cond: object, timeout: float = 10.0) -> bool:
+    """Poll a condition with a deadline (for state the OS only shows by polling)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,224 @@
+"""Unix sockets done right: modes, stale files, live owners, credentials, errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests._proc import NOBODY, child, kill9, run_python, wait_line
+
+import ipcwire
+from ipcwire.errors import (
+    AddressInUse,
+    ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    InvalidURL,
+)
+
+LISTEN_CHILD = """
+import ipcwire, sys
+lst = ipcwire.listen({url!r})
+print("ready", flush=True)
+ch = lst.accept()
+print("accepted", flush=True)
+sys.stdin.read()
+"""
+
+
+def _serve_one(listener: ipcwire.Listener) -> threading.Thread:
+    def run() -> None:
+        try:
+            with listener.accept(timeout=10) as ch:
+                for msg in ch:
+                    ch.send(msg)
+        except ipcwire.IpcwireError:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_socket_file_is_0600_by_default_and_removed_on_close(sock_dir: Path) -> None:
+    path = sock_dir / "a.sock"
+    with ipcwire.listen(f"unix://{path}"):
+        st = os.lstat(path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert sorted(os.listdir(sock_dir)) == ["a.sock"]  # no private bind directory left
+    assert not path.exists()
+    with ipcwire.listen(f"unix://{path}", mode=0o660):
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o660
+
+
+def test_stale_socket_after_kill9_is_replaced(sock_dir: Path) -> None:
+    url = f"unix://{sock_dir}/crash.sock"
+    with child(LISTEN_CHILD.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        kill9(proc)
+    assert (sock_dir / "crash.sock").exists()  # the crash left the file behind
+    with ipcwire.listen(url) as lst, ipcwire.connect(url) as ch:  # no EADDRINUSE
+        srv = _serve_one(lst)
+        assert ch.request(b"alive", timeout=5) == b"alive"
+    srv.join(5)
+
+
+def test_a_live_listener_is_never_stolen_and_is_named(sock_dir: Path) -> None:
+    url = f"unix://{sock_dir}/live.sock"
+    with child(LISTEN_CHILD.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        with pytest.raises(AddressInUse) as info:
+            ipcwire.listen(url)
+        assert info.value.pid == proc.pid
+        assert f"pid {proc.pid}" in str(info.value)
+        with ipcwire.connect(url, timeout=10):  # the live listener still works
+            assert wait_line(proc) == "accepted"
+
+
+def test_a_file_that_is_not_a_socket_is_never_removed(sock_dir: Path) -> None:
+    path = sock_dir / "data.txt"
+    path.write_text("precious")
+    with pytest.raises(AddressInUse, match="not a socket"):
+        ipcwire.listen(f"unix://{path}")
+    assert path.read_text() == "precious"
+
+
+def test_path_and_directory_errors(sock_dir: Path) -> None:
+    with pytest.raises(InvalidURL, match="limit of 107"):
+        ipcwire.listen("unix:///tmp/" + "x" * 120 + ".sock")
+    with pytest.raises(ConfigurationError, match="mkdir -p"):
+        ipcwire.listen(f"unix://{sock_dir}/missing/dir/a.sock")
+    with pytest.raises(InvalidURL, match="three slashes"):
+        ipcwire.listen("unix://tmp/a.sock")
+
+
+def test_connect_errors_say_what_to_do(sock_dir: Path) -> None:
+    with pytest.raises(ConnectionRefused, match="does not exist"):
+        ipcwire.connect(f"unix://{sock_dir}/nobody.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(sock_dir / "stale.sock"))
+    stale.close()
+    with pytest.raises(ConnectionRefused, match="stale"):
+        ipcwire.connect(f"unix://{sock_dir}/stale.sock")
+
+
+def test_eacces_names_mode_owner_and_fix(sock_dir: Path) -> None:
+    os.chmod(sock_dir, 0o755)
+    url = f"unix://{sock_dir}/private.sock"
+    with ipcwire.listen(url):
+        out = run_python(
+            f"""
+            import ipcwire
+            try:
+                ipcwire.connect({url!r}, timeout=5)
+            except ipcwire.PermissionDenied as exc:
+                print("PermissionDenied:", exc)
+            """,
+            as_nobody=True,
+        )
+    assert out.startswith("PermissionDenied:")
+    assert "mode 0600 owned by uid 0" in out
+    assert f"you are uid {NOBODY}" in out
+    assert "mode=0o660" in out
+
+
+def test_allow_uids_refuses_others_and_keeps_serving(sock_dir: Path) -> None:
+    os.chmod(sock_dir, 0o755)
+    url = f"unix://{sock_dir}/guarded.sock"
+    with ipcwire.listen(url, mode=0o666, allow_uids=[os.getuid()]) as lst:
+        stop = threading.Event()
+        t = threading.Thread(target=lst.serve, args=(lambda ch: ch.send(ch.recv()),))
+        t.start()
+        out = run_python(
+            f"""
+            import ipcwire
+            try:
+                ipcwire.connect({url!r}, timeout=5)
+            except ipcwire.PermissionDenied as exc:
+                print("refused:", exc)
+            """,
+            as_nobody=True,
+        )
+        assert out.startswith("refused:")
+        assert f"uid {NOBODY}" in out
+        assert "allow_uids" in out
+        with ipcwire.connect(url) as ch:  # the server still serves allowed clients
+            assert ch.request(b"ok", timeout=5) == b"ok"
+        lst.close()
+        stop.set()
+        t.join(10)
+
+
+def test_abstract_names_only_admit_the_same_uid_by_default(abstract_url: Callable[[], str]) -> None:
+    url = abstract_url()
+    with ipcwire.listen(url) as lst:
+        srv = _serve_one(lst)
+        out = run_python(
+            f"""
+            import ipcwire
+            try:
+                ipcwire.connect({url!r}, timeout=5)
+            except ipcwire.PermissionDenied:
+                print("refused")
+            """,
+            as_nobody=True,
+        )
+        assert out == "refused"
+        with ipcwire.connect(url) as ch:
+            assert ch.request(b"me", timeout=5) == b"me"
+    srv.join(5)
+
+
+def test_peer_credentials_on_both_sides(unix_url: Callable[[], str]) -> None:
+    with ipcwire.listen(unix_url()) as lst:
+        box: list[ipcwire.Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lst.url) as ch:
+            t.join()
+            server_side = box[0]
+            for info in (ch.peer, server_side.peer):
+                assert info is not None
+                assert (info.pid, info.uid, info.gid) == (os.getpid(), os.getuid(), os.getgid())
+            server_side.close()
+
+
+def test_server_killed_mid_conversation(sock_dir: Path) -> None:
+    url = f"unix://{sock_dir}/dies.sock"
+    with child(LISTEN_CHILD.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        ch = ipcwire.connect(url)
+        assert wait_line(proc) == "accepted"
+        kill9(proc)
+        with pytest.raises((EndOfChannel, ChannelBroken)):
+            ch.recv(timeout=10)
+        ch.close()
+    with ipcwire.listen(url):  # and the path is usable again at once
+        pass
+
+
+def test_reconnect_waits_for_a_server_that_starts_later(unix_url: Callable[[], str]) -> None:
+    url = unix_url()
+    result: list[object] = []
+
+    def client() -> None:
+        try:
+            with ipcwire.connect(url, reconnect=20) as ch:
+                result.append(ch.request(b"late", timeout=10))
+        except Exception as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    with ipcwire.listen(url) as lst:
+        srv = _serve_one(lst)
+        t.join(30)
+    srv.join(5)
+    assert result == [b"late"]
