@@ -29,6 +29,8 @@ __all__ = [
 BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
     "ipcwire.unix",
     "ipcwire.tcp",
+    "ipcwire.ws",
+    "ipcwire.sse",
 )
 
 

@@ -1,0 +1,35 @@
+"""Server-Sent Events: ``sse+http://host:port/path`` (``sse+https://`` with TLS).
+
+One-way, server to clients: the listener's side sends, the connecting side receives (a
+browser's ``EventSource`` or ipcwire's client). Every event carries an id; a client that
+reconnects with ``Last-Event-ID`` gets what it missed from a bounded per-stream replay buffer,
+or an explicit ``ipcwire-gap`` event saying how many events it lost. Served by aiohttp.
+"""
+
+from __future__ import annotations
+
+from ipcwire.registry import Capabilities, MechanismSpec
+
+__all__ = ["SPEC"]
+
+SPEC = MechanismSpec(
+    scheme="sse+http",
+    aliases=("sse+https",),
+    title="Server-Sent Events",
+    summary="event stream from a server to clients over HTTP; browsers' EventSource; resume",
+    capabilities=Capabilities(
+        bidirectional=False,
+        reliable=True,
+        ordered=True,
+        message_boundaries=True,
+        crosses_machines=True,
+        browser=True,
+        platforms=("linux", "darwin", "freebsd", "win32"),
+    ),
+    blocking="ipcwire.sse.blocking",
+    aio="ipcwire.sse.aio",
+    requires=("aiohttp",),
+    extra="web",
+    docs="docs/mechanisms/sse.md",
+    example_url="sse+http://127.0.0.1:8080/events",
+)

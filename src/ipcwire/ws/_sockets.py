@@ -1,0 +1,168 @@
+"""Opening and binding the sockets under WebSocket channels (TCP or Unix), both flavours.
+
+Connecting retries refused connections for ``reconnect`` seconds with backoff and jitter, like
+the stream mechanisms; binding reuses their safe binders (``AddressInUse`` names the process
+holding the port or path; Unix socket files are created 0600 and never stolen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+from ipcwire._oserror import translate
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.tcp._socket import TcpAddress
+from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.unix._socket import bind_listener as bind_unix
+from ipcwire.unix._socket import explain_connect_error, make_authorizer
+from ipcwire.unix._socket import peer_info as unix_peer_info
+from ipcwire.ws._common import WsAddress
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "aio_open", "bind", "open_blocking", "peer_of"]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
+
+
+def peer_of(sock: socket.socket, addr: WsAddress) -> PeerInfo:
+    """Who is at the other end: credentials on a Unix socket, the address on TCP."""
+    if addr.unix is not None:
+        return unix_peer_info(sock, str(addr.unix))
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return PeerInfo()
+    return PeerInfo(address=f"{host}:{port}")
+
+
+def _explain(exc: OSError, addr: WsAddress, url: str) -> IpcwireError:
+    if addr.unix is not None:
+        err = explain_connect_error(exc, addr.unix, url)
+        if err is not None:
+            return err
+    return translate(exc, url, "connecting to")
+
+
+def _new_socket(addr: WsAddress) -> socket.socket:
+    if addr.unix is not None:
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    return socket.socket(family, socket.SOCK_STREAM)
+
+
+def _target(addr: WsAddress) -> str | bytes | tuple[str, int]:
+    return addr.unix.sockaddr if addr.unix is not None else (addr.host, addr.port)
+
+
+def open_blocking(
+    addr: WsAddress, url: str, *, timeout: float | None, reconnect: float | None
+) -> tuple[socket.socket, float]:
+    """A connected socket, and the deadline left for the WebSocket handshake.
+
+    Raises:
+        ConnectionRefused: nothing listens (after ``reconnect`` seconds, if given).
+        Timeout, PermissionDenied, ChannelBroken: with the fix in the message.
+    """
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    start = time.monotonic()
+    retry_until = start + reconnect if reconnect else None
+    delays = backoff_delays()
+    while True:
+        deadline = max(time.monotonic() + limit, retry_until or 0.0)
+        try:
+            if addr.unix is None:
+                sock = socket.create_connection(
+                    (addr.host, addr.port), timeout=max(deadline - time.monotonic(), 0.001)
+                )
+            else:
+                sock = _new_socket(addr)
+                try:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                    sock.connect(_target(addr))
+                except BaseException:
+                    sock.close()
+                    raise
+            sock.settimeout(None)
+            return sock, deadline
+        except OSError as exc:
+            err = _explain(exc, addr, url)
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = time.monotonic()
+                if now < retry_until:
+                    time.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
+            if isinstance(exc, TimeoutError):
+                raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+            raise err from exc
+
+
+async def aio_open(
+    addr: WsAddress, url: str, *, timeout: float | None, reconnect: float | None
+) -> tuple[socket.socket, float]:
+    """The asyncio version of :func:`open_blocking` (a non-blocking connected socket, and the
+    deadline on the loop's clock)."""
+    loop = asyncio.get_running_loop()
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    retry_until = loop.time() + reconnect if reconnect else None
+    delays = backoff_delays()
+    while True:
+        deadline = max(loop.time() + limit, retry_until or 0.0)
+        sock = _new_socket(addr)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await loop.sock_connect(sock, _target(addr))
+            return sock, deadline
+        except TimeoutError as exc:
+            sock.close()
+            raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+        except OSError as exc:
+            sock.close()
+            err = _explain(exc, addr, url)
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = loop.time()
+                if now < retry_until:
+                    await asyncio.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
+            raise err from exc
+        except BaseException:
+            sock.close()
+            raise
+
+
+def bind(
+    addr: WsAddress,
+    url: str,
+    *,
+    backlog: int,
+    mode: int,
+    allow_uids: object,
+) -> tuple[socket.socket, int, Authorizer, Callable[[], None]]:
+    """A listening socket, the port it got (0 on Unix), its authorizer and its cleanup."""
+    if addr.unix is not None:
+        uids = None if allow_uids is None else list(allow_uids)  # type: ignore[call-overload]
+        if uids is None and addr.unix.abstract is not None:
+            import os
+
+            uids = [os.getuid()]  # abstract names have no file mode to protect them
+        sock, cleanup = bind_unix(addr.unix, url, mode=mode, backlog=backlog)
+        return sock, 0, make_authorizer(url, str(addr.unix), uids), cleanup
+    sock = bind_tcp(TcpAddress(addr.host, addr.port), url, backlog)
+    port = sock.getsockname()[1]
+
+    def authorize(conn: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
+        return peer_of(conn, addr), None
+
+    return sock, port, authorize, lambda: None
