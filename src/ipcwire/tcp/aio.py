@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from typing import Any
 
@@ -66,6 +67,7 @@ async def listen(
     sock = bind_listener(addr, endpoint.url, backlog)
     host, port = sock.getsockname()[:2]
     url = type(addr)(host, port).url()
+    options = dataclasses.replace(options, url=url)  # the real port, for messages
 
     def authorize(conn: Any) -> tuple[PeerInfo, IpcwireError | None]:
         configure(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import ssl
 from typing import Any
@@ -66,6 +67,7 @@ def listen(
     sock = bind_listener(addr, endpoint.url, backlog)
     host, port = sock.getsockname()[:2]
     url = type(addr)(host, port).url()
+    options = dataclasses.replace(options, url=url)  # the real port, for messages
 
     def authorize(conn: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
         return peer_info(conn), None

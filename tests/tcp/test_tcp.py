@@ -1,0 +1,185 @@
+"""TCP done right: loopback by default, named port owners, reconnect, TLS, TCP_NODELAY."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests._proc import child, kill9, wait_line
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import AddressInUse, ConnectionRefused, IpcwireError
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _echo_server(listener: ipcwire.Listener) -> threading.Thread:
+    def echo(ch: ipcwire.Channel) -> None:
+        for msg in ch:
+            ch.send(msg)
+
+    t = threading.Thread(target=listener.serve, args=(echo,), daemon=True)
+    t.start()
+    return t
+
+
+def test_binds_loopback_unless_told_otherwise() -> None:
+    with ipcwire.listen("tcp://:0") as lst:
+        assert lst.url.startswith("tcp://127.0.0.1:")
+    with ipcwire.listen("tcp://0.0.0.0:0") as lst:
+        assert lst.url.startswith("tcp://0.0.0.0:")
+
+
+def test_port_in_use_names_the_owner() -> None:
+    code = """
+    import socket, sys
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+    print(s.getsockname()[1], flush=True)
+    sys.stdin.read()
+    """
+    with child(code) as proc:
+        port = int(wait_line(proc))
+        with pytest.raises(AddressInUse) as info:
+            ipcwire.listen(f"tcp://127.0.0.1:{port}")
+        assert info.value.pid == proc.pid
+        assert f"pid {proc.pid}" in str(info.value)
+
+
+def test_restart_on_the_same_port_after_a_crash() -> None:
+    port = _free_port()
+    code = f"""
+    import ipcwire, sys
+    lst = ipcwire.listen("tcp://127.0.0.1:{port}")
+    print("ready", flush=True)
+    ch = lst.accept()
+    ch.send(b"hi")
+    print("talking", flush=True)
+    sys.stdin.read()
+    """
+    with child(code) as proc:
+        assert wait_line(proc) == "ready"
+        ch = ipcwire.connect(f"tcp://127.0.0.1:{port}")
+        assert wait_line(proc) == "talking"
+        kill9(proc)  # connections die in the kernel's hands; the port has TIME_WAIT residue
+        ch.close()
+    with ipcwire.listen(f"tcp://127.0.0.1:{port}"):
+        pass  # SO_REUSEADDR: no EADDRINUSE after a crash
+
+
+def test_refused_is_clear_and_reconnect_retries_until_the_server_is_up() -> None:
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    with pytest.raises(ConnectionRefused, match="reconnect="):
+        ipcwire.connect(url)
+    result: list[object] = []
+
+    def client() -> None:
+        try:
+            with ipcwire.connect(url, reconnect=20) as ch:
+                result.append(ch.request(b"x", timeout=10))
+        except Exception as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    with ipcwire.listen(url) as lst:
+        srv = _echo_server(lst)
+        t.join(30)
+        lst.close()
+        srv.join(10)
+    assert result == [b"x"]
+
+
+def test_nodelay_on_both_ends() -> None:
+    with ipcwire.listen("tcp://127.0.0.1:0") as lst:
+        box: list[ipcwire.Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lst.url) as ch:
+            t.join()
+            for c in (ch, box[0]):
+                sock = socket.socket(fileno=c.fileno())  # type: ignore[attr-defined]
+                try:
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+                finally:
+                    sock.detach()
+            box[0].close()
+
+
+@pytest.fixture(scope="module")
+def tls(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
+    d: Path = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(d / "cert.pem", d / "key.pem")
+    client = ssl.create_default_context(cafile=str(d / "cert.pem"))
+    yield server, client
+
+
+def test_tls_round_trip_and_a_plain_client_is_dropped(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = tls
+    with ipcwire.listen("tcp://127.0.0.1:0", ssl=server_ctx, codec="json") as lst:
+        srv = _echo_server(lst)
+        with pytest.raises(IpcwireError):
+            ipcwire.connect(lst.url, codec="json", timeout=3)  # no TLS: refused, server unharmed
+        with ipcwire.connect(lst.url, ssl=client_ctx, codec="json") as ch:
+            assert ch.request({"secure": True}, timeout=10) == {"secure": True}
+            big = {"blob": "x" * 300_000}
+            assert ch.request(big, timeout=10) == big
+        lst.close()
+        srv.join(10)
+
+
+def test_tls_asyncio(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls
+
+    async def main() -> None:
+        async with await aio.listen("tcp://127.0.0.1:0", ssl=server_ctx) as lst:
+
+            async def echo(ch: aio.AioChannel) -> None:
+                async for msg in ch:
+                    await ch.send(msg)
+
+            srv = asyncio.ensure_future(lst.serve(echo))
+            async with await aio.connect(lst.url, ssl=client_ctx) as ch:
+                assert await ch.request(b"tls", timeout=10) == b"tls"
+            lst.close()
+            await asyncio.wait_for(srv, 10)
+
+    asyncio.run(main())
