@@ -1,0 +1,131 @@
+"""Shared-memory segments: one anonymous memfd per connection, holding its two rings.
+
+Why memfd and not ``/dev/shm``: a memfd has no name in any filesystem. It lives exactly as
+long as a file descriptor or a mapping refers to it, so when both processes exit, normally or
+by ``kill -9``, the kernel frees it; nothing is ever left behind to clean up, and no other
+process can open it by name. It is handed to the peer over the connection's Unix socket
+(SCM_RIGHTS).
+
+The creator (the connecting client, so the client pays for the memory it asks for) makes it
+mode 0600, allocates every page up front (``posix_fallocate``: running out of memory is an
+error now, not a SIGBUS later) and seals its size (F_SEAL_SHRINK/GROW/SEAL), so that neither
+side can shrink it under the other's mapping. The receiver checks the seals and the size
+before mapping, and allocates again (harmless when done) in case the creator skipped it.
+
+Layout: ring 0 (client to server) at offset 0, ring 1 (server to client) at the next page
+boundary after it; each ring is a 512-byte header and its data area (see ``_layout``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+from dataclasses import dataclass
+from typing import Final
+
+from ipcwire.errors import RemoteProtocolError, ResourceExhausted
+from ipcwire.shm import _layout as L
+from ipcwire.shm._ring import init_ring
+
+__all__ = ["MEMFD_NAME", "Segment", "check_eventfd", "create_segment", "open_segment"]
+
+MEMFD_NAME: Final = "ipcwire-shm"
+_SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A mapped segment: ``offsets[i]`` and ``capacities[i]`` of ring i."""
+
+    mm: mmap.mmap
+    size: int
+    capacities: tuple[int, int]
+    offsets: tuple[int, int]
+
+
+def layout(capacities: tuple[int, int]) -> tuple[tuple[int, int], int]:
+    """Ring offsets and total size of a segment holding rings of these capacities."""
+    first = L.ring_span(capacities[0])
+    return (0, first), first + L.ring_span(capacities[1])
+
+
+def _allocate(fd: int, size: int, who: str) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise ResourceExhausted(
+                f"{who}: cannot allocate {size} bytes of shared memory ({exc.strerror}); "
+                f"connect with a smaller capacity=, or free memory (memory cgroup limits "
+                f"count shared memory too)"
+            ) from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+
+
+def create_segment(capacities: tuple[int, int], *, impl: str | None = None) -> tuple[int, Segment]:
+    """A new sealed memfd with two initialised rings, mapped; returns (fd, segment).
+
+    The caller sends the fd to the peer, then closes it (the mapping keeps the memory).
+
+    Raises:
+        ResourceExhausted: not enough memory for the segment.
+    """
+    offsets, size = layout(capacities)
+    fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, size)
+        _allocate(fd, size, "creating a shared-memory segment")
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    for off, cap in zip(offsets, capacities, strict=True):
+        init_ring(mm, cap, off, impl=impl)
+    return fd, Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
+
+
+def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
+    """Map a segment received from the peer, after checking it cannot hurt us.
+
+    Raises:
+        RemoteProtocolError: not a sealed memfd of the announced size.
+    """
+    offsets, size = layout(capacities)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+        raise RemoteProtocolError(
+            f"{who} sent a shared-memory segment of {st.st_size} bytes, not the announced "
+            f"{size}; refusing it"
+        )
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        seals = 0
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise RemoteProtocolError(
+            f"{who} sent a shared-memory segment that is not sealed against shrinking; "
+            f"mapping it would let the peer crash this process (SIGBUS), so it was refused"
+        )
+    _allocate(fd, size, f"mapping the shared memory of {who}")
+    mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
+
+
+def check_eventfd(fd: int, who: str) -> None:
+    """Refuse a file descriptor that is not an eventfd (where /proc can tell).
+
+    Raises:
+        RemoteProtocolError: it is something else.
+    """
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if target != "anon_inode:[eventfd]":
+        raise RemoteProtocolError(f"{who} sent {target!r} where an eventfd was expected")
