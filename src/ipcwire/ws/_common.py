@@ -21,7 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -514,6 +514,3 @@ def concurrency_error(url: str) -> LocalProtocolError:
 def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
     """One log line per refused client."""
     log.warning("ipcwire: %s refused a client (%s): %s", url, who, error)
-
-
-Reject = Callable[[int, str], Any]

@@ -8,9 +8,10 @@ holding the port or path; Unix socket files are created 0600 and never stolen).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
@@ -148,14 +149,12 @@ def bind(
     *,
     backlog: int,
     mode: int,
-    allow_uids: object,
+    allow_uids: Iterable[int] | None,
 ) -> tuple[socket.socket, int, Authorizer, Callable[[], None]]:
     """A listening socket, the port it got (0 on Unix), its authorizer and its cleanup."""
     if addr.unix is not None:
-        uids = None if allow_uids is None else list(allow_uids)  # type: ignore[call-overload]
+        uids = None if allow_uids is None else list(allow_uids)
         if uids is None and addr.unix.abstract is not None:
-            import os
-
             uids = [os.getuid()]  # abstract names have no file mode to protect them
         sock, cleanup = bind_unix(addr.unix, url, mode=mode, backlog=backlog)
         return sock, 0, make_authorizer(url, str(addr.unix), uids), cleanup

@@ -48,7 +48,7 @@ class OriginPolicy:
             if not isinstance(item, str):
                 raise ConfigurationError(f"origins= for {url} must hold strings, not {item!r}")
             norm = _normalize(item)
-            if norm != "*" and norm != "null":
+            if norm not in {"*", "null"}:
                 parts = urlsplit(norm)
                 if not parts.scheme or not parts.netloc or parts.path:
                     raise ConfigurationError(

@@ -29,6 +29,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.connection import Connection
 from websockets.sync.server import Server, ServerConnection
+from websockets.typing import Origin
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import Endpoint
@@ -311,7 +312,7 @@ def connect(
             sock=sock,
             ssl=ssl if addr.secure else None,
             server_hostname=server_hostname,
-            origin=origin,  # type: ignore[arg-type]
+            origin=Origin(origin) if origin is not None else None,
             additional_headers=extra,
             compression=compression,
             proxy=None,
