@@ -40,6 +40,7 @@ __all__ = ["AioStreamChannel", "AioStreamListener", "StreamProtocol"]
 log = logging.getLogger("ipcwire")
 
 _HIGH_WATER: Final = 4 * 1024 * 1024  # undelivered bytes before reading pauses
+_LINGER: Final = 1.0  # seconds a refused client may keep sending before it is cut off
 
 
 class _Raise:
@@ -337,6 +338,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._authorize = authorize
         self._timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -386,15 +388,25 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.hs = None
         t = self.ch._transport
         if t is not None:
-            if reply:
+            if reply and t.can_write_eof():
+                # Lingering close: send the reason, half-close, discard what the client still
+                # sends until it closes (or _LINGER passes), so it reads the reason.
                 t.write(reply)
-            t.close()
+                t.write_eof()
+                self._lingering = True
+                self._timer = self.ch._loop.call_later(_LINGER, t.close)
+            else:
+                if reply:
+                    t.write(reply)
+                t.close()
         self._on_failed(error)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.ch._decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._lingering:
+            return  # refused: what it sends is discarded (the view is simply reused)
         ch = self.ch
         ch._decoder.buffer_updated(nbytes)
         if self.hs is None:
@@ -433,6 +445,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 return
 
     def eof_received(self) -> bool:
+        if self._lingering:
+            return False
         if self.hs is not None:
             self._fail(
                 ChannelBroken(
@@ -445,6 +459,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self.hs is not None:
             self._fail(
                 ChannelBroken(f"{self.ch.url}: connection lost in the handshake: {exc}"), b""

@@ -35,6 +35,8 @@ __all__ = ["Authorizer", "StreamListener"]
 
 log = logging.getLogger("ipcwire")
 
+_LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
+
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
 
@@ -48,6 +50,7 @@ class _Pending:
     decoder: LengthPrefixDecoder | NdjsonDecoder
     tls: bool = False  # TLS handshake still running
     done: bool = field(default=False)
+    lingering: bool = False  # refused: reason sent, draining the client's input until it goes
 
 
 class StreamListener(Listener):
@@ -209,6 +212,9 @@ class StreamListener(Listener):
             self._advance(p)
 
     def _advance(self, p: _Pending) -> None:
+        if p.lingering:
+            self._linger(p)
+            return
         try:
             if p.tls:
                 assert isinstance(p.sock, ssl.SSLSocket)
@@ -259,13 +265,34 @@ class StreamListener(Listener):
             self._cond.notify()
 
     def _refuse(self, p: _Pending, reply: bytes, error: IpcwireError) -> None:
+        """Tell the client why, then close gracefully ("lingering close"): half-close, and
+        read and discard what it still sends until it closes or _LINGER passes, so that a
+        client still writing gets the reason instead of a reset that discards it."""
         who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
         log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, error)
         try:
             p.sock.setblocking(False)
             if reply:
-                p.sock.send(reply)  # best effort, never blocks the acceptor
+                p.sock.send(reply)  # small, into an empty buffer: never blocks the acceptor
+            p.sock.shutdown(socket.SHUT_WR)
         except (OSError, ValueError):
+            self._forget(p)
+            p.sock.close()
+            return
+        p.lingering = True
+        p.deadline = time.monotonic() + _LINGER
+        fd = p.sock.fileno()
+        if fd not in self._pending:
+            self._pending[fd] = p
+            self._sel.register(p.sock, selectors.EVENT_READ, p)
+
+    def _linger(self, p: _Pending) -> None:
+        try:
+            while p.sock.recv(65536):
+                pass
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return
+        except (OSError, ssl.SSLError):
             pass
         self._forget(p)
         p.sock.close()
@@ -289,6 +316,10 @@ class StreamListener(Listener):
 
     def _expire(self, now: float) -> None:
         for p in [p for p in self._pending.values() if p.deadline <= now]:
+            if p.lingering:
+                self._forget(p)
+                p.sock.close()
+                continue
             self._drop(
                 p, f"did not finish the handshake within {self._options.handshake_timeout} s"
             )
