@@ -69,6 +69,7 @@ def summarize(m: Measurement) -> dict[str, Any]:
         "batch": m.batch,
         "status": "failed" if m.error is not None or not reps else "ok",
         "error": m.error if m.error is not None else (None if reps else "no repetition ran"),
+        "detail": m.detail,
         "repetitions": reps,
         "summary": None,
         "vs_baseline": None,

@@ -75,14 +75,36 @@ def worker_main(conn: Connection, cpu: int | None, shared: dict[str, Any]) -> No
             conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
 
 
-def _finish(conn: Connection, result: dict[str, Any]) -> None:
+def _report(conn: Connection, result: dict[str, Any]) -> None:
     samples = result.pop("samples_ns", None)
     if samples is not None:
         result["latency_ns"] = summarize_samples(samples) if samples else None
     conn.send(("done", result))
-    msg = conn.recv()
+
+
+def _check_finish(msg: Any) -> None:
     if msg[0] != "finish":  # pragma: no cover - protocol error in the parent
         raise RuntimeError(f"unexpected control message {msg!r}")
+
+
+def _finish(conn: Connection, result: dict[str, Any]) -> None:
+    """Report, then wait for the parent's go-ahead to close (the peer may still be reading)."""
+    _report(conn, result)
+    _check_finish(conn.recv())
+
+
+async def _afinish(conn: Connection, result: dict[str, Any]) -> None:
+    """:func:`_finish` without blocking the event loop, which may still be flushing the last
+    messages to the peer."""
+    _report(conn, result)
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(conn.fileno(), ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+    _check_finish(conn.recv())
 
 
 def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
@@ -138,7 +160,7 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
                     result = await aecho(link, pool)
                 else:
                     result = await asink(link, pool, task.batch > 0)
-                _finish(conn, result)
+                await _afinish(conn, result)
             finally:
                 await _aclose(link)
         finally:
@@ -150,7 +172,7 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
                 result = await aping(link, pool, task.warmup, task.duration)
             else:
                 result = await asource(link, pool, task.warmup, task.duration, task.batch)
-            _finish(conn, result)
+            await _afinish(conn, result)
         finally:
             await _aclose(link)
     conn.send(("closed",))

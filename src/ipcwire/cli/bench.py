@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -223,7 +224,6 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"ipcwire bench: {exc}", file=sys.stderr)
             return 2
-    render(doc, Console())
     if args.json is not None:
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
     if args.plot is not None:
@@ -234,6 +234,10 @@ def run(args: argparse.Namespace) -> int:
         from ipcwire.bench.html import write_html
 
         write_html(doc, args.html)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)  # a file or a pipe: do not squeeze the table
+    render(doc, console)
     failed = any(r["status"] == "failed" for r in doc["results"])
     return 1 if failed else 0
 

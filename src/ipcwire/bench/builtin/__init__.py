@@ -13,6 +13,12 @@ from typing import Final
 from ipcwire.bench.builtin.mechanisms import mechanism_contenders
 from ipcwire.bench.builtin.peers import PEERS
 from ipcwire.bench.builtin.raw import RAW_TCP, RAW_TCP_BATCHED, RAW_UNIX, RAW_UNIX_BATCHED
+from ipcwire.bench.builtin.raw_aio import (
+    RAW_AIO_TCP,
+    RAW_AIO_TCP_BATCHED,
+    RAW_AIO_UNIX,
+    RAW_AIO_UNIX_BATCHED,
+)
 from ipcwire.bench.contender import Contender, contenders
 
 __all__ = ["CONTENDER_MODULES", "all_contenders"]
@@ -21,7 +27,16 @@ __all__ = ["CONTENDER_MODULES", "all_contenders"]
 # mechanisms). A module that is missing is skipped with a note.
 CONTENDER_MODULES: Final[tuple[str, ...]] = ()
 
-BASELINES: Final = (RAW_UNIX, RAW_UNIX_BATCHED, RAW_TCP, RAW_TCP_BATCHED)
+BASELINES: Final = (
+    RAW_UNIX,
+    RAW_UNIX_BATCHED,
+    RAW_AIO_UNIX,
+    RAW_AIO_UNIX_BATCHED,
+    RAW_TCP,
+    RAW_TCP_BATCHED,
+    RAW_AIO_TCP,
+    RAW_AIO_TCP_BATCHED,
+)
 
 
 def all_contenders(notes: list[str]) -> list[Contender]:

@@ -175,7 +175,7 @@ def _pair(
         "side_a": a,
         "side_b": b,
         "wait": policy or "park",
-        "baseline": f"raw/{spec.scheme}",
+        "baseline": f"raw/{spec.scheme}" + ("/asyncio" if api == "asyncio" else ""),
         "max_size": spec.capabilities.max_message_size,
         "options": options,
     }
