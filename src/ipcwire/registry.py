@@ -31,6 +31,8 @@ BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
     "ipcwire.tcp",
     "ipcwire.ws",
     "ipcwire.sse",
+    "ipcwire.http",
+    "ipcwire.grpc",
 )
 
 

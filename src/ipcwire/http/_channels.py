@@ -1,0 +1,348 @@
+"""The channels a server application holds: one per HTTP client session (or plain request).
+
+:class:`ServerChannel` is the blocking one: the HTTP server runs on its own event-loop thread
+and hands messages over through a condition variable. :class:`AioServerChannel` lives on the
+server's loop itself. Both are sinks of a :class:`~ipcwire.http._session.Session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ipcwire._core.codecs import Codec
+from ipcwire.aio.channel import AioChannel
+from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.http._session import HIGH_WATER, LOW_WATER, Session
+
+__all__ = ["AioServerChannel", "ServerChannel", "encode_message"]
+
+
+def encode_message(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
+    """One message's body, checked against the peer's limit.
+
+    Raises:
+        FrameTooLarge: over ``limit``; nothing was sent.
+        LocalProtocolError: the codec cannot encode ``obj``.
+    """
+    data = codec.encode(obj)
+    if type(data) is not bytes:
+        data = bytes(data)  # the caller may reuse its buffer once send() returns
+    if len(data) > limit:
+        raise FrameTooLarge(
+            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
+            f"bytes; raise max_frame= on both sides, or split the message",
+            size=len(data),
+            limit=limit,
+            endpoint=url,
+        )
+    return data
+
+
+class _Counters:
+    __slots__ = ("bytes_received", "bytes_sent", "received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = self.received = self.bytes_sent = self.bytes_received = 0
+
+
+class ServerChannel(Channel):
+    """A server-side HTTP channel (blocking API); see docs/mechanisms/rest.md."""
+
+    def __init__(self, session: Session, codec: Codec, url: str) -> None:
+        self.url = url
+        self._session = session
+        self._codec = codec
+        self._loop = session.loop
+        self._cond = threading.Condition(threading.Lock())
+        self._inbox: deque[tuple[Any, int]] = deque()
+        self._queued = 0
+        self._unsent = 0
+        self._end_exc: IpcwireError | None = None
+        self._closed = False
+        self._n = _Counters()
+        session.sink = self
+
+    # -- sink side (the loop thread) ------------------------------------------------------------
+    def _deliver(self, items: list[tuple[Any, int]]) -> None:
+        with self._cond:
+            self._inbox.extend(items)
+            self._queued += sum(n for _, n in items)
+            self._cond.notify()
+
+    def _end(self, exc: IpcwireError) -> None:
+        with self._cond:
+            if self._end_exc is None:
+                self._end_exc = exc
+            self._cond.notify_all()
+
+    def _inbox_bytes(self) -> int:
+        return self._queued
+
+    def _taken(self, nbytes: int) -> None:
+        with self._cond:
+            self._unsent -= nbytes
+            if self._unsent <= LOW_WATER:
+                self._cond.notify_all()
+
+    # -- the application's side -----------------------------------------------------------------
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = encode_message(self._codec, obj, self._session.send_limit, self.url)
+        self._check_send()
+        size = len(data)
+        with self._cond:
+            if self._unsent > HIGH_WATER:
+                self._wait_outbox(timeout)
+            self._unsent += size
+        try:
+            self._loop.call_soon_threadsafe(self._session.push, data)
+        except RuntimeError:  # the listener's loop is gone
+            raise ChannelClosed(
+                f"the listener of {self.url} is closed", endpoint=self.url
+            ) from None
+        self._n.sent += 1
+        self._n.bytes_sent += size
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        err = self._session.send_error()
+        if err is not None:
+            raise err
+
+    def _wait_outbox(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._unsent > HIGH_WATER:
+            if self._closed or self._session.client_done is not None:
+                self._check_send()
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise Timeout(
+                    f"{self.url}: the client is not fetching messages; {self._unsent} bytes "
+                    f"wait for it. Nothing was sent",
+                    endpoint=self.url,
+                )
+            self._cond.wait(wait)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        return self._take(1, timeout)[0]
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        return self._take(max_messages, timeout)
+
+    def _take(self, limit: int | None, timeout: float | None) -> list[Any]:
+        with self._cond:
+            inbox = self._inbox
+            if not inbox:
+                self._wait_inbox(timeout)
+            out: list[Any] = []
+            nbytes = 0
+            while inbox and (limit is None or len(out) < limit):
+                obj, n = inbox.popleft()
+                out.append(obj)
+                nbytes += n
+            self._queued -= nbytes
+            wake = self._session.space_wanted and self._queued <= HIGH_WATER
+        self._n.received += len(out)
+        self._n.bytes_received += nbytes
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._session.space_available)
+            except RuntimeError:
+                pass
+        return out
+
+    def _wait_inbox(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._inbox:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._end_exc is not None:
+                raise self._end_exc
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+            self._cond.wait(wait)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        try:
+            self._loop.call_soon_threadsafe(self._session.server_close)
+        except RuntimeError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._session.peer
+
+    def statistics(self) -> ChannelStatistics:
+        n = self._n
+        return ChannelStatistics(n.sent, n.received, n.bytes_sent, n.bytes_received, self._queued)
+
+
+class AioServerChannel(AioChannel):
+    """A server-side HTTP channel (asyncio), on the server's own loop."""
+
+    def __init__(self, session: Session, codec: Codec, url: str) -> None:
+        self.url = url
+        self._session = session
+        self._codec = codec
+        self._inbox: deque[tuple[Any, int]] = deque()
+        self._queued = 0
+        self._unsent = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self._end_exc: IpcwireError | None = None
+        self._closed = False
+        self._n = _Counters()
+        session.sink = self
+
+    # -- sink side ------------------------------------------------------------------------------
+    def _deliver(self, items: list[tuple[Any, int]]) -> None:
+        self._inbox.extend(items)
+        self._queued += sum(n for _, n in items)
+        self._wake()
+
+    def _end(self, exc: IpcwireError) -> None:
+        if self._end_exc is None:
+            self._end_exc = exc
+        self._wake()
+        self._wake_space()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wake_space(self) -> None:
+        s = self._space
+        if s is not None and not s.done():
+            s.set_result(None)
+
+    def _inbox_bytes(self) -> int:
+        return self._queued
+
+    def _taken(self, nbytes: int) -> None:
+        self._unsent -= nbytes
+        if self._unsent <= LOW_WATER:
+            self._wake_space()
+
+    # -- the application's side -----------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = encode_message(self._codec, obj, self._session.send_limit, self.url)
+        self._check_send()
+        if self._unsent > HIGH_WATER:
+            await self._wait_outbox(timeout)
+        self._unsent += len(data)
+        self._session.push(data)
+        self._n.sent += 1
+        self._n.bytes_sent += len(data)
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        err = self._session.send_error()
+        if err is not None:
+            raise err
+
+    async def _wait_outbox(self, timeout: float | None) -> None:
+        while self._unsent > HIGH_WATER:
+            self._check_send()
+            fut = self._space = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"{self.url}: the client is not fetching messages; nothing was sent",
+                    endpoint=self.url,
+                ) from None
+            finally:
+                self._space = None
+        self._check_send()
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._inbox and not self._closed:
+            return self._pop(1)[0]
+        await self._wait(timeout)
+        return self._pop(1)[0]
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        if not self._inbox or self._closed:
+            await self._wait(timeout)
+        return self._pop(max_messages)
+
+    def _pop(self, limit: int | None) -> list[Any]:
+        inbox = self._inbox
+        out: list[Any] = []
+        nbytes = 0
+        while inbox and (limit is None or len(out) < limit):
+            obj, n = inbox.popleft()
+            out.append(obj)
+            nbytes += n
+        self._queued -= nbytes
+        self._n.received += len(out)
+        self._n.bytes_received += nbytes
+        if self._session.space_wanted and self._queued <= HIGH_WATER:
+            self._session.space_available()
+        return out
+
+    async def _wait(self, timeout: float | None) -> None:
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._inbox:
+                return
+            if self._end_exc is not None:
+                raise self._end_exc
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            fut = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        self._wake_space()
+        self._session.server_close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._session.peer
+
+    def statistics(self) -> ChannelStatistics:
+        n = self._n
+        return ChannelStatistics(n.sent, n.received, n.bytes_sent, n.bytes_received, self._queued)

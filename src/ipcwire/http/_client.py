@@ -1,0 +1,355 @@
+"""The client side of ipcwire's HTTP protocol, without I/O.
+
+:class:`ClientCore` says which HTTP request each channel operation makes and what each
+response means; the blocking (httpx.Client) and asyncio (httpx.AsyncClient) channels only
+perform the requests. Two modes:
+
+* **channel** (default): ``connect`` opens a channel on the server (``POST /channels``);
+  ``send`` posts messages, ``recv`` long-polls, ``request`` is one POST whose response is the
+  server's next message, ``close`` deletes the channel.
+* **plain** (``session=False``): no server state; every ``request`` is one POST to the
+  prefix, so it works with any HTTP server that answers a body with a body. ``send`` posts
+  and queues the reply for the next ``recv``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from ipcwire._oserror import translate
+from ipcwire.channel import ChannelStatistics
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    HandshakeError,
+    InvalidURL,
+    IpcwireError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.http._channels import encode_message
+from ipcwire.http._protocol import (
+    BATCH_TYPE,
+    MAX_POLL_WAIT,
+    OPEN_TYPE,
+    POLL_GRACE,
+    PROTOCOL_VERSION,
+    TIMEOUT_HEADER,
+    content_type_for,
+    error_from_response,
+    pack_batch,
+    proof,
+    token_header,
+    unpack_batch,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = ["ClientCore", "Req", "transport_error"]
+
+_CLOSE_TIMEOUT: Final = 2.0
+
+
+@dataclass(slots=True)
+class Req:
+    """One HTTP request to make: ``path`` is relative to the endpoint's prefix."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes | bytearray | None = None
+    timeout: float | None = None  # for httpx: the whole exchange, None to wait forever
+    params: Mapping[str, str] | None = None
+
+
+def _grace(timeout: float | None) -> float | None:
+    return None if timeout is None else timeout + POLL_GRACE
+
+
+class ClientCore:
+    """State and rules of one HTTP client channel (shared by both API flavours)."""
+
+    def __init__(self, options: ChannelOptions, url: str, *, session: bool) -> None:
+        self.url = url
+        self.session = session
+        self.codec = options.codec
+        self.max_frame = options.max_frame
+        self.send_limit = options.max_frame  # the server's, once it says
+        self.max_batch = 4 * 1024 * 1024
+        self.token = options.token
+        ctype = content_type_for(options.codec)
+        self.headers: dict[str, str] = {"Content-Type": ctype, "Accept": ctype}
+        if options.token is not None:
+            self.headers["Authorization"] = token_header(options.token, url)
+            if not session and options.codec.name == "pickle":
+                raise LocalProtocolError(
+                    f"codec='pickle' needs a channel ({url}): with session=False the server "
+                    f"never proves it knows the token, so its replies must not be unpickled"
+                )
+        self.id = ""
+        self.path = ""
+        self.inbox: deque[Any] = deque()
+        self.ended: IpcwireError | None = None  # the server closed: recv raises after inbox
+        self.broken: IpcwireError | None = None  # sends fail with this
+        self.closed = False
+        self._nonce = secrets.token_bytes(16)
+        self.sent = self.received = self.bytes_sent = self.bytes_received = 0
+
+    # -- opening -------------------------------------------------------------------------------
+    def open_req(self, timeout: float) -> Req:
+        hello: dict[str, Any] = {
+            "ipcwire": PROTOCOL_VERSION,
+            "codec": self.codec.name,
+            "max_frame": self.max_frame,
+        }
+        if self.token is not None:
+            hello["nonce"] = self._nonce.hex()
+        headers = dict(self.headers, **{"Content-Type": OPEN_TYPE, "Accept": OPEN_TYPE})
+        return Req("POST", "/channels", headers, msgspec.json.encode(hello), timeout)
+
+    def opened(self, resp: httpx.Response) -> None:
+        """Take the server's answer to :meth:`open_req`.
+
+        Raises:
+            AuthenticationFailed, HandshakeError, RemoteProtocolError, ...: as mapped.
+        """
+        if resp.status_code != 201:
+            raise self.error(resp, "connecting")
+        try:
+            info = msgspec.json.decode(resp.content)
+            sid = info["channel"]
+            assert isinstance(sid, str) and sid
+        except Exception:
+            raise RemoteProtocolError(
+                f"{self.url} answered the channel request with something that is not ipcwire",
+                endpoint=self.url,
+            ) from None
+        if info.get("ipcwire") != PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"{self.url} speaks ipcwire protocol {info.get('ipcwire')!r}, this side "
+                f"{PROTOCOL_VERSION}; upgrade the older side",
+                endpoint=self.url,
+            )
+        if self.token is not None:
+            want = proof(self.token, self._nonce, sid)
+            got = info.get("proof")
+            if not isinstance(got, str) or not secrets.compare_digest(want, got):
+                raise AuthenticationFailed(
+                    f"{self.url} did not prove that it knows the token (it does not require "
+                    f"one, or has another); refusing to talk to it",
+                    endpoint=self.url,
+                )
+        if isinstance(info.get("max_frame"), int):
+            self.send_limit = info["max_frame"]
+        if isinstance(info.get("max_batch"), int):
+            self.max_batch = info["max_batch"]
+        self.id = sid
+        self.path = f"/channels/{sid}"
+
+    # -- sending -------------------------------------------------------------------------------
+    def check_send(self) -> None:
+        if self.closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self.broken is not None:
+            raise self.broken
+
+    def encode(self, obj: Any) -> bytes:
+        return encode_message(self.codec, obj, self.send_limit, self.url)
+
+    def send_req(self, payload: bytes, timeout: float | None) -> Req:
+        if not self.session:
+            return self.call_req(payload, timeout)
+        headers = self.headers
+        if timeout is not None:
+            headers = dict(headers, **{TIMEOUT_HEADER: repr(timeout)})
+        return Req("POST", self.path + "/messages", headers, payload, _grace(timeout))
+
+    def batch_reqs(self, payloads: list[bytes], timeout: float | None) -> Iterable[Req]:
+        """Requests sending ``payloads`` in order, each batch under the server's limit."""
+        headers = dict(self.headers, **{"Content-Type": BATCH_TYPE})
+        if timeout is not None:
+            headers[TIMEOUT_HEADER] = repr(timeout)
+        batch: list[bytes] = []
+        size = 0
+        for p in payloads:
+            if batch and size + len(p) + 4 > self.max_batch:
+                yield Req("POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout))
+                batch, size = [], 0
+            batch.append(p)
+            size += len(p) + 4
+        if batch:
+            yield Req("POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout))
+
+    def sent_ok(self, resp: httpx.Response, payloads: int, nbytes: int) -> None:
+        """Check the answer to a send; in plain mode queue the reply for ``recv``."""
+        status = resp.status_code
+        if status == 204 or (self.session and status < 300):
+            pass
+        elif status == 200 and not self.session:
+            self.inbox.append(self._decode(resp))
+        else:
+            err = self.error(resp, "sending", sent=nbytes)
+            if isinstance(err, ChannelBroken):
+                self.broken = err
+            raise err
+        self.sent += payloads
+        self.bytes_sent += nbytes
+
+    # -- receiving -----------------------------------------------------------------------------
+    def poll_req(self, wait: float) -> Req:
+        wait = min(max(wait, 0.0), MAX_POLL_WAIT)
+        return Req(
+            "GET",
+            self.path + "/messages",
+            self.headers,
+            None,
+            wait + POLL_GRACE,
+            {"wait": repr(round(wait, 3))},
+        )
+
+    def polled(self, resp: httpx.Response) -> bool:
+        """Take a long poll's answer: True if messages were queued."""
+        status = resp.status_code
+        if status == 204:
+            return False
+        if status != 200:
+            err = self.error(resp, "receiving")
+            if isinstance(err, EndOfChannel):
+                self.ended = err
+                if self.broken is None:
+                    self.broken = ChannelBroken(
+                        f"cannot send to {self.url}: the server closed the channel",
+                        endpoint=self.url,
+                    )
+            raise err
+        body = resp.content
+        for part in unpack_batch(body, self.max_frame, self.url):
+            self.inbox.append(self.codec.decode(part))
+        self.bytes_received += len(body)
+        return True
+
+    def nothing_to_receive(self) -> IpcwireError:
+        return LocalProtocolError(
+            f"{self.url} is a plain HTTP endpoint (session=False): the server only speaks in "
+            f"reply to a request. Call request(), or send() and then recv() the reply",
+            endpoint=self.url,
+        )
+
+    def take(self) -> Any:
+        self.received += 1
+        return self.inbox.popleft()
+
+    # -- request/reply -------------------------------------------------------------------------
+    def call_req(self, payload: bytes, timeout: float | None) -> Req:
+        headers = self.headers
+        if timeout is not None:
+            headers = dict(headers, **{TIMEOUT_HEADER: repr(timeout)})
+        return Req("POST", self.path, headers, payload, _grace(timeout))
+
+    def called(self, resp: httpx.Response, nbytes: int) -> Any:
+        """The reply in a request's answer.
+
+        Raises:
+            EndOfChannel: the server closed (or answered 204 with no reply).
+            Timeout: no reply in time (504).
+        """
+        status = resp.status_code
+        if status == 200:
+            self.sent += 1
+            self.bytes_sent += nbytes
+            self.received += 1
+            return self._decode(resp)
+        if status == 204:
+            self.sent += 1
+            self.bytes_sent += nbytes
+            raise EndOfChannel(
+                f"{self.url} handled the request but sent no reply (HTTP 204)", endpoint=self.url
+            )
+        err = self.error(resp, "receiving", sent=nbytes)
+        if isinstance(err, EndOfChannel):
+            self.ended = err
+            self.broken = ChannelBroken(f"{self.url}: the server closed the channel")
+        elif isinstance(err, ChannelBroken):
+            self.broken = err
+        raise err
+
+    def _decode(self, resp: httpx.Response) -> Any:
+        body = resp.content
+        if len(body) > self.max_frame:
+            from ipcwire.errors import FrameTooLarge
+
+            raise FrameTooLarge(
+                f"the reply from {self.url} is {len(body)} bytes, over max_frame={self.max_frame}",
+                size=len(body),
+                limit=self.max_frame,
+                endpoint=self.url,
+            )
+        self.bytes_received += len(body)
+        return self.codec.decode(memoryview(body))
+
+    # -- closing -------------------------------------------------------------------------------
+    def close_req(self) -> Req | None:
+        if not self.session or not self.id:
+            return None
+        return Req("DELETE", self.path, self.headers, None, _CLOSE_TIMEOUT)
+
+    def error(self, resp: httpx.Response, doing: str, *, sent: int = 0) -> IpcwireError:
+        return error_from_response(
+            resp.status_code,
+            resp.headers.get("content-type"),
+            resp.content,
+            self.url,
+            doing=doing,
+            sent=sent,
+        )
+
+    def closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            self.sent, self.received, self.bytes_sent, self.bytes_received, 0
+        )
+
+
+def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
+    """The typed error for an httpx failure (the OSError underneath, when there is one)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"{url}: timed out while {doing} ({type(exc).__name__})", endpoint=url)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError):
+            if isinstance(cause, FileNotFoundError):
+                from ipcwire.errors import ConnectionRefused
+
+                return ConnectionRefused(
+                    f"no socket at {url}: is the server running, at this exact path?",
+                    endpoint=url,
+                )
+            return translate(cause, url, doing)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if "refused" in text.lower() or "No such file" in text:
+            from ipcwire.errors import ConnectionRefused
+
+            return ConnectionRefused(
+                f"nothing is listening at {url}: start the server first ({text})", endpoint=url
+            )
+        return ChannelBroken(f"cannot connect to {url}: {text}", endpoint=url)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return InvalidURL(f"{url}: {exc}", endpoint=url)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return ChannelBroken(
+            f"{url} closed the connection or broke HTTP while {doing}: {exc}", endpoint=url
+        )
+    return ChannelBroken(f"{url} broke while {doing}: {exc}", endpoint=url)

@@ -1,0 +1,170 @@
+"""The OpenAPI 3.1 description an ipcwire HTTP listener serves at ``{prefix}/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE, TIMEOUT_HEADER
+
+__all__ = ["openapi_document"]
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def openapi_document(
+    *, title: str, prefix: str, media_type: str, max_frame: int, token: bool
+) -> bytes:
+    """The document, as JSON bytes."""
+    message = {
+        "required": True,
+        "description": f"one message, encoded as {media_type} (at most {max_frame} bytes)",
+        "content": {media_type: {"schema": {}}},
+    }
+    reply = {"description": "the reply", "content": {media_type: {"schema": {}}}}
+    errors = {
+        "400": _problem("the body does not decode with the server's codec"),
+        "401": _problem("missing or wrong bearer token"),
+        "413": _problem(f"the body is over {max_frame} bytes"),
+        "415": _problem(f"the Content-Type is not {media_type}"),
+    }
+    channel_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    timeout = {
+        "name": TIMEOUT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "seconds the client waits for the reply (the server answers 504 after)",
+        "schema": {"type": "number"},
+    }
+    batch = {"description": "messages, each a 4-byte big-endian length then its bytes"}
+    paths: dict[str, Any] = {
+        prefix or "/": {
+            "post": {
+                "summary": "One request, one reply",
+                "description": "The server application receives the body as one message on a "
+                "new channel and answers it. 204 if it sent no reply.",
+                "parameters": [timeout],
+                "requestBody": message,
+                "responses": {
+                    "200": reply,
+                    "204": {"description": "handled, no reply"},
+                    "504": _problem("no reply in time"),
+                    **errors,
+                },
+            }
+        },
+        f"{prefix}/channels": {
+            "post": {
+                "summary": "Open a channel",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Open"}}
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "the channel",
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Opened"}}
+                        },
+                    },
+                    "409": _problem("the codec or protocol version differ"),
+                    **errors,
+                },
+            }
+        },
+        f"{prefix}/channels/{{id}}": {
+            "post": {
+                "summary": "Send one message and receive the channel's next message",
+                "parameters": [channel_id, timeout],
+                "requestBody": message,
+                "responses": {
+                    "200": reply,
+                    "410": _problem("the server closed the channel"),
+                    "504": _problem("no message in time"),
+                    **errors,
+                },
+            },
+            "delete": {
+                "summary": "Close the channel",
+                "parameters": [channel_id],
+                "responses": {"204": {"description": "closed"}},
+            },
+        },
+        f"{prefix}/channels/{{id}}/messages": {
+            "post": {
+                "summary": "Send messages (one, or a batch)",
+                "parameters": [channel_id, timeout],
+                "requestBody": {
+                    "required": True,
+                    "content": {media_type: {"schema": {}}, BATCH_TYPE: {"schema": batch}},
+                },
+                "responses": {
+                    "204": {"description": "queued for the server application"},
+                    "410": _problem("the server closed the channel"),
+                    **errors,
+                },
+            },
+            "get": {
+                "summary": "Long-poll for the next messages",
+                "parameters": [
+                    channel_id,
+                    {"name": "wait", "in": "query", "schema": {"type": "number"}},
+                ],
+                "responses": {
+                    "200": {"description": "a batch", "content": {BATCH_TYPE: {"schema": batch}}},
+                    "204": {"description": "nothing within the wait"},
+                    "410": _problem("the server closed the channel and all was fetched"),
+                },
+            },
+        },
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1", "description": "An ipcwire HTTP endpoint"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "properties": {
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "code": {"type": "string"},
+                    },
+                },
+                "Open": {
+                    "type": "object",
+                    "required": ["ipcwire", "codec"],
+                    "properties": {
+                        "ipcwire": {"const": 1},
+                        "codec": {"type": "string"},
+                        "max_frame": {"type": "integer"},
+                        "nonce": {"type": "string", "description": "hex; asks for a proof"},
+                    },
+                },
+                "Opened": {
+                    "type": "object",
+                    "properties": {
+                        "ipcwire": {"const": 1},
+                        "channel": {"type": "string"},
+                        "max_frame": {"type": "integer"},
+                        "max_batch": {"type": "integer"},
+                        "proof": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }
+    if token:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return msgspec.json.encode(doc)

@@ -1,0 +1,464 @@
+"""The HTTP server under both listeners: aiohttp's low-level server, routed by hand.
+
+It runs on one event loop (the caller's for :mod:`ipcwire.aio`, a private thread's for the
+blocking listener) and turns requests into session events (see ``_session.py``). Every
+failure is a problem document with a status code that the ipcwire clients map back to the
+same typed error; the server itself keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.http._openapi import openapi_document
+from ipcwire.http._protocol import (
+    BATCH_TYPE,
+    OPEN_TYPE,
+    PROBLEM_TYPE,
+    PROTOCOL_VERSION,
+    TIMEOUT_HEADER,
+    Problem,
+    check_bearer,
+    content_type_for,
+    media_type_matches,
+    proof,
+    unpack_batch,
+)
+from ipcwire.http._session import Session
+from ipcwire.options import ChannelOptions
+
+__all__ = ["HttpServer"]
+
+log = logging.getLogger("ipcwire")
+
+MAX_POLL: Final = 20.0
+_CHANNELS: Final = "/channels"
+
+
+class HttpServer:
+    """Serves one ipcwire HTTP endpoint; sessions become channels via the callbacks.
+
+    ``new_channel(session)`` builds the application's channel (it registers itself as the
+    session's sink); ``on_channel(channel)`` queues it for ``accept()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str,
+        options: ChannelOptions,
+        new_channel: Callable[[Session], Any],
+        on_channel: Callable[[Any], None],
+        reply_timeout: float,
+        session_timeout: float,
+        max_channels: int,
+        peer: Callable[[web.BaseRequest], PeerInfo],
+        authorize: Callable[[PeerInfo], IpcwireError | None] | None = None,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._opts = options
+        self._codec = options.codec
+        self._ctype = content_type_for(options.codec)
+        self._max_frame = options.max_frame
+        self._max_batch = max(options.max_frame + 4, 4 * 1024 * 1024)
+        self._token = options.token
+        self._new_channel = new_channel
+        self._on_channel = on_channel
+        self._reply_timeout = reply_timeout
+        self._session_timeout = session_timeout
+        self._max_channels = max_channels
+        self._peer = peer
+        self._authorize = authorize
+        self._sessions: dict[str, Session] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._web: web.Server | None = None
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._openapi = openapi_document(
+            title=f"ipcwire {url}",
+            prefix=prefix,
+            media_type=self._ctype,
+            max_frame=self._max_frame,
+            token=self._token is not None,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve on an already listening socket."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._web = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        self._server = await loop.create_server(self._web, sock=sock, ssl=ssl_context)
+        self._sweeper = loop.create_task(self._sweep())
+
+    def stop_listening(self) -> None:
+        """Close the listening socket now (no new connections); existing ones still work."""
+        if self._server is not None:
+            self._server.close()
+
+    async def shutdown(self) -> None:
+        """Stop listening, end every session, close client connections (bounded)."""
+        self.stop_listening()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for s in list(self._sessions.values()):
+            s.client_close(
+                ChannelBroken(f"the listener {self.url} was closed", endpoint=self.url),
+                ChannelBroken(f"the listener {self.url} was closed", endpoint=self.url),
+            )
+        self._sessions.clear()
+        if self._web is not None:
+            await self._web.shutdown(1.0)
+
+    async def _sweep(self) -> None:
+        period = max(min(self._session_timeout / 4, 5.0), 0.05)
+        while True:
+            await asyncio.sleep(period)
+            assert self._loop is not None
+            limit = self._loop.time() - self._session_timeout
+            for sid, s in list(self._sessions.items()):
+                if s.in_flight == 0 and s.last_seen < limit:
+                    log.info("ipcwire: %s: channel %s expired (client silent)", self.url, sid)
+                    del self._sessions[sid]
+                    why = ChannelBroken(
+                        f"the client of {self.url} made no request for "
+                        f"{self._session_timeout} s (session_timeout): it is gone",
+                        endpoint=self.url,
+                    )
+                    s.client_close(why, why)
+
+    # -- routing ---------------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._route(request)
+        except Problem as p:
+            if p.status >= 500:
+                log.warning("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
+            else:
+                log.info("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
+            headers = {"WWW-Authenticate": 'Bearer realm="ipcwire"'} if p.status == 401 else None
+            return web.Response(
+                status=p.status, body=p.body(), content_type=PROBLEM_TYPE, headers=headers
+            )
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        prefix = self.prefix
+        if not path.startswith(prefix):
+            raise Problem(404, "not_found", f"nothing at {path}; the endpoint is at {prefix}/")
+        rest = path[len(prefix) :]
+        method = request.method
+        if self._token is not None and not check_bearer(
+            request.headers.get("Authorization"), self._token
+        ):
+            raise Problem(
+                401, "unauthorized", "missing or wrong token: send 'Authorization: Bearer <token>'"
+            )
+        if self._authorize is not None:
+            refusal = self._authorize(self._peer(request))
+            if refusal is not None:
+                raise Problem(403, "forbidden", str(refusal))
+        if rest.startswith(_CHANNELS + "/"):
+            sid, _, sub = rest[len(_CHANNELS) + 1 :].partition("/")
+            if sub == "":
+                if method == "POST":
+                    return await self._call(request, sid)
+                if method == "DELETE":
+                    return self._close(sid)
+                raise _method(method, "POST, DELETE")
+            if sub == "messages":
+                if method == "POST":
+                    return await self._send(request, sid)
+                if method == "GET":
+                    return await self._poll(request, sid)
+                raise _method(method, "GET, POST")
+        elif rest in ("", "/"):
+            if method == "POST":
+                return await self._oneshot(request)
+            raise _method(method, "POST")
+        elif rest == "/openapi.json":
+            if method in ("GET", "HEAD"):
+                return web.Response(body=self._openapi, content_type="application/json")
+            raise _method(method, "GET")
+        elif rest == _CHANNELS:
+            if method == "POST":
+                return await self._open(request)
+            raise _method(method, "POST")
+        raise Problem(404, "not_found", f"nothing at {path}; see {prefix}/openapi.json")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    async def _body(self, request: web.BaseRequest, limit: int) -> bytes:
+        n = request.content_length
+        if n is not None:
+            if n > limit:
+                raise Problem(
+                    413,
+                    "too_large",
+                    f"the body is {n} bytes, over the limit of {limit} bytes",
+                    size=n,
+                    limit=limit,
+                )
+            return await request.content.readexactly(n) if n else b""
+        buf = bytearray()
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(buf)
+            buf += chunk
+            if len(buf) > limit:
+                raise Problem(
+                    413,
+                    "too_large",
+                    f"the body is over the limit of {limit} bytes",
+                    size=len(buf),
+                    limit=limit,
+                )
+
+    def _decode(self, data: bytes | memoryview) -> tuple[Any, int]:
+        try:
+            return self._codec.decode(memoryview(data)), len(data)
+        except Exception as exc:
+            raise Problem(
+                400, "malformed", f"the body is not valid {self._codec.name}: {exc}"
+            ) from None
+
+    async def _messages(self, request: web.BaseRequest) -> list[tuple[Any, int]]:
+        ctype = request.headers.get("Content-Type")
+        if ctype is not None and ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
+            body = await self._body(request, self._max_batch)
+            try:
+                parts = unpack_batch(body, self._max_frame, "the client")
+            except IpcwireError as exc:
+                raise Problem(400, "malformed", str(exc)) from None
+            return [self._decode(p) for p in parts]
+        self._check_type(ctype)
+        return [self._decode(await self._body(request, self._max_frame))]
+
+    def _check_type(self, ctype: str | None) -> None:
+        if not media_type_matches(ctype, self._codec):
+            raise Problem(
+                415,
+                "media_type",
+                f"this endpoint speaks {self._codec.name}: send Content-Type: {self._ctype} "
+                f"(got {ctype})",
+            )
+
+    def _session(self, sid: str) -> Session:
+        s = self._sessions.get(sid)
+        if s is None:
+            raise Problem(
+                404,
+                "no_channel",
+                f"no channel {sid[:12]}... here: it was closed or expired (session_timeout="
+                f"{self._session_timeout} s), or the server restarted; connect again",
+            )
+        return s
+
+    def _wait(self, request: web.BaseRequest, default: float | None) -> float | None:
+        raw = request.headers.get(TIMEOUT_HEADER)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not value >= 0:
+            raise Problem(400, "malformed", f"{TIMEOUT_HEADER} must be seconds, not {raw!r}")
+        return value
+
+    def _reply(self, payload: bytes) -> web.Response:
+        return web.Response(body=payload, content_type=self._ctype)
+
+    # -- endpoints -------------------------------------------------------------------------------
+    async def _open(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await self._body(request, 64 * 1024)
+        try:
+            hello = _json_object(body)
+        except ValueError as exc:
+            raise Problem(
+                400, "malformed", f"the open request is not a JSON object: {exc}"
+            ) from None
+        if hello.get("ipcwire") != PROTOCOL_VERSION:
+            raise Problem(409, "version", f"this server speaks ipcwire protocol {PROTOCOL_VERSION}")
+        if hello.get("codec") != self._codec.name:
+            raise Problem(
+                409,
+                "codec",
+                f"the server uses codec={self._codec.name!r}, the client {hello.get('codec')!r}; "
+                f"use the same codec on both sides",
+            )
+        if len(self._sessions) >= self._max_channels:
+            raise Problem(503, "busy", f"{self._max_channels} channels are open (max_channels=)")
+        peer_max = hello.get("max_frame")
+        send_limit = peer_max if isinstance(peer_max, int) and peer_max > 0 else self._max_frame
+        sid = secrets.token_urlsafe(18)
+        assert self._loop is not None
+        s = Session(
+            sid,
+            oneshot=False,
+            send_limit=send_limit,
+            peer=self._peer(request),
+            loop=self._loop,
+            url=self.url,
+        )
+        ch = self._new_channel(s)
+        self._sessions[sid] = s
+        reply: dict[str, Any] = {
+            "ipcwire": PROTOCOL_VERSION,
+            "channel": sid,
+            "max_frame": self._max_frame,
+            "max_batch": self._max_batch,
+        }
+        nonce = hello.get("nonce")
+        if self._token is not None and isinstance(nonce, str):
+            try:
+                reply["proof"] = proof(self._token, bytes.fromhex(nonce), sid)
+            except ValueError:
+                raise Problem(400, "malformed", "the nonce must be hex") from None
+        self._on_channel(ch)
+        return web.Response(
+            status=201,
+            body=_json_bytes(reply),
+            content_type=OPEN_TYPE,
+            headers={"Location": f"{self.prefix}{_CHANNELS}/{sid}"},
+        )
+
+    async def _send(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
+        s = self._session(sid)
+        s.in_flight += 1
+        try:
+            items = await self._messages(request)
+            await self._deliver(s, items, self._wait(request, None))
+        finally:
+            s.in_flight -= 1
+            s.touch()
+        return web.Response(status=204)
+
+    async def _deliver(self, s: Session, items: list[tuple[Any, int]], wait: float | None) -> None:
+        if s.server_done:
+            raise Problem(410, "gone", "the server closed this channel")
+        if not await s.deliver(items, wait):
+            raise Problem(504, "timeout", "the server application is not receiving; not sent")
+        if s.client_done is not None:
+            raise Problem(410, "gone", str(s.client_done))
+
+    async def _call(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
+        s = self._session(sid)
+        s.in_flight += 1
+        try:
+            wait = self._wait(request, None)
+            item = self._decode_one(await self._body(request, self._max_frame), request)
+            await self._deliver(s, [item], wait)
+            got = await s.next_messages(many=False, max_bytes=0, wait=wait)
+        finally:
+            s.in_flight -= 1
+            s.touch()
+        if got is None:
+            raise Problem(410, "gone", "the server closed this channel")
+        if not got:
+            raise Problem(504, "timeout", f"no message from the server within {wait} s")
+        return self._reply(got[0])
+
+    def _decode_one(self, body: bytes, request: web.BaseRequest) -> tuple[Any, int]:
+        self._check_type(request.headers.get("Content-Type"))
+        return self._decode(body)
+
+    async def _poll(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
+        s = self._session(sid)
+        try:
+            wait = min(float(request.query.get("wait", "0")), MAX_POLL)
+        except ValueError:
+            raise Problem(400, "malformed", "wait= must be seconds") from None
+        s.in_flight += 1
+        try:
+            got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=wait)
+        finally:
+            s.in_flight -= 1
+            s.touch()
+        if got is None:
+            raise Problem(410, "gone", "the server closed this channel")
+        if not got:
+            return web.Response(status=204)
+        if len(got) == 1:
+            body = len(got[0]).to_bytes(4, "big") + got[0]
+        else:
+            body = b"".join(b for p in got for b in (len(p).to_bytes(4, "big"), p))
+        return web.Response(body=body, content_type=BATCH_TYPE)
+
+    def _close(self, sid: str) -> web.StreamResponse:
+        s = self._sessions.pop(sid, None)
+        if s is not None:
+            s.client_close(EndOfChannel(f"the client closed {self.url}", endpoint=self.url))
+        return web.Response(status=204)
+
+    async def _oneshot(self, request: web.BaseRequest) -> web.StreamResponse:
+        wait = self._wait(request, self._reply_timeout)
+        item = self._decode_one(await self._body(request, self._max_frame), request)
+        assert self._loop is not None
+        s = Session(
+            "",
+            oneshot=True,
+            send_limit=self._max_frame,
+            peer=self._peer(request),
+            loop=self._loop,
+            url=self.url,
+        )
+        ch = self._new_channel(s)
+        assert s.sink is not None
+        s.sink._deliver([item])
+        s.sink._end(EndOfChannel(f"{self.url}: a plain HTTP request has one message"))
+        self._on_channel(ch)
+        try:
+            got = await s.next_messages(many=False, max_bytes=0, wait=wait)
+        except asyncio.CancelledError:
+            s.client_close(ChannelBroken(f"the HTTP client of {self.url} went away"))
+            raise
+        if got:
+            s.answered = True
+            return self._reply(got[0])
+        why = "it timed out" if got is not None else "none"
+        s.client_close(
+            EndOfChannel(f"{self.url}: a plain HTTP request has one message"),
+            ChannelBroken(
+                f"the HTTP client of {self.url} stopped waiting after {wait} s", endpoint=self.url
+            ),
+        )
+        if got is None:
+            return web.Response(status=204)
+        raise Problem(
+            504, "timeout", f"the server application sent no reply within {wait} s ({why})"
+        )
+
+
+def _method(method: str, allowed: str) -> Problem:
+    return Problem(405, "method", f"{method} is not allowed here; use {allowed}", allow=allowed)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    import msgspec
+
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    return obj
+
+
+def _json_bytes(obj: dict[str, Any]) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(obj)

@@ -1,0 +1,323 @@
+"""HTTP request/reply, asyncio driver: httpx.AsyncClient per channel; aiohttp on the caller's
+loop (native asyncio on both sides)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.http._address import HttpAddress, bind, resolve
+from ipcwire.http._channels import AioServerChannel
+from ipcwire.http._client import ClientCore, Req, transport_error
+from ipcwire.http._protocol import MAX_POLL_WAIT
+from ipcwire.http._server import HttpServer
+from ipcwire.http.blocking import (
+    _CONNECT_KW,
+    _LISTEN_KW,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_SESSION_TIMEOUT,
+    make_server,
+)
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
+
+
+class AioHttpChannel(AioChannel):
+    """The client end of an HTTP channel (asyncio); see docs/mechanisms/rest.md."""
+
+    def __init__(self, core: ClientCore, client: httpx.AsyncClient, peer: PeerInfo) -> None:
+        self.url = core.url
+        self._core = core
+        self._client = client
+        self._peer = peer
+        self._send_lock = asyncio.Lock()
+        self._recv_lock = asyncio.Lock()
+
+    async def _do(self, req: Req, doing: str) -> httpx.Response:
+        try:
+            return await self._client.request(
+                req.method,
+                req.path,
+                content=req.body,
+                headers=req.headers,
+                params=req.params,
+                timeout=req.timeout,
+            )
+        except httpx.HTTPError as exc:
+            if self._core.closed:
+                raise self._core.closed_error() from None
+            raise transport_error(exc, self.url, doing) from exc
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        core = self._core
+        payload = core.encode(obj)
+        async with self._send_lock:
+            core.check_send()
+            resp = await self._do(core.send_req(payload, timeout), "sending to")
+            core.sent_ok(resp, 1, len(payload))
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        core = self._core
+        if not core.session:
+            await super().send_many(objs, timeout=timeout)
+            return
+        payloads = [core.encode(obj) for obj in objs]
+        async with self._send_lock:
+            for req in core.batch_reqs(payloads, timeout):
+                core.check_send()
+                resp = await self._do(req, "sending to")
+                core.sent_ok(resp, 0, 0)
+            core.sent += len(payloads)
+            core.bytes_sent += sum(len(p) for p in payloads)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        core = self._core
+        if core.inbox and not core.closed:
+            return core.take()
+        async with self._recv_lock:
+            await self._fill(timeout)
+            return core.take()
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        async with self._recv_lock:
+            await self._fill(timeout)
+            core = self._core
+            out = [core.take()]
+            while core.inbox and (max_messages is None or len(out) < max_messages):
+                out.append(core.take())
+            return out
+
+    async def _fill(self, timeout: float | None) -> None:
+        core = self._core
+        if core.closed:
+            raise core.closed_error()
+        if core.inbox:
+            return
+        if core.ended is not None:
+            raise core.ended
+        if not core.session:
+            raise core.nothing_to_receive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = MAX_POLL_WAIT if deadline is None else deadline - time.monotonic()
+            resp = await self._do(core.poll_req(wait), "receiving from")
+            if core.closed:
+                raise core.closed_error()
+            if core.polled(resp):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+
+    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        core = self._core
+        if core.inbox:
+            await self.send(obj, timeout=timeout)
+            return await self.recv(timeout=0)
+        payload = core.encode(obj)
+        async with self._send_lock, self._recv_lock:
+            core.check_send()
+            try:
+                resp = await self._do(core.call_req(payload, timeout), "requesting from")
+                return core.called(resp, len(payload))
+            except Timeout as exc:
+                await self.aclose()
+                raise Timeout(
+                    f"no reply from {self.url} within {timeout} s; the channel was closed so "
+                    f"that a late reply cannot answer a later request. Raise timeout= if the "
+                    f"peer is slow",
+                    endpoint=self.url,
+                ) from exc
+
+    def close(self) -> None:
+        """Close without waiting: the server learns of it when the task below runs."""
+        if self._core.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.aclose())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def aclose(self) -> None:
+        core = self._core
+        if core.closed:
+            return
+        core.closed = True
+        req = core.close_req()
+        if req is not None:
+            try:
+                await self._client.request(
+                    req.method, req.path, headers=req.headers, timeout=req.timeout
+                )
+            except httpx.HTTPError:
+                pass
+        await self._client.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        return self._core.statistics()
+
+
+class AioHttpListener(AioListener):
+    """An HTTP endpoint (asyncio): aiohttp on the running loop."""
+
+    def __init__(self, addr: HttpAddress, cleanup: Any) -> None:
+        self.url = addr.url()
+        self._cleanup = cleanup
+        self._ready: asyncio.Queue[AioChannel | None] = asyncio.Queue()
+        self._closed = False
+        self._server: HttpServer | None = None
+        self._shutdown: asyncio.Task[None] | None = None
+
+    def _enqueue(self, ch: AioChannel) -> None:
+        if self._closed:
+            ch.close()
+            return
+        self._ready.put_nowait(ch)
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:
+            self._ready.put_nowait(None)
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        return ch
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._ready.put_nowait(None)
+        if self._server is not None:
+            self._server.stop_listening()
+            self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
+        self._cleanup()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._shutdown is not None:
+            try:
+                async with asyncio.timeout(3.0):
+                    await asyncio.shield(self._shutdown)
+            except TimeoutError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    ssl: ssl.SSLContext | None = None,
+    session: bool = True,
+    **kw: Any,
+) -> AioHttpChannel:
+    """Connect to an HTTP endpoint; see :func:`ipcwire.aio.connect` and the blocking driver.
+
+    Raises:
+        ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
+    """
+    reject_unknown(kw, endpoint, _CONNECT_KW)
+    addr = resolve(endpoint, listening=False)
+    url = addr.url()
+    core = ClientCore(options, url, session=session)
+    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+    transport = httpx.AsyncHTTPTransport(
+        uds=addr.unix.sockaddr if addr.unix is not None else None,  # type: ignore[arg-type]
+        verify=ssl if ssl is not None else True,
+    )
+    client = httpx.AsyncClient(
+        base_url=addr.base_url(), transport=transport, timeout=limit, trust_env=False
+    )
+    peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
+    ch = AioHttpChannel(core, client, peer)
+    if not session:
+        return ch
+    start = time.monotonic()
+    delays = backoff_delays()
+    try:
+        while True:
+            try:
+                resp = await ch._do(core.open_req(limit), "connecting to")
+            except ConnectionRefused:
+                left = start + (reconnect or 0) - time.monotonic()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(next(delays), left))
+                continue
+            core.opened(resp)
+            return ch
+    except BaseException:
+        await client.aclose()
+        raise
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    ssl: ssl.SSLContext | None = None,
+    backlog: int = 128,
+    mode: int = 0o600,
+    allow_uids: Iterable[int] | None = None,
+    reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+    max_channels: int = 1024,
+    **kw: Any,
+) -> AioHttpListener:
+    """Serve an HTTP endpoint on the running loop; see :func:`ipcwire.aio.listen`.
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    reject_unknown(kw, endpoint, _LISTEN_KW)
+    addr = resolve(endpoint, listening=True)
+    sock, real, cleanup = bind(addr, endpoint.url, backlog=backlog, mode=mode)
+    listener = AioHttpListener(real, cleanup)
+    url = listener.url
+    try:
+        server = make_server(
+            real, url, options, lambda s: AioServerChannel(s, options.codec, url),
+            listener._enqueue, reply_timeout=reply_timeout, session_timeout=session_timeout,
+            max_channels=max_channels, allow_uids=allow_uids,
+        )
+        await server.start(sock, ssl)
+    except BaseException:
+        sock.close()
+        cleanup()
+        raise
+    listener._server = server
+    return listener

@@ -1,0 +1,371 @@
+"""HTTP request/reply, blocking driver: an httpx.Client per channel; aiohttp server.
+
+The client is httpx's real synchronous client (no event loop). The listener runs aiohttp on
+a private event-loop thread, because aiohttp only exists for asyncio; the application's
+side (``accept``, ``recv``, ``send``) is ordinary blocking code, handed messages through a
+condition variable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final
+
+import httpx
+
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
+from ipcwire.http._channels import ServerChannel
+from ipcwire.http._client import ClientCore, Req, transport_error
+from ipcwire.http._protocol import MAX_POLL_WAIT
+from ipcwire.http._server import HttpServer
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_SESSION_TIMEOUT: Final = 300.0
+_CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
+_LISTEN_KW: Final = (
+    "ssl", "backlog", "mode", "allow_uids", "reply_timeout", "session_timeout", "max_channels",
+)
+
+
+class HttpChannel(Channel):
+    """The client end of an HTTP channel (blocking); see docs/mechanisms/rest.md."""
+
+    def __init__(self, core: ClientCore, client: httpx.Client, peer: PeerInfo) -> None:
+        self.url = core.url
+        self._core = core
+        self._client = client
+        self._peer = peer
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+
+    def _do(self, req: Req, doing: str) -> httpx.Response:
+        try:
+            return self._client.request(
+                req.method,
+                req.path,
+                content=req.body,
+                headers=req.headers,
+                params=req.params,
+                timeout=req.timeout,
+            )
+        except httpx.HTTPError as exc:
+            if self._core.closed:
+                raise self._core.closed_error() from None
+            raise transport_error(exc, self.url, doing) from exc
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        core = self._core
+        payload = core.encode(obj)
+        with self._send_lock:
+            core.check_send()
+            resp = self._do(core.send_req(payload, timeout), "sending to")
+            core.sent_ok(resp, 1, len(payload))
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        core = self._core
+        if not core.session:
+            super().send_many(objs, timeout=timeout)
+            return
+        payloads = [core.encode(obj) for obj in objs]
+        with self._send_lock:
+            for req in core.batch_reqs(payloads, timeout):
+                core.check_send()
+                assert req.body is not None
+                resp = self._do(req, "sending to")
+                core.sent_ok(resp, 0, 0)
+            core.sent += len(payloads)
+            core.bytes_sent += sum(len(p) for p in payloads)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        with self._recv_lock:
+            self._fill(timeout)
+            return self._core.take()
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        with self._recv_lock:
+            self._fill(timeout)
+            core = self._core
+            out = [core.take()]
+            while core.inbox and (max_messages is None or len(out) < max_messages):
+                out.append(core.take())
+            return out
+
+    def _fill(self, timeout: float | None) -> None:
+        core = self._core
+        if core.closed:
+            raise core.closed_error()
+        if core.inbox:
+            return
+        if core.ended is not None:
+            raise core.ended
+        if not core.session:
+            raise core.nothing_to_receive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = MAX_POLL_WAIT if deadline is None else deadline - time.monotonic()
+            resp = self._do(core.poll_req(wait), "receiving from")
+            if core.closed:
+                raise core.closed_error()
+            if core.polled(resp):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+
+    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        core = self._core
+        if core.inbox:  # a message is already here: it is the reply, by the channel's order
+            self.send(obj, timeout=timeout)
+            return self.recv(timeout=0)
+        payload = core.encode(obj)
+        with self._send_lock, self._recv_lock:
+            core.check_send()
+            try:
+                resp = self._do(core.call_req(payload, timeout), "requesting from")
+                return core.called(resp, len(payload))
+            except Timeout as exc:
+                self.close()
+                raise Timeout(
+                    f"no reply from {self.url} within {timeout} s; the channel was closed so "
+                    f"that a late reply cannot answer a later request. Raise timeout= if the "
+                    f"peer is slow",
+                    endpoint=self.url,
+                ) from exc
+
+    def close(self) -> None:
+        core = self._core
+        if core.closed:
+            return
+        core.closed = True
+        req = core.close_req()
+        if req is not None:
+            try:
+                self._client.request(req.method, req.path, headers=req.headers, timeout=req.timeout)
+            except httpx.HTTPError:
+                pass
+        self._client.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        return self._core.statistics()
+
+
+class HttpListener(Listener):
+    """An HTTP endpoint (blocking API): aiohttp on a private loop thread."""
+
+    def __init__(self, addr: HttpAddress, server_factory: Any, cleanup: Any) -> None:
+        self.url = addr.url()
+        self._cleanup = cleanup
+        self._cond = threading.Condition()
+        self._ready: deque[Channel] = deque()
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._server: HttpServer = server_factory(self._loop, self.url, self._enqueue)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"ipcwire {self.url}", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self, sock: Any, ssl_context: ssl.SSLContext | None) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._server.start(sock, ssl_context), self._loop)
+        try:
+            fut.result(DEFAULT_CONNECT_TIMEOUT)
+        except BaseException:
+            sock.close()
+            self.close()
+            raise
+
+    def _enqueue(self, ch: Channel) -> None:  # on the loop thread
+        with self._cond:
+            if self._closed:
+                ch.close()
+                return
+            self._ready.append(ch)
+            self._cond.notify()
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._ready:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._cond.wait(wait)
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            return self._ready.popleft()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        for ch in pending:
+            ch.close()
+        if self._loop.is_running():
+            try:
+                self._loop.call_soon_threadsafe(self._server.stop_listening)
+                fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
+                fut.result(3.0)
+            except Exception:  # noqa: S110 - closing is best effort and bounded
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(3.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._cleanup()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    ssl: ssl.SSLContext | None = None,
+    session: bool = True,
+    **kw: Any,
+) -> HttpChannel:
+    """Connect to an ipcwire HTTP endpoint (or, with ``session=False``, any HTTP endpoint
+    that answers a body with a body); see :func:`ipcwire.connect` and docs/mechanisms/rest.md.
+
+    Raises:
+        ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
+    """
+    reject_unknown(kw, endpoint, _CONNECT_KW)
+    addr = resolve(endpoint, listening=False)
+    url = addr.url()
+    core = ClientCore(options, url, session=session)
+    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+    client = _client(addr, ssl, limit)
+    peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
+    ch = HttpChannel(core, client, peer)
+    if not session:
+        return ch
+    start = time.monotonic()
+    delays = backoff_delays()
+    try:
+        while True:
+            req = core.open_req(limit)
+            try:
+                resp = ch._do(req, "connecting to")
+            except ConnectionRefused:
+                left = start + (reconnect or 0) - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(next(delays), left))
+                continue
+            core.opened(resp)
+            return ch
+    except BaseException:
+        client.close()
+        raise
+
+
+def _client(addr: HttpAddress, context: ssl.SSLContext | None, timeout: float) -> httpx.Client:
+    transport = httpx.HTTPTransport(
+        uds=addr.unix.sockaddr if addr.unix is not None else None,  # type: ignore[arg-type]
+        verify=context if context is not None else True,
+    )
+    return httpx.Client(
+        base_url=addr.base_url(), transport=transport, timeout=timeout, trust_env=False
+    )
+
+
+def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    ssl: ssl.SSLContext | None = None,
+    backlog: int = 128,
+    mode: int = 0o600,
+    allow_uids: Iterable[int] | None = None,
+    reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    session_timeout: float = DEFAULT_SESSION_TIMEOUT,
+    max_channels: int = 1024,
+    **kw: Any,
+) -> HttpListener:
+    """Serve an ipcwire HTTP endpoint; see :func:`ipcwire.listen` and docs/mechanisms/rest.md.
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    reject_unknown(kw, endpoint, _LISTEN_KW)
+    addr = resolve(endpoint, listening=True)
+    sock, real, cleanup = bind(addr, endpoint.url, backlog=backlog, mode=mode)
+
+    def factory(loop: asyncio.AbstractEventLoop, url: str, enqueue: Any) -> HttpServer:
+        return make_server(
+            real, url, options, lambda s: ServerChannel(s, options.codec, url), enqueue,
+            reply_timeout=reply_timeout, session_timeout=session_timeout,
+            max_channels=max_channels, allow_uids=allow_uids,
+        )
+
+    try:
+        listener = HttpListener(real, factory, cleanup)
+    except BaseException:
+        sock.close()
+        cleanup()
+        raise
+    listener._start(sock, ssl)
+    return listener
+
+
+def make_server(
+    addr: HttpAddress,
+    url: str,
+    options: ChannelOptions,
+    new_channel: Any,
+    enqueue: Any,
+    *,
+    reply_timeout: float,
+    session_timeout: float,
+    max_channels: int,
+    allow_uids: Iterable[int] | None,
+) -> HttpServer:
+    """The server core, configured (shared by both listeners)."""
+    if addr.unix is None and allow_uids is not None:
+        raise IpcwireError("allow_uids= needs http+unix (TCP has no peer credentials)")
+    return HttpServer(
+        url=url,
+        prefix=addr.prefix,
+        options=options,
+        new_channel=new_channel,
+        on_channel=enqueue,
+        reply_timeout=reply_timeout,
+        session_timeout=session_timeout,
+        max_channels=max_channels,
+        peer=peer_of(addr),
+        authorize=uid_check(url, allow_uids),
+    )
