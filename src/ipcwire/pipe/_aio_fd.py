@@ -1,0 +1,426 @@
+"""asyncio over a read fd and/or a write fd: one transport for both, and the channel on it.
+
+asyncio's own pipe transports come one per direction and copy every read into a new bytes
+object; :class:`FdTransport` reads straight into the channel's decoder (the same
+``BufferedProtocol`` path as the socket mechanisms, so :class:`StreamProtocol` and its
+handshake are reused unchanged) and writes with flow control. It also:
+
+* watches an optional pidfd: when the child exits, what it left in the pipe is delivered and
+  the stream ends, even if a grandchild still holds the pipe open;
+* reads ahead while a send waits on a full pipe (the channel's pause request is deferred, up
+  to ``max_readahead`` bytes), so two peers that both write before reading cannot deadlock;
+* keeps a write failure (the peer closed its read end) separate from the read side, which
+  still delivers what was sent before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Callable
+from typing import Any, Final
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire._stream.aio import AioStreamChannel, StreamProtocol
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    IpcwireError,
+    LocalProtocolError,
+)
+from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
+from ipcwire.pipe._fd import set_nonblocking
+
+__all__ = ["AioPipeChannel", "FdTransport"]
+
+_HIGH: Final = 256 * 1024  # write buffer size that pauses senders
+_LOW: Final = 64 * 1024
+
+
+class FdTransport(asyncio.Transport):
+    """A transport over ``rfd`` and/or ``wfd`` (taken over and closed by the transport)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rfd: int | None,
+        wfd: int | None,
+        protocol: StreamProtocol,
+        *,
+        watch: int | None = None,
+        nonblocking: bool = True,
+        restore: dict[int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._rfd = rfd
+        self._wfd = wfd
+        self._watch = watch
+        self._protocol = protocol
+        self._restore = restore or {}
+        self._wbuf = bytearray()
+        self._writing = False  # a writer callback is registered
+        self._protocol_paused = False  # we told the protocol to pause writing
+        self._reading = False
+        self._read_paused = False  # the protocol asked us to pause
+        self._pause_deferred = False
+        self._closing = False
+        self._lost = False
+        self.write_error: OSError | None = None
+        self.peer_exited = False
+        self.readahead_ok: Callable[[], bool] | None = None
+        self.on_write_error: Callable[[OSError], None] | None = None
+        if nonblocking:
+            for fd in (rfd, wfd):
+                if fd is not None:
+                    set_nonblocking(fd)
+
+    def start(self) -> None:
+        """Hand the transport to the protocol and start reading."""
+        self._protocol.connection_made(self)
+        if self._lost:
+            return
+        if self._rfd is not None:
+            self._start_reading()
+        elif self._wfd is not None:
+            # A write-only end learns that the reader left: the fd polls readable (error).
+            self._loop.add_reader(self._wfd, self._write_end_event)
+        if self._watch is not None:
+            self._loop.add_reader(self._watch, self._watch_ready)
+
+    # -- reading --------------------------------------------------------------------------
+    def _start_reading(self) -> None:
+        if self._rfd is not None and not self._reading:
+            self._loop.add_reader(self._rfd, self._read_ready)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._rfd is not None and self._reading:
+            self._loop.remove_reader(self._rfd)
+            self._reading = False
+
+    def _read_ready(self) -> int:
+        rfd = self._rfd
+        if rfd is None:
+            return -1
+        buf = self._protocol.get_buffer(-1)
+        try:
+            n = os.readv(rfd, (buf,))
+        except (BlockingIOError, InterruptedError):
+            return -1
+        except OSError as exc:
+            self._fatal(exc)
+            return 0
+        if n == 0:
+            self._read_eof()
+            return 0
+        self._protocol.buffer_updated(n)
+        return n
+
+    def _read_eof(self) -> None:
+        self._stop_reading()
+        fd, self._rfd = self._rfd, None
+        if fd is not None:
+            self._close_fd(fd)
+        self._protocol.eof_received()
+        if self._wfd is not None and not self.peer_exited and self.write_error is None:
+            self.close()  # flush what we wrote, then report the end
+        else:
+            self._abort_writes()
+            self._maybe_lost(None)
+
+    def _watch_ready(self) -> None:
+        """The child exited: deliver what it left in the pipe, then end the stream."""
+        if self._watch is not None:
+            self._loop.remove_reader(self._watch)
+            self._watch = None
+        self.peer_exited = True
+        while self._rfd is not None and self._read_ready() > 0:
+            pass
+        if self._rfd is not None:  # a grandchild holds the pipe open: the end anyway
+            self._read_eof()
+
+    def _write_end_event(self) -> None:
+        if self._wfd is not None:
+            self._loop.remove_reader(self._wfd)
+        self._write_failed(BrokenPipeError(errno.EPIPE, "the reading end was closed"))
+
+    # -- flow control (reading) ------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if self._read_paused:
+            return
+        self._read_paused = True
+        if self._protocol_paused and self.readahead_ok is not None and self.readahead_ok():
+            self._pause_deferred = True  # a send is waiting: keep reading, no deadlock
+            return
+        self._stop_reading()
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        self._pause_deferred = False
+        if not self._closing:
+            self._start_reading()
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    # -- writing ----------------------------------------------------------------------------
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        wfd = self._wfd
+        if wfd is None or self._closing or self.write_error is not None:
+            return
+        if not self._wbuf:
+            try:
+                n = os.write(wfd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._write_failed(exc)
+                return
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+            self._loop.add_writer(wfd, self._write_ready)
+            self._writing = True
+        self._wbuf += data
+        self._check_high()
+
+    def writelines(self, parts: Any) -> None:
+        parts = list(parts)
+        wfd = self._wfd
+        if wfd is None or self._closing or self.write_error is not None:
+            return
+        if self._wbuf:
+            for p in parts:
+                self._wbuf += p
+            self._check_high()
+            return
+        views = [memoryview(p).cast("B") for p in parts]
+        try:
+            n = os.writev(wfd, views)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        for v in views:
+            if n >= v.nbytes:
+                n -= v.nbytes
+                continue
+            self._wbuf += v[n:]
+            n = 0
+        if self._wbuf:
+            self._loop.add_writer(wfd, self._write_ready)
+            self._writing = True
+            self._check_high()
+
+    def _check_high(self) -> None:
+        if len(self._wbuf) > _HIGH and not self._protocol_paused:
+            self._protocol_paused = True
+            self._protocol.pause_writing()
+            if self._read_paused and self.readahead_ok is not None and self.readahead_ok():
+                self._pause_deferred = True
+                self._start_reading()
+
+    def _write_ready(self) -> None:
+        wfd = self._wfd
+        if wfd is None:
+            return
+        try:
+            n = os.write(wfd, self._wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        del self._wbuf[:n]
+        if not self._wbuf:
+            self._loop.remove_writer(wfd)
+            self._writing = False
+            if self._closing:
+                self._close_write()
+                self._maybe_lost(None)
+        if self._protocol_paused and len(self._wbuf) <= _LOW:
+            self._protocol_paused = False
+            if self._pause_deferred:
+                self._pause_deferred = False
+                self._stop_reading()
+            self._protocol.resume_writing()
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_error = exc
+        self._abort_writes()
+        if self.on_write_error is not None:
+            self.on_write_error(exc)
+        if self._rfd is None or self._closing:
+            self._maybe_lost(exc if self._rfd is None else None)
+
+    def _abort_writes(self) -> None:
+        self._wbuf.clear()
+        self._close_write()
+
+    def _close_write(self) -> None:
+        wfd, self._wfd = self._wfd, None
+        if wfd is not None:
+            if self._writing:
+                self._loop.remove_writer(wfd)
+                self._writing = False
+            if self._rfd is None:
+                self._loop.remove_reader(wfd)
+            self._close_fd(wfd)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._wbuf)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Close the write side once the buffer is flushed (the peer reads end of stream)."""
+        if not self._wbuf:
+            self._close_write()
+
+    # -- closing ----------------------------------------------------------------------------
+    def is_closing(self) -> bool:
+        return self._closing or self._wfd is None
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        fd, self._rfd = self._rfd, None
+        if fd is not None:
+            self._close_fd(fd)
+        if not self._wbuf:
+            self._close_write()
+        self._maybe_lost(None)
+
+    def detach_read(self) -> int | None:
+        """Stop reading and hand the read fd to the caller (the shutdown ladder drains it)."""
+        self._stop_reading()
+        fd, self._rfd = self._rfd, None
+        if fd is not None:
+            self._restore.pop(fd, None)
+        return fd
+
+    def abort(self) -> None:
+        self._closing = True
+        self._stop_reading()
+        fd, self._rfd = self._rfd, None
+        if fd is not None:
+            self._close_fd(fd)
+        self._abort_writes()
+        self._maybe_lost(None)
+
+    def _fatal(self, exc: OSError) -> None:
+        self._closing = True
+        self._stop_reading()
+        fd, self._rfd = self._rfd, None
+        if fd is not None:
+            self._close_fd(fd)
+        self._abort_writes()
+        self._maybe_lost(exc)
+
+    def _maybe_lost(self, exc: Exception | None) -> None:
+        if self._lost or self._rfd is not None or self._wfd is not None:
+            return
+        self._lost = True
+        if self._watch is not None:
+            self._loop.remove_reader(self._watch)
+            self._watch = None
+        self._loop.call_soon(self._protocol.connection_lost, exc)
+
+    def _close_fd(self, fd: int) -> None:
+        flags = self._restore.pop(fd, None)
+        if flags is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"pipe_fds": (self._rfd, self._wfd)}.get(name, default)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        raise NotImplementedError("FdTransport keeps its protocol")
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+
+class AioPipeChannel(AioStreamChannel):
+    """An asyncio channel over an :class:`FdTransport`."""
+
+    def __init__(
+        self,
+        url: str,
+        wire: WireFormat,
+        *,
+        readable: bool,
+        writable: bool,
+        peer: PeerInfo | None = None,
+        decoder: LengthPrefixDecoder | NdjsonDecoder | None = None,
+        max_readahead: int = DEFAULT_MAX_READAHEAD,
+    ) -> None:
+        super().__init__(url, wire, peer=peer, decoder=decoder)
+        self._can_read = readable
+        self._can_write = writable
+        self._max_readahead = max_readahead
+
+    def attach(self, transport: FdTransport) -> None:
+        """Wire the transport's hooks to this channel (before ``transport.start()``)."""
+        transport.on_write_error = self._write_lost
+        if self._can_read and self._can_write and self._max_readahead > 0:
+            transport.readahead_ok = lambda: self._queued_bytes < self._max_readahead
+
+    def _fd_transport(self) -> FdTransport | None:
+        t = self._transport
+        return t if isinstance(t, FdTransport) else None
+
+    def _write(self, data: Any, count: int) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if not self._can_write:
+            raise LocalProtocolError(
+                f"{self.url} is the receiving end of a one-way channel; send from the other end",
+                endpoint=self.url,
+            )
+        t = self._fd_transport()
+        if t is not None and t.write_error is not None:
+            raise self._explain_end(translate(t.write_error, self.url, "sending to"), t.write_error)
+        super()._write(data, count)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        if not self._can_read and not self._closed:
+            raise LocalProtocolError(
+                f"{self.url} is the sending end of a one-way channel; receive at the other end",
+                endpoint=self.url,
+            )
+        return await super().recv(timeout=timeout)
+
+    def _write_lost(self, exc: OSError) -> None:
+        err = self._explain_end(translate(exc, self.url, "sending to"), exc)
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_exception(err)
+        self._drainers.clear()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        super()._connection_lost(exc)
+        end = self._end
+        if isinstance(end, EndOfChannel | ChannelBroken) and not self._closed:
+            self._end = self._explain_end(end, end.__cause__)
+
+    def _explain_end(self, err: IpcwireError, cause: BaseException | None) -> IpcwireError:
+        """Hook: add what is known about the peer's fate (spawn adds the exit status)."""
+        if cause is not None and err.__cause__ is None:
+            err.__cause__ = cause
+        return err

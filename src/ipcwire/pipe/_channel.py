@@ -1,0 +1,124 @@
+"""The blocking channel over an :class:`FdStream` (pipes, FIFOs, a child's stdio).
+
+A thin :class:`~ipcwire._stream.blocking.StreamChannel`: the same framing, codecs, timeouts
+and errors as the socket mechanisms, plus two things fds need:
+
+* read-ahead while a send waits on a full pipe (see :mod:`ipcwire.pipe._fd`), bounded by
+  ``max_readahead`` bytes of undelivered input;
+* ``describe_end``: a callable naming why the peer went away (a child's exit status), added
+  to ``EndOfChannel``/``ChannelBroken`` messages; it also says whether the peer failed, which
+  turns a clean end of stream into ``ChannelBroken``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Final, NoReturn
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.wire import WireFormat
+from ipcwire._stream.blocking import StreamChannel
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.pipe._fd import FdStream
+
+__all__ = ["DEFAULT_MAX_READAHEAD", "PipeChannel"]
+
+DEFAULT_MAX_READAHEAD: Final = 256 * 1024 * 1024
+
+
+class PipeChannel(StreamChannel):
+    """A channel over one or two fds. One-way ends raise ``LocalProtocolError`` when used
+    in the wrong direction."""
+
+    def __init__(
+        self,
+        stream: FdStream,
+        wire: WireFormat,
+        url: str,
+        *,
+        peer: PeerInfo | None = None,
+        decoder: LengthPrefixDecoder | NdjsonDecoder | None = None,
+        max_readahead: int = DEFAULT_MAX_READAHEAD,
+        describe_end: Callable[[], tuple[str, bool] | None] | None = None,
+    ) -> None:
+        super().__init__(stream, wire, url, peer=peer, decoder=decoder)
+        self._fds = stream
+        self._max_readahead = max_readahead
+        self._describe_end = describe_end
+        if stream.rfd is not None and stream.wfd is not None and max_readahead > 0:
+            stream.readahead = self._readahead
+
+    @property
+    def readable(self) -> bool:
+        """True when this end receives."""
+        return self._fds.rfd is not None or self._eof
+
+    @property
+    def writable(self) -> bool:
+        """True when this end sends."""
+        return self._fds.wfd is not None
+
+    def _readahead(self) -> bool:
+        """Called by a send blocked on a full pipe when input is waiting: buffer it."""
+        if not self._recv_lock.acquire(blocking=False):
+            return False  # a receiving thread is reading already
+        try:
+            dec = self._decoder
+            if self._eof or self._closed or dec.buffered >= self._max_readahead:
+                return False
+            try:
+                n = self._fds.read_nowait(dec.get_buffer())
+            except OSError:
+                return False
+            if n is None:
+                return True
+            if n == 0:
+                self._eof = True
+                return False
+            dec.buffer_updated(n)
+            return True
+        finally:
+            self._recv_lock.release()
+
+    # -- richer end-of-channel messages -----------------------------------------------------
+    def _explained(self, exc: EndOfChannel | ChannelBroken) -> NoReturn:
+        """Re-raise with the peer's fate added; a clean end of a peer that failed (a child
+        with a non-zero exit status) becomes ``ChannelBroken``."""
+        if self._closed or self._describe_end is None:
+            raise exc
+        found = self._describe_end()
+        if found is None:
+            raise exc
+        why, failed = found
+        kind: type[EndOfChannel | ChannelBroken] = type(exc)
+        if failed and isinstance(exc, EndOfChannel):
+            kind = ChannelBroken
+        err = kind(f"{exc}; {why}", endpoint=exc.endpoint)
+        raise err from (exc.__cause__ or exc)
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        try:
+            super().send(obj, timeout=timeout)
+        except ChannelBroken as exc:
+            self._explained(exc)
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        try:
+            super().send_many(objs, timeout=timeout)
+        except ChannelBroken as exc:
+            self._explained(exc)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        try:
+            return super().recv(timeout=timeout)
+        except (EndOfChannel, ChannelBroken) as exc:
+            self._explained(exc)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        try:
+            return super().recv_many(max_messages, timeout=timeout)
+        except (EndOfChannel, ChannelBroken) as exc:
+            self._explained(exc)

@@ -1,0 +1,459 @@
+"""File-descriptor helpers shared by the pipe, fifo and spawn mechanisms.
+
+:class:`FdStream` is the blocking :class:`~ipcwire._stream.transport.ByteStream` over a read fd
+and/or a write fd (an anonymous pipe, a FIFO, a child's stdin/stdout). Waits use ``poll``, so
+every read and write honours its timeout, and a *waker* (an eventfd, or a pipe where there is
+none) is part of every wait, so :meth:`FdStream.close` wakes a thread blocked in ``recv`` or
+``send`` at once. Reading a pipe whose fd another thread closes is a classic race (the fd
+number can be reused by an unrelated ``open``); here an fd is only ever closed by the thread
+that holds its lock, so no syscall runs on a closed or recycled fd.
+
+Two optional hooks make child processes safe to talk to:
+
+* ``watch``: an fd that becomes readable when the peer process exits (a Linux pidfd). A read
+  that finds the pipe empty after that reports end of stream, even when a grandchild still
+  holds the pipe's write end open (the classic "close() hangs" of stdio clients).
+* ``readahead``: called while a send is blocked on a full pipe and the read side has data.
+  The channel reads into its own buffer, so a peer that is blocked writing its replies can
+  go on reading our request: the "write 100 MB while the child echoes it" deadlock cannot
+  happen even when the caller only receives after sending.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ipcwire._core.wire import Packed
+from ipcwire._stream.transport import ByteStream, PartialWrite
+from ipcwire.errors import LocalProtocolError
+
+__all__ = [
+    "PIPE_BUF",
+    "FdStream",
+    "Waker",
+    "grow_pipe",
+    "is_pipe_like",
+    "make_pipe",
+    "set_cloexec",
+    "set_nonblocking",
+]
+
+PIPE_BUF: Final = getattr(select, "PIPE_BUF", 512)  # writes up to this size are atomic
+PIPE_SIZE: Final = 1024 * 1024  # what we ask the kernel for (Linux; best effort)
+
+_IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR
+_OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR
+_monotonic = time.monotonic
+
+
+def set_cloexec(fd: int, on: bool = True) -> None:
+    """Set or clear FD_CLOEXEC."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC if on else flags & ~fcntl.FD_CLOEXEC)
+
+
+def set_nonblocking(fd: int, on: bool = True) -> int:
+    """Set or clear O_NONBLOCK; returns the previous file status flags."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK if on else flags & ~os.O_NONBLOCK)
+    return flags
+
+
+def is_pipe_like(fd: int) -> bool:
+    """True for pipes, FIFOs and sockets (where O_NONBLOCK is safe to set on our copy)."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """Ask for a larger pipe buffer (Linux F_SETPIPE_SZ); silently keep the default if refused
+    (the per-user pipe memory limit, or another platform)."""
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is None:
+        return
+    try:
+        fcntl.fcntl(fd, setsz, size)
+    except OSError:
+        pass
+
+
+def make_pipe(*, grow: bool = True) -> tuple[int, int]:
+    """A new pipe ``(read_fd, write_fd)``, both close-on-exec."""
+    r, w = os.pipe2(os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
+    if not hasattr(os, "pipe2"):  # pragma: no cover - macOS
+        set_cloexec(r)
+        set_cloexec(w)
+    if grow:
+        grow_pipe(w)
+    return r, w
+
+
+class Waker:
+    """An fd that becomes readable when :meth:`wake` is called (eventfd, or a pipe)."""
+
+    __slots__ = ("_r", "_w", "fd")
+
+    def __init__(self) -> None:
+        if hasattr(os, "eventfd"):
+            self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            self._r = self._w = self.fd
+        else:  # pragma: no cover - macOS
+            self._r, self._w = make_pipe(grow=False)
+            set_nonblocking(self._r)
+            set_nonblocking(self._w)
+            self.fd = self._r
+
+    def wake(self) -> None:
+        try:
+            if self._w == self._r:
+                os.eventfd_write(self._w, 1)
+            else:  # pragma: no cover - macOS
+                os.write(self._w, b"x")
+        except OSError:
+            pass  # already awake (full) or closed: either way nobody sleeps on it
+
+    def close(self) -> None:
+        for fd in {self._r, self._w}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _Closed(OSError):
+    """The stream was closed by this side while waiting (the channel says ChannelClosed)."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EBADF, "closed by this side")
+
+
+def _ms(wait: float | None) -> int | None:
+    if wait is None:
+        return None
+    return max(0, int(wait * 1000 + 0.999))  # round up: never return before the deadline
+
+
+class FdStream(ByteStream):
+    """A byte stream over ``rfd`` (may be None: write-only) and ``wfd`` (None: read-only).
+
+    The stream owns the fds and closes them. ``nonblocking`` puts them in O_NONBLOCK mode,
+    which makes every timeout exact; only do that for descriptions nobody else shares (pipes
+    and FIFOs we opened). ``restore`` maps fd -> file status flags to put back before closing
+    (for descriptions that are shared, such as a process's own stdin/stdout).
+    """
+
+    def __init__(
+        self,
+        rfd: int | None,
+        wfd: int | None,
+        *,
+        endpoint: str,
+        nonblocking: bool = True,
+        watch: int | None = None,
+        restore: dict[int, int] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.rfd = rfd
+        self.wfd = wfd
+        self.watch = watch
+        self.peer_exited = False  # set when the watch fd fired
+        self.readahead: Callable[[], bool] | None = None
+        self._restore = restore or {}
+        self._nonblocking = nonblocking
+        self._closed = False
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._want_close_write = False
+        self._waker: Waker | None = Waker()
+        waker_fd = self._waker.fd
+        if nonblocking:
+            for fd in (rfd, wfd):
+                if fd is not None:
+                    set_nonblocking(fd)
+        self._rpoll = select.poll()
+        self._rpoll.register(waker_fd, select.POLLIN)
+        if rfd is not None:
+            self._rpoll.register(rfd, select.POLLIN)
+        if watch is not None:
+            self._rpoll.register(watch, select.POLLIN)
+        self._wpoll = select.poll()
+        self._wpoll.register(waker_fd, select.POLLIN)
+        if wfd is not None:
+            self._wpoll.register(wfd, select.POLLOUT)
+        self._wpoll_ra: select.poll | None = None  # write wait that also watches rfd
+
+    # -- ByteStream -----------------------------------------------------------------------
+    def fileno(self) -> int:
+        fd = self.rfd if self.rfd is not None else self.wfd
+        return -1 if fd is None else fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        if self.rfd is None:
+            raise LocalProtocolError(
+                f"{self.endpoint} is the sending end of a one-way channel; receive at the "
+                f"other end",
+                endpoint=self.endpoint,
+            )
+        with self._rlock:
+            try:
+                return self._recv(view, timeout)
+            finally:
+                if self._closed:
+                    self._close_read()
+
+    def _recv(self, view: memoryview, timeout: float | None) -> int:
+        rfd = self.rfd
+        if self._closed or rfd is None:
+            raise _Closed
+        if self._nonblocking:
+            try:
+                return os.readv(rfd, (view,))
+            except BlockingIOError:
+                if timeout == 0:
+                    raise
+        deadline = None if timeout is None else _monotonic() + timeout
+        wait = timeout
+        while True:
+            events = self._rpoll.poll(_ms(wait))
+            if self._closed:
+                raise _Closed
+            exited = False
+            for fd, ev in events:
+                if ev & select.POLLNVAL:
+                    raise _Closed
+                if fd == rfd and ev & _IN:
+                    try:
+                        return os.readv(rfd, (view,))
+                    except BlockingIOError:
+                        pass  # spurious (another reader took it); wait again
+                elif fd == self.watch:
+                    exited = True
+            if exited:
+                return self._drain_after_exit(rfd, view)
+            if deadline is not None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+
+    def _drain_after_exit(self, rfd: int, view: memoryview) -> int:
+        """The peer process exited: return what it left in the pipe, then end of stream."""
+        self.peer_exited = True
+        if self.watch is not None:
+            try:
+                self._rpoll.unregister(self.watch)
+            except (KeyError, ValueError):
+                pass
+            self.watch = None
+        try:
+            if not self._nonblocking:
+                r, _, _ = select.select([rfd], [], [], 0)
+                if not r:
+                    return 0
+            return os.readv(rfd, (view,))
+        except BlockingIOError:
+            return 0  # nothing left, and a grandchild may hold the pipe open: the end
+
+    def send_all(self, data: Packed, timeout: float | None) -> None:
+        if self.wfd is None:
+            raise LocalProtocolError(
+                f"{self.endpoint} is the receiving end of a one-way channel; send from the "
+                f"other end",
+                endpoint=self.endpoint,
+            )
+        with self._wlock:
+            try:
+                self._send(data, timeout)
+            finally:
+                if self._closed or self._want_close_write:
+                    self._close_write()
+
+    def _send(self, data: Packed, timeout: float | None) -> None:
+        wfd = self.wfd
+        if self._closed or wfd is None:
+            raise _Closed
+        views = [memoryview(p).cast("B") for p in data] if type(data) is tuple else None
+        single = memoryview(data).cast("B") if views is None else None  # type: ignore[arg-type]
+        written = 0
+        deadline = None if timeout is None else _monotonic() + timeout
+        wait = timeout
+        while True:
+            if not self._nonblocking:
+                # Blocking descriptions (a terminal): wait until writable, then write whole.
+                if not self._wait_writable(wfd, wait):
+                    raise TimeoutError
+                if single is not None:
+                    os.write(wfd, single)
+                else:
+                    assert views is not None
+                    for v in views:
+                        os.write(wfd, v)
+                return
+            try:
+                if single is not None:
+                    n = os.write(wfd, single)
+                    if n == single.nbytes:
+                        return
+                    single = single[n:]
+                else:
+                    assert views is not None
+                    n = os.writev(wfd, views)
+                    while views and n >= views[0].nbytes:
+                        n -= views[0].nbytes
+                        views.pop(0)
+                    if not views:
+                        return
+                    if n:
+                        views[0] = views[0][n:]
+                written += n
+            except BlockingIOError:
+                pass
+            if deadline is not None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    if written:
+                        raise PartialWrite(written)
+                    raise BlockingIOError(errno.EAGAIN, "pipe full")
+            if not self._wait_writable(wfd, wait):
+                if written:
+                    raise PartialWrite(written)
+                raise BlockingIOError(errno.EAGAIN, "pipe full")
+
+    def _wait_writable(self, wfd: int, wait: float | None) -> bool:
+        """Wait until ``wfd`` is writable (True) or ``wait`` passes (False); meanwhile read
+        ahead on the read side while the channel wants it."""
+        deadline = None if wait is None else _monotonic() + wait
+        ra = self.readahead if self.rfd is not None else None
+        while True:
+            poller = self._poll_with_read() if ra is not None else self._wpoll
+            events = poller.poll(_ms(wait))
+            if self._closed:
+                raise _Closed
+            writable = False
+            for fd, ev in events:
+                if ev & select.POLLNVAL:
+                    raise _Closed
+                if fd == wfd and ev & _OUT:
+                    writable = True
+                elif fd == self.rfd and ev & _IN and ra is not None and not ra():
+                    ra = None  # the channel is reading itself, or its buffer is full
+            if writable:
+                return True
+            if deadline is not None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    return False
+
+    def _poll_with_read(self) -> select.poll:
+        if self._wpoll_ra is None:
+            p = select.poll()
+            assert self._waker is not None
+            p.register(self._waker.fd, select.POLLIN)
+            assert self.wfd is not None
+            assert self.rfd is not None
+            p.register(self.wfd, select.POLLOUT)
+            p.register(self.rfd, select.POLLIN)
+            self._wpoll_ra = p
+        return self._wpoll_ra
+
+    def read_nowait(self, view: memoryview) -> int | None:
+        """One non-blocking read for read-ahead (the caller holds the channel's receive lock):
+        bytes read, 0 at end of stream, None when nothing is there."""
+        rfd = self.rfd
+        if rfd is None or self._closed:
+            return None
+        try:
+            return os.readv(rfd, (view,))
+        except BlockingIOError:
+            return None
+
+    # -- closing ----------------------------------------------------------------------------
+    def close_write(self) -> None:
+        """Close the write side only (the peer reads end of stream); idempotent.
+
+        A write in progress is interrupted only by :meth:`close`; this waits for it (bounded)
+        and otherwise leaves the closing to that writer.
+        """
+        self._want_close_write = True
+        if self._wlock.acquire(timeout=1.0):
+            try:
+                self._close_write()
+            finally:
+                self._wlock.release()
+
+    def shutdown(self) -> None:
+        self.close_write()
+
+    def close(self) -> None:
+        """Close both fds; wakes threads blocked in recv/send. Idempotent, bounded."""
+        self._close(detach_read=False)
+
+    def close_detaching_read(self) -> int | None:
+        """As :meth:`close`, but the read fd is not closed: it is returned (once no thread
+        uses it) to a caller that drains it (the spawn shutdown ladder)."""
+        return self._close(detach_read=True)
+
+    def _close(self, *, detach_read: bool) -> int | None:
+        if self._closed:
+            return None
+        self._closed = True
+        if self._waker is not None:
+            self._waker.wake()
+        detached = None
+        # Whoever holds an fd's lock closes it: here if no thread is using it, else that
+        # thread, on its way out (it was just woken).
+        if self._rlock.acquire(timeout=1.0):
+            try:
+                if detach_read and self.rfd is not None:
+                    detached, self.rfd = self.rfd, None
+                    self._restore.pop(detached, None)
+                self._close_read()
+            finally:
+                self._rlock.release()
+        if self._wlock.acquire(timeout=1.0):
+            try:
+                self._close_write()
+            finally:
+                self._wlock.release()
+        return detached
+
+    def _close_fd(self, fd: int) -> None:
+        flags = self._restore.pop(fd, None)
+        try:
+            if flags is not None:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        except OSError:
+            pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def _close_read(self) -> None:
+        if self.rfd is not None:
+            self._close_fd(self.rfd)
+            self.rfd = None
+        self.watch = None  # owned by whoever created it
+        self._maybe_close_waker()
+
+    def _close_write(self) -> None:
+        if self.wfd is not None:
+            self._close_fd(self.wfd)
+            self.wfd = None
+        self._maybe_close_waker()
+
+    def _maybe_close_waker(self) -> None:
+        if self._closed and self.rfd is None and self.wfd is None and self._waker is not None:
+            self._waker.close()
+            self._waker = None

@@ -1,0 +1,91 @@
+"""Signal names and sending signals to a process or a process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from ipcwire.errors import ChannelBroken, ConfigurationError, PermissionDenied
+
+__all__ = ["SignalLike", "parse_signal", "send_signal", "target_pid"]
+
+SignalLike = int | str | signal.Signals
+
+
+def parse_signal(sig: SignalLike) -> signal.Signals:
+    """``"TERM"``, ``"SIGTERM"``, ``"sigterm"``, ``15`` or ``signal.SIGTERM`` -> SIGTERM.
+
+    Raises:
+        ConfigurationError: not a signal this platform knows.
+    """
+    if isinstance(sig, signal.Signals):
+        return sig
+    if isinstance(sig, int):
+        try:
+            return signal.Signals(sig)
+        except ValueError:
+            raise ConfigurationError(f"{sig} is not a signal number on this platform") from None
+    name = str(sig).strip().upper()
+    if name.isdigit():
+        return parse_signal(int(name))
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        known = ", ".join(sorted(s.name[3:] for s in signal.Signals))
+        raise ConfigurationError(f"unknown signal {sig!r}; known: {known}") from None
+
+
+def target_pid(target: Any) -> int:
+    """The pid of an int, a ``subprocess.Popen``, an ``asyncio.subprocess.Process``, a
+    ``multiprocessing.Process`` or an ipcwire spawn channel.
+
+    Raises:
+        ConfigurationError: ``target`` has no pid (or the process was not started).
+    """
+    if isinstance(target, bool):
+        raise ConfigurationError(f"{target!r} is not a process")
+    found = target if isinstance(target, int) else getattr(target, "pid", None)
+    if not isinstance(found, int):
+        raise ConfigurationError(
+            f"{target!r} is not a process: pass a pid, a Popen, a multiprocessing.Process "
+            f"or a spawn() channel"
+        )
+    pid = found
+    if pid <= 0:
+        raise ConfigurationError(
+            f"pid {pid} would signal a whole process group or every process; pass group=True "
+            f"with the group's leader pid instead"
+        )
+    return pid
+
+
+def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
+    """Send ``sig`` to a process (or, with ``group``, to its whole process group).
+
+    Raises:
+        ChannelBroken: no such process (or group) any more.
+        PermissionDenied: the process belongs to another user.
+        ConfigurationError: an unknown signal or a target that is not a process.
+    """
+    pid = target_pid(target)
+    signum = parse_signal(sig)
+    where = f"{'process group' if group else 'pid'} {pid}"
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError as exc:
+        raise ChannelBroken(
+            f"cannot send {signum.name} to {where}: no such process (it exited already)",
+            endpoint=f"signal:{pid}",
+        ) from exc
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"cannot send {signum.name} to {where}: it belongs to another user; run as that "
+            f"user (or root)",
+            endpoint=f"signal:{pid}",
+        ) from exc

@@ -1,0 +1,150 @@
+"""What the blocking and asyncio spawn/stdio share: options, argv checks, the Popen call."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from ipcwire._core.codecs import Codec
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import (
+    ChannelBroken,
+    ConfigurationError,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from ipcwire.options import ChannelOptions
+from ipcwire.pipe._fd import make_pipe
+from ipcwire.spawn._stderr import StderrPlan
+
+__all__ = [
+    "PARENT_ENV",
+    "Started",
+    "build_options",
+    "describe_argv",
+    "start_child",
+]
+
+PARENT_ENV: Final = "IPCWIRE_PARENT_PID"  # tells stdio(exit_on_parent_death=True) who to watch
+
+
+def describe_argv(argv: Sequence[str | os.PathLike[str]]) -> str:
+    """A short readable command line for messages."""
+    text = shlex.join(os.fspath(a) for a in argv)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def build_options(
+    url: str,
+    codec: str | Codec | None,
+    framing: str | None,
+    max_frame: int | None,
+    token: str | bytes | None,
+    handshake_timeout: float | None,
+) -> ChannelOptions:
+    """Options for a stdio channel: JSON lines unless told otherwise.
+
+    ``codec="ndjson"`` is accepted as shorthand for ``framing="ndjson", codec="json"``.
+
+    Raises:
+        ConfigurationError: a bad option value.
+    """
+    if codec == "ndjson":
+        if framing not in (None, "ndjson"):
+            raise ConfigurationError(f"codec='ndjson' contradicts framing={framing!r}")
+        codec, framing = "json", "ndjson"
+    kw: dict[str, Any] = {"framing": framing or "ndjson"}
+    for name, value in (
+        ("codec", codec),
+        ("max_frame", max_frame),
+        ("token", token),
+        ("handshake_timeout", handshake_timeout),
+    ):
+        if value is not None:
+            kw[name] = value
+    return ChannelOptions.build(Endpoint(url=url, scheme=url.partition(":")[0]), kw)
+
+
+class Started:
+    """A child started with pipes on its stdin and stdout."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin_w: int, stdout_r: int) -> None:
+        self.proc = proc
+        self.stdin_w = stdin_w
+        self.stdout_r = stdout_r
+
+
+def start_child(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | os.PathLike[str] | None,
+    stderr: StderrPlan,
+    pass_fds: Sequence[int],
+    what: str,
+) -> Started:
+    """Start ``argv`` in its own process group with fresh pipes on stdin/stdout.
+
+    Raises:
+        ConfigurationError: an empty argv.
+        ChannelBroken: the program does not exist or cannot be executed.
+        PermissionDenied, ResourceExhausted: from the OS.
+    """
+    if isinstance(argv, str | bytes) or not argv:
+        raise ConfigurationError(
+            f"spawn() takes the command as a list of arguments, such as ['python', 'agent.py'], "
+            f"not {argv!r}"
+        )
+    child_env = dict(os.environ if env is None else env)
+    child_env[PARENT_ENV] = str(os.getpid())
+    in_r, in_w = make_pipe()
+    out_r, out_w = make_pipe()
+    err_fd = stderr.start()
+    try:
+        proc = subprocess.Popen(
+            [os.fspath(a) for a in argv],
+            stdin=in_r,
+            stdout=out_w,
+            stderr=err_fd,
+            env=child_env,
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            process_group=0,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        _close(in_w, out_r)
+        stderr.abandon()
+        raise ChannelBroken(
+            f"cannot start {what}: {exc.filename or argv[0]!r} was not found; check the "
+            f"program name, PATH and cwd",
+            endpoint=f"spawn:{what}",
+        ) from exc
+    except PermissionError as exc:
+        _close(in_w, out_r)
+        stderr.abandon()
+        raise PermissionDenied(
+            f"cannot start {what}: permission denied ({exc.filename}); is it executable?",
+            endpoint=f"spawn:{what}",
+        ) from exc
+    except OSError as exc:
+        _close(in_w, out_r)
+        stderr.abandon()
+        raise ResourceExhausted(
+            f"cannot start {what}: {exc.strerror or exc} (out of processes or file descriptors?)",
+            endpoint=f"spawn:{what}",
+        ) from exc
+    finally:
+        _close(in_r, out_w)
+    stderr.after_spawn()
+    return Started(proc, in_w, out_r)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

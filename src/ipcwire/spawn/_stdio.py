@@ -1,0 +1,112 @@
+"""The child's side: take the protocol off fds 0 and 1, and notice the parent's death.
+
+:func:`claim_stdio` duplicates stdin and stdout to new close-on-exec fds for the channel, then
+points fd 0 at ``/dev/null`` and fd 1 at stderr. From then on a stray ``print()``, a library
+that logs to stdout, or a sub-subprocess that inherits fds 0/1 writes to stderr and reads
+nothing: none of them can corrupt or steal the protocol stream.
+
+:func:`watch_parent` runs an action when the parent process dies (a pidfd on Linux, so it is
+immediate; elsewhere ``getppid()`` is polled). The parent is the one ``spawn()`` named in
+``IPCWIRE_PARENT_PID``, so a parent that died before the watch started is noticed too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ipcwire.errors import LocalProtocolError
+from ipcwire.pipe._fd import is_pipe_like
+from ipcwire.spawn._common import PARENT_ENV
+
+__all__ = ["claim_stdio", "watch_parent"]
+
+_POLL_PARENT: Final = 0.25  # seconds, where there is no pidfd
+_claimed = False
+_claim_lock = threading.Lock()
+
+
+def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], bool]:
+    """Take stdin/stdout for the protocol. Returns ``(read_fd, write_fd, restore, nonblocking)``:
+    the channel's fds, their original status flags, and whether O_NONBLOCK may be set (only
+    for pipes and sockets: a terminal shared with the shell must stay blocking).
+
+    Raises:
+        LocalProtocolError: called twice in one process.
+    """
+    global _claimed
+    with _claim_lock:
+        if _claimed:
+            raise LocalProtocolError(
+                "stdio() was already called in this process; keep the channel it returned "
+                "(fds 0 and 1 no longer carry the protocol)"
+            )
+        rfd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+        wfd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+        _claimed = True
+    if redirect:
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            sys.stdout.flush()  # what is buffered still belongs to the protocol's past
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        try:
+            os.dup2(2, 1)
+        except OSError:  # no stderr: stray output is dropped
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.close(null)
+    nonblocking = is_pipe_like(rfd) and is_pipe_like(wfd)
+    restore = {fd: fcntl.fcntl(fd, fcntl.F_GETFL) for fd in (rfd, wfd)} if nonblocking else {}
+    return rfd, wfd, restore, nonblocking
+
+
+def _default_action() -> None:
+    # SIGTERM ourselves: the default disposition exits, and graceful_shutdown() (if installed)
+    # runs its cleanup first.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread | None:
+    """Run ``action`` (default: SIGTERM this process) once the parent process has died.
+
+    Returns the watching thread, or None when the parent was already gone (the action ran).
+    """
+    act = action or _default_action
+    expected = int(os.environ.get(PARENT_ENV, "0") or 0) or os.getppid()
+    if os.getppid() != expected:
+        act()
+        return None
+    fd = None
+    opener = getattr(os, "pidfd_open", None)
+    if opener is not None:
+        try:
+            fd = opener(expected)
+        except OSError:
+            fd = None
+        if os.getppid() != expected:  # died between the check and the open
+            if fd is not None:
+                os.close(fd)
+            act()
+            return None
+
+    def run() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+            os.close(fd)
+        else:  # pragma: no cover - no pidfd
+            while os.getppid() == expected:
+                time.sleep(_POLL_PARENT)
+        act()
+
+    t = threading.Thread(target=run, name="ipcwire parent watch", daemon=True)
+    t.start()
+    return t

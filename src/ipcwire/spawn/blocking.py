@@ -1,0 +1,288 @@
+"""``ipcwire.spawn()``: a channel to a child process over its stdin and stdout (blocking).
+
+::
+
+    with ipcwire.spawn(["python", "agent.py"]) as child:       # JSON lines by default
+        child.send({"op": "ping"})
+        print(child.recv(timeout=5))
+
+What cannot go wrong, by construction:
+
+* no pipe deadlock: a send that waits on the child's full stdin reads the child's stdout
+  into the receive buffer meanwhile (up to ``max_readahead`` bytes);
+* stderr is never a pipe nobody reads (see ``stderr=``);
+* the child runs in its own process group; :meth:`SpawnChannel.close` runs the shutdown
+  ladder (close stdin, wait ``exit_timeout``, SIGTERM the group, wait ``term_timeout``,
+  SIGKILL the group, reap) and returns within ``exit_timeout + term_timeout + 2`` seconds,
+  leaving no zombie and no process of the group behind;
+* the child's exit is noticed at once, even when a grandchild holds its stdout open: ``recv``
+  raises ``EndOfChannel`` (exit code 0) or ``ChannelBroken`` (non-zero, killed by a signal,
+  or dead in the middle of a message), with the exit code or signal in the message;
+* children still running when the interpreter exits are shut down the same way.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ipcwire._core.codecs import Codec
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import IpcwireError
+from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, PipeChannel
+from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._handshake import fd_handshake
+from ipcwire.spawn._common import build_options, describe_argv, start_child
+from ipcwire.spawn._process import ChildWatch, LadderTimeouts, describe_status, run_ladder
+from ipcwire.spawn._stderr import StderrPump, plan_stderr
+from ipcwire.spawn._stdio import claim_stdio, watch_parent
+
+__all__ = ["SpawnChannel", "spawn", "stdio", "stdio_channel"]
+
+_live: set[SpawnChannel] = set()  # open channels: shut down at exit if never closed
+_live_lock = threading.Lock()
+
+
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stderr: Any = None,
+    pass_fds: Sequence[int] = (),
+    exit_timeout: float = 2.0,
+    term_timeout: float = 2.0,
+    max_readahead: int = DEFAULT_MAX_READAHEAD,
+    handshake_timeout: float | None = None,
+) -> SpawnChannel:
+    """Start ``argv`` and return a channel over its stdin (we send) and stdout (we receive).
+
+    ``framing`` is ``"ndjson"`` by default (one JSON document per line, codec ``json``), which
+    any language can speak; ``framing="length"`` with ``codec="bytes"``/``"msgpack"`` is
+    faster. No handshake happens unless ``token`` is given (then the child must call
+    :func:`ipcwire.stdio` with the same token). ``max_frame`` (64 MiB by default) bounds one
+    line or frame; a longer one raises ``FrameTooLarge`` and is skipped.
+
+    ``env`` replaces the environment (``None``: inherit); ``cwd``: the working directory;
+    ``stderr``: where the child's stderr goes (see :mod:`ipcwire.spawn._stderr`: ``None`` for
+    the parent's stderr, a callable, a logger, a file or path, ``DEVNULL``); ``pass_fds``:
+    extra fds the child inherits. ``exit_timeout``/``term_timeout``: the waits of the close
+    ladder. ``max_readahead``: how much of the child's output a blocked send may buffer.
+
+    Raises:
+        ConfigurationError: bad options (an empty argv, ``stderr=PIPE``...).
+        ChannelBroken: the program was not found, or died during the handshake.
+        PermissionDenied: the program is not executable.
+        ResourceExhausted: out of processes or file descriptors.
+        AuthenticationFailed, HandshakeError, Timeout: with ``token``, the handshake failed.
+    """
+    what = describe_argv(argv)
+    options = build_options(f"spawn:{what}", codec, framing, max_frame, token, handshake_timeout)
+    timeouts = LadderTimeouts(exit_timeout, term_timeout)
+    plan = plan_stderr(stderr, what)
+    started = start_child(argv, env=env, cwd=cwd, stderr=plan, pass_fds=pass_fds, what=what)
+    proc = started.proc
+    url = f"spawn:{what} [pid {proc.pid}]"
+    watch = ChildWatch(proc)
+    pump = None
+    if plan.read_fd is not None and plan.sink is not None:
+        pump = StderrPump(plan.read_fd, plan.sink, f"{what} [pid {proc.pid}]")
+    stream = FdStream(started.stdout_r, started.stdin_w, endpoint=url, watch=watch.pidfd)
+    ch = SpawnChannel(
+        stream, url, options, watch=watch, timeouts=timeouts, pump=pump, max_readahead=max_readahead
+    )
+    try:
+        ch._start()
+    except BaseException:
+        ch.close()
+        raise
+    return ch
+
+
+class SpawnChannel(PipeChannel):
+    """A channel to a child process; :meth:`close` shuts the child down (see the module)."""
+
+    def __init__(
+        self,
+        stream: FdStream,
+        url: str,
+        options: Any,
+        *,
+        watch: ChildWatch,
+        timeouts: LadderTimeouts,
+        pump: StderrPump | None,
+        max_readahead: int,
+    ) -> None:
+        super().__init__(
+            stream,
+            options.wire(),
+            url,
+            peer=PeerInfo(pid=watch.pid, uid=os.getuid(), gid=os.getgid()),
+            max_readahead=max_readahead,
+            describe_end=self._child_state,
+        )
+        self._options = options
+        self._watch = watch
+        self._timeouts = timeouts
+        self._pump = pump
+        self._close_lock = threading.Lock()
+        self._shut_down = False
+        self._returncode: int | None = None
+
+    def _start(self) -> None:
+        if self._options.token is not None:
+            self._wire, self._decoder = fd_handshake(self._fds, self._options, client=True)
+            self._pack = self._wire.pack
+            self._decode = self._wire.decode
+        with _live_lock:
+            _live.add(self)
+
+    # -- the child --------------------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        return self._watch.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the child has exited (negative: killed by that signal)."""
+        if self._returncode is not None:
+            return self._returncode
+        return self._watch.status
+
+    def send_signal(self, sig: int | str, *, group: bool = False) -> None:
+        """Send a signal (``"USR1"``, ``signal.SIGUSR1``...) to the child, or its whole group.
+
+        Raises:
+            ConfigurationError: an unknown signal name.
+        """
+        from ipcwire.signals._names import send_signal
+
+        if self.returncode is None:
+            send_signal(self.pid, sig, group=group)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait until the child exits by itself (without closing anything); its status, or
+        None if ``timeout`` passed first."""
+        if self._watch.pidfd is not None and self._watch.status is None:
+            select.select([self._watch.pidfd], [], [], timeout)
+        elif timeout is None or timeout > 0:
+            self._watch.wait_exited(timeout if timeout is not None else 1e9)
+        return self.returncode
+
+    def _child_state(self) -> tuple[str, bool] | None:
+        status = self.returncode
+        if status is None and self._watch.wait_exited(0.5):  # EOF usually precedes the exit
+            status = self._watch.status
+        if status is None:
+            return "the child is still running (it closed its stdout)", False
+        return f"the child {describe_status(status)}", status != 0
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Shut the child down (the ladder in the module docstring) and release everything.
+
+        Idempotent; a second caller waits for the first to finish. Bounded by
+        ``exit_timeout + term_timeout + 2`` seconds.
+        """
+        with self._close_lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            self._closed = True
+            with _live_lock:
+                _live.discard(self)
+            drain = self._fds.close_detaching_read()  # stdin closed: the child sees EOF
+            try:
+                self._returncode = run_ladder(self._watch, drain, self._timeouts)
+            finally:
+                if self._pump is not None:
+                    self._pump.stop()
+
+
+def stdio(
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    exit_on_parent_death: bool = False,
+    redirect: bool = True,
+    handshake_timeout: float | None = None,
+) -> PipeChannel:
+    """The child's side of :func:`spawn`: a channel over this process's stdin and stdout.
+
+    The protocol moves to private fds; fd 0 then reads ``/dev/null`` and fd 1 goes to stderr,
+    so a stray ``print()`` or a sub-subprocess cannot corrupt the stream (``redirect=False``
+    keeps fds 0/1 as they are). Call it once, before anything reads ``sys.stdin``. Options as
+    for :func:`spawn` (JSON lines by default; the same ``token`` as the parent, if any).
+    ``exit_on_parent_death``: SIGTERM this process as soon as the parent dies (combine with
+    :func:`ipcwire.graceful_shutdown` for an orderly exit). Without it the parent's death shows
+    as ``EndOfChannel`` on the next ``recv``.
+
+    Raises:
+        LocalProtocolError: called twice in one process.
+        ConfigurationError: bad options.
+        AuthenticationFailed, HandshakeError, Timeout: with ``token``, the handshake failed.
+    """
+    options = build_options("stdio:", codec, framing, max_frame, token, handshake_timeout)
+    rfd, wfd, restore, nonblocking = claim_stdio(redirect=redirect)
+    ch = _channel_on(rfd, wfd, options, restore=restore, nonblocking=nonblocking)
+    if exit_on_parent_death:
+        watch_parent()
+    return ch
+
+
+def stdio_channel(
+    read_fd: int,
+    write_fd: int,
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    handshake_timeout: float | None = None,
+) -> PipeChannel:
+    """The child's side of a spawn channel on given fds (which it takes over), for programs
+    that talk to their parent on fds other than 0 and 1, and for tests.
+
+    Raises:
+        ConfigurationError, AuthenticationFailed, HandshakeError, Timeout: as :func:`stdio`.
+    """
+    options = build_options(
+        f"stdio:fd{read_fd},{write_fd}", codec, framing, max_frame, token, handshake_timeout
+    )
+    return _channel_on(read_fd, write_fd, options, restore={}, nonblocking=True)
+
+
+def _channel_on(
+    rfd: int, wfd: int, options: Any, *, restore: dict[int, int], nonblocking: bool
+) -> PipeChannel:
+    stream = FdStream(rfd, wfd, endpoint=options.url, nonblocking=nonblocking, restore=restore)
+    try:
+        wire, decoder = fd_handshake(stream, options, client=False)
+    except BaseException:
+        stream.close()
+        raise
+    return PipeChannel(stream, wire, options.url, decoder=decoder)
+
+
+@atexit.register
+def _shutdown_children() -> None:
+    """At interpreter exit, shut down children whose channels were never closed."""
+    with _live_lock:
+        live = list(_live)
+    for ch in live:
+        try:
+            ch._timeouts = LadderTimeouts(min(ch._timeouts.exit, 1.0), min(ch._timeouts.term, 1.0))
+            ch.close()
+        except IpcwireError:
+            pass

@@ -1,0 +1,66 @@
+"""The public conformance suite against spawn(): a real child relays between the two ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ipcwire.channel import Channel
+from ipcwire.pipe import SPEC
+from ipcwire.pipe._fd import make_pipe
+from ipcwire.spawn import spawn, stdio_channel
+from ipcwire.testing import check_channel
+
+RELAY = str(Path(__file__).with_name("relay.py"))
+
+
+def _defaults(options: dict[str, Any]) -> dict[str, Any]:
+    # The suite's defaults are the library's (length framing, bytes); spawn's are JSON lines.
+    opts = dict(options)
+    opts.setdefault("framing", "length")
+    opts.setdefault("codec", "bytes")
+    return opts
+
+
+@contextlib.contextmanager
+def make_pair(**options: Any) -> Iterator[tuple[Channel, Channel]]:
+    opts = _defaults(options)
+    to_child_r, to_child_w = make_pipe()  # b writes, the relay reads and copies to its stdout
+    from_child_r, from_child_w = make_pipe()  # the relay copies its stdin here, b reads
+    # With a token both sides handshake at once: the child side waits in a thread.
+    box: list[Channel | BaseException] = []
+
+    def child_side() -> None:
+        try:
+            box.append(stdio_channel(from_child_r, to_child_w, **opts))
+        except BaseException as exc:
+            box.append(exc)
+
+    t = threading.Thread(target=child_side)
+    t.start()
+    try:
+        a = spawn(
+            [sys.executable, RELAY, str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w),
+            exit_timeout=5.0,
+            **opts,
+        )
+    finally:
+        os.close(to_child_r)
+        os.close(from_child_w)
+        t.join()
+    b = box[0]
+    if isinstance(b, BaseException):
+        a.close()
+        raise b
+    with a, b:
+        yield a, b
+
+
+def test_blocking_conformance() -> None:
+    check_channel(make_pair, SPEC.capabilities)
