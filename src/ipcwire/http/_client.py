@@ -29,7 +29,9 @@ from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
+    ConnectionRefused,
     EndOfChannel,
+    FrameTooLarge,
     HandshakeError,
     InvalidURL,
     IpcwireError,
@@ -285,8 +287,6 @@ class ClientCore:
     def _decode(self, resp: httpx.Response) -> Any:
         body = resp.content
         if len(body) > self.max_frame:
-            from ipcwire.errors import FrameTooLarge
-
             raise FrameTooLarge(
                 f"the reply from {self.url} is {len(body)} bytes, over max_frame={self.max_frame}",
                 size=len(body),
@@ -326,13 +326,12 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     if isinstance(exc, httpx.TimeoutException):
         return Timeout(f"{url}: timed out while {doing} ({type(exc).__name__})", endpoint=url)
     cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError):
+    while cause is not None:  # the first OSError that says what happened (anyio wraps them)
+        if isinstance(cause, OSError) and cause.errno is not None:
             if isinstance(cause, FileNotFoundError):
-                from ipcwire.errors import ConnectionRefused
-
                 return ConnectionRefused(
-                    f"no socket at {url}: is the server running, at this exact path?",
+                    f"no socket at {url}: is the server running, at this exact path? Pass "
+                    f"reconnect=SECONDS to wait for it",
                     endpoint=url,
                 )
             return translate(cause, url, doing)
@@ -340,8 +339,6 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         if "refused" in text.lower() or "No such file" in text:
-            from ipcwire.errors import ConnectionRefused
-
             return ConnectionRefused(
                 f"nothing is listening at {url}: start the server first ({text})", endpoint=url
             )

@@ -153,13 +153,13 @@ def proof(token: bytes, nonce: bytes, channel_id: str) -> str:
     return hmac.new(token, msg, hashlib.sha256).hexdigest()
 
 
-def pack_batch(payloads: Iterable[bytes | bytearray | memoryview]) -> bytearray:
+def pack_batch(payloads: Iterable[bytes | bytearray | memoryview]) -> bytes:
     """Messages as one ``application/x-ipcwire-frames`` body."""
     out = bytearray()
     for p in payloads:
         out += _HEADER.pack(len(p))
         out += p
-    return out
+    return bytes(out)
 
 
 def unpack_batch(body: bytes | memoryview, max_frame: int, endpoint: str) -> list[memoryview]:
