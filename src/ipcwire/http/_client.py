@@ -68,7 +68,7 @@ class Req:
     method: str
     path: str
     headers: Mapping[str, str]
-    body: bytes | bytearray | None = None
+    body: bytes | None = None
     timeout: float | None = None  # for httpx: the whole exchange, None to wait forever
     params: Mapping[str, str] | None = None
 
@@ -129,7 +129,8 @@ class ClientCore:
         try:
             info = msgspec.json.decode(resp.content)
             sid = info["channel"]
-            assert isinstance(sid, str) and sid
+            if not isinstance(sid, str) or not sid:
+                raise TypeError(sid)
         except Exception:
             raise RemoteProtocolError(
                 f"{self.url} answered the channel request with something that is not ipcwire",
@@ -184,7 +185,9 @@ class ClientCore:
         size = 0
         for p in payloads:
             if batch and size + len(p) + 4 > self.max_batch:
-                yield Req("POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout))
+                yield Req(
+                    "POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout)
+                )
                 batch, size = [], 0
             batch.append(p)
             size += len(p) + 4
@@ -316,9 +319,7 @@ class ClientCore:
         return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
 
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            self.sent, self.received, self.bytes_sent, self.bytes_received, 0
-        )
+        return ChannelStatistics(self.sent, self.received, self.bytes_sent, self.bytes_received, 0)
 
 
 def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:

@@ -14,13 +14,15 @@ import math
 import secrets
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.errors import ChannelBroken, ConfigurationError, EndOfChannel, IpcwireError
+from ipcwire.http._address import HttpAddress, peer_of, uid_check
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
@@ -38,7 +40,7 @@ from ipcwire.http._protocol import (
 from ipcwire.http._session import Session
 from ipcwire.options import ChannelOptions
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "make_server"]
 
 log = logging.getLogger("ipcwire")
 
@@ -148,7 +150,11 @@ class HttpServer:
                 log.warning("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
             else:
                 log.info("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
-            headers = {"WWW-Authenticate": 'Bearer realm="ipcwire"'} if p.status == 401 else None
+            headers = None
+            if p.status == 401:
+                headers = {"WWW-Authenticate": 'Bearer realm="ipcwire"'}
+            elif p.status == 405:
+                headers = {"Allow": str(p.extra.get("allow", ""))}
             return web.Response(
                 status=p.status, body=p.body(), content_type=PROBLEM_TYPE, headers=headers
             )
@@ -447,8 +453,6 @@ def _method(method: str, allowed: str) -> Problem:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    import msgspec
-
     try:
         obj = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -459,6 +463,35 @@ def _json_object(body: bytes) -> dict[str, Any]:
 
 
 def _json_bytes(obj: dict[str, Any]) -> bytes:
-    import msgspec
-
     return msgspec.json.encode(obj)
+
+
+def make_server(
+    addr: HttpAddress,
+    url: str,
+    options: ChannelOptions,
+    new_channel: Callable[[Session], Any],
+    enqueue: Callable[[Any], None],
+    *,
+    reply_timeout: float,
+    session_timeout: float,
+    max_channels: int,
+    allow_uids: Iterable[int] | None,
+) -> HttpServer:
+    """The server core, configured (shared by both listeners)."""
+    if addr.unix is None and allow_uids is not None:
+        raise ConfigurationError(
+            f"allow_uids= needs http+unix:// ({url} is TCP, which has no peer credentials)"
+        )
+    return HttpServer(
+        url=url,
+        prefix=addr.prefix,
+        options=options,
+        new_channel=new_channel,
+        on_channel=enqueue,
+        reply_timeout=reply_timeout,
+        session_timeout=session_timeout,
+        max_channels=max_channels,
+        peer=peer_of(addr),
+        authorize=uid_check(url, allow_uids),
+    )

@@ -171,11 +171,8 @@ class Session:
         fut: asyncio.Future[bytes | None] = self.loop.create_future()
         self.polls.append(fut)
         try:
-            if wait is None:
-                first = await fut
-            else:
-                async with asyncio.timeout(wait):
-                    first = await fut
+            async with asyncio.timeout(wait):
+                first: bytes | None = await fut
         except TimeoutError:
             if not fut.done() or fut.cancelled():
                 return out
@@ -183,10 +180,10 @@ class Session:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.result() is not None:
                 # The client went away with a message in hand: put it back, in front.
-                p = fut.result()
-                assert p is not None
-                self.outbox.appendleft(p)
-                self.outbox_bytes += len(p)
+                back = fut.result()
+                assert back is not None
+                self.outbox.appendleft(back)
+                self.outbox_bytes += len(back)
             fut.cancel()
             raise
         if first is None:

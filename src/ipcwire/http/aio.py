@@ -20,13 +20,12 @@ from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._protocol import MAX_POLL_WAIT
-from ipcwire.http._server import HttpServer
+from ipcwire.http._server import HttpServer, make_server
 from ipcwire.http.blocking import (
     _CONNECT_KW,
     _LISTEN_KW,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SESSION_TIMEOUT,
-    make_server,
 )
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
@@ -310,9 +309,15 @@ async def listen(
     url = listener.url
     try:
         server = make_server(
-            real, url, options, lambda s: AioServerChannel(s, options.codec, url),
-            listener._enqueue, reply_timeout=reply_timeout, session_timeout=session_timeout,
-            max_channels=max_channels, allow_uids=allow_uids,
+            real,
+            url,
+            options,
+            lambda s: AioServerChannel(s, options.codec, url),
+            listener._enqueue,
+            reply_timeout=reply_timeout,
+            session_timeout=session_timeout,
+            max_channels=max_channels,
+            allow_uids=allow_uids,
         )
         await server.start(sock, ssl)
     except BaseException:

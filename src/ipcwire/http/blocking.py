@@ -21,12 +21,12 @@ import httpx
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
-from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
+from ipcwire.errors import ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._protocol import MAX_POLL_WAIT
-from ipcwire.http._server import HttpServer
+from ipcwire.http._server import HttpServer, make_server
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
@@ -35,7 +35,13 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_SESSION_TIMEOUT: Final = 300.0
 _CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
 _LISTEN_KW: Final = (
-    "ssl", "backlog", "mode", "allow_uids", "reply_timeout", "session_timeout", "max_channels",
+    "ssl",
+    "backlog",
+    "mode",
+    "allow_uids",
+    "reply_timeout",
+    "session_timeout",
+    "max_channels",
 )
 
 
@@ -327,9 +333,15 @@ def listen(
 
     def factory(loop: asyncio.AbstractEventLoop, url: str, enqueue: Any) -> HttpServer:
         return make_server(
-            real, url, options, lambda s: ServerChannel(s, options.codec, url), enqueue,
-            reply_timeout=reply_timeout, session_timeout=session_timeout,
-            max_channels=max_channels, allow_uids=allow_uids,
+            real,
+            url,
+            options,
+            lambda s: ServerChannel(s, options.codec, url),
+            enqueue,
+            reply_timeout=reply_timeout,
+            session_timeout=session_timeout,
+            max_channels=max_channels,
+            allow_uids=allow_uids,
         )
 
     try:
@@ -340,32 +352,3 @@ def listen(
         raise
     listener._start(sock, ssl)
     return listener
-
-
-def make_server(
-    addr: HttpAddress,
-    url: str,
-    options: ChannelOptions,
-    new_channel: Any,
-    enqueue: Any,
-    *,
-    reply_timeout: float,
-    session_timeout: float,
-    max_channels: int,
-    allow_uids: Iterable[int] | None,
-) -> HttpServer:
-    """The server core, configured (shared by both listeners)."""
-    if addr.unix is None and allow_uids is not None:
-        raise IpcwireError("allow_uids= needs http+unix (TCP has no peer credentials)")
-    return HttpServer(
-        url=url,
-        prefix=addr.prefix,
-        options=options,
-        new_channel=new_channel,
-        on_channel=enqueue,
-        reply_timeout=reply_timeout,
-        session_timeout=session_timeout,
-        max_channels=max_channels,
-        peer=peer_of(addr),
-        authorize=uid_check(url, allow_uids),
-    )
