@@ -8,9 +8,11 @@ messages still arriving are printed until the peer closes or ``--wait`` seconds 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
-from typing import Any, BinaryIO
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
@@ -54,10 +56,22 @@ def _format(msg: Any, codec: str) -> bytes:
     return msgspec.json.encode(msg)
 
 
-def _pump_stdin(ch: Channel, codec: str, stdin: BinaryIO, errors: list[BaseException]) -> None:
+def _stdin_lines(fd: int) -> Iterator[bytes]:
+    """Lines from a raw fd. os.read holds no buffered-IO lock, so the reading thread can be
+    abandoned at exit while blocked (a BufferedReader would abort interpreter shutdown)."""
+    pending = b""
+    while chunk := os.read(fd, 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
+def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -> None:
     try:
-        for raw in stdin:
-            line = raw.rstrip(b"\r\n")
+        for raw in _stdin_lines(fd):
+            line = raw.rstrip(b"\r")
             try:
                 msg = _encode_line(line, codec)
             except msgspec.DecodeError as exc:
@@ -66,8 +80,6 @@ def _pump_stdin(ch: Channel, codec: str, stdin: BinaryIO, errors: list[BaseExcep
             ch.send(msg)
     except IpcwireError as exc:
         errors.append(exc)
-    finally:
-        stdin.close()
 
 
 def _pipe(ch: Channel, codec: str, wait: float) -> int:
@@ -75,7 +87,7 @@ def _pipe(ch: Channel, codec: str, wait: float) -> int:
     done = threading.Event()
 
     def feed() -> None:
-        _pump_stdin(ch, codec, sys.stdin.buffer, errors)
+        _pump_stdin(ch, codec, sys.stdin.fileno(), errors)
         done.set()
 
     threading.Thread(target=feed, daemon=True, name="ipcwire cat stdin").start()

@@ -1,0 +1,89 @@
+"""The `ipcwire` command, run as a user would: real processes, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+IPCWIRE = [sys.executable, "-m", "ipcwire"]
+
+
+def _run(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*IPCWIRE, *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("ipcwire", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("ipcwire ")
+
+
+def test_platforms_json_reads_the_registry() -> None:
+    out = _run("platforms", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    rows = {m["scheme"]: m for m in data["mechanisms"]}
+    assert rows["unix"]["available"] is True
+    assert rows["unix"]["capabilities"]["peer_credentials"] is True
+    assert rows["tcp"]["capabilities"]["crosses_machines"] is True
+
+
+def _cat_pair(url: str, server_in: str, client_in: str, *extra: str) -> tuple[str, str]:
+    server = subprocess.Popen(
+        [*IPCWIRE, "cat", "--listen", url, "--wait", "1", *extra],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()  # "ipcwire cat: listening at URL" once it listens
+        assert "listening at" in line, line
+        real_url = line.rsplit(" ", 1)[1].strip()
+        assert server.stdin is not None
+        server.stdin.write(server_in)
+        server.stdin.close()
+        client = _run("cat", real_url, "--wait", "1", *extra, stdin=client_in)
+        assert client.returncode == 0, client.stderr
+        server.wait(timeout=30)  # outputs are a few lines: no pipe can fill up
+        assert server.stdout is not None
+        s_out, s_err = server.stdout.read(), server.stderr.read()
+        assert server.returncode == 0, s_err
+        return s_out, client.stdout
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def test_cat_json_lines_both_ways(sock_dir: Path) -> None:
+    s_out, c_out = _cat_pair(
+        f"unix://{sock_dir}/cat.sock",
+        '{"from": "server"}\n',
+        '{"from": "client", "n": [1, 2]}\nnot json\n',
+        "--codec",
+        "json",
+    )
+    assert s_out == '{"from":"client","n":[1,2]}\n'
+    assert c_out == '{"from":"server"}\n'
+
+
+def test_cat_raw_lines_over_tcp() -> None:
+    s_out, c_out = _cat_pair("tcp://127.0.0.1:0", "pong\n", "ping\nping again\n")
+    assert s_out == "ping\nping again\n"
+    assert c_out == "pong\n"
+
+
+def test_cat_reports_errors_with_the_fix(sock_dir: Path) -> None:
+    out = _run("cat", f"unix://{sock_dir}/nothing.sock", "--timeout", "2")
+    assert out.returncode == 1
+    assert "ConnectionRefused" in out.stderr
+    assert "does not exist" in out.stderr
