@@ -51,9 +51,10 @@ def _rep(m: Measurement, raw: dict[str, Any]) -> dict[str, Any]:
         out["round_trips"] = b["count"]
         out["latency_us"] = {k: v / 1000.0 for k, v in lat.items() if k != "count"}
     else:
-        rate = a["count"] / a["wall_s"] if a["wall_s"] > 0 else 0.0
-        out["messages"] = a["count"]
-        out["seconds"] = a["wall_s"]
+        sink = b if b.get("role") == "sink" else a  # the rate is the receiver's
+        rate = sink["count"] / sink["wall_s"] if sink["wall_s"] > 0 else 0.0
+        out["messages"] = sink["count"]
+        out["seconds"] = sink["wall_s"]
         out["msgs_per_s"] = rate
         out["bytes_per_s"] = rate * m.size
     return out

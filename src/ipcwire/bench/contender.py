@@ -8,6 +8,9 @@ run in the two worker processes:
   an object with ``address`` (a string handed to side B) and ``accept() -> Link``.
 * ``side_b(task, address, shared) -> Link`` runs in process B: connect to ``address``.
 
+In a round trip B sends and A echoes; in a throughput run B sends and A receives (the other
+way round for a contender with ``listener_sends``).
+
 A **link** has ``send(message)``, ``recv() -> message`` and ``close()``; a batched contender
 also ``send_many(list)`` and ``recv_many() -> list``. For an asyncio contender
 (``api="asyncio"``) ``side_a``, ``side_b``, ``accept`` and the link's methods are coroutines
@@ -91,6 +94,8 @@ class Contender:
     ``framing``/``overhead``: how messages are delimited and the bytes that costs per message.
     ``baseline``: id of the contender this one is compared with (its raw-Python baseline).
     ``batched``: throughput is measured with ``send_many``/``recv_many``.
+    ``listener_sends``: for one-way mechanisms whose listening side is the sender (Server-Sent
+    Events): side A sends and side B receives in throughput runs.
     ``make_shared``: run in the parent before the workers start; its result is handed to
     both workers (for objects that can only be inherited, like ``multiprocessing.Queue``).
     """
@@ -107,6 +112,7 @@ class Contender:
     overhead: int | None = 4
     kinds: tuple[Kind, ...] = KINDS
     batched: bool = False
+    listener_sends: bool = False
     baseline: str | None = None
     requires: tuple[str, ...] = ()
     make_shared: Callable[[], Any] | None = None
@@ -145,6 +151,7 @@ class Contender:
             "framing": self.framing,
             "overhead_bytes": self.overhead,
             "batched": self.batched,
+            "listener_sends": self.listener_sends,
             "baseline": self.baseline,
             "patterns": dict(self.patterns),
             "note": self.note,

@@ -36,8 +36,16 @@ _cpu = time.process_time
 _CRC_MASK = CRC_EVERY - 1
 
 
-def _side(count: int, cpu0: float, cpu1: float, t0: int, t1: int, **extra: Any) -> dict[str, Any]:
-    return {"count": count, "cpu_s": cpu1 - cpu0, "wall_s": (t1 - t0) / 1e9, **extra}
+def _side(
+    role: str, count: int, cpu0: float, cpu1: float, t0: int, t1: int, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "role": role,
+        "count": count,
+        "cpu_s": cpu1 - cpu0,
+        "wall_s": (t1 - t0) / 1e9,
+        **extra,
+    }
 
 
 # -- blocking ---------------------------------------------------------------------------------
@@ -70,7 +78,7 @@ def echo(link: Any, pool: Pool) -> dict[str, Any]:
             cpu0 = _cpu()
             t0 = _ns()
         else:
-            return _side(i - start, cpu0, _cpu(), t0, _ns())
+            return _side("echo", i - start, cpu0, _cpu(), t0, _ns())
 
 
 def ping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any]:
@@ -126,7 +134,7 @@ def ping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any
     send(pool.end)
     if pool.marker(recv()) != TAG_END:
         raise pool.mismatch(pool.warm, i)
-    return _side(i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
+    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
 
 
 def sink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
@@ -157,7 +165,7 @@ def sink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
                     cpu0 = _cpu()
                     t0 = _ns()
                 else:
-                    return _side(i - start, cpu0, _cpu(), t0, _ns())
+                    return _side("sink", i - start, cpu0, _cpu(), t0, _ns())
     recv = link.recv
     while True:
         m = recv()
@@ -175,7 +183,7 @@ def sink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
             cpu0 = _cpu()
             t0 = _ns()
         else:
-            return _side(i - start, cpu0, _cpu(), t0, _ns())
+            return _side("sink", i - start, cpu0, _cpu(), t0, _ns())
 
 
 def source(link: Any, pool: Pool, warmup: float, duration: float, batch: int) -> dict[str, Any]:
@@ -219,7 +227,7 @@ def source(link: Any, pool: Pool, warmup: float, duration: float, batch: int) ->
                 send(m)
             i += n
         send(pool.end)
-    return _side(i - start, cpu0, _cpu(), t0, _ns())
+    return _side("source", i - start, cpu0, _cpu(), t0, _ns())
 
 
 # -- asyncio ----------------------------------------------------------------------------------
@@ -252,7 +260,7 @@ async def aecho(link: Any, pool: Pool) -> dict[str, Any]:
             cpu0 = _cpu()
             t0 = _ns()
         else:
-            return _side(i - start, cpu0, _cpu(), t0, _ns())
+            return _side("echo", i - start, cpu0, _cpu(), t0, _ns())
 
 
 async def aping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any]:
@@ -301,7 +309,7 @@ async def aping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[s
     await send(pool.end)
     if pool.marker(await recv()) != TAG_END:
         raise pool.mismatch(pool.warm, i)
-    return _side(i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
+    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
 
 
 async def asink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
@@ -332,7 +340,7 @@ async def asink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
                 cpu0 = _cpu()
                 t0 = _ns()
             else:
-                return _side(i - start, cpu0, _cpu(), t0, _ns())
+                return _side("sink", i - start, cpu0, _cpu(), t0, _ns())
 
 
 async def asource(
@@ -377,4 +385,4 @@ async def asource(
                 await send(m)
             i += n
         await send(pool.end)
-    return _side(i - start, cpu0, _cpu(), t0, _ns())
+    return _side("source", i - start, cpu0, _cpu(), t0, _ns())

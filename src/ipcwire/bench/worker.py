@@ -119,6 +119,8 @@ def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any)
             try:
                 if task.kind == "round_trip":
                     result = echo(link, pool)
+                elif c.listener_sends:
+                    result = source(link, pool, task.warmup, task.duration, task.batch)
                 else:
                     result = sink(link, pool, task.batch > 0)
                 _finish(conn, result)
@@ -131,6 +133,8 @@ def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any)
         try:
             if task.kind == "round_trip":
                 result = ping(link, pool, task.warmup, task.duration)
+            elif c.listener_sends:
+                result = sink(link, pool, task.batch > 0)
             else:
                 result = source(link, pool, task.warmup, task.duration, task.batch)
             _finish(conn, result)
@@ -158,6 +162,8 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
             try:
                 if task.kind == "round_trip":
                     result = await aecho(link, pool)
+                elif c.listener_sends:
+                    result = await asource(link, pool, task.warmup, task.duration, task.batch)
                 else:
                     result = await asink(link, pool, task.batch > 0)
                 await _afinish(conn, result)
@@ -170,6 +176,8 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
         try:
             if task.kind == "round_trip":
                 result = await aping(link, pool, task.warmup, task.duration)
+            elif c.listener_sends:
+                result = await asink(link, pool, task.batch > 0)
             else:
                 result = await asource(link, pool, task.warmup, task.duration, task.batch)
             await _afinish(conn, result)
@@ -285,7 +293,7 @@ class WorkerPair:
                 except (EOFError, OSError) as exc:
                     raise MeasurementFailed(f"worker {side} died during the measurement") from exc
                 if msg[0] == "error":
-                    raise MeasurementFailed(f"side {side}: {msg[1]}", msg[2])
+                    raise self._first_cause(side, msg, pending)
                 results[side] = msg[1]
         a.send(("finish",))
         b.send(("finish",))
@@ -293,6 +301,26 @@ class WorkerPair:
         self._expect(a, "closed", close_deadline)
         self._expect(b, "closed", close_deadline)
         return results["A"], results["B"]
+
+    def _first_cause(
+        self, side: str, msg: tuple[Any, ...], pending: dict[Connection, str]
+    ) -> MeasurementFailed:
+        """The error to report when ``side`` failed: when one side finds bad data it stops,
+        and the other side then fails too (connection closed); report the finding, not the
+        echo of it."""
+        errors = [(side, msg)]
+        for conn, other in pending.items():
+            if conn.poll(2.0):
+                try:
+                    reply = conn.recv()
+                except (EOFError, OSError):
+                    continue
+                if reply[0] == "error":
+                    errors.append((other, reply))
+        errors.sort(key=lambda e: "VerificationError" not in e[1][1])
+        first_side, first = errors[0]
+        detail = "\n".join(f"side {s}:\n{m[2]}" for s, m in errors)
+        return MeasurementFailed(f"side {first_side}: {first[1]}", detail)
 
     def stop(self) -> None:
         """Ask the workers to exit; kill those that do not."""

@@ -145,8 +145,16 @@ def _config(args: argparse.Namespace) -> Any:
     return dataclasses.replace(base, **changes)
 
 
-def _list(config: Any) -> int:
+def _console() -> Any:
     from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=200)  # a file or a pipe: do not squeeze the table
+    return console
+
+
+def _list(config: Any) -> int:
     from rich.table import Table
 
     from ipcwire.bench.runner import plan
@@ -159,7 +167,7 @@ def _list(config: Any) -> int:
     for c in chosen:
         count = sum(1 for m in measurements if m.contender is c)
         table.add_row(c.id, c.title, c.wait, c.framing, str(count))
-    console = Console()
+    console = _console()
     console.print(table)
     for cid, why in unavailable.items():
         console.print(f"  {cid}: {why}")
@@ -195,8 +203,6 @@ def _measure(config: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ipcwire bench``; 0 on success, 1 when a measurement failed, 2 on bad input."""
-    from rich.console import Console
-
     from ipcwire.bench.report import render
     from ipcwire.bench.schema import SCHEMA, validate
 
@@ -234,10 +240,7 @@ def run(args: argparse.Namespace) -> int:
         from ipcwire.bench.html import write_html
 
         write_html(doc, args.html)
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200)  # a file or a pipe: do not squeeze the table
-    render(doc, console)
+    render(doc, _console())
     failed = any(r["status"] == "failed" for r in doc["results"])
     return 1 if failed else 0
 

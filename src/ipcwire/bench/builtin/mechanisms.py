@@ -6,7 +6,8 @@ several: each is passed as ``wait=<policy>`` to ``listen`` and ``connect``), and
 twin measured with ``send_many``/``recv_many``. A mechanism added to the registry later is
 measured without any change here, provided the bench knows how to make a fresh address for it:
 either a line in :data:`BENCH_URLS`, or a ``BENCH_URL(workdir, serial) -> str`` function in the
-mechanism's package (``ipcwire.<name>``).
+mechanism's package (``ipcwire.<name>``). A one-way mechanism whose listening side sends (like
+Server-Sent Events) says so with ``BENCH_LISTENER_SENDS = True`` in its package.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ __all__ = ["BENCH_URLS", "bench_url", "mechanism_contenders"]
 BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
     "unix": lambda workdir, serial: f"unix://{workdir}/ipcwire{serial}.sock",
     "tcp": lambda workdir, serial: "tcp://127.0.0.1:0",
+    "ws": lambda workdir, serial: "ws://127.0.0.1:0/bench",
+    "ws+unix": lambda workdir, serial: f"ws+unix://{workdir}/ws{serial}.sock",
+    "sse+http": lambda workdir, serial: "sse+http://127.0.0.1:0/bench",
 }
+
+# One-way mechanisms whose listening side is the sender (otherwise the connecting side sends).
+LISTENER_SENDS: Final[frozenset[str]] = frozenset({"sse+http"})
 
 
 def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
@@ -40,6 +47,17 @@ def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
         return None
     found = getattr(module, "BENCH_URL", None)
     return found if callable(found) else None
+
+
+def _listener_sends(spec: MechanismSpec) -> bool:
+    if spec.scheme in LISTENER_SENDS:
+        return True
+    package = spec.blocking.rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return False
+    return bool(getattr(module, "BENCH_LISTENER_SENDS", False))
 
 
 def bench_url(scheme: str, workdir: str, serial: int) -> str:
@@ -127,6 +145,11 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
         if reason is not None:
             notes.append(f"{spec.scheme}: not measured: {reason}")
             continue
+        if not _has_module(spec.blocking):
+            notes.append(
+                f"{spec.scheme}: not measured: its driver {spec.blocking} is not there yet"
+            )
+            continue
         if _url_factory(spec) is None:
             notes.append(
                 f"{spec.scheme}: not measured: the bench cannot make an address for it "
@@ -177,6 +200,7 @@ def _pair(
         "wait": policy or "park",
         "baseline": f"raw/{spec.scheme}" + ("/asyncio" if api == "asyncio" else ""),
         "max_size": spec.capabilities.max_message_size,
+        "listener_sends": not spec.capabilities.bidirectional and _listener_sends(spec),
         "options": options,
     }
     rows = [Contender(id=ident, title=title, kinds=kinds, note=spec.summary, **common)]

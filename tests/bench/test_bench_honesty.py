@@ -1,0 +1,66 @@
+"""A contender that drops, truncates or corrupts data cannot finish a measurement.
+
+Real worker processes and real sockets: the cheaters are the raw baseline with one fault.
+The run must report each of them as failed, name what went wrong, and still measure the
+honest contender after them (the workers are restarted after a failure).
+"""
+
+from __future__ import annotations
+
+from tests.bench.faulty import faulty
+
+from ipcwire.bench import BenchConfig, build_document, run, validate
+from ipcwire.bench.runner import Measurement
+
+CHEATERS = (
+    faulty("truncating", "b", ("throughput",)),
+    faulty("dropping", "b", ("throughput",)),
+    faulty("corrupting", "b", ("throughput",)),
+    faulty("truncating", "a", ("round_trip",)),
+    faulty("stale", "a", ("round_trip",)),
+)
+
+CONFIG = BenchConfig(
+    round_trip_sizes=(64,),
+    throughput_sizes=(64,),
+    repeat=1,
+    duration=0.05,
+    warmup=0.01,
+    only=("test/*", "raw/unix"),
+    apis=("blocking",),
+    peers=True,
+    preset="test",
+)
+
+
+def test_cheaters_are_caught_and_the_honest_contender_still_measured() -> None:
+    out = run(CONFIG, extra=CHEATERS)
+    by_id: dict[tuple[str, str], Measurement] = {
+        (m.contender.id, m.kind): m for m in out.measurements
+    }
+
+    expected = {
+        ("test/truncating-b", "throughput"): "63 bytes (expected 64)",
+        ("test/dropping-b", "throughput"): "expected data message 99",
+        ("test/corrupting-b", "throughput"): "CRC-32 mismatch",
+        ("test/truncating-a", "round_trip"): "63 bytes (expected 64)",
+        ("test/stale-a", "round_trip"): "expected data message 1",
+    }
+    for key, words in expected.items():
+        m = by_id[key]
+        assert m.error is not None, f"{key} was not caught"
+        assert "VerificationError" in m.error, m.error
+        assert words in m.error, m.error
+        assert not m.reps
+
+    for kind in ("round_trip", "throughput"):
+        honest = by_id[("raw/unix", kind)]
+        assert honest.error is None, honest.detail
+        assert len(honest.reps) == 1
+
+    doc = build_document(out, command_line=["pytest"])
+    assert validate(doc) == []
+    failed = {(r["contender"], r["kind"]) for r in doc["results"] if r["status"] == "failed"}
+    assert failed == set(expected)
+    assert all(r["summary"] is None for r in doc["results"] if r["status"] == "failed")
+    assert sum("FAILED" in note for note in doc["notes"]) == len(expected)

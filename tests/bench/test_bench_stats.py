@@ -1,0 +1,87 @@
+"""The benchmark's statistics: percentiles, medians of medians, spreads, ratios."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipcwire.bench.stats import (
+    median,
+    median_of_medians,
+    percentile,
+    ratio,
+    spread,
+    summarize_samples,
+)
+
+
+def test_percentile_interpolates_linearly_like_numpy() -> None:
+    values = [10.0, 20.0, 30.0, 40.0]
+    assert percentile(values, 0) == 10.0
+    assert percentile(values, 100) == 40.0
+    assert percentile(values, 50) == 25.0
+    # numpy.percentile([10, 20, 30, 40], 90) == 37.0
+    assert percentile(values, 90) == pytest.approx(37.0)
+    assert percentile(values, 99) == pytest.approx(39.7)
+
+
+def test_percentile_of_one_value_is_that_value() -> None:
+    assert percentile([7.0], 99.9) == 7.0
+
+
+def test_percentile_rejects_nothing_and_out_of_range() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match="outside"):
+        percentile([1.0], 101)
+
+
+def test_median_odd_and_even_and_unsorted() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    with pytest.raises(ValueError):
+        median([])
+
+
+def test_median_of_medians_takes_each_repetition_alone() -> None:
+    # Repetition medians: 2, 50, 4 -> median 4. A plain median of all values would be 4 too,
+    # so use repetitions of different sizes where the two disagree.
+    reps = [[1.0, 2.0, 3.0], [50.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0], [4.0]]
+    assert median_of_medians(reps) == 4.0
+    assert median([v for rep in reps for v in rep]) == 50.0
+
+
+def test_median_of_medians_ignores_empty_repetitions() -> None:
+    assert median_of_medians([[], [5.0], [7.0, 9.0]]) == pytest.approx(6.5)
+    with pytest.raises(ValueError):
+        median_of_medians([[], []])
+
+
+def test_spread_is_min_max_and_median_with_relative_width() -> None:
+    s = spread([12.0, 10.0, 11.0])
+    assert (s.low, s.high, s.center) == (10.0, 12.0, 11.0)
+    assert s.relative == pytest.approx(2.0 / 11.0)
+    assert spread([0.0]).relative == 0.0
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def test_ratio_is_value_over_reference_or_none() -> None:
+    assert ratio(110.0, 100.0) == pytest.approx(1.1)
+    assert ratio(None, 1.0) is None
+    assert ratio(1.0, None) is None
+    assert ratio(1.0, 0.0) is None
+    assert ratio(0.0, 1.0) is None
+
+
+def test_summarize_samples_reports_the_tail() -> None:
+    samples = [float(v) for v in range(1, 1001)]  # 1..1000
+    s = summarize_samples(samples)
+    assert s["count"] == 1000
+    assert s["min"] == 1.0
+    assert s["max"] == 1000.0
+    assert s["p50"] == pytest.approx(500.5)
+    assert s["p99"] == pytest.approx(990.01)
+    assert s["p99_9"] == pytest.approx(999.001)
+    assert s["mean"] == pytest.approx(500.5)
+    with pytest.raises(ValueError):
+        summarize_samples([])
