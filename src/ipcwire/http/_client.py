@@ -15,6 +15,7 @@ perform the requests. Two modes:
 from __future__ import annotations
 
 import secrets
+import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -328,6 +329,14 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
         return Timeout(f"{url}: timed out while {doing} ({type(exc).__name__})", endpoint=url)
     cause: BaseException | None = exc
     while cause is not None:  # the first OSError that says what happened (anyio wraps them)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return AuthenticationFailed(
+                f"TLS: {url} presented a certificate this side does not trust "
+                f"({cause.verify_message}); pass ssl= an SSLContext that trusts its CA",
+                endpoint=url,
+            )
+        if isinstance(cause, ssl.SSLError):
+            return ChannelBroken(f"TLS with {url} failed while {doing}: {cause}", endpoint=url)
         if isinstance(cause, OSError) and cause.errno is not None:
             if isinstance(cause, FileNotFoundError):
                 return ConnectionRefused(

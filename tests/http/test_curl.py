@@ -1,0 +1,137 @@
+"""curl, a client no ipcwire code wrote, calls the REST endpoint (and gets clear errors)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import ipcwire
+from ipcwire.channel import Channel, Listener
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="./dev test installs curl")
+
+
+def curl(*args: str, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Run curl; return the status, the response headers (lower-case) and the body."""
+    out = subprocess.run(
+        ["curl", "-sS", "-i", "--max-time", "10", *args],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=20,
+    ).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return status, headers, body
+
+
+def test_request_reply_and_typed_failures(json_echo: Listener) -> None:
+    url = json_echo.url
+    auth = ("-H", "Authorization: Bearer s3cret")
+    ctype = ("-H", "Content-Type: application/json")
+
+    status, headers, body = curl("-X", "POST", *auth, *ctype, "--data-binary", '{"op":"ping"}', url)
+    assert status == 200
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body) == {"echo": {"op": "ping"}}
+
+    # No token, and a wrong one: 401 with a Bearer challenge.
+    for extra in ((), ("-H", "Authorization: Bearer nope")):
+        status, headers, body = curl("-X", "POST", *extra, *ctype, "--data-binary", "{}", url)
+        assert status == 401
+        assert headers["www-authenticate"].startswith("Bearer")
+        assert json.loads(body)["code"] == "unauthorized"
+
+    # A malformed body: 400, a problem document that says why.
+    status, headers, body = curl("-X", "POST", *auth, *ctype, "--data-binary", '{"op":', url)
+    assert status == 400
+    assert headers["content-type"].startswith("application/problem+json")
+    problem = json.loads(body)
+    assert problem["code"] == "malformed" and "json" in problem["detail"].lower()
+
+    # Over max_frame (1000 bytes here): 413 with the limit, before the handler sees anything.
+    big = json.dumps({"x": "y" * 2000}).encode()
+    status, _, body = curl("-X", "POST", *auth, *ctype, "--data-binary", "@-", url, data=big)
+    assert status == 413
+    assert json.loads(body)["limit"] == 1000
+
+    # The wrong media type: 415 naming the right one.
+    status, _, body = curl("-X", "POST", *auth, "-H", "Content-Type: text/plain", "-d", "{}", url)
+    assert status == 415 and "application/json" in json.loads(body)["detail"]
+
+    # Unknown paths and methods.
+    assert curl(*auth, url + "/nope")[0] == 404
+    status, headers, _ = curl("-X", "PUT", *auth, url)
+    assert status == 405 and headers["allow"] == "POST"
+
+    # After all that, the server still serves.
+    status, _, body = curl("-X", "POST", *auth, *ctype, "--data-binary", "[1,2]", url)
+    assert status == 200 and json.loads(body) == {"echo": [1, 2]}
+
+
+def test_openapi_description(json_echo: Listener) -> None:
+    status, headers, body = curl(
+        "-H", "Authorization: Bearer s3cret", json_echo.url + "/openapi.json"
+    )
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    doc = json.loads(body)
+    assert doc["openapi"].startswith("3.1")
+    assert "/api" in doc["paths"] and "/api/channels" in doc["paths"]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    post = doc["paths"]["/api"]["post"]
+    assert "application/json" in post["requestBody"]["content"]
+    assert {"200", "400", "401", "413", "415", "504"} <= set(post["responses"])
+
+
+def test_curl_over_a_unix_socket(sock_dir: Path) -> None:
+    path = sock_dir / "rest.sock"
+    with ipcwire.listen(f"http+unix://{path}?prefix=/v1", codec="msgpack") as lis:
+
+        def handler(ch: Channel) -> None:
+            msg = ch.recv(timeout=10)
+            ch.send({"pid_seen": ch.peer.pid if ch.peer else None, "got": msg})
+
+        t = threading.Thread(target=lis.serve, args=(handler,), daemon=True)
+        t.start()
+        import msgspec
+
+        body = msgspec.msgpack.encode({"hello": b"\x00\x01"})
+        status, headers, out = curl(
+            "--unix-socket", str(path), "-X", "POST",
+            "-H", "Content-Type: application/msgpack", "--data-binary", "@-",
+            "http://localhost/v1", data=body,
+        )  # fmt: skip
+        assert status == 200 and headers["content-type"] == "application/msgpack"
+        reply = msgspec.msgpack.decode(out)
+        assert reply["got"] == {"hello": b"\x00\x01"}
+        assert isinstance(reply["pid_seen"], int)  # SO_PEERCRED: curl's pid
+    t.join(5)
+
+
+def test_no_reply_is_204_and_slow_reply_is_504() -> None:
+    with ipcwire.listen("http://127.0.0.1:0/", codec="json") as lis:
+        release = threading.Event()
+
+        def handler(ch: Channel) -> None:
+            msg = ch.recv(timeout=10)
+            if msg == "slow":
+                release.wait(10)
+            # "quiet" and "slow": no reply; the handler returns and the channel closes.
+
+        t = threading.Thread(target=lis.serve, args=(handler,), daemon=True)
+        t.start()
+        ctype = ("-H", "Content-Type: application/json")
+        assert curl("-X", "POST", *ctype, "-d", '"quiet"', lis.url)[0] == 204
+        status, _, body = curl(
+            "-X", "POST", *ctype, "-H", "Ipcwire-Timeout: 0.2", "-d", '"slow"', lis.url
+        )
+        release.set()
+        assert status == 504 and json.loads(body)["code"] == "timeout"
+    t.join(5)

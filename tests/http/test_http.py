@@ -1,0 +1,209 @@
+"""The HTTP mechanism through ipcwire's own clients: typed errors, modes, TLS, Unix sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    LocalProtocolError,
+    PermissionDenied,
+    RemoteProtocolError,
+    Timeout,
+)
+
+
+def _serve(lis: Listener) -> threading.Thread:
+    def echo(ch: Channel) -> None:
+        for msg in ch:
+            ch.send(msg)
+
+    t = threading.Thread(target=lis.serve, args=(echo,), daemon=True)
+    t.start()
+    return t
+
+
+def test_wrong_token_codec_and_size_are_typed(json_echo: Listener) -> None:
+    url = json_echo.url
+    with pytest.raises(AuthenticationFailed, match="401"):
+        ipcwire.connect(url, codec="json", token="wrong")
+    with pytest.raises(AuthenticationFailed):
+        ipcwire.connect(url, codec="json")
+    with pytest.raises(HandshakeError, match="codec"):
+        ipcwire.connect(url, codec="msgpack", token="s3cret")
+    with ipcwire.connect(url, codec="json", token="s3cret") as ch:
+        with pytest.raises(FrameTooLarge) as info:  # the server said its limit at connect
+            ch.send("x" * 2000)
+        assert info.value.limit == 1000
+        assert ch.request({"still": "fine"}, timeout=5) == {"echo": {"still": "fine"}}
+
+
+def test_server_enforces_its_limit_for_plain_clients(json_echo: Listener) -> None:
+    # session=False learns nothing at connect: the server's 413 comes back as FrameTooLarge.
+    with ipcwire.connect(json_echo.url, codec="json", token="s3cret", session=False) as ch:
+        with pytest.raises(FrameTooLarge) as info:
+            ch.request("y" * 5000, timeout=5)
+        assert info.value.limit == 1000 and info.value.size > 5000
+        assert ch.request(1, timeout=5) == {"echo": 1}
+        ch.send(2)  # plain mode: the reply is queued for recv()
+        assert ch.recv(timeout=0) == {"echo": 2}
+        with pytest.raises(LocalProtocolError, match="plain HTTP"):
+            ch.recv(timeout=0)
+
+
+def test_client_with_token_refuses_server_without() -> None:
+    with (
+        ipcwire.listen("http://127.0.0.1:0/") as lis,
+        pytest.raises(AuthenticationFailed, match="prove"),
+    ):
+        ipcwire.connect(lis.url, token="mine")
+
+
+def test_nothing_listening_is_connection_refused(sock_dir: Path) -> None:
+    with pytest.raises(ConnectionRefused):
+        ipcwire.connect("http://127.0.0.1:9/", timeout=2)
+    with pytest.raises(ConnectionRefused, match="no socket"):
+        ipcwire.connect(f"http+unix://{sock_dir}/none.sock", timeout=2)
+
+
+def test_not_an_ipcwire_path(json_echo: Listener) -> None:
+    with pytest.raises(RemoteProtocolError, match="404"):
+        ipcwire.connect(json_echo.url + "/elsewhere", codec="json", token="s3cret")
+
+
+def test_server_speaks_first_and_closes() -> None:
+    with ipcwire.listen("http://127.0.0.1:0/", codec="json") as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lis.url, codec="json") as ch:
+            t.join()
+            server = box[0]
+            server.send_many([{"n": i} for i in range(3)])  # before the client asked
+            assert ch.recv_many(timeout=5) == [{"n": 0}, {"n": 1}, {"n": 2}]
+            server.send("bye")
+            server.close()
+            assert ch.recv(timeout=5) == "bye"
+            with pytest.raises(EndOfChannel):
+                ch.recv(timeout=5)
+            with pytest.raises(ChannelBroken):
+                ch.send("anyone?")
+
+
+def test_request_timeout_closes_the_channel() -> None:
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        ch = ipcwire.connect(lis.url)
+        t.join()
+        with pytest.raises(Timeout, match="was closed"):
+            ch.request(b"no answer", timeout=0.2)
+        assert ch.closed
+        with pytest.raises(ChannelClosed):
+            ch.send(b"x")
+        assert box[0].recv(timeout=5) == b"no answer"
+        with pytest.raises(EndOfChannel):  # the client deleted its channel on close
+            box[0].recv(timeout=5)
+
+
+def test_idle_channels_expire(sock_dir: Path) -> None:
+    url = f"http+unix://{sock_dir}/e.sock"
+    with ipcwire.listen(url, session_timeout=0.3) as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(url) as ch:
+            t.join()
+            with pytest.raises(ChannelBroken, match="session_timeout"):
+                box[0].recv(timeout=10)  # the client went quiet: the server gives up on it
+            with pytest.raises(ChannelBroken, match="expired"):
+                ch.request(b"late", timeout=5)
+
+
+def test_slow_server_slows_the_client() -> None:
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lis.url) as ch:
+            t.join()
+            chunk = bytes(1 << 20)
+            sent = 0
+            with pytest.raises(Timeout, match="not receiving"):
+                for _ in range(20):
+                    ch.send(chunk, timeout=0.3)
+                    sent += 1
+            assert 3 <= sent <= 6  # the server queues ~4 MiB, then pushes back
+            got = box[0].recv_many(timeout=5)
+            assert len(got) == sent
+            ch.send(b"after", timeout=5)
+            assert box[0].recv(timeout=5) == b"after"
+
+
+def test_unix_peer_credentials_and_allow_uids(sock_dir: Path) -> None:
+    url = f"http+unix://{sock_dir}/p.sock"
+    with ipcwire.listen(url, allow_uids=[os.getuid()]) as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(url):
+            t.join()
+            peer = box[0].peer
+            assert peer is not None and peer.pid == os.getpid() and peer.uid == os.getuid()
+        assert (sock_dir / "p.sock").stat().st_mode & 0o777 == 0o600
+    with (
+        ipcwire.listen(url, allow_uids=[os.getuid() + 1]),
+        pytest.raises(PermissionDenied, match="allow_uids"),
+    ):
+        ipcwire.connect(url)
+    assert not (sock_dir / "p.sock").exists()
+
+
+def test_https(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
+    with ipcwire.listen("https://127.0.0.1:0/secure", ssl=server_tls, codec="json") as lis:
+        _serve(lis)
+        assert lis.url.startswith("https://")
+        with ipcwire.connect(lis.url, ssl=client_tls, codec="json") as ch:
+            assert ch.request({"tls": True}, timeout=5) == {"tls": True}
+        with pytest.raises(AuthenticationFailed, match="certificate"):
+            ipcwire.connect(lis.url, codec="json", timeout=5)  # system CAs do not know it
+
+
+def test_asyncio_errors_push_and_timeout() -> None:
+    async def main() -> None:
+        async with await aio.listen("http://127.0.0.1:0/a", codec="json", token="t0k") as lis:
+            with pytest.raises(AuthenticationFailed):
+                await aio.connect(lis.url, codec="json", token="bad")
+            accepting = asyncio.ensure_future(lis.accept(timeout=10))
+            async with await aio.connect(
+                lis.url, codec="json", token="t0k", max_frame=10_000
+            ) as ch:
+                server = await accepting
+                await server.send({"first": "from the server"})
+                assert await ch.recv(timeout=5) == {"first": "from the server"}
+                with pytest.raises(FrameTooLarge):
+                    await server.send("x" * 20_000)  # over the client's max_frame
+                with pytest.raises(Timeout, match="was closed"):
+                    await ch.request("unanswered", timeout=0.2)
+                assert ch.closed
+                assert await server.recv(timeout=5) == "unanswered"
+                with pytest.raises(EndOfChannel):
+                    await server.recv(timeout=5)
+
+    asyncio.run(main())
