@@ -73,6 +73,8 @@ class FrameDecoder:
     # -- receiving bytes ------------------------------------------------------------------
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Writable room at the end of the buffer for the next read (at least 64 KiB)."""
+        if self._end == 0 and sizehint <= len(self._buf) and not self._skip:
+            return self._view  # empty: the whole buffer (the common case, no slicing)
         need = max(self._needed(), sizehint, _MIN_READ)
         if len(self._buf) - self._end < need:
             self._make_room(need)

@@ -17,7 +17,7 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
-from ipcwire._stream.transport import ByteStream, PartialWrite
+from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -63,11 +63,28 @@ class StreamChannel(Channel):
         self._received = 0
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._fast_sendall = stream.sock.sendall if isinstance(stream, SocketStream) else None
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = self._pack(obj)
         with self._send_lock:
+            fast = self._fast_sendall
+            if (
+                fast is not None
+                and timeout is None
+                and type(data) is not tuple
+                and not (self._closed or self._send_broken)
+                and self._stream._sndtimeo is None  # type: ignore[attr-defined]
+            ):
+                # The hot path: a plain blocking socket, no send timeout, one whole buffer.
+                try:
+                    fast(data, _NOSIGNAL)  # type: ignore[arg-type]
+                except OSError as exc:
+                    raise self._send_error(exc, timeout) from exc
+                self._sent += 1
+                self._bytes_sent += len(data)
+                return
             self._write(data, 1, timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
@@ -85,29 +102,33 @@ class StreamChannel(Channel):
             raise self._send_broken
         try:
             self._stream.send_all(data, timeout)
-        except PartialWrite as exc:
+        except OSError as exc:
+            raise self._send_error(exc, timeout) from exc
+        self._sent += count
+        self._bytes_sent += len(data) if type(data) is not tuple else len(data[0]) + len(data[1])
+
+    def _send_error(self, exc: OSError, timeout: float | None) -> IpcwireError:
+        """The error for a failed send (and poison sending if a message was cut)."""
+        if isinstance(exc, PartialWrite):
             self._send_broken = ChannelBroken(
                 f"an earlier send to {self.url} timed out part-way through a message; the "
                 f"stream is out of step, so open a new channel",
                 endpoint=self.url,
             )
-            raise Timeout(
+            return Timeout(
                 f"send to {self.url} timed out after {exc.written} bytes (the peer is not "
                 f"reading); the channel cannot be used for sending any more",
                 endpoint=self.url,
-            ) from exc
-        except (BlockingIOError, TimeoutError) as exc:
-            raise Timeout(
+            )
+        if isinstance(exc, BlockingIOError | TimeoutError):
+            return Timeout(
                 f"send to {self.url} did not start within {timeout} s: the peer is not reading "
                 f"and the buffers are full; nothing was sent",
                 endpoint=self.url,
-            ) from exc
-        except OSError as exc:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            raise translate(exc, self.url, "sending to") from exc
-        self._sent += count
-        self._bytes_sent += len(data) if type(data) is not tuple else len(data[0]) + len(data[1])
+            )
+        if self._closed:
+            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        return translate(exc, self.url, "sending to")
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
