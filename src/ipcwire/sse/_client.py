@@ -1,0 +1,343 @@
+"""What the blocking and asyncio SSE clients share, without I/O.
+
+The request, the checks of the response head, the body decoding (chunked or not), the event
+parsing, the handling of ipcwire's gap and end events, and the reconnection schedule:
+
+* reconnect after ``retry`` seconds (what the server's ``retry:`` field says, else the
+  ``retry=`` option), then back off exponentially with jitter while attempts fail, up to
+  ``retry_for`` seconds in all, after which the channel is broken;
+* a gap (events the server could not replay) breaks the channel by default, because a
+  reliable channel cannot silently skip messages; with ``allow_gaps=True`` the loss is
+  counted in ``statistics().dropped``, logged, and delivery goes on;
+* an ``ipcwire-end`` event or a 204 response ends the channel (``EndOfChannel``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    InvalidURL,
+    IpcwireError,
+    PermissionDenied,
+    RemoteProtocolError,
+)
+from ipcwire.options import ChannelOptions
+from ipcwire.sse._events import END_EVENT, GAP_EVENT, Event, EventParser, decode_data
+from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, build_request
+from ipcwire.sse._server import (
+    CODEC_HEADER,
+    ERROR_HEADER,
+    MAX_FRAME_HEADER,
+    NONCE_HEADER,
+    PROOF_HEADER,
+    proof,
+)
+
+__all__ = ["ClientCore", "SseAddress", "resolve"]
+
+log = logging.getLogger("ipcwire")
+
+DEFAULT_RETRY: Final = 1.0
+DEFAULT_RETRY_FOR: Final = 60.0
+MAX_BACKOFF: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SseAddress:
+    """Where an event stream is."""
+
+    secure: bool
+    host: str
+    port: int
+    path: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def url(self, port: int) -> str:
+        scheme = "sse+https" if self.secure else "sse+http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{port}{self.path}"
+
+
+def resolve(endpoint: Endpoint, *, listening: bool) -> SseAddress:
+    """``sse+http://host:port/path`` (``sse+https://`` for TLS).
+
+    Raises:
+        InvalidURL: no host to connect to, or no port to listen on.
+    """
+    secure = endpoint.scheme == "sse+https"
+    host = endpoint.host
+    if not host:
+        if not listening:
+            raise InvalidURL(f"{endpoint.url} has no host", endpoint=endpoint.url)
+        host = "127.0.0.1"
+    port = endpoint.port
+    if port is None:
+        if listening:
+            raise InvalidURL(
+                f"{endpoint.url} has no port to listen on; write sse+http://{host}:8080"
+                f"{endpoint.path or '/'} (or port 0 for any free port)",
+                endpoint=endpoint.url,
+            )
+        port = 443 if secure else 80
+    return SseAddress(secure, host, port, endpoint.path or "/")
+
+
+class _Raise:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: IpcwireError) -> None:
+        self.exc = exc
+
+
+class ClientCore:
+    """One client's protocol state across its successive HTTP connections."""
+
+    def __init__(
+        self,
+        options: ChannelOptions,
+        addr: SseAddress,
+        *,
+        headers: Mapping[str, str] | None,
+        last_event_id: str | None,
+        allow_gaps: bool,
+        retry: float,
+        retry_for: float,
+    ) -> None:
+        if retry < 0 or retry_for < 0:
+            raise ConfigurationError(f"retry= and retry_for= for {options.url} must be >= 0")
+        self.url = options.url
+        self.addr = addr
+        self.options = options
+        self._decode = options.codec.decode
+        self._text = options.codec.name == "json"
+        max_data = options.max_frame if self._text else (options.max_frame + 2) // 3 * 4
+        self.parser = EventParser(max_data, last_id=last_event_id or "")
+        self._headers = dict(headers or {})
+        self.allow_gaps = allow_gaps
+        self.retry = retry
+        self.retry_for = retry_for
+        self.queue: deque[Any] = deque()
+        self.final: IpcwireError | None = None  # raised once the queue is empty
+        self._body: ChunkedDecoder | IdentityDecoder = IdentityDecoder()
+        self._nonce = ""
+        self.attempt = 0
+        self.received = 0
+        self.bytes_received = 0
+        self.dropped = 0
+        self.stream_id: str | None = None
+
+    # -- a connection -----------------------------------------------------------------------
+    def request(self) -> bytes:
+        """The GET request for the next connection (resuming from the last event ID)."""
+        opts = self.options
+        headers = {
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "User-Agent": "ipcwire",
+            CODEC_HEADER: opts.codec.name,
+            MAX_FRAME_HEADER: str(opts.max_frame),
+        }
+        if self.parser.last_id:
+            headers["Last-Event-ID"] = self.parser.last_id
+        if opts.token is not None:
+            self._nonce = secrets.token_hex(16)
+            headers["Authorization"] = "Bearer " + opts.token.decode()
+            headers[NONCE_HEADER] = self._nonce
+        headers.update(self._headers)
+        return build_request(self.addr.host_header, self.addr.path, headers)
+
+    def accept_head(self, head: ResponseHead, body: bytes) -> bool:
+        """Check a response head; True if the stream is open (False: the server ended it).
+
+        Raises:
+            AuthenticationFailed, PermissionDenied, HandshakeError, ConnectionRefused,
+            RemoteProtocolError: the server refused, or is not an event stream.
+        """
+        url = self.url
+        if head.status == 204:
+            self.final = EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
+            return False
+        if head.status != 200:
+            raise self._refusal(head, body)
+        ctype = (head.get("content-type") or "").split(";")[0].strip().lower()
+        if ctype != "text/event-stream":
+            raise RemoteProtocolError(
+                f"{url} answered with {ctype or 'no content type'}, not text/event-stream: is "
+                f"this the event stream's URL?",
+                endpoint=url,
+            )
+        codec = head.get(CODEC_HEADER)
+        if codec is not None and codec != self.options.codec.name:
+            raise HandshakeError(
+                f"{url} sends codec={codec!r}, this client codec={self.options.codec.name!r}; "
+                f"use the same codec on both sides",
+                endpoint=url,
+            )
+        token = self.options.token
+        if token is not None:
+            given = head.get(PROOF_HEADER) or ""
+            if not secrets.compare_digest(given, proof(token, self._nonce)):
+                raise AuthenticationFailed(
+                    f"{url} did not prove that it knows the token; refusing its events. Give "
+                    f"the server the same token=",
+                    endpoint=url,
+                )
+        self.stream_id = head.get("x-ipcwire-stream") or self.stream_id
+        chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
+        self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
+        self.parser.new_connection()
+        self.attempt = 0
+        return True
+
+    def _refusal(self, head: ResponseHead, body: bytes) -> IpcwireError:
+        url = self.url
+        detail = head.get(ERROR_HEADER)
+        text = body.decode(errors="replace").strip()[:500] or head.reason
+        if detail:
+            try:
+                text = str(msgspec.json.decode(detail.encode()).get("error", text))
+            except (msgspec.DecodeError, AttributeError):
+                pass
+        msg = f"{url} refused the event stream (HTTP {head.status}): {text}"
+        if head.status == 401:
+            return AuthenticationFailed(msg, endpoint=url)
+        if head.status == 403:
+            return PermissionDenied(msg, endpoint=url)
+        if head.status == 400 and "codec" in text:
+            return HandshakeError(msg, endpoint=url)
+        if head.status in (404, 503):
+            return ConnectionRefused(msg, endpoint=url)
+        return RemoteProtocolError(msg, endpoint=url)
+
+    @property
+    def body_done(self) -> bool:
+        """The server finished the response (chunked end): the connection is over."""
+        return self._body.done
+
+    # -- events -----------------------------------------------------------------------------
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Body bytes from the connection: parse them into the queue."""
+        for ev in self.parser.feed(self._body.feed(data)):
+            self._event(ev)
+
+    def _event(self, ev: Event) -> None:
+        if ev.type == GAP_EVENT:
+            self._gap(ev)
+            return
+        if ev.type == END_EVENT:
+            self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
+            return
+        if ev.oversize:
+            limit = self.options.max_frame
+            size = ev.oversize if self._text else ev.oversize * 3 // 4
+            self.queue.append(
+                _Raise(
+                    FrameTooLarge(
+                        f"an event from {self.url} is about {size} bytes, over the limit of "
+                        f"{limit} bytes; it was skipped. Raise max_frame= on both sides",
+                        size=max(size, limit + 1),
+                        limit=limit,
+                        endpoint=self.url,
+                    )
+                )
+            )
+            return
+        try:
+            payload = decode_data(ev.data, self._text)
+            self.queue.append(self._decode(payload))  # type: ignore[arg-type]
+        except IpcwireError as exc:
+            self.queue.append(_Raise(exc))
+            return
+        self.bytes_received += len(payload)
+
+    def _gap(self, ev: Event) -> None:
+        try:
+            info = msgspec.json.decode(ev.data)
+        except msgspec.DecodeError:
+            info = {}
+        lost = info.get("lost", -1) if isinstance(info, dict) else -1
+        reason = info.get("reason", "") if isinstance(info, dict) else ""
+        known = isinstance(lost, int) and lost >= 0
+        what = f"{lost} events" if known else "events"
+        text = f"{self.url} could not replay {what} this client missed: {reason}"
+        if known:
+            self.dropped += lost
+        if self.allow_gaps:
+            log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
+            return
+        self.queue.append(
+            _Raise(
+                ChannelBroken(
+                    f"{text}. The channel is broken because messages were lost; connect again "
+                    f"for a fresh stream, or pass allow_gaps=True to count losses and go on",
+                    endpoint=self.url,
+                )
+            )
+        )
+
+    def has_message(self) -> bool:
+        """Whether a message (not an error) is next in the queue."""
+        return bool(self.queue) and type(self.queue[0]) is not _Raise
+
+    def pop(self) -> Any:
+        """The next message (raising the queued error in its place)."""
+        item = self.queue.popleft()
+        if type(item) is _Raise:
+            if isinstance(item.exc, ChannelBroken):
+                self.final = item.exc  # broken for good
+                self.queue.clear()
+            raise item.exc
+        self.received += 1
+        return item
+
+    # -- reconnecting -----------------------------------------------------------------------
+    def next_delay(self) -> float:
+        """Seconds to wait before the next attempt (the server's retry, then backoff)."""
+        server = self.parser.retry
+        base = server / 1000 if server is not None else self.retry
+        if self.attempt == 0:
+            delay = base
+        else:
+            ceiling = min(max(base, 0.05) * (2**self.attempt), max(MAX_BACKOFF, base))
+            delay = random.uniform(ceiling / 2, ceiling)
+        self.attempt += 1
+        return delay
+
+    @property
+    def retry_seconds(self) -> float:
+        """The reconnection delay in force (the server's ``retry:`` if it sent one)."""
+        server = self.parser.retry
+        return server / 1000 if server is not None else self.retry
+
+    def give_up(self, why: str, cause: BaseException | None) -> ChannelBroken:
+        """The channel is broken: reconnecting failed for ``retry_for`` seconds."""
+        err = ChannelBroken(
+            f"lost the event stream {self.url} and could not reconnect within "
+            f"{self.retry_for} s (retry_for=): {why}",
+            endpoint=self.url,
+        )
+        err.__cause__ = cause
+        self.final = err
+        return err

@@ -1,0 +1,219 @@
+"""What the blocking and asyncio SSE drivers share: options, binding, the sending end."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl as ssl_module
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    FrameTooLarge,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.sse._client import SseAddress
+from ipcwire.sse._events import encode_data
+from ipcwire.sse._server import SseServer, SseSettings
+from ipcwire.sse._streams import ServerStream
+from ipcwire.tcp._socket import TcpAddress
+from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.ws._web import OriginPolicy, build_pages
+
+__all__ = [
+    "CLIENT_OPTIONS",
+    "LISTEN_OPTIONS",
+    "ServerChannelBase",
+    "bind",
+    "one_way_error",
+]
+
+CLIENT_OPTIONS: Final = (
+    "timeout",
+    "reconnect",
+    "ssl",
+    "server_hostname",
+    "headers",
+    "last_event_id",
+    "allow_gaps",
+    "retry",
+    "retry_for",
+)
+LISTEN_OPTIONS: Final = (
+    "ssl",
+    "backlog",
+    "origins",
+    "pages",
+    "replay",
+    "replay_bytes",
+    "resume_window",
+    "keepalive",
+    "retry",
+)
+
+
+def one_way_error(url: str, *, server: bool = False) -> LocalProtocolError:
+    """Using the wrong direction of a one-way channel."""
+    if server:
+        return LocalProtocolError(
+            f"{url}: Server-Sent Events go from the server to its clients; the server side "
+            f"cannot receive. Use ws:// for both directions"
+        )
+    return LocalProtocolError(
+        f"{url}: Server-Sent Events go from the server to its clients; a client cannot send. "
+        f"Use ws:// for both directions, or http:// for requests"
+    )
+
+
+def bind(
+    endpoint: Endpoint, addr: SseAddress, options: ChannelOptions, kw: dict[str, Any]
+) -> tuple[socket.socket, SseSettings, ssl_module.SSLContext | None, int]:
+    """Validate the listener options and bind its socket.
+
+    Raises:
+        AddressInUse, PermissionDenied, ConfigurationError, InvalidURL.
+    """
+    url = endpoint.url
+    ssl = kw.pop("ssl", None)
+    backlog = int(kw.pop("backlog", 128))
+    origins = kw.pop("origins", None)
+    pages = kw.pop("pages", None)
+    try:
+        replay = int(kw.pop("replay", 1024))
+        replay_bytes = int(kw.pop("replay_bytes", 16 * 1024 * 1024))
+        resume_window = float(kw.pop("resume_window", 60.0))
+        keepalive = float(kw.pop("keepalive", 15.0))
+        retry_opt = kw.pop("retry", 1.0)
+        retry = None if retry_opt is None else float(retry_opt)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"bad option for {url}: {exc}") from None
+    reject_unknown(kw, endpoint, LISTEN_OPTIONS)
+    if replay < 1 or replay_bytes < 1 or resume_window < 0 or keepalive <= 0:
+        raise ConfigurationError(
+            f"{url}: replay= and replay_bytes= must be >= 1, resume_window= >= 0, keepalive= > 0"
+        )
+    if addr.secure and ssl is None:
+        raise ConfigurationError(
+            f"listening at {url} needs ssl=SSLContext with a certificate, or use sse+http://"
+        )
+    if ssl is not None and not addr.secure:
+        raise ConfigurationError(f"ssl= is for sse+https:// URLs, not {url}")
+    policy = OriginPolicy.build(origins, url)
+    built_pages = build_pages(pages, url)
+    sock = bind_tcp(TcpAddress(addr.host, addr.port), url, backlog)
+    real = addr.url(sock.getsockname()[1])
+    settings = SseSettings(
+        url=real,
+        path=addr.path,
+        options=dataclasses.replace(options, url=real),
+        origins=policy,
+        pages=built_pages,
+        replay=replay,
+        replay_bytes=replay_bytes,
+        resume_window=resume_window,
+        keepalive=keepalive,
+        retry=retry,
+    )
+    return sock, settings, ssl, backlog
+
+
+class ServerChannelBase:
+    """The sending end of one client's stream: what both API flavours share."""
+
+    def __init__(self, stream: ServerStream, server: SseServer, settings: SseSettings) -> None:
+        self.url = settings.url
+        self._stream = stream
+        self._server = server
+        codec = settings.options.codec
+        self._encode_payload = codec.encode
+        self._text = codec.name == "json"
+        self._closed = False
+        self._sent = 0
+        self._bytes_sent = 0
+
+    def _encode(self, obj: Any) -> tuple[bytes, int]:
+        payload = self._encode_payload(obj)
+        size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+        limit = self._stream.send_limit
+        if size > limit:
+            raise FrameTooLarge(
+                f"message of {size} bytes not sent to {self.url}: over the limit of {limit} "
+                f"bytes; raise max_frame= on both sides, or split the message",
+                size=size,
+                limit=limit,
+                endpoint=self.url,
+            )
+        return encode_data(payload, self._text), size
+
+    def _check_open(self) -> None:
+        """Raise if the stream cannot take events (call holding the stream's lock)."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        why = self._stream.broken
+        if why is not None:
+            raise ChannelBroken(
+                f"{self.url}: stream {self._stream.sid} is gone: {why}", endpoint=self.url
+            )
+
+    def _full(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"the client of {self.url} is not reading: {self._stream.max_events} events (or "
+            f"replay_bytes=) are waiting for it and the stream stayed full for {timeout} s",
+            endpoint=self.url,
+        )
+
+    def close(self) -> None:
+        """End the stream: the client gets what is buffered, then the end event."""
+        if self._closed:
+            return
+        self._closed = True
+        s = self._stream
+        with s.lock:
+            wake = s.end("the server closed the stream")
+            s.notify_senders()
+        if wake is not None:
+            wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=self._stream.peer)
+
+    @property
+    def stream_id(self) -> str:
+        """The stream's id (the first part of every event id)."""
+        return self._stream.sid
+
+    @property
+    def connected(self) -> bool:
+        """Whether a client connection is attached now (False while it reconnects)."""
+        return self._stream.attached
+
+    def drop_connection(self) -> None:
+        """Drop the current HTTP connection without ending the stream: the client reconnects
+        and resumes. For tests of resumption, and to move a client to another server."""
+        transport = self._stream.transport
+        if transport is not None:
+            self._server.call_soon(transport.abort)
+
+    def statistics(self) -> ChannelStatistics:
+        s = self._stream
+        with s.lock:
+            buffered, dropped = s.unwritten_bytes, s.dropped
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=0,
+            bytes_sent=self._bytes_sent,
+            bytes_received=0,
+            buffered_bytes=buffered,
+            dropped=dropped,
+        )

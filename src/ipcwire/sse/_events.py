@@ -1,0 +1,248 @@
+"""The ``text/event-stream`` format, without I/O: writing events and parsing them back.
+
+Parsing follows the WHATWG HTML standard, section 9.2.6 "Interpreting an event stream":
+lines end in CRLF, LF or CR; a leading BOM is dropped; ``:`` starts a comment; ``data``
+lines join with LF; ``id`` sets the last-event-ID buffer (ignored if it holds NUL); ``retry``
+takes ASCII digits only; an empty line dispatches, with the last event ID updated even when
+there is no data (so ``id: x`` then an empty line moves the resume point without an event).
+
+ipcwire's conventions on top (the docs page shows them to browser code):
+
+* event ids are ``<stream>-<seq>``: the stream's random id and a counter from 1, so a
+  reconnecting client's ``Last-Event-ID`` names both the stream and the position;
+* JSON payloads are the event's data as is; every other codec's payload is base64;
+* ``event: ipcwire-gap`` (JSON data ``{"lost": n, "first": a, "last": b}``) says events
+  were lost and how many; ``event: ipcwire-end`` says the server closed the stream.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from ipcwire.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "END_EVENT",
+    "GAP_EVENT",
+    "Event",
+    "EventParser",
+    "decode_data",
+    "encode_data",
+    "event_bytes",
+    "format_id",
+    "parse_id",
+]
+
+GAP_EVENT: Final = "ipcwire-gap"
+END_EVENT: Final = "ipcwire-end"
+KEEPALIVE: Final = b": keepalive\n\n"
+_LINE_END = re.compile(rb"[\r\n]")
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def format_id(stream: str, seq: int) -> str:
+    """The event id of event ``seq`` of ``stream``."""
+    return f"{stream}-{seq}"
+
+
+def parse_id(event_id: str) -> tuple[str, int] | None:
+    """``(stream, seq)`` from an ipcwire event id, or None if it is not one."""
+    stream, sep, seq = event_id.strip().rpartition("-")
+    if not sep or not stream or not seq.isdigit() or len(seq) > 18:
+        return None
+    return stream, int(seq)
+
+
+def encode_data(payload: bytes | bytearray | memoryview, text: bool) -> bytes:
+    """A payload as event data: JSON as is (one line), anything else as base64.
+
+    Raises:
+        LocalProtocolError: a text payload holding a carriage return (it cannot survive).
+    """
+    if not text:
+        return binascii.b2a_base64(payload, newline=False)
+    data = bytes(payload)
+    if b"\r" in data:
+        raise LocalProtocolError("an SSE text payload cannot hold a carriage return")
+    return data
+
+
+def decode_data(data: bytes, text: bool) -> bytes:
+    """Event data back to the payload.
+
+    Raises:
+        RemoteProtocolError: base64 that does not decode.
+    """
+    if text:
+        return data
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RemoteProtocolError(
+            f"an event's data is not base64 ({exc}); does the server use the same codec?"
+        ) from None
+
+
+def event_bytes(event_id: str | None, data: bytes, event: str | None = None) -> bytes:
+    """One event on the wire (data may hold LFs: each line becomes a ``data:`` field)."""
+    parts = []
+    if event is not None:
+        parts.append(b"event: " + event.encode() + b"\n")
+    if event_id is not None:
+        parts.append(b"id: " + event_id.encode() + b"\n")
+    if b"\n" in data:
+        parts.extend(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    else:
+        parts.append(b"data: " + data + b"\n")
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def gap_event(event_id: str | None, lost: int, first: int, last: int, reason: str) -> bytes:
+    """The explicit signal that ``lost`` events (``first``..``last``) cannot be replayed."""
+    body = msgspec.json.encode({"lost": lost, "first": first, "last": last, "reason": reason})
+    return event_bytes(event_id, body, GAP_EVENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One dispatched event. ``oversize`` > 0: its data was over the limit and dropped."""
+
+    type: str
+    data: bytes
+    id: str
+    oversize: int = 0
+
+
+class EventParser:
+    """Incremental ``text/event-stream`` parser.
+
+    ``max_data`` bounds one event's data (bytes on the wire); a longer event is dispatched
+    with empty data and ``oversize`` set, never buffered whole. ``retry`` holds the last
+    reconnection time the server sent (milliseconds), ``last_id`` the last event ID.
+    """
+
+    def __init__(self, max_data: int, *, last_id: str = "") -> None:
+        self.max_data = max_data
+        self.last_id = last_id
+        self.retry: int | None = None
+        self.comments = 0
+        self._buf = bytearray()
+        self._scanned = 0  # bytes at the start of _buf known to hold no line end
+        self._skip_lf = False  # the previous line ended with CR: a following LF belongs to it
+        self._bom = True  # still to check for a BOM
+        self._discard: bytes | None = None  # field of an overlong line being discarded
+        self._id_buffer = last_id
+        self._reset_event()
+
+    def _reset_event(self) -> None:
+        self._data = bytearray()
+        self._type = ""
+        self._oversize = 0
+
+    def new_connection(self) -> None:
+        """Forget a partial line or event (the connection ended); keep the last event ID."""
+        self._buf.clear()
+        self._scanned = 0
+        self._skip_lf = False
+        self._bom = True
+        self._discard = None
+        self._id_buffer = self.last_id
+        self._reset_event()
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Event]:
+        """Parse more of the stream; return the events it completed."""
+        buf = self._buf
+        buf += chunk
+        if self._bom:
+            if len(buf) < 3 and _BOM.startswith(bytes(buf)):
+                return []
+            if buf.startswith(_BOM):
+                del buf[:3]
+            self._bom = False
+        out: list[Event] = []
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            if self._skip_lf:
+                self._skip_lf = False
+                if buf[pos] == 10:
+                    pos += 1
+                    continue
+            m = _LINE_END.search(buf, pos + self._scanned)
+            if m is None:
+                self._scanned = end - pos
+                break
+            i = m.start()
+            self._scanned = 0
+            if buf[i] == 13:
+                self._skip_lf = True
+            if self._discard is not None:
+                self._end_discard(i - pos)
+            else:
+                self._line(bytes(buf[pos:i]), out)
+            pos = i + 1
+        if pos:
+            del buf[:pos]
+        if len(buf) > self.max_data + 64:
+            self._start_discard(len(buf))
+        return out
+
+    def _start_discard(self, size: int) -> None:
+        """An overlong line: keep only its field name, drop its bytes as they come."""
+        if self._discard is None:
+            head = bytes(self._buf[:16])
+            self._discard = head.partition(b":")[0]
+            if self._discard == b"data":
+                self._oversize += len(self._data) + size
+                self._data = bytearray()
+        elif self._discard == b"data":
+            self._oversize += size
+        self._buf.clear()
+        self._scanned = 0
+
+    def _end_discard(self, tail: int) -> None:
+        if self._discard == b"data":
+            self._oversize += tail
+        self._discard = None
+
+    def _line(self, line: bytes, out: list[Event]) -> None:
+        if not line:
+            self._dispatch(out)
+            return
+        if line[0] == 58:  # ":" comment (keepalives)
+            self.comments += 1
+            return
+        field, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            if self._oversize:
+                self._oversize += len(value) + 1
+            elif len(self._data) + len(value) > self.max_data:
+                self._oversize = len(self._data) + len(value)
+                self._data = bytearray()
+            else:
+                self._data += value
+                self._data.append(10)
+        elif field == b"event":
+            self._type = value.decode("utf-8", "replace")
+        elif field == b"id":
+            if b"\0" not in value:
+                self._id_buffer = value.decode("utf-8", "replace")
+        elif field == b"retry" and value.isdigit():
+            self.retry = int(value)
+
+    def _dispatch(self, out: list[Event]) -> None:
+        self.last_id = self._id_buffer
+        if not self._data and not self._oversize:
+            self._reset_event()
+            return
+        data = bytes(self._data[:-1]) if self._data else b""
+        out.append(Event(self._type or "message", data, self.last_id, self._oversize))
+        self._reset_event()

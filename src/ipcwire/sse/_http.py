@@ -1,0 +1,133 @@
+"""The little HTTP/1.1 the SSE client needs, without I/O: one GET, one streamed response.
+
+A response head is parsed once it is whole (bounded, 64 KiB); the body is either chunked
+(what aiohttp and most servers send for a stream) or raw until the connection closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ipcwire.errors import RemoteProtocolError
+
+__all__ = ["ChunkedDecoder", "IdentityDecoder", "ResponseHead", "build_request", "parse_head"]
+
+MAX_HEAD: Final = 64 * 1024
+
+
+def build_request(host: str, path: str, headers: Mapping[str, str]) -> bytes:
+    """A GET request for ``path`` on ``host`` (the Host header's value)."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
+    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """Status line and headers (names lowercased; repeated headers joined with ", ")."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+def parse_head(buf: bytes | bytearray, url: str) -> tuple[ResponseHead, int] | None:
+    """The response head and its length in ``buf``, or None while it is incomplete.
+
+    Raises:
+        RemoteProtocolError: not HTTP, or a head over 64 KiB.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HEAD:
+            raise RemoteProtocolError(f"{url} sent an HTTP response head over 64 KiB")
+        if len(buf) >= 5 and not bytes(buf[:5]) == b"HTTP/":
+            raise RemoteProtocolError(f"{url} did not answer with HTTP; is it an HTTP server?")
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise RemoteProtocolError(f"{url} sent a malformed HTTP status line: {lines[0][:100]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise RemoteProtocolError(f"{url} sent a malformed HTTP header: {line[:100]!r}")
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    reason = parts[2] if len(parts) > 2 else ""
+    return ResponseHead(int(parts[1]), reason, headers), end + 4
+
+
+class IdentityDecoder:
+    """A body that runs until the connection closes."""
+
+    done = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        return bytes(data)
+
+
+class ChunkedDecoder:
+    """``Transfer-Encoding: chunked`` (RFC 9112 section 7.1); ``done`` after the last chunk."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._buf = bytearray()
+        self._left = 0  # payload bytes still to come in the current chunk
+        self._state = "size"  # size | data | crlf | trailer | done
+        self.done = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The payload bytes in ``data`` (possibly none yet)."""
+        buf = self._buf
+        buf += data
+        out = bytearray()
+        pos = 0
+        while pos < len(buf):
+            if self._state == "data":
+                take = min(self._left, len(buf) - pos)
+                out += buf[pos : pos + take]
+                pos += take
+                self._left -= take
+                if self._left:
+                    break
+                self._state = "crlf"
+            elif self._state == "crlf":
+                if len(buf) - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise RemoteProtocolError(f"{self._url}: a chunk did not end with CRLF")
+                pos += 2
+                self._state = "size"
+            elif self._state in ("size", "trailer"):
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if len(buf) - pos > 4096:
+                        raise RemoteProtocolError(f"{self._url}: a chunk header over 4 KiB")
+                    break
+                line = bytes(buf[pos:nl])
+                pos = nl + 2
+                if self._state == "trailer":
+                    if not line:
+                        self._state = "done"
+                        self.done = True
+                    continue
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    self._left = int(size_text, 16)
+                except ValueError:
+                    raise RemoteProtocolError(
+                        f"{self._url}: bad chunk size {size_text[:20]!r}"
+                    ) from None
+                self._state = "data" if self._left else "trailer"
+            else:  # done: ignore anything after the last chunk
+                pos = len(buf)
+        del buf[:pos]
+        return bytes(out)

@@ -1,0 +1,298 @@
+"""The HTTP side of an SSE listener: aiohttp's low-level server, in whichever loop serves.
+
+Each ``GET <path>`` is checked (Origin, token, codec), attached to its stream (a new one, or
+the one its ``Last-Event-ID`` names), and then written to by one coroutine per connection
+until the stream ends, the client leaves, or a newer connection takes the stream over.
+
+Response headers keep proxies out of the way: ``Cache-Control: no-cache, no-transform`` and
+``X-Accel-Buffering: no`` (nginx). Keepalive comments go out every ``keepalive`` seconds
+while idle, so proxies and NATs keep the connection and dead clients are noticed. Closing the
+listener ends every open stream with an ``ipcwire-end`` event and closes the connections, so
+shutdown never waits on a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import socket
+import ssl as ssl_module
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from ipcwire.errors import AuthenticationFailed, HandshakeError, IpcwireError, PermissionDenied
+from ipcwire.options import ChannelOptions
+from ipcwire.sse._events import END_EVENT, KEEPALIVE, event_bytes
+from ipcwire.sse._streams import ServerStream, StreamTable
+from ipcwire.ws._web import OriginPolicy, Page
+
+__all__ = ["SseServer", "SseSettings", "proof"]
+
+log = logging.getLogger("ipcwire")
+
+CODEC_HEADER: Final = "X-Ipcwire-Codec"
+MAX_FRAME_HEADER: Final = "X-Ipcwire-Max-Frame"
+NONCE_HEADER: Final = "X-Ipcwire-Nonce"
+PROOF_HEADER: Final = "X-Ipcwire-Proof"
+STREAM_HEADER: Final = "X-Ipcwire-Stream"
+ERROR_HEADER: Final = "X-Ipcwire-Error"
+SHUTDOWN_TIMEOUT: Final = 2.0
+
+
+def proof(token: bytes, nonce: str) -> str:
+    """The server's proof that it knows the token, for the client's nonce."""
+    return hmac.new(token, b"ipcwire-sse-server\0" + nonce.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SseSettings:
+    """A listener's configuration."""
+
+    url: str
+    path: str
+    options: ChannelOptions
+    origins: OriginPolicy
+    pages: dict[str, Page]
+    replay: int
+    replay_bytes: int
+    resume_window: float
+    keepalive: float
+    retry: float | None
+
+
+class SseServer:
+    """Serves one listener's streams; ``on_new`` gets each new stream (the accept queue)."""
+
+    def __init__(self, settings: SseSettings, on_new: Callable[[ServerStream], None]) -> None:
+        self.settings = settings
+        self.url = settings.url
+        self._on_new = on_new
+        opts = settings.options
+        self.table = StreamTable(
+            max_events=settings.replay,
+            max_bytes=settings.replay_bytes,
+            send_limit=opts.max_frame,
+        )
+        self.closing = False
+        self._web: web.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._text = opts.codec.name == "json"
+        retry = settings.retry
+        self._retry = b"" if retry is None else f"retry: {round(retry * 1000)}\n".encode()
+
+    async def start(
+        self, sock: socket.socket, ssl: ssl_module.SSLContext | None, backlog: int
+    ) -> None:
+        """Serve on the bound socket, in the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._web = web.Server(self._handle, handler_cancellation=True, keepalive_timeout=75)
+        self._server = await self._loop.create_server(
+            self._web, sock=sock, ssl=ssl, backlog=backlog
+        )
+
+    def call_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the serving loop (from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._thread:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def stop_listening(self) -> None:
+        """Close the listening socket (serving loop)."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+
+    async def shutdown(self) -> None:
+        """End every stream and close every connection, boundedly (serving loop)."""
+        self.stop_listening()
+        for stream in list(self.table.streams.values()):
+            with stream.lock:
+                wake = stream.end("the server is shutting down")
+                attached = stream.attached
+                if not attached:
+                    stream.expire(f"the listener {self.url} was closed")
+            if wake is not None:
+                wake()
+        await asyncio.sleep(0)  # let the writers send their end events
+        if self._web is not None:
+            await self._web.shutdown(SHUTDOWN_TIMEOUT)
+        for stream in list(self.table.streams.values()):
+            with stream.lock:
+                stream.expire(f"the listener {self.url} was closed")
+        self.table.streams.clear()
+
+    # -- one request ------------------------------------------------------------------------
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        settings = self.settings
+        path = request.path
+        if path != settings.path:
+            page = settings.pages.get(path)
+            if page is not None and request.method in ("GET", "HEAD"):
+                return web.Response(
+                    body=page.body,
+                    headers={"Content-Type": page.content_type, "Cache-Control": "no-cache"},
+                )
+            return web.Response(status=404, text=f"no event stream at {path}\n")
+        if request.method != "GET":
+            return web.Response(status=405, text="an event stream is read with GET\n")
+        origin = request.headers.get("Origin")
+        refusal = settings.origins.refusal(origin, request.headers.get("Host"), self.url)
+        if refusal is not None:
+            return self._refuse(request, PermissionDenied(refusal), 403, "permission")
+        error = self._check_client(request)
+        if error is not None:
+            code, status = ("codec", 400) if isinstance(error, HandshakeError) else ("auth", 401)
+            return self._refuse(request, error, status, code)
+        if self.closing:
+            return web.Response(status=503, text="the server is shutting down\n")
+        last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+        limit = request.headers.get(MAX_FRAME_HEADER, "")
+        opened = self.table.open(
+            last_id,
+            peer=peer_text,
+            transport=request.transport,
+            peer_limit=int(limit) if limit.isdigit() else None,
+        )
+        if opened is None:
+            return web.Response(status=204)  # that stream ended: EventSource stops here
+        stream, gen, preamble, is_new = opened
+        response = web.StreamResponse(headers=self._headers(request, stream, origin))
+        try:
+            await response.prepare(request)
+            if is_new:
+                self._on_new(stream)
+            await response.write(self._retry + preamble)
+            await self._pump(response, stream, gen)
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("ipcwire: %s: stream %s connection ended: %s", self.url, stream.sid, exc)
+        finally:
+            self._detach(stream, gen)
+        return response
+
+    def _check_client(self, request: web.BaseRequest) -> IpcwireError | None:
+        opts = self.settings.options
+        codec = request.headers.get(CODEC_HEADER)
+        if codec is not None and codec != opts.codec.name:
+            return HandshakeError(
+                f"client uses codec={codec!r}, this server codec={opts.codec.name!r}; use the "
+                f"same codec on both sides"
+            )
+        if opts.token is None:
+            return None
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+        if given is None:
+            return AuthenticationFailed(
+                "this event stream requires a token: send Authorization: Bearer <token> "
+                "(EventSource: add ?token=<token> to the URL)"
+            )
+        if not hmac.compare_digest(given.encode(), opts.token):
+            return AuthenticationFailed("wrong token")
+        return None
+
+    def _refuse(
+        self, request: web.BaseRequest, error: IpcwireError, status: int, code: str
+    ) -> web.Response:
+        peer = request.remote or "a client"
+        log.warning("ipcwire: %s refused a client (%s): %s", self.url, peer, error)
+        detail = json.dumps({"ipcwire": 1, "error": str(error), "code": code})
+        return web.Response(status=status, text=f"{error}\n", headers={ERROR_HEADER: detail})
+
+    def _headers(
+        self, request: web.BaseRequest, stream: ServerStream, origin: str | None
+    ) -> dict[str, str]:
+        opts = self.settings.options
+        headers = {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache, no-transform",
+            "X-Accel-Buffering": "no",
+            STREAM_HEADER: stream.sid,
+            CODEC_HEADER: opts.codec.name,
+            MAX_FRAME_HEADER: str(opts.max_frame),
+        }
+        if origin is not None and self.settings.origins.allowed is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Vary"] = "Origin"
+        nonce = request.headers.get(NONCE_HEADER)
+        if opts.token is not None and nonce:
+            headers[PROOF_HEADER] = proof(opts.token, nonce[:64])
+        return headers
+
+    async def _pump(self, response: web.StreamResponse, stream: ServerStream, gen: int) -> None:
+        """Write the stream's events to this connection until it ends or is superseded."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        thread = threading.get_ident()
+
+        def wake() -> None:
+            if threading.get_ident() == thread:
+                ready.set()
+            else:
+                loop.call_soon_threadsafe(ready.set)
+
+        keepalive = self.settings.keepalive
+        while True:
+            with stream.lock:
+                if stream.generation != gen:
+                    return  # a newer connection took the stream over
+                chunk, upto = stream.pending()
+                end = stream.ended if not chunk else None
+                if not chunk and end is None:
+                    ready.clear()
+                    stream.wait_for_events(wake)
+            if chunk:
+                await response.write(chunk)
+                with stream.lock:
+                    if stream.generation == gen:
+                        stream.mark_written(upto, len(chunk))
+                continue
+            if end is not None:
+                body = json.dumps({"reason": end}).encode()
+                await response.write(event_bytes(None, body, END_EVENT))
+                with stream.lock:
+                    stream.end_written = True
+                return
+            try:
+                async with asyncio.timeout(keepalive):
+                    await ready.wait()
+            except TimeoutError:
+                await response.write(KEEPALIVE)
+
+    def _detach(self, stream: ServerStream, gen: int) -> None:
+        with stream.lock:
+            detached = stream.detach(gen)
+            finished = stream.end_written
+        if not detached:
+            return
+        loop = asyncio.get_running_loop()
+        window = self.settings.resume_window
+
+        def expire() -> None:
+            with stream.lock:
+                if stream.attached or stream.generation != gen:
+                    return
+                stream.expire(
+                    f"the client of {self.url} went away and did not come back within "
+                    f"{window} s (resume_window=)"
+                    if not finished
+                    else f"{self.url}: the stream ended"
+                )
+            self.table.forget(stream)
+
+        loop.call_later(0 if self.closing else window, expire)
