@@ -103,6 +103,14 @@ class Channel(abc.ABC):
         return None
 
     # -- shared behaviour -----------------------------------------------------------------
+    def recv_nowait(self) -> Any:
+        """A message already received, without waiting.
+
+        Raises:
+            Timeout: none is there yet (also every error of :meth:`recv`).
+        """
+        return self.recv(timeout=0)
+
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         """Send several messages, in one write where the mechanism allows."""
         for obj in objs:

@@ -56,6 +56,10 @@ class AioChannel(abc.ABC):
         """Who is at the other end, where the mechanism knows."""
         return None
 
+    async def recv_nowait(self) -> Any:
+        """A message already received, without waiting (Timeout when there is none)."""
+        return await self.recv(timeout=0)
+
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         """Send several messages (one write where the mechanism allows)."""
         for obj in objs:

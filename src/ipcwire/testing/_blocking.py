@@ -161,6 +161,12 @@ def _empty_and_max(make_pair: MakePair, caps: Capabilities) -> None:
 
 def _timeouts(make_pair: MakePair, caps: Capabilities) -> None:
     with make_pair() as (a, b):
+        try:
+            b.recv_nowait()
+        except Timeout:
+            pass
+        else:
+            raise ConformanceError("recv_nowait() returned without a message")
         for wait in (0, 0.05):
             start = time.monotonic()
             try:
