@@ -9,6 +9,7 @@ crash) is reported as failed and not repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import random
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ipcwire.bench.builtin import all_contenders
 from ipcwire.bench.contender import Contender, Kind, Task
@@ -61,6 +62,7 @@ class BenchConfig:
     pin: str = "separate"  # "separate", "same" or "none"
     seed: int = 0x1BC
     preset: str = "quick"
+    budget: float | None = 50.0  # seconds: shorten durations to fit (None: never)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,18 +78,56 @@ class BenchConfig:
             "peers": self.peers,
             "pin": self.pin,
             "seed": self.seed,
+            "budget_s": self.budget,
         }
 
 
 QUICK = BenchConfig()
 FULL = BenchConfig(
-    round_trip_sizes=(64, 4096, 65536, 1048576),
+    round_trip_sizes=(64, 4096, 65536),
     throughput_sizes=(64, 4096, 65536, 1048576),
     repeat=5,
-    duration=1.0,
-    warmup=0.2,
+    duration=0.5,
+    warmup=0.1,
     preset="full",
+    budget=None,
 )
+
+# Seconds each measurement costs beyond its warm-up and measured phase (pool, connect, close,
+# control messages), measured on a 2-core VM; used only to fit --quick into its budget.
+OVERHEAD_S: Final = 0.06
+MIN_DURATION_S: Final = 0.05
+MIN_WARMUP_S: Final = 0.01
+
+
+def _fit(warmup: float, duration: float, per_run: float) -> tuple[float, float]:
+    """Scale warm-up and duration down so that together they take ``per_run`` seconds, never
+    below the minimums."""
+    wanted = warmup + duration
+    if per_run >= wanted:
+        return warmup, duration
+    scale = max(per_run, MIN_DURATION_S + MIN_WARMUP_S) / wanted
+    return max(warmup * scale, MIN_WARMUP_S), max(duration * scale, MIN_DURATION_S)
+
+
+def fit_budget(config: BenchConfig, tasks: int) -> tuple[BenchConfig, str | None]:
+    """Shorten warm-up and duration (never below 10 ms and 50 ms) so that ``tasks``
+    measurements times ``repeat`` fit the budget, assuming :data:`OVERHEAD_S` per
+    measurement; a note says so when it had to. The run refits after each repetition with
+    the overhead it actually saw."""
+    if config.budget is None or tasks == 0:
+        return config, None
+    runs = tasks * config.repeat
+    warmup, duration = _fit(config.warmup, config.duration, config.budget / runs - OVERHEAD_S)
+    if (warmup, duration) == (config.warmup, config.duration):
+        return config, None
+    note = (
+        f"{runs} measurements: warm-up and duration shortened from {config.warmup:g} s + "
+        f"{config.duration:g} s to {warmup:.3f} s + {duration:.3f} s to fit the "
+        f"{config.budget:g} s budget of --{config.preset} (expect wider spreads; the full "
+        f"run has no budget)"
+    )
+    return dataclasses.replace(config, duration=duration, warmup=warmup), note
 
 
 @dataclass(slots=True)
@@ -198,6 +238,25 @@ def _timeout(config: BenchConfig, size: int) -> float:
     return 20.0 + 3 * (config.warmup + config.duration) + size / 1e6
 
 
+def _measure(workers: WorkerPair, m: Measurement, task: Task, timeout: float) -> None:
+    """One repetition of one measurement, recorded in ``m`` (its error on failure)."""
+    t0 = time.monotonic()
+    try:
+        a, b = workers.measure(task, timeout)
+    except MeasurementFailed as exc:
+        m.error = str(exc)
+        m.detail = exc.detail
+        workers.restart()
+        return
+    if a["count"] != b["count"]:
+        m.error = (
+            f"the receiving side counted {a['count']} messages in the measured phase, the "
+            f"sending side {b['count']}: messages were lost or duplicated"
+        )
+        return
+    m.reps.append({"a": a, "b": b, "elapsed_s": time.monotonic() - t0})
+
+
 def run(
     config: BenchConfig,
     *,
@@ -211,8 +270,12 @@ def run(
         MeasurementFailed: the worker processes could not be started at all.
     """
     started = time.time()
+    started_clock = time.monotonic()
     notes: list[str] = []
     chosen, unavailable, measurements = plan(config, notes, extra)
+    config, note = fit_budget(config, len(measurements))
+    if note is not None:
+        notes.append(note)
     cpus, pinning = choose_cpus(config.pin)
     shared = {c.id: c.make_shared for c in chosen if c.make_shared is not None}
     workdir = tempfile.mkdtemp(prefix="ipcwire-bench-")
@@ -223,7 +286,10 @@ def run(
     try:
         workers.start()
         pinning["workers"] = workers.hello
+        warmup, duration = config.warmup, config.duration
         for rep in range(config.repeat):
+            rep_started = time.monotonic()
+            runs = 0
             order = list(measurements)
             random.Random(config.seed + rep).shuffle(order)
             for m in order:
@@ -233,31 +299,32 @@ def run(
                 if m.error is not None:
                     continue
                 serial += 1
+                runs += 1
                 task = Task(
                     contender=m.contender,
                     kind=m.kind,
                     size=m.size,
                     batch=m.batch,
-                    warmup=config.warmup,
-                    duration=config.duration,
+                    warmup=warmup,
+                    duration=duration,
                     workdir=workdir,
                     serial=serial,
-                    seed=config.seed + serial,
+                    seed=config.seed,
                 )
-                try:
-                    a, b = workers.measure(task, _timeout(config, m.size))
-                except MeasurementFailed as exc:
-                    m.error = str(exc)
-                    m.detail = exc.detail
-                    workers.restart()
-                    continue
-                if a["count"] != b["count"]:
-                    m.error = (
-                        f"the receiving side counted {a['count']} messages in the measured "
-                        f"phase, the sending side {b['count']}: messages were lost or duplicated"
+                _measure(workers, m, task, _timeout(config, m.size))
+            left = config.repeat - rep - 1
+            if config.budget is not None and left and runs:
+                live = sum(1 for m in measurements if m.error is None)
+                overhead = (time.monotonic() - rep_started) / runs - (warmup + duration)
+                available = config.budget - (time.monotonic() - started_clock)
+                fitted = _fit(warmup, duration, available / max(live * left, 1) - overhead)
+                if fitted != (warmup, duration):
+                    warmup, duration = fitted
+                    notes.append(
+                        f"after repetition {rep + 1}: {overhead:.3f} s of set-up per "
+                        f"measurement; warm-up and duration now {warmup:.3f} s + "
+                        f"{duration:.3f} s to stay near the {config.budget:g} s budget"
                     )
-                    continue
-                m.reps.append({"a": a, "b": b})
         if progress is not None:
             progress(total, total, "done")
     finally:

@@ -71,6 +71,7 @@ _REPETITION: Final = _obj(
         "seconds": _NUM,
         "msgs_per_s": _NUM,
         "bytes_per_s": _NUM,
+        "elapsed_s": _NUM_OR_NULL,
     },
 )
 
@@ -143,7 +144,8 @@ _CONFIG: Final = _obj(
         "peers": {"type": "boolean"},
         "pin": {"enum": ["separate", "same", "none"]},
         "seed": {"type": "integer"},
-    }
+    },
+    {"budget_s": _NUM_OR_NULL},
 )
 
 _CHECK: Final = _obj(

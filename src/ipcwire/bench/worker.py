@@ -107,9 +107,20 @@ async def _afinish(conn: Connection, result: dict[str, Any]) -> None:
     _check_finish(conn.recv())
 
 
+_POOLS: dict[tuple[int, int], Pool] = {}
+
+
+def _pool(size: int, seed: int) -> Pool:
+    """The pool for this size, built once per worker (at most 16 MiB each)."""
+    pool = _POOLS.get((size, seed))
+    if pool is None:
+        pool = _POOLS[(size, seed)] = Pool(size, seed)
+    return pool
+
+
 def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
     c = task.contender
-    pool = Pool(task.size, task.seed)
+    pool = _pool(task.size, task.seed)
     gc.collect()
     if address is None:
         acceptor = c.side_a(task, shared)
@@ -152,7 +163,7 @@ async def _aclose(obj: Any) -> None:
 
 async def _run_async(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
     c = task.contender
-    pool = Pool(task.size, task.seed)
+    pool = _pool(task.size, task.seed)
     gc.collect()
     if address is None:
         acceptor = await c.side_a(task, shared)

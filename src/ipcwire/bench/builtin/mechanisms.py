@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -30,6 +31,9 @@ BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
     "ws": lambda workdir, serial: "ws://127.0.0.1:0/bench",
     "ws+unix": lambda workdir, serial: f"ws+unix://{workdir}/ws{serial}.sock",
     "sse+http": lambda workdir, serial: "sse+http://127.0.0.1:0/bench",
+    "http": lambda workdir, serial: "http://127.0.0.1:0/bench",
+    "grpc": lambda workdir, serial: "grpc://127.0.0.1:0",
+    "shm": lambda workdir, serial: f"shm://ipcwire-bench-{os.getpid()}-{serial}",
 }
 
 # One-way mechanisms whose listening side is the sender (otherwise the connecting side sends).
