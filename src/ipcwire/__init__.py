@@ -37,6 +37,8 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.registry import Capabilities, MechanismSpec, lookup, mechanisms
+from ipcwire.signals import graceful_shutdown, terminate
+from ipcwire.spawn import spawn, stdio
 
 __version__ = "0.1.0"
 
@@ -67,7 +69,11 @@ __all__ = [
     "Timeout",
     "__version__",
     "connect",
+    "graceful_shutdown",
     "listen",
     "lookup",
     "mechanisms",
+    "spawn",
+    "stdio",
+    "terminate",
 ]

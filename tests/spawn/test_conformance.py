@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.pipe import SPEC
 from ipcwire.pipe._fd import make_pipe
 from ipcwire.spawn import spawn, stdio_channel
-from ipcwire.testing import check_channel
+from ipcwire.spawn.aio import spawn as aio_spawn
+from ipcwire.spawn.aio import stdio_channel as aio_stdio_channel
+from ipcwire.testing import acheck_channel, check_channel
 
 RELAY = str(Path(__file__).with_name("relay.py"))
 
@@ -64,3 +68,31 @@ def make_pair(**options: Any) -> Iterator[tuple[Channel, Channel]]:
 
 def test_blocking_conformance() -> None:
     check_channel(make_pair, SPEC.capabilities)
+
+
+@contextlib.asynccontextmanager
+async def amake_pair(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChannel]]:
+    opts = _defaults(options)
+    to_child_r, to_child_w = make_pipe()
+    from_child_r, from_child_w = make_pipe()
+    child_side = asyncio.ensure_future(aio_stdio_channel(from_child_r, to_child_w, **opts))
+    try:
+        a = await aio_spawn(
+            [sys.executable, RELAY, str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w),
+            exit_timeout=5.0,
+            **opts,
+        )
+    except BaseException:
+        child_side.cancel()
+        raise
+    finally:
+        os.close(to_child_r)
+        os.close(from_child_w)
+    b = await child_side
+    async with a, b:
+        yield a, b
+
+
+def test_asyncio_conformance() -> None:
+    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities))

@@ -20,8 +20,9 @@ from ipcwire._core.url import parse_url
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.options import ChannelOptions
 from ipcwire.registry import lookup
+from ipcwire.spawn.aio import spawn, stdio
 
-__all__ = ["AioChannel", "AioListener", "connect", "listen"]
+__all__ = ["AioChannel", "AioListener", "connect", "listen", "spawn", "stdio"]
 
 
 async def connect(

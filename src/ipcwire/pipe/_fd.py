@@ -120,6 +120,17 @@ class Waker:
         except OSError:
             pass  # already awake (full) or closed: either way nobody sleeps on it
 
+    def drain(self) -> None:
+        """Reset to not-readable (after a wake was seen)."""
+        try:
+            if self._w == self._r:
+                os.eventfd_read(self._r)
+            else:  # pragma: no cover - macOS
+                while os.read(self._r, 512):
+                    pass
+        except OSError:
+            pass
+
     def close(self) -> None:
         for fd in {self._r, self._w}:
             try:

@@ -1,0 +1,164 @@
+"""The process-wide signal dispatcher behind :class:`SignalWaiter` and ``graceful_shutdown``.
+
+How a signal travels, safely:
+
+1. The kernel interrupts the process; CPython's C-level handler writes the signal number to
+   the *wakeup fd* (``signal.set_wakeup_fd``): async-signal-safe, immediate, even while the
+   main thread is busy in C code.
+2. A dispatcher thread reads the wakeup fd and hands each number to the subscriptions that
+   asked for it (a queue and an eventfd each). Nothing else runs in signal context.
+3. The Python-level handler, which CPython runs later in the main thread, only keeps the
+   signal's default action from happening while someone subscribes. When nobody does any more
+   (a subscription closed from a thread that may not reinstall handlers), it behaves as the
+   previous handler did, so SIGTERM is never swallowed.
+
+If another owner already has the wakeup fd (an asyncio loop in the main thread), the
+dispatcher forwards every byte to it, so that owner keeps working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+from ipcwire.errors import ConfigurationError
+from ipcwire.pipe._fd import Waker, make_pipe, set_nonblocking
+
+__all__ = ["Subscription", "dispatcher", "request_exit"]
+
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+class Subscription:
+    """Signals delivered to one waiter: a queue and a waker fd (the owner closes the waker,
+    once no thread waits on it)."""
+
+    def __init__(self, signums: frozenset[int]) -> None:
+        self.signums = signums
+        self.queue: deque[int] = deque()
+        self.waker = Waker()
+        self.closed = False
+
+    def deliver(self, signum: int) -> None:
+        self.queue.append(signum)
+        self.waker.wake()
+
+
+class _Dispatcher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+        self._previous: dict[int, Handler] = {}  # signum -> handler before ours
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
+        self._chained: int = -1  # the wakeup fd we displaced, if any
+        self._thread: threading.Thread | None = None
+        self.exit_code: int | None = None  # set by request_exit(): the handler raises
+
+    # -- subscribing (main thread) ----------------------------------------------------------
+    def subscribe(self, signums: Iterable[int]) -> Subscription:
+        wanted = frozenset(signums)
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigurationError(
+                "signal handlers can only be installed from the main thread: create the "
+                "SignalWaiter / graceful_shutdown there (waiting works from any thread)"
+            )
+        for signum in wanted:
+            if signum in (signal.SIGKILL, signal.SIGSTOP):
+                raise ConfigurationError(
+                    f"{signal.Signals(signum).name} cannot be caught, so it cannot be waited for"
+                )
+        sub = Subscription(wanted)
+        with self._lock:
+            self._ensure_started()
+            for signum in wanted:
+                if signum not in self._previous:
+                    self._previous[signum] = signal.signal(signum, self._handler)
+                elif signal.getsignal(signum) is not self._handler:
+                    signal.signal(signum, self._handler)
+            self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub.closed:
+                return
+            sub.closed = True
+            if sub in self._subs:
+                self._subs.remove(sub)
+            still = {s for other in self._subs for s in other.signums}
+            if threading.current_thread() is threading.main_thread():
+                for signum in [s for s in self._previous if s not in still]:
+                    previous = self._previous.pop(signum)
+                    with contextlib.suppress(TypeError, ValueError, OSError):
+                        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    # -- the wakeup fd and the thread -------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        r, w = make_pipe(grow=False)
+        set_nonblocking(r)
+        set_nonblocking(w)
+        self._wake_r, self._wake_w = r, w
+        self._chained = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._run, name="ipcwire signals", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+
+        r = self._wake_r
+        assert r is not None
+        while True:
+            select.select([r], [], [])
+            try:
+                data = os.read(r, 512)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if self._chained >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._chained, data)  # the displaced owner (asyncio) still hears
+            with self._lock:
+                subs = list(self._subs)
+            for signum in data:
+                for sub in subs:
+                    if signum in sub.signums:
+                        sub.deliver(signum)
+
+    # -- the Python-level handler (main thread, outside signal context) ----------------------
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.exit_code is not None:
+            raise SystemExit(self.exit_code)
+        with self._lock:
+            wanted = any(signum in s.signums for s in self._subs)
+            previous = self._previous.get(signum)
+        if wanted:
+            return  # the dispatcher thread delivers it; nothing else happens here
+        # Nobody waits for it any more: behave as before we were installed.
+        if callable(previous):
+            previous(signum, frame)
+        elif previous in (signal.SIG_DFL, None):
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+
+dispatcher = _Dispatcher()
+
+
+def request_exit(code: int, signum: int) -> None:
+    """Make the main thread raise ``SystemExit(code)`` now: a real signal interrupts whatever
+    blocking call it is in, and the handler raises (used after an orderly shutdown)."""
+    dispatcher.exit_code = code
+    main = threading.main_thread()
+    if main.ident is not None and main.is_alive():
+        with contextlib.suppress(OSError, ValueError):
+            signal.pthread_kill(main.ident, signum)

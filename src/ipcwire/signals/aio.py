@@ -1,0 +1,426 @@
+"""Signals for asyncio: wait (``loop.add_signal_handler``), send, terminate, shut down.
+
+asyncio already turns signals into loop callbacks through the wakeup fd (its handler writes
+one byte; the callback runs later in the loop), so everything here runs in the loop, never
+in signal context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ipcwire._core.url import Endpoint
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    InvalidURL,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.signals._names import SignalLike, parse_signal, send_signal, target_pid
+from ipcwire.signals._terminate import _KILL_WAIT, _gone
+from ipcwire.signals.blocking import parse_target
+
+__all__ = [
+    "AioGracefulShutdown",
+    "AioSignalSender",
+    "AioSignalWaiter",
+    "connect",
+    "graceful_shutdown",
+    "listen",
+    "terminate",
+]
+
+log = logging.getLogger("ipcwire")
+
+
+def _install(loop: asyncio.AbstractEventLoop, signums: Iterable[int], cb: Any) -> list[int]:
+    done = []
+    try:
+        for signum in signums:
+            loop.add_signal_handler(signum, cb, signum)
+            done.append(signum)
+    except (RuntimeError, ValueError) as exc:
+        for signum in done:
+            loop.remove_signal_handler(signum)
+        raise ConfigurationError(
+            f"cannot handle signals in this event loop ({exc}); run the loop in the main "
+            f"thread (asyncio.run in the main thread does)"
+        ) from None
+    return done
+
+
+class AioSignalWaiter(AioChannel):
+    """Receives the given signals, one message (:class:`signal.Signals`) per signal."""
+
+    def __init__(self, signals: Iterable[SignalLike]) -> None:
+        wanted = tuple(dict.fromkeys(parse_signal(s) for s in signals))
+        if not wanted:
+            raise LocalProtocolError("AioSignalWaiter needs at least one signal to wait for")
+        self.signals = wanted
+        self.url = "signal:" + ",".join(s.name[3:] for s in wanted)
+        self._loop = asyncio.get_running_loop()
+        self._queue: deque[int] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._received = 0
+        self._installed = _install(self._loop, (int(s) for s in wanted), self._on_signal)
+
+    def _on_signal(self, signum: int) -> None:
+        self._queue.append(signum)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def recv(self, *, timeout: float | None = None) -> signal.Signals:
+        """The next signal.
+
+        Raises:
+            Timeout: none arrived in time.
+            ChannelClosed: closed.
+        """
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._queue:
+                self._received += 1
+                return signal.Signals(self._queue.popleft())
+            if timeout == 0:
+                raise Timeout(f"no signal ({self.url[7:]}) yet", endpoint=self.url)
+            fut = self._waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no signal ({self.url[7:]}) within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._waiter = None
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        """Raises: LocalProtocolError (this end receives)."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        raise LocalProtocolError(f"{self.url} receives signals; send with AioSignalSender")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for signum in self._installed:
+            with contextlib.suppress(RuntimeError, ValueError):
+                self._loop.remove_signal_handler(signum)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(0, self._received, 0, 0, buffered_bytes=len(self._queue))
+
+
+class AioSignalSender(AioChannel):
+    """Sends signals to a process (``group``: its process group)."""
+
+    def __init__(self, target: Any, *, group: bool = False) -> None:
+        self.pid = target_pid(target)
+        self.group = group
+        self.url = f"signal:{'group:' if group else ''}{self.pid}"
+        self._closed = False
+        self._sent = 0
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        """Send one signal.
+
+        Raises:
+            ChannelBroken, PermissionDenied, ConfigurationError, ChannelClosed.
+        """
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        send_signal(self.pid, obj, group=self.group)
+        self._sent += 1
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        """Raises: LocalProtocolError (this end sends)."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        raise LocalProtocolError(f"{self.url} sends signals; receive with AioSignalWaiter")
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(pid=self.pid)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(self._sent, 0, 0, 0)
+
+
+class _AioSignalListener(AioListener):
+    def __init__(self, url: str, waiter: AioSignalWaiter) -> None:
+        self.url = url
+        self._waiter = waiter
+        self._given = False
+        self._closed = asyncio.Event()
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed.is_set():
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        if not self._given:
+            self._given = True
+            return self._waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+        except TimeoutError:
+            raise Timeout(f"{self.url} has one channel, already accepted") from None
+        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._waiter.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSignalSender:
+    """As :func:`ipcwire.signals.blocking.connect`.
+
+    Raises:
+        InvalidURL, ConfigurationError.
+    """
+    kw.pop("timeout", None)
+    reject_unknown(kw, endpoint, ("timeout",))
+    pid, group = parse_target(endpoint)
+    return AioSignalSender(pid, group=group)
+
+
+async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioListener:
+    """As :func:`ipcwire.signals.blocking.listen`, in the running (main-thread) loop.
+
+    Raises:
+        InvalidURL, ConfigurationError.
+    """
+    reject_unknown(kw, endpoint, ())
+    names = [n for n in endpoint.path.split(",") if n.strip()]
+    if not names:
+        raise InvalidURL(f"{endpoint}: name the signals to wait for, such as signal:USR1,HUP")
+    return _AioSignalListener(endpoint.url, AioSignalWaiter(names))
+
+
+async def _wait_exit(pid: int, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # pragma: no cover - no pidfd
+        fd = -1
+    try:
+        while not _gone(pid):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            if fd < 0:  # pragma: no cover
+                await asyncio.sleep(min(0.02, left))
+                continue
+            fut: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _resolve, fut)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await fut
+            finally:
+                loop.remove_reader(fd)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -> int | None:
+    """SIGTERM, then SIGKILL after ``timeout``: as :func:`ipcwire.terminate`, without
+    blocking the loop. Returns the exit status of our own children (reaped), else None.
+
+    Raises:
+        Timeout, PermissionDenied, ConfigurationError.
+    """
+    pid = target_pid(target)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
+        if _gone(pid):
+            break
+        with contextlib.suppress(ChannelBroken):
+            send_signal(pid, sig, group=group)
+        if await _wait_exit(pid, wait):
+            break
+    else:
+        raise Timeout(f"pid {pid} is still alive 5 s after SIGKILL", endpoint=f"signal:{pid}")
+    if isinstance(target, subprocess.Popen):
+        return target.wait()
+    aclose = getattr(target, "aclose", None)
+    if aclose is not None and hasattr(target, "returncode"):
+        await aclose()
+        code = target.returncode
+        return code if isinstance(code, int) else None
+    returncode = getattr(target, "returncode", None)
+    if isinstance(target, asyncio.subprocess.Process):
+        return await target.wait()
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return returncode if isinstance(returncode, int) else None
+    return os.waitstatus_to_exitcode(status)
+
+
+class AioGracefulShutdown:
+    """The asyncio :func:`ipcwire.graceful_shutdown`: on a signal, in the loop, close or call
+    the resources once (awaiting ``aclose()`` and coroutine functions), remove the paths, then
+    (``exit=True``) raise ``SystemExit(exit_code)`` out of the loop, so ``asyncio.run`` ends
+    and ``finally`` blocks run."""
+
+    def __init__(
+        self,
+        *resources: Any,
+        signals: Iterable[SignalLike] = ("TERM", "INT"),
+        exit: bool = True,
+        exit_code: int = 0,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._resources: list[Any] = list(resources)
+        self._exit = exit
+        self._exit_code = exit_code
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.signal: signal.Signals | None = None
+        sigs = [int(parse_signal(s)) for s in signals]
+        self._installed = _install(self._loop, sigs, self._on_signal)
+
+    def add(self, *resources: Any) -> None:
+        """Register more resources (as in the constructor)."""
+        self._resources.extend(resources)
+
+    @property
+    def requested(self) -> bool:
+        """True once the shutdown started."""
+        return self._task is not None
+
+    async def wait(self) -> None:
+        """Wait until the cleanup has run."""
+        await self._done.wait()
+
+    def _on_signal(self, signum: int) -> None:
+        if self._task is not None:
+            return
+        self.signal = signal.Signals(signum)
+        log.info("ipcwire: %s received: shutting down", self.signal.name)
+        self._task = self._loop.create_task(self._run(exit=self._exit))
+
+    async def shutdown(self) -> None:
+        """Run the cleanup now (once)."""
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(exit=False))
+        await asyncio.shield(self._task)
+
+    async def _run(self, *, exit: bool) -> None:
+        try:
+            for res in reversed(self._resources):
+                try:
+                    await _clean(res)
+                except Exception:
+                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", res)
+        finally:
+            self._done.set()
+            self._uninstall()
+        if exit:
+            self._loop.call_soon(_raise_exit, self._exit_code)
+
+    def _uninstall(self) -> None:
+        for signum in self._installed:
+            with contextlib.suppress(RuntimeError, ValueError):
+                self._loop.remove_signal_handler(signum)
+        self._installed = []
+
+    async def aclose(self) -> None:
+        """Run the cleanup if it has not run, and remove the signal handlers."""
+        await self.shutdown()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def _clean(res: Any) -> None:
+    if isinstance(res, str | os.PathLike):
+        Path(res).unlink(missing_ok=True)
+        return
+    aclose = getattr(res, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(res, "close", None)
+    if close is not None:
+        close()
+        return
+    result = res()
+    if inspect.isawaitable(result):
+        await result
+
+
+def _raise_exit(code: int) -> None:
+    raise SystemExit(code)
+
+
+def graceful_shutdown(
+    *resources: Any,
+    signals: Iterable[SignalLike] = ("TERM", "INT"),
+    exit: bool = True,
+    exit_code: int = 0,
+) -> AioGracefulShutdown:
+    """The asyncio graceful shutdown (call inside the running loop, in the main thread).
+
+    Raises:
+        ConfigurationError: the loop cannot handle signals (not the main thread).
+    """
+    return AioGracefulShutdown(*resources, signals=signals, exit=exit, exit_code=exit_code)

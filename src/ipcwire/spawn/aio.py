@@ -1,0 +1,420 @@
+"""``ipcwire.aio.spawn()`` and the asyncio ``stdio()``: the blocking API's behaviour, natively.
+
+The child's pipes are driven by the event loop (no threads): its stdout feeds the channel's
+decoder, its stderr a line sink, its pidfd tells the moment it exits. ``aclose()`` runs the
+same shutdown ladder as the blocking :meth:`~ipcwire.spawn.SpawnChannel.close`, with
+``await`` instead of blocking waits. Unlike ``asyncio.create_subprocess_exec``, nothing here
+waits for pipe EOF to learn that the child exited, so a grandchild holding the pipes cannot
+hang the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ipcwire._core.codecs import Codec
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
+from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
+from ipcwire.pipe.aio import open_aio_channel
+from ipcwire.spawn._common import build_options, describe_argv, start_child
+from ipcwire.spawn._process import (
+    ChildWatch,
+    LadderTimeouts,
+    describe_status,
+    group_members,
+    kill_group,
+)
+from ipcwire.spawn._stderr import LineSplitter, plan_stderr
+from ipcwire.spawn._stdio import claim_stdio, watch_parent
+
+__all__ = ["AioSpawnChannel", "spawn", "stdio", "stdio_channel"]
+
+
+async def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stderr: Any = None,
+    pass_fds: Sequence[int] = (),
+    exit_timeout: float = 2.0,
+    term_timeout: float = 2.0,
+    max_readahead: int = DEFAULT_MAX_READAHEAD,
+    handshake_timeout: float | None = None,
+) -> AioSpawnChannel:
+    """Start ``argv``; return an asyncio channel over its stdin/stdout. Options, defaults and
+    errors as :func:`ipcwire.spawn` (a ``stderr`` callable is called from the event loop).
+
+    Raises:
+        ConfigurationError, ChannelBroken, PermissionDenied, ResourceExhausted,
+        AuthenticationFailed, HandshakeError, Timeout: as :func:`ipcwire.spawn`.
+    """
+    what = describe_argv(argv)
+    options = build_options(f"spawn:{what}", codec, framing, max_frame, token, handshake_timeout)
+    timeouts = LadderTimeouts(exit_timeout, term_timeout)
+    plan = plan_stderr(stderr, what)
+    started = start_child(argv, env=env, cwd=cwd, stderr=plan, pass_fds=pass_fds, what=what)
+    watch = ChildWatch(started.proc)
+    url = f"spawn:{what} [pid {watch.pid}]"
+    options = _with_url(options, url)
+    loop = asyncio.get_running_loop()
+    err_reader = None
+    if plan.read_fd is not None and plan.sink is not None:
+        err_reader = _StderrReader(loop, plan.read_fd, LineSplitter(plan.sink))
+    try:
+        ch = await open_aio_channel(
+            started.stdout_r,
+            started.stdin_w,
+            options,
+            role="client",
+            handshake=True,
+            watch=watch.pidfd,
+            peer=PeerInfo(pid=watch.pid, uid=os.getuid(), gid=os.getgid()),
+            max_readahead=max_readahead,
+            channel_factory=AioSpawnChannel,
+            watch_obj=watch,
+            timeouts=timeouts,
+            stderr_reader=err_reader,
+        )
+    except BaseException:
+        await _AbandonedChild(watch, timeouts, err_reader).shutdown()
+        raise
+    assert isinstance(ch, AioSpawnChannel)
+    return ch
+
+
+def _with_url(options: Any, url: str) -> Any:
+    from dataclasses import replace
+
+    return replace(options, url=url)
+
+
+class _StderrReader:
+    """The child's stderr, read by the event loop into a line sink."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, lines: LineSplitter) -> None:
+        self._loop = loop
+        self._fd: int | None = fd
+        self._lines = lines
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._ready)
+
+    def _ready(self) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._lines.feed(data)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Deliver what is already in the pipe, then stop."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        self._loop.remove_reader(fd)
+        with contextlib.suppress(OSError):
+            for _ in range(16):  # bounded: a writer that never stops does not keep us here
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                self._lines.feed(data)
+        self._lines.finish()
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class _Ladder:
+    """The shutdown ladder with ``await`` (see :mod:`ipcwire.spawn._process`)."""
+
+    def __init__(
+        self, watch: ChildWatch, timeouts: LadderTimeouts, stderr: _StderrReader | None
+    ) -> None:
+        self.watch = watch
+        self.timeouts = timeouts
+        self.stderr = stderr
+        self.loop = asyncio.get_running_loop()
+        self._drain: int | None = None
+        self._buf = bytearray(65536)
+
+    async def run(self, drain_fd: int | None) -> int | None:
+        watch = self.watch
+        self._drain = drain_fd
+        if drain_fd is not None:
+            os.set_blocking(drain_fd, False)
+            self.loop.add_reader(drain_fd, self._drain_ready)
+        try:
+            t = self.timeouts
+            if not await self._gone(t.exit):
+                kill_group(watch.pid, signal.SIGTERM)
+                if not await self._gone(t.term):
+                    kill_group(watch.pid, signal.SIGKILL)
+                    await self._gone(t.kill)
+            if watch.exited():
+                return watch.reap(timeout=0.5)
+            return watch.reap(timeout=0)
+        finally:
+            self._close_drain()
+            watch.close()
+            if self.stderr is not None:
+                self.stderr.close()
+
+    def _drain_ready(self) -> None:
+        fd = self._drain
+        if fd is None:
+            return
+        try:
+            n = os.readv(fd, (self._buf,))
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        if n == 0:
+            self._close_drain()
+
+    def _close_drain(self) -> None:
+        fd, self._drain = self._drain, None
+        if fd is not None:
+            self.loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def _gone(self, timeout: float) -> bool:
+        """Wait until the child exited and no other live process is left in its group."""
+        loop = self.loop
+        deadline = loop.time() + timeout
+        watch = self.watch
+        while True:
+            members: list[int] = []
+            if watch.exited():
+                found = group_members(watch.pid, exclude=watch.pid)
+                members = found if found is not None else []
+                if not members:
+                    return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            waits: list[int] = []
+            opened: list[int] = []
+            for pid in members:
+                with contextlib.suppress(OSError):
+                    opened.append(os.pidfd_open(pid))
+            waits.extend(opened)
+            if not watch.exited() and watch.pidfd is not None:
+                waits.append(watch.pidfd)
+            step = min(left, 0.5) if members or watch.pidfd is None else left
+            try:
+                await _any_readable(loop, waits, step)
+            finally:
+                for fd in opened:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+
+async def _any_readable(loop: asyncio.AbstractEventLoop, fds: list[int], timeout: float) -> None:
+    """Wait until one of ``fds`` is readable, or ``timeout`` passes."""
+    if not fds:
+        await asyncio.sleep(min(timeout, 0.02))
+        return
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    for fd in fds:
+        loop.add_reader(fd, ready)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await fut
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+
+
+class _AbandonedChild:
+    """Shuts down a child whose channel never came up (a failed handshake)."""
+
+    def __init__(
+        self, watch: ChildWatch, timeouts: LadderTimeouts, stderr: _StderrReader | None
+    ) -> None:
+        self._ladder = _Ladder(watch, timeouts, stderr)
+
+    async def shutdown(self) -> None:
+        await self._ladder.run(None)
+
+
+class AioSpawnChannel(AioPipeChannel):
+    """An asyncio channel to a child; ``aclose()`` shuts the child down (bounded)."""
+
+    def __init__(
+        self,
+        url: str,
+        wire: Any,
+        *,
+        watch_obj: ChildWatch,
+        timeouts: LadderTimeouts,
+        stderr_reader: _StderrReader | None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(url, wire, **kw)
+        self._watch = watch_obj
+        self._ladder = _Ladder(watch_obj, timeouts, stderr_reader)
+        self._shutdown: asyncio.Task[int | None] | None = None
+        self._returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        return self._watch.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the child exited (negative: killed by that signal)."""
+        if self._returncode is not None:
+            return self._returncode
+        return self._watch.status
+
+    def send_signal(self, sig: int | str, *, group: bool = False) -> None:
+        """Send a signal to the child (or its whole group), as the blocking version.
+
+        Raises:
+            ConfigurationError: an unknown signal name.
+        """
+        from ipcwire.signals._names import send_signal
+
+        if self.returncode is None:
+            send_signal(self.pid, sig, group=group)
+
+    async def wait(self, timeout: float | None = None) -> int | None:
+        """Wait until the child exits by itself; its status, or None if ``timeout`` passed."""
+        fd = self._watch.pidfd
+        if self.returncode is None and fd is not None:
+            await _any_readable(self._loop, [fd], 1e9 if timeout is None else timeout)
+        elif self.returncode is None:
+            deadline = self._loop.time() + (1e9 if timeout is None else timeout)
+            while self.returncode is None and self._loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        return self.returncode
+
+    # -- the end of the stream carries the exit status --------------------------------------
+    def _connection_lost(self, exc: Exception | None) -> None:
+        fd = self._watch.pidfd
+        if self._closed or fd is None or self._watch.exited():
+            super()._connection_lost(exc)
+            return
+        # End of stream usually comes a moment before the exit status: wait for it, briefly.
+        task = self._loop.create_task(_any_readable(self._loop, [fd], 0.5))
+        task.add_done_callback(lambda _: AioPipeChannel._connection_lost(self, exc))
+
+    def _explain_end(self, err: IpcwireError, cause: BaseException | None) -> IpcwireError:
+        err = super()._explain_end(err, cause)
+        if self._closed or not isinstance(err, EndOfChannel | ChannelBroken):
+            return err
+        status = self.returncode
+        if status is None:
+            why, failed = "the child is still running (it closed its stdout)", False
+        else:
+            why, failed = f"the child {describe_status(status)}", status != 0
+        kind: type[IpcwireError] = type(err)
+        if failed and isinstance(err, EndOfChannel):
+            kind = ChannelBroken
+        new = kind(f"{err}; {why}", endpoint=err.endpoint)
+        new.__cause__ = err.__cause__
+        return new
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Start the shutdown ladder (``aclose()`` waits for it)."""
+        if self._shutdown is not None:
+            return
+        t = self._fd_transport()
+        drain = t.detach_read() if t is not None else None
+        super().close()  # wakes receivers; stdin closes once what was sent is flushed
+        self._shutdown = self._loop.create_task(self._run_ladder(drain, t))
+
+    async def _run_ladder(self, drain: int | None, t: FdTransport | None) -> int | None:
+        try:
+            self._returncode = await self._ladder.run(drain)
+        finally:
+            if t is not None:
+                t.abort()
+        return self._returncode
+
+    async def aclose(self) -> None:
+        """Shut the child down and wait: at most ``exit_timeout + term_timeout + 2`` s."""
+        self.close()
+        assert self._shutdown is not None
+        await asyncio.shield(self._shutdown)
+
+
+async def stdio(
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    exit_on_parent_death: bool = False,
+    redirect: bool = True,
+    handshake_timeout: float | None = None,
+) -> AioPipeChannel:
+    """The child's side, for asyncio: as :func:`ipcwire.stdio`.
+
+    Raises:
+        LocalProtocolError, ConfigurationError, AuthenticationFailed, HandshakeError, Timeout.
+    """
+    options = build_options("stdio:", codec, framing, max_frame, token, handshake_timeout)
+    rfd, wfd, restore, nonblocking = claim_stdio(redirect=redirect)
+    ch = await open_aio_channel(
+        rfd,
+        wfd,
+        options,
+        role="server",
+        handshake=True,
+        nonblocking=nonblocking,
+        restore=restore,
+    )
+    if exit_on_parent_death:
+        watch_parent()
+    return ch
+
+
+async def stdio_channel(
+    read_fd: int,
+    write_fd: int,
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+    token: str | bytes | None = None,
+    handshake_timeout: float | None = None,
+) -> AioPipeChannel:
+    """The child's side on given fds (taken over), for asyncio: as
+    :func:`ipcwire.spawn.stdio_channel`.
+
+    Raises:
+        ConfigurationError, AuthenticationFailed, HandshakeError, Timeout.
+    """
+    options = build_options(
+        f"stdio:fd{read_fd},{write_fd}", codec, framing, max_frame, token, handshake_timeout
+    )
+    return await open_aio_channel(read_fd, write_fd, options, role="server", handshake=True)

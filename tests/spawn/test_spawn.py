@@ -1,0 +1,408 @@
+"""spawn() and stdio(), blocking: real children, real pipes, real signals."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    EndOfChannel,
+    FrameTooLarge,
+    PermissionDenied,
+    Timeout,
+)
+from ipcwire.spawn import SpawnChannel, spawn
+
+from ._util import PY, alive, group, py, reaped, wait_dead
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC}
+
+ECHO_LINES = py(
+    """
+    import json, sys
+    for line in sys.stdin:
+        msg = json.loads(line)
+        sys.stdout.write(json.dumps({"echo": msg}) + "\\n")
+        sys.stdout.flush()
+    """
+)
+
+
+def assert_gone(ch: SpawnChannel) -> None:
+    assert reaped(ch.pid), f"child {ch.pid} was not reaped"
+    assert group(ch.pid) == [], f"processes left in the child's group: {group(ch.pid)}"
+
+
+def test_plain_child_speaks_json_lines() -> None:
+    with spawn(ECHO_LINES) as ch:
+        assert ch.request({"n": 1}, timeout=10) == {"echo": {"n": 1}}
+        ch.send_many([{"n": 2}, {"n": 3}])
+        assert [ch.recv(timeout=10), ch.recv(timeout=10)] == [
+            {"echo": {"n": 2}},
+            {"echo": {"n": 3}},
+        ]
+        assert ch.peer is not None
+        assert ch.peer.pid == ch.pid
+    assert ch.returncode == 0
+    assert_gone(ch)
+
+
+def test_codec_ndjson_shorthand_env_and_cwd(tmp_path: Path) -> None:
+    code = py(
+        """
+        import json, os, sys
+        print(json.dumps({"cwd": os.getcwd(), "var": os.environ.get("IW_VAR")}), flush=True)
+        """
+    )
+    with spawn(code, codec="ndjson", env={"IW_VAR": "x"}, cwd=tmp_path) as ch:
+        assert ch.recv(timeout=10) == {"cwd": str(tmp_path), "var": "x"}
+
+
+def test_stdio_moves_protocol_off_stdout() -> None:
+    child = py(
+        """
+        import os, ipcwire
+        ch = ipcwire.stdio()
+        print("a stray print")
+        os.system("echo from a sub-subprocess")
+        msg = ch.recv(timeout=10)
+        ch.send({"reply": msg})
+        """
+    )
+    lines: list[str] = []
+    with spawn(child, env=ENV, stderr=lines.append) as ch:
+        ch.send({"q": 1})
+        assert ch.recv(timeout=10) == {"reply": {"q": 1}}
+        with pytest.raises(EndOfChannel, match="exited with code 0"):
+            ch.recv(timeout=10)
+    assert "a stray print" in lines
+    assert "from a sub-subprocess" in lines
+
+
+def test_stdio_twice_is_refused() -> None:
+    child = py(
+        """
+        import ipcwire
+        ch = ipcwire.stdio()
+        try:
+            ipcwire.stdio()
+        except ipcwire.LocalProtocolError as exc:
+            ch.send({"refused": "already" in str(exc)})
+        """
+    )
+    with spawn(child, env=ENV) as ch:
+        assert ch.recv(timeout=10) == {"refused": True}
+
+
+def test_100_mb_each_way_without_a_reader_thread() -> None:
+    # The caller sends everything before receiving anything; cat echoes as it reads. Without
+    # read-ahead in send, cat blocks on its full stdout and we block on its full stdin.
+    chunk = os.urandom(1 << 20)
+    with spawn(["cat"], framing="length", codec="bytes") as ch:
+        start = time.monotonic()
+        for _ in range(100):
+            ch.send(chunk, timeout=30)
+        digest = hashlib.sha256()
+        for _ in range(100):
+            got = ch.recv(timeout=30)
+            assert len(got) == len(chunk)
+            digest.update(got)
+        assert digest.digest() == hashlib.sha256(chunk * 100).digest()
+        assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("sink", ["callback", "logger", "path", "stringio", "devnull"])
+def test_stderr_is_always_drained(
+    sink: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 1 MiB of stderr before the reply: an undrained pipe (64 KiB) would block the child.
+    child = py(
+        """
+        import sys
+        for i in range(1024):
+            sys.stderr.write(f"line {i} " + "x" * 1000 + "\\n")
+        sys.stderr.flush()
+        print('{"done": true}', flush=True)
+        """
+    )
+    lines: list[str] = []
+    buf = io.StringIO()
+    log = logging.getLogger("iw-test-child")
+    target: object = {
+        "callback": lines.append,
+        "logger": log,
+        "path": tmp_path / "err.log",
+        "stringio": buf,
+        "devnull": subprocess.DEVNULL,
+    }[sink]
+    with caplog.at_level(logging.INFO, logger="iw-test-child"), spawn(child, stderr=target) as ch:
+        assert ch.recv(timeout=20) == {"done": True}
+    if sink == "callback":
+        assert len(lines) == 1024
+        assert lines[-1].startswith("line 1023 ")
+    elif sink == "logger":
+        assert sum("line 1023" in r.getMessage() for r in caplog.records) == 1
+    elif sink == "path":
+        assert (tmp_path / "err.log").read_text().count("\n") == 1024
+        assert (tmp_path / "err.log").stat().st_mode & 0o777 == 0o600
+    elif sink == "stringio":
+        assert buf.getvalue().count("\n") == 1024
+
+
+def test_stderr_pipe_and_stdout_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="fill and block"):
+        spawn(["true"], stderr=subprocess.PIPE)
+    with pytest.raises(ConfigurationError, match="protocol stream"):
+        spawn(["true"], stderr=subprocess.STDOUT)
+
+
+def test_close_ladder_child_ignores_sigterm_and_eof() -> None:
+    child = py(
+        """
+        import signal, threading
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print('{"ready": true}', flush=True)
+        threading.Event().wait()
+        """
+    )
+    ch = spawn(child, exit_timeout=0.3, term_timeout=0.3)
+    assert ch.recv(timeout=10) == {"ready": True}
+    start = time.monotonic()
+    ch.close()
+    took = time.monotonic() - start
+    assert took < 0.3 + 0.3 + 2.0 + 1.0
+    assert took >= 0.5  # it did wait before each step
+    assert ch.returncode == -signal.SIGKILL
+    assert_gone(ch)
+
+
+def test_close_ladder_grandchild_holds_the_pipes() -> None:
+    # The child exits on stdin EOF, but its background grandchild keeps stdout and stderr.
+    child = ["sh", "-c", 'sleep 3600 & echo "{\\"grandchild\\": $!}"; read line; exit 0']
+    ch = spawn(child, exit_timeout=0.5, term_timeout=0.5)
+    grandchild = ch.recv(timeout=10)["grandchild"]
+    assert alive(grandchild)
+    start = time.monotonic()
+    ch.close()
+    assert time.monotonic() - start < 0.5 + 0.5 + 2.0 + 1.0
+    assert ch.returncode == 0
+    assert wait_dead(grandchild), "the grandchild survived close()"
+    assert_gone(ch)
+
+
+def test_recv_ends_when_child_exits_though_grandchild_holds_stdout() -> None:
+    child = ["sh", "-c", 'sleep 3600 & echo "{\\"grandchild\\": $!}"; exit 0']
+    with spawn(child, exit_timeout=0.2, term_timeout=0.5) as ch:
+        grandchild = ch.recv(timeout=10)["grandchild"]
+        start = time.monotonic()
+        with pytest.raises(EndOfChannel, match="exited with code 0"):
+            ch.recv(timeout=30)
+        assert time.monotonic() - start < 5
+        assert alive(grandchild)  # still holding the pipe: close() deals with it
+    assert wait_dead(grandchild)
+    assert_gone(ch)
+
+
+@pytest.mark.parametrize(
+    ("script", "framing", "match"),
+    [
+        ("printf '{\"partial\": tru'; exit 0", "ndjson", "exited with code 0"),
+        ("printf '{\"partial\": tru'; kill -9 $$", "ndjson", "SIGKILL"),
+        ("printf '\\000\\000\\000\\144ten bytes.'; exit 0", "length", "exited with code 0"),
+    ],
+)
+def test_child_dies_mid_message(script: str, framing: str, match: str) -> None:
+    with spawn(["sh", "-c", script], framing=framing, codec="bytes") as ch:
+        with pytest.raises(ChannelBroken, match="middle of a message") as info:
+            ch.recv(timeout=10)
+        assert match in str(info.value)
+        with pytest.raises(ChannelBroken):  # and it stays that way: never a partial message
+            ch.recv(timeout=1)
+    assert_gone(ch)
+
+
+@pytest.mark.parametrize(
+    ("script", "match"),
+    [("exit 3", "exited with code 3"), ("kill -9 $$", r"killed by SIGKILL \(9\)")],
+)
+def test_failed_child_is_channel_broken_with_status(script: str, match: str) -> None:
+    with spawn(["sh", "-c", 'echo "{}"; ' + script]) as ch:
+        assert ch.recv(timeout=10) == {}
+        with pytest.raises(ChannelBroken, match=match):
+            ch.recv(timeout=10)
+        with pytest.raises(ChannelBroken, match=match):  # sending to it says why, too
+            for _ in range(100):
+                ch.send({"x": "y" * 1000}, timeout=10)
+
+
+def test_line_limit_is_explicit_and_recoverable() -> None:
+    child = py(
+        """
+        import sys
+        sys.stdout.write('"' + "x" * 200_000 + '"\\n')
+        sys.stdout.write('{"after": true}\\n')
+        sys.stdout.write('"' + "y" * 10_000_000 + '"\\n')
+        sys.stdout.flush()
+        """
+    )
+    with spawn(child, max_frame=100_000) as ch:
+        with pytest.raises(FrameTooLarge) as info:
+            ch.recv(timeout=10)
+        assert info.value.limit == 100_000
+        assert ch.recv(timeout=10) == {"after": True}
+    with spawn(child) as ch:  # the default limit is large: no 64 KiB trap
+        assert len(ch.recv(timeout=10)) == 200_000
+        assert ch.recv(timeout=10) == {"after": True}
+        assert len(ch.recv(timeout=10)) == 10_000_000
+
+
+def test_token_handshake_with_an_ipcwire_child() -> None:
+    child = py(
+        """
+        import ipcwire
+        ch = ipcwire.stdio(token="s3cret", codec="msgpack", framing="length")
+        ch.send({"got": ch.recv(timeout=10)})
+        """
+    )
+    with spawn(child, env=ENV, token="s3cret", codec="msgpack", framing="length") as ch:
+        ch.send(b"\x00raw")
+        assert ch.recv(timeout=10) == {"got": b"\x00raw"}
+    with pytest.raises(AuthenticationFailed):
+        spawn(child, env=ENV, token="wrong", codec="msgpack", framing="length")
+
+
+def test_token_against_a_plain_child_fails_fast() -> None:
+    start = time.monotonic()
+    with pytest.raises((AuthenticationFailed, Timeout)):
+        spawn(["cat"], token="s3cret", handshake_timeout=2)
+    assert time.monotonic() - start < 5
+
+
+def test_program_not_found_or_not_executable(tmp_path: Path) -> None:
+    with pytest.raises(ChannelBroken, match="not found"):
+        spawn([str(tmp_path / "no-such-program")])
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(PermissionDenied, match="executable"):
+        spawn([str(script)])
+    with pytest.raises(ConfigurationError, match="list of arguments"):
+        spawn("echo hi")
+
+
+def test_close_wakes_a_blocked_sender() -> None:
+    child = py("import threading; print('{}', flush=True); threading.Event().wait()")
+    ch = spawn(child, codec="bytes", exit_timeout=0.1, term_timeout=0.5)
+    assert ch.recv(timeout=10) == b"{}"
+    errors: list[BaseException] = []
+    started = threading.Event()
+
+    def sender() -> None:
+        started.set()
+        try:
+            ch.send(b"x" * (16 << 20))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=sender)
+    t.start()
+    started.wait()
+    ch.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert errors
+    assert isinstance(errors[0], ChannelClosed)
+    assert_gone(ch)
+
+
+def test_send_timeout_on_a_child_that_does_not_read() -> None:
+    child = py("import threading; print('{}', flush=True); threading.Event().wait()")
+    with spawn(child, codec="bytes", exit_timeout=0.1) as ch:
+        assert ch.recv(timeout=10) == b"{}"
+        with pytest.raises(Timeout, match="timed out after"):
+            ch.send(b"x" * (16 << 20), timeout=0.2)
+        with pytest.raises(ChannelBroken, match="out of step"):
+            ch.send(b"more", timeout=0.2)
+
+
+def test_send_signal_to_the_child() -> None:
+    child = py(
+        """
+        import signal, ipcwire
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        ch = ipcwire.stdio()
+        ch.send({"ready": True})
+        got = signal.sigwait({signal.SIGUSR1})
+        ch.send({"got": signal.Signals(got).name})
+        """
+    )
+    with spawn(child, env=ENV) as ch:
+        assert ch.recv(timeout=10) == {"ready": True}
+        ch.send_signal("USR1")
+        assert ch.recv(timeout=10) == {"got": "SIGUSR1"}
+
+
+def test_child_exits_when_its_parent_dies() -> None:
+    # parent (killed with -9) -> child with stdio(exit_on_parent_death=True), which does not
+    # read its stdin, so only the parent-death watch can tell it.
+    inner = (
+        "import threading, ipcwire\n"
+        "ch = ipcwire.stdio(exit_on_parent_death=True)\n"
+        "ch.send({'up': True})\n"
+        "threading.Event().wait()\n"
+    )
+    parent_code = f"""
+        import os, sys, threading, ipcwire
+        ch = ipcwire.spawn([sys.executable, "-c", {inner!r}])
+        assert ch.recv(timeout=20) == {{"up": True}}
+        print(ch.pid, flush=True)
+        threading.Event().wait()
+        """
+    parent = subprocess.Popen(py(parent_code), env=ENV, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    try:
+        assert alive(child_pid)
+        parent.kill()
+        parent.wait(10)
+        assert wait_dead(child_pid, 10), "the child outlived its parent"
+    finally:
+        if alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+def test_children_never_closed_are_shut_down_at_exit() -> None:
+    parent_code = """
+        import sys, ipcwire
+        ch = ipcwire.spawn(["sh", "-c", "echo '{}'; exec sleep 3600"])
+        ch.recv(timeout=20)
+        print(ch.pid, flush=True)
+        # exits without closing the channel
+        """
+    out = subprocess.run(
+        py(parent_code), env=ENV, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    child_pid = int(out.stdout)
+    assert wait_dead(child_pid, 10)
+    assert group(child_pid) == []
+
+
+def test_python_interpreter_is_usable_as_child() -> None:
+    # sanity: the interpreter the tests use is the one children use
+    assert os.path.exists(PY)
+    assert sys.executable == PY
