@@ -7,13 +7,31 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "ProcStat",
+    "TcpEntry",
+    "UnixSocketEntry",
+    "all_pids",
+    "children_of",
+    "current_syscall",
     "describe_pid",
+    "fd_flags",
+    "fd_targets",
+    "holders",
+    "lock_owners",
+    "mapped_files",
     "pids_for_inodes",
+    "proc_stat",
+    "proc_status",
     "tcp_listener_inodes",
+    "tcp_sockets",
+    "thread_ids",
     "unix_socket_inodes",
+    "unix_socket_table",
+    "wchan",
 ]
 
 _PROC = Path("/proc")
@@ -110,3 +128,271 @@ def describe_pid(pid: int) -> str:
     if len(cmd) > 80:
         cmd = cmd[:77] + "..."
     return f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
+
+
+# -- Added for ``ipcwire doctor`` (append-only: the functions above keep their behaviour). ----
+# Everything below is best effort: a value that cannot be read is None or empty, never a guess.
+
+_SO_ACCEPTCON = 0x00010000  # /proc/net/unix "Flags": the socket is listening
+_TCP_STATES = {
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class UnixSocketEntry:
+    """One line of /proc/net/unix: a Unix socket with a name (``@name`` when abstract)."""
+
+    inode: int
+    path: str
+    listening: bool
+    sock_type: int  # 1 stream, 2 datagram, 5 seqpacket
+
+
+def unix_socket_table() -> list[UnixSocketEntry]:
+    """Every named Unix socket of this network namespace (bound, listening or connected)."""
+    out: list[UnixSocketEntry] = []
+    try:
+        lines = (_PROC / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) != 8:
+            continue
+        try:
+            flags, sock_type, inode = int(fields[3], 16), int(fields[4], 16), int(fields[6])
+        except ValueError:
+            continue
+        out.append(UnixSocketEntry(inode, fields[7], bool(flags & _SO_ACCEPTCON), sock_type))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TcpEntry:
+    """One TCP socket from /proc/net/tcp{,6}: local address, state, owner uid and inode."""
+
+    host: str
+    port: int
+    state: str
+    uid: int
+    inode: int
+
+
+def _unhex_addr(text: str) -> tuple[str, int]:
+    addr, _, port = text.partition(":")
+    raw = bytes.fromhex(addr)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    host = socket.inet_ntop(socket.AF_INET6, words)
+    if host.startswith("::ffff:") and "." in host:
+        host = host.removeprefix("::ffff:")
+    return host, int(port, 16)
+
+
+def tcp_sockets(port: int | None = None, *, state: str | None = "LISTEN") -> list[TcpEntry]:
+    """TCP sockets (IPv4 and IPv6) on local ``port`` (any port when None), in ``state``
+    ("LISTEN" by default; None for every state)."""
+    out: list[TcpEntry] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (_PROC / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            st = _TCP_STATES.get(fields[3], fields[3])
+            if state is not None and st != state:
+                continue
+            try:
+                host, local_port = _unhex_addr(fields[1])
+                entry = TcpEntry(host, local_port, st, int(fields[7]), int(fields[9]))
+            except (ValueError, OSError):
+                continue
+            if port is None or local_port == port:
+                out.append(entry)
+    return out
+
+
+def fd_targets(pid: int) -> dict[int, str]:
+    """What each open descriptor of ``pid`` points at (``pipe:[123]``, ``socket:[456]``,
+    a path...); empty when the process is gone or hidden from us."""
+    fd_dir = _PROC / str(pid) / "fd"
+    out: dict[int, str] = {}
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out[int(name)] = os.readlink(fd_dir / name)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def fd_flags(pid: int, fd: int) -> int | None:
+    """The open flags of descriptor ``fd`` of ``pid`` (O_WRONLY...), from fdinfo."""
+    try:
+        for line in (_PROC / str(pid) / "fdinfo" / str(fd)).read_text().splitlines():
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def holders(targets: set[str]) -> dict[int, list[int]]:
+    """Processes with a descriptor on any of ``targets`` (readlink texts): pid -> those fds."""
+    out: dict[int, list[int]] = {}
+    if not targets:
+        return out
+    try:
+        entries = os.listdir(_PROC)
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        fds = [fd for fd, target in fd_targets(int(entry)).items() if target in targets]
+        if fds:
+            out[int(entry)] = sorted(fds)
+    return out
+
+
+def all_pids() -> list[int]:
+    """Every process id we can see."""
+    try:
+        return sorted(int(e) for e in os.listdir(_PROC) if e.isdigit())
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/PID/stat that diagnosis needs."""
+
+    pid: int
+    comm: str
+    state: str  # R running, S sleeping, D disk sleep, Z zombie, T stopped...
+    ppid: int
+
+
+def proc_stat(pid: int, tid: int | None = None) -> ProcStat | None:
+    """/proc/PID/stat (or one thread's) parsed; None when the process is gone."""
+    path = _PROC / str(pid) / ("stat" if tid is None else f"task/{tid}/stat")
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    left, right = text.find("("), text.rfind(")")
+    rest = text[right + 2 :].split()
+    try:
+        return ProcStat(pid, text[left + 1 : right], rest[0], int(rest[1]))
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a mapping ("SigIgn" -> "0000000000001000"...)."""
+    out: dict[str, str] = {}
+    try:
+        text = (_PROC / str(pid) / "status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+def thread_ids(pid: int) -> list[int]:
+    """The threads of ``pid`` (the main thread's id is the pid)."""
+    try:
+        return sorted(int(t) for t in os.listdir(_PROC / str(pid) / "task") if t.isdigit())
+    except OSError:
+        return []
+
+
+def wchan(pid: int, tid: int | None = None) -> str | None:
+    """The kernel function a sleeping thread waits in (``anon_pipe_write``, ``do_wait``...);
+    None when running or hidden."""
+    path = _PROC / str(pid) / ("wchan" if tid is None else f"task/{tid}/wchan")
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text if text and text != "0" else None
+
+
+def current_syscall(pid: int, tid: int | None = None) -> tuple[int, tuple[int, ...]] | None:
+    """The system call a blocked thread is in and its arguments (/proc/PID/syscall); None
+    when running, not in a system call, or not readable (it needs ptrace access)."""
+    path = _PROC / str(pid) / ("syscall" if tid is None else f"task/{tid}/syscall")
+    try:
+        fields = path.read_text().split()
+    except OSError:
+        return None
+    if len(fields) < 2 or not fields[0].lstrip("-").isdigit() or int(fields[0]) < 0:
+        return None
+    try:
+        return int(fields[0]), tuple(int(a, 16) for a in fields[1:7])
+    except ValueError:
+        return None
+
+
+def children_of(pid: int) -> list[ProcStat]:
+    """Processes whose parent is ``pid`` (zombies included)."""
+    out = []
+    for other in all_pids():
+        st = proc_stat(other)
+        if st is not None and st.ppid == pid:
+            out.append(st)
+    return out
+
+
+def mapped_files(pid: int) -> set[str]:
+    """Paths of the files ``pid`` has mapped (/proc/PID/maps; "/memfd:name (deleted)" too)."""
+    out: set[str] = set()
+    try:
+        text = (_PROC / str(pid) / "maps").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            out.add(fields[5])
+    return out
+
+
+def lock_owners() -> dict[int, list[int]]:
+    """Inode -> pids holding a lock on it (flock, POSIX and OFD locks, from /proc/locks)."""
+    out: dict[int, list[int]] = {}
+    try:
+        lines = (_PROC / "locks").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        try:
+            pid = int(fields[4])
+            inode = int(fields[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        out.setdefault(inode, []).append(pid)
+    return out
