@@ -12,6 +12,7 @@ from typing import Final
 
 from ipcwire.bench.builtin.mechanisms import mechanism_contenders
 from ipcwire.bench.builtin.peers import PEERS
+from ipcwire.bench.builtin.pipes import pipe_contenders
 from ipcwire.bench.builtin.raw import RAW_TCP, RAW_TCP_BATCHED, RAW_UNIX, RAW_UNIX_BATCHED
 from ipcwire.bench.builtin.raw_aio import (
     RAW_AIO_TCP,
@@ -48,6 +49,7 @@ def all_contenders(notes: list[str]) -> list[Contender]:
         except ImportError as exc:
             notes.append(f"contender module {module} not loaded: {exc}")
     found: dict[str, Contender] = {}
-    for c in (*BASELINES, *mechanism_contenders(notes), *PEERS, *contenders()):
+    rows = (*BASELINES, *mechanism_contenders(notes), *pipe_contenders(notes), *PEERS)
+    for c in (*rows, *contenders()):
         found.setdefault(c.id, c)
     return list(found.values())

@@ -36,6 +36,9 @@ BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
     "shm": lambda workdir, serial: f"shm://ipcwire-bench-{os.getpid()}-{serial}",
 }
 
+# Mechanisms without addresses, measured by their own contenders (builtin/pipes.py).
+HANDLED_ELSEWHERE: Final[frozenset[str]] = frozenset({"pipe"})
+
 # One-way mechanisms whose listening side is the sender (otherwise the connecting side sends).
 LISTENER_SENDS: Final[frozenset[str]] = frozenset({"sse+http"})
 
@@ -145,6 +148,8 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
     """
     out: list[Contender] = []
     for spec in ipcwire.mechanisms():
+        if spec.scheme in HANDLED_ELSEWHERE:
+            continue
         reason = spec.unavailable_reason()
         if reason is not None:
             notes.append(f"{spec.scheme}: not measured: {reason}")

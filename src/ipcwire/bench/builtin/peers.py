@@ -176,11 +176,10 @@ PEERS: Final[tuple[Contender, ...]] = (
         side_a=queue_side_a,
         side_b=queue_side_b,
         make_shared=make_queues,
-        baseline="raw/unix",
+        baseline="raw/pipe",
         framing="pickle + 4-byte length prefix",
         overhead=None,
-        note=f"put/get; maxsize={_QUEUE_MAXSIZE}; a feeder thread pickles and writes "
-        f"to an os.pipe; the baseline is the raw Unix socket",
+        note=f"put/get; maxsize={_QUEUE_MAXSIZE}; a feeder thread pickles and writes to an os.pipe",
     ),
     Contender(
         id="peer/faster-fifo",

@@ -1,0 +1,268 @@
+"""Anonymous pipes: ipcwire's ``pipe`` mechanism and its raw ``os.pipe`` baseline.
+
+Pipes have no address, so these contenders cannot go through ``ipcwire.listen``/``connect``.
+For each measurement side A makes a fresh pair of pipes (one per direction) and hands side B
+its two fds over a short-lived Unix socket (``SCM_RIGHTS``), which is how unrelated processes
+share a pipe; then both sides use their ends. The raw baseline moves length-prefixed messages
+with ``os.write`` (looping over partial writes) and ``os.readv`` into one reusable buffer: the
+same system calls, no ipcwire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from ipcwire.bench.contender import Contender, Task
+
+__all__ = ["pipe_contenders"]
+
+_LEN: Final = struct.Struct(">I")
+_BUFSIZE: Final = 256 * 1024
+
+
+# -- handing fds to side B ----------------------------------------------------------------------
+class _FdHandoff:
+    """Side A's acceptor: a Unix socket that gives the connecting process its fds."""
+
+    def __init__(
+        self,
+        task: Task,
+        theirs: tuple[int, int],
+        tag: bytes,
+        make_link: Callable[[], Any],
+        release: Callable[[], None],
+    ) -> None:
+        self._path = os.path.join(task.workdir, f"pipe{task.serial}.sock")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(self._path)
+        self._sock.listen(1)
+        self._theirs = theirs
+        self._tag = tag
+        self._make_link = make_link
+        self._release = release  # closes this process's copies of B's fds (once)
+        self._released = False
+        self.address = self._path
+
+    def _hand_over(self) -> None:
+        self._sock.settimeout(30.0)
+        conn, _ = self._sock.accept()
+        with conn:
+            socket.send_fds(conn, [self._tag], list(self._theirs))
+            conn.recv(1)  # B has them: our copies can go
+        self._release_theirs()
+
+    def _release_theirs(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
+
+    def accept(self) -> Any:
+        self._hand_over()
+        return self._make_link()
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
+        self._release_theirs()
+
+
+class _AioFdHandoff(_FdHandoff):
+    async def accept(self) -> Any:
+        self._hand_over()
+        return await self._make_link()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def _receive_fds(address: str) -> tuple[bytes, list[int]]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30.0)
+        s.connect(address)
+        tag, fds, _, _ = socket.recv_fds(s, 64, 2)
+        s.sendall(b"k")
+    return tag, fds
+
+
+# -- the raw baseline ------------------------------------------------------------------------------
+class RawPipeLink:
+    """Length-prefixed messages over a read fd and a write fd."""
+
+    __slots__ = ("_buf", "_end", "_rfd", "_start", "_view", "_wfd")
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self._rfd = rfd
+        self._wfd = wfd
+        self._buf = bytearray(_BUFSIZE)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def _write_all(self, data: bytes) -> None:
+        n = os.write(self._wfd, data)
+        if n < len(data):
+            view = memoryview(data)
+            while n < len(data):
+                n += os.write(self._wfd, view[n:])
+
+    def send(self, message: bytes) -> None:
+        self._write_all(_LEN.pack(len(message)) + message)
+
+    def send_many(self, messages: list[bytes]) -> None:
+        self._write_all(b"".join([_LEN.pack(len(m)) + m for m in messages]))
+
+    def _frame(self) -> bytes | None:
+        start = self._start
+        if self._end - start >= 4:
+            (n,) = _LEN.unpack_from(self._buf, start)
+            stop = start + 4 + n
+            if stop <= self._end:
+                self._start = stop
+                return bytes(self._view[start + 4 : stop])
+        return None
+
+    def _read(self) -> None:
+        pending = self._end - self._start
+        if self._start:
+            if pending:
+                self._view[:pending] = bytes(self._view[self._start : self._end])
+            self._start, self._end = 0, pending
+        need = _LEN.unpack_from(self._buf, 0)[0] + 4 if pending >= 4 else 4
+        if need > len(self._buf) - 65536:
+            grown = bytearray(max(need + 65536, 2 * len(self._buf)))
+            grown[:pending] = self._view[:pending]
+            self._buf = grown
+            self._view = memoryview(grown)
+        n = os.readv(self._rfd, [self._view[self._end :]])
+        if n == 0:
+            raise EOFError("the peer closed the pipe")
+        self._end += n
+
+    def recv(self) -> bytes:
+        frame = self._frame()
+        while frame is None:
+            self._read()
+            frame = self._frame()
+        return frame
+
+    def recv_many(self) -> list[bytes]:
+        out = [self.recv()]
+        frame = self._frame()
+        while frame is not None:
+            out.append(frame)
+            frame = self._frame()
+        return out
+
+    def close(self) -> None:
+        for fd in (self._rfd, self._wfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _closer(*fds: int) -> Callable[[], None]:
+    def close() -> None:
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    return close
+
+
+def raw_side_a(task: Task, shared: Any) -> _FdHandoff:
+    a_r, b_w = os.pipe()
+    b_r, a_w = os.pipe()
+    return _FdHandoff(task, (b_r, b_w), b"raw", lambda: RawPipeLink(a_r, a_w), _closer(b_r, b_w))
+
+
+def raw_side_b(task: Task, address: str, shared: Any) -> RawPipeLink:
+    _, fds = _receive_fds(address)
+    return RawPipeLink(fds[0], fds[1])
+
+
+# -- ipcwire's pipe mechanism ------------------------------------------------------------------
+def _ends() -> tuple[Any, Any]:
+    from ipcwire.pipe import ends
+
+    return ends()
+
+
+def _end(fds: list[int], role: bytes) -> Any:
+    from ipcwire.pipe import PipeEnd
+
+    return PipeEnd(fds[0], fds[1], role=role.decode())
+
+
+def ipcwire_side_a(task: Task, shared: Any) -> _FdHandoff:
+    mine, theirs = _ends()
+    return _FdHandoff(task, (theirs.rfd, theirs.wfd), theirs.role.encode(), mine.open, theirs.close)
+
+
+def ipcwire_side_b(task: Task, address: str, shared: Any) -> Any:
+    role, fds = _receive_fds(address)
+    return _end(fds, role).open()
+
+
+def _import_aio() -> None:
+    # Importing ipcwire.pipe.aio first in a fresh process hits a circular import
+    # (pipe.aio -> ipcwire.aio -> spawn.aio -> pipe.aio); importing ipcwire.aio first, as a
+    # user of the asyncio API does, avoids it.
+    import ipcwire.aio  # noqa: F401
+
+
+async def ipcwire_aside_a(task: Task, shared: Any) -> _AioFdHandoff:
+    _import_aio()
+    mine, theirs = _ends()
+    return _AioFdHandoff(
+        task, (theirs.rfd, theirs.wfd), theirs.role.encode(), mine.aopen, theirs.close
+    )
+
+
+async def ipcwire_aside_b(task: Task, address: str, shared: Any) -> Any:
+    _import_aio()
+    role, fds = _receive_fds(address)
+    return await _end(fds, role).aopen()
+
+
+def _row(ident: str, title: str, group: str, api: Any, a: Any, b: Any, **kw: Any) -> Contender:
+    return Contender(
+        id=ident, title=title, group=group, mechanism="pipe", api=api, side_a=a, side_b=b, **kw
+    )
+
+
+def pipe_contenders(notes: list[str]) -> list[Contender]:
+    """The raw pipe baseline, and ipcwire's pipe rows when the mechanism is there."""
+    raw_note = (
+        "two os.pipe()s of the default size (ipcwire grows its pipes with F_SETPIPE_SZ); "
+        "os.write of length+payload, os.readv into one buffer"
+    )
+    rows = [
+        _row("raw/pipe", "raw Python, pipe", "baseline", "blocking", raw_side_a, raw_side_b,
+             note=raw_note),
+        _row("raw/pipe/batched", "raw Python, pipe, batched", "baseline", "blocking",
+             raw_side_a, raw_side_b, kinds=("throughput",), batched=True, baseline="raw/pipe",
+             note="frames joined into one write per batch"),
+    ]  # fmt: skip
+    try:
+        import ipcwire.pipe  # noqa: F401
+    except ImportError as exc:
+        notes.append(f"pipe: ipcwire's pipe mechanism not measured: {exc}")
+        return rows
+    note = "ipcwire.pipe.ends(): two pipes, fds handed over with SCM_RIGHTS"
+    for api, a, b, suffix in (
+        ("blocking", ipcwire_side_a, ipcwire_side_b, ""),
+        ("asyncio", ipcwire_aside_a, ipcwire_aside_b, ", asyncio"),
+    ):
+        ident = f"ipcwire/pipe/{api}"
+        base = "raw/pipe" if api == "blocking" else None  # no raw asyncio pipe baseline yet
+        rows.append(_row(ident, f"ipcwire pipe{suffix}", "ipcwire", api, a, b,
+                         baseline=base, note=note))  # fmt: skip
+        rows.append(_row(f"{ident}/batched", f"ipcwire pipe{suffix}, batched", "ipcwire", api,
+                         a, b, kinds=("throughput",), batched=True, baseline=base,
+                         note="send_many / recv_many"))  # fmt: skip
+    return rows
