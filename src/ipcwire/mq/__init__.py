@@ -1,0 +1,144 @@
+"""POSIX message queues: ``mq:///name``.
+
+Kernel message queues keep message boundaries and priorities, need no daemon and no socket
+file, and their descriptors are pollable on Linux. One queue carries messages one way, so an
+ipcwire channel is a *pair* of queues:
+
+* ``listen("mq:///app")`` creates the rendezvous queue ``/app`` (mode 0600);
+* ``connect("mq:///app")`` creates a private pair of queues (``/app.<pid>.<random>.up`` and
+  ``.dn``), announces it on ``/app``, and both sides unlink the pair's names as soon as both
+  have it open, so a crash leaves nothing behind. The listener unlinks ``/app`` on close
+  (``unlink=False`` keeps it).
+
+Each message is one kernel message, so the size limit is the queue's ``msgsize`` (8 KiB by
+default on Linux); ``maxmsg``/``msgsize`` are checked against ``/proc/sys/fs/mqueue`` before the
+kernel can answer with a bare EINVAL. :class:`~ipcwire.mq.blocking.MessageQueue` is the single
+queue underneath, for work queues shared by many processes.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from ipcwire.registry import Capabilities, MechanismSpec
+
+__all__ = ["SPEC", "MqLimits", "limits", "probe"]
+
+_PROC: Final = Path("/proc/sys/fs/mqueue")
+# Linux's hard ceilings for a process with CAP_SYS_RESOURCE (include/linux/ipc_namespace.h).
+HARD_MSGMAX: Final = 65536
+HARD_MSGSIZEMAX: Final = 16 * 1024 * 1024
+_CAP_SYS_RESOURCE: Final = 24
+# Kernel bytes charged per message slot besides the payload (struct msg_msg + tree node).
+SLOT_OVERHEAD: Final = 88
+
+
+@dataclass(frozen=True, slots=True)
+class MqLimits:
+    """This machine's POSIX message-queue limits (``/proc/sys/fs/mqueue`` and rlimits).
+
+    ``msg_max``/``msgsize_max`` are the ceilings for an unprivileged process; a process with
+    CAP_SYS_RESOURCE may go up to the kernel's hard limits (``privileged``).
+    """
+
+    msg_max: int = 10
+    msgsize_max: int = 8192
+    msg_default: int = 10
+    msgsize_default: int = 8192
+    queues_max: int = 256
+    rlimit_bytes: int | None = 819200  # RLIMIT_MSGQUEUE (ulimit -q); None: unlimited
+    privileged: bool = False
+
+    @property
+    def maxmsg_ceiling(self) -> int:
+        """The largest ``maxmsg`` this process may ask for."""
+        return HARD_MSGMAX if self.privileged else self.msg_max
+
+    @property
+    def msgsize_ceiling(self) -> int:
+        """The largest ``msgsize`` this process may ask for."""
+        return HARD_MSGSIZEMAX if self.privileged else self.msgsize_max
+
+    def as_dict(self) -> dict[str, object]:
+        """The limits as plain data (for ``ipcwire platforms --json``)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def queue_bytes(maxmsg: int, msgsize: int) -> int:
+    """What the kernel charges against RLIMIT_MSGQUEUE for one queue (approximately)."""
+    return maxmsg * (msgsize + SLOT_OVERHEAD)
+
+
+def _read_int(name: str, default: int) -> int:
+    try:
+        return int((_PROC / name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def _has_cap_sys_resource() -> bool:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def limits() -> MqLimits:
+    """Read this machine's limits now (they can be changed with sysctl at any time)."""
+    d = MqLimits()
+    rlim = getattr(resource, "RLIMIT_MSGQUEUE", None)
+    rlimit_bytes: int | None = d.rlimit_bytes
+    if rlim is not None:
+        soft = resource.getrlimit(rlim)[0]
+        rlimit_bytes = None if soft == resource.RLIM_INFINITY else soft
+    return MqLimits(
+        msg_max=_read_int("msg_max", d.msg_max),
+        msgsize_max=_read_int("msgsize_max", d.msgsize_max),
+        msg_default=_read_int("msg_default", d.msg_default),
+        msgsize_default=_read_int("msgsize_default", d.msgsize_default),
+        queues_max=_read_int("queues_max", d.queues_max),
+        rlimit_bytes=rlimit_bytes,
+        privileged=_has_cap_sys_resource(),
+    )
+
+
+def probe() -> str | None:
+    """Why POSIX message queues cannot work on this machine right now, or None."""
+    if sys.platform.startswith("linux") and not _PROC.is_dir():
+        return (
+            "this kernel has no POSIX message queues (/proc/sys/fs/mqueue is missing): "
+            "it was built without CONFIG_POSIX_MQUEUE"
+        )
+    return None
+
+
+SPEC = MechanismSpec(
+    scheme="mq",
+    title="POSIX message queue",
+    summary="kernel message queues: boundaries and priorities, no daemon; small messages",
+    capabilities=Capabilities(
+        bidirectional=True,  # a channel is a pair of queues
+        reliable=True,
+        ordered=True,  # within one priority; a higher priority overtakes on purpose
+        message_boundaries=True,
+        # the default queue msgsize here; raise it per channel with msgsize= (up to
+        # fs.mqueue.msgsize_max)
+        max_message_size=limits().msgsize_default,
+        multi_client=True,
+        peer_credentials=False,  # the peer's pid is announced, not vouched for by the kernel
+        platforms=("linux",),
+    ),
+    blocking="ipcwire.mq.blocking",
+    aio="ipcwire.mq.aio",
+    requires=("posix_ipc",),
+    extra="system",
+    docs="docs/mechanisms/mq.md",
+    example_url="mq:///myapp",
+)

@@ -1,0 +1,148 @@
+"""The mq channel protocol, without I/O.
+
+A channel is a pair of queues created by the client: ``up`` (client to server) and ``dn``
+(server to client). The client announces them on the listener's rendezvous queue with one
+JSON message::
+
+    {"ipcwire_mq": 1, "pid": <client pid>, "up": "/app.<pid>.<rand>.up",
+     "dn": "/app.<pid>.<rand>.dn", "hello": <the ipcwire handshake hello object>}
+
+The server opens both, unlinks their names, and runs the ordinary ipcwire handshake
+(``_core/handshake.py``): each handshake message is one JSON object in one queue message, at the
+highest kernel priority so it is read before any data; the server adds ``"pid"`` to its
+welcome. Kernel priorities after that::
+
+    PRIORITY_MAX         handshake messages
+    1 .. PRIORITY_MAX-1  data; user priority p travels as p + 1
+    0                    end of channel (an empty message): sorts after all data
+
+so the end-of-channel marker is always read after every message sent before it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from ipcwire.errors import ConfigurationError, RemoteProtocolError
+
+__all__ = [
+    "EOF_PRIORITY",
+    "HANDSHAKE_PRIORITY",
+    "USER_PRIORITY_MAX",
+    "Hello",
+    "decode_json",
+    "encode_json",
+    "kernel_priority",
+    "pair_names",
+    "strip_frame",
+]
+
+VERSION: Final = 1
+RENDEZVOUS_MSGSIZE: Final = 2048
+EOF_PRIORITY: Final = 0
+
+
+def _priority_max() -> int:
+    import posix_ipc
+
+    return int(posix_ipc.QUEUE_PRIORITY_MAX)
+
+
+HANDSHAKE_PRIORITY: Final = _priority_max()
+USER_PRIORITY_MAX: Final = HANDSHAKE_PRIORITY - 2
+
+
+def kernel_priority(priority: int) -> int:
+    """The kernel priority a user priority travels at.
+
+    Raises:
+        ConfigurationError: outside 0..USER_PRIORITY_MAX.
+    """
+    if type(priority) is not int or not 0 <= priority <= USER_PRIORITY_MAX:
+        raise ConfigurationError(f"priority must be an int from 0 to {USER_PRIORITY_MAX}")
+    return priority + 1
+
+
+def pair_names(base: str) -> tuple[str, str]:
+    """Fresh names for a channel's two queues, derived from the listener's queue name.
+
+    The pid in the name lets ``ipcwire doctor`` find the queues of a crashed client.
+    """
+    tag = f"{base}.{os.getpid()}.{secrets.token_hex(4)}"
+    if len(tag.encode()) > 250:
+        tag = f"/ipcwire.{os.getpid()}.{secrets.token_hex(8)}"
+    return tag + ".up", tag + ".dn"
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    """One protocol message."""
+    return msgspec.json.encode(obj)
+
+
+def decode_json(data: bytes | memoryview, who: str, url: str) -> dict[str, Any]:
+    """Parse one protocol message.
+
+    Raises:
+        RemoteProtocolError: not a JSON object.
+    """
+    try:
+        obj = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(
+            f"{who} at {url} sent something that is not ipcwire's mq protocol", endpoint=url
+        )
+    return obj
+
+
+def strip_frame(framed: bytes) -> bytes:
+    """A handshake message without its 4-byte length prefix (queues keep boundaries)."""
+    return framed[4:]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The client's announcement on the rendezvous queue."""
+
+    pid: int
+    up: str
+    dn: str
+    hello: bytes  # the handshake hello, JSON
+
+    def encode(self) -> bytes:
+        return encode_json(
+            {
+                "ipcwire_mq": VERSION,
+                "pid": self.pid,
+                "up": self.up,
+                "dn": self.dn,
+                "hello": msgspec.Raw(self.hello),
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, url: str) -> Hello:
+        """Raises:
+        RemoteProtocolError: not an ipcwire mq hello.
+        """
+        msg = decode_json(data, "a client", url)
+        pid, up, dn, hello = msg.get("pid"), msg.get("up"), msg.get("dn"), msg.get("hello")
+        if (
+            msg.get("ipcwire_mq") != VERSION
+            or type(pid) is not int
+            or not isinstance(up, str)
+            or not isinstance(dn, str)
+            or not isinstance(hello, dict)
+        ):
+            raise RemoteProtocolError(
+                f"a client of {url} sent an announcement this version does not understand "
+                f"(ipcwire_mq={msg.get('ipcwire_mq')!r})",
+                endpoint=url,
+            )
+        return cls(pid=pid, up=up, dn=dn, hello=encode_json(hello))

@@ -1,0 +1,366 @@
+"""Opening an mq channel, both sides, with non-blocking steps only.
+
+The blocking and asyncio drivers wait (poll or the event loop) and call these steps; the steps
+never wait. See ``_proto.py`` for the messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire.errors import (
+    AddressInUse,
+    ChannelBroken,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.mq import limits
+from ipcwire.mq._proto import (
+    HANDSHAKE_PRIORITY,
+    RENDEZVOUS_MSGSIZE,
+    Hello,
+    decode_json,
+    encode_json,
+    pair_names,
+    strip_frame,
+)
+from ipcwire.mq._queue import MessageQueue, unlink_queue
+from ipcwire.options import ChannelOptions
+from ipcwire.spool._flock import FileLock
+
+__all__ = [
+    "ClientSession",
+    "ServerSession",
+    "bind_rendezvous",
+    "open_pidfd",
+    "queue_sizes",
+    "release_rendezvous",
+    "server_accept",
+]
+
+log = logging.getLogger("ipcwire")
+
+MIN_MSGSIZE = 512  # room for handshake messages whatever max_frame is
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when ``pid`` exits; None where unsupported.
+
+    Raises:
+        ProcessLookupError: the process is already gone.
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or pid == os.getpid():
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:
+        return None
+    return fd
+
+
+def close_fd(fd: int | None) -> None:
+    """Close an fd if there is one, ignoring errors."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def queue_sizes(
+    options: ChannelOptions, maxmsg: int | None, msgsize: int | None
+) -> tuple[int, int, int]:
+    """``(maxmsg, up msgsize, dn msgsize)`` for a client's pair of queues."""
+    lim = limits()
+    maxmsg = lim.msg_default if maxmsg is None else maxmsg
+    size = lim.msgsize_default if msgsize is None else msgsize
+    up = max(min(size, options.max_frame), MIN_MSGSIZE) if msgsize is None else size
+    dn = max(min(size, options.max_frame), MIN_MSGSIZE)
+    return maxmsg, up, dn
+
+
+def _client_handshake(options: ChannelOptions) -> ClientHandshake:
+    return ClientHandshake(
+        codec=options.codec.name,
+        framing="length",  # queues keep boundaries; "framing" does not apply to them
+        max_frame=options.max_frame,
+        token=options.token,
+        endpoint=options.url,
+    )
+
+
+def _server_handshake(options: ChannelOptions) -> ServerHandshake:
+    return ServerHandshake(
+        codec=options.codec.name,
+        framing="length",
+        max_frame=options.max_frame,
+        token=options.token,
+        endpoint=options.url,
+    )
+
+
+class ClientSession:
+    """The connecting side: create the pair, announce it, run the handshake on it."""
+
+    def __init__(
+        self,
+        base: str,
+        options: ChannelOptions,
+        *,
+        maxmsg: int | None,
+        msgsize: int | None,
+        mode: int,
+    ) -> None:
+        self.url = options.url
+        self.options = options
+        n, up_size, dn_size = queue_sizes(options, maxmsg, msgsize)
+        up_name, dn_name = pair_names(base)
+        self.up = MessageQueue.create(up_name, maxmsg=n, msgsize=up_size, mode=mode, url=self.url)
+        try:
+            self.dn = MessageQueue.create(
+                dn_name, maxmsg=n, msgsize=dn_size, mode=mode, url=self.url
+            )
+        except BaseException:
+            self.up.unlink()
+            self.up.close()
+            raise
+        self.hs = _client_handshake(options)
+        self.server_pid: int | None = None
+
+    def hello(self) -> bytes:
+        """The announcement for the rendezvous queue."""
+        return Hello(
+            pid=os.getpid(),
+            up=self.up.name,
+            dn=self.dn.name,
+            hello=strip_frame(self.hs.hello()),
+        ).encode()
+
+    def feed(self, data: bytes, priority: int) -> bool:
+        """Handle one message from ``dn``; True when the channel is open.
+
+        Raises:
+            AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError.
+        """
+        if priority != HANDSHAKE_PRIORITY:
+            raise RemoteProtocolError(
+                f"{self.url} sent data before finishing the handshake", endpoint=self.url
+            )
+        msg = decode_json(data, "the listener", self.url)
+        pid = msg.get("pid")
+        if type(pid) is int and pid > 0:
+            self.server_pid = pid
+        step = self.hs.receive(data)
+        if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
+            raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
+        return step.done
+
+    def finish(self) -> None:
+        """Both sides have the queues open: remove their names."""
+        self.up.unlink()
+        self.dn.unlink()
+
+    def abort(self) -> None:
+        """Give up: remove and close the pair."""
+        for q in (self.up, self.dn):
+            q.unlink()
+            q.close()
+
+
+@dataclass(eq=False)
+class ServerSession:
+    """A client the listener is still handshaking with."""
+
+    up: MessageQueue
+    dn: MessageQueue
+    hs: ServerHandshake
+    pid: int
+    pidfd: int | None
+    deadline: float
+    done: bool = field(default=False)
+
+    def feed(self, data: bytes, priority: int) -> bool:
+        """Handle one message from ``up``; True when open. Failures raise (and reply first).
+
+        Raises:
+            IpcwireError: the client failed the handshake.
+        """
+        if priority != HANDSHAKE_PRIORITY:
+            raise RemoteProtocolError("the client sent data before finishing the handshake")
+        return self._step(data)
+
+    def _step(self, data: bytes) -> bool:
+        step = self.hs.receive(data)
+        if step.send:
+            reply = decode_json(strip_frame(step.send), "this listener", "")
+            reply["pid"] = os.getpid()
+            self.dn.try_send(encode_json(reply), HANDSHAKE_PRIORITY)
+        if step.error is not None:
+            raise step.error
+        self.done = step.done
+        return step.done
+
+    def close(self) -> None:
+        """Drop this client."""
+        self.up.close()
+        self.dn.close()
+        close_fd(self.pidfd)
+        self.pidfd = None
+
+
+def _valid_pair(hello: Hello, base: str) -> bool:
+    """Only queues named like a pair for this listener may be opened and unlinked."""
+    if not hello.up.endswith(".up") or hello.dn != hello.up[:-3] + ".dn":
+        return False
+    tag = hello.up[:-3]
+    return tag.startswith((base + ".", "/ipcwire.")) and "/" not in tag[1:]
+
+
+def server_accept(
+    data: bytes, base: str, options: ChannelOptions, timeout: float
+) -> ServerSession | None:
+    """Handle one announcement from the rendezvous queue: open the client's pair, unlink
+    its names, start the handshake. None when the client is dropped (logged)."""
+    url = options.url
+    try:
+        hello = Hello.decode(data, url)
+    except IpcwireError as exc:
+        log.warning("ipcwire: %s dropped an announcement: %s", url, exc)
+        return None
+    if not _valid_pair(hello, base):
+        log.warning("ipcwire: %s ignored an announcement of foreign queues %s", url, hello.up)
+        return None
+    try:
+        up = MessageQueue.open(hello.up, write=False, url=url)
+    except IpcwireError as exc:
+        log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
+        unlink_queue(hello.dn)
+        return None
+    try:
+        dn = MessageQueue.open(hello.dn, read=False, url=url)
+    except IpcwireError as exc:
+        log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
+        up.unlink()
+        up.close()
+        return None
+    up.unlink()
+    dn.unlink()
+    try:
+        pidfd = open_pidfd(hello.pid)
+    except ProcessLookupError:
+        log.info("ipcwire: %s: client pid %d exited before it was accepted", url, hello.pid)
+        up.close()
+        dn.close()
+        return None
+    session = ServerSession(
+        up, dn, _server_handshake(options), hello.pid, pidfd, time.monotonic() + timeout
+    )
+    try:
+        session._step(hello.hello)
+    except IpcwireError as exc:
+        log.warning("ipcwire: %s refused client pid %d: %s", url, hello.pid, exc)
+        session.close()
+        return None
+    return session
+
+
+def lock_path(name: str) -> str:
+    """Where a listener's ownership lock for queue ``name`` lives (queue names are global
+    across users, so this is a shared directory: /dev/shm, or the temp dir)."""
+    # Sticky, shared, cleared at boot like the queues; FileLock opens with O_NOFOLLOW.
+    shm = "/dev/shm"  # noqa: S108
+    base = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+    return os.path.join(base, f"ipcwire-mq.{name[1:]}.lock")
+
+
+def bind_rendezvous(
+    name: str, url: str, *, mode: int, backlog: int
+) -> tuple[MessageQueue, FileLock]:
+    """Create (or adopt) the listener's rendezvous queue, holding its ownership lock.
+
+    A live listener holds the lock: AddressInUse names it. A queue left by an ipcwire
+    listener that crashed (or closed with ``unlink=False``) is adopted, and announcements
+    still in it are served or cleaned up. A queue ipcwire did not create is left alone.
+
+    Raises:
+        AddressInUse: a live listener owns the name, or a foreign queue has it.
+        ConfigurationError, ResourceExhausted, PermissionDenied: creating the queue.
+    """
+    path = lock_path(name)
+    known = os.path.exists(path)
+    lock = FileLock(path, mode=0o644)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = lock.holder()
+        raise AddressInUse(
+            f"{url} is in use: a listener in "
+            f"{holder.describe() if holder else 'another process'} owns the queue {name}",
+            pid=holder.pid if holder else None,
+            endpoint=url,
+        ) from None
+    try:
+        size = min(RENDEZVOUS_MSGSIZE, limits().msgsize_ceiling)
+        try:
+            q = MessageQueue.create(name, maxmsg=backlog, msgsize=size, mode=mode, url=url)
+        except AddressInUse:
+            if not known:
+                raise AddressInUse(
+                    f"{url}: a queue {name} exists that no ipcwire listener created; pick "
+                    f'another name, or remove it (python -c "import posix_ipc; '
+                    f"posix_ipc.unlink_message_queue('{name}')\")",
+                    endpoint=url,
+                ) from None
+            q = MessageQueue.open(name, url=url)
+            q.owner = True
+            log.info("ipcwire: %s adopted the queue %s left by an earlier listener", url, name)
+    except BaseException:
+        if not known:
+            _remove(path)
+        lock.release()
+        raise
+    return q, lock
+
+
+def release_rendezvous(
+    q: MessageQueue, lock: FileLock, base: str, options: ChannelOptions, *, unlink: bool
+) -> None:
+    """Close the listener's queue: clean up announcements nobody will accept, unlink the
+    queue (unless ``unlink`` is False), release and remove the lock."""
+    if unlink:
+        while (got := _try_recv(q)) is not None:
+            try:
+                hello = Hello.decode(got, options.url)
+            except IpcwireError:
+                continue
+            if _valid_pair(hello, base):
+                unlink_queue(hello.up)
+                unlink_queue(hello.dn)
+        q.unlink()
+        _remove(lock.path)
+    q.close()
+    lock.release()
+
+
+def _try_recv(q: MessageQueue) -> bytes | None:
+    try:
+        got = q.try_recv()
+    except IpcwireError:
+        return None
+    return None if got is None else got[0]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,607 @@
+"""POSIX message queues, asyncio driver: the queue descriptors go straight into the event loop
+(``add_reader``/``add_writer``; mq descriptors are pollable on Linux), no thread per queue.
+
+The protocol and the non-blocking steps are those of the blocking driver (``_session.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, kernel_priority
+from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._session import (
+    ClientSession,
+    ServerSession,
+    bind_rendezvous,
+    close_fd,
+    open_pidfd,
+    release_rendezvous,
+    server_accept,
+)
+from ipcwire.mq.blocking import CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, int_option
+from ipcwire.options import ChannelOptions, reject_unknown
+
+__all__ = ["AioMqChannel", "AioMqListener", "connect", "listen"]
+
+log = logging.getLogger("ipcwire")
+
+_MAX_ABSORB: Final = 1024  # messages read ahead while a send waits, to spot the peer's close
+
+
+async def _wait_fd(fd: int, *, write: bool, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable (or writable); False on timeout."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, ready)
+    try:
+        async with asyncio.timeout(timeout):
+            await fut
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+class AioMqChannel(AioChannel):
+    """One end of an mq channel, for asyncio (see :class:`ipcwire.mq.blocking.MqChannel`)."""
+
+    def __init__(
+        self,
+        inbound: MessageQueue,
+        outbound: MessageQueue,
+        wire: WireFormat,
+        url: str,
+        *,
+        peer_pid: int | None,
+        pidfd: int | None,
+    ) -> None:
+        self.url = url
+        self._loop = asyncio.get_running_loop()
+        self._in = inbound
+        self._out = outbound
+        self._wire = wire
+        self._encode = wire.codec.encode
+        self._decode = wire.decode
+        self._limit = min(wire.send_limit, outbound.msgsize)
+        self._max_frame = wire.max_frame
+        self._peer = PeerInfo(pid=peer_pid, address=url)
+        self._pidfd = pidfd
+        self._pending: deque[tuple[bytes, int]] = deque()
+        self._rwaiter: asyncio.Future[None] | None = None
+        self._swaiters: list[asyncio.Future[None]] = []
+        self._reading = False  # add_reader on the inbound queue is active
+        self._writing = False
+        self._closed = False
+        self._eof = False
+        self._dead = False
+        self._finished: asyncio.Future[None] = self._loop.create_future()
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+        if pidfd is not None:
+            self._loop.add_reader(pidfd, self._peer_exited)
+
+    # -- event-loop callbacks ---------------------------------------------------------------
+    def _peer_exited(self) -> None:
+        self._dead = True
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        w = self._rwaiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        for f in self._swaiters:
+            if not f.done():
+                f.set_result(None)
+
+    def _readable(self) -> None:
+        """Inbound has messages: wake the receiver, or (while a send waits) read ahead to
+        see whether the peer closed."""
+        w = self._rwaiter
+        if w is not None:
+            if not w.done():
+                w.set_result(None)
+            return
+        while len(self._pending) < min(self._in.maxmsg, _MAX_ABSORB) and not self._eof:
+            try:
+                got = self._in.try_recv()
+            except IpcwireError:
+                break
+            if got is None:
+                return
+            if got[1] == EOF_PRIORITY:
+                self._eof = True
+                self._wake_all()
+            else:
+                self._pending.append(got)
+        self._stop_reading()  # read-ahead is full (or the peer closed): stop until recv
+
+    def _writable(self) -> None:
+        for f in self._swaiters:
+            if not f.done():
+                f.set_result(None)
+
+    def _start_reading(self) -> None:
+        if not self._reading and not self._closed:
+            self._reading = True
+            self._loop.add_reader(self._in.fileno(), self._readable)
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._in.fileno())
+
+    # -- sending ----------------------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None, priority: int = 0) -> None:
+        """Send one message; ``priority`` 0 is normal, higher overtakes.
+
+        Raises:
+            ConfigurationError: a priority outside 0..USER_PRIORITY_MAX.
+            And those of :meth:`ipcwire.aio.AioChannel.send`.
+        """
+        prio = 1 if priority == 0 else kernel_priority(priority)
+        data = self._encode(obj)
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        if size > self._limit:
+            raise FrameTooLarge(
+                f"message of {size} bytes not sent to {self.url}: over the limit of "
+                f"{self._limit} bytes (the queue's msgsize, or the peer's max_frame); connect "
+                f"with a larger msgsize= or use a unix:// socket for large messages",
+                size=size,
+                limit=self._limit,
+                endpoint=self.url,
+            )
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            self._check_send()
+            if self._out.try_send(data, prio):
+                break
+            if not await self._wait_send(deadline):
+                raise Timeout(
+                    f"send to {self.url} timed out after {timeout} s: the peer is not reading "
+                    f"and its queue of {self._out.maxmsg} messages is full; nothing was sent",
+                    endpoint=self.url,
+                )
+        self._sent += 1
+        self._bytes_sent += size
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        for obj in objs:
+            await self.send(obj, timeout=timeout)
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._eof or self._dead:
+            raise self._gone("send to")
+
+    def _gone(self, doing: str) -> ChannelBroken:
+        if self._eof:
+            why = "the peer closed its end"
+        else:
+            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
+        return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
+
+    async def _wait_send(self, deadline: float | None) -> bool:
+        fut = self._loop.create_future()
+        self._swaiters.append(fut)
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._out.fileno(), self._writable)
+        if self._rwaiter is None:
+            self._start_reading()  # watch for the peer's close while we wait
+        try:
+            async with asyncio.timeout_at(deadline):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._swaiters.remove(fut)
+            if not self._swaiters and self._writing:
+                self._writing = False
+                if not self._closed:
+                    self._loop.remove_writer(self._out.fileno())
+            if not self._swaiters and self._rwaiter is None:
+                self._stop_reading()
+
+    # -- receiving --------------------------------------------------------------------------
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        data, _ = await self._next(timeout)
+        return self._deliver(data)
+
+    async def recv_with_priority(self, *, timeout: float | None = None) -> tuple[Any, int]:
+        """One message and the priority it was sent with.
+
+        Raises:
+            The same as :meth:`recv`.
+        """
+        data, prio = await self._next(timeout)
+        return self._deliver(data), prio - 1
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        data, _ = await self._next(timeout)
+        out = [self._deliver(data)]
+        while max_messages is None or len(out) < max_messages:
+            got = self._pending.popleft() if self._pending else self._in.try_recv()
+            if got is None:
+                break
+            if got[1] == EOF_PRIORITY:
+                self._eof = True
+                break
+            if got[1] == HANDSHAKE_PRIORITY or len(got[0]) > self._max_frame:
+                self._pending.appendleft(got)
+                break
+            out.append(self._deliver(got[0]))
+        return out
+
+    def _deliver(self, data: bytes) -> Any:
+        self._received += 1
+        self._bytes_received += len(data)
+        return self._decode(memoryview(data))
+
+    async def _next(self, timeout: float | None) -> tuple[bytes, int]:
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            got = self._pending.popleft() if self._pending else None
+            if got is None and not self._eof:
+                got = self._in.try_recv()
+            if got is not None:
+                data, prio = got
+                if prio == EOF_PRIORITY:
+                    self._eof = True
+                    self._wake_all()
+                    continue
+                if prio == HANDSHAKE_PRIORITY:
+                    raise RemoteProtocolError(
+                        f"{self.url} sent a handshake message on an open channel",
+                        endpoint=self.url,
+                    )
+                if len(data) > self._max_frame:
+                    raise FrameTooLarge(
+                        f"a message of {len(data)} bytes from {self.url} is over max_frame="
+                        f"{self._max_frame}; it was skipped",
+                        size=len(data),
+                        limit=self._max_frame,
+                        endpoint=self.url,
+                    )
+                return data, prio
+            if self._eof:
+                raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+            if self._dead:
+                raise self._gone("receive from")
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            if self._rwaiter is not None:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task "
+                    f"(and fan out with a queue), or open one channel per task"
+                )
+            fut = self._rwaiter = self._loop.create_future()
+            self._start_reading()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._rwaiter = None
+                if not self._swaiters:
+                    self._stop_reading()
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop_reading()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._out.fileno())
+        if self._pidfd is not None and not self._dead:
+            self._loop.remove_reader(self._pidfd)
+        self._wake_all()
+        if self._eof or self._dead:
+            self._release()
+            return
+        try:
+            sent = self._out.try_send(b"", EOF_PRIORITY)
+        except IpcwireError:
+            sent = True
+        if sent:
+            self._release()
+            return
+        # The peer is not reading: keep trying for a while in the background.
+        fd = self._out.fileno()
+
+        def retry() -> None:
+            try:
+                done = self._out.try_send(b"", EOF_PRIORITY)
+            except IpcwireError:
+                done = True
+            if done:
+                give_up.cancel()
+                self._loop.remove_writer(fd)
+                self._release()
+
+        def timeout() -> None:
+            self._loop.remove_writer(fd)
+            log.info("ipcwire: %s: the peer is not reading; it will not see the end", self.url)
+            self._release()
+
+        self._loop.add_writer(fd, retry)
+        give_up = self._loop.call_later(CLOSE_TIMEOUT, timeout)
+
+    def _release(self) -> None:
+        self._in.close()
+        self._out.close()
+        close_fd(self._pidfd)
+        self._pidfd = None
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    async def aclose(self) -> None:
+        self.close()
+        await asyncio.shield(self._finished)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=sum(len(d) for d, _ in self._pending),
+        )
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    maxmsg: int | None = None,
+    msgsize: int | None = None,
+    mode: int = 0o600,
+    **kw: Any,
+) -> AioMqChannel:
+    """Connect to an mq listener; see :func:`ipcwire.aio.connect` and the blocking driver."""
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "maxmsg", "msgsize", "mode"))
+    name = queue_name(endpoint)
+    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
+    msgsize = int_option(endpoint, "msgsize", msgsize)
+    loop = asyncio.get_running_loop()
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    start = loop.time()
+    deadline = start + max(limit, reconnect or 0.0)
+    rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
+    try:
+        session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
+        try:
+            hello = session.hello()
+            while not rendezvous.try_send(hello, 0):
+                if not await _wait_fd(
+                    rendezvous.fileno(), write=True, timeout=deadline - loop.time()
+                ):
+                    raise Timeout(
+                        f"{endpoint.url} is not accepting: its queue of {rendezvous.maxmsg} "
+                        f"waiting clients is full",
+                        endpoint=endpoint.url,
+                    )
+        except BaseException:
+            session.abort()
+            raise
+    finally:
+        rendezvous.close()
+    try:
+        while True:
+            got = session.dn.try_recv()
+            if got is None:
+                if not await _wait_fd(
+                    session.dn.fileno(), write=False, timeout=deadline - loop.time()
+                ):
+                    raise Timeout(
+                        f"{endpoint.url} did not answer within {limit} s: the listener is busy "
+                        f"or gone",
+                        endpoint=endpoint.url,
+                    )
+                continue
+            if session.feed(*got):
+                break
+        session.finish()
+        pidfd = open_pidfd(session.server_pid) if session.server_pid else None
+    except ProcessLookupError:
+        session.abort()
+        raise ChannelBroken(
+            f"{endpoint.url}: the listener exited during the handshake", endpoint=endpoint.url
+        ) from None
+    except BaseException:
+        session.abort()
+        raise
+    wire = options.wire()
+    wire.send_limit = session.hs.peer_max_frame
+    return AioMqChannel(
+        session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
+    )
+
+
+async def _open_rendezvous(
+    name: str, url: str, reconnect: float | None, start: float
+) -> MessageQueue:
+    loop = asyncio.get_running_loop()
+    delays = backoff_delays()
+    while True:
+        try:
+            return MessageQueue.open(name, read=False, url=url)
+        except ConnectionRefused as exc:
+            if not reconnect:
+                raise
+            left = start + reconnect - loop.time()
+            if left <= 0:
+                raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
+            await asyncio.sleep(min(next(delays), left))
+
+
+class AioMqListener(AioListener):
+    """Accepts mq channels, driven by the event loop."""
+
+    def __init__(
+        self, queue: MessageQueue, lock: Any, options: ChannelOptions, *, unlink: bool
+    ) -> None:
+        self.url = options.url
+        self._loop = asyncio.get_running_loop()
+        self._q = queue
+        self._lock = lock
+        self._options = options
+        self._unlink = unlink
+        self._closed = False
+        self._pending: dict[int, tuple[ServerSession, asyncio.TimerHandle]] = {}
+        self._ready: asyncio.Queue[AioMqChannel | None] = asyncio.Queue()
+        self._loop.add_reader(queue.fileno(), self._announcements)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _announcements(self) -> None:
+        for _ in range(64):
+            got = self._q.try_recv()
+            if got is None:
+                return
+            s = server_accept(got[0], self._q.name, self._options, self._options.handshake_timeout)
+            if s is None:
+                continue
+            if s.done:
+                self._ready.put_nowait(self._channel(s))
+                continue
+            fd = s.up.fileno()
+            timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
+            self._pending[fd] = (s, timer)
+            self._loop.add_reader(fd, self._advance, fd)
+
+    def _advance(self, fd: int) -> None:
+        s, _ = self._pending[fd]
+        try:
+            got = s.up.try_recv()
+            if got is None:
+                return
+            if s.feed(*got):
+                self._forget(fd)
+                self._ready.put_nowait(self._channel(s))
+        except IpcwireError as exc:
+            log.warning("ipcwire: %s refused client pid %d: %s", self.url, s.pid, exc)
+            self._forget(fd)
+            s.close()
+
+    def _expire(self, fd: int) -> None:
+        if fd in self._pending:
+            s, _ = self._pending[fd]
+            log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
+            self._forget(fd)
+            s.close()
+
+    def _forget(self, fd: int) -> None:
+        _, timer = self._pending.pop(fd)
+        timer.cancel()
+        self._loop.remove_reader(fd)
+
+    def _channel(self, s: ServerSession) -> AioMqChannel:
+        wire = self._options.wire()
+        wire.send_limit = s.hs.peer_max_frame
+        return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:
+            self._ready.put_nowait(None)
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        return ch
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._q.fileno())
+        for fd in list(self._pending):
+            s, _ = self._pending[fd]
+            self._forget(fd)
+            s.close()
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._ready.put_nowait(None)
+        release_rendezvous(self._q, self._lock, self._q.name, self._options, unlink=self._unlink)
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    mode: int = 0o600,
+    backlog: int | None = None,
+    unlink: bool = True,
+    **kw: Any,
+) -> AioMqListener:
+    """Listen on an mq rendezvous queue; see :func:`ipcwire.aio.listen`."""
+    reject_unknown(kw, endpoint, ("mode", "backlog", "unlink"))
+    name = queue_name(endpoint)
+    from ipcwire.mq import limits
+
+    n = int_option(endpoint, "backlog", backlog) or limits().msg_default
+    q, lock = bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
+    return AioMqListener(q, lock, options, unlink=unlink)

@@ -1,0 +1,595 @@
+"""POSIX message queues, blocking driver: a channel is a pair of queues (see ``_proto.py``).
+
+Waiting uses ``poll`` on the queue descriptors, the peer's pidfd (readable when the peer
+process exits, so a dead peer is an error at once, not a hang) and an eventfd that ``close()``
+signals from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, kernel_priority
+from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._session import (
+    ClientSession,
+    ServerSession,
+    bind_rendezvous,
+    close_fd,
+    open_pidfd,
+    release_rendezvous,
+    server_accept,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+
+__all__ = ["MessageQueue", "MqChannel", "MqListener", "connect", "listen"]
+
+log = logging.getLogger("ipcwire")
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
+_IN: Final = select.POLLIN
+_OUT: Final = select.POLLOUT
+_ERR: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def _ms(deadline: float | None) -> int | None:
+    if deadline is None:
+        return None
+    return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+
+
+def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
+    """An integer option from a keyword argument, else from the URL's query.
+
+    Raises:
+        ConfigurationError: not an integer.
+    """
+    raw: object = value if value is not None else endpoint.params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name}={raw!r} for {endpoint}: must be an integer") from None
+
+
+class MqChannel(Channel):
+    """One end of an mq channel: messages out on one queue, in on the other.
+
+    ``send(obj, priority=N)`` (0 to ``USER_PRIORITY_MAX``) lets urgent messages overtake;
+    :meth:`recv_with_priority` returns the priority too.
+    """
+
+    def __init__(
+        self,
+        inbound: MessageQueue,
+        outbound: MessageQueue,
+        wire: WireFormat,
+        url: str,
+        *,
+        peer_pid: int | None,
+        pidfd: int | None,
+    ) -> None:
+        self.url = url
+        self._in = inbound
+        self._out = outbound
+        self._wire = wire
+        self._encode = wire.codec.encode
+        self._decode = wire.decode
+        self._limit = min(wire.send_limit, outbound.msgsize)
+        self._max_frame = wire.max_frame
+        self._peer = PeerInfo(pid=peer_pid, address=url)
+        self._pidfd = pidfd
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._pending: deque[tuple[bytes, int]] = deque()  # read while a send waited
+        self._closed = False
+        self._eof = False  # the peer's end-of-channel marker was read
+        self._dead = False  # the peer process exited
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, obj: Any, *, timeout: float | None = None, priority: int = 0) -> None:
+        """Send one message (see :meth:`ipcwire.Channel.send`); ``priority`` 0 is normal.
+
+        Raises:
+            ConfigurationError: a priority outside 0..USER_PRIORITY_MAX.
+        """
+        prio = 1 if priority == 0 else kernel_priority(priority)
+        data = self._encode(obj)
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        if size > self._limit:
+            raise self._too_large(size)
+        with self._send_lock:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._eof or self._dead:
+                raise self._gone("send to")
+            if not self._out.try_send(data, prio):
+                self._wait_send(data, prio, timeout)
+        self._sent += 1
+        self._bytes_sent += size
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        for obj in objs:
+            self.send(obj, timeout=timeout)
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        return FrameTooLarge(
+            f"message of {size} bytes not sent to {self.url}: over the limit of {self._limit} "
+            f"bytes (the queue's msgsize, or the peer's max_frame); connect with a larger "
+            f"msgsize= or use a unix:// socket for large messages",
+            size=size,
+            limit=self._limit,
+            endpoint=self.url,
+        )
+
+    def _gone(self, doing: str) -> ChannelBroken:
+        if self._eof:
+            why = "the peer closed its end"
+        else:
+            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
+        return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
+
+    def _wait_send(self, data: Any, prio: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            poller = select.poll()
+            poller.register(self._out.fileno(), _OUT)
+            poller.register(self._wake, _IN)
+            if self._pidfd is not None:
+                poller.register(self._pidfd, _IN)
+            absorb = len(self._pending) < self._in.maxmsg
+            if absorb:
+                # the peer may have closed: look for its end marker while we wait
+                poller.register(self._in.fileno(), _IN)
+            ready = dict(poller.poll(_ms(deadline)))
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._pidfd is not None and self._pidfd in ready:
+                self._dead = True
+                raise self._gone("send to")
+            if absorb and self._in.fileno() in ready and self._absorb():
+                raise self._gone("send to")
+            if self._out.try_send(data, prio):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(
+                    f"send to {self.url} timed out after {timeout} s: the peer is not reading "
+                    f"and its queue of {self._out.maxmsg} messages is full; nothing was sent",
+                    endpoint=self.url,
+                )
+
+    def _absorb(self) -> bool:
+        """Move waiting inbound messages aside (for recv) to see whether the peer closed.
+        Only when no other thread is receiving. True when the end marker was found."""
+        if not self._recv_lock.acquire(blocking=False):
+            return False
+        try:
+            while len(self._pending) < self._in.maxmsg and not self._eof:
+                got = self._in.try_recv()
+                if got is None:
+                    break
+                if got[1] == EOF_PRIORITY:
+                    self._eof = True
+                else:
+                    self._pending.append(got)
+            return self._eof
+        finally:
+            self._recv_lock.release()
+
+    # -- receiving --------------------------------------------------------------------------
+    def recv(self, *, timeout: float | None = None) -> Any:
+        with self._recv_lock:
+            data, _ = self._next(timeout)
+            return self._deliver(data)
+
+    def recv_with_priority(self, *, timeout: float | None = None) -> tuple[Any, int]:
+        """One message and the priority it was sent with.
+
+        Raises:
+            The same as :meth:`recv`.
+        """
+        with self._recv_lock:
+            data, prio = self._next(timeout)
+            return self._deliver(data), prio - 1
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        with self._recv_lock:
+            data, _ = self._next(timeout)
+            out = [self._deliver(data)]
+            while max_messages is None or len(out) < max_messages:
+                if self._pending:
+                    got: tuple[bytes, int] | None = self._pending.popleft()
+                else:
+                    got = self._in.try_recv()
+                if got is None:
+                    break
+                if got[1] == EOF_PRIORITY:
+                    self._eof = True
+                    break
+                if got[1] == HANDSHAKE_PRIORITY or len(got[0]) > self._max_frame:
+                    self._pending.appendleft(got)  # raised by the next recv, in order
+                    break
+                out.append(self._deliver(got[0]))
+            return out
+
+    def _deliver(self, data: bytes) -> Any:
+        self._received += 1
+        self._bytes_received += len(data)
+        return self._decode(memoryview(data))
+
+    def _next(self, timeout: float | None) -> tuple[bytes, int]:
+        """The next data message and its kernel priority (called with the recv lock)."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        deadline = None if not timeout else time.monotonic() + timeout
+        while True:
+            got = self._pending.popleft() if self._pending else None
+            if got is None and not self._eof:
+                got = self._in.try_recv()
+            if got is not None:
+                data, prio = got
+                if prio == EOF_PRIORITY:
+                    self._eof = True
+                    continue
+                if prio == HANDSHAKE_PRIORITY:
+                    raise RemoteProtocolError(
+                        f"{self.url} sent a handshake message on an open channel",
+                        endpoint=self.url,
+                    )
+                if len(data) > self._max_frame:
+                    raise FrameTooLarge(
+                        f"a message of {len(data)} bytes from {self.url} is over max_frame="
+                        f"{self._max_frame}; it was skipped",
+                        size=len(data),
+                        limit=self._max_frame,
+                        endpoint=self.url,
+                    )
+                return data, prio
+            if self._eof:
+                raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+            if self._dead:
+                raise self._gone("receive from")
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            self._wait_recv(deadline, timeout)
+
+    def _wait_recv(self, deadline: float | None, timeout: float | None) -> None:
+        poller = select.poll()
+        poller.register(self._in.fileno(), _IN)
+        poller.register(self._wake, _IN)
+        if self._pidfd is not None:
+            poller.register(self._pidfd, _IN)
+        ready = dict(poller.poll(_ms(deadline)))
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._pidfd is not None and self._pidfd in ready:
+            self._dead = True  # messages it sent before dying are still delivered
+        elif not ready:
+            raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        os.eventfd_write(self._wake, 1)  # wakes threads blocked in send or recv
+        got_send = self._send_lock.acquire(timeout=CLOSE_TIMEOUT)
+        try:
+            if not (self._eof or self._dead):
+                self._send_eof()
+        finally:
+            if got_send:
+                self._send_lock.release()
+        got_recv = self._recv_lock.acquire(timeout=CLOSE_TIMEOUT)
+        try:
+            self._in.close()
+            self._out.close()
+            close_fd(self._pidfd)
+            self._pidfd = None
+        finally:
+            if got_recv:
+                self._recv_lock.release()
+
+    def _send_eof(self) -> None:
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        try:
+            while not self._out.try_send(b"", EOF_PRIORITY):
+                poller = select.poll()
+                poller.register(self._out.fileno(), _OUT)
+                if self._pidfd is not None:
+                    poller.register(self._pidfd, _IN)
+                ready = dict(poller.poll(_ms(deadline)))
+                if not ready or (self._pidfd is not None and self._pidfd in ready):
+                    log.info(
+                        "ipcwire: %s: the peer is not reading; it will not see the end of the "
+                        "channel until its process exits",
+                        self.url,
+                    )
+                    return
+        except IpcwireError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=sum(len(d) for d, _ in self._pending),
+        )
+
+    def __del__(self) -> None:
+        try:
+            os.close(self._wake)
+        except (OSError, AttributeError):
+            pass
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    maxmsg: int | None = None,
+    msgsize: int | None = None,
+    mode: int = 0o600,
+    **kw: Any,
+) -> MqChannel:
+    """Connect to an mq listener; see :func:`ipcwire.connect`.
+
+    ``maxmsg``/``msgsize`` size this channel's two queues (defaults: the kernel's
+    ``msg_default``/``msgsize_default``); ``mode`` is their permission bits.
+    """
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "maxmsg", "msgsize", "mode"))
+    name = queue_name(endpoint)
+    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
+    msgsize = int_option(endpoint, "msgsize", msgsize)
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    start = time.monotonic()
+    deadline = start + max(limit, reconnect or 0.0)
+    rendezvous = _open_rendezvous(name, endpoint.url, reconnect, start)
+    try:
+        session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
+        try:
+            _announce(rendezvous, session.hello(), deadline, endpoint.url)
+        except BaseException:
+            session.abort()
+            raise
+    finally:
+        rendezvous.close()
+    try:
+        while True:
+            got = session.dn.try_recv()
+            if got is None:
+                if _wait_one(session.dn.fileno(), _IN, deadline) is None:
+                    raise Timeout(
+                        f"{endpoint.url} did not answer within {limit} s: the listener is busy "
+                        f"or gone (its queue exists, nobody accepted)",
+                        endpoint=endpoint.url,
+                    )
+                continue
+            if session.feed(*got):
+                break
+        session.finish()
+        pidfd = open_pidfd(session.server_pid) if session.server_pid else None
+    except ProcessLookupError:
+        session.abort()
+        raise ChannelBroken(
+            f"{endpoint.url}: the listener exited during the handshake", endpoint=endpoint.url
+        ) from None
+    except BaseException:
+        session.abort()
+        raise
+    wire = options.wire()
+    wire.send_limit = session.hs.peer_max_frame
+    return MqChannel(
+        session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
+    )
+
+
+def _open_rendezvous(name: str, url: str, reconnect: float | None, start: float) -> MessageQueue:
+    delays = backoff_delays()
+    while True:
+        try:
+            return MessageQueue.open(name, read=False, url=url)
+        except ConnectionRefused as exc:
+            if not reconnect:
+                raise
+            left = start + reconnect - time.monotonic()
+            if left <= 0:
+                raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
+            time.sleep(min(next(delays), left))
+
+
+def _announce(rendezvous: MessageQueue, hello: bytes, deadline: float, url: str) -> None:
+    while not rendezvous.try_send(hello, 0):
+        if _wait_one(rendezvous.fileno(), _OUT, deadline) is None:
+            raise Timeout(
+                f"{url} is not accepting: its queue of {rendezvous.maxmsg} waiting clients is "
+                f"full (listen with a larger backlog=, or accept faster)",
+                endpoint=url,
+            )
+
+
+def _wait_one(fd: int, event: int, deadline: float | None) -> int | None:
+    poller = select.poll()
+    poller.register(fd, event)
+    ready = poller.poll(_ms(deadline))
+    return ready[0][1] if ready else None
+
+
+class MqListener(Listener):
+    """Accepts mq channels announced on the rendezvous queue."""
+
+    def __init__(
+        self,
+        queue: MessageQueue,
+        lock: Any,
+        options: ChannelOptions,
+        *,
+        unlink: bool,
+    ) -> None:
+        self.url = options.url
+        self._q = queue
+        self._lock = lock
+        self._options = options
+        self._unlink = unlink
+        self._closed = False
+        self._accept_lock = threading.Lock()
+        self._pending: dict[int, ServerSession] = {}  # by up-queue fd
+        self._ready: deque[MqChannel] = deque()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queue(self) -> MessageQueue:
+        """The rendezvous queue."""
+        return self._q
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._accept_lock:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                if self._ready:
+                    return self._ready.popleft()
+                now = time.monotonic()
+                for s in [s for s in self._pending.values() if s.deadline <= now]:
+                    log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
+                    self._drop(s)
+                poller = select.poll()
+                poller.register(self._q.fileno(), _IN)
+                poller.register(self._wake, _IN)
+                for fd in self._pending:
+                    poller.register(fd, _IN)
+                wait = deadline
+                if self._pending:
+                    first = min(s.deadline for s in self._pending.values())
+                    wait = first if wait is None else min(wait, first)
+                ready = dict(poller.poll(_ms(wait)))
+                if self._q.fileno() in ready:
+                    self._take_announcements()
+                for fd in [fd for fd in ready if fd in self._pending]:
+                    self._advance(self._pending[fd])
+                if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                    )
+
+    def _take_announcements(self) -> None:
+        for _ in range(64):
+            got = self._q.try_recv()
+            if got is None:
+                return
+            s = server_accept(got[0], self._q.name, self._options, self._options.handshake_timeout)
+            if s is None:
+                continue
+            if s.done:
+                self._ready.append(self._channel(s))
+            else:
+                self._pending[s.up.fileno()] = s
+
+    def _advance(self, s: ServerSession) -> None:
+        try:
+            got = s.up.try_recv()
+            if got is None:
+                return
+            if s.feed(*got):
+                del self._pending[s.up.fileno()]
+                self._ready.append(self._channel(s))
+        except IpcwireError as exc:
+            log.warning("ipcwire: %s refused client pid %d: %s", self.url, s.pid, exc)
+            self._drop(s)
+
+    def _drop(self, s: ServerSession) -> None:
+        self._pending.pop(s.up.fileno(), None)
+        s.close()
+
+    def _channel(self, s: ServerSession) -> MqChannel:
+        wire = self._options.wire()
+        wire.send_limit = s.hs.peer_max_frame
+        return MqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        os.eventfd_write(self._wake, 1)
+        with self._accept_lock:
+            for s in list(self._pending.values()):
+                self._drop(s)
+            while self._ready:
+                self._ready.popleft().close()
+            release_rendezvous(
+                self._q, self._lock, self._q.name, self._options, unlink=self._unlink
+            )
+            os.close(self._wake)
+
+
+def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    mode: int = 0o600,
+    backlog: int | None = None,
+    unlink: bool = True,
+    **kw: Any,
+) -> MqListener:
+    """Listen on an mq rendezvous queue; see :func:`ipcwire.listen`.
+
+    ``backlog``: announcements that may wait (the rendezvous queue's maxmsg; default the
+    kernel's ``msg_default``). ``unlink=False`` keeps the queue after close.
+    """
+    reject_unknown(kw, endpoint, ("mode", "backlog", "unlink"))
+    name = queue_name(endpoint)
+    from ipcwire.mq import limits
+
+    n = int_option(endpoint, "backlog", backlog) or limits().msg_default
+    q, lock = bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
+    return MqListener(q, lock, options, unlink=unlink)
