@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -427,6 +428,12 @@ def open_error(exc: BaseException, url: str, timeout: float) -> IpcwireError:
         return exc
     if isinstance(exc, TimeoutError):
         return Timeout(f"the WebSocket handshake with {url} took over {timeout} s", endpoint=url)
+    if isinstance(exc, ssl.SSLError):
+        return ChannelBroken(
+            f"the TLS handshake with {url} failed: {exc}. If the server's certificate is "
+            f"private, pass ssl=ssl.create_default_context(cafile=...) that trusts it",
+            endpoint=url,
+        )
     if isinstance(exc, OSError):
         return translate(exc, url, "connecting to")
     if isinstance(exc, ConnectionClosed):

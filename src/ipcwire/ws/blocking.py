@@ -373,7 +373,14 @@ class _Conn(ServerConnection):
 
 
 class WsListener(Listener):
-    """Accepts WebSocket clients and hands out :class:`WsChannel` objects."""
+    """Accepts WebSocket clients and hands out :class:`WsChannel` objects.
+
+    Like the stream listeners, it completes handshakes whether or not the application is in
+    ``accept()`` (a backlog that authenticates): one acceptor thread takes connections and
+    runs each one's opening handshake in a short-lived thread, so a slow or hostile client
+    never delays the others. At most ``backlog`` channels wait (ready or in their handshake);
+    beyond that the acceptor stops accepting and the kernel's backlog holds the rest.
+    """
 
     def __init__(
         self,
@@ -383,6 +390,7 @@ class WsListener(Listener):
         authorize: Authorizer,
         ssl_context: ssl_module.SSLContext | None,
         on_close: Any,
+        max_ready: int = 128,
     ) -> None:
         self.url = settings.url
         self._settings = settings
@@ -391,9 +399,10 @@ class WsListener(Listener):
         self._ssl = ssl_context
         self._on_close = on_close
         self._closed = False
-        self._lock = threading.Lock()
-        self._accept_lock = threading.Lock()
+        self._cond = threading.Condition()
         self._ready: deque[WsChannel] = deque()
+        self._inflight = 0
+        self._max_ready = max(1, max_ready)
         # The library's connections ask their server whether it is closing (then they refuse
         # handshakes in flight with 503); this object only serves that question.
         self._server = Server(sock, lambda s, a: None)
@@ -401,15 +410,19 @@ class WsListener(Listener):
         self._server.shutdown_notifier.close()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         sock.setblocking(False)
         self._sel = selectors.DefaultSelector()
-        self._sel.register(sock, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         opts = settings.options
         self._extensions = (
             [ServerPerMessageDeflateFactory()] if settings.compression == "deflate" else None
         )
         self._max_frame = opts.max_frame
+        self._thread = threading.Thread(
+            target=self._run, name=f"ipcwire ws acceptor {self.url}", daemon=True
+        )
+        self._thread.start()
 
     @property
     def closed(self) -> bool:
@@ -420,48 +433,97 @@ class WsListener(Listener):
         return self._sock.fileno()
 
     def accept(self, *, timeout: float | None = None) -> Channel:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._accept_lock:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                with self._lock:
-                    if self._ready:
-                        return self._ready.popleft()
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-                    )
-                for key, _ in self._sel.select(wait):
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                )
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            was_full = self._full()
+            ch = self._ready.popleft()
+        if was_full:
+            self._wake()
+        return ch
+
+    def _full(self) -> bool:
+        return len(self._ready) + self._inflight >= self._max_ready
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        """The acceptor thread: take connections while there is room, until closed."""
+        listening = False
+        try:
+            while not self._closed:
+                with self._cond:
+                    full = self._full()
+                if full and listening:
+                    self._sel.unregister(self._sock)
+                    listening = False
+                elif not full and not listening:
+                    self._sel.register(self._sock, selectors.EVENT_READ, "listen")
+                    listening = True
+                for key, _ in self._sel.select():
+                    if self._closed:
+                        break
                     if key.data == "listen":
                         self._accept_new()
                     else:
                         try:
-                            while self._wake_r.recv(4096):
+                            while self._wake_r.recv(512):
                                 pass
                         except OSError:
                             pass
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("ipcwire: the acceptor of %s failed", self.url)
 
     def _accept_new(self) -> None:
-        while True:
+        for _ in range(64):
+            with self._cond:
+                if self._full():
+                    return
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("ipcwire: %s: accept failed: %s", self.url, exc)
+                if not self._closed:
+                    log.warning("ipcwire: %s: accept failed: %s", self.url, exc)
                 return
             conn.setblocking(True)
+            with self._cond:
+                self._inflight += 1
             threading.Thread(
-                target=self._admit,
+                target=self._handshake,
                 args=(conn,),
                 name=f"ipcwire ws handshake {self.url}",
                 daemon=True,
             ).start()
 
-    def _admit(self, sock: socket.socket) -> None:
-        """One client's TLS and WebSocket handshakes (in its own thread)."""
+    def _handshake(self, sock: socket.socket) -> None:
+        ch: WsChannel | None = None
+        try:
+            ch = self._admit(sock)
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("ipcwire: %s: a handshake failed", self.url)
+        with self._cond:
+            self._inflight -= 1
+            if ch is not None and not self._closed:
+                self._ready.append(ch)
+                ch = None
+                self._cond.notify()
+        if ch is not None:
+            ch.close()
+        self._wake()  # room again: the acceptor may listen again
+
+    def _admit(self, sock: socket.socket) -> WsChannel | None:
+        """One client's TLS and WebSocket handshakes (in its own thread): its channel, or None
+        when it was refused or failed."""
         settings = self._settings
         opts = settings.options
         deadline = time.monotonic() + opts.handshake_timeout
@@ -475,7 +537,7 @@ class WsListener(Listener):
             except (OSError, ValueError) as exc:
                 log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
                 sock.close()
-                return
+                return None
         protocol = ServerProtocol(extensions=self._extensions, max_size=self._max_frame, logger=log)
         conn = _Conn(
             sock,
@@ -501,15 +563,15 @@ class WsListener(Listener):
         except Exception as exc:
             log.info("ipcwire: %s: handshake with %s failed: %s", self.url, who, exc)
             conn.close_socket()
-            return
+            return None
         adm = conn.admission
         if conn.protocol.state is not OPEN or adm is None:
             conn.close_socket()
-            return
+            return None
         if adm.pending and not self._check_first_message(conn, adm, deadline, who):
-            return
+            return None
         conn.start_keepalive()
-        ch = WsChannel(
+        return WsChannel(
             conn,
             self.url,
             opts.codec,
@@ -518,17 +580,6 @@ class WsListener(Listener):
             peer=peer,
             close_timeout=settings.close_timeout,
         )
-        with self._lock:
-            if not self._closed:
-                self._ready.append(ch)
-                ch = None  # type: ignore[assignment]
-        if ch is not None:
-            ch.close()
-            return
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def _check_first_message(
         self, conn: ServerConnection, adm: Admission, deadline: float, who: str
@@ -556,24 +607,23 @@ class WsListener(Listener):
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        with self._cond:
+            self._closed = True
+            ready = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
         self._server.socket_closed.set()  # handshakes still in flight get 503
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        with self._accept_lock:
-            with self._lock:
-                ready = list(self._ready)
-                self._ready.clear()
-            for ch in ready:
-                ch.close()
-            self._sel.close()
-            self._sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
-            if self._on_close is not None:
-                self._on_close()
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        for ch in ready:
+            ch.close()
+        self._sel.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
 def _http_answer(c: ServerConnection, adm: Admission, url: str, who: str) -> Response | None:
@@ -642,7 +692,9 @@ def listen(
         sock.close()
         cleanup()
         raise
-    return WsListener(sock, settings, authorize=authorize, ssl_context=ssl, on_close=cleanup)
+    return WsListener(
+        sock, settings, authorize=authorize, ssl_context=ssl, on_close=cleanup, max_ready=backlog
+    )
 
 
 def _check_tls(addr: WsAddress, ssl: ssl_module.SSLContext | None, url: str) -> None:

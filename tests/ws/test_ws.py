@@ -1,0 +1,315 @@
+"""WebSocket behaviour with real clients: the bare websockets library (a client ipcwire did
+not write), ipcwire's own clients, TLS, Unix sockets, and peers that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.ws._tls import tls_contexts
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.server import ServerProtocol
+from websockets.sync.client import connect as bare_connect
+from websockets.typing import Origin
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    PermissionDenied,
+)
+
+URL = "ws://127.0.0.1:0/app"
+
+
+def bare_uri(listener: Listener) -> str:
+    return listener.url
+
+
+@contextmanager
+def accepted(listener: Listener, connect: Callable[[], Any]) -> Iterator[tuple[Any, Channel]]:
+    """Connect with ``connect()`` while the listener accepts; yield (client, server side)."""
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
+    t.start()
+    try:
+        client = connect()
+    finally:
+        t.join()
+    server = box[0]
+    try:
+        yield client, server
+    finally:
+        server.close()
+        client.close()
+
+
+def test_json_travels_in_text_frames_other_codecs_in_binary() -> None:
+    with (
+        ipcwire.listen(URL, codec="json") as listener,
+        accepted(listener, lambda: bare_connect(listener.url, legacy=True)) as (bare, ch),
+    ):
+        ch.send({"hello": "browser"})
+        assert bare.recv(timeout=5) == '{"hello":"browser"}'  # a str: a text frame
+        bare.send('{"from": "bare"}')
+        assert ch.recv(timeout=5) == {"from": "bare"}
+        bare.send(b'{"binary": true}')  # JSON in a binary frame is understood too
+        assert ch.recv(timeout=5) == {"binary": True}
+    with (
+        ipcwire.listen(URL, codec="msgpack") as listener,
+        accepted(listener, lambda: bare_connect(listener.url, legacy=True)) as (bare, ch),
+    ):
+        ch.send([1, "two"])
+        assert bare.recv(timeout=5) == b"\x92\x01\xa3two"  # bytes: a binary frame
+
+
+def test_token_proved_by_both_sides_and_refusals_are_typed() -> None:
+    with ipcwire.listen(URL, codec="json", token="s3cret") as listener:
+        with accepted(
+            listener, lambda: ipcwire.connect(listener.url, codec="json", token="s3cret")
+        ) as (client, server):
+            client.send({"n": 1})
+            assert server.recv(timeout=5) == {"n": 1}
+        with pytest.raises(AuthenticationFailed, match=r"wrong token|proof"):
+            ipcwire.connect(listener.url, codec="json", token="wrong", timeout=5)
+        with pytest.raises(AuthenticationFailed, match="requires a token"):
+            ipcwire.connect(listener.url, codec="json", timeout=5)
+        with pytest.raises(HandshakeError, match="codec"):
+            ipcwire.connect(listener.url, codec="msgpack", token="s3cret", timeout=5)
+        # ... and it still serves a good client after all that.
+        with accepted(
+            listener, lambda: ipcwire.connect(listener.url, codec="json", token="s3cret")
+        ) as (client, server):
+            server.send("still here")
+            assert client.recv(timeout=5) == "still here"
+    with ipcwire.listen(URL) as listener, pytest.raises(AuthenticationFailed, match="prove"):
+        ipcwire.connect(listener.url, token="s3cret", timeout=5)
+
+
+def test_plain_clients_give_the_token_in_a_header_or_the_first_message() -> None:
+    with ipcwire.listen(URL, codec="json", token="s3cret") as listener:
+        header = {"Authorization": "Bearer s3cret"}
+        with accepted(
+            listener, lambda: bare_connect(listener.url, additional_headers=header, legacy=True)
+        ) as (bare, ch):
+            bare.send('"via header"')
+            assert ch.recv(timeout=5) == "via header"
+        with bare_connect(listener.url) as bare:
+            bare.send('{"token": "s3cret"}')  # what a browser does
+            bare.send('"via message"')
+            with listener.accept(timeout=5) as ch:  # ready once the token checked out
+                assert ch.recv(timeout=5) == "via message"
+        bare = bare_connect(listener.url, legacy=True)
+        bare.send('{"token": "nope"}')
+        with pytest.raises(ConnectionClosed) as info:
+            bare.recv(timeout=5)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
+        assert "wrong token" in info.value.rcvd.reason
+        with pytest.raises(InvalidStatus) as refused:
+            bare_connect(
+                listener.url, additional_headers={"Authorization": "Bearer nope"}, legacy=True
+            )
+        assert refused.value.response.status_code == 401
+
+
+def test_origin_allow_list_refuses_cross_site_pages() -> None:
+    with ipcwire.listen(URL) as listener:
+        port = listener.url.split(":")[2].split("/")[0]
+        with pytest.raises(InvalidStatus) as info:
+            bare_connect(listener.url, origin=Origin("http://evil.example"), legacy=True)
+        assert info.value.response.status_code == 403
+        assert b"origins=" in info.value.response.body
+        with pytest.raises(PermissionDenied, match=r"evil\.example"):
+            ipcwire.connect(listener.url, origin="http://evil.example", timeout=5)
+        same = f"http://127.0.0.1:{port}"  # the page came from this very server
+        with accepted(listener, lambda: ipcwire.connect(listener.url, origin=same)) as (c, s):
+            c.send(b"same origin")
+            assert s.recv(timeout=5) == b"same origin"
+    with ipcwire.listen(URL, origins=["http://app.example:8000"]) as listener:
+        good = "http://app.example:8000"
+        with accepted(listener, lambda: ipcwire.connect(listener.url, origin=good)) as (c, s):
+            c.send(b"listed")
+            assert s.recv(timeout=5) == b"listed"
+        with pytest.raises(PermissionDenied):
+            ipcwire.connect(listener.url, origin="http://app.example:9999", timeout=5)
+    with pytest.raises(ConfigurationError, match="not an origin"):
+        ipcwire.listen(URL, origins=["app.example"])
+
+
+def test_oversized_messages_refused_both_ways_and_others_still_served() -> None:
+    with ipcwire.listen(URL, max_frame=1000) as listener:
+        with accepted(listener, lambda: ipcwire.connect(listener.url)) as (client, server):
+            # The client learned the server's limit in the handshake: nothing is sent.
+            with pytest.raises(FrameTooLarge) as info:
+                client.send(b"x" * 1001)
+            assert (info.value.size, info.value.limit) == (1001, 1000)
+            client.send(b"fits")
+            assert server.recv(timeout=5) == b"fits"
+        with accepted(listener, lambda: bare_connect(listener.url, legacy=True)) as (bare, server):
+            bare.send(b"y" * 5000)  # a peer that ignores the limit
+            with pytest.raises(FrameTooLarge) as info:
+                server.recv(timeout=5)
+            assert info.value.limit == 1000
+            assert info.value.size >= 1001
+            with pytest.raises(ChannelBroken, match="1009"):
+                server.recv(timeout=5)
+            with pytest.raises(ConnectionClosed) as closed:
+                bare.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009
+        with accepted(listener, lambda: ipcwire.connect(listener.url)) as (client, server):
+            client.send(b"next client")
+            assert server.recv(timeout=5) == b"next client"
+
+
+def test_close_codes_map_to_end_of_channel_or_broken() -> None:
+    with ipcwire.listen(URL) as listener:
+        with accepted(listener, lambda: ipcwire.connect(listener.url)) as (client, server):
+            server.send(b"bye")
+            server.close()  # close code 1000
+            assert client.recv(timeout=5) == b"bye"
+            with pytest.raises(EndOfChannel, match="1000"):
+                client.recv(timeout=5)
+        # A client process that dies without a closing handshake: 1006, ChannelBroken.
+        code = (
+            "import ipcwire, os, sys\n"
+            f"ch = ipcwire.connect({listener.url!r}, timeout=10)\n"
+            "ch.send(b'about to die')\n"
+            "os._exit(0)\n"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code])
+        server = listener.accept(timeout=10)
+        assert server.recv(timeout=10) == b"about to die"
+        with pytest.raises(ChannelBroken, match=r"1006|died|reset|lost"):
+            server.recv(timeout=10)
+        assert child.wait(10) == 0
+        server.close()
+
+
+def test_keepalive_detects_a_dead_peer() -> None:
+    """A server that completes the upgrade and then never answers (a frozen process)."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    frozen: list[socket.socket] = []
+
+    def frozen_server() -> None:
+        conn, _ = lsock.accept()
+        proto = ServerProtocol()
+        while not (events := proto.events_received()):
+            proto.receive_data(conn.recv(4096))
+        request = events[0]
+        proto.send_response(proto.accept(request))  # type: ignore[arg-type]
+        for data in proto.data_to_send():
+            conn.sendall(data)
+        frozen.append(conn)  # and never reads again: pings go unanswered
+
+    t = threading.Thread(target=frozen_server)
+    t.start()
+    ch = ipcwire.connect(
+        f"ws://127.0.0.1:{port}/", ping_interval=0.1, ping_timeout=0.2, close_timeout=0.2
+    )
+    t.join()
+    with pytest.raises(ChannelBroken, match="keepalive"):
+        ch.recv(timeout=10)
+    ch.close()
+    frozen[0].close()
+    lsock.close()
+
+
+def test_wss_with_a_certificate(tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    with ipcwire.listen("wss://127.0.0.1:0/secure", ssl=server_ctx, token="t") as listener:
+        assert listener.url.startswith("wss://")
+        with accepted(
+            listener, lambda: ipcwire.connect(listener.url, ssl=client_ctx, token="t")
+        ) as (client, server):
+            client.send(b"over tls")
+            assert server.recv(timeout=5) == b"over tls"
+            server.send(b"back")
+            assert client.recv(timeout=5) == b"back"
+        with pytest.raises(ChannelBroken, match=r"certificate|TLS|SSL"):
+            ipcwire.connect(listener.url, token="t", timeout=5)  # not trusted by default
+    with pytest.raises(ConfigurationError, match="ssl="):
+        ipcwire.listen("wss://127.0.0.1:0/")
+    with pytest.raises(ConfigurationError, match="wss://"):
+        ipcwire.listen(URL, ssl=server_ctx)
+
+
+def test_ws_over_unix_socket_knows_the_peer_process(sock_dir: Path) -> None:
+    url = f"ws+unix://{sock_dir}/ws.sock"
+    with ipcwire.listen(url) as listener:
+        assert (sock_dir / "ws.sock").stat().st_mode & 0o777 == 0o600
+        with accepted(listener, lambda: ipcwire.connect(url)) as (client, server):
+            assert server.peer is not None
+            assert server.peer.pid == os.getpid()
+            assert server.peer.uid == os.getuid()
+            client.send(b"unix")
+            assert server.recv(timeout=5) == b"unix"
+    assert not (sock_dir / "ws.sock").exists()
+    with pytest.raises(ConnectionRefused, match="does not exist"):
+        ipcwire.connect(url, timeout=2)
+
+
+def test_pages_paths_and_options() -> None:
+    page = "<!doctype html><title>t</title>"
+    with ipcwire.listen(URL, pages={"/": page, "/app.js": "1;"}) as listener:
+        base = listener.url.rsplit("/", 1)[0]
+        http = "http" + base[2:]
+        with urllib.request.urlopen(http + "/", timeout=5) as r:
+            assert r.read().decode() == page
+            assert r.headers["Content-Type"].startswith("text/html")
+        with urllib.request.urlopen(http + "/app.js", timeout=5) as r:
+            assert "javascript" in r.headers["Content-Type"]
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(http + "/app", timeout=5)
+        assert info.value.code == 426
+        with pytest.raises(ConnectionRefused, match="404"):
+            ipcwire.connect(base + "/elsewhere", timeout=5)
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        ipcwire.listen(URL, colour="blue")
+    with pytest.raises(ConnectionRefused):
+        ipcwire.connect("ws://127.0.0.1:1/", timeout=2)
+
+
+def test_asyncio_refusals_and_oversize() -> None:
+    async def main() -> None:
+        async with await aio.listen(URL, codec="json", token="k", max_frame=100) as listener:
+            with pytest.raises(AuthenticationFailed):
+                await aio.connect(listener.url, codec="json", token="bad", timeout=5)
+            with pytest.raises(PermissionDenied):
+                await aio.connect(
+                    listener.url, codec="json", token="k", origin="http://x.example", timeout=5
+                )
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            client = await aio.connect(listener.url, codec="json", token="k", timeout=5)
+            server = await accepting
+            async with client, server:
+                with pytest.raises(FrameTooLarge):
+                    await client.send("z" * 200)
+                await client.send({"ok": 1})
+                assert await server.recv(timeout=5) == {"ok": 1}
+                await server.send([1, 2])
+                assert await client.recv_many(timeout=5) == [[1, 2]]
+                assert server.peer is not None
+                assert server.peer.address is not None
+
+    asyncio.run(main())
