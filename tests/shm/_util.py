@@ -1,0 +1,128 @@
+"""Helpers of the shared-memory tests: a peer in another process, rings in one mapping."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ipcwire.shm import _layout as L
+from ipcwire.shm._link import Link, accept_link, connect_link
+from ipcwire.shm._ring import RingEnd, available, init_ring, make_ring
+
+PEER = Path(__file__).with_name("peer.py")
+IMPLS = available()
+PAIRS = [(p, c) for p in IMPLS for c in IMPLS]  # (producer impl, consumer impl)
+
+
+def ring_pair(
+    capacity: int = 1 << 14, producer: str = "c", consumer: str = "c", **kw: Any
+) -> tuple[RingEnd, RingEnd, mmap.mmap]:
+    """Two ends of one ring in one anonymous mapping (one process: for unit tests)."""
+    mm = mmap.mmap(-1, L.ring_span(capacity))
+    init_ring(mm, capacity, impl=producer)
+    data, space = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        tx = make_ring(
+            mm, "producer", impl=producer, name="test", wait_fd=space, wake_fd=data, **kw
+        )
+        rx = make_ring(
+            mm, "consumer", impl=consumer, name="test", wait_fd=data, wake_fd=space, **kw
+        )
+    finally:  # each end keeps its own copies
+        os.close(data)
+        os.close(space)
+    return tx, rx, mm
+
+
+class Peer:
+    """A peer process running tests/shm/peer.py, connected by a Unix socketpair."""
+
+    def __init__(self, proc: subprocess.Popen[str], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock = sock
+
+    def line(self, timeout: float = 30.0) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            _, err = self.proc.communicate(timeout=timeout)
+            raise AssertionError(f"peer exited ({self.proc.returncode}) without answering: {err}")
+        return line.strip()
+
+    def tell(self, text: str = "") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def finish(self, timeout: float = 60.0) -> str:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, f"peer failed ({self.proc.returncode}): {err}"
+        return out.strip()
+
+    def link(self, role: str, impl: str = IMPLS[0], policy: str = "hybrid", **kw: Any) -> Link:
+        """Run this side of the setup (``role`` of this process) on the socket."""
+        deadline = time.monotonic() + 10
+        if role == "server":
+            return accept_link(self.sock, deadline=deadline, impl=impl, policy=policy, **kw)
+        return connect_link(self.sock, deadline=deadline, impl=impl, policy=policy, **kw)
+
+
+@contextmanager
+def peer(
+    role: str,
+    action: str,
+    *args: object,
+    impl: str = IMPLS[0],
+    policy: str = "hybrid",
+    env: dict[str, str] | None = None,
+) -> Iterator[Peer]:
+    """Start tests/shm/peer.py as ``role`` running ``action``; killed and reaped at the end."""
+    mine, theirs = socket.socketpair()
+    cmd = [sys.executable, str(PEER), role, str(theirs.fileno()), impl, policy, action]
+    proc = subprocess.Popen(
+        cmd + [str(a) for a in args],
+        pass_fds=[theirs.fileno()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    theirs.close()
+    try:
+        yield Peer(proc, mine)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+        mine.close()
+
+
+def memfd_maps() -> int:
+    """How many mappings of ipcwire memfds this process has."""
+    with open("/proc/self/maps") as f:
+        return sum("memfd:ipcwire" in line for line in f)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def dev_shm() -> set[str]:
+    try:
+        return set(os.listdir("/dev/shm"))
+    except FileNotFoundError:
+        return set()

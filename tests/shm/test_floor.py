@@ -1,0 +1,32 @@
+"""The C floor benchmarks run and return sane numbers (timings are not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+native = pytest.importorskip("ipcwire._ext._native")
+
+
+@pytest.mark.parametrize("kind", ["spin", "futex", "eventfd", "unix", "pipe"])
+def test_floor_pingpong(kind: str) -> None:
+    samples = native.floor_pingpong(kind, 200, 64)
+    assert len(samples) == 200
+    assert all(isinstance(s, int) and s > 0 for s in samples)
+
+
+def test_floor_pingpong_large_payload() -> None:
+    assert len(native.floor_pingpong("unix", 20, 1 << 20)) == 20
+    assert len(native.floor_pingpong("spin", 20, 1 << 20)) == 20
+
+
+def test_floor_pingpong_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        native.floor_pingpong("carrier-pigeon", 10)
+    with pytest.raises(ValueError):
+        native.floor_pingpong("spin", 0)
+
+
+def test_memcpy_bandwidth() -> None:
+    assert native.memcpy_bandwidth(4096, 1000) > 1e8  # bytes per second
+    with pytest.raises(ValueError):
+        native.memcpy_bandwidth(0, 1)

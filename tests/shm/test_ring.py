@@ -1,0 +1,313 @@
+"""The ring itself, in one process: both implementations, and every mix of them (a C producer
+with a Python consumer share one mapping, which proves the layouts are the same)."""
+
+from __future__ import annotations
+
+import mmap
+import random
+import struct
+import threading
+import time
+from collections import deque
+
+import pytest
+
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.shm import _layout as L
+from ipcwire.shm._ring import IMPLEMENTATION, init_ring, make_ring
+
+from ._util import IMPLS, PAIRS, ring_pair
+
+pair_ids = [f"{p}-{c}" for p, c in PAIRS]
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_messages_of_every_size_in_order(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 14, prod, cons)
+    rng = random.Random(7)
+    sent: deque[bytes] = deque()
+    for _ in range(3000):
+        if rng.random() < 0.55 or not sent:
+            n = rng.choice([0, 1, 15, 16, 17, rng.randrange(4000), rng.randrange(40000)])
+            msg = rng.randbytes(n)
+            if n < 4000 and tx.buffered + n + 32 < tx.capacity // 2:
+                tx.send(msg, timeout=0)
+                sent.append(msg)
+        else:
+            assert rx.recv(timeout=0) == sent.popleft()
+    while sent:
+        assert rx.recv(timeout=0) == sent.popleft()
+    with pytest.raises(Timeout):
+        rx.recv(timeout=0)
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_message_longer_than_the_ring_is_split_and_reassembled(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    big = random.Random(1).randbytes(100_000)
+    t = threading.Thread(target=tx.send, args=(big,), kwargs={"timeout": 10})
+    t.start()
+    assert rx.recv(timeout=10) == big
+    t.join()
+    tx.send(b"after")
+    assert rx.recv(timeout=0) == b"after"
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_batches(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 16, prod, cons)
+    msgs = [bytes([i % 256]) * (i % 50) for i in range(500)]
+    tx.send_many(msgs)
+    got: list[bytes] = []
+    while len(got) < len(msgs):
+        got += rx.recv_many(timeout=0)
+    assert got == msgs
+    tx.send_many([b"a", b"b", b"c"])
+    assert rx.recv_many(2) == [b"a", b"b"]
+    assert rx.recv_many() == [b"c"]
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_loan_and_view_are_zero_copy(prod: str, cons: str) -> None:
+    tx, rx, mm = ring_pair(1 << 14, prod, cons)
+    buf = tx.loan(100)
+    assert not buf.readonly and len(buf) == 100
+    buf[:5] = b"hello"
+    tx.commit(5)
+    with pytest.raises(ValueError, match="released"):
+        buf[0] = 1  # the loan's view is dead once committed
+    view = rx.view(timeout=0)
+    assert view.readonly and bytes(view) == b"hello"
+    # in place: the bytes are in the mapping, at the record's payload
+    at = L.HEADER_SIZE + L.RECORD_HEADER
+    assert mm[at : at + 5] == b"hello"
+    rx.release_view()
+    tx.loan(10)[:3] = b"abc"
+    tx.abort()
+    tx.send(b"next")
+    assert rx.recv(timeout=0) == b"next"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_loan_misuse(impl: str) -> None:
+    tx, rx, _ = ring_pair(1 << 14, impl, impl)
+    with pytest.raises(FrameTooLarge) as info:
+        tx.loan(tx.max_record + 1)
+    assert info.value.limit == tx.max_record
+    with pytest.raises(LocalProtocolError):
+        tx.commit()
+    tx.loan(8)
+    with pytest.raises(LocalProtocolError, match="loan"):
+        tx.send(b"x")
+    with pytest.raises(ValueError):
+        tx.commit(9)
+    tx.commit(8)
+    with pytest.raises(LocalProtocolError, match="only receive"):
+        rx.send(b"x")
+    with pytest.raises(LocalProtocolError, match="only send"):
+        tx.recv()
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_view_of_a_split_message_is_a_copy(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    big = bytes(range(256)) * 40
+    t = threading.Thread(target=tx.send, args=(big,), kwargs={"timeout": 10})
+    t.start()
+    assert bytes(rx.view(timeout=10)) == big
+    t.join()
+    rx.release_view()
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_over_max_message_is_skipped_not_delivered(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    rx.max_message = 100
+    tx.send(b"x" * 101)
+    tx.send(b"ok")
+    with pytest.raises(FrameTooLarge) as info:
+        rx.recv(timeout=0)
+    assert (info.value.size, info.value.limit) == (101, 100)
+    assert rx.recv(timeout=0) == b"ok"
+
+    # a split message over the limit: all its fragments are skipped
+    def send_two() -> None:
+        tx.send(b"y" * 5000, timeout=10)
+        tx.send(b"end")
+
+    t = threading.Thread(target=send_two)
+    t.start()
+    with pytest.raises(FrameTooLarge):
+        rx.recv(timeout=10)
+    assert rx.recv(timeout=10) == b"end"
+    t.join()
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_close_means_end_of_channel_after_the_last_message(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    tx.send(b"last")
+    tx.close()
+    assert rx.recv(timeout=0) == b"last"
+    with pytest.raises(EndOfChannel):
+        rx.recv(timeout=0)
+    with pytest.raises(ChannelClosed):
+        tx.send(b"x")
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_consumer_close_breaks_the_producer(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    rx.close()
+    with pytest.raises(ChannelBroken, match="closed"):
+        tx.send(b"x")
+    with pytest.raises(ChannelClosed):
+        rx.recv()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
+def test_close_wakes_a_blocked_receiver(impl: str, policy: str) -> None:
+    _, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)
+    result: list[BaseException] = []
+    ready = threading.Event()
+
+    def receive() -> None:
+        ready.set()
+        try:
+            rx.recv(timeout=30)
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=receive)
+    t.start()
+    ready.wait()
+    rx.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(result) == 1 and isinstance(result[0], ChannelClosed)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
+def test_timeouts(impl: str, policy: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)
+    t0 = time.monotonic()
+    with pytest.raises(Timeout):
+        rx.recv(timeout=0.05)
+    assert 0.04 < time.monotonic() - t0 < 5
+    while True:  # fill the ring
+        try:
+            tx.send(b"z" * 500, timeout=0)
+        except Timeout:
+            break
+    with pytest.raises(Timeout, match="full"):
+        tx.send(b"z" * 500, timeout=0.05)
+    assert rx.recv(timeout=0) == b"z" * 500
+    tx.send(b"z" * 500, timeout=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_park_and_hybrid_need_an_eventfd(impl: str) -> None:
+    mm = mmap.mmap(-1, L.ring_span(1 << 12))
+    init_ring(mm, 1 << 12, impl=impl)
+    with pytest.raises(ValueError, match="wait_fd"):
+        make_ring(mm, "consumer", impl=impl, policy="park")
+    make_ring(mm, "consumer", impl=impl, policy="spin").close()
+
+
+def _corrupt_cases() -> list[tuple[str, int, bytes]]:
+    q = struct.Struct("=Q")
+    rec = struct.Struct("=IIQ")
+    data = L.HEADER_SIZE
+    return [
+        ("tail beyond capacity", 128, q.pack((1 << 40) + 16)),
+        ("tail not aligned", 128, q.pack(40)),
+        ("record past the end", data, rec.pack(1 << 30, L.MSG, 0)),
+        ("record longer than written", data, rec.pack(100, L.MSG, 0)),
+        ("unknown kind", data, rec.pack(1, 9, 0)),
+        ("pad over unwritten bytes", data, rec.pack(0, L.PAD, 0)),
+        ("fragment without a first", data, rec.pack(1, L.MIDDLE, 0)),
+        ("first longer than its message", data, rec.pack(5, L.FIRST, 2)),
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(("what", "offset", "raw"), _corrupt_cases(), ids=str)
+def test_corrupt_ring_is_a_remote_protocol_error(
+    impl: str, what: str, offset: int, raw: bytes
+) -> None:
+    tx, rx, mm = ring_pair(1 << 12, impl, impl)
+    tx.send(b"0123456789")  # one record of 32 bytes at 0; tail = 32
+    mm[offset : offset + len(raw)] = raw
+    with pytest.raises(RemoteProtocolError, match="corrupt"):
+        rx.recv(timeout=0)
+    with pytest.raises(RemoteProtocolError):  # and it stays so
+        rx.recv(timeout=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_head_moving_backwards_is_caught_by_the_producer(impl: str) -> None:
+    tx, rx, mm = ring_pair(1 << 12, impl, impl)
+    for _ in range(100):
+        tx.send(b"x" * 100)
+        rx.recv(timeout=0)
+    mm[256:264] = struct.pack("=Q", 16)  # head far behind what was already consumed
+    with pytest.raises(RemoteProtocolError, match="head"):
+        for _ in range(100):
+            tx.send(b"x" * 100, timeout=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    ("field", "raw", "why"),
+    [
+        (0, b"NOTARING", "magic"),
+        (8, struct.pack("=I", 2), "version"),
+        (12, struct.pack("=I", 64), "header size"),
+        (16, struct.pack("=Q", 3000), "capacity"),
+        (16, struct.pack("=Q", 1 << 20), "larger than the shared region"),
+        (128, struct.pack("=Q", 8), "indices"),
+    ],
+)
+def test_bad_header_is_refused_at_attach(impl: str, field: int, raw: bytes, why: str) -> None:
+    mm = mmap.mmap(-1, L.ring_span(1 << 12))
+    init_ring(mm, 1 << 12, impl=impl)
+    mm[field : field + len(raw)] = raw
+    with pytest.raises(RemoteProtocolError, match=why):
+        make_ring(mm, "consumer", impl=impl, policy="spin")
+    with pytest.raises(RemoteProtocolError, match="smaller than a ring header"):
+        make_ring(mm, "consumer", impl=impl, policy="spin", size=100)
+
+
+def test_both_implementations_write_the_same_header() -> None:
+    if len(IMPLS) < 2:
+        pytest.skip("the C extension is not built")
+    a, b = mmap.mmap(-1, 8192), mmap.mmap(-1, 8192)
+    init_ring(a, 4096, impl="c")
+    init_ring(b, 4096, impl="python")
+    assert a[:] == b[:]
+    from ipcwire._ext import _native
+
+    assert (_native.HEADER_SIZE, _native.VERSION, _native.MAGIC) == (
+        L.HEADER_SIZE,
+        L.VERSION,
+        L.MAGIC,
+    )
+    assert (_native.RECORD_HEADER, _native.ALIGN) == (L.RECORD_HEADER, L.ALIGN)
+    assert (_native.MIN_CAPACITY, _native.MAX_CAPACITY) == (L.MIN_CAPACITY, L.MAX_CAPACITY)
+
+
+def test_implementation_is_reported() -> None:
+    import ipcwire.shm
+
+    assert ipcwire.shm.IMPLEMENTATION == IMPLEMENTATION
+    assert IMPLEMENTATION in ("c", "python")
