@@ -172,6 +172,7 @@ def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any
         "results": results,
         "notes": notes,
         "explanations": explain(machine),
+        "floor": out.floor or {"available": False, "reason": "not measured (--no-floor)"},
     }
     doc["verdict"] = verdict(doc)
     doc["rules_of_thumb"] = check_rules(doc)

@@ -181,6 +181,7 @@ def _rules_table(doc: dict[str, Any]) -> Table:
     table.add_column("measured here", justify="right")
     table.add_column("by")
     table.add_column("held")
+    table.add_column("C floor here", justify="right")
     for rule in doc["rules_of_thumb"]:
         if rule["measured"] is None:
             measured, by, held = "not measured", "", Text("—", style="dim")
@@ -191,7 +192,40 @@ def _rules_table(doc: dict[str, Any]) -> Table:
                 measured = f"{fmt_bandwidth(rule['measured'])} at {format_size(rule['size'])}"
             by = rule["by"]
             held = Text("yes", style="green") if rule["held"] else Text("no", style="red")
-        table.add_row(rule["rule"], measured, by, held)
+        table.add_row(rule["rule"], measured, by, held, _floor_cell(rule))
+    return table
+
+
+def _floor_cell(rule: dict[str, Any]) -> str:
+    value = rule.get("floor")
+    if value is None:
+        return ""
+    if rule.get("floor_kind") == "memcpy":
+        return f"{fmt_bandwidth(value)} (memcpy)"
+    return f"{fmt_us(value)} µs ({rule.get('floor_kind')})"
+
+
+def _floor_table(doc: dict[str, Any]) -> Table | Text:
+    floor = doc.get("floor") or {}
+    if not floor.get("available"):
+        reason = floor.get("reason", "not measured")
+        return Text(f"the machine's floor, in C: {reason}", style="dim")
+    table = Table(
+        title="the machine's floor, in C (no Python): 64 B round trips between two pinned "
+        "processes",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("kind")
+    table.add_column("p50 µs", justify="right")
+    table.add_column("p99 µs", justify="right")
+    table.add_column("how")
+    for rt in floor.get("round_trip", []):
+        table.add_row(rt["kind"], fmt_us(rt["p50_us"]), fmt_us(rt["p99_us"]), rt.get("what", ""))
+    for m in floor.get("memcpy", []):
+        table.add_row(
+            "memcpy", "", "", f"{fmt_bandwidth(m['bytes_per_s'])} at {format_size(m['size'])}"
+        )
     return table
 
 
@@ -231,6 +265,7 @@ def render(doc: dict[str, Any], console: Console) -> None:
     if len(doc["config"]["throughput_sizes"]) > 2:
         parts.append(_size_table(doc))
     console.print(Group(*parts))
+    console.print(_floor_table(doc))
     if doc["verdict"]:
         console.print(Text("verdict", style="bold"))
         for line in doc["verdict"]:

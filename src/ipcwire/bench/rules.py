@@ -31,18 +31,20 @@ class Rule:
     threshold: float
     wait: tuple[str, ...] | None = None
     only: bool = False
+    floor: str | None = None  # the C floor to show beside it: a ping-pong kind, or "memcpy"
 
 
 RULES: Final[tuple[Rule, ...]] = (
     Rule("a lock-free shared-memory ring: round trip under 1 µs", ("shm",), "round_trip", 1.0,
-         wait=("spin", "hybrid")),
+         wait=("spin", "hybrid"), floor="spin"),
     Rule("shared memory with locks (sleeping waits): under 10 µs", ("shm",), "round_trip", 10.0,
-         wait=("park",)),
-    Rule("Unix domain sockets: under 10 µs", ("unix",), "round_trip", 10.0),
+         wait=("park",), floor="futex"),
+    Rule("Unix domain sockets: under 10 µs", ("unix",), "round_trip", 10.0, floor="unix"),
     Rule("TCP loopback: under 100 µs", ("tcp",), "round_trip", 100.0),
     Rule("gRPC: under 100 µs", ("grpc",), "round_trip", 100.0),
     Rule("REST over HTTP: under 1 ms", ("http",), "round_trip", 1000.0),
-    Rule("over 10 GB/s: only shared memory", ("shm",), "bandwidth", 10e9, only=True),
+    Rule("over 10 GB/s: only shared memory", ("shm",), "bandwidth", 10e9, only=True,
+         floor="memcpy"),
     Rule("Unix domain sockets: over 5 GB/s", ("unix",), "bandwidth", 5e9),
     Rule("TCP loopback: over 1 GB/s", ("tcp",), "bandwidth", 1e9),
     Rule("gRPC: over 1 GB/s", ("grpc",), "bandwidth", 1e9),
@@ -76,8 +78,22 @@ def _best_bandwidth(
     return max(rows, key=lambda rc: rc[0]["summary"]["bytes_per_s"]) if rows else None
 
 
+def _floor(doc: dict[str, Any], kind: str | None) -> float | None:
+    floor = doc.get("floor") or {}
+    if kind is None or not floor.get("available"):
+        return None
+    if kind == "memcpy":
+        rates = [m["bytes_per_s"] for m in floor.get("memcpy", [])]
+        return max(rates) if rates else None
+    for rt in floor.get("round_trip", []):
+        if rt["kind"] == kind:
+            return float(rt["p50_us"])
+    return None
+
+
 def check_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each rule of thumb beside the number measured here."""
+    """Each rule of thumb beside the number measured here (and the C floor, where there is
+    one: what the machine allows without Python)."""
     out = []
     for rule in RULES:
 
@@ -94,6 +110,8 @@ def check_rules(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "by": None,
             "size": None,
             "held": None,
+            "floor": _floor(doc, rule.floor),
+            "floor_kind": rule.floor,
         }
         if rule.metric == "round_trip":
             best = _best_latency(doc, keep)
@@ -213,6 +231,10 @@ def check_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _is(cid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda c: bool(c["id"] == cid)
+
+
 def _us(v: float) -> str:
     return f"{v:.1f} µs" if v >= 10 else f"{v:.2f} µs"
 
@@ -261,6 +283,17 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             parts.append(f"{what} {format_size(r['size'])} {r['vs_baseline']:.2f}x")
         if parts:
             lines.append(f"{c['title']} vs raw Python: " + ", ".join(parts) + ".")
+    for kind in ("unix", "pipe"):
+        c_floor = _floor(doc, kind)
+        raw = _best_latency(doc, _is(f"raw/{kind}"))
+        mine = _best_latency(doc, _is(f"ipcwire/{kind}/blocking"))
+        if c_floor is None or raw is None or mine is None or raw[0]["size"] != 64:
+            continue
+        lines.append(
+            f"{kind} round trip, 64 B: C floor {_us(c_floor)}, raw Python "
+            f"{_us(raw[0]['summary']['p50_us'])}, ipcwire {_us(mine[0]['summary']['p50_us'])}: "
+            f"the machine takes {c_floor / mine[0]['summary']['p50_us']:.0%} of ipcwire's time."
+        )
     failed = [r for r in doc["results"] if r["status"] == "failed"]
     if failed:
         lines.append(f"{len(failed)} measurement(s) failed; see the notes.")

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from ipcwire.bench.builtin import all_contenders
 from ipcwire.bench.contender import Contender, Kind, Task
+from ipcwire.bench.floor import measure_floor
 from ipcwire.bench.payload import MIN_SIZE, Pool
 from ipcwire.bench.worker import MeasurementFailed, WorkerPair
 
@@ -63,6 +64,7 @@ class BenchConfig:
     seed: int = 0x1BC
     preset: str = "quick"
     budget: float | None = 50.0  # seconds: shorten durations to fit (None: never)
+    floor: bool = True  # measure the machine's floor in C (ipcwire's extension)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class BenchConfig:
             "pin": self.pin,
             "seed": self.seed,
             "budget_s": self.budget,
+            "floor": self.floor,
         }
 
 
@@ -160,6 +163,7 @@ class RunOutput:
     pinning: dict[str, Any]
     started: float
     finished: float
+    floor: dict[str, Any] | None = None
 
 
 def format_size(size: int) -> str:
@@ -283,7 +287,14 @@ def run(
     total = len(measurements) * config.repeat
     done = 0
     serial = 0
+    floor = None
     try:
+        if config.floor:
+            if progress is not None:
+                progress(0, total, "the machine's floor, in C")
+            floor = measure_floor(config.throughput_sizes)
+        if progress is not None:
+            progress(0, total, "starting the worker processes")
         workers.start()
         pinning["workers"] = workers.hello
         warmup, duration = config.warmup, config.duration
@@ -339,4 +350,5 @@ def run(
         pinning=pinning,
         started=started,
         finished=time.time(),
+        floor=floor,
     )

@@ -145,7 +145,7 @@ _CONFIG: Final = _obj(
         "pin": {"enum": ["separate", "same", "none"]},
         "seed": {"type": "integer"},
     },
-    {"budget_s": _NUM_OR_NULL},
+    {"budget_s": _NUM_OR_NULL, "floor": {"type": "boolean"}},
 )
 
 _CHECK: Final = _obj(
@@ -157,7 +157,8 @@ _CHECK: Final = _obj(
         "by": _STR_OR_NULL,
         "size": {"type": ["integer", "null"]},
         "held": {"type": ["boolean", "null"]},
-    }
+    },
+    {"floor": _NUM_OR_NULL, "floor_kind": _STR_OR_NULL},
 )
 
 _TARGET: Final = _obj(
@@ -168,6 +169,30 @@ _TARGET: Final = _obj(
         "comparison": {"enum": ["at most", "at least"]},
         "held": {"type": ["boolean", "null"]},
     }
+)
+
+_FLOOR: Final = _obj(
+    {"available": {"type": "boolean"}},
+    {
+        "reason": {"type": "string"},
+        "round_trip": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "kind": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "p50_us": _NUM,
+                    "p99_us": _NUM,
+                    "min_us": _NUM,
+                    "round_trips": {"type": "integer"},
+                }
+            ),
+        },
+        "memcpy": {
+            "type": "array",
+            "items": _obj({"size": {"type": "integer"}, "bytes_per_s": _NUM}),
+        },
+    },
 )
 
 SCHEMA: Final[dict[str, Any]] = {
@@ -191,7 +216,8 @@ SCHEMA: Final[dict[str, Any]] = {
             "verdict": {"type": "array", "items": {"type": "string"}},
             "rules_of_thumb": {"type": "array", "items": _CHECK},
             "targets": {"type": "array", "items": _TARGET},
-        }
+        },
+        {"floor": _FLOOR},
     ),
 }
 

@@ -103,6 +103,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="measure the peer libraries that are installed (default: yes)",
     )
     p.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the machine's floor in C (needs ipcwire's compiled extension)",
+    )
+    p.add_argument(
         "--pin",
         choices=("separate", "same", "none"),
         default="separate",
@@ -129,6 +135,7 @@ def _config(args: argparse.Namespace) -> Any:
     changes: dict[str, Any] = {
         "peers": args.peers,
         "pin": args.pin,
+        "floor": args.floor,
         "apis": ("blocking", "asyncio") if args.api == "all" else (args.api,),
     }
     if args.sizes:

@@ -1,0 +1,68 @@
+"""The machine's floor: what C achieves here, with no Python, from ipcwire's compiled extension.
+
+``ipcwire._ext._native.floor_pingpong(kind, iterations, size)`` forks a child pinned to another
+CPU and returns round-trip nanoseconds of a C ping-pong (``spin``: shared memory, busy-polling;
+``futex``; ``eventfd``: what ipcwire's shared-memory ``park`` policy does; ``unix``: a socketpair;
+``pipe``), and ``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured once
+per run, in the parent before the workers start, and shown beside the Python numbers: the gap
+between a mechanism's C floor and its Python row is the interpreter's share, the floor itself
+is the machine's (a VM without halt-polling puts the parked floors in the tens of µs).
+Without the extension (a pure-Python install) the section says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ipcwire.bench.stats import summarize_samples
+
+__all__ = ["FLOOR_KINDS", "measure_floor"]
+
+FLOOR_KINDS: Final = (
+    ("spin", 20000, "shared memory, both sides busy-poll"),
+    ("futex", 2000, "shared memory, FUTEX_WAIT / FUTEX_WAKE"),
+    ("eventfd", 2000, "shared memory woken through eventfds (ipcwire shm 'park')"),
+    ("unix", 2000, "Unix stream socketpair, write + read"),
+    ("pipe", 2000, "two pipes, write + read"),
+)
+_MEMCPY_BYTES: Final = 512 * 1024 * 1024  # per size
+
+
+def measure_floor(sizes: tuple[int, ...], *, scale: float = 1.0) -> dict[str, Any]:
+    """The floor as plain data (the ``floor`` object of the JSON report)."""
+    try:
+        from ipcwire._ext import _native
+    except ImportError as exc:
+        return {"available": False, "reason": f"ipcwire's C extension is not built: {exc}"}
+    if not hasattr(_native, "floor_pingpong"):
+        return {"available": False, "reason": "this build of the extension has no floor"}
+    round_trips: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for kind, iterations, what in FLOOR_KINDS:
+        try:
+            ns = _native.floor_pingpong(kind, max(int(iterations * scale), 100), 64)
+        except (OSError, ValueError, RuntimeError) as exc:
+            notes.append(f"{kind}: {exc}")
+            continue
+        s = summarize_samples([float(v) for v in ns])
+        round_trips.append(
+            {
+                "kind": kind,
+                "what": what,
+                "size": 64,
+                "p50_us": s["p50"] / 1000,
+                "p99_us": s["p99"] / 1000,
+                "min_us": s["min"] / 1000,
+                "round_trips": len(ns),
+            }
+        )
+    memcpy = []
+    for size in sorted(set(sizes)):
+        iterations = max(int(_MEMCPY_BYTES * scale) // size, 10)
+        try:
+            rate = float(_native.memcpy_bandwidth(size, iterations))
+        except (OSError, ValueError, RuntimeError) as exc:
+            notes.append(f"memcpy {size}: {exc}")
+            continue
+        memcpy.append({"size": size, "bytes_per_s": rate})
+    return {"available": True, "round_trip": round_trips, "memcpy": memcpy, "notes": notes}
