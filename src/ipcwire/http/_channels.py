@@ -71,7 +71,7 @@ class ServerChannel(Channel):
     def _deliver(self, items: list[tuple[Any, int]]) -> None:
         with self._cond:
             self._inbox.extend(items)
-            self._queued += sum(n for _, n in items)
+            self._queued += items[0][1] if len(items) == 1 else sum(n for _, n in items)
             self._cond.notify()
 
     def _end(self, exc: IpcwireError) -> None:
@@ -214,7 +214,7 @@ class AioServerChannel(AioChannel):
     # -- sink side ------------------------------------------------------------------------------
     def _deliver(self, items: list[tuple[Any, int]]) -> None:
         self._inbox.extend(items)
-        self._queued += sum(n for _, n in items)
+        self._queued += items[0][1] if len(items) == 1 else sum(n for _, n in items)
         self._wake()
 
     def _end(self, exc: IpcwireError) -> None:

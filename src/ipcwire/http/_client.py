@@ -24,6 +24,7 @@ from typing import Any, Final
 import httpx
 import msgspec
 
+from ipcwire._core.codecs import BytesCodec
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
@@ -68,7 +69,7 @@ class Req:
 
     method: str
     path: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] | None  # on top of the client's (ClientCore.headers)
     body: bytes | None = None
     timeout: float | None = None  # for httpx: the whole exchange, None to wait forever
     params: Mapping[str, str] | None = None
@@ -90,7 +91,7 @@ class ClientCore:
         self.max_batch = 4 * 1024 * 1024
         self.token = options.token
         ctype = content_type_for(options.codec)
-        self.headers: dict[str, str] = {"Content-Type": ctype, "Accept": ctype}
+        self.headers: dict[str, str] = {"Content-Type": ctype}  # on every request
         if options.token is not None:
             self.headers["Authorization"] = token_header(options.token, url)
             if not session and options.codec.name == "pickle":
@@ -98,6 +99,7 @@ class ClientCore:
                     f"codec='pickle' needs a channel ({url}): with session=False the server "
                     f"never proves it knows the token, so its replies must not be unpickled"
                 )
+        self._raw = options.codec.name == "bytes" and isinstance(options.codec, BytesCodec)
         self.id = ""
         self.path = ""
         self.inbox: deque[Any] = deque()
@@ -116,7 +118,7 @@ class ClientCore:
         }
         if self.token is not None:
             hello["nonce"] = self._nonce.hex()
-        headers = dict(self.headers, **{"Content-Type": OPEN_TYPE, "Accept": OPEN_TYPE})
+        headers = {"Content-Type": OPEN_TYPE}
         return Req("POST", "/channels", headers, msgspec.json.encode(hello), timeout)
 
     def opened(self, resp: httpx.Response) -> None:
@@ -172,14 +174,14 @@ class ClientCore:
     def send_req(self, payload: bytes, timeout: float | None) -> Req:
         if not self.session:
             return self.call_req(payload, timeout)
-        headers = self.headers
-        if timeout is not None:
-            headers = dict(headers, **{TIMEOUT_HEADER: repr(timeout)})
+        if timeout is None:
+            return Req("POST", self.path + "/messages", None, payload, None)
+        headers = {TIMEOUT_HEADER: repr(timeout)}
         return Req("POST", self.path + "/messages", headers, payload, _grace(timeout))
 
     def batch_reqs(self, payloads: list[bytes], timeout: float | None) -> Iterable[Req]:
         """Requests sending ``payloads`` in order, each batch under the server's limit."""
-        headers = dict(self.headers, **{"Content-Type": BATCH_TYPE})
+        headers = {"Content-Type": BATCH_TYPE}
         if timeout is not None:
             headers[TIMEOUT_HEADER] = repr(timeout)
         batch: list[bytes] = []
@@ -216,7 +218,7 @@ class ClientCore:
         return Req(
             "GET",
             self.path + "/messages",
-            self.headers,
+            None,
             None,
             wait + POLL_GRACE,
             {"wait": repr(round(wait, 3))},
@@ -256,10 +258,9 @@ class ClientCore:
 
     # -- request/reply -------------------------------------------------------------------------
     def call_req(self, payload: bytes, timeout: float | None) -> Req:
-        headers = self.headers
-        if timeout is not None:
-            headers = dict(headers, **{TIMEOUT_HEADER: repr(timeout)})
-        return Req("POST", self.path, headers, payload, _grace(timeout))
+        # No deadline header: when ``timeout`` passes, the client drops the connection and
+        # the server's handler is cancelled (it then keeps the message for the next poll).
+        return Req("POST", self.path, None, payload, timeout)
 
     def called(self, resp: httpx.Response, nbytes: int) -> Any:
         """The reply in a request's answer.
@@ -298,13 +299,15 @@ class ClientCore:
                 endpoint=self.url,
             )
         self.bytes_received += len(body)
+        if self._raw:
+            return body
         return self.codec.decode(memoryview(body))
 
     # -- closing -------------------------------------------------------------------------------
     def close_req(self) -> Req | None:
         if not self.session or not self.id:
             return None
-        return Req("DELETE", self.path, self.headers, None, _CLOSE_TIMEOUT)
+        return Req("DELETE", self.path, None, None, _CLOSE_TIMEOUT)
 
     def error(self, resp: httpx.Response, doing: str, *, sent: int = 0) -> IpcwireError:
         return error_from_response(

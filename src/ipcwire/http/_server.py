@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
+from ipcwire._core.codecs import BytesCodec
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, ConfigurationError, EndOfChannel, IpcwireError
 from ipcwire.http._address import HttpAddress, peer_of, uid_check
@@ -73,6 +74,7 @@ class HttpServer:
         self.prefix = prefix
         self._opts = options
         self._codec = options.codec
+        self._raw = isinstance(options.codec, BytesCodec)
         self._ctype = content_type_for(options.codec)
         self._max_frame = options.max_frame
         self._max_batch = max(options.max_frame + 4, 4 * 1024 * 1024)
@@ -233,6 +235,8 @@ class HttpServer:
                 )
 
     def _decode(self, data: bytes | memoryview) -> tuple[Any, int]:
+        if self._raw and type(data) is bytes:
+            return data, len(data)
         try:
             return self._codec.decode(memoryview(data)), len(data)
         except Exception as exc:

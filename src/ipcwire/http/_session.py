@@ -171,8 +171,11 @@ class Session:
         fut: asyncio.Future[bytes | None] = self.loop.create_future()
         self.polls.append(fut)
         try:
-            async with asyncio.timeout(wait):
+            if wait is None:
                 first: bytes | None = await fut
+            else:
+                async with asyncio.timeout(wait):
+                    first = await fut
         except TimeoutError:
             if not fut.done() or fut.cancelled():
                 return out

@@ -155,9 +155,7 @@ class AioHttpChannel(AioChannel):
         req = core.close_req()
         if req is not None:
             try:
-                await self._client.request(
-                    req.method, req.path, headers=req.headers, timeout=req.timeout
-                )
+                await self._client.request(req.method, req.path, timeout=req.timeout)
             except httpx.HTTPError:
                 pass
         await self._client.aclose()
@@ -259,7 +257,11 @@ async def connect(
         verify=ssl if ssl is not None else True,
     )
     client = httpx.AsyncClient(
-        base_url=addr.base_url(), transport=transport, timeout=limit, trust_env=False
+        base_url=addr.base_url(),
+        transport=transport,
+        timeout=limit,
+        headers=core.headers,
+        trust_env=False,
     )
     peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
     ch = AioHttpChannel(core, client, peer)

@@ -159,7 +159,7 @@ class HttpChannel(Channel):
         req = core.close_req()
         if req is not None:
             try:
-                self._client.request(req.method, req.path, headers=req.headers, timeout=req.timeout)
+                self._client.request(req.method, req.path, timeout=req.timeout)
             except httpx.HTTPError:
                 pass
         self._client.close()
@@ -274,7 +274,7 @@ def connect(
     url = addr.url()
     core = ClientCore(options, url, session=session)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
-    client = _client(addr, ssl, limit)
+    client = _client(addr, ssl, limit, core.headers)
     peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
     ch = HttpChannel(core, client, peer)
     if not session:
@@ -299,13 +299,19 @@ def connect(
         raise
 
 
-def _client(addr: HttpAddress, context: ssl.SSLContext | None, timeout: float) -> httpx.Client:
+def _client(
+    addr: HttpAddress, context: ssl.SSLContext | None, timeout: float, headers: dict[str, str]
+) -> httpx.Client:
     transport = httpx.HTTPTransport(
         uds=addr.unix.sockaddr if addr.unix is not None else None,  # type: ignore[arg-type]
         verify=context if context is not None else True,
     )
     return httpx.Client(
-        base_url=addr.base_url(), transport=transport, timeout=timeout, trust_env=False
+        base_url=addr.base_url(),
+        transport=transport,
+        timeout=timeout,
+        headers=headers,
+        trust_env=False,
     )
 
 
