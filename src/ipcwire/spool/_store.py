@@ -1,0 +1,404 @@
+"""The spool on disk: a crash-proof queue of files in a directory. No waiting here.
+
+Layout (maildir-like)::
+
+    dir/tmp/   a producer writes here, fsyncs, then renames into new/ (readers never see a
+               half-written message); it holds an flock on the file while writing
+    dir/new/   ready messages, named <ns timestamp>.<producer>.<seq>.<attempt>, so sorting
+               by name gives FIFO order per producer
+    dir/cur/   claimed messages. A consumer opens new/X, takes an flock on it, and renames it
+               to cur/X: the rename succeeds for exactly one consumer. It keeps the file open
+               (and locked) until it acknowledges (unlink) or releases (rename back to new/).
+    dir/dead/  messages given up on: over max_attempts, over max_frame
+
+A claimed message whose consumer died (kill -9 included) is unlocked by the kernel; any
+consumer that scans ``cur/`` (every ``reap_interval`` while idle) finds the lock free and
+renames the message back into ``new/`` with its attempt count raised: at-least-once delivery.
+With ``lease``, a claim held longer than that by a live consumer is also redelivered (copied
+to a new file, since the slow consumer still holds the old one's lock).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ipcwire._oserror import translate
+from ipcwire.errors import (
+    ChannelBroken,
+    ConfigurationError,
+    FrameTooLarge,
+    PermissionDenied,
+)
+
+__all__ = ["Claim", "SpoolStore"]
+
+log = logging.getLogger("ipcwire")
+
+_SUBDIRS: Final = ("tmp", "new", "cur", "dead")
+_READ: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_STALE_TMP: Final = 60.0  # seconds before an unlocked file in tmp/ counts as abandoned
+Buffer = bytes | bytearray | memoryview
+
+
+def _split(name: str) -> tuple[str, int]:
+    """``(base, attempt)`` of a message file name."""
+    base, _, attempt = name.rpartition(".")
+    try:
+        return base, int(attempt)
+    except ValueError:
+        return name, 0
+
+
+def _locked(fd: int) -> bool:
+    """Take an exclusive flock without waiting; False when someone else holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
+@dataclass(eq=False)
+class Claim:
+    """A message claimed by this process: ``data`` is its payload. Ack or release it once."""
+
+    store: SpoolStore
+    name: str
+    fd: int
+    data: bytes
+    attempt: int
+    claimed_at: float = field(default_factory=time.time)
+    done: bool = False
+
+    def ack(self) -> bool:
+        """Done with it: remove it for good. False if it had been redelivered meanwhile
+        (its lease expired), so another consumer may process it too."""
+        if self.done:
+            return True
+        self.done = True
+        try:
+            os.unlink(os.path.join(self.store.cur, self.name))
+            ok = True
+        except FileNotFoundError:
+            log.warning(
+                "ipcwire: %s: message %s was redelivered before its ack (lease expired)",
+                self.store.url,
+                self.name,
+            )
+            ok = False
+        finally:
+            os.close(self.fd)  # unlink first, then unlock: a reaper never sees it free
+        return ok
+
+    def release(self) -> None:
+        """Not done: put it back at its place in the queue for another attempt."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.store.requeue(self.name, self.attempt + 1)
+        finally:
+            os.close(self.fd)
+
+
+class SpoolStore:
+    """A spool directory. Thread-safe; one per channel (each keeps its own producer id)."""
+
+    def __init__(
+        self,
+        path: str,
+        url: str,
+        *,
+        mode: int = 0o700,
+        fsync: bool = True,
+        lease: float | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
+        if lease is not None and lease <= 0:
+            raise ConfigurationError(f"lease= for {url} must be positive seconds (or None)")
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigurationError(f"max_attempts= for {url} must be at least 1 (or None)")
+        self.path = path
+        self.url = url
+        self.fsync = fsync
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.tmp, self.new, self.cur, self.dead = (os.path.join(path, d) for d in _SUBDIRS)
+        self._make_dirs(mode)
+        self._producer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._seq = 0
+        self._last_ts = 0
+        self._put_lock = threading.Lock()
+        self._claim_lock = threading.Lock()
+        self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
+        self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _make_dirs(self, mode: int) -> None:
+        try:
+            os.makedirs(self.path, mode=mode, exist_ok=True)
+            for d in (self.tmp, self.new, self.cur, self.dead):
+                os.makedirs(d, mode=mode, exist_ok=True)
+        except PermissionError as exc:
+            raise PermissionDenied(
+                f"cannot create or enter the spool {self.path} ({exc.strerror}); the spool is "
+                f"mode {oct(mode)} by default: run as its owner, or create it with mode=0o770 "
+                f"and a shared group",
+                endpoint=self.url,
+            ) from exc
+        except OSError as exc:
+            raise translate(exc, self.url, "creating the spool") from exc
+        if not os.access(self.new, os.R_OK | os.W_OK | os.X_OK):
+            st = os.stat(self.new)
+            raise PermissionDenied(
+                f"the spool {self.path} is mode {oct(st.st_mode & 0o777)} owned by uid "
+                f"{st.st_uid}; you are uid {os.getuid()}: run as the owner, or give the spool "
+                f"a shared group (chmod -R g+rwX and mode=0o770)",
+                endpoint=self.url,
+            )
+
+    # -- producing --------------------------------------------------------------------------
+    def _next_name(self) -> str:
+        ts = max(time.time_ns(), self._last_ts + 1)  # strictly increasing per producer
+        self._last_ts = ts
+        self._seq += 1
+        return f"{ts:020d}.{self._producer}.{self._seq:010d}.0"
+
+    def _write_tmp(self, name: str, data: Buffer) -> int:
+        tmp = os.path.join(self.tmp, name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # marks it as being written (see reap_tmp)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        return fd
+
+    def put(self, data: Buffer) -> str:
+        """Add one message durably (fsync'd before it becomes visible). Returns its name.
+
+        Raises:
+            ChannelBroken, ResourceExhausted, PermissionDenied: the file system failed.
+        """
+        return self.put_many((data,))[0]
+
+    def put_many(self, items: Sequence[Buffer]) -> list[str]:
+        """Add several messages, in order, with one directory sync for all of them."""
+        with self._put_lock:
+            names = [self._next_name() for _ in items]
+            fds: list[int] = []
+            try:
+                for name, data in zip(names, items, strict=True):
+                    fds.append(self._write_tmp(name, data))
+                for name in names:
+                    os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
+                if self.fsync:
+                    os.fsync(self._new_fd)  # the renames survive a power cut
+            except OSError as exc:
+                for name in names:
+                    try:
+                        os.unlink(os.path.join(self.tmp, name))
+                    except OSError:
+                        pass
+                raise translate(exc, self.url, "writing to the spool") from exc
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        return names
+
+    # -- consuming --------------------------------------------------------------------------
+    def try_claim(self, max_frame: int) -> Claim | None:
+        """Claim the oldest available message, or None when there is none now.
+
+        Raises:
+            FrameTooLarge: the next message is over ``max_frame``; it was moved to dead/.
+        """
+        with self._claim_lock:
+            for _ in range(2):
+                if not self._backlog:
+                    self._backlog = self._scan()
+                while self._backlog:
+                    claim = self._claim(self._backlog.pop(0), max_frame)
+                    if claim is not None:
+                        return claim
+        return None
+
+    def _scan(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.new))
+        except OSError as exc:
+            raise translate(exc, self.url, "reading the spool") from exc
+
+    def _claim(self, name: str, max_frame: int) -> Claim | None:
+        src = os.path.join(self.new, name)
+        try:
+            fd = os.open(src, _READ)
+        except FileNotFoundError:
+            return None  # another consumer took it
+        try:
+            if not _locked(fd):
+                os.close(fd)
+                return None  # another consumer is claiming it right now
+            dst = os.path.join(self.cur, name)
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                os.close(fd)
+                return None
+            size = os.fstat(fd).st_size
+            if size > max_frame:
+                self._bury(name, f"{size} bytes, over max_frame={max_frame}")
+                os.close(fd)
+                raise FrameTooLarge(
+                    f"a message of {size} bytes in {self.url} is over max_frame={max_frame}; it "
+                    f"was moved to {self.dead}",
+                    size=size,
+                    limit=max_frame,
+                    endpoint=self.url,
+                )
+            data = _read_all(fd, size)
+            os.utime(fd)  # mtime = claim time, for the lease
+        except OSError as exc:
+            os.close(fd)
+            raise ChannelBroken(f"{self.url}: cannot claim {name}: {exc}") from exc
+        return Claim(self, name, fd, data, _split(name)[1])
+
+    # -- putting back -----------------------------------------------------------------------
+    def requeue(self, name: str, attempt: int) -> None:
+        """Move cur/name back into new/ (or dead/ past max_attempts)."""
+        base, _ = _split(name)
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            self._bury(name, f"{attempt} delivery attempts (max_attempts={self.max_attempts})")
+            return
+        try:
+            os.rename(os.path.join(self.cur, name), os.path.join(self.new, f"{base}.{attempt}"))
+        except FileNotFoundError:
+            pass
+
+    def _bury(self, name: str, why: str) -> None:
+        try:
+            os.rename(os.path.join(self.cur, name), os.path.join(self.dead, name))
+            log.warning("ipcwire: %s: moved %s to dead/: %s", self.url, name, why)
+        except FileNotFoundError:
+            pass
+
+    def reap(self) -> int:
+        """Return claims whose consumer is gone (and, with ``lease``, claims held too long);
+        remove abandoned temporary files. Returns how many messages went back."""
+        returned = 0
+        try:
+            names = os.listdir(self.cur)
+        except OSError:
+            return 0
+        now = time.time()
+        for name in names:
+            path = os.path.join(self.cur, name)
+            try:
+                fd = os.open(path, _READ)
+            except FileNotFoundError:
+                continue
+            try:
+                if _locked(fd):
+                    # The consumer died (or just acked: then the rename finds nothing).
+                    if os.path.exists(path):
+                        self.requeue(name, _split(name)[1] + 1)
+                        returned += 1
+                elif self.lease is not None and now - os.fstat(fd).st_mtime > self.lease:
+                    returned += self._steal(name, fd)
+            except OSError as exc:
+                log.info("ipcwire: %s: reaping %s failed: %s", self.url, name, exc)
+            finally:
+                os.close(fd)
+        self._reap_tmp(now)
+        return returned
+
+    def _steal(self, name: str, fd: int) -> int:
+        """Redeliver a claim whose lease expired: a copy, since its holder keeps the lock."""
+        base, attempt = _split(name)
+        data = _read_all(fd, os.fstat(fd).st_size)
+        new_name = f"{base}.{attempt + 1}"
+        tmp_fd = self._write_tmp(new_name, data)
+        try:
+            os.rename(os.path.join(self.tmp, new_name), os.path.join(self.new, new_name))
+            os.unlink(os.path.join(self.cur, name))
+        except FileNotFoundError:
+            os.unlink(os.path.join(self.new, new_name))  # acked meanwhile: keep it acked
+            return 0
+        finally:
+            os.close(tmp_fd)
+        log.warning(
+            "ipcwire: %s: %s was held over the lease of %s s; redelivered",
+            self.url,
+            name,
+            self.lease,
+        )
+        return 1
+
+    def _reap_tmp(self, now: float) -> None:
+        try:
+            names = os.listdir(self.tmp)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(self.tmp, name)
+            try:
+                if now - os.stat(path).st_mtime < _STALE_TMP:
+                    continue
+                fd = os.open(path, _READ)
+            except OSError:
+                continue
+            try:
+                if _locked(fd):
+                    os.unlink(path)  # its writer died before the rename: never visible
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def counts(self) -> dict[str, int]:
+        """Files per state: ``{"new": 3, "cur": 1, "dead": 0, "tmp": 0}``."""
+        out = {}
+        for d in _SUBDIRS:
+            try:
+                out[d] = len(os.listdir(os.path.join(self.path, d)))
+            except OSError:
+                out[d] = 0
+        return out
+
+    def close(self) -> None:
+        """Release the directory descriptor."""
+        fd, self._new_fd = self._new_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    if len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
