@@ -115,6 +115,27 @@ def _checks(doc: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _floor(doc: dict[str, Any]) -> str:
+    floor = doc.get("floor") or {}
+    if not floor.get("available"):
+        return f"<p class=dim>The machine's floor, in C: {_e(floor.get('reason', '-'))}</p>"
+    rows = ["<tr><th>kind</th><th>p50 µs</th><th>p99 µs</th><th>how</th></tr>"]
+    for rt in floor.get("round_trip", []):
+        rows.append(
+            f"<tr><td>{_e(rt['kind'])}</td><td>{fmt_us(rt['p50_us'])}</td>"
+            f"<td>{fmt_us(rt['p99_us'])}</td><td>{_e(rt.get('what', ''))}</td></tr>"
+        )
+    for m in floor.get("memcpy", []):
+        rows.append(
+            f"<tr><td>memcpy</td><td></td><td></td><td>{fmt_bandwidth(m['bytes_per_s'])} at "
+            f"{format_size(m['size'])}</td></tr>"
+        )
+    return (
+        "<h2>The machine's floor, in C (no Python)</h2><p>64 B round trips between two pinned "
+        "processes, from ipcwire's compiled extension.</p><table>" + "".join(rows) + "</table>"
+    )
+
+
 def render_html(doc: dict[str, Any], png: bytes | None = None) -> str:
     """The page as a string (``png``: the plot to embed; made here when None and matplotlib
     is installed)."""
@@ -146,6 +167,7 @@ def render_html(doc: dict[str, Any], png: bytes | None = None) -> str:
 brackets). vs raw: ratio to the contender's raw-Python baseline (time for round trips, rate
 for throughput). vs best: ratio to the fastest in this run. CPU: both processes.</p>
 {lists}
+{_floor(doc)}
 {_checks(doc)}
 <h2>Plot</h2>
 {img}

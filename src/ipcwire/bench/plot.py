@@ -26,6 +26,12 @@ def _results(doc: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
     }
 
 
+def _formatter(fn: Any) -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(fn)
+
+
 def _bars(ax: Any, rows: list[tuple[str, str, float, Any]], xlabel: str, title: str) -> None:
     """Horizontal bars: (label, group, value, (low, high) or None)."""
     if not rows:
@@ -40,7 +46,13 @@ def _bars(ax: Any, rows: list[tuple[str, str, float, Any]], xlabel: str, title: 
             ax.plot([span[0], span[1]], [y, y], color="black", linewidth=1)
     ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xscale("log")
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 30:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_formatter(lambda v, _: f"{v:g}"))
+        xlabel += " (log scale)"
+    else:
+        ax.set_xlim(0, max(values + [s[1] for s in (r[3] for r in rows) if s]) * 1.15)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="x", which="both", alpha=0.3)
@@ -49,6 +61,22 @@ def _bars(ax: Any, rows: list[tuple[str, str, float, Any]], xlabel: str, title: 
             f" {value:.3g}", (value, y), va="center", fontsize=7, xytext=(2, 0),
             textcoords="offset points",
         )  # fmt: skip
+
+
+def _floor_lines(ax: Any, doc: dict[str, Any], lowest: float) -> None:
+    """Dashed lines at the C floors that fall in the plotted range (not spin: off the scale)."""
+    floor = doc.get("floor") or {}
+    shown: list[float] = []
+    for rt in floor.get("round_trip", []) if floor.get("available") else []:
+        near = any(abs(rt["p50_us"] - v) < 0.1 * v for v in shown)
+        if rt["kind"] in ("unix", "pipe") and rt["p50_us"] >= lowest and not near:
+            shown.append(rt["p50_us"])
+            ax.axvline(rt["p50_us"], color="green", linestyle="--", linewidth=1)
+            ax.annotate(
+                f"C {rt['kind']} floor {rt['p50_us']:.3g}", (rt["p50_us"], 1.0),
+                xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                fontsize=7, color="green",
+            )  # fmt: skip
 
 
 def png_bytes(doc: dict[str, Any]) -> bytes:
@@ -75,9 +103,10 @@ def png_bytes(doc: dict[str, Any]) -> bytes:
             s = r["summary"]
             rt_rows.append((c["title"], c["group"], s["p50_us"], s["p50_spread_us"]))
             p99.append(s["p99_us"])
-    _bars(ax_rt, rt_rows, "µs (log)", f"round trip {format_size(rt or 0)}: p50, ◆ p99")
+    _bars(ax_rt, rt_rows, "µs", f"round trip {format_size(rt or 0)}: p50, ◆ p99")
     if rt_rows:
         ax_rt.scatter(p99, range(len(p99)), marker="D", s=12, color="black", zorder=3)
+        _floor_lines(ax_rt, doc, min(r[2] for r in rt_rows) / 2)
 
     def thr_rows(size: int, unit: str) -> list[tuple[str, str, float, Any]]:
         rows = []
@@ -96,9 +125,9 @@ def png_bytes(doc: dict[str, Any]) -> bytes:
 
     if sizes:
         small, large = sizes[0], sizes[-1]
-        _bars(ax_small, thr_rows(small, "msgs"), "million messages/s (log)",
+        _bars(ax_small, thr_rows(small, "msgs"), "million messages/s",
               f"throughput {format_size(small)}")  # fmt: skip
-        _bars(ax_large, thr_rows(large, "bytes"), "GB/s (log)",
+        _bars(ax_large, thr_rows(large, "bytes"), "GB/s",
               f"throughput {format_size(large)}")  # fmt: skip
     else:
         ax_small.set_axis_off()
@@ -129,7 +158,7 @@ def png_bytes(doc: dict[str, Any]) -> bytes:
             if r is not None:
                 s = r["summary"]
                 cpu_rows.append((c["title"], c["group"], s["cpu_us_per_msg"], None))
-        _bars(ax_extra, cpu_rows, "µs of CPU per round trip, both processes (log)",
+        _bars(ax_extra, cpu_rows, "µs of CPU per round trip, both processes",
               "CPU cost per round trip (busy-polling is not free)")  # fmt: skip
 
     machine = doc["machine"]
