@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl as ssl_module
+import threading
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -200,10 +201,20 @@ class ServerChannelBase:
 
     def drop_connection(self) -> None:
         """Drop the current HTTP connection without ending the stream: the client reconnects
-        and resumes. For tests of resumption, and to move a client to another server."""
+        and resumes. For tests of resumption, and to move a client to another server.
+        Returns once the connection is aborted (events sent after it go to the replay buffer).
+        """
         transport = self._stream.transport
-        if transport is not None:
-            self._server.call_soon(transport.abort)
+        if transport is None:
+            return
+        done = threading.Event()
+
+        def drop() -> None:
+            transport.abort()
+            done.set()
+
+        self._server.call_soon(drop)
+        done.wait(5.0)
 
     def statistics(self) -> ChannelStatistics:
         s = self._stream

@@ -129,6 +129,7 @@ class SseServer:
                 wake()
         await asyncio.sleep(0)  # let the writers send their end events
         if self._web is not None:
+            self._web.pre_shutdown()  # each connection closes once its response is done
             await self._web.shutdown(SHUTDOWN_TIMEOUT)
         for stream in list(self.table.streams.values()):
             with stream.lock:

@@ -1,0 +1,311 @@
+"""Server-Sent Events with real clients: ipcwire's (blocking and asyncio), curl, and
+misbehaving ones. Reconnection, replay, gaps, shutdown, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.ws._tls import tls_contexts
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    LocalProtocolError,
+    PermissionDenied,
+    Timeout,
+)
+from ipcwire.sse.aio import AioSseServerChannel
+from ipcwire.sse.blocking import SseClientChannel, SseServerChannel
+
+URL = "sse+http://127.0.0.1:0/events"
+
+
+@contextmanager
+def stream(
+    listener: Listener, **options: Any
+) -> Iterator[tuple[SseServerChannel, SseClientChannel]]:
+    client = ipcwire.connect(listener.url, timeout=10, **options)
+    server = listener.accept(timeout=10)
+    assert isinstance(server, SseServerChannel)
+    assert isinstance(client, SseClientChannel)
+    with client, server:
+        yield server, client
+
+
+def http_url(listener: Listener) -> str:
+    return "http" + listener.url.removeprefix("sse+http")
+
+
+def test_resume_after_the_server_drops_the_connection() -> None:
+    with (
+        ipcwire.listen(URL, codec="json", retry=0.01) as listener,
+        stream(listener, codec="json") as (server, client),
+    ):
+        server.send_many([1, 2, 3])
+        assert client.recv_many(timeout=5) == [1, 2, 3]
+        assert client.retry == 0.01  # the server's retry: field is honoured
+        server.drop_connection()
+        server.send_many([4, 5])  # sent while the client is away
+        got = [client.recv(timeout=5) for _ in range(2)]
+        server.send(6)
+        got.append(client.recv(timeout=5))
+        assert got == [4, 5, 6]  # replayed once, in order, nothing lost or repeated
+        assert client.last_event_id == f"{server.stream_id}-6"
+        assert client.statistics().dropped == 0
+        assert server.connected
+
+
+def test_a_gap_is_never_silent() -> None:
+    with ipcwire.listen(URL, retry=0.01, replay=3) as listener:
+        with stream(listener) as (server, client):
+            server.send(b"first")
+            assert client.recv(timeout=5) == b"first"
+            client._drop_socket()  # the network fails under the client
+            server.send_many([b"%d" % i for i in range(10)])  # 7 of them fall out of the buffer
+            with pytest.raises(ChannelBroken, match="could not replay 7 events"):
+                client.recv(timeout=5)
+            assert client.statistics().dropped == 7
+            with pytest.raises(ChannelBroken):
+                client.recv(timeout=1)  # and it stays broken
+        with stream(listener, allow_gaps=True) as (server, client):
+            server.send(b"first")
+            assert client.recv(timeout=5) == b"first"
+            client._drop_socket()
+            server.send_many([b"%d" % i for i in range(10)])
+            assert client.recv_many(timeout=5) == [b"7", b"8", b"9"]  # counted and going on
+            assert client.statistics().dropped == 7
+
+
+def test_resuming_a_stream_the_server_does_not_know() -> None:
+    with ipcwire.listen(URL) as listener:
+        with (
+            pytest.raises(ChannelBroken, match="does not know the stream"),
+            ipcwire.connect(listener.url, last_event_id="feedface-12", timeout=5) as ch,
+        ):
+            ch.recv(timeout=5)
+        listener.accept(timeout=5).close()  # the new stream the server started for it
+        with (
+            ipcwire.connect(listener.url, last_event_id="feedface-12", allow_gaps=True) as ch,
+            listener.accept(timeout=5) as fresh,
+        ):
+            fresh.send(b"new stream")
+            assert ch.recv(timeout=5) == b"new stream"
+
+
+def test_an_ended_stream_tells_reconnecting_clients_to_stop() -> None:
+    with ipcwire.listen(URL) as listener:
+        with stream(listener) as (server, client):
+            server.send(b"last")
+            server.close()
+            assert client.recv(timeout=5) == b"last"
+            with pytest.raises(EndOfChannel):
+                client.recv(timeout=5)
+            ended = client.last_event_id
+        with (
+            ipcwire.connect(listener.url, last_event_id=ended, timeout=5) as late,
+            pytest.raises(EndOfChannel, match="204"),
+        ):
+            late.recv(timeout=5)
+
+
+def test_one_way_and_limits() -> None:
+    with (
+        ipcwire.listen(URL) as listener,
+        stream(listener, max_frame=100) as (server, client),  # the client's limit
+    ):
+        with pytest.raises(LocalProtocolError, match="cannot send"):
+            client.send(b"up")
+        with pytest.raises(LocalProtocolError, match="cannot receive"):
+            server.recv(timeout=0)
+        with pytest.raises(FrameTooLarge):
+            server.send(b"x" * 101)
+        server.send(b"x" * 100)
+        assert client.recv(timeout=5) == b"x" * 100
+        client.close()
+        with pytest.raises(ChannelClosed):
+            client.recv(timeout=0)
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        ipcwire.listen(URL, colour="blue")
+
+
+def test_refusals_are_typed_and_the_server_keeps_serving() -> None:
+    with ipcwire.listen(URL, codec="json", token="t0k") as listener:
+        with pytest.raises(AuthenticationFailed, match="wrong token"):
+            ipcwire.connect(listener.url, codec="json", token="bad", timeout=5)
+        with pytest.raises(AuthenticationFailed, match="requires a token"):
+            ipcwire.connect(listener.url, codec="json", timeout=5)
+        with pytest.raises(HandshakeError, match="codec"):
+            ipcwire.connect(listener.url, codec="msgpack", token="t0k", timeout=5)
+        with pytest.raises(PermissionDenied, match="origins="):
+            ipcwire.connect(
+                listener.url,
+                codec="json",
+                token="t0k",
+                headers={"Origin": "http://evil.example"},
+                timeout=5,
+            )
+        with pytest.raises(ConnectionRefused, match="404"):
+            ipcwire.connect(listener.url + "/other", codec="json", token="t0k", timeout=5)
+        with stream(listener, codec="json", token="t0k") as (server, client):
+            server.send({"still": "serving"})
+            assert client.recv(timeout=5) == {"still": "serving"}
+    with (  # a server without the token cannot prove it knows it
+        ipcwire.listen(URL) as listener,
+        pytest.raises(AuthenticationFailed, match="prove"),
+    ):
+        ipcwire.connect(listener.url, token="t0k", timeout=5)
+
+
+def test_a_slow_reader_slows_the_writer() -> None:
+    with ipcwire.listen(URL, replay=4) as listener, stream(listener) as (server, client):
+        chunk = b"z" * 65536
+        with pytest.raises(Timeout, match="not reading"):
+            for _ in range(5000):  # socket buffers fill, then four unwritten events
+                server.send(chunk, timeout=0.5)
+        assert server.statistics().dropped == 0
+        assert client.recv(timeout=5) == chunk  # nothing was lost meanwhile
+
+
+def test_a_client_that_never_comes_back() -> None:
+    with ipcwire.listen(URL, resume_window=0) as listener, stream(listener) as (server, client):
+        client.close()
+        deadline = time.monotonic() + 10
+        with pytest.raises(ChannelBroken, match="did not come back"):
+            while time.monotonic() < deadline:  # until the server notices and expires it
+                server.send(b"anyone?", timeout=5)
+
+
+def test_shutdown_does_not_wait_for_open_streams() -> None:
+    listener = ipcwire.listen(URL)
+    clients = [ipcwire.connect(listener.url, timeout=5) for _ in range(3)]
+    servers = [listener.accept(timeout=5) for _ in range(3)]
+    servers[0].send(b"before shutdown")
+    listener.close()  # returns although three streams are open and nobody closed them
+    assert clients[0].recv(timeout=5) == b"before shutdown"
+    for client in clients:
+        with pytest.raises(EndOfChannel):
+            client.recv(timeout=5)
+        client.close()
+    with pytest.raises(ChannelBroken):
+        servers[1].send(b"after")
+    with pytest.raises(ConnectionRefused):
+        ipcwire.connect(listener.url, timeout=2)
+
+
+def test_curl_reads_the_stream() -> None:
+    with ipcwire.listen(URL, codec="json", token="t", keepalive=0.05) as listener:
+        curl = subprocess.Popen(
+            ["curl", "-sS", "-N", "-i", http_url(listener) + "?token=t"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert curl.stdout is not None
+        with listener.accept(timeout=10) as server:
+            assert isinstance(server, SseServerChannel)
+            server.send({"n": 1})
+            lines: list[str] = []
+            while ": keepalive" not in lines:
+                lines.append(curl.stdout.readline().strip())
+            server.send({"n": 2})
+            while "ipcwire-end" not in "".join(lines):
+                if lines[-1].startswith('data: {"n":2}'):
+                    server.close()
+                lines.append(curl.stdout.readline().strip())
+        assert curl.wait(10) == 0  # the server ended the response: curl is done
+        head = [line.lower() for line in lines[: lines.index("")]]
+        assert head[0].startswith("http/1.1 200")
+        assert "content-type: text/event-stream; charset=utf-8" in head
+        assert "cache-control: no-cache, no-transform" in head
+        assert "x-accel-buffering: no" in head
+        sid = server.stream_id
+        assert f"id: {sid}-1" in lines
+        assert 'data: {"n":1}' in lines
+        assert "retry: 1000" in lines
+        # curl resumes with Last-Event-ID: the stream ended, so 204 (EventSource stops too)
+        done = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+             f"Last-Event-ID: {sid}-1", http_url(listener) + "?token=t"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        assert done.stdout == "204"
+
+
+def test_curl_resumes_with_last_event_id() -> None:
+    with (
+        ipcwire.listen(URL, codec="json") as listener,
+        stream(listener, codec="json") as (server, client),
+    ):
+        server.send_many(["a", "b", "c"])
+        assert client.recv(timeout=5) == "a"
+        resumed = subprocess.Popen(
+            ["curl", "-sS", "-N", "-H", f"Last-Event-ID: {server.stream_id}-1",
+             http_url(listener)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert resumed.stdout is not None
+        seen: list[str] = []
+        while 'data: "c"' not in seen:
+            seen.append(resumed.stdout.readline().strip())
+        resumed.terminate()
+        resumed.wait(10)
+        assert 'data: "a"' not in seen  # only what came after event 1
+        assert seen.index('data: "b"') < seen.index('data: "c"')
+
+
+def test_sse_over_tls(tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    url = "sse+https://127.0.0.1:0/secure"
+    with ipcwire.listen(url, ssl=server_ctx, codec="json") as listener:
+        assert listener.url.startswith("sse+https://")
+        with stream(listener, codec="json", ssl=client_ctx) as (server, client):
+            server.send({"tls": True})
+            assert client.recv(timeout=5) == {"tls": True}
+        with pytest.raises(ChannelBroken, match="TLS"):
+            ipcwire.connect(listener.url, codec="json", timeout=5)
+
+
+def test_asyncio_resume_and_shutdown() -> None:
+    async def main() -> None:
+        listener = await aio.listen(URL, codec="json", retry=0.01)
+        client = await aio.connect(listener.url, codec="json", timeout=5)
+        server = await listener.accept(timeout=5)
+        assert isinstance(server, AioSseServerChannel)
+        await server.send("one")
+        assert await client.recv(timeout=5) == "one"
+        server.drop_connection()
+        await server.send("two")
+        assert await client.recv(timeout=5) == "two"
+        with pytest.raises(LocalProtocolError):
+            await client.send("up")
+        await listener.aclose()
+        with pytest.raises(EndOfChannel):
+            await client.recv(timeout=5)
+        await client.aclose()
+        with pytest.raises(ChannelBroken):
+            await server.send("late")
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_channel_types() -> None:
+    with ipcwire.listen(URL) as listener, stream(listener) as (server, client):
+        assert isinstance(server, Channel)
+        assert server.peer is not None
+        assert client.peer is not None
+        assert server.peer.address is not None
