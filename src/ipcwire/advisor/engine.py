@@ -1,0 +1,382 @@
+"""The engine of ``ipcwire choose``: the rule table, read with the registry and the numbers.
+
+1. Every rule of :data:`~ipcwire.advisor.rules.RULES` is tried in order against the answers.
+   A rule that applies offers its picks; a pick is kept only when its scheme is registered,
+   runs on the target OS (and is available here when the target is this machine), and has
+   the capabilities the answers require (:data:`~ipcwire.advisor.rules.REQUIREMENTS`, read
+   from the registry). Every skip is kept with its reason.
+2. With bench results, each kept pick gets its measured numbers. A rule that promised a number
+   ("under 10 µs") and was measured short of it gives a warning. When the answers ask for a
+   latency or a throughput, picks measured short of it move behind those that reach it, and
+   a mechanism that reached it in the measurements, though no rule named it, is put first.
+3. The first pick is the recommendation, the second the runner-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipcwire.advisor.evidence import BenchResults, Measured
+from ipcwire.advisor.questions import QUESTIONS, Answers, describe_value, this_os
+from ipcwire.advisor.rules import REQUIREMENTS, RULES, Condition, Pick, Rule, holds
+from ipcwire.errors import InvalidURL
+from ipcwire.registry import MechanismSpec, lookup
+
+__all__ = ["Advice", "Candidate", "Claim", "Considered", "Step", "advise", "condition_text"]
+
+_LABELS = {q.key: q.label for q in QUESTIONS}
+
+
+def condition_text(cond: Condition) -> str:
+    """``round trip <= 10.0 µs``, ``browser = server-to-client``."""
+    return f"{_LABELS[cond.key]} {cond.op} {describe_value(cond.key, cond.value)}"
+
+
+@dataclass(slots=True)
+class Considered:
+    """One pick of an applying rule: its URL and title, or why it was skipped."""
+
+    pick: Pick
+    title: str
+    url: str
+    skipped: str | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """One rule tried: ``failed`` is its first condition that does not hold (None: applies)."""
+
+    rule: Rule
+    failed: Condition | None
+    considered: list[Considered] = field(default_factory=list)
+
+    def text(self, answers: Answers) -> str:
+        """One line for the path through the rules."""
+        if self.failed is not None:
+            key = self.failed.key
+            return (
+                f"{self.rule.id}: no: {_LABELS[key]} is {answers.describe(key)} "
+                f"(the rule needs {condition_text(self.failed)})"
+            )
+        conds = ", ".join(condition_text(c) for c in self.rule.when) or "always"
+        return f"{self.rule.id}: yes ({conds})"
+
+
+@dataclass(slots=True)
+class Claim:
+    """A measured number behind a candidate, against what was asked (``required``)."""
+
+    measured: Measured
+    required: float | None = None
+
+    @property
+    def meets(self) -> bool | None:
+        """Whether the number satisfies the requirement (None: nothing was required)."""
+        return None if self.required is None else self.measured.meets(self.required)
+
+    def text(self) -> str:
+        """``round trip p50 45.2 µs at 64 B (...): over the 10 µs asked for``."""
+        out = self.measured.text()
+        if self.required is None:
+            return out
+        key = "latency_us" if self.measured.metric == "round_trip" else "throughput"
+        asked = describe_value(key, self.required)
+        if self.meets:
+            return f"{out}: meets the {asked} asked for"
+        side = "over" if self.measured.metric == "round_trip" else "under"
+        return f"{out}: {side} the {asked} asked for"
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A mechanism that survived: from a rule, or (``rule`` None) from the measurements."""
+
+    pick: Pick
+    title: str
+    url: str
+    rule: Rule | None
+    because: str
+    claims: list[Claim] = field(default_factory=list)
+
+    @property
+    def meets(self) -> bool | None:
+        """False when any measured number misses what was asked; True when all that were
+        asked are measured and met; None otherwise."""
+        results = [c.meets for c in self.claims if c.meets is not None]
+        if False in results:
+            return False
+        return True if results else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {
+            "scheme": self.pick.scheme,
+            "also": list(self.pick.also),
+            "wait": self.pick.wait,
+            "title": self.title,
+            "url": self.url,
+            "how": self.pick.how,
+            "rule": self.rule.id if self.rule else None,
+            "because": self.because,
+            "meets_requirements": self.meets,
+            "measured": [
+                {**c.measured.as_dict(), "required": c.required, "meets": c.meets, "text": c.text()}
+                for c in self.claims
+            ],
+        }
+
+
+@dataclass(slots=True)
+class Advice:
+    """What ``ipcwire choose`` answers: the recommendation, the runner-up, and why."""
+
+    answers: Answers
+    recommended: Candidate | None
+    runner_up: Candidate | None
+    steps: list[Step]
+    path_length: int
+    candidates: list[Candidate]
+    warnings: list[str]
+    notes: list[str]
+    bench: BenchResults | None
+
+    @property
+    def path(self) -> list[Step]:
+        """The rules tried up to the one that gave the answer."""
+        return self.steps[: self.path_length]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        return {
+            "answers": self.answers.as_dict(),
+            "recommended": self.recommended.as_dict() if self.recommended else None,
+            "runner_up": self.runner_up.as_dict() if self.runner_up else None,
+            "others": [c.as_dict() for c in self.candidates[2:]],
+            "path": [
+                {
+                    "rule": s.rule.id,
+                    "applies": s.failed is None,
+                    "text": s.text(self.answers),
+                    "because": s.rule.because if s.failed is None else None,
+                    "considered": [
+                        {"pick": c.pick.label, "url": c.url, "title": c.title, "skipped": c.skipped}
+                        for c in s.considered
+                    ],
+                }
+                for s in self.path
+            ],
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+            "bench": None
+            if self.bench is None
+            else {"source": self.bench.source, "started_at": self.bench.started_at},
+        }
+
+
+# -- picks against the registry -----------------------------------------------------------------
+def _url(pick: Pick, spec: MechanismSpec) -> str:
+    url = pick.url or spec.example_url or f"{pick.scheme}:"
+    if pick.wait:
+        url += ("&" if "?" in url else "?") + f"wait={pick.wait}"
+    return url
+
+
+def consider(pick: Pick, answers: Answers) -> Considered:
+    """Check one pick against the registry, the target OS, this machine and the answers."""
+    values = answers.as_dict()
+    specs: list[MechanismSpec] = []
+    for scheme in (pick.scheme, *pick.also):
+        try:
+            spec = lookup(scheme)
+        except InvalidURL:
+            return Considered(
+                pick, scheme, f"{scheme}:", f"{scheme}: is not registered (yet) in this ipcwire"
+            )
+        caps = spec.capabilities
+        if not any(answers.os.startswith(p) for p in caps.platforms):
+            return Considered(
+                pick,
+                spec.title,
+                _url(pick, spec),
+                f"{spec.title} does not run on {answers.os} (only {', '.join(caps.platforms)})",
+            )
+        if answers.os == this_os():
+            reason = spec.unavailable_reason()
+            if reason is not None:
+                return Considered(pick, spec.title, _url(pick, spec), f"not available: {reason}")
+        specs.append(spec)
+    main = specs[0]
+    title = " + ".join(s.title for s in specs)
+    url = " + ".join(_url(pick if s is main else Pick(s.scheme), s) for s in specs)
+    if pick.wait is not None and pick.wait not in main.capabilities.wait_policies:
+        policies = ", ".join(main.capabilities.wait_policies) or "none"
+        return Considered(
+            pick, title, url, f"{main.title} has no wait policy {pick.wait!r} (it has: {policies})"
+        )
+    for req in REQUIREMENTS:
+        if holds(req.when, values) is not None:
+            continue
+        if req.capability == "sleeps_when_idle":
+            if pick.spins:
+                return Considered(pick, title, url, f"{pick.label} spins while it waits, "
+                                  f"but {req.why}")  # fmt: skip
+        elif not any(getattr(s.capabilities, req.capability) for s in specs):
+            return Considered(
+                pick,
+                title,
+                url,
+                f"{title}: {req.capability} is false in its registered capabilities, but {req.why}",
+            )
+    return Considered(pick, title, url)
+
+
+# -- numbers ------------------------------------------------------------------------------------
+def _wait_filter(pick: Pick, answers: Answers) -> Callable[[str], bool]:
+    if pick.wait is not None:
+        return lambda w: w == pick.wait
+    if answers.idle_sleep:
+        return lambda w: w != "spin"
+    return lambda w: True
+
+
+def _claims(cand: Candidate, answers: Answers, bench: BenchResults, size: int) -> list[Claim]:
+    scheme = lookup(cand.pick.scheme).scheme
+    wait = _wait_filter(cand.pick, answers)
+    out = []
+    rt = bench.round_trip(scheme, wait, size)
+    if rt is not None:
+        out.append(Claim(rt, answers.latency_us))
+    bw = bench.throughput(scheme, wait)
+    if bw is not None:
+        out.append(Claim(bw, answers.throughput))
+    return out
+
+
+def _promised(rule: Rule | None) -> list[tuple[str, float]]:
+    """The numbers a rule promises its first pick reaches (its numeric conditions)."""
+    if rule is None:
+        return []
+    return [
+        (c.key, float(c.value))
+        for c in rule.when
+        if c.op in ("<=", ">=") and isinstance(c.value, int | float)
+    ]
+
+
+def _contradictions(cands: list[Candidate]) -> list[str]:
+    out = []
+    for cand in cands:
+        if cand.rule is None or cand.pick != cand.rule.picks[0]:
+            continue
+        for key, limit in _promised(cand.rule):
+            metric = "round_trip" if key == "latency_us" else "throughput"
+            for claim in cand.claims:
+                m = claim.measured
+                if m.metric == metric and not m.meets(limit):
+                    quote = f"\u201c{cand.rule.because}\u201d"
+                    side = "under" if metric == "round_trip" else "over"
+                    out.append(
+                        f"The rule of thumb behind {cand.rule.id} ({quote}) does not hold on "
+                        f"this machine: {cand.pick.label} measured {m.text()}, not {side} "
+                        f"{describe_value(key, limit)}."
+                    )
+    return out
+
+
+def _from_measurements(
+    answers: Answers, bench: BenchResults, size: int, known: list[Candidate], warnings: list[str]
+) -> list[Candidate]:
+    """Mechanisms the numbers say reach what was asked, though no applying rule named them."""
+    asked = [
+        (metric, req)
+        for metric, req in (("round_trip", answers.latency_us), ("throughput", answers.throughput))
+        if req is not None
+    ]
+    if not asked:
+        return []
+    fits: dict[tuple[str, str], list[Measured]] = {}
+    for metric, req in asked:
+        for m in bench.best_per_mechanism("round_trip" if metric == "round_trip" else "throughput",
+                                          size):  # fmt: skip
+            if m.meets(req):
+                fits.setdefault((m.scheme, m.wait), []).append(m)
+    found = []
+    for (scheme, wait), rows in fits.items():
+        if len(rows) != len(asked):
+            continue  # reaches one number asked for but not the other
+        spec = lookup(scheme)
+        pick = Pick(scheme, wait=wait if wait in spec.capabilities.wait_policies else None)
+        if any(c.pick.scheme == pick.scheme and c.pick.wait == pick.wait for c in known):
+            continue
+        seen = consider(pick, answers)
+        text = "; ".join(m.text() for m in rows)
+        if seen.skipped is not None:
+            if pick.spins and answers.idle_sleep:
+                warnings.append(
+                    f"On this machine only {pick.label} reached what you asked for ({text}), "
+                    f"and it keeps a core busy while waiting; you said it must sleep when "
+                    f"idle. Relax the requirement, or allow spinning (--idle-sleep no)."
+                )
+            continue
+        cand = Candidate(pick, seen.title, seen.url, None, f"measured here: {text}")
+        cand.claims = _claims(cand, answers, bench, size)
+        found.append(cand)
+    return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
+
+
+def advise(answers: Answers, bench: BenchResults | None = None, *, size: int = 64) -> Advice:
+    """Answer ``ipcwire choose``: walk the rules, keep what the registry allows, weigh the
+    numbers (``size``: the message size the round trip is judged at)."""
+    values = answers.as_dict()
+    steps: list[Step] = []
+    candidates: list[Candidate] = []
+    for rule in RULES:
+        step = Step(rule, holds(rule.when, values))
+        if step.failed is None:
+            for pick in rule.picks:
+                seen = consider(pick, answers)
+                step.considered.append(seen)
+                duplicate = any(c.pick == pick for c in candidates)
+                if seen.skipped is None and not duplicate:
+                    candidates.append(Candidate(pick, seen.title, seen.url, rule, rule.because))
+        steps.append(step)
+    warnings: list[str] = []
+    notes: list[str] = []
+    if bench is not None:
+        for cand in candidates:
+            cand.claims = _claims(cand, answers, bench, size)
+        warnings += _contradictions(candidates)
+        if not any(c.meets for c in candidates):
+            candidates = _from_measurements(answers, bench, size, candidates, warnings) + candidates
+        if any(c.meets is not None for c in candidates):
+            order = {True: 0, None: 1, False: 2}
+            candidates.sort(key=lambda c: order[c.meets])
+        if (answers.latency_us or answers.throughput) and not any(c.meets for c in candidates):
+            warnings.append(
+                "Nothing measured here reaches what you asked for; the recommendation is the "
+                "rules' answer, and the numbers beside it say how far off it is."
+            )
+        if warnings:
+            vm = [e for e in bench.explanations if "irtual machine" in e]
+            warnings += vm[:1]
+    elif answers.latency_us is not None or answers.throughput is not None:
+        notes.append(
+            "The numbers in these rules are rules of thumb, not measurements of this machine: "
+            "pass --bench results.json (from `ipcwire bench --json`) or --measure."
+        )
+    chosen = candidates[:2]
+    rule_ids = [c.rule.id for c in chosen if c.rule is not None]
+    last = max((i for i, s in enumerate(steps) if s.rule.id in rule_ids), default=len(steps) - 1)
+    return Advice(
+        answers=answers,
+        recommended=chosen[0] if chosen else None,
+        runner_up=chosen[1] if len(chosen) > 1 else None,
+        steps=steps,
+        path_length=last + 1,
+        candidates=candidates,
+        warnings=warnings,
+        notes=notes,
+        bench=bench,
+    )
