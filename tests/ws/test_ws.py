@@ -140,6 +140,12 @@ def test_origin_allow_list_refuses_cross_site_pages() -> None:
         assert b"origins=" in info.value.response.body
         with pytest.raises(PermissionDenied, match=r"evil\.example"):
             ipcwire.connect(listener.url, origin="http://evil.example", timeout=5)
+        # DNS rebinding: evil.example resolves to 127.0.0.1, so the page looks same-origin.
+        rebound = f"ws://evil.example:{port}/app"
+        sock = socket.create_connection(("127.0.0.1", int(port)))
+        with pytest.raises(InvalidStatus) as info:
+            bare_connect(rebound, sock=sock, origin=Origin(f"http://evil.example:{port}"))
+        assert b"rebinding" in info.value.response.body
         same = f"http://127.0.0.1:{port}"  # the page came from this very server
         with accepted(listener, lambda: ipcwire.connect(listener.url, origin=same)) as (c, s):
             c.send(b"same origin")

@@ -3,13 +3,16 @@
 * The ``Origin`` check against cross-site WebSocket hijacking (and cross-site event streams):
   a request without ``Origin`` comes from a non-browser client and is allowed; a browser's
   request is allowed when its origin is the server's own (``Origin`` names the ``Host`` the
-  request was sent to), or is in the ``origins=`` allow-list (``"*"`` allows every origin).
+  request was sent to, and that host is an IP address, ``localhost`` or the listener's own
+  name, so DNS rebinding cannot fake it), or is in the ``origins=`` allow-list (``"*"``
+  allows every origin).
 * ``pages=``: a few small static files (``{"/": "<html>..."}``) served beside the endpoint,
   so a test or a demo page comes from the same origin as the channel.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import mimetypes
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +25,21 @@ __all__ = ["OriginPolicy", "Page", "build_pages"]
 
 def _normalize(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
+
+
+def _trusted_host(host: str, url: str) -> bool:
+    """Whether a Host header names this server without trusting DNS: an IP address,
+    localhost, or the very name the listener was given."""
+    name = urlsplit("//" + host).hostname or ""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    if name == (urlsplit(url).hostname or "").lower():
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +86,16 @@ class OriginPolicy:
                 return None
         elif host is not None:
             parts = urlsplit(norm)
-            if parts.scheme in ("http", "https") and parts.netloc == host.strip().lower():
-                return None
+            host = host.strip().lower()
+            if parts.scheme in ("http", "https") and parts.netloc == host:
+                if _trusted_host(host, url):
+                    return None
+                return (
+                    f"origin {origin!r} may not use {url}: the page claims the server's own "
+                    f"origin through the name {host!r}, which is not this server's (a DNS "
+                    f"rebinding attack looks like this). Connect by IP address or localhost, "
+                    f"or listen with origins=[{origin!r}]"
+                )
         return (
             f"origin {origin!r} may not use {url}: a page from another site must not reach "
             f"this endpoint through a visitor's browser (cross-site hijacking). If that page "
