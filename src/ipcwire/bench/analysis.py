@@ -47,6 +47,7 @@ def _rep(m: Measurement, raw: dict[str, Any]) -> dict[str, Any]:
     a, b = raw["a"], raw["b"]
     out = _side_costs(a, b)
     out["elapsed_s"] = raw.get("elapsed_s")  # wall time of the whole measurement, set-up included
+    out["setup_s"] = raw.get("setup_s")  # the part outside warm-up and measured phase
     if m.kind == "round_trip":
         lat = b["latency_ns"]
         out["round_trips"] = b["count"]

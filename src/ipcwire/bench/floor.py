@@ -3,8 +3,9 @@
 ``ipcwire._ext._native.floor_pingpong(kind, iterations, size)`` forks a child pinned to another
 CPU and returns round-trip nanoseconds of a C ping-pong (``spin``: shared memory, busy-polling;
 ``futex``; ``eventfd``: what ipcwire's shared-memory ``park`` policy does; ``unix``: a socketpair;
-``pipe``), and ``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured once
-per run, in the parent before the workers start, and shown beside the Python numbers: the gap
+``pipe``), and ``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured in the
+parent once per repetition (the workers idle meanwhile), combined like every other number
+(median of the repetitions' medians, min-max spread), and shown beside the Python numbers: the gap
 between a mechanism's C floor and its Python row is the interpreter's share, the floor itself
 is the machine's (a VM without halt-polling puts the parked floors in the tens of µs).
 Without the extension (a pure-Python install) the section says so.
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ipcwire.bench.stats import summarize_samples
+from ipcwire.bench.stats import median, summarize_samples
 
-__all__ = ["FLOOR_KINDS", "measure_floor"]
+__all__ = ["FLOOR_KINDS", "combine_floors", "measure_floor"]
 
 FLOOR_KINDS: Final = (
     ("spin", 20000, "shared memory, both sides busy-poll"),
@@ -66,3 +67,47 @@ def measure_floor(sizes: tuple[int, ...], *, scale: float = 1.0) -> dict[str, An
             continue
         memcpy.append({"size": size, "bytes_per_s": rate})
     return {"available": True, "round_trip": round_trips, "memcpy": memcpy, "notes": notes}
+
+
+def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One floor from several repetitions: per kind, the median of the p50s and p99s, and the
+    spread of the p50s; memcpy, the median rate per size."""
+    ok = [r for r in runs if r.get("available")]
+    if not ok:
+        return runs[0] if runs else {"available": False, "reason": "not measured"}
+    round_trips = []
+    for kind, _, what in FLOOR_KINDS:
+        rows = [rt for r in ok for rt in r["round_trip"] if rt["kind"] == kind]
+        if not rows:
+            continue
+        p50s = sorted(rt["p50_us"] for rt in rows)
+        round_trips.append(
+            {
+                "kind": kind,
+                "what": what,
+                "size": 64,
+                "p50_us": median(p50s),
+                "p99_us": median(rt["p99_us"] for rt in rows),
+                "min_us": min(rt["min_us"] for rt in rows),
+                "p50_spread_us": [p50s[0], p50s[-1]],
+                "round_trips": sum(rt["round_trips"] for rt in rows),
+            }
+        )
+    sizes = sorted({m["size"] for r in ok for m in r["memcpy"]})
+    memcpy = [
+        {
+            "size": size,
+            "bytes_per_s": median(
+                m["bytes_per_s"] for r in ok for m in r["memcpy"] if m["size"] == size
+            ),
+        }
+        for size in sizes
+    ]
+    notes = [n for r in ok for n in r.get("notes", [])]
+    return {
+        "available": True,
+        "round_trip": round_trips,
+        "memcpy": memcpy,
+        "notes": notes,
+        "repetitions": len(ok),
+    }

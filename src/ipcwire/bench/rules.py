@@ -289,6 +289,13 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         mine = _best_latency(doc, _is(f"ipcwire/{kind}/blocking"))
         if c_floor is None or raw is None or mine is None or raw[0]["size"] != 64:
             continue
+        if c_floor > raw[0]["summary"]["p50_us"]:
+            lines.append(
+                f"{kind} round trip, 64 B: the C floor ({_us(c_floor)}) came out slower than "
+                f"raw Python ({_us(raw[0]['summary']['p50_us'])}): the machine was too noisy "
+                f"during this run for the floor to mean much."
+            )
+            continue
         lines.append(
             f"{kind} round trip, 64 B: C floor {_us(c_floor)}, raw Python "
             f"{_us(raw[0]['summary']['p50_us'])}, ipcwire {_us(mine[0]['summary']['p50_us'])}: "

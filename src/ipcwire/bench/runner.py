@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from ipcwire.bench.builtin import all_contenders
 from ipcwire.bench.contender import Contender, Kind, Task
-from ipcwire.bench.floor import measure_floor
+from ipcwire.bench.floor import combine_floors, measure_floor
 from ipcwire.bench.payload import MIN_SIZE, Pool
 from ipcwire.bench.worker import MeasurementFailed, WorkerPair
 
@@ -100,6 +100,7 @@ FULL = BenchConfig(
 # control messages), measured on a 2-core VM; used only to fit --quick into its budget.
 OVERHEAD_S: Final = 0.06
 MIN_DURATION_S: Final = 0.05
+SLOW_SETUP_S: Final = 0.5
 MIN_WARMUP_S: Final = 0.01
 
 
@@ -144,6 +145,7 @@ class Measurement:
     reps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     detail: str = ""
+    capped: bool = False  # no more repetitions: its set-up is too slow for the budget
 
     @property
     def label(self) -> str:
@@ -242,6 +244,55 @@ def _timeout(config: BenchConfig, size: int) -> float:
     return 20.0 + 3 * (config.warmup + config.duration) + size / 1e6
 
 
+def _setup(m: Measurement) -> float:
+    """Seconds a measurement spends outside its warm-up and measured phase (median)."""
+    values = sorted(rep["setup_s"] for rep in m.reps)
+    return values[len(values) // 2] if values else OVERHEAD_S
+
+
+def _rebudget(
+    config: BenchConfig,
+    measurements: list[Measurement],
+    phase: tuple[float, float],
+    left: int,
+    done: int,
+    spent: float,
+    notes: list[str],
+) -> tuple[float, float]:
+    """After a repetition: stop repeating the contenders whose set-up alone breaks the
+    budget (slowest first, only those over :data:`SLOW_SETUP_S`), then refit warm-up and
+    duration of the others to what is left. Returns the new (warm-up, duration)."""
+    assert config.budget is not None
+    warmup, duration = phase
+    live = [m for m in measurements if m.error is None and not m.capped]
+    available = config.budget - spent
+    projected = sum(_setup(m) + warmup + duration for m in live) * left
+    capped: dict[str, float] = {}
+    for m in sorted(live, key=_setup, reverse=True):
+        if projected <= available or _setup(m) < SLOW_SETUP_S:
+            break
+        m.capped = True
+        projected -= (_setup(m) + warmup + duration) * left
+        capped[m.contender.title] = max(capped.get(m.contender.title, 0.0), _setup(m))
+    if capped:
+        slow = ", ".join(f"{title} ({s:.2f} s)" for title, s in capped.items())
+        notes.append(
+            f"set-up per measurement too slow for the {config.budget:g} s budget, so measured "
+            f"{done} time(s) only: {slow}"
+        )
+    live = [m for m in live if not m.capped]
+    if not live:
+        return warmup, duration
+    per_run = (available - sum(_setup(m) for m in live) * left) / (len(live) * left)
+    fitted = _fit(warmup, duration, per_run)
+    if fitted != (warmup, duration):
+        notes.append(
+            f"after repetition {done}: warm-up and duration now {fitted[0]:.3f} s + "
+            f"{fitted[1]:.3f} s to stay near the {config.budget:g} s budget"
+        )
+    return fitted
+
+
 def _measure(workers: WorkerPair, m: Measurement, task: Task, timeout: float) -> None:
     """One repetition of one measurement, recorded in ``m`` (its error on failure)."""
     t0 = time.monotonic()
@@ -258,7 +309,9 @@ def _measure(workers: WorkerPair, m: Measurement, task: Task, timeout: float) ->
             f"sending side {b['count']}: messages were lost or duplicated"
         )
         return
-    m.reps.append({"a": a, "b": b, "elapsed_s": time.monotonic() - t0})
+    elapsed = time.monotonic() - t0
+    setup = max(elapsed - task.warmup - task.duration, 0.0)
+    m.reps.append({"a": a, "b": b, "elapsed_s": elapsed, "setup_s": setup})
 
 
 def run(
@@ -287,19 +340,19 @@ def run(
     total = len(measurements) * config.repeat
     done = 0
     serial = 0
-    floor = None
+    floors: list[dict[str, Any]] = []
     try:
-        if config.floor:
-            if progress is not None:
-                progress(0, total, "the machine's floor, in C")
-            floor = measure_floor(config.throughput_sizes)
         if progress is not None:
             progress(0, total, "starting the worker processes")
         workers.start()
         pinning["workers"] = workers.hello
         warmup, duration = config.warmup, config.duration
         for rep in range(config.repeat):
-            rep_started = time.monotonic()
+            if config.floor:
+                if progress is not None:
+                    label = f"the machine's floor, in C (repetition {rep + 1}/{config.repeat})"
+                    progress(done, total, label)
+                floors.append(measure_floor(config.throughput_sizes, scale=0.5))
             runs = 0
             order = list(measurements)
             random.Random(config.seed + rep).shuffle(order)
@@ -307,7 +360,7 @@ def run(
                 if progress is not None:
                     progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")
                 done += 1
-                if m.error is not None:
+                if m.error is not None or m.capped:
                     continue
                 serial += 1
                 runs += 1
@@ -325,17 +378,10 @@ def run(
                 _measure(workers, m, task, _timeout(config, m.size))
             left = config.repeat - rep - 1
             if config.budget is not None and left and runs:
-                live = sum(1 for m in measurements if m.error is None)
-                overhead = (time.monotonic() - rep_started) / runs - (warmup + duration)
-                available = config.budget - (time.monotonic() - started_clock)
-                fitted = _fit(warmup, duration, available / max(live * left, 1) - overhead)
-                if fitted != (warmup, duration):
-                    warmup, duration = fitted
-                    notes.append(
-                        f"after repetition {rep + 1}: {overhead:.3f} s of set-up per "
-                        f"measurement; warm-up and duration now {warmup:.3f} s + "
-                        f"{duration:.3f} s to stay near the {config.budget:g} s budget"
-                    )
+                spent = time.monotonic() - started_clock
+                warmup, duration = _rebudget(
+                    config, measurements, (warmup, duration), left, rep + 1, spent, notes
+                )
         if progress is not None:
             progress(total, total, "done")
     finally:
@@ -350,5 +396,5 @@ def run(
         pinning=pinning,
         started=started,
         finished=time.time(),
-        floor=floor,
+        floor=combine_floors(floors) if floors else None,
     )

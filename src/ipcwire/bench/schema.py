@@ -72,6 +72,7 @@ _REPETITION: Final = _obj(
         "msgs_per_s": _NUM,
         "bytes_per_s": _NUM,
         "elapsed_s": _NUM_OR_NULL,
+        "setup_s": _NUM_OR_NULL,
     },
 )
 
