@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import ipcwire
 from ipcwire.bench.contender import Contender, Task
+from ipcwire.bench.payload import MIN_SIZE
 from ipcwire.registry import MechanismSpec
 
 __all__ = ["BENCH_URLS", "bench_url", "mechanism_contenders"]
@@ -34,7 +35,15 @@ BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
     "http": lambda workdir, serial: "http://127.0.0.1:0/bench",
     "grpc": lambda workdir, serial: "grpc://127.0.0.1:0",
     "shm": lambda workdir, serial: f"shm://ipcwire-bench-{os.getpid()}-{serial}",
+    "fifo": lambda workdir, serial: (
+        f"fifo://{workdir}/f{serial}.fifo?reply={workdir}/f{serial}-reply.fifo"
+    ),
+    "udp": lambda workdir, serial: "udp://127.0.0.1:0",
 }
+
+# Mechanisms whose bench URL above makes them two-way although their capabilities (which
+# describe the plain URL) say one-way: a FIFO with ?reply= is a pair of FIFOs.
+TWO_WAY_URLS: Final[frozenset[str]] = frozenset({"fifo"})
 
 # Mechanisms without addresses, measured by their own contenders (builtin/pipes.py).
 HANDLED_ELSEWHERE: Final[frozenset[str]] = frozenset({"pipe"})
@@ -154,6 +163,10 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
         if reason is not None:
             notes.append(f"{spec.scheme}: not measured: {reason}")
             continue
+        limit = spec.capabilities.max_message_size
+        if limit is not None and limit < MIN_SIZE:
+            notes.append(f"{spec.scheme}: not measured: it carries no message payload")
+            continue
         if not _has_module(spec.blocking):
             notes.append(
                 f"{spec.scheme}: not measured: its driver {spec.blocking} is not there yet"
@@ -167,7 +180,7 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
             continue
         caps = spec.capabilities
         kinds: tuple[Any, ...] = ("round_trip", "throughput")
-        if not caps.bidirectional:
+        if not caps.bidirectional and spec.scheme not in TWO_WAY_URLS:
             kinds = ("throughput",)
         if not caps.reliable:
             kinds = tuple(k for k in kinds if k != "throughput")
@@ -209,7 +222,7 @@ def _pair(
         "wait": policy or "park",
         "baseline": f"raw/{spec.scheme}" + ("/asyncio" if api == "asyncio" else ""),
         "max_size": spec.capabilities.max_message_size,
-        "listener_sends": not spec.capabilities.bidirectional and _listener_sends(spec),
+        "listener_sends": _listener_sends(spec) and spec.scheme not in TWO_WAY_URLS,
         "options": options,
     }
     rows = [Contender(id=ident, title=title, kinds=kinds, note=spec.summary, **common)]
