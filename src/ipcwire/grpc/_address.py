@@ -1,0 +1,248 @@
+"""Where a gRPC endpoint is, how to bind it safely, and its TLS credentials.
+
+grpcio binds by address string and, left alone, would take over a port another server holds
+(SO_REUSEPORT) or unlink a live Unix socket. So ipcwire turns SO_REUSEPORT off, probes a
+requested TCP port first (``AddressInUse`` names the holder), and for ``grpc+unix`` refuses
+a path a live process listens on, removes stale files, and binds inside a private 0700
+directory before hard-linking the socket into place with its mode (0600 by default), as the
+``unix`` mechanism does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._procfs import describe_pid
+from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL, PermissionDenied
+from ipcwire.tcp._socket import TcpAddress
+from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.unix._socket import peer_info
+from ipcwire.unix._socket import resolve as resolve_unix
+
+__all__ = ["GrpcAddress", "channel_options", "resolve", "server_options"]
+
+_INT32_MAX: Final = 2**31 - 1
+_MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcAddress:
+    """A parsed gRPC endpoint."""
+
+    scheme: str  # grpc, grpcs or grpc+unix
+    host: str
+    port: int
+    path: str | None  # the socket file, for grpc+unix
+
+    def target(self, port: int | None = None) -> str:
+        """The address string grpcio understands."""
+        if self.path is not None:
+            return f"unix:{os.path.abspath(self.path)}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port if port is None else port}"
+
+    def url(self, *, tls: bool = False, port: int | None = None) -> str:
+        if self.path is not None:
+            return f"grpc+unix://{os.path.abspath(self.path)}"
+        return f"{'grpcs' if tls else 'grpc'}://{self.target(port)}"
+
+
+def resolve(endpoint: Endpoint, *, listening: bool) -> GrpcAddress:
+    """Parse ``grpc://host:port``, ``grpcs://host:port`` or ``grpc+unix:///path``.
+
+    Raises:
+        InvalidURL: no port, no host to connect to, an abstract name, or a bad path.
+    """
+    if endpoint.scheme == "grpc+unix":
+        addr = resolve_unix(endpoint)
+        if addr.path is None:
+            raise InvalidURL(
+                f"{endpoint.url}: gRPC over an abstract Unix name has no access control "
+                f"(no file mode, and gRPC cannot check peer credentials); use a socket path",
+                endpoint=endpoint.url,
+            )
+        return GrpcAddress(endpoint.scheme, "", 0, addr.path)
+    if endpoint.port is None:
+        raise InvalidURL(
+            f"{endpoint.url} has no port: write {endpoint.scheme}://127.0.0.1:50051 (port 0 to "
+            f"listen on any free port)",
+            endpoint=endpoint.url,
+        )
+    host = endpoint.host
+    if not host:
+        if not listening:
+            raise InvalidURL(f"{endpoint.url} has no host to connect to", endpoint=endpoint.url)
+        host = "127.0.0.1"
+    return GrpcAddress(endpoint.scheme, host, endpoint.port, None)
+
+
+def _limit(max_frame: int) -> int:
+    return min(max_frame, _INT32_MAX)
+
+
+def channel_options(max_frame: int, server_hostname: str | None) -> list[tuple[str, Any]]:
+    """Client options: receive up to ``max_frame``; sends are checked against the server's
+    advertised limit by ipcwire itself (FrameTooLarge before anything is written)."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", _limit(max_frame)),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.enable_retries", 0),
+    ]
+    if server_hostname:
+        opts.append(("grpc.ssl_target_name_override", server_hostname))
+    return opts
+
+
+def server_options(max_frame: int) -> list[tuple[str, Any]]:
+    """Server options: the same limits, and no SO_REUSEPORT (no silent port sharing)."""
+    return [
+        ("grpc.max_receive_message_length", _limit(max_frame)),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def probe_tcp(addr: GrpcAddress, url: str) -> None:
+    """Raise the helpful error if the requested port is taken (port 0 is always free).
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL.
+    """
+    if addr.port != 0:
+        bind_tcp(TcpAddress(addr.host, addr.port), url, 1).close()
+
+
+def prepare_unix(addr: GrpcAddress, url: str, mode: int) -> tuple[str, Callable[[], None]]:
+    """Check the socket path; return the private path grpcio should bind, and ``place()``
+    which gives that socket its mode and links it to the real path.
+
+    Raises:
+        AddressInUse: a live process listens at the path, or it is not a socket.
+        PermissionDenied, ConfigurationError: the directory is missing or not writable.
+    """
+    assert addr.path is not None
+    path = os.path.abspath(addr.path)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise ConfigurationError(
+            f"cannot listen at {url}: the directory {parent} does not exist", endpoint=url
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionDenied(
+            f"cannot listen at {url}: you (uid {os.getuid()}) may not create files in "
+            f"{parent}; use a directory you own such as $XDG_RUNTIME_DIR",
+            endpoint=url,
+        )
+    _refuse_live(path, url)
+    private = tempfile.mkdtemp(prefix=".iw", dir=parent)
+    tmp = os.path.join(private, "s")
+    if len(os.fsencode(tmp)) > _MAX_PATH:
+        os.rmdir(private)
+        return path, lambda: os.chmod(path, mode)
+
+    def place() -> None:
+        try:
+            os.chmod(tmp, mode)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AddressInUse(
+                    f"cannot listen at {url}: another process created {path} just now",
+                    endpoint=url,
+                ) from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            os.rmdir(private)
+
+    return tmp, place
+
+
+def forget_private(bind_path: str) -> None:
+    """Remove the private directory of a bind that failed."""
+    parent = Path(bind_path).parent
+    if parent.name.startswith(".iw"):
+        for p in (Path(bind_path), parent):
+            try:
+                p.unlink() if p.is_file() or p.is_socket() else p.rmdir()
+            except OSError:
+                pass
+
+
+def _refuse_live(path: str, url: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AddressInUse(
+            f"cannot listen at {url}: {path} exists and is not a socket; ipcwire never removes "
+            f"it. Choose another path",
+            endpoint=url,
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+        pid = peer_info(probe, path).pid
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # stale: nothing answers there
+        return
+    except BlockingIOError:
+        pid = None  # its backlog is full: alive and busy
+    except PermissionError:
+        raise PermissionDenied(
+            f"cannot listen at {url}: {path} belongs to someone else (uid {st.st_uid})",
+            endpoint=url,
+        ) from None
+    finally:
+        probe.close()
+    who = describe_pid(pid) if pid else "a live process"
+    raise AddressInUse(
+        f"cannot listen at {url}: {who} is listening there. Stop it or choose another path",
+        pid=pid,
+        endpoint=url,
+    )
+
+
+def unix_cleanup(path: str) -> Callable[[], None]:
+    """Remove the socket file on close, if it is still the one we made."""
+    try:
+        st = os.lstat(path)
+        ident = (st.st_dev, st.st_ino)
+    except OSError:
+        return lambda: None
+
+    def cleanup() -> None:
+        try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    return cleanup
+
+
+def read_pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
+    """A PEM file's bytes (None for None).
+
+    Raises:
+        ConfigurationError: the file cannot be read.
+    """
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror}") from None

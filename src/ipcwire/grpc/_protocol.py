@@ -1,0 +1,141 @@
+"""ipcwire's gRPC service, without I/O: method names, metadata, and status codes to errors.
+
+The service is generic: messages are opaque bytes (the channel's codec encodes them), so no
+``.proto`` file and no generated code are needed, in Python or elsewhere::
+
+    service Channel {                       // package ipcwire
+      rpc Stream(stream Bytes) returns (stream Bytes);   // one ipcwire channel
+      rpc Call(Bytes) returns (Bytes);                   // one request, one reply
+    }
+
+Request metadata: ``authorization: Bearer <token>``, ``ipcwire-codec``,
+``ipcwire-max-frame`` (the largest message the client accepts), ``ipcwire-nonce`` (hex; the
+server answers with ``ipcwire-proof`` = HMAC-SHA256 over it, so the client knows the server
+has the token too). Initial response metadata: ``ipcwire-max-frame`` and ``ipcwire-proof``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    IpcwireError,
+    PermissionDenied,
+    RemoteProtocolError,
+    ResourceExhausted,
+    Timeout,
+)
+
+__all__ = [
+    "CALL",
+    "SERVICE",
+    "STREAM",
+    "check_bearer",
+    "error_from_status",
+    "metadata_dict",
+    "proof",
+]
+
+SERVICE: Final = "ipcwire.Channel"
+STREAM: Final = f"/{SERVICE}/Stream"
+CALL: Final = f"/{SERVICE}/Call"
+CODEC_KEY: Final = "ipcwire-codec"
+MAX_FRAME_KEY: Final = "ipcwire-max-frame"
+NONCE_KEY: Final = "ipcwire-nonce"
+PROOF_KEY: Final = "ipcwire-proof"
+NO_REPLY_KEY: Final = "ipcwire-no-reply"
+
+_SIZES: Final = re.compile(r"\((\d+) vs\.? (\d+)\)")
+
+
+def metadata_dict(md: Iterable[Any] | None) -> dict[str, str]:
+    """gRPC metadata (pairs or Metadatum tuples) as a dict of text values."""
+    out: dict[str, str] = {}
+    for key, value in md or ():
+        out[str(key).lower()] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return out
+
+
+def bearer(token: bytes, endpoint: str) -> str:
+    """The ``authorization`` metadata value for ``token``.
+
+    Raises:
+        ConfigurationError: the token is not printable ASCII.
+    """
+    text = token.decode("ascii", "replace")
+    if not text.isprintable() or " " in text or "\ufffd" in text:
+        raise ConfigurationError(
+            f"the token for {endpoint} must be printable ASCII without spaces: gRPC sends it "
+            f"as 'authorization: Bearer <token>' metadata",
+            endpoint=endpoint,
+        )
+    return f"Bearer {text}"
+
+
+def check_bearer(value: str | None, token: bytes) -> bool:
+    """Whether an ``authorization`` value carries ``token`` (constant-time comparison)."""
+    if not value:
+        return False
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(rest.strip().encode("latin-1", "replace"), token)
+
+
+def proof(token: bytes, nonce: bytes) -> str:
+    """The server's proof that it knows the token."""
+    return hmac.new(token, b"ipcwire-grpc-server\0" + nonce, hashlib.sha256).hexdigest()
+
+
+def error_from_status(
+    code: Any, details: str | None, endpoint: str, *, doing: str, sent: int = 0
+) -> IpcwireError:
+    """The typed error for a gRPC status (``code`` is a ``grpc.StatusCode``).
+
+    ``doing`` is "connecting", "sending", "receiving" or "requesting"; an OK status while
+    receiving is the peer's clean close.
+    """
+    name = getattr(code, "name", str(code))
+    text = details or name
+    said = f"{endpoint} answered {name}: {text}"
+    if name == "OK":
+        return EndOfChannel(f"{endpoint} closed the channel", endpoint=endpoint)
+    if name == "UNAUTHENTICATED":
+        return AuthenticationFailed(said, endpoint=endpoint)
+    if name == "PERMISSION_DENIED":
+        return PermissionDenied(said, endpoint=endpoint)
+    if name == "DEADLINE_EXCEEDED":
+        return Timeout(f"{endpoint}: the deadline passed while {doing} ({text})", endpoint=endpoint)
+    if name == "RESOURCE_EXHAUSTED":
+        m = _SIZES.search(text)
+        if m is not None or "larger than max" in text:
+            size, limit = (int(m.group(1)), int(m.group(2))) if m else (sent, max(sent - 1, 0))
+            return FrameTooLarge(said, size=size, limit=limit, endpoint=endpoint)
+        return ResourceExhausted(said, endpoint=endpoint)
+    if name == "UNAVAILABLE":
+        low = text.lower()
+        if doing == "connecting" and ("refused" in low or "failed to connect" in low
+                                      or "no such file" in low):
+            return ConnectionRefused(
+                f"nothing is listening at {endpoint}: start the server first, or pass "
+                f"reconnect=SECONDS to keep trying ({text})",
+                endpoint=endpoint,
+            )
+        return ChannelBroken(said, endpoint=endpoint)
+    if name == "FAILED_PRECONDITION":
+        return HandshakeError(said, endpoint=endpoint)
+    if name in ("INVALID_ARGUMENT", "UNIMPLEMENTED", "OUT_OF_RANGE"):
+        hint = "" if name != "UNIMPLEMENTED" else "; is it an ipcwire gRPC endpoint?"
+        return RemoteProtocolError(said + hint, endpoint=endpoint)
+    return ChannelBroken(said, endpoint=endpoint)

@@ -1,0 +1,149 @@
+"""What both gRPC listeners share: admitting a call (token, codec, limits), binding."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import AddressInUse
+from ipcwire.grpc._address import (
+    GrpcAddress,
+    forget_private,
+    prepare_unix,
+    probe_tcp,
+    server_options,
+    unix_cleanup,
+)
+from ipcwire.grpc._protocol import (
+    CALL,
+    CODEC_KEY,
+    MAX_FRAME_KEY,
+    NONCE_KEY,
+    PROOF_KEY,
+    SERVICE,
+    check_bearer,
+    metadata_dict,
+    proof,
+)
+from ipcwire.grpc._tls import server_credentials
+from ipcwire.options import ChannelOptions
+
+__all__ = ["Admission", "ServerCore", "bind_server"]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A call let in (``send_limit``, the initial metadata to send) or refused (``error``)."""
+
+    send_limit: int = 0
+    initial: tuple[tuple[str, str], ...] = ()
+    error: tuple[Any, str] | None = None
+
+
+class ServerCore:
+    """The checks and settings of one gRPC listener (either API flavour)."""
+
+    def __init__(self, options: ChannelOptions, *, reply_timeout: float) -> None:
+        self.url = options.url
+        self.codec = options.codec
+        self.max_frame = options.max_frame
+        self.token = options.token
+        self.reply_timeout = reply_timeout
+
+    def admit(self, invocation_metadata: Any) -> Admission:
+        """Check a new call's metadata: the token, the codec; learn the client's limit."""
+        md = metadata_dict(invocation_metadata)
+        if self.token is not None and not check_bearer(md.get("authorization"), self.token):
+            return Admission(
+                error=(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing or wrong token: send 'authorization: Bearer <token>' metadata",
+                )
+            )
+        codec = md.get(CODEC_KEY)
+        if codec is not None and codec != self.codec.name:
+            return Admission(
+                error=(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"the server uses codec={self.codec.name!r}, the client {codec!r}; use the "
+                    f"same codec on both sides",
+                )
+            )
+        raw = md.get(MAX_FRAME_KEY, "")
+        limit = int(raw) if raw.isdigit() and int(raw) > 0 else self.max_frame
+        initial = [(MAX_FRAME_KEY, str(self.max_frame))]
+        nonce = md.get(NONCE_KEY)
+        if self.token is not None and nonce:
+            try:
+                initial.append((PROOF_KEY, proof(self.token, bytes.fromhex(nonce))))
+            except ValueError:
+                return Admission(error=(grpc.StatusCode.INVALID_ARGUMENT, "the nonce is not hex"))
+        return Admission(limit, tuple(initial))
+
+    def peer(self, context: Any) -> PeerInfo:
+        """The caller's address, from grpcio's ``ipv4:host:port`` form."""
+        text = str(context.peer() or "")
+        kind, _, rest = text.partition(":")
+        if kind in ("ipv4", "ipv6"):
+            return PeerInfo(address=rest.replace("%5B", "[").replace("%5D", "]"))
+        return PeerInfo(address=text or None)
+
+    def reply_wait(self, time_remaining: float | None) -> float:
+        """How long a unary call waits for the application's reply."""
+        if time_remaining is None:
+            return self.reply_timeout
+        return max(min(time_remaining, 365 * 86400.0), 0.0)
+
+    def server_options(self) -> list[tuple[str, Any]]:
+        return server_options(self.max_frame)
+
+    def handlers(self, stream: Callable[..., Any], call: Callable[..., Any]) -> Any:
+        """The generic handler: bytes in, bytes out (identity serializers)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Stream": grpc.stream_stream_rpc_method_handler(stream),
+                CALL.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(call),
+            },
+        )
+
+
+def _add_port(server: Any, target: str, creds: Any) -> int:
+    try:
+        if creds is not None:
+            return int(server.add_secure_port(target, creds))
+        return int(server.add_insecure_port(target))
+    except RuntimeError:
+        return 0
+
+
+def bind_server(
+    server: Any, addr: GrpcAddress, url: str, tls: dict[str, Any], mode: int
+) -> tuple[str, Callable[[], None]]:
+    """Bind ``server`` (sync or asyncio) at ``addr``; return its real URL and a cleanup.
+
+    Raises:
+        AddressInUse, PermissionDenied, ConfigurationError, InvalidURL.
+    """
+    creds = server_credentials(url, tls=addr.scheme == "grpcs", **tls)
+    secure = creds is not None
+    if addr.path is not None:
+        bind_path, place = prepare_unix(addr, url, mode)
+        if _add_port(server, f"unix:{bind_path}", creds) == 0:
+            forget_private(bind_path)
+            raise AddressInUse(f"cannot listen at {url}: gRPC could not bind", endpoint=url)
+        place()
+        return addr.url(tls=secure), unix_cleanup(os.path.abspath(addr.path))
+    probe_tcp(addr, url)
+    port = _add_port(server, addr.target(), creds)
+    if port == 0:
+        raise AddressInUse(
+            f"cannot listen at {url}: gRPC could not bind {addr.target()} (taken just now?)",
+            endpoint=url,
+        )
+    return addr.url(tls=secure, port=port), lambda: None

@@ -1,0 +1,407 @@
+"""gRPC, blocking driver: grpcio's synchronous API on both sides (no event loop).
+
+The listener is a ``grpc.server`` with a thread pool: each channel is one bidirectional
+stream and occupies one pool thread for its life (``max_channels``, 64 by default; more
+clients get RESOURCE_EXHAUSTED, which is ``ResourceExhausted`` on their side).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, Final
+
+import grpc  # type: ignore[import-untyped]
+
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    IpcwireError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._protocol import (
+    CALL,
+    MAX_FRAME_KEY,
+    NO_REPLY_KEY,
+    PROOF_KEY,
+    STREAM,
+    error_from_status,
+    metadata_dict,
+    proof,
+)
+from ipcwire.grpc._server import ServerCore, bind_server
+from ipcwire.grpc._sync import SyncOneShot, SyncStream, encode
+from ipcwire.grpc._tls import client_credentials
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+CONNECT_KW: Final = (
+    "timeout", "reconnect", "unary", "cafile", "certfile", "keyfile", "server_hostname",
+    "credentials",
+)  # fmt: skip
+LISTEN_KW: Final = (
+    "certfile", "keyfile", "client_ca", "credentials", "mode", "max_channels", "reply_timeout",
+)  # fmt: skip
+
+
+class GrpcListener(Listener):
+    """A gRPC endpoint (blocking API) on a ``grpc.server`` thread pool."""
+
+    def __init__(self, url: str, core: ServerCore, cleanup: Callable[[], None]) -> None:
+        self.url = url
+        self._core = core
+        self._cleanup = cleanup
+        self._cond = threading.Condition()
+        self._ready: deque[Channel] = deque()
+        self._closed = False
+        self.server: Any = None
+
+    def enqueue(self, ch: Channel) -> None:
+        with self._cond:
+            if self._closed:
+                ch.close()
+                return
+            self._ready.append(ch)
+            self._cond.notify()
+
+    # The handlers grpcio calls, in its pool threads.
+    def stream(self, request_iterator: Any, context: Any) -> Any:
+        adm = self._core.admit(context.invocation_metadata())
+        if adm.error is not None:
+            context.abort(*adm.error)
+        context.send_initial_metadata(adm.initial)
+        peer = self._core.peer(context)
+        ch = SyncStream(self.url, self._core.codec, adm.send_limit, peer, client=False)
+        context.add_callback(ch.finish)  # the RPC ended: let the response generator return
+        pump = threading.Thread(
+            target=ch.pump, args=(request_iterator, ch.finish), name=f"ipcwire {self.url}"
+        )
+        pump.daemon = True
+        pump.start()
+        self.enqueue(ch)
+        return ch.outgoing()
+
+    def call(self, request: bytes, context: Any) -> bytes:
+        adm = self._core.admit(context.invocation_metadata())
+        if adm.error is not None:
+            context.abort(*adm.error)
+        peer = self._core.peer(context)
+        ch = SyncOneShot(self.url, self._core.codec, request, peer, adm.send_limit)
+        gone = ChannelBroken(f"the caller of {self.url} stopped waiting", endpoint=self.url)
+        context.add_callback(lambda: ch.caller_gone(gone))
+        self.enqueue(ch)
+        wait = self._core.reply_wait(context.time_remaining())
+        if not ch.done.wait(wait):
+            ch.caller_gone(gone)
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the server application sent no reply within {wait} s",
+            )
+        if ch.reply is None:
+            context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
+            return b""
+        return ch.reply
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._ready or self._closed:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._cond.wait(wait)
+            return self._ready.popleft()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        for ch in pending:
+            ch.close()
+        if self.server is not None:
+            self.server.stop(0.5).wait(3.0)
+        self._cleanup()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class GrpcUnaryChannel(Channel):
+    """A client channel of unary calls (``unary=True``): ``request`` is one call; ``send``
+    makes a call and queues its reply for ``recv``."""
+
+    def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
+        self.url = url
+        self._codec = options.codec
+        self._max_frame = options.max_frame
+        self._gch = gch
+        self._md = metadata
+        self._method = gch.unary_unary(CALL)
+        self._replies: deque[Any] = deque()
+        self._closed = False
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    def _call(self, obj: Any, timeout: float | None) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        data = encode(self._codec, obj, 2**31 - 1, self.url)
+        try:
+            reply, call = self._method.with_call(data, timeout=timeout, metadata=self._md)
+        except grpc.RpcError as exc:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            doing = "requesting" if self._sent else "connecting"
+            raise error_from_status(
+                exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
+            ) from exc
+        self._sent += 1
+        self._bytes_sent += len(data)
+        if metadata_dict(call.trailing_metadata()).get(NO_REPLY_KEY):
+            return _NO_REPLY
+        self._received += 1
+        self._bytes_received += len(reply)
+        return self._codec.decode(memoryview(reply))
+
+    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        if self._replies:
+            self.send(obj, timeout=timeout)
+            return self.recv(timeout=0)
+        reply = self._call(obj, timeout)
+        if reply is _NO_REPLY:
+            raise EndOfChannel(f"{self.url} handled the call but sent no reply", endpoint=self.url)
+        return reply
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        reply = self._call(obj, timeout)
+        if reply is not _NO_REPLY:
+            self._replies.append(reply)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._replies:
+            return self._replies.popleft()
+        raise LocalProtocolError(
+            f"{self.url} is used with unary calls (unary=True): the server only speaks in reply "
+            f"to a call. Use request(), or send() and then recv() the reply",
+            endpoint=self.url,
+        )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._gch.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            self._sent, self._received, self._bytes_sent, self._bytes_received
+        )
+
+
+_NO_REPLY: Final = object()
+
+
+def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tuple[str, str]]:
+    """What the client tells the server on every call."""
+    from ipcwire.grpc._protocol import CODEC_KEY, NONCE_KEY, bearer
+
+    md = [(CODEC_KEY, options.codec.name), (MAX_FRAME_KEY, str(options.max_frame))]
+    if options.token is not None:
+        md += [("authorization", bearer(options.token, url)), (NONCE_KEY, nonce.hex())]
+    return md
+
+
+def check_welcome(
+    initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes
+) -> int:
+    """The server's send limit from its initial metadata, after checking its proof.
+
+    Raises:
+        RemoteProtocolError: not an ipcwire server. AuthenticationFailed: no or wrong proof.
+    """
+    limit = initial.get(MAX_FRAME_KEY)
+    if limit is None or not limit.isdigit():
+        raise RemoteProtocolError(
+            f"{url} accepted the stream but is not an ipcwire gRPC endpoint", endpoint=url
+        )
+    if options.token is not None:
+        want = proof(options.token, nonce)
+        if not secrets.compare_digest(want, initial.get(PROOF_KEY, "")):
+            raise AuthenticationFailed(
+                f"{url} did not prove that it knows the token (it requires none, or another); "
+                f"refusing to talk to it",
+                endpoint=url,
+            )
+    return int(limit)
+
+
+def open_channel(addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any]) -> Any:
+    """A grpc.Channel to ``addr`` (TLS when asked)."""
+    hostname = tls.pop("server_hostname", None)
+    creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
+    opts = channel_options(options.max_frame, hostname)
+    if creds is not None:
+        return grpc.secure_channel(addr.target(), creds, options=opts)
+    return grpc.insecure_channel(addr.target(), options=opts)
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    unary: bool = False,
+    cafile: str | os.PathLike[str] | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    server_hostname: str | None = None,
+    credentials: Any = None,
+    **kw: Any,
+) -> Channel:
+    """Connect to an ipcwire gRPC endpoint; see :func:`ipcwire.connect` and
+    docs/mechanisms/grpc.md. ``unary=True`` makes every ``request`` one unary call.
+
+    Raises:
+        ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
+    """
+    if "ssl" in kw:
+        raise ConfigurationError("gRPC has its own TLS: pass cafile= (and certfile=/keyfile=)")
+    reject_unknown(kw, endpoint, CONNECT_KW)
+    addr = resolve(endpoint, listening=False)
+    url = addr.url(tls=addr.scheme == "grpcs" or cafile is not None or credentials is not None)
+    tls = {"cafile": cafile, "certfile": certfile, "keyfile": keyfile,
+           "credentials": credentials, "server_hostname": server_hostname}  # fmt: skip
+    nonce = secrets.token_bytes(16)
+    md = client_metadata(options, url, nonce)
+    if unary:
+        return GrpcUnaryChannel(url, options, open_channel(addr, options, tls), md)
+    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+    start = time.monotonic()
+    delays = backoff_delays()
+    while True:
+        gch = open_channel(addr, options, dict(tls))
+        try:
+            return _open_stream(gch, url, options, md, nonce, start + limit)
+        except ConnectionRefused:
+            gch.close()
+            left = start + (reconnect or 0) - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(next(delays), left))
+        except BaseException:
+            gch.close()
+            raise
+
+
+def _open_stream(
+    gch: Any, url: str, options: ChannelOptions, md: Any, nonce: bytes, deadline: float
+) -> SyncStream:
+    ch = SyncStream(url, options.codec, options.max_frame, PeerInfo(address=url), client=True)
+    call = gch.stream_stream(STREAM)(ch.outgoing(), metadata=md)
+    box: list[Any] = []
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            box.append(call.initial_metadata())
+        except Exception as exc:
+            box.append(exc)
+        ready.set()
+        ch.pump(call)
+
+    threading.Thread(target=run, name=f"ipcwire {url}", daemon=True).start()
+    if not ready.wait(max(deadline - time.monotonic(), 0.0)):
+        call.cancel()
+        raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url)
+    initial = metadata_dict(box[0]) if not isinstance(box[0], Exception) else {}
+    if MAX_FRAME_KEY not in initial:
+        ch.pumped.wait(max(deadline - time.monotonic(), 0.0))
+        call.cancel()
+        err = ch._end
+        if err is None or isinstance(err, EndOfChannel):
+            err = RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
+        if err.__cause__ is not None and hasattr(err.__cause__, "code"):
+            cause = err.__cause__
+            err = error_from_status(cause.code(), cause.details(), url, doing="connecting")
+        raise err
+    try:
+        ch.send_limit = check_welcome(initial, options, url, nonce)
+    except IpcwireError:
+        call.cancel()
+        raise
+
+    def release() -> None:
+        call.cancel()
+        gch.close()
+
+    ch.on_close = release
+    return ch
+
+
+def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    client_ca: str | os.PathLike[str] | None = None,
+    credentials: Any = None,
+    mode: int = 0o600,
+    max_channels: int = 64,
+    reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    **kw: Any,
+) -> GrpcListener:
+    """Serve an ipcwire gRPC endpoint; see :func:`ipcwire.listen` and docs/mechanisms/grpc.md.
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    if "ssl" in kw:
+        raise ConfigurationError("gRPC has its own TLS: pass certfile= and keyfile=")
+    reject_unknown(kw, endpoint, LISTEN_KW)
+    addr = resolve(endpoint, listening=True)
+    core = ServerCore(options, reply_timeout=reply_timeout)
+    pool = futures.ThreadPoolExecutor(max_channels, thread_name_prefix="ipcwire-grpc")
+    server = grpc.server(
+        pool, maximum_concurrent_rpcs=max_channels, options=core.server_options()
+    )
+    tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
+           "credentials": credentials}  # fmt: skip
+    url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)
+    listener = GrpcListener(url, core, cleanup)
+    core.url = url
+    server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
+    server.start()
+    listener.server = server
+    return listener
