@@ -33,6 +33,10 @@ BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
     "ipcwire.sse",
     "ipcwire.http",
     "ipcwire.grpc",
+    "ipcwire.pipe",
+    "ipcwire.fifo",
+    "ipcwire.udp",
+    "ipcwire.signals",
 )
 
 

@@ -76,6 +76,7 @@ class FdTransport(asyncio.Transport):
         self.write_error: OSError | None = None
         self.peer_exited = False
         self.readahead_ok: Callable[[], bool] | None = None
+        self._flushed: list[asyncio.Future[None]] = []
         self.on_write_error: Callable[[OSError], None] | None = None
         if nonblocking:
             for fd in (rfd, wfd):
@@ -244,6 +245,7 @@ class FdTransport(asyncio.Transport):
         if not self._wbuf:
             self._loop.remove_writer(wfd)
             self._writing = False
+            self._wake_flushed()
             if self._closing:
                 self._close_write()
                 self._maybe_lost(None)
@@ -265,6 +267,20 @@ class FdTransport(asyncio.Transport):
     def _abort_writes(self) -> None:
         self._wbuf.clear()
         self._close_write()
+        self._wake_flushed()
+
+    async def wait_flushed(self) -> None:
+        """Wait until everything written so far is in the kernel (or writing failed)."""
+        if self._wbuf:
+            fut = self._loop.create_future()
+            self._flushed.append(fut)
+            await fut
+
+    def _wake_flushed(self) -> None:
+        for fut in self._flushed:
+            if not fut.done():
+                fut.set_result(None)
+        self._flushed.clear()
 
     def _close_write(self) -> None:
         wfd, self._wfd = self._wfd, None

@@ -158,7 +158,9 @@ class FdStream(ByteStream):
     The stream owns the fds and closes them. ``nonblocking`` puts them in O_NONBLOCK mode,
     which makes every timeout exact; only do that for descriptions nobody else shares (pipes
     and FIFOs we opened). ``restore`` maps fd -> file status flags to put back before closing
-    (for descriptions that are shared, such as a process's own stdin/stdout).
+    (for descriptions that are shared, such as a process's own stdin/stdout). ``poll_first``
+    never reads before poll reports data or hang-up: a FIFO with no writer *yet* reads as end
+    of stream, while poll waits for the first writer.
     """
 
     def __init__(
@@ -170,8 +172,10 @@ class FdStream(ByteStream):
         nonblocking: bool = True,
         watch: int | None = None,
         restore: dict[int, int] | None = None,
+        poll_first: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self._poll_first = poll_first
         self.rfd = rfd
         self.wfd = wfd
         self.watch = watch
@@ -228,7 +232,7 @@ class FdStream(ByteStream):
         rfd = self.rfd
         if self._closed or rfd is None:
             raise _Closed
-        if self._nonblocking:
+        if self._nonblocking and not self._poll_first:
             try:
                 return os.readv(rfd, (view,))
             except BlockingIOError:

@@ -14,7 +14,8 @@ the main thread then raises ``SystemExit(exit_code)`` wherever it is, so ``final
 and ``atexit`` handlers run; if it has not exited ``timeout`` seconds later the process exits
 with ``os._exit``. A second signal during the shutdown is ignored (it is already happening).
 Leaving the ``with`` block (or interpreter exit, for a helper that is not used as a context
-manager) runs the same cleanup, once.
+manager) runs the same cleanup, once; when a signal ended the block and ``exit`` is set, it
+raises ``SystemExit(exit_code)``, so the code after the block does not run.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class GracefulShutdown:
         self._timeout = timeout
         self.signal: signal.Signals | None = None  # the signal that triggered the shutdown
         self._stopping = False
+        self._owner_closing = False
         self._triggered = False  # the watcher saw a signal (it may be waiting for main to exit)
         self.add(*resources)
         self._signals = tuple(parse_signal(s) for s in signals)
@@ -148,7 +150,9 @@ class GracefulShutdown:
         self.signal = signal.Signals(signum)
         log.info("ipcwire: %s received: shutting down", self.signal.name)
         self.shutdown()
-        if self._exit:
+        with self._lock:
+            interrupt = self._exit and not self._owner_closing
+        if interrupt:  # otherwise the owner is leaving its with-block: __exit__ exits
             request_exit(self._exit_code, signum)
             if not _main_exited(self._timeout):
                 log.error(
@@ -160,6 +164,8 @@ class GracefulShutdown:
 
     def close(self) -> None:
         """Run the cleanup if it has not run, and restore the previous signal handlers."""
+        with self._lock:
+            self._owner_closing = True
         self.shutdown()
         self._uninstall()
 
@@ -186,6 +192,8 @@ class GracefulShutdown:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+        if et is None and self._exit and self.signal is not None:
+            raise SystemExit(self._exit_code)  # a signal ended the block: the process exits
 
 
 def _main_exited(timeout: float) -> bool:

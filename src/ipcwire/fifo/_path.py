@@ -1,0 +1,281 @@
+"""Named pipes on disk: create safely, open without hanging, lock for big messages.
+
+Open semantics (POSIX): opening a FIFO for reading blocks until a writer opens it, and for
+writing until a reader does; with O_NONBLOCK the read open succeeds at once and the write
+open fails with ENXIO while nobody reads. ipcwire always opens with O_NONBLOCK and waits with
+its own deadline, so no open hangs past its timeout.
+
+Atomicity (the rule for several writers): the kernel writes at most PIPE_BUF bytes (4096 on
+Linux, 512 by POSIX) atomically; a longer write can be split, and another writer's bytes can
+land in the middle. So an ipcwire writer sends a message (frame included) of up to PIPE_BUF
+bytes with one ``write``, and holds an exclusive ``flock`` on the FIFO while it writes a longer
+one: ipcwire writers never interleave, whatever the size. A writer that is not ipcwire
+(``echo ... > fifo``) takes no lock: keep its messages, and the messages of everyone writing
+at the same time as it, under PIPE_BUF bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import Packed
+from ipcwire.errors import (
+    AddressInUse,
+    ConnectionRefused,
+    InvalidURL,
+    PermissionDenied,
+    Timeout,
+)
+from ipcwire.pipe._fd import PIPE_BUF, FdStream, grow_pipe
+
+__all__ = [
+    "FifoPaths",
+    "FifoWriteStream",
+    "create_fifo",
+    "no_reader",
+    "open_read",
+    "open_write",
+    "open_write_once",
+    "resolve",
+]
+
+_RETRY_MAX: Final = 0.05  # longest pause between write-open attempts while no reader exists
+
+
+@dataclass(frozen=True, slots=True)
+class FifoPaths:
+    """The FIFO a listener reads (clients write), and the optional reply FIFO."""
+
+    path: str
+    reply: str | None
+
+
+def resolve(endpoint: Endpoint) -> FifoPaths:
+    """``fifo:///run/app/in.fifo?reply=/run/app/out.fifo``.
+
+    Raises:
+        InvalidURL: no absolute path.
+    """
+    path = endpoint.path
+    if endpoint.host:
+        raise InvalidURL(
+            f"{endpoint}: write fifo:/// with three slashes and an absolute path, such as "
+            f"fifo:///run/user/1000/app.fifo"
+        )
+    if not path.startswith("/"):
+        raise InvalidURL(f"{endpoint}: the FIFO path must be absolute (fifo:///path)")
+    reply = endpoint.params.get("reply") or None
+    if reply is not None and not reply.startswith("/"):
+        raise InvalidURL(f"{endpoint}: reply= must be an absolute path")
+    if reply == path:
+        raise InvalidURL(f"{endpoint}: reply= must be another FIFO than the path itself")
+    return FifoPaths(path, reply)
+
+
+def create_fifo(path: str, url: str, mode: int) -> bool:
+    """Make the FIFO if missing (``mode``, 0600 by default); True if we created it.
+
+    Raises:
+        AddressInUse: the path exists and is not a FIFO (it is never replaced).
+        PermissionDenied: the directory or the FIFO is not ours to use.
+    """
+    try:
+        os.mkfifo(path, mode)
+    except FileExistsError:
+        pass
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"cannot create {path} for {url}: permission denied in "
+            f"{os.path.dirname(path) or '.'}; use a directory you own (such as "
+            f"$XDG_RUNTIME_DIR)",
+            endpoint=url,
+        ) from exc
+    except FileNotFoundError as exc:
+        raise PermissionDenied(
+            f"cannot create {path} for {url}: the directory does not exist; create it first",
+            endpoint=url,
+        ) from exc
+    else:
+        os.chmod(path, mode)  # exact mode, whatever the umask
+        return True
+    st = os.lstat(path)
+    if not stat.S_ISFIFO(st.st_mode):
+        raise AddressInUse(
+            f"cannot use {path} for {url}: it exists and is not a FIFO "
+            f"({_kind(st.st_mode)}); ipcwire never replaces other files, so pick another path "
+            f"or remove it yourself",
+            endpoint=url,
+        )
+    return False
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _check_fifo(path: str, url: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConnectionRefused(
+            f"there is no FIFO at {path} ({url}): start the reader first (ipcwire.listen "
+            f"creates it), or pass reconnect-style timeout= to wait for it",
+            endpoint=url,
+        ) from None
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot reach {path} for {url}: permission denied") from exc
+    if not stat.S_ISFIFO(st.st_mode):
+        raise ConnectionRefused(
+            f"{path} ({url}) is {_kind(st.st_mode)}, not a FIFO: check the path",
+            endpoint=url,
+        )
+
+
+def open_read(path: str, url: str) -> int:
+    """The read end, at once (O_NONBLOCK), close-on-exec.
+
+    Raises:
+        ConnectionRefused: no FIFO there.
+        PermissionDenied: not allowed to read it.
+    """
+    _check_fifo(path, url)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"cannot open {path} for reading ({url}): permission denied (the FIFO is mode "
+            f"{_mode(path)}); run as its owner or create it with mode=0o660 and a shared group",
+            endpoint=url,
+        ) from exc
+
+
+def _mode(path: str) -> str:
+    try:
+        return oct(os.stat(path).st_mode & 0o777)
+    except OSError:
+        return "?"
+
+
+def open_write_once(path: str, url: str) -> int | None:
+    """One attempt at the write end: the fd, or None while nobody reads the FIFO.
+
+    Raises:
+        ConnectionRefused: no FIFO at that path.
+        PermissionDenied: not allowed to write it.
+    """
+    _check_fifo(path, url)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"cannot open {path} for writing ({url}): permission denied (the FIFO is mode "
+            f"{_mode(path)}); run as its owner or create it with mode=0o660",
+            endpoint=url,
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return None
+        raise
+    grow_pipe(fd)
+    return fd
+
+
+def no_reader(path: str, url: str, timeout: float) -> ConnectionRefused:
+    """The error for a FIFO nobody read within the timeout."""
+    return ConnectionRefused(
+        f"nobody has {path} open for reading ({url}) after {timeout} s: start the reader "
+        f"(ipcwire.listen) first, or raise timeout=",
+        endpoint=url,
+    )
+
+
+def open_write(path: str, url: str, timeout: float) -> int:
+    """The write end, waiting up to ``timeout`` for a reader.
+
+    Raises:
+        ConnectionRefused: no FIFO, or no reader within the timeout.
+        PermissionDenied: not allowed to write it.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        fd = open_write_once(path, url)
+        if fd is not None:
+            return fd
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise no_reader(path, url, timeout)
+        time.sleep(min(pause, left))  # nothing to wait on: a FIFO does not signal a reader
+        pause = min(pause * 2, _RETRY_MAX)
+
+
+def wait_open_write(path: str, url: str, deadline: float) -> int | None:
+    """One attempt at the write end (the reply FIFO); None while nobody reads it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            if time.monotonic() >= deadline:
+                raise Timeout(
+                    f"no client opened the reply FIFO {path} of {url} in time", endpoint=url
+                ) from exc
+            return None
+        if isinstance(exc, PermissionError):
+            raise PermissionDenied(f"cannot open {path} for writing ({url})") from exc
+        raise
+    grow_pipe(fd)
+    return fd
+
+
+class FifoWriteStream(FdStream):
+    """An :class:`FdStream` whose writes over PIPE_BUF hold an exclusive ``flock`` on the
+    FIFO, so several ipcwire writers never interleave (see the module)."""
+
+    def __init__(self, *args: object, lock: bool = True, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self._lock_big = lock
+
+    def send_all(self, data: Packed, timeout: float | None) -> None:
+        size = len(data[0]) + len(data[1]) if type(data) is tuple else len(data)
+        wfd = self.wfd
+        if not self._lock_big or size <= PIPE_BUF or wfd is None:
+            super().send_all(data, timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._flock(wfd, deadline)
+        try:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            super().send_all(data, left)
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(wfd, fcntl.LOCK_UN)
+
+    def _flock(self, fd: int, deadline: float | None) -> None:
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                if self.closed:
+                    raise OSError(errno.EBADF, "closed") from None
+                time.sleep(pause)  # another writer is in the middle of a long message
+                pause = min(pause * 2, 0.01)

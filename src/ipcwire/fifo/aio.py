@@ -1,0 +1,234 @@
+"""``fifo:`` asyncio driver: the blocking driver's semantics, driven by the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.errors import ChannelClosed, ConfigurationError, LocalProtocolError, Timeout
+from ipcwire.fifo._path import (
+    FifoPaths,
+    create_fifo,
+    no_reader,
+    open_read,
+    open_write_once,
+    resolve,
+    wait_open_write,
+)
+from ipcwire.fifo.blocking import _WRITERS, DEFAULT_TIMEOUT, _check_token
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.pipe._aio_fd import AioPipeChannel
+from ipcwire.pipe._fd import PIPE_BUF
+from ipcwire.pipe.aio import open_aio_channel
+
+__all__ = ["AioFifoChannel", "connect", "listen"]
+
+
+class AioFifoChannel(AioPipeChannel):
+    """Writes over PIPE_BUF bytes hold an exclusive ``flock`` until they reach the kernel."""
+
+    def __init__(self, *args: Any, lock: bool = False, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._lock_big = lock
+        self._big = asyncio.Lock()
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = self._pack(obj)
+        size = len(data[0]) + len(data[1]) if type(data) is tuple else len(data)
+        t = self._fd_transport()
+        if not self._lock_big or size <= PIPE_BUF or t is None:
+            await super().send(obj, timeout=timeout)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self._big:
+            fd = t.get_extra_info("pipe_fds")[1]
+            if not isinstance(fd, int):  # the write side is gone: say why, as any send does
+                self._write(data, 1)
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            await self._flock(fd, deadline, timeout)
+            try:
+                self._write(data, 1)
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+                async with asyncio.timeout(left):
+                    await t.wait_flushed()
+            except TimeoutError:
+                raise Timeout(
+                    f"{self.url} is not reading: a long message stayed unsent for {timeout} s",
+                    endpoint=self.url,
+                ) from None
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    async def _flock(self, fd: int, deadline: float | None, timeout: float | None) -> None:
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"another writer held {self.url} for {timeout} s", endpoint=self.url
+                    ) from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.01)
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    writers: str = "many",
+    **kw: Any,
+) -> AioPipeChannel:
+    """As :func:`ipcwire.fifo.blocking.connect` (waiting for a reader without blocking the
+    loop).
+
+    Raises:
+        ConnectionRefused, PermissionDenied, ConfigurationError, AuthenticationFailed,
+        HandshakeError, Timeout.
+    """
+    reject_unknown(kw, endpoint, ("timeout", "writers"))
+    if writers not in _WRITERS:
+        raise ConfigurationError(f"writers={writers!r}: use 'many' or 'one'")
+    paths = resolve(endpoint)
+    _check_token(options, paths)
+    limit = DEFAULT_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    pause = 0.001
+    while (wfd := open_write_once(paths.path, endpoint.url)) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise no_reader(paths.path, endpoint.url, limit)
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
+    rfd = None
+    if paths.reply is not None:
+        try:
+            rfd = open_read(paths.reply, endpoint.url)
+        except BaseException:
+            os.close(wfd)
+            raise
+    return await open_aio_channel(
+        rfd,
+        wfd,
+        options,
+        role="client",
+        handshake=True,
+        channel_factory=AioFifoChannel,
+        lock=writers == "many",
+    )
+
+
+async def listen(
+    endpoint: Endpoint, options: ChannelOptions, *, mode: int = 0o600, **kw: Any
+) -> AioFifoListener:
+    """As :func:`ipcwire.fifo.blocking.listen`.
+
+    Raises:
+        AddressInUse, PermissionDenied, ConfigurationError.
+    """
+    reject_unknown(kw, endpoint, ("mode",))
+    paths = resolve(endpoint)
+    _check_token(options, paths)
+    return AioFifoListener(endpoint.url, paths, options, mode=mode)
+
+
+class AioFifoListener(AioListener):
+    """The reading side of a FIFO, for asyncio (see the blocking listener)."""
+
+    def __init__(self, url: str, paths: FifoPaths, options: ChannelOptions, *, mode: int) -> None:
+        self.url = url
+        self.paths = paths
+        self._options = options
+        self._loop = asyncio.get_running_loop()
+        self._created: list[tuple[str, int]] = []
+        self._closed = False
+        self._close_event = asyncio.Event()
+        self._current: AioChannel | None = None
+        try:
+            for path in (paths.path, paths.reply):
+                if path is not None and create_fifo(path, url, mode):
+                    self._created.append((path, os.stat(path).st_ino))
+            self._rfd: int | None = open_read(paths.path, url)
+        except BaseException:
+            self._remove_created()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        """The channel of the next writer session.
+
+        Raises:
+            Timeout, ChannelClosed, LocalProtocolError: as the blocking listener.
+        """
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        if self._current is not None and not self._current.closed:
+            raise LocalProtocolError(
+                f"{self.url}: the channel accepted before is still open, and a FIFO has one "
+                f"reader; close it before accepting the next writer",
+                endpoint=self.url,
+            )
+        if self._rfd is None:
+            self._rfd = open_read(self.paths.path, self.url)
+        rfd = self._rfd
+        wfd = None
+        try:
+            if self.paths.reply is not None:
+                async with asyncio.timeout(timeout):
+                    wfd = await self._reply_reader()
+        except TimeoutError:
+            raise Timeout(
+                f"no writer opened {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if self._closed:
+            if wfd is not None:
+                os.close(wfd)
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        self._rfd = None
+        ch = await open_aio_channel(rfd, wfd, self._options, role="server", handshake=True)
+        self._current = ch
+        return ch
+
+    async def _reply_reader(self) -> int:
+        assert self.paths.reply is not None
+        pause = 0.001
+        while not self._closed:
+            fd = wait_open_write(self.paths.reply, self.url, float("inf"))
+            if fd is not None:
+                return fd
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_event.set()
+        if self._rfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._rfd)
+            self._rfd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for path, ino in self._created:
+            try:
+                if os.lstat(path).st_ino == ino:
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._created = []

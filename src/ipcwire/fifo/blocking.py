@@ -1,0 +1,223 @@
+"""``fifo:`` blocking driver.
+
+* ``ipcwire.listen("fifo:///run/app.fifo")`` creates the FIFO (0600) if missing and reads it.
+  ``accept()`` returns the receiving channel at once (a FIFO does not tell when a writer opens
+  it); its ``recv`` waits for the writers' messages, honouring its timeout, and raises
+  ``EndOfChannel`` once every writer that came has closed. The next ``accept()`` starts a new
+  session for the next writers. A FIFO has one reader: accept again after closing the
+  previous channel.
+* ``ipcwire.connect("fifo:///run/app.fifo")`` opens it for writing (waiting up to ``timeout``
+  for a reader): a sending channel.
+* ``?reply=/run/app.out.fifo`` makes both sides bidirectional (one client at a time): the
+  client writes the first FIFO and reads the second. ``token=`` needs ``reply=``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import (
+    ChannelClosed,
+    ConfigurationError,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.fifo._path import (
+    FifoPaths,
+    FifoWriteStream,
+    create_fifo,
+    open_read,
+    open_write,
+    resolve,
+    wait_open_write,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.pipe._channel import PipeChannel
+from ipcwire.pipe._fd import FdStream, Waker
+from ipcwire.pipe._handshake import fd_handshake
+
+__all__ = ["FifoListener", "connect", "listen"]
+
+DEFAULT_TIMEOUT: Final = 10.0
+_WRITERS: Final = ("many", "one")
+
+
+def _check_token(options: ChannelOptions, paths: FifoPaths) -> None:
+    if options.token is not None and paths.reply is None:
+        raise ConfigurationError(
+            f"{options.url}: token= needs a handshake, which needs a way back: add "
+            f"?reply=/path/to/reply.fifo, or rely on the FIFO's file mode (0600: only you)"
+        )
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    writers: str = "many",
+    **kw: Any,
+) -> PipeChannel:
+    """Open the FIFO for writing (and the reply FIFO for reading); see the module.
+
+    ``writers="many"`` (default) locks the FIFO while writing a message over PIPE_BUF bytes,
+    so writers never interleave; ``"one"`` skips the lock when you know you are alone.
+
+    Raises:
+        ConnectionRefused: no FIFO, or no reader within ``timeout`` (10 s by default).
+        PermissionDenied: the FIFO's mode refuses this user.
+        ConfigurationError: a token without ``reply=``, or a bad option.
+        AuthenticationFailed, HandshakeError, Timeout: with a token.
+    """
+    reject_unknown(kw, endpoint, ("timeout", "writers"))
+    if writers not in _WRITERS:
+        raise ConfigurationError(f"writers={writers!r}: use 'many' or 'one'")
+    paths = resolve(endpoint)
+    _check_token(options, paths)
+    limit = DEFAULT_TIMEOUT if timeout is None else timeout
+    wfd = open_write(paths.path, endpoint.url, limit)
+    rfd = None
+    if paths.reply is not None:
+        try:
+            rfd = open_read(paths.reply, endpoint.url)
+        except BaseException:
+            os.close(wfd)
+            raise
+    stream = FifoWriteStream(
+        rfd, wfd, endpoint=endpoint.url, poll_first=True, lock=writers == "many"
+    )
+    return _channel(stream, options, client=True)
+
+
+def _channel(stream: FdStream, options: ChannelOptions, *, client: bool) -> PipeChannel:
+    try:
+        wire, decoder = fd_handshake(stream, options, client=client)
+    except BaseException:
+        stream.close()
+        raise
+    return PipeChannel(stream, wire, options.url, decoder=decoder)
+
+
+def listen(
+    endpoint: Endpoint, options: ChannelOptions, *, mode: int = 0o600, **kw: Any
+) -> FifoListener:
+    """Create (if missing) and read the FIFO; see the module.
+
+    Raises:
+        AddressInUse: the path exists and is not a FIFO (never replaced).
+        PermissionDenied: cannot create or read it.
+        ConfigurationError: a token without ``reply=``, or a bad option.
+    """
+    reject_unknown(kw, endpoint, ("mode",))
+    paths = resolve(endpoint)
+    _check_token(options, paths)
+    return FifoListener(endpoint.url, paths, options, mode=mode)
+
+
+class FifoListener(Listener):
+    """The reading side of a FIFO; removes the FIFOs it created when closed."""
+
+    def __init__(self, url: str, paths: FifoPaths, options: ChannelOptions, *, mode: int) -> None:
+        self.url = url
+        self.paths = paths
+        self._options = options
+        self._created: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._current: PipeChannel | None = None
+        self._waker = Waker()
+        try:
+            for path in (paths.path, paths.reply):
+                if path is not None and create_fifo(path, url, mode):
+                    self._created.append((path, os.stat(path).st_ino))
+            # Holding the read end open lets writers connect at once.
+            self._rfd: int | None = open_read(paths.path, url)
+        except BaseException:
+            self._remove_created()
+            self._waker.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        """The channel of the next writer session (see the module): at once in one-way mode;
+        with ``reply=``, once a client opened the reply FIFO.
+
+        Raises:
+            Timeout: (reply mode) no client in time.
+            ChannelClosed: the listener was closed.
+            LocalProtocolError: the previous channel is still open (a FIFO has one reader).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            if self._current is not None and not self._current.closed:
+                raise LocalProtocolError(
+                    f"{self.url}: the channel accepted before is still open, and a FIFO has "
+                    f"one reader; close it before accepting the next writer",
+                    endpoint=self.url,
+                )
+            if self._rfd is None:
+                self._rfd = open_read(self.paths.path, self.url)
+            rfd = self._rfd
+        wfd = None
+        if self.paths.reply is not None:
+            wfd = self._wait_for_reader(deadline, timeout)
+        with self._lock:
+            if self._closed:
+                if wfd is not None:
+                    os.close(wfd)
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            self._rfd = None  # the channel owns it now; the next accept opens a fresh one
+        stream = FdStream(rfd, wfd, endpoint=self.url, poll_first=True)
+        ch = _channel(stream, self._options, client=False)
+        self._current = ch
+        return ch
+
+    def _wait_for_reader(self, deadline: float | None, timeout: float | None) -> int:
+        """Reply mode: the client is there once it opened the reply FIFO for reading."""
+        assert self.paths.reply is not None
+        pause = 0.001
+        end = deadline if deadline is not None else float("inf")
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            try:
+                fd = wait_open_write(self.paths.reply, self.url, end)
+            except Timeout:
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            if fd is not None:
+                return fd
+            select.select([self._waker.fd], [], [], pause)
+            pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._waker.wake()
+            if self._rfd is not None:
+                os.close(self._rfd)
+                self._rfd = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for path, ino in self._created:
+            try:
+                if os.lstat(path).st_ino == ino:  # still ours: never remove a stranger's file
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._created = []

@@ -1,0 +1,41 @@
+"""UDP datagrams: ``udp://host:port``. Boundaries kept; not reliable, not ordered.
+
+Use it for telemetry, discovery and notifications where a lost message is acceptable; the
+capabilities say so, and the conformance suite skips the checks that need reliability.
+Messages are limited to one datagram (65507 bytes over IPv4); bigger ones are refused before
+sending. Binds loopback unless told otherwise. Helpers: :func:`bind` (unconnected socket),
+:func:`send_to` (fire-and-forget), :func:`pair`.
+"""
+
+from __future__ import annotations
+
+from ipcwire.registry import Capabilities, MechanismSpec
+
+SPEC = MechanismSpec(
+    scheme="udp",
+    title="UDP",
+    summary="datagrams over loopback or the network: boundaries kept, may be lost or reordered",
+    capabilities=Capabilities(
+        bidirectional=True,
+        reliable=False,
+        ordered=False,
+        message_boundaries=True,
+        max_message_size=65507,
+        crosses_machines=True,
+        platforms=("linux", "darwin", "freebsd", "win32"),
+    ),
+    blocking="ipcwire.udp.blocking",
+    aio="ipcwire.udp.aio",
+    docs="docs/mechanisms/udp.md",
+    example_url="udp://127.0.0.1:9000",
+)
+
+from ipcwire.udp.blocking import bind, pair, send_to  # noqa: E402 - after SPEC, on purpose
+
+
+def BENCH_URL(workdir: str, serial: int) -> str:
+    """A fresh endpoint for one benchmark measurement: any free loopback port."""
+    return "udp://127.0.0.1:0"
+
+
+__all__ = ["BENCH_URL", "SPEC", "bind", "pair", "send_to"]

@@ -1,0 +1,246 @@
+"""UDP plumbing shared by the blocking and asyncio drivers.
+
+* One message is one datagram. With ``framing="length"`` (default) the datagram is the
+  encoded message itself (no prefix: the datagram keeps the boundary); with
+  ``framing="ndjson"`` it is one JSON line (a datagram holding several lines, as ``nc -u``
+  sends them, gives several messages).
+* A message over the datagram limit (65507 bytes over IPv4, 65527 over IPv6, or ``max_frame``
+  if smaller) is refused with ``FrameTooLarge`` before anything is sent, never truncated.
+* A received datagram larger than ``max_frame`` is detected (``MSG_TRUNC`` gives its real
+  size) and raised as ``FrameTooLarge``; the channel stays usable.
+* Binding defaults to loopback; ``udp://0.0.0.0:port`` is an explicit choice.
+* Datagrams the kernel dropped because the receive buffer was full are counted (Linux
+  ``SO_RXQ_OVFL``) in ``statistics().dropped``: loss is never silent where the OS tells.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.framing import NdjsonDecoder
+from ipcwire._core.url import Endpoint
+from ipcwire._procfs import describe_pid, pids_for_inodes
+from ipcwire.errors import (
+    AddressInUse,
+    ConfigurationError,
+    FrameTooLarge,
+    InvalidURL,
+    IpcwireError,
+    LocalProtocolError,
+    PermissionDenied,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = [
+    "DEFAULT_HOST",
+    "MAX_DATAGRAM_V4",
+    "MAX_DATAGRAM_V6",
+    "DatagramFormat",
+    "UdpAddress",
+    "bind_socket",
+    "enable_drop_count",
+    "parse_drop_count",
+    "resolve",
+]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+MAX_DATAGRAM_V4: Final = 65507  # 65535 - 20 (IP header) - 8 (UDP header)
+MAX_DATAGRAM_V6: Final = 65527  # 65535 - 8 (the IPv6 payload length excludes its header)
+SO_RXQ_OVFL: Final = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux value when Python lacks it
+ANC_SPACE: Final = socket.CMSG_SPACE(4)
+
+
+@dataclass(frozen=True, slots=True)
+class UdpAddress:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"udp://{host}:{self.port}"
+
+
+def resolve(endpoint: Endpoint, *, listening: bool) -> UdpAddress:
+    """Host and port from ``udp://host:port`` (port 0: any free port, when binding).
+
+    Raises:
+        InvalidURL: no port, no host to send to, or a host that does not resolve.
+    """
+    if endpoint.port is None:
+        raise InvalidURL(f"{endpoint.url} has no port: write udp://127.0.0.1:9000")
+    host = endpoint.host
+    if not host:
+        if not listening:
+            raise InvalidURL(f"{endpoint.url} has no host to send to")
+        host = DEFAULT_HOST
+    if not listening and endpoint.port == 0:
+        raise InvalidURL(f"{endpoint.url}: port 0 cannot be sent to; name the peer's port")
+    try:
+        infos = socket.getaddrinfo(host, endpoint.port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise InvalidURL(f"cannot resolve the host of {endpoint.url}: {exc}") from exc
+    return UdpAddress(str(infos[0][4][0]), endpoint.port)
+
+
+def max_datagram(family: socket.AddressFamily) -> int:
+    """The largest UDP payload for ``family``."""
+    return MAX_DATAGRAM_V6 if family == socket.AF_INET6 else MAX_DATAGRAM_V4
+
+
+def enable_drop_count(sock: socket.socket) -> bool:
+    """Ask the kernel to report dropped datagrams (Linux); False where it cannot."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+    except OSError:
+        return False
+    return True
+
+
+def parse_drop_count(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The kernel's cumulative drop counter from ``recvmsg`` ancillary data, if present."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+            return int(struct.unpack("=I", data[:4])[0])
+    return None
+
+
+def bind_socket(addr: UdpAddress, url: str, *, reuse: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to ``addr``.
+
+    Raises:
+        AddressInUse: the port is taken (naming the holder when it can be seen).
+        PermissionDenied: a port below 1024 without the privilege.
+        InvalidURL: the host is not an address of this machine.
+    """
+    sock = socket.socket(addr.family, socket.SOCK_DGRAM)
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr.host, addr.port))
+        except OSError as exc:
+            raise _bind_error(exc, addr, url) from exc
+        sock.setblocking(False)
+        enable_drop_count(sock)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _udp_inodes(port: int) -> set[int]:
+    found: set[int] = set()
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[1].endswith(f":{port:04X}"):
+                found.add(int(fields[9]))
+    return found
+
+
+def _bind_error(exc: OSError, addr: UdpAddress, url: str) -> IpcwireError | OSError:
+    if exc.errno == errno.EADDRINUSE:
+        pids = pids_for_inodes(_udp_inodes(addr.port))
+        who = ", ".join(describe_pid(p) for p in pids) or "another process"
+        return AddressInUse(
+            f"cannot bind {url}: UDP port {addr.port} is in use by {who}; stop it, choose "
+            f"another port, or use port 0 for any free one",
+            pid=pids[0] if pids else None,
+            endpoint=url,
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"cannot bind {url}: ports below 1024 need privileges; use a higher port",
+            endpoint=url,
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvalidURL(f"cannot bind {url}: {addr.host} is not an address of this machine")
+    return exc
+
+
+class DatagramFormat:
+    """Messages to datagrams and back, with the size rules in the module docstring."""
+
+    def __init__(self, options: ChannelOptions, family: socket.AddressFamily) -> None:
+        if options.token is not None:
+            raise ConfigurationError(
+                f"{options.url}: token= needs a handshake, which UDP (unreliable, "
+                f"connectionless) cannot carry; use a stream mechanism (unix:, tcp:) for "
+                f"authenticated channels, and never pickle over UDP"
+            )
+        self.url = options.url
+        self.codec = options.codec
+        self.ndjson = options.framing == "ndjson"
+        self.max_frame = options.max_frame
+        self.send_limit = min(options.max_frame, max_datagram(family) - (1 if self.ndjson else 0))
+        self.recv_size = min(options.max_frame, max_datagram(family)) + 1
+        self._encode = options.codec.encode
+        self.decode = options.codec.decode
+        self._raw = isinstance(options.codec, BytesCodec)
+
+    def pack(self, obj: Any) -> bytes | bytearray | memoryview:
+        """One datagram for ``obj``.
+
+        Raises:
+            FrameTooLarge: over the datagram limit (nothing sent).
+            LocalProtocolError: not encodable (or a newline in an NDJSON raw line).
+        """
+        payload = self._encode(obj)
+        size = len(payload)
+        if size > self.send_limit:
+            raise FrameTooLarge(
+                f"message of {size} bytes not sent to {self.url}: one UDP datagram carries at "
+                f"most {self.send_limit} bytes here; split the message, or use a stream "
+                f"mechanism (unix:, tcp:) for large messages",
+                size=size,
+                limit=self.send_limit,
+                endpoint=self.url,
+            )
+        if not self.ndjson:
+            return payload
+        if self._raw and b"\n" in payload:
+            raise LocalProtocolError(
+                "a message sent with framing='ndjson' and codec='bytes' must not contain a newline"
+            )
+        return bytes(payload) + b"\n"
+
+    def too_large(self, size: int, source: str) -> FrameTooLarge:
+        """The error for a received datagram over ``max_frame``."""
+        return FrameTooLarge(
+            f"a datagram of {size} bytes from {source} is over the limit of {self.max_frame} "
+            f"bytes; it was dropped (raise max_frame= if such messages are expected)",
+            size=size,
+            limit=self.max_frame,
+            endpoint=self.url,
+        )
+
+    def unpack(self, data: memoryview) -> list[Any]:
+        """The messages in one received datagram (one, or one per line with NDJSON).
+
+        Raises:
+            RemoteProtocolError: undecodable.
+        """
+        if not self.ndjson:
+            return [self.decode(data)]
+        dec = NdjsonDecoder(self.max_frame)
+        dec.feed(data)
+        if not data.nbytes or data[-1] != 10:
+            dec.feed(b"\n")  # a last line without its newline is still a message
+        out = []
+        while (frame := dec.next_frame()) is not None:
+            out.append(self.decode(frame))
+        return out

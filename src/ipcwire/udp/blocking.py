@@ -1,0 +1,569 @@
+"""``udp:`` blocking driver.
+
+* ``ipcwire.connect("udp://127.0.0.1:9000")``: connected mode. The socket is bound to a
+  free loopback port (or the matching family's any-address for other hosts) and connected to
+  the peer: ``send``/``recv`` talk to that peer only, and an ICMP "port unreachable" comes
+  back as ``ConnectionRefused`` on the next call (the channel stays usable).
+* ``ipcwire.listen("udp://127.0.0.1:9000")``: ``accept()`` returns a channel per peer
+  address, as datagrams from new peers arrive (a reader thread sorts them; each peer's queue
+  is bounded and overflow is counted in ``statistics().dropped``).
+* :func:`bind` (unconnected: ``recv_from``/``send_to`` with anyone), :func:`send_to`
+  (fire-and-forget, one datagram), :func:`pair` (two connected channels, for tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Final
+
+from ipcwire._core.codecs import Codec
+from ipcwire._core.url import Endpoint, parse_url
+from ipcwire._oserror import translate
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import (
+    ChannelClosed,
+    ConnectionRefused,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.pipe._fd import Waker
+from ipcwire.udp._socket import (
+    ANC_SPACE,
+    DatagramFormat,
+    UdpAddress,
+    bind_socket,
+    parse_drop_count,
+    resolve,
+)
+
+__all__ = [
+    "UdpChannel",
+    "UdpListener",
+    "bind",
+    "connect",
+    "listen",
+    "pair",
+    "send_to",
+]
+
+Address = tuple[str, int]
+PEER_QUEUE: Final = 1024  # datagrams buffered per accepted peer before dropping
+ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
+
+
+def _ms(wait: float | None) -> int | None:
+    return None if wait is None else max(0, int(wait * 1000 + 0.999))
+
+
+def _fmt_addr(addr: Any) -> str:
+    host, port = addr[0], addr[1]
+    return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
+
+
+class _Socket:
+    """A non-blocking datagram socket with close-safe waits (waker) and MSG_TRUNC receives."""
+
+    def __init__(self, sock: socket.socket, fmt: DatagramFormat, url: str) -> None:
+        self.sock = sock
+        self.fmt = fmt
+        self.url = url
+        self._buf = bytearray(fmt.recv_size)
+        self._view = memoryview(self._buf)
+        self._waker = Waker()
+        self._rpoll = select.poll()
+        self._rpoll.register(sock.fileno(), select.POLLIN)
+        self._rpoll.register(self._waker.fd, select.POLLIN)
+        self._wpoll = select.poll()
+        self._wpoll.register(sock.fileno(), select.POLLOUT)
+        self._wpoll.register(self._waker.fd, select.POLLIN)
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self.closed = False
+        self.kernel_drops = 0
+
+    def recv(self, timeout: float | None) -> tuple[memoryview | None, int, Address]:
+        """One datagram (valid until the next call; None when it was over ``max_frame`` and
+        dropped), its real size, and its source.
+
+        Raises:
+            Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
+        """
+        with self._rlock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if self.closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                try:
+                    n, anc, flags, addr = self.sock.recvmsg_into(
+                        [self._view], ANC_SPACE, socket.MSG_TRUNC
+                    )
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise self._error(exc, "receiving from") from exc
+                else:
+                    drops = parse_drop_count(anc)
+                    if drops is not None:
+                        self.kernel_drops = drops
+                    if n > self.fmt.max_frame or flags & socket.MSG_TRUNC:
+                        return None, n, addr
+                    return self._view[:n], n, addr
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no datagram at {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._rpoll.poll(_ms(wait))
+
+    def send(self, data: Any, addr: Address | None, timeout: float | None) -> None:
+        """Send one datagram (to the connected peer when ``addr`` is None).
+
+        Raises:
+            Timeout, FrameTooLarge (EMSGSIZE), ConnectionRefused, ChannelClosed, ChannelBroken.
+        """
+        with self._wlock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if self.closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                try:
+                    if addr is None:
+                        self.sock.send(data)
+                    else:
+                        self.sock.sendto(data, addr)
+                    return
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    if exc.errno == errno.EMSGSIZE:
+                        raise FrameTooLarge(
+                            f"the OS refused a datagram of {len(data)} bytes to {self.url} "
+                            f"(EMSGSIZE: its limit is lower here); send smaller messages",
+                            size=len(data),
+                            limit=self.fmt.send_limit,
+                            endpoint=self.url,
+                        ) from exc
+                    raise self._error(exc, "sending to") from exc
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"the send buffer of {self.url} stayed full for {timeout} s",
+                        endpoint=self.url,
+                    )
+                self._wpoll.poll(_ms(wait))
+
+    def _error(self, exc: OSError, doing: str) -> IpcwireError:
+        if self.closed:
+            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if exc.errno == errno.ECONNREFUSED:
+            return ConnectionRefused(
+                f"nothing listens at {self.url}: a datagram sent there was refused (ICMP port "
+                f"unreachable); start the receiver. The channel stays usable",
+                endpoint=self.url,
+            )
+        return translate(exc, self.url, doing)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._waker.wake()
+        for lock in (self._rlock, self._wlock):
+            if lock.acquire(timeout=1.0):
+                lock.release()
+        self.sock.close()
+        self._waker.close()
+
+
+class UdpChannel(Channel):
+    """A UDP socket as a channel: connected (one peer) or unconnected (anyone)."""
+
+    def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
+        self.url = url
+        self._peer_addr: Address | None = None
+        with contextlib.suppress(OSError):
+            self._peer_addr = sock.getpeername()[:2]
+        fmt = DatagramFormat(options, sock.family)
+        self._io = _Socket(sock, fmt, url)
+        self._fmt = fmt
+        self._pending: deque[tuple[Any, Address]] = deque()
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, port) this socket is bound to."""
+        addr: Address = self._io.sock.getsockname()[:2]
+        return addr
+
+    @property
+    def local_url(self) -> str:
+        """``udp://host:port`` of this socket (where peers send to)."""
+        return _fmt_addr(self.local_address)
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._peer_addr is None and not self._io.closed:
+            raise LocalProtocolError(
+                f"{self.url} is not connected to one peer; use send_to(obj, address)",
+                endpoint=self.url,
+            )
+        data = self._fmt.pack(obj)
+        self._io.send(data, None, timeout)
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    def send_to(self, obj: Any, address: Address | str, *, timeout: float | None = None) -> None:
+        """Send one datagram to ``address`` (``(host, port)`` or ``udp://host:port``).
+
+        Raises:
+            FrameTooLarge, Timeout, ChannelClosed, ChannelBroken, InvalidURL.
+        """
+        if isinstance(address, str):
+            a = resolve(parse_url(address), listening=False)
+            address = (a.host, a.port)
+        data = self._fmt.pack(obj)
+        self._io.send(data, address, timeout)
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        return self.recv_from(timeout=timeout)[0]
+
+    def recv_from(self, *, timeout: float | None = None) -> tuple[Any, Address]:
+        """The next message and the (host, port) it came from.
+
+        Raises:
+            Timeout, FrameTooLarge (that datagram is dropped), RemoteProtocolError,
+            ConnectionRefused (connected mode: the peer is not there), ChannelClosed.
+        """
+        if self._io.closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        while not self._pending:
+            data, size, addr = self._io.recv(timeout)
+            if data is None:
+                raise self._fmt.too_large(size, _fmt_addr(addr))
+            self._bytes_received += data.nbytes
+            for msg in self._fmt.unpack(data):
+                self._pending.append((msg, addr))
+        self._received += 1
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        self._io.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._io.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return None if self._peer_addr is None else PeerInfo(address=_fmt_addr(self._peer_addr))
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=0,
+            dropped=self._io.kernel_drops,
+        )
+
+
+class _PeerChannel(Channel):
+    """One peer of a :class:`UdpListener`: its datagrams, and replies to its address."""
+
+    def __init__(self, listener: UdpListener, addr: Address) -> None:
+        self._listener = listener
+        self.addr = addr
+        self.url = f"{listener.url} <- {_fmt_addr(addr)}"
+        self._queue: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    def _put(self, data: memoryview) -> None:
+        try:
+            msgs: list[Any] = self._listener._fmt.unpack(data)
+        except IpcwireError as exc:
+            msgs = [exc]
+        with self._cond:
+            self._bytes_received += data.nbytes
+            for msg in msgs:
+                if len(self._queue) >= PEER_QUEUE:
+                    self.dropped += 1
+                else:
+                    self._queue.append(msg)
+            self._cond.notify_all()
+
+    def _put_error(self, exc: IpcwireError) -> None:
+        with self._cond:
+            self._queue.append(exc)
+            self._cond.notify_all()
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                if self._queue:
+                    item = self._queue.popleft()
+                    if isinstance(item, IpcwireError):
+                        raise item
+                    self._received += 1
+                    return item
+                if self._listener.closed:
+                    raise ChannelClosed(f"the listener of {self.url} is closed", endpoint=self.url)
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no message from {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._cond.wait(wait)
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        data = self._listener._fmt.pack(obj)
+        self._listener._io.send(data, self.addr, timeout)
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._listener._forget(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=_fmt_addr(self.addr))
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=len(self._queue),
+            dropped=self.dropped,
+        )
+
+
+class UdpListener(Listener):
+    """A bound UDP socket that hands out one channel per peer address."""
+
+    def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
+        self.url = url
+        self._fmt = DatagramFormat(options, sock.family)
+        self._io = _Socket(sock, self._fmt, url)
+        self._peers: dict[Address, _PeerChannel] = {}
+        self._new: deque[_PeerChannel] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0  # datagrams from new peers while the accept backlog was full
+        self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
+        self._thread = threading.Thread(target=self._read, name=f"ipcwire {url}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data, size, addr = self._io.recv(None)
+            except ConnectionRefused:
+                continue  # an ICMP for a reply we sent: that peer is gone
+            except IpcwireError:
+                return  # closed
+            with self._cond:
+                ch = self._peers.get(addr)
+                if ch is None:
+                    if self._closed or len(self._new) >= ACCEPT_BACKLOG:
+                        self.dropped += 1
+                        continue
+                    ch = _PeerChannel(self, addr)
+                    self._peers[addr] = ch
+                    self._users += 1
+                    self._new.append(ch)
+                    self._cond.notify_all()
+            if data is None:
+                ch._put_error(self._fmt.too_large(size, _fmt_addr(addr)))
+            else:
+                ch._put(data)
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, port) bound (the real port when the URL said 0)."""
+        addr: Address = self._io.sock.getsockname()[:2]
+        return addr
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        """A channel for the next peer that sent a datagram.
+
+        Raises:
+            Timeout: no new peer in time.
+            ChannelClosed: the listener was closed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                if self._new:
+                    return self._new.popleft()
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no new peer at {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._cond.wait(wait)
+
+    def _forget(self, ch: _PeerChannel) -> None:
+        with self._cond:
+            if self._peers.get(ch.addr) is ch:
+                del self._peers[ch.addr]
+                self._users -= 1
+            last = self._users == 0
+        if last:
+            self._io.close()
+
+    def close(self) -> None:
+        """Stop accepting; channels already accepted keep working until they close."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            while self._new:  # accepted by nobody: close them
+                ch = self._new.popleft()
+                ch._closed = True
+                self._peers.pop(ch.addr, None)
+                self._users -= 1
+            self._users -= 1
+            last = self._users == 0
+            self._cond.notify_all()
+        if last:
+            self._io.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _options(url: str, kw: dict[str, Any]) -> ChannelOptions:
+    return ChannelOptions.build(parse_url(url), kw)
+
+
+def connect(
+    endpoint: Endpoint, options: ChannelOptions, *, bind: str | None = None, **kw: Any
+) -> UdpChannel:
+    """Connected mode: a socket that talks to the peer at the URL; see the module.
+
+    ``bind="udp://127.0.0.1:0"``: where this end receives (default: a free port on loopback
+    for a loopback peer, else on every address).
+
+    Raises:
+        InvalidURL: no host or port.
+        ConfigurationError: ``token=`` (UDP has no handshake) or unknown options.
+        AddressInUse, PermissionDenied: binding ``bind``.
+    """
+    kw.pop("timeout", None)  # nothing to wait for: UDP has no connection step
+    reject_unknown(kw, endpoint, ("timeout", "bind"))
+    addr = resolve(endpoint, listening=False)
+    if bind is not None:
+        local = resolve(parse_url(bind), listening=True)
+    else:
+        loop = addr.host in ("127.0.0.1", "::1") or addr.host.startswith("127.")
+        any_host = "::" if addr.family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
+        local = UdpAddress(("::1" if ":" in addr.host else "127.0.0.1") if loop else any_host, 0)
+    sock = bind_socket(local, endpoint.url)
+    try:
+        sock.connect((addr.host, addr.port))
+        return UdpChannel(sock, options, addr.url())
+    except BaseException:
+        sock.close()
+        raise
+
+
+def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> UdpListener:
+    """Bind (loopback unless the URL names a host) and accept per-peer channels.
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    reject_unknown(kw, endpoint, ())
+    addr = resolve(endpoint, listening=True)
+    sock = bind_socket(addr, endpoint.url)
+    host, port = sock.getsockname()[:2]
+    try:
+        return UdpListener(sock, options, UdpAddress(host, port).url())
+    except BaseException:
+        sock.close()
+        raise
+
+
+def bind(
+    url: str = "udp://127.0.0.1:0",
+    *,
+    codec: str | Codec | None = None,
+    framing: str | None = None,
+    max_frame: int | None = None,
+) -> UdpChannel:
+    """An unconnected socket bound at ``url``: ``recv_from()`` from anyone, ``send_to()``
+    anyone (fire-and-forget).
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    kw = {k: v for k, v in (("codec", codec), ("framing", framing), ("max_frame", max_frame)) if v}
+    endpoint = parse_url(url)
+    options = ChannelOptions.build(endpoint, kw)
+    addr = resolve(endpoint, listening=True)
+    sock = bind_socket(addr, url)
+    host, port = sock.getsockname()[:2]
+    return UdpChannel(sock, options, UdpAddress(host, port).url())
+
+
+def send_to(url: str, obj: Any, **options: Any) -> None:
+    """Fire and forget: one datagram to ``url``, from a throwaway socket.
+
+    Raises:
+        FrameTooLarge: over the datagram limit (nothing sent).
+        InvalidURL, ConfigurationError.
+    """
+    endpoint = parse_url(url)
+    opts = ChannelOptions.build(endpoint, dict(options))
+    with connect(endpoint, opts) as ch:
+        ch.send(obj)
+
+
+def pair(**options: Any) -> tuple[UdpChannel, UdpChannel]:
+    """Two UDP channels on loopback, each connected to the other.
+
+    Raises:
+        ConfigurationError: bad options.
+    """
+    socks = [bind_socket(UdpAddress("127.0.0.1", 0), "udp://127.0.0.1:0") for _ in range(2)]
+    a, b = socks
+    a.connect(b.getsockname())
+    b.connect(a.getsockname())
+    out = []
+    for s in socks:
+        host, port = s.getpeername()[:2]
+        url = UdpAddress(host, port).url()
+        out.append(UdpChannel(s, _options(url, dict(options)), url))
+    return out[0], out[1]
