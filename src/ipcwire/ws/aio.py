@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -259,6 +260,7 @@ async def connect(
         raise ConfigurationError(f"ssl= is for wss:// URLs, not {url}")
     loop = asyncio.get_running_loop()
     sock, deadline = await aio_open(addr, url, timeout=timeout, reconnect=reconnect)
+    _nodelay(sock)
     peer = peer_of(sock, addr)
     hs, hello = client_handshake(options)
     extra: dict[str, str] = {HELLO_HEADER: hello}
@@ -320,6 +322,19 @@ async def _finish_client(conn: ClientConnection, hs: ClientHandshake, url: str) 
 class _Conn(ServerConnection):
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _nodelay(transport.get_extra_info("socket"))
+        super().connection_made(transport)
+
+
+def _nodelay(sock: Any) -> None:
+    """No Nagle delay on TCP (asyncio only sets it when the socket's proto says TCP)."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
 
 class AioWsListener(AioListener):
