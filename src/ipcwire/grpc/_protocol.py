@@ -125,8 +125,9 @@ def error_from_status(
         return ResourceExhausted(said, endpoint=endpoint)
     if name == "UNAVAILABLE":
         low = text.lower()
-        if doing == "connecting" and ("refused" in low or "failed to connect" in low
-                                      or "no such file" in low):
+        if doing == "connecting" and (
+            "refused" in low or "failed to connect" in low or "no such file" in low
+        ):
             return ConnectionRefused(
                 f"nothing is listening at {endpoint}: start the server first, or pass "
                 f"reconnect=SECONDS to keep trying ({text})",

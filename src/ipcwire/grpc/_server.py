@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
-
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import AddressInUse
 from ipcwire.grpc._address import (

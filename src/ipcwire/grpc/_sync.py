@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped]
-
 from ipcwire._core.codecs import BytesCodec, Codec
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (

@@ -6,7 +6,6 @@ import os
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
-
 from ipcwire.errors import ConfigurationError
 from ipcwire.grpc._address import read_pem
 

@@ -17,7 +17,6 @@ from concurrent import futures
 from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped]
-
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
@@ -223,9 +222,7 @@ class GrpcUnaryChannel(Channel):
         return self._closed
 
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            self._sent, self._received, self._bytes_sent, self._bytes_received
-        )
+        return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)
 
 
 _NO_REPLY: Final = object()
@@ -241,9 +238,7 @@ def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tup
     return md
 
 
-def check_welcome(
-    initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes
-) -> int:
+def check_welcome(initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes) -> int:
     """The server's send limit from its initial metadata, after checking its proof.
 
     Raises:
@@ -351,8 +346,8 @@ def _open_stream(
         err = ch._end
         if err is None or isinstance(err, EndOfChannel):
             err = RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
-        if err.__cause__ is not None and hasattr(err.__cause__, "code"):
-            cause = err.__cause__
+        cause: Any = err.__cause__
+        if cause is not None and hasattr(cause, "code"):
             err = error_from_status(cause.code(), cause.details(), url, doing="connecting")
         raise err
     try:
@@ -393,9 +388,7 @@ def listen(
     addr = resolve(endpoint, listening=True)
     core = ServerCore(options, reply_timeout=reply_timeout)
     pool = futures.ThreadPoolExecutor(max_channels, thread_name_prefix="ipcwire-grpc")
-    server = grpc.server(
-        pool, maximum_concurrent_rpcs=max_channels, options=core.server_options()
-    )
+    server = grpc.server(pool, maximum_concurrent_rpcs=max_channels, options=core.server_options())
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip
     url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)

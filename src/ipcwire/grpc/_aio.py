@@ -1,0 +1,320 @@
+"""asyncio channels over ``grpc.aio``: one class for both ends of a stream, and the server's
+channel for one unary call.
+
+A reader task moves what arrives into an inbox (so that ``recv(timeout=...)`` never cancels
+a grpc read, which would cancel the whole RPC); it stops reading while the inbox holds more
+than ``HIGH_WATER`` bytes, and gRPC's flow control then slows the sender. ``send`` awaits
+grpcio's write, which waits while the peer is not reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire.aio.channel import AioChannel
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    IpcwireError,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.grpc._protocol import error_from_status
+from ipcwire.grpc._sync import HIGH_WATER, LOW_WATER, encode
+
+__all__ = ["AioOneShot", "AioStream"]
+
+
+class AioStream(AioChannel):
+    """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md."""
+
+    def __init__(
+        self,
+        url: str,
+        codec: Codec,
+        send_limit: int,
+        peer: PeerInfo | None,
+        *,
+        read: Callable[[], Awaitable[Any]],
+        write: Callable[[bytes], Awaitable[None]],
+        client: bool,
+    ) -> None:
+        self.url = url
+        self._codec = codec
+        self._raw = isinstance(codec, BytesCodec)
+        self.send_limit = send_limit
+        self._peer = peer
+        self._read = read
+        self._write = write
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._inbox: deque[bytes] = deque()
+        self._queued = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._resume: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+        self._end: IpcwireError | None = None
+        self._broken: IpcwireError | None = None
+        self._closed = False
+        self._reader: asyncio.Task[None] | None = None
+        self.read_done: asyncio.Future[None] = self._loop.create_future()
+        self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    def start(self) -> None:
+        self._reader = self._loop.create_task(self._read_all())
+
+    async def _read_all(self) -> None:
+        end: IpcwireError
+        read = self._read
+        inbox = self._inbox
+        try:
+            while True:
+                msg = await read()
+                if msg is grpc.aio.EOF:
+                    end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+                    break
+                inbox.append(msg)
+                self._queued += len(msg)
+                w = self._waiter
+                if w is not None and not w.done():
+                    w.set_result(None)
+                if self._queued > HIGH_WATER and not self._closed:
+                    self._resume = self._loop.create_future()
+                    await self._resume
+        except asyncio.CancelledError:
+            end = ChannelBroken(f"{self.url}: the RPC ended", endpoint=self.url)
+            self.ended(end)
+            raise
+        except grpc.aio.AioRpcError as exc:
+            end = error_from_status(exc.code(), exc.details(), self.url, doing="receiving")
+            if exc.code() == grpc.StatusCode.CANCELLED and not self._client:
+                end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+            end.__cause__ = exc
+        except Exception as exc:  # grpc.aio raises plain errors once the RPC is over
+            end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
+        self.ended(end)
+
+    def ended(self, end: IpcwireError) -> None:
+        """The stream ended: receiving drains then raises ``end``; sending fails."""
+        if self._end is None:
+            self._end = end
+        if self._broken is None:
+            who = "the server" if self._client else "the client"
+            self._broken = ChannelBroken(
+                f"cannot send to {self.url}: {who} ended the channel ({end})", endpoint=self.url
+            )
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if not self.read_done.done():
+            self.read_done.set_result(None)
+
+    # -- sending --------------------------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = encode(self._codec, obj, self.send_limit, self.url)
+        await self._send([data], timeout)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
+        if items:
+            await self._send(items, timeout)
+
+    async def _send(self, items: list[bytes], timeout: float | None) -> None:
+        self._check_send()
+        try:
+            async with asyncio.timeout(timeout), self._lock:
+                for data in items:
+                    self._check_send()
+                    await self._write(data)
+                    self._sent += 1
+                    self._bytes_sent += len(data)
+        except TimeoutError:
+            self._broken = ChannelBroken(
+                f"an earlier send to {self.url} timed out and cancelled the stream",
+                endpoint=self.url,
+            )
+            raise Timeout(
+                f"send to {self.url} did not complete within {timeout} s (the peer is not "
+                f"reading); gRPC cancels the stream then, so the channel is broken",
+                endpoint=self.url,
+            ) from None
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            if self._broken is None:
+                self._broken = ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url)
+            raise self._broken from exc
+        except Exception as exc:  # grpc.aio: ExecuteBatchError and friends after the end
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            raise ChannelBroken(
+                f"{self.url} broke while sending: {exc!r}", endpoint=self.url
+            ) from exc
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._broken is not None:
+            raise self._broken
+
+    # -- receiving ------------------------------------------------------------------------------
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        if not self._inbox or self._closed:
+            await self._wait(timeout)
+        return self._pop(1)[0]
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        if not self._inbox or self._closed:
+            await self._wait(timeout)
+        return self._pop(max_messages)
+
+    def _pop(self, limit: int | None) -> list[Any]:
+        inbox = self._inbox
+        raw = [inbox.popleft()]
+        while inbox and (limit is None or len(raw) < limit):
+            raw.append(inbox.popleft())
+        n = len(raw[0]) if len(raw) == 1 else sum(len(m) for m in raw)
+        self._queued -= n
+        self._received += len(raw)
+        self._bytes_received += n
+        r = self._resume
+        if r is not None and self._queued <= LOW_WATER and not r.done():
+            r.set_result(None)
+        if self._raw:
+            return raw
+        decode = self._codec.decode
+        return [decode(memoryview(m)) for m in raw]
+
+    async def _wait(self, timeout: float | None) -> None:
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._inbox:
+                return
+            if self._end is not None:
+                raise self._end
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            fut = self._waiter = self._loop.create_future()
+            try:
+                if timeout is None:
+                    await fut
+                else:
+                    async with asyncio.timeout(timeout):
+                        await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._waiter = None
+
+    # -- closing --------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for f in (self._waiter, self._resume):
+            if f is not None and not f.done():
+                f.set_result(None)
+        if self.on_close is not None:
+            self._closing = self._loop.create_task(self.on_close())
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+
+    def stop_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            self._sent, self._received, self._bytes_sent, self._bytes_received, self._queued
+        )
+
+
+class AioOneShot(AioChannel):
+    """The server's channel for one unary call (asyncio): one message in, one reply out."""
+
+    def __init__(
+        self, url: str, codec: Codec, request: bytes, peer: PeerInfo | None, send_limit: int
+    ) -> None:
+        self.url = url
+        self._codec = codec
+        self._request: bytes | None = request
+        self._peer = peer
+        self._send_limit = send_limit
+        self.reply: bytes | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gone: IpcwireError | None = None
+        self._closed = False
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = encode(self._codec, obj, self._send_limit, self.url)
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self.reply is not None:
+            raise LocalProtocolError(
+                f"the gRPC call to {self.url} was already answered: a unary call gets one reply",
+                endpoint=self.url,
+            )
+        if self._gone is not None:
+            raise self._gone
+        self.reply = data
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def caller_gone(self, why: IpcwireError) -> None:
+        self._gone = why
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        req, self._request = self._request, None
+        if req is None:
+            raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
+        return req if isinstance(self._codec, BytesCodec) else self._codec.decode(memoryview(req))
+
+    def close(self) -> None:
+        self._closed = True
+        if not self.done.done():
+            self.done.set_result(None)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        got = 0 if self._request is not None else 1
+        sent = 0 if self.reply is None else 1
+        return ChannelStatistics(sent, got, len(self.reply or b""), 0)

@@ -1,0 +1,389 @@
+"""gRPC, asyncio driver: ``grpc.aio`` on both sides (native asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    IpcwireError,
+    LocalProtocolError,
+    Timeout,
+)
+from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._aio import AioOneShot, AioStream
+from ipcwire.grpc._protocol import (
+    CALL,
+    MAX_FRAME_KEY,
+    NO_REPLY_KEY,
+    STREAM,
+    error_from_status,
+    metadata_dict,
+)
+from ipcwire.grpc._server import ServerCore, bind_server
+from ipcwire.grpc._sync import encode
+from ipcwire.grpc._tls import client_credentials
+from ipcwire.grpc.blocking import (
+    CONNECT_KW,
+    DEFAULT_CONNECT_TIMEOUT,
+    LISTEN_KW,
+    check_welcome,
+    client_metadata,
+)
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = ["AioGrpcListener", "AioGrpcUnaryChannel", "connect", "listen"]
+
+_NO_REPLY = object()
+
+
+class AioGrpcListener(AioListener):
+    """A gRPC endpoint (asyncio) on a ``grpc.aio`` server."""
+
+    def __init__(self, url: str, core: ServerCore, cleanup: Any) -> None:
+        self.url = url
+        self._core = core
+        self._cleanup = cleanup
+        self._ready: asyncio.Queue[AioChannel | None] = asyncio.Queue()
+        self._closed = False
+        self.server: Any = None
+        self._stopping: asyncio.Task[Any] | None = None
+
+    def _enqueue(self, ch: AioChannel) -> None:
+        if self._closed:
+            ch.close()
+        else:
+            self._ready.put_nowait(ch)
+
+    async def stream(self, request_iterator: Any, context: Any) -> None:
+        adm = self._core.admit(context.invocation_metadata())
+        if adm.error is not None:
+            await context.abort(*adm.error)
+        await context.send_initial_metadata(adm.initial)
+        ch = AioStream(
+            self.url, self._core.codec, adm.send_limit, self._core.peer(context),
+            read=context.read, write=context.write, client=False,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        async def finish() -> None:  # the application closed: end the RPC with OK
+            if not done.done():
+                done.set_result(None)
+
+        ch.on_close = finish
+
+        def on_read_done(_: object) -> None:  # the client ended its side: end the RPC
+            if not done.done():
+                done.set_result(None)
+
+        ch.read_done.add_done_callback(on_read_done)
+        ch.start()
+        self._enqueue(ch)
+        try:
+            await done
+        finally:
+            ch.stop_reader()
+            ch.ended(ChannelBroken(f"the stream of {self.url} is over", endpoint=self.url))
+
+    async def call(self, request: bytes, context: Any) -> bytes:
+        adm = self._core.admit(context.invocation_metadata())
+        if adm.error is not None:
+            await context.abort(*adm.error)
+        ch = AioOneShot(
+            self.url, self._core.codec, request, self._core.peer(context), adm.send_limit
+        )
+        self._enqueue(ch)
+        wait = self._core.reply_wait(context.time_remaining())
+        gone = ChannelBroken(f"the caller of {self.url} stopped waiting", endpoint=self.url)
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.shield(ch.done)
+        except TimeoutError:
+            ch.caller_gone(gone)
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the server application sent no reply within {wait} s",
+            )
+        except asyncio.CancelledError:
+            ch.caller_gone(gone)
+            raise
+        if ch.reply is None:
+            context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
+            return b""
+        return ch.reply
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:
+            self._ready.put_nowait(None)
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        return ch
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._ready.put_nowait(None)
+        if self.server is not None:
+            self._stopping = asyncio.get_running_loop().create_task(self.server.stop(0.5))
+        self._cleanup()
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._stopping is not None:
+            try:
+                async with asyncio.timeout(3.0):
+                    await asyncio.shield(self._stopping)
+            except TimeoutError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class AioGrpcUnaryChannel(AioChannel):
+    """Unary calls (asyncio): see :class:`ipcwire.grpc.blocking.GrpcUnaryChannel`."""
+
+    def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
+        self.url = url
+        self._codec = options.codec
+        self._gch = gch
+        self._md = metadata
+        self._method = gch.unary_unary(CALL)
+        self._replies: deque[Any] = deque()
+        self._closed = False
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    async def _call(self, obj: Any, timeout: float | None) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        data = encode(self._codec, obj, 2**31 - 1, self.url)
+        call = self._method(data, timeout=timeout, metadata=self._md)
+        try:
+            reply = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            doing = "requesting" if self._sent else "connecting"
+            raise error_from_status(
+                exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
+            ) from exc
+        self._sent += 1
+        self._bytes_sent += len(data)
+        if metadata_dict(trailing).get(NO_REPLY_KEY):
+            return _NO_REPLY
+        self._received += 1
+        self._bytes_received += len(reply)
+        return self._codec.decode(memoryview(reply))
+
+    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        if self._replies:
+            await self.send(obj, timeout=timeout)
+            return await self.recv(timeout=0)
+        reply = await self._call(obj, timeout)
+        if reply is _NO_REPLY:
+            raise EndOfChannel(f"{self.url} handled the call but sent no reply", endpoint=self.url)
+        return reply
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        reply = await self._call(obj, timeout)
+        if reply is not _NO_REPLY:
+            self._replies.append(reply)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._replies:
+            return self._replies.popleft()
+        raise LocalProtocolError(
+            f"{self.url} is used with unary calls (unary=True): the server only speaks in reply "
+            f"to a call. Use request(), or send() and then recv() the reply",
+            endpoint=self.url,
+        )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            asyncio.get_running_loop().create_task(self._gch.close())
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._gch.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)
+
+
+def _open_channel(addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any]) -> Any:
+    hostname = tls.pop("server_hostname", None)
+    creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
+    opts = channel_options(options.max_frame, hostname)
+    if creds is not None:
+        return grpc.aio.secure_channel(addr.target(), creds, options=opts)
+    return grpc.aio.insecure_channel(addr.target(), options=opts)
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    unary: bool = False,
+    cafile: str | os.PathLike[str] | None = None,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    server_hostname: str | None = None,
+    credentials: Any = None,
+    **kw: Any,
+) -> AioChannel:
+    """Connect to an ipcwire gRPC endpoint; see :func:`ipcwire.aio.connect` and the blocking
+    driver.
+
+    Raises:
+        ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
+    """
+    if "ssl" in kw:
+        raise ConfigurationError("gRPC has its own TLS: pass cafile= (and certfile=/keyfile=)")
+    reject_unknown(kw, endpoint, CONNECT_KW)
+    addr = resolve(endpoint, listening=False)
+    url = addr.url(tls=addr.scheme == "grpcs" or cafile is not None or credentials is not None)
+    tls = {"cafile": cafile, "certfile": certfile, "keyfile": keyfile,
+           "credentials": credentials, "server_hostname": server_hostname}  # fmt: skip
+    nonce = secrets.token_bytes(16)
+    md = client_metadata(options, url, nonce)
+    if unary:
+        return AioGrpcUnaryChannel(url, options, _open_channel(addr, options, tls), md)
+    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+    start = time.monotonic()
+    delays = backoff_delays()
+    while True:
+        gch = _open_channel(addr, options, dict(tls))
+        try:
+            return await _open_stream(gch, url, options, md, nonce, start + limit)
+        except ConnectionRefused:
+            await gch.close()
+            left = start + (reconnect or 0) - time.monotonic()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(next(delays), left))
+        except BaseException:
+            await gch.close()
+            raise
+
+
+async def _open_stream(
+    gch: Any, url: str, options: ChannelOptions, md: Any, nonce: bytes, deadline: float
+) -> AioStream:
+    call = gch.stream_stream(STREAM)(metadata=md)
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            initial = metadata_dict(await call.initial_metadata())
+            if MAX_FRAME_KEY not in initial:
+                code, details = await call.code(), await call.details()
+                raise error_from_status(code, details, url, doing="connecting")
+    except TimeoutError:
+        call.cancel()
+        raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url) from None
+    except IpcwireError as exc:
+        call.cancel()
+        if isinstance(exc, EndOfChannel):
+            from ipcwire.errors import RemoteProtocolError
+
+            raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint") from None
+        raise
+    try:
+        send_limit = check_welcome(initial, options, url, nonce)
+    except IpcwireError:
+        call.cancel()
+        raise
+    ch = AioStream(
+        url, options.codec, send_limit, PeerInfo(address=url),
+        read=call.read, write=call.write, client=True,
+    )  # fmt: skip
+
+    async def release() -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await call.done_writing()
+                await asyncio.shield(ch.read_done)  # the server ends the RPC on our EOF
+        except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        except Exception:  # noqa: S110 - closing is best effort and bounded
+            pass
+        ch.stop_reader()
+        call.cancel()
+        await gch.close()
+
+    ch.on_close = release
+    ch.start()
+    return ch
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    certfile: str | os.PathLike[str] | None = None,
+    keyfile: str | os.PathLike[str] | None = None,
+    client_ca: str | os.PathLike[str] | None = None,
+    credentials: Any = None,
+    mode: int = 0o600,
+    max_channels: int = 1024,
+    reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    **kw: Any,
+) -> AioGrpcListener:
+    """Serve an ipcwire gRPC endpoint on the running loop; see :func:`ipcwire.aio.listen`.
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+    """
+    if "ssl" in kw:
+        raise ConfigurationError("gRPC has its own TLS: pass certfile= and keyfile=")
+    reject_unknown(kw, endpoint, LISTEN_KW)
+    addr = resolve(endpoint, listening=True)
+    core = ServerCore(options, reply_timeout=reply_timeout)
+    server = grpc.aio.server(options=core.server_options(), maximum_concurrent_rpcs=max_channels)
+    tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
+           "credentials": credentials}  # fmt: skip
+    url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)
+    core.url = url
+    listener = AioGrpcListener(url, core, cleanup)
+    server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
+    await server.start()
+    listener.server = server
+    return listener
