@@ -260,17 +260,22 @@ def _rebudget(
     notes: list[str],
 ) -> tuple[float, float]:
     """After a repetition: stop repeating the contenders whose set-up alone breaks the
-    budget (slowest first, only those over :data:`SLOW_SETUP_S`), then refit warm-up and
-    duration of the others to what is left. Returns the new (warm-up, duration)."""
+    budget (slowest first; only those over :data:`SLOW_SETUP_S` and five times the typical
+    set-up; never a baseline), then refit warm-up and duration of the others to what is
+    left. Returns the new (warm-up, duration)."""
     assert config.budget is not None
     warmup, duration = phase
     live = [m for m in measurements if m.error is None and not m.capped]
     available = config.budget - spent
     projected = sum(_setup(m) + warmup + duration for m in live) * left
     capped: dict[str, float] = {}
+    typical = sorted(_setup(m) for m in live)[len(live) // 2] if live else 0.0
+    slow = max(SLOW_SETUP_S, 5 * typical)  # slow compared with the others, not a noisy machine
     for m in sorted(live, key=_setup, reverse=True):
-        if projected <= available or _setup(m) < SLOW_SETUP_S:
+        if projected <= available or _setup(m) < slow:
             break
+        if m.contender.group == "baseline":
+            continue  # every ratio needs the baselines
         m.capped = True
         projected -= (_setup(m) + warmup + duration) * left
         capped[m.contender.title] = max(capped.get(m.contender.title, 0.0), _setup(m))
