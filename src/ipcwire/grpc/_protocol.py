@@ -125,6 +125,13 @@ def error_from_status(
         return ResourceExhausted(said, endpoint=endpoint)
     if name == "UNAVAILABLE":
         low = text.lower()
+        if "certificate_verify_failed" in low or "handshake failed" in low:
+            return AuthenticationFailed(
+                f"TLS with {endpoint} failed: its certificate is not trusted here, or it does "
+                f"not trust ours; pass cafile= (the CA that signed the server's certificate) "
+                f"({text})",
+                endpoint=endpoint,
+            )
         if doing == "connecting" and (
             "refused" in low or "failed to connect" in low or "no such file" in low
         ):

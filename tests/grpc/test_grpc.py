@@ -1,0 +1,231 @@
+"""gRPC: plain grpcio clients, typed errors, deadlines, limits, TLS, safe binding, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import grpc  # type: ignore[import-untyped]
+import ipcwire
+from ipcwire import aio
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import (
+    AddressInUse,
+    AuthenticationFailed,
+    ChannelBroken,
+    ConnectionRefused,
+    EndOfChannel,
+    FrameTooLarge,
+    HandshakeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Timeout,
+)
+
+TOKEN = "gr-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def _echo(ch: Channel) -> None:
+    for msg in ch:
+        if msg == {"op": "sleep"}:
+            threading.Event().wait(0.5)  # slower than the caller's deadline
+        ch.send({"echo": msg})
+
+
+@pytest.fixture
+def echo() -> Iterator[Listener]:
+    """A blocking JSON echo endpoint with a token and a 1000-byte limit."""
+    with ipcwire.listen("grpc://127.0.0.1:0", codec="json", token=TOKEN, max_frame=1000) as lis:
+        t = threading.Thread(target=lis.serve, args=(_echo,), daemon=True)
+        t.start()
+        yield lis
+    t.join(5)
+
+
+def _target(lis: Listener) -> str:
+    return lis.url.removeprefix("grpc://")
+
+
+def test_plain_grpcio_client(echo: Listener) -> None:
+    """A client that no ipcwire code wrote: generic grpcio, bytes in and out."""
+    with grpc.insecure_channel(_target(echo)) as ch:
+        call = ch.unary_unary("/ipcwire.Channel/Call")
+        reply = call(msgspec.json.encode({"op": "ping"}), metadata=AUTH, timeout=5)
+        assert msgspec.json.decode(reply) == {"echo": {"op": "ping"}}
+
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"{}", metadata=(("authorization", "Bearer wrong"),), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.RpcError) as info:  # over the server's max_frame
+            call(b'"' + b"x" * 2000 + b'"', metadata=AUTH, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        with pytest.raises(grpc.RpcError) as info:  # past its deadline
+            call(msgspec.json.encode({"op": "sleep"}), metadata=AUTH, timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        stream = ch.stream_stream("/ipcwire.Channel/Stream")
+        replies = stream(iter([b"1", b"[2]"]), metadata=AUTH, timeout=5)
+        assert [msgspec.json.decode(r) for r in replies] == [{"echo": 1}, {"echo": [2]}]
+
+        # After all that, the server still serves.
+        assert msgspec.json.decode(call(b"3", metadata=AUTH, timeout=5)) == {"echo": 3}
+
+
+def test_typed_errors(echo: Listener) -> None:
+    url = echo.url
+    with pytest.raises(AuthenticationFailed, match="UNAUTHENTICATED"):
+        ipcwire.connect(url, codec="json", token="wrong")
+    with pytest.raises(HandshakeError, match="codec"):
+        ipcwire.connect(url, codec="msgpack", token=TOKEN)
+    with ipcwire.connect(url, codec="json", token=TOKEN) as ch:
+        with pytest.raises(FrameTooLarge) as info:
+            ch.send("y" * 2000)  # checked here against the limit the server announced
+        assert info.value.limit == 1000
+        assert ch.request({"ok": 1}, timeout=5) == {"echo": {"ok": 1}}
+        with pytest.raises(Timeout, match="was closed"):
+            ch.request({"op": "sleep"}, timeout=0.2)
+        assert ch.closed
+    with ipcwire.connect(url, codec="json", token=TOKEN, unary=True) as ch:
+        with pytest.raises(Timeout, match="deadline"):
+            ch.request({"op": "sleep"}, timeout=0.2)
+        assert ch.request("again", timeout=5) == {"echo": "again"}
+        ch.send(1)
+        assert ch.recv(timeout=0) == {"echo": 1}
+        with pytest.raises(LocalProtocolError, match="unary"):
+            ch.recv(timeout=0)
+
+
+def test_token_proof_and_refusals(sock_dir: Path) -> None:
+    with (
+        ipcwire.listen("grpc://127.0.0.1:0") as lis,
+        pytest.raises(AuthenticationFailed, match="prove"),
+    ):
+        ipcwire.connect(lis.url, token="mine")
+    with pytest.raises(ConnectionRefused):
+        ipcwire.connect("grpc://127.0.0.1:9", timeout=5)
+    with pytest.raises(ConnectionRefused):
+        ipcwire.connect(f"grpc+unix://{sock_dir}/none.sock", timeout=5)
+
+
+def test_not_an_ipcwire_server() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with pytest.raises(RemoteProtocolError, match="UNIMPLEMENTED"):
+            ipcwire.connect(f"grpc://127.0.0.1:{port}", timeout=5)
+    finally:
+        server.stop(None)
+
+
+def test_unary_without_reply_and_server_close() -> None:
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+
+        def handler(ch: Channel) -> None:
+            msg = ch.recv(timeout=5)
+            if msg == b"push":
+                ch.send_many([b"a", b"b"])
+            # b"quiet": no reply; the handler returns and the channel closes.
+
+        t = threading.Thread(target=lis.serve, args=(handler,), daemon=True)
+        t.start()
+        with ipcwire.connect(lis.url, unary=True) as ch, pytest.raises(EndOfChannel):
+            ch.request(b"quiet", timeout=5)
+        with ipcwire.connect(lis.url) as ch:
+            ch.send(b"push")
+            got: list[bytes] = []
+            while len(got) < 2:
+                got += ch.recv_many(timeout=5)
+            assert got == [b"a", b"b"]
+            with pytest.raises(EndOfChannel):  # the handler returned: serve() closed it
+                ch.recv(timeout=5)
+    t.join(5)
+
+
+def test_server_closes_then_client_send_breaks() -> None:
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lis.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lis.url) as ch:
+            t.join()
+            box[0].send(b"last words")
+            box[0].close()
+            assert ch.recv(timeout=5) == b"last words"
+            with pytest.raises(EndOfChannel):
+                ch.recv(timeout=5)
+            with pytest.raises(ChannelBroken):
+                ch.send(b"too late")
+
+
+def test_tls(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    with ipcwire.listen("grpcs://127.0.0.1:0", certfile=cert, keyfile=key, codec="json") as lis:
+        assert lis.url.startswith("grpcs://")
+        t = threading.Thread(target=lis.serve, args=(_echo,), daemon=True)
+        t.start()
+        with ipcwire.connect(lis.url, cafile=cert, codec="json") as ch:
+            assert ch.request({"tls": 1}, timeout=5) == {"echo": {"tls": 1}}
+        with pytest.raises(AuthenticationFailed, match="certificate"):
+            ipcwire.connect(lis.url, codec="json", timeout=5)  # system CAs do not know it
+    t.join(5)
+
+
+def test_binding_is_safe(sock_dir: Path) -> None:
+    path = sock_dir / "g.sock"
+    with ipcwire.listen(f"grpc+unix://{path}") as lis:
+        assert path.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(AddressInUse, match="listening there"):
+            ipcwire.listen(f"grpc+unix://{path}")  # never steals a live endpoint
+        assert lis.url == f"grpc+unix://{path}"
+    assert not path.exists()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # a file nothing answers at: removed, then bound
+    with ipcwire.listen(f"grpc+unix://{path}"):
+        pass
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    with pytest.raises(AddressInUse, match=str(port)):
+        ipcwire.listen(f"grpc://127.0.0.1:{port}")
+    holder.close()
+
+
+def test_asyncio_errors_deadlines_and_push() -> None:
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0", codec="json", token=TOKEN) as lis:
+
+            async def handler(ch: aio.AioChannel) -> None:
+                async for msg in ch:
+                    if msg == "sleep":
+                        await asyncio.sleep(0.5)
+                    await ch.send({"echo": msg})
+
+            serving = asyncio.ensure_future(lis.serve(handler))
+            with pytest.raises(AuthenticationFailed):
+                await aio.connect(lis.url, codec="json", token="bad")
+            async with await aio.connect(lis.url, codec="json", token=TOKEN, unary=True) as u:
+                with pytest.raises(Timeout, match="deadline"):
+                    await u.request("sleep", timeout=0.2)
+                assert await u.request("fine", timeout=5) == {"echo": "fine"}
+            async with await aio.connect(lis.url, codec="json", token=TOKEN, max_frame=100) as ch:
+                await ch.send("hi")
+                assert await ch.recv(timeout=5) == {"echo": "hi"}
+                with pytest.raises(Timeout, match="was closed"):
+                    await ch.request("sleep", timeout=0.2)
+            lis.close()
+            await asyncio.wait_for(serving, 10)
+
+    asyncio.run(main())
