@@ -29,9 +29,4 @@ SPEC = MechanismSpec(
 )
 
 
-def BENCH_URL(workdir: str, serial: int) -> str:
-    """A fresh FIFO for one benchmark measurement (``ipcwire bench``)."""
-    return f"fifo://{workdir}/bench{serial}.fifo"
-
-
-__all__ = ["BENCH_URL", "SPEC"]
+__all__ = ["SPEC"]

@@ -22,7 +22,7 @@ from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel
 from ipcwire.pipe._fd import FdStream
 
-__all__ = ["DEFAULT_MAX_READAHEAD", "PipeChannel"]
+__all__ = ["DEFAULT_MAX_READAHEAD", "ExplainingPipeChannel", "PipeChannel"]
 
 DEFAULT_MAX_READAHEAD: Final = 256 * 1024 * 1024
 
@@ -45,7 +45,7 @@ class PipeChannel(StreamChannel):
         super().__init__(stream, wire, url, peer=peer, decoder=decoder)
         self._fds = stream
         self._max_readahead = max_readahead
-        self._describe_end = describe_end
+        self._describe_end = describe_end  # used by ExplainingPipeChannel
         if stream.rfd is not None and stream.wfd is not None and max_readahead > 0:
             stream.readahead = self._readahead
 
@@ -80,6 +80,11 @@ class PipeChannel(StreamChannel):
             return True
         finally:
             self._recv_lock.release()
+
+
+class ExplainingPipeChannel(PipeChannel):
+    """A :class:`PipeChannel` whose end-of-stream errors say what happened to the peer
+    (``describe_end``), for spawn; kept apart so plain pipes pay nothing for it."""
 
     # -- richer end-of-channel messages -----------------------------------------------------
     def _explained(self, exc: EndOfChannel | ChannelBroken) -> NoReturn:

@@ -175,7 +175,9 @@ class FdStream(ByteStream):
         poll_first: bool = False,
     ) -> None:
         self.endpoint = endpoint
-        self._poll_first = poll_first
+        self._can_read = rfd is not None
+        self._can_write = wfd is not None
+        self._fast_read = nonblocking and not poll_first
         self.rfd = rfd
         self.wfd = wfd
         self.watch = watch
@@ -215,13 +217,20 @@ class FdStream(ByteStream):
         return self._closed
 
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
-        if self.rfd is None:
+        if not self._can_read:
             raise LocalProtocolError(
                 f"{self.endpoint} is the sending end of a one-way channel; receive at the "
                 f"other end",
                 endpoint=self.endpoint,
             )
         with self._rlock:
+            rfd = self.rfd
+            if self._fast_read and rfd is not None:
+                try:  # the hot path: data is usually there already
+                    return os.readv(rfd, (view,))
+                except BlockingIOError:
+                    if timeout == 0:
+                        raise
             try:
                 return self._recv(view, timeout)
             finally:
@@ -232,12 +241,6 @@ class FdStream(ByteStream):
         rfd = self.rfd
         if self._closed or rfd is None:
             raise _Closed
-        if self._nonblocking and not self._poll_first:
-            try:
-                return os.readv(rfd, (view,))
-            except BlockingIOError:
-                if timeout == 0:
-                    raise
         deadline = None if timeout is None else _monotonic() + timeout
         wait = timeout
         while True:
@@ -281,69 +284,63 @@ class FdStream(ByteStream):
             return 0  # nothing left, and a grandchild may hold the pipe open: the end
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
-        if self.wfd is None:
+        if not self._can_write:
             raise LocalProtocolError(
                 f"{self.endpoint} is the receiving end of a one-way channel; send from the "
                 f"other end",
                 endpoint=self.endpoint,
             )
         with self._wlock:
+            wfd = self.wfd
+            if self._nonblocking and wfd is not None and type(data) is not tuple:
+                try:  # the hot path: one write that fits in the pipe
+                    n = os.write(wfd, data)  # type: ignore[arg-type]
+                except BlockingIOError:
+                    n = 0
+                if n == len(data):
+                    return
+                data = memoryview(data)[n:]  # type: ignore[arg-type]
+            else:
+                n = 0
             try:
-                self._send(data, timeout)
+                self._send(data, timeout, n)
             finally:
                 if self._closed or self._want_close_write:
                     self._close_write()
 
-    def _send(self, data: Packed, timeout: float | None) -> None:
+    def _send(self, data: Packed, timeout: float | None, written: int) -> None:
+        """Write everything; ``written`` bytes of the message went out already."""
         wfd = self.wfd
         if self._closed or wfd is None:
             raise _Closed
-        views = [memoryview(p).cast("B") for p in data] if type(data) is tuple else None
-        single = memoryview(data).cast("B") if views is None else None  # type: ignore[arg-type]
-        written = 0
+        parts = data if type(data) is tuple else (data,)
+        views = [memoryview(p).cast("B") for p in parts]  # type: ignore[arg-type]
         deadline = None if timeout is None else _monotonic() + timeout
         wait = timeout
         while True:
-            if not self._nonblocking:
-                # Blocking descriptions (a terminal): wait until writable, then write whole.
-                if not self._wait_writable(wfd, wait):
-                    raise TimeoutError
-                if single is not None:
-                    os.write(wfd, single)
-                else:
-                    assert views is not None
-                    for v in views:
-                        os.write(wfd, v)
-                return
-            try:
-                if single is not None:
-                    n = os.write(wfd, single)
-                    if n == single.nbytes:
-                        return
-                    single = single[n:]
-                else:
-                    assert views is not None
-                    n = os.writev(wfd, views)
-                    while views and n >= views[0].nbytes:
-                        n -= views[0].nbytes
-                        views.pop(0)
-                    if not views:
-                        return
-                    if n:
-                        views[0] = views[0][n:]
+            # Blocking descriptions (a terminal) are written only once poll says writable.
+            if self._nonblocking or self._wait_writable(wfd, wait):
+                try:
+                    n = os.writev(wfd, views) if len(views) > 1 else os.write(wfd, views[0])
+                except BlockingIOError:
+                    n = 0
                 written += n
-            except BlockingIOError:
-                pass
-            if deadline is not None:
-                wait = deadline - _monotonic()
-                if wait <= 0:
-                    if written:
-                        raise PartialWrite(written)
-                    raise BlockingIOError(errno.EAGAIN, "pipe full")
-            if not self._wait_writable(wfd, wait):
-                if written:
-                    raise PartialWrite(written)
-                raise BlockingIOError(errno.EAGAIN, "pipe full")
+                while views and n >= views[0].nbytes:
+                    n -= views[0].nbytes
+                    views.pop(0)
+                if not views:
+                    return
+                if n:
+                    views[0] = views[0][n:]
+                if deadline is not None:
+                    wait = deadline - _monotonic()
+                if (wait is None or wait > 0) and (
+                    not self._nonblocking or self._wait_writable(wfd, wait)
+                ):
+                    continue
+            if written:
+                raise PartialWrite(written)
+            raise BlockingIOError(errno.EAGAIN, "pipe full")
 
     def _wait_writable(self, wfd: int, wait: float | None) -> bool:
         """Wait until ``wfd`` is writable (True) or ``wait`` passes (False); meanwhile read

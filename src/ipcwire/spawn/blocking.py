@@ -33,7 +33,7 @@ from typing import Any
 from ipcwire._core.codecs import Codec
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
-from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, PipeChannel
+from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, PipeChannel
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 from ipcwire.spawn._common import build_options, describe_argv, start_child
@@ -107,7 +107,7 @@ def spawn(
     return ch
 
 
-class SpawnChannel(PipeChannel):
+class SpawnChannel(ExplainingPipeChannel):
     """A channel to a child process; :meth:`close` shuts the child down (see the module)."""
 
     def __init__(

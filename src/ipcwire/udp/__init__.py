@@ -32,10 +32,4 @@ SPEC = MechanismSpec(
 
 from ipcwire.udp.blocking import bind, pair, send_to  # noqa: E402 - after SPEC, on purpose
 
-
-def BENCH_URL(workdir: str, serial: int) -> str:
-    """A fresh endpoint for one benchmark measurement: any free loopback port."""
-    return "udp://127.0.0.1:0"
-
-
-__all__ = ["BENCH_URL", "SPEC", "bind", "pair", "send_to"]
+__all__ = ["SPEC", "bind", "pair", "send_to"]

@@ -1,0 +1,299 @@
+"""Signals between real processes: waiting, sending, graceful shutdown, terminate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import ipcwire
+from ipcwire.errors import ChannelClosed, ConfigurationError, LocalProtocolError, Timeout
+from ipcwire.signals import SignalSender, SignalWaiter, parse_signal, send_signal, terminate
+from ipcwire.signals.aio import AioSignalWaiter
+from ipcwire.signals.aio import terminate as aterminate
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC}
+
+
+def child(code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        _, err = proc.communicate(timeout=20)
+        raise AssertionError(f"child exited ({proc.returncode}) before it was ready: {err}")
+    return line
+
+
+def test_signal_names() -> None:
+    for name in ("TERM", "SIGTERM", "sigterm", "15", 15, signal.SIGTERM):
+        assert parse_signal(name) is signal.SIGTERM
+    with pytest.raises(ConfigurationError, match="unknown signal"):
+        parse_signal("NOPE")
+    with pytest.raises(ConfigurationError):
+        send_signal(0, "TERM")
+    with pytest.raises(ipcwire.ChannelBroken, match="no such process"):
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        send_signal(dead, "USR1")
+
+
+def test_waiter_receives_a_signal_from_another_process() -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    with SignalWaiter(["USR1", "USR2"]) as waiter:
+        sender = subprocess.run(
+            [sys.executable, "-c", f"import os, signal; os.kill({os.getpid()}, signal.SIGUSR2)"],
+            check=True,
+        )
+        assert sender.returncode == 0
+        assert waiter.recv(timeout=10) is signal.SIGUSR2
+        with pytest.raises(Timeout):
+            waiter.recv(timeout=0)
+        with pytest.raises(LocalProtocolError):
+            waiter.send("x")
+        assert waiter.statistics().messages_received == 1
+    assert signal.getsignal(signal.SIGUSR1) == before  # restored
+
+
+def test_waiting_from_a_thread_and_close_wakes_it() -> None:
+    waiter = SignalWaiter(["USR1"])
+    got: list[object] = []
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        try:
+            got.append(waiter.recv(timeout=30))
+        except ChannelClosed as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    started.wait()
+    os.kill(os.getpid(), signal.SIGUSR1)
+    t.join(10)
+    assert got == [signal.SIGUSR1]
+    t = threading.Thread(target=wait)
+    t.start()
+    started.wait()
+    waiter.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(got[-1], ChannelClosed)
+
+
+def test_handlers_only_from_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            SignalWaiter(["USR1"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    assert isinstance(errors[0], ConfigurationError)
+    with pytest.raises(ConfigurationError, match="cannot be caught"):
+        SignalWaiter(["KILL"])
+
+
+def test_signal_urls() -> None:
+    with ipcwire.listen("signal:USR2") as listener, listener.accept(timeout=1) as incoming:
+        with ipcwire.connect(f"signal:{os.getpid()}") as out:
+            assert isinstance(out, SignalSender)
+            out.send("USR2")
+            assert incoming.recv(timeout=10) is signal.SIGUSR2
+            with pytest.raises(LocalProtocolError):
+                out.recv(timeout=0)
+        with pytest.raises(Timeout):
+            listener.accept(timeout=0.01)
+
+
+def test_closing_a_waiter_from_another_thread_never_swallows_sigterm() -> None:
+    proc = child(
+        """
+        import os, signal, threading
+        from ipcwire.signals import SignalWaiter
+        w = SignalWaiter(["TERM"])
+        t = threading.Thread(target=w.close)
+        t.start(); t.join()
+        print("ready", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(30)
+        print("still alive", flush=True)
+        """
+    )
+    assert ready(proc) == "ready"
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == -signal.SIGTERM, (out, err)
+
+
+SERVICE = """
+    import os, sys, time, ipcwire
+    sock, marker, pidfile, code = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    open(pidfile, "w").write(str(os.getpid()))
+    server = ipcwire.listen("unix://" + sock)
+
+    def cleanup():
+        with open(marker, "a") as f:
+            f.write("x")
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal while shutting down: ignored
+
+    import signal
+    shutdown = ipcwire.graceful_shutdown(server, cleanup, pidfile, exit_code=code)
+    try:
+        print("ready", flush=True)
+        MAIN
+    finally:
+        print("finally ran", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("main", "code"),
+    [
+        ("server.serve(lambda ch: None)", 0),  # blocked in our listener
+        ("threading.Event().wait(60)", 3),  # blocked in something else entirely
+    ],
+)
+def test_graceful_shutdown_with_real_sigterm(main: str, code: int, tmp_path: Path) -> None:
+    sock, marker, pidfile = tmp_path / "s.sock", tmp_path / "marker", tmp_path / "svc.pid"
+    src = textwrap.dedent(SERVICE).replace("MAIN", "import threading; " + main)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", src, str(sock), str(marker), str(pidfile), str(code)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert ready(proc) == "ready"
+    assert sock.exists()
+    assert pidfile.exists()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "finally ran" in out
+    assert marker.read_text() == "x"  # cleanup ran exactly once
+    assert not sock.exists()  # no stale socket file
+    assert not pidfile.exists()  # registered paths removed
+    with pytest.raises(ChildProcessError):
+        os.waitpid(proc.pid, os.WNOHANG)  # reaped: no zombie
+
+
+def test_graceful_shutdown_as_context_manager_without_signal(tmp_path: Path) -> None:
+    calls: list[str] = []
+    path = tmp_path / "f"
+    path.write_text("")
+    with ipcwire.graceful_shutdown(lambda: calls.append("a"), path, signals=["USR1"]) as s:
+        assert not s.requested
+    assert calls == ["a"]
+    assert not path.exists()
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_terminate_obedient_stubborn_and_foreign() -> None:
+    obedient = child("import threading; print('ready', flush=True); threading.Event().wait()")
+    assert ready(obedient) == "ready"
+    assert terminate(obedient, timeout=5) == -signal.SIGTERM
+    stubborn = child(
+        """
+        import signal, threading
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        threading.Event().wait()
+        """
+    )
+    assert ready(stubborn) == "ready"
+    assert terminate(stubborn.pid, timeout=0.3) == -signal.SIGKILL  # a bare pid: reaped too
+    with pytest.raises(ChildProcessError):
+        os.waitpid(stubborn.pid, os.WNOHANG)
+    stubborn.wait()
+    # a grandchild is not our child: stopped, but its status belongs to its parent
+    holder = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    grandchild = int(holder.stdout.readline())
+    assert terminate(grandchild, timeout=5) is None
+    holder.wait(10)
+    assert terminate(holder, timeout=1) == 0  # already exited: not an error
+
+
+def test_terminate_group_and_spawn_channel() -> None:
+    ch = ipcwire.spawn(["sh", "-c", 'sleep 60 & echo "{\\"g\\": $!}"; wait'])
+    grandchild = ch.recv(timeout=10)["g"]
+    status = terminate(ch, timeout=5, group=True)
+    assert status == -signal.SIGTERM
+    assert not Path(f"/proc/{grandchild}").exists() or (
+        Path(f"/proc/{grandchild}/stat").read_text().split(")")[1].split()[0] == "Z"
+    )
+
+
+def test_asyncio_waiter_and_terminate() -> None:
+    async def main() -> None:
+        waiter = AioSignalWaiter(["USR1"])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", f"import os, signal; os.kill({os.getpid()}, signal.SIGUSR1)"
+        )
+        assert await waiter.recv(timeout=10) is signal.SIGUSR1
+        await proc.wait()
+        waiter.close()
+        stubborn = subprocess.Popen(
+            [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGTERM, "
+             "signal.SIG_IGN); print('ready', flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert stubborn.stdout is not None
+        assert stubborn.stdout.readline().strip() == "ready"
+        assert await aterminate(stubborn, timeout=0.3) == -signal.SIGKILL
+
+    asyncio.run(main())
+
+
+def test_asyncio_graceful_shutdown_in_a_child(tmp_path: Path) -> None:
+    sock = tmp_path / "a.sock"
+    proc = child(
+        f"""
+        import asyncio, ipcwire
+        from ipcwire import aio
+        from ipcwire.signals.aio import graceful_shutdown
+
+        async def main():
+            server = await aio.listen("unix://{sock}")
+            graceful_shutdown(server, exit_code=5)
+            print("ready", flush=True)
+            try:
+                await server.serve(lambda ch: asyncio.sleep(0))
+                await asyncio.Event().wait()
+            finally:
+                print("finally ran", flush=True)
+
+        asyncio.run(main())
+        """
+    )
+    assert ready(proc) == "ready"
+    assert sock.exists()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 5, err
+    assert "finally ran" in out
+    assert not sock.exists()
