@@ -280,10 +280,10 @@ def _rebudget(
         projected -= (_setup(m) + warmup + duration) * left
         capped[m.contender.title] = max(capped.get(m.contender.title, 0.0), _setup(m))
     if capped:
-        slow = ", ".join(f"{title} ({s:.2f} s)" for title, s in capped.items())
+        names = ", ".join(f"{title} ({s:.2f} s)" for title, s in capped.items())
         notes.append(
             f"set-up per measurement too slow for the {config.budget:g} s budget, so measured "
-            f"{done} time(s) only: {slow}"
+            f"{done} time(s) only: {names}"
         )
     live = [m for m in live if not m.capped]
     if not live:
