@@ -117,6 +117,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PATH.png", help="write a PNG plot")
     p.add_argument("--html", type=Path, metavar="PATH", help="write a self-contained HTML page")
+    p.add_argument("--markdown", type=Path, metavar="PATH", help="write Markdown tables")
     p.add_argument(
         "--load",
         type=Path,
@@ -256,6 +257,10 @@ def run(args: argparse.Namespace) -> int:
         from ipcwire.bench.html import write_html
 
         write_html(doc, args.html)
+    if args.markdown is not None:
+        from ipcwire.bench.markdown import write_markdown
+
+        write_markdown(doc, args.markdown)
     render(doc, _console())
     failed = any(r["status"] == "failed" for r in doc["results"])
     return 1 if failed else 0

@@ -1,0 +1,131 @@
+"""``--markdown PATH``: the report as Markdown tables, for BENCHMARKS.md and issues."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ipcwire.bench.report import fmt_bandwidth, fmt_rate, fmt_us, table_rows
+from ipcwire.bench.runner import format_size
+
+__all__ = ["render_markdown", "write_markdown"]
+
+
+def _x(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _main(doc: dict[str, Any]) -> list[str]:
+    results = {(r["contender"], r["kind"], r["size"]): r for r in doc["results"]}
+    cfg = doc["config"]
+    rts = cfg["round_trip_sizes"]
+    sizes = cfg["throughput_sizes"]
+    head = ["contender", "wait"]
+    for size in rts:
+        head += [f"RT {format_size(size)} p50 µs (min-max)", "p99 µs", "vs raw", "vs best",
+                 "CPU µs/RT"]  # fmt: skip
+    for size in sizes:
+        head += [f"{format_size(size)} rate", "vs raw", "CPU µs/msg"]
+    lines = [_row(head), _row(["---"] * 2 + ["---:"] * (len(head) - 2))]
+    for c in table_rows(doc):
+        name = f"**{c['title']}**" if c["group"] == "ipcwire" else c["title"]
+        cells = [name, c["wait"]]
+        for size in rts:
+            r = results.get((c["id"], "round_trip", size))
+            if r is None:
+                cells += [""] * 5
+            elif r["status"] != "ok":
+                cells += ["failed"] + [""] * 4
+            else:
+                s = r["summary"]
+                lo, hi = s["p50_spread_us"]
+                cells += [
+                    f"{fmt_us(s['p50_us'])} ({fmt_us(lo)}-{fmt_us(hi)})",
+                    fmt_us(s["p99_us"]),
+                    _x(r["vs_baseline"]),
+                    _x(r["vs_fastest"]),
+                    fmt_us(s["cpu_us_per_msg"]),
+                ]
+        for size in sizes:
+            r = results.get((c["id"], "throughput", size))
+            if r is None:
+                cells += [""] * 3
+            elif r["status"] != "ok":
+                cells += ["failed", "", ""]
+            else:
+                s = r["summary"]
+                rate = fmt_rate(s["msgs_per_s"]) if size < 4096 else fmt_bandwidth(s["bytes_per_s"])
+                cells += [rate, _x(r["vs_baseline"]), fmt_us(s["cpu_us_per_msg"])]
+        lines.append(_row(cells))
+    return lines
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The report as Markdown."""
+    m = doc["machine"]
+    virt = (m.get("virtualisation") or {}).get("vm") or "not detected"
+    idle = m.get("cpuidle") or {}
+    poll = (idle.get("guest_halt_poll") or {}).get("guest_halt_poll_ns")
+    pin = m.get("pinning") or {}
+    out = [
+        f"Command: `{' '.join(doc['command_line'])}` · ipcwire {doc['ipcwire_version']} · "
+        f"{doc['started_at']} · {doc['elapsed_s']:.0f} s",
+        "",
+        f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} CPUs, {m.get('system')} "
+        f"{m.get('kernel')}, virtualisation: {virt}, cpuidle: {idle.get('driver')} "
+        f"(guest_halt_poll_ns={poll}), {m.get('python')}, pinning: {pin.get('mode')} "
+        f"{pin.get('cpus') or ''}, load average before the run: "
+        f"{', '.join(f'{v:.2f}' for v in m.get('load_average') or [])}",
+        "",
+        *_main(doc),
+        "",
+    ]
+    floor = doc.get("floor") or {}
+    if floor.get("available"):
+        out += ["The machine's floor in C (64 B round trips, two pinned processes): "
+                + ", ".join(f"{rt['kind']} {fmt_us(rt['p50_us'])} µs"
+                            for rt in floor["round_trip"])
+                + "; memcpy "
+                + ", ".join(f"{fmt_bandwidth(x['bytes_per_s'])} at {format_size(x['size'])}"
+                            for x in floor["memcpy"]) + ".", ""]  # fmt: skip
+    if doc["verdict"]:
+        out += ["Verdict:", "", *[f"- {line.strip()}" for line in doc["verdict"]], ""]
+    if doc["targets"]:
+        out += [_row(["ipcwire target", "ratio", "held"]), _row(["---", "---:", "---"])]
+        for t in doc["targets"]:
+            held = "not measured" if t["held"] is None else ("yes" if t["held"] else "**NO**")
+            out.append(_row([t["target"], _x(t["ratio"]), held]))
+        out.append("")
+    out += [_row(["rule of thumb", "measured here", "by", "held", "C floor here"]),
+            _row(["---", "---:", "---", "---", "---:"])]  # fmt: skip
+    for rule in doc["rules_of_thumb"]:
+        if rule["measured"] is None:
+            out.append(_row([rule["rule"], "not measured", "", "—", ""]))
+            continue
+        if rule["metric"] == "round_trip":
+            measured = f"{fmt_us(rule['measured'])} µs"
+        else:
+            measured = f"{fmt_bandwidth(rule['measured'])} at {format_size(rule['size'])}"
+        floor_value = rule.get("floor")
+        floor_cell = ""
+        if floor_value is not None:
+            floor_cell = (
+                fmt_bandwidth(floor_value)
+                if rule.get("floor_kind") == "memcpy"
+                else f"{fmt_us(floor_value)} µs"
+            )
+        held = "yes" if rule["held"] else "no"
+        out.append(_row([rule["rule"], measured, f"`{rule['by']}`", held, floor_cell]))
+    out.append("")
+    if doc["notes"]:
+        out += ["Notes:", "", *[f"- {n}" for n in doc["notes"]], ""]
+    return "\n".join(out)
+
+
+def write_markdown(doc: dict[str, Any], path: Path) -> None:
+    """Write the Markdown report to ``path``."""
+    path.write_text(render_markdown(doc), encoding="utf-8")
