@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "Mapping",
     "ProcStat",
     "TcpEntry",
     "UnixSocketEntry",
@@ -23,6 +24,7 @@ __all__ = [
     "holders",
     "lock_owners",
     "mapped_files",
+    "memory_maps",
     "pids_for_inodes",
     "proc_stat",
     "proc_status",
@@ -395,4 +397,37 @@ def lock_owners() -> dict[int, list[int]]:
         except (ValueError, IndexError):
             continue
         out.setdefault(inode, []).append(pid)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One file mapping of a process (/proc/PID/maps): ``map_file`` opens it (root only)."""
+
+    start: int
+    end: int
+    offset: int
+    path: str
+
+    def map_file(self, pid: int) -> str:
+        """The /proc/PID/map_files entry through which the mapped file can be opened."""
+        return f"/proc/{pid}/map_files/{self.start:x}-{self.end:x}"
+
+
+def memory_maps(pid: int) -> list[Mapping]:
+    """The file mappings of ``pid`` (anonymous memory left out)."""
+    out: list[Mapping] = []
+    try:
+        text = (_PROC / str(pid) / "maps").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) != 6 or not fields[5].startswith("/"):
+            continue
+        try:
+            start, _, end = fields[0].partition("-")
+            out.append(Mapping(int(start, 16), int(end, 16), int(fields[2], 16), fields[5]))
+        except ValueError:
+            continue
     return out

@@ -17,7 +17,7 @@ import ipcwire
 
 __all__ = ["main"]
 
-SUBCOMMANDS: Final = ("bench", "platforms", "cat")
+SUBCOMMANDS: Final = ("bench", "choose", "doctor", "platforms", "cat")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,89 @@
+"""``ipcwire doctor``: diagnose an endpoint, a process or the machine, with the fix spelled out.
+
+::
+
+    ipcwire doctor unix:///run/user/1000/app.sock   # stale? live (which pid)? EACCES? path?
+    ipcwire doctor tcp://127.0.0.1:7000 --listen    # can a server start there? who holds it?
+    ipcwire doctor --pid 1234                       # pipe deadlock, zombies, signals, endpoints
+    ipcwire doctor --shm                            # leaked /dev/shm segments, corrupt rings
+    ipcwire doctor mq:///app   |   spool:///var/spool/app
+    ipcwire doctor                                  # limits, leftovers, mechanisms here
+
+The exit status is 1 when any check found a problem, 0 otherwise (2: bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Final
+
+from rich.console import Console
+from rich.markup import escape
+
+from ipcwire.doctor import Report, check_machine, check_pid, check_shm, diagnose
+from ipcwire.errors import InvalidURL
+
+__all__ = ["add_parser", "render", "run"]
+
+_MARKS: Final = {
+    "ok": "[green]✓[/]",
+    "info": "[blue]·[/]",
+    "warning": "[yellow]![/]",
+    "problem": "[bold red]✗[/]",
+}
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The ``doctor`` subcommand."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "doctor",
+        help="diagnose sockets, ports, pipe deadlocks, leaked shared memory, queues",
+        description="Each check prints what it found, the evidence and the fix; the exit "
+        "status is 1 when something is wrong.",
+    )
+    p.add_argument("target", nargs="?", help="a URL (unix://, tcp://, shm://, mq://, "
+                   "spool://, ws://...) or a socket path; none: the whole machine")  # fmt: skip
+    p.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+                   help="diagnose a process (repeatable)")  # fmt: skip
+    p.add_argument("--shm", action="store_true", help="check every /dev/shm segment and ring")
+    p.add_argument("--listen", action="store_true",
+                   help="diagnose for a server about to listen at TARGET")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON for tools")
+    return p
+
+
+def render(reports: list[Report], console: Console) -> None:
+    """The reports for people."""
+    for report in reports:
+        verdict = "[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problem(s)[/]"
+        console.print(f"[bold]{escape(report.target)}[/]: {verdict}")
+        for f in report.findings:
+            console.print(f"  {_MARKS[f.status]} {escape(f.summary)}")
+            for line in f.evidence:
+                console.print(f"      {escape(line)}", style="dim")
+            if f.fix:
+                console.print(f"      [bold]fix:[/] {escape(f.fix)}")
+        console.print()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the checks asked for: 1 when any found a problem, 0 otherwise, 2 on bad input."""
+    reports: list[Report] = []
+    try:
+        if args.target:
+            reports.append(diagnose(args.target, listen=args.listen))
+    except InvalidURL as exc:
+        print(f"ipcwire doctor: {exc}")
+        return 2
+    reports += [check_pid(pid) for pid in args.pid]
+    if args.shm:
+        reports.append(check_shm())
+    if not reports:
+        reports.append(check_machine())
+    ok = all(r.ok for r in reports)
+    if args.json:
+        print(json.dumps({"ok": ok, "reports": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        render(reports, Console())
+    return 0 if ok else 1

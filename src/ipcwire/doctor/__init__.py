@@ -1,0 +1,77 @@
+"""``ipcwire doctor``: what is wrong, the evidence, and the fix.
+
+::
+
+    from ipcwire.doctor import diagnose
+    report = diagnose("unix:///run/user/1000/app.sock")
+    for finding in report.problems:
+        print(finding.summary, finding.evidence, finding.fix)
+
+One module per family of checks: :mod:`~ipcwire.doctor.unix`, :mod:`~ipcwire.doctor.tcp`,
+:mod:`~ipcwire.doctor.pid` (pipes, zombies, signals, endpoints), :mod:`~ipcwire.doctor.shm`,
+:mod:`~ipcwire.doctor.queues` (mq and spool), :mod:`~ipcwire.doctor.machine`.
+"""
+
+from __future__ import annotations
+
+from ipcwire._core.url import parse_url
+from ipcwire.doctor._model import Finding, Report
+from ipcwire.doctor.machine import check_machine
+from ipcwire.doctor.pid import check_pid
+from ipcwire.doctor.queues import check_mq, check_spool
+from ipcwire.doctor.shm import check_shm
+from ipcwire.doctor.tcp import check_tcp
+from ipcwire.doctor.unix import check_unix
+from ipcwire.errors import InvalidURL
+
+__all__ = [
+    "Finding",
+    "Report",
+    "check_machine",
+    "check_mq",
+    "check_pid",
+    "check_shm",
+    "check_spool",
+    "check_tcp",
+    "check_unix",
+    "diagnose",
+]
+
+# Schemes that run over a Unix socket or TCP: their endpoint is checked as such.
+_OVER_UNIX = frozenset({"unix", "ws+unix", "http+unix", "grpc+unix"})
+_OVER_TCP = frozenset({"tcp", "ws", "wss", "http", "https", "sse+http", "sse+https", "grpc",
+                       "grpcs"})  # fmt: skip
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "sse+http": 80,
+                  "sse+https": 443}  # fmt: skip
+
+
+def diagnose(target: str, *, listen: bool = False) -> Report:
+    """Run the checks that fit ``target``: a URL (unix, tcp and what runs over them, shm, mq,
+    spool) or a bare socket path.
+
+    ``listen``: diagnose for a server about to listen there, rather than a client.
+
+    Raises:
+        InvalidURL: a scheme doctor has no checks for.
+    """
+    if target.startswith(("/", "./", "@")):
+        return check_unix(target, listen=listen)
+    endpoint = parse_url(target)
+    scheme = endpoint.scheme
+    if scheme in _OVER_UNIX:
+        return check_unix(endpoint.path or endpoint.host, listen=listen)
+    if scheme in _OVER_TCP:
+        port = endpoint.port or _DEFAULT_PORTS.get(scheme)
+        if port is None:
+            raise InvalidURL(f"{target} has no port: write {scheme}://host:port")
+        return check_tcp(endpoint.host or "127.0.0.1", port, listen=listen)
+    if scheme == "shm":
+        return check_shm(endpoint.host or endpoint.path.lstrip("/"))
+    if scheme == "mq":
+        return check_mq(endpoint.path or endpoint.host)
+    if scheme == "spool":
+        return check_spool(endpoint.path)
+    raise InvalidURL(
+        f"ipcwire doctor has no checks for {scheme}:// yet; it knows unix (and ws+unix, "
+        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), shm, mq and spool"
+    )

@@ -1,0 +1,147 @@
+"""``ipcwire doctor`` with no target: this machine's limits, what ipcwire left behind, and
+which mechanisms work here.
+
+Leftovers looked for: stale socket files (a socket file in /tmp, $XDG_RUNTIME_DIR or
+/run/user/UID, one level deep, that no live socket is bound to: /proc/net/unix lists every
+bound path), leaked /dev/shm segments and corrupt ipcwire rings (the shm check), and message
+queues whose ipcwire listener died (its ownership lock is no longer held).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import stat
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from ipcwire._procfs import unix_socket_table
+from ipcwire.doctor._model import Report
+from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
+from ipcwire.doctor.shm import DEV_SHM, check_shm
+from ipcwire.registry import mechanisms
+from ipcwire.unix._socket import MAX_PATH
+
+__all__ = ["check_machine", "socket_dirs", "stale_sockets"]
+
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+
+
+def socket_dirs() -> list[str]:
+    """Where socket files usually live, for this user."""
+    dirs = [tempfile.gettempdir(), f"/run/user/{os.getuid()}"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        dirs.append(runtime)
+    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
+
+
+def stale_sockets(dirs: list[str]) -> list[str]:
+    """Socket files in ``dirs`` (and one level below) that no socket is bound to."""
+    bound = {e.path for e in unix_socket_table()}
+    found = []
+    for base in dirs:
+        for top in _entries(base):
+            candidates = [top, *(_entries(top) if os.path.isdir(top) else [])]
+            for path in candidates:
+                try:
+                    if stat.S_ISSOCK(os.lstat(path).st_mode) and path not in bound:
+                        found.append(path)
+                except OSError:
+                    continue
+    return sorted(found)
+
+
+def _entries(directory: str) -> list[str]:
+    try:
+        return [os.path.join(directory, e) for e in os.listdir(directory)]
+    except OSError:
+        return []
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _pipe_size() -> int | None:
+    r, w = os.pipe()
+    try:
+        return int(fcntl.fcntl(w, _F_GETPIPE_SZ))
+    except OSError:
+        return None
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _limits(report: Report) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lines = [
+        f"open files (ulimit -n): {soft} (hard {hard})",
+        f"pipe buffer: {_pipe_size()} bytes (largest allowed: "
+        f"{_read('/proc/sys/fs/pipe-max-size')})",
+        f"Unix socket path: at most {MAX_PATH} bytes",
+        f"listen backlog ceiling (net.core.somaxconn): {_read('/proc/sys/net/core/somaxconn')}",
+        f"socket buffers: rmem_default {_read('/proc/sys/net/core/rmem_default')}, "
+        f"wmem_default {_read('/proc/sys/net/core/wmem_default')}",
+        f"inotify: {_read('/proc/sys/fs/inotify/max_user_instances')} instances, "
+        f"{_read('/proc/sys/fs/inotify/max_user_watches')} watches per user",
+    ]
+    mq = {n: _read(f"/proc/sys/fs/mqueue/{n}") for n in ("msg_max", "msgsize_max", "queues_max")}
+    lines.append("POSIX message queues: " + ", ".join(f"{k} {v}" for k, v in mq.items()))
+    report.add("machine.limits", "info", "this machine's IPC limits", lines, nofile=soft)
+    if soft < 1024:
+        report.add("machine.nofile", "warning", f"only {soft} open files per process: servers "
+                   "with many clients hit EMFILE", [f"RLIMIT_NOFILE {soft} (hard {hard})"],
+                   f"raise it: ulimit -n {min(hard, 65536)}")  # fmt: skip
+
+
+def _leftovers(report: Report) -> None:
+    stale = stale_sockets(socket_dirs())
+    if stale:
+        report.add("machine.stale_sockets", "warning", f"{len(stale)} stale socket file(s): no "
+                   "socket is bound to them (their servers died)", stale,
+                   "remove them (rm PATH), or let the next ipcwire listen() at each path do it",
+                   paths=stale)  # fmt: skip
+    check_shm(None, report=report)
+    try:
+        names = sorted(os.listdir(DEV_SHM))
+    except OSError:
+        names = []
+    for entry in names:
+        path = os.path.join(DEV_SHM, entry)
+        queue = mq_lock_name(path)
+        if queue is None:
+            continue
+        owners, note = mq_lock_note(path)
+        if not owners:
+            report.add("machine.mq_listener_gone", "warning", f"the ipcwire listener of "
+                       f"mq://{queue} is gone (its lock is not held)",
+                       [f"{path}: {note or 'no note'}"],
+                       f"ipcwire doctor mq://{queue} shows whether its queue was left "
+                       "behind")  # fmt: skip
+
+
+def _mechanisms(report: Report) -> None:
+    lines, missing = [], []
+    for spec in mechanisms():
+        reason = spec.unavailable_reason()
+        lines.append(f"{spec.scheme}: " + ("available" if reason is None else f"no: {reason}"))
+        if reason is not None:
+            missing.append(spec.scheme)
+    report.add("machine.mechanisms", "info", f"{len(lines) - len(missing)} of {len(lines)} "
+               "mechanisms work here", lines, unavailable=missing)  # fmt: skip
+
+
+def check_machine() -> Report:
+    """The machine-level report."""
+    report = Report("this machine")
+    _limits(report)
+    _leftovers(report)
+    _mechanisms(report)
+    return report

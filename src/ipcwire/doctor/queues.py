@@ -1,0 +1,208 @@
+"""``ipcwire doctor mq:///name`` and ``doctor spool:///dir``: queue depth, limits, owners,
+and claims stuck behind consumers that died.
+
+Message queues are read through ``posix_ipc`` (opening an existing queue has no side effect);
+who has a queue open is found by its inode among every process's descriptors; an ipcwire
+listener's ownership lock (and the note its holder wrote in it) says which listener owns it.
+A spool is read from its directories: ``cur/`` holds claims, each flock-ed by its consumer
+while it lives (/proc/locks names the holder); an unlocked claim lost its consumer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners
+from ipcwire.doctor._model import Report
+
+__all__ = ["check_mq", "check_spool", "mq_lock_name", "mq_lock_note"]
+
+_SPOOL_DIRS = ("tmp", "new", "cur", "dead")
+
+
+def _lock_path(name: str) -> str | None:
+    try:
+        from ipcwire.mq._session import lock_path
+    except ImportError:
+        return None
+    return lock_path(name)
+
+
+def mq_lock_name(path: str) -> str | None:
+    """The queue name whose ipcwire listener lock is the file ``path``, or None."""
+    base = os.path.basename(path)
+    if not base.endswith(".lock") or "." not in base:
+        return None
+    name = "/" + base.partition(".")[2].removesuffix(".lock")
+    return name if _lock_path(name) == path else None
+
+
+def mq_lock_note(path: str) -> tuple[list[int], dict[str, object]]:
+    """Who holds an ipcwire listener lock (pids from /proc/locks), and the holder's note."""
+    try:
+        st = os.stat(path)
+        note = json.loads(Path(path).read_text() or "{}")
+    except (OSError, ValueError):
+        return [], {}
+    return lock_owners().get(st.st_ino, []), note if isinstance(note, dict) else {}
+
+
+def _queue_holders(name: str, inode: int) -> list[int]:
+    me = os.getpid()
+    found = []
+    for pid in all_pids():
+        if pid == me:
+            continue
+        for fd, target in fd_targets(pid).items():
+            if target != name:
+                continue
+            try:
+                if os.stat(f"/proc/{pid}/fd/{fd}").st_ino == inode:
+                    found.append(pid)
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def check_mq(name: str) -> Report:
+    """Diagnose the POSIX message queue ``name`` (``/app``) and its ipcwire listener."""
+    name = "/" + name.lstrip("/")
+    report = Report(f"mq://{name}")
+    try:
+        import posix_ipc
+    except ImportError:
+        report.add("mq.unavailable", "problem", "posix_ipc is not installed",
+                   fix="pip install 'ipcwire[system]'")  # fmt: skip
+        return report
+    _limits(report)
+    lock = _lock_path(name)
+    owners, note = mq_lock_note(lock) if lock and os.path.exists(lock) else ([], {})
+    try:
+        queue = posix_ipc.MessageQueue(name, read=False, write=False)
+    except posix_ipc.ExistentialError:
+        fix = "start the listener (ipcwire.listen('mq://" + name + "')), or check the name"
+        report.add("mq.missing", "problem", f"there is no message queue {name}",
+                   [f"mq_open({name}) -> ENOENT"], fix)  # fmt: skip
+        return report
+    except posix_ipc.PermissionsError:
+        report.add("mq.permission", "problem", f"the queue {name} exists but uid {os.getuid()} "
+                   "may not open it", [f"mq_open({name}) -> EACCES"],
+                   "run as its owner, or create it with a wider mode")  # fmt: skip
+        return report
+    try:
+        inode = os.fstat(queue.mqd).st_ino
+        depth, slots, size = queue.current_messages, queue.max_messages, queue.max_message_size
+    finally:
+        queue.close()
+    users = _queue_holders(name, inode)
+    evidence = [
+        f"{name}: {depth} of {slots} messages queued, up to {size} bytes each",
+        "open in: " + (", ".join(describe_pid(p) for p in users) or "no process"),
+    ]
+    if lock:
+        evidence.append(f"listener lock {lock}: " + (
+            f"held by {', '.join(describe_pid(p) for p in owners)}" if owners
+            else f"not held (last holder's note: {note or 'none'})"))  # fmt: skip
+    data = {"depth": depth, "max_messages": slots, "max_message_size": size, "pids": users}
+    if not users:
+        who = f"pid {note.get('pid')}" if note.get("pid") else "a process that is gone"
+        report.add(
+            "mq.orphaned",
+            "warning",
+            f"nobody has {name} open: it was left by {who}"
+            + (f", holding {depth} message(s)" if depth else ""),
+            evidence,
+            f"the next ipcwire listen() on mq://{name} adopts it; or remove it: python -c "
+            f"\"import posix_ipc; posix_ipc.unlink_message_queue('{name}')\"",
+            **data,
+        )
+    elif depth >= slots:
+        report.add("mq.full", "problem", f"{name} is full ({depth} of {slots}): nobody is "
+                   "receiving, so senders block or fail", evidence,
+                   "see what the receiving process does (ipcwire doctor --pid PID), or raise "
+                   "maxmsg", **data)  # fmt: skip
+    else:
+        report.add("mq.queue", "ok", f"{name}: {depth} of {slots} messages queued", evidence,
+                   **data)  # fmt: skip
+    return report
+
+
+def _limits(report: Report) -> None:
+    try:
+        from ipcwire.mq import limits, probe
+    except ImportError:
+        return
+    reason = probe()
+    if reason is not None:
+        report.add("mq.kernel", "problem", reason)
+        return
+    lim = limits()
+    report.add("mq.limits", "info", f"limits: up to {lim.maxmsg_ceiling} messages of "
+               f"{lim.msgsize_ceiling} bytes per queue, {lim.queues_max} queues",
+               [f"{k} = {v}" for k, v in lim.as_dict().items()],
+               "raise them with sysctl fs.mqueue.msg_max / msgsize_max, and ulimit -q",
+               **lim.as_dict())  # fmt: skip
+
+
+def _producer(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) >= 4 else "?"
+
+
+def check_spool(directory: str) -> Report:
+    """Diagnose the spool in ``directory``: its layout, depth, and claims stuck behind
+    consumers that died."""
+    report = Report(f"spool://{directory}")
+    if not os.path.isdir(directory):
+        report.add("spool.missing", "problem", f"{directory} does not exist (or is not a "
+                   "directory)", fix="the first producer or consumer creates it; check the "
+                   "path")  # fmt: skip
+        return report
+    missing = [d for d in _SPOOL_DIRS if not os.path.isdir(os.path.join(directory, d))]
+    if missing:
+        report.add("spool.layout", "problem", f"{directory} is not a spool: no "
+                   f"{', '.join(missing)}/", [f"{directory}: {sorted(os.listdir(directory))}"],
+                   "point at the spool's own directory")  # fmt: skip
+        return report
+    locks = lock_owners()
+    now = time.time()
+    counts = {d: len(os.listdir(os.path.join(directory, d))) for d in _SPOOL_DIRS}
+    report.add("spool.depth", "info", f"{counts['new']} waiting, {counts['cur']} claimed, "
+               f"{counts['dead']} dead", [f"{d}/: {n} file(s)" for d, n in counts.items()],
+               counts=counts)  # fmt: skip
+    cur = os.path.join(directory, "cur")
+    for name in sorted(os.listdir(cur)):
+        path = os.path.join(cur, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        age = now - st.st_mtime
+        holders = locks.get(st.st_ino, [])
+        evidence = [f"cur/{name}: claimed {age:.0f} s ago, {st.st_size} bytes, produced by "
+                    f"{_producer(name)}"]  # fmt: skip
+        if holders:
+            report.add("spool.claim", "ok", f"cur/{name} is being processed by "
+                       f"{', '.join(describe_pid(p) for p in holders)}", evidence,
+                       pids=holders)  # fmt: skip
+            continue
+        evidence.append("no process holds its lock (/proc/locks): its consumer is gone")
+        report.add(
+            "spool.stuck_claim",
+            "problem",
+            f"cur/{name} is stuck: its consumer died {age:.0f} s ago without acknowledging it",
+            evidence,
+            "start a consumer: its first reap returns the message to new/ (delivered again); "
+            f"or by hand: mv {path} {os.path.join(directory, 'new', name)}",
+            path=path,
+            age_s=age,
+        )
+    if counts["dead"]:
+        report.add("spool.dead", "warning", f"{counts['dead']} message(s) given up on in dead/ "
+                   "(too many attempts, or too large)", [os.path.join(directory, "dead")],
+                   "inspect them, then move them back to new/ or delete them")  # fmt: skip
+    return report

@@ -1,0 +1,235 @@
+"""``ipcwire doctor --shm`` and ``doctor shm://name``: leaked segments and corrupt rings.
+
+* /dev/shm: every segment, who maps or holds it (every process's maps and descriptors, and
+  /proc/locks); a segment nobody uses is leaked memory (tmpfs keeps it until removed or
+  reboot). The size of /dev/shm against its use (Docker's default is 64 MiB).
+* ipcwire's rings live in anonymous memfds (``memfd:ipcwire-shm``), which vanish with their
+  last user, so they cannot leak; their headers are checked in place, through the process
+  that maps them, with the shm module's own validation (the same checks as ring.c).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners, memory_maps
+from ipcwire.doctor._model import Report, Status
+from ipcwire.doctor.queues import mq_lock_name
+from ipcwire.shm import _layout as L
+from ipcwire.shm._segment import MEMFD_NAME
+
+__all__ = ["DEV_SHM", "Usage", "check_shm", "ring_problems", "scan_usage"]
+
+DEV_SHM: Final = "/dev/shm"  # noqa: S108 - the POSIX shared-memory mount, read only
+DOCKER_DEFAULT: Final = 64 * 1024 * 1024
+_HEAD: Final = struct.Struct("=QIIQ")
+_INDEX: Final = struct.Struct("=Q")
+_MEMFD: Final = f"/memfd:{MEMFD_NAME}"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Who uses what: path -> pids (maps or descriptors); memfd rings: inode -> (pid, how to
+    open it); how many processes could not be inspected (other users', without root)."""
+
+    users: dict[str, set[int]] = field(default_factory=dict)
+    rings: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # ino -> pid, path, size
+    hidden: int = 0
+
+
+def scan_usage() -> Usage:
+    """Read every visible process's mappings and descriptors once."""
+    usage = Usage()
+    me = os.getpid()
+    for pid in all_pids():
+        if pid == me:
+            continue
+        maps = memory_maps(pid)
+        fds = fd_targets(pid)
+        if not maps and not fds and not os.access(f"/proc/{pid}/maps", os.R_OK):
+            usage.hidden += 1
+            continue
+        for m in maps:
+            usage.users.setdefault(m.path.removesuffix(" (deleted)"), set()).add(pid)
+            if m.path.startswith(_MEMFD) and m.offset == 0:
+                _note_ring(usage, pid, m.map_file(pid))
+        for fd, target in fds.items():
+            usage.users.setdefault(target, set()).add(pid)
+            if target.startswith(_MEMFD):
+                _note_ring(usage, pid, f"/proc/{pid}/fd/{fd}")
+    return usage
+
+
+def _note_ring(usage: Usage, pid: int, path: str) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    usage.rings.setdefault(st.st_ino, (pid, path, st.st_size))
+
+
+def ring_problems(read_at: Callable[[int, int], bytes], size: int) -> list[str]:
+    """What is wrong with the ring headers of a segment (ring 0 at offset 0, ring 1 after it),
+    by the shm module's checks plus the index invariants; empty when both are sound."""
+    problems = []
+    offset = 0
+    for ring in (0, 1):
+        head = read_at(offset, L.HEADER_SIZE)
+        if len(head) < L.HEADER_SIZE:
+            problems.append(f"ring {ring} at offset {offset}: the segment ends inside its header")
+            break
+        magic, version, header_size, capacity = _HEAD.unpack_from(head, 0)
+        why = L.header_problem(magic, version, header_size, capacity, size - offset)
+        if why:
+            problems.append(f"ring {ring} at offset {offset}: {why}")
+            break
+        tail = _INDEX.unpack_from(head, L.TAIL * 8)[0]
+        consumed = _INDEX.unpack_from(head, L.HEAD * 8)[0]
+        if consumed > tail or tail - consumed > capacity or (tail | consumed) % L.ALIGN:
+            problems.append(f"ring {ring} at offset {offset}: impossible indices (head "
+                            f"{consumed}, tail {tail}, capacity {capacity})")  # fmt: skip
+        offset += L.ring_span(capacity)
+        if offset >= size:
+            break
+    return problems
+
+
+def _reader(path: str) -> tuple[Callable[[int, int], bytes], Callable[[], None]] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    return (lambda off, n: os.pread(fd, n, off)), (lambda: os.close(fd))
+
+
+def _has_magic(path: str) -> bool:
+    opened = _reader(path)
+    if opened is None:
+        return False
+    read, close = opened
+    try:
+        data = read(0, 8)
+    finally:
+        close()
+    return len(data) == 8 and _INDEX.unpack(data)[0] == L.MAGIC
+
+
+def _check_ring_file(report: Report, path: str, size: int, who: str) -> bool:
+    """Validate the rings of one segment; True when sound (a finding when not)."""
+    opened = _reader(path)
+    if opened is None:
+        return True
+    read, close = opened
+    try:
+        problems = ring_problems(read, size)
+    finally:
+        close()
+    if problems:
+        report.add(
+            "shm.corrupt_ring",
+            "problem",
+            f"an ipcwire ring header fails validation in {who}",
+            problems,
+            "the process that wrote it is buggy or hostile (ipcwire's ends refuse such a ring "
+            "with RemoteProtocolError, never reading out of bounds): close that channel, "
+            "restart both processes, and report it if ipcwire wrote it",
+            path=path,
+            problems=problems,
+        )
+    return not problems
+
+
+def _check_segment(report: Report, path: str, usage: Usage, locks: dict[int, list[int]]) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode) or mq_lock_name(path) is not None:
+        return  # an mq listener's lock file: the mq and machine checks read those
+    users = usage.users.get(path, set()) | set(locks.get(st.st_ino, []))
+    ours = os.path.basename(path).startswith("ipcwire") or _has_magic(path)
+    evidence = [f"{path}: {st.st_size} bytes, mode {stat.S_IMODE(st.st_mode):04o}, "
+                f"uid {st.st_uid}"]  # fmt: skip
+    if _has_magic(path) and not _check_ring_file(report, path, st.st_size, path):
+        return
+    if users:
+        report.add("shm.segment", "ok", f"{path} in use by "
+                   f"{', '.join(describe_pid(p) for p in sorted(users))}", evidence,
+                   path=path, pids=sorted(users), size=st.st_size)  # fmt: skip
+        return
+    evidence.append("no process maps it, holds it open or locks it")
+    if usage.hidden:
+        evidence.append(f"{usage.hidden} process(es) of other users could not be inspected")
+    status: Status = "warning" if usage.hidden or st.st_size == 0 else "problem"
+    report.add(
+        "shm.leaked",
+        status,
+        f"{path} is leaked: {st.st_size} bytes of shared memory nobody uses"
+        + (" (an ipcwire segment)" if ours else ""),
+        evidence,
+        f"rm {path}  (tmpfs keeps it until it is removed or the machine reboots)",
+        path=path,
+        size=st.st_size,
+    )
+
+
+def _check_capacity(report: Report) -> None:
+    try:
+        vfs = os.statvfs(DEV_SHM)
+    except OSError:
+        report.add("shm.mount", "warning", f"{DEV_SHM} is not mounted: POSIX shared memory "
+                   "(shm_open, multiprocessing.shared_memory) will fail",
+                   fix="mount -t tmpfs tmpfs /dev/shm")  # fmt: skip
+        return
+    total = vfs.f_blocks * vfs.f_frsize
+    used = total - vfs.f_bfree * vfs.f_frsize
+    evidence = [f"statvfs({DEV_SHM}): {used} of {total} bytes used"]
+    if total and used > 0.8 * total:
+        report.add("shm.full", "problem", f"{DEV_SHM} is {used * 100 // total}% full", evidence,
+                   "remove leaked segments (listed here), or enlarge it", used=used,
+                   total=total)  # fmt: skip
+    elif total <= DOCKER_DEFAULT:
+        report.add("shm.small", "warning", f"{DEV_SHM} holds only {total >> 20} MiB (Docker's "
+                   "default): larger segments fail with SIGBUS or ENOSPC", evidence,
+                   "run the container with --shm-size=1g (or mount a larger tmpfs)",
+                   used=used, total=total)  # fmt: skip
+    else:
+        report.add("shm.size", "info", f"{DEV_SHM}: {used >> 20} MiB used of {total >> 20} MiB",
+                   evidence, used=used, total=total)  # fmt: skip
+
+
+def check_shm(name: str | None = None, *, report: Report | None = None) -> Report:
+    """``name``: one segment (/dev/shm/NAME) and the ipcwire rings; None: all of /dev/shm."""
+    report = report or Report(f"shm://{name}" if name else "shared memory")
+    usage = scan_usage()
+    locks = lock_owners()
+    if name is not None:
+        path = os.path.join(DEV_SHM, name.lstrip("/"))
+        if os.path.lexists(path):
+            _check_segment(report, path, usage, locks)
+        else:
+            report.add("shm.no_segment", "info", f"no {path}: ipcwire's shm:// channels use "
+                       "anonymous memfds (nothing in /dev/shm, nothing to leak)")  # fmt: skip
+    else:
+        try:
+            names = sorted(os.listdir(DEV_SHM))
+        except OSError:
+            names = []
+        for entry in names:
+            _check_segment(report, os.path.join(DEV_SHM, entry), usage, locks)
+        _check_capacity(report)
+    sound = 0
+    for pid, path, size in usage.rings.values():
+        if _check_ring_file(report, path, size, f"{describe_pid(pid)} ({path})"):
+            sound += 1
+    if usage.rings:
+        report.add("shm.rings", "info", f"{len(usage.rings)} ipcwire shared-memory segment(s) "
+                   f"in use, {sound} with sound ring headers",
+                   [f"{describe_pid(p)}: {path}, {size} bytes" for p, path, size
+                    in usage.rings.values()])  # fmt: skip
+    return report

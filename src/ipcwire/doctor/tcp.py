@@ -1,0 +1,186 @@
+"""``ipcwire doctor tcp://host:port``: refused, in use (by whom), or listening elsewhere.
+
+A connect attempt says what a client meets (accepted, refused, no answer); /proc/net/tcp says
+which local processes listen on the port and on which addresses, which explains the common
+surprise of a server bound to 127.0.0.1 while the client dials the machine's other address
+(or the other way round). With ``listen=True`` a trial bind says whether a server could start.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+
+from ipcwire._procfs import TcpEntry, describe_pid, pids_for_inodes, tcp_sockets
+from ipcwire.doctor._model import Report
+
+__all__ = ["check_tcp"]
+
+CONNECT_TIMEOUT = 2.0
+
+
+def _is_local(addr: str, family: int) -> bool:
+    """Whether ``addr`` belongs to this machine (a trial bind to port 0 succeeds)."""
+    try:
+        if ipaddress.ip_address(addr).is_loopback:
+            return True
+    except ValueError:
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((addr, 0))
+        except OSError:
+            return False
+    return True
+
+
+def _covers(entry: TcpEntry, addr: str) -> bool:
+    """Whether a listener bound to ``entry.host`` accepts connections to ``addr``."""
+    if entry.host in ("0.0.0.0", "::"):  # noqa: S104 - the wildcard, read from /proc
+        return entry.host == "::" or ":" not in addr
+    return entry.host == addr
+
+
+def _listener_text(entry: TcpEntry) -> str:
+    pids = pids_for_inodes({entry.inode})
+    who = ", ".join(describe_pid(p) for p in pids) if pids else f"a process of uid {entry.uid}"
+    host = f"[{entry.host}]" if ":" in entry.host else entry.host
+    return f"{who} on {host}:{entry.port}"
+
+
+def _connect(addr: str, family: int, port: int) -> tuple[int, str]:
+    """(0, "accepted") or (errno, name); ETIMEDOUT when nothing answered in time."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect((addr, port))
+        except TimeoutError:
+            return errno.ETIMEDOUT, "no answer"
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            return code, errno.errorcode.get(code, str(code))
+    return 0, "accepted"
+
+
+def check_tcp(host: str, port: int, *, listen: bool = False) -> Report:
+    """Diagnose ``tcp://host:port`` for a client (or, with ``listen``, for a server)."""
+    shown = f"[{host}]" if ":" in host else host
+    report = Report(f"tcp://{shown}:{port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        report.add("tcp.resolve", "problem", f"cannot resolve {host}: {exc.strerror}",
+                   [f"getaddrinfo({host!r}) -> {exc}"],
+                   "check the host name (or use an address)")  # fmt: skip
+        return report
+    listeners = tcp_sockets(port)
+    evidence = [f"listening on port {port} here: " + (
+        "; ".join(_listener_text(e) for e in listeners) or "nothing")]  # fmt: skip
+    seen: set[str] = set()
+    for family, _, _, _, sockaddr in infos:
+        addr = str(sockaddr[0])
+        if addr in seen:
+            continue
+        seen.add(addr)
+        local = _is_local(addr, family)
+        if listen:
+            _check_bind(report, addr, family, port, local, listeners, evidence)
+        else:
+            _check_connect(report, addr, family, port, local, listeners, evidence)
+    return report
+
+
+def _check_connect(
+    report: Report,
+    addr: str,
+    family: int,
+    port: int,
+    local: bool,
+    listeners: list[TcpEntry],
+    evidence: list[str],
+) -> None:
+    code, what = _connect(addr, family, port)
+    shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    ev = [f"connect({shown}) -> {what}", *evidence]
+    mine = [e for e in listeners if _covers(e, addr)]
+    others = [e for e in listeners if not _covers(e, addr)]
+    if code == 0:
+        who = "; ".join(_listener_text(e) for e in mine) if mine else "a server"
+        report.add("tcp.live", "ok", f"{shown} accepts connections: {who}", ev,
+                   pids=pids_for_inodes({e.inode for e in mine}))  # fmt: skip
+        return
+    if code == errno.ECONNREFUSED and local and others:
+        where = "; ".join(_listener_text(e) for e in others)
+        hosts = sorted({e.host for e in others})
+        report.add(
+            "tcp.other_address",
+            "problem",
+            f"nothing listens on {shown}, but port {port} is open on another address: {where}",
+            ev,
+            f"connect to {' or '.join(hosts)} instead, or have the server listen on {addr} "
+            f"(or on 0.0.0.0 to accept on every address, with token= and TLS)",
+            listening_on=hosts,
+            pids=pids_for_inodes({e.inode for e in others}),
+        )
+        return
+    if code == errno.ECONNREFUSED:
+        where = "on this machine" if local else f"at {addr} (or a firewall rejected it)"
+        report.add("tcp.refused", "problem", f"connection refused: nothing listens on port "
+                   f"{port} {where}", ev, "start the server, or check the port number")  # fmt: skip
+        return
+    if code == errno.ETIMEDOUT:
+        report.add("tcp.no_answer", "problem", f"no answer from {shown} within "
+                   f"{CONNECT_TIMEOUT:g} s: a firewall drops the packets, or the host is down",
+                   ev, "check the firewall rules on both machines and the route")  # fmt: skip
+        return
+    report.add("tcp.error", "problem", f"connect to {shown} failed: {os_error(code)}", ev,
+               "check the address and the network route")  # fmt: skip
+
+
+def os_error(code: int) -> str:
+    """``ENETUNREACH (Network is unreachable)``."""
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
+
+
+def _check_bind(
+    report: Report,
+    addr: str,
+    family: int,
+    port: int,
+    local: bool,
+    listeners: list[TcpEntry],
+    evidence: list[str],
+) -> None:
+    shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((addr, port))
+            code = 0
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+    ev = [f"bind({shown}) -> {errno.errorcode.get(code, 'ok') if code else 'ok'}", *evidence]
+    if code == 0:
+        report.add("tcp.free", "ok", f"{shown} is free: a server can listen there", ev)
+        return
+    if code == errno.EADDRINUSE:
+        holders = [e for e in listeners if _covers(e, addr) or e.host == addr]
+        who = "; ".join(_listener_text(e) for e in holders) or "another process"
+        pids = pids_for_inodes({e.inode for e in holders})
+        fix = f"stop {describe_pid(pids[0])} (kill {pids[0]})" if pids else "stop that server"
+        report.add("tcp.in_use", "problem", f"port {port} is in use by {who}", ev,
+                   f"{fix}, choose another port, or use port 0 for any free one",
+                   pids=pids)  # fmt: skip
+        return
+    if code in (errno.EACCES, errno.EPERM):
+        report.add("tcp.privileged", "problem", f"port {port} is below 1024 and needs "
+                   "privileges", ev, "use a port of 1024 or more")  # fmt: skip
+        return
+    if code == errno.EADDRNOTAVAIL or not local:
+        fix = "listen on 127.0.0.1 (this machine only) or 0.0.0.0 (every address)"
+        report.add("tcp.not_local", "problem", f"{addr} is not an address of this machine",
+                   ev, fix)  # fmt: skip
+        return
+    report.add("tcp.error", "problem", f"bind to {shown} failed: {os_error(code)}", ev)

@@ -1,0 +1,271 @@
+"""``ipcwire doctor unix:///path``: why connecting to (or listening at) a Unix socket fails.
+
+Checked in the order a connect() meets them: the path's length, every directory on the way
+(exists, lets the caller through), the file (exists, is a socket), its mode and owner against
+the caller, and finally whether a process listens on it (live: which pid; stale: nobody).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+
+from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_table
+from ipcwire.doctor._model import Report
+from ipcwire.unix._socket import MAX_PATH, peer_info
+
+__all__ = ["check_unix", "probe"]
+
+_KINDS = {
+    stat.S_IFREG: "a regular file",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFLNK: "a symbolic link",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _who() -> str:
+    groups = ",".join(str(g) for g in sorted({os.getgid(), *os.getgroups()}))
+    return f"uid {os.getuid()} (groups {groups})"
+
+
+def _mode(st: os.stat_result) -> str:
+    return f"mode {stat.S_IMODE(st.st_mode):04o} owned by uid {st.st_uid} gid {st.st_gid}"
+
+
+def probe(sockaddr: str | bytes) -> tuple[int, int | None]:
+    """Try a non-blocking connect: (0, listener pid) when something accepts, else the errno
+    (ECONNREFUSED: nothing listens; EAGAIN: it listens but its backlog is full; EACCES...)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(sockaddr)
+        return 0, peer_info(sock, "").pid
+    except OSError as exc:
+        return exc.errno or errno.EIO, None
+    finally:
+        sock.close()
+
+
+def _holders(name: str) -> tuple[list[int], list[int]]:
+    """Pids with a socket bound to ``name``: (listening, bound but not listening)."""
+    table = [e for e in unix_socket_table() if e.path == name]
+    listening = pids_for_inodes({e.inode for e in table if e.listening})
+    bound = pids_for_inodes({e.inode for e in table if not e.listening})
+    return listening, bound
+
+
+def _pids_text(pids: list[int]) -> str:
+    return ", ".join(describe_pid(p) for p in pids)
+
+
+def _check_abstract(name: str, report: Report, listen: bool) -> None:
+    code, pid = probe(b"\0" + name.encode())
+    listening, _ = _holders("@" + name)
+    pid = pid or (listening[0] if listening else None)
+    evidence = [f"connect(@{name}) -> {errno.errorcode.get(code, 'ok') if code else 'accepted'}"]
+    if code in (0, errno.EAGAIN):
+        who = describe_pid(pid) if pid else "a process ipcwire cannot see"
+        if listen:
+            report.add("unix.in_use", "problem", f"the abstract name @{name} is held by {who}",
+                       evidence, "stop that process, or choose another name", pid=pid)  # fmt: skip
+        else:
+            report.add("unix.live", "ok", f"{who} is listening on @{name}", evidence, pid=pid)
+        return
+    if listen:
+        report.add("unix.free", "ok", f"nothing holds @{name}: you can listen there", evidence)
+        return
+    report.add(
+        "unix.missing",
+        "problem",
+        f"nothing listens on the abstract name @{name}",
+        evidence,
+        "start the server; abstract names live in the network namespace, so a server in "
+        "another container (or network namespace) cannot be reached by this name",
+    )
+
+
+def _check_directories(path: str, report: Report, listen: bool) -> bool:
+    """Every directory from / to the socket's: True when the caller gets through them."""
+    parent = Path(os.path.abspath(path)).parent
+    chain = [*reversed(parent.parents), parent]
+    for directory in chain:
+        try:
+            st = os.stat(directory)
+        except FileNotFoundError:
+            report.add(
+                "unix.directory_missing",
+                "problem",
+                f"the directory {directory} does not exist",
+                [f"stat({directory}) -> ENOENT"],
+                f"create it (mkdir -p {parent}; mode 0700 if only you should reach the "
+                f"socket), or fix the path",
+            )
+            return False
+        except PermissionError:
+            continue  # reported for the directory above it
+        if not stat.S_ISDIR(st.st_mode):
+            report.add("unix.directory_missing", "problem", f"{directory} is not a directory",
+                       [f"{directory}: {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a directory')}"],
+                       "fix the path")  # fmt: skip
+            return False
+        if not os.access(directory, os.X_OK):
+            report.add(
+                "unix.directory_denied",
+                "problem",
+                f"the directory {directory} does not let {_who()} through",
+                [f"{directory}: {_mode(st)}", f"you are {_who()}"],
+                f"put the socket in a directory both sides can reach, or open this one: "
+                f"chmod o+x {directory} (or g+x with a shared group: chgrp GROUP {directory})",
+                directory=str(directory),
+                mode=stat.S_IMODE(st.st_mode),
+                uid=st.st_uid,
+            )
+            return False
+    if listen and not os.access(parent, os.W_OK | os.X_OK):
+        st = os.stat(parent)
+        report.add(
+            "unix.directory_readonly",
+            "problem",
+            f"you may not create files in {parent}, so you cannot listen there",
+            [f"{parent}: {_mode(st)}", f"you are {_who()}"],
+            "listen in a directory you own, such as $XDG_RUNTIME_DIR",
+        )
+        return False
+    return True
+
+
+def check_unix(path: str, *, listen: bool = False, report: Report | None = None) -> Report:
+    """Diagnose the Unix socket at ``path`` (``@name`` for an abstract name).
+
+    ``listen``: the caller wants to listen there (a live listener is then the problem),
+    rather than connect (a live listener is what it needs).
+    """
+    report = report or Report(f"unix://{path}" if not path.startswith("@") else f"unix:{path}")
+    if path.startswith("@"):
+        _check_abstract(path[1:], report, listen)
+        return report
+    size = len(os.fsencode(path))
+    if size > MAX_PATH:
+        report.add(
+            "unix.path_too_long",
+            "problem",
+            f"the path is {size} bytes, over the kernel's limit of {MAX_PATH} for Unix sockets",
+            [f"len({path!r}) = {size} bytes; sizeof(sun_path) - 1 = {MAX_PATH}"],
+            "use a shorter directory ($XDG_RUNTIME_DIR or /tmp) or an abstract name (unix:@name)",
+            bytes=size,
+            limit=MAX_PATH,
+        )
+        return report
+    if not os.path.isabs(path):
+        report.add("unix.relative", "info", f"relative path: resolved against {os.getcwd()}",
+                   [f"{path} -> {os.path.abspath(path)}"])  # fmt: skip
+    if not _check_directories(path, report, listen):
+        return report
+    _check_file(os.path.abspath(path), report, listen)
+    return report
+
+
+def _check_file(path: str, report: Report, listen: bool) -> None:
+    listening, bound = _holders(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if listening:
+            report.add(
+                "unix.unlinked",
+                "problem",
+                f"no file at {path}, yet {_pids_text(listening)} listens on a socket bound "
+                f"there: its file was removed, so no client can reach it",
+                [f"lstat -> ENOENT; /proc/net/unix lists a listening socket at {path}"],
+                "restart that server (it recreates the file); find who removed it",
+                pids=listening,
+            )
+        elif listen:
+            report.add("unix.free", "ok", f"nothing at {path}: you can listen there")
+        else:
+            report.add(
+                "unix.missing",
+                "problem",
+                f"no socket file at {path}",
+                [f"lstat({path}) -> ENOENT", "no socket in /proc/net/unix is bound there"],
+                "start the server, or check that both sides use the same path",
+            )
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a socket")
+        report.add(
+            "unix.not_a_socket",
+            "problem",
+            f"{path} exists and is {kind}, not a socket",
+            [f"{path}: {kind}, {_mode(st)}, {st.st_size} bytes"],
+            "choose another path, or remove it yourself if it is garbage (ipcwire never does)",
+        )
+        return
+    evidence = [f"{path}: socket, {_mode(st)}", f"you are {_who()}"]
+    if not os.access(path, os.W_OK):
+        report.add(
+            "unix.permission",
+            "problem",
+            f"permission denied: connecting needs write permission on the socket file, and "
+            f"{_who()} has none",
+            evidence,
+            f"run as uid {st.st_uid}, or have the server listen with mode=0o660 and a group "
+            f"you share (ipcwire.listen(url, mode=0o660); chgrp GROUP {path})",
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+        )
+        return
+    _check_listener(path, st, evidence, listening, bound, report, listen)
+
+
+def _check_listener(
+    path: str,
+    st: os.stat_result,
+    evidence: list[str],
+    listening: list[int],
+    bound: list[int],
+    report: Report,
+    listen: bool,
+) -> None:
+    code, pid = probe(path)
+    evidence.append(f"connect() -> {errno.errorcode.get(code, str(code)) if code else 'accepted'}")
+    pid = pid or (listening[0] if listening else None)
+    if code in (0, errno.EAGAIN):
+        who = describe_pid(pid) if pid else "a process ipcwire cannot see"
+        if code == errno.EAGAIN:
+            report.add("unix.backlog_full", "warning",
+                       f"{who} listens on {path} but is not accepting: its backlog is full",
+                       evidence, "see what that process is doing: ipcwire doctor --pid "
+                       f"{pid}" if pid else None, pid=pid)  # fmt: skip
+        elif listen:
+            report.add("unix.in_use", "problem", f"{who} is listening on {path}", evidence,
+                       f"stop it (kill {pid}), or choose another path" if pid else
+                       "stop that server, or choose another path", pid=pid)  # fmt: skip
+        else:
+            report.add("unix.live", "ok", f"{who} is listening on {path}", evidence, pid=pid)
+        return
+    if code == errno.ECONNREFUSED:
+        evidence.append(f"/proc/net/unix: no listening socket is bound to {path}")
+        if bound:
+            evidence.append(f"bound but not listening in {_pids_text(bound)}")
+        fix = f"rm {path}, then start the server (ipcwire's listen() removes stale files itself)"
+        if listen:
+            report.add("unix.stale", "info", f"{path} is stale (nothing listens): ipcwire's "
+                       "listen() will remove it", evidence, pids=bound)  # fmt: skip
+        else:
+            report.add("unix.stale", "problem", f"{path} is stale: nothing listens on it (left "
+                       "by a server that died?)", evidence, fix, pids=bound)  # fmt: skip
+        return
+    if code in (errno.EACCES, errno.EPERM):
+        report.add("unix.permission", "problem", f"connect() was refused: {os.strerror(code)}",
+                   evidence, f"run as uid {st.st_uid}, or have the server listen with "
+                   "mode=0o660 and a group you share")  # fmt: skip
+        return
+    report.add("unix.error", "problem", f"connect() failed: {os.strerror(code)}", evidence)
