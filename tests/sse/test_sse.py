@@ -4,7 +4,9 @@ misbehaving ones. Reconnection, replay, gaps, shutdown, refusals."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -309,3 +311,43 @@ def test_channel_types() -> None:
         assert server.peer is not None
         assert client.peer is not None
         assert server.peer.address is not None
+
+
+def test_big_batches_never_overrun_the_replay_buffer() -> None:
+    with (
+        ipcwire.listen(URL, replay=5, replay_bytes=4096) as listener,
+        stream(listener) as (server, client),
+    ):
+        batch = [bytes([i]) * 1000 for i in range(40)]  # 40 KB through a 4 KB buffer
+        server.send_many(batch, timeout=10)
+        got: list[Any] = []
+        while len(got) < 40:
+            got.extend(client.recv_many(timeout=5))
+        assert got == batch
+        assert server.statistics().dropped == 0
+
+
+def test_skipped_event_ids_are_a_gap_even_without_a_gap_event() -> None:
+    """A server ipcwire did not write, whose stream jumps from event 1 to event 3."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+            b"id: s-1\ndata: b25l\n\nid: s-3\ndata: dGhyZWU=\n\n"
+        )
+        conn.recv(1)  # until the client goes
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with ipcwire.connect(f"sse+http://127.0.0.1:{port}/", timeout=5) as ch:
+        assert ch.recv(timeout=5) == b"one"
+        with pytest.raises(ChannelBroken, match=r"1 events .* missing"):
+            ch.recv(timeout=5)
+        assert ch.statistics().dropped == 1
+    t.join()
+    lsock.close()

@@ -39,7 +39,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
-from ipcwire.sse._events import END_EVENT, GAP_EVENT, Event, EventParser, decode_data
+from ipcwire.sse._events import END_EVENT, GAP_EVENT, Event, EventParser, decode_data, parse_id
 from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, build_request
 from ipcwire.sse._server import (
     CODEC_HEADER,
@@ -147,6 +147,10 @@ class ClientCore:
         self.bytes_received = 0
         self.dropped = 0
         self.stream_id: str | None = None
+        # The stream and sequence number of the last event, to notice skipped ids.
+        resumed = parse_id(last_event_id) if last_event_id else None
+        self._stream: str | None = resumed[0] if resumed else None
+        self._last_seq = resumed[1] if resumed else 0
 
     # -- a connection -----------------------------------------------------------------------
     def request(self) -> bytes:
@@ -204,7 +208,10 @@ class ClientCore:
                     f"the server the same token=",
                     endpoint=url,
                 )
-        self.stream_id = head.get("x-ipcwire-stream") or self.stream_id
+        sid = head.get("x-ipcwire-stream")
+        if sid and sid != self._stream:  # a new stream: its first event is number 1
+            self._stream, self._last_seq = sid, 0
+        self.stream_id = sid or self.stream_id
         chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
         self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
         self.parser.new_connection()
@@ -245,10 +252,16 @@ class ClientCore:
     def _event(self, ev: Event) -> None:
         if ev.type == GAP_EVENT:
             self._gap(ev)
+            self._position(ev.id)
             return
         if ev.type == END_EVENT:
             self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
             return
+        skipped = self._position(ev.id)
+        if skipped < 0:
+            return  # a duplicate of an event already delivered
+        if skipped > 0:  # ids jumped without a gap event: still never silent
+            self._gap_found(skipped, "event ids skipped without a gap event")
         if ev.oversize:
             limit = self.options.max_frame
             size = ev.oversize if self._text else ev.oversize * 3 // 4
@@ -271,6 +284,29 @@ class ClientCore:
             self.queue.append(_Raise(exc))
             return
         self.bytes_received += len(payload)
+
+    def _position(self, event_id: str) -> int:
+        """Track ``<stream>-<seq>`` ids: how many events were skipped before this one (-1 for
+        a repeat). Ids that are not ipcwire's are not checked."""
+        parsed = parse_id(event_id)
+        if parsed is None:
+            return 0
+        stream, seq = parsed
+        last = self._last_seq if stream == self._stream else None
+        self._stream, self._last_seq = stream, max(seq, last or 0)
+        if last is None:
+            return 0
+        if seq <= last:
+            return -1
+        return seq - last - 1
+
+    def _gap_found(self, lost: int, reason: str) -> None:
+        self.dropped += lost
+        text = f"{self.url}: {lost} events this client should have got are missing ({reason})"
+        if self.allow_gaps:
+            log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
+            return
+        self.queue.append(_Raise(ChannelBroken(text, endpoint=self.url)))
 
     def _gap(self, ev: Event) -> None:
         try:

@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import ssl as ssl_module
 import threading
+from collections.abc import Iterator
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -29,12 +30,15 @@ from ipcwire.ws._web import OriginPolicy, build_pages
 
 __all__ = [
     "CLIENT_OPTIONS",
+    "EVENT_OVERHEAD",
     "LISTEN_OPTIONS",
     "ServerChannelBase",
+    "batches",
     "bind",
     "one_way_error",
 ]
 
+EVENT_OVERHEAD: Final = 64  # at most "id: <32 hex>-<seq>\ndata: " and "\n\n" per event
 CLIENT_OPTIONS: Final = (
     "timeout",
     "reconnect",
@@ -57,6 +61,24 @@ LISTEN_OPTIONS: Final = (
     "keepalive",
     "retry",
 )
+
+
+def batches(
+    datas: list[bytes], max_events: int, max_bytes: int
+) -> Iterator[tuple[list[bytes], int]]:
+    """Split events into batches the replay buffer can hold whole (count and bytes), so an
+    event is never evicted before it was written."""
+    batch: list[bytes] = []
+    size = 0
+    for data in datas:
+        nbytes = len(data) + EVENT_OVERHEAD
+        if batch and (len(batch) >= max_events or size + nbytes > max_bytes):
+            yield batch, size
+            batch, size = [], 0
+        batch.append(data)
+        size += nbytes
+    if batch:
+        yield batch, size
 
 
 def one_way_error(url: str, *, server: bool = False) -> LocalProtocolError:

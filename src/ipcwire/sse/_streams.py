@@ -60,13 +60,16 @@ class ServerStream:
         self.aio_waiters: list[asyncio.Future[None]] = []
 
     # -- senders (any thread, holding lock) -------------------------------------------------
-    def has_room(self, n: int = 1) -> bool:
-        """Whether a sender may append ``n`` events now (always while no client is attached;
-        callers split batches larger than ``max_events``)."""
+    def has_room(self, n: int = 1, nbytes: int = 0) -> bool:
+        """Whether a sender may append ``n`` events of ``nbytes`` now: always while no client
+        is attached, or when nothing waits for it; else only within the buffer's limits, so
+        an event the client has not got yet is never evicted (callers split batches larger
+        than ``max_events``)."""
         if not self.attached or self.written >= self.seq:
             return True
         return (
-            self.seq - self.written + n <= self.max_events and self.unwritten_bytes < self.max_bytes
+            self.seq - self.written + n <= self.max_events
+            and self.unwritten_bytes + nbytes <= self.max_bytes
         )
 
     def append(self, datas: list[bytes]) -> Callable[[], None] | None:

@@ -27,7 +27,13 @@ from ipcwire.errors import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.sse._client import DEFAULT_RETRY, DEFAULT_RETRY_FOR, ClientCore, resolve
-from ipcwire.sse._common import CLIENT_OPTIONS, ServerChannelBase, bind, one_way_error
+from ipcwire.sse._common import (
+    CLIENT_OPTIONS,
+    ServerChannelBase,
+    batches,
+    bind,
+    one_way_error,
+)
 from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SseServer
 from ipcwire.sse._streams import ServerStream
@@ -360,13 +366,11 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
         s = self._stream
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        step = s.max_events
-        for start in range(0, len(datas), step):
-            batch = datas[start : start + step]
+        for batch, nbytes in batches(datas, s.max_events, s.max_bytes):
             while True:
                 with s.lock:
                     self._check_open()
-                    if s.has_room(len(batch)):
+                    if s.has_room(len(batch), nbytes):
                         wake = s.append(batch)
                         break
                     fut: asyncio.Future[None] = loop.create_future()

@@ -43,7 +43,13 @@ from ipcwire.sse._client import (
     ClientCore,
     resolve,
 )
-from ipcwire.sse._common import CLIENT_OPTIONS, ServerChannelBase, bind, one_way_error
+from ipcwire.sse._common import (
+    CLIENT_OPTIONS,
+    ServerChannelBase,
+    batches,
+    bind,
+    one_way_error,
+)
 from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SHUTDOWN_TIMEOUT, SseServer
 from ipcwire.sse._streams import ServerStream
@@ -371,12 +377,10 @@ class SseServerChannel(ServerChannelBase, Channel):
     def _append(self, datas: list[bytes], count: int, size: int, timeout: float | None) -> None:
         s = self._stream
         deadline = None if timeout is None else time.monotonic() + timeout
-        step = s.max_events
-        for start in range(0, len(datas), step):
-            batch = datas[start : start + step]
+        for batch, nbytes in batches(datas, s.max_events, s.max_bytes):
             with s.lock:
                 self._check_open()
-                while not s.has_room(len(batch)):
+                while not s.has_room(len(batch), nbytes):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise self._full(timeout)
