@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
+from ipcwire.bench.builtin.iceoryx import ICEORYX2
 from ipcwire.bench.builtin.mechanisms import mechanism_contenders
 from ipcwire.bench.builtin.peers import PEERS
 from ipcwire.bench.builtin.pipes import pipe_contenders
@@ -49,7 +50,7 @@ def all_contenders(notes: list[str]) -> list[Contender]:
         except ImportError as exc:
             notes.append(f"contender module {module} not loaded: {exc}")
     found: dict[str, Contender] = {}
-    rows = (*BASELINES, *mechanism_contenders(notes), *pipe_contenders(notes), *PEERS)
+    rows = (*BASELINES, *mechanism_contenders(notes), *pipe_contenders(notes), *PEERS, ICEORYX2)
     for c in (*rows, *contenders()):
         found.setdefault(c.id, c)
     return list(found.values())
