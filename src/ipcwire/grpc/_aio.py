@@ -131,12 +131,12 @@ class AioStream(AioChannel):
     async def _send(self, items: list[bytes], timeout: float | None) -> None:
         self._check_send()
         try:
-            async with asyncio.timeout(timeout), self._lock:
-                for data in items:
-                    self._check_send()
-                    await self._write(data)
-                    self._sent += 1
-                    self._bytes_sent += len(data)
+            if timeout is None:
+                async with self._lock:
+                    await self._write_all(items)
+            else:
+                async with asyncio.timeout(timeout), self._lock:
+                    await self._write_all(items)
         except TimeoutError:
             self._broken = ChannelBroken(
                 f"an earlier send to {self.url} timed out and cancelled the stream",
@@ -160,6 +160,14 @@ class AioStream(AioChannel):
                 f"{self.url} broke while sending: {exc!r}", endpoint=self.url
             ) from exc
 
+    async def _write_all(self, items: list[bytes]) -> None:
+        write = self._write
+        for data in items:
+            self._check_send()
+            await write(data)
+            self._sent += 1
+            self._bytes_sent += len(data)
+
     def _check_send(self) -> None:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -170,7 +178,15 @@ class AioStream(AioChannel):
     async def recv(self, *, timeout: float | None = None) -> Any:
         if not self._inbox or self._closed:
             await self._wait(timeout)
-        return self._pop(1)[0]
+        msg = self._inbox.popleft()
+        n = len(msg)
+        self._queued -= n
+        self._received += 1
+        self._bytes_received += n
+        r = self._resume
+        if r is not None and self._queued <= LOW_WATER and not r.done():
+            r.set_result(None)
+        return msg if self._raw else self._codec.decode(memoryview(msg))
 
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
