@@ -47,11 +47,11 @@ def say(*words: object) -> None:
 
 def make_message(seq: int, rng: random.Random, max_size: int) -> bytes:
     roll = rng.random()
-    if roll < 0.90:
+    if roll < 0.95:
         n = rng.randrange(0, min(max_size, 256) + 1)
-    elif roll < 0.99:
-        n = rng.randrange(0, min(max_size, 1 << 16) + 1)
-    else:
+    elif roll < 0.997:
+        n = rng.randrange(0, min(max_size, 1 << 14) + 1)
+    else:  # long: split into fragments by a 64 KiB ring
         n = rng.randrange(0, max_size + 1)
     off = rng.randrange(0, len(POOL) - n + 1)
     payload = POOL[off : off + n]

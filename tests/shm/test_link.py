@@ -70,12 +70,14 @@ def test_stream_verified_across_implementations(mine: str, theirs: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("policy", ["spin", "hybrid"])
 def test_soak_millions_of_messages(policy: str) -> None:
     _stream(2_000_000, 300_000, IMPLS[0], IMPLS[0], policy)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_soak_across_implementations() -> None:
     if len(IMPLS) < 2:
         pytest.skip("the C extension is not built")

@@ -246,11 +246,13 @@ int ipcw_release(ipcw_ring *r)
     return used > r->cap || r->cap - used >= need; /* nonsense values: wake, let it check */
 }
 
+/* Consumer: bytes published and not yet consumed, read fresh (0 if the index is nonsense). */
 uint64_t ipcw_used(ipcw_ring *r)
 {
     if (r->corrupt)
         return 0;
-    return r->peer - r->pos;
+    uint64_t used = atomic_load_explicit(&r->hdr->tail, memory_order_acquire) - r->pos;
+    return used > r->cap ? 0 : used;
 }
 
 void ipcw_mark_closed(ipcw_ring *r, int producer)

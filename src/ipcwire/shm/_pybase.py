@@ -1,0 +1,486 @@
+"""The pure-Python ring, part 1: layout access, errors, serialisation and waiting.
+
+The fallback when the C extension is not built (``_pyring.PyRing`` is the class to use).
+
+Same memory layout, record format and protocol as ``src/ipcwire/_ext/ring.c`` (read that
+file's comments for the design), so a C end and a Python end interoperate. Slower (every
+operation is interpreted), but correct: every index and record header read from shared memory
+is validated before use, exactly as in C.
+
+Memory ordering: CPython has no atomics, so this relies on what the hardware gives. Index
+fields are read and written through ``memoryview.cast("Q")``, which CPython performs as one
+aligned 8-byte load or store (atomic on 64-bit CPUs). On x86-64 (total store order) stores
+are seen in program order and loads are not reordered with other loads, which gives the
+release/acquire pairs for free; the one store-then-load pattern that needs a full fence (the
+"waiting" flag handshake, see ring.c) gets it from a locked instruction: acquiring a
+``threading.Lock``. Weakly ordered CPUs (ARM, POWER) need real fences, so there this fallback
+refuses to run and asks for the C extension.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import select
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING, Final
+
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    LocalProtocolError,
+    MechanismUnavailable,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.shm import _layout as L
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["RingBase", "init_ring", "release"]
+
+_REC: Final = struct.Struct("=IIQ")
+_ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
+_SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
+_TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+_fence_lock = threading.Lock()
+_monotonic = time.monotonic
+
+
+def _fence() -> None:
+    """A full memory barrier on x86: acquiring a lock runs a locked instruction."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+def _align(n: int) -> int:
+    return (n + L.ALIGN - 1) & ~(L.ALIGN - 1)
+
+
+def _check_machine() -> None:
+    if platform.machine().lower() not in _TSO_MACHINES:
+        raise MechanismUnavailable(
+            f"the pure-Python shared-memory ring needs x86 memory ordering; this is a "
+            f"{platform.machine()} CPU: build the C extension (pip install ipcwire with a C "
+            f"compiler available, without IPCWIRE_NO_EXT=1)"
+        )
+
+
+def init_ring(buffer: Buffer, capacity: int, offset: int = 0) -> None:
+    """Write a fresh ring header at ``offset`` (the creator does this before sharing)."""
+    mv = memoryview(buffer)
+    try:
+        if not (L.MIN_CAPACITY <= capacity <= L.MAX_CAPACITY) or capacity & (capacity - 1):
+            raise ValueError("capacity must be a power of two from 4 KiB to 4 GiB")
+        if offset < 0 or len(mv) - offset < L.HEADER_SIZE + capacity or offset % L.ALIGN:
+            raise ValueError(
+                "the buffer is too small for the ring, or the offset is not 16-aligned"
+            )
+        hdr = mv[offset : offset + L.HEADER_SIZE]
+        hdr[:] = bytes(L.HEADER_SIZE)
+        struct.pack_into("=QIIQ", hdr, 0, L.MAGIC, L.VERSION, L.HEADER_SIZE, capacity)
+        hdr.release()
+    finally:
+        mv.release()
+
+
+class _Wait:
+    """How a blocked end waits: eventfds, the liveness socket, the policy."""
+
+    def __init__(self, wait_fd: int, wake_fd: int, alive_fd: int, policy: str, spin_ns: int):
+        self.wait_fd = wait_fd
+        self.wake_fd = wake_fd
+        self.alive_fd = alive_fd
+        self.policy = policy
+        self.spin_ns = spin_ns
+        self.poller = select.poll()
+        if wait_fd >= 0:
+            self.poller.register(wait_fd, select.POLLIN)
+        if alive_fd >= 0:
+            self.poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
+        self.alive_poller = select.poll()
+        if alive_fd >= 0:
+            self.alive_poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
+
+    def signal(self) -> None:
+        if self.wake_fd >= 0:
+            try:
+                os.eventfd_write(self.wake_fd, 1)
+            except BlockingIOError:
+                pass  # the counter is saturated: a wake-up is pending anyway
+
+    def signal_self(self) -> None:
+        if self.wait_fd >= 0:
+            try:
+                os.eventfd_write(self.wait_fd, 1)
+            except BlockingIOError:
+                pass
+
+    def drain(self) -> None:
+        try:
+            os.eventfd_read(self.wait_fd)
+        except BlockingIOError:
+            pass
+
+    def alive(self) -> bool:
+        return self.alive_fd < 0 or not self.alive_poller.poll(0)
+
+    def close(self) -> None:
+        for name in ("wait_fd", "wake_fd", "alive_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+
+def _dup(fd: int, nonblock: bool = False) -> int:
+    if fd < 0:
+        return -1
+    d = os.dup(fd)  # inheritable=False by default
+    if nonblock:
+        os.set_blocking(d, False)
+    return d
+
+
+class RingBase:
+    """State, errors, serialisation and waiting of one ring end (see :class:`PyRing`)."""
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        role: str,
+        *,
+        offset: int = 0,
+        size: int = -1,
+        wait_fd: int = -1,
+        wake_fd: int = -1,
+        alive_fd: int = -1,
+        policy: str = "hybrid",
+        spin_ns: int = 50000,
+        max_message: int = 64 * 1024 * 1024,
+        name: str = "shm ring",
+    ) -> None:
+        _check_machine()
+        if role not in ("producer", "consumer"):
+            raise ValueError("role must be 'producer' or 'consumer'")
+        if policy not in L.POLICIES:
+            raise ValueError("policy must be 'spin', 'park' or 'hybrid'")
+        if policy != "spin" and wait_fd < 0:
+            raise ValueError("the 'park' and 'hybrid' policies need a wait_fd (an eventfd)")
+        if spin_ns < 0:
+            raise ValueError("spin_ns must not be negative")
+        self.name = name
+        self.producer = role == "producer"
+        self.max_message = max_message
+        self.messages = 0
+        self.nbytes = 0
+        self._closed = False
+        self._in_use = False
+        self._lock = threading.Lock()
+        self.max_send = 1 << 64
+        self._corrupt: str | None = None
+        self._send_broken = False
+        self._progress = 0  # bytes of the message being sent that are in the ring
+        self._loan: tuple[int, int, memoryview] | None = None  # (offset, size, view)
+        self._view: tuple[int, memoryview] | None = None  # (record size, view)
+        self._partial: bytearray | None = None
+        self._partial_total = 0
+        self._discarding = False
+        self._alive_at = 0.0
+        mv = memoryview(buffer)
+        if mv.readonly:
+            raise TypeError("the ring needs a writable buffer")
+        end = len(mv) if size < 0 else offset + size
+        if offset < 0 or end > len(mv):
+            raise ValueError("offset/size outside the buffer")
+        self._mv = mv
+        region = mv[offset:end].cast("B")
+        if len(region) < L.HEADER_SIZE:
+            why: str | None = "the region is smaller than a ring header (512 bytes)"
+        else:
+            magic, version, header_size, capacity = struct.unpack_from("=QIIQ", region, 0)
+            why = L.header_problem(magic, version, header_size, capacity, len(region))
+        if why:
+            region.release()
+            mv.release()
+            raise self._attach_error(why)
+        cap: int = struct.unpack_from("=Q", region, 16)[0]
+        self._u64 = region[: L.HEADER_SIZE].cast("Q")
+        self._u32 = region[: L.HEADER_SIZE].cast("I")
+        self._data = region[L.HEADER_SIZE : L.HEADER_SIZE + cap]
+        region.release()
+        tail: int = self._u64[L.TAIL]
+        head: int = self._u64[L.HEAD]
+        if tail < head or tail - head > cap or (tail | head) % L.ALIGN:
+            for v in (self._u64, self._u32, self._data, mv):
+                v.release()
+            raise self._attach_error("head/tail indices out of range")
+        self.capacity = cap
+        self._mask = cap - 1
+        self.max_record = cap // 2 - L.RECORD_HEADER
+        self._fragment = cap // 4 - L.RECORD_HEADER
+        self._pos: int = tail if self.producer else head
+        self._pub: int = self._pos
+        self._peer: int = head if self.producer else tail
+        self._w = _Wait(
+            _dup(wait_fd, nonblock=True), _dup(wake_fd), _dup(alive_fd), policy, spin_ns
+        )
+
+    def _attach_error(self, why: str) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"{self.name}: cannot attach to the shared-memory ring: {why}", endpoint=self.name
+        )
+
+    # -- settings and state ------------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        return "producer" if self.producer else "consumer"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def policy(self) -> str:
+        return self._w.policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        if value not in L.POLICIES:
+            raise ValueError("policy must be 'spin', 'park' or 'hybrid'")
+        self._w.policy = value
+
+    @property
+    def spin_ns(self) -> int:
+        return self._w.spin_ns
+
+    @spin_ns.setter
+    def spin_ns(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("spin_ns must be a non-negative int")
+        self._w.spin_ns = value
+
+    @property
+    def buffered(self) -> int:
+        if self._closed or self._corrupt:
+            return 0
+        if self.producer:
+            return self._pos - self._peer
+        used: int = self._u64[L.TAIL] - self._pos  # read fresh; 0 if it is nonsense
+        return used if 0 <= used <= self.capacity else 0
+
+    @property
+    def broken(self) -> bool:
+        return self._corrupt is not None or self._send_broken
+
+    # -- errors ------------------------------------------------------------------------------
+    def _fail(self, why: str) -> RemoteProtocolError:
+        self._corrupt = why
+        return self._corrupt_error()
+
+    def _corrupt_error(self) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"{self.name}: the shared-memory ring is corrupt ({self._corrupt}); the peer is "
+            f"buggy or hostile, or something else wrote into the segment. Close the channel "
+            f"and reconnect",
+            endpoint=self.name,
+        )
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"{self.name} is closed", endpoint=self.name)
+
+    def _gone_error(self) -> ChannelBroken:
+        extra = "; a partly received message was discarded" if self._partial is not None else ""
+        return ChannelBroken(
+            f"the peer of {self.name} went away without closing the channel (its process "
+            f"exited or was killed){extra}",
+            endpoint=self.name,
+        )
+
+    def _timeout_error(self, partial: bool = False) -> Timeout:
+        if not self.producer:
+            return Timeout(f"no message from {self.name} within the timeout", endpoint=self.name)
+        if partial:
+            return Timeout(
+                f"send to {self.name} timed out part-way through a long message (the peer is "
+                f"not reading); the channel cannot be used for sending any more",
+                endpoint=self.name,
+            )
+        return Timeout(
+            f"send to {self.name} timed out: the ring is full and the peer is not reading; "
+            f"nothing was sent",
+            endpoint=self.name,
+        )
+
+    def _eof_error(self) -> EndOfChannel | ChannelBroken:
+        if self.producer:
+            return ChannelBroken(
+                f"the peer closed {self.name}, so nothing more can be sent", endpoint=self.name
+            )
+        if self._partial is not None or self._discarding:
+            return ChannelBroken(
+                f"{self.name} closed in the middle of a message; the partial message was discarded",
+                endpoint=self.name,
+            )
+        return EndOfChannel(f"{self.name}: the peer closed its end", endpoint=self.name)
+
+    def _too_large(self, size: int, limit: int, loan: bool | str = False) -> FrameTooLarge:
+        if loan == "send":
+            text = (
+                f"{self.name}: a message of {size} bytes was not sent: over the peer's limit of "
+                f"{limit} bytes (its max_frame); raise max_frame= on both sides, or split the "
+                f"message"
+            )
+        elif loan:
+            text = (
+                f"{self.name}: a loan of {size} bytes is over the limit of {limit} (half the "
+                f"ring); connect with a larger capacity=, or use send(), which splits long "
+                f"messages"
+            )
+        else:
+            text = (
+                f"{self.name}: a message of {size} bytes arrived, over max_frame={limit}; it "
+                f"was skipped. Raise max_frame= on this side"
+            )
+        return FrameTooLarge(text, size=size, limit=limit, endpoint=self.name)
+
+    def _enter(self, producer: bool, deadline: float | None = None) -> None:
+        """Take this end for one call; a call already running in another thread is waited
+        for (up to the deadline), so concurrent calls are serialised."""
+        if self._closed:
+            raise self._closed_error()
+        if producer != self.producer:
+            can = "send" if self.producer else "receive"
+            raise LocalProtocolError(
+                f"this end of the ring of {self.name} can only {can}", endpoint=self.name
+            )
+        if not self._lock.acquire(blocking=False):
+            if deadline is None:
+                got = self._lock.acquire()
+            else:
+                got = deadline != 0.0 and self._lock.acquire(
+                    timeout=max(deadline - _monotonic(), 0.0)
+                )
+            if not got:
+                raise Timeout(
+                    f"{self.name}: another thread's call on this channel did not finish in time",
+                    endpoint=self.name,
+                )
+        if self._closed:
+            self._lock.release()
+            raise self._closed_error()
+        self._in_use = True
+
+    def _leave(self) -> None:
+        self._in_use = False
+        self._lock.release()
+        if self._closed:
+            self._free()
+
+    def _free(self) -> None:
+        self._w.close()
+        for mv in (self._u64, self._u32, self._data, self._mv):
+            release(mv)
+
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
+        """None: forever; 0.0: do not wait; otherwise a time.monotonic() deadline."""
+        if timeout is None:
+            return None
+        if math.isnan(timeout):
+            raise ValueError("timeout must not be NaN")
+        return 0.0 if timeout <= 0 else _monotonic() + timeout
+
+    # -- waiting -----------------------------------------------------------------------------
+    def _ready(self, need: int) -> bool:
+        u64, u32 = self._u64, self._u32
+        if self.producer:
+            head = u64[L.HEAD]
+            if head > self._pos or self._pos - head > self.capacity:
+                return True  # nonsense: let _reserve report it
+            return self.capacity - (self._pos - head) >= need or bool(u32[L.CONSUMER_CLOSED])
+        return u64[L.TAIL] != self._pos or bool(u32[L.PRODUCER_CLOSED])
+
+    def _wait(self, need: int, deadline: float | None) -> None:
+        """Return when it is worth looking again; raise on timeout, peer death, close."""
+        w = self._w
+        if deadline == 0.0:
+            if w.alive():
+                raise self._timeout_error()
+            if self._ready(need):
+                return  # gone, but what it published before dying is still delivered
+            raise self._gone_error()
+        start = _monotonic()
+        spin_until = start if w.policy == "park" else start + w.spin_ns / 1e9
+        next_alive = start + 0.001
+        if w.policy == "spin":
+            spin_until = float("inf")
+        i = 0
+        while spin_until > start:
+            if self._ready(need):
+                return
+            if self._closed:
+                raise self._closed_error()
+            i += 1
+            if i % _SPIN_CHECK == 0:
+                now = _monotonic()
+                if deadline is not None and now >= deadline:
+                    raise self._timeout_error()
+                if now >= next_alive:
+                    next_alive = now + 0.001
+                    if not w.alive():
+                        if self._ready(need):
+                            return
+                        raise self._gone_error()
+                if now >= spin_until:
+                    break
+        self._park(need, deadline)
+
+    def _park(self, need: int, deadline: float | None) -> None:
+        w, u32 = self._w, self._u32
+        flag = L.PRODUCER_WAITING if self.producer else L.CONSUMER_WAITING
+        if self.producer:
+            self._u64[L.PRODUCER_NEED] = need
+        while True:
+            u32[flag] = 1
+            _fence()
+            if self._ready(need):
+                u32[flag] = 0
+                return
+            if self._closed:
+                u32[flag] = 0
+                raise self._closed_error()
+            if deadline is None:
+                ms = None
+            else:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    u32[flag] = 0
+                    raise self._timeout_error()
+                ms = max(1, int(left * 1000 + 0.999))
+            try:
+                events = w.poller.poll(ms)
+            finally:
+                u32[flag] = 0
+            for fd, _ in events:
+                if fd == w.wait_fd:
+                    w.drain()
+                elif fd == w.alive_fd:
+                    if self._ready(need):
+                        return
+                    raise self._gone_error()
+            if self._closed:
+                raise self._closed_error()
+
+
+def release(mv: memoryview) -> None:
+    try:
+        mv.release()
+    except BufferError:
+        pass  # something derived from it (a numpy array) still holds it; it keeps the mapping
