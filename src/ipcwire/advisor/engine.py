@@ -306,7 +306,10 @@ def _from_measurements(
     for (scheme, wait), rows in fits.items():
         if len(rows) != len(asked):
             continue  # reaches one number asked for but not the other
-        spec = lookup(scheme)
+        try:
+            spec = lookup(scheme)
+        except InvalidURL:
+            continue  # measured on a machine whose ipcwire had it; not registered here
         pick = Pick(scheme, wait=wait if wait in spec.capabilities.wait_policies else None)
         if any(c.pick.scheme == pick.scheme and c.pick.wait == pick.wait for c in known):
             continue
@@ -326,13 +329,19 @@ def _from_measurements(
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
 
 
-def advise(answers: Answers, bench: BenchResults | None = None, *, size: int = 64) -> Advice:
+def advise(
+    answers: Answers,
+    bench: BenchResults | None = None,
+    *,
+    size: int = 64,
+    rules: tuple[Rule, ...] = RULES,
+) -> Advice:
     """Answer ``ipcwire choose``: walk the rules, keep what the registry allows, weigh the
-    numbers (``size``: the message size the round trip is judged at)."""
+    numbers (``size``: the message size the round trip is judged at; ``rules``: the table)."""
     values = answers.as_dict()
     steps: list[Step] = []
     candidates: list[Candidate] = []
-    for rule in RULES:
+    for rule in rules:
         step = Step(rule, holds(rule.when, values))
         if step.failed is None:
             for pick in rule.picks:
@@ -340,7 +349,14 @@ def advise(answers: Answers, bench: BenchResults | None = None, *, size: int = 6
                 step.considered.append(seen)
                 duplicate = any(c.pick == pick for c in candidates)
                 if seen.skipped is None and not duplicate:
-                    candidates.append(Candidate(pick, seen.title, seen.url, rule, rule.because))
+                    because = (
+                        rule.because
+                        if pick == rule.picks[0]
+                        else (
+                            f"the alternative {rule.id} offers (its first choice: {rule.because})"
+                        )
+                    )
+                    candidates.append(Candidate(pick, seen.title, seen.url, rule, because))
         steps.append(step)
     warnings: list[str] = []
     notes: list[str] = []

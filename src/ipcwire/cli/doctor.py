@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rich.console import Console
 from rich.markup import escape
 
-from ipcwire.doctor import Report, check_machine, check_pid, check_shm, diagnose
 from ipcwire.errors import InvalidURL
+
+if TYPE_CHECKING:
+    from ipcwire.doctor import Report
 
 __all__ = ["add_parser", "render", "run"]
 
@@ -69,6 +71,8 @@ def render(reports: list[Report], console: Console) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks asked for: 1 when any found a problem, 0 otherwise, 2 on bad input."""
+    from ipcwire.doctor import check_machine, check_pid, check_shm, diagnose
+
     reports: list[Report] = []
     try:
         if args.target:

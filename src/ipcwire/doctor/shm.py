@@ -21,7 +21,6 @@ from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners, mem
 from ipcwire.doctor._model import Report, Status
 from ipcwire.doctor.queues import mq_lock_name
 from ipcwire.shm import _layout as L
-from ipcwire.shm._segment import MEMFD_NAME
 
 __all__ = ["DEV_SHM", "Usage", "check_shm", "ring_problems", "scan_usage"]
 
@@ -29,7 +28,6 @@ DEV_SHM: Final = "/dev/shm"  # noqa: S108 - the POSIX shared-memory mount, read 
 DOCKER_DEFAULT: Final = 64 * 1024 * 1024
 _HEAD: Final = struct.Struct("=QIIQ")
 _INDEX: Final = struct.Struct("=Q")
-_MEMFD: Final = f"/memfd:{MEMFD_NAME}"
 
 
 @dataclass(slots=True)
@@ -44,6 +42,9 @@ class Usage:
 
 def scan_usage() -> Usage:
     """Read every visible process's mappings and descriptors once."""
+    from ipcwire.shm._segment import MEMFD_NAME  # the name ipcwire gives its ring memfds
+
+    memfd = f"/memfd:{MEMFD_NAME}"
     usage = Usage()
     me = os.getpid()
     for pid in all_pids():
@@ -56,11 +57,11 @@ def scan_usage() -> Usage:
             continue
         for m in maps:
             usage.users.setdefault(m.path.removesuffix(" (deleted)"), set()).add(pid)
-            if m.path.startswith(_MEMFD) and m.offset == 0:
+            if m.path.startswith(memfd) and m.offset == 0:
                 _note_ring(usage, pid, m.map_file(pid))
         for fd, target in fds.items():
             usage.users.setdefault(target, set()).add(pid)
-            if target.startswith(_MEMFD):
+            if target.startswith(memfd):
                 _note_ring(usage, pid, f"/proc/{pid}/fd/{fd}")
     return usage
 

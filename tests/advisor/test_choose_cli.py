@@ -1,0 +1,186 @@
+"""``ipcwire choose`` run as a user runs it: flags, prompts fed through stdin, bench files, a
+real short measurement."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tests.advisor._bench_doc import bench_doc
+
+# The shared-memory mechanism is being written concurrently; where it is not registered yet,
+# these runs register a stand-in with the capabilities it declares (zero-copy, three wait
+# policies, Linux), through the public register() used by third-party mechanisms.
+STAND_IN = textwrap.dedent(
+    """
+    import sys
+    import ipcwire
+    from ipcwire.registry import Capabilities, MechanismSpec, register
+    try:
+        ipcwire.lookup("shm")
+    except ipcwire.InvalidURL:
+        register(MechanismSpec(scheme="shm", title="Shared memory (stand-in)", summary="",
+                 capabilities=Capabilities(zero_copy=True, wait_policies=("spin", "park",
+                 "hybrid"), platforms=("linux",)), blocking="ipcwire.shm.blocking",
+                 example_url="shm://app"))
+    from ipcwire.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def choose(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", STAND_IN, "choose", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def choose_json(*args: str, stdin: str = "") -> dict[str, Any]:
+    out = choose(*args, "--json", stdin=stdin)
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def test_flags_give_recommendation_runner_up_and_path() -> None:
+    data = choose_json("--relation", "parent-child", "--progress")
+    assert data["answers"]["progress"] is True
+    rec, runner = data["recommended"], data["runner_up"]
+    assert (rec["scheme"], rec["rule"]) == ("unix", "parent-child-progress")
+    assert rec["url"].startswith("unix://")
+    assert runner["scheme"] == "pipe"
+    path = data["path"]
+    assert path[-1]["rule"] == "parent-child-progress" and path[-1]["applies"]
+    assert not path[0]["applies"] and "survives a crash is no" in path[0]["text"]
+
+
+def test_human_output_shows_the_path_and_says_numbers_are_rules_of_thumb() -> None:
+    out = choose("--latency", "10us")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "Recommended: Unix domain socket" in text
+    assert "Runner-up:" in text
+    assert "latency-under-10us: yes (round trip <= 10.0 µs)" in text
+    assert "rules of thumb, not measurements of this machine" in text
+
+
+def test_interactive_prompts_read_plain_lines_and_reask_on_nonsense() -> None:
+    answers = ["parent-child", "", "yes", "sideways", "both", *[""] * 20]
+    data = choose_json("-i", stdin="\n".join(answers) + "\n")
+    assert data["answers"]["relation"] == "parent-child"
+    assert data["answers"]["progress"] is True
+    assert data["answers"]["direction"] == "both"
+    assert data["recommended"]["scheme"] == "unix"
+
+
+def test_interactive_prompts_go_to_stderr_and_skip_questions_that_cannot_matter() -> None:
+    out = choose("-i", "--json", stdin="\n" * 30)
+    assert out.returncode == 0, out.stderr
+    assert "Are the processes parent and child" in out.stderr
+    assert "Must progress flow back" not in out.stderr  # unrelated, no agents: cannot matter
+    assert "choose one of" not in out.stderr
+    assert json.loads(out.stdout)["recommended"]["scheme"] == "unix"
+
+
+def test_interactive_reasks_until_valid_and_fails_cleanly_at_end_of_input() -> None:
+    out = choose("-i", stdin="sideways\n")
+    assert out.returncode == 2
+    assert "choose one of parent-child, unrelated" in out.stderr
+    assert "the input ended before the question --relation was answered" in out.stderr
+
+
+def _vm_bench(tmp_path: Path) -> Path:
+    doc = bench_doc(
+        [
+            ("unix", "park", "round_trip", 45.0),
+            ("tcp", "park", "round_trip", 52.0),
+            ("shm", "spin", "round_trip", 0.8),
+            ("shm", "hybrid", "round_trip", 31.0),
+            ("shm", "park", "round_trip", 40.0),
+            ("unix", "park", "throughput", 1.4e9),
+            ("shm", "spin", "throughput", 9e9),
+        ]
+    )
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_measurement_contradicting_the_rule_of_thumb_warns(tmp_path: Path) -> None:
+    data = choose_json("--latency", "10us", "--bench", str(_vm_bench(tmp_path)))
+    rec = data["recommended"]
+    assert rec["scheme"] == "unix" and rec["rule"] == "latency-under-10us"
+    assert rec["meets_requirements"] is False
+    claim = rec["measured"][0]
+    assert claim["value"] == 45.0 and claim["contender"] == "ipcwire/unix/blocking/park"
+    assert "over the 10.0 µs asked for" in claim["text"]
+    warnings = " ".join(data["warnings"])
+    assert "does not hold on this machine: unix measured round trip p50 45.0 µs" in warnings
+    assert "only shm (wait=spin) reached what you asked for" in warnings
+    assert "--idle-sleep no" in warnings
+    assert "Virtual machine" in warnings
+    assert data["bench"]["source"].endswith("results.json")
+
+
+def test_measurement_picks_spinning_shared_memory_when_spinning_is_allowed(
+    tmp_path: Path,
+) -> None:
+    data = choose_json("--latency", "10us", "--idle-sleep", "no", "--bench",
+                       str(_vm_bench(tmp_path)))  # fmt: skip
+    rec = data["recommended"]
+    assert (rec["scheme"], rec["wait"], rec["rule"]) == ("shm", "spin", None)
+    assert rec["url"].endswith("?wait=spin")
+    assert rec["meets_requirements"] is True
+    assert rec["because"].startswith("measured here: round trip p50 0.80 µs")
+    assert data["runner_up"]["meets_requirements"] is False
+
+
+def test_under_a_microsecond_needs_spinning(tmp_path: Path) -> None:
+    data = choose_json("--latency", "500ns")
+    considered = [c for step in data["path"] for c in step["considered"]]
+    spin = next(c for c in considered if c["pick"] == "shm (wait=spin)")
+    assert "spins while it waits, but it must sleep when idle" in spin["skipped"]
+    data = choose_json("--latency", "500ns", "--idle-sleep", "no")
+    assert (data["recommended"]["scheme"], data["recommended"]["wait"]) == ("shm", "spin")
+
+
+def test_numbers_that_agree_with_the_rule_back_it_without_warnings(tmp_path: Path) -> None:
+    doc = bench_doc([("unix", "park", "round_trip", 7.5), ("tcp", "park", "round_trip", 12.0)],
+                    vm=False)  # fmt: skip
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(doc))
+    data = choose_json("--latency", "10us", "--bench", str(path))
+    assert data["recommended"]["scheme"] == "unix"
+    assert data["recommended"]["meets_requirements"] is True
+    assert data["warnings"] == []
+
+
+def test_a_file_that_is_not_a_bench_report_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"hello": 1}')
+    out = choose("--bench", str(path))
+    assert out.returncode == 1
+    assert "is not an ipcwire bench report" in out.stderr
+    assert "ipcwire bench --json" in out.stderr
+
+
+def test_measure_runs_a_short_real_benchmark() -> None:
+    data = choose_json("--relation", "parent-child", "--progress", "--latency", "10ms",
+                       "--measure")  # fmt: skip
+    assert data["bench"]["source"] == "measured now (ipcwire choose --measure)"
+    rec = data["recommended"]
+    assert rec["scheme"] == "unix"
+    kinds = {m["metric"]: m for m in rec["measured"]}
+    assert kinds["round_trip"]["contender"].startswith("ipcwire/unix/")
+    assert 0 < kinds["round_trip"]["value"] < 10_000  # µs: measured, under 10 ms here
+    assert kinds["round_trip"]["meets"] is True
+    assert kinds["throughput"]["value"] > 0
