@@ -10,10 +10,12 @@ ipcwire channel is a *pair* of queues:
   have it open, so a crash leaves nothing behind. The listener unlinks ``/app`` on close
   (``unlink=False`` keeps it).
 
-Each message is one kernel message, so the size limit is the queue's ``msgsize`` (8 KiB by
-default on Linux); ``maxmsg``/``msgsize`` are checked against ``/proc/sys/fs/mqueue`` before the
-kernel can answer with a bare EINVAL. :class:`~ipcwire.mq.blocking.MessageQueue` is the single
-queue underneath, for work queues shared by many processes.
+A message shorter than the queue's ``msgsize`` (8 KiB by default on Linux) is one kernel
+message; a longer one travels in ``msgsize`` pieces and is delivered whole (or not at all), so
+channels carry messages up to ``max_frame``. ``maxmsg``/``msgsize`` are checked against
+``/proc/sys/fs/mqueue`` before the kernel can answer with a bare EINVAL.
+:class:`~ipcwire.mq.blocking.MessageQueue` is the single queue underneath, for work queues
+shared by many processes (one kernel message each, so ``msgsize`` is its hard limit).
 """
 
 from __future__ import annotations
@@ -128,9 +130,7 @@ SPEC = MechanismSpec(
         reliable=True,
         ordered=True,  # within one priority; a higher priority overtakes on purpose
         message_boundaries=True,
-        # the default queue msgsize here; raise it per channel with msgsize= (up to
-        # fs.mqueue.msgsize_max)
-        max_message_size=limits().msgsize_default,
+        max_message_size=None,  # larger than msgsize: sent in pieces, delivered whole
         multi_client=True,
         peer_credentials=False,  # the peer's pid is announced, not vouched for by the kernel
         platforms=("linux",),

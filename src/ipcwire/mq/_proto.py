@@ -16,7 +16,8 @@ welcome. Kernel priorities after that::
     1 .. PRIORITY_MAX-1  data; user priority p travels as p + 1
     0                    end of channel (an empty message): sorts after all data
 
-so the end-of-channel marker is always read after every message sent before it.
+so the end-of-channel marker is always read after every message sent before it. A message
+of ``msgsize`` bytes or more travels in pieces (see :class:`Reassembler`).
 """
 
 from __future__ import annotations
@@ -28,19 +29,23 @@ from typing import Any, Final
 
 import msgspec
 
-from ipcwire.errors import ConfigurationError, RemoteProtocolError
+from ipcwire.errors import ConfigurationError, FrameTooLarge, RemoteProtocolError
 
 __all__ = [
     "EOF_PRIORITY",
     "HANDSHAKE_PRIORITY",
     "USER_PRIORITY_MAX",
     "Hello",
+    "Reassembler",
     "decode_json",
     "encode_json",
     "kernel_priority",
     "pair_names",
+    "pieces",
     "strip_frame",
 ]
+
+Buffer = bytes | bytearray | memoryview
 
 VERSION: Final = 1
 RENDEZVOUS_MSGSIZE: Final = 2048
@@ -146,3 +151,88 @@ class Hello:
                 endpoint=url,
             )
         return cls(pid=pid, up=up, dn=dn, hello=encode_json(hello))
+
+
+class Reassembler:
+    """Joins the pieces of messages larger than a queue's msgsize (sans-IO).
+
+    A sender splits a message of ``size >= msgsize`` bytes into pieces of exactly ``msgsize``
+    bytes followed by one shorter piece (empty when ``size`` is a multiple of ``msgsize``); a
+    message shorter than ``msgsize`` is one piece, so small messages cost nothing extra. Pieces
+    of one message share its priority and one writer sends them back to back, so joining per
+    priority is exact even when higher priorities overtake.
+    """
+
+    __slots__ = ("_parts", "_size", "_skip", "max_frame", "msgsize", "url")
+
+    def __init__(self, msgsize: int, max_frame: int, url: str) -> None:
+        self.msgsize = msgsize
+        self.max_frame = max_frame
+        self.url = url
+        self._parts: dict[int, list[bytes]] = {}
+        self._size: dict[int, int] = {}
+        self._skip: set[int] = set()  # priorities whose current message is over max_frame
+
+    @property
+    def partial(self) -> bool:
+        """True while a message is half received."""
+        return bool(self._parts) or bool(self._skip)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of messages not yet complete."""
+        return sum(self._size.values())
+
+    def feed(self, piece: bytes, priority: int) -> bytes | None:
+        """One piece in; the whole message when this piece completes it.
+
+        Raises:
+            FrameTooLarge: the message grew over ``max_frame``; the rest of it is discarded
+                as it arrives and the next message is delivered normally.
+        """
+        last = len(piece) < self.msgsize
+        if priority in self._skip:
+            if last:
+                self._skip.discard(priority)
+            return None
+        parts = self._parts.get(priority)
+        if parts is None:
+            if last:
+                if len(piece) > self.max_frame:
+                    raise self._too_large(len(piece))
+                return piece
+            parts = self._parts[priority] = []
+            self._size[priority] = 0
+        parts.append(piece)
+        size = self._size[priority] = self._size[priority] + len(piece)
+        if size > self.max_frame:
+            del self._parts[priority], self._size[priority]
+            if not last:
+                self._skip.add(priority)
+            raise self._too_large(size)
+        if not last:
+            return None
+        del self._parts[priority], self._size[priority]
+        return b"".join(parts)
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        return FrameTooLarge(
+            f"a message from {self.url} is over max_frame={self.max_frame} ({size} bytes "
+            f"so far); it is skipped, not delivered",
+            size=size,
+            limit=self.max_frame,
+            endpoint=self.url,
+        )
+
+
+def pieces(data: Buffer, msgsize: int) -> list[Buffer]:
+    """How a message travels: itself when shorter than ``msgsize``, else ``msgsize`` pieces
+    and a shorter (possibly empty) last one."""
+    view = memoryview(data).cast("B")
+    size = view.nbytes
+    if size < msgsize:
+        return [data]
+    out: list[Buffer] = [view[i : i + msgsize] for i in range(0, size, msgsize)]
+    if size % msgsize == 0:
+        out.append(b"")
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -28,7 +27,13 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, kernel_priority
+from ipcwire.mq._proto import (
+    EOF_PRIORITY,
+    HANDSHAKE_PRIORITY,
+    Reassembler,
+    kernel_priority,
+    pieces,
+)
 from ipcwire.mq._queue import MessageQueue, queue_name
 from ipcwire.mq._session import (
     ClientSession,
@@ -89,13 +94,17 @@ class AioMqChannel(AioChannel):
         self._wire = wire
         self._encode = wire.codec.encode
         self._decode = wire.decode
-        self._limit = min(wire.send_limit, outbound.msgsize)
-        self._max_frame = wire.max_frame
+        self._limit = wire.send_limit
+        self._msgsize = outbound.msgsize
+        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
         self._peer = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd
         self._pending: deque[tuple[bytes, int]] = deque()
         self._rwaiter: asyncio.Future[None] | None = None
         self._swaiters: list[asyncio.Future[None]] = []
+        self._error: IpcwireError | None = None  # found by recv_many, raised next
+        self._send_broken: ChannelBroken | None = None
+        self._sending = False  # a message is going out in pieces, or senders wait in line
         self._reading = False  # add_reader on the inbound queue is active
         self._writing = False
         self._closed = False
@@ -171,34 +180,62 @@ class AioMqChannel(AioChannel):
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if size > self._limit:
             raise FrameTooLarge(
-                f"message of {size} bytes not sent to {self.url}: over the limit of "
-                f"{self._limit} bytes (the queue's msgsize, or the peer's max_frame); connect "
-                f"with a larger msgsize= or use a unix:// socket for large messages",
+                f"message of {size} bytes not sent to {self.url}: over the peer's max_frame of "
+                f"{self._limit} bytes; raise max_frame= on both sides",
                 size=size,
                 limit=self._limit,
                 endpoint=self.url,
             )
-        deadline = None if timeout is None else self._loop.time() + timeout
-        while True:
-            self._check_send()
-            if self._out.try_send(data, prio):
-                break
-            if not await self._wait_send(deadline):
-                raise Timeout(
-                    f"send to {self.url} timed out after {timeout} s: the peer is not reading "
-                    f"and its queue of {self._out.maxmsg} messages is full; nothing was sent",
-                    endpoint=self.url,
-                )
+        self._check_send()
+        if size < self._msgsize and not self._sending and self._out.try_send(data, prio):
+            pass  # the fast path: room in the queue, nobody ahead of us
+        else:
+            await self._send_slow(data, prio, timeout)
         self._sent += 1
         self._bytes_sent += size
 
-    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        for obj in objs:
-            await self.send(obj, timeout=timeout)
+    async def _send_slow(self, data: Any, prio: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while self._sending:  # one message at a time: pieces must not interleave
+            if not await self._wait_send(deadline):
+                raise self._send_timeout(timeout)
+            self._check_send()
+        self._sending = True
+        try:
+            for i, piece in enumerate(pieces(data, self._msgsize)):
+                while True:
+                    self._check_send()
+                    if self._out.try_send(piece, prio):
+                        break
+                    if not await self._wait_send(deadline):
+                        if i == 0:
+                            raise self._send_timeout(timeout)
+                        self._send_broken = ChannelBroken(
+                            f"an earlier send to {self.url} timed out part-way through a "
+                            f"large message; open a new channel",
+                            endpoint=self.url,
+                        )
+                        raise Timeout(
+                            f"send to {self.url} timed out part-way through a large message; "
+                            f"the channel cannot be used for sending any more",
+                            endpoint=self.url,
+                        )
+        finally:
+            self._sending = False
+            self._writable()  # let the next sender in line try
+
+    def _send_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"send to {self.url} timed out after {timeout} s: the peer is not reading and its "
+            f"queue of {self._out.maxmsg} messages is full; nothing was sent",
+            endpoint=self.url,
+        )
 
     def _check_send(self) -> None:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._send_broken is not None:
+            raise self._send_broken
         if self._eof or self._dead:
             raise self._gone("send to")
 
@@ -252,14 +289,12 @@ class AioMqChannel(AioChannel):
         data, _ = await self._next(timeout)
         out = [self._deliver(data)]
         while max_messages is None or len(out) < max_messages:
-            got = self._pending.popleft() if self._pending else self._in.try_recv()
+            try:
+                got = self._next_ready()
+            except IpcwireError as exc:
+                self._error = exc
+                break
             if got is None:
-                break
-            if got[1] == EOF_PRIORITY:
-                self._eof = True
-                break
-            if got[1] == HANDSHAKE_PRIORITY or len(got[0]) > self._max_frame:
-                self._pending.appendleft(got)
                 break
             out.append(self._deliver(got[0]))
         return out
@@ -269,37 +304,46 @@ class AioMqChannel(AioChannel):
         self._bytes_received += len(data)
         return self._decode(memoryview(data))
 
+    def _next_ready(self) -> tuple[bytes, int] | None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        while True:
+            got = self._pending.popleft() if self._pending else None
+            if got is None and not self._eof:
+                got = self._in.try_recv()
+            if got is None:
+                return None
+            data, prio = got
+            if prio == EOF_PRIORITY:
+                self._eof = True
+                self._wake_all()
+                continue
+            if prio == HANDSHAKE_PRIORITY:
+                raise RemoteProtocolError(
+                    f"{self.url} sent a handshake message on an open channel", endpoint=self.url
+                )
+            msg = self._asm.feed(data, prio)
+            if msg is not None:
+                return msg, prio
+
     async def _next(self, timeout: float | None) -> tuple[bytes, int]:
         deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            got = self._pending.popleft() if self._pending else None
-            if got is None and not self._eof:
-                got = self._in.try_recv()
+            got = self._next_ready()
             if got is not None:
-                data, prio = got
-                if prio == EOF_PRIORITY:
-                    self._eof = True
-                    self._wake_all()
-                    continue
-                if prio == HANDSHAKE_PRIORITY:
-                    raise RemoteProtocolError(
-                        f"{self.url} sent a handshake message on an open channel",
+                return got
+            if self._eof or self._dead:
+                if self._asm.partial:
+                    raise ChannelBroken(
+                        f"{self.url} ended in the middle of a message ({self._asm.buffered} "
+                        f"bytes arrived); the partial message was discarded",
                         endpoint=self.url,
                     )
-                if len(data) > self._max_frame:
-                    raise FrameTooLarge(
-                        f"a message of {len(data)} bytes from {self.url} is over max_frame="
-                        f"{self._max_frame}; it was skipped",
-                        size=len(data),
-                        limit=self._max_frame,
-                        endpoint=self.url,
-                    )
-                return data, prio
-            if self._eof:
-                raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
-            if self._dead:
+                if self._eof:
+                    raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
                 raise self._gone("receive from")
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
@@ -396,7 +440,7 @@ class AioMqChannel(AioChannel):
             messages_received=self._received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(d) for d, _ in self._pending),
+            buffered_bytes=sum(len(d) for d, _ in self._pending) + self._asm.buffered,
         )
 
 

@@ -13,7 +13,6 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -31,7 +30,13 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, kernel_priority
+from ipcwire.mq._proto import (
+    EOF_PRIORITY,
+    HANDSHAKE_PRIORITY,
+    Reassembler,
+    kernel_priority,
+    pieces,
+)
 from ipcwire.mq._queue import MessageQueue, queue_name
 from ipcwire.mq._session import (
     ClientSession,
@@ -53,6 +58,10 @@ CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-cha
 _IN: Final = select.POLLIN
 _OUT: Final = select.POLLOUT
 _ERR: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 def _ms(deadline: float | None) -> int | None:
@@ -79,6 +88,8 @@ def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
 class MqChannel(Channel):
     """One end of an mq channel: messages out on one queue, in on the other.
 
+    A message of the queue's msgsize or more travels in pieces and is delivered whole.
+
     ``send(obj, priority=N)`` (0 to ``USER_PRIORITY_MAX``) lets urgent messages overtake;
     :meth:`recv_with_priority` returns the priority too.
     """
@@ -99,14 +110,17 @@ class MqChannel(Channel):
         self._wire = wire
         self._encode = wire.codec.encode
         self._decode = wire.decode
-        self._limit = min(wire.send_limit, outbound.msgsize)
-        self._max_frame = wire.max_frame
+        self._limit = wire.send_limit
+        self._msgsize = outbound.msgsize
+        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
         self._peer = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._pending: deque[tuple[bytes, int]] = deque()  # read while a send waited
+        self._error: IpcwireError | None = None  # found by recv_many, raised next
+        self._send_broken: ChannelBroken | None = None
         self._closed = False
         self._eof = False  # the peer's end-of-channel marker was read
         self._dead = False  # the peer process exited
@@ -127,22 +141,43 @@ class MqChannel(Channel):
         with self._send_lock:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._send_broken is not None:
+                raise self._send_broken
             if self._eof or self._dead:
                 raise self._gone("send to")
-            if not self._out.try_send(data, prio):
-                self._wait_send(data, prio, timeout)
+            if size < self._msgsize:
+                if not self._out.try_send(data, prio):
+                    self._wait_send(data, prio, timeout, _deadline(timeout))
+            else:
+                self._send_pieces(data, prio, timeout)
         self._sent += 1
         self._bytes_sent += size
 
-    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        for obj in objs:
-            self.send(obj, timeout=timeout)
+    def _send_pieces(self, data: Any, prio: int, timeout: float | None) -> None:
+        deadline = _deadline(timeout)
+        for i, piece in enumerate(pieces(data, self._msgsize)):
+            if self._out.try_send(piece, prio):
+                continue
+            try:
+                self._wait_send(piece, prio, timeout, deadline)
+            except Timeout as exc:
+                if i == 0:
+                    raise
+                self._send_broken = ChannelBroken(
+                    f"an earlier send to {self.url} timed out part-way through a large "
+                    f"message; the queue is out of step, so open a new channel",
+                    endpoint=self.url,
+                )
+                raise Timeout(
+                    f"send to {self.url} timed out part-way through a large message (the peer "
+                    f"is not reading); the channel cannot be used for sending any more",
+                    endpoint=self.url,
+                ) from exc
 
     def _too_large(self, size: int) -> FrameTooLarge:
         return FrameTooLarge(
-            f"message of {size} bytes not sent to {self.url}: over the limit of {self._limit} "
-            f"bytes (the queue's msgsize, or the peer's max_frame); connect with a larger "
-            f"msgsize= or use a unix:// socket for large messages",
+            f"message of {size} bytes not sent to {self.url}: over the peer's max_frame of "
+            f"{self._limit} bytes; raise max_frame= on both sides",
             size=size,
             limit=self._limit,
             endpoint=self.url,
@@ -155,8 +190,9 @@ class MqChannel(Channel):
             why = f"the peer process (pid {self._peer.pid}) exited without closing it"
         return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
 
-    def _wait_send(self, data: Any, prio: int, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait_send(
+        self, data: Any, prio: int, timeout: float | None, deadline: float | None
+    ) -> None:
         while True:
             poller = select.poll()
             poller.register(self._out.fileno(), _OUT)
@@ -185,7 +221,7 @@ class MqChannel(Channel):
                 )
 
     def _absorb(self) -> bool:
-        """Move waiting inbound messages aside (for recv) to see whether the peer closed.
+        """Move waiting inbound pieces aside (for recv) to see whether the peer closed.
         Only when no other thread is receiving. True when the end marker was found."""
         if not self._recv_lock.acquire(blocking=False):
             return False
@@ -225,17 +261,12 @@ class MqChannel(Channel):
             data, _ = self._next(timeout)
             out = [self._deliver(data)]
             while max_messages is None or len(out) < max_messages:
-                if self._pending:
-                    got: tuple[bytes, int] | None = self._pending.popleft()
-                else:
-                    got = self._in.try_recv()
+                try:
+                    got = self._next_ready()
+                except IpcwireError as exc:
+                    self._error = exc  # raised by the next recv, after these messages
+                    break
                 if got is None:
-                    break
-                if got[1] == EOF_PRIORITY:
-                    self._eof = True
-                    break
-                if got[1] == HANDSHAKE_PRIORITY or len(got[0]) > self._max_frame:
-                    self._pending.appendleft(got)  # raised by the next recv, in order
                     break
                 out.append(self._deliver(got[0]))
             return out
@@ -245,37 +276,47 @@ class MqChannel(Channel):
         self._bytes_received += len(data)
         return self._decode(memoryview(data))
 
-    def _next(self, timeout: float | None) -> tuple[bytes, int]:
-        """The next data message and its kernel priority (called with the recv lock)."""
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        deadline = None if not timeout else time.monotonic() + timeout
+    def _next_ready(self) -> tuple[bytes, int] | None:
+        """The next whole message already here, or None (called with the recv lock)."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
         while True:
             got = self._pending.popleft() if self._pending else None
             if got is None and not self._eof:
                 got = self._in.try_recv()
+            if got is None:
+                return None
+            data, prio = got
+            if prio == EOF_PRIORITY:
+                self._eof = True
+                continue
+            if prio == HANDSHAKE_PRIORITY:
+                raise RemoteProtocolError(
+                    f"{self.url} sent a handshake message on an open channel", endpoint=self.url
+                )
+            msg = self._asm.feed(data, prio)
+            if msg is not None:
+                return msg, prio
+
+    def _next(self, timeout: float | None) -> tuple[bytes, int]:
+        """The next whole message and its kernel priority (called with the recv lock)."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        deadline = None if not timeout else time.monotonic() + timeout
+        while True:
+            got = self._next_ready()
             if got is not None:
-                data, prio = got
-                if prio == EOF_PRIORITY:
-                    self._eof = True
-                    continue
-                if prio == HANDSHAKE_PRIORITY:
-                    raise RemoteProtocolError(
-                        f"{self.url} sent a handshake message on an open channel",
+                return got
+            if self._eof or self._dead:
+                if self._asm.partial:
+                    raise ChannelBroken(
+                        f"{self.url} ended in the middle of a message ({self._asm.buffered} "
+                        f"bytes arrived); the partial message was discarded",
                         endpoint=self.url,
                     )
-                if len(data) > self._max_frame:
-                    raise FrameTooLarge(
-                        f"a message of {len(data)} bytes from {self.url} is over max_frame="
-                        f"{self._max_frame}; it was skipped",
-                        size=len(data),
-                        limit=self._max_frame,
-                        endpoint=self.url,
-                    )
-                return data, prio
-            if self._eof:
-                raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
-            if self._dead:
+                if self._eof:
+                    raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
                 raise self._gone("receive from")
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
@@ -356,7 +397,7 @@ class MqChannel(Channel):
             messages_received=self._received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(d) for d, _ in self._pending),
+            buffered_bytes=sum(len(d) for d, _ in self._pending) + self._asm.buffered,
         )
 
     def __del__(self) -> None:

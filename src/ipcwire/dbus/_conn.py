@@ -1,0 +1,297 @@
+"""A blocking D-Bus connection: a socket, SASL EXTERNAL, and one reader thread.
+
+dbus-fast's own connections are asyncio (or GLib); the blocking driver uses its message
+marshalling and unmarshalling with a plain socket instead, so the blocking API never runs an
+event loop in a thread. The reader thread reads whole messages, hands replies to the callbacks
+registered by serial, and passes calls and signals to the handlers (which must not block).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dbus_fast import Message, MessageType
+from dbus_fast._private.address import parse_address
+from dbus_fast._private.unmarshaller import Unmarshaller
+
+from ipcwire.dbus._proto import HOW_TO_START, bus_call
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    IpcwireError,
+    MechanismUnavailable,
+    Timeout,
+)
+
+__all__ = ["BusConnection", "DbusError"]
+
+log = logging.getLogger("ipcwire")
+
+CLOSE_TIMEOUT = 2.0
+Handler = Callable[[Message], None]
+ReplyCallback = Callable[[Message | None, IpcwireError | None], None]
+
+
+class DbusError(ChannelBroken):
+    """A D-Bus error reply (``name`` is the D-Bus error name)."""
+
+    def __init__(self, message: str, *, name: str, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.name = name
+
+
+def _connect_socket(address: str, timeout: float) -> socket.socket:
+    errors = []
+    for transport, opts in parse_address(address):
+        try:
+            if transport == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                target = opts.get("path") or ("\0" + opts["abstract"] if "abstract" in opts else "")
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(target)
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+            if transport == "tcp":
+                return socket.create_connection(
+                    (opts.get("host", "127.0.0.1"), int(opts["port"])), timeout=timeout
+                )
+            errors.append(f"{transport}: transport not supported")
+        except (OSError, KeyError, ValueError) as exc:
+            errors.append(f"{transport}:{opts}: {exc}")
+    raise MechanismUnavailable(
+        f"cannot reach the D-Bus daemon at {address} ({'; '.join(errors)}); is it running? "
+        f"{HOW_TO_START}"
+    )
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+class BusConnection:
+    """One authenticated connection to a bus, with a reader thread."""
+
+    def __init__(self, address: str, *, timeout: float = 10.0, label: str = "") -> None:
+        self.address = address
+        self.label = label or address
+        self._sock = _connect_socket(address, timeout)
+        self._write_lock = threading.Lock()
+        self._serial_lock = threading.Lock()
+        self._serial = 0
+        self._replies: dict[int, ReplyCallback] = {}
+        self._handlers: list[Handler] = []
+        self._on_lost: list[Callable[[IpcwireError], None]] = []
+        self.error: IpcwireError | None = None  # why the connection ended
+        self.closed = False
+        try:
+            self._authenticate(timeout)
+        except BaseException:
+            self._sock.close()
+            raise
+        self._sock.settimeout(None)
+        self._reader = threading.Thread(target=self._read_loop, name="ipcwire dbus", daemon=True)
+        self._reader.start()
+        reply = self.call(bus_call("Hello"), timeout=timeout)
+        self.unique_name: str = reply.body[0]
+
+    # -- setup ------------------------------------------------------------------------------
+    def _authenticate(self, timeout: float) -> None:
+        sock = self._sock
+        uid = str(os.getuid()).encode().hex()
+        sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\n")
+        line = b""
+        while not line.endswith(b"\r\n"):
+            chunk = sock.recv(512)
+            if not chunk:
+                raise MechanismUnavailable(f"the D-Bus daemon at {self.address} hung up")
+            line += chunk
+            if len(line) > 4096:
+                break
+        if not line.startswith(b"OK "):
+            raise MechanismUnavailable(
+                f"the D-Bus daemon at {self.address} refused authentication as uid "
+                f"{os.getuid()}: {line.decode(errors='replace').strip()}"
+            )
+        sock.sendall(b"BEGIN\r\n")
+
+    # -- sending ----------------------------------------------------------------------------
+    def next_serial(self) -> int:
+        with self._serial_lock:
+            self._serial += 1
+            return self._serial
+
+    def send(self, msg: Message, on_reply: ReplyCallback | None = None) -> int:
+        """Write one message; ``on_reply`` gets its reply (or the connection's error).
+
+        Raises:
+            ChannelBroken: the connection is gone.
+            ChannelClosed: this connection was closed.
+        """
+        if self.error is not None:
+            raise self.error
+        if not msg.serial:
+            msg.serial = self.next_serial()
+        data = msg._marshall(False)
+        if on_reply is not None:
+            self._replies[msg.serial] = on_reply
+        try:
+            with self._write_lock:
+                self._sock.sendall(data)
+        except OSError as exc:
+            self._replies.pop(msg.serial, None)
+            err = self.error or ChannelBroken(
+                f"the connection to the D-Bus daemon broke: {exc}", endpoint=self.label
+            )
+            raise err from exc
+        return int(msg.serial)
+
+    def call(self, msg: Message, *, timeout: float | None = 10.0) -> Message:
+        """Send a method call and wait for its reply.
+
+        Raises:
+            DbusError: an error reply.
+            Timeout: no reply in time.
+            ChannelBroken: the connection broke.
+        """
+        done = threading.Event()
+        box: list[Message | IpcwireError | None] = []
+
+        def got(reply: Message | None, err: IpcwireError | None) -> None:
+            box.append(err if err is not None else reply)
+            done.set()
+
+        serial = self.send(msg, got)
+        if not done.wait(timeout):
+            self._replies.pop(serial, None)
+            raise Timeout(
+                f"no reply to {msg.member} from {msg.destination} within {timeout} s",
+                endpoint=self.label,
+            )
+        result = box[0]
+        if isinstance(result, IpcwireError):
+            raise result
+        assert result is not None
+        if result.message_type is MessageType.ERROR:
+            detail = result.body[0] if result.body and isinstance(result.body[0], str) else ""
+            raise DbusError(
+                f"{msg.destination} answered {msg.member} with {result.error_name}: {detail}",
+                name=str(result.error_name),
+                endpoint=self.label,
+            )
+        return result
+
+    def add_match(self, rule: str) -> None:
+        """Subscribe to the signals a match rule selects."""
+        self.call(bus_call("AddMatch", "s", [rule]))
+
+    def remove_match(self, rule: str) -> None:
+        """Drop a subscription, without waiting for the answer."""
+        try:
+            self.send(bus_call("RemoveMatch", "s", [rule]))
+        except IpcwireError:
+            pass
+
+    # -- receiving --------------------------------------------------------------------------
+    def add_handler(self, handler: Handler) -> None:
+        """Called (in the reader thread) with every incoming method call and signal."""
+        self._handlers.append(handler)
+
+    def remove_handler(self, handler: Handler) -> None:
+        try:
+            self._handlers.remove(handler)
+        except ValueError:
+            pass
+
+    def on_lost(self, callback: Callable[[IpcwireError], None]) -> None:
+        """Called once, in the reader thread, when the connection ends."""
+        self._on_lost.append(callback)
+
+    def _read_loop(self) -> None:
+        sock = self._sock
+        err: IpcwireError
+        try:
+            while True:
+                head = _recv_exact(sock, 16)
+                endian = head[:1]
+                fmt = "<" if endian == b"l" else ">"
+                body_len, _serial, fields_len = struct.unpack(fmt + "III", head[4:16])
+                header_end = 16 + fields_len + (-(16 + fields_len) % 8)
+                rest = _recv_exact(sock, header_end - 16 + body_len)
+                stream: Any = io.BytesIO(head + rest)
+                msg = Unmarshaller(stream, negotiate_unix_fd=False).unmarshall()
+                if msg is not None:
+                    self._dispatch(msg)
+        except (EOFError, OSError) as exc:
+            if self.closed:
+                err = ChannelClosed(f"{self.label} is closed", endpoint=self.label)
+            else:
+                err = ChannelBroken(
+                    f"the D-Bus daemon closed the connection ({exc or 'end of stream'})",
+                    endpoint=self.label,
+                )
+        except Exception as exc:  # a malformed message: the stream is out of step
+            log.exception("ipcwire: D-Bus reader failed")
+            err = ChannelBroken(f"D-Bus protocol error: {exc}", endpoint=self.label)
+        self.error = err
+        for cb in list(self._replies.values()):
+            cb(None, err)
+        self._replies.clear()
+        for lost in self._on_lost:
+            try:
+                lost(err)
+            except Exception:
+                log.exception("ipcwire: D-Bus on_lost callback failed")
+
+    def _dispatch(self, msg: Message) -> None:
+        kind = msg.message_type
+        if kind is MessageType.METHOD_RETURN or kind is MessageType.ERROR:
+            cb = self._replies.pop(msg.reply_serial, None)
+            if cb is not None:
+                cb(msg, None)
+            return
+        for handler in list(self._handlers):
+            try:
+                handler(msg)
+            except Exception:
+                log.exception("ipcwire: D-Bus message handler failed")
+
+    # -- the end ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Disconnect (the bus then tells everyone this connection's name is gone).
+
+        Graceful: stop writing, let the daemon read everything sent so far and hang up, then
+        close. (Closing a socket with unread input makes the kernel reset the connection, and
+        the daemon would then drop messages it had not read yet, a Close among them.)
+        """
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=CLOSE_TIMEOUT)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=CLOSE_TIMEOUT)

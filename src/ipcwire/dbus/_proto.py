@@ -1,0 +1,218 @@
+"""ipcwire over D-Bus, without I/O: addresses, the interface, the messages.
+
+A listener owns a bus name and serves interface ``io.ipcwire.Channel1`` at an object path::
+
+    Handshake(s channel, s message) -> (s channel, s reply)   open a channel; the ordinary
+                                                              ipcwire handshake, one JSON
+                                                              object per call ("" = new)
+    Deliver(s channel, ay payload)                            one message; the reply is the
+                                                              receiver's acknowledgement
+    Close(s channel)                                          end of channel (no reply)
+    signal Event(s topic, ay payload)                         publish/subscribe
+
+Messages to the client go the same way, as method calls to the client's unique connection
+name at ``/io/ipcwire/Channel``. The receiver acknowledges a ``Deliver`` when the application
+takes the message, and a sender keeps at most ``WINDOW`` messages (``WINDOW_BYTES`` bytes)
+unacknowledged, so a slow reader slows the writer instead of filling the bus daemon (which
+would refuse messages or disconnect). A peer
+whose connection vanishes is seen through the bus's ``NameOwnerChanged`` signal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from dbus_fast import Message, MessageFlag, MessageType
+
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import InvalidURL, MechanismUnavailable
+
+__all__ = [
+    "BUS_NAME",
+    "CLIENT_PATH",
+    "ERROR_CLOSED",
+    "INTERFACE",
+    "MAX_MESSAGE",
+    "WINDOW",
+    "WINDOW_BYTES",
+    "Target",
+    "bus_address",
+    "close_call",
+    "deliver_call",
+    "event_signal",
+    "handshake_call",
+    "owner_changed_rule",
+    "parse_target",
+]
+
+INTERFACE: Final = "io.ipcwire.Channel1"
+CLIENT_PATH: Final = "/io/ipcwire/Channel"
+ERROR_CLOSED: Final = "io.ipcwire.Error.Closed"
+ERROR_REFUSED: Final = "io.ipcwire.Error.Refused"
+BUS_NAME: Final = "org.freedesktop.DBus"
+BUS_PATH: Final = "/org/freedesktop/DBus"
+WINDOW: Final = 1024  # unacknowledged messages a sender may have in flight...
+WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go)
+# The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
+MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
+HOW_TO_START = (
+    "start a session bus with `dbus-run-session -- your-command`, or "
+    "`eval $(dbus-launch --sh-syntax)`, or `dbus-daemon --session --fork --print-address` "
+    "and export DBUS_SESSION_BUS_ADDRESS=<the address it printed>"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What ``dbus://session/<bus.name>/<object/path>`` names."""
+
+    bus: str  # "session" or "system"
+    name: str  # the well-known bus name
+    path: str  # the object path
+
+    def describe(self) -> str:
+        return f"{self.name} on the {self.bus} bus"
+
+
+def _valid_name(name: str) -> bool:
+    parts = name.split(".")
+    return (
+        len(parts) >= 2
+        and len(name) <= 255
+        and all(
+            p and not p[0].isdigit() and all(c.isalnum() or c in "_-" for c in p) for p in parts
+        )
+    )
+
+
+def parse_target(endpoint: Endpoint) -> Target:
+    """Split the URL into bus, name and object path (default: the name with dots as slashes).
+
+    Raises:
+        InvalidURL: not ``dbus://session|system/<bus.name>[/object/path]``.
+    """
+    bus = endpoint.host or "session"
+    name, _, rest = endpoint.path.lstrip("/").partition("/")
+    path = "/" + rest.rstrip("/") if rest else "/" + name.replace(".", "/")
+    if bus not in ("session", "system") or not _valid_name(name):
+        raise InvalidURL(
+            f"{endpoint.url!r}: write dbus://session/<bus.name>/<object/path> (or system), "
+            f"for example dbus://session/org.example.App/org/example/App"
+        )
+    segments = path[1:].split("/")
+    if path != "/" and not all(
+        seg and all(c.isalnum() or c == "_" for c in seg) for seg in segments
+    ):
+        raise InvalidURL(
+            f"{endpoint.url!r}: {path!r} is not a D-Bus object path (segments of letters, "
+            f"digits and _)"
+        )
+    return Target(bus=bus, name=name, path=path)
+
+
+def bus_address(target: Target, address: str | None = None) -> str:
+    """The bus's address: ``address=``, else the environment, else the usual socket.
+
+    Raises:
+        MechanismUnavailable: no bus to be found, with how to start one.
+    """
+    if address:
+        return address
+    if target.bus == "system":
+        return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or (
+            "unix:path=/var/run/dbus/system_bus_socket"
+        )
+    env = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if env:
+        return env
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.exists(os.path.join(runtime, "bus")):
+        return f"unix:path={runtime}/bus"
+    raise MechanismUnavailable(
+        f"no D-Bus session bus for {target.describe()}: DBUS_SESSION_BUS_ADDRESS is not set "
+        f"and there is no $XDG_RUNTIME_DIR/bus; {HOW_TO_START}"
+    )
+
+
+def handshake_call(dest: str, path: str, channel: str, text: str) -> Message:
+    return Message(
+        destination=dest,
+        path=path,
+        interface=INTERFACE,
+        member="Handshake",
+        signature="ss",
+        body=[channel, text],
+    )
+
+
+def deliver_call(dest: str, path: str, channel: str, payload: bytes) -> Message:
+    return Message(
+        destination=dest,
+        path=path,
+        interface=INTERFACE,
+        member="Deliver",
+        signature="say",
+        body=[channel, payload],
+        flags=MessageFlag.NO_AUTOSTART,
+    )
+
+
+def close_call(dest: str, path: str, channel: str) -> Message:
+    return Message(
+        destination=dest,
+        path=path,
+        interface=INTERFACE,
+        member="Close",
+        signature="s",
+        body=[channel],
+        flags=MessageFlag.NO_REPLY_EXPECTED | MessageFlag.NO_AUTOSTART,
+    )
+
+
+def event_signal(path: str, topic: str, payload: bytes) -> Message:
+    return Message.new_signal(path, INTERFACE, "Event", "say", [topic, payload])
+
+
+def bus_call(member: str, signature: str = "", body: list[object] | None = None) -> Message:
+    """A call to the bus daemon itself."""
+    return Message(
+        destination=BUS_NAME,
+        path=BUS_PATH,
+        interface=BUS_NAME,
+        member=member,
+        signature=signature,
+        body=body or [],
+    )
+
+
+def owner_changed_rule(name: str) -> str:
+    """The match rule that tells when ``name`` (a unique name) leaves the bus."""
+    return (
+        f"type='signal',sender='{BUS_NAME}',path='{BUS_PATH}',interface='{BUS_NAME}',"
+        f"member='NameOwnerChanged',arg0='{name}'"
+    )
+
+
+def event_rule(target: Target, topic: str | None) -> str:
+    """The match rule of a subscription to a listener's ``Event`` signals."""
+    rule = (
+        f"type='signal',sender='{target.name}',path='{target.path}',interface='{INTERFACE}',"
+        f"member='Event'"
+    )
+    return rule if topic is None else rule + f",arg0='{topic}'"
+
+
+def is_call(msg: Message, member: str) -> bool:
+    return (
+        msg.message_type is MessageType.METHOD_CALL
+        and msg.interface == INTERFACE
+        and msg.member == member
+    )
+
+
+def error_text(msg: Message) -> str:
+    """``Name: text`` of an error reply."""
+    detail = msg.body[0] if msg.body and isinstance(msg.body[0], str) else ""
+    return f"{msg.error_name}: {detail}" if detail else str(msg.error_name)
