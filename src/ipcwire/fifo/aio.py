@@ -11,7 +11,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.errors import ChannelClosed, ConfigurationError, LocalProtocolError, Timeout
+from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
 from ipcwire.fifo._path import (
     FifoPaths,
     create_fifo,
@@ -123,6 +123,7 @@ async def connect(
         options,
         role="client",
         handshake=True,
+        read_to_eagain=True,
         channel_factory=AioFifoChannel,
         lock=writers == "many",
     )
@@ -142,6 +143,19 @@ async def listen(
     return AioFifoListener(endpoint.url, paths, options, mode=mode)
 
 
+class _AioSession(AioPipeChannel):
+    """A listener's channel: closing it lets the listener accept the next session."""
+
+    def __init__(self, *args: Any, on_close: Any = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._on_close = on_close
+
+    def close(self) -> None:
+        super().close()
+        if self._on_close is not None:
+            self._on_close()
+
+
 class AioFifoListener(AioListener):
     """The reading side of a FIFO, for asyncio (see the blocking listener)."""
 
@@ -154,11 +168,13 @@ class AioFifoListener(AioListener):
         self._closed = False
         self._close_event = asyncio.Event()
         self._current: AioChannel | None = None
+        self._session_done = asyncio.Event()
         try:
             for path in (paths.path, paths.reply):
                 if path is not None and create_fifo(path, url, mode):
                     self._created.append((path, os.stat(path).st_ino))
             self._rfd: int | None = open_read(paths.path, url)
+            self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
             self._remove_created()
             raise
@@ -171,16 +187,23 @@ class AioFifoListener(AioListener):
         """The channel of the next writer session.
 
         Raises:
-            Timeout, ChannelClosed, LocalProtocolError: as the blocking listener.
+            Timeout, ChannelClosed: as the blocking listener.
         """
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        if self._current is not None and not self._current.closed:
-            raise LocalProtocolError(
+        try:
+            async with asyncio.timeout(timeout):
+                while self._current is not None and not self._current.closed:
+                    self._session_done.clear()
+                    await self._session_done.wait()  # a FIFO has one reader: wait for it
+                    if self._closed:
+                        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        except TimeoutError:
+            raise Timeout(
                 f"{self.url}: the channel accepted before is still open, and a FIFO has one "
-                f"reader; close it before accepting the next writer",
+                f"reader; close it to accept the next writers",
                 endpoint=self.url,
-            )
+            ) from None
         if self._rfd is None:
             self._rfd = open_read(self.paths.path, self.url)
         rfd = self._rfd
@@ -198,7 +221,16 @@ class AioFifoListener(AioListener):
                 os.close(wfd)
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         self._rfd = None
-        ch = await open_aio_channel(rfd, wfd, self._options, role="server", handshake=True)
+        ch = await open_aio_channel(
+            rfd,
+            wfd,
+            self._options,
+            role="server",
+            handshake=True,
+            read_to_eagain=True,
+            channel_factory=_AioSession,
+            on_close=self._session_done.set,
+        )
         self._current = ch
         return ch
 
@@ -218,10 +250,12 @@ class AioFifoListener(AioListener):
             return
         self._closed = True
         self._close_event.set()
-        if self._rfd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._rfd)
-            self._rfd = None
+        self._session_done.set()
+        for fd in (self._rfd, self._keeper):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._rfd = self._keeper = None
         self._remove_created()
 
     def _remove_created(self) -> None:

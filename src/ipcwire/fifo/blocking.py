@@ -4,8 +4,11 @@
   ``accept()`` returns the receiving channel at once (a FIFO does not tell when a writer opens
   it); its ``recv`` waits for the writers' messages, honouring its timeout, and raises
   ``EndOfChannel`` once every writer that came has closed. The next ``accept()`` starts a new
-  session for the next writers. A FIFO has one reader: accept again after closing the
-  previous channel.
+  session for the next writers (``serve()`` does exactly that). A FIFO has one reader: while
+  the previous channel is open, ``accept()`` waits for it to close. The listener itself keeps
+  the FIFO open for reading as long as it lives, so writers can always open it and nothing
+  written between two sessions is lost; writers get ``ChannelBroken`` (EPIPE) once the
+  listener is closed.
 * ``ipcwire.connect("fifo:///run/app.fifo")`` opens it for writing (waiting up to ``timeout``
   for a reader): a sending channel.
 * ``?reply=/run/app.out.fifo`` makes both sides bidirectional (one client at a time): the
@@ -18,6 +21,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -25,7 +29,6 @@ from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelClosed,
     ConfigurationError,
-    LocalProtocolError,
     Timeout,
 )
 from ipcwire.fifo._path import (
@@ -104,6 +107,17 @@ def _channel(stream: FdStream, options: ChannelOptions, *, client: bool) -> Pipe
     return PipeChannel(stream, wire, options.url, decoder=decoder)
 
 
+class _Session(PipeChannel):
+    """A listener's channel: closing it lets the listener accept the next session."""
+
+    on_close: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.on_close is not None:
+            self.on_close()
+
+
 def listen(
     endpoint: Endpoint, options: ChannelOptions, *, mode: int = 0o600, **kw: Any
 ) -> FifoListener:
@@ -129,6 +143,7 @@ class FifoListener(Listener):
         self._options = options
         self._created: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._current: PipeChannel | None = None
         self._waker = Waker()
@@ -136,8 +151,10 @@ class FifoListener(Listener):
             for path in (paths.path, paths.reply):
                 if path is not None and create_fifo(path, url, mode):
                     self._created.append((path, os.stat(path).st_ino))
-            # Holding the read end open lets writers connect at once.
+            # Holding the read end open lets writers connect at once; in one-way mode the
+            # listener keeps one open for its whole life (see accept).
             self._rfd: int | None = open_read(paths.path, url)
+            self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
             self._remove_created()
             self._waker.close()
@@ -151,21 +168,28 @@ class FifoListener(Listener):
         """The channel of the next writer session (see the module): at once in one-way mode;
         with ``reply=``, once a client opened the reply FIFO.
 
+        A FIFO has one reader: while the channel accepted before is open, this waits for it
+        to be closed (so ``serve()`` handles one session after the other).
+
         Raises:
-            Timeout: (reply mode) no client in time.
+            Timeout: the previous channel stayed open, or (reply mode) no client came.
             ChannelClosed: the listener was closed.
-            LocalProtocolError: the previous channel is still open (a FIFO has one reader).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            if self._closed:
-                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-            if self._current is not None and not self._current.closed:
-                raise LocalProtocolError(
-                    f"{self.url}: the channel accepted before is still open, and a FIFO has "
-                    f"one reader; close it before accepting the next writer",
-                    endpoint=self.url,
-                )
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                if self._current is None or self._current.closed:
+                    break
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"{self.url}: the channel accepted before is still open, and a FIFO "
+                        f"has one reader; close it to accept the next writers",
+                        endpoint=self.url,
+                    )
+                self._cond.wait(wait)
             if self._rfd is None:
                 self._rfd = open_read(self.paths.path, self.url)
             rfd = self._rfd
@@ -179,9 +203,19 @@ class FifoListener(Listener):
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             self._rfd = None  # the channel owns it now; the next accept opens a fresh one
         stream = FdStream(rfd, wfd, endpoint=self.url, poll_first=True)
-        ch = _channel(stream, self._options, client=False)
+        try:
+            wire, decoder = fd_handshake(stream, self._options, client=False)
+        except BaseException:
+            stream.close()
+            raise
+        ch = _Session(stream, wire, self.url, decoder=decoder)
+        ch.on_close = self._session_ended
         self._current = ch
         return ch
+
+    def _session_ended(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _wait_for_reader(self, deadline: float | None, timeout: float | None) -> int:
         """Reply mode: the client is there once it opened the reply FIFO for reading."""
@@ -208,9 +242,11 @@ class FifoListener(Listener):
                 return
             self._closed = True
             self._waker.wake()
-            if self._rfd is not None:
-                os.close(self._rfd)
-                self._rfd = None
+            self._cond.notify_all()
+            for fd in (self._rfd, self._keeper):
+                if fd is not None:
+                    os.close(fd)
+            self._rfd = self._keeper = None
         self._remove_created()
 
     def _remove_created(self) -> None:

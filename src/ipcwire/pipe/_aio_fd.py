@@ -57,8 +57,12 @@ class FdTransport(asyncio.Transport):
         watch: int | None = None,
         nonblocking: bool = True,
         restore: dict[int, int] | None = None,
+        read_to_eagain: bool = False,
     ) -> None:
         super().__init__()
+        # FIFOs: after data, read again until EAGAIN, because a writer that left before this
+        # end was opened shows no hang-up to epoll, but a read of 0 does tell.
+        self._read_to_eagain = read_to_eagain
         self._loop = loop
         self._rfd = rfd
         self._wfd = wfd
@@ -123,6 +127,8 @@ class FdTransport(asyncio.Transport):
             self._read_eof()
             return 0
         self._protocol.buffer_updated(n)
+        if self._read_to_eagain and self._reading and self._rfd is not None:
+            self._loop.call_soon(self._read_ready)
         return n
 
     def _read_eof(self) -> None:

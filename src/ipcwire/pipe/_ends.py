@@ -203,6 +203,10 @@ def open_channel(
         AuthenticationFailed, HandshakeError, Timeout, ChannelBroken: the handshake failed.
     """
     if handshake and options.token is not None and (rfd is None or wfd is None):
+        for fd in (rfd, wfd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         raise ConfigurationError(
             f"{options.url}: token= needs a handshake, and a one-way pipe cannot carry one; "
             f"use ends(duplex=True), or rely on the fact that only processes you gave the "

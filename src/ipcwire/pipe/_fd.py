@@ -159,8 +159,10 @@ class FdStream(ByteStream):
     which makes every timeout exact; only do that for descriptions nobody else shares (pipes
     and FIFOs we opened). ``restore`` maps fd -> file status flags to put back before closing
     (for descriptions that are shared, such as a process's own stdin/stdout). ``poll_first``
-    never reads before poll reports data or hang-up: a FIFO with no writer *yet* reads as end
-    of stream, while poll waits for the first writer.
+    never reads before poll reports data or hang-up the first time: a FIFO with no writer
+    *yet* reads as end of stream, while poll waits for the first writer. After that, reads
+    come first (a writer that wrote and left before this end was opened shows no hang-up to
+    poll, but a read of 0 does tell that no writer is left).
     """
 
     def __init__(
@@ -253,9 +255,13 @@ class FdStream(ByteStream):
                     raise _Closed
                 if fd == rfd and ev & _IN:
                     try:
-                        return os.readv(rfd, (view,))
+                        n = os.readv(rfd, (view,))
                     except BlockingIOError:
-                        pass  # spurious (another reader took it); wait again
+                        continue  # spurious (another reader took it); wait again
+                    # A writer has been here: from now on a read of 0 means they all left
+                    # (before, on a FIFO, it only meant that none had come yet).
+                    self._fast_read = self._nonblocking
+                    return n
                 elif fd == self.watch:
                     exited = True
             if exited:

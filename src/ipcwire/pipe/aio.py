@@ -31,6 +31,7 @@ async def open_aio_channel(
     nonblocking: bool = True,
     restore: dict[int, int] | None = None,
     max_readahead: int = DEFAULT_MAX_READAHEAD,
+    read_to_eagain: bool = False,
     channel_factory: Any = AioPipeChannel,
     **channel_kw: Any,
 ) -> AioPipeChannel:
@@ -57,7 +58,14 @@ async def open_aio_channel(
     )
     proto, done = make_protocol(ch, options, role=role if use_hs else None)
     transport = FdTransport(
-        loop, rfd, wfd, proto, watch=watch, nonblocking=nonblocking, restore=restore
+        loop,
+        rfd,
+        wfd,
+        proto,
+        watch=watch,
+        nonblocking=nonblocking,
+        restore=restore,
+        read_to_eagain=read_to_eagain,
     )
     ch.attach(transport)
     transport.start()

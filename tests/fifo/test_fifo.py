@@ -1,0 +1,258 @@
+"""Named pipes with real processes: creation rules, open deadlines, EOF, several writers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import (
+    AddressInUse,
+    ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
+    EndOfChannel,
+    InvalidURL,
+    Timeout,
+)
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC}
+
+
+def test_created_0600_whatever_the_umask_and_removed_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "a.fifo"
+    old = os.umask(0)
+    try:
+        listener = ipcwire.listen(f"fifo://{path}")
+    finally:
+        os.umask(old)
+    st = path.stat()
+    assert stat.S_ISFIFO(st.st_mode)
+    assert st.st_mode & 0o777 == 0o600
+    listener.close()
+    assert not path.exists()
+
+
+def test_existing_fifo_is_used_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "mine.fifo"
+    os.mkfifo(path, 0o600)
+    url = f"fifo://{path}"
+    with (
+        ipcwire.listen(url, framing="ndjson") as listener,
+        listener.accept() as ch,
+        ipcwire.connect(url, framing="ndjson") as w,
+    ):
+        w.send({"a": 1})
+        assert ch.recv(timeout=5) == {"a": 1}
+    assert path.exists()  # not ours to remove
+
+
+@pytest.mark.parametrize("kind", ["file", "dir", "socket"])
+def test_a_path_that_is_not_a_fifo_is_never_clobbered(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "thing"
+    if kind == "file":
+        path.write_text("precious")
+    elif kind == "dir":
+        path.mkdir()
+    else:
+        import socket
+
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+    with pytest.raises(AddressInUse, match="not a FIFO"):
+        ipcwire.listen(f"fifo://{path}")
+    with pytest.raises(ConnectionRefused, match="not a FIFO"):
+        ipcwire.connect(f"fifo://{path}", timeout=0.1)
+    assert path.exists()
+    if kind == "file":
+        assert path.read_text() == "precious"
+
+
+def test_opens_never_hang_past_their_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "lonely.fifo"
+    with pytest.raises(ConnectionRefused, match="no FIFO"):
+        ipcwire.connect(f"fifo://{path}", timeout=0.1)
+    os.mkfifo(path, 0o600)  # a FIFO, but nobody reads it
+    start = time.monotonic()
+    with pytest.raises(ConnectionRefused, match="nobody has"):
+        ipcwire.connect(f"fifo://{path}", timeout=0.3)
+    assert 0.25 < time.monotonic() - start < 3
+    with ipcwire.listen(f"fifo://{path}") as listener, listener.accept() as reader:
+        start = time.monotonic()
+        with pytest.raises(Timeout):  # no writer yet: waits, boundedly; not end of stream
+            reader.recv(timeout=0.3)
+        assert 0.25 < time.monotonic() - start < 3
+
+
+def test_writers_in_other_processes_and_eof_when_they_leave(tmp_path: Path) -> None:
+    path = tmp_path / "w.fifo"
+    url = f"fifo://{path}"
+    code = (
+        "import sys, ipcwire\n"
+        "with ipcwire.connect(sys.argv[1], framing='ndjson') as ch:\n"
+        "    print('connected', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    ch.send({'from': int(sys.argv[2])})\n"
+    )
+    shell = ["sh", "-c", f'echo \'{{"from": "sh"}}\' > {path}']
+    with ipcwire.listen(url, framing="ndjson") as listener:
+        with listener.accept() as reader:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", code, url, str(i)],
+                    env=ENV,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for i in range(3)
+            ]
+            for p in procs:  # all three hold the FIFO open...
+                assert p.stdout is not None
+                assert p.stdout.readline().strip() == "connected"
+            subprocess.run(shell, check=True)  # ...while the shell writes and leaves
+            for p in procs:
+                p.communicate("go\n", timeout=20)
+                assert p.returncode == 0
+            got = [reader.recv(timeout=20) for _ in range(4)]
+            assert sorted(str(m["from"]) for m in got) == ["0", "1", "2", "sh"]
+            with pytest.raises(EndOfChannel):  # every writer that came has left
+                reader.recv(timeout=20)
+            with pytest.raises(Timeout, match="one reader"):
+                listener.accept(timeout=0.05)
+        # Between two sessions the listener keeps the FIFO open: nothing written is lost.
+        subprocess.run(shell, check=True)
+        with listener.accept() as reader:
+            assert reader.recv(timeout=20) == {"from": "sh"}
+
+
+def test_serve_handles_one_writer_session_after_another(tmp_path: Path) -> None:
+    url = f"fifo://{tmp_path}/s.fifo"
+    seen: list[object] = []
+    sessions = threading.Semaphore(0)
+
+    def handle(ch: ipcwire.Channel) -> None:
+        seen.extend(ch)  # until the session's writers leave
+        sessions.release()
+
+    with ipcwire.listen(url, framing="ndjson") as listener:
+        server = threading.Thread(target=listener.serve, args=(handle,))
+        server.start()
+        for i in range(3):
+            with ipcwire.connect(url, framing="ndjson") as w:
+                w.send({"session": i})
+            assert sessions.acquire(timeout=20)
+        listener.close()
+        server.join(20)
+        assert not server.is_alive()
+    assert seen == [{"session": 0}, {"session": 1}, {"session": 2}]
+
+
+WRITER = """
+import sys, ipcwire
+url, tag, n, size = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4])
+with ipcwire.connect(url, timeout=20) as ch:
+    for i in range(n):
+        ch.send(tag * size)
+"""
+
+
+def test_many_writers_big_messages_never_interleave(tmp_path: Path) -> None:
+    # Messages 16x PIPE_BUF from four processes at once: the flock keeps each one whole.
+    url = f"fifo://{tmp_path}/big.fifo"
+    size, n = 64 * 1024, 40
+    with ipcwire.listen(url) as listener:
+        procs = [
+            subprocess.Popen([sys.executable, "-c", WRITER, url, tag, str(n), str(size)], env=ENV)
+            for tag in "ABCD"
+        ]
+        counts: dict[bytes, int] = {}
+        reader = listener.accept()
+        while sum(counts.values()) < 4 * n:
+            try:
+                msg = reader.recv(timeout=30)
+            except EndOfChannel:  # all writers of that moment left: the next session
+                reader.close()
+                reader = listener.accept()
+                continue
+            assert len(msg) == size
+            assert msg == msg[:1] * size, "two writers' bytes interleaved"
+            counts[msg[:1]] = counts.get(msg[:1], 0) + 1
+        reader.close()
+        for p in procs:
+            assert p.wait(30) == 0
+    assert counts == {b"A": n, b"B": n, b"C": n, b"D": n}
+
+
+def test_reader_gone_is_broken_pipe_for_the_writer(tmp_path: Path) -> None:
+    url = f"fifo://{tmp_path}/r.fifo"
+    listener = ipcwire.listen(url)
+    reader = listener.accept()
+    writer = ipcwire.connect(url)
+    writer.send(b"hello")
+    assert reader.recv(timeout=5) == b"hello"
+    reader.close()
+    listener.close()  # the last reader: the FIFO now has none
+    with pytest.raises(ChannelBroken, match="broken pipe"):
+        for _ in range(10):
+            writer.send(b"x" * 100_000, timeout=5)
+    writer.close()
+
+
+def test_both_ways_with_a_reply_fifo_and_token(tmp_path: Path) -> None:
+    url = f"fifo://{tmp_path}/in.fifo?reply={tmp_path}/out.fifo"
+    code = (
+        "import sys, ipcwire\n"
+        "with ipcwire.connect(sys.argv[1], codec='json', token='t0k', timeout=20) as ch:\n"
+        "    print(ch.request({'q': 1}, timeout=20), flush=True)\n"
+    )
+    with ipcwire.listen(url, codec="json", token="t0k") as listener:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, url], env=ENV, stdout=subprocess.PIPE, text=True
+        )
+        with listener.accept(timeout=20) as ch:
+            assert ch.recv(timeout=20) == {"q": 1}
+            ch.send({"a": 2})
+        out, _ = proc.communicate(timeout=20)
+        assert out.strip() == "{'a': 2}"
+    with pytest.raises(ConfigurationError, match="reply="):
+        ipcwire.listen(f"fifo://{tmp_path}/x.fifo", token="t0k")
+
+
+def test_bad_fifo_urls() -> None:
+    with pytest.raises(InvalidURL, match="three slashes"):
+        ipcwire.listen("fifo://relative/path")
+    with pytest.raises(InvalidURL, match="absolute"):
+        ipcwire.listen("fifo:relative")
+
+
+def test_asyncio_reader_and_writer(tmp_path: Path) -> None:
+    url = f"fifo://{tmp_path}/aio.fifo"
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            reader = await listener.accept()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", WRITER, url, "Q", "5", str(100_000), env=ENV
+            )
+            for _ in range(5):
+                assert await reader.recv(timeout=20) == b"Q" * 100_000
+            assert await proc.wait() == 0
+            with pytest.raises(EndOfChannel):
+                await reader.recv(timeout=20)
+            await reader.aclose()
+        with pytest.raises(ConnectionRefused):
+            await aio.connect(url, timeout=0.1)
+
+    asyncio.run(main())

@@ -1,0 +1,219 @@
+"""Anonymous pipes across fork, subprocess and multiprocessing; directions, ends, errors."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import ipcwire
+from ipcwire import pipe
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    EndOfChannel,
+    InvalidURL,
+    LocalProtocolError,
+    Timeout,
+)
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC}
+
+
+def test_ends_are_close_on_exec() -> None:
+    a, b = pipe.ends()
+    for fd in a.fds + b.fds:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    a.close()
+    b.close()
+
+
+def test_across_fork() -> None:
+    parent_end, child_end = pipe.ends()
+    pid = os.fork()
+    if pid == 0:  # the child: close the parent's end, answer, exit
+        code = 1
+        try:
+            parent_end.close()
+            with child_end.open(codec="json") as ch:
+                msg = ch.recv(timeout=10)
+                ch.send({"pid": os.getpid(), "echo": msg})
+                code = 0
+        finally:
+            os._exit(code)
+    child_end.close()
+    with parent_end.open(codec="json") as ch:
+        ch.send({"hello": 1})
+        assert ch.recv(timeout=10) == {"pid": pid, "echo": {"hello": 1}}
+        with pytest.raises(EndOfChannel):
+            ch.recv(timeout=10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_across_subprocess_with_pass_fds() -> None:
+    parent_end, child_end = pipe.ends()
+    code = "import sys, ipcwire\nch = ipcwire.connect(sys.argv[1])\nch.send(ch.recv(timeout=10))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, child_end.url_with(codec="msgpack", framing="length")],
+        pass_fds=child_end.fds,
+        env=ENV,
+    )
+    child_end.close()
+    with parent_end.open(codec="msgpack") as ch:
+        ch.send({"blob": b"\x00" * 100_000})
+        assert ch.recv(timeout=10) == {"blob": b"\x00" * 100_000}
+        with pytest.raises(EndOfChannel):
+            ch.recv(timeout=10)
+    assert proc.wait(10) == 0
+
+
+def test_a_child_that_was_not_given_the_fds_cannot_use_them() -> None:
+    parent_end, child_end = pipe.ends()
+    code = "import sys, ipcwire\nipcwire.connect(sys.argv[1])"
+    out = subprocess.run(
+        [sys.executable, "-c", code, child_end.url],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "InvalidURL" in out.stderr
+    assert "pass_fds" in out.stderr
+    parent_end.close()
+    child_end.close()
+
+
+def _mp_worker(end: pipe.PipeEnd) -> None:
+    with end.open(codec="json") as ch:
+        for msg in ch:
+            ch.send(msg * 2)
+
+
+def test_across_multiprocessing_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The end is pickled into a fresh interpreter (its fds duplicated over), which imports
+    # this module to find the worker: make the tests directory importable there.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    parent_end, child_end = pipe.ends()
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_mp_worker, args=(child_end,))
+    proc.start()
+    child_end.close()
+    with parent_end.open(codec="json") as ch:
+        assert ch.request(21, timeout=20) == 42
+    proc.join(20)
+    assert proc.exitcode == 0
+
+
+def test_one_way_pipe_directions() -> None:
+    sender, receiver = pipe.pair(duplex=False, codec="json")
+    with sender, receiver:
+        sender.send([1, 2])
+        assert receiver.recv(timeout=5) == [1, 2]
+        with pytest.raises(LocalProtocolError, match="sending end"):
+            sender.recv(timeout=0)
+        with pytest.raises(LocalProtocolError, match="receiving end"):
+            receiver.send([3])
+    w, r = pipe.ends(duplex=False)
+    with pytest.raises(ConfigurationError, match="one-way"):
+        w.open(token="secret")
+    r.close()
+
+
+def test_peer_gone_gives_end_then_broken_pipe() -> None:
+    a, b = pipe.pair()
+    a.send(b"last")
+    a.close()
+    assert b.recv(timeout=5) == b"last"
+    with pytest.raises(EndOfChannel):
+        b.recv(timeout=5)
+    with pytest.raises(ChannelBroken, match="broken pipe"):  # never SIGPIPE
+        b.send(b"to nobody")
+    b.close()
+
+
+def test_peer_dies_mid_message_is_broken_not_partial() -> None:
+    a, b = pipe.ends()
+    with b.open() as ch:
+        assert a.wfd is not None
+        os.write(a.wfd, b"\x00\x00\x01\x00half a message")
+        a.close()
+        with pytest.raises(ChannelBroken, match="middle of a message"):
+            ch.recv(timeout=5)
+
+
+def test_both_sides_writing_first_cannot_deadlock() -> None:
+    a, b = pipe.pair()
+    big = b"y" * (8 << 20)  # far more than the pipe holds, each way
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            b.send(big, timeout=30)
+            assert b.recv(timeout=30) == big
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    a.send(big, timeout=30)  # both send before either receives
+    assert a.recv(timeout=30) == big
+    t.join(30)
+    assert not errors
+    a.close()
+    b.close()
+
+
+def test_timeouts_and_close_wake_blocked_calls() -> None:
+    a, b = pipe.pair()
+    with pytest.raises(Timeout):
+        b.recv(timeout=0.05)
+    results: list[BaseException] = []
+    started = threading.Event()
+
+    def blocked_send() -> None:
+        started.set()
+        try:
+            a.send(b"z" * (32 << 20))  # nobody reads: blocks
+        except BaseException as exc:
+            results.append(exc)
+
+    t = threading.Thread(target=blocked_send)
+    t.start()
+    started.wait()
+    a.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(results[0], ChannelClosed)
+    b.close()
+
+
+def test_pipe_urls() -> None:
+    with pytest.raises(InvalidURL, match="names no fds"):
+        ipcwire.connect("pipe:")
+    with pytest.raises(InvalidURL, match="not open"):
+        ipcwire.connect("pipe:?rfd=987")
+    with pytest.raises(ConfigurationError, match="no name to listen on"):
+        ipcwire.listen("pipe:")
+    end, other = pipe.ends()
+    with end.open() as ch, pytest.raises(ChannelClosed, match="opens once"):
+        end.open()
+    assert ch.closed
+    other.close()
+
+
+def test_end_opens_once_and_pickles_only_open() -> None:
+    a, b = pipe.ends()
+    a.close()
+    with pytest.raises(ChannelClosed):
+        a.open()
+    b.close()
