@@ -37,6 +37,11 @@ BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
     "ipcwire.fifo",
     "ipcwire.udp",
     "ipcwire.signals",
+    "ipcwire.mq",
+    "ipcwire.spool",
+    "ipcwire.dbus",
+    "ipcwire.clipboard",
+    "ipcwire.xpc",
 )
 
 

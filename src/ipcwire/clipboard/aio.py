@@ -1,0 +1,233 @@
+"""The clipboard, asyncio driver: the tools run as asyncio subprocesses; polling sleeps on
+the loop (see the blocking driver for the behaviour)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.clipboard._tools import Tool
+from ipcwire.clipboard.blocking import (
+    TOOL_TIMEOUT,
+    ClipboardOptions,
+    _failed,
+    decode,
+    encode,
+)
+from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
+from ipcwire.options import ChannelOptions
+
+__all__ = ["AioClipboardChannel", "AioClipboardListener", "connect", "listen"]
+
+
+class AioBackend:
+    """Runs the tool's commands as asyncio subprocesses."""
+
+    def __init__(self, tool: Tool, url: str) -> None:
+        self.tool = tool
+        self.url = url
+
+    async def paste(self) -> bytes | None:
+        """The clipboard's content, or None when empty.
+
+        Raises:
+            ChannelBroken: the tool failed.
+        """
+        proc = await asyncio.create_subprocess_exec(
+            *self.tool.paste,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(self.tool.env),
+        )
+        try:
+            async with asyncio.timeout(TOOL_TIMEOUT):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise _failed(self.tool, "read", "it did not answer", self.url) from None
+        if proc.returncode == 0:
+            return out
+        text = err.decode(errors="replace")
+        if "not available" in text or "Nothing is copied" in text or "No selection" in text:
+            return None
+        raise _failed(self.tool, "read", text, self.url)
+
+    async def copy(self, data: bytes, deadline: float) -> None:
+        """Put ``data`` on the clipboard and wait until a paste returns it.
+
+        Raises:
+            Timeout, ChannelBroken.
+        """
+        loop = asyncio.get_running_loop()
+        with tempfile.TemporaryFile() as err:
+            proc = await asyncio.create_subprocess_exec(
+                *self.tool.copy,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err,
+                env=dict(self.tool.env),
+            )
+            try:
+                async with asyncio.timeout(TOOL_TIMEOUT):
+                    await proc.communicate(data)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise _failed(self.tool, "write", "it did not return", self.url) from None
+            if proc.returncode != 0:
+                err.seek(0)
+                raise _failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
+        while await self.paste() != data:
+            if loop.time() >= deadline:
+                raise Timeout(
+                    f"{self.url}: the clipboard did not show the copied content in time",
+                    endpoint=self.url,
+                )
+            await asyncio.sleep(0.005)
+
+
+class AioClipboardChannel(AioChannel):
+    """The clipboard as an asyncio channel (see the blocking ``ClipboardChannel``)."""
+
+    def __init__(
+        self,
+        backend: AioBackend,
+        wire: WireFormat,
+        url: str,
+        opts: ClipboardOptions,
+        first: bytes | None,
+    ) -> None:
+        self.url = url
+        self._backend = backend
+        self._wire = wire
+        self._text = opts.text
+        self._interval = opts.poll_interval
+        self._closing = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._last = first
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    @property
+    def tool(self) -> str:
+        """The tool in use, and where."""
+        return self._backend.tool.describe()
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = encode(self._wire, obj, self._text, self.url)
+        if self._closing.is_set():
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (TOOL_TIMEOUT if timeout is None else timeout)
+        async with self._lock:
+            await self._backend.copy(data, deadline)
+            self._last = data
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._closing.is_set():
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            async with self._lock:
+                now = await self._backend.paste()
+                changed = now is not None and now != self._last
+                if changed:
+                    self._last = now
+            if changed and now is not None:
+                self._received += 1
+                self._bytes_received += len(now)
+                return decode(self._wire, now, self._text)
+            wait = self._interval
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise Timeout(
+                        f"the clipboard did not change within {timeout} s", endpoint=self.url
+                    )
+                wait = min(wait, left)
+            try:
+                async with asyncio.timeout(wait):
+                    await self._closing.wait()
+            except TimeoutError:
+                continue
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        self._closing.set()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=self.tool)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )
+
+
+async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardChannel:
+    """A channel on the desktop clipboard (asyncio); options as the blocking ``connect``."""
+    kw.pop("reconnect", None)
+    opts = ClipboardOptions(endpoint, options, kw)
+    if options.token is not None:
+        raise ConfigurationError(
+            f"{endpoint}: the clipboard cannot be authenticated; drop token= (and pickle)"
+        )
+    backend = AioBackend(opts.tool, endpoint.url)
+    first = await backend.paste()
+    return AioClipboardChannel(backend, options.wire(), endpoint.url, opts, first)
+
+
+class AioClipboardListener(AioListener):
+    """The clipboard as a listener: ``accept()`` returns its one channel, then waits."""
+
+    def __init__(self, channel: AioClipboardChannel) -> None:
+        self.url = channel.url
+        self._channel: AioClipboardChannel | None = channel
+        self._closed = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed.is_set():
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        ch, self._channel = self._channel, None
+        if ch is not None:
+            return ch
+        try:
+            async with asyncio.timeout(timeout):
+                await self._closed.wait()
+        except TimeoutError:
+            raise Timeout(
+                f"{self.url}: the clipboard has one channel, already accepted", endpoint=self.url
+            ) from None
+        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardListener:
+    """The clipboard as a listener (asyncio)."""
+    kw.pop("backlog", None)
+    return AioClipboardListener(await connect(endpoint, options, **kw))

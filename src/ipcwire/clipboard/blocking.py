@@ -1,0 +1,297 @@
+"""The clipboard, blocking driver: copy and paste through the desktop's tools, and polling.
+
+A toy, on purpose: the clipboard is one slot that the user sees and overwrites, so the last
+writer wins and a message overwritten before the reader polled is lost; the same text sent
+twice in a row is one change, so the reader sees it once. ``recv`` returns the next *change*
+of the clipboard (checked every ``poll_interval`` seconds), not what was there when the channel
+opened, and never what this channel itself copied.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.clipboard._tools import Tool, pick_tool
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    FrameTooLarge,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+
+__all__ = ["ClipboardChannel", "ClipboardListener", "ClipboardOptions", "connect", "listen"]
+
+OPTIONS: Final = ("tool", "selection", "display", "text", "poll_interval", "timeout")
+TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
+
+
+class ClipboardOptions:
+    """The clipboard's own options, from keyword arguments and the URL's query."""
+
+    def __init__(self, endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]):
+        q = endpoint.params
+        raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}
+        reject_unknown(kw, endpoint, OPTIONS)
+        self.tool: Tool = pick_tool(
+            raw["tool"], selection=raw["selection"] or "clipboard", display=raw["display"]
+        )
+        text = raw["text"]
+        if isinstance(text, str):
+            text = text.lower() not in ("0", "false", "no", "off")
+        # text (str in, str out) is the default for the bytes codec: clipboards hold text
+        self.text = options.codec.name == "bytes" if text is None else bool(text)
+        try:
+            self.poll_interval = float(raw["poll_interval"] or 0.1)
+        except ValueError:
+            raise ConfigurationError(f"poll_interval for {endpoint} must be seconds") from None
+        if self.poll_interval <= 0:
+            raise ConfigurationError(f"poll_interval for {endpoint} must be > 0")
+
+
+def encode(wire: WireFormat, obj: Any, text: bool, url: str) -> bytes:
+    """What goes on the clipboard for ``obj``.
+
+    Raises:
+        FrameTooLarge, LocalProtocolError.
+    """
+    data = obj.encode() if text and isinstance(obj, str) else bytes(wire.codec.encode(obj))
+    if len(data) > wire.max_frame:
+        raise FrameTooLarge(
+            f"message of {len(data)} bytes not copied to {url}: over max_frame={wire.max_frame}",
+            size=len(data),
+            limit=wire.max_frame,
+            endpoint=url,
+        )
+    return data
+
+
+def decode(wire: WireFormat, data: bytes, text: bool) -> Any:
+    """The message for clipboard content ``data``."""
+    if text:
+        return data.decode(errors="replace")
+    return wire.decode(memoryview(data))
+
+
+def _failed(tool: Tool, what: str, detail: str, url: str) -> ChannelBroken:
+    return ChannelBroken(
+        f"{url}: {tool.name} failed to {what} the clipboard ({tool.describe()}): "
+        f"{detail.strip() or 'no error message'}",
+        endpoint=url,
+    )
+
+
+class Backend:
+    """Runs the tool's commands (blocking)."""
+
+    def __init__(self, tool: Tool, url: str) -> None:
+        self.tool = tool
+        self.url = url
+
+    def paste(self) -> bytes | None:
+        """The clipboard's content, or None when nothing is on it.
+
+        Raises:
+            ChannelBroken: the tool failed (for example the display went away).
+        """
+        try:
+            run = subprocess.run(
+                self.tool.paste,
+                capture_output=True,
+                env=self.tool.env,
+                timeout=TOOL_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise _failed(self.tool, "read", "it did not answer", self.url) from exc
+        if run.returncode == 0:
+            return run.stdout
+        err = run.stderr.decode(errors="replace")
+        if "not available" in err or "Nothing is copied" in err or "No selection" in err:
+            return None  # an empty clipboard
+        raise _failed(self.tool, "read", err, self.url)
+
+    def copy(self, data: bytes, deadline: float) -> None:
+        """Put ``data`` on the clipboard and wait until a paste returns it.
+
+        Raises:
+            Timeout: the clipboard did not show it in time. ChannelBroken: the tool failed.
+        """
+        # The copy tool forks a server that inherits stderr: a file, never a pipe we wait on.
+        with tempfile.TemporaryFile() as err:
+            try:
+                run = subprocess.run(
+                    self.tool.copy,
+                    input=data,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env=self.tool.env,
+                    timeout=TOOL_TIMEOUT,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise _failed(self.tool, "write", "it did not return", self.url) from exc
+            if run.returncode != 0:
+                err.seek(0)
+                raise _failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
+        while self.paste() != data:  # the forked server takes ownership a moment later
+            if time.monotonic() >= deadline:
+                raise Timeout(
+                    f"{self.url}: the clipboard did not show the copied content in time "
+                    f"(another program keeps overwriting it?)",
+                    endpoint=self.url,
+                )
+            time.sleep(0.005)
+
+
+class ClipboardChannel(Channel):
+    """The clipboard as a channel: ``send`` copies, ``recv`` waits for the next change."""
+
+    def __init__(self, backend: Backend, wire: WireFormat, url: str, opts: ClipboardOptions):
+        self.url = url
+        self._backend = backend
+        self._wire = wire
+        self._text = opts.text
+        self._interval = opts.poll_interval
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._last = backend.paste()  # what was there before: not a message
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    @property
+    def tool(self) -> str:
+        """The tool in use, and where (``xclip on :99``)."""
+        return self._backend.tool.describe()
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        """Copy ``obj`` to the clipboard (replacing whatever was there).
+
+        Raises:
+            Timeout: the clipboard did not take it within ``timeout`` (default 10 s).
+            ChannelBroken: the tool failed. FrameTooLarge, ChannelClosed.
+        """
+        data = encode(self._wire, obj, self._text, self.url)
+        if self._closing.is_set():
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        deadline = time.monotonic() + (TOOL_TIMEOUT if timeout is None else timeout)
+        with self._lock:
+            self._backend.copy(data, deadline)
+            self._last = data
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        """The clipboard's next content that differs from the last seen (polling).
+
+        Raises:
+            Timeout: no change in time. ChannelClosed, ChannelBroken.
+            RemoteProtocolError: the content does not decode with this codec.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._closing.is_set():
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            with self._lock:
+                now = self._backend.paste()
+                changed = now is not None and now != self._last
+                if changed:
+                    self._last = now
+            if changed and now is not None:
+                self._received += 1
+                self._bytes_received += len(now)
+                return decode(self._wire, now, self._text)
+            wait = self._interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(
+                        f"the clipboard did not change within {timeout} s", endpoint=self.url
+                    )
+                wait = min(wait, left)
+            if self._closing.wait(wait):
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        """Stop; what was copied stays on the clipboard (that is what clipboards do)."""
+        self._closing.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=self.tool)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )
+
+
+def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> ClipboardChannel:
+    """A channel on the desktop clipboard (``clipboard:``).
+
+    Options: ``tool`` ("xclip", "xsel", "wl-clipboard", "pbcopy"; default: the first that
+    works here), ``selection`` ("clipboard" or X11's "primary"), ``display`` (an X display
+    such as ":99", or a Wayland socket name), ``text`` (str in and out; the default with the
+    bytes codec), ``poll_interval`` (seconds, default 0.1).
+
+    Raises:
+        MechanismUnavailable: no display or no tool, with what to install.
+    """
+    kw.pop("reconnect", None)
+    opts = ClipboardOptions(endpoint, options, kw)
+    if options.token is not None:
+        raise ConfigurationError(
+            f"{endpoint}: the clipboard cannot be authenticated (anyone on the desktop reads "
+            f"and writes it); drop token= (and codec='pickle')"
+        )
+    return ClipboardChannel(Backend(opts.tool, endpoint.url), options.wire(), endpoint.url, opts)
+
+
+class ClipboardListener(Listener):
+    """The clipboard in the listener shape: ``accept()`` returns its one channel at once,
+    then waits until the listener is closed (there is no second client)."""
+
+    def __init__(self, channel: ClipboardChannel) -> None:
+        self.url = channel.url
+        self._channel: ClipboardChannel | None = channel
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        if self._closed.is_set():
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        ch, self._channel = self._channel, None
+        if ch is not None:
+            return ch
+        if not self._closed.wait(timeout):
+            raise Timeout(
+                f"{self.url}: the clipboard has one channel, already accepted", endpoint=self.url
+            )
+        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> ClipboardListener:
+    """The clipboard as a listener (see :class:`ClipboardListener`); options as
+    :func:`connect`."""
+    kw.pop("backlog", None)
+    return ClipboardListener(connect(endpoint, options, **kw))
