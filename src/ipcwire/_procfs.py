@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "tcp_listener_inodes",
     "tcp_sockets",
     "thread_ids",
+    "unix_socket_files",
     "unix_socket_inodes",
     "unix_socket_table",
     "wchan",
@@ -431,3 +433,68 @@ def memory_maps(pid: int) -> list[Mapping]:
         except ValueError:
             continue
     return out
+
+
+# sock_diag (netlink) constants: include/uapi/linux/{netlink,sock_diag,unix_diag}.h
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_UDIAG_SHOW_VFS = 0x2
+_UNIX_DIAG_VFS = 1
+_TCP_LISTEN = 10  # Unix sockets report their state with the TCP state numbers
+_NLMSG = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_UNIX_DIAG_MSG = struct.Struct("=BBBBIII")
+
+
+def unix_socket_files() -> dict[tuple[int, int], list[tuple[int, bool]]] | None:
+    """Bound Unix sockets by the file they are bound to: ``(st_dev, st_ino)`` of the socket
+    file -> [(socket inode, listening)], from the kernel's sock_diag (netlink).
+
+    This finds the socket behind a file even when it was bound under another name and then
+    linked into place (ipcwire binds in a private directory), where /proc/net/unix shows only
+    the name it was bound to. None when sock_diag is unavailable (not Linux, no unix_diag).
+    """
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    except (OSError, AttributeError):
+        return None
+    out: dict[tuple[int, int], list[tuple[int, bool]]] = {}
+    with sock:
+        req = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, _UDIAG_SHOW_VFS,
+                                  0xFFFFFFFF, 0xFFFFFFFF)  # fmt: skip
+        try:
+            sock.send(_NLMSG.pack(_NLMSG.size + len(req), _SOCK_DIAG_BY_FAMILY,
+                                  _NLM_F_REQUEST_DUMP, 1, 0) + req)  # fmt: skip
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    return out
+                if not _parse_diag(data, out):
+                    return out
+        except OSError:
+            return None
+
+
+def _parse_diag(data: bytes, out: dict[tuple[int, int], list[tuple[int, bool]]]) -> bool:
+    """Add one netlink datagram's sockets to ``out``; False at the end of the dump."""
+    off = 0
+    while off + _NLMSG.size <= len(data):
+        length, kind = _NLMSG.unpack_from(data, off)[:2]
+        if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < _NLMSG.size:
+            return False
+        body = off + _NLMSG.size
+        _, _, state, _, inode, _, _ = _UNIX_DIAG_MSG.unpack_from(data, body)
+        attr = body + _UNIX_DIAG_MSG.size
+        while attr + 4 <= off + length:
+            alen, atype = struct.unpack_from("=HH", data, attr)
+            if alen < 4:
+                break
+            if atype == _UNIX_DIAG_VFS and alen >= 12:
+                vfs_ino, vfs_dev = struct.unpack_from("=II", data, attr + 4)
+                dev = os.makedev(vfs_dev >> 20, vfs_dev & 0xFFFFF)  # kernel dev_t -> st_dev
+                out.setdefault((dev, vfs_ino), []).append((inode, state == _TCP_LISTEN))
+            attr += (alen + 3) & ~3
+        off += (length + 3) & ~3
+    return True

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from ipcwire._procfs import unix_socket_table
+from ipcwire._procfs import unix_socket_files, unix_socket_table
 from ipcwire.doctor._model import Report
 from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
 from ipcwire.doctor.shm import DEV_SHM, check_shm
@@ -38,8 +38,12 @@ def socket_dirs() -> list[str]:
     return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
 
 
-def stale_sockets(dirs: list[str]) -> list[str]:
-    """Socket files in ``dirs`` (and one level below) that no socket is bound to."""
+def stale_sockets(dirs: list[str]) -> list[str] | None:
+    """Socket files in ``dirs`` (and one level below) that no socket is bound to; None when
+    this kernel cannot tell (no sock_diag)."""
+    by_file = unix_socket_files()
+    if by_file is None:
+        return None
     bound = {e.path for e in unix_socket_table()}
     found = []
     for base in dirs:
@@ -47,10 +51,13 @@ def stale_sockets(dirs: list[str]) -> list[str]:
             candidates = [top, *(_entries(top) if os.path.isdir(top) else [])]
             for path in candidates:
                 try:
-                    if stat.S_ISSOCK(os.lstat(path).st_mode) and path not in bound:
-                        found.append(path)
+                    st = os.lstat(path)
                 except OSError:
                     continue
+                if not stat.S_ISSOCK(st.st_mode) or path in bound:
+                    continue
+                if (st.st_dev, st.st_ino) not in by_file:
+                    found.append(path)
     return sorted(found)
 
 
@@ -103,7 +110,11 @@ def _limits(report: Report) -> None:
 
 def _leftovers(report: Report) -> None:
     stale = stale_sockets(socket_dirs())
-    if stale:
+    if stale is None:
+        report.add("machine.stale_sockets", "info", "stale socket files cannot be told "
+                   "apart here: the kernel has no sock_diag (unix_diag) to name bound "
+                   "sockets")  # fmt: skip
+    elif stale:
         report.add("machine.stale_sockets", "warning", f"{len(stale)} stale socket file(s): no "
                    "socket is bound to them (their servers died)", stale,
                    "remove them (rm PATH), or let the next ipcwire listen() at each path do it",

@@ -24,6 +24,7 @@ from ipcwire._procfs import (
     proc_stat,
     proc_status,
     tcp_sockets,
+    unix_socket_files,
     unix_socket_table,
 )
 from ipcwire.doctor._model import Report
@@ -199,9 +200,33 @@ def _read_head(path: str) -> bytes:
         os.close(fd)
 
 
+def _socket_file(bound: str, ident: tuple[int, int] | None) -> str:
+    """The path of a socket file now: where it was bound, or (bound in a private directory
+    and linked into place, as ipcwire does) the socket file with the same inode nearby."""
+    if ident is None or bound.startswith("@"):
+        return bound
+    parent = os.path.dirname(bound)
+    for directory in (parent, os.path.dirname(parent)):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == ident:
+                return path
+    return f"{bound} (that file is gone)"
+
+
 def endpoints(pid: int) -> list[str]:
     """One line per IPC endpoint ``pid`` holds (sockets, pipes, FIFOs, shared memory...)."""
     unix = {e.inode: e for e in unix_socket_table()}
+    files = {inode: ident for ident, socks in (unix_socket_files() or {}).items()
+             for inode, _ in socks}  # fmt: skip
     tcp = {e.inode: e for e in tcp_sockets(state=None)}
     out = []
     for fd, target in sorted(fd_targets(pid).items()):
@@ -210,8 +235,9 @@ def endpoints(pid: int) -> list[str]:
             inode = int(target[8:-1])
             if inode in unix:
                 e = unix[inode]
-                out.append(f"fd {fd}: Unix socket {e.path}" + (" (listening)" if e.listening
-                                                                 else ""))  # fmt: skip
+                where = _socket_file(e.path, files.get(inode))
+                out.append(f"fd {fd}: Unix socket {where}" + (" (listening)" if e.listening
+                                                               else ""))  # fmt: skip
             elif inode in tcp:
                 t = tcp[inode]
                 out.append(f"fd {fd}: TCP {t.host}:{t.port} {t.state}")

@@ -13,7 +13,12 @@ import socket
 import stat
 from pathlib import Path
 
-from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_table
+from ipcwire._procfs import (
+    describe_pid,
+    pids_for_inodes,
+    unix_socket_files,
+    unix_socket_table,
+)
 from ipcwire.doctor._model import Report
 from ipcwire.unix._socket import MAX_PATH, peer_info
 
@@ -53,10 +58,20 @@ def probe(sockaddr: str | bytes) -> tuple[int, int | None]:
 
 
 def _holders(name: str) -> tuple[list[int], list[int]]:
-    """Pids with a socket bound to ``name``: (listening, bound but not listening)."""
-    table = [e for e in unix_socket_table() if e.path == name]
-    listening = pids_for_inodes({e.inode for e in table if e.listening})
-    bound = pids_for_inodes({e.inode for e in table if not e.listening})
+    """Pids with a socket bound to ``name``: (listening, bound but not listening).
+
+    /proc/net/unix names the path a socket was bound to; a socket bound elsewhere and then
+    linked into place (as ipcwire does) is found through its file by sock_diag.
+    """
+    table = [(e.inode, e.listening) for e in unix_socket_table() if e.path == name]
+    if not name.startswith("@"):
+        try:
+            st = os.stat(name)
+            table += (unix_socket_files() or {}).get((st.st_dev, st.st_ino), [])
+        except OSError:
+            pass
+    listening = pids_for_inodes({inode for inode, up in table if up})
+    bound = pids_for_inodes({inode for inode, up in table if not up})
     return listening, bound
 
 

@@ -1,0 +1,68 @@
+"""``ipcwire doctor tcp://``: a port held by another process, nothing listening, a server on
+another address; each named, and the fix shown to work."""
+
+from __future__ import annotations
+
+import socket
+
+import ipcwire
+from ipcwire.doctor import check_tcp
+from tests._proc import child, kill9, wait_line
+from tests.doctor._helpers import doctor_json, findings
+
+HOLDER = """
+import socket, sys
+s = socket.socket()
+s.bind(({host!r}, 0))
+s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_port_held_by_another_process_is_named_and_freeing_it_fixes_it() -> None:
+    with child(HOLDER.format(host="127.0.0.1")) as proc:
+        port = int(wait_line(proc))
+        code, data = doctor_json(f"tcp://127.0.0.1:{port}", "--listen")
+        assert code == 1
+        [busy] = findings(data, "tcp.in_use")
+        assert proc.pid in busy["data"]["pids"]
+        assert f"pid {proc.pid}" in busy["summary"]
+        assert f"kill {proc.pid}" in busy["fix"]
+        # A client, on the other hand, finds a live server there.
+        [live] = check_tcp("127.0.0.1", port).find("tcp.live")
+        assert proc.pid in live.data["pids"]
+        kill9(proc)  # the fix
+    report = check_tcp("127.0.0.1", port, listen=True)
+    assert report.ok and report.find("tcp.free")
+    ipcwire.listen(f"tcp://127.0.0.1:{port}").close()
+
+
+def test_nothing_listening_is_refused() -> None:
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    [refused] = check_tcp("127.0.0.1", port).problems
+    assert refused.check == "tcp.refused"
+    assert "nothing listens on port" in refused.summary
+    assert "connect(127.0.0.1:{}) -> ECONNREFUSED".format(port) in refused.evidence
+
+
+def test_server_on_another_address_is_found_and_dialing_it_works() -> None:
+    with child(HOLDER.format(host="127.0.0.2")) as proc:
+        port = int(wait_line(proc))
+        code, data = doctor_json(f"tcp://127.0.0.1:{port}")
+        assert code == 1
+        [other] = findings(data, "tcp.other_address")
+        assert other["data"]["listening_on"] == ["127.0.0.2"]
+        assert proc.pid in other["data"]["pids"]
+        assert "connect to 127.0.0.2 instead" in other["fix"]
+        report = check_tcp("127.0.0.2", port)  # the fix
+        assert report.ok and report.find("tcp.live")
+
+
+def test_unknown_host_and_foreign_address() -> None:
+    [bad] = check_tcp("no-such-host.invalid", 80).problems
+    assert bad.check == "tcp.resolve"
+    [foreign] = check_tcp("192.0.2.1", 7000, listen=True).problems  # TEST-NET-1: not ours
+    assert foreign.check == "tcp.not_local"

@@ -1,0 +1,139 @@
+"""``ipcwire doctor unix://``: each broken situation made for real, named, and fixed."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import ipcwire
+from ipcwire.doctor import check_unix
+from tests._proc import NOBODY, child, kill9, wait_line
+from tests.doctor._helpers import connect_as_nobody, doctor, doctor_json, findings
+
+SERVER = """
+import ipcwire, sys
+lst = ipcwire.listen({url!r})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_stale_socket_of_a_killed_server_is_named_and_removing_it_fixes_it(
+    sock_dir: Path,
+) -> None:
+    path = f"{sock_dir}/app.sock"
+    url = f"unix://{path}"
+    with child(SERVER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        kill9(proc)
+    code, data = doctor_json(url)
+    assert code == 1
+    [stale] = findings(data, "unix.stale")
+    assert stale["status"] == "problem"
+    assert "nothing listens" in stale["summary"]
+    assert "connect() -> ECONNREFUSED" in stale["evidence"]
+    assert stale["fix"].startswith(f"rm {path}")
+    # The fix: remove the file, start the server again.
+    os.unlink(path)
+    with child(SERVER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        report = check_unix(path)
+        [live] = report.find("unix.live")
+        assert live.data["pid"] == proc.pid
+        assert report.ok
+
+
+def test_live_listener_is_named_and_a_second_server_is_told_who_holds_it(
+    sock_dir: Path,
+) -> None:
+    path = f"{sock_dir}/busy.sock"
+    url = f"unix://{path}"
+    with child(SERVER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        assert check_unix(path).find("unix.live")[0].data["pid"] == proc.pid
+        report = check_unix(path, listen=True)
+        [busy] = report.find("unix.in_use")
+        assert busy.status == "problem" and busy.data["pid"] == proc.pid
+        assert busy.fix is not None and f"kill {proc.pid}" in busy.fix
+        kill9(proc)  # the fix
+    report = check_unix(path, listen=True)
+    assert report.ok and report.find("unix.stale")[0].status == "info"
+    ipcwire.listen(url).close()  # listen() now removes the stale file and binds
+
+
+def test_socket_of_another_uid_is_explained_and_mode_0660_with_a_group_fixes_it(
+    sock_dir: Path,
+) -> None:
+    os.chmod(sock_dir, 0o755)  # the directory lets everyone through; the socket is 0600
+    path = f"{sock_dir}/private.sock"
+    url = f"unix://{path}"
+    with ipcwire.listen(url) as lst:
+        code, data = doctor_json(url, as_nobody=True)
+        assert code == 1
+        [denied] = findings(data, "unix.permission")
+        assert "write permission" in denied["summary"]
+        assert f"{path}: socket, mode 0600 owned by uid 0 gid 0" in denied["evidence"]
+        assert f"you are uid {NOBODY} (groups {NOBODY})" in denied["evidence"]
+        assert "mode=0o660" in denied["fix"]
+        assert connect_as_nobody(url).startswith("PermissionDenied")
+        lst.close()
+    # The fix the doctor gives: mode 0660 and a group the client is in.
+    with ipcwire.listen(url, mode=0o660) as lst:
+        os.chown(path, -1, NOBODY)
+        serve = threading.Thread(target=lambda: lst.accept(timeout=10).close())
+        serve.start()
+        code, data = doctor_json(url, as_nobody=True)
+        assert code == 0, data
+        assert findings(data, "unix.live")
+        assert connect_as_nobody(url) == "connected"
+        serve.join(10)
+
+
+def test_directory_the_caller_cannot_enter_is_named(sock_dir: Path) -> None:
+    path = f"{sock_dir}/hidden.sock"  # sock_dir is 0700 root
+    with ipcwire.listen(f"unix://{path}", mode=0o666):
+        code, data = doctor_json(path, as_nobody=True)
+        assert code == 1
+        [denied] = findings(data, "unix.directory_denied")
+        assert denied["data"]["directory"] == str(sock_dir)
+        assert denied["data"]["mode"] == 0o700
+        assert f"chmod o+x {sock_dir}" in denied["fix"]
+        os.chmod(sock_dir, 0o711)  # the fix
+        code, data = doctor_json(path, as_nobody=True)
+        assert code == 0 and findings(data, "unix.live")
+
+
+def test_missing_file_not_a_socket_and_long_path(sock_dir: Path) -> None:
+    missing = check_unix(f"{sock_dir}/none.sock")
+    assert [f.check for f in missing.problems] == ["unix.missing"]
+    assert check_unix(f"{sock_dir}/none.sock", listen=True).ok
+    regular = sock_dir / "file.sock"
+    regular.write_text("not a socket")
+    [wrong] = check_unix(str(regular)).problems
+    assert wrong.check == "unix.not_a_socket" and "a regular file" in wrong.summary
+    long = "/tmp/" + "d" * 120 + "/s.sock"
+    [too_long] = check_unix(long).problems
+    assert too_long.check == "unix.path_too_long" and too_long.data["limit"] == 107
+    assert "abstract name" in str(too_long.fix)
+    gone = check_unix(f"{sock_dir}/nodir/x.sock")
+    assert [f.check for f in gone.problems] == ["unix.directory_missing"]
+
+
+def test_abstract_names() -> None:
+    name = f"ipcwire-doctor-{os.getpid()}"
+    assert check_unix(f"@{name}").find("unix.missing")
+    with ipcwire.listen(f"unix:@{name}"):
+        report = check_unix(f"@{name}")
+        assert report.find("unix.live")[0].data["pid"] == os.getpid()
+        assert check_unix(f"@{name}", listen=True).find("unix.in_use")
+
+
+def test_human_output_has_evidence_and_fix(sock_dir: Path) -> None:
+    regular = sock_dir / "plain"
+    regular.write_text("x")
+    out = doctor(f"unix://{regular}")
+    assert out.returncode == 1
+    text = " ".join(out.stdout.split())
+    assert "✗" in text and "is a regular file, not a socket" in text
+    assert "fix: choose another path" in text
