@@ -7,10 +7,11 @@ import os
 import signal
 from pathlib import Path
 
-from ipcwire._procfs import proc_stat, wchan
-from ipcwire.doctor import check_pid
 from tests._proc import child, run_python, wait_line, wait_until
 from tests.doctor._helpers import doctor_json, findings
+
+from ipcwire._procfs import proc_stat, wchan
+from ipcwire.doctor import check_pid
 
 # A parent that writes 1 MB to its child's stdin before reading anything, while the child
 # writes 1 MB to its stdout before reading anything: both block on full 64 KiB pipes.

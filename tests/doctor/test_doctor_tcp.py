@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import socket
 
-import ipcwire
-from ipcwire.doctor import check_tcp
 from tests._proc import child, kill9, wait_line
 from tests.doctor._helpers import doctor_json, findings
+
+import ipcwire
+from ipcwire.doctor import check_tcp
 
 HOLDER = """
 import socket, sys
@@ -45,7 +46,7 @@ def test_nothing_listening_is_refused() -> None:
     [refused] = check_tcp("127.0.0.1", port).problems
     assert refused.check == "tcp.refused"
     assert "nothing listens on port" in refused.summary
-    assert "connect(127.0.0.1:{}) -> ECONNREFUSED".format(port) in refused.evidence
+    assert f"connect(127.0.0.1:{port}) -> ECONNREFUSED" in refused.evidence
 
 
 def test_server_on_another_address_is_found_and_dialing_it_works() -> None:

@@ -6,10 +6,11 @@ import os
 import threading
 from pathlib import Path
 
-import ipcwire
-from ipcwire.doctor import check_unix
 from tests._proc import NOBODY, child, kill9, wait_line
 from tests.doctor._helpers import connect_as_nobody, doctor, doctor_json, findings
+
+import ipcwire
+from ipcwire.doctor import check_unix
 
 SERVER = """
 import ipcwire, sys
