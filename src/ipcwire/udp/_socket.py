@@ -9,13 +9,15 @@
 * A received datagram larger than ``max_frame`` is detected (``MSG_TRUNC`` gives its real
   size) and raised as ``FrameTooLarge``; the channel stays usable.
 * Binding defaults to loopback; ``udp://0.0.0.0:port`` is an explicit choice.
-* Datagrams the kernel dropped because the receive buffer was full are counted (Linux
-  ``SO_RXQ_OVFL``) in ``statistics().dropped``: loss is never silent where the OS tells.
+* Datagrams the kernel dropped because the receive buffer was full are counted (Linux:
+  ``SO_RXQ_OVFL`` on each datagram, and the socket's counter in /proc/net/udp) in
+  ``statistics().dropped``: loss is never silent where the OS tells.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ __all__ = [
     "bind_socket",
     "enable_drop_count",
     "parse_drop_count",
+    "proc_drops",
     "resolve",
 ]
 
@@ -110,6 +113,25 @@ def parse_drop_count(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
             return int(struct.unpack("=I", data[:4])[0])
+    return None
+
+
+def proc_drops(sock: socket.socket) -> int | None:
+    """The kernel's drop counter for ``sock`` from /proc/net/udp (Linux), or None."""
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+    except OSError:
+        return None
+    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
+    try:
+        with open(f"/proc/net/{name}") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 13 and fields[9] == str(inode):
+            return int(fields[12])
     return None
 
 

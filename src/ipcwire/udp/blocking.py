@@ -42,6 +42,7 @@ from ipcwire.udp._socket import (
     UdpAddress,
     bind_socket,
     parse_drop_count,
+    proc_drops,
     resolve,
 )
 
@@ -161,6 +162,16 @@ class _Socket:
                     )
                 self._wpoll.poll(_ms(wait))
 
+    def drops(self) -> int:
+        """Datagrams the kernel dropped for this socket (receive buffer full), as far as the
+        OS tells."""
+        if self.closed:
+            return self.kernel_drops
+        found = proc_drops(self.sock)
+        if found is not None:
+            self.kernel_drops = max(self.kernel_drops, found)
+        return self.kernel_drops
+
     def _error(self, exc: OSError, doing: str) -> IpcwireError:
         if self.closed:
             return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -274,7 +285,7 @@ class UdpChannel(Channel):
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
             buffered_bytes=0,
-            dropped=self._io.kernel_drops,
+            dropped=self._io.drops(),
         )
 
 

@@ -1,0 +1,171 @@
+"""UDP: boundaries, size limits, truncation, modes, binding rules, loss accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import ipcwire
+from ipcwire import aio, udp
+from ipcwire.errors import (
+    AddressInUse,
+    ConfigurationError,
+    ConnectionRefused,
+    FrameTooLarge,
+    InvalidURL,
+    LocalProtocolError,
+    Timeout,
+)
+
+
+def test_listener_binds_loopback_by_default() -> None:
+    with ipcwire.listen("udp://:0") as listener:
+        assert listener.url.startswith("udp://127.0.0.1:")
+
+
+def test_boundaries_are_kept_and_each_peer_gets_a_channel() -> None:
+    with ipcwire.listen("udp://127.0.0.1:0") as server:
+        a = ipcwire.connect(server.url)
+        b = ipcwire.connect(server.url)
+        a.send(b"one")
+        a.send(b"two")
+        b.send(b"")  # an empty datagram is a message too
+        chans = {}
+        for _ in range(2):
+            ch = server.accept(timeout=5)
+            assert ch.peer is not None
+            chans[ch.peer.address] = ch
+        ch_a = chans[f"udp://127.0.0.1:{a.local_address[1]}"]  # type: ignore[attr-defined]
+        ch_b = chans[f"udp://127.0.0.1:{b.local_address[1]}"]  # type: ignore[attr-defined]
+        assert [ch_a.recv(timeout=5), ch_a.recv(timeout=5)] == [b"one", b"two"]
+        assert ch_b.recv(timeout=5) == b""
+        ch_a.send(b"reply to a")
+        assert a.recv(timeout=5) == b"reply to a"
+        with pytest.raises(Timeout):
+            b.recv(timeout=0.05)
+        for ch in (a, b, ch_a, ch_b):
+            ch.close()
+
+
+def test_oversized_message_refused_before_sending() -> None:
+    a, b = udp.pair()
+    with a, b:
+        with pytest.raises(FrameTooLarge) as info:
+            a.send(b"x" * 65_508)
+        assert (info.value.size, info.value.limit) == (65_508, 65_507)
+        a.send(b"x" * 65_507)  # the largest datagram goes through whole
+        assert b.recv(timeout=5) == b"x" * 65_507
+        assert a.statistics().messages_sent == 1
+
+
+def test_truncated_receive_is_detected() -> None:
+    a, b = udp.pair()
+    small = udp.bind("udp://127.0.0.1:0", max_frame=100)
+    with a, b, small:
+        a.send_to(b"y" * 1000, small.local_url)
+        a.send_to(b"fits", small.local_url)
+        with pytest.raises(FrameTooLarge) as info:
+            small.recv(timeout=5)
+        assert (info.value.size, info.value.limit) == (1000, 100)  # the real size, via MSG_TRUNC
+        assert small.recv(timeout=5) == b"fits"  # and the channel goes on
+
+
+def test_connected_mode_reports_nobody_listening() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # the port is free now: nothing listens there
+    with ipcwire.connect(f"udp://127.0.0.1:{port}") as ch:
+        ch.send(b"anyone?")
+        with pytest.raises(ConnectionRefused, match="nothing listens"):
+            ch.recv(timeout=5)
+        with pytest.raises(Timeout):  # still usable
+            ch.recv(timeout=0.05)
+
+
+def test_unconnected_and_fire_and_forget() -> None:
+    with udp.bind(codec="json") as inbox:
+        udp.send_to(inbox.local_url, {"metric": 1}, codec="json")
+        msg, addr = inbox.recv_from(timeout=5)
+        assert msg == {"metric": 1}
+        assert addr[0] == "127.0.0.1"
+        with pytest.raises(LocalProtocolError, match="send_to"):
+            inbox.send({"no": "peer"})
+        inbox.send_to({"back": True}, addr)
+
+
+def test_ndjson_datagrams_from_netcat_style_senders() -> None:
+    with udp.bind(framing="ndjson") as inbox:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw.sendto(b'{"a": 1}\n{"b": 2}\n{"c": 3}', inbox.local_address)  # three lines
+        raw.close()
+        got = [inbox.recv(timeout=5) for _ in range(3)]
+        assert got == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+def test_between_processes() -> None:
+    code = (
+        "import sys, ipcwire\n"
+        "with ipcwire.connect(sys.argv[1], codec='json') as ch:\n"
+        "    print(ch.request({'ping': 1}, timeout=10), flush=True)\n"
+    )
+    with ipcwire.listen("udp://127.0.0.1:0", codec="json") as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, server.url], stdout=subprocess.PIPE, text=True
+        )
+        with server.accept(timeout=20) as peer:
+            assert peer.recv(timeout=10) == {"ping": 1}
+            peer.send({"pong": 1})
+        out, _ = proc.communicate(timeout=20)
+        assert out.strip() == "{'pong': 1}"
+
+
+def test_binding_rules() -> None:
+    with ipcwire.listen("udp://127.0.0.1:0") as first, pytest.raises(AddressInUse, match="in use"):
+        ipcwire.listen(first.url)
+    with pytest.raises(InvalidURL, match="no port"):
+        ipcwire.connect("udp://127.0.0.1")
+    with pytest.raises(InvalidURL, match="port 0"):
+        ipcwire.connect("udp://127.0.0.1:0")
+    with pytest.raises(ConfigurationError, match="token"):
+        ipcwire.connect("udp://127.0.0.1:9", token="secret")
+
+
+def test_kernel_drops_are_counted() -> None:
+    # A receive buffer far too small for what is sent: the kernel drops, and says so.
+    inbox = udp.bind()
+    inbox._io.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with inbox, ipcwire.connect(inbox.local_url) as ch:
+        for _ in range(500):
+            ch.send(b"z" * 1000)
+        inbox.recv(timeout=5)
+        stats = inbox.statistics()
+        assert stats.dropped > 0
+        assert stats.messages_received == 1
+
+
+def test_asyncio_modes() -> None:
+    async def main() -> None:
+        async with await aio.listen("udp://127.0.0.1:0", codec="json") as server:
+            client = await aio.connect(server.url, codec="json")
+            await client.send({"n": 1})
+            await client.send({"n": 2})
+            peer = await server.accept(timeout=5)
+            assert [await peer.recv(timeout=5), await peer.recv(timeout=5)] == [
+                {"n": 1},
+                {"n": 2},
+            ]
+            await peer.send({"ok": True})
+            assert await client.recv(timeout=5) == {"ok": True}
+            with pytest.raises(FrameTooLarge):
+                await client.send("x" * 70_000)
+            await client.send([])  # still usable
+            assert await peer.recv(timeout=5) == []
+            await peer.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
