@@ -99,15 +99,25 @@ class ServerStream:
         return None
 
     # -- the writer (serving loop, holding lock) --------------------------------------------
-    def pending(self) -> tuple[bytes, int]:
-        """Events not yet written to the attached connection, and the last one's id."""
+    def pending(self, limit: int = 256 * 1024) -> tuple[bytes, int]:
+        """The next events not yet written to the attached connection (about ``limit`` bytes,
+        at least one event), and the last one's id."""
         missing = self.seq - self.written
         if missing <= 0:
             return b"", self.seq
         log = self._log
         start = max(len(log) - missing, 0)
-        chunk = b"".join(log[i][1] for i in range(start, len(log)))
-        return chunk, self.seq
+        parts: list[bytes] = []
+        size = 0
+        upto = self.written
+        for i in range(start, len(log)):
+            seq, ev = log[i]
+            if parts and size + len(ev) > limit:
+                break
+            parts.append(ev)
+            size += len(ev)
+            upto = seq
+        return b"".join(parts), upto
 
     def wait_for_events(self, wake: Callable[[], None]) -> None:
         """The writer has nothing to write: the next append calls ``wake``."""
