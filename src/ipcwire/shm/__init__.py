@@ -1,10 +1,41 @@
-"""Shared memory: ``shm://name``, lock-free ring buffers between two processes.
+"""Shared memory: ``shm://name``, lock-free ring buffers between two processes on one machine.
 
-``IMPLEMENTATION`` says which ring runs here: ``"c"`` (the extension) or ``"python"``.
+Each connection gets its own pair of rings (one per direction) in an anonymous memfd that the
+connecting side creates and hands over the listener's Unix socket; the socket then stays open
+only as the liveness signal, so a peer that dies is noticed at once and nothing is left behind
+(no /dev/shm entry, ever). Zero-copy both ways: ``loan``/``send_loan`` and ``recv_view``.
+Blocked calls spin, park in the kernel, or spin then park (``policy=``). The ring is C (the
+optional extension); ``IMPLEMENTATION`` says whether it or the pure-Python fallback runs.
+docs/mechanisms/shm.md explains the layout, the wait policies and when not to use it.
 """
 
 from __future__ import annotations
 
+from ipcwire.registry import Capabilities, MechanismSpec
 from ipcwire.shm._ring import IMPLEMENTATION
 
-__all__ = ["IMPLEMENTATION"]
+__all__ = ["IMPLEMENTATION", "SPEC"]
+
+SPEC = MechanismSpec(
+    scheme="shm",
+    title="Shared memory",
+    summary=(
+        "lock-free rings in a memfd per connection; zero-copy loans and views; "
+        f"spin/park/hybrid waits; {IMPLEMENTATION} ring"
+    ),
+    capabilities=Capabilities(
+        bidirectional=True,
+        reliable=True,
+        ordered=True,
+        message_boundaries=True,
+        zero_copy=True,
+        multi_client=True,
+        peer_credentials=True,
+        wait_policies=("spin", "park", "hybrid"),
+        platforms=("linux",),
+    ),
+    blocking="ipcwire.shm.blocking",
+    aio="ipcwire.shm.aio",
+    docs="docs/mechanisms/shm.md",
+    example_url="shm://app",
+)

@@ -15,6 +15,10 @@ After that the socket carries nothing. It stays open as the liveness signal: whe
 process ends, however it ends, the kernel closes its end, the socket hangs up, and a parked
 waiter's ``poll`` wakes at once (a spinning waiter asks every millisecond). That is how a dead
 peer becomes ``ChannelBroken`` promptly instead of a hang.
+
+The setup steps here do no socket I/O (:class:`ClientSetup`, :func:`server_setup`,
+:class:`FrameReader`); the blocking functions :func:`connect_link` and :func:`accept_link`
+and the asyncio driver each do the reading and writing their own way.
 """
 
 from __future__ import annotations
@@ -41,16 +45,20 @@ from ipcwire.shm._segment import Segment, check_eventfd, create_segment, open_se
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "ClientSetup",
+    "FrameReader",
     "Link",
     "accept_link",
     "connect_link",
+    "encode_frame",
     "recv_frame",
     "send_frame",
+    "server_setup",
 ]
 
 DEFAULT_CAPACITY: Final = 1 << 20  # data bytes per direction
 MAX_PEER_CAPACITY: Final = 1 << 30  # the largest ring a server maps for a client
-_MAX_FRAME: Final = 64 * 1024
+MAX_SETUP_FRAME: Final = 64 * 1024
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -86,7 +94,60 @@ class Link:
                 pass  # a ring or a loaned view still maps it; it is unmapped when they go
 
 
-# -- framing of the setup messages --------------------------------------------------------
+# -- setup frames -----------------------------------------------------------------------------
+
+
+def encode_frame(obj: dict[str, Any]) -> bytes:
+    """One setup message: 4-byte big-endian length, then JSON."""
+    body = _encode(obj)
+    return len(body).to_bytes(4, "big") + body
+
+
+class FrameReader:
+    """Collects one length-prefixed frame and the fds that came with it, never reading a
+    byte past it (``want()`` says how many to ask for). Closes the fds if abandoned."""
+
+    def __init__(self, maxfds: int) -> None:
+        self.maxfds = maxfds
+        self.ancillary = socket.CMSG_SPACE(max(maxfds, 1) * 4)
+        self.buf = bytearray()
+        self.fds: list[int] = []
+
+    def want(self) -> int:
+        """Bytes still needed (0: the frame is complete)."""
+        if len(self.buf) < 4:
+            return 4 - len(self.buf)
+        size = int.from_bytes(self.buf[:4], "big")
+        if size > MAX_SETUP_FRAME:
+            raise RemoteProtocolError("the peer sent an oversized setup message")
+        return 4 + size - len(self.buf)
+
+    def feed(self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int) -> None:
+        """Add what one ``recvmsg`` returned.
+
+        Raises:
+            ChannelBroken: end of file. RemoteProtocolError: more fds than expected.
+        """
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got = array.array("i")
+                got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
+                self.fds.extend(got)
+        if flags & socket.MSG_CTRUNC or len(self.fds) > self.maxfds:
+            raise RemoteProtocolError("the peer sent more file descriptors than expected")
+        if not data:
+            raise ChannelBroken("the peer closed the connection during the setup")
+        self.buf += data
+
+    def take(self) -> tuple[bytes, list[int]]:
+        """The frame's body and fds (now the caller's to close)."""
+        fds, self.fds = self.fds, []
+        return bytes(self.buf[4:]), fds
+
+    def discard(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def _remaining(deadline: float) -> float:
@@ -97,9 +158,8 @@ def _remaining(deadline: float) -> float:
 
 
 def send_frame(sock: socket.socket, obj: dict[str, Any], deadline: float, fds: list[int]) -> None:
-    """Send one length-prefixed JSON object, with ``fds`` attached (SCM_RIGHTS)."""
-    body = _encode(obj)
-    data = len(body).to_bytes(4, "big") + body
+    """Send one setup message (blocking), with ``fds`` attached (SCM_RIGHTS)."""
+    data = encode_frame(obj)
     sock.settimeout(_remaining(deadline))
     sent = socket.send_fds(sock, [data], fds) if fds else sock.send(data)
     if sent < len(data):
@@ -107,38 +167,20 @@ def send_frame(sock: socket.socket, obj: dict[str, Any], deadline: float, fds: l
 
 
 def recv_frame(sock: socket.socket, deadline: float, maxfds: int) -> tuple[bytes, list[int]]:
-    """Receive one length-prefixed frame (exactly: never a byte more), and the fds that came
-    with it (close-on-exec). The caller owns the fds, even when this raises... it closes them.
+    """Receive one setup message (blocking) and its fds (close-on-exec; the caller's).
 
     Raises:
         TimeoutError, ChannelBroken (EOF), RemoteProtocolError (too long, too many fds).
     """
-    buf = bytearray()
-    fds: list[int] = []
-    ancillary = socket.CMSG_SPACE(max(maxfds, 1) * 4)
+    reader = FrameReader(maxfds)
     try:
-        while True:
-            want = 4 if len(buf) < 4 else 4 + int.from_bytes(buf[:4], "big")
-            if want > 4 + _MAX_FRAME:
-                raise RemoteProtocolError("the peer sent an oversized setup message")
-            if len(buf) == want and want > 4:
-                return bytes(buf[4:]), fds
+        while want := reader.want():
             sock.settimeout(_remaining(deadline))
-            data, anc, flags, _ = sock.recvmsg(want - len(buf), ancillary, socket.MSG_CMSG_CLOEXEC)
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    got = array.array("i")
-                    got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
-                    fds.extend(got)
-            if flags & socket.MSG_CTRUNC or len(fds) > maxfds:
-                raise RemoteProtocolError("the peer sent more file descriptors than expected")
-            if not data:
-                raise ChannelBroken("the peer closed the connection during the setup")
-            buf += data
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
+            data, anc, flags, _ = sock.recvmsg(want, reader.ancillary, socket.MSG_CMSG_CLOEXEC)
+            reader.feed(data, anc, flags)
+        return reader.take()
+    finally:
+        reader.discard()
 
 
 def _parse(body: bytes, who: str) -> dict[str, Any]:
@@ -155,101 +197,129 @@ def _eventfd() -> int:
     return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
 
-def _check_capacity(cap: int, what: str) -> None:
-    if not L.MIN_CAPACITY <= cap <= L.MAX_CAPACITY or cap & (cap - 1):
-        raise ValueError(f"{what}={cap}: must be a power of two from 4 KiB to 4 GiB")
+def _undo(rings: list[RingEnd], fds: list[int], seg: Segment | None) -> None:
+    for ring in rings:
+        ring.close()
+    for fd in fds:
+        os.close(fd)
+    if seg is not None:
+        try:
+            seg.mm.close()
+        except BufferError:
+            pass
 
 
-# -- the two sides --------------------------------------------------------------------------
+# -- the two sides, without I/O ---------------------------------------------------------------
 
 
-def connect_link(
-    sock: socket.socket,
-    *,
-    deadline: float,
-    capacity: tuple[int, int] = (DEFAULT_CAPACITY, DEFAULT_CAPACITY),
-    name: str = "shm",
-    impl: str | None = None,
-    **ring_kw: Any,
-) -> Link:
-    """The client side: create the segment and eventfds, send them, attach.
+class ClientSetup:
+    """The connecting side: ``hello()`` to send, then ``finish()`` with the server's answer.
 
     ``capacity``: data bytes of (client to server, server to client). ``ring_kw``: policy,
-    spin_ns, max_message for the rings.
-
-    Raises:
-        Timeout, ChannelBroken, HandshakeError, RemoteProtocolError, ResourceExhausted.
+    spin_ns, max_message for the rings. Call ``abort()`` if it is not finished.
     """
-    for cap in capacity:
-        _check_capacity(cap, "capacity")
-    seg_fd, seg = create_segment(capacity, impl=impl)
-    mine = [_eventfd(), _eventfd()]  # [rx, tx]
-    peer_fds: list[int] = []
-    rings: list[RingEnd] = []
-    try:
+
+    def __init__(
+        self,
+        capacity: tuple[int, int],
+        *,
+        name: str,
+        impl: str | None = None,
+        **ring_kw: Any,
+    ) -> None:
+        for cap in capacity:
+            if not L.MIN_CAPACITY <= cap <= L.MAX_CAPACITY or cap & (cap - 1):
+                raise ValueError(f"capacity={cap}: must be a power of two from 4 KiB to 4 GiB")
+        self.capacity = capacity
+        self.name = name
+        self.impl = impl
+        self.ring_kw = ring_kw
+        seg_fd, self.segment = create_segment(capacity, impl=impl)
+        self._seg_fd: int | None = seg_fd
+        self.mine = [_eventfd(), _eventfd()]  # [rx, tx]
+        self._done = False
+
+    def hello(self) -> tuple[bytes, list[int]]:
+        """The first message and the fds to attach to it."""
+        assert self._seg_fd is not None
+        msg = {"shm": 1, "capacity": list(self.capacity), "size": self.segment.size}
+        return encode_frame(msg), [self._seg_fd, *self.mine]
+
+    def sent(self) -> None:
+        """The hello went out: the memfd is the peer's too now; our mapping keeps it."""
+        if self._seg_fd is not None:
+            os.close(self._seg_fd)
+            self._seg_fd = None
+
+    def finish(self, body: bytes, fds: list[int], sock: socket.socket) -> Link:
+        """Attach the rings, given the server's answer (its fds are closed here).
+
+        Raises:
+            HandshakeError (refused), RemoteProtocolError (not an answer we accept).
+        """
+        rings: list[RingEnd] = []
         try:
-            hello = {"shm": 1, "capacity": list(capacity), "size": seg.size}
-            send_frame(sock, hello, deadline, [seg_fd, *mine])
+            reply = _parse(body, self.name)
+            if "error" in reply:
+                raise HandshakeError(
+                    f"{self.name} refused the shared memory: {reply['error']}", endpoint=self.name
+                )
+            if len(fds) != 2:
+                raise RemoteProtocolError(f"{self.name} sent {len(fds)} fds instead of 2")
+            for fd in fds:
+                check_eventfd(fd, self.name)
+            seg, caps, mine = self.segment, self.capacity, self.mine
+            common: dict[str, Any] = {"alive_fd": sock.fileno(), "name": self.name}
+            common.update(self.ring_kw, impl=self.impl)
+            # the server parks on fds[0] for data in ring 0, on fds[1] for space in ring 1
+            for role, i, wait, wake in (("producer", 0, 1, 0), ("consumer", 1, 0, 1)):
+                rings.append(
+                    make_ring(
+                        seg.mm,
+                        role,
+                        offset=seg.offsets[i],
+                        size=L.ring_span(caps[i]),
+                        wait_fd=mine[wait],
+                        wake_fd=fds[wake],
+                        **common,
+                    )
+                )
+        except BaseException:
+            for ring in rings:
+                ring.close()
+            raise
         finally:
-            os.close(seg_fd)
-        body, peer_fds = recv_frame(sock, deadline, 2)
-        reply = _parse(body, name)
-        if "error" in reply:
-            raise HandshakeError(f"{name} refused the shared memory: {reply['error']}")
-        if len(peer_fds) != 2:
-            raise RemoteProtocolError(f"{name} sent {len(peer_fds)} fds instead of 2")
-        for fd in peer_fds:
-            check_eventfd(fd, name)
-        common = {"alive_fd": sock.fileno(), "name": name, "impl": impl, **ring_kw}
-        # the server parks on peer_fds[0] for data in ring 0, on peer_fds[1] for space in ring 1
-        rings.append(
-            make_ring(
-                seg.mm,
-                "producer",
-                offset=seg.offsets[0],
-                size=L.ring_span(capacity[0]),
-                wait_fd=mine[1],
-                wake_fd=peer_fds[0],
-                **common,
-            )
-        )
-        rings.append(
-            make_ring(
-                seg.mm,
-                "consumer",
-                offset=seg.offsets[1],
-                size=L.ring_span(capacity[1]),
-                wait_fd=mine[0],
-                wake_fd=peer_fds[1],
-                **common,
-            )
-        )
-    except BaseException as exc:
-        _undo(rings, mine, seg)
-        _reraise(exc, name)
-        raise
-    finally:
-        for fd in peer_fds:
-            os.close(fd)
-    return Link(tx=rings[0], rx=rings[1], sock=sock, rx_fd=mine[0], tx_fd=mine[1], segment=seg)
+            for fd in fds:
+                os.close(fd)
+        self._done = True
+        return Link(rings[0], rings[1], sock, mine[0], mine[1], self.segment)
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self.sent()
+            _undo([], self.mine, self.segment)
 
 
-def accept_link(
+def server_setup(
+    body: bytes,
+    fds: list[int],
     sock: socket.socket,
     *,
-    deadline: float,
-    name: str = "shm",
+    name: str,
     impl: str | None = None,
     max_capacity: int = MAX_PEER_CAPACITY,
     **ring_kw: Any,
-) -> Link:
-    """The server side: receive the segment and eventfds, check them, attach, answer.
+) -> tuple[Link, bytes, list[int]]:
+    """The server side, given the client's hello: check everything, attach the rings.
+
+    Returns the link, the answer to send and the fds to attach to it (the link's own; keep
+    them open). The received fds are closed here.
 
     Raises:
-        Timeout, ChannelBroken, RemoteProtocolError (what the client sent is refused; it has
-        been told why).
+        RemoteProtocolError: the client's hello or memory is refused; answer with
+            :func:`refusal` so it learns why.
     """
-    body, fds = recv_frame(sock, deadline, 3)
     mine: list[int] = []
     rings: list[RingEnd] = []
     seg: Segment | None = None
@@ -276,54 +346,105 @@ def accept_link(
         mine = [_eventfd(), _eventfd()]  # [rx, tx]
         common = {"alive_fd": sock.fileno(), "name": name, "impl": impl, **ring_kw}
         # the client parks on fds[1] for data in ring 1, on fds[2] for space in ring 0
-        rings.append(
-            make_ring(
-                seg.mm,
-                "producer",
-                offset=seg.offsets[1],
-                size=L.ring_span(capacity[1]),
-                wait_fd=mine[1],
-                wake_fd=fds[1],
-                **common,
+        for role, i, wait, wake in (("producer", 1, 1, 1), ("consumer", 0, 0, 2)):
+            rings.append(
+                make_ring(
+                    seg.mm,
+                    role,
+                    offset=seg.offsets[i],
+                    size=L.ring_span(capacity[i]),
+                    wait_fd=mine[wait],
+                    wake_fd=fds[wake],
+                    **common,
+                )
             )
-        )
-        rings.append(
-            make_ring(
-                seg.mm,
-                "consumer",
-                offset=seg.offsets[0],
-                size=L.ring_span(capacity[0]),
-                wait_fd=mine[0],
-                wake_fd=fds[2],
-                **common,
-            )
-        )
-        send_frame(sock, {"shm": 1}, deadline, mine)
-    except BaseException as exc:
-        if isinstance(exc, IpcwireError):
-            try:
-                send_frame(sock, {"shm": 1, "error": str(exc)}, time.monotonic() + 0.5, [])
-            except (OSError, ValueError):
-                pass
+    except BaseException:
         _undo(rings, mine, seg)
-        _reraise(exc, name)
         raise
     finally:
         for fd in fds:
             os.close(fd)
-    return Link(tx=rings[0], rx=rings[1], sock=sock, rx_fd=mine[0], tx_fd=mine[1], segment=seg)
+    link = Link(rings[0], rings[1], sock, mine[0], mine[1], seg)
+    return link, encode_frame({"shm": 1}), list(mine)
 
 
-def _undo(rings: list[RingEnd], fds: list[int], seg: Segment | None) -> None:
-    for ring in rings:
-        ring.close()
-    for fd in fds:
-        os.close(fd)
-    if seg is not None:
+def refusal(exc: BaseException) -> bytes:
+    """The answer telling the client why its setup was refused."""
+    return encode_frame({"shm": 1, "error": str(exc)})
+
+
+# -- blocking I/O -----------------------------------------------------------------------------
+
+
+def connect_link(
+    sock: socket.socket,
+    *,
+    deadline: float,
+    capacity: tuple[int, int] = (DEFAULT_CAPACITY, DEFAULT_CAPACITY),
+    name: str = "shm",
+    impl: str | None = None,
+    **ring_kw: Any,
+) -> Link:
+    """The client side, blocking: create the segment and eventfds, send them, attach.
+
+    Raises:
+        Timeout, ChannelBroken, HandshakeError, RemoteProtocolError, ResourceExhausted.
+    """
+    setup = ClientSetup(capacity, name=name, impl=impl, **ring_kw)
+    try:
+        data, fds = setup.hello()
+        sock.settimeout(_remaining(deadline))
+        sent = socket.send_fds(sock, [data], fds)
+        setup.sent()
+        if sent < len(data):
+            sock.sendall(data[sent:])
+        body, peer_fds = recv_frame(sock, deadline, 2)
+        return setup.finish(body, peer_fds, sock)
+    except BaseException as exc:
+        setup.abort()
+        _reraise(exc, name)
+        raise
+
+
+def accept_link(
+    sock: socket.socket,
+    *,
+    deadline: float,
+    name: str = "shm",
+    impl: str | None = None,
+    max_capacity: int = MAX_PEER_CAPACITY,
+    **ring_kw: Any,
+) -> Link:
+    """The server side, blocking: receive the segment and eventfds, check, attach, answer.
+
+    Raises:
+        Timeout, ChannelBroken, RemoteProtocolError (refused; the client has been told why).
+    """
+    try:
+        body, fds = recv_frame(sock, deadline, 3)
         try:
-            seg.mm.close()
-        except BufferError:
-            pass
+            link, answer, mine = server_setup(
+                body, fds, sock, name=name, impl=impl, max_capacity=max_capacity, **ring_kw
+            )
+        except IpcwireError as exc:
+            try:
+                sock.settimeout(0.5)
+                sock.sendall(refusal(exc))
+            except OSError:
+                pass
+            raise
+        try:
+            sock.settimeout(_remaining(deadline))
+            sent = socket.send_fds(sock, [answer], mine)
+            if sent < len(answer):
+                sock.sendall(answer[sent:])
+        except BaseException:
+            link.close()
+            raise
+        return link
+    except BaseException as exc:
+        _reraise(exc, name)
+        raise
 
 
 def _reraise(exc: BaseException, name: str) -> None:

@@ -1,0 +1,166 @@
+"""``shm://`` URLs and the shared-memory options (no I/O besides making the socket directory).
+
+``shm://name`` names a listener; its Unix socket (the rendezvous, and each connection's
+liveness signal) lives at ``$XDG_RUNTIME_DIR/ipcwire/shm.NAME.sock``, or, without a usable
+runtime directory, in the private directory ``/tmp/ipcwire-UID/`` (mode 0700, checked to be
+ours). ``shm:///abs/path.sock`` puts the socket at an explicit path instead.
+
+Options (keyword arguments, or the URL's query as defaults):
+
+* ``capacity``: data bytes of each ring (one per direction), a power of two from 4 KiB to
+  1 GiB; ``"64K"``, ``"4M"`` and ``"1MiB"`` are understood. The connecting side chooses
+  (it allocates the memory); default 1 MiB. Messages up to a quarter ring travel as one
+  record; longer ones are split and reassembled.
+* ``policy``: how a blocked call waits: ``"spin"``, ``"park"`` or ``"hybrid"`` (default).
+* ``spin_us``: how long ``hybrid`` spins before parking (default 50 microseconds).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import ConfigurationError, InvalidURL, PermissionDenied
+from ipcwire.shm import _layout as L
+
+__all__ = ["DEFAULT_CAPACITY", "ShmOptions", "parse_size", "shm_options", "socket_path"]
+
+DEFAULT_CAPACITY: Final = 1 << 20
+MAX_CAPACITY: Final = 1 << 30
+DEFAULT_SPIN_US: Final = 50.0
+MAX_SOCKET_PATH: Final = 107
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+@dataclass(frozen=True, slots=True)
+class ShmOptions:
+    """The shared-memory options of one endpoint, validated."""
+
+    capacity: int = DEFAULT_CAPACITY
+    policy: str = "hybrid"
+    spin_us: float = DEFAULT_SPIN_US
+
+    @property
+    def ring_kw(self) -> dict[str, Any]:
+        """Keyword arguments for the rings of a link."""
+        return {"policy": self.policy, "spin_ns": int(self.spin_us * 1000)}
+
+
+def parse_size(value: object, what: str = "capacity") -> int:
+    """``4096``, ``"64K"``, ``"4M"``, ``"1MiB"`` -> bytes.
+
+    Raises:
+        ConfigurationError: not a size.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)(?:i?[bB])?\s*", str(value))
+    if m is None:
+        raise ConfigurationError(f"{what}={value!r} is not a size (write 65536, 64K or 4M)")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def shm_options(endpoint: Endpoint, kw: dict[str, Any]) -> ShmOptions:
+    """Take ``capacity``, ``policy`` and ``spin_us`` out of ``kw`` (the URL's query gives the
+    defaults).
+
+    Raises:
+        ConfigurationError: a bad value, naming the accepted ones.
+    """
+    q = endpoint.params
+    capacity = parse_size(kw.pop("capacity", None) or q.get("capacity", DEFAULT_CAPACITY))
+    if not L.MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity & (capacity - 1):
+        raise ConfigurationError(
+            f"capacity={capacity} for {endpoint.url}: must be a power of two from 4 KiB "
+            f"(4096) to 1 GiB, such as 64K, 1M or 16M"
+        )
+    policy = str(kw.pop("policy", None) or q.get("policy", "hybrid"))
+    if policy not in L.POLICIES:
+        raise ConfigurationError(
+            f"policy={policy!r} for {endpoint.url}: use 'spin' (lowest latency, burns a core), "
+            f"'park' (sleeps in the kernel) or 'hybrid' (spins spin_us, then parks)"
+        )
+    try:
+        spin_us = float(kw.pop("spin_us", None) or q.get("spin_us", DEFAULT_SPIN_US))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"spin_us for {endpoint.url} must be a number") from None
+    if not 0 <= spin_us <= 1e6:
+        raise ConfigurationError(f"spin_us={spin_us} for {endpoint.url}: from 0 to 1e6")
+    return ShmOptions(capacity=capacity, policy=policy, spin_us=spin_us)
+
+
+def _name(endpoint: Endpoint) -> str:
+    rest = endpoint.url.partition(":")[2].partition("?")[0]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    return rest.rstrip("/")
+
+
+def socket_path(endpoint: Endpoint, *, create_dir: bool = False) -> str:
+    """Where the listener's Unix socket is for this URL.
+
+    Raises:
+        InvalidURL: no name, a bad name, or a path over the kernel's limit.
+        PermissionDenied: the private directory exists but is not safely ours.
+    """
+    url = endpoint.url
+    if endpoint.path.startswith("/") and not endpoint.host:
+        path = endpoint.path
+    else:
+        name = _name(endpoint)
+        if not _NAME.fullmatch(name):
+            raise InvalidURL(
+                f"{url}: write shm://NAME with a NAME of letters, digits, '.', '_' or '-' (up "
+                f"to 64), or shm:///absolute/path.sock for an explicit socket path",
+                endpoint=url,
+            )
+        path = os.path.join(_directory(url, create_dir), f"shm.{name}.sock")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise InvalidURL(
+            f"{url}: the socket path {path} is over the kernel's limit of {MAX_SOCKET_PATH} "
+            f"bytes; use a shorter name or directory",
+            endpoint=url,
+        )
+    return path
+
+
+def _directory(url: str, create: bool) -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and _ours(runtime, private=True):
+        return _ensure(os.path.join(runtime, "ipcwire"), url, create)
+    return _ensure(f"/tmp/ipcwire-{os.getuid()}", url, create)  # noqa: S108 - checked: 0700, ours
+
+
+def _ours(path: str, private: bool) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    mode = stat.S_IMODE(st.st_mode)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not (private and mode & 0o077)
+
+
+def _ensure(path: str, url: str, create: bool) -> str:
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PermissionDenied(
+                f"cannot create the socket directory {path} for {url}: {exc.strerror}",
+                endpoint=url,
+            ) from exc
+    if os.path.lexists(path) and not _ours(path, private=True):
+        raise PermissionDenied(
+            f"{path} (the socket directory for {url}) is not a private directory of uid "
+            f"{os.getuid()}: someone else made it, or its mode lets others in. Remove it, or "
+            f"set XDG_RUNTIME_DIR, or use shm:///path/of/your/choice.sock",
+            endpoint=url,
+        )
+    return path

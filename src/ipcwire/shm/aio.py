@@ -1,0 +1,583 @@
+"""Shared memory, asyncio driver: ``await ipcwire.aio.connect("shm://name")`` and ``listen``.
+
+Native asyncio, never a thread: the rings are only ever called without waiting
+(``timeout=0``); when a ring is empty (or full) the channel sets the ring's "waiting" flag
+(``arm``) and awaits its eventfd, which the peer writes only because that flag is set. The
+liveness socket is watched too, so a dead peer wakes every waiter at once. The wait policy
+does not apply here (an event loop must not spin); the peer may use any policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.shm._link import ClientSetup, FrameReader, Link, refusal, server_setup
+from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
+from ipcwire.shm.blocking import DEFAULT_CONNECT_TIMEOUT, client_hs, server_hs
+from ipcwire.unix._socket import (
+    UnixAddress,
+    bind_listener,
+    explain_connect_error,
+    make_authorizer,
+    peer_info,
+)
+
+__all__ = ["AioShmChannel", "AioShmListener", "connect", "listen"]
+
+log = logging.getLogger("ipcwire")
+_RECORD: Final = 16
+
+
+class AioShmChannel(AioChannel):
+    """A channel over a pair of shared-memory rings (asyncio); zero-copy as in
+    :class:`ipcwire.shm.blocking.ShmChannel`, with ``await`` where it may wait."""
+
+    def __init__(
+        self,
+        link: Link,
+        wire: WireFormat,
+        url: str,
+        peer: PeerInfo | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.url = url
+        self._link = link
+        self._tx = link.tx
+        self._rx = link.rx
+        self._wire = wire
+        self._raw = wire.is_raw
+        self._encode: Callable[[Any], Any] = wire.codec.encode
+        self._decode: Callable[[Any], Any] = wire.decode
+        self._peer = peer
+        self._loop = loop
+        self._tx.max_send = wire.send_limit
+        self._rx.max_message = wire.max_frame
+        self._send_lock = asyncio.Lock()
+        self._recv_lock = asyncio.Lock()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._send_broken = False
+        self._watched = [link.rx_fd, link.tx_fd, link.sock.fileno()]
+        loop.add_reader(link.rx_fd, self._on_event, link.rx_fd, "rx")
+        loop.add_reader(link.tx_fd, self._on_event, link.tx_fd, "tx")
+        loop.add_reader(link.sock.fileno(), self._on_hangup)
+
+    # -- waking -------------------------------------------------------------------------------
+    def _on_event(self, fd: int, which: str) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(fd)
+        self._wake(which)
+
+    def _on_hangup(self) -> None:
+        # the peer is gone (after the setup it never writes): readable forever from now on
+        self._unwatch(self._link.sock.fileno())
+        self._wake("rx")
+        self._wake("tx")
+
+    def _wake(self, which: str) -> None:
+        fut = self._waiters.get(which)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _unwatch(self, fd: int) -> None:
+        if fd in self._watched:
+            self._watched.remove(fd)
+            self._loop.remove_reader(fd)
+
+    async def _park(self, which: str, deadline: float | None) -> bool:
+        """Wait for the eventfd (or a hang-up, or close). False when the deadline passed."""
+        fut = self._loop.create_future()
+        self._waiters[which] = fut
+        timer = None
+        if deadline is not None:
+            timer = self._loop.call_at(deadline, self._wake, which)
+        try:
+            await fut
+        finally:
+            self._waiters.pop(which, None)
+            if timer is not None:
+                timer.cancel()
+            ring = self._tx if which == "tx" else self._rx
+            if not self._link.closed:
+                ring.disarm()
+        return deadline is None or self._loop.time() < deadline
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else self._loop.time() + max(timeout, 0.0)
+
+    # -- receiving ----------------------------------------------------------------------------
+    async def _take(self, get: Callable[[float], Any], timeout: float | None) -> Any:
+        """``get(0)`` until it returns; park on the rx eventfd in between."""
+        try:
+            return get(0)
+        except Timeout:
+            if timeout is not None and timeout <= 0:
+                raise
+        deadline = self._deadline(timeout)
+        while True:
+            if not self._rx.arm() and not await self._park("rx", deadline):
+                return get(0)  # the last chance; raises Timeout if still nothing
+            try:
+                return get(0)
+            except Timeout:
+                continue
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        async with self._recv_lock:
+            data = await self._take(self._rx.recv, timeout)
+        return data if self._raw else self._decode(data)
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        rx = self._rx
+        async with self._recv_lock:
+            got: list[Any] = await self._take(lambda t: rx.recv_many(max_messages or 0, t), timeout)
+        return got if self._raw else [self._decode(m) for m in got]
+
+    async def recv_view(self, *, timeout: float | None = None) -> memoryview:
+        """The next message as a read-only view into the ring (see the blocking channel)."""
+        async with self._recv_lock:
+            view: memoryview = await self._take(self._rx.view, timeout)
+        return view
+
+    def release_view(self) -> None:
+        """Hand the space of the last :meth:`recv_view` back to the sender."""
+        self._rx.release_view()
+
+    # -- sending ------------------------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = obj if self._raw else self._encode(obj)
+        async with self._send_lock:
+            await self._put(data, timeout)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        items = [obj if self._raw else self._encode(obj) for obj in objs]
+        async with self._send_lock:
+            for data in items:
+                await self._put(data, timeout)
+
+    async def _put(self, data: Any, timeout: float | None) -> None:
+        if self._send_broken:
+            raise ChannelBroken(
+                f"an earlier send to {self.url} stopped part-way through a message; the ring "
+                f"is out of step, so open a new channel",
+                endpoint=self.url,
+            )
+        tx = self._tx
+        off = tx.send_some(data, 0)  # checks the type and the size first
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        if off == size:
+            return
+        deadline = self._deadline(timeout)
+        frag = tx.capacity // 4 - _RECORD
+        while off != size:
+            start = max(off, 0)
+            chunk = size - start if size <= frag else min(frag, size - start)
+            if not tx.arm(chunk) and not await self._park("tx", deadline):
+                if off > 0:
+                    self._send_broken = True
+                raise Timeout(
+                    f"send to {self.url} timed out"
+                    + (
+                        " part-way through a long message; the channel cannot send any more"
+                        if off > 0
+                        else ": the ring is full and the peer is not reading; nothing was sent"
+                    ),
+                    endpoint=self.url,
+                )
+            off = max(tx.send_some(data, start), off)
+
+    async def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
+        """A writable view of ``size`` bytes inside the sending ring; then :meth:`send_loan`."""
+        tx = self._tx
+        async with self._send_lock:
+            try:
+                return tx.loan(size, 0)
+            except Timeout:
+                if timeout is not None and timeout <= 0:
+                    raise
+            deadline = self._deadline(timeout)
+            while True:
+                if not tx.arm(size) and not await self._park("tx", deadline):
+                    return tx.loan(size, 0)
+                with contextlib.suppress(Timeout):
+                    return tx.loan(size, 0)
+
+    def send_loan(self, size: int | None = None) -> None:
+        """Send the loaned bytes (the first ``size`` of them, if given)."""
+        self._tx.commit(size)
+
+    def abort_loan(self) -> None:
+        """Give the loan back unsent."""
+        self._tx.abort()
+
+    # -- the rest -----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._link.closed:
+            return
+        for fd in list(self._watched):
+            self._unwatch(fd)
+        self._link.close()
+        self._wake("rx")
+        self._wake("tx")
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._link.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        return self._wire
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """Data bytes of the (sending, receiving) rings."""
+        return self._tx.capacity, self._rx.capacity
+
+    def statistics(self) -> ChannelStatistics:
+        tx, rx = self._tx, self._rx
+        return ChannelStatistics(
+            messages_sent=tx.messages,
+            messages_received=rx.messages,
+            bytes_sent=tx.nbytes,
+            bytes_received=rx.nbytes,
+            buffered_bytes=rx.buffered,
+        )
+
+
+# -- socket I/O for the setup -----------------------------------------------------------------
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
+    """Until the socket is readable (or writable)."""
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    if write:
+        loop.add_writer(fd, _settle, fut)
+    else:
+        loop.add_reader(fd, _settle, fut)
+    try:
+        await fut
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def _recv_frame(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, maxfds: int
+) -> tuple[bytes, list[int]]:
+    reader = FrameReader(maxfds)
+    try:
+        while want := reader.want():
+            try:
+                data, anc, flags, _ = sock.recvmsg(
+                    want, reader.ancillary, socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                await _ready(loop, sock, write=False)
+                continue
+            reader.feed(data, anc, flags)
+        return reader.take()
+    finally:
+        reader.discard()
+
+
+async def _send_fds(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes, fds: list[int]
+) -> None:
+    while True:
+        try:
+            sent = socket.send_fds(sock, [data], fds, socket.MSG_DONTWAIT)
+            break
+        except BlockingIOError:
+            await _ready(loop, sock, write=True)
+    if sent < len(data):
+        await loop.sock_sendall(sock, data[sent:])
+
+
+def _translate(exc: BaseException, url: str, options: ChannelOptions) -> None:
+    if isinstance(exc, IpcwireError):
+        return
+    if isinstance(exc, TimeoutError):
+        raise Timeout(
+            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            + ("; does the server use a token too?" if options.token else ""),
+            endpoint=url,
+        ) from exc
+    if isinstance(exc, OSError):
+        raise translate(exc, url, "connecting to") from exc
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+async def _open(path: str, url: str, limit: float, reconnect: float | None) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    retry_until = time.monotonic() + reconnect if reconnect else None
+    delays = backoff_delays()
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(limit):
+                await loop.sock_connect(sock, path)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+            err = explain_connect_error(exc, UnixAddress(path, None), url) or translate(
+                exc, url, "connecting to"
+            )
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = time.monotonic()
+                if now < retry_until:
+                    await asyncio.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
+            raise err from exc
+
+
+async def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    **kw: Any,
+) -> AioShmChannel:
+    """Connect to a shared-memory listener; options as for the blocking ``connect``."""
+    shm = shm_options(endpoint, kw)
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "capacity", "policy", "spin_us"))
+    url = endpoint.url
+    path = socket_path(endpoint)
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    loop = asyncio.get_running_loop()
+    sock = await _open(path, url, limit, reconnect)
+    setup: ClientSetup | None = None
+    try:
+        async with asyncio.timeout(min(limit, options.handshake_timeout)):
+            info = peer_info(sock, path)
+            hs = client_hs(options)
+            await loop.sock_sendall(sock, hs.hello())
+            while True:
+                body, _ = await _recv_frame(loop, sock, 0)
+                step = hs.receive(body)
+                if step.send:
+                    await loop.sock_sendall(sock, step.send)
+                if step.done:
+                    break
+            setup = ClientSetup(
+                (shm.capacity, shm.capacity),
+                name=url,
+                max_message=options.max_frame,
+                **shm.ring_kw,
+            )
+            data, fds = setup.hello()
+            await _send_fds(loop, sock, data, fds)
+            setup.sent()
+            body, peer_fds = await _recv_frame(loop, sock, 2)
+            link = setup.finish(body, peer_fds, sock)
+    except BaseException as exc:
+        if setup is not None:
+            setup.abort()
+        sock.close()
+        _translate(exc, url, options)
+        raise
+    wire = options.wire()
+    wire.send_limit = hs.peer_max_frame
+    return AioShmChannel(link, wire, url, info, loop)
+
+
+# -- listening --------------------------------------------------------------------------------
+
+
+class AioShmListener(AioListener):
+    """Accepts shared-memory connections (asyncio); each handshake and setup runs in its own
+    task, bounded by the handshake timeout, so no client delays another."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        url: str,
+        options: ChannelOptions,
+        shm: ShmOptions,
+        *,
+        authorize: Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]],
+        cleanup: Callable[[], None],
+    ) -> None:
+        self.url = url
+        self._sock = sock
+        self._options = options
+        self._shm = shm
+        self._authorize = authorize
+        self._cleanup = cleanup
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Queue[AioShmChannel | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        sock.setblocking(False)
+        self._acceptor = self._loop.create_task(self._accept_loop())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            async with asyncio.timeout(timeout):
+                ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} in {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:  # closed
+            self._ready.put_nowait(None)
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        return ch
+
+    async def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = await self._loop.sock_accept(self._sock)
+            except OSError as exc:
+                if self._closed:
+                    return
+                log.warning("ipcwire: %s could not accept: %s", self.url, exc)
+                await asyncio.sleep(0.05)  # out of fds, say: do not spin
+                continue
+            task = self._loop.create_task(self._setup(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _setup(self, conn: socket.socket) -> None:
+        options, url, loop = self._options, self.url, self._loop
+        conn.setblocking(False)
+        try:
+            async with asyncio.timeout(options.handshake_timeout):
+                peer, refused = self._authorize(conn)
+                hs = server_hs(options)
+                if refused is not None:
+                    await loop.sock_sendall(conn, hs.reject(refused, "permission").send)
+                    raise refused
+                while True:
+                    body, _ = await _recv_frame(loop, conn, 0)
+                    step = hs.receive(body)
+                    if step.send:
+                        await loop.sock_sendall(conn, step.send)
+                    if step.error is not None:
+                        raise step.error
+                    if step.done:
+                        break
+                body, fds = await _recv_frame(loop, conn, 3)
+                try:
+                    link, answer, mine = server_setup(
+                        body,
+                        fds,
+                        conn,
+                        name=url,
+                        max_message=options.max_frame,
+                        **self._shm.ring_kw,
+                    )
+                except IpcwireError as exc:
+                    await loop.sock_sendall(conn, refusal(exc))
+                    raise
+                try:
+                    await _send_fds(loop, conn, answer, mine)
+                except BaseException:
+                    link.close()
+                    raise
+        except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
+            level = logging.WARNING if isinstance(exc, RemoteProtocolError) else logging.INFO
+            log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
+            conn.close()
+            return
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        wire = options.wire()
+        wire.send_limit = hs.peer_max_frame
+        ch = AioShmChannel(link, wire, url, peer, loop)
+        if self._closed:
+            ch.close()
+        else:
+            self._ready.put_nowait(ch)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._acceptor.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._ready.put_nowait(None)
+        self._sock.close()
+        self._cleanup()
+
+
+async def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    mode: int = 0o600,
+    allow_uids: Iterable[int] | None = None,
+    backlog: int = 128,
+    **kw: Any,
+) -> AioShmListener:
+    """Listen for shared-memory connections (asyncio); options as for the blocking one."""
+    shm = shm_options(endpoint, kw)
+    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us", "capacity"))
+    path = socket_path(endpoint, create_dir=True)
+    sock, cleanup = bind_listener(UnixAddress(path, None), endpoint.url, mode=mode, backlog=backlog)
+    return AioShmListener(
+        sock,
+        endpoint.url,
+        options,
+        shm,
+        authorize=make_authorizer(endpoint.url, path, allow_uids),
+        cleanup=cleanup,
+    )

@@ -1,0 +1,483 @@
+"""Shared memory, blocking driver: ``ipcwire.connect("shm://name")`` and ``listen``.
+
+A connection: a Unix stream socket to the listener carries ipcwire's handshake (version,
+codec, token), then the shared-memory setup (``_link``), then nothing: it stays open as the
+liveness signal. Messages travel through the two rings; with the bytes codec a send or a
+receive is one call into the C extension.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.errors import (
+    ChannelClosed,
+    ConnectionRefused,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.shm._link import Link, accept_link, connect_link, recv_frame
+from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
+from ipcwire.unix._socket import (
+    UnixAddress,
+    bind_listener,
+    explain_connect_error,
+    make_authorizer,
+    peer_info,
+)
+
+__all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
+
+log = logging.getLogger("ipcwire")
+
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
+
+
+def client_hs(options: ChannelOptions) -> ClientHandshake:
+    """ipcwire's handshake, always length-framed here (rings keep message boundaries)."""
+    return ClientHandshake(
+        codec=options.codec.name,
+        framing="length",
+        max_frame=options.max_frame,
+        token=options.token,
+        endpoint=options.url,
+    )
+
+
+def server_hs(options: ChannelOptions) -> ServerHandshake:
+    return ServerHandshake(
+        codec=options.codec.name,
+        framing="length",
+        max_frame=options.max_frame,
+        token=options.token,
+        endpoint=options.url,
+    )
+
+
+class ShmChannel(Channel):
+    """A channel over a pair of shared-memory rings.
+
+    Besides the channel API: zero-copy :meth:`loan` / :meth:`send_loan` (or :meth:`loaned`)
+    and :meth:`recv_view` / :meth:`release_view`, and :attr:`wait_policy`.
+    """
+
+    def __init__(self, link: Link, wire: WireFormat, url: str, peer: PeerInfo | None) -> None:
+        self.url = url
+        self._link = link
+        self._tx = tx = link.tx
+        self._rx = rx = link.rx
+        self._wire = wire
+        self._peer = peer
+        tx.max_send = wire.send_limit
+        rx.max_message = wire.max_frame
+        if wire.is_raw:  # bytes in, bytes out: straight into the C extension
+            self.send = tx.send  # type: ignore[method-assign,assignment]
+            self.recv = rx.recv  # type: ignore[method-assign]
+        self._encode: Callable[[Any], Any] = wire.codec.encode
+        self._decode: Callable[[Any], Any] = wire.decode
+
+    # -- the channel API ----------------------------------------------------------------------
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        self._tx.send(self._encode(obj), timeout)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        return self._decode(self._rx.recv(timeout))
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._wire.is_raw:
+            items = objs if isinstance(objs, list | tuple) else list(objs)
+        else:
+            items = [self._encode(obj) for obj in objs]
+        if items:
+            self._tx.send_many(items, timeout)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        got: list[Any] = self._rx.recv_many(max_messages or 0, timeout)
+        if self._wire.is_raw:
+            return got
+        decode = self._decode
+        return [decode(m) for m in got]
+
+    def close(self) -> None:
+        self._link.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._link.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec in use (``wire.send_limit`` is the peer's max_frame)."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        tx, rx = self._tx, self._rx
+        return ChannelStatistics(
+            messages_sent=tx.messages,
+            messages_received=rx.messages,
+            bytes_sent=tx.nbytes,
+            bytes_received=rx.nbytes,
+            buffered_bytes=rx.buffered,
+        )
+
+    # -- shared memory only -------------------------------------------------------------------
+    @property
+    def wait_policy(self) -> str:
+        """How blocked calls wait: ``"spin"``, ``"park"`` or ``"hybrid"`` (settable)."""
+        return self._rx.policy
+
+    @wait_policy.setter
+    def wait_policy(self, policy: str) -> None:
+        self._tx.policy = policy
+        self._rx.policy = policy
+
+    @property
+    def capacity(self) -> tuple[int, int]:
+        """Data bytes of the (sending, receiving) rings."""
+        return self._tx.capacity, self._rx.capacity
+
+    def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
+        """A writable view of ``size`` bytes inside the sending ring (waits for room).
+
+        Fill it, then :meth:`send_loan`. Raw bytes: the codec is not involved. At most half
+        the ring (``capacity[0] // 2 - 16`` bytes).
+
+        Raises:
+            FrameTooLarge: over half the ring, or over the peer's max_frame.
+            Timeout, ChannelBroken, ChannelClosed: as for send.
+        """
+        return self._tx.loan(size, timeout)
+
+    def send_loan(self, size: int | None = None) -> None:
+        """Send the loaned bytes (the first ``size`` of them, if given); the view dies."""
+        self._tx.commit(size)
+
+    def abort_loan(self) -> None:
+        """Give the loan back unsent."""
+        self._tx.abort()
+
+    @contextlib.contextmanager
+    def loaned(self, size: int, *, timeout: float | None = None) -> Iterator[memoryview]:
+        """``with ch.loaned(n) as buf: buf[...] = ...``: sent on exit, given back on error."""
+        buf = self._tx.loan(size, timeout)
+        try:
+            yield buf
+        except BaseException:
+            self._tx.abort()
+            raise
+        self._tx.commit(None)
+
+    def recv_view(self, *, timeout: float | None = None) -> memoryview:
+        """The next message as a read-only view into the ring, without copying.
+
+        Valid until :meth:`release_view` or the next receive on this channel, which releases
+        it (the space goes back to the sender). Arrays made from it must not be used after
+        that. A message longer than a quarter ring arrives in fragments and is reassembled,
+        so its view is of a copy.
+        """
+        return self._rx.view(timeout)
+
+    def release_view(self) -> None:
+        """Hand the space of the last :meth:`recv_view` back to the sender."""
+        self._rx.release_view()
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+def _handshake_client(
+    sock: socket.socket, options: ChannelOptions, deadline: float
+) -> ClientHandshake:
+    hs = client_hs(options)
+    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+    sock.sendall(hs.hello())
+    while True:
+        body, _ = recv_frame(sock, deadline, 0)
+        step = hs.receive(body)
+        if step.send:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(step.send)
+        if step.done:
+            return hs
+
+
+def _open(path: str, endpoint: Endpoint, limit: float, reconnect: float | None) -> socket.socket:
+    url = endpoint.url
+    start = time.monotonic()
+    retry_until = start + reconnect if reconnect else None
+    delays = backoff_delays()
+    addr = UnixAddress(path, None)
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(limit)
+            sock.connect(path)
+            return sock
+        except OSError as exc:
+            sock.close()
+            err = explain_connect_error(exc, addr, url) or translate(exc, url, "connecting to")
+            if isinstance(err, ConnectionRefused) and retry_until is not None:
+                now = time.monotonic()
+                if now < retry_until:
+                    time.sleep(min(next(delays), retry_until - now))
+                    continue
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
+            raise err from exc
+
+
+def connect(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    timeout: float | None = None,
+    reconnect: float | None = None,
+    **kw: Any,
+) -> ShmChannel:
+    """Connect to a shared-memory listener; see :func:`ipcwire.connect`.
+
+    Options: ``capacity`` (bytes per ring, default 1 MiB), ``policy``, ``spin_us`` (see
+    ``ipcwire.shm._naming``), ``timeout``, ``reconnect``.
+    """
+    shm = shm_options(endpoint, kw)
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "capacity", "policy", "spin_us"))
+    url = endpoint.url
+    path = socket_path(endpoint)
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    sock = _open(path, endpoint, limit, reconnect)
+    try:
+        deadline = time.monotonic() + min(limit, options.handshake_timeout)
+        info = peer_info(sock, path)
+        hs = _handshake_client(sock, options, deadline)
+        link = connect_link(
+            sock,
+            deadline=deadline,
+            capacity=(shm.capacity, shm.capacity),
+            name=url,
+            max_message=options.max_frame,
+            **shm.ring_kw,
+        )
+    except BaseException as exc:
+        sock.close()
+        _explain_client(exc, url, options)
+        raise
+    wire = options.wire()
+    wire.send_limit = hs.peer_max_frame
+    return ShmChannel(link, wire, url, info)
+
+
+def _explain_client(exc: BaseException, url: str, options: ChannelOptions) -> None:
+    """Raise the ipcwire error for a plain TimeoutError or OSError (else return)."""
+    if isinstance(exc, IpcwireError):
+        return
+    if isinstance(exc, TimeoutError):
+        raise Timeout(
+            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            + ("; does the server use a token too?" if options.token else ""),
+            endpoint=url,
+        ) from exc
+    if isinstance(exc, OSError):
+        raise translate(exc, url, "connecting to") from exc
+
+
+# -- listening --------------------------------------------------------------------------------
+
+
+class ShmListener(Listener):
+    """Accepts shared-memory connections. An acceptor thread takes connections off the
+    socket and runs each one's handshake and setup in its own short-lived thread (bounded by
+    the handshake timeout), so a slow or hostile client never delays the others."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        url: str,
+        options: ChannelOptions,
+        shm: ShmOptions,
+        *,
+        authorize: Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]],
+        cleanup: Callable[[], None],
+    ) -> None:
+        self.url = url
+        self._sock = sock
+        self._options = options
+        self._shm = shm
+        self._authorize = authorize
+        self._cleanup = cleanup
+        self._closed = False
+        self._cond = threading.Condition()
+        self._ready: deque[ShmChannel] = deque()
+        self._pending: set[socket.socket] = set()
+        self._slots = threading.BoundedSemaphore(MAX_PENDING)
+        self._wake_r, self._wake_w = socket.socketpair()
+        sock.setblocking(False)
+        self._thread = threading.Thread(target=self._acceptor, name=f"ipcwire accept {url}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """The listening socket's fd."""
+        return self._sock.fileno()
+
+    def accept(self, *, timeout: float | None = None) -> ShmChannel:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+                raise Timeout(
+                    f"no client connected to {self.url} in {timeout} s", endpoint=self.url
+                )
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            return self._ready.popleft()
+
+    def _acceptor(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._closed:
+                for key, _ in sel.select():
+                    if key.data == "wake" or self._closed:
+                        return
+                    while self._slots.acquire(timeout=0.5) is False:
+                        if self._closed:
+                            return
+                    try:
+                        conn, _ = self._sock.accept()
+                    except OSError:
+                        self._slots.release()
+                        continue
+                    with self._cond:
+                        self._pending.add(conn)
+                    threading.Thread(
+                        target=self._setup,
+                        args=(conn,),
+                        name=f"ipcwire setup {self.url}",
+                        daemon=True,
+                    ).start()
+        finally:
+            sel.close()
+
+    def _setup(self, conn: socket.socket) -> None:
+        options, url = self._options, self.url
+        ch: ShmChannel | None = None
+        try:
+            conn.setblocking(True)
+            deadline = time.monotonic() + options.handshake_timeout
+            peer, refusal = self._authorize(conn)
+            hs = server_hs(options)
+            if refusal is not None:
+                conn.sendall(hs.reject(refusal, "permission").send)
+                raise refusal
+            while True:
+                body, _ = recv_frame(conn, deadline, 0)
+                step = hs.receive(body)
+                if step.send:
+                    conn.settimeout(max(deadline - time.monotonic(), 0.001))
+                    conn.sendall(step.send)
+                if step.error is not None:
+                    raise step.error
+                if step.done:
+                    break
+            link = accept_link(
+                conn,
+                deadline=deadline,
+                name=url,
+                max_message=options.max_frame,
+                **self._shm.ring_kw,
+            )
+            wire = options.wire()
+            wire.send_limit = hs.peer_max_frame
+            ch = ShmChannel(link, wire, url, peer)
+        except (IpcwireError, OSError) as exc:
+            level = logging.WARNING if isinstance(exc, RemoteProtocolError) else logging.INFO
+            log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
+            conn.close()
+        finally:
+            self._slots.release()
+            with self._cond:
+                self._pending.discard(conn)
+                if ch is not None:
+                    if self._closed:
+                        ch.close()
+                    else:
+                        self._ready.append(ch)
+                        self._cond.notify()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cond:
+            self._closed = True
+            pending = list(self._pending)
+            ready = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(timeout=5.0)
+        for conn in pending:  # wakes their setup threads, which then give up
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for ch in ready:
+            ch.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._cleanup()
+
+
+def listen(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    *,
+    mode: int = 0o600,
+    allow_uids: Iterable[int] | None = None,
+    backlog: int = 128,
+    **kw: Any,
+) -> ShmListener:
+    """Listen for shared-memory connections; see :func:`ipcwire.listen`.
+
+    Options: ``policy``, ``spin_us`` (this side's waiting), ``mode``, ``allow_uids``,
+    ``backlog``. ``capacity`` is accepted and ignored: the connecting side chooses it.
+    """
+    shm = shm_options(endpoint, kw)
+    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us", "capacity"))
+    path = socket_path(endpoint, create_dir=True)
+    addr = UnixAddress(path, None)
+    sock, cleanup = bind_listener(addr, endpoint.url, mode=mode, backlog=backlog)
+    return ShmListener(
+        sock,
+        endpoint.url,
+        options,
+        shm,
+        authorize=make_authorizer(endpoint.url, path, allow_uids),
+        cleanup=cleanup,
+    )
