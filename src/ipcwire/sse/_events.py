@@ -18,7 +18,6 @@ ipcwire's conventions on top (the docs page shows them to browser code):
 from __future__ import annotations
 
 import binascii
-import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,8 +40,14 @@ __all__ = [
 GAP_EVENT: Final = "ipcwire-gap"
 END_EVENT: Final = "ipcwire-end"
 KEEPALIVE: Final = b": keepalive\n\n"
-_LINE_END = re.compile(rb"[\r\n]")
 _BOM: Final = b"\xef\xbb\xbf"
+
+
+def _line_end(buf: bytearray, start: int, end: int) -> int:
+    """Index of the first CR or LF in ``buf[start:end]``, or -1 (memchr, not a regex)."""
+    lf = buf.find(b"\n", start, end)
+    cr = buf.find(b"\r", start, end if lf < 0 else lf)
+    return cr if cr >= 0 else lf
 
 
 def format_id(stream: str, seq: int) -> str:
@@ -174,11 +179,10 @@ class EventParser:
                 if buf[pos] == 10:
                     pos += 1
                     continue
-            m = _LINE_END.search(buf, pos + self._scanned)
-            if m is None:
+            i = _line_end(buf, pos + self._scanned, end)
+            if i < 0:
                 self._scanned = end - pos
                 break
-            i = m.start()
             self._scanned = 0
             if buf[i] == 13:
                 self._skip_lf = True
