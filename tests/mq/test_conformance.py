@@ -1,0 +1,22 @@
+"""The public conformance suite against POSIX message queue channels."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from ipcwire.mq import SPEC
+from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
+
+
+def test_blocking_conformance(mq_url: Callable[..., str]) -> None:
+    # The listener checks run 8 clients at once: two queues each. At the kernel's default
+    # 10 x 8 KiB a user's RLIMIT_MSGQUEUE (800 KiB) holds about 4 channels, so those
+    # clients use 4-message queues (the pair checks keep the defaults).
+    check_channel(pair_from_url(mq_url), SPEC.capabilities, url=lambda: mq_url("maxmsg=4"))
+
+
+def test_asyncio_conformance(mq_url: Callable[..., str]) -> None:
+    asyncio.run(
+        acheck_channel(apair_from_url(mq_url), SPEC.capabilities, url=lambda: mq_url("maxmsg=4"))
+    )
