@@ -27,7 +27,10 @@ __all__ = ["CONTENDER_MODULES", "all_contenders"]
 
 # Modules that call register_contender() when imported (baselines and peers of later
 # mechanisms). A module that is missing is skipped with a note.
-CONTENDER_MODULES: Final[tuple[str, ...]] = ()
+CONTENDER_MODULES: Final[tuple[str, ...]] = (
+    "ipcwire.http._bench",  # raw/http, raw/http/asyncio: aiohttp + httpx without ipcwire
+    "ipcwire.grpc._bench",  # raw/grpc, raw/grpc/asyncio: grpcio without ipcwire
+)
 
 BASELINES: Final = (
     RAW_UNIX,
@@ -47,8 +50,10 @@ def all_contenders(notes: list[str]) -> list[Contender]:
     for module in CONTENDER_MODULES:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except ImportError as exc:  # a missing library is the mechanism's own note
             notes.append(f"contender module {module} not loaded: {exc}")
+        except Exception as exc:  # a broken module must not stop the benchmark
+            notes.append(f"contender module {module} failed to load: {type(exc).__name__}: {exc}")
     found: dict[str, Contender] = {}
     rows = (*BASELINES, *mechanism_contenders(notes), *pipe_contenders(notes), *PEERS, ICEORYX2)
     for c in (*rows, *contenders()):
