@@ -2,7 +2,8 @@
 
 For every registered mechanism this makes one contender per API flavour (blocking, and
 asyncio when the mechanism has an asyncio driver), per wait policy (when the capabilities list
-several: each is passed as ``wait=<policy>`` to ``listen`` and ``connect``), and a batched
+several: each is passed as ``policy=<policy>`` to ``listen`` and ``connect``, or under the
+name the package gives in ``BENCH_WAIT_OPTION``), and a batched
 twin measured with ``send_many``/``recv_many``. A mechanism added to the registry later is
 measured without any change here, provided the bench knows how to make a fresh address for it:
 either a line in :data:`BENCH_URLS`, or a ``BENCH_URL(workdir, serial) -> str`` function in the
@@ -63,6 +64,17 @@ def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
         return None
     found = getattr(module, "BENCH_URL", None)
     return found if callable(found) else None
+
+
+def _wait_option(spec: MechanismSpec) -> str:
+    """The keyword that selects a wait policy: ``policy`` unless the mechanism's package says
+    otherwise with ``BENCH_WAIT_OPTION``."""
+    package = spec.blocking.rpartition(".")[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return "policy"
+    return str(getattr(module, "BENCH_WAIT_OPTION", "policy"))
 
 
 def _listener_sends(spec: MechanismSpec) -> bool:
@@ -211,7 +223,7 @@ def _pair(
     title = f"ipcwire {spec.scheme}" + (", asyncio" if api == "asyncio" else "")
     if several and policy:
         title += f", {policy}"
-    per_side = {"wait": policy} if policy else {}
+    per_side = {_wait_option(spec): policy} if policy else {}
     options = {"scheme": spec.scheme, "listen": per_side, "connect": per_side}
     common: dict[str, Any] = {
         "group": "ipcwire",
