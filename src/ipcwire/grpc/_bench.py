@@ -1,0 +1,211 @@
+"""The bare grpcio library as ``ipcwire bench`` baselines: ``raw/grpc`` and
+``raw/grpc/asyncio`` (the ids the ipcwire gRPC rows compare with).
+
+A generic bidirectional bytes stream (identity serializers, no generated code), the same
+service shape as ipcwire's, used directly: side B writes with a request iterator and reads
+the response iterator (sync) or ``call.write``/``call.read`` (asyncio); side A reads the
+request iterator in a thread and yields from a queue (sync: grpcio's server API offers no other
+way to both read and write at will), or ``context.read``/``context.write`` (asyncio).
+Imported by the bench when listed in ``CONTENDER_MODULES``; it registers its contenders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+from ipcwire.bench.contender import Contender, Task, register_contender
+
+__all__ = ["CONTENDERS"]
+
+_MAX = 2**27
+_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX),
+    ("grpc.max_send_message_length", _MAX),
+    ("grpc.so_reuseport", 0),
+]
+_STOP = object()
+
+
+class _Link:
+    """Side A, blocking: one stream."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def recv(self) -> bytes:
+        return self.inbox.get()  # type: ignore[no-any-return]
+
+    def send(self, message: bytes) -> None:
+        self.outbox.put(bytes(message))
+
+    def responses(self) -> Iterator[bytes]:
+        while True:
+            m = self.outbox.get()
+            if m is _STOP:
+                return
+            yield m
+
+    def close(self) -> None:
+        self.outbox.put(_STOP)
+
+
+class _Acceptor:
+    def __init__(self) -> None:
+        import grpc  # type: ignore[import-untyped]
+
+        self._ready: queue.SimpleQueue[_Link] = queue.SimpleQueue()
+
+        def stream(request_iterator: Any, context: Any) -> Iterator[bytes]:
+            link = _Link()
+
+            def pump() -> None:
+                for m in request_iterator:
+                    link.inbox.put(m)
+                link.close()  # the client is done: end the RPC
+
+            threading.Thread(target=pump, daemon=True).start()
+            self._ready.put(link)
+            return link.responses()
+
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+        )
+        self._server = grpc.server(futures.ThreadPoolExecutor(4), options=_OPTIONS)
+        self._server.add_generic_rpc_handlers((handler,))
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+        self.address = f"127.0.0.1:{port}"
+
+    def accept(self) -> _Link:
+        return self._ready.get(timeout=30)
+
+    def close(self) -> None:
+        self._server.stop(None)
+
+
+def side_a(task: Task, shared: object) -> _Acceptor:
+    return _Acceptor()
+
+
+class _Client:
+    def __init__(self, address: str, size: int) -> None:
+        import grpc
+
+        self._channel = grpc.insecure_channel(address, options=_OPTIONS)
+        # Bounded like ipcwire's send queue (4 MiB), so a fast sender waits for grpcio.
+        self._out: queue.Queue[Any] = queue.Queue(max(16, (4 << 20) // max(size, 1)))
+        self._call = self._channel.stream_stream("/bench.Echo/Stream")(self._requests())
+        self.recv = self._call.__next__
+
+    def _requests(self) -> Iterator[bytes]:
+        while True:
+            m = self._out.get()
+            if m is _STOP:
+                return
+            yield m
+
+    def send(self, message: bytes) -> None:
+        self._out.put(bytes(message))
+
+    def close(self) -> None:
+        self._out.put(_STOP)
+        self._call.cancel()
+        self._channel.close()
+
+
+def side_b(task: Task, address: str, shared: object) -> _Client:
+    return _Client(address, task.size)
+
+
+class _AioLink:
+    def __init__(self, context: Any, done: asyncio.Event) -> None:
+        self.recv = context.read
+        self._write = context.write
+        self._done = done
+
+    async def send(self, message: bytes) -> None:
+        await self._write(bytes(message))
+
+    async def aclose(self) -> None:
+        self._done.set()
+
+
+class _AioAcceptor:
+    def __init__(self, server: Any, address: str, ready: asyncio.Queue[_AioLink]) -> None:
+        self._server = server
+        self.address = address
+        self._ready = ready
+
+    async def accept(self) -> _AioLink:
+        return await asyncio.wait_for(self._ready.get(), 30)
+
+    async def aclose(self) -> None:
+        await self._server.stop(None)
+
+
+async def aio_side_a(task: Task, shared: object) -> _AioAcceptor:
+    import grpc
+
+    ready: asyncio.Queue[_AioLink] = asyncio.Queue()
+
+    async def stream(request_iterator: Any, context: Any) -> None:
+        done = asyncio.Event()
+        ready.put_nowait(_AioLink(context, done))
+        await done.wait()
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+    )
+    server = grpc.aio.server(options=_OPTIONS)
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return _AioAcceptor(server, f"127.0.0.1:{port}", ready)
+
+
+class _AioClient:
+    def __init__(self, address: str) -> None:
+        import grpc
+
+        self._channel = grpc.aio.insecure_channel(address, options=_OPTIONS)
+        self._call = self._channel.stream_stream("/bench.Echo/Stream")()
+        self.recv = self._call.read
+
+    async def send(self, message: bytes) -> None:
+        await self._call.write(bytes(message))
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+        await self._channel.close()
+
+
+async def aio_side_b(task: Task, address: str, shared: object) -> _AioClient:
+    return _AioClient(address)
+
+
+def _contender(api: str) -> Contender:
+    aio = api == "asyncio"
+    return Contender(
+        id="raw/grpc" + ("/asyncio" if aio else ""),
+        title="grpcio generic stream" + (", asyncio" if aio else ""),
+        group="baseline",
+        mechanism="grpc",
+        api="asyncio" if aio else "blocking",
+        side_a=aio_side_a if aio else side_a,
+        side_b=aio_side_b if aio else side_b,
+        framing="gRPC message (HTTP/2 DATA)",
+        overhead=5,
+        requires=("grpc",),
+        note="grpcio used directly: a generic bidirectional bytes stream",
+    )
+
+
+CONTENDERS = (_contender("blocking"), _contender("asyncio"))
+for _c in CONTENDERS:
+    register_contender(_c)
