@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from ipcwire.fifo._path import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._channel import PipeChannel
-from ipcwire.pipe._fd import FdStream, Waker
+from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 
 __all__ = ["FifoListener", "connect", "listen"]
@@ -146,7 +145,7 @@ class FifoListener(Listener):
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self._current: PipeChannel | None = None
-        self._waker = Waker()
+        self._stop = threading.Event()  # wakes an accept() that waits for a reply reader
         try:
             for path in (paths.path, paths.reply):
                 if path is not None and create_fifo(path, url, mode):
@@ -157,7 +156,6 @@ class FifoListener(Listener):
             self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
             self._remove_created()
-            self._waker.close()
             raise
 
     @property
@@ -233,7 +231,7 @@ class FifoListener(Listener):
                 ) from None
             if fd is not None:
                 return fd
-            select.select([self._waker.fd], [], [], pause)
+            self._stop.wait(pause)  # a FIFO does not signal a new reader: poll, briefly
             pause = min(pause * 2, 0.05)
 
     def close(self) -> None:
@@ -241,7 +239,7 @@ class FifoListener(Listener):
             if self._closed:
                 return
             self._closed = True
-            self._waker.wake()
+            self._stop.set()
             self._cond.notify_all()
             for fd in (self._rfd, self._keeper):
                 if fd is not None:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ipcwire._core.wire import Packed
+from ipcwire._oserror import translate
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
 
@@ -86,8 +87,15 @@ def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
 
 
 def make_pipe(*, grow: bool = True) -> tuple[int, int]:
-    """A new pipe ``(read_fd, write_fd)``, both close-on-exec."""
-    r, w = os.pipe2(os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
+    """A new pipe ``(read_fd, write_fd)``, both close-on-exec.
+
+    Raises:
+        ResourceExhausted: out of file descriptors (EMFILE/ENFILE).
+    """
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
+    except OSError as exc:
+        raise translate(exc, "a new pipe", "creating") from exc
     if not hasattr(os, "pipe2"):  # pragma: no cover - macOS
         set_cloexec(r)
         set_cloexec(w)
@@ -103,7 +111,10 @@ class Waker:
 
     def __init__(self) -> None:
         if hasattr(os, "eventfd"):
-            self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            try:
+                self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            except OSError as exc:
+                raise translate(exc, "an eventfd", "creating") from exc
             self._r = self._w = self.fd
         else:  # pragma: no cover - macOS
             self._r, self._w = make_pipe(grow=False)

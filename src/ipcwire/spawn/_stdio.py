@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ipcwire.errors import LocalProtocolError
+from ipcwire.errors import ChannelBroken, LocalProtocolError
 from ipcwire.pipe._fd import is_pipe_like
 from ipcwire.spawn._common import PARENT_ENV
 
@@ -41,6 +41,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
 
     Raises:
         LocalProtocolError: called twice in one process.
+        ChannelBroken: fd 0 or 1 is closed.
     """
     global _claimed
     with _claim_lock:
@@ -49,8 +50,18 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
                 "stdio() was already called in this process; keep the channel it returned "
                 "(fds 0 and 1 no longer carry the protocol)"
             )
-        rfd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
-        wfd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+        rfd = -1
+        try:
+            rfd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+            wfd = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+        except OSError as exc:
+            if rfd >= 0:
+                os.close(rfd)
+            raise ChannelBroken(
+                "stdio(): this process has no stdin or stdout (fd 0 or 1 is closed); start it "
+                "with ipcwire.spawn(), or with pipes on both",
+                endpoint="stdio:",
+            ) from exc
         _claimed = True
     if redirect:
         with contextlib.suppress(AttributeError, ValueError, OSError):
