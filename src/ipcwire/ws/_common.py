@@ -1,43 +1,24 @@
-"""What the blocking and asyncio WebSocket drivers share: addresses, admission, error mapping.
-
-Admission (server side, no I/O) decides from the upgrade request alone whether to accept:
-
-1. the path must be the endpoint's path (404), plain GETs get ``pages=`` (or 426);
-2. ``allow_uids`` for ``ws+unix`` (403), then the ``Origin`` check (403);
-3. an ipcwire client sends its handshake hello (the same sans-I/O handshake as the stream
-   mechanisms, JSON in the ``X-Ipcwire-Hello`` header); the server's welcome travels back in
-   the 101 response's ``X-Ipcwire-Welcome`` header. Version, codec and ``max_frame`` are
-   agreed there, and a refusal is an HTTP status whose ``X-Ipcwire-Error`` header carries the
-   typed reason (401 token, 403 permission, 400 codec/version). With a token, the client's
-   HMAC proof is its first WebSocket message and the server answers ``{"ok": true}``: both
-   sides prove the token, which never crosses the wire;
-4. a plain client (a browser, websocat) with a required token sends
-   ``Authorization: Bearer <token>`` or, as browsers cannot set headers, ``{"token": "..."}``
-   as its first message. A wrong token closes with code 1008 (policy violation).
-"""
+"""What the blocking and asyncio WebSocket drivers share: addresses, the client side of the
+handshake, and how closed connections map onto ipcwire's errors (``_admission`` has the
+server side)."""
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
-import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode
 
 from ipcwire._core.codecs import Codec
-from ipcwire._core.handshake import ClientHandshake, ServerHandshake, Step
+from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
-    ConfigurationError,
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
@@ -52,22 +33,22 @@ from ipcwire.errors import (
 from ipcwire.options import ChannelOptions
 from ipcwire.unix._socket import UnixAddress
 from ipcwire.unix._socket import resolve as resolve_unix
-from ipcwire.ws._web import OriginPolicy, Page, build_pages
 
 __all__ = [
     "ERROR_HEADER",
     "HELLO_HEADER",
     "WELCOME_HEADER",
-    "Admission",
-    "ServerSettings",
     "WsAddress",
-    "admit",
     "check_payload",
     "client_handshake",
     "closed_error",
-    "finish_admission",
+    "concurrency_error",
+    "header_value",
+    "open_error",
     "rejected_error",
     "resolve",
+    "strip_frame",
+    "welcome_step",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -159,212 +140,15 @@ def check_payload(codec: Codec, obj: Any, limit: int, url: str) -> bytes | bytea
     return payload
 
 
-# -- server side ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """A listener's configuration, shared by its connections."""
-
-    url: str
-    path: str
-    options: ChannelOptions
-    origins: OriginPolicy
-    pages: dict[str, Page]
-    ping_interval: float | None
-    ping_timeout: float | None
-    close_timeout: float
-    compression: str | None
-
-    @classmethod
-    def build(
-        cls,
-        url: str,
-        path: str,
-        options: ChannelOptions,
-        *,
-        origins: Any,
-        pages: Mapping[str, str | bytes] | None,
-        ping_interval: float | None,
-        ping_timeout: float | None,
-        close_timeout: float,
-        compression: str | None,
-    ) -> ServerSettings:
-        """Validate the listener options.
-
-        Raises:
-            ConfigurationError: a bad origin, page path or compression name.
-        """
-        if compression not in (None, "deflate"):
-            raise ConfigurationError(f"compression= for {url} is None or 'deflate'")
-        return cls(
-            url=url,
-            path=path,
-            options=options,
-            origins=OriginPolicy.build(origins, url),
-            pages=build_pages(pages, url),
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
-            compression=compression,
-        )
-
-
-@dataclass(slots=True)
-class Admission:
-    """The server's decision about one upgrade request.
-
-    ``status`` 101 accepts; anything else is sent with ``text`` (and ``error_header``).
-    ``page`` is a static page to serve instead. After a 101, ``handshake`` (ipcwire client with
-    a token) or ``plain_token`` (plain client, token required) mean the first message decides.
-    """
-
-    status: int = 101
-    text: str = ""
-    error: IpcwireError | None = None
-    error_header: str | None = None
-    page: Page | None = None
-    welcome: str | None = None
-    handshake: ServerHandshake | None = None
-    plain_token: bool = False
-    send_limit: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pending(self) -> bool:
-        """Whether the first WebSocket message must be checked before the channel is ready."""
-        return self.handshake is not None or self.plain_token
-
-
-def _header(headers: Any, name: str) -> str | None:
+def header_value(headers: Any, name: str) -> str | None:
+    """The first value of a header (``headers.get_all`` of websockets' Headers)."""
     values: list[str] = headers.get_all(name)
     return values[0] if values else None
 
 
-def _strip(frame: bytes) -> str:
+def strip_frame(frame: bytes) -> str:
+    """A handshake frame (JSON and a newline) as header or message text."""
     return frame.rstrip(b"\n").decode()
-
-
-def admit(
-    settings: ServerSettings,
-    request_path: str,
-    headers: Any,
-    *,
-    refusal: IpcwireError | None = None,
-) -> Admission:
-    """Decide about one upgrade request from its path and headers (``headers.get_all``)."""
-    opts = settings.options
-    path = request_path.partition("?")[0] or "/"
-    upgrade = (_header(headers, "Upgrade") or "").lower() == "websocket"
-    if not upgrade:
-        page = settings.pages.get(path)
-        if page is not None:
-            return Admission(status=200, page=page)
-        return Admission(
-            status=426 if path == settings.path else 404,
-            text=f"{settings.url} is a WebSocket endpoint: connect with a WebSocket client\n",
-        )
-    if path != settings.path:
-        return Admission(
-            status=404,
-            text=f"no WebSocket endpoint at {path}; this server's endpoint is {settings.path}\n",
-            error=ConnectionRefused(f"a client asked for path {path}", endpoint=settings.url),
-        )
-    if refusal is not None:
-        return _refuse(refusal, "permission")
-    why = settings.origins.refusal(
-        _header(headers, "Origin"), _header(headers, "Host"), settings.url
-    )
-    if why is not None:
-        return _refuse(PermissionDenied(why, endpoint=settings.url), "permission")
-    hello = _header(headers, HELLO_HEADER)
-    if hello is not None:
-        return _admit_ipcwire(opts, hello)
-    adm = Admission(send_limit=opts.max_frame)
-    if opts.token is not None:
-        auth = _header(headers, "Authorization")
-        if auth is None:
-            adm.plain_token = True
-        elif not (
-            auth[:7].lower() == "bearer "
-            and hmac.compare_digest(auth[7:].strip().encode(), opts.token)
-        ):
-            return _refuse(AuthenticationFailed("wrong token in the Authorization header"), "auth")
-    return adm
-
-
-def _refuse(error: IpcwireError, code: str) -> Admission:
-    status = _STATUS_FOR_CODE.get(code, 400)
-    body = json.dumps({"ipcwire": 1, "error": str(error), "code": code})
-    return Admission(status=status, text=f"{error}\n", error=error, error_header=body)
-
-
-def _admit_ipcwire(opts: ChannelOptions, hello: str) -> Admission:
-    hs = ServerHandshake(
-        codec=opts.codec.name,
-        framing=FRAMING,
-        max_frame=opts.max_frame,
-        token=opts.token,
-        endpoint=opts.url,
-    )
-    step = hs.receive(hello.encode())
-    if step.error is not None:
-        return Admission(
-            status=_STATUS_FOR_CODE.get(_code_of(step), 400),
-            text=f"{step.error}\n",
-            error=step.error,
-            error_header=_strip(step.send),
-        )
-    return Admission(
-        welcome=_strip(step.send),
-        handshake=None if step.done else hs,
-        send_limit=hs.peer_max_frame,
-    )
-
-
-def _code_of(step: Step) -> str:
-    try:
-        code = msgspec.json.decode(step.send).get("code", "")
-    except (msgspec.DecodeError, AttributeError):
-        return ""
-    return str(code)
-
-
-def finish_admission(
-    adm: Admission, message: bytes | str, token: bytes | None
-) -> tuple[bytes | None, IpcwireError | None]:
-    """Check the first message of a pending admission (an ipcwire proof, or a plain client's
-    ``{"token": "..."}`` compared in constant time).
-
-    Returns what to send back (or None) and the error that refuses the client (or None).
-    """
-    data = message.encode() if isinstance(message, str) else message
-    if adm.handshake is not None:
-        step = adm.handshake.receive(data)
-        adm.handshake = None
-        reply = _strip(step.send).encode() if step.send else None
-        return reply, step.error
-    adm.plain_token = False
-    try:
-        msg = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        msg = None
-    given = msg.get("token") if isinstance(msg, dict) else None
-    if not isinstance(given, str):
-        return None, AuthenticationFailed(
-            'this endpoint requires a token: send {"token": "..."} as the first message, or '
-            "an Authorization: Bearer header"
-        )
-    if token is not None and hmac.compare_digest(given.encode(), token):
-        return None, None
-    return None, AuthenticationFailed("wrong token")
-
-
-def close_reason(error: IpcwireError) -> str:
-    """A close-frame reason (at most 123 bytes of UTF-8)."""
-    text = str(error).encode()[:120]
-    return text.decode(errors="ignore")
-
-
-POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 
 
 # -- client side ----------------------------------------------------------------------------
@@ -377,7 +161,7 @@ def client_handshake(options: ChannelOptions) -> tuple[ClientHandshake, str]:
         token=options.token,
         endpoint=options.url,
     )
-    return hs, _strip(hs.hello())
+    return hs, strip_frame(hs.hello())
 
 
 def welcome_step(hs: ClientHandshake, welcome: str | None, url: str) -> Step:
@@ -403,7 +187,7 @@ def rejected_error(exc: InvalidStatus, hs: ClientHandshake, url: str) -> Ipcwire
     """The typed error for an HTTP refusal of the upgrade."""
     response = exc.response
     status = response.status_code
-    detail = _header(response.headers, ERROR_HEADER)
+    detail = header_value(response.headers, ERROR_HEADER)
     if detail is not None:
         try:
             hs.receive(detail.encode())
@@ -516,8 +300,3 @@ def concurrency_error(url: str) -> LocalProtocolError:
         f"another task is already receiving on {url}; receive from one task (and fan out with "
         f"a queue), or open one channel per task"
     )
-
-
-def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
-    """One log line per refused client."""
-    log.warning("ipcwire: %s refused a client (%s): %s", url, who, error)

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
@@ -24,7 +25,14 @@ from ipcwire.unix._socket import explain_connect_error, make_authorizer
 from ipcwire.unix._socket import peer_info as unix_peer_info
 from ipcwire.ws._common import WsAddress
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "aio_open", "bind", "open_blocking", "peer_of"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "aio_open",
+    "bind",
+    "open_blocking",
+    "peer_of",
+    "set_nodelay",
+]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
@@ -165,3 +173,12 @@ def bind(
         return peer_of(conn, addr), None
 
     return sock, port, authorize, lambda: None
+
+
+def set_nodelay(sock: Any) -> None:
+    """No Nagle delay on TCP (asyncio only sets it when the socket's proto says TCP)."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

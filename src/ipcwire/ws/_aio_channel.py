@@ -1,0 +1,193 @@
+"""The asyncio WebSocket channel: one ``websockets.asyncio`` connection as an ipcwire channel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+
+from ipcwire._core.codecs import Codec
+from ipcwire.aio.channel import AioChannel
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.ws._common import check_payload, closed_error, concurrency_error
+
+__all__ = ["AioWsChannel"]
+
+
+class AioWsChannel(AioChannel):
+    """One WebSocket connection as an ipcwire channel (asyncio)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        url: str,
+        codec: Codec,
+        *,
+        max_frame: int,
+        send_limit: int,
+        peer: PeerInfo | None,
+    ) -> None:
+        self.url = url
+        self._conn = conn
+        self._codec = codec
+        self._decode = codec.decode
+        self._text = codec.name == "json"
+        self._max_frame = max_frame
+        self._send_limit = send_limit
+        self._peer = peer
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
+        self._too_large_reported = False
+        self._sent = 0
+        self._received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # -- sending ----------------------------------------------------------------------------
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        payload = check_payload(self._codec, obj, self._send_limit, self.url)
+        try:
+            if timeout is None:
+                await self._conn.send(payload, text=self._text)
+            else:
+                async with asyncio.timeout(timeout):
+                    await self._conn.send(payload, text=self._text)
+        except TimeoutError:
+            raise self._send_timeout(timeout) from None
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=True) from exc
+        self._sent += 1
+        self._bytes_sent += len(payload)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
+        if not payloads:
+            return
+        conn = self._conn
+        write = conn.protocol.send_text if self._text else conn.protocol.send_binary
+        try:
+            async with asyncio.timeout(timeout):
+                async with conn.send_context():  # all frames, then one flush and drain
+                    for p in payloads:
+                        write(p)
+        except TimeoutError:
+            raise self._send_timeout(timeout) from None
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=True) from exc
+        self._sent += len(payloads)
+        self._bytes_sent += sum(len(p) for p in payloads)
+
+    def _send_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"{self.url} is not reading: the message is queued but the write buffer stayed "
+            f"full for {timeout} s",
+            endpoint=self.url,
+        )
+
+    # -- receiving --------------------------------------------------------------------------
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        data = await self._recv_raw(timeout)
+        self._received += 1
+        self._bytes_received += len(data)
+        return self._decode(data)  # type: ignore[arg-type]
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        decode = self._decode
+        data = await self._recv_raw(timeout)
+        out = [decode(data)]  # type: ignore[arg-type]
+        nbytes = len(data)
+        queued = _queued_frames(self._conn)
+        while queued and queued[0].fin and (max_messages is None or len(out) < max_messages):
+            try:
+                data = await self._conn.recv(decode=False)  # a whole message is queued
+            except ConnectionClosed:
+                break
+            nbytes += len(data)
+            out.append(decode(data))  # type: ignore[arg-type]
+        self._received += len(out)
+        self._bytes_received += nbytes
+        return out
+
+    async def _recv_raw(self, timeout: float | None) -> bytes:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        try:
+            if timeout is None:
+                return await self._conn.recv(decode=False)
+            async with asyncio.timeout(timeout):
+                return await self._conn.recv(decode=False)
+        except TimeoutError:
+            raise Timeout(
+                f"no message from {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        except ConcurrencyError:
+            raise concurrency_error(self.url) from None
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=False) from exc
+
+    def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
+        if self._closed:
+            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        err = closed_error(
+            exc,
+            self.url,
+            sending=sending,
+            max_frame=self._max_frame,
+            first_too_large=not sending and not self._too_large_reported,
+        )
+        if isinstance(err, FrameTooLarge):
+            self._too_large_reported = True
+        return err
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop.is_closed():
+            self._conn.transport.abort()
+            return
+        self._closing = self._loop.create_task(self._conn.close())
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._closing is not None:
+            await asyncio.shield(self._closing)  # bounded by close_timeout in the library
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def latency(self) -> float:
+        """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
+        return self._conn.latency
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )
+
+
+def _queued_frames(conn: Connection) -> Any:
+    """The library's queue of received frames, to take only what is already here."""
+    frames = getattr(conn.recv_messages, "frames", None)
+    return getattr(frames, "queue", None)

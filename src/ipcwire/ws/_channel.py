@@ -1,0 +1,194 @@
+"""The blocking WebSocket channel: one ``websockets.sync`` connection as an ipcwire channel."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.connection import Connection
+
+from ipcwire._core.codecs import Codec
+from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, check_payload, closed_error
+
+__all__ = ["WsChannel"]
+
+_TIMEVAL: Final = struct.Struct("@ll")
+
+
+class WsChannel(Channel):
+    """One WebSocket connection as an ipcwire channel (blocking)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        url: str,
+        codec: Codec,
+        *,
+        max_frame: int,
+        send_limit: int,
+        peer: PeerInfo | None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self._conn = conn
+        self._codec = codec
+        self._decode = codec.decode
+        self._text = codec.name == "json"  # JSON in text frames, as browsers expect
+        self._max_frame = max_frame
+        self._send_limit = send_limit
+        self._peer = peer
+        self._close_timeout = close_timeout
+        self._recv_lock = threading.Lock()
+        self._closed = False
+        self._too_large_reported = False
+        self._sndtimeo: float | None = None
+        self._sent = 0
+        self._received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        payload = check_payload(self._codec, obj, self._send_limit, self.url)
+        if timeout != self._sndtimeo:
+            self._set_send_timeout(timeout)
+        try:
+            self._conn.send(payload, text=self._text)
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=True) from exc
+        self._sent += 1
+        self._bytes_sent += len(payload)
+
+    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
+        if not payloads:
+            return
+        if timeout != self._sndtimeo:
+            self._set_send_timeout(timeout)
+        conn = self._conn
+        write = conn.protocol.send_text if self._text else conn.protocol.send_binary
+        try:
+            with conn.send_context():  # one lock, all frames, then one flush
+                for p in payloads:
+                    write(p)
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=True) from exc
+        self._sent += len(payloads)
+        self._bytes_sent += sum(len(p) for p in payloads)
+
+    def _set_send_timeout(self, timeout: float | None) -> None:
+        # SO_SNDTIMEO bounds a blocked write without putting the socket in non-blocking mode
+        # (which would add a poll() before every read of the library's reader thread).
+        usec = 0 if timeout is None else max(1, round(timeout * 1_000_000))
+        try:
+            self._conn.socket.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_SNDTIMEO,
+                _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000),
+            )
+        except OSError:
+            return
+        self._sndtimeo = timeout
+
+    # -- receiving --------------------------------------------------------------------------
+    def recv(self, *, timeout: float | None = None) -> Any:
+        with self._recv_lock:
+            data = self._recv_raw(timeout)
+        self._received += 1
+        self._bytes_received += len(data)
+        return self._decode(data)  # type: ignore[arg-type]
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        decode = self._decode
+        with self._recv_lock:
+            data = self._recv_raw(timeout)
+            out = [decode(data)]  # type: ignore[arg-type]
+            nbytes = len(data)
+            recv = self._conn.recv
+            while max_messages is None or len(out) < max_messages:
+                try:
+                    data = recv(0, decode=False)
+                except (TimeoutError, ConnectionClosed):
+                    break  # the next recv() reports the end
+                nbytes += len(data)
+                out.append(decode(data))  # type: ignore[arg-type]
+        self._received += len(out)
+        self._bytes_received += nbytes
+        return out
+
+    def _recv_raw(self, timeout: float | None) -> bytes:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        try:
+            return self._conn.recv(timeout, decode=False)
+        except TimeoutError:
+            raise Timeout(
+                f"no message from {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        except ConnectionClosed as exc:
+            raise self._error(exc, sending=False) from exc
+
+    def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
+        if self._closed:
+            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        err = closed_error(
+            exc,
+            self.url,
+            sending=sending,
+            max_frame=self._max_frame,
+            first_too_large=not sending and not self._too_large_reported,
+        )
+        if isinstance(err, FrameTooLarge):
+            self._too_large_reported = True
+        return err
+
+    # -- the rest ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._conn
+        # A send blocked on a peer that does not read holds the connection's lock; then the
+        # closing handshake cannot be written: shut the socket down instead (bounded).
+        if not conn.protocol_mutex.acquire(timeout=self._close_timeout):
+            try:
+                conn.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close_socket()
+            return
+        conn.protocol_mutex.release()
+        conn.close()  # the closing handshake, bounded by close_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def latency(self) -> float:
+        """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
+        return self._conn.latency
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )

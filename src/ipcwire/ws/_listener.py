@@ -1,0 +1,323 @@
+"""The blocking WebSocket listener: an acceptor thread, one handshake thread per client."""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+from websockets.sync.server import Server, ServerConnection
+
+from ipcwire.channel import Channel, Listener
+from ipcwire.errors import ChannelClosed, Timeout
+from ipcwire.ws._admission import (
+    POLICY_VIOLATION,
+    Admission,
+    ServerSettings,
+    admit,
+    close_reason,
+    finish_admission,
+    log_refusal,
+)
+from ipcwire.ws._channel import WsChannel
+from ipcwire.ws._common import ERROR_HEADER, WELCOME_HEADER
+from ipcwire.ws._sockets import Authorizer
+
+__all__ = ["WsListener"]
+
+log = logging.getLogger("ipcwire")
+
+
+class ServerConn(ServerConnection):
+    """A server connection that remembers the admission decided for it."""
+
+    admission: Admission | None = None
+
+
+class WsListener(Listener):
+    """Accepts WebSocket clients and hands out :class:`WsChannel` objects.
+
+    Like the stream listeners, it completes handshakes whether or not the application is in
+    ``accept()`` (a backlog that authenticates): one acceptor thread takes connections and
+    runs each one's opening handshake in a short-lived thread, so a slow or hostile client
+    never delays the others. At most ``backlog`` channels wait (ready or in their handshake);
+    beyond that the acceptor stops accepting and the kernel's backlog holds the rest.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        settings: ServerSettings,
+        *,
+        authorize: Authorizer,
+        ssl_context: ssl_module.SSLContext | None,
+        on_close: Any,
+        max_ready: int = 128,
+    ) -> None:
+        self.url = settings.url
+        self._settings = settings
+        self._sock = sock
+        self._authorize = authorize
+        self._ssl = ssl_context
+        self._on_close = on_close
+        self._closed = False
+        self._cond = threading.Condition()
+        self._ready: deque[WsChannel] = deque()
+        self._inflight = 0
+        self._max_ready = max(1, max_ready)
+        # The library's connections ask their server whether it is closing (then they refuse
+        # handshakes in flight with 503); this object only serves that question.
+        self._server = Server(sock, lambda s, a: None)
+        self._server.shutdown_watcher.close()
+        self._server.shutdown_notifier.close()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        sock.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        opts = settings.options
+        self._extensions = (
+            [ServerPerMessageDeflateFactory()] if settings.compression == "deflate" else None
+        )
+        self._max_frame = opts.max_frame
+        self._thread = threading.Thread(
+            target=self._run, name=f"ipcwire ws acceptor {self.url}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        """The listening socket's fd."""
+        return self._sock.fileno()
+
+    def accept(self, *, timeout: float | None = None) -> Channel:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                )
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            was_full = self._full()
+            ch = self._ready.popleft()
+        if was_full:
+            self._wake()
+        return ch
+
+    def _full(self) -> bool:
+        return len(self._ready) + self._inflight >= self._max_ready
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        """The acceptor thread: take connections while there is room, until closed."""
+        listening = False
+        try:
+            while not self._closed:
+                with self._cond:
+                    full = self._full()
+                if full and listening:
+                    self._sel.unregister(self._sock)
+                    listening = False
+                elif not full and not listening:
+                    self._sel.register(self._sock, selectors.EVENT_READ, "listen")
+                    listening = True
+                for key, _ in self._sel.select():
+                    if self._closed:
+                        break
+                    if key.data == "listen":
+                        self._accept_new()
+                    else:
+                        try:
+                            while self._wake_r.recv(512):
+                                pass
+                        except OSError:
+                            pass
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("ipcwire: the acceptor of %s failed", self.url)
+
+    def _accept_new(self) -> None:
+        for _ in range(64):
+            with self._cond:
+                if self._full():
+                    return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if not self._closed:
+                    log.warning("ipcwire: %s: accept failed: %s", self.url, exc)
+                return
+            conn.setblocking(True)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms stalls
+            with self._cond:
+                self._inflight += 1
+            threading.Thread(
+                target=self._handshake,
+                args=(conn,),
+                name=f"ipcwire ws handshake {self.url}",
+                daemon=True,
+            ).start()
+
+    def _handshake(self, sock: socket.socket) -> None:
+        ch: WsChannel | None = None
+        try:
+            ch = self._admit(sock)
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("ipcwire: %s: a handshake failed", self.url)
+        with self._cond:
+            self._inflight -= 1
+            if ch is not None and not self._closed:
+                self._ready.append(ch)
+                ch = None
+                self._cond.notify()
+        if ch is not None:
+            ch.close()
+        self._wake()  # room again: the acceptor may listen again
+
+    def _admit(self, sock: socket.socket) -> WsChannel | None:
+        """One client's TLS and WebSocket handshakes (in its own thread): its channel, or None
+        when it was refused or failed."""
+        settings = self._settings
+        opts = settings.options
+        deadline = time.monotonic() + opts.handshake_timeout
+        peer, refusal = self._authorize(sock)
+        who = peer.address or (f"pid {peer.pid}" if peer.pid else "a client")
+        if self._ssl is not None:
+            try:
+                sock.settimeout(opts.handshake_timeout)
+                sock = self._ssl.wrap_socket(sock, server_side=True)
+                sock.settimeout(None)
+            except (OSError, ValueError) as exc:
+                log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
+                sock.close()
+                return None
+        protocol = ServerProtocol(extensions=self._extensions, max_size=self._max_frame, logger=log)
+        conn = ServerConn(
+            sock,
+            protocol,
+            self._server,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            close_timeout=settings.close_timeout,
+        )
+
+        def process_request(c: ServerConnection, request: Request) -> Response | None:
+            adm = admit(settings, request.path, request.headers, refusal=refusal)
+            conn.admission = adm
+            return _http_answer(c, adm, self.url, who)
+
+        def process_response(c: ServerConnection, r: Request, response: Response) -> None:
+            adm = conn.admission
+            if adm is not None and adm.welcome and response.status_code == 101:
+                response.headers[WELCOME_HEADER] = adm.welcome
+
+        try:
+            conn.handshake(process_request, process_response, "ipcwire", opts.handshake_timeout)
+        except Exception as exc:
+            log.info("ipcwire: %s: handshake with %s failed: %s", self.url, who, exc)
+            conn.close_socket()
+            return None
+        adm = conn.admission
+        if conn.protocol.state is not OPEN or adm is None:
+            conn.close_socket()
+            return None
+        if adm.pending and not self._check_first_message(conn, adm, deadline, who):
+            return None
+        conn.start_keepalive()
+        return WsChannel(
+            conn,
+            self.url,
+            opts.codec,
+            max_frame=opts.max_frame,
+            send_limit=adm.send_limit,
+            peer=peer,
+            close_timeout=settings.close_timeout,
+        )
+
+    def _check_first_message(
+        self, conn: ServerConnection, adm: Admission, deadline: float, who: str
+    ) -> bool:
+        try:
+            first = conn.recv(max(deadline - time.monotonic(), 0.001), decode=False)
+        except TimeoutError:
+            log_refusal(self.url, who, "no token within the handshake timeout")
+            conn.close(POLICY_VIOLATION, "a token is required")
+            return False
+        except ConnectionClosed:
+            return False
+        reply, err = finish_admission(adm, first, self._settings.options.token)
+        try:
+            if reply:
+                conn.send(reply, text=True)
+            if err is not None:
+                log_refusal(self.url, who, err)
+                conn.close(POLICY_VIOLATION, close_reason(err))
+                return False
+        except ConnectionClosed:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cond:
+            self._closed = True
+            ready = list(self._ready)
+            self._ready.clear()
+            self._cond.notify_all()
+        self._server.socket_closed.set()  # handshakes still in flight get 503
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        for ch in ready:
+            ch.close()
+        self._sel.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._on_close is not None:
+            self._on_close()
+
+
+def _http_answer(c: ServerConnection, adm: Admission, url: str, who: str) -> Response | None:
+    """The HTTP response for a request that is not accepted as a WebSocket (or None)."""
+    if adm.status == 101:
+        return None
+    if adm.page is not None:
+        headers = Headers(
+            [
+                ("Content-Type", adm.page.content_type),
+                ("Content-Length", str(len(adm.page.body))),
+                ("Cache-Control", "no-cache"),
+                ("Connection", "close"),
+            ]
+        )
+        return Response(200, "OK", headers, adm.page.body)
+    response = c.respond(adm.status, adm.text)
+    if adm.error_header is not None:
+        response.headers[ERROR_HEADER] = adm.error_header
+    if adm.error is not None:
+        log_refusal(url, who, adm.error)
+    return response
