@@ -191,6 +191,20 @@ def test_close_ladder_child_ignores_sigterm_and_eof() -> None:
     assert_gone(ch)
 
 
+def test_close_drains_a_last_reply_so_the_child_exits_by_itself() -> None:
+    # On stdin EOF the child writes 5 MB (far over the pipe) before exiting: close() reads
+    # and discards it, so no SIGTERM is needed.
+    child = py(
+        "import sys; sys.stdin.read(); sys.stdout.write('x' * 5_000_000); sys.stdout.flush()"
+    )
+    ch = spawn(child, exit_timeout=10, term_timeout=1)
+    start = time.monotonic()
+    ch.close()
+    assert time.monotonic() - start < 5
+    assert ch.returncode == 0
+    assert_gone(ch)
+
+
 def test_close_ladder_grandchild_holds_the_pipes() -> None:
     # The child exits on stdin EOF, but its background grandchild keeps stdout and stderr.
     child = ["sh", "-c", 'sleep 3600 & echo "{\\"grandchild\\": $!}"; read line; exit 0']

@@ -201,7 +201,8 @@ class FdStream(ByteStream):
         self._closed = False
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
-        self._want_close_write = False
+        self._orphan_read = False  # close() gave up waiting: the reader closes on its way out
+        self._orphan_write = False
         self._waker: Waker | None = Waker()
         waker_fd = self._waker.fd
         if nonblocking:
@@ -247,7 +248,7 @@ class FdStream(ByteStream):
             try:
                 return self._recv(view, timeout)
             finally:
-                if self._closed:
+                if self._orphan_read:  # close() could not wait for us: we close it
                     self._close_read()
 
     def _recv(self, view: memoryview, timeout: float | None) -> int:
@@ -322,7 +323,7 @@ class FdStream(ByteStream):
             try:
                 self._send(data, timeout, n)
             finally:
-                if self._closed or self._want_close_write:
+                if self._orphan_write:
                     self._close_write()
 
     def _send(self, data: Packed, timeout: float | None, written: int) -> None:
@@ -414,12 +415,7 @@ class FdStream(ByteStream):
         A write in progress is interrupted only by :meth:`close`; this waits for it (bounded)
         and otherwise leaves the closing to that writer.
         """
-        self._want_close_write = True
-        if self._wlock.acquire(timeout=1.0):
-            try:
-                self._close_write()
-            finally:
-                self._wlock.release()
+        self._closing_locked(self._wlock, self._close_write, "_orphan_write")
 
     def shutdown(self) -> None:
         self.close_write()
@@ -439,23 +435,31 @@ class FdStream(ByteStream):
         self._closed = True
         if self._waker is not None:
             self._waker.wake()
-        detached = None
-        # Whoever holds an fd's lock closes it: here if no thread is using it, else that
-        # thread, on its way out (it was just woken).
-        if self._rlock.acquire(timeout=1.0):
-            try:
-                if detach_read and self.rfd is not None:
-                    detached, self.rfd = self.rfd, None
-                    self._restore.pop(detached, None)
-                self._close_read()
-            finally:
-                self._rlock.release()
-        if self._wlock.acquire(timeout=1.0):
-            try:
-                self._close_write()
-            finally:
-                self._wlock.release()
-        return detached
+        detached: list[int] = []
+
+        def close_read() -> None:
+            if detach_read and self.rfd is not None:
+                detached.append(self.rfd)
+                self._restore.pop(self.rfd, None)
+                self.rfd = None
+            self._close_read()
+
+        # An fd is closed only by whoever holds its lock: here once the thread using it has
+        # left (it was just woken), or, if it does not leave in time (a blocking write to a
+        # terminal), by that thread on its way out. Never while a syscall may still use it.
+        self._closing_locked(self._rlock, close_read, "_orphan_read")
+        self._closing_locked(self._wlock, self._close_write, "_orphan_write")
+        return detached[0] if detached else None
+
+    def _closing_locked(self, lock: threading.Lock, closer: Callable[[], None], flag: str) -> None:
+        if not lock.acquire(timeout=1.0):
+            setattr(self, flag, True)
+            if not lock.acquire(blocking=False):
+                return  # still busy: it will see the flag
+        try:
+            closer()
+        finally:
+            lock.release()
 
     def _close_fd(self, fd: int) -> None:
         flags = self._restore.pop(fd, None)
