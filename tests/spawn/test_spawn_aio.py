@@ -163,3 +163,24 @@ def test_token_and_sync_close_from_the_loop() -> None:
         assert_gone(ch)
 
     run(main)
+
+
+def test_children_of_a_loop_that_never_closed_them_are_shut_down_at_exit() -> None:
+    import subprocess
+
+    code = """
+import asyncio, ipcwire
+from ipcwire import aio
+
+async def main():
+    ch = await aio.spawn(["sh", "-c", "echo '{}'; exec sleep 3600"])
+    await ch.recv(timeout=20)
+    print(ch.pid, flush=True)   # and never aclose()
+
+asyncio.run(main())
+"""
+    out = subprocess.run(py(code), env=ENV, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout)
+    assert wait_dead(pid, 10)
+    assert group(pid) == []

@@ -333,6 +333,14 @@ class FdTransport(asyncio.Transport):
             self._restore.pop(fd, None)
         return fd
 
+    def steal_fds(self) -> tuple[int | None, int | None]:
+        """Take the fds without touching the loop (it may be closed: interpreter exit)."""
+        fds = (self._rfd, self._wfd)
+        self._rfd = self._wfd = None
+        self._reading = self._writing = False
+        self._lost = True
+        return fds
+
     def abort(self) -> None:
         self._closing = True
         self._stop_reading()

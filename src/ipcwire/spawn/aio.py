@@ -11,6 +11,7 @@ hang the parent.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -30,6 +31,7 @@ from ipcwire.spawn._process import (
     describe_status,
     group_members,
     kill_group,
+    run_ladder,
 )
 from ipcwire.spawn._stderr import LineSplitter, plan_stderr
 from ipcwire.spawn._stdio import claim_stdio, watch_parent
@@ -91,6 +93,7 @@ async def spawn(
         await _AbandonedChild(watch, timeouts, err_reader).shutdown()
         raise
     assert isinstance(ch, AioSpawnChannel)
+    _live.add(ch)
     return ch
 
 
@@ -356,15 +359,40 @@ class AioSpawnChannel(AioPipeChannel):
         try:
             self._returncode = await self._ladder.run(drain)
         finally:
+            _live.discard(self)
             if t is not None:
                 t.abort()
         return self._returncode
+
+    def _shutdown_blocking(self) -> None:
+        """At interpreter exit, when the loop is gone: the blocking ladder, shorter waits."""
+        t = self._fd_transport()
+        rfd, wfd = t.steal_fds() if t is not None else (None, None)
+        if wfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(wfd)
+        timeouts = self._ladder.timeouts
+        self._returncode = run_ladder(
+            self._watch, rfd, LadderTimeouts(min(timeouts.exit, 1.0), min(timeouts.term, 1.0))
+        )
 
     async def aclose(self) -> None:
         """Shut the child down and wait: at most ``exit_timeout + term_timeout + 2`` s."""
         self.close()
         assert self._shutdown is not None
         await asyncio.shield(self._shutdown)
+
+
+_live: set[AioSpawnChannel] = set()  # children whose channel was not closed yet
+
+
+@atexit.register
+def _shutdown_children() -> None:
+    """At interpreter exit, shut down children whose asyncio channels were never closed."""
+    for ch in list(_live):
+        _live.discard(ch)
+        with contextlib.suppress(Exception):
+            ch._shutdown_blocking()
 
 
 async def stdio(
