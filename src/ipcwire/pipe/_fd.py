@@ -191,6 +191,8 @@ class FdStream(ByteStream):
         self._can_read = rfd is not None
         self._can_write = wfd is not None
         self._fast_read = nonblocking and not poll_first
+        self._read_first = poll_first  # FIFOs: once armed, always read first (see above)
+        self._hot = True
         self.rfd = rfd
         self.wfd = wfd
         self.watch = watch
@@ -239,10 +241,13 @@ class FdStream(ByteStream):
             )
         with self._rlock:
             rfd = self.rfd
-            if self._fast_read and rfd is not None:
-                try:  # the hot path: data is usually there already
-                    return os.readv(rfd, (view,))
+            if self._fast_read and rfd is not None and (self._hot or self._read_first):
+                try:  # data is likely there already (the last read filled the buffer)
+                    n = os.readv(rfd, (view,))
+                    self._hot = n == view.nbytes
+                    return n
                 except BlockingIOError:
+                    self._hot = False  # ping-pong: poll first next time (one syscall less)
                     if timeout == 0:
                         raise
             try:
@@ -273,6 +278,7 @@ class FdStream(ByteStream):
                     # A writer has been here: from now on a read of 0 means they all left
                     # (before, on a FIFO, it only meant that none had come yet).
                     self._fast_read = self._nonblocking
+                    self._hot = n == view.nbytes
                     return n
                 elif fd == self.watch:
                     exited = True
