@@ -145,12 +145,15 @@ def test_slow_server_slows_the_client() -> None:
             t.join()
             chunk = bytes(1 << 20)
             sent = 0
-            with pytest.raises(Timeout, match="not receiving"):
-                for _ in range(20):
+            with pytest.raises(Timeout, match="not taking messages"):
+                for _ in range(30):
                     ch.send(chunk, timeout=0.3)
                     sent += 1
-            assert 3 <= sent <= 6  # the server queues ~4 MiB, then pushes back
-            got = box[0].recv_many(timeout=5)
+            # ~4 MiB queued at the server, ~4 MiB in the client's queue, then it pushes back.
+            assert 5 <= sent <= 12
+            got: list[bytes] = []
+            while len(got) < sent:
+                got += box[0].recv_many(timeout=5)
             assert len(got) == sent
             ch.send(b"after", timeout=5)
             assert box[0].recv(timeout=5) == b"after"

@@ -103,6 +103,8 @@ class ClientCore:
         self.id = ""
         self.path = ""
         self.inbox: deque[Any] = deque()
+        self.outbox: deque[bytes] = deque()  # queued by send(), posted by the sender
+        self.outbox_bytes = 0
         self.ended: IpcwireError | None = None  # the server closed: recv raises after inbox
         self.broken: IpcwireError | None = None  # sends fail with this
         self.closed = False
@@ -196,6 +198,46 @@ class ClientCore:
             size += len(p) + 4
         if batch:
             yield Req("POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout))
+
+    def queue(self, payloads: list[bytes]) -> None:
+        """Hand messages to the sender (channel mode): it posts them in order, batched."""
+        self.outbox.extend(payloads)
+        n = sum(len(p) for p in payloads) if len(payloads) > 1 else len(payloads[0])
+        self.outbox_bytes += n
+        self.sent += len(payloads)
+        self.bytes_sent += n
+
+    def next_post(self) -> tuple[Req, int]:
+        """The request posting what is queued (one message, or a batch under the server's
+        limit), and its size; the caller calls :meth:`posted` when it is answered."""
+        box = self.outbox
+        first = box.popleft()
+        if not box or len(first) + 4 + len(box[0]) + 4 > self.max_batch:
+            return Req("POST", self.path + "/messages", None, first, None), len(first)
+        batch = [first]
+        size = len(first) + 4
+        while box and size + len(box[0]) + 4 <= self.max_batch:
+            p = box.popleft()
+            batch.append(p)
+            size += len(p) + 4
+        headers = {"Content-Type": BATCH_TYPE}
+        n = size - 4 * len(batch)
+        return Req("POST", self.path + "/messages", headers, pack_batch(batch), None), n
+
+    def posted(self, resp: httpx.Response | None, nbytes: int, err: IpcwireError | None) -> None:
+        """The sender's request was answered (or failed with ``err``)."""
+        self.outbox_bytes -= nbytes
+        if err is None and resp is not None and resp.status_code >= 300:
+            err = self.error(resp, "sending", sent=nbytes)
+        if err is not None and self.broken is None and not self.closed:
+            self.broken = (
+                err
+                if isinstance(err, ChannelBroken)
+                else ChannelBroken(
+                    f"an earlier send to {self.url} failed: {err}", endpoint=self.url
+                )
+            )
+            self.broken.__cause__ = err
 
     def sent_ok(self, resp: httpx.Response, payloads: int, nbytes: int) -> None:
         """Check the answer to a send; in plain mode queue the reply for ``recv``."""

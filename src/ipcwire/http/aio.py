@@ -15,14 +15,16 @@ from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._protocol import MAX_POLL_WAIT
 from ipcwire.http._server import HttpServer, make_server
+from ipcwire.http._session import HIGH_WATER
 from ipcwire.http.blocking import (
     _CONNECT_KW,
+    _FLUSH_TIMEOUT,
     _LISTEN_KW,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SESSION_TIMEOUT,
@@ -33,7 +35,11 @@ __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
 
 
 class AioHttpChannel(AioChannel):
-    """The client end of an HTTP channel (asyncio); see docs/mechanisms/rest.md."""
+    """The client end of an HTTP channel (asyncio); see docs/mechanisms/rest.md.
+
+    As in the blocking channel, ``send`` queues and a sender task posts in order, batching
+    what waits; ``request`` and ``aclose`` first wait until the queue is empty.
+    """
 
     def __init__(self, core: ClientCore, client: httpx.AsyncClient, peer: PeerInfo) -> None:
         self.url = core.url
@@ -42,6 +48,8 @@ class AioHttpChannel(AioChannel):
         self._peer = peer
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
+        self._out = asyncio.Condition()
+        self._sender: asyncio.Task[None] | None = None
 
     async def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -61,10 +69,13 @@ class AioHttpChannel(AioChannel):
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         core = self._core
         payload = core.encode(obj)
-        async with self._send_lock:
-            core.check_send()
-            resp = await self._do(core.send_req(payload, timeout), "sending to")
-            core.sent_ok(resp, 1, len(payload))
+        if not core.session:
+            async with self._send_lock:
+                core.check_send()
+                resp = await self._do(core.send_req(payload, timeout), "sending to")
+                core.sent_ok(resp, 1, len(payload))
+            return
+        await self._queue([payload], timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         core = self._core
@@ -72,13 +83,58 @@ class AioHttpChannel(AioChannel):
             await super().send_many(objs, timeout=timeout)
             return
         payloads = [core.encode(obj) for obj in objs]
-        async with self._send_lock:
-            for req in core.batch_reqs(payloads, timeout):
-                core.check_send()
+        if payloads:
+            await self._queue(payloads, timeout)
+
+    async def _queue(self, payloads: list[bytes], timeout: float | None) -> None:
+        core = self._core
+        core.check_send()
+        if core.outbox_bytes > HIGH_WATER:
+            await self._wait_out(lambda: core.outbox_bytes <= HIGH_WATER, timeout, "sent")
+        core.queue(payloads)
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        async with self._out:
+            self._out.notify_all()
+
+    async def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
+        core = self._core
+        try:
+            async with asyncio.timeout(timeout), self._out:
+                while not done():
+                    core.check_send()
+                    await self._out.wait()
+        except TimeoutError:
+            raise Timeout(
+                f"{self.url} is not taking messages: {core.outbox_bytes} bytes still wait to be "
+                f"posted; this message was not {what}",
+                endpoint=self.url,
+            ) from None
+        core.check_send()
+
+    async def _send_loop(self) -> None:
+        core = self._core
+        cond = self._out
+        while True:
+            async with cond:
+                while not core.outbox and not core.closed and core.broken is None:
+                    await cond.wait()
+                if not core.outbox or core.broken is not None:
+                    return
+                req, nbytes = core.next_post()
+            resp: httpx.Response | None = None
+            err: IpcwireError | None = None
+            try:
                 resp = await self._do(req, "sending to")
-                core.sent_ok(resp, 0, 0)
-            core.sent += len(payloads)
-            core.bytes_sent += sum(len(p) for p in payloads)
+            except IpcwireError as exc:
+                err = exc
+            core.posted(resp, nbytes, err)
+            async with cond:
+                cond.notify_all()
+
+    async def _flush(self, timeout: float | None) -> None:
+        if self._core.outbox_bytes:
+            await self._wait_out(lambda: self._core.outbox_bytes == 0, timeout, "requested")
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         core = self._core
@@ -126,6 +182,7 @@ class AioHttpChannel(AioChannel):
             await self.send(obj, timeout=timeout)
             return await self.recv(timeout=0)
         payload = core.encode(obj)
+        await self._flush(timeout)
         async with self._send_lock, self._recv_lock:
             core.check_send()
             try:
@@ -151,7 +208,15 @@ class AioHttpChannel(AioChannel):
         core = self._core
         if core.closed:
             return
+        try:
+            await self._flush(_FLUSH_TIMEOUT)  # what was sent before close() arrives first
+        except IpcwireError:
+            pass
         core.closed = True
+        async with self._out:
+            self._out.notify_all()
+        if self._sender is not None:
+            self._sender.cancel()
         req = core.close_req()
         if req is not None:
             try:

@@ -21,18 +21,20 @@ import httpx
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.errors import ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._protocol import MAX_POLL_WAIT
 from ipcwire.http._server import HttpServer, make_server
+from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_SESSION_TIMEOUT: Final = 300.0
+_FLUSH_TIMEOUT: Final = 10.0
 _CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
 _LISTEN_KW: Final = (
     "ssl",
@@ -46,7 +48,15 @@ _LISTEN_KW: Final = (
 
 
 class HttpChannel(Channel):
-    """The client end of an HTTP channel (blocking); see docs/mechanisms/rest.md."""
+    """The client end of an HTTP channel (blocking); see docs/mechanisms/rest.md.
+
+    ``send`` queues the message and returns; a sender thread (started at the first send)
+    posts what is queued, in order, as one batch when several are waiting, so a sender is
+    never slower than one POST per message and its round trip overlaps a pending ``recv``.
+    At most ``HIGH_WATER`` bytes wait (then ``send`` waits, up to its timeout). A failed post
+    breaks the channel: the next ``send`` raises why. ``request`` and ``close`` first wait
+    until everything queued was posted, so order is kept.
+    """
 
     def __init__(self, core: ClientCore, client: httpx.Client, peer: PeerInfo) -> None:
         self.url = core.url
@@ -55,6 +65,8 @@ class HttpChannel(Channel):
         self._peer = peer
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
+        self._out = threading.Condition(threading.Lock())
+        self._sender: threading.Thread | None = None
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -74,10 +86,13 @@ class HttpChannel(Channel):
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         core = self._core
         payload = core.encode(obj)
-        with self._send_lock:
-            core.check_send()
-            resp = self._do(core.send_req(payload, timeout), "sending to")
-            core.sent_ok(resp, 1, len(payload))
+        if not core.session:
+            with self._send_lock:
+                core.check_send()
+                resp = self._do(core.send_req(payload, timeout), "sending to")
+                core.sent_ok(resp, 1, len(payload))
+            return
+        self._queue([payload], timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         core = self._core
@@ -85,14 +100,64 @@ class HttpChannel(Channel):
             super().send_many(objs, timeout=timeout)
             return
         payloads = [core.encode(obj) for obj in objs]
-        with self._send_lock:
-            for req in core.batch_reqs(payloads, timeout):
-                core.check_send()
-                assert req.body is not None
+        if payloads:
+            self._queue(payloads, timeout)
+
+    def _queue(self, payloads: list[bytes], timeout: float | None) -> None:
+        core = self._core
+        with self._out:
+            core.check_send()
+            if core.outbox_bytes > HIGH_WATER:
+                self._wait_out(lambda: core.outbox_bytes <= HIGH_WATER, timeout, "sent")
+            core.queue(payloads)
+            if self._sender is None:
+                self._sender = threading.Thread(
+                    target=self._send_loop, name=f"ipcwire sender {self.url}", daemon=True
+                )
+                self._sender.start()
+            self._out.notify_all()
+
+    def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
+        """Wait (holding ``_out``) until ``done()``; raise if the channel fails meanwhile."""
+        core = self._core
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            core.check_send()
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise Timeout(
+                    f"{self.url} is not taking messages: {core.outbox_bytes} bytes still wait "
+                    f"to be posted; this message was not {what}",
+                    endpoint=self.url,
+                )
+            self._out.wait(wait)
+
+    def _send_loop(self) -> None:
+        core = self._core
+        cond = self._out
+        while True:
+            with cond:
+                while not core.outbox and not core.closed and core.broken is None:
+                    cond.wait()
+                if not core.outbox or core.broken is not None:
+                    return
+                req, nbytes = core.next_post()
+            resp: httpx.Response | None = None
+            err: IpcwireError | None = None
+            try:
                 resp = self._do(req, "sending to")
-                core.sent_ok(resp, 0, 0)
-            core.sent += len(payloads)
-            core.bytes_sent += sum(len(p) for p in payloads)
+            except IpcwireError as exc:
+                err = exc
+            with cond:
+                core.posted(resp, nbytes, err)
+                cond.notify_all()
+
+    def _flush(self, timeout: float | None) -> None:
+        """Wait until everything queued was posted (for request() and close())."""
+        core = self._core
+        if core.outbox_bytes:
+            with self._out:
+                self._wait_out(lambda: core.outbox_bytes == 0, timeout, "requested")
 
     def recv(self, *, timeout: float | None = None) -> Any:
         with self._recv_lock:
@@ -137,6 +202,7 @@ class HttpChannel(Channel):
             self.send(obj, timeout=timeout)
             return self.recv(timeout=0)
         payload = core.encode(obj)
+        self._flush(timeout)
         with self._send_lock, self._recv_lock:
             core.check_send()
             try:
@@ -155,7 +221,13 @@ class HttpChannel(Channel):
         core = self._core
         if core.closed:
             return
-        core.closed = True
+        try:
+            self._flush(_FLUSH_TIMEOUT)  # what was sent before close() arrives first
+        except IpcwireError:
+            pass
+        with self._out:
+            core.closed = True
+            self._out.notify_all()
         req = core.close_req()
         if req is not None:
             try:
