@@ -46,7 +46,7 @@ def ring_pair(
 class Peer:
     """A peer process running tests/shm/peer.py, connected by a Unix socketpair."""
 
-    def __init__(self, proc: subprocess.Popen[str], sock: socket.socket) -> None:
+    def __init__(self, proc: subprocess.Popen[str], sock: socket.socket | None) -> None:
         self.proc = proc
         self.sock = sock
 
@@ -74,6 +74,7 @@ class Peer:
 
     def link(self, role: str, impl: str = IMPLS[0], policy: str = "hybrid", **kw: Any) -> Link:
         """Run this side of the setup (``role`` of this process) on the socket."""
+        assert self.sock is not None
         deadline = time.monotonic() + 10
         if role == "server":
             return accept_link(self.sock, deadline=deadline, impl=impl, policy=policy, **kw)
@@ -126,3 +127,22 @@ def dev_shm() -> set[str]:
         return set(os.listdir("/dev/shm"))
     except FileNotFoundError:
         return set()
+
+
+@contextmanager
+def process(action: str, *args: object, policy: str = "hybrid") -> Iterator[Peer]:
+    """A peer process using the public API (no socketpair: it connects or listens by URL)."""
+    cmd = [sys.executable, str(PEER), "-", "-1", IMPLS[0], policy, action]
+    proc = subprocess.Popen(
+        cmd + [str(a) for a in args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield Peer(proc, None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)

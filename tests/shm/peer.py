@@ -17,6 +17,9 @@ Actions (each prints one line per event on stdout, flushed):
     hostile WHAT              (client) send a bad setup: unsealed | size | magic | fds
     serve PATH COUNT          listen on PATH, accept COUNT links, echo one message each, then
                               print "fds N maps M" (this process's fds and memfd mappings)
+    listen-hold URL           (public API) listen, accept one channel, print "ready", wait in
+                              recv, print how it ended
+    connect-hold URL          (public API) connect, print "ready", the same
 
 A verified message is ``seq (8 bytes) + crc32 (4 bytes) + payload``.
 """
@@ -33,10 +36,15 @@ import time
 import zlib
 from typing import Any
 
+import ipcwire
+from ipcwire import registry
+from ipcwire.channel import Channel
 from ipcwire.errors import EndOfChannel, IpcwireError
+from ipcwire.shm import SPEC
 from ipcwire.shm import _layout as L
 from ipcwire.shm._link import Link, accept_link, connect_link, send_frame
 
+registry.register(SPEC)  # until ipcwire.shm is a built-in mechanism
 HEAD = struct.Struct("=QI")
 POOL = random.Random(1).randbytes(1 << 22)
 
@@ -120,8 +128,28 @@ def serve(path: str, count: int, impl: str, policy: str) -> None:
     say("fds", len(os.listdir("/proc/self/fd")), "maps", maps)
 
 
+def hold(ch: Channel) -> None:
+    say("ready")
+    t0 = time.monotonic()
+    try:
+        ch.recv()
+        say("message")
+    except IpcwireError as exc:
+        say(type(exc).__name__, f"{time.monotonic() - t0:.3f}")
+
+
 def main() -> None:
     role, fd, impl, policy, action, *args = sys.argv[1:]
+    if action == "listen-hold":
+        with ipcwire.listen(args[0], policy=policy) as listener:
+            say("listening")
+            with listener.accept(timeout=30) as ch:
+                hold(ch)
+        return
+    if action == "connect-hold":
+        with ipcwire.connect(args[0], policy=policy, timeout=30) as ch:
+            hold(ch)
+        return
     if action == "hostile":
         hostile(int(fd), args[0])
         return

@@ -162,7 +162,7 @@ def test_kill_of_the_connecting_side(impl: str, policy: str) -> None:
             )
         )
         sock.close()
-    server, client = (Peer(proc, socket.socket()) for proc in procs)
+    server, client = (Peer(proc, None) for proc in procs)
     try:
         assert server.line() == "ready"
         assert client.line() == "ready"
@@ -176,7 +176,6 @@ def test_kill_of_the_connecting_side(impl: str, policy: str) -> None:
             if peer_.proc.poll() is None:
                 peer_.proc.kill()
             peer_.proc.communicate(timeout=10)
-            peer_.sock.close()
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -1,0 +1,311 @@
+"""``shm://`` channels through the public API: naming, options, zero copy (numpy too), limits,
+credentials, tokens, and peers dying in other processes (blocking and asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConfigurationError,
+    FrameTooLarge,
+    InvalidURL,
+    PermissionDenied,
+)
+from ipcwire.shm.aio import AioShmChannel
+from ipcwire.shm.blocking import ShmChannel
+
+from ._util import process
+
+PROMPT = 2.0
+
+
+@contextmanager
+def pair(url: str, **kw: Any) -> Iterator[tuple[ShmChannel, ShmChannel]]:
+    """(client, server) through listen/connect/accept in this process."""
+    listen_kw = {k: v for k, v in kw.items() if k not in ("capacity",)}
+    with ipcwire.listen(url, **listen_kw) as listener:
+        box: list[Any] = []
+        t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
+        t.start()
+        client = ipcwire.connect(listener.url, timeout=10, **kw)
+        t.join()
+        with client, box[0] as server:
+            assert isinstance(client, ShmChannel) and isinstance(server, ShmChannel)
+            yield client, server
+
+
+def test_a_name_lives_in_the_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    path = runtime / "ipcwire" / "shm.demo-app_1.sock"
+    with pair("shm://demo-app_1") as (c, s):
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        c.send(b"hi")
+        assert s.recv(timeout=5) == b"hi"
+    assert not path.exists()
+
+
+def test_without_a_runtime_dir_a_private_tmp_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    name = f"t{os.getpid()}"
+    with pair(f"shm://{name}") as (c, s):
+        path = Path(f"/tmp/ipcwire-{os.getuid()}/shm.{name}.sock")
+        assert path.exists()
+        s.send(b"back")
+        assert c.recv(timeout=5) == b"back"
+
+
+def test_an_unsafe_socket_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    (runtime / "ipcwire").mkdir()
+    os.chmod(runtime / "ipcwire", 0o777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    with pytest.raises(PermissionDenied, match="private directory"):
+        ipcwire.listen("shm://app")
+
+
+@pytest.mark.parametrize("url", ["shm://", "shm://a/b", "shm://-x", "shm://a b", "shm:"])
+def test_bad_names(url: str) -> None:
+    with pytest.raises(InvalidURL):
+        ipcwire.connect(url)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"capacity": 1000},
+        {"capacity": "3M"},
+        {"capacity": "lots"},
+        {"policy": "nap"},
+        {"spin_us": -1},
+        {"ring": 1},
+    ],
+)
+def test_bad_options(kw: dict[str, Any], shm_url: Callable[[], str]) -> None:
+    with pytest.raises(ConfigurationError):
+        ipcwire.connect(shm_url(), **kw)
+
+
+def test_capacity_and_policy(shm_url: Callable[[], str]) -> None:
+    with pair(shm_url() + "?capacity=64K", policy="spin") as (c, s):
+        assert c.capacity == s.capacity == (65536, 65536)
+        assert c.wait_policy == "spin"
+        c.wait_policy = "park"
+        assert c.wait_policy == "park"
+    with pair(shm_url(), capacity="64K") as (c, s):  # longer than the ring: split, reassembled
+        box: list[bytes] = []
+        t = threading.Thread(target=lambda: box.append(s.recv(timeout=10)))
+        t.start()
+        c.send(b"y" * 300_000, timeout=10)
+        t.join()
+        assert box == [b"y" * 300_000]
+
+
+def test_zero_copy_loan_and_view(shm_url: Callable[[], str]) -> None:
+    with pair(shm_url()) as (c, s):
+        buf = c.loan(5)
+        buf[:] = b"hello"
+        c.send_loan()
+        with c.loaned(100) as buf:
+            buf[:3] = b"abc"
+        view = s.recv_view(timeout=5)
+        assert view.readonly and bytes(view) == b"hello"
+        view2 = s.recv_view(timeout=5)  # releases the first
+        assert len(view2) == 100 and bytes(view2[:3]) == b"abc"
+        with pytest.raises(ValueError, match="released"):
+            bytes(view)
+        s.release_view()
+        with pytest.raises(RuntimeError), c.loaned(10):
+            raise RuntimeError  # an error inside gives the loan back
+        c.send(b"after")
+        assert s.recv(timeout=5) == b"after"
+        assert c.statistics().messages_sent == 3
+
+
+def test_numpy_round_trip_without_copies(shm_url: Callable[[], str]) -> None:
+    np = pytest.importorskip("numpy")
+    a = np.arange(60_000, dtype=np.float64).reshape(300, 200)
+    with pair(shm_url(), capacity="4M") as (c, s):
+        buf = c.loan(a.nbytes)
+        out = np.frombuffer(buf, dtype=a.dtype).reshape(a.shape)  # an array in the ring
+        np.multiply(a, 2, out=out)  # computed straight into shared memory
+        del out
+        c.send_loan()
+        view = s.recv_view(timeout=5)
+        got = np.frombuffer(view, dtype=np.float64).reshape(300, 200)
+        assert (got == a * 2).all()
+        assert not got.flags.writeable
+        seg = s._link.segment
+        assert seg is not None
+        anchor = ctypes.c_char.from_buffer(seg.mm)
+        start = ctypes.addressof(anchor)
+        del anchor
+        assert start <= got.ctypes.data < start + seg.size  # read in place: no copy
+        del got, view
+        s.release_view()
+
+
+def test_over_the_peers_max_frame_is_refused_before_sending(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+    with ipcwire.listen(url, max_frame=1000) as listener:
+        box: list[Any] = []
+        t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(url, timeout=10) as c:
+            t.join()
+            with box[0] as s:
+                with pytest.raises(FrameTooLarge) as info:
+                    c.send(b"x" * 1001)
+                assert (info.value.size, info.value.limit) == (1001, 1000)
+                assert isinstance(c, ShmChannel)
+                with pytest.raises(FrameTooLarge):
+                    c.loan(1001)
+                c.send(b"x" * 1000)
+                assert s.recv(timeout=5) == b"x" * 1000
+
+
+def test_codecs_and_long_messages(shm_url: Callable[[], str]) -> None:
+    with pair(shm_url(), codec="msgpack", capacity="64K") as (c, s):
+        big = {"data": list(range(200_000))}
+        box: list[Any] = []
+        t = threading.Thread(target=lambda: box.append(s.recv(timeout=10)))
+        t.start()
+        c.send(big, timeout=10)
+        t.join()
+        assert box == [big]
+        c.send_many([{"n": i} for i in range(100)])
+        got: list[Any] = []
+        while len(got) < 100:
+            got += s.recv_many(timeout=5)
+        assert got == [{"n": i} for i in range(100)]
+
+
+def test_peer_credentials(shm_url: Callable[[], str]) -> None:
+    with pair(shm_url()) as (c, s):
+        for ch in (c, s):
+            assert ch.peer is not None
+            assert (ch.peer.pid, ch.peer.uid) == (os.getpid(), os.getuid())
+
+
+def test_tokens(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+    with pair(url, token="s3cret") as (c, s):
+        c.send(b"ok")
+        assert s.recv(timeout=5) == b"ok"
+    with ipcwire.listen(url, token="s3cret") as listener:
+        with pytest.raises(AuthenticationFailed):
+            ipcwire.connect(url, timeout=5)
+        with pytest.raises(AuthenticationFailed):
+            ipcwire.connect(url, token="guess", timeout=5)
+        listener.close()
+
+
+def test_a_silent_client_does_not_delay_others(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+    with ipcwire.listen(url) as listener:
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.connect(url.removeprefix("shm://"))
+        try:
+            t0 = time.monotonic()
+            with ipcwire.connect(url, timeout=5) as c, listener.accept(timeout=5) as s:
+                c.send(b"through")
+                assert s.recv(timeout=5) == b"through"
+            assert time.monotonic() - t0 < 5
+        finally:
+            silent.close()
+
+
+def test_listener_process_killed_breaks_a_blocked_recv(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+    with process("listen-hold", url) as p:
+        assert p.line() == "listening"
+        with ipcwire.connect(url, timeout=10) as c:
+            assert p.line() == "ready"
+            result: list[Any] = []
+
+            def receive() -> None:
+                try:
+                    c.recv(timeout=30)
+                except ChannelBroken as exc:
+                    result.append((exc, time.monotonic()))
+
+            t = threading.Thread(target=receive)
+            t.start()
+            killed = time.monotonic()
+            p.kill()
+            t.join(30)
+            assert result and result[0][1] - killed < PROMPT
+
+
+def test_asyncio_peer_killed_breaks_recv(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            with process("connect-hold", url) as p:
+                ch = await listener.accept(timeout=10)
+                assert isinstance(ch, AioShmChannel)
+                assert p.line() == "ready"
+                receiving = asyncio.ensure_future(ch.recv(timeout=30))
+                await asyncio.sleep(0)  # let it park
+                killed = time.monotonic()
+                p.kill()
+                with pytest.raises(ChannelBroken):
+                    await receiving
+                assert time.monotonic() - killed < PROMPT
+                await ch.aclose()
+
+    asyncio.run(main())
+
+
+def test_asyncio_zero_copy_and_back_pressure(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, capacity="16K", timeout=10)
+            s = await accepting
+            assert isinstance(c, AioShmChannel) and isinstance(s, AioShmChannel)
+            buf = await c.loan(4)
+            buf[:] = b"zero"
+            c.send_loan()
+            view = await s.recv_view(timeout=5)
+            assert bytes(view) == b"zero"
+            s.release_view()
+            # more than the ring holds: the sender waits for the receiver, no busy loop
+            sender = asyncio.ensure_future(c.send_many([b"m" * 1000] * 100, timeout=10))
+            got = 0
+            while got < 100:
+                got += len(await s.recv_many(timeout=10))
+            await sender
+            big = os.urandom(100_000)  # split into fragments, sent as room appears
+            sending = asyncio.ensure_future(c.send(big, timeout=10))
+            assert await s.recv(timeout=10) == big
+            await sending
+            await c.aclose()
+            await s.aclose()
+
+    asyncio.run(main())
