@@ -297,3 +297,21 @@ def test_asyncio_graceful_shutdown_in_a_child(tmp_path: Path) -> None:
     assert proc.returncode == 5, err
     assert "finally ran" in out
     assert not sock.exists()
+
+
+def test_a_blocking_waiter_does_not_deafen_an_asyncio_loop() -> None:
+    # The loop owns the wakeup fd first; the dispatcher takes it and forwards every byte.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        got = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR2, got.set)
+        try:
+            with SignalWaiter(["USR1"]) as waiter:
+                os.kill(os.getpid(), signal.SIGUSR2)
+                await asyncio.wait_for(got.wait(), 10)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                assert waiter.recv(timeout=10) is signal.SIGUSR1
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR2)
+
+    asyncio.run(main())

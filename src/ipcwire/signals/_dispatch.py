@@ -10,10 +10,13 @@ How a signal travels, safely:
 3. The Python-level handler, which CPython runs later in the main thread, only keeps the
    signal's default action from happening while someone subscribes. When nobody does any more
    (a subscription closed from a thread that may not reinstall handlers), it behaves as the
-   previous handler did, so SIGTERM is never swallowed.
+   previous handler did, so SIGTERM is never swallowed. It takes no lock (it may interrupt
+   the main thread anywhere, even inside this module).
 
-If another owner already has the wakeup fd (an asyncio loop in the main thread), the
-dispatcher forwards every byte to it, so that owner keeps working.
+The wakeup fd has one owner per process. When another owner has it (an asyncio loop with
+signal handlers in the main thread), the dispatcher leaves it theirs, and the Python-level
+handler hands the signal to the subscriptions itself (the loop runs handlers promptly);
+it notices by swapping the fd, so an owner that came or went later is handled too.
 """
 
 from __future__ import annotations
@@ -53,11 +56,10 @@ class Subscription:
 class _Dispatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subs: list[Subscription] = []
+        self._subs: tuple[Subscription, ...] = ()  # replaced whole: the handler reads it lock-free
         self._previous: dict[int, Handler] = {}  # signum -> handler before ours
         self._wake_r: int | None = None
         self._wake_w: int | None = None
-        self._chained: int = -1  # the wakeup fd we displaced, if any
         self._thread: threading.Thread | None = None
         self.exit_code: int | None = None  # set by request_exit(): the handler raises
 
@@ -82,7 +84,7 @@ class _Dispatcher:
                     self._previous[signum] = signal.signal(signum, self._handler)
                 elif signal.getsignal(signum) is not self._handler:
                     signal.signal(signum, self._handler)
-            self._subs.append(sub)
+            self._subs = (*self._subs, sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -90,8 +92,7 @@ class _Dispatcher:
             if sub.closed:
                 return
             sub.closed = True
-            if sub in self._subs:
-                self._subs.remove(sub)
+            self._subs = tuple(s for s in self._subs if s is not sub)
             still = {s for other in self._subs for s in other.signums}
             if threading.current_thread() is threading.main_thread():
                 for signum in [s for s in self._previous if s not in still]:
@@ -107,7 +108,7 @@ class _Dispatcher:
         set_nonblocking(r)
         set_nonblocking(w)
         self._wake_r, self._wake_w = r, w
-        self._chained = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._owns_wakeup()  # unless someone else (an asyncio loop) has it
         self._thread = threading.Thread(target=self._run, name="ipcwire signals", daemon=True)
         self._thread.start()
 
@@ -124,25 +125,34 @@ class _Dispatcher:
                 continue
             except OSError:
                 return
-            if self._chained >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._chained, data)  # the displaced owner (asyncio) still hears
-            with self._lock:
-                subs = list(self._subs)
+            subs = self._subs
             for signum in data:
                 for sub in subs:
                     if signum in sub.signums:
                         sub.deliver(signum)
 
     # -- the Python-level handler (main thread, outside signal context) ----------------------
+    def _owns_wakeup(self) -> bool:
+        """Make our pipe the wakeup fd unless another owner has it; True if it was ours
+        already (then the dispatcher thread has this signal). Main thread only."""
+        w = self._wake_w
+        if w is None:
+            return False
+        current = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        if current not in (-1, w):
+            signal.set_wakeup_fd(current)  # theirs (an asyncio loop): leave it theirs
+        return current == w
+
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.exit_code is not None:
             raise SystemExit(self.exit_code)
-        with self._lock:
-            wanted = any(signum in s.signums for s in self._subs)
-            previous = self._previous.get(signum)
+        wanted = [s for s in self._subs if signum in s.signums]
         if wanted:
-            return  # the dispatcher thread delivers it; nothing else happens here
+            if not self._owns_wakeup():  # the byte went to another owner, or nowhere
+                for sub in wanted:
+                    sub.deliver(signum)
+            return
+        previous = self._previous.get(signum)
         # Nobody waits for it any more: behave as before we were installed.
         if callable(previous):
             previous(signum, frame)
