@@ -100,6 +100,11 @@ class FileLock:
         try:
             fd = os.open(self.path, _FLAGS, self.mode)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigurationError(
+                    f"the lock file {self.path} is a symbolic link; refusing to follow it (a "
+                    f"link planted in a shared directory could point at any file)"
+                ) from exc
             raise translate(exc, self.path, "opening the lock file") from exc
         op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
         try:
@@ -162,6 +167,7 @@ class FileLock:
         Raises:
             Timeout: still held by someone else; the message names the holder.
             PermissionDenied: the lock file cannot be opened.
+            ConfigurationError: the lock file is a symbolic link, or this object holds it.
         """
         if self._try():
             return self

@@ -42,11 +42,20 @@ class Watcher:
     polling. Call :meth:`drain` after it was readable.
     """
 
-    def __init__(self, watches: Iterable[tuple[str, int]], *, poll_interval: float = 0.05):
+    def __init__(
+        self,
+        watches: Iterable[tuple[str, int]],
+        *,
+        poll_interval: float = 0.05,
+        polling: bool = False,
+    ):
         self.poll_interval = poll_interval
         self.mode = "polling"
         self.reason = ""
         self._inotify: Any = None
+        if polling:
+            self.reason = "asked for (watch='polling')"
+            return
         try:
             import inotify_simple  # type: ignore[import-untyped]
         except ImportError:

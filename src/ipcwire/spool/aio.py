@@ -21,7 +21,6 @@ from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._store import Claim, SpoolStore
-from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 from ipcwire.spool.blocking import BATCH, Delivery, SpoolConfig, spool_options
 
 __all__ = ["AioSpoolChannel", "AioSpoolListener", "connect", "listen"]
@@ -39,7 +38,7 @@ class AioSpoolChannel(AioChannel):
         self._decode = wire.decode
         self._max_frame = wire.max_frame
         self._cfg = cfg
-        self._watcher = Watcher([(store.new, IN_MOVED_TO)], poll_interval=cfg.poll_interval)
+        self._watcher = cfg.watcher(store.new)
         self._event = asyncio.Event()
         fd = self._watcher.fileno()
         if fd is not None:

@@ -26,6 +26,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     InvalidURL,
     IpcwireError,
+    MechanismUnavailable,
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -34,7 +35,15 @@ from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 
 __all__ = ["Delivery", "SpoolChannel", "SpoolListener", "connect", "listen", "spool_options"]
 
-OPTIONS: Final = ("mode", "fsync", "lease", "max_attempts", "reap_interval", "poll_interval")
+OPTIONS: Final = (
+    "mode",
+    "fsync",
+    "lease",
+    "max_attempts",
+    "reap_interval",
+    "poll_interval",
+    "watch",
+)
 BATCH: Final = 64  # recv_many claims at most this many files at once (each holds an fd)
 
 
@@ -49,6 +58,21 @@ class SpoolConfig:
     max_attempts: int | None = None
     reap_interval: float = 1.0
     poll_interval: float = 0.05
+    watch: str = "auto"  # "auto" (inotify if it works), "inotify", "polling"
+
+    def watcher(self, path: str) -> Watcher:
+        """The wake-up source for new messages in ``path``.
+
+        Raises:
+            MechanismUnavailable: ``watch="inotify"`` and inotify cannot be used here.
+        """
+        w = Watcher(
+            [(path, IN_MOVED_TO)], poll_interval=self.poll_interval, polling=self.watch == "polling"
+        )
+        if self.watch == "inotify" and w.mode != "inotify":
+            w.close()
+            raise MechanismUnavailable(f"watch='inotify' asked for, but {w.reason}")
+        return w
 
     def store(self, url: str) -> SpoolStore:
         return SpoolStore(
@@ -91,9 +115,12 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
             max_attempts=None if raw["max_attempts"] is None else int(raw["max_attempts"]),
             reap_interval=1.0 if raw["reap_interval"] is None else float(raw["reap_interval"]),
             poll_interval=0.05 if raw["poll_interval"] is None else float(raw["poll_interval"]),
+            watch=str(raw["watch"] or "auto"),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad spool option for {endpoint}: {exc}") from None
+    if cfg.watch not in ("auto", "inotify", "polling"):
+        raise ConfigurationError(f"watch= for {endpoint} must be auto, inotify or polling")
     if cfg.reap_interval <= 0 or cfg.poll_interval <= 0:
         raise ConfigurationError(f"reap_interval and poll_interval for {endpoint} must be > 0")
     return cfg
@@ -144,7 +171,7 @@ class SpoolChannel(Channel):
         self._decode = wire.decode
         self._max_frame = wire.max_frame
         self._cfg = cfg
-        self._watcher = Watcher([(store.new, IN_MOVED_TO)], poll_interval=cfg.poll_interval)
+        self._watcher = cfg.watcher(store.new)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._recv_lock = threading.Lock()
         self._unacked: list[Claim] = []
@@ -343,8 +370,9 @@ def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SpoolChan
 
     Options: ``fsync`` (default True), ``lease`` (seconds a live consumer may hold a message;
     default: as long as it lives), ``max_attempts`` (then dead/), ``reap_interval``,
-    ``poll_interval`` (when inotify is unavailable), ``mode``. ``timeout`` and ``reconnect``
-    are accepted and ignored: opening a spool never waits.
+    ``poll_interval`` (when inotify is unavailable), ``watch`` ("auto", "inotify", or
+    "polling", which a spool on NFS written from other hosts needs), ``mode``. ``timeout``
+    and ``reconnect`` are accepted and ignored: opening a spool never waits.
     """
     kw.pop("timeout", None)
     kw.pop("reconnect", None)
