@@ -51,11 +51,9 @@ def mq_lock_note(path: str) -> tuple[list[int], dict[str, object]]:
 
 
 def _queue_holders(name: str, inode: int) -> list[int]:
-    me = os.getpid()
+    """Processes with the queue open (doctor's own descriptor is closed by now)."""
     found = []
     for pid in all_pids():
-        if pid == me:
-            continue
         for fd, target in fd_targets(pid).items():
             if target != name:
                 continue
@@ -82,7 +80,7 @@ def check_mq(name: str) -> Report:
     lock = _lock_path(name)
     owners, note = mq_lock_note(lock) if lock and os.path.exists(lock) else ([], {})
     try:
-        queue = posix_ipc.MessageQueue(name, read=False, write=False)
+        queue = posix_ipc.MessageQueue(name, read=True, write=False)
     except posix_ipc.ExistentialError:
         fix = "start the listener (ipcwire.listen('mq://" + name + "')), or check the name"
         report.add("mq.missing", "problem", f"there is no message queue {name}",
@@ -183,8 +181,8 @@ def check_spool(directory: str) -> Report:
             continue
         age = now - st.st_mtime
         holders = locks.get(st.st_ino, [])
-        evidence = [f"cur/{name}: claimed {age:.0f} s ago, {st.st_size} bytes, produced by "
-                    f"{_producer(name)}"]  # fmt: skip
+        evidence = [f"cur/{name}: claimed {age:.0f} s ago, {st.st_size} bytes, sent by "
+                    f"producer {_producer(name)} (pid-tag)"]  # fmt: skip
         if holders:
             report.add("spool.claim", "ok", f"cur/{name} is being processed by "
                        f"{', '.join(describe_pid(p) for p in holders)}", evidence,

@@ -37,7 +37,7 @@ class Usage:
 
     users: dict[str, set[int]] = field(default_factory=dict)
     rings: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # ino -> pid, path, size
-    hidden: int = 0
+    hidden: list[int] = field(default_factory=list)
 
 
 def scan_usage() -> Usage:
@@ -52,8 +52,8 @@ def scan_usage() -> Usage:
             continue
         maps = memory_maps(pid)
         fds = fd_targets(pid)
-        if not maps and not fds and not os.access(f"/proc/{pid}/maps", os.R_OK):
-            usage.hidden += 1
+        if not maps and not fds and _hidden(pid):
+            usage.hidden.append(pid)
             continue
         for m in maps:
             usage.users.setdefault(m.path.removesuffix(" (deleted)"), set()).add(pid)
@@ -64,6 +64,17 @@ def scan_usage() -> Usage:
             if target.startswith(memfd):
                 _note_ring(usage, pid, f"/proc/{pid}/fd/{fd}")
     return usage
+
+
+def _hidden(pid: int) -> bool:
+    """Whether ``pid`` exists but its mappings may not be read by us (another user's)."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False  # gone meanwhile
 
 
 def _note_ring(usage: Usage, pid: int, path: str) -> None:
@@ -156,24 +167,27 @@ def _check_segment(report: Report, path: str, usage: Usage, locks: dict[int, lis
     ours = os.path.basename(path).startswith("ipcwire") or _has_magic(path)
     evidence = [f"{path}: {st.st_size} bytes, mode {stat.S_IMODE(st.st_mode):04o}, "
                 f"uid {st.st_uid}"]  # fmt: skip
-    if _has_magic(path) and not _check_ring_file(report, path, st.st_size, path):
-        return
+    if _has_magic(path):
+        _check_ring_file(report, path, st.st_size, path)
     if users:
         report.add("shm.segment", "ok", f"{path} in use by "
                    f"{', '.join(describe_pid(p) for p in sorted(users))}", evidence,
                    path=path, pids=sorted(users), size=st.st_size)  # fmt: skip
         return
     evidence.append("no process maps it, holds it open or locks it")
+    fix = f"rm {path}  (tmpfs keeps it until it is removed or the machine reboots)"
     if usage.hidden:
-        evidence.append(f"{usage.hidden} process(es) of other users could not be inspected")
-    status: Status = "warning" if usage.hidden or st.st_size == 0 else "problem"
+        hidden = ", ".join(describe_pid(p) for p in usage.hidden[:5])
+        evidence.append(f"not inspectable here: {hidden}")
+        fix = f"make sure {hidden} does not use it, then " + fix
+    status: Status = "warning" if st.st_size == 0 else "problem"
     report.add(
         "shm.leaked",
         status,
         f"{path} is leaked: {st.st_size} bytes of shared memory nobody uses"
         + (" (an ipcwire segment)" if ours else ""),
         evidence,
-        f"rm {path}  (tmpfs keeps it until it is removed or the machine reboots)",
+        fix,
         path=path,
         size=st.st_size,
     )

@@ -1,0 +1,79 @@
+"""``ipcwire doctor`` with no target: limits, leftovers (stale sockets, leaked segments), and
+the mechanisms that work here; and how targets are dispatched."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from tests._proc import child, kill9, wait_line
+from tests.doctor._helpers import doctor, doctor_json, findings
+
+import ipcwire
+from ipcwire.doctor import check_machine, diagnose
+from ipcwire.doctor.machine import stale_sockets
+
+SERVER = """
+import ipcwire, sys
+lst = ipcwire.listen({url!r})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_machine_report_lists_limits_and_mechanisms() -> None:
+    code, data = doctor_json()
+    assert data["reports"][0]["target"] == "this machine"
+    [limits] = findings(data, "machine.limits")
+    assert any(line.startswith("pipe buffer: ") for line in limits["evidence"])
+    assert any("Unix socket path: at most 107 bytes" in line for line in limits["evidence"])
+    [mechs] = findings(data, "machine.mechanisms")
+    schemes = [line.split(":")[0] for line in mechs["evidence"]]
+    assert schemes == [spec.scheme for spec in ipcwire.mechanisms()]
+    assert code == (0 if data["ok"] else 1)
+
+
+def test_stale_socket_files_are_found_and_live_ones_are_not(sock_dir: Path) -> None:
+    stale, live = f"{sock_dir}/dead.sock", f"{sock_dir}/alive.sock"
+    with child(SERVER.format(url=f"unix://{stale}")) as proc:
+        assert wait_line(proc) == "ready"
+        kill9(proc)
+    with ipcwire.listen(f"unix://{live}"):
+        found = stale_sockets([str(sock_dir.parent)])
+        assert found is not None
+        assert stale in found and live not in found
+        [finding] = check_machine().find("machine.stale_sockets")
+        assert stale in finding.evidence and live not in finding.evidence
+    os.unlink(stale)  # the fix
+    assert stale not in (stale_sockets([str(sock_dir.parent)]) or [])
+
+
+def test_leaked_segment_makes_the_machine_report_fail() -> None:
+    path = f"/dev/shm/psm_machine_{os.getpid()}"
+    with open(path, "wb") as f:
+        f.write(b"\0" * 4096)
+    try:
+        code, data = doctor_json()
+        assert code == 1
+        assert [f for f in findings(data, "shm.leaked") if f["data"]["path"] == path]
+    finally:
+        os.unlink(path)
+
+
+def test_targets_over_tcp_and_unix_are_checked_as_such(sock_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert diagnose(f"ws://127.0.0.1:{port}/app").find("tcp.live")
+        assert diagnose(f"grpc://127.0.0.1:{port}").find("tcp.live")
+    assert diagnose(f"http+unix://{sock_dir}/none.sock").find("unix.missing")
+
+
+def test_exit_status_and_unknown_schemes() -> None:
+    out = doctor("clipboard:")
+    assert out.returncode == 2
+    assert "no checks for clipboard://" in out.stdout
+    code, data = doctor_json("unix:///nonexistent-dir-ipcwire/x.sock", "--pid", str(os.getpid()))
+    assert code == 1 and [r["target"] for r in data["reports"]][1] == f"pid {os.getpid()}"

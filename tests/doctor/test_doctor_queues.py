@@ -1,0 +1,111 @@
+"""``ipcwire doctor mq://`` and ``spool://``: a full queue nobody reads, a queue left by a
+killed listener, a claim stuck behind a killed consumer; each named, and fixed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import posix_ipc
+from tests._proc import child, kill9, wait_line
+from tests.doctor._helpers import doctor_json, findings
+
+import ipcwire
+from ipcwire.doctor import check_mq, check_spool
+
+FILLER = """
+import posix_ipc, sys
+q = posix_ipc.MessageQueue({name!r}, posix_ipc.O_CREX, max_messages=4, max_message_size=64)
+for i in range(4):
+    q.send(b"job %d" % i)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_full_queue_names_who_holds_it_and_draining_fixes_it() -> None:
+    name = f"/ipcwire-doctor-full-{os.getpid()}"
+    try:
+        with child(FILLER.format(name=name)) as proc:
+            assert wait_line(proc) == "ready"
+            code, data = doctor_json(f"mq://{name}")
+            assert code == 1
+            [full] = findings(data, "mq.full")
+            assert full["data"]["depth"] == 4 and full["data"]["max_messages"] == 4
+            assert full["data"]["pids"] == [proc.pid]
+            assert f"pid {proc.pid}" in "\n".join(full["evidence"])
+            assert findings(data, "mq.limits")
+            q = posix_ipc.MessageQueue(name)  # the fix: a receiver drains it
+            for _ in range(4):
+                q.receive(timeout=5)
+            q.close()
+            [ok] = check_mq(name).find("mq.queue")
+            assert ok.data["depth"] == 0
+    finally:
+        posix_ipc.unlink_message_queue(name)
+
+
+LISTENER = """
+import ipcwire, sys
+lst = ipcwire.listen({url!r})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_queue_left_by_a_killed_listener_is_named_and_the_next_listen_adopts_it() -> None:
+    name = f"/ipcwire-doctor-orphan-{os.getpid()}"
+    url = f"mq://{name}"
+    with child(LISTENER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        [live] = check_mq(name).find("mq.queue")
+        assert proc.pid in live.data["pids"]
+        kill9(proc)
+    [orphan] = check_mq(name).find("mq.orphaned")
+    assert orphan.status == "warning"
+    assert f"left by pid {proc.pid}" in orphan.summary
+    assert orphan.fix is not None and "adopts it" in orphan.fix
+    with ipcwire.listen(url) as lst:  # the fix
+        [live] = check_mq(name).find("mq.queue")
+        assert os.getpid() in live.data["pids"]
+        lst.close()
+    [missing] = check_mq(name).problems
+    assert missing.check == "mq.missing"
+
+
+CONSUMER = """
+import ipcwire, sys
+ch = ipcwire.connect({url!r})
+d = ch.claim(timeout=10)
+print(d.name, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_claim_of_a_killed_consumer_is_stuck_and_a_new_consumer_takes_it_back(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    url = f"spool://{spool}"
+    with ipcwire.connect(url) as producer:
+        producer.send(b"job")
+    with child(CONSUMER.format(url=url)) as proc:
+        name = wait_line(proc)
+        [claim] = check_spool(str(spool)).find("spool.claim")
+        assert claim.data["pids"] == [proc.pid]
+        kill9(proc)
+    code, data = doctor_json(url)
+    assert code == 1
+    [stuck] = findings(data, "spool.stuck_claim")
+    assert stuck["data"]["path"] == str(spool / "cur" / name)
+    assert "its consumer died" in stuck["summary"]
+    assert "start a consumer" in stuck["fix"]
+    with ipcwire.connect(url) as consumer:  # the fix
+        assert consumer.recv(timeout=10) == b"job"
+    report = check_spool(str(spool))
+    assert report.ok and not report.find("spool.stuck_claim")
+
+
+def test_not_a_spool(tmp_path: Path) -> None:
+    assert check_spool(str(tmp_path / "nowhere")).problems[0].check == "spool.missing"
+    assert check_spool(str(tmp_path)).problems[0].check == "spool.layout"
