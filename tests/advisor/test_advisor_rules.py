@@ -83,6 +83,19 @@ def test_the_table_covers_the_situations_of_the_issue(answers: Answers, scheme: 
     assert _first_rule(answers).picks[0].scheme == scheme
 
 
+def test_durable_both_ways_is_a_spool_per_direction() -> None:
+    one_way = advise(Answers(durable=True, direction="one-way")).recommended
+    assert one_way is not None and (one_way.pick.scheme, one_way.pick.per_direction) == (
+        "spool",
+        False,
+    )
+    both = advise(Answers(durable=True))
+    assert both.recommended is not None and both.recommended.pick.per_direction
+    assert "one per direction" in both.recommended.title
+    skipped = both.steps[0].considered[0].skipped
+    assert skipped is not None and "bidirectional is false" in skipped
+
+
 def test_agents_with_a_web_ui_get_stdio_plus_sse() -> None:
     pick = _first_rule(Answers(agents="web-ui")).picks[0]
     assert (pick.scheme, pick.also) == ("pipe", ("sse+http",))

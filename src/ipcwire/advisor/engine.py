@@ -115,6 +115,7 @@ class Candidate:
             "scheme": self.pick.scheme,
             "also": list(self.pick.also),
             "wait": self.pick.wait,
+            "per_direction": self.pick.per_direction,
             "title": self.title,
             "url": self.url,
             "how": self.pick.how,
@@ -209,6 +210,8 @@ def consider(pick: Pick, answers: Answers) -> Considered:
         specs.append(spec)
     main = specs[0]
     title = " + ".join(s.title for s in specs)
+    if pick.per_direction:
+        title += " (two: one per direction)"
     url = " + ".join(_url(pick if s is main else Pick(s.scheme), s) for s in specs)
     if pick.wait is not None and pick.wait not in main.capabilities.wait_policies:
         policies = ", ".join(main.capabilities.wait_policies) or "none"
@@ -222,6 +225,8 @@ def consider(pick: Pick, answers: Answers) -> Considered:
             if pick.spins:
                 return Considered(pick, title, url, f"{pick.label} spins while it waits, "
                                   f"but {req.why}")  # fmt: skip
+        elif req.capability == "bidirectional" and pick.per_direction:
+            continue  # two one-way channels, one each way
         elif not any(getattr(s.capabilities, req.capability) for s in specs):
             return Considered(
                 pick,
@@ -349,13 +354,10 @@ def advise(
                 step.considered.append(seen)
                 duplicate = any(c.pick == pick for c in candidates)
                 if seen.skipped is None and not duplicate:
-                    because = (
-                        rule.because
-                        if pick == rule.picks[0]
-                        else (
-                            f"the alternative {rule.id} offers (its first choice: {rule.because})"
-                        )
-                    )
+                    because = rule.because
+                    if pick != rule.picks[0]:
+                        first = rule.picks[0].label
+                        because = f"rule {rule.id} offers it after {first}: {rule.because}"
                     candidates.append(Candidate(pick, seen.title, seen.url, rule, because))
         steps.append(step)
     warnings: list[str] = []

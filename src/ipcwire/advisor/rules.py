@@ -61,13 +61,15 @@ class Pick:
     registry's ``wait_policies`` for the scheme. ``url``: only when the registry's example URL
     does not fit (an alias). ``also``: schemes used together with this one (stdio to the agents
     plus SSE to the browser); a combination has a capability when one of its parts has it.
-    ``how``: one line on using it.
+    ``per_direction``: used as two channels, one each way, so the pair goes both ways even
+    when the mechanism is one-way. ``how``: one line on using it.
     """
 
     scheme: str
     wait: str | None = None
     url: str | None = None
     also: tuple[str, ...] = ()
+    per_direction: bool = False
     how: str = ""
 
     @property
@@ -79,6 +81,8 @@ class Pick:
     def label(self) -> str:
         """``shm (wait=spin)``, ``pipe + sse+http``."""
         text = " + ".join((self.scheme, *self.also))
+        if self.per_direction:
+            text += " x2 (one per direction)"
         return f"{text} (wait={self.wait})" if self.wait else text
 
 
@@ -129,7 +133,8 @@ _SPAWN = "ipcwire.spawn([...]) in the parent, ipcwire.stdio() in the child"
 RULES: Final[tuple[Rule, ...]] = (
     Rule("durable", (_eq("durable", True),),
          (Pick("spool", how="producers and consumers need no server; a crashed consumer's "
-                            "claim returns to the queue"),),
+                            "claim returns to the queue"),
+          Pick("spool", per_direction=True, how="one spool for requests, one for replies")),
          "only a file spool keeps messages on disk across crashes (atomic rename, fsync)"),
     Rule("agents-spawned", (_eq("agents", "spawned"), _eq("progress", False)),
          (Pick("pipe", how=_SPAWN), Pick("unix")),
