@@ -1,0 +1,159 @@
+"""The clipboard against a real X server and xclip: what it does, and the toy it is."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from tests._proc import run_python
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.aio.channel import AioChannel
+from ipcwire.channel import Channel
+from ipcwire.clipboard import SPEC, probe
+from ipcwire.clipboard.blocking import ClipboardChannel
+from ipcwire.errors import ConfigurationError, MechanismUnavailable, Timeout
+from ipcwire.testing import _aio, _blocking
+
+FAST: dict[str, Any] = {"poll_interval": 0.02}
+
+
+@contextlib.contextmanager
+def make_pair(**options: Any) -> Iterator[tuple[Channel, Channel]]:
+    options.setdefault("text", False)
+    with (
+        ipcwire.connect("clipboard:", **FAST, **options) as a,
+        ipcwire.connect("clipboard:", **FAST, **options) as b,
+    ):
+        yield a, b
+
+
+@contextlib.asynccontextmanager
+async def amake_pair(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChannel]]:
+    options.setdefault("text", False)
+    async with (
+        await aio.connect("clipboard:", **FAST, **options) as a,
+        await aio.connect("clipboard:", **FAST, **options) as b,
+    ):
+        yield a, b
+
+
+CODECS = ("bytes", "json", "msgpack")  # pickle needs a token; the clipboard cannot have one
+
+
+def test_conformance(x_display: str) -> None:
+    """The suite's checks that an unreliable one-slot mechanism can pass (its statistics
+    check sends five messages before reading any: on a clipboard only the last survives;
+    counted here in test_statistics instead)."""
+    caps = SPEC.capabilities
+    _blocking._codecs(make_pair, caps, CODECS)
+    _blocking._empty_and_max(make_pair, caps)
+    _blocking._timeouts(make_pair, caps)
+    _blocking._close_semantics(make_pair, caps)
+    _blocking._close_wakes_receiver(make_pair)
+
+
+def test_asyncio_conformance(x_display: str) -> None:
+    caps = SPEC.capabilities
+
+    async def run() -> None:
+        await _aio._codecs(amake_pair, caps, CODECS)
+        await _aio._empty_and_max(amake_pair, caps)
+        await _aio._timeouts(amake_pair)
+        await _aio._close_semantics(amake_pair, caps)
+        await _aio._close_wakes_receiver(amake_pair)
+
+    asyncio.run(run())
+
+
+def test_statistics(x_display: str) -> None:
+    with make_pair() as (a, b):
+        for i in range(3):
+            a.send(b"msg %d" % i)
+            assert b.recv(timeout=5) == b"msg %d" % i
+        assert a.statistics().messages_sent == 3 and b.statistics().messages_received == 3
+
+
+def test_text_in_text_out(x_display: str) -> None:
+    with ipcwire.connect("clipboard:", **FAST) as a, ipcwire.connect("clipboard:", **FAST) as b:
+        assert isinstance(a, ClipboardChannel) and a.tool == f"xclip on {x_display}"
+        a.send("naïve café ✓")
+        assert b.recv(timeout=5) == "naïve café ✓"
+
+
+def test_last_writer_wins_and_a_repeat_is_one_change(x_display: str) -> None:
+    with ipcwire.connect("clipboard:", **FAST) as a, ipcwire.connect("clipboard:", **FAST) as b:
+        a.send("first")
+        a.send("second")  # overwrites "first" before b looked
+        assert b.recv(timeout=5) == "second"
+        a.send("second")  # the same text again: no change to see
+        with pytest.raises(Timeout):
+            b.recv(timeout=0.2)
+        with pytest.raises(Timeout):
+            a.recv(timeout=0.1)  # a channel never receives its own copy
+
+
+def test_text_copied_by_another_program(x_display: str) -> None:
+    with ipcwire.connect("clipboard:", **FAST) as b:
+        subprocess.run(
+            ["xclip", "-selection", "clipboard", "-i"],
+            input=b"pasted by a human",
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert b.recv(timeout=5) == "pasted by a human"
+
+
+def test_between_processes(x_display: str) -> None:
+    with ipcwire.connect("clipboard:", codec="json", **FAST) as b:
+        run_python(
+            'import ipcwire\nwith ipcwire.connect("clipboard:", codec="json") as a:\n'
+            '    a.send({"from": "another process"})\n'
+        )
+        assert b.recv(timeout=5) == {"from": "another process"}
+
+
+def test_primary_selection_is_separate(x_display: str) -> None:
+    with (
+        ipcwire.connect("clipboard:?selection=primary", **FAST) as p,
+        ipcwire.connect("clipboard:", **FAST) as c,
+    ):
+        p.send("primary only")
+        with pytest.raises(Timeout):
+            c.recv(timeout=0.1)
+
+
+def test_asyncio_text(x_display: str) -> None:
+    async def main() -> None:
+        async with (
+            await aio.connect("clipboard:", **FAST) as a,
+            await aio.connect("clipboard:", **FAST) as b,
+        ):
+            waiting = asyncio.ensure_future(b.recv(timeout=5))
+            await a.send("from asyncio")
+            assert await waiting == "from asyncio"
+
+    asyncio.run(main())
+
+
+def test_refuses_a_token(x_display: str) -> None:
+    with pytest.raises(ConfigurationError, match="cannot be authenticated"):
+        ipcwire.connect("clipboard:", token="secret")
+
+
+def test_no_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    reason = probe()
+    assert reason is not None and "needs DISPLAY" in reason and "xclip" in reason
+    with pytest.raises(MechanismUnavailable, match="apt install xclip"):
+        ipcwire.connect("clipboard:")
+
+
+def test_probe_finds_the_display(x_display: str) -> None:
+    assert probe() is None
