@@ -99,6 +99,10 @@ def bind(
         sock, cleanup = bind_unix(addr.unix, url, mode=mode, backlog=backlog)
         return sock, addr, cleanup
     sock = bind_tcp(TcpAddress(addr.host, addr.port), url, backlog)
+    # Accepted sockets take their ``proto`` from the listening socket object; asyncio sets
+    # TCP_NODELAY only on sockets whose proto says TCP (a bare SOCK_STREAM says 0), and
+    # without it aiohttp's separate header and body writes meet Nagle's 40 ms stalls.
+    sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
     host, port = sock.getsockname()[:2]
     return sock, HttpAddress(addr.scheme, host, port, None, addr.prefix), lambda: None
 
