@@ -73,7 +73,8 @@ async def acheck_channel(
     if caps.bidirectional:
         await _request(make_pair, caps)
     if url is not None and caps.multi_client:
-        await _concurrent_clients(url)
+        if caps.bidirectional:  # the check uses request()
+            await _concurrent_clients(url)
         await _listener_close(url)
 
 

@@ -85,7 +85,8 @@ def check_channel(
     if caps.bidirectional:
         _request(make_pair, caps)
     if url is not None and caps.multi_client:
-        _concurrent_clients(url, caps)
+        if caps.bidirectional:  # the check uses request()
+            _concurrent_clients(url, caps)
         _listener_close(url)
 
 
