@@ -30,6 +30,7 @@ __all__ = ["CONTENDER_MODULES", "all_contenders"]
 CONTENDER_MODULES: Final[tuple[str, ...]] = (
     "ipcwire.http._bench",  # raw/http, raw/http/asyncio: aiohttp + httpx without ipcwire
     "ipcwire.grpc._bench",  # raw/grpc, raw/grpc/asyncio: grpcio without ipcwire
+    "ipcwire.ws._bench",  # raw/ws, raw/ws+unix (blocking, asyncio): websockets without ipcwire
 )
 
 BASELINES: Final = (
