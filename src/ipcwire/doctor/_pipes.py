@@ -203,9 +203,9 @@ def edges_of(w: Waits) -> list[Edge]:
                 level = f", {fill[0]} of {fill[1]} bytes queued" if fill else ""
                 if writing and fill and fill[0] < fill[1]:
                     continue  # room left: this write is not what blocks it
-                role = "readers" if writing else "writers"
-                ends = ", ".join(f"pid {r.pid} fd {r.fd}" for r in peers) or "none elsewhere"
-                why = f"{t.text()} on {ref.key}{level}; its other {role}: {ends}"
+                role = "read" if writing else "written"
+                ends = ", ".join(f"pid {r.pid} fd {r.fd}" for r in peers) or "no other process"
+                why = f"{t.text()} on {ref.key}{level}; {role} elsewhere by: {ends}"
                 out.append(Edge(w.pid, tuple(sorted({r.pid for r in peers})), why, ref.key))
         elif t.kind == "wait_child":
             kids = tuple(c.pid for c in children_of(w.pid) if c.state != "Z")
