@@ -157,3 +157,20 @@ def test_no_display(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_probe_finds_the_display(x_display: str) -> None:
     assert probe() is None
+
+
+def test_platforms_finds_the_clipboard(x_display: str) -> None:
+    import json
+    import os
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ipcwire", "platforms", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "DISPLAY": x_display},
+    )
+    rows = {m["scheme"]: m for m in json.loads(out.stdout)["mechanisms"]}
+    assert rows["clipboard"]["available"] is True

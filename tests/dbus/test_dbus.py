@@ -219,3 +219,29 @@ def test_many_clients_at_once(dbus_url: Callable[[], str]) -> None:
         listener.close()
         server.join(20)
         assert not errors
+
+
+def test_platforms_says_whether_a_bus_is_there(dbus_session: str, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def dbus_row(env: dict[str, str]) -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-m", "ipcwire", "platforms", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+        )
+        rows = {m["scheme"]: m for m in json.loads(out.stdout)["mechanisms"]}
+        return rows["dbus"]  # type: ignore[no-any-return]
+
+    assert dbus_row(dict(os.environ))["available"] is True
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    row = dbus_row(env)
+    assert row["available"] is False and "dbus-run-session" in str(row["reason"])
+    env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={tmp_path}/gone"
+    assert "does not answer" in str(dbus_row(env)["reason"])

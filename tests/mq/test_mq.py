@@ -472,3 +472,46 @@ def test_message_queue_as_a_work_queue() -> None:
             q.unlink()
     with pytest.raises(InvalidURL, match="without '/'"):
         MessageQueue.open("/a/b")
+
+
+# -- `ipcwire platforms` ----------------------------------------------------------------------
+def test_platforms_reports_this_machines_limits() -> None:
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ipcwire", "platforms", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    data = json.loads(out.stdout)
+    lim = data["limits"]
+    assert lim["mqueue"] == limits().as_dict()
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        assert lim["pipe_buffer"]["default_bytes"] == fcntl.fcntl(w, 1032)  # F_GETPIPE_SZ
+    finally:
+        os.close(r)
+        os.close(w)
+    assert lim["pipe_buffer"]["max_bytes"] == int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert lim["open_files"]["soft"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    st = os.statvfs("/dev/shm")
+    assert lim["dev_shm"]["size_bytes"] == st.f_blocks * st.f_frsize
+    assert lim["unix_socket_path_max"] == 107
+    rows = {m["scheme"]: m for m in data["mechanisms"]}
+    assert rows["mq"]["available"] and rows["xpc"]["reason"].endswith("works on darwin")
+    human = subprocess.run(
+        [sys.executable, "-m", "ipcwire", "platforms"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert "limits on this machine" in human.stdout and "RLIMIT_MSGQUEUE" in human.stdout
