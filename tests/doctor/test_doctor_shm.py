@@ -106,3 +106,42 @@ def test_a_leaked_named_ring_with_a_bad_header_is_both_corrupt_and_leaked() -> N
     finally:
         os.unlink(path)
     assert check_shm(os.path.basename(path)).find("shm.no_segment")
+
+
+SHM_LISTENER = """
+import sys
+import ipcwire, ipcwire.shm
+from ipcwire.registry import register
+try:
+    ipcwire.lookup("shm")
+except ipcwire.InvalidURL:
+    register(ipcwire.shm.SPEC)  # until the registry lists it
+lst = ipcwire.listen({url!r})
+client = ipcwire.connect({url!r}, timeout=10)
+server_end = lst.accept(timeout=10)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_shm_url_checks_the_listener_socket_and_its_rings() -> None:
+    url = f"shm://doctor-{os.getpid()}"
+    with child(SHM_LISTENER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        code, data = doctor_json(url)
+        assert code == 0, data
+        [live] = findings(data, "unix.live")
+        assert live["data"]["pid"] == proc.pid
+        [rings] = findings(data, "shm.rings")
+        assert any(f"pid {proc.pid}" in e for e in rings["evidence"])
+        assert "with sound ring headers" in rings["summary"]
+        kill9(proc)
+    code, data = doctor_json(url)
+    assert code == 1
+    [stale] = findings(data, "unix.stale")
+    [where] = findings(data, "shm.rendezvous")
+    assert stale["fix"].startswith(f"rm {where['data']['path']}")
+    with child(SHM_LISTENER.format(url=url)) as proc:  # the fix: listen() removes it
+        assert wait_line(proc) == "ready"
+        code, data = doctor_json(url)
+        assert code == 0 and findings(data, "unix.live")[0]["data"]["pid"] == proc.pid

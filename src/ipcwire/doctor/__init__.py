@@ -19,7 +19,7 @@ from ipcwire.doctor._model import Finding, Report
 from ipcwire.doctor.machine import check_machine
 from ipcwire.doctor.pid import check_pid
 from ipcwire.doctor.queues import check_mq, check_spool
-from ipcwire.doctor.shm import check_shm
+from ipcwire.doctor.shm import check_shm, check_shm_url
 from ipcwire.doctor.tcp import check_tcp
 from ipcwire.doctor.unix import check_unix
 from ipcwire.errors import InvalidURL
@@ -31,6 +31,7 @@ __all__ = [
     "check_mq",
     "check_pid",
     "check_shm",
+    "check_shm_url",
     "check_spool",
     "check_tcp",
     "check_unix",
@@ -66,7 +67,7 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
             raise InvalidURL(f"{target} has no port: write {scheme}://host:port")
         return check_tcp(endpoint.host or "127.0.0.1", port, listen=listen)
     if scheme == "shm":
-        return check_shm(endpoint.host or endpoint.path.lstrip("/"))
+        return check_shm_url(target, listen=listen)
     if scheme == "mq":
         return check_mq(endpoint.path or endpoint.host)
     if scheme == "spool":

@@ -22,7 +22,7 @@ from ipcwire.doctor._model import Report, Status
 from ipcwire.doctor.queues import mq_lock_name
 from ipcwire.shm import _layout as L
 
-__all__ = ["DEV_SHM", "Usage", "check_shm", "ring_problems", "scan_usage"]
+__all__ = ["DEV_SHM", "Ring", "Usage", "check_shm", "check_shm_url", "ring_problems", "scan_usage"]
 
 DEV_SHM: Final = "/dev/shm"  # noqa: S108 - the POSIX shared-memory mount, read only
 DOCKER_DEFAULT: Final = 64 * 1024 * 1024
@@ -31,12 +31,21 @@ _INDEX: Final = struct.Struct("=Q")
 
 
 @dataclass(slots=True)
+class Ring:
+    """One ipcwire ring segment: the processes mapping it, and a path that opens it."""
+
+    pids: set[int]
+    path: str
+    size: int
+
+
+@dataclass(slots=True)
 class Usage:
     """Who uses what: path -> pids (maps or descriptors); memfd rings: inode -> (pid, how to
     open it); how many processes could not be inspected (other users', without root)."""
 
     users: dict[str, set[int]] = field(default_factory=dict)
-    rings: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # ino -> pid, path, size
+    rings: dict[int, Ring] = field(default_factory=dict)  # by the memfd's inode
     hidden: list[int] = field(default_factory=list)
 
 
@@ -46,10 +55,7 @@ def scan_usage() -> Usage:
 
     memfd = f"/memfd:{MEMFD_NAME}"
     usage = Usage()
-    me = os.getpid()
     for pid in all_pids():
-        if pid == me:
-            continue
         maps = memory_maps(pid)
         fds = fd_targets(pid)
         if not maps and not fds and _hidden(pid):
@@ -82,7 +88,8 @@ def _note_ring(usage: Usage, pid: int, path: str) -> None:
         st = os.stat(path)
     except OSError:
         return
-    usage.rings.setdefault(st.st_ino, (pid, path, st.st_size))
+    ring = usage.rings.setdefault(st.st_ino, Ring(set(), path, st.st_size))
+    ring.pids.add(pid)
 
 
 def ring_problems(read_at: Callable[[int, int], bytes], size: int) -> list[str]:
@@ -218,9 +225,24 @@ def _check_capacity(report: Report) -> None:
                    evidence, used=used, total=total)  # fmt: skip
 
 
+def _check_rings(report: Report, usage: Usage, only: set[int] | None = None) -> None:
+    sound, seen = 0, []
+    for ring in usage.rings.values():
+        if only is not None and not ring.pids & only:
+            continue
+        who = " and ".join(describe_pid(p) for p in sorted(ring.pids))
+        seen.append(f"{who}: {ring.size} bytes")
+        if _check_ring_file(report, ring.path, ring.size, f"the segment of {who}"):
+            sound += 1
+    if seen:
+        report.add("shm.rings", "info", f"{len(seen)} ipcwire shared-memory segment(s) in use, "
+                   f"{sound} with sound ring headers", seen)  # fmt: skip
+
+
 def check_shm(name: str | None = None, *, report: Report | None = None) -> Report:
-    """``name``: one segment (/dev/shm/NAME) and the ipcwire rings; None: all of /dev/shm."""
-    report = report or Report(f"shm://{name}" if name else "shared memory")
+    """``name``: one segment (/dev/shm/NAME); None: all of /dev/shm. Both check the headers of
+    every ipcwire ring in use."""
+    report = report or Report(os.path.join(DEV_SHM, name) if name else "shared memory")
     usage = scan_usage()
     locks = lock_owners()
     if name is not None:
@@ -228,8 +250,7 @@ def check_shm(name: str | None = None, *, report: Report | None = None) -> Repor
         if os.path.lexists(path):
             _check_segment(report, path, usage, locks)
         else:
-            report.add("shm.no_segment", "info", f"no {path}: ipcwire's shm:// channels use "
-                       "anonymous memfds (nothing in /dev/shm, nothing to leak)")  # fmt: skip
+            report.add("shm.no_segment", "info", f"no {path}")
     else:
         try:
             names = sorted(os.listdir(DEV_SHM))
@@ -238,13 +259,30 @@ def check_shm(name: str | None = None, *, report: Report | None = None) -> Repor
         for entry in names:
             _check_segment(report, os.path.join(DEV_SHM, entry), usage, locks)
         _check_capacity(report)
-    sound = 0
-    for pid, path, size in usage.rings.values():
-        if _check_ring_file(report, path, size, f"{describe_pid(pid)} ({path})"):
-            sound += 1
-    if usage.rings:
-        report.add("shm.rings", "info", f"{len(usage.rings)} ipcwire shared-memory segment(s) "
-                   f"in use, {sound} with sound ring headers",
-                   [f"{describe_pid(p)}: {path}, {size} bytes" for p, path, size
-                    in usage.rings.values()])  # fmt: skip
+    _check_rings(report, usage)
+    return report
+
+
+def check_shm_url(url: str, *, listen: bool = False) -> Report:
+    """``doctor shm://name``: the listener's rendezvous socket (the Unix socket named by the
+    shm module: stale? live, which pid? permissions?), then the rings the listener maps (one
+    per connection, shared with each client)."""
+    from ipcwire._core.url import parse_url
+    from ipcwire.doctor.unix import check_unix
+    from ipcwire.errors import IpcwireError
+    from ipcwire.shm._naming import socket_path
+
+    report = Report(url)
+    try:
+        path = socket_path(parse_url(url))
+    except IpcwireError as exc:
+        report.add("shm.url", "problem", str(exc), fix="fix the name in the URL")
+        return report
+    report.add("shm.rendezvous", "info", f"the listener's Unix socket is {path}",
+               [f"{url} -> {path} (ipcwire.shm._naming.socket_path)"], path=path)  # fmt: skip
+    check_unix(path, listen=listen, report=report)
+    live = report.find("unix.live") + report.find("unix.in_use")
+    pids = {f.data["pid"] for f in live if f.data.get("pid")}
+    if pids:
+        _check_rings(report, scan_usage(), pids)
     return report
