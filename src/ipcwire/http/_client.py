@@ -44,7 +44,6 @@ from ipcwire.errors import (
 from ipcwire.http._channels import encode_message
 from ipcwire.http._protocol import (
     BATCH_TYPE,
-    MAX_POLL_WAIT,
     OPEN_TYPE,
     POLL_GRACE,
     PROTOCOL_VERSION,
@@ -54,7 +53,6 @@ from ipcwire.http._protocol import (
     pack_batch,
     proof,
     token_header,
-    unpack_batch,
 )
 from ipcwire.options import ChannelOptions
 
@@ -102,7 +100,9 @@ class ClientCore:
         self._raw = options.codec.name == "bytes" and isinstance(options.codec, BytesCodec)
         self.id = ""
         self.path = ""
-        self.inbox: deque[Any] = deque()
+        self.inbox: deque[bytes] = deque()  # received, not yet taken (undecoded)
+        self.inbox_bytes = 0
+        self.streaming = False  # the message stream is open (recv() was called)
         self.outbox: deque[bytes] = deque()  # queued by send(), posted by the sender
         self.outbox_bytes = 0
         self.ended: IpcwireError | None = None  # the server closed: recv raises after inbox
@@ -245,7 +245,7 @@ class ClientCore:
         if status == 204 or (self.session and status < 300):
             pass
         elif status == 200 and not self.session:
-            self.inbox.append(self._decode(resp))
+            self.arrived([resp.content])
         else:
             err = self.error(resp, "sending", sent=nbytes)
             if isinstance(err, ChannelBroken):
@@ -255,37 +255,26 @@ class ClientCore:
         self.bytes_sent += nbytes
 
     # -- receiving -----------------------------------------------------------------------------
-    def poll_req(self, wait: float) -> Req:
-        wait = min(max(wait, 0.0), MAX_POLL_WAIT)
-        return Req(
-            "GET",
-            self.path + "/messages",
-            None,
-            None,
-            wait + POLL_GRACE,
-            {"wait": repr(round(wait, 3))},
-        )
+    def stream_req(self) -> Req:
+        """The long response that carries every message from the server, as it comes."""
+        return Req("GET", self.path + "/stream", None, None, None)
 
-    def polled(self, resp: httpx.Response) -> bool:
-        """Take a long poll's answer: True if messages were queued."""
-        status = resp.status_code
-        if status == 204:
-            return False
-        if status != 200:
-            err = self.error(resp, "receiving")
-            if isinstance(err, EndOfChannel):
-                self.ended = err
-                if self.broken is None:
-                    self.broken = ChannelBroken(
-                        f"cannot send to {self.url}: the server closed the channel",
-                        endpoint=self.url,
-                    )
-            raise err
-        body = resp.content
-        for part in unpack_batch(body, self.max_frame, self.url):
-            self.inbox.append(self.codec.decode(part))
-        self.bytes_received += len(body)
-        return True
+    def arrived(self, payloads: list[bytes]) -> None:
+        """Messages read from the stream (the caller holds the channel's lock, if any)."""
+        self.inbox.extend(payloads)
+        n = sum(len(p) for p in payloads) if len(payloads) > 1 else len(payloads[0])
+        self.inbox_bytes += n
+        self.bytes_received += n
+
+    def stream_ended(self, err: IpcwireError | None) -> None:
+        """The stream ended: cleanly (the server closed the channel), or with ``err``."""
+        if err is None:
+            err = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+        if self.ended is None:
+            self.ended = err
+        if self.broken is None:
+            why = "the server closed the channel" if isinstance(err, EndOfChannel) else str(err)
+            self.broken = ChannelBroken(f"cannot send to {self.url}: {why}", endpoint=self.url)
 
     def nothing_to_receive(self) -> IpcwireError:
         return LocalProtocolError(
@@ -295,8 +284,15 @@ class ClientCore:
         )
 
     def take(self) -> Any:
+        """The next received message, decoded.
+
+        Raises:
+            RemoteProtocolError: it does not decode (it is consumed all the same).
+        """
+        raw = self.inbox.popleft()
+        self.inbox_bytes -= len(raw)
         self.received += 1
-        return self.inbox.popleft()
+        return raw if self._raw else self.codec.decode(memoryview(raw))
 
     # -- request/reply -------------------------------------------------------------------------
     def call_req(self, payload: bytes, timeout: float | None) -> Req:

@@ -66,6 +66,8 @@ PROBLEM_TYPE: Final = "application/problem+json"
 OPEN_TYPE: Final = "application/json"
 TIMEOUT_HEADER: Final = "Ipcwire-Timeout"  # seconds the client waits for the reply
 MAX_POLL_WAIT: Final = 20.0  # a long poll returns after this long at most (proxies)
+HEARTBEAT: Final = 15.0  # an idle message stream carries a heartbeat frame this often
+HEARTBEAT_FRAME: Final = b"\xff\xff\xff\xff"  # a length no message has: "still here"
 POLL_GRACE: Final = 10.0  # the client waits this much longer than the server's deadline
 _HEADER: Final = struct.Struct(">I")
 
@@ -195,6 +197,52 @@ def unpack_batch(body: bytes | memoryview, max_frame: int, endpoint: str) -> lis
         out.append(view[pos : pos + size])
         pos += size
     return out
+
+
+class StreamReader:
+    """Splits the body of a message stream (``GET {prefix}/channels/{id}/stream``) into
+    message payloads as its chunks arrive; heartbeat frames are dropped."""
+
+    __slots__ = ("_buf", "endpoint", "max_frame")
+
+    def __init__(self, max_frame: int, endpoint: str) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+        self.endpoint = endpoint
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The messages completed by ``chunk``.
+
+        Raises:
+            FrameTooLarge: a message over ``max_frame`` (the stream is then out of step).
+        """
+        buf = self._buf
+        buf += chunk
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size == 0xFFFFFFFF:
+                pos += 4
+                continue
+            if size > self.max_frame:
+                raise FrameTooLarge(
+                    f"{self.endpoint} sent a {size}-byte message, over max_frame={self.max_frame}",
+                    size=size,
+                    limit=self.max_frame,
+                    endpoint=self.endpoint,
+                )
+            if end - pos - 4 < size:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        del buf[:pos]
+        return out
+
+    @property
+    def partial(self) -> int:
+        """Bytes of an unfinished frame."""
+        return len(self._buf)
 
 
 class Problem(Exception):

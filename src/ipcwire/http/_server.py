@@ -27,6 +27,8 @@ from ipcwire.http._address import HttpAddress, peer_of, uid_check
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
+    HEARTBEAT,
+    HEARTBEAT_FRAME,
     OPEN_TYPE,
     PROBLEM_TYPE,
     PROTOCOL_VERSION,
@@ -35,6 +37,7 @@ from ipcwire.http._protocol import (
     check_bearer,
     content_type_for,
     media_type_matches,
+    pack_batch,
     proof,
     unpack_batch,
 )
@@ -192,6 +195,10 @@ class HttpServer:
                 if method == "GET":
                     return await self._poll(request, sid)
                 raise _method(method, "GET, POST")
+            if sub == "stream":
+                if method == "GET":
+                    return await self._stream(request, sid)
+                raise _method(method, "GET")
         elif rest in ("", "/"):
             if method == "POST":
                 return await self._oneshot(request)
@@ -406,6 +413,37 @@ class HttpServer:
         else:
             body = b"".join(b for p in got for b in (len(p).to_bytes(4, "big"), p))
         return web.Response(body=body, content_type=BATCH_TYPE)
+
+    async def _stream(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
+        """Every message for the client, as it comes, on one long response."""
+        s = self._session(sid)
+        if s.streaming:
+            raise Problem(409, "streaming", "this channel already has a message stream")
+        resp = web.StreamResponse(headers={"Content-Type": BATCH_TYPE, "Cache-Control": "no-store"})
+        s.streaming = True
+        s.in_flight += 1
+        try:
+            await resp.prepare(request)
+            while True:
+                got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=HEARTBEAT)
+                if got is None:
+                    break
+                if got:
+                    await resp.write(pack_batch(got))
+                else:
+                    await resp.write(HEARTBEAT_FRAME)
+            await resp.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            # The client's stream broke: that client cannot receive any more.
+            why = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+            self._sessions.pop(sid, None)
+            s.client_close(why, why)
+            raise
+        finally:
+            s.streaming = False
+            s.in_flight -= 1
+            s.touch()
+        return resp
 
     def _close(self, sid: str) -> web.StreamResponse:
         s = self._sessions.pop(sid, None)

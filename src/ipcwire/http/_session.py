@@ -72,6 +72,7 @@ class Session:
         self.client_done: IpcwireError | None = None  # why sending to the client fails now
         self.answered = False  # oneshot: the reply went out
         self.in_flight = 0
+        self.streaming = False  # a GET .../stream takes every message as it comes
         self.last_seen = loop.time()
         self._space: asyncio.Future[None] | None = None
         self.space_wanted = False  # read by the sink's thread

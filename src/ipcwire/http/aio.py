@@ -15,17 +15,25 @@ from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    IpcwireError,
+    LocalProtocolError,
+    Timeout,
+)
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._protocol import MAX_POLL_WAIT
+from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer, make_server
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.http.blocking import (
     _CONNECT_KW,
     _FLUSH_TIMEOUT,
     _LISTEN_KW,
+    _STREAM_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SESSION_TIMEOUT,
 )
@@ -50,6 +58,9 @@ class AioHttpChannel(AioChannel):
         self._recv_lock = asyncio.Lock()
         self._out = asyncio.Condition()
         self._sender: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._resume: asyncio.Future[None] | None = None
 
     async def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -138,49 +149,102 @@ class AioHttpChannel(AioChannel):
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         core = self._core
-        if core.inbox and not core.closed:
-            return core.take()
-        async with self._recv_lock:
+        if not core.inbox or core.closed:
             await self._fill(timeout)
-            return core.take()
+        msg = core.take()
+        self._room()
+        return msg
 
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        async with self._recv_lock:
+        core = self._core
+        if not core.inbox or core.closed:
             await self._fill(timeout)
-            core = self._core
-            out = [core.take()]
-            while core.inbox and (max_messages is None or len(out) < max_messages):
-                out.append(core.take())
-            return out
+        out = [core.take()]
+        while core.inbox and (max_messages is None or len(out) < max_messages):
+            out.append(core.take())
+        self._room()
+        return out
+
+    def _room(self) -> None:
+        r = self._resume
+        if r is not None and self._core.inbox_bytes <= HIGH_WATER and not r.done():
+            r.set_result(None)
 
     async def _fill(self, timeout: float | None) -> None:
+        """Wait until a message is here (opening the message stream at the first call)."""
         core = self._core
-        if core.closed:
-            raise core.closed_error()
-        if core.inbox:
-            return
-        if core.ended is not None:
-            raise core.ended
-        if not core.session:
+        if not core.session and not core.inbox and not core.closed:
             raise core.nothing_to_receive()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if not core.streaming and core.session:
+            core.streaming = True
+            self._reader = asyncio.get_running_loop().create_task(self._read_stream())
         while True:
-            wait = MAX_POLL_WAIT if deadline is None else deadline - time.monotonic()
-            resp = await self._do(core.poll_req(wait), "receiving from")
             if core.closed:
                 raise core.closed_error()
-            if core.polled(resp):
+            if core.inbox:
                 return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+            if core.ended is not None:
+                raise core.ended
+            if timeout == 0:
+                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            if self._waiter is not None:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task",
+                    endpoint=self.url,
+                )
+            fut = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await fut
+            except TimeoutError:
+                raise Timeout(
+                    f"no message from {self.url} within {timeout} s", endpoint=self.url
+                ) from None
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _read_stream(self) -> None:
+        """The reader task: every message from the server's stream into the inbox."""
+        core = self._core
+        reader = StreamReader(core.max_frame, self.url)
+        err: IpcwireError | None = None
+        req = core.stream_req()
+        try:
+            async with self._client.stream("GET", req.path, timeout=_STREAM_TIMEOUT) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    raise core.error(resp, "receiving")
+                async for chunk in resp.aiter_raw():
+                    msgs = reader.feed(chunk)
+                    if msgs:
+                        core.arrived(msgs)
+                        self._wake()
+                        if core.inbox_bytes > HIGH_WATER and not core.closed:
+                            self._resume = asyncio.get_running_loop().create_future()
+                            await self._resume
+                            self._resume = None
+            if reader.partial:
+                err = ChannelBroken(
+                    f"{self.url} ended its stream in the middle of a message", endpoint=self.url
+                )
+        except IpcwireError as exc:
+            err = exc
+        except httpx.HTTPError as exc:
+            err = transport_error(exc, self.url, "receiving from")
+        core.stream_ended(err)
+        self._wake()
 
     async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         core = self._core
-        if core.inbox:
-            await self.send(obj, timeout=timeout)
-            return await self.recv(timeout=0)
+        if core.inbox or core.streaming:  # the reply is the stream's next message
+            return await super().request(obj, timeout=timeout)
         payload = core.encode(obj)
         await self._flush(timeout)
         async with self._send_lock, self._recv_lock:
@@ -215,6 +279,7 @@ class AioHttpChannel(AioChannel):
         core.closed = True
         async with self._out:
             self._out.notify_all()
+        self._wake()
         if self._sender is not None:
             self._sender.cancel()
         req = core.close_req()
@@ -223,6 +288,8 @@ class AioHttpChannel(AioChannel):
                 await self._client.request(req.method, req.path, timeout=req.timeout)
             except httpx.HTTPError:
                 pass
+        if self._reader is not None:
+            self._reader.cancel()
         await self._client.aclose()
 
     @property

@@ -21,11 +21,11 @@ import httpx
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, IpcwireError, Timeout
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._protocol import MAX_POLL_WAIT
+from ipcwire.http._protocol import HEARTBEAT, StreamReader
 from ipcwire.http._server import HttpServer, make_server
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
@@ -35,6 +35,8 @@ __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_SESSION_TIMEOUT: Final = 300.0
 _FLUSH_TIMEOUT: Final = 10.0
+# A silent stream is dead after three missed heartbeats.
+_STREAM_TIMEOUT: Final = httpx.Timeout(DEFAULT_CONNECT_TIMEOUT, read=3 * HEARTBEAT)
 _CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
 _LISTEN_KW: Final = (
     "ssl",
@@ -67,6 +69,7 @@ class HttpChannel(Channel):
         self._recv_lock = threading.Lock()
         self._out = threading.Condition(threading.Lock())
         self._sender: threading.Thread | None = None
+        self._in = threading.Condition(threading.Lock())
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -162,45 +165,104 @@ class HttpChannel(Channel):
     def recv(self, *, timeout: float | None = None) -> Any:
         with self._recv_lock:
             self._fill(timeout)
-            return self._core.take()
+            with self._in:
+                raw_left = self._take_raw(1)
+        return self._decode(raw_left)[0]
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         with self._recv_lock:
             self._fill(timeout)
-            core = self._core
-            out = [core.take()]
-            while core.inbox and (max_messages is None or len(out) < max_messages):
-                out.append(core.take())
-            return out
+            with self._in:
+                raw = self._take_raw(max_messages)
+        return self._decode(raw)
+
+    def _take_raw(self, limit: int | None) -> list[bytes]:
+        core = self._core
+        out = [core.inbox.popleft()]
+        while core.inbox and (limit is None or len(out) < limit):
+            out.append(core.inbox.popleft())
+        n = sum(len(m) for m in out) if len(out) > 1 else len(out[0])
+        core.inbox_bytes -= n
+        core.received += len(out)
+        if core.inbox_bytes <= HIGH_WATER:
+            self._in.notify_all()  # the reader may be waiting for room
+        return out
+
+    def _decode(self, raw: list[bytes]) -> list[Any]:
+        core = self._core
+        if core._raw:
+            return raw
+        decode = core.codec.decode
+        return [decode(memoryview(m)) for m in raw]
 
     def _fill(self, timeout: float | None) -> None:
+        """Wait until a message is here (opening the message stream at the first call)."""
         core = self._core
         if core.closed:
             raise core.closed_error()
         if core.inbox:
             return
-        if core.ended is not None:
-            raise core.ended
         if not core.session:
             raise core.nothing_to_receive()
+        if not core.streaming:
+            core.streaming = True
+            threading.Thread(
+                target=self._read_stream, name=f"ipcwire reader {self.url}", daemon=True
+            ).start()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = MAX_POLL_WAIT if deadline is None else deadline - time.monotonic()
-            resp = self._do(core.poll_req(wait), "receiving from")
-            if core.closed:
-                raise core.closed_error()
-            if core.polled(resp):
-                return
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+        with self._in:
+            while not core.inbox:
+                if core.closed:
+                    raise core.closed_error()
+                if core.ended is not None:
+                    raise core.ended
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"no message from {self.url} within {timeout} s", endpoint=self.url
+                    )
+                self._in.wait(wait)
+
+    def _read_stream(self) -> None:
+        """The reader thread: every message from the server's stream into the inbox."""
+        core = self._core
+        cond = self._in
+        reader = StreamReader(core.max_frame, self.url)
+        err: IpcwireError | None = None
+        req = core.stream_req()
+        try:
+            with self._client.stream("GET", req.path, timeout=_STREAM_TIMEOUT) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise core.error(resp, "receiving")
+                for chunk in resp.iter_raw():
+                    msgs = reader.feed(chunk)
+                    if msgs:
+                        with cond:
+                            core.arrived(msgs)
+                            cond.notify_all()
+                            while core.inbox_bytes > HIGH_WATER and not core.closed:
+                                cond.wait()
+            if reader.partial:
+                err = ChannelBroken(
+                    f"{self.url} ended its stream in the middle of a message", endpoint=self.url
+                )
+        except IpcwireError as exc:
+            err = exc
+        except httpx.HTTPError as exc:
+            err = transport_error(exc, self.url, "receiving from")
+        with cond:
+            core.stream_ended(err)
+            cond.notify_all()
 
     def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         core = self._core
-        if core.inbox:  # a message is already here: it is the reply, by the channel's order
-            self.send(obj, timeout=timeout)
-            return self.recv(timeout=0)
+        if core.inbox or core.streaming:
+            # Messages come through the stream now (or one is already here): the reply is
+            # the next of them, by the channel's order.
+            return super().request(obj, timeout=timeout)
         payload = core.encode(obj)
         self._flush(timeout)
         with self._send_lock, self._recv_lock:
@@ -228,6 +290,8 @@ class HttpChannel(Channel):
         with self._out:
             core.closed = True
             self._out.notify_all()
+        with self._in:
+            self._in.notify_all()
         req = core.close_req()
         if req is not None:
             try:
