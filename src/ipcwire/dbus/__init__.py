@@ -16,7 +16,7 @@ import socket
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["SPEC", "probe"]
+__all__ = ["BENCH_URL", "SPEC", "probe"]
 
 
 def probe() -> str | None:
@@ -70,3 +70,8 @@ SPEC = MechanismSpec(
     docs="docs/mechanisms/dbus.md",
     example_url="dbus://session/org.example.App/org/example/App",
 )
+
+
+def BENCH_URL(workdir: str, serial: int) -> str:
+    """A fresh endpoint for one ``ipcwire bench`` measurement."""
+    return f"dbus://session/io.ipcwire.Bench{os.getpid()}.S{serial}/bench"

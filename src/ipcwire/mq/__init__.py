@@ -20,6 +20,7 @@ shared by many processes (one kernel message each, so ``msgsize`` is its hard li
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Final
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["SPEC", "MqLimits", "limits", "probe"]
+__all__ = ["BENCH_URL", "SPEC", "MqLimits", "limits", "probe"]
 
 _PROC: Final = Path("/proc/sys/fs/mqueue")
 # Linux's hard ceilings for a process with CAP_SYS_RESOURCE (include/linux/ipc_namespace.h).
@@ -142,3 +143,8 @@ SPEC = MechanismSpec(
     docs="docs/mechanisms/mq.md",
     example_url="mq:///myapp",
 )
+
+
+def BENCH_URL(workdir: str, serial: int) -> str:
+    """A fresh endpoint for one ``ipcwire bench`` measurement."""
+    return f"mq:///ipcwire-bench-{os.getpid()}-{serial}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from ipcwire.registry import Capabilities, MechanismSpec
 from ipcwire.spool._flock import FileLock, LockHolder, lock_holders
 
-__all__ = ["SPEC", "FileLock", "LockHolder", "lock_holders"]
+__all__ = ["BENCH_URL", "SPEC", "FileLock", "LockHolder", "lock_holders"]
 
 SPEC = MechanismSpec(
     scheme="spool",
@@ -35,3 +35,8 @@ SPEC = MechanismSpec(
     docs="docs/mechanisms/spool.md",
     example_url="spool:///var/spool/myapp",
 )
+
+
+def BENCH_URL(workdir: str, serial: int) -> str:
+    """A fresh endpoint for one ``ipcwire bench`` measurement."""
+    return f"spool://{workdir}/spool{serial}"
