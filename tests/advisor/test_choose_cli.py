@@ -12,21 +12,17 @@ from typing import Any
 
 from tests.advisor._bench_doc import bench_doc
 
-# The shared-memory mechanism is being written concurrently; where it is not registered yet,
-# these runs register a stand-in with the capabilities it declares (zero-copy, three wait
-# policies, Linux), through the public register() used by third-party mechanisms.
+# The shared-memory mechanism is written concurrently: where the registry does not list it
+# yet, these runs register its SPEC (ipcwire.shm) through the public register().
 STAND_IN = textwrap.dedent(
     """
     import sys
-    import ipcwire
-    from ipcwire.registry import Capabilities, MechanismSpec, register
+    import ipcwire, ipcwire.shm
+    from ipcwire.registry import register
     try:
         ipcwire.lookup("shm")
     except ipcwire.InvalidURL:
-        register(MechanismSpec(scheme="shm", title="Shared memory (stand-in)", summary="",
-                 capabilities=Capabilities(zero_copy=True, wait_policies=("spin", "park",
-                 "hybrid"), platforms=("linux",)), blocking="ipcwire.shm.blocking",
-                 example_url="shm://app"))
+        register(ipcwire.shm.SPEC)
     from ipcwire.cli.main import main
     sys.exit(main(sys.argv[1:]))
     """
@@ -125,7 +121,7 @@ def test_measurement_contradicting_the_rule_of_thumb_warns(tmp_path: Path) -> No
     assert "over the 10.0 µs asked for" in claim["text"]
     warnings = " ".join(data["warnings"])
     assert "does not hold on this machine: unix measured round trip p50 45.0 µs" in warnings
-    assert "only shm (wait=spin) reached what you asked for" in warnings
+    assert "only shm (policy=spin) reached what you asked for" in warnings
     assert "--idle-sleep no" in warnings
     assert "Virtual machine" in warnings
     assert data["bench"]["source"].endswith("results.json")
@@ -138,7 +134,7 @@ def test_measurement_picks_spinning_shared_memory_when_spinning_is_allowed(
                        str(_vm_bench(tmp_path)))  # fmt: skip
     rec = data["recommended"]
     assert (rec["scheme"], rec["wait"], rec["rule"]) == ("shm", "spin", None)
-    assert rec["url"].endswith("?wait=spin")
+    assert rec["url"].endswith("?policy=spin")
     assert rec["meets_requirements"] is True
     assert rec["because"].startswith("measured here: round trip p50 0.80 µs")
     assert data["runner_up"]["meets_requirements"] is False
@@ -147,7 +143,7 @@ def test_measurement_picks_spinning_shared_memory_when_spinning_is_allowed(
 def test_under_a_microsecond_needs_spinning(tmp_path: Path) -> None:
     data = choose_json("--latency", "500ns")
     considered = [c for step in data["path"] for c in step["considered"]]
-    spin = next(c for c in considered if c["pick"] == "shm (wait=spin)")
+    spin = next(c for c in considered if c["pick"] == "shm (policy=spin)")
     assert "spins while it waits, but it must sleep when idle" in spin["skipped"]
     data = choose_json("--latency", "500ns", "--idle-sleep", "no")
     assert (data["recommended"]["scheme"], data["recommended"]["wait"]) == ("shm", "spin")

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,10 +178,20 @@ class Advice:
 
 
 # -- picks against the registry -----------------------------------------------------------------
+def wait_option(spec: MechanismSpec) -> str:
+    """The option that selects a wait policy: ``policy``, unless the mechanism's package
+    names another in ``BENCH_WAIT_OPTION`` (the convention ``ipcwire bench`` follows too)."""
+    try:
+        module = importlib.import_module(spec.blocking.rpartition(".")[0])
+    except ImportError:
+        return "policy"
+    return str(getattr(module, "BENCH_WAIT_OPTION", "policy"))
+
+
 def _url(pick: Pick, spec: MechanismSpec) -> str:
     url = pick.url or spec.example_url or f"{pick.scheme}:"
     if pick.wait:
-        url += ("&" if "?" in url else "?") + f"wait={pick.wait}"
+        url += ("&" if "?" in url else "?") + f"{wait_option(spec)}={pick.wait}"
     return url
 
 

@@ -14,7 +14,7 @@ from ipcwire.advisor.evidence import BenchResults
 from ipcwire.advisor.questions import Answers
 from ipcwire.registry import lookup, mechanisms
 
-__all__ = ["measure", "schemes_to_measure"]
+__all__ = ["measure", "not_measured", "schemes_to_measure"]
 
 DURATION_S = 0.1
 WARMUP_S = 0.02
@@ -57,3 +57,15 @@ def measure(schemes: list[str], *, size: int = 64, command_line: list[str]) -> B
     )
     document = build_document(run(config), command_line)
     return BenchResults(document, "measured now (ipcwire choose --measure)")
+
+
+def not_measured(bench: BenchResults, schemes: list[str]) -> list[str]:
+    """A note for each scheme asked for that has no measurement, with the bench's reason."""
+    notes = [str(n) for n in bench.document.get("notes", [])]
+    out = []
+    for scheme in schemes:
+        if scheme in bench.schemes():
+            continue
+        why = [n for n in notes if n.startswith(f"{scheme}:") or f"/{scheme}/" in n]
+        out.append(why[0] if why else f"{scheme}: not measured (no result came back)")
+    return out

@@ -57,7 +57,7 @@ def holds(conditions: tuple[Condition, ...], answers: dict[str, object]) -> Cond
 class Pick:
     """One mechanism a rule recommends.
 
-    ``wait``: the wait policy to ask for (``?wait=spin`` on the URL); it must be one of the
+    ``wait``: the wait policy to ask for (``?policy=spin`` on the URL); it must be one of the
     registry's ``wait_policies`` for the scheme. ``url``: only when the registry's example URL
     does not fit (an alias). ``also``: schemes used together with this one (stdio to the agents
     plus SSE to the browser); a combination has a capability when one of its parts has it.
@@ -79,11 +79,11 @@ class Pick:
 
     @property
     def label(self) -> str:
-        """``shm (wait=spin)``, ``pipe + sse+http``."""
+        """``shm (policy=spin)``, ``pipe + sse+http``."""
         text = " + ".join((self.scheme, *self.also))
         if self.per_direction:
             text += " x2 (one per direction)"
-        return f"{text} (wait={self.wait})" if self.wait else text
+        return f"{text} (policy={self.wait})" if self.wait else text
 
 
 @dataclass(frozen=True, slots=True)

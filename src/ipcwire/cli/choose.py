@@ -195,13 +195,14 @@ def run(args: argparse.Namespace) -> int:
     bench = BenchResults.load(args.bench) if args.bench else None
     advice = advise(answers, bench, size=args.size)
     if args.measure:
-        from ipcwire.advisor.measure import measure, schemes_to_measure
+        from ipcwire.advisor.measure import measure, not_measured, schemes_to_measure
 
         schemes = schemes_to_measure(answers, [c.pick.scheme for c in advice.candidates])
         if not args.json:
             print(f"measuring {', '.join(schemes)} (a few seconds)...", file=sys.stderr)
         bench = measure(schemes, size=args.size, command_line=["ipcwire", *sys.argv[1:]])
         advice = advise(answers, bench, size=args.size)
+        advice.notes += not_measured(bench, schemes)
     if args.json:
         print(json.dumps(advice.as_dict(), indent=2, ensure_ascii=False))
     else:
