@@ -14,7 +14,7 @@ from tests._proc import NOBODY
 # and its standard library live under /root, which nobody cannot read.
 _AS_NOBODY = textwrap.dedent(
     f"""
-    import os, sys, json
+    import os, sys, json, encodings.idna
     import ipcwire, ipcwire.unix.blocking, ipcwire.tcp.blocking, ipcwire.doctor
     import ipcwire.cli.doctor
     from ipcwire.cli.main import build_parser, main

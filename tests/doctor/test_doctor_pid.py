@@ -186,3 +186,14 @@ def test_endpoints_of_a_process_are_listed(sock_dir: Path) -> None:
 def test_missing_process() -> None:
     [missing] = check_pid(2**22 + 12345).problems
     assert missing.check == "pid.missing"
+
+
+def test_writer_blocked_on_a_reader_that_is_busy_elsewhere_is_a_warning() -> None:
+    # The child fills its stdout; this test process holds the read end and does not read,
+    # but it is running, not stuck: no deadlock, a warning naming who should read.
+    with child("import sys; sys.stdout.buffer.write(b'z' * 1000000); sys.stdout.flush()") as proc:
+        assert wait_until(lambda: _blocked_writing(proc.pid))
+        report = check_pid(proc.pid)
+        assert not report.find("pid.deadlock")
+        [blocked] = report.find("pid.blocked_on_pipe")
+        assert blocked.status == "warning" and os.getpid() in blocked.data["waiting_for"]

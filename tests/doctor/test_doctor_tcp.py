@@ -67,3 +67,13 @@ def test_unknown_host_and_foreign_address() -> None:
     assert bad.check == "tcp.resolve"
     [foreign] = check_tcp("192.0.2.1", 7000, listen=True).problems  # TEST-NET-1: not ours
     assert foreign.check == "tcp.not_local"
+
+
+def test_privileged_port_for_an_unprivileged_server() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        low = next(p for p in range(900, 1000) if not check_tcp("127.0.0.1", p).find("tcp.live"))
+    code, data = doctor_json(f"tcp://127.0.0.1:{low}", "--listen", as_nobody=True)
+    assert code == 1
+    [priv] = findings(data, "tcp.privileged")
+    assert "below 1024" in priv["summary"]

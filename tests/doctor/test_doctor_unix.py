@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -148,3 +149,27 @@ def test_human_output_has_evidence_and_fix(sock_dir: Path) -> None:
     text = " ".join(out.stdout.split())
     assert "✗" in text and "is a regular file, not a socket" in text
     assert "fix: choose another path" in text
+
+
+def test_listener_that_does_not_accept_and_a_removed_file(sock_dir: Path) -> None:
+    path = f"{sock_dir}/stuck.sock"
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(path)
+        srv.listen(0)
+        waiting = []
+        for _ in range(4):  # fill the backlog: nobody accepts
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            try:
+                c.connect(path)
+            except BlockingIOError:
+                c.close()
+                break
+            waiting.append(c)
+        [full] = check_unix(path).find("unix.backlog_full")
+        assert full.status == "warning" and full.data["pid"] == os.getpid()
+        for c in waiting:
+            c.close()
+        os.unlink(path)  # someone removed the file of a live listener
+        [gone] = check_unix(path).problems
+        assert gone.check == "unix.unlinked" and gone.data["pids"] == [os.getpid()]
