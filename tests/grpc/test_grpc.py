@@ -203,6 +203,32 @@ def test_binding_is_safe(sock_dir: Path) -> None:
     holder.close()
 
 
+def test_asyncio_listener_with_a_plain_client() -> None:
+    """A plain grpc.aio client streams two requests, half-closes, then reads the replies."""
+
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0", codec="json") as lis:
+
+            async def handler(ch: aio.AioChannel) -> None:
+                async for msg in ch:
+                    await ch.send({"echo": msg})
+
+            serving = asyncio.ensure_future(lis.serve(handler))
+            async with grpc.aio.insecure_channel(lis.url.removeprefix("grpc://")) as gch:
+                call = gch.stream_stream("/ipcwire.Channel/Stream")(timeout=5)
+                await call.write(b"1")
+                await call.write(b'"two"')
+                await call.done_writing()
+                replies = [msgspec.json.decode(r) async for r in call]
+                assert replies == [{"echo": 1}, {"echo": "two"}]
+                unary = gch.unary_unary("/ipcwire.Channel/Call")
+                assert msgspec.json.decode(await unary(b"3", timeout=5)) == {"echo": 3}
+            lis.close()
+            await asyncio.wait_for(serving, 10)
+
+    asyncio.run(main())
+
+
 def test_asyncio_errors_deadlines_and_push() -> None:
     async def main() -> None:
         async with await aio.listen("grpc://127.0.0.1:0", codec="json", token=TOKEN) as lis:

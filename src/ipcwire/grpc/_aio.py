@@ -64,6 +64,7 @@ class AioStream(AioChannel):
         self._broken: IpcwireError | None = None
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
+        self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -81,6 +82,7 @@ class AioStream(AioChannel):
                 msg = await read()
                 if msg is grpc.aio.EOF:
                     end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+                    over = self._client or self.half_close_ends
                     break
                 inbox.append(msg)
                 self._queued += len(msg)
@@ -99,15 +101,18 @@ class AioStream(AioChannel):
             if exc.code() == grpc.StatusCode.CANCELLED and not self._client:
                 end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
             end.__cause__ = exc
+            over = True
         except Exception as exc:  # grpc.aio raises plain errors once the RPC is over
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
-        self.ended(end)
+            over = True
+        self.ended(end, rpc_over=over)
 
-    def ended(self, end: IpcwireError) -> None:
-        """The stream ended: receiving drains then raises ``end``; sending fails."""
+    def ended(self, end: IpcwireError, *, rpc_over: bool = True) -> None:
+        """Nothing more will arrive: receiving drains, then raises ``end``; if the RPC is
+        over too, sending fails."""
         if self._end is None:
             self._end = end
-        if self._broken is None:
+        if rpc_over and self._broken is None:
             who = "the server" if self._client else "the client"
             self._broken = ChannelBroken(
                 f"cannot send to {self.url}: {who} ended the channel ({end})", endpoint=self.url

@@ -42,6 +42,9 @@ class Admission:
     send_limit: int = 0
     initial: tuple[tuple[str, str], ...] = ()
     error: tuple[Any, str] | None = None
+    # An ipcwire client's half-close closes the whole channel; a plain gRPC client's only
+    # says "no more requests", and the server may still answer until it closes.
+    ipcwire: bool = False
 
 
 class ServerCore:
@@ -82,7 +85,7 @@ class ServerCore:
                 initial.append((PROOF_KEY, proof(self.token, bytes.fromhex(nonce))))
             except ValueError:
                 return Admission(error=(grpc.StatusCode.INVALID_ARGUMENT, "the nonce is not hex"))
-        return Admission(limit, tuple(initial))
+        return Admission(limit, tuple(initial), ipcwire=codec is not None)
 
     def peer(self, context: Any) -> PeerInfo:
         """The caller's address, from grpcio's ``ipv4:host:port`` form."""

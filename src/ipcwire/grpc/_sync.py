@@ -117,11 +117,16 @@ class SyncStream(Channel):
                     while self._queued > HIGH_WATER and not self._closed:
                         cond.wait()
             end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+            # The client's end of the stream (the server's side of a plain client's
+            # half-close) leaves the server free to answer; anything else ends the RPC.
+            over = self._client or on_end is not None
         except grpc.RpcError as exc:
             end = self._rpc_error(exc)
+            over = True
         except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
-        self.ended(end)
+            over = True
+        self.ended(end, rpc_over=over)
         self.pumped.set()
         if on_end is not None:
             on_end()
@@ -135,12 +140,13 @@ class SyncStream(Channel):
         err.__cause__ = exc
         return err
 
-    def ended(self, end: IpcwireError) -> None:
-        """The stream ended (any reason): receiving drains then raises, sending fails."""
+    def ended(self, end: IpcwireError, *, rpc_over: bool = True) -> None:
+        """Nothing more will arrive: receiving drains, then raises ``end``; if the RPC is
+        over too, sending fails."""
         with self._cond:
             if self._end is None:
                 self._end = end
-            if self._broken is None:
+            if rpc_over and self._broken is None:
                 who = "the server" if self._client else "the client"
                 self._broken = ChannelBroken(
                     f"cannot send to {self.url}: {who} ended the channel ({end})",
@@ -151,6 +157,11 @@ class SyncStream(Channel):
     def finish(self) -> None:
         """End the RPC from this side (the server returns OK; the client half-closes)."""
         self._out.put(_STOP)
+
+    def rpc_done(self) -> None:
+        """grpcio says the RPC is over (server side): sends fail, the generator returns."""
+        self.ended(ChannelBroken(f"the client of {self.url} went away", endpoint=self.url))
+        self.finish()
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:

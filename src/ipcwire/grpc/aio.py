@@ -87,11 +87,13 @@ class AioGrpcListener(AioListener):
 
         ch.on_close = finish
 
-        def on_read_done(_: object) -> None:  # the client ended its side: end the RPC
+        def on_read_done(_: object) -> None:  # an ipcwire client closed: end the RPC
             if not done.done():
                 done.set_result(None)
 
-        ch.read_done.add_done_callback(on_read_done)
+        ch.half_close_ends = adm.ipcwire
+        if adm.ipcwire:
+            ch.read_done.add_done_callback(on_read_done)
         ch.start()
         self._enqueue(ch)
         try:

@@ -88,9 +88,10 @@ class GrpcListener(Listener):
         context.send_initial_metadata(adm.initial)
         peer = self._core.peer(context)
         ch = SyncStream(self.url, self._core.codec, adm.send_limit, peer, client=False)
-        context.add_callback(ch.finish)  # the RPC ended: let the response generator return
+        context.add_callback(ch.rpc_done)  # the RPC ended: let the response generator return
+        on_eof = ch.finish if adm.ipcwire else None
         pump = threading.Thread(
-            target=ch.pump, args=(request_iterator, ch.finish), name=f"ipcwire {self.url}"
+            target=ch.pump, args=(request_iterator, on_eof), name=f"ipcwire {self.url}"
         )
         pump.daemon = True
         pump.start()
