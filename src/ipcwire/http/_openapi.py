@@ -98,6 +98,21 @@ def openapi_document(
                 "responses": {"204": {"description": "closed"}},
             },
         },
+        f"{prefix}/channels/{{id}}/stream": {
+            "get": {
+                "summary": "Every message for the client, as it comes, on one long response",
+                "description": "Frames as in a batch; a length of 0xFFFFFFFF is a heartbeat "
+                "(every 15 s when idle). Ends when the server closes the channel.",
+                "parameters": [channel_id],
+                "responses": {
+                    "200": {
+                        "description": "the stream",
+                        "content": {BATCH_TYPE: {"schema": batch}},
+                    },
+                    "409": _problem("the channel already has a stream"),
+                },
+            }
+        },
         f"{prefix}/channels/{{id}}/messages": {
             "post": {
                 "summary": "Send messages (one, or a batch)",
