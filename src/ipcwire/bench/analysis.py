@@ -48,15 +48,21 @@ def _rep(m: Measurement, raw: dict[str, Any]) -> dict[str, Any]:
     out = _side_costs(a, b)
     out["elapsed_s"] = raw.get("elapsed_s")  # wall time of the whole measurement, set-up included
     out["setup_s"] = raw.get("setup_s")  # the part outside warm-up and measured phase
+    out["phases"] = {"a": a.get("phases"), "b": b.get("phases")}  # open, accept, close times
     if m.kind == "round_trip":
         lat = b["latency_ns"]
         out["round_trips"] = b["count"]
         out["latency_us"] = {k: v / 1000.0 for k, v in lat.items() if k != "count"}
     else:
-        sink = b if b.get("role") == "sink" else a  # the rate is the receiver's
-        rate = sink["count"] / sink["wall_s"] if sink["wall_s"] > 0 else 0.0
+        sink, source = (b, a) if b.get("role") == "sink" else (a, b)
+        # Received between WARM and END, but never faster than it was fed: a contender that
+        # queues everything and delivers it in one burst at the end is timed by its sender.
+        seconds = max(sink["wall_s"], source["wall_s"])
+        rate = sink["count"] / seconds if seconds > 0 else 0.0
         out["messages"] = sink["count"]
-        out["seconds"] = sink["wall_s"]
+        out["seconds"] = seconds
+        out["receiver_s"] = sink["wall_s"]
+        out["sender_s"] = source["wall_s"]
         out["msgs_per_s"] = rate
         out["bytes_per_s"] = rate * m.size
     return out

@@ -250,6 +250,15 @@ def _setup(m: Measurement) -> float:
     return values[len(values) // 2] if values else OVERHEAD_S
 
 
+def _contender_setup(measurements: list[Measurement]) -> dict[str, float]:
+    """Each contender's median set-up over its measurements (one slow hiccup does not count)."""
+    per: dict[str, list[float]] = {}
+    for m in measurements:
+        if m.reps:
+            per.setdefault(m.contender.id, []).append(_setup(m))
+    return {cid: sorted(v)[len(v) // 2] for cid, v in per.items()}
+
+
 def _rebudget(
     config: BenchConfig,
     measurements: list[Measurement],
@@ -259,32 +268,37 @@ def _rebudget(
     spent: float,
     notes: list[str],
 ) -> tuple[float, float]:
-    """After a repetition: stop repeating the contenders whose set-up alone breaks the
-    budget (slowest first; only those over :data:`SLOW_SETUP_S` and five times the typical
-    set-up; never a baseline), then refit warm-up and duration of the others to what is
-    left. Returns the new (warm-up, duration)."""
+    """After a repetition: (after the first only) stop repeating the contenders whose set-up
+    alone breaks the budget (slowest first; only those whose median set-up is over
+    :data:`SLOW_SETUP_S` and five times the typical one; never a baseline), then refit
+    warm-up and duration of the others to what is left. Returns the new (warm-up, duration).
+    """
     assert config.budget is not None
     warmup, duration = phase
     live = [m for m in measurements if m.error is None and not m.capped]
     available = config.budget - spent
     projected = sum(_setup(m) + warmup + duration for m in live) * left
-    capped: dict[str, float] = {}
-    typical = sorted(_setup(m) for m in live)[len(live) // 2] if live else 0.0
-    slow = max(SLOW_SETUP_S, 5 * typical)  # slow compared with the others, not a noisy machine
-    for m in sorted(live, key=_setup, reverse=True):
-        if projected <= available or _setup(m) < slow:
-            break
-        if m.contender.group == "baseline":
-            continue  # every ratio needs the baselines
-        m.capped = True
-        projected -= (_setup(m) + warmup + duration) * left
-        capped[m.contender.title] = max(capped.get(m.contender.title, 0.0), _setup(m))
-    if capped:
-        names = ", ".join(f"{title} ({s:.2f} s)" for title, s in capped.items())
-        notes.append(
-            f"set-up per measurement too slow for the {config.budget:g} s budget, so measured "
-            f"{done} time(s) only: {names}"
-        )
+    if done == 1 and projected > available:
+        setups = _contender_setup(live)
+        typical = sorted(setups.values())[len(setups) // 2] if setups else 0.0
+        slow = max(SLOW_SETUP_S, 5 * typical)
+        titles = {m.contender.id: m.contender.title for m in live}
+        capped: list[str] = []
+        for cid, setup in sorted(setups.items(), key=lambda kv: -kv[1]):
+            if projected <= available or setup < slow:
+                break
+            if any(m.contender.group == "baseline" for m in live if m.contender.id == cid):
+                continue  # every ratio needs the baselines
+            for m in live:
+                if m.contender.id == cid:
+                    m.capped = True
+                    projected -= (_setup(m) + warmup + duration) * left
+            capped.append(f"{titles[cid]} ({setup:.2f} s)")
+        if capped:
+            notes.append(
+                f"set-up per measurement too slow for the {config.budget:g} s budget of "
+                f"--{config.preset}, so measured once: {', '.join(capped)}"
+            )
     live = [m for m in live if not m.capped]
     if not live:
         return warmup, duration

@@ -73,6 +73,9 @@ _REPETITION: Final = _obj(
         "bytes_per_s": _NUM,
         "elapsed_s": _NUM_OR_NULL,
         "setup_s": _NUM_OR_NULL,
+        "receiver_s": _NUM,
+        "sender_s": _NUM,
+        "phases": {"type": "object"},
     },
 )
 

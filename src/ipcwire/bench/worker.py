@@ -118,40 +118,59 @@ def _pool(size: int, seed: int) -> Pool:
     return pool
 
 
+def _blocking_loop(task: Any, side: str, link: Any, pool: Pool) -> dict[str, Any]:
+    """The loop side A or B runs for this task."""
+    c = task.contender
+    if task.kind == "round_trip":
+        return echo(link, pool) if side == "a" else ping(link, pool, task.warmup, task.duration)
+    if (side == "a") == c.listener_sends:
+        return source(link, pool, task.warmup, task.duration, task.batch)
+    return sink(link, pool, task.batch > 0)
+
+
+async def _async_loop(task: Any, side: str, link: Any, pool: Pool) -> dict[str, Any]:
+    """:func:`_blocking_loop` for an asyncio contender."""
+    c = task.contender
+    if task.kind == "round_trip":
+        if side == "a":
+            return await aecho(link, pool)
+        return await aping(link, pool, task.warmup, task.duration)
+    if (side == "a") == c.listener_sends:
+        return await asource(link, pool, task.warmup, task.duration, task.batch)
+    return await asink(link, pool, task.batch > 0)
+
+
 def _run_blocking(conn: Connection, task: Any, address: str | None, shared: Any) -> None:
     c = task.contender
     pool = _pool(task.size, task.seed)
     gc.collect()
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
     if address is None:
         acceptor = c.side_a(task, shared)
+        phases["open_s"] = time.perf_counter() - t
         try:
             conn.send(("ready", acceptor.address))
+            t = time.perf_counter()
             link = acceptor.accept()
+            phases["accept_s"] = time.perf_counter() - t
             try:
-                if task.kind == "round_trip":
-                    result = echo(link, pool)
-                elif c.listener_sends:
-                    result = source(link, pool, task.warmup, task.duration, task.batch)
-                else:
-                    result = sink(link, pool, task.batch > 0)
-                _finish(conn, result)
+                _finish(conn, _blocking_loop(task, "a", link, pool))
             finally:
+                t = time.perf_counter()
                 link.close()
         finally:
             acceptor.close()
     else:
         link = c.side_b(task, address, shared)
+        phases["open_s"] = time.perf_counter() - t
         try:
-            if task.kind == "round_trip":
-                result = ping(link, pool, task.warmup, task.duration)
-            elif c.listener_sends:
-                result = sink(link, pool, task.batch > 0)
-            else:
-                result = source(link, pool, task.warmup, task.duration, task.batch)
-            _finish(conn, result)
+            _finish(conn, _blocking_loop(task, "b", link, pool))
         finally:
+            t = time.perf_counter()
             link.close()
-    conn.send(("closed",))
+    phases["close_s"] = time.perf_counter() - t
+    conn.send(("closed", phases))
 
 
 async def _aclose(obj: Any) -> None:
@@ -165,36 +184,33 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
     c = task.contender
     pool = _pool(task.size, task.seed)
     gc.collect()
+    phases: dict[str, float] = {}
+    t = time.perf_counter()
     if address is None:
         acceptor = await c.side_a(task, shared)
+        phases["open_s"] = time.perf_counter() - t
         try:
             conn.send(("ready", acceptor.address))
+            t = time.perf_counter()
             link = await acceptor.accept()
+            phases["accept_s"] = time.perf_counter() - t
             try:
-                if task.kind == "round_trip":
-                    result = await aecho(link, pool)
-                elif c.listener_sends:
-                    result = await asource(link, pool, task.warmup, task.duration, task.batch)
-                else:
-                    result = await asink(link, pool, task.batch > 0)
-                await _afinish(conn, result)
+                await _afinish(conn, await _async_loop(task, "a", link, pool))
             finally:
+                t = time.perf_counter()
                 await _aclose(link)
         finally:
             await _aclose(acceptor)
     else:
         link = await c.side_b(task, address, shared)
+        phases["open_s"] = time.perf_counter() - t
         try:
-            if task.kind == "round_trip":
-                result = await aping(link, pool, task.warmup, task.duration)
-            elif c.listener_sends:
-                result = await asink(link, pool, task.batch > 0)
-            else:
-                result = await asource(link, pool, task.warmup, task.duration, task.batch)
-            await _afinish(conn, result)
+            await _afinish(conn, await _async_loop(task, "b", link, pool))
         finally:
+            t = time.perf_counter()
             await _aclose(link)
-    conn.send(("closed",))
+    phases["close_s"] = time.perf_counter() - t
+    conn.send(("closed", phases))
 
 
 # -- in the parent ------------------------------------------------------------------------------
@@ -309,8 +325,8 @@ class WorkerPair:
         a.send(("finish",))
         b.send(("finish",))
         close_deadline = time.monotonic() + 30.0
-        self._expect(a, "closed", close_deadline)
-        self._expect(b, "closed", close_deadline)
+        results["A"]["phases"] = self._expect(a, "closed", close_deadline)[1]
+        results["B"]["phases"] = self._expect(b, "closed", close_deadline)[1]
         return results["A"], results["B"]
 
     def _first_cause(
