@@ -393,6 +393,7 @@ with ipcwire.listen("{url}", codec="json") as listener:
             for i in range(50):
                 assert ch.request([i], timeout=5) == {"echo": [i]}
         assert wait_line(proc) == "peer closed"
+        assert proc.wait(timeout=20) == 0  # it closed its listener (and unlinked the queue)
 
 
 def test_closed_and_end_of_channel(mq_url: Callable[..., str]) -> None:

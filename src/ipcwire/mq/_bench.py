@@ -94,6 +94,7 @@ class _AioLink:
             if write
             else (self._loop.add_reader, self._loop.remove_reader)
         )
+
         def ready() -> None:
             if not fut.done():
                 fut.set_result(None)

@@ -116,6 +116,12 @@ class MqChannel(Channel):
         self._peer = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # one poll set for receiving, made once: the queue, close(), and the peer's exit
+        self._recv_poller = select.poll()
+        for fd in (inbound.fileno(), self._wake, pidfd):
+            if fd is not None:
+                self._recv_poller.register(fd, _IN)
+        self._raw = wire.is_raw  # bytes codec: the received bytes are the message
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._pending: deque[tuple[bytes, int]] = deque()  # read while a send waited
@@ -274,7 +280,7 @@ class MqChannel(Channel):
     def _deliver(self, data: bytes) -> Any:
         self._received += 1
         self._bytes_received += len(data)
-        return self._decode(memoryview(data))
+        return data if self._raw else self._decode(memoryview(data))
 
     def _next_ready(self) -> tuple[bytes, int] | None:
         """The next whole message already here, or None (called with the recv lock)."""
@@ -323,16 +329,12 @@ class MqChannel(Channel):
             self._wait_recv(deadline, timeout)
 
     def _wait_recv(self, deadline: float | None, timeout: float | None) -> None:
-        poller = select.poll()
-        poller.register(self._in.fileno(), _IN)
-        poller.register(self._wake, _IN)
-        if self._pidfd is not None:
-            poller.register(self._pidfd, _IN)
-        ready = dict(poller.poll(_ms(deadline)))
+        ready = self._recv_poller.poll(None if deadline is None else _ms(deadline))
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._pidfd is not None and self._pidfd in ready:
+        if self._pidfd is not None and any(fd == self._pidfd for fd, _ in ready):
             self._dead = True  # messages it sent before dying are still delivered
+            self._recv_poller.unregister(self._pidfd)
         elif not ready:
             raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
 

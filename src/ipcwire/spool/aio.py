@@ -40,9 +40,6 @@ class AioSpoolChannel(AioChannel):
         self._cfg = cfg
         self._watcher = cfg.watcher(store.new)
         self._event = asyncio.Event()
-        fd = self._watcher.fileno()
-        if fd is not None:
-            self._loop.add_reader(fd, self._event.set)
         self._unacked: list[Claim] = []
         self._claims: set[Claim] = set()
         self._receiving = False
@@ -176,13 +173,21 @@ class AioSpoolChannel(AioChannel):
                 wait = self._next_reap - now
                 if deadline is not None:
                     wait = min(wait, deadline - now)
-                if self._watcher.fileno() is None:
+                fd = self._watcher.fileno()
+                if fd is None:
                     wait = min(wait, self._cfg.poll_interval)
+                else:
+                    # only while waiting: the descriptor stays readable until drained, and
+                    # a reader left registered would spin the loop while nobody receives
+                    loop.add_reader(fd, self._event.set)
                 try:
                     async with asyncio.timeout(max(wait, 0.0)):
                         await self._event.wait()
                 except TimeoutError:
                     pass
+                finally:
+                    if fd is not None:
+                        loop.remove_reader(fd)
         finally:
             self._receiving = False
 
@@ -204,9 +209,6 @@ class AioSpoolChannel(AioChannel):
         for claim in self._claims:
             claim.release()
         self._claims.clear()
-        fd = self._watcher.fileno()
-        if fd is not None:
-            self._loop.remove_reader(fd)
         self._watcher.close()
         self._store.close()
         self._event.set()  # a waiting recv wakes and sees ChannelClosed
