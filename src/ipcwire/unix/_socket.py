@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ipcwire._core.url import Endpoint
-from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_inodes
+from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_files, unix_socket_inodes
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
@@ -135,6 +135,25 @@ def _owner_text(pid: int | None) -> str:
     return describe_pid(pid) if pid else "a process that ipcwire cannot see"
 
 
+def _busy_owner(addr: UnixAddress) -> int | None:
+    """The pid behind a listener too busy to accept a probe, from the kernel's tables.
+
+    ipcwire links its sockets into place, so /proc/net/unix knows them by their private
+    bind name: match the file's (device, inode) through sock_diag instead."""
+    inodes: set[int] = set()
+    if addr.path is not None:
+        try:
+            st = os.stat(addr.path)
+        except OSError:
+            return None
+        table = unix_socket_files() or {}
+        inodes = {ino for ino, _listening in table.get((st.st_dev, st.st_ino), [])}
+    if not inodes:
+        inodes = unix_socket_inodes(str(addr))
+    pids = pids_for_inodes(inodes)
+    return pids[0] if pids else None
+
+
 def _probe(addr: UnixAddress) -> tuple[bool, int | None]:
     """Whether something accepts connections at ``addr``, and its pid (never blocks).
 
@@ -147,8 +166,7 @@ def _probe(addr: UnixAddress) -> tuple[bool, int | None]:
         probe.connect(addr.sockaddr)
         return True, peer_info(probe, str(addr)).pid
     except (BlockingIOError, InterruptedError):
-        pids = pids_for_inodes(unix_socket_inodes(str(addr)))
-        return True, pids[0] if pids else None  # backlog full: alive and busy
+        return True, _busy_owner(addr)  # backlog full: alive and busy
     except (ConnectionRefusedError, FileNotFoundError):
         return False, None
     finally:
