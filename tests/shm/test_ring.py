@@ -311,3 +311,28 @@ def test_implementation_is_reported() -> None:
 
     assert ipcwire.shm.IMPLEMENTATION == IMPLEMENTATION
     assert IMPLEMENTATION in ("c", "python")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_concurrent_senders_are_serialised(impl: str) -> None:
+    # a small ring, so senders block (releasing the GIL) and long messages are split: the
+    # fragments of one sender's message must never interleave with another's
+    tx, rx, _ = ring_pair(1 << 12, impl, impl)
+    count = 200 if impl == "c" else 60
+
+    def send(k: int) -> None:
+        for i in range(count):
+            tx.send(bytes([k]) * (1 + (i * 37) % 3000), timeout=30)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    seen = {0: 0, 1: 0, 2: 0}
+    for _ in range(3 * count):
+        msg = rx.recv(timeout=30)
+        k = msg[0]
+        assert msg == bytes([k]) * (1 + (seen[k] * 37) % 3000), "interleaved or reordered"
+        seen[k] += 1
+    for t in threads:
+        t.join()
+    assert seen == {0: count, 1: count, 2: count}

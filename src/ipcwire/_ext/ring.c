@@ -325,6 +325,20 @@ int ipcw_ready(ipcw_ring *r, int producer, uint64_t need)
     return producer ? space_ready(r, need) : data_ready(r, need);
 }
 
+/* Spin up to `ns` nanoseconds for `ready` (no system call, no fd). 1: ready. */
+int ipcw_spin_ready(ipcw_ring *r, int producer, uint64_t need, int64_t ns)
+{
+    int (*ready)(ipcw_ring *, uint64_t) = producer ? space_ready : data_ready;
+    int64_t until = ipcw_now_ns() + ns;
+    for (unsigned i = 1;; i++) {
+        if (ready(r, need))
+            return 1;
+        cpu_relax();
+        if ((i & 15) == 0 && ipcw_now_ns() >= until)
+            return 0;
+    }
+}
+
 /* Park announcement for event loops: set the waiting flag, then re-check. Returns 1 when
  * already ready (flag cleared again: do not wait), 0 when the caller must wait for wait_fd. */
 int ipcw_arm(ipcw_ring *r, int producer)

@@ -129,8 +129,10 @@ typedef struct {
 
 static inline uint64_t ipcw_align(uint64_t n) { return (n + (IPCW_ALIGN - 1)) & ~(uint64_t)(IPCW_ALIGN - 1); }
 
-/* Largest payload of one record (a loan or view), and of one fragment of a long message. */
-static inline uint64_t ipcw_max_record(const ipcw_ring *r) { return r->cap / 2 - IPCW_REC_HDR; }
+/* Largest payload of one record (a loan: it may fill the whole ring, the producer then waits
+ * until the ring is empty), and of one fragment of a long copied message (a quarter ring, so
+ * that several are in flight: the consumer copies one out while the producer fills the next). */
+static inline uint64_t ipcw_max_record(const ipcw_ring *r) { return r->cap - IPCW_REC_HDR; }
 static inline uint64_t ipcw_fragment(const ipcw_ring *r) { return r->cap / 4 - IPCW_REC_HDR; }
 
 int64_t ipcw_now_ns(void);
@@ -151,6 +153,7 @@ int ipcw_release(ipcw_ring *r);
 int ipcw_wait_data(ipcw_ring *r, const ipcw_waiter *w, int64_t deadline);
 int ipcw_arm(ipcw_ring *r, int producer);
 int ipcw_ready(ipcw_ring *r, int producer, uint64_t need);
+int ipcw_spin_ready(ipcw_ring *r, int producer, uint64_t need, int64_t ns);
 void ipcw_disarm(ipcw_ring *r, int producer);
 
 /* both */

@@ -248,8 +248,11 @@ void rg_drop_handed(RingObject *self)
     restore_error(saved);
 }
 
-/* Take this end for one call. Another thread inside (blocked in a wait, the GIL released)
- * makes this one wait for it, up to the deadline, so concurrent calls are serialised. */
+/* Take this end for one call. in_use is only read and written with the GIL held, so the
+ * uncontended case costs nothing. A thread that finds the end in use (its holder waits with
+ * the GIL released) sleeps on `lock`, which is kept acquired: a leaving holder releases it
+ * once per waiter, handing over a token; the woken waiter checks again. Calls are thus
+ * serialised, each waiting within its own deadline. */
 int rg_enter(RingObject *self, int producer, int64_t deadline)
 {
     if (self->closed) {
@@ -261,7 +264,7 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
                  self->name, self->producer ? "send" : "receive");
         return -1;
     }
-    while (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    while (self->in_use) {
         PY_TIMEOUT_T us = -1;
         if (deadline == NONBLOCK) {
             us = 0;
@@ -271,9 +274,11 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
         }
         PyLockStatus got = PY_LOCK_FAILURE;
         if (us != 0) {
+            self->waiters++;
             Py_BEGIN_ALLOW_THREADS
             got = PyThread_acquire_lock_timed(self->lock, us, 1);
             Py_END_ALLOW_THREADS
+            self->waiters--;
         }
         if (got == PY_LOCK_INTR) {
             if (PyErr_CheckSignals() < 0)
@@ -286,12 +291,10 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
                      self->name);
             return -1;
         }
-        break;
-    }
-    if (self->closed) { /* closed while we waited for the other thread */
-        PyThread_release_lock(self->lock);
-        rg_raise(ipcw_ChannelClosed, self, NULL, "%U is closed", self->name);
-        return -1;
+        if (self->closed) { /* closed while we waited for the other thread */
+            rg_raise(ipcw_ChannelClosed, self, NULL, "%U is closed", self->name);
+            return -1;
+        }
     }
     self->in_use = 1;
     return 0;
@@ -300,7 +303,8 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
 void rg_leave(RingObject *self)
 {
     self->in_use = 0;
-    PyThread_release_lock(self->lock);
+    if (self->waiters > 0)
+        PyThread_release_lock(self->lock); /* a token for one waiter */
     rg_maybe_free(self);
 }
 
@@ -308,6 +312,15 @@ void rg_leave(RingObject *self)
 
 int rg_wait(RingObject *self, uint64_t need, int64_t deadline)
 {
+    /* The peer usually answers within microseconds: look for that with the GIL held, since
+     * releasing and taking it back costs a good part of a round trip. */
+    if (self->w.policy != IPCW_PARK && deadline != NONBLOCK) {
+        int64_t ns = self->w.policy == IPCW_HYBRID && self->w.spin_ns < PRESPIN_NS
+                         ? self->w.spin_ns
+                         : PRESPIN_NS;
+        if (ns > 0 && ipcw_spin_ready(&self->ring, self->producer, need, ns))
+            return IPCW_OK;
+    }
     if (deadline == NONBLOCK) {
         if (ipcw_peer_alive(self->w.alive_fd))
             return IPCW_TIMEOUT;

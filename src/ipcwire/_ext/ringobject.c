@@ -148,6 +148,7 @@ static PyObject *Ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
+    PyThread_acquire_lock(self->lock, WAIT_LOCK); /* held: waiters sleep until handed a token */
     return (PyObject *)self;
 }
 
@@ -397,7 +398,7 @@ static PyObject *Ring_get_broken(RingObject *self, void *c)
 
 static PyGetSetDef Ring_getset[] = {
     {"capacity", (getter)Ring_get_capacity, NULL, "data bytes in the ring", NULL},
-    {"max_record", (getter)Ring_get_max_record, NULL, "largest loan or view (half the ring)",
+    {"max_record", (getter)Ring_get_max_record, NULL, "largest loan (the capacity less 16)",
      NULL},
     {"role", (getter)Ring_get_role, NULL, "'producer' or 'consumer'", NULL},
     {"closed", (getter)Ring_get_closed, NULL, "close() was called", NULL},

@@ -15,8 +15,8 @@
  * mapping as soon as no thread is inside a call and no memoryview of a loan or view is alive;
  * until then they are kept, so no pointer ever dangles.
  *
- * Threads: calls on one end are serialised by a lock (a second sender waits for the first,
- * within its own timeout); close() never takes the lock, so it always wakes a blocked call.
+ * Threads: calls on one end are serialised (a second sender waits for the first, within its
+ * own timeout); close() never waits for them, so it always wakes a blocked call.
  */
 #ifndef IPCWIRE_RINGOBJECT_H
 #define IPCWIRE_RINGOBJECT_H
@@ -38,6 +38,7 @@
 
 #define BIG_COPY (128 * 1024)  /* copies at least this long run without the GIL */
 #define ALIVE_EVERY_NS 5000000 /* senders ask the kernel whether the peer lives, each 5 ms */
+#define PRESPIN_NS 3000        /* spin/hybrid: spin this long before releasing the GIL */
 #define DEFAULT_MAX_MESSAGE (64u * 1024 * 1024)
 
 typedef struct {
@@ -49,7 +50,8 @@ typedef struct {
     Py_buffer mem;
     int has_mem;
     int producer;
-    int in_use;
+    int in_use;  /* a call is running on this end (read and written under the GIL) */
+    int waiters; /* threads waiting for it to finish */
     int closed;
     int send_broken;
     Py_ssize_t exports;

@@ -291,9 +291,9 @@ PyObject *Ring_loan(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     if ((uint64_t)n > limit) {
         rg_leave(self);
         rg_raise_too_large(self, (uint64_t)n, limit,
-                           "%U: a loan of %llu bytes is over the limit of %llu (half the "
-                           "ring); connect with a larger capacity=, or use send(), which "
-                           "splits long messages");
+                           "%U: a loan of %llu bytes is over the limit of %llu (the ring's "
+                           "capacity less 16); connect with a larger capacity=, or use send(), "
+                           "which splits long messages");
         return NULL;
     }
     int st = check_alive(self);

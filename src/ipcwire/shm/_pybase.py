@@ -223,7 +223,7 @@ class RingBase:
             raise self._attach_error("head/tail indices out of range")
         self.capacity = cap
         self._mask = cap - 1
-        self.max_record = cap // 2 - L.RECORD_HEADER
+        self.max_record = cap - L.RECORD_HEADER  # a loan may fill the ring
         self._fragment = cap // 4 - L.RECORD_HEADER
         self._pos: int = tail if self.producer else head
         self._pub: int = self._pos
@@ -339,9 +339,9 @@ class RingBase:
             )
         elif loan:
             text = (
-                f"{self.name}: a loan of {size} bytes is over the limit of {limit} (half the "
-                f"ring); connect with a larger capacity=, or use send(), which splits long "
-                f"messages"
+                f"{self.name}: a loan of {size} bytes is over the limit of {limit} (the ring's "
+                f"capacity less 16); connect with a larger capacity=, or use send(), which "
+                f"splits long messages"
             )
         else:
             text = (

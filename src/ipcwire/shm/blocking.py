@@ -162,11 +162,12 @@ class ShmChannel(Channel):
     def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring (waits for room).
 
-        Fill it, then :meth:`send_loan`. Raw bytes: the codec is not involved. At most half
-        the ring (``capacity[0] // 2 - 16`` bytes).
+        Fill it, then :meth:`send_loan`. Raw bytes: the codec is not involved. At most the
+        ring's capacity less 16 bytes (``capacity[0] - 16``); a loan that large waits until
+        the ring is empty.
 
         Raises:
-            FrameTooLarge: over half the ring, or over the peer's max_frame.
+            FrameTooLarge: over the ring's capacity less 16, or over the peer's max_frame.
             Timeout, ChannelBroken, ChannelClosed: as for send.
         """
         return self._tx.loan(size, timeout)
