@@ -147,6 +147,7 @@ class _Hub:
         self.channels: dict[tuple[str, str], AioDbusChannel] = {}
         self.listener: AioDbusListener | None = None
         self.early: list[Message] = []
+        self.opened = False
         self.users = 0
         self.error: IpcwireError | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -178,6 +179,7 @@ class _Hub:
             self.listener._wake()
 
     def register(self, ch: AioDbusChannel) -> None:
+        self.opened = True
         self.channels[ch.key] = ch
         self.users += 1
         early, self.early = self.early, []
@@ -212,8 +214,8 @@ class _Hub:
             return None
         if is_call(msg, "Deliver") or is_call(msg, "Close"):
             ch = self.channels.get((msg.sender, msg.body[0]))
-            if ch is None and self.client and not self.channels:
-                self.early.append(msg)
+            if ch is None and self.client and not self.opened:
+                self.early.append(msg)  # the channel is being set up: hold it
                 return True
             if ch is None:
                 if msg.member == "Deliver":

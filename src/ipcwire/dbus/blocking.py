@@ -93,12 +93,14 @@ class _Hub:
         self.channels: dict[tuple[str, str], DbusChannel] = {}
         self.listener: DbusListener | None = None
         self.early: list[Message] = []  # a client's messages that beat its channel's setup
+        self.opened = False
         self.users = 0
         conn.add_handler(self.handle)
         conn.on_lost(self.lost)
 
     def register(self, ch: DbusChannel) -> None:
         with self.lock:
+            self.opened = True
             self.channels[ch.key] = ch
             self.users += 1
             early, self.early = self.early, []
@@ -126,8 +128,8 @@ class _Hub:
             key = (msg.sender, msg.body[0])
             with self.lock:
                 ch = self.channels.get(key)
-                if ch is None and self.client and not self.channels:
-                    self.early.append(msg)
+                if ch is None and self.client and not self.opened:
+                    self.early.append(msg)  # the channel is being set up: hold it
                     return
             if ch is None:
                 if msg.member == "Deliver":
