@@ -41,7 +41,9 @@ def test_cheaters_are_caught_and_the_honest_contender_still_measured() -> None:
 
     expected = {
         ("test/truncating-b", "throughput"): "63 bytes (expected 64)",
-        ("test/dropping-b", "throughput"): "expected data message 99",
+        # Which message goes missing depends on where the WARM marker fell (one send in 100
+        # is dropped, markers included), so only the kind of error is fixed.
+        ("test/dropping-b", "throughput"): "a message was dropped",
         ("test/corrupting-b", "throughput"): "CRC-32 mismatch",
         ("test/truncating-a", "round_trip"): "63 bytes (expected 64)",
         ("test/stale-a", "round_trip"): "expected data message 1",
