@@ -113,6 +113,9 @@ try:
         t.start()
         try:
             channels.append(ipcwire.connect("{url}", timeout=10))
+        except ipcwire.ResourceExhausted:
+            listener.close()  # wakes the accepting thread
+            raise
         finally:
             t.join()
         channels.append(box[0])
