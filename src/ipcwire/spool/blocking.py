@@ -10,6 +10,7 @@ explicit ``ack()``/``release()`` instead.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -172,7 +173,11 @@ class SpoolChannel(Channel):
         self._max_frame = wire.max_frame
         self._cfg = cfg
         self._watcher = cfg.watcher(store.new)
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # close() wakes a waiting recv through this descriptor (a pipe where no eventfd)
+        if hasattr(os, "eventfd"):
+            self._wake = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            self._wake, self._wake_w = os.pipe()
         self._recv_lock = threading.Lock()
         self._unacked: list[Claim] = []
         self._claims: set[Claim] = set()  # explicit deliveries not yet finished
@@ -327,7 +332,7 @@ class SpoolChannel(Channel):
         if self._closed:
             return
         self._closed = True
-        os.eventfd_write(self._wake, 1)
+        os.write(self._wake_w, (1).to_bytes(8, sys.byteorder))
         with self._recv_lock:
             for claim in self._unacked:
                 if ack:
@@ -341,6 +346,8 @@ class SpoolChannel(Channel):
             self._watcher.close()
             self._store.close()
             os.close(self._wake)
+            if self._wake_w != self._wake:
+                os.close(self._wake_w)
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
