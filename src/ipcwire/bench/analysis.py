@@ -15,7 +15,7 @@ from ipcwire.bench.machine import describe_machine, explain
 from ipcwire.bench.runner import Measurement, RunOutput, format_size
 from ipcwire.bench.stats import median, ratio, spread
 
-__all__ = ["SCHEMA_VERSION", "build_document", "summarize"]
+__all__ = ["SCHEMA_VERSION", "build_document", "refresh", "summarize"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -118,6 +118,29 @@ def summarize(m: Measurement) -> dict[str, Any]:
     return entry
 
 
+def _rep_metric(entry: dict[str, Any], rep: dict[str, Any]) -> float:
+    if entry["kind"] == "round_trip":
+        return float(rep["latency_us"]["p50"])
+    return float(rep["msgs_per_s"])
+
+
+def paired_ratio(
+    entry: dict[str, Any], reference: dict[str, Any]
+) -> tuple[float, float, float] | None:
+    """Median, min and max over repetitions of (this repetition's value / the reference's in
+    the same repetition). Repetitions are interleaved, so pairing them cancels most of the
+    drift of a shared machine. None when either has no repetitions."""
+    pairs = list(zip(entry["repetitions"], reference["repetitions"], strict=False))
+    ratios = sorted(
+        _rep_metric(entry, a) / _rep_metric(reference, b)
+        for a, b in pairs
+        if _rep_metric(reference, b) > 0
+    )
+    if not ratios:
+        return None
+    return median(ratios), ratios[0], ratios[-1]
+
+
 def metric(entry: dict[str, Any]) -> float | None:
     """The headline number of a result: round-trip p50 (µs) or messages per second."""
     s = entry.get("summary")
@@ -136,8 +159,11 @@ def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, A
         base_id = contenders[r["contender"]]["baseline"]
         if base_id is not None and base_id != r["contender"]:
             base = by_key.get((base_id, r["kind"], r["size"]))
-            if base is not None:
-                r["vs_baseline"] = ratio(value, metric(base))
+            if base is not None and base["status"] == "ok":
+                paired = paired_ratio(r, base)
+                if paired is not None:
+                    r["vs_baseline"], lo, hi = paired
+                    r["vs_baseline_spread"] = [lo, hi]
         peers = [metric(x) for x in results if x["kind"] == r["kind"] and x["size"] == r["size"]]
         values = [v for v in peers if v is not None]
         best = min(values) if r["kind"] == "round_trip" else max(values)
@@ -146,14 +172,11 @@ def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, A
 
 def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any]:
     """The whole report as plain data (see :mod:`ipcwire.bench.schema`)."""
-    from ipcwire.bench.rules import check_rules, check_targets, verdict
-
     machine = describe_machine(out.pinning)
     contenders = {c.id: {**c.describe(), "available": True} for c in out.contenders}
     for cid, reason in out.unavailable.items():
         contenders[cid] = {"id": cid, "available": False, "unavailable_reason": reason}
     results = [summarize(m) for m in out.measurements]
-    _add_ratios(results, contenders)
     notes = list(out.notes)
     notes += [f"{cid}: not measured: {why}" for cid, why in out.unavailable.items()]
     for r in results:
@@ -181,6 +204,19 @@ def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any
         "explanations": explain(machine),
         "floor": out.floor or {"available": False, "reason": "not measured (--no-floor)"},
     }
+    return refresh(doc)
+
+
+def refresh(doc: dict[str, Any]) -> dict[str, Any]:
+    """(Re)compute what is derived from the measurements: ratios, verdict, rules of thumb,
+    targets. ``--load`` calls it, so a saved report is read with the current analysis."""
+    from ipcwire.bench.rules import check_rules, check_targets, verdict
+
+    contenders = {c["id"]: c for c in doc["contenders"]}
+    for r in doc["results"]:
+        r["vs_baseline"] = r["vs_fastest"] = None
+        r.pop("vs_baseline_spread", None)
+    _add_ratios(doc["results"], contenders)
     doc["verdict"] = verdict(doc)
     doc["rules_of_thumb"] = check_rules(doc)
     doc["targets"] = check_targets(doc)

@@ -95,6 +95,8 @@ def _checks(doc: dict[str, Any]) -> str:
             else ("<span class=yes>yes</span>" if t["held"] else "<span class=no>NO</span>")
         )
         ratio = "—" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        if t.get("clear") is False:
+            held += " <span class=dim>(repetitions disagree)</span>"
         out.append(f"<tr><td>{_e(t['target'])}</td><td>{ratio}</td><td>{held}</td></tr>")
     out.append("</table><h2>Rules of thumb, checked here</h2><table>")
     out.append("<tr><th>rule</th><th>measured here</th><th>by</th><th>held</th></tr>")

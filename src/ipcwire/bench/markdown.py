@@ -95,10 +95,17 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if doc["verdict"]:
         out += ["Verdict:", "", *[f"- {line.strip()}" for line in doc["verdict"]], ""]
     if doc["targets"]:
-        out += [_row(["ipcwire target", "ratio", "held"]), _row(["---", "---:", "---"])]
+        out += [
+            _row(["ipcwire target", "ratio", "per repetition", "held"]),
+            _row(["---", "---:", "---:", "---"]),
+        ]
         for t in doc["targets"]:
             held = "not measured" if t["held"] is None else ("yes" if t["held"] else "**NO**")
-            out.append(_row([t["target"], _x(t["ratio"]), held]))
+            if t.get("clear") is False:
+                held += " (repetitions disagree)"
+            spread = t.get("ratio_spread")
+            per_rep = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else ""
+            out.append(_row([t["target"], _x(t["ratio"]), per_rep, held]))
         out.append("")
     out += [_row(["rule of thumb", "measured here", "by", "held", "C floor here"]),
             _row(["---", "---:", "---", "---", "---:"])]  # fmt: skip

@@ -231,18 +231,24 @@ def _floor_table(doc: dict[str, Any]) -> Table | Text:
 
 def _targets_table(doc: dict[str, Any]) -> Table:
     table = Table(
-        title="ipcwire's own targets, checked in this run", title_justify="left",
+        title="ipcwire's own targets, checked in this run (ratio: median over repetitions of "
+        "the ratio within each repetition)",
+        title_justify="left",
         header_style="bold",
     )  # fmt: skip
     table.add_column("target")
     table.add_column("ratio", justify="right")
+    table.add_column("per repetition", justify="right")
     table.add_column("held")
     for t in doc["targets"]:
         if t["held"] is None:
-            table.add_row(t["target"], "—", Text("not measured", style="dim"))
+            table.add_row(t["target"], "—", "", Text("not measured", style="dim"))
             continue
         held = Text("yes", style="green") if t["held"] else Text("NO", style="bold red")
-        table.add_row(t["target"], f"{t['ratio']:.2f}x", held)
+        if t.get("clear") is False:
+            held.append(" (repetitions disagree)", style="dim")
+        lo, hi = t.get("ratio_spread") or (t["ratio"], t["ratio"])
+        table.add_row(t["target"], f"{t['ratio']:.2f}x", f"{lo:.2f}-{hi:.2f}", held)
     return table
 
 

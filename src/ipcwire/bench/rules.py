@@ -149,18 +149,31 @@ def _target(
     limit: float,
     at_most: bool,
 ) -> dict[str, Any]:
-    key = "p50_us" if value is not None and value["kind"] == "round_trip" else "msgs_per_s"
-    measured = None
-    if value is not None and reference is not None:
-        measured = value["summary"][key] / reference["summary"][key]
-    held = None if measured is None else (measured <= limit if at_most else measured >= limit)
-    return {
+    """A target as a paired ratio (median over repetitions of the per-repetition ratio):
+    ``held`` by the median, ``clear`` when every repetition agrees."""
+    from ipcwire.bench.analysis import paired_ratio
+
+    entry: dict[str, Any] = {
         "target": name,
-        "ratio": measured,
+        "ratio": None,
+        "ratio_spread": None,
         "limit": limit,
         "comparison": "at most" if at_most else "at least",
-        "held": held,
+        "held": None,
+        "clear": None,
     }
+    if value is None or reference is None:
+        return entry
+    paired = paired_ratio(value, reference)
+    if paired is None:
+        return entry
+    mid, lo, hi = paired
+
+    def ok(x: float) -> bool:
+        return x <= limit if at_most else x >= limit
+
+    entry.update(ratio=mid, ratio_spread=[lo, hi], held=ok(mid), clear=ok(lo) == ok(hi))
+    return entry
 
 
 def check_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:

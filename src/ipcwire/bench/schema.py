@@ -91,7 +91,8 @@ _RESULT: Final = _obj(
         "summary": {"type": ["object", "null"]},
         "vs_baseline": _NUM_OR_NULL,
         "vs_fastest": _NUM_OR_NULL,
-    }
+    },
+    {"vs_baseline_spread": {"type": "array", "items": _NUM}},
 )
 
 _CONTENDER: Final = _obj(
@@ -172,7 +173,11 @@ _TARGET: Final = _obj(
         "limit": _NUM,
         "comparison": {"enum": ["at most", "at least"]},
         "held": {"type": ["boolean", "null"]},
-    }
+    },
+    {
+        "ratio_spread": {"type": ["array", "null"], "items": _NUM},
+        "clear": {"type": ["boolean", "null"]},
+    },
 )
 
 _FLOOR: Final = _obj(

@@ -241,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
             for line in problems[:10]:
                 print(f"  {line}", file=sys.stderr)
             return 2
+        from ipcwire.bench.analysis import refresh
+
+        refresh(doc)
     else:
         try:
             doc = _measure(config)
