@@ -198,3 +198,19 @@ def test_many_connections_leave_nothing(impl: str, tmp_path: Path) -> None:
         assert int(words[3]) == 0, "the server kept mappings"
         assert int(words[1]) < 12, f"the server holds {words[1]} fds"
         p.finish()
+
+
+def test_channels_dropped_without_close_leak_nothing(tmp_path: Path) -> None:
+    import gc
+
+    import ipcwire
+
+    url = f"shm://{tmp_path}/drop.sock"
+    with ipcwire.listen(url) as listener:
+        for _ in range(20):
+            client = ipcwire.connect(url, timeout=10, capacity="64K")
+            server = listener.accept(timeout=10)
+            client.send(b"x")
+            assert server.recv(timeout=5) == b"x"
+            del client, server
+            gc.collect()

@@ -91,3 +91,14 @@ def test_the_fallback_refuses_weakly_ordered_cpus(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     with pytest.raises(MechanismUnavailable, match="C extension"):
         _pyring.PyRing(bytearray(8192), "consumer", policy="spin")
+
+
+def test_probe_says_shared_memory_works_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    import ipcwire.shm
+
+    assert ipcwire.shm.probe() is None
+    monkeypatch.setattr(ipcwire.shm, "IMPLEMENTATION", "python")
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    assert "C extension" in (ipcwire.shm.probe() or "")

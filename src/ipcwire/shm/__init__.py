@@ -11,17 +11,21 @@ docs/mechanisms/shm.md explains the layout, the wait policies and when not to us
 
 from __future__ import annotations
 
+import os
+import platform
+
 from ipcwire.registry import Capabilities, MechanismSpec
+from ipcwire.shm._pybase import TSO_MACHINES
 from ipcwire.shm._ring import IMPLEMENTATION
 
-__all__ = ["IMPLEMENTATION", "SPEC"]
+__all__ = ["IMPLEMENTATION", "SPEC", "probe"]
 
 SPEC = MechanismSpec(
     scheme="shm",
     title="Shared memory",
     summary=(
         "lock-free rings in a memfd per connection; zero-copy loans and views; "
-        f"spin/park/hybrid waits; {IMPLEMENTATION} ring"
+        "spin/park/hybrid waits"
     ),
     capabilities=Capabilities(
         bidirectional=True,
@@ -39,3 +43,20 @@ SPEC = MechanismSpec(
     docs="docs/mechanisms/shm.md",
     example_url="shm://app",
 )
+
+
+def probe() -> str | None:
+    """Why shared memory cannot work on this machine, or None when it can (for
+    ``ipcwire platforms``). ``IMPLEMENTATION`` says which ring runs."""
+    if not hasattr(os, "memfd_create") or not hasattr(os, "eventfd"):
+        return "needs Linux's memfd_create and eventfd"
+    try:
+        os.close(os.memfd_create("ipcwire-probe", os.MFD_CLOEXEC))
+    except OSError as exc:
+        return f"memfd_create fails here ({exc.strerror}): a seccomp or container policy?"
+    if IMPLEMENTATION == "python" and platform.machine().lower() not in TSO_MACHINES:
+        return (
+            f"the C extension is not built, and the pure-Python ring needs x86 memory "
+            f"ordering (this is {platform.machine()}): reinstall with a C compiler"
+        )
+    return None

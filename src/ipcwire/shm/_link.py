@@ -93,6 +93,13 @@ class Link:
             except BufferError:
                 pass  # a ring or a loaned view still maps it; it is unmapped when they go
 
+    def __del__(self) -> None:
+        # dropped without close(): the peer sees a clean end, and no fd is left open
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - interpreter shutdown, half-built object
+            pass
+
 
 # -- setup frames -----------------------------------------------------------------------------
 

@@ -43,12 +43,12 @@ from ipcwire.shm import _layout as L
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["RingBase", "init_ring", "release"]
+__all__ = ["TSO_MACHINES", "RingBase", "init_ring", "release"]
 
 _REC: Final = struct.Struct("=IIQ")
 _ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
 _SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
-_TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 _fence_lock = threading.Lock()
 _monotonic = time.monotonic
 
@@ -64,7 +64,7 @@ def _align(n: int) -> int:
 
 
 def _check_machine() -> None:
-    if platform.machine().lower() not in _TSO_MACHINES:
+    if platform.machine().lower() not in TSO_MACHINES:
         raise MechanismUnavailable(
             f"the pure-Python shared-memory ring needs x86 memory ordering; this is a "
             f"{platform.machine()} CPU: build the C extension (pip install ipcwire with a C "
