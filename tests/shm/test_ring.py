@@ -336,3 +336,28 @@ def test_concurrent_senders_are_serialised(impl: str) -> None:
     for t in threads:
         t.join()
     assert seen == {0: count, 1: count, 2: count}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
+def test_a_signal_interrupts_a_blocked_wait(impl: str, policy: str) -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    _, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        t0 = time.monotonic()
+        with pytest.raises(Interrupted):
+            rx.recv(timeout=20)
+        assert time.monotonic() - t0 < 5
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    rx.close()

@@ -9,8 +9,9 @@ process can open it by name. It is handed to the peer over the connection's Unix
 The creator (the connecting client, so the client pays for the memory it asks for) makes it
 mode 0600, allocates every page up front (``posix_fallocate``: running out of memory is an
 error now, not a SIGBUS later) and seals its size (F_SEAL_SHRINK/GROW/SEAL), so that neither
-side can shrink it under the other's mapping. The receiver checks the seals and the size
-before mapping, and allocates again (harmless when done) in case the creator skipped it.
+side can shrink it under the other's mapping (which would SIGBUS it). The receiver checks
+the seals and the size before mapping. It does not allocate the pages itself: a client that
+skipped that would otherwise make the server commit memory on its behalf.
 
 Layout: ring 0 (client to server) at offset 0, ring 1 (server to client) at the next page
 boundary after it; each ring is a 512-byte header and its data area (see ``_layout``).
@@ -112,7 +113,6 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
             f"{who} sent a shared-memory segment that is not sealed against shrinking; "
             f"mapping it would let the peer crash this process (SIGBUS), so it was refused"
         )
-    _allocate(fd, size, f"mapping the shared memory of {who}")
     mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     return Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
 
