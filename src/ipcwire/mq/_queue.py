@@ -13,6 +13,7 @@ import os
 import resource
 import select
 import time
+import warnings
 from typing import Final
 
 import posix_ipc
@@ -363,6 +364,14 @@ class MessageQueue:
                 q.close()
             except posix_ipc.Error:
                 pass
+
+    def __del__(self) -> None:
+        # posix_ipc does not close a queue's descriptor when its object is collected: the
+        # queue would hold its memory (charged to RLIMIT_MSGQUEUE) until the process exits.
+        q = getattr(self, "_q", None)
+        if q is not None:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1)
+            self.close()
 
     def __enter__(self) -> MessageQueue:
         return self
