@@ -30,3 +30,16 @@ def test_memcpy_bandwidth() -> None:
     assert native.memcpy_bandwidth(4096, 1000) > 1e8  # bytes per second
     with pytest.raises(ValueError):
         native.memcpy_bandwidth(0, 1)
+
+
+def test_floor_pingpong_on_chosen_cpus() -> None:
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    before = os.sched_getaffinity(0)
+    assert len(native.floor_pingpong("pipe", 50, cpus=(allowed[0], allowed[1]))) == 50
+    assert os.sched_getaffinity(0) == before  # the caller's mask is given back
+    with pytest.raises(ValueError, match="cpus"):
+        native.floor_pingpong("pipe", 10, cpus=(0,))

@@ -2,9 +2,10 @@
  * mechanism achieves here, so `ipcwire bench` can show ipcwire's numbers beside them without
  * a compiler on the user's machine.
  *
- * floor_pingpong(kind, iterations, size=64) -> list[int]: round-trip nanoseconds per
- * iteration between this process and a forked child, pinned to two different CPUs when the
- * affinity mask allows. Each side copies `size` bytes in and out of the shared buffer (or
+ * floor_pingpong(kind, iterations, size=64, cpus=None) -> list[int]: round-trip nanoseconds
+ * per iteration between this process and a forked child, pinned to two different CPUs: `cpus`
+ * (a pair), or the first two of this thread's affinity mask (with only one CPU allowed, both
+ * share it, which measures something else: no cross-core wake-up). Each side copies `size` bytes in and out of the shared buffer (or
  * writes and reads them through the kernel). Kinds:
  *   spin     shared memory, both sides busy-poll a sequence number (the latency floor)
  *   futex    shared memory, both sides sleep in FUTEX_WAIT and wake with FUTEX_WAKE
@@ -273,11 +274,15 @@ static int open_fds(struct pp *p)
 }
 
 /* Runs without the GIL. Returns 0, or -1 with errno (or ECHILD when the child failed). */
-static int run_pingpong(struct pp *p)
+static int run_pingpong(struct pp *p, int want_a, int want_b)
 {
     cpu_set_t old;
     int cpu_a, cpu_b, rc = 0;
     pick_cpus(&old, &cpu_a, &cpu_b);
+    if (want_a >= 0) {
+        cpu_a = want_a;
+        cpu_b = want_b;
+    }
     pid_t pid = fork();
     if (pid < 0)
         return -1;
@@ -317,11 +322,21 @@ static int run_pingpong(struct pp *p)
 PyObject *ipcw_floor_pingpong(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
-    static char *kwlist[] = {"kind", "iterations", "size", NULL};
+    static char *kwlist[] = {"kind", "iterations", "size", "cpus", NULL};
     const char *kind;
     Py_ssize_t iterations, size = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sn|n", kwlist, &kind, &iterations, &size))
+    PyObject *cpus = Py_None;
+    int want_a = -1, want_b = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sn|nO", kwlist, &kind, &iterations, &size,
+                                     &cpus))
         return NULL;
+    if (cpus != Py_None &&
+        (!PyTuple_Check(cpus) || !PyArg_ParseTuple(cpus, "ii", &want_a, &want_b) ||
+         want_a < 0 || want_b < 0 || want_a >= CPU_SETSIZE || want_b >= CPU_SETSIZE)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "cpus must be a pair of CPU numbers, such as (0, 1)");
+        return NULL;
+    }
     static const char *const kinds[] = {"spin", "futex", "eventfd", "unix", "pipe"};
     struct pp p;
     memset(&p, 0, sizeof p);
@@ -360,7 +375,7 @@ PyObject *ipcw_floor_pingpong(PyObject *module, PyObject *args, PyObject *kwargs
     }
     int rc, err;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_pingpong(&p);
+    rc = run_pingpong(&p, want_a, want_b);
     err = errno;
     Py_END_ALLOW_THREADS
     if (rc < 0) {
