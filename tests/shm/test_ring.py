@@ -361,3 +361,25 @@ def test_a_signal_interrupts_a_blocked_wait(impl: str, policy: str) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     rx.close()
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+def test_send_some_makes_progress_without_waiting(prod: str, cons: str) -> None:
+    tx, rx, _ = ring_pair(1 << 12, prod, cons)
+    big = bytes(range(256)) * 20  # 5120 bytes: fragments of 1008 in a 4 KiB ring
+    off = tx.send_some(big)
+    assert 0 < off < len(big)  # as much as fits now
+    assert tx.send_some(big, off) == off  # still full: no progress, and no waiting
+    with pytest.raises(Timeout):
+        rx.recv(timeout=0)  # only part of it is there: kept, and resumed by the next call
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(rx.recv(timeout=10)))
+    t.start()
+    while off != len(big):  # (a busy loop: fine in a test)
+        off = max(tx.send_some(big, off), off)
+    t.join()
+    assert got == [big]
+    assert tx.send_some(b"small") == 5
+    assert rx.recv(timeout=0) == b"small"
+    with pytest.raises(ValueError, match="offset"):
+        tx.send_some(b"small", 2)

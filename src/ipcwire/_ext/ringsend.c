@@ -178,7 +178,8 @@ PyObject *Ring_send_some(RingObject *self, PyObject *const *args, Py_ssize_t nar
     }
     if (get_bytes(self, a[0], &buf) < 0)
         return NULL;
-    if (start < 0 || start > buf.len || (start > 0 && start == buf.len)) {
+    if (start < 0 || start > buf.len || (start > 0 && start == buf.len) ||
+        (start > 0 && (uint64_t)buf.len <= ipcw_fragment(&self->ring))) {
         release_bytes(&buf);
         PyErr_SetString(PyExc_ValueError, "send_some(): offset outside the message");
         return NULL;

@@ -188,7 +188,7 @@ class PyRing(RingBase):
         when nothing could be written at offset 0."""
         with self._bytes_view(data) as mv:
             n = len(mv)
-            if offset < 0 or offset > n or (offset > 0 and offset == n):
+            if offset < 0 or offset > n or (offset > 0 and (offset == n or n <= self._fragment)):
                 raise ValueError("send_some(): offset outside the message")
             self._check_size(n)
             self._producer_ready(0.0)
