@@ -178,7 +178,10 @@ def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any
         contenders[cid] = {"id": cid, "available": False, "unavailable_reason": reason}
     results = [summarize(m) for m in out.measurements]
     notes = list(out.notes)
-    notes += [f"{cid}: not measured: {why}" for cid, why in out.unavailable.items()]
+    by_reason: dict[str, list[str]] = {}
+    for cid, why in out.unavailable.items():
+        by_reason.setdefault(why, []).append(cid)
+    notes += [f"{', '.join(ids)}: not measured: {why}" for why, ids in by_reason.items()]
     for r in results:
         if r["status"] == "failed":
             title = contenders[r["contender"]].get("title", r["contender"])

@@ -146,6 +146,7 @@ class Measurement:
     error: str | None = None
     detail: str = ""
     capped: bool = False  # no more repetitions: its set-up is too slow for the budget
+    unavailable: str | None = None  # the mechanism said it cannot run here (not a failure)
 
     @property
     def label(self) -> str:
@@ -275,7 +276,7 @@ def _rebudget(
     """
     assert config.budget is not None
     warmup, duration = phase
-    live = [m for m in measurements if m.error is None and not m.capped]
+    live = [m for m in measurements if m.error is None and not m.capped and not m.unavailable]
     available = config.budget - spent
     projected = sum(_setup(m) + warmup + duration for m in live) * left
     if done == 1 and projected > available:
@@ -296,8 +297,9 @@ def _rebudget(
             capped.append(f"{titles[cid]} ({setup:.2f} s)")
         if capped:
             notes.append(
-                f"set-up per measurement too slow for the {config.budget:g} s budget of "
-                f"--{config.preset}, so measured once: {', '.join(capped)}"
+                f"time beyond the measured phase (set-up, draining what was queued, closing) "
+                f"too long for the {config.budget:g} s budget of --{config.preset}, so "
+                f"measured once: {', '.join(capped)}"
             )
     live = [m for m in live if not m.capped]
     if not live:
@@ -312,15 +314,25 @@ def _rebudget(
     return fitted
 
 
+def _unavailable_key(c: Contender) -> str:
+    """ipcwire's rows of one mechanism stand or fall together (no session bus: none of the
+    four D-Bus rows can run); other contenders on their own."""
+    return f"mechanism:{c.mechanism}" if c.group == "ipcwire" else c.id
+
+
 def _measure(workers: WorkerPair, m: Measurement, task: Task, timeout: float) -> None:
     """One repetition of one measurement, recorded in ``m`` (its error on failure)."""
     t0 = time.monotonic()
     try:
         a, b = workers.measure(task, timeout)
     except MeasurementFailed as exc:
+        workers.restart()
+        marker = "MechanismUnavailable: "
+        if marker in str(exc):  # missing daemon or platform: a note, like a missing peer
+            m.unavailable = str(exc).split(marker, 1)[1]
+            return
         m.error = str(exc)
         m.detail = exc.detail
-        workers.restart()
         return
     if a["count"] != b["count"]:
         m.error = (
@@ -360,6 +372,7 @@ def run(
     done = 0
     serial = 0
     floors: list[dict[str, Any]] = []
+    unavailable_now: dict[str, str] = {}
     try:
         if progress is not None:
             progress(0, total, "starting the worker processes")
@@ -379,7 +392,9 @@ def run(
                 if progress is not None:
                     progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")
                 done += 1
-                if m.error is not None or m.capped:
+                if m.unavailable is None:
+                    m.unavailable = unavailable_now.get(_unavailable_key(m.contender))
+                if m.error is not None or m.capped or m.unavailable is not None:
                     continue
                 serial += 1
                 runs += 1
@@ -395,6 +410,8 @@ def run(
                     seed=config.seed,
                 )
                 _measure(workers, m, task, _timeout(config, m.size))
+                if m.unavailable is not None:
+                    unavailable_now[_unavailable_key(m.contender)] = m.unavailable
             left = config.repeat - rep - 1
             if config.budget is not None and left and runs:
                 spent = time.monotonic() - started_clock
@@ -406,6 +423,12 @@ def run(
     finally:
         workers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    gone = {c.id for c in chosen if _unavailable_key(c) in unavailable_now}
+    for c in chosen:
+        if c.id in gone:
+            unavailable[c.id] = unavailable_now[_unavailable_key(c)]
+    measurements = [m for m in measurements if m.contender.id not in gone]
+    chosen = [c for c in chosen if c.id not in gone]
     return RunOutput(
         config=config,
         contenders=chosen,
