@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import weakref
 from typing import Any
 
 from ipcwire._core.url import Endpoint
@@ -23,6 +24,19 @@ from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
 from ipcwire.options import ChannelOptions
 
 __all__ = ["AioClipboardChannel", "AioClipboardListener", "connect", "listen"]
+
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tool_lock() -> asyncio.Lock:
+    """One tool run at a time per event loop (see ``blocking.TOOL_LOCK``)."""
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 class AioBackend:
@@ -109,7 +123,7 @@ class AioClipboardChannel(AioChannel):
         self._text = opts.text
         self._interval = opts.poll_interval
         self._closing = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = _tool_lock()
         self._last = first
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 

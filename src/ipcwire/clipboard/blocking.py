@@ -32,6 +32,9 @@ __all__ = ["ClipboardChannel", "ClipboardListener", "ClipboardOptions", "connect
 
 OPTIONS: Final = ("tool", "selection", "display", "text", "poll_interval", "timeout")
 TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
+# One tool run at a time in this process: xclip serves a large selection (an INCR transfer)
+# to one reader at a time, and a second reader meanwhile can wait until the timeout.
+TOOL_LOCK: Final = threading.Lock()
 
 
 class ClipboardOptions:
@@ -162,7 +165,7 @@ class ClipboardChannel(Channel):
         self._text = opts.text
         self._interval = opts.poll_interval
         self._closing = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = TOOL_LOCK
         self._last = backend.paste()  # what was there before: not a message
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
