@@ -100,7 +100,7 @@ FULL = BenchConfig(
 # control messages), measured on a 2-core VM; used only to fit --quick into its budget.
 OVERHEAD_S: Final = 0.06
 MIN_DURATION_S: Final = 0.05
-SLOW_SETUP_S: Final = 0.5
+SLOW_SETUP_S: Final = 0.3
 MIN_WARMUP_S: Final = 0.01
 
 
@@ -271,7 +271,7 @@ def _rebudget(
 ) -> tuple[float, float]:
     """After a repetition: (after the first only) stop repeating the contenders whose set-up
     alone breaks the budget (slowest first; only those whose median set-up is over
-    :data:`SLOW_SETUP_S` and five times the typical one; never a baseline), then refit
+    :data:`SLOW_SETUP_S` and twice the typical one; never a baseline), then refit
     warm-up and duration of the others to what is left. Returns the new (warm-up, duration).
     """
     assert config.budget is not None
@@ -282,7 +282,7 @@ def _rebudget(
     if done == 1 and projected > available:
         setups = _contender_setup(live)
         typical = sorted(setups.values())[len(setups) // 2] if setups else 0.0
-        slow = max(SLOW_SETUP_S, 5 * typical)
+        slow = max(SLOW_SETUP_S, 2 * typical)
         titles = {m.contender.id: m.contender.title for m in live}
         capped: list[str] = []
         for cid, setup in sorted(setups.items(), key=lambda kv: -kv[1]):
