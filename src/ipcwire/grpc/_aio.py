@@ -1,11 +1,6 @@
 """asyncio channels over ``grpc.aio``: one class for both ends of a stream, and the server's
-channel for one unary call.
-
-A reader task moves what arrives into an inbox (so that ``recv(timeout=...)`` never cancels
-a grpc read, which would cancel the whole RPC); it stops reading while the inbox holds more
-than ``HIGH_WATER`` bytes, and gRPC's flow control then slows the sender. ``send`` awaits
-grpcio's write, which waits while the peer is not reading.
-"""
+channel for one unary call. ``send`` awaits grpc's write, which waits while the peer is not
+reading."""
 
 from __future__ import annotations
 
@@ -28,12 +23,21 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._protocol import error_from_status
 from ipcwire.grpc._sync import HIGH_WATER, LOW_WATER, encode
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream"]
 
 
 class AioStream(AioChannel):
-    """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md."""
+    """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md.
+
+    ``recv()`` without a timeout awaits grpc's read directly (the ``async for`` loop of a
+    handler costs what bare grpc.aio costs). A cancelled grpc.aio read cancels the whole RPC,
+    so the first ``recv`` with a timeout starts a reader task instead, which from then on
+    moves what arrives into an inbox (pausing while ``HIGH_WATER`` bytes wait there). The
+    client's ``request(timeout=...)`` reads directly under the deadline: a request that times
+    out closes the channel anyway.
+    """
 
     def __init__(
         self,
@@ -64,48 +68,52 @@ class AioStream(AioChannel):
         self._broken: IpcwireError | None = None
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
+        self._reading = False  # a task is in a direct read
         self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
-    def start(self) -> None:
-        self._reader = self._loop.create_task(self._read_all())
-
-    async def _read_all(self) -> None:
-        end: IpcwireError
-        read = self._read
-        inbox = self._inbox
+    # -- reading --------------------------------------------------------------------------------
+    async def _next(self) -> bytes | None:
+        """One message from grpc, or None when nothing more comes (the end is recorded)."""
+        eof = False
         try:
-            while True:
-                msg = await read()
-                if msg is grpc.aio.EOF:
-                    end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
-                    over = self._client or self.half_close_ends
-                    break
-                inbox.append(msg)
-                self._queued += len(msg)
-                w = self._waiter
-                if w is not None and not w.done():
-                    w.set_result(None)
-                if self._queued > HIGH_WATER and not self._closed:
-                    self._resume = self._loop.create_future()
-                    await self._resume
+            msg = await self._read()
+            if msg is not grpc.aio.EOF:
+                return msg  # type: ignore[no-any-return]
+            end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+            eof = True
         except asyncio.CancelledError:
-            end = ChannelBroken(f"{self.url}: the RPC ended", endpoint=self.url)
-            self.ended(end)
+            # grpc.aio cancels the RPC with the read: nothing more comes either way.
+            self.ended(ChannelBroken(f"{self.url}: the read was cancelled", endpoint=self.url))
             raise
         except grpc.aio.AioRpcError as exc:
             end = error_from_status(exc.code(), exc.details(), self.url, doing="receiving")
             if exc.code() == grpc.StatusCode.CANCELLED and not self._client:
                 end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
             end.__cause__ = exc
-            over = True
         except Exception as exc:  # grpc.aio raises plain errors once the RPC is over
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
-            over = True
-        self.ended(end, rpc_over=over)
+        # A plain client's half-close leaves the server free to answer; anything else ends it.
+        self.ended(end, rpc_over=not eof or self._client or self.half_close_ends)
+        return None
+
+    async def _read_all(self) -> None:
+        inbox = self._inbox
+        while True:
+            msg = await self._next()
+            if msg is None:
+                return
+            inbox.append(msg)
+            self._queued += len(msg)
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+            if self._queued > HIGH_WATER and not self._closed:
+                self._resume = self._loop.create_future()
+                await self._resume
 
     def ended(self, end: IpcwireError, *, rpc_over: bool = True) -> None:
         """Nothing more will arrive: receiving drains, then raises ``end``; if the RPC is
@@ -122,6 +130,13 @@ class AioStream(AioChannel):
             w.set_result(None)
         if not self.read_done.done():
             self.read_done.set_result(None)
+
+    def call_done(self, _: object = None) -> None:
+        """The RPC is over (client side): sending fails; what arrived can still be read."""
+        if self._broken is None:
+            self._broken = ChannelBroken(
+                f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
+            )
 
     # -- sending --------------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -158,6 +173,8 @@ class AioStream(AioChannel):
             if self._broken is None:
                 self._broken = ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url)
             raise self._broken from exc
+        except IpcwireError:
+            raise
         except Exception as exc:  # grpc.aio: ExecuteBatchError and friends after the end
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
@@ -181,24 +198,49 @@ class AioStream(AioChannel):
 
     # -- receiving ------------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
-        if not self._inbox or self._closed:
-            await self._wait(timeout)
-        msg = self._inbox.popleft()
-        n = len(msg)
-        self._queued -= n
-        self._received += 1
-        self._bytes_received += n
-        r = self._resume
-        if r is not None and self._queued <= LOW_WATER and not r.done():
-            r.set_result(None)
-        return msg if self._raw else self._codec.decode(memoryview(msg))
+        if self._inbox and not self._closed:
+            return self._pop(1)[0]
+        if timeout is None and self._reader is None:
+            return self._decode(await self._read_direct())
+        await self._wait(timeout)
+        return self._pop(1)[0]
 
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        if not self._inbox or self._closed:
-            await self._wait(timeout)
+        if self._inbox and not self._closed:
+            return self._pop(max_messages)
+        if timeout is None and self._reader is None:
+            return [self._decode(await self._read_direct())]
+        await self._wait(timeout)
         return self._pop(max_messages)
+
+    async def _read_direct(self) -> bytes:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._end is not None:
+            raise self._end
+        if self._reading:
+            raise LocalProtocolError(
+                f"another task is already receiving on {self.url}; receive from one task",
+                endpoint=self.url,
+            )
+        self._reading = True
+        try:
+            msg = await self._next()
+        finally:
+            self._reading = False
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if msg is None:
+            assert self._end is not None
+            raise self._end
+        self._received += 1
+        self._bytes_received += len(msg)
+        return msg
+
+    def _decode(self, msg: bytes) -> Any:
+        return msg if self._raw else self._codec.decode(memoryview(msg))
 
     def _pop(self, limit: int | None) -> list[Any]:
         inbox = self._inbox
@@ -218,6 +260,13 @@ class AioStream(AioChannel):
         return [decode(memoryview(m)) for m in raw]
 
     async def _wait(self, timeout: float | None) -> None:
+        if self._reader is None and self._end is None:
+            if self._reading:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task",
+                    endpoint=self.url,
+                )
+            self._reader = self._loop.create_task(self._read_all())
         while True:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -227,6 +276,11 @@ class AioStream(AioChannel):
                 raise self._end
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            if self._waiter is not None:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task",
+                    endpoint=self.url,
+                )
             fut = self._waiter = self._loop.create_future()
             try:
                 if timeout is None:
@@ -240,6 +294,25 @@ class AioStream(AioChannel):
                 ) from None
             finally:
                 self._waiter = None
+
+    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send and return the next message (see :meth:`ipcwire.aio.AioChannel.request`);
+        on the client, read directly under the deadline (which cancels the RPC if it passes:
+        the channel is closed then, as always)."""
+        if not self._client or self._reader is not None or self._inbox or self._reading:
+            return await super().request(obj, timeout=timeout)
+        await self.send(obj, timeout=timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                msg = await self._read_direct()
+        except TimeoutError:
+            await self.aclose()
+            raise Timeout(
+                f"no reply from {self.url} within {timeout} s; the channel was closed so that "
+                f"a late reply cannot answer a later request. Raise timeout= if the peer is slow",
+                endpoint=self.url,
+            ) from None
+        return self._decode(msg)
 
     # -- closing --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,12 +1,17 @@
 """Blocking channels over grpcio's synchronous API.
 
-A gRPC bidirectional stream is symmetric enough that one class serves both ends: a thread
-*pumps* what arrives (the response iterator on the client, the request iterator on the
-server) into an inbox, and ``send`` puts messages on a queue that grpcio drains through a
-generator (the request iterator on the client, the response iterator on the server). Both
-directions are bounded: the pump stops reading while the inbox holds more than
-``HIGH_WATER`` bytes (gRPC's flow control then slows the sender), and ``send`` waits while
-more than ``HIGH_WATER`` bytes are queued for grpcio.
+A gRPC bidirectional stream is symmetric enough that one class serves both ends. What arrives
+is an iterator (the response iterator on the client, the request iterator on the server);
+what is sent goes on a queue that grpcio drains through a generator (the request iterator on
+the client, the response iterator on the server), bounded to ``HIGH_WATER`` bytes.
+
+Receiving without a timeout (the ``for msg in ch`` loop of a handler) reads the iterator in
+the caller's thread, as grpcio's own examples do: no extra thread, no hand-over. grpcio's
+iterators cannot be read with a timeout, so the first ``recv`` that has one starts a *pump*
+thread, which from then on moves what arrives into an inbox (and stops reading while
+``HIGH_WATER`` bytes wait there, so gRPC's flow control slows the sender). The client's
+``request(timeout=...)`` also reads in the caller's thread, with a deadline that cancels the
+call when it passes: a request that times out closes the channel anyway.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
+from ipcwire.grpc import _watchdog
 from ipcwire.grpc._protocol import error_from_status
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["HIGH_WATER", "SyncOneShot", "SyncStream", "encode"]
+__all__ = ["HIGH_WATER", "LINGER", "SyncOneShot", "SyncStream", "encode"]
 
 HIGH_WATER: Final = 4 * 1024 * 1024
 LOW_WATER: Final = 1024 * 1024
+LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
 _STOP: Final = object()  # ends the outgoing stream
 
 
@@ -60,7 +68,11 @@ def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
 
 
 class SyncStream(Channel):
-    """One end of an ipcwire gRPC stream (blocking); see docs/mechanisms/grpc.md."""
+    """One end of an ipcwire gRPC stream (blocking); see docs/mechanisms/grpc.md.
+
+    ``incoming`` is what grpcio gives to read; ``on_eof`` (server side, for ipcwire clients)
+    ends the RPC when the client half-closes; ``call`` (client side) is the grpcio call.
+    """
 
     def __init__(
         self,
@@ -70,6 +82,8 @@ class SyncStream(Channel):
         peer: PeerInfo | None,
         *,
         client: bool,
+        incoming: Iterator[bytes] | None = None,
+        on_eof: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self._codec = codec
@@ -77,7 +91,12 @@ class SyncStream(Channel):
         self.send_limit = send_limit
         self._peer = peer
         self._client = client
+        self._incoming = incoming
+        self._on_eof = on_eof
+        self.call: Any = None
         self._cond = threading.Condition(threading.Lock())
+        self._reading = threading.Lock()  # one reader at a time, direct or waiting
+        self._pump: threading.Thread | None = None
         self._inbox: deque[bytes] = deque()
         self._queued = 0
         self._end: IpcwireError | None = None
@@ -85,7 +104,7 @@ class SyncStream(Channel):
         self._closed = False
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unsent = 0
-        self.pumped = threading.Event()
+        self.read_done = threading.Event()
         self.on_close: Callable[[], None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
@@ -104,41 +123,24 @@ class SyncStream(Channel):
                     cond.notify_all()
             yield item
 
-    def pump(self, incoming: Iterable[bytes], on_end: Callable[[], None] | None = None) -> None:
-        """Move what arrives into the inbox until the stream ends (runs in its own thread)."""
-        cond = self._cond
-        end: IpcwireError
-        try:
-            for msg in incoming:
-                with cond:
-                    self._inbox.append(msg)
-                    self._queued += len(msg)
-                    cond.notify_all()
-                    while self._queued > HIGH_WATER and not self._closed:
-                        cond.wait()
-            end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
-            # The client's end of the stream (the server's side of a plain client's
-            # half-close) leaves the server free to answer; anything else ends the RPC.
-            over = self._client or on_end is not None
-        except grpc.RpcError as exc:
-            end = self._rpc_error(exc)
-            over = True
-        except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
-            end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
-            over = True
-        self.ended(end, rpc_over=over)
-        self.pumped.set()
-        if on_end is not None:
-            on_end()
+    def finish(self) -> None:
+        """End the RPC from this side (the server returns OK; the client half-closes)."""
+        self._out.put(_STOP)
 
-    def _rpc_error(self, exc: Any) -> IpcwireError:
-        code = exc.code() if hasattr(exc, "code") else None
-        details = exc.details() if hasattr(exc, "details") else str(exc)
-        err = error_from_status(code, details, self.url, doing="receiving")
-        if getattr(code, "name", "") == "CANCELLED" and not self._client:
-            err = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
-        err.__cause__ = exc
-        return err
+    def call_done(self, _: object = None) -> None:
+        """grpcio says the RPC is over (client side): sending fails at once, waiting senders
+        wake; what already arrived can still be received."""
+        with self._cond:
+            if self._broken is None:
+                self._broken = ChannelBroken(
+                    f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
+                )
+            self._cond.notify_all()
+
+    def rpc_done(self) -> None:
+        """grpcio says the RPC is over (server side): sends fail, the generator returns."""
+        self.ended(ChannelBroken(f"the client of {self.url} went away", endpoint=self.url))
+        self.finish()
 
     def ended(self, end: IpcwireError, *, rpc_over: bool = True) -> None:
         """Nothing more will arrive: receiving drains, then raises ``end``; if the RPC is
@@ -154,14 +156,57 @@ class SyncStream(Channel):
                 )
             self._cond.notify_all()
 
-    def finish(self) -> None:
-        """End the RPC from this side (the server returns OK; the client half-closes)."""
-        self._out.put(_STOP)
+    # -- reading --------------------------------------------------------------------------------
+    def _next(self) -> bytes | None:
+        """One message from grpcio, or None when nothing more will come (the end is then
+        recorded). Only one thread reads at a time (``_reading`` or the pump)."""
+        assert self._incoming is not None
+        eof = False
+        try:
+            return next(self._incoming)
+        except StopIteration:
+            end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+            eof = True
+        except grpc.RpcError as exc:
+            end = self._rpc_error(exc)
+        except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
+            end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
+        # A plain client's half-close leaves the server free to answer; anything else, and an
+        # ipcwire client's close, ends the RPC.
+        self.ended(end, rpc_over=not eof or self._client or self._on_eof is not None)
+        self.read_done.set()
+        if eof and self._on_eof is not None:
+            self._on_eof()
+        return None
 
-    def rpc_done(self) -> None:
-        """grpcio says the RPC is over (server side): sends fail, the generator returns."""
-        self.ended(ChannelBroken(f"the client of {self.url} went away", endpoint=self.url))
-        self.finish()
+    def _rpc_error(self, exc: Any) -> IpcwireError:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        err = error_from_status(code, details, self.url, doing="receiving")
+        if getattr(code, "name", "") == "CANCELLED" and not self._client:
+            err = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+        err.__cause__ = exc
+        return err
+
+    def _run_pump(self) -> None:
+        cond = self._cond
+        while True:
+            msg = self._next()
+            if msg is None:
+                return
+            with cond:
+                self._inbox.append(msg)
+                self._queued += len(msg)
+                cond.notify_all()
+                while self._queued > HIGH_WATER and not self._closed:
+                    cond.wait()
+
+    def _start_pump(self) -> None:  # with ``_reading`` held
+        if self._pump is None and self._end is None:
+            self._pump = threading.Thread(
+                target=self._run_pump, name=f"ipcwire reader {self.url}", daemon=True
+            )
+            self._pump.start()
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -199,37 +244,65 @@ class SyncStream(Channel):
     def _check_send(self) -> None:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._broken is None and self.call is not None and self.call.done():
+            self._broken = ChannelBroken(
+                f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
+            )
         if self._broken is not None:
             raise self._broken
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        return self._take(1, timeout)[0]
+        return self._receive(1, timeout)[0]
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        return self._take(max_messages, timeout)
+        return self._receive(max_messages, timeout)
 
-    def _take(self, limit: int | None, timeout: float | None) -> list[Any]:
-        with self._cond:
-            inbox = self._inbox
-            if not inbox or self._closed:
-                self._wait(timeout)
-            raw: list[bytes] = []
-            while inbox and (limit is None or len(raw) < limit):
-                raw.append(inbox.popleft())
-            n = sum(len(m) for m in raw) if len(raw) > 1 else len(raw[0])
-            self._queued -= n
-            if self._queued <= HIGH_WATER:
-                self._cond.notify_all()
+    def _receive(self, limit: int | None, timeout: float | None) -> list[Any]:
+        with self._reading:
+            with self._cond:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                direct = not self._inbox and self._pump is None and timeout is None
+                if not self._inbox and self._end is not None:
+                    raise self._end
+            if direct:
+                raw = [self._read_direct()]
+            else:
+                self._start_pump()
+                with self._cond:
+                    self._wait(timeout)
+                    raw = self._pop(limit)
         self._received += len(raw)
-        self._bytes_received += n
         if self._raw:
             return raw
         decode = self._codec.decode
         return [decode(memoryview(m)) for m in raw]
 
-    def _wait(self, timeout: float | None) -> None:
+    def _read_direct(self) -> bytes:
+        msg = self._next()
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if msg is None:
+            assert self._end is not None
+            raise self._end
+        self._bytes_received += len(msg)
+        return msg
+
+    def _pop(self, limit: int | None) -> list[bytes]:  # with ``_cond`` held
+        inbox = self._inbox
+        raw = [inbox.popleft()]
+        while inbox and (limit is None or len(raw) < limit):
+            raw.append(inbox.popleft())
+        n = sum(len(m) for m in raw) if len(raw) > 1 else len(raw[0])
+        self._queued -= n
+        self._bytes_received += n
+        if self._queued <= HIGH_WATER:
+            self._cond.notify_all()
+        return raw
+
+    def _wait(self, timeout: float | None) -> None:  # with ``_cond`` held
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closed:
@@ -243,6 +316,51 @@ class SyncStream(Channel):
                 raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
             self._cond.wait(wait)
 
+    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        """Send ``obj`` and return the next message (see :meth:`ipcwire.Channel.request`).
+
+        On the client, while no pump runs, the reply is read in this thread under a deadline
+        that cancels the call if it passes (the channel is then closed, as always).
+        """
+        if not self._client or self._pump is not None or timeout is None or self._inbox:
+            return super().request(obj, timeout=timeout)
+        self.send(obj, timeout=timeout)
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            self.call.cancel()
+
+        with self._reading:
+            if not (self._pump is not None or self._inbox):  # else: a pump started meanwhile
+                token = _watchdog.after(timeout, expire)
+                try:
+                    msg = self._next()
+                finally:
+                    token.cancel()
+                if expired or msg is None:
+                    self.close()
+                    if expired:
+                        raise Timeout(
+                            f"no reply from {self.url} within {timeout} s; the channel was "
+                            f"closed so that a late reply cannot answer a later request. Raise "
+                            f"timeout= if the peer is slow",
+                            endpoint=self.url,
+                        )
+                    assert self._end is not None
+                    raise self._end
+                self._received += 1
+                self._bytes_received += len(msg)
+                return msg if self._raw else self._codec.decode(memoryview(msg))
+        try:
+            return self.recv(timeout=timeout)
+        except Timeout as exc:
+            self.close()
+            raise Timeout(
+                f"no reply from {self.url} within {timeout} s; the channel was closed",
+                endpoint=self.url,
+            ) from exc
+
     def close(self) -> None:
         with self._cond:
             if self._closed:
@@ -250,10 +368,6 @@ class SyncStream(Channel):
             self._closed = True
             self._cond.notify_all()
         self.finish()
-        if self._client:
-            # The server ends the RPC when it sees our half-close; wait for that (bounded),
-            # so that it receives everything sent before close() as a clean end.
-            self.pumped.wait(2.0)
         if self.on_close is not None:
             self.on_close()
 

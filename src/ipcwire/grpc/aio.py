@@ -35,7 +35,7 @@ from ipcwire.grpc._protocol import (
     metadata_dict,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
-from ipcwire.grpc._sync import encode
+from ipcwire.grpc._sync import LINGER, encode
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.grpc.blocking import (
     CONNECT_KW,
@@ -49,6 +49,7 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unkn
 __all__ = ["AioGrpcListener", "AioGrpcUnaryChannel", "connect", "listen"]
 
 _NO_REPLY = object()
+_LINGERING: set[asyncio.Task[None]] = set()
 
 
 class AioGrpcListener(AioListener):
@@ -94,7 +95,6 @@ class AioGrpcListener(AioListener):
         ch.half_close_ends = adm.ipcwire
         if adm.ipcwire:
             ch.read_done.add_done_callback(on_read_done)
-        ch.start()
         self._enqueue(ch)
         try:
             await done
@@ -338,21 +338,45 @@ async def _open_stream(
         read=call.read, write=call.write, client=True,
     )  # fmt: skip
 
+    loop = asyncio.get_running_loop()
+    over: asyncio.Future[None] = loop.create_future()
+
+    def rpc_over(_: object) -> None:
+        ch.call_done()
+        if not over.done():
+            over.set_result(None)
+
+    call.add_done_callback(rpc_over)
+
+    async def linger() -> None:
+        """The server ends the RPC when it reads our half-close; then the grpc channel goes.
+        One that never does is cancelled after LINGER seconds."""
+        try:
+            async with asyncio.timeout(LINGER):
+                await over
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            ch.stop_reader()
+            call.cancel()
+            await gch.close()
+
     async def release() -> None:
         try:
-            async with asyncio.timeout(2.0):
-                await call.done_writing()
-                await asyncio.shield(ch.read_done)  # the server ends the RPC on our EOF
-        except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+        except Exception:  # noqa: S110 - the RPC is already over: nothing to half-close
             pass
-        except Exception:  # noqa: S110 - closing is best effort and bounded
-            pass
-        ch.stop_reader()
-        call.cancel()
-        await gch.close()
+        if ch._reading and not over.done():  # a task is blocked reading: wake it soon
+            try:
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(over)
+            except TimeoutError:
+                call.cancel()
+        task = loop.create_task(linger())
+        _LINGERING.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_LINGERING.discard)
 
     ch.on_close = release
-    ch.start()
     return ch
 
 

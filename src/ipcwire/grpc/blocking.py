@@ -32,6 +32,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
+from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._protocol import (
     CALL,
@@ -44,7 +45,7 @@ from ipcwire.grpc._protocol import (
     proof,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
-from ipcwire.grpc._sync import SyncOneShot, SyncStream, encode
+from ipcwire.grpc._sync import LINGER, SyncOneShot, SyncStream, encode
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
@@ -87,14 +88,13 @@ class GrpcListener(Listener):
             context.abort(*adm.error)
         context.send_initial_metadata(adm.initial)
         peer = self._core.peer(context)
-        ch = SyncStream(self.url, self._core.codec, adm.send_limit, peer, client=False)
+        ch = SyncStream(
+            self.url, self._core.codec, adm.send_limit, peer, client=False,
+            incoming=request_iterator,
+        )  # fmt: skip
+        if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
+            ch._on_eof = ch.finish
         context.add_callback(ch.rpc_done)  # the RPC ended: let the response generator return
-        on_eof = ch.finish if adm.ipcwire else None
-        pump = threading.Thread(
-            target=ch.pump, args=(request_iterator, on_eof), name=f"ipcwire {self.url}"
-        )
-        pump.daemon = True
-        pump.start()
         self.enqueue(ch)
         return ch.outgoing()
 
@@ -328,38 +328,47 @@ def _open_stream(
     box: list[Any] = []
     ready = threading.Event()
 
-    def run() -> None:
+    def wait_headers() -> None:  # grpcio's initial_metadata() has no timeout of its own
         try:
             box.append(call.initial_metadata())
         except Exception as exc:
             box.append(exc)
         ready.set()
-        ch.pump(call)
 
-    threading.Thread(target=run, name=f"ipcwire {url}", daemon=True).start()
+    threading.Thread(target=wait_headers, name=f"ipcwire connect {url}", daemon=True).start()
     if not ready.wait(max(deadline - time.monotonic(), 0.0)):
         call.cancel()
         raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url)
     initial = metadata_dict(box[0]) if not isinstance(box[0], Exception) else {}
-    if MAX_FRAME_KEY not in initial:
-        ch.pumped.wait(max(deadline - time.monotonic(), 0.0))
+    if MAX_FRAME_KEY not in initial:  # refused (or not ipcwire): the status says which
+        ended = threading.Event()
+        call.add_done_callback(lambda _: ended.set())
+        if ended.wait(max(deadline - time.monotonic(), 0.5)) and call.code() != grpc.StatusCode.OK:
+            raise error_from_status(call.code(), call.details(), url, doing="connecting")
         call.cancel()
-        err = ch._end
-        if err is None or isinstance(err, EndOfChannel):
-            err = RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
-        cause: Any = err.__cause__
-        if cause is not None and hasattr(cause, "code"):
-            err = error_from_status(cause.code(), cause.details(), url, doing="connecting")
-        raise err
+        raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
     try:
         ch.send_limit = check_welcome(initial, options, url, nonce)
     except IpcwireError:
         call.cancel()
         raise
+    ch._incoming = call
+    ch.call = call
+    call.add_done_callback(ch.call_done)
 
     def release() -> None:
-        call.cancel()
-        gch.close()
+        """After close(): the server ends the RPC when it reads our half-close; then the
+        grpc channel goes. A server that never does is cancelled after LINGER seconds."""
+        if call.done():
+            gch.close()
+            return
+        if ch._reading.locked():  # a thread is blocked reading: wake it soon, either way
+            ended = threading.Event()
+            call.add_done_callback(lambda _: ended.set())
+            if not ended.wait(1.0):
+                call.cancel()
+        call.add_done_callback(lambda _: _watchdog.after(0, gch.close))
+        _watchdog.after(LINGER, call.cancel)
 
     ch.on_close = release
     return ch
