@@ -61,6 +61,7 @@ class Capabilities:
     zero_copy: bool = False
     multi_client: bool = True  # one listener serves several channels at once
     peer_credentials: bool = False  # PeerInfo carries pid/uid/gid from the kernel
+    end_of_channel: bool = True  # a peer's close ends the channel (False: a shared queue)
     wait_policies: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ("linux", "darwin", "freebsd")
 

@@ -18,7 +18,7 @@ from ipcwire.channel import Channel
 from ipcwire.clipboard import SPEC, probe
 from ipcwire.clipboard.blocking import ClipboardChannel
 from ipcwire.errors import ConfigurationError, MechanismUnavailable, Timeout
-from ipcwire.testing import _aio, _blocking
+from ipcwire.testing import acheck_channel, check_channel
 
 FAST: dict[str, Any] = {"poll_interval": 0.02}
 
@@ -47,28 +47,11 @@ CODECS = ("bytes", "json", "msgpack")  # pickle needs a token; the clipboard can
 
 
 def test_conformance(x_display: str) -> None:
-    """The suite's checks that an unreliable one-slot mechanism can pass (its statistics
-    check sends five messages before reading any: on a clipboard only the last survives;
-    counted here in test_statistics instead)."""
-    caps = SPEC.capabilities
-    _blocking._codecs(make_pair, caps, CODECS)
-    _blocking._empty_and_max(make_pair, caps)
-    _blocking._timeouts(make_pair, caps)
-    _blocking._close_semantics(make_pair, caps)
-    _blocking._close_wakes_receiver(make_pair)
+    check_channel(make_pair, SPEC.capabilities, codecs=CODECS)
 
 
 def test_asyncio_conformance(x_display: str) -> None:
-    caps = SPEC.capabilities
-
-    async def run() -> None:
-        await _aio._codecs(amake_pair, caps, CODECS)
-        await _aio._empty_and_max(amake_pair, caps)
-        await _aio._timeouts(amake_pair)
-        await _aio._close_semantics(amake_pair, caps)
-        await _aio._close_wakes_receiver(amake_pair)
-
-    asyncio.run(run())
+    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities, codecs=CODECS))
 
 
 def test_statistics(x_display: str) -> None:

@@ -1,10 +1,5 @@
-"""The public conformance suite against the file spool.
-
-A spool has no peer: a producer that closes does not end the queue for its consumers, so
-"recv after the peer closed raises EndOfChannel" cannot hold. Until the suite skips that by a
-capability, the checks run here one by one, all but that one (``_close_semantics``); the
-spool's own close semantics are tested in test_spool.py.
-"""
+"""The public conformance suite against the file spool (a shared queue: the suite skips
+"a peer's close ends the channel" by the end_of_channel capability)."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from ipcwire import aio
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.spool import SPEC
-from ipcwire.testing import _aio, _blocking
+from ipcwire.testing import acheck_channel, check_channel
 
 _n = itertools.count()
 
@@ -50,23 +45,8 @@ def amake_pair(spool_dir: Path) -> Any:
 
 
 def test_blocking_conformance(make_pair: Any) -> None:
-    caps = SPEC.capabilities
-    _blocking._codecs(make_pair, caps, ("bytes", "json", "msgpack", "pickle"))
-    _blocking._ordering(make_pair, caps)
-    _blocking._empty_and_max(make_pair, caps)
-    _blocking._timeouts(make_pair, caps)
-    _blocking._close_wakes_receiver(make_pair)
-    _blocking._statistics(make_pair, caps)
+    check_channel(make_pair, SPEC.capabilities)
 
 
 def test_asyncio_conformance(amake_pair: Any) -> None:
-    caps = SPEC.capabilities
-
-    async def run() -> None:
-        await _aio._codecs(amake_pair, caps, ("bytes", "json", "msgpack", "pickle"))
-        await _aio._ordering(amake_pair)
-        await _aio._empty_and_max(amake_pair, caps)
-        await _aio._timeouts(amake_pair)
-        await _aio._close_wakes_receiver(amake_pair)
-
-    asyncio.run(run())
+    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities))

@@ -27,6 +27,7 @@ SPEC = MechanismSpec(
         ordered=True,  # FIFO per producer (with one consumer; several share the work)
         message_boundaries=True,
         durable=True,
+        end_of_channel=False,  # a producer closing does not end the queue for consumers
         multi_client=False,  # no connections: every process opens the same directory
         platforms=("linux", "darwin", "freebsd"),
     ),

@@ -11,7 +11,7 @@ __all__ = ["SAMPLES", "TOKEN", "ConformanceError", "expect", "max_size_for", "pa
 TOKEN: Final = "ipcwire-conformance-token"  # noqa: S105 - a test token, not a secret
 
 SAMPLES: Final[dict[str, list[Any]]] = {
-    "bytes": [b"hello", b"\x00\xff\n\r" * 7, bytes(range(256)), b"x" * 70_000],
+    "bytes": [b"hello", b"\x00\xff\n\r" * 7, bytes(range(256)), b"x" * 60_000],
     "json": [
         {"op": "ping", "id": 1},
         ["unicode \u00e9\u4e2d\U0001f600", 1.5, None, True, -(2**53)],

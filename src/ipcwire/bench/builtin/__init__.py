@@ -31,6 +31,8 @@ CONTENDER_MODULES: Final[tuple[str, ...]] = (
     "ipcwire.http._bench",  # raw/http, raw/http/asyncio: aiohttp + httpx without ipcwire
     "ipcwire.grpc._bench",  # raw/grpc, raw/grpc/asyncio: grpcio without ipcwire
     "ipcwire.ws._bench",  # raw/ws, raw/ws+unix (blocking, asyncio): websockets without ipcwire
+    "ipcwire.mq._bench",  # raw/mq, raw/mq/asyncio: posix_ipc used directly
+    "ipcwire.spool._bench",  # raw/spool: plain files, write + fsync + rename
 )
 
 BASELINES: Final = (
