@@ -335,3 +335,28 @@ def error_from_response(
     if status >= 500:
         return ChannelBroken(said, endpoint=endpoint)
     return RemoteProtocolError(said, endpoint=endpoint)
+
+
+def method_not_allowed(method: str, allowed: str) -> Problem:
+    """The 405 answer (with the methods that are allowed)."""
+    return Problem(405, "method", f"{method} is not allowed here; use {allowed}", allow=allowed)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body.
+
+    Raises:
+        ValueError: not JSON, or not an object.
+    """
+    try:
+        obj = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    return obj
+
+
+def json_bytes(obj: dict[str, Any]) -> bytes:
+    """``obj`` as JSON."""
+    return msgspec.json.encode(obj)

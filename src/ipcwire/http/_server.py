@@ -14,16 +14,14 @@ import math
 import secrets
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
 from ipcwire._core.codecs import BytesCodec
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, ConfigurationError, EndOfChannel, IpcwireError
-from ipcwire.http._address import HttpAddress, peer_of, uid_check
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
@@ -36,7 +34,10 @@ from ipcwire.http._protocol import (
     Problem,
     check_bearer,
     content_type_for,
+    json_bytes,
+    json_object,
     media_type_matches,
+    method_not_allowed,
     pack_batch,
     proof,
     unpack_batch,
@@ -44,7 +45,7 @@ from ipcwire.http._protocol import (
 from ipcwire.http._session import Session
 from ipcwire.options import ChannelOptions
 
-__all__ = ["HttpServer", "make_server"]
+__all__ = ["HttpServer"]
 
 log = logging.getLogger("ipcwire")
 
@@ -188,29 +189,29 @@ class HttpServer:
                     return await self._call(request, sid)
                 if method == "DELETE":
                     return self._close(sid)
-                raise _method(method, "POST, DELETE")
+                raise method_not_allowed(method, "POST, DELETE")
             if sub == "messages":
                 if method == "POST":
                     return await self._send(request, sid)
                 if method == "GET":
                     return await self._poll(request, sid)
-                raise _method(method, "GET, POST")
+                raise method_not_allowed(method, "GET, POST")
             if sub == "stream":
                 if method == "GET":
                     return await self._stream(request, sid)
-                raise _method(method, "GET")
+                raise method_not_allowed(method, "GET")
         elif rest in ("", "/"):
             if method == "POST":
                 return await self._oneshot(request)
-            raise _method(method, "POST")
+            raise method_not_allowed(method, "POST")
         elif rest == "/openapi.json":
             if method in ("GET", "HEAD"):
                 return web.Response(body=self._openapi, content_type="application/json")
-            raise _method(method, "GET")
+            raise method_not_allowed(method, "GET")
         elif rest == _CHANNELS:
             if method == "POST":
                 return await self._open(request)
-            raise _method(method, "POST")
+            raise method_not_allowed(method, "POST")
         raise Problem(404, "not_found", f"nothing at {path}; see {prefix}/openapi.json")
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -302,7 +303,7 @@ class HttpServer:
     async def _open(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await self._body(request, 64 * 1024)
         try:
-            hello = _json_object(body)
+            hello = json_object(body)
         except ValueError as exc:
             raise Problem(
                 400, "malformed", f"the open request is not a JSON object: {exc}"
@@ -347,7 +348,7 @@ class HttpServer:
         self._on_channel(ch)
         return web.Response(
             status=201,
-            body=_json_bytes(reply),
+            body=json_bytes(reply),
             content_type=OPEN_TYPE,
             headers={"Location": f"{self.prefix}{_CHANNELS}/{sid}"},
         )
@@ -488,52 +489,3 @@ class HttpServer:
         raise Problem(
             504, "timeout", f"the server application sent no reply within {wait} s ({why})"
         )
-
-
-def _method(method: str, allowed: str) -> Problem:
-    return Problem(405, "method", f"{method} is not allowed here; use {allowed}", allow=allowed)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        obj = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ValueError(str(exc)) from None
-    if not isinstance(obj, dict):
-        raise ValueError("not an object")
-    return obj
-
-
-def _json_bytes(obj: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(obj)
-
-
-def make_server(
-    addr: HttpAddress,
-    url: str,
-    options: ChannelOptions,
-    new_channel: Callable[[Session], Any],
-    enqueue: Callable[[Any], None],
-    *,
-    reply_timeout: float,
-    session_timeout: float,
-    max_channels: int,
-    allow_uids: Iterable[int] | None,
-) -> HttpServer:
-    """The server core, configured (shared by both listeners)."""
-    if addr.unix is None and allow_uids is not None:
-        raise ConfigurationError(
-            f"allow_uids= needs http+unix:// ({url} is TCP, which has no peer credentials)"
-        )
-    return HttpServer(
-        url=url,
-        prefix=addr.prefix,
-        options=options,
-        new_channel=new_channel,
-        on_channel=enqueue,
-        reply_timeout=reply_timeout,
-        session_timeout=session_timeout,
-        max_channels=max_channels,
-        peer=peer_of(addr),
-        authorize=uid_check(url, allow_uids),
-    )

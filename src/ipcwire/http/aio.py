@@ -26,8 +26,9 @@ from ipcwire.errors import (
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
+from ipcwire.http._listen import make_server
 from ipcwire.http._protocol import StreamReader
-from ipcwire.http._server import HttpServer, make_server
+from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.http.blocking import (
     _CONNECT_KW,

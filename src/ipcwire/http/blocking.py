@@ -21,12 +21,19 @@ import httpx
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    IpcwireError,
+    Timeout,
+)
 from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
+from ipcwire.http._listen import make_server
 from ipcwire.http._protocol import HEARTBEAT, StreamReader
-from ipcwire.http._server import HttpServer, make_server
+from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
