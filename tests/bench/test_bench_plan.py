@@ -185,3 +185,32 @@ def _minimal_document() -> dict[str, Any]:
         "rules_of_thumb": [],
         "targets": [],
     }
+
+
+def test_compared_measurements_run_back_to_back() -> None:
+    import random
+
+    from ipcwire.bench.runner import interleave
+
+    _, _, measurements = plan(BenchConfig(mechanisms=("unix", "tcp"), peers=True), [])
+    order = interleave(measurements, random.Random(7))
+    assert sorted(id(m) for m in order) == sorted(id(m) for m in measurements)
+    # Each (root baseline, kind, size) block is contiguous: once left, never seen again.
+    by_id = {m.contender.id: m.contender for m in measurements}
+
+    def root(cid: str) -> str:
+        c = by_id[cid]
+        while c.baseline is not None and c.baseline in by_id:
+            c = by_id[c.baseline]
+        return c.id
+
+    keys = [(root(m.contender.id), m.kind, m.size) for m in order]
+    finished: set[tuple[str, str, int]] = set()
+    for previous, current in zip(keys, keys[1:], strict=False):
+        if current != previous:
+            finished.add(previous)
+            assert current not in finished
+    assert ("raw/unix", "throughput", 64) in keys
+    blocking = keys.index(("raw/unix", "throughput", 64))
+    ids = [m.contender.id for m in order[blocking : blocking + keys.count(keys[blocking])]]
+    assert {"raw/unix", "ipcwire/unix/blocking", "ipcwire/unix/asyncio", "peer/zmq-ipc"} <= set(ids)

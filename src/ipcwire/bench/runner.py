@@ -3,8 +3,10 @@
 The plan is every (contender, kind, size) the configuration selects. Repetitions are
 interleaved: repetition 1 of every measurement, then repetition 2 of every measurement (in a
 different, seeded order), and so on, so a slow minute on a shared machine spreads over all
-contenders instead of sinking one. A measurement that fails once (verification, timeout,
-crash) is reported as failed and not repeated.
+contenders instead of sinking one. Within a repetition, the measurements that are compared
+with each other (a contender and its baseline, same kind and size) run back to back. A
+measurement that fails once (verification, timeout, crash) is reported as failed and not
+repeated.
 """
 
 from __future__ import annotations
@@ -314,6 +316,34 @@ def _rebudget(
     return fitted
 
 
+def _root(c: Contender, by_id: dict[str, Contender]) -> str:
+    """The raw baseline at the end of a contender's chain of baselines (itself if none)."""
+    seen = {c.id}
+    while c.baseline is not None and c.baseline in by_id and c.baseline not in seen:
+        c = by_id[c.baseline]
+        seen.add(c.id)
+    return c.id
+
+
+def interleave(measurements: list[Measurement], rng: random.Random) -> list[Measurement]:
+    """One repetition's order: measurements that are compared with each other (same kind and
+    size, same raw baseline at the root) run back to back, in a random order, and the blocks
+    themselves in a random order. A ratio then compares numbers taken seconds apart, whatever
+    the rest of the machine did in the other minutes of the run."""
+    by_id = {m.contender.id: m.contender for m in measurements}
+    blocks: dict[tuple[str, str, int], list[Measurement]] = {}
+    for m in measurements:
+        blocks.setdefault((_root(m.contender, by_id), m.kind, m.size), []).append(m)
+    keys = sorted(blocks)
+    rng.shuffle(keys)
+    order: list[Measurement] = []
+    for key in keys:
+        block = list(blocks[key])
+        rng.shuffle(block)
+        order.extend(block)
+    return order
+
+
 def _unavailable_key(c: Contender) -> str:
     """ipcwire's rows of one mechanism stand or fall together (no session bus: none of the
     four D-Bus rows can run); other contenders on their own."""
@@ -386,9 +416,7 @@ def run(
                     progress(done, total, label)
                 floors.append(measure_floor(config.throughput_sizes, scale=0.5))
             runs = 0
-            order = list(measurements)
-            random.Random(config.seed + rep).shuffle(order)
-            for m in order:
+            for m in interleave(measurements, random.Random(config.seed + rep)):
                 if progress is not None:
                     progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")
                 done += 1

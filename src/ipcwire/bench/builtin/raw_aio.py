@@ -219,6 +219,7 @@ def _pair(scheme: str, title: str, a: Any, b: Any) -> tuple[Contender, Contender
         api="asyncio",
         side_a=a,
         side_b=b,
+        baseline=f"raw/{scheme}",  # so "vs raw" shows what asyncio itself costs here
         note=note + ("; asyncio sets TCP_NODELAY" if scheme == "tcp" else ""),
     )
     batched = Contender(
