@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
@@ -206,7 +207,7 @@ def test_compared_measurements_run_back_to_back() -> None:
 
     keys = [(root(m.contender.id), m.kind, m.size) for m in order]
     finished: set[tuple[str, str, int]] = set()
-    for previous, current in zip(keys, keys[1:], strict=False):
+    for previous, current in itertools.pairwise(keys):
         if current != previous:
             finished.add(previous)
             assert current not in finished
