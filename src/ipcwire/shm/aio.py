@@ -14,32 +14,28 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
-from ipcwire._oserror import translate
-from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
-    ConnectionRefused,
     IpcwireError,
     RemoteProtocolError,
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.shm._link import ClientSetup, FrameReader, Link, refusal, server_setup
+from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
+from ipcwire.shm._link import ClientSetup, Link, refusal, server_setup
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.shm.blocking import DEFAULT_CONNECT_TIMEOUT, client_hs, server_hs
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
-    explain_connect_error,
     make_authorizer,
     peer_info,
 )
@@ -274,108 +270,6 @@ class AioShmChannel(AioChannel):
         )
 
 
-# -- socket I/O for the setup -----------------------------------------------------------------
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
-    """Until the socket is readable (or writable)."""
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-    if write:
-        loop.add_writer(fd, _settle, fut)
-    else:
-        loop.add_reader(fd, _settle, fut)
-    try:
-        await fut
-    finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
-
-
-async def _recv_frame(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, maxfds: int
-) -> tuple[bytes, list[int]]:
-    reader = FrameReader(maxfds)
-    try:
-        while want := reader.want():
-            try:
-                data, anc, flags, _ = sock.recvmsg(
-                    want, reader.ancillary, socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT
-                )
-            except BlockingIOError:
-                await _ready(loop, sock, write=False)
-                continue
-            reader.feed(data, anc, flags)
-        return reader.take()
-    finally:
-        reader.discard()
-
-
-async def _send_fds(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes, fds: list[int]
-) -> None:
-    while True:
-        try:
-            sent = socket.send_fds(sock, [data], fds, socket.MSG_DONTWAIT)
-            break
-        except BlockingIOError:
-            await _ready(loop, sock, write=True)
-    if sent < len(data):
-        await loop.sock_sendall(sock, data[sent:])
-
-
-def _translate(exc: BaseException, url: str, options: ChannelOptions) -> None:
-    if isinstance(exc, IpcwireError):
-        return
-    if isinstance(exc, TimeoutError):
-        raise Timeout(
-            f"{url} did not complete the handshake within {options.handshake_timeout} s"
-            + ("; does the server use a token too?" if options.token else ""),
-            endpoint=url,
-        ) from exc
-    if isinstance(exc, OSError):
-        raise translate(exc, url, "connecting to") from exc
-
-
-# -- connecting -------------------------------------------------------------------------------
-
-
-async def _open(path: str, url: str, limit: float, reconnect: float | None) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    retry_until = time.monotonic() + reconnect if reconnect else None
-    delays = backoff_delays()
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(limit):
-                await loop.sock_connect(sock, path)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if isinstance(exc, TimeoutError):
-                raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
-            err = explain_connect_error(exc, UnixAddress(path, None), url) or translate(
-                exc, url, "connecting to"
-            )
-            if isinstance(err, ConnectionRefused) and retry_until is not None:
-                now = time.monotonic()
-                if now < retry_until:
-                    await asyncio.sleep(min(next(delays), retry_until - now))
-                    continue
-                raise ConnectionRefused(
-                    f"{err} (kept trying for {reconnect} s)", endpoint=url
-                ) from exc
-            raise err from exc
-
-
 async def connect(
     endpoint: Endpoint,
     options: ChannelOptions,
@@ -391,7 +285,7 @@ async def connect(
     path = socket_path(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     loop = asyncio.get_running_loop()
-    sock = await _open(path, url, limit, reconnect)
+    sock = await open_socket(path, url, limit, reconnect)
     setup: ClientSetup | None = None
     try:
         async with asyncio.timeout(min(limit, options.handshake_timeout)):
@@ -399,7 +293,7 @@ async def connect(
             hs = client_hs(options)
             await loop.sock_sendall(sock, hs.hello())
             while True:
-                body, _ = await _recv_frame(loop, sock, 0)
+                body, _ = await recv_frame(loop, sock, 0)
                 step = hs.receive(body)
                 if step.send:
                     await loop.sock_sendall(sock, step.send)
@@ -412,15 +306,15 @@ async def connect(
                 **shm.ring_kw,
             )
             data, fds = setup.hello()
-            await _send_fds(loop, sock, data, fds)
+            await send_fds(loop, sock, data, fds)
             setup.sent()
-            body, peer_fds = await _recv_frame(loop, sock, 2)
+            body, peer_fds = await recv_frame(loop, sock, 2)
             link = setup.finish(body, peer_fds, sock)
     except BaseException as exc:
         if setup is not None:
             setup.abort()
         sock.close()
-        _translate(exc, url, options)
+        translate_setup_error(exc, url, options)
         raise
     wire = options.wire()
     wire.send_limit = hs.peer_max_frame
@@ -501,7 +395,7 @@ class AioShmListener(AioListener):
                     await loop.sock_sendall(conn, hs.reject(refused, "permission").send)
                     raise refused
                 while True:
-                    body, _ = await _recv_frame(loop, conn, 0)
+                    body, _ = await recv_frame(loop, conn, 0)
                     step = hs.receive(body)
                     if step.send:
                         await loop.sock_sendall(conn, step.send)
@@ -509,7 +403,7 @@ class AioShmListener(AioListener):
                         raise step.error
                     if step.done:
                         break
-                body, fds = await _recv_frame(loop, conn, 3)
+                body, fds = await recv_frame(loop, conn, 3)
                 try:
                     link, answer, mine = server_setup(
                         body,
@@ -523,7 +417,7 @@ class AioShmListener(AioListener):
                     await loop.sock_sendall(conn, refusal(exc))
                     raise
                 try:
-                    await _send_fds(loop, conn, answer, mine)
+                    await send_fds(loop, conn, answer, mine)
                 except BaseException:
                     link.close()
                     raise
