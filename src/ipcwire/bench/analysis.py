@@ -173,6 +173,9 @@ def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, A
 def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any]:
     """The whole report as plain data (see :mod:`ipcwire.bench.schema`)."""
     machine = describe_machine(out.pinning)
+    machine["load_average_after"] = machine["load_average"]
+    if out.load_before is not None:
+        machine["load_average"] = out.load_before  # what the machine was doing before
     contenders = {c.id: {**c.describe(), "available": True} for c in out.contenders}
     for cid, reason in out.unavailable.items():
         contenders[cid] = {"id": cid, "available": False, "unavailable_reason": reason}

@@ -208,10 +208,17 @@ def explain(machine: dict[str, Any]) -> list[str]:
     else:
         out.append("The processes were not pinned; the scheduler placed them.")
     load = machine.get("load_average")
+    after = machine.get("load_average_after")
     cpus = machine.get("logical_cpus") or 1
     if load and load[0] > 0.5 * cpus:
         out.append(
             f"The machine was busy before the run (load average {load[0]:.2f} on {cpus} "
             f"CPUs): expect wider spreads."
+        )
+    if after and after[0] > cpus + 1:
+        out.append(
+            f"Other work ran during the run (load average {after[0]:.2f} at the end, on "
+            f"{cpus} CPUs; the bench itself accounts for about 2): the spreads show how much "
+            f"it mattered."
         )
     return out

@@ -79,7 +79,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{m.get('kernel')}, virtualisation: {virt}, cpuidle: {idle.get('driver')} "
         f"(guest_halt_poll_ns={poll}), {m.get('python')}, pinning: {pin.get('mode')} "
         f"{pin.get('cpus') or ''}, load average before the run: "
-        f"{', '.join(f'{v:.2f}' for v in m.get('load_average') or [])}",
+        f"{', '.join(f'{v:.2f}' for v in m.get('load_average') or [])}, after: "
+        f"{', '.join(f'{v:.2f}' for v in m.get('load_average_after') or [])}",
         "",
         *_main(doc),
         "",

@@ -169,6 +169,7 @@ class RunOutput:
     started: float
     finished: float
     floor: dict[str, Any] | None = None
+    load_before: list[float] | None = None  # load average when the run started
 
 
 def format_size(size: int) -> str:
@@ -389,6 +390,7 @@ def run(
     """
     started = time.time()
     started_clock = time.monotonic()
+    load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     notes: list[str] = []
     chosen, unavailable, measurements = plan(config, notes, extra)
     config, note = fit_budget(config, len(measurements))
@@ -467,4 +469,5 @@ def run(
         started=started,
         finished=time.time(),
         floor=combine_floors(floors) if floors else None,
+        load_before=load_before,
     )

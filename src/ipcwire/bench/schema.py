@@ -132,7 +132,7 @@ _MACHINE: Final = _obj(
         "dev_shm_bytes": {"type": ["integer", "null"]},
         "load_average": {"type": ["array", "null"], "items": _NUM},
     },
-    {"smt_active": _STR_OR_NULL},
+    {"smt_active": _STR_OR_NULL, "load_average_after": {"type": ["array", "null"]}},
 )
 
 _CONFIG: Final = _obj(
