@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 import ipcwire
-from ipcwire.dbus.blocking import subscribe
+from ipcwire.dbus.blocking import DbusListener, subscribe
 
 daemon = None
 if not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
@@ -52,6 +52,7 @@ try:
             print("request from pid", ch.peer.pid, "uid", ch.peer.uid, ":", ch.recv(timeout=5))
             ch.send({"pong": True})
             client.wait(10)
+        assert isinstance(service, DbusListener)  # publish() is D-Bus's own
         service.publish({"state": "idle"}, topic="status")  # a D-Bus signal
         print("subscriber got:", events.recv_event(timeout=5))
 finally:

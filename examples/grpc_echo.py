@@ -7,9 +7,9 @@ import secrets
 import threading
 import time
 
+import grpc
 import msgspec
 
-import grpc  # type: ignore[import-untyped]
 import ipcwire
 
 # In real use both sides read the same secret, e.g. from a 0600 file or the environment.

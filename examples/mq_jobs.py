@@ -10,10 +10,11 @@ import subprocess
 import sys
 
 import ipcwire
-from ipcwire.mq.blocking import MessageQueue
+from ipcwire.mq.blocking import MessageQueue, MqChannel
 
 if len(sys.argv) > 1:  # the client process
     with ipcwire.connect(sys.argv[1], codec="json", timeout=5) as ch:
+        assert isinstance(ch, MqChannel)  # for the type checker: priorities are mq's own
         ch.send({"job": "resize", "n": 1})
         ch.send({"job": "fix the outage", "n": 2}, priority=9)  # overtakes if still queued
         ch.send({"job": "archive", "n": 3, "blob": "x" * 100_000})  # > 8 KiB: sent in pieces
@@ -26,6 +27,7 @@ with ipcwire.listen(url, codec="json") as server:  # the queue /ipcwire-example-
     client = subprocess.Popen([sys.executable, __file__, url])
     with server.accept(timeout=10) as ch:
         assert ch.peer is not None
+        assert isinstance(ch, MqChannel)
         print("client pid:", ch.peer.pid == client.pid)
         for _ in range(3):
             job, priority = ch.recv_with_priority(timeout=5)

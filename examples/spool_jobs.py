@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 import ipcwire
+from ipcwire.spool.blocking import SpoolChannel
 
 workdir = tempfile.mkdtemp()
 url = f"spool://{workdir}/jobs"
@@ -43,7 +44,8 @@ print("worker killed with SIGKILL")
 
 # Another worker gets every job, including the one the dead worker held.
 with ipcwire.connect(url, codec="json", reap_interval=0.1) as ch:
-    jobs = []
+    assert isinstance(ch, SpoolChannel)  # claim() and store are the spool's own
+    jobs: list[str] = []
     while len(jobs) < 3:
         delivery = ch.claim(timeout=5)
         jobs.append(delivery.message["job"])

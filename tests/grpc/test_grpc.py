@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
+import grpc
 import msgspec
 import pytest
 
-import grpc  # type: ignore[import-untyped]
 import ipcwire
 from ipcwire import aio
 from ipcwire.channel import Channel, Listener

@@ -9,7 +9,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire._core.codecs import BytesCodec, Codec
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo

@@ -57,7 +57,7 @@ class _Link:
 
 class _Acceptor:
     def __init__(self) -> None:
-        import grpc  # type: ignore[import-untyped]
+        import grpc
 
         self._ready: queue.SimpleQueue[_Link] = queue.SimpleQueue()
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import AddressInUse
 from ipcwire.grpc._address import (

@@ -23,7 +23,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire._core.codecs import BytesCodec, Codec
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (

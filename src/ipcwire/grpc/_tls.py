@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire.errors import ConfigurationError
 from ipcwire.grpc._address import read_pem
 

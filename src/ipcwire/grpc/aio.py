@@ -9,7 +9,8 @@ import time
 from collections import deque
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener

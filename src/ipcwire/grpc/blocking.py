@@ -16,7 +16,8 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any, Final
 
-import grpc  # type: ignore[import-untyped]
+import grpc
+
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo

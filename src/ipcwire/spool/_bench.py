@@ -49,7 +49,7 @@ class _Producer:
 
 class _Consumer:
     def __init__(self, path: str) -> None:
-        import inotify_simple  # type: ignore[import-untyped]
+        import inotify_simple
 
         self._new = os.path.join(path, "new")
         self._ino = inotify_simple.INotify()

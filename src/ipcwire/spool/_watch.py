@@ -57,7 +57,7 @@ class Watcher:
             self.reason = "asked for (watch='polling')"
             return
         try:
-            import inotify_simple  # type: ignore[import-untyped]
+            import inotify_simple
         except ImportError:
             self.reason = "inotify_simple is not installed (pip install 'ipcwire[system]')"
             return
