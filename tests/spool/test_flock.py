@@ -31,7 +31,7 @@ def test_busy_lock_names_its_holder_and_kill9_frees_it(tmp_path: Path) -> None:
         lock = FileLock(path)
         with pytest.raises(Timeout) as err:
             lock.acquire(timeout=0)
-        assert f"pid {proc.pid}" in str(err.value) and "FileLock" in str(err.value)
+        assert f"held by pid {proc.pid}" in str(err.value)  # its command line is shortened
         holder = lock.holder()
         assert holder is not None and holder.pid == proc.pid and holder.since is not None
         with pytest.raises(Timeout, match=r"still busy after 0\.05 s"):
