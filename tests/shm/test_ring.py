@@ -22,7 +22,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.shm import _layout as L
-from ipcwire.shm._ring import IMPLEMENTATION, init_ring, make_ring
+from ipcwire.shm._ring import IMPLEMENTATION, RingEnd, init_ring, make_ring
 
 from ._util import IMPLS, PAIRS, ring_pair
 
@@ -383,3 +383,43 @@ def test_send_some_makes_progress_without_waiting(prod: str, cons: str) -> None:
     assert rx.recv(timeout=0) == b"small"
     with pytest.raises(ValueError, match="offset"):
         tx.send_some(b"small", 2)
+
+
+def _send_quietly(tx: RingEnd, data: bytes) -> None:
+    try:
+        tx.send(data, timeout=10)
+    except (ChannelBroken, ChannelClosed, Timeout):
+        pass
+
+
+def _receive_into(rx: RingEnd, want: bytes, outcome: list[object]) -> None:
+    try:
+        outcome.append(rx.recv(timeout=10) == want)
+    except ChannelClosed as exc:
+        outcome.append(exc)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_close_while_a_long_message_is_being_reassembled(impl: str) -> None:
+    # Fragments of ~1 MiB are copied with the GIL released; close() from another thread at
+    # any moment must leave the receiver with the whole message or ChannelClosed (Closed
+    # wins), never another error or a crash. (The random delays only vary where close() lands;
+    # nothing waits on them. close() must not free the buffer being filled: that is ensured
+    # by construction, since a test cannot reliably catch a free in the middle of a memcpy.)
+    rng = random.Random(5)
+    big = bytes(range(256)) * (12 << 12)  # 12 MiB
+    for _ in range(8 if impl == "c" else 2):
+        tx, rx, _ = ring_pair(1 << 22, impl, impl, policy="spin")
+        outcome: list[object] = []
+        threads = [
+            threading.Thread(target=_send_quietly, args=(tx, big)),
+            threading.Thread(target=_receive_into, args=(rx, big, outcome)),
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(rng.random() * 0.004)
+        rx.close()
+        tx.close()
+        for t in threads:
+            t.join(timeout=30)
+        assert len(outcome) == 1 and (outcome[0] is True or isinstance(outcome[0], ChannelClosed))

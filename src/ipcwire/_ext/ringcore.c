@@ -69,6 +69,8 @@ void rg_raise_too_large(RingObject *self, uint64_t size, uint64_t limit, const c
 
 PyObject *rg_fail(RingObject *self, int st, int partial)
 {
+    if (self->closed && st != ERR_PYTHON)
+        st = IPCW_INTERRUPTED; /* this side closed during the call: Closed wins */
     switch (st) {
     case ERR_PYTHON:
         break;
@@ -220,6 +222,7 @@ void rg_maybe_free(RingObject *self)
 {
     if (!self->closed || self->in_use)
         return;
+    Py_CLEAR(self->partial);
     close_fd(&self->w.wait_fd);
     close_fd(&self->w.wake_fd);
     close_fd(&self->w.alive_fd);

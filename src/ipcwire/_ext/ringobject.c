@@ -25,8 +25,7 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
         ipcw_signal(self->w.wake_fd); /* the peer, parked on either side */
     }
     ipcw_signal(self->w.wait_fd); /* a thread of ours parked in this ring */
-    Py_CLEAR(self->partial);
-    rg_maybe_free(self);
+    rg_maybe_free(self);          /* (the partial message too: a receiver may be filling it) */
     Py_RETURN_NONE;
 }
 

@@ -19,6 +19,7 @@ refuses to run and asks for the C extension.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -26,13 +27,15 @@ import select
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     EndOfChannel,
     FrameTooLarge,
+    IpcwireError,
     LocalProtocolError,
     MechanismUnavailable,
     RemoteProtocolError,
@@ -43,8 +46,10 @@ from ipcwire.shm import _layout as L
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["TSO_MACHINES", "RingBase", "init_ring", "release"]
+__all__ = ["TSO_MACHINES", "RingBase", "closed_wins", "init_ring", "release"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
 _REC: Final = struct.Struct("=IIQ")
 _ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
 _SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
@@ -182,7 +187,8 @@ class RingBase:
         self.nbytes = 0
         self._closed = False
         self._in_use = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # serialises calls
+        self._state = threading.Lock()  # close() against a call leaving (who frees the fds)
         self.max_send = 1 << 64
         self._corrupt: str | None = None
         self._send_broken = False
@@ -372,16 +378,18 @@ class RingBase:
                     f"{self.name}: another thread's call on this channel did not finish in time",
                     endpoint=self.name,
                 )
-        if self._closed:
-            self._lock.release()
-            raise self._closed_error()
-        self._in_use = True
+        with self._state:
+            if self._closed:
+                self._lock.release()
+                raise self._closed_error()
+            self._in_use = True
 
     def _leave(self) -> None:
-        self._in_use = False
+        with self._state:
+            self._in_use = False
+            if self._closed:
+                self._free()
         self._lock.release()
-        if self._closed:
-            self._free()
 
     def _free(self) -> None:
         self._w.close()
@@ -477,6 +485,23 @@ class RingBase:
                     raise self._gone_error()
             if self._closed:
                 raise self._closed_error()
+
+
+def closed_wins(method: Callable[P, R]) -> Callable[P, R]:
+    """A public ring method whose failure, when this end was closed meanwhile (from another
+    thread), is ``ChannelClosed`` (Closed wins over Broken and end of channel)."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except IpcwireError as exc:
+            self = args[0]
+            if isinstance(self, RingBase) and self._closed and not isinstance(exc, ChannelClosed):
+                raise self._closed_error() from exc
+            raise
+
+    return call
 
 
 def release(mv: memoryview) -> None:

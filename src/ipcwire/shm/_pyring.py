@@ -26,6 +26,7 @@ from ipcwire.shm._pybase import (
     _align,
     _fence,
     _monotonic,
+    closed_wins,
     init_ring,
     release,
 )
@@ -169,6 +170,7 @@ class PyRing(RingBase):
                     raise self._timeout_error(partial=True) from None
             raise
 
+    @closed_wins
     def send(self, data: Buffer, timeout: float | None = None) -> None:
         deadline = self._deadline(timeout)
         with self._bytes_view(data) as mv:
@@ -183,6 +185,7 @@ class PyRing(RingBase):
             finally:
                 self._leave()
 
+    @closed_wins
     def send_some(self, data: Buffer, offset: int = 0) -> int:
         """Write what fits now from ``offset`` on; the offset reached (len: complete), or -1
         when nothing could be written at offset 0."""
@@ -206,6 +209,7 @@ class PyRing(RingBase):
             finally:
                 self._leave()
 
+    @closed_wins
     def send_many(self, items: Sequence[Buffer], timeout: float | None = None) -> None:
         deadline = self._deadline(timeout)
         views = [self._bytes_view(x) for x in items]
@@ -226,6 +230,7 @@ class PyRing(RingBase):
                 self._publish()
             self._leave()
 
+    @closed_wins
     def loan(self, size: int, timeout: float | None = None) -> memoryview:
         deadline = self._deadline(timeout)
         if size < 0:
@@ -243,6 +248,7 @@ class PyRing(RingBase):
         finally:
             self._leave()
 
+    @closed_wins
     def commit(self, size: int | None = None) -> None:
         self._enter(True)
         try:
@@ -391,6 +397,7 @@ class PyRing(RingBase):
         self._enter(False, deadline)
         self._end_view()
 
+    @closed_wins
     def recv(self, timeout: float | None = None) -> bytes:
         deadline = self._deadline(timeout)
         self._consumer_ready(deadline)
@@ -404,6 +411,7 @@ class PyRing(RingBase):
                 self._release()
             self._leave()
 
+    @closed_wins
     def recv_many(self, max_messages: int | None = 0, timeout: float | None = None) -> list[bytes]:
         deadline = self._deadline(timeout)
         self._consumer_ready(deadline)
@@ -434,6 +442,7 @@ class PyRing(RingBase):
                 self._release()
             self._leave()
 
+    @closed_wins
     def view(self, timeout: float | None = None) -> memoryview:
         deadline = self._deadline(timeout)
         self._consumer_ready(deadline)
@@ -492,21 +501,22 @@ class PyRing(RingBase):
             self._u32[L.PRODUCER_WAITING if self.producer else L.CONSUMER_WAITING] = 0
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._loan is not None:
-            release(self._loan[2])
-            self._loan = None
-        if self._view is not None:
-            release(self._view[1])
-            self._view = None
-        if self.producer and not self._in_use and not self._corrupt:
-            self._publish()
-        self._u32[L.PRODUCER_CLOSED if self.producer else L.CONSUMER_CLOSED] = 1
-        _fence()
-        self._w.signal()  # the peer, parked on either side
-        self._w.signal_self()  # a thread of ours parked in this ring
-        self._partial = None
-        if not self._in_use:
-            self._free()
+        with self._state:  # a call leaving at the same moment must not free the fds under us
+            if self._closed:
+                return
+            if self.producer and not self._in_use and not self._corrupt:
+                self._publish()
+            self._closed = True
+            if self._loan is not None:
+                release(self._loan[2])
+                self._loan = None
+            if self._view is not None:
+                release(self._view[1])
+                self._view = None
+            self._u32[L.PRODUCER_CLOSED if self.producer else L.CONSUMER_CLOSED] = 1
+            _fence()
+            self._w.signal()  # the peer, parked on either side
+            self._w.signal_self()  # a thread of ours parked in this ring
+            self._partial = None
+            if not self._in_use:
+                self._free()
