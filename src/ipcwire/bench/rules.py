@@ -305,8 +305,9 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         if c_floor > raw[0]["summary"]["p50_us"]:
             lines.append(
                 f"{kind} round trip, 64 B: the C floor ({_us(c_floor)}) came out slower than "
-                f"raw Python ({_us(raw[0]['summary']['p50_us'])}): the machine was too noisy "
-                f"during this run for the floor to mean much."
+                f"raw Python ({_us(raw[0]['summary']['p50_us'])}): on this machine, in this "
+                f"run, the wake-up dominates so much that the interpreter's share is lost in "
+                f"the noise."
             )
             continue
         lines.append(
