@@ -106,6 +106,8 @@ def png_bytes(doc: dict[str, Any]) -> bytes:
     _bars(ax_rt, rt_rows, "µs", f"round trip {format_size(rt or 0)}: p50, ◆ p99")
     if rt_rows:
         ax_rt.scatter(p99, range(len(p99)), marker="D", s=12, color="black", zorder=3)
+        if ax_rt.get_xscale() == "linear":
+            ax_rt.set_xlim(0, max(ax_rt.get_xlim()[1], max(p99) * 1.1))
         _floor_lines(ax_rt, doc, min(r[2] for r in rt_rows) / 2)
 
     def thr_rows(size: int, unit: str) -> list[tuple[str, str, float, Any]]:
