@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ipcwire.bench.report import fmt_bandwidth, fmt_rate, fmt_us, table_rows
+from ipcwire.bench.report import fmt_bandwidth, fmt_rate, fmt_us, frame_label, table_rows
 from ipcwire.bench.runner import format_size
 
 __all__ = ["render_markdown", "write_markdown"]
@@ -24,7 +24,7 @@ def _main(doc: dict[str, Any]) -> list[str]:
     cfg = doc["config"]
     rts = cfg["round_trip_sizes"]
     sizes = cfg["throughput_sizes"]
-    head = ["contender", "wait"]
+    head = ["contender", "wait", "frame"]
     for size in rts:
         head += [f"RT {format_size(size)} p50 µs (min-max)", "p99 µs", "vs raw", "vs best",
                  "CPU µs/RT"]  # fmt: skip
@@ -33,7 +33,7 @@ def _main(doc: dict[str, Any]) -> list[str]:
     lines = [_row(head), _row(["---"] * 2 + ["---:"] * (len(head) - 2))]
     for c in table_rows(doc):
         name = f"**{c['title']}**" if c["group"] == "ipcwire" else c["title"]
-        cells = [name, c["wait"]]
+        cells = [name, c["wait"], frame_label(c)]
         for size in rts:
             r = results.get((c["id"], "round_trip", size))
             if r is None:

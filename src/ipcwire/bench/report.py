@@ -18,6 +18,7 @@ __all__ = [
     "fmt_bandwidth",
     "fmt_rate",
     "fmt_us",
+    "frame_label",
     "render",
     "table_rows",
 ]
@@ -54,6 +55,13 @@ def fmt_bandwidth(value: float | None) -> str:
     if value >= 1e9:
         return f"{value / 1e9:.2f} GB/s"
     return f"{value / 1e6:.0f} MB/s"
+
+
+def frame_label(c: dict[str, Any]) -> str:
+    """Bytes each message carries on top of its payload: "4 B", or "var." when it depends on
+    the size or on pickling (pyzmq, multiprocessing.Queue, faster-fifo)."""
+    n = c.get("overhead_bytes")
+    return "var." if n is None else f"{n} B"
 
 
 def _x(value: float | None) -> str:
@@ -99,15 +107,18 @@ def _main_table(doc: dict[str, Any]) -> Table:
     shown = sorted({sizes[0], sizes[-1]}) if sizes else []
     table = Table(
         title=f"ipcwire bench: sorted by round trip ({format_size(rt) if rt else '—'})",
-        caption="round trip: p50 (min-max of repetition medians), µs; vs raw: to this contender's "
-        "raw-Python baseline (time for round trips, rate for throughput); vs best: to the "
-        "fastest in this run; CPU: µs of CPU per message, both processes",
+        caption="wait: park (sleeps when idle) or spin; frame: bytes added per message (var.: "
+        "depends on size or pickling); round trip: p50 (min-max of repetition medians), µs; "
+        "vs raw: to this contender's raw-Python baseline, paired per repetition (time for "
+        "round trips, rate for throughput); vs best: to the fastest in this run; CPU: µs of "
+        "CPU per message, both processes",
         title_justify="left",
         caption_justify="left",
         header_style="bold",
     )
     table.add_column("contender")
     table.add_column("wait")
+    table.add_column("frame", justify="right")
     if rt is not None:
         table.add_column("p50 µs", justify="right")
         table.add_column("p99 µs", justify="right")
@@ -119,7 +130,11 @@ def _main_table(doc: dict[str, Any]) -> Table:
         table.add_column("vs raw", justify="right")
         table.add_column("CPU", justify="right")
     for c in table_rows(doc):
-        cells: list[Text | str] = [Text(c["title"], style=_STYLE.get(c["group"], "")), c["wait"]]
+        cells: list[Text | str] = [
+            Text(c["title"], style=_STYLE.get(c["group"], "")),
+            c["wait"],
+            frame_label(c),
+        ]
         if rt is not None:
             r = results.get((c["id"], "round_trip", rt))
             if r is None:
