@@ -27,6 +27,7 @@ Buffer = bytes | bytearray | memoryview
 Packed = Buffer | tuple[bytes, Buffer]
 
 _COPY_LIMIT: Final = 32 * 1024  # below this a header+payload copy is cheaper than sendmsg
+_header = HEADER.pack
 
 
 class WireFormat:
@@ -44,6 +45,7 @@ class WireFormat:
         "endpoint",
         "framing",
         "max_frame",
+        "packer",
         "send_limit",
     )
 
@@ -70,6 +72,9 @@ class WireFormat:
         self.decode = codec.decode
         self._encode = codec.encode
         self._encode_into = codec.encode_into if isinstance(codec, _MsgspecCodec) else None
+        # What drivers call per message: pack, or a shortcut for small raw bytes (the most
+        # common hot path: no encoding, one header concatenation).
+        self.packer = self._pack_raw if framing == "length" and self.is_raw else self.pack
 
     def decoder(self) -> LengthPrefixDecoder | NdjsonDecoder:
         """A fresh frame decoder for this format's framing and receive limit."""
@@ -84,6 +89,13 @@ class WireFormat:
             limit=self.send_limit,
             endpoint=self.endpoint,
         )
+
+    def _pack_raw(self, obj: Any) -> Packed:
+        if type(obj) is bytes:
+            n = len(obj)
+            if n <= _COPY_LIMIT and n <= self.send_limit:
+                return _header(n) + obj
+        return self.pack(obj)
 
     def pack(self, obj: Any) -> Packed:
         """Encode and frame one message.

@@ -65,7 +65,7 @@ class AioStreamChannel(AioChannel):
     ) -> None:
         self.url = url
         self._wire = wire
-        self._pack = wire.pack
+        self._pack = wire.packer
         self._decode = wire.decode
         self._decoder = decoder if decoder is not None else wire.decoder()
         self._peer = peer

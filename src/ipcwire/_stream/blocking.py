@@ -50,7 +50,7 @@ class StreamChannel(Channel):
         self.url = url
         self._stream = stream
         self._wire = wire
-        self._pack = wire.pack
+        self._pack = wire.packer
         self._decode = wire.decode
         self._decoder = decoder if decoder is not None else wire.decoder()
         self._peer = peer
@@ -63,23 +63,18 @@ class StreamChannel(Channel):
         self._received = 0
         self._bytes_sent = 0
         self._bytes_received = 0
-        self._fast_sendall = stream.sock.sendall if isinstance(stream, SocketStream) else None
+        self._fast_sendall: Any = None
+        self._update_fast_path()
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = self._pack(obj)
         with self._send_lock:
             fast = self._fast_sendall
-            if (
-                fast is not None
-                and timeout is None
-                and type(data) is not tuple
-                and not (self._closed or self._send_broken)
-                and self._stream._sndtimeo is None  # type: ignore[attr-defined]
-            ):
-                # The hot path: a plain blocking socket, no send timeout, one whole buffer.
+            if fast is not None and timeout is None and type(data) is not tuple:
+                # The hot path: plain blocking socket, no send timeout set, one whole buffer.
                 try:
-                    fast(data, _NOSIGNAL)  # type: ignore[arg-type]
+                    fast(data, _NOSIGNAL)
                 except OSError as exc:
                     raise self._send_error(exc, timeout) from exc
                 self._sent += 1
@@ -104,11 +99,26 @@ class StreamChannel(Channel):
             self._stream.send_all(data, timeout)
         except OSError as exc:
             raise self._send_error(exc, timeout) from exc
+        finally:
+            self._update_fast_path()
         self._sent += count
         self._bytes_sent += len(data) if type(data) is not tuple else len(data[0]) + len(data[1])
 
+    def _update_fast_path(self) -> None:
+        """Allow the direct sendall only while it is exactly right: a plain socket with no
+        send timeout set on it, a channel neither closed nor broken."""
+        stream = self._stream
+        ok = (
+            isinstance(stream, SocketStream)
+            and stream._sndtimeo is None
+            and not self._closed
+            and self._send_broken is None
+        )
+        self._fast_sendall = stream.sock.sendall if ok else None  # type: ignore[attr-defined]
+
     def _send_error(self, exc: OSError, timeout: float | None) -> IpcwireError:
         """The error for a failed send (and poison sending if a message was cut)."""
+        self._fast_sendall = None
         if isinstance(exc, PartialWrite):
             self._send_broken = ChannelBroken(
                 f"an earlier send to {self.url} timed out part-way through a message; the "
@@ -221,6 +231,7 @@ class StreamChannel(Channel):
         if self._closed:
             return
         self._closed = True
+        self._fast_sendall = None
         self._stream.close()
 
     @property
