@@ -29,6 +29,7 @@ __all__ = [
 BUILTIN_MECHANISMS: Final[tuple[str, ...]] = (
     "ipcwire.unix",
     "ipcwire.tcp",
+    "ipcwire.shm",
     "ipcwire.ws",
     "ipcwire.sse",
     "ipcwire.http",

@@ -128,7 +128,7 @@ class HttpServer:
             )
         self._sessions.clear()
         if self._web is not None:
-            await self._web.shutdown(1.0)
+            await self._web.shutdown(0.1)
 
     async def _sweep(self) -> None:
         period = max(min(self._session_timeout / 4, 5.0), 0.05)
