@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ipcwire import registry
-from ipcwire.shm import SPEC
-
 _counter = itertools.count()
-
-
-@pytest.fixture(autouse=True)
-def shm_registered() -> Iterator[None]:
-    """``shm://`` URLs work in these tests even before ipcwire.shm is listed in
-    registry.BUILTIN_MECHANISMS; other tests never see the registration (it is undone)."""
-    if SPEC in registry.mechanisms():
-        yield
-        return
-    registry.register(SPEC)
-    try:
-        yield
-    finally:
-        for scheme in SPEC.schemes:
-            registry._SPECS.pop(scheme, None)
-        registry._ORDER.remove(SPEC)
 
 
 @pytest.fixture

@@ -37,14 +37,11 @@ import zlib
 from typing import Any
 
 import ipcwire
-from ipcwire import registry
 from ipcwire.channel import Channel
 from ipcwire.errors import EndOfChannel, IpcwireError
-from ipcwire.shm import SPEC
 from ipcwire.shm import _layout as L
 from ipcwire.shm._link import Link, accept_link, connect_link, send_frame
 
-registry.register(SPEC)  # until ipcwire.shm is a built-in mechanism
 HEAD = struct.Struct("=QI")
 POOL = random.Random(1).randbytes(1 << 22)
 
