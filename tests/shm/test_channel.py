@@ -146,6 +146,7 @@ def test_zero_copy_loan_and_view(shm_url: Callable[[], str]) -> None:
 
 def test_numpy_round_trip_without_copies(shm_url: Callable[[], str]) -> None:
     import numpy as np  # installed by the test extra
+
     a = np.arange(60_000, dtype=np.float64).reshape(300, 200)
     with pair(shm_url(), capacity="4M") as (c, s):
         buf = c.loan(a.nbytes)
