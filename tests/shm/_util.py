@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import signal
@@ -118,8 +119,17 @@ def memfd_maps() -> int:
         return sum("memfd:ipcwire" in line for line in f)
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> set[tuple[str, str]]:
+    """This process's open descriptors and what each points at (after a GC pass, so objects
+    other tests dropped are finalised first); a new pair means a new descriptor."""
+    gc.collect()
+    out: set[tuple[str, str]] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except OSError:
+            pass  # the directory listing's own descriptor, already closed
+    return out
 
 
 def dev_shm() -> set[str]:
