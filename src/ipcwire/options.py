@@ -12,8 +12,14 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire.errors import ConfigurationError
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_REQUEST_TIMEOUT", "ChannelOptions"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "ChannelOptions",
+]
 
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0  # connect() of every mechanism, unless timeout= is given
 DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 

@@ -13,11 +13,9 @@ from ipcwire._stream.retry import backoff_delays
 from ipcwire._stream.transport import ByteStream, SocketStream, TlsStream
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
-from ipcwire.options import ChannelOptions
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_stream"]
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def connect_stream(

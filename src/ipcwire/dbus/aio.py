@@ -45,13 +45,7 @@ from ipcwire.dbus._proto import (
     owner_changed_rule,
     parse_target,
 )
-from ipcwire.dbus.blocking import (
-    DEFAULT_CONNECT_TIMEOUT,
-    _options,
-    _strip,
-    handshakes,
-    peer_from_credentials,
-)
+from ipcwire.dbus.blocking import _options, _strip, handshakes, peer_from_credentials
 from ipcwire.errors import (
     AddressInUse,
     ChannelBroken,
@@ -65,7 +59,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions
 
 __all__ = [
     "AioDbusChannel",

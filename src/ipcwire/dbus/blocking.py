@@ -55,13 +55,12 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["DbusChannel", "DbusListener", "DbusSubscription", "connect", "listen", "subscribe"]
 
 log = logging.getLogger("ipcwire")
 
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 _DO_NOT_QUEUE: Final = 4
 _PRIMARY_OWNER, _ALREADY_OWNER = 1, 4
 

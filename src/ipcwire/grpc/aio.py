@@ -38,14 +38,13 @@ from ipcwire.grpc._protocol import (
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import LINGER, encode
 from ipcwire.grpc._tls import client_credentials
-from ipcwire.grpc.blocking import (
-    CONNECT_KW,
+from ipcwire.grpc.blocking import CONNECT_KW, LISTEN_KW, check_welcome, client_metadata
+from ipcwire.options import (
     DEFAULT_CONNECT_TIMEOUT,
-    LISTEN_KW,
-    check_welcome,
-    client_metadata,
+    DEFAULT_REQUEST_TIMEOUT,
+    ChannelOptions,
+    reject_unknown,
 )
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["AioGrpcListener", "AioGrpcUnaryChannel", "connect", "listen"]
 

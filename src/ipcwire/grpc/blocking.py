@@ -48,11 +48,15 @@ from ipcwire.grpc._protocol import (
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import LINGER, SyncOneShot, SyncStream, encode
 from ipcwire.grpc._tls import client_credentials
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+    ChannelOptions,
+    reject_unknown,
+)
 
 __all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
 
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 CONNECT_KW: Final = (
     "timeout", "reconnect", "unary", "cafile", "certfile", "keyfile", "server_hostname",
     "credentials",

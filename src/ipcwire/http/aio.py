@@ -35,10 +35,14 @@ from ipcwire.http.blocking import (
     _FLUSH_TIMEOUT,
     _LISTEN_KW,
     _STREAM_TIMEOUT,
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_SESSION_TIMEOUT,
 )
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+    ChannelOptions,
+    reject_unknown,
+)
 
 __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
 

@@ -35,11 +35,15 @@ from ipcwire.http._listen import make_server
 from ipcwire.http._protocol import HEARTBEAT, StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+    ChannelOptions,
+    reject_unknown,
+)
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_SESSION_TIMEOUT: Final = 300.0
 _FLUSH_TIMEOUT: Final = 10.0
 # A silent stream is dead after three missed heartbeats.

@@ -44,8 +44,8 @@ from ipcwire.mq._session import (
     release_rendezvous,
     server_accept,
 )
-from ipcwire.mq.blocking import CLOSE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, int_option
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.mq.blocking import CLOSE_TIMEOUT, int_option
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["AioMqChannel", "AioMqListener", "connect", "listen"]
 

@@ -47,13 +47,12 @@ from ipcwire.mq._session import (
     release_rendezvous,
     server_accept,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["MessageQueue", "MqChannel", "MqListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
 
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
 _IN: Final = select.POLLIN
 _OUT: Final = select.POLLOUT

@@ -31,7 +31,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._link import Link, accept_link, connect_link, recv_frame
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
@@ -46,7 +46,6 @@ __all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
 
-DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
 
 

@@ -50,13 +50,16 @@ from ipcwire.sse._server import (
     proof,
 )
 
-__all__ = ["ClientCore", "SseAddress", "resolve"]
+__all__ = ["FATAL", "ClientCore", "SseAddress", "resolve"]
 
 log = logging.getLogger("ipcwire")
 
 DEFAULT_RETRY: Final = 1.0
 DEFAULT_RETRY_FOR: Final = 60.0
 MAX_BACKOFF: Final = 30.0
+
+# Errors a reconnecting client must not retry: the server refused it for good.
+FATAL: Final = (AuthenticationFailed, PermissionDenied, HandshakeError, RemoteProtocolError)
 
 
 @dataclass(frozen=True, slots=True)

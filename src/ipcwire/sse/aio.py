@@ -15,18 +15,15 @@ from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
-    AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
-    HandshakeError,
     LocalProtocolError,
-    PermissionDenied,
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.sse._client import DEFAULT_RETRY, DEFAULT_RETRY_FOR, ClientCore, resolve
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.sse._client import DEFAULT_RETRY, DEFAULT_RETRY_FOR, FATAL, ClientCore, resolve
 from ipcwire.sse._common import (
     CLIENT_OPTIONS,
     ServerChannelBase,
@@ -41,9 +38,6 @@ from ipcwire.sse._streams import ServerStream
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-_FATAL = (AuthenticationFailed, PermissionDenied, HandshakeError, RemoteProtocolError)
-DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 class AioSseClientChannel(AioChannel):
@@ -237,7 +231,7 @@ class AioSseClientChannel(AioChannel):
             limit = min(limit, max(deadline - now, 0.001))
         try:
             await self._open(now + limit)
-        except _FATAL as exc:
+        except FATAL as exc:
             core.final = exc
             raise
         except (ChannelBroken, Timeout) as exc:

@@ -27,19 +27,17 @@ from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
-    AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
-    HandshakeError,
-    PermissionDenied,
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
     DEFAULT_RETRY_FOR,
+    FATAL,
     ClientCore,
     resolve,
 )
@@ -57,9 +55,6 @@ from ipcwire.sse._streams import ServerStream
 __all__ = ["SseClientChannel", "SseListener", "SseServerChannel", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-_FATAL = (AuthenticationFailed, PermissionDenied, HandshakeError, RemoteProtocolError)
-DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 class SseClientChannel(Channel):
@@ -255,7 +250,7 @@ class SseClientChannel(Channel):
         )
         try:
             self._open(now + limit)
-        except _FATAL as exc:
+        except FATAL as exc:
             core.final = exc
             raise
         except (ChannelBroken, Timeout) as exc:

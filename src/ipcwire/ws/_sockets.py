@@ -18,6 +18,7 @@ from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
 from ipcwire.unix._socket import bind_listener as bind_unix
@@ -34,7 +35,6 @@ __all__ = [
     "set_nodelay",
 ]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
 
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
 
