@@ -8,18 +8,17 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
 import ipcwire
 from ipcwire.channel import Channel, Listener
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="./dev test installs curl")
+CURL = shutil.which("curl")  # ./dev test installs it: a missing curl is a failure, not a skip
 
 
 def curl(*args: str, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     """Run curl; return the status, the response headers (lower-case) and the body."""
+    assert CURL is not None, "curl is missing: run the tests with ./dev test"
     out = subprocess.run(
-        ["curl", "-sS", "-i", "--max-time", "10", *args],
+        [CURL, "-sS", "-i", "--max-time", "10", *args],
         input=data,
         capture_output=True,
         check=True,

@@ -4,6 +4,7 @@ with a Python consumer share one mapping, which proves the layouts are the same)
 from __future__ import annotations
 
 import mmap
+import os
 import random
 import struct
 import threading
@@ -311,6 +312,15 @@ def test_implementation_is_reported() -> None:
 
     assert ipcwire.shm.IMPLEMENTATION == IMPLEMENTATION
     assert IMPLEMENTATION in ("c", "python")
+
+
+def test_the_c_extension_was_built_unless_asked_not_to() -> None:
+    """The tests that need the extension skip without it; this one makes sure that only
+    happens on purpose (IPCWIRE_NO_EXT=1 or IPCWIRE_SHM_IMPL=python), never after a broken
+    build that ./dev test would otherwise hide."""
+    if os.environ.get("IPCWIRE_NO_EXT") == "1" or os.environ.get("IPCWIRE_SHM_IMPL"):
+        return
+    assert IMPLEMENTATION == "c", "the C extension did not build: see the pip install output"
 
 
 @pytest.mark.parametrize("impl", IMPLS)
