@@ -33,6 +33,13 @@ CONTENDER_MODULES: Final[tuple[str, ...]] = (
     "ipcwire.ws._bench",  # raw/ws, raw/ws+unix (blocking, asyncio): websockets without ipcwire
     "ipcwire.mq._bench",  # raw/mq, raw/mq/asyncio: posix_ipc used directly
     "ipcwire.spool._bench",  # raw/spool: plain files, write + fsync + rename
+    "ipcwire.spawn._bench",  # raw/spawn: a child's stdin/stdout pipes with a length prefix
+    "ipcwire.fifo._bench",  # raw/fifo: two FIFOs with a length prefix
+    "ipcwire.udp._bench",  # raw/udp: a plain UDP socket
+    "ipcwire.dbus._bench",  # raw/dbus: dbus-fast method calls without ipcwire
+    "ipcwire.clipboard._bench",  # raw/clipboard: xclip without ipcwire
+    "ipcwire.sse._bench",  # raw/sse+http: aiohttp streaming without ipcwire
+    "ipcwire.shm._bench",  # a pure-Python mmap ring, iceoryx2 round trips, shm loans
 )
 
 BASELINES: Final = (
