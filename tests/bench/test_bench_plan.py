@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from typing import Any
 
@@ -216,3 +217,37 @@ def test_compared_measurements_run_back_to_back() -> None:
     blocking = keys.index(("raw/unix", "throughput", 64))
     ids = [m.contender.id for m in order[blocking : blocking + keys.count(keys[blocking])]]
     assert {"raw/unix", "ipcwire/unix/blocking", "ipcwire/unix/asyncio", "peer/zmq-ipc"} <= set(ids)
+
+
+def test_floor_is_measured_on_the_workers_cpus() -> None:
+    """The floor's ping-pong runs on the CPUs the workers are pinned to and says so; on one
+    CPU (``--pin same``) the spin kind is left out with a note instead of burning time slices."""
+    import os
+
+    from ipcwire.bench.floor import combine_floors, measure_floor
+
+    pytest.importorskip("ipcwire._ext._native")
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    floor = measure_floor((4096,), scale=0.05, cpus=(cpu, cpu))
+    assert floor["available"]
+    assert floor["cpus"] == [cpu, cpu]
+    kinds = {rt["kind"] for rt in floor["round_trip"]}
+    assert "spin" not in kinds
+    assert {"futex", "unix", "pipe"} <= kinds
+    assert any(n.startswith("spin: not measured on one CPU") for n in floor["notes"])
+    assert combine_floors([floor, floor])["cpus"] == [cpu, cpu]
+
+
+def test_quick_batches_at_64_bytes_only_and_full_at_every_size() -> None:
+    from ipcwire.bench.runner import FULL, QUICK
+
+    def batched(config: BenchConfig) -> set[int]:
+        _, _, ms = plan(config, [])
+        return {m.size for m in ms if m.contender.batched}
+
+    unix = ("unix",)
+    assert batched(dataclasses.replace(QUICK, mechanisms=unix)) == {64}
+    assert batched(dataclasses.replace(FULL, mechanisms=unix)) == set(FULL.throughput_sizes)
+    _, _, ms = plan(dataclasses.replace(QUICK, mechanisms=unix), [])
+    plain = {m.size for m in ms if m.kind == "throughput" and not m.contender.batched}
+    assert plain == set(QUICK.throughput_sizes)  # per-message rows keep every size

@@ -29,8 +29,14 @@ FLOOR_KINDS: Final = (
 _MEMCPY_BYTES: Final = 512 * 1024 * 1024  # per size
 
 
-def measure_floor(sizes: tuple[int, ...], *, scale: float = 1.0) -> dict[str, Any]:
-    """The floor as plain data (the ``floor`` object of the JSON report)."""
+def measure_floor(
+    sizes: tuple[int, ...], *, scale: float = 1.0, cpus: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """The floor as plain data (the ``floor`` object of the JSON report).
+
+    ``cpus``: the two CPUs of the ping-pong, the same pair the workers are pinned to (the same
+    CPU twice under ``--pin same``), so the floor and the Python rows are measured alike; None
+    lets the extension take the first two CPUs this process may use."""
     try:
         from ipcwire._ext import _native
     except ImportError as exc:
@@ -40,8 +46,14 @@ def measure_floor(sizes: tuple[int, ...], *, scale: float = 1.0) -> dict[str, An
     round_trips: list[dict[str, Any]] = []
     notes: list[str] = []
     for kind, iterations, what in FLOOR_KINDS:
+        if kind == "spin" and cpus is not None and cpus[0] == cpus[1]:
+            notes.append(
+                "spin: not measured on one CPU (a busy-polling side gives the CPU back only "
+                "when the scheduler preempts it, milliseconds per round trip)"
+            )
+            continue
         try:
-            ns = _native.floor_pingpong(kind, max(int(iterations * scale), 100), 64)
+            ns = _native.floor_pingpong(kind, max(int(iterations * scale), 100), 64, cpus)
         except (OSError, ValueError, RuntimeError) as exc:
             notes.append(f"{kind}: {exc}")
             continue
@@ -66,7 +78,13 @@ def measure_floor(sizes: tuple[int, ...], *, scale: float = 1.0) -> dict[str, An
             notes.append(f"memcpy {size}: {exc}")
             continue
         memcpy.append({"size": size, "bytes_per_s": rate})
-    return {"available": True, "round_trip": round_trips, "memcpy": memcpy, "notes": notes}
+    return {
+        "available": True,
+        "round_trip": round_trips,
+        "memcpy": memcpy,
+        "notes": notes,
+        "cpus": list(cpus) if cpus is not None else None,
+    }
 
 
 def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,4 +128,5 @@ def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "memcpy": memcpy,
         "notes": notes,
         "repetitions": len(ok),
+        "cpus": ok[0].get("cpus"),
     }

@@ -225,9 +225,15 @@ def _floor_table(doc: dict[str, Any]) -> Table | Text:
     if not floor.get("available"):
         reason = floor.get("reason", "not measured")
         return Text(f"the machine's floor, in C: {reason}", style="dim")
+    cpus = floor.get("cpus")
+    if not cpus:
+        where = "two processes"
+    elif cpus[0] == cpus[1]:
+        where = f"two processes sharing CPU {cpus[0]}"
+    else:
+        where = f"two processes pinned to CPUs {cpus[0]} and {cpus[1]}"
     table = Table(
-        title="the machine's floor, in C (no Python): 64 B round trips between two pinned "
-        "processes",
+        title=f"the machine's floor, in C (no Python): 64 B round trips between {where}",
         title_justify="left",
         header_style="bold",
     )

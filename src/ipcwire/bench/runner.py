@@ -55,6 +55,9 @@ class BenchConfig:
 
     round_trip_sizes: tuple[int, ...] = (64,)
     throughput_sizes: tuple[int, ...] = (64, 65536)
+    # sizes at which the batched variants (send_many / recv_many) are measured (None: every
+    # throughput size); --quick batches at 64 B only, where batching is what matters
+    batched_sizes: tuple[int, ...] | None = (64,)
     repeat: int = 3
     duration: float = 0.2
     warmup: float = 0.05
@@ -73,6 +76,7 @@ class BenchConfig:
             "preset": self.preset,
             "round_trip_sizes": list(self.round_trip_sizes),
             "throughput_sizes": list(self.throughput_sizes),
+            "batched_sizes": (list(self.batched_sizes) if self.batched_sizes is not None else None),
             "repeat": self.repeat,
             "duration_s": self.duration,
             "warmup_s": self.warmup,
@@ -96,6 +100,7 @@ FULL = BenchConfig(
     warmup=0.1,
     preset="full",
     budget=None,
+    batched_sizes=None,
 )
 
 # Seconds each measurement costs beyond its warm-up and measured phase (pool, connect, close,
@@ -238,6 +243,8 @@ def plan(
                     raise ValueError(f"message sizes start at {MIN_SIZE} bytes, not {size}")
                 if c.max_size is not None and size > c.max_size:
                     notes.append(f"{c.title}: {format_size(size)} is over its maximum size")
+                    continue
+                if c.batched and size not in (config.batched_sizes or (size,)):
                     continue
                 batch = batch_for(size) if c.batched else 0
                 measurements.append(Measurement(c, kind, size, batch))
@@ -400,6 +407,7 @@ def run(
     shared = {c.id: c.make_shared for c in chosen if c.make_shared is not None}
     workdir = tempfile.mkdtemp(prefix="ipcwire-bench-")
     workers = WorkerPair(cpus, shared)
+    floor_cpus = (cpus[0], cpus[1]) if cpus[0] is not None and cpus[1] is not None else None
     total = len(measurements) * config.repeat
     done = 0
     serial = 0
@@ -416,7 +424,7 @@ def run(
                 if progress is not None:
                     label = f"the machine's floor, in C (repetition {rep + 1}/{config.repeat})"
                     progress(done, total, label)
-                floors.append(measure_floor(config.throughput_sizes, scale=0.5))
+                floors.append(measure_floor(config.throughput_sizes, scale=0.5, cpus=floor_cpus))
             runs = 0
             for m in interleave(measurements, random.Random(config.seed + rep)):
                 if progress is not None:

@@ -150,7 +150,11 @@ _CONFIG: Final = _obj(
         "pin": {"enum": ["separate", "same", "none"]},
         "seed": {"type": "integer"},
     },
-    {"budget_s": _NUM_OR_NULL, "floor": {"type": "boolean"}},
+    {
+        "budget_s": _NUM_OR_NULL,
+        "floor": {"type": "boolean"},
+        "batched_sizes": {"type": ["array", "null"], "items": {"type": "integer"}},
+    },
 )
 
 _CHECK: Final = _obj(
@@ -201,6 +205,7 @@ _FLOOR: Final = _obj(
             "type": "array",
             "items": _obj({"size": {"type": "integer"}, "bytes_per_s": _NUM}),
         },
+        "cpus": {"type": ["array", "null"], "items": {"type": "integer"}},
     },
 )
 

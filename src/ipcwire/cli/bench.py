@@ -54,8 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="the short run: 64 B round trips, 64 B and 64 KiB throughput, 3 repetitions, "
-        "fitted into about a minute",
+        help="the short run: 64 B round trips, 64 B and 64 KiB throughput (batched variants "
+        "at 64 B only), 3 repetitions, fitted into about a minute",
     )
     p.add_argument(
         "--mechanisms",
@@ -141,6 +141,7 @@ def _config(args: argparse.Namespace) -> Any:
     }
     if args.sizes:
         changes["throughput_sizes"] = args.sizes
+        changes["batched_sizes"] = None  # the sizes asked for, batched too
     if args.rtt_sizes:
         changes["round_trip_sizes"] = args.rtt_sizes
     if args.repeat is not None:
