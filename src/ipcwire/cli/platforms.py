@@ -2,8 +2,12 @@
 
 A mechanism is unavailable when the registry says so (wrong OS, missing Python package: the
 pip extra to install is named) or when its package's ``probe()`` does (no daemon, no display,
-no kernel support). The limits are read from this machine: pipe buffers, POSIX message
-queues, ``/dev/shm``, Unix socket paths, open files, inotify.
+no kernel support). A mechanism package with more than one implementation says which one runs
+here in its ``IMPLEMENTATION`` (shared memory: ``"c"``, the compiled ring, or ``"python"``, the
+slower pure-Python fallback); the report says so under the table and in ``--json``
+(``implementation`` of each mechanism, null for those with only one). The limits are read
+from this machine: pipe buffers, POSIX message queues, ``/dev/shm``, Unix socket paths, open
+files, inotify.
 """
 
 from __future__ import annotations
@@ -39,12 +43,28 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+# what a package's IMPLEMENTATION means, for the table
+_IMPLEMENTATIONS = {"c": "C extension", "python": "pure-Python fallback"}
+
+
+def _package(spec: MechanismSpec) -> Any:
+    """The mechanism's package (``ipcwire.shm``), or None when it cannot be imported."""
+    try:
+        return importlib.import_module(spec.blocking.rpartition(".")[0])
+    except ImportError:
+        return None
+
+
+def _implementation(spec: MechanismSpec) -> str | None:
+    """Which implementation of the mechanism runs here, when its package has several."""
+    found = getattr(_package(spec), "IMPLEMENTATION", None)
+    return found if isinstance(found, str) else None
+
+
 def _probe(spec: MechanismSpec) -> str | None:
     """The mechanism package's own check (daemon, display, kernel), if it has one."""
-    package = spec.blocking.rpartition(".")[0]
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
+    module = _package(spec)
+    if module is None:
         return None
     probe: Callable[[], str | None] | None = getattr(module, "probe", None)
     if probe is None:
@@ -63,6 +83,7 @@ def _row(spec: MechanismSpec) -> dict[str, Any]:
         "title": spec.title,
         "available": reason is None,
         "reason": reason,
+        "implementation": _implementation(spec),
         "asyncio": spec.aio is not None,
         "capabilities": spec.capabilities.as_dict(),
         "example": spec.example_url,
@@ -245,6 +266,14 @@ def run(args: argparse.Namespace) -> int:
         )
     console = Console()
     console.print(table)
+    for m in data["mechanisms"]:
+        impl = m["implementation"]
+        if impl:
+            console.print(
+                f"{m['scheme']}: the {_IMPLEMENTATIONS.get(impl, impl)} runs here "
+                f"(implementation {impl!r})",
+                highlight=False,
+            )
     limits_table = Table(title="limits on this machine")
     for col in ("what", "here", "why it matters"):
         limits_table.add_column(col)
