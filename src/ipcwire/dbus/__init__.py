@@ -48,6 +48,8 @@ def probe() -> str | None:
     return None
 
 
+BENCH_FRAMING = "one D-Bus method call per message"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="dbus",
     title="D-Bus",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
+BENCH_FRAMING = "gRPC message on a bidirectional stream (HTTP/2 DATA)"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="grpc",
     aliases=("grpcs", "grpc+unix"),

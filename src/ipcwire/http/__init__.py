@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
+BENCH_FRAMING = "HTTP/1.1 POST per message; long-poll for the way back"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="http",
     aliases=("https", "http+unix"),

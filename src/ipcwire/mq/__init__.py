@@ -122,6 +122,8 @@ def probe() -> str | None:
     return None
 
 
+BENCH_FRAMING = "one kernel message (in pieces from the queue's msgsize up)"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="mq",
     title="POSIX message queue",

@@ -17,6 +17,8 @@ from ipcwire.spool._flock import FileLock, LockHolder, lock_holders
 
 __all__ = ["BENCH_URL", "SPEC", "FileLock", "LockHolder", "lock_holders"]
 
+BENCH_FRAMING = "one file per message"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="spool",
     title="File spool",

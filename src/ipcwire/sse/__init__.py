@@ -12,6 +12,8 @@ from ipcwire.registry import Capabilities, MechanismSpec
 
 __all__ = ["SPEC"]
 
+BENCH_FRAMING = "SSE event: id line + data line (base64 unless JSON)"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="sse+http",
     aliases=("sse+https",),

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
+BENCH_FRAMING = "one datagram per message"  # ipcwire bench --list
+BENCH_OVERHEAD = 0
+
 SPEC = MechanismSpec(
     scheme="udp",
     title="UDP",

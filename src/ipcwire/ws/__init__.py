@@ -13,6 +13,8 @@ from ipcwire.registry import Capabilities, MechanismSpec
 
 __all__ = ["SPEC", "SPECS", "UNIX_SPEC"]
 
+BENCH_FRAMING = "WebSocket frame"  # ipcwire bench --list
+
 SPEC = MechanismSpec(
     scheme="ws",
     aliases=("wss",),

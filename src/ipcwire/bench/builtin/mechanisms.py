@@ -8,7 +8,9 @@ twin measured with ``send_many``/``recv_many``. A mechanism added to the registr
 measured without any change here, provided the bench knows how to make a fresh address for it:
 either a line in :data:`BENCH_URLS`, or a ``BENCH_URL(workdir, serial) -> str`` function in the
 mechanism's package (``ipcwire.<name>``). A one-way mechanism whose listening side sends (like
-Server-Sent Events) says so with ``BENCH_LISTENER_SENDS = True`` in its package.
+Server-Sent Events) says so with ``BENCH_LISTENER_SENDS = True`` in its package, and one whose
+messages are not a 4-byte length prefix and a payload names its framing in ``BENCH_FRAMING``
+(with ``BENCH_OVERHEAD``, its bytes per message, when that is a constant).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ HANDLED_ELSEWHERE: Final[frozenset[str]] = frozenset({"pipe"})
 # One-way mechanisms whose listening side is the sender (otherwise the connecting side sends).
 LISTENER_SENDS: Final[frozenset[str]] = frozenset({"sse+http"})
 
+# The framing of a stream mechanism driven by ipcwire's core; others say theirs in
+# ``BENCH_FRAMING`` (and ``BENCH_OVERHEAD``, bytes per message) in their package.
+DEFAULT_FRAMING: Final = "4-byte length prefix"
+
 
 def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
     factory = BENCH_URLS.get(spec.scheme)
@@ -66,26 +72,37 @@ def _url_factory(spec: MechanismSpec) -> Callable[[str, int], str] | None:
     return found if callable(found) else None
 
 
-def _wait_option(spec: MechanismSpec) -> str:
-    """The keyword that selects a wait policy: ``policy`` unless the mechanism's package says
-    otherwise with ``BENCH_WAIT_OPTION``."""
+def _package_attr(spec: MechanismSpec, name: str, default: Any) -> Any:
+    """``name`` from the mechanism's package (``ipcwire.<name>``), or ``default``."""
     package = spec.blocking.rpartition(".")[0]
     try:
         module = importlib.import_module(package)
     except ImportError:
-        return "policy"
-    return str(getattr(module, "BENCH_WAIT_OPTION", "policy"))
+        return default
+    return getattr(module, name, default)
+
+
+def _wait_option(spec: MechanismSpec) -> str:
+    """The keyword that selects a wait policy: ``policy`` unless the mechanism's package says
+    otherwise with ``BENCH_WAIT_OPTION``."""
+    return str(_package_attr(spec, "BENCH_WAIT_OPTION", "policy"))
+
+
+def _framing(spec: MechanismSpec) -> tuple[str, int | None]:
+    """How messages are delimited on the wire, and the bytes that costs per message: a 4-byte
+    length prefix unless the package says otherwise with ``BENCH_FRAMING`` (then
+    ``BENCH_OVERHEAD``, or unknown)."""
+    label = _package_attr(spec, "BENCH_FRAMING", None)
+    if label is None:
+        return DEFAULT_FRAMING, 4
+    overhead = _package_attr(spec, "BENCH_OVERHEAD", None)
+    return str(label), None if overhead is None else int(overhead)
 
 
 def _listener_sends(spec: MechanismSpec) -> bool:
     if spec.scheme in LISTENER_SENDS:
         return True
-    package = spec.blocking.rpartition(".")[0]
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
-        return False
-    return bool(getattr(module, "BENCH_LISTENER_SENDS", False))
+    return bool(_package_attr(spec, "BENCH_LISTENER_SENDS", False))
 
 
 def bench_url(scheme: str, workdir: str, serial: int) -> str:
@@ -224,6 +241,7 @@ def _pair(
     if several and policy:
         title += f", {policy}"
     per_side = {_wait_option(spec): policy} if policy else {}
+    framing, overhead = _framing(spec)
     options = {"scheme": spec.scheme, "listen": per_side, "connect": per_side}
     common: dict[str, Any] = {
         "group": "ipcwire",
@@ -232,6 +250,8 @@ def _pair(
         "side_a": a,
         "side_b": b,
         "wait": policy or "park",
+        "framing": framing,
+        "overhead": overhead,
         "baseline": f"raw/{spec.scheme}" + ("/asyncio" if api == "asyncio" else ""),
         "max_size": spec.capabilities.max_message_size,
         "listener_sends": _listener_sends(spec) and spec.scheme not in TWO_WAY_URLS,

@@ -5,24 +5,30 @@ For each measurement side A makes a fresh pair of pipes (one per direction) and 
 its two fds over a short-lived Unix socket (``SCM_RIGHTS``), which is how unrelated processes
 share a pipe; then both sides use their ends. The raw baseline moves length-prefixed messages
 with ``os.write`` (looping over partial writes) and ``os.readv`` into one reusable buffer: the
-same system calls, no ipcwire.
+same system calls, no ipcwire. Its asyncio flavour (:class:`RawAioPipeLink`, also used by the
+``raw/spawn`` and ``raw/fifo`` asyncio baselines) is ``loop.connect_read_pipe`` and
+``connect_write_pipe`` with a minimal length-prefix protocol: one ``transport.write`` per
+message, every frame parsed per read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire.bench.contender import Contender, Task
 
-__all__ = ["pipe_contenders"]
+__all__ = ["RAW_AIO_NOTE", "RawAioPipeLink", "RawPipeLink", "pipe_contenders"]
 
 _LEN: Final = struct.Struct(">I")
 _BUFSIZE: Final = 256 * 1024
+_PAUSE_AT: Final = 1024  # queued messages before an asyncio reader pauses
 
 
 # -- handing fds to side B ----------------------------------------------------------------------
@@ -165,6 +171,162 @@ class RawPipeLink:
                 os.close(fd)
 
 
+# -- the raw asyncio baseline -----------------------------------------------------------------
+class _AioReader(asyncio.Protocol):
+    """The read pipe's protocol: every complete frame of each read goes into ``frames``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.ReadTransport | None = None
+        self.buf = bytearray()
+        self.frames: deque[bytes] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused = False
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        frames = self.frames
+        while end - pos >= 4:
+            (n,) = _LEN.unpack_from(buf, pos)
+            if end - pos - 4 < n:
+                break
+            frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        del buf[:pos]
+        if len(frames) > _PAUSE_AT and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._wake()
+
+
+class _AioWriter(asyncio.BaseProtocol):
+    """The write pipe's protocol: flow control only."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.lost = False
+        self.drainer: asyncio.Future[None] | None = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        d = self.drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.resume_writing()
+
+
+class RawAioPipeLink:
+    """Length-prefixed messages over a read fd and a write fd, for asyncio (takes the fds)."""
+
+    def __init__(
+        self,
+        reader: _AioReader,
+        rtransport: asyncio.ReadTransport,
+        writer: _AioWriter,
+        wtransport: asyncio.WriteTransport,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._rtransport = rtransport
+        self._wtransport = wtransport
+        self._write = wtransport.write
+
+    @classmethod
+    async def open(cls, rfd: int, wfd: int) -> RawAioPipeLink:
+        loop = asyncio.get_running_loop()
+        rt, reader = await loop.connect_read_pipe(_AioReader, os.fdopen(rfd, "rb", buffering=0))
+        wt, writer = await loop.connect_write_pipe(_AioWriter, os.fdopen(wfd, "wb", buffering=0))
+        return cls(reader, rt, writer, wt)
+
+    async def _drain(self) -> None:
+        w = self._writer
+        while w.paused and not w.lost:
+            w.drainer = asyncio.get_running_loop().create_future()
+            await w.drainer
+
+    async def send(self, message: bytes) -> None:
+        self._write(_LEN.pack(len(message)) + message)
+        if self._writer.paused:
+            await self._drain()
+
+    async def send_many(self, messages: list[bytes]) -> None:
+        self._write(b"".join([_LEN.pack(len(m)) + m for m in messages]))
+        if self._writer.paused:
+            await self._drain()
+
+    async def _wait(self) -> None:
+        r = self._reader
+        while not r.frames:
+            if r.eof:
+                raise EOFError("the peer closed the pipe")
+            r.waiter = asyncio.get_running_loop().create_future()
+            await r.waiter
+            r.waiter = None
+
+    def _resume(self) -> None:
+        r = self._reader
+        if r.paused and len(r.frames) < _PAUSE_AT // 2:
+            r.paused = False
+            self._rtransport.resume_reading()
+
+    async def recv(self) -> bytes:
+        r = self._reader
+        if not r.frames:
+            await self._wait()
+        frame = r.frames.popleft()
+        if r.paused:
+            self._resume()
+        return frame
+
+    async def recv_many(self) -> list[bytes]:
+        r = self._reader
+        if not r.frames:
+            await self._wait()
+        out = list(r.frames)
+        r.frames.clear()
+        if r.paused:
+            self._resume()
+        return out
+
+    async def aclose(self) -> None:
+        self._wtransport.close()
+        self._rtransport.close()
+        await asyncio.sleep(0)  # let the transports' connection_lost run (they close the fds)
+
+
+RAW_AIO_NOTE: Final = (
+    "loop.connect_read_pipe / connect_write_pipe with a minimal protocol: one transport.write "
+    "per message, every frame parsed per read"
+)
+
+
 def _closer(*fds: int) -> Callable[[], None]:
     def close() -> None:
         for fd in fds:
@@ -183,6 +345,21 @@ def raw_side_a(task: Task, shared: Any) -> _FdHandoff:
 def raw_side_b(task: Task, address: str, shared: Any) -> RawPipeLink:
     _, fds = _receive_fds(address)
     return RawPipeLink(fds[0], fds[1])
+
+
+async def raw_aside_a(task: Task, shared: Any) -> _AioFdHandoff:
+    a_r, b_w = os.pipe()
+    b_r, a_w = os.pipe()
+
+    async def link() -> RawAioPipeLink:
+        return await RawAioPipeLink.open(a_r, a_w)
+
+    return _AioFdHandoff(task, (b_r, b_w), b"raw", link, _closer(b_r, b_w))
+
+
+async def raw_aside_b(task: Task, address: str, shared: Any) -> RawAioPipeLink:
+    _, fds = _receive_fds(address)
+    return await RawAioPipeLink.open(fds[0], fds[1])
 
 
 # -- ipcwire's pipe mechanism ------------------------------------------------------------------
@@ -247,6 +424,8 @@ def pipe_contenders(notes: list[str]) -> list[Contender]:
         _row("raw/pipe/batched", "raw Python, pipe, batched", "baseline", "blocking",
              raw_side_a, raw_side_b, kinds=("throughput",), batched=True, baseline="raw/pipe",
              note="frames joined into one write per batch"),
+        _row("raw/pipe/asyncio", "raw Python, pipe, asyncio", "baseline", "asyncio",
+             raw_aside_a, raw_aside_b, baseline="raw/pipe", note=RAW_AIO_NOTE),
     ]  # fmt: skip
     try:
         import ipcwire.pipe  # noqa: F401
@@ -259,7 +438,7 @@ def pipe_contenders(notes: list[str]) -> list[Contender]:
         ("asyncio", ipcwire_aside_a, ipcwire_aside_b, ", asyncio"),
     ):
         ident = f"ipcwire/pipe/{api}"
-        base = "raw/pipe" if api == "blocking" else None  # no raw asyncio pipe baseline yet
+        base = "raw/pipe" if api == "blocking" else "raw/pipe/asyncio"
         rows.append(_row(ident, f"ipcwire pipe{suffix}", "ipcwire", api, a, b,
                          baseline=base, note=note))  # fmt: skip
         rows.append(_row(f"{ident}/batched", f"ipcwire pipe{suffix}, batched", "ipcwire", api,
