@@ -1,16 +1,19 @@
 """iceoryx2's Python bindings: zero-copy shared-memory publish/subscribe, busy-polling.
 
-Two services per measurement (B to A, A to B), each ``publish_subscribe(Slice[c_uint8])``
-with safe overflow off and the publisher's backpressure strategy ``RetryUntilDelivered``
-(iceoryx2's default overwrites the oldest samples when a subscriber falls behind). With
-iceoryx2 0.10's Python binding that is not enough: ``send()`` still returns 0 (delivered to
-no subscriber) when the buffer is full, and the message is gone, which this bench's
-verification caught as dropped messages. So ``send`` loans a slice, copies the message in,
-sends it, and does it again until ``send()`` reports a delivery. ``recv`` polls
-``receive()`` until a sample is there (iceoryx2's Python API has no blocking receive on a
-subscriber: waking up needs a separate event service), copies the payload out and releases
-the sample. So this row spins: its CPU column shows what that costs, and on a machine with
-more runnable processes than CPUs its round trips stretch to scheduler time slices.
+Two services per measurement (B to A, A to B), each ``publish_subscribe(Slice[c_uint8])``:
+a round trip is a request published on the first and the echo published back on the second,
+each sent through a loan, so the row measures iceoryx2's Python round trip (what issue 3's
+``spin`` target compares with). Each service has safe overflow off and the publisher's
+backpressure strategy ``RetryUntilDelivered`` (iceoryx2's default overwrites the oldest
+samples when a subscriber falls behind). With iceoryx2 0.10's Python binding that is not
+enough: ``send()`` still returns 0 (delivered to no subscriber) when the buffer is full, and
+the message is gone, which this bench's verification caught as dropped messages. So ``send``
+loans a slice, copies the message in, sends it, and does it again until ``send()`` reports a
+delivery. ``recv`` polls ``receive()`` until a sample is there (iceoryx2's Python API has no
+blocking receive on a subscriber: waking up needs a separate event service), copies the
+payload out and releases the sample. So this row spins: its CPU column shows what that costs,
+and on a machine with more runnable processes than CPUs its round trips stretch to scheduler
+time slices. Its baseline is ``raw/shm``, the pure-Python mmap ring (``ipcwire.shm._bench``).
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ ICEORYX2: Final = Contender(
     side_b=side_b,
     wait="spin",
     requires=("iceoryx2",),
-    baseline="raw/unix",
+    baseline="raw/shm",
     framing="none: one shared-memory sample per message",
     overhead=0,
     note="publish/subscribe, Slice[c_uint8], loan + memmove + send, re-sent until delivered "
