@@ -11,6 +11,7 @@ repeated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ipcwire.bench.builtin import all_contenders
+from ipcwire.bench.buses import session_bus_for_run
 from ipcwire.bench.contender import Contender, Kind, Task
 from ipcwire.bench.floor import combine_floors, measure_floor
 from ipcwire.bench.payload import MIN_SIZE, Pool
@@ -406,6 +408,8 @@ def run(
     cpus, pinning = choose_cpus(config.pin)
     shared = {c.id: c.make_shared for c in chosen if c.make_shared is not None}
     workdir = tempfile.mkdtemp(prefix="ipcwire-bench-")
+    bus = contextlib.ExitStack()
+    bus.enter_context(session_bus_for_run(any(c.mechanism == "dbus" for c in chosen), notes))
     workers = WorkerPair(cpus, shared)
     floor_cpus = (cpus[0], cpus[1]) if cpus[0] is not None and cpus[1] is not None else None
     total = len(measurements) * config.repeat
@@ -460,6 +464,7 @@ def run(
             progress(total, total, "done")
     finally:
         workers.stop()
+        bus.close()
         shutil.rmtree(workdir, ignore_errors=True)
     gone = {c.id for c in chosen if _unavailable_key(c) in unavailable_now}
     for c in chosen:

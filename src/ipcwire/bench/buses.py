@@ -1,0 +1,80 @@
+"""A private D-Bus session bus for a benchmark run on a machine that has none.
+
+A fresh machine, a container or an SSH session usually has ``dbus-daemon`` installed but no
+session bus running, so the D-Bus rows would only be a note. When the run includes D-Bus and
+no bus is reachable, the bench starts its own ``dbus-daemon --session`` on a private socket
+for the length of the run (the workers inherit its address) and stops it afterwards; the
+report says so. A bus that is already there is always used as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+__all__ = ["session_bus_for_run"]
+
+_ENV = "DBUS_SESSION_BUS_ADDRESS"
+
+
+def _bus_reachable() -> bool:
+    if os.environ.get(_ENV):
+        return True
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return runtime is not None and os.path.exists(os.path.join(runtime, "bus"))
+
+
+@contextlib.contextmanager
+def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
+    """Yield the address of a private session bus started for the run, or None when none was
+    needed (``wanted`` false, a bus is reachable) or none could be started (a note says why).
+    """
+    if not wanted or _bus_reachable():
+        yield None
+        return
+    exe = shutil.which("dbus-daemon")
+    if exe is None:
+        notes.append(
+            "dbus: no session bus and no dbus-daemon to start one (install Debian's dbus "
+            "package, or run the bench under `dbus-run-session --`)"
+        )
+        yield None
+        return
+    workdir = tempfile.mkdtemp(prefix="ipcwire-bench-bus-")
+    proc = subprocess.Popen(
+        [exe, "--session", "--nofork", "--print-address=1", f"--address=unix:path={workdir}/bus"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()  # printed once it listens
+        if not address:
+            notes.append(f"dbus: a private session bus did not start (exit {proc.wait(10)})")
+            yield None
+            return
+        notes.append(
+            "dbus: no session bus was running, so the bench started a private "
+            "`dbus-daemon --session` for this run and stopped it afterwards"
+        )
+        os.environ[_ENV] = address
+        try:
+            yield address
+        finally:
+            os.environ.pop(_ENV, None)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
