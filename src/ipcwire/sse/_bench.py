@@ -181,7 +181,7 @@ class _Acceptor:
         async def handler(request: Any) -> Any:
             return await _serve_stream(request, _Outbox(self._loop), self._ready.put)
 
-        async def start() -> tuple[Any, asyncio.AbstractServer]:
+        async def start() -> tuple[Any, asyncio.Server]:
             web_server = web.Server(handler)  # it takes the running loop
             return web_server, await self._loop.create_server(web_server, "127.0.0.1", 0)
 
@@ -271,7 +271,7 @@ class _AioLink:
 
 
 class _AioAcceptor:
-    def __init__(self, web_server: Any, server: asyncio.AbstractServer) -> None:
+    def __init__(self, web_server: Any, server: asyncio.Server) -> None:
         self._web = web_server
         self._server = server
         self._ready: asyncio.Queue[_AioLink] = asyncio.Queue()
