@@ -1,0 +1,41 @@
+"""raw/clipboard runs end to end through the bench under a real X server (Xvfb + xclip), and
+is a note, not a failure, where there is no display."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipcwire.bench import BenchConfig, build_document, run, validate
+
+CONFIG = BenchConfig(
+    round_trip_sizes=(64,),
+    throughput_sizes=(64,),
+    repeat=1,
+    duration=0.05,
+    warmup=0.01,
+    only=("raw/clipboard",),
+    peers=False,
+    preset="test",
+    budget=None,
+    floor=False,
+)
+
+
+def test_raw_clipboard_round_trips_are_measured_and_verified(x_display: str) -> None:
+    doc = build_document(run(CONFIG), command_line=["pytest"])
+    assert validate(doc) == []
+    (result,) = doc["results"]
+    assert (result["contender"], result["kind"]) == ("raw/clipboard", "round_trip")
+    assert result["status"] == "ok", (result["error"], result["detail"])
+    assert result["repetitions"][0]["round_trips"] > 0
+    assert result["summary"]["p50_us"] > 0
+
+
+def test_without_a_display_raw_clipboard_is_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    doc = build_document(run(CONFIG), command_line=["pytest"])
+    assert validate(doc) == []
+    assert doc["results"] == []
+    (gone,) = doc["unavailable"]
+    assert gone["id"] == "raw/clipboard"
+    assert "DISPLAY" in gone["unavailable_reason"]
