@@ -291,17 +291,27 @@ class ClientCore:
     def _position(self, event_id: str) -> int:
         """Track ``<stream>-<seq>`` ids: how many events were skipped before this one (-1 for
         a repeat). Ids that are not ipcwire's are not checked."""
+        stream = self._stream
+        if stream is not None and event_id.startswith(stream):  # the usual case, quickly
+            tail = event_id[len(stream) :]
+            if tail[:1] == "-" and tail[1:].isdigit() and len(tail) <= 19:
+                seq = int(tail[1:])
+                last = self._last_seq
+                if seq <= last:
+                    return -1
+                self._last_seq = seq
+                return seq - last - 1
         parsed = parse_id(event_id)
         if parsed is None:
             return 0
         stream, seq = parsed
-        last = self._last_seq if stream == self._stream else None
-        self._stream, self._last_seq = stream, max(seq, last or 0)
-        if last is None:
+        known = self._last_seq if stream == self._stream else None
+        self._stream, self._last_seq = stream, max(seq, known or 0)
+        if known is None:
             return 0
-        if seq <= last:
+        if seq <= known:
             return -1
-        return seq - last - 1
+        return seq - known - 1
 
     def _gap_found(self, lost: int, reason: str) -> None:
         self.dropped += lost

@@ -171,6 +171,8 @@ class EventParser:
                 del buf[:3]
             self._bom = False
         out: list[Event] = []
+        if not self._skip_lf and self._discard is None:
+            self._complete_lines(buf, out)
         pos = 0
         end = len(buf)
         while pos < end:
@@ -196,6 +198,34 @@ class EventParser:
         if len(buf) > self.max_data + 64:
             self._start_discard(len(buf))
         return out
+
+    def _complete_lines(self, buf: bytearray, out: list[Event]) -> None:
+        """The fast path: when the complete lines in ``buf`` end in LF alone (no CR: what
+        servers send), split them all at once and handle ``data:`` lines inline; the line
+        loop in :meth:`feed` then sees only the last, partial line."""
+        last = buf.rfind(b"\n")
+        if last < 0 or buf.find(b"\r", 0, last) >= 0:
+            return
+        lines = bytes(buf[:last]).split(b"\n")
+        del buf[: last + 1]
+        self._scanned = 0
+        handle = self._line
+        limit = self.max_data
+        for line in lines:
+            if not line:
+                self._dispatch(out)
+            elif (
+                line[:6] == b"data: "
+                and not self._oversize
+                and len(self._data) + len(line) - 6 <= limit
+            ):
+                data = self._data
+                data += line[6:]
+                data.append(10)
+            elif line[:4] == b"id: " and b"\0" not in line:
+                self._id_buffer = line[4:].decode("utf-8", "replace")
+            else:
+                handle(line, out)
 
     def _start_discard(self, size: int) -> None:
         """An overlong line: keep only its field name, drop its bytes as they come."""
