@@ -169,3 +169,73 @@ def test_asyncio_modes() -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_listener_channels_read_for_each_other_without_a_reader_thread() -> None:
+    """Whichever caller waits reads the socket and sorts datagrams to every peer: two threads
+    receiving on two peers' channels both get theirs, and no thread is left behind."""
+    import threading
+
+    before = threading.active_count()
+    with ipcwire.listen("udp://127.0.0.1:0") as server:
+        a = ipcwire.connect(server.url)
+        b = ipcwire.connect(server.url)
+        a.send(b"hello a")
+        ch_a = server.accept(timeout=5)
+        b.send(b"hello b")
+        ch_b = server.accept(timeout=5)
+        assert threading.active_count() == before
+        got: dict[str, list[bytes]] = {"a": [], "b": []}
+
+        def receive(name: str, ch: object, n: int) -> None:
+            for _ in range(n):
+                got[name].append(ch.recv(timeout=10))  # type: ignore[attr-defined]
+
+        threads = [
+            threading.Thread(target=receive, args=("a", ch_a, 51)),
+            threading.Thread(target=receive, args=("b", ch_b, 51)),
+        ]
+        for t in threads:
+            t.start()
+        for i in range(50):
+            b.send(b"b%d" % i)
+            a.send(b"a%d" % i)
+        for t in threads:
+            t.join(timeout=30)
+            assert not t.is_alive()
+        assert got["a"] == [b"hello a"] + [b"a%d" % i for i in range(50)]
+        assert got["b"] == [b"hello b"] + [b"b%d" % i for i in range(50)]
+        for ch in (a, b, ch_a, ch_b):
+            ch.close()
+
+
+def test_closing_wakes_a_waiting_recv_and_accept() -> None:
+    import threading
+
+    from ipcwire.errors import ChannelClosed
+
+    with ipcwire.listen("udp://127.0.0.1:0") as server:
+        a = ipcwire.connect(server.url)
+        a.send(b"x")
+        ch = server.accept(timeout=5)
+        assert ch.recv(timeout=5) == b"x"
+        errors: list[BaseException] = []
+
+        def wait(call: object) -> None:
+            try:
+                call()  # type: ignore[operator]
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=wait, args=(ch.recv,))
+        t.start()
+        ch.close()  # the waiting recv reads the socket: closing must interrupt it
+        t.join(timeout=10)
+        assert not t.is_alive()
+        t = threading.Thread(target=wait, args=(server.accept,))
+        t.start()
+        server.close()
+        t.join(timeout=10)
+        assert not t.is_alive()
+        assert [type(e) for e in errors] == [ChannelClosed, ChannelClosed]
+        a.close()

@@ -5,8 +5,11 @@
   the peer: ``send``/``recv`` talk to that peer only, and an ICMP "port unreachable" comes
   back as ``ConnectionRefused`` on the next call (the channel stays usable).
 * ``ipcwire.listen("udp://127.0.0.1:9000")``: ``accept()`` returns a channel per peer
-  address, as datagrams from new peers arrive (a reader thread sorts them; each peer's queue
-  is bounded and overflow is counted in ``statistics().dropped``).
+  address, as datagrams from new peers arrive. There is no reader thread: whichever caller
+  waits (``accept`` or a peer channel's ``recv``) reads the socket and sorts what it reads to
+  the peers' queues, so a reply costs no thread switch; the others wait for it. Each peer's
+  queue is bounded and overflow is counted in ``statistics().dropped``; datagrams nobody is
+  waiting for stay in the socket's receive buffer.
 * :func:`bind` (unconnected: ``recv_from``/``send_to`` with anyone), :func:`send_to`
   (fire-and-forget, one datagram), :func:`pair` (two connected channels, for tests).
 """
@@ -20,6 +23,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec
@@ -59,6 +63,7 @@ __all__ = [
 Address = tuple[str, int]
 PEER_QUEUE: Final = 1024  # datagrams buffered per accepted peer before dropping
 ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic is slow per call
 
 
 def _ms(wait: float | None) -> int | None:
@@ -68,6 +73,10 @@ def _ms(wait: float | None) -> int | None:
 def _fmt_addr(addr: Any) -> str:
     host, port = addr[0], addr[1]
     return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
+
+
+class _Interrupted(Exception):
+    """:meth:`_Socket.interrupt` woke a waiting ``recv(interruptible=True)``."""
 
 
 class _Socket:
@@ -90,40 +99,71 @@ class _Socket:
         self._wlock = threading.Lock()
         self.closed = False
         self.kernel_drops = 0
+        self._hot = True  # the last read found a datagram waiting (see recv)
+        self._cold = 0
 
-    def recv(self, timeout: float | None) -> tuple[memoryview | None, int, Address]:
+    def recv(
+        self, timeout: float | None, *, interruptible: bool = False
+    ) -> tuple[memoryview | None, int, Address]:
         """One datagram (valid until the next call; None when it was over ``max_frame`` and
         dropped), its real size, and its source.
 
         Raises:
             Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
+            _Interrupted: ``interruptible`` and :meth:`interrupt` was called.
         """
         with self._rlock:
             deadline = None if timeout is None else time.monotonic() + timeout
+            # Read first while datagrams were waiting last time (a stream of them); poll
+            # first after a read found nothing (ping-pong: saves a failing recvmsg per
+            # message). Every 16th wait reads first anyway, so a stream is noticed again.
+            read = self._hot
+            if not read:
+                self._cold += 1
+                read = not self._cold & 15
+            tried = polled = False
             while True:
                 if self.closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                try:
-                    n, anc, flags, addr = self.sock.recvmsg_into(
-                        [self._view], ANC_SPACE, socket.MSG_TRUNC
-                    )
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    raise self._error(exc, "receiving from") from exc
-                else:
-                    drops = parse_drop_count(anc)
-                    if drops is not None:
-                        self.kernel_drops = drops
-                    if n > self.fmt.max_frame or flags & socket.MSG_TRUNC:
-                        return None, n, addr
-                    return self._view[:n], n, addr
+                if read:
+                    tried = True
+                    try:
+                        n, anc, flags, addr = self.sock.recvmsg_into(
+                            [self._view], ANC_SPACE, _MSG_TRUNC
+                        )
+                    except BlockingIOError:
+                        self._hot = False
+                    except OSError as exc:
+                        raise self._error(exc, "receiving from") from exc
+                    else:
+                        if not polled:
+                            self._hot = True  # it was waiting for us: read first next time
+                        drops = parse_drop_count(anc)
+                        if drops is not None:
+                            self.kernel_drops = drops
+                        if n > self.fmt.max_frame or flags & _MSG_TRUNC:
+                            return None, n, addr
+                        return self._view[:n], n, addr
+                read = True
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no datagram at {self.url} within {timeout} s", endpoint=self.url
-                    )
-                self._rpoll.poll(_ms(wait))
+                    if tried:
+                        raise Timeout(
+                            f"no datagram at {self.url} within {timeout} s", endpoint=self.url
+                        )
+                    wait = 0.0
+                events = self._rpoll.poll(_ms(wait))
+                polled = True
+                if interruptible and not self.closed:
+                    for fd, _ in events:
+                        if fd == self._waker.fd:
+                            self._waker.drain()
+                            raise _Interrupted
+
+    def interrupt(self) -> None:
+        """Wake a ``recv(interruptible=True)`` that waits (or the next one to wait)."""
+        if not self.closed:
+            self._waker.wake()
 
     def send(self, data: Any, addr: Address | None, timeout: float | None) -> None:
         """Send one datagram (to the connected peer when ``addr`` is None).
@@ -246,7 +286,16 @@ class UdpChannel(Channel):
         self._bytes_sent += len(data)
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        return self.recv_from(timeout=timeout)[0]
+        if self._pending or self._fmt.ndjson or self._io.closed:
+            return self.recv_from(timeout=timeout)[0]
+        # The common case without the queue: one datagram is one message.
+        data, size, addr = self._io.recv(timeout)
+        if data is None:
+            raise self._fmt.too_large(size, _fmt_addr(addr))
+        msg = self._fmt.decode(data)
+        self._bytes_received += size
+        self._received += 1
+        return msg
 
     def recv_from(self, *, timeout: float | None = None) -> tuple[Any, Address]:
         """The next message and the (host, port) it came from.
@@ -296,51 +345,42 @@ class _PeerChannel(Channel):
         self._listener = listener
         self.addr = addr
         self.url = f"{listener.url} <- {_fmt_addr(addr)}"
-        self._queue: deque[Any] = deque()
-        self._cond = threading.Condition()
+        self._queue: deque[Any] = deque()  # guarded by the listener's condition
         self._closed = False
         self.dropped = 0
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     def _put(self, data: memoryview) -> None:
+        """Queue the messages of one datagram (the listener's condition is held)."""
         try:
             msgs: list[Any] = self._listener._fmt.unpack(data)
         except IpcwireError as exc:
             msgs = [exc]
-        with self._cond:
-            self._bytes_received += data.nbytes
-            for msg in msgs:
-                if len(self._queue) >= PEER_QUEUE:
-                    self.dropped += 1
-                else:
-                    self._queue.append(msg)
-            self._cond.notify_all()
+        self._bytes_received += data.nbytes
+        for msg in msgs:
+            if len(self._queue) >= PEER_QUEUE and not isinstance(msg, IpcwireError):
+                self.dropped += 1
+            else:
+                self._queue.append(msg)
 
-    def _put_error(self, exc: IpcwireError) -> None:
-        with self._cond:
-            self._queue.append(exc)
-            self._cond.notify_all()
+    def _done_waiting(self) -> bool:
+        return bool(self._queue) or self._closed or self._listener._closed
 
     def recv(self, *, timeout: float | None = None) -> Any:
+        listener = self._listener
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                if self._queue:
-                    item = self._queue.popleft()
-                    if isinstance(item, IpcwireError):
-                        raise item
-                    self._received += 1
-                    return item
-                if self._listener.closed:
-                    raise ChannelClosed(f"the listener of {self.url} is closed", endpoint=self.url)
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no message from {self.url} within {timeout} s", endpoint=self.url
-                    )
-                self._cond.wait(wait)
+        with listener._cond:
+            if not self._queue:
+                listener._pump(self._done_waiting, deadline, timeout, f"from {self.url}")
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, IpcwireError):
+                    raise item
+                self._received += 1
+                return item
+            raise ChannelClosed(f"the listener of {self.url} is closed", endpoint=self.url)
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
@@ -351,11 +391,11 @@ class _PeerChannel(Channel):
         self._bytes_sent += len(data)
 
     def close(self) -> None:
-        with self._cond:
+        with self._listener._cond:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
+            self._listener._wake_waiters()
         self._listener._forget(self)
 
     @property
@@ -387,41 +427,76 @@ class UdpListener(Listener):
         self._peers: dict[Address, _PeerChannel] = {}
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition()
+        self._reading = False  # a caller is reading the socket for everyone (see the module)
         self._closed = False
         self.dropped = 0  # datagrams from new peers while the accept backlog was full
         self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
-        self._thread = threading.Thread(target=self._read, name=f"ipcwire {url}", daemon=True)
-        self._thread.start()
 
-    def _read(self) -> None:
-        while True:
+    def _pump(
+        self, done: Callable[[], bool], deadline: float | None, timeout: float | None, what: str
+    ) -> None:
+        """Read and sort datagrams until ``done()``; the condition is held (and released
+        while reading or waiting). Only one caller reads at a time; the others wait until
+        it has sorted their datagram to them, or until it stops reading and one of them
+        takes over.
+
+        Raises:
+            Timeout: the deadline passed first.
+            ChannelClosed, ChannelBroken: the socket failed (for every waiting caller).
+        """
+        cond = self._cond
+        while not done():
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise Timeout(f"no message {what} within {timeout} s", endpoint=self.url)
+            if self._reading:
+                cond.wait(wait)
+                continue
+            self._reading = True
+            cond.release()
             try:
-                data, size, addr = self._io.recv(None)
-            except ConnectionRefused:
-                continue  # an ICMP for a reply we sent: that peer is gone
-            except IpcwireError:
-                return  # closed
-            with self._cond:
-                ch = self._peers.get(addr)
-                if ch is None:
-                    if self._closed or len(self._new) >= ACCEPT_BACKLOG:
-                        self.dropped += 1
-                        continue
-                    ch = _PeerChannel(self, addr)
-                    self._peers[addr] = ch
-                    self._users += 1
-                    self._new.append(ch)
-                    self._cond.notify_all()
-            if data is None:
-                ch._put_error(self._fmt.too_large(size, _fmt_addr(addr)))
-            else:
-                ch._put(data)
+                try:
+                    data, size, addr = self._io.recv(wait, interruptible=True)
+                finally:
+                    cond.acquire()
+                    self._reading = False
+                    cond.notify_all()  # sorted something, or another waiter reads next
+            except (_Interrupted, ConnectionRefused):
+                continue  # a close to look at; or an ICMP for a reply to a peer that left
+            except Timeout:
+                continue  # the loop raises it with this caller's words
+            self._sort(data, size, addr)
+
+    def _sort(self, data: memoryview | None, size: int, addr: Address) -> None:
+        """Give one datagram to its peer's channel (a new one for a new peer)."""
+        ch = self._peers.get(addr)
+        if ch is None:
+            if self._closed or len(self._new) >= ACCEPT_BACKLOG:
+                self.dropped += 1
+                return
+            ch = _PeerChannel(self, addr)
+            self._peers[addr] = ch
+            self._users += 1
+            self._new.append(ch)
+        if data is None:
+            ch._queue.append(self._fmt.too_large(size, _fmt_addr(addr)))
+        else:
+            ch._put(data)
+
+    def _wake_waiters(self) -> None:
+        """Something closed: wake every waiter, including the one reading the socket."""
+        self._cond.notify_all()
+        if self._reading:
+            self._io.interrupt()
 
     @property
     def local_address(self) -> Address:
         """The (host, port) bound (the real port when the URL said 0)."""
         addr: Address = self._io.sock.getsockname()[:2]
         return addr
+
+    def _accept_ready(self) -> bool:
+        return bool(self._new) or self._closed
 
     def accept(self, *, timeout: float | None = None) -> Channel:
         """A channel for the next peer that sent a datagram.
@@ -432,17 +507,18 @@ class UdpListener(Listener):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                if self._new:
-                    return self._new.popleft()
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            if not self._new:
+                try:
+                    self._pump(self._accept_ready, deadline, timeout, "from a new peer")
+                except Timeout:
                     raise Timeout(
                         f"no new peer at {self.url} within {timeout} s", endpoint=self.url
-                    )
-                self._cond.wait(wait)
+                    ) from None
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            return self._new.popleft()
 
     def _forget(self, ch: _PeerChannel) -> None:
         with self._cond:
@@ -466,7 +542,7 @@ class UdpListener(Listener):
                 self._users -= 1
             self._users -= 1
             last = self._users == 0
-            self._cond.notify_all()
+            self._wake_waiters()
         if last:
             self._io.close()
 
