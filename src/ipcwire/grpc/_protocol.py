@@ -140,6 +140,12 @@ def error_from_status(
                 f"reconnect=SECONDS to keep trying ({text})",
                 endpoint=endpoint,
             )
+        if "ping timeout" in low or "keepalive" in low:
+            return ChannelBroken(
+                f"{endpoint} did not answer a keepalive ping in time: the peer is dead, frozen "
+                f"or unreachable (raise keepalive_timeout= if it is just slow) ({text})",
+                endpoint=endpoint,
+            )
         return ChannelBroken(said, endpoint=endpoint)
     if name == "FAILED_PRECONDITION":
         return HandshakeError(said, endpoint=endpoint)

@@ -19,6 +19,7 @@ from ipcwire.grpc._address import (
     server_options,
     unix_cleanup,
 )
+from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
     CODEC_KEY,
@@ -51,12 +52,15 @@ class Admission:
 class ServerCore:
     """The checks and settings of one gRPC listener (either API flavour)."""
 
-    def __init__(self, options: ChannelOptions, *, reply_timeout: float) -> None:
+    def __init__(
+        self, options: ChannelOptions, *, reply_timeout: float, keepalive: Keepalive
+    ) -> None:
         self.url = options.url
         self.codec = options.codec
         self.max_frame = options.max_frame
         self.token = options.token
         self.reply_timeout = reply_timeout
+        self.keepalive = keepalive
 
     def admit(self, invocation_metadata: Any) -> Admission:
         """Check a new call's metadata: the token, the codec; learn the client's limit."""
@@ -103,7 +107,7 @@ class ServerCore:
         return max(min(time_remaining, 365 * 86400.0), 0.0)
 
     def server_options(self) -> list[tuple[str, Any]]:
-        return server_options(self.max_frame)
+        return server_options(self.max_frame) + self.keepalive.server_options()
 
     def handlers(self, stream: Callable[..., Any], call: Callable[..., Any]) -> Any:
         """The generic handler: bytes in, bytes out (identity serializers)."""

@@ -45,6 +45,7 @@ __all__ = ["HIGH_WATER", "LINGER", "SyncOneShot", "SyncStream", "encode"]
 HIGH_WATER: Final = 4 * 1024 * 1024
 LOW_WATER: Final = 1024 * 1024
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+EOF_GRACE: Final = 2.0  # after a client's half-close, how long to wait to learn how the RPC ended
 _STOP: Final = object()  # ends the outgoing stream
 
 
@@ -101,11 +102,15 @@ class SyncStream(Channel):
         self._inbox: deque[bytes] = deque()
         self._queued = 0
         self._end: IpcwireError | None = None
+        self._settling = False  # the end is known, but not yet whether clean (_eof_or_lost)
         self._broken: IpcwireError | None = None
         self._closed = False
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._unsent = 0
         self.read_done = threading.Event()
+        self.rpc_over = threading.Event()
+        # Server side: whether grpcio saw the RPC cancelled (the client's connection died).
+        self.cancelled: Callable[[], bool] | None = None
         self.on_close: Callable[[], None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
@@ -133,13 +138,23 @@ class SyncStream(Channel):
         wake; what already arrived can still be received."""
         with self._cond:
             if self._broken is None:
-                self._broken = ChannelBroken(
-                    f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
-                )
+                self._broken = self._call_ended()
             self._cond.notify_all()
+
+    def _call_ended(self) -> IpcwireError:
+        """Why sending fails now that the client's call is over: the status if it failed."""
+        code = self.call.code()
+        if getattr(code, "name", "OK") != "OK":
+            err = error_from_status(code, self.call.details(), self.url, doing="sending")
+            if isinstance(err, ChannelBroken):
+                return err
+        return ChannelBroken(
+            f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
+        )
 
     def rpc_done(self) -> None:
         """grpcio says the RPC is over (server side): sends fail, the generator returns."""
+        self.rpc_over.set()
         self.ended(ChannelBroken(f"the client of {self.url} went away", endpoint=self.url))
         self.finish()
 
@@ -172,13 +187,35 @@ class SyncStream(Channel):
             end = self._rpc_error(exc)
         except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
+        if eof and self._on_eof is not None:
+            end = self._eof_or_lost(end)
         # A plain client's half-close leaves the server free to answer; anything else, and an
         # ipcwire client's close, ends the RPC.
         self.ended(end, rpc_over=not eof or self._client or self._on_eof is not None)
         self.read_done.set()
-        if eof and self._on_eof is not None:
-            self._on_eof()
         return None
+
+    def _eof_or_lost(self, eof: IpcwireError) -> IpcwireError:
+        """An ipcwire client's stream ended (server side): end the RPC. grpcio ends the
+        request stream the same way when the client's connection dies (keepalive, a killed
+        process) and only then reports the cancellation, so wait for the RPC to be over and
+        ask how it ended: cancelled is ``ChannelBroken``, not a clean close."""
+        assert self._on_eof is not None
+        with self._cond:
+            self._settling = True
+        try:
+            self._on_eof()
+            if self.cancelled is not None and self.rpc_over.wait(EOF_GRACE) and self.cancelled():
+                eof = ChannelBroken(
+                    f"the client of {self.url} went away: its connection was lost",
+                    endpoint=self.url,
+                )
+        finally:
+            with self._cond:
+                self._end = eof
+                self._settling = False
+                self._cond.notify_all()
+        return eof
 
     def _rpc_error(self, exc: Any) -> IpcwireError:
         code = exc.code() if hasattr(exc, "code") else None
@@ -246,9 +283,7 @@ class SyncStream(Channel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._broken is None and self.call is not None and self.call.done():
-            self._broken = ChannelBroken(
-                f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
-            )
+            self._broken = self._call_ended()
         if self._broken is not None:
             raise self._broken
 
@@ -266,7 +301,7 @@ class SyncStream(Channel):
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
                 direct = not self._inbox and self._pump is None and timeout is None
-                if not self._inbox and self._end is not None:
+                if not self._inbox and self._end is not None and not self._settling:
                     raise self._end
             if direct:
                 raw = [self._read_direct()]
@@ -310,7 +345,7 @@ class SyncStream(Channel):
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if self._inbox:
                 return
-            if self._end is not None:
+            if self._end is not None and not self._settling:
                 raise self._end
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:

@@ -27,6 +27,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream
+from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
     MAX_FRAME_KEY,
@@ -250,10 +251,12 @@ class AioGrpcUnaryChannel(AioChannel):
         return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)
 
 
-def _open_channel(addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any]) -> Any:
+def _open_channel(
+    addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any], keepalive: Keepalive
+) -> Any:
     hostname = tls.pop("server_hostname", None)
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
-    opts = channel_options(options.max_frame, hostname)
+    opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
     if creds is not None:
         return grpc.aio.secure_channel(addr.target(), creds, options=opts)
     return grpc.aio.insecure_channel(addr.target(), options=opts)
@@ -281,6 +284,7 @@ async def connect(
     """
     if "ssl" in kw:
         raise ConfigurationError("gRPC has its own TLS: pass cafile= (and certfile=/keyfile=)")
+    keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, CONNECT_KW)
     addr = resolve(endpoint, listening=False)
     url = addr.url(tls=addr.scheme == "grpcs" or cafile is not None or credentials is not None)
@@ -289,12 +293,12 @@ async def connect(
     nonce = secrets.token_bytes(16)
     md = client_metadata(options, url, nonce)
     if unary:
-        return AioGrpcUnaryChannel(url, options, _open_channel(addr, options, tls), md)
+        return AioGrpcUnaryChannel(url, options, _open_channel(addr, options, tls, keepalive), md)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
     while True:
-        gch = _open_channel(addr, options, dict(tls))
+        gch = _open_channel(addr, options, dict(tls), keepalive)
         try:
             return await _open_stream(gch, url, options, md, nonce, start + limit)
         except ConnectionRefused:
@@ -400,9 +404,10 @@ async def listen(
     """
     if "ssl" in kw:
         raise ConfigurationError("gRPC has its own TLS: pass certfile= and keyfile=")
+    keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
-    core = ServerCore(options, reply_timeout=reply_timeout)
+    core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
     server = grpc.aio.server(options=core.server_options(), maximum_concurrent_rpcs=max_channels)
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip

@@ -35,6 +35,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
     MAX_FRAME_KEY,
@@ -59,10 +60,11 @@ __all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
 
 CONNECT_KW: Final = (
     "timeout", "reconnect", "unary", "cafile", "certfile", "keyfile", "server_hostname",
-    "credentials",
+    "credentials", "keepalive", "keepalive_timeout",
 )  # fmt: skip
 LISTEN_KW: Final = (
     "certfile", "keyfile", "client_ca", "credentials", "mode", "max_channels", "reply_timeout",
+    "keepalive", "keepalive_timeout",
 )  # fmt: skip
 
 
@@ -99,6 +101,7 @@ class GrpcListener(Listener):
         )  # fmt: skip
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
+            ch.cancelled = lambda: _rpc_cancelled(context)
         context.add_callback(ch.rpc_done)  # the RPC ended: let the response generator return
         self.enqueue(ch)
         return ch.outgoing()
@@ -155,6 +158,13 @@ class GrpcListener(Listener):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _rpc_cancelled(context: Any) -> bool:
+    """Whether grpcio saw the client cancel the RPC, or its connection die. The sync API has
+    no public question for this once the RPC is over, so read grpcio's RPC state (if a
+    grpcio release renames it, the answer is False: a lost client reads as a clean close)."""
+    return getattr(getattr(context, "_state", None), "client", None) == "cancelled"
 
 
 class GrpcUnaryChannel(Channel):
@@ -266,11 +276,13 @@ def check_welcome(initial: dict[str, str], options: ChannelOptions, url: str, no
     return int(limit)
 
 
-def open_channel(addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any]) -> Any:
+def open_channel(
+    addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any], keepalive: Keepalive
+) -> Any:
     """A grpc.Channel to ``addr`` (TLS when asked)."""
     hostname = tls.pop("server_hostname", None)
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
-    opts = channel_options(options.max_frame, hostname)
+    opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
     if creds is not None:
         return grpc.secure_channel(addr.target(), creds, options=opts)
     return grpc.insecure_channel(addr.target(), options=opts)
@@ -298,6 +310,7 @@ def connect(
     """
     if "ssl" in kw:
         raise ConfigurationError("gRPC has its own TLS: pass cafile= (and certfile=/keyfile=)")
+    keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, CONNECT_KW)
     addr = resolve(endpoint, listening=False)
     url = addr.url(tls=addr.scheme == "grpcs" or cafile is not None or credentials is not None)
@@ -306,12 +319,12 @@ def connect(
     nonce = secrets.token_bytes(16)
     md = client_metadata(options, url, nonce)
     if unary:
-        return GrpcUnaryChannel(url, options, open_channel(addr, options, tls), md)
+        return GrpcUnaryChannel(url, options, open_channel(addr, options, tls, keepalive), md)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
     while True:
-        gch = open_channel(addr, options, dict(tls))
+        gch = open_channel(addr, options, dict(tls), keepalive)
         try:
             return _open_stream(gch, url, options, md, nonce, start + limit)
         except ConnectionRefused:
@@ -399,9 +412,10 @@ def listen(
     """
     if "ssl" in kw:
         raise ConfigurationError("gRPC has its own TLS: pass certfile= and keyfile=")
+    keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
-    core = ServerCore(options, reply_timeout=reply_timeout)
+    core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
     pool = futures.ThreadPoolExecutor(max_channels, thread_name_prefix="ipcwire-grpc")
     server = grpc.server(pool, maximum_concurrent_rpcs=max_channels, options=core.server_options())
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
