@@ -6,6 +6,7 @@ pickled by reference), so they live in this importable module.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ipcwire.bench.builtin.raw import RawAcceptor, RawLink, unix_side_a, unix_side_b
@@ -50,7 +51,19 @@ class Stale(RawLink):
         super().send(self.first)
 
 
+NOISE = "noisy-contender: library chatter on file descriptor 2"
+
+
+class Noisy(Truncating):
+    """Writes to its stderr (as C libraries log), then truncates like :class:`Truncating`."""
+
+    def send(self, message: bytes) -> None:
+        os.write(2, (NOISE + "\n").encode())
+        super().send(message)
+
+
 _LINKS: dict[str, type[RawLink]] = {
+    "noisy": Noisy,
     "truncating": Truncating,
     "dropping": Dropping,
     "corrupting": Corrupting,

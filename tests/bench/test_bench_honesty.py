@@ -7,7 +7,10 @@ honest contender after them (the workers are restarted after a failure).
 
 from __future__ import annotations
 
-from tests.bench.faulty import faulty
+import dataclasses
+
+import pytest
+from tests.bench.faulty import NOISE, faulty
 
 from ipcwire.bench import BenchConfig, build_document, run, validate
 from ipcwire.bench.runner import Measurement
@@ -66,3 +69,17 @@ def test_cheaters_are_caught_and_the_honest_contender_still_measured() -> None:
     assert failed == set(expected)
     assert all(r["summary"] is None for r in doc["results"] if r["status"] == "failed")
     assert sum("FAILED" in note for note in doc["notes"]) == len(expected)
+
+
+def test_workers_stderr_is_kept_out_of_the_display_and_shown_with_a_failure(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Library chatter on a worker's stderr does not reach the terminal; a failure's detail
+    carries what the workers wrote during that measurement."""
+    config = dataclasses.replace(CONFIG, only=("test/noisy-b",))
+    out = run(config, extra=[faulty("noisy", "b", ("throughput",))])
+    [m] = out.measurements
+    assert m.error is not None and "63 bytes (expected 64)" in m.error
+    assert "worker B stderr:" in m.detail
+    assert NOISE in m.detail
+    assert NOISE not in capfd.readouterr().err

@@ -410,7 +410,7 @@ def run(
     workdir = tempfile.mkdtemp(prefix="ipcwire-bench-")
     bus = contextlib.ExitStack()
     bus.enter_context(session_bus_for_run(any(c.mechanism == "dbus" for c in chosen), notes))
-    workers = WorkerPair(cpus, shared)
+    workers = WorkerPair(cpus, shared, log_dir=workdir)
     floor_cpus = (cpus[0], cpus[1]) if cpus[0] is not None and cpus[1] is not None else None
     total = len(measurements) * config.repeat
     done = 0

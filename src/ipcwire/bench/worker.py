@@ -50,9 +50,18 @@ class MeasurementFailed(Exception):
 
 
 # -- inside a worker ----------------------------------------------------------------------------
-def worker_main(conn: Connection, cpu: int | None, shared: dict[str, Any]) -> None:
-    """Entry point of a worker process."""
+def worker_main(
+    conn: Connection, cpu: int | None, shared: dict[str, Any], log_path: str | None = None
+) -> None:
+    """Entry point of a worker process. With ``log_path``, the worker's stderr (file
+    descriptor 2, so C libraries' logging too) goes to that file: the libraries under test
+    log chatter (gRPC's GOAWAY lines, asyncio's pending-task warnings at shutdown) that must
+    not scroll through the progress display; the parent shows it when a measurement fails."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    if log_path is not None:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -222,6 +231,13 @@ async def _run_async(conn: Connection, task: Any, address: str | None, shared: A
 
 
 # -- in the parent ------------------------------------------------------------------------------
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
 def _main_hidden() -> Iterator[None]:
     """Hide the parent's ``__main__`` from ``spawn`` while the workers start.
@@ -251,10 +267,17 @@ class WorkerPair:
     """Two worker processes, A and B, each pinned to its CPU (None: not pinned)."""
 
     def __init__(
-        self, cpus: tuple[int | None, int | None], shared: dict[str, Callable[[], Any]]
+        self,
+        cpus: tuple[int | None, int | None],
+        shared: dict[str, Callable[[], Any]],
+        log_dir: str | None = None,
     ) -> None:
         self.cpus = cpus
         self._factories = shared
+        self._logs = (
+            [os.path.join(log_dir, f"worker-{side}.log") for side in "ab"] if log_dir else []
+        )
+        self._log_marks = [0, 0]
         self._procs: list[Any] = []
         self._conns: list[Connection] = []
         self.hello: list[dict[str, Any]] = []
@@ -269,11 +292,12 @@ class WorkerPair:
         self.hello = [self._expect(conn, "hello", deadline)[1] for conn in self._conns]
 
     def _spawn(self, ctx: Any, shared: dict[str, Any]) -> None:
-        for cpu in self.cpus:
+        for i, cpu in enumerate(self.cpus):
             parent_end, child_end = ctx.Pipe()
+            log = self._logs[i] if self._logs else None
             proc = ctx.Process(
                 target=worker_main,
-                args=(child_end, cpu, shared),
+                args=(child_end, cpu, shared, log),
                 name="ipcwire-bench-worker",
                 daemon=True,
             )
@@ -303,6 +327,28 @@ class WorkerPair:
             MeasurementFailed: a side raised or the measurement took longer than ``timeout``.
                 The workers are then in an unknown state: call :meth:`restart`.
         """
+        self._log_marks = [_size(path) for path in self._logs] or [0, 0]
+        try:
+            return self._measure(task, timeout)
+        except MeasurementFailed as exc:
+            raise MeasurementFailed(str(exc), exc.detail + self._stderr_since_mark()) from exc
+
+    def _stderr_since_mark(self, limit: int = 4000) -> str:
+        """What the workers wrote to stderr since this measurement started (the last
+        ``limit`` characters of each), for a failure's detail."""
+        parts = []
+        for side, path, mark in zip("AB", self._logs, self._log_marks, strict=False):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(mark)
+                    text = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            if text.strip():
+                parts.append(f"\nworker {side} stderr:\n{text[-limit:]}")
+        return "".join(parts)
+
+    def _measure(self, task: Any, timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
         a, b = self._conns
         deadline = time.monotonic() + timeout
         a.send(("a", task))
