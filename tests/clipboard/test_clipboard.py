@@ -157,3 +157,43 @@ def test_platforms_finds_the_clipboard(x_display: str) -> None:
     )
     rows = {m["scheme"]: m for m in json.loads(out.stdout)["mechanisms"]}
     assert rows["clipboard"]["available"] is True
+
+
+def test_reply_selection_makes_a_two_way_channel(x_display: str) -> None:
+    """With ``reply=primary`` the connecting side sends on CLIPBOARD and reads PRIMARY, the
+    listening side the other way round: a request and its answer do not overwrite each other."""
+    url = "clipboard:?reply=primary"
+    with (
+        ipcwire.listen(url, text=False, **FAST) as lst,
+        lst.accept(timeout=5) as server,
+        ipcwire.connect(url, text=False, **FAST) as client,
+    ):
+        for i in range(3):
+            client.send(b"request %d" % i)
+            assert server.recv(timeout=5) == b"request %d" % i
+            server.send(b"answer %d" % i)
+            assert client.recv(timeout=5) == b"answer %d" % i
+        with pytest.raises(Timeout):
+            server.recv(timeout=0.05)  # its own answer is not a request
+
+
+def test_asyncio_reply_selection(x_display: str) -> None:
+    async def main() -> None:
+        url = "clipboard:?reply=primary"
+        lst = await aio.listen(url, text=False, **FAST)
+        async with (
+            lst,
+            await lst.accept(timeout=5) as server,
+            await aio.connect(url, text=False, **FAST) as client,
+        ):
+            await client.send(b"ping")
+            assert await server.recv(timeout=5) == b"ping"
+            await server.send(b"pong")
+            assert await client.recv(timeout=5) == b"pong"
+
+    asyncio.run(main())
+
+
+def test_reply_must_be_the_other_selection(x_display: str) -> None:
+    with pytest.raises(ConfigurationError, match="must be the other selection"):
+        ipcwire.connect("clipboard:?reply=clipboard")

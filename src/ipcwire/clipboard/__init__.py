@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["SPEC", "probe"]
+__all__ = ["BENCH_TWO_WAY", "BENCH_URL", "SPEC", "probe"]
+
+# ipcwire bench: requests on CLIPBOARD, answers on PRIMARY (``reply=``), so round trips can be
+# measured the way raw/clipboard measures them; binary payloads (text=0), tight polling.
+BENCH_TWO_WAY = True
+
+
+def BENCH_URL(workdir: str, serial: int) -> str:
+    """The address ``ipcwire bench`` measures the clipboard at."""
+    return "clipboard:?reply=primary&text=0&poll_interval=0.001"
 
 
 def probe() -> str | None:

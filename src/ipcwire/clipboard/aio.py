@@ -16,11 +16,12 @@ from ipcwire.clipboard._tools import Tool
 from ipcwire.clipboard.blocking import (
     TOOL_TIMEOUT,
     ClipboardOptions,
+    _checked,
     _failed,
     decode,
     encode,
 )
-from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
+from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.options import ChannelOptions
 
 __all__ = ["AioClipboardChannel", "AioClipboardListener", "connect", "listen"]
@@ -116,9 +117,11 @@ class AioClipboardChannel(AioChannel):
         url: str,
         opts: ClipboardOptions,
         first: bytes | None,
+        inbox: AioBackend | None = None,
     ) -> None:
         self.url = url
-        self._backend = backend
+        self._out = backend
+        self._backend = backend if inbox is None else inbox  # where recv looks
         self._wire = wire
         self._text = opts.text
         self._interval = opts.poll_interval
@@ -130,7 +133,7 @@ class AioClipboardChannel(AioChannel):
     @property
     def tool(self) -> str:
         """The tool in use, and where."""
-        return self._backend.tool.describe()
+        return self._out.tool.describe()
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = encode(self._wire, obj, self._text, self.url)
@@ -139,8 +142,9 @@ class AioClipboardChannel(AioChannel):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (TOOL_TIMEOUT if timeout is None else timeout)
         async with self._lock:
-            await self._backend.copy(data, deadline)
-            self._last = data
+            await self._out.copy(data, deadline)
+            if self._out is self._backend:  # one slot: do not receive our own message
+                self._last = data
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -200,14 +204,19 @@ class AioClipboardChannel(AioChannel):
 async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardChannel:
     """A channel on the desktop clipboard (asyncio); options as the blocking ``connect``."""
     kw.pop("reconnect", None)
-    opts = ClipboardOptions(endpoint, options, kw)
-    if options.token is not None:
-        raise ConfigurationError(
-            f"{endpoint}: the clipboard cannot be authenticated; drop token= (and pickle)"
-        )
-    backend = AioBackend(opts.tool, endpoint.url)
-    first = await backend.paste()
-    return AioClipboardChannel(backend, options.wire(), endpoint.url, opts, first)
+    return await _channel(endpoint, options, _checked(endpoint, options, kw), listening=False)
+
+
+async def _channel(
+    endpoint: Endpoint, options: ChannelOptions, opts: ClipboardOptions, *, listening: bool
+) -> AioClipboardChannel:
+    out_tool, in_tool = opts.tool, opts.reply_tool
+    if listening and in_tool is not None:
+        out_tool, in_tool = in_tool, out_tool
+    out = AioBackend(out_tool, endpoint.url)
+    inbox = None if in_tool is None else AioBackend(in_tool, endpoint.url)
+    first = await (out if inbox is None else inbox).paste()
+    return AioClipboardChannel(out, options.wire(), endpoint.url, opts, first, inbox)
 
 
 class AioClipboardListener(AioListener):
@@ -244,4 +253,6 @@ class AioClipboardListener(AioListener):
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardListener:
     """The clipboard as a listener (asyncio)."""
     kw.pop("backlog", None)
-    return AioClipboardListener(await connect(endpoint, options, **kw))
+    kw.pop("reconnect", None)
+    opts = _checked(endpoint, options, kw)
+    return AioClipboardListener(await _channel(endpoint, options, opts, listening=True))

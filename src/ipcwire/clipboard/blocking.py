@@ -30,7 +30,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 
 __all__ = ["ClipboardChannel", "ClipboardListener", "ClipboardOptions", "connect", "listen"]
 
-OPTIONS: Final = ("tool", "selection", "display", "text", "poll_interval", "timeout")
+OPTIONS: Final = ("tool", "selection", "reply", "display", "text", "poll_interval", "timeout")
 TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
 # One tool run at a time in this process: xclip serves a large selection (an INCR transfer)
 # to one reader at a time, and a second reader meanwhile can wait until the timeout.
@@ -44,9 +44,25 @@ class ClipboardOptions:
         q = endpoint.params
         raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}
         reject_unknown(kw, endpoint, OPTIONS)
-        self.tool: Tool = pick_tool(
-            raw["tool"], selection=raw["selection"] or "clipboard", display=raw["display"]
-        )
+        selection = raw["selection"] or "clipboard"
+        self.tool: Tool = pick_tool(raw["tool"], selection=selection, display=raw["display"])
+        # reply=: answers travel on the other X selection, so a request and its answer do not
+        # overwrite each other (the connecting side sends on `selection` and reads `reply`,
+        # the listening side the other way round)
+        self.reply_tool: Tool | None = None
+        if raw["reply"]:
+            if raw["reply"] == selection:
+                raise ConfigurationError(
+                    f"{endpoint}: reply={raw['reply']} must be the other selection than "
+                    f"selection={selection} (one is 'clipboard', the other 'primary')"
+                )
+            if self.tool.name == "pbcopy":
+                raise ConfigurationError(
+                    f"{endpoint}: reply= needs a second selection; the macOS pasteboard has one"
+                )
+            self.reply_tool = pick_tool(
+                self.tool.name, selection=raw["reply"], display=raw["display"]
+            )
         text = raw["text"]
         if isinstance(text, str):
             text = text.lower() not in ("0", "false", "no", "off")
@@ -158,9 +174,17 @@ class Backend:
 class ClipboardChannel(Channel):
     """The clipboard as a channel: ``send`` copies, ``recv`` waits for the next change."""
 
-    def __init__(self, backend: Backend, wire: WireFormat, url: str, opts: ClipboardOptions):
+    def __init__(
+        self,
+        backend: Backend,
+        wire: WireFormat,
+        url: str,
+        opts: ClipboardOptions,
+        inbox: Backend | None = None,
+    ):
         self.url = url
-        self._backend = backend
+        self._out = backend
+        self._backend = backend if inbox is None else inbox  # where recv looks
         self._wire = wire
         self._text = opts.text
         self._interval = opts.poll_interval
@@ -172,7 +196,7 @@ class ClipboardChannel(Channel):
     @property
     def tool(self) -> str:
         """The tool in use, and where (``xclip on :99``)."""
-        return self._backend.tool.describe()
+        return self._out.tool.describe()
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         """Copy ``obj`` to the clipboard (replacing whatever was there).
@@ -186,8 +210,9 @@ class ClipboardChannel(Channel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         deadline = time.monotonic() + (TOOL_TIMEOUT if timeout is None else timeout)
         with self._lock:
-            self._backend.copy(data, deadline)
-            self._last = data
+            self._out.copy(data, deadline)
+            if self._out is self._backend:  # one slot: do not receive our own message
+                self._last = data
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -247,21 +272,42 @@ def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> Clipboard
     """A channel on the desktop clipboard (``clipboard:``).
 
     Options: ``tool`` ("xclip", "xsel", "wl-clipboard", "pbcopy"; default: the first that
-    works here), ``selection`` ("clipboard" or X11's "primary"), ``display`` (an X display
-    such as ":99", or a Wayland socket name), ``text`` (str in and out; the default with the
-    bytes codec), ``poll_interval`` (seconds, default 0.1).
+    works here), ``selection`` ("clipboard" or X11's "primary"), ``reply`` (the other
+    selection: this side then sends on ``selection`` and receives on ``reply``, the listening
+    side the other way round, so request and answer do not overwrite each other),
+    ``display`` (an X display such as ":99", or a Wayland socket name), ``text`` (str in and
+    out; the default with the bytes codec), ``poll_interval`` (seconds, default 0.1).
 
     Raises:
         MechanismUnavailable: no display or no tool, with what to install.
     """
     kw.pop("reconnect", None)
+    return _channel(endpoint, options, _checked(endpoint, options, kw), listening=False)
+
+
+def _checked(endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]) -> ClipboardOptions:
     opts = ClipboardOptions(endpoint, options, kw)
     if options.token is not None:
         raise ConfigurationError(
             f"{endpoint}: the clipboard cannot be authenticated (anyone on the desktop reads "
             f"and writes it); drop token= (and codec='pickle')"
         )
-    return ClipboardChannel(Backend(opts.tool, endpoint.url), options.wire(), endpoint.url, opts)
+    return opts
+
+
+def _channel(
+    endpoint: Endpoint, options: ChannelOptions, opts: ClipboardOptions, *, listening: bool
+) -> ClipboardChannel:
+    out, inbox = opts.tool, opts.reply_tool
+    if listening and inbox is not None:
+        out, inbox = inbox, out
+    return ClipboardChannel(
+        Backend(out, endpoint.url),
+        options.wire(),
+        endpoint.url,
+        opts,
+        None if inbox is None else Backend(inbox, endpoint.url),
+    )
 
 
 class ClipboardListener(Listener):
@@ -297,4 +343,6 @@ def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> ClipboardL
     """The clipboard as a listener (see :class:`ClipboardListener`); options as
     :func:`connect`."""
     kw.pop("backlog", None)
-    return ClipboardListener(connect(endpoint, options, **kw))
+    kw.pop("reconnect", None)
+    opts = _checked(endpoint, options, kw)
+    return ClipboardListener(_channel(endpoint, options, opts, listening=True))
