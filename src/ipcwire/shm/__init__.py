@@ -18,7 +18,11 @@ from ipcwire.registry import Capabilities, MechanismSpec
 from ipcwire.shm._pybase import TSO_MACHINES
 from ipcwire.shm._ring import IMPLEMENTATION
 
-__all__ = ["IMPLEMENTATION", "SPEC", "probe"]
+__all__ = ["BENCH_FRAMING", "BENCH_OVERHEAD", "IMPLEMENTATION", "SPEC", "probe"]
+
+# for ``ipcwire bench``'s framing column: each message is one ring record
+BENCH_FRAMING = "16-byte record header (padded to 16)"
+BENCH_OVERHEAD = 16
 
 SPEC = MechanismSpec(
     scheme="shm",
