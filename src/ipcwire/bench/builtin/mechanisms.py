@@ -45,7 +45,8 @@ BENCH_URLS: Final[dict[str, Callable[[str, int], str]]] = {
 }
 
 # Mechanisms whose bench URL above makes them two-way although their capabilities (which
-# describe the plain URL) say one-way: a FIFO with ?reply= is a pair of FIFOs.
+# describe the plain URL) say one-way: a FIFO with ?reply= is a pair of FIFOs. A package says
+# the same of its own BENCH_URL with ``BENCH_TWO_WAY = True`` (the clipboard with reply=).
 TWO_WAY_URLS: Final[frozenset[str]] = frozenset({"fifo"})
 
 # Mechanisms without addresses, measured by their own contenders (builtin/pipes.py).
@@ -209,7 +210,8 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
             continue
         caps = spec.capabilities
         kinds: tuple[Any, ...] = ("round_trip", "throughput")
-        if not caps.bidirectional and spec.scheme not in TWO_WAY_URLS:
+        two_way = spec.scheme in TWO_WAY_URLS or bool(_package_attr(spec, "BENCH_TWO_WAY", False))
+        if not caps.bidirectional and not two_way:
             kinds = ("throughput",)
         if not caps.reliable:
             kinds = tuple(k for k in kinds if k != "throughput")
