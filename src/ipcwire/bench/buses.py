@@ -10,15 +10,20 @@ report says so. A bus that is already there is always used as it is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Final
 
 __all__ = ["session_bus_for_run"]
 
-_ENV = "DBUS_SESSION_BUS_ADDRESS"
+_ENV: Final = "DBUS_SESSION_BUS_ADDRESS"
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def _bus_reachable() -> bool:
@@ -26,6 +31,18 @@ def _bus_reachable() -> bool:
         return True
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return runtime is not None and os.path.exists(os.path.join(runtime, "bus"))
+
+
+def _die_with_parent() -> None:
+    """In the daemon, before exec: SIGTERM when the bench dies, even by kill -9 (Linux's
+    PR_SET_PDEATHSIG; elsewhere the bench's own clean-up is all there is)."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager
@@ -51,6 +68,7 @@ def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 (only async-signal-safe work inside)
     )
     try:
         assert proc.stdout is not None
