@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 __all__ = ["session_bus_for_run"]
@@ -33,16 +34,17 @@ def _bus_reachable() -> bool:
     return runtime is not None and os.path.exists(os.path.join(runtime, "bus"))
 
 
-def _die_with_parent() -> None:
-    """In the daemon, before exec: SIGTERM when the bench dies, even by kill -9 (Linux's
-    PR_SET_PDEATHSIG; elsewhere the bench's own clean-up is all there is)."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the daemon runs before exec: ask for SIGTERM when the bench dies, even by kill -9
+    (Linux's PR_SET_PDEATHSIG; elsewhere None, and the bench's own clean-up is all there is).
+    The C function is looked up here, in the parent: after fork only the call happens."""
     if sys.platform != "linux":
-        return
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return functools.partial(prctl, _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 @contextlib.contextmanager
@@ -68,7 +70,7 @@ def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         text=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 (only async-signal-safe work inside)
+        preexec_fn=_die_with_parent(),  # noqa: PLW1509 (one prctl call, looked up before fork)
     )
     try:
         assert proc.stdout is not None
