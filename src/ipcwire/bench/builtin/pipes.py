@@ -18,17 +18,16 @@ import contextlib
 import os
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from ipcwire.bench.builtin.raw_aio import FrameReader, RawAioLink, WriteFlow
 from ipcwire.bench.contender import Contender, Task
 
 __all__ = ["RAW_AIO_NOTE", "RawAioPipeLink", "RawPipeLink", "pipe_contenders"]
 
 _LEN: Final = struct.Struct(">I")
 _BUFSIZE: Final = 256 * 1024
-_PAUSE_AT: Final = 1024  # queued messages before an asyncio reader pauses
 
 
 # -- handing fds to side B ----------------------------------------------------------------------
@@ -172,148 +171,35 @@ class RawPipeLink:
 
 
 # -- the raw asyncio baseline -----------------------------------------------------------------
-class _AioReader(asyncio.Protocol):
-    """The read pipe's protocol: every complete frame of each read goes into ``frames``."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.ReadTransport | None = None
-        self.buf = bytearray()
-        self.frames: deque[bytes] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-        self.paused = False
-        self.eof = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        pos = 0
-        end = len(buf)
-        frames = self.frames
-        while end - pos >= 4:
-            (n,) = _LEN.unpack_from(buf, pos)
-            if end - pos - 4 < n:
-                break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-        del buf[:pos]
-        if len(frames) > _PAUSE_AT and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+class _AioReader(FrameReader):
+    """The read pipe's protocol: a pipe's end of file is the peer closing."""
 
     def eof_received(self) -> bool | None:
         self.eof = True
         self._wake()
         return None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self._wake()
 
-
-class _AioWriter(asyncio.BaseProtocol):
-    """The write pipe's protocol: flow control only."""
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.lost = False
-        self.drainer: asyncio.Future[None] | None = None
-
-    def pause_writing(self) -> None:
-        self.paused = True
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        d = self.drainer
-        if d is not None and not d.done():
-            d.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.resume_writing()
-
-
-class RawAioPipeLink:
+class RawAioPipeLink(RawAioLink):
     """Length-prefixed messages over a read fd and a write fd, for asyncio (takes the fds)."""
 
     def __init__(
         self,
         reader: _AioReader,
         rtransport: asyncio.ReadTransport,
-        writer: _AioWriter,
+        writer: WriteFlow,
         wtransport: asyncio.WriteTransport,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
+        super().__init__(reader, writer, wtransport.write)
         self._rtransport = rtransport
         self._wtransport = wtransport
-        self._write = wtransport.write
 
     @classmethod
     async def open(cls, rfd: int, wfd: int) -> RawAioPipeLink:
         loop = asyncio.get_running_loop()
         rt, reader = await loop.connect_read_pipe(_AioReader, os.fdopen(rfd, "rb", buffering=0))
-        wt, writer = await loop.connect_write_pipe(_AioWriter, os.fdopen(wfd, "wb", buffering=0))
+        wt, writer = await loop.connect_write_pipe(WriteFlow, os.fdopen(wfd, "wb", buffering=0))
         return cls(reader, rt, writer, wt)
-
-    async def _drain(self) -> None:
-        w = self._writer
-        while w.paused and not w.lost:
-            w.drainer = asyncio.get_running_loop().create_future()
-            await w.drainer
-
-    async def send(self, message: bytes) -> None:
-        self._write(_LEN.pack(len(message)) + message)
-        if self._writer.paused:
-            await self._drain()
-
-    async def send_many(self, messages: list[bytes]) -> None:
-        self._write(b"".join([_LEN.pack(len(m)) + m for m in messages]))
-        if self._writer.paused:
-            await self._drain()
-
-    async def _wait(self) -> None:
-        r = self._reader
-        while not r.frames:
-            if r.eof:
-                raise EOFError("the peer closed the pipe")
-            r.waiter = asyncio.get_running_loop().create_future()
-            await r.waiter
-            r.waiter = None
-
-    def _resume(self) -> None:
-        r = self._reader
-        if r.paused and len(r.frames) < _PAUSE_AT // 2:
-            r.paused = False
-            self._rtransport.resume_reading()
-
-    async def recv(self) -> bytes:
-        r = self._reader
-        if not r.frames:
-            await self._wait()
-        frame = r.frames.popleft()
-        if r.paused:
-            self._resume()
-        return frame
-
-    async def recv_many(self) -> list[bytes]:
-        r = self._reader
-        if not r.frames:
-            await self._wait()
-        out = list(r.frames)
-        r.frames.clear()
-        if r.paused:
-            self._resume()
-        return out
 
     async def aclose(self) -> None:
         self._wtransport.close()

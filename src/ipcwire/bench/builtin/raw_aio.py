@@ -12,29 +12,38 @@ import asyncio
 import os
 import struct
 from collections import deque
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 from ipcwire.bench.contender import Contender, Task
 
-__all__ = ["RAW_AIO_TCP", "RAW_AIO_TCP_BATCHED", "RAW_AIO_UNIX", "RAW_AIO_UNIX_BATCHED"]
+__all__ = [
+    "RAW_AIO_TCP",
+    "RAW_AIO_TCP_BATCHED",
+    "RAW_AIO_UNIX",
+    "RAW_AIO_UNIX_BATCHED",
+    "FrameReader",
+    "RawAioLink",
+    "WriteFlow",
+]
 
-_LEN: Final = struct.Struct(">I")
-_PAUSE_AT: Final = 1024  # queued messages before reading pauses
+LEN: Final = struct.Struct(">I")
+PAUSE_AT: Final = 1024  # queued messages before reading pauses
 
 
-class _Proto(asyncio.Protocol):
+class FrameReader(asyncio.Protocol):
+    """The reading half: every complete frame of each read goes into ``frames``; reading
+    pauses while more than :data:`PAUSE_AT` frames wait. Also the protocol of a read pipe."""
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.BaseTransport | None = None
         self.buf = bytearray()
         self.frames: deque[bytes] = deque()
         self.waiter: asyncio.Future[None] | None = None
-        self.drainer: asyncio.Future[None] | None = None
-        self.write_paused = False
         self.read_paused = False
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -44,13 +53,13 @@ class _Proto(asyncio.Protocol):
         end = len(buf)
         frames = self.frames
         while end - pos >= 4:
-            (n,) = _LEN.unpack_from(buf, pos)
+            (n,) = LEN.unpack_from(buf, pos)
             if end - pos - 4 < n:
                 break
             frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
             pos += 4 + n
         del buf[:pos]
-        if len(frames) > _PAUSE_AT and self.transport is not None:
+        if len(frames) > PAUSE_AT and isinstance(self.transport, asyncio.ReadTransport):
             self.read_paused = True
             self.transport.pause_reading()
         self._wake()
@@ -63,7 +72,16 @@ class _Proto(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self._wake()
-        self.resume_writing()
+
+
+class WriteFlow(asyncio.BaseProtocol):
+    """The writing half's flow control: ``write_paused`` while the transport asks, and a
+    future to wait on. Also the protocol of a write pipe."""
+
+    def __init__(self) -> None:
+        self.write_paused = False
+        self.lost = False
+        self.drainer: asyncio.Future[None] | None = None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -74,68 +92,95 @@ class _Proto(asyncio.Protocol):
         if d is not None and not d.done():
             d.set_result(None)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.resume_writing()
+
+
+class _Proto(FrameReader, WriteFlow):
+    """A socket: both halves on one protocol."""
+
+    def __init__(self) -> None:
+        FrameReader.__init__(self)
+        WriteFlow.__init__(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        FrameReader.connection_lost(self, exc)
+        WriteFlow.connection_lost(self, exc)
+
 
 class RawAioLink:
-    """A length-prefixed message link over an asyncio transport."""
+    """A length-prefixed message link: frames from a :class:`FrameReader`, written to
+    ``write`` under a :class:`WriteFlow`'s flow control (one protocol for a socket, two for a
+    pair of pipes)."""
 
-    def __init__(self, proto: _Proto) -> None:
-        self._proto = proto
-        assert proto.transport is not None
-        self._write = proto.transport.write
+    def __init__(
+        self,
+        reader: FrameReader,
+        flow: WriteFlow | None = None,
+        write: Callable[[bytes], object] | None = None,
+    ) -> None:
+        self._in = reader
+        self._out = flow if flow is not None else cast("WriteFlow", reader)
+        if write is None:
+            assert isinstance(reader.transport, asyncio.WriteTransport)
+            write = reader.transport.write
+        self._write = write
 
     async def _drain(self) -> None:
-        p = self._proto
-        while p.write_paused and not p.eof:
-            p.drainer = asyncio.get_running_loop().create_future()
-            await p.drainer
+        out = self._out
+        while out.write_paused and not out.lost:
+            out.drainer = asyncio.get_running_loop().create_future()
+            await out.drainer
 
     async def send(self, message: bytes) -> None:
-        self._write(_LEN.pack(len(message)) + message)
-        if self._proto.write_paused:
+        self._write(LEN.pack(len(message)) + message)
+        if self._out.write_paused:
             await self._drain()
 
     async def send_many(self, messages: list[bytes]) -> None:
-        self._write(b"".join([_LEN.pack(len(m)) + m for m in messages]))
-        if self._proto.write_paused:
+        self._write(b"".join([LEN.pack(len(m)) + m for m in messages]))
+        if self._out.write_paused:
             await self._drain()
 
     async def _wait(self) -> None:
-        p = self._proto
-        while not p.frames:
-            if p.eof:
+        r = self._in
+        while not r.frames:
+            if r.eof:
                 raise EOFError("the peer closed the connection")
-            p.waiter = asyncio.get_running_loop().create_future()
-            await p.waiter
-            p.waiter = None
+            r.waiter = asyncio.get_running_loop().create_future()
+            await r.waiter
+            r.waiter = None
 
     def _resume(self) -> None:
-        p = self._proto
-        if p.read_paused and len(p.frames) < _PAUSE_AT // 2 and p.transport is not None:
-            p.read_paused = False
-            p.transport.resume_reading()
+        r = self._in
+        if r.read_paused and len(r.frames) < PAUSE_AT // 2:
+            r.read_paused = False
+            if isinstance(r.transport, asyncio.ReadTransport):
+                r.transport.resume_reading()
 
     async def recv(self) -> bytes:
-        p = self._proto
-        if not p.frames:
+        r = self._in
+        if not r.frames:
             await self._wait()
-        frame = p.frames.popleft()
-        if p.read_paused:
+        frame = r.frames.popleft()
+        if r.read_paused:
             self._resume()
         return frame
 
     async def recv_many(self) -> list[bytes]:
-        p = self._proto
-        if not p.frames:
+        r = self._in
+        if not r.frames:
             await self._wait()
-        out = list(p.frames)
-        p.frames.clear()
-        if p.read_paused:
+        out = list(r.frames)
+        r.frames.clear()
+        if r.read_paused:
             self._resume()
         return out
 
     async def aclose(self) -> None:
-        if self._proto.transport is not None:
-            self._proto.transport.close()
+        if self._in.transport is not None:
+            self._in.transport.close()
 
 
 class _Acceptor:
