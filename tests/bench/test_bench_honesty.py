@@ -83,3 +83,15 @@ def test_workers_stderr_is_kept_out_of_the_display_and_shown_with_a_failure(
     assert "worker B stderr:" in m.detail
     assert NOISE in m.detail
     assert NOISE not in capfd.readouterr().err
+
+
+def test_a_trial_of_a_cheater_fails_with_the_reason() -> None:
+    """ipcwire.bench.trial, the check row authors use in their tests, refuses a contender
+    whose measurement failed (and says why), so such a test cannot pass by accident."""
+    from ipcwire.bench.trial import TrialFailed, trial
+
+    cheater = faulty("truncating", "b", ("throughput",))
+    with pytest.raises(TrialFailed, match="63 bytes"):
+        trial([cheater.id], apis=("blocking",), extra=[cheater])
+    doc = trial([cheater.id], apis=("blocking",), extra=[cheater], check=False)
+    assert [r["status"] for r in doc["results"]] == ["failed"]

@@ -5,32 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from ipcwire.bench import BenchConfig, build_document, run, validate
+from ipcwire.bench.trial import trial
 
-CONFIG = BenchConfig(
-    round_trip_sizes=(64,),
-    throughput_sizes=(64,),
-    repeat=1,
-    duration=0.05,
-    warmup=0.01,
-    only=("raw/clipboard", "ipcwire/clipboard/blocking"),
-    peers=False,
-    preset="test",
-    budget=None,
-    floor=False,
-)
+ROWS = ("raw/clipboard", "ipcwire/clipboard/blocking")
 
 
 def test_clipboard_round_trips_are_measured_and_verified(x_display: str) -> None:
     """raw/clipboard and ipcwire's clipboard (``reply=primary``) both measure round trips,
     ipcwire's compared with the raw row."""
-    doc = build_document(run(CONFIG), command_line=["pytest"])
-    assert validate(doc) == []
+    doc = trial(ROWS, apis=("blocking",))  # every measurement finished, verified
     by_id = {r["contender"]: r for r in doc["results"]}
-    assert set(by_id) == {"raw/clipboard", "ipcwire/clipboard/blocking"}
+    assert set(by_id) == set(ROWS)
     for result in by_id.values():
         assert result["kind"] == "round_trip"
-        assert result["status"] == "ok", (result["error"], result["detail"])
         assert result["repetitions"][0]["round_trips"] > 0
         assert result["summary"]["p50_us"] > 0
     ours = next(c for c in doc["contenders"] if c["id"] == "ipcwire/clipboard/blocking")
@@ -39,8 +26,7 @@ def test_clipboard_round_trips_are_measured_and_verified(x_display: str) -> None
 
 def test_without_a_display_raw_clipboard_is_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
-    doc = build_document(run(CONFIG), command_line=["pytest"])
-    assert validate(doc) == []
+    doc = trial(ROWS, apis=("blocking",))
     assert doc["results"] == []
     gone = {u["id"]: u["unavailable_reason"] for u in doc["unavailable"]}
     assert set(gone) == {"raw/clipboard", "ipcwire/clipboard/blocking"}
