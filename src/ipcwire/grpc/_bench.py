@@ -4,8 +4,9 @@
 A generic bidirectional bytes stream (identity serializers, no generated code), the same
 service shape as ipcwire's, used directly: side B writes with a request iterator and reads
 the response iterator (sync) or ``call.write``/``call.read`` (asyncio); side A reads the
-request iterator in a thread and yields from a queue (sync: grpcio's server API offers no other
-way to both read and write at will), or ``context.read``/``context.write`` (asyncio).
+request iterator in its own thread (the handler returns at once with a generator that yields
+from a queue: grpcio's sync server API offers no other way to both read and write at will),
+or ``context.read``/``context.write`` (asyncio). ipcwire's blocking driver has the same shape.
 Imported by the bench when listed in ``CONTENDER_MODULES``; it registers its contenders.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -32,14 +32,11 @@ _STOP = object()
 
 
 class _Link:
-    """Side A, blocking: one stream."""
+    """Side A, blocking: one stream; ``recv`` reads grpcio's request iterator directly."""
 
-    def __init__(self) -> None:
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def __init__(self, request_iterator: Iterator[bytes]) -> None:
+        self.recv = request_iterator.__next__
         self.outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def recv(self) -> bytes:
-        return self.inbox.get()  # type: ignore[no-any-return]
 
     def send(self, message: bytes) -> None:
         self.outbox.put(bytes(message))
@@ -62,14 +59,8 @@ class _Acceptor:
         self._ready: queue.SimpleQueue[_Link] = queue.SimpleQueue()
 
         def stream(request_iterator: Any, context: Any) -> Iterator[bytes]:
-            link = _Link()
-
-            def pump() -> None:
-                for m in request_iterator:
-                    link.inbox.put(m)
-                link.close()  # the client is done: end the RPC
-
-            threading.Thread(target=pump, daemon=True).start()
+            link = _Link(request_iterator)
+            context.add_callback(link.close)  # the RPC is over: let the generator return
             self._ready.put(link)
             return link.responses()
 

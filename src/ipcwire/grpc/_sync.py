@@ -43,7 +43,11 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 __all__ = ["HIGH_WATER", "LINGER", "SyncOneShot", "SyncStream", "encode"]
 
 HIGH_WATER: Final = 4 * 1024 * 1024
-LOW_WATER: Final = 1024 * 1024
+LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
+# A sender waiting for room wakes when this much was written: small, so that a writer held by
+# a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
+# (4 MiB of 64-byte messages is 65536 of them).
+SEND_SLACK: Final = 64 * 1024
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
 EOF_GRACE: Final = 2.0  # after a client's half-close, how long to wait to learn how the RPC ended
 _STOP: Final = object()  # ends the outgoing stream
@@ -96,7 +100,8 @@ class SyncStream(Channel):
         self._incoming = incoming
         self._on_eof = on_eof
         self.call: Any = None
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # ``with self._lock`` where none waits
         self._reading = threading.Lock()  # one reader at a time, direct or waiting
         self._pump: threading.Thread | None = None
         self._inbox: deque[bytes] = deque()
@@ -106,7 +111,10 @@ class SyncStream(Channel):
         self._broken: IpcwireError | None = None
         self._closed = False
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._unsent = 0
+        # Bytes handed to send() and bytes grpcio took: their difference waits to be written.
+        # ``_taken`` is only written by grpcio's writer (``outgoing``), without the lock.
+        self._given = self._taken = 0
+        self._send_waiting = 0  # senders waiting for room (under ``_cond``)
         self.read_done = threading.Event()
         self.rpc_over = threading.Event()
         # Server side: whether grpcio saw the RPC cancelled (the client's connection died).
@@ -123,9 +131,11 @@ class SyncStream(Channel):
             item = get()
             if item is _STOP:
                 return
-            with cond:
-                self._unsent -= len(item)
-                if self._unsent <= LOW_WATER:
+            self._taken += len(item)
+            # A waiting sender announces itself before it checks the room (under the lock),
+            # so it either sees this item taken or is woken here.
+            if self._send_waiting and self._given - self._taken <= HIGH_WATER - SEND_SLACK:
+                with cond:
                     cond.notify_all()
             yield item
 
@@ -249,45 +259,73 @@ class SyncStream(Channel):
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = encode(self._codec, obj, self.send_limit, self.url)
-        self._queue([data], timeout)
+        size = len(data)
+        with self._lock:
+            if self._closed or self._broken is not None or self._given - self._taken > HIGH_WATER:
+                self._wait_for_room(timeout)
+            self._given += size
+        self._out.put(data)
+        self._sent += 1
+        self._bytes_sent += size
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
-        if items:
-            self._queue(items, timeout)
-
-    def _queue(self, items: list[bytes], timeout: float | None) -> None:
-        size = sum(len(d) for d in items) if len(items) > 1 else len(items[0])
+        if not items:
+            return
+        size = sum(len(d) for d in items)
         with self._cond:
-            self._check_send()
-            if self._unsent > HIGH_WATER:
-                deadline = None if timeout is None else time.monotonic() + timeout
-                while self._unsent > HIGH_WATER:
-                    wait = None if deadline is None else deadline - time.monotonic()
-                    if wait is not None and wait <= 0:
-                        raise Timeout(
-                            f"{self.url} is not reading: {self._unsent} bytes wait to be sent; "
-                            f"this message was not sent",
-                            endpoint=self.url,
-                        )
-                    self._cond.wait(wait)
-                    self._check_send()
-            self._unsent += size
+            self._wait_for_room(timeout)
+            self._given += size
         put = self._out.put
         for d in items:
             put(d)
         self._sent += len(items)
         self._bytes_sent += size
 
+    def _wait_for_room(self, timeout: float | None) -> None:  # with ``_cond`` held
+        """Return when the channel is open and at most HIGH_WATER bytes wait to be written.
+
+        Raises:
+            ChannelClosed, ChannelBroken, Timeout: nothing was queued.
+        """
+        self._check_send()
+        if self._given - self._taken <= HIGH_WATER:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._send_waiting += 1
+        try:
+            while self._given - self._taken > HIGH_WATER:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"{self.url} is not reading: {self._given - self._taken} bytes wait to "
+                        f"be sent; this message was not sent",
+                        endpoint=self.url,
+                    )
+                self._cond.wait(wait)
+                self._check_send()
+        finally:
+            self._send_waiting -= 1
+
     def _check_send(self) -> None:
+        # A client's call that ends sets ``_broken`` from its done callback (``call_done``).
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._broken is None and self.call is not None and self.call.done():
-            self._broken = self._call_ended()
         if self._broken is not None:
             raise self._broken
 
     def recv(self, *, timeout: float | None = None) -> Any:
+        if timeout is None and self._pump is None:
+            # The common case, a loop's recv(): read grpcio's iterator in this thread. Only a
+            # reader (holding ``_reading``) starts the pump or fills the inbox; ``_closed`` and
+            # the end are checked again by ``_read_direct``.
+            with self._reading:
+                if self._pump is None and not self._inbox and self._end is None:
+                    if self._closed:
+                        raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                    msg = self._read_direct()
+                    self._received += 1
+                    return msg if self._raw else self._codec.decode(memoryview(msg))
         return self._receive(1, timeout)[0]
 
     def recv_many(
