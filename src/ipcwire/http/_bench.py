@@ -42,7 +42,10 @@ def _app(task: Task, deliver: Any) -> Any:
 
 
 def _listen_socket() -> socket.socket:
-    sock = socket.socket()
+    # IPPROTO_TCP as getaddrinfo gives it (what aiohttp's own sites and create_server(host,
+    # port) use): asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without
+    # it aiohttp's separate header and body writes stall on Nagle and delayed ACKs.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     return sock

@@ -9,11 +9,12 @@ condition variable.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import httpx
@@ -81,6 +82,12 @@ class HttpChannel(Channel):
         self._out = threading.Condition(threading.Lock())
         self._sender: threading.Thread | None = None
         self._in = threading.Condition(threading.Lock())
+        # The message stream: read by recv() itself while no timeout was ever asked for (no
+        # thread hop), then by a reader thread (``_threaded``); see ``_pull``.
+        self._resp: httpx.Response | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._reader = StreamReader(core.max_frame, core.url)
+        self._threaded = False
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -209,7 +216,10 @@ class HttpChannel(Channel):
         return [decode(memoryview(m)) for m in raw]
 
     def _fill(self, timeout: float | None) -> None:
-        """Wait until a message is here (opening the message stream at the first call)."""
+        """Wait until a message is here (opening the message stream at the first call).
+        Holding ``_recv_lock``: without a timeout, and while no reader thread runs, read the
+        stream in this thread, as bare httpx code does; the first timeout starts the thread
+        (an httpx read cannot be given up half way and resumed)."""
         core = self._core
         if core.closed:
             raise core.closed_error()
@@ -217,8 +227,13 @@ class HttpChannel(Channel):
             return
         if not core.session:
             raise core.nothing_to_receive()
-        if not core.streaming:
-            core.streaming = True
+        if timeout is None and not self._threaded:
+            while not core.inbox and core.ended is None and self._pull():
+                pass
+            if core.closed:
+                raise core.closed_error()
+        elif not self._threaded:
+            self._threaded = True
             threading.Thread(
                 target=self._read_stream, name=f"ipcwire reader {self.url}", daemon=True
             ).start()
@@ -240,23 +255,39 @@ class HttpChannel(Channel):
         """The reader thread: every message from the server's stream into the inbox."""
         core = self._core
         cond = self._in
-        reader = StreamReader(core.max_frame, self.url)
+        while self._pull():
+            with cond:
+                while core.inbox_bytes > HIGH_WATER and not core.closed:
+                    cond.wait()
+
+    def _pull(self) -> bool:
+        """Read the message stream (opening it the first time) until a chunk brings messages
+        into the inbox; False when it is over (its end is then recorded). One reader at a
+        time: the caller of recv() holding ``_recv_lock``, or the reader thread."""
+        core = self._core
         err: IpcwireError | None = None
-        req = core.stream_req()
         try:
-            with self._client.stream("GET", req.path, timeout=_STREAM_TIMEOUT) as resp:
+            if self._chunks is None:
+                req = core.stream_req()
+                core.streaming = True
+                resp = self._client.send(
+                    self._client.build_request("GET", req.path, timeout=_STREAM_TIMEOUT),
+                    stream=True,
+                )
+                self._resp = resp
                 if resp.status_code != 200:
                     resp.read()
                     raise core.error(resp, "receiving")
-                for chunk in resp.iter_raw():
-                    msgs = reader.feed(chunk)
-                    if msgs:
-                        with cond:
-                            core.arrived(msgs)
-                            cond.notify_all()
-                            while core.inbox_bytes > HIGH_WATER and not core.closed:
-                                cond.wait()
-            if reader.partial:
+                self._chunks = resp.iter_raw()
+            feed = self._reader.feed
+            for chunk in self._chunks:
+                msgs = feed(chunk)
+                if msgs:
+                    with self._in:
+                        core.arrived(msgs)
+                        self._in.notify_all()
+                    return True
+            if self._reader.partial:
                 err = ChannelBroken(
                     f"{self.url} ended its stream in the middle of a message", endpoint=self.url
                 )
@@ -264,9 +295,12 @@ class HttpChannel(Channel):
             err = exc
         except httpx.HTTPError as exc:
             err = transport_error(exc, self.url, "receiving from")
-        with cond:
+        with self._in:
             core.stream_ended(err)
-            cond.notify_all()
+            self._in.notify_all()
+        if self._resp is not None:
+            self._resp.close()
+        return False
 
     def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         core = self._core
@@ -303,6 +337,8 @@ class HttpChannel(Channel):
             self._out.notify_all()
         with self._in:
             self._in.notify_all()
+        if not self._threaded and self._recv_lock.locked():
+            self._interrupt_read()
         req = core.close_req()
         if req is not None:
             try:
@@ -310,6 +346,18 @@ class HttpChannel(Channel):
             except httpx.HTTPError:
                 pass
         self._client.close()
+
+    def _interrupt_read(self) -> None:
+        """Wake a recv() blocked reading the stream in another thread: shut its socket down
+        (closing a socket does not wake a thread blocked reading it)."""
+        resp = self._resp
+        stream = resp.extensions.get("network_stream") if resp is not None else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     @property
     def closed(self) -> bool:
