@@ -105,6 +105,42 @@ def test_server_speaks_first_and_closes() -> None:
                 ch.send("anyone?")
 
 
+def test_recv_without_timeout_reads_in_the_callers_thread() -> None:
+    """recv() with no timeout reads the stream itself (no reader thread) until a recv() with
+    a timeout hands it to a reader thread; messages, the end, and close() from another
+    thread behave the same either way."""
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        with ipcwire.connect(lis.url) as ch, lis.accept(timeout=10) as server:
+            server.send_many([b"a", b"b"])
+            assert ch.recv() == b"a"
+            assert ch.recv_many() == [b"b"]
+            assert not any(t.name.startswith("ipcwire reader") for t in threading.enumerate())
+            server.send(b"c")
+            assert ch.recv(timeout=5) == b"c"  # now the reader thread takes over
+            server.send_many([b"d", b"e"])
+            server.close()
+            assert list(ch) == [b"d", b"e"]  # to EndOfChannel
+        with ipcwire.connect(lis.url) as ch, lis.accept(timeout=10) as server:
+            server.send(b"first")
+            assert ch.recv() == b"first"
+            got: list[BaseException] = []
+
+            def receive() -> None:
+                try:
+                    ch.recv()
+                except BaseException as exc:
+                    got.append(exc)
+
+            t = threading.Thread(target=receive)
+            t.start()
+            while not t.is_alive() or not ch._recv_lock.locked():  # type: ignore[attr-defined]
+                t.join(0.001)
+            ch.close()
+            t.join(10)
+            assert not t.is_alive()
+            assert isinstance(got[0], ChannelClosed)
+
+
 def test_request_timeout_closes_the_channel() -> None:
     with ipcwire.listen("http://127.0.0.1:0/") as lis:
         box: list[Channel] = []
