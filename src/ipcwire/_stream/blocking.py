@@ -4,10 +4,19 @@ Used by every stream mechanism (unix, tcp, and later pipes and fifos). The hot p
 short on purpose: ``send`` is pack + one write; ``recv`` returns a frame already buffered
 without any system call, and otherwise reads as much as the kernel has into the decoder's
 buffer with one ``recv_into``.
+
+On a plain socket, when the optional C extension is built, a ``FrameSender``
+(``_ext/stream.c``) holds the send lock and the sent counters and writes a raw-bytes message
+(4-byte header and payload) with one vectored ``sendmsg``, without giving up the GIL unless
+the socket buffer is full. It only ever does the common case; everything else (other codecs
+and framings, timeouts, a closed or broken channel, errors) runs the Python code below, which
+takes the same lock. ``IPCWIRE_STREAM_IMPL=python`` (or an install without the extension)
+leaves the pure-Python path alone.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -35,6 +44,21 @@ __all__ = ["StreamChannel", "client_handshake"]
 _monotonic = time.monotonic
 
 
+def _load_frame_sender() -> Any:
+    if os.environ.get("IPCWIRE_STREAM_IMPL", "").lower() == "python":
+        return None
+    try:
+        from ipcwire._ext._native import FrameSender
+    except ImportError:
+        return None
+    return FrameSender
+
+
+# The C send path's class, or None (then every channel uses the pure-Python path). Tests
+# set it to None to run the Python path in the same process.
+FRAME_SENDER: Any = _load_frame_sender()
+
+
 class StreamChannel(Channel):
     """A channel over a blocking :class:`ByteStream`."""
 
@@ -54,7 +78,16 @@ class StreamChannel(Channel):
         self._decode = wire.decode
         self._decoder = decoder if decoder is not None else wire.decoder()
         self._peer = peer
-        self._send_lock = threading.Lock()
+        # With the extension on a plain socket, the FrameSender is the send lock (shared by
+        # its fast path and the Python path) and counts what it writes itself.
+        self._sender: Any = None
+        self._fast_send: Any = None  # FrameSender.send: raw bytes, length framing, no timeout
+        self._send_lock: Any = threading.Lock()
+        if FRAME_SENDER is not None and isinstance(stream, SocketStream):
+            self._sender = FRAME_SENDER(stream.fileno(), min(wire.send_limit, 0xFFFFFFFF))
+            self._send_lock = self._sender
+            if wire.framing == "length" and wire.is_raw:
+                self._fast_send = self._sender.send
         self._recv_lock = threading.Lock()
         self._closed = False
         self._eof = False
@@ -68,6 +101,14 @@ class StreamChannel(Channel):
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        fast = self._fast_send
+        if fast is not None and timeout is None:
+            try:
+                if fast(obj):
+                    return
+            except OSError as exc:
+                raise self._send_error(exc, timeout) from exc
+            # declined (another type, over the limit, closed or broken): the general path
         data = self._pack(obj)
         with self._send_lock:
             fast = self._fast_sendall
@@ -115,6 +156,8 @@ class StreamChannel(Channel):
             and self._send_broken is None
         )
         self._fast_sendall = stream.sock.sendall if ok else None  # type: ignore[attr-defined]
+        if not ok and self._sender is not None and (self._closed or self._send_broken):
+            self._sender.disable()
 
     def _send_error(self, exc: OSError, timeout: float | None) -> IpcwireError:
         """The error for a failed send (and poison sending if a message was cut)."""
@@ -232,6 +275,8 @@ class StreamChannel(Channel):
             return
         self._closed = True
         self._fast_sendall = None
+        if self._sender is not None:
+            self._sender.disable()
         self._stream.close()
 
     @property
@@ -252,10 +297,11 @@ class StreamChannel(Channel):
         return self._stream.fileno()
 
     def statistics(self) -> ChannelStatistics:
+        sender = self._sender
         return ChannelStatistics(
-            messages_sent=self._sent,
+            messages_sent=self._sent + (sender.messages if sender is not None else 0),
             messages_received=self._received,
-            bytes_sent=self._bytes_sent,
+            bytes_sent=self._bytes_sent + (sender.nbytes if sender is not None else 0),
             bytes_received=self._bytes_received,
             buffered_bytes=self._decoder.buffered,
         )

@@ -1,0 +1,188 @@
+"""Both send paths of the blocking stream channel: the C ``FrameSender`` (when the extension
+is built) and the pure-Python path (``FRAME_SENDER = None``, as without the extension), on
+Unix and TCP sockets, over real connections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import ipcwire
+from ipcwire._stream import blocking
+from ipcwire.errors import ChannelBroken, ChannelClosed, FrameTooLarge, LocalProtocolError
+from ipcwire.registry import lookup
+from ipcwire.testing import check_channel, pair_from_url
+
+Pair = tuple[ipcwire.Channel, ipcwire.Channel]
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "python":
+        monkeypatch.setattr(blocking, "FRAME_SENDER", None)
+    else:
+        assert blocking.FRAME_SENDER is not None, "the C extension was not built"
+    yield request.param
+
+
+@pytest.fixture(params=["unix_url", "tcp_url"])
+def url(request: pytest.FixtureRequest) -> Callable[[], str]:
+    fixture: Callable[[], str] = request.getfixturevalue(request.param)
+    return fixture
+
+
+def _pair(url: str, **options: object) -> Iterator[Pair]:
+    with ipcwire.listen(url, **options) as server:  # type: ignore[arg-type]
+        client = ipcwire.connect(server.url, timeout=5, **options)  # type: ignore[arg-type]
+        peer = server.accept(timeout=5)
+        try:
+            yield client, peer
+        finally:
+            client.close()
+            peer.close()
+
+
+@pytest.fixture
+def pair(impl: str, url: Callable[[], str]) -> Iterator[Pair]:
+    yield from _pair(url())
+
+
+def _uses_c(ch: ipcwire.Channel) -> bool:
+    return getattr(ch, "_fast_send", None) is not None
+
+
+def test_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
+    spec = lookup(url().split(":")[0])
+    check_channel(pair_from_url(url), spec.capabilities, url=url)
+
+
+def test_payload_types_and_statistics(impl: str, pair: Pair) -> None:
+    a, b = pair
+    assert _uses_c(a) == (impl == "c")
+    # (small memoryviews are left out: _core's WireFormat.pack cannot concatenate them yet)
+    payloads: list[bytes | bytearray | memoryview] = [
+        b"",
+        b"x",
+        bytearray(b"abc"),
+        memoryview(os.urandom(100_000)),
+        os.urandom(200_000),  # over the copy limit: header and payload as two buffers
+    ]
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.extend(b.recv(timeout=10) for _ in payloads))
+    reader.start()
+    for p in payloads:
+        a.send(p)
+    reader.join()
+    assert received == [bytes(p) for p in payloads]
+    a.send_many([b"m1", b"m2"])
+    a.send(b"t", timeout=5)  # a timeout: always the Python path
+    got: list[bytes] = []
+    while len(got) < 3:
+        got += b.recv_many(timeout=5)
+    assert got == [b"m1", b"m2", b"t"]
+    stats = a.statistics()
+    assert stats.messages_sent == len(payloads) + 3
+    total = sum(len(bytes(p)) for p in payloads) + 2 + 2 + 1
+    assert stats.bytes_sent == total + 4 * stats.messages_sent
+    with pytest.raises(LocalProtocolError):
+        a.send("not bytes")
+
+
+def test_over_the_peer_limit_is_refused_on_both_paths(impl: str, url: Callable[[], str]) -> None:
+    for a, b in _pair(url(), max_frame=1000):
+        with pytest.raises(FrameTooLarge):
+            a.send(b"x" * 1001)
+        a.send(b"y" * 1000)
+        assert b.recv(timeout=5) == b"y" * 1000
+
+
+def test_other_codecs_share_the_lock(impl: str, url: Callable[[], str]) -> None:
+    for a, b in _pair(url(), codec="json"):
+        a.send({"n": 1})
+        a.send_many([{"n": 2}, {"n": 3}])
+        assert [b.recv(timeout=5) for _ in range(3)] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert a.statistics().messages_sent == 3
+
+
+def test_concurrent_senders_never_interleave(impl: str, pair: Pair) -> None:
+    a, b = pair
+    big = 3 * 1024 * 1024  # far over the socket buffer: every send blocks part-way
+    threads = [
+        threading.Thread(target=lambda i=i: [a.send(bytes([i]) * big) for _ in range(3)])
+        for i in range(4)
+    ] + [threading.Thread(target=lambda: [a.send(b"small") for _ in range(200)])]
+    for t in threads:
+        t.start()
+    got = [b.recv(timeout=30) for _ in range(4 * 3 + 200)]
+    for t in threads:
+        t.join()
+    large = [m for m in got if len(m) == big]
+    assert len(large) == 12
+    assert all(m == m[:1] * big for m in large)
+    assert got.count(b"small") == 200
+
+
+def test_closed_and_broken(impl: str, pair: Pair) -> None:
+    a, b = pair
+    b.close()
+    with pytest.raises(ChannelBroken):
+        for _ in range(1000):  # the first sends may still land in the socket buffer
+            a.send(b"x" * 1000)
+    a.close()
+    with pytest.raises(ChannelClosed):
+        a.send(b"x")
+
+
+BLOCK_EXTENSION_AND_SEND = """
+import importlib.abc, sys
+
+class NoExtension(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ipcwire._ext._native":
+            raise ImportError("extension not built (simulated)")
+        return None
+
+sys.meta_path.insert(0, NoExtension())
+import ipcwire
+from ipcwire._stream import blocking
+with ipcwire.listen(sys.argv[1]) as server:
+    a = ipcwire.connect(server.url, timeout=5)
+    b = server.accept(timeout=5)
+    a.send(b"hello")
+    print(blocking.FRAME_SENDER, b.recv(timeout=5).decode(), a.statistics().messages_sent)
+"""
+
+
+def test_without_the_extension_the_python_path_is_used(unix_url: Callable[[], str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BLOCK_EXTENSION_AND_SEND), unix_url()],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["None", "hello", "1"]
+
+
+def test_ipcwire_stream_impl_python_selects_the_python_path() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ipcwire._stream import blocking; print(blocking.FRAME_SENDER)",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "IPCWIRE_STREAM_IMPL": "python"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "None"
