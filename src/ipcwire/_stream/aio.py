@@ -149,11 +149,19 @@ class AioStreamChannel(AioChannel):
         return await self._wait_recv(timeout)
 
     async def _wait_recv(self, timeout: float | None) -> Any:
+        q = self._queue
         while True:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if self._queue:
-                return await self.recv()
+            if q:
+                # what the wake-up delivered: taken here, without another coroutine
+                item = q.popleft()
+                if not q:
+                    self._drained()
+                if type(item) is _Raise:
+                    raise item.exc
+                self._received += 1
+                return item
             if self._end is not None:
                 raise self._end
             if timeout == 0:
