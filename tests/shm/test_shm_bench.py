@@ -10,9 +10,12 @@ phases: this proves they work and are verified, it measures nothing.
 from __future__ import annotations
 
 import glob
+import mmap
+import random
 
 from ipcwire.bench import BenchConfig, run
 from ipcwire.bench.runner import plan
+from ipcwire.shm import _bench
 from ipcwire.shm._bench import loan_capacity, ring_capacity
 
 ROWS = ("raw/shm", "ipcwire/shm/blocking/spin/loan")
@@ -73,3 +76,29 @@ def test_ring_sizes() -> None:
     assert ring_capacity(1 << 20) == 8 << 20  # four 1 MiB messages and their lengths
     assert loan_capacity(64) == 2 << 20
     assert loan_capacity(1 << 20) == 8 << 20
+
+
+def test_python_ring_wraps_and_keeps_every_byte() -> None:
+    """Both ends of ``raw/shm`` in one process: messages of random sizes, up to three in
+    flight, so records end at every offset and the marker at the end of the ring is used."""
+    cap = ring_capacity(64)
+    mm = mmap.mmap(-1, _bench._PAGE + 2 * (_bench._PAGE + cap))
+    a = _bench._RawEnd(mm, cap, is_a=True)
+    b = _bench._RawEnd(mm, cap, is_a=False)
+    rng = random.Random(7)
+    pending: list[bytes] = []
+    for _ in range(3000):
+        msg = rng.randbytes(rng.randrange(0, cap // 8))
+        b.send(msg)
+        pending.append(msg)
+        if len(pending) == 3:
+            assert a.recv() == pending.pop(0)
+    b.send(b"back")
+    for msg in pending:
+        assert a.recv() == msg
+    assert a.recv() == b"back"
+    a.send(b"x" * 100)
+    assert b.recv() == b"x" * 100
+    assert b._tail > 4 * cap  # it went round several times
+    a.close()
+    b.close()

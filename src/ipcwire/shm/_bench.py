@@ -5,8 +5,10 @@
   single-consumer byte rings (one per direction), each a ``tail`` and a ``head`` counter on
   their own cache lines and a data area. ``send`` waits (busy-polls) for room, writes a 4-byte
   length and the payload with slice assignment and publishes the new ``tail``; ``recv``
-  busy-polls ``tail``, copies the payload out as ``bytes`` and publishes ``head``. Records are
-  8-byte aligned and never wrap (a marker sends the reader back to the start). It shares no
+  busy-polls ``tail``, copies the payload out as ``bytes`` and publishes ``head``. Each side
+  keeps the other's counter as last seen and reads it again only when that says full (or
+  empty), the usual SPSC habit. Records are 8-byte aligned and never wrap (a marker sends the
+  reader back to the start). It shares no
   code with ``ipcwire.shm``, so it stays a baseline: ipcwire's shm rows (``baseline="raw/shm"``,
   from the mechanism registry) show their ratio to it. CPython has no atomics, so it relies on
   x86's memory ordering (stores are not reordered with stores, loads with loads); it is
@@ -85,8 +87,11 @@ class _RawEnd:
         self._mine = _A_CLOSED if is_a else _B_CLOSED
         self._peer = _B_CLOSED if is_a else _A_CLOSED
         self._tail = self._tx_idx[_TAIL]
+        self._room = self._tx_idx[_HEAD] + cap  # tail may grow to this (head as last seen)
         self._head = self._rx_idx[_HEAD]
+        self._seen = self._rx_idx[_TAIL]  # records up to this are there (tail as last seen)
         self.address = ""
+        self._closed = False
 
     def send(self, message: bytes) -> None:
         n = len(message)
@@ -94,30 +99,34 @@ class _RawEnd:
         cap = self._cap
         if rec > cap // 2:
             raise ValueError(f"{n} bytes do not fit this ring ({cap} bytes)")
-        idx = self._tx_idx
         data = self._tx
         tail = self._tail
         pos = tail & self._mask
         skip = cap - pos if pos + rec > cap else 0
-        while tail + skip + rec - idx[_HEAD] > cap:  # wait for room
-            if self._ctl[self._peer]:
-                raise _Closed("the peer closed the ring")
+        end = tail + skip + rec
+        if end > self._room:  # the head last seen says full: look again, wait for room
+            idx = self._tx_idx
+            while end - idx[_HEAD] > cap:
+                if self._ctl[self._peer]:
+                    raise _Closed("the peer closed the ring")
+            self._room = idx[_HEAD] + cap
         if skip:
             _LEN.pack_into(data, pos, _WRAP)
             pos = 0
-            tail += skip
         _LEN.pack_into(data, pos, n)
         data[pos + 4 : pos + 4 + n] = message
-        self._tail = tail = tail + rec
-        idx[_TAIL] = tail  # publish (x86: after the data stores)
+        self._tail = end
+        self._tx_idx[_TAIL] = end  # publish (x86: after the data stores)
 
     def recv(self) -> bytes:
-        idx = self._rx_idx
-        data = self._rx
         head = self._head
-        while idx[_TAIL] == head:  # wait for a record
-            if self._ctl[self._peer] and idx[_TAIL] == head:
-                raise _Closed("the peer closed the ring")
+        if head == self._seen:  # nothing left that we know of: look again, wait for a record
+            idx = self._rx_idx
+            while idx[_TAIL] == head:
+                if self._ctl[self._peer] and idx[_TAIL] == head:
+                    raise _Closed("the peer closed the ring")
+            self._seen = idx[_TAIL]
+        data = self._rx
         pos = head & self._mask
         (n,) = _LEN.unpack_from(data, pos)
         if n == _WRAP:
@@ -126,16 +135,18 @@ class _RawEnd:
             (n,) = _LEN.unpack_from(data, 0)
         out = data[pos + 4 : pos + 4 + n].tobytes()
         self._head = head = head + ((n + 11) & ~7)
-        idx[_HEAD] = head  # hand the space back
+        self._rx_idx[_HEAD] = head  # hand the space back
         return out
 
     def close(self) -> None:
-        if self._mm.closed:
+        if self._closed:
             return
+        self._closed = True
         self._ctl[self._mine] = 1
         for v in reversed(self._views):
             v.release()
-        self._mm.close()
+        with contextlib.suppress(BufferError):  # the other end, in this process, still maps it
+            self._mm.close()
 
 
 class _RawAcceptor:
