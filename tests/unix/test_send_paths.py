@@ -1,6 +1,6 @@
-"""Both send paths of the blocking stream channel: the C ``FrameSender`` (when the extension
-is built) and the pure-Python path (``FRAME_SENDER = None``, as without the extension), on
-Unix and TCP sockets, over real connections."""
+"""Both paths of the blocking stream channel: the C ``FrameSender``/``FrameReceiver`` (when
+the extension is built) and the pure-Python paths (``FRAME_SENDER = FRAME_RECEIVER = None``,
+as without the extension), on Unix and TCP sockets, over real connections."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ import pytest
 
 import ipcwire
 from ipcwire._stream import blocking
-from ipcwire.errors import ChannelBroken, ChannelClosed, FrameTooLarge, LocalProtocolError
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    LocalProtocolError,
+    Timeout,
+)
 from ipcwire.registry import lookup
 from ipcwire.testing import check_channel, pair_from_url
 
@@ -26,8 +33,12 @@ Pair = tuple[ipcwire.Channel, ipcwire.Channel]
 def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if request.param == "python":
         monkeypatch.setattr(blocking, "FRAME_SENDER", None)
-    else:
-        assert blocking.FRAME_SENDER is not None, "the C extension was not built"
+        monkeypatch.setattr(blocking, "FRAME_RECEIVER", None)
+    else:  # the C paths even under IPCWIRE_STREAM_IMPL=python; a missing build fails here
+        from ipcwire._ext import _native
+
+        monkeypatch.setattr(blocking, "FRAME_SENDER", _native.FrameSender)
+        monkeypatch.setattr(blocking, "FRAME_RECEIVER", _native.FrameReceiver)
     yield request.param
 
 
@@ -55,6 +66,11 @@ def pair(impl: str, url: Callable[[], str]) -> Iterator[Pair]:
 
 def _uses_c(ch: ipcwire.Channel) -> bool:
     return getattr(ch, "_fast_send", None) is not None
+
+
+def _raw_write(ch: ipcwire.Channel, data: bytes) -> None:
+    """Write bytes straight to the channel's socket, under ipcwire's framing."""
+    ch._stream.sock.sendall(data)  # type: ignore[attr-defined]
 
 
 def test_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
@@ -87,6 +103,8 @@ def test_payload_types_and_statistics(impl: str, pair: Pair) -> None:
         got += b.recv_many(timeout=5)
     assert got == [b"m1", b"m2", b"t"]
     stats = a.statistics()
+    assert b.statistics().messages_received == stats.messages_sent
+    assert b.statistics().bytes_received == stats.bytes_sent - 4 * stats.messages_sent
     assert stats.messages_sent == len(payloads) + 3
     total = sum(len(bytes(p)) for p in payloads) + 2 + 2 + 1
     assert stats.bytes_sent == total + 4 * stats.messages_sent
@@ -137,6 +155,83 @@ def test_closed_and_broken(impl: str, pair: Pair) -> None:
     a.close()
     with pytest.raises(ChannelClosed):
         a.send(b"x")
+
+
+def test_frames_split_anyhow_oversized_and_partial(impl: str, url: Callable[[], str]) -> None:
+    for a, b in _pair(url(), max_frame=1000):
+        assert (b._fast_recv is not None) == (impl == "c")  # type: ignore[attr-defined]
+        _raw_write(a, b"\x00\x00")  # half a header
+        with pytest.raises(Timeout):
+            b.recv(timeout=0.05)  # leaves a receive timeout set on the socket
+        _raw_write(a, b"\x00\x03ab")
+        reader = threading.Thread(target=_raw_write, args=(a, b"c"))
+        reader.start()
+        assert b.recv() == b"abc"  # the rest arrives while it waits
+        reader.join()
+        _raw_write(a, b"\x00\x00\x10\x00" + b"z" * 4096 + b"\x00\x00\x00\x02ok")
+        with pytest.raises(FrameTooLarge):
+            b.recv()
+        assert b.recv() == b"ok"  # the stream stays in step
+        _raw_write(a, b"\x00\x00\x00\x01x\x00\x00\x00\x01y\x00\x00")
+        assert [b.recv(), b.recv()] == [b"x", b"y"]
+        a.close()
+        with pytest.raises(ChannelBroken):
+            b.recv()  # closed in the middle of a message
+
+
+def test_end_of_channel_and_close_while_waiting(impl: str, pair: Pair) -> None:
+    a, b = pair
+    a.send(b"last")
+    a.close()
+    assert b.recv() == b"last"
+    with pytest.raises(EndOfChannel):
+        b.recv()
+    with pytest.raises(EndOfChannel):
+        b.recv()
+
+
+def test_close_from_another_thread_wakes_a_receiver(impl: str, pair: Pair) -> None:
+    a, b = pair
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            b.recv()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=receive)
+    t.start()
+    a.send(b"wake")  # proves the receiver is in recv before the close (it gets this first)
+    t.join()
+    t = threading.Thread(target=receive)
+    t.start()
+    b.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ChannelClosed)
+
+
+def test_concurrent_receivers_each_get_whole_messages(impl: str, pair: Pair) -> None:
+    a, b = pair
+    got: list[bytes] = []
+    lock = threading.Lock()
+
+    def receive() -> None:
+        for _ in range(250):
+            m = b.recv(timeout=30)
+            with lock:
+                got.append(m)
+
+    threads = [threading.Thread(target=receive) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(1000):
+        a.send(i.to_bytes(4, "big") * (1 + i % 50))
+    for t in threads:
+        t.join()
+    assert sorted(int.from_bytes(m[:4], "big") for m in got) == list(range(1000))
+    assert all(m == m[:4] * (len(m) // 4) for m in got)
 
 
 BLOCK_EXTENSION_AND_SEND = """

@@ -11,7 +11,8 @@ PyObject *ipcw_EndOfChannel;
 PyObject *ipcw_Timeout;
 PyObject *ipcw_FrameTooLarge;
 
-extern PyTypeObject ipcw_FrameSenderType; /* stream.c */
+extern PyTypeObject ipcw_FrameSenderType;   /* stream.c */
+extern PyTypeObject ipcw_FrameReceiverType; /* stream.c */
 
 static PyMethodDef module_methods[] = {
     {"init_ring", (PyCFunction)(void (*)(void))ipcw_init_ring, METH_VARARGS | METH_KEYWORDS,
@@ -61,13 +62,14 @@ static int load_errors(void)
 PyMODINIT_FUNC PyInit__native(void)
 {
     if (load_errors() < 0 || PyType_Ready(&ipcw_RingType) < 0 ||
-        PyType_Ready(&ipcw_FrameSenderType) < 0)
+        PyType_Ready(&ipcw_FrameSenderType) < 0 || PyType_Ready(&ipcw_FrameReceiverType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&ipcw_RingType) < 0 ||
         PyModule_AddObjectRef(m, "FrameSender", (PyObject *)&ipcw_FrameSenderType) < 0 ||
+        PyModule_AddObjectRef(m, "FrameReceiver", (PyObject *)&ipcw_FrameReceiverType) < 0 ||
         PyModule_AddIntConstant(m, "HEADER_SIZE", IPCW_HEADER_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "VERSION", IPCW_VERSION) < 0 ||
         PyModule_AddIntConstant(m, "RECORD_HEADER", IPCW_REC_HDR) < 0 ||

@@ -331,3 +331,305 @@ PyTypeObject ipcw_FrameSenderType = {
     .tp_init = (initproc)sender_init,
     .tp_new = PyType_GenericNew,
 };
+
+/* ---------------------------------------------------------------------------------------
+ * FrameReceiver: the receive hot path of the same channel, for raw-bytes messages with
+ * length framing. It owns the channel's receive lock and works on the channel's decoder
+ * (ipcwire/_core/framing.py, FrameDecoder: ``_buf``, ``_start``, ``_end``, ``_skip``,
+ * ``max_frame``) so that the Python path and this one share one buffer. ``recv()`` returns
+ * the next buffered frame as bytes; with nothing buffered it reads once into the empty buffer
+ * (GIL released) and returns the frame that arrived. Whenever anything is unusual (the lock
+ * is taken, a partial frame, an oversized frame, end of stream, a receive timeout still set
+ * on the socket) it returns None having changed nothing the Python path cannot continue from,
+ * and the Python path decides. */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    PyObject *decoder;
+    PyThread_type_lock lock;
+    int held;
+    unsigned long long messages;
+    unsigned long long nbytes; /* payload bytes, as the Python path counts them */
+} FrameReceiver;
+
+static PyObject *str_buf, *str_start, *str_end, *str_skip, *str_max_frame;
+
+static int intern_names(void)
+{
+    if (str_buf != NULL)
+        return 0;
+    str_buf = PyUnicode_InternFromString("_buf");
+    str_start = PyUnicode_InternFromString("_start");
+    str_end = PyUnicode_InternFromString("_end");
+    str_skip = PyUnicode_InternFromString("_skip");
+    str_max_frame = PyUnicode_InternFromString("max_frame");
+    return (str_buf && str_start && str_end && str_skip && str_max_frame) ? 0 : -1;
+}
+
+static int get_ssize(PyObject *obj, PyObject *name, Py_ssize_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int set_ssize(PyObject *obj, PyObject *name, Py_ssize_t value)
+{
+    PyObject *v = PyLong_FromSsize_t(value);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int receiver_init(FrameReceiver *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"fd", "decoder", NULL};
+    int fd;
+    PyObject *decoder;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO:FrameReceiver", kwlist, &fd, &decoder))
+        return -1;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "FrameReceiver: fd must be >= 0");
+        return -1;
+    }
+    if (intern_names() < 0)
+        return -1;
+    if (self->lock == NULL) {
+        self->lock = PyThread_allocate_lock();
+        if (self->lock == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    self->fd = fd;
+    Py_INCREF(decoder);
+    Py_XSETREF(self->decoder, decoder);
+    return 0;
+}
+
+static void receiver_dealloc(FrameReceiver *self)
+{
+    Py_CLEAR(self->decoder);
+    if (self->lock != NULL)
+        PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The next whole frame in the decoder's buffer as bytes (advancing ``_start``), Py_None when
+ * there is none or it is not an ordinary one (lock held, GIL held). ``*end_out`` gets
+ * ``_end``, or -1 if the buffer cannot be read from here. */
+static PyObject *take_frame(FrameReceiver *self, Py_ssize_t *end_out)
+{
+    PyObject *dec = self->decoder;
+    Py_ssize_t start, end, skip, max_frame;
+    *end_out = -1;
+    if (get_ssize(dec, str_skip, &skip) < 0 || get_ssize(dec, str_start, &start) < 0 ||
+        get_ssize(dec, str_end, &end) < 0)
+        return NULL;
+    if (skip != 0)
+        Py_RETURN_NONE;
+    *end_out = end;
+    if (end - start < 4)
+        Py_RETURN_NONE;
+    PyObject *buf = PyObject_GetAttr(dec, str_buf);
+    if (buf == NULL)
+        return NULL;
+    if (!PyByteArray_Check(buf) || start < 0 || end > PyByteArray_GET_SIZE(buf)) {
+        Py_DECREF(buf);
+        *end_out = -1;
+        Py_RETURN_NONE;
+    }
+    const unsigned char *p = (const unsigned char *)PyByteArray_AS_STRING(buf) + start;
+    Py_ssize_t n = (Py_ssize_t)(((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+                                ((uint32_t)p[2] << 8) | (uint32_t)p[3]);
+    if (get_ssize(dec, str_max_frame, &max_frame) < 0) {
+        Py_DECREF(buf);
+        return NULL;
+    }
+    if (n > max_frame || n > end - start - 4) {
+        Py_DECREF(buf);
+        Py_RETURN_NONE; /* oversized (the Python path raises FrameTooLarge) or partial */
+    }
+    PyObject *frame = PyBytes_FromStringAndSize((const char *)p + 4, n);
+    Py_DECREF(buf);
+    if (frame == NULL)
+        return NULL;
+    Py_ssize_t stop = start + 4 + n;
+    int rc = stop == end ? (set_ssize(dec, str_start, 0) | set_ssize(dec, str_end, 0))
+                         : set_ssize(dec, str_start, stop);
+    if (rc < 0) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    self->messages++;
+    self->nbytes += (unsigned long long)n;
+    return frame;
+}
+
+/* One read into the empty buffer (lock held, GIL held on entry and return): 1 when bytes
+ * arrived (``_end`` updated), 0 when the Python path should take over, -1 on an error. */
+static int read_once(FrameReceiver *self)
+{
+    PyObject *buf = PyObject_GetAttr(self->decoder, str_buf);
+    if (buf == NULL)
+        return -1;
+    Py_buffer view;
+    if (!PyByteArray_Check(buf) || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        Py_DECREF(buf);
+        return 0;
+    }
+    ssize_t n;
+    int err;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        n = recv(self->fd, view.buf, (size_t)view.len, 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n < 0 && err == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                break;
+            continue;
+        }
+        break;
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(buf);
+    if (n < 0) {
+        if (PyErr_Occurred())
+            return -1; /* a signal handler raised */
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return 0; /* a receive timeout left on the socket: the Python path resets it */
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (n == 0)
+        return 0; /* end of stream: the Python path reads it again and reports it */
+    return set_ssize(self->decoder, str_end, (Py_ssize_t)n) < 0 ? -1 : 1;
+}
+
+static int receiver_lock(FrameReceiver *self)
+{
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        for (;;) {
+            PyLockStatus st;
+            Py_BEGIN_ALLOW_THREADS
+            st = PyThread_acquire_lock_timed(self->lock, 50000 /* µs */, 0);
+            Py_END_ALLOW_THREADS
+            if (st == PY_LOCK_ACQUIRED)
+                break;
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+        }
+    }
+    self->held = 1;
+    return 0;
+}
+
+static void receiver_unlock(FrameReceiver *self)
+{
+    self->held = 0;
+    PyThread_release_lock(self->lock);
+}
+
+/* recv() -> bytes | None (see above). Never waits for the lock: if another thread holds it,
+ * None, and the caller waits on the lock in its own path. */
+static PyObject *receiver_recv(FrameReceiver *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->fd < 0 || !PyThread_acquire_lock(self->lock, NOWAIT_LOCK))
+        Py_RETURN_NONE;
+    self->held = 1;
+    Py_ssize_t end;
+    PyObject *frame = take_frame(self, &end);
+    if (frame == Py_None && end == 0) {
+        Py_DECREF(frame);
+        int rc = read_once(self);
+        frame = rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : take_frame(self, &end);
+    }
+    receiver_unlock(self);
+    return frame;
+}
+
+static PyObject *receiver_acquire(FrameReceiver *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"blocking", NULL};
+    int blocking = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:acquire", kwlist, &blocking))
+        return NULL;
+    if (!blocking) {
+        if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK))
+            Py_RETURN_FALSE;
+        self->held = 1;
+        Py_RETURN_TRUE;
+    }
+    if (receiver_lock(self) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *receiver_release(FrameReceiver *self, PyObject *Py_UNUSED(args))
+{
+    if (!self->held) {
+        PyErr_SetString(PyExc_RuntimeError, "FrameReceiver: release of an unheld lock");
+        return NULL;
+    }
+    receiver_unlock(self);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *receiver_disable(FrameReceiver *self, PyObject *Py_UNUSED(ignored))
+{
+    self->fd = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *receiver_get_messages(FrameReceiver *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(self->messages);
+}
+
+static PyObject *receiver_get_nbytes(FrameReceiver *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(self->nbytes);
+}
+
+static PyMethodDef receiver_methods[] = {
+    {"recv", (PyCFunction)receiver_recv, METH_NOARGS,
+     "recv() -> bytes | None: the next frame, reading once into an empty buffer; None: "
+     "the caller's general path"},
+    {"acquire", (PyCFunction)(void (*)(void))receiver_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire(blocking=True) -> bool: take the receive lock"},
+    {"release", (PyCFunction)receiver_release, METH_NOARGS, "release the receive lock"},
+    {"disable", (PyCFunction)receiver_disable, METH_NOARGS,
+     "disable(): from now on recv() returns None"},
+    {"__enter__", (PyCFunction)(void (*)(void))receiver_acquire, METH_VARARGS | METH_KEYWORDS,
+     "take the receive lock"},
+    {"__exit__", (PyCFunction)receiver_release, METH_VARARGS, "release the receive lock"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef receiver_getset[] = {
+    {"messages", (getter)receiver_get_messages, NULL, "messages returned by recv()", NULL},
+    {"nbytes", (getter)receiver_get_nbytes, NULL, "payload bytes returned by recv()", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ipcw_FrameReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ipcwire._ext._native.FrameReceiver",
+    .tp_basicsize = sizeof(FrameReceiver),
+    .tp_dealloc = (destructor)receiver_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FrameReceiver(fd, decoder): the receive lock, counters and raw-bytes frame "
+              "reads of one connected stream socket",
+    .tp_methods = receiver_methods,
+    .tp_getset = receiver_getset,
+    .tp_init = (initproc)receiver_init,
+    .tp_new = PyType_GenericNew,
+};

@@ -8,10 +8,12 @@ buffer with one ``recv_into``.
 On a plain socket, when the optional C extension is built, a ``FrameSender``
 (``_ext/stream.c``) holds the send lock and the sent counters and writes a raw-bytes message
 (4-byte header and payload) with one vectored ``sendmsg``, without giving up the GIL unless
-the socket buffer is full. It only ever does the common case; everything else (other codecs
-and framings, timeouts, a closed or broken channel, errors) runs the Python code below, which
-takes the same lock. ``IPCWIRE_STREAM_IMPL=python`` (or an install without the extension)
-leaves the pure-Python path alone.
+the socket buffer is full; a ``FrameReceiver`` holds the receive lock and returns the next
+raw-bytes frame from the decoder's buffer, reading once into it when it is empty. They only
+ever do the common case; everything else (other codecs and framings, timeouts, partial or
+oversized frames, end of stream, a closed or broken channel, errors) runs the Python code
+below, which takes the same locks. ``IPCWIRE_STREAM_IMPL=python`` (or an install without the
+extension) leaves the pure-Python paths alone.
 """
 
 from __future__ import annotations
@@ -44,19 +46,19 @@ __all__ = ["StreamChannel", "client_handshake"]
 _monotonic = time.monotonic
 
 
-def _load_frame_sender() -> Any:
+def _load_native() -> tuple[Any, Any]:
     if os.environ.get("IPCWIRE_STREAM_IMPL", "").lower() == "python":
-        return None
+        return None, None
     try:
-        from ipcwire._ext._native import FrameSender
+        from ipcwire._ext._native import FrameReceiver, FrameSender
     except ImportError:
-        return None
-    return FrameSender
+        return None, None
+    return FrameSender, FrameReceiver
 
 
-# The C send path's class, or None (then every channel uses the pure-Python path). Tests
-# set it to None to run the Python path in the same process.
-FRAME_SENDER: Any = _load_frame_sender()
+# The C paths' classes, or None (then every channel uses the pure-Python paths). Tests set
+# them to None to run the Python paths in the same process.
+FRAME_SENDER, FRAME_RECEIVER = _load_native()
 
 
 class StreamChannel(Channel):
@@ -83,12 +85,19 @@ class StreamChannel(Channel):
         self._sender: Any = None
         self._fast_send: Any = None  # FrameSender.send: raw bytes, length framing, no timeout
         self._send_lock: Any = threading.Lock()
+        raw = wire.framing == "length" and wire.is_raw
         if FRAME_SENDER is not None and isinstance(stream, SocketStream):
             self._sender = FRAME_SENDER(stream.fileno(), min(wire.send_limit, 0xFFFFFFFF))
             self._send_lock = self._sender
-            if wire.framing == "length" and wire.is_raw:
+            if raw:
                 self._fast_send = self._sender.send
-        self._recv_lock = threading.Lock()
+        self._receiver: Any = None
+        self._fast_recv: Any = None  # FrameReceiver.recv: raw bytes, length framing, no timeout
+        self._recv_lock: Any = threading.Lock()
+        if FRAME_RECEIVER is not None and isinstance(stream, SocketStream) and raw:
+            self._receiver = FRAME_RECEIVER(stream.fileno(), self._decoder)
+            self._recv_lock = self._receiver
+            self._fast_recv = self._receiver.recv
         self._closed = False
         self._eof = False
         self._send_broken: IpcwireError | None = None
@@ -185,6 +194,17 @@ class StreamChannel(Channel):
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
+        fast = self._fast_recv
+        if fast is not None and timeout is None:
+            try:
+                obj = fast()
+            except OSError as exc:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise translate(exc, self.url, "receiving from") from exc
+            if obj is not None:
+                return obj
+            # None: nothing it could finish on its own; the general path below decides
         with self._recv_lock:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -277,6 +297,8 @@ class StreamChannel(Channel):
         self._fast_sendall = None
         if self._sender is not None:
             self._sender.disable()
+        if self._receiver is not None:
+            self._receiver.disable()
         self._stream.close()
 
     @property
@@ -298,11 +320,12 @@ class StreamChannel(Channel):
 
     def statistics(self) -> ChannelStatistics:
         sender = self._sender
+        receiver = self._receiver
         return ChannelStatistics(
             messages_sent=self._sent + (sender.messages if sender is not None else 0),
-            messages_received=self._received,
+            messages_received=self._received + (receiver.messages if receiver is not None else 0),
             bytes_sent=self._bytes_sent + (sender.nbytes if sender is not None else 0),
-            bytes_received=self._bytes_received,
+            bytes_received=self._bytes_received + (receiver.nbytes if receiver else 0),
             buffered_bytes=self._decoder.buffered,
         )
 
