@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -39,7 +40,15 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
-from ipcwire.sse._events import END_EVENT, GAP_EVENT, Event, EventParser, decode_data, parse_id
+from ipcwire.sse._events import (
+    END_EVENT,
+    GAP_EVENT,
+    Event,
+    EventParser,
+    RunShape,
+    decode_data,
+    parse_id,
+)
 from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, build_request
 from ipcwire.sse._server import (
     CODEC_HEADER,
@@ -50,7 +59,7 @@ from ipcwire.sse._server import (
     proof,
 )
 
-__all__ = ["FATAL", "ClientCore", "SseAddress", "resolve"]
+__all__ = ["FATAL", "ClientCore", "Raise", "SseAddress", "resolve"]
 
 log = logging.getLogger("ipcwire")
 
@@ -107,7 +116,9 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> SseAddress:
     return SseAddress(secure, host, port, endpoint.path or "/")
 
 
-class _Raise:
+class Raise:
+    """An error in the queue, raised in the place of the message that could not be had."""
+
     __slots__ = ("exc",)
 
     def __init__(self, exc: IpcwireError) -> None:
@@ -134,7 +145,9 @@ class ClientCore:
         self.addr = addr
         self.options = options
         self._decode = options.codec.decode
+        self._plain = isinstance(options.codec, BytesCodec)  # decode is bytes(): skip it
         self._text = options.codec.name == "json"
+        self._shape: RunShape | None = None  # the usual shape of the current stream's events
         max_data = options.max_frame if self._text else (options.max_frame + 2) // 3 * 4
         self.parser = EventParser(max_data, last_id=last_event_id or "")
         self._headers = dict(headers or {})
@@ -146,7 +159,8 @@ class ClientCore:
         self._body: ChunkedDecoder | IdentityDecoder = IdentityDecoder()
         self._nonce = ""
         self.attempt = 0
-        self.received = 0
+        self._queued = 0  # messages put in the queue
+        self._errors = 0  # errors in the queue now
         self.bytes_received = 0
         self.dropped = 0
         self.stream_id: str | None = None
@@ -249,7 +263,33 @@ class ClientCore:
     # -- events -----------------------------------------------------------------------------
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Body bytes from the connection: parse them into the queue."""
-        for ev in self.parser.feed(self._body.feed(data)):
+        body = self._body.feed(data)
+        parser = self.parser
+        stream = self._stream
+        if stream is not None and parser.clean():
+            # The fast path: a whole read of events in the usual shape, numbered on from the
+            # last one, goes to the queue without per-event objects or checks in Python.
+            shape = self._shape
+            if shape is None or shape.stream != stream:
+                shape = self._shape = RunShape(stream, not self._text)
+            datas = parser.match_run(body, shape, self._last_seq + 1)
+            if datas is not None:
+                if self._plain:
+                    payloads = datas
+                else:
+                    try:
+                        payloads = list(map(self._decode, datas))  # type: ignore[arg-type]
+                    except Exception:
+                        payloads = None  # the general path queues the error in its place
+                if payloads is not None:
+                    parser.commit_run()
+                    self._last_seq += len(datas)
+                    self.queue.extend(payloads)
+                    self._queued += len(payloads)
+                    self.bytes_received += sum(map(len, datas))
+                    return
+            body = b""  # in the parser's buffer already
+        for ev in parser.feed(body):
             self._event(ev)
 
     def _event(self, ev: Event) -> None:
@@ -268,15 +308,13 @@ class ClientCore:
         if ev.oversize:
             limit = self.options.max_frame
             size = ev.oversize if self._text else ev.oversize * 3 // 4
-            self.queue.append(
-                _Raise(
-                    FrameTooLarge(
-                        f"an event from {self.url} is about {size} bytes, over the limit of "
-                        f"{limit} bytes; it was skipped. Raise max_frame= on both sides",
-                        size=max(size, limit + 1),
-                        limit=limit,
-                        endpoint=self.url,
-                    )
+            self._fail(
+                FrameTooLarge(
+                    f"an event from {self.url} is about {size} bytes, over the limit of "
+                    f"{limit} bytes; it was skipped. Raise max_frame= on both sides",
+                    size=max(size, limit + 1),
+                    limit=limit,
+                    endpoint=self.url,
                 )
             )
             return
@@ -284,8 +322,9 @@ class ClientCore:
             payload = decode_data(ev.data, self._text)
             self.queue.append(self._decode(payload))  # type: ignore[arg-type]
         except IpcwireError as exc:
-            self.queue.append(_Raise(exc))
+            self._fail(exc)
             return
+        self._queued += 1
         self.bytes_received += len(payload)
 
     def _position(self, event_id: str) -> int:
@@ -319,7 +358,7 @@ class ClientCore:
         if self.allow_gaps:
             log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
             return
-        self.queue.append(_Raise(ChannelBroken(text, endpoint=self.url)))
+        self._fail(ChannelBroken(text, endpoint=self.url))
 
     def _gap(self, ev: Event) -> None:
         try:
@@ -336,29 +375,39 @@ class ClientCore:
         if self.allow_gaps:
             log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
             return
-        self.queue.append(
-            _Raise(
-                ChannelBroken(
-                    f"{text}. The channel is broken because messages were lost; connect again "
-                    f"for a fresh stream, or pass allow_gaps=True to count losses and go on",
-                    endpoint=self.url,
-                )
+        self._fail(
+            ChannelBroken(
+                f"{text}. The channel is broken because messages were lost; connect again "
+                f"for a fresh stream, or pass allow_gaps=True to count losses and go on",
+                endpoint=self.url,
             )
         )
 
+    def _fail(self, exc: IpcwireError) -> None:
+        """Queue an error in the place of a message."""
+        self.queue.append(Raise(exc))
+        self._errors += 1
+
+    @property
+    def received(self) -> int:
+        """Messages taken from the queue (the channels pop it directly; nothing counts)."""
+        return self._queued - (len(self.queue) - self._errors)
+
     def has_message(self) -> bool:
         """Whether a message (not an error) is next in the queue."""
-        return bool(self.queue) and type(self.queue[0]) is not _Raise
+        return bool(self.queue) and type(self.queue[0]) is not Raise
 
     def pop(self) -> Any:
         """The next message (raising the queued error in its place)."""
         item = self.queue.popleft()
-        if type(item) is _Raise:
+        if type(item) is Raise:
+            self._errors -= 1
             if isinstance(item.exc, ChannelBroken):
                 self.final = item.exc  # broken for good
+                self._queued -= len(self.queue) - self._errors  # never received
                 self.queue.clear()
+                self._errors = 0
             raise item.exc
-        self.received += 1
         return item
 
     # -- reconnecting -----------------------------------------------------------------------

@@ -6,9 +6,11 @@ import dataclasses
 import socket
 import ssl as ssl_module
 import threading
+from binascii import b2a_base64
 from collections.abc import Iterator
 from typing import Any, Final
 
+from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.url import Endpoint
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -23,7 +25,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.sse._client import SseAddress
 from ipcwire.sse._events import encode_data
 from ipcwire.sse._server import SseServer, SseSettings
-from ipcwire.sse._streams import ServerStream
+from ipcwire.sse._streams import EVENT_OVERHEAD, ServerStream
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
 from ipcwire.ws._web import OriginPolicy, build_pages
@@ -38,7 +40,6 @@ __all__ = [
     "one_way_error",
 ]
 
-EVENT_OVERHEAD: Final = 64  # at most "id: <32 hex>-<seq>\ndata: " and "\n\n" per event
 CLIENT_OPTIONS: Final = (
     "timeout",
     "reconnect",
@@ -157,22 +158,54 @@ class ServerChannelBase:
         self._encode_payload = codec.encode
         self._text = codec.name == "json"
         self._closed = False
-        self._sent = 0
+        self._limit = stream.send_limit
+        self._plain = isinstance(codec, BytesCodec)  # encode() returns bytes as they are
         self._bytes_sent = 0
 
     def _encode(self, obj: Any) -> tuple[bytes, int]:
-        payload = self._encode_payload(obj)
+        """The event data of one message (one line: see :meth:`ServerStream.append`), and
+        the message's size.
+
+        Raises:
+            FrameTooLarge, LocalProtocolError: as :meth:`send` says.
+        """
+        return self._data(self._encode_payload(obj))
+
+    def _send_now(self, payload: Any) -> bool:
+        """The usual send of an encoded message: bytes within the limit, base64 (not JSON),
+        and the stream open with room; True once appended (else take the general path)."""
+        if (
+            type(payload) is bytes
+            and len(payload) <= self._limit
+            and not self._text
+            and not self._closed
+            and self._stream.send_one(b2a_base64(payload, newline=False))
+        ):
+            self._bytes_sent += len(payload)
+            return True
+        return False
+
+    def _data(self, payload: Any) -> tuple[bytes, int]:
+        """:meth:`_encode` after the codec."""
         size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+        if size > self._stream.send_limit:
+            raise self._too_large(size)
+        if not self._text:
+            return b2a_base64(payload, newline=False), size
+        data = encode_data(payload, True)
+        if b"\n" in data:  # each line of the payload is a data: field of the event
+            data = data.replace(b"\n", b"\ndata: ")
+        return data, size
+
+    def _too_large(self, size: int) -> FrameTooLarge:
         limit = self._stream.send_limit
-        if size > limit:
-            raise FrameTooLarge(
-                f"message of {size} bytes not sent to {self.url}: over the limit of {limit} "
-                f"bytes; raise max_frame= on both sides, or split the message",
-                size=size,
-                limit=limit,
-                endpoint=self.url,
-            )
-        return encode_data(payload, self._text), size
+        return FrameTooLarge(
+            f"message of {size} bytes not sent to {self.url}: over the limit of {limit} "
+            f"bytes; raise max_frame= on both sides, or split the message",
+            size=size,
+            limit=limit,
+            endpoint=self.url,
+        )
 
     def _check_open(self) -> None:
         """Raise if the stream cannot take events (call holding the stream's lock)."""
@@ -243,7 +276,7 @@ class ServerChannelBase:
         with s.lock:
             buffered, dropped = s.unwritten_bytes, s.dropped
         return ChannelStatistics(
-            messages_sent=self._sent,
+            messages_sent=s.seq,  # every event of the stream was sent through this channel
             messages_received=0,
             bytes_sent=self._bytes_sent,
             bytes_received=0,

@@ -30,6 +30,7 @@ __all__ = [
     "GAP_EVENT",
     "Event",
     "EventParser",
+    "RunShape",
     "decode_data",
     "encode_data",
     "event_bytes",
@@ -124,6 +125,24 @@ class Event:
     oversize: int = 0
 
 
+class RunShape:
+    """The usual shape of one stream's events, which :meth:`EventParser.match_run` parses a
+    whole read at a time: ``id: <stream>-<seq>``, one ``data: `` line, a blank line; LF only.
+    ``binary``: the data is base64 (decoded and checked strictly, as :func:`decode_data`)."""
+
+    __slots__ = ("binary", "id_line", "id_sep", "stream")
+
+    def __init__(self, stream: str, binary: bool) -> None:
+        self.stream = stream
+        self.binary = binary
+        self.id_line = "id: " + stream + "-"
+        self.id_sep = "\n" + self.id_line
+
+    def expected_ids(self, first: int, count: int) -> bytes:
+        """The id lines of events ``first`` .. ``first + count - 1``, joined with LF."""
+        return (self.id_line + self.id_sep.join(map(str, range(first, first + count)))).encode()
+
+
 class EventParser:
     """Incremental ``text/event-stream`` parser.
 
@@ -143,6 +162,12 @@ class EventParser:
         self._bom = True  # still to check for a BOM
         self._discard: bytes | None = None  # field of an overlong line being discarded
         self._id_buffer = last_id
+        self._run_end = 0  # bytes of _buf that match_run matched, until commit_run
+        self._run_id = ""
+        # Between match_run's calls: the bytes of _buf it looked at already (no CR there),
+        # and where the first line it has not checked starts; and the same after a match.
+        self._run_scan = self._run_line = 0
+        self._run_next = (0, 0)
         self._reset_event()
 
     def _reset_event(self) -> None:
@@ -153,12 +178,130 @@ class EventParser:
     def new_connection(self) -> None:
         """Forget a partial line or event (the connection ended); keep the last event ID."""
         self._buf.clear()
-        self._scanned = 0
+        self._scanned = self._run_scan = self._run_line = 0
         self._skip_lf = False
         self._bom = True
         self._discard = None
         self._id_buffer = self.last_id
         self._reset_event()
+
+    def clean(self) -> bool:
+        """At an event boundary, nothing pending: :meth:`match_run` may be used."""
+        return not (
+            self._data
+            or self._type
+            or self._oversize
+            or self._skip_lf
+            or self._bom
+            or self._discard is not None
+            or self._id_buffer != self.last_id
+        )
+
+    def match_run(
+        self, chunk: bytes | bytearray | memoryview, shape: RunShape, first: int
+    ) -> list[bytes] | None:
+        """The fast path, for a :meth:`clean` parser: add ``chunk`` to the buffer and return
+        the data of the complete events in it (base64 decoded for a binary shape) when they
+        are all in ``shape`` with the ids ``first``, ``first + 1``, ...; :meth:`commit_run`
+        then consumes them. None when anything is unusual (then call ``feed(b"")``, which
+        parses the buffer the general way); ``[]`` when no event is complete yet.
+
+        What this accepts, the general parser would return as the same events with the same
+        data (so a malformed event is never delivered here: it falls back), without any line
+        loop in Python: one split of the read, the ids compared with the expected ones in one
+        string, the data lines checked with one count.
+        """
+        buf = self._buf
+        scan = self._run_scan
+        buf += chunk
+        self._run_end = 0
+        if buf.find(b"\r", scan) >= 0:
+            return None  # CR line endings: the general parser
+        end = buf.rfind(b"\n\n", max(scan - 1, 0))
+        if end < 0:
+            if len(buf) > self.max_data + 64:
+                return None  # an overlong line: the general parser discards it
+            pieces: list[bytes] = []
+            rest = self._run_line
+        else:
+            if end + 2 > self.max_data:
+                return None  # one of the events may be over the limit
+            found = self._match_events(buf, end, shape, first)
+            if found is None:
+                return None
+            pieces, n = found
+            self._run_end = rest = end + 2
+            self._run_id = f"{shape.stream}-{first + n - 1}"
+        # The complete lines of the next event, which waits for its blank line: id: and
+        # data: only (their effect waits for the dispatch anyway; any other line, such as
+        # retry: or a comment, takes effect at once, so the general parser takes it).
+        nl = buf.find(b"\n", max(rest, scan))
+        while nl >= 0:
+            if not (buf.startswith(b"data: ", rest) or buf.startswith(b"id: ", rest)):
+                return None
+            rest = nl + 1
+            nl = buf.find(b"\n", rest)
+        self._run_next = (len(buf), rest)
+        return pieces
+
+    def _match_events(
+        self, buf: bytearray, end: int, shape: RunShape, first: int
+    ) -> tuple[list[bytes], int] | None:
+        """The events in ``buf[:end]`` (no CR there), if all in ``shape``, numbered from
+        ``first``: their data, and how many."""
+        if buf.find(b"\n\n") == end:  # one event (often a big one, in pieces): no copies
+            piece = self._match_one(buf, end, shape, first)
+            return None if piece is None else ([piece], 1)
+        lines = bytes(buf[:end]).split(b"\n")
+        n = len(lines) // 3 + 1
+        if (
+            len(lines) % 3 != 2
+            or b"".join(lines[2::3])
+            or b"\n".join(lines[0::3]) != shape.expected_ids(first, n)
+        ):
+            return None
+        data = b"\n".join(lines[1::3])
+        if data[:6] != b"data: " or data.count(b"\ndata: ") != n - 1:
+            return None  # every data line starts "data: ", none is left out
+        pieces = data[6:].split(b"\ndata: ")
+        if shape.binary:
+            a2b = binascii.a2b_base64
+            try:
+                pieces = [a2b(p, strict_mode=True) for p in pieces]
+            except (binascii.Error, ValueError):
+                return None  # the general parser and decode_data give the typed error
+        return pieces, n
+
+    @staticmethod
+    def _match_one(buf: bytearray, end: int, shape: RunShape, seq: int) -> bytes | None:
+        """:meth:`match_run` for ``buf[:end]`` holding one event's lines."""
+        nl = buf.find(b"\n", 0, end)
+        if (
+            nl < 0
+            or buf[:nl] != shape.expected_ids(seq, 1)
+            or buf[nl + 1 : nl + 7] != b"data: "
+            or buf.find(b"\n", nl + 1, end) >= 0
+        ):
+            return None
+        with memoryview(buf) as view, view[nl + 7 : end] as data:
+            if not shape.binary:
+                return bytes(data)
+            try:
+                return binascii.a2b_base64(data, strict_mode=True)
+            except (binascii.Error, ValueError):
+                return None
+
+    def commit_run(self) -> None:
+        """Consume what :meth:`match_run` matched."""
+        end = self._run_end
+        if end:
+            del self._buf[:end]
+            self._run_end = 0
+            self.last_id = self._id_buffer = self._run_id
+        scanned, line = self._run_next
+        self._run_scan = scanned - end
+        self._run_line = line - end
+        self._scanned = 0
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Event]:
         """Parse more of the stream; return the events it completed."""
@@ -197,6 +340,7 @@ class EventParser:
             del buf[:pos]
         if len(buf) > self.max_data + 64:
             self._start_discard(len(buf))
+        self._run_scan = self._run_line = 0  # match_run looks at what is left again
         return out
 
     def _complete_lines(self, buf: bytearray, out: list[Event]) -> None:

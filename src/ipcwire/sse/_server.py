@@ -247,33 +247,56 @@ class SseServer:
             else:
                 loop.call_soon_threadsafe(ready.set)
 
+        # Keepalives: one timer per connection, not one per wait. It fires when the
+        # connection has been idle for ``keepalive`` seconds (else at that time from the last
+        # write) and has the writer send a comment.
         keepalive = self.settings.keepalive
-        while True:
-            with stream.lock:
-                if stream.generation != gen:
-                    return  # a newer connection took the stream over
-                chunk, upto = stream.pending()
-                end = stream.ended if not chunk else None
-                if not chunk and end is None:
-                    ready.clear()
-                    stream.wait_for_events(wake)
-            if chunk:
-                await response.write(chunk)
+        last_write = loop.time()
+        due = False
+        timer: asyncio.TimerHandle
+
+        def tick() -> None:
+            nonlocal due, timer
+            idle = loop.time() - last_write
+            if idle >= keepalive:
+                due = True
+                ready.set()
+                idle = 0.0
+            timer = loop.call_later(keepalive - idle, tick)
+
+        timer = loop.call_later(keepalive, tick)
+        try:
+            while True:
                 with stream.lock:
-                    if stream.generation == gen:
-                        stream.mark_written(upto, len(chunk))
-                continue
-            if end is not None:
-                body = json.dumps({"reason": end}).encode()
-                await response.write(event_bytes(None, body, END_EVENT))
-                with stream.lock:
-                    stream.end_written = True
-                return
-            try:
-                async with asyncio.timeout(keepalive):
-                    await ready.wait()
-            except TimeoutError:
-                await response.write(KEEPALIVE)
+                    if stream.generation != gen:
+                        return  # a newer connection took the stream over
+                    chunk, upto = stream.pending()
+                    end = stream.ended if not chunk else None
+                    if not chunk and end is None and not due:
+                        ready.clear()
+                        stream.wait_for_events(wake)
+                if chunk:
+                    await response.write(chunk)
+                    last_write = loop.time()
+                    due = False
+                    with stream.lock:
+                        if stream.generation == gen:
+                            stream.mark_written(upto, len(chunk))
+                    continue
+                if end is not None:
+                    body = json.dumps({"reason": end}).encode()
+                    await response.write(event_bytes(None, body, END_EVENT))
+                    with stream.lock:
+                        stream.end_written = True
+                    return
+                if due:
+                    due = False
+                    await response.write(KEEPALIVE)
+                    last_write = loop.time()
+                    continue
+                await ready.wait()
+        finally:
+            timer.cancel()
 
     def _detach(self, stream: ServerStream, gen: int) -> None:
         with stream.lock:

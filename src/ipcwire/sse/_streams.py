@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from itertools import islice
+from typing import Any, Final
 
-from ipcwire.sse._events import event_bytes, format_id, gap_event, parse_id
+from ipcwire.sse._events import format_id, gap_event, parse_id
 
-__all__ = ["ServerStream", "StreamTable"]
+__all__ = ["EVENT_OVERHEAD", "ServerStream", "StreamTable"]
+
+EVENT_OVERHEAD: Final = 64  # at most "id: <32 hex>-<seq>\ndata: " and "\n\n" per event
 
 
 class ServerStream:
@@ -43,8 +47,14 @@ class ServerStream:
         self.lock = threading.Lock()
         self.room = threading.Condition(self.lock)
         self.seq = 0  # id of the last event appended
-        self._log: deque[tuple[int, bytes]] = deque()
+        # The replay buffer: the events seq - len(_log) + 1 .. seq, in order, on the wire.
+        self._log: deque[bytes] = deque()
         self._log_bytes = 0
+        # The events appended since the writer last took them (while a client is attached):
+        # always the newest ones, so the writer joins them without walking the buffer.
+        self._outbox: list[bytes] = []
+        # One event on the wire, from its id number and data (a line, see append).
+        self._format = b"id: " + sid.encode() + b"-%d\ndata: %s\n\n"
         self.written = 0  # last event handed to the attached connection
         self.unwritten_bytes = 0
         self.generation = 0  # increases at each (re)attach; a newer connection wins
@@ -55,9 +65,12 @@ class ServerStream:
         self.end_written = False
         self.broken: str | None = None  # gone: expired, or the listener closed
         self.dropped = 0  # events evicted before any connection got them
-        self._wake: Callable[[], None] | None = None
-        self._writer_waiting = False
+        self._wake: Callable[[], None] | None = None  # set while the writer waits for events
+        # send_one appends without waiting while seq < _room_seq and unwritten_bytes + the
+        # data's size <= _room_bytes (what has_room says, kept up to date by _set_room).
+        self._room_seq = self._room_bytes = sys.maxsize
         self.aio_waiters: list[asyncio.Future[None]] = []
+        self.sleepers = 0  # blocking senders waiting on room
 
     # -- senders (any thread, holding lock) -------------------------------------------------
     def has_room(self, n: int = 1, nbytes: int = 0) -> bool:
@@ -73,30 +86,89 @@ class ServerStream:
         )
 
     def append(self, datas: list[bytes]) -> Callable[[], None] | None:
-        """Add events; returns the writer's wake-up to call after releasing the lock."""
-        sid = self.sid
-        for data in datas:
-            self.seq += 1
-            ev = event_bytes(format_id(sid, self.seq), data)
-            self._log.append((self.seq, ev))
-            self._log_bytes += len(ev)
-            self.unwritten_bytes += len(ev)
+        """Add events; returns the writer's wake-up to call after releasing the lock.
+
+        Each data is one line (the sending channel turns a payload's LFs into further
+        ``data:`` fields): the event is ``id: <stream>-<seq>``, ``data: <data>``, a blank line.
+        """
+        first = self.seq + 1
+        self.seq += len(datas)
+        ids = range(first, self.seq + 1)
+        events = list(map(self._format.__mod__, zip(ids, datas, strict=True)))
+        size = sum(map(len, events))
+        self._log.extend(events)
+        self._log_bytes += size
+        self.unwritten_bytes += size
+        if self.attached:
+            self._outbox.extend(events)
+        if len(self._log) > self.max_events or self._log_bytes > self.max_bytes:
+            self._evict()
+        return self.take_wake()
+
+    def send_one(self, data: bytes) -> bool:
+        """The usual ``send``, taking the lock itself: append one event if the stream is
+        open and has room (then wake the writer, and True); False: the caller takes the
+        general path, which waits for room or raises."""
+        with self.lock:
+            seq = self.seq
+            if seq >= self._room_seq or self.unwritten_bytes + len(data) > self._room_bytes:
+                return False
+            self.seq = seq = seq + 1
+            ev = self._format % (seq, data)
+            size = len(ev)
+            log = self._log
+            if len(log) >= self.max_events:  # the oldest event leaves the buffer
+                old = log.popleft()
+                self._log_bytes -= len(old)
+                if seq - 1 - len(log) > self.written:
+                    self._drop_unwritten(seq - 1 - len(log), len(old))
+            log.append(ev)
+            self._log_bytes += size
+            self.unwritten_bytes += size
+            if self.attached:
+                self._outbox.append(ev)
+            if self._log_bytes > self.max_bytes:
+                self._evict()
+            wake = self._wake
+            if wake is not None:
+                self._wake = None
+        if wake is not None:
+            wake()
+        return True
+
+    def _drop_unwritten(self, seq: int, size: int) -> None:
+        """Event ``seq`` (``size`` bytes), not written yet, left the buffer."""
+        self.dropped += 1
+        self.unwritten_bytes -= size
+        self.written = seq  # nobody will get it from this buffer any more
+        self._set_room()
+
+    def _set_room(self) -> None:
+        """What :meth:`send_one` may append without asking :meth:`has_room` (it may be
+        stricter: the general path then asks)."""
+        if self.broken is not None:
+            self._room_seq = self._room_bytes = -1
+        elif self.attached:
+            self._room_seq = self.written + self.max_events
+            self._room_bytes = self.max_bytes - EVENT_OVERHEAD
+        else:
+            self._room_seq = self._room_bytes = sys.maxsize
+
+    def _evict(self) -> None:
+        """Keep the buffer within its limits (the newest event always stays)."""
         log = self._log
         while (len(log) > self.max_events or self._log_bytes > self.max_bytes) and len(log) > 1:
-            seq, ev = log.popleft()
+            seq = self.seq - len(log) + 1
+            ev = log.popleft()
             self._log_bytes -= len(ev)
             if seq > self.written:
-                self.dropped += 1
-                self.unwritten_bytes -= len(ev)
-                self.written = seq  # nobody will get it from this buffer any more
-        return self.take_wake()
+                self._drop_unwritten(seq, len(ev))
 
     def take_wake(self) -> Callable[[], None] | None:
         """The writer's wake-up, if it is waiting (then it is not any more)."""
-        if self._writer_waiting:
-            self._writer_waiting = False
-            return self._wake
-        return None
+        wake = self._wake
+        self._wake = None
+        return wake
 
     # -- the writer (serving loop, holding lock) --------------------------------------------
     def pending(self, limit: int = 256 * 1024) -> tuple[bytes, int]:
@@ -105,35 +177,45 @@ class ServerStream:
         missing = self.seq - self.written
         if missing <= 0:
             return b"", self.seq
+        out = self._outbox
+        if len(out) >= missing and self.unwritten_bytes <= limit:  # the usual case
+            chunk = b"".join(out if len(out) == missing else out[-missing:])
+            out.clear()
+            return chunk, self.seq
         log = self._log
         start = max(len(log) - missing, 0)
+        first = self.seq - len(log) + 1  # the id of log[0]
         parts: list[bytes] = []
         size = 0
         upto = self.written
         for i in range(start, len(log)):
-            seq, ev = log[i]
+            ev = log[i]
             if parts and size + len(ev) > limit:
                 break
             parts.append(ev)
             size += len(ev)
-            upto = seq
+            upto = first + i
+        keep = self.seq - upto  # the outbox holds at most the events still to write
+        if len(out) > keep:
+            del out[: len(out) - keep]
         return b"".join(parts), upto
 
     def wait_for_events(self, wake: Callable[[], None]) -> None:
         """The writer has nothing to write: the next append calls ``wake``."""
         self._wake = wake
-        self._writer_waiting = True
 
     def mark_written(self, upto: int, nbytes: int) -> None:
         """``nbytes`` of events up to ``upto`` reached the connection: wake waiting senders."""
         if upto > self.written:
             self.written = upto
             self.unwritten_bytes = max(self.unwritten_bytes - nbytes, 0)
+            self._set_room()
         self.notify_senders()
 
     def notify_senders(self) -> None:
         """Wake senders waiting for room (both APIs)."""
-        self.room.notify_all()
+        if self.sleepers:
+            self.room.notify_all()
         waiters, self.aio_waiters = self.aio_waiters, []
         for fut in waiters:
             if not fut.done():
@@ -149,9 +231,11 @@ class ServerStream:
         wake = self.take_wake()  # a superseded writer wakes up and leaves
         if wake is not None:
             wake()
+        self._outbox.clear()  # the writer takes what this connection misses from the log
         if last_seq is None:
+            self._set_room()
             return self.generation, f"id: {format_id(self.sid, self.written)}\n\n".encode()
-        oldest = self._log[0][0] if self._log else self.seq + 1
+        oldest = self.seq - len(self._log) + 1
         last_seq = min(last_seq, self.seq)
         preamble = b""
         if last_seq < oldest - 1:
@@ -164,7 +248,9 @@ class ServerStream:
                 f"the replay buffer holds the last {self.max_events} events",
             )
         self.written = max(last_seq, oldest - 1)
-        self.unwritten_bytes = sum(len(ev) for seq, ev in self._log if seq > self.written)
+        missing = self.seq - self.written
+        self.unwritten_bytes = sum(map(len, islice(self._log, len(self._log) - missing, None)))
+        self._set_room()
         return self.generation, preamble
 
     def detach(self, generation: int) -> bool:
@@ -173,6 +259,8 @@ class ServerStream:
             return False
         self.attached = False
         self.transport = None
+        self._outbox.clear()
+        self._set_room()
         self.notify_senders()  # no more backpressure while nobody is attached
         return True
 
@@ -186,6 +274,7 @@ class ServerStream:
         """The stream is gone for good."""
         if self.broken is None:
             self.broken = why
+        self._set_room()
         self.notify_senders()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as ssl_module
+from binascii import b2a_base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,7 +24,14 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
-from ipcwire.sse._client import DEFAULT_RETRY, DEFAULT_RETRY_FOR, FATAL, ClientCore, resolve
+from ipcwire.sse._client import (
+    DEFAULT_RETRY,
+    DEFAULT_RETRY_FOR,
+    FATAL,
+    ClientCore,
+    Raise,
+    resolve,
+)
 from ipcwire.sse._common import (
     CLIENT_OPTIONS,
     ServerChannelBase,
@@ -53,6 +61,7 @@ class AioSseClientChannel(AioChannel):
     ) -> None:
         self.url = core.url
         self._core = core
+        self._queue = core.queue
         self._connect_timeout = connect_timeout
         self._ssl = ssl
         self._server_hostname = server_hostname
@@ -132,6 +141,12 @@ class AioSseClientChannel(AioChannel):
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
+        queue = self._queue
+        if queue and not self._closed and not self._receiving:
+            item = queue.popleft()  # the usual case: a message parsed already
+            if type(item) is not Raise:
+                return item
+            queue.appendleft(item)  # for _recv to raise
         if self._receiving:
             raise LocalProtocolError(
                 f"another task is already receiving on {self.url}; receive from one task"
@@ -344,8 +359,19 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
     """The sending end of one client's stream (asyncio)."""
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data, size = self._encode(obj)
-        await self._append([data], 1, size, timeout)
+        if (
+            type(obj) is bytes
+            and self._plain
+            and len(obj) <= self._limit
+            and not self._closed
+            and self._stream.send_one(b2a_base64(obj, newline=False))
+        ):  # the usual case, inline: bytes through the bytes codec, base64 in the event
+            self._bytes_sent += len(obj)
+            return
+        payload = self._encode_payload(obj)
+        if not self._send_now(payload):
+            data, size = self._data(payload)
+            await self._append([data], 1, size, timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         encoded = [self._encode(o) for o in objs]
@@ -376,7 +402,6 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
                     raise self._full(timeout) from None
             if wake is not None:
                 wake()
-        self._sent += count
         self._bytes_sent += size
 
     async def recv(self, *, timeout: float | None = None) -> Any:

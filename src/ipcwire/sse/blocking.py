@@ -19,6 +19,7 @@ import socket
 import ssl as ssl_module
 import threading
 import time
+from binascii import b2a_base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ from ipcwire.sse._client import (
     DEFAULT_RETRY_FOR,
     FATAL,
     ClientCore,
+    Raise,
     resolve,
 )
 from ipcwire.sse._common import (
@@ -70,6 +72,7 @@ class SseClientChannel(Channel):
     ) -> None:
         self.url = core.url
         self._core = core
+        self._queue = core.queue
         self._connect_timeout = connect_timeout
         self._ssl = ssl
         self._server_hostname = server_hostname
@@ -156,6 +159,18 @@ class SseClientChannel(Channel):
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
+        queue = self._queue
+        if queue and not self._closed:
+            # The usual case: a message parsed already. Popping is atomic, so this needs no
+            # lock (which guards reading the socket); an error goes back for _recv to raise.
+            try:
+                item = queue.popleft()
+            except IndexError:
+                pass  # another thread took it
+            else:
+                if type(item) is not Raise:
+                    return item
+                queue.appendleft(item)
         with self._recv_lock:
             return self._recv(timeout)
 
@@ -165,8 +180,11 @@ class SseClientChannel(Channel):
         with self._recv_lock:
             out = [self._recv(timeout)]
             core = self._core
-            while core.has_message() and (max_messages is None or len(out) < max_messages):
-                out.append(core.pop())
+            try:
+                while core.has_message() and (max_messages is None or len(out) < max_messages):
+                    out.append(core.pop())
+            except IndexError:
+                pass  # a recv() in another thread took the last one
             return out
 
     def _recv(self, timeout: float | None) -> Any:
@@ -176,7 +194,10 @@ class SseClientChannel(Channel):
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if core.queue:
-                return core.pop()
+                try:
+                    return core.pop()
+                except IndexError:
+                    continue  # a recv() in another thread took it
             if core.final is not None:
                 raise core.final
             if self._sock is None:
@@ -361,8 +382,19 @@ class SseServerChannel(ServerChannelBase, Channel):
     """The sending end of one client's stream (blocking)."""
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data, size = self._encode(obj)
-        self._append([data], 1, size, timeout)
+        if (
+            type(obj) is bytes
+            and self._plain
+            and len(obj) <= self._limit
+            and not self._closed
+            and self._stream.send_one(b2a_base64(obj, newline=False))
+        ):  # the usual case, inline: bytes through the bytes codec, base64 in the event
+            self._bytes_sent += len(obj)
+            return
+        payload = self._encode_payload(obj)
+        if not self._send_now(payload):
+            data, size = self._data(payload)
+            self._append([data], 1, size, timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         encoded = [self._encode(o) for o in objs]
@@ -379,12 +411,15 @@ class SseServerChannel(ServerChannelBase, Channel):
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise self._full(timeout)
-                    s.room.wait(remaining)
+                    s.sleepers += 1
+                    try:
+                        s.room.wait(remaining)
+                    finally:
+                        s.sleepers -= 1
                     self._check_open()
                 wake = s.append(batch)
             if wake is not None:
                 wake()
-        self._sent += count
         self._bytes_sent += size
 
     def recv(self, *, timeout: float | None = None) -> Any:
