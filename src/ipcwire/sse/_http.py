@@ -85,35 +85,44 @@ class ChunkedDecoder:
         self.done = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        """The payload bytes in ``data`` (possibly none yet)."""
+        """The payload bytes in ``data`` (possibly none yet).
+
+        The payload is sliced out of ``data`` and joined once: one copy; only an incomplete
+        chunk header or CRLF waits in the buffer for the next read.
+        """
         buf = self._buf
-        buf += data
-        out = bytearray()
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        view = memoryview(data)
+        size = len(view)
+        out: list[memoryview] = []
         pos = 0
-        while pos < len(buf):
+        while pos < size:
             if self._state == "data":
-                take = min(self._left, len(buf) - pos)
-                out += buf[pos : pos + take]
+                take = min(self._left, size - pos)
+                out.append(view[pos : pos + take])
                 pos += take
                 self._left -= take
                 if self._left:
                     break
                 self._state = "crlf"
             elif self._state == "crlf":
-                if len(buf) - pos < 2:
+                if size - pos < 2:
                     break
-                if buf[pos : pos + 2] != b"\r\n":
+                if view[pos : pos + 2].tobytes() != b"\r\n":
                     raise RemoteProtocolError(f"{self._url}: a chunk did not end with CRLF")
                 pos += 2
                 self._state = "size"
             elif self._state in ("size", "trailer"):
-                nl = buf.find(b"\r\n", pos)
+                nl = bytes(view[pos : pos + 4098]).find(b"\r\n")
                 if nl < 0:
-                    if len(buf) - pos > 4096:
+                    if size - pos > 4096:
                         raise RemoteProtocolError(f"{self._url}: a chunk header over 4 KiB")
                     break
-                line = bytes(buf[pos:nl])
-                pos = nl + 2
+                line = bytes(view[pos : pos + nl])
+                pos += nl + 2
                 if self._state == "trailer":
                     if not line:
                         self._state = "done"
@@ -128,6 +137,9 @@ class ChunkedDecoder:
                     ) from None
                 self._state = "data" if self._left else "trailer"
             else:  # done: ignore anything after the last chunk
-                pos = len(buf)
-        del buf[:pos]
-        return bytes(out)
+                pos = size
+        if pos < size and self._state != "data":
+            buf += view[pos:]  # the start of a chunk header or its CRLF
+        if len(out) == 1:
+            return bytes(out[0])
+        return b"".join(out)
