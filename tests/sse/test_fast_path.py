@@ -171,14 +171,29 @@ def test_send_one_keeps_the_replay_buffer_as_append_does() -> None:
     fast = ServerStream(SID, max_events=4, max_bytes=1 << 20, send_limit=1000)
     general = ServerStream(SID, max_events=4, max_bytes=1 << 20, send_limit=1000)
     datas = [binascii.b2a_base64(bytes([i]) * 10, newline=False) for i in range(10)]
-    for data in datas:  # no client attached: never waits, the oldest events go
+    assert not fast.send_one(datas[0])  # nobody attached: the general path keeps the buffer
+    for stream in (fast, general):
+        stream.attach(None, None, None)
+    written = {id(fast): b"", id(general): b""}
+    for i, data in enumerate(datas):
         assert fast.send_one(data)
         general.append([data])
-    assert fast.seq == general.seq == 10
-    assert list(fast._log) == list(general._log)
+        if i % 3 == 2:  # the writer takes what is there
+            for stream in (fast, general):
+                chunk, upto = stream.pending()
+                stream.mark_written(upto, len(chunk))
+                written[id(stream)] += chunk
+    for stream in (fast, general):
+        chunk, upto = stream.pending()
+        assert upto == 10
+        written[id(stream)] += chunk
+        stream.mark_written(upto, len(chunk))
+        assert written[id(stream)] == b"".join(_event(i + 1, bytes([i]) * 10) for i in range(10))
+        assert stream.unwritten_bytes == 0
+    assert fast._log == general._log and len(fast._log) == 4
     assert fast._log_bytes == general._log_bytes == sum(map(len, fast._log))
-    assert fast.dropped == general.dropped == 6
     for stream in (fast, general):  # a client resumes after event 2: 3..6 are gone
+        stream.detach(stream.generation)
         _, preamble = stream.attach(2, None, None)
         assert b"event: ipcwire-gap" in preamble and b'"lost":4' in preamble
         chunk, upto = stream.pending()
@@ -197,6 +212,20 @@ def test_send_one_keeps_the_replay_buffer_as_append_does() -> None:
     assert fast.send_one(datas[0])
     fast.expire("gone")
     assert not fast.send_one(datas[0])  # the general path raises ChannelBroken
+    assert fast.dropped == general.dropped == 0
+
+
+def test_events_sent_while_nobody_is_attached_are_dropped_oldest_first() -> None:
+    stream = ServerStream(SID, max_events=3, max_bytes=1 << 20, send_limit=1000)
+    stream.attach(None, None, None)
+    stream.detach(stream.generation)
+    for _ in range(7):
+        stream.append([b"QUFB"])
+    assert stream.dropped == 4 and len(stream._log) == 3
+    _, preamble = stream.attach(0, None, None)
+    assert b'"lost":4' in preamble
+    chunk, upto = stream.pending()
+    assert upto == 7 and chunk.count(b"\n\n") == 3
 
 
 def test_queued_errors_and_the_received_count() -> None:

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 import threading
-from collections import deque
 from collections.abc import Callable
-from itertools import islice
 from typing import Any, Final
 
 from ipcwire.sse._events import format_id, gap_event, parse_id
@@ -47,9 +44,12 @@ class ServerStream:
         self.lock = threading.Lock()
         self.room = threading.Condition(self.lock)
         self.seq = 0  # id of the last event appended
-        # The replay buffer: the events seq - len(_log) + 1 .. seq, in order, on the wire.
-        self._log: deque[bytes] = deque()
+        # The replay buffer: the events seq - len(_datas) - len(_log) + 1 .. on the wire, in
+        # order; then the data of the newest events (send_one's), which _settle formats and
+        # moves to the buffer in one go when anything needs the buffer (the writer, mostly).
+        self._log: list[bytes] = []
         self._log_bytes = 0
+        self._datas: list[bytes] = []
         # The events appended since the writer last took them (while a client is attached):
         # always the newest ones, so the writer joins them without walking the buffer.
         self._outbox: list[bytes] = []
@@ -68,7 +68,7 @@ class ServerStream:
         self._wake: Callable[[], None] | None = None  # set while the writer waits for events
         # send_one appends without waiting while seq < _room_seq and unwritten_bytes + the
         # data's size <= _room_bytes (what has_room says, kept up to date by _set_room).
-        self._room_seq = self._room_bytes = sys.maxsize
+        self._room_seq = self._room_bytes = -1
         self.aio_waiters: list[asyncio.Future[None]] = []
         self.sleepers = 0  # blocking senders waiting on room
 
@@ -91,19 +91,32 @@ class ServerStream:
         Each data is one line (the sending channel turns a payload's LFs into further
         ``data:`` fields): the event is ``id: <stream>-<seq>``, ``data: <data>``, a blank line.
         """
-        first = self.seq + 1
+        self._settle()
         self.seq += len(datas)
+        self._add(datas, 0)
+        return self.take_wake()
+
+    def _add(self, datas: list[bytes], estimated: int) -> None:
+        """Format the events of ``datas`` (the last ones up to ``seq``) into the buffer; their
+        ``estimated`` bytes were counted as unwritten already."""
+        first = self.seq - len(datas) + 1
         ids = range(first, self.seq + 1)
         events = list(map(self._format.__mod__, zip(ids, datas, strict=True)))
         size = sum(map(len, events))
-        self._log.extend(events)
+        self._log += events
         self._log_bytes += size
-        self.unwritten_bytes += size
+        self.unwritten_bytes += size - estimated
         if self.attached:
-            self._outbox.extend(events)
+            self._outbox += events
         if len(self._log) > self.max_events or self._log_bytes > self.max_bytes:
             self._evict()
-        return self.take_wake()
+
+    def _settle(self) -> None:
+        """Move the events :meth:`send_one` appended into the buffer."""
+        datas = self._datas
+        if datas:
+            self._datas = []
+            self._add(datas, sum(map(len, datas)) + EVENT_OVERHEAD * len(datas))
 
     def send_one(self, data: bytes) -> bool:
         """The usual ``send``, taking the lock itself: append one event if the stream is
@@ -113,22 +126,9 @@ class ServerStream:
             seq = self.seq
             if seq >= self._room_seq or self.unwritten_bytes + len(data) > self._room_bytes:
                 return False
-            self.seq = seq = seq + 1
-            ev = self._format % (seq, data)
-            size = len(ev)
-            log = self._log
-            if len(log) >= self.max_events:  # the oldest event leaves the buffer
-                old = log.popleft()
-                self._log_bytes -= len(old)
-                if seq - 1 - len(log) > self.written:
-                    self._drop_unwritten(seq - 1 - len(log), len(old))
-            log.append(ev)
-            self._log_bytes += size
-            self.unwritten_bytes += size
-            if self.attached:
-                self._outbox.append(ev)
-            if self._log_bytes > self.max_bytes:
-                self._evict()
+            self.seq = seq + 1
+            self._datas.append(data)  # formatted by _settle, many at a time
+            self.unwritten_bytes += len(data) + EVENT_OVERHEAD
             wake = self._wake
             if wake is not None:
                 self._wake = None
@@ -136,33 +136,34 @@ class ServerStream:
             wake()
         return True
 
-    def _drop_unwritten(self, seq: int, size: int) -> None:
-        """Event ``seq`` (``size`` bytes), not written yet, left the buffer."""
-        self.dropped += 1
-        self.unwritten_bytes -= size
-        self.written = seq  # nobody will get it from this buffer any more
-        self._set_room()
-
     def _set_room(self) -> None:
         """What :meth:`send_one` may append without asking :meth:`has_room` (it may be
         stricter: the general path then asks)."""
-        if self.broken is not None:
-            self._room_seq = self._room_bytes = -1
-        elif self.attached:
+        if self.attached and self.broken is None:
             self._room_seq = self.written + self.max_events
             self._room_bytes = self.max_bytes - EVENT_OVERHEAD
-        else:
-            self._room_seq = self._room_bytes = sys.maxsize
+        else:  # the general path: it raises, or (nobody attached) keeps the buffer bounded
+            self._room_seq = self._room_bytes = -1
 
     def _evict(self) -> None:
         """Keep the buffer within its limits (the newest event always stays)."""
         log = self._log
-        while (len(log) > self.max_events or self._log_bytes > self.max_bytes) and len(log) > 1:
-            seq = self.seq - len(log) + 1
-            ev = log.popleft()
-            self._log_bytes -= len(ev)
-            if seq > self.written:
-                self._drop_unwritten(seq, len(ev))
+        drop = max(len(log) - self.max_events, 0)
+        size = self._log_bytes - sum(map(len, log[:drop]))
+        while size > self.max_bytes and drop < len(log) - 1:
+            size -= len(log[drop])
+            drop += 1
+        if not drop:
+            return
+        first = self.seq - len(log) + 1  # the id of log[0]
+        unwritten = first + drop - 1 - self.written  # of the events leaving, not written yet
+        if unwritten > 0:
+            self.dropped += min(unwritten, drop)
+            self.unwritten_bytes -= sum(map(len, log[max(drop - unwritten, 0) : drop]))
+            self.written = first + drop - 1  # nobody will get them from this buffer any more
+            self._set_room()
+        del log[:drop]
+        self._log_bytes = size
 
     def take_wake(self) -> Callable[[], None] | None:
         """The writer's wake-up, if it is waiting (then it is not any more)."""
@@ -174,6 +175,7 @@ class ServerStream:
     def pending(self, limit: int = 256 * 1024) -> tuple[bytes, int]:
         """The next events not yet written to the attached connection (about ``limit`` bytes,
         at least one event), and the last one's id."""
+        self._settle()
         missing = self.seq - self.written
         if missing <= 0:
             return b"", self.seq
@@ -224,6 +226,7 @@ class ServerStream:
     def attach(self, last_seq: int | None, peer: str | None, transport: Any) -> tuple[int, bytes]:
         """A connection takes the stream over; returns its generation and what to write first
         (the id preamble of a new stream, or the gap event of a resume that lost events)."""
+        self._settle()
         self.generation += 1
         self.attached = True
         self.peer = peer
@@ -249,7 +252,7 @@ class ServerStream:
             )
         self.written = max(last_seq, oldest - 1)
         missing = self.seq - self.written
-        self.unwritten_bytes = sum(map(len, islice(self._log, len(self._log) - missing, None)))
+        self.unwritten_bytes = sum(map(len, self._log[len(self._log) - missing :]))
         self._set_room()
         return self.generation, preamble
 
@@ -257,6 +260,7 @@ class ServerStream:
         """The connection of ``generation`` ended; True if it was the attached one."""
         if generation != self.generation or not self.attached:
             return False
+        self._settle()
         self.attached = False
         self.transport = None
         self._outbox.clear()
