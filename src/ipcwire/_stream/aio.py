@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
@@ -349,7 +349,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self._lingering = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport; not always an asyncio.Transport subclass (uvloop's are not).
+        transport = cast(asyncio.Transport, transport)
         ch = self.ch
         ch._transport = transport
         if self._authorize is not None:
