@@ -4,6 +4,7 @@ as without the extension), on Unix and TCP sockets, over real connections."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.registry import lookup
-from ipcwire.testing import check_channel, pair_from_url
+from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
 
 Pair = tuple[ipcwire.Channel, ipcwire.Channel]
 
@@ -76,6 +77,66 @@ def _raw_write(ch: ipcwire.Channel, data: bytes) -> None:
 def test_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
     spec = lookup(url().split(":")[0])
     check_channel(pair_from_url(url), spec.capabilities, url=url)
+
+
+def test_asyncio_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
+    spec = lookup(url().split(":")[0])
+    asyncio.run(acheck_channel(apair_from_url(url), spec.capabilities, url=url))
+
+
+BATCH = (
+    b"\x00\x00\x00\x01a\x00\x00\x00\x02bb"  # two ordinary frames
+    + b"\x00\x00\x10\x00"
+    + b"z" * 4096  # one over max_frame=1000
+    + b"\x00\x00\x00\x01c\x00\x00\x00"  # one more, and the start of a header
+)
+
+
+def test_recv_many_keeps_order_around_an_oversized_frame(impl: str, url: Callable[[], str]) -> None:
+    for a, b in _pair(url(), max_frame=1000):
+        _raw_write(a, BATCH)
+        got: list[object] = []
+        while len(got) < 3:
+            try:
+                got += b.recv_many(timeout=5)
+            except FrameTooLarge as exc:
+                got.append(exc.size)
+        assert got[:2] == [b"a", b"bb"] and got[2] == 4096
+        assert b.recv_many(timeout=5) == [b"c"]
+        _raw_write(a, b"\x01d")
+        assert b.recv_many(timeout=5) == [b"d"]
+        assert b.statistics().messages_received == 4
+
+
+def test_asyncio_delivery_keeps_order_around_an_oversized_frame(
+    impl: str, url: Callable[[], str]
+) -> None:
+    async def main() -> None:
+        server = await ipcwire.aio.listen(url(), max_frame=1000)
+        try:
+            connecting = asyncio.create_task(
+                asyncio.to_thread(ipcwire.connect, server.url, timeout=5, max_frame=1000)
+            )
+            b = await server.accept(timeout=5)
+            a = await connecting
+            try:
+                assert (b._take is not None) == (impl == "c")  # type: ignore[attr-defined]
+                _raw_write(a, BATCH)
+                assert [await b.recv(timeout=5), await b.recv(timeout=5)] == [b"a", b"bb"]
+                with pytest.raises(FrameTooLarge):
+                    await b.recv(timeout=5)
+                assert await b.recv(timeout=5) == b"c"
+                _raw_write(a, b"\x01d")
+                assert await b.recv_many(timeout=5) == [b"d"]
+                stats = b.statistics()
+                assert (stats.messages_received, stats.bytes_received) == (4, 1 + 2 + 1 + 1)
+            finally:
+                a.close()
+                await b.aclose()
+        finally:
+            server.close()
+
+    asyncio.run(main())
 
 
 def test_payload_types_and_statistics(impl: str, pair: Pair) -> None:

@@ -345,7 +345,7 @@ PyTypeObject ipcw_FrameSenderType = {
 
 typedef struct {
     PyObject_HEAD
-    int fd;
+    int fd; /* -1: take() only (asyncio), or disabled */
     PyObject *decoder;
     PyThread_type_lock lock;
     int held;
@@ -394,8 +394,8 @@ static int receiver_init(FrameReceiver *self, PyObject *args, PyObject *kwargs)
     PyObject *decoder;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO:FrameReceiver", kwlist, &fd, &decoder))
         return -1;
-    if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "FrameReceiver: fd must be >= 0");
+    if (fd < -1) {
+        PyErr_SetString(PyExc_ValueError, "FrameReceiver: fd must be >= 0, or -1 (take only)");
         return -1;
     }
     if (intern_names() < 0)
@@ -467,8 +467,6 @@ static PyObject *take_frame(FrameReceiver *self, Py_ssize_t *end_out)
         Py_DECREF(frame);
         return NULL;
     }
-    self->messages++;
-    self->nbytes += (unsigned long long)n;
     return frame;
 }
 
@@ -553,8 +551,20 @@ static PyObject *receiver_recv(FrameReceiver *self, PyObject *Py_UNUSED(ignored)
         int rc = read_once(self);
         frame = rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : take_frame(self, &end);
     }
+    if (frame != NULL && frame != Py_None) {
+        self->messages++;
+        self->nbytes += (unsigned long long)PyBytes_GET_SIZE(frame);
+    }
     receiver_unlock(self);
     return frame;
+}
+
+/* take() -> bytes | None: the next ordinary frame already in the decoder's buffer; no lock,
+ * no read, not counted (for a caller that holds the receive lock or runs on an event loop). */
+static PyObject *receiver_take(FrameReceiver *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t end;
+    return take_frame(self, &end);
 }
 
 static PyObject *receiver_acquire(FrameReceiver *self, PyObject *args, PyObject *kwargs)
@@ -604,6 +614,9 @@ static PyMethodDef receiver_methods[] = {
     {"recv", (PyCFunction)receiver_recv, METH_NOARGS,
      "recv() -> bytes | None: the next frame, reading once into an empty buffer; None: "
      "the caller's general path"},
+    {"take", (PyCFunction)receiver_take, METH_NOARGS,
+     "take() -> bytes | None: the next whole frame in the buffer (no lock, no read, not "
+     "counted)"},
     {"acquire", (PyCFunction)(void (*)(void))receiver_acquire, METH_VARARGS | METH_KEYWORDS,
      "acquire(blocking=True) -> bool: take the receive lock"},
     {"release", (PyCFunction)receiver_release, METH_NOARGS, "release the receive lock"},

@@ -98,6 +98,7 @@ class StreamChannel(Channel):
             self._receiver = FRAME_RECEIVER(stream.fileno(), self._decoder)
             self._recv_lock = self._receiver
             self._fast_recv = self._receiver.recv
+        self._deferred: IpcwireError | None = None  # an error met mid-batch by recv_many
         self._closed = False
         self._eof = False
         self._send_broken: IpcwireError | None = None
@@ -208,6 +209,8 @@ class StreamChannel(Channel):
         with self._recv_lock:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._deferred is not None:
+                self._raise_deferred()
             frame = self._decoder.next_frame()
             if frame is None:
                 frame = self._fill(timeout)
@@ -221,6 +224,8 @@ class StreamChannel(Channel):
         with self._recv_lock:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._deferred is not None:
+                self._raise_deferred()
             dec = self._decoder
             decode = self._decode
             frame = dec.next_frame()
@@ -228,15 +233,46 @@ class StreamChannel(Channel):
                 frame = self._fill(timeout)
             out = [decode(frame)]
             nbytes = len(frame)
+            if self._receiver is not None:
+                # raw bytes: the rest of what is buffered, parsed in C (None: the end, or a
+                # frame the general path must see, such as an oversized one)
+                take = self._receiver.take
+                while max_messages is None or len(out) < max_messages:
+                    m = take()
+                    if m is None:
+                        break
+                    nbytes += len(m)
+                    out.append(m)
             while max_messages is None or len(out) < max_messages:
-                frame = dec.next_frame()
+                try:
+                    frame = dec.next_frame()
+                except IpcwireError as exc:
+                    self._defer(exc)  # return what came before it; raise it next time
+                    break
                 if frame is None:
                     break
                 nbytes += len(frame)
-                out.append(decode(frame))
+                try:
+                    out.append(decode(frame))
+                except IpcwireError as exc:
+                    self._defer(exc)
+                    break
             self._received += len(out)
             self._bytes_received += nbytes
             return out
+
+    def _defer(self, exc: IpcwireError) -> None:
+        """Keep an error met after other messages of a batch, for the next receive call."""
+        self._deferred = exc
+        self._fast_recv = None  # the C path must not skip past it
+
+    def _raise_deferred(self) -> None:
+        exc = self._deferred
+        assert exc is not None
+        self._deferred = None
+        if self._receiver is not None:
+            self._fast_recv = self._receiver.recv
+        raise exc
 
     def _fill(self, timeout: float | None) -> memoryview:
         """Read until a whole frame is buffered; return it."""
