@@ -141,6 +141,51 @@ def test_recv_without_timeout_reads_in_the_callers_thread() -> None:
             assert isinstance(got[0], ChannelClosed)
 
 
+def test_recv_posts_a_waiting_message_unless_the_server_is_full() -> None:
+    """recv() posts the one message send() queued when the sender thread has not taken it
+    (white box: queued without waking the sender); it asks the server not to wait, so a
+    server whose application queue is full answers 504, nothing is delivered twice or lost,
+    and the sender thread posts it once there is room."""
+    with (
+        ipcwire.listen("http://127.0.0.1:0/") as lis,
+        ipcwire.connect(lis.url) as ch,
+        lis.accept(timeout=10) as server,
+    ):
+        big = [bytes([i]) * (1 << 20) for i in range(5)]  # 5 MiB: the server is full
+        ch.send_many(big)
+        ch._flush(10)  # type: ignore[attr-defined]
+        core = ch._core  # type: ignore[attr-defined]
+        with ch._out:  # type: ignore[attr-defined]
+            core.queue([b"last"])  # the sender thread is not told
+        ch._post_here()  # type: ignore[attr-defined]
+        assert list(core.outbox) == [b"last"]  # refused (504): still queued
+        assert [server.recv(timeout=10) for _ in range(6)] == [*big, b"last"]
+        server.send(b"reply")
+        ch.send(b"again")  # queued; recv() or the sender thread posts it, once
+        assert ch.recv() == b"reply"
+        assert server.recv(timeout=10) == b"again"
+        with pytest.raises(Timeout):
+            server.recv(timeout=0.2)
+
+
+def test_full_duplex_flood_does_not_block() -> None:
+    """One thread sends more than both sides buffer while another receives without a
+    timeout (so recv() also posts) and the server echoes: everything arrives, in order."""
+    n, size = 100, 64 * 1024  # 6.4 MiB each way, over the 4 MiB queues
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        echo = _serve(lis)
+        with ipcwire.connect(lis.url) as ch:
+            got: list[bytes] = []
+            reader = threading.Thread(target=lambda: got.extend(ch.recv() for _ in range(n)))
+            reader.start()
+            for i in range(n):
+                ch.send(i.to_bytes(4, "big") * (size // 4), timeout=30)
+            reader.join(60)
+            assert not reader.is_alive()
+            assert got == [i.to_bytes(4, "big") * (size // 4) for i in range(n)]
+    echo.join(10)
+
+
 def test_request_timeout_closes_the_channel() -> None:
     with ipcwire.listen("http://127.0.0.1:0/") as lis:
         box: list[Channel] = []

@@ -33,7 +33,7 @@ from ipcwire.http._address import HttpAddress, bind, resolve
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._listen import make_server
-from ipcwire.http._protocol import HEARTBEAT, StreamReader
+from ipcwire.http._protocol import HEARTBEAT, PROBLEM_TYPE, TIMEOUT_HEADER, StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import (
@@ -88,6 +88,7 @@ class HttpChannel(Channel):
         self._chunks: Iterator[bytes] | None = None
         self._reader = StreamReader(core.max_frame, core.url)
         self._threaded = False
+        self._posting = False  # a POST of queued messages is in flight (one at a time: order)
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -158,19 +159,33 @@ class HttpChannel(Channel):
         cond = self._out
         while True:
             with cond:
-                while not core.outbox and not core.closed and core.broken is None:
+                while True:
+                    if core.broken is not None or (core.closed and not core.outbox):
+                        return
+                    if core.outbox and not self._posting:
+                        break
                     cond.wait()
-                if not core.outbox or core.broken is not None:
-                    return
-                req, nbytes = core.next_post()
-            resp: httpx.Response | None = None
-            err: IpcwireError | None = None
-            try:
-                resp = self._do(req, "sending to")
-            except IpcwireError as exc:
-                err = exc
+            self._post()
+
+    def _post(self) -> None:
+        """POST what is queued (one batch), unless another thread is posting now."""
+        core = self._core
+        cond = self._out
+        with cond:
+            if not core.outbox or self._posting or core.broken is not None:
+                return
+            req, nbytes = core.next_post()
+            self._posting = True
+        resp: httpx.Response | None = None
+        err: IpcwireError | None = None
+        try:
+            resp = self._do(req, "sending to")
+        except IpcwireError as exc:
+            err = exc
+        finally:
             with cond:
                 core.posted(resp, nbytes, err)
+                self._posting = False
                 cond.notify_all()
 
     def _flush(self, timeout: float | None) -> None:
@@ -228,6 +243,7 @@ class HttpChannel(Channel):
         if not core.session:
             raise core.nothing_to_receive()
         if timeout is None and not self._threaded:
+            self._post_here()
             while not core.inbox and core.ended is None and self._pull():
                 pass
             if core.closed:
@@ -250,6 +266,40 @@ class HttpChannel(Channel):
                         f"no message from {self.url} within {timeout} s", endpoint=self.url
                     )
                 self._in.wait(wait)
+
+    def _post_here(self) -> None:
+        """recv() without a timeout, when the one message send() queued is still waiting for
+        the sender thread: post it from this thread, so that send() then recv() makes no
+        thread hop. The server is asked not to wait for room (``Ipcwire-Timeout: 0``): if its
+        application's queue is full it answers 504 with nothing delivered, the message stays
+        queued for the sender thread, and this thread goes on to read the stream (so two
+        peers that both send a lot cannot block each other here)."""
+        core = self._core
+        cond = self._out
+        with cond:
+            if len(core.outbox) != 1 or self._posting or core.broken is not None or core.closed:
+                return
+            payload = core.outbox[0]
+            self._posting = True
+        req = Req("POST", core.path + "/messages", {TIMEOUT_HEADER: "0"}, payload, None)
+        resp: httpx.Response | None = None
+        err: IpcwireError | None = None
+        try:
+            resp = self._do(req, "sending to")
+        except IpcwireError as exc:
+            err = exc
+        finally:
+            with cond:
+                self._posting = False
+                full = (
+                    resp is not None
+                    and resp.status_code == 504
+                    and resp.headers.get("content-type", "").startswith(PROBLEM_TYPE)
+                )
+                if not full:  # sent, or failed: as if the sender thread had posted it
+                    core.outbox.popleft()
+                    core.posted(resp, len(payload), err)
+                cond.notify_all()
 
     def _read_stream(self) -> None:
         """The reader thread: every message from the server's stream into the inbox."""
