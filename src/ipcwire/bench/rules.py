@@ -177,7 +177,7 @@ def _target(
 
 
 def check_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """ipcwire's own promises (foundation issue), as ratios within this run."""
+    """ipcwire's own promises (each issue's speed targets), as ratios within this run."""
     out: list[dict[str, Any]] = []
     ids = {c["id"] for c in doc["contenders"]}
     rt = 64 if 64 in doc["config"]["round_trip_sizes"] else None
@@ -239,6 +239,137 @@ def check_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     _find(doc, blocking, "round_trip", rt),
                     limit=1.5,
                     at_most=True,
+                )
+            )
+    out.extend(_shm_targets(doc, ids, rt))
+    out.extend(_versus_raw_targets(doc, ids, rt))
+    return out
+
+
+# Mechanism issues' targets against their raw baselines: (schemes, round-trip limit, whether
+# throughput must be at least the baseline's at every size).
+_VERSUS_RAW: Final = (
+    (("spawn", "pipe", "fifo", "udp"), 1.25, False),  # processes that talk
+    (("ws", "ws+unix", "http", "grpc", "sse+http"), 1.15, True),  # the web stacks
+)
+
+
+def _versus_raw_targets(doc: dict[str, Any], ids: set[str], rt: int | None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for schemes, limit, throughput in _VERSUS_RAW:
+        for scheme in schemes:
+            for api in ("blocking", "asyncio"):
+                mine = f"ipcwire/{scheme}/{api}"
+                raw = f"raw/{scheme}" + ("/asyncio" if api == "asyncio" else "")
+                if mine not in ids or raw not in ids:
+                    continue
+                if rt is not None and _find(doc, raw, "round_trip", rt) is not None:
+                    out.append(
+                        _target(
+                            f"{scheme}: {api} round trip p50 within {limit}x of raw",
+                            _find(doc, mine, "round_trip", rt),
+                            _find(doc, raw, "round_trip", rt),
+                            limit=limit,
+                            at_most=True,
+                        )
+                    )
+                if not throughput:
+                    continue
+                for size in doc["config"]["throughput_sizes"]:
+                    if _find(doc, raw, "throughput", size) is None:
+                        continue
+                    out.append(
+                        _target(
+                            f"{scheme}: {api} throughput at {format_size(size)} at least raw's",
+                            _find(doc, mine, "throughput", size),
+                            _find(doc, raw, "throughput", size),
+                            limit=1.0,
+                            at_most=False,
+                        )
+                    )
+    return out
+
+
+def _floor_reference(doc: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The C floor's round trip of ``kind`` as a result with one repetition per bench
+    repetition (the floor is measured in each), so a ratio to it is paired like the others."""
+    floor = doc.get("floor") or {}
+    for rt in floor.get("round_trip", []):
+        if rt["kind"] == kind and rt.get("p50_per_rep_us"):
+            reps = [{"latency_us": {"p50": v}} for v in rt["p50_per_rep_us"]]
+            return {"kind": "round_trip", "repetitions": reps}
+    return None
+
+
+def _memcpy_reference(doc: dict[str, Any], size: int, key: str) -> dict[str, Any] | None:
+    """memcpy at ``size`` (``key``: "per_rep" one hot buffer, "pool_per_rep" the bench's
+    working set) as a throughput result in messages of ``size`` per second."""
+    floor = doc.get("floor") or {}
+    for m in floor.get("memcpy", []):
+        if m["size"] == size and m.get(key):
+            return {"kind": "throughput", "repetitions": [{"msgs_per_s": v / size} for v in m[key]]}
+    return None
+
+
+def _shm_targets(doc: dict[str, Any], ids: set[str], rt: int | None) -> list[dict[str, Any]]:
+    """The shared-memory issue's ratios, each within this run."""
+    out: list[dict[str, Any]] = []
+    spin = "ipcwire/shm/blocking/spin"
+    if spin not in ids:
+        return out
+    if rt is not None:
+        for ref, limit, what in (
+            ("raw/shm", 0.5, "a pure-Python mmap ring (raw/shm)"),
+            ("peer/iceoryx2", 0.2, "iceoryx2's Python bindings"),
+        ):
+            if ref in ids:
+                out.append(
+                    _target(
+                        f"shm: spin round trip p50 at most {limit}x {what}",
+                        _find(doc, spin, "round_trip", rt),
+                        _find(doc, ref, "round_trip", rt),
+                        limit=limit,
+                        at_most=True,
+                    )
+                )
+        for policy in ("park", "hybrid"):
+            cid = f"ipcwire/shm/blocking/{policy}"
+            if cid in ids:
+                out.append(
+                    _target(
+                        f"shm: {policy} round trip p50 within 1.2x of the C futex ping-pong",
+                        _find(doc, cid, "round_trip", rt),
+                        _floor_reference(doc, "futex"),
+                        limit=1.2,
+                        at_most=True,
+                    )
+                )
+    if 64 in doc["config"]["throughput_sizes"] and "raw/shm" in ids:
+        for cid, how in ((spin, "per message"), (spin + "/batched", "send_many")):
+            if cid in ids:
+                out.append(
+                    _target(
+                        f"shm: spin 64 B throughput ({how}) at least 2x the Python ring",
+                        _find(doc, cid, "throughput", 64),
+                        _find(doc, "raw/shm", "throughput", 64),
+                        limit=2.0,
+                        at_most=False,
+                    )
+                )
+    loan = spin + "/loan"
+    big = 1 << 20
+    if loan in ids and big in doc["config"]["throughput_sizes"]:
+        for key, what in (
+            ("per_rep", "single-core memcpy (one cache-hot buffer)"),
+            ("pool_per_rep", "memcpy of the same 16 MiB of messages"),
+        ):
+            out.append(
+                _target(
+                    f"shm: 1 MiB throughput (loan + view) at least 0.85x {what}",
+                    _find(doc, loan, "throughput", big),
+                    _memcpy_reference(doc, big, key),
+                    limit=0.85,
+                    at_most=False,
                 )
             )
     return out

@@ -354,6 +354,16 @@ def interleave(measurements: list[Measurement], rng: random.Random) -> list[Meas
     return order
 
 
+def _floor_position(order: list[Measurement]) -> int:
+    """Where in a repetition the C floor is measured: right before the shared-memory round
+    trips (their park and hybrid rows are compared with the futex floor, and a VM's wake-up
+    cost drifts from minute to minute, so the two are taken seconds apart), else first."""
+    for i, m in enumerate(order):
+        if m.contender.mechanism == "shm" and m.kind == "round_trip":
+            return i
+    return 0
+
+
 def _unavailable_key(c: Contender) -> str:
     """ipcwire's rows of one mechanism stand or fall together (no session bus: none of the
     four D-Bus rows can run); other contenders on their own."""
@@ -424,13 +434,19 @@ def run(
         pinning["workers"] = workers.hello
         warmup, duration = config.warmup, config.duration
         for rep in range(config.repeat):
-            if config.floor:
-                if progress is not None:
-                    label = f"the machine's floor, in C (repetition {rep + 1}/{config.repeat})"
-                    progress(done, total, label)
+            order = interleave(measurements, random.Random(config.seed + rep))
+            floor_at = _floor_position(order) if config.floor else -1
+            if config.floor and not order:  # nothing to measure beside it: the floor alone
                 floors.append(measure_floor(config.throughput_sizes, scale=0.5, cpus=floor_cpus))
             runs = 0
-            for m in interleave(measurements, random.Random(config.seed + rep)):
+            for position, m in enumerate(order):
+                if position == floor_at:
+                    if progress is not None:
+                        label = f"the machine's floor, in C (repetition {rep + 1}/{config.repeat})"
+                        progress(done, total, label)
+                    floors.append(
+                        measure_floor(config.throughput_sizes, scale=0.5, cpus=floor_cpus)
+                    )
                 if progress is not None:
                     progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")
                 done += 1
