@@ -140,8 +140,8 @@ def test_unusual_streams_come_out_as_the_general_parser_has_them(name: str) -> N
     assert _outcome(core) == reference, name
 
 
-def _ref(wire: bytes) -> Any:
-    core = _core(GeneralCore)
+def _ref(wire: bytes, max_frame: int = 1000) -> Any:
+    core = _core(GeneralCore, max_frame=max_frame)
     core.feed(wire)
     return core
 
@@ -235,3 +235,17 @@ def test_queued_errors_and_the_received_count() -> None:
     assert any(type(item) is Raise for item in core.queue)
     _outcome(core)
     assert core.received == 4
+
+
+@pytest.mark.parametrize("name", ["usual", "crlf", "bad base64", "skipped id", "two data lines"])
+def test_big_events_one_at_a_time(name: str) -> None:
+    wire, payloads = _stream(6, size=6000)
+    if name != "usual":
+        wire = UNUSUAL[name](wire)
+    reference = _outcome(_ref(wire, max_frame=100_000))
+    if name == "usual":
+        assert reference == payloads
+    for cut in range(0, len(wire) + 1, 997):
+        for cut2 in (cut + 5000, cut + 20000):
+            core = _core(max_frame=100_000)
+            assert _feed_split(core, wire, [cut, min(cut2, len(wire))]) == reference, cut

@@ -42,6 +42,7 @@ GAP_EVENT: Final = "ipcwire-gap"
 END_EVENT: Final = "ipcwire-end"
 KEEPALIVE: Final = b": keepalive\n\n"
 _BOM: Final = b"\xef\xbb\xbf"
+_BIG_EVENT: Final = 4096  # bytes: events this big are matched one at a time, not split
 
 
 def _line_end(buf: bytearray, start: int, end: int) -> int:
@@ -226,7 +227,7 @@ class EventParser:
         else:
             if end + 2 > self.max_data:
                 return None  # one of the events may be over the limit
-            found = self._match_events(buf, end, shape, first)
+            found = self._match_events(buf, end, shape, first, scan)
             if found is None:
                 return None
             pieces, n = found
@@ -245,13 +246,24 @@ class EventParser:
         return pieces
 
     def _match_events(
-        self, buf: bytearray, end: int, shape: RunShape, first: int
+        self, buf: bytearray, end: int, shape: RunShape, first: int, scan: int
     ) -> tuple[list[bytes], int] | None:
         """The events in ``buf[:end]`` (no CR there), if all in ``shape``, numbered from
-        ``first``: their data, and how many."""
-        if buf.find(b"\n\n") == end:  # one event (often a big one, in pieces): no copies
-            piece = self._match_one(buf, end, shape, first)
-            return None if piece is None else ([piece], 1)
+        ``first``: their data, and how many. The bytes before ``scan - 1`` hold no blank line,
+        nor any LF from ``_run_line`` on."""
+        stop = buf.find(b"\n\n", max(scan - 1, 0))  # where the first event ends
+        if stop == end or stop > _BIG_EVENT:  # big events: one at a time, without copies
+            pieces: list[bytes] = []
+            start = 0
+            while True:
+                piece = self._match_one(buf, start, stop, shape, first + len(pieces), scan)
+                if piece is None:
+                    return None
+                pieces.append(piece)
+                if stop == end:
+                    return pieces, len(pieces)
+                start = stop + 2
+                stop = buf.find(b"\n\n", start)
         lines = bytes(buf[:end]).split(b"\n")
         n = len(lines) // 3 + 1
         if (
@@ -272,16 +284,19 @@ class EventParser:
                 return None  # the general parser and decode_data give the typed error
         return pieces, n
 
-    @staticmethod
-    def _match_one(buf: bytearray, end: int, shape: RunShape, seq: int) -> bytes | None:
-        """:meth:`match_run` for ``buf[:end]`` holding one event's lines."""
-        nl = buf.find(b"\n", 0, end)
+    def _match_one(
+        self, buf: bytearray, start: int, end: int, shape: RunShape, seq: int, scan: int
+    ) -> bytes | None:
+        """:meth:`match_run` for ``buf[start:end]`` holding one event's lines (the second of
+        which, if it started at ``_run_line``, holds no LF before ``scan``)."""
+        nl = buf.find(b"\n", start, end)
         if (
             nl < 0
-            or buf[:nl] != shape.expected_ids(seq, 1)
+            or buf[start:nl] != shape.expected_ids(seq, 1)
             or buf[nl + 1 : nl + 7] != b"data: "
-            or buf.find(b"\n", nl + 1, end) >= 0
         ):
+            return None
+        if buf.find(b"\n", max(nl + 1, scan if self._run_line == nl + 1 else 0), end) >= 0:
             return None
         with memoryview(buf) as view, view[nl + 7 : end] as data:
             if not shape.binary:

@@ -47,6 +47,8 @@ __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "conn
 
 log = logging.getLogger("ipcwire")
 
+_READ = 256 * 1024  # bytes per read of the event stream (and the stream reader's limit)
+
 
 class AioSseClientChannel(AioChannel):
     """The receiving end of an event stream (asyncio)."""
@@ -89,7 +91,9 @@ class AioSseClientChannel(AioChannel):
             }
         try:
             async with asyncio.timeout_at(deadline):
-                reader, writer = await asyncio.open_connection(addr.host, addr.port, **tls)
+                reader, writer = await asyncio.open_connection(
+                    addr.host, addr.port, limit=_READ, **tls
+                )
         except TimeoutError as exc:
             raise Timeout(f"connecting to {url} timed out", endpoint=url) from exc
         except ssl_module.SSLError as exc:
@@ -186,7 +190,7 @@ class AioSseClientChannel(AioChannel):
     ) -> None:
         try:
             async with asyncio.timeout_at(deadline):
-                data = await reader.read(65536)
+                data = await reader.read(_READ)
         except TimeoutError:
             raise Timeout(
                 f"no message from {self.url} within {timeout} s", endpoint=self.url
