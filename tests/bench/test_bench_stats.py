@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ipcwire.bench.stats import (
@@ -85,3 +87,34 @@ def test_summarize_samples_reports_the_tail() -> None:
     assert s["mean"] == pytest.approx(500.5)
     with pytest.raises(ValueError):
         summarize_samples([])
+
+
+def test_floor_targets_pair_each_repetition_with_that_repetitions_floor() -> None:
+    """shm park vs the C futex floor: the ratio is taken per repetition (the floor of the same
+    repetition), then the median; a floor missing from the report leaves it not measured."""
+    from ipcwire.bench.rules import check_targets
+
+    def rtt(cid: str, p50s: list[float]) -> dict[str, Any]:
+        reps = [{"latency_us": {"p50": v}} for v in p50s]
+        return {"contender": cid, "kind": "round_trip", "size": 64, "status": "ok",
+                "repetitions": reps}  # fmt: skip
+
+    doc: dict[str, Any] = {
+        "contenders": [{"id": "ipcwire/shm/blocking/spin"}, {"id": "ipcwire/shm/blocking/park"}],
+        "config": {"round_trip_sizes": [64], "throughput_sizes": [65536]},
+        "results": [
+            rtt("ipcwire/shm/blocking/spin", [0.5, 0.5, 0.5]),
+            rtt("ipcwire/shm/blocking/park", [33.0, 60.0, 36.0]),
+        ],
+        "floor": {
+            "available": True,
+            "round_trip": [{"kind": "futex", "p50_us": 30.0, "p50_per_rep_us": [30.0, 50.0, 30.0]}],
+        },
+    }
+    [park] = [t for t in check_targets(doc) if t["target"].startswith("shm: park")]
+    assert park["ratio"] == pytest.approx(1.2)  # 33/30=1.1, 60/50=1.2, 36/30=1.2
+    assert park["ratio_spread"] == pytest.approx([1.1, 1.2])
+    assert park["held"] is True
+    del doc["floor"]
+    [park] = [t for t in check_targets(doc) if t["target"].startswith("shm: park")]
+    assert park["held"] is None
