@@ -47,7 +47,7 @@ __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "conn
 
 log = logging.getLogger("ipcwire")
 
-_READ = 256 * 1024  # bytes per read of the event stream (and the stream reader's limit)
+_READ = 64 * 1024  # bytes per read of the event stream (and the stream reader's limit)
 
 
 class AioSseClientChannel(AioChannel):
