@@ -94,7 +94,7 @@ def test_chunked_decoder_at_every_split() -> None:
     body = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\nignored"
     for i in range(len(body) + 1):
         dec = ChunkedDecoder("test")
-        out = dec.feed(body[:i]) + dec.feed(body[i:])
+        out = bytes(dec.feed(body[:i])) + bytes(dec.feed(body[i:]))
         assert out == b"hello 0123456789", i
         assert dec.done
 

@@ -70,8 +70,9 @@ class IdentityDecoder:
 
     done = False
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        return bytes(data)
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """``data`` itself (valid until the caller's buffer changes: parse it at once)."""
+        return data
 
 
 class ChunkedDecoder:
@@ -84,11 +85,11 @@ class ChunkedDecoder:
         self._state = "size"  # size | data | crlf | trailer | done
         self.done = False
 
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        """The payload bytes in ``data`` (possibly none yet).
-
-        The payload is sliced out of ``data`` and joined once: one copy; only an incomplete
-        chunk header or CRLF waits in the buffer for the next read.
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | memoryview:
+        """The payload bytes in ``data`` (possibly none yet): a view into ``data`` when it
+        holds one piece of payload (valid until the caller's buffer changes: parse it at
+        once), else the pieces joined (one copy). Only an incomplete chunk header or CRLF
+        waits in the buffer for the next read.
         """
         buf = self._buf
         if buf:
@@ -141,5 +142,5 @@ class ChunkedDecoder:
         if pos < size and self._state != "data":
             buf += view[pos:]  # the start of a chunk header or its CRLF
         if len(out) == 1:
-            return bytes(out[0])
+            return out[0]
         return b"".join(out)
