@@ -23,7 +23,13 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.grpc._protocol import error_from_status
-from ipcwire.grpc._sync import HIGH_WATER, LOW_WATER, encode
+from ipcwire.grpc._sync import (
+    HIGH_WATER,
+    HIGH_WATER_MESSAGES,
+    LOW_WATER,
+    LOW_WATER_MESSAGES,
+    encode,
+)
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream"]
@@ -112,7 +118,7 @@ class AioStream(AioChannel):
             w = self._waiter
             if w is not None and not w.done():
                 w.set_result(None)
-            if self._queued > HIGH_WATER and not self._closed:
+            if (self._queued > HIGH_WATER or len(inbox) > HIGH_WATER_MESSAGES) and not self._closed:
                 self._resume = self._loop.create_future()
                 await self._resume
 
@@ -253,7 +259,12 @@ class AioStream(AioChannel):
         self._received += len(raw)
         self._bytes_received += n
         r = self._resume
-        if r is not None and self._queued <= LOW_WATER and not r.done():
+        if (
+            r is not None
+            and self._queued <= LOW_WATER
+            and len(inbox) <= LOW_WATER_MESSAGES
+            and not r.done()
+        ):
             r.set_result(None)
         if self._raw:
             return raw

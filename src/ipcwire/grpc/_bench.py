@@ -19,6 +19,7 @@ from concurrent import futures
 from typing import Any
 
 from ipcwire.bench.contender import Contender, Task, register_contender
+from ipcwire.grpc._sync import HIGH_WATER, HIGH_WATER_MESSAGES
 
 __all__ = ["CONTENDERS"]
 
@@ -89,8 +90,10 @@ class _Client:
         import grpc
 
         self._channel = grpc.insecure_channel(address, options=_OPTIONS)
-        # Bounded like ipcwire's send queue (4 MiB), so a fast sender waits for grpcio.
-        self._out: queue.Queue[Any] = queue.Queue(max(16, (4 << 20) // max(size, 1)))
+        # Bounded like ipcwire's send queue (4 MiB and 1024 messages), so a fast sender
+        # waits for grpcio and both rows hold the same backlog.
+        depth = min(HIGH_WATER_MESSAGES, max(16, HIGH_WATER // max(size, 1)))
+        self._out: queue.Queue[Any] = queue.Queue(depth)
         self._call = self._channel.stream_stream("/bench.Echo/Stream")(self._requests())
         self.recv = self._call.__next__
 

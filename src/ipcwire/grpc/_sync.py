@@ -40,10 +40,22 @@ from ipcwire.grpc import _watchdog
 from ipcwire.grpc._protocol import error_from_status
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["HIGH_WATER", "LINGER", "SyncOneShot", "SyncStream", "encode"]
+__all__ = [
+    "HIGH_WATER",
+    "HIGH_WATER_MESSAGES",
+    "LINGER",
+    "LOW_WATER_MESSAGES",
+    "SyncOneShot",
+    "SyncStream",
+    "encode",
+]
 
 HIGH_WATER: Final = 4 * 1024 * 1024
 LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
+# The same bounds in messages, so a queue of small messages is bounded in time too: 4 MiB of
+# 64-byte messages would be 65536 of them, seconds of backlog behind a slow reader.
+HIGH_WATER_MESSAGES: Final = 1024
+LOW_WATER_MESSAGES: Final = 256
 # A sender waiting for room wakes when this much was written: small, so that a writer held by
 # a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
 # (4 MiB of 64-byte messages is 65536 of them).
@@ -114,6 +126,7 @@ class SyncStream(Channel):
         # Bytes handed to send() and bytes grpcio took: their difference waits to be written.
         # ``_taken`` is only written by grpcio's writer (``outgoing``), without the lock.
         self._given = self._taken = 0
+        self._given_n = self._taken_n = 0  # the same in messages
         self._send_waiting = 0  # senders waiting for room (under ``_cond``)
         self.read_done = threading.Event()
         self.rpc_over = threading.Event()
@@ -132,9 +145,14 @@ class SyncStream(Channel):
             if item is _STOP:
                 return
             self._taken += len(item)
+            self._taken_n += 1
             # A waiting sender announces itself before it checks the room (under the lock),
             # so it either sees this item taken or is woken here.
-            if self._send_waiting and self._given - self._taken <= HIGH_WATER - SEND_SLACK:
+            if (
+                self._send_waiting
+                and self._given - self._taken <= HIGH_WATER - SEND_SLACK
+                and self._given_n - self._taken_n <= LOW_WATER_MESSAGES
+            ):
                 with cond:
                     cond.notify_all()
             yield item
@@ -246,7 +264,10 @@ class SyncStream(Channel):
                 self._inbox.append(msg)
                 self._queued += len(msg)
                 cond.notify_all()
-                while self._queued > HIGH_WATER and not self._closed:
+                inbox = self._inbox
+                while (
+                    self._queued > HIGH_WATER or len(inbox) > HIGH_WATER_MESSAGES
+                ) and not self._closed:
                     cond.wait()
 
     def _start_pump(self) -> None:  # with ``_reading`` held
@@ -261,9 +282,10 @@ class SyncStream(Channel):
         data = encode(self._codec, obj, self.send_limit, self.url)
         size = len(data)
         with self._lock:
-            if self._closed or self._broken is not None or self._given - self._taken > HIGH_WATER:
+            if self._closed or self._broken is not None or self._full():
                 self._wait_for_room(timeout)
             self._given += size
+            self._given_n += 1
         self._out.put(data)
         self._sent += 1
         self._bytes_sent += size
@@ -276,30 +298,39 @@ class SyncStream(Channel):
         with self._cond:
             self._wait_for_room(timeout)
             self._given += size
+            self._given_n += len(items)
         put = self._out.put
         for d in items:
             put(d)
         self._sent += len(items)
         self._bytes_sent += size
 
+    def _full(self) -> bool:
+        return (
+            self._given - self._taken > HIGH_WATER
+            or self._given_n - self._taken_n >= HIGH_WATER_MESSAGES
+        )
+
     def _wait_for_room(self, timeout: float | None) -> None:  # with ``_cond`` held
-        """Return when the channel is open and at most HIGH_WATER bytes wait to be written.
+        """Return when the channel is open and fewer than HIGH_WATER bytes and
+        HIGH_WATER_MESSAGES messages wait to be written.
 
         Raises:
             ChannelClosed, ChannelBroken, Timeout: nothing was queued.
         """
         self._check_send()
-        if self._given - self._taken <= HIGH_WATER:
+        if not self._full():
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         self._send_waiting += 1
         try:
-            while self._given - self._taken > HIGH_WATER:
+            while self._full():
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
                     raise Timeout(
-                        f"{self.url} is not reading: {self._given - self._taken} bytes wait to "
-                        f"be sent; this message was not sent",
+                        f"{self.url} is not reading: {self._given_n - self._taken_n} messages "
+                        f"({self._given - self._taken} bytes) wait to be sent; this message was "
+                        f"not sent",
                         endpoint=self.url,
                     )
                 self._cond.wait(wait)
@@ -372,7 +403,7 @@ class SyncStream(Channel):
         n = sum(len(m) for m in raw) if len(raw) > 1 else len(raw[0])
         self._queued -= n
         self._bytes_received += n
-        if self._queued <= HIGH_WATER:
+        if self._queued <= HIGH_WATER and len(inbox) <= HIGH_WATER_MESSAGES:
             self._cond.notify_all()
         return raw
 
