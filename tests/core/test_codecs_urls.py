@@ -105,3 +105,28 @@ def test_parse_url_params_and_errors() -> None:
     for bad in ["no-scheme", "tcp://h:99999", "://x", "1tcp://h:1"]:
         with pytest.raises(InvalidURL):
             parse_url(bad)
+
+
+@pytest.mark.parametrize("framing", ["length", "ndjson"])
+def test_any_bytes_like_object_packs_as_its_bytes(framing: str) -> None:
+    """bytes, bytearray, memoryviews of other formats and strided views (which cannot be
+    joined as they are) all go out as their bytes; pack_many agrees with pack."""
+    import array
+
+    wire = WireFormat(get_codec("bytes", authenticated=False), framing, 1 << 20)
+    objs: list[bytes | bytearray | memoryview] = [
+        b"abc",
+        bytearray(b"def"),
+        memoryview(b"ghi"),
+        memoryview(array.array("I", [1, 2])),
+        memoryview(b"abcdef")[::2],
+        memoryview(b"y" * 70_000)[::2],  # large: the no-copy path
+    ]
+    for obj in objs:
+        want = memoryview(obj).tobytes()
+        frame = _flat(wire.pack(obj))
+        if framing == "length":
+            assert frame == HEADER.pack(len(want)) + want
+        else:
+            assert frame == want + b"\n"
+    assert bytes(wire.pack_many(objs)) == b"".join(_flat(wire.pack(o)) for o in objs)

@@ -41,8 +41,11 @@ class BytesCodec:
     name: str = "bytes"
 
     def encode(self, obj: Any) -> Buffer:
-        if type(obj) is bytes or isinstance(obj, bytes | bytearray | memoryview):
+        if type(obj) is bytes or isinstance(obj, bytes | bytearray):
             return obj
+        if isinstance(obj, memoryview):
+            # a strided view (``view[::2]``) cannot be written or joined as it is: copy it
+            return obj if obj.contiguous else obj.tobytes()
         raise LocalProtocolError(
             f"the bytes codec sends bytes-like objects, not {type(obj).__name__}; "
             f"encode it first or open the channel with codec='json' or 'msgpack'"

@@ -159,7 +159,8 @@ class WireFormat:
                     HEADER.pack_into(out, start, size)
                 else:
                     payload = self._encode(obj)
-                    size = len(payload)
+                    # bytes of the payload, not items (a memoryview of 4-byte ints)
+                    size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
                     if size > limit:
                         raise self._too_large(size)
                     out += HEADER.pack(size)

@@ -79,6 +79,16 @@ static int get_bytes(RingObject *self, PyObject *obj, Py_buffer *buf)
     }
     if (PyObject_GetBuffer(obj, buf, PyBUF_SIMPLE) == 0)
         return 0;
+    if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+        /* not contiguous (a strided memoryview): send a contiguous copy of its bytes */
+        PyErr_Clear();
+        PyObject *copy = PyBytes_FromObject(obj);
+        if (copy == NULL)
+            return -1;
+        int rc = PyObject_GetBuffer(copy, buf, PyBUF_SIMPLE); /* buf holds the reference */
+        Py_DECREF(copy);
+        return rc;
+    }
     if (PyErr_ExceptionMatches(PyExc_TypeError)) {
         PyErr_Clear();
         rg_raise(ipcw_LocalProtocolError, self, NULL,

@@ -153,7 +153,10 @@ class StreamChannel(Channel):
         finally:
             self._update_fast_path()
         self._sent += count
-        self._bytes_sent += len(data) if type(data) is not tuple else len(data[0]) + len(data[1])
+        if type(data) is tuple:
+            self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
+        else:
+            self._bytes_sent += len(data)
 
     def _update_fast_path(self) -> None:
         """Allow the direct sendall only while it is exactly right: a plain socket with no

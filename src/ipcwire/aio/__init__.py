@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipcwire._api import _common
 from ipcwire._core.codecs import Codec
@@ -20,7 +20,21 @@ from ipcwire._core.url import parse_url
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.options import ChannelOptions
 from ipcwire.registry import lookup
-from ipcwire.spawn.aio import spawn, stdio
+
+if TYPE_CHECKING:
+    from ipcwire.spawn.aio import spawn, stdio
+else:
+
+    def __getattr__(name: str) -> Any:
+        # spawn and stdio load on first use: the stream drivers they are built on import
+        # ipcwire.aio.channel, so importing them here would make a cycle whenever a driver
+        # module is imported before this package.
+        if name in ("spawn", "stdio"):
+            from ipcwire.spawn import aio as spawn_aio
+
+            return getattr(spawn_aio, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["AioChannel", "AioListener", "connect", "listen", "spawn", "stdio"]
 

@@ -20,7 +20,15 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.registry import Capabilities
-from ipcwire.testing._samples import SAMPLES, TOKEN, ConformanceError, expect, max_size_for, payload
+from ipcwire.testing._samples import (
+    SAMPLES,
+    TOKEN,
+    ConformanceError,
+    bytes_likes,
+    expect,
+    max_size_for,
+    payload,
+)
 
 __all__ = ["acheck_channel", "apair_from_url"]
 
@@ -63,6 +71,8 @@ async def acheck_channel(
     if caps.max_message_size == 0:
         return  # carries no payload (signals): nothing here applies
     await _codecs(make_pair, caps, codecs)
+    if "bytes" in codecs:
+        await _bytes_like(make_pair, caps)
     if caps.reliable and caps.ordered:
         await _ordering(make_pair)
     if caps.message_boundaries:
@@ -94,6 +104,24 @@ async def _codecs(make_pair: AMakePair, caps: Capabilities, codecs: tuple[str, .
                     await b.send(got, timeout=_WAIT)
                     back = await a.recv(timeout=_WAIT)
                     expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+
+
+async def _bytes_like(make_pair: AMakePair, caps: Capabilities) -> None:
+    """Any bytes-like object goes out as its bytes, alone and in send_many."""
+    objs = bytes_likes()
+    async with make_pair(codec="bytes") as (a, b):
+        for obj in objs:
+            await a.send(obj, timeout=_WAIT)
+            got = await b.recv(timeout=_WAIT)
+            want = memoryview(obj).tobytes()
+            expect(got == want, f"sent {type(obj).__name__} {want!r:.40}, received {got!r:.40}")
+        if caps.reliable and caps.ordered:
+            await a.send_many(objs, timeout=_WAIT)
+            got_many: list[Any] = []
+            while len(got_many) < len(objs):
+                got_many.extend(await b.recv_many(timeout=_WAIT))
+            want_many = [memoryview(o).tobytes() for o in objs]
+            expect(got_many == want_many, f"send_many of bytes-like objects gave {got_many!r:.80}")
 
 
 async def _ordering(make_pair: AMakePair) -> None:

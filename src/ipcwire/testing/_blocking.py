@@ -20,7 +20,15 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.registry import Capabilities
-from ipcwire.testing._samples import SAMPLES, TOKEN, ConformanceError, expect, max_size_for, payload
+from ipcwire.testing._samples import (
+    SAMPLES,
+    TOKEN,
+    ConformanceError,
+    bytes_likes,
+    expect,
+    max_size_for,
+    payload,
+)
 
 __all__ = ["check_channel", "pair_from_url"]
 
@@ -74,6 +82,8 @@ def check_channel(
     if caps.max_message_size == 0:
         return  # carries no payload (signals): nothing here applies
     _codecs(make_pair, caps, codecs)
+    if "bytes" in codecs:
+        _bytes_like(make_pair, caps)
     if caps.reliable and caps.ordered:
         _ordering(make_pair, caps)
     if caps.message_boundaries:
@@ -107,6 +117,24 @@ def _codecs(make_pair: MakePair, caps: Capabilities, codecs: tuple[str, ...]) ->
                     b.send(got, timeout=_WAIT)
                     back = a.recv(timeout=_WAIT)
                     expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+
+
+def _bytes_like(make_pair: MakePair, caps: Capabilities) -> None:
+    """Any bytes-like object goes out as its bytes, alone and in send_many."""
+    objs = bytes_likes()
+    with make_pair(codec="bytes") as (a, b):
+        for obj in objs:
+            a.send(obj, timeout=_WAIT)
+            got = b.recv(timeout=_WAIT)
+            want = memoryview(obj).tobytes()
+            expect(got == want, f"sent {type(obj).__name__} {want!r:.40}, received {got!r:.40}")
+        if caps.reliable and caps.ordered:
+            a.send_many(objs, timeout=_WAIT)
+            got_many: list[Any] = []
+            while len(got_many) < len(objs):
+                got_many.extend(b.recv_many(timeout=_WAIT))
+            want_many = [memoryview(o).tobytes() for o in objs]
+            expect(got_many == want_many, f"send_many of bytes-like objects gave {got_many!r:.80}")
 
 
 def _ordering(make_pair: MakePair, caps: Capabilities) -> None:

@@ -6,7 +6,15 @@ from typing import Any, Final
 
 from ipcwire.registry import Capabilities
 
-__all__ = ["SAMPLES", "TOKEN", "ConformanceError", "expect", "max_size_for", "payload"]
+__all__ = [
+    "SAMPLES",
+    "TOKEN",
+    "ConformanceError",
+    "bytes_likes",
+    "expect",
+    "max_size_for",
+    "payload",
+]
 
 TOKEN: Final = "ipcwire-conformance-token"  # noqa: S105 - a test token, not a secret
 
@@ -21,6 +29,20 @@ SAMPLES: Final[dict[str, list[Any]]] = {
     "msgpack": [{"op": "ping", "blob": b"\x00\x01"}, [1, 2.5, None, "s"], b"raw", 2**63 - 1],
     "pickle": [{1, 2, 3}, ("tuple", frozenset({"a"})), complex(1, 2)],
 }
+
+
+def bytes_likes() -> list[Any]:
+    """Bytes-like objects the bytes codec must send as their bytes: a bytearray, a memoryview
+    of 4-byte integers (len() counts items, not bytes), a strided view and a slice of a bigger
+    buffer; the receiver gets ``memoryview(obj).tobytes()``."""
+    import array
+
+    return [
+        bytearray(b"a bytearray"),
+        memoryview(array.array("I", range(16))),
+        memoryview(payload(64, 3))[::2],
+        memoryview(payload(4096, 5))[100:300],
+    ]
 
 
 class ConformanceError(AssertionError):

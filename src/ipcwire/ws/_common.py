@@ -128,7 +128,12 @@ def check_payload(codec: Codec, obj: Any, limit: int, url: str) -> bytes | bytea
         LocalProtocolError: the codec cannot encode it.
     """
     payload = codec.encode(obj)
-    size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+    if type(payload) is bytes:
+        size = len(payload)
+    else:
+        # a view of bytes, whatever its format: websockets counts len(), which is items
+        payload = memoryview(payload).cast("B")
+        size = payload.nbytes
     if size > limit:
         raise FrameTooLarge(
             f"message of {size} bytes not sent to {url}: over the limit of {limit} bytes; "

@@ -1,0 +1,36 @@
+"""Every ipcwire module imports on its own, first: no import cycle that only shows when a
+driver module is the first thing a program (or a worker process) imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import importlib, pkgutil, sys, traceback
+import ipcwire
+names = sorted(
+    m.name for m in pkgutil.walk_packages(ipcwire.__path__, "ipcwire.")
+    if not m.name.endswith("__main__")
+)
+failed = []
+for name in names:
+    for loaded in [m for m in sys.modules if m == "ipcwire" or m.startswith("ipcwire.")]:
+        if not loaded.startswith("ipcwire._ext"):
+            del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        if "cannot import name" in str(exc) or "partially initialized" in str(exc):
+            failed.append(f"{name}: {exc}")
+print(len(names))
+print("\n".join(failed))
+"""
+
+
+def test_each_module_imports_first() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    assert int(out[0]) > 50  # the walk found the package's modules
+    assert out[1:] == [] or out[1:] == [""], "\n".join(out[1:])
