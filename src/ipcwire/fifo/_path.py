@@ -252,7 +252,7 @@ class FifoWriteStream(FdStream):
         self._lock_big = lock
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
-        size = len(data[0]) + len(data[1]) if type(data) is tuple else len(data)
+        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
         wfd = self.wfd
         if not self._lock_big or size <= PIPE_BUF or wfd is None:
             super().send_all(data, timeout)

@@ -40,7 +40,7 @@ class AioFifoChannel(AioPipeChannel):
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = self._pack(obj)
-        size = len(data[0]) + len(data[1]) if type(data) is tuple else len(data)
+        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
         t = self._fd_transport()
         if not self._lock_big or size <= PIPE_BUF or t is None:
             await super().send(obj, timeout=timeout)
