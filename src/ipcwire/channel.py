@@ -43,8 +43,8 @@ class ChannelStatistics:
 
     messages_sent: int
     messages_received: int
-    bytes_sent: int
-    bytes_received: int
+    bytes_sent: int  # encoded message bytes; framing (headers, newlines) not counted
+    bytes_received: int  # the same, as delivered
     buffered_bytes: int = 0  # received, not yet delivered
     dropped: int = 0  # messages dropped by an explicit drop policy; never silent
 

@@ -117,7 +117,7 @@ class AioStreamChannel(AioChannel):
             )
         if type(data) is tuple:
             t.writelines(data)
-            self._bytes_sent += len(data[0]) + len(data[1])
+            self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
         else:
             t.write(data)
             self._bytes_sent += len(data)
@@ -326,10 +326,11 @@ class AioStreamChannel(AioChannel):
         return self._wire
 
     def statistics(self) -> ChannelStatistics:
+        framing = 4 if self._wire.framing == "length" else 1  # a header, or a newline
         return ChannelStatistics(
             messages_sent=self._sent,
             messages_received=self._received,
-            bytes_sent=self._bytes_sent,
+            bytes_sent=self._bytes_sent - framing * self._sent,
             bytes_received=self._bytes_received,
             buffered_bytes=self._decoder.buffered + self._queued_bytes,
         )

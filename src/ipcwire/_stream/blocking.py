@@ -360,10 +360,13 @@ class StreamChannel(Channel):
     def statistics(self) -> ChannelStatistics:
         sender = self._sender
         receiver = self._receiver
+        sent = self._sent + (sender.messages if sender is not None else 0)
+        written = self._bytes_sent + (sender.nbytes if sender is not None else 0)
+        framing = 4 if self._wire.framing == "length" else 1  # a header, or a newline
         return ChannelStatistics(
-            messages_sent=self._sent + (sender.messages if sender is not None else 0),
+            messages_sent=sent,
             messages_received=self._received + (receiver.messages if receiver is not None else 0),
-            bytes_sent=self._bytes_sent + (sender.nbytes if sender is not None else 0),
+            bytes_sent=written - framing * sent,
             bytes_received=self._bytes_received + (receiver.nbytes if receiver else 0),
             buffered_bytes=self._decoder.buffered,
         )

@@ -285,7 +285,11 @@ def _statistics(make_pair: MakePair, caps: Capabilities) -> None:
         sa, sb = a.statistics(), b.statistics()
         expect(sa.messages_sent == 5, f"statistics: messages_sent={sa.messages_sent}, want 5")
         expect(sb.messages_received == 5, f"statistics: received={sb.messages_received}, want 5")
-        expect(sa.bytes_sent >= 50 and sb.bytes_received >= 50, "statistics: byte counts")
+        expect(
+            sa.bytes_sent == 50 and sb.bytes_received == 50,
+            f"statistics: 5 messages of 10 bytes counted as {sa.bytes_sent} bytes sent and "
+            f"{sb.bytes_received} received, want 50 (message bytes, framing not counted)",
+        )
 
 
 def _request(make_pair: MakePair, caps: Capabilities) -> None:
