@@ -108,9 +108,9 @@ FULL = BenchConfig(
 # Seconds each measurement costs beyond its warm-up and measured phase (pool, connect, close,
 # control messages), measured on a 2-core VM; used only to fit --quick into its budget.
 OVERHEAD_S: Final = 0.06
-MIN_DURATION_S: Final = 0.05
+MIN_DURATION_S: Final = 0.04
 SLOW_SETUP_S: Final = 0.3
-MIN_WARMUP_S: Final = 0.01
+MIN_WARMUP_S: Final = 0.008
 
 
 def _fit(warmup: float, duration: float, per_run: float) -> tuple[float, float]:
@@ -124,7 +124,7 @@ def _fit(warmup: float, duration: float, per_run: float) -> tuple[float, float]:
 
 
 def fit_budget(config: BenchConfig, tasks: int) -> tuple[BenchConfig, str | None]:
-    """Shorten warm-up and duration (never below 10 ms and 50 ms) so that ``tasks``
+    """Shorten warm-up and duration (never below 8 ms and 40 ms) so that ``tasks``
     measurements times ``repeat`` fit the budget, assuming :data:`OVERHEAD_S` per
     measurement; a note says so when it had to. The run refits after each repetition with
     the overhead it actually saw."""
