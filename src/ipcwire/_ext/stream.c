@@ -37,15 +37,15 @@ typedef struct {
     unsigned long long nbytes;    /* bytes written, headers included */
 } FrameSender;
 
-/* Take the lock: without releasing the GIL when it is free, else waiting with the GIL
+/* Take a lock: without releasing the GIL when it is free, else waiting with the GIL
  * released in short slices so that signal handlers (KeyboardInterrupt) still run. */
-static int sender_lock(FrameSender *self)
+static int take_lock(PyThread_type_lock lock, int *held)
 {
-    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
         for (;;) {
             PyLockStatus st;
             Py_BEGIN_ALLOW_THREADS
-            st = PyThread_acquire_lock_timed(self->lock, 50000 /* µs */, 0);
+            st = PyThread_acquire_lock_timed(lock, 50000 /* µs */, 0);
             Py_END_ALLOW_THREADS
             if (st == PY_LOCK_ACQUIRED)
                 break;
@@ -53,15 +53,19 @@ static int sender_lock(FrameSender *self)
                 return -1;
         }
     }
-    self->held = 1;
+    *held = 1;
     return 0;
 }
 
-static void sender_unlock(FrameSender *self)
+static void give_lock(PyThread_type_lock lock, int *held)
 {
-    self->held = 0;
-    PyThread_release_lock(self->lock);
+    *held = 0;
+    PyThread_release_lock(lock);
 }
+
+static int sender_lock(FrameSender *self) { return take_lock(self->lock, &self->held); }
+
+static void sender_unlock(FrameSender *self) { give_lock(self->lock, &self->held); }
 
 /* Write every byte of iov[0..cnt) (the lock held, the GIL held on entry and on return).
  * Returns 0, or -1 with OSError (or what a signal handler raised) set. */
@@ -513,29 +517,9 @@ static int read_once(FrameReceiver *self)
     return set_ssize(self->decoder, str_end, (Py_ssize_t)n) < 0 ? -1 : 1;
 }
 
-static int receiver_lock(FrameReceiver *self)
-{
-    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
-        for (;;) {
-            PyLockStatus st;
-            Py_BEGIN_ALLOW_THREADS
-            st = PyThread_acquire_lock_timed(self->lock, 50000 /* µs */, 0);
-            Py_END_ALLOW_THREADS
-            if (st == PY_LOCK_ACQUIRED)
-                break;
-            if (PyErr_CheckSignals() < 0)
-                return -1;
-        }
-    }
-    self->held = 1;
-    return 0;
-}
+static int receiver_lock(FrameReceiver *self) { return take_lock(self->lock, &self->held); }
 
-static void receiver_unlock(FrameReceiver *self)
-{
-    self->held = 0;
-    PyThread_release_lock(self->lock);
-}
+static void receiver_unlock(FrameReceiver *self) { give_lock(self->lock, &self->held); }
 
 /* recv() -> bytes | None (see above). Never waits for the lock: if another thread holds it,
  * None, and the caller waits on the lock in its own path. */
