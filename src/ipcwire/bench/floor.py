@@ -156,7 +156,7 @@ def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
             entry["pool_bytes_per_s"] = median(pool)
             entry["pool_per_rep"] = pool
         memcpy.append(entry)
-    notes = [n for r in ok for n in r.get("notes", [])]
+    notes = list(dict.fromkeys(n for r in ok for n in r.get("notes", [])))  # once each
     return {
         "available": True,
         "round_trip": round_trips,
