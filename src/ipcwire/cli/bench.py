@@ -50,9 +50,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Measure round-trip latency, throughput and CPU cost of every available "
             "mechanism between two pinned processes, beside a raw-Python baseline and peer "
             "libraries measured in the same run. The full run (round trips at 64 B, 4 KiB and "
-            "64 KiB; throughput up to 1 MiB; 5 repetitions) takes about ten minutes with unix "
-            "and tcp, more as mechanisms are added; --quick about a minute. Method: "
-            "docs/benchmarks.md."
+            "64 KiB; throughput up to 1 MiB; 5 repetitions) takes about half an hour with "
+            "every mechanism on a 2-core machine (32 min measured; about 5 min with "
+            "--mechanisms unix,tcp); --quick about a minute. Method: docs/benchmarks.md."
         ),
     )
     p.add_argument(
