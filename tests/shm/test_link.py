@@ -3,6 +3,7 @@ number and checksum, C and Python ends talking to each other, hostile peers refu
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
 
@@ -150,3 +151,18 @@ def test_server_refusal_reaches_the_client() -> None:
     t.join()
     a.close()
     b.close()
+
+
+def test_hybrid_does_not_spin_on_a_one_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hybrid spins 50 µs before parking, except on a one-CPU machine (the spinning waiter
+    would hold the CPU its peer needs); a spin_us given explicitly (0 included) is kept."""
+    from ipcwire._core.url import parse_url
+    from ipcwire.shm._naming import DEFAULT_SPIN_US, shm_options
+
+    ep = parse_url("shm://spin-default")
+    assert shm_options(ep, {}).spin_us == (DEFAULT_SPIN_US if (os.cpu_count() or 1) > 1 else 0)
+    assert shm_options(ep, {"spin_us": 0}).spin_us == 0.0
+    assert shm_options(parse_url("shm://x?spin_us=7"), {}).spin_us == 7.0
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # what a one-CPU VM reports
+    assert shm_options(ep, {}).spin_us == 0.0
+    assert shm_options(ep, {"spin_us": 20}).spin_us == 20.0  # asked for: kept

@@ -12,7 +12,10 @@ Options (keyword arguments, or the URL's query as defaults):
   (it allocates the memory); default 1 MiB. Messages up to a quarter ring travel as one
   record; longer ones are split and reassembled.
 * ``policy``: how a blocked call waits: ``"spin"``, ``"park"`` or ``"hybrid"`` (default).
-* ``spin_us``: how long ``hybrid`` spins before parking (default 50 microseconds).
+* ``spin_us``: how long ``hybrid`` spins before parking (default 50 microseconds; 0 on a
+  one-CPU machine, where spinning only delays the peer that has to run to answer: measured
+  119 µs instead of 6 µs per round trip with both processes on one CPU; processes pinned to
+  one CPU together should use ``policy="park"``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from ipcwire._core.url import Endpoint
 from ipcwire.errors import ConfigurationError, InvalidURL, PermissionDenied
 from ipcwire.shm import _layout as L
 
-__all__ = ["DEFAULT_CAPACITY", "ShmOptions", "parse_size", "shm_options", "socket_path"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "ShmOptions",
+    "default_spin_us",
+    "parse_size",
+    "shm_options",
+    "socket_path",
+]
 
 DEFAULT_CAPACITY: Final = 1 << 20
 MAX_CAPACITY: Final = 1 << 30
@@ -49,6 +59,14 @@ class ShmOptions:
     def ring_kw(self) -> dict[str, Any]:
         """Keyword arguments for the rings of a link."""
         return {"policy": self.policy, "spin_ns": int(self.spin_us * 1000)}
+
+
+def default_spin_us() -> float:
+    """How long ``hybrid`` spins unless told: :data:`DEFAULT_SPIN_US`, or 0 (park at once)
+    on a machine with one CPU, where a spinning waiter holds the CPU its peer needs until
+    the scheduler preempts it. (Two processes pinned to the same CPU of a larger machine are
+    the same case, but a process cannot see where its peer runs: pass ``policy="park"``.)"""
+    return DEFAULT_SPIN_US if (os.cpu_count() or 1) > 1 else 0.0
 
 
 def parse_size(value: object, what: str = "capacity") -> int:
@@ -85,8 +103,11 @@ def shm_options(endpoint: Endpoint, kw: dict[str, Any]) -> ShmOptions:
             f"policy={policy!r} for {endpoint.url}: use 'spin' (lowest latency, burns a core), "
             f"'park' (sleeps in the kernel) or 'hybrid' (spins spin_us, then parks)"
         )
+    raw = kw.pop("spin_us", None)
+    if raw is None:
+        raw = q.get("spin_us", default_spin_us())
     try:
-        spin_us = float(kw.pop("spin_us", None) or q.get("spin_us", DEFAULT_SPIN_US))
+        spin_us = float(raw)
     except (TypeError, ValueError):
         raise ConfigurationError(f"spin_us for {endpoint.url} must be a number") from None
     if not 0 <= spin_us <= 1e6:
