@@ -244,7 +244,9 @@ def plan(
                 if size < MIN_SIZE:
                     raise ValueError(f"message sizes start at {MIN_SIZE} bytes, not {size}")
                 if c.max_size is not None and size > c.max_size:
-                    notes.append(f"{c.title}: {format_size(size)} is over its maximum size")
+                    note = f"{c.title}: {format_size(size)} is over its maximum size"
+                    if note not in notes:  # once, not once per kind
+                        notes.append(note)
                     continue
                 if c.batched and size not in (config.batched_sizes or (size,)):
                     continue
