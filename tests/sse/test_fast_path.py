@@ -237,15 +237,16 @@ def test_queued_errors_and_the_received_count() -> None:
     assert core.received == 4
 
 
+@pytest.mark.parametrize("size", [2000, 6000, 70_000])  # split line by line; one at a time
 @pytest.mark.parametrize("name", ["usual", "crlf", "bad base64", "skipped id", "two data lines"])
-def test_big_events_one_at_a_time(name: str) -> None:
-    wire, payloads = _stream(6, size=6000)
+def test_big_events_one_at_a_time(name: str, size: int) -> None:
+    wire, payloads = _stream(6, size=size)
     if name != "usual":
         wire = UNUSUAL[name](wire)
     reference = _outcome(_ref(wire, max_frame=100_000))
     if name == "usual":
         assert reference == payloads
-    for cut in range(0, len(wire) + 1, 997):
+    for cut in range(0, len(wire) + 1, max(997, len(wire) // 60)):
         for cut2 in (cut + 5000, cut + 20000):
             core = _core(max_frame=100_000)
             assert _feed_split(core, wire, [cut, min(cut2, len(wire))]) == reference, cut

@@ -42,7 +42,8 @@ GAP_EVENT: Final = "ipcwire-gap"
 END_EVENT: Final = "ipcwire-end"
 KEEPALIVE: Final = b": keepalive\n\n"
 _BOM: Final = b"\xef\xbb\xbf"
-_BIG_EVENT: Final = 4096  # bytes: events this big are matched one at a time, not split
+_BIG_EVENT: Final = 65536  # bytes: events this big are matched one at a time, not split
+_LINE_BY_LINE: Final = 1024  # bytes per event from which the data lines are checked one by one
 
 
 def _line_end(buf: bytearray, start: int, end: int) -> int:
@@ -272,12 +273,26 @@ class EventParser:
             or b"\n".join(lines[0::3]) != shape.expected_ids(first, n)
         ):
             return None
-        data = b"\n".join(lines[1::3])
+        data_lines = lines[1::3]
+        a2b = binascii.a2b_base64
+        if end > _LINE_BY_LINE * n:
+            # events of some KiB: check and slice each data line (joining them again to check
+            # them in one pass would copy every byte twice more)
+            if not all(line.startswith(b"data: ") for line in data_lines):
+                return None
+            try:
+                if shape.binary:
+                    pieces = [a2b(memoryview(line)[6:], strict_mode=True) for line in data_lines]
+                else:
+                    pieces = [line[6:] for line in data_lines]
+            except (binascii.Error, ValueError):
+                return None  # the general parser and decode_data give the typed error
+            return pieces, n
+        data = b"\n".join(data_lines)
         if data[:6] != b"data: " or data.count(b"\ndata: ") != n - 1:
             return None  # every data line starts "data: ", none is left out
         pieces = data[6:].split(b"\ndata: ")
         if shape.binary:
-            a2b = binascii.a2b_base64
             try:
                 pieces = [a2b(p, strict_mode=True) for p in pieces]
             except (binascii.Error, ValueError):
