@@ -17,17 +17,14 @@ import asyncio
 import contextlib
 import os
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any, Final
 
+from ipcwire.bench.builtin.raw import FramedLink
 from ipcwire.bench.builtin.raw_aio import FrameReader, RawAioLink, WriteFlow
 from ipcwire.bench.contender import Contender, Task
 
 __all__ = ["RAW_AIO_NOTE", "RawAioPipeLink", "RawPipeLink", "pipe_contenders"]
-
-_LEN: Final = struct.Struct(">I")
-_BUFSIZE: Final = 256 * 1024
 
 
 # -- handing fds to side B ----------------------------------------------------------------------
@@ -96,18 +93,15 @@ def _receive_fds(address: str) -> tuple[bytes, list[int]]:
 
 
 # -- the raw baseline ------------------------------------------------------------------------------
-class RawPipeLink:
+class RawPipeLink(FramedLink):
     """Length-prefixed messages over a read fd and a write fd."""
 
-    __slots__ = ("_buf", "_end", "_rfd", "_start", "_view", "_wfd")
+    __slots__ = ("_rfd", "_wfd")
 
     def __init__(self, rfd: int, wfd: int) -> None:
         self._rfd = rfd
         self._wfd = wfd
-        self._buf = bytearray(_BUFSIZE)
-        self._view = memoryview(self._buf)
-        self._start = 0
-        self._end = 0
+        super().__init__(lambda view: os.readv(rfd, [view]), self._write_all)
 
     def _write_all(self, data: bytes) -> None:
         n = os.write(self._wfd, data)
@@ -115,54 +109,6 @@ class RawPipeLink:
             view = memoryview(data)
             while n < len(data):
                 n += os.write(self._wfd, view[n:])
-
-    def send(self, message: bytes) -> None:
-        self._write_all(_LEN.pack(len(message)) + message)
-
-    def send_many(self, messages: list[bytes]) -> None:
-        self._write_all(b"".join([_LEN.pack(len(m)) + m for m in messages]))
-
-    def _frame(self) -> bytes | None:
-        start = self._start
-        if self._end - start >= 4:
-            (n,) = _LEN.unpack_from(self._buf, start)
-            stop = start + 4 + n
-            if stop <= self._end:
-                self._start = stop
-                return bytes(self._view[start + 4 : stop])
-        return None
-
-    def _read(self) -> None:
-        pending = self._end - self._start
-        if self._start:
-            if pending:
-                self._view[:pending] = bytes(self._view[self._start : self._end])
-            self._start, self._end = 0, pending
-        need = _LEN.unpack_from(self._buf, 0)[0] + 4 if pending >= 4 else 4
-        if need > len(self._buf) - 65536:
-            grown = bytearray(max(need + 65536, 2 * len(self._buf)))
-            grown[:pending] = self._view[:pending]
-            self._buf = grown
-            self._view = memoryview(grown)
-        n = os.readv(self._rfd, [self._view[self._end :]])
-        if n == 0:
-            raise EOFError("the peer closed the pipe")
-        self._end += n
-
-    def recv(self) -> bytes:
-        frame = self._frame()
-        while frame is None:
-            self._read()
-            frame = self._frame()
-        return frame
-
-    def recv_many(self) -> list[bytes]:
-        out = [self.recv()]
-        frame = self._frame()
-        while frame is not None:
-            out.append(frame)
-            frame = self._frame()
-        return out
 
     def close(self) -> None:
         for fd in (self._rfd, self._wfd):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire.bench.contender import Contender, Task
@@ -21,24 +22,26 @@ _LEN: Final = struct.Struct(">I")
 _BUFSIZE: Final = 256 * 1024
 
 
-class RawLink:
-    """A length-prefixed message link over a connected stream socket."""
+class FramedLink:
+    """Length-prefixed messages over any byte stream: ``_readinto(view) -> int`` reads into the
+    buffer (0: the peer closed), ``_writeall(data)`` writes everything. The socket and the pipe
+    baselines differ only in those two."""
 
-    __slots__ = ("_buf", "_end", "_sock", "_start", "_view")
+    __slots__ = ("_buf", "_end", "_readinto", "_start", "_view", "_writeall")
 
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
-        self._sock = sock
+    def __init__(self, readinto: Callable[[memoryview], int], writeall: Callable[[bytes], Any]):
+        self._readinto = readinto
+        self._writeall = writeall
         self._buf = bytearray(_BUFSIZE)
         self._view = memoryview(self._buf)
         self._start = 0
         self._end = 0
 
     def send(self, message: bytes) -> None:
-        self._sock.sendall(_LEN.pack(len(message)) + message)
+        self._writeall(_LEN.pack(len(message)) + message)
 
     def send_many(self, messages: list[bytes]) -> None:
-        self._sock.sendall(b"".join([_LEN.pack(len(m)) + m for m in messages]))
+        self._writeall(b"".join([_LEN.pack(len(m)) + m for m in messages]))
 
     def _frame(self) -> bytes | None:
         start = self._start
@@ -62,9 +65,9 @@ class RawLink:
             grown[:pending] = self._view[:pending]
             self._buf = grown
             self._view = memoryview(grown)
-        n = self._sock.recv_into(self._view[self._end :])
+        n = self._readinto(self._view[self._end :])
         if n == 0:
-            raise EOFError("the peer closed the socket")
+            raise EOFError("the peer closed the connection")
         self._end += n
 
     def recv(self) -> bytes:
@@ -81,6 +84,17 @@ class RawLink:
             out.append(frame)
             frame = self._frame()
         return out
+
+
+class RawLink(FramedLink):
+    """A length-prefixed message link over a connected stream socket."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self._sock = sock
+        super().__init__(sock.recv_into, sock.sendall)
 
     def close(self) -> None:
         self._sock.close()
