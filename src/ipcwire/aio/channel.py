@@ -10,13 +10,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["AioChannel", "AioListener"]
+__all__ = ["AcceptQueue", "AioChannel", "AioListener"]
 
 log = logging.getLogger("ipcwire")
 
@@ -189,3 +189,54 @@ class AioListener(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} {'closed' if self.closed else 'listening'}>"
+
+
+C = TypeVar("C", bound=AioChannel)
+
+
+class AcceptQueue(Generic[C]):
+    """The channels of an asyncio listener that connected and wait for ``accept()``.
+
+    ``close()`` closes those nobody accepted and wakes every ``accept()`` with
+    ``ChannelClosed``; ``get()`` waits with the listener's timeout and words.
+    """
+
+    def __init__(self, nobody: str = "no client connected to") -> None:
+        self._nobody = nobody
+        self._queue: asyncio.Queue[C | None] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, ch: C) -> None:
+        self._queue.put_nowait(ch)
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    async def get(self, url: str, timeout: float | None) -> C:
+        """The next channel for the listener at ``url`` (named in the errors).
+
+        Raises:
+            Timeout: none within ``timeout``. ChannelClosed: the listener was closed.
+        """
+        if self.closed:
+            raise ChannelClosed(f"listener {url} is closed", endpoint=url)
+        try:
+            async with asyncio.timeout(timeout):
+                ch = await self._queue.get()
+        except TimeoutError:
+            raise Timeout(f"{self._nobody} {url} within {timeout} s", endpoint=url) from None
+        if ch is None:  # closed: pass the wake-up on to the next accept()
+            self._queue.put_nowait(None)
+            raise ChannelClosed(f"listener {url} is closed", endpoint=url)
+        return ch
+
+    def close(self) -> None:
+        """Close the channels nobody accepted; wake every ``get()``."""
+        if self.closed:
+            return
+        self.closed = True
+        while not self._queue.empty():
+            ch = self._queue.get_nowait()
+            if ch is not None:
+                ch.close()
+        self._queue.put_nowait(None)

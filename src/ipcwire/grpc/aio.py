@@ -13,7 +13,7 @@ import grpc
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -60,7 +60,7 @@ class AioGrpcListener(AioListener):
         self.url = url
         self._core = core
         self._cleanup = cleanup
-        self._ready: asyncio.Queue[AioChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioChannel] = AcceptQueue()
         self._closed = False
         self.server: Any = None
         self._stopping: asyncio.Task[Any] | None = None
@@ -69,7 +69,7 @@ class AioGrpcListener(AioListener):
         if self._closed:
             ch.close()
         else:
-            self._ready.put_nowait(ch)
+            self._ready.put(ch)
 
     async def stream(self, request_iterator: Any, context: Any) -> None:
         adm = self._core.admit(context.invocation_metadata())
@@ -131,29 +131,13 @@ class AioGrpcListener(AioListener):
         return ch.reply
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._ready.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._ready.get(self.url, timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
         if self.server is not None:
             self._stopping = asyncio.get_running_loop().create_task(self.server.stop(0.5))
         self._cleanup()

@@ -13,11 +13,10 @@ import httpx
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     ConnectionRefused,
     IpcwireError,
     LocalProtocolError,
@@ -315,7 +314,7 @@ class AioHttpListener(AioListener):
     def __init__(self, addr: HttpAddress, cleanup: Any) -> None:
         self.url = addr.url()
         self._cleanup = cleanup
-        self._ready: asyncio.Queue[AioChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioChannel] = AcceptQueue()
         self._closed = False
         self._server: HttpServer | None = None
         self._shutdown: asyncio.Task[None] | None = None
@@ -324,32 +323,16 @@ class AioHttpListener(AioListener):
         if self._closed:
             ch.close()
             return
-        self._ready.put_nowait(ch)
+        self._ready.put(ch)
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._ready.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._ready.get(self.url, timeout)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
         if self._server is not None:
             self._server.stop_listening()
             self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())

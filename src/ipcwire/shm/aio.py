@@ -19,11 +19,10 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     IpcwireError,
     RemoteProtocolError,
     Timeout,
@@ -346,7 +345,7 @@ class AioShmListener(AioListener):
         self._cleanup = cleanup
         self._closed = False
         self._loop = asyncio.get_running_loop()
-        self._ready: asyncio.Queue[AioShmChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioShmChannel] = AcceptQueue()
         self._tasks: set[asyncio.Task[None]] = set()
         sock.setblocking(False)
         self._acceptor = self._loop.create_task(self._accept_loop())
@@ -356,19 +355,7 @@ class AioShmListener(AioListener):
         return self._closed
 
     async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} in {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:  # closed
-            self._ready.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._ready.get(self.url, timeout)
 
     async def _accept_loop(self) -> None:
         while not self._closed:
@@ -435,7 +422,7 @@ class AioShmListener(AioListener):
         if self._closed:
             ch.close()
         else:
-            self._ready.put_nowait(ch)
+            self._ready.put(ch)
 
     def close(self) -> None:
         if self._closed:
@@ -444,11 +431,7 @@ class AioShmListener(AioListener):
         self._acceptor.cancel()
         for task in list(self._tasks):
             task.cancel()
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
         self._sock.close()
         self._cleanup()
 

@@ -13,7 +13,7 @@ from typing import Any
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -421,7 +421,7 @@ class AioSseListener(AioListener):
     """Serves event streams in the running loop; ``accept()`` returns one channel per new
     client stream."""
 
-    def __init__(self, server: SseServer, ready: asyncio.Queue[AioSseServerChannel | None]) -> None:
+    def __init__(self, server: SseServer, ready: AcceptQueue[AioSseServerChannel]) -> None:
         self.url = server.url
         self._server = server
         self._ready = ready
@@ -429,19 +429,7 @@ class AioSseListener(AioListener):
         self._shutdown: asyncio.Task[None] | None = None
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._ready.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._ready.get(self.url, timeout)
 
     def close(self) -> None:
         if self._closed:
@@ -449,11 +437,7 @@ class AioSseListener(AioListener):
         self._closed = True
         self._server.stop_listening()
         self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
 
     async def aclose(self) -> None:
         self.close()
@@ -474,11 +458,11 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioS
     """
     addr = resolve(endpoint, listening=True)
     sock, settings, ssl, backlog = bind(endpoint, addr, options, kw)
-    ready: asyncio.Queue[AioSseServerChannel | None] = asyncio.Queue()
+    ready: AcceptQueue[AioSseServerChannel] = AcceptQueue()
     holder: list[SseServer] = []
 
     def on_new(stream: ServerStream) -> None:
-        ready.put_nowait(AioSseServerChannel(stream, holder[0], settings))
+        ready.put(AioSseServerChannel(stream, holder[0], settings))
 
     server = SseServer(settings, on_new)
     holder.append(server)

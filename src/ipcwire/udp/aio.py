@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
 from ipcwire._oserror import translate
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
@@ -293,7 +293,7 @@ class AioUdpListener(AioListener):
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._peers: dict[Address, _AioPeerChannel] = {}
-        self._new: asyncio.Queue[_AioPeerChannel | None] = asyncio.Queue()
+        self._new: AcceptQueue[_AioPeerChannel] = AcceptQueue("no new peer at")
         self._closed = False
         self._users = 1
         self.dropped = 0
@@ -306,7 +306,7 @@ class AioUdpListener(AioListener):
                 return
             ch = self._peers[addr] = _AioPeerChannel(self, addr)
             self._users += 1
-            self._new.put_nowait(ch)
+            self._new.put(ch)
         ch._bytes_received += len(data)
         got = _unpack(self._fmt, data, addr)
         if isinstance(got, IpcwireError):
@@ -335,19 +335,7 @@ class AioUdpListener(AioListener):
         Raises:
             Timeout, ChannelClosed.
         """
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._new.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no new peer at {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._new.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._new.get(self.url, timeout)
 
     def _forget(self, ch: _AioPeerChannel) -> None:
         if self._peers.get(ch.addr) is ch:
@@ -360,11 +348,7 @@ class AioUdpListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        while not self._new.empty():
-            ch = self._new.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._new.put_nowait(None)
+        self._new.close()
         self._users -= 1
         if self._users == 0 and self._transport is not None:
             self._transport.close()
