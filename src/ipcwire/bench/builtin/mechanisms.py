@@ -224,7 +224,8 @@ def mechanism_contenders(notes: list[str]) -> list[Contender]:
         policies: tuple[str | None, ...] = caps.wait_policies or (None,)
         for api, a, b in flavours:
             for policy in policies:
-                out.extend(_pair(spec, api, a, b, policy, kinds, several=len(policies) > 1))
+                several = len(policies) > 1
+                out.extend(_pair(spec, api, a, b, policy, kinds, several=several, two_way=two_way))
     return out
 
 
@@ -237,6 +238,7 @@ def _pair(
     kinds: tuple[Any, ...],
     *,
     several: bool,
+    two_way: bool,
 ) -> list[Contender]:
     ident = f"ipcwire/{spec.scheme}/{api}" + (f"/{policy}" if several and policy else "")
     title = f"ipcwire {spec.scheme}" + (", asyncio" if api == "asyncio" else "")
@@ -256,7 +258,7 @@ def _pair(
         "overhead": overhead,
         "baseline": f"raw/{spec.scheme}" + ("/asyncio" if api == "asyncio" else ""),
         "max_size": spec.capabilities.max_message_size,
-        "listener_sends": _listener_sends(spec) and spec.scheme not in TWO_WAY_URLS,
+        "listener_sends": _listener_sends(spec) and not two_way,
         "options": options,
     }
     rows = [Contender(id=ident, title=title, kinds=kinds, note=spec.summary, **common)]
