@@ -6,6 +6,8 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -209,13 +211,17 @@ def test_listener_channels_read_for_each_other_without_a_reader_thread() -> None
             ch.close()
 
 
-def test_closing_wakes_a_waiting_recv_and_accept() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_closing_wakes_a_waiting_recv_and_accept(host: str) -> None:
+    """The reader waits in the kernel (a blocking receive); closing a channel wakes it with
+    an empty datagram to the socket's own address (through loopback for 0.0.0.0), closing
+    the listener with shutdown()."""
     import threading
 
     from ipcwire.errors import ChannelClosed
 
-    with ipcwire.listen("udp://127.0.0.1:0") as server:
-        a = ipcwire.connect(server.url)
+    with ipcwire.listen(f"udp://{host}:0") as server:
+        a = ipcwire.connect(f"udp://127.0.0.1:{server.local_address[1]}")  # type: ignore[attr-defined]
         a.send(b"x")
         ch = server.accept(timeout=5)
         assert ch.recv(timeout=5) == b"x"
@@ -229,13 +235,28 @@ def test_closing_wakes_a_waiting_recv_and_accept() -> None:
 
         t = threading.Thread(target=wait, args=(ch.recv,))
         t.start()
+        _until(lambda: server._reading)  # type: ignore[attr-defined]
         ch.close()  # the waiting recv reads the socket: closing must interrupt it
         t.join(timeout=10)
         assert not t.is_alive()
         t = threading.Thread(target=wait, args=(server.accept,))
         t.start()
+        _until(lambda: server._reading)  # type: ignore[attr-defined]
         server.close()
         t.join(timeout=10)
         assert not t.is_alive()
-        assert [type(e) for e in errors] == [ChannelClosed, ChannelClosed]
+        t = threading.Thread(target=wait, args=(a.recv,))  # a connected socket
+        t.start()
+        _until(a._io._rlock.locked)  # type: ignore[attr-defined]
         a.close()
+        t.join(timeout=10)
+        assert not t.is_alive()
+        assert [type(e) for e in errors] == [ChannelClosed, ChannelClosed, ChannelClosed]
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait until another thread has reached the state ``condition`` looks for."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the other thread never got there"
+        time.sleep(0.001)

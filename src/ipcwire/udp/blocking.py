@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import select
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -39,16 +39,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.pipe._fd import Waker
-from ipcwire.udp._socket import (
-    ANC_SPACE,
-    DatagramFormat,
-    UdpAddress,
-    bind_socket,
-    parse_drop_count,
-    proc_drops,
-    resolve,
-)
+from ipcwire.udp._socket import DatagramFormat, UdpAddress, bind_socket, proc_drops, resolve
 
 __all__ = [
     "UdpChannel",
@@ -63,11 +54,9 @@ __all__ = [
 Address = tuple[str, int]
 PEER_QUEUE: Final = 1024  # datagrams buffered per accepted peer before dropping
 ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
-_MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic is slow per call
-
-
-def _ms(wait: float | None) -> int | None:
-    return None if wait is None else max(0, int(wait * 1000 + 0.999))
+_MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
+_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
 
 
 def _fmt_addr(addr: Any) -> str:
@@ -79,28 +68,40 @@ class _Interrupted(Exception):
     """:meth:`_Socket.interrupt` woke a waiting ``recv(interruptible=True)``."""
 
 
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO (0 means no limit to the kernel)."""
+    usec = max(1, round(seconds * 1e6))  # a positive wait must not become "no limit"
+    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
+
+
 class _Socket:
-    """A non-blocking datagram socket with close-safe waits (waker) and MSG_TRUNC receives."""
+    """A datagram socket in blocking mode: the kernel waits (``SO_RCVTIMEO`` for timeouts),
+    so a receive is one system call, as in a hand-written loop, instead of a poll and then a
+    read. Close wakes a waiting call with ``shutdown()``; :meth:`interrupt` wakes it with an
+    empty datagram sent to the socket's own address."""
 
     def __init__(self, sock: socket.socket, fmt: DatagramFormat, url: str) -> None:
+        sock.setblocking(True)
         self.sock = sock
         self.fmt = fmt
         self.url = url
         self._buf = bytearray(fmt.recv_size)
         self._view = memoryview(self._buf)
-        self._waker = Waker()
-        self._rpoll = select.poll()
-        self._rpoll.register(sock.fileno(), select.POLLIN)
-        self._rpoll.register(self._waker.fd, select.POLLIN)
-        self._wpoll = select.poll()
-        self._wpoll.register(sock.fileno(), select.POLLOUT)
-        self._wpoll.register(self._waker.fd, select.POLLIN)
+        self._recv_into = sock.recvfrom_into
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
+        self._rtimeo: float | None = None  # the SO_RCVTIMEO set now (None: no limit)
+        self._stimeo: float | None = None
+        host, port = sock.getsockname()[:2]
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - reach ourselves through loopback
+            host = "::1" if host == "::" else "127.0.0.1"
+        self._self_addr: Address = (host, port)
         self.closed = False
         self.kernel_drops = 0
-        self._hot = True  # the last read found a datagram waiting (see recv)
-        self._cold = 0
+
+    def _set_timeout(self, option: int, seconds: float | None) -> None:
+        value = b"\0" * _TIMEVAL.size if seconds is None else _timeval(seconds)
+        self.sock.setsockopt(socket.SOL_SOCKET, option, value)
 
     def recv(
         self, timeout: float | None, *, interruptible: bool = False
@@ -114,56 +115,43 @@ class _Socket:
         """
         with self._rlock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            # Read first while datagrams were waiting last time (a stream of them); poll
-            # first after a read found nothing (ping-pong: saves a failing recvmsg per
-            # message). Every 16th wait reads first anyway, so a stream is noticed again.
-            read = self._hot
-            if not read:
-                self._cold += 1
-                read = not self._cold & 15
-            tried = polled = False
+            wait = timeout
             while True:
                 if self.closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                if read:
-                    tried = True
-                    try:
-                        n, anc, flags, addr = self.sock.recvmsg_into(
-                            [self._view], ANC_SPACE, _MSG_TRUNC
-                        )
-                    except BlockingIOError:
-                        self._hot = False
-                    except OSError as exc:
-                        raise self._error(exc, "receiving from") from exc
-                    else:
-                        if not polled:
-                            self._hot = True  # it was waiting for us: read first next time
-                        drops = parse_drop_count(anc)
-                        if drops is not None:
-                            self.kernel_drops = drops
-                        if n > self.fmt.max_frame or flags & _MSG_TRUNC:
-                            return None, n, addr
-                        return self._view[:n], n, addr
-                read = True
-                wait = None if deadline is None else deadline - time.monotonic()
+                flags = _MSG_TRUNC
                 if wait is not None and wait <= 0:
-                    if tried:
+                    flags |= _MSG_DONTWAIT
+                elif wait != self._rtimeo:
+                    self._set_timeout(socket.SO_RCVTIMEO, wait)
+                    self._rtimeo = wait
+                try:
+                    n, addr = self._recv_into(self._view, 0, flags)
+                except BlockingIOError:
+                    addr = None
+                except OSError as exc:
+                    raise self._error(exc, "receiving from") from exc
+                else:
+                    if n == 0 and (addr is None or addr[:2] == self._self_addr):
+                        # shut down by close(), or woken by interrupt()
+                        if interruptible and addr is not None and not self.closed:
+                            raise _Interrupted
+                    elif n > self.fmt.max_frame:
+                        return None, n, addr
+                    else:
+                        return self._view[:n], n, addr
+                if deadline is not None:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0 and addr is None:
                         raise Timeout(
                             f"no datagram at {self.url} within {timeout} s", endpoint=self.url
                         )
-                    wait = 0.0
-                events = self._rpoll.poll(_ms(wait))
-                polled = True
-                if interruptible and not self.closed:
-                    for fd, _ in events:
-                        if fd == self._waker.fd:
-                            self._waker.drain()
-                            raise _Interrupted
 
     def interrupt(self) -> None:
         """Wake a ``recv(interruptible=True)`` that waits (or the next one to wait)."""
         if not self.closed:
-            self._waker.wake()
+            with contextlib.suppress(OSError):
+                self.sock.sendto(b"", self._self_addr)
 
     def send(self, data: Any, addr: Address | None, timeout: float | None) -> None:
         """Send one datagram (to the connected peer when ``addr`` is None).
@@ -172,44 +160,39 @@ class _Socket:
             Timeout, FrameTooLarge (EMSGSIZE), ConnectionRefused, ChannelClosed, ChannelBroken.
         """
         with self._wlock:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while True:
-                if self.closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                try:
-                    if addr is None:
-                        self.sock.send(data)
-                    else:
-                        self.sock.sendto(data, addr)
-                    return
-                except BlockingIOError:
-                    pass
-                except OSError as exc:
-                    if exc.errno == errno.EMSGSIZE:
-                        raise FrameTooLarge(
-                            f"the OS refused a datagram of {len(data)} bytes to {self.url} "
-                            f"(EMSGSIZE: its limit is lower here); send smaller messages",
-                            size=len(data),
-                            limit=self.fmt.send_limit,
-                            endpoint=self.url,
-                        ) from exc
-                    raise self._error(exc, "sending to") from exc
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"the send buffer of {self.url} stayed full for {timeout} s",
+            if self.closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if timeout != self._stimeo:
+                self._set_timeout(socket.SO_SNDTIMEO, timeout)
+                self._stimeo = timeout
+            try:
+                if addr is None:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, addr)
+            except BlockingIOError:
+                raise Timeout(
+                    f"the send buffer of {self.url} stayed full for {timeout} s",
+                    endpoint=self.url,
+                ) from None
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise FrameTooLarge(
+                        f"the OS refused a datagram of {len(data)} bytes to {self.url} "
+                        f"(EMSGSIZE: its limit is lower here); send smaller messages",
+                        size=len(data),
+                        limit=self.fmt.send_limit,
                         endpoint=self.url,
-                    )
-                self._wpoll.poll(_ms(wait))
+                    ) from exc
+                raise self._error(exc, "sending to") from exc
 
     def drops(self) -> int:
         """Datagrams the kernel dropped for this socket (receive buffer full), as far as the
-        OS tells."""
-        if self.closed:
-            return self.kernel_drops
-        found = proc_drops(self.sock)
-        if found is not None:
-            self.kernel_drops = max(self.kernel_drops, found)
+        OS tells (Linux: /proc/net/udp)."""
+        if not self.closed:
+            found = proc_drops(self.sock)
+            if found is not None:
+                self.kernel_drops = max(self.kernel_drops, found)
         return self.kernel_drops
 
     def _error(self, exc: OSError, doing: str) -> IpcwireError:
@@ -227,12 +210,12 @@ class _Socket:
         if self.closed:
             return
         self.closed = True
-        self._waker.wake()
+        with contextlib.suppress(OSError):  # wakes a waiting call (ENOTCONN if unconnected,
+            self.sock.shutdown(socket.SHUT_RDWR)  # and it wakes it all the same on Linux)
         for lock in (self._rlock, self._wlock):
             if lock.acquire(timeout=1.0):
                 lock.release()
         self.sock.close()
-        self._waker.close()
 
 
 class UdpChannel(Channel):
@@ -352,11 +335,18 @@ class _PeerChannel(Channel):
 
     def _put(self, data: memoryview) -> None:
         """Queue the messages of one datagram (the listener's condition is held)."""
+        fmt = self._listener._fmt
+        self._bytes_received += data.nbytes
+        if not fmt.ndjson and len(self._queue) < PEER_QUEUE:  # one datagram, one message
+            try:
+                self._queue.append(fmt.decode(data))
+            except IpcwireError as exc:
+                self._queue.append(exc)
+            return
         try:
-            msgs: list[Any] = self._listener._fmt.unpack(data)
+            msgs: list[Any] = fmt.unpack(data)
         except IpcwireError as exc:
             msgs = [exc]
-        self._bytes_received += data.nbytes
         for msg in msgs:
             if len(self._queue) >= PEER_QUEUE and not isinstance(msg, IpcwireError):
                 self.dropped += 1
@@ -371,7 +361,7 @@ class _PeerChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         with listener._cond:
             if not self._queue:
-                listener._pump(self._done_waiting, deadline, timeout, f"from {self.url}")
+                listener._pump(self._done_waiting, deadline, timeout, self)
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if self._queue:
@@ -428,12 +418,17 @@ class UdpListener(Listener):
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition()
         self._reading = False  # a caller is reading the socket for everyone (see the module)
+        self._waiting = 0  # callers in cond.wait() for the reader (none: no notify to do)
         self._closed = False
         self.dropped = 0  # datagrams from new peers while the accept backlog was full
         self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
 
     def _pump(
-        self, done: Callable[[], bool], deadline: float | None, timeout: float | None, what: str
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        timeout: float | None,
+        waiter: _PeerChannel | None,
     ) -> None:
         """Read and sort datagrams until ``done()``; the condition is held (and released
         while reading or waiting). Only one caller reads at a time; the others wait until
@@ -448,9 +443,14 @@ class UdpListener(Listener):
         while not done():
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
+                what = "from a new peer" if waiter is None else f"from {waiter.url}"
                 raise Timeout(f"no message {what} within {timeout} s", endpoint=self.url)
             if self._reading:
-                cond.wait(wait)
+                self._waiting += 1
+                try:
+                    cond.wait(wait)
+                finally:
+                    self._waiting -= 1
                 continue
             self._reading = True
             cond.release()
@@ -460,7 +460,8 @@ class UdpListener(Listener):
                 finally:
                     cond.acquire()
                     self._reading = False
-                    cond.notify_all()  # sorted something, or another waiter reads next
+                    if self._waiting:
+                        cond.notify_all()  # sorted something, or another waiter reads next
             except (_Interrupted, ConnectionRefused):
                 continue  # a close to look at; or an ICMP for a reply to a peer that left
             except Timeout:
@@ -511,7 +512,7 @@ class UdpListener(Listener):
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             if not self._new:
                 try:
-                    self._pump(self._accept_ready, deadline, timeout, "from a new peer")
+                    self._pump(self._accept_ready, deadline, timeout, None)
                 except Timeout:
                     raise Timeout(
                         f"no new peer at {self.url} within {timeout} s", endpoint=self.url
