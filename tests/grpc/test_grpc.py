@@ -255,3 +255,54 @@ def test_asyncio_errors_deadlines_and_push() -> None:
             await asyncio.wait_for(serving, 10)
 
     asyncio.run(main())
+
+
+def test_asyncio_senders_take_turns() -> None:
+    """Tasks sending on one channel at once (send with and without a timeout, send_many) take
+    turns: every message arrives whole, each task's in order. A sender cancelled while it
+    waits for its turn leaves the channel working."""
+
+    async def main() -> None:
+        async with (
+            await aio.listen("grpc://127.0.0.1:0") as lis,
+            await aio.connect(lis.url) as cl,
+            await lis.accept(timeout=10) as sv,
+        ):
+
+            async def sender(k: int) -> None:
+                for i in range(50):
+                    m = bytes([k, i]) * 100
+                    if i % 3 == 0:
+                        await cl.send(m)
+                    elif i % 3 == 1:
+                        await cl.send(m, timeout=10)
+                    else:
+                        await cl.send_many([m])
+
+            await asyncio.gather(*(sender(k) for k in range(4)))
+            got = [await sv.recv(timeout=10) for _ in range(200)]
+            for k in range(4):
+                assert [m for m in got if m[0] == k] == [bytes([k, i]) * 100 for i in range(50)]
+
+            # A big message waits for the server to read; a second sender waits its turn.
+            big = b"b" * (24 * 1024 * 1024)
+            first = asyncio.ensure_future(cl.send(big))
+            waiting = asyncio.Event()
+
+            async def second() -> None:
+                waiting.set()
+                await cl.send(b"never")
+
+            task = asyncio.ensure_future(second())
+            await waiting.wait()  # second() is now parked, waiting for its turn
+            assert not first.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await sv.recv(timeout=10) == big
+            await first
+            await cl.send(b"after")
+            assert await sv.recv(timeout=10) == b"after"
+            assert cl.statistics().messages_sent == 202
+
+    asyncio.run(main())

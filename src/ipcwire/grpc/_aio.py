@@ -34,6 +34,9 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream"]
 
+_EOF: Any = grpc.aio.EOF
+_UsageError: Any = grpc.aio.UsageError
+
 
 class AioStream(AioChannel):
     """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md.
@@ -70,7 +73,8 @@ class AioStream(AioChannel):
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None
-        self._lock = asyncio.Lock()
+        self._writing = False
+        self._write_waiters: deque[asyncio.Future[None]] = deque()
         self._end: IpcwireError | None = None
         self._broken: IpcwireError | None = None
         self._closed = False
@@ -85,27 +89,38 @@ class AioStream(AioChannel):
     # -- reading --------------------------------------------------------------------------------
     async def _next(self) -> bytes | None:
         """One message from grpc, or None when nothing more comes (the end is recorded)."""
-        eof = False
         try:
             msg = await self._read()
-            if msg is not grpc.aio.EOF:
-                return msg  # type: ignore[no-any-return]
-            end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
-            eof = True
         except asyncio.CancelledError:
-            # grpc.aio cancels the RPC with the read: nothing more comes either way.
-            self.ended(ChannelBroken(f"{self.url}: the read was cancelled", endpoint=self.url))
+            self._read_cancelled()
             raise
-        except grpc.aio.AioRpcError as exc:
+        except Exception as exc:
+            self._read_failed(exc)
+            return None
+        if msg is _EOF:
+            self._read_eof()
+            return None
+        return msg  # type: ignore[no-any-return]
+
+    def _read_cancelled(self) -> None:
+        # grpc.aio cancels the RPC with the read: nothing more comes either way.
+        self.ended(ChannelBroken(f"{self.url}: the read was cancelled", endpoint=self.url))
+
+    def _read_failed(self, exc: Exception) -> None:
+        end: IpcwireError
+        if isinstance(exc, grpc.aio.AioRpcError):
             end = error_from_status(exc.code(), exc.details(), self.url, doing="receiving")
             if exc.code() == grpc.StatusCode.CANCELLED and not self._client:
                 end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
             end.__cause__ = exc
-        except Exception as exc:  # grpc.aio raises plain errors once the RPC is over
+        else:  # grpc.aio raises plain errors once the RPC is over
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
+        self.ended(end)
+
+    def _read_eof(self) -> None:
+        end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
         # A plain client's half-close leaves the server free to answer; anything else ends it.
-        self.ended(end, rpc_over=not eof or self._client or self.half_close_ends)
-        return None
+        self.ended(end, rpc_over=self._client or self.half_close_ends)
 
     async def _read_all(self) -> None:
         inbox = self._inbox
@@ -146,8 +161,26 @@ class AioStream(AioChannel):
             )
 
     # -- sending --------------------------------------------------------------------------------
+    # One write at a time (grpc.aio allows no more): ``_writing`` says a task holds the turn;
+    # the others wait in ``_write_waiters`` (FIFO) and are handed the turn one by one. A plain
+    # flag instead of an asyncio.Lock, because the lock's acquire and release were most of
+    # what an uncontended send() cost beyond grpc.aio's own write.
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = encode(self._codec, obj, self.send_limit, self.url)
+        if self._raw and type(obj) is bytes and len(obj) <= self.send_limit:
+            data = obj
+        else:
+            data = encode(self._codec, obj, self.send_limit, self.url)
+        if timeout is None and not self._writing and not self._closed and self._broken is None:
+            self._writing = True  # the usual case: nobody else is writing; no timer
+            try:
+                await self._write(data)
+            except Exception as exc:
+                raise self._send_error(exc, None)  # noqa: B904 - its cause is set
+            finally:
+                self._next_writer()
+            self._sent += 1
+            self._bytes_sent += len(data)
+            return
         await self._send([data], timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
@@ -159,35 +192,76 @@ class AioStream(AioChannel):
         self._check_send()
         try:
             if timeout is None:
-                async with self._lock:
-                    await self._write_all(items)
+                await self._write_turn(items)
             else:
-                async with asyncio.timeout(timeout), self._lock:
-                    await self._write_all(items)
-        except TimeoutError:
+                async with asyncio.timeout(timeout):
+                    await self._write_turn(items)
+        except Exception as exc:
+            raise self._send_error(exc, timeout)  # noqa: B904 - its cause is set
+
+    def _send_error(self, exc: Exception, timeout: float | None) -> Exception:
+        """What a send that failed with ``exc`` raises (its cause set)."""
+        err: Exception
+        cause: Exception | None = None
+        if isinstance(exc, IpcwireError):
+            return exc
+        if isinstance(exc, TimeoutError):
             self._broken = ChannelBroken(
                 f"an earlier send to {self.url} timed out and cancelled the stream",
                 endpoint=self.url,
             )
-            raise Timeout(
+            err = Timeout(
                 f"send to {self.url} did not complete within {timeout} s (the peer is not "
                 f"reading); gRPC cancels the stream then, so the channel is broken",
                 endpoint=self.url,
-            ) from None
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            )
+        elif self._closed:
+            err = ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        elif isinstance(exc, (grpc.aio.AioRpcError, asyncio.InvalidStateError, _UsageError)):
             if self._broken is None:
                 self._broken = ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url)
-            raise self._broken from exc
-        except IpcwireError:
+            err, cause = self._broken, exc
+        else:  # grpc.aio: ExecuteBatchError and friends after the end
+            err = ChannelBroken(f"{self.url} broke while sending: {exc!r}", endpoint=self.url)
+            cause = exc
+        err.__cause__ = cause  # as ``raise err from cause`` (None: from None)
+        err.__suppress_context__ = True
+        return err
+
+    async def _write_turn(self, items: list[bytes]) -> None:
+        if self._writing:
+            await self._wait_turn()
+        else:
+            self._writing = True
+        try:
+            await self._write_all(items)
+        finally:
+            self._next_writer()
+
+    async def _wait_turn(self) -> None:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._write_waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._next_writer()  # handed the turn, then cancelled: pass it on
+            else:
+                try:
+                    self._write_waiters.remove(fut)
+                except ValueError:
+                    pass
             raise
-        except Exception as exc:  # grpc.aio: ExecuteBatchError and friends after the end
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            raise ChannelBroken(
-                f"{self.url} broke while sending: {exc!r}", endpoint=self.url
-            ) from exc
+
+    def _next_writer(self) -> None:
+        """The write is over: hand the turn to the first sender still waiting, or free it."""
+        waiters = self._write_waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)  # ``_writing`` stays set: the turn is handed over
+                return
+        self._writing = False
 
     async def _write_all(self, items: list[bytes]) -> None:
         write = self._write
@@ -205,6 +279,36 @@ class AioStream(AioChannel):
 
     # -- receiving ------------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if (
+            timeout is None
+            and self._reader is None  # so the inbox is empty: only the reader task fills it
+            and not self._reading
+            and self._end is None
+            and not self._closed
+        ):
+            # The usual case, inlined (this is most of what a receiving loop costs beyond
+            # grpc.aio's own read): one direct read, no task, no timer.
+            self._reading = True
+            try:
+                msg = await self._read()
+            except asyncio.CancelledError:
+                self._read_cancelled()
+                raise
+            except Exception as exc:
+                self._read_failed(exc)
+                msg = None
+            finally:
+                self._reading = False
+            if msg is not None and msg is not _EOF and not self._closed:
+                self._received += 1
+                self._bytes_received += len(msg)
+                return msg if self._raw else self._codec.decode(memoryview(msg))
+            if msg is _EOF:
+                self._read_eof()
+            if self._closed:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            assert self._end is not None
+            raise self._end
         if self._inbox and not self._closed:
             return self._pop(1)[0]
         if timeout is None and self._reader is None:
@@ -218,7 +322,7 @@ class AioStream(AioChannel):
         if self._inbox and not self._closed:
             return self._pop(max_messages)
         if timeout is None and self._reader is None:
-            return [self._decode(await self._read_direct())]
+            return [await self.recv()]
         await self._wait(timeout)
         return self._pop(max_messages)
 
