@@ -13,11 +13,14 @@ import binascii
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipcwire._core.codecs import get_codec
 from ipcwire.errors import ChannelBroken, FrameTooLarge, RemoteProtocolError
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import ClientCore, Raise, SseAddress
+from ipcwire.sse._events import _find_blank, _rfind_blank
 from ipcwire.sse._http import ResponseHead
 from ipcwire.sse._streams import ServerStream
 
@@ -250,3 +253,16 @@ def test_big_events_one_at_a_time(name: str, size: int) -> None:
         for cut2 in (cut + 5000, cut + 20000):
             core = _core(max_frame=100_000)
             assert _feed_split(core, wire, [cut, min(cut2, len(wire))]) == reference, cut
+
+
+_LF_DENSE = st.lists(st.sampled_from([b"\n", b"a", b"\r"]), max_size=40).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_LF_DENSE, st.integers(0, 45))
+def test_blank_line_search_is_bytes_find(data: bytes, start: int) -> None:
+    """The memchr-based search for the blank line that ends an event finds what
+    ``find``/``rfind`` of ``b"\\n\\n"`` find (the inputs are dense with LFs)."""
+    buf = bytearray(data)
+    assert _find_blank(buf, start) == buf.find(b"\n\n", start)
+    assert _rfind_blank(buf, start) == buf.rfind(b"\n\n", start)

@@ -53,6 +53,28 @@ def _line_end(buf: bytearray, start: int, end: int) -> int:
     return cr if cr >= 0 else lf
 
 
+def _find_blank(buf: bytearray, start: int) -> int:
+    """``buf.find(b"\n\n", start)``, by memchr from one LF to the next: a two-byte search
+    steps a few bytes at a time through a long base64 line, this jumps over it (a 64 KiB
+    event: ~100x faster)."""
+    i = buf.find(b"\n", start)
+    while i >= 0:
+        if buf[i + 1 : i + 2] == b"\n":
+            return i
+        i = buf.find(b"\n", i + 2)  # buf[i + 1] is not an LF
+    return -1
+
+
+def _rfind_blank(buf: bytearray, start: int) -> int:
+    """``buf.rfind(b"\n\n", start)``, by memchr from one LF back to the previous one."""
+    i = buf.rfind(b"\n", start)
+    while i > start:
+        if buf[i - 1] == 10:
+            return i - 1
+        i = buf.rfind(b"\n", start, i - 1)  # buf[i - 1] is not an LF
+    return -1
+
+
 def format_id(stream: str, seq: int) -> str:
     """The event id of event ``seq`` of ``stream``."""
     return f"{stream}-{seq}"
@@ -219,7 +241,7 @@ class EventParser:
         self._run_end = 0
         if buf.find(b"\r", scan) >= 0:
             return None  # CR line endings: the general parser
-        end = buf.rfind(b"\n\n", max(scan - 1, 0))
+        end = _rfind_blank(buf, max(scan - 1, 0))
         if end < 0:
             if len(buf) > self.max_data + 64:
                 return None  # an overlong line: the general parser discards it
@@ -252,7 +274,7 @@ class EventParser:
         """The events in ``buf[:end]`` (no CR there), if all in ``shape``, numbered from
         ``first``: their data, and how many. The bytes before ``scan - 1`` hold no blank line,
         nor any LF from ``_run_line`` on."""
-        stop = buf.find(b"\n\n", max(scan - 1, 0))  # where the first event ends
+        stop = _find_blank(buf, max(scan - 1, 0))  # where the first event ends
         if stop == end or stop > _BIG_EVENT:  # big events: one at a time, without copies
             pieces: list[bytes] = []
             start = 0
@@ -264,7 +286,7 @@ class EventParser:
                 if stop == end:
                     return pieces, len(pieces)
                 start = stop + 2
-                stop = buf.find(b"\n\n", start)
+                stop = _find_blank(buf, start)
         lines = bytes(buf[:end]).split(b"\n")
         n = len(lines) // 3 + 1
         if (
