@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ipcwire._core.codecs import get_codec
 from ipcwire.errors import ChannelBroken, FrameTooLarge, RemoteProtocolError
 from ipcwire.options import ChannelOptions
+from ipcwire.sse import _events
 from ipcwire.sse._client import ClientCore, Raise, SseAddress
 from ipcwire.sse._events import _find_blank, _rfind_blank
 from ipcwire.sse._http import ResponseHead
@@ -266,3 +267,29 @@ def test_blank_line_search_is_bytes_find(data: bytes, start: int) -> None:
     buf = bytearray(data)
     assert _find_blank(buf, start) == buf.find(b"\n\n", start)
     assert _rfind_blank(buf, start) == buf.rfind(b"\n\n", start)
+
+
+_B64_BITS = [b"QUJD", b"A", b"+", b"/", b"=", b"\n", b" ", b"-"]
+_B64ISH = st.lists(st.sampled_from(_B64_BITS), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_B64ISH.map(b"".join), st.sampled_from([0, 1024, 4096]))
+def test_base64_with_pybase64_accepts_and_refuses_what_binascii_does(
+    tail: bytes, size: int
+) -> None:
+    """pybase64 (installed by the test command) decodes events of 1 KiB and more; the result
+    and every refusal are binascii's strict ones, on valid data and on near misses."""
+    assert _events._simd is not None
+    data = binascii.b2a_base64(bytes(range(256)) * (size // 256), newline=False) + tail
+    try:
+        expected: bytes | None = binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error:
+        expected = None
+    try:
+        got: bytes | None = _events.b64decode(memoryview(data))
+    except binascii.Error:
+        got = None
+    assert got == expected
+    payload = bytes(range(256)) * (size // 256) + tail
+    assert _events.b64encode(payload) == binascii.b2a_base64(payload, newline=False)

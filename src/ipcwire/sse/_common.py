@@ -6,7 +6,6 @@ import dataclasses
 import socket
 import ssl as ssl_module
 import threading
-from binascii import b2a_base64
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -23,7 +22,7 @@ from ipcwire.errors import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.sse._client import SseAddress
-from ipcwire.sse._events import encode_data
+from ipcwire.sse._events import b64encode, encode_data
 from ipcwire.sse._server import SseServer, SseSettings
 from ipcwire.sse._streams import EVENT_OVERHEAD, ServerStream
 from ipcwire.tcp._socket import TcpAddress
@@ -179,7 +178,7 @@ class ServerChannelBase:
             and len(payload) <= self._limit
             and not self._text
             and not self._closed
-            and self._stream.send_one(b2a_base64(payload, newline=False))
+            and self._stream.send_one(b64encode(payload))
         ):
             self._bytes_sent += len(payload)
             return True
@@ -191,7 +190,7 @@ class ServerChannelBase:
         if size > self._stream.send_limit:
             raise self._too_large(size)
         if not self._text:
-            return b2a_base64(payload, newline=False), size
+            return b64encode(payload), size
         data = encode_data(payload, True)
         if b"\n" in data:  # each line of the payload is a data: field of the event
             data = data.replace(b"\n", b"\ndata: ")

@@ -19,7 +19,6 @@ import socket
 import ssl as ssl_module
 import threading
 import time
-from binascii import b2a_base64
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -50,6 +49,7 @@ from ipcwire.sse._common import (
     bind,
     one_way_error,
 )
+from ipcwire.sse._events import b64encode
 from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SHUTDOWN_TIMEOUT, SseServer
 from ipcwire.sse._streams import ServerStream
@@ -387,7 +387,7 @@ class SseServerChannel(ServerChannelBase, Channel):
             and self._plain
             and len(obj) <= self._limit
             and not self._closed
-            and self._stream.send_one(b2a_base64(obj, newline=False))
+            and self._stream.send_one(b64encode(obj))
         ):  # the usual case, inline: bytes through the bytes codec, base64 in the event
             self._bytes_sent += len(obj)
             return
