@@ -25,6 +25,7 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._common import ERROR_HEADER, WELCOME_HEADER
+from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import Authorizer, set_nodelay
 
 __all__ = ["AioWsListener", "ServerConn"]
@@ -35,6 +36,10 @@ log = logging.getLogger("ipcwire")
 class ServerConn(ServerConnection):
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
+
+    def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
+        install(protocol)  # the fast frame loop (ipcwire.ws._fast)
+        super().__init__(protocol, *args, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         set_nodelay(transport.get_extra_info("socket"))

@@ -9,12 +9,15 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import BINARY, TEXT
+from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, check_payload, closed_error
+from ipcwire.ws._fast import FastFrames
 
 __all__ = ["WsChannel"]
 
@@ -61,11 +64,45 @@ class WsChannel(Channel):
         if timeout != self._sndtimeo:
             self._set_send_timeout(timeout)
         try:
-            self._conn.send(payload, text=self._text)
+            if not self._send_frame(payload):
+                self._conn.send(payload, text=self._text)  # the library's way, and its errors
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
         self._sent += 1
         self._bytes_sent += len(payload)
+
+    def _send_frame(self, payload: Any) -> bool:
+        """Write one message as one frame under the connection's lock, as the library's
+        ``send`` does, without its layers (``ipcwire.ws._fast``). False when the connection
+        is not plainly open for it (closing, a fragmented send going on, compression):
+        then the library's ``send`` does it, or raises what it raises."""
+        conn = self._conn
+        protocol = conn.protocol
+        if not isinstance(protocol, FastFrames) or not protocol.plain_frames():
+            return False
+        chunks = protocol.frame_bytes(payload, TEXT if self._text else BINARY)
+        failure: BaseException | None = None
+        with conn.protocol_mutex:
+            if (
+                protocol.state is not OPEN
+                or protocol.expect_continuation_frame
+                or conn.send_in_progress
+            ):
+                return False
+            try:
+                if protocol.writes:
+                    conn.send_data()  # what the reader thread queued (a pong) goes first
+                sendall = conn.socket.sendall
+                for chunk in chunks:
+                    sendall(chunk)
+            except Exception as exc:
+                conn.set_connection_exc(exc)  # as the library's send_context on a failed write
+                failure = exc
+        if failure is not None:
+            conn.close_socket()
+            conn.recv_events_thread.join()
+            raise conn.close_exc
+        return True
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:

@@ -16,7 +16,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
-from websockets.server import ServerProtocol
 from websockets.sync.server import Server, ServerConnection
 
 from ipcwire.channel import Channel, Listener
@@ -32,6 +31,7 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._common import ERROR_HEADER, WELCOME_HEADER
+from ipcwire.ws._fast import FastServerProtocol, fast_assembler
 from ipcwire.ws._sockets import Authorizer
 
 __all__ = ["WsListener"]
@@ -40,9 +40,14 @@ log = logging.getLogger("ipcwire")
 
 
 class ServerConn(ServerConnection):
-    """A server connection that remembers the admission decided for it."""
+    """A server connection that remembers the admission decided for it (and receives through
+    ``ipcwire.ws._fast``)."""
 
     admission: Admission | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recv_messages = fast_assembler(self.recv_messages)
 
 
 class WsListener(Listener):
@@ -213,7 +218,9 @@ class WsListener(Listener):
                 log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
                 sock.close()
                 return None
-        protocol = ServerProtocol(extensions=self._extensions, max_size=self._max_frame, logger=log)
+        protocol = FastServerProtocol(
+            extensions=self._extensions, max_size=self._max_frame, logger=log
+        )
         conn = ServerConn(
             sock,
             protocol,

@@ -33,6 +33,7 @@ from ipcwire.ws._common import (
     resolve,
     welcome_step,
 )
+from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
 from ipcwire.ws.blocking import CONNECT_OPTIONS, LISTEN_OPTIONS, check_tls, with_url
 
@@ -42,6 +43,14 @@ log = logging.getLogger("ipcwire")
 
 
 # -- connecting -----------------------------------------------------------------------------
+class AioClientConn(ClientConnection):
+    """The library's client connection, receiving through ``ipcwire.ws._fast``."""
+
+    def __init__(self, protocol: Any, **kwargs: Any) -> None:
+        install(protocol)
+        super().__init__(protocol, **kwargs)
+
+
 async def connect(
     endpoint: Endpoint,
     options: ChannelOptions,
@@ -92,6 +101,7 @@ async def connect(
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=options.max_frame,
+            create_connection=AioClientConn,
             **tls,
         )
     except InvalidStatus as exc:

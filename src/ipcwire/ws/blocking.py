@@ -39,6 +39,7 @@ from ipcwire.ws._common import (
     resolve,
     welcome_step,
 )
+from ipcwire.ws._fast import fast_assembler, install
 from ipcwire.ws._listener import WsListener
 from ipcwire.ws._sockets import bind, open_blocking, peer_of
 
@@ -73,6 +74,15 @@ LISTEN_OPTIONS: Final = (
 
 
 # -- connecting -----------------------------------------------------------------------------
+class ClientConn(ClientConnection):
+    """The library's client connection, receiving through ``ipcwire.ws._fast``."""
+
+    def __init__(self, sock: Any, protocol: Any, **kwargs: Any) -> None:
+        install(protocol)
+        super().__init__(sock, protocol, **kwargs)
+        self.recv_messages = fast_assembler(self.recv_messages)
+
+
 def connect(
     endpoint: Endpoint,
     options: ChannelOptions,
@@ -122,6 +132,7 @@ def connect(
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=options.max_frame,
+            create_connection=ClientConn,
             legacy=True,
         )
     except InvalidStatus as exc:
