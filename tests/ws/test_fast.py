@@ -3,6 +3,7 @@ the websockets library's own, byte for byte, on good input and bad, split anywhe
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import threading
@@ -269,3 +270,61 @@ def test_oversized_message_still_refused_with_1009() -> None:
         with pytest.raises(Exception) as info:
             plain.recv(10)
         assert "1009" in str(info.value)
+
+
+def test_asyncio_fast_paths_keep_pings_fragments_order_and_close() -> None:
+    from websockets.asyncio.client import connect as aio_ws_connect
+
+    from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
+
+    async def main() -> None:
+        listener = await aio.listen("ws://127.0.0.1:0/afast")
+        try:
+            async with aio_ws_connect(listener.url) as plain:
+                server = await listener.accept(timeout=10)
+                await plain.send([b"frag", b"mented", b"!"])
+                await (await plain.ping(b"still there?"))
+                for i in range(200):  # many queued at once: taken without the library's get
+                    await plain.send(i.to_bytes(2, "big") * 100)
+                await plain.send(b"y" * 300_000)
+                assert await server.recv(timeout=10) == b"fragmented!"
+                for i in range(200):
+                    assert await server.recv(timeout=10) == i.to_bytes(2, "big") * 100
+                assert await server.recv(timeout=10) == b"y" * 300_000
+                for i in range(50):
+                    await server.send(b"r%d" % i)
+                for i in range(50):
+                    assert await plain.recv() == b"r%d" % i
+            with pytest.raises(ipcwire.EndOfChannel):
+                await server.recv(timeout=10)
+        finally:
+            await listener.aclose()
+
+    asyncio.run(main())
+
+
+def test_asyncio_slow_reader_holds_the_sender_back(sock_dir: Path) -> None:
+    from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
+
+    async def main() -> None:
+        opts: dict[str, Any] = {"max_frame": 1 << 20, "close_timeout": 0.5}
+        listener = await aio.listen(f"ws+unix://{sock_dir}/aslow.sock", **opts)
+        try:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            client = await aio.connect(listener.url, timeout=10, **opts)
+            server = await accepting
+            chunk = os.urandom(64 * 1024)
+            sent = 0
+            with pytest.raises(Timeout):
+                for sent in itertools.count():
+                    await client.send(chunk, timeout=0.5)
+                    assert sent < 2000, "128 MiB went out to a peer that reads nothing"
+            assert sent > 16
+            # the server first: the client's close frame waits behind what the server left
+            # unread (closing the client first waits for its keepalive to give up)
+            await server.aclose()
+            await client.aclose()
+        finally:
+            await listener.aclose()
+
+    asyncio.run(main())

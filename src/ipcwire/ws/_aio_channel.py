@@ -8,12 +8,15 @@ from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.frames import BINARY, TEXT
+from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.ws._common import check_payload, closed_error, concurrency_error
+from ipcwire.ws._fast import FAST, FastFrames
 
 __all__ = ["AioWsChannel"]
 
@@ -53,18 +56,48 @@ class AioWsChannel(AioChannel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
+        conn = self._conn
         try:
-            if timeout is None:
-                await self._conn.send(payload, text=self._text)
+            if self._write_frame(payload):
+                # the library drains after every write; that waits only while the transport
+                # is over its high-water mark (or closing), so only then is it awaited here
+                if conn.paused or conn.transport.is_closing():
+                    async with asyncio.timeout(timeout):
+                        await conn.drain()
+            elif timeout is None:
+                await conn.send(payload, text=self._text)
             else:
                 async with asyncio.timeout(timeout):
-                    await self._conn.send(payload, text=self._text)
+                    await conn.send(payload, text=self._text)
         except TimeoutError:
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
         self._sent += 1
         self._bytes_sent += len(payload)
+
+    def _write_frame(self, payload: Any) -> bool:
+        """Write one message as one frame to the transport, as the library's ``send`` does,
+        without its layers (``ipcwire.ws._fast``). False when the connection is not plainly
+        open for it (closing, a fragmented send going on, compression): then the library's
+        ``send`` does it, or raises what it raises."""
+        conn = self._conn
+        protocol = conn.protocol
+        if (
+            not isinstance(protocol, FastFrames)
+            or not protocol.plain_frames()
+            or protocol.state is not OPEN
+            or protocol.expect_continuation_frame
+            or conn.send_in_progress is not None
+        ):
+            return False
+        chunks = protocol.frame_bytes(payload, TEXT if self._text else BINARY)
+        if protocol.writes:
+            conn.send_data()  # what data_received queued (a pong) goes first
+        write = conn.transport.write
+        for chunk in chunks:
+            write(chunk)
+        return True
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:
@@ -95,7 +128,9 @@ class AioWsChannel(AioChannel):
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
-        data = await self._recv_raw(timeout)
+        data = self._take_queued()
+        if data is None:
+            data = await self._recv_raw(timeout)
         self._received += 1
         self._bytes_received += len(data)
         return self._decode(data)  # type: ignore[arg-type]
@@ -118,6 +153,29 @@ class AioWsChannel(AioChannel):
         self._received += len(out)
         self._bytes_received += nbytes
         return out
+
+    def _take_queued(self) -> bytes | None:
+        """A whole message the library has already queued, taken without its coroutines
+        (what its ``get`` does then: pop the frame, resume reading below the low-water
+        mark); None when there is none, or the library's ``recv`` must decide."""
+        if self._closed:
+            return None
+        messages = self._conn.recv_messages
+        queued = _queued_frames(self._conn)
+        if (
+            not FAST
+            or not queued
+            or not queued[0].fin
+            or getattr(messages, "get_in_progress", True)
+            or getattr(messages, "closed", True)
+        ):
+            return None
+        frame = queued.popleft()
+        resume = getattr(messages, "maybe_resume", None)
+        if resume is not None:
+            resume()
+        data = frame.data
+        return data if type(data) is bytes else bytes(data)
 
     async def _recv_raw(self, timeout: float | None) -> bytes:
         if self._closed:
