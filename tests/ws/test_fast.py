@@ -21,6 +21,8 @@ from websockets.uri import parse_uri
 
 import ipcwire
 from ipcwire.errors import FrameTooLarge, Timeout
+from ipcwire.ws._aio_channel import AioWsChannel
+from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._fast import FAST, FastClientProtocol, FastServerProtocol
 
 pytestmark = pytest.mark.skipif(not FAST, reason="this websockets is older than the fast path")
@@ -324,6 +326,46 @@ def test_asyncio_slow_reader_holds_the_sender_back(sock_dir: Path) -> None:
             # unread (closing the client first waits for its keepalive to give up)
             await server.aclose()
             await client.aclose()
+        finally:
+            await listener.aclose()
+
+    asyncio.run(main())
+
+
+def test_compression_takes_the_librarys_road_both_ways() -> None:
+    from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
+
+    big = b"compressible " * 20_000
+    with ipcwire.listen("ws://127.0.0.1:0/z", compression="deflate") as listener:
+        box: list[Any] = []
+        t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(listener.url, timeout=10, compression="deflate") as client:
+            t.join()
+            with box[0] as server:
+                assert isinstance(client, WsChannel)
+                assert client._conn.protocol.extensions  # permessage-deflate on
+                for msg in (b"", b"small", big):
+                    client.send(msg, timeout=10)
+                    assert server.recv(timeout=10) == msg
+                    server.send(msg, timeout=10)
+                    assert client.recv(timeout=10) == msg
+
+    async def main() -> None:
+        listener = await aio.listen("ws://127.0.0.1:0/az", compression="deflate")
+        try:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            client = await aio.connect(listener.url, timeout=10, compression="deflate")
+            server = await accepting
+            assert isinstance(client, AioWsChannel)
+            assert client._conn.protocol.extensions
+            for msg in (b"", b"small", big):
+                await client.send(msg, timeout=10)
+                assert await server.recv(timeout=10) == msg
+                await server.send(msg)
+                assert await client.recv(timeout=10) == msg
+            await client.aclose()
+            await server.aclose()
         finally:
             await listener.aclose()
 

@@ -88,7 +88,7 @@ class AioWsChannel(AioChannel):
             or not protocol.plain_frames()
             or protocol.state is not OPEN
             or protocol.expect_continuation_frame
-            or conn.send_in_progress is not None
+            or getattr(conn, "send_in_progress", False) is not None
         ):
             return False
         chunks = protocol.frame_bytes(payload, TEXT if self._text else BINARY)

@@ -80,15 +80,16 @@ class WsChannel(Channel):
         protocol = conn.protocol
         if not isinstance(protocol, FastFrames) or not protocol.plain_frames():
             return False
-        chunks = protocol.frame_bytes(payload, TEXT if self._text else BINARY)
         failure: BaseException | None = None
         with conn.protocol_mutex:
             if (
                 protocol.state is not OPEN
                 or protocol.expect_continuation_frame
-                or conn.send_in_progress
+                or getattr(conn, "send_in_progress", True)
             ):
                 return False
+            # built under the lock: two threads never draw the same masking key
+            chunks = protocol.frame_bytes(payload, TEXT if self._text else BINARY)
             try:
                 if protocol.writes:
                     conn.send_data()  # what the reader thread queued (a pong) goes first
