@@ -309,7 +309,8 @@ def test_asyncio_slow_reader_holds_the_sender_back(sock_dir: Path) -> None:
     from ipcwire import aio  # type: ignore[attr-defined,unused-ignore]
 
     async def main() -> None:
-        opts: dict[str, Any] = {"max_frame": 1 << 20, "close_timeout": 0.5}
+        # no keepalive: only close_timeout can end a close stuck behind unread data
+        opts: dict[str, Any] = {"max_frame": 1 << 20, "close_timeout": 0.5, "ping_interval": None}
         listener = await aio.listen(f"ws+unix://{sock_dir}/aslow.sock", **opts)
         try:
             accepting = asyncio.ensure_future(listener.accept(timeout=10))
@@ -322,10 +323,10 @@ def test_asyncio_slow_reader_holds_the_sender_back(sock_dir: Path) -> None:
                     await client.send(chunk, timeout=0.5)
                     assert sent < 2000, "128 MiB went out to a peer that reads nothing"
             assert sent > 16
-            # the server first: the client's close frame waits behind what the server left
-            # unread (closing the client first waits for its keepalive to give up)
-            await server.aclose()
-            await client.aclose()
+            # the client's close frame waits behind what the server left unread: the close
+            # gives up after 2 x close_timeout and aborts (the guard only stops a hang)
+            await asyncio.wait_for(client.aclose(), 60)
+            await asyncio.wait_for(server.aclose(), 60)
         finally:
             await listener.aclose()
 

@@ -216,12 +216,26 @@ class AioWsChannel(AioChannel):
         if self._loop.is_closed():
             self._conn.transport.abort()
             return
-        self._closing = self._loop.create_task(self._conn.close())
+        self._closing = self._loop.create_task(self._close())
+
+    async def _close(self) -> None:
+        """The closing handshake, bounded. The library bounds the wait for the peer's close
+        frame by ``close_timeout``, but not the write of ours: behind a full write buffer (a
+        peer that stopped reading) it waits until the keepalive gives up (20 s by default,
+        never without keepalive). Past twice ``close_timeout`` the connection is aborted, as
+        the blocking driver shuts its socket down."""
+        conn = self._conn
+        limit = conn.close_timeout
+        try:
+            async with asyncio.timeout(None if limit is None else 2 * limit):
+                await conn.close()
+        except TimeoutError:
+            conn.transport.abort()
 
     async def aclose(self) -> None:
         self.close()
         if self._closing is not None:
-            await asyncio.shield(self._closing)  # bounded by close_timeout in the library
+            await asyncio.shield(self._closing)  # bounded: see _close
 
     @property
     def closed(self) -> bool:
