@@ -1,10 +1,11 @@
-"""A faster receive path under ipcwire's WebSocket connections (both drivers, both sides).
+"""A shorter road for frames under ipcwire's WebSocket connections (both drivers, both sides).
 
 The websockets library parses every frame with nested generators (``Frame.parse`` and one
-``read_exact`` per header field) and, in its threaded flavour, hands every message through an
-``Assembler`` that takes three locks and builds a deadline per call. Both are the larger part
-of what a message costs to receive. This module keeps the library's protocol object and
-connection, and replaces only the steps a well-formed frame takes:
+``read_exact`` per header field), builds every frame it sends in a ``BytesIO`` with an
+``os.urandom`` call per masking key, and, in its threaded flavour, hands every message through
+an ``Assembler`` that takes three locks and builds a deadline per call. Together they are the
+larger part of what a message costs. This module keeps the library's protocol objects and
+connections, and replaces only the steps a well-formed data frame takes:
 
 * :class:`FastServerProtocol` / :class:`FastClientProtocol`: the frame loop reads a complete,
   valid frame straight from the reader's buffer (RFC 6455 section 5.2: header, extended
@@ -14,7 +15,9 @@ connection, and replaces only the steps a well-formed frame takes:
   unknown opcode, wrong masking, a message over ``max_size``, a close frame, a continuation
   out of place, the end of the stream) leaves the buffer as it is and hands the connection to
   the library's own parser, which then reads that same frame, raises the same errors and
-  closes with the same codes as it always does.
+  closes with the same codes as it always does. Data frames are written by
+  :meth:`FastFrames.frame_bytes` (control frames, compression and debug logging by the
+  library).
 * :class:`FastAssembler`: the threaded ``Assembler`` with its common case (a whole message,
   no timeout) in one short method; the flow control (``max_queue``: reading pauses above the
   high-water mark, resumes at the low one), end of stream and concurrency rules are the
@@ -70,7 +73,7 @@ _OPCODES: Final = {0: CONT, 1: TEXT, 2: BINARY, 9: PING, 10: PONG}
 
 
 def _compatible() -> bool:
-    """Whether this websockets keeps the state the fast path reads (websockets 14 and later)."""
+    """Whether this websockets keeps the state the fast path reads (checked on live objects)."""
     probe = ServerProtocol()
     reader = probe.reader
     sync = Assembler()
