@@ -291,3 +291,123 @@ def test_asyncio_errors_push_and_timeout() -> None:
                     await server.recv(timeout=5)
 
     asyncio.run(main())
+
+
+def _two_replies(ch: Channel) -> None:
+    for msg in ch:
+        ch.send(msg + b"-1")
+        ch.send(msg + b"-2")
+
+
+def test_send_then_recv_is_one_exchange_in_order() -> None:
+    """While no stream is open, recv() gets the reply in the response to the POST of what
+    send() queued (white box: the stream stays closed). A server that answers twice: the
+    second reply is the next recv()'s, in order, with or without the stream."""
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        _serve(lis)
+        with ipcwire.connect(lis.url) as ch:
+            for i in range(20):
+                ch.send(b"%d" % i)
+                assert ch.recv() == b"%d" % i
+            assert not ch._core.streaming  # type: ignore[attr-defined]
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        t = threading.Thread(target=lis.serve, args=(_two_replies,), daemon=True)
+        t.start()
+        with ipcwire.connect(lis.url) as ch:
+            got = []
+            for i in range(10):
+                ch.send(b"%d" % i)
+                got += [ch.recv(), ch.recv()]
+            assert got == [b"%d-%d" % (i, k) for i in range(10) for k in (1, 2)]
+
+
+def test_asyncio_send_then_recv_is_one_exchange_in_order() -> None:
+    async def main() -> None:
+        lis = await aio.listen("http://127.0.0.1:0/")
+
+        async def serve() -> None:
+            server = await lis.accept(timeout=10)
+            async for msg in server:
+                await server.send(msg + b"-1")
+                await server.send(msg + b"-2")
+
+        task = asyncio.get_running_loop().create_task(serve())
+        ch = await aio.connect(lis.url)
+        got = []
+        for i in range(10):
+            await ch.send(b"%d" % i)
+            got.append(await ch.recv())
+        assert not ch._core.streaming  # type: ignore[attr-defined]
+        got += [await ch.recv() for _ in range(10)]  # the rest, in order
+        assert got == [b"%d-%d" % (i, k) for i in range(10) for k in (1, 2)]
+        with pytest.raises(Timeout):
+            await ch.recv(timeout=0.1)  # nothing to post: the stream is opened, and is quiet
+        assert ch._core.streaming  # type: ignore[attr-defined]
+        await ch.send(b"x")
+        assert [await ch.recv(), await ch.recv()] == [b"x-1", b"x-2"]
+        await ch.aclose()
+        await lis.aclose()
+        task.cancel()
+
+    asyncio.run(main())
+
+
+def test_batches_with_large_messages_arrive_whole() -> None:
+    """send_many with messages of over 64 KiB (each its own chunk of the batch body) mixed
+    with small ones: the server splits them as the body arrives, whatever the chunking."""
+    sizes = [3, 70_000, 0, 5, 200_000, 1, 65_536, 9]
+    msgs = [bytes([i]) * n for i, n in enumerate(sizes)]
+    with ipcwire.listen("http://127.0.0.1:0/") as lis:
+        _serve(lis)
+        with ipcwire.connect(lis.url) as ch:
+            ch.send_many(msgs)
+            assert [ch.recv(timeout=10) for _ in msgs] == msgs
+
+
+def test_frame_splitter_any_chunking() -> None:
+    from ipcwire.http._protocol import FrameSplitter, batch_chunks
+
+    msgs = [b"", b"a", bytes(range(256)) * 300, b"bc", bytes(70_000)]
+    chunks, size = batch_chunks(msgs)
+    body = b"".join(chunks)
+    assert len(body) == size
+    for step in (1, 3, 4, 5, 4096, 65_536, len(body)):
+        splitter = FrameSplitter(1 << 20, "test")
+        for pos in range(0, len(body), step):
+            splitter.feed(body[pos : pos + step])
+        assert splitter.out == msgs
+        assert not splitter.partial
+    splitter = FrameSplitter(1 << 20, "test")
+    splitter.feed(body[:-1])
+    assert splitter.partial
+    with pytest.raises(FrameTooLarge):
+        FrameSplitter(10, "test").feed(body)
+
+
+def test_reply_header_with_bare_httpx() -> None:
+    """Ipcwire-Reply on POST .../messages: 200 with the server's next message when it comes
+    in time, else 204 (delivered all the same); a bad value is 400."""
+    import httpx
+
+    with ipcwire.listen("http://127.0.0.1:0/api") as lis, httpx.Client(timeout=10) as http:
+        opened = http.post(lis.url + "/channels", json={"ipcwire": 1, "codec": "bytes"})
+        assert opened.status_code == 201
+        url = f"{lis.url}/channels/{opened.json()['channel']}/messages"
+        server = lis.accept(timeout=10)
+        box: list[bytes] = []
+
+        def answer() -> None:
+            box.append(server.recv(timeout=10))
+            server.send(b"answer")
+
+        t = threading.Thread(target=answer)
+        t.start()
+        r = http.post(url, content=b"question", headers={"Ipcwire-Reply": "10"})
+        t.join(10)
+        assert (r.status_code, r.content, box) == (200, b"answer", [b"question"])
+        r = http.post(url, content=b"quiet", headers={"Ipcwire-Reply": "0.1"})
+        assert r.status_code == 204
+        assert server.recv(timeout=10) == b"quiet"
+        r = http.post(url, content=b"x", headers={"Ipcwire-Reply": "soon"})
+        assert r.status_code == 400
+        server.close()

@@ -8,10 +8,11 @@ server's loop itself. Both are sinks of a :class:`~ipcwire.http._session.Session
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from ipcwire._core.codecs import Codec
 from ipcwire.aio.channel import AioChannel
@@ -50,16 +51,32 @@ class _Counters:
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
 
 
+class _Wake:
+    """Put in a server channel's queue to wake its receivers: the end, or close()."""
+
+    __slots__ = ()
+
+
+_WAKE: Final = _Wake()
+
+
 class ServerChannel(Channel):
-    """A server-side HTTP channel (blocking API); see docs/mechanisms/rest.md."""
+    """A server-side HTTP channel (blocking API); see docs/mechanisms/rest.md.
+
+    Messages reach ``recv`` through a ``queue.SimpleQueue`` (the loop thread puts, the
+    application's thread takes: no Python-level condition variable on the way); the end
+    (or ``close``) is a marker put behind the last message.
+    """
 
     def __init__(self, session: Session, codec: Codec, url: str) -> None:
         self.url = url
         self._session = session
         self._codec = codec
         self._loop = session.loop
-        self._cond = threading.Condition(threading.Lock())
-        self._inbox: deque[tuple[Any, int]] = deque()
+        self._lock = threading.Lock()  # the byte counts
+        self._space = threading.Condition(self._lock)  # senders waiting for the client
+        self._space_waiters = 0
+        self._q: queue.SimpleQueue[tuple[Any, int] | _Wake] = queue.SimpleQueue()
         self._queued = 0
         self._unsent = 0
         self._end_exc: IpcwireError | None = None
@@ -69,32 +86,37 @@ class ServerChannel(Channel):
 
     # -- sink side (the loop thread) ------------------------------------------------------------
     def _deliver(self, items: list[tuple[Any, int]]) -> None:
-        with self._cond:
-            self._inbox.extend(items)
-            self._queued += items[0][1] if len(items) == 1 else sum(n for _, n in items)
-            self._cond.notify()
+        n = items[0][1] if len(items) == 1 else sum(n for _, n in items)
+        with self._lock:
+            self._queued += n
+        put = self._q.put
+        for item in items:
+            put(item)
 
     def _end(self, exc: IpcwireError) -> None:
-        with self._cond:
-            if self._end_exc is None:
-                self._end_exc = exc
-            self._cond.notify_all()
+        with self._lock:
+            if self._end_exc is not None:
+                return
+            self._end_exc = exc
+        self._q.put(_WAKE)
+        with self._lock:
+            self._space.notify_all()
 
     def _inbox_bytes(self) -> int:
         return self._queued
 
     def _taken(self, nbytes: int) -> None:
-        with self._cond:
+        with self._lock:
             self._unsent -= nbytes
-            if self._unsent <= LOW_WATER:
-                self._cond.notify_all()
+            if self._space_waiters and self._unsent <= LOW_WATER:
+                self._space.notify_all()
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = encode_message(self._codec, obj, self._session.send_limit, self.url)
         self._check_send()
         size = len(data)
-        with self._cond:
+        with self._lock:
             if self._unsent > HIGH_WATER:
                 self._wait_outbox(timeout)
             self._unsent += size
@@ -115,38 +137,72 @@ class ServerChannel(Channel):
             raise err
 
     def _wait_outbox(self, timeout: float | None) -> None:
+        """Wait (holding ``_lock``) until the client has fetched enough."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._unsent > HIGH_WATER:
-            if self._closed or self._session.client_done is not None:
-                self._check_send()
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise Timeout(
-                    f"{self.url}: the client is not fetching messages; {self._unsent} bytes "
-                    f"wait for it. Nothing was sent",
-                    endpoint=self.url,
-                )
-            self._cond.wait(wait)
+        self._space_waiters += 1
+        try:
+            while self._unsent > HIGH_WATER:
+                if self._closed or self._session.client_done is not None:
+                    self._check_send()
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"{self.url}: the client is not fetching messages; {self._unsent} "
+                        f"bytes wait for it. Nothing was sent",
+                        endpoint=self.url,
+                    )
+                self._space.wait(wait)
+        finally:
+            self._space_waiters -= 1
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        return self._take(1, timeout)[0]
+        obj, n = self._get(timeout)
+        self._received([obj], n)
+        return obj
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        return self._take(max_messages, timeout)
+        obj, nbytes = self._get(timeout)
+        out = [obj]
+        q = self._q
+        while max_messages is None or len(out) < max_messages:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Wake):
+                q.put(item)  # for the next receive
+                break
+            out.append(item[0])
+            nbytes += item[1]
+        self._received(out, nbytes)
+        return out
 
-    def _take(self, limit: int | None, timeout: float | None) -> list[Any]:
-        with self._cond:
-            inbox = self._inbox
-            if not inbox:
-                self._wait_inbox(timeout)
-            out: list[Any] = []
-            nbytes = 0
-            while inbox and (limit is None or len(out) < limit):
-                obj, n = inbox.popleft()
-                out.append(obj)
-                nbytes += n
+    def _get(self, timeout: float | None) -> tuple[Any, int]:
+        """The next message and its size; raises at the end, on close, or at the timeout."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        try:
+            if timeout is None:
+                item = self._q.get()
+            elif timeout > 0:
+                item = self._q.get(timeout=timeout)
+            else:
+                item = self._q.get_nowait()
+        except queue.Empty:
+            raise Timeout(
+                f"no message from {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if isinstance(item, _Wake):
+            self._q.put(item)  # every later receive ends the same way
+            if self._closed or self._end_exc is None:
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._end_exc
+        return item
+
+    def _received(self, out: list[Any], nbytes: int) -> None:
+        with self._lock:
             self._queued -= nbytes
             wake = self._session.space_wanted and self._queued <= HIGH_WATER
         self._n.received += len(out)
@@ -156,26 +212,14 @@ class ServerChannel(Channel):
                 self._loop.call_soon_threadsafe(self._session.space_available)
             except RuntimeError:
                 pass
-        return out
-
-    def _wait_inbox(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._inbox:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if self._end_exc is not None:
-                raise self._end_exc
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
-            self._cond.wait(wait)
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
+            self._space.notify_all()
+        self._q.put(_WAKE)
         try:
             self._loop.call_soon_threadsafe(self._session.server_close)
         except RuntimeError:

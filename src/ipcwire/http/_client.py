@@ -14,10 +14,11 @@ perform the requests. Two modes:
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import ssl
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -44,21 +45,30 @@ from ipcwire.errors import (
 from ipcwire.http._channels import encode_message
 from ipcwire.http._protocol import (
     BATCH_TYPE,
+    MAX_POLL_WAIT,
     OPEN_TYPE,
     POLL_GRACE,
+    PROBLEM_TYPE,
     PROTOCOL_VERSION,
+    REPLY_HEADER,
     TIMEOUT_HEADER,
+    batch_chunks,
     content_type_for,
     error_from_response,
-    pack_batch,
     proof,
     token_header,
+    unpack_batch,
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["ClientCore", "Req", "transport_error"]
+__all__ = ["REPLY_HEADERS", "ClientCore", "Req", "transport_error"]
 
 _CLOSE_TIMEOUT: Final = 2.0
+# What a post asking for the reply adds (the server then delivers at once or not at all, as
+# with ``Ipcwire-Timeout: 0``: a server whose application is not receiving must not hold the
+# client's receiver), then waits for the reply.
+REPLY_HEADERS: Final = {REPLY_HEADER: repr(MAX_POLL_WAIT)}
+_REPLY_TIMEOUT: Final = MAX_POLL_WAIT + POLL_GRACE
 
 
 @dataclass(slots=True)
@@ -68,7 +78,7 @@ class Req:
     method: str
     path: str
     headers: Mapping[str, str] | None  # on top of the client's (ClientCore.headers)
-    body: bytes | None = None
+    body: bytes | list[bytes] | None = None  # a list: chunks (Content-Length is in headers)
     timeout: float | None = None  # for httpx: the whole exchange, None to wait forever
     params: Mapping[str, str] | None = None
 
@@ -109,7 +119,16 @@ class ClientCore:
         self.broken: IpcwireError | None = None  # sends fail with this
         self.closed = False
         self._nonce = secrets.token_bytes(16)
+        self._urls: dict[str, httpx.URL] = {}
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
+
+    def url_for(self, client: httpx.Client | httpx.AsyncClient, path: str) -> httpx.URL:
+        """The absolute URL of ``path`` (relative to the prefix), made once: httpx parses
+        and joins a relative URL on every request otherwise."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = client.build_request("GET", path).url
+        return url
 
     # -- opening -------------------------------------------------------------------------------
     def open_req(self, timeout: float) -> Req:
@@ -181,24 +200,6 @@ class ClientCore:
         headers = {TIMEOUT_HEADER: repr(timeout)}
         return Req("POST", self.path + "/messages", headers, payload, _grace(timeout))
 
-    def batch_reqs(self, payloads: list[bytes], timeout: float | None) -> Iterable[Req]:
-        """Requests sending ``payloads`` in order, each batch under the server's limit."""
-        headers = {"Content-Type": BATCH_TYPE}
-        if timeout is not None:
-            headers[TIMEOUT_HEADER] = repr(timeout)
-        batch: list[bytes] = []
-        size = 0
-        for p in payloads:
-            if batch and size + len(p) + 4 > self.max_batch:
-                yield Req(
-                    "POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout)
-                )
-                batch, size = [], 0
-            batch.append(p)
-            size += len(p) + 4
-        if batch:
-            yield Req("POST", self.path + "/messages", headers, pack_batch(batch), _grace(timeout))
-
     def queue(self, payloads: list[bytes]) -> None:
         """Hand messages to the sender (channel mode): it posts them in order, batched."""
         self.outbox.extend(payloads)
@@ -207,25 +208,80 @@ class ClientCore:
         self.sent += len(payloads)
         self.bytes_sent += n
 
-    def next_post(self) -> tuple[Req, int]:
+    def next_post(self, reply: bool = False) -> tuple[Req, int, int]:
         """The request posting what is queued (one message, or a batch under the server's
-        limit), and its size; the caller calls :meth:`posted` when it is answered."""
+        limit), how many messages and bytes it carries; they stay queued until the caller
+        calls :meth:`posted` with the answer (after :meth:`replied` when ``reply``: the
+        request then asks for the server's next messages in its response, as
+        :meth:`reply_req` does)."""
         box = self.outbox
-        first = box.popleft()
-        if not box or len(first) + 4 + len(box[0]) + 4 > self.max_batch:
-            return Req("POST", self.path + "/messages", None, first, None), len(first)
+        first = box[0]
+        if len(box) == 1 or len(first) + 4 + len(box[1]) + 4 > self.max_batch:
+            if reply:
+                return self.reply_req(first), 1, len(first)
+            return Req("POST", self.path + "/messages", None, first, None), 1, len(first)
         batch = [first]
         size = len(first) + 4
-        while box and size + len(box[0]) + 4 <= self.max_batch:
-            p = box.popleft()
+        for p in itertools.islice(box, 1, None):
+            if size + len(p) + 4 > self.max_batch:
+                break
             batch.append(p)
             size += len(p) + 4
-        headers = {"Content-Type": BATCH_TYPE}
-        n = size - 4 * len(batch)
-        return Req("POST", self.path + "/messages", headers, pack_batch(batch), None), n
+        return self.batch_req(batch, reply), len(batch), size - 4 * len(batch)
 
-    def posted(self, resp: httpx.Response | None, nbytes: int, err: IpcwireError | None) -> None:
-        """The sender's request was answered (or failed with ``err``)."""
+    def batch_req(self, batch: list[bytes], reply: bool = False) -> Req:
+        """POST ``batch`` as one body; a large message goes out as its own chunk (not copied
+        into the body)."""
+        chunks, size = batch_chunks(batch)
+        headers = {"Content-Type": BATCH_TYPE, "Content-Length": str(size)}
+        if reply:
+            headers.update(REPLY_HEADERS)
+        body: bytes | list[bytes] = chunks[0] if len(chunks) == 1 else chunks
+        timeout = _REPLY_TIMEOUT if reply else None
+        return Req("POST", self.path + "/messages", headers, body, timeout)
+
+    def reply_req(self, payload: bytes) -> Req:
+        """Post one message and ask for the answer in the same exchange: the server delivers
+        it (at once or not at all: ``Ipcwire-Timeout: 0``), then answers with the channel's
+        next messages if they come within ``MAX_POLL_WAIT`` (no stream may be open)."""
+        return Req("POST", self.path + "/messages", REPLY_HEADERS, payload, _REPLY_TIMEOUT)
+
+    def replied(self, resp: httpx.Response) -> bool | None:
+        """The answer to a :meth:`reply_req` (or :meth:`next_post` with ``reply``): True if
+        it brought messages (now in the inbox), False if it did not (delivered, no reply in
+        time), None if the server had no room (504, nothing delivered: post it again
+        without asking for the reply). Other statuses are for :meth:`posted`.
+
+        Raises:
+            FrameTooLarge, RemoteProtocolError: the answer is over the limits or garbled.
+        """
+        status = resp.status_code
+        if status == 200:
+            body = resp.content
+            if resp.headers.get("content-type", "").startswith(BATCH_TYPE):
+                self.arrived([bytes(v) for v in unpack_batch(body, self.max_frame, self.url)])
+                return True
+            if len(body) > self.max_frame:
+                raise FrameTooLarge(
+                    f"{self.url} answered with {len(body)} bytes, over max_frame={self.max_frame}",
+                    size=len(body),
+                    limit=self.max_frame,
+                    endpoint=self.url,
+                )
+            self.arrived([body])
+            return True
+        if status == 504 and resp.headers.get("content-type", "").startswith(PROBLEM_TYPE):
+            return None
+        return False
+
+    def posted(
+        self, resp: httpx.Response | None, count: int, nbytes: int, err: IpcwireError | None
+    ) -> None:
+        """The request made by :meth:`next_post` was answered (or failed with ``err``): its
+        ``count`` messages leave the queue."""
+        box = self.outbox
+        for _ in range(count):
+            box.popleft()
         self.outbox_bytes -= nbytes
         if err is None and resp is not None and resp.status_code >= 300:
             err = self.error(resp, "sending", sent=nbytes)

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE, TIMEOUT_HEADER
+from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE, REPLY_HEADER, TIMEOUT_HEADER
 
 __all__ = ["openapi_document"]
 
@@ -40,6 +40,15 @@ def openapi_document(
         "in": "header",
         "required": False,
         "description": "seconds the client waits for the reply (the server answers 504 after)",
+        "schema": {"type": "number"},
+    }
+    reply_wait = {
+        "name": REPLY_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "answer with the channel's next message if it comes within this many "
+        "seconds (at most 20; only while no message stream is open), else 204; the messages "
+        f"are then delivered at once or not at all (504) unless {TIMEOUT_HEADER} is given",
         "schema": {"type": "number"},
     }
     batch = {"description": "messages, each a 4-byte big-endian length then its bytes"}
@@ -116,13 +125,19 @@ def openapi_document(
         f"{prefix}/channels/{{id}}/messages": {
             "post": {
                 "summary": "Send messages (one, or a batch)",
-                "parameters": [channel_id, timeout],
+                "parameters": [channel_id, timeout, reply_wait],
                 "requestBody": {
                     "required": True,
                     "content": {media_type: {"schema": {}}, BATCH_TYPE: {"schema": batch}},
                 },
                 "responses": {
+                    "200": {
+                        "description": f"with {REPLY_HEADER}: the channel's next message "
+                        "(several as a batch)",
+                        "content": {media_type: {"schema": {}}, BATCH_TYPE: {"schema": batch}},
+                    },
                     "204": {"description": "queued for the server application"},
+                    "504": _problem("no room in the server application's queue in time"),
                     "410": _problem("the server closed the channel"),
                     **errors,
                 },

@@ -49,8 +49,11 @@ __all__ = [
     "BATCH_TYPE",
     "PROBLEM_TYPE",
     "PROTOCOL_VERSION",
+    "REPLY_HEADER",
     "TIMEOUT_HEADER",
+    "FrameSplitter",
     "Problem",
+    "batch_chunks",
     "content_type_for",
     "error_from_response",
     "media_type_matches",
@@ -65,6 +68,10 @@ BATCH_TYPE: Final = "application/x-ipcwire-frames"
 PROBLEM_TYPE: Final = "application/problem+json"
 OPEN_TYPE: Final = "application/json"
 TIMEOUT_HEADER: Final = "Ipcwire-Timeout"  # seconds the client waits for the reply
+# On POST .../messages: "answer with the channel's next messages if they come within this
+# many seconds" (200, instead of 204), when no message stream is open; the messages posted
+# are then delivered at once or not at all (504) unless Ipcwire-Timeout says otherwise.
+REPLY_HEADER: Final = "Ipcwire-Reply"
 MAX_POLL_WAIT: Final = 20.0  # a long poll returns after this long at most (proxies)
 HEARTBEAT: Final = 15.0  # an idle message stream carries a heartbeat frame this often
 HEARTBEAT_FRAME: Final = b"\xff\xff\xff\xff"  # a length no message has: "still here"
@@ -164,6 +171,31 @@ def pack_batch(payloads: Iterable[bytes | bytearray | memoryview]) -> bytes:
     return bytes(out)
 
 
+BIG_PART: Final = 64 * 1024  # a message this large goes out as its own chunk, not copied
+
+
+def batch_chunks(payloads: Iterable[bytes]) -> tuple[list[bytes], int]:
+    """Messages as the chunks of one ``application/x-ipcwire-frames`` body, and its length:
+    small messages are joined with their headers; a large one is its own chunk, so its bytes
+    are written as they are, not copied into the body."""
+    chunks: list[bytes] = []
+    small = bytearray()
+    total = 0
+    for p in payloads:
+        n = len(p)
+        small += _HEADER.pack(n)
+        if n >= BIG_PART:
+            chunks.append(bytes(small))
+            chunks.append(p)
+            small.clear()
+        else:
+            small += p
+        total += 4 + n
+    if small:
+        chunks.append(bytes(small))
+    return chunks, total
+
+
 def unpack_batch(body: bytes | memoryview, max_frame: int, endpoint: str) -> list[memoryview]:
     """Split a batch body into message payloads (views into ``body``).
 
@@ -197,6 +229,73 @@ def unpack_batch(body: bytes | memoryview, max_frame: int, endpoint: str) -> lis
         out.append(view[pos : pos + size])
         pos += size
     return out
+
+
+class FrameSplitter:
+    """Splits an ``application/x-ipcwire-frames`` body into messages as its chunks arrive,
+    each message's bytes copied once (a message that is a whole chunk not at all).
+
+    Raises (from :meth:`feed`):
+        FrameTooLarge: a frame over ``max_frame``.
+    """
+
+    __slots__ = ("_head", "_need", "_parts", "endpoint", "max_frame", "out")
+
+    def __init__(self, max_frame: int, endpoint: str) -> None:
+        self.max_frame = max_frame
+        self.endpoint = endpoint
+        self.out: list[bytes] = []
+        self._head = b""  # a frame header split between chunks
+        self._need = -1  # bytes still missing from the current message (-1: in a header)
+        self._parts: list[memoryview] = []  # the current message's pieces so far
+
+    def feed(self, chunk: bytes) -> None:
+        out = self.out
+        pos, end = 0, len(chunk)
+        unpack = _HEADER.unpack_from
+        while pos < end:
+            need = self._need
+            if need > 0:  # the rest of a message begun in an earlier chunk
+                take = min(need, end - pos)
+                self._parts.append(memoryview(chunk)[pos : pos + take])
+                pos += take
+                self._need = need - take
+                if not self._need:
+                    out.append(b"".join(self._parts))
+                    self._parts = []
+                    self._need = -1
+                continue
+            if self._head or end - pos < 4:
+                take = min(4 - len(self._head), end - pos)
+                self._head += chunk[pos : pos + take]
+                pos += take
+                if len(self._head) < 4:
+                    return
+                (size,) = unpack(self._head)
+                self._head = b""
+            else:
+                (size,) = unpack(chunk, pos)
+                pos += 4
+            if size > self.max_frame:
+                raise FrameTooLarge(
+                    f"a message in a batch from {self.endpoint} is {size} bytes, over the "
+                    f"limit of {self.max_frame}",
+                    size=size,
+                    limit=self.max_frame,
+                    endpoint=self.endpoint,
+                )
+            if end - pos >= size:  # all of it is here
+                out.append(chunk if size == end and not pos else chunk[pos : pos + size])
+                pos += size
+            else:
+                self._parts.append(memoryview(chunk)[pos:end])
+                self._need = size - (end - pos)
+                pos = end
+
+    @property
+    def partial(self) -> bool:
+        """Whether the body so far ends inside a frame."""
+        return bool(self._head) or self._need > 0
 
 
 class StreamReader:

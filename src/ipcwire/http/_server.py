@@ -30,7 +30,9 @@ from ipcwire.http._protocol import (
     OPEN_TYPE,
     PROBLEM_TYPE,
     PROTOCOL_VERSION,
+    REPLY_HEADER,
     TIMEOUT_HEADER,
+    FrameSplitter,
     Problem,
     check_bearer,
     content_type_for,
@@ -40,7 +42,6 @@ from ipcwire.http._protocol import (
     method_not_allowed,
     pack_batch,
     proof,
-    unpack_batch,
 )
 from ipcwire.http._session import Session
 from ipcwire.options import ChannelOptions
@@ -255,14 +256,46 @@ class HttpServer:
     async def _messages(self, request: web.BaseRequest) -> list[tuple[Any, int]]:
         ctype = request.headers.get("Content-Type")
         if ctype is not None and ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
-            body = await self._body(request, self._max_batch)
-            try:
-                parts = unpack_batch(body, self._max_frame, "the client")
-            except IpcwireError as exc:
-                raise Problem(400, "malformed", str(exc)) from None
-            return [self._decode(p) for p in parts]
+            return [self._decode(p) for p in await self._batch(request)]
         self._check_type(ctype)
         return [self._decode(await self._body(request, self._max_frame))]
+
+    async def _batch(self, request: web.BaseRequest) -> list[bytes]:
+        """The messages of a batch body, split as its chunks arrive (each message's bytes
+        copied once, as reading a plain body copies them)."""
+        limit = self._max_batch
+        n = request.content_length
+        if n is not None and n > limit:
+            raise Problem(
+                413,
+                "too_large",
+                f"the body is {n} bytes, over the limit of {limit} bytes",
+                size=n,
+                limit=limit,
+            )
+        splitter = FrameSplitter(self._max_frame, "the client")
+        content = request.content
+        total = 0
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise Problem(
+                        413,
+                        "too_large",
+                        f"the body is over the limit of {limit} bytes",
+                        size=total,
+                        limit=limit,
+                    )
+                splitter.feed(chunk)
+        except IpcwireError as exc:
+            raise Problem(400, "malformed", str(exc)) from None
+        if splitter.partial:
+            raise Problem(400, "malformed", "a batch from the client ends inside a frame")
+        return splitter.out
 
     def _check_type(self, ctype: str | None) -> None:
         if not media_type_matches(ctype, self._codec):
@@ -355,14 +388,39 @@ class HttpServer:
 
     async def _send(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
+        headers = request.headers
+        reply = None if REPLY_HEADER not in headers else self._reply_wait(headers[REPLY_HEADER])
         s.in_flight += 1
         try:
             items = await self._messages(request)
-            await self._deliver(s, items, self._wait(request, None))
+            # Asking for the reply means: deliver at once or not at all (504), unless the
+            # client says how long to wait for room.
+            await self._deliver(s, items, self._wait(request, None if reply is None else 0.0))
+            if reply is not None and not s.streaming:
+                # The client waits for the answer: the channel's next messages, in this
+                # response (no stream is open, so nothing else can take them first).
+                got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=reply)
+                if got:
+                    return self._messages_reply(got)
         finally:
             s.in_flight -= 1
             s.touch()
         return web.Response(status=204)
+
+    def _reply_wait(self, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not value >= 0:
+            raise Problem(400, "malformed", f"{REPLY_HEADER} must be seconds, not {raw!r}")
+        return min(value, MAX_POLL)
+
+    def _messages_reply(self, got: list[bytes]) -> web.Response:
+        """One message as itself (the codec's media type), several as a batch."""
+        if len(got) == 1:
+            return web.Response(body=got[0], content_type=self._ctype)
+        return web.Response(body=pack_batch(got), content_type=BATCH_TYPE)
 
     async def _deliver(self, s: Session, items: list[tuple[Any, int]], wait: float | None) -> None:
         if s.server_done:

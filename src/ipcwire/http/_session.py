@@ -29,6 +29,20 @@ HIGH_WATER: Final = 4 * 1024 * 1024
 LOW_WATER: Final = 1024 * 1024
 
 
+class _Expired:
+    """A poll's result when its wait ran out."""
+
+    __slots__ = ()
+
+
+_EXPIRED: Final = _Expired()
+
+
+def _expire(fut: asyncio.Future[bytes | _Expired | None]) -> None:
+    if not fut.done():
+        fut.set_result(_EXPIRED)
+
+
 class Sink(Protocol):
     """What the application's channel object offers to its session."""
 
@@ -67,7 +81,7 @@ class Session:
         self.sink: Sink | None = None
         self.outbox: deque[bytes] = deque()
         self.outbox_bytes = 0
-        self.polls: deque[asyncio.Future[bytes | None]] = deque()
+        self.polls: deque[asyncio.Future[bytes | _Expired | None]] = deque()
         self.server_done = False  # the application closed its channel
         self.client_done: IpcwireError | None = None  # why sending to the client fails now
         self.answered = False  # oneshot: the reply went out
@@ -169,27 +183,27 @@ class Session:
             return None
         if wait is not None and wait <= 0:
             return out
-        fut: asyncio.Future[bytes | None] = self.loop.create_future()
+        fut: asyncio.Future[bytes | _Expired | None] = self.loop.create_future()
         self.polls.append(fut)
+        # A plain timer, not asyncio.timeout(): this runs for every request that waits for
+        # a reply, and push() skips a poll that has expired.
+        timer = None if wait is None else self.loop.call_later(wait, _expire, fut)
         try:
-            if wait is None:
-                first: bytes | None = await fut
-            else:
-                async with asyncio.timeout(wait):
-                    first = await fut
-        except TimeoutError:
-            if not fut.done() or fut.cancelled():
-                return out
-            first = fut.result()  # resolved just as the deadline passed: keep it
+            first = await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.result() is not None:
-                # The client went away with a message in hand: put it back, in front.
+            if fut.done() and not fut.cancelled():
                 back = fut.result()
-                assert back is not None
-                self.outbox.appendleft(back)
-                self.outbox_bytes += len(back)
+                if isinstance(back, bytes):
+                    # The client went away with a message in hand: put it back, in front.
+                    self.outbox.appendleft(back)
+                    self.outbox_bytes += len(back)
             fut.cancel()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if isinstance(first, _Expired):
+            return out
         if first is None:
             return None
         out.append(first)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
@@ -65,13 +65,15 @@ class AioHttpChannel(AioChannel):
         self._reader: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None
+        self._asking = False  # the sender's request in flight asks for the reply
 
     async def _do(self, req: Req, doing: str) -> httpx.Response:
+        body = req.body
         try:
             return await self._client.request(
                 req.method,
-                req.path,
-                content=req.body,
+                self._core.url_for(self._client, req.path),
+                content=_chunks(body) if isinstance(body, list) else body,
                 headers=req.headers,
                 params=req.params,
                 timeout=req.timeout,
@@ -128,6 +130,9 @@ class AioHttpChannel(AioChannel):
         core.check_send()
 
     async def _send_loop(self) -> None:
+        """Post what is queued, in order. While no message stream is open and a receiver
+        waits, a post asks for the reply in its response (one exchange per round trip, as
+        bare httpx code makes); when it brings none, the stream is opened."""
         core = self._core
         cond = self._out
         while True:
@@ -136,14 +141,33 @@ class AioHttpChannel(AioChannel):
                     await cond.wait()
                 if not core.outbox or core.broken is not None:
                     return
-                req, nbytes = core.next_post()
+            ask = self._waiter is not None and not core.streaming and not core.inbox
+            req, count, nbytes = core.next_post(ask)
+            self._asking = ask
             resp: httpx.Response | None = None
             err: IpcwireError | None = None
+            full = False
             try:
                 resp = await self._do(req, "sending to")
+                if ask:
+                    try:
+                        full = core.replied(resp) is None
+                    except IpcwireError as exc:
+                        core.stream_ended(exc)
             except IpcwireError as exc:
                 err = exc
-            core.posted(resp, nbytes, err)
+            finally:
+                self._asking = False
+            if not full:  # answered (or failed): the messages leave the queue
+                core.posted(resp, count, nbytes, err)
+            if (
+                self._waiter is not None
+                and not core.streaming
+                and not core.inbox
+                and (full or not core.outbox or core.broken is not None)
+            ):
+                self._start_stream()  # no reply came with the post: it will come this way
+            self._wake()
             async with cond:
                 cond.notify_all()
 
@@ -177,13 +201,14 @@ class AioHttpChannel(AioChannel):
             r.set_result(None)
 
     async def _fill(self, timeout: float | None) -> None:
-        """Wait until a message is here (opening the message stream at the first call)."""
+        """Wait until a message is here: the answer to the sender's post when no stream is
+        open and a post is due (see ``_send_loop``), else from the message stream (opened
+        at the first such call)."""
         core = self._core
         if not core.session and not core.inbox and not core.closed:
             raise core.nothing_to_receive()
-        if not core.streaming and core.session:
-            core.streaming = True
-            self._reader = asyncio.get_running_loop().create_task(self._read_stream())
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             if core.closed:
                 raise core.closed_error()
@@ -191,23 +216,46 @@ class AioHttpChannel(AioChannel):
                 return
             if core.ended is not None:
                 raise core.ended
-            if timeout == 0:
-                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
+            if not core.streaming and core.session and not self._reply_due():
+                self._start_stream()
             if self._waiter is not None:
                 raise LocalProtocolError(
                     f"another task is already receiving on {self.url}; receive from one task",
                     endpoint=self.url,
                 )
-            fut = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await fut
-            except TimeoutError:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 raise Timeout(
-                    f"no message from {self.url} within {timeout} s", endpoint=self.url
-                ) from None
+                    f"no message from {self.url} "
+                    + ("yet" if timeout == 0 else f"within {timeout} s"),
+                    endpoint=self.url,
+                )
+            fut = self._waiter = loop.create_future()
+            try:
+                if left is None:
+                    await fut
+                else:
+                    async with asyncio.timeout(left):
+                        await fut
+            except TimeoutError:
+                pass  # the deadline check above raises
             finally:
                 self._waiter = None
+
+    def _reply_due(self) -> bool:
+        """Whether the sender's post (in flight, or about to be made for what is queued)
+        asks for the reply: then no stream is needed."""
+        core = self._core
+        if self._asking:
+            return True
+        sender = self._sender
+        if not core.outbox or core.broken is not None:
+            return False
+        return sender is not None and not sender.done()
+
+    def _start_stream(self) -> None:
+        self._core.streaming = True
+        self._reader = asyncio.get_running_loop().create_task(self._read_stream())
 
     def _wake(self) -> None:
         w = self._waiter
@@ -306,6 +354,12 @@ class AioHttpChannel(AioChannel):
 
     def statistics(self) -> ChannelStatistics:
         return self._core.statistics()
+
+
+async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    """A body given as chunks, for httpx.AsyncClient (Content-Length is in the headers)."""
+    for chunk in chunks:
+        yield chunk
 
 
 class AioHttpListener(AioListener):

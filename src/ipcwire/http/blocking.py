@@ -94,7 +94,7 @@ class HttpChannel(Channel):
         try:
             return self._client.request(
                 req.method,
-                req.path,
+                self._core.url_for(self._client, req.path),
                 content=req.body,
                 headers=req.headers,
                 params=req.params,
@@ -174,7 +174,7 @@ class HttpChannel(Channel):
         with cond:
             if not core.outbox or self._posting or core.broken is not None:
                 return
-            req, nbytes = core.next_post()
+            req, count, nbytes = core.next_post()
             self._posting = True
         resp: httpx.Response | None = None
         err: IpcwireError | None = None
@@ -184,7 +184,7 @@ class HttpChannel(Channel):
             err = exc
         finally:
             with cond:
-                core.posted(resp, nbytes, err)
+                core.posted(resp, count, nbytes, err)
                 self._posting = False
                 cond.notify_all()
 
@@ -270,10 +270,12 @@ class HttpChannel(Channel):
     def _post_here(self) -> None:
         """recv() without a timeout, when the one message send() queued is still waiting for
         the sender thread: post it from this thread, so that send() then recv() makes no
-        thread hop. The server is asked not to wait for room (``Ipcwire-Timeout: 0``): if its
-        application's queue is full it answers 504 with nothing delivered, the message stays
-        queued for the sender thread, and this thread goes on to read the stream (so two
-        peers that both send a lot cannot block each other here)."""
+        thread hop; and, while no message stream is open, ask for the reply in the same
+        exchange (one POST per round trip, as bare httpx code makes). The server is asked
+        not to wait for room (``Ipcwire-Timeout: 0``): if its application's queue is full it
+        answers 504 with nothing delivered, the message stays queued for the sender thread,
+        and this thread goes on to read the stream (so two peers that both send a lot cannot
+        block each other here)."""
         core = self._core
         cond = self._out
         with cond:
@@ -281,24 +283,33 @@ class HttpChannel(Channel):
                 return
             payload = core.outbox[0]
             self._posting = True
-        req = Req("POST", core.path + "/messages", {TIMEOUT_HEADER: "0"}, payload, None)
+        ask = not core.streaming
+        if ask:
+            req = core.reply_req(payload)
+        else:
+            req = Req("POST", core.path + "/messages", {TIMEOUT_HEADER: "0"}, payload, None)
         resp: httpx.Response | None = None
         err: IpcwireError | None = None
+        full = False
         try:
             resp = self._do(req, "sending to")
+            if ask:
+                with self._in:
+                    try:
+                        full = core.replied(resp) is None
+                    except IpcwireError as exc:
+                        core.stream_ended(exc)
+            else:
+                full = resp.status_code == 504 and resp.headers.get("content-type", "").startswith(
+                    PROBLEM_TYPE
+                )
         except IpcwireError as exc:
             err = exc
         finally:
             with cond:
                 self._posting = False
-                full = (
-                    resp is not None
-                    and resp.status_code == 504
-                    and resp.headers.get("content-type", "").startswith(PROBLEM_TYPE)
-                )
                 if not full:  # sent, or failed: as if the sender thread had posted it
-                    core.outbox.popleft()
-                    core.posted(resp, len(payload), err)
+                    core.posted(resp, 1, len(payload), err)
                 cond.notify_all()
 
     def _read_stream(self) -> None:
