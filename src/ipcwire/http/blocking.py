@@ -80,7 +80,11 @@ class HttpChannel(Channel):
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._out = threading.Condition(threading.Lock())
+        self._out_waiters = 0  # threads in _wait_out (woken when a post is answered)
         self._sender: threading.Thread | None = None
+        # The sender thread sleeps on this lock (held: nothing to do); a kick releases it.
+        self._kick = threading.Lock()
+        self._kick.acquire()
         self._in = threading.Condition(threading.Lock())
         # The message stream: read by recv() itself while no timeout was ever asked for (no
         # thread hop), then by a reader thread (``_threaded``); see ``_pull``.
@@ -137,35 +141,56 @@ class HttpChannel(Channel):
                     target=self._send_loop, name=f"ipcwire sender {self.url}", daemon=True
                 )
                 self._sender.start()
-            self._out.notify_all()
+            if not self._posting:  # else whoever is posting kicks when it is answered
+                self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        """Let the sender thread look at the queue (cheap: one lock release)."""
+        if self._kick.locked():
+            try:
+                self._kick.release()
+            except RuntimeError:  # released by another thread just now
+                pass
 
     def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
         """Wait (holding ``_out``) until ``done()``; raise if the channel fails meanwhile."""
         core = self._core
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not done():
-            core.check_send()
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise Timeout(
-                    f"{self.url} is not taking messages: {core.outbox_bytes} bytes still wait "
-                    f"to be posted; this message was not {what}",
-                    endpoint=self.url,
-                )
-            self._out.wait(wait)
+        self._out_waiters += 1
+        try:
+            while not done():
+                core.check_send()
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise Timeout(
+                        f"{self.url} is not taking messages: {core.outbox_bytes} bytes still "
+                        f"wait to be posted; this message was not {what}",
+                        endpoint=self.url,
+                    )
+                self._out.wait(wait)
+        finally:
+            self._out_waiters -= 1
+
+    def _answered(self) -> None:
+        """A post was answered (holding ``_out``): wake whoever waits for it."""
+        if self._core.outbox or self._core.closed:
+            self._wake_sender()
+        if self._out_waiters:
+            self._out.notify_all()
 
     def _send_loop(self) -> None:
         core = self._core
-        cond = self._out
+        kick = self._kick
         while True:
-            with cond:
-                while True:
-                    if core.broken is not None or (core.closed and not core.outbox):
-                        return
-                    if core.outbox and not self._posting:
-                        break
-                    cond.wait()
+            kick.acquire()
+            with self._out:
+                if core.broken is not None or (core.closed and not core.outbox):
+                    return
+                if not core.outbox or self._posting:
+                    continue  # posted meanwhile, or being posted: its answer kicks again
             self._post()
+            if core.outbox:
+                self._wake_sender()  # more came meanwhile: go round again
 
     def _post(self) -> None:
         """POST what is queued (one batch), unless another thread is posting now."""
@@ -186,7 +211,8 @@ class HttpChannel(Channel):
             with cond:
                 core.posted(resp, count, nbytes, err)
                 self._posting = False
-                cond.notify_all()
+                if self._out_waiters:
+                    cond.notify_all()
 
     def _flush(self, timeout: float | None) -> None:
         """Wait until everything queued was posted (for request() and close())."""
@@ -219,8 +245,8 @@ class HttpChannel(Channel):
         n = sum(len(m) for m in out) if len(out) > 1 else len(out[0])
         core.inbox_bytes -= n
         core.received += len(out)
-        if core.inbox_bytes <= HIGH_WATER:
-            self._in.notify_all()  # the reader may be waiting for room
+        if self._threaded and core.inbox_bytes <= HIGH_WATER:
+            self._in.notify_all()  # the reader thread may be waiting for room
         return out
 
     def _decode(self, raw: list[bytes]) -> list[Any]:
@@ -310,7 +336,7 @@ class HttpChannel(Channel):
                 self._posting = False
                 if not full:  # sent, or failed: as if the sender thread had posted it
                     core.posted(resp, 1, len(payload), err)
-                cond.notify_all()
+                self._answered()
 
     def _read_stream(self) -> None:
         """The reader thread: every message from the server's stream into the inbox."""
@@ -396,6 +422,7 @@ class HttpChannel(Channel):
         with self._out:
             core.closed = True
             self._out.notify_all()
+            self._wake_sender()  # it ends
         with self._in:
             self._in.notify_all()
         if not self._threaded and self._recv_lock.locked():
