@@ -411,3 +411,37 @@ def test_reply_header_with_bare_httpx() -> None:
         r = http.post(url, content=b"x", headers={"Ipcwire-Reply": "soon"})
         assert r.status_code == 400
         server.close()
+
+
+def test_asyncio_recv_timeout_while_the_reply_is_awaited() -> None:
+    """A recv() that times out while the sender's post waits for the reply: the reply comes
+    later and the next recv() returns it; sends made meanwhile arrive after, in order."""
+
+    async def main() -> None:
+        lis = await aio.listen("http://127.0.0.1:0/")
+        go = asyncio.Event()
+
+        async def serve() -> None:
+            server = await lis.accept(timeout=10)
+            first = await server.recv()
+            await go.wait()
+            await server.send(first + b"-late")
+            async for msg in server:
+                await server.send(msg + b"-ok")
+
+        task = asyncio.get_running_loop().create_task(serve())
+        ch = await aio.connect(lis.url)
+        await ch.send(b"a")
+        with pytest.raises(Timeout):
+            await ch.recv(timeout=0.2)
+        await ch.send(b"b")  # queued behind the post that waits for the reply
+        go.set()
+        assert await ch.recv(timeout=10) == b"a-late"
+        assert await ch.recv(timeout=10) == b"b-ok"
+        await ch.send(b"c")
+        assert await ch.recv(timeout=10) == b"c-ok"
+        await ch.aclose()
+        await lis.aclose()
+        task.cancel()
+
+    asyncio.run(main())

@@ -60,7 +60,9 @@ class AioHttpChannel(AioChannel):
         self._peer = peer
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
-        self._out = asyncio.Condition()
+        self._out = asyncio.Condition()  # for _wait_out: room in the queue, or all posted
+        self._out_waiters = 0
+        self._kick: asyncio.Future[None] | None = None  # the idle sender task waits on it
         self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -111,11 +113,16 @@ class AioHttpChannel(AioChannel):
         core.queue(payloads)
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-        async with self._out:
-            self._out.notify_all()
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(None)
 
     async def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
         core = self._core
+        self._out_waiters += 1
         try:
             async with asyncio.timeout(timeout), self._out:
                 while not done():
@@ -127,6 +134,8 @@ class AioHttpChannel(AioChannel):
                 f"posted; this message was not {what}",
                 endpoint=self.url,
             ) from None
+        finally:
+            self._out_waiters -= 1
         core.check_send()
 
     async def _send_loop(self) -> None:
@@ -134,13 +143,17 @@ class AioHttpChannel(AioChannel):
         waits, a post asks for the reply in its response (one exchange per round trip, as
         bare httpx code makes); when it brings none, the stream is opened."""
         core = self._core
-        cond = self._out
+        loop = asyncio.get_running_loop()
         while True:
-            async with cond:
-                while not core.outbox and not core.closed and core.broken is None:
-                    await cond.wait()
-                if not core.outbox or core.broken is not None:
-                    return
+            if not core.outbox and not core.closed and core.broken is None:
+                kick = self._kick = loop.create_future()
+                try:
+                    await kick
+                finally:
+                    self._kick = None
+                continue
+            if not core.outbox or core.broken is not None:
+                return
             ask = self._waiter is not None and not core.streaming and not core.inbox
             req, count, nbytes = core.next_post(ask)
             self._asking = ask
@@ -168,8 +181,9 @@ class AioHttpChannel(AioChannel):
             ):
                 self._start_stream()  # no reply came with the post: it will come this way
             self._wake()
-            async with cond:
-                cond.notify_all()
+            if self._out_waiters:
+                async with self._out:
+                    self._out.notify_all()
 
     async def _flush(self, timeout: float | None) -> None:
         if self._core.outbox_bytes:
@@ -329,6 +343,7 @@ class AioHttpChannel(AioChannel):
         except IpcwireError:
             pass
         core.closed = True
+        self._wake_sender()
         async with self._out:
             self._out.notify_all()
         self._wake()
