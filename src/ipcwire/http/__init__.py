@@ -2,8 +2,9 @@
 
 One POST per request (the reply is the response body, content type from the codec), on an
 aiohttp server and an httpx client. Clients that open a channel (the default) get the whole
-channel API: ``send`` posts, ``recv`` long-polls, ``close`` deletes the channel; any other
-HTTP client (curl, a browser's fetch) can POST a message to the prefix and get the reply.
+channel API: ``send`` posts, ``recv`` takes the reply from the response to that post (or
+from a message stream), ``close`` deletes the channel; any other HTTP client (curl, a
+browser's fetch) can POST a message to the prefix and get the reply.
 docs/mechanisms/rest.md has the protocol, the error mapping and the OpenAPI description.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-BENCH_FRAMING = "HTTP/1.1 POST per message; long-poll for the way back"  # ipcwire bench --list
+# ipcwire bench --list
+BENCH_FRAMING = "HTTP/1.1 POST per message (batched when queued); the reply in its response"
 
 SPEC = MechanismSpec(
     scheme="http",

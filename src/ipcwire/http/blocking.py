@@ -66,7 +66,9 @@ class HttpChannel(Channel):
 
     ``send`` queues the message and returns; a sender thread (started at the first send)
     posts what is queued, in order, as one batch when several are waiting, so a sender is
-    never slower than one POST per message and its round trip overlaps a pending ``recv``.
+    never slower than one POST per message. A ``recv`` without a timeout that finds the one
+    message ``send`` queued still there posts it itself and, while no message stream is open,
+    takes the reply from that POST's response (``_post_here``): a round trip is one exchange.
     At most ``HIGH_WATER`` bytes wait (then ``send`` waits, up to its timeout). A failed post
     breaks the channel: the next ``send`` raises why. ``request`` and ``close`` first wait
     until everything queued was posted, so order is kept.
