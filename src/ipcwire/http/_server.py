@@ -255,7 +255,9 @@ class HttpServer:
 
     async def _messages(self, request: web.BaseRequest) -> list[tuple[Any, int]]:
         ctype = request.headers.get("Content-Type")
-        if ctype is not None and ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
+        if ctype is None or ctype == self._ctype:  # one message (the common case, in short)
+            return [self._decode(await self._body(request, self._max_frame))]
+        if ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
             return [self._decode(p) for p in await self._batch(request)]
         self._check_type(ctype)
         return [self._decode(await self._body(request, self._max_frame))]
@@ -388,8 +390,8 @@ class HttpServer:
 
     async def _send(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
-        headers = request.headers
-        reply = None if REPLY_HEADER not in headers else self._reply_wait(headers[REPLY_HEADER])
+        raw = request.headers.get(REPLY_HEADER)
+        reply = None if raw is None else self._reply_wait(raw)
         s.in_flight += 1
         try:
             items = await self._messages(request)
