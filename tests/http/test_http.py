@@ -445,3 +445,41 @@ def test_asyncio_recv_timeout_while_the_reply_is_awaited() -> None:
         task.cancel()
 
     asyncio.run(main())
+
+
+def test_recv_polls_when_the_sender_thread_posts_first() -> None:
+    """The sender thread took what send() queued (white box: its post waits for room on a
+    full server): recv() long-polls for the reply in parallel instead of opening the stream
+    for good, and the next round trips are one exchange again."""
+    import time
+
+    with (
+        ipcwire.listen("http://127.0.0.1:0/") as lis,
+        ipcwire.connect(lis.url) as ch,
+        lis.accept(timeout=10) as server,
+    ):
+        big = [bytes([i]) * (1 << 20) for i in range(5)]  # 5 MiB: the server is full
+        ch.send_many(big)
+        ch._flush(10)  # type: ignore[attr-defined]
+        ch.send(b"q")
+        deadline = time.monotonic() + 10
+        while not ch._posting and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            threading.Event().wait(0.001)  # the sender thread's post is under way
+        assert ch._posting  # type: ignore[attr-defined]
+        box: list[bytes] = []
+        t = threading.Thread(target=lambda: box.append(ch.recv()))
+        t.start()
+        session = server._session  # type: ignore[attr-defined]
+        while not session.polls and time.monotonic() < deadline:  # the long poll waits
+            t.join(0.001)
+        assert [server.recv(timeout=10) for _ in range(6)] == [*big, b"q"]
+        server.send(b"reply")
+        t.join(10)
+        assert box == [b"reply"]
+        assert not ch._core.streaming  # type: ignore[attr-defined]
+        for i in range(3):
+            ch.send(b"%d" % i)
+            assert server.recv(timeout=10) == b"%d" % i
+            server.send(b"r%d" % i)
+            assert ch.recv() == b"r%d" % i
+        assert not ch._core.streaming  # type: ignore[attr-defined]

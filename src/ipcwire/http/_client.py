@@ -311,6 +311,28 @@ class ClientCore:
         self.bytes_sent += nbytes
 
     # -- receiving -----------------------------------------------------------------------------
+    def poll_req(self) -> Req:
+        """A long poll for the channel's next messages (a batch), while no stream is open."""
+        return Req(
+            "GET",
+            self.path + "/messages",
+            None,
+            None,
+            _REPLY_TIMEOUT,
+            {"wait": repr(MAX_POLL_WAIT)},
+        )
+
+    def polled(self, resp: httpx.Response) -> bool:
+        """The answer to :meth:`poll_req`: True if it brought messages (now in the inbox).
+
+        Raises:
+            FrameTooLarge, RemoteProtocolError: a garbled batch.
+        """
+        if resp.status_code != 200:
+            return False
+        self.arrived([bytes(v) for v in unpack_batch(resp.content, self.max_frame, self.url)])
+        return True
+
     def stream_req(self) -> Req:
         """The long response that carries every message from the server, as it comes."""
         return Req("GET", self.path + "/stream", None, None, None)

@@ -95,6 +95,7 @@ class HttpChannel(Channel):
         self._reader = StreamReader(core.max_frame, core.url)
         self._threaded = False
         self._posting = False  # a POST of queued messages is in flight (one at a time: order)
+        self._unanswered = False  # send() was called since the last recv()
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -138,6 +139,7 @@ class HttpChannel(Channel):
             if core.outbox_bytes > HIGH_WATER:
                 self._wait_out(lambda: core.outbox_bytes <= HIGH_WATER, timeout, "sent")
             core.queue(payloads)
+            self._unanswered = True
             if self._sender is None:
                 self._sender = threading.Thread(
                     target=self._send_loop, name=f"ipcwire sender {self.url}", daemon=True
@@ -271,7 +273,10 @@ class HttpChannel(Channel):
         if not core.session:
             raise core.nothing_to_receive()
         if timeout is None and not self._threaded:
+            asked, self._unanswered = self._unanswered, False
             self._post_here()
+            if not core.inbox and not core.streaming and (asked or self._posting):
+                self._poll_here()
             while not core.inbox and core.ended is None and self._pull():
                 pass
             if core.closed:
@@ -339,6 +344,22 @@ class HttpChannel(Channel):
                 if not full:  # sent, or failed: as if the sender thread had posted it
                     core.posted(resp, 1, len(payload), err)
                 self._answered()
+
+    def _poll_here(self) -> None:
+        """recv() without a timeout after a send() whose message the sender thread took (it
+        may still be posting it) while no stream is open: one long poll for the reply (in
+        parallel with that POST: a poll carries nothing, so the order holds) rather than
+        opening the stream for good; the stream is opened if nothing came within its wait."""
+        core = self._core
+        try:
+            resp = self._do(core.poll_req(), "receiving from")
+        except IpcwireError:
+            return  # the stream, opened next, reports the channel's state
+        with self._in:
+            try:
+                core.polled(resp)
+            except IpcwireError as exc:
+                core.stream_ended(exc)
 
     def _read_stream(self) -> None:
         """The reader thread: every message from the server's stream into the inbox."""
