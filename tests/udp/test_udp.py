@@ -260,3 +260,17 @@ def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the other thread never got there"
         time.sleep(0.001)
+
+
+def test_zero_timeout_reads_what_is_waiting() -> None:
+    """``recv(timeout=0)`` on a listener's channel reads a datagram already in the socket
+    (loopback delivers during sendto) and times out only when there is none."""
+    with ipcwire.listen("udp://127.0.0.1:0") as server, ipcwire.connect(server.url) as a:
+        a.send(b"1")
+        ch = server.accept(timeout=5)
+        assert ch.recv(timeout=0) == b"1"
+        with pytest.raises(Timeout):
+            ch.recv(timeout=0)
+        a.send(b"2")
+        assert ch.recv(timeout=0) == b"2"
+        ch.close()

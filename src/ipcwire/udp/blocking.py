@@ -416,7 +416,7 @@ class UdpListener(Listener):
         self._io = _Socket(sock, self._fmt, url)
         self._peers: dict[Address, _PeerChannel] = {}
         self._new: deque[_PeerChannel] = deque()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
         self._reading = False  # a caller is reading the socket for everyone (see the module)
         self._waiting = 0  # callers in cond.wait() for the reader (none: no notify to do)
         self._closed = False
@@ -440,11 +440,18 @@ class UdpListener(Listener):
             ChannelClosed, ChannelBroken: the socket failed (for every waiting caller).
         """
         cond = self._cond
+        tried = False
         while not done():
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                what = "from a new peer" if waiter is None else f"from {waiter.url}"
-                raise Timeout(f"no message {what} within {timeout} s", endpoint=self.url)
+            if deadline is None:
+                wait = None
+            elif not tried:
+                wait = timeout  # as given: the socket's SO_RCVTIMEO stays set from last time
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    what = "from a new peer" if waiter is None else f"from {waiter.url}"
+                    raise Timeout(f"no message {what} within {timeout} s", endpoint=self.url)
+            tried = True
             if self._reading:
                 self._waiting += 1
                 try:
