@@ -28,9 +28,7 @@ class _Link:
         self._conn = conn
         self._done = done
         self.send = conn.send
-
-    def recv(self) -> Any:
-        return self._conn.recv()
+        self.recv = conn.recv  # bound, like send: no method of ours between the two
 
     def close(self) -> None:
         self._conn.close()
