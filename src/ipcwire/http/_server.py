@@ -54,6 +54,15 @@ MAX_POLL: Final = 20.0
 _CHANNELS: Final = "/channels"
 
 
+def _too_large(size: int, limit: int, *, exact: bool) -> Problem:
+    """413 for a body of ``size`` bytes (``exact``: its Content-Length; else what was read
+    when it passed ``limit``)."""
+    what = f"{size} bytes, over" if exact else "over"
+    return Problem(
+        413, "too_large", f"the body is {what} the limit of {limit} bytes", size=size, limit=limit
+    )
+
+
 class HttpServer:
     """Serves one ipcwire HTTP endpoint; sessions become channels via the callbacks.
 
@@ -220,13 +229,7 @@ class HttpServer:
         n = request.content_length
         if n is not None:
             if n > limit:
-                raise Problem(
-                    413,
-                    "too_large",
-                    f"the body is {n} bytes, over the limit of {limit} bytes",
-                    size=n,
-                    limit=limit,
-                )
+                raise _too_large(n, limit, exact=True)
             return await request.content.readexactly(n) if n else b""
         buf = bytearray()
         while True:
@@ -235,13 +238,7 @@ class HttpServer:
                 return bytes(buf)
             buf += chunk
             if len(buf) > limit:
-                raise Problem(
-                    413,
-                    "too_large",
-                    f"the body is over the limit of {limit} bytes",
-                    size=len(buf),
-                    limit=limit,
-                )
+                raise _too_large(len(buf), limit, exact=False)
 
     def _decode(self, data: bytes | memoryview) -> tuple[Any, int]:
         if self._raw and type(data) is bytes:
@@ -268,13 +265,7 @@ class HttpServer:
         limit = self._max_batch
         n = request.content_length
         if n is not None and n > limit:
-            raise Problem(
-                413,
-                "too_large",
-                f"the body is {n} bytes, over the limit of {limit} bytes",
-                size=n,
-                limit=limit,
-            )
+            raise _too_large(n, limit, exact=True)
         splitter = FrameSplitter(self._max_frame, "the client")
         content = request.content
         total = 0
@@ -285,13 +276,7 @@ class HttpServer:
                     break
                 total += len(chunk)
                 if total > limit:
-                    raise Problem(
-                        413,
-                        "too_large",
-                        f"the body is over the limit of {limit} bytes",
-                        size=total,
-                        limit=limit,
-                    )
+                    raise _too_large(total, limit, exact=False)
                 splitter.feed(chunk)
         except IpcwireError as exc:
             raise Problem(400, "malformed", str(exc)) from None
