@@ -41,3 +41,21 @@ def tcp_url() -> Callable[[], str]:
 @pytest.fixture
 def abstract_url() -> Callable[[], str]:
     return lambda: f"unix:@ipcwire-test-{os.getpid()}-{next(_counter)}"
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a test on both paths of the blocking stream channels: the C ``FrameSender`` and
+    ``FrameReceiver`` (a missing build fails here, even under IPCWIRE_STREAM_IMPL=python)
+    and the pure-Python paths, as without the extension."""
+    from ipcwire._stream import blocking
+
+    if request.param == "python":
+        monkeypatch.setattr(blocking, "FRAME_SENDER", None)
+        monkeypatch.setattr(blocking, "FRAME_RECEIVER", None)
+    else:
+        from ipcwire._ext import _native
+
+        monkeypatch.setattr(blocking, "FRAME_SENDER", _native.FrameSender)
+        monkeypatch.setattr(blocking, "FRAME_RECEIVER", _native.FrameReceiver)
+    yield request.param

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import ipcwire
-from ipcwire._stream import blocking
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -28,19 +27,6 @@ from ipcwire.registry import lookup
 from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
 
 Pair = tuple[ipcwire.Channel, ipcwire.Channel]
-
-
-@pytest.fixture(params=["c", "python"])
-def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if request.param == "python":
-        monkeypatch.setattr(blocking, "FRAME_SENDER", None)
-        monkeypatch.setattr(blocking, "FRAME_RECEIVER", None)
-    else:  # the C paths even under IPCWIRE_STREAM_IMPL=python; a missing build fails here
-        from ipcwire._ext import _native
-
-        monkeypatch.setattr(blocking, "FRAME_SENDER", _native.FrameSender)
-        monkeypatch.setattr(blocking, "FRAME_RECEIVER", _native.FrameReceiver)
-    yield request.param
 
 
 @pytest.fixture(params=["unix_url", "tcp_url"])

@@ -10,6 +10,16 @@
  * eligible (a bytes-like payload within the send limit; anything else returns False and the
  * caller takes its general path), timeouts (never here: the caller only uses this without a
  * send timeout), and turning an OSError into an ipcwire error.
+ *
+ * The same two classes serve pipes and FIFOs (ipcwire/pipe/_channel.py) in "fd mode": the fd
+ * is a non-blocking pipe, writes use write(2), and only messages that fit in PIPE_BUF take
+ * the C send path (POSIX makes those writes atomic: all of the message or EAGAIN, so the C
+ * path never leaves half a message behind; anything else, and a full pipe, take the Python
+ * path with its read-ahead). The receiver waits with poll(2) on the pipe plus the stream's
+ * wake-up fds (the close waker, a child's pidfd), all with the GIL released once; when one
+ * of those fires it returns None and the Python path decides. Reads happen with the GIL
+ * held, after checking that the fd was not disabled: the Python side disables these objects
+ * before it closes an fd, so no read or write ever reaches a closed or recycled fd.
  */
 #include "native.h"
 
@@ -18,6 +28,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include "pythread.h"
 
@@ -31,6 +42,7 @@ typedef struct {
     PyObject_HEAD
     int fd;                       /* -1 once disabled: send() declines, write() raises */
     Py_ssize_t limit;             /* largest payload send() frames itself */
+    Py_ssize_t pipe_buf;          /* fd mode (a pipe): frames up to this size; 0: a socket */
     PyThread_type_lock lock;      /* the channel's send lock */
     int held;                     /* the lock is taken (changed only with the GIL held) */
     unsigned long long messages;  /* messages written through this object */
@@ -126,13 +138,15 @@ static int write_all(int fd, struct iovec *iov, int cnt)
 
 static int sender_init(FrameSender *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"fd", "limit", NULL};
+    static char *kwlist[] = {"fd", "limit", "pipe_buf", NULL};
     int fd;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in:FrameSender", kwlist, &fd, &limit))
+    Py_ssize_t limit, pipe_buf = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in|$n:FrameSender", kwlist, &fd, &limit,
+                                     &pipe_buf))
         return -1;
-    if (fd < 0 || limit < 0 || (uint64_t)limit > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "FrameSender: fd must be >= 0, limit 0..2**32-1");
+    if (fd < 0 || limit < 0 || (uint64_t)limit > UINT32_MAX || pipe_buf < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "FrameSender: fd must be >= 0, limit 0..2**32-1, pipe_buf >= 0");
         return -1;
     }
     if (self->lock == NULL) {
@@ -144,7 +158,37 @@ static int sender_init(FrameSender *self, PyObject *args, PyObject *kwargs)
     }
     self->fd = fd;
     self->limit = limit;
+    self->pipe_buf = pipe_buf;
     return 0;
+}
+
+/* fd mode: one write(2) of a whole frame that fits in PIPE_BUF, with the GIL held (the pipe
+ * is non-blocking). 1: written; 0: the pipe is full, nothing written (the caller's Python
+ * path waits, reading ahead meanwhile); -1: an error is set. */
+static int pipe_write_frame(int fd, struct iovec *iov, int cnt, size_t total)
+{
+    for (;;) {
+        ssize_t n = writev(fd, iov, cnt);
+        if (n >= 0 && (size_t)n == total)
+            return 1;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n < 0 && errno == EINTR) {
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        if (n < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        /* A partial write of at most PIPE_BUF bytes: POSIX rules it out for pipes and FIFOs
+         * (the only fds fd mode is used on). Say so rather than leave the stream torn. */
+        errno = EIO;
+        PyErr_SetString(PyExc_OSError, "a write of at most PIPE_BUF bytes to a pipe was cut "
+                                       "short; the stream is out of step");
+        return -1;
+    }
 }
 
 static void sender_dealloc(FrameSender *self)
@@ -180,7 +224,7 @@ static PyObject *sender_send(FrameSender *self, PyObject *payload)
     else {
         Py_RETURN_FALSE;
     }
-    if (len > self->limit || self->fd < 0) {
+    if (len > self->limit || self->fd < 0 || (self->pipe_buf && len + 4 > self->pipe_buf)) {
         if (have_view)
             PyBuffer_Release(&view);
         Py_RETURN_FALSE;
@@ -200,7 +244,12 @@ static PyObject *sender_send(FrameSender *self, PyObject *payload)
                 PyBuffer_Release(&view);
             Py_RETURN_FALSE;
         }
-        rc = write_all(self->fd, iov, len ? 2 : 1);
+        if (self->pipe_buf) {
+            rc = pipe_write_frame(self->fd, iov, len ? 2 : 1, 4 + (size_t)len);
+            rc = rc == 1 ? 0 : rc == 0 ? 1 : -1; /* 0: written, 1: declined (full) */
+        }
+        else
+            rc = write_all(self->fd, iov, len ? 2 : 1);
         if (rc == 0) {
             self->messages++;
             self->nbytes += 4 + (unsigned long long)len;
@@ -211,6 +260,8 @@ static PyObject *sender_send(FrameSender *self, PyObject *payload)
         PyBuffer_Release(&view);
     if (rc < 0)
         return NULL;
+    if (rc > 0)
+        Py_RETURN_FALSE;
     Py_RETURN_TRUE;
 }
 
@@ -225,6 +276,10 @@ static PyObject *sender_write(FrameSender *self, PyObject *args)
     if (self->fd < 0) {
         errno = EBADF;
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (self->pipe_buf) {
+        PyErr_SetString(PyExc_TypeError, "write: a socket's method (fd mode writes in Python)");
+        return NULL;
     }
     PyObject *parts = PyTuple_Check(data) ? data : NULL;
     Py_ssize_t cnt = parts ? PyTuple_GET_SIZE(parts) : 1;
@@ -347,9 +402,14 @@ PyTypeObject ipcw_FrameSenderType = {
  * on the socket) it returns None having changed nothing the Python path cannot continue from,
  * and the Python path decides. */
 
+#define MAX_WAITS 2
+
 typedef struct {
     PyObject_HEAD
     int fd; /* -1: take() only (asyncio), or disabled */
+    int nwaits; /* fd mode: the pipe's wake-up fds (>= 0 of them); -1: a socket */
+    int waits[MAX_WAITS];
+    int hot;    /* fd mode: the last read filled the buffer, so read before waiting */
     PyObject *decoder;
     PyThread_type_lock lock;
     int held;
@@ -393,14 +453,34 @@ static int set_ssize(PyObject *obj, PyObject *name, Py_ssize_t value)
 
 static int receiver_init(FrameReceiver *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"fd", "decoder", NULL};
+    static char *kwlist[] = {"fd", "decoder", "waits", NULL};
     int fd;
-    PyObject *decoder;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO:FrameReceiver", kwlist, &fd, &decoder))
+    PyObject *decoder, *waits = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|$O:FrameReceiver", kwlist, &fd, &decoder,
+                                     &waits))
         return -1;
     if (fd < -1) {
         PyErr_SetString(PyExc_ValueError, "FrameReceiver: fd must be >= 0, or -1 (take only)");
         return -1;
+    }
+    self->nwaits = -1;
+    self->hot = 0;
+    if (waits != Py_None) {
+        if (!PyTuple_Check(waits) || PyTuple_GET_SIZE(waits) > MAX_WAITS) {
+            PyErr_SetString(PyExc_ValueError, "FrameReceiver: waits is a tuple of up to 2 fds");
+            return -1;
+        }
+        self->nwaits = 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(waits); i++) {
+            long w = PyLong_AsLong(PyTuple_GET_ITEM(waits, i));
+            if (w == -1 && PyErr_Occurred())
+                return -1;
+            if (w < 0 || w > INT32_MAX) {
+                PyErr_SetString(PyExc_ValueError, "FrameReceiver: a wait fd must be >= 0");
+                return -1;
+            }
+            self->waits[self->nwaits++] = (int)w;
+        }
     }
     if (intern_names() < 0)
         return -1;
@@ -517,6 +597,90 @@ static int read_once(FrameReceiver *self)
     return set_ssize(self->decoder, str_end, (Py_ssize_t)n) < 0 ? -1 : 1;
 }
 
+/* fd mode's read_once: read the pipe into the empty buffer, first waiting (GIL released) for
+ * it or one of the wake-up fds. Same results as read_once; a wake-up fd that fires, end of
+ * stream, a spurious wake-up with nothing to read after it and a disabled receiver all give
+ * 0, and the Python path (which polls the same fds) decides what they mean. */
+static int read_fd_once(FrameReceiver *self)
+{
+    PyObject *buf = PyObject_GetAttr(self->decoder, str_buf);
+    if (buf == NULL)
+        return -1;
+    Py_buffer view;
+    if (!PyByteArray_Check(buf) || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        Py_DECREF(buf);
+        return 0;
+    }
+    int rc = 0;
+    ssize_t n = -1;
+    for (;;) {
+        if (self->fd < 0)
+            break; /* disabled while we waited: the fd may be closed now */
+        if (self->hot) {
+            n = read(self->fd, view.buf, (size_t)view.len); /* non-blocking, GIL held */
+            if (n > 0)
+                break;
+            if (n == 0)
+                break; /* end of stream */
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                rc = -1;
+                break;
+            }
+            self->hot = 0; /* empty: wait first from now on (a ping-pong saves a syscall) */
+        }
+        struct pollfd p[1 + MAX_WAITS];
+        int np = 1;
+        p[0].fd = self->fd;
+        p[0].events = POLLIN;
+        p[0].revents = 0;
+        for (int i = 0; i < self->nwaits; i++, np++) {
+            p[np].fd = self->waits[i];
+            p[np].events = POLLIN;
+            p[np].revents = 0;
+        }
+        int got, err;
+        Py_BEGIN_ALLOW_THREADS
+        got = poll(p, (nfds_t)np, -1);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    rc = -1;
+                    break;
+                }
+                continue;
+            }
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            rc = -1;
+            break;
+        }
+        int other = 0;
+        for (int i = 1; i < np; i++)
+            other |= p[i].revents != 0;
+        if (other || (p[0].revents & POLLNVAL))
+            break; /* closing, or the child exited: the Python path decides */
+        if (p[0].revents)
+            self->hot = 1; /* readable (data, or hang-up): read it at the top */
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(buf);
+    if (rc < 0 || n <= 0)
+        return rc;
+    self->hot = n == view.len;
+    return set_ssize(self->decoder, str_end, (Py_ssize_t)n) < 0 ? -1 : 1;
+}
+
 static int receiver_lock(FrameReceiver *self) { return take_lock(self->lock, &self->held); }
 
 static void receiver_unlock(FrameReceiver *self) { give_lock(self->lock, &self->held); }
@@ -532,7 +696,7 @@ static PyObject *receiver_recv(FrameReceiver *self, PyObject *Py_UNUSED(ignored)
     PyObject *frame = take_frame(self, &end);
     if (frame == Py_None && end == 0) {
         Py_DECREF(frame);
-        int rc = read_once(self);
+        int rc = self->nwaits < 0 ? read_once(self) : read_fd_once(self);
         frame = rc < 0 ? NULL : rc == 0 ? Py_NewRef(Py_None) : take_frame(self, &end);
     }
     if (frame != NULL && frame != Py_None) {

@@ -41,7 +41,7 @@ from ipcwire.errors import (
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["StreamChannel", "client_handshake"]
+__all__ = ["StreamChannel", "client_handshake", "native_stream_classes"]
 
 _monotonic = time.monotonic
 
@@ -59,6 +59,11 @@ def _load_native() -> tuple[Any, Any]:
 # The C paths' classes, or None (then every channel uses the pure-Python paths). Tests set
 # them to None to run the Python paths in the same process.
 FRAME_SENDER, FRAME_RECEIVER = _load_native()
+
+
+def native_stream_classes() -> tuple[Any, Any]:
+    """``(FrameSender, FrameReceiver)`` as this module has them now (None: Python paths)."""
+    return FRAME_SENDER, FRAME_RECEIVER
 
 
 class StreamChannel(Channel):

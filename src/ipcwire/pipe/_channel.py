@@ -17,10 +17,10 @@ from typing import Any, Final, NoReturn
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.wire import WireFormat
-from ipcwire._stream.blocking import StreamChannel
+from ipcwire._stream.blocking import StreamChannel, native_stream_classes
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel
-from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fd import PIPE_BUF, FdStream, is_pipe, is_pipe_like
 
 __all__ = ["DEFAULT_MAX_READAHEAD", "ExplainingPipeChannel", "PipeChannel"]
 
@@ -48,6 +48,39 @@ class PipeChannel(StreamChannel):
         self._describe_end = describe_end  # used by ExplainingPipeChannel
         if stream.rfd is not None and stream.wfd is not None and max_readahead > 0:
             stream.readahead = self._readahead
+        self._use_native(stream, wire)
+
+    def _use_native(self, stream: FdStream, wire: WireFormat) -> None:
+        """Take the C paths of ``_ext/stream.c`` in fd mode where they are exactly right.
+
+        Sending: raw-bytes messages that fit in ``PIPE_BUF`` (atomic on a pipe: all or
+        nothing) to a non-blocking pipe or FIFO; a full pipe and longer messages take the
+        Python path with its read-ahead. Receiving: raw bytes, length framing, a non-blocking
+        pipe that may be read before polling (not a FIFO still waiting for its first writer).
+        The stream disables them before it closes an fd (``read_guard``/``write_guard``).
+        """
+        raw = wire.framing == "length" and wire.is_raw
+        wfd = stream.wfd
+        sender_cls, receiver_cls = native_stream_classes()
+        if sender_cls is not None and wfd is not None and stream.nonblocking and is_pipe(wfd):
+            sender = sender_cls(wfd, min(wire.send_limit, 0xFFFFFFFF), pipe_buf=PIPE_BUF)
+            self._sender = self._send_lock = sender
+            if raw:
+                self._fast_send = sender.send
+            stream.write_guard = sender.disable
+        rfd = stream.rfd
+        if (
+            receiver_cls is not None
+            and raw
+            and rfd is not None
+            and stream.nonblocking
+            and stream.reads_first
+            and is_pipe_like(rfd)
+        ):
+            receiver = receiver_cls(rfd, self._decoder, waits=stream.wake_fds())
+            self._receiver = self._recv_lock = receiver
+            self._fast_recv = receiver.recv
+            stream.read_guard = receiver.disable
 
     @property
     def readable(self) -> bool:

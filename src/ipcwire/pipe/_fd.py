@@ -41,6 +41,7 @@ __all__ = [
     "FdStream",
     "Waker",
     "grow_pipe",
+    "is_pipe",
     "is_pipe_like",
     "make_pipe",
     "set_cloexec",
@@ -72,6 +73,11 @@ def is_pipe_like(fd: int) -> bool:
     """True for pipes, FIFOs and sockets (where O_NONBLOCK is safe to set on our copy)."""
     mode = os.fstat(fd).st_mode
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def is_pipe(fd: int) -> bool:
+    """True for pipes and FIFOs (where a write of up to PIPE_BUF bytes is atomic)."""
+    return stat.S_ISFIFO(os.fstat(fd).st_mode)
 
 
 def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
@@ -198,6 +204,10 @@ class FdStream(ByteStream):
         self.watch = watch
         self.peer_exited = False  # set when the watch fd fired
         self.readahead: Callable[[], bool] | None = None
+        # Called before this stream closes (or hands away) its read or write fd: a channel's
+        # C fast paths (``_ext/stream.c``) use the fds directly, and stop here.
+        self.read_guard: Callable[[], None] | None = None
+        self.write_guard: Callable[[], None] | None = None
         self._restore = restore or {}
         self._nonblocking = nonblocking
         self._closed = False
@@ -231,6 +241,24 @@ class FdStream(ByteStream):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def nonblocking(self) -> bool:
+        """The fds are in O_NONBLOCK mode (every write either fits or is refused at once)."""
+        return self._nonblocking
+
+    @property
+    def reads_first(self) -> bool:
+        """A read may come before any poll (not a FIFO still waiting for its first writer)."""
+        return self._fast_read
+
+    def wake_fds(self) -> tuple[int, ...]:
+        """The fds besides the read fd that end a wait for input: the close waker and the
+        ``watch`` fd (their firing means: ask :meth:`recv_into`)."""
+        fds = [] if self._waker is None else [self._waker.fd]
+        if self.watch is not None:
+            fds.append(self.watch)
+        return tuple(fds)
 
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
         if not self._can_read:
@@ -421,6 +449,8 @@ class FdStream(ByteStream):
         A write in progress is interrupted only by :meth:`close`; this waits for it (bounded)
         and otherwise leaves the closing to that writer.
         """
+        if self.write_guard is not None:
+            self.write_guard()
         self._closing_locked(self._wlock, self._close_write, "_orphan_write")
 
     def shutdown(self) -> None:
@@ -439,6 +469,9 @@ class FdStream(ByteStream):
         if self._closed:
             return None
         self._closed = True
+        for guard in (self.read_guard, self.write_guard):
+            if guard is not None:
+                guard()
         if self._waker is not None:
             self._waker.wake()
         detached: list[int] = []
