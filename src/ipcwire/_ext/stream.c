@@ -17,7 +17,9 @@
  * path never leaves half a message behind; anything else, and a full pipe, take the Python
  * path with its read-ahead). The receiver waits with poll(2) on the pipe plus the stream's
  * wake-up fds (the close waker, a child's pidfd), all with the GIL released once; when one
- * of those fires it returns None and the Python path decides. Reads happen with the GIL
+ * of those fires it returns None and the Python path decides. A FIFO's receiver starts
+ * without an fd and is enabled once the first writer was seen, and then always reads before
+ * it waits (what ipcwire/pipe/_fd.py explains for FIFOs). Reads happen with the GIL
  * held, after checking that the fd was not disabled: the Python side disables these objects
  * before it closes an fd, so no read or write ever reaches a closed or recycled fd.
  */
@@ -410,6 +412,8 @@ typedef struct {
     int nwaits; /* fd mode: the pipe's wake-up fds (>= 0 of them); -1: a socket */
     int waits[MAX_WAITS];
     int hot;    /* fd mode: the last read filled the buffer, so read before waiting */
+    int read_first; /* fd mode: always read before waiting (a FIFO: see ipcwire/pipe/_fd.py) */
+    int dead;   /* disabled for good: enable() refuses */
     PyObject *decoder;
     PyThread_type_lock lock;
     int held;
@@ -453,11 +457,11 @@ static int set_ssize(PyObject *obj, PyObject *name, Py_ssize_t value)
 
 static int receiver_init(FrameReceiver *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"fd", "decoder", "waits", NULL};
-    int fd;
+    static char *kwlist[] = {"fd", "decoder", "waits", "read_first", NULL};
+    int fd, read_first = 0;
     PyObject *decoder, *waits = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|$O:FrameReceiver", kwlist, &fd, &decoder,
-                                     &waits))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|$Op:FrameReceiver", kwlist, &fd, &decoder,
+                                     &waits, &read_first))
         return -1;
     if (fd < -1) {
         PyErr_SetString(PyExc_ValueError, "FrameReceiver: fd must be >= 0, or -1 (take only)");
@@ -465,6 +469,8 @@ static int receiver_init(FrameReceiver *self, PyObject *args, PyObject *kwargs)
     }
     self->nwaits = -1;
     self->hot = 0;
+    self->read_first = read_first;
+    self->dead = 0;
     if (waits != Py_None) {
         if (!PyTuple_Check(waits) || PyTuple_GET_SIZE(waits) > MAX_WAITS) {
             PyErr_SetString(PyExc_ValueError, "FrameReceiver: waits is a tuple of up to 2 fds");
@@ -617,7 +623,7 @@ static int read_fd_once(FrameReceiver *self)
     for (;;) {
         if (self->fd < 0)
             break; /* disabled while we waited: the fd may be closed now */
-        if (self->hot) {
+        if (self->hot || self->read_first) {
             n = read(self->fd, view.buf, (size_t)view.len); /* non-blocking, GIL held */
             if (n > 0)
                 break;
@@ -745,7 +751,26 @@ static PyObject *receiver_release(FrameReceiver *self, PyObject *Py_UNUSED(args)
 static PyObject *receiver_disable(FrameReceiver *self, PyObject *Py_UNUSED(ignored))
 {
     self->fd = -1;
+    self->dead = 1;
     Py_RETURN_NONE;
+}
+
+/* enable(fd) -> bool: start reading ``fd`` (fd mode, created with fd -1); False, and nothing
+ * changes, once disable() was called (the stream may have closed the fd meanwhile). */
+static PyObject *receiver_enable(FrameReceiver *self, PyObject *arg)
+{
+    long lfd = PyLong_AsLong(arg);
+    if (lfd == -1 && PyErr_Occurred())
+        return NULL;
+    int fd = lfd > INT32_MAX ? -1 : (int)lfd;
+    if (fd < 0 || self->nwaits < 0) {
+        PyErr_SetString(PyExc_ValueError, "enable: an fd >= 0, on a receiver in fd mode");
+        return NULL;
+    }
+    if (self->dead)
+        Py_RETURN_FALSE;
+    self->fd = fd;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *receiver_get_messages(FrameReceiver *self, void *Py_UNUSED(c))
@@ -769,7 +794,9 @@ static PyMethodDef receiver_methods[] = {
      "acquire(blocking=True) -> bool: take the receive lock"},
     {"release", (PyCFunction)receiver_release, METH_NOARGS, "release the receive lock"},
     {"disable", (PyCFunction)receiver_disable, METH_NOARGS,
-     "disable(): from now on recv() returns None"},
+     "disable(): from now on recv() returns None, for good"},
+    {"enable", (PyCFunction)receiver_enable, METH_O,
+     "enable(fd) -> bool: fd mode, start reading fd; False once disabled"},
     {"__enter__", (PyCFunction)(void (*)(void))receiver_acquire, METH_VARARGS | METH_KEYWORDS,
      "take the receive lock"},
     {"__exit__", (PyCFunction)receiver_release, METH_VARARGS, "release the receive lock"},

@@ -56,8 +56,10 @@ class PipeChannel(StreamChannel):
         Sending: raw-bytes messages that fit in ``PIPE_BUF`` (atomic on a pipe: all or
         nothing) to a non-blocking pipe or FIFO; a full pipe and longer messages take the
         Python path with its read-ahead. Receiving: raw bytes, length framing, a non-blocking
-        pipe that may be read before polling (not a FIFO still waiting for its first writer).
-        The stream disables them before it closes an fd (``read_guard``/``write_guard``).
+        pipe; a FIFO only once its first writer was seen (``on_armed``; until then the
+        Python path polls first), and then reading before every wait, as the Python path
+        does. The stream disables them for good before it closes an fd
+        (``read_guard``/``write_guard``).
         """
         raw = wire.framing == "length" and wire.is_raw
         wfd = stream.wfd
@@ -74,13 +76,20 @@ class PipeChannel(StreamChannel):
             and raw
             and rfd is not None
             and stream.nonblocking
-            and stream.reads_first
             and is_pipe_like(rfd)
         ):
-            receiver = receiver_cls(rfd, self._decoder, waits=stream.wake_fds())
+            armed = stream.reads_first
+            receiver = receiver_cls(
+                rfd if armed else -1,
+                self._decoder,
+                waits=stream.wake_fds(),
+                read_first=stream.polls_first,
+            )
             self._receiver = self._recv_lock = receiver
             self._fast_recv = receiver.recv
             stream.read_guard = receiver.disable
+            if not armed:
+                stream.on_armed = lambda: receiver.enable(rfd)
 
     @property
     def readable(self) -> bool:

@@ -208,6 +208,8 @@ class FdStream(ByteStream):
         # C fast paths (``_ext/stream.c``) use the fds directly, and stop here.
         self.read_guard: Callable[[], None] | None = None
         self.write_guard: Callable[[], None] | None = None
+        # Called once, when a stream that polls first (a FIFO) sees its first writer.
+        self.on_armed: Callable[[], None] | None = None
         self._restore = restore or {}
         self._nonblocking = nonblocking
         self._closed = False
@@ -251,6 +253,11 @@ class FdStream(ByteStream):
     def reads_first(self) -> bool:
         """A read may come before any poll (not a FIFO still waiting for its first writer)."""
         return self._fast_read
+
+    @property
+    def polls_first(self) -> bool:
+        """Opened with ``poll_first`` (a FIFO): once armed, every read comes before a poll."""
+        return self._read_first
 
     def wake_fds(self) -> tuple[int, ...]:
         """The fds besides the read fd that end a wait for input: the close waker and the
@@ -306,6 +313,9 @@ class FdStream(ByteStream):
                     # A writer has been here: from now on a read of 0 means they all left
                     # (before, on a FIFO, it only meant that none had come yet).
                     self._fast_read = self._nonblocking
+                    armed, self.on_armed = self.on_armed, None
+                    if armed is not None:
+                        armed()
                     self._hot = n == view.nbytes
                     return n
                 elif fd == self.watch:
