@@ -25,22 +25,58 @@ PAIRS = [(p, c) for p in IMPLS for c in IMPLS]  # (producer impl, consumer impl)
 
 
 def ring_pair(
-    capacity: int = 1 << 14, producer: str = "c", consumer: str = "c", **kw: Any
+    capacity: int = 1 << 14,
+    producer: str = "c",
+    consumer: str = "c",
+    bells: str = "socket",
+    **kw: Any,
 ) -> tuple[RingEnd, RingEnd, mmap.mmap]:
-    """Two ends of one ring in one anonymous mapping (one process: for unit tests)."""
+    """Two ends of one ring in one anonymous mapping (one process: for unit tests).
+
+    ``bells``: ``"socket"``, doorbells as links make them (two socketpairs: the producer
+    parks on its end of ``space`` and rings its end of ``data``, the consumer the other way
+    round), ``"nonblocking"`` (the same, non-blocking), or ``"eventfd"`` (one eventfd per
+    waiting side, which the rings also accept)."""
     mm = mmap.mmap(-1, L.ring_span(capacity))
     init_ring(mm, capacity, impl=producer)
-    data, space = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
+    if bells in ("socket", "nonblocking"):
+        (data_p, data_c), (space_p, space_c) = socket.socketpair(), socket.socketpair()
+        socks = [data_p, data_c, space_p, space_c]
+        for sock in socks:  # "nonblocking": as if someone set O_NONBLOCK on the doorbells
+            sock.setblocking(bells == "socket")
+        fds = {
+            "producer": (space_p.fileno(), data_p.fileno()),
+            "consumer": (data_c.fileno(), space_c.fileno()),
+        }
+    else:
+        data, space = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
+        socks = []
+        fds = {"producer": (space, data), "consumer": (data, space)}
     try:
         tx = make_ring(
-            mm, "producer", impl=producer, name="test", wait_fd=space, wake_fd=data, **kw
+            mm,
+            "producer",
+            impl=producer,
+            name="test",
+            wait_fd=fds["producer"][0],
+            wake_fd=fds["producer"][1],
+            **kw,
         )
         rx = make_ring(
-            mm, "consumer", impl=consumer, name="test", wait_fd=data, wake_fd=space, **kw
+            mm,
+            "consumer",
+            impl=consumer,
+            name="test",
+            wait_fd=fds["consumer"][0],
+            wake_fd=fds["consumer"][1],
+            **kw,
         )
     finally:  # each end keeps its own copies
-        os.close(data)
-        os.close(space)
+        for sock in socks:
+            sock.close()
+        if not socks:
+            os.close(data)
+            os.close(space)
     return tx, rx, mm
 
 

@@ -95,8 +95,11 @@ def hostile(fd: int, what: str) -> None:
         for off in (0, L.ring_span(cap)):
             struct.pack_into("=QIIQ", mm, off, L.MAGIC, L.VERSION, L.HEADER_SIZE, cap)
     announced = size + 4096 if what == "size" else size
-    efds = [os.eventfd(0), os.eventfd(0)]
-    fds = [mfd, *efds, *efds] if what == "fds" else [mfd, *efds]
+    pairs = [socket.socketpair(), socket.socketpair()]
+    bells = [a.fileno() for a, _ in pairs]
+    if what == "doorbell":  # eventfds (what older ipcwire sent) where sockets belong
+        bells = [os.eventfd(0), os.eventfd(0)]
+    fds = [mfd, *bells, *bells] if what == "fds" else [mfd, *bells]
     hello = {"shm": 1, "capacity": [cap, cap], "size": announced}
     if what == "size":
         hello["capacity"] = [cap * 2, cap]

@@ -117,6 +117,7 @@ def test_peer_corrupting_the_ring_gives_remote_protocol_error(impl: str, what: s
         ("size", "bytes, not the announced"),
         ("magic", "magic"),
         ("fds", "more file descriptors"),
+        ("doorbell", "doorbell"),
     ],
 )
 def test_hostile_setup_is_refused_and_told(what: str, why: str) -> None:

@@ -176,15 +176,20 @@ def test_consumer_close_breaks_the_producer(prod: str, cons: str) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
-def test_close_wakes_a_blocked_receiver(impl: str, policy: str) -> None:
-    _, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)
+@pytest.mark.parametrize(("bells", "timeout"), [("socket", 30), ("socket", None), ("eventfd", 30)])
+def test_close_wakes_a_blocked_receiver(
+    impl: str, policy: str, bells: str, timeout: float | None
+) -> None:
+    """A parked receiver wakes when another thread closes its end: untimed, it sleeps in a
+    blocking recv on its socket doorbell, which close() shuts for reading."""
+    tx, rx, _ = ring_pair(1 << 12, impl, impl, bells, policy=policy)
     result: list[BaseException] = []
     ready = threading.Event()
 
     def receive() -> None:
         ready.set()
         try:
-            rx.recv(timeout=30)
+            rx.recv(timeout=timeout)
         except BaseException as exc:
             result.append(exc)
 
@@ -195,6 +200,48 @@ def test_close_wakes_a_blocked_receiver(impl: str, policy: str) -> None:
     t.join(timeout=10)
     assert not t.is_alive()
     assert len(result) == 1 and isinstance(result[0], ChannelClosed)
+    tx.close()
+
+
+@pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
+@pytest.mark.parametrize("bells", ["socket", "eventfd", "nonblocking"])
+def test_parked_ping_pong_loses_no_wake_up(prod: str, cons: str, bells: str) -> None:
+    """Two threads answer each other through two rings with the park policy and no timeout
+    (the waits that sleep in one blocking recv on a socket doorbell): every wake-up arrives.
+    Stale doorbell bytes only make a waiter look again. "nonblocking": someone made the
+    doorbell sockets non-blocking; the rings then wait in poll instead."""
+    a_tx, b_rx, _ = ring_pair(1 << 12, prod, cons, bells, policy="park")
+    b_tx, a_rx, _ = ring_pair(1 << 12, cons, prod, bells, policy="park")
+    count = 2000
+
+    def echo() -> None:
+        for _ in range(count):
+            b_tx.send(b_rx.recv())
+
+    t = threading.Thread(target=echo)
+    t.start()
+    for i in range(count):
+        msg = i.to_bytes(4, "little") * (1 + i % 300)
+        a_tx.send(msg)
+        assert a_rx.recv() == msg
+    t.join()
+    # the ring full: a parked producer is woken by the consumer freeing room, untimed too
+    big = bytes(3000)
+    done = threading.Event()
+
+    def fill() -> None:
+        for _ in range(20):
+            a_tx.send(big)
+        done.set()
+
+    t = threading.Thread(target=fill)
+    t.start()
+    for _ in range(20):
+        assert b_rx.recv() == big
+    t.join()
+    assert done.is_set()
+    for ring in (a_tx, b_rx, b_tx, a_rx):
+        ring.close()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -217,7 +264,7 @@ def test_timeouts(impl: str, policy: str) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_park_and_hybrid_need_an_eventfd(impl: str) -> None:
+def test_park_and_hybrid_need_a_doorbell(impl: str) -> None:
     mm = mmap.mmap(-1, L.ring_span(1 << 12))
     init_ring(mm, 1 << 12, impl=impl)
     with pytest.raises(ValueError, match="wait_fd"):
@@ -350,7 +397,8 @@ def test_concurrent_senders_are_serialised(impl: str) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
-def test_a_signal_interrupts_a_blocked_wait(impl: str, policy: str) -> None:
+@pytest.mark.parametrize("timeout", [20, None])
+def test_a_signal_interrupts_a_blocked_wait(impl: str, policy: str, timeout: float | None) -> None:
     import signal
 
     class Interrupted(Exception):
@@ -359,18 +407,19 @@ def test_a_signal_interrupts_a_blocked_wait(impl: str, policy: str) -> None:
     def handler(signum: int, frame: object) -> None:
         raise Interrupted
 
-    _, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)
+    tx, rx, _ = ring_pair(1 << 12, impl, impl, policy=policy)  # (tx kept: its end is open)
     old = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         t0 = time.monotonic()
         with pytest.raises(Interrupted):
-            rx.recv(timeout=20)
+            rx.recv(timeout=timeout)
         assert time.monotonic() - t0 < 5
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     rx.close()
+    tx.close()
 
 
 @pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)

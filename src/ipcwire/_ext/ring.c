@@ -8,7 +8,8 @@
  *   - parking is a Dekker pattern: the waiter stores its "waiting" flag and then re-reads the
  *     peer's index; the peer stores its index and then reads the flag. Both pairs are seq_cst,
  *     so at least one side sees the other: either the waiter sees the new index and does not
- *     sleep, or the peer sees the flag and writes the eventfd. No wake-up is ever lost, and
+ *     sleep, or the peer sees the flag and rings the doorbell (a byte on a Unix socket, or an
+ *     eventfd write). No wake-up is ever lost, and
  *     the peer makes the system call only when the waiter is really parked.
  *
  * Every value read from shared memory is validated before use, because the peer may be buggy
@@ -24,6 +25,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -166,14 +169,21 @@ void ipcw_finish(ipcw_ring *r, uint64_t n, uint32_t kind, uint64_t aux)
     r->pos += ipcw_align(IPCW_REC_HDR + n);
 }
 
-/* Make everything written visible. Returns 1 when the consumer is parked (wake it). */
+/* Make everything written visible. Returns 1 when the consumer is parked (wake it).
+ *
+ * The waker takes the flag (exchange to 0): one doorbell per park, however many messages are
+ * published before the parked side runs again (it sets the flag anew before it sleeps again).
+ * A plain load would ring on every publish meanwhile: with a fast producer, dozens of
+ * doorbells per wake-up, each a system call. */
 int ipcw_publish(ipcw_ring *r)
 {
     if (r->pos == r->pub)
         return 0;
     atomic_store_explicit(&r->hdr->tail, r->pos, memory_order_seq_cst);
     r->pub = r->pos;
-    return atomic_load_explicit(&r->hdr->consumer_waiting, memory_order_seq_cst) != 0;
+    if (!atomic_load_explicit(&r->hdr->consumer_waiting, memory_order_seq_cst))
+        return 0;
+    return atomic_exchange_explicit(&r->hdr->consumer_waiting, 0, memory_order_seq_cst) != 0;
 }
 
 /* ---- consumer ------------------------------------------------------------------------ */
@@ -243,7 +253,10 @@ int ipcw_release(ipcw_ring *r)
         return 0;
     uint64_t need = atomic_load_explicit(&r->hdr->producer_need, memory_order_relaxed);
     uint64_t used = atomic_load_explicit(&r->hdr->tail, memory_order_acquire) - r->pos;
-    return used > r->cap || r->cap - used >= need; /* nonsense values: wake, let it check */
+    if (used <= r->cap && r->cap - used < need) /* (nonsense values: wake, let it check) */
+        return 0;
+    /* take the flag, as ipcw_publish does: one doorbell per park */
+    return atomic_exchange_explicit(&r->hdr->producer_waiting, 0, memory_order_seq_cst) != 0;
 }
 
 /* Consumer: bytes published and not yet consumed, read fresh (0 if the index is nonsense). */
@@ -265,27 +278,49 @@ void ipcw_mark_closed(ipcw_ring *r, int producer)
 
 /* ---- waiting ------------------------------------------------------------------------- */
 
-void ipcw_signal(int fd)
+void ipcw_signal(int fd, int sock)
 {
     uint64_t one = 1;
     ssize_t rc;
     if (fd < 0)
         return;
     do
-        rc = write(fd, &one, sizeof one);
+        rc = sock ? send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) : write(fd, &one, sizeof one);
     while (rc < 0 && errno == EINTR);
-    /* EAGAIN: the counter is saturated, so a wake-up is pending anyway */
+    /* EAGAIN: the counter is saturated, or the socket's buffer is full of doorbell bytes, so
+     * a wake-up is pending anyway; EPIPE, ECONNRESET: the peer's end is gone or shut */
 }
 
-void ipcw_drain(int fd)
+/* Wake a thread of ours parked on w->wait_fd (close() from another thread; the interrupt
+ * flag is already set). A socket is shut for reading: its recv() returns 0 at once, now and
+ * from then on (only this ring parks on it; this side still sends on it for the other ring). */
+void ipcw_wake_self(const ipcw_waiter *w)
 {
-    uint64_t v;
-    ssize_t rc;
-    if (fd < 0)
+    if (w->wait_fd < 0)
         return;
+    if (w->wait_sock)
+        shutdown(w->wait_fd, SHUT_RD);
+    else
+        ipcw_signal(w->wait_fd, 0);
+}
+
+int ipcw_is_socket(int fd)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* Read what woke us: doorbell bytes (up to 64 at once) or the eventfd's counter. 0: the
+ * socket's peer end is gone, or this side shut it (close); 1 otherwise. */
+static int drain(const ipcw_waiter *w)
+{
+    unsigned char buf[64];
+    ssize_t rc;
     do
-        rc = read(fd, &v, sizeof v);
+        rc = w->wait_sock ? recv(w->wait_fd, buf, sizeof buf, MSG_DONTWAIT)
+                          : read(w->wait_fd, buf, 8);
     while (rc < 0 && errno == EINTR);
+    return rc != 0;
 }
 
 /* 0 when the peer's end of the liveness socket is gone (hung up, error, or readable: after
@@ -412,6 +447,31 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
             atomic_store_explicit(flag, 0, memory_order_relaxed);
             return IPCW_INTERRUPTED;
         }
+        if (w->wait_sock && deadline < 0) {
+            /* untimed: sleep in recv() itself, one system call to sleep and be woken */
+            unsigned char buf[64];
+            ssize_t n = recv(w->wait_fd, buf, sizeof buf, 0);
+            int err = errno;
+            atomic_store_explicit(flag, 0, memory_order_relaxed);
+            if (atomic_load_explicit(w->interrupt, memory_order_relaxed))
+                return IPCW_INTERRUPTED;
+            if (n > 0)
+                continue;
+            if (n == 0) /* the peer's end is gone: whatever it published is still delivered */
+                return ready(r, need) ? IPCW_OK : IPCW_PEER_GONE;
+            if (err == EINTR)
+                return IPCW_AGAIN; /* the caller runs Python's signal handlers */
+            if (err != EAGAIN && err != EWOULDBLOCK) {
+                errno = err;
+                return IPCW_SYSERR;
+            }
+            /* someone made the socket non-blocking: wait in ppoll below instead */
+            atomic_store_explicit(flag, 1, memory_order_seq_cst);
+            if (ready(r, need)) {
+                atomic_store_explicit(flag, 0, memory_order_relaxed);
+                return IPCW_OK;
+            }
+        }
         struct timespec ts, *tsp = NULL;
         if (deadline >= 0) {
             int64_t left = deadline - ipcw_now_ns();
@@ -423,7 +483,8 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
             ts.tv_nsec = left % 1000000000;
             tsp = &ts;
         }
-        struct pollfd fds[2] = {{w->wait_fd, POLLIN, 0}, {w->alive_fd, POLLIN | POLLRDHUP, 0}};
+        struct pollfd fds[2] = {{w->wait_fd, POLLIN | POLLRDHUP, 0},
+                                {w->alive_fd, POLLIN | POLLRDHUP, 0}};
         int n = ppoll(fds, 2, tsp, NULL);
         int err = errno;
         atomic_store_explicit(flag, 0, memory_order_relaxed);
@@ -433,12 +494,10 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
             errno = err;
             return IPCW_SYSERR;
         }
-        if (fds[0].revents)
-            ipcw_drain(w->wait_fd);
-        if (fds[1].revents)
-            return ready(r, need) ? IPCW_OK : IPCW_PEER_GONE;
         if (atomic_load_explicit(w->interrupt, memory_order_relaxed))
             return IPCW_INTERRUPTED;
+        if ((fds[0].revents && !drain(w)) || fds[1].revents)
+            return ready(r, need) ? IPCW_OK : IPCW_PEER_GONE;
     }
 }
 

@@ -113,11 +113,19 @@ typedef struct {
     uint64_t size; /* bytes the record occupies, header and padding included */
 } ipcw_rec;
 
-/* How a blocked side waits. Owned by the caller; fds may be -1. */
+/* How a blocked side waits. Owned by the caller; fds may be -1.
+ *
+ * The doorbells are either eventfds (wait_fd: ours, the peer writes it; wake_fd: the peer's)
+ * or, as ipcwire's links use them, this side's ends of Unix stream socketpairs: a parked
+ * waiter sleeps in one blocking recv() on wait_fd (one system call to sleep and to wake, and
+ * 0 bytes = the peer's end is gone), and this side rings the peer by sending one byte on
+ * wake_fd, which arrives at the peer's end of that pair. */
 typedef struct {
-    int wait_fd;  /* eventfd this side parks on (the peer writes it) */
-    int wake_fd;  /* eventfd the peer parks on (this side writes it) */
+    int wait_fd;  /* the doorbell this side parks on */
+    int wake_fd;  /* the doorbell this side rings to wake the peer */
     int alive_fd; /* Unix socket to the peer: readable/hung-up when the peer is gone */
+    int wait_sock; /* wait_fd is a socket (park in recv), else an eventfd (ppoll + read) */
+    int wake_sock; /* wake_fd is a socket (send one byte), else an eventfd (write) */
     int policy;   /* IPCW_SPIN, IPCW_PARK, IPCW_HYBRID */
     int64_t spin_ns;
     _Atomic int *interrupt; /* set by close() from another thread */
@@ -159,8 +167,9 @@ void ipcw_disarm(ipcw_ring *r, int producer);
 /* both */
 void ipcw_mark_closed(ipcw_ring *r, int producer);
 uint64_t ipcw_used(ipcw_ring *r);
-void ipcw_signal(int fd);
-void ipcw_drain(int fd);
+void ipcw_signal(int fd, int sock);
+void ipcw_wake_self(const ipcw_waiter *w);
+int ipcw_is_socket(int fd);
 int ipcw_peer_alive(int fd);
 
 #endif

@@ -22,9 +22,9 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
         if (self->producer && !self->in_use && !self->ring.corrupt)
             rg_publish(self);
         ipcw_mark_closed(&self->ring, self->producer);
-        ipcw_signal(self->w.wake_fd); /* the peer, parked on either side */
+        ipcw_signal(self->w.wake_fd, self->w.wake_sock); /* the peer, parked on either side */
     }
-    ipcw_signal(self->w.wait_fd); /* a thread of ours parked in this ring */
+    ipcw_wake_self(&self->w); /* a thread of ours parked in this ring */
     rg_maybe_free(self);          /* (the partial message too: a receiver may be filling it) */
     Py_RETURN_NONE;
 }
@@ -181,7 +181,7 @@ static int Ring_init(RingObject *self, PyObject *args, PyObject *kwds)
     }
     if (pol != IPCW_SPIN && wait_fd < 0) {
         PyErr_SetString(PyExc_ValueError,
-                        "the 'park' and 'hybrid' policies need a wait_fd (an eventfd)");
+                        "the 'park' and 'hybrid' policies need a wait_fd (a socket or an eventfd)");
         return -1;
     }
     if (spin_ns < 0) {
@@ -218,7 +218,11 @@ static int Ring_init(RingObject *self, PyObject *args, PyObject *kwds)
     self->w.policy = pol;
     self->w.spin_ns = spin_ns;
     self->max_message = max_message;
-    if ((self->w.wait_fd = dup_fd(wait_fd, 1)) == -2 ||
+    /* an eventfd is read without blocking after ppoll; a socket is parked on in a blocking
+     * recv (and the file status flags are shared with the caller's copy: leave them) */
+    self->w.wait_sock = ipcw_is_socket(wait_fd);
+    self->w.wake_sock = ipcw_is_socket(wake_fd);
+    if ((self->w.wait_fd = dup_fd(wait_fd, !self->w.wait_sock)) == -2 ||
         (self->w.wake_fd = dup_fd(wake_fd, 0)) == -2 ||
         (self->w.alive_fd = dup_fd(alive_fd, 0)) == -2) {
         self->closed = 1;

@@ -98,13 +98,13 @@ IPCW_INTERNAL void rg_copy(unsigned char *dst, const unsigned char *src, uint64_
 static inline void rg_publish(RingObject *self)
 {
     if (ipcw_publish(&self->ring))
-        ipcw_signal(self->w.wake_fd);
+        ipcw_signal(self->w.wake_fd, self->w.wake_sock);
 }
 
 static inline void rg_release(RingObject *self)
 {
     if (ipcw_release(&self->ring))
-        ipcw_signal(self->w.wake_fd);
+        ipcw_signal(self->w.wake_fd, self->w.wake_sock);
 }
 
 /* ringsend.c */

@@ -24,6 +24,8 @@ import math
 import os
 import platform
 import select
+import socket
+import stat
 import struct
 import threading
 import time
@@ -95,8 +97,23 @@ def init_ring(buffer: Buffer, capacity: int, offset: int = 0) -> None:
         mv.release()
 
 
+_DONTWAIT: Final = socket.MSG_DONTWAIT
+_SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+
+
+def _is_socket(fd: int) -> bool:
+    return fd >= 0 and stat.S_ISSOCK(os.fstat(fd).st_mode)
+
+
+def _sock(fd: int) -> socket.socket:
+    s = socket.socket(fileno=fd)
+    s.setblocking(True)  # the C ring parks in a blocking recv on this description too
+    return s
+
+
 class _Wait:
-    """How a blocked end waits: eventfds, the liveness socket, the policy."""
+    """How a blocked end waits: the doorbells (sockets or eventfds, as the C ring: see
+    ring.h), the liveness socket, the policy."""
 
     def __init__(self, wait_fd: int, wake_fd: int, alive_fd: int, policy: str, spin_ns: int):
         self.wait_fd = wait_fd
@@ -104,9 +121,13 @@ class _Wait:
         self.alive_fd = alive_fd
         self.policy = policy
         self.spin_ns = spin_ns
+        self.wait_sock = _sock(wait_fd) if _is_socket(wait_fd) else None
+        self.wake_sock = _sock(wake_fd) if _is_socket(wake_fd) else None
+        if self.wait_sock is None and wait_fd >= 0:
+            os.set_blocking(wait_fd, False)  # an eventfd: read after poll
         self.poller = select.poll()
         if wait_fd >= 0:
-            self.poller.register(wait_fd, select.POLLIN)
+            self.poller.register(wait_fd, select.POLLIN | select.POLLRDHUP)
         if alive_fd >= 0:
             self.poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
         self.alive_poller = select.poll()
@@ -114,29 +135,57 @@ class _Wait:
             self.alive_poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
 
     def signal(self) -> None:
-        if self.wake_fd >= 0:
-            try:
+        try:
+            if self.wake_sock is not None:
+                self.wake_sock.send(b"\x01", _SEND_FLAGS)
+            elif self.wake_fd >= 0:
                 os.eventfd_write(self.wake_fd, 1)
-            except BlockingIOError:
-                pass  # the counter is saturated: a wake-up is pending anyway
+        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            pass  # a wake-up is pending anyway, or the peer's end is gone
 
     def signal_self(self) -> None:
-        if self.wait_fd >= 0:
-            try:
-                os.eventfd_write(self.wait_fd, 1)
-            except BlockingIOError:
-                pass
-
-    def drain(self) -> None:
+        """Wake a thread of ours parked in this ring (close()): a socket is shut for reading
+        (its recv returns b"" from now on), an eventfd written."""
         try:
+            if self.wait_sock is not None:
+                self.wait_sock.shutdown(socket.SHUT_RD)
+            elif self.wait_fd >= 0:
+                os.eventfd_write(self.wait_fd, 1)
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain(self) -> bool:
+        """Read what woke us. False: the socket's peer end is gone (or this side shut it)."""
+        try:
+            if self.wait_sock is not None:
+                return self.wait_sock.recv(64, _DONTWAIT) != b""
             os.eventfd_read(self.wait_fd)
         except BlockingIOError:
             pass
+        return True
+
+    def sleep(self) -> bool:
+        """Untimed park on a socket doorbell: one blocking recv (the GIL released). False: its
+        peer end is gone (or this side shut it)."""
+        assert self.wait_sock is not None
+        try:
+            return self.wait_sock.recv(64) != b""
+        except BlockingIOError:  # made non-blocking by someone: poll instead
+            self.poller.poll(None)
+            return self.drain()
 
     def alive(self) -> bool:
         return self.alive_fd < 0 or not self.alive_poller.poll(0)
 
     def close(self) -> None:
+        for s in (self.wait_sock, self.wake_sock):
+            if s is not None:
+                s.close()
+        if self.wait_sock is not None:
+            self.wait_fd = -1
+        if self.wake_sock is not None:
+            self.wake_fd = -1
+        self.wait_sock = self.wake_sock = None
         for name in ("wait_fd", "wake_fd", "alive_fd"):
             fd = getattr(self, name)
             if fd >= 0:
@@ -144,13 +193,8 @@ class _Wait:
                 setattr(self, name, -1)
 
 
-def _dup(fd: int, nonblock: bool = False) -> int:
-    if fd < 0:
-        return -1
-    d = os.dup(fd)  # inheritable=False by default
-    if nonblock:
-        os.set_blocking(d, False)
-    return d
+def _dup(fd: int) -> int:
+    return -1 if fd < 0 else os.dup(fd)  # inheritable=False by default
 
 
 class RingBase:
@@ -177,7 +221,9 @@ class RingBase:
         if policy not in L.POLICIES:
             raise ValueError("policy must be 'spin', 'park' or 'hybrid'")
         if policy != "spin" and wait_fd < 0:
-            raise ValueError("the 'park' and 'hybrid' policies need a wait_fd (an eventfd)")
+            raise ValueError(
+                "the 'park' and 'hybrid' policies need a wait_fd (a socket or an eventfd)"
+            )
         if spin_ns < 0:
             raise ValueError("spin_ns must not be negative")
         self.name = name
@@ -234,9 +280,7 @@ class RingBase:
         self._pos: int = tail if self.producer else head
         self._pub: int = self._pos
         self._peer: int = head if self.producer else tail
-        self._w = _Wait(
-            _dup(wait_fd, nonblock=True), _dup(wake_fd), _dup(alive_fd), policy, spin_ns
-        )
+        self._w = _Wait(_dup(wait_fd), _dup(wake_fd), _dup(alive_fd), policy, spin_ns)
 
     def _attach_error(self, why: str) -> RemoteProtocolError:
         return RemoteProtocolError(
@@ -473,18 +517,22 @@ class RingBase:
                     raise self._timeout_error()
                 ms = max(1, int(left * 1000 + 0.999))
             try:
-                events = w.poller.poll(ms)
+                if ms is None and w.wait_sock is not None:
+                    gone = not w.sleep()  # one blocking recv: asleep until rung
+                else:
+                    events = w.poller.poll(ms)
+                    gone = False
+                    for fd, _ in events:
+                        if fd == w.alive_fd or not w.drain():
+                            gone = True
             finally:
                 u32[flag] = 0
-            for fd, _ in events:
-                if fd == w.wait_fd:
-                    w.drain()
-                elif fd == w.alive_fd:
-                    if self._ready(need):
-                        return
-                    raise self._gone_error()
             if self._closed:
                 raise self._closed_error()
+            if gone:
+                if self._ready(need):
+                    return
+                raise self._gone_error()
 
 
 def closed_wins(method: Callable[P, R]) -> Callable[P, R]:

@@ -95,6 +95,10 @@ class PyRing(RingBase):
         self._pub = self._pos
         _fence()
         if self._u32[L.CONSUMER_WAITING]:
+            # take the flag (one doorbell per park, as the C ring's exchange). Not atomic here,
+            # and safe: a waiter whose new flag this store overwrites set it after the load
+            # above, so (Dekker) it sees the new tail and does not sleep
+            self._u32[L.CONSUMER_WAITING] = 0
             self._w.signal()
 
     def _put_record(self, data: memoryview, kind: int, aux: int, deadline: float | None) -> None:
@@ -333,6 +337,7 @@ class PyRing(RingBase):
         if self._u32[L.PRODUCER_WAITING]:
             used = u64[L.TAIL] - self._pos
             if used > self.capacity or self.capacity - used >= u64[L.PRODUCER_NEED]:
+                self._u32[L.PRODUCER_WAITING] = 0  # take the flag (see _publish)
                 self._w.signal()
 
     def _wait_record(self, deadline: float | None) -> tuple[int, int, int, int, int]:

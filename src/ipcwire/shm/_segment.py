@@ -23,6 +23,7 @@ import errno
 import fcntl
 import mmap
 import os
+import socket
 import stat
 from dataclasses import dataclass
 from typing import Final
@@ -31,7 +32,7 @@ from ipcwire.errors import RemoteProtocolError, ResourceExhausted
 from ipcwire.shm import _layout as L
 from ipcwire.shm._ring import init_ring
 
-__all__ = ["MEMFD_NAME", "Segment", "check_eventfd", "create_segment", "open_segment"]
+__all__ = ["MEMFD_NAME", "Segment", "check_doorbell", "create_segment", "open_segment"]
 
 MEMFD_NAME: Final = "ipcwire-shm"
 _SEALS: Final = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
@@ -117,15 +118,30 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
     return Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
 
 
-def check_eventfd(fd: int, who: str) -> None:
-    """Refuse a file descriptor that is not an eventfd (where /proc can tell).
+def check_doorbell(fd: int, who: str) -> None:
+    """Refuse a file descriptor that is not a connected Unix stream socket (a doorbell).
 
     Raises:
         RemoteProtocolError: it is something else.
     """
     try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return
-    if target != "anon_inode:[eventfd]":
-        raise RemoteProtocolError(f"{who} sent {target!r} where an eventfd was expected")
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise RemoteProtocolError(
+            f"{who} sent a file descriptor that is not a socket where a doorbell (one end of "
+            f"a Unix stream socketpair) was expected"
+        ) from exc
+    try:
+        ok = sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM
+        if ok:
+            try:
+                sock.getpeername()
+            except OSError:
+                ok = False
+    finally:
+        sock.detach()
+    if not ok:
+        raise RemoteProtocolError(
+            f"{who} sent a socket that is not a connected Unix stream socket where a doorbell "
+            f"was expected"
+        )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -74,14 +73,19 @@ class AioShmChannel(AioChannel):
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._send_broken = False
         self._watched = [link.rx_fd, link.tx_fd, link.sock.fileno()]
-        loop.add_reader(link.rx_fd, self._on_event, link.rx_fd, "rx")
-        loop.add_reader(link.tx_fd, self._on_event, link.tx_fd, "tx")
+        loop.add_reader(link.rx_fd, self._on_event, link.rx_bell, "rx")
+        loop.add_reader(link.tx_fd, self._on_event, link.tx_bell, "tx")
         loop.add_reader(link.sock.fileno(), self._on_hangup)
 
     # -- waking -------------------------------------------------------------------------------
-    def _on_event(self, fd: int, which: str) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(fd)
+    def _on_event(self, bell: socket.socket, which: str) -> None:
+        if not Link.drain(bell):
+            # the peer's end is gone (readable forever from now on): look at the ring, whose
+            # next call finds out whether the peer said goodbye or died
+            self._unwatch(bell.fileno())
+            self._wake(which)
+            self._wake("rx" if which == "tx" else "tx")
+            return
         self._wake(which)
 
     def _on_hangup(self) -> None:
@@ -307,7 +311,7 @@ async def connect(
             data, fds = setup.hello()
             await send_fds(loop, sock, data, fds)
             setup.sent()
-            body, peer_fds = await recv_frame(loop, sock, 2)
+            body, peer_fds = await recv_frame(loop, sock, 0)
             link = setup.finish(body, peer_fds, sock)
     except BaseException as exc:
         if setup is not None:
@@ -392,7 +396,7 @@ class AioShmListener(AioListener):
                         break
                 body, fds = await recv_frame(loop, conn, 3)
                 try:
-                    link, answer, mine = server_setup(
+                    link, answer = server_setup(
                         body,
                         fds,
                         conn,
@@ -404,7 +408,7 @@ class AioShmListener(AioListener):
                     await loop.sock_sendall(conn, refusal(exc))
                     raise
                 try:
-                    await send_fds(loop, conn, answer, mine)
+                    await loop.sock_sendall(conn, answer)
                 except BaseException:
                     link.close()
                     raise
