@@ -10,7 +10,7 @@
  *   spin     shared memory, both sides busy-poll a sequence number (the latency floor)
  *   futex    shared memory, both sides sleep in FUTEX_WAIT and wake with FUTEX_WAKE
  *   eventfd  shared memory, woken through eventfds: write, ppoll([eventfd, socket]), read;
- *            this is exactly what ipcwire's `park` policy does
+ *            what ipcwire's `park` policy did before its doorbells became socketpairs
  *   unix     a Unix stream socketpair, write + read
  *   pipe     two pipes, write + read
  * memcpy_bandwidth(size, iterations) -> float: bytes per second of memcpy at that size.
