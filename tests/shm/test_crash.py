@@ -73,16 +73,22 @@ def _until(cond: Callable[[], bool], what: str) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
-def test_kill_wakes_a_receiver_at_once(impl: str, policy: str) -> None:
+@pytest.mark.parametrize("timeout", [30, None])
+def test_kill_wakes_a_receiver_at_once(impl: str, policy: str, timeout: float | None) -> None:
+    """With a timeout a parked receiver polls its doorbell and the liveness socket; without,
+    it sleeps in a blocking recv on the doorbell, which returns end of file."""
     with peer("server", "idle", impl=impl, policy=policy) as p:
         link = p.link("client", impl=impl, policy=policy)
         assert p.line() == "ready"
-        t, result = _blocked_call(lambda: link.rx.recv(timeout=30))
-        if policy != "spin":  # wait until it is really parked in poll()
+        t, result = _blocked_call(lambda: link.rx.recv(timeout=timeout))
+        if policy != "spin":  # wait until it is really parked
             _until(lambda: _waiting_flag(link, consumer=True), "the receiver park")
         killed = time.monotonic()
         p.kill()
         t.join(timeout=30)
+        if t.is_alive():  # (never left hanging, even when this test fails)
+            link.close()
+            t.join()
         exc, when = result[0]
         assert isinstance(exc, ChannelBroken), exc
         assert "went away" in str(exc)
@@ -92,14 +98,17 @@ def test_kill_wakes_a_receiver_at_once(impl: str, policy: str) -> None:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
-def test_kill_wakes_a_sender_blocked_on_a_full_ring(impl: str, policy: str) -> None:
+@pytest.mark.parametrize("timeout", [30, None])
+def test_kill_wakes_a_sender_blocked_on_a_full_ring(
+    impl: str, policy: str, timeout: float | None
+) -> None:
     with peer("server", "idle", impl=impl, policy=policy) as p:
         link = p.link("client", impl=impl, policy=policy, capacity=(1 << 12, 1 << 12))
         assert p.line() == "ready"
 
         def flood() -> None:
             while True:
-                link.tx.send(b"f" * 100, timeout=30)
+                link.tx.send(b"f" * 100, timeout=timeout)
 
         t, result = _blocked_call(flood)
         if policy != "spin":
@@ -107,6 +116,9 @@ def test_kill_wakes_a_sender_blocked_on_a_full_ring(impl: str, policy: str) -> N
         killed = time.monotonic()
         p.kill()
         t.join(timeout=30)
+        if t.is_alive():  # (never left hanging, even when this test fails)
+            link.close()
+            t.join()
         exc, when = result[0]
         assert isinstance(exc, ChannelBroken), exc
         assert when - killed < PROMPT
