@@ -2,7 +2,8 @@
 
 ``ipcwire._ext._native.floor_pingpong(kind, iterations, size)`` forks a child pinned to another
 CPU and returns round-trip nanoseconds of a C ping-pong (``spin``: shared memory, busy-polling;
-``futex``; ``eventfd``: what ipcwire's shared-memory ``park`` policy does; ``unix``: a socketpair;
+``futex``; ``eventfd``: what ipcwire's shared-memory ``park`` policy did before its doorbells
+became socketpairs; ``unix``: a socketpair;
 ``pipe``), and ``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured in the
 parent once per repetition (the workers idle meanwhile), combined like every other number
 (median of the repetitions' medians, min-max spread), and shown beside the Python numbers: the gap
@@ -22,12 +23,17 @@ from ipcwire.bench.stats import median, summarize_samples
 
 __all__ = ["FLOOR_KINDS", "combine_floors", "measure_floor"]
 
+# The kinds that sleep run for about as long as a Python row's measured phase (10000 round
+# trips of ~40 us: 0.4 s, 0.2 s at the bench's scale of 0.5), in steady state like those rows,
+# and before the spinning kind: a short run straight after both CPUs busy-polled measured a
+# transient (on the reference VM futex read 31-38 us over 1000 round trips after spinning, and
+# 44-48 us over 10000), which is not the wake-up cost the Python rows pay.
 FLOOR_KINDS: Final = (
+    ("futex", 10000, "shared memory, FUTEX_WAIT / FUTEX_WAKE"),
+    ("eventfd", 10000, "shared memory woken through eventfds (ipcwire shm 'park' until 2026-11)"),
+    ("unix", 10000, "Unix stream socketpair, write + read"),
+    ("pipe", 10000, "two pipes, write + read"),
     ("spin", 20000, "shared memory, both sides busy-poll"),
-    ("futex", 2000, "shared memory, FUTEX_WAIT / FUTEX_WAKE"),
-    ("eventfd", 2000, "shared memory woken through eventfds (ipcwire shm 'park')"),
-    ("unix", 2000, "Unix stream socketpair, write + read"),
-    ("pipe", 2000, "two pipes, write + read"),
 )
 _MEMCPY_BYTES: Final = 512 * 1024 * 1024  # per size
 # From this size on, memcpy is also measured over the bench's working set (see _pool_memcpy).
