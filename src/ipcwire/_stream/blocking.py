@@ -122,7 +122,7 @@ class StreamChannel(Channel):
                 if fast(obj):
                     return
             except OSError as exc:
-                raise self._send_error(exc, timeout) from exc
+                raise self._explain(self._send_error(exc, timeout)) from exc
             # declined (another type, over the limit, closed or broken): the general path
         data = self._pack(obj)
         with self._send_lock:
@@ -132,7 +132,7 @@ class StreamChannel(Channel):
                 try:
                     fast(data, _NOSIGNAL)
                 except OSError as exc:
-                    raise self._send_error(exc, timeout) from exc
+                    raise self._explain(self._send_error(exc, timeout)) from exc
                 self._sent += 1
                 self._bytes_sent += len(data)
                 return
@@ -150,11 +150,11 @@ class StreamChannel(Channel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._send_broken is not None:
-            raise self._send_broken
+            raise self._explain(self._send_broken)
         try:
             self._stream.send_all(data, timeout)
         except OSError as exc:
-            raise self._send_error(exc, timeout) from exc
+            raise self._explain(self._send_error(exc, timeout)) from exc
         finally:
             self._update_fast_path()
         self._sent += count
@@ -210,7 +210,7 @@ class StreamChannel(Channel):
             except OSError as exc:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-                raise translate(exc, self.url, "receiving from") from exc
+                raise self._explain(translate(exc, self.url, "receiving from")) from exc
             if obj is not None:
                 return obj
             # None: nothing it could finish on its own; the general path below decides
@@ -280,7 +280,7 @@ class StreamChannel(Channel):
         self._deferred = None
         if self._receiver is not None:
             self._fast_recv = self._receiver.recv
-        raise exc
+        raise self._explain(exc)
 
     def _fill(self, timeout: float | None) -> memoryview:
         """Read until a whole frame is buffered; return it."""
@@ -302,7 +302,7 @@ class StreamChannel(Channel):
             except OSError as exc:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-                raise translate(exc, self.url, "receiving from") from exc
+                raise self._explain(translate(exc, self.url, "receiving from")) from exc
             if n == 0:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -326,12 +326,20 @@ class StreamChannel(Channel):
     def _raise_eof(self) -> None:
         dec = self._decoder
         if dec.buffered:
-            raise ChannelBroken(
-                f"{self.url} closed in the middle of a message ({dec.partial_description()} "
-                f"arrived); the partial message was discarded",
-                endpoint=self.url,
+            raise self._explain(
+                ChannelBroken(
+                    f"{self.url} closed in the middle of a message "
+                    f"({dec.partial_description()} arrived); the partial message was discarded",
+                    endpoint=self.url,
+                )
             )
-        raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+        raise self._explain(EndOfChannel(f"{self.url} closed its end", endpoint=self.url))
+
+    def _explain(self, exc: IpcwireError) -> IpcwireError:
+        """The error to raise for ``exc``: here ``exc`` itself. Called only on the way out
+        with an error, so a subclass can add what it knows (a child's exit status) without
+        wrapping the hot paths."""
+        return exc
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -12,14 +12,14 @@ and errors as the socket mechanisms, plus two things fds need:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Final, NoReturn
+from collections.abc import Callable
+from typing import Final
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.blocking import StreamChannel, native_stream_classes
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.pipe._fd import PIPE_BUF, FdStream, is_pipe, is_pipe_like
 
 __all__ = ["DEFAULT_MAX_READAHEAD", "ExplainingPipeChannel", "PipeChannel"]
@@ -126,46 +126,27 @@ class PipeChannel(StreamChannel):
 
 class ExplainingPipeChannel(PipeChannel):
     """A :class:`PipeChannel` whose end-of-stream errors say what happened to the peer
-    (``describe_end``), for spawn; kept apart so plain pipes pay nothing for it."""
+    (``describe_end``), for spawn; kept apart so plain pipes pay nothing for it. The errors
+    are explained where the channel raises them (:meth:`_explain`), not by wrapping
+    ``send``/``recv``: the hot paths stay those of every stream channel."""
 
-    # -- richer end-of-channel messages -----------------------------------------------------
-    def _explained(self, exc: EndOfChannel | ChannelBroken) -> NoReturn:
-        """Re-raise with the peer's fate added; a clean end of a peer that failed (a child
-        with a non-zero exit status) becomes ``ChannelBroken``."""
-        if self._closed or self._describe_end is None:
-            raise exc
+    def _explain(self, exc: IpcwireError) -> IpcwireError:
+        """Add the peer's fate; a clean end of a peer that failed (a child with a non-zero
+        exit status) becomes ``ChannelBroken``."""
+        if (
+            not isinstance(exc, EndOfChannel | ChannelBroken)
+            or self._closed
+            or self._describe_end is None
+        ):
+            return exc
         found = self._describe_end()
         if found is None:
-            raise exc
+            return exc
         why, failed = found
         kind: type[EndOfChannel | ChannelBroken] = type(exc)
         if failed and isinstance(exc, EndOfChannel):
             kind = ChannelBroken
         err = kind(f"{exc}; {why}", endpoint=exc.endpoint)
-        raise err from (exc.__cause__ or exc)
-
-    def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        try:
-            super().send(obj, timeout=timeout)
-        except ChannelBroken as exc:
-            self._explained(exc)
-
-    def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        try:
-            super().send_many(objs, timeout=timeout)
-        except ChannelBroken as exc:
-            self._explained(exc)
-
-    def recv(self, *, timeout: float | None = None) -> Any:
-        try:
-            return super().recv(timeout=timeout)
-        except (EndOfChannel, ChannelBroken) as exc:
-            self._explained(exc)
-
-    def recv_many(
-        self, max_messages: int | None = None, *, timeout: float | None = None
-    ) -> list[Any]:
-        try:
-            return super().recv_many(max_messages, timeout=timeout)
-        except (EndOfChannel, ChannelBroken) as exc:
-            self._explained(exc)
+        err.__cause__ = exc.__cause__ or exc
+        err.__suppress_context__ = True
+        return err
