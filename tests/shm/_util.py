@@ -52,25 +52,17 @@ def ring_pair(
         data, space = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
         socks = []
         fds = {"producer": (space, data), "consumer": (data, space)}
+    impls = {"producer": producer, "consumer": consumer}
+
+    def end(role: str) -> RingEnd:
+        wait_fd, wake_fd = fds[role]
+        return make_ring(
+            mm, role, impl=impls[role], name="test", wait_fd=wait_fd, wake_fd=wake_fd, **kw
+        )
+
     try:
-        tx = make_ring(
-            mm,
-            "producer",
-            impl=producer,
-            name="test",
-            wait_fd=fds["producer"][0],
-            wake_fd=fds["producer"][1],
-            **kw,
-        )
-        rx = make_ring(
-            mm,
-            "consumer",
-            impl=consumer,
-            name="test",
-            wait_fd=fds["consumer"][0],
-            wake_fd=fds["consumer"][1],
-            **kw,
-        )
+        tx = end("producer")
+        rx = end("consumer")
     finally:  # each end keeps its own copies
         for sock in socks:
             sock.close()

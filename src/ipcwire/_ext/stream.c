@@ -560,19 +560,31 @@ static PyObject *take_frame(FrameReceiver *self, Py_ssize_t *end_out)
     return frame;
 }
 
+/* The decoder's buffer, writable (lock held, GIL held): 1 and ``*buf``/``*view`` set (give
+ * them back with PyBuffer_Release and Py_DECREF), 0 when it is not a bytearray the C path can
+ * fill (the Python path takes over), -1 on an error. */
+static int decoder_buffer(FrameReceiver *self, PyObject **buf, Py_buffer *view)
+{
+    *buf = PyObject_GetAttr(self->decoder, str_buf);
+    if (*buf == NULL)
+        return -1;
+    if (!PyByteArray_Check(*buf) || PyObject_GetBuffer(*buf, view, PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        Py_DECREF(*buf);
+        return 0;
+    }
+    return 1;
+}
+
 /* One read into the empty buffer (lock held, GIL held on entry and return): 1 when bytes
  * arrived (``_end`` updated), 0 when the Python path should take over, -1 on an error. */
 static int read_once(FrameReceiver *self)
 {
-    PyObject *buf = PyObject_GetAttr(self->decoder, str_buf);
-    if (buf == NULL)
-        return -1;
+    PyObject *buf;
     Py_buffer view;
-    if (!PyByteArray_Check(buf) || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
-        PyErr_Clear();
-        Py_DECREF(buf);
-        return 0;
-    }
+    int got = decoder_buffer(self, &buf, &view);
+    if (got <= 0)
+        return got;
     ssize_t n;
     int err;
     for (;;) {
@@ -609,15 +621,11 @@ static int read_once(FrameReceiver *self)
  * 0, and the Python path (which polls the same fds) decides what they mean. */
 static int read_fd_once(FrameReceiver *self)
 {
-    PyObject *buf = PyObject_GetAttr(self->decoder, str_buf);
-    if (buf == NULL)
-        return -1;
+    PyObject *buf;
     Py_buffer view;
-    if (!PyByteArray_Check(buf) || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
-        PyErr_Clear();
-        Py_DECREF(buf);
-        return 0;
-    }
+    int got = decoder_buffer(self, &buf, &view);
+    if (got <= 0)
+        return got;
     int rc = 0;
     ssize_t n = -1;
     for (;;) {
@@ -653,12 +661,12 @@ static int read_fd_once(FrameReceiver *self)
             p[np].events = POLLIN;
             p[np].revents = 0;
         }
-        int got, err;
+        int ready, err;
         Py_BEGIN_ALLOW_THREADS
-        got = poll(p, (nfds_t)np, -1);
+        ready = poll(p, (nfds_t)np, -1);
         err = errno;
         Py_END_ALLOW_THREADS
-        if (got < 0) {
+        if (ready < 0) {
             if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0) {
                     rc = -1;
