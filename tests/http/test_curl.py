@@ -55,6 +55,13 @@ def test_request_reply_and_typed_failures(json_echo: Listener) -> None:
     problem = json.loads(body)
     assert problem["code"] == "malformed" and "json" in problem["detail"].lower()
 
+    # A wait that is not a number of seconds: 400 naming the header.
+    for bad in ("soon", "-1", "nan"):
+        timeout = ("-H", f"Ipcwire-Timeout: {bad}")
+        status, _, body = curl("-X", "POST", *auth, *ctype, *timeout, "--data-binary", "{}", url)
+        assert status == 400
+        assert "Ipcwire-Timeout must be seconds" in json.loads(body)["detail"]
+
     # Over max_frame (1000 bytes here): 413 with the limit, before the handler sees anything.
     big = json.dumps({"x": "y" * 2000}).encode()
     status, _, body = curl("-X", "POST", *auth, *ctype, "--data-binary", "@-", url, data=big)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._proc import wait_until
 
 import ipcwire
 from ipcwire import aio
@@ -451,8 +452,6 @@ def test_recv_polls_when_the_sender_thread_posts_first() -> None:
     """The sender thread took what send() queued (white box: its post waits for room on a
     full server): recv() long-polls for the reply in parallel instead of opening the stream
     for good, and the next round trips are one exchange again."""
-    import time
-
     with (
         ipcwire.listen("http://127.0.0.1:0/") as lis,
         ipcwire.connect(lis.url) as ch,
@@ -462,16 +461,12 @@ def test_recv_polls_when_the_sender_thread_posts_first() -> None:
         ch.send_many(big)
         ch._flush(10)  # type: ignore[attr-defined]
         ch.send(b"q")
-        deadline = time.monotonic() + 10
-        while not ch._posting and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            threading.Event().wait(0.001)  # the sender thread's post is under way
-        assert ch._posting  # type: ignore[attr-defined]
+        assert wait_until(lambda: ch._posting)  # type: ignore[attr-defined]  # post under way
         box: list[bytes] = []
         t = threading.Thread(target=lambda: box.append(ch.recv()))
         t.start()
         session = server._session  # type: ignore[attr-defined]
-        while not session.polls and time.monotonic() < deadline:  # the long poll waits
-            t.join(0.001)
+        assert wait_until(lambda: session.polls)  # the long poll waits for the reply
         assert [server.recv(timeout=10) for _ in range(6)] == [*big, b"q"]
         server.send(b"reply")
         t.join(10)

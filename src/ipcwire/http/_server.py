@@ -306,15 +306,7 @@ class HttpServer:
 
     def _wait(self, request: web.BaseRequest, default: float | None) -> float | None:
         raw = request.headers.get(TIMEOUT_HEADER)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not value >= 0:
-            raise Problem(400, "malformed", f"{TIMEOUT_HEADER} must be seconds, not {raw!r}")
-        return value
+        return default if raw is None else _seconds(raw, TIMEOUT_HEADER)
 
     def _reply(self, payload: bytes) -> web.Response:
         return web.Response(body=payload, content_type=self._ctype)
@@ -395,13 +387,7 @@ class HttpServer:
         return web.Response(status=204)
 
     def _reply_wait(self, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not value >= 0:
-            raise Problem(400, "malformed", f"{REPLY_HEADER} must be seconds, not {raw!r}")
-        return min(value, MAX_POLL)
+        return min(_seconds(raw, REPLY_HEADER), MAX_POLL)
 
     def _messages_reply(self, got: list[bytes]) -> web.Response:
         """One message as itself (the codec's media type), several as a batch."""
@@ -534,3 +520,18 @@ class HttpServer:
         raise Problem(
             504, "timeout", f"the server application sent no reply within {wait} s ({why})"
         )
+
+
+def _seconds(raw: str, header: str) -> float:
+    """A header's value in seconds (0 or more).
+
+    Raises:
+        Problem: 400, the value is not a number of seconds.
+    """
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # also refuses NaN
+        raise Problem(400, "malformed", f"{header} must be seconds, not {raw!r}")
+    return value
