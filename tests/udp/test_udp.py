@@ -6,10 +6,9 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import pytest
+from tests._proc import wait_until
 
 import ipcwire
 from ipcwire import aio, udp
@@ -235,31 +234,23 @@ def test_closing_wakes_a_waiting_recv_and_accept(host: str) -> None:
 
         t = threading.Thread(target=wait, args=(ch.recv,))
         t.start()
-        _until(lambda: server._reading)  # type: ignore[attr-defined]
+        assert wait_until(lambda: server._reading)  # type: ignore[attr-defined]
         ch.close()  # the waiting recv reads the socket: closing must interrupt it
         t.join(timeout=10)
         assert not t.is_alive()
         t = threading.Thread(target=wait, args=(server.accept,))
         t.start()
-        _until(lambda: server._reading)  # type: ignore[attr-defined]
+        assert wait_until(lambda: server._reading)  # type: ignore[attr-defined]
         server.close()
         t.join(timeout=10)
         assert not t.is_alive()
         t = threading.Thread(target=wait, args=(a.recv,))  # a connected socket
         t.start()
-        _until(a._io._rlock.locked)  # type: ignore[attr-defined]
+        assert wait_until(a._io._rlock.locked)  # type: ignore[attr-defined]
         a.close()
         t.join(timeout=10)
         assert not t.is_alive()
         assert [type(e) for e in errors] == [ChannelClosed, ChannelClosed, ChannelClosed]
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    """Wait until another thread has reached the state ``condition`` looks for."""
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "the other thread never got there"
-        time.sleep(0.001)
 
 
 def test_zero_timeout_reads_what_is_waiting() -> None:
