@@ -18,6 +18,7 @@ from dbus_fast import Message, MessageType
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.dbus._conn import BusConnection, DbusError
@@ -53,7 +54,6 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
-    Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
@@ -286,14 +286,14 @@ class DbusChannel(Channel):
                         self._inflight < WINDOW and self._inflight_bytes + size <= WINDOW_BYTES
                     ):
                         break
-                    wait = None if deadline is None else deadline - time.monotonic()
-                    if wait is not None and wait <= 0:
-                        raise Timeout(
+                    self._cond.wait(
+                        seconds_left(
+                            deadline,
                             f"send to {self.url} timed out after {timeout} s: the peer is not "
                             f"taking messages ({self._inflight} unacknowledged); nothing was sent",
-                            endpoint=self.url,
+                            self.url,
                         )
-                    self._cond.wait(wait)
+                    )
                 self._inflight += 1
                 self._inflight_bytes += size
             try:
@@ -348,15 +348,15 @@ class DbusChannel(Channel):
                     raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
                 if self._gone is not None:
                     raise self._gone
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
+                self._cond.wait(
+                    seconds_left(
+                        deadline,
                         f"no message from {self.url} within {timeout} s"
                         if timeout
                         else f"no message from {self.url} yet",
-                        endpoint=self.url,
+                        self.url,
                     )
-                self._cond.wait(wait)
+                )
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -631,12 +631,11 @@ class DbusListener(Listener):
                     raise ChannelBroken(
                         f"listener {self.url}: {self._conn.error}", endpoint=self.url
                     )
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                self._cond.wait(
+                    seconds_left(
+                        deadline, f"no client connected to {self.url} within {timeout} s", self.url
                     )
-                self._cond.wait(wait)
+                )
 
     def close(self) -> None:
         with self._cond:
@@ -765,10 +764,7 @@ class DbusSubscription(Channel):
                     break
                 if self._conn.error is not None:
                     raise self._conn.error
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(f"no event from {self.url} yet", endpoint=self.url)
-                self._cond.wait(wait)
+                self._cond.wait(seconds_left(deadline, f"no event from {self.url} yet", self.url))
         self._received += 1
         self._bytes_received += len(payload)
         return topic, self._decode(memoryview(payload))

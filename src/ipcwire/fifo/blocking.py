@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelClosed,
@@ -180,14 +181,14 @@ class FifoListener(Listener):
                     raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
                 if self._current is None or self._current.closed:
                     break
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
+                self._cond.wait(
+                    seconds_left(
+                        deadline,
                         f"{self.url}: the channel accepted before is still open, and a FIFO "
                         f"has one reader; close it to accept the next writers",
-                        endpoint=self.url,
+                        self.url,
                     )
-                self._cond.wait(wait)
+                )
             if self._rfd is None:
                 self._rfd = open_read(self.paths.path, self.url)
             rfd = self._rfd

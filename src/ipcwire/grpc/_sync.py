@@ -26,6 +26,7 @@ from typing import Any, Final
 import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -325,15 +326,15 @@ class SyncStream(Channel):
         self._send_waiting += 1
         try:
             while self._full():
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
+                self._cond.wait(
+                    seconds_left(
+                        deadline,
                         f"{self.url} is not reading: {self._given_n - self._taken_n} messages "
                         f"({self._given - self._taken} bytes) wait to be sent; this message was "
                         f"not sent",
-                        endpoint=self.url,
+                        self.url,
                     )
-                self._cond.wait(wait)
+                )
                 self._check_send()
         finally:
             self._send_waiting -= 1
@@ -416,10 +417,9 @@ class SyncStream(Channel):
                 return
             if self._end is not None and not self._settling:
                 raise self._end
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
-            self._cond.wait(wait)
+            self._cond.wait(
+                seconds_left(deadline, f"no message from {self.url} within {timeout} s", self.url)
+            )
 
     def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send ``obj`` and return the next message (see :meth:`ipcwire.Channel.request`).

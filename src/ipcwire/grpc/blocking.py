@@ -19,6 +19,7 @@ from typing import Any, Final
 import grpc
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -133,12 +134,11 @@ class GrpcListener(Listener):
             while not self._ready or self._closed:
                 if self._closed:
                     raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                self._cond.wait(
+                    seconds_left(
+                        deadline, f"no client connected to {self.url} within {timeout} s", self.url
                     )
-                self._cond.wait(wait)
+                )
             return self._ready.popleft()
 
     def close(self) -> None:

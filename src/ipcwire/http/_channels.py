@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec
+from ipcwire._deadline import seconds_left
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
@@ -144,14 +145,14 @@ class ServerChannel(Channel):
             while self._unsent > HIGH_WATER:
                 if self._closed or self._session.client_done is not None:
                     self._check_send()
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
+                self._space.wait(
+                    seconds_left(
+                        deadline,
                         f"{self.url}: the client is not fetching messages; {self._unsent} "
                         f"bytes wait for it. Nothing was sent",
-                        endpoint=self.url,
+                        self.url,
                     )
-                self._space.wait(wait)
+                )
         finally:
             self._space_waiters -= 1
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 import httpx
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -164,14 +165,14 @@ class HttpChannel(Channel):
         try:
             while not done():
                 core.check_send()
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
+                self._out.wait(
+                    seconds_left(
+                        deadline,
                         f"{self.url} is not taking messages: {core.outbox_bytes} bytes still "
                         f"wait to be posted; this message was not {what}",
-                        endpoint=self.url,
+                        self.url,
                     )
-                self._out.wait(wait)
+                )
         finally:
             self._out_waiters -= 1
 
@@ -293,12 +294,11 @@ class HttpChannel(Channel):
                     raise core.closed_error()
                 if core.ended is not None:
                     raise core.ended
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no message from {self.url} within {timeout} s", endpoint=self.url
+                self._in.wait(
+                    seconds_left(
+                        deadline, f"no message from {self.url} within {timeout} s", self.url
                     )
-                self._in.wait(wait)
+                )
 
     def _post_here(self) -> None:
         """recv() without a timeout, when the one message send() queued is still waiting for
@@ -521,12 +521,11 @@ class HttpListener(Listener):
             while not self._ready:
                 if self._closed:
                     raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                self._cond.wait(
+                    seconds_left(
+                        deadline, f"no client connected to {self.url} within {timeout} s", self.url
                     )
-                self._cond.wait(wait)
+                )
             if self._closed:
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             return self._ready.popleft()

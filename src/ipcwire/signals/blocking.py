@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, Listener
-from ipcwire.errors import ChannelClosed, InvalidURL, Timeout
+from ipcwire.errors import ChannelClosed, InvalidURL
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.signals._names import parse_signal
 from ipcwire.signals._waiter import SignalSender, SignalWaiter
@@ -91,12 +92,11 @@ class SignalListener(Listener):
                 if not self._given:
                     self._given = True
                     return self._waiter
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    raise Timeout(
-                        f"{self.url} has one channel, already accepted", endpoint=self.url
+                self._cond.wait(
+                    seconds_left(
+                        deadline, f"{self.url} has one channel, already accepted", self.url
                     )
-                self._cond.wait(wait)
+                )
 
     def close(self) -> None:
         with self._cond:
