@@ -19,6 +19,7 @@ from typing import Final
 import posix_ipc
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import seconds_left
 from ipcwire.errors import (
     AddressInUse,
     ChannelClosed,
@@ -29,7 +30,6 @@ from ipcwire.errors import (
     IpcwireError,
     PermissionDenied,
     ResourceExhausted,
-    Timeout,
 )
 from ipcwire.mq import MqLimits, limits, queue_bytes
 
@@ -345,9 +345,7 @@ class MessageQueue:
             self._wait(select.POLLIN, deadline, "receiving from (the queue is empty)")
 
     def _wait(self, event: int, deadline: float | None, doing: str) -> None:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            raise Timeout(f"timed out {doing} {self.url}", endpoint=self.url)
+        wait = seconds_left(deadline, f"timed out {doing} {self.url}", self.url)
         poller = select.poll()
         poller.register(self.fileno_, event)
         poller.poll(None if wait is None else max(1, int(wait * 1000 + 0.999)))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, LocalProtocolError, Timeout
 from ipcwire.signals._dispatch import dispatcher
@@ -72,13 +73,9 @@ class SignalWaiter(Channel):
             if q:
                 self._received += 1
                 return signal.Signals(q.popleft())
-            wait = None
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise Timeout(
-                        f"no signal ({self.url[7:]}) within {timeout} s", endpoint=self.url
-                    )
+            wait = seconds_left(
+                deadline, f"no signal ({self.url[7:]}) within {timeout} s", self.url
+            )
             select.select([self._sub.waker.fd], [], [], wait)
             self._sub.waker.drain()
 
