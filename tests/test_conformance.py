@@ -26,3 +26,16 @@ def test_asyncio_conformance(fixture: str, request: pytest.FixtureRequest) -> No
     url: Callable[[], str] = request.getfixturevalue(fixture)
     spec = lookup(url().split(":")[0])
     asyncio.run(acheck_channel(apair_from_url(url), spec.capabilities, url=url))
+
+
+@pytest.mark.parametrize("fixture", URLS)
+def test_asyncio_conformance_on_uvloop(fixture: str, request: pytest.FixtureRequest) -> None:
+    """The same suite on uvloop's event loop (what uvicorn and many agent servers run):
+    its transports are not asyncio's classes, and ipcwire must not assume they are."""
+    import uvloop
+
+    url: Callable[[], str] = request.getfixturevalue(fixture)
+    spec = lookup(url().split(":")[0])
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+        runner.run(acheck_channel(apair_from_url(url), spec.capabilities, url=url))

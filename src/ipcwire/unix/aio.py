@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,8 +38,17 @@ async def connect(
     addr = resolve(endpoint)
     loop = asyncio.get_running_loop()
 
-    def create(factory: Any) -> Any:
-        return loop.create_unix_connection(factory, addr.sockaddr)  # type: ignore[arg-type]
+    async def create(factory: Any) -> Any:
+        # Connect our own socket and hand it over: uvloop takes an address as a C string, so
+        # an abstract name (a leading NUL byte) would reach it empty (EINVAL).
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr.sockaddr)
+            return await loop.create_unix_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     def explain(exc: OSError) -> IpcwireError:
         return explain_connect_error(exc, addr, endpoint.url) or translate(
