@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests._loops import LOOPS, AioRun, runner_for
 
 _counter = itertools.count()
 
@@ -59,3 +60,10 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
         monkeypatch.setattr(blocking, "FRAME_SENDER", _native.FrameSender)
         monkeypatch.setattr(blocking, "FRAME_RECEIVER", _native.FrameReceiver)
     yield request.param
+
+
+@pytest.fixture(params=LOOPS)
+def aio_run(request: pytest.FixtureRequest) -> AioRun:
+    """``aio_run(coro)`` runs ``coro`` on a fresh event loop of each kind the asyncio API
+    supports (tests/_loops.py)."""
+    return runner_for(request.param)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from tests._loops import AioRun
 from tests._proc import run_python
 
 import ipcwire
@@ -50,8 +51,8 @@ def test_conformance(x_display: str) -> None:
     check_channel(make_pair, SPEC.capabilities, codecs=CODECS)
 
 
-def test_asyncio_conformance(x_display: str) -> None:
-    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities, codecs=CODECS))
+def test_asyncio_conformance(x_display: str, aio_run: AioRun) -> None:
+    aio_run(acheck_channel(amake_pair, SPEC.capabilities, codecs=CODECS))
 
 
 def test_statistics(x_display: str) -> None:

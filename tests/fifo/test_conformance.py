@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
@@ -85,9 +86,9 @@ def test_blocking_both_ways_with_reply_fifo(fifo_url: Callable[..., str]) -> Non
     check_channel(_maker(fifo_url, True), BOTH_WAYS)
 
 
-def test_asyncio_one_way(fifo_url: Callable[..., str]) -> None:
-    asyncio.run(acheck_channel(_amaker(fifo_url, False), SPEC.capabilities, codecs=ONE_WAY_CODECS))
+def test_asyncio_one_way(fifo_url: Callable[..., str], aio_run: AioRun) -> None:
+    aio_run(acheck_channel(_amaker(fifo_url, False), SPEC.capabilities, codecs=ONE_WAY_CODECS))
 
 
-def test_asyncio_both_ways_with_reply_fifo(fifo_url: Callable[..., str]) -> None:
-    asyncio.run(acheck_channel(_amaker(fifo_url, True), BOTH_WAYS))
+def test_asyncio_both_ways_with_reply_fifo(fifo_url: Callable[..., str], aio_run: AioRun) -> None:
+    aio_run(acheck_channel(_amaker(fifo_url, True), BOTH_WAYS))

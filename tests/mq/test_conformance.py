@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+
+from tests._loops import AioRun
 
 from ipcwire.mq import SPEC
 from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
@@ -16,7 +17,7 @@ def test_blocking_conformance(mq_url: Callable[..., str]) -> None:
     check_channel(pair_from_url(mq_url), SPEC.capabilities, url=lambda: mq_url("maxmsg=4"))
 
 
-def test_asyncio_conformance(mq_url: Callable[..., str]) -> None:
-    asyncio.run(
+def test_asyncio_conformance(mq_url: Callable[..., str], aio_run: AioRun) -> None:
+    aio_run(
         acheck_channel(apair_from_url(mq_url), SPEC.capabilities, url=lambda: mq_url("maxmsg=4"))
     )

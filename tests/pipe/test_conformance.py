@@ -8,6 +8,8 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from tests._loops import AioRun
+
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.pipe import SPEC, ends, pair
@@ -63,5 +65,5 @@ def test_blocking_conformance_with_handshake() -> None:
     check_channel(make_pair_handshake, SPEC.capabilities)
 
 
-def test_asyncio_conformance() -> None:
-    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities))
+def test_asyncio_conformance(aio_run: AioRun) -> None:
+    aio_run(acheck_channel(amake_pair, SPEC.capabilities))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
+from tests._loops import AioRun
 
 from ipcwire.shm import SPEC
 from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
@@ -15,8 +15,8 @@ def test_blocking_conformance(shm_url: Callable[[], str]) -> None:
     check_channel(pair_from_url(shm_url), SPEC.capabilities, url=shm_url)
 
 
-def test_asyncio_conformance(shm_url: Callable[[], str]) -> None:
-    asyncio.run(acheck_channel(apair_from_url(shm_url), SPEC.capabilities, url=shm_url))
+def test_asyncio_conformance(shm_url: Callable[[], str], aio_run: AioRun) -> None:
+    aio_run(acheck_channel(apair_from_url(shm_url), SPEC.capabilities, url=shm_url))
 
 
 @pytest.mark.parametrize("policy", ["spin", "park"])

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from tests._loops import AioRun
+
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.pipe import SPEC
@@ -94,5 +96,5 @@ async def amake_pair(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChann
         yield a, b
 
 
-def test_asyncio_conformance() -> None:
-    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities))
+def test_asyncio_conformance(aio_run: AioRun) -> None:
+    aio_run(acheck_channel(amake_pair, SPEC.capabilities))

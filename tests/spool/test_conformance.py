@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
@@ -48,5 +48,5 @@ def test_blocking_conformance(make_pair: Any) -> None:
     check_channel(make_pair, SPEC.capabilities)
 
 
-def test_asyncio_conformance(amake_pair: Any) -> None:
-    asyncio.run(acheck_channel(amake_pair, SPEC.capabilities))
+def test_asyncio_conformance(amake_pair: Any, aio_run: AioRun) -> None:
+    aio_run(acheck_channel(amake_pair, SPEC.capabilities))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
@@ -40,5 +41,5 @@ def test_blocking_conformance() -> None:
     check_channel(pair, SPEC.capabilities)
 
 
-def test_asyncio_conformance() -> None:
-    asyncio.run(acheck_channel(apair, SPEC.capabilities))
+def test_asyncio_conformance(aio_run: AioRun) -> None:
+    aio_run(acheck_channel(apair, SPEC.capabilities))

@@ -10,6 +10,8 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from tests._loops import AioRun
+
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.testing import SAMPLES, acheck_channel, check_channel
@@ -40,8 +42,8 @@ def test_blocking_conformance() -> None:
     check_channel(make_pair, ONE_WAY, codecs=CODECS)
 
 
-def test_asyncio_conformance() -> None:
-    asyncio.run(acheck_channel(amake_pair, ONE_WAY, codecs=CODECS))
+def test_asyncio_conformance(aio_run: AioRun) -> None:
+    aio_run(acheck_channel(amake_pair, ONE_WAY, codecs=CODECS))
 
 
 def test_both_ways_and_request() -> None:

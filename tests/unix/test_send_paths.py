@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from tests._loops import AioRun
 
 import ipcwire
 from ipcwire.errors import (
@@ -65,9 +66,11 @@ def test_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
     check_channel(pair_from_url(url), spec.capabilities, url=url)
 
 
-def test_asyncio_conformance_on_both_paths(impl: str, url: Callable[[], str]) -> None:
+def test_asyncio_conformance_on_both_paths(
+    impl: str, url: Callable[[], str], aio_run: AioRun
+) -> None:
     spec = lookup(url().split(":")[0])
-    asyncio.run(acheck_channel(apair_from_url(url), spec.capabilities, url=url))
+    aio_run(acheck_channel(apair_from_url(url), spec.capabilities, url=url))
 
 
 BATCH = (

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests._loops import AioRun
 
 from ipcwire.testing import acheck_channel, apair_from_url, check_channel, pair_from_url
 from ipcwire.ws import SPEC, UNIX_SPEC
@@ -28,6 +28,6 @@ def test_blocking_conformance(kind: str, sock_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_asyncio_conformance(kind: str, sock_dir: Path) -> None:
+def test_asyncio_conformance(kind: str, sock_dir: Path, aio_run: AioRun) -> None:
     url, caps = _urls(kind, sock_dir)
-    asyncio.run(acheck_channel(apair_from_url(url), caps, url=url))  # type: ignore[arg-type]
+    aio_run(acheck_channel(apair_from_url(url), caps, url=url))  # type: ignore[arg-type]

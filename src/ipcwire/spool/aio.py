@@ -40,6 +40,7 @@ class AioSpoolChannel(AioChannel):
         self._cfg = cfg
         self._watcher = cfg.watcher(store.new)
         self._event = asyncio.Event()
+        self._reading_fd: int | None = None  # the watcher's fd while it is in the event loop
         self._unacked: list[Claim] = []
         self._claims: set[Claim] = set()
         self._receiving = False
@@ -180,14 +181,14 @@ class AioSpoolChannel(AioChannel):
                     # only while waiting: the descriptor stays readable until drained, and
                     # a reader left registered would spin the loop while nobody receives
                     loop.add_reader(fd, self._event.set)
+                    self._reading_fd = fd
                 try:
                     async with asyncio.timeout(max(wait, 0.0)):
                         await self._event.wait()
                 except TimeoutError:
                     pass
                 finally:
-                    if fd is not None:
-                        loop.remove_reader(fd)
+                    self._stop_reading()
         finally:
             self._receiving = False
 
@@ -209,9 +210,18 @@ class AioSpoolChannel(AioChannel):
         for claim in self._claims:
             claim.release()
         self._claims.clear()
+        self._stop_reading()  # before the fd closes: never leave a closed fd in the loop
         self._watcher.close()
         self._store.close()
         self._event.set()  # a waiting recv wakes and sees ChannelClosed
+
+    def _stop_reading(self) -> None:
+        """Take the watcher's fd out of the event loop if it is in it. close() does this before
+        it closes the fd: a closed fd left registered makes uvloop abort the process, and on
+        asyncio's loop a later remove_reader could hit whatever reused the fd number."""
+        if self._reading_fd is not None:
+            self._loop.remove_reader(self._reading_fd)
+            self._reading_fd = None
 
     async def aclose(self) -> None:
         self.close()
