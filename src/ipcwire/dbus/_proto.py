@@ -1,4 +1,5 @@
-"""ipcwire over D-Bus, without I/O: addresses, the interface, the messages.
+"""ipcwire over D-Bus, without I/O: addresses and options, the interface, the messages, the
+handshake's text, and the errors both drivers raise when opening.
 
 A listener owns a bus name and serves interface ``io.ipcwire.Channel1`` at an object path::
 
@@ -22,12 +23,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from dbus_fast import Message, MessageFlag, MessageType
 
-from ipcwire._core.url import Endpoint
-from ipcwire.errors import InvalidURL, MechanismUnavailable
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire._core.url import Endpoint, parse_url
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import (
+    AddressInUse,
+    ConnectionRefused,
+    InvalidURL,
+    IpcwireError,
+    MechanismUnavailable,
+    RemoteProtocolError,
+)
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = [
     "BUS_NAME",
@@ -38,13 +49,25 @@ __all__ = [
     "WINDOW",
     "WINDOW_BYTES",
     "Target",
+    "address_option",
     "bus_address",
     "close_call",
     "deliver_call",
     "event_signal",
     "handshake_call",
+    "handshake_failed",
+    "handshake_text",
+    "handshakes",
+    "is_event",
+    "name_taken",
+    "nobody_listening",
     "owner_changed_rule",
+    "owns_name",
     "parse_target",
+    "peer_from_credentials",
+    "request_name",
+    "resolve",
+    "resolve_subscription",
 ]
 
 INTERFACE: Final = "io.ipcwire.Channel1"
@@ -57,6 +80,9 @@ WINDOW: Final = 1024  # unacknowledged messages a sender may have in flight...
 WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go)
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
+NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
+_DO_NOT_QUEUE: Final = 4  # RequestName flag: fail at once if the name is taken
+_PRIMARY_OWNER, _ALREADY_OWNER = 1, 4  # RequestName's answers that mean "it is ours"
 HOW_TO_START = (
     "start a session bus with `dbus-run-session -- your-command`, or "
     "`eval $(dbus-launch --sh-syntax)`, or `dbus-daemon --session --fork --print-address` "
@@ -136,6 +162,100 @@ def bus_address(target: Target, address: str | None = None) -> str:
     )
 
 
+def address_option(endpoint: Endpoint, kw: dict[str, Any], extra: tuple[str, ...]) -> str | None:
+    """``address=`` (a keyword or the URL's parameter); rejects options nobody takes.
+
+    Raises:
+        ConfigurationError: an unknown option.
+    """
+    address = kw.pop("address", None) or endpoint.params.get("address")
+    reject_unknown(kw, endpoint, ("address", *extra))
+    return address if isinstance(address, str) else None
+
+
+def resolve(
+    endpoint: Endpoint, kw: dict[str, Any], timeout: float | None, accepted: tuple[str, ...]
+) -> tuple[Target, str, float]:
+    """What ``connect``/``listen`` open: the target, the bus's address, the time limit.
+
+    Raises:
+        ConfigurationError: an unknown option. InvalidURL: a bad URL.
+        MechanismUnavailable: no bus, with how to start one.
+    """
+    address = address_option(endpoint, kw, accepted)
+    target = parse_target(endpoint)
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    return target, bus_address(target, address), limit
+
+
+def resolve_subscription(
+    url: str, codec: str | None, address: str | None, timeout: float | None
+) -> tuple[Target, ChannelOptions, str, float]:
+    """What ``subscribe`` opens: the target, the options, the bus's address, the time limit."""
+    endpoint = parse_url(url)
+    options = ChannelOptions.build(endpoint, {} if codec is None else {"codec": codec})
+    target = parse_target(endpoint)
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    return target, options, bus_address(target, address), limit
+
+
+def nobody_listening(url: str, target: Target) -> ConnectionRefused:
+    return ConnectionRefused(
+        f"nothing is listening at {url}: no connection owns {target.describe()}. "
+        f"Start the listener first, or pass reconnect=SECONDS to keep trying",
+        endpoint=url,
+    )
+
+
+def handshake_failed(url: str, target: Target, exc: Exception, refused: bool) -> IpcwireError:
+    """The error for an error reply to ``Handshake`` (``refused``: the listener said no)."""
+    if refused:
+        return ConnectionRefused(f"{url}: {exc}", endpoint=url)
+    return RemoteProtocolError(
+        f"{target.describe()} at {target.path} is not an ipcwire listener ({exc})",
+        endpoint=url,
+    )
+
+
+def name_taken(url: str, target: Target, pid: int | None) -> AddressInUse:
+    from ipcwire._procfs import describe_pid
+
+    who = describe_pid(pid) if pid else "another connection"
+    return AddressInUse(
+        f"{url} is in use: {who} owns {target.describe()}; stop it, or pick another name",
+        pid=pid,
+        endpoint=url,
+    )
+
+
+def handshakes(options: ChannelOptions) -> tuple[ClientHandshake, ServerHandshake]:
+    """Fresh client and server handshakes for these options (framing does not apply)."""
+    common: dict[str, Any] = {
+        "codec": options.codec.name,
+        "framing": "length",
+        "max_frame": options.max_frame,
+        "token": options.token,
+        "endpoint": options.url,
+    }
+    return ClientHandshake(**common), ServerHandshake(**common)
+
+
+def handshake_text(framed: bytes) -> str:
+    """A handshake message without its length prefix, as text (what ``Handshake`` carries)."""
+    return framed[4:].decode()
+
+
+def peer_from_credentials(creds: dict[str, Any], name: str) -> PeerInfo:
+    """The pid and uid in a ``GetConnectionCredentials`` answer."""
+
+    def value(key: str) -> int | None:
+        v = creds.get(key)
+        got = getattr(v, "value", None)
+        return got if isinstance(got, int) else None
+
+    return PeerInfo(pid=value("ProcessID"), uid=value("UnixUserID"), address=name)
+
+
 def handshake_call(dest: str, path: str, channel: str, text: str) -> Message:
     return Message(
         destination=dest,
@@ -187,6 +307,16 @@ def bus_call(member: str, signature: str = "", body: list[object] | None = None)
     )
 
 
+def request_name(name: str) -> Message:
+    """Ask the bus for a well-known name, without queueing for it."""
+    return bus_call("RequestName", "su", [name, _DO_NOT_QUEUE])
+
+
+def owns_name(reply: Message) -> bool:
+    """Whether ``RequestName``'s answer made (or left) this connection the owner."""
+    return reply.body[0] in (_PRIMARY_OWNER, _ALREADY_OWNER)
+
+
 def owner_changed_rule(name: str) -> str:
     """The match rule that tells when ``name`` (a unique name) leaves the bus."""
     return (
@@ -209,6 +339,16 @@ def is_call(msg: Message, member: str) -> bool:
         msg.message_type is MessageType.METHOD_CALL
         and msg.interface == INTERFACE
         and msg.member == member
+    )
+
+
+def is_event(msg: Message, path: str) -> bool:
+    """Whether ``msg`` is an ``Event`` signal from the object at ``path``."""
+    return (
+        msg.message_type is MessageType.SIGNAL
+        and msg.interface == INTERFACE
+        and msg.member == "Event"
+        and msg.path == path
     )
 
 

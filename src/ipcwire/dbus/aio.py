@@ -7,59 +7,59 @@ client channel; a listener's channels share its connection, routed by a message 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from ipcwire._core.handshake import ServerHandshake
-from ipcwire._core.url import Endpoint, parse_url
+from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.dbus._proto import (
-    BUS_NAME,
     CLIENT_PATH,
     ERROR_CLOSED,
     ERROR_REFUSED,
     HOW_TO_START,
-    INTERFACE,
-    MAX_MESSAGE,
-    WINDOW,
-    WINDOW_BYTES,
+    NAME_HAS_NO_OWNER,
     Target,
-    bus_address,
     bus_call,
-    close_call,
     deliver_call,
     error_text,
     event_rule,
-    event_signal,
     handshake_call,
-    is_call,
+    handshake_failed,
+    handshake_text,
+    handshakes,
+    is_event,
+    name_taken,
+    nobody_listening,
     owner_changed_rule,
-    parse_target,
+    owns_name,
+    peer_from_credentials,
+    request_name,
+    resolve,
+    resolve_subscription,
 )
-from ipcwire.dbus.blocking import _options, _strip, handshakes, peer_from_credentials
+from ipcwire.dbus._state import (
+    NO_LOCK,
+    ChannelState,
+    HubState,
+    ListenerState,
+    SubscriptionState,
+)
 from ipcwire.errors import (
-    AddressInUse,
     ChannelBroken,
     ChannelClosed,
-    ConnectionRefused,
-    EndOfChannel,
-    FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
     MechanismUnavailable,
-    RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions
+from ipcwire.options import ChannelOptions
 
 __all__ = [
     "AioDbusChannel",
@@ -131,22 +131,17 @@ async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) 
     return reply
 
 
-class _Hub:
-    """Routes the calls arriving on one bus connection to its channels and listener."""
+class _Hub(HubState):
+    """Routes the calls arriving on one bus connection (a dbus-fast message handler)."""
 
     def __init__(self, bus: MessageBus, url: str, *, client: bool) -> None:
+        super().__init__(client=client, lock=NO_LOCK)
         self.bus = bus
         self.url = url
-        self.client = client
-        self.channels: dict[tuple[str, str], AioDbusChannel] = {}
-        self.listener: AioDbusListener | None = None
-        self.early: list[Message] = []
-        self.opened = False
-        self.users = 0
         self.error: IpcwireError | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: asyncio.Task[Any] | None = None
-        bus.add_message_handler(self.handle)
+        bus.add_message_handler(self.route)
         self.spawn(self._watch_disconnect())
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -167,24 +162,10 @@ class _Hub:
         except Exception as exc:
             why = f"the D-Bus daemon closed the connection ({exc})"
         self.error = ChannelBroken(f"{self.url}: {why}", endpoint=self.url)
-        for ch in list(self.channels.values()):
-            ch._lost(self.error)
-        if self.listener is not None:
-            self.listener._wake()
+        self.lost(self.error)
 
-    def register(self, ch: AioDbusChannel) -> None:
-        self.opened = True
-        self.channels[ch.key] = ch
-        self.users += 1
-        early, self.early = self.early, []
-        for msg in early:
-            self.handle(msg)
-
-    def release(self, ch: AioDbusChannel | None = None) -> None:
-        if ch is not None:
-            self.channels.pop(ch.key, None)
-        self.users -= 1
-        if self.users <= 0 and self.closing is None:
+    def _unused(self) -> None:
+        if self.closing is None:
             self.closing = self.spawn(self._disconnect())
 
     async def _disconnect(self) -> None:
@@ -199,32 +180,6 @@ class _Hub:
             )
         self.bus.disconnect()
 
-    def handle(self, msg: Message) -> bool | None:
-        if msg.message_type is MessageType.SIGNAL:
-            if msg.member == "NameOwnerChanged" and msg.sender == BUS_NAME and not msg.body[2]:
-                self.peer_left(msg.body[0])
-            return None
-        if msg.message_type is not MessageType.METHOD_CALL or msg.interface != INTERFACE:
-            return None
-        if is_call(msg, "Deliver") or is_call(msg, "Close"):
-            ch = self.channels.get((msg.sender, msg.body[0]))
-            if ch is None and self.client and not self.opened:
-                self.early.append(msg)  # the channel is being set up: hold it
-                return True
-            if ch is None:
-                if msg.member == "Deliver":
-                    self.refuse(msg, ERROR_CLOSED, "the channel is closed")
-                return True
-            if msg.member == "Deliver":
-                ch._incoming(msg)
-            else:
-                ch._peer_closed()
-            return True
-        if is_call(msg, "Handshake") and self.listener is not None:
-            self.listener._handshake(msg)
-            return True
-        return None
-
     def send(self, msg: Message) -> None:
         if self.error is not None or not self.bus.connected:
             return
@@ -234,19 +189,12 @@ class _Hub:
             return  # the connection is going; _watch_disconnect reports it
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def refuse(self, msg: Message, name: str, text: str) -> None:
-        self.send(Message.new_error(msg, name, text))
 
-    def peer_left(self, name: str) -> None:
-        for (peer, _), ch in list(self.channels.items()):
-            if peer == name:
-                ch._peer_gone()
-        if self.listener is not None:
-            self.listener._forget(name)
-
-
-class AioDbusChannel(AioChannel):
+class AioDbusChannel(ChannelState, AioChannel):
     """One ipcwire channel carried by D-Bus method calls (asyncio)."""
+
+    _TOO_LARGE = "; raise max_frame= on both sides"
+    _hub: _Hub
 
     def __init__(
         self,
@@ -258,30 +206,11 @@ class AioDbusChannel(AioChannel):
         url: str,
         peer: PeerInfo | None = None,
     ) -> None:
-        self.url = url
-        self.key = (peer_name, chan)
+        super().__init__(hub, peer_name, path, chan, wire, url, peer)
         self._loop = asyncio.get_running_loop()
-        self._hub = hub
-        self._dest = peer_name
-        self._path = path
-        self._chan = chan
-        self._wire = wire
-        self._encode = wire.codec.encode
-        self._decode = wire.decode
-        self._limit = min(wire.send_limit, MAX_MESSAGE)
-        self._max_frame = wire.max_frame
-        self._peer = peer or PeerInfo(address=peer_name)
-        self._queue: deque[Message] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._window = asyncio.Event()
         self._window.set()
-        self._inflight = 0
-        self._inflight_bytes = 0
-        self._send_error: IpcwireError | None = None
-        self._closed = False
-        self._eof = False
-        self._gone: IpcwireError | None = None
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- called by the hub ------------------------------------------------------------------
     def _wake(self) -> None:
@@ -301,71 +230,32 @@ class AioDbusChannel(AioChannel):
         self._eof = True
         self._wake()
 
-    def _peer_gone(self) -> None:
-        if not self._eof:
-            self._lost(
-                ChannelBroken(
-                    f"{self.url}: the peer's connection ({self._dest}) left the bus without "
-                    f"closing the channel (it exited or crashed)",
-                    endpoint=self.url,
-                )
-            )
-
     def _lost(self, err: IpcwireError) -> None:
         if self._gone is None:
             self._gone = err
         self._wake()
 
     def _acked(self, task: asyncio.Task[Message], size: int) -> None:
-        self._inflight -= 1
-        self._inflight_bytes -= size
-        if self._send_error is None:
-            if task.cancelled():
-                pass
-            elif (exc := task.exception()) is not None:
-                self._send_error = ChannelBroken(f"{self.url}: {exc}", endpoint=self.url)
-            elif task.result().message_type is MessageType.ERROR:
-                reply = task.result()
-                why = (
-                    "the peer closed the channel"
-                    if reply.error_name == ERROR_CLOSED
-                    else error_text(reply)
-                )
-                self._send_error = ChannelBroken(
-                    f"a message to {self.url} was not delivered: {why}", endpoint=self.url
-                )
+        if task.cancelled():
+            self._settled(size, None, None)
+        elif (exc := task.exception()) is not None:
+            self._settled(size, ChannelBroken(f"{self.url}: {exc}", endpoint=self.url), None)
+        else:
+            self._settled(size, None, task.result())
         self._window.set()
 
     # -- sending ----------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = self._encode(obj)
-        payload = data if type(data) is bytes else bytes(data)
+        payload = self._payload(obj)
         size = len(payload)
-        if size > self._limit:
-            raise FrameTooLarge(
-                f"message of {size} bytes not sent to {self.url}: over the limit of "
-                f"{self._limit} bytes; raise max_frame= on both sides",
-                size=size,
-                limit=self._limit,
-                endpoint=self.url,
-            )
         deadline = None if timeout is None else self._loop.time() + timeout
-        while True:
-            self._check_send()
-            if not self._inflight or (
-                self._inflight < WINDOW and self._inflight_bytes + size <= WINDOW_BYTES
-            ):
-                break
+        while not self._may_send(size):
             self._window.clear()
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._window.wait()
             except TimeoutError:
-                raise Timeout(
-                    f"send to {self.url} timed out after {timeout} s: the peer is not taking "
-                    f"messages ({self._inflight} unacknowledged); nothing was sent",
-                    endpoint=self.url,
-                ) from None
+                raise Timeout(self._window_full(timeout), endpoint=self.url) from None
         self._inflight += 1
         self._inflight_bytes += size
         msg = deliver_call(self._dest, self._path, self._chan, payload)
@@ -374,46 +264,15 @@ class AioDbusChannel(AioChannel):
         self._sent += 1
         self._bytes_sent += size
 
-    def _check_send(self) -> None:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._send_error is not None:
-            raise self._send_error
-        if self._eof:
-            raise ChannelBroken(
-                f"cannot send to {self.url}: the peer closed its end", endpoint=self.url
-            )
-        if self._gone is not None:
-            raise self._gone
-
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
         msg = await self._take(timeout)
         self._hub.send(Message.new_method_return(msg))  # the acknowledgement
-        payload: bytes = msg.body[1]
-        self._received += 1
-        self._bytes_received += len(payload)
-        if len(payload) > self._max_frame:
-            raise FrameTooLarge(
-                f"a message of {len(payload)} bytes from {self.url} is over max_frame="
-                f"{self._max_frame}; it was skipped",
-                size=len(payload),
-                limit=self._max_frame,
-                endpoint=self.url,
-            )
-        return self._decode(memoryview(payload))
+        return self._unpack(msg)
 
     async def _take(self, timeout: float | None) -> Message:
         deadline = None if timeout is None else self._loop.time() + timeout
-        while True:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if self._queue:
-                return self._queue.popleft()
-            if self._eof:
-                raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
-            if self._gone is not None:
-                raise self._gone
+        while (msg := self._next()) is None:
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             if self._waiter is not None:
@@ -430,46 +289,19 @@ class AioDbusChannel(AioChannel):
                 ) from None
             finally:
                 self._waiter = None
+        return msg
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        unread = list(self._queue)
-        self._queue.clear()
+        unread = self._shut()
         self._wake()
-        for msg in unread:
-            self._hub.refuse(msg, ERROR_CLOSED, "the channel was closed before reading this")
-        if not self._eof and self._gone is None:
-            self._hub.send(close_call(self._dest, self._path, self._chan))
-        self._hub.release(self)
+        self._say_closed(unread)
 
     async def aclose(self) -> None:
         self.close()
         await self._hub.wait_closed()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def wire(self) -> WireFormat:
-        """The codec in use."""
-        return self._wire
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(m.body[1]) for m in self._queue),
-        )
 
 
 async def _credentials(bus: MessageBus, name: str, url: str) -> PeerInfo:
@@ -489,34 +321,27 @@ async def connect(
     **kw: Any,
 ) -> AioDbusChannel:
     """Open a channel to the listener owning the URL's bus name (asyncio)."""
-    address = _options(endpoint, kw, ("timeout", "reconnect"))
-    target = parse_target(endpoint)
+    target, address, limit = resolve(endpoint, kw, timeout, ("timeout", "reconnect"))
     url = endpoint.url
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    bus = await _open_bus(bus_address(target, address), url, limit)
+    start = asyncio.get_running_loop().time()
+    bus = await _open_bus(address, url, limit)
     try:
         owner = await _find_owner(bus, target, url, reconnect, start, limit)
         hub = _Hub(bus, url, client=True)
         await _call(bus, bus_call("AddMatch", "s", [owner_changed_rule(owner)]), limit, url)
         hs, _ = handshakes(options)
-        text, chan = _strip(hs.hello()), ""
+        text, chan = handshake_text(hs.hello()), ""
         while True:
             try:
                 reply = await _call(bus, handshake_call(owner, target.path, chan, text), limit, url)
             except ChannelBroken as exc:
-                if getattr(exc, "dbus_name", None) == ERROR_REFUSED:
-                    raise ConnectionRefused(f"{url}: {exc}", endpoint=url) from None
-                raise RemoteProtocolError(
-                    f"{target.describe()} at {target.path} is not an ipcwire listener ({exc})",
-                    endpoint=url,
-                ) from None
+                refused = getattr(exc, "dbus_name", None) == ERROR_REFUSED
+                raise handshake_failed(url, target, exc, refused) from None
             chan, answer = reply.body
             step = hs.receive(answer.encode())
             if step.done:
                 break
-            text = _strip(step.send)
+            text = handshake_text(step.send)
         peer = await _credentials(bus, owner, url)
     except BaseException:
         bus.disconnect()
@@ -538,38 +363,23 @@ async def _find_owner(
         if reply.message_type is MessageType.METHOD_RETURN:
             owner: str = reply.body[0]
             return owner
-        if reply.error_name != "org.freedesktop.DBus.Error.NameHasNoOwner":
+        if reply.error_name != NAME_HAS_NO_OWNER:
             raise ChannelBroken(f"{url}: {error_text(reply)}", endpoint=url)
         left = start + (reconnect or 0) - loop.time()
         if left <= 0:
-            raise ConnectionRefused(
-                f"nothing is listening at {url}: no connection owns {target.describe()}. "
-                f"Start the listener first, or pass reconnect=SECONDS to keep trying",
-                endpoint=url,
-            )
+            raise nobody_listening(url, target)
         await asyncio.sleep(min(next(delays), left))
 
 
-class AioDbusListener(AioListener):
+class AioDbusListener(ListenerState, AioListener):
     """Owns a bus name and accepts channels (asyncio); :meth:`publish` emits signals."""
 
-    def __init__(self, hub: _Hub, target: Target, options: ChannelOptions, url: str) -> None:
-        self.url = url
-        self._hub = hub
-        self._target = target
-        self._options = options
-        self._ready: asyncio.Queue[AioDbusChannel | None] = asyncio.Queue()
-        self._pending: dict[tuple[str, str], tuple[ServerHandshake, float]] = {}
-        self._watched: set[str] = set()
-        self._ids = itertools.count(1)
-        self._closed = False
-        self._loop = asyncio.get_running_loop()
-        hub.users += 1
-        hub.listener = self
+    _hub: _Hub
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def __init__(self, hub: _Hub, target: Target, options: ChannelOptions, url: str) -> None:
+        super().__init__(hub, target, options, url, options.handshake_timeout)
+        self._ready: asyncio.Queue[AioDbusChannel | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
 
     def publish(self, obj: Any, *, topic: str = "") -> None:
         """Emit ``obj`` as an ``Event`` signal to every subscriber (of ``topic``).
@@ -577,45 +387,18 @@ class AioDbusListener(AioListener):
         Raises:
             ChannelClosed: the listener is closed.
         """
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        data = self._options.codec.encode(obj)
-        self._hub.send(event_signal(self._target.path, topic, bytes(data)))
+        self._hub.send(self._event(obj, topic))
+
+    def _now(self) -> float:
+        return self._loop.time()
 
     def _wake(self) -> None:
         self._ready.put_nowait(None)
 
-    def _handshake(self, msg: Message) -> None:
-        sender: str = msg.sender
-        chan, text = msg.body
-        if self._closed:
-            self._hub.refuse(msg, ERROR_REFUSED, "the listener is closed")
-            return
-        now = self._loop.time()
-        for key in [k for k, (_, dl) in self._pending.items() if dl < now]:
-            del self._pending[key]
-        if not chan:
-            chan = f"c{next(self._ids)}"
-            hs_new = handshakes(self._options)[1]
-            self._pending[(sender, chan)] = (hs_new, now + self._options.handshake_timeout)
-            self._watch(sender)
-        entry = self._pending.get((sender, chan))
-        if entry is None:
-            self._hub.refuse(msg, ERROR_REFUSED, "unknown or expired handshake")
-            return
-        hs = entry[0]
-        step = hs.receive(text.encode())
-        if step.error is not None or step.done:
-            del self._pending[(sender, chan)]
-        if step.error is not None:
-            log.warning("ipcwire: %s refused %s: %s", self.url, sender, step.error)
-        elif step.done:
-            wire = self._options.wire()
-            wire.send_limit = hs.peer_max_frame
-            ch = AioDbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url)
-            self._hub.register(ch)
-            self._hub.spawn(self._announce(ch))
-        self._hub.send(Message.new_method_return(msg, "ss", [chan, _strip(step.send)]))
+    def _open(self, sender: str, chan: str, wire: WireFormat) -> None:
+        ch = AioDbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url)
+        self._hub.register(ch)
+        self._hub.spawn(self._announce(ch))
 
     async def _announce(self, ch: AioDbusChannel) -> None:
         ch._peer = await _credentials(self._hub.bus, ch._dest, self.url)
@@ -636,13 +419,6 @@ class AioDbusListener(AioListener):
                 self._hub.peer_left(sender)
 
         self._hub.spawn(check())
-
-    def _forget(self, name: str) -> None:
-        for key in [k for k in self._pending if k[0] == name]:
-            del self._pending[key]
-        if name in self._watched:
-            self._watched.discard(name)
-            self._hub.send(bus_call("RemoveMatch", "s", [owner_changed_rule(name)]))
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         while True:
@@ -692,65 +468,43 @@ async def listen(
         MechanismUnavailable: no bus, with how to start one.
     """
     kw.pop("backlog", None)
-    address = _options(endpoint, kw, ("timeout", "backlog"))
-    target = parse_target(endpoint)
+    target, address, limit = resolve(endpoint, kw, timeout, ("timeout", "backlog"))
     url = endpoint.url
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    bus = await _open_bus(bus_address(target, address), url, limit)
+    bus = await _open_bus(address, url, limit)
     try:
         hub = _Hub(bus, url, client=False)
         listener = AioDbusListener(hub, target, options, url)
-        reply = await _call(bus, bus_call("RequestName", "su", [target.name, 4]), limit, url)
-        if reply.body[0] not in (1, 4):
+        if not owns_name(await _call(bus, request_name(target.name), limit, url)):
             pid = None
             owner = await bus.call(bus_call("GetNameOwner", "s", [target.name]))
             if owner.message_type is MessageType.METHOD_RETURN:
                 pid = (await _credentials(bus, owner.body[0], url)).pid
-            from ipcwire._procfs import describe_pid
-
-            who = describe_pid(pid) if pid else "another connection"
-            raise AddressInUse(
-                f"{url} is in use: {who} owns {target.describe()}; stop it, or pick another name",
-                pid=pid,
-                endpoint=url,
-            )
+            raise name_taken(url, target, pid)
     except BaseException:
         bus.disconnect()
         raise
     return listener
 
 
-class AioDbusSubscription(AioChannel):
+class AioDbusSubscription(SubscriptionState, AioChannel):
     """Receives a listener's ``Event`` signals (asyncio); sending is refused."""
 
     def __init__(self, bus: MessageBus, target: Target, wire: WireFormat, url: str) -> None:
-        self.url = url
+        super().__init__(target, wire, url)
         self._bus = bus
-        self._target = target
-        self._decode = wire.decode
-        self._queue: deque[tuple[str, bytes]] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._received = self._bytes_received = 0
         self._handler: Callable[[Message], None] = self._signal
         bus.add_message_handler(self._handler)
 
     def _signal(self, msg: Message) -> None:
-        if (
-            msg.message_type is MessageType.SIGNAL
-            and msg.interface == INTERFACE
-            and msg.member == "Event"
-            and msg.path == self._target.path
-        ):
+        if is_event(msg, self._target.path):
             self._queue.append((msg.body[0], msg.body[1]))
             w = self._waiter
             if w is not None and not w.done():
                 w.set_result(None)
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        raise LocalProtocolError(
-            f"{self.url} is a subscription: it only receives; publish with the listener's publish()"
-        )
+        raise self._only_receives()
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         return (await self.recv_event(timeout=timeout))[1]
@@ -777,9 +531,7 @@ class AioDbusSubscription(AioChannel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         topic, payload = self._queue.popleft()
-        self._received += 1
-        self._bytes_received += len(payload)
-        return topic, self._decode(memoryview(payload))
+        return self._taken(topic, payload)
 
     def close(self) -> None:
         if self._closed:
@@ -792,10 +544,6 @@ class AioDbusSubscription(AioChannel):
 
     async def aclose(self) -> None:
         self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
@@ -815,11 +563,8 @@ async def subscribe(
     timeout: float | None = None,
 ) -> AioDbusSubscription:
     """Subscribe to the ``Event`` signals of the listener at ``url`` (asyncio)."""
-    endpoint = parse_url(url)
-    options = ChannelOptions.build(endpoint, {} if codec is None else {"codec": codec})
-    target = parse_target(endpoint)
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    bus = await _open_bus(bus_address(target, address), url, limit)
+    target, options, address, limit = resolve_subscription(url, codec, address, timeout)
+    bus = await _open_bus(address, url, limit)
     try:
         sub = AioDbusSubscription(bus, target, options.wire(), url)
         await _call(bus, bus_call("AddMatch", "s", [event_rule(target, topic)]), limit, url)

@@ -1,0 +1,472 @@
+"""What both D-Bus drivers keep and decide without waiting.
+
+The blocking driver (a reader thread, Conditions) and the asyncio driver (dbus-fast's
+``MessageBus``, futures) differ only in how they wait and how a message reaches the bus. The
+rest is here once: a channel's queue, window, errors and counters (:class:`ChannelState`); how
+a connection's incoming calls reach their channel or listener (:class:`HubState`); a
+listener's pending handshakes (:class:`ListenerState`); a subscription's events
+(:class:`SubscriptionState`). Each driver subclasses these with its waiting; the blocking
+driver calls them with its locks held, and its hub's lock is a ``threading.Lock`` where the
+asyncio driver's is :data:`NO_LOCK` (one event loop). The messages, addresses and errors are
+in ``_proto.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import logging
+from collections import deque
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar
+
+from dbus_fast import Message, MessageType
+
+from ipcwire._core.handshake import ServerHandshake
+from ipcwire._core.wire import WireFormat
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.dbus._proto import (
+    BUS_NAME,
+    ERROR_CLOSED,
+    ERROR_REFUSED,
+    INTERFACE,
+    MAX_MESSAGE,
+    WINDOW,
+    WINDOW_BYTES,
+    Target,
+    bus_call,
+    close_call,
+    error_text,
+    event_signal,
+    handshake_text,
+    handshakes,
+    owner_changed_rule,
+)
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = [
+    "NO_LOCK",
+    "ChannelState",
+    "HubState",
+    "ListenerState",
+    "SubscriptionState",
+]
+
+log = logging.getLogger("ipcwire")
+
+NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
+
+
+# -- a channel -------------------------------------------------------------------------------
+class ChannelState(abc.ABC):
+    """One channel's state: the received calls not yet taken, the unacknowledged window, how
+    it ended, the counters. The drivers add the waiting (and, blocking, the lock)."""
+
+    _TOO_LARGE: ClassVar[str]  # the advice in a send's FrameTooLarge
+
+    def __init__(
+        self,
+        hub: HubState,
+        peer_name: str,
+        path: str,
+        chan: str,
+        wire: WireFormat,
+        url: str,
+        peer: PeerInfo | None = None,
+    ) -> None:
+        self.url = url
+        self.key = (peer_name, chan)
+        self._hub = hub
+        self._dest = peer_name
+        self._path = path
+        self._chan = chan
+        self._wire = wire
+        self._encode = wire.codec.encode
+        self._decode = wire.decode
+        self._limit = min(wire.send_limit, MAX_MESSAGE)
+        self._max_frame = wire.max_frame
+        self._peer = peer or PeerInfo(address=peer_name)
+        self._queue: deque[Message] = deque()
+        self._inflight = 0
+        self._inflight_bytes = 0
+        self._send_error: IpcwireError | None = None
+        self._closed = False
+        self._eof = False
+        self._gone: IpcwireError | None = None
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    # -- what the hub calls; the drivers wake their waiters -------------------------------------
+    @abc.abstractmethod
+    def _incoming(self, msg: Message) -> None:
+        """A ``Deliver`` call for this channel."""
+
+    @abc.abstractmethod
+    def _peer_closed(self) -> None:
+        """The peer's ``Close``."""
+
+    @abc.abstractmethod
+    def _lost(self, err: IpcwireError) -> None:
+        """The channel can no longer work (``err`` says why)."""
+
+    def _peer_gone(self) -> None:
+        if self._eof:
+            return  # it closed the channel first: a clean end
+        self._lost(
+            ChannelBroken(
+                f"{self.url}: the peer's connection ({self._dest}) left the bus without "
+                f"closing the channel (it exited or crashed)",
+                endpoint=self.url,
+            )
+        )
+
+    # -- sending -----------------------------------------------------------------------------
+    def _payload(self, obj: Any) -> bytes:
+        """``obj`` encoded, as bytes.
+
+        Raises:
+            FrameTooLarge: over what the peer or the bus takes.
+        """
+        data = self._encode(obj)
+        payload = data if type(data) is bytes else bytes(data)
+        if len(payload) > self._limit:
+            raise FrameTooLarge(
+                f"message of {len(payload)} bytes not sent to {self.url}: over the limit of "
+                f"{self._limit} bytes{self._TOO_LARGE}",
+                size=len(payload),
+                limit=self._limit,
+                endpoint=self.url,
+            )
+        return payload
+
+    def _may_send(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes fits the window now (one always may go).
+
+        Raises:
+            ChannelClosed, ChannelBroken: it never will.
+        """
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._send_error is not None:
+            raise self._send_error
+        if self._eof:
+            raise ChannelBroken(
+                f"cannot send to {self.url}: the peer closed its end", endpoint=self.url
+            )
+        if self._gone is not None:
+            raise self._gone
+        return not self._inflight or (
+            self._inflight < WINDOW and self._inflight_bytes + size <= WINDOW_BYTES
+        )
+
+    def _window_full(self, timeout: float | None) -> str:
+        return (
+            f"send to {self.url} timed out after {timeout} s: the peer is not taking "
+            f"messages ({self._inflight} unacknowledged); nothing was sent"
+        )
+
+    def _settled(self, size: int, err: IpcwireError | None, reply: Message | None) -> None:
+        """A message left the window: acknowledged (``reply``) or failed (``err``); the first
+        failure is what the next send raises."""
+        self._inflight -= 1
+        self._inflight_bytes -= size
+        if self._send_error is not None:
+            return
+        if err is not None:
+            self._send_error = err
+        elif reply is not None and reply.message_type is MessageType.ERROR:
+            why = (
+                "the peer closed the channel"
+                if reply.error_name == ERROR_CLOSED
+                else error_text(reply)
+            )
+            self._send_error = ChannelBroken(
+                f"a message to {self.url} was not delivered: {why}", endpoint=self.url
+            )
+
+    # -- receiving ---------------------------------------------------------------------------
+    def _next(self) -> Message | None:
+        """The next received call, or None while there is none.
+
+        Raises:
+            ChannelClosed, EndOfChannel, ChannelBroken: none will come.
+        """
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._queue:
+            return self._queue.popleft()
+        if self._eof:
+            raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+        if self._gone is not None:
+            raise self._gone
+        return None
+
+    def _unpack(self, msg: Message) -> Any:
+        """The message a taken (and acknowledged) ``Deliver`` carries.
+
+        Raises:
+            FrameTooLarge: over max_frame (skipped).
+        """
+        payload: bytes = msg.body[1]
+        self._received += 1
+        self._bytes_received += len(payload)
+        if len(payload) > self._max_frame:
+            raise FrameTooLarge(
+                f"a message of {len(payload)} bytes from {self.url} is over max_frame="
+                f"{self._max_frame}; it was skipped",
+                size=len(payload),
+                limit=self._max_frame,
+                endpoint=self.url,
+            )
+        return self._decode(memoryview(payload))
+
+    # -- the end -----------------------------------------------------------------------------
+    def _shut(self) -> list[Message]:
+        """Mark the channel closed; the received calls nobody will take."""
+        self._closed = True
+        unread = list(self._queue)
+        self._queue.clear()
+        return unread
+
+    def _say_closed(self, unread: list[Message]) -> None:
+        """Refuse what was never read, tell the peer (unless it is gone), leave the hub."""
+        for msg in unread:  # never delivered: tell their sender
+            self._hub.refuse(msg, ERROR_CLOSED, "the channel was closed before reading this")
+        if not self._eof and self._gone is None:
+            self._hub.send(close_call(self._dest, self._path, self._chan))
+        self._hub.release(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=sum(len(m.body[1]) for m in list(self._queue)),
+        )
+
+
+# -- a bus connection's routing --------------------------------------------------------------
+class HubState(abc.ABC):
+    """Routes the calls arriving on one bus connection to its channels and listener."""
+
+    def __init__(self, *, client: bool, lock: AbstractContextManager[Any]) -> None:
+        self.client = client
+        self.lock = lock  # guards channels, early, opened and users
+        self.channels: dict[tuple[str, str], ChannelState] = {}
+        self.listener: ListenerState | None = None
+        self.early: list[Message] = []  # a client's messages that beat its channel's setup
+        self.opened = False
+        self.users = 0
+
+    @abc.abstractmethod
+    def send(self, msg: Message) -> None:
+        """Send without waiting; a failure is left to the connection's end to report."""
+
+    @abc.abstractmethod
+    def _unused(self) -> None:
+        """The last user is gone: hang up."""
+
+    def refuse(self, msg: Message, name: str, text: str) -> None:
+        self.send(Message.new_error(msg, name, text))
+
+    def register(self, ch: ChannelState) -> None:
+        with self.lock:
+            self.opened = True
+            self.channels[ch.key] = ch
+            self.users += 1
+            early, self.early = self.early, []
+        for msg in early:
+            self.route(msg)
+
+    def release(self, ch: ChannelState | None = None) -> None:
+        """One user (a channel or the listener) is done; the last one disconnects."""
+        with self.lock:
+            if ch is not None:
+                self.channels.pop(ch.key, None)
+            self.users -= 1
+            last = self.users <= 0
+        if last:
+            self._unused()
+
+    def route(self, msg: Message) -> bool | None:
+        """Hand ``msg`` to its channel or the listener: True if it was an ipcwire call that
+        was handled, None otherwise (signals included)."""
+        if msg.message_type is MessageType.SIGNAL:
+            if msg.member == "NameOwnerChanged" and msg.sender == BUS_NAME and not msg.body[2]:
+                self.peer_left(msg.body[0])
+            return None
+        if msg.message_type is not MessageType.METHOD_CALL or msg.interface != INTERFACE:
+            return None
+        member = msg.member
+        if member in {"Deliver", "Close"}:
+            key = (msg.sender, msg.body[0])
+            with self.lock:
+                ch = self.channels.get(key)
+                if ch is None and self.client and not self.opened:
+                    self.early.append(msg)  # the channel is being set up: hold it
+                    return True
+            if ch is None:
+                if member == "Deliver":
+                    self.refuse(msg, ERROR_CLOSED, "the channel is closed")
+            elif member == "Deliver":
+                ch._incoming(msg)
+            else:
+                ch._peer_closed()
+            return True
+        if member == "Handshake" and self.listener is not None:
+            self.listener._handshake(msg)
+            return True
+        return None
+
+    def peer_left(self, name: str) -> None:
+        with self.lock:
+            gone = [ch for (peer, _), ch in self.channels.items() if peer == name]
+        for ch in gone:
+            ch._peer_gone()
+        if self.listener is not None:
+            self.listener._forget(name)
+
+    def lost(self, err: IpcwireError) -> None:
+        """The connection ended: every channel and the listener learn it."""
+        with self.lock:
+            chans = list(self.channels.values())
+        for ch in chans:
+            ch._lost(err)
+        if self.listener is not None:
+            self.listener._wake()
+
+
+# -- a listener ------------------------------------------------------------------------------
+class ListenerState(abc.ABC):
+    """A listener's handshakes in progress and the peers it watches."""
+
+    def __init__(
+        self, hub: HubState, target: Target, options: ChannelOptions, url: str, timeout: float
+    ) -> None:
+        self.url = url
+        self._hub = hub
+        self._target = target
+        self._options = options
+        self._timeout = timeout  # for a handshake to finish
+        self._pending: dict[tuple[str, str], tuple[ServerHandshake, float]] = {}
+        self._watched: set[str] = set()
+        self._ids = itertools.count(1)
+        self._closed = False
+        hub.users += 1
+        hub.listener = self
+
+    @abc.abstractmethod
+    def _now(self) -> float:
+        """The monotonic clock the handshake deadlines use."""
+
+    @abc.abstractmethod
+    def _watch(self, sender: str) -> None:
+        """Learn when ``sender`` leaves the bus (it may have left already)."""
+
+    @abc.abstractmethod
+    def _open(self, sender: str, chan: str, wire: WireFormat) -> None:
+        """A handshake finished: make, register and (once the peer is known) hand out its
+        channel."""
+
+    @abc.abstractmethod
+    def _wake(self) -> None:
+        """Wake ``accept``: something changed."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _event(self, obj: Any, topic: str) -> Message:
+        """The ``Event`` signal that publishes ``obj``.
+
+        Raises:
+            ChannelClosed: the listener is closed.
+        """
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        data = self._options.codec.encode(obj)
+        return event_signal(self._target.path, topic, bytes(data))
+
+    def _handshake(self, msg: Message) -> None:
+        sender: str = msg.sender
+        chan, text = msg.body
+        if self._closed:
+            self._hub.refuse(msg, ERROR_REFUSED, "the listener is closed")
+            return
+        now = self._now()
+        for key in [k for k, (_, dl) in self._pending.items() if dl < now]:
+            del self._pending[key]
+        if not chan:
+            chan = f"c{next(self._ids)}"
+            self._pending[(sender, chan)] = (handshakes(self._options)[1], now + self._timeout)
+            self._watch(sender)
+        entry = self._pending.get((sender, chan))
+        if entry is None:
+            self._hub.refuse(msg, ERROR_REFUSED, "unknown or expired handshake")
+            return
+        hs = entry[0]
+        step = hs.receive(text.encode())
+        if step.error is not None or step.done:
+            del self._pending[(sender, chan)]
+        if step.error is not None:
+            log.warning("ipcwire: %s refused %s: %s", self.url, sender, step.error)
+        elif step.done:
+            wire = self._options.wire()
+            wire.send_limit = hs.peer_max_frame
+            self._open(sender, chan, wire)
+        self._hub.send(Message.new_method_return(msg, "ss", [chan, handshake_text(step.send)]))
+
+    def _forget(self, name: str) -> None:
+        for key in [k for k in self._pending if k[0] == name]:
+            del self._pending[key]
+        if name in self._watched:
+            self._watched.discard(name)
+            self._hub.send(bus_call("RemoveMatch", "s", [owner_changed_rule(name)]))
+
+
+# -- a subscription --------------------------------------------------------------------------
+class SubscriptionState:
+    """A subscription's received events (``is_event(msg, self._target.path)``) and counters."""
+
+    def __init__(self, target: Target, wire: WireFormat, url: str) -> None:
+        self.url = url
+        self._target = target
+        self._decode = wire.decode
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._closed = False
+        self._received = self._bytes_received = 0
+
+    def _only_receives(self) -> LocalProtocolError:
+        return LocalProtocolError(
+            f"{self.url} is a subscription: it only receives; publish with the listener's publish()"
+        )
+
+    def _taken(self, topic: str, payload: bytes) -> tuple[str, Any]:
+        self._received += 1
+        self._bytes_received += len(payload)
+        return topic, self._decode(memoryview(payload))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
