@@ -1,7 +1,8 @@
 """D-Bus, asyncio driver: dbus-fast's native asyncio ``MessageBus`` (no threads).
 
-Same protocol and behaviour as the blocking driver (``_proto.py``): one bus connection per
-client channel; a listener's channels share its connection, routed by a message handler.
+Same protocol and behaviour as the blocking driver (``_proto.py``; the state both keep is in
+``_state.py``, this module adds the waiting): one bus connection per client channel; a
+listener's channels share its connection, routed by a message handler.
 """
 
 from __future__ import annotations
