@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import ssl as ssl_module
 import threading
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.url import Endpoint
@@ -21,13 +20,16 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.sse._client import SseAddress
+from ipcwire.sse._client import resolve
 from ipcwire.sse._events import b64encode, encode_data
 from ipcwire.sse._server import SseServer, SseSettings
 from ipcwire.sse._streams import EVENT_OVERHEAD, ServerStream
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
 from ipcwire.ws._web import OriginPolicy, build_pages
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "CLIENT_OPTIONS",
@@ -36,6 +38,7 @@ __all__ = [
     "ServerChannelBase",
     "batches",
     "bind",
+    "new_server",
     "one_way_error",
 ]
 
@@ -81,8 +84,12 @@ def batches(
         yield batch, size
 
 
-def one_way_error(url: str, *, server: bool = False) -> LocalProtocolError:
-    """Using the wrong direction of a one-way channel."""
+def one_way_error(
+    url: str, *, server: bool = False, closed: bool = False
+) -> LocalProtocolError | ChannelClosed:
+    """Using the wrong direction of a one-way channel (ChannelClosed if it is closed)."""
+    if closed:
+        return ChannelClosed(f"{url} is closed", endpoint=url)
     if server:
         return LocalProtocolError(
             f"{url}: Server-Sent Events go from the server to its clients; the server side "
@@ -95,13 +102,14 @@ def one_way_error(url: str, *, server: bool = False) -> LocalProtocolError:
 
 
 def bind(
-    endpoint: Endpoint, addr: SseAddress, options: ChannelOptions, kw: dict[str, Any]
+    endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]
 ) -> tuple[socket.socket, SseSettings, ssl_module.SSLContext | None, int]:
-    """Validate the listener options and bind its socket.
+    """Validate the listener's URL and options and bind its socket.
 
     Raises:
         AddressInUse, PermissionDenied, ConfigurationError, InvalidURL.
     """
+    addr = resolve(endpoint, listening=True)
     url = endpoint.url
     ssl = kw.pop("ssl", None)
     backlog = int(kw.pop("backlog", 128))
@@ -169,6 +177,11 @@ class ServerChannelBase:
             FrameTooLarge, LocalProtocolError: as :meth:`send` says.
         """
         return self._data(self._encode_payload(obj))
+
+    def _encode_all(self, objs: Iterable[Any]) -> tuple[list[bytes], int]:
+        """The event data of several messages (for ``send_many``), and their total size."""
+        encoded = [self._encode(o) for o in objs]
+        return [d for d, _ in encoded], sum(s for _, s in encoded)
 
     def _send_now(self, payload: Any) -> bool:
         """The usual send of an encoded message: bytes within the limit, base64 (not JSON),
@@ -282,3 +295,16 @@ class ServerChannelBase:
             buffered_bytes=buffered,
             dropped=dropped,
         )
+
+
+C = TypeVar("C", bound=ServerChannelBase)
+
+
+def new_server(settings: SseSettings, channel: type[C], put: Callable[[C], object]) -> SseServer:
+    """A listener's server: each new client stream goes to ``put`` as a ``channel``."""
+
+    def on_new(stream: ServerStream) -> None:
+        put(channel(stream, server, settings))
+
+    server = SseServer(settings, on_new)
+    return server

@@ -36,12 +36,12 @@ from ipcwire.sse._common import (
     ServerChannelBase,
     batches,
     bind,
+    new_server,
     one_way_error,
 )
 from ipcwire.sse._events import b64encode
 from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SseServer
-from ipcwire.sse._streams import ServerStream
 
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
 
@@ -375,18 +375,14 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
         payload = self._encode_payload(obj)
         if not self._send_now(payload):
             data, size = self._data(payload)
-            await self._append([data], 1, size, timeout)
+            await self._append([data], size, timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        encoded = [self._encode(o) for o in objs]
-        if encoded:
-            await self._append(
-                [d for d, _ in encoded], len(encoded), sum(s for _, s in encoded), timeout
-            )
+        datas, size = self._encode_all(objs)
+        if datas:
+            await self._append(datas, size, timeout)
 
-    async def _append(
-        self, datas: list[bytes], count: int, size: int, timeout: float | None
-    ) -> None:
+    async def _append(self, datas: list[bytes], size: int, timeout: float | None) -> None:
         s = self._stream
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -409,9 +405,7 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
         self._bytes_sent += size
 
     async def recv(self, *, timeout: float | None = None) -> Any:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        raise one_way_error(self.url, server=True)
+        raise one_way_error(self.url, server=True, closed=self._closed)
 
     async def aclose(self) -> None:
         self.close()
@@ -456,16 +450,9 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioS
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    addr = resolve(endpoint, listening=True)
-    sock, settings, ssl, backlog = bind(endpoint, addr, options, kw)
+    sock, settings, ssl, backlog = bind(endpoint, options, kw)
     ready: AcceptQueue[AioSseServerChannel] = AcceptQueue()
-    holder: list[SseServer] = []
-
-    def on_new(stream: ServerStream) -> None:
-        ready.put(AioSseServerChannel(stream, holder[0], settings))
-
-    server = SseServer(settings, on_new)
-    holder.append(server)
+    server = new_server(settings, AioSseServerChannel, ready.put)
     try:
         await server.start(sock, ssl, backlog)
     except BaseException:

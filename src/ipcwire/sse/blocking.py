@@ -47,12 +47,12 @@ from ipcwire.sse._common import (
     ServerChannelBase,
     batches,
     bind,
+    new_server,
     one_way_error,
 )
 from ipcwire.sse._events import b64encode
 from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SHUTDOWN_TIMEOUT, SseServer
-from ipcwire.sse._streams import ServerStream
 
 __all__ = ["SseClientChannel", "SseListener", "SseServerChannel", "connect", "listen"]
 
@@ -394,14 +394,14 @@ class SseServerChannel(ServerChannelBase, Channel):
         payload = self._encode_payload(obj)
         if not self._send_now(payload):
             data, size = self._data(payload)
-            self._append([data], 1, size, timeout)
+            self._append([data], size, timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        encoded = [self._encode(o) for o in objs]
-        if encoded:
-            self._append([d for d, _ in encoded], len(encoded), sum(s for _, s in encoded), timeout)
+        datas, size = self._encode_all(objs)
+        if datas:
+            self._append(datas, size, timeout)
 
-    def _append(self, datas: list[bytes], count: int, size: int, timeout: float | None) -> None:
+    def _append(self, datas: list[bytes], size: int, timeout: float | None) -> None:
         s = self._stream
         deadline = None if timeout is None else time.monotonic() + timeout
         for batch, nbytes in batches(datas, s.max_events, s.max_bytes):
@@ -423,9 +423,7 @@ class SseServerChannel(ServerChannelBase, Channel):
         self._bytes_sent += size
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        raise one_way_error(self.url, server=True)
+        raise one_way_error(self.url, server=True, closed=self._closed)
 
 
 class SseListener(Listener):
@@ -503,16 +501,9 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    addr = resolve(endpoint, listening=True)
-    sock, settings, ssl, backlog = bind(endpoint, addr, options, kw)
+    sock, settings, ssl, backlog = bind(endpoint, options, kw)
     ready: queue.SimpleQueue[SseServerChannel | None] = queue.SimpleQueue()
-    holder: list[SseServer] = []
-
-    def on_new(stream: ServerStream) -> None:
-        ready.put(SseServerChannel(stream, holder[0], settings))
-
-    server = SseServer(settings, on_new)
-    holder.append(server)
+    server = new_server(settings, SseServerChannel, ready.put)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=loop.run_forever, name=f"ipcwire sse {settings.url}", daemon=True
