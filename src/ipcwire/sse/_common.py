@@ -1,4 +1,5 @@
-"""What the blocking and asyncio SSE drivers share: options, binding, the sending end."""
+"""What the blocking and asyncio SSE drivers share: the listener's options and binding, the
+sending end, the one-way errors (the receiving end's share is in ``_client_channel``)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     import socket
 
 __all__ = [
-    "CLIENT_OPTIONS",
     "EVENT_OVERHEAD",
     "LISTEN_OPTIONS",
     "ServerChannelBase",
@@ -42,17 +42,6 @@ __all__ = [
     "one_way_error",
 ]
 
-CLIENT_OPTIONS: Final = (
-    "timeout",
-    "reconnect",
-    "ssl",
-    "server_hostname",
-    "headers",
-    "last_event_id",
-    "allow_gaps",
-    "retry",
-    "retry_for",
-)
 LISTEN_OPTIONS: Final = (
     "ssl",
     "backlog",
@@ -101,6 +90,7 @@ def one_way_error(
     )
 
 
+# -- the serving side -----------------------------------------------------------------------
 def bind(
     endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]
 ) -> tuple[socket.socket, SseSettings, ssl_module.SSLContext | None, int]:

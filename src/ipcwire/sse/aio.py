@@ -4,53 +4,38 @@ the stream with asyncio streams and the same I/O-free core as the blocking clien
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ipcwire._core.url import Endpoint
-from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     ConnectionRefused,
     LocalProtocolError,
-    RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
     DEFAULT_RETRY_FOR,
     FATAL,
     ClientCore,
     Raise,
-    resolve,
 )
-from ipcwire.sse._common import (
-    CLIENT_OPTIONS,
-    ServerChannelBase,
-    batches,
-    bind,
-    new_server,
-    one_way_error,
-)
+from ipcwire.sse._client_channel import ClientChannelBase, client_core
+from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
 from ipcwire.sse._events import b64encode
-from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SseServer
 
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
 
-log = logging.getLogger("ipcwire")
-
 _READ = 64 * 1024  # bytes per read of the event stream (and the stream reader's limit)
 
 
-class AioSseClientChannel(AioChannel):
+class AioSseClientChannel(ClientChannelBase, AioChannel):
     """The receiving end of an event stream (asyncio)."""
 
     def __init__(
@@ -61,82 +46,54 @@ class AioSseClientChannel(AioChannel):
         ssl: ssl_module.SSLContext | None,
         server_hostname: str | None,
     ) -> None:
-        self.url = core.url
-        self._core = core
-        self._queue = core.queue
-        self._connect_timeout = connect_timeout
-        self._ssl = ssl
-        self._server_hostname = server_hostname
         self._loop = asyncio.get_running_loop()
+        super().__init__(
+            core,
+            connect_timeout=connect_timeout,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            clock=self._loop.time,
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._wake = asyncio.Event()
-        self._closed = False
         self._receiving = False
-        self._lost_at: float | None = None
-        self._next_attempt: float | None = None
-        self._last_failure: BaseException | None = None
-        self._peer: PeerInfo | None = None
 
     # -- one connection ---------------------------------------------------------------------
     async def _open(self, deadline: float) -> None:
-        core = self._core
-        addr = core.addr
-        url = self.url
+        addr = self._core.addr
         tls: dict[str, Any] = {}
-        if addr.secure:
-            tls = {
-                "ssl": self._ssl or ssl_module.create_default_context(),
-                "server_hostname": self._server_hostname or addr.host,
-            }
+        if (ctx := self._tls()) is not None:
+            tls = {"ssl": ctx[0], "server_hostname": ctx[1]}
         try:
             async with asyncio.timeout_at(deadline):
                 reader, writer = await asyncio.open_connection(
                     addr.host, addr.port, limit=_READ, **tls
                 )
-        except TimeoutError as exc:
-            raise Timeout(f"connecting to {url} timed out", endpoint=url) from exc
-        except ssl_module.SSLError as exc:
-            raise ChannelBroken(f"TLS handshake with {url} failed: {exc}", endpoint=url) from exc
         except OSError as exc:
-            raise translate(exc, url, "connecting to") from exc
+            raise self._connect_error(exc) from exc
         if self._closed:
             writer.close()
-            raise ChannelClosed(f"{url} is closed", endpoint=url)
+            raise self._closed_error()
         self._reader, self._writer = reader, writer
         try:
-            writer.write(core.request())
+            writer.write(self._core.request())
             buf = bytearray()
+            answer = None
             async with asyncio.timeout_at(deadline):
-                while (parsed := parse_head(buf, url)) is None:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        raise ChannelBroken(
-                            f"{url} closed the connection before answering", endpoint=url
-                        )
-                    buf += chunk
-            head, size = parsed
-            rest = bytes(buf[size:])
-            open_ = core.accept_head(head, rest)
-        except TimeoutError as exc:
-            self._drop()
-            raise Timeout(
-                f"{url} did not answer within {self._connect_timeout} s", endpoint=url
-            ) from exc
+                while answer is None:
+                    answer = self._answer(buf, await reader.read(65536))
         except OSError as exc:
             self._drop()
-            raise translate(exc, url, "connecting to") from exc
+            raise self._answer_error(exc) from exc
         except BaseException:
             self._drop()
             raise
+        open_, rest = answer
         if not open_:
             self._drop()
             return
-        peer = writer.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self._peer = PeerInfo(address=f"{peer[0]}:{peer[1]}")
-        self._lost_at = None
-        core.feed(rest)
+        self._opened(writer.get_extra_info("peername"), rest)
 
     def _drop(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -164,18 +121,14 @@ class AioSseClientChannel(AioChannel):
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        out = [await self.recv(timeout=timeout)]
-        core = self._core
-        while core.has_message() and (max_messages is None or len(out) < max_messages):
-            out.append(core.pop())
-        return out
+        return self._more([await self.recv(timeout=timeout)], max_messages)
 
     async def _recv(self, timeout: float | None) -> Any:
         core = self._core
         deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise self._closed_error()
             if core.queue:
                 return core.pop()
             if core.final is not None:
@@ -192,77 +145,35 @@ class AioSseClientChannel(AioChannel):
             async with asyncio.timeout_at(deadline):
                 data = await reader.read(_READ)
         except TimeoutError:
-            raise Timeout(
-                f"no message from {self.url} within {timeout} s", endpoint=self.url
-            ) from None
+            raise self._recv_timeout(timeout) from None
         except OSError as exc:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise self._closed_error() from None
             self._connection_lost(exc)
             return
-        if not data:
-            self._connection_lost(None)
-            return
-        try:
-            self._core.feed(data)
-        except RemoteProtocolError as exc:
-            self._connection_lost(exc)
-            return
-        if self._core.body_done:
-            self._connection_lost(None)
-
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        self._drop()
-        if self._core.final is not None or self._closed:
-            return
-        log.info("ipcwire: lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
-        self._last_failure = exc
-        self._lost_at = self._loop.time()
-        self._next_attempt = None
+        self._received(data)
 
     async def _reconnect(self, deadline: float | None, timeout: float | None) -> None:
-        core = self._core
         now = self._loop.time()
-        if self._lost_at is None:
-            self._lost_at = now
-        if now - self._lost_at > core.retry_for:
-            raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
-        if self._next_attempt is None:
-            self._next_attempt = now + core.next_delay()
-        wait = self._next_attempt - now
+        wait = self._attempt_wait(now, deadline, timeout)
         if wait > 0:
-            if deadline is not None:
-                if deadline <= now:
-                    raise Timeout(
-                        f"no message from {self.url} within {timeout} s (reconnecting)",
-                        endpoint=self.url,
-                    )
-                wait = min(wait, deadline - now)
             try:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             return
-        self._next_attempt = None
-        limit = self._connect_timeout
-        if deadline is not None:
-            limit = min(limit, max(deadline - now, 0.001))
         try:
-            await self._open(now + limit)
+            await self._open(self._attempt_deadline(now, deadline))
         except FATAL as exc:
-            core.final = exc
+            self._core.final = exc
             raise
         except (ChannelBroken, Timeout) as exc:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            self._last_failure = exc
+            self._attempt_failed(exc)
 
     # -- the rest ---------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        raise one_way_error(self.url)
+        raise one_way_error(self.url, closed=self._closed)
 
     def close(self) -> None:
         if self._closed:
@@ -282,34 +193,6 @@ class AioSseClientChannel(AioChannel):
                     await writer.wait_closed()
             except (TimeoutError, OSError):
                 writer.transport.abort()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def last_event_id(self) -> str:
-        """The id of the last event received (sent as ``Last-Event-ID`` when resuming)."""
-        return self._core.parser.last_id
-
-    @property
-    def retry(self) -> float:
-        """The reconnection delay in force, in seconds (the server's ``retry:`` if sent)."""
-        return self._core.retry_seconds
-
-    def statistics(self) -> ChannelStatistics:
-        core = self._core
-        return ChannelStatistics(
-            messages_sent=0,
-            messages_received=core.received,
-            bytes_sent=0,
-            bytes_received=core.bytes_received,
-            dropped=core.dropped,
-        )
 
 
 async def connect(
@@ -332,18 +215,17 @@ async def connect(
     Raises:
         The same errors as the blocking :func:`ipcwire.sse.blocking.connect`.
     """
-    reject_unknown(kw, endpoint, CLIENT_OPTIONS)
-    addr = resolve(endpoint, listening=False)
-    core = ClientCore(
+    core, limit = client_core(
+        endpoint,
         options,
-        addr,
+        kw,
+        timeout=timeout,
         headers=headers,
         last_event_id=last_event_id,
         allow_gaps=allow_gaps,
         retry=retry,
         retry_for=retry_for,
     )
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     ch = AioSseClientChannel(core, connect_timeout=limit, ssl=ssl, server_hostname=server_hostname)
     loop = asyncio.get_running_loop()
     retry_until = loop.time() + reconnect if reconnect else None

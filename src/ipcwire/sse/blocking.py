@@ -23,35 +23,25 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ipcwire._core.url import Endpoint
-from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
-    RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
     DEFAULT_RETRY_FOR,
     FATAL,
     ClientCore,
     Raise,
-    resolve,
 )
-from ipcwire.sse._common import (
-    CLIENT_OPTIONS,
-    ServerChannelBase,
-    batches,
-    bind,
-    new_server,
-    one_way_error,
-)
+from ipcwire.sse._client_channel import ClientChannelBase, client_core
+from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
 from ipcwire.sse._events import b64encode
-from ipcwire.sse._http import parse_head
 from ipcwire.sse._server import SHUTDOWN_TIMEOUT, SseServer
 
 __all__ = ["SseClientChannel", "SseListener", "SseServerChannel", "connect", "listen"]
@@ -59,7 +49,7 @@ __all__ = ["SseClientChannel", "SseListener", "SseServerChannel", "connect", "li
 log = logging.getLogger("ipcwire")
 
 
-class SseClientChannel(Channel):
+class SseClientChannel(ClientChannelBase, Channel):
     """The receiving end of an event stream (blocking): messages from the server."""
 
     def __init__(
@@ -70,83 +60,59 @@ class SseClientChannel(Channel):
         ssl: ssl_module.SSLContext | None,
         server_hostname: str | None,
     ) -> None:
-        self.url = core.url
-        self._core = core
-        self._queue = core.queue
-        self._connect_timeout = connect_timeout
-        self._ssl = ssl
-        self._server_hostname = server_hostname
+        super().__init__(
+            core,
+            connect_timeout=connect_timeout,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            clock=time.monotonic,
+        )
         self._sock: socket.socket | None = None
         self._sock_timeout: float | None = -1.0
         self._buf = bytearray(65536)
         self._view = memoryview(self._buf)
         self._recv_lock = threading.Lock()
         self._wake = threading.Event()
-        self._closed = False
-        self._lost_at: float | None = None
-        self._next_attempt: float | None = None
-        self._last_failure: BaseException | None = None
-        self._peer: PeerInfo | None = None
 
     # -- one connection ---------------------------------------------------------------------
     def _open(self, deadline: float) -> None:
         """Connect, send the request, read the response head; raises typed errors."""
-        core = self._core
-        addr = core.addr
-        url = self.url
+        addr = self._core.addr
         try:
             sock = socket.create_connection(
                 (addr.host, addr.port), timeout=max(deadline - time.monotonic(), 0.001)
             )
-            if addr.secure:
-                ctx = self._ssl or ssl_module.create_default_context()
-                sock = ctx.wrap_socket(sock, server_hostname=self._server_hostname or addr.host)
-        except ssl_module.SSLError as exc:
-            raise ChannelBroken(f"TLS handshake with {url} failed: {exc}", endpoint=url) from exc
-        except TimeoutError as exc:
-            raise Timeout(f"connecting to {url} timed out", endpoint=url) from exc
+            if (tls := self._tls()) is not None:
+                sock = tls[0].wrap_socket(sock, server_hostname=tls[1])
         except OSError as exc:
-            raise translate(exc, url, "connecting to") from exc
+            raise self._connect_error(exc) from exc
         self._sock = sock
         if self._closed:
             sock.close()
-            raise ChannelClosed(f"{url} is closed", endpoint=url)
+            raise self._closed_error()
         try:
-            sock.sendall(core.request())
+            sock.sendall(self._core.request())
             buf = bytearray()
-            while (parsed := parse_head(buf, url)) is None:
+            answer = None
+            while answer is None:
                 sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ChannelBroken(
-                        f"{url} closed the connection before answering", endpoint=url
-                    )
-                buf += chunk
-            head, size = parsed
-            rest = bytes(buf[size:])
-            open_ = core.accept_head(head, rest)
-        except TimeoutError as exc:
-            self._drop_socket()
-            raise Timeout(
-                f"{url} did not answer within {self._connect_timeout} s", endpoint=url
-            ) from exc
+                answer = self._answer(buf, sock.recv(65536))
         except OSError as exc:
             self._drop_socket()
-            raise translate(exc, url, "connecting to") from exc
+            raise self._answer_error(exc) from exc
         except BaseException:
             self._drop_socket()
             raise
+        open_, rest = answer
         if not open_:
             self._drop_socket()
             return
         try:
-            host, port = sock.getpeername()[:2]
-            self._peer = PeerInfo(address=f"{host}:{port}")
+            peername = sock.getpeername()
         except OSError:
-            pass
+            peername = None
         self._sock_timeout = -1.0
-        self._lost_at = None
-        core.feed(rest)
+        self._opened(peername, rest)
 
     def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -156,6 +122,8 @@ class SseClientChannel(Channel):
             except OSError:
                 pass
             sock.close()
+
+    _drop = _drop_socket  # how ClientChannelBase lets the connection go
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
@@ -178,21 +146,14 @@ class SseClientChannel(Channel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         with self._recv_lock:
-            out = [self._recv(timeout)]
-            core = self._core
-            try:
-                while core.has_message() and (max_messages is None or len(out) < max_messages):
-                    out.append(core.pop())
-            except IndexError:
-                pass  # a recv() in another thread took the last one
-            return out
+            return self._more([self._recv(timeout)], max_messages)
 
     def _recv(self, timeout: float | None) -> Any:
         core = self._core
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise self._closed_error()
             if core.queue:
                 try:
                     return core.pop()
@@ -215,75 +176,31 @@ class SseClientChannel(Channel):
         try:
             n = sock.recv_into(self._buf)
         except (BlockingIOError, TimeoutError):
-            raise Timeout(
-                f"no message from {self.url} within {timeout} s", endpoint=self.url
-            ) from None
+            raise self._recv_timeout(timeout) from None
         except OSError as exc:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise self._closed_error() from None
             self._connection_lost(exc)
             return
-        if n == 0:
-            self._connection_lost(None)
-            return
-        try:
-            self._core.feed(self._view[:n])
-        except RemoteProtocolError as exc:
-            self._connection_lost(exc)
-            return
-        if self._core.body_done:
-            self._connection_lost(None)
-
-    def _connection_lost(self, exc: BaseException | None) -> None:
-        self._drop_socket()
-        if self._core.final is not None or self._closed:
-            return
-        log.info("ipcwire: lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
-        self._last_failure = exc
-        self._lost_at = time.monotonic()
-        self._next_attempt = None
+        self._received(self._view[:n])
 
     def _reconnect(self, deadline: float | None, timeout: float | None) -> None:
-        core = self._core
         now = time.monotonic()
-        if self._lost_at is None:
-            self._lost_at = now
-        if now - self._lost_at > core.retry_for:
-            raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
-        if self._next_attempt is None:
-            self._next_attempt = now + core.next_delay()
-        wait = self._next_attempt - now
+        wait = self._attempt_wait(now, deadline, timeout)
         if wait > 0:
-            if deadline is not None:
-                if deadline <= now:
-                    raise Timeout(
-                        f"no message from {self.url} within {timeout} s (reconnecting)",
-                        endpoint=self.url,
-                    )
-                wait = min(wait, deadline - now)
             self._wake.wait(wait)
             return
-        self._next_attempt = None
-        limit = (
-            self._connect_timeout
-            if deadline is None
-            else min(self._connect_timeout, max(deadline - now, 0.001))
-        )
         try:
-            self._open(now + limit)
+            self._open(self._attempt_deadline(now, deadline))
         except FATAL as exc:
-            core.final = exc
+            self._core.final = exc
             raise
         except (ChannelBroken, Timeout) as exc:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            self._last_failure = exc
+            self._attempt_failed(exc)
 
     # -- the rest ---------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        raise one_way_error(self.url)
+        raise one_way_error(self.url, closed=self._closed)
 
     def close(self) -> None:
         if self._closed:
@@ -298,35 +215,6 @@ class SseClientChannel(Channel):
                 pass
         with self._recv_lock:
             self._drop_socket()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def last_event_id(self) -> str:
-        """The id of the last event received (sent as ``Last-Event-ID`` when resuming)."""
-        return self._core.parser.last_id
-
-    @property
-    def retry(self) -> float:
-        """The reconnection delay in force, in seconds (the server's ``retry:`` if sent)."""
-        return self._core.retry_seconds
-
-    def statistics(self) -> ChannelStatistics:
-        core = self._core
-        return ChannelStatistics(
-            messages_sent=0,
-            messages_received=core.received,
-            bytes_sent=0,
-            bytes_received=core.bytes_received,
-            buffered_bytes=0,
-            dropped=core.dropped,
-        )
 
 
 def connect(
@@ -352,18 +240,17 @@ def connect(
         AuthenticationFailed, PermissionDenied (Origin refused), HandshakeError (codec),
         RemoteProtocolError (not an event stream), Timeout, ConfigurationError, InvalidURL.
     """
-    reject_unknown(kw, endpoint, CLIENT_OPTIONS)
-    addr = resolve(endpoint, listening=False)
-    core = ClientCore(
+    core, limit = client_core(
+        endpoint,
         options,
-        addr,
+        kw,
+        timeout=timeout,
         headers=headers,
         last_event_id=last_event_id,
         allow_gaps=allow_gaps,
         retry=retry,
         retry_for=retry_for,
     )
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     ch = SseClientChannel(core, connect_timeout=limit, ssl=ssl, server_hostname=server_hostname)
     retry_until = time.monotonic() + reconnect if reconnect else None
     delays = backoff_delays()

@@ -1,0 +1,261 @@
+"""What the blocking and asyncio SSE client channels share: option checks, the reconnection
+state, and the decisions that do not wait (what an error means, what a read's bytes do, when
+to try again). The drivers keep the connection, the I/O and the waiting."""
+
+from __future__ import annotations
+
+import logging
+import ssl as ssl_module
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelBroken, ChannelClosed, IpcwireError, RemoteProtocolError, Timeout
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.sse._client import ClientCore, resolve
+from ipcwire.sse._http import parse_head
+
+__all__ = ["CLIENT_OPTIONS", "ClientChannelBase", "client_core"]
+
+log = logging.getLogger("ipcwire")
+
+CLIENT_OPTIONS: Final = (
+    "timeout",
+    "reconnect",
+    "ssl",
+    "server_hostname",
+    "headers",
+    "last_event_id",
+    "allow_gaps",
+    "retry",
+    "retry_for",
+)
+
+
+def client_core(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    kw: dict[str, Any],
+    *,
+    timeout: float | None,
+    headers: Mapping[str, str] | None,
+    last_event_id: str | None,
+    allow_gaps: bool,
+    retry: float,
+    retry_for: float,
+) -> tuple[ClientCore, float]:
+    """Validate a client's URL and options: its protocol state, and the connect timeout.
+
+    Raises:
+        ConfigurationError, InvalidURL.
+    """
+    reject_unknown(kw, endpoint, CLIENT_OPTIONS)
+    addr = resolve(endpoint, listening=False)
+    core = ClientCore(
+        options,
+        addr,
+        headers=headers,
+        last_event_id=last_event_id,
+        allow_gaps=allow_gaps,
+        retry=retry,
+        retry_for=retry_for,
+    )
+    return core, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
+
+class ClientChannelBase:
+    """The receiving end of an event stream: what both API flavours share.
+
+    It holds the reconnection state and makes the decisions that do not wait: what an error
+    means, what a read's bytes do, when to try again and for how long. The drivers own the
+    connection (``_drop`` lets it go) and the waiting; ``_clock`` is their clock.
+    """
+
+    def __init__(
+        self,
+        core: ClientCore,
+        *,
+        connect_timeout: float,
+        ssl: ssl_module.SSLContext | None,
+        server_hostname: str | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.url = core.url
+        self._core = core
+        self._queue = core.queue
+        self._connect_timeout = connect_timeout
+        self._ssl = ssl
+        self._server_hostname = server_hostname
+        self._clock = clock
+        self._closed = False
+        self._lost_at: float | None = None
+        self._next_attempt: float | None = None
+        self._last_failure: BaseException | None = None
+        self._peer: PeerInfo | None = None
+
+    def _drop(self) -> None:
+        """Let the connection go (the driver's)."""
+        raise NotImplementedError
+
+    # -- one connection ---------------------------------------------------------------------
+    def _tls(self) -> tuple[ssl_module.SSLContext, str] | None:
+        """The TLS context and server name to connect with (None: plain HTTP)."""
+        if not self._core.addr.secure:
+            return None
+        ctx = self._ssl or ssl_module.create_default_context()
+        return ctx, self._server_hostname or self._core.addr.host
+
+    def _connect_error(self, exc: OSError) -> IpcwireError:
+        """The error for ``exc`` raised while connecting (TCP and TLS)."""
+        url = self.url
+        if isinstance(exc, ssl_module.SSLError):
+            return ChannelBroken(f"TLS handshake with {url} failed: {exc}", endpoint=url)
+        if isinstance(exc, TimeoutError):
+            return Timeout(f"connecting to {url} timed out", endpoint=url)
+        return translate(exc, url, "connecting to")
+
+    def _answer_error(self, exc: OSError) -> IpcwireError:
+        """The error for ``exc`` raised while sending the request or reading the answer."""
+        if isinstance(exc, TimeoutError):
+            return Timeout(
+                f"{self.url} did not answer within {self._connect_timeout} s", endpoint=self.url
+            )
+        return translate(exc, self.url, "connecting to")
+
+    def _answer(self, buf: bytearray, chunk: bytes) -> tuple[bool, bytes] | None:
+        """Take a read of the answer into ``buf``; once its head is whole: whether the stream
+        is open (False: the server ended it), and the body bytes read with the head.
+
+        Raises:
+            ChannelBroken (closed before answering), and what :meth:`ClientCore.accept_head`
+            raises.
+        """
+        if not chunk:
+            raise ChannelBroken(
+                f"{self.url} closed the connection before answering", endpoint=self.url
+            )
+        buf += chunk
+        parsed = parse_head(buf, self.url)
+        if parsed is None:
+            return None
+        head, size = parsed
+        rest = bytes(buf[size:])
+        return self._core.accept_head(head, rest), rest
+
+    def _opened(self, peername: object, rest: bytes) -> None:
+        """The stream is open: ``rest`` is its first body bytes."""
+        if isinstance(peername, tuple):
+            self._peer = PeerInfo(address=f"{peername[0]}:{peername[1]}")
+        self._lost_at = None
+        self._core.feed(rest)
+
+    # -- receiving --------------------------------------------------------------------------
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    def _recv_timeout(self, timeout: float | None, doing: str = "") -> Timeout:
+        return Timeout(f"no message from {self.url} within {timeout} s{doing}", endpoint=self.url)
+
+    def _received(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes read from the connection (none: the server closed it)."""
+        if not data:
+            self._connection_lost(None)
+            return
+        core = self._core
+        try:
+            core.feed(data)
+        except RemoteProtocolError as exc:
+            self._connection_lost(exc)
+            return
+        if core.body_done:
+            self._connection_lost(None)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        self._drop()
+        if self._core.final is not None or self._closed:
+            return
+        log.info("ipcwire: lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
+        self._last_failure = exc
+        self._lost_at = self._clock()
+        self._next_attempt = None
+
+    def _more(self, out: list[Any], max_messages: int | None) -> list[Any]:
+        """``out`` and the messages parsed already after it (for ``recv_many``)."""
+        core = self._core
+        try:
+            while core.has_message() and (max_messages is None or len(out) < max_messages):
+                out.append(core.pop())
+        except IndexError:
+            pass  # a recv() in another thread took the last one
+        return out
+
+    # -- reconnecting -----------------------------------------------------------------------
+    def _attempt_wait(self, now: float, deadline: float | None, timeout: float | None) -> float:
+        """Seconds to wait before the next connection attempt; 0: attempt now, within
+        :meth:`_attempt_deadline`.
+
+        Raises:
+            ChannelBroken: reconnecting failed for ``retry_for`` seconds.
+            Timeout: the caller's deadline passed first.
+        """
+        core = self._core
+        if self._lost_at is None:
+            self._lost_at = now
+        if now - self._lost_at > core.retry_for:
+            raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
+        if self._next_attempt is None:
+            self._next_attempt = now + core.next_delay()
+        wait = self._next_attempt - now
+        if wait > 0:
+            if deadline is not None:
+                if deadline <= now:
+                    raise self._recv_timeout(timeout, " (reconnecting)")
+                wait = min(wait, deadline - now)
+            return wait
+        self._next_attempt = None
+        return 0.0
+
+    def _attempt_deadline(self, now: float, deadline: float | None) -> float:
+        """When a connection attempt started ``now`` gives up."""
+        limit = self._connect_timeout
+        if deadline is not None:
+            limit = min(limit, max(deadline - now, 0.001))
+        return now + limit
+
+    def _attempt_failed(self, exc: ChannelBroken | Timeout) -> None:
+        """A connection attempt failed in a way worth retrying."""
+        if self._closed:
+            raise self._closed_error() from None
+        self._last_failure = exc
+
+    # -- the rest ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def last_event_id(self) -> str:
+        """The id of the last event received (sent as ``Last-Event-ID`` when resuming)."""
+        return self._core.parser.last_id
+
+    @property
+    def retry(self) -> float:
+        """The reconnection delay in force, in seconds (the server's ``retry:`` if sent)."""
+        return self._core.retry_seconds
+
+    def statistics(self) -> ChannelStatistics:
+        core = self._core
+        return ChannelStatistics(
+            messages_sent=0,
+            messages_received=core.received,
+            bytes_sent=0,
+            bytes_received=core.bytes_received,
+            buffered_bytes=0,
+            dropped=core.dropped,
+        )

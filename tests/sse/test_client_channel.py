@@ -1,0 +1,123 @@
+"""The decisions both SSE client drivers share (ipcwire.sse._client_channel), with a clock and
+bytes alone: the reconnection schedule, what a connection error means, what a read's bytes
+do. Then the asyncio client's TLS failure over a real socket (the blocking one is in
+test_sse.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from pathlib import Path
+
+import pytest
+from tests.ws._tls import tls_contexts
+
+from ipcwire import aio
+from ipcwire._core.codecs import get_codec
+from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.options import ChannelOptions
+from ipcwire.sse._client import ClientCore, SseAddress
+from ipcwire.sse._client_channel import ClientChannelBase
+
+URL = "sse+http://127.0.0.1:1/events"
+SID = "ab" * 16
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"X-Ipcwire-Stream: " + SID.encode() + b"\r\n\r\n"
+)
+
+
+class Channel(ClientChannelBase):
+    """The shared part alone: the connection is a flag, the clock is set by hand."""
+
+    def __init__(self, *, retry: float = 0.5, retry_for: float = 10.0) -> None:
+        options = ChannelOptions(url=URL, codec=get_codec("bytes", authenticated=False))
+        core = ClientCore(
+            options,
+            SseAddress(False, "127.0.0.1", 1, "/events"),
+            headers=None,
+            last_event_id=None,
+            allow_gaps=False,
+            retry=retry,
+            retry_for=retry_for,
+        )
+        self.now = 100.0
+        super().__init__(
+            core, connect_timeout=3.0, ssl=None, server_hostname=None, clock=lambda: self.now
+        )
+        self.connected = True
+
+    def _drop(self) -> None:
+        self.connected = False
+
+
+def test_the_reconnection_schedule() -> None:
+    ch = Channel(retry=0.5, retry_for=10.0)
+    ch._connection_lost(None)
+    assert not ch.connected
+    assert ch._attempt_wait(100.0, None, None) == 0.5  # the retry delay, first
+    assert ch._attempt_wait(100.2, 100.3, 1.0) == pytest.approx(0.1)  # not past the deadline
+    with pytest.raises(Timeout, match=r"within 1.0 s \(reconnecting\)"):
+        ch._attempt_wait(100.3, 100.3, 1.0)
+    assert ch._attempt_wait(100.5, None, None) == 0.0  # due: attempt now
+    assert ch._attempt_deadline(100.5, None) == 103.5  # within connect_timeout
+    assert ch._attempt_deadline(100.5, 101.0) == 101.0  # or the caller's deadline
+    assert ch._attempt_deadline(100.5, 100.0) == pytest.approx(100.501)  # never none at all
+    ch._attempt_failed(Timeout("no answer", endpoint=URL))
+    wait = ch._attempt_wait(100.5, None, None)  # then backoff with jitter
+    assert 0.5 <= wait <= 1.0
+    with pytest.raises(ChannelBroken, match=r"within 10.0 s \(retry_for=\): no answer"):
+        ch._attempt_wait(110.6, None, None)
+    assert ch._core.final is not None  # broken for good
+
+
+def test_a_failed_attempt_after_close_is_closed() -> None:
+    ch = Channel()
+    ch._closed = True
+    with pytest.raises(ChannelClosed):
+        ch._attempt_failed(ChannelBroken("refused", endpoint=URL))
+
+
+def test_connection_errors() -> None:
+    ch = Channel()
+    tls = ch._connect_error(ssl.SSLError(1, "bad certificate"))
+    assert type(tls) is ChannelBroken
+    assert "TLS handshake" in str(tls)
+    assert type(ch._connect_error(TimeoutError())) is Timeout
+    refused = ch._connect_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    assert isinstance(refused, ConnectionRefused)
+    silent = ch._answer_error(TimeoutError())
+    assert type(silent) is Timeout
+    assert "did not answer within 3.0 s" in str(silent)
+
+
+def test_reading_the_answer_and_the_stream() -> None:
+    ch = Channel()
+    buf = bytearray()
+    assert ch._answer(buf, HEAD[:10]) is None  # the head is not whole yet
+    event = b"id: " + SID.encode() + b"-1\ndata: aGk=\n\n"
+    assert ch._answer(buf, HEAD[10:] + event[:5]) == (True, event[:5])
+    ch._opened(("127.0.0.1", 8080), event[:5])
+    assert ch.peer is not None
+    assert ch.peer.address == "127.0.0.1:8080"
+    ch._received(event[5:])
+    assert ch._core.pop() == b"hi"
+    assert ch.connected
+    ch._received(b"")  # the server closed the connection
+    assert not ch.connected
+    assert ch._lost_at == ch.now
+    with pytest.raises(ChannelBroken, match="closed the connection before answering"):
+        ch._answer(bytearray(), b"")
+
+
+def test_asyncio_tls_failure_is_channel_broken(tmp_path: Path) -> None:
+    server_ctx, _ = tls_contexts(tmp_path)
+
+    async def main() -> None:
+        url = "sse+https://127.0.0.1:0/secure"
+        async with await aio.listen(url, ssl=server_ctx, codec="json") as listener:
+            with pytest.raises(ChannelBroken, match="TLS"):
+                await aio.connect(listener.url, codec="json", timeout=5)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
