@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
-    EndOfChannel,
-    FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
-    RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._proto import (
-    EOF_PRIORITY,
-    HANDSHAKE_PRIORITY,
-    Reassembler,
-    kernel_priority,
-    pieces,
-)
+from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
+from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue, queue_name
 from ipcwire.mq._session import (
     ClientSession,
@@ -44,7 +34,7 @@ from ipcwire.mq._session import (
     release_rendezvous,
     server_accept,
 )
-from ipcwire.mq.blocking import CLOSE_TIMEOUT, int_option
+from ipcwire.mq.blocking import int_option
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = ["AioMqChannel", "AioMqListener", "connect", "listen"]
@@ -74,7 +64,7 @@ async def _wait_fd(fd: int, *, write: bool, timeout: float | None) -> bool:
         (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
-class AioMqChannel(AioChannel):
+class AioMqChannel(ChannelCore, AioChannel):
     """One end of an mq channel, for asyncio (see :class:`ipcwire.mq.blocking.MqChannel`)."""
 
     def __init__(
@@ -87,31 +77,14 @@ class AioMqChannel(AioChannel):
         peer_pid: int | None,
         pidfd: int | None,
     ) -> None:
-        self.url = url
+        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd)
         self._loop = asyncio.get_running_loop()
-        self._in = inbound
-        self._out = outbound
-        self._wire = wire
-        self._encode = wire.codec.encode
-        self._decode = wire.decode
-        self._limit = wire.send_limit
-        self._msgsize = outbound.msgsize
-        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
-        self._peer = PeerInfo(pid=peer_pid, address=url)
-        self._pidfd = pidfd
-        self._pending: deque[tuple[bytes, int]] = deque()
         self._rwaiter: asyncio.Future[None] | None = None
         self._swaiters: list[asyncio.Future[None]] = []
-        self._error: IpcwireError | None = None  # found by recv_many, raised next
-        self._send_broken: ChannelBroken | None = None
         self._sending = False  # a message is going out in pieces, or senders wait in line
         self._reading = False  # add_reader on the inbound queue is active
         self._writing = False
-        self._closed = False
-        self._eof = False
-        self._dead = False
         self._finished: asyncio.Future[None] = self._loop.create_future()
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
         if pidfd is not None:
             self._loop.add_reader(pidfd, self._peer_exited)
 
@@ -130,6 +103,8 @@ class AioMqChannel(AioChannel):
             if not f.done():
                 f.set_result(None)
 
+    _on_eof = _wake_all  # the peer closed: wake every waiting send and recv
+
     def _readable(self) -> None:
         """Inbound has messages: wake the receiver, or (while a send waits) read ahead to
         see whether the peer closed."""
@@ -138,18 +113,11 @@ class AioMqChannel(AioChannel):
             if not w.done():
                 w.set_result(None)
             return
-        while len(self._pending) < min(self._in.maxmsg, _MAX_ABSORB) and not self._eof:
-            try:
-                got = self._in.try_recv()
-            except IpcwireError:
-                break
-            if got is None:
+        try:
+            if self._read_ahead(min(self._in.maxmsg, _MAX_ABSORB)):
                 return
-            if got[1] == EOF_PRIORITY:
-                self._eof = True
-                self._wake_all()
-            else:
-                self._pending.append(got)
+        except IpcwireError:
+            pass
         self._stop_reading()  # read-ahead is full (or the peer closed): stop until recv
 
     def _writable(self) -> None:
@@ -179,13 +147,7 @@ class AioMqChannel(AioChannel):
         data = self._encode(obj)
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if size > self._limit:
-            raise FrameTooLarge(
-                f"message of {size} bytes not sent to {self.url}: over the peer's max_frame of "
-                f"{self._limit} bytes; raise max_frame= on both sides",
-                size=size,
-                limit=self._limit,
-                endpoint=self.url,
-            )
+            raise self._too_large(size)
         self._check_send()
         if size < self._msgsize and not self._sending and self._out.try_send(data, prio):
             pass  # the fast path: room in the queue, nobody ahead of us
@@ -223,28 +185,6 @@ class AioMqChannel(AioChannel):
         finally:
             self._sending = False
             self._writable()  # let the next sender in line try
-
-    def _send_timeout(self, timeout: float | None) -> Timeout:
-        return Timeout(
-            f"send to {self.url} timed out after {timeout} s: the peer is not reading and its "
-            f"queue of {self._out.maxmsg} messages is full; nothing was sent",
-            endpoint=self.url,
-        )
-
-    def _check_send(self) -> None:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._send_broken is not None:
-            raise self._send_broken
-        if self._eof or self._dead:
-            raise self._gone("send to")
-
-    def _gone(self, doing: str) -> ChannelBroken:
-        if self._eof:
-            why = "the peer closed its end"
-        else:
-            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
-        return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
 
     async def _wait_send(self, deadline: float | None) -> bool:
         fut = self._loop.create_future()
@@ -287,45 +227,7 @@ class AioMqChannel(AioChannel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         data, _ = await self._next(timeout)
-        out = [self._deliver(data)]
-        while max_messages is None or len(out) < max_messages:
-            try:
-                got = self._next_ready()
-            except IpcwireError as exc:
-                self._error = exc
-                break
-            if got is None:
-                break
-            out.append(self._deliver(got[0]))
-        return out
-
-    def _deliver(self, data: bytes) -> Any:
-        self._received += 1
-        self._bytes_received += len(data)
-        return self._decode(memoryview(data))
-
-    def _next_ready(self) -> tuple[bytes, int] | None:
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-        while True:
-            got = self._pending.popleft() if self._pending else None
-            if got is None and not self._eof:
-                got = self._in.try_recv()
-            if got is None:
-                return None
-            data, prio = got
-            if prio == EOF_PRIORITY:
-                self._eof = True
-                self._wake_all()
-                continue
-            if prio == HANDSHAKE_PRIORITY:
-                raise RemoteProtocolError(
-                    f"{self.url} sent a handshake message on an open channel", endpoint=self.url
-                )
-            msg = self._asm.feed(data, prio)
-            if msg is not None:
-                return msg, prio
+        return self._take_ready([self._deliver(data)], max_messages)
 
     async def _next(self, timeout: float | None) -> tuple[bytes, int]:
         deadline = None if timeout is None else self._loop.time() + timeout
@@ -336,15 +238,7 @@ class AioMqChannel(AioChannel):
             if got is not None:
                 return got
             if self._eof or self._dead:
-                if self._asm.partial:
-                    raise ChannelBroken(
-                        f"{self.url} ended in the middle of a message ({self._asm.buffered} "
-                        f"bytes arrived); the partial message was discarded",
-                        endpoint=self.url,
-                    )
-                if self._eof:
-                    raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
-                raise self._gone("receive from")
+                raise self._ended()
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             if self._rwaiter is not None:
@@ -420,28 +314,6 @@ class AioMqChannel(AioChannel):
     async def aclose(self) -> None:
         self.close()
         await asyncio.shield(self._finished)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def wire(self) -> WireFormat:
-        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
-        return self._wire
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(d) for d, _ in self._pending) + self._asm.buffered,
-        )
 
 
 async def connect(

@@ -18,25 +18,17 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     ConfigurationError,
     ConnectionRefused,
-    EndOfChannel,
-    FrameTooLarge,
     IpcwireError,
-    RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._proto import (
-    EOF_PRIORITY,
-    HANDSHAKE_PRIORITY,
-    Reassembler,
-    kernel_priority,
-    pieces,
-)
+from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
+from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue, queue_name
 from ipcwire.mq._session import (
     ClientSession,
@@ -53,7 +45,6 @@ __all__ = ["MessageQueue", "MqChannel", "MqListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
 
-CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
 _IN: Final = select.POLLIN
 _OUT: Final = select.POLLOUT
 _ERR: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
@@ -84,7 +75,7 @@ def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
         raise ConfigurationError(f"{name}={raw!r} for {endpoint}: must be an integer") from None
 
 
-class MqChannel(Channel):
+class MqChannel(ChannelCore, Channel):
     """One end of an mq channel: messages out on one queue, in on the other.
 
     A message of the queue's msgsize or more travels in pieces and is delivered whole.
@@ -103,33 +94,15 @@ class MqChannel(Channel):
         peer_pid: int | None,
         pidfd: int | None,
     ) -> None:
-        self.url = url
-        self._in = inbound
-        self._out = outbound
-        self._wire = wire
-        self._encode = wire.codec.encode
-        self._decode = wire.decode
-        self._limit = wire.send_limit
-        self._msgsize = outbound.msgsize
-        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
-        self._peer = PeerInfo(pid=peer_pid, address=url)
-        self._pidfd = pidfd
+        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         # one poll set for receiving, made once: the queue, close(), and the peer's exit
         self._recv_poller = select.poll()
         for fd in (inbound.fileno(), self._wake, pidfd):
             if fd is not None:
                 self._recv_poller.register(fd, _IN)
-        self._raw = wire.is_raw  # bytes codec: the received bytes are the message
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
-        self._pending: deque[tuple[bytes, int]] = deque()  # read while a send waited
-        self._error: IpcwireError | None = None  # found by recv_many, raised next
-        self._send_broken: ChannelBroken | None = None
-        self._closed = False
-        self._eof = False  # the peer's end-of-channel marker was read
-        self._dead = False  # the peer process exited
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None, priority: int = 0) -> None:
@@ -144,12 +117,7 @@ class MqChannel(Channel):
         if size > self._limit:
             raise self._too_large(size)
         with self._send_lock:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if self._send_broken is not None:
-                raise self._send_broken
-            if self._eof or self._dead:
-                raise self._gone("send to")
+            self._check_send()
             if size < self._msgsize:
                 if not self._out.try_send(data, prio):
                     self._wait_send(data, prio, timeout, _deadline(timeout))
@@ -179,22 +147,6 @@ class MqChannel(Channel):
                     endpoint=self.url,
                 ) from exc
 
-    def _too_large(self, size: int) -> FrameTooLarge:
-        return FrameTooLarge(
-            f"message of {size} bytes not sent to {self.url}: over the peer's max_frame of "
-            f"{self._limit} bytes; raise max_frame= on both sides",
-            size=size,
-            limit=self._limit,
-            endpoint=self.url,
-        )
-
-    def _gone(self, doing: str) -> ChannelBroken:
-        if self._eof:
-            why = "the peer closed its end"
-        else:
-            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
-        return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
-
     def _wait_send(
         self, data: Any, prio: int, timeout: float | None, deadline: float | None
     ) -> None:
@@ -219,11 +171,7 @@ class MqChannel(Channel):
             if self._out.try_send(data, prio):
                 return
             if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(
-                    f"send to {self.url} timed out after {timeout} s: the peer is not reading "
-                    f"and its queue of {self._out.maxmsg} messages is full; nothing was sent",
-                    endpoint=self.url,
-                )
+                raise self._send_timeout(timeout)
 
     def _absorb(self) -> bool:
         """Move waiting inbound pieces aside (for recv) to see whether the peer closed.
@@ -231,14 +179,7 @@ class MqChannel(Channel):
         if not self._recv_lock.acquire(blocking=False):
             return False
         try:
-            while len(self._pending) < self._in.maxmsg and not self._eof:
-                got = self._in.try_recv()
-                if got is None:
-                    break
-                if got[1] == EOF_PRIORITY:
-                    self._eof = True
-                else:
-                    self._pending.append(got)
+            self._read_ahead(self._in.maxmsg)
             return self._eof
         finally:
             self._recv_lock.release()
@@ -264,45 +205,7 @@ class MqChannel(Channel):
     ) -> list[Any]:
         with self._recv_lock:
             data, _ = self._next(timeout)
-            out = [self._deliver(data)]
-            while max_messages is None or len(out) < max_messages:
-                try:
-                    got = self._next_ready()
-                except IpcwireError as exc:
-                    self._error = exc  # raised by the next recv, after these messages
-                    break
-                if got is None:
-                    break
-                out.append(self._deliver(got[0]))
-            return out
-
-    def _deliver(self, data: bytes) -> Any:
-        self._received += 1
-        self._bytes_received += len(data)
-        return data if self._raw else self._decode(memoryview(data))
-
-    def _next_ready(self) -> tuple[bytes, int] | None:
-        """The next whole message already here, or None (called with the recv lock)."""
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-        while True:
-            got = self._pending.popleft() if self._pending else None
-            if got is None and not self._eof:
-                got = self._in.try_recv()
-            if got is None:
-                return None
-            data, prio = got
-            if prio == EOF_PRIORITY:
-                self._eof = True
-                continue
-            if prio == HANDSHAKE_PRIORITY:
-                raise RemoteProtocolError(
-                    f"{self.url} sent a handshake message on an open channel", endpoint=self.url
-                )
-            msg = self._asm.feed(data, prio)
-            if msg is not None:
-                return msg, prio
+            return self._take_ready([self._deliver(data)], max_messages)
 
     def _next(self, timeout: float | None) -> tuple[bytes, int]:
         """The next whole message and its kernel priority (called with the recv lock)."""
@@ -314,15 +217,7 @@ class MqChannel(Channel):
             if got is not None:
                 return got
             if self._eof or self._dead:
-                if self._asm.partial:
-                    raise ChannelBroken(
-                        f"{self.url} ended in the middle of a message ({self._asm.buffered} "
-                        f"bytes arrived); the partial message was discarded",
-                        endpoint=self.url,
-                    )
-                if self._eof:
-                    raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
-                raise self._gone("receive from")
+                raise self._ended()
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             self._wait_recv(deadline, timeout)
@@ -378,28 +273,6 @@ class MqChannel(Channel):
                     return
         except IpcwireError:
             pass
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def wire(self) -> WireFormat:
-        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
-        return self._wire
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(d) for d, _ in self._pending) + self._asm.buffered,
-        )
 
     def __del__(self) -> None:
         try:

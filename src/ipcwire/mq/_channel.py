@@ -1,0 +1,210 @@
+"""What both mq drivers' channels keep and decide without waiting.
+
+The blocking driver (``poll``, locks) and the asyncio driver (the event loop, futures) differ
+only in how they wait for a queue and for the peer's exit. The rest is here once, as
+:class:`ChannelCore`, which each driver's channel subclasses: the pair of queues, the
+reassembly of pieces, the messages read ahead while a send waits, the state (closed, end
+marker read, peer exited, broken by a part-way send), the counters, and the errors that state
+means. Nothing here waits: every queue call is ``try_send``/``try_recv``. The blocking driver
+calls these methods with its send or receive lock held.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Final
+
+from ipcwire._core.wire import WireFormat
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
+from ipcwire.mq._queue import MessageQueue
+
+__all__ = ["CLOSE_TIMEOUT", "ChannelCore"]
+
+CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
+
+
+class ChannelCore:
+    """One end of an mq channel, without the waiting: messages out on one queue, in on the other.
+
+    Subclasses add ``send``/``recv``/``close`` with their waits, and may override
+    :meth:`_on_eof`.
+    """
+
+    url: str
+
+    def __init__(
+        self,
+        inbound: MessageQueue,
+        outbound: MessageQueue,
+        wire: WireFormat,
+        url: str,
+        *,
+        peer_pid: int | None,
+        pidfd: int | None,
+    ) -> None:
+        self.url = url
+        self._in = inbound
+        self._out = outbound
+        self._wire = wire
+        self._encode = wire.codec.encode
+        self._decode = wire.decode
+        self._raw = wire.is_raw  # bytes codec: the received bytes are the message
+        self._limit = wire.send_limit
+        self._msgsize = outbound.msgsize
+        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
+        self._peer = PeerInfo(pid=peer_pid, address=url)
+        self._pidfd = pidfd
+        self._pending: deque[tuple[bytes, int]] = deque()  # read ahead while a send waited
+        self._error: IpcwireError | None = None  # found by recv_many, raised next
+        self._send_broken: ChannelBroken | None = None
+        self._closed = False
+        self._eof = False  # the peer's end-of-channel marker was read
+        self._dead = False  # the peer process exited
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    def _on_eof(self) -> None:
+        """The peer's end-of-channel marker was just read (the asyncio driver wakes its
+        waiters here)."""
+
+    # -- sending ----------------------------------------------------------------------------
+    def _check_send(self) -> None:
+        """Raise what a send must raise before it sends anything."""
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._send_broken is not None:
+            raise self._send_broken
+        if self._eof or self._dead:
+            raise self._gone("send to")
+
+    def _too_large(self, size: int) -> FrameTooLarge:
+        return FrameTooLarge(
+            f"message of {size} bytes not sent to {self.url}: over the peer's max_frame of "
+            f"{self._limit} bytes; raise max_frame= on both sides",
+            size=size,
+            limit=self._limit,
+            endpoint=self.url,
+        )
+
+    def _send_timeout(self, timeout: float | None) -> Timeout:
+        """A send that found no room in time; nothing of its message was sent."""
+        return Timeout(
+            f"send to {self.url} timed out after {timeout} s: the peer is not reading and its "
+            f"queue of {self._out.maxmsg} messages is full; nothing was sent",
+            endpoint=self.url,
+        )
+
+    def _gone(self, doing: str) -> ChannelBroken:
+        if self._eof:
+            why = "the peer closed its end"
+        else:
+            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
+        return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
+
+    def _read_ahead(self, limit: int) -> bool:
+        """Move inbound messages aside for recv (until ``limit`` wait there), stopping at the
+        peer's end marker: how a waiting send sees that the peer closed. True when the
+        inbound queue ran empty first.
+
+        Raises:
+            ChannelClosed: the inbound queue was closed.
+        """
+        while len(self._pending) < limit and not self._eof:
+            got = self._in.try_recv()
+            if got is None:
+                return True
+            if got[1] == EOF_PRIORITY:
+                self._eof = True
+                self._on_eof()
+            else:
+                self._pending.append(got)
+        return False
+
+    # -- receiving --------------------------------------------------------------------------
+    def _deliver(self, data: bytes) -> Any:
+        self._received += 1
+        self._bytes_received += len(data)
+        return data if self._raw else self._decode(memoryview(data))
+
+    def _next_ready(self) -> tuple[bytes, int] | None:
+        """The next whole message already here and its kernel priority, or None."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        while True:
+            got = self._pending.popleft() if self._pending else None
+            if got is None and not self._eof:
+                got = self._in.try_recv()
+            if got is None:
+                return None
+            data, prio = got
+            if prio == EOF_PRIORITY:
+                self._eof = True
+                self._on_eof()
+                continue
+            if prio == HANDSHAKE_PRIORITY:
+                raise RemoteProtocolError(
+                    f"{self.url} sent a handshake message on an open channel", endpoint=self.url
+                )
+            msg = self._asm.feed(data, prio)
+            if msg is not None:
+                return msg, prio
+
+    def _take_ready(self, out: list[Any], max_messages: int | None) -> list[Any]:
+        """The rest of ``recv_many``: add the messages already here to ``out`` (up to
+        ``max_messages`` in all). An error found on the way is raised by the next receive,
+        after these messages."""
+        while max_messages is None or len(out) < max_messages:
+            try:
+                got = self._next_ready()
+            except IpcwireError as exc:
+                self._error = exc
+                break
+            if got is None:
+                break
+            out.append(self._deliver(got[0]))
+        return out
+
+    def _ended(self) -> ChannelBroken | EndOfChannel:
+        """What a receive raises once the peer closed or exited and no whole message is left."""
+        if self._asm.partial:
+            return ChannelBroken(
+                f"{self.url} ended in the middle of a message ({self._asm.buffered} "
+                f"bytes arrived); the partial message was discarded",
+                endpoint=self.url,
+            )
+        if self._eof:
+            return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+        return self._gone("receive from")
+
+    # -- the rest ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def wire(self) -> WireFormat:
+        """The codec in use; ``wire.send_limit`` is the peer's max_frame."""
+        return self._wire
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=sum(len(d) for d, _ in self._pending) + self._asm.buffered,
+        )
