@@ -1,7 +1,8 @@
 """Opening an mq channel, both sides, with non-blocking steps only.
 
 The blocking and asyncio drivers wait (poll or the event loop) and call these steps; the steps
-never wait. See ``_proto.py`` for the messages.
+never wait. The options both drivers' ``connect``/``listen`` take are read here too. See
+``_proto.py`` for the messages.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
 from ipcwire.errors import (
     AddressInUse,
     ChannelBroken,
+    ConfigurationError,
+    ConnectionRefused,
     IpcwireError,
     RemoteProtocolError,
     Timeout,
@@ -30,23 +37,96 @@ from ipcwire.mq._proto import (
     pair_names,
     strip_frame,
 )
-from ipcwire.mq._queue import MessageQueue, unlink_queue
-from ipcwire.options import ChannelOptions
+from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.spool._flock import FileLock
 
 __all__ = [
     "ClientSession",
     "ServerSession",
+    "announced",
+    "bind_listener",
     "bind_rendezvous",
+    "channel_wire",
+    "connect_args",
+    "int_option",
     "open_pidfd",
     "queue_sizes",
     "release_rendezvous",
+    "retry_delay",
     "server_accept",
 ]
 
 log = logging.getLogger("ipcwire")
 
 MIN_MSGSIZE = 512  # room for handshake messages whatever max_frame is
+CONNECT_OPTIONS = ("timeout", "reconnect", "maxmsg", "msgsize", "mode")
+LISTEN_OPTIONS = ("mode", "backlog", "unlink")
+
+
+def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
+    """An integer option from a keyword argument, else from the URL's query.
+
+    Raises:
+        ConfigurationError: not an integer.
+    """
+    raw: object = value if value is not None else endpoint.params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name}={raw!r} for {endpoint}: must be an integer") from None
+
+
+def connect_args(
+    endpoint: Endpoint,
+    kw: dict[str, Any],
+    *,
+    timeout: float | None,
+    maxmsg: int | None,
+    msgsize: int | None,
+) -> tuple[str, int | None, int | None, float]:
+    """``connect``'s options checked: ``(queue name, maxmsg, msgsize, seconds the handshake
+    may take)``; ``maxmsg``/``msgsize`` may come from the URL's query.
+
+    Raises:
+        ConfigurationError: an unknown keyword, or an option that is not an integer.
+        InvalidURL: not a usable queue name.
+    """
+    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
+    name = queue_name(endpoint)
+    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
+    msgsize = int_option(endpoint, "msgsize", msgsize)
+    return name, maxmsg, msgsize, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
+
+def retry_delay(
+    exc: ConnectionRefused,
+    reconnect: float | None,
+    start: float,
+    now: float,
+    delays: Iterator[float],
+) -> float:
+    """How long to wait before opening the listener's queue again, after ``exc``.
+
+    Raises:
+        ConnectionRefused: ``exc`` when not asked to ``reconnect``; one that says so when
+            ``reconnect`` seconds from ``start`` are over.
+    """
+    if not reconnect:
+        raise exc
+    left = start + reconnect - now
+    if left <= 0:
+        raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
+    return min(next(delays), left)
+
+
+def channel_wire(options: ChannelOptions, hs: ClientHandshake | ServerHandshake) -> WireFormat:
+    """A new channel's wire format: its sends are limited by the peer's ``max_frame``."""
+    wire = options.wire()
+    wire.send_limit = hs.peer_max_frame
+    return wire
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -164,10 +244,21 @@ class ClientSession:
             raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
         return step.done
 
-    def finish(self) -> None:
-        """Both sides have the queues open: remove their names."""
+    def finish(self) -> int | None:
+        """Both sides have the queues open: remove their names. The listener's pidfd (None
+        where there is none); the caller aborts the session when this raises.
+
+        Raises:
+            ChannelBroken: the listener exited during the handshake.
+        """
         self.up.unlink()
         self.dn.unlink()
+        try:
+            return open_pidfd(self.server_pid) if self.server_pid else None
+        except ProcessLookupError:
+            raise ChannelBroken(
+                f"{self.url}: the listener exited during the handshake", endpoint=self.url
+            ) from None
 
     def abort(self) -> None:
         """Give up: remove and close the pair."""
@@ -208,6 +299,17 @@ class ServerSession:
             raise step.error
         self.done = step.done
         return step.done
+
+    def advance(self, url: str) -> bool | None:
+        """Read the client's next handshake message if one is there: True when the channel is
+        open, False when not yet, None when the client failed the handshake (logged; drop
+        it)."""
+        try:
+            got = self.up.try_recv()
+            return False if got is None else self.feed(*got)
+        except IpcwireError as exc:
+            log.warning("ipcwire: %s refused client pid %d: %s", url, self.pid, exc)
+            return None
 
     def close(self) -> None:
         """Drop this client."""
@@ -273,6 +375,19 @@ def server_accept(
     return session
 
 
+def announced(q: MessageQueue, options: ChannelOptions) -> Iterator[ServerSession]:
+    """The clients announced on the rendezvous queue ``q`` so far, each with its handshake
+    started (see :func:`server_accept`); 64 announcements at most, so accepting them does
+    not starve the rest of the caller's work."""
+    for _ in range(64):
+        got = q.try_recv()
+        if got is None:
+            return
+        s = server_accept(got[0], q.name, options, options.handshake_timeout)
+        if s is not None:
+            yield s
+
+
 def lock_path(name: str) -> str:
     """Where a listener's ownership lock for queue ``name`` lives (queue names are global
     across users, so this is a shared directory: /dev/shm, or the temp dir)."""
@@ -329,6 +444,23 @@ def bind_rendezvous(
         lock.release()
         raise
     return q, lock
+
+
+def bind_listener(
+    endpoint: Endpoint, kw: dict[str, Any], *, mode: int, backlog: int | None
+) -> tuple[MessageQueue, FileLock]:
+    """``listen``'s options checked, then :func:`bind_rendezvous`; ``backlog`` may come from
+    the URL's query and defaults to the kernel's ``msg_default``.
+
+    Raises:
+        ConfigurationError: an unknown keyword, or a backlog that is not an integer.
+        InvalidURL: not a usable queue name.
+        And those of :func:`bind_rendezvous`.
+    """
+    reject_unknown(kw, endpoint, LISTEN_OPTIONS)
+    name = queue_name(endpoint)
+    n = int_option(endpoint, "backlog", backlog) or limits().msg_default
+    return bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
 
 
 def release_rendezvous(

@@ -1,7 +1,9 @@
 """POSIX message queues, asyncio driver: the queue descriptors go straight into the event loop
 (``add_reader``/``add_writer``; mq descriptors are pollable on Linux), no thread per queue.
 
-The protocol and the non-blocking steps are those of the blocking driver (``_session.py``).
+The protocol (``_proto.py``), the non-blocking steps of opening a channel (``_session.py``) and
+a channel's state and decisions (``_channel.py``) are the blocking driver's too; this module
+only waits.
 """
 
 from __future__ import annotations
@@ -24,18 +26,19 @@ from ipcwire.errors import (
 )
 from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
-from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
     ClientSession,
     ServerSession,
-    bind_rendezvous,
+    announced,
+    bind_listener,
+    channel_wire,
     close_fd,
-    open_pidfd,
+    connect_args,
     release_rendezvous,
-    server_accept,
+    retry_delay,
 )
-from ipcwire.mq.blocking import int_option
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
 
 __all__ = ["AioMqChannel", "AioMqListener", "connect", "listen"]
 
@@ -328,12 +331,10 @@ async def connect(
     **kw: Any,
 ) -> AioMqChannel:
     """Connect to an mq listener; see :func:`ipcwire.aio.connect` and the blocking driver."""
-    reject_unknown(kw, endpoint, ("timeout", "reconnect", "maxmsg", "msgsize", "mode"))
-    name = queue_name(endpoint)
-    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
-    msgsize = int_option(endpoint, "msgsize", msgsize)
+    name, maxmsg, msgsize, limit = connect_args(
+        endpoint, kw, timeout=timeout, maxmsg=maxmsg, msgsize=msgsize
+    )
     loop = asyncio.get_running_loop()
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     start = loop.time()
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
@@ -370,18 +371,11 @@ async def connect(
                 continue
             if session.feed(*got):
                 break
-        session.finish()
-        pidfd = open_pidfd(session.server_pid) if session.server_pid else None
-    except ProcessLookupError:
-        session.abort()
-        raise ChannelBroken(
-            f"{endpoint.url}: the listener exited during the handshake", endpoint=endpoint.url
-        ) from None
+        pidfd = session.finish()
     except BaseException:
         session.abort()
         raise
-    wire = options.wire()
-    wire.send_limit = session.hs.peer_max_frame
+    wire = channel_wire(options, session.hs)
     return AioMqChannel(
         session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
     )
@@ -396,12 +390,7 @@ async def _open_rendezvous(
         try:
             return MessageQueue.open(name, read=False, url=url)
         except ConnectionRefused as exc:
-            if not reconnect:
-                raise
-            left = start + reconnect - loop.time()
-            if left <= 0:
-                raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
-            await asyncio.sleep(min(next(delays), left))
+            await asyncio.sleep(retry_delay(exc, reconnect, start, loop.time(), delays))
 
 
 class AioMqListener(AioListener):
@@ -426,13 +415,7 @@ class AioMqListener(AioListener):
         return self._closed
 
     def _announcements(self) -> None:
-        for _ in range(64):
-            got = self._q.try_recv()
-            if got is None:
-                return
-            s = server_accept(got[0], self._q.name, self._options, self._options.handshake_timeout)
-            if s is None:
-                continue
+        for s in announced(self._q, self._options):
             if s.done:
                 self._ready.put_nowait(self._channel(s))
                 continue
@@ -443,17 +426,13 @@ class AioMqListener(AioListener):
 
     def _advance(self, fd: int) -> None:
         s, _ = self._pending[fd]
-        try:
-            got = s.up.try_recv()
-            if got is None:
-                return
-            if s.feed(*got):
-                self._forget(fd)
-                self._ready.put_nowait(self._channel(s))
-        except IpcwireError as exc:
-            log.warning("ipcwire: %s refused client pid %d: %s", self.url, s.pid, exc)
+        opened = s.advance(self.url)
+        if opened is None:
             self._forget(fd)
             s.close()
+        elif opened:
+            self._forget(fd)
+            self._ready.put_nowait(self._channel(s))
 
     def _expire(self, fd: int) -> None:
         if fd in self._pending:
@@ -468,8 +447,7 @@ class AioMqListener(AioListener):
         self._loop.remove_reader(fd)
 
     def _channel(self, s: ServerSession) -> AioMqChannel:
-        wire = self._options.wire()
-        wire.send_limit = s.hs.peer_max_frame
+        wire = channel_wire(self._options, s.hs)
         return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
@@ -514,10 +492,5 @@ async def listen(
     **kw: Any,
 ) -> AioMqListener:
     """Listen on an mq rendezvous queue; see :func:`ipcwire.aio.listen`."""
-    reject_unknown(kw, endpoint, ("mode", "backlog", "unlink"))
-    name = queue_name(endpoint)
-    from ipcwire.mq import limits
-
-    n = int_option(endpoint, "backlog", backlog) or limits().msg_default
-    q, lock = bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
+    q, lock = bind_listener(endpoint, kw, mode=mode, backlog=backlog)
     return AioMqListener(q, lock, options, unlink=unlink)

@@ -2,7 +2,8 @@
 
 Waiting uses ``poll`` on the queue descriptors, the peer's pidfd (readable when the peer
 process exits, so a dead peer is an error at once, not a hang) and an eventfd that ``close()``
-signals from any thread.
+signals from any thread. What does not wait is shared with the asyncio driver: the channel's
+state and decisions (``_channel.py``), opening a channel (``_session.py``).
 """
 
 from __future__ import annotations
@@ -22,24 +23,25 @@ from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
-    ConfigurationError,
     ConnectionRefused,
     IpcwireError,
     Timeout,
 )
 from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
-from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
     ClientSession,
     ServerSession,
-    bind_rendezvous,
+    announced,
+    bind_listener,
+    channel_wire,
     close_fd,
-    open_pidfd,
+    connect_args,
     release_rendezvous,
-    server_accept,
+    retry_delay,
 )
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
 
 __all__ = ["MessageQueue", "MqChannel", "MqListener", "connect", "listen"]
 
@@ -58,21 +60,6 @@ def _ms(deadline: float | None) -> int | None:
     if deadline is None:
         return None
     return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-
-
-def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
-    """An integer option from a keyword argument, else from the URL's query.
-
-    Raises:
-        ConfigurationError: not an integer.
-    """
-    raw: object = value if value is not None else endpoint.params.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(raw)  # type: ignore[call-overload,no-any-return]
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name}={raw!r} for {endpoint}: must be an integer") from None
 
 
 class MqChannel(ChannelCore, Channel):
@@ -297,11 +284,9 @@ def connect(
     ``maxmsg``/``msgsize`` size this channel's two queues (defaults: the kernel's
     ``msg_default``/``msgsize_default``); ``mode`` is their permission bits.
     """
-    reject_unknown(kw, endpoint, ("timeout", "reconnect", "maxmsg", "msgsize", "mode"))
-    name = queue_name(endpoint)
-    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
-    msgsize = int_option(endpoint, "msgsize", msgsize)
-    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    name, maxmsg, msgsize, limit = connect_args(
+        endpoint, kw, timeout=timeout, maxmsg=maxmsg, msgsize=msgsize
+    )
     start = time.monotonic()
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = _open_rendezvous(name, endpoint.url, reconnect, start)
@@ -327,18 +312,11 @@ def connect(
                 continue
             if session.feed(*got):
                 break
-        session.finish()
-        pidfd = open_pidfd(session.server_pid) if session.server_pid else None
-    except ProcessLookupError:
-        session.abort()
-        raise ChannelBroken(
-            f"{endpoint.url}: the listener exited during the handshake", endpoint=endpoint.url
-        ) from None
+        pidfd = session.finish()
     except BaseException:
         session.abort()
         raise
-    wire = options.wire()
-    wire.send_limit = session.hs.peer_max_frame
+    wire = channel_wire(options, session.hs)
     return MqChannel(
         session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
     )
@@ -350,12 +328,7 @@ def _open_rendezvous(name: str, url: str, reconnect: float | None, start: float)
         try:
             return MessageQueue.open(name, read=False, url=url)
         except ConnectionRefused as exc:
-            if not reconnect:
-                raise
-            left = start + reconnect - time.monotonic()
-            if left <= 0:
-                raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
-            time.sleep(min(next(delays), left))
+            time.sleep(retry_delay(exc, reconnect, start, time.monotonic(), delays))
 
 
 def _announce(rendezvous: MessageQueue, hello: bytes, deadline: float, url: str) -> None:
@@ -438,37 +411,26 @@ class MqListener(Listener):
                     )
 
     def _take_announcements(self) -> None:
-        for _ in range(64):
-            got = self._q.try_recv()
-            if got is None:
-                return
-            s = server_accept(got[0], self._q.name, self._options, self._options.handshake_timeout)
-            if s is None:
-                continue
+        for s in announced(self._q, self._options):
             if s.done:
                 self._ready.append(self._channel(s))
             else:
                 self._pending[s.up.fileno()] = s
 
     def _advance(self, s: ServerSession) -> None:
-        try:
-            got = s.up.try_recv()
-            if got is None:
-                return
-            if s.feed(*got):
-                del self._pending[s.up.fileno()]
-                self._ready.append(self._channel(s))
-        except IpcwireError as exc:
-            log.warning("ipcwire: %s refused client pid %d: %s", self.url, s.pid, exc)
+        opened = s.advance(self.url)
+        if opened is None:
             self._drop(s)
+        elif opened:
+            del self._pending[s.up.fileno()]
+            self._ready.append(self._channel(s))
 
     def _drop(self, s: ServerSession) -> None:
         self._pending.pop(s.up.fileno(), None)
         s.close()
 
     def _channel(self, s: ServerSession) -> MqChannel:
-        wire = self._options.wire()
-        wire.send_limit = s.hs.peer_max_frame
+        wire = channel_wire(self._options, s.hs)
         return MqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
 
     def close(self) -> None:
@@ -501,10 +463,5 @@ def listen(
     ``backlog``: announcements that may wait (the rendezvous queue's maxmsg; default the
     kernel's ``msg_default``). ``unlink=False`` keeps the queue after close.
     """
-    reject_unknown(kw, endpoint, ("mode", "backlog", "unlink"))
-    name = queue_name(endpoint)
-    from ipcwire.mq import limits
-
-    n = int_option(endpoint, "backlog", backlog) or limits().msg_default
-    q, lock = bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
+    q, lock = bind_listener(endpoint, kw, mode=mode, backlog=backlog)
     return MqListener(q, lock, options, unlink=unlink)
