@@ -27,6 +27,7 @@ from ipcwire.errors import (
 )
 from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
+from ipcwire.mq._session import close_fd
 
 __all__ = ["CLOSE_TIMEOUT", "ChannelCore"]
 
@@ -187,6 +188,13 @@ class ChannelCore:
         return self._gone("receive from")
 
     # -- the rest ---------------------------------------------------------------------------
+    def _close_queues(self) -> None:
+        """Close both queues and the peer's pidfd (the last step of ``close``)."""
+        self._in.close()
+        self._out.close()
+        close_fd(self._pidfd)
+        self._pidfd = None
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -33,7 +33,6 @@ from ipcwire.mq._session import (
     announced,
     bind_listener,
     channel_wire,
-    close_fd,
     connect_args,
     release_rendezvous,
     retry_delay,
@@ -307,10 +306,7 @@ class AioMqChannel(ChannelCore, AioChannel):
         give_up = self._loop.call_later(CLOSE_TIMEOUT, timeout)
 
     def _release(self) -> None:
-        self._in.close()
-        self._out.close()
-        close_fd(self._pidfd)
-        self._pidfd = None
+        self._close_queues()
         if not self._finished.done():
             self._finished.set_result(None)
 

@@ -36,7 +36,6 @@ from ipcwire.mq._session import (
     announced,
     bind_listener,
     channel_wire,
-    close_fd,
     connect_args,
     release_rendezvous,
     retry_delay,
@@ -234,10 +233,7 @@ class MqChannel(ChannelCore, Channel):
                 self._send_lock.release()
         got_recv = self._recv_lock.acquire(timeout=CLOSE_TIMEOUT)
         try:
-            self._in.close()
-            self._out.close()
-            close_fd(self._pidfd)
-            self._pidfd = None
+            self._close_queues()
         finally:
             if got_recv:
                 self._recv_lock.release()
