@@ -212,6 +212,14 @@ class AioMqChannel(ChannelCore, AioChannel):
                 self._stop_reading()
 
     # -- receiving --------------------------------------------------------------------------
+    def _deliver(self, data: bytes) -> Any:
+        # Decodes raw bytes too (a copy), unlike ChannelCore._deliver: with the blocking
+        # driver's shortcut, single messages went faster but `ipcwire bench`'s batched
+        # throughput here fell from ~0.9x raw to ~0.5x (measured twice); kept as it was.
+        self._received += 1
+        self._bytes_received += len(data)
+        return self._decode(memoryview(data))
+
     async def recv(self, *, timeout: float | None = None) -> Any:
         data, _ = await self._next(timeout)
         return self._deliver(data)
