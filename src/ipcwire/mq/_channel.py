@@ -29,9 +29,14 @@ from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import close_fd
 
-__all__ = ["CLOSE_TIMEOUT", "ChannelCore"]
+__all__ = ["CLOSE_TIMEOUT", "CLOSE_UNSEEN", "ChannelCore"]
 
 CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
+# Logged when close() gives up on a peer that does not read (its end-of-channel marker unsent).
+CLOSE_UNSEEN = (
+    "ipcwire: %s: the peer is not reading; it will not see the end of the channel until its "
+    "process exits"
+)
 
 
 class ChannelCore:
@@ -101,6 +106,20 @@ class ChannelCore:
         return Timeout(
             f"send to {self.url} timed out after {timeout} s: the peer is not reading and its "
             f"queue of {self._out.maxmsg} messages is full; nothing was sent",
+            endpoint=self.url,
+        )
+
+    def _part_way(self) -> Timeout:
+        """A send that timed out after part of a large message went: the channel can no
+        longer send (remembered in ``_send_broken``), and the Timeout to raise now."""
+        self._send_broken = ChannelBroken(
+            f"an earlier send to {self.url} timed out part-way through a large "
+            f"message; the queue is out of step, so open a new channel",
+            endpoint=self.url,
+        )
+        return Timeout(
+            f"send to {self.url} timed out part-way through a large message (the peer "
+            f"is not reading); the channel cannot be used for sending any more",
             endpoint=self.url,
         )
 

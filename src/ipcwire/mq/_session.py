@@ -50,6 +50,8 @@ __all__ = [
     "channel_wire",
     "connect_args",
     "int_option",
+    "not_accepting",
+    "not_answering",
     "open_pidfd",
     "queue_sizes",
     "release_rendezvous",
@@ -120,6 +122,24 @@ def retry_delay(
     if left <= 0:
         raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
     return min(next(delays), left)
+
+
+def not_answering(url: str, limit: float) -> Timeout:
+    """A connect whose announcement was not answered in time."""
+    return Timeout(
+        f"{url} did not answer within {limit} s: the listener is busy or gone (its queue "
+        f"exists, nobody accepted)",
+        endpoint=url,
+    )
+
+
+def not_accepting(url: str, backlog: int) -> Timeout:
+    """A connect that found the listener's queue of waiting clients full until its deadline."""
+    return Timeout(
+        f"{url} is not accepting: its queue of {backlog} waiting clients is full (listen "
+        f"with a larger backlog=, or accept faster)",
+        endpoint=url,
+    )
 
 
 def channel_wire(options: ChannelOptions, hs: ClientHandshake | ServerHandshake) -> WireFormat:

@@ -17,14 +17,13 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import (
-    ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
     IpcwireError,
     LocalProtocolError,
     Timeout,
 )
-from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
+from ipcwire.mq._channel import CLOSE_TIMEOUT, CLOSE_UNSEEN, ChannelCore
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
@@ -34,6 +33,8 @@ from ipcwire.mq._session import (
     bind_listener,
     channel_wire,
     connect_args,
+    not_accepting,
+    not_answering,
     release_rendezvous,
     retry_delay,
 )
@@ -174,16 +175,7 @@ class AioMqChannel(ChannelCore, AioChannel):
                     if not await self._wait_send(deadline):
                         if i == 0:
                             raise self._send_timeout(timeout)
-                        self._send_broken = ChannelBroken(
-                            f"an earlier send to {self.url} timed out part-way through a "
-                            f"large message; open a new channel",
-                            endpoint=self.url,
-                        )
-                        raise Timeout(
-                            f"send to {self.url} timed out part-way through a large message; "
-                            f"the channel cannot be used for sending any more",
-                            endpoint=self.url,
-                        )
+                        raise self._part_way() from self._send_timeout(timeout)
         finally:
             self._sending = False
             self._writable()  # let the next sender in line try
@@ -307,7 +299,7 @@ class AioMqChannel(ChannelCore, AioChannel):
 
         def timeout() -> None:
             self._loop.remove_writer(fd)
-            log.info("ipcwire: %s: the peer is not reading; it will not see the end", self.url)
+            log.info(CLOSE_UNSEEN, self.url)
             self._release()
 
         self._loop.add_writer(fd, retry)
@@ -350,11 +342,7 @@ async def connect(
                 if not await _wait_fd(
                     rendezvous.fileno(), write=True, timeout=deadline - loop.time()
                 ):
-                    raise Timeout(
-                        f"{endpoint.url} is not accepting: its queue of {rendezvous.maxmsg} "
-                        f"waiting clients is full",
-                        endpoint=endpoint.url,
-                    )
+                    raise not_accepting(endpoint.url, rendezvous.maxmsg)
         except BaseException:
             session.abort()
             raise
@@ -367,11 +355,7 @@ async def connect(
                 if not await _wait_fd(
                     session.dn.fileno(), write=False, timeout=deadline - loop.time()
                 ):
-                    raise Timeout(
-                        f"{endpoint.url} did not answer within {limit} s: the listener is busy "
-                        f"or gone",
-                        endpoint=endpoint.url,
-                    )
+                    raise not_answering(endpoint.url, limit)
                 continue
             if session.feed(*got):
                 break

@@ -21,13 +21,12 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
-    ChannelBroken,
     ChannelClosed,
     ConnectionRefused,
     IpcwireError,
     Timeout,
 )
-from ipcwire.mq._channel import CLOSE_TIMEOUT, ChannelCore
+from ipcwire.mq._channel import CLOSE_TIMEOUT, CLOSE_UNSEEN, ChannelCore
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
@@ -37,6 +36,8 @@ from ipcwire.mq._session import (
     bind_listener,
     channel_wire,
     connect_args,
+    not_accepting,
+    not_answering,
     release_rendezvous,
     retry_delay,
 )
@@ -122,16 +123,7 @@ class MqChannel(ChannelCore, Channel):
             except Timeout as exc:
                 if i == 0:
                     raise
-                self._send_broken = ChannelBroken(
-                    f"an earlier send to {self.url} timed out part-way through a large "
-                    f"message; the queue is out of step, so open a new channel",
-                    endpoint=self.url,
-                )
-                raise Timeout(
-                    f"send to {self.url} timed out part-way through a large message (the peer "
-                    f"is not reading); the channel cannot be used for sending any more",
-                    endpoint=self.url,
-                ) from exc
+                raise self._part_way() from exc
 
     def _wait_send(
         self, data: Any, prio: int, timeout: float | None, deadline: float | None
@@ -248,11 +240,7 @@ class MqChannel(ChannelCore, Channel):
                     poller.register(self._pidfd, _IN)
                 ready = dict(poller.poll(_ms(deadline)))
                 if not ready or (self._pidfd is not None and self._pidfd in ready):
-                    log.info(
-                        "ipcwire: %s: the peer is not reading; it will not see the end of the "
-                        "channel until its process exits",
-                        self.url,
-                    )
+                    log.info(CLOSE_UNSEEN, self.url)
                     return
         except IpcwireError:
             pass
@@ -300,11 +288,7 @@ def connect(
             got = session.dn.try_recv()
             if got is None:
                 if _wait_one(session.dn.fileno(), _IN, deadline) is None:
-                    raise Timeout(
-                        f"{endpoint.url} did not answer within {limit} s: the listener is busy "
-                        f"or gone (its queue exists, nobody accepted)",
-                        endpoint=endpoint.url,
-                    )
+                    raise not_answering(endpoint.url, limit)
                 continue
             if session.feed(*got):
                 break
@@ -330,11 +314,7 @@ def _open_rendezvous(name: str, url: str, reconnect: float | None, start: float)
 def _announce(rendezvous: MessageQueue, hello: bytes, deadline: float, url: str) -> None:
     while not rendezvous.try_send(hello, 0):
         if _wait_one(rendezvous.fileno(), _OUT, deadline) is None:
-            raise Timeout(
-                f"{url} is not accepting: its queue of {rendezvous.maxmsg} waiting clients is "
-                f"full (listen with a larger backlog=, or accept faster)",
-                endpoint=url,
-            )
+            raise not_accepting(url, rendezvous.maxmsg)
 
 
 def _wait_one(fd: int, event: int, deadline: float | None) -> int | None:
