@@ -20,8 +20,9 @@ from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
+from ipcwire.spool._options import SpoolConfig, connect_options, listen_options
 from ipcwire.spool._store import Claim, SpoolStore
-from ipcwire.spool.blocking import BATCH, Delivery, SpoolConfig, spool_options
+from ipcwire.spool.blocking import BATCH, Delivery
 
 __all__ = ["AioSpoolChannel", "AioSpoolListener", "connect", "listen"]
 
@@ -248,9 +249,7 @@ class AioSpoolChannel(AioChannel):
 
 async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSpoolChannel:
     """Open the spool at ``spool:///dir``; options as for the blocking ``connect``."""
-    kw.pop("timeout", None)
-    kw.pop("reconnect", None)
-    cfg = spool_options(endpoint, kw)
+    cfg = connect_options(endpoint, kw)
     return AioSpoolChannel(cfg.store(endpoint.url), options.wire(), endpoint.url, cfg)
 
 
@@ -298,6 +297,5 @@ class AioSpoolListener(AioListener):
 
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSpoolListener:
     """Create (if needed) the spool and return its consumer listener."""
-    kw.pop("backlog", None)
-    cfg = spool_options(endpoint, kw)
+    cfg = listen_options(endpoint, kw)
     return AioSpoolListener(endpoint, options, cfg)

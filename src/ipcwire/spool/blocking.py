@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
@@ -23,108 +22,17 @@ from ipcwire._core.wire import WireFormat
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
-    ConfigurationError,
     FrameTooLarge,
-    InvalidURL,
     IpcwireError,
-    MechanismUnavailable,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
+from ipcwire.spool._options import SpoolConfig, connect_options, listen_options, spool_options
 from ipcwire.spool._store import Claim, SpoolStore
-from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 
 __all__ = ["Delivery", "SpoolChannel", "SpoolListener", "connect", "listen", "spool_options"]
 
-OPTIONS: Final = (
-    "mode",
-    "fsync",
-    "lease",
-    "max_attempts",
-    "reap_interval",
-    "poll_interval",
-    "watch",
-)
 BATCH: Final = 64  # recv_many claims at most this many files at once (each holds an fd)
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolConfig:
-    """The spool's own options (the common ones live in ChannelOptions)."""
-
-    path: str
-    mode: int = 0o700
-    fsync: bool = True
-    lease: float | None = None
-    max_attempts: int | None = None
-    reap_interval: float = 1.0
-    poll_interval: float = 0.05
-    watch: str = "auto"  # "auto" (inotify if it works), "inotify", "polling"
-
-    def watcher(self, path: str) -> Watcher:
-        """The wake-up source for new messages in ``path``.
-
-        Raises:
-            MechanismUnavailable: ``watch="inotify"`` and inotify cannot be used here.
-        """
-        w = Watcher(
-            [(path, IN_MOVED_TO)], poll_interval=self.poll_interval, polling=self.watch == "polling"
-        )
-        if self.watch == "inotify" and w.mode != "inotify":
-            w.close()
-            raise MechanismUnavailable(f"watch='inotify' asked for, but {w.reason}")
-        return w
-
-    def store(self, url: str) -> SpoolStore:
-        return SpoolStore(
-            self.path,
-            url,
-            mode=self.mode,
-            fsync=self.fsync,
-            lease=self.lease,
-            max_attempts=self.max_attempts,
-        )
-
-
-def _bool(raw: object) -> bool:
-    if isinstance(raw, str):
-        return raw.lower() not in ("0", "false", "no", "off", "")
-    return bool(raw)
-
-
-def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
-    """The spool options from keyword arguments (consumed from ``kw``) and the URL's query.
-
-    Raises:
-        InvalidURL: no directory in the URL.
-        ConfigurationError: a bad value, or an unknown option.
-    """
-    if not endpoint.path or endpoint.host:
-        raise InvalidURL(
-            f"{endpoint.url!r}: write a spool as spool:///absolute/dir (or spool:relative/dir)"
-        )
-    q = endpoint.params
-    raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}
-    reject_unknown(kw, endpoint, OPTIONS)
-    try:
-        mode = raw["mode"]
-        cfg = SpoolConfig(
-            path=os.path.abspath(endpoint.path),
-            mode=0o700 if mode is None else (int(mode, 8) if isinstance(mode, str) else mode),
-            fsync=True if raw["fsync"] is None else _bool(raw["fsync"]),
-            lease=None if raw["lease"] is None else float(raw["lease"]),
-            max_attempts=None if raw["max_attempts"] is None else int(raw["max_attempts"]),
-            reap_interval=1.0 if raw["reap_interval"] is None else float(raw["reap_interval"]),
-            poll_interval=0.05 if raw["poll_interval"] is None else float(raw["poll_interval"]),
-            watch=str(raw["watch"] or "auto"),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"bad spool option for {endpoint}: {exc}") from None
-    if cfg.watch not in ("auto", "inotify", "polling"):
-        raise ConfigurationError(f"watch= for {endpoint} must be auto, inotify or polling")
-    if cfg.reap_interval <= 0 or cfg.poll_interval <= 0:
-        raise ConfigurationError(f"reap_interval and poll_interval for {endpoint} must be > 0")
-    return cfg
 
 
 class Delivery:
@@ -381,9 +289,7 @@ def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SpoolChan
     "polling", which a spool on NFS written from other hosts needs), ``mode``. ``timeout``
     and ``reconnect`` are accepted and ignored: opening a spool never waits.
     """
-    kw.pop("timeout", None)
-    kw.pop("reconnect", None)
-    cfg = spool_options(endpoint, kw)
+    cfg = connect_options(endpoint, kw)
     wire = options.wire()
     return SpoolChannel(cfg.store(endpoint.url), wire, endpoint.url, cfg)
 
@@ -435,6 +341,5 @@ class SpoolListener(Listener):
 def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SpoolListener:
     """Create (if needed) the spool at ``spool:///dir`` and return its consumer listener;
     the options are those of :func:`connect`, plus ``backlog`` (accepted, ignored)."""
-    kw.pop("backlog", None)
-    cfg = spool_options(endpoint, kw)
+    cfg = listen_options(endpoint, kw)
     return SpoolListener(endpoint, options, cfg)
