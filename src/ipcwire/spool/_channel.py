@@ -1,0 +1,297 @@
+"""What both spool drivers' channels and listeners keep and decide without waiting.
+
+The blocking driver (``poll`` on the inotify descriptor and a wake-up descriptor, a receive
+lock) and the asyncio driver (the descriptor in the event loop, an ``asyncio.Event``) differ
+only in how they wait for a message, how ``close()`` wakes a waiter, and whether a send's
+fsync runs in an executor. The rest is here once: :class:`ChannelCore` (the store and its
+watcher, packing with the ``max_frame`` check, opening a claimed message and burying one that
+does not decode, the bookkeeping of what ``recv`` must ack and what ``claim()`` handed out,
+the reap schedule, the timeout decision, the counters) and :class:`ListenerCore` (the one
+channel a spool listener hands out). Nothing here waits: the store calls are ``try_claim``,
+``reap``, ``ack`` and ``release``, which never block for another process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import WireFormat
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.options import ChannelOptions
+from ipcwire.spool._options import SpoolConfig
+from ipcwire.spool._store import Claim, SpoolStore
+
+__all__ = ["BATCH", "ChannelCore", "Delivery", "ListenerCore"]
+
+BATCH: Final = 64  # recv_many claims at most this many files at once (each holds an fd)
+
+
+class Delivery:
+    """A message claimed with :meth:`SpoolChannel.claim`: ``ack()`` when done, or
+    ``release()`` to put it back. Closing the channel releases unfinished deliveries."""
+
+    __slots__ = ("_claim", "message")
+
+    def __init__(self, claim: Claim, message: Any) -> None:
+        self._claim = claim
+        self.message = message
+
+    @property
+    def attempt(self) -> int:
+        """0 on the first delivery, then one more per redelivery."""
+        return self._claim.attempt
+
+    @property
+    def name(self) -> str:
+        """The message's file name in the spool."""
+        return self._claim.name
+
+    def ack(self) -> bool:
+        """Remove the message for good; False if its lease had expired meanwhile."""
+        return self._claim.ack()
+
+    def release(self) -> None:
+        """Put the message back for another attempt."""
+        self._claim.release()
+
+    @property
+    def done(self) -> bool:
+        """True once acked or released."""
+        return self._claim.done
+
+
+class ChannelCore:
+    """A channel onto a spool directory, without the waiting.
+
+    Subclasses add ``send``/``recv``/``claim`` and ``_close`` with their waits. To wait for a
+    message they loop over :meth:`_prepare_claim`, ``self._store.try_claim(self._max_frame)``
+    and :meth:`_wait_time`; ``_close`` calls :meth:`_settle`, takes the watcher's descriptor
+    out of whatever waits on it, then calls :meth:`_close_files`.
+    """
+
+    url: str
+
+    def __init__(self, store: SpoolStore, wire: WireFormat, url: str, cfg: SpoolConfig) -> None:
+        self.url = url
+        self._store = store
+        self._wire = wire
+        self._encode = wire.codec.encode
+        self._decode = wire.decode
+        self._max_frame = wire.max_frame
+        self._cfg = cfg
+        self._watcher = cfg.watcher(store.new)
+        self._unacked: list[Claim] = []  # returned by recv/recv_many, acked at the next one
+        self._claims: set[Claim] = set()  # explicit deliveries not yet finished
+        self._next_reap = 0.0
+        self._closed = False
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    @property
+    def wakeups(self) -> str:
+        """How waiting works here: ``"inotify"``, or ``"polling"`` (and why, if so)."""
+        w = self._watcher
+        return w.mode if w.mode == "inotify" else f"polling every {w.poll_interval} s ({w.reason})"
+
+    @property
+    def store(self) -> SpoolStore:
+        """The directory underneath (``counts()`` shows new/cur/dead/tmp)."""
+        return self._store
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    # -- sending ----------------------------------------------------------------------------
+    def _pack(self, obj: Any) -> Any:
+        data = self._encode(obj)
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        if size > self._max_frame:
+            raise FrameTooLarge(
+                f"message of {size} bytes not sent to {self.url}: over max_frame="
+                f"{self._max_frame} (consumers would refuse it); raise max_frame= on both sides",
+                size=size,
+                limit=self._max_frame,
+                endpoint=self.url,
+            )
+        return data
+
+    def _pack_all(self, objs: Iterable[Any]) -> list[Any]:
+        """The encoded messages, checked against ``max_frame``; ChannelClosed if closed."""
+        items = [self._pack(o) for o in objs]
+        if self._closed:
+            raise self._closed_error()
+        return items
+
+    def _count_sent(self, items: list[Any]) -> None:
+        self._sent += len(items)
+        self._bytes_sent += sum(memoryview(d).nbytes for d in items)
+
+    # -- receiving --------------------------------------------------------------------------
+    def _open(self, claim: Claim) -> Any:
+        """The claimed message, decoded; one that does not decode goes to dead/ (and raises)."""
+        try:
+            msg = self._decode(memoryview(claim.data))
+        except IpcwireError:
+            claim.done = True
+            self._store._bury(claim.name, f"it does not decode as {self._wire.codec.name}")
+            os.close(claim.fd)
+            raise
+        self._received += 1
+        self._bytes_received += len(claim.data)
+        return msg
+
+    def _ack_unacked(self) -> None:
+        for claim in self._unacked:
+            claim.ack()
+        self._unacked.clear()
+
+    def _batch(self, first: Claim, max_messages: int | None) -> list[Any]:
+        """``first`` and the messages already waiting behind it (up to ``max_messages``, at
+        most :data:`BATCH`), opened and left for the next ``recv`` to ack. A message over
+        ``max_frame`` or that does not decode ends the batch (it went to dead/)."""
+        limit = min(max_messages or BATCH, BATCH)
+        out = [self._open(first)]
+        self._unacked.append(first)
+        while len(out) < limit:
+            try:
+                claim = self._store.try_claim(self._max_frame)
+            except FrameTooLarge:
+                break
+            if claim is None:
+                break
+            try:
+                out.append(self._open(claim))
+            except IpcwireError:
+                break
+            self._unacked.append(claim)
+        return out
+
+    def _deliver(self, claim: Claim) -> Delivery:
+        """The claimed message for explicit ack/release; close() releases it if unfinished."""
+        msg = self._open(claim)
+        self._claims.add(claim)
+        return Delivery(claim, msg)
+
+    def _prepare_claim(self, now: float) -> None:
+        """Before each try to claim: ChannelClosed if closed; when ``reap_interval`` has
+        passed, put back the claims of consumers that died (``now`` on the driver's clock)."""
+        if self._closed:
+            raise self._closed_error()
+        if now >= self._next_reap:
+            self._store.reap()
+            self._next_reap = now + self._cfg.reap_interval
+
+    def _wait_time(self, now: float, deadline: float | None, timeout: float | None) -> float:
+        """How long to wait for a wake-up before trying again: until the next reap or the
+        deadline, whichever is first.
+
+        Raises:
+            Timeout: the deadline has passed.
+        """
+        if deadline is not None and now >= deadline:
+            raise Timeout(
+                f"no message in {self.url} within {timeout} s"
+                if timeout
+                else f"no message in {self.url} yet",
+                endpoint=self.url,
+            )
+        wait = self._next_reap - now
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        return max(wait, 0.0)
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Acknowledge what ``recv`` returned, release unfinished ``claim()`` deliveries."""
+        self._close(ack=True)
+
+    def _close(self, *, ack: bool) -> None:
+        """The driver's close: ``ack=False`` when leaving a ``with`` block by an exception
+        (the message being processed is then redelivered, not lost)."""
+        raise NotImplementedError
+
+    def _settle(self, *, ack: bool) -> None:
+        """At close: ack (or, leaving by an exception, release) what ``recv`` returned;
+        release unfinished ``claim()`` deliveries."""
+        for claim in self._unacked:
+            if ack:
+                claim.ack()
+            else:
+                claim.release()
+        self._unacked.clear()
+        for claim in self._claims:
+            claim.release()
+        self._claims.clear()
+
+    def _close_files(self) -> None:
+        """Stop watching and close the store (the asyncio driver must first take the
+        watcher's descriptor out of its event loop)."""
+        self._watcher.close()
+        self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=self._store.path)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )
+
+
+class ListenerCore:
+    """The consumer side of a spool, without the waiting: the store is created at once, the
+    first ``accept()`` gets the one channel onto it, later ones wait for close."""
+
+    url: str
+
+    def __init__(self, endpoint: Endpoint, options: ChannelOptions, cfg: SpoolConfig) -> None:
+        self.url = endpoint.url
+        self._options = options
+        self._cfg = cfg
+        self._store: SpoolStore | None = cfg.store(endpoint.url)  # creates the directory
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _take_store(self) -> SpoolStore | None:
+        """The store for the one channel, or None when it was already taken.
+
+        Raises:
+            ChannelClosed: the listener is closed.
+        """
+        if self._closed:
+            raise self._closed_error()
+        store, self._store = self._store, None
+        return store
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def _no_other_channel(self) -> Timeout:
+        return Timeout(
+            f"{self.url}: a spool has one channel, already accepted; no other comes",
+            endpoint=self.url,
+        )
+
+    def _close_store(self) -> bool:
+        """Mark closed and close the store if no channel took it; False if already closed."""
+        if self._closed:
+            return False
+        self._closed = True
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        return True
