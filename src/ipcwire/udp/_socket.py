@@ -44,7 +44,9 @@ __all__ = [
     "MAX_DATAGRAM_V6",
     "DatagramFormat",
     "UdpAddress",
+    "bind_endpoint",
     "bind_socket",
+    "connected_pair",
     "proc_drops",
     "resolve",
 ]
@@ -135,6 +137,27 @@ def bind_socket(addr: UdpAddress, url: str, *, reuse: bool = False) -> socket.so
         sock.close()
         raise
     return sock
+
+
+def bind_endpoint(endpoint: Endpoint, url: str) -> tuple[socket.socket, str]:
+    """A socket bound at ``endpoint`` (loopback unless it names a host; ``url`` is named in
+    the errors), and the URL where it is bound (the real port when the URL said 0).
+
+    Raises:
+        AddressInUse, PermissionDenied, InvalidURL.
+    """
+    sock = bind_socket(resolve(endpoint, listening=True), url)
+    host, port = sock.getsockname()[:2]
+    return sock, UdpAddress(host, port).url()
+
+
+def connected_pair() -> list[tuple[socket.socket, UdpAddress]]:
+    """Two sockets on free loopback ports, each connected to the other, with its peer."""
+    socks = [bind_socket(UdpAddress("127.0.0.1", 0), "udp://127.0.0.1:0") for _ in range(2)]
+    a, b = socks
+    a.connect(b.getsockname())
+    b.connect(a.getsockname())
+    return [(s, UdpAddress(*s.getpeername()[:2])) for s in socks]
 
 
 def _udp_inodes(port: int) -> set[int]:

@@ -28,18 +28,35 @@ from typing import Any, Final
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import Endpoint, parse_url
-from ipcwire._oserror import translate
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, Listener
 from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
     FrameTooLarge,
     IpcwireError,
-    LocalProtocolError,
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.udp._socket import DatagramFormat, UdpAddress, bind_socket, proc_drops, resolve
+from ipcwire.udp._channel import (
+    Address,
+    ChannelCore,
+    ListenerCore,
+    PeerCore,
+    address_url,
+    closed_error,
+    connect_addresses,
+    not_connected_error,
+    options_for,
+    os_error,
+    send_address,
+)
+from ipcwire.udp._socket import (
+    DatagramFormat,
+    bind_endpoint,
+    bind_socket,
+    connected_pair,
+    proc_drops,
+)
 
 __all__ = [
     "UdpChannel",
@@ -51,17 +68,10 @@ __all__ = [
     "send_to",
 ]
 
-Address = tuple[str, int]
 PEER_QUEUE: Final = 1024  # datagrams buffered per accepted peer before dropping
-ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
-
-
-def _fmt_addr(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
 
 
 class _Interrupted(Exception):
@@ -118,7 +128,7 @@ class _Socket:
             wait = timeout
             while True:
                 if self.closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                    raise closed_error(self.url)
                 flags = _MSG_TRUNC
                 if wait is not None and wait <= 0:
                     flags |= _MSG_DONTWAIT
@@ -161,7 +171,7 @@ class _Socket:
         """
         with self._wlock:
             if self.closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self.url)
             if timeout != self._stimeo:
                 self._set_timeout(socket.SO_SNDTIMEO, timeout)
                 self._stimeo = timeout
@@ -197,14 +207,8 @@ class _Socket:
 
     def _error(self, exc: OSError, doing: str) -> IpcwireError:
         if self.closed:
-            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if exc.errno == errno.ECONNREFUSED:
-            return ConnectionRefused(
-                f"nothing listens at {self.url}: a datagram sent there was refused (ICMP port "
-                f"unreachable); start the receiver. The channel stays usable",
-                endpoint=self.url,
-            )
-        return translate(exc, self.url, doing)
+            return closed_error(self.url)
+        return os_error(exc, self.url, doing)
 
     def close(self) -> None:
         if self.closed:
@@ -218,19 +222,17 @@ class _Socket:
         self.sock.close()
 
 
-class UdpChannel(Channel):
+class UdpChannel(ChannelCore, Channel):
     """A UDP socket as a channel: connected (one peer) or unconnected (anyone)."""
 
     def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
-        self.url = url
-        self._peer_addr: Address | None = None
+        peer_addr: Address | None = None
         with contextlib.suppress(OSError):
-            self._peer_addr = sock.getpeername()[:2]
+            peer_addr = sock.getpeername()[:2]
         fmt = DatagramFormat(options, sock.family)
+        super().__init__(fmt, url, peer_addr)
         self._io = _Socket(sock, fmt, url)
-        self._fmt = fmt
         self._pending: deque[tuple[Any, Address]] = deque()
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     @property
     def local_address(self) -> Address:
@@ -238,17 +240,9 @@ class UdpChannel(Channel):
         addr: Address = self._io.sock.getsockname()[:2]
         return addr
 
-    @property
-    def local_url(self) -> str:
-        """``udp://host:port`` of this socket (where peers send to)."""
-        return _fmt_addr(self.local_address)
-
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._peer_addr is None and not self._io.closed:
-            raise LocalProtocolError(
-                f"{self.url} is not connected to one peer; use send_to(obj, address)",
-                endpoint=self.url,
-            )
+            raise not_connected_error(self.url)
         data = self._fmt.pack(obj)
         self._io.send(data, None, timeout)
         self._sent += 1
@@ -261,8 +255,7 @@ class UdpChannel(Channel):
             FrameTooLarge, Timeout, ChannelClosed, ChannelBroken, InvalidURL.
         """
         if isinstance(address, str):
-            a = resolve(parse_url(address), listening=False)
-            address = (a.host, a.port)
+            address = send_address(address)
         data = self._fmt.pack(obj)
         self._io.send(data, address, timeout)
         self._sent += 1
@@ -274,7 +267,7 @@ class UdpChannel(Channel):
         # The common case without the queue: one datagram is one message.
         data, size, addr = self._io.recv(timeout)
         if data is None:
-            raise self._fmt.too_large(size, _fmt_addr(addr))
+            raise self._fmt.too_large(size, address_url(addr))
         msg = self._fmt.decode(data)
         self._bytes_received += size
         self._received += 1
@@ -288,11 +281,11 @@ class UdpChannel(Channel):
             ConnectionRefused (connected mode: the peer is not there), ChannelClosed.
         """
         if self._io.closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)
         while not self._pending:
             data, size, addr = self._io.recv(timeout)
             if data is None:
-                raise self._fmt.too_large(size, _fmt_addr(addr))
+                raise self._fmt.too_large(size, address_url(addr))
             self._bytes_received += data.nbytes
             for msg in self._fmt.unpack(data):
                 self._pending.append((msg, addr))
@@ -306,32 +299,17 @@ class UdpChannel(Channel):
     def closed(self) -> bool:
         return self._io.closed
 
-    @property
-    def peer(self) -> PeerInfo | None:
-        return None if self._peer_addr is None else PeerInfo(address=_fmt_addr(self._peer_addr))
-
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            buffered_bytes=0,
-            dropped=self._io.drops(),
-        )
+        return self._statistics(0, self._io.drops())
 
 
-class _PeerChannel(Channel):
+class _PeerChannel(PeerCore["UdpListener"], Channel):
     """One peer of a :class:`UdpListener`: its datagrams, and replies to its address."""
 
     def __init__(self, listener: UdpListener, addr: Address) -> None:
-        self._listener = listener
-        self.addr = addr
-        self.url = f"{listener.url} <- {_fmt_addr(addr)}"
+        super().__init__(listener, addr)
         self._queue: deque[Any] = deque()  # guarded by the listener's condition
-        self._closed = False
         self.dropped = 0
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     def _put(self, data: memoryview) -> None:
         """Queue the messages of one datagram (the listener's condition is held)."""
@@ -363,7 +341,7 @@ class _PeerChannel(Channel):
             if not self._queue:
                 listener._pump(self._done_waiting, deadline, timeout, self)
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self.url)
             if self._queue:
                 item = self._queue.popleft()
                 if isinstance(item, IpcwireError):
@@ -374,7 +352,7 @@ class _PeerChannel(Channel):
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)
         data = self._listener._fmt.pack(obj)
         self._listener._io.send(data, self.addr, timeout)
         self._sent += 1
@@ -388,40 +366,23 @@ class _PeerChannel(Channel):
             self._listener._wake_waiters()
         self._listener._forget(self)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return PeerInfo(address=_fmt_addr(self.addr))
-
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            buffered_bytes=len(self._queue),
-            dropped=self.dropped,
-        )
+        return self._statistics(len(self._queue), self.dropped)
 
 
-class UdpListener(Listener):
+class UdpListener(ListenerCore[_PeerChannel], Listener):
     """A bound UDP socket that hands out one channel per peer address."""
 
     def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
-        self.url = url
-        self._fmt = DatagramFormat(options, sock.family)
+        super().__init__(options, url, sock.family)
         self._io = _Socket(sock, self._fmt, url)
-        self._peers: dict[Address, _PeerChannel] = {}
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
         self._reading = False  # a caller is reading the socket for everyone (see the module)
         self._waiting = 0  # callers in cond.wait() for the reader (none: no notify to do)
-        self._closed = False
-        self.dropped = 0  # datagrams from new peers while the accept backlog was full
-        self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
+
+    def _new_peer(self, addr: Address) -> _PeerChannel:
+        return _PeerChannel(self, addr)
 
     def _pump(
         self,
@@ -479,15 +440,12 @@ class UdpListener(Listener):
         """Give one datagram to its peer's channel (a new one for a new peer)."""
         ch = self._peers.get(addr)
         if ch is None:
-            if self._closed or len(self._new) >= ACCEPT_BACKLOG:
-                self.dropped += 1
+            ch = self._admit(addr, len(self._new))
+            if ch is None:
                 return
-            ch = _PeerChannel(self, addr)
-            self._peers[addr] = ch
-            self._users += 1
             self._new.append(ch)
         if data is None:
-            ch._queue.append(self._fmt.too_large(size, _fmt_addr(addr)))
+            ch._queue.append(self._fmt.too_large(size, address_url(addr)))
         else:
             ch._put(data)
 
@@ -530,10 +488,7 @@ class UdpListener(Listener):
 
     def _forget(self, ch: _PeerChannel) -> None:
         with self._cond:
-            if self._peers.get(ch.addr) is ch:
-                del self._peers[ch.addr]
-                self._users -= 1
-            last = self._users == 0
+            last = self._release(ch)
         if last:
             self._io.close()
 
@@ -546,21 +501,11 @@ class UdpListener(Listener):
             while self._new:  # accepted by nobody: close them
                 ch = self._new.popleft()
                 ch._closed = True
-                self._peers.pop(ch.addr, None)
-                self._users -= 1
-            self._users -= 1
-            last = self._users == 0
+                self._release(ch)
+            last = self._stop()
             self._wake_waiters()
         if last:
             self._io.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
-def _options(url: str, kw: dict[str, Any]) -> ChannelOptions:
-    return ChannelOptions.build(parse_url(url), kw)
 
 
 def connect(
@@ -576,15 +521,7 @@ def connect(
         ConfigurationError: ``token=`` (UDP has no handshake) or unknown options.
         AddressInUse, PermissionDenied: binding ``bind``.
     """
-    kw.pop("timeout", None)  # nothing to wait for: UDP has no connection step
-    reject_unknown(kw, endpoint, ("timeout", "bind"))
-    addr = resolve(endpoint, listening=False)
-    if bind is not None:
-        local = resolve(parse_url(bind), listening=True)
-    else:
-        loop = addr.host in ("127.0.0.1", "::1") or addr.host.startswith("127.")
-        any_host = "::" if addr.family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
-        local = UdpAddress(("::1" if ":" in addr.host else "127.0.0.1") if loop else any_host, 0)
+    addr, local = connect_addresses(endpoint, bind, kw)
     sock = bind_socket(local, endpoint.url)
     try:
         sock.connect((addr.host, addr.port))
@@ -601,11 +538,9 @@ def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> UdpListene
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
     reject_unknown(kw, endpoint, ())
-    addr = resolve(endpoint, listening=True)
-    sock = bind_socket(addr, endpoint.url)
-    host, port = sock.getsockname()[:2]
+    sock, url = bind_endpoint(endpoint, endpoint.url)
     try:
-        return UdpListener(sock, options, UdpAddress(host, port).url())
+        return UdpListener(sock, options, url)
     except BaseException:
         sock.close()
         raise
@@ -627,10 +562,8 @@ def bind(
     kw = {k: v for k, v in (("codec", codec), ("framing", framing), ("max_frame", max_frame)) if v}
     endpoint = parse_url(url)
     options = ChannelOptions.build(endpoint, kw)
-    addr = resolve(endpoint, listening=True)
-    sock = bind_socket(addr, url)
-    host, port = sock.getsockname()[:2]
-    return UdpChannel(sock, options, UdpAddress(host, port).url())
+    sock, bound = bind_endpoint(endpoint, url)
+    return UdpChannel(sock, options, bound)
 
 
 def send_to(url: str, obj: Any, **options: Any) -> None:
@@ -652,13 +585,5 @@ def pair(**options: Any) -> tuple[UdpChannel, UdpChannel]:
     Raises:
         ConfigurationError: bad options.
     """
-    socks = [bind_socket(UdpAddress("127.0.0.1", 0), "udp://127.0.0.1:0") for _ in range(2)]
-    a, b = socks
-    a.connect(b.getsockname())
-    b.connect(a.getsockname())
-    out = []
-    for s in socks:
-        host, port = s.getpeername()[:2]
-        url = UdpAddress(host, port).url()
-        out.append(UdpChannel(s, _options(url, dict(options)), url))
+    out = [UdpChannel(s, options_for(p.url(), options), p.url()) for s, p in connected_pair()]
     return out[0], out[1]

@@ -1,0 +1,226 @@
+"""What both udp drivers' channels and listeners keep and decide without waiting.
+
+The blocking driver (a blocking socket with ``SO_RCVTIMEO``; a listener's waiting callers take
+turns reading for everyone) and the asyncio driver (a datagram transport whose protocol queues
+what arrives) differ in how they wait and do I/O. The rest is here once: how an address is
+written, the words of the errors, the options and addresses of ``connect``, the counters and
+``statistics()``, what a channel for one peer of a listener is (:class:`PeerCore`), and the
+listener's table of peers: admitting a new one, forgetting one, when the socket is no longer
+used by anyone (:class:`ListenerCore`). Nothing here imports ``socket``: the socket calls are
+in :mod:`ipcwire.udp._socket`.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+from typing import Any, Final, Generic, TypeVar
+
+from ipcwire._core.url import Endpoint, parse_url
+from ipcwire._oserror import translate
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelClosed,
+    ConnectionRefused,
+    IpcwireError,
+    LocalProtocolError,
+)
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.udp._socket import DatagramFormat, UdpAddress, resolve
+
+__all__ = [
+    "ACCEPT_BACKLOG",
+    "Address",
+    "ChannelCore",
+    "ListenerCore",
+    "PeerCore",
+    "address_url",
+    "closed_error",
+    "connect_addresses",
+    "not_connected_error",
+    "options_for",
+    "os_error",
+    "send_address",
+]
+
+Address = tuple[str, int]
+ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
+
+
+def address_url(addr: Any) -> str:
+    """``udp://host:port`` of a socket address (``[host]`` for IPv6)."""
+    host, port = addr[0], addr[1]
+    return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
+
+
+def closed_error(url: str) -> ChannelClosed:
+    return ChannelClosed(f"{url} is closed", endpoint=url)
+
+
+def not_connected_error(url: str) -> LocalProtocolError:
+    """``send`` on an unconnected socket (made with ``bind``)."""
+    return LocalProtocolError(
+        f"{url} is not connected to one peer; use send_to(obj, address)", endpoint=url
+    )
+
+
+def os_error(exc: OSError, url: str, doing: str) -> IpcwireError:
+    """A socket's OSError in ipcwire's words: ECONNREFUSED (an ICMP "port unreachable" for an
+    earlier datagram) leaves the channel usable; the rest as :func:`translate` says."""
+    if exc.errno == errno.ECONNREFUSED:
+        return ConnectionRefused(
+            f"nothing listens at {url}: a datagram sent there was refused (ICMP port "
+            f"unreachable); start the receiver. The channel stays usable",
+            endpoint=url,
+        )
+    return translate(exc, url, doing)
+
+
+def send_address(address: str) -> Address:
+    """The (host, port) of ``udp://host:port`` for ``send_to``.
+
+    Raises:
+        InvalidURL: no host or port, or a host that does not resolve.
+    """
+    a = resolve(parse_url(address), listening=False)
+    return (a.host, a.port)
+
+
+def options_for(url: str, options: dict[str, Any]) -> ChannelOptions:
+    return ChannelOptions.build(parse_url(url), dict(options))
+
+
+def connect_addresses(
+    endpoint: Endpoint, bind: str | None, kw: dict[str, Any]
+) -> tuple[UdpAddress, UdpAddress]:
+    """The peer's address and where this end binds, for ``connect``: ``bind`` if given, else a
+    free port on loopback for a loopback peer, or on every address of the peer's family.
+
+    Raises:
+        InvalidURL: no host or port. ConfigurationError: unknown options.
+    """
+    kw.pop("timeout", None)  # nothing to wait for: UDP has no connection step
+    reject_unknown(kw, endpoint, ("timeout", "bind"))
+    addr = resolve(endpoint, listening=False)
+    if bind is not None:
+        return addr, resolve(parse_url(bind), listening=True)
+    v6 = ":" in addr.host
+    if addr.host in ("127.0.0.1", "::1") or addr.host.startswith("127."):
+        return addr, UdpAddress("::1" if v6 else "127.0.0.1", 0)
+    return addr, UdpAddress("::" if v6 else "0.0.0.0", 0)  # noqa: S104
+
+
+class _Counters:
+    """The counters of a channel; the drivers add to them where they send and receive."""
+
+    def __init__(self) -> None:
+        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+
+    def _statistics(self, buffered: int, dropped: int) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            buffered_bytes=buffered,
+            dropped=dropped,
+        )
+
+
+class ChannelCore(_Counters):
+    """A connected or unconnected UDP channel (``connect``, ``bind``, ``pair``), without the
+    socket. Subclasses add the I/O and ``local_address``."""
+
+    def __init__(self, fmt: DatagramFormat, url: str, peer_addr: Address | None) -> None:
+        super().__init__()
+        self.url = url
+        self._fmt = fmt
+        self._peer_addr = peer_addr
+
+    @property
+    @abc.abstractmethod
+    def local_address(self) -> Address:
+        """The (host, port) this socket is bound to."""
+
+    @property
+    def local_url(self) -> str:
+        """``udp://host:port`` of this socket (where peers send to)."""
+        return address_url(self.local_address)
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return None if self._peer_addr is None else PeerInfo(address=address_url(self._peer_addr))
+
+
+L = TypeVar("L", bound="ListenerCore[Any]")
+
+
+class PeerCore(_Counters, Generic[L]):
+    """One peer of a listener: its datagrams, and replies to its address."""
+
+    def __init__(self, listener: L, addr: Address) -> None:
+        super().__init__()
+        self._listener = listener
+        self.addr = addr
+        self.url = f"{listener.url} <- {address_url(addr)}"
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return PeerInfo(address=address_url(self.addr))
+
+
+P = TypeVar("P", bound=PeerCore[Any])
+
+
+class ListenerCore(Generic[P]):
+    """A bound socket's table of peers; a channel per peer address.
+
+    The socket is used by the listener and by every peer channel not closed yet: it closes
+    when :meth:`_release` or :meth:`_stop` says nobody uses it any more.
+    """
+
+    def __init__(self, options: ChannelOptions, url: str, family: Any) -> None:
+        self.url = url
+        self._fmt = DatagramFormat(options, family)
+        self._peers: dict[Address, P] = {}
+        self._closed = False
+        self.dropped = 0  # datagrams from new peers while the accept backlog was full
+        self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
+
+    @abc.abstractmethod
+    def _new_peer(self, addr: Address) -> P:
+        """A channel for the peer at ``addr``."""
+
+    def _admit(self, addr: Address, waiting: int) -> P | None:
+        """A channel for a new peer, whose first datagram came in; None (and the datagram
+        counted in ``dropped``) when the listener is closed or ``waiting`` (peers not accepted
+        yet) is at :data:`ACCEPT_BACKLOG`."""
+        if self._closed or waiting >= ACCEPT_BACKLOG:
+            self.dropped += 1
+            return None
+        ch = self._peers[addr] = self._new_peer(addr)
+        self._users += 1
+        return ch
+
+    def _release(self, ch: P) -> bool:
+        """Forget a closed peer channel; True if nobody uses the socket any more."""
+        if self._peers.get(ch.addr) is ch:
+            del self._peers[ch.addr]
+            self._users -= 1
+            return self._users == 0
+        return False
+
+    def _stop(self) -> bool:
+        """The listener let go of the socket (``close()`` set ``_closed`` and closed the peers
+        nobody accepted; the others go on); True if nobody uses it any more."""
+        self._users -= 1
+        return self._users == 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
