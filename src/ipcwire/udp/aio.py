@@ -8,34 +8,38 @@ slow the sender down).
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 from collections import deque
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
-from ipcwire._oserror import translate
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import (
-    ChannelClosed,
-    ConnectionRefused,
-    IpcwireError,
-    LocalProtocolError,
-    Timeout,
-)
+from ipcwire.channel import ChannelStatistics
+from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.udp._socket import DatagramFormat, UdpAddress, bind_socket, resolve
+from ipcwire.udp._channel import (
+    Address,
+    ChannelCore,
+    ListenerCore,
+    PeerCore,
+    address_url,
+    closed_error,
+    connect_addresses,
+    not_connected_error,
+    options_for,
+    os_error,
+    send_address,
+)
+from ipcwire.udp._socket import (
+    DatagramFormat,
+    bind_endpoint,
+    bind_socket,
+    connected_pair,
+)
 
 __all__ = ["AioUdpChannel", "AioUdpListener", "connect", "listen"]
 
 QUEUE: Final = 4096
-Address = tuple[str, int]
-
-
-def _fmt_addr(addr: Any) -> str:
-    host, port = addr[0], addr[1]
-    return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
 
 
 class _Queue:
@@ -55,6 +59,19 @@ class _Queue:
         self.items.append(item)
         self.wake()
 
+    def put_datagram(self, fmt: DatagramFormat, data: bytes, addr: Address) -> None:
+        """Queue the messages of one datagram, or the error ``recv`` raises in their place."""
+        if len(data) > fmt.max_frame:
+            self.put(fmt.too_large(len(data), address_url(addr)))
+            return
+        try:
+            msgs = fmt.unpack(memoryview(data))
+        except IpcwireError as exc:
+            self.put(exc)
+            return
+        for msg in msgs:
+            self.put((msg, addr))
+
     def wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
@@ -63,7 +80,7 @@ class _Queue:
     async def get(self, timeout: float | None) -> tuple[Any, Address]:
         while True:
             if self.closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self.url)
             if self.items:
                 item = self.items.popleft()
                 if isinstance(item, IpcwireError):
@@ -99,48 +116,29 @@ class _Protocol(asyncio.DatagramProtocol):
         self.owner._lost()
 
 
-def _unpack(fmt: DatagramFormat, data: bytes, addr: Address) -> list[Any] | IpcwireError:
-    if len(data) > fmt.max_frame:
-        return fmt.too_large(len(data), _fmt_addr(addr))
-    try:
-        return fmt.unpack(memoryview(data))
-    except IpcwireError as exc:
-        return exc
-
-
-class AioUdpChannel(AioChannel):
+class AioUdpChannel(ChannelCore, AioChannel):
     """A UDP socket as an asyncio channel (connected, or unconnected with send_to)."""
 
-    def __init__(self, options: ChannelOptions, url: str, family: socket.AddressFamily) -> None:
-        self.url = url
-        self._fmt = DatagramFormat(options, family)
+    def __init__(
+        self,
+        options: ChannelOptions,
+        url: str,
+        family: socket.AddressFamily,
+        peer_addr: Address | None = None,
+    ) -> None:
+        super().__init__(DatagramFormat(options, family), url, peer_addr)
         self._q = _Queue(url)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
-        self._peer_addr: Address | None = None
         self._closed = False
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     def _datagram(self, data: bytes, addr: Address) -> None:
         self._bytes_received += len(data)
-        got = _unpack(self._fmt, data, addr)
-        if isinstance(got, IpcwireError):
-            self._q.put(got)
-            return
-        for msg in got:
-            self._q.put((msg, addr))
+        self._q.put_datagram(self._fmt, data, addr)
 
     def _error(self, exc: Exception) -> None:
-        if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
-            self._q.put(
-                ConnectionRefused(
-                    f"nothing listens at {self.url}: a datagram sent there was refused (ICMP "
-                    f"port unreachable); start the receiver. The channel stays usable",
-                    endpoint=self.url,
-                )
-            )
-        elif isinstance(exc, OSError):
-            self._q.put(translate(exc, self.url, "receiving from"))
+        if isinstance(exc, OSError):
+            self._q.put(os_error(exc, self.url, "receiving from"))
 
     def _lost(self) -> None:
         self._q.wake()
@@ -152,23 +150,15 @@ class AioUdpChannel(AioChannel):
         addr = self._transport.get_extra_info("sockname")
         return (addr[0], addr[1])
 
-    @property
-    def local_url(self) -> str:
-        """``udp://host:port`` of this socket."""
-        return _fmt_addr(self.local_address)
-
     def _check_open(self) -> asyncio.DatagramTransport:
         if self._closed or self._transport is None:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)
         return self._transport
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         t = self._check_open()
         if self._peer_addr is None:
-            raise LocalProtocolError(
-                f"{self.url} is not connected to one peer; use send_to(obj, address)",
-                endpoint=self.url,
-            )
+            raise not_connected_error(self.url)
         data = self._fmt.pack(obj)
         _sendto(t, self._sock, data, None)
         self._sent += 1
@@ -184,8 +174,7 @@ class AioUdpChannel(AioChannel):
         """
         t = self._check_open()
         if isinstance(address, str):
-            a = resolve(parse_url(address), listening=False)
-            address = (a.host, a.port)
+            address = send_address(address)
         data = self._fmt.pack(obj)
         _sendto(t, self._sock, data, address)
         self._sent += 1
@@ -201,7 +190,7 @@ class AioUdpChannel(AioChannel):
             Timeout, FrameTooLarge (dropped), ConnectionRefused (usable), ChannelClosed.
         """
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)
         item = await self._q.get(timeout)
         self._received += 1
         return item
@@ -222,32 +211,18 @@ class AioUdpChannel(AioChannel):
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def peer(self) -> PeerInfo | None:
-        return None if self._peer_addr is None else PeerInfo(address=_fmt_addr(self._peer_addr))
-
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-            dropped=self._q.dropped,
-        )
+        return self._statistics(0, self._q.dropped)
 
 
-class _AioPeerChannel(AioChannel):
+class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
     def __init__(self, listener: AioUdpListener, addr: Address) -> None:
-        self._listener = listener
-        self.addr = addr
-        self.url = f"{listener.url} <- {_fmt_addr(addr)}"
+        super().__init__(listener, addr)
         self._q = _Queue(self.url)
-        self._closed = False
-        self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed or self._listener._transport is None:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)
         data = self._listener._fmt.pack(obj)
         _sendto(self._listener._transport, self._listener._sock, data, self.addr)
         self._sent += 1
@@ -269,51 +244,31 @@ class _AioPeerChannel(AioChannel):
     async def aclose(self) -> None:
         self.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return PeerInfo(address=_fmt_addr(self.addr))
-
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            self._sent, self._received, self._bytes_sent, self._bytes_received,
-            buffered_bytes=len(self._q.items), dropped=self._q.dropped,
-        )  # fmt: skip
+        return self._statistics(len(self._q.items), self._q.dropped)
 
 
-class AioUdpListener(AioListener):
+class AioUdpListener(ListenerCore[_AioPeerChannel], AioListener):
     """One bound socket; a channel per peer address (see the blocking listener)."""
 
     def __init__(self, options: ChannelOptions, url: str, family: socket.AddressFamily) -> None:
-        self.url = url
-        self._fmt = DatagramFormat(options, family)
+        super().__init__(options, url, family)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
-        self._peers: dict[Address, _AioPeerChannel] = {}
         self._new: AcceptQueue[_AioPeerChannel] = AcceptQueue("no new peer at")
-        self._closed = False
-        self._users = 1
-        self.dropped = 0
+
+    def _new_peer(self, addr: Address) -> _AioPeerChannel:
+        return _AioPeerChannel(self, addr)
 
     def _datagram(self, data: bytes, addr: Address) -> None:
         ch = self._peers.get(addr)
         if ch is None:
-            if self._closed or self._new.qsize() >= 128:
-                self.dropped += 1
+            ch = self._admit(addr, self._new.qsize())
+            if ch is None:
                 return
-            ch = self._peers[addr] = _AioPeerChannel(self, addr)
-            self._users += 1
             self._new.put(ch)
         ch._bytes_received += len(data)
-        got = _unpack(self._fmt, data, addr)
-        if isinstance(got, IpcwireError):
-            ch._q.put(got)
-            return
-        for msg in got:
-            ch._q.put((msg, addr))
+        ch._q.put_datagram(self._fmt, data, addr)
 
     def _error(self, exc: Exception) -> None:
         pass  # ICMP errors for replies to peers that left: nothing to do
@@ -338,24 +293,16 @@ class AioUdpListener(AioListener):
         return await self._new.get(self.url, timeout)
 
     def _forget(self, ch: _AioPeerChannel) -> None:
-        if self._peers.get(ch.addr) is ch:
-            del self._peers[ch.addr]
-            self._users -= 1
-            if self._users == 0 and self._transport is not None:
-                self._transport.close()
+        if self._release(ch) and self._transport is not None:
+            self._transport.close()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._new.close()
-        self._users -= 1
-        if self._users == 0 and self._transport is not None:
+        self._new.close()  # closes the peers nobody accepted
+        if self._stop() and self._transport is not None:
             self._transport.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 async def _endpoint(sock: socket.socket, owner: AioUdpChannel | AioUdpListener) -> None:
@@ -387,21 +334,11 @@ async def connect(
     Raises:
         InvalidURL, ConfigurationError, AddressInUse, PermissionDenied.
     """
-    kw.pop("timeout", None)
-    reject_unknown(kw, endpoint, ("timeout", "bind"))
-    addr = resolve(endpoint, listening=False)
-    if bind is not None:
-        local = resolve(parse_url(bind), listening=True)
-    else:
-        loop_host = addr.host in ("127.0.0.1", "::1") or addr.host.startswith("127.")
-        any_host = "::" if addr.family == socket.AF_INET6 else "0.0.0.0"  # noqa: S104
-        lo = "::1" if ":" in addr.host else "127.0.0.1"
-        local = UdpAddress(lo if loop_host else any_host, 0)
+    addr, local = connect_addresses(endpoint, bind, kw)
     sock = bind_socket(local, endpoint.url)
     try:
         sock.connect((addr.host, addr.port))
-        ch = AioUdpChannel(options, addr.url(), sock.family)
-        ch._peer_addr = (addr.host, addr.port)
+        ch = AioUdpChannel(options, addr.url(), sock.family, (addr.host, addr.port))
         await _endpoint(sock, ch)
     except BaseException:
         sock.close()
@@ -416,11 +353,9 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioU
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
     reject_unknown(kw, endpoint, ())
-    addr = resolve(endpoint, listening=True)
-    sock = bind_socket(addr, endpoint.url)
-    host, port = sock.getsockname()[:2]
+    sock, bound = bind_endpoint(endpoint, endpoint.url)
     try:
-        listener = AioUdpListener(options, UdpAddress(host, port).url(), sock.family)
+        listener = AioUdpListener(options, bound, sock.family)
         await _endpoint(sock, listener)
     except BaseException:
         sock.close()
@@ -436,11 +371,9 @@ async def bind(url: str = "udp://127.0.0.1:0", **options: Any) -> AioUdpChannel:
     """
     endpoint = parse_url(url)
     opts = ChannelOptions.build(endpoint, dict(options))
-    addr = resolve(endpoint, listening=True)
-    sock = bind_socket(addr, url)
-    host, port = sock.getsockname()[:2]
+    sock, bound = bind_endpoint(endpoint, url)
     try:
-        ch = AioUdpChannel(opts, UdpAddress(host, port).url(), sock.family)
+        ch = AioUdpChannel(opts, bound, sock.family)
         await _endpoint(sock, ch)
     except BaseException:
         sock.close()
@@ -454,15 +387,9 @@ async def pair(**options: Any) -> tuple[AioUdpChannel, AioUdpChannel]:
     Raises:
         ConfigurationError: bad options.
     """
-    socks = [bind_socket(UdpAddress("127.0.0.1", 0), "udp://127.0.0.1:0") for _ in range(2)]
-    socks[0].connect(socks[1].getsockname())
-    socks[1].connect(socks[0].getsockname())
     out = []
-    for s in socks:
-        host, port = s.getpeername()[:2]
-        url = UdpAddress(host, port).url()
-        ch = AioUdpChannel(ChannelOptions.build(parse_url(url), dict(options)), url, s.family)
-        ch._peer_addr = (host, port)
+    for s, p in connected_pair():
+        ch = AioUdpChannel(options_for(p.url(), options), p.url(), s.family, (p.host, p.port))
         await _endpoint(s, ch)
         out.append(ch)
     return out[0], out[1]
