@@ -77,6 +77,11 @@ class _Queue:
         if w is not None and not w.done():
             w.set_result(None)
 
+    def close(self) -> None:
+        """``get`` raises ChannelClosed from now on (a waiting one too)."""
+        self.closed = True
+        self.wake()
+
     async def get(self, timeout: float | None) -> tuple[Any, Address]:
         while True:
             if self.closed:
@@ -199,8 +204,7 @@ class AioUdpChannel(ChannelCore, AioChannel):
         if self._closed:
             return
         self._closed = True
-        self._q.closed = True
-        self._q.wake()
+        self._q.close()
         if self._transport is not None:
             self._transport.close()
 
@@ -237,8 +241,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
         if self._closed:
             return
         self._closed = True
-        self._q.closed = True
-        self._q.wake()
+        self._q.close()
         self._listener._forget(self)
 
     async def aclose(self) -> None:
