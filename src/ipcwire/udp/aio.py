@@ -7,6 +7,7 @@ slow the sender down).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import socket
 from collections import deque
@@ -107,8 +108,42 @@ class _Queue:
                 self.waiter = None
 
 
+class _Endpoint:
+    """The owner of a datagram endpoint (a channel, or a listener): its transport, and the
+    socket under it (for the empty datagrams ``transport.sendto`` skips)."""
+
+    _transport: asyncio.DatagramTransport | None
+    _sock: socket.socket | None
+
+    async def _open(self, sock: socket.socket) -> None:
+        """Put ``sock`` in the event loop; its datagrams go to :meth:`_datagram`."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        self._transport = transport
+        self._sock = sock
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, port) this socket is bound to (the real port when the URL said 0)."""
+        assert self._transport is not None
+        addr = self._transport.get_extra_info("sockname")
+        return (addr[0], addr[1])
+
+    @abc.abstractmethod
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        """One datagram arrived from ``addr``."""
+
+    @abc.abstractmethod
+    def _error(self, exc: Exception) -> None:
+        """The socket reported an error (an ICMP error for an earlier datagram)."""
+
+    @abc.abstractmethod
+    def _lost(self) -> None:
+        """The transport closed."""
+
+
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: AioUdpChannel | AioUdpListener) -> None:
+    def __init__(self, owner: _Endpoint) -> None:
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -121,7 +156,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.owner._lost()
 
 
-class AioUdpChannel(ChannelCore, AioChannel):
+class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
     """A UDP socket as an asyncio channel (connected, or unconnected with send_to)."""
 
     def __init__(
@@ -147,13 +182,6 @@ class AioUdpChannel(ChannelCore, AioChannel):
 
     def _lost(self) -> None:
         self._q.wake()
-
-    @property
-    def local_address(self) -> Address:
-        """The (host, port) this socket is bound to."""
-        assert self._transport is not None
-        addr = self._transport.get_extra_info("sockname")
-        return (addr[0], addr[1])
 
     def _check_open(self) -> asyncio.DatagramTransport:
         if self._closed or self._transport is None:
@@ -251,7 +279,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
         return self._statistics(len(self._q.items), self._q.dropped)
 
 
-class AioUdpListener(ListenerCore[_AioPeerChannel], AioListener):
+class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
     """One bound socket; a channel per peer address (see the blocking listener)."""
 
     def __init__(self, options: ChannelOptions, url: str, family: socket.AddressFamily) -> None:
@@ -280,13 +308,6 @@ class AioUdpListener(ListenerCore[_AioPeerChannel], AioListener):
         for ch in list(self._peers.values()):
             ch._q.wake()
 
-    @property
-    def local_address(self) -> Address:
-        """The (host, port) bound."""
-        assert self._transport is not None
-        addr = self._transport.get_extra_info("sockname")
-        return (addr[0], addr[1])
-
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         """A channel for the next new peer.
 
@@ -306,13 +327,6 @@ class AioUdpListener(ListenerCore[_AioPeerChannel], AioListener):
         self._new.close()  # closes the peers nobody accepted
         if self._stop() and self._transport is not None:
             self._transport.close()
-
-
-async def _endpoint(sock: socket.socket, owner: AioUdpChannel | AioUdpListener) -> None:
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(owner), sock=sock)
-    owner._transport = transport
-    owner._sock = sock
 
 
 def _sendto(t: asyncio.DatagramTransport, sock: socket.socket | None, data: Any, addr: Any) -> None:
@@ -342,7 +356,7 @@ async def connect(
     try:
         sock.connect((addr.host, addr.port))
         ch = AioUdpChannel(options, addr.url(), sock.family, (addr.host, addr.port))
-        await _endpoint(sock, ch)
+        await ch._open(sock)
     except BaseException:
         sock.close()
         raise
@@ -359,7 +373,7 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioU
     sock, bound = bind_endpoint(endpoint, endpoint.url)
     try:
         listener = AioUdpListener(options, bound, sock.family)
-        await _endpoint(sock, listener)
+        await listener._open(sock)
     except BaseException:
         sock.close()
         raise
@@ -377,7 +391,7 @@ async def bind(url: str = "udp://127.0.0.1:0", **options: Any) -> AioUdpChannel:
     sock, bound = bind_endpoint(endpoint, url)
     try:
         ch = AioUdpChannel(opts, bound, sock.family)
-        await _endpoint(sock, ch)
+        await ch._open(sock)
     except BaseException:
         sock.close()
         raise
@@ -393,6 +407,6 @@ async def pair(**options: Any) -> tuple[AioUdpChannel, AioUdpChannel]:
     out = []
     for s, p in connected_pair():
         ch = AioUdpChannel(options_for(p.url(), options), p.url(), s.family, (p.host, p.port))
-        await _endpoint(s, ch)
+        await ch._open(s)
         out.append(ch)
     return out[0], out[1]
