@@ -21,7 +21,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast._private.address import parse_address
 from dbus_fast._private.unmarshaller import Unmarshaller
 
-from ipcwire.dbus._proto import HOW_TO_START, bus_call
+from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -37,14 +37,6 @@ log = logging.getLogger("ipcwire")
 CLOSE_TIMEOUT = 2.0
 Handler = Callable[[Message], None]
 ReplyCallback = Callable[[Message | None, IpcwireError | None], None]
-
-
-class DbusError(ChannelBroken):
-    """A D-Bus error reply (``name`` is the D-Bus error name)."""
-
-    def __init__(self, message: str, *, name: str, endpoint: str | None = None) -> None:
-        super().__init__(message, endpoint=endpoint)
-        self.name = name
 
 
 def _connect_socket(address: str, timeout: float) -> socket.socket:
@@ -188,12 +180,7 @@ class BusConnection:
             raise result
         assert result is not None
         if result.message_type is MessageType.ERROR:
-            detail = result.body[0] if result.body and isinstance(result.body[0], str) else ""
-            raise DbusError(
-                f"{msg.destination} answered {msg.member} with {result.error_name}: {detail}",
-                name=str(result.error_name),
-                endpoint=self.label,
-            )
+            raise error_reply(msg, result, self.label)
         return result
 
     def add_match(self, rule: str) -> None:

@@ -32,6 +32,7 @@ from ipcwire._core.url import Endpoint, parse_url
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
+    ChannelBroken,
     ConnectionRefused,
     InvalidURL,
     IpcwireError,
@@ -48,11 +49,13 @@ __all__ = [
     "MAX_MESSAGE",
     "WINDOW",
     "WINDOW_BYTES",
+    "DbusError",
     "Target",
     "address_option",
     "bus_address",
     "close_call",
     "deliver_call",
+    "error_reply",
     "event_signal",
     "handshake_call",
     "handshake_failed",
@@ -88,6 +91,15 @@ HOW_TO_START = (
     "`eval $(dbus-launch --sh-syntax)`, or `dbus-daemon --session --fork --print-address` "
     "and export DBUS_SESSION_BUS_ADDRESS=<the address it printed>"
 )
+
+
+class DbusError(ChannelBroken):
+    """An error reply to a D-Bus call (``name`` is the D-Bus error name); both drivers raise
+    it (see :func:`error_reply`)."""
+
+    def __init__(self, message: str, *, name: str, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.name = name
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,3 +368,12 @@ def error_text(msg: Message) -> str:
     """``Name: text`` of an error reply."""
     detail = msg.body[0] if msg.body and isinstance(msg.body[0], str) else ""
     return f"{msg.error_name}: {detail}" if detail else str(msg.error_name)
+
+
+def error_reply(call: Message, reply: Message, endpoint: str | None) -> DbusError:
+    """The error to raise for ``reply``, an error reply to ``call``."""
+    return DbusError(
+        f"{call.destination} answered {call.member} with {error_text(reply)}",
+        name=str(reply.error_name),
+        endpoint=endpoint,
+    )

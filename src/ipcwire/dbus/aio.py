@@ -26,10 +26,11 @@ from ipcwire.dbus._proto import (
     ERROR_REFUSED,
     HOW_TO_START,
     NAME_HAS_NO_OWNER,
+    DbusError,
     Target,
     bus_call,
     deliver_call,
-    error_text,
+    error_reply,
     event_rule,
     handshake_call,
     handshake_failed,
@@ -117,7 +118,12 @@ async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
 
 
 async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) -> Message:
-    """A method call's reply; errors as ipcwire errors."""
+    """A method call's reply.
+
+    Raises:
+        DbusError: an error reply. Timeout: no reply in time. ChannelBroken: the connection
+        failed.
+    """
     try:
         async with asyncio.timeout(timeout):
             reply = await bus.call(msg)
@@ -126,9 +132,7 @@ async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) 
     except Exception as exc:
         raise ChannelBroken(f"{url}: the bus connection failed: {exc}", endpoint=url) from exc
     if reply.message_type is MessageType.ERROR:
-        err = ChannelBroken(f"{msg.member} failed: {error_text(reply)}", endpoint=url)
-        err.dbus_name = reply.error_name  # type: ignore[attr-defined]
-        raise err
+        raise error_reply(msg, reply, url)
     return reply
 
 
@@ -335,9 +339,8 @@ async def connect(
         while True:
             try:
                 reply = await _call(bus, handshake_call(owner, target.path, chan, text), limit, url)
-            except ChannelBroken as exc:
-                refused = getattr(exc, "dbus_name", None) == ERROR_REFUSED
-                raise handshake_failed(url, target, exc, refused) from None
+            except DbusError as exc:
+                raise handshake_failed(url, target, exc, exc.name == ERROR_REFUSED) from None
             chan, answer = reply.body
             step = hs.receive(answer.encode())
             if step.done:
@@ -360,16 +363,17 @@ async def _find_owner(
     loop = asyncio.get_running_loop()
     delays = backoff_delays()
     while True:
-        reply = await bus.call(bus_call("GetNameOwner", "s", [target.name]))
-        if reply.message_type is MessageType.METHOD_RETURN:
+        try:
+            reply = await _call(bus, bus_call("GetNameOwner", "s", [target.name]), limit, url)
             owner: str = reply.body[0]
             return owner
-        if reply.error_name != NAME_HAS_NO_OWNER:
-            raise ChannelBroken(f"{url}: {error_text(reply)}", endpoint=url)
-        left = start + (reconnect or 0) - loop.time()
-        if left <= 0:
-            raise nobody_listening(url, target)
-        await asyncio.sleep(min(next(delays), left))
+        except DbusError as exc:
+            if exc.name != NAME_HAS_NO_OWNER:
+                raise
+            left = start + (reconnect or 0) - loop.time()
+            if left <= 0:
+                raise nobody_listening(url, target) from None
+            await asyncio.sleep(min(next(delays), left))
 
 
 class AioDbusListener(ListenerState, AioListener):

@@ -20,12 +20,13 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.dbus._conn import BusConnection, DbusError
+from ipcwire.dbus._conn import BusConnection
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     ERROR_CLOSED,
     ERROR_REFUSED,
     NAME_HAS_NO_OWNER,
+    DbusError,
     Target,
     bus_call,
     deliver_call,
