@@ -1,4 +1,5 @@
-"""A private D-Bus session daemon for the tests: started once, stopped at the end."""
+"""Private D-Bus session daemons for the tests: one for the whole session, and one a test may
+kill (``killable_bus``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,10 @@ import pytest
 _n = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def dbus_session() -> Iterator[str]:
-    """Start ``dbus-daemon --session`` on a private socket; its address is exported as
-    DBUS_SESSION_BUS_ADDRESS (child processes inherit it) for the whole session."""
+@contextmanager
+def _daemon() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``dbus-daemon --session`` on a private socket: its address (once it listens) and its
+    process; stopped (if still running) and removed at the end."""
     exe = shutil.which("dbus-daemon")
     assert exe, "dbus-daemon is missing: install Debian's dbus package (./dev test does)"
     d = tempfile.mkdtemp(prefix="iw-dbus-")
@@ -30,24 +32,43 @@ def dbus_session() -> Iterator[str]:
             text=True,
         )
     assert proc.stdout is not None
-    address = proc.stdout.readline().strip()  # printed once it listens: ready
-    if not address:
-        proc.wait(10)
-        log_text = Path(d, "daemon.log").read_text()
-        raise AssertionError(f"dbus-daemon did not start: {log_text}")
-    old = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-    os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
     try:
-        yield address
+        address = proc.stdout.readline().strip()  # printed once it listens: ready
+        if not address:
+            proc.wait(10)
+            log_text = Path(d, "daemon.log").read_text()
+            raise AssertionError(f"dbus-daemon did not start: {log_text}")
+        yield address, proc
     finally:
-        if old is None:
-            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SESSION_BUS_ADDRESS"] = old
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.wait(10)
         proc.stdout.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dbus_session() -> Iterator[str]:
+    """Start ``dbus-daemon --session`` on a private socket; its address is exported as
+    DBUS_SESSION_BUS_ADDRESS (child processes inherit it) for the whole session."""
+    with _daemon() as (address, _):
+        old = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
+        try:
+            yield address
+        finally:
+            if old is None:
+                os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+            else:
+                os.environ["DBUS_SESSION_BUS_ADDRESS"] = old
+
+
+@pytest.fixture
+def killable_bus() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A daemon of this test's own (pass its address as ``address=``), and its process, for
+    the test to kill."""
+    with _daemon() as bus:
+        yield bus
 
 
 @pytest.fixture

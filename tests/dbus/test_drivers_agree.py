@@ -1,9 +1,13 @@
-"""The asyncio D-Bus driver does what the blocking one does, against real daemons: an error
-reply of the bus is the same exception."""
+"""The asyncio D-Bus driver does what the blocking one does, against real daemons: a
+subscription whose bus connection ends raises at once, and an error reply of the bus is the
+same exception."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +19,36 @@ from ipcwire.errors import ChannelBroken
 
 DRIVERS = ["blocking", "asyncio"]
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
+
+
+def _kill(daemon: subprocess.Popen[str]) -> None:
+    os.kill(daemon.pid, signal.SIGKILL)
+    daemon.wait(20)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_subscription_whose_bus_died_raises(
+    driver: str, killable_bus: tuple[str, subprocess.Popen[str]]
+) -> None:
+    address, daemon = killable_bus
+    url = "dbus://session/io.ipcwire.Gone/io/ipcwire/Gone"
+    if driver == "blocking":
+        with blocking.subscribe(url, address=address, timeout=10) as sub:
+            _kill(daemon)
+            with pytest.raises(ChannelBroken) as err:
+                sub.recv_event(timeout=30)  # raises when the connection ends, not at 30 s
+    else:
+
+        async def main() -> pytest.ExceptionInfo[ChannelBroken]:
+            async with await dbus_aio.subscribe(url, address=address, timeout=10) as sub:
+                _kill(daemon)
+                with pytest.raises(ChannelBroken) as err:
+                    await sub.recv_event(timeout=30)
+                return err
+
+        err = asyncio.run(main())
+    assert err.value.endpoint == url
+    assert "subscribe again" in str(err.value)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -229,7 +229,7 @@ class BusConnection:
                 err = ChannelClosed(f"{self.label} is closed", endpoint=self.label)
             else:
                 err = ChannelBroken(
-                    f"the D-Bus daemon closed the connection ({exc or 'end of stream'})",
+                    f"the D-Bus daemon closed the connection ({str(exc) or 'end of stream'})",
                     endpoint=self.label,
                 )
         except Exception as exc:  # a malformed message: the stream is out of step

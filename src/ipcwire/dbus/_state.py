@@ -455,7 +455,32 @@ class SubscriptionState:
         self._decode = wire.decode
         self._queue: deque[tuple[str, bytes]] = deque()
         self._closed = False
+        self._gone: IpcwireError | None = None  # why the bus connection ended
         self._received = self._bytes_received = 0
+
+    def _bus_gone(self, why: str) -> ChannelBroken:
+        """What a subscription raises once its bus connection ended (``why``), after the
+        events it had received."""
+        return ChannelBroken(
+            f"{self.url}: the subscription's bus connection ended: {why}. The daemon stopped, "
+            f"or dropped this subscriber (it does when one reads too slowly): subscribe again "
+            f"once the bus is back (events published meanwhile are lost)",
+            endpoint=self.url,
+        )
+
+    def _next(self) -> tuple[str, bytes] | None:
+        """The next received event's topic and payload, or None while there is none.
+
+        Raises:
+            ChannelClosed, ChannelBroken (the bus connection ended): none will come.
+        """
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._queue:
+            return self._queue.popleft()
+        if self._gone is not None:
+            raise self._gone
+        return None
 
     def _only_receives(self) -> LocalProtocolError:
         return LocalProtocolError(

@@ -500,13 +500,29 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         self._waiter: asyncio.Future[None] | None = None
         self._handler: Callable[[Message], None] = self._signal
         bus.add_message_handler(self._handler)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_disconnect())
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def _signal(self, msg: Message) -> None:
         if is_event(msg, self._target.path):
             self._queue.append((msg.body[0], msg.body[1]))
-            w = self._waiter
-            if w is not None and not w.done():
-                w.set_result(None)
+            self._wake()
+
+    async def _watch_disconnect(self) -> None:
+        cause: Exception | None = None
+        try:
+            await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+            why = "the bus connection was closed"
+        except Exception as exc:
+            cause = exc
+            why = f"the D-Bus daemon closed the connection ({str(exc) or 'end of stream'})"
+        self._gone = self._bus_gone(why)
+        self._gone.__cause__ = cause
+        self._wake()
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         raise self._only_receives()
@@ -518,11 +534,9 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         """The next event as ``(topic, message)``.
 
         Raises:
-            Timeout, ChannelClosed.
+            Timeout, ChannelClosed, ChannelBroken (the bus connection ended).
         """
-        while not self._queue:
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        while (event := self._next()) is None:
             if timeout == 0:
                 raise Timeout(f"no event from {self.url} yet", endpoint=self.url)
             fut = self._waiter = asyncio.get_running_loop().create_future()
@@ -533,18 +547,13 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
                 raise Timeout(f"no event from {self.url} within {timeout} s") from None
             finally:
                 self._waiter = None
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        topic, payload = self._queue.popleft()
-        return self._taken(topic, payload)
+        return self._taken(*event)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake()
         self._bus.disconnect()
 
     async def aclose(self) -> None:

@@ -425,7 +425,7 @@ class DbusSubscription(SubscriptionState, Channel):
         self._rule = rule
         self._cond = threading.Condition()
         conn.add_handler(self._signal)
-        conn.on_lost(lambda err: self._wake())
+        conn.on_lost(self._lost)
 
     def _signal(self, msg: Message) -> None:
         if is_event(msg, self._target.path):
@@ -433,8 +433,11 @@ class DbusSubscription(SubscriptionState, Channel):
                 self._queue.append((msg.body[0], msg.body[1]))
                 self._cond.notify_all()
 
-    def _wake(self) -> None:
+    def _lost(self, err: IpcwireError) -> None:
+        gone = self._bus_gone(str(err))
+        gone.__cause__ = err
         with self._cond:
+            self._gone = gone
             self._cond.notify_all()
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -451,16 +454,9 @@ class DbusSubscription(SubscriptionState, Channel):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                if self._queue:
-                    topic, payload = self._queue.popleft()
-                    break
-                if self._conn.error is not None:
-                    raise self._conn.error
+            while (event := self._next()) is None:
                 self._cond.wait(seconds_left(deadline, f"no event from {self.url} yet", self.url))
-        return self._taken(topic, payload)
+        return self._taken(*event)
 
     def close(self) -> None:
         with self._cond:
