@@ -1,6 +1,6 @@
 """The asyncio D-Bus driver does what the blocking one does, against real daemons: a
-subscription whose bus connection ends raises at once, and an error reply of the bus is the
-same exception."""
+subscription whose bus connection ends raises at once, its statistics count what is buffered,
+its Timeout names the endpoint, and an error reply of the bus is the same exception."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import pytest
 
+import ipcwire
+from ipcwire import aio
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
-from ipcwire.dbus._proto import DbusError
-from ipcwire.errors import ChannelBroken
+from ipcwire.dbus._proto import DbusError, bus_call
+from ipcwire.errors import ChannelBroken, Timeout
 
 DRIVERS = ["blocking", "asyncio"]
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
@@ -49,6 +51,74 @@ def test_a_subscription_whose_bus_died_raises(
         err = asyncio.run(main())
     assert err.value.endpoint == url
     assert "subscribe again" in str(err.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_subscription_counts_what_it_buffered(driver: str, dbus_url: Callable[[], str]) -> None:
+    url = dbus_url()
+    if driver == "blocking":
+        with (
+            ipcwire.listen(url) as listener,
+            blocking.subscribe(url, timeout=10) as sub,
+        ):
+            assert isinstance(listener, blocking.DbusListener)
+            listener.publish(b"12345")
+            listener.publish(b"123")
+            # A round trip on each connection: the bus has routed both signals, and the
+            # subscriber has read them before the answer.
+            listener._conn.call(bus_call("GetId"))
+            sub._conn.call(bus_call("GetId"))
+            before = sub.statistics()
+            sub.recv(timeout=10)
+            after = sub.statistics()
+    else:
+
+        async def main() -> tuple[ipcwire.ChannelStatistics, ipcwire.ChannelStatistics]:
+            async with (
+                await aio.listen(url) as listener,
+                await dbus_aio.subscribe(url, timeout=10) as sub,
+            ):
+                assert isinstance(listener, dbus_aio.AioDbusListener)
+                listener.publish(b"12345")
+                listener.publish(b"123")
+                await listener._hub.bus.call(bus_call("GetId"))
+                await sub._bus.call(bus_call("GetId"))
+                before = sub.statistics()
+                await sub.recv(timeout=10)
+                return before, sub.statistics()
+
+        before, after = asyncio.run(main())
+    assert before.buffered_bytes == 8 and before.messages_received == 0
+    assert after.buffered_bytes == 3 and after.messages_received == 1
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_subscription_timeout_names_the_endpoint(
+    driver: str, dbus_url: Callable[[], str]
+) -> None:
+    url = dbus_url()
+    errors: list[Timeout] = []
+    if driver == "blocking":
+        with blocking.subscribe(url, timeout=10) as sub:
+            for timeout in (0, 0.05):
+                with pytest.raises(Timeout) as err:
+                    sub.recv_event(timeout=timeout)
+                errors.append(err.value)
+    else:
+
+        async def main() -> None:
+            async with await dbus_aio.subscribe(url, timeout=10) as sub:
+                for timeout in (0, 0.05):
+                    with pytest.raises(Timeout) as err:
+                        await sub.recv_event(timeout=timeout)
+                    errors.append(err.value)
+
+        asyncio.run(main())
+    assert [e.endpoint for e in errors] == [url, url]
+    assert [str(e) for e in errors] == [
+        f"no event from {url} yet",
+        f"no event from {url} within 0.05 s",
+    ]
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

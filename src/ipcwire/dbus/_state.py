@@ -487,6 +487,12 @@ class SubscriptionState:
             f"{self.url} is a subscription: it only receives; publish with the listener's publish()"
         )
 
+    def _no_event(self, timeout: float | None) -> str:
+        """What a ``Timeout`` of ``recv_event`` says."""
+        if timeout:
+            return f"no event from {self.url} within {timeout} s"
+        return f"no event from {self.url} yet"
+
     def _taken(self, topic: str, payload: bytes) -> tuple[str, Any]:
         self._received += 1
         self._bytes_received += len(payload)
@@ -495,3 +501,12 @@ class SubscriptionState:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=0,
+            messages_received=self._received,
+            bytes_sent=0,
+            bytes_received=self._bytes_received,
+            buffered_bytes=sum(len(p) for _, p in list(self._queue)),
+        )

@@ -19,7 +19,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import PeerInfo
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     ERROR_CLOSED,
@@ -538,13 +538,13 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         """
         while (event := self._next()) is None:
             if timeout == 0:
-                raise Timeout(f"no event from {self.url} yet", endpoint=self.url)
+                raise Timeout(self._no_event(timeout), endpoint=self.url)
             fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
                     await fut
             except TimeoutError:
-                raise Timeout(f"no event from {self.url} within {timeout} s") from None
+                raise Timeout(self._no_event(timeout), endpoint=self.url) from None
             finally:
                 self._waiter = None
         return self._taken(*event)
@@ -558,14 +558,6 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
 
     async def aclose(self) -> None:
         self.close()
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=0,
-            messages_received=self._received,
-            bytes_sent=0,
-            bytes_received=self._bytes_received,
-        )
 
 
 async def subscribe(

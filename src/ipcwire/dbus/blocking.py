@@ -19,7 +19,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.dbus._conn import BusConnection
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
@@ -455,7 +455,7 @@ class DbusSubscription(SubscriptionState, Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while (event := self._next()) is None:
-                self._cond.wait(seconds_left(deadline, f"no event from {self.url} yet", self.url))
+                self._cond.wait(seconds_left(deadline, self._no_event(timeout), self.url))
         return self._taken(*event)
 
     def close(self) -> None:
@@ -465,15 +465,6 @@ class DbusSubscription(SubscriptionState, Channel):
             self._closed = True
             self._cond.notify_all()
         self._conn.close()
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=0,
-            messages_received=self._received,
-            bytes_sent=0,
-            bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(p) for _, p in list(self._queue)),
-        )
 
 
 def subscribe(
