@@ -1,6 +1,7 @@
 """The asyncio D-Bus driver does what the blocking one does, against real daemons: a
 subscription whose bus connection ends raises at once, its statistics count what is buffered,
-its Timeout names the endpoint, and an error reply of the bus is the same exception."""
+its Timeout names the endpoint, a message over the peer's max_frame is refused with the same
+words, and an error reply of the bus is the same exception."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ipcwire import aio
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._proto import DbusError, bus_call
-from ipcwire.errors import ChannelBroken, Timeout
+from ipcwire.errors import ChannelBroken, FrameTooLarge, Timeout
 
 DRIVERS = ["blocking", "asyncio"]
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
@@ -119,6 +120,31 @@ def test_a_subscription_timeout_names_the_endpoint(
         f"no event from {url} yet",
         f"no event from {url} within 0.05 s",
     ]
+
+
+def test_too_large_for_the_peer_says_the_same_in_both_drivers(
+    dbus_url: Callable[[], str],
+) -> None:
+    url = dbus_url()
+    with ipcwire.listen(url, max_frame=100) as listener:
+        with (
+            ipcwire.connect(url, timeout=10) as ch,
+            listener.accept(timeout=10),
+            pytest.raises(FrameTooLarge) as blocking_err,
+        ):
+            ch.send(b"x" * 200)
+
+        async def main() -> FrameTooLarge:
+            async with await aio.connect(url, timeout=10) as ch:
+                with pytest.raises(FrameTooLarge) as err:
+                    await ch.send(b"x" * 200)
+                return err.value
+
+        aio_err = asyncio.run(main())
+    for err in (blocking_err.value, aio_err):
+        assert (err.size, err.limit, err.endpoint) == (200, 100, url)
+        assert "use unix:// for large messages" in str(err)
+    assert str(aio_err) == str(blocking_err.value)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

@@ -30,8 +30,6 @@ class _Hub(HubState):
 
 
 class _Channel(ChannelState):
-    _TOO_LARGE = ""
-
     def _incoming(self, msg: Message) -> None:
         self._queue.append(msg)
 

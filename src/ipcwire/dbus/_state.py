@@ -18,7 +18,7 @@ import itertools
 import logging
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any
 
 from dbus_fast import Message, MessageType
 
@@ -69,8 +69,6 @@ NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
 class ChannelState(abc.ABC):
     """One channel's state: the received calls not yet taken, the unacknowledged window, how
     it ended, the counters. The drivers add the waiting (and, blocking, the lock)."""
-
-    _TOO_LARGE: ClassVar[str]  # the advice in a send's FrameTooLarge
 
     def __init__(
         self,
@@ -139,7 +137,8 @@ class ChannelState(abc.ABC):
         if len(payload) > self._limit:
             raise FrameTooLarge(
                 f"message of {len(payload)} bytes not sent to {self.url}: over the limit of "
-                f"{self._limit} bytes{self._TOO_LARGE}",
+                f"{self._limit} bytes (the peer's max_frame, or what a bus carries); raise "
+                f"max_frame= on both sides, or use unix:// for large messages",
                 size=len(payload),
                 limit=self._limit,
                 endpoint=self.url,

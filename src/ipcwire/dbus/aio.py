@@ -198,7 +198,6 @@ class _Hub(HubState):
 class AioDbusChannel(ChannelState, AioChannel):
     """One ipcwire channel carried by D-Bus method calls (asyncio)."""
 
-    _TOO_LARGE = "; raise max_frame= on both sides"
     _hub: _Hub
 
     def __init__(

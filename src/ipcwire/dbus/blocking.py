@@ -89,11 +89,6 @@ class _Hub(HubState):
 class DbusChannel(ChannelState, Channel):
     """One ipcwire channel carried by D-Bus method calls."""
 
-    _TOO_LARGE = (
-        " (the peer's max_frame, or what a bus carries); raise max_frame= on both sides, or use "
-        "unix:// for large messages"
-    )
-
     def __init__(
         self,
         hub: _Hub,
