@@ -13,16 +13,18 @@ from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
 from ipcwire.aio.channel import AioChannel
-from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
-from ipcwire.ws._common import check_payload, closed_error, concurrency_error
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import Timeout
+from ipcwire.ws._common import ChannelCore, check_payload, concurrency_error
 from ipcwire.ws._fast import FAST, FastFrames
 
 __all__ = ["AioWsChannel"]
 
 
-class AioWsChannel(AioChannel):
+class AioWsChannel(ChannelCore, AioChannel):
     """One WebSocket connection as an ipcwire channel (asyncio)."""
+
+    _conn: Connection
 
     def __init__(
         self,
@@ -34,27 +36,14 @@ class AioWsChannel(AioChannel):
         send_limit: int,
         peer: PeerInfo | None,
     ) -> None:
-        self.url = url
-        self._conn = conn
-        self._codec = codec
-        self._decode = codec.decode
-        self._text = codec.name == "json"
-        self._max_frame = max_frame
-        self._send_limit = send_limit
-        self._peer = peer
+        super().__init__(conn, url, codec, max_frame=max_frame, send_limit=send_limit, peer=peer)
         self._loop = asyncio.get_running_loop()
-        self._closed = False
         self._closing: asyncio.Task[None] | None = None
-        self._too_large_reported = False
-        self._sent = 0
-        self._received = 0
-        self._bytes_sent = 0
-        self._bytes_received = 0
 
     # -- sending ----------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
         conn = self._conn
         try:
@@ -101,7 +90,7 @@ class AioWsChannel(AioChannel):
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
         if not payloads:
             return
@@ -179,34 +168,18 @@ class AioWsChannel(AioChannel):
 
     async def _recv_raw(self, timeout: float | None) -> bytes:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         try:
             if timeout is None:
                 return await self._conn.recv(decode=False)
             async with asyncio.timeout(timeout):
                 return await self._conn.recv(decode=False)
         except TimeoutError:
-            raise Timeout(
-                f"no message from {self.url} within {timeout} s", endpoint=self.url
-            ) from None
+            raise self._recv_timeout(timeout) from None
         except ConcurrencyError:
             raise concurrency_error(self.url) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=False) from exc
-
-    def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
-        if self._closed:
-            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        err = closed_error(
-            exc,
-            self.url,
-            sending=sending,
-            max_frame=self._max_frame,
-            first_too_large=not sending and not self._too_large_reported,
-        )
-        if isinstance(err, FrameTooLarge):
-            self._too_large_reported = True
-        return err
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -236,27 +209,6 @@ class AioWsChannel(AioChannel):
         self.close()
         if self._closing is not None:
             await asyncio.shield(self._closing)  # bounded: see _close
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def latency(self) -> float:
-        """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
-        return self._conn.latency
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-        )
 
 
 def _queued_frames(conn: Connection) -> Any:

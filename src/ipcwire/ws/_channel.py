@@ -14,9 +14,8 @@ from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
-from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
-from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, check_payload, closed_error
+from ipcwire.channel import Channel, PeerInfo
+from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
 from ipcwire.ws._fast import FastFrames
 
 __all__ = ["WsChannel"]
@@ -24,8 +23,10 @@ __all__ = ["WsChannel"]
 _TIMEVAL: Final = struct.Struct("@ll")
 
 
-class WsChannel(Channel):
+class WsChannel(ChannelCore, Channel):
     """One WebSocket connection as an ipcwire channel (blocking)."""
+
+    _conn: Connection
 
     def __init__(
         self,
@@ -38,28 +39,15 @@ class WsChannel(Channel):
         peer: PeerInfo | None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
-        self.url = url
-        self._conn = conn
-        self._codec = codec
-        self._decode = codec.decode
-        self._text = codec.name == "json"  # JSON in text frames, as browsers expect
-        self._max_frame = max_frame
-        self._send_limit = send_limit
-        self._peer = peer
+        super().__init__(conn, url, codec, max_frame=max_frame, send_limit=send_limit, peer=peer)
         self._close_timeout = close_timeout
         self._recv_lock = threading.Lock()
-        self._closed = False
-        self._too_large_reported = False
         self._sndtimeo: float | None = None
-        self._sent = 0
-        self._received = 0
-        self._bytes_sent = 0
-        self._bytes_received = 0
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
         if timeout != self._sndtimeo:
             self._set_send_timeout(timeout)
@@ -107,7 +95,7 @@ class WsChannel(Channel):
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
         if not payloads:
             return
@@ -168,29 +156,13 @@ class WsChannel(Channel):
 
     def _recv_raw(self, timeout: float | None) -> bytes:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         try:
             return self._conn.recv(timeout, decode=False)
         except TimeoutError:
-            raise Timeout(
-                f"no message from {self.url} within {timeout} s", endpoint=self.url
-            ) from None
+            raise self._recv_timeout(timeout) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=False) from exc
-
-    def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
-        if self._closed:
-            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        err = closed_error(
-            exc,
-            self.url,
-            sending=sending,
-            max_frame=self._max_frame,
-            first_too_large=not sending and not self._too_large_reported,
-        )
-        if isinstance(err, FrameTooLarge):
-            self._too_large_reported = True
-        return err
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -209,24 +181,3 @@ class WsChannel(Channel):
             return
         conn.protocol_mutex.release()
         conn.close()  # the closing handshake, bounded by close_timeout
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
-    def latency(self) -> float:
-        """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
-        return self._conn.latency
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=self._sent,
-            messages_received=self._received,
-            bytes_sent=self._bytes_sent,
-            bytes_received=self._bytes_received,
-        )

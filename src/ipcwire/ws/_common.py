@@ -1,6 +1,7 @@
 """What the blocking and asyncio WebSocket drivers share: addresses, the client side of the
-handshake, and how closed connections map onto ipcwire's errors (``_admission`` has the
-server side)."""
+handshake, how closed connections map onto ipcwire's errors, and :class:`ChannelCore` (a
+channel's state, counters and error decisions; the drivers add how they send and wait).
+``_admission`` has the server side."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from ipcwire._core.codecs import Codec
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
+from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
+    ChannelClosed,
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
@@ -38,6 +41,7 @@ __all__ = [
     "ERROR_HEADER",
     "HELLO_HEADER",
     "WELCOME_HEADER",
+    "ChannelCore",
     "WsAddress",
     "check_payload",
     "client_handshake",
@@ -305,3 +309,83 @@ def concurrency_error(url: str) -> LocalProtocolError:
         f"another task is already receiving on {url}; receive from one task (and fan out with "
         f"a queue), or open one channel per task"
     )
+
+
+# -- a channel's state ----------------------------------------------------------------------
+class ChannelCore:
+    """What both WebSocket channels keep and decide without waiting: the connection, codec
+    and limits, the counters, the "closed here" flag, and the typed error for each way a
+    call ends badly. The drivers add ``send``/``recv``/``close`` with their I/O; their
+    per-message paths read these attributes directly (no call per message)."""
+
+    url: str
+    _conn: Any  # the library's connection (sync or asyncio); the drivers narrow it
+
+    def __init__(
+        self,
+        conn: Any,
+        url: str,
+        codec: Codec,
+        *,
+        max_frame: int,
+        send_limit: int,
+        peer: PeerInfo | None,
+    ) -> None:
+        self.url = url
+        self._conn = conn
+        self._codec = codec
+        self._decode = codec.decode
+        self._text = codec.name == "json"  # JSON in text frames, as browsers expect
+        self._max_frame = max_frame
+        self._send_limit = send_limit
+        self._peer = peer
+        self._closed = False
+        self._too_large_reported = False
+        self._sent = 0
+        self._received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    def _recv_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+
+    def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
+        """The error for a call that found the connection closed (see :func:`closed_error`);
+        ``ChannelClosed`` when this side closed it."""
+        if self._closed:
+            return self._closed_error()
+        err = closed_error(
+            exc,
+            self.url,
+            sending=sending,
+            max_frame=self._max_frame,
+            first_too_large=not sending and not self._too_large_reported,
+        )
+        if isinstance(err, FrameTooLarge):
+            self._too_large_reported = True
+        return err
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    @property
+    def latency(self) -> float:
+        """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
+        latency: float = self._conn.latency
+        return latency
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+        )
