@@ -1,7 +1,7 @@
 """The asyncio D-Bus driver does what the blocking one does, against real daemons: a
 subscription whose bus connection ends raises at once, its statistics count what is buffered,
 its Timeout names the endpoint, a message over the peer's max_frame is refused with the same
-words, and an error reply of the bus is the same exception."""
+words, an error reply of the bus is the same exception, and so is a failed handshake."""
 
 from __future__ import annotations
 
@@ -12,13 +12,21 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
+from dbus_fast import Message
 
 import ipcwire
 from ipcwire import aio
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
+from ipcwire.dbus._conn import BusConnection
 from ipcwire.dbus._proto import DbusError, bus_call
-from ipcwire.errors import ChannelBroken, FrameTooLarge, Timeout
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    FrameTooLarge,
+    RemoteProtocolError,
+    Timeout,
+)
 
 DRIVERS = ["blocking", "asyncio"]
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
@@ -169,3 +177,38 @@ def test_an_error_reply_of_the_bus_is_a_dbus_error(
     assert str(err.value).startswith(
         "org.freedesktop.DBus answered AddMatch with " + LIMITS_EXCEEDED
     )
+
+
+def _connect(driver: str, url: str, **kw: object) -> None:
+    """Connect with ``driver`` (and close again)."""
+    if driver == "blocking":
+        ipcwire.connect(url, timeout=10, **kw).close()  # type: ignore[arg-type]
+    else:
+
+        async def main() -> None:
+            await (await aio.connect(url, timeout=10, **kw)).aclose()  # type: ignore[arg-type]
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_client_handshake_fails_the_same_way(
+    driver: str, dbus_url: Callable[[], str], dbus_session: str
+) -> None:
+    url = dbus_url()
+    with ipcwire.listen(url, token="right"), pytest.raises(AuthenticationFailed):
+        _connect(driver, url, token="wrong")
+    url = dbus_url()
+    conn = BusConnection(dbus_session)
+
+    def refuse(msg: Message) -> None:  # a service that knows no ipcwire
+        conn.send(Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", "no"))
+
+    conn.add_handler(refuse)
+    try:
+        conn.call(bus_call("RequestName", "su", [url.split("/")[3], 4]))
+        with pytest.raises(RemoteProtocolError, match="not an ipcwire listener") as err:
+            _connect(driver, url)
+        assert err.value.endpoint == url
+    finally:
+        conn.close()

@@ -49,6 +49,7 @@ __all__ = [
     "MAX_MESSAGE",
     "WINDOW",
     "WINDOW_BYTES",
+    "ClientHandshakeCalls",
     "DbusError",
     "Target",
     "address_option",
@@ -219,9 +220,10 @@ def nobody_listening(url: str, target: Target) -> ConnectionRefused:
     )
 
 
-def handshake_failed(url: str, target: Target, exc: Exception, refused: bool) -> IpcwireError:
-    """The error for an error reply to ``Handshake`` (``refused``: the listener said no)."""
-    if refused:
+def handshake_failed(url: str, target: Target, exc: DbusError) -> IpcwireError:
+    """The error for an error reply to ``Handshake``: the listener said no, or the name's
+    owner is not an ipcwire listener."""
+    if exc.name == ERROR_REFUSED:
         return ConnectionRefused(f"{url}: {exc}", endpoint=url)
     return RemoteProtocolError(
         f"{target.describe()} at {target.path} is not an ipcwire listener ({exc})",
@@ -250,6 +252,38 @@ def handshakes(options: ChannelOptions) -> tuple[ClientHandshake, ServerHandshak
         "endpoint": options.url,
     }
     return ClientHandshake(**common), ServerHandshake(**common)
+
+
+class ClientHandshakeCalls:
+    """The client's ``Handshake`` calls to ``owner``: the next one to make, and what each
+    answer changes, until the channel is open (a driver makes the calls and waits).
+
+    Raises (``answered``):
+        HandshakeError, AuthenticationFailed, RemoteProtocolError: the handshake failed.
+    """
+
+    def __init__(self, options: ChannelOptions, owner: str, path: str) -> None:
+        self._hs = handshakes(options)[0]
+        self._owner = owner
+        self._path = path
+        self.chan = ""  # the listener names the channel in its first answer
+        self._text: str | None = handshake_text(self._hs.hello())
+
+    def next_call(self) -> Message | None:
+        """The next ``Handshake`` call, or None once the channel is open."""
+        if self._text is None:
+            return None
+        return handshake_call(self._owner, self._path, self.chan, self._text)
+
+    def answered(self, reply: Message) -> None:
+        self.chan, answer = reply.body
+        step = self._hs.receive(answer.encode())
+        self._text = None if step.done else handshake_text(step.send)
+
+    @property
+    def peer_max_frame(self) -> int:
+        """The listener's max_frame (once open)."""
+        return self._hs.peer_max_frame
 
 
 def handshake_text(framed: bytes) -> str:

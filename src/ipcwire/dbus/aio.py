@@ -23,19 +23,16 @@ from ipcwire.channel import PeerInfo
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     ERROR_CLOSED,
-    ERROR_REFUSED,
     HOW_TO_START,
     NAME_HAS_NO_OWNER,
+    ClientHandshakeCalls,
     DbusError,
     Target,
     bus_call,
     deliver_call,
     error_reply,
     event_rule,
-    handshake_call,
     handshake_failed,
-    handshake_text,
-    handshakes,
     is_event,
     name_taken,
     nobody_listening,
@@ -333,25 +330,20 @@ async def connect(
         owner = await _find_owner(bus, target, url, reconnect, start, limit)
         hub = _Hub(bus, url, client=True)
         await _call(bus, bus_call("AddMatch", "s", [owner_changed_rule(owner)]), limit, url)
-        hs, _ = handshakes(options)
-        text, chan = handshake_text(hs.hello()), ""
-        while True:
+        calls = ClientHandshakeCalls(options, owner, target.path)
+        while (call := calls.next_call()) is not None:
             try:
-                reply = await _call(bus, handshake_call(owner, target.path, chan, text), limit, url)
+                reply = await _call(bus, call, limit, url)
             except DbusError as exc:
-                raise handshake_failed(url, target, exc, exc.name == ERROR_REFUSED) from None
-            chan, answer = reply.body
-            step = hs.receive(answer.encode())
-            if step.done:
-                break
-            text = handshake_text(step.send)
+                raise handshake_failed(url, target, exc) from None
+            calls.answered(reply)
         peer = await _credentials(bus, owner, url)
     except BaseException:
         bus.disconnect()
         raise
     wire = options.wire()
-    wire.send_limit = hs.peer_max_frame
-    ch = AioDbusChannel(hub, owner, target.path, chan, wire, url, peer)
+    wire.send_limit = calls.peer_max_frame
+    ch = AioDbusChannel(hub, owner, target.path, calls.chan, wire, url, peer)
     hub.register(ch)
     return ch
 

@@ -24,17 +24,14 @@ from ipcwire.dbus._conn import BusConnection
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     ERROR_CLOSED,
-    ERROR_REFUSED,
     NAME_HAS_NO_OWNER,
+    ClientHandshakeCalls,
     DbusError,
     Target,
     bus_call,
     deliver_call,
     event_rule,
-    handshake_call,
     handshake_failed,
-    handshake_text,
-    handshakes,
     is_event,
     name_taken,
     nobody_listening,
@@ -251,18 +248,14 @@ def _find_owner(
 def _client_handshake(
     conn: BusConnection, owner: str, target: Target, options: ChannelOptions, limit: float
 ) -> tuple[str, int]:
-    hs, _ = handshakes(options)
-    text, chan = handshake_text(hs.hello()), ""
-    while True:
+    calls = ClientHandshakeCalls(options, owner, target.path)
+    while (call := calls.next_call()) is not None:
         try:
-            reply = conn.call(handshake_call(owner, target.path, chan, text), timeout=limit)
+            reply = conn.call(call, timeout=limit)
         except DbusError as exc:
-            raise handshake_failed(options.url, target, exc, exc.name == ERROR_REFUSED) from None
-        chan, answer = reply.body
-        step = hs.receive(answer.encode())
-        if step.done:
-            return chan, hs.peer_max_frame
-        text = handshake_text(step.send)
+            raise handshake_failed(options.url, target, exc) from None
+        calls.answered(reply)
+    return calls.chan, calls.peer_max_frame
 
 
 class DbusListener(ListenerState, Listener):
