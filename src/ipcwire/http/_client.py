@@ -200,6 +200,13 @@ class ClientCore:
         headers = {TIMEOUT_HEADER: repr(timeout)}
         return Req("POST", self.path + "/messages", headers, payload, _grace(timeout))
 
+    def unsent(self, what: str) -> str:
+        """Why a send (``what``: "sent") or request ("requested") gave up waiting for room."""
+        return (
+            f"{self.url} is not taking messages: {self.outbox_bytes} bytes still wait to be "
+            f"posted; this message was not {what}"
+        )
+
     def queue(self, payloads: list[bytes]) -> None:
         """Hand messages to the sender (channel mode): it posts them in order, batched."""
         self.outbox.extend(payloads)
@@ -354,6 +361,12 @@ class ClientCore:
             why = "the server closed the channel" if isinstance(err, EndOfChannel) else str(err)
             self.broken = ChannelBroken(f"cannot send to {self.url}: {why}", endpoint=self.url)
 
+    def cut_off(self) -> ChannelBroken:
+        """The stream ended in the middle of a message."""
+        return ChannelBroken(
+            f"{self.url} ended its stream in the middle of a message", endpoint=self.url
+        )
+
     def nothing_to_receive(self) -> IpcwireError:
         return LocalProtocolError(
             f"{self.url} is a plain HTTP endpoint (session=False): the server only speaks in "
@@ -404,6 +417,14 @@ class ClientCore:
         elif isinstance(err, ChannelBroken):
             self.broken = err
         raise err
+
+    def late_reply(self, timeout: float | None) -> Timeout:
+        """A request's reply did not come in time (the channel is closed because of it)."""
+        return Timeout(
+            f"no reply from {self.url} within {timeout} s; the channel was closed so that a "
+            f"late reply cannot answer a later request. Raise timeout= if the peer is slow",
+            endpoint=self.url,
+        )
 
     def _decode(self, resp: httpx.Response) -> Any:
         body = resp.content

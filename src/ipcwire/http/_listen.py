@@ -1,17 +1,47 @@
-"""The server core configured from a listener's options (shared by both listeners)."""
+"""What both drivers' ``listen()`` share: its options, binding, the server core configured."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
+from ipcwire._core.url import Endpoint
 from ipcwire.errors import ConfigurationError
-from ipcwire.http._address import HttpAddress, peer_of, uid_check
+from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import Session
-from ipcwire.options import ChannelOptions
+from ipcwire.options import ChannelOptions, reject_unknown
 
-__all__ = ["make_server"]
+if TYPE_CHECKING:
+    import socket
+
+__all__ = ["DEFAULT_SESSION_TIMEOUT", "LISTEN_KW", "bind_endpoint", "make_server"]
+
+DEFAULT_SESSION_TIMEOUT: Final = 300.0
+LISTEN_KW: Final = (
+    "ssl",
+    "backlog",
+    "mode",
+    "allow_uids",
+    "reply_timeout",
+    "session_timeout",
+    "max_channels",
+)
+
+
+def bind_endpoint(
+    endpoint: Endpoint, kw: dict[str, Any], *, backlog: int, mode: int
+) -> tuple[socket.socket, HttpAddress, Callable[[], None]]:
+    """Check ``listen``'s options and bind: the listening socket, the address it really has
+    (port 0 resolved), its cleanup.
+
+    Raises:
+        ConfigurationError: an unknown option (or as :func:`~ipcwire.http._address.bind`).
+        AddressInUse, PermissionDenied, InvalidURL: with the fix.
+    """
+    reject_unknown(kw, endpoint, LISTEN_KW)
+    addr = resolve(endpoint, listening=True)
+    return bind(addr, endpoint.url, backlog=backlog, mode=mode)
 
 
 def make_server(

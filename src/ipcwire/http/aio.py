@@ -5,48 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
 
 from ipcwire._core.url import Endpoint
-from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import (
-    ChannelBroken,
-    ConnectionRefused,
-    IpcwireError,
-    LocalProtocolError,
-    Timeout,
-)
-from ipcwire.http._address import HttpAddress, bind, resolve
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import ConnectionRefused, IpcwireError, LocalProtocolError, Timeout
+from ipcwire.http._address import HttpAddress
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._listen import make_server
+from ipcwire.http._connect import (
+    FLUSH_TIMEOUT,
+    STREAM_TIMEOUT,
+    ClientEnd,
+    Redial,
+    client_settings,
+    dial,
+    transport_settings,
+)
+from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
 from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
-from ipcwire.http.blocking import (
-    _CONNECT_KW,
-    _FLUSH_TIMEOUT,
-    _LISTEN_KW,
-    _STREAM_TIMEOUT,
-    DEFAULT_SESSION_TIMEOUT,
-)
-from ipcwire.options import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
-    ChannelOptions,
-    reject_unknown,
-)
+from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
 
 
-class AioHttpChannel(AioChannel):
+class AioHttpChannel(ClientEnd, AioChannel):
     """The client end of an HTTP channel (asyncio); see docs/mechanisms/rest.md.
 
     As in the blocking channel, ``send`` queues and a sender task posts in order, batching
@@ -54,10 +43,8 @@ class AioHttpChannel(AioChannel):
     """
 
     def __init__(self, core: ClientCore, client: httpx.AsyncClient, peer: PeerInfo) -> None:
-        self.url = core.url
-        self._core = core
+        super().__init__(core, peer)
         self._client = client
-        self._peer = peer
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
         self._out = asyncio.Condition()  # for _wait_out: room in the queue, or all posted
@@ -129,11 +116,7 @@ class AioHttpChannel(AioChannel):
                     core.check_send()
                     await self._out.wait()
         except TimeoutError:
-            raise Timeout(
-                f"{self.url} is not taking messages: {core.outbox_bytes} bytes still wait to be "
-                f"posted; this message was not {what}",
-                endpoint=self.url,
-            ) from None
+            raise Timeout(core.unsent(what), endpoint=self.url) from None
         finally:
             self._out_waiters -= 1
         core.check_send()
@@ -283,7 +266,7 @@ class AioHttpChannel(AioChannel):
         err: IpcwireError | None = None
         req = core.stream_req()
         try:
-            async with self._client.stream("GET", req.path, timeout=_STREAM_TIMEOUT) as resp:
+            async with self._client.stream("GET", req.path, timeout=STREAM_TIMEOUT) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     raise core.error(resp, "receiving")
@@ -297,9 +280,7 @@ class AioHttpChannel(AioChannel):
                             await self._resume
                             self._resume = None
             if reader.partial:
-                err = ChannelBroken(
-                    f"{self.url} ended its stream in the middle of a message", endpoint=self.url
-                )
+                err = core.cut_off()
         except IpcwireError as exc:
             err = exc
         except httpx.HTTPError as exc:
@@ -320,12 +301,7 @@ class AioHttpChannel(AioChannel):
                 return core.called(resp, len(payload))
             except Timeout as exc:
                 await self.aclose()
-                raise Timeout(
-                    f"no reply from {self.url} within {timeout} s; the channel was closed so "
-                    f"that a late reply cannot answer a later request. Raise timeout= if the "
-                    f"peer is slow",
-                    endpoint=self.url,
-                ) from exc
+                raise core.late_reply(timeout) from exc
 
     def close(self) -> None:
         """Close without waiting: the server learns of it when the task below runs."""
@@ -339,7 +315,7 @@ class AioHttpChannel(AioChannel):
         if core.closed:
             return
         try:
-            await self._flush(_FLUSH_TIMEOUT)  # what was sent before close() arrives first
+            await self._flush(FLUSH_TIMEOUT)  # what was sent before close() arrives first
         except IpcwireError:
             pass
         core.closed = True
@@ -358,17 +334,6 @@ class AioHttpChannel(AioChannel):
         if self._reader is not None:
             self._reader.cancel()
         await self._client.aclose()
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    def statistics(self) -> ChannelStatistics:
-        return self._core.statistics()
 
 
 async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
@@ -436,37 +401,23 @@ async def connect(
     Raises:
         ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
     """
-    reject_unknown(kw, endpoint, _CONNECT_KW)
-    addr = resolve(endpoint, listening=False)
-    url = addr.url()
-    core = ClientCore(options, url, session=session)
-    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
-    transport = httpx.AsyncHTTPTransport(
-        uds=addr.unix.sockaddr if addr.unix is not None else None,  # type: ignore[arg-type]
-        verify=ssl if ssl is not None else True,
-    )
-    client = httpx.AsyncClient(
-        base_url=addr.base_url(),
-        transport=transport,
-        timeout=limit,
-        headers=core.headers,
-        trust_env=False,
-    )
-    peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
-    ch = AioHttpChannel(core, client, peer)
+    d = dial(endpoint, options, kw, timeout=timeout, session=session)
+    core = d.core
+    transport = httpx.AsyncHTTPTransport(**transport_settings(d.addr, ssl))
+    client = httpx.AsyncClient(transport=transport, **client_settings(d))
+    ch = AioHttpChannel(core, client, d.peer)
     if not session:
         return ch
-    start = time.monotonic()
-    delays = backoff_delays()
+    redial = Redial(reconnect)
     try:
         while True:
             try:
-                resp = await ch._do(core.open_req(limit), "connecting to")
+                resp = await ch._do(core.open_req(d.timeout), "connecting to")
             except ConnectionRefused:
-                left = start + (reconnect or 0) - time.monotonic()
-                if left <= 0:
+                delay = redial.delay()
+                if delay is None:
                     raise
-                await asyncio.sleep(min(next(delays), left))
+                await asyncio.sleep(delay)
                 continue
             core.opened(resp)
             return ch
@@ -493,9 +444,7 @@ async def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    reject_unknown(kw, endpoint, _LISTEN_KW)
-    addr = resolve(endpoint, listening=True)
-    sock, real, cleanup = bind(addr, endpoint.url, backlog=backlog, mode=mode)
+    sock, real, cleanup = bind_endpoint(endpoint, kw, backlog=backlog, mode=mode)
     listener = AioHttpListener(real, cleanup)
     url = listener.url
     try:

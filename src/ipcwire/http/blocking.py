@@ -15,54 +15,36 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from typing import Any
 
 import httpx
 
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import seconds_left
-from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.errors import (
-    ChannelBroken,
-    ChannelClosed,
-    ConnectionRefused,
-    IpcwireError,
-    Timeout,
-)
-from ipcwire.http._address import HttpAddress, bind, resolve
+from ipcwire.channel import Channel, Listener, PeerInfo
+from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.http._address import HttpAddress
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._listen import make_server
-from ipcwire.http._protocol import HEARTBEAT, PROBLEM_TYPE, TIMEOUT_HEADER, StreamReader
+from ipcwire.http._connect import (
+    FLUSH_TIMEOUT,
+    STREAM_TIMEOUT,
+    ClientEnd,
+    Redial,
+    client_settings,
+    dial,
+    transport_settings,
+)
+from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
+from ipcwire.http._protocol import PROBLEM_TYPE, TIMEOUT_HEADER, StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
-from ipcwire.options import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT,
-    ChannelOptions,
-    reject_unknown,
-)
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 
-DEFAULT_SESSION_TIMEOUT: Final = 300.0
-_FLUSH_TIMEOUT: Final = 10.0
-# A silent stream is dead after three missed heartbeats.
-_STREAM_TIMEOUT: Final = httpx.Timeout(DEFAULT_CONNECT_TIMEOUT, read=3 * HEARTBEAT)
-_CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
-_LISTEN_KW: Final = (
-    "ssl",
-    "backlog",
-    "mode",
-    "allow_uids",
-    "reply_timeout",
-    "session_timeout",
-    "max_channels",
-)
 
-
-class HttpChannel(Channel):
+class HttpChannel(ClientEnd, Channel):
     """The client end of an HTTP channel (blocking); see docs/mechanisms/rest.md.
 
     ``send`` queues the message and returns; a sender thread (started at the first send)
@@ -76,10 +58,8 @@ class HttpChannel(Channel):
     """
 
     def __init__(self, core: ClientCore, client: httpx.Client, peer: PeerInfo) -> None:
-        self.url = core.url
-        self._core = core
+        super().__init__(core, peer)
         self._client = client
-        self._peer = peer
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._out = threading.Condition(threading.Lock())
@@ -165,14 +145,7 @@ class HttpChannel(Channel):
         try:
             while not done():
                 core.check_send()
-                self._out.wait(
-                    seconds_left(
-                        deadline,
-                        f"{self.url} is not taking messages: {core.outbox_bytes} bytes still "
-                        f"wait to be posted; this message was not {what}",
-                        self.url,
-                    )
-                )
+                self._out.wait(seconds_left(deadline, core.unsent(what), self.url))
         finally:
             self._out_waiters -= 1
 
@@ -381,7 +354,7 @@ class HttpChannel(Channel):
                 req = core.stream_req()
                 core.streaming = True
                 resp = self._client.send(
-                    self._client.build_request("GET", req.path, timeout=_STREAM_TIMEOUT),
+                    self._client.build_request("GET", req.path, timeout=STREAM_TIMEOUT),
                     stream=True,
                 )
                 self._resp = resp
@@ -398,9 +371,7 @@ class HttpChannel(Channel):
                         self._in.notify_all()
                     return True
             if self._reader.partial:
-                err = ChannelBroken(
-                    f"{self.url} ended its stream in the middle of a message", endpoint=self.url
-                )
+                err = core.cut_off()
         except IpcwireError as exc:
             err = exc
         except httpx.HTTPError as exc:
@@ -427,19 +398,14 @@ class HttpChannel(Channel):
                 return core.called(resp, len(payload))
             except Timeout as exc:
                 self.close()
-                raise Timeout(
-                    f"no reply from {self.url} within {timeout} s; the channel was closed so "
-                    f"that a late reply cannot answer a later request. Raise timeout= if the "
-                    f"peer is slow",
-                    endpoint=self.url,
-                ) from exc
+                raise core.late_reply(timeout) from exc
 
     def close(self) -> None:
         core = self._core
         if core.closed:
             return
         try:
-            self._flush(_FLUSH_TIMEOUT)  # what was sent before close() arrives first
+            self._flush(FLUSH_TIMEOUT)  # what was sent before close() arrives first
         except IpcwireError:
             pass
         with self._out:
@@ -469,17 +435,6 @@ class HttpChannel(Channel):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-    @property
-    def closed(self) -> bool:
-        return self._core.closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    def statistics(self) -> ChannelStatistics:
-        return self._core.statistics()
 
 
 class HttpListener(Listener):
@@ -574,50 +529,29 @@ def connect(
     Raises:
         ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
     """
-    reject_unknown(kw, endpoint, _CONNECT_KW)
-    addr = resolve(endpoint, listening=False)
-    url = addr.url()
-    core = ClientCore(options, url, session=session)
-    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
-    client = _client(addr, ssl, limit, core.headers)
-    peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
-    ch = HttpChannel(core, client, peer)
+    d = dial(endpoint, options, kw, timeout=timeout, session=session)
+    core = d.core
+    transport = httpx.HTTPTransport(**transport_settings(d.addr, ssl))
+    client = httpx.Client(transport=transport, **client_settings(d))
+    ch = HttpChannel(core, client, d.peer)
     if not session:
         return ch
-    start = time.monotonic()
-    delays = backoff_delays()
+    redial = Redial(reconnect)
     try:
         while True:
-            req = core.open_req(limit)
             try:
-                resp = ch._do(req, "connecting to")
+                resp = ch._do(core.open_req(d.timeout), "connecting to")
             except ConnectionRefused:
-                left = start + (reconnect or 0) - time.monotonic()
-                if left <= 0:
+                delay = redial.delay()
+                if delay is None:
                     raise
-                time.sleep(min(next(delays), left))
+                time.sleep(delay)
                 continue
             core.opened(resp)
             return ch
     except BaseException:
         client.close()
         raise
-
-
-def _client(
-    addr: HttpAddress, context: ssl.SSLContext | None, timeout: float, headers: dict[str, str]
-) -> httpx.Client:
-    transport = httpx.HTTPTransport(
-        uds=addr.unix.sockaddr if addr.unix is not None else None,  # type: ignore[arg-type]
-        verify=context if context is not None else True,
-    )
-    return httpx.Client(
-        base_url=addr.base_url(),
-        transport=transport,
-        timeout=timeout,
-        headers=headers,
-        trust_env=False,
-    )
 
 
 def listen(
@@ -638,9 +572,7 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    reject_unknown(kw, endpoint, _LISTEN_KW)
-    addr = resolve(endpoint, listening=True)
-    sock, real, cleanup = bind(addr, endpoint.url, backlog=backlog, mode=mode)
+    sock, real, cleanup = bind_endpoint(endpoint, kw, backlog=backlog, mode=mode)
 
     def factory(loop: asyncio.AbstractEventLoop, url: str, enqueue: Any) -> HttpServer:
         return make_server(

@@ -1,0 +1,133 @@
+"""What both drivers' ``connect()`` and client channels share, without I/O.
+
+The blocking driver (httpx.Client, threads) and the asyncio driver (httpx.AsyncClient, tasks)
+differ in how they wait and make requests. The rest is here once: the options ``connect``
+accepts and what it works out before the first request (:func:`dial`: the address, the
+:class:`~ipcwire.http._client.ClientCore`, the timeout, who the peer is), the settings of the
+httpx transport and client, when to try again after a refusal (:class:`Redial`), the timeouts
+of the message stream and of ``close``, and what a client channel answers without asking the
+server (:class:`ClientEnd`: ``closed``, ``peer``, ``statistics``).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import backoff_delays
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.http._address import HttpAddress, resolve
+from ipcwire.http._client import ClientCore
+from ipcwire.http._protocol import HEARTBEAT
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = [
+    "CONNECT_KW",
+    "FLUSH_TIMEOUT",
+    "STREAM_TIMEOUT",
+    "ClientEnd",
+    "Dial",
+    "Redial",
+    "client_settings",
+    "dial",
+    "transport_settings",
+]
+
+CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
+# How long close() waits for what was sent before it to be posted.
+FLUSH_TIMEOUT: Final = 10.0
+# A silent stream is dead after three missed heartbeats.
+STREAM_TIMEOUT: Final = httpx.Timeout(DEFAULT_CONNECT_TIMEOUT, read=3 * HEARTBEAT)
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """What ``connect`` knows before its first request."""
+
+    addr: HttpAddress
+    core: ClientCore
+    timeout: float  # for every request of the client, unless one says otherwise
+    peer: PeerInfo
+
+
+def dial(
+    endpoint: Endpoint,
+    options: ChannelOptions,
+    kw: dict[str, Any],
+    *,
+    timeout: float | None,
+    session: bool,
+) -> Dial:
+    """Check ``connect``'s options and work out where and how it connects.
+
+    Raises:
+        ConfigurationError: an unknown option.
+        InvalidURL: no host to connect to, or a bad socket path.
+        LocalProtocolError: ``codec='pickle'`` with a token and ``session=False``.
+    """
+    reject_unknown(kw, endpoint, CONNECT_KW)
+    addr = resolve(endpoint, listening=False)
+    core = ClientCore(options, addr.url(), session=session)
+    limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
+    peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
+    return Dial(addr, core, limit, peer)
+
+
+def transport_settings(addr: HttpAddress, context: ssl.SSLContext | None) -> dict[str, Any]:
+    """The keyword arguments of httpx.HTTPTransport / AsyncHTTPTransport."""
+    return {
+        "uds": addr.unix.sockaddr if addr.unix is not None else None,
+        "verify": context if context is not None else True,
+    }
+
+
+def client_settings(d: Dial) -> dict[str, Any]:
+    """The keyword arguments of httpx.Client / AsyncClient (besides the transport)."""
+    return {
+        "base_url": d.addr.base_url(),
+        "timeout": d.timeout,
+        "headers": d.core.headers,
+        "trust_env": False,  # no proxy, .netrc or SSL_CERT_FILE from the environment
+    }
+
+
+class Redial:
+    """When ``connect`` tries again after a refusal: backoff with jitter, until ``reconnect``
+    seconds after the first try (never, without ``reconnect``)."""
+
+    def __init__(self, reconnect: float | None) -> None:
+        self._until = time.monotonic() + (reconnect or 0)
+        self._delays: Iterator[float] = backoff_delays()
+
+    def delay(self) -> float | None:
+        """How long to wait before the next try; None: give up (raise the refusal)."""
+        left = self._until - time.monotonic()
+        if left <= 0:
+            return None
+        return min(next(self._delays), left)
+
+
+class ClientEnd:
+    """The part of a client channel that does not talk to the server (both drivers)."""
+
+    def __init__(self, core: ClientCore, peer: PeerInfo) -> None:
+        self.url = core.url
+        self._core = core
+        self._peer = peer
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        return self._core.statistics()
