@@ -18,6 +18,7 @@ It decides from the upgrade request alone whether to accept:
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -29,6 +30,7 @@ import msgspec
 from websockets.frames import CloseCode
 
 from ipcwire._core.handshake import ServerHandshake, Step
+from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -36,23 +38,66 @@ from ipcwire.errors import (
     IpcwireError,
     PermissionDenied,
 )
-from ipcwire.options import ChannelOptions
-from ipcwire.ws._common import FRAMING, HELLO_HEADER, header_value, strip_frame
+from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.ws._common import (
+    FRAMING,
+    HELLO_HEADER,
+    WsAddress,
+    header_value,
+    resolve,
+    strip_frame,
+)
 from ipcwire.ws._web import OriginPolicy, Page, build_pages
 
 __all__ = [
+    "LISTEN_OPTIONS",
     "POLICY_VIOLATION",
     "Admission",
     "ServerSettings",
     "admit",
     "close_reason",
     "finish_admission",
+    "listen_address",
     "log_refusal",
 ]
 
 log = logging.getLogger("ipcwire")
 
 _STATUS_FOR_CODE: Final = {"auth": 401, "permission": 403}
+LISTEN_OPTIONS: Final = (
+    "ssl",
+    "backlog",
+    "origins",
+    "pages",
+    "mode",
+    "allow_uids",
+    "ping_interval",
+    "ping_timeout",
+    "close_timeout",
+    "compression",
+)
+
+
+def listen_address(endpoint: Endpoint, kw: dict[str, Any], ssl: object) -> WsAddress:
+    """Where ``listen`` binds, once its options are checked.
+
+    Raises:
+        ConfigurationError: an unknown option, ``wss://`` without ``ssl=``, or ``ssl=`` with
+            ``ws://``.
+        InvalidURL: see :func:`ipcwire.ws._common.resolve`.
+    """
+    reject_unknown(kw, endpoint, LISTEN_OPTIONS)
+    addr = resolve(endpoint, listening=True)
+    url = endpoint.url
+    if addr.secure and ssl is None:
+        raise ConfigurationError(
+            f"listening at {url} needs ssl=SSLContext with a certificate "
+            f"(ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); "
+            f"ctx.load_cert_chain(cert, key)), or use ws://"
+        )
+    if ssl is not None and not addr.secure:
+        raise ConfigurationError(f"ssl= is for wss:// URLs; listen at wss://... instead of {url}")
+    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +117,8 @@ class ServerSettings:
     @classmethod
     def build(
         cls,
-        url: str,
-        path: str,
+        addr: WsAddress,
+        port: int,
         options: ChannelOptions,
         *,
         origins: Any,
@@ -83,17 +128,19 @@ class ServerSettings:
         close_timeout: float,
         compression: str | None,
     ) -> ServerSettings:
-        """Validate the listener options.
+        """Validate the listener options, for the listener bound at ``addr`` (on ``port``, the
+        port it got). Its options carry its real URL (port 0 replaced), for error messages.
 
         Raises:
             ConfigurationError: a bad origin, page path or compression name.
         """
+        url = addr.listener_url(port)
         if compression not in (None, "deflate"):
             raise ConfigurationError(f"compression= for {url} is None or 'deflate'")
         return cls(
             url=url,
-            path=path,
-            options=options,
+            path=addr.path,
+            options=dataclasses.replace(options, url=url),
             origins=OriginPolicy.build(origins, url),
             pages=build_pages(pages, url),
             ping_interval=ping_interval,

@@ -5,8 +5,8 @@ channel's state, counters and error decisions; the drivers add how they send and
 
 from __future__ import annotations
 
-import logging
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,6 +22,7 @@ from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
+    ConfigurationError,
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
@@ -33,11 +34,12 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions
+from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.unix._socket import UnixAddress
 from ipcwire.unix._socket import resolve as resolve_unix
 
 __all__ = [
+    "CONNECT_OPTIONS",
     "ERROR_HEADER",
     "HELLO_HEADER",
     "WELCOME_HEADER",
@@ -47,15 +49,15 @@ __all__ = [
     "client_handshake",
     "closed_error",
     "concurrency_error",
+    "connect_address",
     "header_value",
     "open_error",
     "rejected_error",
     "resolve",
     "strip_frame",
+    "token_timeout",
     "welcome_step",
 ]
-
-log = logging.getLogger("ipcwire")
 
 HELLO_HEADER: Final = "X-Ipcwire-Hello"
 WELCOME_HEADER: Final = "X-Ipcwire-Welcome"
@@ -64,7 +66,18 @@ FRAMING: Final = "websocket"  # the framing name both handshake sides announce
 DEFAULT_PING_INTERVAL: Final = 20.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 DEFAULT_CLOSE_TIMEOUT: Final = 3.0
-_STATUS_FOR_CODE: Final = {"auth": 401, "permission": 403}
+CONNECT_OPTIONS: Final = (
+    "timeout",
+    "reconnect",
+    "ssl",
+    "server_hostname",
+    "origin",
+    "headers",
+    "ping_interval",
+    "ping_timeout",
+    "close_timeout",
+    "compression",
+)
 
 
 # -- addresses ------------------------------------------------------------------------------
@@ -161,8 +174,25 @@ def strip_frame(frame: bytes) -> str:
 
 
 # -- client side ----------------------------------------------------------------------------
-def client_handshake(options: ChannelOptions) -> tuple[ClientHandshake, str]:
-    """The client's handshake object and the value of its hello header."""
+def connect_address(endpoint: Endpoint, kw: dict[str, Any], ssl: object) -> WsAddress:
+    """Where ``connect`` goes, once its options are checked.
+
+    Raises:
+        ConfigurationError: an unknown option, or ``ssl=`` with a ``ws://`` URL.
+        InvalidURL: see :func:`resolve`.
+    """
+    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
+    addr = resolve(endpoint, listening=False)
+    if ssl is not None and not addr.secure:
+        raise ConfigurationError(f"ssl= is for wss:// URLs, not {endpoint.url}")
+    return addr
+
+
+def client_handshake(
+    options: ChannelOptions, headers: Mapping[str, str] | None
+) -> tuple[ClientHandshake, dict[str, str]]:
+    """The client's handshake object and the upgrade request's extra headers: its hello, then
+    the caller's ``headers=``."""
     hs = ClientHandshake(
         codec=options.codec.name,
         framing=FRAMING,
@@ -170,16 +200,21 @@ def client_handshake(options: ChannelOptions) -> tuple[ClientHandshake, str]:
         token=options.token,
         endpoint=options.url,
     )
-    return hs, strip_frame(hs.hello())
+    extra: dict[str, str] = {HELLO_HEADER: strip_frame(hs.hello())}
+    extra.update(headers or {})
+    return hs, extra
 
 
-def welcome_step(hs: ClientHandshake, welcome: str | None, url: str) -> Step:
-    """Feed the server's welcome header to the client handshake.
+def welcome_step(hs: ClientHandshake, response: Any, url: str) -> Step:
+    """Feed the welcome header of the server's 101 response (websockets' ``Response``, or
+    None) to the client handshake. After the last step ``hs.peer_max_frame`` is the send
+    limit (this side's ``max_frame`` when the server sent no welcome).
 
     Raises:
         AuthenticationFailed: a token on one side only, or the server's proof is wrong.
         HandshakeError, RemoteProtocolError: version or protocol trouble.
     """
+    welcome = None if response is None else header_value(response.headers, WELCOME_HEADER)
     if welcome is None:
         if hs.token is not None:
             raise AuthenticationFailed(
@@ -190,6 +225,11 @@ def welcome_step(hs: ClientHandshake, welcome: str | None, url: str) -> Step:
             )
         return Step(done=True)
     return hs.receive(welcome.encode())
+
+
+def token_timeout(url: str) -> Timeout:
+    """The server did not answer the token proof before the connect deadline."""
+    return Timeout(f"{url} did not finish the token handshake in time", endpoint=url)
 
 
 def rejected_error(exc: InvalidStatus, hs: ClientHandshake, url: str) -> IpcwireError:

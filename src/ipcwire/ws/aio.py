@@ -16,26 +16,23 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
-from ipcwire.errors import ConfigurationError, Timeout
-from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.ws._admission import ServerSettings
+from ipcwire.options import ChannelOptions
+from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._aio_listener import AioWsListener, ServerConn
 from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
-    HELLO_HEADER,
-    WELCOME_HEADER,
     client_handshake,
+    connect_address,
     open_error,
     rejected_error,
-    resolve,
+    token_timeout,
     welcome_step,
 )
 from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
-from ipcwire.ws.blocking import CONNECT_OPTIONS, LISTEN_OPTIONS, check_tls, with_url
 
 __all__ = ["AioWsChannel", "AioWsListener", "connect", "listen"]
 
@@ -72,18 +69,13 @@ async def connect(
     Raises:
         The same errors as the blocking :func:`ipcwire.ws.blocking.connect`.
     """
-    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
-    addr = resolve(endpoint, listening=False)
+    addr = connect_address(endpoint, kw, ssl)
     url = endpoint.url
-    if ssl is not None and not addr.secure:
-        raise ConfigurationError(f"ssl= is for wss:// URLs, not {url}")
     loop = asyncio.get_running_loop()
     sock, deadline = await aio_open(addr, url, timeout=timeout, reconnect=reconnect)
     set_nodelay(sock)
     peer = peer_of(sock, addr)
-    hs, hello = client_handshake(options)
-    extra: dict[str, str] = {HELLO_HEADER: hello}
-    extra.update(headers or {})
+    hs, extra = client_handshake(options, headers)
     tls: dict[str, Any] = {}
     if addr.secure:
         tls = {"ssl": ssl or True, "server_hostname": server_hostname or addr.host}
@@ -115,7 +107,7 @@ async def connect(
             send_limit = await _finish_client(conn, hs, url)
     except TimeoutError:
         conn.transport.abort()
-        raise Timeout(f"{url} did not finish the token handshake in time", endpoint=url) from None
+        raise token_timeout(url) from None
     except BaseException:
         conn.transport.abort()
         raise
@@ -125,8 +117,8 @@ async def connect(
 
 
 async def _finish_client(conn: ClientConnection, hs: ClientHandshake, url: str) -> int:
-    welcome = conn.response.headers.get_all(WELCOME_HEADER) if conn.response else []
-    step = welcome_step(hs, welcome[0] if welcome else None, url)
+    """The rest of the ipcwire handshake after the 101: the proof exchange with a token."""
+    step = welcome_step(hs, conn.response, url)
     while not step.done:
         try:
             if step.send:
@@ -135,7 +127,7 @@ async def _finish_client(conn: ClientConnection, hs: ClientHandshake, url: str) 
         except ConnectionClosed as exc:
             raise open_error(exc, url, 0) from exc
         step = hs.receive(reply)
-    return hs.peer_max_frame if welcome else hs.max_frame
+    return hs.peer_max_frame
 
 
 async def listen(
@@ -159,18 +151,15 @@ async def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    reject_unknown(kw, endpoint, LISTEN_OPTIONS)
-    addr = resolve(endpoint, listening=True)
-    check_tls(addr, ssl, endpoint.url)
+    addr = listen_address(endpoint, kw, ssl)
     sock, port, authorize, cleanup = bind(
         addr, endpoint.url, backlog=backlog, mode=mode, allow_uids=allow_uids
     )
     try:
-        url = addr.listener_url(port)
         settings = ServerSettings.build(
-            url,
-            addr.path,
-            with_url(options, url),
+            addr,
+            port,
+            options,
             origins=origins,
             pages=pages,
             ping_interval=ping_interval,

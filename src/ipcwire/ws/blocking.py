@@ -8,12 +8,11 @@ client never delays the others.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
@@ -22,21 +21,18 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
-from ipcwire.errors import ConfigurationError, Timeout
-from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.ws._admission import ServerSettings
+from ipcwire.options import ChannelOptions
+from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
-    HELLO_HEADER,
-    WELCOME_HEADER,
-    WsAddress,
     client_handshake,
+    connect_address,
     open_error,
     rejected_error,
-    resolve,
+    token_timeout,
     welcome_step,
 )
 from ipcwire.ws._fast import fast_assembler, install
@@ -46,31 +42,6 @@ from ipcwire.ws._sockets import bind, open_blocking, peer_of
 __all__ = ["WsChannel", "WsListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-CONNECT_OPTIONS: Final = (
-    "timeout",
-    "reconnect",
-    "ssl",
-    "server_hostname",
-    "origin",
-    "headers",
-    "ping_interval",
-    "ping_timeout",
-    "close_timeout",
-    "compression",
-)
-LISTEN_OPTIONS: Final = (
-    "ssl",
-    "backlog",
-    "origins",
-    "pages",
-    "mode",
-    "allow_uids",
-    "ping_interval",
-    "ping_timeout",
-    "close_timeout",
-    "compression",
-)
 
 
 # -- connecting -----------------------------------------------------------------------------
@@ -106,16 +77,11 @@ def connect(
         AuthenticationFailed, PermissionDenied (Origin refused), HandshakeError (codec),
         Timeout, ConfigurationError, InvalidURL.
     """
-    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
-    addr = resolve(endpoint, listening=False)
+    addr = connect_address(endpoint, kw, ssl)
     url = endpoint.url
-    if ssl is not None and not addr.secure:
-        raise ConfigurationError(f"ssl= is for wss:// URLs, not {url}")
     sock, deadline = open_blocking(addr, url, timeout=timeout, reconnect=reconnect)
     peer = peer_of(sock, addr)
-    hs, hello = client_handshake(options)
-    extra: dict[str, str] = {HELLO_HEADER: hello}
-    extra.update(headers or {})
+    hs, extra = client_handshake(options, headers)
     limit = max(deadline - time.monotonic(), 0.001)
     try:
         conn = ws_connect(
@@ -159,22 +125,18 @@ def connect(
 
 def _finish_client(conn: ClientConnection, hs: ClientHandshake, url: str, deadline: float) -> int:
     """The rest of the ipcwire handshake after the 101: the proof exchange with a token."""
-    assert conn.response is not None
-    welcome = conn.response.headers.get_all(WELCOME_HEADER)
-    step = welcome_step(hs, welcome[0] if welcome else None, url)
+    step = welcome_step(hs, conn.response, url)
     while not step.done:
         try:
             if step.send:
                 conn.send(step.send.rstrip(b"\n"), text=True)
             reply = conn.recv(max(deadline - time.monotonic(), 0.001), decode=False)
         except TimeoutError:
-            raise Timeout(
-                f"{url} did not finish the token handshake in time", endpoint=url
-            ) from None
+            raise token_timeout(url) from None
         except ConnectionClosed as exc:
             raise open_error(exc, url, 0) from exc
         step = hs.receive(reply)
-    return int(hs.peer_max_frame) if welcome else int(hs.max_frame)
+    return hs.peer_max_frame
 
 
 def listen(
@@ -198,18 +160,15 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    reject_unknown(kw, endpoint, LISTEN_OPTIONS)
-    addr = resolve(endpoint, listening=True)
-    check_tls(addr, ssl, endpoint.url)
+    addr = listen_address(endpoint, kw, ssl)
     sock, port, authorize, cleanup = bind(
         addr, endpoint.url, backlog=backlog, mode=mode, allow_uids=allow_uids
     )
     try:
-        url = addr.listener_url(port)
         settings = ServerSettings.build(
-            url,
-            addr.path,
-            with_url(options, url),
+            addr,
+            port,
+            options,
             origins=origins,
             pages=pages,
             ping_interval=ping_interval,
@@ -224,19 +183,3 @@ def listen(
     return WsListener(
         sock, settings, authorize=authorize, ssl_context=ssl, on_close=cleanup, max_ready=backlog
     )
-
-
-def check_tls(addr: WsAddress, ssl: ssl_module.SSLContext | None, url: str) -> None:
-    if addr.secure and ssl is None:
-        raise ConfigurationError(
-            f"listening at {url} needs ssl=SSLContext with a certificate "
-            f"(ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); "
-            f"ctx.load_cert_chain(cert, key)), or use ws://"
-        )
-    if ssl is not None and not addr.secure:
-        raise ConfigurationError(f"ssl= is for wss:// URLs; listen at wss://... instead of {url}")
-
-
-def with_url(options: ChannelOptions, url: str) -> ChannelOptions:
-    """The options with the listener's real URL (port 0 replaced), for error messages."""
-    return dataclasses.replace(options, url=url)
