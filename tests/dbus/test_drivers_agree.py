@@ -23,7 +23,9 @@ from ipcwire.dbus._proto import DbusError, bus_call
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
+    ChannelClosed,
     FrameTooLarge,
+    LocalProtocolError,
     RemoteProtocolError,
     Timeout,
 )
@@ -212,3 +214,20 @@ def test_the_client_handshake_fails_the_same_way(
         assert err.value.endpoint == url
     finally:
         conn.close()
+
+
+def test_two_tasks_receiving_from_an_asyncio_subscription(dbus_url: Callable[[], str]) -> None:
+    url = dbus_url()
+
+    async def main() -> None:
+        sub = await dbus_aio.subscribe(url, timeout=10)
+        first = asyncio.create_task(sub.recv_event())
+        await asyncio.sleep(0)  # one loop turn: the task runs until it waits
+        assert sub._waiter is not None
+        with pytest.raises(LocalProtocolError, match="receive from one task"):
+            await sub.recv_event(timeout=5)
+        sub.close()
+        with pytest.raises(ChannelClosed):
+            await first
+
+    asyncio.run(main())

@@ -525,11 +525,16 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         """The next event as ``(topic, message)``.
 
         Raises:
-            Timeout, ChannelClosed, ChannelBroken (the bus connection ended).
+            Timeout, ChannelClosed, ChannelBroken (the bus connection ended),
+            LocalProtocolError (another task is receiving).
         """
         while (event := self._next()) is None:
             if timeout == 0:
                 raise Timeout(self._no_event(timeout), endpoint=self.url)
+            if self._waiter is not None:
+                raise LocalProtocolError(
+                    f"another task is already receiving on {self.url}; receive from one task"
+                )
             fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 async with asyncio.timeout(timeout):
