@@ -14,6 +14,10 @@ It decides from the upgrade request alone whether to accept:
 4. a plain client (a browser, websocat) with a required token sends
    ``Authorization: Bearer <token>`` or, as browsers cannot set headers, ``{"token": "..."}``
    as its first message. A wrong token closes with code 1008 (policy violation).
+
+Both listeners also share, from here: ``listen()``'s checks (:func:`listen_address`), their
+settings (:class:`ServerSettings`) and :class:`ListenerCore` (state, HTTP answers, the words
+of each refusal). Nothing here does I/O; the drivers accept, wait and write.
 """
 
 from __future__ import annotations
@@ -27,21 +31,27 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
+from websockets.datastructures import Headers
 from websockets.frames import CloseCode
+from websockets.http11 import Response
 
 from ipcwire._core.handshake import ServerHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
+    ChannelClosed,
     ConfigurationError,
     ConnectionRefused,
     IpcwireError,
     PermissionDenied,
+    Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.ws._common import (
+    ERROR_HEADER,
     FRAMING,
     HELLO_HEADER,
+    WELCOME_HEADER,
     WsAddress,
     header_value,
     resolve,
@@ -53,6 +63,7 @@ __all__ = [
     "LISTEN_OPTIONS",
     "POLICY_VIOLATION",
     "Admission",
+    "ListenerCore",
     "ServerSettings",
     "admit",
     "close_reason",
@@ -303,3 +314,68 @@ POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
     """One log line per refused client."""
     log.warning("ipcwire: %s refused a client (%s): %s", url, who, error)
+
+
+# -- a listener's state ---------------------------------------------------------------------
+class ListenerCore:
+    """What both WebSocket listeners keep and decide without waiting: the settings, the
+    authorizer and cleanup, the "closed" flag, the HTTP answer to a request that is not
+    admitted, the welcome in the 101, and the words of each refusal. The drivers add how
+    they accept connections, run handshakes and wait for clients."""
+
+    url: str
+
+    def __init__(self, settings: ServerSettings, *, authorize: Any, on_close: Any) -> None:
+        self.url = settings.url
+        self._settings = settings
+        self._authorize = authorize  # the socket's peer and a refusal (see ws._sockets)
+        self._on_close = on_close
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _closed_error(self) -> ChannelClosed:
+        return ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+
+    def _accept_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(f"no client connected to {self.url} within {timeout} s", endpoint=self.url)
+
+    def _http_answer(self, c: Any, adm: Admission, who: str) -> Response | None:
+        """The HTTP response for a request that is not accepted as a WebSocket (None for a
+        101): a page, or the refusal (``c.respond``, logged) with its typed reason."""
+        if adm.status == 101:
+            return None
+        if adm.page is not None:
+            headers = Headers(
+                [
+                    ("Content-Type", adm.page.content_type),
+                    ("Content-Length", str(len(adm.page.body))),
+                    ("Cache-Control", "no-cache"),
+                    ("Connection", "close"),
+                ]
+            )
+            return Response(200, "OK", headers, adm.page.body)
+        response: Response = c.respond(adm.status, adm.text)
+        if adm.error_header is not None:
+            response.headers[ERROR_HEADER] = adm.error_header
+        if adm.error is not None:
+            log_refusal(self.url, who, adm.error)
+        return response
+
+    @staticmethod
+    def _add_welcome(adm: Admission | None, response: Response) -> None:
+        """Put the ipcwire welcome into the 101 response."""
+        if adm is not None and adm.welcome and response.status_code == 101:
+            response.headers[WELCOME_HEADER] = adm.welcome
+
+    def _no_token(self, who: str) -> str:
+        """Log a client that sent no first message in time; the close reason for it."""
+        log_refusal(self.url, who, "no token within the handshake timeout")
+        return "a token is required"
+
+    def _refused(self, who: str, error: IpcwireError) -> str:
+        """Log a client whose first message was refused; the close reason for it."""
+        log_refusal(self.url, who, error)
+        return close_reason(error)

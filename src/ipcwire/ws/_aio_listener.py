@@ -7,24 +7,20 @@ import logging
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
     Admission,
+    ListenerCore,
     ServerSettings,
     admit,
-    close_reason,
     finish_admission,
-    log_refusal,
 )
 from ipcwire.ws._aio_channel import AioWsChannel
-from ipcwire.ws._common import ERROR_HEADER, WELCOME_HEADER
 from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import Authorizer, set_nodelay
 
@@ -46,48 +42,25 @@ class ServerConn(ServerConnection):
         super().connection_made(transport)
 
 
-class AioWsListener(AioListener):
+class AioWsListener(ListenerCore, AioListener):
     """Accepts WebSocket clients (asyncio) and hands out :class:`AioWsChannel` objects."""
 
     def __init__(self, settings: ServerSettings, *, authorize: Authorizer, on_close: Any) -> None:
-        self.url = settings.url
-        self._settings = settings
-        self._authorize = authorize
-        self._on_close = on_close
+        super().__init__(settings, authorize=authorize, on_close=on_close)
         self._server: Server | None = None
         self._ready: asyncio.Queue[AioWsChannel | None] = asyncio.Queue()
-        self._closed = False
 
     def process_request(self, c: ServerConnection, request: Request) -> Response | None:
-        """Admission, from the upgrade request (see ``ipcwire.ws._common``)."""
+        """Admission, from the upgrade request (see ``ipcwire.ws._admission``)."""
         assert isinstance(c, ServerConn)
         peer, refusal = self._authorize(c.transport.get_extra_info("socket"))
         c.peer_info = peer
         adm = c.admission = admit(self._settings, request.path, request.headers, refusal=refusal)
-        if adm.status == 101:
-            return None
-        if adm.page is not None:
-            headers = Headers(
-                [
-                    ("Content-Type", adm.page.content_type),
-                    ("Content-Length", str(len(adm.page.body))),
-                    ("Cache-Control", "no-cache"),
-                    ("Connection", "close"),
-                ]
-            )
-            return Response(200, "OK", headers, adm.page.body)
-        response = c.respond(adm.status, adm.text)
-        if adm.error_header is not None:
-            response.headers[ERROR_HEADER] = adm.error_header
-        if adm.error is not None:
-            log_refusal(self.url, peer.address or "a client", adm.error)
-        return response
+        return self._http_answer(c, adm, peer.address or "a client")
 
     def process_response(self, c: ServerConnection, r: Request, response: Response) -> None:
         """Put the ipcwire welcome into the 101 response."""
-        adm = c.admission if isinstance(c, ServerConn) else None
-        if adm is not None and adm.welcome and response.status_code == 101:
-            response.headers[WELCOME_HEADER] = adm.welcome
+        self._add_welcome(c.admission if isinstance(c, ServerConn) else None, response)
 
     async def handler(self, c: ServerConnection) -> None:
         """Runs for each open connection: the first-message check, then hand it over."""
@@ -119,8 +92,7 @@ class AioWsListener(AioListener):
             async with asyncio.timeout(self._settings.options.handshake_timeout):
                 first = await c.recv(decode=False)
         except TimeoutError:
-            log_refusal(self.url, who, "no token within the handshake timeout")
-            await c.close(POLICY_VIOLATION, "a token is required")
+            await c.close(POLICY_VIOLATION, self._no_token(who))
             return False
         except ConnectionClosed:
             return False
@@ -129,8 +101,7 @@ class AioWsListener(AioListener):
             if reply:
                 await c.send(reply, text=True)
             if err is not None:
-                log_refusal(self.url, who, err)
-                await c.close(POLICY_VIOLATION, close_reason(err))
+                await c.close(POLICY_VIOLATION, self._refused(who, err))
                 return False
         except ConnectionClosed:
             return False
@@ -141,17 +112,15 @@ class AioWsListener(AioListener):
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         try:
             async with asyncio.timeout(timeout):
                 ch = await self._ready.get()
         except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
+            raise self._accept_timeout(timeout) from None
         if ch is None:
             self._ready.put_nowait(None)  # wake any other accepting task too
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            raise self._closed_error()
         return ch
 
     def close(self) -> None:
@@ -168,7 +137,3 @@ class AioWsListener(AioListener):
         self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

@@ -11,7 +11,6 @@ import time
 from collections import deque
 from typing import Any
 
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
@@ -19,18 +18,15 @@ from websockets.protocol import OPEN
 from websockets.sync.server import Server, ServerConnection
 
 from ipcwire.channel import Channel, Listener
-from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
     Admission,
+    ListenerCore,
     ServerSettings,
     admit,
-    close_reason,
     finish_admission,
-    log_refusal,
 )
 from ipcwire.ws._channel import WsChannel
-from ipcwire.ws._common import ERROR_HEADER, WELCOME_HEADER
 from ipcwire.ws._fast import FastServerProtocol, fast_assembler
 from ipcwire.ws._sockets import Authorizer
 
@@ -50,7 +46,7 @@ class ServerConn(ServerConnection):
         self.recv_messages = fast_assembler(self.recv_messages)
 
 
-class WsListener(Listener):
+class WsListener(ListenerCore, Listener):
     """Accepts WebSocket clients and hands out :class:`WsChannel` objects.
 
     Like the stream listeners, it completes handshakes whether or not the application is in
@@ -70,13 +66,9 @@ class WsListener(Listener):
         on_close: Any,
         max_ready: int = 128,
     ) -> None:
-        self.url = settings.url
-        self._settings = settings
+        super().__init__(settings, authorize=authorize, on_close=on_close)
         self._sock = sock
-        self._authorize = authorize
         self._ssl = ssl_context
-        self._on_close = on_close
-        self._closed = False
         self._cond = threading.Condition()
         self._ready: deque[WsChannel] = deque()
         self._inflight = 0
@@ -102,10 +94,6 @@ class WsListener(Listener):
         )
         self._thread.start()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def fileno(self) -> int:
         """The listening socket's fd."""
         return self._sock.fileno()
@@ -113,11 +101,9 @@ class WsListener(Listener):
     def accept(self, *, timeout: float | None = None) -> Channel:
         with self._cond:
             if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
-                raise Timeout(
-                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-                )
+                raise self._accept_timeout(timeout)
             if self._closed:
-                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                raise self._closed_error()
             was_full = self._full()
             ch = self._ready.popleft()
         if was_full:
@@ -233,12 +219,10 @@ class WsListener(Listener):
         def process_request(c: ServerConnection, request: Request) -> Response | None:
             adm = admit(settings, request.path, request.headers, refusal=refusal)
             conn.admission = adm
-            return _http_answer(c, adm, self.url, who)
+            return self._http_answer(c, adm, who)
 
         def process_response(c: ServerConnection, r: Request, response: Response) -> None:
-            adm = conn.admission
-            if adm is not None and adm.welcome and response.status_code == 101:
-                response.headers[WELCOME_HEADER] = adm.welcome
+            self._add_welcome(conn.admission, response)
 
         try:
             conn.handshake(process_request, process_response, "ipcwire", opts.handshake_timeout)
@@ -269,8 +253,7 @@ class WsListener(Listener):
         try:
             first = conn.recv(max(deadline - time.monotonic(), 0.001), decode=False)
         except TimeoutError:
-            log_refusal(self.url, who, "no token within the handshake timeout")
-            conn.close(POLICY_VIOLATION, "a token is required")
+            conn.close(POLICY_VIOLATION, self._no_token(who))
             return False
         except ConnectionClosed:
             return False
@@ -279,8 +262,7 @@ class WsListener(Listener):
             if reply:
                 conn.send(reply, text=True)
             if err is not None:
-                log_refusal(self.url, who, err)
-                conn.close(POLICY_VIOLATION, close_reason(err))
+                conn.close(POLICY_VIOLATION, self._refused(who, err))
                 return False
         except ConnectionClosed:
             return False
@@ -306,25 +288,3 @@ class WsListener(Listener):
         self._wake_w.close()
         if self._on_close is not None:
             self._on_close()
-
-
-def _http_answer(c: ServerConnection, adm: Admission, url: str, who: str) -> Response | None:
-    """The HTTP response for a request that is not accepted as a WebSocket (or None)."""
-    if adm.status == 101:
-        return None
-    if adm.page is not None:
-        headers = Headers(
-            [
-                ("Content-Type", adm.page.content_type),
-                ("Content-Length", str(len(adm.page.body))),
-                ("Cache-Control", "no-cache"),
-                ("Connection", "close"),
-            ]
-        )
-        return Response(200, "OK", headers, adm.page.body)
-    response = c.respond(adm.status, adm.text)
-    if adm.error_header is not None:
-        response.headers[ERROR_HEADER] = adm.error_header
-    if adm.error is not None:
-        log_refusal(url, who, adm.error)
-    return response
