@@ -1,7 +1,8 @@
 """The asyncio D-Bus driver does what the blocking one does, against real daemons: a
-subscription whose bus connection ends raises at once, its statistics count what is buffered,
-its Timeout names the endpoint, a message over the peer's max_frame is refused with the same
-words, an error reply of the bus is the same exception, and so is a failed handshake."""
+subscription, channel or listener whose bus connection ends raises at once (the same words), a
+subscription's statistics count what is buffered and its Timeout names the endpoint, a message
+over the peer's max_frame is refused with the same words, an error reply of the bus is the
+same exception, and so is a failed handshake."""
 
 from __future__ import annotations
 
@@ -62,6 +63,48 @@ def test_a_subscription_whose_bus_died_raises(
         err = asyncio.run(main())
     assert err.value.endpoint == url
     assert "subscribe again" in str(err.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_channels_and_listener_whose_bus_died_raise(
+    driver: str, killable_bus: tuple[str, subprocess.Popen[str]]
+) -> None:
+    address, daemon = killable_bus
+    url = "dbus://session/io.ipcwire.Gone/io/ipcwire/Gone"
+    errors: list[BaseException] = []
+    if driver == "blocking":
+        with (
+            ipcwire.listen(url, address=address) as listener,
+            ipcwire.connect(url, address=address, timeout=10) as c,
+            listener.accept(timeout=10) as s,
+        ):
+            _kill(daemon)
+            for wait in (c.recv, s.recv, listener.accept):
+                with pytest.raises(ChannelBroken) as err:
+                    wait(timeout=30)  # raises when the connection ends, not at 30 s
+                errors.append(err.value)
+    else:
+
+        async def main() -> None:
+            async with (
+                await aio.listen(url, address=address) as listener,
+                await aio.connect(url, address=address, timeout=10) as c,
+                await listener.accept(timeout=10) as s,
+            ):
+                _kill(daemon)
+                for wait in (c.recv, s.recv, listener.accept):
+                    with pytest.raises(ChannelBroken) as err:
+                        await wait(timeout=30)
+                    errors.append(err.value)
+
+        asyncio.run(main())
+    for e in errors:
+        assert isinstance(e, ChannelBroken) and e.endpoint == url
+        assert str(e) == (
+            f"{url}: the bus connection ended: the D-Bus daemon closed the connection (end of "
+            f"stream). The D-Bus daemon stopped or dropped this connection: open the channel "
+            f"(or listener) again once the bus is back"
+        )
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

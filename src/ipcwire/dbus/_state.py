@@ -58,11 +58,30 @@ __all__ = [
     "HubState",
     "ListenerState",
     "SubscriptionState",
+    "connection_ended",
+    "daemon_closed",
 ]
 
 log = logging.getLogger("ipcwire")
 
 NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
+
+
+def connection_ended(url: str, why: str, again: str, cause: BaseException | None) -> ChannelBroken:
+    """What the users of a bus connection raise once it ended (``why``): the daemon stopped
+    or dropped it; ``again`` says what to open again."""
+    err = ChannelBroken(
+        f"{url}: the bus connection ended: {why}. The D-Bus daemon stopped or dropped this "
+        f"connection: {again}",
+        endpoint=url,
+    )
+    err.__cause__ = cause
+    return err
+
+
+def daemon_closed(exc: BaseException) -> str:
+    """``why`` for :func:`connection_ended` when reading from the daemon failed with ``exc``."""
+    return f"the D-Bus daemon closed the connection ({str(exc) or 'end of stream'})"
 
 
 # -- a channel -------------------------------------------------------------------------------
@@ -277,6 +296,7 @@ class HubState(abc.ABC):
         self.early: list[Message] = []  # a client's messages that beat its channel's setup
         self.opened = False
         self.users = 0
+        self.error: IpcwireError | None = None  # why the connection ended
 
     @abc.abstractmethod
     def send(self, msg: Message) -> None:
@@ -346,8 +366,11 @@ class HubState(abc.ABC):
         if self.listener is not None:
             self.listener._forget(name)
 
-    def lost(self, err: IpcwireError) -> None:
-        """The connection ended: every channel and the listener learn it."""
+    def lost(self, url: str, why: str, cause: BaseException | None) -> None:
+        """The connection ended (``why``): every channel and the listener learn it."""
+        err = self.error = connection_ended(
+            url, why, "open the channel (or listener) again once the bus is back", cause
+        )
         with self.lock:
             chans = list(self.channels.values())
         for ch in chans:
@@ -457,14 +480,15 @@ class SubscriptionState:
         self._gone: IpcwireError | None = None  # why the bus connection ended
         self._received = self._bytes_received = 0
 
-    def _bus_gone(self, why: str) -> ChannelBroken:
+    def _bus_gone(self, why: str, cause: BaseException | None) -> ChannelBroken:
         """What a subscription raises once its bus connection ended (``why``), after the
         events it had received."""
-        return ChannelBroken(
-            f"{self.url}: the subscription's bus connection ended: {why}. The daemon stopped, "
-            f"or dropped this subscriber (it does when one reads too slowly): subscribe again "
-            f"once the bus is back (events published meanwhile are lost)",
-            endpoint=self.url,
+        return connection_ended(
+            self.url,
+            why,
+            "subscribe again once the bus is back (the daemon drops a subscriber that reads "
+            "too slowly; events published meanwhile are lost)",
+            cause,
         )
 
     def _next(self) -> tuple[str, bytes] | None:

@@ -49,6 +49,7 @@ from ipcwire.dbus._state import (
     HubState,
     ListenerState,
     SubscriptionState,
+    daemon_closed,
 )
 from ipcwire.errors import (
     ChannelBroken,
@@ -140,7 +141,6 @@ class _Hub(HubState):
         super().__init__(client=client, lock=NO_LOCK)
         self.bus = bus
         self.url = url
-        self.error: IpcwireError | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: asyncio.Task[Any] | None = None
         bus.add_message_handler(self.route)
@@ -160,11 +160,10 @@ class _Hub(HubState):
     async def _watch_disconnect(self) -> None:
         try:
             await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            why = "the bus connection was closed"
         except Exception as exc:
-            why = f"the D-Bus daemon closed the connection ({exc})"
-        self.error = ChannelBroken(f"{self.url}: {why}", endpoint=self.url)
-        self.lost(self.error)
+            self.lost(self.url, daemon_closed(exc), exc)
+        else:
+            self.lost(self.url, "the bus connection was closed", None)
 
     def _unused(self) -> None:
         if self.closing is None:
@@ -421,7 +420,7 @@ class AioDbusListener(ListenerState, AioListener):
             if self._closed:
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             if self._hub.error is not None:
-                raise ChannelBroken(f"listener {self.url}: {self._hub.error}", endpoint=self.url)
+                raise self._hub.error
             try:
                 async with asyncio.timeout(timeout):
                     ch = await self._ready.get()
@@ -504,15 +503,12 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
             self._wake()
 
     async def _watch_disconnect(self) -> None:
-        cause: Exception | None = None
         try:
             await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-            why = "the bus connection was closed"
         except Exception as exc:
-            cause = exc
-            why = f"the D-Bus daemon closed the connection ({str(exc) or 'end of stream'})"
-        self._gone = self._bus_gone(why)
-        self._gone.__cause__ = cause
+            self._gone = self._bus_gone(daemon_closed(exc), exc)
+        else:
+            self._gone = self._bus_gone("the bus connection was closed", None)
         self._wake()
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:

@@ -48,7 +48,7 @@ from ipcwire.dbus._state import (
     ListenerState,
     SubscriptionState,
 )
-from ipcwire.errors import ChannelBroken, ChannelClosed, IpcwireError
+from ipcwire.errors import ChannelClosed, IpcwireError
 from ipcwire.options import ChannelOptions
 
 __all__ = ["DbusChannel", "DbusListener", "DbusSubscription", "connect", "listen", "subscribe"]
@@ -63,7 +63,7 @@ class _Hub(HubState):
         super().__init__(client=client, lock=threading.Lock())
         self.conn = conn
         conn.add_handler(self.handle)
-        conn.on_lost(self.lost)
+        conn.on_lost(lambda err: self.lost(conn.label, str(err), err))
 
     def handle(self, msg: Message) -> None:
         if self.route(msg) or msg.message_type is not MessageType.METHOD_CALL:
@@ -337,10 +337,8 @@ class DbusListener(ListenerState, Listener):
                     raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
                 if self._ready:
                     return self._ready.popleft()
-                if self._conn.error is not None:
-                    raise ChannelBroken(
-                        f"listener {self.url}: {self._conn.error}", endpoint=self.url
-                    )
+                if self._hub.error is not None:
+                    raise self._hub.error
                 self._cond.wait(
                     seconds_left(
                         deadline, f"no client connected to {self.url} within {timeout} s", self.url
@@ -422,10 +420,8 @@ class DbusSubscription(SubscriptionState, Channel):
                 self._cond.notify_all()
 
     def _lost(self, err: IpcwireError) -> None:
-        gone = self._bus_gone(str(err))
-        gone.__cause__ = err
         with self._cond:
-            self._gone = gone
+            self._gone = self._bus_gone(str(err), err)
             self._cond.notify_all()
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
