@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from ipcwire.errors import (
     EndOfChannel,
     FrameTooLarge,
     HandshakeError,
+    IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
     Timeout,
@@ -306,3 +308,57 @@ def test_asyncio_senders_take_turns() -> None:
             assert cl.statistics().messages_sent == 202
 
     asyncio.run(main())
+
+
+ANSWERED = r"already answered: a unary call gets one reply \(clients that open a stream"
+
+
+def test_a_unary_call_gets_one_reply_blocking() -> None:
+    seen: list[IpcwireError] = []
+
+    def handler(ch: Channel) -> None:
+        ch.send(ch.recv(timeout=5))
+        for again in (lambda: ch.send(b"second"), lambda: ch.recv(timeout=5)):
+            try:
+                again()
+            except IpcwireError as exc:
+                seen.append(exc)
+
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+        t = threading.Thread(target=lis.serve, args=(handler,), daemon=True)
+        t.start()
+        with ipcwire.connect(lis.url, unary=True) as ch:
+            assert ch.request(b"first", timeout=5) == b"first"
+        lis.close()
+        t.join(10)
+    assert [type(e) for e in seen] == [LocalProtocolError, EndOfChannel]
+    assert re.search(ANSWERED, str(seen[0])) and seen[0].endpoint == lis.url
+
+
+def test_a_unary_call_gets_one_reply_asyncio() -> None:
+    seen: list[IpcwireError] = []
+
+    async def main() -> str:
+        async with await aio.listen("grpc://127.0.0.1:0") as lis:
+
+            async def handler(ch: aio.AioChannel) -> None:
+                await ch.send(await ch.recv(timeout=5))
+                try:
+                    await ch.send(b"second")
+                except IpcwireError as exc:
+                    seen.append(exc)
+                try:
+                    await ch.recv(timeout=5)
+                except IpcwireError as exc:
+                    seen.append(exc)
+
+            serving = asyncio.ensure_future(lis.serve(handler))
+            async with await aio.connect(lis.url, unary=True) as ch:
+                assert await ch.request(b"first", timeout=5) == b"first"
+            lis.close()
+            await asyncio.wait_for(serving, 10)
+            return lis.url
+
+    url = asyncio.run(main())
+    assert [type(e) for e in seen] == [LocalProtocolError, EndOfChannel]
+    assert re.search(ANSWERED, str(seen[0])) and seen[0].endpoint == url

@@ -18,8 +18,8 @@ import pytest
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import ChannelBroken, ConfigurationError, EndOfChannel, Timeout
+from ipcwire.grpc._channel import HIGH_WATER
 from ipcwire.grpc._keepalive import Keepalive
-from ipcwire.grpc._sync import HIGH_WATER
 
 # Short, so that a frozen peer is found fast.
 KA: dict[str, Any] = {"keepalive": 0.2, "keepalive_timeout": 0.5}

@@ -22,14 +22,15 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
-from ipcwire.grpc._protocol import error_from_status
-from ipcwire.grpc._sync import (
+from ipcwire.grpc._channel import (
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
     LOW_WATER,
     LOW_WATER_MESSAGES,
+    OneShotCore,
     encode,
 )
+from ipcwire.grpc._protocol import error_from_status
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream"]
@@ -464,67 +465,24 @@ class AioStream(AioChannel):
         )
 
 
-class AioOneShot(AioChannel):
+class AioOneShot(OneShotCore, AioChannel):
     """The server's channel for one unary call (asyncio): one message in, one reply out."""
 
     def __init__(
         self, url: str, codec: Codec, request: bytes, peer: PeerInfo | None, send_limit: int
     ) -> None:
-        self.url = url
-        self._codec = codec
-        self._request: bytes | None = request
-        self._peer = peer
-        self._send_limit = send_limit
-        self.reply: bytes | None = None
+        super().__init__(url, codec, request, peer, send_limit)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._gone: IpcwireError | None = None
-        self._closed = False
+
+    def _signal(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = encode(self._codec, obj, self._send_limit, self.url)
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self.reply is not None:
-            raise LocalProtocolError(
-                f"the gRPC call to {self.url} was already answered: a unary call gets one reply",
-                endpoint=self.url,
-            )
-        if self._gone is not None:
-            raise self._gone
-        self.reply = data
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def caller_gone(self, why: IpcwireError) -> None:
-        self._gone = why
-        if not self.done.done():
-            self.done.set_result(None)
+        self._reply(obj)
 
     async def recv(self, *, timeout: float | None = None) -> Any:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        req, self._request = self._request, None
-        if req is None:
-            raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
-        return req if isinstance(self._codec, BytesCodec) else self._codec.decode(memoryview(req))
-
-    def close(self) -> None:
-        self._closed = True
-        if not self.done.done():
-            self.done.set_result(None)
+        return self._take()
 
     async def aclose(self) -> None:
         self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    def statistics(self) -> ChannelStatistics:
-        got = 0 if self._request is not None else 1
-        sent = 0 if self.reply is None else 1
-        return ChannelStatistics(sent, got, len(self.reply or b""), 0)

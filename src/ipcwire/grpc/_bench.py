@@ -19,7 +19,7 @@ from concurrent import futures
 from typing import Any
 
 from ipcwire.bench.contender import Contender, Task, register_contender
-from ipcwire.grpc._sync import HIGH_WATER, HIGH_WATER_MESSAGES
+from ipcwire.grpc._channel import HIGH_WATER, HIGH_WATER_MESSAGES
 
 __all__ = ["CONTENDERS"]
 

@@ -32,58 +32,28 @@ from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     EndOfChannel,
-    FrameTooLarge,
     IpcwireError,
-    LocalProtocolError,
     Timeout,
 )
 from ipcwire.grpc import _watchdog
+from ipcwire.grpc._channel import (
+    HIGH_WATER,
+    HIGH_WATER_MESSAGES,
+    LOW_WATER_MESSAGES,
+    OneShotCore,
+    encode,
+)
 from ipcwire.grpc._protocol import error_from_status
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = [
-    "HIGH_WATER",
-    "HIGH_WATER_MESSAGES",
-    "LINGER",
-    "LOW_WATER_MESSAGES",
-    "SyncOneShot",
-    "SyncStream",
-    "encode",
-]
+__all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream"]
 
-HIGH_WATER: Final = 4 * 1024 * 1024
-LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
-# The same bounds in messages, so a queue of small messages is bounded in time too: 4 MiB of
-# 64-byte messages would be 65536 of them, seconds of backlog behind a slow reader.
-HIGH_WATER_MESSAGES: Final = 1024
-LOW_WATER_MESSAGES: Final = 256
 # A sender waiting for room wakes when this much was written: small, so that a writer held by
 # a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
 # (4 MiB of 64-byte messages is 65536 of them).
 SEND_SLACK: Final = 64 * 1024
-LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
 EOF_GRACE: Final = 2.0  # after a client's half-close, how long to wait to learn how the RPC ended
 _STOP: Final = object()  # ends the outgoing stream
-
-
-def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
-    """One message's bytes, checked against the peer's limit.
-
-    Raises:
-        FrameTooLarge: over ``limit`` (nothing sent). LocalProtocolError: cannot encode.
-    """
-    data = codec.encode(obj)
-    if type(data) is not bytes:
-        data = bytes(data)
-    if len(data) > limit:
-        raise FrameTooLarge(
-            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
-            f"bytes; raise max_frame= on both sides, or split the message",
-            size=len(data),
-            limit=limit,
-            endpoint=url,
-        )
-    return data
 
 
 class SyncStream(Channel):
@@ -490,62 +460,20 @@ class SyncStream(Channel):
         )
 
 
-class SyncOneShot(Channel):
+class SyncOneShot(OneShotCore, Channel):
     """The server's channel for one unary call: one message in, at most one reply out."""
 
     def __init__(
         self, url: str, codec: Codec, request: bytes, peer: PeerInfo | None, send_limit: int
     ) -> None:
-        self.url = url
-        self._codec = codec
-        self._request: bytes | None = request
-        self._peer = peer
-        self._send_limit = send_limit
-        self.reply: bytes | None = None
+        super().__init__(url, codec, request, peer, send_limit)
         self.done = threading.Event()
-        self._gone: IpcwireError | None = None
-        self._closed = False
+
+    def _signal(self) -> None:
+        self.done.set()
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = encode(self._codec, obj, self._send_limit, self.url)
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self.reply is not None:
-            raise LocalProtocolError(
-                f"the gRPC call to {self.url} was already answered: a unary call gets one reply "
-                f"(clients that open a stream can receive more)",
-                endpoint=self.url,
-            )
-        if self._gone is not None:
-            raise self._gone
-        self.reply = data
-        self.done.set()
-
-    def caller_gone(self, why: IpcwireError) -> None:
-        self._gone = why
-        self.done.set()
+        self._reply(obj)
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        req, self._request = self._request, None
-        if req is None:
-            raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
-        return req if isinstance(self._codec, BytesCodec) else self._codec.decode(memoryview(req))
-
-    def close(self) -> None:
-        self._closed = True
-        self.done.set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    def statistics(self) -> ChannelStatistics:
-        got = 0 if self._request is not None else 1
-        sent = 0 if self.reply is None else 1
-        return ChannelStatistics(sent, got, len(self.reply or b""), 0)
+        return self._take()

@@ -27,6 +27,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream
+from ipcwire.grpc._channel import LINGER, encode
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -37,7 +38,6 @@ from ipcwire.grpc._protocol import (
     metadata_dict,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
-from ipcwire.grpc._sync import LINGER, encode
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.grpc.blocking import CONNECT_KW, LISTEN_KW, check_welcome, client_metadata
 from ipcwire.options import (

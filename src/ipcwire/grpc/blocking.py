@@ -36,6 +36,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._channel import LINGER, encode
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -48,7 +49,7 @@ from ipcwire.grpc._protocol import (
     proof,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
-from ipcwire.grpc._sync import LINGER, SyncOneShot, SyncStream, encode
+from ipcwire.grpc._sync import SyncOneShot, SyncStream
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.options import (
     DEFAULT_CONNECT_TIMEOUT,

@@ -1,0 +1,123 @@
+"""What both gRPC drivers' channels share, without waiting: the buffer bounds, how a message
+is encoded and checked against the peer's limit, and the server's channel for one unary call
+(:class:`OneShotCore`; each driver adds how the call's handler waits for the reply)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    ChannelClosed,
+    EndOfChannel,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+)
+
+__all__ = [
+    "HIGH_WATER",
+    "HIGH_WATER_MESSAGES",
+    "LINGER",
+    "LOW_WATER",
+    "LOW_WATER_MESSAGES",
+    "OneShotCore",
+    "encode",
+]
+
+HIGH_WATER: Final = 4 * 1024 * 1024
+LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
+# The same bounds in messages, so a queue of small messages is bounded in time too: 4 MiB of
+# 64-byte messages would be 65536 of them, seconds of backlog behind a slow reader.
+HIGH_WATER_MESSAGES: Final = 1024
+LOW_WATER_MESSAGES: Final = 256
+LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+
+
+def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
+    """One message's bytes, checked against the peer's limit.
+
+    Raises:
+        FrameTooLarge: over ``limit`` (nothing sent). LocalProtocolError: cannot encode.
+    """
+    data = codec.encode(obj)
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) > limit:
+        raise FrameTooLarge(
+            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
+            f"bytes; raise max_frame= on both sides, or split the message",
+            size=len(data),
+            limit=limit,
+            endpoint=url,
+        )
+    return data
+
+
+class OneShotCore:
+    """The server's channel for one unary call: one message in, at most one reply out.
+
+    ``reply`` is what the handler sent (None: nothing yet). The driver's subclass says how the
+    call's handler learns that the channel is done (:meth:`_signal`) and wraps :meth:`_reply`
+    and :meth:`_take` as its ``send`` and ``recv``."""
+
+    def __init__(
+        self, url: str, codec: Codec, request: bytes, peer: PeerInfo | None, send_limit: int
+    ) -> None:
+        self.url = url
+        self._codec = codec
+        self._request: bytes | None = request
+        self._peer = peer
+        self._send_limit = send_limit
+        self.reply: bytes | None = None
+        self._gone: IpcwireError | None = None
+        self._closed = False
+
+    def _signal(self) -> None:
+        """The reply is there, the caller is gone, or the channel closed: wake the handler."""
+        raise NotImplementedError
+
+    def _reply(self, obj: Any) -> None:
+        data = encode(self._codec, obj, self._send_limit, self.url)
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self.reply is not None:
+            raise LocalProtocolError(
+                f"the gRPC call to {self.url} was already answered: a unary call gets one reply "
+                f"(clients that open a stream can receive more)",
+                endpoint=self.url,
+            )
+        if self._gone is not None:
+            raise self._gone
+        self.reply = data
+        self._signal()
+
+    def caller_gone(self, why: IpcwireError) -> None:
+        self._gone = why
+        self._signal()
+
+    def _take(self) -> Any:
+        if self._closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        req, self._request = self._request, None
+        if req is None:
+            raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
+        return req if isinstance(self._codec, BytesCodec) else self._codec.decode(memoryview(req))
+
+    def close(self) -> None:
+        self._closed = True
+        self._signal()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._peer
+
+    def statistics(self) -> ChannelStatistics:
+        got = 0 if self._request is not None else 1
+        sent = 0 if self.reply is None else 1
+        return ChannelStatistics(sent, got, len(self.reply or b""), 0)
