@@ -8,7 +8,6 @@ client never delays the others.
 
 from __future__ import annotations
 
-import logging
 import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
@@ -40,8 +39,6 @@ from ipcwire.ws._listener import WsListener
 from ipcwire.ws._sockets import bind, open_blocking, peer_of
 
 __all__ = ["WsChannel", "WsListener", "connect", "listen"]
-
-log = logging.getLogger("ipcwire")
 
 
 # -- connecting -----------------------------------------------------------------------------
