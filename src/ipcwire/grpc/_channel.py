@@ -17,9 +17,11 @@ from ipcwire.errors import (
 )
 
 __all__ = [
+    "CONNECT_KW",
     "HIGH_WATER",
     "HIGH_WATER_MESSAGES",
     "LINGER",
+    "LISTEN_KW",
     "LOW_WATER",
     "LOW_WATER_MESSAGES",
     "OneShotCore",
@@ -33,6 +35,16 @@ LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
 HIGH_WATER_MESSAGES: Final = 1024
 LOW_WATER_MESSAGES: Final = 256
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+
+# The keywords connect() and listen() take besides the common ones, in both drivers.
+CONNECT_KW: Final = (
+    "timeout", "reconnect", "unary", "cafile", "certfile", "keyfile", "server_hostname",
+    "credentials", "keepalive", "keepalive_timeout",
+)  # fmt: skip
+LISTEN_KW: Final = (
+    "certfile", "keyfile", "client_ca", "credentials", "mode", "max_channels", "reply_timeout",
+    "keepalive", "keepalive_timeout",
+)  # fmt: skip
 
 
 def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -37,11 +38,16 @@ from ipcwire.errors import (
     Timeout,
 )
 
+if TYPE_CHECKING:
+    from ipcwire.options import ChannelOptions
+
 __all__ = [
     "CALL",
     "SERVICE",
     "STREAM",
     "check_bearer",
+    "check_welcome",
+    "client_metadata",
     "error_from_status",
     "metadata_dict",
     "proof",
@@ -153,3 +159,33 @@ def error_from_status(
         hint = "" if name != "UNIMPLEMENTED" else "; is it an ipcwire gRPC endpoint?"
         return RemoteProtocolError(said + hint, endpoint=endpoint)
     return ChannelBroken(said, endpoint=endpoint)
+
+
+def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tuple[str, str]]:
+    """What the client tells the server on every call."""
+    md = [(CODEC_KEY, options.codec.name), (MAX_FRAME_KEY, str(options.max_frame))]
+    if options.token is not None:
+        md += [("authorization", bearer(options.token, url)), (NONCE_KEY, nonce.hex())]
+    return md
+
+
+def check_welcome(initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes) -> int:
+    """The server's send limit from its initial metadata, after checking its proof.
+
+    Raises:
+        RemoteProtocolError: not an ipcwire server. AuthenticationFailed: no or wrong proof.
+    """
+    limit = initial.get(MAX_FRAME_KEY)
+    if limit is None or not limit.isdigit():
+        raise RemoteProtocolError(
+            f"{url} accepted the stream but is not an ipcwire gRPC endpoint", endpoint=url
+        )
+    if options.token is not None:
+        want = proof(options.token, nonce)
+        if not secrets.compare_digest(want, initial.get(PROOF_KEY, "")):
+            raise AuthenticationFailed(
+                f"{url} did not prove that it knows the token (it requires none, or another); "
+                f"refusing to talk to it",
+                endpoint=url,
+            )
+    return int(limit)

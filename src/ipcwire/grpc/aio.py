@@ -27,19 +27,20 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream
-from ipcwire.grpc._channel import LINGER, encode
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, encode
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
     MAX_FRAME_KEY,
     NO_REPLY_KEY,
     STREAM,
+    check_welcome,
+    client_metadata,
     error_from_status,
     metadata_dict,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._tls import client_credentials
-from ipcwire.grpc.blocking import CONNECT_KW, LISTEN_KW, check_welcome, client_metadata
 from ipcwire.options import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,

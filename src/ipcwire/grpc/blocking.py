@@ -23,7 +23,6 @@ from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
-    AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
     ConfigurationError,
@@ -36,17 +35,17 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
-from ipcwire.grpc._channel import LINGER, encode
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, encode
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
     MAX_FRAME_KEY,
     NO_REPLY_KEY,
-    PROOF_KEY,
     STREAM,
+    check_welcome,
+    client_metadata,
     error_from_status,
     metadata_dict,
-    proof,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import SyncOneShot, SyncStream
@@ -59,15 +58,6 @@ from ipcwire.options import (
 )
 
 __all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
-
-CONNECT_KW: Final = (
-    "timeout", "reconnect", "unary", "cafile", "certfile", "keyfile", "server_hostname",
-    "credentials", "keepalive", "keepalive_timeout",
-)  # fmt: skip
-LISTEN_KW: Final = (
-    "certfile", "keyfile", "client_ca", "credentials", "mode", "max_channels", "reply_timeout",
-    "keepalive", "keepalive_timeout",
-)  # fmt: skip
 
 
 class GrpcListener(Listener):
@@ -243,38 +233,6 @@ class GrpcUnaryChannel(Channel):
 
 
 _NO_REPLY: Final = object()
-
-
-def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tuple[str, str]]:
-    """What the client tells the server on every call."""
-    from ipcwire.grpc._protocol import CODEC_KEY, NONCE_KEY, bearer
-
-    md = [(CODEC_KEY, options.codec.name), (MAX_FRAME_KEY, str(options.max_frame))]
-    if options.token is not None:
-        md += [("authorization", bearer(options.token, url)), (NONCE_KEY, nonce.hex())]
-    return md
-
-
-def check_welcome(initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes) -> int:
-    """The server's send limit from its initial metadata, after checking its proof.
-
-    Raises:
-        RemoteProtocolError: not an ipcwire server. AuthenticationFailed: no or wrong proof.
-    """
-    limit = initial.get(MAX_FRAME_KEY)
-    if limit is None or not limit.isdigit():
-        raise RemoteProtocolError(
-            f"{url} accepted the stream but is not an ipcwire gRPC endpoint", endpoint=url
-        )
-    if options.token is not None:
-        want = proof(options.token, nonce)
-        if not secrets.compare_digest(want, initial.get(PROOF_KEY, "")):
-            raise AuthenticationFailed(
-                f"{url} did not prove that it knows the token (it requires none, or another); "
-                f"refusing to talk to it",
-                endpoint=url,
-            )
-    return int(limit)
 
 
 def open_channel(
