@@ -247,39 +247,50 @@ class ClientCore:
         timeout = _REPLY_TIMEOUT if reply else None
         return Req("POST", self.path + "/messages", headers, body, timeout)
 
+    def nowait_req(self, payload: bytes) -> Req:
+        """Post one message that the server must deliver at once or not at all (then it
+        answers as :meth:`no_room` says)."""
+        return Req("POST", self.path + "/messages", {TIMEOUT_HEADER: "0"}, payload, None)
+
     def reply_req(self, payload: bytes) -> Req:
         """Post one message and ask for the answer in the same exchange: the server delivers
         it (at once or not at all: ``Ipcwire-Timeout: 0``), then answers with the channel's
         next messages if they come within ``MAX_POLL_WAIT`` (no stream may be open)."""
         return Req("POST", self.path + "/messages", REPLY_HEADERS, payload, _REPLY_TIMEOUT)
 
-    def replied(self, resp: httpx.Response) -> bool | None:
-        """The answer to a :meth:`reply_req` (or :meth:`next_post` with ``reply``): True if
-        it brought messages (now in the inbox), False if it did not (delivered, no reply in
-        time), None if the server had no room (504, nothing delivered: post it again
-        without asking for the reply). Other statuses are for :meth:`posted`.
-
-        Raises:
-            FrameTooLarge, RemoteProtocolError: the answer is over the limits or garbled.
-        """
-        status = resp.status_code
-        if status == 200:
-            body = resp.content
+    def replied(self, resp: httpx.Response) -> bool:
+        """Take the answer to a :meth:`reply_req` (or :meth:`next_post` with ``reply``): the
+        messages it brought go to the inbox. True if the server had no room (see
+        :meth:`no_room`: post it again without asking for the reply); False if the post was
+        delivered, or failed (a status for :meth:`posted`). An answer over the limits or
+        garbled ends the message stream with its error (FrameTooLarge, RemoteProtocolError),
+        which ``recv`` raises."""
+        if resp.status_code != 200:
+            return self.no_room(resp)
+        body = resp.content
+        try:
             if resp.headers.get("content-type", "").startswith(BATCH_TYPE):
                 self.arrived([bytes(v) for v in unpack_batch(body, self.max_frame, self.url)])
-                return True
-            if len(body) > self.max_frame:
+            elif len(body) > self.max_frame:
                 raise FrameTooLarge(
                     f"{self.url} answered with {len(body)} bytes, over max_frame={self.max_frame}",
                     size=len(body),
                     limit=self.max_frame,
                     endpoint=self.url,
                 )
-            self.arrived([body])
-            return True
-        if status == 504 and resp.headers.get("content-type", "").startswith(PROBLEM_TYPE):
-            return None
+            else:
+                self.arrived([body])
+        except IpcwireError as exc:
+            self.stream_ended(exc)
         return False
+
+    def no_room(self, resp: httpx.Response) -> bool:
+        """Whether the server answered that its application has no room for what was posted
+        (504 with a problem document; nothing was delivered): a post made with
+        :meth:`reply_req` or :meth:`nowait_req` then stays queued for the sender."""
+        return resp.status_code == 504 and resp.headers.get("content-type", "").startswith(
+            PROBLEM_TYPE
+        )
 
     def posted(
         self, resp: httpx.Response | None, count: int, nbytes: int, err: IpcwireError | None
@@ -329,16 +340,16 @@ class ClientCore:
             {"wait": repr(MAX_POLL_WAIT)},
         )
 
-    def polled(self, resp: httpx.Response) -> bool:
-        """The answer to :meth:`poll_req`: True if it brought messages (now in the inbox).
-
-        Raises:
-            FrameTooLarge, RemoteProtocolError: a garbled batch.
-        """
+    def polled(self, resp: httpx.Response) -> None:
+        """Take the answer to :meth:`poll_req`: the messages it brought go to the inbox. A
+        garbled batch (FrameTooLarge, RemoteProtocolError) ends the message stream with its
+        error, which ``recv`` raises."""
         if resp.status_code != 200:
-            return False
-        self.arrived([bytes(v) for v in unpack_batch(resp.content, self.max_frame, self.url)])
-        return True
+            return
+        try:
+            self.arrived([bytes(v) for v in unpack_batch(resp.content, self.max_frame, self.url)])
+        except IpcwireError as exc:
+            self.stream_ended(exc)
 
     def stream_req(self) -> Req:
         """The long response that carries every message from the server, as it comes."""

@@ -146,10 +146,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
             try:
                 resp = await self._do(req, "sending to")
                 if ask:
-                    try:
-                        full = core.replied(resp) is None
-                    except IpcwireError as exc:
-                        core.stream_ended(exc)
+                    full = core.replied(resp)
             except IpcwireError as exc:
                 err = exc
             finally:

@@ -36,7 +36,7 @@ from ipcwire.http._connect import (
     transport_settings,
 )
 from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
-from ipcwire.http._protocol import PROBLEM_TYPE, TIMEOUT_HEADER, StreamReader
+from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
@@ -290,10 +290,7 @@ class HttpChannel(ClientEnd, Channel):
             payload = core.outbox[0]
             self._posting = True
         ask = not core.streaming
-        if ask:
-            req = core.reply_req(payload)
-        else:
-            req = Req("POST", core.path + "/messages", {TIMEOUT_HEADER: "0"}, payload, None)
+        req = core.reply_req(payload) if ask else core.nowait_req(payload)
         resp: httpx.Response | None = None
         err: IpcwireError | None = None
         full = False
@@ -301,14 +298,9 @@ class HttpChannel(ClientEnd, Channel):
             resp = self._do(req, "sending to")
             if ask:
                 with self._in:
-                    try:
-                        full = core.replied(resp) is None
-                    except IpcwireError as exc:
-                        core.stream_ended(exc)
+                    full = core.replied(resp)
             else:
-                full = resp.status_code == 504 and resp.headers.get("content-type", "").startswith(
-                    PROBLEM_TYPE
-                )
+                full = core.no_room(resp)
         except IpcwireError as exc:
             err = exc
         finally:
@@ -329,10 +321,7 @@ class HttpChannel(ClientEnd, Channel):
         except IpcwireError:
             return  # the stream, opened next, reports the channel's state
         with self._in:
-            try:
-                core.polled(resp)
-            except IpcwireError as exc:
-                core.stream_ended(exc)
+            core.polled(resp)
 
     def _read_stream(self) -> None:
         """The reader thread: every message from the server's stream into the inbox."""
