@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-BENCH_FRAMING = "gRPC message on a bidirectional stream (HTTP/2 DATA)"  # ipcwire bench --list
+# ipcwire bench --list
+BENCH_FRAMING = "gRPC message on a bidirectional stream (HTTP/2 DATA), queued ones packed in one"
 
 SPEC = MechanismSpec(
     scheme="grpc",

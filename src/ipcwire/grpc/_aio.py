@@ -30,7 +30,14 @@ from ipcwire.grpc._channel import (
     OneShotCore,
     encode,
 )
-from ipcwire.grpc._protocol import error_from_status
+from ipcwire.grpc._protocol import (
+    BATCH_MARKER,
+    error_from_status,
+    marker_check,
+    pack_batch,
+    plan_batches,
+    unpack_batch,
+)
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream"]
@@ -81,6 +88,10 @@ class AioStream(AioChannel):
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # a task is in a direct read
+        # Whether the peer reads batches (both said so: see _protocol); the messages of the
+        # last batch read wait in ``_unpacked`` for ``_next``.
+        self.batches = False
+        self._unpacked: deque[bytes] = deque()
         self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -90,6 +101,8 @@ class AioStream(AioChannel):
     # -- reading --------------------------------------------------------------------------------
     async def _next(self) -> bytes | None:
         """One message from grpc, or None when nothing more comes (the end is recorded)."""
+        if self._unpacked:
+            return self._unpacked.popleft()
         try:
             msg = await self._read()
         except asyncio.CancelledError:
@@ -101,7 +114,20 @@ class AioStream(AioChannel):
         if msg is _EOF:
             self._read_eof()
             return None
+        if self.batches and msg.startswith(BATCH_MARKER):
+            return self._unbatch(msg)
         return msg  # type: ignore[no-any-return]
+
+    def _unbatch(self, msg: bytes) -> bytes | None:
+        """The first message of a batch (the others wait in ``_unpacked``), or None when it
+        is garbled (the end is recorded: nothing of it is delivered)."""
+        try:
+            items = unpack_batch(msg, self.url)
+        except IpcwireError as exc:
+            self.ended(exc)
+            return None
+        self._unpacked.extend(items[1:])
+        return items[0]
 
     def _read_cancelled(self) -> None:
         # grpc.aio cancels the RPC with the read: nothing more comes either way.
@@ -171,10 +197,14 @@ class AioStream(AioChannel):
             data = obj
         else:
             data = encode(self._codec, obj, self.send_limit, self.url)
+        wire = data
+        if self.batches and data.startswith(BATCH_MARKER):
+            marker_check(data, self.send_limit, self.url)
+            wire = pack_batch([data])
         if timeout is None and not self._writing and not self._closed and self._broken is None:
             self._writing = True  # the usual case: nobody else is writing; no timer
             try:
-                await self._write(data)
+                await self._write(wire)
             except Exception as exc:
                 raise self._send_error(exc, None)  # noqa: B904 - its cause is set
             finally:
@@ -186,6 +216,10 @@ class AioStream(AioChannel):
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
+        if self.batches:
+            for d in items:
+                if d.startswith(BATCH_MARKER):
+                    marker_check(d, self.send_limit, self.url)
         if items:
             await self._send(items, timeout)
 
@@ -266,6 +300,13 @@ class AioStream(AioChannel):
 
     async def _write_all(self, items: list[bytes]) -> None:
         write = self._write
+        if self.batches:  # what goes together goes in one gRPC message
+            for wire, count, size in plan_batches(items, self.send_limit):
+                self._check_send()
+                await write(wire)
+                self._sent += count
+                self._bytes_sent += size
+            return
         for data in items:
             self._check_send()
             await write(data)
@@ -286,6 +327,7 @@ class AioStream(AioChannel):
             and not self._reading
             and self._end is None
             and not self._closed
+            and not self._unpacked
         ):
             # The usual case, inlined (this is most of what a receiving loop costs beyond
             # grpc.aio's own read): one direct read, no task, no timer.
@@ -300,6 +342,8 @@ class AioStream(AioChannel):
                 msg = None
             finally:
                 self._reading = False
+            if self.batches and type(msg) is bytes and msg.startswith(BATCH_MARKER):
+                msg = self._unbatch(msg)
             if msg is not None and msg is not _EOF and not self._closed:
                 self._received += 1
                 self._bytes_received += len(msg)

@@ -11,7 +11,15 @@ The service is generic: messages are opaque bytes (the channel's codec encodes t
 Request metadata: ``authorization: Bearer <token>``, ``ipcwire-codec``,
 ``ipcwire-max-frame`` (the largest message the client accepts), ``ipcwire-nonce`` (hex; the
 server answers with ``ipcwire-proof`` = HMAC-SHA256 over it, so the client knows the server
-has the token too). Initial response metadata: ``ipcwire-max-frame`` and ``ipcwire-proof``.
+has the token too), ``ipcwire-batch: 1`` (the client reads batches). Initial response
+metadata: ``ipcwire-max-frame``, ``ipcwire-proof``, and ``ipcwire-batch: 1`` when the server
+reads batches too.
+
+**Batches** (only between two sides that both said ``ipcwire-batch: 1``): a stream message
+that begins with :data:`BATCH_MARKER` carries several ipcwire messages, each as a 4-byte
+little-endian length and its bytes. A sender packs what is already queued (never waits to fill
+one), so a writer ahead of gRPC sends one gRPC message for many small ones. A single message
+that happens to begin with the marker travels as a batch of one.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ipcwire.errors import (
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
     from ipcwire.options import ChannelOptions
 
 __all__ = [
+    "BATCH_BYTES",
+    "BATCH_MARKER",
     "CALL",
     "SERVICE",
     "STREAM",
@@ -49,8 +59,13 @@ __all__ = [
     "check_welcome",
     "client_metadata",
     "error_from_status",
+    "marker_check",
     "metadata_dict",
+    "pack_batch",
+    "plan_batches",
     "proof",
+    "reads_batches",
+    "unpack_batch",
 ]
 
 SERVICE: Final = "ipcwire.Channel"
@@ -61,6 +76,14 @@ MAX_FRAME_KEY: Final = "ipcwire-max-frame"
 NONCE_KEY: Final = "ipcwire-nonce"
 PROOF_KEY: Final = "ipcwire-proof"
 NO_REPLY_KEY: Final = "ipcwire-no-reply"
+BATCH_KEY: Final = "ipcwire-batch"
+# 0xC1 begins no msgpack, JSON or pickle message, so only a raw message can look like a batch.
+BATCH_MARKER: Final = b"\xc1ipcwB\x00\x01"
+BATCH_OVERHEAD: Final = len(BATCH_MARKER) + 4  # a batch of one message
+# A sender packs queued messages into one gRPC message of at most this many bytes (or the
+# peer's limit, if smaller), and at most BATCH_MESSAGES of them.
+BATCH_BYTES: Final = 256 * 1024
+BATCH_MESSAGES: Final = 1024
 
 _SIZES: Final = re.compile(r"\((\d+) vs\.? (\d+)\)")
 
@@ -161,9 +184,96 @@ def error_from_status(
     return ChannelBroken(said, endpoint=endpoint)
 
 
+def pack_batch(items: Sequence[bytes]) -> bytes:
+    """One gRPC message carrying ``items`` (see the module's docstring)."""
+    parts = [BATCH_MARKER]
+    for data in items:
+        parts.append(len(data).to_bytes(4, "little"))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def plan_batches(items: Sequence[bytes], limit: int) -> Iterator[tuple[bytes, int, int]]:
+    """``items`` as the gRPC messages to write to a peer that reads batches and accepts
+    ``limit`` bytes: each as (message, how many items, their bytes), packed as they are
+    taken. Consecutive items go into one batch while it stays within :data:`BATCH_BYTES`,
+    :data:`BATCH_MESSAGES` and ``limit``; an item alone is sent as it is, unless it begins
+    with the marker."""
+    room = min(BATCH_BYTES, limit) - len(BATCH_MARKER)
+    i, n = 0, len(items)
+    while i < n:
+        first = items[i]
+        j, left, size = i + 1, room - 4 - len(first), len(first)
+        while j < n and j - i < BATCH_MESSAGES and len(items[j]) + 4 <= left:
+            left -= len(items[j]) + 4
+            size += len(items[j])
+            j += 1
+        if j - i == 1 and not first.startswith(BATCH_MARKER):
+            yield first, 1, size
+        else:
+            yield pack_batch(items[i:j]), j - i, size
+        i = j
+
+
+def unpack_batch(msg: bytes, url: str) -> list[bytes]:
+    """The messages of a batch (``msg`` begins with :data:`BATCH_MARKER`); gRPC has already
+    held the whole batch to the receiver's limit, so each message is within it too.
+
+    Raises:
+        RemoteProtocolError: the lengths do not add up to the batch (nothing is delivered).
+    """
+    view = memoryview(msg)
+    end = len(msg)
+    pos = len(BATCH_MARKER)
+    out: list[bytes] = []
+    while pos < end:
+        if pos + 4 > end:
+            break
+        size = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if pos + size > end:
+            break
+        out.append(bytes(view[pos : pos + size]))
+        pos += size
+    else:
+        if out:
+            return out
+    raise RemoteProtocolError(
+        f"{url} sent a garbled batch of messages ({end} bytes; the lengths inside do not add "
+        f"up): a bug in the peer's ipcwire gRPC implementation; none of it was delivered",
+        endpoint=url,
+    )
+
+
+def marker_check(data: bytes, limit: int, url: str) -> None:
+    """A message that begins with the batch marker travels as a batch of one, 12 bytes longer.
+
+    Raises:
+        FrameTooLarge: then over the peer's limit (nothing sent).
+    """
+    if len(data) + BATCH_OVERHEAD > limit:
+        raise FrameTooLarge(
+            f"message of {len(data)} bytes not sent to {url}: it begins with ipcwire's gRPC "
+            f"batch marker, so it travels as a batch of one ({BATCH_OVERHEAD} bytes more), "
+            f"over the peer's limit of {limit} bytes; raise max_frame= on the peer",
+            size=len(data) + BATCH_OVERHEAD,
+            limit=limit,
+            endpoint=url,
+        )
+
+
+def reads_batches(md: dict[str, str]) -> bool:
+    """Whether the side that sent this metadata reads batches."""
+    return md.get(BATCH_KEY) == "1"
+
+
 def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tuple[str, str]]:
     """What the client tells the server on every call."""
-    md = [(CODEC_KEY, options.codec.name), (MAX_FRAME_KEY, str(options.max_frame))]
+    md = [
+        (CODEC_KEY, options.codec.name),
+        (MAX_FRAME_KEY, str(options.max_frame)),
+        (BATCH_KEY, "1"),
+    ]
     if options.token is not None:
         md += [("authorization", bearer(options.token, url)), (NONCE_KEY, nonce.hex())]
     return md

@@ -21,6 +21,7 @@ from ipcwire.grpc._address import (
 )
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
+    BATCH_KEY,
     CALL,
     CODEC_KEY,
     MAX_FRAME_KEY,
@@ -30,6 +31,7 @@ from ipcwire.grpc._protocol import (
     check_bearer,
     metadata_dict,
     proof,
+    reads_batches,
 )
 from ipcwire.grpc._tls import server_credentials
 from ipcwire.options import ChannelOptions
@@ -47,6 +49,7 @@ class Admission:
     # An ipcwire client's half-close closes the whole channel; a plain gRPC client's only
     # says "no more requests", and the server may still answer until it closes.
     ipcwire: bool = False
+    batches: bool = False  # both sides read batches (see _protocol)
 
 
 class ServerCore:
@@ -84,13 +87,16 @@ class ServerCore:
         raw = md.get(MAX_FRAME_KEY, "")
         limit = int(raw) if raw.isdigit() and int(raw) > 0 else self.max_frame
         initial = [(MAX_FRAME_KEY, str(self.max_frame))]
+        batches = reads_batches(md)
+        if batches:
+            initial.append((BATCH_KEY, "1"))
         nonce = md.get(NONCE_KEY)
         if self.token is not None and nonce:
             try:
                 initial.append((PROOF_KEY, proof(self.token, bytes.fromhex(nonce))))
             except ValueError:
                 return Admission(error=(grpc.StatusCode.INVALID_ARGUMENT, "the nonce is not hex"))
-        return Admission(limit, tuple(initial), ipcwire=codec is not None)
+        return Admission(limit, tuple(initial), ipcwire=codec is not None, batches=batches)
 
     def peer(self, context: Any) -> PeerInfo:
         """The caller's address, from grpcio's ``ipv4:host:port`` form."""

@@ -43,7 +43,14 @@ from ipcwire.grpc._channel import (
     OneShotCore,
     encode,
 )
-from ipcwire.grpc._protocol import error_from_status
+from ipcwire.grpc._protocol import (
+    BATCH_BYTES,
+    BATCH_MARKER,
+    error_from_status,
+    marker_check,
+    plan_batches,
+    unpack_batch,
+)
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream"]
@@ -82,6 +89,10 @@ class SyncStream(Channel):
         self._client = client
         self._incoming = incoming
         self._on_eof = on_eof
+        # Whether the peer reads batches (both said so: see _protocol); the messages of the
+        # last batch read wait in ``_unpacked`` for ``_next``.
+        self.batches = False
+        self._unpacked: deque[bytes] = deque()
         self.call: Any = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # ``with self._lock`` where none waits
@@ -108,25 +119,72 @@ class SyncStream(Channel):
 
     # -- what grpcio drives ---------------------------------------------------------------------
     def outgoing(self) -> Iterator[bytes]:
-        """The messages to write, until the channel closes (grpcio iterates this)."""
-        get = self._out.get
-        cond = self._cond
+        """The messages to write, until the channel closes (grpcio iterates this). The queue
+        holds messages and ``send_many``'s lists of them. When the peer reads batches, what
+        is already queued behind a message goes with it, packed into gRPC messages of up to
+        ``BATCH_BYTES`` (see _protocol): nothing waits to fill a batch."""
+        out = self._out
+        get = out.get
         while True:
             item = get()
+            if type(item) is bytes and not (
+                self.batches and (out.qsize() or item.startswith(BATCH_MARKER))
+            ):
+                self._took(len(item), 1)  # the usual case: one message, sent as it is
+                yield item
+                continue
             if item is _STOP:
                 return
-            self._taken += len(item)
-            self._taken_n += 1
-            # A waiting sender announces itself before it checks the room (under the lock),
-            # so it either sees this item taken or is woken here.
-            if (
-                self._send_waiting
-                and self._given - self._taken <= HIGH_WATER - SEND_SLACK
-                and self._given_n - self._taken_n <= LOW_WATER_MESSAGES
-            ):
-                with cond:
-                    cond.notify_all()
-            yield item
+            items, stop = self._gather(item)
+            if self.batches:
+                for wire, count, size in plan_batches(items, self.send_limit):
+                    self._took(size, count)
+                    yield wire
+            else:
+                for data in items:
+                    self._took(len(data), 1)
+                    yield data
+            if stop:
+                return
+
+    def _gather(self, first: Any) -> tuple[list[bytes], bool]:
+        """The messages of ``first`` (a message or a list of them) and, when the peer reads
+        batches, those queued behind it up to about ``BATCH_BYTES``; and whether the end of
+        the stream was taken from the queue too."""
+        items: list[bytes] = [first] if type(first) is bytes else first
+        if not self.batches:
+            return items, False
+        items = list(items)
+        size = sum(len(d) for d in items)
+        get = self._out.get_nowait
+        while size < BATCH_BYTES:
+            try:
+                nxt = get()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return items, True
+            if type(nxt) is bytes:
+                items.append(nxt)
+                size += len(nxt)
+            else:
+                items.extend(nxt)
+                size += sum(len(d) for d in nxt)
+        return items, False
+
+    def _took(self, size: int, count: int) -> None:
+        """grpcio takes ``count`` messages of ``size`` bytes: wake a sender waiting for room.
+        A waiting sender announces itself before it checks the room (under the lock), so it
+        either sees them taken or is woken here."""
+        self._taken += size
+        self._taken_n += count
+        if (
+            self._send_waiting
+            and self._given - self._taken <= HIGH_WATER - SEND_SLACK
+            and self._given_n - self._taken_n <= LOW_WATER_MESSAGES
+        ):
+            with self._cond:
+                self._cond.notify_all()
 
     def finish(self) -> None:
         """End the RPC from this side (the server returns OK; the client half-closes)."""
@@ -176,14 +234,25 @@ class SyncStream(Channel):
         """One message from grpcio, or None when nothing more will come (the end is then
         recorded). Only one thread reads at a time (``_reading`` or the pump)."""
         assert self._incoming is not None
+        if self._unpacked:
+            return self._unpacked.popleft()
         eof = False
         try:
-            return next(self._incoming)
+            msg: bytes = next(self._incoming)
+            if not (self.batches and msg.startswith(BATCH_MARKER)):
+                return msg
+            items = unpack_batch(msg, self.url)
+            self._unpacked.extend(items[1:])
+            return items[0]
         except StopIteration:
             end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
             eof = True
         except grpc.RpcError as exc:
             end = self._rpc_error(exc)
+        except IpcwireError as exc:  # a garbled batch
+            end = exc
+            if self.call is not None:
+                self.call.cancel()
         except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
         if eof and self._on_eof is not None:
@@ -251,6 +320,8 @@ class SyncStream(Channel):
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = encode(self._codec, obj, self.send_limit, self.url)
+        if self.batches and data.startswith(BATCH_MARKER):
+            marker_check(data, self.send_limit, self.url)
         size = len(data)
         with self._lock:
             if self._closed or self._broken is not None or self._full():
@@ -265,14 +336,16 @@ class SyncStream(Channel):
         items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
         if not items:
             return
+        if self.batches:
+            for d in items:
+                if d.startswith(BATCH_MARKER):
+                    marker_check(d, self.send_limit, self.url)
         size = sum(len(d) for d in items)
         with self._cond:
             self._wait_for_room(timeout)
             self._given += size
             self._given_n += len(items)
-        put = self._out.put
-        for d in items:
-            put(d)
+        self._out.put(items)
         self._sent += len(items)
         self._bytes_sent += size
 

@@ -38,6 +38,7 @@ from ipcwire.grpc._protocol import (
     client_metadata,
     error_from_status,
     metadata_dict,
+    reads_batches,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._tls import client_credentials
@@ -94,6 +95,7 @@ class AioGrpcListener(AioListener):
             if not done.done():
                 done.set_result(None)
 
+        ch.batches = adm.batches
         ch.half_close_ends = adm.ipcwire
         if adm.ipcwire:
             ch.read_done.add_done_callback(on_read_done)
@@ -326,6 +328,7 @@ async def _open_stream(
         url, options.codec, send_limit, PeerInfo(address=url),
         read=call.read, write=call.write, client=True,
     )  # fmt: skip
+    ch.batches = reads_batches(initial)
 
     loop = asyncio.get_running_loop()
     over: asyncio.Future[None] = loop.create_future()

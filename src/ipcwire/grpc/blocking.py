@@ -46,6 +46,7 @@ from ipcwire.grpc._protocol import (
     client_metadata,
     error_from_status,
     metadata_dict,
+    reads_batches,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import SyncOneShot, SyncStream
@@ -91,6 +92,7 @@ class GrpcListener(Listener):
             self.url, self._core.codec, adm.send_limit, peer, client=False,
             incoming=request_iterator,
         )  # fmt: skip
+        ch.batches = adm.batches
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
             ch.cancelled = lambda: _rpc_cancelled(context)
@@ -326,6 +328,7 @@ def _open_stream(
         raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
     try:
         ch.send_limit = check_welcome(initial, options, url, nonce)
+        ch.batches = reads_batches(initial)
     except IpcwireError:
         call.cancel()
         raise
