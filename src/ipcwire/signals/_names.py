@@ -1,4 +1,5 @@
-"""Signal names and sending signals to a process or a process group."""
+"""Signal names, sending signals to a process or a process group, and the target a
+``signal:`` URL names."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 import signal
 from typing import Any
 
-from ipcwire.errors import ChannelBroken, ConfigurationError, PermissionDenied
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import ChannelBroken, ConfigurationError, InvalidURL, PermissionDenied
 
-__all__ = ["SignalLike", "parse_signal", "send_signal", "target_pid"]
+__all__ = ["SignalLike", "parse_signal", "parse_target", "send_signal", "target_pid"]
 
 SignalLike = int | str | signal.Signals
 
@@ -89,3 +91,20 @@ def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
             f"user (or root)",
             endpoint=f"signal:{pid}",
         ) from exc
+
+
+def parse_target(endpoint: Endpoint) -> tuple[int, bool]:
+    """The pid and whether it names a process group, from ``signal:PID``/``signal:group:PGID``.
+
+    Raises:
+        InvalidURL: anything else.
+    """
+    text = endpoint.path
+    group = text.startswith("group:")
+    number = text.removeprefix("group:")
+    if not number.isdigit() or int(number) <= 0:
+        raise InvalidURL(
+            f"{endpoint}: connect to signal:PID or signal:group:PGID to send signals; "
+            f"listen on signal:USR1,HUP to receive them"
+        )
+    return int(number), group

@@ -32,9 +32,14 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.signals._names import SignalLike, parse_signal, send_signal, target_pid
+from ipcwire.signals._names import (
+    SignalLike,
+    parse_signal,
+    parse_target,
+    send_signal,
+    target_pid,
+)
 from ipcwire.signals._terminate import _KILL_WAIT, _gone
-from ipcwire.signals.blocking import parse_target
 
 __all__ = [
     "AioGracefulShutdown",

@@ -17,27 +17,10 @@ from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import ChannelClosed, InvalidURL
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.signals._names import parse_signal
+from ipcwire.signals._names import parse_signal, parse_target
 from ipcwire.signals._waiter import SignalSender, SignalWaiter
 
 __all__ = ["SignalListener", "connect", "listen", "parse_target"]
-
-
-def parse_target(endpoint: Endpoint) -> tuple[int, bool]:
-    """The pid and whether it names a process group, from ``signal:PID``/``signal:group:PGID``.
-
-    Raises:
-        InvalidURL: anything else.
-    """
-    text = endpoint.path
-    group = text.startswith("group:")
-    number = text.removeprefix("group:")
-    if not number.isdigit() or int(number) <= 0:
-        raise InvalidURL(
-            f"{endpoint}: connect to signal:PID or signal:group:PGID to send signals; "
-            f"listen on signal:USR1,HUP to receive them"
-        )
-    return int(number), group
 
 
 def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SignalSender:
