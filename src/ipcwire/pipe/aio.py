@@ -10,11 +10,11 @@ from ipcwire.aio.channel import AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConfigurationError
 from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.pipe._address import parse_fds
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe._fd import set_cloexec
 from ipcwire.pipe._stream_protocol import make_protocol
-from ipcwire.pipe.blocking import parse_fds
 
 __all__ = ["AioPipeChannel", "connect", "listen", "open_aio_channel"]
 

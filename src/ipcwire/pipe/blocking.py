@@ -7,57 +7,18 @@ the process that made the pipe. There is nothing to listen on: pipes have no nam
 
 from __future__ import annotations
 
-import os
-import stat
 from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire.channel import Listener
-from ipcwire.errors import ConfigurationError, InvalidURL
+from ipcwire.errors import ConfigurationError
 from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.pipe._address import parse_fds
 from ipcwire.pipe._channel import PipeChannel
 from ipcwire.pipe._ends import open_channel
 from ipcwire.pipe._fd import set_cloexec
 
 __all__ = ["connect", "listen", "parse_fds"]
-
-
-def parse_fds(endpoint: Endpoint) -> tuple[int | None, int | None, str]:
-    """The read fd, write fd and handshake role a ``pipe:`` URL names.
-
-    Raises:
-        InvalidURL: no fds, fds that are not numbers, or fds that are not open pipes.
-    """
-    params = endpoint.params
-    role = params.get("role", "client")
-    if role not in ("client", "server"):
-        raise InvalidURL(f"{endpoint}: role must be client or server, not {role!r}")
-    fds: list[int | None] = []
-    for key in ("rfd", "wfd"):
-        raw = params.get(key)
-        if raw is None or raw == "":
-            fds.append(None)
-            continue
-        try:
-            fd = int(raw)
-        except ValueError:
-            raise InvalidURL(f"{endpoint}: {key}={raw!r} is not a file descriptor") from None
-        try:
-            mode = os.fstat(fd).st_mode
-        except OSError:
-            raise InvalidURL(
-                f"{endpoint}: fd {fd} is not open in this process; pass it to the child with "
-                f"pass_fds=end.fds (subprocess) or let multiprocessing pickle the PipeEnd"
-            ) from None
-        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            raise InvalidURL(f"{endpoint}: fd {fd} is not a pipe")
-        fds.append(fd)
-    if fds[0] is None and fds[1] is None:
-        raise InvalidURL(
-            f"{endpoint} names no fds; pipe: URLs come from ipcwire.pipe.ends() "
-            f"(PipeEnd.url), such as pipe:?rfd=5&wfd=8"
-        )
-    return fds[0], fds[1], role
 
 
 def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> PipeChannel:
