@@ -28,9 +28,9 @@ from ipcwire.errors import (
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
+from ipcwire.shm._handshake import client_hs, server_hs
 from ipcwire.shm._link import ClientSetup, Link, refusal, server_setup
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
-from ipcwire.shm.blocking import client_hs, server_hs
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from ipcwire._core.handshake import ClientHandshake, ServerHandshake
+from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
@@ -32,6 +32,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.shm._handshake import client_hs, server_hs
 from ipcwire.shm._link import Link, accept_link, connect_link, recv_frame
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
@@ -47,27 +48,6 @@ __all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
 log = logging.getLogger("ipcwire")
 
 MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
-
-
-def client_hs(options: ChannelOptions) -> ClientHandshake:
-    """ipcwire's handshake, always length-framed here (rings keep message boundaries)."""
-    return ClientHandshake(
-        codec=options.codec.name,
-        framing="length",
-        max_frame=options.max_frame,
-        token=options.token,
-        endpoint=options.url,
-    )
-
-
-def server_hs(options: ChannelOptions) -> ServerHandshake:
-    return ServerHandshake(
-        codec=options.codec.name,
-        framing="length",
-        max_frame=options.max_frame,
-        token=options.token,
-        endpoint=options.url,
-    )
 
 
 class ShmChannel(Channel):
