@@ -12,6 +12,7 @@ from typing import Any
 from ipcwire._core.url import Endpoint
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
+from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
     FifoPaths,
     create_fifo,
@@ -21,7 +22,6 @@ from ipcwire.fifo._path import (
     resolve,
     wait_open_write,
 )
-from ipcwire.fifo.blocking import _WRITERS, DEFAULT_TIMEOUT, _check_token
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._aio_fd import AioPipeChannel
 from ipcwire.pipe._fd import PIPE_BUF
@@ -97,10 +97,10 @@ async def connect(
         HandshakeError, Timeout.
     """
     reject_unknown(kw, endpoint, ("timeout", "writers"))
-    if writers not in _WRITERS:
+    if writers not in WRITERS:
         raise ConfigurationError(f"writers={writers!r}: use 'many' or 'one'")
     paths = resolve(endpoint)
-    _check_token(options, paths)
+    check_token(options, paths)
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + limit
     pause = 0.001
@@ -139,7 +139,7 @@ async def listen(
     """
     reject_unknown(kw, endpoint, ("mode",))
     paths = resolve(endpoint)
-    _check_token(options, paths)
+    check_token(options, paths)
     return AioFifoListener(endpoint.url, paths, options, mode=mode)
 
 

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import seconds_left
@@ -31,6 +31,7 @@ from ipcwire.errors import (
     ConfigurationError,
     Timeout,
 )
+from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
     FifoPaths,
     FifoWriteStream,
@@ -46,17 +47,6 @@ from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 
 __all__ = ["FifoListener", "connect", "listen"]
-
-DEFAULT_TIMEOUT: Final = 10.0
-_WRITERS: Final = ("many", "one")
-
-
-def _check_token(options: ChannelOptions, paths: FifoPaths) -> None:
-    if options.token is not None and paths.reply is None:
-        raise ConfigurationError(
-            f"{options.url}: token= needs a handshake, which needs a way back: add "
-            f"?reply=/path/to/reply.fifo, or rely on the FIFO's file mode (0600: only you)"
-        )
 
 
 def connect(
@@ -79,10 +69,10 @@ def connect(
         AuthenticationFailed, HandshakeError, Timeout: with a token.
     """
     reject_unknown(kw, endpoint, ("timeout", "writers"))
-    if writers not in _WRITERS:
+    if writers not in WRITERS:
         raise ConfigurationError(f"writers={writers!r}: use 'many' or 'one'")
     paths = resolve(endpoint)
-    _check_token(options, paths)
+    check_token(options, paths)
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
     wfd = open_write(paths.path, endpoint.url, limit)
     rfd = None
@@ -130,7 +120,7 @@ def listen(
     """
     reject_unknown(kw, endpoint, ("mode",))
     paths = resolve(endpoint)
-    _check_token(options, paths)
+    check_token(options, paths)
     return FifoListener(endpoint.url, paths, options, mode=mode)
 
 
