@@ -13,11 +13,13 @@ import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
-from ipcwire.errors import ConfigurationError, MechanismUnavailable
+from ipcwire.errors import ChannelBroken, ConfigurationError, MechanismUnavailable
 
-__all__ = ["Tool", "pick_tool", "unavailable_reason"]
+__all__ = ["TOOL_TIMEOUT", "Tool", "pick_tool", "tool_failed", "unavailable_reason"]
 
+TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
 INSTALL_HINT = "install xclip (apt install xclip) or xsel for X11, wl-clipboard for Wayland"
 
 
@@ -33,6 +35,15 @@ class Tool:
     def describe(self) -> str:
         where = self.env.get("WAYLAND_DISPLAY") or self.env.get("DISPLAY") or "this desktop"
         return f"{self.name} on {where}"
+
+
+def tool_failed(tool: Tool, what: str, detail: str, url: str) -> ChannelBroken:
+    """The error for a run of ``tool`` that failed to ``what`` ("read", "write") the clipboard."""
+    return ChannelBroken(
+        f"{url}: {tool.name} failed to {what} the clipboard ({tool.describe()}): "
+        f"{detail.strip() or 'no error message'}",
+        endpoint=url,
+    )
 
 
 def _tools(selection: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str]]:

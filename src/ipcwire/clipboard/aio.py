@@ -12,15 +12,9 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.clipboard._tools import Tool
-from ipcwire.clipboard.blocking import (
-    TOOL_TIMEOUT,
-    ClipboardOptions,
-    _checked,
-    _failed,
-    decode,
-    encode,
-)
+from ipcwire.clipboard._content import decode, encode
+from ipcwire.clipboard._options import ClipboardOptions, checked_options
+from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed
 from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.options import ChannelOptions
 
@@ -65,13 +59,13 @@ class AioBackend:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            raise _failed(self.tool, "read", "it did not answer", self.url) from None
+            raise tool_failed(self.tool, "read", "it did not answer", self.url) from None
         if proc.returncode == 0:
             return out
         text = err.decode(errors="replace")
         if "not available" in text or "Nothing is copied" in text or "No selection" in text:
             return None
-        raise _failed(self.tool, "read", text, self.url)
+        raise tool_failed(self.tool, "read", text, self.url)
 
     async def copy(self, data: bytes, deadline: float) -> None:
         """Put ``data`` on the clipboard and wait until a paste returns it.
@@ -94,10 +88,10 @@ class AioBackend:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-                raise _failed(self.tool, "write", "it did not return", self.url) from None
+                raise tool_failed(self.tool, "write", "it did not return", self.url) from None
             if proc.returncode != 0:
                 err.seek(0)
-                raise _failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
+                raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
         while await self.paste() != data:
             if loop.time() >= deadline:
                 raise Timeout(
@@ -204,7 +198,8 @@ class AioClipboardChannel(AioChannel):
 async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardChannel:
     """A channel on the desktop clipboard (asyncio); options as the blocking ``connect``."""
     kw.pop("reconnect", None)
-    return await _channel(endpoint, options, _checked(endpoint, options, kw), listening=False)
+    opts = checked_options(endpoint, options, kw)
+    return await _channel(endpoint, options, opts, listening=False)
 
 
 async def _channel(
@@ -254,5 +249,5 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioC
     """The clipboard as a listener (asyncio)."""
     kw.pop("backlog", None)
     kw.pop("reconnect", None)
-    opts = _checked(endpoint, options, kw)
+    opts = checked_options(endpoint, options, kw)
     return AioClipboardListener(await _channel(endpoint, options, opts, listening=True))

@@ -18,94 +18,17 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
-from ipcwire.clipboard._tools import Tool, pick_tool
-from ipcwire.errors import (
-    ChannelBroken,
-    ChannelClosed,
-    ConfigurationError,
-    FrameTooLarge,
-    Timeout,
-)
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.clipboard._content import decode, encode
+from ipcwire.clipboard._options import ClipboardOptions, checked_options
+from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed
+from ipcwire.errors import ChannelClosed, Timeout
+from ipcwire.options import ChannelOptions
 
 __all__ = ["ClipboardChannel", "ClipboardListener", "ClipboardOptions", "connect", "listen"]
 
-OPTIONS: Final = ("tool", "selection", "reply", "display", "text", "poll_interval", "timeout")
-TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
 # One tool run at a time in this process: xclip serves a large selection (an INCR transfer)
 # to one reader at a time, and a second reader meanwhile can wait until the timeout.
 TOOL_LOCK: Final = threading.Lock()
-
-
-class ClipboardOptions:
-    """The clipboard's own options, from keyword arguments and the URL's query."""
-
-    def __init__(self, endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]):
-        q = endpoint.params
-        raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}
-        reject_unknown(kw, endpoint, OPTIONS)
-        selection = raw["selection"] or "clipboard"
-        self.tool: Tool = pick_tool(raw["tool"], selection=selection, display=raw["display"])
-        # reply=: answers travel on the other X selection, so a request and its answer do not
-        # overwrite each other (the connecting side sends on `selection` and reads `reply`,
-        # the listening side the other way round)
-        self.reply_tool: Tool | None = None
-        if raw["reply"]:
-            if raw["reply"] == selection:
-                raise ConfigurationError(
-                    f"{endpoint}: reply={raw['reply']} must be the other selection than "
-                    f"selection={selection} (one is 'clipboard', the other 'primary')"
-                )
-            if self.tool.name == "pbcopy":
-                raise ConfigurationError(
-                    f"{endpoint}: reply= needs a second selection; the macOS pasteboard has one"
-                )
-            self.reply_tool = pick_tool(
-                self.tool.name, selection=raw["reply"], display=raw["display"]
-            )
-        text = raw["text"]
-        if isinstance(text, str):
-            text = text.lower() not in ("0", "false", "no", "off")
-        # text (str in, str out) is the default for the bytes codec: clipboards hold text
-        self.text = options.codec.name == "bytes" if text is None else bool(text)
-        try:
-            self.poll_interval = float(raw["poll_interval"] or 0.1)
-        except ValueError:
-            raise ConfigurationError(f"poll_interval for {endpoint} must be seconds") from None
-        if self.poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval for {endpoint} must be > 0")
-
-
-def encode(wire: WireFormat, obj: Any, text: bool, url: str) -> bytes:
-    """What goes on the clipboard for ``obj``.
-
-    Raises:
-        FrameTooLarge, LocalProtocolError.
-    """
-    data = obj.encode() if text and isinstance(obj, str) else bytes(wire.codec.encode(obj))
-    if len(data) > wire.max_frame:
-        raise FrameTooLarge(
-            f"message of {len(data)} bytes not copied to {url}: over max_frame={wire.max_frame}",
-            size=len(data),
-            limit=wire.max_frame,
-            endpoint=url,
-        )
-    return data
-
-
-def decode(wire: WireFormat, data: bytes, text: bool) -> Any:
-    """The message for clipboard content ``data``."""
-    if text:
-        return data.decode(errors="replace")
-    return wire.decode(memoryview(data))
-
-
-def _failed(tool: Tool, what: str, detail: str, url: str) -> ChannelBroken:
-    return ChannelBroken(
-        f"{url}: {tool.name} failed to {what} the clipboard ({tool.describe()}): "
-        f"{detail.strip() or 'no error message'}",
-        endpoint=url,
-    )
 
 
 class Backend:
@@ -130,13 +53,13 @@ class Backend:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise _failed(self.tool, "read", "it did not answer", self.url) from exc
+            raise tool_failed(self.tool, "read", "it did not answer", self.url) from exc
         if run.returncode == 0:
             return run.stdout
         err = run.stderr.decode(errors="replace")
         if "not available" in err or "Nothing is copied" in err or "No selection" in err:
             return None  # an empty clipboard
-        raise _failed(self.tool, "read", err, self.url)
+        raise tool_failed(self.tool, "read", err, self.url)
 
     def copy(self, data: bytes, deadline: float) -> None:
         """Put ``data`` on the clipboard and wait until a paste returns it.
@@ -157,10 +80,10 @@ class Backend:
                     check=False,
                 )
             except subprocess.TimeoutExpired as exc:
-                raise _failed(self.tool, "write", "it did not return", self.url) from exc
+                raise tool_failed(self.tool, "write", "it did not return", self.url) from exc
             if run.returncode != 0:
                 err.seek(0)
-                raise _failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
+                raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
         while self.paste() != data:  # the forked server takes ownership a moment later
             if time.monotonic() >= deadline:
                 raise Timeout(
@@ -282,17 +205,7 @@ def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> Clipboard
         MechanismUnavailable: no display or no tool, with what to install.
     """
     kw.pop("reconnect", None)
-    return _channel(endpoint, options, _checked(endpoint, options, kw), listening=False)
-
-
-def _checked(endpoint: Endpoint, options: ChannelOptions, kw: dict[str, Any]) -> ClipboardOptions:
-    opts = ClipboardOptions(endpoint, options, kw)
-    if options.token is not None:
-        raise ConfigurationError(
-            f"{endpoint}: the clipboard cannot be authenticated (anyone on the desktop reads "
-            f"and writes it); drop token= (and codec='pickle')"
-        )
-    return opts
+    return _channel(endpoint, options, checked_options(endpoint, options, kw), listening=False)
 
 
 def _channel(
@@ -344,5 +257,5 @@ def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> ClipboardL
     :func:`connect`."""
     kw.pop("backlog", None)
     kw.pop("reconnect", None)
-    opts = _checked(endpoint, options, kw)
+    opts = checked_options(endpoint, options, kw)
     return ClipboardListener(_channel(endpoint, options, opts, listening=True))
