@@ -49,16 +49,16 @@ def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     """Run a test on both paths of the blocking stream channels: the C ``FrameSender`` and
     ``FrameReceiver`` (a missing build fails here, even under IPCWIRE_STREAM_IMPL=python)
     and the pure-Python paths, as without the extension."""
-    from ipcwire._stream import blocking
+    from ipcwire._stream import native
 
     if request.param == "python":
-        monkeypatch.setattr(blocking, "FRAME_SENDER", None)
-        monkeypatch.setattr(blocking, "FRAME_RECEIVER", None)
+        monkeypatch.setattr(native, "FRAME_SENDER", None)
+        monkeypatch.setattr(native, "FRAME_RECEIVER", None)
     else:
         from ipcwire._ext import _native
 
-        monkeypatch.setattr(blocking, "FRAME_SENDER", _native.FrameSender)
-        monkeypatch.setattr(blocking, "FRAME_RECEIVER", _native.FrameReceiver)
+        monkeypatch.setattr(native, "FRAME_SENDER", _native.FrameSender)
+        monkeypatch.setattr(native, "FRAME_RECEIVER", _native.FrameReceiver)
     yield request.param
 
 

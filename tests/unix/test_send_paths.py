@@ -295,12 +295,12 @@ class NoExtension(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NoExtension())
 import ipcwire
-from ipcwire._stream import blocking
+from ipcwire._stream import native
 with ipcwire.listen(sys.argv[1]) as server:
     a = ipcwire.connect(server.url, timeout=5)
     b = server.accept(timeout=5)
     a.send(b"hello")
-    print(blocking.FRAME_SENDER, b.recv(timeout=5).decode(), a.statistics().messages_sent)
+    print(native.FRAME_SENDER, b.recv(timeout=5).decode(), a.statistics().messages_sent)
 """
 
 
@@ -321,7 +321,7 @@ def test_ipcwire_stream_impl_python_selects_the_python_path() -> None:
         [
             sys.executable,
             "-c",
-            "from ipcwire._stream import blocking; print(blocking.FRAME_SENDER)",
+            "from ipcwire._stream import native; print(native.FRAME_SENDER)",
         ],
         check=False,
         capture_output=True,

@@ -21,7 +21,7 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
-from ipcwire._stream import blocking
+from ipcwire._stream import native
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -70,9 +70,9 @@ class AioStreamChannel(AioChannel):
         self._decode = wire.decode
         self._decoder = decoder if decoder is not None else wire.decoder()
         # Raw bytes with length framing: frames parsed in C when the extension is built
-        # (FrameReceiver.take; see _stream/blocking.py), else by the decoder in Python.
+        # (FrameReceiver.take; see _stream/native.py), else by the decoder in Python.
         self._take: Any = None
-        receiver = blocking.FRAME_RECEIVER
+        receiver = native.FRAME_RECEIVER
         if receiver is not None and wire.framing == "length" and wire.is_raw:
             self._take = receiver(-1, self._decoder).take
         self._peer = peer

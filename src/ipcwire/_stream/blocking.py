@@ -18,7 +18,6 @@ extension) leaves the pure-Python paths alone.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +27,8 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
+from ipcwire._stream import native
+from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -44,26 +45,6 @@ from ipcwire.options import ChannelOptions
 __all__ = ["StreamChannel", "client_handshake", "native_stream_classes"]
 
 _monotonic = time.monotonic
-
-
-def _load_native() -> tuple[Any, Any]:
-    if os.environ.get("IPCWIRE_STREAM_IMPL", "").lower() == "python":
-        return None, None
-    try:
-        from ipcwire._ext._native import FrameReceiver, FrameSender
-    except ImportError:
-        return None, None
-    return FrameSender, FrameReceiver
-
-
-# The C paths' classes, or None (then every channel uses the pure-Python paths). Tests set
-# them to None to run the Python paths in the same process.
-FRAME_SENDER, FRAME_RECEIVER = _load_native()
-
-
-def native_stream_classes() -> tuple[Any, Any]:
-    """``(FrameSender, FrameReceiver)`` as this module has them now (None: Python paths)."""
-    return FRAME_SENDER, FRAME_RECEIVER
 
 
 class StreamChannel(Channel):
@@ -91,16 +72,17 @@ class StreamChannel(Channel):
         self._fast_send: Any = None  # FrameSender.send: raw bytes, length framing, no timeout
         self._send_lock: Any = threading.Lock()
         raw = wire.framing == "length" and wire.is_raw
-        if FRAME_SENDER is not None and isinstance(stream, SocketStream):
-            self._sender = FRAME_SENDER(stream.fileno(), min(wire.send_limit, 0xFFFFFFFF))
+        sender_cls, receiver_cls = native.FRAME_SENDER, native.FRAME_RECEIVER
+        if sender_cls is not None and isinstance(stream, SocketStream):
+            self._sender = sender_cls(stream.fileno(), min(wire.send_limit, 0xFFFFFFFF))
             self._send_lock = self._sender
             if raw:
                 self._fast_send = self._sender.send
         self._receiver: Any = None
         self._fast_recv: Any = None  # FrameReceiver.recv: raw bytes, length framing, no timeout
         self._recv_lock: Any = threading.Lock()
-        if FRAME_RECEIVER is not None and isinstance(stream, SocketStream) and raw:
-            self._receiver = FRAME_RECEIVER(stream.fileno(), self._decoder)
+        if receiver_cls is not None and isinstance(stream, SocketStream) and raw:
+            self._receiver = receiver_cls(stream.fileno(), self._decoder)
             self._recv_lock = self._receiver
             self._fast_recv = self._receiver.recv
         self._deferred: IpcwireError | None = None  # an error met mid-batch by recv_many
