@@ -260,9 +260,9 @@ def test_asyncio_errors_deadlines_and_push() -> None:
 
 
 def test_asyncio_senders_take_turns() -> None:
-    """Tasks sending on one channel at once (send with and without a timeout, send_many) take
-    turns: every message arrives whole, each task's in order. A sender cancelled while it
-    waits for its turn leaves the channel working."""
+    """Tasks sending on one channel at once (send with and without a timeout, send_many):
+    every message arrives whole, each task's in order. A sender that waits for room times
+    out with its message not sent, or is cancelled, and the channel keeps working."""
 
     async def main() -> None:
         async with (
@@ -286,26 +286,34 @@ def test_asyncio_senders_take_turns() -> None:
             for k in range(4):
                 assert [m for m in got if m[0] == k] == [bytes([k, i]) * 100 for i in range(50)]
 
-            # A big message waits for the server to read; a second sender waits its turn.
-            big = b"b" * (24 * 1024 * 1024)
-            first = asyncio.ensure_future(cl.send(big))
-            waiting = asyncio.Event()
+            assert cl.statistics().messages_sent == 200
 
-            async def second() -> None:
-                waiting.set()
-                await cl.send(b"never")
+            # A big message waits for the server to read (this server has never read, so
+            # gRPC's flow control holds the write); the queue is over its bound meanwhile, so
+            # the next senders wait for room: one with a timeout gets Timeout with its message
+            # not sent; one cancelled leaves the channel working.
+            async with await aio.connect(lis.url) as cl2, await lis.accept(timeout=10) as sv2:
+                big = b"b" * (24 * 1024 * 1024)
+                first = asyncio.ensure_future(cl2.send(big))
+                waiting = asyncio.Event()
 
-            task = asyncio.ensure_future(second())
-            await waiting.wait()  # second() is now parked, waiting for its turn
-            assert not first.done()
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert await sv.recv(timeout=10) == big
-            await first
-            await cl.send(b"after")
-            assert await sv.recv(timeout=10) == b"after"
-            assert cl.statistics().messages_sent == 202
+                async def second() -> None:
+                    waiting.set()
+                    await cl2.send(b"never")
+
+                task = asyncio.ensure_future(second())
+                await waiting.wait()  # second() is now parked, waiting for room
+                with pytest.raises(Timeout, match=r"is not reading: 1 messages .* not sent"):
+                    await cl2.send(b"late", timeout=0.2)
+                assert not first.done() and not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert await sv2.recv() == big
+                await first
+                await cl2.send(b"after")
+                assert await sv2.recv() == b"after"
+                assert cl2.statistics().messages_sent == 2
 
     asyncio.run(main())
 

@@ -1,6 +1,6 @@
 """asyncio channels over ``grpc.aio``: one class for both ends of a stream, and the server's
-channel for one unary call. ``send`` awaits grpc's write, which waits while the peer is not
-reading."""
+channel for one unary call. ``send`` queues, and waits only while the queue is full (the
+peer is not reading)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ from ipcwire.errors import (
 from ipcwire.grpc._channel import (
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
+    LINGER,
     LOW_WATER,
     LOW_WATER_MESSAGES,
+    SEND_SLACK,
     OneShotCore,
+    backlog,
     encode,
 )
 from ipcwire.grpc._protocol import (
@@ -81,8 +84,12 @@ class AioStream(AioChannel):
         self._queued = 0
         self._waiter: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None
-        self._writing = False
-        self._write_waiters: deque[asyncio.Future[None]] = deque()
+        self._pending: list[bytes] = []  # queued by send(), not yet taken by the writer
+        self._unwritten = self._unwritten_n = 0  # queued bytes and messages not yet written
+        self._writer: asyncio.Task[None] | None = None
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._busy = False  # a task writes in send() itself (see "sending")
+        self._sent_last = False  # the last thing done was a send, not a receive
         self._end: IpcwireError | None = None
         self._broken: IpcwireError | None = None
         self._closed = False
@@ -188,31 +195,36 @@ class AioStream(AioChannel):
             )
 
     # -- sending --------------------------------------------------------------------------------
-    # One write at a time (grpc.aio allows no more): ``_writing`` says a task holds the turn;
-    # the others wait in ``_write_waiters`` (FIFO) and are handed the turn one by one. A plain
-    # flag instead of an asyncio.Lock, because the lock's acquire and release were most of
-    # what an uncontended send() cost beyond grpc.aio's own write.
+    # grpc.aio allows one write at a time, and each costs tens of microseconds. A send() that
+    # follows a receive, with nothing else being written and no timeout (a request or a reply),
+    # writes at once in the caller's task: what bare grpc.aio costs. Any other send() queues,
+    # as the blocking driver's does, and returns at once unless HIGH_WATER bytes or
+    # HIGH_WATER_MESSAGES messages wait to be written; one writer task (started when something
+    # is queued, gone when all is written) hands the queue to grpc.aio, packing what queued up
+    # during a write into one batch when the peer reads batches (see _protocol). So a task that
+    # sends message after message is not held to one gRPC message each.
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._raw and type(obj) is bytes and len(obj) <= self.send_limit:
             data = obj
         else:
             data = encode(self._codec, obj, self.send_limit, self.url)
-        wire = data
         if self.batches and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
-            wire = pack_batch([data])
-        if timeout is None and not self._writing and not self._closed and self._broken is None:
-            self._writing = True  # the usual case: nobody else is writing; no timer
-            try:
-                await self._write(wire)
-            except Exception as exc:
-                raise self._send_error(exc, None)  # noqa: B904 - its cause is set
-            finally:
-                self._next_writer()
-            self._sent += 1
-            self._bytes_sent += len(data)
+        if self._closed or self._broken is not None:
+            self._check_send()
+        if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
+            await self._wait_for_room(timeout)
+        elif timeout is None and not self._sent_last and self._writer is None and not self._busy:
+            await self._write_now(data)
             return
-        await self._send([data], timeout)
+        self._sent_last = True
+        self._pending.append(data)
+        self._unwritten += len(data)
+        self._unwritten_n += 1
+        self._sent += 1
+        self._bytes_sent += len(data)
+        if self._writer is None and not self._busy:
+            self._writer = self._loop.create_task(self._write_queued())
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
@@ -220,98 +232,107 @@ class AioStream(AioChannel):
             for d in items:
                 if d.startswith(BATCH_MARKER):
                     marker_check(d, self.send_limit, self.url)
-        if items:
-            await self._send(items, timeout)
-
-    async def _send(self, items: list[bytes], timeout: float | None) -> None:
+        if not items:
+            return
         self._check_send()
-        try:
-            if timeout is None:
-                await self._write_turn(items)
-            else:
-                async with asyncio.timeout(timeout):
-                    await self._write_turn(items)
-        except Exception as exc:
-            raise self._send_error(exc, timeout)  # noqa: B904 - its cause is set
+        if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
+            await self._wait_for_room(timeout)
+        size = sum(len(d) for d in items)
+        self._sent_last = True
+        self._pending.extend(items)
+        self._unwritten += size
+        self._unwritten_n += len(items)
+        self._sent += len(items)
+        self._bytes_sent += size
+        if self._writer is None and not self._busy:
+            self._writer = self._loop.create_task(self._write_queued())
 
-    def _send_error(self, exc: Exception, timeout: float | None) -> Exception:
-        """What a send that failed with ``exc`` raises (its cause set)."""
-        err: Exception
-        cause: Exception | None = None
-        if isinstance(exc, IpcwireError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            self._broken = ChannelBroken(
-                f"an earlier send to {self.url} timed out and cancelled the stream",
-                endpoint=self.url,
-            )
-            err = Timeout(
-                f"send to {self.url} did not complete within {timeout} s (the peer is not "
-                f"reading); gRPC cancels the stream then, so the channel is broken",
-                endpoint=self.url,
-            )
-        elif self._closed:
-            err = ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        elif isinstance(exc, (grpc.aio.AioRpcError, asyncio.InvalidStateError, _UsageError)):
-            if self._broken is None:
-                self._broken = ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url)
-            err, cause = self._broken, exc
+    async def _write_now(self, data: bytes) -> None:
+        """Write ``data`` in this task; sends meanwhile queue behind it."""
+        self._sent_last = self._busy = True
+        self._unwritten += len(data)
+        self._unwritten_n += 1
+        wire = pack_batch([data]) if self.batches and data.startswith(BATCH_MARKER) else data
+        try:
+            await self._write(wire)
+        except Exception as exc:
+            self._write_failed(exc)
+            self._check_send()
+            raise  # not reached: _write_failed broke the channel
+        finally:
+            self._busy = False
+            self._unwritten -= len(data)
+            self._unwritten_n -= 1
+            if self._pending and self._writer is None:
+                self._writer = self._loop.create_task(self._write_queued())
+            self._wake(self._room_waiters)
+        self._sent += 1
+        self._bytes_sent += len(data)
+
+    async def _write_queued(self) -> None:
+        """The writer task: write what is queued until nothing is, or the stream fails."""
+        write = self._write
+        try:
+            while self._pending and self._broken is None:
+                items, self._pending = self._pending, []
+                if self.batches:
+                    plan: Iterable[tuple[bytes, int, int]] = plan_batches(items, self.send_limit)
+                else:
+                    plan = ((d, 1, len(d)) for d in items)
+                for wire, count, size in plan:
+                    if self._broken is not None:
+                        return
+                    await write(wire)
+                    self._unwritten -= size
+                    self._unwritten_n -= count
+                    if (
+                        self._room_waiters
+                        and self._unwritten <= HIGH_WATER - SEND_SLACK
+                        and self._unwritten_n <= LOW_WATER_MESSAGES
+                    ):
+                        self._wake(self._room_waiters)
+        except Exception as exc:
+            self._write_failed(exc)
+        finally:
+            self._writer = None
+            self._wake(self._room_waiters)
+
+    def _write_failed(self, exc: Exception) -> None:
+        """grpc.aio refused a write: the stream is over; queued messages are not sent."""
+        if self._broken is not None:
+            return
+        if isinstance(exc, (grpc.aio.AioRpcError, asyncio.InvalidStateError, _UsageError)):
+            err = ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url)
         else:  # grpc.aio: ExecuteBatchError and friends after the end
             err = ChannelBroken(f"{self.url} broke while sending: {exc!r}", endpoint=self.url)
-            cause = exc
-        err.__cause__ = cause  # as ``raise err from cause`` (None: from None)
-        err.__suppress_context__ = True
-        return err
+        err.__cause__ = exc
+        self._broken = err
 
-    async def _write_turn(self, items: list[bytes]) -> None:
-        if self._writing:
-            await self._wait_turn()
-        else:
-            self._writing = True
-        try:
-            await self._write_all(items)
-        finally:
-            self._next_writer()
-
-    async def _wait_turn(self) -> None:
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._write_waiters.append(fut)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self._next_writer()  # handed the turn, then cancelled: pass it on
-            else:
-                try:
-                    self._write_waiters.remove(fut)
-                except ValueError:
-                    pass
-            raise
-
-    def _next_writer(self) -> None:
-        """The write is over: hand the turn to the first sender still waiting, or free it."""
-        waiters = self._write_waiters
-        while waiters:
-            w = waiters.popleft()
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        for w in waiters:
             if not w.done():
-                w.set_result(None)  # ``_writing`` stays set: the turn is handed over
-                return
-        self._writing = False
+                w.set_result(None)
+        waiters.clear()
 
-    async def _write_all(self, items: list[bytes]) -> None:
-        write = self._write
-        if self.batches:  # what goes together goes in one gRPC message
-            for wire, count, size in plan_batches(items, self.send_limit):
-                self._check_send()
-                await write(wire)
-                self._sent += count
-                self._bytes_sent += size
-            return
-        for data in items:
-            self._check_send()
-            await write(data)
-            self._sent += 1
-            self._bytes_sent += len(data)
+    async def _wait_for_room(self, timeout: float | None) -> None:
+        """Return when the channel is open and the queue is under its bounds.
+
+        Raises:
+            ChannelClosed, ChannelBroken, Timeout: nothing was queued.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
+                    self._check_send()
+                    fut = self._loop.create_future()
+                    self._room_waiters.append(fut)
+                    await fut
+        except TimeoutError:
+            raise Timeout(
+                backlog(self.url, self._unwritten_n, self._unwritten), endpoint=self.url
+            ) from None
+        self._check_send()
 
     def _check_send(self) -> None:
         if self._closed:
@@ -346,6 +367,7 @@ class AioStream(AioChannel):
                 msg = self._unbatch(msg)
             if msg is not None and msg is not _EOF and not self._closed:
                 self._received += 1
+                self._sent_last = False
                 self._bytes_received += len(msg)
                 return msg if self._raw else self._codec.decode(memoryview(msg))
             if msg is _EOF:
@@ -392,6 +414,7 @@ class AioStream(AioChannel):
             assert self._end is not None
             raise self._end
         self._received += 1
+        self._sent_last = False
         self._bytes_received += len(msg)
         return msg
 
@@ -406,6 +429,7 @@ class AioStream(AioChannel):
         n = len(raw[0]) if len(raw) == 1 else sum(len(m) for m in raw)
         self._queued -= n
         self._received += len(raw)
+        self._sent_last = False
         self._bytes_received += n
         r = self._resume
         if (
@@ -483,8 +507,25 @@ class AioStream(AioChannel):
         for f in (self._waiter, self._resume):
             if f is not None and not f.done():
                 f.set_result(None)
+        self._wake(self._room_waiters)
         if self.on_close is not None:
-            self._closing = self._loop.create_task(self.on_close())
+            self._closing = self._loop.create_task(self._close_when_written(self.on_close))
+
+    async def _close_when_written(self, on_close: Callable[[], Awaitable[None]]) -> None:
+        """What was sent before close() is written first (for at most LINGER seconds)."""
+        try:
+            async with asyncio.timeout(LINGER):
+                while self._writer is not None or self._busy:
+                    if self._writer is not None:
+                        await asyncio.wait((self._writer,))
+                    else:  # a send() writing in its own task wakes these when done
+                        fut = self._loop.create_future()
+                        self._room_waiters.append(fut)
+                        await fut
+        except TimeoutError:
+            if self._writer is not None:
+                self._writer.cancel()
+        await on_close()
 
     async def aclose(self) -> None:
         self.close()

@@ -24,7 +24,9 @@ __all__ = [
     "LISTEN_KW",
     "LOW_WATER",
     "LOW_WATER_MESSAGES",
+    "SEND_SLACK",
     "OneShotCore",
+    "backlog",
     "encode",
 ]
 
@@ -35,6 +37,10 @@ LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
 HIGH_WATER_MESSAGES: Final = 1024
 LOW_WATER_MESSAGES: Final = 256
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+# A sender waiting for room wakes when this much was written: small, so that a writer held by
+# a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
+# (4 MiB of 64-byte messages is 65536 of them).
+SEND_SLACK: Final = 64 * 1024
 
 # The keywords connect() and listen() take besides the common ones, in both drivers.
 CONNECT_KW: Final = (
@@ -45,6 +51,14 @@ LISTEN_KW: Final = (
     "certfile", "keyfile", "client_ca", "credentials", "mode", "max_channels", "reply_timeout",
     "keepalive", "keepalive_timeout",
 )  # fmt: skip
+
+
+def backlog(url: str, messages: int, nbytes: int) -> str:
+    """What a send that found no room in time says (nothing of it was queued)."""
+    return (
+        f"{url} is not reading: {messages} messages ({nbytes} bytes) wait to be sent; this "
+        f"message was not sent"
+    )
 
 
 def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:

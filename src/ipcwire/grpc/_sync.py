@@ -40,7 +40,9 @@ from ipcwire.grpc._channel import (
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
     LOW_WATER_MESSAGES,
+    SEND_SLACK,
     OneShotCore,
+    backlog,
     encode,
 )
 from ipcwire.grpc._protocol import (
@@ -55,10 +57,6 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream"]
 
-# A sender waiting for room wakes when this much was written: small, so that a writer held by
-# a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
-# (4 MiB of 64-byte messages is 65536 of them).
-SEND_SLACK: Final = 64 * 1024
 EOF_GRACE: Final = 2.0  # after a client's half-close, how long to wait to learn how the RPC ended
 _STOP: Final = object()  # ends the outgoing stream
 
@@ -372,9 +370,7 @@ class SyncStream(Channel):
                 self._cond.wait(
                     seconds_left(
                         deadline,
-                        f"{self.url} is not reading: {self._given_n - self._taken_n} messages "
-                        f"({self._given - self._taken} bytes) wait to be sent; this message was "
-                        f"not sent",
+                        backlog(self.url, self._given_n - self._taken_n, self._given - self._taken),
                         self.url,
                     )
                 )
