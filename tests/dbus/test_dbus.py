@@ -4,11 +4,15 @@ and what happens without a bus."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbus_fast import Message
@@ -145,6 +149,41 @@ def test_asyncio_publish_subscribe(dbus_url: Callable[[], str]) -> None:
                 assert await sub.recv_event(timeout=5) == ("t", [1, 2])
 
     asyncio.run(main())
+
+
+def test_asyncio_objects_leave_no_task_pending_when_their_loop_closes(
+    killable_bus: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """A listener, a channel pair and a subscription nobody closed, and a subscription closed
+    without waiting: once their loop stops and closes, no task of theirs is pending (it would
+    be "destroyed but it is pending" when collected). Only their sockets are left unclosed."""
+    address, _ = killable_bus
+    url = "dbus://session/io.ipcwire.Left/io/ipcwire/Left"
+    reports: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _, context: reports.append(context))
+
+    async def main() -> list[object]:
+        listener = await aio.listen(url, address=address)
+        client = await aio.connect(url, address=address, timeout=10)
+        server = await listener.accept(timeout=10)
+        kept = await asubscribe(url, address=address, timeout=10)
+        closed = await asubscribe(url, address=address, timeout=10)
+        closed.close()
+        return [listener, client, server, kept, closed]
+
+    try:
+        objects = loop.run_until_complete(main())
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    finally:
+        loop.close()
+    assert pending == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del objects, pending
+        gc.collect()
+    assert [r["message"] for r in reports] == []
+    assert all(issubclass(w.category, ResourceWarning) for w in caught), caught
 
 
 def test_a_name_owned_by_something_else(dbus_url: Callable[[], str]) -> None:

@@ -115,6 +115,30 @@ async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
         ) from exc
 
 
+def _when_disconnected(
+    bus: MessageBus, callback: Callable[[BaseException | None], None]
+) -> asyncio.Future[Any]:
+    """Call ``callback(error)`` once the bus connection has ended (``None``: it was closed,
+    without an error); the future that completes then.
+
+    The callback hangs on dbus-fast's own disconnect future (what ``wait_for_disconnect``
+    awaits) rather than on a task awaiting it: a task would outlive a connection its owner
+    never closed, and be "destroyed but pending" once the loop closes. Should a dbus-fast
+    version lack that future, a task waits instead (ended by the disconnection).
+    """
+    fut: asyncio.Future[Any] | None = getattr(bus, "_disconnect_future", None)
+    if not isinstance(fut, asyncio.Future):
+        waiting = bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+        fut = asyncio.get_running_loop().create_task(waiting)
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if not f.cancelled():
+            callback(f.exception())  # also marks an error as retrieved
+
+    fut.add_done_callback(done)
+    return fut
+
+
 async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) -> Message:
     """A method call's reply.
 
@@ -144,7 +168,7 @@ class _Hub(HubState):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: asyncio.Task[Any] | None = None
         bus.add_message_handler(self.route)
-        self.spawn(self._watch_disconnect())
+        self.disconnected = _when_disconnected(bus, self._ended)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -153,14 +177,13 @@ class _Hub(HubState):
         return task
 
     async def wait_closed(self) -> None:
-        """Wait (boundedly) for the hang-up, when the last user is gone."""
+        """Wait (boundedly) for the hang-up, when the last user is gone: the last round trip,
+        then the end of the connection (its socket closed)."""
         if self.closing is not None:
-            await asyncio.wait([self.closing], timeout=_CLOSE_TIMEOUT * 2)
+            await asyncio.wait([self.closing, self.disconnected], timeout=_CLOSE_TIMEOUT * 2)
 
-    async def _watch_disconnect(self) -> None:
-        try:
-            await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        except Exception as exc:
+    def _ended(self, exc: BaseException | None) -> None:
+        if exc is not None:
             self.lost(self.url, daemon_closed(exc), exc)
         else:
             self.lost(self.url, "the bus connection was closed", None)
@@ -187,7 +210,7 @@ class _Hub(HubState):
         try:
             fut = self.bus.send(msg)
         except OSError:
-            return  # the connection is going; _watch_disconnect reports it
+            return  # the connection is going; _ended reports it
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
@@ -490,7 +513,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         self._waiter: asyncio.Future[None] | None = None
         self._handler: Callable[[Message], None] = self._signal
         bus.add_message_handler(self._handler)
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_disconnect())
+        self._disconnected = _when_disconnected(bus, self._ended)
 
     def _wake(self) -> None:
         w = self._waiter
@@ -502,10 +525,8 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
             self._queue.append((msg.body[0], msg.body[1]))
             self._wake()
 
-    async def _watch_disconnect(self) -> None:
-        try:
-            await self._bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        except Exception as exc:
+    def _ended(self, exc: BaseException | None) -> None:
+        if exc is not None:
             self._gone = self._bus_gone(daemon_closed(exc), exc)
         else:
             self._gone = self._bus_gone("the bus connection was closed", None)
@@ -549,7 +570,9 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
         self._bus.disconnect()
 
     async def aclose(self) -> None:
+        """Close, and wait (boundedly) for the connection to end (its socket closed)."""
         self.close()
+        await asyncio.wait([self._disconnected], timeout=_CLOSE_TIMEOUT)
 
 
 async def subscribe(
