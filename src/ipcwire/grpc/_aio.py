@@ -255,6 +255,18 @@ class AioStream(AioChannel):
         wire = pack_batch([data]) if self.batches and data.startswith(BATCH_MARKER) else data
         try:
             await self._write(wire)
+        except asyncio.CancelledError:
+            # The caller was cancelled mid-write. grpc.aio's client cancels the RPC then; its
+            # server goes on writing without us, and another write now would overlap that one
+            # (grpc refuses it, and what was queued meanwhile would be lost unseen). Either
+            # way the stream cannot go on: the next send() says so.
+            if self._broken is None:
+                self._broken = ChannelBroken(
+                    f"cannot send to {self.url}: a send() was cancelled while grpc wrote its "
+                    f"message, which ends the stream",
+                    endpoint=self.url,
+                )
+            raise
         except Exception as exc:
             self._write_failed(exc)
             self._check_send()
