@@ -16,6 +16,7 @@ import pytest
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import ChannelBroken, EndOfChannel, RemoteProtocolError, Timeout
+from ipcwire.grpc._channel import LINGER
 from ipcwire.grpc._protocol import BATCH_BYTES, BATCH_MESSAGES, plan_batches, unpack_batch
 
 MARKER = b"\xc1ipcwB\x00\x01"  # as documented
@@ -390,5 +391,42 @@ def test_asyncio_send_cancelled_mid_write(side: str) -> None:
             except (EndOfChannel, ChannelBroken):
                 pass
             assert (b"after" in got) == sent
+
+    asyncio.run(main())
+
+
+def test_asyncio_server_senders_learn_that_the_client_closed() -> None:
+    """An ipcwire client that closes ends the channel, though grpc still holds the server's
+    write (the client never read, so flow control stops it): a server task waiting for room
+    gets ChannelBroken, and the server's aclose() does not wait LINGER for that write."""
+
+    async def main() -> None:
+        async with (
+            await aio.listen("grpc://127.0.0.1:0") as lis,
+            await aio.connect(lis.url) as cl,
+            await lis.accept(timeout=10) as sv,
+        ):
+            await cl.send(b"hello")
+            assert await sv.recv() == b"hello"
+            await sv.send(b"B" * (32 << 20), timeout=0)  # queued: more than the windows
+            with pytest.raises(Timeout):
+                await sv.send(b"next", timeout=0)  # the queue is full
+            parked = asyncio.Event()
+
+            async def waiting_sender() -> None:
+                parked.set()
+                await sv.send(b"waits for room")
+
+            sender = asyncio.ensure_future(waiting_sender())
+            await parked.wait()
+            assert not sender.done()
+            await cl.aclose()
+            with pytest.raises(EndOfChannel):
+                await sv.recv()
+            # A guard against a hang, well under LINGER (what aclose() waited before).
+            async with asyncio.timeout(LINGER / 4):
+                with pytest.raises(ChannelBroken):
+                    await sender
+                await sv.aclose()
 
     asyncio.run(main())

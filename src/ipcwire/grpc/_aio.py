@@ -181,6 +181,9 @@ class AioStream(AioChannel):
             self._broken = ChannelBroken(
                 f"cannot send to {self.url}: {who} ended the channel ({end})", endpoint=self.url
             )
+            # grpc may hold the write in flight until the RPC is over (long after, if the
+            # peer never reads): senders waiting for room, and close(), learn it now.
+            self._wake(self._room_waiters)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -193,6 +196,7 @@ class AioStream(AioChannel):
             self._broken = ChannelBroken(
                 f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
             )
+            self._wake(self._room_waiters)
 
     # -- sending --------------------------------------------------------------------------------
     # grpc.aio allows one write at a time, and each costs tens of microseconds. A send() that
@@ -524,16 +528,16 @@ class AioStream(AioChannel):
             self._closing = self._loop.create_task(self._close_when_written(self.on_close))
 
     async def _close_when_written(self, on_close: Callable[[], Awaitable[None]]) -> None:
-        """What was sent before close() is written first (for at most LINGER seconds)."""
+        """What was sent before close() is written first (for at most LINGER seconds), unless
+        the stream ends meanwhile: nothing more can be written then."""
         try:
             async with asyncio.timeout(LINGER):
-                while self._writer is not None or self._busy:
-                    if self._writer is not None:
-                        await asyncio.wait((self._writer,))
-                    else:  # a send() writing in its own task wakes these when done
-                        fut = self._loop.create_future()
-                        self._room_waiters.append(fut)
-                        await fut
+                while (self._writer is not None or self._busy) and self._broken is None:
+                    # The writer task and a send() writing in its own task wake these as they
+                    # go and when done; so does the end of the stream.
+                    fut = self._loop.create_future()
+                    self._room_waiters.append(fut)
+                    await fut
         except TimeoutError:
             if self._writer is not None:
                 self._writer.cancel()
