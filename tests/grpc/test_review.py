@@ -430,3 +430,31 @@ def test_asyncio_server_senders_learn_that_the_client_closed() -> None:
                 await sv.aclose()
 
     asyncio.run(main())
+
+
+def test_asyncio_client_that_left_drains_the_server() -> None:
+    """A client that closes without reading what the server was sending reads and drops the
+    rest until the server ends the RPC, so flow control does not hold the server's write (and
+    the end of its RPC, and its handler slot) until the client gives up after LINGER."""
+
+    async def main() -> None:
+        async with (
+            await aio.listen("grpc://127.0.0.1:0") as lis,
+            await aio.connect(lis.url) as cl,
+            await lis.accept(timeout=10) as sv,
+        ):
+            await cl.send(b"hello")
+            assert await sv.recv() == b"hello"
+            # After a receive, send() writes in this task: held until the client reads.
+            write = asyncio.ensure_future(sv.send(b"B" * (32 << 20)))
+            await cl.aclose()
+            with pytest.raises(EndOfChannel):
+                await sv.recv()
+            async with asyncio.timeout(LINGER / 4):  # a guard against the old 60 s hang
+                try:
+                    await write
+                except ChannelBroken:
+                    pass  # also fine: the RPC ended first; what matters is that it ended
+                await sv.aclose()
+
+    asyncio.run(main())

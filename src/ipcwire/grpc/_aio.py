@@ -46,6 +46,7 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 __all__ = ["AioOneShot", "AioStream"]
 
 _EOF: Any = grpc.aio.EOF
+_CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not wait)
 _UsageError: Any = grpc.aio.UsageError
 
 
@@ -525,7 +526,9 @@ class AioStream(AioChannel):
                 f.set_result(None)
         self._wake(self._room_waiters)
         if self.on_close is not None:
-            self._closing = self._loop.create_task(self._close_when_written(self.on_close))
+            task = self._closing = self._loop.create_task(self._close_when_written(self.on_close))
+            _CLOSING.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(_CLOSING.discard)
 
     async def _close_when_written(self, on_close: Callable[[], Awaitable[None]]) -> None:
         """What was sent before close() is written first (for at most LINGER seconds), unless
@@ -562,7 +565,11 @@ class AioStream(AioChannel):
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
-            self._sent, self._received, self._bytes_sent, self._bytes_received, self._queued
+            self._sent,
+            self._received,
+            self._bytes_sent,
+            self._bytes_received,
+            self._queued + sum(len(m) for m in self._unpacked),  # and the rest of a batch
         )
 
 

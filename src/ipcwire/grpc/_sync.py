@@ -525,7 +525,11 @@ class SyncStream(Channel):
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
-            self._sent, self._received, self._bytes_sent, self._bytes_received, self._queued
+            self._sent,
+            self._received,
+            self._bytes_sent,
+            self._bytes_received,
+            self._queued + sum(len(m) for m in self._unpacked),  # and the rest of a batch
         )
 
 

@@ -340,13 +340,22 @@ async def _open_stream(
 
     call.add_done_callback(rpc_over)
 
+    def reading() -> bool:
+        reader = ch._reader
+        return ch._reading or (reader is not None and not reader.done())
+
     async def linger() -> None:
-        """The server ends the RPC when it reads our half-close; then the grpc channel goes.
-        One that never does is cancelled after LINGER seconds."""
+        """The server ends the RPC when it reads our half-close; then the gRPC channel goes.
+        Meanwhile what it still sends is read and dropped, so that flow control does not
+        hold its writes (and the end of its RPC) behind a client that left. One that never
+        ends the RPC is cancelled after LINGER seconds."""
         try:
             async with asyncio.timeout(LINGER):
+                while not over.done() and not reading():
+                    if await call.read() is grpc.aio.EOF:
+                        break
                 await over
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
         finally:
             ch.stop_reader()
