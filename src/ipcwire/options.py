@@ -95,19 +95,22 @@ class ChannelOptions:
         """A fresh WireFormat (its send limit is then set from the handshake)."""
         return WireFormat(self.codec, self.framing, self.max_frame, endpoint=self.url)
 
-    def client_handshake(self) -> ClientHandshake:
+    def client_handshake(self, framing: str | None = None) -> ClientHandshake:
+        """A fresh client handshake; ``framing`` overrides the channel's (``"length"`` on
+        mechanisms that keep message boundaries, where framing does not apply)."""
         return ClientHandshake(
             codec=self.codec.name,
-            framing=self.framing,
+            framing=framing or self.framing,
             max_frame=self.max_frame,
             token=self.token,
             endpoint=self.url,
         )
 
-    def server_handshake(self) -> ServerHandshake:
+    def server_handshake(self, framing: str | None = None) -> ServerHandshake:
+        """The listening side's; ``framing`` as for :meth:`client_handshake`."""
         return ServerHandshake(
             codec=self.codec.name,
-            framing=self.framing,
+            framing=framing or self.framing,
             max_frame=self.max_frame,
             token=self.token,
             endpoint=self.url,

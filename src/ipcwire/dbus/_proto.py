@@ -244,14 +244,7 @@ def name_taken(url: str, target: Target, pid: int | None) -> AddressInUse:
 
 def handshakes(options: ChannelOptions) -> tuple[ClientHandshake, ServerHandshake]:
     """Fresh client and server handshakes for these options (framing does not apply)."""
-    common: dict[str, Any] = {
-        "codec": options.codec.name,
-        "framing": "length",
-        "max_frame": options.max_frame,
-        "token": options.token,
-        "endpoint": options.url,
-    }
-    return ClientHandshake(**common), ServerHandshake(**common)
+    return options.client_handshake("length"), options.server_handshake("length")
 
 
 class ClientHandshakeCalls:

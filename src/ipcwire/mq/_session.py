@@ -188,26 +188,6 @@ def queue_sizes(
     return maxmsg, up, dn
 
 
-def _client_handshake(options: ChannelOptions) -> ClientHandshake:
-    return ClientHandshake(
-        codec=options.codec.name,
-        framing="length",  # queues keep boundaries; "framing" does not apply to them
-        max_frame=options.max_frame,
-        token=options.token,
-        endpoint=options.url,
-    )
-
-
-def _server_handshake(options: ChannelOptions) -> ServerHandshake:
-    return ServerHandshake(
-        codec=options.codec.name,
-        framing="length",
-        max_frame=options.max_frame,
-        token=options.token,
-        endpoint=options.url,
-    )
-
-
 class ClientSession:
     """The connecting side: create the pair, announce it, run the handshake on it."""
 
@@ -233,7 +213,7 @@ class ClientSession:
             self.up.unlink()
             self.up.close()
             raise
-        self.hs = _client_handshake(options)
+        self.hs = options.client_handshake("length")  # queues keep boundaries
         self.server_pid: int | None = None
 
     def hello(self) -> bytes:
@@ -384,7 +364,7 @@ def server_accept(
         dn.close()
         return None
     session = ServerSession(
-        up, dn, _server_handshake(options), hello.pid, pidfd, time.monotonic() + timeout
+        up, dn, options.server_handshake("length"), hello.pid, pidfd, time.monotonic() + timeout
     )
     try:
         session._step(hello.hello)

@@ -28,7 +28,6 @@ from ipcwire.errors import (
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
-from ipcwire.shm._handshake import client_hs, server_hs
 from ipcwire.shm._link import ClientSetup, Link, refusal, server_setup
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
@@ -293,7 +292,7 @@ async def connect(
     try:
         async with asyncio.timeout(min(limit, options.handshake_timeout)):
             info = peer_info(sock, path)
-            hs = client_hs(options)
+            hs = options.client_handshake("length")  # rings keep boundaries
             await loop.sock_sendall(sock, hs.hello())
             while True:
                 body, _ = await recv_frame(loop, sock, 0)
@@ -381,7 +380,7 @@ class AioShmListener(AioListener):
         try:
             async with asyncio.timeout(options.handshake_timeout):
                 peer, refused = self._authorize(conn)
-                hs = server_hs(options)
+                hs = options.server_handshake("length")
                 if refused is not None:
                     await loop.sock_sendall(conn, hs.reject(refused, "permission").send)
                     raise refused

@@ -32,7 +32,6 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
-from ipcwire.shm._handshake import client_hs, server_hs
 from ipcwire.shm._link import Link, accept_link, connect_link, recv_frame
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
@@ -191,7 +190,7 @@ class ShmChannel(Channel):
 def _handshake_client(
     sock: socket.socket, options: ChannelOptions, deadline: float
 ) -> ClientHandshake:
-    hs = client_hs(options)
+    hs = options.client_handshake("length")  # rings keep boundaries
     sock.settimeout(max(deadline - time.monotonic(), 0.001))
     sock.sendall(hs.hello())
     while True:
@@ -372,7 +371,7 @@ class ShmListener(Listener):
             conn.setblocking(True)
             deadline = time.monotonic() + options.handshake_timeout
             peer, refusal = self._authorize(conn)
-            hs = server_hs(options)
+            hs = options.server_handshake("length")
             if refusal is not None:
                 conn.sendall(hs.reject(refusal, "permission").send)
                 raise refusal
