@@ -9,6 +9,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from tests._source import parse_python
 
 import ipcwire
 
@@ -28,7 +29,7 @@ def blocking_imports(source: str, package: str) -> list[str]:
     """Where ``source`` (a module of ``package``) imports ``package.blocking``: line and code."""
     target = f"{package}.blocking"
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse_python(source)):
         if isinstance(node, ast.Import):
             hit = any(a.name == target or a.name.startswith(target + ".") for a in node.names)
         elif isinstance(node, ast.ImportFrom):

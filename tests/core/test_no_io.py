@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests._source import parse_python
+
 import ipcwire
 
 FORBIDDEN = {"socket", "asyncio", "threading", "selectors", "select", "ssl", "subprocess"}
@@ -12,7 +14,7 @@ PKG = Path(ipcwire.__file__).parent
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = parse_python(path.read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
