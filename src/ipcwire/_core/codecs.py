@@ -17,9 +17,14 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
-from ipcwire.errors import ConfigurationError, LocalProtocolError, RemoteProtocolError
+from ipcwire.errors import (
+    ConfigurationError,
+    FrameTooLarge,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
-__all__ = ["CODECS", "Codec", "get_codec"]
+__all__ = ["CODECS", "Codec", "encode_message", "get_codec"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -141,3 +146,25 @@ def get_codec(codec: str | Codec, *, authenticated: bool, endpoint: str | None =
             f"the peer knows it), or use codec='msgpack' or 'json'"
         )
     return found
+
+
+def encode_message(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
+    """One message's bytes, checked against the peer's limit (for mechanisms whose library
+    takes a whole message as ``bytes``: HTTP bodies, gRPC messages).
+
+    Raises:
+        FrameTooLarge: over ``limit``; nothing was sent.
+        LocalProtocolError: the codec cannot encode ``obj``.
+    """
+    data = codec.encode(obj)
+    if type(data) is not bytes:
+        data = bytes(data)  # the caller may reuse its buffer once send() returns
+    if len(data) > limit:
+        raise FrameTooLarge(
+            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
+            f"bytes; raise max_frame= on both sides, or split the message",
+            size=len(data),
+            limit=limit,
+            endpoint=url,
+        )
+    return data

@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -31,7 +31,6 @@ from ipcwire.grpc._channel import (
     SEND_SLACK,
     OneShotCore,
     backlog,
-    encode,
 )
 from ipcwire.grpc._protocol import (
     BATCH_MARKER,
@@ -212,7 +211,7 @@ class AioStream(AioChannel):
         if self._raw and type(obj) is bytes and len(obj) <= self.send_limit:
             data = obj
         else:
-            data = encode(self._codec, obj, self.send_limit, self.url)
+            data = encode_message(self._codec, obj, self.send_limit, self.url)
         if self.batches and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
         if self._closed or self._broken is not None:
@@ -232,7 +231,7 @@ class AioStream(AioChannel):
             self._writer = self._loop.create_task(self._write_queued())
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
+        items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if self.batches:
             for d in items:
                 if d.startswith(BATCH_MARKER):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
     EndOfChannel,
-    FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "SEND_SLACK",
     "OneShotCore",
     "backlog",
-    "encode",
 ]
 
 HIGH_WATER: Final = 4 * 1024 * 1024
@@ -61,26 +59,6 @@ def backlog(url: str, messages: int, nbytes: int) -> str:
     )
 
 
-def encode(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
-    """One message's bytes, checked against the peer's limit.
-
-    Raises:
-        FrameTooLarge: over ``limit`` (nothing sent). LocalProtocolError: cannot encode.
-    """
-    data = codec.encode(obj)
-    if type(data) is not bytes:
-        data = bytes(data)
-    if len(data) > limit:
-        raise FrameTooLarge(
-            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
-            f"bytes; raise max_frame= on both sides, or split the message",
-            size=len(data),
-            limit=limit,
-            endpoint=url,
-        )
-    return data
-
-
 class OneShotCore:
     """The server's channel for one unary call: one message in, at most one reply out.
 
@@ -105,7 +83,7 @@ class OneShotCore:
         raise NotImplementedError
 
     def _reply(self, obj: Any) -> None:
-        data = encode(self._codec, obj, self._send_limit, self.url)
+        data = encode_message(self._codec, obj, self._send_limit, self.url)
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self.reply is not None:

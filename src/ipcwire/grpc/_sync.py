@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import grpc
 
-from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -43,7 +43,6 @@ from ipcwire.grpc._channel import (
     SEND_SLACK,
     OneShotCore,
     backlog,
-    encode,
 )
 from ipcwire.grpc._protocol import (
     BATCH_BYTES,
@@ -317,7 +316,7 @@ class SyncStream(Channel):
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = encode(self._codec, obj, self.send_limit, self.url)
+        data = encode_message(self._codec, obj, self.send_limit, self.url)
         if self.batches and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
         size = len(data)
@@ -331,7 +330,7 @@ class SyncStream(Channel):
         self._bytes_sent += size
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        items = [encode(self._codec, o, self.send_limit, self.url) for o in objs]
+        items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if not items:
             return
         if self.batches:

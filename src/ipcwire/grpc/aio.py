@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
@@ -27,7 +28,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, encode
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -175,7 +176,7 @@ class AioGrpcUnaryChannel(AioChannel):
     async def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        data = encode(self._codec, obj, 2**31 - 1, self.url)
+        data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         call = self._method(data, timeout=timeout, metadata=self._md)
         try:
             reply = await call

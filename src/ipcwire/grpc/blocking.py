@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import grpc
 
+from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
@@ -35,7 +36,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, encode
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -178,7 +179,7 @@ class GrpcUnaryChannel(Channel):
     def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        data = encode(self._codec, obj, 2**31 - 1, self.url)
+        data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         try:
             reply, call = self._method.with_call(data, timeout=timeout, metadata=self._md)
         except grpc.RpcError as exc:

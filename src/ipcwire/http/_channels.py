@@ -14,35 +14,14 @@ import time
 from collections import deque
 from typing import Any, Final
 
-from ipcwire._core.codecs import Codec
+from ipcwire._core.codecs import Codec, encode_message
 from ipcwire._deadline import seconds_left
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.errors import ChannelClosed, IpcwireError, Timeout
 from ipcwire.http._session import HIGH_WATER, LOW_WATER, Session
 
-__all__ = ["AioServerChannel", "ServerChannel", "encode_message"]
-
-
-def encode_message(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
-    """One message's body, checked against the peer's limit.
-
-    Raises:
-        FrameTooLarge: over ``limit``; nothing was sent.
-        LocalProtocolError: the codec cannot encode ``obj``.
-    """
-    data = codec.encode(obj)
-    if type(data) is not bytes:
-        data = bytes(data)  # the caller may reuse its buffer once send() returns
-    if len(data) > limit:
-        raise FrameTooLarge(
-            f"message of {len(data)} bytes not sent to {url}: over the peer's limit of {limit} "
-            f"bytes; raise max_frame= on both sides, or split the message",
-            size=len(data),
-            limit=limit,
-            endpoint=url,
-        )
-    return data
+__all__ = ["AioServerChannel", "ServerChannel"]
 
 
 class _Counters:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import httpx
 import msgspec
 
-from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.codecs import BytesCodec, encode_message
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
@@ -42,7 +42,6 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.http._channels import encode_message
 from ipcwire.http._protocol import (
     BATCH_TYPE,
     MAX_POLL_WAIT,
