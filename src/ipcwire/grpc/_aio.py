@@ -207,13 +207,27 @@ class AioStream(AioChannel):
     # is queued, gone when all is written) hands the queue to grpc.aio, packing what queued up
     # during a write into one batch when the peer reads batches (see _protocol). So a task that
     # sends message after message is not held to one gRPC message each.
-    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+    def _encode(self, obj: Any) -> bytes:
+        """``obj``'s bytes, checked against the peer's limit (FrameTooLarge: nothing sent)."""
         if self._raw and type(obj) is bytes and len(obj) <= self.send_limit:
             data = obj
         else:
             data = encode_message(self._codec, obj, self.send_limit, self.url)
         if self.batches and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
+        return data
+
+    def _can_write_now(self) -> bool:
+        """Nothing is being written and the queue is under its bounds."""
+        return (
+            self._writer is None
+            and not self._busy
+            and self._unwritten <= HIGH_WATER
+            and self._unwritten_n < HIGH_WATER_MESSAGES
+        )
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        data = self._encode(obj)
         if self._closed or self._broken is not None:
             self._check_send()
         if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
@@ -221,6 +235,10 @@ class AioStream(AioChannel):
         elif timeout is None and not self._sent_last and self._writer is None and not self._busy:
             await self._write_now(data)
             return
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        """Queue one message for the writer task (started if none runs)."""
         self._sent_last = True
         self._pending.append(data)
         self._unwritten += len(data)
@@ -498,13 +516,21 @@ class AioStream(AioChannel):
 
     async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send and return the next message (see :meth:`ipcwire.aio.AioChannel.request`);
-        on the client, read directly under the deadline (which cancels the RPC if it passes:
-        the channel is closed then, as always)."""
+        on the client, write (when nothing else is being written) and read directly under the
+        deadline, which cancels the RPC if it passes: the channel is closed then, as always."""
         if not self._client or self._reader is not None or self._inbox or self._reading:
             return await super().request(obj, timeout=timeout)
-        await self.send(obj, timeout=timeout)
+        data = self._encode(obj)
+        self._check_send()
+        direct = self._can_write_now()  # then write in this task too, under the deadline
+        if not direct:
+            if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
+                await self._wait_for_room(timeout)
+            self._queue(data)
         try:
             async with asyncio.timeout(timeout):
+                if direct:
+                    await self._write_now(data)
                 msg = await self._read_direct()
         except TimeoutError:
             await self.aclose()
