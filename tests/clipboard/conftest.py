@@ -37,15 +37,11 @@ def x_display() -> Iterator[str]:
     finally:
         os.close(r)
     display = f":{number.decode().strip()}"
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
     try:
-        yield display
+        with pytest.MonkeyPatch.context() as env:  # restored afterwards
+            env.setenv("DISPLAY", display)
+            yield display
     finally:
-        if old is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = old
         proc.terminate()  # xclip's serving processes exit with their X connection
         proc.wait(10)
 

@@ -51,16 +51,9 @@ def _daemon() -> Iterator[tuple[str, subprocess.Popen[str]]]:
 def dbus_session() -> Iterator[str]:
     """Start ``dbus-daemon --session`` on a private socket; its address is exported as
     DBUS_SESSION_BUS_ADDRESS (child processes inherit it) for the whole session."""
-    with _daemon() as (address, _):
-        old = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-        os.environ["DBUS_SESSION_BUS_ADDRESS"] = address
-        try:
-            yield address
-        finally:
-            if old is None:
-                os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
-            else:
-                os.environ["DBUS_SESSION_BUS_ADDRESS"] = old
+    with _daemon() as (address, _), pytest.MonkeyPatch.context() as env:  # restored afterwards
+        env.setenv("DBUS_SESSION_BUS_ADDRESS", address)
+        yield address
 
 
 @pytest.fixture
