@@ -184,3 +184,22 @@ asyncio.run(main())
     pid = int(out.stdout)
     assert wait_dead(pid, 10)
     assert group(pid) == []
+
+
+def test_wait_does_not_stop_recv_noticing_the_exit() -> None:
+    # wait() and the transport both watch the child's pidfd; wait() must not take the
+    # transport's watch away, or a child whose grandchild holds stdout never ends recv.
+    async def main() -> None:
+        child = ["sh", "-c", 'sleep 3600 & echo "{\\"g\\": $!}"; read line; exit 0']
+        async with await aio.spawn(child, exit_timeout=0.3, term_timeout=0.5) as ch:
+            grandchild = (await ch.recv(timeout=10))["g"]
+            assert await ch.wait(timeout=0.01) is None  # still running
+            await ch.send({"go": 1})
+            assert await ch.wait() == 0
+            with pytest.raises(EndOfChannel, match="exited with code 0"):
+                await ch.recv(timeout=10)  # the guard: a Timeout here is the bug
+            assert alive(grandchild)
+        assert wait_dead(grandchild)
+        assert_gone(ch)
+
+    run(main)

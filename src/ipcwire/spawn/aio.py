@@ -233,7 +233,12 @@ class _Ladder:
 
 
 async def _any_readable(loop: asyncio.AbstractEventLoop, fds: list[int], timeout: float) -> None:
-    """Wait until one of ``fds`` is readable, or ``timeout`` passes."""
+    """Wait until one of ``fds`` is readable, or ``timeout`` passes.
+
+    Waits on duplicates: the loop holds one reader per fd, and the same pidfd is watched by
+    the transport (how ``recv`` learns of the exit), ``wait()`` and the ladder at once; adding
+    or removing a reader on the fd itself would take another waiter's away.
+    """
     if not fds:
         await asyncio.sleep(min(timeout, 0.02))
         return
@@ -243,15 +248,18 @@ async def _any_readable(loop: asyncio.AbstractEventLoop, fds: list[int], timeout
         if not fut.done():
             fut.set_result(None)
 
-    for fd in fds:
-        loop.add_reader(fd, ready)
+    dups: list[int] = []
     try:
+        for fd in fds:
+            dups.append(os.dup(fd))
+            loop.add_reader(dups[-1], ready)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await fut
     finally:
-        for fd in fds:
+        for fd in dups:
             loop.remove_reader(fd)
+            os.close(fd)
 
 
 class _AbandonedChild:
