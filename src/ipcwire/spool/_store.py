@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from ipcwire.errors import (
     ConfigurationError,
     FrameTooLarge,
     PermissionDenied,
+    RemoteProtocolError,
 )
 
 __all__ = ["Claim", "SpoolStore"]
@@ -51,6 +53,9 @@ log = logging.getLogger("ipcwire")
 
 _SUBDIRS: Final = ("tmp", "new", "cur", "dead")
 _READ: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+# Opening what is in new/: O_NONBLOCK so that a FIFO put there by someone else does not block
+# the open (for a regular file it changes nothing).
+_CLAIM: Final = _READ | os.O_NONBLOCK
 _STALE_TMP: Final = 60.0  # seconds before an unlocked file in tmp/ counts as abandoned
 Buffer = bytes | bytearray | memoryview
 
@@ -288,9 +293,23 @@ class SpoolStore:
     def _claim(self, name: str, max_frame: int) -> Claim | None:
         src = os.path.join(self.new, name)
         try:
-            fd = os.open(src, _READ)
+            fd = os.open(src, _CLAIM)
         except FileNotFoundError:
             return None  # another consumer took it
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise translate(exc, self.url, f"claiming {src}") from exc
+            self._not_a_message(name, "symbolic link" if exc.errno == errno.ELOOP else "socket")
+            return None  # another consumer moved it first
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            os.close(fd)
+            raise translate(exc, self.url, f"claiming {src}") from exc
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            self._not_a_message(name, "directory" if stat.S_ISDIR(mode) else "FIFO or device")
+            return None
         try:
             if not _locked(fd):
                 os.close(fd)
@@ -331,6 +350,26 @@ class SpoolStore:
         except FileNotFoundError:
             pass
 
+    def _not_a_message(self, name: str, kind: str) -> None:
+        """``new/name`` is not a message file (something else put it there): move it to dead/
+        out of the queue's way.
+
+        Raises:
+            RemoteProtocolError: always (None when another consumer moved it first).
+        """
+        try:
+            os.rename(os.path.join(self.new, name), os.path.join(self.dead, name))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate(exc, self.url, f"moving new/{name} to dead/") from exc
+        log.warning("ipcwire: %s: moved %s to dead/: a %s, not a message", self.url, name, kind)
+        raise RemoteProtocolError(
+            f"{self.url}: new/{name} is a {kind}, not a message file (something other than "
+            f"ipcwire put it there); it was moved to {self.dead}",
+            endpoint=self.url,
+        )
+
     def _bury(self, name: str, why: str) -> None:
         try:
             os.rename(os.path.join(self.cur, name), os.path.join(self.dead, name))
@@ -350,8 +389,10 @@ class SpoolStore:
         for name in names:
             path = os.path.join(self.cur, name)
             try:
-                fd = os.open(path, _READ)
-            except FileNotFoundError:
+                fd = os.open(path, _CLAIM)
+            except OSError as exc:
+                if not isinstance(exc, FileNotFoundError):  # not a claim: nothing to return
+                    log.info("ipcwire: %s: reaping %s failed: %s", self.url, name, exc)
                 continue
             try:
                 if _locked(fd):
