@@ -57,6 +57,7 @@ class Channel(abc.ABC):
     """
 
     url: str
+    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
 
     # -- what each mechanism implements ---------------------------------------------------
     @abc.abstractmethod
@@ -93,9 +94,9 @@ class Channel(abc.ABC):
         """Counters of this channel."""
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """True once :meth:`close` was called (or the channel was torn down)."""
+        return self._closed
 
     @property
     def peer(self) -> PeerInfo | None:
@@ -180,6 +181,7 @@ class Listener(abc.ABC):
     """Accepts channels (blocking API)."""
 
     url: str
+    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
 
     @abc.abstractmethod
     def accept(self, *, timeout: float | None = None) -> Channel:
@@ -198,9 +200,9 @@ class Listener(abc.ABC):
         """Stop listening and remove what listening created (socket files...)."""
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """True once closed."""
+        return self._closed
 
     def serve(self, handler: Handler, *, max_channels: int | None = None) -> None:
         """Accept clients until the listener is closed, each handled in its own thread.

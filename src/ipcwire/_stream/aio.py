@@ -313,10 +313,6 @@ class AioStreamChannel(AioChannel):
                     self._transport.abort()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 
@@ -607,10 +603,6 @@ class AioStreamListener(AioListener):
         self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 def explain_or_translate(

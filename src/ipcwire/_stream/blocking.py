@@ -336,10 +336,6 @@ class StreamChannel(Channel):
         self._stream.close()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 

@@ -92,10 +92,6 @@ class StreamListener(Listener):
         )
         self._thread.start()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def fileno(self) -> int:
         """The listening socket's fd."""
         return self._sock.fileno()

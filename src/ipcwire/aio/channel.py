@@ -25,6 +25,7 @@ class AioChannel(abc.ABC):
     """A connected message channel (asyncio). Errors as in :class:`ipcwire.Channel`."""
 
     url: str
+    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
 
     @abc.abstractmethod
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -47,9 +48,9 @@ class AioChannel(abc.ABC):
         """Counters of this channel."""
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """True once closed by this side."""
+        return self._closed
 
     @property
     def peer(self) -> PeerInfo | None:
@@ -120,6 +121,7 @@ class AioListener(abc.ABC):
     """Accepts channels (asyncio)."""
 
     url: str
+    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
 
     @abc.abstractmethod
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
@@ -130,9 +132,9 @@ class AioListener(abc.ABC):
         """Stop listening now and remove what listening created."""
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """True once closed."""
+        return self._closed
 
     async def aclose(self) -> None:
         """Close (listening sockets close at once; this never waits on open channels)."""

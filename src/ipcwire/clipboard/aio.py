@@ -220,21 +220,21 @@ class AioClipboardListener(AioListener):
     def __init__(self, channel: AioClipboardChannel) -> None:
         self.url = channel.url
         self._channel: AioClipboardChannel | None = channel
-        self._closed = asyncio.Event()
+        self._stopped = asyncio.Event()
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._stopped.is_set()
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed.is_set():
+        if self._stopped.is_set():
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         ch, self._channel = self._channel, None
         if ch is not None:
             return ch
         try:
             async with asyncio.timeout(timeout):
-                await self._closed.wait()
+                await self._stopped.wait()
         except TimeoutError:
             raise Timeout(
                 f"{self.url}: the clipboard has one channel, already accepted", endpoint=self.url
@@ -242,7 +242,7 @@ class AioClipboardListener(AioListener):
         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
 
 
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioClipboardListener:

@@ -230,26 +230,26 @@ class ClipboardListener(Listener):
     def __init__(self, channel: ClipboardChannel) -> None:
         self.url = channel.url
         self._channel: ClipboardChannel | None = channel
-        self._closed = threading.Event()
+        self._stopped = threading.Event()
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._stopped.is_set()
 
     def accept(self, *, timeout: float | None = None) -> Channel:
-        if self._closed.is_set():
+        if self._stopped.is_set():
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         ch, self._channel = self._channel, None
         if ch is not None:
             return ch
-        if not self._closed.wait(timeout):
+        if not self._stopped.wait(timeout):
             raise Timeout(
                 f"{self.url}: the clipboard has one channel, already accepted", endpoint=self.url
             )
         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
 
 
 def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> ClipboardListener:

@@ -262,10 +262,6 @@ class ChannelState(abc.ABC):
         self._hub.release(self)
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 
@@ -415,10 +411,6 @@ class ListenerState(abc.ABC):
     def _wake(self) -> None:
         """Wake ``accept``: something changed."""
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _event(self, obj: Any, topic: str) -> Message:
         """The ``Event`` signal that publishes ``obj``.
 
@@ -520,10 +512,6 @@ class SubscriptionState:
         self._received += 1
         self._bytes_received += len(payload)
         return topic, self._decode(memoryview(payload))
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(

@@ -581,10 +581,6 @@ class AioStream(AioChannel):
             self._reader.cancel()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 

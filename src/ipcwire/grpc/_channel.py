@@ -114,10 +114,6 @@ class OneShotCore:
         self._signal()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 

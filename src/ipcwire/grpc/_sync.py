@@ -515,10 +515,6 @@ class SyncStream(Channel):
             self.on_close()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 

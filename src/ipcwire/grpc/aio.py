@@ -155,10 +155,6 @@ class AioGrpcListener(AioListener):
             except TimeoutError:
                 pass
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 class AioGrpcUnaryChannel(AioChannel):
     """Unary calls (asyncio): see :class:`ipcwire.grpc.blocking.GrpcUnaryChannel`."""
@@ -230,10 +226,6 @@ class AioGrpcUnaryChannel(AioChannel):
         if not self._closed:
             self._closed = True
             await self._gch.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)

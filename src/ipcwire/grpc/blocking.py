@@ -149,10 +149,6 @@ class GrpcListener(Listener):
             self.server.stop(0.5).wait(3.0)
         self._cleanup()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 def _rpc_cancelled(context: Any) -> bool:
     """Whether grpcio saw the client cancel the RPC, or its connection die. The sync API has
@@ -226,10 +222,6 @@ class GrpcUnaryChannel(Channel):
         if not self._closed:
             self._closed = True
             self._gch.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)

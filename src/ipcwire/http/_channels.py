@@ -206,10 +206,6 @@ class ServerChannel(Channel):
             pass
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._session.peer
 
@@ -358,10 +354,6 @@ class AioServerChannel(AioChannel):
 
     async def aclose(self) -> None:
         self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def peer(self) -> PeerInfo | None:

@@ -378,10 +378,6 @@ class AioHttpListener(AioListener):
             except TimeoutError:
                 pass
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 async def connect(
     endpoint: Endpoint,

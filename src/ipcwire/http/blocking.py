@@ -497,10 +497,6 @@ class HttpListener(Listener):
             self._loop.close()
         self._cleanup()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 def connect(
     endpoint: Endpoint,

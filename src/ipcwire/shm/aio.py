@@ -353,10 +353,6 @@ class AioShmListener(AioListener):
         sock.setblocking(False)
         self._acceptor = self._loop.create_task(self._accept_loop())
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
         return await self._ready.get(self.url, timeout)
 

@@ -318,10 +318,6 @@ class ShmListener(Listener):
         self._thread.daemon = True
         self._thread.start()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def fileno(self) -> int:
         """The listening socket's fd."""
         return self._sock.fileno()

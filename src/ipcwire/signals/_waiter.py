@@ -108,10 +108,6 @@ class SignalWaiter(Channel):
                 self._sub.waker.close()
         dispatcher.unsubscribe(self._sub)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             messages_sent=0,
@@ -160,10 +156,6 @@ class SignalSender(Channel):
 
     def close(self) -> None:
         self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def peer(self) -> PeerInfo | None:

@@ -138,10 +138,6 @@ class AioSignalWaiter(AioChannel):
     async def aclose(self) -> None:
         self.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(0, self._received, 0, 0, buffered_bytes=len(self._queue))
 
@@ -180,10 +176,6 @@ class AioSignalSender(AioChannel):
         self._closed = True
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return PeerInfo(pid=self.pid)
 
@@ -196,28 +188,28 @@ class _AioSignalListener(AioListener):
         self.url = url
         self._waiter = waiter
         self._given = False
-        self._closed = asyncio.Event()
+        self._stopped = asyncio.Event()
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed.is_set():
+        if self._stopped.is_set():
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         if not self._given:
             self._given = True
             return self._waiter
         try:
             async with asyncio.timeout(timeout):
-                await self._closed.wait()
+                await self._stopped.wait()
         except TimeoutError:
             raise Timeout(f"{self.url} has one channel, already accepted") from None
         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
         self._waiter.close()
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._stopped.is_set()
 
 
 async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSignalSender:

@@ -88,7 +88,3 @@ class SignalListener(Listener):
             self._closed = True
             self._cond.notify_all()
         self._waiter.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

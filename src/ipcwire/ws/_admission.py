@@ -332,10 +332,6 @@ class ListenerCore:
         self._on_close = on_close
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _closed_error(self) -> ChannelClosed:
         return ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 

@@ -409,10 +409,6 @@ class ChannelCore:
         return err
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 
