@@ -32,7 +32,7 @@ from ipcwire.errors import (
     PermissionDenied,
     Timeout,
 )
-from ipcwire.sse.aio import AioSseServerChannel
+from ipcwire.sse.aio import AioSseClientChannel, AioSseServerChannel
 from ipcwire.sse.blocking import SseClientChannel, SseServerChannel
 
 URL = "sse+http://127.0.0.1:0/events"
@@ -351,3 +351,28 @@ def test_skipped_event_ids_are_a_gap_even_without_a_gap_event() -> None:
         assert ch.statistics().dropped == 1
     t.join()
     lsock.close()
+
+
+def test_a_connection_lost_before_its_first_bytes_resumes_the_same_stream() -> None:
+    """The stream's id is in the response head: a client whose connection drops before it
+    read the first event bytes (``id: <stream>-0``) still resumes its stream; it does not
+    start a new one, leaving what the server sends on the old one to nobody."""
+    with ipcwire.listen(URL, retry=0.01) as listener, stream(listener) as (server, client):
+        assert client.last_event_id == f"{server.stream_id}-0"
+        client._drop()  # the connection is lost, unread
+        server.send(b"for the first stream")
+        assert client.recv(timeout=5) == b"for the first stream"
+
+    async def main() -> None:
+        async with await aio.listen(URL, retry=0.01) as listener:
+            client = await aio.connect(listener.url, timeout=5)
+            server = await listener.accept(timeout=5)
+            assert isinstance(server, AioSseServerChannel)
+            assert isinstance(client, AioSseClientChannel)
+            async with client, server:
+                assert client.last_event_id == f"{server.stream_id}-0"
+                client._drop()
+                await server.send(b"for the first stream")
+                assert await client.recv(timeout=5) == b"for the first stream"
+
+    asyncio.run(main())

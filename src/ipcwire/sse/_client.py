@@ -229,6 +229,10 @@ class ClientCore:
         if sid and sid != self._stream:  # a new stream: its first event is number 1
             self._stream, self._last_seq = sid, 0
         self.stream_id = sid or self.stream_id
+        if sid and not self.parser.last_id:
+            # The resume point of a new stream is in its head too: a connection that drops
+            # before its first bytes (id <stream>-0) were read still resumes this stream.
+            self.parser.last_id = f"{sid}-0"
         chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
         self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
         self.parser.new_connection()
