@@ -318,6 +318,31 @@ def test_program_not_found_or_not_executable(tmp_path: Path) -> None:
         spawn("echo hi")
 
 
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def test_a_start_that_fails_says_why_and_leaves_no_fd(tmp_path: Path) -> None:
+    no_shebang = tmp_path / "agent.sh"
+    no_shebang.write_text("echo hi\n")  # executable, but no #! line: ENOEXEC
+    no_shebang.chmod(0o755)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    log = tmp_path / "child.log"
+    before = _open_fds()
+    with pytest.raises(ChannelBroken, match="#!"):
+        spawn([str(no_shebang)], stderr=str(log))
+    with pytest.raises(ChannelBroken, match="not a directory"):
+        spawn(["true"], cwd=a_file, stderr=lambda line: None)
+    with pytest.raises(ConfigurationError, match="pass_fds"):
+        spawn(["true"], pass_fds=[max(before) + 100], stderr=str(log))
+    with pytest.raises(ConfigurationError, match="list of arguments"):
+        spawn([], stderr=str(log))
+    with pytest.raises(TypeError):
+        spawn(["true"], env={"A": 1}, stderr=str(log))  # type: ignore[dict-item]
+    assert _open_fds() - before == set()
+
+
 def test_close_wakes_a_blocked_sender() -> None:
     child = py("import threading; print('{}', flush=True); threading.Event().wait()")
     ch = spawn(child, codec="bytes", exit_timeout=0.1, term_timeout=0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import subprocess
@@ -14,6 +15,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     ChannelBroken,
     ConfigurationError,
+    IpcwireError,
     PermissionDenied,
     ResourceExhausted,
 )
@@ -90,21 +92,24 @@ def start_child(
     """Start ``argv`` in its own process group with fresh pipes on stdin/stdout.
 
     Raises:
-        ConfigurationError: an empty argv.
-        ChannelBroken: the program does not exist or cannot be executed.
+        ConfigurationError: an empty argv, or ``pass_fds`` naming a closed fd.
+        ChannelBroken: the program does not exist or cannot be executed, or ``cwd`` is
+            not a directory.
         PermissionDenied, ResourceExhausted: from the OS.
     """
     if isinstance(argv, str | bytes) or not argv:
+        stderr.abandon()  # a stderr= path was opened already
         raise ConfigurationError(
             f"spawn() takes the command as a list of arguments, such as ['python', 'agent.py'], "
             f"not {argv!r}"
         )
-    child_env = dict(os.environ if env is None else env)
-    child_env[PARENT_ENV] = str(os.getpid())
-    in_r, in_w = make_pipe()
-    out_r, out_w = make_pipe()
-    err_fd = stderr.start()
+    in_r = in_w = out_r = out_w = -1
     try:
+        child_env = dict(os.environ if env is None else env)
+        child_env[PARENT_ENV] = str(os.getpid())
+        in_r, in_w = make_pipe()
+        out_r, out_w = make_pipe()
+        err_fd = stderr.start()
         proc = subprocess.Popen(
             [os.fspath(a) for a in argv],
             stdin=in_r,
@@ -116,32 +121,56 @@ def start_child(
             process_group=0,
             close_fds=True,
         )
-    except FileNotFoundError as exc:
+    except BaseException as exc:
         _close(in_w, out_r)
         stderr.abandon()
-        raise ChannelBroken(
-            f"cannot start {what}: {exc.filename or argv[0]!r} was not found; check the "
-            f"program name, PATH and cwd",
-            endpoint=f"spawn:{what}",
-        ) from exc
-    except PermissionError as exc:
-        _close(in_w, out_r)
-        stderr.abandon()
-        raise PermissionDenied(
-            f"cannot start {what}: permission denied ({exc.filename}); is it executable?",
-            endpoint=f"spawn:{what}",
-        ) from exc
-    except OSError as exc:
-        _close(in_w, out_r)
-        stderr.abandon()
-        raise ResourceExhausted(
-            f"cannot start {what}: {exc.strerror or exc} (out of processes or file descriptors?)",
-            endpoint=f"spawn:{what}",
-        ) from exc
+        if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
+            raise _start_error(exc, argv, cwd, what) from exc
+        raise
     finally:
         _close(in_r, out_w)
     stderr.after_spawn()
     return Started(proc, in_w, out_r)
+
+
+_EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+def _start_error(
+    exc: OSError,
+    argv: Sequence[str | os.PathLike[str]],
+    cwd: str | os.PathLike[str] | None,
+    what: str,
+) -> IpcwireError:
+    """The typed error for a failed start, with what to check."""
+    endpoint = f"spawn:{what}"
+    name = exc.filename or os.fspath(argv[0])
+    if isinstance(exc, FileNotFoundError):
+        return ChannelBroken(
+            f"cannot start {what}: {name!r} was not found; check the program name, PATH and cwd",
+            endpoint=endpoint,
+        )
+    if isinstance(exc, PermissionError):
+        return PermissionDenied(
+            f"cannot start {what}: permission denied ({name}); is it executable?",
+            endpoint=endpoint,
+        )
+    if exc.errno in _EXHAUSTED:
+        return ResourceExhausted(
+            f"cannot start {what}: {exc.strerror or exc} (out of processes, memory or file "
+            f"descriptors?)",
+            endpoint=endpoint,
+        )
+    if exc.errno == errno.EBADF:
+        return ConfigurationError(
+            f"cannot start {what}: pass_fds holds a file descriptor that is not open "
+            f"({exc.strerror or exc})"
+        )
+    hint = {
+        errno.ENOEXEC: "it is not a program this system can run (a script without a #! line?)",
+        errno.ENOTDIR: f"a path component is not a directory (the program, or cwd={cwd!r})",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return ChannelBroken(f"cannot start {what}: {name!r}: {hint}", endpoint=endpoint)
 
 
 def _close(*fds: int) -> None:
