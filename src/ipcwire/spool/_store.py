@@ -412,6 +412,14 @@ class SpoolStore:
     def _steal(self, name: str, fd: int) -> int:
         """Redeliver a claim whose lease expired: a copy, since its holder keeps the lock."""
         base, attempt = _split(name)
+        if self.max_attempts is not None and attempt + 1 >= self.max_attempts:
+            # the holder's ack then finds it gone and returns False, as for a redelivery
+            self._bury(
+                name,
+                f"held over the lease of {self.lease} s on its last attempt "
+                f"(max_attempts={self.max_attempts})",
+            )
+            return 0
         data = _read_all(fd, os.fstat(fd).st_size)
         new_name = f"{base}.{attempt + 1}"
         fd = self._write_tmp(new_name, data)

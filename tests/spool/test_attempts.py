@@ -1,0 +1,46 @@
+"""max_attempts counts every delivery, those a lease took from a stuck consumer included."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ipcwire
+from ipcwire.errors import Timeout
+from ipcwire.spool.blocking import SpoolChannel
+
+
+def _open(url: str, **kw: object) -> SpoolChannel:
+    ch = ipcwire.connect(url, **kw)  # type: ignore[arg-type]
+    assert isinstance(ch, SpoolChannel)
+    return ch
+
+
+def _age(spool: Path) -> None:
+    """Make every claim in cur/ look an hour old (its lease long expired)."""
+    old = time.time() - 3600
+    for name in os.listdir(spool / "cur"):
+        os.utime(spool / "cur" / name, (old, old))
+
+
+def test_a_message_that_always_outlives_its_lease_goes_to_dead(spool_dir: Path) -> None:
+    url = f"spool://{spool_dir}/q"
+    q = spool_dir / "q"
+    opts = {"lease": 60, "max_attempts": 2}
+    with _open(url, **opts) as a, _open(url, **opts) as b, _open(url, **opts) as c:
+        a.send(b"poison")
+        first = a.claim(timeout=5)  # attempt 0: the consumer gets stuck on it
+        _age(q)
+        second = b.claim(timeout=5)  # its lease expired: attempt 1, stuck again
+        assert second.message == b"poison" and second.attempt == 1
+        _age(q)
+        c.store.reap()  # that was the last of max_attempts=2: dead/, not a third delivery
+        assert c.store.counts() == {"tmp": 0, "new": 0, "cur": 0, "dead": 1}
+        try:
+            third = c.claim(timeout=0)
+        except Timeout:
+            pass
+        else:
+            raise AssertionError(f"delivered a third time (attempt {third.attempt})")
+        assert first.ack() is False and second.ack() is False
