@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._proc import wait_until
 from tests.ws._tls import tls_contexts
 
 import ipcwire
@@ -242,10 +243,20 @@ def test_curl_reads_the_stream() -> None:
         # curl resumes with Last-Event-ID: the stream ended, so 204 (EventSource stops too)
         done = subprocess.run(
             ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
-             f"Last-Event-ID: {sid}-1", http_url(listener) + "?token=t"],
+             f"Last-Event-ID: {sid}-2", http_url(listener) + "?token=t"],
             capture_output=True, text=True, timeout=10, check=True,
         )  # fmt: skip
         assert done.stdout == "204"
+        # ... unless it missed events: then it gets them, and the end again
+        rest = subprocess.run(
+            ["curl", "-sS", "-H", f"Last-Event-ID: {sid}-1", http_url(listener) + "?token=t"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()
+        assert rest[rest.index(f"id: {sid}-2") + 1] == 'data: {"n":2}'
+        assert "event: ipcwire-end" in rest
 
 
 def test_curl_resumes_with_last_event_id() -> None:
@@ -376,3 +387,20 @@ def test_a_connection_lost_before_its_first_bytes_resumes_the_same_stream() -> N
                 assert await client.recv(timeout=5) == b"for the first stream"
 
     asyncio.run(main())
+
+
+def test_a_client_that_lost_the_end_of_an_ended_stream_gets_it_on_resuming() -> None:
+    """The server wrote the last events and the end event, but the connection was lost
+    before the client read them: resuming replays them, then the end (not 204 at once,
+    which lost them silently)."""
+    with (
+        ipcwire.listen(URL, codec="json", retry=0.01) as listener,
+        stream(listener, codec="json") as (server, client),
+    ):
+        server.send_many([1, 2])
+        server.close()
+        assert wait_until(lambda: server._stream.end_written)
+        client._drop()  # lost with all of it unread
+        assert [client.recv(timeout=5), client.recv(timeout=5)] == [1, 2]
+        with pytest.raises(EndOfChannel, match="closed the stream"):
+            client.recv(timeout=5)

@@ -300,14 +300,16 @@ class StreamTable:
         self, last_event_id: str | None, *, peer: str | None, transport: Any, peer_limit: int | None
     ) -> tuple[ServerStream, int, bytes, bool] | None:
         """The stream a request attaches to: ``(stream, generation, preamble, is_new)``, or
-        None when it names a stream the server ended (answer 204: do not reconnect)."""
+        None when it names a stream the server ended, and the client has had all of its
+        events (answer 204: do not reconnect). A client that lost the end of an ended stream
+        with its connection resumes: it gets the events it missed, then the end event."""
         parsed = parse_id(last_event_id) if last_event_id else None
         if parsed is not None:
             stream = self.streams.get(parsed[0])
             if stream is not None and stream.broken is None:
                 with stream.lock:
-                    if stream.ended is not None and stream.end_written:
-                        return None
+                    if stream.ended is not None and stream.end_written and parsed[1] >= stream.seq:
+                        return None  # it has every event: nothing to resume
                     gen, preamble = stream.attach(parsed[1], peer, transport)
                 return stream, gen, preamble, False
         sid = secrets.token_hex(16)
