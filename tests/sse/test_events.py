@@ -3,6 +3,9 @@ split at every boundary."""
 
 from __future__ import annotations
 
+import pytest
+
+from ipcwire.errors import RemoteProtocolError
 from ipcwire.sse._events import (
     Event,
     EventParser,
@@ -106,3 +109,13 @@ def test_response_head() -> None:
     assert parsed is not None
     head, size = parsed
     assert (head.status, head.get("X-A"), raw[size:]) == (200, "1, 2", b"body")
+
+
+def test_digits_are_ascii_digits() -> None:
+    """``str.isdigit`` is true for "²" (and Arabic-Indic digits), which ``int`` refuses: an id, a
+    status or a header holding them is not a number (never a ValueError from a parser)."""
+    assert parse_id("s-²") is None
+    assert parse_id("s-\u0661\u0662") is None
+    assert parse_id("s-12") == ("s", 12)
+    with pytest.raises(RemoteProtocolError, match="status line"):
+        parse_head("HTTP/1.1 ²00 OK\r\n\r\n".encode("latin-1"), "u")

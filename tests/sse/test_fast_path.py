@@ -293,3 +293,9 @@ def test_base64_with_pybase64_accepts_and_refuses_what_binascii_does(
     assert got == expected
     payload = bytes(range(256)) * (size // 256) + tail
     assert _events.b64encode(payload) == binascii.b2a_base64(payload, newline=False)
+
+
+def test_an_id_with_non_ascii_digits_is_not_an_ipcwire_id() -> None:
+    core = _core()
+    core.feed(f"id: {SID}-²\ndata: eA==\n\n".encode())  # "²".isdigit(), but not int()
+    assert _outcome(core) == [b"x"]

@@ -404,3 +404,18 @@ def test_a_client_that_lost_the_end_of_an_ended_stream_gets_it_on_resuming() -> 
         assert [client.recv(timeout=5), client.recv(timeout=5)] == [1, 2]
         with pytest.raises(EndOfChannel, match="closed the stream"):
             client.recv(timeout=5)
+
+
+def test_hostile_resume_headers_start_a_new_stream() -> None:
+    """A Last-Event-ID or X-Ipcwire-Max-Frame that is not a number (though ``isdigit()``
+    says so) is an unknown stream, and no limit: a new stream, never a 500."""
+    with ipcwire.listen(URL, codec="json") as listener:
+        host, port = listener.url.split("//")[1].split("/")[0].rsplit(":", 1)
+        for name, value in [("Last-Event-ID", "feed-²"), ("X-Ipcwire-Max-Frame", "²")]:
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\n\r\n".encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(4096)
+                assert head.startswith(b"HTTP/1.1 200 "), head
+            listener.accept(timeout=5).close()

@@ -337,7 +337,7 @@ class ClientCore:
         stream = self._stream
         if stream is not None and event_id.startswith(stream):  # the usual case, quickly
             tail = event_id[len(stream) :]
-            if tail[:1] == "-" and tail[1:].isdigit() and len(tail) <= 19:
+            if tail[:1] == "-" and tail[1:].isascii() and tail[1:].isdigit() and len(tail) <= 19:
                 seq = int(tail[1:])
                 last = self._last_seq
                 if seq <= last:

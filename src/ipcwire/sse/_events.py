@@ -127,7 +127,7 @@ def format_id(stream: str, seq: int) -> str:
 def parse_id(event_id: str) -> tuple[str, int] | None:
     """``(stream, seq)`` from an ipcwire event id, or None if it is not one."""
     stream, sep, seq = event_id.strip().rpartition("-")
-    if not sep or not stream or not seq.isdigit() or len(seq) > 18:
+    if not sep or not stream or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
         return None
     return stream, int(seq)
 

@@ -168,7 +168,7 @@ class SseServer:
             last_id,
             peer=peer_text,
             transport=request.transport,
-            peer_limit=int(limit) if limit.isdigit() else None,
+            peer_limit=int(limit) if limit.isascii() and limit.isdigit() else None,
         )
         if opened is None:
             return web.Response(status=204)  # that stream ended: EventSource stops here
