@@ -146,6 +146,9 @@ class SpoolStore:
         self.lease = lease
         self.max_attempts = max_attempts
         self.tmp, self.new, self.cur, self.dead = (os.path.join(path, d) for d in _SUBDIRS)
+        # Message files get the directories' read/write bits (0o660 for mode=0o770): in a
+        # spool shared by a group, any member's consumer must read, touch and lock them.
+        self._file_mode = mode & 0o666
         self._make_dirs(mode)
         self._producer = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._seq = 0
@@ -154,15 +157,38 @@ class SpoolStore:
         self._claim_lock = threading.Lock()
         self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
         self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._order_fd = os.open(
-            os.path.join(path, ".order"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
+        try:
+            self._order_fd = self._open_order()
+        except BaseException:
+            os.close(self._new_fd)
+            raise
+
+    def _open_order(self) -> int:
+        """The .order lock file, created with the files' mode. Read-only is enough for flock,
+        so a member of the spool's group can use one another member created."""
+        path = os.path.join(self.path, ".order")
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, self._file_mode)
+            except FileExistsError:
+                return os.open(path, flags)
+            os.fchmod(fd, self._file_mode)  # whatever the umask
+            return fd
+        except OSError as exc:
+            raise translate(exc, self.url, f"opening {path}") from exc
 
     def _make_dirs(self, mode: int) -> None:
         try:
-            os.makedirs(self.path, mode=mode, exist_ok=True)
-            for d in (self.tmp, self.new, self.cur, self.dead):
-                os.makedirs(d, mode=mode, exist_ok=True)
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            for d in (self.path, self.tmp, self.new, self.cur, self.dead):
+                try:
+                    os.mkdir(d, mode)
+                except FileExistsError:
+                    continue
+                os.chmod(d, mode)  # exactly mode= (mkdir's mode is cut by the umask)
             usable = os.access(self.new, os.R_OK | os.W_OK | os.X_OK)
         except PermissionError as exc:
             raise self._denied() from exc
@@ -204,8 +230,10 @@ class SpoolStore:
         (see _reap_tmp). The caller fsyncs and closes it, before the rename, so a consumer
         never finds a new message locked."""
         tmp = os.path.join(self.tmp, name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._file_mode)
         try:
+            if self._file_mode != 0o600:
+                os.fchmod(fd, self._file_mode)  # whatever the umask
             fcntl.flock(fd, fcntl.LOCK_EX)
             view = memoryview(data)
             while view:
