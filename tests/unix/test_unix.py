@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests._loops import AioRun
 from tests._proc import NOBODY, child, kill9, run_python, wait_line
 
 import ipcwire
+from ipcwire import aio
 from ipcwire.errors import (
     AddressInUse,
     ChannelBroken,
@@ -222,3 +227,46 @@ def test_reconnect_waits_for_a_server_that_starts_later(unix_url: Callable[[], s
         t.join(30)
     srv.join(5)
     assert result == [b"late"]
+
+
+def _hello(codec: str = "json") -> bytes:
+    """A client's hello (docs/protocol.md section 3), framed, as a raw socket sends it."""
+    body = json.dumps(
+        {"ipcwire": 1, "codec": codec, "framing": "length", "max_frame": 1 << 20}
+    ).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def test_closing_an_asyncio_listener_cuts_off_clients_in_their_handshake(
+    unix_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """A client that had connected but not finished its handshake when the listener closed
+    was handshaken afterwards into a channel nobody could accept: it was told "connected",
+    what it sent was lost, and the server's fd stayed open until the loop ended. It must be
+    cut off, as the blocking listener does."""
+    url = unix_url()
+    path = url.removeprefix("unix://")
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        lst = await aio.listen(url, codec="json")
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.setblocking(False)
+        try:
+            await loop.sock_connect(raw, path)
+            # A good client behind it: once that one is accepted (the kernel's queue is
+            # FIFO), the loop has accepted the raw one too, which now waits in its handshake.
+            async with await aio.connect(url, codec="json", timeout=5):
+                (await lst.accept(timeout=5)).close()
+            lst.close()
+            try:
+                await loop.sock_sendall(raw, _hello())
+                async with asyncio.timeout(5):
+                    return await loop.sock_recv(raw, 1000)
+            except (BrokenPipeError, ConnectionResetError):
+                return b""
+        finally:
+            raw.close()
+            lst.close()
+
+    assert aio_run(main()) == b""

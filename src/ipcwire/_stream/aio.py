@@ -551,23 +551,34 @@ class AioStreamListener(AioListener):
         self._on_close = on_close
         self._server: asyncio.Server | None = None
         self._ready: asyncio.Queue[AioStreamChannel | None] = asyncio.Queue()
+        self._handshaking: set[AioStreamChannel] = set()  # connected, not yet ready
         self._closed = False
 
     def protocol_factory(self) -> StreamProtocol:
         """For ``loop.create_server``/``create_unix_server``."""
         opts = self._options
         ch = AioStreamChannel(self.url, opts.wire())
+        self._handshaking.add(ch)
         return StreamProtocol(
             ch,
             opts.server_handshake(),
-            self._ready.put_nowait,
-            self._failed,
+            self._handoff,
+            lambda error: self._failed(ch, error),
             authorize=self._authorize,
             handshake_timeout=opts.handshake_timeout,
         )
 
-    def _failed(self, error: IpcwireError) -> None:
-        log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
+    def _handoff(self, ch: AioStreamChannel) -> None:
+        self._handshaking.discard(ch)
+        if self._closed:
+            ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
+        else:
+            self._ready.put_nowait(ch)
+
+    def _failed(self, ch: AioStreamChannel, error: IpcwireError) -> None:
+        self._handshaking.discard(ch)
+        if not self._closed:
+            log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server
@@ -600,6 +611,8 @@ class AioStreamListener(AioListener):
             ch = self._ready.get_nowait()
             if ch is not None:
                 ch.close()
+        for ch in list(self._handshaking):  # as the blocking listener: cut off, never handed out
+            ch.close()
         self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()
