@@ -12,6 +12,7 @@ from tests._proc import wait_until
 
 import ipcwire
 from ipcwire import aio, udp
+from ipcwire._core.url import parse_url
 from ipcwire.errors import (
     AddressInUse,
     ConfigurationError,
@@ -21,6 +22,8 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
+from ipcwire.udp import aio as udp_aio
+from ipcwire.udp._channel import options_for
 
 
 def test_listener_binds_loopback_by_default() -> None:
@@ -265,3 +268,39 @@ def test_zero_timeout_reads_what_is_waiting() -> None:
         a.send(b"2")
         assert ch.recv(timeout=0) == b"2"
         ch.close()
+
+
+def test_kernel_drops_at_a_listener_and_in_asyncio_are_counted() -> None:
+    """A listener's socket (and an asyncio socket) whose receive buffer overflows: every
+    datagram sent is either received or counted in the receiving channel's dropped."""
+    with ipcwire.listen("udp://127.0.0.1:0") as server, ipcwire.connect(server.url) as ch:
+        server._io.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # type: ignore[attr-defined]
+        ch.send(b"first")
+        with server.accept(timeout=5) as peer:
+            for _ in range(500):
+                ch.send(b"z" * 1000)
+            while (st := peer.statistics()).messages_received + st.dropped < 501:
+                peer.recv(timeout=5)
+            assert st.dropped > 0
+
+    async def main() -> None:
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        inbox = await udp_aio.bind()
+        server = await udp_aio.listen(parse_url("udp://127.0.0.1:0"), options_for("udp:", {}))
+        async with inbox, server:
+            for sock in (inbox._sock, server._sock):
+                assert sock is not None
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sender.sendto(b"first", server.local_address)
+            peer = await server.accept(timeout=5)
+            for _ in range(500):  # no await: the loop reads nothing meanwhile
+                sender.sendto(b"z" * 1000, inbox.local_address)
+                sender.sendto(b"z" * 1000, server.local_address)
+            for ch, total in ((inbox, 500), (peer, 501)):
+                while (st := ch.statistics()).messages_received + st.dropped < total:
+                    await ch.recv(timeout=5)
+                assert st.dropped > 0
+            peer.close()
+        sender.close()
+
+    asyncio.run(main())

@@ -36,6 +36,7 @@ from ipcwire.udp._socket import (
     bind_endpoint,
     bind_socket,
     connected_pair,
+    proc_drops,
 )
 
 __all__ = ["AioUdpChannel", "AioUdpListener", "connect", "listen"]
@@ -114,6 +115,17 @@ class _Endpoint:
 
     _transport: asyncio.DatagramTransport | None
     _sock: socket.socket | None
+    _kernel_drops = 0
+
+    def _drops(self) -> int:
+        """Datagrams the kernel dropped at this socket (receive buffer full), as far as the
+        OS tells (Linux: /proc/net/udp); the last count once the socket is closed."""
+        sock = self._sock
+        if sock is not None and sock.fileno() >= 0:
+            found = proc_drops(sock)
+            if found is not None:
+                self._kernel_drops = max(self._kernel_drops, found)
+        return self._kernel_drops
 
     async def _open(self, sock: socket.socket) -> None:
         """Put ``sock`` in the event loop; its datagrams go to :meth:`_datagram`."""
@@ -244,7 +256,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         return self._closed
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(0, self._q.dropped)
+        return self._statistics(0, self._q.dropped + self._drops())
 
 
 class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
@@ -276,7 +288,9 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
         self.close()
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(len(self._q.items), self._q.dropped)
+        """The counters; ``dropped`` is this peer's queue overflow plus the datagrams the
+        kernel dropped at the listener's socket (it does not say from which peer)."""
+        return self._statistics(len(self._q.items), self._q.dropped + self._listener._drops())
 
 
 class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):

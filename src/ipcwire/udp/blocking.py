@@ -367,7 +367,9 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
         self._listener._forget(self)
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(len(self._queue), self.dropped)
+        """The counters; ``dropped`` is this peer's queue overflow plus the datagrams the
+        kernel dropped at the listener's socket (it does not say from which peer)."""
+        return self._statistics(len(self._queue), self.dropped + self._listener._io.drops())
 
 
 class UdpListener(ListenerCore[_PeerChannel], Listener):
