@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -254,5 +255,48 @@ def test_asyncio_reader_and_writer(tmp_path: Path) -> None:
             await reader.aclose()
         with pytest.raises(ConnectionRefused):
             await aio.connect(url, timeout=0.1)
+
+    asyncio.run(main())
+
+
+def test_with_reply_a_second_client_waits_its_turn_and_never_takes_replies(
+    tmp_path: Path,
+) -> None:
+    url = f"fifo://{tmp_path}/in.fifo?reply={tmp_path}/out.fifo"
+    with ipcwire.listen(url, codec="json") as listener, ipcwire.connect(url, codec="json") as a:
+        with pytest.raises(ConnectionRefused, match="another client"):
+            ipcwire.connect(url, codec="json", timeout=0.2)
+        with listener.accept(timeout=10) as ch:
+            a.send({"from": "a"})
+            assert ch.recv(timeout=10) == {"from": "a"}
+            ch.send({"to": "a"})
+            assert a.recv(timeout=10) == {"to": "a"}
+        a.close()
+        accepted: list[Any] = []
+        t = threading.Thread(target=lambda: accepted.append(listener.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(url, codec="json") as b:  # a left: b's turn
+            t.join()
+            with accepted[0] as ch:
+                b.send({"from": "b"})
+                assert ch.recv(timeout=10) == {"from": "b"}
+
+    async def main() -> None:
+        async with await aio.listen(url, codec="json") as listener:
+            a = await aio.connect(url, codec="json")
+            with pytest.raises(ConnectionRefused, match="another client"):
+                await aio.connect(url, codec="json", timeout=0.2)
+            ch = await listener.accept(timeout=10)
+            await a.send({"from": "a"})
+            assert await ch.recv(timeout=10) == {"from": "a"}
+            await ch.aclose()
+            await a.aclose()
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            b = await aio.connect(url, codec="json")  # a left: b's turn
+            ch = await accepting
+            await b.send({"from": "b"})
+            assert await ch.recv(timeout=10) == {"from": "b"}
+            await ch.aclose()
+            await b.aclose()
 
     asyncio.run(main())

@@ -39,7 +39,10 @@ from ipcwire.pipe._fd import PIPE_BUF, FdStream, grow_pipe
 __all__ = [
     "FifoPaths",
     "FifoWriteStream",
+    "client_busy",
     "create_fifo",
+    "lock_reply",
+    "lock_reply_once",
     "no_reader",
     "open_read",
     "open_write",
@@ -205,14 +208,62 @@ def no_reader(path: str, url: str, timeout: float) -> ConnectionRefused:
     )
 
 
-def open_write(path: str, url: str, timeout: float) -> int:
-    """The write end, waiting up to ``timeout`` for a reader.
+def lock_reply_once(path: str, url: str) -> int | None:
+    """Reply mode, the client: the reply FIFO's read end, holding an exclusive ``flock`` for
+    the channel's life (one client at a time: a second one would take the first one's
+    replies); None while another client holds it. A client killed -9 releases it.
+
+    Raises:
+        ConnectionRefused: no FIFO there.
+        PermissionDenied: not allowed to read it.
+    """
+    fd = open_read(path, url)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def client_busy(path: str, url: str, timeout: float) -> ConnectionRefused:
+    """The error for a reply FIFO another client still held after the timeout."""
+    return ConnectionRefused(
+        f"{url} still had another client after {timeout} s (with reply=, one client at a "
+        f"time: it holds {path}); wait until it closes, or raise timeout=",
+        endpoint=url,
+    )
+
+
+def lock_reply(path: str, url: str, timeout: float, deadline: float) -> int:
+    """:func:`lock_reply_once`, waiting until ``deadline`` for the client before us to leave.
+
+    Raises:
+        ConnectionRefused: no FIFO, or another client still connected at the deadline.
+        PermissionDenied: not allowed to read it.
+    """
+    pause = 0.001
+    while (fd := lock_reply_once(path, url)) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise client_busy(path, url, timeout)
+        time.sleep(min(pause, left))  # a lock held by another process does not signal
+        pause = min(pause * 2, _RETRY_MAX)
+    return fd
+
+
+def open_write(path: str, url: str, timeout: float, deadline: float | None = None) -> int:
+    """The write end, waiting up to ``timeout`` (or until ``deadline``) for a reader.
 
     Raises:
         ConnectionRefused: no FIFO, or no reader within the timeout.
         PermissionDenied: not allowed to write it.
     """
-    deadline = time.monotonic() + timeout
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     pause = 0.001
     while True:
         fd = open_write_once(path, url)

@@ -15,7 +15,9 @@ from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
 from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
     FifoPaths,
+    client_busy,
     create_fifo,
+    lock_reply_once,
     no_reader,
     open_read,
     open_write_once,
@@ -103,20 +105,28 @@ async def connect(
     check_token(options, paths)
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + limit
+    rfd = None
     pause = 0.001
-    while (wfd := open_write_once(paths.path, endpoint.url)) is None:
+    # With reply=, first the client lock (one client at a time; see lock_reply_once): a
+    # client waiting its turn must not be a writer yet.
+    while paths.reply is not None and (rfd := lock_reply_once(paths.reply, endpoint.url)) is None:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise no_reader(paths.path, endpoint.url, limit)
+            raise client_busy(paths.reply, endpoint.url, limit)
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, 0.05)
-    rfd = None
-    if paths.reply is not None:
-        try:
-            rfd = open_read(paths.reply, endpoint.url)
-        except BaseException:
-            os.close(wfd)
-            raise
+    pause = 0.001
+    try:
+        while (wfd := open_write_once(paths.path, endpoint.url)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise no_reader(paths.path, endpoint.url, limit)
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+    except BaseException:
+        if rfd is not None:
+            os.close(rfd)
+        raise
     return await open_aio_channel(
         rfd,
         wfd,

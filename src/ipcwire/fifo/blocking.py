@@ -36,6 +36,7 @@ from ipcwire.fifo._path import (
     FifoPaths,
     FifoWriteStream,
     create_fifo,
+    lock_reply,
     open_read,
     open_write,
     resolve,
@@ -63,7 +64,8 @@ def connect(
     so writers never interleave; ``"one"`` skips the lock when you know you are alone.
 
     Raises:
-        ConnectionRefused: no FIFO, or no reader within ``timeout`` (10 s by default).
+        ConnectionRefused: no FIFO, or no reader within ``timeout`` (10 s by default), or
+            (with ``reply=``) another client still connected after it.
         PermissionDenied: the FIFO's mode refuses this user.
         ConfigurationError: a token without ``reply=``, or a bad option.
         AuthenticationFailed, HandshakeError, Timeout: with a token.
@@ -74,14 +76,16 @@ def connect(
     paths = resolve(endpoint)
     check_token(options, paths)
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
-    wfd = open_write(paths.path, endpoint.url, limit)
+    deadline = time.monotonic() + limit
     rfd = None
-    if paths.reply is not None:
-        try:
-            rfd = open_read(paths.reply, endpoint.url)
-        except BaseException:
-            os.close(wfd)
-            raise
+    if paths.reply is not None:  # first: a client waiting its turn must not be a writer yet
+        rfd = lock_reply(paths.reply, endpoint.url, limit, deadline)
+    try:
+        wfd = open_write(paths.path, endpoint.url, limit, deadline)
+    except BaseException:
+        if rfd is not None:
+            os.close(rfd)
+        raise
     stream = FifoWriteStream(
         rfd, wfd, endpoint=endpoint.url, poll_first=True, lock=writers == "many"
     )
