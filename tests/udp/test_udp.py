@@ -6,6 +6,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from tests._proc import wait_until
@@ -302,5 +303,41 @@ def test_kernel_drops_at_a_listener_and_in_asyncio_are_counted() -> None:
                 assert st.dropped > 0
             peer.close()
         sender.close()
+
+    asyncio.run(main())
+
+
+def test_ndjson_lines_up_to_max_frame_arrive_and_a_bad_line_loses_no_other() -> None:
+    """With framing="ndjson" a message of max_frame bytes goes out as max_frame + 1 (its
+    newline): the receiver with the same max_frame takes it. A datagram of three lines whose
+    middle one is too long gives the first, FrameTooLarge in the middle one's place, and the
+    last (blocking, a listener's peer, and asyncio)."""
+    opts: dict[str, Any] = {"codec": "json", "framing": "ndjson", "max_frame": 20}
+    three = b'"a"\n"' + b"x" * 30 + b'"\n"c"\n'
+    with udp.bind(**opts) as inbox, ipcwire.connect(inbox.local_url, **opts) as ch:
+        ch.send("x" * 18)  # 20 bytes of JSON
+        assert inbox.recv(timeout=5) == "x" * 18
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with raw, ipcwire.listen("udp://127.0.0.1:0", **opts) as server:
+            raw.sendto(three, inbox.local_address)
+            raw.sendto(three, server.local_address)  # type: ignore[attr-defined]
+            for c in (inbox, server.accept(timeout=5)):
+                assert c.recv(timeout=5) == "a"
+                with pytest.raises(FrameTooLarge):
+                    c.recv(timeout=5)
+                assert c.recv(timeout=5) == "c"
+                if c is not inbox:
+                    c.close()
+
+    async def main() -> None:
+        async with await udp_aio.bind(**opts) as inbox:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+                raw.sendto(b'"' + b"y" * 18 + b'"\n', inbox.local_address)
+                raw.sendto(three, inbox.local_address)
+                assert await inbox.recv(timeout=5) == "y" * 18
+                assert await inbox.recv(timeout=5) == "a"
+                with pytest.raises(FrameTooLarge):
+                    await inbox.recv(timeout=5)
+                assert await inbox.recv(timeout=5) == "c"
 
     asyncio.run(main())

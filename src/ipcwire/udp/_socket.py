@@ -7,7 +7,8 @@
 * A message over the datagram limit (65507 bytes over IPv4, 65527 over IPv6, or ``max_frame``
   if smaller) is refused with ``FrameTooLarge`` before anything is sent, never truncated.
 * A received datagram larger than ``max_frame`` is detected (``MSG_TRUNC`` gives its real
-  size) and raised as ``FrameTooLarge``; the channel stays usable.
+  size) and raised as ``FrameTooLarge``; the channel stays usable. With NDJSON ``max_frame``
+  limits each line of a datagram, and a bad line is its error in its place.
 * Binding defaults to loopback; ``udp://0.0.0.0:port`` is an explicit choice.
 * Datagrams the kernel dropped because the receive buffer was full are counted (Linux: the
   socket's counter in /proc/net/udp, read when ``statistics()`` is asked for) in
@@ -210,7 +211,10 @@ class DatagramFormat:
         self.ndjson = options.framing == "ndjson"
         self.max_frame = options.max_frame
         self.send_limit = min(options.max_frame, max_datagram(family) - (1 if self.ndjson else 0))
-        self.recv_size = min(options.max_frame, max_datagram(family)) + 1
+        # A datagram over recv_limit is refused whole. With NDJSON it holds lines (each at
+        # most max_frame, without its newline, as NdjsonDecoder checks them), so any datagram.
+        self.recv_limit = max_datagram(family) if self.ndjson else options.max_frame
+        self.recv_size = min(self.recv_limit, max_datagram(family)) + 1
         self._encode = options.codec.encode
         self.decode = options.codec.decode
         self._raw = isinstance(options.codec, BytesCodec)
@@ -252,18 +256,25 @@ class DatagramFormat:
         )
 
     def unpack(self, data: memoryview) -> list[Any]:
-        """The messages in one received datagram (one, or one per line with NDJSON).
+        """The messages in one received datagram (one, or one per line with NDJSON, where a
+        line that is too long or undecodable is its error in its place: the other lines of
+        the datagram are still delivered).
 
         Raises:
-            RemoteProtocolError: undecodable.
+            RemoteProtocolError: undecodable (without NDJSON).
         """
         if not self.ndjson:
             return [self.decode(data)]
-        dec = NdjsonDecoder(self.max_frame)
+        dec = NdjsonDecoder(self.max_frame, endpoint=self.url)
         dec.feed(data)
         if not data.nbytes or data[-1] != 10:
             dec.feed(b"\n")  # a last line without its newline is still a message
-        out = []
-        while (frame := dec.next_frame()) is not None:
-            out.append(self.decode(frame))
-        return out
+        out: list[Any] = []
+        while True:
+            try:
+                frame = dec.next_frame()
+                if frame is None:
+                    return out
+                out.append(self.decode(frame))
+            except IpcwireError as exc:
+                out.append(exc)

@@ -63,7 +63,7 @@ class _Queue:
 
     def put_datagram(self, fmt: DatagramFormat, data: bytes, addr: Address) -> None:
         """Queue the messages of one datagram, or the error ``recv`` raises in their place."""
-        if len(data) > fmt.max_frame:
+        if len(data) > fmt.recv_limit:
             self.put(fmt.too_large(len(data), address_url(addr)))
             return
         try:
@@ -71,8 +71,8 @@ class _Queue:
         except IpcwireError as exc:
             self.put(exc)
             return
-        for msg in msgs:
-            self.put((msg, addr))
+        for msg in msgs:  # an NDJSON line's error in its place
+            self.put(msg if isinstance(msg, IpcwireError) else (msg, addr))
 
     def wake(self) -> None:
         w = self.waiter

@@ -146,7 +146,7 @@ class _Socket:
                         # shut down by close(), or woken by interrupt()
                         if interruptible and addr is not None and not self.closed:
                             raise _Interrupted
-                    elif n > self.fmt.max_frame:
+                    elif n > self.fmt.recv_limit:
                         return None, n, addr
                     else:
                         return self._view[:n], n, addr
@@ -289,8 +289,11 @@ class UdpChannel(ChannelCore, Channel):
             self._bytes_received += data.nbytes
             for msg in self._fmt.unpack(data):
                 self._pending.append((msg, addr))
+        item = self._pending.popleft()
+        if isinstance(item[0], IpcwireError):
+            raise item[0]  # a line of an NDJSON datagram: the others are still delivered
         self._received += 1
-        return self._pending.popleft()
+        return item
 
     def close(self) -> None:
         self._io.close()
