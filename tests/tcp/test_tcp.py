@@ -15,7 +15,13 @@ from tests._proc import child, kill9, wait_line
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import AddressInUse, ConnectionRefused, IpcwireError
+from ipcwire.errors import (
+    AddressInUse,
+    ChannelBroken,
+    ConnectionRefused,
+    IpcwireError,
+    Timeout,
+)
 
 
 def _free_port() -> int:
@@ -183,3 +189,23 @@ def test_tls_asyncio(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
             await asyncio.wait_for(srv, 10)
 
     asyncio.run(main())
+
+
+def test_a_tls_send_that_times_out_part_way_breaks_the_channel_for_sending(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A TLS send that timed out after part of a message had gone said "nothing was sent"
+    and left the channel open for sending; the next send then failed with PermissionDenied
+    (OpenSSL's "bad length" on a different retry). As over plain TCP: a Timeout that says
+    the channel can no longer send, then ChannelBroken."""
+    server_ctx, client_ctx = tls
+    with ipcwire.listen("tcp://127.0.0.1:0", ssl=server_ctx, codec="bytes") as lst:
+        ch = ipcwire.connect(lst.url, ssl=client_ctx, codec="bytes", timeout=5)
+        with ch, lst.accept(timeout=5) as srv:
+            with pytest.raises(Timeout, match="cannot be used for sending"):
+                ch.send(b"x" * (24 << 20), timeout=0.2)  # bigger than every buffer; no reader
+            with pytest.raises(ChannelBroken, match="out of step"):
+                ch.send(b"next", timeout=5)
+            ch.close()
+            with pytest.raises(ChannelBroken, match="middle of a message"):
+                srv.recv(timeout=5)

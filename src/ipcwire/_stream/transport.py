@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 import struct
+import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
@@ -25,6 +26,7 @@ __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
 _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _TIMEVAL: Final = struct.Struct("@ll")
+_TLS_RECORD: Final = 16384  # the largest TLS record's plaintext
 
 
 class PartialWrite(TimeoutError):
@@ -165,12 +167,34 @@ class TlsStream(ByteStream):
             raise ConnectionResetError(f"TLS error: {exc}") from exc
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
-        self._set(timeout)
-        if type(data) is tuple:
-            for part in data:
+        parts: tuple[bytes | bytearray | memoryview, ...] = (
+            data if type(data) is tuple else (data,)  # type: ignore[assignment]
+        )
+        if timeout is None:
+            self._set(None)
+            for part in parts:
                 self.sock.sendall(part)
-        else:
-            self.sock.sendall(data)  # type: ignore[arg-type]
+            return
+        # A TLS write that times out has written part of its records, and OpenSSL then only
+        # accepts the same write again: the stream is out of step (PartialWrite), unless
+        # nothing was handed to TLS at all. So first wait for room (nothing sent yet: a plain
+        # timeout), then write record-sized pieces and count them.
+        deadline = time.monotonic() + timeout
+        if not self.sock.pending():
+            _, writable, _ = select.select([], [self.sock], [], max(timeout, 0.0))
+            if not writable:
+                raise TimeoutError("the socket buffer stayed full")
+        written = 0
+        try:
+            for part in parts:
+                view = memoryview(part).cast("B")
+                for pos in range(0, view.nbytes, _TLS_RECORD):
+                    piece = view[pos : pos + _TLS_RECORD]
+                    self._set(max(deadline - time.monotonic(), 0.001))
+                    written += piece.nbytes  # handed to TLS: on the wire, or owed to it
+                    self.sock.sendall(piece)
+        except TimeoutError:
+            raise PartialWrite(written) from None
 
     def shutdown(self) -> None:
         try:
