@@ -341,3 +341,52 @@ def test_ndjson_lines_up_to_max_frame_arrive_and_a_bad_line_loses_no_other() -> 
                 assert await inbox.recv(timeout=5) == "c"
 
     asyncio.run(main())
+
+
+def test_garbage_from_a_peer_nobody_reads_stays_bounded_and_counted() -> None:
+    """A third party floods a listener with undecodable datagrams while the application
+    serves another peer: its (unaccepted) channel keeps at most its queue's worth, errors
+    included, counts the rest in dropped, and the served peer is not disturbed."""
+    from ipcwire.udp.aio import QUEUE
+    from ipcwire.udp.blocking import PEER_QUEUE
+
+    with (
+        ipcwire.listen("udp://127.0.0.1:0", codec="json") as server,
+        ipcwire.connect(server.url, codec="json") as good,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bad,
+    ):
+        good.send(0)
+        served = server.accept(timeout=5)
+        assert served.recv(timeout=5) == 0
+        for i in range(1, 13):  # batches the socket's receive buffer holds whole
+            for _ in range(100):
+                bad.sendto(b"\xff not json", server.local_address)  # type: ignore[attr-defined]
+            good.send(i)
+            assert served.recv(timeout=5) == i  # read after the batch: all of it sorted
+        with server.accept(timeout=5) as flooded:
+            st = flooded.statistics()
+            assert st.buffered_bytes == PEER_QUEUE  # (messages waiting, for this driver)
+            assert st.dropped == 1200 - PEER_QUEUE
+        served.close()
+
+    async def main() -> None:
+        async with (
+            await aio.listen("udp://127.0.0.1:0", codec="json") as server,
+            await aio.connect(server.url, codec="json") as good,
+        ):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bad:
+                await good.send(0)
+                served = await server.accept(timeout=5)
+                assert await served.recv(timeout=5) == 0
+                for i in range(1, QUEUE // 100 + 3):
+                    for _ in range(100):
+                        bad.sendto(b"\xff not json", server.local_address)  # type: ignore[attr-defined]
+                    await good.send(i)
+                    assert await served.recv(timeout=5) == i
+                flooded = await server.accept(timeout=5)
+                assert len(flooded._q.items) == QUEUE  # type: ignore[attr-defined]
+                assert flooded.statistics().dropped == (QUEUE // 100 + 2) * 100 - QUEUE
+                flooded.close()
+                served.close()
+
+    asyncio.run(main())

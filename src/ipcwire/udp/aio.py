@@ -55,7 +55,7 @@ class _Queue:
         self.closed = False
 
     def put(self, item: tuple[Any, Address] | IpcwireError) -> None:
-        if len(self.items) >= QUEUE and not isinstance(item, IpcwireError):
+        if len(self.items) >= QUEUE:  # errors too: garbage from a peer must not grow it
             self.dropped += 1
             return
         self.items.append(item)

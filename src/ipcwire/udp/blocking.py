@@ -317,22 +317,33 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
     def _put(self, data: memoryview) -> None:
         """Queue the messages of one datagram (the listener's condition is held)."""
         fmt = self._listener._fmt
+        queue = self._queue
         self._bytes_received += data.nbytes
-        if not fmt.ndjson and len(self._queue) < PEER_QUEUE:  # one datagram, one message
+        if not fmt.ndjson:  # one datagram, one message
+            if len(queue) >= PEER_QUEUE:
+                self.dropped += 1
+                return
             try:
-                self._queue.append(fmt.decode(data))
+                queue.append(fmt.decode(data))
             except IpcwireError as exc:
-                self._queue.append(exc)
+                queue.append(exc)
             return
         try:
             msgs: list[Any] = fmt.unpack(data)
         except IpcwireError as exc:
             msgs = [exc]
-        for msg in msgs:
-            if len(self._queue) >= PEER_QUEUE and not isinstance(msg, IpcwireError):
+        for msg in msgs:  # errors count too: a peer sending garbage must not grow the queue
+            if len(queue) >= PEER_QUEUE:
                 self.dropped += 1
             else:
-                self._queue.append(msg)
+                queue.append(msg)
+
+    def _put_error(self, exc: IpcwireError) -> None:
+        """Queue the error raised in the place of a datagram (the condition is held)."""
+        if len(self._queue) >= PEER_QUEUE:
+            self.dropped += 1
+        else:
+            self._queue.append(exc)
 
     def _done_waiting(self) -> bool:
         return bool(self._queue) or self._closed or self._listener._closed
@@ -450,7 +461,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
                 return
             self._new.append(ch)
         if data is None:
-            ch._queue.append(self._fmt.too_large(size, address_url(addr)))
+            ch._put_error(self._fmt.too_large(size, address_url(addr)))
         else:
             ch._put(data)
 
