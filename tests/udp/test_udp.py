@@ -390,3 +390,36 @@ def test_garbage_from_a_peer_nobody_reads_stays_bounded_and_counted() -> None:
                 served.close()
 
     asyncio.run(main())
+
+
+def test_a_send_the_kernel_refuses_raises_with_both_apis() -> None:
+    """After an ICMP port unreachable, Linux refuses the next send on a connected socket
+    (ECONNREFUSED; that datagram is not sent). The blocking send raises ConnectionRefused;
+    the asyncio send did not (transport.sendto hands the error to error_received) and
+    counted the datagram as sent."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    url = f"udp://127.0.0.1:{s.getsockname()[1]}"
+    s.close()  # nothing listens there
+
+    with ipcwire.connect(url) as ch:
+        sent = 0
+        with pytest.raises(ConnectionRefused, match="nothing listens"):
+            while sent < 100:
+                ch.send(b"anyone?")
+                sent += 1
+        assert ch.statistics().messages_sent == sent > 0  # the refused one is not counted
+
+    async def main() -> None:
+        async with await aio.connect(url) as ch:
+            sent = 0
+            with pytest.raises(ConnectionRefused, match="nothing listens"):
+                while sent < 100:
+                    await ch.send(b"anyone?")
+                    sent += 1
+            assert ch.statistics().messages_sent == sent > 0
+            await ch.send(b"")  # an empty datagram too, sent by hand
+            with pytest.raises(ConnectionRefused):
+                await ch.send(b"")
+
+    asyncio.run(main())

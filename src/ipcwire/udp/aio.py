@@ -116,6 +116,37 @@ class _Endpoint:
     _transport: asyncio.DatagramTransport | None
     _sock: socket.socket | None
     _kernel_drops = 0
+    _sending = False  # in _send: an error the socket reports now is this send's
+    _send_error: OSError | None = None
+
+    def _send(self, url: str, data: Any, addr: Address | None) -> None:
+        """Send one datagram; raise what the socket refused it with at once, as the blocking
+        driver does (``transport.sendto`` hands it to ``error_received`` instead, and the
+        datagram was not sent), e.g. ``ConnectionRefused`` after an ICMP port unreachable.
+
+        Raises:
+            ConnectionRefused (the channel stays usable), ChannelBroken, ChannelClosed.
+        """
+        t = self._transport
+        if t is None:
+            raise closed_error(url)
+        self._sending = True
+        try:
+            _sendto(t, self._sock, data, addr)
+        except OSError as exc:  # an empty datagram, sent by hand
+            self._send_error = exc
+        finally:
+            self._sending = False
+        refused, self._send_error = self._send_error, None
+        if refused is not None:
+            raise os_error(refused, url, "sending to") from refused
+
+    def _sent_error(self, exc: Exception) -> bool:
+        """Keep ``exc`` for :meth:`_send` to raise, if a send is under way."""
+        if self._sending and isinstance(exc, OSError):
+            self._send_error = exc
+            return True
+        return False
 
     def _drops(self) -> int:
         """Datagrams the kernel dropped at this socket (receive buffer full), as far as the
@@ -189,7 +220,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._q.put_datagram(self._fmt, data, addr)
 
     def _error(self, exc: Exception) -> None:
-        if isinstance(exc, OSError):
+        if not self._sent_error(exc) and isinstance(exc, OSError):
             self._q.put(os_error(exc, self.url, "receiving from"))
 
     def _lost(self) -> None:
@@ -201,11 +232,11 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         return self._transport
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        t = self._check_open()
+        self._check_open()
         if self._peer_addr is None:
             raise not_connected_error(self.url)
         data = self._fmt.pack(obj)
-        _sendto(t, self._sock, data, None)
+        self._send(self.url, data, None)
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -217,11 +248,11 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         Raises:
             FrameTooLarge, ChannelClosed, InvalidURL.
         """
-        t = self._check_open()
+        self._check_open()
         if isinstance(address, str):
             address = send_address(address)
         data = self._fmt.pack(obj)
-        _sendto(t, self._sock, data, address)
+        self._send(self.url, data, address)
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -268,7 +299,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
         if self._closed or self._listener._transport is None:
             raise closed_error(self.url)
         data = self._listener._fmt.pack(obj)
-        _sendto(self._listener._transport, self._listener._sock, data, self.addr)
+        self._listener._send(self.url, data, self.addr)
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -316,7 +347,7 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
         ch._q.put_datagram(self._fmt, data, addr)
 
     def _error(self, exc: Exception) -> None:
-        pass  # ICMP errors for replies to peers that left: nothing to do
+        self._sent_error(exc)  # else an ICMP error for a reply to a peer that left: ignored
 
     def _lost(self) -> None:
         for ch in list(self._peers.values()):
@@ -344,7 +375,11 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
 
 
 def _sendto(t: asyncio.DatagramTransport, sock: socket.socket | None, data: Any, addr: Any) -> None:
-    """``transport.sendto``, except for empty datagrams, which asyncio silently skips."""
+    """``transport.sendto``, except for empty datagrams, which asyncio silently skips.
+
+    Raises:
+        OSError: an empty datagram refused by the socket.
+    """
     if len(data) or sock is None:
         t.sendto(data, addr)
         return
@@ -353,7 +388,7 @@ def _sendto(t: asyncio.DatagramTransport, sock: socket.socket | None, data: Any,
             sock.send(b"")
         else:
             sock.sendto(b"", addr)
-    except OSError:
+    except BlockingIOError:
         pass  # a full buffer loses a datagram, as UDP may
 
 
