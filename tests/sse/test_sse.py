@@ -419,3 +419,25 @@ def test_hostile_resume_headers_start_a_new_stream() -> None:
                     head += s.recv(4096)
                 assert head.startswith(b"HTTP/1.1 200 "), head
             listener.accept(timeout=5).close()
+
+
+def test_an_event_id_beyond_latin_1_is_sent_back_as_utf_8() -> None:
+    """Event ids are any text (a server other than ipcwire's may send ``id: €1``); resuming
+    sends Last-Event-ID in UTF-8, as EventSource does, instead of failing with a bare
+    UnicodeEncodeError from connect() or recv()."""
+    with (
+        ipcwire.listen(URL) as listener,
+        ipcwire.connect(listener.url, last_event_id="€-1", allow_gaps=True) as client,
+        listener.accept(timeout=5) as server,
+    ):
+        server.send(b"fresh")
+        assert client.recv(timeout=5) == b"fresh"  # after the gap: an unknown stream
+
+    async def main() -> None:
+        async with await aio.listen(URL) as listener:
+            client = await aio.connect(listener.url, last_event_id="€-1", allow_gaps=True)
+            async with client, await listener.accept(timeout=5) as server:
+                await server.send(b"fresh")
+                assert await client.recv(timeout=5) == b"fresh"
+
+    asyncio.run(main())

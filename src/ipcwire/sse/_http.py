@@ -18,10 +18,11 @@ MAX_HEAD: Final = 64 * 1024
 
 
 def build_request(host: str, path: str, headers: Mapping[str, str]) -> bytes:
-    """A GET request for ``path`` on ``host`` (the Host header's value)."""
+    """A GET request for ``path`` on ``host`` (the Host header's value). UTF-8, as the
+    WHATWG standard sends ``Last-Event-ID`` (an event id may be any text but LF, CR, NUL)."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 @dataclass(frozen=True, slots=True)
