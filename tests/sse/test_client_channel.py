@@ -67,9 +67,21 @@ def test_the_reconnection_schedule() -> None:
     ch._attempt_failed(Timeout("no answer", endpoint=URL))
     wait = ch._attempt_wait(100.5, None, None)  # then backoff with jitter
     assert 0.5 <= wait <= 1.0
+    assert ch._attempt_wait(110.6, None, None) == 0.0  # due before retry_for ran out
+    ch._attempt_failed(Timeout("no answer", endpoint=URL))
     with pytest.raises(ChannelBroken, match=r"within 10.0 s \(retry_for=\): no answer"):
         ch._attempt_wait(110.6, None, None)
     assert ch._core.final is not None  # broken for good
+
+
+def test_a_retry_longer_than_retry_for_is_cut_to_one_last_attempt() -> None:
+    ch = Channel(retry=3600.0, retry_for=10.0)
+    ch._connection_lost(None)
+    assert ch._attempt_wait(100.0, None, None) == 10.0  # not an hour, then giving up untried
+    assert ch._attempt_wait(110.2, None, None) == 0.0  # woken a little late: still attempts
+    ch._attempt_failed(Timeout("no answer", endpoint=URL))
+    with pytest.raises(ChannelBroken, match="retry_for"):
+        ch._attempt_wait(110.3, None, None)
 
 
 def test_a_failed_attempt_after_close_is_closed() -> None:

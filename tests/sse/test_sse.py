@@ -441,3 +441,32 @@ def test_an_event_id_beyond_latin_1_is_sent_back_as_utf_8() -> None:
                 assert await client.recv(timeout=5) == b"fresh"
 
     asyncio.run(main())
+
+
+def test_a_server_retry_longer_than_retry_for_still_gets_an_attempt() -> None:
+    """A server advising ``retry:`` of an hour: a client with ``retry_for=0.2`` attempts to
+    reconnect when retry_for runs out (it resumes here), instead of waiting the hour, and
+    then giving up without a single attempt."""
+    with (
+        ipcwire.listen(URL, retry=3600) as listener,
+        stream(listener, retry_for=0.2) as (server, client),
+    ):
+        server.send(b"one")
+        assert client.recv(timeout=5) == b"one"
+        assert client.retry == 3600
+        server.drop_connection()
+        server.send(b"two")
+        assert client.recv(timeout=5) == b"two"
+
+    async def main() -> None:
+        async with await aio.listen(URL, retry=3600) as listener:
+            client = await aio.connect(listener.url, retry_for=0.2)
+            async with client, await listener.accept(timeout=5) as server:
+                assert isinstance(server, AioSseServerChannel)
+                await server.send(b"one")
+                assert await client.recv(timeout=5) == b"one"
+                server.drop_connection()
+                await server.send(b"two")
+                assert await client.recv(timeout=5) == b"two"
+
+    asyncio.run(main())

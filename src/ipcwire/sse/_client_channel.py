@@ -203,10 +203,13 @@ class ClientChannelBase:
         core = self._core
         if self._lost_at is None:
             self._lost_at = now
-        if now - self._lost_at > core.retry_for:
-            raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
         if self._next_attempt is None:
-            self._next_attempt = now + core.next_delay()
+            if now - self._lost_at > core.retry_for:
+                raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
+            # The server's retry: (or the backoff) may be longer than what is left of
+            # retry_for: then the last attempt is made when retry_for runs out (an attempt
+            # due by then is made, however late the caller comes to make it).
+            self._next_attempt = min(now + core.next_delay(), self._lost_at + core.retry_for)
         wait = self._next_attempt - now
         if wait > 0:
             if deadline is not None:
