@@ -423,3 +423,31 @@ def test_a_send_the_kernel_refuses_raises_with_both_apis() -> None:
                 await ch.send(b"")
 
     asyncio.run(main())
+
+
+def test_new_peers_over_the_accept_backlog_are_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """More new peers than accept() has taken (128 waiting): the datagrams of the others are
+    dropped, counted in the listener's dropped, and logged once; served peers go on."""
+    from ipcwire.udp._channel import ACCEPT_BACKLOG
+
+    with (
+        ipcwire.listen("udp://127.0.0.1:0") as server,
+        ipcwire.connect(server.url) as good,
+    ):
+        good.send(b"0")
+        served = server.accept(timeout=5)
+        assert served.recv(timeout=5) == b"0"
+        crowd = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(130)]
+        try:
+            for s in crowd:
+                s.sendto(b"hello", server.local_address)  # type: ignore[attr-defined]
+            good.send(b"1")
+            assert served.recv(timeout=5) == b"1"  # read after the crowd: all of it sorted
+            assert server.dropped == len(crowd) - ACCEPT_BACKLOG  # type: ignore[attr-defined]
+            assert sum("waiting for accept()" in r.message for r in caplog.records) == 1
+        finally:
+            for s in crowd:
+                s.close()
+        served.close()

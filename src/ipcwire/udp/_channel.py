@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import errno
+import logging
 from typing import Any, Final, Generic, TypeVar
 
 from ipcwire._core.url import Endpoint, parse_url
@@ -42,6 +43,8 @@ __all__ = [
     "os_error",
     "send_address",
 ]
+
+log = logging.getLogger("ipcwire")
 
 Address = tuple[str, int]
 ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
@@ -190,6 +193,7 @@ class ListenerCore(Generic[P]):
         self._peers: dict[Address, P] = {}
         self._closed = False
         self.dropped = 0  # datagrams from new peers while the accept backlog was full
+        self._full = False  # the backlog is full (logged once until a peer is admitted)
         self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
 
     @abc.abstractmethod
@@ -202,7 +206,17 @@ class ListenerCore(Generic[P]):
         yet) is at :data:`ACCEPT_BACKLOG`."""
         if self._closed or waiting >= ACCEPT_BACKLOG:
             self.dropped += 1
+            if not self._closed and not self._full:
+                self._full = True
+                log.warning(
+                    "ipcwire: %s: %d new peers are waiting for accept(); datagrams from "
+                    "further new peers are dropped (counted in the listener's dropped) until "
+                    "accept() takes some",
+                    self.url,
+                    waiting,
+                )
             return None
+        self._full = False
         ch = self._peers[addr] = self._new_peer(addr)
         self._users += 1
         return ch
