@@ -470,3 +470,26 @@ def test_a_server_retry_longer_than_retry_for_still_gets_an_attempt() -> None:
                 assert await client.recv(timeout=5) == b"two"
 
     asyncio.run(main())
+
+
+def test_asyncio_sends_that_time_out_leave_nothing_behind() -> None:
+    """A sender retrying with a timeout while its client does not read: each attempt that
+    timed out left its future in the stream's waiters until the client read again (memory
+    growing for as long as the client was stuck)."""
+
+    async def main() -> None:
+        async with await aio.listen(URL, replay=2) as listener:
+            client = await aio.connect(listener.url, timeout=5)
+            async with client, await listener.accept(timeout=5) as server:
+                assert isinstance(server, AioSseServerChannel)
+                chunk = b"z" * 65536
+                with pytest.raises(Timeout):
+                    for _ in range(5000):  # socket buffers fill, then the replay buffer
+                        await server.send(chunk, timeout=0.2)
+                for _ in range(5):
+                    with pytest.raises(Timeout):
+                        await server.send(chunk, timeout=0.01)
+                assert server._stream.aio_waiters == []
+                assert await client.recv(timeout=5) == chunk  # and it goes on
+
+    asyncio.run(main())

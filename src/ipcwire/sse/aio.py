@@ -280,8 +280,13 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
                 try:
                     async with asyncio.timeout_at(deadline):
                         await fut
-                except TimeoutError:
-                    raise self._full(timeout) from None
+                except BaseException as exc:  # a timeout, or cancelled: stop waiting
+                    with s.lock:
+                        if fut in s.aio_waiters:
+                            s.aio_waiters.remove(fut)
+                    if isinstance(exc, TimeoutError):
+                        raise self._full(timeout) from None
+                    raise
             if wake is not None:
                 wake()
         self._bytes_sent += size
