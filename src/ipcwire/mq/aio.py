@@ -166,16 +166,24 @@ class AioMqChannel(ChannelCore, AioChannel):
                 raise self._send_timeout(timeout)
             self._check_send()
         self._sending = True
+        sent = 0  # pieces of this message in the queue
         try:
-            for i, piece in enumerate(pieces(data, self._msgsize)):
+            for piece in pieces(data, self._msgsize):
                 while True:
                     self._check_send()
                     if self._out.try_send(piece, prio):
+                        sent += 1
                         break
                     if not await self._wait_send(deadline):
-                        if i == 0:
+                        if sent == 0:
                             raise self._send_timeout(timeout)
                         raise self._part_way() from self._send_timeout(timeout)
+        except BaseException:
+            # Cancelled (or failed) after some pieces went: the next message's pieces would
+            # be joined to them, so the channel can send no more (as after a part-way Timeout).
+            if sent and self._send_broken is None:
+                self._part_way()
+            raise
         finally:
             self._sending = False
             self._writable()  # let the next sender in line try

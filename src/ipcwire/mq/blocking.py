@@ -115,15 +115,22 @@ class MqChannel(ChannelCore, Channel):
 
     def _send_pieces(self, data: Any, prio: int, timeout: float | None) -> None:
         deadline = _deadline(timeout)
-        for i, piece in enumerate(pieces(data, self._msgsize)):
-            if self._out.try_send(piece, prio):
-                continue
-            try:
-                self._wait_send(piece, prio, timeout, deadline)
-            except Timeout as exc:
-                if i == 0:
-                    raise
-                raise self._part_way() from exc
+        sent = 0  # pieces of this message in the queue
+        try:
+            for piece in pieces(data, self._msgsize):
+                if not self._out.try_send(piece, prio):
+                    self._wait_send(piece, prio, timeout, deadline)
+                sent += 1
+        except Timeout as exc:
+            if sent == 0:
+                raise
+            raise self._part_way() from exc
+        except BaseException:
+            # Stopped otherwise after some pieces went (an exception from a signal handler,
+            # say): the next message's pieces would be joined to them, so no more sends.
+            if sent:
+                self._part_way()
+            raise
 
     def _wait_send(
         self, data: Any, prio: int, timeout: float | None, deadline: float | None
