@@ -145,6 +145,9 @@ def test_one_way_and_limits() -> None:
             client.recv(timeout=0)
     with pytest.raises(ConfigurationError, match="unknown option"):
         ipcwire.listen(URL, colour="blue")
+    for bad in (-1, float("nan")):  # "retry: -1000" would be ignored by every client
+        with pytest.raises(ConfigurationError, match="retry="):
+            ipcwire.listen(URL, retry=bad)
 
 
 def test_refusals_are_typed_and_the_server_keeps_serving() -> None:

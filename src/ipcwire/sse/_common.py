@@ -115,9 +115,16 @@ def bind(
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"bad option for {url}: {exc}") from None
     reject_unknown(kw, endpoint, LISTEN_OPTIONS)
-    if replay < 1 or replay_bytes < 1 or resume_window < 0 or keepalive <= 0:
+    if (
+        replay < 1
+        or replay_bytes < 1
+        or resume_window < 0
+        or keepalive <= 0
+        or (retry is not None and not retry >= 0)
+    ):
         raise ConfigurationError(
-            f"{url}: replay= and replay_bytes= must be >= 1, resume_window= >= 0, keepalive= > 0"
+            f"{url}: replay= and replay_bytes= must be >= 1, resume_window= and retry= >= 0, "
+            f"keepalive= > 0"
         )
     if addr.secure and ssl is None:
         raise ConfigurationError(
