@@ -145,9 +145,13 @@ def test_one_way_and_limits() -> None:
             client.recv(timeout=0)
     with pytest.raises(ConfigurationError, match="unknown option"):
         ipcwire.listen(URL, colour="blue")
-    for bad in (-1, float("nan")):  # "retry: -1000" would be ignored by every client
+    for bad in (-1, float("nan"), float("inf")):  # "retry: -1000": ignored by every client
         with pytest.raises(ConfigurationError, match="retry="):
             ipcwire.listen(URL, retry=bad)
+    with pytest.raises(ConfigurationError, match="keepalive="):
+        ipcwire.listen(URL, keepalive=float("nan"))
+    with pytest.raises(ConfigurationError, match="resume_window="):
+        ipcwire.listen(URL, resume_window=float("nan"))
 
 
 def test_refusals_are_typed_and_the_server_keeps_serving() -> None:

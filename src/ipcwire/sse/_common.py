@@ -118,9 +118,9 @@ def bind(
     if (
         replay < 1
         or replay_bytes < 1
-        or resume_window < 0
-        or keepalive <= 0
-        or (retry is not None and not retry >= 0)
+        or not resume_window >= 0  # (NaN too)
+        or not keepalive > 0
+        or (retry is not None and not 0 <= retry < 1e9)  # sent in ms, as an integer
     ):
         raise ConfigurationError(
             f"{url}: replay= and replay_bytes= must be >= 1, resume_window= and retry= >= 0, "
