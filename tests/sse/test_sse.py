@@ -152,6 +152,9 @@ def test_one_way_and_limits() -> None:
         ipcwire.listen(URL, keepalive=float("nan"))
     with pytest.raises(ConfigurationError, match="resume_window="):
         ipcwire.listen(URL, resume_window=float("nan"))
+    for name in ("retry", "retry_for"):  # NaN: reconnect at once, and forever
+        with pytest.raises(ConfigurationError, match="retry_for="):
+            ipcwire.connect("sse+http://127.0.0.1:9/events", **{name: float("nan")})  # type: ignore[arg-type]
 
 
 def test_refusals_are_typed_and_the_server_keeps_serving() -> None:

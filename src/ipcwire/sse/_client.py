@@ -139,7 +139,7 @@ class ClientCore:
         retry: float,
         retry_for: float,
     ) -> None:
-        if retry < 0 or retry_for < 0:
+        if not retry >= 0 or not retry_for >= 0:  # (NaN too: it would never give up)
             raise ConfigurationError(f"retry= and retry_for= for {options.url} must be >= 0")
         self.url = options.url
         self.addr = addr
