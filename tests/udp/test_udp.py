@@ -451,3 +451,29 @@ def test_new_peers_over_the_accept_backlog_are_counted_and_logged(
             for s in crowd:
                 s.close()
         served.close()
+
+
+def test_accepted_peers_go_on_after_the_listener_closes() -> None:
+    """ "Stop accepting; channels already accepted keep working until they close": the
+    blocking peer channels raised ChannelClosed instead (the asyncio ones went on), also
+    in a recv() waiting while the listener closed."""
+    import threading
+
+    server = ipcwire.listen("udp://127.0.0.1:0")
+    with ipcwire.connect(server.url) as client:
+        client.send(b"1")
+        peer = server.accept(timeout=5)
+        assert peer.recv(timeout=5) == b"1"
+        got: list[object] = []
+        t = threading.Thread(target=lambda: got.append(peer.recv(timeout=10)))
+        t.start()
+        assert wait_until(lambda: server._reading)  # type: ignore[attr-defined]
+        server.close()  # wakes the waiting recv, which goes on waiting
+        client.send(b"2")
+        t.join(timeout=20)
+        assert got == [b"2"]
+        client.send(b"3")
+        assert peer.recv(timeout=5) == b"3"
+        peer.send(b"reply")
+        assert client.recv(timeout=5) == b"reply"
+        peer.close()

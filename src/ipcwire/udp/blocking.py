@@ -346,7 +346,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
             self._queue.append(exc)
 
     def _done_waiting(self) -> bool:
-        return bool(self._queue) or self._closed or self._listener._closed
+        return bool(self._queue) or self._closed  # (a closed listener's peers go on)
 
     def recv(self, *, timeout: float | None = None) -> Any:
         listener = self._listener
@@ -362,7 +362,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                     raise item
                 self._received += 1
                 return item
-            raise ChannelClosed(f"the listener of {self.url} is closed", endpoint=self.url)
+            raise closed_error(self.url)  # not reached: _pump returns when done
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
