@@ -43,8 +43,10 @@ from ipcwire.errors import (
     ChannelBroken,
     ConfigurationError,
     FrameTooLarge,
+    IpcwireError,
     PermissionDenied,
     RemoteProtocolError,
+    ResourceExhausted,
 )
 
 __all__ = ["Claim", "SpoolStore"]
@@ -258,6 +260,7 @@ class SpoolStore:
         with self._put_lock:
             names = [self._next_name() for _ in items]
             fds: list[int] = []
+            visible = 0  # renamed into new/: queued, whatever fails after
             try:
                 for name, data in zip(names, items, strict=True):
                     fds.append(self._write_tmp(name, data))
@@ -275,6 +278,7 @@ class SpoolStore:
                 try:
                     for name in names:
                         os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
+                        visible += 1
                 finally:
                     fcntl.flock(self._order_fd, fcntl.LOCK_UN)
                 if self.fsync:
@@ -287,8 +291,32 @@ class SpoolStore:
                         os.unlink(os.path.join(self.tmp, name))
                     except OSError:
                         pass
-                raise translate(exc, self.url, "writing to the spool") from exc
+                raise self._write_error(exc, visible, len(names)) from exc
         return names
+
+    def _write_error(self, exc: OSError, visible: int, total: int) -> IpcwireError:
+        """The error for a failed put: a full disk or a file size limit says so and how to
+        fix it, and how much of the batch was queued regardless."""
+        queued = (
+            "nothing of this send was queued"
+            if visible == 0
+            else f"{visible} of its {total} messages were queued before that"
+        )
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return ResourceExhausted(
+                f"cannot write to the spool {self.path}: {exc.strerror} ({queued}); free "
+                f"space on its file system or raise the quota (consumers free a message's "
+                f"space when they acknowledge it)",
+                endpoint=self.url,
+            )
+        if exc.errno == errno.EFBIG:
+            return ResourceExhausted(
+                f"cannot write to the spool {self.path}: a message file would be over this "
+                f"process's file size limit (`ulimit -f`, RLIMIT_FSIZE) or the file "
+                f"system's ({queued}); raise the limit or send smaller messages",
+                endpoint=self.url,
+            )
+        return translate(exc, self.url, f"writing to the spool ({queued})")
 
     # -- consuming --------------------------------------------------------------------------
     def try_claim(self, max_frame: int) -> Claim | None:
