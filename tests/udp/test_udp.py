@@ -477,3 +477,22 @@ def test_accepted_peers_go_on_after_the_listener_closes() -> None:
         peer.send(b"reply")
         assert client.recv(timeout=5) == b"reply"
         peer.close()
+
+
+def test_connect_errors_are_typed() -> None:
+    """bind= of the other address family, and a broadcast address (no SO_BROADCAST): a
+    bare socket.gaierror and PermissionError before, typed errors naming the fix now."""
+    from ipcwire.errors import PermissionDenied
+
+    with pytest.raises(ConfigurationError, match="bind an address of the peer's family"):
+        ipcwire.connect("udp://[::1]:9", bind="udp://127.0.0.1:0")
+    with pytest.raises(ConfigurationError, match="bind an address of the peer's family"):
+        ipcwire.connect("udp://127.0.0.1:9", bind="udp://[::1]:0")
+    with pytest.raises(PermissionDenied, match="broadcast"):
+        ipcwire.connect("udp://255.255.255.255:9")
+
+    async def main() -> None:
+        with pytest.raises(PermissionDenied, match="broadcast"):
+            await aio.connect("udp://255.255.255.255:9")
+
+    asyncio.run(main())

@@ -22,6 +22,7 @@ from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
+    ConfigurationError,
     ConnectionRefused,
     IpcwireError,
     LocalProtocolError,
@@ -106,7 +107,14 @@ def connect_addresses(
     reject_unknown(kw, endpoint, ("timeout", "bind"))
     addr = resolve(endpoint, listening=False)
     if bind is not None:
-        return addr, resolve(parse_url(bind), listening=True)
+        local = resolve(parse_url(bind), listening=True)
+        if local.family != addr.family:
+            ip = ("IPv6", "IPv4") if ":" in local.host else ("IPv4", "IPv6")
+            raise ConfigurationError(
+                f"{endpoint.url}: bind={bind!r} is an {ip[0]} address and the peer an {ip[1]} "
+                f"one; bind an address of the peer's family"
+            )
+        return addr, local
     v6 = ":" in addr.host
     if addr.host in ("127.0.0.1", "::1") or addr.host.startswith("127."):
         return addr, UdpAddress("::1" if v6 else "127.0.0.1", 0)

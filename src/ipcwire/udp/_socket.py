@@ -27,6 +27,7 @@ from typing import Any, Final
 from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.framing import NdjsonDecoder
 from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
 from ipcwire._procfs import describe_pid, pids_for_inodes
 from ipcwire.errors import (
     AddressInUse,
@@ -47,6 +48,7 @@ __all__ = [
     "UdpAddress",
     "bind_endpoint",
     "bind_socket",
+    "connect_socket",
     "connected_pair",
     "proc_drops",
     "resolve",
@@ -150,6 +152,25 @@ def bind_endpoint(endpoint: Endpoint, url: str) -> tuple[socket.socket, str]:
     sock = bind_socket(resolve(endpoint, listening=True), url)
     host, port = sock.getsockname()[:2]
     return sock, UdpAddress(host, port).url()
+
+
+def connect_socket(sock: socket.socket, addr: UdpAddress, url: str) -> None:
+    """Connect ``sock`` to the peer at ``addr``.
+
+    Raises:
+        PermissionDenied: a broadcast address (it needs SO_BROADCAST, which is not set).
+        ChannelBroken: another OSError.
+    """
+    try:
+        sock.connect((addr.host, addr.port))
+    except OSError as exc:
+        if exc.errno == errno.EACCES:  # what Linux says for a broadcast address
+            raise PermissionDenied(
+                f"cannot send to {url}: the OS refused ({exc.strerror}); a broadcast address "
+                f"needs SO_BROADCAST, which ipcwire does not set: send to a unicast address",
+                endpoint=url,
+            ) from exc
+        raise translate(exc, url, "connecting to") from exc
 
 
 def connected_pair() -> list[tuple[socket.socket, UdpAddress]]:

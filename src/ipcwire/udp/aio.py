@@ -35,6 +35,7 @@ from ipcwire.udp._socket import (
     DatagramFormat,
     bind_endpoint,
     bind_socket,
+    connect_socket,
     connected_pair,
     proc_drops,
 )
@@ -403,7 +404,7 @@ async def connect(
     addr, local = connect_addresses(endpoint, bind, kw)
     sock = bind_socket(local, endpoint.url)
     try:
-        sock.connect((addr.host, addr.port))
+        connect_socket(sock, addr, addr.url())
         ch = AioUdpChannel(options, addr.url(), sock.family, (addr.host, addr.port))
         await ch._open(sock)
     except BaseException:

@@ -54,6 +54,7 @@ from ipcwire.udp._socket import (
     DatagramFormat,
     bind_endpoint,
     bind_socket,
+    connect_socket,
     connected_pair,
     proc_drops,
 )
@@ -540,7 +541,7 @@ def connect(
     addr, local = connect_addresses(endpoint, bind, kw)
     sock = bind_socket(local, endpoint.url)
     try:
-        sock.connect((addr.host, addr.port))
+        connect_socket(sock, addr, addr.url())
         return UdpChannel(sock, options, addr.url())
     except BaseException:
         sock.close()
