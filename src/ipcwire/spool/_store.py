@@ -41,6 +41,7 @@ from typing import Any, Final
 from ipcwire._oserror import translate
 from ipcwire.errors import (
     ChannelBroken,
+    ChannelClosed,
     ConfigurationError,
     FrameTooLarge,
     IpcwireError,
@@ -157,6 +158,10 @@ class SpoolStore:
         self._last_ts = 0
         self._put_lock = threading.Lock()
         self._claim_lock = threading.Lock()
+        # close() during a put (from another thread, or the asyncio driver's close while its
+        # executor writes) leaves the descriptors to that put, which closes them when done
+        self._state_lock = threading.Lock()
+        self._putting = self._closing = False
         self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
         self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -258,40 +263,54 @@ class SpoolStore:
     def put_many(self, items: Sequence[Buffer]) -> list[str]:
         """Add several messages, in order, with one directory sync for all of them."""
         with self._put_lock:
-            names = [self._next_name() for _ in items]
-            fds: list[int] = []
-            visible = 0  # renamed into new/: queued, whatever fails after
+            with self._state_lock:
+                if self._closing:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                self._putting = True
             try:
-                for name, data in zip(names, items, strict=True):
-                    fds.append(self._write_tmp(name, data))
-                # A batch is synced with one syncfs() where there is one: a flush per file
-                # costs milliseconds each (about 100x more for a batch of 100).
-                batch_synced = self.fsync and len(fds) > 1 and _syncfs(fds[0])
-                while fds:
-                    fd = fds.pop(0)
-                    try:
-                        if self.fsync and not batch_synced:
-                            os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                fcntl.flock(self._order_fd, fcntl.LOCK_SH)
+                return self._put_many(items)
+            finally:
+                with self._state_lock:
+                    self._putting = False
+                    if self._closing:
+                        self._close_fds()
+
+    def _put_many(self, items: Sequence[Buffer]) -> list[str]:
+        """put_many with the put lock held and the store open."""
+        names = [self._next_name() for _ in items]
+        fds: list[int] = []
+        visible = 0  # renamed into new/: queued, whatever fails after
+        try:
+            for name, data in zip(names, items, strict=True):
+                fds.append(self._write_tmp(name, data))
+            # A batch is synced with one syncfs() where there is one: a flush per file
+            # costs milliseconds each (about 100x more for a batch of 100).
+            batch_synced = self.fsync and len(fds) > 1 and _syncfs(fds[0])
+            while fds:
+                fd = fds.pop(0)
                 try:
-                    for name in names:
-                        os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
-                        visible += 1
+                    if self.fsync and not batch_synced:
+                        os.fsync(fd)
                 finally:
-                    fcntl.flock(self._order_fd, fcntl.LOCK_UN)
-                if self.fsync:
-                    os.fsync(self._new_fd)  # the renames survive a power cut
-            except OSError as exc:
-                for fd in fds:
                     os.close(fd)
+            fcntl.flock(self._order_fd, fcntl.LOCK_SH)
+            try:
                 for name in names:
-                    try:
-                        os.unlink(os.path.join(self.tmp, name))
-                    except OSError:
-                        pass
-                raise self._write_error(exc, visible, len(names)) from exc
+                    os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
+                    visible += 1
+            finally:
+                fcntl.flock(self._order_fd, fcntl.LOCK_UN)
+            if self.fsync:
+                os.fsync(self._new_fd)  # the renames survive a power cut
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            for name in names:
+                try:
+                    os.unlink(os.path.join(self.tmp, name))
+                except OSError:
+                    pass
+            raise self._write_error(exc, visible, len(names)) from exc
         return names
 
     def _write_error(self, exc: OSError, visible: int, total: int) -> IpcwireError:
@@ -529,7 +548,14 @@ class SpoolStore:
         return out
 
     def close(self) -> None:
-        """Release the directory descriptors."""
+        """Release the directory descriptors (at the end of a put under way, if any: it
+        completes)."""
+        with self._state_lock:
+            self._closing = True
+            if not self._putting:
+                self._close_fds()
+
+    def _close_fds(self) -> None:
         fd, self._new_fd = self._new_fd, -1
         if fd >= 0:
             os.close(fd)
