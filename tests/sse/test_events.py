@@ -119,3 +119,13 @@ def test_digits_are_ascii_digits() -> None:
     assert parse_id("s-12") == ("s", 12)
     with pytest.raises(RemoteProtocolError, match="status line"):
         parse_head("HTTP/1.1 ²00 OK\r\n\r\n".encode("latin-1"), "u")
+
+
+def test_numbers_too_long_for_int_are_not_numbers() -> None:
+    """int() refuses more than 4300 digits (ValueError): a status, a retry: or an
+    X-Ipcwire-Max-Frame that long is malformed or ignored, never a ValueError."""
+    with pytest.raises(RemoteProtocolError, match="status line"):
+        parse_head(b"HTTP/1.1 " + b"2" * 5000 + b" OK\r\n\r\n", "u")
+    events, parser = _parse([b"retry: " + b"9" * 5000 + b"\ndata: x\n\n"])
+    assert [e.data for e in events] == [b"x"]
+    assert parser.retry is None

@@ -421,7 +421,11 @@ def test_hostile_resume_headers_start_a_new_stream() -> None:
     says so) is an unknown stream, and no limit: a new stream, never a 500."""
     with ipcwire.listen(URL, codec="json") as listener:
         host, port = listener.url.split("//")[1].split("/")[0].rsplit(":", 1)
-        for name, value in [("Last-Event-ID", "feed-²"), ("X-Ipcwire-Max-Frame", "²")]:
+        for name, value in [
+            ("Last-Event-ID", "feed-²"),
+            ("X-Ipcwire-Max-Frame", "²"),
+            ("X-Ipcwire-Max-Frame", "9" * 5000),  # over int()'s 4300 digits
+        ]:
             with socket.create_connection((host, int(port)), timeout=10) as s:
                 s.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\n{name}: {value}\r\n\r\n".encode())
                 head = b""

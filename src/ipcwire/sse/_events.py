@@ -509,7 +509,7 @@ class EventParser:
         elif field == b"id":
             if b"\0" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")
-        elif field == b"retry" and value.isdigit():
+        elif field == b"retry" and value.isdigit() and len(value) <= 18:  # int() limits
             self.retry = int(value)
 
     def _dispatch(self, out: list[Event]) -> None:

@@ -53,7 +53,9 @@ def parse_head(buf: bytes | bytearray, url: str) -> tuple[ResponseHead, int] | N
     lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     status = parts[1] if len(parts) > 1 else ""
-    if not parts[0].startswith("HTTP/1.") or not (status.isascii() and status.isdigit()):
+    if not parts[0].startswith("HTTP/1.") or not (
+        len(status) == 3 and status.isascii() and status.isdigit()
+    ):
         raise RemoteProtocolError(f"{url} sent a malformed HTTP status line: {lines[0][:100]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

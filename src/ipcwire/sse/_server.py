@@ -164,11 +164,13 @@ class SseServer:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
         limit = request.headers.get(MAX_FRAME_HEADER, "")
+        if not (limit.isascii() and limit.isdigit() and len(limit) < 19):
+            limit = ""  # not a number int() takes (e.g. "²", or over 4300 digits)
         opened = self.table.open(
             last_id,
             peer=peer_text,
             transport=request.transport,
-            peer_limit=int(limit) if limit.isascii() and limit.isdigit() else None,
+            peer_limit=int(limit) if limit else None,
         )
         if opened is None:
             return web.Response(status=204)  # that stream ended: EventSource stops here
