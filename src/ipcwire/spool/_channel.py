@@ -51,7 +51,8 @@ class Delivery:
         return self._claim.name
 
     def ack(self) -> bool:
-        """Remove the message for good; False if its lease had expired meanwhile."""
+        """Remove the message for good; False if its lease had expired meanwhile, or it was
+        released (by :meth:`release`, or by closing the channel): it will come again."""
         return self._claim.ack()
 
     def release(self) -> None:

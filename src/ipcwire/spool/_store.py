@@ -94,12 +94,14 @@ class Claim:
     attempt: int
     claimed_at: float = field(default_factory=time.time)
     done: bool = False
+    acked: bool = False  # removed for good by ack() (not released, not redelivered)
 
     def ack(self) -> bool:
         """Done with it: remove it for good. False if it had been redelivered meanwhile
-        (its lease expired), so another consumer may process it too."""
+        (its lease expired) or released (by ``release()``, or by closing the channel), so
+        another consumer may process it too. Again after that: the same answer."""
         if self.done:
-            return True
+            return self.acked
         self.done = True
         try:
             os.unlink(os.path.join(self.store.cur, self.name))
@@ -113,6 +115,7 @@ class Claim:
             ok = False
         finally:
             os.close(self.fd)  # unlink first, then unlock: a reaper never sees it free
+        self.acked = ok
         return ok
 
     def release(self) -> None:
