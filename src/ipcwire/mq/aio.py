@@ -343,6 +343,10 @@ async def connect(
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
     try:
+        # Wait for room before creating the pair: a client killed while it waits would leave
+        # queues whose names nobody else knows (they would stay until reboot).
+        if not await _wait_fd(rendezvous.fileno(), write=True, timeout=deadline - loop.time()):
+            raise not_accepting(endpoint.url, rendezvous.maxmsg)
         session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
         try:
             hello = session.hello()

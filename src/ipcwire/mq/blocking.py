@@ -282,6 +282,10 @@ def connect(
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = _open_rendezvous(name, endpoint.url, reconnect, start)
     try:
+        # Wait for room before creating the pair: a client killed while it waits would leave
+        # queues whose names nobody else knows (they would stay until reboot).
+        if _wait_one(rendezvous.fileno(), _OUT, deadline) is None:
+            raise not_accepting(endpoint.url, rendezvous.maxmsg)
         session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
         try:
             _announce(rendezvous, session.hello(), deadline, endpoint.url)
