@@ -496,3 +496,51 @@ def test_connect_errors_are_typed() -> None:
             await aio.connect("udp://255.255.255.255:9")
 
     asyncio.run(main())
+
+
+def test_a_datagram_the_codec_fails_on_disturbs_no_other_peer() -> None:
+    """Three bytes from a third party, JSON that is not UTF-8: the JSON codec raises
+    UnicodeDecodeError, which escaped from whichever caller was reading the listener's
+    socket (another peer's recv(), or accept()), or from the asyncio loop's callback (the
+    datagram lost with a logged traceback). It is that peer's RemoteProtocolError now."""
+    from ipcwire.errors import RemoteProtocolError
+
+    bad = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with (
+        bad,
+        ipcwire.listen("udp://127.0.0.1:0", codec="json") as server,
+        ipcwire.connect(server.url, codec="json") as good,
+    ):
+        good.send(0)
+        served = server.accept(timeout=5)
+        assert served.recv(timeout=5) == 0
+        bad.sendto(b'"\xb2"', server.local_address)  # type: ignore[attr-defined]
+        good.send(1)
+        assert served.recv(timeout=5) == 1  # the reader sorted the bad datagram on the way
+        with server.accept(timeout=5) as third, pytest.raises(RemoteProtocolError, match="json"):
+            third.recv(timeout=5)
+        served.close()
+        with udp.bind(codec="json") as inbox:
+            bad.sendto(b'"\xb2"', inbox.local_address)
+            with pytest.raises(RemoteProtocolError, match=inbox.local_url):
+                inbox.recv(timeout=5)
+
+    async def main() -> None:
+        async with (
+            await aio.listen("udp://127.0.0.1:0", codec="json") as server,
+            await aio.connect(server.url, codec="json") as good,
+        ):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bad:
+                await good.send(0)
+                served = await server.accept(timeout=5)
+                assert await served.recv(timeout=5) == 0
+                bad.sendto(b'"\xb2"', server.local_address)  # type: ignore[attr-defined]
+                await good.send(1)
+                assert await served.recv(timeout=5) == 1
+                third = await server.accept(timeout=5)
+                with pytest.raises(RemoteProtocolError, match="json"):
+                    await third.recv(timeout=5)
+                third.close()
+                served.close()
+
+    asyncio.run(main())

@@ -146,6 +146,7 @@ class ChannelCore(_Counters):
         super().__init__()
         self.url = url
         self._fmt = fmt
+        fmt.url = url  # the bound URL (the real port when the URL said 0), in errors
         self._peer_addr = peer_addr
 
     @property
@@ -198,6 +199,7 @@ class ListenerCore(Generic[P]):
     def __init__(self, options: ChannelOptions, url: str, family: Any) -> None:
         self.url = url
         self._fmt = DatagramFormat(options, family)
+        self._fmt.url = url  # the bound URL (the real port when the URL said 0), in errors
         self._peers: dict[Address, P] = {}
         self._closed = False
         self.dropped = 0  # datagrams from new peers while the accept backlog was full

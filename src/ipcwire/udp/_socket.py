@@ -37,6 +37,7 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
     PermissionDenied,
+    RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
 
@@ -276,6 +277,20 @@ class DatagramFormat:
             endpoint=self.url,
         )
 
+    def bad(self, exc: Exception) -> IpcwireError:
+        """The error for a datagram the codec failed on: its own typed error, or (a codec
+        raising something else, such as UnicodeDecodeError for JSON that is not UTF-8)
+        RemoteProtocolError; never an exception that escapes to another peer's caller."""
+        if isinstance(exc, IpcwireError):
+            return exc
+        err = RemoteProtocolError(
+            f"{self.url}: received a datagram that is not valid {self.codec.name} ({exc}); "
+            f"it was dropped. Does the sender use the same codec?",
+            endpoint=self.url,
+        )
+        err.__cause__ = exc
+        return err
+
     def unpack(self, data: memoryview) -> list[Any]:
         """The messages in one received datagram (one, or one per line with NDJSON, where a
         line that is too long or undecodable is its error in its place: the other lines of
@@ -285,7 +300,10 @@ class DatagramFormat:
             RemoteProtocolError: undecodable (without NDJSON).
         """
         if not self.ndjson:
-            return [self.decode(data)]
+            try:
+                return [self.decode(data)]
+            except Exception as exc:
+                raise self.bad(exc) from exc
         dec = NdjsonDecoder(self.max_frame, endpoint=self.url)
         dec.feed(data)
         if not data.nbytes or data[-1] != 10:
@@ -297,5 +315,5 @@ class DatagramFormat:
                 if frame is None:
                     return out
                 out.append(self.decode(frame))
-            except IpcwireError as exc:
-                out.append(exc)
+            except Exception as exc:
+                out.append(self.bad(exc))

@@ -269,7 +269,10 @@ class UdpChannel(ChannelCore, Channel):
         data, size, addr = self._io.recv(timeout)
         if data is None:
             raise self._fmt.too_large(size, address_url(addr))
-        msg = self._fmt.decode(data)
+        try:
+            msg = self._fmt.decode(data)
+        except Exception as exc:
+            raise self._fmt.bad(exc) from exc
         self._bytes_received += size
         self._received += 1
         return msg
@@ -326,8 +329,8 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                 return
             try:
                 queue.append(fmt.decode(data))
-            except IpcwireError as exc:
-                queue.append(exc)
+            except Exception as exc:  # this peer's error, raised by its recv(), not the reader's
+                queue.append(fmt.bad(exc))
             return
         try:
             msgs: list[Any] = fmt.unpack(data)
