@@ -299,3 +299,13 @@ def test_an_id_with_non_ascii_digits_is_not_an_ipcwire_id() -> None:
     core = _core()
     core.feed(f"id: {SID}-²\ndata: eA==\n\n".encode())  # "²".isdigit(), but not int()
     assert _outcome(core) == [b"x"]
+
+
+def test_json_that_is_not_utf_8_is_a_typed_error_in_its_place() -> None:
+    """The JSON decoder raises UnicodeDecodeError for such bytes: a bare exception from
+    recv() before, in an event and in a gap event's data alike."""
+    core = _core(codec="json")
+    core.feed(f'id: {SID}-1\ndata: "\xb2"\n\nid: {SID}-2\ndata: 2\n\n'.encode("latin-1"))
+    assert _outcome(core) == [RemoteProtocolError, 2]
+    core.feed(f'event: ipcwire-gap\nid: {SID}-3\ndata: {{"lost": "\xb2"}}\n\n'.encode("latin-1"))
+    assert _outcome(core) == [ChannelBroken]

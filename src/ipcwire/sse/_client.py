@@ -328,6 +328,15 @@ class ClientCore:
         except IpcwireError as exc:
             self._fail(exc)
             return
+        except Exception as exc:  # a codec's own error (JSON that is not UTF-8, say)
+            err = RemoteProtocolError(
+                f"{self.url} sent an event that is not valid {self.options.codec.name} "
+                f"({exc}); it was skipped",
+                endpoint=self.url,
+            )
+            err.__cause__ = exc
+            self._fail(err)
+            return
         self._queued += 1
         self.bytes_received += len(payload)
 
@@ -367,7 +376,7 @@ class ClientCore:
     def _gap(self, ev: Event) -> None:
         try:
             info = msgspec.json.decode(ev.data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             info = {}
         lost = info.get("lost", -1) if isinstance(info, dict) else -1
         reason = info.get("reason", "") if isinstance(info, dict) else ""
