@@ -233,6 +233,9 @@ class MqChannel(ChannelCore, Channel):
         got_recv = self._recv_lock.acquire(timeout=CLOSE_TIMEOUT)
         try:
             self._close_queues()
+            if got_send and got_recv:  # no thread can be waiting on it any more
+                wake, self._wake = self._wake, -1
+                os.close(wake)
         finally:
             if got_recv:
                 self._recv_lock.release()
