@@ -300,3 +300,64 @@ def test_with_reply_a_second_client_waits_its_turn_and_never_takes_replies(
             await b.aclose()
 
     asyncio.run(main())
+
+
+def _pipe_is_full(fd: int) -> bool:
+    """True once the FIFO holds as many bytes as it can (a writer is blocked on it)."""
+    import array
+    import fcntl
+    import termios
+
+    size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    queued = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, queued)
+    return queued[0] >= size
+
+
+def test_a_short_message_never_lands_inside_another_writers_long_one(tmp_path: Path) -> None:
+    # A writes 4 MiB: the kernel splits it when the FIFO is full, and A waits there holding
+    # its lock. B's short messages must wait for A's message to end, not fill the gap.
+    from tests._proc import wait_until
+    from tests._threads import finished, in_thread
+
+    url = f"fifo://{tmp_path}/w.fifo"
+    long = b"A" * (4 << 20)
+    probe: list[int] = []  # an fd on the FIFO that never reads: to see how full it is
+    with (
+        ipcwire.listen(url, codec="bytes") as listener,
+        listener.accept() as reader,
+        ipcwire.connect(url, codec="bytes") as a,
+        ipcwire.connect(url, codec="bytes") as b,
+    ):
+        probe.append(os.open(tmp_path / "w.fifo", os.O_RDONLY | os.O_NONBLOCK))
+        ta, _ = in_thread(lambda: a.send(long, timeout=30))
+        assert wait_until(lambda: _pipe_is_full(probe[0]), 20)
+        tb, _ = in_thread(lambda: [b.send(b"B" * 100, timeout=30) for _ in range(50)])
+        got = [reader.recv(timeout=20) for _ in range(51)]
+        assert finished(ta)
+        assert finished(tb)
+    os.close(probe[0])
+    assert got[0] == long
+    assert got[1:] == [b"B" * 100] * 50
+
+    async def main() -> None:
+        # asyncio writers; the reader is blocking (an asyncio reader reads ahead, so the FIFO
+        # would not fill), called from a thread
+        with ipcwire.listen(url, codec="bytes") as listener, listener.accept() as reader:
+            probe[0] = os.open(tmp_path / "w.fifo", os.O_RDONLY | os.O_NONBLOCK)
+            a = await aio.connect(url, codec="bytes")
+            b = await aio.connect(url, codec="bytes")
+            sa = asyncio.ensure_future(a.send(long, timeout=30))
+            while not _pipe_is_full(probe[0]):  # the OS shows it only by polling
+                await asyncio.sleep(0.001)
+            sb = asyncio.ensure_future(b.send_many([b"B" * 100] * 50, timeout=30))
+            got = [await asyncio.to_thread(reader.recv, timeout=20) for _ in range(51)]
+            await sa
+            await sb
+            await a.aclose()
+            await b.aclose()
+            os.close(probe[0])
+        assert got[0] == long
+        assert got[1:] == [b"B" * 100] * 50
+
+    asyncio.run(main())

@@ -7,9 +7,11 @@ its own deadline, so no open hangs past its timeout.
 
 Atomicity (the rule for several writers): the kernel writes at most PIPE_BUF bytes (4096 on
 Linux, 512 by POSIX) atomically; a longer write can be split, and another writer's bytes can
-land in the middle. So an ipcwire writer sends a message (frame included) of up to PIPE_BUF
-bytes with one ``write``, and holds an exclusive ``flock`` on the FIFO while it writes a longer
-one: ipcwire writers never interleave, whatever the size. A writer that is not ipcwire
+land in the middle. So an ipcwire writer holds an exclusive ``flock`` on the FIFO while it
+writes a longer message, and a shared one while it writes a message (frame included) of up to
+PIPE_BUF bytes with one ``write`` (shorter writes do not interleave with each other, but one
+written without the lock could land in a gap of a long one, which the kernel splits when the
+pipe is full): ipcwire writers never interleave, whatever the size. A writer that is not ipcwire
 (``echo ... > fifo``) takes no lock: keep its messages, and the messages of everyone writing
 at the same time as it, under PIPE_BUF bytes.
 """
@@ -295,33 +297,50 @@ def wait_open_write(path: str, url: str, deadline: float) -> int | None:
 
 
 class FifoWriteStream(FdStream):
-    """An :class:`FdStream` whose writes over PIPE_BUF hold an exclusive ``flock`` on the
-    FIFO, so several ipcwire writers never interleave (see the module)."""
+    """An :class:`FdStream` whose writes hold a ``flock`` on the FIFO, so several ipcwire
+    writers never interleave (see the module): exclusive for a message over PIPE_BUF, shared
+    for a shorter one. The kernel splits a long write when the pipe is full, and a short
+    message written without the lock could land in the gap: inside the long message, which
+    would be delivered corrupted and the short one lost."""
+
+    locks_writes = True  # the channel must not write around us (no C fast path)
 
     def __init__(self, *args: object, lock: bool = True, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
-        self._lock_big = lock
+        self._lock_writes = lock
+        self.locks_writes = lock
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
-        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
-        wfd = self.wfd
-        if not self._lock_big or size <= PIPE_BUF or wfd is None:
+        if not self._lock_writes or self.wfd is None:
             super().send_all(data, timeout)
             return
+        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
+        how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._flock(wfd, deadline)
-        try:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            super().send_all(data, left)
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(wfd, fcntl.LOCK_UN)
+        # The write lock covers the flock too: threads share the open file, and so its flock
+        # (one thread's unlock would release another's).
+        with self._wlock:
+            try:
+                wfd = self.wfd
+                if wfd is None:
+                    self._send_all_locked(data, timeout)  # says closed
+                    return
+                self._flock(wfd, deadline, how)
+                try:
+                    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                    self._send_all_locked(data, left)
+                finally:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(wfd, fcntl.LOCK_UN)
+            finally:
+                if self._orphan_write:
+                    self._close_write()
 
-    def _flock(self, fd: int, deadline: float | None) -> None:
+    def _flock(self, fd: int, deadline: float | None, how: int) -> None:
         pause = 0.0005
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:

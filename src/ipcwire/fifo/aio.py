@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._core.url import Endpoint
@@ -33,46 +34,64 @@ __all__ = ["AioFifoChannel", "connect", "listen"]
 
 
 class AioFifoChannel(AioPipeChannel):
-    """Writes over PIPE_BUF bytes hold an exclusive ``flock`` until they reach the kernel."""
+    """Every write holds a ``flock`` on the FIFO until it reached the kernel: exclusive for a
+    message over PIPE_BUF bytes, shared for a shorter one (see
+    :class:`ipcwire.fifo._path.FifoWriteStream`: a short message written without it could
+    land inside another writer's long one)."""
 
     def __init__(self, *args: Any, lock: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._lock_big = lock
+        self._lock_writes = lock
         self._big = asyncio.Lock()
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        data = self._pack(obj)
-        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
-        t = self._fd_transport()
-        if not self._lock_big or size <= PIPE_BUF or t is None:
+        if not self._lock_writes or self._fd_transport() is None:
             await super().send(obj, timeout=timeout)
             return
+        await self._locked_write(self._pack(obj), 1, timeout)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if not self._lock_writes or self._fd_transport() is None:
+            await super().send_many(objs, timeout=timeout)
+            return
+        items = objs if isinstance(objs, list | tuple) else list(objs)
+        if items:
+            await self._locked_write(self._wire.pack_many(items), len(items), timeout)
+
+    async def _locked_write(self, data: Any, count: int, timeout: float | None) -> None:
+        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
+        how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
         deadline = None if timeout is None else time.monotonic() + timeout
+        t = self._fd_transport()
+        assert t is not None
         async with self._big:
             fd = t.get_extra_info("pipe_fds")[1]
             if not isinstance(fd, int):  # the write side is gone: say why, as any send does
-                self._write(data, 1)
+                self._write(data, count)
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            await self._flock(fd, deadline, timeout)
+            await self._flock(fd, deadline, timeout, how)
             try:
-                self._write(data, 1)
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                async with asyncio.timeout(left):
-                    await t.wait_flushed()
+                self._write(data, count)
+                if t.get_write_buffer_size():  # the pipe is full: hold the lock until written
+                    left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+                    async with asyncio.timeout(left):
+                        await t.wait_flushed()
             except TimeoutError:
                 raise Timeout(
-                    f"{self.url} is not reading: a long message stayed unsent for {timeout} s",
+                    f"{self.url} is not reading: a message stayed unsent for {timeout} s",
                     endpoint=self.url,
                 ) from None
             finally:
                 with contextlib.suppress(OSError):
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
-    async def _flock(self, fd: int, deadline: float | None, timeout: float | None) -> None:
+    async def _flock(
+        self, fd: int, deadline: float | None, timeout: float | None, how: int
+    ) -> None:
         pause = 0.0005
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:

@@ -353,22 +353,26 @@ class FdStream(ByteStream):
                 endpoint=self.endpoint,
             )
         with self._wlock:
-            wfd = self.wfd
-            if self._nonblocking and wfd is not None and type(data) is not tuple:
-                try:  # the hot path: one write that fits in the pipe
-                    n = os.write(wfd, data)  # type: ignore[arg-type]
-                except BlockingIOError:
-                    n = 0
-                if n == len(data):
-                    return
-                data = memoryview(data)[n:]  # type: ignore[arg-type]
-            else:
-                n = 0
             try:
-                self._send(data, timeout, n)
+                self._send_all_locked(data, timeout)
             finally:
                 if self._orphan_write:
                     self._close_write()
+
+    def _send_all_locked(self, data: Packed, timeout: float | None) -> None:
+        """:meth:`send_all` for a caller that holds the write lock."""
+        wfd = self.wfd
+        if self._nonblocking and wfd is not None and type(data) is not tuple:
+            try:  # the hot path: one write that fits in the pipe
+                n = os.write(wfd, data)  # type: ignore[arg-type]
+            except BlockingIOError:
+                n = 0
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]  # type: ignore[arg-type]
+        else:
+            n = 0
+        self._send(data, timeout, n)
 
     def _send(self, data: Packed, timeout: float | None, written: int) -> None:
         """Write everything; ``written`` bytes of the message went out already."""
