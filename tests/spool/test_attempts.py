@@ -44,3 +44,24 @@ def test_a_message_that_always_outlives_its_lease_goes_to_dead(spool_dir: Path) 
         else:
             raise AssertionError(f"delivered a third time (attempt {third.attempt})")
         assert first.ack() is False and second.ack() is False
+
+
+def test_a_redelivery_copy_whose_reaper_died_is_delivered_not_deleted(spool_dir: Path) -> None:
+    """A lease redelivery writes a copy to tmp/, removes the claimed original, then renames
+    the copy into new/. A reaper killed between the last two steps leaves the only copy of
+    the message in tmp/: cleaning tmp/ must deliver it, not delete it."""
+    url = f"spool://{spool_dir}/q"
+    q = spool_dir / "q"
+    with _open(url, reap_interval=0.01) as c:
+        base = "00000000000000000001.4242-deadbeef.0000000001"
+        left = q / "tmp" / f"{base}.1"  # the copy; cur/{base}.0 is gone
+        left.write_bytes(b"the only copy")
+        half = q / "tmp" / "00000000000000000002.4242-deadbeef.0000000002.0"
+        half.write_bytes(b"half a mess")  # a producer's, killed mid-write
+        old = time.time() - 3600
+        for p in (left, half):
+            os.utime(p, (old, old))
+        d = c.claim(timeout=5)
+        assert d.message == b"the only copy" and d.attempt == 1
+        assert d.ack() is True
+        assert os.listdir(q / "tmp") == []  # the half-written one is gone, as before

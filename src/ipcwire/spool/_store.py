@@ -533,7 +533,18 @@ class SpoolStore:
             except OSError:
                 continue
             try:
-                if _locked(fd):
+                if not _locked(fd):
+                    continue  # being written
+                base, attempt = _split(name)
+                if attempt > 0 and not os.path.exists(
+                    os.path.join(self.cur, f"{base}.{attempt - 1}")
+                ):
+                    # A lease redelivery's copy (see _steal; producers write attempt 0) whose
+                    # reaper died after removing the original: the only copy left, complete
+                    # (it was synced and closed before the original went). Deliver it.
+                    os.rename(path, os.path.join(self.new, name))
+                    log.warning("ipcwire: %s: redelivered %s left in tmp/", self.url, name)
+                else:
                     os.unlink(path)  # its writer died before the rename: never visible
             except OSError:
                 pass
