@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._proc import NOBODY, run_python
 
 import ipcwire
 from ipcwire.errors import RemoteProtocolError, Timeout
@@ -19,6 +20,15 @@ def _open(url: str, **kw: object) -> SpoolChannel:
     ch = ipcwire.connect(url, **kw)  # type: ignore[arg-type]
     assert isinstance(ch, SpoolChannel)
     return ch
+
+
+def _as_nobody(code: str) -> str:
+    """Run ``code`` as uid nobody (the spool's modules imported first, as root)."""
+    return run_python(
+        "import os, ipcwire, ipcwire.spool.blocking\n"
+        "ipcwire.mechanisms()\n"
+        f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})\n" + code
+    )
 
 
 def _plant(new: Path, name: str, kind: str) -> None:
@@ -79,3 +89,41 @@ def test_a_foreign_entry_in_new_goes_to_dead_and_costs_no_message(
         "5-planted",
     ]
     assert os.listdir(new) == [] and os.listdir(spool_dir / "q" / "cur") == []
+
+
+def test_a_message_this_consumer_may_not_read_is_reported_once_and_skipped(
+    spool_dir: Path,
+) -> None:
+    os.chmod(spool_dir, 0o777)
+    url = f"spool://{spool_dir}/q"
+    ready = _as_nobody(
+        f"with ipcwire.connect({url!r}) as ch:\n"
+        "    ch.send_many([b'first', b'last'])\n"
+        "print('sent')\n"
+    )
+    assert ready == "sent"
+    new = spool_dir / "q" / "new"
+    first, _ = sorted(os.listdir(new))
+    stranger = new / (first[:-2] + "5.0")  # sorts between the two
+    stranger.write_bytes(b"root's")
+    os.chmod(stranger, 0o600)  # and root owns it: nobody may not read it
+    out = _as_nobody(
+        f"""
+got = []
+with ipcwire.connect({url!r}) as ch:
+    for _ in range(4):
+        try:
+            got.append(ch.recv(timeout=0.2))
+        except ipcwire.PermissionDenied as exc:
+            got.append("denied: " + str(exc))
+        except ipcwire.Timeout:
+            got.append("timeout")
+for g in got:
+    print(g)
+"""
+    )
+    lines = out.splitlines()
+    assert lines[0] == "b'first'"
+    assert lines[1].startswith("denied: ") and "mode 0o600" in lines[1] and "uid 0" in lines[1]
+    assert lines[2:] == ["b'last'", "timeout"]  # reported once, then skipped
+    assert stranger.exists()  # left for a consumer that may read it

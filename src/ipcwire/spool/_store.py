@@ -166,6 +166,7 @@ class SpoolStore:
         self._state_lock = threading.Lock()
         self._putting = self._closing = False
         self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
+        self._unreadable: set[str] = set()  # in new/, but this process may not open them
         self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             self._order_fd = self._open_order()
@@ -366,6 +367,9 @@ class SpoolStore:
                 fcntl.flock(self._order_fd, fcntl.LOCK_UN)
         except OSError as exc:
             raise translate(exc, self.url, "reading the spool") from exc
+        if self._unreadable:
+            self._unreadable.intersection_update(names)  # forget those gone
+            names = [n for n in names if n not in self._unreadable]
         return sorted(names)
 
     def _claim(self, name: str, max_frame: int) -> Claim | None:
@@ -375,6 +379,8 @@ class SpoolStore:
         except FileNotFoundError:
             return None  # another consumer took it
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise self._unreadable_error(name) from exc
             if exc.errno not in (errno.ELOOP, errno.ENXIO):
                 raise translate(exc, self.url, f"claiming {src}") from exc
             self._not_a_message(name, "symbolic link" if exc.errno == errno.ELOOP else "socket")
@@ -427,6 +433,23 @@ class SpoolStore:
             os.rename(os.path.join(self.cur, name), os.path.join(self.new, f"{base}.{attempt}"))
         except FileNotFoundError:
             pass
+
+    def _unreadable_error(self, name: str) -> PermissionDenied:
+        """``new/name`` cannot be opened by this process: skip it from now on (a consumer
+        that may read it, its owner say, still can) and say why, once."""
+        self._unreadable.add(name)
+        try:
+            st = os.stat(os.path.join(self.new, name))
+            what = f"mode {oct(st.st_mode & 0o777)}, owned by uid {st.st_uid} gid {st.st_gid}"
+        except OSError:
+            what = "gone meanwhile"
+        log.warning("ipcwire: %s: cannot read new/%s (%s); skipping it", self.url, name, what)
+        return PermissionDenied(
+            f"{self.url}: cannot read the message new/{name} ({what}; you are uid "
+            f"{os.getuid()}); this consumer skips it from now on. Producers and consumers of "
+            f"a shared spool must be in its group and open it with the same mode= (0o770)",
+            endpoint=self.url,
+        )
 
     def _not_a_message(self, name: str, kind: str) -> None:
         """``new/name`` is not a message file (something else put it there): move it to dead/
