@@ -331,3 +331,65 @@ def test_ipcwire_stream_impl_python_selects_the_python_path() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "None"
+
+
+class _Picky:
+    """A custom codec (any object with name, encode and decode) whose decode refuses some
+    payloads with its own exception, as a user's codec may."""
+
+    name = "picky"
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: memoryview) -> bytes:
+        if bytes(data[:1]) == b"!":
+            raise ValueError("picky: a payload starting with '!'")
+        return bytes(data)
+
+
+PICKY_BATCH = b"\x00\x00\x00\x01a\x00\x00\x00\x02!x\x00\x00\x00\x01b\x00\x00\x00\x01c"
+
+
+def test_a_codec_error_mid_batch_loses_nothing_on_both_drivers(
+    impl: str, url: Callable[[], str]
+) -> None:
+    """A codec's own exception for one message (msgspec raises UnicodeDecodeError for
+    invalid UTF-8 in a JSON string) must be raised in its place and the channel go on, on
+    both drivers. recv_many dropped the messages it had already taken, and the asyncio
+    channel tore the connection down ("Fatal error: protocol.buffer_updated() call failed")
+    and lost everything after it."""
+    for a, b in _pair(url(), codec=_Picky()):
+        _raw_write(a, PICKY_BATCH)
+        got: list[object] = []
+        while len(got) < 4:
+            try:
+                got += b.recv_many(timeout=5)
+            except ValueError as exc:
+                got.append(str(exc))
+        assert got == [b"a", "picky: a payload starting with '!'", b"b", b"c"]
+
+    async def main() -> list[object]:
+        server = await ipcwire.aio.listen(url(), codec=_Picky())
+        try:
+            connecting = asyncio.create_task(
+                asyncio.to_thread(ipcwire.connect, server.url, timeout=5, codec=_Picky())
+            )
+            b = await server.accept(timeout=5)
+            a = await connecting
+            try:
+                _raw_write(a, PICKY_BATCH)
+                got: list[object] = []
+                while len(got) < 4:
+                    try:
+                        got.append(await b.recv(timeout=5))
+                    except ValueError as exc:
+                        got.append(str(exc))
+                return got
+            finally:
+                a.close()
+                await b.aclose()
+        finally:
+            server.close()
+
+    assert asyncio.run(main()) == [b"a", "picky: a payload starting with '!'", b"b", b"c"]

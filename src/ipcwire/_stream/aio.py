@@ -49,7 +49,7 @@ class _Raise:
 
     __slots__ = ("exc",)
 
-    def __init__(self, exc: IpcwireError) -> None:
+    def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
 
@@ -235,7 +235,7 @@ class AioStreamChannel(AioChannel):
             n += size
             try:
                 q.append(decode(frame))
-            except IpcwireError as exc:
+            except Exception as exc:  # a codec's own error too: raised in its place, as blocking
                 q.append(_Raise(exc))
         if n:
             self._bytes_received += n

@@ -85,7 +85,7 @@ class StreamChannel(Channel):
             self._receiver = receiver_cls(stream.fileno(), self._decoder)
             self._recv_lock = self._receiver
             self._fast_recv = self._receiver.recv
-        self._deferred: IpcwireError | None = None  # an error met mid-batch by recv_many
+        self._deferred: Exception | None = None  # an error met mid-batch by recv_many
         self._closed = False
         self._eof = False
         self._send_broken: IpcwireError | None = None
@@ -244,14 +244,14 @@ class StreamChannel(Channel):
                 nbytes += len(frame)
                 try:
                     out.append(decode(frame))
-                except IpcwireError as exc:
+                except Exception as exc:  # a codec's own error too: never lose the batch
                     self._defer(exc)
                     break
             self._received += len(out)
             self._bytes_received += nbytes
             return out
 
-    def _defer(self, exc: IpcwireError) -> None:
+    def _defer(self, exc: Exception) -> None:
         """Keep an error met after other messages of a batch, for the next receive call."""
         self._deferred = exc
         self._fast_recv = None  # the C path must not skip past it
@@ -262,7 +262,7 @@ class StreamChannel(Channel):
         self._deferred = None
         if self._receiver is not None:
             self._fast_recv = self._receiver.recv
-        raise self._explain(exc)
+        raise self._explain(exc) if isinstance(exc, IpcwireError) else exc
 
     def _fill(self, timeout: float | None) -> memoryview:
         """Read until a whole frame is buffered; return it."""
