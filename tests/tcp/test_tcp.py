@@ -17,6 +17,7 @@ import ipcwire
 from ipcwire import aio
 from ipcwire.errors import (
     AddressInUse,
+    AuthenticationFailed,
     ChannelBroken,
     ConnectionRefused,
     IpcwireError,
@@ -209,3 +210,29 @@ def test_a_tls_send_that_times_out_part_way_breaks_the_channel_for_sending(
             ch.close()
             with pytest.raises(ChannelBroken, match="middle of a message"):
                 srv.recv(timeout=5)
+
+
+def test_an_untrusted_certificate_is_authentication_failed_on_both_drivers(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A server certificate the client does not trust (or that names another host) was
+    ChannelBroken from the blocking connect and PermissionDenied ("permission denied while
+    connecting", OpenSSL's error code 1 read as EPERM) from the asyncio one. Both are now
+    AuthenticationFailed saying how to fix it, and the listener goes on serving."""
+    server_ctx, client_ctx = tls
+    untrusted = ssl.create_default_context()  # the system's CAs: not our self-signed one
+    cases = [(untrusted, None, "self-signed"), (client_ctx, "example.com", "example.com")]
+    with ipcwire.listen("tcp://127.0.0.1:0", ssl=server_ctx) as lst:
+        for ctx, host, why in cases:
+            with pytest.raises(AuthenticationFailed, match=f"not trusted.*{why}.*cafile="):
+                ipcwire.connect(lst.url, ssl=ctx, server_hostname=host, timeout=5)
+
+            async def main(ctx: ssl.SSLContext = ctx, host: str | None = host) -> None:
+                await aio.connect(lst.url, ssl=ctx, server_hostname=host, timeout=5)
+
+            with pytest.raises(AuthenticationFailed, match=f"not trusted.*{why}.*cafile="):
+                asyncio.run(main())
+        ch = ipcwire.connect(lst.url, ssl=client_ctx, timeout=5)
+        with ch, lst.accept(timeout=5) as peer:
+            ch.send(b"still served")
+            assert peer.recv(timeout=5) == b"still served"

@@ -12,10 +12,26 @@ from ipcwire._stream.blocking import StreamChannel, client_handshake
 from ipcwire._stream.retry import backoff_delays
 from ipcwire._stream.transport import ByteStream, SocketStream, TlsStream
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import AuthenticationFailed, ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_stream"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_stream", "tls_error"]
+
+
+def tls_error(exc: ssl.SSLError, url: str) -> IpcwireError:
+    """The error for a failed TLS handshake, the same on both drivers: an untrusted or
+    misnamed certificate is AuthenticationFailed (the server did not prove who it is), the
+    rest ChannelBroken. (An SSLError's errno is OpenSSL's code, not an OS errno: translating
+    it would turn SSL_ERROR_SSL, 1, into a PermissionDenied.)"""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return AuthenticationFailed(
+            f"TLS handshake with {url} failed: the server's certificate is not trusted "
+            f"({exc.verify_message or exc}); pass an ssl context that trusts its CA "
+            f"(ssl.create_default_context(cafile=...)) and a server_hostname= that the "
+            f"certificate names",
+            endpoint=url,
+        )
+    return translate(ConnectionResetError(str(exc)), url, "TLS handshake with")
 
 
 def connect_stream(
@@ -73,7 +89,7 @@ def connect_stream(
     except BaseException as exc:
         sock.close()
         if isinstance(exc, ssl.SSLError):
-            raise translate(ConnectionResetError(str(exc)), url, "TLS handshake with") from exc
+            raise tls_error(exc, url) from exc
         if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
             raise translate(exc, url, "connecting to") from exc
         raise

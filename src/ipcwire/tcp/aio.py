@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import ssl as _ssl  # the module; `ssl` is also a parameter name below
 from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel, AioStreamListener
 from ipcwire._stream.aio_connect import aio_connect_stream
+from ipcwire._stream.connect import tls_error
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -42,6 +44,8 @@ async def connect(
         return loop.create_connection(factory, addr.host, addr.port)
 
     def explain(exc: OSError) -> IpcwireError:
+        if isinstance(exc, _ssl.SSLError):
+            return tls_error(exc, endpoint.url)
         return translate(exc, endpoint.url, "connecting to")
 
     def peer(sock: Any) -> PeerInfo:
