@@ -84,7 +84,11 @@ class ChannelCore:
         self._decode = wire.decode
         self._max_frame = wire.max_frame
         self._cfg = cfg
-        self._watcher = cfg.watcher(store.new)
+        try:
+            self._watcher = cfg.watcher(store.new)
+        except BaseException:
+            store.close()  # the channel owns the store from here: none is left open
+            raise
         self._unacked: list[Claim] = []  # returned by recv/recv_many, acked at the next one
         self._claims: set[Claim] = set()  # explicit deliveries not yet finished
         self._next_reap = 0.0

@@ -167,7 +167,10 @@ class SpoolStore:
         self._putting = self._closing = False
         self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
         self._unreadable: set[str] = set()  # in new/, but this process may not open them
-        self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise translate(exc, self.url, f"opening {self.new}") from exc
         try:
             self._order_fd = self._open_order()
         except BaseException:

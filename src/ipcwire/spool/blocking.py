@@ -19,6 +19,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
 from ipcwire.channel import Channel, Listener
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
@@ -34,10 +35,14 @@ class SpoolChannel(ChannelCore, Channel):
     def __init__(self, store: SpoolStore, wire: WireFormat, url: str, cfg: SpoolConfig) -> None:
         super().__init__(store, wire, url, cfg)
         # close() wakes a waiting recv through this descriptor (a pipe where no eventfd)
-        if hasattr(os, "eventfd"):
-            self._wake = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        else:
-            self._wake, self._wake_w = os.pipe()
+        try:
+            if hasattr(os, "eventfd"):
+                self._wake = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            else:
+                self._wake, self._wake_w = os.pipe()
+        except OSError as exc:
+            self._close_files()
+            raise translate(exc, url, "opening the spool") from exc
         self._recv_lock = threading.Lock()
 
     # -- sending ----------------------------------------------------------------------------
