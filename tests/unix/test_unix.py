@@ -25,6 +25,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     InvalidURL,
+    Timeout,
 )
 
 LISTEN_CHILD = """
@@ -270,3 +271,23 @@ def test_closing_an_asyncio_listener_cuts_off_clients_in_their_handshake(
             lst.close()
 
     assert aio_run(main()) == b""
+
+
+def test_a_server_that_never_answers_the_handshake_times_out_in_timeout_seconds(
+    sock_dir: Path,
+) -> None:
+    """connect(timeout=0.3) to a server that accepts but never answers gave up after 0.3 s
+    but said "did not complete the handshake within 10.0 s" (the handshake_timeout option,
+    not the time it had)."""
+    path = sock_dir / "mute.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
+        mute.bind(str(path))
+        mute.listen()  # connections complete in the backlog; nothing ever answers
+        with pytest.raises(Timeout, match=r"within 0\.3 s"):
+            ipcwire.connect(f"unix://{path}", timeout=0.3)
+
+        async def main() -> None:
+            await aio.connect(f"unix://{path}", timeout=0.3)
+
+        with pytest.raises(Timeout, match=r"over 0\.3 s"):
+            asyncio.run(main())

@@ -381,6 +381,7 @@ def client_handshake(
     if not hs.needed:
         return wire, dec
     url = options.url
+    budget = max(deadline - _monotonic(), 0.0)  # for the message: timeout= may cut it short
     dec.max_frame = HANDSHAKE_MAX_FRAME
     try:
         try:
@@ -416,7 +417,7 @@ def client_handshake(
         ) from None
     except (BlockingIOError, TimeoutError) as exc:
         raise Timeout(
-            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            f"{url} did not complete the handshake within {budget:.3g} s"
             + ("; does the server use a token too?" if options.token else ""),
             endpoint=url,
         ) from exc
