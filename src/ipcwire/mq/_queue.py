@@ -119,11 +119,15 @@ def unlink_queue(name: str) -> bool:
     return True
 
 
-def _open_fds() -> int:
+def _descriptor_free() -> bool:
+    """True when this process can open one more descriptor: then an EMFILE from mq_open
+    meant RLIMIT_MSGQUEUE, which the kernel reports with the same errno."""
     try:
-        return len(os.listdir("/proc/self/fd"))
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return 0
+        return False
+    os.close(fd)
+    return True
 
 
 def explain_open_error(
@@ -148,7 +152,7 @@ def explain_open_error(
     text = str(exc)
     if "maximum number of files" in text:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if _open_fds() + 8 < soft:
+        if _descriptor_free():
             lim = limits()
             used = f" ({sizes[0]} x {sizes[1]} bytes asked for)" if sizes else ""
             return ResourceExhausted(

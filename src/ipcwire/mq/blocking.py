@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
@@ -82,7 +83,11 @@ class MqChannel(ChannelCore, Channel):
         pidfd: int | None,
     ) -> None:
         super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd)
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError as exc:
+            self._close_queues()  # the channel owns them from here
+            raise translate(exc, url, "opening") from exc
         # one poll set for receiving, made once: the queue, close(), and the peer's exit
         self._recv_poller = select.poll()
         for fd in (inbound.fileno(), self._wake, pidfd):
