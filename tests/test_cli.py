@@ -14,7 +14,13 @@ IPCWIRE = [sys.executable, "-m", "ipcwire"]
 
 def _run(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*IPCWIRE, *args], input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        [*IPCWIRE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",  # stdin may carry bytes that are not UTF-8
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -68,7 +74,8 @@ def test_cat_json_lines_both_ways(sock_dir: Path) -> None:
     s_out, c_out = _cat_pair(
         f"unix://{sock_dir}/cat.sock",
         '{"from": "server"}\n',
-        '{"from": "client", "n": [1, 2]}\nnot json\n',
+        # a JSON string that is not UTF-8, then a good line, then a line that is not JSON
+        '"\udcb2"\n{"from": "client", "n": [1, 2]}\nnot json\n',
         "--codec",
         "json",
     )

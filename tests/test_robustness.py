@@ -57,10 +57,12 @@ def test_misbehaving_clients_never_disturb_a_good_one(
     with ipcwire.listen(url(), token="right", handshake_timeout=2.0) as lst:
         srv = threading.Thread(target=lst.serve, args=(lambda ch: ch.send(ch.recv()),))
         srv.start()
-        bad = [_raw_connect(lst.url) for _ in range(5)]
+        bad = [_raw_connect(lst.url) for _ in range(6)]
         bad[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # garbage (a 1.2 GB "length")
         bad[1].sendall(struct.pack(">I", 1 << 30))  # an oversized handshake frame
         bad[2].sendall(struct.pack(">I", 100) + b"{half")  # half a frame, then silence
+        hello = b'{"ipcwire": "\xb2"}'  # JSON, with a string that is not UTF-8
+        bad[5].sendall(struct.pack(">I", len(hello)) + hello)
         # bad[3]: connects and says nothing at all; bad[4]: the wrong token
         with pytest.raises(ipcwire.AuthenticationFailed):
             ipcwire.connect(lst.url, token="wrong", timeout=5)

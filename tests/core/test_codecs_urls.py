@@ -34,6 +34,16 @@ def test_unknown_codec_and_wrong_types_are_clear() -> None:
         get_codec("json", authenticated=False).decode(memoryview(b"{nope"))
 
 
+@pytest.mark.parametrize(
+    ("codec", "data"),
+    [("json", b'"\xb2"'), ("json", b'{"\xff": 1}'), ("msgpack", b"\xa1\xb2")],
+)
+def test_a_string_that_is_not_utf8_is_a_remote_protocol_error(codec: str, data: bytes) -> None:
+    # msgspec raises UnicodeDecodeError for these, not its DecodeError
+    with pytest.raises(RemoteProtocolError, match=f"not valid {codec}"):
+        get_codec(codec, authenticated=False).decode(memoryview(data))
+
+
 @pytest.mark.parametrize("codec", ["bytes", "json", "msgpack"])
 def test_pack_and_pack_many_frame_identically(codec: str) -> None:
     wire = WireFormat(get_codec(codec, authenticated=False), "length", 1000)

@@ -108,10 +108,17 @@ def test_garbage_is_a_protocol_error_not_a_crash() -> None:
     _, s = pair(None, None)
     step = s.receive(b"\xff\xfe not json")
     assert isinstance(step.error, RemoteProtocolError)
+    _, s = pair(None, None)
+    step = s.receive(b'{"ipcwire": "\xb2"}')  # JSON, but a string that is not UTF-8
+    assert isinstance(step.error, RemoteProtocolError)
     c, _ = pair(None, None)
     c.hello()
     with pytest.raises(RemoteProtocolError):
         c.receive(b"[1, 2]")
+    c, _ = pair(None, None)
+    c.hello()
+    with pytest.raises(RemoteProtocolError):
+        c.receive(b'{"ipcwire": 1, "codec": "\xb2"}')
 
 
 def test_ndjson_plain_token_line() -> None:

@@ -54,6 +54,10 @@ def test_request_reply_and_typed_failures(json_echo: Listener) -> None:
     assert headers["content-type"].startswith("application/problem+json")
     problem = json.loads(body)
     assert problem["code"] == "malformed" and "json" in problem["detail"].lower()
+    # JSON whose string is not UTF-8: the same.
+    status, _, body = curl("-X", "POST", *auth, *ctype, "--data-binary", "@-", url, data=b'"\xb2"')
+    assert status == 400
+    assert json.loads(body)["code"] == "malformed"
 
     # A wait that is not a number of seconds: 400 naming the header.
     for bad in ("soon", "-1", "nan"):

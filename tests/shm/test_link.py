@@ -154,6 +154,31 @@ def test_server_refusal_reaches_the_client() -> None:
     b.close()
 
 
+def test_a_setup_answer_that_is_not_utf8_is_a_protocol_error() -> None:
+    import socket
+    import threading
+    import time
+
+    from ipcwire.shm._link import connect_link, recv_frame
+
+    a, b = socket.socketpair()
+
+    def answer() -> None:
+        _, fds = recv_frame(b, time.monotonic() + 5, 3)
+        for fd in fds:
+            os.close(fd)
+        body = b'{"shm": 1, "error": "\xb2"}'  # JSON, with a string that is not UTF-8
+        b.sendall(len(body).to_bytes(4, "big") + body)
+
+    t = threading.Thread(target=answer)
+    t.start()
+    with pytest.raises(RemoteProtocolError, match="not an ipcwire shm setup"):
+        connect_link(a, deadline=time.monotonic() + 5)
+    t.join()
+    a.close()
+    b.close()
+
+
 def test_hybrid_does_not_spin_on_a_one_cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """hybrid spins 50 µs before parking, except on a one-CPU machine (the spinning waiter
     would hold the CPU its peer needs); a spin_us given explicitly (0 included) is kept."""

@@ -124,6 +124,12 @@ def test_plain_clients_give_the_token_in_a_header_or_the_first_message() -> None
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1008
         assert "wrong token" in info.value.rcvd.reason
+        bare = bare_connect(listener.url, legacy=True)
+        bare.send(b'{"token": "\xb2"}')  # a binary first message whose string is not UTF-8
+        with pytest.raises(ConnectionClosed) as info:
+            bare.recv(timeout=5)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1008
         with pytest.raises(InvalidStatus) as refused:
             bare_connect(
                 listener.url, additional_headers={"Authorization": "Bearer nope"}, legacy=True

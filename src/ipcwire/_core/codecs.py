@@ -24,9 +24,14 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["CODECS", "Codec", "encode_message", "get_codec"]
+__all__ = ["CODECS", "DECODE_ERRORS", "Codec", "encode_message", "get_codec"]
 
 Buffer = bytes | bytearray | memoryview
+
+# What decoding JSON or MessagePack with msgspec raises for bytes that are not a valid document:
+# its DecodeError, and UnicodeDecodeError (which msgspec lets through as it is) for a string
+# that is not UTF-8. Catch both wherever a peer's bytes are decoded.
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 @runtime_checkable
@@ -88,7 +93,7 @@ class _MsgspecCodec:
     def decode(self, data: memoryview) -> Any:
         try:
             return self._decode(data)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise RemoteProtocolError(
                 f"the peer sent a message that is not valid {self.name}: {exc}"
             ) from exc

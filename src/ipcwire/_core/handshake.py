@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -68,7 +69,7 @@ def _frame(obj: dict[str, Any], framing: str) -> bytes:
 def _parse(payload: memoryview | bytes, who: str, endpoint: str | None) -> dict[str, Any]:
     try:
         obj = _json_decode(payload)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         obj = None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(

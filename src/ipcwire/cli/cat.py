@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 import ipcwire
+from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire.channel import Channel
 from ipcwire.errors import EndOfChannel, IpcwireError, Timeout
 
@@ -74,7 +75,7 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
             line = raw.rstrip(b"\r")
             try:
                 msg = _encode_line(line, codec)
-            except msgspec.DecodeError as exc:
+            except DECODE_ERRORS as exc:
                 print(f"ipcwire cat: skipped a line that is not JSON: {exc}", file=sys.stderr)
                 continue
             ch.send(msg)

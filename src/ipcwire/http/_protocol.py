@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ipcwire._core.codecs import Codec
+from ipcwire._core.codecs import DECODE_ERRORS, Codec
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -372,7 +372,7 @@ def parse_problem(content_type: str | None, body: bytes) -> dict[str, Any]:
         return {}
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         return {}
     return doc if isinstance(doc, dict) else {}
 
@@ -449,7 +449,7 @@ def json_object(body: bytes) -> dict[str, Any]:
     """
     try:
         obj = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise ValueError(str(exc)) from None
     if not isinstance(obj, dict):
         raise ValueError("not an object")

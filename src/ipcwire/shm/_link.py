@@ -46,6 +46,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire.errors import (
     ChannelBroken,
     HandshakeError,
@@ -228,7 +229,7 @@ def recv_frame(sock: socket.socket, deadline: float, maxfds: int) -> tuple[bytes
 def _parse(body: bytes, who: str) -> dict[str, Any]:
     try:
         msg = _decode(body)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         msg = None
     if not isinstance(msg, dict) or msg.get("shm") != 1:
         raise RemoteProtocolError(f"{who} sent something that is not an ipcwire shm setup")

@@ -35,6 +35,7 @@ from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Response
 
+from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire._core.handshake import ServerHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
@@ -267,7 +268,7 @@ def _admit_ipcwire(opts: ChannelOptions, hello: str) -> Admission:
 def _code_of(step: Step) -> str:
     try:
         code = msgspec.json.decode(step.send).get("code", "")
-    except (msgspec.DecodeError, AttributeError):
+    except (*DECODE_ERRORS, AttributeError):
         return ""
     return str(code)
 
@@ -289,7 +290,7 @@ def finish_admission(
     adm.plain_token = False
     try:
         msg = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         msg = None
     given = msg.get("token") if isinstance(msg, dict) else None
     if not isinstance(given, str):
