@@ -23,6 +23,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     InvalidURL,
+    PermissionDenied,
     Timeout,
 )
 
@@ -56,6 +57,30 @@ def test_existing_fifo_is_used_and_kept(tmp_path: Path) -> None:
         w.send({"a": 1})
         assert ch.recv(timeout=5) == {"a": 1}
     assert path.exists()  # not ours to remove
+
+
+def test_an_existing_fifo_of_another_owner_or_a_wider_mode_is_refused(tmp_path: Path) -> None:
+    # A FIFO planted in a shared directory: whoever owns it decides who may read it (and
+    # take the messages) or write it (and inject them). It is refused and left as it is.
+    wide = tmp_path / "wide.fifo"
+    os.mkfifo(wide)
+    os.chmod(wide, 0o666)
+    with pytest.raises(PermissionDenied, match="mode 0o666"):
+        ipcwire.listen(f"fifo://{wide}")
+    with pytest.raises(PermissionDenied, match="mode 0o666"):
+        asyncio.run(aio.listen(f"fifo://{tmp_path}/in.fifo?reply={wide}"))
+    assert not (tmp_path / "in.fifo").exists()  # created for the attempt, removed again
+    with ipcwire.listen(f"fifo://{wide}", mode=0o666):  # meant: fine
+        pass
+    if os.geteuid() != 0:
+        return  # only root can give a file to another user
+    foreign = tmp_path / "foreign.fifo"
+    os.mkfifo(foreign, 0o600)
+    os.chown(foreign, 65534, 65534)
+    with pytest.raises(PermissionDenied, match="owned by uid 65534"):
+        ipcwire.listen(f"fifo://{foreign}")
+    assert wide.exists()
+    assert foreign.exists()
 
 
 @pytest.mark.parametrize("kind", ["file", "dir", "socket"])

@@ -90,7 +90,8 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
 
     Raises:
         AddressInUse: the path exists and is not a FIFO (it is never replaced).
-        PermissionDenied: the directory or the FIFO is not ours to use.
+        PermissionDenied: the directory is not ours to use, or the existing FIFO belongs to
+            another user or has a wider mode than ``mode``.
     """
     try:
         os.mkfifo(path, mode)
@@ -119,7 +120,33 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
             f"or remove it yourself",
             endpoint=url,
         )
+    _check_existing(path, url, st, mode)
     return False
+
+
+def _check_existing(path: str, url: str, st: os.stat_result, mode: int) -> None:
+    """An existing FIFO is used only if it is ours and no more open than ``mode``: its owner
+    decides who may read it (and so take messages) or write it (and so inject them).
+
+    Raises:
+        PermissionDenied: another owner, or a wider mode.
+    """
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise PermissionDenied(
+            f"cannot use {path} for {url}: the FIFO exists and is owned by uid {st.st_uid}; "
+            f"you are uid {uid}, and its owner decides who may read and write it. Remove it "
+            f"if it is stale, or use a path in a directory you own (such as $XDG_RUNTIME_DIR)",
+            endpoint=url,
+        )
+    have = st.st_mode & 0o777
+    if have & ~mode:
+        raise PermissionDenied(
+            f"cannot use {path} for {url}: the FIFO exists with mode {have:#o}, which lets "
+            f"more users read or write it than mode={mode:#o}; chmod {mode:o} it, or listen "
+            f"with mode={have:#o} if that is meant",
+            endpoint=url,
+        )
 
 
 def _kind(mode: int) -> str:
