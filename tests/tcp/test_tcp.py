@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests._loops import AioRun
 from tests._proc import child, kill9, wait_line
 
 import ipcwire
@@ -236,3 +237,28 @@ def test_an_untrusted_certificate_is_authentication_failed_on_both_drivers(
         with ch, lst.accept(timeout=5) as peer:
             ch.send(b"still served")
             assert peer.recv(timeout=5) == b"still served"
+
+
+def test_asyncio_tls_listener_drops_a_silent_client_after_handshake_timeout(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext], aio_run: AioRun
+) -> None:
+    """A client that connects to an asyncio TLS listener and never starts TLS was kept for
+    asyncio's own 60 s TLS handshake timeout; handshake_timeout= (10 s by default) did not
+    apply to it. The blocking listener drops it at handshake_timeout; so does asyncio now."""
+    server_ctx, _ = tls
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        lst = await aio.listen("tcp://127.0.0.1:0", ssl=server_ctx, handshake_timeout=0.3)
+        silent = socket.socket()
+        silent.setblocking(False)
+        try:
+            port = int(lst.url.rsplit(":", 1)[1])
+            await loop.sock_connect(silent, ("127.0.0.1", port))
+            async with asyncio.timeout(10):  # a guard: the fix drops it after 0.3 s
+                return await loop.sock_recv(silent, 100)
+        finally:
+            silent.close()
+            lst.close()
+
+    assert aio_run(main()) == b""

@@ -80,7 +80,13 @@ async def listen(
     listener = AioStreamListener(url, options, authorize=authorize)
     try:
         server = await asyncio.get_running_loop().create_server(
-            listener.protocol_factory, sock=sock, ssl=ssl, backlog=backlog
+            listener.protocol_factory,
+            sock=sock,
+            ssl=ssl,
+            backlog=backlog,
+            # a client that stalls its TLS handshake goes after handshake_timeout, as on the
+            # blocking listener (asyncio's own default is 60 s)
+            ssl_handshake_timeout=options.handshake_timeout if ssl is not None else None,
         )
     except BaseException:
         sock.close()
