@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.codecs import DECODE_ERRORS, BytesCodec
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -376,7 +376,7 @@ class ClientCore:
     def _gap(self, ev: Event) -> None:
         try:
             info = msgspec.json.decode(ev.data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except DECODE_ERRORS:
             info = {}
         lost = info.get("lost", -1) if isinstance(info, dict) else -1
         reason = info.get("reason", "") if isinstance(info, dict) else ""

@@ -234,9 +234,6 @@ class ClientChannelBase:
         self._last_failure = exc
 
     # -- the rest ---------------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def peer(self) -> PeerInfo | None:

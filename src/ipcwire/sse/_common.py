@@ -246,10 +246,6 @@ class ServerChannelBase:
             wake()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return PeerInfo(address=self._stream.peer)
 

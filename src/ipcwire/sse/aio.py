@@ -325,10 +325,6 @@ class AioSseListener(AioListener):
         if self._shutdown is not None:
             await asyncio.shield(self._shutdown)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
 
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSseListener:
     """Serve event streams in the running loop; options as for the blocking

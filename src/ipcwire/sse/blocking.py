@@ -330,10 +330,6 @@ class SseListener(Listener):
         self._ready = ready
         self._closed = False
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def accept(self, *, timeout: float | None = None) -> Channel:
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)

@@ -178,10 +178,6 @@ class PeerCore(_Counters, Generic[L]):
         self._closed = False
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return PeerInfo(address=address_url(self.addr))
 
@@ -244,7 +240,3 @@ class ListenerCore(Generic[P]):
         nobody accepted; the others go on); True if nobody uses it any more."""
         self._users -= 1
         return self._users == 0
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

@@ -278,10 +278,11 @@ class DatagramFormat:
         )
 
     def bad(self, exc: Exception) -> IpcwireError:
-        """The error for a datagram the codec failed on: its own typed error, or (a codec
-        raising something else, such as UnicodeDecodeError for JSON that is not UTF-8)
-        RemoteProtocolError; never an exception that escapes to another peer's caller."""
-        if isinstance(exc, IpcwireError):
+        """The error for a datagram the codec failed on: its own typed error if it names the
+        endpoint, else (a codec's error without one, or something other than an ipcwire
+        error from a custom codec) RemoteProtocolError naming this endpoint; never an
+        exception that escapes to another peer's caller."""
+        if isinstance(exc, IpcwireError) and exc.endpoint is not None:
             return exc
         err = RemoteProtocolError(
             f"{self.url}: received a datagram that is not valid {self.codec.name} ({exc}); "

@@ -283,10 +283,6 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
     async def aclose(self) -> None:
         self.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def statistics(self) -> ChannelStatistics:
         return self._statistics(0, self._q.dropped + self._drops())
 
