@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import posix_ipc
+
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
@@ -319,6 +321,15 @@ class ServerSession:
         self.pidfd = None
 
 
+def _unlink_clients(name: str) -> None:
+    """Remove a client's queue name. Another user's (a shared group, mode=0o660) may only be
+    removed by its owner (/dev/mqueue is sticky): that is left to the client."""
+    try:
+        unlink_queue(name)
+    except posix_ipc.PermissionsError:
+        log.info("ipcwire: %s belongs to another user; its owner removes it", name)
+
+
 def _valid_pair(hello: Hello, base: str) -> bool:
     """Only queues named like a pair for this listener may be opened and unlinked."""
     if not hello.up.endswith(".up") or hello.dn != hello.up[:-3] + ".dn":
@@ -345,17 +356,18 @@ def server_accept(
         up = MessageQueue.open(hello.up, write=False, url=url)
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
-        unlink_queue(hello.dn)
+        _unlink_clients(hello.dn)
         return None
     try:
         dn = MessageQueue.open(hello.dn, read=False, url=url)
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
-        up.unlink()
+        _unlink_clients(up.name)
         up.close()
         return None
-    up.unlink()
-    dn.unlink()
+    # the client removes them too, once open: here for a client that died meanwhile
+    _unlink_clients(up.name)
+    _unlink_clients(dn.name)
     try:
         pidfd = open_pidfd(hello.pid)
     except ProcessLookupError:
@@ -475,8 +487,8 @@ def release_rendezvous(
             except IpcwireError:
                 continue
             if _valid_pair(hello, base):
-                unlink_queue(hello.up)
-                unlink_queue(hello.dn)
+                _unlink_clients(hello.up)
+                _unlink_clients(hello.dn)
         q.unlink()
         _remove(lock.path)
     q.close()
