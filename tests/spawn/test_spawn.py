@@ -43,6 +43,10 @@ ECHO_LINES = py(
 )
 
 
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
 def assert_gone(ch: SpawnChannel) -> None:
     assert reaped(ch.pid), f"child {ch.pid} was not reaped"
     assert group(ch.pid) == [], f"processes left in the child's group: {group(ch.pid)}"
@@ -162,6 +166,36 @@ def test_stderr_is_always_drained(
         assert (tmp_path / "err.log").stat().st_mode & 0o777 == 0o600
     elif sink == "stringio":
         assert buf.getvalue().count("\n") == 1024
+
+
+def test_a_stderr_callback_may_close_the_channel(caplog: pytest.LogCaptureFixture) -> None:
+    # The callback runs in the stderr thread; close() from there used to join that very
+    # thread (RuntimeError, logged as a failed callback) and leak the thread's eventfd.
+    before = _open_fds()
+    ready = threading.Event()
+    closed = threading.Event()
+    box: list[SpawnChannel] = []
+
+    def on_line(line: str) -> None:
+        if "FATAL" in line and ready.wait(20):
+            box[0].close()
+            closed.set()
+
+    child = ["sh", "-c", "read go; echo FATAL >&2; exec sleep 100"]
+    with caplog.at_level(logging.ERROR, logger="ipcwire"):
+        ch = spawn(child, stderr=on_line, exit_timeout=0.2, term_timeout=0.5)
+        box.append(ch)
+        ready.set()
+        ch.send("go")
+        assert closed.wait(20)
+        pumps = [t for t in threading.enumerate() if t.name.startswith("ipcwire stderr")]
+        for t in pumps:
+            t.join(20)
+            assert not t.is_alive()
+    assert not [r for r in caplog.records if "callback raised" in r.getMessage()]
+    assert ch.closed
+    assert_gone(ch)
+    assert _open_fds() - before == set()
 
 
 def test_stderr_pipe_and_stdout_are_refused() -> None:
@@ -316,10 +350,6 @@ def test_program_not_found_or_not_executable(tmp_path: Path) -> None:
         spawn([str(script)])
     with pytest.raises(ConfigurationError, match="list of arguments"):
         spawn("echo hi")
-
-
-def _open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 def test_a_start_that_fails_says_why_and_leaves_no_fd(tmp_path: Path) -> None:

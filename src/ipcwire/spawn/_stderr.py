@@ -171,8 +171,9 @@ class StderrPump:
         self._fd = fd
         self._lines = LineSplitter(sink)
         self._waker = Waker()
+        self._waker_lock = threading.Lock()  # the waker is closed once, never woken after
+        self._waker_closed = False
         self._stopping = False
-        self._stopped = False
         self._thread = threading.Thread(
             target=self._run, name=f"ipcwire stderr {name}", daemon=True
         )
@@ -206,14 +207,32 @@ class StderrPump:
             self._lines.finish()
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+            if self._stopping:  # stop() was called: it may have left the waker to us
+                self._close_waker()
+
+    def _wake(self) -> None:
+        with self._waker_lock:
+            if not self._waker_closed:
+                self._waker.wake()
+
+    def _close_waker(self) -> None:
+        with self._waker_lock:
+            if not self._waker_closed:
+                self._waker_closed = True
+                self._waker.close()
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Deliver what is already in the pipe, then stop (bounded). Idempotent."""
+        """Deliver what is already in the pipe, then stop (bounded). Idempotent. Called from
+        the sink itself (a callback that closes the channel), it only asks the thread to
+        stop once the callback returns."""
+        if threading.current_thread() is self._thread:
+            self._stopping = True
+            self._wake()
+            return
         self._thread.join(timeout=0.05)  # usually at EOF already: the group is gone
         if self._thread.is_alive():
             self._stopping = True
-            self._waker.wake()
+            self._wake()
             self._thread.join(timeout=timeout)
-        if not self._thread.is_alive() and not self._stopped:
-            self._stopped = True
-            self._waker.close()
+        if not self._thread.is_alive():
+            self._close_waker()
