@@ -90,8 +90,10 @@ class SocketStream(ByteStream):
         if timeout != self._sndtimeo:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout or None))
             self._sndtimeo = timeout
+        # timeout=0: never block (SO_SNDTIMEO 0 would mean "forever"), so MSG_DONTWAIT
+        flags = _NOSIGNAL | _DONTWAIT if timeout == 0 else _NOSIGNAL
         if type(data) is tuple:
-            self._sendmsg_all(list(data))
+            self._sendmsg_all(list(data), flags)
             return
         if timeout is None:
             sock.sendall(data, _NOSIGNAL)  # type: ignore[arg-type]
@@ -101,18 +103,18 @@ class SocketStream(ByteStream):
         total = view.nbytes
         try:
             while sent < total:
-                sent += sock.send(view[sent:], _NOSIGNAL)
+                sent += sock.send(view[sent:], flags)
         except BlockingIOError:
             if sent:
                 raise PartialWrite(sent) from None
             raise
 
-    def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview]) -> None:
+    def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview], flags: int) -> None:
         views = [memoryview(p) for p in parts]
         sent_total = 0
         try:
             while views:
-                n = self.sock.sendmsg(views, (), _NOSIGNAL)
+                n = self.sock.sendmsg(views, (), flags)
                 sent_total += n
                 while views and n >= views[0].nbytes:
                     n -= views[0].nbytes
