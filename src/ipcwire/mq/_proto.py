@@ -141,6 +141,7 @@ class Hello:
         if (
             msg.get("ipcwire_mq") != VERSION
             or type(pid) is not int
+            or not 0 < pid < 1 << 31  # a pid_t (pidfd_open overflows on more)
             or not isinstance(up, str)
             or not isinstance(dn, str)
             or not isinstance(hello, dict)

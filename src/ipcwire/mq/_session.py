@@ -25,6 +25,7 @@ from ipcwire.errors import (
     ChannelBroken,
     ConfigurationError,
     ConnectionRefused,
+    InvalidURL,
     IpcwireError,
     RemoteProtocolError,
     Timeout,
@@ -39,7 +40,7 @@ from ipcwire.mq._proto import (
     pair_names,
     strip_frame,
 )
-from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
+from ipcwire.mq._queue import MessageQueue, check_name, queue_name, unlink_queue
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.spool._flock import FileLock
 
@@ -333,6 +334,11 @@ def _unlink_clients(name: str) -> None:
 def _valid_pair(hello: Hello, base: str) -> bool:
     """Only queues named like a pair for this listener may be opened and unlinked."""
     if not hello.up.endswith(".up") or hello.dn != hello.up[:-3] + ".dn":
+        return False
+    try:
+        check_name(hello.up, "")
+        check_name(hello.dn, "")
+    except InvalidURL:  # a NUL, too long: no queue of ours
         return False
     tag = hello.up[:-3]
     return tag.startswith((base + ".", "/ipcwire.")) and "/" not in tag[1:]
