@@ -291,3 +291,41 @@ def test_a_server_that_never_answers_the_handshake_times_out_in_timeout_seconds(
 
         with pytest.raises(Timeout, match=r"over 0\.3 s"):
             asyncio.run(main())
+
+
+def test_asyncio_listener_holds_handshakes_beyond_backlog_until_accept(
+    unix_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """backlog= is also how many handshaken clients may wait for accept() (docs), so a flood
+    of clients nobody accepts costs bounded memory. The asyncio listener queued every one;
+    now, as on the blocking listener, the clients beyond it wait in their handshake until
+    accept() makes room."""
+    url = unix_url()
+
+    async def main() -> None:
+        lst = await aio.listen(url, codec="json", backlog=1)
+        try:
+            first = await aio.connect(url, codec="json", timeout=5)  # fills the one place
+            with pytest.raises(Timeout):
+                await aio.connect(url, codec="json", timeout=0.3)  # held, then gives up
+            waiting = asyncio.ensure_future(aio.connect(url, codec="json", timeout=5))
+            a = await lst.accept(timeout=5)  # makes room for one more handshake
+            # the one that gave up had sent its hello: its (dead) channel may come next
+            accepted = [await lst.accept(timeout=5)]
+            third = await waiting
+            await first.send("one")
+            assert await a.recv(timeout=5) == "one"
+            await third.send("three")
+            while True:
+                try:
+                    assert await accepted[-1].recv(timeout=5) == "three"
+                    break
+                except (EndOfChannel, ChannelBroken):
+                    accepted.append(await lst.accept(timeout=5))
+            assert len(accepted) <= 2
+            for ch in (first, third, a, *accepted):
+                await ch.aclose()
+        finally:
+            lst.close()
+
+    aio_run(main())

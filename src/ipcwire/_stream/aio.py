@@ -347,8 +347,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         *,
         authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]] | None = None,
         handshake_timeout: float = 10.0,
+        hold: Callable[[StreamProtocol], bool] | None = None,
     ) -> None:
         self.ch = channel
+        self._hold = hold  # a listener's: True when this client must wait (reading paused)
+        self._waiting = False  # held: its handshake waits for release()
         self.hs = handshake if handshake is not None and handshake.needed else None
         self._on_ready = on_ready
         self._on_failed = on_failed
@@ -377,6 +380,17 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if isinstance(self.hs, ClientHandshake):
             transport.write(self.hs.hello())
         self._timer = ch._loop.call_later(self._timeout, self._expired)
+        if self._hold is not None and self._hold(self):
+            self._waiting = True  # its handshake waits until accept() makes room
+            transport.pause_reading()
+
+    def release(self) -> None:
+        """Let a held client's handshake go on (the listener made room for it)."""
+        self._waiting = False
+        t = self.ch._transport
+        if t is not None and not t.is_closing() and self.hs is not None:
+            t.resume_reading()
+            self._handshake_step()  # what arrived before the pause took hold
 
     def _expired(self) -> None:
         if self.hs is not None:
@@ -429,6 +443,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
         ch._decoder.buffer_updated(nbytes)
         if self.hs is None:
             ch._deliver()
+        elif self._waiting:
+            # held (uvloop starts reading after connection_made even when paused there)
+            if ch._transport is not None:
+                ch._transport.pause_reading()
         else:
             self._handshake_step()
 
@@ -544,10 +562,17 @@ class AioStreamListener(AioListener):
         *,
         authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]],
         on_close: Callable[[], None] | None = None,
+        max_ready: int = 128,
     ) -> None:
         self.url = url
         self._options = options
         self._authorize = authorize
+        # At most this many handshaken channels wait for accept(); the handshakes of the
+        # clients behind them wait (reading paused) until accept() makes room, like the
+        # kernel's backlog in front of the blocking listener.
+        self._max_ready = max(1, max_ready)
+        self._held: deque[StreamProtocol] = deque()
+        self._released: set[AioStreamChannel] = set()  # were held, handshake under way
         self._on_close = on_close
         self._server: asyncio.Server | None = None
         self._ready: asyncio.Queue[AioStreamChannel | None] = asyncio.Queue()
@@ -566,10 +591,26 @@ class AioStreamListener(AioListener):
             lambda error: self._failed(ch, error),
             authorize=self._authorize,
             handshake_timeout=opts.handshake_timeout,
+            hold=self._hold_if_full,
         )
+
+    def _hold_if_full(self, proto: StreamProtocol) -> bool:
+        room = self._ready.qsize() + len(self._released) < self._max_ready
+        if room and not self._held:  # (never overtake the clients already waiting)
+            return False
+        self._held.append(proto)
+        return True
+
+    def _make_room(self) -> None:
+        while self._held and self._ready.qsize() + len(self._released) < self._max_ready:
+            proto = self._held.popleft()
+            if proto.hs is not None and not self._closed:  # else it is gone already
+                self._released.add(proto.ch)
+                proto.release()
 
     def _handoff(self, ch: AioStreamChannel) -> None:
         self._handshaking.discard(ch)
+        self._released.discard(ch)
         if self._closed:
             ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
         else:
@@ -579,6 +620,9 @@ class AioStreamListener(AioListener):
         self._handshaking.discard(ch)
         if not self._closed:
             log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
+        if ch in self._released:
+            self._released.discard(ch)
+            self._make_room()  # its place goes to the next client waiting
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server
@@ -599,6 +643,7 @@ class AioStreamListener(AioListener):
         if ch is None:
             self._ready.put_nowait(None)  # wake any other accepting task too
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        self._make_room()
         return ch
 
     def close(self) -> None:
@@ -613,6 +658,7 @@ class AioStreamListener(AioListener):
                 ch.close()
         for ch in list(self._handshaking):  # as the blocking listener: cut off, never handed out
             ch.close()
+        self._held.clear()
         self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()

@@ -77,7 +77,7 @@ async def listen(
         configure(conn)
         return peer_info(conn), None
 
-    listener = AioStreamListener(url, options, authorize=authorize)
+    listener = AioStreamListener(url, options, authorize=authorize, max_ready=backlog)
     try:
         server = await asyncio.get_running_loop().create_server(
             listener.protocol_factory,

@@ -85,6 +85,7 @@ async def listen(
         options,
         authorize=make_authorizer(endpoint.url, str(addr), allow_uids),
         on_close=cleanup,
+        max_ready=backlog,
     )
     try:
         server = await asyncio.get_running_loop().create_unix_server(
