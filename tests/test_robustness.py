@@ -226,8 +226,9 @@ def test_undecodable_message_is_a_remote_protocol_error_and_the_channel_goes_on(
         t.join()
         with box[0] as ch:
             raw.sendall(struct.pack(">I", 5) + b"{oops" + struct.pack(">I", 4) + b"true")
-            with pytest.raises(RemoteProtocolError, match="not valid json"):
+            with pytest.raises(RemoteProtocolError, match="not valid json") as info:
                 ch.recv(timeout=10)
+            assert info.value.endpoint == ch.url and ch.url in str(info.value)
             assert ch.recv(timeout=10) is True
         raw.close()
 

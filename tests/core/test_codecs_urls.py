@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ipcwire._core.codecs import get_codec
@@ -42,6 +44,31 @@ def test_a_string_that_is_not_utf8_is_a_remote_protocol_error(codec: str, data: 
     # msgspec raises UnicodeDecodeError for these, not its DecodeError
     with pytest.raises(RemoteProtocolError, match=f"not valid {codec}"):
         get_codec(codec, authenticated=False).decode(memoryview(data))
+
+
+class _Fussy:
+    """A custom codec whose decode fails with its own exception."""
+
+    name = "fussy"
+
+    def encode(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+    def decode(self, data: memoryview) -> Any:
+        raise ValueError("not fussy enough")
+
+
+def test_a_message_that_does_not_decode_is_named_after_its_endpoint() -> None:
+    url = "unix:///run/app.sock"
+    wire = WireFormat(get_codec("json", authenticated=False), "length", 1000, endpoint=url)
+    with pytest.raises(RemoteProtocolError, match="not valid json") as info:
+        wire.decode(memoryview(b"{nope"))
+    assert info.value.endpoint == url and url in str(info.value)
+    wire = WireFormat(_Fussy(), "length", 1000, endpoint=url)
+    with pytest.raises(RemoteProtocolError, match="fussy") as info:
+        wire.decode(memoryview(b"x"))
+    assert info.value.endpoint == url and url in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 @pytest.mark.parametrize("codec", ["bytes", "json", "msgpack"])

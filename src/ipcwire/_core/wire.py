@@ -19,7 +19,13 @@ from ipcwire._core.framing import (
     NdjsonDecoder,
     make_decoder,
 )
-from ipcwire.errors import ConfigurationError, FrameTooLarge, LocalProtocolError
+from ipcwire.errors import (
+    ConfigurationError,
+    FrameTooLarge,
+    IpcwireError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
 __all__ = ["Packed", "WireFormat"]
 
@@ -38,6 +44,7 @@ class WireFormat:
     """
 
     __slots__ = (
+        "_codec_decode",
         "_encode",
         "_encode_into",
         "codec",
@@ -69,7 +76,12 @@ class WireFormat:
         self.max_frame = max_frame
         self.send_limit = max_frame
         self.endpoint = endpoint
-        self.decode = codec.decode
+        self._codec_decode = codec.decode
+        # What drivers call per received message. The bytes codec cannot fail; another
+        # codec's failure is given the endpoint (codecs are shared by every channel).
+        self.decode = (
+            codec.decode if isinstance(codec, BytesCodec) or endpoint is None else self._decode
+        )
         self._encode = codec.encode
         self._encode_into = codec.encode_into if isinstance(codec, _MsgspecCodec) else None
         # What drivers call per message: pack, or a shortcut for small raw bytes (the most
@@ -79,6 +91,32 @@ class WireFormat:
     def decoder(self) -> LengthPrefixDecoder | NdjsonDecoder:
         """A fresh frame decoder for this format's framing and receive limit."""
         return make_decoder(self.framing, self.max_frame, endpoint=self.endpoint)
+
+    def _decode(self, data: memoryview) -> Any:
+        """Decode one payload; any failure is RemoteProtocolError naming the endpoint.
+
+        Raises:
+            RemoteProtocolError: the payload does not decode (the codec's own error, or, from
+                a custom codec, any exception, as ``__cause__``).
+        """
+        try:
+            return self._codec_decode(data)
+        except RemoteProtocolError as exc:
+            if exc.endpoint is not None:
+                raise
+            raise RemoteProtocolError(
+                f"{exc} (a message from {self.endpoint}, skipped); "
+                f"do both sides use codec={self.codec.name!r}?",
+                endpoint=self.endpoint,
+            ) from exc
+        except IpcwireError:
+            raise
+        except Exception as exc:
+            raise RemoteProtocolError(
+                f"a message from {self.endpoint} does not decode with codec="
+                f"{self.codec.name!r} ({type(exc).__name__}: {exc}); it was skipped",
+                endpoint=self.endpoint,
+            ) from exc
 
     def _too_large(self, size: int) -> FrameTooLarge:
         where = f" to {self.endpoint}" if self.endpoint else ""
