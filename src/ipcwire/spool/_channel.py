@@ -206,6 +206,8 @@ class ChannelCore:
                 endpoint=self.url,
             )
         wait = self._next_reap - now
+        if self._store.order_busy:  # a producer held .order: try again soon
+            wait = min(wait, self._cfg.poll_interval)
         if deadline is not None:
             wait = min(wait, deadline - now)
         return max(wait, 0.0)

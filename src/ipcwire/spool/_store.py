@@ -167,6 +167,7 @@ class SpoolStore:
         self._putting = self._closing = False
         self._backlog: list[str] = []  # names seen in new/, in order, not yet tried
         self._unreadable: set[str] = set()  # in new/, but this process may not open them
+        self.order_busy = False  # the last scan found .order held (see _scan)
         try:
             self._new_fd = os.open(self.new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
@@ -362,8 +363,14 @@ class SpoolStore:
         return None
 
     def _scan(self) -> list[str]:
+        """The names in new/, sorted; empty (and ``order_busy`` set) when a producer kept
+        .order for too long to wait here: a stopped producer (SIGSTOP, a debugger) must not
+        make the consumer ignore its timeout, nor its close()."""
         try:
-            fcntl.flock(self._order_fd, fcntl.LOCK_EX)  # no rename into new/ meanwhile
+            if not self._lock_order():
+                self.order_busy = True
+                return []
+            self.order_busy = False
             try:
                 names = os.listdir(self.new)
             finally:
@@ -374,6 +381,17 @@ class SpoolStore:
             self._unreadable.intersection_update(names)  # forget those gone
             names = [n for n in names if n not in self._unreadable]
         return sorted(names)
+
+    def _lock_order(self) -> bool:
+        """Take .order exclusively (no rename into new/ meanwhile), waiting a few ms at most
+        for the producers renaming now (microseconds each); False if still held."""
+        pause = 0.0001
+        for _ in range(8):  # about 25 ms in all
+            if _locked(self._order_fd):
+                return True
+            time.sleep(pause)
+            pause *= 2
+        return _locked(self._order_fd)
 
     def _claim(self, name: str, max_frame: int) -> Claim | None:
         src = os.path.join(self.new, name)
