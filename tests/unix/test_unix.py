@@ -329,3 +329,41 @@ def test_asyncio_listener_holds_handshakes_beyond_backlog_until_accept(
             lst.close()
 
     aio_run(main())
+
+
+def test_asyncio_server_answers_a_client_that_half_closed(
+    unix_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """A client that sends its requests and then shuts down its sending side (nc -N, socat,
+    any program at the end of its input) still reads the replies. The blocking server
+    answered it; the asyncio one closed the connection at the client's end-of-stream, so
+    every reply failed with ChannelBroken and the client got nothing."""
+    url = unix_url()
+    path = url.removeprefix("unix://")
+
+    def client() -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b'{"n": 1}\n{"n": 2}\n')
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(4096):
+                out += chunk
+            return out
+
+    async def main() -> bytes:
+        lst = await aio.listen(url, framing="ndjson")
+        try:
+            replies = asyncio.ensure_future(asyncio.to_thread(client))
+            ch = await lst.accept(timeout=5)
+            got = [msg async for msg in ch]  # to the client's end-of-stream
+            for msg in got:
+                await ch.send({"echo": msg})
+            await ch.aclose()
+            async with asyncio.timeout(10):
+                return await replies
+        finally:
+            lst.close()
+
+    assert aio_run(main()) == b'{"echo":{"n":1}}\n{"echo":{"n":2}}\n'

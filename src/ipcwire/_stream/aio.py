@@ -86,6 +86,7 @@ class AioStreamChannel(AioChannel):
         self._read_paused = False
         self._closed = False
         self._end: IpcwireError | None = None  # set when the connection ended
+        self._half_open = False  # the peer sent end-of-stream but may still read our replies
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._sent = 0
         self._received = 0
@@ -110,7 +111,7 @@ class AioStreamChannel(AioChannel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         t = self._transport
-        if self._end is not None or t is None or t.is_closing():
+        if (self._end is not None and not self._half_open) or t is None or t.is_closing():
             raise ChannelBroken(
                 f"cannot send to {self.url}: the connection is gone ({self._end})",
                 endpoint=self.url,
@@ -121,6 +122,12 @@ class AioStreamChannel(AioChannel):
         else:
             t.write(data)
             self._bytes_sent += len(data)
+        if self._half_open and t.is_closing():
+            # after the peer's end-of-stream, a write that failed at once means it is gone
+            raise ChannelBroken(
+                f"cannot send to {self.url}: it closed its end and no longer reads",
+                endpoint=self.url,
+            )
         self._sent += count
 
     async def _drain(self, timeout: float | None) -> None:
@@ -249,7 +256,27 @@ class AioStreamChannel(AioChannel):
                 self._read_paused = True
                 self._transport.pause_reading()
 
+    def _peer_eof(self) -> None:
+        """The peer half-closed: what it sent is all there is, but it may still read."""
+        if self._end is None:
+            self._end = self._eof_error()
+            self._half_open = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _eof_error(self) -> IpcwireError:
+        if self._decoder.buffered:
+            return ChannelBroken(
+                f"{self.url} closed in the middle of a message "
+                f"({self._decoder.partial_description()} arrived); the partial message "
+                f"was discarded",
+                endpoint=self.url,
+            )
+        return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+
     def _connection_lost(self, exc: Exception | None) -> None:
+        self._half_open = False
         if self._end is None:
             if exc is not None:
                 err = (
@@ -259,15 +286,8 @@ class AioStreamChannel(AioChannel):
                 )
                 err.__cause__ = exc
                 self._end = err
-            elif self._decoder.buffered:
-                self._end = ChannelBroken(
-                    f"{self.url} closed in the middle of a message "
-                    f"({self._decoder.partial_description()} arrived); the partial message "
-                    f"was discarded",
-                    endpoint=self.url,
-                )
             else:
-                self._end = EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+                self._end = self._eof_error()
         self._wake_all(ChannelBroken(f"{self.url} is gone", endpoint=self.url))
         if not self._lost.done():
             self._lost.set_result(None)
@@ -348,8 +368,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
         authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]] | None = None,
         handshake_timeout: float = 10.0,
         hold: Callable[[StreamProtocol], bool] | None = None,
+        half_close: bool = False,
     ) -> None:
         self.ch = channel
+        # A socket's peer may shut down its sending side and still read the replies (nc -N,
+        # socat, any client that ends its input): keep the transport open for writing.
+        self._half_close = half_close
         self._hold = hold  # a listener's: True when this client must wait (reading paused)
         self._waiting = False  # held: its handshake waits for release()
         self.hs = handshake if handshake is not None and handshake.needed else None
@@ -363,6 +387,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; not always an asyncio.Transport subclass (uvloop's are not).
         transport = cast(asyncio.Transport, transport)
+        if transport.get_extra_info("sslcontext") is not None:
+            self._half_close = False  # TLS has no half-close (asyncio warns if asked)
         ch = self.ch
         ch._transport = transport
         if self._authorize is not None:
@@ -492,6 +518,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 ),
                 b"",
             )
+            return False
+        if self._half_close:
+            self.ch._peer_eof()
+            return True
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -540,7 +570,12 @@ async def client_connect(
             done.set_exception(err)
 
     proto = StreamProtocol(
-        ch, options.client_handshake(), ready, failed, handshake_timeout=options.handshake_timeout
+        ch,
+        options.client_handshake(),
+        ready,
+        failed,
+        handshake_timeout=options.handshake_timeout,
+        half_close=True,
     )
     transport, _ = await create(lambda: proto)
     ch._peer = peer(transport.get_extra_info("socket"))
@@ -592,6 +627,7 @@ class AioStreamListener(AioListener):
             authorize=self._authorize,
             handshake_timeout=opts.handshake_timeout,
             hold=self._hold_if_full,
+            half_close=True,
         )
 
     def _hold_if_full(self, proto: StreamProtocol) -> bool:
