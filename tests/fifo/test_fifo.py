@@ -386,3 +386,59 @@ def test_a_short_message_never_lands_inside_another_writers_long_one(tmp_path: P
         assert got[1:] == [b"B" * 100] * 50
 
     asyncio.run(main())
+
+
+def test_with_reply_the_next_client_waits_for_the_session_before_to_close(
+    tmp_path: Path,
+) -> None:
+    # B's turn comes when A closes, but the listener's session for A is still open: B must
+    # not write into A's session, nor read the reply A left unread.
+    from tests._threads import finished, in_thread
+
+    url = f"fifo://{tmp_path}/in.fifo?reply={tmp_path}/out.fifo"
+    with ipcwire.listen(url, codec="json") as listener:
+        ta, accepted = in_thread(lambda: listener.accept(timeout=10))
+        a = ipcwire.connect(url, codec="json")
+        assert finished(ta)
+        s1 = accepted[0]
+        tb, connected = in_thread(lambda: ipcwire.connect(url, codec="json", timeout=20))
+        a.send({"q": "a"})
+        assert s1.recv(timeout=10) == {"q": "a"}
+        s1.send({"r": "for a"})
+        assert a.recv(timeout=10) == {"r": "for a"}
+        s1.send({"r": "late, for a"})
+        a.close()
+        with pytest.raises(EndOfChannel):  # B is not a writer of A's session
+            s1.recv(timeout=10)
+        s1.close()
+        t2, accepted = in_thread(lambda: listener.accept(timeout=10))
+        assert finished(tb)
+        assert finished(t2)
+        with connected[0] as b, accepted[0] as s2:
+            b.send({"q": "b"})
+            assert s2.recv(timeout=10) == {"q": "b"}
+            s2.send({"r": "for b"})
+            assert b.recv(timeout=10) == {"r": "for b"}
+
+    async def main() -> None:
+        async with await aio.listen(url, codec="json") as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            a = await aio.connect(url, codec="json")
+            s1 = await accepting
+            b_connecting = asyncio.ensure_future(aio.connect(url, codec="json", timeout=20))
+            await s1.send({"r": "late, for a"})
+            await a.aclose()
+            with pytest.raises(EndOfChannel):
+                await s1.recv(timeout=10)
+            await s1.aclose()
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            b = await b_connecting
+            s2 = await accepting
+            await b.send({"q": "b"})
+            assert await s2.recv(timeout=10) == {"q": "b"}
+            await s2.send({"r": "for b"})
+            assert await b.recv(timeout=10) == {"r": "for b"}
+            await b.aclose()
+            await s2.aclose()
+
+    asyncio.run(main())

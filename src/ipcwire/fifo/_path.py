@@ -43,6 +43,7 @@ __all__ = [
     "FifoWriteStream",
     "client_busy",
     "create_fifo",
+    "hold_session_once",
     "lock_reply",
     "lock_reply_once",
     "no_reader",
@@ -238,9 +239,16 @@ def no_reader(path: str, url: str, timeout: float) -> ConnectionRefused:
 
 
 def lock_reply_once(path: str, url: str) -> int | None:
-    """Reply mode, the client: the reply FIFO's read end, holding an exclusive ``flock`` for
-    the channel's life (one client at a time: a second one would take the first one's
-    replies); None while another client holds it. A client killed -9 releases it.
+    """Reply mode, the client: the reply FIFO's read end, once it is this client's turn;
+    None while another client is connected or the listener's session for the one before is
+    still open.
+
+    The turn is a ``flock`` on the reply FIFO: a connected client and an open listener
+    session each hold it shared; a client comes in through it exclusive (so only when
+    neither is there), throws away what is left in the FIFO (late replies to the client
+    before: no session can write while the lock is exclusive), then holds it shared for the
+    channel's life. A client killed -9 releases it. Without this a second client read the
+    first one's replies, or wrote into the first one's session.
 
     Raises:
         ConnectionRefused: no FIFO there.
@@ -249,6 +257,8 @@ def lock_reply_once(path: str, url: str) -> int | None:
     fd = open_read(path, url)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _discard_pending(fd)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # lost the race (rare): next time
     except BlockingIOError:
         os.close(fd)
         return None
@@ -256,6 +266,34 @@ def lock_reply_once(path: str, url: str) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def _discard_pending(fd: int) -> None:
+    for _ in range(256):  # bounded: a writer that is not ipcwire may keep writing
+        try:
+            if not os.read(fd, 65536):
+                return
+        except BlockingIOError:
+            return
+
+
+def hold_session_once(fd: int) -> bool:
+    """Reply mode, the listener: take the shared lock of a session on the reply FIFO
+    (``fd``, its write end) for the session's life, once a client holds its turn; False
+    while no client holds it yet (the reader seen may be a client's passing try) or one is
+    coming in. Taking it for a passing try would lock that client out."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # a client holds its turn, or is coming in
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)  # nobody's turn yet
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a client is coming in
+    return True
 
 
 def client_busy(path: str, url: str, timeout: float) -> ConnectionRefused:

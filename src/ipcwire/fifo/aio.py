@@ -18,6 +18,7 @@ from ipcwire.fifo._path import (
     FifoPaths,
     client_busy,
     create_fifo,
+    hold_session_once,
     lock_reply_once,
     no_reader,
     open_read,
@@ -269,10 +270,24 @@ class AioFifoListener(AioListener):
         while not self._closed:
             fd = wait_open_write(self.paths.reply, self.url, float("inf"))
             if fd is not None:
-                return fd
+                break
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
-        raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        else:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        # The session's share of the turn lock (see lock_reply_once); refused only while a
+        # client is coming in. The caller's timeout bounds the wait.
+        pause = 0.0005
+        try:
+            while not hold_session_once(fd):
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.01)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def close(self) -> None:
         if self._closed:

@@ -36,6 +36,7 @@ from ipcwire.fifo._path import (
     FifoPaths,
     FifoWriteStream,
     create_fifo,
+    hold_session_once,
     lock_reply,
     open_read,
     open_write,
@@ -225,9 +226,23 @@ class FifoListener(Listener):
                     f"no client connected to {self.url} within {timeout} s", endpoint=self.url
                 ) from None
             if fd is not None:
-                return fd
+                break
             self._stop.wait(pause)  # a FIFO does not signal a new reader: poll, briefly
             pause = min(pause * 2, 0.05)
+        # The session's share of the turn lock (see lock_reply_once): the next client waits
+        # until this session is closed. Refused only while a client is coming in.
+        pause = 0.0005
+        while not hold_session_once(fd):
+            if self._closed or time.monotonic() >= end:
+                os.close(fd)
+                if self._closed:
+                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                )
+            self._stop.wait(pause)
+            pause = min(pause * 2, 0.01)
+        return fd
 
     def close(self) -> None:
         with self._lock:
