@@ -7,7 +7,7 @@ import socket
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -262,3 +262,26 @@ def test_asyncio_tls_listener_drops_a_silent_client_after_handshake_timeout(
             lst.close()
 
     assert aio_run(main()) == b""
+
+
+def test_every_connect_and_listen_error_names_its_endpoint(aio_run: AioRun) -> None:
+    """Errors carry the URL in ``.endpoint`` (what tools such as doctor read), not only in
+    the text: a URL without a port or host, an address not of this machine, and the asyncio
+    connect that gave up after reconnect= did not set it."""
+    cases: list[tuple[str, Callable[[str], object]]] = [
+        ("tcp://127.0.0.1", lambda u: ipcwire.connect(u, timeout=1)),
+        ("tcp://:7000", lambda u: ipcwire.connect(u, timeout=1)),
+        ("tcp://192.0.2.1:0", ipcwire.listen),  # TEST-NET-1: never an address of ours
+    ]
+    for url, call in cases:
+        with pytest.raises(IpcwireError) as info:
+            call(url)
+        assert info.value.endpoint == url, info.value
+    refused = f"tcp://127.0.0.1:{_free_port()}"
+
+    async def main() -> None:
+        await aio.connect(refused, timeout=1, reconnect=0.05)
+
+    with pytest.raises(ConnectionRefused) as refusal:
+        aio_run(main())
+    assert refusal.value.endpoint == refused

@@ -47,5 +47,7 @@ async def aio_connect_stream(
                 if now < retry_until:
                     await asyncio.sleep(min(next(delays), retry_until - now))
                     continue
-                raise ConnectionRefused(f"{err} (kept trying for {reconnect} s)") from exc
+                raise ConnectionRefused(
+                    f"{err} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
             raise err from exc

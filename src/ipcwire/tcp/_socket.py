@@ -43,11 +43,13 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> TcpAddress:
         InvalidURL: no port, or no host to connect to.
     """
     if endpoint.port is None:
-        raise InvalidURL(f"{endpoint.url} has no port: write tcp://127.0.0.1:7000")
+        raise InvalidURL(
+            f"{endpoint.url} has no port: write tcp://127.0.0.1:7000", endpoint=endpoint.url
+        )
     host = endpoint.host
     if not host:
         if not listening:
-            raise InvalidURL(f"{endpoint.url} has no host to connect to")
+            raise InvalidURL(f"{endpoint.url} has no host to connect to", endpoint=endpoint.url)
         host = DEFAULT_HOST
     return TcpAddress(host, endpoint.port)
 
@@ -82,7 +84,7 @@ def bind_listener(addr: TcpAddress, url: str, backlog: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise InvalidURL(f"cannot resolve the host of {url}: {exc}") from exc
+        raise InvalidURL(f"cannot resolve the host of {url}: {exc}", endpoint=url) from exc
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -113,5 +115,8 @@ def _bind_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | OSEr
             endpoint=url,
         )
     if exc.errno == errno.EADDRNOTAVAIL:
-        return InvalidURL(f"cannot listen at {url}: {addr.host} is not an address of this machine")
+        return InvalidURL(
+            f"cannot listen at {url}: {addr.host} is not an address of this machine",
+            endpoint=url,
+        )
     return exc

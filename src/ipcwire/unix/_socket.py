@@ -88,7 +88,10 @@ def resolve(endpoint: Endpoint) -> UnixAddress:
     path = endpoint.path
     if path.startswith("@"):
         if len(path) < 2 or len(path.encode()) > MAX_PATH:
-            raise InvalidURL(f"{endpoint.url}: abstract names are 1 to {MAX_PATH - 1} bytes")
+            raise InvalidURL(
+                f"{endpoint.url}: abstract names are 1 to {MAX_PATH - 1} bytes",
+                endpoint=endpoint.url,
+            )
         return UnixAddress(None, path[1:])
     if not path:
         raise InvalidURL(f"{endpoint.url} names no socket path", endpoint=endpoint.url)
@@ -284,6 +287,7 @@ def _bind_private(sock: socket.socket, addr: UnixAddress, mode: int) -> tuple[in
             except FileExistsError:
                 raise AddressInUse(
                     f"cannot listen at unix://{path}: another process created it just now",
+                    endpoint=f"unix://{path}",
                 ) from None
         else:
             # The private name would be over the limit: bind in place under a strict umask.
