@@ -407,13 +407,13 @@ class SpoolStore:
             self._not_a_message(name, "symbolic link" if exc.errno == errno.ELOOP else "socket")
             return None  # another consumer moved it first
         try:
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
         except OSError as exc:
             os.close(fd)
             raise translate(exc, self.url, f"claiming {src}") from exc
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            self._not_a_message(name, "directory" if stat.S_ISDIR(mode) else "FIFO or device")
+            self._not_a_message(name, "directory" if stat.S_ISDIR(st.st_mode) else "FIFO or device")
             return None
         try:
             if not _locked(fd):
@@ -425,7 +425,7 @@ class SpoolStore:
             except FileNotFoundError:
                 os.close(fd)
                 return None
-            size = os.fstat(fd).st_size
+            size = st.st_size  # a message file is not written to once in new/
             if size > max_frame:
                 self._bury(name, f"{size} bytes, over max_frame={max_frame}")
                 os.close(fd)
