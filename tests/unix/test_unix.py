@@ -25,6 +25,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     InvalidURL,
+    PermissionDenied,
     Timeout,
 )
 
@@ -367,3 +368,31 @@ def test_asyncio_server_answers_a_client_that_half_closed(
             lst.close()
 
     assert aio_run(main()) == b'{"echo":{"n":1}}\n{"echo":{"n":2}}\n'
+
+
+def test_an_ndjson_client_refused_by_allow_uids_gets_permission_denied(
+    unix_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """NDJSON without a token has no handshake, so a server refusing by allow_uids can only
+    send its one error line. An ipcwire client then received that line as an ordinary
+    message (a dict) instead of the PermissionDenied the docs promise; both drivers now
+    raise it from the first receive."""
+    other = os.getuid() + 1
+    with ipcwire.listen(unix_url(), framing="ndjson", allow_uids=[other]) as lst:
+        ch = ipcwire.connect(lst.url, framing="ndjson", timeout=5)
+        with ch, pytest.raises(PermissionDenied, match="allow_uids"):
+            ch.recv(timeout=5)
+
+    async def main() -> None:
+        alst = await aio.listen(unix_url(), framing="ndjson", allow_uids=[other])
+        try:
+            ch = await aio.connect(alst.url, framing="ndjson", timeout=5)
+            try:
+                with pytest.raises(PermissionDenied, match="allow_uids"):
+                    await ch.recv(timeout=5)
+            finally:
+                await ch.aclose()
+        finally:
+            alst.close()
+
+    aio_run(main())

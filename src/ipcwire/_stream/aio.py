@@ -22,6 +22,7 @@ from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ClientHandshake, Server
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
+from ipcwire._stream.blocking import refusal
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -87,6 +88,8 @@ class AioStreamChannel(AioChannel):
         self._closed = False
         self._end: IpcwireError | None = None  # set when the connection ended
         self._half_open = False  # the peer sent end-of-stream but may still read our replies
+        # An NDJSON client without a handshake: the first line may be the server's refusal.
+        self.refusal_possible = False
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._sent = 0
         self._received = 0
@@ -247,6 +250,11 @@ class AioStreamChannel(AioChannel):
         if n:
             self._bytes_received += n
             self._queued_bytes += n
+        if q and self.refusal_possible:
+            self.refusal_possible = False
+            err = refusal(q[0], self.url) if type(q[0]) is not _Raise else None
+            if err is not None:
+                q[0] = _Raise(err)
         if q:
             w = self._waiter
             if w is not None and not w.done():
@@ -559,6 +567,7 @@ async def client_connect(
     """Open one connection with ``create(protocol_factory)`` and run the client handshake."""
     loop = asyncio.get_running_loop()
     ch = AioStreamChannel(options.url, options.wire())
+    ch.refusal_possible = not options.client_handshake().needed
     done: asyncio.Future[None] = loop.create_future()
 
     def ready(_: AioStreamChannel) -> None:

@@ -32,17 +32,38 @@ from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
+    AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
     EndOfChannel,
     FrameTooLarge,
+    HandshakeError,
     IpcwireError,
+    PermissionDenied,
     RemoteProtocolError,
     Timeout,
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["StreamChannel", "client_handshake", "native_stream_classes"]
+__all__ = ["StreamChannel", "client_handshake", "native_stream_classes", "refusal"]
+
+_REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
+
+
+def refusal(obj: Any, url: str) -> IpcwireError | None:
+    """The error a server's refusal line stands for, if ``obj`` (the first message of an
+    NDJSON channel without a handshake) is one: with no handshake, a server that refuses
+    (``allow_uids``) can only say so with one error line (docs/protocol.md section 3)."""
+    if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or obj["ipcwire"] != 1:
+        return None
+    text = f"{url} refused the connection: {obj['error']}"
+    code = obj["code"]
+    if code == "permission":
+        return PermissionDenied(text, endpoint=url)
+    if code == "auth":
+        return AuthenticationFailed(text, endpoint=url)
+    return HandshakeError(text, endpoint=url)
+
 
 _monotonic = time.monotonic
 
@@ -86,6 +107,8 @@ class StreamChannel(Channel):
             self._recv_lock = self._receiver
             self._fast_recv = self._receiver.recv
         self._deferred: Exception | None = None  # an error met mid-batch by recv_many
+        # An NDJSON client without a handshake: the first line may be the server's refusal.
+        self.refusal_possible = False
         self._closed = False
         self._eof = False
         self._send_broken: IpcwireError | None = None
@@ -206,6 +229,8 @@ class StreamChannel(Channel):
                 frame = self._fill(timeout)
             self._received += 1
             self._bytes_received += len(frame)
+            if self.refusal_possible:
+                return self._first(self._decode(frame))
             return self._decode(frame)
 
     def recv_many(
@@ -221,7 +246,7 @@ class StreamChannel(Channel):
             frame = dec.next_frame()
             if frame is None:
                 frame = self._fill(timeout)
-            out = [decode(frame)]
+            out = [decode(frame) if not self.refusal_possible else self._first(decode(frame))]
             nbytes = len(frame)
             if self._receiver is not None:
                 # raw bytes: the rest of what is buffered, parsed in C (None: the end, or a
@@ -250,6 +275,14 @@ class StreamChannel(Channel):
             self._received += len(out)
             self._bytes_received += nbytes
             return out
+
+    def _first(self, obj: Any) -> Any:
+        """The first message, unless it is the server's refusal (then raise that)."""
+        self.refusal_possible = False
+        err = refusal(obj, self.url)
+        if err is not None:
+            raise err
+        return obj
 
     def _defer(self, exc: Exception) -> None:
         """Keep an error met after other messages of a batch, for the next receive call."""

@@ -93,4 +93,6 @@ def connect_stream(
         if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
             raise translate(exc, url, "connecting to") from exc
         raise
-    return StreamChannel(stream, wire, url, peer=info, decoder=decoder)
+    ch = StreamChannel(stream, wire, url, peer=info, decoder=decoder)
+    ch.refusal_possible = not options.client_handshake().needed
+    return ch
