@@ -396,3 +396,17 @@ def test_an_ndjson_client_refused_by_allow_uids_gets_permission_denied(
             alst.close()
 
     aio_run(main())
+
+
+def test_a_relative_socket_file_is_removed_even_after_a_chdir(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """unix:relative.sock was removed on close relative to the working directory of the
+    time of close(): after a chdir the socket file was left behind (the next listen then
+    had to probe and remove it as stale)."""
+    monkeypatch.chdir(sock_dir)
+    lst = ipcwire.listen("unix:rel.sock")
+    assert (sock_dir / "rel.sock").exists()
+    monkeypatch.chdir("/")
+    lst.close()
+    assert not (sock_dir / "rel.sock").exists()

@@ -258,8 +258,8 @@ def bind_listener(
         sock.close()
         raise
 
-    path = addr.path
-    assert path is not None
+    assert addr.path is not None
+    path = os.path.abspath(addr.path)  # unix:relative.sock: the file even if cwd changes
 
     def cleanup() -> None:
         try:
