@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipcwire._core.framing import make_decoder
-from ipcwire._core.handshake import ClientHandshake, ServerHandshake, Step
-from ipcwire.errors import AuthenticationFailed, HandshakeError, RemoteProtocolError
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake, Step, same_secret
+from ipcwire.errors import (
+    AuthenticationFailed,
+    HandshakeError,
+    IpcwireError,
+    RemoteProtocolError,
+)
 
 
 def _frames(data: bytes, framing: str) -> list[bytes]:
@@ -121,6 +128,26 @@ def test_garbage_is_a_protocol_error_not_a_crash() -> None:
         c.receive(b'{"ipcwire": 1, "codec": "\xb2"}')
 
 
+def test_a_proof_that_is_not_ascii_is_a_wrong_token_not_a_crash() -> None:
+    # hmac.compare_digest raises TypeError for text that is not ASCII
+    _, s = pair(None, b"sesame")
+    assert not s.receive(msgspec.json.encode({**_GOOD, "nonce": "00" * 16})).done
+    step = s.receive(b'{"proof": "\xc3\xa9"}')
+    assert isinstance(step.error, AuthenticationFailed)
+    c, _ = pair(b"sesame", None)
+    c.hello()
+    with pytest.raises(AuthenticationFailed):
+        c.receive(msgspec.json.encode({**_GOOD, "proof": "é" * 64}))
+    _, s = pair(None, b"sesame", framing="ndjson")
+    assert isinstance(s.receive('{"token": "é"}'.encode()).error, AuthenticationFailed)
+
+
+def test_same_secret_never_raises() -> None:
+    assert same_secret("abc", "abc") and same_secret(b"abc", "abc") and same_secret("é", "é")
+    for value in ("é", "\udcff", None, 1, ["abc"], b"ab", "abd"):
+        assert not same_secret(value, "abc")
+
+
 def test_ndjson_plain_token_line() -> None:
     _, s = pair(None, b"sesame", framing="ndjson")
     assert s.receive(b'{"token": "sesame"}').done
@@ -128,3 +155,71 @@ def test_ndjson_plain_token_line() -> None:
     assert isinstance(s.receive(b'{"token": "nope"}').error, AuthenticationFailed)
     _, s = pair(None, b"sesame", framing="ndjson")
     assert isinstance(s.receive(b'{"just": "data"}').error, AuthenticationFailed)
+
+
+_KEYS = ["ipcwire", "codec", "framing", "max_frame", "nonce", "proof", "token", "ok", "error"]
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.sampled_from([1, "json", "length", "ndjson", "00" * 16, "é" * 64, "auth"]),
+    st.lists(st.integers(), max_size=3),
+)
+_FIELDS = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4)
+# A real hello or welcome (so that later states are reached too), with fields overridden.
+_GOOD = {"ipcwire": 1, "codec": "json", "framing": "length", "max_frame": 100, "nonce": "00" * 16}
+_MESSAGES = st.one_of(
+    _FIELDS.map(msgspec.json.encode),
+    _FIELDS.map(lambda d: msgspec.json.encode({**_GOOD, **d})),
+    _FIELDS.map(lambda d: msgspec.json.encode({**_GOOD, "proof": "ab" * 32, **d})),
+    st.binary(max_size=60),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MESSAGES, st.sampled_from([None, b"sesame"]), st.sampled_from(["length", "ndjson"]))
+def test_fuzz_the_server_only_ever_answers_or_refuses(
+    msg: bytes, token: bytes | None, framing: str
+) -> None:
+    """Whatever a client sends, in either state of the server's handshake, the server
+    returns a step (a refusal is a step with an error); it never raises, which would take
+    down a blocking listener's acceptor."""
+    for state in ("hello", "proof"):
+        s = ServerHandshake(codec="json", framing=framing, max_frame=200, token=token, endpoint="x")
+        if state == "proof":
+            if token is None:
+                continue
+            assert not s.receive(_frame_of({**_GOOD}, framing)).done  # now waits for a proof
+        step = s.receive(msg)
+        assert step.error is None or isinstance(step.error, IpcwireError)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MESSAGES, st.sampled_from([None, b"sesame"]))
+def test_fuzz_the_client_only_ever_proceeds_or_raises_a_typed_error(
+    msg: bytes, token: bytes | None
+) -> None:
+    """Whatever a server sends, in either state of the client's handshake, the client goes
+    on or raises a documented ipcwire error."""
+    for state in ("welcome", "result"):
+        c, s = pair(token, token)
+        hello = c.hello()
+        if state == "result":
+            if token is None:
+                continue
+            welcome = s.receive(_frames(hello, "length")[0]).send
+            assert not c.receive(_frames(welcome, "length")[0]).done  # now waits for "ok"
+        try:
+            c.receive(msg)
+        except IpcwireError:
+            pass
+
+
+def _frame_of(obj: dict[str, object], framing: str) -> bytes:
+    return (
+        _frames(msgspec.json.encode(obj) + b"\n", "ndjson")[0]
+        if framing == "ndjson"
+        else (msgspec.json.encode(obj))
+    )

@@ -370,3 +370,18 @@ def test_a_unary_call_gets_one_reply_asyncio() -> None:
     url = asyncio.run(main())
     assert [type(e) for e in seen] == [LocalProtocolError, EndOfChannel]
     assert re.search(ANSWERED, str(seen[0])) and seen[0].endpoint == url
+
+
+def test_a_max_frame_that_is_not_a_number_is_not_an_ipcwire_server() -> None:
+    """int() takes '²' and refuses 5000 digits with ValueError; neither reaches the user."""
+    from ipcwire._core.url import parse_url
+    from ipcwire.grpc._protocol import MAX_FRAME_KEY, check_welcome, frame_limit
+    from ipcwire.options import ChannelOptions
+
+    assert frame_limit("65536") == 65536
+    for raw in ("²", "9" * 5000, "-1", "", " 1", None):
+        assert frame_limit(raw) is None
+    options = ChannelOptions.build(parse_url("grpc://127.0.0.1:1"), {})
+    for raw in ("²", "9" * 5000):
+        with pytest.raises(RemoteProtocolError, match="not an ipcwire gRPC endpoint"):
+            check_welcome({MAX_FRAME_KEY: raw}, options, "grpc://127.0.0.1:1", b"n")

@@ -221,6 +221,19 @@ def test_shutdown_does_not_wait_for_open_streams() -> None:
         ipcwire.connect(listener.url, timeout=2)
 
 
+def test_a_token_that_is_not_utf8_or_ascii_is_a_wrong_token() -> None:
+    """401 for a Bearer value of raw bytes or non-ASCII text (it was 500: the comparison
+    raised on what aiohttp decodes such a header to)."""
+    with ipcwire.listen(URL, token="t") as listener:
+        for header in (b"Authorization: Bearer \xff\xfe", "Authorization: Bearer é".encode()):
+            out = subprocess.run(
+                [b"curl", b"-sS", b"-o", b"/dev/null", b"-w", b"%{http_code}", b"-H", header,
+                 http_url(listener).encode()],
+                capture_output=True, timeout=10, check=True,
+            )  # fmt: skip
+            assert out.stdout == b"401"
+
+
 def test_curl_reads_the_stream() -> None:
     with ipcwire.listen(URL, codec="json", token="t", keepalive=0.05) as listener:
         curl = subprocess.Popen(

@@ -46,6 +46,7 @@ __all__ = [
     "ClientHandshake",
     "ServerHandshake",
     "Step",
+    "same_secret",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -53,6 +54,22 @@ HANDSHAKE_MAX_FRAME: Final = 64 * 1024  # a peer sending more during the handsha
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
+
+
+def same_secret(given: object, expected: str | bytes) -> bool:
+    """Whether ``given`` (whatever a peer sent: any JSON value, a header) is ``expected``,
+    compared in constant time.
+
+    Never raises: anything but text or bytes is simply not the secret. (``hmac.compare_digest``
+    raises TypeError for text that is not ASCII, and a hostile peer chooses the text.)
+    """
+    if isinstance(given, str):
+        given = given.encode("utf-8", "surrogatepass")
+    elif not isinstance(given, bytes):
+        return False
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, expected)
 
 
 def _proof(token: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes) -> str:
@@ -185,7 +202,7 @@ class ClientHandshake:
         except ValueError:
             raise RemoteProtocolError(f"bad nonce from {self.endpoint}") from None
         want = _proof(self.token, b"ipcwire-server", self._nonce, self._server_nonce)
-        if not hmac.compare_digest(want, str(msg["proof"])):
+        if not same_secret(msg["proof"], want):
             raise AuthenticationFailed(
                 f"{self.endpoint} does not know this token (its proof did not match); "
                 f"check that both sides use the same token",
@@ -259,7 +276,7 @@ class ServerHandshake:
     def _plain_token(self, msg: dict[str, Any]) -> Step:
         token = msg.get("token")
         if self.token is not None and isinstance(token, str):
-            if hmac.compare_digest(token.encode(), self.token):
+            if same_secret(token, self.token):
                 self._state = "done"
                 return Step(done=True)
             return self._fail(AuthenticationFailed("wrong token"), "auth")
@@ -314,7 +331,7 @@ class ServerHandshake:
     def _on_proof(self, msg: dict[str, Any]) -> Step:
         assert self.token is not None
         want = _proof(self.token, b"ipcwire-client", self._client_nonce, self._nonce)
-        if not hmac.compare_digest(want, str(msg.get("proof", ""))):
+        if not same_secret(msg.get("proof"), want):
             return self._fail(AuthenticationFailed("wrong token"), "auth")
         self._state = "done"
         return Step(send=_frame({"ok": True}, self.framing), done=True)

@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ipcwire._core.handshake import same_secret
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -59,6 +59,7 @@ __all__ = [
     "check_welcome",
     "client_metadata",
     "error_from_status",
+    "frame_limit",
     "marker_check",
     "metadata_dict",
     "pack_batch",
@@ -279,23 +280,32 @@ def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tup
     return md
 
 
+def frame_limit(raw: str | None) -> int | None:
+    """A max-frame metadata value as a number, or None when it is not one: ASCII digits
+    only, at most 18 of them (``int()`` would take "²", and refuse 5000 digits, with
+    ValueError)."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        return None
+    return int(raw)
+
+
 def check_welcome(initial: dict[str, str], options: ChannelOptions, url: str, nonce: bytes) -> int:
     """The server's send limit from its initial metadata, after checking its proof.
 
     Raises:
         RemoteProtocolError: not an ipcwire server. AuthenticationFailed: no or wrong proof.
     """
-    limit = initial.get(MAX_FRAME_KEY)
-    if limit is None or not limit.isdigit():
+    limit = frame_limit(initial.get(MAX_FRAME_KEY))
+    if limit is None:
         raise RemoteProtocolError(
             f"{url} accepted the stream but is not an ipcwire gRPC endpoint", endpoint=url
         )
     if options.token is not None:
         want = proof(options.token, nonce)
-        if not secrets.compare_digest(want, initial.get(PROOF_KEY, "")):
+        if not same_secret(initial.get(PROOF_KEY), want):
             raise AuthenticationFailed(
                 f"{url} did not prove that it knows the token (it requires none, or another); "
                 f"refusing to talk to it",
                 endpoint=url,
             )
-    return int(limit)
+    return limit

@@ -29,6 +29,7 @@ from ipcwire.grpc._protocol import (
     PROOF_KEY,
     SERVICE,
     check_bearer,
+    frame_limit,
     metadata_dict,
     proof,
     reads_batches,
@@ -84,8 +85,7 @@ class ServerCore:
                     f"same codec on both sides",
                 )
             )
-        raw = md.get(MAX_FRAME_KEY, "")
-        limit = int(raw) if raw.isdigit() and int(raw) > 0 else self.max_frame
+        limit = frame_limit(md.get(MAX_FRAME_KEY)) or self.max_frame
         initial = [(MAX_FRAME_KEY, str(self.max_frame))]
         batches = reads_batches(md)
         if batches:

@@ -26,6 +26,7 @@ import httpx
 import msgspec
 
 from ipcwire._core.codecs import BytesCodec, encode_message
+from ipcwire._core.handshake import same_secret
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
@@ -168,7 +169,7 @@ class ClientCore:
         if self.token is not None:
             want = proof(self.token, self._nonce, sid)
             got = info.get("proof")
-            if not isinstance(got, str) or not secrets.compare_digest(want, got):
+            if not same_secret(got, want):
                 raise AuthenticationFailed(
                     f"{self.url} did not prove that it knows the token (it does not require "
                     f"one, or has another); refusing to talk to it",

@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, BytesCodec
+from ipcwire._core.handshake import same_secret
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -217,14 +218,12 @@ class ClientCore:
                 endpoint=url,
             )
         token = self.options.token
-        if token is not None:
-            given = head.get(PROOF_HEADER) or ""
-            if not secrets.compare_digest(given, proof(token, self._nonce)):
-                raise AuthenticationFailed(
-                    f"{url} did not prove that it knows the token; refusing its events. Give "
-                    f"the server the same token=",
-                    endpoint=url,
-                )
+        if token is not None and not same_secret(head.get(PROOF_HEADER), proof(token, self._nonce)):
+            raise AuthenticationFailed(
+                f"{url} did not prove that it knows the token; refusing its events. Give "
+                f"the server the same token=",
+                endpoint=url,
+            )
         sid = head.get("x-ipcwire-stream")
         if sid and sid != self._stream:  # a new stream: its first event is number 1
             self._stream, self._last_seq = sid, 0

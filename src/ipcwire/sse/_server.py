@@ -27,6 +27,7 @@ from typing import Final
 
 from aiohttp import web
 
+from ipcwire._core.handshake import same_secret
 from ipcwire.errors import AuthenticationFailed, HandshakeError, IpcwireError, PermissionDenied
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._events import END_EVENT, KEEPALIVE, event_bytes
@@ -205,7 +206,7 @@ class SseServer:
                 "this event stream requires a token: send Authorization: Bearer <token> "
                 "(EventSource: add ?token=<token> to the URL)"
             )
-        if not hmac.compare_digest(given.encode(), opts.token):
+        if not same_secret(given, opts.token):
             return AuthenticationFailed("wrong token")
         return None
 

@@ -23,7 +23,6 @@ of each refusal). Nothing here does I/O; the drivers accept, wait and write.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import logging
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Response
 
 from ipcwire._core.codecs import DECODE_ERRORS
-from ipcwire._core.handshake import ServerHandshake, Step
+from ipcwire._core.handshake import ServerHandshake, Step, same_secret
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -228,10 +227,7 @@ def admit(
         auth = header_value(headers, "Authorization")
         if auth is None:
             adm.plain_token = True
-        elif not (
-            auth[:7].lower() == "bearer "
-            and hmac.compare_digest(auth[7:].strip().encode(), opts.token)
-        ):
+        elif not (auth[:7].lower() == "bearer " and same_secret(auth[7:].strip(), opts.token)):
             return _refuse(AuthenticationFailed("wrong token in the Authorization header"), "auth")
     return adm
 
@@ -298,7 +294,7 @@ def finish_admission(
             'this endpoint requires a token: send {"token": "..."} as the first message, or '
             "an Authorization: Bearer header"
         )
-    if token is not None and hmac.compare_digest(given.encode(), token):
+    if token is not None and same_secret(given, token):
         return None, None
     return None, AuthenticationFailed("wrong token")
 
