@@ -209,10 +209,6 @@ class AioFifoListener(AioListener):
             self._remove_created()
             raise
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         """The channel of the next writer session.
 

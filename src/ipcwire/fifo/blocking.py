@@ -154,10 +154,6 @@ class FifoListener(Listener):
             self._remove_created()
             raise
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def accept(self, *, timeout: float | None = None) -> Channel:
         """The channel of the next writer session (see the module): at once in one-way mode;
         with ``reply=``, once a client opened the reply FIFO.
