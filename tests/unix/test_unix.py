@@ -410,3 +410,37 @@ def test_a_relative_socket_file_is_removed_even_after_a_chdir(
     monkeypatch.chdir("/")
     lst.close()
     assert not (sock_dir / "rel.sock").exists()
+
+
+def test_asyncio_listener_holds_clients_without_a_handshake_beyond_backlog_unread(
+    unix_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """NDJSON without a token has no handshake to hold, and the asyncio listener read and
+    queued whatever such clients sent, however many already waited for accept(). Beyond
+    backlog= they now wait unread (their sends back up, as behind the blocking listener's
+    kernel backlog) until accept() makes room."""
+    url = unix_url()
+    path = url.removeprefix("unix://")
+    line = b"x" * 2000 + b"\n"
+
+    async def main() -> None:
+        lst = await aio.listen(url, framing="ndjson", codec="bytes", backlog=1)
+        first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        second = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            first.connect(path)  # takes the one place
+            second.connect(path)
+            second.settimeout(0.3)
+            with pytest.raises(TimeoutError):  # 2 MB, far more than the socket buffers hold
+                await asyncio.to_thread(second.sendall, line * 1000)
+            a = await lst.accept(timeout=5)  # makes room: the second one is let in
+            b = await lst.accept(timeout=5)
+            assert await b.recv(timeout=5) == line[:-1]
+            for ch in (a, b):
+                await ch.aclose()
+        finally:
+            first.close()
+            second.close()
+            lst.close()
+
+    aio_run(main())

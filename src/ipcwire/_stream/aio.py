@@ -407,24 +407,36 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 assert isinstance(hs, ServerHandshake)
                 self._fail(refusal, hs.reject(refusal, "permission").send)
                 return
+        if self._hold is not None and self._hold(self):
+            # accept() has no room: this client waits, unread (its handshake too)
+            self._waiting = True
+            transport.pause_reading()
         if self.hs is None:
-            self._ready()
+            if not self._waiting:
+                self._ready()
             return
         ch._decoder.max_frame = HANDSHAKE_MAX_FRAME
         if isinstance(self.hs, ClientHandshake):
             transport.write(self.hs.hello())
         self._timer = ch._loop.call_later(self._timeout, self._expired)
-        if self._hold is not None and self._hold(self):
-            self._waiting = True  # its handshake waits until accept() makes room
-            transport.pause_reading()
+
+    def alive(self) -> bool:
+        """Whether a held client is still there to be let in."""
+        t = self.ch._transport
+        return t is not None and not t.is_closing()
 
     def release(self) -> None:
-        """Let a held client's handshake go on (the listener made room for it)."""
+        """Let a held client in (the listener made room for it): go on with its handshake,
+        or, without one, hand it over."""
         self._waiting = False
         t = self.ch._transport
-        if t is not None and not t.is_closing() and self.hs is not None:
-            t.resume_reading()
-            self._handshake_step()  # what arrived before the pause took hold
+        if t is None or t.is_closing():
+            return
+        t.resume_reading()
+        if self.hs is None:
+            self._ready()  # (delivers what arrived before the pause took hold)
+        else:
+            self._handshake_step()
 
     def _expired(self) -> None:
         if self.hs is not None:
@@ -475,12 +487,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
             return  # refused: what it sends is discarded (the view is simply reused)
         ch = self.ch
         ch._decoder.buffer_updated(nbytes)
-        if self.hs is None:
-            ch._deliver()
-        elif self._waiting:
+        if self._waiting:
             # held (uvloop starts reading after connection_made even when paused there)
             if ch._transport is not None:
                 ch._transport.pause_reading()
+        elif self.hs is None:
+            ch._deliver()
         else:
             self._handshake_step()
 
@@ -649,9 +661,11 @@ class AioStreamListener(AioListener):
     def _make_room(self) -> None:
         while self._held and self._ready.qsize() + len(self._released) < self._max_ready:
             proto = self._held.popleft()
-            if proto.hs is not None and not self._closed:  # else it is gone already
-                self._released.add(proto.ch)
-                proto.release()
+            if not proto.alive():  # it went while it waited
+                self._handshaking.discard(proto.ch)
+                continue
+            self._released.add(proto.ch)
+            proto.release()
 
     def _handoff(self, ch: AioStreamChannel) -> None:
         self._handshaking.discard(ch)
