@@ -182,10 +182,9 @@ class TlsStream(ByteStream):
         # nothing was handed to TLS at all. So first wait for room (nothing sent yet: a plain
         # timeout), then write record-sized pieces and count them.
         deadline = time.monotonic() + timeout
-        if not self.sock.pending():
-            _, writable, _ = select.select([], [self.sock], [], max(timeout, 0.0))
-            if not writable:
-                raise TimeoutError("the socket buffer stayed full")
+        _, writable, _ = select.select([], [self.sock], [], max(timeout, 0.0))
+        if not writable:
+            raise TimeoutError("the socket buffer stayed full")
         written = 0
         try:
             for part in parts:
