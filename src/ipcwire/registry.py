@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Final
@@ -126,6 +127,8 @@ class MechanismSpec:
 _SPECS: dict[str, MechanismSpec] = {}
 _ORDER: list[MechanismSpec] = []
 _loaded = False
+_loading = False
+_load_lock = threading.RLock()
 
 
 def register(spec: MechanismSpec) -> None:
@@ -140,15 +143,25 @@ def register(spec: MechanismSpec) -> None:
 
 
 def _load_builtins() -> None:
-    global _loaded
+    """Register the built-in mechanisms, once. If an import fails (EMFILE, say), the error
+    propagates and the next call tries again: the registry is never left half-empty for the
+    rest of the process."""
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
-    for path in BUILTIN_MECHANISMS:
-        module = importlib.import_module(path)
-        specs = getattr(module, "SPECS", None) or (module.SPEC,)
-        for spec in specs:
-            register(spec)
+    with _load_lock:
+        if _loaded or _loading:  # done by another thread, or asked again by an import below
+            return
+        _loading = True
+        try:
+            for path in BUILTIN_MECHANISMS:
+                module = importlib.import_module(path)
+                specs = getattr(module, "SPECS", None) or (module.SPEC,)
+                for spec in specs:
+                    register(spec)
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def mechanisms() -> list[MechanismSpec]:

@@ -1,0 +1,37 @@
+"""The registry of mechanisms."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_a_failed_first_load_is_tried_again() -> None:
+    """Out of file descriptors while the built-in mechanisms are first imported: that call
+    fails, and once descriptors are free again the registry loads (it was left empty for the
+    life of the process, so every connect said 'no mechanism handles the scheme')."""
+    code = textwrap.dedent(
+        """
+        import os, resource
+        import ipcwire.registry as registry
+
+        lowest_free = os.open("/dev/null", os.O_RDONLY)  # the next fd any open() would get
+        os.close(lowest_free)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no fd can be opened
+        try:
+            registry.lookup("mq")
+            print("loaded without a free fd")
+        except OSError as exc:
+            print("first load failed:", exc.errno)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        print("then:", registry.lookup("mq").schemes, len(registry.mechanisms()) > 10)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0] == "first load failed: 24", out.stdout + out.stderr  # EMFILE
+    assert lines[1] == "then: ('mq',) True", out.stdout + out.stderr
