@@ -35,6 +35,7 @@ def _announcements(base: str) -> list[bytes]:
         ann(up=f"{base}.\u0000.up", dn=f"{base}.\u0000.dn"),  # a NUL in the name
         ann(up=f"{base}." + "x" * 300 + ".up", dn=f"{base}." + "x" * 300 + ".dn"),
         b"\xff\xfe garbage",
+        b'{"ipcwire_mq": "\xb2"}',  # JSON, with a string that is not UTF-8
     ]
 
 

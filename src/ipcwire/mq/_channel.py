@@ -215,10 +215,6 @@ class ChannelCore:
         self._pidfd = None
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return self._peer
 

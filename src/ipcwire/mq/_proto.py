@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire.errors import ConfigurationError, FrameTooLarge, RemoteProtocolError
 
 __all__ = [
@@ -97,7 +98,7 @@ def decode_json(data: bytes | memoryview, who: str, url: str) -> dict[str, Any]:
     """
     try:
         obj = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except DECODE_ERRORS:
         obj = None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(

@@ -410,10 +410,6 @@ class AioMqListener(AioListener):
         self._ready: asyncio.Queue[AioMqChannel | None] = asyncio.Queue()
         self._loop.add_reader(queue.fileno(), self._announcements)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def _announcements(self) -> None:
         for s in announced(self._q, self._options):
             if s.done:

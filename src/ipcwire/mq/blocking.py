@@ -366,10 +366,6 @@ class MqListener(Listener):
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def queue(self) -> MessageQueue:
         """The rendezvous queue."""
         return self._q

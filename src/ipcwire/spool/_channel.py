@@ -242,10 +242,6 @@ class ChannelCore:
         self._store.close()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def peer(self) -> PeerInfo | None:
         return PeerInfo(address=self._store.path)
 
@@ -270,10 +266,6 @@ class ListenerCore:
         self._cfg = cfg
         self._store: SpoolStore | None = cfg.store(endpoint.url)  # creates the directory
         self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _take_store(self) -> SpoolStore | None:
         """The store for the one channel, or None when it was already taken.
