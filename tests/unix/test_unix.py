@@ -444,3 +444,53 @@ def test_asyncio_listener_holds_clients_without_a_handshake_beyond_backlog_unrea
             lst.close()
 
     aio_run(main())
+
+
+def test_out_of_fds_the_acceptor_pauses_instead_of_spinning(sock_dir: Path) -> None:
+    """When accept() failed with EMFILE the client stayed in the backlog, the socket stayed
+    readable, and the blocking listener's acceptor retried at once: a core at 100 % and
+    tens of thousands of log lines a second. It now logs once, pauses accepting for a
+    second (as asyncio does), and then takes the waiting clients once fds are free."""
+    path = sock_dir / "emfile.sock"
+    code = f"""
+    import logging, resource, threading, ipcwire
+    warned = threading.Event()
+    warnings = []
+    class Count(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+            warned.set()
+    logging.getLogger("ipcwire").addHandler(Count())
+    logging.getLogger("ipcwire").setLevel(logging.WARNING)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+    lst = ipcwire.listen("unix://{path}", framing="ndjson")
+    print("ready", flush=True)
+    assert warned.wait(20), "the listener never ran out of fds"
+    threading.Event().wait(0.5)  # a window in which a spinning acceptor logs thousands
+    print(len(warnings), "out of file descriptors" in warnings[0], flush=True)
+    taken = []
+    while True:
+        try:
+            taken.append(lst.accept(timeout=0))
+        except ipcwire.Timeout:
+            break
+    for ch in taken:
+        ch.close()  # fds free again: the clients still waiting get in
+    lst.accept(timeout=10).close()
+    print("recovered", flush=True)
+    lst.close()
+    """
+    with child(code) as proc:
+        assert wait_line(proc) == "ready"
+        clients = []
+        try:
+            for _ in range(60):  # more than the listener's 32 fds
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                clients.append(s)
+                s.connect(str(path))
+            count, named = wait_line(proc).split()
+            assert named == "True" and int(count) < 10, count
+            assert wait_line(proc) == "recovered"
+        finally:
+            for s in clients:
+                s.close()

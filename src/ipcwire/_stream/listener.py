@@ -12,6 +12,7 @@ backlog holds the rest (backpressure, not unbounded memory).
 
 from __future__ import annotations
 
+import errno
 import logging
 import selectors
 import socket
@@ -36,6 +37,8 @@ __all__ = ["Authorizer", "StreamListener"]
 log = logging.getLogger("ipcwire")
 
 _LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
+_ACCEPT_RETRY = 1.0  # seconds without accepting after running out of fds (as asyncio does)
+_OUT_OF = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
@@ -80,6 +83,7 @@ class StreamListener(Listener):
         self._ready: deque[Channel] = deque()
         self._max_ready = max(1, max_ready)
         self._pending: dict[int, _Pending] = {}
+        self._retry_at = 0.0  # out of fds: accept nothing before this (monotonic) time
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -121,19 +125,21 @@ class StreamListener(Listener):
         listening = True
         try:
             while not self._closed:
+                now = time.monotonic()
                 with self._cond:
-                    full = len(self._ready) >= self._max_ready
+                    full = len(self._ready) >= self._max_ready or now < self._retry_at
                 if full and listening:
                     self._sel.unregister(self._sock)
                     listening = False
                 elif not full and not listening:
                     self._sel.register(self._sock, selectors.EVENT_READ, None)
                     listening = True
-                now = time.monotonic()
                 self._expire(now)
                 wait = None
                 if self._pending:
                     wait = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
+                if now < self._retry_at:
+                    wait = min(wait if wait is not None else _ACCEPT_RETRY, self._retry_at - now)
                 for key, _ in self._sel.select(wait):
                     if self._closed:
                         break
@@ -167,6 +173,12 @@ class StreamListener(Listener):
                 if self._closed:
                     return
                 err = translate(exc, self.url, "accepting on")
+                if exc.errno in _OUT_OF:
+                    # The client stays in the kernel's backlog and the socket stays readable:
+                    # retrying at once would spin (and log) without end. Pause, as asyncio does.
+                    self._retry_at = time.monotonic() + _ACCEPT_RETRY
+                    log.warning("ipcwire: %s; accepting again in %g s", err, _ACCEPT_RETRY)
+                    return
                 log.warning("ipcwire: %s", err)
                 return
             self._start(conn)
