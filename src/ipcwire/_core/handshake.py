@@ -46,6 +46,7 @@ __all__ = [
     "ClientHandshake",
     "ServerHandshake",
     "Step",
+    "refusal",
     "same_secret",
 ]
 
@@ -54,6 +55,24 @@ HANDSHAKE_MAX_FRAME: Final = 64 * 1024  # a peer sending more during the handsha
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
+
+
+_REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
+
+
+def refusal(obj: Any, url: str) -> IpcwireError | None:
+    """The error a server's refusal line stands for, if ``obj`` (the first message of an
+    NDJSON channel without a handshake) is one: with no handshake, a server that refuses
+    (``allow_uids``) can only say so with one error line (docs/protocol.md section 3)."""
+    if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or obj["ipcwire"] != 1:
+        return None
+    text = f"{url} refused the connection: {obj['error']}"
+    code = obj["code"]
+    if code == "permission":
+        return PermissionDenied(text, endpoint=url)
+    if code == "auth":
+        return AuthenticationFailed(text, endpoint=url)
+    return HandshakeError(text, endpoint=url)
 
 
 def same_secret(given: object, expected: str | bytes) -> bool:

@@ -18,11 +18,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
-from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ClientHandshake, ServerHandshake
+from ipcwire._core.handshake import (
+    HANDSHAKE_MAX_FRAME,
+    ClientHandshake,
+    ServerHandshake,
+    refusal,
+)
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
-from ipcwire._stream.blocking import refusal
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (

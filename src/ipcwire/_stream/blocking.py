@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
-from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, refusal
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
@@ -32,38 +32,17 @@ from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
-    AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
     EndOfChannel,
     FrameTooLarge,
-    HandshakeError,
     IpcwireError,
-    PermissionDenied,
     RemoteProtocolError,
     Timeout,
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["StreamChannel", "client_handshake", "native_stream_classes", "refusal"]
-
-_REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
-
-
-def refusal(obj: Any, url: str) -> IpcwireError | None:
-    """The error a server's refusal line stands for, if ``obj`` (the first message of an
-    NDJSON channel without a handshake) is one: with no handshake, a server that refuses
-    (``allow_uids``) can only say so with one error line (docs/protocol.md section 3)."""
-    if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or obj["ipcwire"] != 1:
-        return None
-    text = f"{url} refused the connection: {obj['error']}"
-    code = obj["code"]
-    if code == "permission":
-        return PermissionDenied(text, endpoint=url)
-    if code == "auth":
-        return AuthenticationFailed(text, endpoint=url)
-    return HandshakeError(text, endpoint=url)
-
+__all__ = ["StreamChannel", "client_handshake", "native_stream_classes"]
 
 _monotonic = time.monotonic
 
