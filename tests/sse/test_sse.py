@@ -520,3 +520,45 @@ def test_asyncio_sends_that_time_out_leave_nothing_behind() -> None:
                 assert await client.recv(timeout=5) == chunk  # and it goes on
 
     asyncio.run(main())
+
+
+def test_new_streams_wait_for_accept_up_to_backlog_then_get_503() -> None:
+    """Streams nobody accepted are held for accept(): at most backlog= of them. A new client
+    past that gets 503 with Retry-After (ConnectionRefused naming the backlog), so a client
+    reconnecting in a loop cannot grow the server's memory; a client resuming its stream is
+    never refused, and accepting makes room."""
+    with ipcwire.listen(URL, backlog=2) as listener:
+        first = ipcwire.connect(listener.url, timeout=5)
+        second = ipcwire.connect(listener.url, timeout=5)
+        with pytest.raises(ConnectionRefused, match="backlog=2"):
+            ipcwire.connect(listener.url, timeout=5)
+        status = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-D", "-", http_url(listener)],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        assert status.startswith("HTTP/1.1 503") and "retry-after: 1" in status.lower()
+        assert isinstance(first, SseClientChannel)
+        resumed = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", "-H",
+             f"Last-Event-ID: {first.last_event_id}", http_url(listener)],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout  # fmt: skip
+        assert resumed == "200"  # attached (curl gave up reading after 1 s)
+        with listener.accept(timeout=5) as served:
+            served.send(b"one")
+            third = ipcwire.connect(listener.url, timeout=5)  # room again
+            assert first.recv(timeout=5) == b"one"
+        for ch in (first, second, third):
+            ch.close()
+
+
+def test_a_client_cannot_raise_the_servers_event_size_limit() -> None:
+    with (
+        ipcwire.listen(URL, max_frame=1000) as listener,
+        ipcwire.connect(listener.url, max_frame=1 << 20, timeout=5) as client,
+        listener.accept(timeout=5) as served,
+    ):
+        with pytest.raises(FrameTooLarge):
+            served.send(b"x" * 2000)
+        served.send(b"x" * 1000)
+        assert client.recv(timeout=5) == b"x" * 1000

@@ -293,11 +293,17 @@ class ServerChannelBase:
 C = TypeVar("C", bound=ServerChannelBase)
 
 
-def new_server(settings: SseSettings, channel: type[C], put: Callable[[C], object]) -> SseServer:
-    """A listener's server: each new client stream goes to ``put`` as a ``channel``."""
+def new_server(
+    settings: SseSettings,
+    channel: type[C],
+    put: Callable[[C], object],
+    waiting: Callable[[], int],
+) -> SseServer:
+    """A listener's server: each new client stream goes to ``put`` as a ``channel``;
+    ``waiting()`` counts those not accepted yet (new streams are refused at ``backlog=``)."""
 
     def on_new(stream: ServerStream) -> None:
         put(channel(stream, server, settings))
 
-    server = SseServer(settings, on_new)
+    server = SseServer(settings, on_new, waiting)
     return server

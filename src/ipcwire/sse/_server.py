@@ -28,7 +28,13 @@ from typing import Final
 from aiohttp import web
 
 from ipcwire._core.handshake import same_secret
-from ipcwire.errors import AuthenticationFailed, HandshakeError, IpcwireError, PermissionDenied
+from ipcwire.errors import (
+    AuthenticationFailed,
+    HandshakeError,
+    IpcwireError,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._events import END_EVENT, KEEPALIVE, event_bytes
 from ipcwire.sse._streams import ServerStream, StreamTable
@@ -69,12 +75,20 @@ class SseSettings:
 
 
 class SseServer:
-    """Serves one listener's streams; ``on_new`` gets each new stream (the accept queue)."""
+    """Serves one listener's streams; ``on_new`` gets each new stream (the accept queue),
+    and ``waiting()`` says how many of them wait for ``accept()``."""
 
-    def __init__(self, settings: SseSettings, on_new: Callable[[ServerStream], None]) -> None:
+    def __init__(
+        self,
+        settings: SseSettings,
+        on_new: Callable[[ServerStream], None],
+        waiting: Callable[[], int],
+    ) -> None:
         self.settings = settings
         self.url = settings.url
         self._on_new = on_new
+        self._waiting = waiting
+        self._backlog = 0
         opts = settings.options
         self.table = StreamTable(
             max_events=settings.replay,
@@ -96,6 +110,7 @@ class SseServer:
         """Serve on the bound socket, in the running loop."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._backlog = backlog
         self._web = web.Server(self._handle, handler_cancellation=True, keepalive_timeout=75)
         self._server = await self._loop.create_server(
             self._web, sock=sock, ssl=ssl, backlog=backlog
@@ -164,6 +179,17 @@ class SseServer:
         last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
         peer = request.transport.get_extra_info("peername") if request.transport else None
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
+        if self._waiting() >= self._backlog and not self.table.resumes(last_id):
+            return self._refuse(
+                request,
+                ResourceExhausted(
+                    f"{self._waiting()} clients already wait for accept() (backlog="
+                    f"{self._backlog}); try again later, or accept() faster on the server"
+                ),
+                503,
+                "busy",
+                retry_after=1,
+            )
         limit = request.headers.get(MAX_FRAME_HEADER, "")
         if not (limit.isascii() and limit.isdigit() and len(limit) < 19):
             limit = ""  # not a number int() takes (e.g. "²", or over 4300 digits)
@@ -211,12 +237,20 @@ class SseServer:
         return None
 
     def _refuse(
-        self, request: web.BaseRequest, error: IpcwireError, status: int, code: str
+        self,
+        request: web.BaseRequest,
+        error: IpcwireError,
+        status: int,
+        code: str,
+        *,
+        retry_after: int | None = None,
     ) -> web.Response:
         peer = request.remote or "a client"
         log.warning("ipcwire: %s refused a client (%s): %s", self.url, peer, error)
-        detail = json.dumps({"ipcwire": 1, "error": str(error), "code": code})
-        return web.Response(status=status, text=f"{error}\n", headers={ERROR_HEADER: detail})
+        headers = {ERROR_HEADER: json.dumps({"ipcwire": 1, "error": str(error), "code": code})}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        return web.Response(status=status, text=f"{error}\n", headers=headers)
 
     def _headers(
         self, request: web.BaseRequest, stream: ServerStream, origin: str | None

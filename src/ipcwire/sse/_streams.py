@@ -296,6 +296,15 @@ class StreamTable:
         self._max_bytes = max_bytes
         self._send_limit = send_limit
 
+    def resumes(self, last_event_id: str | None) -> bool:
+        """Whether a request with this ``Last-Event-ID`` attaches to a stream that exists
+        (rather than opening a new one)."""
+        parsed = parse_id(last_event_id) if last_event_id else None
+        if parsed is None:
+            return False
+        stream = self.streams.get(parsed[0])
+        return stream is not None and stream.broken is None
+
     def open(
         self, last_event_id: str | None, *, peer: str | None, transport: Any, peer_limit: int | None
     ) -> tuple[ServerStream, int, bytes, bool] | None:
@@ -317,7 +326,10 @@ class StreamTable:
             sid,
             max_events=self._max_events,
             max_bytes=self._max_bytes,
-            send_limit=peer_limit if peer_limit is not None else self._send_limit,
+            # the peer's limit lowers ours, never raises it
+            send_limit=min(peer_limit, self._send_limit)
+            if peer_limit is not None
+            else self._send_limit,
         )
         self.streams[sid] = stream
         with stream.lock:

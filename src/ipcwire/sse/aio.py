@@ -335,7 +335,7 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioS
     """
     sock, settings, ssl, backlog = bind(endpoint, options, kw)
     ready: AcceptQueue[AioSseServerChannel] = AcceptQueue()
-    server = new_server(settings, AioSseServerChannel, ready.put)
+    server = new_server(settings, AioSseServerChannel, ready.put, ready.qsize)
     try:
         await server.start(sock, ssl, backlog)
     except BaseException:

@@ -386,7 +386,7 @@ def listen(
     """
     sock, settings, ssl, backlog = bind(endpoint, options, kw)
     ready: queue.SimpleQueue[SseServerChannel | None] = queue.SimpleQueue()
-    server = new_server(settings, SseServerChannel, ready.put)
+    server = new_server(settings, SseServerChannel, ready.put, ready.qsize)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=loop.run_forever, name=f"ipcwire sse {settings.url}", daemon=True
