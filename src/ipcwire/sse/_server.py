@@ -146,11 +146,25 @@ class SseServer:
         await asyncio.sleep(0)  # let the writers send their end events
         if self._web is not None:
             self._web.pre_shutdown()  # each connection closes once its response is done
-            await self._web.shutdown(SHUTDOWN_TIMEOUT)
+            # A client that does not read holds its response's last write forever; aiohttp
+            # waits SHUTDOWN_TIMEOUT for the handler, then as long again after cancelling it.
+            # Abort such connections once the first wait is over: one wait in all.
+            assert self._loop is not None
+            stuck = self._loop.call_later(SHUTDOWN_TIMEOUT, self._abort_attached)
+            try:
+                await self._web.shutdown(SHUTDOWN_TIMEOUT)
+            finally:
+                stuck.cancel()
         for stream in list(self.table.streams.values()):
             with stream.lock:
                 stream.expire(f"the listener {self.url} was closed")
         self.table.streams.clear()
+
+    def _abort_attached(self) -> None:
+        for stream in list(self.table.streams.values()):
+            transport = stream.transport
+            if transport is not None:
+                transport.abort()
 
     # -- one request ------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
