@@ -57,7 +57,9 @@ class Channel(abc.ABC):
     """
 
     url: str
-    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
+    # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
+    _closed: bool = False
+    _peer: PeerInfo | None = None
 
     # -- what each mechanism implements ---------------------------------------------------
     @abc.abstractmethod
@@ -101,7 +103,7 @@ class Channel(abc.ABC):
     @property
     def peer(self) -> PeerInfo | None:
         """Who is at the other end, where the mechanism knows."""
-        return None
+        return self._peer
 
     # -- shared behaviour -----------------------------------------------------------------
     def recv_nowait(self) -> Any:

@@ -345,10 +345,6 @@ class AioStreamChannel(AioChannel):
                     self._transport.abort()
 
     @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
     def wire(self) -> WireFormat:
         """The codec and framing in use."""
         return self._wire

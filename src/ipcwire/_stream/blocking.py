@@ -348,10 +348,6 @@ class StreamChannel(Channel):
         self._stream.close()
 
     @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
     def wire(self) -> WireFormat:
         """The codec and framing in use (``wire.send_limit`` is the peer's max_frame)."""
         return self._wire

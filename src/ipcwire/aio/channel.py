@@ -25,7 +25,9 @@ class AioChannel(abc.ABC):
     """A connected message channel (asyncio). Errors as in :class:`ipcwire.Channel`."""
 
     url: str
-    _closed: bool = False  # what ``closed`` reports, unless a mechanism overrides it
+    # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
+    _closed: bool = False
+    _peer: PeerInfo | None = None
 
     @abc.abstractmethod
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -55,7 +57,7 @@ class AioChannel(abc.ABC):
     @property
     def peer(self) -> PeerInfo | None:
         """Who is at the other end, where the mechanism knows."""
-        return None
+        return self._peer
 
     async def recv_nowait(self) -> Any:
         """A message already received, without waiting (Timeout when there is none)."""

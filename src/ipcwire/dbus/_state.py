@@ -110,7 +110,7 @@ class ChannelState(abc.ABC):
         self._decode = wire.decode
         self._limit = min(wire.send_limit, MAX_MESSAGE)
         self._max_frame = wire.max_frame
-        self._peer = peer or PeerInfo(address=peer_name)
+        self._peer: PeerInfo | None = peer or PeerInfo(address=peer_name)
         self._queue: deque[Message] = deque()
         self._inflight = 0
         self._inflight_bytes = 0
@@ -260,10 +260,6 @@ class ChannelState(abc.ABC):
         if not self._eof and self._gone is None:
             self._hub.send(close_call(self._dest, self._path, self._chan))
         self._hub.release(self)
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
 
     @property
     def wire(self) -> WireFormat:

@@ -580,10 +580,6 @@ class AioStream(AioChannel):
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
 
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             self._sent,

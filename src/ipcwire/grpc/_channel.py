@@ -113,10 +113,6 @@ class OneShotCore:
         self._closed = True
         self._signal()
 
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
     def statistics(self) -> ChannelStatistics:
         got = 0 if self._request is not None else 1
         sent = 0 if self.reply is None else 1

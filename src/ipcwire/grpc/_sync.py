@@ -514,10 +514,6 @@ class SyncStream(Channel):
         if self.on_close is not None:
             self.on_close()
 
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             self._sent,

@@ -119,15 +119,11 @@ class ClientEnd:
     def __init__(self, core: ClientCore, peer: PeerInfo) -> None:
         self.url = core.url
         self._core = core
-        self._peer = peer
+        self._peer: PeerInfo | None = peer
 
     @property
     def closed(self) -> bool:
         return self._core.closed
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
 
     def statistics(self) -> ChannelStatistics:
         return self._core.statistics()

@@ -68,7 +68,8 @@ class ChannelCore:
         self._limit = wire.send_limit
         self._msgsize = outbound.msgsize
         self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
-        self._peer = PeerInfo(pid=peer_pid, address=url)
+        self._peer_pid = peer_pid
+        self._peer: PeerInfo | None = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd
         self._pending: deque[tuple[bytes, int]] = deque()  # read ahead while a send waited
         self._error: IpcwireError | None = None  # found by recv_many, raised next
@@ -127,7 +128,7 @@ class ChannelCore:
         if self._eof:
             why = "the peer closed its end"
         else:
-            why = f"the peer process (pid {self._peer.pid}) exited without closing it"
+            why = f"the peer process (pid {self._peer_pid}) exited without closing it"
         return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
 
     def _read_ahead(self, limit: int) -> bool:
@@ -213,10 +214,6 @@ class ChannelCore:
         self._out.close()
         close_fd(self._pidfd)
         self._pidfd = None
-
-    @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
 
     @property
     def wire(self) -> WireFormat:

@@ -249,10 +249,6 @@ class AioShmChannel(AioChannel):
         return self._link.closed
 
     @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
     def wire(self) -> WireFormat:
         return self._wire
 

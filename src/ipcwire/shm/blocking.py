@@ -103,10 +103,6 @@ class ShmChannel(Channel):
         return self._link.closed
 
     @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
     def wire(self) -> WireFormat:
         """The codec in use (``wire.send_limit`` is the peer's max_frame)."""
         return self._wire

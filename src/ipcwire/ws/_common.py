@@ -409,10 +409,6 @@ class ChannelCore:
         return err
 
     @property
-    def peer(self) -> PeerInfo | None:
-        return self._peer
-
-    @property
     def latency(self) -> float:
         """Round-trip time measured by the last keepalive ping, in seconds (0 before one)."""
         latency: float = self._conn.latency
