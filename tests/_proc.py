@@ -43,6 +43,41 @@ def wait_line(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
     return line.strip()
 
 
+# Code for a child interpreter (prepend it to the child's own): ``at_fd_room(room, attempt)``
+# calls ``attempt()`` with room for exactly ``room`` more descriptors and returns what it
+# returned ("ok"), the ipcwire error it raised, or "UNTYPED <repr>" for any other exception;
+# and how many descriptors it left open.
+FD_ROOM = """
+import os, resource
+
+
+def at_fd_room(room, attempt):
+    def nfd():
+        return len(os.listdir("/proc/self/fd"))
+
+    # fill the holes below the highest descriptor, so that exactly `room` more fit
+    hi = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    fill = []
+    while (fd := os.open("/dev/null", os.O_RDONLY)) <= hi:
+        fill.append(fd)
+    os.close(fd)
+    before = nfd() - len(fill)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hi + 1 + room, hard))
+    try:
+        result = attempt()
+    except ipcwire.IpcwireError as exc:
+        result = exc
+    except Exception as exc:
+        result = "UNTYPED " + repr(exc)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fill:
+            os.close(fd)
+    return result, nfd() - before
+"""
+
+
 def run_python(code: str, *, as_nobody: bool = False, timeout: float = 30.0) -> str:
     """Run ``code`` to completion; return its stdout (fail with its stderr on error)."""
     proc = python(code, as_nobody=as_nobody)

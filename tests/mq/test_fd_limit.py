@@ -9,11 +9,13 @@ import sys
 import threading
 from collections.abc import Callable
 
+from tests._proc import FD_ROOM
+
 import ipcwire
 from ipcwire.errors import ChannelClosed
 
 CHILD = """
-import asyncio, os, resource, sys, ipcwire, ipcwire.mq.blocking, ipcwire.mq.aio
+import asyncio, sys, ipcwire, ipcwire.mq.blocking, ipcwire.mq.aio
 url = sys.argv[1]
 ipcwire.connect(url, timeout=10).close()  # everything imported and warm first
 loop = asyncio.new_event_loop()
@@ -27,34 +29,18 @@ async def aconnect():
 loop.run_until_complete(aconnect())
 
 
-def nfd():
-    return len(os.listdir("/proc/self/fd"))
-
-
 def open_at(room, how):
-    # fill the holes below the highest descriptor, so that exactly `room` more fit
-    hi = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    fill = []
-    while (fd := os.open("/dev/null", os.O_RDONLY)) <= hi:
-        fill.append(fd)
-    os.close(fd)
-    before = nfd() - len(fill)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hi + 1 + room, 4096))
-    try:
+    def attempt():
         if how == "asyncio":
             loop.run_until_complete(aconnect())
         else:
             ipcwire.connect(url, timeout=10).close()
-        result = "ok"
-    except ipcwire.ResourceExhausted as exc:
-        result = "RLIMIT_MSGQUEUE" if "RLIMIT_MSGQUEUE" in str(exc) else "descriptors"
-    except Exception as exc:
-        result = "UNTYPED " + repr(exc)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-        for fd in fill:
-            os.close(fd)
-    print(how, room, result, "leaked", nfd() - before, flush=True)
+        return "ok"
+
+    result, leaked = at_fd_room(room, attempt)
+    if isinstance(result, ipcwire.ResourceExhausted):
+        result = "RLIMIT_MSGQUEUE" if "RLIMIT_MSGQUEUE" in str(result) else "descriptors"
+    print(how, room, result, "leaked", leaked, flush=True)
 
 
 for how in ("blocking", "asyncio"):
@@ -76,7 +62,7 @@ def test_connect_at_the_descriptor_limit(mq_url: Callable[..., str]) -> None:
 
         threading.Thread(target=serve, daemon=True).start()
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, url],
+            [sys.executable, "-c", FD_ROOM + CHILD, url],
             capture_output=True,
             check=False,
             text=True,
