@@ -58,7 +58,8 @@ def connect_stream(
     delays = backoff_delays()
     while True:
         now = time.monotonic()
-        deadline = max(now + limit, retry_until or 0.0)
+        attempt_end = now + limit  # connect, TLS and handshake, as in the asyncio driver
+        deadline = max(attempt_end, retry_until or 0.0)
         try:
             sock = open_socket(max(deadline - now, 0.001))
             break
@@ -79,12 +80,12 @@ def connect_stream(
         info = peer(sock)
         stream: ByteStream
         if ssl_context is not None:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.settimeout(max(attempt_end - time.monotonic(), 0.001))
             tls = ssl_context.wrap_socket(sock, server_hostname=server_hostname)
             stream = TlsStream(tls)
         else:
             stream = SocketStream(sock)
-        hs_deadline = time.monotonic() + min(limit, options.handshake_timeout)
+        hs_deadline = min(attempt_end, time.monotonic() + options.handshake_timeout)
         wire, decoder = client_handshake(stream, options, hs_deadline)
     except BaseException as exc:
         sock.close()
