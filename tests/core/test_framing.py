@@ -98,12 +98,12 @@ def test_oversized_length_frame_is_rejected_early_then_skipped() -> None:
 def test_oversized_ndjson_line_is_rejected_before_its_newline_then_skipped() -> None:
     nd = NdjsonDecoder(max_frame=8)
     nd.feed(b"x" * 9)
-    with pytest.raises(FrameTooLarge):
+    with pytest.raises(FrameTooLarge, match="a line is at least 9 bytes"):  # its end unknown
         nd.next_frame()
     nd.feed(b"yyyy\nok\n")
     assert _drain(nd) == [b"ok"]
     nd.feed(b"z" * 9 + b"\nfine\n")  # a whole oversized line in one read
-    with pytest.raises(FrameTooLarge):
+    with pytest.raises(FrameTooLarge, match="a line is 9 bytes"):
         nd.next_frame()
     assert _drain(nd) == [b"fine"]
 

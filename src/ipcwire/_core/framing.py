@@ -43,10 +43,14 @@ _INITIAL: Final = 256 * 1024  # initial buffer; also the size of one ordinary re
 _MIN_READ: Final = 64 * 1024  # never offer a reader less room than this
 
 
-def _too_large(size: int, limit: int, endpoint: str | None, what: str) -> FrameTooLarge:
+def _too_large(
+    size: int, limit: int, endpoint: str | None, what: str, *, at_least: bool = False
+) -> FrameTooLarge:
+    """``at_least``: ``size`` is what has arrived of it so far (a line with no end yet)."""
     where = f" from {endpoint}" if endpoint else ""
     return FrameTooLarge(
-        f"{what}{where} is {size} bytes, over the limit of {limit} bytes; "
+        f"{what}{where} is {'at least ' if at_least else ''}{size} bytes, over the limit of "
+        f"{limit} bytes; "
         f"raise max_frame= on both sides if such messages are expected",
         size=size,
         limit=limit,
@@ -219,7 +223,9 @@ class NdjsonDecoder(FrameDecoder):
                 if pending > self.max_frame:
                     self._skip = -1
                     self._start = self._end = self._scan = 0
-                    raise _too_large(pending, self.max_frame, self.endpoint, "a line")
+                    raise _too_large(
+                        pending, self.max_frame, self.endpoint, "a line", at_least=True
+                    )
                 return None
             self._scan = 0
             stop = nl - 1 if nl > start and buf[nl - 1] == 13 else nl
