@@ -100,6 +100,11 @@ def test_a_file_that_is_not_a_socket_is_never_removed(sock_dir: Path) -> None:
 def test_path_and_directory_errors(sock_dir: Path) -> None:
     with pytest.raises(InvalidURL, match="limit of 107"):
         ipcwire.listen("unix:///tmp/" + "x" * 120 + ".sock")
+    name = f"ipcwire-{os.getpid()}-".ljust(107, "n")  # the longest abstract name Linux takes
+    with ipcwire.listen(f"unix:@{name}") as listener, ipcwire.connect(listener.url, timeout=5):
+        pass
+    with pytest.raises(InvalidURL, match="1 to 107 bytes"):
+        ipcwire.listen(f"unix:@{name}n")
     with pytest.raises(ConfigurationError, match="mkdir -p"):
         ipcwire.listen(f"unix://{sock_dir}/missing/dir/a.sock")
     with pytest.raises(InvalidURL, match="three slashes"):

@@ -87,9 +87,9 @@ def resolve(endpoint: Endpoint) -> UnixAddress:
         )
     path = endpoint.path
     if path.startswith("@"):
-        if len(path) < 2 or len(path.encode()) > MAX_PATH:
+        if len(path) < 2 or len(path[1:].encode()) > MAX_PATH:  # the kernel adds a NUL first
             raise InvalidURL(
-                f"{endpoint.url}: abstract names are 1 to {MAX_PATH - 1} bytes",
+                f"{endpoint.url}: abstract names are 1 to {MAX_PATH} bytes",
                 endpoint=endpoint.url,
             )
         return UnixAddress(None, path[1:])
