@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import socket
@@ -11,6 +13,7 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests._loops import AioRun
@@ -499,3 +502,56 @@ def test_out_of_fds_the_acceptor_pauses_instead_of_spinning(sock_dir: Path) -> N
         finally:
             for s in clients:
                 s.close()
+
+
+def test_two_listeners_starting_on_one_stale_path_never_both_win(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both probe the stale file and find it dead; the second removes "the stale file" only
+    after the first has bound there, so without the directory lock it removed the first's
+    new socket and bound its own (the first stolen silently: it listened at a file that was
+    no longer its own). With the lock, the second probes once the first has bound, finds it
+    alive, and gets AddressInUse."""
+    from ipcwire.unix import _socket
+
+    path = sock_dir / "raced.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays: nothing listens there
+    both_probed = threading.Barrier(2)
+    first_done = threading.Event()
+    order = itertools.count()
+    real_probe = _socket._probe
+
+    def probe_together(addr: Any) -> tuple[bool, int | None]:
+        me = next(order)
+        result = real_probe(addr)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_probed.wait(timeout=0.5)  # with the lock the second cannot come: go on
+        if me == 1:
+            first_done.wait(10)
+        return result
+
+    monkeypatch.setattr(_socket, "_probe", probe_together)
+    outcomes: list[object] = []
+
+    def start() -> None:
+        try:
+            outcomes.append(ipcwire.listen(f"unix://{path}"))
+        except AddressInUse as exc:
+            outcomes.append(exc)
+        finally:
+            first_done.set()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    listeners = [o for o in outcomes if isinstance(o, ipcwire.Listener)]
+    try:
+        assert len(listeners) == 1, outcomes
+        assert isinstance(next(o for o in outcomes if o not in listeners), AddressInUse)
+    finally:
+        for lst in listeners:
+            lst.close()

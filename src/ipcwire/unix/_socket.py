@@ -10,12 +10,17 @@ Binding is where Unix sockets usually go wrong; this module makes it safe by def
 * the socket is bound inside a private 0700 directory, given its mode, then hard-linked into
   place, so no other user can connect before the mode is right, and a file created meanwhile
   by someone else is never replaced (link fails with EEXIST);
+* probing, removing a stale file and linking ours happen under an flock on the directory, so
+  two listeners starting at once on the same stale path cannot both decide it is stale and
+  remove each other's new socket (the second finds the first alive);
 * on close the file is removed only if it is still ours (same inode).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -23,7 +28,8 @@ import stat
 import struct
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,6 +57,7 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
+_LOCK_WAIT: Final = 2.0  # seconds to wait for the directory lock while binding
 _UCRED: Final = struct.Struct("3i")
 _umask_lock = threading.Lock()
 
@@ -251,8 +258,9 @@ def bind_listener(
                 ) from exc
             sock.listen(backlog)
             return sock, lambda: None
-        _check_path(addr, url)
-        ident = _bind_private(sock, addr, mode)
+        with _directory_lock(addr.path):
+            _check_path(addr, url)
+            ident = _bind_private(sock, addr, mode)
         sock.listen(backlog)
     except BaseException:
         sock.close()
@@ -270,6 +278,35 @@ def bind_listener(
             pass
 
     return sock, cleanup
+
+
+@contextlib.contextmanager
+def _directory_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive flock on the directory of ``path`` while binding (nothing is created).
+
+    Other listeners hold it for a few system calls. Anyone who may read the directory can
+    take it too, so the wait is bounded: after ``_LOCK_WAIT`` seconds (or without read access
+    to the directory) binding goes on unlocked, as it would without this lock.
+    """
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path or ".")), os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + _LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning("ipcwire: %s stays locked; binding without the lock", path)
+                    break
+                time.sleep(0.001)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _bind_private(sock: socket.socket, addr: UnixAddress, mode: int) -> tuple[int, int]:
