@@ -14,10 +14,20 @@ process group (a grandchild that inherited the pipes). The child is reaped only 
 while the ladder runs its pid, and therefore the group id, cannot be reused by an unrelated
 process. A process that left the group (``setsid``) escapes: use a cgroup or a container for
 hostile children.
+
+:func:`run_ladders` runs the ladder for many children at once, in one thread: every wait is
+shared (one ``poll`` on all their pidfds and stdout pipes), and children with the same waits
+take each step in the same round. :func:`run_ladder` is that for one child. At interpreter
+exit, the children whose channels were never closed (blocking and asyncio alike) go through
+one such run, with each wait capped at :data:`EXIT_CAP`: the stdin of every one is closed,
+then one wait, one round of SIGTERM, one wait, one round of SIGKILL, one wait. Exit takes
+the time of one ladder, not one per child, and starts no thread (Python 3.12+ refuses new
+threads during interpreter shutdown).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -27,17 +37,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
 __all__ = [
     "ChildWatch",
+    "LadderChild",
     "LadderTimeouts",
     "describe_status",
+    "exit_timeouts",
     "group_members",
     "kill_group",
     "run_ladder",
+    "run_ladders",
+    "shut_down_at_exit",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -118,18 +132,21 @@ class ChildWatch:
                 time.sleep(min(_SLICE, left))
         return True
 
-    def reap(self, timeout: float) -> int | None:
-        """Reap the child; if it does not die in time, hand it to a background reaper."""
+    def reap(self, timeout: float, *, background: bool = True) -> int | None:
+        """Reap the child; if it does not die in time, hand it to a background reaper (or,
+        with ``background=False``, at interpreter exit, leave it to init)."""
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             log.warning(
                 "ipcwire: child pid %d did not die within %.1f s of SIGKILL (uninterruptible "
-                "sleep?); it will be reaped in the background",
+                "sleep?); it will be reaped %s",
                 self.pid,
                 timeout,
+                "in the background" if background else "by init once this process exits",
             )
-            threading.Thread(target=self.proc.wait, daemon=True, name="ipcwire reaper").start()
+            if background:
+                threading.Thread(target=self.proc.wait, daemon=True, name="ipcwire reaper").start()
             return None
 
     def close(self) -> None:
@@ -199,11 +216,8 @@ class _Drain:
         self.fd = fd
         self._buf = bytearray(65536)
 
-    def fds(self) -> list[int]:
-        return [] if self.fd is None else [self.fd]
-
-    def pump(self, ready: Sequence[int]) -> None:
-        if self.fd is None or self.fd not in ready:
+    def pump(self) -> None:
+        if self.fd is None:
             return
         try:
             n = os.readv(self.fd, (self._buf,))
@@ -221,31 +235,111 @@ class _Drain:
             self.fd = None
 
 
-def _wait_group_gone(watch: ChildWatch, pgid: int, drain: _Drain, timeout: float) -> bool:
-    """Wait until the child exited and its group holds no other live process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if watch.exited():
-            members = group_members(pgid, exclude=watch.pid)
-            if members is None:  # pragma: no cover - no /proc: probe the group
-                members = [pgid] if _group_alive_probe(pgid, watch) else []
-            if not members:
-                return True
-        else:
-            members = []
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        with _pidfds(members) as fds:
-            if watch.pidfd is not None:
-                waits = fds + drain.fds()
-                if not watch.exited():
-                    waits.append(watch.pidfd)
-                # Re-scan now and then: a member may fork while we wait.
-                ready, _, _ = select.select(waits, [], [], min(left, 0.5) if members else left)
-            else:  # pragma: no cover - no pidfd: poll
-                ready, _, _ = select.select(drain.fds(), [], [], min(_SLICE, left))
-            drain.pump(ready)
+class LadderChild:
+    """One child for :func:`run_ladders`: its watch, the read end of its stdout to drain
+    (taken over and closed), its waits, and where the ladder stands."""
+
+    def __init__(self, watch: ChildWatch, drain_fd: int | None, timeouts: LadderTimeouts) -> None:
+        self.watch = watch
+        self.pgid = watch.pid  # the child leads its own group (process_group=0)
+        self.drain = _Drain(drain_fd)
+        self.timeouts = timeouts
+        self.step = 0  # 0: stdin closed, 1: SIGTERM sent, 2: SIGKILL sent
+        self.deadline = 0.0
+        self.gone = False
+        self.status: int | None = None
+        self.on_done: Callable[[], None] | None = None  # called once the ladder is over
+
+    def advance(self, now: float) -> bool:
+        """The wait of this step ran out: take the next step. False after the last one."""
+        if self.step == 0:
+            kill_group(self.pgid, signal.SIGTERM)
+            self.step, self.deadline = 1, now + self.timeouts.term
+            return True
+        if self.step == 1:
+            log.info("ipcwire: child pid %d ignored SIGTERM; sending SIGKILL", self.pgid)
+            kill_group(self.pgid, signal.SIGKILL)
+            self.step, self.deadline = 2, now + self.timeouts.kill
+            return True
+        return False
+
+    def release(self) -> None:
+        self.drain.close()
+        self.watch.close()
+
+
+def _members_of(pgids: Sequence[int]) -> dict[int, list[int]] | None:
+    """Live (not zombie) processes of each group in ``pgids``, the leaders excluded: one pass
+    over /proc for all of them. None where /proc cannot say."""
+    if not _HAS_PROC:
+        return None
+    found: dict[int, list[int]] = {pgid: [] for pgid in pgids}
+    for entry in os.listdir(_PROC):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(entry)
+        if fields is None or fields[0] in ("Z", "X") or fields[1] not in found:
+            continue
+        if int(entry) != fields[1]:
+            found[fields[1]].append(int(entry))
+    return found
+
+
+def _wait_groups_gone(pending: list[LadderChild]) -> None:
+    """Run the waits and steps 3-4 for all of ``pending`` at once, until each group is gone
+    or its SIGKILL wait ran out. One poll serves every child: their pidfds, the pidfds of
+    processes left in their groups, and the stdout pipes being drained."""
+    while pending:
+        exited = {c for c in pending if c.watch.exited()}
+        members = _members_of([c.pgid for c in exited]) if exited else {}
+        now = time.monotonic()
+        waiting: list[LadderChild] = []
+        left_in_group: list[int] = []
+        for c in pending:
+            if c in exited:  # (not exited() again: one that exits now has had no scan)
+                if members is None:  # pragma: no cover - no /proc: probe the group
+                    rest = [c.pgid] if _group_alive_probe(c.pgid, c.watch) else []
+                else:
+                    rest = members.get(c.pgid, [])
+                if not rest:
+                    c.gone = True
+                    continue
+                left_in_group.extend(rest)
+            if now >= c.deadline and not c.advance(now):
+                continue  # SIGKILL did not end the group in time: give up waiting
+            waiting.append(c)
+        pending = waiting
+        if not pending:
+            return
+        timeout = max(0.0, min(c.deadline for c in pending) - now)
+        if left_in_group:
+            timeout = min(timeout, 0.5)  # re-scan now and then: a member may fork while we wait
+        _poll_once(pending, left_in_group, timeout)
+
+
+def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) -> None:
+    """Wait until a child or another group member exits, or a stdout to drain is readable
+    (or ``timeout``); drain what is readable. poll(), not select(): no limit on fd numbers."""
+    poller = select.poll()
+    drains: dict[int, _Drain] = {}
+    polling_exits = False
+    for c in pending:
+        if c.drain.fd is not None:
+            drains[c.drain.fd] = c.drain
+            poller.register(c.drain.fd, select.POLLIN)
+        if c.watch.pidfd is None:
+            polling_exits = True
+        elif not c.watch.exited():
+            poller.register(c.watch.pidfd, select.POLLIN)
+    if polling_exits:  # pragma: no cover - no pidfd: poll
+        timeout = min(timeout, _SLICE)
+    with _pidfds(others) as fds:
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        for fd, _ in poller.poll(timeout * 1000):
+            drain = drains.get(fd)
+            if drain is not None:
+                drain.pump()
 
 
 @contextlib.contextmanager
@@ -265,23 +359,97 @@ def _group_alive_probe(pgid: int, watch: ChildWatch) -> bool:  # pragma: no cove
     return kill_group(pgid, 0) and not watch.exited()
 
 
+def run_ladders(children: Sequence[LadderChild], *, at_exit: bool = False) -> None:
+    """Steps 2-5 of the ladder for several children at once (the caller has closed their
+    stdin): each wait is shared, so the whole takes at most the longest of their
+    ``timeouts.bound`` (plus the reaping), not the sum. A child's exit status ends up in its
+    ``status`` (None if it could not be reaped in time).
+
+    With ``at_exit`` (interpreter shutdown) no thread is started: a child that SIGKILL did not
+    end in time is left to init rather than to a background reaper.
+    """
+    try:
+        now = time.monotonic()
+        for c in children:
+            c.step, c.deadline = 0, now + c.timeouts.exit
+        _wait_groups_gone(list(children))
+        # Reap: a child that exited is reaped at once; one that SIGKILL has not ended yet
+        # (uninterruptible sleep) gets a last wait, shared like the others.
+        now = time.monotonic()
+        last = now + max((c.timeouts.kill for c in children), default=0.0)
+        for c in children:
+            own = 0.5 if c.watch.exited() else c.timeouts.kill
+            left = max(0.0, min(now + own, last) - time.monotonic())
+            c.status = c.watch.reap(timeout=left, background=not at_exit)
+    finally:
+        for c in children:
+            c.release()
+        for c in children:
+            if c.on_done is not None:
+                try:
+                    c.on_done()
+                except Exception:  # pragma: no cover - finish the others
+                    log.exception("ipcwire: finishing the shutdown of pid %d failed", c.pgid)
+
+
 def run_ladder(
     watch: ChildWatch,
     drain_fd: int | None,
     timeouts: LadderTimeouts,
 ) -> int | None:
-    """Steps 2-5 of the ladder (the caller has closed stdin). Returns the child's exit status
-    (None if it could not be reaped in time). Takes at most ``timeouts.bound`` seconds."""
-    pgid = watch.pid  # the child leads its own group (process_group=0)
-    drain = _Drain(drain_fd)
-    try:
-        if not _wait_group_gone(watch, pgid, drain, timeouts.exit):
-            kill_group(pgid, signal.SIGTERM)
-            if not _wait_group_gone(watch, pgid, drain, timeouts.term):
-                log.info("ipcwire: child pid %d ignored SIGTERM; sending SIGKILL", watch.pid)
-                kill_group(pgid, signal.SIGKILL)
-                _wait_group_gone(watch, pgid, drain, timeouts.kill)
-        return watch.reap(timeout=0.5 if watch.exited() else timeouts.kill)
-    finally:
-        drain.close()
-        watch.close()
+    """Steps 2-5 of the ladder for one child (the caller has closed its stdin). Returns the
+    child's exit status (None if it could not be reaped in time). Takes at most
+    ``timeouts.bound`` seconds."""
+    child = LadderChild(watch, drain_fd, timeouts)
+    run_ladders([child])
+    return child.status
+
+
+# -- interpreter exit -------------------------------------------------------------------------
+ExitSource = Callable[[], list[LadderChild]]
+_exit_sources: list[ExitSource] = []
+_exit_afters: list[Callable[[], None]] = []
+EXIT_CAP: Final = 1.0  # each wait of the ladder at interpreter exit, at most (seconds)
+
+
+def shut_down_at_exit(source: ExitSource, after: Callable[[], None] | None = None) -> None:
+    """Register ``source``: at interpreter exit it closes the stdin of its children still
+    running and returns them; every source's children then go through one shared ladder.
+    ``after`` runs once that ladder is over (to wait for ladders other threads run)."""
+    _exit_sources.append(source)
+    if after is not None:
+        _exit_afters.append(after)
+
+
+def exit_timeouts(timeouts: LadderTimeouts) -> LadderTimeouts:
+    """A child's waits, capped for interpreter exit."""
+    return LadderTimeouts(
+        min(timeouts.exit, EXIT_CAP), min(timeouts.term, EXIT_CAP), min(timeouts.kill, 2.0)
+    )
+
+
+@atexit.register
+def _shut_down_children() -> None:
+    """At interpreter exit: the ladder for every child whose channel was never closed, all of
+    them together (the stdin of each closed first, then one wait, then one SIGTERM round...)."""
+    children: list[LadderChild] = []
+    for source in _exit_sources:
+        try:
+            children.extend(source())
+        except Exception:  # pragma: no cover - keep shutting down the others
+            log.exception("ipcwire: preparing children for shutdown at exit failed")
+    seen: set[int] = set()
+    unique = []
+    for c in children:
+        if c.pgid in seen:
+            c.release()
+        else:
+            seen.add(c.pgid)
+            unique.append(c)
+    if unique:
+        run_ladders(unique, at_exit=True)
+    for after in _exit_afters:
+        try:
+            after()
+        except Exception:  # pragma: no cover
+            log.exception("ipcwire: finishing the shutdown at exit failed")

@@ -11,7 +11,6 @@ hang the parent.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import signal
@@ -27,11 +26,13 @@ from ipcwire.pipe.aio import open_aio_channel
 from ipcwire.spawn._common import build_options, describe_argv, start_child
 from ipcwire.spawn._process import (
     ChildWatch,
+    LadderChild,
     LadderTimeouts,
     describe_status,
+    exit_timeouts,
     group_members,
     kill_group,
-    run_ladder,
+    shut_down_at_exit,
 )
 from ipcwire.spawn._stderr import LineSplitter, plan_stderr
 from ipcwire.spawn._stdio import claim_stdio, watch_parent
@@ -158,12 +159,18 @@ class _Ladder:
         self._drain: int | None = None
         self._buf = bytearray(65536)
 
-    async def run(self, drain_fd: int | None) -> int | None:
-        watch = self.watch
+    def hold(self, drain_fd: int | None) -> None:
+        """Take over the child's stdout (read end) for :meth:`run` to drain."""
         self._drain = drain_fd
-        if drain_fd is not None:
-            os.set_blocking(drain_fd, False)
-            self.loop.add_reader(drain_fd, self._drain_ready)
+
+    async def run(self) -> int | None:
+        """Steps 2-5 of the ladder (stdin is closed). If the task is cancelled before the end
+        (the loop shuts down with the ladder under way), the child is left to the shutdown at
+        interpreter exit, which finishes the ladder (see :func:`_children_at_exit`)."""
+        watch = self.watch
+        if self._drain is not None:
+            os.set_blocking(self._drain, False)
+            self.loop.add_reader(self._drain, self._drain_ready)
         try:
             t = self.timeouts
             if not await self._gone(t.exit):
@@ -171,6 +178,10 @@ class _Ladder:
                 if not await self._gone(t.term):
                     kill_group(watch.pid, signal.SIGKILL)
                     await self._gone(t.kill)
+        except BaseException:
+            self._suspend()
+            raise
+        try:
             if watch.exited():
                 return watch.reap(timeout=0.5)
             return watch.reap(timeout=0)
@@ -179,6 +190,27 @@ class _Ladder:
             watch.close()
             if self.stderr is not None:
                 self.stderr.close()
+
+    def _suspend(self) -> None:
+        """The ladder stopped half-way: keep the child's watch and stdout for the exit."""
+        if self._drain is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self.loop.remove_reader(self._drain)
+        if self.stderr is not None:
+            with contextlib.suppress(Exception):
+                self.stderr.close()
+        _unfinished.add(self)
+
+    def exit_child(self, drain_fd: int | None = None) -> LadderChild:
+        """The child for the shared ladder at interpreter exit (the loop is not used)."""
+        _unfinished.discard(self)
+        fd, self._drain = self._drain, None
+        if drain_fd is not None:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            fd = drain_fd
+        return LadderChild(self.watch, fd, exit_timeouts(self.timeouts))
 
     def _drain_ready(self) -> None:
         fd = self._drain
@@ -271,7 +303,7 @@ class _AbandonedChild:
         self._ladder = _Ladder(watch, timeouts, stderr)
 
     async def shutdown(self) -> None:
-        await self._ladder.run(None)
+        await self._ladder.run()
 
 
 class AioSpawnChannel(AioPipeChannel):
@@ -359,30 +391,29 @@ class AioSpawnChannel(AioPipeChannel):
         if self._shutdown is not None:
             return
         t = self._fd_transport()
-        drain = t.detach_read() if t is not None else None
+        self._ladder.hold(t.detach_read() if t is not None else None)
         super().close()  # wakes receivers; stdin closes once what was sent is flushed
-        self._shutdown = self._loop.create_task(self._run_ladder(drain, t))
+        self._shutdown = self._loop.create_task(self._run_ladder(t))
 
-    async def _run_ladder(self, drain: int | None, t: FdTransport | None) -> int | None:
+    async def _run_ladder(self, t: FdTransport | None) -> int | None:
         try:
-            self._returncode = await self._ladder.run(drain)
+            self._returncode = await self._ladder.run()
         finally:
-            _live.discard(self)
+            _live.discard(self)  # done, or (cancelled) the ladder waits for the exit itself
             if t is not None:
-                t.abort()
+                with contextlib.suppress(RuntimeError):  # a closed loop (garbage collection)
+                    t.abort()
         return self._returncode
 
-    def _shutdown_blocking(self) -> None:
-        """At interpreter exit, when the loop is gone: the blocking ladder, shorter waits."""
+    def _exit_child(self) -> LadderChild:
+        """At interpreter exit, when the loop is gone: close stdin, hand over to the shared
+        blocking ladder (shorter waits)."""
         t = self._fd_transport()
         rfd, wfd = t.steal_fds() if t is not None else (None, None)
         if wfd is not None:
             with contextlib.suppress(OSError):
                 os.close(wfd)
-        timeouts = self._ladder.timeouts
-        self._returncode = run_ladder(
-            self._watch, rfd, LadderTimeouts(min(timeouts.exit, 1.0), min(timeouts.term, 1.0))
-        )
+        return self._ladder.exit_child(rfd)
 
     async def aclose(self) -> None:
         """Shut the child down and wait: at most ``exit_timeout + term_timeout + 2`` s."""
@@ -392,15 +423,23 @@ class AioSpawnChannel(AioPipeChannel):
 
 
 _live: set[AioSpawnChannel] = set()  # children whose channel was not closed yet
+_unfinished: set[_Ladder] = set()  # ladders cut short by the end of their loop
 
 
-@atexit.register
-def _shutdown_children() -> None:
-    """At interpreter exit, shut down children whose asyncio channels were never closed."""
+def _children_at_exit() -> list[LadderChild]:
+    """At interpreter exit: children whose asyncio channel was never closed, or whose ladder
+    the end of the loop interrupted; the shared blocking ladder finishes them all."""
+    children = []
     for ch in list(_live):
         _live.discard(ch)
         with contextlib.suppress(Exception):
-            ch._shutdown_blocking()
+            children.append(ch._exit_child())
+    for ladder in list(_unfinished):
+        children.append(ladder.exit_child())
+    return children
+
+
+shut_down_at_exit(_children_at_exit)
 
 
 async def stdio(

@@ -18,32 +18,40 @@ What cannot go wrong, by construction:
 * the child's exit is noticed at once, even when a grandchild holds its stdout open: ``recv``
   raises ``EndOfChannel`` (exit code 0) or ``ChannelBroken`` (non-zero, killed by a signal,
   or dead in the middle of a message), with the exit code or signal in the message;
-* children still running when the interpreter exits are shut down the same way.
+* children still running when the interpreter exits are shut down the same way (shorter
+  waits), all of them together: exit takes the time of one ladder, not one per child.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import select
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ipcwire._core.codecs import Codec
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import IpcwireError
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, PipeChannel
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 from ipcwire.spawn._common import build_options, describe_argv, start_child
-from ipcwire.spawn._process import ChildWatch, LadderTimeouts, describe_status, run_ladder
+from ipcwire.spawn._process import (
+    ChildWatch,
+    LadderChild,
+    LadderTimeouts,
+    describe_status,
+    exit_timeouts,
+    run_ladders,
+    shut_down_at_exit,
+)
 from ipcwire.spawn._stderr import StderrPump, plan_stderr
 from ipcwire.spawn._stdio import claim_stdio, watch_parent
 
 __all__ = ["SpawnChannel", "spawn", "stdio", "stdio_channel"]
 
 _live: set[SpawnChannel] = set()  # open channels: shut down at exit if never closed
+_closing: set[SpawnChannel] = set()  # channels whose close() runs the ladder right now
 _live_lock = threading.Lock()
 
 
@@ -194,18 +202,35 @@ class SpawnChannel(ExplainingPipeChannel):
         ``exit_timeout + term_timeout + 2`` seconds.
         """
         with self._close_lock:
-            if self._shut_down:
+            child = self._begin_shutdown(self._timeouts)
+            if child is None:
                 return
-            self._shut_down = True
-            self._closed = True
-            with _live_lock:
-                _live.discard(self)
-            drain = self._fds.close_detaching_read()  # stdin closed: the child sees EOF
             try:
-                self._returncode = run_ladder(self._watch, drain, self._timeouts)
+                run_ladders([child])
             finally:
-                if self._pump is not None:
-                    self._pump.stop()
+                self._end_shutdown(child)
+
+    def _begin_shutdown(self, timeouts: LadderTimeouts) -> LadderChild | None:
+        """Close stdin (the child sees EOF); the child for the ladder, None if done already.
+        The caller holds ``_close_lock``."""
+        if self._shut_down:
+            return None
+        self._shut_down = True
+        self._closed = True
+        with _live_lock:
+            _live.discard(self)
+            _closing.add(self)
+        drain = self._fds.close_detaching_read()  # stdin closed: the child sees EOF
+        return LadderChild(self._watch, drain, timeouts)
+
+    def _end_shutdown(self, child: LadderChild) -> None:
+        self._returncode = child.status
+        try:
+            if self._pump is not None:
+                self._pump.stop()
+        finally:
+            with _live_lock:
+                _closing.discard(self)
 
 
 def stdio(
@@ -275,14 +300,46 @@ def _channel_on(
     return PipeChannel(stream, wire, options.url, decoder=decoder)
 
 
-@atexit.register
-def _shutdown_children() -> None:
-    """At interpreter exit, shut down children whose channels were never closed."""
+def _children_at_exit() -> list[LadderChild]:
+    """At interpreter exit: close the stdin of every child whose channel was never closed, and
+    hand them to the shared ladder (:func:`ipcwire.spawn._process.run_ladders`)."""
     with _live_lock:
         live = list(_live)
+    children = []
     for ch in live:
+        if not ch._close_lock.acquire(blocking=False):
+            continue  # another thread is closing it: see _wait_for_other_threads
         try:
-            ch._timeouts = LadderTimeouts(min(ch._timeouts.exit, 1.0), min(ch._timeouts.term, 1.0))
-            ch.close()
-        except IpcwireError:
-            pass
+            child = ch._begin_shutdown(exit_timeouts(ch._timeouts))
+        except Exception:  # pragma: no cover - shut the others down all the same
+            child = None
+        if child is None:
+            ch._close_lock.release()
+            continue
+        child.on_done = _finisher(ch, child)
+        children.append(child)
+    return children
+
+
+def _finisher(ch: SpawnChannel, child: LadderChild) -> Callable[[], None]:
+    def done() -> None:
+        try:
+            ch._end_shutdown(child)
+        finally:
+            ch._close_lock.release()
+
+    return done
+
+
+def _wait_for_other_threads() -> None:
+    """After the shared ladder: wait (bounded) for those other threads were running. Such a
+    thread may be a daemon, stopped once the interpreter finalizes, which would leave its child
+    behind. The ladders run in parallel, so this takes about the longest of them."""
+    with _live_lock:
+        others = _closing | {ch for ch in _live if ch._close_lock.locked()}
+    for ch in others:
+        if ch._close_lock.acquire(timeout=ch._timeouts.bound + 1.0):
+            ch._close_lock.release()
+
+
+shut_down_at_exit(_children_at_exit, _wait_for_other_threads)

@@ -1,0 +1,229 @@
+"""Children still running at interpreter exit are shut down all together, not one by one.
+
+A parent program (a real interpreter) spawns children that ignore the end of stdin and
+SIGTERM, a child that exits on EOF but whose grandchild (ignoring SIGTERM) holds its stdout,
+and a child that writes a last reply far larger than the pipe, then exits without closing any
+of them. Afterwards nothing may be left, and the children's own records prove that the steps
+of the ladder were taken together: each stubborn child, on SIGTERM, lists the pipes its parent
+still holds (none may be any child's stdin: every stdin was closed before the first SIGTERM)
+and the stubborn siblings already dead (none: nobody was killed before everyone had had
+SIGTERM). A parent that ran the ladder one child after another fails both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._util import alive, group, wait_dead
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+LINGERING = str(Path(__file__).with_name("lingering.py"))
+
+# Python 3.12+ refuses to start a thread during interpreter shutdown; 3.11 does not, so the
+# parent refuses it itself once exit has begun (this handler runs before ipcwire's: atexit
+# runs handlers in the reverse order of registration).
+REFUSE_THREADS_AT_EXIT = """
+import atexit, threading
+
+def _refuse(self, *args, **kwargs):
+    raise RuntimeError("can't create new thread at interpreter shutdown")
+
+atexit.register(lambda: setattr(threading.Thread, "start", _refuse))
+"""
+
+GRANDCHILD = ["sh", "-c", 'trap "" TERM; sleep 3600 & echo "{\\"g\\": $!}"; read line; exit 0']
+
+
+def run_parent(code: str, log: Path) -> dict[str, Any]:
+    """Run ``code`` (after ipcwire is imported) as a parent program; what it printed.
+
+    Its stderr, which the children inherit, goes to a file: a child left behind must not keep
+    this test waiting for the end of a pipe.
+    """
+    script = "import ipcwire\n" + REFUSE_THREADS_AT_EXIT + textwrap.dedent(code)
+    errors = log.with_suffix(".stderr")
+    with errors.open("w") as err:
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(log), LINGERING],
+            env={**os.environ, "PYTHONPATH": SRC},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=60,  # the guard; one shared ladder takes about 3 s
+            check=False,
+        )
+    stderr = errors.read_text()
+    assert out.returncode == 0, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """Pids the test started indirectly: SIGKILLed at the end if they outlived the check."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        for member in [pid, *group(pid)]:
+            if alive(member):
+                with contextlib.suppress(OSError):
+                    os.kill(member, signal.SIGKILL)
+
+
+def events(log: Path) -> dict[int, list[dict[str, Any]]]:
+    """The log, by child pid."""
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        by_pid.setdefault(event["pid"], []).append(event)
+    return by_pid
+
+
+def assert_nothing_left(pids: list[int]) -> None:
+    for pid in pids:
+        assert wait_dead(pid), f"process {pid} outlived its parent"
+        assert group(pid) == [], f"processes left in group {pid}: {group(pid)}"
+
+
+def assert_steps_taken_together(log: Path, stubborn: int, chatty: int) -> None:
+    by_pid = events(log)
+    starts = {pid: evs[0] for pid, evs in by_pid.items()}
+    stdins = {ev["stdin"] for ev in starts.values()}
+    kinds = [ev["kind"] for ev in starts.values()]
+    assert kinds.count("stubborn") == stubborn and kinds.count("chatty") == chatty, by_pid
+    for pid, evs in by_pid.items():
+        names = [ev["event"] for ev in evs]
+        if starts[pid]["kind"] == "chatty":
+            # its stdout was drained while the others were waited for: it left by itself
+            assert names == ["start", "eof", "done"], evs
+            continue
+        assert "eof" in names, evs
+        terms = [ev for ev in evs if ev["event"] == "term"]
+        assert len(terms) == 1, f"pid {pid} was sent SIGTERM {len(terms)} times: {evs}"
+        still_open = stdins.intersection(terms[0]["held"])
+        assert not still_open, f"pid {pid} got SIGTERM while the parent held stdins {still_open}"
+        assert terms[0]["dead"] == [], f"pid {pid} got SIGTERM after {terms[0]['dead']} died"
+
+
+def test_blocking_children_never_closed_are_shut_down_together(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import json, sys
+        log, lingering = sys.argv[1], sys.argv[2]
+        kinds = ["stubborn"] * 4 + ["chatty"]
+        kids = [ipcwire.spawn([sys.executable, lingering, log, kind]) for kind in kinds]
+        kids.append(ipcwire.spawn(GRANDCHILD))
+        for ch in kids[:-1]:
+            ch.recv(timeout=20)
+        grandchild = kids[-1].recv(timeout=20)["g"]
+        print(json.dumps({"pids": [ch.pid for ch in kids] + [grandchild]}))
+        # and exits without closing any of them
+        """.replace("GRANDCHILD", repr(GRANDCHILD)),
+        log,
+    )
+    assert len(printed["pids"]) == 7
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    assert_steps_taken_together(log, stubborn=4, chatty=1)
+
+
+def test_asyncio_and_blocking_children_are_shut_down_together(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # Children of both APIs in one program go through the same ladder; among the asyncio ones,
+    # one whose aclose() was never awaited (the end of the loop cancelled its ladder) and one
+    # whose loop ended before its channel was closed at all.
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import asyncio, json, sys
+        from ipcwire import aio
+        log, lingering = sys.argv[1], sys.argv[2]
+        blocking = [ipcwire.spawn([sys.executable, lingering, log, "stubborn"]) for _ in "ab"]
+        for ch in blocking:
+            ch.recv(timeout=20)
+
+        async def main():
+            kinds = ["stubborn"] * 3 + ["chatty"]
+            kids = [await aio.spawn([sys.executable, lingering, log, kind]) for kind in kinds]
+            kids.append(await aio.spawn(GRANDCHILD))
+            for ch in kids[:-1]:
+                await ch.recv(timeout=20)
+            grandchild = (await kids[-1].recv(timeout=20))["g"]
+            kids[0].close()  # starts its ladder...
+            await asyncio.sleep(0)  # ...which begins to wait, and is cancelled with the loop
+            return [ch.pid for ch in kids] + [grandchild]
+
+        pids = asyncio.run(main())
+        print(json.dumps({"pids": [ch.pid for ch in blocking] + pids}))
+        """.replace("GRANDCHILD", repr(GRANDCHILD)),
+        log,
+    )
+    assert len(printed["pids"]) == 8
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    assert_steps_taken_together(log, stubborn=5, chatty=1)
+
+
+def test_a_cancelled_asyncio_ladder_does_not_orphan_its_child(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # Before: aclose() not awaited, the loop ended, the cancelled ladder dropped the child
+    # (still running, reparented to init).
+    printed = run_parent(
+        """
+        import asyncio, json, sys
+        from ipcwire import aio
+        log, lingering = sys.argv[1], sys.argv[2]
+
+        async def main():
+            ch = await aio.spawn([sys.executable, lingering, log, "stubborn"])
+            await ch.recv(timeout=20)
+            ch.close()
+            await asyncio.sleep(0)
+            return ch.pid
+
+        print(json.dumps({"pids": [asyncio.run(main())]}))
+        """,
+        tmp_path / "events.jsonl",
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    assert not alive(printed["pids"][0])
+
+
+def test_exit_waits_for_a_ladder_another_thread_is_running(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # A daemon thread is in close() when the program ends: the exit waits for its ladder
+    # (daemon threads stop when the interpreter finalizes, which would orphan the child).
+    printed = run_parent(
+        """
+        import json, sys, threading
+        log, lingering = sys.argv[1], sys.argv[2]
+        ch = ipcwire.spawn([sys.executable, lingering, log, "stubborn"], exit_timeout=0.5)
+        ch.recv(timeout=20)
+        threading.Thread(target=ch.close, daemon=True).start()
+        while not ch._shut_down:  # the thread has begun the ladder
+            pass
+        print(json.dumps({"pids": [ch.pid]}))
+        """,
+        tmp_path / "events.jsonl",
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
