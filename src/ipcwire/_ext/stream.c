@@ -81,9 +81,12 @@ static int sender_lock(FrameSender *self) { return take_lock(self->lock, &self->
 
 static void sender_unlock(FrameSender *self) { give_lock(self->lock, &self->held); }
 
-/* Write every byte of iov[0..cnt) (the lock held, the GIL held on entry and on return).
- * Returns 0, or -1 with OSError (or what a signal handler raised) set. */
-static int write_all(int fd, struct iovec *iov, int cnt)
+/* Write every byte of iov[0..cnt) to self's fd (the lock held, the GIL held on entry and on
+ * return). The fd is read again before every try: a channel closed from another thread while
+ * this one waited (disable() sets it to -1, then the fd is closed and its number may be
+ * reused) must not have the rest of the message written into whatever has that number now.
+ * Returns 0, or -1 with OSError (EBADF once disabled, or what a signal handler raised) set. */
+static int write_all(FrameSender *self, struct iovec *iov, int cnt)
 {
     int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
     struct msghdr msg;
@@ -91,6 +94,12 @@ static int write_all(int fd, struct iovec *iov, int cnt)
     while (cnt > 0) {
         ssize_t n;
         int err;
+        int fd = self->fd;
+        if (fd < 0) {
+            errno = EBADF;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
         msg.msg_iov = iov;
         msg.msg_iovlen = (size_t)cnt;
         if (flags & MSG_DONTWAIT) {
@@ -251,7 +260,7 @@ static PyObject *sender_send(FrameSender *self, PyObject *payload)
             rc = rc == 1 ? 0 : rc == 0 ? 1 : -1; /* 0: written, 1: declined (full) */
         }
         else
-            rc = write_all(self->fd, iov, len ? 2 : 1);
+            rc = write_all(self, iov, len ? 2 : 1);
         if (rc == 0) {
             self->messages++;
             self->nbytes += 4 + (unsigned long long)len;
@@ -309,7 +318,7 @@ static PyObject *sender_write(FrameSender *self, PyObject *args)
         for (Py_ssize_t i = 0; i < got; i++)
             if (iov[i].iov_len)
                 iov[used++] = iov[i];
-        if (write_all(self->fd, iov, used) < 0)
+        if (write_all(self, iov, used) < 0)
             ok = 0;
         else {
             self->messages += (unsigned long long)count;
