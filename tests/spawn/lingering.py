@@ -8,6 +8,8 @@ stdin before it sent any SIGTERM, and sent every SIGTERM before it killed anyone
 
 ``python lingering.py LOG chatty``: on the end of stdin, writes a last reply far larger than
 the pipe, then exits by itself (if the parent drains its stdout meanwhile).
+
+``python lingering.py LOG noisy``: the same with its stderr: many lines, the last ``bye``.
 """
 
 from __future__ import annotations
@@ -77,10 +79,11 @@ def main() -> None:
     while os.read(0, 65536):
         pass
     record(log, event="eof")
-    if kind == "chatty":
-        view = memoryview(b"x" * LAST_REPLY)
+    if kind in ("chatty", "noisy"):
+        last = b"x" * LAST_REPLY if kind == "chatty" else b"line\n" * (LAST_REPLY // 5) + b"bye\n"
+        view = memoryview(last)
         while view:
-            view = view[os.write(1, view) :]
+            view = view[os.write(1 if kind == "chatty" else 2, view) :]
         record(log, event="done")
         return
     while True:

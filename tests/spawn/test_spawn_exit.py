@@ -97,16 +97,16 @@ def assert_nothing_left(pids: list[int]) -> None:
         assert group(pid) == [], f"processes left in group {pid}: {group(pid)}"
 
 
-def assert_steps_taken_together(log: Path, stubborn: int, chatty: int) -> None:
+def assert_steps_taken_together(log: Path, stubborn: int, chatty: int, noisy: int = 0) -> None:
     by_pid = events(log)
     starts = {pid: evs[0] for pid, evs in by_pid.items()}
     stdins = {ev["stdin"] for ev in starts.values()}
-    kinds = [ev["kind"] for ev in starts.values()]
-    assert kinds.count("stubborn") == stubborn and kinds.count("chatty") == chatty, by_pid
+    kinds = sorted(ev["kind"] for ev in starts.values())
+    assert kinds == sorted(["stubborn"] * stubborn + ["chatty"] * chatty + ["noisy"] * noisy)
     for pid, evs in by_pid.items():
         names = [ev["event"] for ev in evs]
-        if starts[pid]["kind"] == "chatty":
-            # its stdout was drained while the others were waited for: it left by itself
+        if starts[pid]["kind"] in ("chatty", "noisy"):
+            # its stdout (stderr) was drained while the others were waited for: it left by itself
             assert names == ["start", "eof", "done"], evs
             continue
         assert "eof" in names, evs
@@ -146,8 +146,8 @@ def test_asyncio_and_blocking_children_are_shut_down_together(
     tmp_path: Path, leftovers: list[int]
 ) -> None:
     # Children of both APIs in one program go through the same ladder; among the asyncio ones,
-    # one whose aclose() was never awaited (the end of the loop cancelled its ladder) and one
-    # whose loop ended before its channel was closed at all.
+    # one whose aclose() was never awaited (the end of the loop cancelled its ladder), the
+    # others never closed, one of them with its stderr going to a callable.
     log = tmp_path / "events.jsonl"
     printed = run_parent(
         """
@@ -158,9 +158,14 @@ def test_asyncio_and_blocking_children_are_shut_down_together(
         for ch in blocking:
             ch.recv(timeout=20)
 
+        lines = open(log + ".lines", "w")
+
         async def main():
             kinds = ["stubborn"] * 3 + ["chatty"]
             kids = [await aio.spawn([sys.executable, lingering, log, kind]) for kind in kinds]
+            # its stderr goes to a callable, fed by the loop, then by the exit
+            noisy = [sys.executable, lingering, log, "noisy"]
+            kids.append(await aio.spawn(noisy, stderr=lines.write))
             kids.append(await aio.spawn(GRANDCHILD))
             for ch in kids[:-1]:
                 await ch.recv(timeout=20)
@@ -174,10 +179,11 @@ def test_asyncio_and_blocking_children_are_shut_down_together(
         """.replace("GRANDCHILD", repr(GRANDCHILD)),
         log,
     )
-    assert len(printed["pids"]) == 8
+    assert len(printed["pids"]) == 9
     leftovers.extend(printed["pids"])
     assert_nothing_left(printed["pids"])
-    assert_steps_taken_together(log, stubborn=5, chatty=1)
+    assert_steps_taken_together(log, stubborn=5, chatty=1, noisy=1)
+    assert Path(f"{log}.lines").read_text().endswith("linebye")  # the sink had every line
 
 
 def test_a_cancelled_asyncio_ladder_does_not_orphan_its_child(

@@ -39,12 +39,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 __all__ = [
     "ChildWatch",
     "LadderChild",
     "LadderTimeouts",
+    "Lines",
     "describe_status",
     "exit_timeouts",
     "group_members",
@@ -209,11 +210,20 @@ class LadderTimeouts:
         return self.exit + self.term + self.kill
 
 
-class _Drain:
-    """Reads and discards the child's stdout while the ladder waits."""
+class Lines(Protocol):
+    """Where a drained stderr goes (:class:`ipcwire.spawn._stderr.LineSplitter`)."""
 
-    def __init__(self, fd: int | None) -> None:
+    def feed(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _Drain:
+    """Reads the child's stdout (discarded) or stderr (to its lines) while the ladder waits."""
+
+    def __init__(self, fd: int | None, lines: Lines | None = None) -> None:
         self.fd = fd
+        self.lines = lines
         self._buf = bytearray(65536)
 
     def pump(self) -> None:
@@ -227,22 +237,37 @@ class _Drain:
             n = 0
         if n == 0:
             self.close()
+        elif self.lines is not None:
+            self.lines.feed(bytes(self._buf[:n]))
 
     def close(self) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
+        lines, self.lines = self.lines, None
+        if lines is not None:
+            lines.finish()
 
 
 class LadderChild:
     """One child for :func:`run_ladders`: its watch, the read end of its stdout to drain
-    (taken over and closed), its waits, and where the ladder stands."""
+    (taken over and closed), its waits, and where the ladder stands. ``stderr``: the read end
+    of its stderr and where the lines go, when nothing else reads it (asyncio, at exit)."""
 
-    def __init__(self, watch: ChildWatch, drain_fd: int | None, timeouts: LadderTimeouts) -> None:
+    def __init__(
+        self,
+        watch: ChildWatch,
+        drain_fd: int | None,
+        timeouts: LadderTimeouts,
+        *,
+        stderr: tuple[int, Lines] | None = None,
+    ) -> None:
         self.watch = watch
         self.pgid = watch.pid  # the child leads its own group (process_group=0)
-        self.drain = _Drain(drain_fd)
+        self.drains = [_Drain(drain_fd)]
+        if stderr is not None:
+            self.drains.append(_Drain(*stderr))
         self.timeouts = timeouts
         self.step = 0  # 0: stdin closed, 1: SIGTERM sent, 2: SIGKILL sent
         self.deadline = 0.0
@@ -264,7 +289,8 @@ class LadderChild:
         return False
 
     def release(self) -> None:
-        self.drain.close()
+        for drain in self.drains:
+            drain.close()
         self.watch.close()
 
 
@@ -324,9 +350,10 @@ def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) ->
     drains: dict[int, _Drain] = {}
     polling_exits = False
     for c in pending:
-        if c.drain.fd is not None:
-            drains[c.drain.fd] = c.drain
-            poller.register(c.drain.fd, select.POLLIN)
+        for drain in c.drains:
+            if drain.fd is not None:
+                drains[drain.fd] = drain
+                poller.register(drain.fd, select.POLLIN)
         if c.watch.pidfd is None:
             polling_exits = True
         elif not c.watch.exited():
@@ -337,9 +364,9 @@ def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) ->
         for fd in fds:
             poller.register(fd, select.POLLIN)
         for fd, _ in poller.poll(timeout * 1000):
-            drain = drains.get(fd)
-            if drain is not None:
-                drain.pump()
+            ready = drains.get(fd)
+            if ready is not None:
+                ready.pump()
 
 
 @contextlib.contextmanager

@@ -129,6 +129,11 @@ class _StderrReader:
         else:
             self.close()
 
+    def detach(self) -> tuple[int, LineSplitter] | None:
+        """At interpreter exit, the loop gone: the fd and its lines, for the exit ladder."""
+        fd, self._fd = self._fd, None
+        return None if fd is None else (fd, self._lines)
+
     def close(self) -> None:
         """Deliver what is already in the pipe, then stop."""
         fd, self._fd = self._fd, None
@@ -210,7 +215,8 @@ class _Ladder:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             fd = drain_fd
-        return LadderChild(self.watch, fd, exit_timeouts(self.timeouts))
+        stderr = self.stderr.detach() if self.stderr is not None else None
+        return LadderChild(self.watch, fd, exit_timeouts(self.timeouts), stderr=stderr)
 
     def _drain_ready(self) -> None:
         fd = self._drain
