@@ -53,6 +53,7 @@ __all__ = [
     "run_ladder",
     "run_ladders",
     "shut_down_at_exit",
+    "wait_readable",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -71,6 +72,19 @@ def describe_status(returncode: int) -> str:
     except ValueError:
         name = f"signal {-returncode}"
     return f"was killed by {name} ({-returncode})"
+
+
+_MAX_POLL_MS: Final = 2**31 - 1  # poll()'s longest wait (about 24 days)
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable (for a pidfd: the process exited), or ``timeout`` passes.
+    poll(), not select(): select() refuses fd numbers above 1023, which a process with many
+    files open hands out. A very long ``timeout`` may end early (after about 24 days)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else min(max(0.0, timeout) * 1000, _MAX_POLL_MS)
+    return bool(poller.poll(ms))
 
 
 def _pidfd(pid: int) -> int | None:
@@ -128,7 +142,7 @@ class ChildWatch:
             if left <= 0:
                 return False
             if self.pidfd is not None:
-                select.select([self.pidfd], [], [], left)
+                wait_readable(self.pidfd, left)
             else:  # pragma: no cover - no pidfd
                 time.sleep(min(_SLICE, left))
         return True

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import signal
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Final
 from ipcwire.errors import ChannelBroken, LocalProtocolError
 from ipcwire.pipe._fd import is_pipe_like
 from ipcwire.spawn._common import PARENT_ENV
+from ipcwire.spawn._process import wait_readable
 
 __all__ = ["claim_stdio", "watch_parent"]
 
@@ -111,7 +111,7 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
 
     def run() -> None:
         if fd is not None:
-            select.select([fd], [], [])
+            wait_readable(fd, None)
             os.close(fd)
         else:  # pragma: no cover - no pidfd
             while os.getppid() == expected:

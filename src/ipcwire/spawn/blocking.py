@@ -25,7 +25,6 @@ What cannot go wrong, by construction:
 from __future__ import annotations
 
 import os
-import select
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,6 +43,7 @@ from ipcwire.spawn._process import (
     exit_timeouts,
     run_ladders,
     shut_down_at_exit,
+    wait_readable,
 )
 from ipcwire.spawn._stderr import StderrPump, plan_stderr
 from ipcwire.spawn._stdio import claim_stdio, watch_parent
@@ -181,7 +181,7 @@ class SpawnChannel(ExplainingPipeChannel):
         """Wait until the child exits by itself (without closing anything); its status, or
         None if ``timeout`` passed first."""
         if self._watch.pidfd is not None and self._watch.status is None:
-            select.select([self._watch.pidfd], [], [], timeout)
+            wait_readable(self._watch.pidfd, timeout)
         elif timeout is None or timeout > 0:
             self._watch.wait_exited(timeout if timeout is not None else 1e9)
         return self.returncode
