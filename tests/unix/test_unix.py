@@ -555,3 +555,41 @@ def test_two_listeners_starting_on_one_stale_path_never_both_win(
     finally:
         for lst in listeners:
             lst.close()
+
+
+def test_a_listener_is_listening_before_the_next_one_may_probe_its_file(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory lock must cover listen() too: a socket bound and linked but not yet
+    listening refuses connections, so a second listener that takes the lock in that moment
+    probes the first's new file, finds it "stale", removes it and binds its own (the first
+    stolen silently, as without the lock). Here the second listener starts exactly when the
+    first releases the lock."""
+    from ipcwire.unix import _socket
+
+    path = sock_dir / "next.sock"
+    real_lock = _socket._directory_lock
+    second: list[object] = []
+
+    @contextlib.contextmanager
+    def lock_then_start_another(p: str | None) -> Any:
+        with real_lock(p):
+            yield
+        if not second:  # the first listener, just out of the lock
+            second.append(None)
+            try:
+                second[0] = ipcwire.listen(f"unix://{path}")
+            except AddressInUse as exc:
+                second[0] = exc
+
+    monkeypatch.setattr(_socket, "_directory_lock", lock_then_start_another)
+    first = ipcwire.listen(f"unix://{path}")
+    try:
+        assert isinstance(second[0], AddressInUse), second
+        with ipcwire.connect(f"unix://{path}", timeout=5) as ch, first.accept(timeout=5) as srv:
+            ch.send(b"to the first")
+            assert srv.recv(timeout=5) == b"to the first"
+    finally:
+        first.close()
+        if isinstance(second[0], ipcwire.Listener):
+            second[0].close()

@@ -10,9 +10,9 @@ Binding is where Unix sockets usually go wrong; this module makes it safe by def
 * the socket is bound inside a private 0700 directory, given its mode, then hard-linked into
   place, so no other user can connect before the mode is right, and a file created meanwhile
   by someone else is never replaced (link fails with EEXIST);
-* probing, removing a stale file and linking ours happen under an flock on the directory, so
-  two listeners starting at once on the same stale path cannot both decide it is stale and
-  remove each other's new socket (the second finds the first alive);
+* probing, removing a stale file, linking ours and listen() happen under an flock on the
+  directory, so two listeners starting at once on the same stale path cannot both decide it
+  is stale and remove each other's new socket (the second finds the first alive);
 * on close the file is removed only if it is still ours (same inode).
 """
 
@@ -261,7 +261,9 @@ def bind_listener(
         with _directory_lock(addr.path):
             _check_path(addr, url)
             ident = _bind_private(sock, addr, mode)
-        sock.listen(backlog)
+            # Listening before the lock is released: a socket bound but not listening refuses
+            # connections, so the next listener's probe would take it for a stale file.
+            sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
