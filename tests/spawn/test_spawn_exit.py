@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from ._util import alive, group, wait_dead
+from .lingering import LAST_REPLY
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 LINGERING = str(Path(__file__).with_name("lingering.py"))
@@ -233,3 +234,80 @@ def test_exit_waits_for_a_ladder_another_thread_is_running(
     )
     leftovers.extend(printed["pids"])
     assert_nothing_left(printed["pids"])
+
+
+def test_stderr_left_in_the_pipe_by_a_child_that_exited_reaches_the_sink(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # The child writes its last lines to stderr and exits after the loop ended (so the loop
+    # never read them): the exit finds it gone at once, with the lines still in the pipe.
+    # Before, the pipe was closed unread.
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import asyncio, json, os, sys
+        from ipcwire import aio
+        log = sys.argv[1]
+        out = os.open(log + ".lines", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        go_r, go_w = os.pipe()
+        child = "import os, sys; os.read(int(sys.argv[1]), 1); sys.stderr.write('last words\\\\n')"
+
+        async def main():
+            ch = await aio.spawn(
+                [sys.executable, "-c", child, str(go_r)],
+                stderr=lambda line: os.write(out, line.encode() + b"\\n"),
+                pass_fds=[go_r],
+            )
+            return ch.pid
+
+        pid = asyncio.run(main())
+        os.write(go_w, b"!")  # the loop is gone: nobody reads its stderr now
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it exited (not reaped)
+        print(json.dumps({"pids": [pid]}))
+        """,
+        log,
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    assert Path(f"{log}.lines").read_text() == "last words\n"
+
+
+def test_a_cancelled_asyncio_ladder_keeps_draining_stderr(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # aclose() not awaited, the loop ended while the child wrote far more stderr than the pipe
+    # holds: the exit goes on reading it into the sink, and the child leaves by itself. Before,
+    # the cancelled ladder closed the pipe: the child's writes failed (EPIPE) and its last
+    # lines were lost.
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import asyncio, json, os, sys
+        from ipcwire import aio
+        log, lingering = sys.argv[1], sys.argv[2]
+        out = os.open(log + ".lines", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        count = 0
+
+        def sink(line):
+            global count
+            count += 1
+            if line == "bye":
+                os.write(out, f"{count} lines, the last bye".encode())
+
+        async def main():
+            ch = await aio.spawn([sys.executable, lingering, log, "noisy"], stderr=sink)
+            await ch.recv(timeout=20)
+            ch.close()  # the child sees EOF and begins to write
+            await asyncio.sleep(0)  # the ladder begins to wait, and is cancelled with the loop
+            return ch.pid
+
+        print(json.dumps({"pids": [asyncio.run(main())]}))
+        """,
+        log,
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    names = [ev["event"] for ev in events(log)[printed["pids"][0]]]
+    assert names == ["start", "eof", "done"]
+    every = LAST_REPLY // 5 + 1  # "line" lines, then "bye"
+    assert Path(f"{log}.lines").read_text() == f"{every} lines, the last bye"

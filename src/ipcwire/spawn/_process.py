@@ -256,12 +256,25 @@ class _Drain:
 
     def close(self) -> None:
         if self.fd is not None:
+            if self.lines is not None:
+                self._rest(self.fd, self.lines)
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
         lines, self.lines = self.lines, None
         if lines is not None:
             lines.finish()
+
+    def _rest(self, fd: int, lines: Lines) -> None:
+        """Lines: what is still in the pipe (a child that wrote, then exited before the ladder
+        read it), bounded: a grandchild that never stops writing does not keep us here."""
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, False)
+            for _ in range(16):
+                n = os.readv(fd, (self._buf,))
+                if n == 0:
+                    break
+                lines.feed(bytes(self._buf[:n]))
 
 
 class LadderChild:

@@ -129,6 +129,11 @@ class _StderrReader:
         else:
             self.close()
 
+    def pause(self) -> None:
+        """The loop stops reading (it is ending); the pipe stays open for :meth:`detach`."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+
     def detach(self) -> tuple[int, LineSplitter] | None:
         """At interpreter exit, the loop gone: the fd and its lines, for the exit ladder."""
         fd, self._fd = self._fd, None
@@ -197,13 +202,14 @@ class _Ladder:
                 self.stderr.close()
 
     def _suspend(self) -> None:
-        """The ladder stopped half-way: keep the child's watch and stdout for the exit."""
+        """The ladder stopped half-way: keep the child's watch, stdout and stderr for the exit
+        (whose ladder goes on draining both: a child still writing is not cut off)."""
         if self._drain is not None:
             with contextlib.suppress(Exception):  # the loop may be closed already
                 self.loop.remove_reader(self._drain)
         if self.stderr is not None:
             with contextlib.suppress(Exception):
-                self.stderr.close()
+                self.stderr.pause()
         _unfinished.add(self)
 
     def exit_child(self, drain_fd: int | None = None) -> LadderChild:
