@@ -27,6 +27,7 @@ from ipcwire.errors import (
     EndOfChannel,
     FrameTooLarge,
     InvalidURL,
+    RemoteProtocolError,
     Timeout,
 )
 from ipcwire.mq import limits
@@ -522,3 +523,47 @@ def test_platforms_reports_this_machines_limits() -> None:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert "limits on this machine" in human.stdout and "RLIMIT_MSGQUEUE" in human.stdout
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: Any) -> Any:
+        return obj
+
+    def decode(self, data: memoryview) -> Any:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
+    mq_url: Callable[..., str],
+) -> None:
+    """recv_many: a message after the first that does not decode used to raise out of the
+    batch, losing the messages already taken. Now they come first, then its error, then
+    the rest."""
+    listener, client, server = _pair(mq_url(), codec=_FailsOnBad())
+    with listener, client, server:
+        client.send_many([b"a", b"bad", b"c"])
+        assert server.recv_many(timeout=5) == [b"a"]
+        with pytest.raises(RemoteProtocolError):
+            server.recv_many(timeout=5)
+        assert server.recv_many(timeout=5) == [b"c"]
+
+    async def main() -> None:
+        url = mq_url()
+        async with await aio.listen(url, codec=_FailsOnBad()) as lst:
+            accepting = asyncio.ensure_future(lst.accept(timeout=10))
+            c = await aio.connect(url, codec=_FailsOnBad(), timeout=10)
+            s = await accepting
+            async with c, s:
+                await c.send_many([b"a", b"bad", b"c"])
+                assert await s.recv_many(timeout=5) == [b"a"]
+                with pytest.raises(RemoteProtocolError):
+                    await s.recv(timeout=5)
+                assert await s.recv_many(timeout=5) == [b"c"]
+
+    asyncio.run(main())

@@ -26,6 +26,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     InvalidURL,
     PermissionDenied,
+    RemoteProtocolError,
 )
 from ipcwire.shm.aio import AioShmChannel
 from ipcwire.shm.blocking import ShmChannel
@@ -308,5 +309,51 @@ def test_asyncio_zero_copy_and_back_pressure(shm_url: Callable[[], str]) -> None
             await sending
             await c.aclose()
             await s.aclose()
+
+    asyncio.run(main())
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: Any) -> Any:
+        return obj
+
+    def decode(self, data: memoryview) -> Any:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
+    shm_url: Callable[[], str],
+) -> None:
+    """recv_many takes every message of the ring at once; one that does not decode used to
+    lose the whole batch (those before it and after it). Now the messages before it come
+    first, then its error, then the rest: the error comes in its place."""
+    with pair(shm_url(), codec=_FailsOnBad()) as (c, s):
+        c.send_many([b"a", b"bad", b"c", b"d"])
+        assert s.recv_many(timeout=5) == [b"a"]
+        with pytest.raises(RemoteProtocolError):
+            s.recv_many(timeout=5)
+        assert s.recv(timeout=5) == b"c"
+        assert s.recv_many(timeout=5) == [b"d"]
+
+    async def main() -> None:
+        url = shm_url()
+        async with await aio.listen(url, codec=_FailsOnBad()) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, codec=_FailsOnBad(), timeout=10)
+            s = await accepting
+            async with c, s:
+                await c.send_many([b"bad", b"b", b"bad", b"d"])
+                with pytest.raises(RemoteProtocolError):
+                    await s.recv_many(timeout=5)
+                assert await s.recv_many(timeout=5) == [b"b"]
+                with pytest.raises(RemoteProtocolError):
+                    await s.recv(timeout=5)
+                assert await s.recv_many(timeout=5) == [b"d"]
 
     asyncio.run(main())

@@ -7,7 +7,8 @@ one vectored ``sendmsg``/``writelines`` so the payload is never copied).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, _MsgspecCodec
@@ -27,7 +28,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["Packed", "WireFormat"]
+__all__ = ["Packed", "WireFormat", "decode_batch", "take_held"]
 
 Buffer = bytes | bytearray | memoryview
 Packed = Buffer | tuple[bytes, Buffer]
@@ -212,3 +213,47 @@ class WireFormat:
     def is_raw(self) -> bool:
         """True when payloads are passed through untouched (the bytes codec)."""
         return isinstance(self.codec, BytesCodec)
+
+
+def decode_batch(
+    decode: Callable[[Any], Any], payloads: Sequence[Any], held: deque[Any]
+) -> list[Any]:
+    """Decode payloads that were received together (``recv_many``), never losing one.
+
+    A payload that does not decode ends the batch: the messages before it are returned, and
+    its error, then the payloads after it, are left in ``held`` for :func:`take_held`; with
+    no message before it, its error is raised at once (the rest still left in ``held``). So
+    the error comes in the bad message's place and the channel goes on.
+    """
+    out: list[Any] = []
+    for i, payload in enumerate(payloads):
+        try:
+            out.append(decode(payload))
+        except Exception as exc:
+            held.extend(payloads[i + 1 :])
+            if not out:
+                raise
+            held.appendleft(exc)
+            return out
+    return out
+
+
+def take_held(
+    decode: Callable[[Any], Any], held: deque[Any], max_messages: int | None = None
+) -> list[Any]:
+    """Up to ``max_messages`` messages (at least one) from what :func:`decode_batch` left in
+    ``held``, in order; a held error, or a payload that does not decode, is raised when it is
+    first, else it ends the batch and stays first in ``held``."""
+    out: list[Any] = []
+    while held and (max_messages is None or max_messages <= 0 or len(out) < max_messages):
+        item = held.popleft()
+        try:
+            if isinstance(item, BaseException):
+                raise item
+            out.append(decode(item))
+        except Exception as exc:
+            if not out:
+                raise
+            held.appendleft(exc)
+            break
+    return out

@@ -192,7 +192,11 @@ class ChannelCore:
                 break
             if got is None:
                 break
-            out.append(self._deliver(got[0]))
+            try:
+                out.append(self._deliver(got[0]))
+            except IpcwireError as exc:  # does not decode: raised next, after these messages
+                self._error = exc
+                break
         return out
 
     def _ended(self) -> ChannelBroken | EndOfChannel:

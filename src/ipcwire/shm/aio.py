@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
-from ipcwire._core.wire import WireFormat
+from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -63,6 +64,8 @@ class AioShmChannel(AioChannel):
         self._raw = wire.is_raw
         self._encode: Callable[[Any], Any] = wire.codec.encode
         self._decode: Callable[[Any], Any] = wire.decode
+        # what a recv_many batch left after a message that did not decode (decode_batch)
+        self._held: deque[Any] = deque()
         self._peer = peer
         self._loop = loop
         self._tx.max_send = wire.send_limit
@@ -142,6 +145,8 @@ class AioShmChannel(AioChannel):
                 continue
 
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._held and not self._link.closed:
+            return take_held(self._decode, self._held, 1)[0]
         async with self._recv_lock:
             data = await self._take(self._rx.recv, timeout)
         return data if self._raw else self._decode(data)
@@ -149,10 +154,12 @@ class AioShmChannel(AioChannel):
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
+        if self._held and not self._link.closed:
+            return take_held(self._decode, self._held, max_messages)
         rx = self._rx
         async with self._recv_lock:
             got: list[Any] = await self._take(lambda t: rx.recv_many(max_messages or 0, t), timeout)
-        return got if self._raw else [self._decode(m) for m in got]
+        return got if self._raw else decode_batch(self._decode, got, self._held)
 
     async def recv_view(self, *, timeout: float | None = None) -> memoryview:
         """The next message as a read-only view into the ring (see the blocking channel)."""

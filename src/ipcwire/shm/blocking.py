@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
-from ipcwire._core.wire import WireFormat
+from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
@@ -70,12 +70,16 @@ class ShmChannel(Channel):
             self.recv = rx.recv  # type: ignore[method-assign]
         self._encode: Callable[[Any], Any] = wire.codec.encode
         self._decode: Callable[[Any], Any] = wire.decode
+        # what a recv_many batch left after a message that did not decode (decode_batch)
+        self._held: deque[Any] = deque()
 
     # -- the channel API ----------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         self._tx.send(self._encode(obj), timeout)
 
     def recv(self, *, timeout: float | None = None) -> Any:
+        if self._held and not self._link.closed:
+            return take_held(self._decode, self._held, 1)[0]
         return self._decode(self._rx.recv(timeout))
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
@@ -89,11 +93,12 @@ class ShmChannel(Channel):
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
+        if self._held and not self._link.closed:
+            return take_held(self._decode, self._held, max_messages)
         got: list[Any] = self._rx.recv_many(max_messages or 0, timeout)
         if self._wire.is_raw:
             return got
-        decode = self._decode
-        return [decode(m) for m in got]
+        return decode_batch(self._decode, got, self._held)
 
     def close(self) -> None:
         self._link.close()
