@@ -311,3 +311,44 @@ def test_a_cancelled_asyncio_ladder_keeps_draining_stderr(
     assert names == ["start", "eof", "done"]
     every = LAST_REPLY // 5 + 1  # "line" lines, then "bye"
     assert Path(f"{log}.lines").read_text() == f"{every} lines, the last bye"
+
+
+def test_a_forked_process_leaves_its_parents_children_alone_at_exit(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # os.fork() copies the parent's list of children to shut down; the copy's exit must not
+    # shut them down: they are not its children (it cannot even wait for them, so it took
+    # them for exited, waited for the rest of their group, then SIGTERMed and SIGKILLed it).
+    printed = run_parent(
+        """
+        import asyncio, json, os, sys
+        from ipcwire import aio
+        blocking = ipcwire.spawn(GRANDCHILD)
+        grandchildren = [blocking.recv(timeout=20)["g"]]
+
+        async def start():
+            return await aio.spawn(GRANDCHILD)
+
+        loop = asyncio.new_event_loop()
+        nonblocking = loop.run_until_complete(start())
+        grandchildren.append(loop.run_until_complete(nonblocking.recv(timeout=20))["g"])
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # runs the exit handlers, in the forked copy only
+        os.waitpid(pid, 0)  # its exit handlers have run
+
+        def running(p):  # not a zombie, not gone
+            try:
+                stat = open(f"/proc/{p}/stat", "rb").read()
+            except OSError:
+                return False
+            return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+        pids = [blocking.pid, nonblocking.pid, *grandchildren]
+        print(json.dumps({"pids": pids, "running": [running(p) for p in pids]}))
+        """.replace("GRANDCHILD", repr(GRANDCHILD)),
+        tmp_path / "events.jsonl",
+    )
+    leftovers.extend(printed["pids"])
+    assert printed["running"] == [True] * 4
+    assert_nothing_left(printed["pids"])  # the parent's own exit shut them down

@@ -451,7 +451,15 @@ def _children_at_exit() -> list[LadderChild]:
     return children
 
 
+def _forget_children() -> None:
+    """In a process forked from this one: the children are its parent's; its exit must leave
+    them alone."""
+    _live.clear()
+    _unfinished.clear()
+
+
 shut_down_at_exit(_children_at_exit)
+os.register_at_fork(after_in_child=_forget_children)
 
 
 async def stdio(

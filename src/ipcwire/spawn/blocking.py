@@ -342,4 +342,15 @@ def _wait_for_other_threads() -> None:
             ch._close_lock.release()
 
 
+def _forget_children() -> None:
+    """In a process forked from this one: the children are its parent's, which it cannot
+    wait for; its exit must leave them alone. (And a lock another thread held at the fork
+    would stay held here for ever.)"""
+    global _live_lock
+    _live_lock = threading.Lock()
+    _live.clear()
+    _closing.clear()
+
+
 shut_down_at_exit(_children_at_exit, _wait_for_other_threads)
+os.register_at_fork(after_in_child=_forget_children)
