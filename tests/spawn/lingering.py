@@ -10,6 +10,9 @@ stdin before it sent any SIGTERM, and sent every SIGTERM before it killed anyone
 the pipe, then exits by itself (if the parent drains its stdout meanwhile).
 
 ``python lingering.py LOG noisy``: the same with its stderr: many lines, the last ``bye``.
+
+``python lingering.py LOG interrupting``: as ``stubborn``, but on the end of stdin it first
+sends SIGINT to its parent (Ctrl-C while the parent waits for it to leave).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def stubborn_siblings(log: str) -> list[int]:
     pids = []
     for line in Path(log).read_text().splitlines():
         event = json.loads(line)
-        if event["event"] == "start" and event["kind"] == "stubborn":
+        if event["event"] == "start" and event["kind"] in ("stubborn", "interrupting"):
             pids.append(event["pid"])
     return [p for p in pids if p != os.getpid()]
 
@@ -79,6 +82,8 @@ def main() -> None:
     while os.read(0, 65536):
         pass
     record(log, event="eof")
+    if kind == "interrupting":
+        os.kill(parent, signal.SIGINT)
     if kind in ("chatty", "noisy"):
         last = b"x" * LAST_REPLY if kind == "chatty" else b"line\n" * (LAST_REPLY // 5) + b"bye\n"
         view = memoryview(last)

@@ -352,3 +352,32 @@ def test_a_forked_process_leaves_its_parents_children_alone_at_exit(
     leftovers.extend(printed["pids"])
     assert printed["running"] == [True] * 4
     assert_nothing_left(printed["pids"])  # the parent's own exit shut them down
+
+
+def test_a_close_interrupted_by_ctrl_c_leaves_the_child_to_the_exit(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # Ctrl-C while close() waits for a child that ignores the end of its stdin: the terminal's
+    # SIGINT reaches the parent only (the child leads its own process group). The child must
+    # not outlive the program: the exit finishes its ladder. Before, close() had already taken
+    # it off the exit's list, and it ran on, reparented to init. (The child sends the SIGINT
+    # itself on the end of its stdin, so it arrives while close() runs.)
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import json, sys
+        log, lingering = sys.argv[1], sys.argv[2]
+        argv = [sys.executable, lingering, log, "interrupting"]
+        ch = ipcwire.spawn(argv, exit_timeout=60, term_timeout=60)
+        ch.recv(timeout=20)
+        try:
+            ch.close()
+        except KeyboardInterrupt:
+            print(json.dumps({"pids": [ch.pid]}))
+        """,
+        log,
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+    names = [ev["event"] for ev in events(log)[printed["pids"][0]]]
+    assert names == ["start", "eof", "term"]  # SIGTERM at exit, then SIGKILL

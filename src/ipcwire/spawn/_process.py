@@ -170,6 +170,12 @@ class ChildWatch:
                 os.close(self.pidfd)
             self.pidfd = None
 
+    def reopen(self) -> None:
+        """Watch again after :meth:`close` (a ladder taken up again). Only while the child is
+        not reaped: until then its pid cannot belong to another process."""
+        if self.pidfd is None and self.proc.returncode is None:
+            self.pidfd = _pidfd(self.pid)
+
 
 def _stat_fields(pid: str) -> tuple[str, int] | None:
     try:

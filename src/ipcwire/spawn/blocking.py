@@ -142,7 +142,8 @@ class SpawnChannel(ExplainingPipeChannel):
         self._timeouts = timeouts
         self._pump = pump
         self._close_lock = threading.Lock()
-        self._shut_down = False
+        self._shut_down = False  # close() has begun
+        self._done = False  # its ladder is over
         self._returncode: int | None = None
 
     def _start(self) -> None:
@@ -205,26 +206,33 @@ class SpawnChannel(ExplainingPipeChannel):
             child = self._begin_shutdown(self._timeouts)
             if child is None:
                 return
-            try:
-                run_ladders([child])
-            finally:
-                self._end_shutdown(child)
+            # If this raises (Ctrl-C while the ladder waits), the channel stays in _closing:
+            # another close(), or else the exit, takes the ladder up again.
+            run_ladders([child])
+            self._end_shutdown(child.status)
 
     def _begin_shutdown(self, timeouts: LadderTimeouts) -> LadderChild | None:
         """Close stdin (the child sees EOF); the child for the ladder, None if done already.
-        The caller holds ``_close_lock``."""
-        if self._shut_down:
+        Also takes up a ladder an exception interrupted. The caller holds ``_close_lock``."""
+        if self._done:
             return None
+        with _live_lock:
+            _closing.add(self)  # first: until the ladder is over, the exit knows of it
+            _live.discard(self)
         self._shut_down = True
         self._closed = True
-        with _live_lock:
-            _live.discard(self)
-            _closing.add(self)
         drain = self._fds.close_detaching_read()  # stdin closed: the child sees EOF
+        if self._watch.proc.returncode is not None:  # an interrupted ladder had reaped it
+            if drain is not None:
+                os.close(drain)
+            self._end_shutdown(self._watch.proc.returncode)
+            return None
+        self._watch.reopen()  # an interrupted ladder closed its pidfd
         return LadderChild(self._watch, drain, timeouts)
 
-    def _end_shutdown(self, child: LadderChild) -> None:
-        self._returncode = child.status
+    def _end_shutdown(self, status: int | None) -> None:
+        self._returncode = status
+        self._done = True
         try:
             if self._pump is not None:
                 self._pump.stop()
@@ -301,10 +309,11 @@ def _channel_on(
 
 
 def _children_at_exit() -> list[LadderChild]:
-    """At interpreter exit: close the stdin of every child whose channel was never closed, and
-    hand them to the shared ladder (:func:`ipcwire.spawn._process.run_ladders`)."""
+    """At interpreter exit: close the stdin of every child whose channel was never closed, or
+    whose close() an exception interrupted, and hand them to the shared ladder
+    (:func:`ipcwire.spawn._process.run_ladders`)."""
     with _live_lock:
-        live = list(_live)
+        live = _live | _closing
     children = []
     for ch in live:
         if not ch._close_lock.acquire(blocking=False):
@@ -324,7 +333,7 @@ def _children_at_exit() -> list[LadderChild]:
 def _finisher(ch: SpawnChannel, child: LadderChild) -> Callable[[], None]:
     def done() -> None:
         try:
-            ch._end_shutdown(child)
+            ch._end_shutdown(child.status)
         finally:
             ch._close_lock.release()
 
