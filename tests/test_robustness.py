@@ -254,3 +254,64 @@ def test_out_of_file_descriptors_is_a_typed_error(unix_url: Callable[[], str]) -
         lst.close()
         srv.join(10)
     assert ResourceExhausted.__mro__[1] is ipcwire.IpcwireError
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode (ValueError)."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: memoryview) -> bytes:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def _is_named_decode_error(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, RemoteProtocolError)
+        and exc.endpoint is not None
+        and exc.endpoint in str(exc)
+        and isinstance(exc.__cause__, ValueError)
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://127.0.0.1:0", "grpc://127.0.0.1:0", "grpc://127.0.0.1:0?unary=1", "http://127.0.0.1:0"],
+)
+def test_a_custom_codecs_error_is_a_remote_protocol_error_on_every_mechanism(url: str) -> None:
+    """Mechanisms whose library hands over whole messages (WebSocket, gRPC, the HTTP client)
+    called the codec themselves, so a custom codec's ValueError reached recv() as it was
+    (errors.md and WireFormat.decode promise RemoteProtocolError with it as __cause__).
+    Both directions (an HTTP server answers 400 to a body that does not decode, tested
+    elsewhere); the channel goes on."""
+    codec = _FailsOnBad()
+    with ipcwire.listen(url, codec=codec) as lst:
+        box: list[ipcwire.Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lst.url, codec=codec, timeout=10) as client:
+            client.send(b"bad" if not url.startswith("http") else b"first")
+            t.join()
+            with box[0] as server:
+                if url.startswith("http"):
+                    assert server.recv(timeout=10) == b"first"
+                else:
+                    with pytest.raises(RemoteProtocolError) as info:
+                        server.recv(timeout=10)
+                    assert _is_named_decode_error(info.value), info.value
+                client.send(b"next")
+                assert server.recv(timeout=10) == b"next"
+                server.send(b"bad")
+                if "unary" in url:
+                    client.send(b"again")  # each call has one reply
+                    server.recv(timeout=10)
+                server.send(b"fine")
+                with pytest.raises(RemoteProtocolError) as info:
+                    client.recv(timeout=10)
+                assert _is_named_decode_error(info.value), info.value
+                assert client.recv(timeout=10) == b"fine"

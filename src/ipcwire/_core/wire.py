@@ -28,7 +28,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["Packed", "WireFormat", "decode_batch", "take_held"]
+__all__ = ["Packed", "WireFormat", "checked_decode", "decode_batch", "take_held"]
 
 Buffer = bytes | bytearray | memoryview
 Packed = Buffer | tuple[bytes, Buffer]
@@ -213,6 +213,13 @@ class WireFormat:
     def is_raw(self) -> bool:
         """True when payloads are passed through untouched (the bytes codec)."""
         return isinstance(self.codec, BytesCodec)
+
+
+def checked_decode(codec: Codec, endpoint: str) -> Callable[[Any], Any]:
+    """``codec.decode`` for a mechanism that decodes whole messages itself (WebSocket, gRPC):
+    as :attr:`WireFormat.decode`, any failure is RemoteProtocolError naming ``endpoint``
+    (a custom codec's own exception as ``__cause__``)."""
+    return WireFormat(codec, endpoint=endpoint).decode
 
 
 def decode_batch(

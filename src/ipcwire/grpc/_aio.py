@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.wire import checked_decode
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -73,6 +74,7 @@ class AioStream(AioChannel):
     ) -> None:
         self.url = url
         self._codec = codec
+        self._codec_decode = checked_decode(codec, url)  # RemoteProtocolError on failure
         self._raw = isinstance(codec, BytesCodec)
         self.send_limit = send_limit
         self._peer = peer
@@ -403,7 +405,7 @@ class AioStream(AioChannel):
                 self._received += 1
                 self._sent_last = False
                 self._bytes_received += len(msg)
-                return msg if self._raw else self._codec.decode(memoryview(msg))
+                return msg if self._raw else self._codec_decode(memoryview(msg))
             if msg is _EOF:
                 self._read_eof()
             if self._closed:
@@ -453,7 +455,7 @@ class AioStream(AioChannel):
         return msg
 
     def _decode(self, msg: bytes) -> Any:
-        return msg if self._raw else self._codec.decode(memoryview(msg))
+        return msg if self._raw else self._codec_decode(memoryview(msg))
 
     def _pop(self, limit: int | None) -> list[Any]:
         inbox = self._inbox
@@ -475,7 +477,7 @@ class AioStream(AioChannel):
             r.set_result(None)
         if self._raw:
             return raw
-        decode = self._codec.decode
+        decode = self._codec_decode
         return [decode(memoryview(m)) for m in raw]
 
     async def _wait(self, timeout: float | None) -> None:

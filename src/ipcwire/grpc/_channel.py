@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.wire import checked_decode
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
@@ -71,6 +72,7 @@ class OneShotCore:
     ) -> None:
         self.url = url
         self._codec = codec
+        self._codec_decode = checked_decode(codec, url)  # RemoteProtocolError on failure
         self._request: bytes | None = request
         self._peer = peer
         self._send_limit = send_limit
@@ -107,7 +109,7 @@ class OneShotCore:
         req, self._request = self._request, None
         if req is None:
             raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
-        return req if isinstance(self._codec, BytesCodec) else self._codec.decode(memoryview(req))
+        return req if isinstance(self._codec, BytesCodec) else self._codec_decode(memoryview(req))
 
     def close(self) -> None:
         self._closed = True

@@ -26,6 +26,7 @@ from typing import Any, Final
 import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -80,6 +81,7 @@ class SyncStream(Channel):
     ) -> None:
         self.url = url
         self._codec = codec
+        self._codec_decode = checked_decode(codec, url)  # RemoteProtocolError on failure
         self._raw = isinstance(codec, BytesCodec)
         self.send_limit = send_limit
         self._peer = peer
@@ -395,7 +397,7 @@ class SyncStream(Channel):
                         raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
                     msg = self._read_direct()
                     self._received += 1
-                    return msg if self._raw else self._codec.decode(memoryview(msg))
+                    return msg if self._raw else self._codec_decode(memoryview(msg))
         return self._receive(1, timeout)[0]
 
     def recv_many(
@@ -421,7 +423,7 @@ class SyncStream(Channel):
         self._received += len(raw)
         if self._raw:
             return raw
-        decode = self._codec.decode
+        decode = self._codec_decode
         return [decode(memoryview(m)) for m in raw]
 
     def _read_direct(self) -> bytes:
@@ -494,7 +496,7 @@ class SyncStream(Channel):
                     raise self._end
                 self._received += 1
                 self._bytes_received += len(msg)
-                return msg if self._raw else self._codec.decode(memoryview(msg))
+                return msg if self._raw else self._codec_decode(memoryview(msg))
         try:
             return self.recv(timeout=timeout)
         except Timeout as exc:

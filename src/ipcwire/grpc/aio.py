@@ -13,6 +13,7 @@ import grpc
 
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import checked_decode
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
@@ -162,6 +163,7 @@ class AioGrpcUnaryChannel(AioChannel):
     def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
         self.url = url
         self._codec = options.codec
+        self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
         self._gch = gch
         self._md = metadata
         self._method = gch.unary_unary(CALL)
@@ -190,7 +192,7 @@ class AioGrpcUnaryChannel(AioChannel):
             return _NO_REPLY
         self._received += 1
         self._bytes_received += len(reply)
-        return self._codec.decode(memoryview(reply))
+        return self._codec_decode(memoryview(reply))
 
     async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         if self._replies:

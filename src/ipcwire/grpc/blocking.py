@@ -20,6 +20,7 @@ import grpc
 
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
@@ -164,6 +165,7 @@ class GrpcUnaryChannel(Channel):
     def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
         self.url = url
         self._codec = options.codec
+        self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
         self._max_frame = options.max_frame
         self._gch = gch
         self._md = metadata
@@ -191,7 +193,7 @@ class GrpcUnaryChannel(Channel):
             return _NO_REPLY
         self._received += 1
         self._bytes_received += len(reply)
-        return self._codec.decode(memoryview(reply))
+        return self._codec_decode(memoryview(reply))
 
     def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         if self._replies:

@@ -27,6 +27,7 @@ import msgspec
 
 from ipcwire._core.codecs import BytesCodec, encode_message
 from ipcwire._core.handshake import same_secret
+from ipcwire._core.wire import checked_decode
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
@@ -94,6 +95,7 @@ class ClientCore:
         self.url = url
         self.session = session
         self.codec = options.codec
+        self.decode = checked_decode(options.codec, url)  # RemoteProtocolError on failure
         self.max_frame = options.max_frame
         self.send_limit = options.max_frame  # the server's, once it says
         self.max_batch = 4 * 1024 * 1024
@@ -394,7 +396,7 @@ class ClientCore:
         raw = self.inbox.popleft()
         self.inbox_bytes -= len(raw)
         self.received += 1
-        return raw if self._raw else self.codec.decode(memoryview(raw))
+        return raw if self._raw else self.decode(memoryview(raw))
 
     # -- request/reply -------------------------------------------------------------------------
     def call_req(self, payload: bytes, timeout: float | None) -> Req:
@@ -449,7 +451,7 @@ class ClientCore:
         self.bytes_received += len(body)
         if self._raw:
             return body
-        return self.codec.decode(memoryview(body))
+        return self.decode(memoryview(body))
 
     # -- closing -------------------------------------------------------------------------------
     def close_req(self) -> Req | None:

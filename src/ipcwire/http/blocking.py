@@ -231,7 +231,7 @@ class HttpChannel(ClientEnd, Channel):
         core = self._core
         if core._raw:
             return raw
-        decode = core.codec.decode
+        decode = core.decode
         return [decode(memoryview(m)) for m in raw]
 
     def _fill(self, timeout: float | None) -> None:

@@ -16,6 +16,7 @@ from websockets.frames import CloseCode
 from ipcwire._core.codecs import Codec
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import checked_decode
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -374,7 +375,7 @@ class ChannelCore:
         self.url = url
         self._conn = conn
         self._codec = codec
-        self._decode = codec.decode
+        self._decode = checked_decode(codec, url)  # RemoteProtocolError, whatever the codec
         self._text = codec.name == "json"  # JSON in text frames, as browsers expect
         self._max_frame = max_frame
         self._send_limit = send_limit
