@@ -381,3 +381,26 @@ def test_a_close_interrupted_by_ctrl_c_leaves_the_child_to_the_exit(
     assert_nothing_left(printed["pids"])
     names = [ev["event"] for ev in events(log)[printed["pids"][0]]]
     assert names == ["start", "eof", "term"]  # SIGTERM at exit, then SIGKILL
+
+
+def test_ctrl_c_during_the_exit_kills_the_children_left(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # Ctrl-C while the exit waits for children that ignore the end of their stdin (and
+    # SIGTERM): they are SIGKILLed at once, and the program ends without a traceback. Before,
+    # the KeyboardInterrupt stopped the exit's ladder half-way and they ran on.
+    log = tmp_path / "events.jsonl"
+    printed = run_parent(
+        """
+        import json, sys
+        log, lingering = sys.argv[1], sys.argv[2]
+        kinds = ["interrupting", "stubborn", "stubborn"]
+        kids = [ipcwire.spawn([sys.executable, lingering, log, kind]) for kind in kinds]
+        for ch in kids:
+            ch.recv(timeout=20)
+        print(json.dumps({"pids": [ch.pid for ch in kids]}))
+        """,
+        log,
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])

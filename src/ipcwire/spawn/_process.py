@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = [
     "ChildWatch",
@@ -321,6 +321,12 @@ class LadderChild:
             return True
         return False
 
+    def kill_now(self, now: float) -> None:
+        """Ctrl-C at interpreter exit: skip to SIGKILL (step 4)."""
+        if not self.gone and self.step < 2:
+            kill_group(self.pgid, signal.SIGKILL)
+            self.step, self.deadline = 2, now + self.timeouts.kill
+
     def release(self) -> None:
         for drain in self.drains:
             drain.close()
@@ -432,6 +438,8 @@ def run_ladders(children: Sequence[LadderChild], *, at_exit: bool = False) -> No
         now = time.monotonic()
         for c in children:
             c.step, c.deadline = 0, now + c.timeouts.exit
+            if at_exit and _hurried:  # Ctrl-C came before the ladder began
+                c.kill_now(now)
         _wait_groups_gone(list(children))
         # Reap: a child that exited is reaped at once; one that SIGKILL has not ended yet
         # (uninterruptible sleep) gets a last wait, shared like the others.
@@ -470,6 +478,8 @@ ExitSource = Callable[[], list[LadderChild]]
 _exit_sources: list[ExitSource] = []
 _exit_afters: list[Callable[[], None]] = []
 EXIT_CAP: Final = 1.0  # each wait of the ladder at interpreter exit, at most (seconds)
+_exiting: list[LadderChild] = []  # the children of the exit's ladder, for Ctrl-C
+_hurried = False  # Ctrl-C came during the exit's ladder
 
 
 def shut_down_at_exit(source: ExitSource, after: Callable[[], None] | None = None) -> None:
@@ -488,26 +498,58 @@ def exit_timeouts(timeouts: LadderTimeouts) -> LadderTimeouts:
     )
 
 
+def _on_sigint_at_exit(signum: int, frame: object) -> None:
+    """Ctrl-C during the exit's ladder: SIGKILL every group left at once, and the ladder ends
+    as soon as they are dead. (A KeyboardInterrupt would stop it half-way, and leave running
+    the children not dead yet: Ctrl-C reaches only this process, they lead their own groups.)"""
+    global _hurried
+    _hurried = True
+    now = time.monotonic()
+    for c in list(_exiting):
+        c.kill_now(now)
+
+
+def _catch_sigint() -> Any:
+    """Install :func:`_on_sigint_at_exit` in place of Python's default SIGINT handler (not in
+    place of one the program set); the handler it replaced, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None
+        return signal.signal(signal.SIGINT, _on_sigint_at_exit)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        return None
+
+
 @atexit.register
 def _shut_down_children() -> None:
     """At interpreter exit: the ladder for every child whose channel was never closed, all of
     them together (the stdin of each closed first, then one wait, then one SIGTERM round...)."""
-    children: list[LadderChild] = []
-    for source in _exit_sources:
-        try:
-            children.extend(source())
-        except Exception:  # pragma: no cover - keep shutting down the others
-            log.exception("ipcwire: preparing children for shutdown at exit failed")
-    seen: set[int] = set()
-    unique = []
-    for c in children:
-        if c.pgid in seen:
-            c.release()
-        else:
-            seen.add(c.pgid)
-            unique.append(c)
-    if unique:
-        run_ladders(unique, at_exit=True)
+    previous = _catch_sigint()
+    try:
+        children: list[LadderChild] = []
+        for source in _exit_sources:
+            try:
+                children.extend(source())
+            except Exception:  # pragma: no cover - keep shutting down the others
+                log.exception("ipcwire: preparing children for shutdown at exit failed")
+        seen: set[int] = set()
+        unique = []
+        for c in children:
+            if c.pgid in seen:
+                c.release()
+            else:
+                seen.add(c.pgid)
+                unique.append(c)
+        _exiting[:] = unique
+        if unique:
+            run_ladders(unique, at_exit=True)
+    finally:
+        _exiting.clear()
+        if previous is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGINT, previous)
     for after in _exit_afters:
         try:
             after()
