@@ -385,3 +385,66 @@ def test_a_max_frame_that_is_not_a_number_is_not_an_ipcwire_server() -> None:
     for raw in ("²", "9" * 5000):
         with pytest.raises(RemoteProtocolError, match="not an ipcwire gRPC endpoint"):
             check_welcome({MAX_FRAME_KEY: raw}, options, "grpc://127.0.0.1:1", b"n")
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: memoryview) -> bytes:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def _receive_all(ch: Channel) -> list[object]:
+    got: list[object] = []
+    while b"end" not in got:
+        try:
+            got.extend(ch.recv_many(timeout=10))
+        except RemoteProtocolError:
+            got.append("error")
+    return got
+
+
+def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
+    """recv_many decoded what it took from the inbox in one go, so a message that does not
+    decode lost the others taken with it. Now those before it come first, then its error,
+    then the rest."""
+    codec = _FailsOnBad()
+    with ipcwire.listen("grpc://127.0.0.1:0", codec=codec) as lst:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lst.url, codec=codec, timeout=10) as client:
+            client.send(b"start")
+            t.join()
+            with box[0] as server:
+                assert server.recv(timeout=10) == b"start"
+                client.send_many([b"a", b"bad", b"c", b"end"])
+                assert _receive_all(server) == [b"a", "error", b"c", b"end"]
+                server.send_many([b"a", b"bad", b"c", b"end"])
+                assert _receive_all(client) == [b"a", "error", b"c", b"end"]
+
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0", codec=codec) as lst:
+            accepting = asyncio.ensure_future(lst.accept(timeout=10))
+            c = await aio.connect(lst.url, codec=codec, timeout=10)
+            await c.send(b"start")
+            s = await accepting
+            async with c, s:
+                assert await s.recv(timeout=10) == b"start"
+                await c.send_many([b"a", b"bad", b"c", b"end"])
+                got: list[object] = []
+                while b"end" not in got:
+                    try:
+                        got.extend(await s.recv_many(timeout=10))
+                    except RemoteProtocolError:
+                        got.append("error")
+                assert got == [b"a", "error", b"c", b"end"]
+
+    asyncio.run(main())

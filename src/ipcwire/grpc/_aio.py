@@ -478,7 +478,27 @@ class AioStream(AioChannel):
         if self._raw:
             return raw
         decode = self._codec_decode
-        return [decode(memoryview(m)) for m in raw]
+        if len(raw) == 1:
+            return [decode(memoryview(raw[0]))]
+        out: list[Any] = []
+        for i, m in enumerate(raw):
+            try:
+                out.append(decode(memoryview(m)))
+            except Exception:
+                # Not one message lost: those before it are returned, and it goes back first
+                # in the inbox (its error is raised by the next receive), the rest after it;
+                # with none before it, its error is raised now.
+                back = raw[i:] if out else raw[i + 1 :]
+                if back:
+                    n = sum(len(m) for m in back)
+                    inbox.extendleft(reversed(back))
+                    self._queued += n
+                    self._received -= len(back)
+                    self._bytes_received -= n
+                if not out:
+                    raise
+                break
+        return out
 
     async def _wait(self, timeout: float | None) -> None:
         if self._reader is None and self._end is None:

@@ -424,7 +424,32 @@ class SyncStream(Channel):
         if self._raw:
             return raw
         decode = self._codec_decode
-        return [decode(memoryview(m)) for m in raw]
+        if len(raw) == 1:
+            return [decode(memoryview(raw[0]))]
+        out: list[Any] = []
+        for i, m in enumerate(raw):
+            try:
+                out.append(decode(memoryview(m)))
+            except Exception:
+                # Not one message lost: those before it are returned, and it goes back first
+                # in the inbox (its error is raised by the next receive), the rest after it;
+                # with none before it, its error is raised now.
+                self._put_back(raw[i:] if out else raw[i + 1 :])
+                if not out:
+                    raise
+                break
+        return out
+
+    def _put_back(self, raw: list[bytes]) -> None:
+        """Return messages taken by ``_pop`` to the front of the inbox, in order."""
+        if not raw:
+            return
+        n = sum(len(m) for m in raw)
+        with self._cond:
+            self._inbox.extendleft(reversed(raw))
+            self._queued += n
+            self._bytes_received -= n
+        self._received -= len(raw)
 
     def _read_direct(self) -> bytes:
         msg = self._next()
