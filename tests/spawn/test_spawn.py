@@ -239,6 +239,17 @@ def test_close_drains_a_last_reply_so_the_child_exits_by_itself() -> None:
     assert_gone(ch)
 
 
+@pytest.mark.parametrize("wait", [1e7, float("inf")])
+def test_close_with_an_exit_timeout_of_months_or_for_ever(wait: float) -> None:
+    # poll() takes at most about 24 days (2**31 ms); a longer exit_timeout, or an infinite
+    # one ("wait until it is done"), raised OverflowError from close() (with stdin closed).
+    child = py("import sys; sys.stdin.read()")
+    ch = spawn(child, exit_timeout=wait)
+    ch.close()
+    assert ch.returncode == 0
+    assert_gone(ch)
+
+
 def test_close_ladder_grandchild_holds_the_pipes() -> None:
     # The child exits on stdin EOF, but its background grandchild keeps stdout and stderr.
     child = ["sh", "-c", 'sleep 3600 & echo "{\\"grandchild\\": $!}"; read line; exit 0']

@@ -402,7 +402,7 @@ def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) ->
     with _pidfds(others) as fds:
         for fd in fds:
             poller.register(fd, select.POLLIN)
-        for fd, _ in poller.poll(timeout * 1000):
+        for fd, _ in poller.poll(min(timeout * 1000, _MAX_POLL_MS)):  # (the caller loops)
             ready = drains.get(fd)
             if ready is not None:
                 ready.pump()
