@@ -478,3 +478,61 @@ def test_recv_polls_when_the_sender_thread_posts_first() -> None:
             server.send(b"r%d" % i)
             assert ch.recv() == b"r%d" % i
         assert not ch._core.streaming  # type: ignore[attr-defined]
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: memoryview) -> bytes:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
+    """The client's recv_many took every message the stream had brought and decoded them in
+    one go (asyncio: one at a time, but raising out of the batch), so a message that does
+    not decode lost the others taken with it. Now those before it come first, then its
+    error, then the rest."""
+    codec = _FailsOnBad()
+    with ipcwire.listen("http://127.0.0.1:0", codec=codec) as lst:
+        box: list[Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        with ipcwire.connect(lst.url, codec=codec, timeout=10) as client:
+            client.send(b"start")
+            t.join()
+            with box[0] as server:
+                assert server.recv(timeout=10) == b"start"
+                server.send_many([b"a", b"bad", b"c", b"end"])
+                got: list[object] = []
+                while b"end" not in got:
+                    try:
+                        got.extend(client.recv_many(timeout=10))
+                    except RemoteProtocolError:
+                        got.append("error")
+                assert got == [b"a", "error", b"c", b"end"]
+
+    async def main() -> None:
+        async with await aio.listen("http://127.0.0.1:0", codec=codec) as lst:
+            accepting = asyncio.ensure_future(lst.accept(timeout=10))
+            c = await aio.connect(lst.url, codec=codec, timeout=10)
+            await c.send(b"start")
+            s = await accepting
+            async with c, s:
+                assert await s.recv(timeout=10) == b"start"
+                await s.send_many([b"a", b"bad", b"c", b"end"])
+                got: list[object] = []
+                while b"end" not in got:
+                    try:
+                        got.extend(await c.recv_many(timeout=10))
+                    except RemoteProtocolError:
+                        got.append("error")
+                assert got == [b"a", "error", b"c", b"end"]
+
+    asyncio.run(main())

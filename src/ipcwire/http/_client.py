@@ -398,6 +398,14 @@ class ClientCore:
         self.received += 1
         return raw if self._raw else self.decode(memoryview(raw))
 
+    def give_back(self, raws: list[bytes]) -> None:
+        """Put messages taken from the inbox back at its front, in order (a batch that
+        stopped at a message that does not decode: that one first, so the next receive
+        raises its error; nothing after it is lost)."""
+        self.inbox.extendleft(reversed(raws))
+        self.inbox_bytes += sum(len(m) for m in raws)
+        self.received -= len(raws)
+
     # -- request/reply -------------------------------------------------------------------------
     def call_req(self, payload: bytes, timeout: float | None) -> Req:
         # No deadline header: when ``timeout`` passes, the client drops the connection and

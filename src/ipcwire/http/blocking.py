@@ -232,7 +232,23 @@ class HttpChannel(ClientEnd, Channel):
         if core._raw:
             return raw
         decode = core.decode
-        return [decode(memoryview(m)) for m in raw]
+        if len(raw) == 1:
+            return [decode(memoryview(raw[0]))]
+        out: list[Any] = []
+        for i, m in enumerate(raw):
+            try:
+                out.append(decode(memoryview(m)))
+            except Exception:
+                # none lost: it goes back first (the next receive raises its error), then the
+                # rest; with no message before it, its error is raised now
+                back = raw[i:] if out else raw[i + 1 :]
+                if back:
+                    with self._in:
+                        core.give_back(back)
+                if not out:
+                    raise
+                break
+        return out
 
     def _fill(self, timeout: float | None) -> None:
         """Wait until a message is here (opening the message stream at the first call).
