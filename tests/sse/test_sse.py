@@ -562,3 +562,17 @@ def test_a_client_cannot_raise_the_servers_event_size_limit() -> None:
             served.send(b"x" * 2000)
         served.send(b"x" * 1000)
         assert client.recv(timeout=5) == b"x" * 1000
+
+
+def test_backlog_zero_still_lets_a_client_in() -> None:
+    """backlog=0 is a legal listen() backlog (the kernel makes it its minimum). The SSE
+    listener passed it to asyncio, which accepts at most backlog connections each time the
+    socket is readable, so no client was ever answered; past that, it would have refused
+    every new stream with 503 ('0 clients already wait for accept() (backlog=0)')."""
+    with (
+        ipcwire.listen(URL, backlog=0) as listener,
+        ipcwire.connect(listener.url, timeout=5) as client,
+        listener.accept(timeout=5) as served,
+    ):
+        served.send(b"in")
+        assert client.recv(timeout=5) == b"in"

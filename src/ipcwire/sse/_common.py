@@ -102,7 +102,9 @@ def bind(
     addr = resolve(endpoint, listening=True)
     url = endpoint.url
     ssl = kw.pop("ssl", None)
-    backlog = int(kw.pop("backlog", 128))
+    # at least 1: asyncio accepts at most backlog connections per wake-up (none at 0), and
+    # the server refuses new streams once backlog of them wait for accept()
+    backlog = max(1, int(kw.pop("backlog", 128)))
     origins = kw.pop("origins", None)
     pages = kw.pop("pages", None)
     try:
