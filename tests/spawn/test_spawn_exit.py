@@ -404,3 +404,27 @@ def test_ctrl_c_during_the_exit_kills_the_children_left(
     )
     leftovers.extend(printed["pids"])
     assert_nothing_left(printed["pids"])
+
+
+def test_exit_waits_for_another_threads_ladder_no_longer_than_for_its_own(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # The daemon thread's close() has an exit_timeout of an hour: the exit waits for it as
+    # long as for a ladder of its own (a few seconds), then SIGKILLs the group. Before, it
+    # waited exit_timeout + term_timeout + 3 s: an hour (here the 60 s guard of run_parent).
+    printed = run_parent(
+        """
+        import json, sys, threading
+        log, lingering = sys.argv[1], sys.argv[2]
+        argv = [sys.executable, lingering, log, "stubborn"]
+        ch = ipcwire.spawn(argv, exit_timeout=3600, term_timeout=3600)
+        ch.recv(timeout=20)
+        threading.Thread(target=ch.close, daemon=True).start()
+        while not ch._shut_down:  # the thread has begun the ladder
+            pass
+        print(json.dumps({"pids": [ch.pid]}), flush=True)
+        """,
+        tmp_path / "events.jsonl",
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])

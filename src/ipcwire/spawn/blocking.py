@@ -25,7 +25,9 @@ What cannot go wrong, by construction:
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +43,7 @@ from ipcwire.spawn._process import (
     LadderTimeouts,
     describe_status,
     exit_timeouts,
+    kill_group,
     run_ladders,
     shut_down_at_exit,
     wait_readable,
@@ -341,14 +344,30 @@ def _finisher(ch: SpawnChannel, child: LadderChild) -> Callable[[], None]:
 
 
 def _wait_for_other_threads() -> None:
-    """After the shared ladder: wait (bounded) for those other threads were running. Such a
-    thread may be a daemon, stopped once the interpreter finalizes, which would leave its child
-    behind. The ladders run in parallel, so this takes about the longest of them."""
+    """After the shared ladder: wait for those other threads were running. Such a thread may
+    be a daemon, stopped once the interpreter finalizes, which would leave its child behind.
+    The wait is no longer than the exit's own ladder (their waits may be far longer: an
+    ``exit_timeout`` of an hour); then the groups still there get SIGKILL, and a last wait."""
     with _live_lock:
         others = _closing | {ch for ch in _live if ch._close_lock.locked()}
-    for ch in others:
-        if ch._close_lock.acquire(timeout=ch._timeouts.bound + 1.0):
-            ch._close_lock.release()
+    if not others:
+        return
+    cap = max(exit_timeouts(ch._timeouts).bound for ch in others)
+    late = [ch for ch in others if not _ladder_over(ch, time.monotonic() + cap + 1.0)]
+    for ch in late:
+        if ch._watch.proc.returncode is None:  # not reaped: its pid is still its own
+            kill_group(ch.pid, signal.SIGKILL)
+    deadline = time.monotonic() + max((ch._timeouts.kill for ch in late), default=0.0) + 1.0
+    for ch in late:
+        _ladder_over(ch, deadline)
+
+
+def _ladder_over(ch: SpawnChannel, deadline: float) -> bool:
+    """Wait until another thread's close() is over, or ``deadline``."""
+    if ch._close_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        ch._close_lock.release()
+        return True
+    return False
 
 
 def _forget_children() -> None:
