@@ -161,7 +161,11 @@ class ChildWatch:
                 "in the background" if background else "by init once this process exits",
             )
             if background:
-                threading.Thread(target=self.proc.wait, daemon=True, name="ipcwire reaper").start()
+                reaper = threading.Thread(target=self.proc.wait, daemon=True, name="ipcwire reaper")
+                # Python 3.12+ refuses threads once the interpreter is exiting (a close() in an
+                # atexit handler of the program's): then init reaps it, after this process.
+                with contextlib.suppress(RuntimeError):
+                    reaper.start()
             return None
 
     def close(self) -> None:
