@@ -122,14 +122,14 @@ class AioWsChannel(ChannelCore, AioChannel):
             data = await self._recv_raw(timeout)
         self._received += 1
         self._bytes_received += len(data)
-        return self._decode(data)  # type: ignore[arg-type]
+        return self._decode(data)
 
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         decode = self._decode
         data = await self._recv_raw(timeout)
-        out = [decode(data)]  # type: ignore[arg-type]
+        out = [decode(data)]
         nbytes = len(data)
         queued = _queued_frames(self._conn)
         while queued and queued[0].fin and (max_messages is None or len(out) < max_messages):
@@ -138,7 +138,7 @@ class AioWsChannel(ChannelCore, AioChannel):
             except ConnectionClosed:
                 break
             nbytes += len(data)
-            out.append(decode(data))  # type: ignore[arg-type]
+            out.append(decode(data))
         self._received += len(out)
         self._bytes_received += nbytes
         return out

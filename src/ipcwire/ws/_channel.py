@@ -132,7 +132,7 @@ class WsChannel(ChannelCore, Channel):
             data = self._recv_raw(timeout)
         self._received += 1
         self._bytes_received += len(data)
-        return self._decode(data)  # type: ignore[arg-type]
+        return self._decode(data)
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
@@ -140,7 +140,7 @@ class WsChannel(ChannelCore, Channel):
         decode = self._decode
         with self._recv_lock:
             data = self._recv_raw(timeout)
-            out = [decode(data)]  # type: ignore[arg-type]
+            out = [decode(data)]
             nbytes = len(data)
             recv = self._conn.recv
             while max_messages is None or len(out) < max_messages:
@@ -149,7 +149,7 @@ class WsChannel(ChannelCore, Channel):
                 except (TimeoutError, ConnectionClosed):
                     break  # the next recv() reports the end
                 nbytes += len(data)
-                out.append(decode(data))  # type: ignore[arg-type]
+                out.append(decode(data))
         self._received += len(out)
         self._bytes_received += nbytes
         return out
