@@ -315,3 +315,23 @@ def test_a_blocking_waiter_does_not_deafen_an_asyncio_loop() -> None:
             loop.remove_signal_handler(signal.SIGUSR2)
 
     asyncio.run(main())
+
+
+def test_a_waiter_works_with_descriptor_numbers_over_1023() -> None:
+    """Its wake-up fd took select(), which refuses numbers over 1023 (ValueError) in a
+    process with many files open."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        with SignalWaiter(["USR1"]) as waiter:
+            with pytest.raises(Timeout):
+                waiter.recv(timeout=0.01)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            assert waiter.recv(timeout=10) is signal.SIGUSR1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -16,6 +18,7 @@ from tests._proc import child, kill9, wait_line
 
 import ipcwire
 from ipcwire import aio
+from ipcwire._stream.blocking import StreamChannel
 from ipcwire.errors import (
     AddressInUse,
     AuthenticationFailed,
@@ -285,3 +288,31 @@ def test_every_connect_and_listen_error_names_its_endpoint(aio_run: AioRun) -> N
     with pytest.raises(ConnectionRefused) as refusal:
         aio_run(main())
     assert refusal.value.endpoint == refused
+
+
+def test_tls_channels_work_with_descriptor_numbers_over_1023(
+    tls: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """A server with a thousand clients hands out fd numbers over 1023, which select()
+    refuses (ValueError): a TLS channel's recv(timeout=0) and send(timeout=) waited with it."""
+    server_ctx, client_ctx = tls
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        with ipcwire.listen("tcp://127.0.0.1:0", ssl=server_ctx) as lst:
+            box: list[ipcwire.Channel] = []
+            t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+            t.start()
+            with ipcwire.connect(lst.url, ssl=client_ctx, timeout=10) as ch:
+                t.join()
+                with box[0] as served:
+                    assert isinstance(ch, StreamChannel) and ch.fileno() > 1023
+                    with pytest.raises(Timeout):
+                        ch.recv(timeout=0)
+                    ch.send(b"high", timeout=5)
+                    assert served.recv(timeout=5) == b"high"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

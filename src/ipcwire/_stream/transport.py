@@ -12,7 +12,6 @@ before every call). Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SI
 from __future__ import annotations
 
 import os
-import select
 import socket
 import ssl
 import struct
@@ -20,6 +19,7 @@ import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
+from ipcwire._poll import wait_readable, wait_writable
 
 __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
 
@@ -156,10 +156,8 @@ class TlsStream(ByteStream):
             self._timeout = timeout
 
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
-        if timeout == 0 and not self.sock.pending():
-            r, _, _ = select.select([self.sock], [], [], 0)
-            if not r:
-                raise BlockingIOError
+        if timeout == 0 and not self.sock.pending() and not wait_readable(self.sock, 0):
+            raise BlockingIOError
         self._set(None if timeout == 0 else timeout)
         try:
             return self.sock.recv_into(view)
@@ -182,8 +180,7 @@ class TlsStream(ByteStream):
         # nothing was handed to TLS at all. So first wait for room (nothing sent yet: a plain
         # timeout), then write record-sized pieces and count them.
         deadline = time.monotonic() + timeout
-        _, writable, _ = select.select([], [self.sock], [], max(timeout, 0.0))
-        if not writable:
+        if not wait_writable(self.sock, timeout):
             raise TimeoutError("the socket buffer stayed full")
         written = 0
         try:

@@ -33,6 +33,7 @@ from typing import Final
 
 from ipcwire._core.wire import Packed
 from ipcwire._oserror import translate
+from ipcwire._poll import wait_readable
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
 
@@ -337,10 +338,8 @@ class FdStream(ByteStream):
                 pass
             self.watch = None
         try:
-            if not self._nonblocking:
-                r, _, _ = select.select([rfd], [], [], 0)
-                if not r:
-                    return 0
+            if not self._nonblocking and not wait_readable(rfd, 0):
+                return 0
             return os.readv(rfd, (view,))
         except BlockingIOError:
             return 0  # nothing left, and a grandchild may hold the pipe open: the end

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from ipcwire._poll import wait_readable
 from ipcwire.errors import ConfigurationError
 from ipcwire.pipe._fd import Waker, make_pipe, set_nonblocking
 
@@ -113,12 +114,11 @@ class _Dispatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        import select
 
         r = self._wake_r
         assert r is not None
         while True:
-            select.select([r], [], [])
+            wait_readable(r)
             try:
                 data = os.read(r, 512)
             except BlockingIOError:

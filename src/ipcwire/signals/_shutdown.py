@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import logging
 import os
-import select
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from ipcwire._poll import wait_readable
 from ipcwire.signals._dispatch import dispatcher, request_exit
 from ipcwire.signals._names import SignalLike, parse_signal
 
@@ -137,7 +137,7 @@ class GracefulShutdown:
     def _watch(self) -> None:
         sub = self._sub
         while True:
-            select.select([sub.waker.fd], [], [])
+            wait_readable(sub.waker.fd)
             sub.waker.drain()
             if self._stopping:
                 return

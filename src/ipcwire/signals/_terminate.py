@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import time
 from typing import Any, Final
 
+from ipcwire._poll import wait_readable
 from ipcwire.errors import ChannelBroken, Timeout
 from ipcwire.signals._names import send_signal, target_pid
 
@@ -37,7 +37,7 @@ def _exited(pid: int, timeout: float) -> bool:
             if left <= 0:
                 return False
             if fd is not None:
-                select.select([fd], [], [], left)
+                wait_readable(fd, left)
             else:  # pragma: no cover - no pidfd
                 time.sleep(min(0.02, left))
     finally:

@@ -9,7 +9,6 @@ over a channel.
 
 from __future__ import annotations
 
-import select
 import signal
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._deadline import seconds_left
+from ipcwire._poll import wait_readable
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, LocalProtocolError, Timeout
 from ipcwire.signals._dispatch import dispatcher
@@ -76,7 +76,7 @@ class SignalWaiter(Channel):
             wait = seconds_left(
                 deadline, f"no signal ({self.url[7:]}) within {timeout} s", self.url
             )
-            select.select([self._sub.waker.fd], [], [], wait)
+            wait_readable(self._sub.waker.fd, wait)
             self._sub.waker.drain()
 
     def wait(self, timeout: float | None = None) -> signal.Signals | None:

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from ipcwire._poll import _MAX_POLL_MS, wait_readable
+
 __all__ = [
     "ChildWatch",
     "LadderChild",
@@ -72,19 +74,6 @@ def describe_status(returncode: int) -> str:
     except ValueError:
         name = f"signal {-returncode}"
     return f"was killed by {name} ({-returncode})"
-
-
-_MAX_POLL_MS: Final = 2**31 - 1  # poll()'s longest wait (about 24 days)
-
-
-def wait_readable(fd: int, timeout: float | None) -> bool:
-    """Wait until ``fd`` is readable (for a pidfd: the process exited), or ``timeout`` passes.
-    poll(), not select(): select() refuses fd numbers above 1023, which a process with many
-    files open hands out. A very long ``timeout`` may end early (after about 24 days)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    ms = None if timeout is None else min(max(0.0, timeout) * 1000, _MAX_POLL_MS)
-    return bool(poller.poll(ms))
 
 
 def _pidfd(pid: int) -> int | None:
