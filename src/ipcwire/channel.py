@@ -60,6 +60,8 @@ class Channel(abc.ABC):
     # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
     _closed: bool = False
     _peer: PeerInfo | None = None
+    # An error recv_many met after it had messages: raised by the next recv_many.
+    _recv_many_error: IpcwireError | None = None
 
     # -- what each mechanism implements ---------------------------------------------------
     @abc.abstractmethod
@@ -123,14 +125,23 @@ class Channel(abc.ABC):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         """Wait for at least one message, then return every message already received
-        (up to ``max_messages``) without waiting again."""
+        (up to ``max_messages``) without waiting again. An error met after the first message
+        (one that does not decode, say) ends the batch and is raised by the next call, so
+        the messages before it are not lost."""
+        deferred = self._recv_many_error
+        if deferred is not None:
+            self._recv_many_error = None
+            raise deferred
         out = [self.recv(timeout=timeout)]
         while max_messages is None or len(out) < max_messages:
             try:
                 out.append(self.recv(timeout=0))
-            except Timeout:
+            except (Timeout, EndOfChannel):
                 break
-            except EndOfChannel:
+            except ChannelClosed:
+                raise
+            except IpcwireError as exc:
+                self._recv_many_error = exc
                 break
         return out
 

@@ -544,3 +544,68 @@ def test_a_datagram_the_codec_fails_on_disturbs_no_other_peer() -> None:
                 served.close()
 
     asyncio.run(main())
+
+
+class _FailsOnBad:
+    """A custom codec: raw bytes, except that b"bad" does not decode."""
+
+    name = "fails-on-bad"
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: memoryview) -> bytes:
+        if bytes(data) == b"bad":
+            raise ValueError("not decodable")
+        return bytes(data)
+
+
+def test_a_datagram_that_does_not_decode_in_a_batch_loses_no_other() -> None:
+    """recv_many (the base classes' loop over recv) raised the error of a datagram that does
+    not decode and lost the messages it had already taken. Now they come first, then the
+    error (from the next recv_many), then the rest. Blocking and asyncio, both ends."""
+    from ipcwire.errors import RemoteProtocolError
+
+    def drain(ch: ipcwire.Channel) -> list[object]:
+        got: list[object] = []
+        while b"end" not in got:
+            try:
+                got.extend(ch.recv_many(timeout=5))
+            except RemoteProtocolError:
+                got.append("error")
+        return got
+
+    codec = _FailsOnBad()
+    with (
+        ipcwire.listen("udp://127.0.0.1:0", codec=codec) as lst,
+        ipcwire.connect(lst.url, codec=codec, timeout=5) as client,
+    ):
+        client.send(b"start")
+        with lst.accept(timeout=5) as server:
+            assert server.recv(timeout=5) == b"start"
+            for m in (b"a", b"bad", b"c", b"end"):
+                client.send(m)
+            assert drain(server) == [b"a", "error", b"c", b"end"]
+            for m in (b"a", b"bad", b"c", b"end"):
+                server.send(m)
+            assert drain(client) == [b"a", "error", b"c", b"end"]
+
+    async def main() -> None:
+        async with (
+            await aio.listen("udp://127.0.0.1:0", codec=codec) as lst,
+            await aio.connect(lst.url, codec=codec, timeout=5) as client,
+        ):
+            await client.send(b"start")
+            async with await lst.accept(timeout=5) as server:
+                assert await server.recv(timeout=5) == b"start"
+                for m in (b"a", b"bad", b"c", b"end"):
+                    await client.send(m)
+                got: list[object] = []
+                while b"end" not in got:
+                    try:
+                        got.extend(await server.recv_many(timeout=5))
+                    except RemoteProtocolError:
+                        got.append("error")
+                assert got == [b"a", "error", b"c", b"end"]
+
+    asyncio.run(main())

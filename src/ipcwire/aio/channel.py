@@ -28,6 +28,8 @@ class AioChannel(abc.ABC):
     # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
     _closed: bool = False
     _peer: PeerInfo | None = None
+    # An error recv_many met after it had messages: raised by the next recv_many.
+    _recv_many_error: IpcwireError | None = None
 
     @abc.abstractmethod
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -71,12 +73,23 @@ class AioChannel(abc.ABC):
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        """Wait for one message, then take every message already received."""
+        """Wait for one message, then take every message already received; an error met
+        after the first ends the batch and is raised by the next call (as the blocking
+        :meth:`ipcwire.Channel.recv_many`)."""
+        deferred = self._recv_many_error
+        if deferred is not None:
+            self._recv_many_error = None
+            raise deferred
         out = [await self.recv(timeout=timeout)]
         while max_messages is None or len(out) < max_messages:
             try:
                 out.append(await self.recv(timeout=0))
             except (Timeout, EndOfChannel):
+                break
+            except ChannelClosed:
+                raise
+            except IpcwireError as exc:
+                self._recv_many_error = exc
                 break
         return out
 
