@@ -533,6 +533,7 @@ def test_two_listeners_starting_on_one_stale_path_never_both_win(
         return result
 
     monkeypatch.setattr(_socket, "_probe", probe_together)
+    monkeypatch.setattr(_socket, "_LOCK_WAIT", 60.0)  # not its bound: the race is the point
     outcomes: list[object] = []
 
     def start() -> None:

@@ -58,10 +58,11 @@ def connect_stream(
     delays = backoff_delays()
     while True:
         now = time.monotonic()
-        attempt_end = now + limit  # connect, TLS and handshake, as in the asyncio driver
-        deadline = max(attempt_end, retry_until or 0.0)
+        # Each attempt's connect, TLS and handshake together get ``limit``, as in the asyncio
+        # driver (reconnect= only decides how long refused attempts are retried).
+        attempt_end = now + limit
         try:
-            sock = open_socket(max(deadline - now, 0.001))
+            sock = open_socket(max(attempt_end - now, 0.001))
             break
         except OSError as exc:
             err = explain(exc) or translate(exc, url, "connecting to")

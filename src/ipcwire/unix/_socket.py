@@ -57,7 +57,7 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
-_LOCK_WAIT: Final = 2.0  # seconds to wait for the directory lock while binding
+_LOCK_WAIT: Final = 0.5  # seconds to wait for the directory lock (others hold it ~1 ms)
 _UCRED: Final = struct.Struct("3i")
 _umask_lock = threading.Lock()
 
