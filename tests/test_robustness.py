@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from tests._codecs import FailsOnBad
 from tests._proc import run_python
 
 import ipcwire
@@ -256,20 +257,6 @@ def test_out_of_file_descriptors_is_a_typed_error(unix_url: Callable[[], str]) -
     assert ResourceExhausted.__mro__[1] is ipcwire.IpcwireError
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode (ValueError)."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: bytes) -> bytes:
-        return obj
-
-    def decode(self, data: memoryview) -> bytes:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def _is_named_decode_error(exc: BaseException) -> bool:
     return (
         isinstance(exc, RemoteProtocolError)
@@ -289,7 +276,7 @@ def test_a_custom_codecs_error_is_a_remote_protocol_error_on_every_mechanism(url
     (errors.md and WireFormat.decode promise RemoteProtocolError with it as __cause__).
     Both directions (an HTTP server answers 400 to a body that does not decode, tested
     elsewhere); the channel goes on."""
-    codec = _FailsOnBad()
+    codec = FailsOnBad()
     with ipcwire.listen(url, codec=codec) as lst:
         box: list[ipcwire.Channel] = []
         t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))

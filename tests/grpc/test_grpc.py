@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import msgspec
 import pytest
+from tests._codecs import FailsOnBad
 
 import ipcwire
 from ipcwire import aio
@@ -387,20 +388,6 @@ def test_a_max_frame_that_is_not_a_number_is_not_an_ipcwire_server() -> None:
             check_welcome({MAX_FRAME_KEY: raw}, options, "grpc://127.0.0.1:1", b"n")
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: bytes) -> bytes:
-        return obj
-
-    def decode(self, data: memoryview) -> bytes:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def _receive_all(ch: Channel) -> list[object]:
     got: list[object] = []
     while b"end" not in got:
@@ -415,7 +402,7 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     """recv_many decoded what it took from the inbox in one go, so a message that does not
     decode lost the others taken with it. Now those before it come first, then its error,
     then the rest."""
-    codec = _FailsOnBad()
+    codec = FailsOnBad()
     with ipcwire.listen("grpc://127.0.0.1:0", codec=codec) as lst:
         box: list[Channel] = []
         t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))

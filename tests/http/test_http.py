@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._codecs import FailsOnBad
 from tests._proc import wait_until
 
 import ipcwire
@@ -480,26 +481,12 @@ def test_recv_polls_when_the_sender_thread_posts_first() -> None:
         assert not ch._core.streaming  # type: ignore[attr-defined]
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: bytes) -> bytes:
-        return obj
-
-    def decode(self, data: memoryview) -> bytes:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     """The client's recv_many took every message the stream had brought and decoded them in
     one go (asyncio: one at a time, but raising out of the batch), so a message that does
     not decode lost the others taken with it. Now those before it come first, then its
     error, then the rest."""
-    codec = _FailsOnBad()
+    codec = FailsOnBad()
     with ipcwire.listen("http://127.0.0.1:0", codec=codec) as lst:
         box: list[Channel] = []
         t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))

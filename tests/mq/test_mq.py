@@ -13,6 +13,7 @@ from typing import Any
 
 import posix_ipc
 import pytest
+from tests._codecs import FailsOnBad
 from tests._proc import child, kill9, python, run_python, wait_line
 from tests.mq.conftest import fresh_name
 
@@ -525,27 +526,13 @@ def test_platforms_reports_this_machines_limits() -> None:
     assert "limits on this machine" in human.stdout and "RLIMIT_MSGQUEUE" in human.stdout
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: Any) -> Any:
-        return obj
-
-    def decode(self, data: memoryview) -> Any:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
     mq_url: Callable[..., str],
 ) -> None:
     """recv_many: a message after the first that does not decode used to raise out of the
     batch, losing the messages already taken. Now they come first, then its error, then
     the rest."""
-    listener, client, server = _pair(mq_url(), codec=_FailsOnBad())
+    listener, client, server = _pair(mq_url(), codec=FailsOnBad())
     with listener, client, server:
         client.send_many([b"a", b"bad", b"c"])
         assert server.recv_many(timeout=5) == [b"a"]
@@ -555,9 +542,9 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
 
     async def main() -> None:
         url = mq_url()
-        async with await aio.listen(url, codec=_FailsOnBad()) as lst:
+        async with await aio.listen(url, codec=FailsOnBad()) as lst:
             accepting = asyncio.ensure_future(lst.accept(timeout=10))
-            c = await aio.connect(url, codec=_FailsOnBad(), timeout=10)
+            c = await aio.connect(url, codec=FailsOnBad(), timeout=10)
             s = await accepting
             async with c, s:
                 await c.send_many([b"a", b"bad", b"c"])

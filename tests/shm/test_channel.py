@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._codecs import FailsOnBad
 
 import ipcwire
 from ipcwire import aio
@@ -313,27 +314,13 @@ def test_asyncio_zero_copy_and_back_pressure(shm_url: Callable[[], str]) -> None
     asyncio.run(main())
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: Any) -> Any:
-        return obj
-
-    def decode(self, data: memoryview) -> Any:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
     shm_url: Callable[[], str],
 ) -> None:
     """recv_many takes every message of the ring at once; one that does not decode used to
     lose the whole batch (those before it and after it). Now the messages before it come
     first, then its error, then the rest: the error comes in its place."""
-    with pair(shm_url(), codec=_FailsOnBad()) as (c, s):
+    with pair(shm_url(), codec=FailsOnBad()) as (c, s):
         c.send_many([b"a", b"bad", b"c", b"d"])
         assert s.recv_many(timeout=5) == [b"a"]
         with pytest.raises(RemoteProtocolError):
@@ -343,9 +330,9 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
 
     async def main() -> None:
         url = shm_url()
-        async with await aio.listen(url, codec=_FailsOnBad()) as listener:
+        async with await aio.listen(url, codec=FailsOnBad()) as listener:
             accepting = asyncio.ensure_future(listener.accept(timeout=10))
-            c = await aio.connect(url, codec=_FailsOnBad(), timeout=10)
+            c = await aio.connect(url, codec=FailsOnBad(), timeout=10)
             s = await accepting
             async with c, s:
                 await c.send_many([b"bad", b"b", b"bad", b"d"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._codecs import FailsOnBad
 from tests.ws._tls import tls_contexts
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.server import ServerProtocol
@@ -35,6 +36,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     HandshakeError,
     PermissionDenied,
+    RemoteProtocolError,
 )
 
 URL = "ws://127.0.0.1:0/app"
@@ -323,5 +325,42 @@ def test_asyncio_refusals_and_oversize() -> None:
                 assert await client.recv_many(timeout=5) == [[1, 2]]
                 assert server.peer is not None
                 assert server.peer.address is not None
+
+    asyncio.run(main())
+
+
+def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
+    """recv_many took the queued messages and decoded each; one that did not decode raised
+    out of the batch and lost those taken before it. Now they come first, then its error,
+    then the rest (both drivers)."""
+    codec = FailsOnBad()
+    sent = [b"a", b"bad", b"c", b"end"]
+    with (
+        ipcwire.listen(URL, codec=codec) as listener,
+        accepted(listener, lambda: ipcwire.connect(listener.url, codec=codec)) as (client, server),
+    ):
+        client.send_many(sent)  # one write: they arrive together, so one batch takes several
+        got: list[object] = []
+        while b"end" not in got:
+            try:
+                got.extend(server.recv_many(timeout=10))
+            except RemoteProtocolError:
+                got.append("error")
+        assert got == [b"a", "error", b"c", b"end"]
+
+    async def main() -> None:
+        async with await aio.listen(URL, codec=codec) as alistener:
+            accepting = asyncio.ensure_future(alistener.accept(timeout=10))
+            c = await aio.connect(alistener.url, codec=codec, timeout=10)
+            s = await accepting
+            async with c, s:
+                await c.send_many(sent)
+                got: list[object] = []
+                while b"end" not in got:
+                    try:
+                        got.extend(await s.recv_many(timeout=10))
+                    except RemoteProtocolError:
+                        got.append("error")
+                assert got == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())

@@ -14,7 +14,7 @@ from websockets.protocol import OPEN
 from ipcwire._core.codecs import Codec
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import Timeout
+from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.ws._common import ChannelCore, check_payload, concurrency_error
 from ipcwire.ws._fast import FAST, FastFrames
 
@@ -117,6 +117,9 @@ class AioWsChannel(ChannelCore, AioChannel):
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
         data = self._take_queued()
         if data is None:
             data = await self._recv_raw(timeout)
@@ -128,6 +131,9 @@ class AioWsChannel(ChannelCore, AioChannel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         decode = self._decode
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
         data = await self._recv_raw(timeout)
         out = [decode(data)]
         nbytes = len(data)
@@ -138,7 +144,11 @@ class AioWsChannel(ChannelCore, AioChannel):
             except ConnectionClosed:
                 break
             nbytes += len(data)
-            out.append(decode(data))
+            try:
+                out.append(decode(data))
+            except IpcwireError as exc:  # its error comes next, in its place
+                self._deferred = exc
+                break
         self._received += len(out)
         self._bytes_received += nbytes
         return out

@@ -15,6 +15,7 @@ from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
 from ipcwire.channel import Channel, PeerInfo
+from ipcwire.errors import IpcwireError
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
 from ipcwire.ws._fast import FastFrames
 
@@ -149,7 +150,11 @@ class WsChannel(ChannelCore, Channel):
                 except (TimeoutError, ConnectionClosed):
                     break  # the next recv() reports the end
                 nbytes += len(data)
-                out.append(decode(data))
+                try:
+                    out.append(decode(data))
+                except IpcwireError as exc:  # its error comes next, in its place
+                    self._deferred = exc
+                    break
         self._received += len(out)
         self._bytes_received += nbytes
         return out
@@ -157,6 +162,9 @@ class WsChannel(ChannelCore, Channel):
     def _recv_raw(self, timeout: float | None) -> bytes:
         if self._closed:
             raise self._closed_error()
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
         try:
             return self._conn.recv(timeout, decode=False)
         except TimeoutError:

@@ -381,6 +381,9 @@ class ChannelCore:
         self._send_limit = send_limit
         self._peer = peer
         self._closed = False
+        # The error of a message that did not decode in a recv_many batch after others: the
+        # next receive raises it, in that message's place.
+        self._deferred: IpcwireError | None = None
         self._too_large_reported = False
         self._sent = 0
         self._received = 0
