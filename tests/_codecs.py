@@ -17,3 +17,30 @@ class FailsOnBad:
         if bytes(data) == b"bad":
             raise ValueError("not decodable")
         return bytes(data)
+
+
+def receive_all(ch: Any, last: bytes = b"end", timeout: float = 10) -> list[object]:
+    """What ``ch.recv_many`` returns until ``last`` arrives, with "error" where a call raised
+    RemoteProtocolError (a message that did not decode)."""
+    from ipcwire.errors import RemoteProtocolError
+
+    got: list[object] = []
+    while last not in got:
+        try:
+            got.extend(ch.recv_many(timeout=timeout))
+        except RemoteProtocolError:
+            got.append("error")
+    return got
+
+
+async def areceive_all(ch: Any, last: bytes = b"end", timeout: float = 10) -> list[object]:
+    """:func:`receive_all` for an asyncio channel."""
+    from ipcwire.errors import RemoteProtocolError
+
+    got: list[object] = []
+    while last not in got:
+        try:
+            got.extend(await ch.recv_many(timeout=timeout))
+        except RemoteProtocolError:
+            got.append("error")
+    return got

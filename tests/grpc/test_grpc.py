@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import msgspec
 import pytest
-from tests._codecs import FailsOnBad
+from tests._codecs import FailsOnBad, areceive_all, receive_all
 
 import ipcwire
 from ipcwire import aio
@@ -388,16 +388,6 @@ def test_a_max_frame_that_is_not_a_number_is_not_an_ipcwire_server() -> None:
             check_welcome({MAX_FRAME_KEY: raw}, options, "grpc://127.0.0.1:1", b"n")
 
 
-def _receive_all(ch: Channel) -> list[object]:
-    got: list[object] = []
-    while b"end" not in got:
-        try:
-            got.extend(ch.recv_many(timeout=10))
-        except RemoteProtocolError:
-            got.append("error")
-    return got
-
-
 def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     """recv_many decoded what it took from the inbox in one go, so a message that does not
     decode lost the others taken with it. Now those before it come first, then its error,
@@ -413,9 +403,9 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             with box[0] as server:
                 assert server.recv(timeout=10) == b"start"
                 client.send_many([b"a", b"bad", b"c", b"end"])
-                assert _receive_all(server) == [b"a", "error", b"c", b"end"]
+                assert receive_all(server) == [b"a", "error", b"c", b"end"]
                 server.send_many([b"a", b"bad", b"c", b"end"])
-                assert _receive_all(client) == [b"a", "error", b"c", b"end"]
+                assert receive_all(client) == [b"a", "error", b"c", b"end"]
 
     async def main() -> None:
         async with await aio.listen("grpc://127.0.0.1:0", codec=codec) as lst:
@@ -426,12 +416,6 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             async with c, s:
                 assert await s.recv(timeout=10) == b"start"
                 await c.send_many([b"a", b"bad", b"c", b"end"])
-                got: list[object] = []
-                while b"end" not in got:
-                    try:
-                        got.extend(await s.recv_many(timeout=10))
-                    except RemoteProtocolError:
-                        got.append("error")
-                assert got == [b"a", "error", b"c", b"end"]
+                assert await areceive_all(s, timeout=10) == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())

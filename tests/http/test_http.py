@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests._codecs import FailsOnBad
+from tests._codecs import FailsOnBad, areceive_all, receive_all
 from tests._proc import wait_until
 
 import ipcwire
@@ -497,13 +497,7 @@ def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             with box[0] as server:
                 assert server.recv(timeout=10) == b"start"
                 server.send_many([b"a", b"bad", b"c", b"end"])
-                got: list[object] = []
-                while b"end" not in got:
-                    try:
-                        got.extend(client.recv_many(timeout=10))
-                    except RemoteProtocolError:
-                        got.append("error")
-                assert got == [b"a", "error", b"c", b"end"]
+                assert receive_all(client, timeout=10) == [b"a", "error", b"c", b"end"]
 
     async def main() -> None:
         async with await aio.listen("http://127.0.0.1:0", codec=codec) as lst:
@@ -514,12 +508,6 @@ def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             async with c, s:
                 assert await s.recv(timeout=10) == b"start"
                 await s.send_many([b"a", b"bad", b"c", b"end"])
-                got: list[object] = []
-                while b"end" not in got:
-                    try:
-                        got.extend(await c.recv_many(timeout=10))
-                    except RemoteProtocolError:
-                        got.append("error")
-                assert got == [b"a", "error", b"c", b"end"]
+                assert await areceive_all(c, timeout=10) == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())

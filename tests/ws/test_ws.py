@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._codecs import FailsOnBad
+from tests._codecs import FailsOnBad, areceive_all, receive_all
 from tests.ws._tls import tls_contexts
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.server import ServerProtocol
@@ -36,7 +36,6 @@ from ipcwire.errors import (
     FrameTooLarge,
     HandshakeError,
     PermissionDenied,
-    RemoteProtocolError,
 )
 
 URL = "ws://127.0.0.1:0/app"
@@ -340,13 +339,7 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
         accepted(listener, lambda: ipcwire.connect(listener.url, codec=codec)) as (client, server),
     ):
         client.send_many(sent)  # one write: they arrive together, so one batch takes several
-        got: list[object] = []
-        while b"end" not in got:
-            try:
-                got.extend(server.recv_many(timeout=10))
-            except RemoteProtocolError:
-                got.append("error")
-        assert got == [b"a", "error", b"c", b"end"]
+        assert receive_all(server, timeout=10) == [b"a", "error", b"c", b"end"]
 
     async def main() -> None:
         async with await aio.listen(URL, codec=codec) as alistener:
@@ -355,12 +348,6 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             s = await accepting
             async with c, s:
                 await c.send_many(sent)
-                got: list[object] = []
-                while b"end" not in got:
-                    try:
-                        got.extend(await s.recv_many(timeout=10))
-                    except RemoteProtocolError:
-                        got.append("error")
-                assert got == [b"a", "error", b"c", b"end"]
+                assert await areceive_all(s, timeout=10) == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())
