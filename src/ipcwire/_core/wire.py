@@ -245,6 +245,32 @@ def decode_batch(
     return out
 
 
+def decode_taken(
+    decode: Callable[[Any], Any], raw: list[bytes], put_back: Callable[[list[bytes]], None]
+) -> list[Any]:
+    """Decode messages taken from an inbox together (``recv_many``), never losing one.
+
+    A message that does not decode ends the batch: those before it are returned, and it goes
+    back first (the next receive raises its error), the rest after it, through ``put_back``
+    (which returns them to the front of the inbox, in order); with none before it, its error
+    is raised now and the rest go back.
+    """
+    if len(raw) == 1:
+        return [decode(memoryview(raw[0]))]
+    out: list[Any] = []
+    for i, m in enumerate(raw):
+        try:
+            out.append(decode(memoryview(m)))
+        except Exception:
+            back = raw[i:] if out else raw[i + 1 :]
+            if back:
+                put_back(back)
+            if not out:
+                raise
+            break
+    return out
+
+
 def take_held(
     decode: Callable[[Any], Any], held: deque[Any], max_messages: int | None = None
 ) -> list[Any]:

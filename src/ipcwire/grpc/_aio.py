@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
-from ipcwire._core.wire import checked_decode
+from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -477,28 +477,15 @@ class AioStream(AioChannel):
             r.set_result(None)
         if self._raw:
             return raw
-        decode = self._codec_decode
-        if len(raw) == 1:
-            return [decode(memoryview(raw[0]))]
-        out: list[Any] = []
-        for i, m in enumerate(raw):
-            try:
-                out.append(decode(memoryview(m)))
-            except Exception:
-                # Not one message lost: those before it are returned, and it goes back first
-                # in the inbox (its error is raised by the next receive), the rest after it;
-                # with none before it, its error is raised now.
-                back = raw[i:] if out else raw[i + 1 :]
-                if back:
-                    n = sum(len(m) for m in back)
-                    inbox.extendleft(reversed(back))
-                    self._queued += n
-                    self._received -= len(back)
-                    self._bytes_received -= n
-                if not out:
-                    raise
-                break
-        return out
+
+        def put_back(back: list[bytes]) -> None:
+            n = sum(len(m) for m in back)
+            inbox.extendleft(reversed(back))
+            self._queued += n
+            self._received -= len(back)
+            self._bytes_received -= n
+
+        return decode_taken(self._codec_decode, raw, put_back)
 
     async def _wait(self, timeout: float | None) -> None:
         if self._reader is None and self._end is None:

@@ -26,7 +26,7 @@ from typing import Any, Final
 import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
-from ipcwire._core.wire import checked_decode
+from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -423,22 +423,7 @@ class SyncStream(Channel):
         self._received += len(raw)
         if self._raw:
             return raw
-        decode = self._codec_decode
-        if len(raw) == 1:
-            return [decode(memoryview(raw[0]))]
-        out: list[Any] = []
-        for i, m in enumerate(raw):
-            try:
-                out.append(decode(memoryview(m)))
-            except Exception:
-                # Not one message lost: those before it are returned, and it goes back first
-                # in the inbox (its error is raised by the next receive), the rest after it;
-                # with none before it, its error is raised now.
-                self._put_back(raw[i:] if out else raw[i + 1 :])
-                if not out:
-                    raise
-                break
-        return out
+        return decode_taken(self._codec_decode, raw, self._put_back)
 
     def _put_back(self, raw: list[bytes]) -> None:
         """Return messages taken by ``_pop`` to the front of the inbox, in order."""

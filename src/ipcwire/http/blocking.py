@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, Timeout
@@ -231,24 +232,12 @@ class HttpChannel(ClientEnd, Channel):
         core = self._core
         if core._raw:
             return raw
-        decode = core.decode
-        if len(raw) == 1:
-            return [decode(memoryview(raw[0]))]
-        out: list[Any] = []
-        for i, m in enumerate(raw):
-            try:
-                out.append(decode(memoryview(m)))
-            except Exception:
-                # none lost: it goes back first (the next receive raises its error), then the
-                # rest; with no message before it, its error is raised now
-                back = raw[i:] if out else raw[i + 1 :]
-                if back:
-                    with self._in:
-                        core.give_back(back)
-                if not out:
-                    raise
-                break
-        return out
+
+        def put_back(back: list[bytes]) -> None:
+            with self._in:
+                core.give_back(back)
+
+        return decode_taken(core.decode, raw, put_back)
 
     def _fill(self, timeout: float | None) -> None:
         """Wait until a message is here (opening the message stream at the first call).
