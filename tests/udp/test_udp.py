@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 import pytest
-from tests._codecs import areceive_all
+from tests._codecs import FailsOnBad, areceive_all
 from tests._proc import wait_until
 
 import ipcwire
@@ -547,20 +547,6 @@ def test_a_datagram_the_codec_fails_on_disturbs_no_other_peer() -> None:
     asyncio.run(main())
 
 
-class _FailsOnBad:
-    """A custom codec: raw bytes, except that b"bad" does not decode."""
-
-    name = "fails-on-bad"
-
-    def encode(self, obj: bytes) -> bytes:
-        return obj
-
-    def decode(self, data: memoryview) -> bytes:
-        if bytes(data) == b"bad":
-            raise ValueError("not decodable")
-        return bytes(data)
-
-
 def test_a_datagram_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     """recv_many (the base classes' loop over recv) raised the error of a datagram that does
     not decode and lost the messages it had already taken. Now they come first, then the
@@ -576,7 +562,7 @@ def test_a_datagram_that_does_not_decode_in_a_batch_loses_no_other() -> None:
                 got.append("error")
         return got
 
-    codec = _FailsOnBad()
+    codec = FailsOnBad()
     with (
         ipcwire.listen("udp://127.0.0.1:0", codec=codec) as lst,
         ipcwire.connect(lst.url, codec=codec, timeout=5) as client,
