@@ -486,3 +486,23 @@ def test_python_interpreter_is_usable_as_child() -> None:
     # sanity: the interpreter the tests use is the one children use
     assert os.path.exists(PY)
     assert sys.executable == PY
+
+
+def test_a_message_over_the_limit_names_the_child_by_pid_on_both_drivers() -> None:
+    """The asyncio driver's errors named the child as ``spawn:<argv> [pid N]``; the blocking
+    driver's FrameTooLarge said only ``spawn:<argv>``: which of several children was it?"""
+    import asyncio
+
+    from ipcwire import aio
+
+    with spawn(ECHO_LINES, max_frame=100) as ch:
+        with pytest.raises(FrameTooLarge, match=rf"\[pid {ch.pid}\]"):
+            ch.send({"x": "y" * 200})
+        assert ch.request({"still": "usable"}, timeout=10) == {"echo": {"still": "usable"}}
+
+    async def main() -> None:
+        async with await aio.spawn(ECHO_LINES, max_frame=100) as ach:
+            with pytest.raises(FrameTooLarge, match=rf"\[pid {ach.pid}\]"):
+                await ach.send({"x": "y" * 200})
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shlex
@@ -29,9 +30,16 @@ __all__ = [
     "build_options",
     "describe_argv",
     "start_child",
+    "with_url",
 ]
 
 PARENT_ENV: Final = "IPCWIRE_PARENT_PID"  # tells stdio(exit_on_parent_death=True) who to watch
+
+
+def with_url(options: Any, url: str) -> Any:
+    """``options`` naming the started child (``spawn:<argv> [pid N]``), so that every error
+    of its channel, the wire format's included, says which child it was."""
+    return dataclasses.replace(options, url=url)
 
 
 def describe_argv(argv: Sequence[str | os.PathLike[str]]) -> str:

@@ -23,7 +23,7 @@ from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe.aio import open_aio_channel
-from ipcwire.spawn._common import build_options, describe_argv, start_child
+from ipcwire.spawn._common import build_options, describe_argv, start_child, with_url
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -70,7 +70,7 @@ async def spawn(
     started = start_child(argv, env=env, cwd=cwd, stderr=plan, pass_fds=pass_fds, what=what)
     watch = ChildWatch(started.proc)
     url = f"spawn:{what} [pid {watch.pid}]"
-    options = _with_url(options, url)
+    options = with_url(options, url)
     loop = asyncio.get_running_loop()
     err_reader = None
     if plan.read_fd is not None and plan.sink is not None:
@@ -96,12 +96,6 @@ async def spawn(
     assert isinstance(ch, AioSpawnChannel)
     _live.add(ch)
     return ch
-
-
-def _with_url(options: Any, url: str) -> Any:
-    from dataclasses import replace
-
-    return replace(options, url=url)
 
 
 class _StderrReader:

@@ -36,7 +36,7 @@ from ipcwire.channel import PeerInfo
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, PipeChannel
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
-from ipcwire.spawn._common import build_options, describe_argv, start_child
+from ipcwire.spawn._common import build_options, describe_argv, start_child, with_url
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -102,6 +102,7 @@ def spawn(
     started = start_child(argv, env=env, cwd=cwd, stderr=plan, pass_fds=pass_fds, what=what)
     proc = started.proc
     url = f"spawn:{what} [pid {proc.pid}]"
+    options = with_url(options, url)
     watch = ChildWatch(proc)
     pump = None
     if plan.read_fd is not None and plan.sink is not None:
