@@ -8,6 +8,7 @@ A :class:`Listener` accepts channels. Mechanisms subclass these; the shared beha
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -60,8 +61,24 @@ class Channel(abc.ABC):
     # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
     _closed: bool = False
     _peer: PeerInfo | None = None
-    # An error recv_many met after it had messages: raised by the next recv_many.
+    # An error the base recv_many met after it had messages: raised by the next receive.
     _recv_many_error: IpcwireError | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A mechanism that implements ``recv`` and not ``recv_many`` gets the base
+        ``recv_many``, which may hold back an error for the next receive. Its ``recv`` is
+        wrapped so that the next receive of either kind raises it (see
+        :meth:`_raise_deferred`)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("recv")
+        if own is not None and cls.recv_many is Channel.recv_many:
+            cls.recv = _deferred_first(own)  # type: ignore[method-assign]
+
+    def _raise_deferred(self) -> None:
+        deferred = self._recv_many_error
+        if deferred is not None:
+            self._recv_many_error = None
+            raise deferred
 
     # -- what each mechanism implements ---------------------------------------------------
     @abc.abstractmethod
@@ -126,12 +143,9 @@ class Channel(abc.ABC):
     ) -> list[Any]:
         """Wait for at least one message, then return every message already received
         (up to ``max_messages``) without waiting again. An error met after the first message
-        (one that does not decode, say) ends the batch and is raised by the next call, so
-        the messages before it are not lost."""
-        deferred = self._recv_many_error
-        if deferred is not None:
-            self._recv_many_error = None
-            raise deferred
+        (one that does not decode, say) ends the batch and is raised by the next receive
+        (``recv`` or ``recv_many``), so the messages before it are not lost."""
+        self._raise_deferred()
         out = [self.recv(timeout=timeout)]
         while max_messages is None or len(out) < max_messages:
             try:
@@ -188,6 +202,15 @@ class Channel(abc.ABC):
 
 
 Handler = Callable[[Channel], object]
+
+
+def _deferred_first(recv: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(recv)
+    def recv_after_deferred(self: Channel, *args: Any, **kwargs: Any) -> Any:
+        self._raise_deferred()
+        return recv(self, *args, **kwargs)
+
+    return recv_after_deferred
 
 
 class Listener(abc.ABC):

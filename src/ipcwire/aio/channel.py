@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -28,8 +29,22 @@ class AioChannel(abc.ABC):
     # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.
     _closed: bool = False
     _peer: PeerInfo | None = None
-    # An error recv_many met after it had messages: raised by the next recv_many.
+    # An error the base recv_many met after it had messages: raised by the next receive.
     _recv_many_error: IpcwireError | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """As :class:`ipcwire.Channel`: a mechanism with its own ``recv`` and the base
+        ``recv_many`` has its ``recv`` raise an error ``recv_many`` held back."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("recv")
+        if own is not None and cls.recv_many is AioChannel.recv_many:
+            cls.recv = _deferred_first(own)  # type: ignore[method-assign,assignment]
+
+    def _raise_deferred(self) -> None:
+        deferred = self._recv_many_error
+        if deferred is not None:
+            self._recv_many_error = None
+            raise deferred
 
     @abc.abstractmethod
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -74,12 +89,9 @@ class AioChannel(abc.ABC):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         """Wait for one message, then take every message already received; an error met
-        after the first ends the batch and is raised by the next call (as the blocking
+        after the first ends the batch and is raised by the next receive (as the blocking
         :meth:`ipcwire.Channel.recv_many`)."""
-        deferred = self._recv_many_error
-        if deferred is not None:
-            self._recv_many_error = None
-            raise deferred
+        self._raise_deferred()
         out = [await self.recv(timeout=timeout)]
         while max_messages is None or len(out) < max_messages:
             try:
@@ -130,6 +142,17 @@ class AioChannel(abc.ABC):
 
 
 AioHandler = Callable[[AioChannel], Awaitable[object]]
+
+
+def _deferred_first(
+    recv: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(recv)
+    async def recv_after_deferred(self: AioChannel, *args: Any, **kwargs: Any) -> Any:
+        self._raise_deferred()
+        return await recv(self, *args, **kwargs)
+
+    return recv_after_deferred
 
 
 class AioListener(abc.ABC):
