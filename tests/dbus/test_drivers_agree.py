@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from dbus_fast import Message
@@ -274,3 +277,65 @@ def test_two_tasks_receiving_from_an_asyncio_subscription(dbus_url: Callable[[],
             await first
 
     asyncio.run(main())
+
+
+def _open(driver: str, url: str, address: str) -> None:
+    """Connect to ``url`` on the bus at ``address`` with ``driver``, timeout 0.5 s."""
+    if driver == "blocking":
+        ipcwire.connect(url, address=address, timeout=0.5).close()
+    else:
+
+        async def main() -> None:
+            await (await aio.connect(url, address=address, timeout=0.5)).aclose()
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_daemon_that_does_not_answer_is_mechanism_unavailable(
+    driver: str, killable_bus: tuple[str, subprocess.Popen[str]]
+) -> None:
+    """A stopped daemon accepts the connection (the kernel does) but never authenticates it:
+    the blocking driver raised the socket's bare TimeoutError('timed out')."""
+    address, daemon = killable_bus
+    url = "dbus://session/io.ipcwire.Stopped"
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ipcwire.MechanismUnavailable) as err:
+            _open(driver, url, address)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    assert str(err.value) == f"the D-Bus daemon at {address} did not answer within 0.5 s ({url})"
+
+
+def test_a_daemon_that_never_says_hello_leaves_no_socket_or_thread(tmp_path: Path) -> None:
+    """A daemon that authenticates and then answers nothing: the blocking driver raised
+    ipcwire's Timeout and left its socket open and its reader thread running."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "bus"))
+    server.listen(1)
+    hung_up = threading.Event()
+
+    def daemon() -> None:  # SASL "OK", then read until the client hangs up
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n" not in data and (chunk := conn.recv(4096)):
+                data += chunk  # AUTH EXTERNAL <uid>
+            conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+            while conn.recv(4096):  # BEGIN, then Hello: never answered
+                pass
+        hung_up.set()
+
+    t = threading.Thread(target=daemon, daemon=True)
+    t.start()
+    readers = sum(th.name == "ipcwire dbus" for th in threading.enumerate())
+    url = "dbus://session/io.ipcwire.Mute"
+    address = f"unix:path={tmp_path / 'bus'}"
+    try:
+        with pytest.raises(ipcwire.MechanismUnavailable, match=r"did not answer within 0\.5 s"):
+            _open("blocking", url, address)
+        assert hung_up.wait(20), "the client's socket was left open"
+        assert sum(th.name == "ipcwire dbus" for th in threading.enumerate()) == readers
+    finally:
+        server.close()

@@ -93,14 +93,36 @@ class BusConnection:
         self.closed = False
         try:
             self._authenticate(timeout)
+        except OSError as exc:
+            self._sock.close()
+            raise self._no_answer(exc, timeout) from exc
         except BaseException:
             self._sock.close()
             raise
         self._sock.settimeout(None)
         self._reader = threading.Thread(target=self._read_loop, name="ipcwire dbus", daemon=True)
         self._reader.start()
-        reply = self.call(bus_call("Hello"), timeout=timeout)
+        try:
+            reply = self.call(bus_call("Hello"), timeout=timeout)
+        except BaseException as exc:
+            self._abort()  # nothing of ours to flush: end the reader thread now
+            if isinstance(exc, IpcwireError):
+                raise self._no_answer(exc, timeout) from exc
+            raise
         self.unique_name: str = reply.body[0]
+
+    def _no_answer(self, exc: Exception, timeout: float) -> MechanismUnavailable:
+        """What opening raises when the daemon failed to authenticate us or say hello (the
+        asyncio driver's words)."""
+        if isinstance(exc, (TimeoutError, Timeout)):
+            return MechanismUnavailable(
+                f"the D-Bus daemon at {self.address} did not answer within {timeout} s "
+                f"({self.label})"
+            )
+        return MechanismUnavailable(
+            f"cannot reach the D-Bus daemon at {self.address} ({exc}); is it running? "
+            f"{HOW_TO_START}"
+        )
 
     # -- setup ------------------------------------------------------------------------------
     def _authenticate(self, timeout: float) -> None:
@@ -259,6 +281,16 @@ class BusConnection:
                 log.exception("ipcwire: D-Bus message handler failed")
 
     # -- the end ----------------------------------------------------------------------------
+    def _abort(self) -> None:
+        """Hang up at once (a connection that never opened): the reader thread ends."""
+        self.closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.join(timeout=CLOSE_TIMEOUT)
+        self._sock.close()
+
     def close(self) -> None:
         """Disconnect (the bus then tells everyone this connection's name is gone).
 
