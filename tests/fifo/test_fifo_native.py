@@ -58,3 +58,35 @@ def test_a_writer_that_left_before_the_session_then_the_end(impl: str, tmp_path:
             t, box = in_thread(reader.recv)
             assert finished(t)
             assert isinstance(box[0], EndOfChannel)
+
+
+def test_a_short_send_waits_while_another_writer_holds_the_fifo(impl: str, tmp_path: Path) -> None:
+    # Another writer holds the FIFO's exclusive flock: it is in the middle of a message over
+    # PIPE_BUF, which the kernel may split. A short message without a timeout takes the C
+    # sender, which must take the shared flock too (declining while it cannot, so that the
+    # Python path waits its turn), or it lands in the gap inside the other's message.
+    import fcntl
+    import os
+    import struct
+
+    path = tmp_path / "w.fifo"
+    with (
+        ipcwire.listen(f"fifo://{path}", codec="bytes") as listener,
+        listener.accept() as reader,
+        ipcwire.connect(f"fifo://{path}", codec="bytes") as b,
+    ):
+        other = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            fast = getattr(b, "_fast_send", None)
+            assert (fast is not None) is (impl == "c")
+            if fast is not None:
+                assert fast(b"B" * 100) is False  # declined, nothing written
+            t, _ = in_thread(lambda: b.send(b"B" * 100))
+            os.write(other, struct.pack(">I", 5) + b"first")
+            fcntl.flock(other, fcntl.LOCK_UN)
+            assert reader.recv(timeout=20) == b"first"
+            assert reader.recv(timeout=20) == b"B" * 100
+            assert finished(t)
+        finally:
+            os.close(other)

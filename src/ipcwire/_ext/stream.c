@@ -15,7 +15,10 @@
  * is a non-blocking pipe, writes use write(2), and only messages that fit in PIPE_BUF take
  * the C send path (POSIX makes those writes atomic: all of the message or EAGAIN, so the C
  * path never leaves half a message behind; anything else, and a full pipe, take the Python
- * path with its read-ahead). The receiver waits with poll(2) on the pipe plus the stream's
+ * path with its read-ahead). A FIFO that several writers share (``flock=True``) has each
+ * such write hold a shared flock(2) on it, taken without waiting: held by a writer of a
+ * message over PIPE_BUF (exclusive), the send is declined and the Python path waits for its
+ * turn (ipcwire/fifo/_path.py says why short writes need the lock too). The receiver waits with poll(2) on the pipe plus the stream's
  * wake-up fds (the close waker, a child's pidfd), all with the GIL released once; when one
  * of those fires it returns None and the Python path decides. A FIFO's receiver starts
  * without an fd and is enabled once the first writer was seen, and then always reads before
@@ -28,6 +31,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -45,6 +49,7 @@ typedef struct {
     int fd;                       /* -1 once disabled: send() declines, write() raises */
     Py_ssize_t limit;             /* largest payload send() frames itself */
     Py_ssize_t pipe_buf;          /* fd mode (a pipe): frames up to this size; 0: a socket */
+    int flock_writes;             /* fd mode: each write holds a shared flock on the fd */
     PyThread_type_lock lock;      /* the channel's send lock */
     int held;                     /* the lock is taken (changed only with the GIL held) */
     unsigned long long messages;  /* messages written through this object */
@@ -149,15 +154,16 @@ static int write_all(FrameSender *self, struct iovec *iov, int cnt)
 
 static int sender_init(FrameSender *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"fd", "limit", "pipe_buf", NULL};
-    int fd;
+    static char *kwlist[] = {"fd", "limit", "pipe_buf", "flock", NULL};
+    int fd, flock_writes = 0;
     Py_ssize_t limit, pipe_buf = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in|$n:FrameSender", kwlist, &fd, &limit,
-                                     &pipe_buf))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "in|$np:FrameSender", kwlist, &fd, &limit,
+                                     &pipe_buf, &flock_writes))
         return -1;
-    if (fd < 0 || limit < 0 || (uint64_t)limit > UINT32_MAX || pipe_buf < 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "FrameSender: fd must be >= 0, limit 0..2**32-1, pipe_buf >= 0");
+    if (fd < 0 || limit < 0 || (uint64_t)limit > UINT32_MAX || pipe_buf < 0 ||
+        (flock_writes && !pipe_buf)) {
+        PyErr_SetString(PyExc_ValueError, "FrameSender: fd must be >= 0, limit 0..2**32-1, "
+                                          "pipe_buf >= 0, and flock only with pipe_buf");
         return -1;
     }
     if (self->lock == NULL) {
@@ -170,6 +176,7 @@ static int sender_init(FrameSender *self, PyObject *args, PyObject *kwargs)
     self->fd = fd;
     self->limit = limit;
     self->pipe_buf = pipe_buf;
+    self->flock_writes = flock_writes;
     return 0;
 }
 
@@ -200,6 +207,28 @@ static int pipe_write_frame(int fd, struct iovec *iov, int cnt, size_t total)
                                        "short; the stream is out of step");
         return -1;
     }
+}
+
+/* fd mode on a shared FIFO: pipe_write_frame under a shared flock, taken without waiting.
+ * 0 (declined, nothing written) when another writer holds it exclusively, as for a full
+ * pipe: the caller's Python path waits for it, honouring its timeout. */
+static int locked_write_frame(int fd, struct iovec *iov, int cnt, size_t total)
+{
+    while (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+        if (errno == EWOULDBLOCK)
+            return 0;
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    int rc = pipe_write_frame(fd, iov, cnt, total);
+    int err = errno;
+    (void)flock(fd, LOCK_UN);
+    errno = err;
+    return rc;
 }
 
 static void sender_dealloc(FrameSender *self)
@@ -256,7 +285,8 @@ static PyObject *sender_send(FrameSender *self, PyObject *payload)
             Py_RETURN_FALSE;
         }
         if (self->pipe_buf) {
-            rc = pipe_write_frame(self->fd, iov, len ? 2 : 1, 4 + (size_t)len);
+            rc = (self->flock_writes ? locked_write_frame : pipe_write_frame)(
+                self->fd, iov, len ? 2 : 1, 4 + (size_t)len);
             rc = rc == 1 ? 0 : rc == 0 ? 1 : -1; /* 0: written, 1: declined (full) */
         }
         else

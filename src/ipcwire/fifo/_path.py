@@ -368,7 +368,7 @@ class FifoWriteStream(FdStream):
     message written without the lock could land in the gap: inside the long message, which
     would be delivered corrupted and the short one lost."""
 
-    locks_writes = True  # the channel must not write around us (no C fast path)
+    locks_writes = True  # the channel's C sender must take the flock too (flock=True)
 
     def __init__(self, *args: object, lock: bool = True, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]

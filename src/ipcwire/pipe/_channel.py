@@ -64,14 +64,14 @@ class PipeChannel(StreamChannel):
         raw = wire.framing == "length" and wire.is_raw
         wfd = stream.wfd
         sender_cls, receiver_cls = native_stream_classes()
-        if (
-            sender_cls is not None
-            and wfd is not None
-            and stream.nonblocking
-            and is_pipe(wfd)
-            and not getattr(stream, "locks_writes", False)  # a FIFO's writers take a flock
-        ):
-            sender = sender_cls(wfd, min(wire.send_limit, 0xFFFFFFFF), pipe_buf=PIPE_BUF)
+        if sender_cls is not None and wfd is not None and stream.nonblocking and is_pipe(wfd):
+            sender = sender_cls(
+                wfd,
+                min(wire.send_limit, 0xFFFFFFFF),
+                pipe_buf=PIPE_BUF,
+                # a FIFO's writers take a flock (ipcwire/fifo/_path.py)
+                flock=getattr(stream, "locks_writes", False),
+            )
             self._sender = self._send_lock = sender
             if raw:
                 self._fast_send = sender.send
