@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,16 +17,42 @@ import pytest
 _n = itertools.count()
 
 
+# A session bus's configuration with more rules in its default policy, and more settings.
+_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={path}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+    {rules}
+  </policy>
+  {settings}
+</busconfig>
+"""
+
+
 @contextmanager
-def _daemon() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def _daemon(rules: str = "", settings: str = "") -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``dbus-daemon --session`` on a private socket: its address (once it listens) and its
-    process; stopped (if still running) and removed at the end."""
+    process; stopped (if still running) and removed at the end. ``rules`` are added to its
+    default policy, ``settings`` (``<limit .../>``) to its configuration."""
     exe = shutil.which("dbus-daemon")
     assert exe, "dbus-daemon is missing: install Debian's dbus package (./dev test does)"
     d = tempfile.mkdtemp(prefix="iw-dbus-")
+    where = [f"--address=unix:path={d}/bus"]
+    if rules or settings:
+        with open(os.path.join(d, "bus.conf"), "w") as conf:
+            conf.write(_CONFIG.format(path=f"{d}/bus", rules=rules, settings=settings))
+        where = [f"--config-file={d}/bus.conf"]
+    else:
+        where.insert(0, "--session")
     with open(os.path.join(d, "daemon.log"), "w") as log:
         proc = subprocess.Popen(
-            [exe, "--session", "--nofork", "--print-address=1", f"--address=unix:path={d}/bus"],
+            [exe, *where, "--nofork", "--print-address=1"],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -62,6 +88,14 @@ def killable_bus() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     the test to kill."""
     with _daemon() as bus:
         yield bus
+
+
+@pytest.fixture
+def configured_bus() -> Iterator[Callable[..., str]]:
+    """A function starting a daemon of this test's own with more policy ``rules`` and
+    ``settings`` (see ``_daemon``); it returns the daemon's address (pass it as ``address=``)."""
+    with ExitStack() as stack:
+        yield lambda rules="", settings="": stack.enter_context(_daemon(rules, settings))[0]
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from ipcwire.errors import (
     ChannelClosed,
     FrameTooLarge,
     LocalProtocolError,
+    PermissionDenied,
     RemoteProtocolError,
     Timeout,
 )
@@ -339,3 +340,41 @@ def test_a_daemon_that_never_says_hello_leaves_no_socket_or_thread(tmp_path: Pat
         assert sum(th.name == "ipcwire dbus" for th in threading.enumerate()) == readers
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_the_bus_policy_saying_no_is_permission_denied(
+    driver: str, configured_bus: Callable[..., str]
+) -> None:
+    """A name the policy lets nobody own was DbusError (a ChannelBroken); a name the policy
+    lets nobody call was RemoteProtocolError, 'is not an ipcwire listener'."""
+    address = configured_bus(
+        '<deny own="io.ipcwire.NotYours"/><deny send_destination="io.ipcwire.Private"/>'
+    )
+    own, call = "dbus://session/io.ipcwire.NotYours", "dbus://session/io.ipcwire.Private"
+    errors: list[PermissionDenied] = []
+    with ipcwire.listen(call, address=address):
+        if driver == "blocking":
+            for attempt in (
+                lambda: ipcwire.listen(own, address=address),
+                lambda: ipcwire.connect(call, address=address, timeout=10),
+            ):
+                with pytest.raises(PermissionDenied) as err:
+                    attempt()
+                errors.append(err.value)
+        else:
+
+            async def main() -> None:
+                for attempt in (
+                    lambda: aio.listen(own, address=address),
+                    lambda: aio.connect(call, address=address, timeout=10),
+                ):
+                    with pytest.raises(PermissionDenied) as err:
+                        await attempt()
+                    errors.append(err.value)
+
+            asyncio.run(main())
+    assert [e.endpoint for e in errors] == [own, call]
+    assert '<allow own="io.ipcwire.NotYours"/>' in str(errors[0])
+    assert '<allow send_destination="io.ipcwire.Private"/>' in str(errors[1])
+    assert all("the session bus's policy does not allow" in str(e) for e in errors)

@@ -37,6 +37,7 @@ from ipcwire.errors import (
     InvalidURL,
     IpcwireError,
     MechanismUnavailable,
+    PermissionDenied,
     RemoteProtocolError,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
@@ -63,6 +64,7 @@ __all__ = [
     "handshake_text",
     "handshakes",
     "is_event",
+    "name_refused",
     "name_taken",
     "nobody_listening",
     "owner_changed_rule",
@@ -85,6 +87,7 @@ WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
 NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
+ACCESS_DENIED: Final = "org.freedesktop.DBus.Error.AccessDenied"  # the bus's policy said no
 _DO_NOT_QUEUE: Final = 4  # RequestName flag: fail at once if the name is taken
 _PRIMARY_OWNER, _ALREADY_OWNER = 1, 4  # RequestName's answers that mean "it is ours"
 HOW_TO_START = (
@@ -220,11 +223,42 @@ def nobody_listening(url: str, target: Target) -> ConnectionRefused:
     )
 
 
+def policy_denied(
+    url: str, target: Target, what: str, rule: str, exc: DbusError
+) -> PermissionDenied:
+    """The error for a call the bus daemon's policy refused (``what`` this process may not
+    do; ``rule``, the configuration rule that would allow it)."""
+    where = "/etc/dbus-1/system.d/" if target.bus == "system" else "/etc/dbus-1/session.d/"
+    return PermissionDenied(
+        f"{url}: the {target.bus} bus's policy does not allow this process (uid {os.getuid()}) "
+        f"to {what} ({exc}); allow it with {rule} in a file in {where}, or run as a user the "
+        f"policy allows",
+        endpoint=url,
+    )
+
+
+def name_refused(url: str, target: Target, exc: DbusError) -> IpcwireError:
+    """The error for an error reply to ``RequestName``."""
+    if exc.name == ACCESS_DENIED:
+        return policy_denied(
+            url, target, f"own the name {target.name}", f'<allow own="{target.name}"/>', exc
+        )
+    return exc
+
+
 def handshake_failed(url: str, target: Target, exc: DbusError) -> IpcwireError:
-    """The error for an error reply to ``Handshake``: the listener said no, or the name's
-    owner is not an ipcwire listener."""
+    """The error for an error reply to ``Handshake``: the listener said no, the bus's policy
+    did, or the name's owner is not an ipcwire listener."""
     if exc.name == ERROR_REFUSED:
         return ConnectionRefused(f"{url}: {exc}", endpoint=url)
+    if exc.name == ACCESS_DENIED:
+        return policy_denied(
+            url,
+            target,
+            f"call {target.name}",
+            f'<allow send_destination="{target.name}"/>',
+            exc,
+        )
     return RemoteProtocolError(
         f"{target.describe()} at {target.path} is not an ipcwire listener ({exc})",
         endpoint=url,

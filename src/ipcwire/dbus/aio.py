@@ -34,6 +34,7 @@ from ipcwire.dbus._proto import (
     event_rule,
     handshake_failed,
     is_event,
+    name_refused,
     name_taken,
     nobody_listening,
     owner_changed_rule,
@@ -483,6 +484,7 @@ async def listen(
 
     Raises:
         AddressInUse: another connection owns the name (its pid is named).
+        PermissionDenied: the bus's policy does not let this process own the name.
         MechanismUnavailable: no bus, with how to start one.
     """
     kw.pop("backlog", None)
@@ -492,7 +494,11 @@ async def listen(
     try:
         hub = _Hub(bus, url, client=False)
         listener = AioDbusListener(hub, target, options, url)
-        if not owns_name(await _call(bus, request_name(target.name), limit, url)):
+        try:
+            reply = await _call(bus, request_name(target.name), limit, url)
+        except DbusError as exc:
+            raise name_refused(url, target, exc) from None
+        if not owns_name(reply):
             pid = None
             owner = await bus.call(bus_call("GetNameOwner", "s", [target.name]))
             if owner.message_type is MessageType.METHOD_RETURN:

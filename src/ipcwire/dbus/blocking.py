@@ -33,6 +33,7 @@ from ipcwire.dbus._proto import (
     event_rule,
     handshake_failed,
     is_event,
+    name_refused,
     name_taken,
     nobody_listening,
     owner_changed_rule,
@@ -376,6 +377,7 @@ def listen(
 
     Raises:
         AddressInUse: another connection owns the name (its pid is named).
+        PermissionDenied: the bus's policy does not let this process own the name.
         MechanismUnavailable: no bus, with how to start one.
     """
     kw.pop("backlog", None)
@@ -384,7 +386,11 @@ def listen(
     try:
         hub = _Hub(conn, client=False)
         listener = DbusListener(hub, target, options, endpoint.url, options.handshake_timeout)
-        if not owns_name(conn.call(request_name(target.name))):
+        try:
+            reply = conn.call(request_name(target.name))
+        except DbusError as exc:
+            raise name_refused(endpoint.url, target, exc) from None
+        if not owns_name(reply):
             pid: int | None = None
             try:
                 owner = conn.call(bus_call("GetNameOwner", "s", [target.name])).body[0]
