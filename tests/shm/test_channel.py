@@ -344,3 +344,38 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other(
                 assert await s.recv_many(timeout=5) == [b"d"]
 
     asyncio.run(main())
+
+
+def test_asyncio_send_cancelled_part_way_through_a_long_message(
+    shm_url: Callable[[], str],
+) -> None:
+    """A send cancelled (asyncio.timeout() around it, say) after the first fragments of a
+    long message went into the ring leaves a message that never ends: the channel refuses to
+    send anything more, as after a timeout= part-way. It used to send the next message after
+    those fragments, counted as sent, and the receiver then called the ring corrupt
+    (RemoteProtocolError, "the peer is buggy or hostile") and lost it."""
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, capacity="4K", timeout=10)
+            s = await accepting
+            assert isinstance(c, AioShmChannel)
+            sending = asyncio.ensure_future(c.send(b"L" * 20_000, timeout=10))
+            await asyncio.sleep(0)  # it writes the fragments that fit, then waits for room
+            assert c.statistics().messages_sent == 0 and not sending.done()
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            receiving = asyncio.ensure_future(s.recv(timeout=10))
+            with pytest.raises(ChannelBroken, match="part-way"):
+                await c.send(b"next", timeout=10)
+            with pytest.raises(ChannelBroken, match="part-way"):
+                await c.loan(4, timeout=10)
+            await c.aclose()
+            with pytest.raises(ChannelBroken, match="middle of a message"):
+                await receiving
+            await s.aclose()
+
+    asyncio.run(main())

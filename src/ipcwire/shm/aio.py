@@ -183,13 +183,16 @@ class AioShmChannel(AioChannel):
             for data in items:
                 await self._put(data, timeout)
 
-    async def _put(self, data: Any, timeout: float | None) -> None:
+    def _check_in_step(self) -> None:
         if self._send_broken:
             raise ChannelBroken(
                 f"an earlier send to {self.url} stopped part-way through a message; the ring "
                 f"is out of step, so open a new channel",
                 endpoint=self.url,
             )
+
+    async def _put(self, data: Any, timeout: float | None) -> None:
+        self._check_in_step()
         tx = self._tx
         off = tx.send_some(data, 0)  # checks the type and the size first
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
@@ -197,27 +200,34 @@ class AioShmChannel(AioChannel):
             return
         deadline = self._deadline(timeout)
         frag = tx.capacity // 4 - _RECORD
-        while off != size:
-            start = max(off, 0)
-            chunk = size - start if size <= frag else min(frag, size - start)
-            if not tx.arm(chunk) and not await self._park("tx", deadline):
-                if off > 0:
-                    self._send_broken = True
-                raise Timeout(
-                    f"send to {self.url} timed out"
-                    + (
-                        " part-way through a long message; the channel cannot send any more"
-                        if off > 0
-                        else ": the ring is full and the peer is not reading; nothing was sent"
-                    ),
-                    endpoint=self.url,
-                )
-            off = max(tx.send_some(data, start), off)
+        try:
+            while off != size:
+                start = max(off, 0)
+                chunk = size - start if size <= frag else min(frag, size - start)
+                if not tx.arm(chunk) and not await self._park("tx", deadline):
+                    raise Timeout(
+                        f"send to {self.url} timed out"
+                        + (
+                            " part-way through a long message; the channel cannot send any more"
+                            if off > 0
+                            else ": the ring is full and the peer is not reading; nothing was sent"
+                        ),
+                        endpoint=self.url,
+                    )
+                off = max(tx.send_some(data, start), off)
+        except BaseException:
+            # a timeout, an error, or the task cancelled (asyncio.timeout() around the send)
+            # part-way through a long message: the fragments already in the ring are the
+            # start of a message that will never end, so nothing more may follow them
+            if off > 0:
+                self._send_broken = True
+            raise
 
     async def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring; then :meth:`send_loan`."""
         tx = self._tx
         async with self._send_lock:
+            self._check_in_step()
             try:
                 return tx.loan(size, 0)
             except Timeout:
