@@ -94,3 +94,10 @@ def test_cat_reports_errors_with_the_fix(sock_dir: Path) -> None:
     assert out.returncode == 1
     assert "ConnectionRefused" in out.stderr
     assert "does not exist" in out.stderr
+
+
+def test_cat_listen_keeps_the_listener_open_while_piping() -> None:
+    # Closing an HTTP or gRPC listener ends the channels it accepted: cat -l must keep it.
+    for url in ("http://127.0.0.1:0/", "grpc://127.0.0.1:0"):
+        s_out, c_out = _cat_pair(url, "pong\n", "ping\n")
+        assert (s_out, c_out) == ("ping\n", "pong\n"), url

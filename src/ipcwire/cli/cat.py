@@ -126,12 +126,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.listen:
+            # The listener stays open while the channel is used: closing it ends the channels
+            # it accepted on some mechanisms (http, grpc, signal) or removes the FIFO.
             with ipcwire.listen(args.url, **options) as listener:
                 print(f"ipcwire cat: listening at {listener.url}", file=sys.stderr, flush=True)
-                ch = listener.accept(timeout=args.timeout)
-        else:
-            ch = ipcwire.connect(args.url, timeout=args.timeout, **options)
-        with ch:
+                with listener.accept(timeout=args.timeout) as ch:
+                    return _pipe(ch, codec, args.wait)
+        with ipcwire.connect(args.url, timeout=args.timeout, **options) as ch:
             return _pipe(ch, codec, args.wait)
     except IpcwireError as exc:
         print(f"ipcwire cat: {type(exc).__name__}: {exc}", file=sys.stderr)
