@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import pytest
 
@@ -261,6 +262,49 @@ def test_timeouts(impl: str, policy: str) -> None:
         tx.send(b"z" * 500, timeout=0.05)
     assert rx.recv(timeout=0) == b"z" * 500
     tx.send(b"z" * 500, timeout=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("policy", ["park", "hybrid"])
+@pytest.mark.parametrize("timeout", [float("inf"), 1e10, 3e6])
+def test_a_very_long_timeout_waits(impl: str, policy: str, timeout: float) -> None:
+    """A timeout longer than poll() takes (about 24 days in ms) or infinite waits like
+    None, on both ends: the C ring caps it at 1e9 s; the Python ring raised OverflowError
+    as soon as it parked."""
+    tx, rx, mm = ring_pair(1 << 12, impl, impl, policy=policy)
+
+    def parked(field: int, t: threading.Thread) -> bool:
+        return bool(struct.unpack_from("=I", mm, field)[0]) or not t.is_alive()
+
+    def waiting(call: Callable[[], object], field: int, then: Callable[[], object]) -> list[object]:
+        result: list[object] = []
+
+        def run() -> None:
+            try:
+                result.append(call())
+            except BaseException as exc:
+                result.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not parked(field, t):  # (poll the parked flag, not a sleep)
+            assert time.monotonic() < deadline, "never parked"
+            time.sleep(0.001)
+        then()
+        t.join(timeout=10)
+        assert not t.is_alive()
+        return result
+
+    assert waiting(lambda: rx.recv(timeout=timeout), 384, lambda: tx.send(b"x")) == [b"x"]
+    while True:  # fill the ring, then a sender waits for room
+        try:
+            tx.send(b"z" * 500, timeout=0)
+        except Timeout:
+            break
+    assert waiting(lambda: tx.send(b"y" * 500, timeout=timeout), 388, rx.recv) == [None]
+    tx.close()
+    rx.close()
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -55,6 +55,8 @@ R = TypeVar("R")
 _REC: Final = struct.Struct("=IIQ")
 _ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
 _SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
+_LONGEST: Final = 1e9  # seconds: a longer timeout (inf too) is this one, as in the C ring
+_MAX_POLL_MS: Final = 2**31 - 1  # the longest poll() takes
 TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 _fence_lock = threading.Lock()
 _monotonic = time.monotonic
@@ -447,7 +449,7 @@ class RingBase:
             return None
         if math.isnan(timeout):
             raise ValueError("timeout must not be NaN")
-        return 0.0 if timeout <= 0 else _monotonic() + timeout
+        return 0.0 if timeout <= 0 else _monotonic() + min(timeout, _LONGEST)
 
     # -- waiting -----------------------------------------------------------------------------
     def _ready(self, need: int) -> bool:
@@ -515,7 +517,7 @@ class RingBase:
                 if left <= 0:
                     u32[flag] = 0
                     raise self._timeout_error()
-                ms = max(1, int(left * 1000 + 0.999))
+                ms = min(max(1, int(left * 1000 + 0.999)), _MAX_POLL_MS)  # (then again)
             try:
                 if ms is None and w.wait_sock is not None:
                     gone = not w.sleep()  # one blocking recv: asleep until rung
