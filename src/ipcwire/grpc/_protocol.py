@@ -162,6 +162,26 @@ def error_from_status(
                 f"({text})",
                 endpoint=endpoint,
             )
+        if "hostname verification" in low:
+            return AuthenticationFailed(
+                f"TLS with {endpoint} failed: the server's certificate does not name the host "
+                f"connected to; pass server_hostname= with a name the certificate has ({text})",
+                endpoint=endpoint,
+            )
+        if doing == "connecting" and "socket closed" in low:
+            # Something answered, then hung up before gRPC could talk: no refusal.
+            if endpoint.startswith("grpcs:"):
+                return AuthenticationFailed(
+                    f"{endpoint} closed the connection during the TLS handshake: it did not "
+                    f"accept our certificate (it asks for one signed by a CA it trusts: pass "
+                    f"certfile= and keyfile=) ({text})",
+                    endpoint=endpoint,
+                )
+            return ChannelBroken(
+                f"{endpoint} closed the connection before gRPC could talk: is it a TLS "
+                f"endpoint? Then connect to grpcs:// with cafile= ({text})",
+                endpoint=endpoint,
+            )
         if doing == "connecting" and (
             "refused" in low or "failed to connect" in low or "no such file" in low
         ):
