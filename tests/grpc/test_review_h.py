@@ -66,3 +66,35 @@ def test_tls_failures_at_connect_are_not_connection_refused(
         # and the right certificates still work
         with ipcwire.connect(tls.url, cafile=cert, timeout=10) as ch:
             assert ch.statistics().messages_sent == 0
+
+
+def test_a_poll_gets_the_rest_of_a_batch_already_received() -> None:
+    """send_many's messages travel in one batch. A recv() without a timeout delivers the
+    first; the others are then received, and recv(timeout=0) ("a message already received,
+    without waiting") must give them. The asyncio channel said Timeout for as long as the
+    caller did not yield to the reader task it had just started; the blocking one raced its
+    reader thread."""
+    with (
+        ipcwire.listen("grpc://127.0.0.1:0") as lis,
+        ipcwire.connect(lis.url) as c,
+        lis.accept(timeout=10) as s,
+    ):
+        c.send_many([b"a", b"b", b"c", b"d"])
+        assert s.recv() == b"a"
+        assert s.recv(timeout=0) == b"b"
+        assert s.recv_many(timeout=0) == [b"c", b"d"]
+
+    async def main() -> None:
+        async with (
+            await aio.listen("grpc://127.0.0.1:0") as lis,
+            await aio.connect(lis.url) as c,
+        ):
+            await c.send(b"0")
+            async with await lis.accept(timeout=10) as s:
+                assert await s.recv() == b"0"
+                await c.send_many([b"a", b"b", b"c", b"d"])
+                assert await s.recv() == b"a"
+                assert await s.recv(timeout=0) == b"b"
+                assert await s.recv_many(timeout=0) == [b"c", b"d"]
+
+    asyncio.run(main())

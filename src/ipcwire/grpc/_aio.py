@@ -500,6 +500,11 @@ class AioStream(AioChannel):
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if self._inbox:
                 return
+            if self._unpacked:  # the rest of a batch a direct read took: already here
+                self._inbox.extend(self._unpacked)
+                self._queued += sum(len(m) for m in self._unpacked)
+                self._unpacked.clear()
+                return
             if self._end is not None:
                 raise self._end
             if timeout == 0:

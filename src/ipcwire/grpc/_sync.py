@@ -310,6 +310,11 @@ class SyncStream(Channel):
                     cond.wait()
 
     def _start_pump(self) -> None:  # with ``_reading`` held
+        if self._pump is None and self._unpacked:  # the rest of a batch read directly
+            with self._cond:
+                self._inbox.extend(self._unpacked)
+                self._queued += sum(len(m) for m in self._unpacked)
+                self._unpacked.clear()
         if self._pump is None and self._end is None:
             self._pump = threading.Thread(
                 target=self._run_pump, name=f"ipcwire reader {self.url}", daemon=True
