@@ -26,6 +26,7 @@ from ipcwire.errors import (
     ConfigurationError,
     FrameTooLarge,
     InvalidURL,
+    LocalProtocolError,
     PermissionDenied,
     RemoteProtocolError,
 )
@@ -377,5 +378,37 @@ def test_asyncio_send_cancelled_part_way_through_a_long_message(
             with pytest.raises(ChannelBroken, match="middle of a message"):
                 await receiving
             await s.aclose()
+
+    asyncio.run(main())
+
+
+def test_send_many_refuses_a_bad_batch_before_sending_any_of_it(
+    shm_url: Callable[[], str],
+) -> None:
+    """An item over the peer's max_frame, or one that is not bytes, refuses the whole batch
+    with nothing sent, on both drivers (the asyncio one sent the items before it)."""
+    bad_batches: list[tuple[list[Any], type[Exception]]] = [
+        ([b"a", b"x" * 2000, b"c"], FrameTooLarge),
+        ([b"a", "text"], LocalProtocolError),
+    ]
+    with pair(shm_url(), max_frame=1000) as (c, s):
+        for batch, error in bad_batches:
+            with pytest.raises(error):
+                c.send_many(batch)
+        c.send(b"end")
+        assert s.recv_many(timeout=5) == [b"end"]
+
+    async def main() -> None:
+        url = shm_url()
+        async with await aio.listen(url, max_frame=1000) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, timeout=10)
+            s = await accepting
+            async with c, s:
+                for batch, error in bad_batches:
+                    with pytest.raises(error):
+                        await c.send_many(batch)
+                await c.send(b"end")
+                assert await s.recv_many(timeout=5) == [b"end"]
 
     asyncio.run(main())

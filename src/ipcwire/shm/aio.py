@@ -23,7 +23,9 @@ from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
+    FrameTooLarge,
     IpcwireError,
+    LocalProtocolError,
     RemoteProtocolError,
     Timeout,
 )
@@ -179,6 +181,7 @@ class AioShmChannel(AioChannel):
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [obj if self._raw else self._encode(obj) for obj in objs]
+        self._refuse_before_writing(items)
         async with self._send_lock:
             for data in items:
                 await self._put(data, timeout)
@@ -190,6 +193,30 @@ class AioShmChannel(AioChannel):
                 f"is out of step, so open a new channel",
                 endpoint=self.url,
             )
+
+    def _refuse_before_writing(self, items: list[Any]) -> None:
+        """What the blocking send_many (the ring's) refuses before it writes anything: an
+        item that is not bytes-like, or one over the peer's max_frame; else a batch would be
+        sent only up to the bad item."""
+        limit = self._tx.max_send
+        for data in items:
+            try:
+                size = memoryview(data).nbytes
+            except TypeError:
+                raise LocalProtocolError(
+                    f"the bytes codec sends bytes-like objects, not {type(data).__name__}; "
+                    f"encode it first or open the channel with codec='json' or 'msgpack'",
+                    endpoint=self.url,
+                ) from None
+            if size > limit:
+                raise FrameTooLarge(
+                    f"{self.url}: a message of {size} bytes was not sent: over the peer's "
+                    f"limit of {limit} bytes (its max_frame); raise max_frame= on both sides, "
+                    f"or split the message",
+                    size=size,
+                    limit=limit,
+                    endpoint=self.url,
+                )
 
     async def _put(self, data: Any, timeout: float | None) -> None:
         self._check_in_step()
