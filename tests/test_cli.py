@@ -101,3 +101,63 @@ def test_cat_listen_keeps_the_listener_open_while_piping() -> None:
     for url in ("http://127.0.0.1:0/", "grpc://127.0.0.1:0"):
         s_out, c_out = _cat_pair(url, "pong\n", "ping\n")
         assert (s_out, c_out) == ("ping\n", "pong\n"), url
+
+
+def test_cat_with_stdin_closed_receives_and_ends(sock_dir: Path) -> None:
+    # `ipcwire cat URL <&-`: Python's sys.stdin is None. Nothing to send; replies still come.
+    url = f"unix://{sock_dir}/closed.sock"
+    server = subprocess.Popen(
+        [*IPCWIRE, "cat", "--listen", url, "--wait", "60"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None and server.stdin is not None
+        assert "listening at" in server.stderr.readline()
+        server.stdin.write("hello\n")
+        server.stdin.flush()  # the server stays up: only the client's --wait can end the client
+        command = " ".join([*IPCWIRE, "cat", url, "--wait", "0.5"]) + " <&-"
+        client = subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout == "hello\n"
+        assert "Traceback" not in client.stderr
+    finally:
+        server.kill()
+        server.communicate()
+
+
+def test_cat_reports_a_stdin_it_cannot_read(sock_dir: Path) -> None:
+    url = f"unix://{sock_dir}/eisdir.sock"
+    server = subprocess.Popen(
+        [*IPCWIRE, "cat", "--listen", url, "--wait", "60"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        assert "listening at" in server.stderr.readline()
+        # stdin opened write-only: os.read() fails with EBADF.
+        fd = os.open(sock_dir / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            client = subprocess.run(
+                [*IPCWIRE, "cat", url, "--wait", "0.5"],
+                stdin=fd,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            os.close(fd)
+        assert client.returncode == 1, client.stderr
+        assert "cannot read stdin" in client.stderr
+        assert "Traceback" not in client.stderr
+    finally:
+        server.kill()
+        server.communicate()

@@ -81,6 +81,8 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
             ch.send(msg)
     except IpcwireError as exc:
         errors.append(exc)
+    except OSError as exc:  # stdin is a directory, or a terminal that went away (EIO)
+        errors.append(OSError(f"cannot read stdin: {exc.strerror or exc}"))
 
 
 def _pipe(ch: Channel, codec: str, wait: float) -> int:
@@ -88,8 +90,12 @@ def _pipe(ch: Channel, codec: str, wait: float) -> int:
     done = threading.Event()
 
     def feed() -> None:
-        _pump_stdin(ch, codec, sys.stdin.fileno(), errors)
-        done.set()
+        try:
+            # A closed stdin (`ipcwire cat URL <&-`) is None: nothing to send.
+            if sys.stdin is not None:
+                _pump_stdin(ch, codec, sys.stdin.fileno(), errors)
+        finally:
+            done.set()
 
     threading.Thread(target=feed, daemon=True, name="ipcwire cat stdin").start()
     out = sys.stdout.buffer
