@@ -48,6 +48,7 @@ __all__ = [
     "ERROR_CLOSED",
     "INTERFACE",
     "MAX_MESSAGE",
+    "SYSTEM_WINDOW",
     "WINDOW",
     "WINDOW_BYTES",
     "ClientHandshakeCalls",
@@ -74,6 +75,7 @@ __all__ = [
     "request_name",
     "resolve",
     "resolve_subscription",
+    "window",
 ]
 
 INTERFACE: Final = "io.ipcwire.Channel1"
@@ -84,6 +86,10 @@ BUS_NAME: Final = "org.freedesktop.DBus"
 BUS_PATH: Final = "/org/freedesktop/DBus"
 WINDOW: Final = 1024  # unacknowledged messages a sender may have in flight...
 WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go)
+# The system bus refuses a connection's calls beyond 128 awaiting replies (dbus-daemon's
+# max_replies_per_connection there; the session bus allows 50000): the refused ones would be
+# lost, so a sender on the system bus keeps fewer in flight.
+SYSTEM_WINDOW: Final = 100
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
 NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
@@ -152,6 +158,11 @@ def parse_target(endpoint: Endpoint) -> Target:
             f"digits and _)"
         )
     return Target(bus=bus, name=name, path=path)
+
+
+def window(target: Target) -> int:
+    """How many messages a channel on ``target``'s bus may have unacknowledged."""
+    return SYSTEM_WINDOW if target.bus == "system" else WINDOW
 
 
 def bus_address(target: Target, address: str | None = None) -> str:

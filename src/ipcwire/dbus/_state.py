@@ -181,7 +181,7 @@ class ChannelState(abc.ABC):
         if self._gone is not None:
             raise self._gone
         return not self._inflight or (
-            self._inflight < WINDOW and self._inflight_bytes + size <= WINDOW_BYTES
+            self._inflight < self._hub.window and self._inflight_bytes + size <= WINDOW_BYTES
         )
 
     def _window_full(self, timeout: float | None) -> str:
@@ -280,8 +280,11 @@ class ChannelState(abc.ABC):
 class HubState(abc.ABC):
     """Routes the calls arriving on one bus connection to its channels and listener."""
 
-    def __init__(self, *, client: bool, lock: AbstractContextManager[Any]) -> None:
+    def __init__(
+        self, *, client: bool, lock: AbstractContextManager[Any], window: int = WINDOW
+    ) -> None:
         self.client = client
+        self.window = window  # unacknowledged messages a channel may have (see _proto.window)
         self.lock = lock  # guards channels, early, opened and users
         self.channels: dict[tuple[str, str], ChannelState] = {}
         self.listener: ListenerState | None = None

@@ -43,6 +43,7 @@ from ipcwire.dbus._proto import (
     request_name,
     resolve,
     resolve_subscription,
+    window,
 )
 from ipcwire.dbus._state import (
     NO_LOCK,
@@ -162,8 +163,8 @@ async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) 
 class _Hub(HubState):
     """Routes the calls arriving on one bus connection (a dbus-fast message handler)."""
 
-    def __init__(self, bus: MessageBus, url: str, *, client: bool) -> None:
-        super().__init__(client=client, lock=NO_LOCK)
+    def __init__(self, bus: MessageBus, url: str, *, client: bool, window: int) -> None:
+        super().__init__(client=client, lock=NO_LOCK, window=window)
         self.bus = bus
         self.url = url
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -351,7 +352,7 @@ async def connect(
     bus = await _open_bus(address, url, limit)
     try:
         owner = await _find_owner(bus, target, url, reconnect, start, limit)
-        hub = _Hub(bus, url, client=True)
+        hub = _Hub(bus, url, client=True, window=window(target))
         await _call(bus, bus_call("AddMatch", "s", [owner_changed_rule(owner)]), limit, url)
         calls = ClientHandshakeCalls(options, owner, target.path)
         while (call := calls.next_call()) is not None:
@@ -492,7 +493,7 @@ async def listen(
     url = endpoint.url
     bus = await _open_bus(address, url, limit)
     try:
-        hub = _Hub(bus, url, client=False)
+        hub = _Hub(bus, url, client=False, window=window(target))
         listener = AioDbusListener(hub, target, options, url)
         try:
             reply = await _call(bus, request_name(target.name), limit, url)

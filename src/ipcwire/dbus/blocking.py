@@ -42,6 +42,7 @@ from ipcwire.dbus._proto import (
     request_name,
     resolve,
     resolve_subscription,
+    window,
 )
 from ipcwire.dbus._state import (
     ChannelState,
@@ -60,8 +61,8 @@ log = logging.getLogger("ipcwire")
 class _Hub(HubState):
     """Routes the calls arriving on one connection (in its reader thread)."""
 
-    def __init__(self, conn: BusConnection, *, client: bool) -> None:
-        super().__init__(client=client, lock=threading.Lock())
+    def __init__(self, conn: BusConnection, *, client: bool, window: int) -> None:
+        super().__init__(client=client, lock=threading.Lock(), window=window)
         self.conn = conn
         conn.add_handler(self.handle)
         conn.on_lost(lambda err: self.lost(conn.label, str(err), err))
@@ -208,7 +209,7 @@ def connect(
     conn = BusConnection(address, timeout=limit, label=endpoint.url)
     try:
         owner = _find_owner(conn, target, endpoint.url, reconnect, start, limit)
-        hub = _Hub(conn, client=True)
+        hub = _Hub(conn, client=True, window=window(target))
         conn.add_match(owner_changed_rule(owner))
         chan, peer_max = _client_handshake(conn, owner, target, options, limit)
         peer = credentials(conn, owner, limit)
@@ -384,7 +385,7 @@ def listen(
     target, address, limit = resolve(endpoint, kw, timeout, ("timeout", "backlog"))
     conn = BusConnection(address, timeout=limit, label=endpoint.url)
     try:
-        hub = _Hub(conn, client=False)
+        hub = _Hub(conn, client=False, window=window(target))
         listener = DbusListener(hub, target, options, endpoint.url, options.handshake_timeout)
         try:
             reply = conn.call(request_name(target.name))
