@@ -161,3 +161,30 @@ def test_cat_reports_a_stdin_it_cannot_read(sock_dir: Path) -> None:
     finally:
         server.kill()
         server.communicate()
+
+
+def test_cat_msgpack_skips_a_message_json_cannot_show(sock_dir: Path) -> None:
+    import ipcwire
+
+    url = f"unix://{sock_dir}/mp.sock"
+    with ipcwire.listen(url, codec="msgpack") as listener:
+        client = subprocess.Popen(
+            [*IPCWIRE, "cat", url, "--codec", "msgpack", "--wait", "30"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with listener.accept(timeout=30) as ch:
+                ch.send({(1, 2): "an array as a key"})
+                ch.send({"after": 1})
+            out, err = client.communicate(timeout=30)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.communicate()
+    assert client.returncode == 0, err
+    assert out == '{"after":1}\n'
+    assert "skipped a message JSON cannot show" in err
+    assert "Traceback" not in err

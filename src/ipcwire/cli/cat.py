@@ -110,7 +110,13 @@ def _pipe(ch: Channel, codec: str, wait: float) -> int:
             continue
         except EndOfChannel:
             break
-        out.write(_format(msg, codec) + b"\n")
+        try:
+            line = _format(msg, codec)
+        except (TypeError, msgspec.EncodeError) as exc:
+            # msgpack carries what JSON cannot show: keys that are arrays, extension types
+            print(f"ipcwire cat: skipped a message JSON cannot show: {exc}", file=sys.stderr)
+            continue
+        out.write(line + b"\n")
         out.flush()
     if errors:
         print(f"ipcwire cat: {errors[0]}", file=sys.stderr)
