@@ -188,3 +188,22 @@ def test_cat_msgpack_skips_a_message_json_cannot_show(sock_dir: Path) -> None:
     assert out == '{"after":1}\n'
     assert "skipped a message JSON cannot show" in err
     assert "Traceback" not in err
+
+
+def test_cat_to_a_one_way_fifo_sends_stdin(sock_dir: Path) -> None:
+    # The writing end of fifo:// cannot receive: cat sends its stdin and ends, with no error.
+    import ipcwire
+
+    url = f"fifo://{sock_dir}/control.fifo"
+    with ipcwire.listen(url) as listener:
+        client = subprocess.run(
+            [*IPCWIRE, "cat", url, "--wait", "0.5"],
+            input="one\ntwo\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert client.returncode == 0, client.stderr
+        with listener.accept(timeout=30) as ch:
+            assert [ch.recv(timeout=30), ch.recv(timeout=30)] == [b"one", b"two"]

@@ -19,7 +19,7 @@ import msgspec
 import ipcwire
 from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire.channel import Channel
-from ipcwire.errors import EndOfChannel, IpcwireError, Timeout
+from ipcwire.errors import EndOfChannel, IpcwireError, LocalProtocolError, Timeout
 
 __all__ = ["add_parser", "run"]
 
@@ -109,6 +109,12 @@ def _pipe(ch: Channel, codec: str, wait: float) -> int:
                 break
             continue
         except EndOfChannel:
+            break
+        except LocalProtocolError:
+            # This end only sends (a fifo: writer, an sse+http: server, signal:PID): send
+            # stdin to its end. A receiving end's send refusal comes from the stdin thread.
+            while not done.wait(0.2):
+                pass
             break
         try:
             line = _format(msg, codec)
