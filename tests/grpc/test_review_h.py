@@ -4,6 +4,7 @@ TLS failures at connect, polling with timeout=0, what a closed listener leaves b
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,31 @@ def test_a_poll_gets_the_rest_of_a_batch_already_received() -> None:
                 assert await s.recv_many(timeout=0) == [b"c", b"d"]
 
     asyncio.run(main())
+
+
+def test_a_closed_listener_leaves_no_pool_thread() -> None:
+    """grpcio's server.stop() does not shut down the thread pool it was given, so each
+    stream's pool thread stayed, idle, for as long as the closed listener object lived (the
+    name bound by ``with ipcwire.listen(...) as lis`` keeps it: one thread per stream the
+    listener ever served at once, up to max_channels)."""
+    before = set(threading.enumerate())
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+        clients = [ipcwire.connect(lis.url) for _ in range(3)]
+        servers = [lis.accept(timeout=10) for _ in clients]
+        for c, s in zip(clients, servers, strict=True):
+            c.send(b"hi")
+            assert s.recv(timeout=10) == b"hi"
+        with ipcwire.connect(lis.url, unary=True) as u:
+            t = threading.Thread(target=lambda: lis.accept(timeout=10).send(b"ok"))
+            t.start()
+            assert u.request(b"call", timeout=10) == b"ok"
+            t.join()
+    pool = [
+        t for t in threading.enumerate() if t not in before and t.name.startswith("ipcwire-grpc")
+    ]
+    for t in pool:
+        t.join(10)  # a guard: close() already waited for them
+    assert not [t.name for t in pool if t.is_alive()]
+    assert lis.closed  # the listener object is still alive
+    for ch in clients + servers:
+        ch.close()

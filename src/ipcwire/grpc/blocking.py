@@ -74,6 +74,7 @@ class GrpcListener(Listener):
         self._ready: deque[Channel] = deque()
         self._closed = False
         self.server: Any = None
+        self.pool: futures.ThreadPoolExecutor | None = None
 
     def enqueue(self, ch: Channel) -> None:
         with self._cond:
@@ -148,6 +149,14 @@ class GrpcListener(Listener):
             ch.close()
         if self.server is not None:
             self.server.stop(0.5).wait(3.0)
+        if self.pool is not None:
+            # grpcio does not shut down the pool it was given: its idle threads would stay
+            # for as long as this object lives. Every RPC is over now, so they end at once.
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            deadline = time.monotonic() + 3.0
+            for t in list(getattr(self.pool, "_threads", ())):
+                if t is not threading.current_thread():
+                    t.join(max(deadline - time.monotonic(), 0.0))
         self._cleanup()
 
 
@@ -383,4 +392,5 @@ def listen(
     server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
     server.start()
     listener.server = server
+    listener.pool = pool
     return listener
