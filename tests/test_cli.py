@@ -207,3 +207,13 @@ def test_cat_to_a_one_way_fifo_sends_stdin(sock_dir: Path) -> None:
         assert client.returncode == 0, client.stderr
         with listener.accept(timeout=30) as ch:
             assert [ch.recv(timeout=30), ch.recv(timeout=30)] == [b"one", b"two"]
+
+
+def test_cat_timeout_takes_inf_and_refuses_nan(sock_dir: Path) -> None:
+    # inf reached the socket as settimeout(inf): OverflowError traceback; nan a ValueError one.
+    out = _run("cat", f"unix://{sock_dir}/none.sock", "--timeout", "inf")
+    assert out.returncode == 1
+    assert "ConnectionRefused" in out.stderr and "Traceback" not in out.stderr
+    out = _run("cat", f"unix://{sock_dir}/none.sock", "--timeout", "nan")
+    assert out.returncode == 2
+    assert "not a number of seconds" in out.stderr and "Traceback" not in out.stderr

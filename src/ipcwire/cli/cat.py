@@ -8,6 +8,7 @@ messages still arriving are printed until the peer closes or ``--wait`` seconds 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -37,12 +38,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--framing", default=None, choices=("length", "ndjson"))
     p.add_argument("--token", default=None, help="shared token (both sides must use it)")
     p.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to connect, or to wait for a client"
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds to connect, or to wait for a client (inf: no limit)",
     )
     p.add_argument(
-        "--wait", type=float, default=2.0, help="after stdin ends, seconds to wait for replies"
+        "--wait",
+        type=_seconds,
+        default=2.0,
+        help="after stdin ends, seconds to wait for replies (inf: until the peer closes)",
     )
     return p
+
+
+def _seconds(text: str) -> float | None:
+    """A number of seconds, 0 or more; ``inf`` is no limit (None)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more, or inf)")
+    return None if math.isinf(value) else value
 
 
 def _encode_line(line: bytes, codec: str) -> Any:
@@ -85,7 +103,7 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
         errors.append(OSError(f"cannot read stdin: {exc.strerror or exc}"))
 
 
-def _pipe(ch: Channel, codec: str, wait: float) -> int:
+def _pipe(ch: Channel, codec: str, wait: float | None) -> int:
     errors: list[BaseException] = []
     done = threading.Event()
 
