@@ -54,6 +54,7 @@ from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, bui
 from ipcwire.sse._server import (
     CODEC_HEADER,
     ERROR_HEADER,
+    KEEPALIVE_HEADER,
     MAX_FRAME_HEADER,
     NONCE_HEADER,
     PROOF_HEADER,
@@ -67,6 +68,10 @@ log = logging.getLogger("ipcwire")
 DEFAULT_RETRY: Final = 1.0
 DEFAULT_RETRY_FOR: Final = 60.0
 MAX_BACKOFF: Final = 30.0
+# A connection that brought nothing for this many of the server's keepalive intervals (its
+# KEEPALIVE_HEADER) is taken as dead: a half-open TCP connection (the server's host gone,
+# a NAT that forgot it) would otherwise leave the client waiting forever.
+SILENT_INTERVALS: Final = 3
 
 # Errors a reconnecting client must not retry: the server refused it for good.
 FATAL: Final = (AuthenticationFailed, PermissionDenied, HandshakeError, RemoteProtocolError)
@@ -117,6 +122,18 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> SseAddress:
     return SseAddress(secure, host, port, endpoint.path or "/")
 
 
+def _silence_limit(announced: str | None) -> float | None:
+    """How long a connection may bring nothing: a few of the keepalive intervals the server
+    announced (None: it announced none, or nonsense)."""
+    try:
+        keepalive = float(announced) if announced else 0.0
+    except ValueError:
+        return None
+    if not 0 < keepalive < 1e6:
+        return None
+    return SILENT_INTERVALS * keepalive
+
+
 class Raise:
     """An error in the queue, raised in the place of the message that could not be had."""
 
@@ -139,9 +156,15 @@ class ClientCore:
         allow_gaps: bool,
         retry: float,
         retry_for: float,
+        idle_timeout: float | None = None,
     ) -> None:
         if not retry >= 0 or not retry_for >= 0:  # (NaN too: it would never give up)
             raise ConfigurationError(f"retry= and retry_for= for {options.url} must be >= 0")
+        if idle_timeout is not None and not 0 < idle_timeout < 1e9:
+            raise ConfigurationError(
+                f"idle_timeout= for {options.url} must be > 0 seconds (or None: "
+                f"{SILENT_INTERVALS}x the keepalive interval an ipcwire server announces)"
+            )
         self.url = options.url
         self.addr = addr
         self.options = options
@@ -155,6 +178,9 @@ class ClientCore:
         self.allow_gaps = allow_gaps
         self.retry = retry
         self.retry_for = retry_for
+        self.idle_timeout = idle_timeout
+        # Seconds of silence after which the connection is taken as dead (None: never).
+        self.idle_limit: float | None = idle_timeout
         self.queue: deque[Any] = deque()
         self.final: IpcwireError | None = None  # raised once the queue is empty
         self._body: ChunkedDecoder | IdentityDecoder = IdentityDecoder()
@@ -232,6 +258,7 @@ class ClientCore:
             # The resume point of a new stream is in its head too: a connection that drops
             # before its first bytes (id <stream>-0) were read still resumes this stream.
             self.parser.last_id = f"{sid}-0"
+        self.idle_limit = self.idle_timeout or _silence_limit(head.get(KEEPALIVE_HEADER))
         chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
         self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
         self.parser.new_connection()

@@ -12,7 +12,14 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelBroken, ChannelClosed, IpcwireError, RemoteProtocolError, Timeout
+from ipcwire.errors import (
+    ChannelBroken,
+    ChannelClosed,
+    ConfigurationError,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.sse._client import ClientCore, resolve
 from ipcwire.sse._http import parse_head
@@ -31,6 +38,7 @@ CLIENT_OPTIONS: Final = (
     "allow_gaps",
     "retry",
     "retry_for",
+    "idle_timeout",
 )
 
 
@@ -51,7 +59,10 @@ def client_core(
     Raises:
         ConfigurationError, InvalidURL.
     """
+    idle_timeout = kw.pop("idle_timeout", None)
     reject_unknown(kw, endpoint, CLIENT_OPTIONS)
+    if idle_timeout is not None and not isinstance(idle_timeout, (int, float)):
+        raise ConfigurationError(f"idle_timeout= for {endpoint.url} must be a number of seconds")
     addr = resolve(endpoint, listening=False)
     core = ClientCore(
         options,
@@ -61,6 +72,7 @@ def client_core(
         allow_gaps=allow_gaps,
         retry=retry,
         retry_for=retry_for,
+        idle_timeout=None if idle_timeout is None else float(idle_timeout),
     )
     return core, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
 
@@ -94,6 +106,7 @@ class ClientChannelBase:
         self._next_attempt: float | None = None
         self._last_failure: BaseException | None = None
         self._peer: PeerInfo | None = None
+        self._heard_at = 0.0  # when the connection last brought bytes (the driver's clock)
 
     def _drop(self) -> None:
         """Let the connection go (the driver's)."""
@@ -149,6 +162,7 @@ class ClientChannelBase:
         if isinstance(peername, tuple):
             self._peer = PeerInfo(address=f"{peername[0]}:{peername[1]}")
         self._lost_at = None
+        self._heard_at = self._clock()
         self._core.feed(rest)
 
     # -- receiving --------------------------------------------------------------------------
@@ -163,6 +177,7 @@ class ClientChannelBase:
         if not data:
             self._connection_lost(None)
             return
+        self._heard_at = self._clock()
         core = self._core
         try:
             core.feed(data)
@@ -171,6 +186,24 @@ class ClientChannelBase:
             return
         if core.body_done:
             self._connection_lost(None)
+
+    def _silent_at(self) -> float | None:
+        """When the open connection is taken as dead if it brings nothing until then."""
+        limit = self._core.idle_limit
+        return None if limit is None else self._heard_at + limit
+
+    def _silence(self) -> None:
+        """The connection brought nothing, not even a keepalive, for too long: drop it and
+        reconnect (resuming), as if the server had closed it."""
+        limit = self._core.idle_limit
+        self._connection_lost(
+            ChannelBroken(
+                f"{self.url} sent nothing for {limit:g} s, not even a keepalive comment: the "
+                f"connection is taken as dead (a frozen server, or a network path that "
+                f"dropped it). Set idle_timeout= to wait longer",
+                endpoint=self.url,
+            )
+        )
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         self._drop()

@@ -49,6 +49,9 @@ MAX_FRAME_HEADER: Final = "X-Ipcwire-Max-Frame"
 NONCE_HEADER: Final = "X-Ipcwire-Nonce"
 PROOF_HEADER: Final = "X-Ipcwire-Proof"
 STREAM_HEADER: Final = "X-Ipcwire-Stream"
+# The server's keepalive interval, in seconds: a client that hears nothing (no event, no
+# keepalive comment) for a few of them takes the connection as dead and reconnects.
+KEEPALIVE_HEADER: Final = "X-Ipcwire-Keepalive"
 ERROR_HEADER: Final = "X-Ipcwire-Error"
 SHUTDOWN_TIMEOUT: Final = 2.0
 
@@ -277,6 +280,7 @@ class SseServer:
             STREAM_HEADER: stream.sid,
             CODEC_HEADER: opts.codec.name,
             MAX_FRAME_HEADER: str(opts.max_frame),
+            KEEPALIVE_HEADER: f"{self.settings.keepalive:g}",
         }
         if origin is not None and self.settings.origins.allowed is not None:
             headers["Access-Control-Allow-Origin"] = origin

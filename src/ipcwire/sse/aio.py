@@ -141,10 +141,19 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
     async def _read(
         self, reader: asyncio.StreamReader, deadline: float | None, timeout: float | None
     ) -> None:
+        silent_at = self._silent_at()
+        until = (
+            deadline
+            if silent_at is None or (deadline is not None and deadline < silent_at)
+            else silent_at
+        )
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(until):
                 data = await reader.read(_READ)
         except TimeoutError:
+            if silent_at is not None and self._loop.time() >= silent_at:
+                self._silence()
+                return
             raise self._recv_timeout(timeout) from None
         except OSError as exc:
             if self._closed:

@@ -169,13 +169,20 @@ class SseClientChannel(ClientChannelBase, Channel):
     def _read(self, deadline: float | None, timeout: float | None) -> None:
         sock = self._sock
         assert sock is not None
-        wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        now = time.monotonic()
+        wait = None if deadline is None else max(deadline - now, 0.0)
+        silent_at = self._silent_at()
+        if silent_at is not None and (wait is None or silent_at - now < wait):
+            wait = max(silent_at - now, 0.0)
         if wait != self._sock_timeout:
             sock.settimeout(wait)
             self._sock_timeout = wait
         try:
             n = sock.recv_into(self._buf)
         except (BlockingIOError, TimeoutError):
+            if silent_at is not None and time.monotonic() >= silent_at:
+                self._silence()
+                return
             raise self._recv_timeout(timeout) from None
         except OSError as exc:
             if self._closed:
