@@ -14,6 +14,7 @@ import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbus_fast import Message
@@ -420,3 +421,64 @@ def test_a_burst_on_the_system_bus_keeps_under_its_limit_of_calls_awaiting_repli
 
         got = asyncio.run(main())
     assert got == sent
+
+
+MALFORMED: list[tuple[str, str, list[Any]]] = [
+    ("Deliver", "", []),
+    ("Deliver", "ss", ["c1", "x"]),
+    ("Handshake", "si", ["", 1]),
+]
+
+
+def _malformed_calls(address: str, name: str) -> list[str]:
+    """Call ``name``'s ipcwire interface with the wrong arguments, as a foreign client might:
+    the error names of the answers."""
+    names = []
+    conn = BusConnection(address)
+    try:
+        for member, signature, body in MALFORMED:
+            call = Message(
+                destination=name,
+                path="/" + name.replace(".", "/"),
+                interface="io.ipcwire.Channel1",
+                member=member,
+                signature=signature,
+                body=body,
+            )
+            with pytest.raises(DbusError) as err:
+                conn.call(call, timeout=10)
+            names.append(err.value.name)
+    finally:
+        conn.close()
+    return names
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_calls_with_the_wrong_arguments_are_answered_and_the_listener_serves_on(
+    driver: str, dbus_session: str, dbus_url: Callable[[], str]
+) -> None:
+    """The blocking listener answered nothing (the caller waited for its timeout) and the
+    asyncio one dbus-fast's InternalError (IndexError...)."""
+    url = dbus_url()
+    name = url.split("/")[3]
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener:
+            names = _malformed_calls(dbus_session, name)
+            with ipcwire.connect(url, timeout=10) as c, listener.accept(timeout=10) as s:
+                c.send(b"still served")
+                assert s.recv(timeout=10) == b"still served"
+    else:
+
+        async def main() -> list[str]:
+            async with await aio.listen(url) as listener:
+                names = await asyncio.to_thread(_malformed_calls, dbus_session, name)
+                async with (
+                    await aio.connect(url, timeout=10) as c,
+                    await listener.accept(timeout=10) as s,
+                ):
+                    await c.send(b"still served")
+                    assert await s.recv(timeout=10) == b"still served"
+            return names
+
+        names = asyncio.run(main())
+    assert names == ["org.freedesktop.DBus.Error.InvalidArgs"] * len(MALFORMED)

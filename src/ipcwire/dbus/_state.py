@@ -20,7 +20,7 @@ from collections import deque
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageFlag, MessageType
 
 from ipcwire._core.handshake import ServerHandshake
 from ipcwire._core.wire import WireFormat
@@ -65,6 +65,8 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
+SIGNATURES = {"Handshake": "ss", "Deliver": "say", "Close": "s"}  # what each call carries
+INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 
 
 def connection_ended(url: str, why: str, again: str, cause: BaseException | None) -> ChannelBroken:
@@ -333,6 +335,15 @@ class HubState(abc.ABC):
         if msg.message_type is not MessageType.METHOD_CALL or msg.interface != INTERFACE:
             return None
         member = msg.member
+        takes = SIGNATURES.get(member or "")
+        if takes is not None and msg.signature != takes:  # not from an ipcwire peer
+            if not msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                self.refuse(
+                    msg,
+                    INVALID_ARGS,
+                    f"{INTERFACE}.{member} takes ({takes}), not ({msg.signature})",
+                )
+            return True
         if member in {"Deliver", "Close"}:
             key = (msg.sender, msg.body[0])
             with self.lock:
