@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import AuthenticationFailed, ChannelBroken, IpcwireError
+from ipcwire.errors import AuthenticationFailed, ChannelBroken, IpcwireError, RemoteProtocolError
 
 
 def _blocking_error(url: str, **kw: Any) -> IpcwireError:
@@ -21,7 +24,7 @@ def _blocking_error(url: str, **kw: Any) -> IpcwireError:
             with ipcwire.connect(url, unary=True, **kw) as ch:
                 ch.request(b"x", timeout=10)
         else:
-            ipcwire.connect(url, timeout=10, **kw).close()
+            ipcwire.connect(url, **{"timeout": 10, **kw}).close()
     return info.value
 
 
@@ -31,7 +34,7 @@ def _asyncio_error(url: str, **kw: Any) -> IpcwireError:
             async with await aio.connect(url, unary=True, **kw) as ch:
                 await ch.request(b"x", timeout=10)
         else:
-            await (await aio.connect(url, timeout=10, **kw)).aclose()
+            await (await aio.connect(url, **{"timeout": 10, **kw})).aclose()
 
     with pytest.raises(IpcwireError) as info:
         asyncio.run(main())
@@ -127,3 +130,37 @@ def test_a_closed_listener_leaves_no_pool_thread() -> None:
     assert lis.closed  # the listener object is still alive
     for ch in clients + servers:
         ch.close()
+
+
+@pytest.mark.parametrize("server_does", ["ends at once", "sends its own headers"])
+def test_a_grpc_server_that_is_not_ipcwire(server_does: str) -> None:
+    """A plain gRPC server that has a /ipcwire.Channel/Stream method (a catch-all handler, a
+    proxy) and answers it in its own way. The asyncio client said Timeout ('did not answer
+    within the connect timeout', after all of it) to one that sends headers, where the
+    blocking one said RemoteProtocolError, also after the whole connect timeout; and to one
+    that ends the call at once, RemoteProtocolError without its endpoint. Now both say
+    RemoteProtocolError naming it, without waiting: headers without ipcwire's limit in them
+    are the answer."""
+
+    def stream(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        if server_does == "sends its own headers":
+            context.send_initial_metadata((("server", "other"),))
+            yield from requests
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "ipcwire.Channel", {"Stream": grpc.stream_stream_rpc_method_handler(stream)}
+            ),
+        )
+    )
+    url = f"grpc://127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        for get in (_blocking_error, _asyncio_error):
+            err = get(url, timeout=5)
+            assert type(err) is RemoteProtocolError, (get.__name__, err)
+            assert err.endpoint == url and "not an ipcwire gRPC endpoint" in str(err)
+    finally:
+        server.stop(None)

@@ -25,6 +25,7 @@ from ipcwire.errors import (
     EndOfChannel,
     IpcwireError,
     LocalProtocolError,
+    RemoteProtocolError,
     Timeout,
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
@@ -301,19 +302,23 @@ async def _open_stream(
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
             initial = metadata_dict(await call.initial_metadata())
-            if MAX_FRAME_KEY not in initial:
-                code, details = await call.code(), await call.details()
-                raise error_from_status(code, details, url, doing="connecting")
     except TimeoutError:
         call.cancel()
         raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url) from None
-    except IpcwireError as exc:
+    if MAX_FRAME_KEY not in initial:
+        # Refused (no headers, only a status: it says why), or not ipcwire. Headers without
+        # our limit in them are a server that is not ipcwire: no status to wait for.
+        code = details = None
+        if not initial:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):
+                    code, details = await call.code(), await call.details()
+            except TimeoutError:
+                pass
         call.cancel()
-        if isinstance(exc, EndOfChannel):
-            from ipcwire.errors import RemoteProtocolError
-
-            raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint") from None
-        raise
+        if code is not None and code != grpc.StatusCode.OK:
+            raise error_from_status(code, details, url, doing="connecting")
+        raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
     try:
         send_limit = check_welcome(initial, options, url, nonce)
     except IpcwireError:

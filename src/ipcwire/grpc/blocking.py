@@ -324,9 +324,12 @@ def _open_stream(
         raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url)
     initial = metadata_dict(box[0]) if not isinstance(box[0], Exception) else {}
     if MAX_FRAME_KEY not in initial:  # refused (or not ipcwire): the status says which
+        # A refusal has no headers, only a status; headers without our limit in them are a
+        # server that is not ipcwire: no status to wait for.
         ended = threading.Event()
         call.add_done_callback(lambda _: ended.set())
-        if ended.wait(max(deadline - time.monotonic(), 0.5)) and call.code() != grpc.StatusCode.OK:
+        wait = 0.0 if initial else max(deadline - time.monotonic(), 0.5)
+        if ended.wait(wait) and call.code() != grpc.StatusCode.OK:
             raise error_from_status(call.code(), call.details(), url, doing="connecting")
         call.cancel()
         raise RemoteProtocolError(f"{url} is not an ipcwire gRPC endpoint", endpoint=url)
