@@ -165,6 +165,34 @@ def test_close_means_end_of_channel_after_the_last_message(prod: str, cons: str)
         tx.send(b"x")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_close_with_a_loan_or_a_view_open_is_still_a_clean_close(impl: str) -> None:
+    """close() with a loan (or a view) outstanding tells the peer this side closed, as
+    without one. The C ring released the loan's memoryview first, which freed the mapping,
+    so the closed flag was never written: the peer's receiver took it for a crash (or, with
+    no liveness socket, waited), and the peer's sender went on sending to a closed end."""
+    tx, rx, _ = ring_pair(1 << 12, impl, impl)
+    tx.send(b"before")
+    buf = tx.loan(10)
+    tx.close()
+    with pytest.raises(ValueError):
+        buf[0] = 1
+    assert rx.recv(timeout=0) == b"before"
+    with pytest.raises(EndOfChannel):
+        rx.recv(timeout=0)
+    rx.close()
+
+    tx, rx, _ = ring_pair(1 << 12, impl, impl)
+    tx.send(b"seen")
+    view = rx.view(timeout=0)
+    rx.close()
+    with pytest.raises(ValueError):
+        bytes(view)
+    with pytest.raises(ChannelBroken, match="the peer closed"):
+        tx.send(b"after", timeout=0)
+    tx.close()
+
+
 @pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)
 def test_consumer_close_breaks_the_producer(prod: str, cons: str) -> None:
     tx, rx, _ = ring_pair(1 << 12, prod, cons)

@@ -15,9 +15,6 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
         Py_RETURN_NONE;
     self->closed = 1;
     atomic_store(&self->interrupt, 1);
-    rg_drop_handed(self);
-    self->loan_active = 0;
-    self->view_active = 0;
     if (self->has_mem && self->ring.hdr != NULL) {
         if (self->producer && !self->in_use && !self->ring.corrupt)
             rg_publish(self);
@@ -25,7 +22,12 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
         ipcw_signal(self->w.wake_fd, self->w.wake_sock); /* the peer, parked on either side */
     }
     ipcw_wake_self(&self->w); /* a thread of ours parked in this ring */
-    rg_maybe_free(self);          /* (the partial message too: a receiver may be filling it) */
+    /* only now: releasing the loan's or view's memoryview may free the fds and the mapping
+     * (the peer would then never see the closed flag, and take the close for a crash) */
+    rg_drop_handed(self);
+    self->loan_active = 0;
+    self->view_active = 0;
+    rg_maybe_free(self); /* (the partial message too: a receiver may be filling it) */
     Py_RETURN_NONE;
 }
 
