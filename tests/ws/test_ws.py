@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 from tests._codecs import FailsOnBad, areceive_all, receive_all
 from tests.ws._tls import tls_contexts
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.server import ServerProtocol
 from websockets.sync.client import connect as bare_connect
 from websockets.typing import Origin
+from websockets.uri import parse_uri
 
 import ipcwire
 from ipcwire import aio
@@ -351,3 +353,108 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
                 assert await areceive_all(s, timeout=10) == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())
+
+
+def _upgraded(url: str) -> socket.socket:
+    """A raw TCP connection through the WebSocket upgrade, then under the test's control."""
+    proto = ClientProtocol(parse_uri(url))
+    host, port = url.split("//")[1].split("/", maxsplit=1)[0].rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    proto.send_request(proto.connect())
+    for data in proto.data_to_send():
+        sock.sendall(data)
+    while not proto.events_received():
+        proto.receive_data(sock.recv(4096))
+    assert proto.handshake_exc is None
+    return sock
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    """One client frame (fin, masked with a zero key) without the library's checks."""
+    assert len(payload) < 65536
+    length = (
+        bytes([0x80 | len(payload)])
+        if len(payload) < 126
+        else b"\xfe" + len(payload).to_bytes(2, "big")
+    )
+    return bytes([0x80 | opcode]) + length + b"\0\0\0\0" + payload
+
+
+_NEVER_CLOSES = {
+    # what the peer sends before it stops (keeping its TCP connection open): what recv() says
+    "oversized": (_masked(2, b"x" * 2000), FrameTooLarge),
+    "close 1000": (_masked(8, (1000).to_bytes(2, "big") + b"bye"), EndOfChannel),
+    "bad opcode": (_masked(3, b""), ChannelBroken),
+}
+
+
+@pytest.mark.parametrize("case", list(_NEVER_CLOSES))
+def test_a_peer_that_never_closes_tcp_after_a_close_is_cut_off(case: str) -> None:
+    """After a close frame (the peer's, or ours for an oversized message or a protocol
+    error) the library waits for the peer to close TCP, bounded only when this side started
+    the close: a peer that kept its connection open (frozen, hostile) left recv() waiting for
+    ever (no keepalive while closing). Now it ends after close_timeout, both drivers."""
+    data, error = _NEVER_CLOSES[case]
+    with ipcwire.listen(URL, max_frame=1000, close_timeout=0.2) as listener:
+        peer = _upgraded(listener.url)
+        server = listener.accept(timeout=10)
+        peer.sendall(data)
+        with pytest.raises(error):
+            server.recv(timeout=20)  # a guard: the cut comes after 0.2 s
+        server.close()
+        peer.close()
+
+    async def main() -> None:
+        async with await aio.listen(URL, max_frame=1000, close_timeout=0.2) as alistener:
+            apeer = await asyncio.to_thread(_upgraded, alistener.url)
+            aserver = await alistener.accept(timeout=10)
+            apeer.sendall(data)
+            with pytest.raises(error):
+                await aserver.recv(timeout=20)
+            await aserver.aclose()
+            apeer.close()
+
+    asyncio.run(main())
+
+
+def test_a_server_that_never_closes_tcp_after_its_close_frame_is_cut_off() -> None:
+    """The client side of the same: a server sends its close frame, gets ours back and then
+    keeps the TCP connection open (the client waits for the server to close it first)."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def closing_server() -> None:
+        conn, _ = lsock.accept()
+        proto = ServerProtocol()
+        while not (events := proto.events_received()):
+            proto.receive_data(conn.recv(4096))
+        proto.send_response(proto.accept(events[0]))  # type: ignore[arg-type]
+        proto.send_close(1000, "bye")
+        for data in proto.data_to_send():
+            if data:
+                conn.sendall(data)
+        held.append(conn)  # and never closes it
+
+    url = f"ws://127.0.0.1:{port}/"
+    for asyncio_driver in (False, True):
+        t = threading.Thread(target=closing_server)
+        t.start()
+        if asyncio_driver:
+
+            async def main() -> None:
+                ch = await aio.connect(url, close_timeout=0.2, timeout=10)
+                with pytest.raises(EndOfChannel):
+                    await ch.recv(timeout=20)
+                await ch.aclose()
+
+            asyncio.run(main())
+        else:
+            ch = ipcwire.connect(url, close_timeout=0.2, timeout=10)
+            with pytest.raises(EndOfChannel):
+                ch.recv(timeout=20)
+            ch.close()
+        t.join()
+    for conn in held:
+        conn.close()
+    lsock.close()

@@ -21,6 +21,7 @@ from ipcwire.ws._admission import (
     finish_admission,
 )
 from ipcwire.ws._aio_channel import AioWsChannel
+from ipcwire.ws._closing import AioCloseBound
 from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import Authorizer, set_nodelay
 
@@ -29,7 +30,10 @@ __all__ = ["AioWsListener", "ServerConn"]
 log = logging.getLogger("ipcwire")
 
 
-class ServerConn(ServerConnection):
+class ServerConn(AioCloseBound, ServerConnection):
+    """Receives through ``ipcwire.ws._fast``; a closing handshake the peer never finishes
+    is cut (``ipcwire.ws._closing``)."""
+
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
 

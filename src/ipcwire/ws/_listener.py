@@ -27,6 +27,7 @@ from ipcwire.ws._admission import (
     finish_admission,
 )
 from ipcwire.ws._channel import WsChannel
+from ipcwire.ws._closing import SyncCloseBound
 from ipcwire.ws._fast import FastServerProtocol, fast_assembler
 from ipcwire.ws._sockets import Authorizer
 
@@ -35,9 +36,9 @@ __all__ = ["WsListener"]
 log = logging.getLogger("ipcwire")
 
 
-class ServerConn(ServerConnection):
-    """A server connection that remembers the admission decided for it (and receives through
-    ``ipcwire.ws._fast``)."""
+class ServerConn(SyncCloseBound, ServerConnection):
+    """A server connection that remembers the admission decided for it (receives through
+    ``ipcwire.ws._fast``; a closing handshake the peer never finishes is cut, ``_closing``)."""
 
     admission: Admission | None = None
 

@@ -20,6 +20,7 @@ from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._aio_listener import AioWsListener, ServerConn
+from ipcwire.ws._closing import AioCloseBound
 from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
@@ -40,8 +41,9 @@ log = logging.getLogger("ipcwire")
 
 
 # -- connecting -----------------------------------------------------------------------------
-class AioClientConn(ClientConnection):
-    """The library's client connection, receiving through ``ipcwire.ws._fast``."""
+class AioClientConn(AioCloseBound, ClientConnection):
+    """The library's client connection, receiving through ``ipcwire.ws._fast`` (a closing
+    handshake the server never finishes is cut, ``ipcwire.ws._closing``)."""
 
     def __init__(self, protocol: Any, **kwargs: Any) -> None:
         install(protocol)

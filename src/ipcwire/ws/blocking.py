@@ -23,6 +23,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._channel import WsChannel
+from ipcwire.ws._closing import SyncCloseBound
 from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
@@ -42,8 +43,9 @@ __all__ = ["WsChannel", "WsListener", "connect", "listen"]
 
 
 # -- connecting -----------------------------------------------------------------------------
-class ClientConn(ClientConnection):
-    """The library's client connection, receiving through ``ipcwire.ws._fast``."""
+class ClientConn(SyncCloseBound, ClientConnection):
+    """The library's client connection, receiving through ``ipcwire.ws._fast`` (a closing
+    handshake the server never finishes is cut, ``ipcwire.ws._closing``)."""
 
     def __init__(self, sock: Any, protocol: Any, **kwargs: Any) -> None:
         install(protocol)

@@ -1,0 +1,89 @@
+"""A closing handshake the peer never finishes is cut off after ``close_timeout``.
+
+Once a connection's protocol expects the TCP connection to close (the peer sent a close frame
+and ours went back; or this side failed the connection: an oversized message (1009), a frame
+that breaks the protocol (1002)), the websockets library waits for the peer to close TCP.
+It bounds that wait by ``close_timeout`` only when this side's own ``close()`` or ``send()``
+started it: when the reader found it, nothing does (the threaded reader waits in ``select()``
+without a timeout, the asyncio one for ``connection_lost``). A peer that then keeps its TCP
+connection open (a frozen or hostile process) left ``recv()`` waiting for ever, without the
+``FrameTooLarge`` or ``EndOfChannel`` it should give, and keepalive pings stop once a
+connection is closing. These mixins for the library's connection classes (both drivers,
+both sides) cut such a connection after ``close_timeout``; the library then ends it as for a
+peer that closed without a word, and ``recv()`` raises what the close means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+from websockets.protocol import OPEN
+
+__all__ = ["AioCloseBound", "SyncCloseBound"]
+
+
+class SyncCloseBound:
+    """For ``websockets.sync`` connections: a timer shuts the socket down (which wakes the
+    reader thread with end of stream) ``close_timeout`` after a close became expected."""
+
+    protocol: Any
+    socket: Any
+    close_timeout: float | None
+    _ipcwire_cut: threading.Timer | None = None
+
+    def send_data(self) -> None:
+        # The reader thread calls this after each read it processes, the library's senders
+        # after each write; both with the connection's lock held.
+        super().send_data()  # type: ignore[misc]
+        if (
+            self._ipcwire_cut is None
+            and self.protocol.state is not OPEN
+            and self.close_timeout is not None
+            and self.protocol.close_expected()
+        ):
+            timer = threading.Timer(self.close_timeout, self._ipcwire_shutdown)
+            timer.daemon = True
+            self._ipcwire_cut = timer
+            timer.start()
+
+    def _ipcwire_shutdown(self) -> None:
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
+
+    def close_socket(self) -> None:
+        timer = self._ipcwire_cut
+        if timer is not None:
+            timer.cancel()
+        super().close_socket()  # type: ignore[misc]
+
+
+class AioCloseBound:
+    """For ``websockets.asyncio`` connections: the transport is aborted ``close_timeout``
+    after a close became expected, unless the peer closed it first."""
+
+    protocol: Any
+    transport: Any
+    loop: asyncio.AbstractEventLoop
+    close_timeout: float | None
+    _ipcwire_cut: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if (
+            self._ipcwire_cut is None
+            and self.protocol.state is not OPEN
+            and self.close_timeout is not None
+            and self.protocol.close_expected()
+        ):
+            self._ipcwire_cut = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        timer = self._ipcwire_cut
+        if timer is not None:
+            timer.cancel()
+        super().connection_lost(exc)  # type: ignore[misc]
