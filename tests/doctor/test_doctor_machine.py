@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from tests._proc import child, kill9, wait_line
 from tests.doctor._helpers import doctor, doctor_json, findings
 
@@ -77,3 +80,34 @@ def test_exit_status_and_unknown_schemes() -> None:
     assert "no checks for clipboard://" in out.stdout
     code, data = doctor_json("unix:///nonexistent-dir-ipcwire/x.sock", "--pid", str(os.getpid()))
     assert code == 1 and [r["target"] for r in data["reports"]][1] == f"pid {os.getpid()}"
+
+
+def test_a_live_socket_in_another_network_namespace_is_not_called_stale(sock_dir: Path) -> None:
+    # A server in a container sharing the directory: sock_diag (this namespace only) does not
+    # see its socket, but it listens, and "rm PATH" would cut every client off.
+    path = f"{sock_dir}/container.sock"
+    server = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+    proc = subprocess.Popen(
+        ["unshare", "--map-root-user", "--net", sys.executable, "-c", server, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":  # no network namespace for this user
+            pytest.skip(f"unshare --net failed: {proc.communicate(timeout=10)[1]}")
+        # (first: a probe's connection waiting in the backlog shows in /proc/net/unix)
+        assert path not in (stale_sockets([str(sock_dir.parent)]) or [])
+        assert diagnose(f"unix://{path}").find("unix.live")
+    finally:
+        proc.kill()
+        proc.communicate()

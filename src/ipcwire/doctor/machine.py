@@ -9,6 +9,7 @@ queues whose ipcwire listener died (its ownership lock is no longer held).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import resource
@@ -21,6 +22,7 @@ from ipcwire._procfs import unix_socket_files, unix_socket_table
 from ipcwire.doctor._model import Report
 from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
 from ipcwire.doctor.shm import DEV_SHM, check_shm
+from ipcwire.doctor.unix import probe
 from ipcwire.registry import mechanisms
 from ipcwire.unix._socket import MAX_PATH
 
@@ -56,9 +58,17 @@ def stale_sockets(dirs: list[str]) -> list[str] | None:
                     continue
                 if not stat.S_ISSOCK(st.st_mode) or path in bound:
                     continue
-                if (st.st_dev, st.st_ino) not in by_file:
+                # sock_diag sees this network namespace only: a server in a container that
+                # shares the directory is bound there all the same. Only a refused connect
+                # proves the file stale (a connect we may not make leaves sock_diag's word).
+                if (st.st_dev, st.st_ino) not in by_file and probe(path)[0] in _NOBODY_THERE:
                     found.append(path)
     return sorted(found)
+
+
+# connect() to a socket file no socket is bound to: ECONNREFUSED; EACCES/EPERM: not ours to
+# probe (another user's 0600 file), so sock_diag's "not bound here" stands.
+_NOBODY_THERE: Final = frozenset({errno.ECONNREFUSED, errno.EACCES, errno.EPERM})
 
 
 def _entries(directory: str) -> list[str]:
