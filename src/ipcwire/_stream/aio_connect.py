@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ipcwire._stream.aio import AioStreamChannel, StreamProtocol, client_connect
+from ipcwire._stream.aio import AioStreamChannel
+from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
-__all__ = ["aio_connect_stream"]
+__all__ = ["aio_connect_stream", "client_connect"]
 
 
 async def aio_connect_stream(
@@ -51,3 +52,40 @@ async def aio_connect_stream(
                     f"{err} (kept trying for {reconnect} s)", endpoint=url
                 ) from exc
             raise err from exc
+
+
+async def client_connect(
+    options: ChannelOptions,
+    create: Callable[[Callable[[], StreamProtocol]], Any],
+    peer: Callable[[Any], PeerInfo],
+) -> AioStreamChannel:
+    """Open one connection with ``create(protocol_factory)`` and run the client handshake."""
+    loop = asyncio.get_running_loop()
+    ch = AioStreamChannel(options.url, options.wire())
+    ch.refusal_possible = not options.client_handshake().needed
+    done: asyncio.Future[None] = loop.create_future()
+
+    def ready(_: AioStreamChannel) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def failed(err: IpcwireError) -> None:
+        if not done.done():
+            done.set_exception(err)
+
+    proto = StreamProtocol(
+        ch,
+        options.client_handshake(),
+        ready,
+        failed,
+        handshake_timeout=options.handshake_timeout,
+        half_close=True,
+    )
+    transport, _ = await create(lambda: proto)
+    ch._peer = peer(transport.get_extra_info("socket"))
+    try:
+        await done
+    except BaseException:
+        transport.abort()
+        raise
+    return ch

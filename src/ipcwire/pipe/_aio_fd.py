@@ -26,7 +26,8 @@ from typing import Any, Final
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
-from ipcwire._stream.aio import AioStreamChannel, StreamProtocol
+from ipcwire._stream.aio import AioStreamChannel
+from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     ChannelBroken,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
-from ipcwire._stream.aio import AioStreamChannel, StreamProtocol
+from ipcwire._stream.aio import AioStreamChannel
+from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
-from ipcwire._stream.aio import AioStreamChannel, AioStreamListener
+from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_connect import aio_connect_stream
+from ipcwire._stream.aio_listener import AioStreamListener
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.unix._socket import (

@@ -1,0 +1,140 @@
+"""The asyncio listener of the stream mechanisms: accepts connections, runs each client's
+handshake off the accept path, and hands out channels past it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ipcwire._stream.aio import AioStreamChannel
+from ipcwire._stream.aio_protocol import StreamProtocol
+from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import (
+    ChannelClosed,
+    IpcwireError,
+    Timeout,
+)
+from ipcwire.options import ChannelOptions
+
+__all__ = ["AioStreamListener"]
+
+log = logging.getLogger("ipcwire")
+
+
+class AioStreamListener(AioListener):
+    """Accepts connections from an asyncio server; hands out channels past their handshake."""
+
+    def __init__(
+        self,
+        url: str,
+        options: ChannelOptions,
+        *,
+        authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]],
+        on_close: Callable[[], None] | None = None,
+        max_ready: int = 128,
+    ) -> None:
+        self.url = url
+        self._options = options
+        self._authorize = authorize
+        # At most this many handshaken channels wait for accept(); the handshakes of the
+        # clients behind them wait (reading paused) until accept() makes room, like the
+        # kernel's backlog in front of the blocking listener.
+        self._max_ready = max(1, max_ready)
+        self._held: deque[StreamProtocol] = deque()
+        self._released: set[AioStreamChannel] = set()  # were held, handshake under way
+        self._on_close = on_close
+        self._server: asyncio.Server | None = None
+        self._ready: asyncio.Queue[AioStreamChannel | None] = asyncio.Queue()
+        self._handshaking: set[AioStreamChannel] = set()  # connected, not yet ready
+        self._closed = False
+
+    def protocol_factory(self) -> StreamProtocol:
+        """For ``loop.create_server``/``create_unix_server``."""
+        opts = self._options
+        ch = AioStreamChannel(self.url, opts.wire())
+        self._handshaking.add(ch)
+        return StreamProtocol(
+            ch,
+            opts.server_handshake(),
+            self._handoff,
+            lambda error: self._failed(ch, error),
+            authorize=self._authorize,
+            handshake_timeout=opts.handshake_timeout,
+            hold=self._hold_if_full,
+            half_close=True,
+        )
+
+    def _hold_if_full(self, proto: StreamProtocol) -> bool:
+        room = self._ready.qsize() + len(self._released) < self._max_ready
+        if room and not self._held:  # (never overtake the clients already waiting)
+            return False
+        self._held.append(proto)
+        return True
+
+    def _make_room(self) -> None:
+        while self._held and self._ready.qsize() + len(self._released) < self._max_ready:
+            proto = self._held.popleft()
+            if not proto.alive():  # it went while it waited
+                self._handshaking.discard(proto.ch)
+                continue
+            self._released.add(proto.ch)
+            proto.release()
+
+    def _handoff(self, ch: AioStreamChannel) -> None:
+        self._handshaking.discard(ch)
+        self._released.discard(ch)
+        if self._closed:
+            ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
+        else:
+            self._ready.put_nowait(ch)
+
+    def _failed(self, ch: AioStreamChannel, error: IpcwireError) -> None:
+        self._handshaking.discard(ch)
+        if not self._closed:
+            log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
+        if ch in self._released:
+            self._released.discard(ch)
+            self._make_room()  # its place goes to the next client waiting
+
+    def attach(self, server: asyncio.Server) -> None:
+        self._server = server
+
+    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        try:
+            if timeout is None:
+                ch = await self._ready.get()
+            else:
+                async with asyncio.timeout(timeout):
+                    ch = await self._ready.get()
+        except TimeoutError:
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        if ch is None:
+            self._ready.put_nowait(None)  # wake any other accepting task too
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        self._make_room()
+        return ch
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()  # listening sockets only; never waits for clients
+        while not self._ready.empty():
+            ch = self._ready.get_nowait()
+            if ch is not None:
+                ch.close()
+        for ch in list(self._handshaking):  # as the blocking listener: cut off, never handed out
+            ch.close()
+        self._held.clear()
+        self._ready.put_nowait(None)
+        if self._on_close is not None:
+            self._on_close()

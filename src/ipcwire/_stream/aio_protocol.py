@@ -1,0 +1,239 @@
+"""The protocol of one stream connection: it runs the handshake, then feeds the connection's
+bytes into its :class:`~ipcwire._stream.aio.AioStreamChannel` (see that module for flow
+control)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from ipcwire._core.handshake import (
+    HANDSHAKE_MAX_FRAME,
+    ClientHandshake,
+    ServerHandshake,
+)
+from ipcwire._stream.aio import AioStreamChannel
+from ipcwire.channel import PeerInfo
+from ipcwire.errors import (
+    ChannelBroken,
+    FrameTooLarge,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
+
+__all__ = ["Handshake", "StreamProtocol", "ch_server_handshake_for_refusal"]
+
+_LINGER: Final = 1.0  # seconds a refused client may keep sending before it is cut off
+
+
+Handshake = ClientHandshake | ServerHandshake
+
+
+class StreamProtocol(asyncio.BufferedProtocol):
+    """Feeds one connection's bytes to its channel, after running the handshake."""
+
+    def __init__(
+        self,
+        channel: AioStreamChannel,
+        handshake: Handshake | None,
+        on_ready: Callable[[AioStreamChannel], None],
+        on_failed: Callable[[IpcwireError], None],
+        *,
+        authorize: Callable[[Any], tuple[PeerInfo, IpcwireError | None]] | None = None,
+        handshake_timeout: float = 10.0,
+        hold: Callable[[StreamProtocol], bool] | None = None,
+        half_close: bool = False,
+    ) -> None:
+        self.ch = channel
+        # A socket's peer may shut down its sending side and still read the replies (nc -N,
+        # socat, any client that ends its input): keep the transport open for writing.
+        self._half_close = half_close
+        self._hold = hold  # a listener's: True when this client must wait (reading paused)
+        self._waiting = False  # held: its handshake waits for release()
+        self.hs = handshake if handshake is not None and handshake.needed else None
+        self._on_ready = on_ready
+        self._on_failed = on_failed
+        self._authorize = authorize
+        self._timeout = handshake_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport; not always an asyncio.Transport subclass (uvloop's are not).
+        transport = cast(asyncio.Transport, transport)
+        if transport.get_extra_info("sslcontext") is not None:
+            self._half_close = False  # TLS has no half-close (asyncio warns if asked)
+        ch = self.ch
+        ch._transport = transport
+        if self._authorize is not None:
+            peer, refusal = self._authorize(transport.get_extra_info("socket"))
+            ch._peer = peer
+            if refusal is not None:
+                hs = self.hs or ch_server_handshake_for_refusal(ch)
+                assert isinstance(hs, ServerHandshake)
+                self._fail(refusal, hs.reject(refusal, "permission").send)
+                return
+        if self._hold is not None and self._hold(self):
+            # accept() has no room: this client waits, unread (its handshake too)
+            self._waiting = True
+            transport.pause_reading()
+        if self.hs is None:
+            if not self._waiting:
+                self._ready()
+            return
+        ch._decoder.max_frame = HANDSHAKE_MAX_FRAME
+        if isinstance(self.hs, ClientHandshake):
+            transport.write(self.hs.hello())
+        self._timer = ch._loop.call_later(self._timeout, self._expired)
+
+    def alive(self) -> bool:
+        """Whether a held client is still there to be let in."""
+        t = self.ch._transport
+        return t is not None and not t.is_closing()
+
+    def release(self) -> None:
+        """Let a held client in (the listener made room for it): go on with its handshake,
+        or, without one, hand it over."""
+        self._waiting = False
+        t = self.ch._transport
+        if t is None or t.is_closing():
+            return
+        t.resume_reading()
+        if self.hs is None:
+            self._ready()  # (delivers what arrived before the pause took hold)
+        else:
+            self._handshake_step()
+
+    def _expired(self) -> None:
+        if self.hs is not None:
+            self._fail(
+                Timeout(
+                    f"{self.ch.url}: the handshake did not finish within {self._timeout} s",
+                    endpoint=self.ch.url,
+                ),
+                b"",
+            )
+
+    def _ready(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        ch = self.ch
+        if self.hs is not None:
+            ch._decoder.max_frame = ch._wire.max_frame
+            ch._wire.send_limit = self.hs.peer_max_frame
+            self.hs = None
+        self._on_ready(ch)
+        if ch._decoder.buffered:
+            ch._deliver()
+
+    def _fail(self, error: IpcwireError, reply: bytes) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.hs = None
+        t = self.ch._transport
+        if t is not None:
+            if reply and t.can_write_eof():
+                # Lingering close: send the reason, half-close, discard what the client still
+                # sends until it closes (or _LINGER passes), so it reads the reason.
+                t.write(reply)
+                t.write_eof()
+                self._lingering = True
+                self._timer = self.ch._loop.call_later(_LINGER, t.close)
+            else:
+                if reply:
+                    t.write(reply)
+                t.close()
+        self._on_failed(error)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.ch._decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._lingering:
+            return  # refused: what it sends is discarded (the view is simply reused)
+        ch = self.ch
+        ch._decoder.buffer_updated(nbytes)
+        if self._waiting:
+            # held (uvloop starts reading after connection_made even when paused there)
+            if ch._transport is not None:
+                ch._transport.pause_reading()
+        elif self.hs is None:
+            ch._deliver()
+        else:
+            self._handshake_step()
+
+    def _handshake_step(self) -> None:
+        dec = self.ch._decoder
+        while self.hs is not None:
+            try:
+                frame = dec.next_frame()
+            except FrameTooLarge:
+                self._fail(
+                    RemoteProtocolError(
+                        f"{self.ch.url}: an oversized handshake frame (not ipcwire?)",
+                        endpoint=self.ch.url,
+                    ),
+                    b"",
+                )
+                return
+            if frame is None:
+                return
+            try:
+                step = self.hs.receive(frame)
+            except IpcwireError as exc:  # the client side raises
+                self._fail(exc, b"")
+                return
+            if step.error is not None:
+                self._fail(step.error, step.send)
+                return
+            if step.send and self.ch._transport is not None:
+                self.ch._transport.write(step.send)
+            if step.done:
+                self._ready()
+                return
+
+    def eof_received(self) -> bool:
+        if self._lingering:
+            return False
+        if self.hs is not None:
+            self._fail(
+                ChannelBroken(
+                    f"{self.ch.url} closed the connection during the handshake: not an ipcwire "
+                    f"endpoint with this framing, or it refused this process (see its log)",
+                    endpoint=self.ch.url,
+                ),
+                b"",
+            )
+            return False
+        if self._half_close:
+            self.ch._peer_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.hs is not None:
+            self._fail(
+                ChannelBroken(f"{self.ch.url}: connection lost in the handshake: {exc}"), b""
+            )
+        self.ch._connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.ch._pause_writing()
+
+    def resume_writing(self) -> None:
+        self.ch._resume_writing()
+
+
+def ch_server_handshake_for_refusal(ch: AioStreamChannel) -> ServerHandshake:
+    """A handshake object only used to phrase a refusal in the channel's framing."""
+    return ServerHandshake(
+        codec=ch._wire.codec.name,
+        framing=ch._wire.framing,
+        max_frame=ch._wire.max_frame,
+        token=None,
+        endpoint=ch.url,
+    )
