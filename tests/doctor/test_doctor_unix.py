@@ -173,3 +173,23 @@ def test_listener_that_does_not_accept_and_a_removed_file(sock_dir: Path) -> Non
         os.unlink(path)  # someone removed the file of a live listener
         [gone] = check_unix(path).problems
         assert gone.check == "unix.unlinked" and gone.data["pids"] == [os.getpid()]
+
+
+def test_a_socket_bound_but_not_listening_is_not_called_stale(sock_dir: Path) -> None:
+    # A live process holds the file's socket without listen() (yet): "rm" would cut it off.
+    path = f"{sock_dir}/bound.sock"
+    code = f"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind({path!r})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+    with child(code) as proc:
+        assert wait_line(proc) == "ready"
+        _, data = doctor_json(f"unix://{path}")
+        assert not findings(data, "unix.stale")
+        [finding] = findings(data, "unix.not_listening")
+        assert finding["status"] == "problem"
+        assert finding["data"]["pids"] == [proc.pid]
+        assert "do not remove the file" in finding["fix"]

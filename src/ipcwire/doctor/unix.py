@@ -269,7 +269,20 @@ def _check_listener(
     if code == errno.ECONNREFUSED:
         evidence.append(f"/proc/net/unix: no listening socket is bound to {path}")
         if bound:
+            # Not stale: a live process holds the file's socket (bound, listen() not called,
+            # or a datagram socket). Removing the file would cut that process off.
             evidence.append(f"bound but not listening in {_pids_text(bound)}")
+            report.add(
+                "unix.not_listening",
+                "problem",
+                f"{_pids_text(bound)} holds a socket bound to {path} but does not listen on it",
+                evidence,
+                "that process has not called listen() (yet), or its socket is not a stream "
+                f"socket: see what it is doing (ipcwire doctor --pid {bound[0]}); do not remove "
+                "the file while it runs",
+                pids=bound,
+            )
+            return
         fix = f"rm {path}, then start the server (ipcwire's listen() removes stale files itself)"
         if listen:
             report.add("unix.stale", "info", f"{path} is stale (nothing listens): ipcwire's "
