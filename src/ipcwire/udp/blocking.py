@@ -17,9 +17,7 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -32,7 +30,6 @@ from ipcwire.channel import Channel, ChannelStatistics, Listener
 from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
-    FrameTooLarge,
     IpcwireError,
     Timeout,
 )
@@ -47,7 +44,6 @@ from ipcwire.udp._channel import (
     connect_addresses,
     not_connected_error,
     options_for,
-    os_error,
     send_address,
 )
 from ipcwire.udp._socket import (
@@ -56,8 +52,8 @@ from ipcwire.udp._socket import (
     bind_socket,
     connect_socket,
     connected_pair,
-    proc_drops,
 )
+from ipcwire.udp._sockio import Interrupted, SocketIO
 
 __all__ = [
     "UdpChannel",
@@ -70,157 +66,6 @@ __all__ = [
 ]
 
 PEER_QUEUE: Final = 1024  # datagrams buffered per accepted peer before dropping
-_MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
-_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
-_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
-
-
-class _Interrupted(Exception):
-    """:meth:`_Socket.interrupt` woke a waiting ``recv(interruptible=True)``."""
-
-
-def _timeval(seconds: float) -> bytes:
-    """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO (0 means no limit to the kernel)."""
-    usec = max(1, round(seconds * 1e6))  # a positive wait must not become "no limit"
-    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
-
-
-class _Socket:
-    """A datagram socket in blocking mode: the kernel waits (``SO_RCVTIMEO`` for timeouts),
-    so a receive is one system call, as in a hand-written loop, instead of a poll and then a
-    read. Close wakes a waiting call with ``shutdown()``; :meth:`interrupt` wakes it with an
-    empty datagram sent to the socket's own address."""
-
-    def __init__(self, sock: socket.socket, fmt: DatagramFormat, url: str) -> None:
-        sock.setblocking(True)
-        self.sock = sock
-        self.fmt = fmt
-        self.url = url
-        self._buf = bytearray(fmt.recv_size)
-        self._view = memoryview(self._buf)
-        self._recv_into = sock.recvfrom_into
-        self._rlock = threading.Lock()
-        self._wlock = threading.Lock()
-        self._rtimeo: float | None = None  # the SO_RCVTIMEO set now (None: no limit)
-        self._stimeo: float | None = None
-        host, port = sock.getsockname()[:2]
-        if host in ("0.0.0.0", "::"):  # noqa: S104 - reach ourselves through loopback
-            host = "::1" if host == "::" else "127.0.0.1"
-        self._self_addr: Address = (host, port)
-        self.closed = False
-        self.kernel_drops = 0
-
-    def _set_timeout(self, option: int, seconds: float | None) -> None:
-        value = b"\0" * _TIMEVAL.size if seconds is None else _timeval(seconds)
-        self.sock.setsockopt(socket.SOL_SOCKET, option, value)
-
-    def recv(
-        self, timeout: float | None, *, interruptible: bool = False
-    ) -> tuple[memoryview | None, int, Address]:
-        """One datagram (valid until the next call; None when it was over ``max_frame`` and
-        dropped), its real size, and its source.
-
-        Raises:
-            Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
-            _Interrupted: ``interruptible`` and :meth:`interrupt` was called.
-        """
-        with self._rlock:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            wait = timeout
-            while True:
-                if self.closed:
-                    raise closed_error(self.url)
-                flags = _MSG_TRUNC
-                if wait is not None and wait <= 0:
-                    flags |= _MSG_DONTWAIT
-                elif wait != self._rtimeo:
-                    self._set_timeout(socket.SO_RCVTIMEO, wait)
-                    self._rtimeo = wait
-                try:
-                    n, addr = self._recv_into(self._view, 0, flags)
-                except BlockingIOError:
-                    addr = None
-                except OSError as exc:
-                    raise self._error(exc, "receiving from") from exc
-                else:
-                    if n == 0 and (addr is None or addr[:2] == self._self_addr):
-                        # shut down by close(), or woken by interrupt()
-                        if interruptible and addr is not None and not self.closed:
-                            raise _Interrupted
-                    elif n > self.fmt.recv_limit:
-                        return None, n, addr
-                    else:
-                        return self._view[:n], n, addr
-                if deadline is not None:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0 and addr is None:
-                        raise Timeout(
-                            f"no datagram at {self.url} within {timeout} s", endpoint=self.url
-                        )
-
-    def interrupt(self) -> None:
-        """Wake a ``recv(interruptible=True)`` that waits (or the next one to wait)."""
-        if not self.closed:
-            with contextlib.suppress(OSError):
-                self.sock.sendto(b"", self._self_addr)
-
-    def send(self, data: Any, addr: Address | None, timeout: float | None) -> None:
-        """Send one datagram (to the connected peer when ``addr`` is None).
-
-        Raises:
-            Timeout, FrameTooLarge (EMSGSIZE), ConnectionRefused, ChannelClosed, ChannelBroken.
-        """
-        with self._wlock:
-            if self.closed:
-                raise closed_error(self.url)
-            if timeout != self._stimeo:
-                self._set_timeout(socket.SO_SNDTIMEO, timeout)
-                self._stimeo = timeout
-            try:
-                if addr is None:
-                    self.sock.send(data)
-                else:
-                    self.sock.sendto(data, addr)
-            except BlockingIOError:
-                raise Timeout(
-                    f"the send buffer of {self.url} stayed full for {timeout} s",
-                    endpoint=self.url,
-                ) from None
-            except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:
-                    raise FrameTooLarge(
-                        f"the OS refused a datagram of {len(data)} bytes to {self.url} "
-                        f"(EMSGSIZE: its limit is lower here); send smaller messages",
-                        size=len(data),
-                        limit=self.fmt.send_limit,
-                        endpoint=self.url,
-                    ) from exc
-                raise self._error(exc, "sending to") from exc
-
-    def drops(self) -> int:
-        """Datagrams the kernel dropped for this socket (receive buffer full), as far as the
-        OS tells (Linux: /proc/net/udp)."""
-        if not self.closed:
-            found = proc_drops(self.sock)
-            if found is not None:
-                self.kernel_drops = max(self.kernel_drops, found)
-        return self.kernel_drops
-
-    def _error(self, exc: OSError, doing: str) -> IpcwireError:
-        if self.closed:
-            return closed_error(self.url)
-        return os_error(exc, self.url, doing)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(OSError):  # wakes a waiting call (ENOTCONN if unconnected,
-            self.sock.shutdown(socket.SHUT_RDWR)  # and it wakes it all the same on Linux)
-        for lock in (self._rlock, self._wlock):
-            if lock.acquire(timeout=1.0):
-                lock.release()
-        self.sock.close()
 
 
 class UdpChannel(ChannelCore, Channel):
@@ -232,7 +77,7 @@ class UdpChannel(ChannelCore, Channel):
             peer_addr = sock.getpeername()[:2]
         fmt = DatagramFormat(options, sock.family)
         super().__init__(fmt, url, peer_addr)
-        self._io = _Socket(sock, fmt, url)
+        self._io = SocketIO(sock, fmt, url)
         self._pending: deque[tuple[Any, Address]] = deque()
 
     @property
@@ -395,7 +240,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
 
     def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
         super().__init__(options, url, sock.family)
-        self._io = _Socket(sock, self._fmt, url)
+        self._io = SocketIO(sock, self._fmt, url)
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
         self._reading = False  # a caller is reading the socket for everyone (see the module)
@@ -450,7 +295,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
                     self._reading = False
                     if self._waiting:
                         cond.notify_all()  # sorted something, or another waiter reads next
-            except (_Interrupted, ConnectionRefused):
+            except (Interrupted, ConnectionRefused):
                 continue  # a close to look at; or an ICMP for a reply to a peer that left
             except Timeout:
                 continue  # the loop raises it with this caller's words
