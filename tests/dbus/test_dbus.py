@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from dbus_fast import Message
 from tests._proc import child, kill9, wait_line
+from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
@@ -284,3 +286,27 @@ def test_platforms_says_whether_a_bus_is_there(dbus_session: str, tmp_path: Path
     assert row["available"] is False and "dbus-run-session" in str(row["reason"])
     env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={tmp_path}/gone"
     assert "does not answer" in str(dbus_row(env)["reason"])
+
+
+def test_send_and_close_are_bounded_when_the_daemon_stops_reading(
+    killable_bus: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """A daemon that stops reading (SIGSTOPped, hung): send(timeout=0.5) of a message larger
+    than the socket's buffer waited in sendall() for ever, and close() behind it."""
+    address, daemon = killable_bus
+    url = "dbus://session/io.ipcwire.Stalled"
+    with ipcwire.listen(url, address=address) as listener:
+        c = ipcwire.connect(url, address=address, timeout=10)
+        listener.accept(timeout=10).close()
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            t, box = in_thread(lambda: c.send(b"x" * 4_000_000, timeout=0.5))
+            assert finished(t), "send(timeout=0.5) did not return"
+            assert isinstance(box[0], Timeout) and box[0].endpoint == url
+            assert "the D-Bus daemon is not reading" in str(box[0])
+            with pytest.raises(ChannelBroken, match=r"did not read a message within 0\.5 s"):
+                c.send(b"next", timeout=0.5)  # the half-sent message cut the connection
+            t, _ = in_thread(c.close)
+            assert finished(t), "close() did not return"
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)

@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast._private.address import parse_address
 from dbus_fast._private.unmarshaller import Unmarshaller
 
+from ipcwire._poll import wait_writable
 from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply
 from ipcwire.errors import (
     ChannelBroken,
@@ -35,6 +37,8 @@ __all__ = ["BusConnection", "DbusError"]
 log = logging.getLogger("ipcwire")
 
 CLOSE_TIMEOUT = 2.0
+SEND_TIMEOUT = 5.0  # how long a message sent without a time limit may wait for the daemon
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 Handler = Callable[[Message], None]
 ReplyCallback = Callable[[Message | None, IpcwireError | None], None]
 
@@ -90,6 +94,7 @@ class BusConnection:
         self._handlers: list[Handler] = []
         self._on_lost: list[Callable[[IpcwireError], None]] = []
         self.error: IpcwireError | None = None  # why the connection ended
+        self.cut: IpcwireError | None = None  # a send was cut short: the connection with it
         self.closed = False
         try:
             self._authenticate(timeout)
@@ -150,30 +155,79 @@ class BusConnection:
             self._serial += 1
             return self._serial
 
-    def send(self, msg: Message, on_reply: ReplyCallback | None = None) -> int:
+    def send(
+        self, msg: Message, on_reply: ReplyCallback | None = None, *, timeout: float | None = None
+    ) -> int:
         """Write one message; ``on_reply`` gets its reply (or the connection's error).
 
         Raises:
             ChannelBroken: the connection is gone.
             ChannelClosed: this connection was closed.
+            Timeout: the daemon did not read it within ``timeout`` (when it read part of it,
+                the connection is cut: it cannot carry anything more).
         """
         if self.error is not None:
             raise self.error
         if not msg.serial:
             msg.serial = self.next_serial()
         data = msg._marshall(False)
-        if on_reply is not None:
-            self._replies[msg.serial] = on_reply
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._write_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise self._not_read(0, len(data), timeout or 0.0)
+        written = len(data)
         try:
-            with self._write_lock:
+            if on_reply is not None:
+                self._replies[msg.serial] = on_reply
+            if deadline is None:
                 self._sock.sendall(data)
+            else:
+                written = self._write(data, deadline)
         except OSError as exc:
             self._replies.pop(msg.serial, None)
             err = self.error or ChannelBroken(
                 f"the connection to the D-Bus daemon broke: {exc}", endpoint=self.label
             )
             raise err from exc
+        finally:
+            self._write_lock.release()
+        if written < len(data):
+            self._replies.pop(msg.serial, None)
+            raise self._not_read(written, len(data), timeout or 0.0)
         return int(msg.serial)
+
+    def _write(self, data: bytes | bytearray, deadline: float) -> int:
+        """Write ``data`` until done or ``deadline``; how many bytes were written."""
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            try:
+                written += self._sock.send(view[written:], _DONTWAIT)
+                continue
+            except BlockingIOError:
+                pass
+            if not wait_writable(self._sock, deadline - time.monotonic()):
+                break
+        return written
+
+    def _not_read(self, written: int, size: int, timeout: float) -> Timeout:
+        """The Timeout of a send the daemon did not read in time; after part of a message,
+        the connection is cut (the daemon cannot make sense of anything after it)."""
+        if not written:
+            return Timeout(
+                f"send to {self.label} timed out after {timeout:.3g} s: the D-Bus daemon is not "
+                f"reading this connection; nothing was sent",
+                endpoint=self.label,
+            )
+        self.cut_off(
+            f"the D-Bus daemon did not read a message within {timeout:.3g} s (a send timed out "
+            f"after writing {written} of its {size} bytes)"
+        )
+        return Timeout(
+            f"send to {self.label} timed out after {timeout:.3g} s, part-way through the message "
+            f"(the D-Bus daemon is not reading); the bus connection was cut: open the channel "
+            f"again",
+            endpoint=self.label,
+        )
 
     def call(self, msg: Message, *, timeout: float | None = 10.0) -> Message:
         """Send a method call and wait for its reply.
@@ -190,7 +244,7 @@ class BusConnection:
             box.append(err if err is not None else reply)
             done.set()
 
-        serial = self.send(msg, got)
+        serial = self.send(msg, got, timeout=timeout)
         if not done.wait(timeout):
             self._replies.pop(serial, None)
             raise Timeout(
@@ -214,6 +268,16 @@ class BusConnection:
         try:
             self.send(bus_call("RemoveMatch", "s", [rule]))
         except IpcwireError:
+            pass
+
+    def cut_off(self, why: str) -> None:
+        """End the connection because the daemon stopped reading (``why``): the reader thread
+        ends, and every user learns it from :meth:`on_lost`."""
+        if self.cut is None:
+            self.cut = ChannelBroken(f"{why}, so ipcwire cut the connection", endpoint=self.label)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
 
     # -- receiving --------------------------------------------------------------------------
@@ -247,7 +311,9 @@ class BusConnection:
                 if msg is not None:
                     self._dispatch(msg)
         except (EOFError, OSError) as exc:
-            if self.closed:
+            if self.cut is not None:
+                err = self.cut
+            elif self.closed:
                 err = ChannelClosed(f"{self.label} is closed", endpoint=self.label)
             else:
                 err = ChannelBroken(

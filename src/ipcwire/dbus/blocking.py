@@ -20,7 +20,7 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener, PeerInfo
-from ipcwire.dbus._conn import BusConnection
+from ipcwire.dbus._conn import SEND_TIMEOUT, BusConnection
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     ERROR_CLOSED,
@@ -50,7 +50,7 @@ from ipcwire.dbus._state import (
     ListenerState,
     SubscriptionState,
 )
-from ipcwire.errors import ChannelClosed, IpcwireError
+from ipcwire.errors import ChannelClosed, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
 __all__ = ["DbusChannel", "DbusListener", "DbusSubscription", "connect", "listen", "subscribe"]
@@ -77,7 +77,9 @@ class _Hub(HubState):
 
     def send(self, msg: Message) -> None:
         try:
-            self.conn.send(msg)
+            self.conn.send(msg, timeout=SEND_TIMEOUT)
+        except Timeout:  # an acknowledgement, a refusal or a Close that could not go
+            self.conn.cut_off(f"the D-Bus daemon did not read a message for {SEND_TIMEOUT} s")
         except IpcwireError:
             pass
 
@@ -144,7 +146,8 @@ class DbusChannel(ChannelState, Channel):
                 self._inflight_bytes += size
             try:
                 msg = deliver_call(self._dest, self._path, self._chan, payload)
-                self._conn.send(msg, lambda r, e: self._acked(r, e, size))
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self._conn.send(msg, lambda r, e: self._acked(r, e, size), timeout=left)
             except IpcwireError:
                 with self._cond:
                     self._inflight -= 1
