@@ -310,3 +310,27 @@ def test_send_and_close_are_bounded_when_the_daemon_stops_reading(
             assert finished(t), "close() did not return"
         finally:
             os.kill(daemon.pid, signal.SIGCONT)
+
+
+def test_asyncio_sync_close_hangs_up_when_asyncio_run_ends(
+    killable_bus: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """close() (not aclose()) of an asyncio listener and channels, then the end of
+    asyncio.run(): the hang-up task was cancelled before it hung up, so the bus sockets were
+    left open until garbage collection (ResourceWarning: unclosed socket)."""
+    address, _ = killable_bus
+    bus_path = address.split("path=")[1].split(",")[0]
+    url = "dbus://session/io.ipcwire.SyncClose"
+
+    async def main() -> None:
+        listener = await aio.listen(url, address=address)
+        client = await aio.connect(url, address=address, timeout=10)
+        server = await listener.accept(timeout=10)
+        for obj in (client, server, listener):
+            obj.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(main())
+        gc.collect()
+    assert [str(w.message) for w in caught if bus_path in str(w.message)] == []

@@ -204,7 +204,8 @@ class _Hub(HubState):
             log.debug(
                 "ipcwire: %s: the last round trip before hanging up failed: %s", self.url, exc
             )
-        self.bus.disconnect()
+        finally:  # also when cancelled: the loop is ending (asyncio.run) after a sync close()
+            self.bus.disconnect()
 
     def send(self, msg: Message) -> None:
         if self.error is not None or not self.bus.connected:
