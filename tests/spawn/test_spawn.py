@@ -436,6 +436,50 @@ def test_send_signal_to_the_child() -> None:
         assert ch.recv(timeout=10) == {"got": "SIGUSR1"}
 
 
+GRANDCHILD_LEFT = """
+    import subprocess, sys, ipcwire
+    g = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ipcwire.stdio().send({"grandchild": g.pid})
+    """
+
+
+def test_send_signal_to_the_group_after_the_child_exited() -> None:
+    # The child exited, leaving a grandchild in its process group: group=True still reaches
+    # it (the group's id cannot be reused while the group has members). It did nothing.
+    import asyncio
+
+    from ipcwire import aio
+
+    with spawn(py(GRANDCHILD_LEFT), env=ENV) as ch:
+        grandchild = ch.recv(timeout=10)["grandchild"]
+        try:
+            assert ch.wait(timeout=10) == 0
+            assert alive(grandchild)
+            ch.send_signal("TERM", group=True)
+            assert wait_dead(grandchild, 10), "the signal did not reach the group"
+            ch.send_signal("TERM", group=True)  # an empty group: nothing to do, no error
+            ch.send_signal("TERM")  # the child is gone: nothing to do, as subprocess
+        finally:
+            if alive(grandchild):
+                os.kill(grandchild, signal.SIGKILL)
+
+    async def main() -> None:
+        async with await aio.spawn(py(GRANDCHILD_LEFT), env=ENV) as ach:
+            pid = (await ach.recv(timeout=10))["grandchild"]
+            try:
+                assert await ach.wait(timeout=10) == 0
+                ach.send_signal("TERM", group=True)
+                assert wait_dead(pid, 10), "the signal did not reach the group"
+            finally:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+    asyncio.run(main())
+
+
 def test_child_exits_when_its_parent_dies() -> None:
     # parent (killed with -9) -> child with stdio(exit_on_parent_death=True), which does not
     # read its stdin, so only the parent-death watch can tell it.

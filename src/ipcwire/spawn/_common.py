@@ -22,6 +22,7 @@ from ipcwire.errors import (
 )
 from ipcwire.options import ChannelOptions
 from ipcwire.pipe._fd import make_pipe
+from ipcwire.spawn._process import group_members
 from ipcwire.spawn._stderr import StderrPlan
 
 __all__ = [
@@ -40,6 +41,28 @@ def with_url(options: Any, url: str) -> Any:
     """``options`` naming the started child (``spawn:<argv> [pid N]``), so that every error
     of its channel, the wire format's included, says which child it was."""
     return dataclasses.replace(options, url=url)
+
+
+def signal_child(pid: int, exited: bool, sig: int | str, group: bool) -> None:
+    """``send_signal`` of both drivers: to the child, or (``group``) to its process group.
+
+    Once the child exited, a signal to it alone does nothing (as :mod:`subprocess`), but its
+    group may live on in grandchildren: the group's id cannot be reused while the group has
+    members, so it is signalled as long as /proc shows some.
+
+    Raises:
+        ConfigurationError: an unknown signal name.
+        PermissionDenied: a member belongs to another user.
+    """
+    from ipcwire.signals._names import parse_signal, send_signal
+
+    if not exited:
+        send_signal(pid, sig, group=group)
+    elif group and group_members(pid):
+        with contextlib.suppress(ChannelBroken):  # the last member left meanwhile
+            send_signal(pid, sig, group=True)
+    else:
+        parse_signal(sig)  # an unknown name is still an error
 
 
 def describe_argv(argv: Sequence[str | os.PathLike[str]]) -> str:

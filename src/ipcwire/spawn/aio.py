@@ -23,7 +23,13 @@ from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe.aio import open_aio_channel
-from ipcwire.spawn._common import build_options, describe_argv, start_child, with_url
+from ipcwire.spawn._common import (
+    build_options,
+    describe_argv,
+    signal_child,
+    start_child,
+    with_url,
+)
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -349,10 +355,7 @@ class AioSpawnChannel(AioPipeChannel):
         Raises:
             ConfigurationError: an unknown signal name.
         """
-        from ipcwire.signals._names import send_signal
-
-        if self.returncode is None:
-            send_signal(self.pid, sig, group=group)
+        signal_child(self.pid, self.returncode is not None, sig, group)
 
     async def wait(self, timeout: float | None = None) -> int | None:
         """Wait until the child exits by itself; its status, or None if ``timeout`` passed."""

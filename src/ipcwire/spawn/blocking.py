@@ -36,7 +36,13 @@ from ipcwire.channel import PeerInfo
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, PipeChannel
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
-from ipcwire.spawn._common import build_options, describe_argv, start_child, with_url
+from ipcwire.spawn._common import (
+    build_options,
+    describe_argv,
+    signal_child,
+    start_child,
+    with_url,
+)
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -173,14 +179,13 @@ class SpawnChannel(ExplainingPipeChannel):
 
     def send_signal(self, sig: int | str, *, group: bool = False) -> None:
         """Send a signal (``"USR1"``, ``signal.SIGUSR1``...) to the child, or its whole group.
+        Once the child exited, only ``group=True`` does anything: it reaches the grandchildren
+        left in the group.
 
         Raises:
             ConfigurationError: an unknown signal name.
         """
-        from ipcwire.signals._names import send_signal
-
-        if self.returncode is None:
-            send_signal(self.pid, sig, group=group)
+        signal_child(self.pid, self.returncode is not None, sig, group)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait until the child exits by itself (without closing anything); its status, or
