@@ -458,3 +458,31 @@ def test_a_server_that_never_closes_tcp_after_its_close_frame_is_cut_off() -> No
     for conn in held:
         conn.close()
     lsock.close()
+
+
+def test_closing_the_listener_cuts_off_clients_in_their_handshake() -> None:
+    """A client that upgraded and never sent its token (or its request) kept its handshake
+    thread, socket and reader (blocking), or its tasks (asyncio), until handshake_timeout
+    after the listener was closed. Now close() ends them, as the stream listeners do."""
+
+    def waits_for_eof(peer: socket.socket) -> bytes:
+        peer.settimeout(10)  # a guard: the listener waits 30 s for the token
+        try:
+            return peer.recv(4096)
+        finally:
+            peer.close()
+
+    listener = ipcwire.listen(URL, token="k", handshake_timeout=30)
+    peer = _upgraded(listener.url)
+    listener.close()
+    assert waits_for_eof(peer) in (b"", b"\x88\x02\x03\xe9")  # the end, or a 1001 close
+    assert not [t for t in threading.enumerate() if "ws handshake" in t.name]
+
+    async def main() -> None:
+        alistener = await aio.listen(URL, token="k", handshake_timeout=30)
+        apeer = await asyncio.to_thread(_upgraded, alistener.url)
+        await alistener.aclose()
+        assert await asyncio.to_thread(waits_for_eof, apeer) == b""
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())

@@ -36,6 +36,7 @@ class ServerConn(AioCloseBound, ServerConnection):
 
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
+    opening: set[ServerConn] | None = None  # the listener's, until the channel is handed over
 
     def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
         install(protocol)  # the fast frame loop (ipcwire.ws._fast)
@@ -45,6 +46,11 @@ class ServerConn(AioCloseBound, ServerConnection):
         set_nodelay(transport.get_extra_info("socket"))
         super().connection_made(transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.opening is not None:
+            self.opening.discard(self)
+        super().connection_lost(exc)
+
 
 class AioWsListener(ListenerCore, AioListener):
     """Accepts WebSocket clients (asyncio) and hands out :class:`AioWsChannel` objects."""
@@ -53,6 +59,18 @@ class AioWsListener(ListenerCore, AioListener):
         super().__init__(settings, authorize=authorize, on_close=on_close)
         self._server: Server | None = None
         self._ready: asyncio.Queue[AioWsChannel | None] = asyncio.Queue()
+        # connections not handed over yet (in the HTTP handshake or the first-message check),
+        # and the tasks of those handed over: close() cuts the former off, aclose() waits
+        # for their tasks (the others belong to their channels)
+        self._opening: set[ServerConn] = set()
+        self._handed: set[asyncio.Task[Any]] = set()
+
+    def new_connection(self, *args: Any, **kwargs: Any) -> ServerConn:
+        """The connection object for each client (``serve(create_connection=)``)."""
+        conn = ServerConn(*args, **kwargs)
+        conn.opening = self._opening
+        self._opening.add(conn)
+        return conn
 
     def process_request(self, c: ServerConnection, request: Request) -> Response | None:
         """Admission, from the upgrade request (see ``ipcwire.ws._admission``)."""
@@ -86,8 +104,16 @@ class AioWsListener(ListenerCore, AioListener):
         if self._closed:
             await ch.aclose()
             return
+        self._opening.discard(c)
+        c.opening = None
         self._ready.put_nowait(ch)
-        await c.wait_closed()  # the channel owns the connection until it closes
+        task = asyncio.current_task()
+        assert task is not None
+        self._handed.add(task)
+        try:
+            await c.wait_closed()  # the channel owns the connection until it closes
+        finally:
+            self._handed.discard(task)
 
     async def _check_first_message(self, c: ServerConnection, adm: Admission) -> bool:
         info = c.peer_info if isinstance(c, ServerConn) else None
@@ -132,8 +158,13 @@ class AioWsListener(ListenerCore, AioListener):
             return
         self._closed = True
         if self._server is not None:
-            self._server.server.close()  # the listening socket, now
-            self._server.close(close_connections=False)  # accepted channels stay open
+            # the listening socket, now (handshakes still in flight get 503); accepted
+            # channels stay open
+            self._server.server.close()
+        for c in list(self._opening):  # clients not handed over: cut off
+            transport = getattr(c, "transport", None)
+            if transport is not None:
+                transport.abort()
         while not self._ready.empty():
             ch = self._ready.get_nowait()
             if ch is not None:
@@ -141,3 +172,13 @@ class AioWsListener(ListenerCore, AioListener):
         self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()
+
+    async def aclose(self) -> None:
+        """Close, and wait (boundedly) until the clients cut off in their handshake are gone."""
+        self.close()
+        if self._server is None:
+            return
+        tasks = getattr(self._server, "handler_tasks", ())
+        cut = [t for t in tasks if t not in self._handed]
+        if cut:
+            await asyncio.wait(cut, timeout=5)

@@ -73,6 +73,9 @@ class WsListener(ListenerCore, Listener):
         self._cond = threading.Condition()
         self._ready: deque[WsChannel] = deque()
         self._inflight = 0
+        # each handshake thread and its client's socket: close() cuts these clients off and
+        # waits for their threads (bounded), as the stream listeners do
+        self._opening: dict[threading.Thread, socket.socket] = {}
         self._max_ready = max(1, max_ready)
         # The library's connections ask their server whether it is closing (then they refuse
         # handshakes in flight with 503); this object only serves that question.
@@ -163,14 +166,23 @@ class WsListener(ListenerCore, Listener):
             conn.setblocking(True)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms stalls
-            with self._cond:
-                self._inflight += 1
-            threading.Thread(
+            t = threading.Thread(
                 target=self._handshake,
                 args=(conn,),
                 name=f"ipcwire ws handshake {self.url}",
                 daemon=True,
-            ).start()
+            )
+            with self._cond:
+                self._inflight += 1
+                self._opening[t] = conn
+            t.start()
+
+    def _wrapped(self, sock: socket.socket) -> None:
+        """The handshake thread's client socket is now ``sock`` (TLS wrapped it)."""
+        with self._cond:
+            self._opening[threading.current_thread()] = sock
+            if self._closed:  # close() cut the socket it replaces
+                _cut(sock)
 
     def _handshake(self, sock: socket.socket) -> None:
         ch: WsChannel | None = None
@@ -179,6 +191,7 @@ class WsListener(ListenerCore, Listener):
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("ipcwire: %s: a handshake failed", self.url)
         with self._cond:
+            self._opening.pop(threading.current_thread(), None)
             self._inflight -= 1
             if ch is not None and not self._closed:
                 self._ready.append(ch)
@@ -199,7 +212,9 @@ class WsListener(ListenerCore, Listener):
         if self._ssl is not None:
             try:
                 sock.settimeout(opts.handshake_timeout)
-                sock = self._ssl.wrap_socket(sock, server_side=True)
+                sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                self._wrapped(sock)
+                sock.do_handshake()
                 sock.settimeout(None)
             except (OSError, ValueError) as exc:
                 log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
@@ -279,8 +294,16 @@ class WsListener(ListenerCore, Listener):
             self._cond.notify_all()
         self._server.socket_closed.set()  # handshakes still in flight get 503
         self._wake()
+        deadline = time.monotonic() + 5
         if threading.current_thread() is not self._thread:
             self._thread.join(5)
+        with self._cond:  # (the acceptor starts no more handshakes)
+            opening = list(self._opening.items())
+        for _, sock in opening:  # clients in their handshake: cut off, never handed out
+            _cut(sock)
+        for t, _ in opening:
+            if t is not threading.current_thread():
+                t.join(max(deadline - time.monotonic(), 0))
         for ch in ready:
             ch.close()
         self._sel.close()
@@ -289,3 +312,12 @@ class WsListener(ListenerCore, Listener):
         self._wake_w.close()
         if self._on_close is not None:
             self._on_close()
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a connection's I/O at once (its reader sees the end of the stream); the thread
+    that owns the socket closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # not connected any more, or closed
+        pass

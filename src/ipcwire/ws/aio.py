@@ -6,11 +6,11 @@ import asyncio
 import logging
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
@@ -19,7 +19,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._aio_channel import AioWsChannel
-from ipcwire.ws._aio_listener import AioWsListener, ServerConn
+from ipcwire.ws._aio_listener import AioWsListener
 from ipcwire.ws._closing import AioCloseBound
 from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -184,7 +184,8 @@ async def listen(
             close_timeout=close_timeout,
             max_size=options.max_frame,
             logger=log,
-            create_connection=ServerConn,
+            # a callable in place of the class (the library only calls it)
+            create_connection=cast(type[ServerConnection], listener.new_connection),
             backlog=backlog,
             **tls,
         )
