@@ -297,7 +297,7 @@ def test_send_and_close_are_bounded_when_the_daemon_stops_reading(
     url = "dbus://session/io.ipcwire.Stalled"
     with ipcwire.listen(url, address=address) as listener:
         c = ipcwire.connect(url, address=address, timeout=10)
-        listener.accept(timeout=10).close()
+        s = listener.accept(timeout=10)  # open: its Close must not race the stop
         os.kill(daemon.pid, signal.SIGSTOP)
         try:
             t, box = in_thread(lambda: c.send(b"x" * 4_000_000, timeout=0.5))
@@ -310,6 +310,7 @@ def test_send_and_close_are_bounded_when_the_daemon_stops_reading(
             assert finished(t), "close() did not return"
         finally:
             os.kill(daemon.pid, signal.SIGCONT)
+            s.close()
 
 
 def test_asyncio_sync_close_hangs_up_when_asyncio_run_ends(
