@@ -28,6 +28,7 @@ from ipcwire.testing._samples import (
     expect,
     max_size_for,
     payload,
+    same,
 )
 
 __all__ = ["acheck_channel", "apair_from_url"]
@@ -99,11 +100,13 @@ async def _codecs(make_pair: AMakePair, caps: Capabilities, codecs: tuple[str, .
             for msg in samples:
                 await a.send(msg, timeout=_WAIT)
                 got = await b.recv(timeout=_WAIT)
-                expect(got == msg, f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
+                expect(same(got, msg), f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
                 if caps.bidirectional:
                     await b.send(got, timeout=_WAIT)
                     back = await a.recv(timeout=_WAIT)
-                    expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+                    expect(
+                        same(back, msg), f"codec {codec}: the reply direction changed {msg!r:.60}"
+                    )
 
 
 async def _bytes_like(make_pair: AMakePair, caps: Capabilities) -> None:

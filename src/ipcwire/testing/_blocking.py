@@ -28,6 +28,7 @@ from ipcwire.testing._samples import (
     expect,
     max_size_for,
     payload,
+    same,
 )
 
 __all__ = ["check_channel", "pair_from_url"]
@@ -112,11 +113,13 @@ def _codecs(make_pair: MakePair, caps: Capabilities, codecs: tuple[str, ...]) ->
             for msg in samples:
                 a.send(msg, timeout=_WAIT)
                 got = b.recv(timeout=_WAIT)
-                expect(got == msg, f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
+                expect(same(got, msg), f"codec {codec}: sent {msg!r:.60}, received {got!r:.60}")
                 if caps.bidirectional:
                     b.send(got, timeout=_WAIT)
                     back = a.recv(timeout=_WAIT)
-                    expect(back == msg, f"codec {codec}: the reply direction changed {msg!r:.60}")
+                    expect(
+                        same(back, msg), f"codec {codec}: the reply direction changed {msg!r:.60}"
+                    )
 
 
 def _bytes_like(make_pair: MakePair, caps: Capabilities) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "expect",
     "max_size_for",
     "payload",
+    "same",
 ]
 
 TOKEN: Final = "ipcwire-conformance-token"  # noqa: S105 - a test token, not a secret
@@ -53,6 +54,22 @@ def expect(cond: bool, what: str) -> None:
     """Fail with ``what`` unless ``cond``."""
     if not cond:
         raise ConformanceError(what)
+
+
+def same(got: Any, want: Any) -> bool:
+    """``got == want`` with the same types all the way down: ``1 == True == 1.0`` and
+    ``{1} == frozenset({1})``, but a codec that turns one into the other is broken."""
+    if type(got) is not type(want):
+        return False
+    if isinstance(want, dict):
+        return {(type(k), k) for k in got} == {(type(k), k) for k in want} and all(
+            same(got[k], v) for k, v in want.items()
+        )
+    if isinstance(want, (list, tuple)):
+        return len(got) == len(want) and all(same(g, w) for g, w in zip(got, want, strict=True))
+    if isinstance(want, (set, frozenset)):
+        return {(type(x), x) for x in got} == {(type(x), x) for x in want}
+    return bool(got == want)
 
 
 def max_size_for(caps: Capabilities) -> int:

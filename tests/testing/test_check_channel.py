@@ -1,0 +1,87 @@
+"""The conformance suite must fail a broken channel: real unix channels, each bent by a
+wrapper the way a buggy mechanism would bend them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ipcwire.channel import Channel, ChannelStatistics
+from ipcwire.registry import lookup
+from ipcwire.testing import ConformanceError, check_channel, pair_from_url
+
+
+class Bent(Channel):
+    """A real channel whose received messages pass through ``bend``."""
+
+    def __init__(self, inner: Channel, bend: Callable[[Any], Any]) -> None:
+        self._inner = inner
+        self._bend = bend
+        self.url = inner.url
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        self._inner.send(obj, timeout=timeout)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        return self._bend(self._inner.recv(timeout=timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def statistics(self) -> ChannelStatistics:
+        return self._inner.statistics()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+def _bent_pair(url: Callable[[], str], bend: Callable[[Any], Any]) -> Any:
+    real = pair_from_url(url)
+
+    @contextlib.contextmanager
+    def make(**options: Any) -> Iterator[tuple[Channel, Channel]]:
+        with real(**options) as (a, b):
+            yield Bent(a, bend), Bent(b, bend)
+
+    return make
+
+
+def _deep(change: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return change(obj)
+
+    return walk
+
+
+def _bool_as_int(obj: Any) -> Any:
+    return int(obj) if isinstance(obj, bool) else obj
+
+
+def _int_as_float(obj: Any) -> Any:
+    return float(obj) if type(obj) is int and abs(obj) <= 2**53 else obj
+
+
+def _set_as_frozenset(obj: Any) -> Any:
+    return frozenset(obj) if type(obj) is set else obj
+
+
+@pytest.mark.parametrize(
+    ("bend", "codec"),
+    [(_bool_as_int, "json"), (_int_as_float, "json"), (_set_as_frozenset, "pickle")],
+)
+def test_a_codec_that_changes_types_fails(
+    unix_url: Callable[[], str], bend: Callable[[Any], Any], codec: str
+) -> None:
+    # true arriving as 1, -(2**53) as -9007199254740992.0, a set as a frozenset: each is ==
+    # to what was sent, and none is what was sent.
+    caps = lookup("unix").capabilities
+    with pytest.raises(ConformanceError, match=f"codec {codec}"):
+        check_channel(_bent_pair(unix_url, _deep(bend)), caps, codecs=(codec,))
