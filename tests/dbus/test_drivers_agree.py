@@ -25,7 +25,7 @@ from ipcwire import aio
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
-from ipcwire.dbus._proto import DbusError, bus_call
+from ipcwire.dbus._proto import MAX_MESSAGE, DbusError, bus_call
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -482,3 +482,30 @@ def test_calls_with_the_wrong_arguments_are_answered_and_the_listener_serves_on(
 
         names = asyncio.run(main())
     assert names == ["org.freedesktop.DBus.Error.InvalidArgs"] * len(MALFORMED)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_event_too_large_for_a_bus_is_refused_by_publish(
+    driver: str, dbus_url: Callable[[], str]
+) -> None:
+    """publish() had no limit: the system bus drops the connection (every channel of the
+    listener) for a message over 32 MiB, and over 64 MiB dbus-fast raised its own
+    InvalidMessageError."""
+    url = dbus_url()
+    big = b"x" * (MAX_MESSAGE + 1)
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener:
+            assert isinstance(listener, blocking.DbusListener)
+            with pytest.raises(FrameTooLarge) as err:
+                listener.publish(big)
+    else:
+
+        async def main() -> pytest.ExceptionInfo[FrameTooLarge]:
+            async with await aio.listen(url) as listener:
+                assert isinstance(listener, dbus_aio.AioDbusListener)
+                with pytest.raises(FrameTooLarge) as err:
+                    listener.publish(big)
+                return err
+
+        err = asyncio.run(main())
+    assert (err.value.size, err.value.limit, err.value.endpoint) == (len(big), MAX_MESSAGE, url)

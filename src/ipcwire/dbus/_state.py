@@ -426,11 +426,20 @@ class ListenerState(abc.ABC):
 
         Raises:
             ChannelClosed: the listener is closed.
+            FrameTooLarge: over what a bus carries.
         """
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        data = self._options.codec.encode(obj)
-        return event_signal(self._target.path, topic, bytes(data))
+        data = bytes(self._options.codec.encode(obj))
+        if len(data) > MAX_MESSAGE:  # the system bus would drop this connection for it
+            raise FrameTooLarge(
+                f"event of {len(data)} bytes not published by {self.url}: over the limit of "
+                f"{MAX_MESSAGE} bytes (what a bus carries); use unix:// for large messages",
+                size=len(data),
+                limit=MAX_MESSAGE,
+                endpoint=self.url,
+            )
+        return event_signal(self._target.path, topic, data)
 
     def _handshake(self, msg: Message) -> None:
         sender: str = msg.sender

@@ -407,6 +407,7 @@ class AioDbusListener(ListenerState, AioListener):
 
         Raises:
             ChannelClosed: the listener is closed.
+            FrameTooLarge: over what a bus carries (``MAX_MESSAGE``).
         """
         self._hub.send(self._event(obj, topic))
 

@@ -286,6 +286,7 @@ class DbusListener(ListenerState, Listener):
 
         Raises:
             ChannelClosed: the listener is closed.
+            FrameTooLarge: over what a bus carries (``MAX_MESSAGE``).
         """
         self._conn.send(self._event(obj, topic))
 
