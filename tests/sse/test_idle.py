@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import pytest
 from tests._proc import child, wait_line
+from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
@@ -46,18 +47,8 @@ def test_a_frozen_server_breaks_the_channel_instead_of_hanging_it() -> None:
             assert ch.recv(timeout=SAFETY) == b"one"
             os.kill(proc.pid, signal.SIGSTOP)
             try:
-                box: list[BaseException] = []
-
-                def receive() -> None:
-                    try:
-                        ch.recv()
-                    except BaseException as exc:
-                        box.append(exc)
-
-                t = threading.Thread(target=receive, daemon=True)
-                t.start()
-                t.join(SAFETY)
-                assert not t.is_alive(), "recv() did not notice that nothing comes"
+                t, box = in_thread(ch.recv)
+                assert finished(t), "recv() did not notice that nothing comes"
                 assert isinstance(box[0], ChannelBroken)
                 assert url in str(box[0])
             finally:
