@@ -109,3 +109,27 @@ def test_claim_of_a_killed_consumer_is_stuck_and_a_new_consumer_takes_it_back(
 def test_not_a_spool(tmp_path: Path) -> None:
     assert check_spool(str(tmp_path / "nowhere")).problems[0].check == "spool.missing"
     assert check_spool(str(tmp_path)).problems[0].check == "spool.layout"
+
+
+def test_a_lock_file_whose_queue_is_gone_gets_rm_as_its_fix() -> None:
+    # A listener killed with kill -9, its queue removed as doctor mq:// says: only the lock
+    # file is left, and the machine report must say what removes it.
+    from ipcwire.doctor import check_machine
+    from ipcwire.mq._session import lock_path
+
+    name = f"/ipcwire-doctor-lockonly-{os.getpid()}"
+    lock = lock_path(name)
+    with child(LISTENER.format(url=f"mq://{name}")) as proc:
+        assert wait_line(proc) == "ready"
+        kill9(proc)
+    try:
+        posix_ipc.unlink_message_queue(name)
+        [gone] = [f for f in check_machine().find("machine.mq_listener_gone")
+                  if f.evidence[0].startswith(f"{lock}:")]  # fmt: skip
+        assert gone.fix is not None and gone.fix.startswith(f"rm {lock}")
+        os.unlink(lock)  # the fix
+        assert not [f for f in check_machine().find("machine.mq_listener_gone")
+                    if f.evidence[0].startswith(f"{lock}:")]  # fmt: skip
+    finally:
+        if os.path.exists(lock):
+            os.unlink(lock)

@@ -141,11 +141,32 @@ def _leftovers(report: Report) -> None:
             continue
         owners, note = mq_lock_note(path)
         if not owners:
+            evidence = [f"{path}: {note or 'no note'}"]
+            if _queue_exists(queue) is False:
+                # Only the lock file is left (the queue was removed, as doctor mq:// says
+                # to): nothing will ever take it again under this name unless listened on.
+                evidence.append(f"mq_open({queue}) -> ENOENT: the queue itself is gone")
+                fix = f"rm {path}  (nothing holds it; a listen() on mq://{queue} makes a new one)"
+            else:
+                fix = f"ipcwire doctor mq://{queue} shows whether its queue was left behind"
             report.add("machine.mq_listener_gone", "warning", f"the ipcwire listener of "
-                       f"mq://{queue} is gone (its lock is not held)",
-                       [f"{path}: {note or 'no note'}"],
-                       f"ipcwire doctor mq://{queue} shows whether its queue was left "
-                       "behind")  # fmt: skip
+                       f"mq://{queue} is gone (its lock is not held)", evidence, fix,
+                       path=path)  # fmt: skip
+
+
+def _queue_exists(name: str) -> bool | None:
+    """Whether the POSIX message queue ``name`` exists; None when it cannot be told."""
+    try:
+        import posix_ipc
+    except ImportError:
+        return None
+    try:
+        posix_ipc.MessageQueue(name, read=True, write=False).close()
+    except posix_ipc.ExistentialError:
+        return False
+    except posix_ipc.Error:
+        return None  # there, but not ours to open (or the kernel refuses mq_open)
+    return True
 
 
 def _mechanisms(report: Report) -> None:
