@@ -166,8 +166,8 @@ class BusConnection:
             Timeout: the daemon did not read it within ``timeout`` (when it read part of it,
                 the connection is cut: it cannot carry anything more).
         """
-        if self.error is not None:
-            raise self.error
+        if (failed := self.error or self.cut) is not None:
+            raise failed
         if not msg.serial:
             msg.serial = self.next_serial()
         data = msg._marshall(False)
@@ -184,8 +184,12 @@ class BusConnection:
                 written = self._write(data, deadline)
         except OSError as exc:
             self._replies.pop(msg.serial, None)
-            err = self.error or ChannelBroken(
-                f"the connection to the D-Bus daemon broke: {exc}", endpoint=self.label
+            err = (
+                self.error
+                or self.cut
+                or ChannelBroken(
+                    f"the connection to the D-Bus daemon broke: {exc}", endpoint=self.label
+                )
             )
             raise err from exc
         finally:
