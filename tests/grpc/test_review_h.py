@@ -12,9 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
+from tests._codecs import FailsOnBad
 
 import ipcwire
 from ipcwire import aio
+from ipcwire.channel import Channel
 from ipcwire.errors import AuthenticationFailed, ChannelBroken, IpcwireError, RemoteProtocolError
 
 
@@ -164,3 +166,67 @@ def test_a_grpc_server_that_is_not_ipcwire(server_does: str) -> None:
             assert err.endpoint == url and "not an ipcwire gRPC endpoint" in str(err)
     finally:
         server.stop(None)
+
+
+def _echo(ch: Channel) -> None:
+    for msg in ch:
+        ch.send(msg)
+
+
+async def _aecho(ch: aio.AioChannel) -> None:
+    async for msg in ch:
+        await ch.send(msg)
+
+
+def _plain_calls(url: str) -> list[Any]:
+    """A plain grpcio client's unary calls to a JSON endpoint: garbage, then a good one."""
+    out: list[Any] = []
+    with grpc.insecure_channel(url.removeprefix("grpc://")) as gch:
+        call = gch.unary_unary("/ipcwire.Channel/Call")
+        try:
+            out.append(call(b"\xff not json", timeout=10))
+        except grpc.RpcError as exc:
+            out.append(exc.code())
+        out.append(call(b"[1]", timeout=10))
+    return out
+
+
+def test_a_unary_request_that_does_not_decode_is_refused() -> None:
+    """The server application's recv() raises RemoteProtocolError for a request that does
+    not decode, and the usual loop ends without a reply; the caller was answered OK with an
+    empty message and ipcwire-no-reply, which a plain gRPC client takes for success and an
+    ipcwire client reported as EndOfChannel ('handled the call but sent no reply'). Now it is
+    INVALID_ARGUMENT, which ipcwire's client raises as RemoteProtocolError naming the server
+    (docs/mechanisms/grpc.md's table), on both drivers; the server goes on serving."""
+    codec = FailsOnBad()
+    with (
+        ipcwire.listen("grpc://127.0.0.1:0", codec=codec) as lis,
+        ipcwire.listen("grpc://127.0.0.1:0", codec="json") as plain,
+    ):
+        for server in (lis, plain):
+            threading.Thread(target=server.serve, args=(_echo,), daemon=True).start()
+        with ipcwire.connect(lis.url, codec=codec, unary=True) as u:
+            with pytest.raises(RemoteProtocolError, match="does not decode") as info:
+                u.request(b"bad", timeout=10)
+            assert info.value.endpoint == lis.url
+            assert u.request(b"good", timeout=10) == b"good"
+        assert _plain_calls(plain.url) == [grpc.StatusCode.INVALID_ARGUMENT, b"[1]"]
+
+    async def main() -> None:
+        async with (
+            await aio.listen("grpc://127.0.0.1:0", codec=codec) as lis,
+            await aio.listen("grpc://127.0.0.1:0", codec="json") as plain,
+        ):
+            serving = [asyncio.ensure_future(s.serve(_aecho)) for s in (lis, plain)]
+            async with await aio.connect(lis.url, codec=codec, unary=True) as u:
+                with pytest.raises(RemoteProtocolError, match="does not decode") as info:
+                    await u.request(b"bad", timeout=10)
+                assert info.value.endpoint == lis.url
+                assert await u.request(b"good", timeout=10) == b"good"
+            got = await asyncio.to_thread(_plain_calls, plain.url)
+            assert got == [grpc.StatusCode.INVALID_ARGUMENT, b"[1]"]
+            for s in (lis, plain):
+                s.close()
+            await asyncio.wait_for(asyncio.gather(*serving), 10)
+
+    asyncio.run(main())

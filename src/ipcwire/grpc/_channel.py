@@ -79,6 +79,9 @@ class OneShotCore:
         self.reply: bytes | None = None
         self._gone: IpcwireError | None = None
         self._closed = False
+        # The request did not decode (the application's recv() raised this): if no reply
+        # comes, the caller is told so (INVALID_ARGUMENT), not answered "no reply".
+        self.undecodable: IpcwireError | None = None
 
     def _signal(self) -> None:
         """The reply is there, the caller is gone, or the channel closed: wake the handler."""
@@ -109,7 +112,22 @@ class OneShotCore:
         req, self._request = self._request, None
         if req is None:
             raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
-        return req if isinstance(self._codec, BytesCodec) else self._codec_decode(memoryview(req))
+        if isinstance(self._codec, BytesCodec):
+            return req
+        try:
+            return self._codec_decode(memoryview(req))
+        except IpcwireError as exc:
+            self.undecodable = exc
+            raise
+
+    def refusal(self) -> str | None:
+        """What to tell a caller whose request did not decode and got no reply."""
+        if self.undecodable is None or self.reply is not None:
+            return None
+        return (
+            f"the request does not decode with codec={self._codec.name!r} (the server's "
+            f"codec): {self.undecodable.__cause__ or self.undecodable}"
+        )
 
     def close(self) -> None:
         self._closed = True

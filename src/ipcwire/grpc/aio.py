@@ -131,6 +131,9 @@ class AioGrpcListener(AioListener):
         except asyncio.CancelledError:
             ch.caller_gone(gone)
             raise
+        refusal = ch.refusal()
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         if ch.reply is None:
             context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
             return b""

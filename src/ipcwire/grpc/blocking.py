@@ -119,6 +119,9 @@ class GrpcListener(Listener):
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"the server application sent no reply within {wait} s",
             )
+        refusal = ch.refusal()
+        if refusal is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         if ch.reply is None:
             context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
             return b""
