@@ -217,3 +217,23 @@ def test_cat_timeout_takes_inf_and_refuses_nan(sock_dir: Path) -> None:
     out = _run("cat", f"unix://{sock_dir}/none.sock", "--timeout", "nan")
     assert out.returncode == 2
     assert "not a number of seconds" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly() -> None:
+    # `ipcwire doctor --json | head -1`: stdout's reader is gone before anything is written.
+    for args in (["doctor", "--json"], ["platforms", "--json"]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            out = subprocess.run(
+                [*IPCWIRE, *args],
+                stdout=w,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(w)
+        assert out.stderr == "", out.stderr
+        assert out.returncode == 141, args  # 128 + SIGPIPE, as `yes | head` reports

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -52,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = run(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read stdout went away (`ipcwire doctor --json | head -1`): stop quietly, as
+        # a process killed by SIGPIPE would, and keep the exit's own flush from failing too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except ipcwire.IpcwireError as exc:
         print(f"ipcwire: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
