@@ -412,3 +412,31 @@ def test_send_many_refuses_a_bad_batch_before_sending_any_of_it(
                 assert await s.recv_many(timeout=5) == [b"end"]
 
     asyncio.run(main())
+
+
+def test_asyncio_send_many_that_times_out_says_how_many_were_sent(
+    shm_url: Callable[[], str],
+) -> None:
+    """As the ring's (tests/shm/test_ring.py): the Timeout of a batch cut short by a full ring
+    says how many of its messages went (it said "nothing was sent")."""
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, capacity="4K", timeout=10)
+            s = await accepting
+            async with c, s:
+                with pytest.raises(ipcwire.errors.Timeout) as caught:
+                    await c.send_many([b"m" * 500] * 20, timeout=0.01)
+                got = 0
+                while True:
+                    try:
+                        assert await s.recv(timeout=0) == b"m" * 500
+                    except ipcwire.errors.Timeout:
+                        break
+                    got += 1
+                assert 0 < got < 20
+                assert f"after {got} of its 20 messages" in str(caught.value)
+
+    asyncio.run(main())

@@ -336,6 +336,28 @@ def test_a_very_long_timeout_waits(impl: str, policy: str, timeout: float) -> No
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_a_send_many_that_times_out_says_how_many_were_sent(impl: str) -> None:
+    """The messages of a batch written before the ring filled up are delivered; its Timeout
+    says how many (it said "nothing was sent", so a caller retrying the batch duplicated
+    them)."""
+    tx, rx, _ = ring_pair(1 << 12, impl, impl)
+    with pytest.raises(Timeout) as caught:
+        tx.send_many([b"m" * 500] * 20, timeout=0.01)
+    got = 0
+    while True:
+        try:
+            assert rx.recv(timeout=0) == b"m" * 500
+        except Timeout:
+            break
+        got += 1
+    assert 0 < got < 20
+    assert "nothing was sent" not in str(caught.value)
+    assert f"after {got} of its 20 messages" in str(caught.value)
+    tx.close()
+    rx.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_park_and_hybrid_need_a_doorbell(impl: str) -> None:
     mm = mmap.mmap(-1, L.ring_span(1 << 12))
     init_ring(mm, 1 << 12, impl=impl)

@@ -250,6 +250,7 @@ PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     uint64_t batch = self->ring.cap / 8;
+    Py_ssize_t done = 0; /* whole messages written */
     st = check_alive(self);
     for (Py_ssize_t i = 0; i < n && st == IPCW_OK; i++) {
         Py_buffer buf;
@@ -260,6 +261,7 @@ PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
         off = 0;
         st = put_message(self, buf.buf, (uint64_t)buf.len, &off, deadline);
         if (st == IPCW_OK) {
+            done++;
             self->messages++;
             self->nbytes += (unsigned long long)buf.len;
             if (self->ring.pos - self->ring.pub >= batch)
@@ -274,6 +276,14 @@ PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
         self->send_broken = 1;
     Py_DECREF(seq);
     rg_leave(self);
+    if (st == IPCW_TIMEOUT && !partial && done > 0 && !self->closed) {
+        /* those before it are delivered: say so, or a caller retrying the batch duplicates */
+        rg_raise(ipcw_Timeout, self, NULL,
+                 "send_many to %U timed out after %zd of its %zd messages: the ring is full "
+                 "and the peer is not reading; those %zd were sent, the rest were not",
+                 self->name, done, n, done);
+        return NULL;
+    }
     if (st != IPCW_OK)
         return rg_fail(self, st, partial);
     Py_RETURN_NONE;

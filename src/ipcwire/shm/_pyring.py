@@ -221,14 +221,26 @@ class PyRing(RingBase):
             self._check_size(len(mv))
         self._producer_ready(deadline)
         batch = self.capacity // 8
+        done = 0  # whole messages written
         try:
             self._check_alive()
             for mv in views:
                 self._sending(mv, deadline)
+                done += 1
                 self.messages += 1
                 self.nbytes += len(mv)
                 if self._pos - self._pub >= batch:
                     self._publish()
+        except Timeout:
+            if done == 0 or self._send_broken:
+                raise
+            # those before it are delivered: say so, or a caller retrying the batch duplicates
+            raise Timeout(
+                f"send_many to {self.name} timed out after {done} of its {len(views)} "
+                f"messages: the ring is full and the peer is not reading; those {done} were "
+                f"sent, the rest were not",
+                endpoint=self.name,
+            ) from None
         finally:
             if not self._closed and not self._corrupt:
                 self._publish()

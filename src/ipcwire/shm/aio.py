@@ -183,8 +183,19 @@ class AioShmChannel(AioChannel):
         items = [obj if self._raw else self._encode(obj) for obj in objs]
         self._refuse_before_writing(items)
         async with self._send_lock:
-            for data in items:
-                await self._put(data, timeout)
+            for done, data in enumerate(items):
+                try:
+                    await self._put(data, timeout)
+                except Timeout:
+                    if done == 0 or self._send_broken:
+                        raise
+                    # those before it are delivered: say so, or a retried batch duplicates them
+                    raise Timeout(
+                        f"send_many to {self.url} timed out after {done} of its {len(items)} "
+                        f"messages: the ring is full and the peer is not reading; those {done} "
+                        f"were sent, the rest were not",
+                        endpoint=self.url,
+                    ) from None
 
     def _check_in_step(self) -> None:
         if self._send_broken:
