@@ -94,6 +94,17 @@ def test_interactive_reasks_until_valid_and_fails_cleanly_at_end_of_input() -> N
     assert "the input ended before the question --relation was answered" in out.stderr
 
 
+def test_interactive_with_no_stdin_at_all_fails_cleanly() -> None:
+    # `ipcwire choose -i <&-`: Python's sys.stdin is None, and input() raises RuntimeError.
+    command = f"exec {sys.executable} -c '{STAND_IN}' choose -i <&-"
+    out = subprocess.run(
+        ["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "the input ended before the question --relation was answered" in out.stderr
+
+
 def _vm_bench(tmp_path: Path) -> Path:
     doc = bench_doc(
         [

@@ -100,7 +100,7 @@ def ask(given: dict[str, object]) -> dict[str, object]:
             print(_prompt_text(q, defaults[q.key]), end="", file=sys.stderr, flush=True)
             try:
                 line = input()
-            except EOFError:
+            except (EOFError, RuntimeError):  # RuntimeError: no stdin at all (<&-)
                 raise ConfigurationError(
                     f"the input ended before the question {q.flag} was answered"
                 ) from None
