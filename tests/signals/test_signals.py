@@ -17,6 +17,7 @@ import ipcwire
 from ipcwire.errors import ChannelClosed, ConfigurationError, LocalProtocolError, Timeout
 from ipcwire.signals import SignalSender, SignalWaiter, parse_signal, send_signal, terminate
 from ipcwire.signals.aio import AioSignalWaiter
+from ipcwire.signals.aio import graceful_shutdown as agraceful_shutdown
 from ipcwire.signals.aio import terminate as aterminate
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -335,3 +336,37 @@ def test_a_waiter_works_with_descriptor_numbers_over_1023() -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_asyncio_waiters_and_shutdown_share_a_signal_and_restore_its_handler() -> None:
+    """Each AioSignalWaiter and graceful_shutdown replaced the loop's handler for its signals
+    (only the newest heard them: a waiter on TERM deafened the graceful shutdown), and closing
+    one removed the handler for all and left SIG_DFL (not the program's previous handler:
+    SIGUSR1's default action then kills the process)."""
+    heard: list[int] = []
+
+    def mine(signum: int, frame: object) -> None:
+        heard.append(signum)
+
+    original = signal.signal(signal.SIGUSR1, mine)
+
+    async def main() -> None:
+        first = AioSignalWaiter(["USR1"])
+        shutdown = agraceful_shutdown(signals=["USR1"], exit=False)
+        second = AioSignalWaiter(["USR1"])
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert await first.recv(timeout=10) is signal.SIGUSR1
+        assert await second.recv(timeout=10) is signal.SIGUSR1
+        await shutdown.wait()  # it heard the signal too and ran
+        second.close()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert await first.recv(timeout=10) is signal.SIGUSR1
+        await first.aclose()
+        assert signal.getsignal(signal.SIGUSR1) is mine
+
+    try:
+        asyncio.run(main())
+        os.kill(os.getpid(), signal.SIGUSR1)  # the program's own handler has it again
+        assert heard == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, original)

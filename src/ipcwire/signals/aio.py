@@ -14,8 +14,9 @@ import logging
 import os
 import signal
 import subprocess
+import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -54,20 +55,76 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 
-def _install(loop: asyncio.AbstractEventLoop, signums: Iterable[int], cb: Any) -> list[int]:
-    done = []
-    try:
+class _LoopSignals:
+    """The one loop handler per signal that every waiter and graceful shutdown of a loop
+    shares (``loop.add_signal_handler`` keeps one callback per signal: a second would replace
+    the first), and the handler each signal had before, put back when the last user leaves."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_ref = weakref.ref(loop)  # not a reference: the loop is the registry's key
+        self._users: dict[int, list[Callable[[int], None]]] = {}
+        self._previous: dict[int, Any] = {}
+
+    def add(self, signums: Iterable[int], cb: Callable[[int], None]) -> list[int]:
+        """Call ``cb(signum)`` on each of ``signums``; the signals now handled for it.
+
+        Raises:
+            ConfigurationError: this loop cannot handle signals (not the main thread).
+        """
+        done: list[int] = []
+        loop = self._loop_ref()
+        try:
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            for signum in signums:
+                if signum not in self._users:
+                    previous = signal.getsignal(signum)
+                    loop.add_signal_handler(signum, self._fire, signum)
+                    self._previous[signum] = previous
+                    self._users[signum] = []
+                self._users[signum].append(cb)
+                done.append(signum)
+        except (RuntimeError, ValueError) as exc:
+            self.remove(done, cb)
+            raise ConfigurationError(
+                f"cannot handle signals in this event loop ({exc}); run the loop in the main "
+                f"thread (asyncio.run in the main thread does)"
+            ) from None
+        return done
+
+    def remove(self, signums: Iterable[int], cb: Callable[[int], None]) -> None:
+        """Stop calling ``cb``; a signal nobody else handles gets its previous handler."""
         for signum in signums:
-            loop.add_signal_handler(signum, cb, signum)
-            done.append(signum)
-    except (RuntimeError, ValueError) as exc:
-        for signum in done:
-            loop.remove_signal_handler(signum)
-        raise ConfigurationError(
-            f"cannot handle signals in this event loop ({exc}); run the loop in the main "
-            f"thread (asyncio.run in the main thread does)"
-        ) from None
-    return done
+            users = self._users.get(signum, [])
+            if cb in users:
+                users.remove(cb)
+            if users or signum not in self._users:
+                continue
+            del self._users[signum]
+            previous = self._previous.pop(signum)
+            loop = self._loop_ref()
+            if loop is None:
+                continue
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.remove_signal_handler(signum)
+                if previous is not None:  # None: not installed from Python; leave the default
+                    signal.signal(signum, previous)
+
+    def _fire(self, signum: int) -> None:
+        for cb in list(self._users.get(signum, ())):
+            cb(signum)
+
+
+_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSignals] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _signals(loop: asyncio.AbstractEventLoop) -> _LoopSignals:
+    found = _loops.get(loop)
+    if found is None:
+        found = _loops[loop] = _LoopSignals(loop)
+    return found
 
 
 class AioSignalWaiter(AioChannel):
@@ -84,7 +141,7 @@ class AioSignalWaiter(AioChannel):
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._received = 0
-        self._installed = _install(self._loop, (int(s) for s in wanted), self._on_signal)
+        self._installed = _signals(self._loop).add((int(s) for s in wanted), self._on_signal)
 
     def _on_signal(self, signum: int) -> None:
         self._queue.append(signum)
@@ -128,9 +185,7 @@ class AioSignalWaiter(AioChannel):
         if self._closed:
             return
         self._closed = True
-        for signum in self._installed:
-            with contextlib.suppress(RuntimeError, ValueError):
-                self._loop.remove_signal_handler(signum)
+        _signals(self._loop).remove(self._installed, self._on_signal)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -328,7 +383,7 @@ class AioGracefulShutdown:
         self._task: asyncio.Task[None] | None = None
         self.signal: signal.Signals | None = None
         sigs = [int(parse_signal(s)) for s in signals]
-        self._installed = _install(self._loop, sigs, self._on_signal)
+        self._installed = _signals(self._loop).add(sigs, self._on_signal)
 
     def add(self, *resources: Any) -> None:
         """Register more resources (as in the constructor)."""
@@ -370,9 +425,7 @@ class AioGracefulShutdown:
             self._loop.call_soon(_raise_exit, self._exit_code)
 
     def _uninstall(self) -> None:
-        for signum in self._installed:
-            with contextlib.suppress(RuntimeError, ValueError):
-                self._loop.remove_signal_handler(signum)
+        _signals(self._loop).remove(self._installed, self._on_signal)
         self._installed = []
 
     async def aclose(self) -> None:
