@@ -428,3 +428,26 @@ def test_exit_waits_for_another_threads_ladder_no_longer_than_for_its_own(
     )
     leftovers.extend(printed["pids"])
     assert_nothing_left(printed["pids"])
+
+
+def test_close_all_takes_the_steps_together(tmp_path: Path, leftovers: list[int]) -> None:
+    # close_all() in a running program: the same proof as at exit (every stdin closed before
+    # the first SIGTERM, every SIGTERM sent before anyone was killed); one close() after
+    # another fails it.
+    from ipcwire.spawn import close_all, spawn
+
+    log = tmp_path / "events.jsonl"
+    kinds = ["stubborn"] * 3 + ["chatty"]
+    kids = [
+        spawn([sys.executable, LINGERING, str(log), kind], exit_timeout=1, term_timeout=1)
+        for kind in kinds
+    ]
+    leftovers.extend(ch.pid for ch in kids)
+    for ch in kids:
+        ch.recv(timeout=20)
+    close_all([*kids, kids[0]])  # a channel twice is closed once
+    assert all(ch.closed for ch in kids)
+    assert [ch.returncode for ch in kids] == [-signal.SIGKILL] * 3 + [0]
+    assert_nothing_left([ch.pid for ch in kids])
+    assert_steps_taken_together(log, stubborn=3, chatty=1)
+    close_all(kids)  # all closed already: nothing to do
