@@ -4,6 +4,7 @@ credentials, tokens, and peers dying in other processes (blocking and asyncio)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import socket
@@ -438,5 +439,32 @@ def test_asyncio_send_many_that_times_out_says_how_many_were_sent(
                     got += 1
                 assert 0 < got < 20
                 assert f"after {got} of its 20 messages" in str(caught.value)
+
+    asyncio.run(main())
+
+
+def test_asyncio_send_many_timeout_is_for_the_whole_batch(shm_url: Callable[[], str]) -> None:
+    """timeout= bounds the whole send_many, as on the blocking driver; the asyncio one gave
+    each message the full timeout, so a slow reader that freed room in time for each message
+    made a batch with timeout=0.5 take 1.3 s (20 messages through a ring of 7) and succeed."""
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, capacity="4K", timeout=10)
+            s = await accepting
+
+            async def slow_reader() -> None:  # a message every 0.1 s (the peer's pace)
+                with contextlib.suppress(ipcwire.errors.IpcwireError):
+                    while True:
+                        await asyncio.sleep(0.1)
+                        await s.recv(timeout=10)
+
+            reading = asyncio.ensure_future(slow_reader())
+            async with c, s:
+                with pytest.raises(ipcwire.errors.Timeout, match="of its 20 messages"):
+                    await c.send_many([b"m" * 500] * 20, timeout=0.5)
+            await reading
 
     asyncio.run(main())

@@ -177,15 +177,16 @@ class AioShmChannel(AioChannel):
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = obj if self._raw else self._encode(obj)
         async with self._send_lock:
-            await self._put(data, timeout)
+            await self._put(data, self._deadline(timeout))
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [obj if self._raw else self._encode(obj) for obj in objs]
         self._refuse_before_writing(items)
+        deadline = self._deadline(timeout)  # one for the whole batch, as the ring's
         async with self._send_lock:
             for done, data in enumerate(items):
                 try:
-                    await self._put(data, timeout)
+                    await self._put(data, deadline)
                 except Timeout:
                     if done == 0 or self._send_broken:
                         raise
@@ -229,14 +230,14 @@ class AioShmChannel(AioChannel):
                     endpoint=self.url,
                 )
 
-    async def _put(self, data: Any, timeout: float | None) -> None:
+    async def _put(self, data: Any, deadline: float | None) -> None:
+        """Send one message; ``deadline`` is the loop's time (None: no limit)."""
         self._check_in_step()
         tx = self._tx
         off = tx.send_some(data, 0)  # checks the type and the size first
         size = len(data) if type(data) is bytes else memoryview(data).nbytes
         if off == size:
             return
-        deadline = self._deadline(timeout)
         frag = tx.capacity // 4 - _RECORD
         try:
             while off != size:
