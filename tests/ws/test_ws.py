@@ -38,6 +38,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     HandshakeError,
     PermissionDenied,
+    Timeout,
 )
 
 URL = "ws://127.0.0.1:0/app"
@@ -484,5 +485,34 @@ def test_closing_the_listener_cuts_off_clients_in_their_handshake() -> None:
         await alistener.aclose()
         assert await asyncio.to_thread(waits_for_eof, apeer) == b""
         assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+
+
+def test_backlog_bounds_the_clients_waiting_for_accept_on_both_drivers() -> None:
+    """backlog= is how many clients may wait for accept(): the blocking listener stops
+    accepting beyond it, but the asyncio one upgraded every client and queued it, without a
+    bound (memory and descriptors for each). Now the 101 of the next client waits for room."""
+    with ipcwire.listen(URL, backlog=2) as listener:
+        waiting = [ipcwire.connect(listener.url, timeout=10) for _ in range(2)]
+        with pytest.raises(Timeout):
+            ipcwire.connect(listener.url, timeout=0.5)  # full: never answered
+        for _ in range(2):  # (the client that gave up may take one place)
+            listener.accept(timeout=10).close()
+        waiting.append(ipcwire.connect(listener.url, timeout=10))
+        for ch in waiting:
+            ch.close()
+
+    async def main() -> None:
+        async with await aio.listen(URL, backlog=2) as alistener:
+            clients = [await aio.connect(alistener.url, timeout=10) for _ in range(2)]
+            with pytest.raises(Timeout):
+                await aio.connect(alistener.url, timeout=0.5)
+            held = asyncio.ensure_future(aio.connect(alistener.url, timeout=10))
+            for _ in range(2):
+                await (await alistener.accept(timeout=10)).aclose()
+            clients.append(await held)  # its 101 came once accept() made room
+            for ch in clients:
+                await ch.aclose()
 
     asyncio.run(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection
@@ -36,7 +37,9 @@ class ServerConn(AioCloseBound, ServerConnection):
 
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
-    opening: set[ServerConn] | None = None  # the listener's, until the channel is handed over
+    listener: AioWsListener | None = None  # until the channel is handed over
+    counted = False  # takes one of the listener's backlog places
+    room_waiter: asyncio.Future[None] | None = None  # its 101 waits for a place
 
     def __init__(self, protocol: Any, *args: Any, **kwargs: Any) -> None:
         install(protocol)  # the fast frame loop (ipcwire.ws._fast)
@@ -47,15 +50,22 @@ class ServerConn(AioCloseBound, ServerConnection):
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.opening is not None:
-            self.opening.discard(self)
+        if self.listener is not None:
+            self.listener._let_go(self)
         super().connection_lost(exc)
 
 
 class AioWsListener(ListenerCore, AioListener):
     """Accepts WebSocket clients (asyncio) and hands out :class:`AioWsChannel` objects."""
 
-    def __init__(self, settings: ServerSettings, *, authorize: Authorizer, on_close: Any) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        authorize: Authorizer,
+        on_close: Any,
+        max_ready: int = 128,
+    ) -> None:
         super().__init__(settings, authorize=authorize, on_close=on_close)
         self._server: Server | None = None
         self._ready: asyncio.Queue[AioWsChannel | None] = asyncio.Queue()
@@ -64,13 +74,73 @@ class AioWsListener(ListenerCore, AioListener):
         # for their tasks (the others belong to their channels)
         self._opening: set[ServerConn] = set()
         self._handed: set[asyncio.Task[Any]] = set()
+        # At most ``backlog`` clients wait for accept() or are in their first-message check,
+        # as with the blocking listener; the 101 of the others waits for room.
+        self._max_ready = max(1, max_ready)
+        self._admitting = 0
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
 
     def new_connection(self, *args: Any, **kwargs: Any) -> ServerConn:
         """The connection object for each client (``serve(create_connection=)``)."""
         conn = ServerConn(*args, **kwargs)
-        conn.opening = self._opening
+        conn.listener = self
         self._opening.add(conn)
         return conn
+
+    def _let_go(self, c: ServerConn) -> None:
+        """``c`` is handed over or gone: no longer cut off at close, nor counted."""
+        c.listener = None
+        self._opening.discard(c)
+        if c.room_waiter is not None:
+            c.room_waiter.cancel()  # gone while it waited for a place (or closed)
+        if c.counted:
+            c.counted = False
+            self._admitting -= 1
+            self._wake_one()
+
+    def _has_room(self) -> bool:
+        return self._ready.qsize() + self._admitting < self._max_ready
+
+    def _wake_one(self) -> None:
+        while self._room_waiters and self._has_room():
+            fut = self._room_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _must_wait(self) -> bool:
+        """Whether a new client waits: no room, or others waited first (FIFO)."""
+        waiters = self._room_waiters
+        while waiters and waiters[0].done():  # gone or cut off while they waited
+            waiters.popleft()
+        if not waiters:
+            return not self._has_room()
+        self._wake_one()  # (room for the first, if there is)
+        return True
+
+    async def _wait_for_room(self, c: ServerConn) -> None:
+        while self._must_wait():
+            fut = c.room_waiter = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake_one()  # it was this one's turn: pass it on
+                else:
+                    fut.cancel()
+                raise
+            finally:
+                c.room_waiter = None
+            if self._closed:
+                return  # the library answers 503 (the connection is cut anyway)
+            if self._has_room():
+                break
+        if c.listener is None:  # gone meanwhile: its turn goes to the next
+            self._wake_one()
+            return
+        self._admitting += 1
+        c.counted = True
 
     def process_request(self, c: ServerConnection, request: Request) -> Response | None:
         """Admission, from the upgrade request (see ``ipcwire.ws._admission``)."""
@@ -80,9 +150,13 @@ class AioWsListener(ListenerCore, AioListener):
         adm = c.admission = admit(self._settings, request.path, request.headers, refusal=refusal)
         return self._http_answer(c, adm, peer.address or "a client")
 
-    def process_response(self, c: ServerConnection, r: Request, response: Response) -> None:
-        """Put the ipcwire welcome into the 101 response."""
-        self._add_welcome(c.admission if isinstance(c, ServerConn) else None, response)
+    async def process_response(self, c: ServerConnection, r: Request, response: Response) -> None:
+        """Put the ipcwire welcome into the 101 response, once there is room for one more
+        client (the client waits for its 101 meanwhile, as for a full blocking listener)."""
+        assert isinstance(c, ServerConn)
+        self._add_welcome(c.admission, response)
+        if response.status_code == 101 and not self._closed:
+            await self._wait_for_room(c)
 
     async def handler(self, c: ServerConnection) -> None:
         """Runs for each open connection: the first-message check, then hand it over."""
@@ -104,9 +178,8 @@ class AioWsListener(ListenerCore, AioListener):
         if self._closed:
             await ch.aclose()
             return
-        self._opening.discard(c)
-        c.opening = None
         self._ready.put_nowait(ch)
+        self._let_go(c)
         task = asyncio.current_task()
         assert task is not None
         self._handed.add(task)
@@ -151,6 +224,7 @@ class AioWsListener(ListenerCore, AioListener):
         if ch is None:
             self._ready.put_nowait(None)  # wake any other accepting task too
             raise self._closed_error()
+        self._wake_one()
         return ch
 
     def close(self) -> None:
@@ -161,6 +235,10 @@ class AioWsListener(ListenerCore, AioListener):
             # the listening socket, now (handshakes still in flight get 503); accepted
             # channels stay open
             self._server.server.close()
+        for fut in self._room_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._room_waiters.clear()
         for c in list(self._opening):  # clients not handed over: cut off
             transport = getattr(c, "transport", None)
             if transport is not None:

@@ -169,7 +169,7 @@ async def listen(
             close_timeout=close_timeout,
             compression=compression,
         )
-        listener = AioWsListener(settings, authorize=authorize, on_close=cleanup)
+        listener = AioWsListener(settings, authorize=authorize, on_close=cleanup, max_ready=backlog)
         tls: dict[str, Any] = {"ssl": ssl} if ssl is not None else {}
         server = await serve(
             listener.handler,
