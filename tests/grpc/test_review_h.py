@@ -13,11 +13,18 @@ from typing import Any
 import grpc
 import pytest
 from tests._codecs import FailsOnBad
+from tests._threads import BOUND, finished, in_thread
 
 import ipcwire
 from ipcwire import aio
 from ipcwire.channel import Channel
-from ipcwire.errors import AuthenticationFailed, ChannelBroken, IpcwireError, RemoteProtocolError
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    IpcwireError,
+    RemoteProtocolError,
+)
 
 
 def _blocking_error(url: str, **kw: Any) -> IpcwireError:
@@ -230,3 +237,48 @@ def test_a_unary_request_that_does_not_decode_is_refused() -> None:
             await asyncio.wait_for(asyncio.gather(*serving), 10)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+@pytest.mark.parametrize("driver", ["blocking", "asyncio"])
+def test_close_wakes_a_task_blocked_in_recv_with_channel_closed(driver: str, side: str) -> None:
+    """close() from another task wakes one blocked in recv() with ChannelClosed, as the
+    blocking driver does from another thread. On the asyncio client the blocked recv() raised
+    asyncio.CancelledError, in a task nobody cancelled: close() cancels the gRPC call a task
+    is still reading (after a second), and grpc.aio's read raises CancelledError then."""
+
+    def blocking() -> None:
+        with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+            c = ipcwire.connect(lis.url)
+            s = lis.accept(timeout=10)
+            me = c if side == "client" else s
+            t, box = in_thread(me.recv)
+            assert not finished(t, 0.2)  # it waits for a message
+            me.close()
+            assert finished(t)
+            assert isinstance(box[0], ChannelClosed), box
+            c.close()
+            s.close()
+
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0") as lis:
+            c = await aio.connect(lis.url)
+            await c.send(b"hello")
+            s = await lis.accept(timeout=10)
+            assert await s.recv() == b"hello"
+            me = c if side == "client" else s
+            receiving = asyncio.ensure_future(me.recv())
+            done, _ = await asyncio.wait([receiving], timeout=0.2)
+            assert not done  # it waits for a message
+            closing = asyncio.ensure_future(me.aclose())
+            await asyncio.wait([receiving], timeout=BOUND)
+            assert receiving.done() and not receiving.cancelled(), "CancelledError"
+            assert isinstance(receiving.exception(), ChannelClosed)
+            await closing
+            await c.aclose()
+            await s.aclose()
+
+    if driver == "blocking":
+        blocking()
+    else:
+        asyncio.run(main())

@@ -50,6 +50,14 @@ _CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not 
 _UsageError: Any = grpc.aio.UsageError
 
 
+def _task_cancelled() -> bool:
+    """Whether the running task is being cancelled. grpc.aio's read also raises
+    CancelledError when the call was cancelled (as close() does, after a moment, to a call
+    a task is still reading): that is no cancellation of the reader's task."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 class AioStream(AioChannel):
     """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md.
 
@@ -116,7 +124,9 @@ class AioStream(AioChannel):
             msg = await self._read()
         except asyncio.CancelledError:
             self._read_cancelled()
-            raise
+            if _task_cancelled():
+                raise
+            return None  # close() cancelled the call under us: ChannelClosed
         except Exception as exc:
             self._read_failed(exc)
             return None
@@ -393,7 +403,9 @@ class AioStream(AioChannel):
                 msg = await self._read()
             except asyncio.CancelledError:
                 self._read_cancelled()
-                raise
+                if _task_cancelled():
+                    raise
+                msg = None  # close() cancelled the call under us: ChannelClosed
             except Exception as exc:
                 self._read_failed(exc)
                 msg = None
