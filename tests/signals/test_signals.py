@@ -370,3 +370,38 @@ def test_asyncio_waiters_and_shutdown_share_a_signal_and_restore_its_handler() -
         assert heard == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, original)
+
+
+def _started_with_pid(pid: int) -> subprocess.Popen[str] | None:
+    """A process that got ``pid`` (free again): the kernel hands out the number after
+    ns_last_pid next (root only; another process may take it first, so a few attempts)."""
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = child("import sys; print('ready', flush=True); sys.stdin.read()")
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.communicate(timeout=20)
+    return None
+
+
+def test_a_process_already_waited_for_is_not_signalled_through_its_reused_pid() -> None:
+    """terminate() and send_signal() of a Popen that had been waited for signalled its pid
+    again, which by then may be another process's: that one was killed."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)")
+    done = subprocess.Popen(["true"])
+    assert done.wait(10) == 0
+    other = _started_with_pid(done.pid)
+    assert other is not None, "could not start a process with the freed pid"
+    try:
+        assert ready(other) == "ready"
+        with pytest.raises(ipcwire.ChannelBroken, match="exited already"):
+            send_signal(done, "TERM")
+        assert terminate(done, timeout=5) == 0
+        assert asyncio.run(aterminate(done, timeout=5)) == 0
+        assert other.poll() is None  # the process that has the pid now was left alone
+    finally:
+        other.kill()
+        other.communicate(timeout=20)

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import ChannelBroken, ConfigurationError, InvalidURL, PermissionDenied
 
-__all__ = ["SignalLike", "parse_signal", "parse_target", "send_signal", "target_pid"]
+__all__ = [
+    "SignalLike",
+    "exit_status",
+    "parse_signal",
+    "parse_target",
+    "send_signal",
+    "target_pid",
+]
 
 SignalLike = int | str | signal.Signals
 
@@ -64,6 +72,21 @@ def target_pid(target: Any) -> int:
     return pid
 
 
+def exit_status(target: Any) -> int | None:
+    """The exit status of a process that ``target`` (a ``Popen``, an asyncio ``Process``, a
+    ``multiprocessing.Process``, a spawn channel) has already waited for, or None. Its pid is
+    free then, and may belong to another process by now: it must not be signalled."""
+    if isinstance(target, int):
+        return None
+    if isinstance(target, subprocess.Popen):
+        return target.poll()  # reaps it if it exited: stdlib's send_signal() does the same
+    for attr in ("returncode", "exitcode"):
+        code = getattr(target, attr, None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
 def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
     """Send ``sig`` to a process (or, with ``group``, to its whole process group).
 
@@ -75,6 +98,12 @@ def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
     pid = target_pid(target)
     signum = parse_signal(sig)
     where = f"{'process group' if group else 'pid'} {pid}"
+    if not group and (status := exit_status(target)) is not None:
+        raise ChannelBroken(
+            f"cannot send {signum.name} to {where}: no such process (it exited already, "
+            f"status {status}; its pid may belong to another process by now: nothing was sent)",
+            endpoint=f"signal:{pid}",
+        )
     try:
         if group:
             os.killpg(pid, signum)

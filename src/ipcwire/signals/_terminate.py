@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ChannelBroken, Timeout
-from ipcwire.signals._names import send_signal, target_pid
+from ipcwire.signals._names import exit_status, send_signal, target_pid
 
 __all__ = ["terminate"]
 
@@ -97,7 +97,9 @@ def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -> int 
         ConfigurationError: ``target`` is not a process.
     """
     pid = target_pid(target)
-    if not _gone(pid):
+    # Already waited for: its pid may be another process's by now (unless the group is meant:
+    # a group's id is not reused while any of its members lives).
+    if (group or exit_status(target) is None) and not _gone(pid):
         _signal(pid, signal.SIGTERM, group)
         if not _exited(pid, timeout):
             _signal(pid, signal.SIGKILL, group)

@@ -35,6 +35,7 @@ from ipcwire.errors import (
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.signals._names import (
     SignalLike,
+    exit_status,
     parse_signal,
     parse_target,
     send_signal,
@@ -336,8 +337,9 @@ async def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -
         Timeout, PermissionDenied, ConfigurationError.
     """
     pid = target_pid(target)
+    waited = not group and exit_status(target) is not None  # its pid may be reused: no signal
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
-        if _gone(pid):
+        if waited or _gone(pid):
             break
         with contextlib.suppress(ChannelBroken):
             send_signal(pid, sig, group=group)
