@@ -282,3 +282,34 @@ def test_close_wakes_a_task_blocked_in_recv_with_channel_closed(driver: str, sid
         blocking()
     else:
         asyncio.run(main())
+
+
+def test_closing_a_unary_channel_with_a_call_in_flight() -> None:
+    """close() of a unary=True channel while a task waits for a call's reply: ChannelClosed
+    for that task, as the blocking driver gives the waiting thread. grpc.aio raises
+    CancelledError in a call cancelled by its channel's close, and request() passed it on."""
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+        u = ipcwire.connect(lis.url, unary=True)
+        t, box = in_thread(lambda: u.request(b"call", timeout=BOUND))
+        with lis.accept(timeout=10) as call:  # the call has arrived; no reply yet
+            u.close()
+            assert finished(t)
+            assert isinstance(box[0], ChannelClosed), box
+            assert call.recv(timeout=10) == b"call"
+
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0") as lis:
+            for how in ("close", "aclose"):
+                u = await aio.connect(lis.url, unary=True)
+                requesting = asyncio.ensure_future(u.request(b"call", timeout=BOUND))
+                async with await lis.accept(timeout=10) as call:
+                    if how == "close":
+                        u.close()
+                    else:
+                        await u.aclose()
+                    await asyncio.wait([requesting], timeout=BOUND)
+                    assert requesting.done() and not requesting.cancelled(), how
+                    assert isinstance(requesting.exception(), ChannelClosed)
+                    assert await call.recv(timeout=10) == b"call"
+
+    asyncio.run(main())

@@ -43,14 +43,14 @@ from ipcwire.grpc._protocol import (
 )
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
-__all__ = ["AioOneShot", "AioStream"]
+__all__ = ["AioOneShot", "AioStream", "task_cancelled"]
 
 _EOF: Any = grpc.aio.EOF
 _CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not wait)
 _UsageError: Any = grpc.aio.UsageError
 
 
-def _task_cancelled() -> bool:
+def task_cancelled() -> bool:
     """Whether the running task is being cancelled. grpc.aio's read also raises
     CancelledError when the call was cancelled (as close() does, after a moment, to a call
     a task is still reading): that is no cancellation of the reader's task."""
@@ -124,7 +124,7 @@ class AioStream(AioChannel):
             msg = await self._read()
         except asyncio.CancelledError:
             self._read_cancelled()
-            if _task_cancelled():
+            if task_cancelled():
                 raise
             return None  # close() cancelled the call under us: ChannelClosed
         except Exception as exc:
@@ -403,7 +403,7 @@ class AioStream(AioChannel):
                 msg = await self._read()
             except asyncio.CancelledError:
                 self._read_cancelled()
-                if _task_cancelled():
+                if task_cancelled():
                     raise
                 msg = None  # close() cancelled the call under us: ChannelClosed
             except Exception as exc:

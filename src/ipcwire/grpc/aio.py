@@ -29,7 +29,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
-from ipcwire.grpc._aio import AioOneShot, AioStream
+from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
@@ -183,6 +183,12 @@ class AioGrpcUnaryChannel(AioChannel):
         try:
             reply = await call
             trailing = await call.trailing_metadata()
+        except asyncio.CancelledError:
+            # close() cancels the calls in flight, and grpc.aio raises CancelledError in
+            # their tasks: no cancellation of theirs.
+            if self._closed and not task_cancelled():
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+            raise
         except grpc.aio.AioRpcError as exc:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
