@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ import threading
 from pathlib import Path
 
 import ipcwire
+from ipcwire import aio
+from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, Listener
 
 CURL = shutil.which("curl")  # ./dev test installs it: a missing curl is a failure, not a skip
@@ -145,3 +148,49 @@ def test_no_reply_is_204_and_slow_reply_is_504() -> None:
         release.set()
         assert status == 504 and json.loads(body)["code"] == "timeout"
     t.join(5)
+
+
+def test_a_handler_that_raises_is_500_and_the_server_goes_on() -> None:
+    """A handler that raised before replying was answered 204 No Content, as if it had
+    chosen not to reply: curl and fetch() saw success. Now it is 500 with a problem
+    document (the exception stays in the server's log), blocking and asyncio serve()."""
+    ctype = ("-H", "Content-Type: application/json")
+
+    def check(url: str) -> None:
+        status, headers, body = curl("-X", "POST", *ctype, "-d", '"boom"', url)
+        assert status == 500
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["code"] == "server_error"
+        assert "secret detail" not in body.decode()
+        assert curl("-X", "POST", *ctype, "-d", '"quiet"', url)[0] == 204
+        assert curl("-X", "POST", *ctype, "-d", '"echo"', url)[2] == b'"echo"'
+
+    with ipcwire.listen("http://127.0.0.1:0/", codec="json") as lis:
+
+        def handler(ch: Channel) -> None:
+            msg = ch.recv(timeout=10)
+            if msg == "boom":
+                raise RuntimeError("secret detail")
+            if msg == "echo":
+                ch.send(msg)
+
+        t = threading.Thread(target=lis.serve, args=(handler,), daemon=True)
+        t.start()
+        check(lis.url)
+    t.join(5)
+
+    async def main() -> None:
+        async with await aio.listen("http://127.0.0.1:0/", codec="json") as alis:
+
+            async def ahandler(ch: AioChannel) -> None:
+                msg = await ch.recv(timeout=10)
+                if msg == "boom":
+                    raise RuntimeError("secret detail")
+                if msg == "echo":
+                    await ch.send(msg)
+
+            serving = asyncio.ensure_future(alis.serve(ahandler))
+            await asyncio.to_thread(check, alis.url)
+        await serving
+
+    asyncio.run(main())

@@ -12,13 +12,14 @@ import queue
 import threading
 import time
 from collections import deque
+from types import TracebackType
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec, encode_message
 from ipcwire._deadline import seconds_left
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
-from ipcwire.errors import ChannelClosed, IpcwireError, Timeout
+from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.http._session import HIGH_WATER, LOW_WATER, Session
 
 __all__ = ["AioServerChannel", "ServerChannel"]
@@ -205,6 +206,12 @@ class ServerChannel(Channel):
         except RuntimeError:
             pass
 
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _note_failure(self._session, et)
+        self.close()
+
     @property
     def peer(self) -> PeerInfo | None:
         return self._session.peer
@@ -212,6 +219,13 @@ class ServerChannel(Channel):
     def statistics(self) -> ChannelStatistics:
         n = self._n
         return ChannelStatistics(n.sent, n.received, n.bytes_sent, n.bytes_received, self._queued)
+
+
+def _note_failure(session: Session, et: type[BaseException] | None) -> None:
+    """A handler leaving its channel's ``with`` block with an exception (other than the end
+    of its request) failed: a plain request it did not answer gets 500, not 204."""
+    if et is not None and not issubclass(et, EndOfChannel) and session.oneshot:
+        session.failed = True
 
 
 class AioServerChannel(AioChannel):
@@ -353,6 +367,12 @@ class AioServerChannel(AioChannel):
         self._session.server_close()
 
     async def aclose(self) -> None:
+        self.close()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _note_failure(self._session, et)
         self.close()
 
     @property

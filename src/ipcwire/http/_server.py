@@ -508,6 +508,12 @@ class HttpServer:
         if got:
             s.answered = True
             return self._reply(got[0])
+        if got is None and s.failed:
+            raise Problem(
+                500,
+                "server_error",
+                "the server application failed while handling the request (its log says why)",
+            )
         why = "it timed out" if got is not None else "none"
         s.client_close(
             EndOfChannel(f"{self.url}: a plain HTTP request has one message"),

@@ -85,6 +85,7 @@ class Session:
         self.server_done = False  # the application closed its channel
         self.client_done: IpcwireError | None = None  # why sending to the client fails now
         self.answered = False  # oneshot: the reply went out
+        self.failed = False  # oneshot: the application's handler raised before replying
         self.in_flight = 0
         self.streaming = False  # a GET .../stream takes every message as it comes
         self.last_seen = loop.time()
