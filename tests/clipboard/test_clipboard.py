@@ -18,7 +18,7 @@ from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.clipboard import SPEC, probe
 from ipcwire.clipboard.blocking import ClipboardChannel
-from ipcwire.errors import ConfigurationError, MechanismUnavailable, Timeout
+from ipcwire.errors import ConfigurationError, FrameTooLarge, MechanismUnavailable, Timeout
 from ipcwire.testing import acheck_channel, check_channel
 
 FAST: dict[str, Any] = {"poll_interval": 0.02}
@@ -198,3 +198,36 @@ def test_asyncio_reply_selection(x_display: str) -> None:
 def test_reply_must_be_the_other_selection(x_display: str) -> None:
     with pytest.raises(ConfigurationError, match="must be the other selection"):
         ipcwire.connect("clipboard:?reply=clipboard")
+
+
+def _xclip_copy(data: bytes) -> None:
+    """Copy ``data`` as another program would (xclip serves it until the next copy)."""
+    subprocess.run(
+        ["xclip", "-selection", "clipboard", "-i"],
+        input=data,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_content_over_max_frame_is_frame_too_large_and_skipped(x_display: str) -> None:
+    """What another program copied was returned whatever its size: max_frame was checked
+    only on send (both drivers)."""
+    with ipcwire.connect("clipboard:", max_frame=100, **FAST) as b:
+        _xclip_copy(b"y" * 1000)
+        with pytest.raises(FrameTooLarge) as err:
+            b.recv(timeout=5)
+        assert (err.value.size, err.value.limit, err.value.endpoint) == (1000, 100, "clipboard:")
+        _xclip_copy(b"small")
+        assert b.recv(timeout=5) == "small"  # the large one was skipped
+
+    async def main() -> None:
+        async with await aio.connect("clipboard:", max_frame=100, **FAST) as b:
+            _xclip_copy(b"z" * 1000)
+            with pytest.raises(FrameTooLarge):
+                await b.recv(timeout=5)
+            _xclip_copy(b"fits")
+            assert await b.recv(timeout=5) == "fits"
+
+    asyncio.run(main())

@@ -27,8 +27,21 @@ def encode(wire: WireFormat, obj: Any, text: bool, url: str) -> bytes:
     return data
 
 
-def decode(wire: WireFormat, data: bytes, text: bool) -> Any:
-    """The message for clipboard content ``data``."""
+def decode(wire: WireFormat, data: bytes, text: bool, url: str) -> Any:
+    """The message for clipboard content ``data``.
+
+    Raises:
+        FrameTooLarge: over max_frame (the content is skipped: the next change comes next).
+        RemoteProtocolError: it does not decode with the codec.
+    """
+    if len(data) > wire.max_frame:
+        raise FrameTooLarge(
+            f"the clipboard's content at {url} ({len(data)} bytes) is over max_frame="
+            f"{wire.max_frame}; it was skipped (raise max_frame= to take it)",
+            size=len(data),
+            limit=wire.max_frame,
+            endpoint=url,
+        )
     if text:
         return data.decode(errors="replace")
     return wire.decode(memoryview(data))

@@ -156,7 +156,7 @@ class AioClipboardChannel(AioChannel):
             if changed and now is not None:
                 self._received += 1
                 self._bytes_received += len(now)
-                return decode(self._wire, now, self._text)
+                return decode(self._wire, now, self._text, self.url)
             wait = self._interval
             if deadline is not None:
                 left = deadline - loop.time()

@@ -145,6 +145,7 @@ class ClipboardChannel(Channel):
         Raises:
             Timeout: no change in time. ChannelClosed, ChannelBroken.
             RemoteProtocolError: the content does not decode with this codec.
+            FrameTooLarge: the content is over max_frame (skipped).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -158,7 +159,7 @@ class ClipboardChannel(Channel):
             if changed and now is not None:
                 self._received += 1
                 self._bytes_received += len(now)
-                return decode(self._wire, now, self._text)
+                return decode(self._wire, now, self._text, self.url)
             wait = self._interval
             if deadline is not None:
                 left = deadline - time.monotonic()
