@@ -11,7 +11,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -466,5 +466,49 @@ def test_asyncio_send_many_timeout_is_for_the_whole_batch(shm_url: Callable[[], 
                 with pytest.raises(ipcwire.errors.Timeout, match="of its 20 messages"):
                     await c.send_many([b"m" * 500] * 20, timeout=0.5)
             await reading
+
+    asyncio.run(main())
+
+
+def test_asyncio_a_call_waiting_for_another_tasks_call_keeps_its_timeout(
+    shm_url: Callable[[], str],
+) -> None:
+    """Calls on one channel take turns; one waiting for another task's call gives up at its
+    own timeout (Timeout), as threads do on the blocking driver. It waited on the channel's
+    lock without one: recv(timeout=0.2) behind an untimed recv waited forever."""
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            c = await aio.connect(url, capacity="4K", timeout=10)
+            s = await accepting
+            assert isinstance(c, AioShmChannel)
+            receiving = asyncio.ensure_future(c.recv())  # holds the turn: nothing comes
+            while True:  # fill the ring; then a sender holds the turn, waiting for room
+                try:
+                    await c.send(b"z" * 500, timeout=0)
+                except ipcwire.errors.Timeout:
+                    break
+            sending = asyncio.ensure_future(c.send(b"y" * 500))
+            await asyncio.sleep(0)  # both start and wait
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: c.recv(timeout=0.05),
+                lambda: c.recv_many(timeout=0.05),
+                lambda: c.recv_view(timeout=0),
+                lambda: c.send(b"x", timeout=0.05),
+                lambda: c.send_many([b"x"], timeout=0.05),
+                lambda: c.loan(1, timeout=0),
+            ]
+            async with asyncio.timeout(10):  # (a guard: fails instead of hanging)
+                for call in calls:
+                    with pytest.raises(ipcwire.errors.Timeout, match="another task"):
+                        await call()
+            assert not receiving.done() and not sending.done()
+            await c.aclose()
+            await s.aclose()
+            for task in (receiving, sending):
+                with pytest.raises(ipcwire.errors.ChannelClosed):
+                    await task
 
     asyncio.run(main())

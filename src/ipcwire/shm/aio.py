@@ -129,15 +129,29 @@ class AioShmChannel(AioChannel):
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._loop.time() + max(timeout, 0.0)
 
+    async def _lock(self, lock: asyncio.Lock, deadline: float | None) -> None:
+        """Take ``lock`` (after another task's call on this channel), waiting no longer than
+        ``deadline``: as the ring serialises threads, each within its own timeout."""
+        if deadline is None or not lock.locked():
+            await lock.acquire()
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await lock.acquire()
+        except TimeoutError:
+            raise Timeout(
+                f"{self.url}: another task's call on this channel did not finish in time",
+                endpoint=self.url,
+            ) from None
+
     # -- receiving ----------------------------------------------------------------------------
-    async def _take(self, get: Callable[[float], Any], timeout: float | None) -> Any:
+    async def _take(self, get: Callable[[float], Any], deadline: float | None) -> Any:
         """``get(0)`` until it returns; park on the rx eventfd in between."""
         try:
             return get(0)
         except Timeout:
-            if timeout is not None and timeout <= 0:
+            if deadline is not None and self._loop.time() >= deadline:
                 raise
-        deadline = self._deadline(timeout)
         while True:
             if not self._rx.arm() and not await self._park("rx", deadline):
                 return get(0)  # the last chance; raises Timeout if still nothing
@@ -149,8 +163,12 @@ class AioShmChannel(AioChannel):
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, 1)[0]
-        async with self._recv_lock:
-            data = await self._take(self._rx.recv, timeout)
+        deadline = self._deadline(timeout)
+        await self._lock(self._recv_lock, deadline)
+        try:
+            data = await self._take(self._rx.recv, deadline)
+        finally:
+            self._recv_lock.release()
         return data if self._raw else self._decode(data)
 
     async def recv_many(
@@ -159,14 +177,24 @@ class AioShmChannel(AioChannel):
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, max_messages)
         rx = self._rx
-        async with self._recv_lock:
-            got: list[Any] = await self._take(lambda t: rx.recv_many(max_messages or 0, t), timeout)
+        deadline = self._deadline(timeout)
+        await self._lock(self._recv_lock, deadline)
+        try:
+            got: list[Any] = await self._take(
+                lambda t: rx.recv_many(max_messages or 0, t), deadline
+            )
+        finally:
+            self._recv_lock.release()
         return got if self._raw else decode_batch(self._decode, got, self._held)
 
     async def recv_view(self, *, timeout: float | None = None) -> memoryview:
         """The next message as a read-only view into the ring (see the blocking channel)."""
-        async with self._recv_lock:
-            view: memoryview = await self._take(self._rx.view, timeout)
+        deadline = self._deadline(timeout)
+        await self._lock(self._recv_lock, deadline)
+        try:
+            view: memoryview = await self._take(self._rx.view, deadline)
+        finally:
+            self._recv_lock.release()
         return view
 
     def release_view(self) -> None:
@@ -176,14 +204,19 @@ class AioShmChannel(AioChannel):
     # -- sending ------------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = obj if self._raw else self._encode(obj)
-        async with self._send_lock:
-            await self._put(data, self._deadline(timeout))
+        deadline = self._deadline(timeout)
+        await self._lock(self._send_lock, deadline)
+        try:
+            await self._put(data, deadline)
+        finally:
+            self._send_lock.release()
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = [obj if self._raw else self._encode(obj) for obj in objs]
         self._refuse_before_writing(items)
         deadline = self._deadline(timeout)  # one for the whole batch, as the ring's
-        async with self._send_lock:
+        await self._lock(self._send_lock, deadline)
+        try:
             for done, data in enumerate(items):
                 try:
                     await self._put(data, deadline)
@@ -197,6 +230,8 @@ class AioShmChannel(AioChannel):
                         f"were sent, the rest were not",
                         endpoint=self.url,
                     ) from None
+        finally:
+            self._send_lock.release()
 
     def _check_in_step(self) -> None:
         if self._send_broken:
@@ -265,19 +300,22 @@ class AioShmChannel(AioChannel):
     async def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring; then :meth:`send_loan`."""
         tx = self._tx
-        async with self._send_lock:
+        deadline = self._deadline(timeout)
+        await self._lock(self._send_lock, deadline)
+        try:
             self._check_in_step()
             try:
                 return tx.loan(size, 0)
             except Timeout:
-                if timeout is not None and timeout <= 0:
+                if deadline is not None and self._loop.time() >= deadline:
                     raise
-            deadline = self._deadline(timeout)
             while True:
                 if not tx.arm(size) and not await self._park("tx", deadline):
                     return tx.loan(size, 0)
                 with contextlib.suppress(Timeout):
                     return tx.loan(size, 0)
+        finally:
+            self._send_lock.release()
 
     def send_loan(self, size: int | None = None) -> None:
         """Send the loaned bytes (the first ``size`` of them, if given)."""
