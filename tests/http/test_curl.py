@@ -194,3 +194,21 @@ def test_a_handler_that_raises_is_500_and_the_server_goes_on() -> None:
         await serving
 
     asyncio.run(main())
+
+
+def test_a_long_poll_wait_that_is_not_seconds_is_400(json_echo: Listener) -> None:
+    """GET .../messages?wait= parsed its value with float() alone: a negative wait or NaN
+    answered 204 at once (NaN went to the event loop as a timer's deadline), where the
+    wait headers answer 400."""
+    auth = ("-H", "Authorization: Bearer s3cret")
+    status, _, body = curl(
+        "-X", "POST", *auth, "--data-binary", '{"ipcwire": 1, "codec": "json"}',
+        json_echo.url + "/channels",
+    )  # fmt: skip
+    assert status == 201
+    messages = f"{json_echo.url}/channels/{json.loads(body)['channel']}/messages"
+    for bad in ("soon", "-1", "nan"):
+        status, _, body = curl(*auth, f"{messages}?wait={bad}")
+        assert status == 400
+        assert "wait= must be seconds" in json.loads(body)["detail"]
+    assert curl(*auth, f"{messages}?wait=0")[0] == 204

@@ -63,6 +63,7 @@ def openapi_document(
                 "responses": {
                     "200": reply,
                     "204": {"description": "handled, no reply"},
+                    "500": _problem("the server application failed before replying"),
                     "504": _problem("no reply in time"),
                     **errors,
                 },
@@ -146,7 +147,12 @@ def openapi_document(
                 "summary": "Long-poll for the next messages",
                 "parameters": [
                     channel_id,
-                    {"name": "wait", "in": "query", "schema": {"type": "number"}},
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "description": "seconds to wait for a message (at most 20; default 0)",
+                        "schema": {"type": "number", "minimum": 0},
+                    },
                 ],
                 "responses": {
                     "200": {"description": "a batch", "content": {BATCH_TYPE: {"schema": batch}}},

@@ -426,10 +426,7 @@ class HttpServer:
 
     async def _poll(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
-        try:
-            wait = min(float(request.query.get("wait", "0")), MAX_POLL)
-        except ValueError:
-            raise Problem(400, "malformed", "wait= must be seconds") from None
+        wait = min(_seconds(request.query.get("wait", "0"), "wait="), MAX_POLL)
         s.in_flight += 1
         try:
             got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=wait)
