@@ -98,3 +98,13 @@ def test_bad_sizes_are_a_usage_error(tmp_path: Path) -> None:
     out = _bench("--sizes", "lots", cwd=tmp_path)
     assert out.returncode == 2
     assert "not a size" in out.stderr
+
+
+def test_a_mechanism_or_contender_that_names_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    # A typo measured nothing (or quietly left a mechanism out) and exited 0.
+    out = _bench("--mechanisms", "unxi,tcp", "--no-peers", "--no-floor", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout
+    assert "no contender runs on unxi" in out.stderr and "unix" in out.stderr
+    out = _bench("--contenders", "ipcwire/unxi/*", "--list", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout
+    assert "ipcwire/unxi/* matches no contender" in out.stderr

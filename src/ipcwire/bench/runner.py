@@ -219,6 +219,29 @@ def _selected(c: Contender, config: BenchConfig) -> bool:
     return config.mechanisms is None or c.mechanism in config.mechanisms
 
 
+def check_names(config: BenchConfig) -> None:
+    """For the command line: a mechanism or contender glob asked for that names no contender
+    is a typo, not a request to measure nothing.
+
+    Raises:
+        ValueError: naming what matched nothing and what there is.
+    """
+    known = all_contenders([])
+    mechanisms = sorted({c.mechanism for c in known})
+    unknown = [m for m in config.mechanisms or () if m not in mechanisms]
+    if unknown:
+        raise ValueError(
+            f"--mechanisms: no contender runs on {', '.join(unknown)}; the mechanisms are "
+            f"{', '.join(mechanisms)}"
+        )
+    missed = [g for g in config.only or () if not any(fnmatch.fnmatch(c.id, g) for c in known)]
+    if missed:
+        raise ValueError(
+            f"--contenders: {', '.join(missed)} matches no contender; `ipcwire bench --list` "
+            f"lists them"
+        )
+
+
 def plan(
     config: BenchConfig, notes: list[str], extra: Sequence[Contender] = ()
 ) -> tuple[list[Contender], dict[str, str], list[Measurement]]:

@@ -255,6 +255,14 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.load is None:
+        from ipcwire.bench.runner import check_names
+
+        try:
+            check_names(config)
+        except ValueError as exc:
+            print(f"ipcwire bench: {exc}", file=sys.stderr)
+            return 2
     if args.list:
         return _list(config)
     if args.load is not None:
