@@ -313,3 +313,33 @@ def test_closing_a_unary_channel_with_a_call_in_flight() -> None:
                     assert await call.recv(timeout=10) == b"call"
 
     asyncio.run(main())
+
+
+def test_a_unary_client_with_a_token_checks_the_servers_proof() -> None:
+    """A client with a token refuses a server that cannot prove it has the token too
+    (docs/errors.md: "a client with a token meets a server without one"). The stream client
+    checked ipcwire-proof; the unary=True client never did, and took the replies of a server
+    without the token (an impostor, or one started without token=) as answers. Now the
+    server sends its proof in the trailing metadata of each call, both drivers."""
+    with (
+        ipcwire.listen("grpc://127.0.0.1:0") as open_server,
+        ipcwire.listen("grpc://127.0.0.1:0", token="s3cret") as guarded,
+    ):
+        for server in (open_server, guarded):
+            threading.Thread(target=server.serve, args=(_echo,), daemon=True).start()
+        with ipcwire.connect(open_server.url, token="s3cret", unary=True) as u:
+            with pytest.raises(AuthenticationFailed, match="did not prove") as info:
+                u.request(b"x", timeout=10)
+            assert info.value.endpoint == open_server.url
+        with ipcwire.connect(guarded.url, token="s3cret", unary=True) as u:
+            assert u.request(b"y", timeout=10) == b"y"
+
+        async def main() -> None:
+            async with await aio.connect(open_server.url, token="s3cret", unary=True) as u:
+                with pytest.raises(AuthenticationFailed, match="did not prove") as info:
+                    await u.request(b"x", timeout=10)
+                assert info.value.endpoint == open_server.url
+            async with await aio.connect(guarded.url, token="s3cret", unary=True) as u:
+                assert await u.request(b"y", timeout=10) == b"y"
+
+        asyncio.run(main())

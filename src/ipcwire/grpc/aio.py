@@ -134,9 +134,12 @@ class AioGrpcListener(AioListener):
         refusal = ch.refusal()
         if refusal is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        # The limit and the token's proof go in the trailing metadata: a unary call has
+        # nothing to wait for before the reply, and it is sent with the status anyway.
         if ch.reply is None:
-            context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
+            context.set_trailing_metadata((*adm.initial, (NO_REPLY_KEY, "1")))
             return b""
+        context.set_trailing_metadata(adm.initial)
         return ch.reply
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
@@ -164,8 +167,12 @@ class AioGrpcListener(AioListener):
 class AioGrpcUnaryChannel(AioChannel):
     """Unary calls (asyncio): see :class:`ipcwire.grpc.blocking.GrpcUnaryChannel`."""
 
-    def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
+    def __init__(
+        self, url: str, options: ChannelOptions, gch: Any, metadata: Any, nonce: bytes
+    ) -> None:
         self.url = url
+        self._options = options
+        self._nonce = nonce
         self._codec = options.codec
         self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
         self._gch = gch
@@ -196,9 +203,12 @@ class AioGrpcUnaryChannel(AioChannel):
             raise error_from_status(
                 exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
             ) from exc
+        said = metadata_dict(trailing)
+        if self._options.token is not None:  # the server proves it has the token too
+            check_welcome(said, self._options, self.url, self._nonce)
         self._sent += 1
         self._bytes_sent += len(data)
-        if metadata_dict(trailing).get(NO_REPLY_KEY):
+        if said.get(NO_REPLY_KEY):
             return _NO_REPLY
         self._received += 1
         self._bytes_received += len(reply)
@@ -285,7 +295,8 @@ async def connect(
     nonce = secrets.token_bytes(16)
     md = client_metadata(options, url, nonce)
     if unary:
-        return AioGrpcUnaryChannel(url, options, _open_channel(addr, options, tls, keepalive), md)
+        gch = _open_channel(addr, options, tls, keepalive)
+        return AioGrpcUnaryChannel(url, options, gch, md, nonce)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()

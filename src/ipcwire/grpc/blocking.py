@@ -122,9 +122,12 @@ class GrpcListener(Listener):
         refusal = ch.refusal()
         if refusal is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        # The limit and the token's proof go in the trailing metadata: a unary call has
+        # nothing to wait for before the reply, and it is sent with the status anyway.
         if ch.reply is None:
-            context.set_trailing_metadata(((NO_REPLY_KEY, "1"),))
+            context.set_trailing_metadata((*adm.initial, (NO_REPLY_KEY, "1")))
             return b""
+        context.set_trailing_metadata(adm.initial)
         return ch.reply
 
     def accept(self, *, timeout: float | None = None) -> Channel:
@@ -174,8 +177,12 @@ class GrpcUnaryChannel(Channel):
     """A client channel of unary calls (``unary=True``): ``request`` is one call; ``send``
     makes a call and queues its reply for ``recv``."""
 
-    def __init__(self, url: str, options: ChannelOptions, gch: Any, metadata: Any) -> None:
+    def __init__(
+        self, url: str, options: ChannelOptions, gch: Any, metadata: Any, nonce: bytes
+    ) -> None:
         self.url = url
+        self._options = options
+        self._nonce = nonce
         self._codec = options.codec
         self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
         self._max_frame = options.max_frame
@@ -199,9 +206,12 @@ class GrpcUnaryChannel(Channel):
             raise error_from_status(
                 exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
             ) from exc
+        trailing = metadata_dict(call.trailing_metadata())
+        if self._options.token is not None:  # the server proves it has the token too
+            check_welcome(trailing, self._options, self.url, self._nonce)
         self._sent += 1
         self._bytes_sent += len(data)
-        if metadata_dict(call.trailing_metadata()).get(NO_REPLY_KEY):
+        if trailing.get(NO_REPLY_KEY):
             return _NO_REPLY
         self._received += 1
         self._bytes_received += len(reply)
@@ -287,7 +297,8 @@ def connect(
     nonce = secrets.token_bytes(16)
     md = client_metadata(options, url, nonce)
     if unary:
-        return GrpcUnaryChannel(url, options, open_channel(addr, options, tls, keepalive), md)
+        gch = open_channel(addr, options, tls, keepalive)
+        return GrpcUnaryChannel(url, options, gch, md, nonce)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
