@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -509,5 +510,32 @@ def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
                 assert await s.recv(timeout=10) == b"start"
                 await s.send_many([b"a", b"bad", b"c", b"end"])
                 assert await areceive_all(c, timeout=10) == [b"a", "error", b"c", b"end"]
+
+    asyncio.run(main())
+
+
+def _slow_head(url: str) -> bytes:
+    """Open a connection, send half a request head and wait: what the server does."""
+    host, port = url.split("//")[1].split("/", maxsplit=1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /api HTTP/1.1\r\nHost: x\r\nX-Rest-Comes: ")
+        sock.settimeout(20)  # a guard: the listener's limit is 0.3 s
+        return sock.recv(4096)
+
+
+def test_a_client_that_never_finishes_its_request_head_is_dropped() -> None:
+    """aiohttp's low-level server keeps a connection that sends nothing, or trickles its
+    headers (slowloris), for its keepalive_timeout: an hour by default, a descriptor each.
+    Now the head must come within handshake_timeout (as a WebSocket upgrade must), both
+    drivers; an ipcwire client keeps working."""
+    with ipcwire.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as lis:
+        _serve(lis)
+        assert _slow_head(lis.url) == b""
+        with ipcwire.connect(lis.url, timeout=10) as ch:
+            assert ch.request(b"still served", timeout=10) == b"still served"
+
+    async def main() -> None:
+        async with await aio.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as alis:
+            assert await asyncio.to_thread(_slow_head, alis.url) == b""
 
     asyncio.run(main())

@@ -117,7 +117,15 @@ class HttpServer:
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         """Serve on an already listening socket."""
         loop = self._loop = asyncio.get_running_loop()
-        self._web = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        # A connection must bring a whole request head within handshake_timeout of opening
+        # (or of its last response), as a WebSocket upgrade must: aiohttp's low-level server
+        # otherwise keeps one that sends nothing, or trickles its headers, for an hour.
+        self._web = web.Server(
+            self._handle,
+            handler_cancellation=True,
+            access_log=None,
+            keepalive_timeout=self._opts.handshake_timeout,
+        )
         self._server = await loop.create_server(self._web, sock=sock, ssl=ssl_context)
         self._sweeper = loop.create_task(self._sweep())
 
