@@ -108,3 +108,33 @@ def test_a_mechanism_or_contender_that_names_nothing_is_a_usage_error(tmp_path: 
     out = _bench("--contenders", "ipcwire/unxi/*", "--list", cwd=tmp_path)
     assert out.returncode == 2, out.stdout
     assert "ipcwire/unxi/* matches no contender" in out.stderr
+
+
+TINY = ("--quick", "--duration", "0.05", "--warmup", "0.01", "--repeat", "1",
+        "--mechanisms", "unix", "--no-peers", "--no-floor", "--contenders", "raw/unix")  # fmt: skip
+
+
+def test_an_output_that_cannot_be_written_is_said_before_measuring(tmp_path: Path) -> None:
+    # It was found after the run (half an hour for a full one), as an OSError traceback.
+    out = _bench(*TINY, "--json", "nodir/out.json", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "cannot write --json nodir/out.json: there is no directory nodir" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_a_write_that_fails_after_measuring_keeps_the_rest(tmp_path: Path) -> None:
+    # /dev/full: writable, and every write fails (ENOSPC), as on a full disk.
+    out = _bench(*TINY, "--json", "/dev/full", "--markdown", "out.md", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "could not write --json /dev/full: No space left on device" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "sorted by round trip" in out.stdout  # the table still shows the numbers
+    assert (tmp_path / "out.md").read_text()
+
+
+def test_load_of_a_missing_or_garbled_file_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "garbled.json").write_text("{not json")
+    for name in ("missing.json", "garbled.json"):
+        out = _bench("--load", name, cwd=tmp_path)
+        assert out.returncode == 2, out.stderr
+        assert f"cannot read {name}" in out.stderr and "Traceback" not in out.stderr

@@ -265,8 +265,31 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.list:
         return _list(config)
+    outputs = {
+        flag: path
+        for flag, path in (
+            ("--json", args.json),
+            ("--plot", args.plot),
+            ("--html", args.html),
+            ("--markdown", args.markdown),
+        )
+        if path is not None
+    }
+    for flag, path in outputs.items():
+        why = _unwritable(path)
+        if why is not None:  # found now, not after a run of half an hour
+            print(f"ipcwire bench: cannot write {flag} {path}: {why}", file=sys.stderr)
+            return 2
     if args.load is not None:
-        doc = json.loads(args.load.read_text())
+        try:
+            doc = json.loads(args.load.read_text())
+        except (OSError, ValueError) as exc:
+            print(
+                f"ipcwire bench: cannot read {args.load}: {exc}; --load takes the file "
+                f"`ipcwire bench --json PATH` wrote",
+                file=sys.stderr,
+            )
+            return 2
         problems = validate(doc)
         if problems:
             print(f"ipcwire bench: {args.load} is not a bench report:", file=sys.stderr)
@@ -282,23 +305,54 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"ipcwire bench: {exc}", file=sys.stderr)
             return 2
-    if args.json is not None:
-        args.json.write_text(json.dumps(doc, indent=1) + "\n")
-    if args.plot is not None:
+    unwritten = _write_outputs(doc, outputs)
+    render(doc, _console())
+    for line in unwritten:
+        print(f"ipcwire bench: {line}", file=sys.stderr)
+    failed = any(r["status"] == "failed" for r in doc["results"])
+    return 1 if failed or unwritten else 0
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return "it is a directory"
+    if not parent.is_dir():
+        return f"there is no directory {parent}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is not writable by you"
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"you may not create files in {parent}"
+    return None
+
+
+def _write_outputs(doc: dict[str, Any], outputs: dict[str, Path]) -> list[str]:
+    """Write each file asked for; what could not be written (the others still are)."""
+    failed = []
+    for flag, path in outputs.items():
+        try:
+            _write(doc, flag, path)
+        except OSError as exc:
+            failed.append(f"could not write {flag} {path}: {exc.strerror or exc}")
+    return failed
+
+
+def _write(doc: dict[str, Any], flag: str, path: Path) -> None:
+    if flag == "--json":
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+    elif flag == "--plot":
         from ipcwire.bench.plot import write_png
 
-        write_png(doc, args.plot)
-    if args.html is not None:
+        write_png(doc, path)
+    elif flag == "--html":
         from ipcwire.bench.html import write_html
 
-        write_html(doc, args.html)
-    if args.markdown is not None:
+        write_html(doc, path)
+    else:
         from ipcwire.bench.markdown import write_markdown
 
-        write_markdown(doc, args.markdown)
-    render(doc, _console())
-    failed = any(r["status"] == "failed" for r in doc["results"])
-    return 1 if failed else 0
+        write_markdown(doc, path)
 
 
 def main(argv: list[str] | None = None) -> int:
