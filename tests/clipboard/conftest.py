@@ -3,17 +3,20 @@ is ready (-displayfd); DISPLAY is set for the tests and the tools they run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 
-@pytest.fixture(scope="module")
-def x_display() -> Iterator[str]:
+@contextlib.contextmanager
+def _xvfb() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An Xvfb on a free display: its display name (once it accepts) and its process."""
     exe = shutil.which("Xvfb")
     assert exe, "Xvfb is missing: install Debian's xvfb package (./dev test does)"
     assert shutil.which("xclip"), "xclip is missing: install Debian's xclip (./dev test does)"
@@ -36,14 +39,28 @@ def x_display() -> Iterator[str]:
             number += chunk
     finally:
         os.close(r)
-    display = f":{number.decode().strip()}"
     try:
-        with pytest.MonkeyPatch.context() as env:  # restored afterwards
-            env.setenv("DISPLAY", display)
-            yield display
+        yield f":{number.decode().strip()}", proc
     finally:
-        proc.terminate()  # xclip's serving processes exit with their X connection
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a test may have stopped it
+            proc.terminate()  # xclip's serving processes exit with their X connection
         proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def x_display() -> Iterator[str]:
+    with _xvfb() as (display, _), pytest.MonkeyPatch.context() as env:  # restored afterwards
+        env.setenv("DISPLAY", display)
+        yield display
+
+
+@pytest.fixture
+def own_display() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An X server of this test's own (pass its display as ``display=``), and its process,
+    for the test to stop or kill."""
+    with _xvfb() as xvfb:
+        yield xvfb
 
 
 @pytest.fixture(autouse=True)

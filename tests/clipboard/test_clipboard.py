@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -231,3 +233,40 @@ def test_content_over_max_frame_is_frame_too_large_and_skipped(x_display: str) -
             assert await b.recv(timeout=5) == "fits"
 
     asyncio.run(main())
+
+
+def test_timeouts_are_honoured_when_the_display_does_not_answer(
+    own_display: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """A stopped (hung) X server: recv(timeout=0.3) and send(timeout=0.3) waited for the
+    tool's own 10 s limit and then raised ChannelBroken, in both drivers."""
+    display, xvfb = own_display
+    errors: list[Timeout] = []
+
+    def attempts(ch: Any) -> list[Any]:
+        return [lambda: ch.recv(timeout=0.3), lambda: ch.send("x", timeout=0.3)]
+
+    with ipcwire.connect("clipboard:", display=display, **FAST) as ch:
+        os.kill(xvfb.pid, signal.SIGSTOP)
+        try:
+            for attempt in attempts(ch):
+                with pytest.raises(Timeout) as err:
+                    attempt()
+                errors.append(err.value)
+        finally:
+            os.kill(xvfb.pid, signal.SIGCONT)
+
+    async def main() -> None:
+        async with await aio.connect("clipboard:", display=display, **FAST) as ch:
+            os.kill(xvfb.pid, signal.SIGSTOP)
+            try:
+                for attempt in attempts(ch):
+                    with pytest.raises(Timeout) as err:
+                        await attempt()
+                    errors.append(err.value)
+            finally:
+                os.kill(xvfb.pid, signal.SIGCONT)
+
+    asyncio.run(main())
+    assert [e.endpoint for e in errors] == ["clipboard:"] * 4
+    assert all("is the display answering?" in str(e) for e in errors)

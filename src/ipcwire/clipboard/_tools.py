@@ -15,11 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ipcwire.errors import ChannelBroken, ConfigurationError, MechanismUnavailable
+from ipcwire.errors import ChannelBroken, ConfigurationError, MechanismUnavailable, Timeout
 
-__all__ = ["TOOL_TIMEOUT", "Tool", "pick_tool", "tool_failed", "unavailable_reason"]
+__all__ = [
+    "TOOL_TIMEOUT",
+    "Tool",
+    "pick_tool",
+    "tool_failed",
+    "tool_limit",
+    "tool_timed_out",
+    "unavailable_reason",
+]
 
 TOOL_TIMEOUT: Final = 10.0  # a clipboard owner that does not answer within this is broken
+MIN_TOOL_TIME: Final = 0.25  # what a tool run gets even when the caller's time is up
 INSTALL_HINT = "install xclip (apt install xclip) or xsel for X11, wl-clipboard for Wayland"
 
 
@@ -42,6 +51,23 @@ def tool_failed(tool: Tool, what: str, detail: str, url: str) -> ChannelBroken:
     return ChannelBroken(
         f"{url}: {tool.name} failed to {what} the clipboard ({tool.describe()}): "
         f"{detail.strip() or 'no error message'}",
+        endpoint=url,
+    )
+
+
+def tool_limit(deadline: float | None, now: float) -> tuple[float, bool]:
+    """How long a tool run may take before a caller's ``deadline`` (on the clock that gave
+    ``now``), and whether that deadline (not :data:`TOOL_TIMEOUT`) is what limits it."""
+    if deadline is None or deadline - now >= TOOL_TIMEOUT:
+        return TOOL_TIMEOUT, False
+    return max(deadline - now, MIN_TOOL_TIME), True
+
+
+def tool_timed_out(tool: Tool, what: str, url: str) -> Timeout:
+    """The error for a run of ``tool`` cut short by the caller's timeout."""
+    return Timeout(
+        f"{url}: {tool.name} did not {what} the clipboard in time ({tool.describe()}; is the "
+        f"display answering?)",
         endpoint=url,
     )
 

@@ -4,8 +4,10 @@ the loop (see the blocking driver for the behaviour)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ipcwire._core.url import Endpoint
@@ -14,7 +16,7 @@ from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.clipboard._content import decode, encode
 from ipcwire.clipboard._options import ClipboardOptions, checked_options
-from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed
+from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed, tool_limit, tool_timed_out
 from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.options import ChannelOptions
 
@@ -41,12 +43,14 @@ class AioBackend:
         self.tool = tool
         self.url = url
 
-    async def paste(self) -> bytes | None:
+    async def paste(self, deadline: float | None = None) -> bytes | None:
         """The clipboard's content, or None when empty.
 
         Raises:
             ChannelBroken: the tool failed.
+            Timeout: it had not answered by ``deadline`` (the loop's clock).
         """
+        limit, by_caller = tool_limit(deadline, asyncio.get_running_loop().time())
         proc = await asyncio.create_subprocess_exec(
             *self.tool.paste,
             stdout=asyncio.subprocess.PIPE,
@@ -54,11 +58,13 @@ class AioBackend:
             env=dict(self.tool.env),
         )
         try:
-            async with asyncio.timeout(TOOL_TIMEOUT):
+            async with asyncio.timeout(limit):
                 out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
             await proc.wait()
+            if by_caller:
+                raise tool_timed_out(self.tool, "read", self.url) from None
             raise tool_failed(self.tool, "read", "it did not answer", self.url) from None
         if proc.returncode == 0:
             return out
@@ -74,6 +80,7 @@ class AioBackend:
             Timeout, ChannelBroken.
         """
         loop = asyncio.get_running_loop()
+        limit, by_caller = tool_limit(deadline, loop.time())
         with tempfile.TemporaryFile() as err:
             proc = await asyncio.create_subprocess_exec(
                 *self.tool.copy,
@@ -83,16 +90,18 @@ class AioBackend:
                 env=dict(self.tool.env),
             )
             try:
-                async with asyncio.timeout(TOOL_TIMEOUT):
+                async with asyncio.timeout(limit):
                     await proc.communicate(data)
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+                if by_caller:
+                    raise tool_timed_out(self.tool, "write", self.url) from None
                 raise tool_failed(self.tool, "write", "it did not return", self.url) from None
             if proc.returncode != 0:
                 err.seek(0)
                 raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
-        while await self.paste() != data:
+        while await self.paste(deadline) != data:
             if loop.time() >= deadline:
                 raise Timeout(
                     f"{self.url}: the clipboard did not show the copied content in time",
@@ -135,7 +144,7 @@ class AioClipboardChannel(AioChannel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (TOOL_TIMEOUT if timeout is None else timeout)
-        async with self._lock:
+        async with self._locked(deadline, "write"):
             await self._out.copy(data, deadline)
             if self._out is self._backend:  # one slot: do not receive our own message
                 self._last = data
@@ -148,8 +157,8 @@ class AioClipboardChannel(AioChannel):
         while True:
             if self._closing.is_set():
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            async with self._lock:
-                now = await self._backend.paste()
+            async with self._locked(deadline, "read"):
+                now = await self._backend.paste(deadline)
                 changed = now is not None and now != self._last
                 if changed:
                     self._last = now
@@ -171,6 +180,23 @@ class AioClipboardChannel(AioChannel):
             except TimeoutError:
                 continue
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, deadline: float | None, what: str) -> AsyncIterator[None]:
+        """Hold the tool lock, waiting for it no longer than ``deadline`` (the loop's clock).
+
+        Raises:
+            Timeout: another task's tool run held it until then.
+        """
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise tool_timed_out(self._backend.tool, what, self.url) from None
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         self._closing.set()

@@ -9,10 +9,12 @@ opened, and never what this channel itself copied.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -20,7 +22,7 @@ from ipcwire._core.wire import WireFormat
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.clipboard._content import decode, encode
 from ipcwire.clipboard._options import ClipboardOptions, checked_options
-from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed
+from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed, tool_limit, tool_timed_out
 from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.options import ChannelOptions
 
@@ -38,21 +40,25 @@ class Backend:
         self.tool = tool
         self.url = url
 
-    def paste(self) -> bytes | None:
+    def paste(self, deadline: float | None = None) -> bytes | None:
         """The clipboard's content, or None when nothing is on it.
 
         Raises:
             ChannelBroken: the tool failed (for example the display went away).
+            Timeout: it had not answered by ``deadline``.
         """
+        limit, by_caller = tool_limit(deadline, time.monotonic())
         try:
             run = subprocess.run(
                 self.tool.paste,
                 capture_output=True,
                 env=self.tool.env,
-                timeout=TOOL_TIMEOUT,
+                timeout=limit,
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
+            if by_caller:
+                raise tool_timed_out(self.tool, "read", self.url) from exc
             raise tool_failed(self.tool, "read", "it did not answer", self.url) from exc
         if run.returncode == 0:
             return run.stdout
@@ -69,6 +75,7 @@ class Backend:
         """
         # The copy tool forks a server that inherits stderr: a file, never a pipe we wait on.
         with tempfile.TemporaryFile() as err:
+            limit, by_caller = tool_limit(deadline, time.monotonic())
             try:
                 run = subprocess.run(
                     self.tool.copy,
@@ -76,15 +83,17 @@ class Backend:
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     env=self.tool.env,
-                    timeout=TOOL_TIMEOUT,
+                    timeout=limit,
                     check=False,
                 )
             except subprocess.TimeoutExpired as exc:
+                if by_caller:
+                    raise tool_timed_out(self.tool, "write", self.url) from exc
                 raise tool_failed(self.tool, "write", "it did not return", self.url) from exc
             if run.returncode != 0:
                 err.seek(0)
                 raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
-        while self.paste() != data:  # the forked server takes ownership a moment later
+        while self.paste(deadline) != data:  # the forked server takes ownership a moment later
             if time.monotonic() >= deadline:
                 raise Timeout(
                     f"{self.url}: the clipboard did not show the copied content in time "
@@ -132,7 +141,7 @@ class ClipboardChannel(Channel):
         if self._closing.is_set():
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         deadline = time.monotonic() + (TOOL_TIMEOUT if timeout is None else timeout)
-        with self._lock:
+        with self._locked(deadline, "write"):
             self._out.copy(data, deadline)
             if self._out is self._backend:  # one slot: do not receive our own message
                 self._last = data
@@ -151,8 +160,8 @@ class ClipboardChannel(Channel):
         while True:
             if self._closing.is_set():
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            with self._lock:
-                now = self._backend.paste()
+            with self._locked(deadline, "read"):
+                now = self._backend.paste(deadline)
                 changed = now is not None and now != self._last
                 if changed:
                     self._last = now
@@ -170,6 +179,21 @@ class ClipboardChannel(Channel):
                 wait = min(wait, left)
             if self._closing.wait(wait):
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+
+    @contextlib.contextmanager
+    def _locked(self, deadline: float | None, what: str) -> Iterator[None]:
+        """Hold the tool lock, waiting for it no longer than ``deadline``.
+
+        Raises:
+            Timeout: another thread's tool run held it until then.
+        """
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            raise tool_timed_out(self._backend.tool, what, self.url)
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Stop; what was copied stays on the clipboard (that is what clipboards do)."""
