@@ -66,11 +66,12 @@ class ByteStream:
 class SocketStream(ByteStream):
     """A connected stream socket in blocking mode."""
 
-    __slots__ = ("_rcvtimeo", "_sndtimeo", "sock")
+    __slots__ = ("_owner", "_rcvtimeo", "_sndtimeo", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
+        self._owner = os.getpid()
         self._rcvtimeo: float | None = None
         self._sndtimeo: float | None = None
 
@@ -133,18 +134,20 @@ class SocketStream(ByteStream):
             pass
 
     def close(self) -> None:
-        self.shutdown()
+        if os.getpid() == self._owner:  # not in a forked child: its parent's connection
+            self.shutdown()
         self.sock.close()
 
 
 class TlsStream(ByteStream):
     """A TLS socket; timeouts through Python's own socket timeout (TLS needs it)."""
 
-    __slots__ = ("_timeout", "sock")
+    __slots__ = ("_owner", "_timeout", "sock")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         sock.settimeout(None)
         self.sock = sock
+        self._owner = os.getpid()
         self._timeout: float | None = None
 
     def fileno(self) -> int:
@@ -201,7 +204,8 @@ class TlsStream(ByteStream):
             pass
 
     def close(self) -> None:
-        self.shutdown()
+        if os.getpid() == self._owner:  # not in a forked child: its parent's connection
+            self.shutdown()
         self.sock.close()
 
 

@@ -39,6 +39,7 @@ from ipcwire.errors import (
 from ipcwire.pipe._fd import PIPE_BUF, FdStream, grow_pipe
 
 __all__ = [
+    "CreatedFifos",
     "FifoPaths",
     "FifoWriteStream",
     "client_busy",
@@ -123,6 +124,34 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
         )
     _check_existing(path, url, st, mode)
     return False
+
+
+class CreatedFifos:
+    """The FIFOs a listener created (of ``paths``), to remove when it closes: only by the
+    process that created them (a forked child closing its copy of the listener leaves its
+    parent's FIFOs alone), and only while each is still the file that was created."""
+
+    def __init__(self, paths: FifoPaths, url: str, mode: int) -> None:
+        self._owner = os.getpid()
+        self._files: list[tuple[str, int]] = []
+        try:
+            for path in (paths.path, paths.reply):
+                if path is not None and create_fifo(path, url, mode):
+                    self._files.append((path, os.stat(path).st_ino))
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        files, self._files = self._files, []
+        if os.getpid() != self._owner:
+            return
+        for path, ino in files:
+            try:
+                if os.lstat(path).st_ino == ino:  # still ours: never remove a stranger's file
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 def _check_existing(path: str, url: str, st: os.stat_result, mode: int) -> None:

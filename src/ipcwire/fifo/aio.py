@@ -15,9 +15,9 @@ from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
 from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
+    CreatedFifos,
     FifoPaths,
     client_busy,
-    create_fifo,
     hold_session_once,
     lock_reply_once,
     no_reader,
@@ -194,19 +194,16 @@ class AioFifoListener(AioListener):
         self.paths = paths
         self._options = options
         self._loop = asyncio.get_running_loop()
-        self._created: list[tuple[str, int]] = []
         self._closed = False
         self._close_event = asyncio.Event()
         self._current: AioChannel | None = None
         self._session_done = asyncio.Event()
+        self._created = CreatedFifos(paths, url, mode)
         try:
-            for path in (paths.path, paths.reply):
-                if path is not None and create_fifo(path, url, mode):
-                    self._created.append((path, os.stat(path).st_ino))
             self._rfd: int | None = open_read(paths.path, url)
             self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
-            self._remove_created()
+            self._created.remove()
             raise
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
@@ -296,13 +293,4 @@ class AioFifoListener(AioListener):
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._rfd = self._keeper = None
-        self._remove_created()
-
-    def _remove_created(self) -> None:
-        for path, ino in self._created:
-            try:
-                if os.lstat(path).st_ino == ino:
-                    os.unlink(path)
-            except OSError:
-                pass
-        self._created = []
+        self._created.remove()

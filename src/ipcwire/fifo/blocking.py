@@ -33,9 +33,9 @@ from ipcwire.errors import (
 )
 from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
+    CreatedFifos,
     FifoPaths,
     FifoWriteStream,
-    create_fifo,
     hold_session_once,
     lock_reply,
     open_read,
@@ -136,22 +136,19 @@ class FifoListener(Listener):
         self.url = url
         self.paths = paths
         self._options = options
-        self._created: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
         self._current: PipeChannel | None = None
         self._stop = threading.Event()  # wakes an accept() that waits for a reply reader
+        self._created = CreatedFifos(paths, url, mode)
         try:
-            for path in (paths.path, paths.reply):
-                if path is not None and create_fifo(path, url, mode):
-                    self._created.append((path, os.stat(path).st_ino))
             # Holding the read end open lets writers connect at once; in one-way mode the
             # listener keeps one open for its whole life (see accept).
             self._rfd: int | None = open_read(paths.path, url)
             self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
-            self._remove_created()
+            self._created.remove()
             raise
 
     def accept(self, *, timeout: float | None = None) -> Channel:
@@ -251,13 +248,4 @@ class FifoListener(Listener):
                 if fd is not None:
                     os.close(fd)
             self._rfd = self._keeper = None
-        self._remove_created()
-
-    def _remove_created(self) -> None:
-        for path, ino in self._created:
-            try:
-                if os.lstat(path).st_ino == ino:  # still ours: never remove a stranger's file
-                    os.unlink(path)
-            except OSError:
-                pass
-        self._created = []
+        self._created.remove()

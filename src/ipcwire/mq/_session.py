@@ -485,8 +485,9 @@ def release_rendezvous(
     q: MessageQueue, lock: FileLock, base: str, options: ChannelOptions, *, unlink: bool
 ) -> None:
     """Close the listener's queue: clean up announcements nobody will accept, unlink the
-    queue (unless ``unlink`` is False), release and remove the lock."""
-    if unlink:
+    queue (unless ``unlink`` is False), release and remove the lock. A forked child closing
+    its copy of the listener only closes its descriptors: the queue is its parent's."""
+    if unlink and lock.owner == os.getpid():
         while (got := _try_recv(q)) is not None:
             try:
                 hello = Hello.decode(got, options.url)

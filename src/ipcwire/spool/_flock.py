@@ -88,6 +88,7 @@ class FileLock:
         self.shared = shared
         self.mode = mode
         self._fd: int | None = None
+        self.owner: int | None = None  # the pid that took the lock (a forked child shares it)
 
     @property
     def locked(self) -> bool:
@@ -115,6 +116,7 @@ class FileLock:
                 return False
             raise translate(exc, self.path, "locking") from exc
         self._fd = fd
+        self.owner = os.getpid()
         if not self.shared:
             self._write_note(fd)
         return True
@@ -223,10 +225,11 @@ class FileLock:
         return self
 
     def release(self) -> None:
-        """Let go of the lock; idempotent."""
+        """Let go of the lock; idempotent. In a forked child this only closes its copy: the
+        lock (shared by the copies) and its note stay its parent's."""
         fd, self._fd = self._fd, None
         if fd is not None:
-            if not self.shared:
+            if not self.shared and self.owner == os.getpid():
                 try:
                     os.ftruncate(fd, 0)
                 except OSError:

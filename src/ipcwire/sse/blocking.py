@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import socket
 import ssl as ssl_module
@@ -73,6 +74,7 @@ class SseClientChannel(ClientChannelBase, Channel):
         self._view = memoryview(self._buf)
         self._recv_lock = threading.Lock()
         self._wake = threading.Event()
+        self._owner = os.getpid()
 
     # -- one connection ---------------------------------------------------------------------
     def _open(self, deadline: float) -> None:
@@ -117,10 +119,11 @@ class SseClientChannel(ClientChannelBase, Channel):
     def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            if os.getpid() == self._owner:  # (a forked child's copy: its parent's connection)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             sock.close()
 
     _drop = _drop_socket  # how ClientChannelBase lets the connection go
@@ -329,12 +332,15 @@ class SseListener(Listener):
         loop: asyncio.AbstractEventLoop,
         thread: threading.Thread,
         ready: queue.SimpleQueue[SseServerChannel | None],
+        sock: socket.socket,
     ) -> None:
         self.url = server.url
         self._server = server
         self._loop = loop
         self._thread = thread
         self._ready = ready
+        self._sock = sock
+        self._owner = os.getpid()
         self._closed = False
 
     def accept(self, *, timeout: float | None = None) -> Channel:
@@ -355,6 +361,12 @@ class SseListener(Listener):
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            # A forked child closing its copy: the serving thread and its loop are the
+            # parent's (they do not run here). Only let go of the listening socket, so that
+            # the port is free once the parent closes it.
+            self._sock.close()
+            return
         loop = self._loop
         if not loop.is_closed():
             fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), loop)
@@ -406,4 +418,4 @@ def listen(
         thread.join(5)
         sock.close()
         raise
-    return SseListener(server, loop, thread, ready)
+    return SseListener(server, loop, thread, ready, sock)

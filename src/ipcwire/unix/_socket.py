@@ -270,8 +270,11 @@ def bind_listener(
 
     assert addr.path is not None
     path = os.path.abspath(addr.path)  # unix:relative.sock: the file even if cwd changes
+    owner = os.getpid()
 
     def cleanup() -> None:
+        if os.getpid() != owner:  # a forked child closing its copy: the file is its parent's
+            return
         try:
             st = os.lstat(path)
             if (st.st_dev, st.st_ino) == ident:

@@ -1,0 +1,152 @@
+"""Across fork: a child that closes its copies of its parent's listeners and channels leaves
+the parent's alone.
+
+After ``os.fork()`` the child holds copies of every descriptor. Closing them in the child
+(an ``with`` block left, a prefork worker exiting normally) must not remove the parent's
+socket file, FIFO or queue, shut down (``shutdown(2)``) a connection the parent still uses,
+say goodbye to the parent's peer, or raise. It did: the parent's listener lost its socket
+file (clients got "no socket at ..."), its connections broke, and the SSE listener's close
+raised ``RuntimeError`` in the child. Each case runs in a fresh interpreter, which forks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from tests._proc import run_python
+
+# What the parent does after its child closed everything and exited: one message from a new
+# client to the listener (the listener's file, queue or socket is still there), and one each
+# way on the channel that was open at the fork (it was not shut down).
+FORK = """
+import os, signal, sys, threading, ipcwire
+
+url, both_ways = sys.argv[1], sys.argv[2] == "1"
+
+def pair(lst):
+    box = []
+    t = threading.Thread(target=lambda: box.append(ipcwire.connect(lst.url, timeout=10)))
+    t.start()
+    server = lst.accept(timeout=10)
+    t.join(10)
+    return box[0], server
+
+lst = ipcwire.listen(url)
+client, server = pair(lst)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang in the child fails the test
+    try:
+        client.close()
+        server.close()
+        lst.close()
+    except BaseException as exc:
+        print("the child's close raised", repr(exc), flush=True)
+        os._exit(1)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status}"
+client.send(b"after the fork")
+assert server.recv(timeout=10) == b"after the fork"
+if both_ways:
+    server.send(b"back")
+    assert client.recv(timeout=10) == b"back"
+client.close()
+server.close()
+client, server = pair(lst)
+client.send(b"new client")
+assert server.recv(timeout=10) == b"new client"
+client.close()
+server.close()
+lst.close()
+print("ok")
+"""
+
+
+def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
+    name = f"ipcwt-{uuid.uuid4().hex[:10]}"
+    return {
+        "unix": (f"unix:{tmp_path}/s.sock", True),
+        "tcp": ("tcp://127.0.0.1:0", True),
+        "ws+unix": (f"ws+unix://{tmp_path}/w.sock", True),
+        "fifo": (f"fifo://{tmp_path}/f.fifo", False),
+        "mq": (f"mq://{name}", True),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq"])
+def test_a_forked_child_closing_its_copies_leaves_the_parent_alone(
+    kind: str, tmp_path: Path
+) -> None:
+    url, both_ways = _url(kind, tmp_path)
+    out = run_python(
+        FORK.replace("sys.argv[1]", repr(url)).replace(
+            "sys.argv[2]", repr("1" if both_ways else "0")
+        )
+    )
+    assert out.strip() == "ok", out
+    assert list(tmp_path.iterdir()) == [], "the parent's close left files behind"
+
+
+SSE = """
+import os, signal, ipcwire
+
+lst = ipcwire.listen("sse+http://127.0.0.1:0/events")
+client = ipcwire.connect(lst.url, timeout=10)
+server = lst.accept(timeout=10)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    try:
+        client.close()
+        server.close()
+        lst.close()
+    except BaseException as exc:
+        print("the child's close raised", repr(exc), flush=True)
+        os._exit(1)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status}"
+server.send(b"after the fork")
+assert client.recv(timeout=10) == b"after the fork"
+other = ipcwire.connect(lst.url, timeout=10)
+lst.accept(timeout=10).send(b"new client")
+assert other.recv(timeout=10) == b"new client"
+lst.close()
+print("ok")
+"""
+
+
+def test_a_forked_child_closing_an_sse_listener_neither_raises_nor_stops_the_parent() -> None:
+    assert run_python(SSE).strip() == "ok"
+
+
+LOCK = """
+import json, os, sys
+from ipcwire.spool._flock import FileLock
+
+path = sys.argv[1]
+lock = FileLock(path).acquire(timeout=5)
+pid = os.fork()
+if pid == 0:
+    lock.release()  # the child's copy
+    os._exit(0)
+os.waitpid(pid, 0)
+other = FileLock(path)
+try:
+    other.acquire(timeout=0)
+    print("the lock was free")
+except Exception:
+    pass
+print(json.load(open(path))["pid"] == os.getpid())
+"""
+
+
+def test_a_forked_child_releasing_a_file_lock_keeps_the_parents(tmp_path: Path) -> None:
+    """The lock and its note (who holds it, for doctor and error messages) stay the parent's;
+    the child's release truncated the note."""
+    path = str(tmp_path / "l.lock")
+    out = run_python(LOCK.replace("sys.argv[1]", repr(path)))
+    assert out.split() == ["True"], out
