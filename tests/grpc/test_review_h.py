@@ -17,7 +17,7 @@ from tests._threads import BOUND, finished, in_thread
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.channel import Channel
+from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -343,3 +343,35 @@ def test_a_unary_client_with_a_token_checks_the_servers_proof() -> None:
                 assert await u.request(b"y", timeout=10) == b"y"
 
         asyncio.run(main())
+
+
+def test_reconnect_outlasts_the_connect_timeout(sock_dir: Path) -> None:
+    """reconnect= keeps retrying a refused connect for that long; timeout= is for each
+    attempt to be answered (as unix:// and tcp:// do). Every attempt had the first one's
+    deadline, so once timeout= had passed since the first, the next attempt said Timeout
+    ('did not answer within the connect timeout') at once, and reconnect=30 with the default
+    timeout gave up after 10 s. Here the server comes up after the client's timeout=."""
+    url = f"grpc+unix://{sock_dir}/late.sock"
+    late: list[Listener] = []
+    starter = threading.Timer(0.8, lambda: late.append(ipcwire.listen(url)))
+    starter.start()
+    try:
+        with ipcwire.connect(url, timeout=0.5, reconnect=BOUND) as ch:
+            assert not ch.closed
+    finally:
+        starter.join()
+        late[0].close()
+
+    async def main() -> None:
+        async def start() -> aio.AioListener:
+            await asyncio.sleep(0.8)
+            return await aio.listen(url)
+
+        starting = asyncio.ensure_future(start())
+        try:
+            async with await aio.connect(url, timeout=0.5, reconnect=BOUND) as ch:
+                assert not ch.closed
+        finally:
+            await (await starting).aclose()
+
+    asyncio.run(main())

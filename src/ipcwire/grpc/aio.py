@@ -303,7 +303,8 @@ async def connect(
     while True:
         gch = _open_channel(addr, options, dict(tls), keepalive)
         try:
-            return await _open_stream(gch, url, options, md, nonce, start + limit)
+            # each attempt has timeout= to be answered (reconnect= bounds the retries)
+            return await _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
         except ConnectionRefused:
             await gch.close()
             left = start + (reconnect or 0) - time.monotonic()

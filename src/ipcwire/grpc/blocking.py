@@ -305,7 +305,8 @@ def connect(
     while True:
         gch = open_channel(addr, options, dict(tls), keepalive)
         try:
-            return _open_stream(gch, url, options, md, nonce, start + limit)
+            # each attempt has timeout= to be answered (reconnect= bounds the retries)
+            return _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
         except ConnectionRefused:
             gch.close()
             left = start + (reconnect or 0) - time.monotonic()
