@@ -150,3 +150,29 @@ def test_a_forked_child_releasing_a_file_lock_keeps_the_parents(tmp_path: Path) 
     path = str(tmp_path / "l.lock")
     out = run_python(LOCK.replace("sys.argv[1]", repr(path)))
     assert out.split() == ["True"], out
+
+
+SPAWN = """
+import os, signal, sys, ipcwire
+
+ECHO = "import ipcwire\\nch = ipcwire.stdio()\\nfor m in ch: ch.send(m)"
+child = ipcwire.spawn([sys.executable, "-c", ECHO])
+child.send({"n": 1})
+assert child.recv(timeout=10) == {"n": 1}
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    child.close()  # the copy: no ladder for the parent's child
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+child.send({"n": 2})
+assert child.recv(timeout=10) == {"n": 2}
+child.close()
+assert child.returncode == 0, child.returncode
+print("ok")
+"""
+
+
+def test_a_forked_child_closing_a_spawn_channel_leaves_the_parents_child_running() -> None:
+    assert run_python(SPAWN).strip() == "ok"
