@@ -516,3 +516,54 @@ def test_backlog_bounds_the_clients_waiting_for_accept_on_both_drivers() -> None
                 await ch.aclose()
 
     asyncio.run(main())
+
+
+def test_before_the_token_a_client_cannot_fill_the_servers_memory() -> None:
+    """A client that must send its token as its first message could make that message as
+    big as max_frame (64 MiB): the listener buffered all of it before checking the token,
+    for every client in its handshake at once. Now that message may be 64 KiB (1009 above,
+    as soon as the frame header says so); after it, max_frame again. Both drivers."""
+    header = bytes([0x82, 0xFF]) + (1 << 20).to_bytes(8, "big") + b"\0\0\0\0"  # 1 MiB, masked
+
+    def refused_at_once(url: str) -> bytes:
+        with _upgraded(url) as peer:
+            peer.sendall(header + b"x" * 100)  # and none of the rest
+            peer.settimeout(10)  # a guard: the listener waits 30 s for the token
+            return peer.recv(4)
+
+    def token_then_big(url: str) -> None:
+        with _upgraded(url) as peer:
+            peer.sendall(_masked(1, b'{"token": "k"}') + _frame_of(b"y" * 200_000))
+
+    for driver in ("blocking", "asyncio"):
+        if driver == "blocking":
+            with ipcwire.listen(URL, token="k", handshake_timeout=30) as listener:
+                got = refused_at_once(listener.url)
+                token_then_big(listener.url)
+                with listener.accept(timeout=10) as ch:
+                    assert len(ch.recv(timeout=10)) == 200_000
+        else:
+
+            async def main() -> bytes:
+                async with await aio.listen(URL, token="k", handshake_timeout=30) as alistener:
+                    agot = await asyncio.to_thread(refused_at_once, alistener.url)
+                    await asyncio.to_thread(token_then_big, alistener.url)
+                    async with await alistener.accept(timeout=10) as ach:
+                        assert len(await ach.recv(timeout=10)) == 200_000
+                    return agot
+
+            got = asyncio.run(main())
+        # a close frame (0x88, unmasked) with code 1009, "message too big"
+        assert got[:1] == b"\x88" and int.from_bytes(got[2:4], "big") == 1009, got
+
+
+def _frame_of(payload: bytes) -> bytes:
+    """One masked binary client frame of any size (zero masking key)."""
+    n = len(payload)
+    if n < 126:
+        length = bytes([0x80 | n])
+    elif n < 65536:
+        length = b"\xfe" + n.to_bytes(2, "big")
+    else:
+        length = b"\xff" + n.to_bytes(8, "big")
+    return b"\x82" + length + b"\0\0\0\0" + payload

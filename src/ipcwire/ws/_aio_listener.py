@@ -11,6 +11,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.ws._admission import (
@@ -23,7 +24,7 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._closing import AioCloseBound
-from ipcwire.ws._fast import install
+from ipcwire.ws._fast import FastFrames, install
 from ipcwire.ws._sockets import Authorizer, set_nodelay
 
 __all__ = ["AioWsListener", "ServerConn"]
@@ -83,6 +84,9 @@ class AioWsListener(ListenerCore, AioListener):
     def new_connection(self, *args: Any, **kwargs: Any) -> ServerConn:
         """The connection object for each client (``serve(create_connection=)``)."""
         conn = ServerConn(*args, **kwargs)
+        if self._settings.options.token is not None and isinstance(conn.protocol, FastFrames):
+            # the first message may be the token: small until then
+            conn.protocol.limit_first_message(HANDSHAKE_MAX_FRAME)
         conn.listener = self
         self._opening.add(conn)
         return conn
@@ -155,6 +159,9 @@ class AioWsListener(ListenerCore, AioListener):
         client (the client waits for its 101 meanwhile, as for a full blocking listener)."""
         assert isinstance(c, ServerConn)
         self._add_welcome(c.admission, response)
+        adm = c.admission
+        if adm is not None and not adm.pending and isinstance(c.protocol, FastFrames):
+            c.protocol.lift_first_limit()  # (before the 101 lets the client send)
         if response.status_code == 101 and not self._closed:
             await self._wait_for_room(c)
 

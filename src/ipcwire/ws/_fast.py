@@ -97,6 +97,31 @@ FAST: Final = _compatible()
 class FastFrames(Protocol):
     """:class:`~websockets.protocol.Protocol` with the fast frame loop and frame writer."""
 
+    # limit_first_message(): the first data message has its own, smaller limit
+    _ipcwire_limited = False
+    _ipcwire_full: int | None = None
+
+    def limit_first_message(self, limit: int) -> None:
+        """Accept at most ``limit`` bytes for the first data message (a listener's token
+        check, before the client is authenticated: its buffer is not for anyone to fill);
+        the protocol's own limit applies from the next message on, whichever parser reads
+        them (the switch happens in the parser, between two messages)."""
+        self._ipcwire_full = self.max_message_size
+        self._ipcwire_limited = True
+        if self.max_message_size is None or limit < self.max_message_size:
+            self.max_message_size = limit
+
+    def lift_first_limit(self) -> None:
+        """The protocol's own limit, from now on."""
+        if self._ipcwire_limited:
+            self._ipcwire_limited = False
+            self.max_message_size = self._ipcwire_full
+
+    def recv_frame(self, frame: Frame) -> None:
+        super().recv_frame(frame)
+        if self._ipcwire_limited and frame.fin and frame.opcode in (TEXT, BINARY, CONT):
+            self.lift_first_limit()
+
     def parse(self) -> Generator[None]:
         if FAST and not self.extensions:  # compression rewrites frames: not here
             yield from self._fast_frames()
@@ -165,6 +190,8 @@ class FastFrames(Protocol):
                 self.logger.debug("< %s", frame)
             if fin and current is None and opcode is not PING:
                 self.events.append(frame)  # all recv_frame does with a whole message or a pong
+                if self._ipcwire_limited and opcode is not PONG:
+                    self.lift_first_limit()
             else:
                 self.recv_frame(frame)  # fragments, and the pong a ping needs
 

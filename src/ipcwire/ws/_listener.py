@@ -17,6 +17,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.sync.server import Server, ServerConnection
 
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire.channel import Channel, Listener
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
@@ -223,6 +224,8 @@ class WsListener(ListenerCore, Listener):
         protocol = FastServerProtocol(
             extensions=self._extensions, max_size=self._max_frame, logger=log
         )
+        if opts.token is not None:  # the first message may be the token: small until then
+            protocol.limit_first_message(HANDSHAKE_MAX_FRAME)
         conn = ServerConn(
             sock,
             protocol,
@@ -239,6 +242,8 @@ class WsListener(ListenerCore, Listener):
 
         def process_response(c: ServerConnection, r: Request, response: Response) -> None:
             self._add_welcome(conn.admission, response)
+            if conn.admission is not None and not conn.admission.pending:
+                protocol.lift_first_limit()  # (before the 101 lets the client send)
 
         try:
             conn.handshake(process_request, process_response, "ipcwire", opts.handshake_timeout)
