@@ -11,12 +11,10 @@ from typing import Any
 
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
-    ChannelClosed,
     IpcwireError,
-    Timeout,
 )
 from ipcwire.options import ChannelOptions
 
@@ -48,7 +46,7 @@ class AioStreamListener(AioListener):
         self._released: set[AioStreamChannel] = set()  # were held, handshake under way
         self._on_close = on_close
         self._server: asyncio.Server | None = None
-        self._ready: asyncio.Queue[AioStreamChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioStreamChannel] = AcceptQueue()
         self._handshaking: set[AioStreamChannel] = set()  # connected, not yet ready
         self._closed = False
 
@@ -90,7 +88,7 @@ class AioStreamListener(AioListener):
         if self._closed:
             ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
         else:
-            self._ready.put_nowait(ch)
+            self._ready.put(ch)
 
     def _failed(self, ch: AioStreamChannel, error: IpcwireError) -> None:
         self._handshaking.discard(ch)
@@ -104,21 +102,7 @@ class AioStreamListener(AioListener):
         self._server = server
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            if timeout is None:
-                ch = await self._ready.get()
-            else:
-                async with asyncio.timeout(timeout):
-                    ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._ready.put_nowait(None)  # wake any other accepting task too
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        ch = await self._ready.get(self.url, timeout)
         self._make_room()
         return ch
 
@@ -128,13 +112,9 @@ class AioStreamListener(AioListener):
         self._closed = True
         if self._server is not None:
             self._server.close()  # listening sockets only; never waits for clients
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
+        self._ready.close()
         for ch in list(self._handshaking):  # as the blocking listener: cut off, never handed out
             ch.close()
         self._held.clear()
-        self._ready.put_nowait(None)
         if self._on_close is not None:
             self._on_close()

@@ -15,7 +15,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
@@ -407,13 +407,13 @@ class AioMqListener(AioListener):
         self._unlink = unlink
         self._closed = False
         self._pending: dict[int, tuple[ServerSession, asyncio.TimerHandle]] = {}
-        self._ready: asyncio.Queue[AioMqChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioMqChannel] = AcceptQueue()
         self._loop.add_reader(queue.fileno(), self._announcements)
 
     def _announcements(self) -> None:
         for s in announced(self._q, self._options):
             if s.done:
-                self._ready.put_nowait(self._channel(s))
+                self._ready.put(self._channel(s))
                 continue
             fd = s.up.fileno()
             timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
@@ -428,7 +428,7 @@ class AioMqListener(AioListener):
             s.close()
         elif opened:
             self._forget(fd)
-            self._ready.put_nowait(self._channel(s))
+            self._ready.put(self._channel(s))
 
     def _expire(self, fd: int) -> None:
         if fd in self._pending:
@@ -447,19 +447,7 @@ class AioMqListener(AioListener):
         return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise Timeout(
-                f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-            ) from None
-        if ch is None:
-            self._ready.put_nowait(None)
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        return ch
+        return await self._ready.get(self.url, timeout)
 
     def close(self) -> None:
         if self._closed:
@@ -470,11 +458,7 @@ class AioMqListener(AioListener):
             s, _ = self._pending[fd]
             self._forget(fd)
             s.close()
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
         release_rendezvous(self._q, self._lock, self._q.name, self._options, unlink=self._unlink)
 
 
