@@ -4,6 +4,8 @@ TLS failures at connect, polling with timeout=0, what a closed listener leaves b
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -375,3 +377,41 @@ def test_reconnect_outlasts_the_connect_timeout(sock_dir: Path) -> None:
             await (await starting).aclose()
 
     asyncio.run(main())
+
+
+NOBODY_CLIENT = """
+import asyncio, os, sys, grpc, grpc.aio, ipcwire
+from ipcwire import aio
+import ipcwire.grpc.aio, ipcwire.grpc.blocking
+ipcwire.mechanisms()
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+url = sys.argv[1]
+
+def kind(fn):
+    try:
+        fn()
+        return "connected"
+    except ipcwire.IpcwireError as exc:
+        return type(exc).__name__
+
+async def stream():
+    await (await aio.connect(url, timeout=10)).aclose()
+
+print(kind(lambda: ipcwire.connect(url, timeout=10).close()),
+      kind(lambda: ipcwire.connect(url, unary=True).request(b"x", timeout=10)),
+      kind(lambda: asyncio.run(stream())), flush=True)
+"""
+
+
+def test_a_socket_file_we_may_not_open_is_permission_denied(sock_dir: Path) -> None:
+    """grpc+unix: a socket of mode 0600 (the default) owned by another user was
+    ConnectionRefused ('nothing is listening at ...'), though a server is there; docs/errors.md
+    says EACCES is PermissionDenied, with the fix (the owner, or mode=0o660 and a shared
+    group), as unix:// does. (The client runs as uid 65534, nobody.)"""
+    sock_dir.chmod(0o711)  # others may pass, but not open the socket
+    with ipcwire.listen(f"grpc+unix://{sock_dir}/g.sock") as lis:
+        out = subprocess.run(
+            [sys.executable, "-c", NOBODY_CLIENT, lis.url],
+            check=False, capture_output=True, text=True, timeout=BOUND,
+        )  # fmt: skip
+        assert out.stdout.split() == ["PermissionDenied"] * 3, out.stderr[-2000:]
