@@ -79,8 +79,9 @@ static int get_bytes(RingObject *self, PyObject *obj, Py_buffer *buf)
     }
     if (PyObject_GetBuffer(obj, buf, PyBUF_SIMPLE) == 0)
         return 0;
-    if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-        /* not contiguous (a strided memoryview): send a contiguous copy of its bytes */
+    if (PyObject_CheckBuffer(obj)) {
+        /* not contiguous (a strided memoryview: BufferError; a numpy array: ValueError):
+         * send a contiguous copy of its bytes */
         PyErr_Clear();
         PyObject *copy = PyBytes_FromObject(obj);
         if (copy == NULL)

@@ -129,13 +129,16 @@ class PyRing(RingBase):
 
     def _bytes_view(self, data: Buffer) -> memoryview:
         try:
-            return memoryview(data).cast("B")
+            view = memoryview(data)
         except TypeError:
             raise LocalProtocolError(
                 f"the bytes codec sends bytes-like objects, not {type(data).__name__}; encode "
                 f"it first or open the channel with codec='json' or 'msgpack'",
                 endpoint=self.name,
             ) from None
+        if not view.c_contiguous:  # a strided view: a contiguous copy of its bytes, as in C
+            return memoryview(view.tobytes())
+        return view.cast("B")
 
     def _check_size(self, n: int) -> None:
         if n > self.max_send:
