@@ -262,6 +262,15 @@ def open_error(exc: BaseException, url: str, timeout: float) -> IpcwireError:
         return exc
     if isinstance(exc, TimeoutError):
         return Timeout(f"the WebSocket handshake with {url} took over {timeout} s", endpoint=url)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # the server did not prove who it is: as for tcp+TLS and https (docs/errors.md)
+        return AuthenticationFailed(
+            f"the TLS handshake with {url} failed: the server's certificate is not trusted "
+            f"({exc.verify_message or exc}). If it is private, pass "
+            f"ssl=ssl.create_default_context(cafile=...) that trusts it, and a "
+            f"server_hostname= that the certificate names",
+            endpoint=url,
+        )
     if isinstance(exc, ssl.SSLError):
         return ChannelBroken(
             f"the TLS handshake with {url} failed: {exc}. If the server's certificate is "
