@@ -378,7 +378,7 @@ def _started_with_pid(pid: int) -> subprocess.Popen[str] | None:
     for _ in range(50):
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(pid - 1))
-        proc = child("import sys; print('ready', flush=True); sys.stdin.read()")
+        proc = child("import threading; print('ready', flush=True); threading.Event().wait()")
         if proc.pid == pid:
             return proc
         proc.kill()
@@ -405,3 +405,23 @@ def test_a_process_already_waited_for_is_not_signalled_through_its_reused_pid() 
     finally:
         other.kill()
         other.communicate(timeout=20)
+
+
+def test_two_tasks_receiving_from_one_asyncio_waiter_both_get_a_signal() -> None:
+    """The waiter kept one future: a second task's recv() replaced the first's, which then
+    slept through the signals queued for it until its timeout (the blocking waiter serves
+    several threads)."""
+
+    async def main() -> list[signal.Signals]:
+        with_waiter = AioSignalWaiter(["USR1"])
+        first = asyncio.create_task(with_waiter.recv(timeout=10))
+        second = asyncio.create_task(with_waiter.recv(timeout=10))
+        await asyncio.sleep(0)  # one loop turn: both tasks are waiting
+        os.kill(os.getpid(), signal.SIGUSR1)
+        await asyncio.wait([first, second], return_when=asyncio.FIRST_COMPLETED)
+        os.kill(os.getpid(), signal.SIGUSR1)  # after the first was handled: not coalesced
+        got = [await first, await second]
+        await with_waiter.aclose()
+        return got
+
+    assert asyncio.run(main()) == [signal.SIGUSR1, signal.SIGUSR1]

@@ -139,16 +139,19 @@ class AioSignalWaiter(AioChannel):
         self.url = "signal:" + ",".join(s.name[3:] for s in wanted)
         self._loop = asyncio.get_running_loop()
         self._queue: deque[int] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()  # every task in recv()
         self._closed = False
         self._received = 0
         self._installed = _signals(self._loop).add((int(s) for s in wanted), self._on_signal)
 
     def _on_signal(self, signum: int) -> None:
         self._queue.append(signum)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        for w in self._waiters:
+            if not w.done():
+                w.set_result(None)
 
     async def recv(self, *, timeout: float | None = None) -> signal.Signals:
         """The next signal.
@@ -157,6 +160,7 @@ class AioSignalWaiter(AioChannel):
             Timeout: none arrived in time.
             ChannelClosed: closed.
         """
+        deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
@@ -165,16 +169,17 @@ class AioSignalWaiter(AioChannel):
                 return signal.Signals(self._queue.popleft())
             if timeout == 0:
                 raise Timeout(f"no signal ({self.url[7:]}) yet", endpoint=self.url)
-            fut = self._waiter = self._loop.create_future()
+            fut = self._loop.create_future()
+            self._waiters.add(fut)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     await fut
             except TimeoutError:
                 raise Timeout(
                     f"no signal ({self.url[7:]}) within {timeout} s", endpoint=self.url
                 ) from None
             finally:
-                self._waiter = None
+                self._waiters.discard(fut)
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         """Raises: LocalProtocolError (this end receives)."""
@@ -187,9 +192,7 @@ class AioSignalWaiter(AioChannel):
             return
         self._closed = True
         _signals(self._loop).remove(self._installed, self._on_signal)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        self._wake()
 
     async def aclose(self) -> None:
         self.close()
