@@ -212,3 +212,58 @@ def test_a_long_poll_wait_that_is_not_seconds_is_400(json_echo: Listener) -> Non
         assert status == 400
         assert "wait= must be seconds" in json.loads(body)["detail"]
     assert curl(*auth, f"{messages}?wait=0")[0] == 204
+
+
+def test_a_request_cut_off_by_the_listeners_close_is_503() -> None:
+    """A plain request whose handler was still running when the listener closed was
+    answered 204 No Content (serve() closes the channels in flight), as if handled. Now it
+    is 503 (shutting_down), blocking and asyncio."""
+    ctype = ("-H", "Content-Type: application/json")
+
+    def posted(url: str, out: list[tuple[int, dict[str, str], bytes]]) -> threading.Thread:
+        t = threading.Thread(target=lambda: out.append(curl("-X", "POST", *ctype, "-d", "1", url)))
+        t.start()
+        return t
+
+    def check(out: list[tuple[int, dict[str, str], bytes]]) -> None:
+        status, _, body = out[0]
+        assert status == 503 and json.loads(body)["code"] == "shutting_down"
+
+    got, release = threading.Event(), threading.Event()
+
+    def handler(ch: Channel) -> None:
+        ch.recv(timeout=10)
+        got.set()
+        release.wait(10)  # no reply before the listener closes
+
+    lis = ipcwire.listen("http://127.0.0.1:0/", codec="json")
+    serving = threading.Thread(target=lis.serve, args=(handler,))
+    serving.start()
+    out: list[tuple[int, dict[str, str], bytes]] = []
+    client = posted(lis.url, out)
+    assert got.wait(10)
+    lis.close()
+    client.join(20)
+    release.set()
+    serving.join(10)
+    check(out)
+
+    async def main() -> None:
+        agot = asyncio.Event()
+
+        async def ahandler(ch: AioChannel) -> None:
+            await ch.recv(timeout=10)
+            agot.set()
+            await asyncio.sleep(10)
+
+        alis = await aio.listen("http://127.0.0.1:0/", codec="json")
+        aserving = asyncio.ensure_future(alis.serve(ahandler))
+        aout: list[tuple[int, dict[str, str], bytes]] = []
+        aclient = posted(alis.url, aout)
+        await asyncio.wait_for(agot.wait(), 10)
+        await alis.aclose()
+        await aserving
+        await asyncio.to_thread(aclient.join, 20)
+        check(aout)
+
+    asyncio.run(main())

@@ -64,6 +64,7 @@ def openapi_document(
                     "200": reply,
                     "204": {"description": "handled, no reply"},
                     "500": _problem("the server application failed before replying"),
+                    "503": _problem("the server is shutting down (not handled, or not fully)"),
                     "504": _problem("no reply in time"),
                     **errors,
                 },

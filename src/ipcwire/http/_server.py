@@ -101,6 +101,9 @@ class HttpServer:
         self._peer = peer
         self._authorize = authorize
         self._sessions: dict[str, Session] = {}
+        # Set by the listener's close() (any thread), first: a plain request whose channel
+        # closes from then on was cut off by the shutdown, not answered "no reply".
+        self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
@@ -518,6 +521,13 @@ class HttpServer:
                 500,
                 "server_error",
                 "the server application failed while handling the request (its log says why)",
+            )
+        if got is None and self.stopping:
+            raise Problem(
+                503,
+                "shutting_down",
+                "the server is shutting down: the request may not have been handled; send it "
+                "again once it is back",
             )
         why = "it timed out" if got is not None else "none"
         s.client_close(

@@ -368,6 +368,8 @@ class AioHttpListener(AioListener):
         if self._closed:
             return
         self._closed = True
+        if self._server is not None:
+            self._server.stopping = True  # before serve() closes the channels in flight
         self._ready.close()
         if self._server is not None:
             self._server.stop_listening()

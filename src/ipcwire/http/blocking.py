@@ -484,6 +484,7 @@ class HttpListener(Listener):
             if self._closed:
                 return
             self._closed = True
+            self._server.stopping = True  # before serve() closes the channels in flight
             pending = list(self._ready)
             self._ready.clear()
             self._cond.notify_all()
