@@ -509,3 +509,38 @@ def test_an_event_too_large_for_a_bus_is_refused_by_publish(
 
         err = asyncio.run(main())
     assert (err.value.size, err.value.limit, err.value.endpoint) == (len(big), MAX_MESSAGE, url)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_event_over_the_subscribers_max_frame_is_frame_too_large_and_skipped(
+    driver: str, dbus_url: Callable[[], str]
+) -> None:
+    """A subscription returned events whatever their size: its max_frame was not checked (a
+    channel's recv checks it)."""
+    url = dbus_url()
+    small = url + "?max_frame=100"
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener, blocking.subscribe(small, timeout=10) as sub:
+            assert isinstance(listener, blocking.DbusListener)
+            listener.publish(b"x" * 1000)
+            listener.publish(b"fits")
+            with pytest.raises(FrameTooLarge) as err:
+                sub.recv(timeout=10)
+            assert sub.recv(timeout=10) == b"fits"
+    else:
+
+        async def main() -> pytest.ExceptionInfo[FrameTooLarge]:
+            async with (
+                await aio.listen(url) as listener,
+                await dbus_aio.subscribe(small, timeout=10) as sub,
+            ):
+                assert isinstance(listener, dbus_aio.AioDbusListener)
+                listener.publish(b"x" * 1000)
+                listener.publish(b"fits")
+                with pytest.raises(FrameTooLarge) as err:
+                    await sub.recv(timeout=10)
+                assert await sub.recv(timeout=10) == b"fits"
+                return err
+
+        err = asyncio.run(main())
+    assert (err.value.size, err.value.limit, err.value.endpoint) == (1000, 100, small)

@@ -486,6 +486,7 @@ class SubscriptionState:
         self.url = url
         self._target = target
         self._decode = wire.decode
+        self._max_frame = wire.max_frame
         self._queue: deque[tuple[str, bytes]] = deque()
         self._closed = False
         self._gone: IpcwireError | None = None  # why the bus connection ended
@@ -528,8 +529,21 @@ class SubscriptionState:
         return f"no event from {self.url} yet"
 
     def _taken(self, topic: str, payload: bytes) -> tuple[str, Any]:
+        """The event a taken signal carries.
+
+        Raises:
+            FrameTooLarge: over max_frame (skipped).
+        """
         self._received += 1
         self._bytes_received += len(payload)
+        if len(payload) > self._max_frame:
+            raise FrameTooLarge(
+                f"an event of {len(payload)} bytes from {self.url} is over max_frame="
+                f"{self._max_frame}; it was skipped",
+                size=len(payload),
+                limit=self._max_frame,
+                endpoint=self.url,
+            )
         return topic, self._decode(memoryview(payload))
 
     def statistics(self) -> ChannelStatistics:

@@ -552,6 +552,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
 
         Raises:
             Timeout, ChannelClosed, ChannelBroken (the bus connection ended),
+            FrameTooLarge (over max_frame: skipped),
             LocalProtocolError (another task is receiving).
         """
         while (event := self._next()) is None:

@@ -446,6 +446,7 @@ class DbusSubscription(SubscriptionState, Channel):
 
         Raises:
             Timeout, ChannelClosed, ChannelBroken (the bus connection ended).
+            FrameTooLarge: the event is over max_frame (skipped).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
