@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from dbus_fast import Message
+from tests._proc import child, kill9, wait_line
 from tests._threads import finished, in_thread
 
 import ipcwire
@@ -544,3 +545,45 @@ def test_an_event_over_the_subscribers_max_frame_is_frame_too_large_and_skipped(
 
         err = asyncio.run(main())
     assert (err.value.size, err.value.limit, err.value.endpoint) == (1000, 100, small)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_listener_notices_dead_clients_beyond_the_bus_limit_of_match_rules(
+    driver: str, configured_bus: Callable[..., str]
+) -> None:
+    """A bus caps the match rules of a connection (512 on the system bus; 2 here), and the
+    listener added one per client to learn when it leaves: the clients beyond the cap were
+    never watched, so a server channel whose client was killed -9 waited for its timeout."""
+    address = configured_bus(settings='<limit name="max_match_rules_per_connection">2</limit>')
+    url = "dbus://session/io.ipcwire.Crowd"
+    code = f"""
+        import ipcwire, threading
+        chans = [ipcwire.connect({url!r}, address={address!r}, timeout=10) for _ in range(3)]
+        print("ready", flush=True)
+        threading.Event().wait()
+        """
+    errors: list[BaseException] = []
+    if driver == "blocking":
+        with ipcwire.listen(url, address=address) as listener, child(code) as clients:
+            assert wait_line(clients) == "ready"
+            chans = [listener.accept(timeout=10) for _ in range(3)]
+            kill9(clients)
+            for ch in chans:
+                with pytest.raises(ChannelBroken) as err:
+                    ch.recv(timeout=10)
+                errors.append(err.value)
+    else:
+
+        async def main() -> None:
+            async with await aio.listen(url, address=address) as listener:
+                with child(code) as clients:
+                    assert await asyncio.to_thread(wait_line, clients) == "ready"
+                    chans = [await listener.accept(timeout=10) for _ in range(3)]
+                    kill9(clients)
+                    for ch in chans:
+                        with pytest.raises(ChannelBroken) as err:
+                            await ch.recv(timeout=10)
+                        errors.append(err.value)
+
+        asyncio.run(main())
+    assert all("left the bus without closing the channel" in str(e) for e in errors)

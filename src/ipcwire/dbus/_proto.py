@@ -72,6 +72,7 @@ __all__ = [
     "owns_name",
     "parse_target",
     "peer_from_credentials",
+    "peers_left_rule",
     "request_name",
     "resolve",
     "resolve_subscription",
@@ -406,6 +407,16 @@ def owner_changed_rule(name: str) -> str:
     return (
         f"type='signal',sender='{BUS_NAME}',path='{BUS_PATH}',interface='{BUS_NAME}',"
         f"member='NameOwnerChanged',arg0='{name}'"
+    )
+
+
+def peers_left_rule() -> str:
+    """The match rule that tells a listener when any connection (or name) leaves the bus:
+    one rule for all its peers, since a bus caps the rules of a connection (512 on the system
+    bus), and a rule per peer would leave the peers beyond that unwatched."""
+    return (
+        f"type='signal',sender='{BUS_NAME}',path='{BUS_PATH}',interface='{BUS_NAME}',"
+        f"member='NameOwnerChanged',arg2=''"
     )
 
 

@@ -34,13 +34,11 @@ from ipcwire.dbus._proto import (
     WINDOW,
     WINDOW_BYTES,
     Target,
-    bus_call,
     close_call,
     error_text,
     event_signal,
     handshake_text,
     handshakes,
-    owner_changed_rule,
 )
 from ipcwire.errors import (
     ChannelBroken,
@@ -473,9 +471,7 @@ class ListenerState(abc.ABC):
     def _forget(self, name: str) -> None:
         for key in [k for k in self._pending if k[0] == name]:
             del self._pending[key]
-        if name in self._watched:
-            self._watched.discard(name)
-            self._hub.send(bus_call("RemoveMatch", "s", [owner_changed_rule(name)]))
+        self._watched.discard(name)
 
 
 # -- a subscription --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from ipcwire.dbus._proto import (
     owner_changed_rule,
     owns_name,
     peer_from_credentials,
+    peers_left_rule,
     request_name,
     resolve,
     resolve_subscription,
@@ -432,8 +433,7 @@ class AioDbusListener(ListenerState, AioListener):
     def _watch(self, sender: str) -> None:
         if sender in self._watched:
             return
-        self._watched.add(sender)
-        self._hub.send(bus_call("AddMatch", "s", [owner_changed_rule(sender)]))
+        self._watched.add(sender)  # peers_left_rule() (since listen()) tells when it leaves
 
         async def check() -> None:
             reply = await self._hub.bus.call(bus_call("NameHasOwner", "s", [sender]))
@@ -507,6 +507,7 @@ async def listen(
             if owner.message_type is MessageType.METHOD_RETURN:
                 pid = (await _credentials(bus, owner.body[0], url)).pid
             raise name_taken(url, target, pid)
+        await _call(bus, bus_call("AddMatch", "s", [peers_left_rule()]), limit, url)
     except BaseException:
         bus.disconnect()
         raise

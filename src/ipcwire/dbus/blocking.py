@@ -39,6 +39,7 @@ from ipcwire.dbus._proto import (
     owner_changed_rule,
     owns_name,
     peer_from_credentials,
+    peers_left_rule,
     request_name,
     resolve,
     resolve_subscription,
@@ -319,14 +320,12 @@ class DbusListener(ListenerState, Listener):
     def _watch(self, sender: str) -> None:
         if sender in self._watched:
             return
-        self._watched.add(sender)
-        rule = owner_changed_rule(sender)
-        self._conn.send(bus_call("AddMatch", "s", [rule]))
+        self._watched.add(sender)  # peers_left_rule() (since listen()) tells when it leaves
 
         def check(reply: Message | None, err: IpcwireError | None) -> None:
             ok = reply is not None and reply.message_type is MessageType.METHOD_RETURN
             if ok and reply is not None and not reply.body[0]:
-                self._hub.peer_left(sender)  # it left before the match was in place
+                self._hub.peer_left(sender)  # it had left already
 
         self._conn.send(bus_call("NameHasOwner", "s", [sender]), check)
 
@@ -403,6 +402,7 @@ def listen(
             except IpcwireError:
                 pass
             raise name_taken(endpoint.url, target, pid)
+        conn.add_match(peers_left_rule())
     except BaseException:
         conn.close()
         raise
