@@ -14,7 +14,8 @@ Actions (each prints one line per event on stdout, flushed):
     flood                     print "ready", then send until the ring is full and block
     corrupt WHAT              print "ready", wait for a line on stdin, corrupt the ring this
                               side writes (WHAT: tail | record | kind), print "done"
-    hostile WHAT              (client) send a bad setup: unsealed | size | magic | fds
+    hostile WHAT              (client) send a bad setup: unsealed | size | magic | fds |
+                              doorbell | writesealed
     serve PATH COUNT          listen on PATH, accept COUNT links, echo one message each, then
                               print "fds N maps M" (this process's fds and memfd mappings)
     listen-hold URL           (public API) listen, accept one channel, print "ready", wait in
@@ -88,12 +89,16 @@ def hostile(fd: int, what: str) -> None:
     os.ftruncate(mfd, size)
     import fcntl
 
-    if what != "unsealed":
-        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
     mm = mmap.mmap(mfd, size)
     if what != "magic":
         for off in (0, L.ring_span(cap)):
             struct.pack_into("=QIIQ", mm, off, L.MAGIC, L.VERSION, L.HEADER_SIZE, cap)
+    if what != "unsealed":
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+        if what == "writesealed":  # (no writable mapping may exist when sealing writes)
+            mm.close()
+            seals |= fcntl.F_SEAL_WRITE
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, seals)
     announced = size + 4096 if what == "size" else size
     pairs = [socket.socketpair(), socket.socketpair()]
     bells = [a.fileno() for a, _ in pairs]

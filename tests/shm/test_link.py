@@ -118,6 +118,7 @@ def test_peer_corrupting_the_ring_gives_remote_protocol_error(impl: str, what: s
         ("magic", "magic"),
         ("fds", "more file descriptors"),
         ("doorbell", "doorbell"),
+        ("writesealed", "cannot be mapped for writing"),
     ],
 )
 def test_hostile_setup_is_refused_and_told(what: str, why: str) -> None:

@@ -114,7 +114,13 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
             f"{who} sent a shared-memory segment that is not sealed against shrinking; "
             f"mapping it would let the peer crash this process (SIGBUS), so it was refused"
         )
-    mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except PermissionError as exc:  # sealed against writing, or opened read-only
+        raise RemoteProtocolError(
+            f"{who} sent a shared-memory segment that cannot be mapped for writing "
+            f"({exc.strerror}): sealed against writing, or read-only; refusing it"
+        ) from exc
     return Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
 
 
