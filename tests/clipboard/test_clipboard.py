@@ -270,3 +270,26 @@ def test_timeouts_are_honoured_when_the_display_does_not_answer(
     asyncio.run(main())
     assert [e.endpoint for e in errors] == ["clipboard:"] * 4
     assert all("is the display answering?" in str(e) for e in errors)
+
+
+def test_with_reply_what_was_there_before_is_not_a_message(x_display: str) -> None:
+    """recv() returns the next change, not what was on the selection when the channel
+    opened: with reply=, the blocking channel remembered the selection it sends on, not the
+    one it receives on, and returned the stale content (the asyncio one did not)."""
+    for selection in ("primary", "clipboard"):
+        subprocess.run(
+            ["xclip", "-selection", selection, "-i"],
+            input=b"there before on " + selection.encode(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    with ipcwire.connect("clipboard:?reply=primary", **FAST) as client, pytest.raises(Timeout):
+        client.recv(timeout=0.2)
+
+    async def main() -> None:
+        async with await aio.connect("clipboard:?reply=primary", **FAST) as client:
+            with pytest.raises(Timeout):
+                await client.recv(timeout=0.2)
+
+    asyncio.run(main())
