@@ -238,8 +238,8 @@ def test_content_over_max_frame_is_frame_too_large_and_skipped(x_display: str) -
 def test_timeouts_are_honoured_when_the_display_does_not_answer(
     own_display: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
-    """A stopped (hung) X server: recv(timeout=0.3) and send(timeout=0.3) waited for the
-    tool's own 10 s limit and then raised ChannelBroken, in both drivers."""
+    """A stopped (hung) X server: recv(timeout=0.3), send(timeout=0.3) and connect(timeout=0.3)
+    waited for the tool's own 10 s limit and then raised ChannelBroken, in both drivers."""
     display, xvfb = own_display
     errors: list[Timeout] = []
 
@@ -253,6 +253,9 @@ def test_timeouts_are_honoured_when_the_display_does_not_answer(
                 with pytest.raises(Timeout) as err:
                     attempt()
                 errors.append(err.value)
+            with pytest.raises(Timeout) as err:  # opening looks at the clipboard too
+                ipcwire.connect("clipboard:", display=display, timeout=0.3)
+            errors.append(err.value)
         finally:
             os.kill(xvfb.pid, signal.SIGCONT)
 
@@ -264,11 +267,14 @@ def test_timeouts_are_honoured_when_the_display_does_not_answer(
                     with pytest.raises(Timeout) as err:
                         await attempt()
                     errors.append(err.value)
+                with pytest.raises(Timeout) as err:
+                    await aio.connect("clipboard:", display=display, timeout=0.3)
+                errors.append(err.value)
             finally:
                 os.kill(xvfb.pid, signal.SIGCONT)
 
     asyncio.run(main())
-    assert [e.endpoint for e in errors] == ["clipboard:"] * 4
+    assert [e.endpoint for e in errors] == ["clipboard:"] * 6
     assert all("is the display answering?" in str(e) for e in errors)
 
 

@@ -52,6 +52,10 @@ class ClipboardOptions:
             raise ConfigurationError(f"poll_interval for {endpoint} must be seconds") from None
         if self.poll_interval <= 0:
             raise ConfigurationError(f"poll_interval for {endpoint} must be > 0")
+        try:  # for opening: the first look at the clipboard
+            self.timeout = None if raw["timeout"] is None else float(raw["timeout"])
+        except ValueError:
+            raise ConfigurationError(f"timeout for {endpoint} must be seconds") from None
 
 
 def checked_options(

@@ -236,7 +236,9 @@ async def _channel(
         out_tool, in_tool = in_tool, out_tool
     out = AioBackend(out_tool, endpoint.url)
     inbox = None if in_tool is None else AioBackend(in_tool, endpoint.url)
-    first = await (out if inbox is None else inbox).paste()
+    loop = asyncio.get_running_loop()
+    deadline = None if opts.timeout is None else loop.time() + opts.timeout
+    first = await (out if inbox is None else inbox).paste(deadline)
     return AioClipboardChannel(out, options.wire(), endpoint.url, opts, first, inbox)
 
 

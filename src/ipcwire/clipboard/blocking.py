@@ -122,7 +122,8 @@ class ClipboardChannel(Channel):
         self._interval = opts.poll_interval
         self._closing = threading.Event()
         self._lock = TOOL_LOCK
-        self._last = self._backend.paste()  # what was there before: not a message
+        deadline = None if opts.timeout is None else time.monotonic() + opts.timeout
+        self._last = self._backend.paste(deadline)  # what was there before: not a message
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     @property
