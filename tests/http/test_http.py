@@ -539,3 +539,37 @@ def test_a_client_that_never_finishes_its_request_head_is_dropped() -> None:
             assert await asyncio.to_thread(_slow_head, alis.url) == b""
 
     asyncio.run(main())
+
+
+def _stalled_body(url: str, head: bytes) -> bytes:
+    """Send a request head and the start of its body, then nothing: what the server says."""
+    host, port = url.split("//")[1].split("/", maxsplit=1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head)
+        sock.settimeout(20)  # a guard: the listener's limit is 0.3 s
+        return sock.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_a_client_that_stalls_in_its_body_gets_408() -> None:
+    """A request head that promised a body, then silence (a stalled or vanished client):
+    the server waited for the body for ever, holding the request (and for a channel's
+    send, keeping the channel from expiring). Now each part of a body must come within
+    handshake_timeout: 408, both drivers, Content-Length and chunked bodies."""
+    heads = [
+        b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc",
+        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ]
+    with ipcwire.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as lis:
+        _serve(lis)
+        for head in heads:
+            assert _stalled_body(lis.url, head) == b"HTTP/1.1 408 Request Timeout"
+        with ipcwire.connect(lis.url, timeout=10) as ch:
+            assert ch.request(b"still served", timeout=10) == b"still served"
+
+    async def main() -> None:
+        async with await aio.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as alis:
+            for head in heads:
+                status = await asyncio.to_thread(_stalled_body, alis.url, head)
+                assert status == b"HTTP/1.1 408 Request Timeout"
+
+    asyncio.run(main())

@@ -236,15 +236,45 @@ class HttpServer:
         raise Problem(404, "not_found", f"nothing at {path}; see {prefix}/openapi.json")
 
     # -- helpers ---------------------------------------------------------------------------------
+    async def _more(self, content: Any) -> bytes:
+        """The next bytes of a request body (what is already here, at no wait), ``b""`` at
+        its end. A client that sends none for ``handshake_timeout`` gets 408: a stalled or
+        vanished client must not hold its request (and its channel's) for ever, as a
+        request head may not (``keepalive_timeout`` above)."""
+        chunk: bytes = content.read_nowait(-1)
+        if chunk:
+            return chunk
+        idle = self._opts.handshake_timeout
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise Problem(408, "timeout", f"no part of the body came within {idle} s") from None
+        return chunk
+
     async def _body(self, request: web.BaseRequest, limit: int) -> bytes:
         n = request.content_length
+        content = request.content
         if n is not None:
             if n > limit:
                 raise _too_large(n, limit, exact=True)
-            return await request.content.readexactly(n) if n else b""
+            if not n:
+                return b""
+            data: bytes = content.read_nowait(n)
+            if len(data) == n:  # the whole body came with the head
+                return data
+            parts = [data]
+            got = len(data)
+            while got < n:  # (the parser gives no more than Content-Length)
+                chunk = await self._more(content)
+                if not chunk:
+                    raise Problem(400, "malformed", "the body is shorter than its Content-Length")
+                parts.append(chunk)
+                got += len(chunk)
+            return b"".join(parts)
         buf = bytearray()
         while True:
-            chunk = await request.content.readany()
+            chunk = await self._more(content)
             if not chunk:
                 return bytes(buf)
             buf += chunk
@@ -282,7 +312,7 @@ class HttpServer:
         total = 0
         try:
             while True:
-                chunk = await content.readany()
+                chunk = await self._more(content)
                 if not chunk:
                     break
                 total += len(chunk)
