@@ -32,6 +32,7 @@ from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
+    ChannelClosed,
     ConfigurationError,
     ConnectionRefused,
     EndOfChannel,
@@ -357,6 +358,11 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     ):
         client.send_many(sent)  # one write: they arrive together, so one batch takes several
         assert receive_all(server, timeout=10) == [b"a", "error", b"c", b"end"]
+        client.send_many([b"a", b"bad"])
+        assert server.recv_many(timeout=10) == [b"a"]
+        server.close()
+        with pytest.raises(ChannelClosed):
+            server.recv(timeout=10)
 
     async def main() -> None:
         async with await aio.listen(URL, codec=codec) as alistener:
@@ -366,6 +372,12 @@ def test_a_message_that_does_not_decode_in_a_batch_loses_no_other() -> None:
             async with c, s:
                 await c.send_many(sent)
                 assert await areceive_all(s, timeout=10) == [b"a", "error", b"c", b"end"]
+                # closed wins over an error still to come, as on the blocking driver
+                await c.send_many([b"a", b"bad"])
+                assert await s.recv_many(timeout=10) == [b"a"]
+                await s.aclose()
+                with pytest.raises(ChannelClosed):
+                    await s.recv(timeout=10)
 
     asyncio.run(main())
 

@@ -117,7 +117,7 @@ class AioWsChannel(ChannelCore, AioChannel):
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
-        if self._deferred is not None:
+        if self._deferred is not None and not self._closed:  # (closed wins, as blocking)
             exc, self._deferred = self._deferred, None
             raise exc
         data = self._take_queued()
@@ -131,7 +131,7 @@ class AioWsChannel(ChannelCore, AioChannel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         decode = self._decode
-        if self._deferred is not None:
+        if self._deferred is not None and not self._closed:  # (closed wins, as blocking)
             exc, self._deferred = self._deferred, None
             raise exc
         data = await self._recv_raw(timeout)
