@@ -587,3 +587,48 @@ def test_a_listener_notices_dead_clients_beyond_the_bus_limit_of_match_rules(
 
         asyncio.run(main())
     assert all("left the bus without closing the channel" in str(e) for e in errors)
+
+
+def _forge_event(address: str, subscriber: str, path: str) -> None:
+    """Send an Event signal to ``subscriber`` by name from another connection, as any
+    program on the bus could; return once the daemon has routed it."""
+    conn = BusConnection(address)
+    try:
+        forged = Message.new_signal(path, "io.ipcwire.Channel1", "Event", "say", ["", b"forged"])
+        forged.destination = subscriber
+        conn.send(forged)
+        conn.call(bus_call("GetId"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_subscription_takes_no_event_forged_by_another_connection(
+    driver: str, dbus_session: str, dbus_url: Callable[[], str]
+) -> None:
+    """Any connection could send an Event signal to a subscriber by its unique name, and the
+    subscription returned it as the listener's (its match rule only filters broadcasts)."""
+    url = dbus_url()
+    path = "/io/ipcwire/Test"
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener, blocking.subscribe(url, timeout=10) as sub:
+            assert isinstance(listener, blocking.DbusListener)
+            _forge_event(dbus_session, sub._conn.unique_name, path)
+            sub._conn.call(bus_call("GetId"))  # it has read what the daemon routed to it
+            listener.publish(b"real")
+            got = sub.recv(timeout=10)
+    else:
+
+        async def main() -> bytes:
+            async with await aio.listen(url) as listener, await dbus_aio.subscribe(url) as sub:
+                assert isinstance(listener, dbus_aio.AioDbusListener)
+                name = sub._bus.unique_name
+                assert name is not None
+                await asyncio.to_thread(_forge_event, dbus_session, name, path)
+                await sub._bus.call(bus_call("GetId"))
+                listener.publish(b"real")
+                got: bytes = await sub.recv(timeout=10)
+                return got
+
+        got = asyncio.run(main())
+    assert got == b"real"

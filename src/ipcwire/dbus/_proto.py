@@ -438,9 +438,13 @@ def is_call(msg: Message, member: str) -> bool:
 
 
 def is_event(msg: Message, path: str) -> bool:
-    """Whether ``msg`` is an ``Event`` signal from the object at ``path``."""
+    """Whether ``msg`` is an ``Event`` signal from the object at ``path``, broadcast: the
+    subscription's match rule lets through only the broadcasts of the name's owner, but any
+    connection may send a signal to this one by name (``destination``), which would be a
+    forged event."""
     return (
         msg.message_type is MessageType.SIGNAL
+        and not msg.destination
         and msg.interface == INTERFACE
         and msg.member == "Event"
         and msg.path == path
