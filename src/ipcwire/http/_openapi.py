@@ -31,6 +31,7 @@ def openapi_document(
     errors = {
         "400": _problem("the body does not decode with the server's codec"),
         "401": _problem("missing or wrong bearer token"),
+        "408": _problem("the body stalled (nothing came for the server's handshake_timeout)"),
         "413": _problem(f"the body is over {max_frame} bytes"),
         "415": _problem(f"the Content-Type is not {media_type}"),
     }
