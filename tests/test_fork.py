@@ -4,7 +4,7 @@ the parent's alone.
 After ``os.fork()`` the child holds copies of every descriptor. Closing them in the child
 (an ``with`` block left, a prefork worker exiting normally) must not remove the parent's
 socket file, FIFO or queue, shut down (``shutdown(2)``) a connection the parent still uses,
-say goodbye to the parent's peer, or raise. It did: the parent's listener lost its socket
+say goodbye to the parent's peer (or mark a shared-memory ring closed), or raise. It did: the parent's listener lost its socket
 file (clients got "no socket at ..."), its connections broke, and the SSE listener's close
 raised ``RuntimeError`` in the child. Each case runs in a fresh interpreter, which forks.
 """
@@ -73,10 +73,11 @@ def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
         "ws+unix": (f"ws+unix://{tmp_path}/w.sock", True),
         "fifo": (f"fifo://{tmp_path}/f.fifo", False),
         "mq": (f"mq://{name}", True),
+        "shm": (f"shm://{name}", True),
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq"])
+@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq", "shm"])
 def test_a_forked_child_closing_its_copies_leaves_the_parent_alone(
     kind: str, tmp_path: Path
 ) -> None:

@@ -89,6 +89,7 @@ class Link:
     tx_bell: socket.socket  # this side's end of the space doorbell: parks on it for space
     segment: Segment | None
     closed: bool = field(default=False)
+    owner: int = field(default_factory=os.getpid)  # the process that set the link up
 
     @property
     def rx_fd(self) -> int:
@@ -117,6 +118,13 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        if os.getpid() != self.owner:
+            # A forked child closing its copy: the rings are its parent's channel, so mark
+            # nothing closed in them (the parent's peer would see the end). Close our fds;
+            # the mapping goes with the ring objects.
+            for s in (self.rx_bell, self.tx_bell, self.sock):
+                s.close()
+            return
         self.tx.close()
         self.rx.close()
         self.rx_bell.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -314,6 +315,7 @@ class ShmListener(Listener):
         self._pending: set[socket.socket] = set()
         self._slots = threading.BoundedSemaphore(MAX_PENDING)
         self._wake_r, self._wake_w = socket.socketpair()
+        self._owner = os.getpid()
         sock.setblocking(False)
         self._thread = threading.Thread(target=self._acceptor, name=f"ipcwire accept {url}")
         self._thread.daemon = True
@@ -416,6 +418,14 @@ class ShmListener(Listener):
             ready = list(self._ready)
             self._ready.clear()
             self._cond.notify_all()
+        if os.getpid() != self._owner:
+            # A forked child closing its copy: the accepting thread and the pending clients
+            # are the parent's (a wake-up byte would stop its thread). Close our fds only.
+            for ch in ready:
+                ch.close()
+            for s in (self._sock, self._wake_r, self._wake_w):
+                s.close()
+            return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         self._thread.join(timeout=5.0)
