@@ -593,3 +593,38 @@ def _frame_of(payload: bytes) -> bytes:
     else:
         length = b"\xff" + n.to_bytes(8, "big")
     return b"\x82" + length + b"\0\0\0\0" + payload
+
+
+def test_timeout_bounds_each_attempt_even_with_reconnect() -> None:
+    """With reconnect=, the opening handshake could take until reconnect's end instead of
+    timeout= (a server that accepts and never answers, such as a full or frozen one, held
+    connect(timeout=0.5, reconnect=20) for 20 s), as a4c4d3d fixed for unix/tcp. reconnect=
+    still retries refused connections. Both drivers."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    url = f"ws://127.0.0.1:{silent.getsockname()[1]}/"
+    with pytest.raises(Timeout, match=r"took over 0\.\d+ s"):
+        ipcwire.connect(url, timeout=0.5, reconnect=20)
+
+    async def main() -> None:
+        with pytest.raises(Timeout, match=r"took over 0\.\d+ s"):
+            await aio.connect(url, timeout=0.5, reconnect=20)
+
+    asyncio.run(main())
+    silent.close()
+
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # refused until the listener below starts
+    box: list[Any] = []
+    t = threading.Thread(
+        target=lambda: box.append(
+            ipcwire.connect(f"ws://127.0.0.1:{port}/", timeout=2, reconnect=20)
+        )
+    )
+    t.start()
+    with ipcwire.listen(f"ws://127.0.0.1:{port}/") as listener:
+        with listener.accept(timeout=20) as server:
+            t.join(20)
+            box[0].send(b"late but in")
+            assert server.recv(timeout=10) == b"late but in"
+        box[0].close()

@@ -261,7 +261,9 @@ def open_error(exc: BaseException, url: str, timeout: float) -> IpcwireError:
     if isinstance(exc, IpcwireError):
         return exc
     if isinstance(exc, TimeoutError):
-        return Timeout(f"the WebSocket handshake with {url} took over {timeout} s", endpoint=url)
+        return Timeout(
+            f"the WebSocket handshake with {url} took over {timeout:.3g} s", endpoint=url
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         # the server did not prove who it is: as for tcp+TLS and https (docs/errors.md)
         return AuthenticationFailed(

@@ -83,7 +83,9 @@ def open_blocking(
     retry_until = start + reconnect if reconnect else None
     delays = backoff_delays()
     while True:
-        deadline = max(time.monotonic() + limit, retry_until or 0.0)
+        # each attempt has timeout= for its connect and handshake together; reconnect= only
+        # says how long refused attempts are tried again
+        deadline = time.monotonic() + limit
         try:
             if addr.unix is None:
                 sock = socket.create_connection(
@@ -124,7 +126,7 @@ async def aio_open(
     retry_until = loop.time() + reconnect if reconnect else None
     delays = backoff_delays()
     while True:
-        deadline = max(loop.time() + limit, retry_until or 0.0)
+        deadline = loop.time() + limit  # (as in open_blocking)
         sock = _new_socket(addr)
         sock.setblocking(False)
         try:
