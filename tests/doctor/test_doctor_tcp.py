@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 from tests._proc import child, kill9, wait_line
-from tests.doctor._helpers import doctor_json, findings
+from tests.doctor._helpers import doctor, doctor_json, findings
 
 import ipcwire
 from ipcwire.doctor import check_tcp
@@ -77,3 +77,11 @@ def test_privileged_port_for_an_unprivileged_server() -> None:
     assert code == 1
     [priv] = findings(data, "tcp.privileged")
     assert "below 1024" in priv["summary"]
+
+
+def test_port_zero_is_explained_not_called_missing() -> None:
+    # "tcp://127.0.0.1:0 has no port" was wrong: it has one, and 0 means "any free port".
+    out = doctor("tcp://127.0.0.1:0", "--listen")
+    assert out.returncode == 2
+    assert "port 0 asks the kernel for any free port" in out.stdout
+    assert "has no port" not in out.stdout

@@ -62,6 +62,11 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
     if scheme in _OVER_UNIX:
         return check_unix(endpoint.path or endpoint.host, listen=listen)
     if scheme in _OVER_TCP:
+        if endpoint.port == 0:
+            raise InvalidURL(
+                f"{target}: port 0 asks the kernel for any free port when a server listens, so "
+                f"there is nothing to check there; give the port the server uses (or will use)"
+            )
         port = endpoint.port or _DEFAULT_PORTS.get(scheme)
         if port is None:
             raise InvalidURL(f"{target} has no port: write {scheme}://host:port")
