@@ -191,3 +191,13 @@ def test_measure_runs_a_short_real_benchmark() -> None:
     assert 0 < kinds["round_trip"]["value"] < 10_000  # µs: measured, under 10 ms here
     assert kinds["round_trip"]["meets"] is True
     assert kinds["throughput"]["value"] > 0
+
+
+def test_a_size_the_benchmark_cannot_measure_is_a_usage_error() -> None:
+    # --measure --size 3 ended in the bench's ValueError traceback (sizes start at 16 bytes);
+    # a huge size in a MemoryError.
+    for size in ("3", "99999999999"):
+        out = choose("--measure", "--size", size)
+        assert out.returncode == 2, out.stderr
+        assert "message sizes go from 16 bytes to 64M" in out.stderr
+        assert "Traceback" not in out.stderr

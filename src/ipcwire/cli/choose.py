@@ -44,9 +44,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             p.add_argument(q.flag, dest=q.key, metavar=metavar, help=q.help or q.prompt)
     p.add_argument("--bench", metavar="RESULTS.json", help="numbers from `ipcwire bench --json`")
     p.add_argument("--measure", action="store_true", help="measure the candidates now (seconds)")
-    p.add_argument("--size", type=int, default=64, help="message size for round trips (64)")
+    p.add_argument("--size", type=_size, default=64, help="message size for round trips (64)")
     p.add_argument("--json", action="store_true", help="print JSON for tools")
     return p
+
+
+def _size(text: str) -> int:
+    """A message size the benchmark can measure: 16 bytes to 64 MiB (64, 4K, 1M...)."""
+    from ipcwire.bench.payload import MIN_SIZE
+    from ipcwire.cli.bench import parse_size
+
+    size = parse_size(text)
+    if not MIN_SIZE <= size <= _MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: message sizes go from {MIN_SIZE} bytes to 64M (ipcwire's largest message)"
+        )
+    return size
+
+
+_MAX_SIZE = 64 * 1024 * 1024  # ipcwire's default max_frame
 
 
 def _from_flags(args: argparse.Namespace) -> dict[str, object]:
