@@ -138,3 +138,10 @@ def test_load_of_a_missing_or_garbled_file_is_a_usage_error(tmp_path: Path) -> N
         out = _bench("--load", name, cwd=tmp_path)
         assert out.returncode == 2, out.stderr
         assert f"cannot read {name}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_size_over_the_largest_message_is_a_usage_error(tmp_path: Path) -> None:
+    # --sizes 99999M: a MemoryError traceback from the C floor (a failed run without it).
+    out = _bench(*TINY, "--sizes", "99999M", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "over 64M" in out.stderr and "Traceback" not in out.stderr

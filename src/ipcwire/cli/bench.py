@@ -33,8 +33,15 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * scale
 
 
+MAX_SIZE = 64 * 1024 * 1024  # ipcwire's largest message (the default max_frame)
+
+
 def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(parse_size(part) for part in text.split(",") if part.strip())
+    sizes = tuple(parse_size(part) for part in text.split(",") if part.strip())
+    for size in sizes:
+        if size > MAX_SIZE:  # the C floor and the payload pools allocate a few of each
+            raise argparse.ArgumentTypeError(f"{size} bytes is over 64M, ipcwire's largest message")
+    return sizes
 
 
 def _names(text: str) -> tuple[str, ...]:
