@@ -7,6 +7,7 @@ same exception, and so is a failed handshake."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
+from ipcwire.channel import Channel
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
@@ -632,3 +634,54 @@ def test_a_subscription_takes_no_event_forged_by_another_connection(
 
         got = asyncio.run(main())
     assert got == b"real"
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_listener_writing_to_several_clients_keeps_under_the_system_bus_limit(
+    driver: str, configured_bus: Callable[..., str]
+) -> None:
+    """The system bus's limit of 128 calls awaiting replies is per connection, and a
+    listener's channels share its connection: two channels with 100 messages in flight each
+    went over it, and the messages refused were lost."""
+    address = configured_bus(settings='<limit name="max_replies_per_connection">128</limit>')
+    url = "dbus://system/io.ipcwire.Fanout"
+    sent = [b"%d" % i for i in range(150)]
+    if driver == "blocking":
+        with (
+            ipcwire.listen(url, address=address) as listener,
+            ipcwire.connect(url, address=address, timeout=10) as c1,
+            listener.accept(timeout=10) as s1,
+            ipcwire.connect(url, address=address, timeout=10) as c2,
+            listener.accept(timeout=10) as s2,
+        ):
+
+            def burst(s: Channel) -> None:
+                for m in sent:
+                    s.send(m, timeout=10)
+
+            writers = [in_thread(functools.partial(burst, s)) for s in (s1, s2)]
+            got = [[c.recv(timeout=10) for _ in sent] for c in (c1, c2)]
+            for t, box in writers:
+                assert finished(t) and not isinstance(box[0], BaseException), box
+    else:
+
+        async def main() -> list[list[bytes]]:
+            async with (
+                await aio.listen(url, address=address) as listener,
+                await aio.connect(url, address=address, timeout=10) as c1,
+                await listener.accept(timeout=10) as s1,
+                await aio.connect(url, address=address, timeout=10) as c2,
+                await listener.accept(timeout=10) as s2,
+            ):
+
+                async def burst(s: Any) -> None:
+                    for m in sent:
+                        await s.send(m, timeout=10)
+
+                writers = [asyncio.create_task(burst(s)) for s in (s1, s2)]
+                got = [[await c.recv(timeout=10) for _ in sent] for c in (c1, c2)]
+                await asyncio.gather(*writers)
+                return got
+
+        got = asyncio.run(main())
+    assert got == [sent, sent]

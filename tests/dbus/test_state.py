@@ -39,6 +39,9 @@ class _Channel(ChannelState):
     def _lost(self, err: IpcwireError) -> None:
         self._gone = self._gone or err
 
+    def _room(self) -> None:
+        pass
+
 
 def _channel(hub: _Hub | None = None) -> _Channel:
     wire = ChannelOptions.build(parse_url(URL), {}).wire()

@@ -48,6 +48,7 @@ __all__ = [
     "ERROR_CLOSED",
     "INTERFACE",
     "MAX_MESSAGE",
+    "SYSTEM_CONNECTION_WINDOW",
     "SYSTEM_WINDOW",
     "WINDOW",
     "WINDOW_BYTES",
@@ -89,8 +90,11 @@ WINDOW: Final = 1024  # unacknowledged messages a sender may have in flight...
 WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go)
 # The system bus refuses a connection's calls beyond 128 awaiting replies (dbus-daemon's
 # max_replies_per_connection there; the session bus allows 50000): the refused ones would be
-# lost, so a sender on the system bus keeps fewer in flight.
-SYSTEM_WINDOW: Final = 100
+# lost. So there a connection keeps at most SYSTEM_CONNECTION_WINDOW in flight, all its
+# channels together (a listener's share its connection), and a channel SYSTEM_WINDOW of them
+# (a reader that does not read holds up the others only once several do not).
+SYSTEM_WINDOW: Final = 32
+SYSTEM_CONNECTION_WINDOW: Final = 100
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
 NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
@@ -161,9 +165,12 @@ def parse_target(endpoint: Endpoint) -> Target:
     return Target(bus=bus, name=name, path=path)
 
 
-def window(target: Target) -> int:
-    """How many messages a channel on ``target``'s bus may have unacknowledged."""
-    return SYSTEM_WINDOW if target.bus == "system" else WINDOW
+def window(target: Target) -> tuple[int, int | None]:
+    """How many messages a channel on ``target``'s bus may have unacknowledged, and a
+    connection (all its channels; None: no limit of its own)."""
+    if target.bus == "system":
+        return SYSTEM_WINDOW, SYSTEM_CONNECTION_WINDOW
+    return WINDOW, None
 
 
 def bus_address(target: Target, address: str | None = None) -> str:

@@ -133,6 +133,10 @@ class ChannelState(abc.ABC):
     def _lost(self, err: IpcwireError) -> None:
         """The channel can no longer work (``err`` says why)."""
 
+    @abc.abstractmethod
+    def _room(self) -> None:
+        """The connection has room again for a message (wake a send that waits for it)."""
+
     def _peer_gone(self) -> None:
         if self._eof:
             return  # it closed the channel first: a clean end
@@ -165,7 +169,8 @@ class ChannelState(abc.ABC):
         return payload
 
     def _may_send(self, size: int) -> bool:
-        """Whether a message of ``size`` bytes fits the window now (one always may go).
+        """Whether a message of ``size`` bytes fits the window now (one always may go), and
+        the connection's: True takes a slot of it (give it back with ``_hub.free_slot()``).
 
         Raises:
             ChannelClosed, ChannelBroken: it never will.
@@ -180,9 +185,10 @@ class ChannelState(abc.ABC):
             )
         if self._gone is not None:
             raise self._gone
-        return not self._inflight or (
+        fits = not self._inflight or (
             self._inflight < self._hub.window and self._inflight_bytes + size <= WINDOW_BYTES
         )
+        return fits and self._hub.take_slot(self)
 
     def _window_full(self, timeout: float | None) -> str:
         return (
@@ -281,10 +287,17 @@ class HubState(abc.ABC):
     """Routes the calls arriving on one bus connection to its channels and listener."""
 
     def __init__(
-        self, *, client: bool, lock: AbstractContextManager[Any], window: int = WINDOW
+        self,
+        *,
+        client: bool,
+        lock: AbstractContextManager[Any],
+        window: tuple[int, int | None] = (WINDOW, None),
     ) -> None:
         self.client = client
-        self.window = window  # unacknowledged messages a channel may have (see _proto.window)
+        # unacknowledged messages a channel may have, and the connection (see _proto.window)
+        self.window, self.connection_window = window
+        self.inflight = 0  # counted only under a connection_window
+        self._waiting: set[ChannelState] = set()  # channels waiting for a slot
         self.lock = lock  # guards channels, early, opened and users
         self.channels: dict[tuple[str, str], ChannelState] = {}
         self.listener: ListenerState | None = None
@@ -300,6 +313,28 @@ class HubState(abc.ABC):
     @abc.abstractmethod
     def _unused(self) -> None:
         """The last user is gone: hang up."""
+
+    def take_slot(self, ch: ChannelState) -> bool:
+        """Take a slot of the connection's window for a message of ``ch``; False (and ``ch``
+        is woken through ``_room`` later) when there is none."""
+        if self.connection_window is None:
+            return True
+        with self.lock:
+            if self.inflight >= self.connection_window:
+                self._waiting.add(ch)
+                return False
+            self.inflight += 1
+            return True
+
+    def free_slot(self) -> None:
+        """A message left the connection's window (call it without a channel's lock held)."""
+        if self.connection_window is None:
+            return
+        with self.lock:
+            self.inflight -= 1
+            waiting, self._waiting = self._waiting, set()
+        for ch in waiting:
+            ch._room()
 
     def refuse(self, msg: Message, name: str, text: str) -> None:
         self.send(Message.new_error(msg, name, text))

@@ -164,7 +164,9 @@ async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) 
 class _Hub(HubState):
     """Routes the calls arriving on one bus connection (a dbus-fast message handler)."""
 
-    def __init__(self, bus: MessageBus, url: str, *, client: bool, window: int) -> None:
+    def __init__(
+        self, bus: MessageBus, url: str, *, client: bool, window: tuple[int, int | None]
+    ) -> None:
         super().__init__(client=client, lock=NO_LOCK, window=window)
         self.bus = bus
         self.url = url
@@ -262,6 +264,9 @@ class AioDbusChannel(ChannelState, AioChannel):
             self._gone = err
         self._wake()
 
+    def _room(self) -> None:
+        self._window.set()
+
     def _acked(self, task: asyncio.Task[Message], size: int) -> None:
         if task.cancelled():
             self._settled(size, None, None)
@@ -270,6 +275,7 @@ class AioDbusChannel(ChannelState, AioChannel):
         else:
             self._settled(size, None, task.result())
         self._window.set()
+        self._hub.free_slot()
 
     # -- sending ----------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:

@@ -62,7 +62,9 @@ log = logging.getLogger("ipcwire")
 class _Hub(HubState):
     """Routes the calls arriving on one connection (in its reader thread)."""
 
-    def __init__(self, conn: BusConnection, *, client: bool, window: int) -> None:
+    def __init__(
+        self, conn: BusConnection, *, client: bool, window: tuple[int, int | None]
+    ) -> None:
         super().__init__(client=client, lock=threading.Lock(), window=window)
         self.conn = conn
         conn.add_handler(self.handle)
@@ -129,10 +131,15 @@ class DbusChannel(ChannelState, Channel):
                 self._gone = err
             self._cond.notify_all()
 
+    def _room(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
     def _acked(self, reply: Message | None, err: IpcwireError | None, size: int) -> None:
         with self._cond:
             self._settled(size, err, reply)
             self._cond.notify_all()
+        self._hub.free_slot()
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -153,6 +160,7 @@ class DbusChannel(ChannelState, Channel):
                 with self._cond:
                     self._inflight -= 1
                     self._inflight_bytes -= size
+                self._hub.free_slot()
                 raise
         self._sent += 1
         self._bytes_sent += size
