@@ -91,17 +91,22 @@ def translate_setup_error(exc: BaseException, url: str, options: ChannelOptions)
         raise translate(exc, url, "connecting to") from exc
 
 
-async def open_socket(path: str, url: str, limit: float, reconnect: float | None) -> socket.socket:
+async def open_socket(
+    path: str, url: str, limit: float, reconnect: float | None
+) -> tuple[socket.socket, float]:
+    """The connected socket, and when (``time.monotonic()``) the attempt that connected
+    began: ``limit`` covers that attempt's handshake too."""
     loop = asyncio.get_running_loop()
     retry_until = time.monotonic() + reconnect if reconnect else None
     delays = backoff_delays()
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
+        began = time.monotonic()
         try:
             async with asyncio.timeout(limit):
                 await loop.sock_connect(sock, path)
-            return sock
+            return sock, began
         except OSError as exc:
             sock.close()
             if isinstance(exc, TimeoutError):

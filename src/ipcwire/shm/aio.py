@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -377,10 +378,14 @@ async def connect(
     path = socket_path(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     loop = asyncio.get_running_loop()
-    sock = await open_socket(path, url, limit, reconnect)
+    sock, began = await open_socket(path, url, limit, reconnect)
     setup: ClientSetup | None = None
+    now = time.monotonic()
     try:
-        async with asyncio.timeout(min(limit, options.handshake_timeout)):
+        # timeout= bounds the attempt's connect and handshake together (as unix:// does)
+        async with asyncio.timeout(
+            max(min(began + limit, now + options.handshake_timeout) - now, 0)
+        ):
             info = peer_info(sock, path)
             hs = options.client_handshake("length")  # rings keep boundaries
             await loop.sock_sendall(sock, hs.hello())

@@ -205,7 +205,11 @@ def _handshake_client(
             return hs
 
 
-def _open(path: str, endpoint: Endpoint, limit: float, reconnect: float | None) -> socket.socket:
+def _open(
+    path: str, endpoint: Endpoint, limit: float, reconnect: float | None
+) -> tuple[socket.socket, float]:
+    """The connected socket, and when the attempt that connected began (its ``limit`` covers
+    the handshake too)."""
     url = endpoint.url
     start = time.monotonic()
     retry_until = start + reconnect if reconnect else None
@@ -213,10 +217,11 @@ def _open(path: str, endpoint: Endpoint, limit: float, reconnect: float | None) 
     addr = UnixAddress(path, None)
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        began = time.monotonic()
         try:
             sock.settimeout(limit)
             sock.connect(path)
-            return sock
+            return sock, began
         except OSError as exc:
             sock.close()
             err = explain_connect_error(exc, addr, url) or translate(exc, url, "connecting to")
@@ -249,9 +254,10 @@ def connect(
     url = endpoint.url
     path = socket_path(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    sock = _open(path, endpoint, limit, reconnect)
+    sock, began = _open(path, endpoint, limit, reconnect)
     try:
-        deadline = time.monotonic() + min(limit, options.handshake_timeout)
+        # timeout= bounds the attempt's connect and handshake together (as unix:// does)
+        deadline = min(began + limit, time.monotonic() + options.handshake_timeout)
         info = peer_info(sock, path)
         hs = _handshake_client(sock, options, deadline)
         link = connect_link(
