@@ -111,3 +111,18 @@ sys.stdin.read()
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_urls_that_connect_refuses_are_refused_not_diagnosed() -> None:
+    # "unix:" was diagnosed as the current directory ("is a directory, not a socket"),
+    # "mq:///a/b" as a missing queue, "spool:" as a directory named "" that does not exist.
+    for target, words in (
+        ("unix:", "names no socket path"),
+        ("unix://tmp/x.sock", "write unix:///tmp/x.sock"),
+        ("mq:///a/b", "one component without '/'"),
+        ("spool:", "write a spool as spool:///absolute/dir"),
+        ("spool://relative", "write a spool as spool:///absolute/dir"),
+    ):
+        out = doctor(target)
+        assert out.returncode == 2, (target, out.stdout)
+        assert words in out.stdout, (target, out.stdout)

@@ -60,7 +60,17 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
     endpoint = parse_url(target)
     scheme = endpoint.scheme
     if scheme in _OVER_UNIX:
-        return check_unix(endpoint.path or endpoint.host, listen=listen)
+        path = endpoint.path or endpoint.host
+        # what connect() and listen() refuse too; "unix:" was checked as the current
+        # directory ("is a directory, not a socket")
+        if scheme == "unix" and endpoint.host:
+            raise InvalidURL(
+                f"{target}: a Unix socket URL has no host; write unix:///{endpoint.host}"
+                f"{endpoint.path} (three slashes for an absolute path)"
+            )
+        if not path or path == "@":
+            raise InvalidURL(f"{target} names no socket path: write {scheme}:///absolute/path.sock")
+        return check_unix(path, listen=listen)
     if scheme in _OVER_TCP:
         if endpoint.port == 0:
             raise InvalidURL(
@@ -74,8 +84,18 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
     if scheme == "shm":
         return check_shm_url(target, listen=listen)
     if scheme == "mq":
-        return check_mq(endpoint.path or endpoint.host)
+        name = endpoint.path or endpoint.host
+        if not name.strip("/") or "/" in name.strip("/"):
+            raise InvalidURL(
+                f"{target}: a POSIX message queue name is one component without '/', written "
+                f"mq:///name"
+            )
+        return check_mq(name)
     if scheme == "spool":
+        if not endpoint.path or endpoint.host:
+            raise InvalidURL(
+                f"{target}: write a spool as spool:///absolute/dir (or spool:relative/dir)"
+            )
         return check_spool(endpoint.path)
     raise InvalidURL(
         f"ipcwire doctor has no checks for {scheme}:// yet; it knows unix (and ws+unix, "
