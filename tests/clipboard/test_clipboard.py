@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests._loops import AioRun
-from tests._proc import run_python
+from tests._proc import run_python, wait_until
 
 import ipcwire
 from ipcwire import aio
@@ -299,3 +300,42 @@ def test_with_reply_what_was_there_before_is_not_a_message(x_display: str) -> No
                 await client.recv(timeout=0.2)
 
     asyncio.run(main())
+
+
+def _running_tools() -> list[int]:
+    """This process's xclip children that are still running (not exited)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        state, ppid = rest.split()[:2]
+        if comm == "xclip" and int(ppid) == os.getpid() and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def test_a_cancelled_asyncio_recv_or_send_leaves_no_tool_running(
+    own_display: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    """Cancelling recv() or send() (wait_for, a task group) while the tool waited for a hung
+    display left xclip running, stuck, until the loop closed its transport."""
+    display, xvfb = own_display
+
+    async def main() -> bool:
+        async with await aio.connect("clipboard:", display=display, **FAST) as ch:
+            os.kill(xvfb.pid, signal.SIGSTOP)
+            try:
+                for attempt in (ch.recv(), ch.send("x")):
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(attempt, 0.3)
+                return wait_until(lambda: not _running_tools())  # killed: exits at once
+            finally:
+                os.kill(xvfb.pid, signal.SIGCONT)
+
+    none_left = asyncio.run(main())
+    assert none_left, "xclip was left running"

@@ -36,6 +36,13 @@ def _tool_lock() -> asyncio.Lock:
     return lock
 
 
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill a tool that is still running, without waiting (a cancelled task cannot)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
 class AioBackend:
     """Runs the tool's commands as asyncio subprocesses."""
 
@@ -66,6 +73,9 @@ class AioBackend:
             if by_caller:
                 raise tool_timed_out(self.tool, "read", self.url) from None
             raise tool_failed(self.tool, "read", "it did not answer", self.url) from None
+        except BaseException:  # cancelled: the tool is not left running (the loop reaps it)
+            _kill(proc)
+            raise
         if proc.returncode == 0:
             return out
         text = err.decode(errors="replace")
@@ -98,6 +108,9 @@ class AioBackend:
                 if by_caller:
                     raise tool_timed_out(self.tool, "write", self.url) from None
                 raise tool_failed(self.tool, "write", "it did not return", self.url) from None
+            except BaseException:  # cancelled (see paste)
+                _kill(proc)
+                raise
             if proc.returncode != 0:
                 err.seek(0)
                 raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
