@@ -415,3 +415,22 @@ def test_a_socket_file_we_may_not_open_is_permission_denied(sock_dir: Path) -> N
             check=False, capture_output=True, text=True, timeout=BOUND,
         )  # fmt: skip
         assert out.stdout.split() == ["PermissionDenied"] * 3, out.stderr[-2000:]
+
+
+# grpc.aio's Server.__del__ tries to stop a server whose loop has ended (whether or not it was
+# closed): its own warning, not ipcwire's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine 'AioServer.shutdown' was never awaited")
+def test_an_asyncio_listener_closed_after_its_loop_removes_its_socket(sock_dir: Path) -> None:
+    """close() of an asyncio grpc+unix listener after asyncio.run() returned (a finally,
+    atexit) raised RuntimeError ('no running event loop') and left the socket file behind;
+    the unix:// listener removes it. The server went with the loop: the file is what is left."""
+    path = sock_dir / "after.sock"
+
+    async def main() -> aio.AioListener:
+        return await aio.listen(f"grpc+unix://{path}")
+
+    lis = asyncio.run(main())
+    assert path.exists()
+    lis.close()
+    assert not path.exists() and lis.closed

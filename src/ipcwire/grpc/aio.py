@@ -58,6 +58,13 @@ _NO_REPLY = object()
 _LINGERING: set[asyncio.Task[None]] = set()
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class AioGrpcListener(AioListener):
     """A gRPC endpoint (asyncio) on a ``grpc.aio`` server."""
 
@@ -149,10 +156,15 @@ class AioGrpcListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        self._ready.close()
-        if self.server is not None:
-            self._stopping = asyncio.get_running_loop().create_task(self.server.stop(0.5))
-        self._cleanup()
+        try:
+            self._ready.close()
+            loop = _running_loop()
+            if self.server is not None and loop is not None:
+                self._stopping = loop.create_task(self.server.stop(0.5))
+            # else: called after the loop ended (asyncio.run() returned): the server went
+            # with it, and the socket file is all there is left to remove.
+        finally:
+            self._cleanup()
 
     async def aclose(self) -> None:
         self.close()
