@@ -3,15 +3,24 @@ wrapper the way a buggy mechanism would bend them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics
 from ipcwire.registry import lookup
-from ipcwire.testing import ConformanceError, check_channel, pair_from_url
+from ipcwire.testing import (
+    ConformanceError,
+    acheck_channel,
+    apair_from_url,
+    check_channel,
+    pair_from_url,
+)
 
 
 class Bent(Channel):
@@ -85,3 +94,46 @@ def test_a_codec_that_changes_types_fails(
     caps = lookup("unix").capabilities
     with pytest.raises(ConformanceError, match=f"codec {codec}"):
         check_channel(_bent_pair(unix_url, _deep(bend)), caps, codecs=(codec,))
+
+
+class AioMiscounting(AioChannel):
+    """A real asyncio channel whose statistics count each message twice."""
+
+    def __init__(self, inner: AioChannel) -> None:
+        self._inner = inner
+        self.url = inner.url
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        await self._inner.send(obj, timeout=timeout)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        return await self._inner.recv(timeout=timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def statistics(self) -> ChannelStatistics:
+        s = self._inner.statistics()
+        return dataclasses.replace(s, messages_sent=2 * s.messages_sent)
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+def test_the_asyncio_suite_checks_statistics(unix_url: Callable[[], str]) -> None:
+    # The blocking suite checked statistics(); the asyncio one did not, so an asyncio channel
+    # counting each message twice passed it.
+    real = apair_from_url(unix_url)
+
+    @contextlib.asynccontextmanager
+    async def make(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChannel]]:
+        async with real(**options) as (a, b):
+            yield AioMiscounting(a), AioMiscounting(b)
+
+    caps = lookup("unix").capabilities
+    with pytest.raises(ConformanceError, match="messages_sent=10, want 5"):
+        asyncio.run(acheck_channel(make, caps, codecs=("bytes",)))

@@ -81,6 +81,7 @@ async def acheck_channel(
     await _timeouts(make_pair)
     await _close_semantics(make_pair, caps)
     await _close_wakes_receiver(make_pair)
+    await _statistics(make_pair, caps)
     if caps.bidirectional:
         await _request(make_pair, caps)
     if url is not None and caps.multi_client:
@@ -234,6 +235,24 @@ async def _close_wakes_receiver(make_pair: AMakePair) -> None:
             raise ConformanceError(f"recv() interrupted by close() raised {exc!r}") from exc
         else:
             raise ConformanceError("recv() interrupted by close() returned a message")
+
+
+async def _statistics(make_pair: AMakePair, caps: Capabilities) -> None:
+    async with make_pair() as (a, b):
+        for i in range(5):
+            await a.send(payload(10, i), timeout=_WAIT)
+            if not caps.reliable:  # an unreliable mechanism may keep only the latest
+                await b.recv(timeout=_WAIT)
+        for _ in range(5 if caps.reliable else 0):
+            await b.recv(timeout=_WAIT)
+        sa, sb = a.statistics(), b.statistics()
+        expect(sa.messages_sent == 5, f"statistics: messages_sent={sa.messages_sent}, want 5")
+        expect(sb.messages_received == 5, f"statistics: received={sb.messages_received}, want 5")
+        expect(
+            sa.bytes_sent == 50 and sb.bytes_received == 50,
+            f"statistics: 5 messages of 10 bytes counted as {sa.bytes_sent} bytes sent and "
+            f"{sb.bytes_received} received, want 50 (message bytes, framing not counted)",
+        )
 
 
 async def _request(make_pair: AMakePair, caps: Capabilities) -> None:
