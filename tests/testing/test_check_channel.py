@@ -13,6 +13,7 @@ import pytest
 
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics
+from ipcwire.errors import Timeout
 from ipcwire.registry import lookup
 from ipcwire.testing import (
     ConformanceError,
@@ -136,4 +137,30 @@ def test_the_asyncio_suite_checks_statistics(unix_url: Callable[[], str]) -> Non
 
     caps = lookup("unix").capabilities
     with pytest.raises(ConformanceError, match="messages_sent=10, want 5"):
+        asyncio.run(acheck_channel(make, caps, codecs=("bytes",)))
+
+
+class AioNoneWhenEmpty(AioMiscounting):
+    """A real asyncio channel whose recv_nowait() returns None when nothing is there."""
+
+    def statistics(self) -> ChannelStatistics:
+        return self._inner.statistics()
+
+    async def recv_nowait(self) -> Any:
+        try:
+            return await self._inner.recv_nowait()
+        except Timeout:
+            return None
+
+
+def test_the_asyncio_suite_checks_recv_nowait(unix_url: Callable[[], str]) -> None:
+    real = apair_from_url(unix_url)
+
+    @contextlib.asynccontextmanager
+    async def make(**options: Any) -> AsyncIterator[tuple[AioChannel, AioChannel]]:
+        async with real(**options) as (a, b):
+            yield AioNoneWhenEmpty(a), AioNoneWhenEmpty(b)
+
+    caps = lookup("unix").capabilities
+    with pytest.raises(ConformanceError, match="recv_nowait"):
         asyncio.run(acheck_channel(make, caps, codecs=("bytes",)))

@@ -170,6 +170,12 @@ async def _empty_and_max(make_pair: AMakePair, caps: Capabilities) -> None:
 
 async def _timeouts(make_pair: AMakePair) -> None:
     async with make_pair() as (a, b):
+        try:
+            await b.recv_nowait()
+        except Timeout:
+            pass
+        else:
+            raise ConformanceError("recv_nowait() returned without a message")
         for wait in (0, 0.05):
             start = time.monotonic()
             try:
