@@ -425,3 +425,42 @@ def test_two_tasks_receiving_from_one_asyncio_waiter_both_get_a_signal() -> None
         return got
 
     assert asyncio.run(main()) == [signal.SIGUSR1, signal.SIGUSR1]
+
+
+def test_a_forked_child_is_not_bound_by_its_parents_waiters(tmp_path: Path) -> None:
+    """A process with a graceful shutdown (or a waiter) forks a child (multiprocessing's
+    default on Linux): the child inherited the handlers but not the dispatcher's thread, so
+    it swallowed SIGTERM (Process.terminate() did nothing), and a child exiting normally ran
+    the parent's cleanup at its exit (removing the parent's socket file)."""
+    pidfile = tmp_path / "parent.pid"
+    pidfile.write_text("the parent's")
+    proc = child(
+        f"""
+        import multiprocessing, os, sys, threading
+        import ipcwire
+        from ipcwire.signals import SignalWaiter
+
+        def work():
+            threading.Event().wait()
+
+        shutdown = ipcwire.graceful_shutdown({str(pidfile)!r}, exit=False)  # and atexit
+        waiter = SignalWaiter(["USR1"])
+        worker = multiprocessing.get_context("fork").Process(target=work)
+        worker.start()
+        worker.terminate()  # SIGTERM
+        worker.join(20)
+        print("worker", worker.exitcode, flush=True)
+        if worker.exitcode is None:
+            worker.kill()
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit: atexit handlers run in the child
+        os.waitpid(pid, 0)
+        print("pidfile", os.path.exists({str(pidfile)!r}), flush=True)
+        waiter.close()
+        shutdown.close()
+        """
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.split("\n")[:2] == [f"worker {-signal.SIGTERM}", "pidfile True"], (out, err)

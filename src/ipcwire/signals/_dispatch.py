@@ -63,6 +63,7 @@ class _Dispatcher:
         self._wake_w: int | None = None
         self._thread: threading.Thread | None = None
         self.exit_code: int | None = None  # set by request_exit(): the handler raises
+        self._fork_mask: set[int | signal.Signals] | None = None  # the mask before fork()
 
     # -- subscribing (main thread) ----------------------------------------------------------
     def subscribe(self, signums: Iterable[int]) -> Subscription:
@@ -160,8 +161,57 @@ class _Dispatcher:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
+    # -- fork -----------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        """Hold our signals back across fork() in the forking thread (the child inherits its
+        mask): one that reached the child before :meth:`after_fork_in_child` would be taken
+        by the parent's handlers, its byte written to the parent's wakeup pipe."""
+        self._fork_mask = None
+        if self._previous:
+            with contextlib.suppress(ValueError, OSError):
+                self._fork_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(self._previous))
+
+    def after_fork_in_parent(self) -> None:
+        if self._fork_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._fork_mask)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child has none of the parent's waiters (their threads, and this
+        dispatcher's, stayed in the parent), yet it inherited the handlers, which would keep
+        swallowing the signals for them: a child of a process with a graceful shutdown ignored
+        SIGTERM. Start over: the previous handlers, no subscription, no thread; then the
+        signals held back during the fork arrive (a SIGTERM ends the child)."""
+        self._reset_in_child()
+        if self._fork_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._fork_mask)
+
+    def _reset_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._subs = ()
+        self.exit_code = None
+        for signum, previous in self._previous.items():
+            with contextlib.suppress(TypeError, ValueError, OSError):
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+        r, w = self._wake_r, self._wake_w
+        if r is not None and w is not None:
+            with contextlib.suppress(ValueError, OSError):
+                current = signal.set_wakeup_fd(-1)
+                if current not in (-1, w):
+                    signal.set_wakeup_fd(current)  # another owner's (an asyncio loop's)
+            for fd in (r, w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = None
+        self._thread = None
+
 
 dispatcher = _Dispatcher()
+os.register_at_fork(
+    before=dispatcher.before_fork,
+    after_in_parent=dispatcher.after_fork_in_parent,
+    after_in_child=dispatcher.after_fork_in_child,
+)
 
 
 def request_exit(code: int, signum: int) -> None:

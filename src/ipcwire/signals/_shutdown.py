@@ -70,6 +70,7 @@ class GracefulShutdown:
             target=self._watch, name="ipcwire graceful shutdown", daemon=True
         )
         self._watcher.start()
+        self._pid = os.getpid()  # a forked child's exit is not this process's
         atexit.register(self._at_exit)
 
     # -- registering ----------------------------------------------------------------------
@@ -183,7 +184,8 @@ class GracefulShutdown:
             atexit.unregister(self._at_exit)
 
     def _at_exit(self) -> None:
-        self.shutdown()
+        if os.getpid() == self._pid:  # not in a forked child: the resources are the parent's
+            self.shutdown()
 
     def __enter__(self) -> Self:
         return self
