@@ -237,3 +237,16 @@ def test_a_reader_that_went_away_ends_the_command_quietly() -> None:
             os.close(w)
         assert out.stderr == "", out.stderr
         assert out.returncode == 141, args  # 128 + SIGPIPE, as `yes | head` reports
+
+
+def test_cat_msgpack_skips_a_line_msgpack_cannot_carry(sock_dir: Path) -> None:
+    # An integer over 64 bits is JSON, not msgpack: the stdin thread stopped at it (exit 1),
+    # and every later line was never sent.
+    s_out, _ = _cat_pair(
+        f"unix://{sock_dir}/mp2.sock",
+        "",
+        '99999999999999999999999\n{"after": 1}\n',
+        "--codec",
+        "msgpack",
+    )
+    assert s_out == '{"after":1}\n'

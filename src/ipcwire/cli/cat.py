@@ -69,6 +69,15 @@ def _encode_line(line: bytes, codec: str) -> Any:
     return msgspec.json.decode(line)
 
 
+def _msgpack_refuses(msg: Any) -> str | None:
+    """Why msgpack cannot carry a JSON value (an integer over 64 bits), or None."""
+    try:
+        msgspec.msgpack.encode(msg)
+    except (OverflowError, TypeError, msgspec.EncodeError) as exc:
+        return str(exc)
+    return None
+
+
 def _format(msg: Any, codec: str) -> bytes:
     if codec == "bytes":
         return msg if isinstance(msg, bytes) else bytes(msg)
@@ -95,6 +104,10 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
                 msg = _encode_line(line, codec)
             except DECODE_ERRORS as exc:
                 print(f"ipcwire cat: skipped a line that is not JSON: {exc}", file=sys.stderr)
+                continue
+            why = _msgpack_refuses(msg) if codec == "msgpack" else None
+            if why is not None:
+                print(f"ipcwire cat: skipped a line msgpack cannot carry: {why}", file=sys.stderr)
                 continue
             ch.send(msg)
     except IpcwireError as exc:
