@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from dbus_fast import Message
-from tests._proc import child, kill9, wait_line
+from tests._proc import child, kill9, run_python, wait_line
 from tests._threads import finished, in_thread
 
 import ipcwire
@@ -685,3 +685,34 @@ def test_a_listener_writing_to_several_clients_keeps_under_the_system_bus_limit(
 
         got = asyncio.run(main())
     assert got == [sent, sent]
+
+
+def test_a_bus_that_does_not_accept_this_user_is_permission_denied(
+    killable_bus: tuple[str, subprocess.Popen[str]],
+) -> None:
+    """A session bus takes a connection of another user (SASL says OK) and then drops it:
+    both drivers said MechanismUnavailable, 'cannot reach the D-Bus daemon ... is it running?
+    start a session bus with ...', though it runs (sudo -u with the user's bus address)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    address, _ = killable_bus
+    os.chmod(Path(address.split("path=")[1].split(",")[0]).parent, 0o755)  # reachable
+    code = f"""
+        import asyncio, os
+        import ipcwire, ipcwire.dbus.aio, ipcwire.dbus.blocking
+        from ipcwire import aio
+        ipcwire.mechanisms()
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+        url = "dbus://session/io.ipcwire.NotForYou"
+        for attempt in (
+            lambda: ipcwire.connect(url, address={address!r}, timeout=10),
+            lambda: asyncio.run(aio.connect(url, address={address!r}, timeout=10)),
+        ):
+            try:
+                attempt()
+            except ipcwire.IpcwireError as exc:
+                print(type(exc).__name__, exc.endpoint, "does not accept this user" in str(exc))
+        """
+    out = run_python(code)
+    url = "dbus://session/io.ipcwire.NotForYou"
+    assert out.splitlines() == [f"PermissionDenied {url} True"] * 2, out

@@ -23,7 +23,7 @@ from dbus_fast._private.address import parse_address
 from dbus_fast._private.unmarshaller import Unmarshaller
 
 from ipcwire._poll import wait_writable
-from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply
+from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply, user_refused
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -116,7 +116,7 @@ class BusConnection:
             raise
         self.unique_name: str = reply.body[0]
 
-    def _no_answer(self, exc: Exception, timeout: float) -> MechanismUnavailable:
+    def _no_answer(self, exc: Exception, timeout: float) -> IpcwireError:
         """What opening raises when the daemon failed to authenticate us or say hello (the
         asyncio driver's words)."""
         if isinstance(exc, (TimeoutError, Timeout)):
@@ -124,6 +124,8 @@ class BusConnection:
                 f"the D-Bus daemon at {self.address} did not answer within {timeout} s "
                 f"({self.label})"
             )
+        if isinstance(exc, ChannelBroken):  # authenticated, then dropped before Hello
+            return user_refused(self.address, self.label)
         return MechanismUnavailable(
             f"cannot reach the D-Bus daemon at {self.address} ({exc}); is it running? "
             f"{HOW_TO_START}"

@@ -77,6 +77,7 @@ __all__ = [
     "request_name",
     "resolve",
     "resolve_subscription",
+    "user_refused",
     "window",
 ]
 
@@ -106,6 +107,17 @@ HOW_TO_START = (
     "`eval $(dbus-launch --sh-syntax)`, or `dbus-daemon --session --fork --print-address` "
     "and export DBUS_SESSION_BUS_ADDRESS=<the address it printed>"
 )
+
+
+def user_refused(address: str, url: str) -> PermissionDenied:
+    """The error when the daemon took this process's connection (SASL said OK) and then
+    dropped it: its policy does not let this user on the bus."""
+    return PermissionDenied(
+        f"the D-Bus daemon at {address} took this process's connection (uid {os.getuid()}) "
+        f"and then dropped it ({url}): it does not accept this user (a session bus serves the "
+        f"user who started it); run as that user, or use a bus of this user's own",
+        endpoint=url,
+    )
 
 
 class DbusError(ChannelBroken):

@@ -44,6 +44,7 @@ from ipcwire.dbus._proto import (
     request_name,
     resolve,
     resolve_subscription,
+    user_refused,
     window,
 )
 from ipcwire.dbus._state import (
@@ -112,6 +113,9 @@ async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
         raise MechanismUnavailable(
             f"the D-Bus daemon at {address} did not answer within {timeout} s ({url})"
         ) from None
+    except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+        # connected and authenticated (a refusal is AuthError), then dropped at Hello
+        raise user_refused(address, url) from exc
     except Exception as exc:
         raise MechanismUnavailable(
             f"cannot reach the D-Bus daemon at {address} ({exc}); is it running? {HOW_TO_START}"
