@@ -51,6 +51,27 @@ class Stale(RawLink):
         super().send(self.first)
 
 
+class Crashing(RawLink):
+    """Dies in the middle of a measurement (a segfault in a C library, an os._exit)."""
+
+    sent = 0
+
+    def send(self, message: bytes) -> None:
+        self.sent += 1
+        if self.sent == 50:
+            os._exit(3)
+        super().send(message)
+
+
+class Segfaulting(Crashing):
+    """Dies by a signal in the middle of a measurement."""
+
+    def send(self, message: bytes) -> None:
+        if self.sent == 49:
+            os.kill(os.getpid(), 9)
+        super().send(message)
+
+
 NOISE = "noisy-contender: library chatter on file descriptor 2"
 
 
@@ -68,6 +89,8 @@ _LINKS: dict[str, type[RawLink]] = {
     "dropping": Dropping,
     "corrupting": Corrupting,
     "stale": Stale,
+    "crashing": Crashing,
+    "segfaulting": Segfaulting,
 }
 
 

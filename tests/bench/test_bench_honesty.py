@@ -95,3 +95,17 @@ def test_a_trial_of_a_cheater_fails_with_the_reason() -> None:
         trial([cheater.id], apis=("blocking",), extra=[cheater])
     doc = trial([cheater.id], apis=("blocking",), extra=[cheater], check=False)
     assert [r["status"] for r in doc["results"]] == ["failed"]
+
+
+def test_a_worker_that_dies_is_reported_with_how_it_ended() -> None:
+    """A contender whose process dies mid-run fails that measurement, saying how the worker
+    ended, and the run goes on with fresh workers."""
+    dying = [faulty("crashing", "b", ("throughput",)), faulty("segfaulting", "b", ("throughput",))]
+    config = dataclasses.replace(CONFIG, only=("test/crashing-b", "test/segfaulting-b", "raw/unix"))
+    out = run(config, extra=dying)
+    by_id = {(m.contender.id, m.kind): m for m in out.measurements}
+    crashed = by_id[("test/crashing-b", "throughput")].error
+    killed = by_id[("test/segfaulting-b", "throughput")].error
+    assert crashed is not None and "worker B died during the measurement (exit status 3)" in crashed
+    assert killed is not None and "(killed by SIGKILL)" in killed
+    assert by_id[("raw/unix", "throughput")].error is None

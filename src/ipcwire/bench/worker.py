@@ -372,7 +372,9 @@ class WorkerPair:
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError) as exc:
-                    raise MeasurementFailed(f"worker {side} died during the measurement") from exc
+                    raise MeasurementFailed(
+                        f"worker {side} died during the measurement{self._how_it_ended(side)}"
+                    ) from exc
                 if msg[0] == "error":
                     raise self._first_cause(side, msg, pending)
                 results[side] = msg[1]
@@ -382,6 +384,20 @@ class WorkerPair:
         results["A"]["phases"] = self._expect(a, "closed", close_deadline)[1]
         results["B"]["phases"] = self._expect(b, "closed", close_deadline)[1]
         return results["A"], results["B"]
+
+    def _how_it_ended(self, side: str) -> str:
+        """`` (exit status N)`` or `` (killed by SIGNAME)`` for a worker that died."""
+        proc = self._procs["AB".index(side)]
+        proc.join(timeout=2.0)  # its pipe is closed: it is exiting, if not gone already
+        code = proc.exitcode
+        if code is None:
+            return ""
+        if code < 0:
+            try:
+                return f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                return f" (killed by signal {-code})"
+        return f" (exit status {code})"
 
     def _first_cause(
         self, side: str, msg: tuple[Any, ...], pending: dict[Connection, str]
