@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ServerHandshake
+from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
@@ -102,7 +103,7 @@ class StreamListener(Listener):
 
     def accept(self, *, timeout: float | None = None) -> Channel:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+            if not self._cond.wait_for(lambda: self._ready or self._closed, limit(timeout)):
                 raise Timeout(
                     f"no client connected to {self.url} within {timeout} s", endpoint=self.url
                 )

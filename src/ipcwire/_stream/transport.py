@@ -19,6 +19,7 @@ import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
+from ipcwire._deadline import NO_LIMIT
 from ipcwire._poll import wait_readable, wait_writable
 
 __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
@@ -38,7 +39,7 @@ class PartialWrite(TimeoutError):
 
 
 def _timeval(timeout: float | None) -> bytes:
-    if timeout is None:
+    if timeout is None or timeout > NO_LIMIT:
         return _TIMEVAL.pack(0, 0)  # 0 means "no timeout" to the kernel
     usec = max(1, round(timeout * 1_000_000))  # never let a tiny timeout round to "forever"
     return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)

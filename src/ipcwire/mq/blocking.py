@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
@@ -54,6 +55,7 @@ _ERR: Final = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 
 def _deadline(timeout: float | None) -> float | None:
+    timeout = limit(timeout)
     return None if timeout is None else time.monotonic() + timeout
 
 
@@ -201,7 +203,7 @@ class MqChannel(ChannelCore, Channel):
         """The next whole message and its kernel priority (called with the recv lock)."""
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        deadline = None if not timeout else time.monotonic() + timeout
+        deadline = None if not timeout else _deadline(timeout)
         while True:
             got = self._next_ready()
             if got is not None:
@@ -371,35 +373,49 @@ class MqListener(Listener):
         return self._q
 
     def accept(self, *, timeout: float | None = None) -> Channel:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._accept_lock:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                if self._ready:
-                    return self._ready.popleft()
-                now = time.monotonic()
-                for s in [s for s in self._pending.values() if s.deadline <= now]:
-                    log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
-                    self._drop(s)
-                poller = select.poll()
-                poller.register(self._q.fileno(), _IN)
-                poller.register(self._wake, _IN)
-                for fd in self._pending:
-                    poller.register(fd, _IN)
-                wait = deadline
-                if self._pending:
-                    first = min(s.deadline for s in self._pending.values())
-                    wait = first if wait is None else min(wait, first)
-                ready = dict(poller.poll(_ms(wait)))
-                if self._q.fileno() in ready:
-                    self._take_announcements()
-                for fd in [fd for fd in ready if fd in self._pending]:
-                    self._advance(self._pending[fd])
-                if not self._ready and deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(
-                        f"no client connected to {self.url} within {timeout} s", endpoint=self.url
-                    )
+        deadline = _deadline(timeout)
+        # Another thread's accept() may be waiting (it reads the queue meanwhile): wait for
+        # it within this call's own timeout.
+        wait = -1 if deadline is None else max(deadline - time.monotonic(), 0)
+        if not self._accept_lock.acquire(timeout=wait):
+            raise Timeout(
+                f"no client connected to {self.url} within {timeout} s (another thread was "
+                f"accepting)",
+                endpoint=self.url,
+            )
+        try:
+            return self._accept(deadline, timeout)
+        finally:
+            self._accept_lock.release()
+
+    def _accept(self, deadline: float | None, timeout: float | None) -> Channel:
+        while True:
+            if self._closed:
+                raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+            if self._ready:
+                return self._ready.popleft()
+            now = time.monotonic()
+            for s in [s for s in self._pending.values() if s.deadline <= now]:
+                log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
+                self._drop(s)
+            poller = select.poll()
+            poller.register(self._q.fileno(), _IN)
+            poller.register(self._wake, _IN)
+            for fd in self._pending:
+                poller.register(fd, _IN)
+            wait = deadline
+            if self._pending:
+                first = min(s.deadline for s in self._pending.values())
+                wait = first if wait is None else min(wait, first)
+            ready = dict(poller.poll(_ms(wait)))
+            if self._q.fileno() in ready:
+                self._take_announcements()
+            for fd in [fd for fd in ready if fd in self._pending]:
+                self._advance(self._pending[fd])
+            if not self._ready and deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                )
 
     def _take_announcements(self) -> None:
         for s in announced(self._q, self._options):

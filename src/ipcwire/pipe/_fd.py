@@ -32,8 +32,9 @@ from collections.abc import Callable
 from typing import Final
 
 from ipcwire._core.wire import Packed
+from ipcwire._deadline import NO_LIMIT
 from ipcwire._oserror import translate
-from ipcwire._poll import wait_readable
+from ipcwire._poll import _MAX_POLL_MS, wait_readable
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
 
@@ -165,9 +166,11 @@ class _Closed(OSError):
 
 
 def _ms(wait: float | None) -> int | None:
-    if wait is None:
+    if wait is None or wait > NO_LIMIT:
         return None
-    return max(0, int(wait * 1000 + 0.999))  # round up: never return before the deadline
+    # round up: never return before the deadline (a wait over poll()'s longest returns
+    # early, and the caller waits again)
+    return min(max(0, int(wait * 1000 + 0.999)), _MAX_POLL_MS)
 
 
 class FdStream(ByteStream):

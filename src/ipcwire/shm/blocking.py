@@ -22,6 +22,7 @@ from typing import Any, Final
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
+from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
@@ -333,7 +334,7 @@ class ShmListener(Listener):
 
     def accept(self, *, timeout: float | None = None) -> ShmChannel:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+            if not self._cond.wait_for(lambda: self._ready or self._closed, limit(timeout)):
                 raise Timeout(
                     f"no client connected to {self.url} in {timeout} s", endpoint=self.url
                 )

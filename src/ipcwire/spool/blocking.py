@@ -19,6 +19,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire.channel import Channel, Listener
 from ipcwire.options import ChannelOptions
@@ -155,7 +156,7 @@ class SpoolListener(ListenerCore, Listener):
         store = self._take_store()
         if store is not None:
             return SpoolChannel(store, self._options.wire(), self.url, self._cfg)
-        if not self._done.wait(timeout):
+        if not self._done.wait(limit(timeout)):
             raise self._no_other_channel()
         raise self._closed_error()
 

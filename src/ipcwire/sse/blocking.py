@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import limit
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
@@ -347,7 +348,7 @@ class SseListener(Listener):
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         try:
-            ch = self._ready.get(timeout=timeout)
+            ch = self._ready.get(timeout=limit(timeout))
         except queue.Empty:
             raise Timeout(
                 f"no client connected to {self.url} within {timeout} s", endpoint=self.url

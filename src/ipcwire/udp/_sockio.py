@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, Final
 
+from ipcwire._deadline import NO_LIMIT
 from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
@@ -32,6 +33,8 @@ class Interrupted(Exception):
 
 def _timeval(seconds: float) -> bytes:
     """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO (0 means no limit to the kernel)."""
+    if seconds > NO_LIMIT:
+        return _TIMEVAL.pack(0, 0)  # no limit
     usec = max(1, round(seconds * 1e6))  # a positive wait must not become "no limit"
     return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
 

@@ -1,0 +1,115 @@
+"""``timeout=float("inf")`` (or any timeout over ``ipcwire._deadline.NO_LIMIT``) means no limit.
+
+Threads' waits and socket timeouts refuse such values: ``accept(timeout=math.inf)``,
+``recv(timeout=1e12)`` and the like raised a bare ``OverflowError`` at once on most blocking
+drivers. A concurrent ``accept()`` of an mq listener also waited for another thread's accept
+past its own timeout.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests._proc import wait_until
+from tests._threads import finished, in_thread
+
+import ipcwire
+from ipcwire.errors import Timeout
+
+HUGE = [float("inf"), 1e12]
+
+
+def _name() -> str:
+    return f"ipcwt-{uuid.uuid4().hex[:10]}"
+
+
+# mechanism -> URL; the receiving end is the accepted channel unless said otherwise
+CONNECTED: dict[str, Callable[[Path], str]] = {
+    "unix": lambda d: f"unix:{d}/s.sock",
+    "tcp": lambda d: "tcp://127.0.0.1:0",
+    "shm": lambda d: f"shm://{_name()}",
+    "mq": lambda d: f"mq://{_name()}",
+    "udp": lambda d: "udp://127.0.0.1:0",
+}
+
+
+@contextmanager
+def pair(url: str) -> Iterator[tuple[Any, Any]]:
+    """(client, server) of a connection-oriented mechanism."""
+    with ipcwire.listen(url) as lst:
+        t, box = in_thread(lambda: ipcwire.connect(lst.url, timeout=10))
+        if url.startswith("udp"):
+            assert finished(t)
+            box[0].send(b"hello")  # a UDP peer exists once it sent something
+        with lst.accept(timeout=10) as server:
+            assert finished(t)
+            with box[0] as client:
+                if url.startswith("udp"):
+                    assert server.recv(timeout=10) == b"hello"
+                yield client, server
+
+
+@pytest.mark.parametrize("huge", HUGE)
+@pytest.mark.parametrize("kind", sorted(CONNECTED))
+def test_a_huge_timeout_waits_without_limit(kind: str, huge: float, tmp_path: Path) -> None:
+    url = CONNECTED[kind](tmp_path)
+    with ipcwire.listen(url) as lst:
+        t, accepted = in_thread(lambda: lst.accept(timeout=huge))
+        client = ipcwire.connect(lst.url, timeout=10)
+        if kind == "udp":
+            client.send(b"hello")
+        assert finished(t)
+        assert not isinstance(accepted[0], Exception), accepted
+        accepted[0].close()
+        client.close()
+    with pair(url) as (client, server):
+        t, got = in_thread(lambda: server.recv(timeout=huge))
+        client.send(b"one")
+        assert finished(t)
+        assert got == [b"one"]
+        client.send(b"two", timeout=huge)
+        assert server.recv_many(timeout=huge) == [b"two"]
+
+
+def test_one_way_mechanisms_take_a_huge_timeout(tmp_path: Path) -> None:
+    with ipcwire.listen(f"fifo://{tmp_path}/f.fifo") as lst:
+        reader = lst.accept(timeout=float("inf"))
+        t, got = in_thread(lambda: reader.recv(timeout=float("inf")))
+        with ipcwire.connect(lst.url, timeout=10) as writer:
+            writer.send(b"fifo", timeout=float("inf"))
+            assert finished(t)
+        assert got == [b"fifo"]
+        reader.close()
+    with ipcwire.listen(f"spool://{tmp_path}/sp") as lst:
+        consumer = lst.accept(timeout=float("inf"))
+        t, got = in_thread(lambda: consumer.recv(timeout=1e12))
+        with ipcwire.connect(lst.url, timeout=10) as producer:
+            producer.send(b"spool")
+        assert finished(t)
+        assert got == [b"spool"]
+        consumer.close()
+    with ipcwire.listen("sse+http://127.0.0.1:0/events") as lst:
+        t, accepted = in_thread(lambda: lst.accept(timeout=float("inf")))
+        with ipcwire.connect(lst.url, timeout=10) as client:
+            assert finished(t)
+            with accepted[0] as server:
+                t, got = in_thread(lambda: client.recv(timeout=float("inf")))
+                server.send(b"sse")
+                assert finished(t)
+                assert got == [b"sse"]
+
+
+def test_mq_accept_keeps_its_timeout_while_another_thread_accepts() -> None:
+    with ipcwire.listen(f"mq://{_name()}") as lst:
+        waiting, _ = in_thread(lst.accept)  # no timeout: holds the turn to accept
+        assert wait_until(lst._accept_lock.locked)  # type: ignore[attr-defined]
+        t, late = in_thread(lambda: lst.accept(timeout=0.2))
+        assert finished(t), "accept(timeout=0.2) waited for the other thread's accept"
+        assert isinstance(late[0], Timeout)
+        lst.close()
+        assert finished(waiting)
