@@ -66,21 +66,17 @@ class AioCloseBound:
     """For ``websockets.asyncio`` connections: the transport is aborted ``close_timeout``
     after a close became expected, unless the peer closed it first."""
 
-    protocol: Any
     transport: Any
     loop: asyncio.AbstractEventLoop
-    close_timeout: float | None
+    close_deadline: float | None
     _ipcwire_cut: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
-        if (
-            self._ipcwire_cut is None
-            and self.protocol.state is not OPEN
-            and self.close_timeout is not None
-            and self.protocol.close_expected()
-        ):
-            self._ipcwire_cut = self.loop.call_later(self.close_timeout, self.transport.abort)
+        # The library sets close_deadline (loop time) here when a close became expected;
+        # only attributes are read on the way of every read
+        if self.close_deadline is not None and self._ipcwire_cut is None:
+            self._ipcwire_cut = self.loop.call_at(self.close_deadline, self.transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         timer = self._ipcwire_cut
