@@ -7,6 +7,7 @@ pickled by reference), so they live in this importable module.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from ipcwire.bench.builtin.raw import RawAcceptor, RawLink, unix_side_a, unix_side_b
@@ -72,6 +73,21 @@ class Segfaulting(Crashing):
         super().send(message)
 
 
+class Forking(Crashing):
+    """Exits mid-run leaving a child of its own that holds the worker's descriptors (as a
+    library's helper process would); the child writes its pid to FORKED_PID_FILE."""
+
+    def send(self, message: bytes) -> None:
+        if self.sent == 49:
+            child = os.fork()
+            if child == 0:  # holds every descriptor of the worker, the socket included
+                time.sleep(60)
+                os._exit(0)
+            with open(os.environ["FORKED_PID_FILE"], "w") as f:
+                f.write(str(child))
+        super().send(message)
+
+
 NOISE = "noisy-contender: library chatter on file descriptor 2"
 
 
@@ -91,6 +107,7 @@ _LINKS: dict[str, type[RawLink]] = {
     "stale": Stale,
     "crashing": Crashing,
     "segfaulting": Segfaulting,
+    "forking": Forking,
 }
 
 

@@ -7,7 +7,11 @@ honest contender after them (the workers are restarted after a failure).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
+from pathlib import Path
 
 import pytest
 from tests.bench.faulty import NOISE, faulty
@@ -109,3 +113,22 @@ def test_a_worker_that_dies_is_reported_with_how_it_ended() -> None:
     assert crashed is not None and "worker B died during the measurement (exit status 3)" in crashed
     assert killed is not None and "(killed by SIGKILL)" in killed
     assert by_id[("raw/unix", "throughput")].error is None
+
+
+def test_a_worker_that_dies_leaving_a_child_is_reported_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child the worker forked keeps its pipe open, so no end of file says it died; it
+    was a 20 s timeout blamed on a lost message."""
+    pid_file = tmp_path / "forked.pid"
+    monkeypatch.setenv("FORKED_PID_FILE", str(pid_file))  # the workers inherit it
+    config = dataclasses.replace(CONFIG, only=("test/forking-b",))
+    try:
+        out = run(config, extra=[faulty("forking", "b", ("throughput",))])
+        [m] = out.measurements
+        assert m.error is not None
+        assert "worker B died during the measurement (exit status 3)" in m.error
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -356,11 +356,22 @@ class WorkerPair:
         b.send(("b", task, address))
         results: dict[str, dict[str, Any]] = {}
         pending = {a: "A", b: "B"}
+        procs = dict(zip("AB", self._procs, strict=True))
         while pending:
+            # Looked at twice a second: a worker's exit closes its pipe, unless a child it
+            # forked still holds it; that was a 20 s timeout blamed on a lost message.
             ready = multiprocessing.connection.wait(
-                list(pending), timeout=max(deadline - time.monotonic(), 0.0)
+                list(pending), timeout=min(max(deadline - time.monotonic(), 0.0), 0.5)
             )
             if not ready:
+                dead = [side for side in pending.values() if procs[side].exitcode is not None]
+                if dead:
+                    raise MeasurementFailed(
+                        f"worker {dead[0]} died during the measurement"
+                        f"{self._how_it_ended(dead[0])}"
+                    )
+                if time.monotonic() < deadline:
+                    continue
                 waiting = " and ".join(sorted(pending.values()))
                 raise MeasurementFailed(
                     f"timed out after {timeout:.0f} s waiting for side {waiting} (a lost or "
