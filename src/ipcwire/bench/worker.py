@@ -367,8 +367,7 @@ class WorkerPair:
                 dead = [side for side in pending.values() if procs[side].exitcode is not None]
                 if dead:
                     raise MeasurementFailed(
-                        f"worker {dead[0]} died during the measurement"
-                        f"{self._how_it_ended(dead[0])}"
+                        f"worker {dead[0]} died during the measurement{self._how_it_ended(dead[0])}"
                     )
                 if time.monotonic() < deadline:
                     continue
@@ -422,9 +421,17 @@ class WorkerPair:
                 try:
                     reply = conn.recv()
                 except (EOFError, OSError):
-                    continue
+                    reply = ("died",)
                 if reply[0] == "error":
                     errors.append((other, reply))
+            else:
+                reply = ("died",) if self._procs["AB".index(other)].exitcode is not None else ()
+            if reply and reply[0] == "died":
+                # the other worker died (killed, crashed): this side's error is the echo of it
+                return MeasurementFailed(
+                    f"worker {other} died during the measurement{self._how_it_ended(other)}",
+                    f"side {side} then failed:\n{msg[2]}",
+                )
         errors.sort(key=lambda e: "VerificationError" not in e[1][1])
         first_side, first = errors[0]
         detail = "\n".join(f"side {s}:\n{m[2]}" for s, m in errors)
