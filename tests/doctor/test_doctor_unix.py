@@ -193,3 +193,21 @@ sys.stdin.read()
         assert finding["status"] == "problem"
         assert finding["data"]["pids"] == [proc.pid]
         assert "do not remove the file" in finding["fix"]
+
+
+def test_the_printed_fix_is_one_line_when_piped(sock_dir: Path) -> None:
+    # Piped or saved (`ipcwire doctor ... > report.txt`), lines were folded at 80 columns:
+    # "fix: rm" and the path landed on separate lines, a command nobody can paste.
+    long_dir = sock_dir / ("d" * 60)
+    long_dir.mkdir()
+    path = f"{long_dir}/app.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()  # bound, never listened, closed: a stale socket file
+    try:
+        out = doctor(f"unix://{path}")
+        assert out.returncode == 1
+        assert f"fix: rm {path}, then start the server" in out.stdout
+    finally:
+        os.unlink(path)
+        long_dir.rmdir()

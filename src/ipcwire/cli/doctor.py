@@ -89,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": ok, "reports": [r.as_dict() for r in reports]}, indent=2))
     else:
-        render(reports, Console())
+        # soft_wrap: no newline is put inside a line (a terminal still folds long ones), so a
+        # fix such as "rm /dev/shm/<long name>" stays one command when saved or piped
+        render(reports, Console(soft_wrap=True))
     return 0 if ok else 1
