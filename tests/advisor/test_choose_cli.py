@@ -201,3 +201,10 @@ def test_a_size_the_benchmark_cannot_measure_is_a_usage_error() -> None:
         assert out.returncode == 2, out.stderr
         assert "message sizes go from 16 bytes to 64M" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_a_recommended_url_is_one_line_when_piped() -> None:
+    # Piped or saved, lines were folded at 80 columns, which cut the runner-up's URLs in two.
+    out = choose("--browser", "both-ways")
+    assert out.returncode == 0, out.stderr
+    assert "sse+http://127.0.0.1:8080/events + http://127.0.0.1:8080/ipc" in out.stdout

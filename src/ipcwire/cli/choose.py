@@ -222,5 +222,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(advice.as_dict(), indent=2, ensure_ascii=False))
     else:
-        render(advice, Console())
+        render(advice, Console(soft_wrap=True))  # no newline inside a URL when piped
     return 0 if advice.recommended is not None else 1
