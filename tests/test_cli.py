@@ -250,3 +250,31 @@ def test_cat_msgpack_skips_a_line_msgpack_cannot_carry(sock_dir: Path) -> None:
         "msgpack",
     )
     assert s_out == '{"after":1}\n'
+
+
+def test_cat_sigterm_closes_what_it_opened(sock_dir: Path) -> None:
+    # kill, timeout(1) and service managers send SIGTERM: it ended cat at once and left the
+    # listener's socket file (or FIFO, or message queue) behind.
+    for url, path in (
+        (f"unix://{sock_dir}/term.sock", sock_dir / "term.sock"),
+        (f"fifo://{sock_dir}/term.fifo", sock_dir / "term.fifo"),
+    ):
+        server = subprocess.Popen(
+            [*IPCWIRE, "cat", "--listen", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stderr is not None
+            assert "listening at" in server.stderr.readline()
+            assert os.path.lexists(path)
+            server.terminate()
+            _, err = server.communicate(timeout=30)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.communicate()
+        assert server.returncode == 143, err  # 128 + SIGTERM
+        assert not os.path.lexists(path), url

@@ -8,8 +8,10 @@ messages still arriving are printed until the peer closes or ``--wait`` seconds 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -173,6 +175,36 @@ def run(args: argparse.Namespace) -> int:
     if codec not in ("bytes", "json", "msgpack"):
         print("ipcwire cat: --codec must be bytes, json or msgpack", file=sys.stderr)
         return 2
+    with _sigterm_unwinds():
+        return _run(args, options, codec)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind (close the channel and listener) and exit 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (kill, timeout, a service manager) closes what cat opened, as Ctrl-C does: by
+    default it ended the process at once and left the listener's socket file, FIFO or message
+    queue behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    old = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _run(args: argparse.Namespace, options: dict[str, Any], codec: str) -> int:
     try:
         if args.listen:
             # The listener stays open while the channel is used: closing it ends the channels
