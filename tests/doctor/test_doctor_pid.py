@@ -197,3 +197,23 @@ def test_writer_blocked_on_a_reader_that_is_busy_elsewhere_is_a_warning() -> Non
         assert not report.find("pid.deadlock")
         [blocked] = report.find("pid.blocked_on_pipe")
         assert blocked.status == "warning" and os.getpid() in blocked.data["waiting_for"]
+
+
+SELF_PIPE = """
+import os
+r, w = os.pipe()
+print("ready", flush=True)
+os.write(w, b"x" * 200000)  # more than the pipe holds, and only this process reads it
+"""
+
+
+def test_a_process_blocked_on_a_pipe_only_it_reads() -> None:
+    # Reported as "pid N each wait for the other ... kill one side", about one process.
+    with child(SELF_PIPE) as proc:
+        assert wait_line(proc) == "ready"
+        assert wait_until(lambda: _blocked_writing(proc.pid))
+        [dead] = check_pid(proc.pid).find("pid.deadlock")
+        assert dead.data["pids"] == [proc.pid]
+        assert "a full pipe that only it reads" in dead.summary
+        assert "each wait for the other" not in dead.summary
+        assert dead.fix is not None and "another thread" in dead.fix

@@ -101,16 +101,28 @@ def _check_pipes(pid: int, report: Report) -> None:
     if cycle:
         pids = sorted({e.waiter for e in cycle})
         who = " and ".join(describe_pid(p) for p in pids)
+        if len(pids) == 1:
+            # a pipe only this process reads: it blocked writing more than the pipe holds
+            # before reading any of it (one thread, or every thread waiting)
+            summary = (f"pipe-buffer deadlock: {who} waits on a full pipe that only it reads "
+                       "(it writes more than the pipe holds before reading)")  # fmt: skip
+            fix = ("read from the pipe in another thread (or asyncio) while writing, or write "
+                   "less than the pipe holds before reading. To unstick it now: "
+                   f"kill {pids[0]}")  # fmt: skip
+        else:
+            summary = (f"pipe-buffer deadlock: {who} each wait for the other (a full pipe that "
+                       "only the other reads, or a child's exit while it is blocked writing to "
+                       "us)")  # fmt: skip
+            fix = ("read and write at the same time: subprocess's communicate() instead of "
+                   "write() then read(); ipcwire.spawn() (drains stdout and stderr in the "
+                   "background); or threads/asyncio for each pipe. To unstick it now, kill one "
+                   f"side (kill {pids[-1]})")  # fmt: skip
         report.add(
             "pid.deadlock",
             "problem",
-            f"pipe-buffer deadlock: {who} each wait for the other (a full pipe that only the "
-            f"other reads, or a child's exit while it is blocked writing to us)",
+            summary,
             [_edge_text(e) for e in cycle],
-            "read and write at the same time: subprocess's communicate() instead of write() "
-            "then read(); ipcwire.spawn() (drains stdout and stderr in the background); or "
-            "threads/asyncio for each pipe. To unstick it now, kill one side (kill "
-            f"{pids[-1]})",
+            fix,
             pids=pids,
             pipes=sorted({e.pipe for e in cycle if e.pipe}),
         )
