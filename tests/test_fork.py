@@ -74,10 +74,13 @@ def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
         "fifo": (f"fifo://{tmp_path}/f.fifo", False),
         "mq": (f"mq://{name}", True),
         "shm": (f"shm://{name}", True),
+        "ws": ("ws://127.0.0.1:0/x", True),
+        "ws+unix": (f"ws+unix://{tmp_path}/w.sock", True),
+        "http+unix": (f"http+unix://{tmp_path}/h.sock", True),
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq", "shm"])
+@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq", "shm", "ws", "ws+unix", "http+unix"])
 def test_a_forked_child_closing_its_copies_leaves_the_parent_alone(
     kind: str, tmp_path: Path
 ) -> None:

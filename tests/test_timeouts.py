@@ -35,6 +35,8 @@ CONNECTED: dict[str, Callable[[Path], str]] = {
     "shm": lambda d: f"shm://{_name()}",
     "mq": lambda d: f"mq://{_name()}",
     "udp": lambda d: "udp://127.0.0.1:0",
+    "ws": lambda d: "ws://127.0.0.1:0/x",
+    "http+unix": lambda d: f"http+unix://{d}/h.sock",
 }
 
 

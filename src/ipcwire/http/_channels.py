@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec, encode_message
-from ipcwire._deadline import seconds_left
+from ipcwire._deadline import NO_LIMIT, seconds_left
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
@@ -165,7 +165,7 @@ class ServerChannel(Channel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         try:
-            if timeout is None:
+            if timeout is None or timeout > NO_LIMIT:
                 item = self._q.get()
             elif timeout > 0:
                 item = self._q.get(timeout=timeout)

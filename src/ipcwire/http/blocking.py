@@ -9,6 +9,7 @@ condition variable.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import threading
@@ -61,6 +62,7 @@ class HttpChannel(ClientEnd, Channel):
     def __init__(self, core: ClientCore, client: httpx.Client, peer: PeerInfo) -> None:
         super().__init__(core, peer)
         self._client = client
+        self._owner = os.getpid()
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._out = threading.Condition(threading.Lock())
@@ -398,6 +400,11 @@ class HttpChannel(ClientEnd, Channel):
         core = self._core
         if core.closed:
             return
+        if os.getpid() != self._owner:
+            # A forked child closing its copy: the session is its parent's (a DELETE would
+            # end it for the parent's peer). Nothing to send; the sockets go with the child.
+            core.closed = True
+            return
         try:
             self._flush(FLUSH_TIMEOUT)  # what was sent before close() arrives first
         except IpcwireError:
@@ -440,6 +447,8 @@ class HttpListener(Listener):
         self._cond = threading.Condition()
         self._ready: deque[Channel] = deque()
         self._closed = False
+        self._owner = os.getpid()
+        self._sock: Any = None  # the listening socket, once serving
         self._loop = asyncio.new_event_loop()
         self._server: HttpServer = server_factory(self._loop, self.url, self._enqueue)
         self._thread = threading.Thread(
@@ -448,6 +457,7 @@ class HttpListener(Listener):
         self._thread.start()
 
     def _start(self, sock: Any, ssl_context: ssl.SSLContext | None) -> None:
+        self._sock = sock
         fut = asyncio.run_coroutine_threadsafe(self._server.start(sock, ssl_context), self._loop)
         try:
             fut.result(DEFAULT_CONNECT_TIMEOUT)
@@ -488,6 +498,12 @@ class HttpListener(Listener):
             pending = list(self._ready)
             self._ready.clear()
             self._cond.notify_all()
+        if os.getpid() != self._owner:
+            # A forked child closing its copy: the serving thread and its loop are the
+            # parent's (they do not run here). Only let go of the listening socket.
+            if self._sock is not None:
+                self._sock.close()
+            return
         for ch in pending:
             ch.close()
         if self._loop.is_running():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -14,6 +15,7 @@ from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
+from ipcwire._deadline import limit
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
@@ -44,6 +46,7 @@ class WsChannel(ChannelCore, Channel):
         self._close_timeout = close_timeout
         self._recv_lock = threading.Lock()
         self._sndtimeo: float | None = None
+        self._owner = os.getpid()
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -116,6 +119,7 @@ class WsChannel(ChannelCore, Channel):
     def _set_send_timeout(self, timeout: float | None) -> None:
         # SO_SNDTIMEO bounds a blocked write without putting the socket in non-blocking mode
         # (which would add a poll() before every read of the library's reader thread).
+        timeout = limit(timeout)
         usec = 0 if timeout is None else max(1, round(timeout * 1_000_000))
         try:
             self._conn.socket.setsockopt(
@@ -166,7 +170,7 @@ class WsChannel(ChannelCore, Channel):
             exc, self._deferred = self._deferred, None
             raise exc
         try:
-            return self._conn.recv(timeout, decode=False)
+            return self._conn.recv(None if timeout is None else limit(timeout), decode=False)
         except TimeoutError:
             raise self._recv_timeout(timeout) from None
         except ConnectionClosed as exc:
@@ -178,6 +182,11 @@ class WsChannel(ChannelCore, Channel):
             return
         self._closed = True
         conn = self._conn
+        if os.getpid() != self._owner:
+            # A forked child closing its copy: the connection is its parent's. No closing
+            # handshake, no shutdown(2) (either would end it for the parent): our fd only.
+            conn.socket.close()
+            return
         # A send blocked on a peer that does not read holds the connection's lock; then the
         # closing handshake cannot be written: shut the socket down instead (bounded).
         if not conn.protocol_mutex.acquire(timeout=self._close_timeout):

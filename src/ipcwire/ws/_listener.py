@@ -18,6 +18,7 @@ from websockets.protocol import OPEN
 from websockets.sync.server import Server, ServerConnection
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire._deadline import limit
 from ipcwire.channel import Channel, Listener
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
@@ -105,7 +106,7 @@ class WsListener(ListenerCore, Listener):
 
     def accept(self, *, timeout: float | None = None) -> Channel:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or self._closed, timeout):
+            if not self._cond.wait_for(lambda: self._ready or self._closed, limit(timeout)):
                 raise self._accept_timeout(timeout)
             if self._closed:
                 raise self._closed_error()
