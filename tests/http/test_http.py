@@ -573,3 +573,30 @@ def test_a_client_that_stalls_in_its_body_gets_408() -> None:
                 assert status == b"HTTP/1.1 408 Request Timeout"
 
     asyncio.run(main())
+
+
+def test_a_server_killed_under_an_open_channel_is_not_called_never_started(
+    tmp_path: Path,
+) -> None:
+    """After kill -9 of the server, the client's error said "start the server first, or pass
+    reconnect=": advice for a first connect, not for a channel that was open."""
+    from tests._proc import child, kill9, wait_line
+
+    url = f"http+unix://{tmp_path}/h.sock"
+    server = f"""
+import ipcwire
+with ipcwire.listen({url!r}) as lst:
+    print("ready", flush=True)
+    with lst.accept(timeout=30) as ch:
+        for m in ch:
+            ch.send(m)
+"""
+    with child(server) as proc:
+        assert wait_line(proc) == "ready"
+        with ipcwire.connect(url, timeout=10) as ch:
+            assert ch.request(b"ping", timeout=10) == b"ping"
+            kill9(proc)
+            with pytest.raises(ChannelBroken) as err:
+                ch.request(b"again", timeout=10)
+    assert "start the server first" not in str(err.value)
+    assert url in str(err.value)

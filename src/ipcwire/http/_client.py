@@ -499,6 +499,14 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
         if isinstance(cause, ssl.SSLError):
             return ChannelBroken(f"TLS with {url} failed while {doing}: {cause}", endpoint=url)
         if isinstance(cause, OSError) and cause.errno is not None:
+            if doing != "connecting to" and isinstance(
+                cause, FileNotFoundError | ConnectionRefusedError
+            ):
+                return ConnectionRefused(
+                    f"nothing listens at {url} (while {doing} it): the server stopped, "
+                    f"restarted or is not running",
+                    endpoint=url,
+                )
             if isinstance(cause, FileNotFoundError):
                 return ConnectionRefused(
                     f"no socket at {url}: is the server running, at this exact path? Pass "
@@ -510,6 +518,12 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     if isinstance(exc, httpx.ConnectError):
         text = str(exc)
         if "refused" in text.lower() or "No such file" in text:
+            if doing != "connecting to":
+                return ConnectionRefused(
+                    f"nothing listens at {url} (while {doing} it): the server stopped, "
+                    f"restarted or is not running ({text})",
+                    endpoint=url,
+                )
             return ConnectionRefused(
                 f"nothing is listening at {url}: start the server first ({text})", endpoint=url
             )
