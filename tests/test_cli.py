@@ -278,3 +278,25 @@ def test_cat_sigterm_closes_what_it_opened(sock_dir: Path) -> None:
                 server.communicate()
         assert server.returncode == 143, err  # 128 + SIGTERM
         assert not os.path.lexists(path), url
+
+
+def test_cat_over_signals_speaks_signal_names() -> None:
+    # Received signals were printed as bytes(signal number): SIGUSR1 as ten NUL bytes; and a
+    # line "USR1" was sent as b"USR1", which the sender refused ("unknown signal b'USR1'").
+    receiver = subprocess.Popen(
+        [*IPCWIRE, "cat", "--listen", "signal:USR1,HUP", "--wait", "60"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stderr is not None and receiver.stdout is not None
+        assert "listening at" in receiver.stderr.readline()  # its handlers are installed
+        sender = _run("cat", f"signal:{receiver.pid}", "--wait", "0", stdin="USR1\n\nHUP\n")
+        assert sender.returncode == 0, sender.stderr
+        assert receiver.stdout.readline() == "SIGUSR1\n"
+        assert receiver.stdout.readline() == "SIGHUP\n"
+    finally:
+        receiver.kill()
+        receiver.communicate()

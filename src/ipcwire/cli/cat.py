@@ -66,6 +66,8 @@ def _seconds(text: str) -> float | None:
 
 
 def _encode_line(line: bytes, codec: str) -> Any:
+    if codec == "names":  # a signal's name or number, as text: "USR1", "SIGTERM", "10"
+        return line.decode(errors="replace").strip()
     if codec == "bytes":
         return line
     return msgspec.json.decode(line)
@@ -81,6 +83,8 @@ def _msgpack_refuses(msg: Any) -> str | None:
 
 
 def _format(msg: Any, codec: str) -> bytes:
+    if codec == "names":  # a signal: its name (bytes(signal.SIGUSR1) was 10 NUL bytes)
+        return str(getattr(msg, "name", msg)).encode()
     if codec == "bytes":
         return msg if isinstance(msg, bytes) else bytes(msg)
     return msgspec.json.encode(msg)
@@ -107,6 +111,8 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
             except DECODE_ERRORS as exc:
                 print(f"ipcwire cat: skipped a line that is not JSON: {exc}", file=sys.stderr)
                 continue
+            if codec == "names" and not msg:
+                continue  # a blank line names no signal
             why = _msgpack_refuses(msg) if codec == "msgpack" else None
             if why is not None:
                 print(f"ipcwire cat: skipped a line msgpack cannot carry: {why}", file=sys.stderr)
@@ -175,8 +181,20 @@ def run(args: argparse.Namespace) -> int:
     if codec not in ("bytes", "json", "msgpack"):
         print("ipcwire cat: --codec must be bytes, json or msgpack", file=sys.stderr)
         return 2
+    if codec == "bytes" and _carries_no_payload(args.url):
+        codec = "names"  # signal: lines are signal names, each received signal its name
     with _sigterm_unwinds():
         return _run(args, options, codec)
+
+
+def _carries_no_payload(url: str) -> bool:
+    """Whether the mechanism of ``url`` carries no payload (signal:): its messages are names."""
+    from ipcwire.registry import lookup
+
+    try:
+        return lookup(url.partition(":")[0]).capabilities.max_message_size == 0
+    except IpcwireError:
+        return False  # connect() or listen() says what is wrong with the URL
 
 
 class _Terminated(Exception):
