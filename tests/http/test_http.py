@@ -600,3 +600,53 @@ with ipcwire.listen({url!r}) as lst:
                 ch.request(b"again", timeout=10)
     assert "start the server first" not in str(err.value)
     assert url in str(err.value)
+
+
+def test_a_plain_client_survives_a_server_error() -> None:
+    """session=False: a 500 for one request (any HTTP server's handler failing) broke the
+    client for good; each request stands alone, so the next one goes through."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = 500 if body == b"boom" else 200
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rpc"
+        with ipcwire.connect(url, session=False, timeout=10) as ch:
+            assert ch.request(b"one", timeout=10) == b"one"
+            with pytest.raises(ChannelBroken):
+                ch.request(b"boom", timeout=10)
+            assert ch.request(b"two", timeout=10) == b"two"
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(10)
+
+    async def main() -> None:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        t = threading.Thread(target=server.serve_forever, daemon=True)
+        t.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/rpc"
+            async with await aio.connect(url, session=False, timeout=10) as ch:
+                with pytest.raises(ChannelBroken):
+                    await ch.request(b"boom", timeout=10)
+                assert await ch.request(b"two", timeout=10) == b"two"
+        finally:
+            server.shutdown()
+            server.server_close()
+            t.join(10)
+
+    asyncio.run(main())

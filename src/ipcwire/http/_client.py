@@ -432,6 +432,8 @@ class ClientCore:
                 f"{self.url} handled the request but sent no reply (HTTP 204)", endpoint=self.url
             )
         err = self.error(resp, "receiving", sent=nbytes)
+        if not self.session:
+            raise err  # no state on the server: this request failed, the next may not
         if isinstance(err, EndOfChannel):
             self.ended = err
             self.broken = ChannelBroken(f"{self.url}: the server closed the channel")
