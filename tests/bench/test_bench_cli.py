@@ -145,3 +145,15 @@ def test_a_size_over_the_largest_message_is_a_usage_error(tmp_path: Path) -> Non
     out = _bench(*TINY, "--sizes", "99999M", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert "over 64M" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_duration_or_warmup_that_is_not_a_number_of_seconds_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    # inf ended in an OverflowError traceback from the workers' poll; nan in "cannot convert
+    # float NaN to integer".
+    for flag in ("--duration", "--warmup"):
+        for value in ("inf", "nan"):
+            out = _bench(*TINY, flag, value, cwd=tmp_path)
+            assert out.returncode == 2, (flag, value, out.stderr)
+            assert f"{flag} must be" in out.stderr and "Traceback" not in out.stderr

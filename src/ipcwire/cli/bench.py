@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -160,10 +161,12 @@ def _config(args: argparse.Namespace) -> Any:
             raise SystemExit("ipcwire bench: --repeat must be at least 1")
         changes["repeat"] = args.repeat
     if args.duration is not None:
-        if args.duration <= 0:
-            raise SystemExit("ipcwire bench: --duration must be positive")
+        if not 0 < args.duration < math.inf:  # nan and inf too
+            raise SystemExit("ipcwire bench: --duration must be a positive number of seconds")
         changes["duration"] = args.duration
     if args.warmup is not None:
+        if not args.warmup < math.inf:
+            raise SystemExit("ipcwire bench: --warmup must be a number of seconds")
         changes["warmup"] = max(args.warmup, 0.0)
     if args.repeat is not None or args.duration is not None or args.warmup is not None:
         changes["budget"] = None  # the user chose the length of the run
