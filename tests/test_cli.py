@@ -221,7 +221,14 @@ def test_cat_timeout_takes_inf_and_refuses_nan(sock_dir: Path) -> None:
 
 def test_a_reader_that_went_away_ends_the_command_quietly() -> None:
     # `ipcwire doctor --json | head -1`: stdout's reader is gone before anything is written.
-    for args in (["doctor", "--json"], ["platforms", "--json"]):
+    # The text reports too: rich ended them with exit status 1, doctor's "a problem found".
+    for args in (
+        ["doctor", "--json"],
+        ["platforms", "--json"],
+        ["doctor", "--pid", str(os.getpid())],
+        ["platforms"],
+        ["choose"],
+    ):
         r, w = os.pipe()
         os.close(r)
         try:

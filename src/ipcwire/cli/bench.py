@@ -178,11 +178,11 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from ipcwire.cli._console import console as make_console
 
-    console = Console()
+    console = make_console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200)  # a file or a pipe: do not squeeze the table
+        console = make_console(width=200)  # a file or a pipe: do not squeeze the table
     return console
 
 

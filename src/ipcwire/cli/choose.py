@@ -20,6 +20,7 @@ from ipcwire.advisor.engine import Advice, Candidate, Step, advise
 from ipcwire.advisor.evidence import BenchResults
 from ipcwire.advisor.questions import QUESTIONS, Answers, Question, describe_value, parse_answer
 from ipcwire.advisor.rules import REQUIREMENTS, RULES
+from ipcwire.cli._console import console
 from ipcwire.errors import ConfigurationError
 
 __all__ = ["add_parser", "ask", "relevant", "render", "run"]
@@ -222,5 +223,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(advice.as_dict(), indent=2, ensure_ascii=False))
     else:
-        render(advice, Console(soft_wrap=True))  # no newline inside a URL when piped
+        render(advice, console(soft_wrap=True))  # no newline inside a URL when piped
     return 0 if advice.recommended is not None else 1

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from rich.console import Console
 from rich.markup import escape
 
+from ipcwire.cli._console import console
 from ipcwire.errors import InvalidURL
 
 if TYPE_CHECKING:
@@ -91,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         # soft_wrap: no newline is put inside a line (a terminal still folds long ones), so a
         # fix such as "rm /dev/shm/<long name>" stays one command when saved or piped
-        render(reports, Console(soft_wrap=True))
+        render(reports, console(soft_wrap=True))
     return 0 if ok else 1

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from ipcwire.cli._console import console as _console
 from ipcwire.registry import MechanismSpec, mechanisms
 
 __all__ = ["add_parser", "collect", "limits", "run"]
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
             "yes" if caps["crosses_machines"] else "no",
             m["reason"] or "",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     for m in data["mechanisms"]:
         impl = m["implementation"]
