@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,7 +30,7 @@ from ipcwire.channel import Channel
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
-from ipcwire.dbus._proto import MAX_MESSAGE, DbusError, bus_call
+from ipcwire.dbus._proto import MAX_MESSAGE, WINDOW, DbusError, bus_call
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -716,3 +718,47 @@ def test_a_bus_that_does_not_accept_this_user_is_permission_denied(
     out = run_python(code)
     url = "dbus://session/io.ipcwire.NotForYou"
     assert out.splitlines() == [f"PermissionDenied {url} True"] * 2, out
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_send_waiting_for_the_window_when_the_bus_dies_says_why(
+    driver: str, killable_bus: tuple[str, subprocess.Popen[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """kill -9 of the daemon while a send waits for the window (the reader reads nothing):
+    ChannelBroken at once in both drivers; the asyncio one said only the URL and a colon (the
+    exception of its failed call had no text), and asyncio later logged "Future exception was
+    never retrieved" with tracebacks (dbus-fast's write futures: the write that failed, and
+    writes to the closed socket after the end)."""
+    address, daemon = killable_bus
+    url = "dbus://session/io.ipcwire.Full/io/ipcwire/Full"
+    if driver == "blocking":
+        with (
+            ipcwire.listen(url, address=address) as listener,
+            ipcwire.connect(url, address=address, timeout=10) as c,
+            listener.accept(timeout=10),
+        ):
+            for _ in range(WINDOW):
+                c.send(b"unread", timeout=10)
+            _kill(daemon)
+            with pytest.raises(ChannelBroken) as err:
+                c.send(b"one more", timeout=30)  # raises when the connection ends
+    else:
+
+        async def main() -> pytest.ExceptionInfo[ChannelBroken]:
+            async with (
+                await aio.listen(url, address=address) as listener,
+                await aio.connect(url, address=address, timeout=10) as c,
+                await listener.accept(timeout=10),
+            ):
+                for _ in range(WINDOW):
+                    await c.send(b"unread", timeout=10)
+                _kill(daemon)
+                with pytest.raises(ChannelBroken) as err:
+                    await c.send(b"one more", timeout=30)
+                return err
+
+        err = asyncio.run(main())
+        gc.collect()  # a future whose error nobody retrieved logs it when collected
+        assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
+    assert err.value.endpoint == url
+    assert re.search(r"the D-Bus daemon closed the connection \(.+\)", str(err.value)), err.value

@@ -122,6 +122,16 @@ async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
         ) from exc
 
 
+def _retrieve_write_error(bus: MessageBus) -> None:
+    """Mark the error of the write that failed as seen. dbus-fast's ``call()`` never looks at
+    the future of its write, so it would be logged as "Future exception was never retrieved"
+    when collected, with a traceback, at any later point of the program (and formatting that
+    traceback during a compile trips CPython 3.11.7's AST recursion check: SystemError)."""
+    fut = getattr(getattr(bus, "_writer", None), "fut", None)
+    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
+        fut.exception()
+
+
 def _when_disconnected(
     bus: MessageBus, callback: Callable[[BaseException | None], None]
 ) -> asyncio.Future[Any]:
@@ -192,6 +202,7 @@ class _Hub(HubState):
             await asyncio.wait([self.closing, self.disconnected], timeout=_CLOSE_TIMEOUT * 2)
 
     def _ended(self, exc: BaseException | None) -> None:
+        _retrieve_write_error(self.bus)
         if exc is not None:
             self.lost(self.url, daemon_closed(exc), exc)
         else:
@@ -205,8 +216,9 @@ class _Hub(HubState):
         # A round trip to the daemon after our last message means it has routed that
         # message (a Close, say) before we hang up.
         try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await self.bus.call(bus_call("GetId"))
+            if self.bus.connected:  # (a call on an ended connection writes to a closed socket)
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self.bus.call(bus_call("GetId"))
         except Exception as exc:
             log.debug(
                 "ipcwire: %s: the last round trip before hanging up failed: %s", self.url, exc
@@ -274,8 +286,8 @@ class AioDbusChannel(ChannelState, AioChannel):
     def _acked(self, task: asyncio.Task[Message], size: int) -> None:
         if task.cancelled():
             self._settled(size, None, None)
-        elif (exc := task.exception()) is not None:
-            self._settled(size, ChannelBroken(f"{self.url}: {exc}", endpoint=self.url), None)
+        elif (exc := task.exception()) is not None:  # the connection failed (the blocking words)
+            self._settled(size, ChannelBroken(daemon_closed(exc), endpoint=self.url), None)
         else:
             self._settled(size, None, task.result())
         self._window.set()
@@ -293,6 +305,11 @@ class AioDbusChannel(ChannelState, AioChannel):
                     await self._window.wait()
             except TimeoutError:
                 raise Timeout(self._window_full(timeout), endpoint=self.url) from None
+        if not self._hub.bus.connected:  # ended, not yet reported: no write on a closed socket
+            self._hub.free_slot()
+            raise self._hub.error or ChannelBroken(
+                f"{self.url}: the bus connection ended", endpoint=self.url
+            )
         self._inflight += 1
         self._inflight_bytes += size
         msg = deliver_call(self._dest, self._path, self._chan, payload)
@@ -546,6 +563,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
             self._wake()
 
     def _ended(self, exc: BaseException | None) -> None:
+        _retrieve_write_error(self._bus)
         if exc is not None:
             self._gone = self._bus_gone(daemon_closed(exc), exc)
         else:
