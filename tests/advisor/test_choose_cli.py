@@ -208,3 +208,12 @@ def test_a_recommended_url_is_one_line_when_piped() -> None:
     out = choose("--browser", "both-ways")
     assert out.returncode == 0, out.stderr
     assert "sse+http://127.0.0.1:8080/events + http://127.0.0.1:8080/ipc" in out.stdout
+
+
+def test_answers_that_contradict_each_other_are_said_to() -> None:
+    # One-way messages and request/reply: a FIFO was recommended without a word.
+    data = choose_json("--direction", "one-way", "--pattern", "request-reply")
+    assert any("a reply needs a way back" in w for w in data["warnings"])
+    data = choose_json("--direction", "one-way", "--browser", "both-ways")
+    assert any("needs both directions" in w for w in data["warnings"])
+    assert not choose_json("--direction", "one-way")["warnings"]  # the default pattern is fine

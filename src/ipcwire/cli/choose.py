@@ -66,6 +66,21 @@ def _size(text: str) -> int:
 _MAX_SIZE = 64 * 1024 * 1024  # ipcwire's default max_frame
 
 
+def _contradictions(given: dict[str, object]) -> list[str]:
+    """Answers given together that cannot both hold; the rules then follow the first."""
+    if given.get("direction") != "one-way":
+        return []
+    out = []
+    if given.get("pattern") == "request-reply":
+        out.append("You said messages go one way, and request/reply: a reply needs a way back. "
+                   "This answer is for one-way messages; for requests and replies, leave out "
+                   "--direction (or say --direction both).")  # fmt: skip
+    if given.get("browser") in ("both-ways", "request-reply"):
+        out.append(f"You said messages go one way, and a browser talks {given['browser']}: "
+                   "the browser's answer needs both directions (--direction both).")  # fmt: skip
+    return out
+
+
 def _from_flags(args: argparse.Namespace) -> dict[str, object]:
     values: dict[str, object] = {}
     for q in QUESTIONS:
@@ -220,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         bench = measure(schemes, size=args.size, command_line=["ipcwire", *sys.argv[1:]])
         advice = advise(answers, bench, size=args.size)
         advice.notes += not_measured(bench, schemes)
+    advice.warnings += _contradictions(values)
     if args.json:
         print(json.dumps(advice.as_dict(), indent=2, ensure_ascii=False))
     else:
