@@ -164,3 +164,33 @@ def test_the_asyncio_suite_checks_recv_nowait(unix_url: Callable[[], str]) -> No
     caps = lookup("unix").capabilities
     with pytest.raises(ConformanceError, match="recv_nowait"):
         asyncio.run(acheck_channel(make, caps, codecs=("bytes",)))
+
+
+class DropsLastOfBatch(Bent):
+    """send_many loses the last message of each batch. Its receiver waits 0.2 s, not 10, so
+    the test is quick: the suite must still say what went wrong, not raise a bare Timeout."""
+
+    def send_many(self, objs: Any, *, timeout: float | None = None) -> None:
+        self._inner.send_many(list(objs)[:-1], timeout=timeout)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        return self._inner.recv_many(max_messages, timeout=min(timeout or 0.2, 0.2))
+
+
+def test_messages_lost_by_send_many_are_reported_as_such(unix_url: Callable[[], str]) -> None:
+    real = pair_from_url(unix_url)
+
+    @contextlib.contextmanager
+    def make(**options: Any) -> Iterator[tuple[Channel, Channel]]:
+        with real(**options) as (a, b):
+            yield DropsLastOfBatch(a, _same), DropsLastOfBatch(b, _same)
+
+    caps = lookup("unix").capabilities
+    with pytest.raises(ConformanceError, match="3 of 4 messages arrived"):
+        check_channel(make, caps, codecs=("bytes",))
+
+
+def _same(obj: Any) -> Any:
+    return obj

@@ -17,6 +17,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
+    IpcwireError,
     Timeout,
 )
 from ipcwire.registry import Capabilities
@@ -121,11 +122,23 @@ async def _bytes_like(make_pair: AMakePair, caps: Capabilities) -> None:
             expect(got == want, f"sent {type(obj).__name__} {want!r:.40}, received {got!r:.40}")
         if caps.reliable and caps.ordered:
             await a.send_many(objs, timeout=_WAIT)
-            got_many: list[Any] = []
-            while len(got_many) < len(objs):
-                got_many.extend(await b.recv_many(timeout=_WAIT))
+            got_many = await _receive(b, len(objs), "send_many of bytes-like objects")
             want_many = [memoryview(o).tobytes() for o in objs]
             expect(got_many == want_many, f"send_many of bytes-like objects gave {got_many!r:.80}")
+
+
+async def _receive(b: AioChannel, n: int, what: str) -> list[Any]:
+    """``n`` messages by recv_many; a ConformanceError saying how many came if they stop."""
+    got: list[Any] = []
+    while len(got) < n:
+        try:
+            got.extend(await b.recv_many(timeout=_WAIT))
+        except Timeout:
+            raise ConformanceError(
+                f"{what}: {len(got)} of {n} messages arrived, then nothing for {_WAIT} s "
+                f"(messages lost)"
+            ) from None
+    return got
 
 
 async def _ordering(make_pair: AMakePair) -> None:
@@ -137,9 +150,13 @@ async def _ordering(make_pair: AMakePair) -> None:
                 await a.send_many([[i + j, payload(16, i + j)] for j in range(100)], timeout=_WAIT)
 
         task = asyncio.ensure_future(produce())
-        received: list[Any] = []
-        while len(received) < n:
-            received.extend(await b.recv_many(timeout=_WAIT))
+        try:
+            received = await _receive(b, n, "ordering (send_many in batches of 100)")
+        except ConformanceError:
+            task.cancel()  # it may wait for room the receiver no longer makes
+            with contextlib.suppress(asyncio.CancelledError, IpcwireError):
+                await task
+            raise
         await task
         for i, msg in enumerate(received):
             expect(

@@ -133,11 +133,23 @@ def _bytes_like(make_pair: MakePair, caps: Capabilities) -> None:
             expect(got == want, f"sent {type(obj).__name__} {want!r:.40}, received {got!r:.40}")
         if caps.reliable and caps.ordered:
             a.send_many(objs, timeout=_WAIT)
-            got_many: list[Any] = []
-            while len(got_many) < len(objs):
-                got_many.extend(b.recv_many(timeout=_WAIT))
+            got_many = _receive(b, len(objs), "send_many of bytes-like objects")
             want_many = [memoryview(o).tobytes() for o in objs]
             expect(got_many == want_many, f"send_many of bytes-like objects gave {got_many!r:.80}")
+
+
+def _receive(b: Channel, n: int, what: str) -> list[Any]:
+    """``n`` messages by recv_many; a ConformanceError saying how many came if they stop."""
+    got: list[Any] = []
+    while len(got) < n:
+        try:
+            got.extend(b.recv_many(timeout=_WAIT))
+        except Timeout:
+            raise ConformanceError(
+                f"{what}: {len(got)} of {n} messages arrived, then nothing for {_WAIT} s "
+                f"(messages lost)"
+            ) from None
+    return got
 
 
 def _ordering(make_pair: MakePair, caps: Capabilities) -> None:
@@ -157,10 +169,10 @@ def _ordering(make_pair: MakePair, caps: Capabilities) -> None:
 
         t = threading.Thread(target=produce)
         t.start()
-        received: list[Any] = []
-        while len(received) < n:
-            received.extend(b.recv_many(timeout=_WAIT))
-        t.join()
+        try:
+            received = _receive(b, n, "ordering (send_many in batches of 100)")
+        finally:
+            t.join()
         expect(not errors, f"sending failed: {errors}")
         for i, msg in enumerate(received):
             expect(
