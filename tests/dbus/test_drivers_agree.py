@@ -7,6 +7,7 @@ same exception, and so is a failed handshake."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import os
@@ -30,7 +31,7 @@ from ipcwire.channel import Channel
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
-from ipcwire.dbus._proto import MAX_MESSAGE, WINDOW, DbusError, bus_call
+from ipcwire.dbus._proto import MAX_MESSAGE, SUBSCRIPTION_BUFFER, WINDOW, DbusError, bus_call
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -762,3 +763,49 @@ def test_a_send_waiting_for_the_window_when_the_bus_dies_says_why(
         assert [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()] == []
     assert err.value.endpoint == url
     assert re.search(r"the D-Bus daemon closed the connection \(.+\)", str(err.value)), err.value
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_subscription_that_does_not_read_is_ended_not_grown_without_bound(
+    driver: str, dbus_url: Callable[[], str]
+) -> None:
+    """The daemon ends a subscriber that reads too slowly once its buffer for it is full, but
+    the driver's reader kept that buffer empty and queued every event: 80 MiB published and
+    not read were 80 MiB held by the subscriber, and it never learnt it had fallen behind."""
+    url = dbus_url()
+    event = b"x" * (1 << 20)
+    n = SUBSCRIPTION_BUFFER // len(event) + 16
+    got: list[bytes] = []
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener, blocking.subscribe(url, timeout=10) as sub:
+            assert isinstance(listener, blocking.DbusListener)
+            for _ in range(n):
+                listener.publish(event)
+            listener._conn.call(bus_call("GetId"))
+            with contextlib.suppress(ChannelBroken):  # cut, or it has read them all
+                sub._conn.call(bus_call("GetId"))
+            stats = sub.statistics()
+            assert stats.buffered_bytes <= SUBSCRIPTION_BUFFER and stats.dropped > 0
+            with pytest.raises(ChannelBroken) as err:
+                while True:
+                    got.append(sub.recv(timeout=10))
+    else:
+
+        async def main() -> pytest.ExceptionInfo[ChannelBroken]:
+            async with await aio.listen(url) as listener, await dbus_aio.subscribe(url) as sub:
+                assert isinstance(listener, dbus_aio.AioDbusListener)
+                for _ in range(n):
+                    listener.publish(event)
+                await listener._hub.bus.call(bus_call("GetId"))
+                with contextlib.suppress(Exception):
+                    await sub._bus.call(bus_call("GetId"))
+                stats = sub.statistics()
+                assert stats.buffered_bytes <= SUBSCRIPTION_BUFFER and stats.dropped > 0
+                with pytest.raises(ChannelBroken) as err:
+                    while True:
+                        got.append(await sub.recv(timeout=10))
+                return err
+
+        err = asyncio.run(main())
+    assert len(got) == SUBSCRIPTION_BUFFER // len(event)  # what it held came first
+    assert err.value.endpoint == url and "did not read its events" in str(err.value)

@@ -48,6 +48,7 @@ __all__ = [
     "ERROR_CLOSED",
     "INTERFACE",
     "MAX_MESSAGE",
+    "SUBSCRIPTION_BUFFER",
     "SYSTEM_CONNECTION_WINDOW",
     "SYSTEM_WINDOW",
     "WINDOW",
@@ -96,6 +97,7 @@ WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go
 # (a reader that does not read holds up the others only once several do not).
 SYSTEM_WINDOW: Final = 32
 SYSTEM_CONNECTION_WINDOW: Final = 100
+SUBSCRIPTION_BUFFER: Final = 64 * 1024 * 1024  # events a subscription holds unread, bytes
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
 NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"

@@ -31,6 +31,7 @@ from ipcwire.dbus._proto import (
     ERROR_REFUSED,
     INTERFACE,
     MAX_MESSAGE,
+    SUBSCRIPTION_BUFFER,
     WINDOW,
     WINDOW_BYTES,
     Target,
@@ -519,9 +520,34 @@ class SubscriptionState:
         self._decode = wire.decode
         self._max_frame = wire.max_frame
         self._queue: deque[tuple[str, bytes]] = deque()
+        self._buffered = 0  # bytes in the queue
+        self._dropped = 0  # events that arrived once it had ended for not reading
         self._closed = False
         self._gone: IpcwireError | None = None  # why the bus connection ended
         self._received = self._bytes_received = 0
+
+    def _keep(self, topic: str, payload: bytes) -> bool:
+        """Queue a received event; False when the subscription has just ended instead (the
+        driver then hangs up): more than ``SUBSCRIPTION_BUFFER`` bytes were waiting. The bus
+        daemon ends a subscriber that reads too slowly, but only once its own buffer for it is
+        full, and the driver's reader keeps it empty: without this the queue would grow
+        without bound."""
+        if self._gone is not None:
+            self._dropped += 1  # ended already: the rest are dropped (and counted)
+            return True
+        if self._buffered + len(payload) > SUBSCRIPTION_BUFFER:
+            self._dropped += 1
+            self._gone = ChannelBroken(
+                f"{self.url}: this subscription did not read its events: more than "
+                f"{SUBSCRIPTION_BUFFER} bytes of them were waiting, so it was ended (as the bus "
+                f"daemon ends a subscriber that reads too slowly); events published since are "
+                f"lost: read faster, or subscribe again",
+                endpoint=self.url,
+            )
+            return False
+        self._queue.append((topic, payload))
+        self._buffered += len(payload)
+        return True
 
     def _bus_gone(self, why: str, cause: BaseException | None) -> ChannelBroken:
         """What a subscription raises once its bus connection ended (``why``), after the
@@ -543,7 +569,9 @@ class SubscriptionState:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._queue:
-            return self._queue.popleft()
+            event = self._queue.popleft()
+            self._buffered -= len(event[1])
+            return event
         if self._gone is not None:
             raise self._gone
         return None
@@ -583,5 +611,6 @@ class SubscriptionState:
             messages_received=self._received,
             bytes_sent=0,
             bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(p) for _, p in list(self._queue)),
+            buffered_bytes=self._buffered,
+            dropped=self._dropped,
         )

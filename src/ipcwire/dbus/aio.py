@@ -559,15 +559,17 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
 
     def _signal(self, msg: Message) -> None:
         if is_event(msg, self._target.path):
-            self._queue.append((msg.body[0], msg.body[1]))
+            if not self._keep(msg.body[0], msg.body[1]):
+                self._bus.disconnect()
             self._wake()
 
     def _ended(self, exc: BaseException | None) -> None:
         _retrieve_write_error(self._bus)
-        if exc is not None:
-            self._gone = self._bus_gone(daemon_closed(exc), exc)
-        else:
-            self._gone = self._bus_gone("the bus connection was closed", None)
+        if self._gone is None:
+            if exc is not None:
+                self._gone = self._bus_gone(daemon_closed(exc), exc)
+            else:
+                self._gone = self._bus_gone("the bus connection was closed", None)
         self._wake()
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:

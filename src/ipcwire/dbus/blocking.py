@@ -421,7 +421,9 @@ class DbusSubscription(SubscriptionState, Channel):
     """Receives a listener's ``Event`` signals (publish/subscribe); sending is refused.
 
     Signals are broadcast by the bus: a subscriber that is not reading does not slow the
-    publisher; the bus buffers for it (up to its limits, then disconnects it).
+    publisher. It holds at most ``SUBSCRIPTION_BUFFER`` bytes of unread events; beyond that it
+    is ended (``ChannelBroken`` after the events it holds; ``statistics().dropped`` counts the
+    rest), as the bus daemon ends a subscriber that reads too slowly.
     """
 
     def __init__(self, conn: BusConnection, target: Target, wire: WireFormat, url: str, rule: str):
@@ -435,12 +437,15 @@ class DbusSubscription(SubscriptionState, Channel):
     def _signal(self, msg: Message) -> None:
         if is_event(msg, self._target.path):
             with self._cond:
-                self._queue.append((msg.body[0], msg.body[1]))
+                kept = self._keep(msg.body[0], msg.body[1])
                 self._cond.notify_all()
+            if not kept:
+                self._conn.cut_off("the subscription did not read its events")
 
     def _lost(self, err: IpcwireError) -> None:
         with self._cond:
-            self._gone = self._bus_gone(str(err), err)
+            if self._gone is None:
+                self._gone = self._bus_gone(str(err), err)
             self._cond.notify_all()
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
