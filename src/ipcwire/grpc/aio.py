@@ -58,6 +58,9 @@ _NO_REPLY = object()
 _LINGERING: set[asyncio.Task[None]] = set()
 
 
+_DEAD_SERVERS: list[Any] = []  # see AioGrpcListener.close()
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -161,8 +164,12 @@ class AioGrpcListener(AioListener):
             loop = _running_loop()
             if self.server is not None and loop is not None:
                 self._stopping = loop.create_task(self.server.stop(0.5))
-            # else: called after the loop ended (asyncio.run() returned): the server went
-            # with it, and the socket file is all there is left to remove.
+            elif self.server is not None:
+                # Called after the loop ended (asyncio.run() returned): the server went with
+                # it, and the socket file is all there is left to remove. grpc.aio's
+                # Server.__del__ hangs for ever when its loop is gone (grpcio 1.85), so the
+                # dead server is kept, never collected.
+                _DEAD_SERVERS.append(self.server)
         finally:
             self._cleanup()
 
