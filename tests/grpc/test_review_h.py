@@ -446,3 +446,62 @@ def test_an_asyncio_listener_closed_after_its_loop_removes_its_socket(sock_dir: 
         check=False, capture_output=True, text=True, timeout=BOUND,
     )  # fmt: skip
     assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr[-2000:]
+
+
+DYING_SERVER = """
+import sys, time, ipcwire
+kw = {"certfile": sys.argv[2], "keyfile": sys.argv[3]} if len(sys.argv) > 2 else {}
+with ipcwire.listen(sys.argv[1], **kw) as lis:
+    print(lis.url, flush=True)
+    with lis.accept(timeout=30) as ch:
+        ch.recv(timeout=30)
+        print("got it", flush=True)
+        time.sleep(60)  # killed before it answers
+"""
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_server_killed_during_the_first_unary_call(
+    tls_files: tuple[Path, Path], tls: bool
+) -> None:
+    """A server killed (SIGKILL) while it holds a unary client's first call: ChannelBroken,
+    not AuthenticationFailed (TLS) nor 'is it a TLS endpoint?' (39b8fd8 read grpcio's
+    'Stream removed (Socket closed)' of a lost call as a connection refused in the TLS
+    handshake). Both drivers."""
+    cert, key = tls_files
+    scheme = "grpcs" if tls else "grpc"
+    extra = [str(cert), str(key)] if tls else []
+    kw: dict[str, Any] = {"cafile": cert} if tls else {}
+
+    def dying() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DYING_SERVER, f"{scheme}://127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        return proc, proc.stdout.readline().strip()
+
+    def kill_when_called(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "got it"
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+    proc, url = dying()
+    with ipcwire.connect(url, unary=True, **kw) as u:
+        t, box = in_thread(lambda: u.request(b"x", timeout=BOUND))
+        kill_when_called(proc)
+        assert finished(t)
+    assert type(box[0]) is ChannelBroken and "TLS" not in str(box[0]), box
+
+    async def main() -> None:
+        proc, url = dying()
+        async with await aio.connect(url, unary=True, **kw) as u:
+            requesting = asyncio.ensure_future(u.request(b"x", timeout=BOUND))
+            await asyncio.to_thread(kill_when_called, proc)
+            with pytest.raises(IpcwireError) as info:
+                await requesting
+        assert type(info.value) is ChannelBroken and "TLS" not in str(info.value)
+
+    asyncio.run(main())

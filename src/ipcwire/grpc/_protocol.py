@@ -168,14 +168,17 @@ def error_from_status(
                 f"connected to; pass server_hostname= with a name the certificate has ({text})",
                 endpoint=endpoint,
             )
-        if doing == "connecting" and "permission denied" in low:
+        # grpcio's words for a connection it could not make (not one lost mid-call, which
+        # is "Stream removed (Socket closed)" and the like)
+        unmade = doing == "connecting" and "failed to connect" in low
+        if unmade and "permission denied" in low:
             return PermissionDenied(
                 f"permission denied connecting to {endpoint}: this user may not open the "
                 f"socket file (or a directory on the way); run as its owner, or have the "
                 f"server listen with mode=0o660 and a group you share ({text})",
                 endpoint=endpoint,
             )
-        if doing == "connecting" and "socket closed" in low:
+        if unmade and "socket closed" in low:
             # Something answered, then hung up before gRPC could talk: no refusal.
             if endpoint.startswith("grpcs:"):
                 return AuthenticationFailed(
