@@ -92,6 +92,30 @@ def test_a_live_listener_is_never_stolen_and_is_named(sock_dir: Path) -> None:
             assert wait_line(proc) == "accepted"
 
 
+def test_a_socket_bound_by_a_live_process_that_does_not_listen_is_not_stale(
+    sock_dir: Path,
+) -> None:
+    """The probe is refused there too, and listen() removed the file of a live process
+    (between its bind() and listen(), or one that never listens). Found by helper-41."""
+    path = sock_dir / "bound.sock"
+    code = f"""
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.bind({str(path)!r})
+print("ready", flush=True)
+input()
+"""
+    with child(code) as proc:
+        assert wait_line(proc) == "ready"
+        with pytest.raises(AddressInUse, match="does not listen") as info:
+            ipcwire.listen(f"unix://{path}")
+        assert info.value.pid == proc.pid
+        assert path.exists()
+        kill9(proc)
+    with ipcwire.listen(f"unix://{path}"):  # now it is stale, and replaced
+        pass
+
+
 def test_a_file_that_is_not_a_socket_is_never_removed(sock_dir: Path) -> None:
     path = sock_dir / "data.txt"
     path.write_text("precious")

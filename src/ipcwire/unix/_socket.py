@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from ipcwire._core.url import Endpoint
 from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_files, unix_socket_inodes
@@ -183,6 +183,18 @@ def _probe(addr: UnixAddress) -> tuple[bool, int | None]:
         probe.close()
 
 
+def _bound_socket_pid(st: os.stat_result) -> int | Literal[False] | None:
+    """A refused probe means a stale file, unless a live socket is still bound to the file
+    without listening (a server between bind() and listen(), or one that never listens): the
+    pid holding it (None if it cannot be seen), or False when nothing is bound to it."""
+    table = unix_socket_files()
+    entries = table.get((st.st_dev, st.st_ino)) if table else None
+    if not entries:
+        return False
+    pids = pids_for_inodes({ino for ino, _listening in entries})
+    return pids[0] if pids else None
+
+
 def _check_path(addr: UnixAddress, url: str) -> None:
     assert addr.path is not None
     parent = os.path.dirname(os.path.abspath(addr.path))
@@ -224,6 +236,14 @@ def _check_path(addr: UnixAddress, url: str) -> None:
             f"cannot listen at {url}: {_owner_text(pid)} is listening there. Stop it, or "
             f"choose another path (`ipcwire doctor {url}` shows more)",
             pid=pid,
+            endpoint=url,
+        )
+    bound = _bound_socket_pid(st)
+    if bound is not False:
+        raise AddressInUse(
+            f"cannot listen at {url}: {_owner_text(bound)} has a socket bound to {addr.path} "
+            f"and does not listen on it (yet). Stop it, or choose another path",
+            pid=bound,
             endpoint=url,
         )
     log.info("ipcwire: removing stale socket file %s (nothing answers there)", addr.path)
