@@ -4,9 +4,10 @@ the parent's alone.
 After ``os.fork()`` the child holds copies of every descriptor. Closing them in the child
 (an ``with`` block left, a prefork worker exiting normally) must not remove the parent's
 socket file, FIFO or queue, shut down (``shutdown(2)``) a connection the parent still uses,
-say goodbye to the parent's peer (or mark a shared-memory ring closed), or raise. It did: the parent's listener lost its socket
-file (clients got "no socket at ..."), its connections broke, and the SSE listener's close
-raised ``RuntimeError`` in the child. Each case runs in a fresh interpreter, which forks.
+say goodbye to the parent's peer (or mark a shared-memory ring closed), or raise. It did:
+the parent's listener lost its socket file (clients got "no socket at ..."), its
+connections broke, and the SSE and HTTP listeners' close raised ``RuntimeError`` in the
+child. Each case runs in a fresh interpreter, which forks.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
         "mq": (f"mq://{name}", True),
         "shm": (f"shm://{name}", True),
         "ws": ("ws://127.0.0.1:0/x", True),
-        "ws+unix": (f"ws+unix://{tmp_path}/w.sock", True),
         "http+unix": (f"http+unix://{tmp_path}/h.sock", True),
+        "grpc+unix": (f"grpc+unix://{tmp_path}/g.sock", True),
     }[kind]
 
 

@@ -37,6 +37,7 @@ CONNECTED: dict[str, Callable[[Path], str]] = {
     "udp": lambda d: "udp://127.0.0.1:0",
     "ws": lambda d: "ws://127.0.0.1:0/x",
     "http+unix": lambda d: f"http+unix://{d}/h.sock",
+    "grpc": lambda d: "grpc://127.0.0.1:0",
 }
 
 

@@ -11,8 +11,6 @@ directory before hard-linking the socket into place with its mode (0600 by defau
 from __future__ import annotations
 
 import os
-import socket
-import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +18,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
-from ipcwire._procfs import describe_pid
-from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL, PermissionDenied
+from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
-from ipcwire.unix._socket import peer_info
+from ipcwire.unix._socket import UnixAddress, check_listen_path
 from ipcwire.unix._socket import resolve as resolve_unix
 
 __all__ = ["GrpcAddress", "channel_options", "resolve", "server_options"]
@@ -131,17 +128,7 @@ def prepare_unix(addr: GrpcAddress, url: str, mode: int) -> tuple[str, Callable[
     assert addr.path is not None
     path = os.path.abspath(addr.path)
     parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise ConfigurationError(
-            f"cannot listen at {url}: the directory {parent} does not exist", endpoint=url
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionDenied(
-            f"cannot listen at {url}: you (uid {os.getuid()}) may not create files in "
-            f"{parent}; use a directory you own such as $XDG_RUNTIME_DIR",
-            endpoint=url,
-        )
-    _refuse_live(path, url)
+    check_listen_path(UnixAddress(path, None), url)  # as unix://: stale files, live owners
     private = tempfile.mkdtemp(prefix=".iw", dir=parent)
     tmp = os.path.join(private, "s")
     if len(os.fsencode(tmp)) > _MAX_PATH:
@@ -177,61 +164,6 @@ def forget_private(bind_path: str) -> None:
                 p.unlink() if p.is_file() or p.is_socket() else p.rmdir()
             except OSError:
                 pass
-
-
-def _refuse_live(path: str, url: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise AddressInUse(
-            f"cannot listen at {url}: {path} exists and is not a socket; ipcwire never removes "
-            f"it. Choose another path",
-            endpoint=url,
-        )
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)
-    try:
-        probe.connect(path)
-        pid = peer_info(probe, path).pid
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)  # stale: nothing answers there
-        return
-    except BlockingIOError:
-        pid = None  # its backlog is full: alive and busy
-    except PermissionError:
-        raise PermissionDenied(
-            f"cannot listen at {url}: {path} belongs to someone else (uid {st.st_uid})",
-            endpoint=url,
-        ) from None
-    finally:
-        probe.close()
-    who = describe_pid(pid) if pid else "a live process"
-    raise AddressInUse(
-        f"cannot listen at {url}: {who} is listening there. Stop it or choose another path",
-        pid=pid,
-        endpoint=url,
-    )
-
-
-def unix_cleanup(path: str) -> Callable[[], None]:
-    """Remove the socket file on close, if it is still the one we made."""
-    try:
-        st = os.lstat(path)
-        ident = (st.st_dev, st.st_ino)
-    except OSError:
-        return lambda: None
-
-    def cleanup() -> None:
-        try:
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino) == ident:
-                os.unlink(path)
-        except OSError:
-            pass
-
-    return cleanup
 
 
 def read_pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,6 @@ from ipcwire.grpc._address import (
     prepare_unix,
     probe_tcp,
     server_options,
-    unix_cleanup,
 )
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
@@ -36,6 +34,7 @@ from ipcwire.grpc._protocol import (
 )
 from ipcwire.grpc._tls import server_credentials
 from ipcwire.options import ChannelOptions
+from ipcwire.unix._socket import remove_on_close
 
 __all__ = ["Admission", "ServerCore", "bind_server"]
 
@@ -151,7 +150,7 @@ def bind_server(
             forget_private(bind_path)
             raise AddressInUse(f"cannot listen at {url}: gRPC could not bind", endpoint=url)
         place()
-        return addr.url(tls=secure), unix_cleanup(os.path.abspath(addr.path))
+        return addr.url(tls=secure), remove_on_close(addr.path)
     probe_tcp(addr, url)
     port = _add_port(server, addr.target(), creds)
     if port == 0:

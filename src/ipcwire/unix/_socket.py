@@ -195,7 +195,14 @@ def _bound_socket_pid(st: os.stat_result) -> int | Literal[False] | None:
     return pids[0] if pids else None
 
 
-def _check_path(addr: UnixAddress, url: str) -> None:
+def check_listen_path(addr: UnixAddress, url: str) -> None:
+    """Before listening at a path: its directory exists and is writable; a file there is a
+    socket nobody listens on or has bound (then it is removed as stale); else the error
+    that says who holds it.
+
+    Raises:
+        AddressInUse, PermissionDenied, ConfigurationError.
+    """
     assert addr.path is not None
     parent = os.path.dirname(os.path.abspath(addr.path))
     if not os.path.isdir(parent):
@@ -279,7 +286,7 @@ def bind_listener(
             sock.listen(backlog)
             return sock, lambda: None
         with _directory_lock(addr.path):
-            _check_path(addr, url)
+            check_listen_path(addr, url)
             ident = _bind_private(sock, addr, mode)
             # Listening before the lock is released: a socket bound but not listening refuses
             # connections, so the next listener's probe would take it for a stale file.
@@ -289,11 +296,25 @@ def bind_listener(
         raise
 
     assert addr.path is not None
-    path = os.path.abspath(addr.path)  # unix:relative.sock: the file even if cwd changes
+    return sock, remove_on_close(addr.path, ident)
+
+
+def remove_on_close(path: str, ident: tuple[int, int] | None = None) -> Callable[[], None]:
+    """What removes a listener's socket file at ``path`` when it closes: only while the file
+    is still the one made (``ident``, its device and inode; by default what is there now),
+    and only in the process that made it (a forked child closing its copy of the listener
+    leaves its parent's file alone)."""
+    path = os.path.abspath(path)  # unix:relative.sock: the file even if cwd changes
+    if ident is None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return lambda: None
+        ident = (st.st_dev, st.st_ino)
     owner = os.getpid()
 
     def cleanup() -> None:
-        if os.getpid() != owner:  # a forked child closing its copy: the file is its parent's
+        if os.getpid() != owner:
             return
         try:
             st = os.lstat(path)
@@ -302,7 +323,7 @@ def bind_listener(
         except OSError:
             pass
 
-    return sock, cleanup
+    return cleanup
 
 
 @contextlib.contextmanager
