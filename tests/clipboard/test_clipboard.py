@@ -339,3 +339,10 @@ def test_a_cancelled_asyncio_recv_or_send_leaves_no_tool_running(
 
     none_left = asyncio.run(main())
     assert none_left, "xclip was left running"
+
+
+def test_a_huge_timeout_is_no_limit(x_display: str) -> None:
+    """recv(timeout=math.inf) raised OverflowError (the tool lock's wait)."""
+    with ipcwire.connect("clipboard:", **FAST) as a, ipcwire.connect("clipboard:", **FAST) as b:
+        a.send("inf", timeout=float("inf"))
+        assert b.recv(timeout=float("inf")) == "inf"

@@ -335,3 +335,12 @@ def test_asyncio_sync_close_hangs_up_when_asyncio_run_ends(
         asyncio.run(main())
         gc.collect()
     assert [str(w.message) for w in caught if bus_path in str(w.message)] == []
+
+
+def test_a_huge_timeout_is_no_limit(dbus_url: Callable[[], str]) -> None:
+    """send(timeout=math.inf) raised OverflowError (the write lock's wait)."""
+    url = dbus_url()
+    with ipcwire.listen(url) as lst, ipcwire.connect(url, timeout=10) as client:
+        client.send(b"one", timeout=float("inf"))
+        with lst.accept(timeout=float("inf")) as server:
+            assert server.recv(timeout=1e12) == b"one"

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import limit
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.clipboard._content import decode, encode
 from ipcwire.clipboard._options import ClipboardOptions, checked_options
@@ -188,7 +189,8 @@ class ClipboardChannel(Channel):
         Raises:
             Timeout: another thread's tool run held it until then.
         """
-        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        left = None if deadline is None else limit(deadline - time.monotonic())
+        wait = -1.0 if left is None else max(0.0, left)
         if not self._lock.acquire(timeout=wait):
             raise tool_timed_out(self._backend.tool, what, self.url)
         try:

@@ -22,6 +22,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast._private.address import parse_address
 from dbus_fast._private.unmarshaller import Unmarshaller
 
+from ipcwire._deadline import limit
 from ipcwire._poll import wait_writable
 from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply, user_refused
 from ipcwire.errors import (
@@ -173,6 +174,7 @@ class BusConnection:
         if not msg.serial:
             msg.serial = self.next_serial()
         data = msg._marshall(False)
+        timeout = limit(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._write_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise self._not_read(0, len(data), timeout or 0.0)
