@@ -116,3 +116,21 @@ def test_mq_accept_keeps_its_timeout_while_another_thread_accepts() -> None:
         assert isinstance(late[0], Timeout)
         lst.close()
         assert finished(waiting)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp", "shm", "ws", "grpc"])
+def test_connect_timeout_is_checked_and_inf_is_no_limit(kind: str, tmp_path: Path) -> None:
+    """connect(timeout=nan) raised a bare ValueError (unix: settimeout), timeout=inf an
+    OverflowError; found by helper-41."""
+    from ipcwire.errors import ConfigurationError
+
+    url = CONNECTED[kind](tmp_path)
+    with ipcwire.listen(url) as lst:
+        for bad in (float("nan"), -1, "10"):  # (a str too: from a config file)
+            with pytest.raises(ConfigurationError, match="timeout="):
+                ipcwire.connect(lst.url, timeout=bad)  # type: ignore[arg-type]
+        t, box = in_thread(lambda: ipcwire.connect(lst.url, timeout=float("inf")))
+        with lst.accept(timeout=10):
+            assert finished(t)
+            assert not isinstance(box[0], Exception), box
+            box[0].close()

@@ -7,7 +7,7 @@ from typing import Any
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
 from ipcwire.channel import Channel, Listener
-from ipcwire.options import ChannelOptions
+from ipcwire.options import ChannelOptions, connect_timeout
 from ipcwire.registry import lookup
 
 __all__ = ["connect", "listen"]
@@ -44,7 +44,7 @@ def connect(
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
     if timeout is not None:
-        kw["timeout"] = timeout
+        kw["timeout"] = connect_timeout(timeout, endpoint.url)
     channel: Channel = spec.load("blocking").connect(endpoint, opts, **kw)
     return channel
 

@@ -117,6 +117,23 @@ class ChannelOptions:
         )
 
 
+def connect_timeout(timeout: object, url: str) -> float:
+    """``connect(timeout=)`` checked: a number of seconds, 0 or more; one over 1e9 s
+    (``math.inf`` included) is 1e9 s, which every wait accepts.
+
+    Raises:
+        ConfigurationError: NaN, negative, or not a number.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigurationError(
+            f"timeout={timeout!r} for {url}: give a number of seconds (or leave it out for "
+            f"{DEFAULT_CONNECT_TIMEOUT:g} s)"
+        )
+    if not timeout >= 0:  # (NaN too)
+        raise ConfigurationError(f"timeout={timeout!r} for {url}: must be 0 or more seconds")
+    return min(float(timeout), 1e9)
+
+
 def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:
     """Raise for keyword arguments no one consumed.
 

@@ -18,7 +18,7 @@ from ipcwire._api import _common
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.options import ChannelOptions
+from ipcwire.options import ChannelOptions, connect_timeout
 from ipcwire.registry import lookup
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ async def connect(
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
     if timeout is not None:
-        kw["timeout"] = timeout
+        kw["timeout"] = connect_timeout(timeout, endpoint.url)
     channel: AioChannel = await spec.load("aio").connect(endpoint, opts, **kw)
     return channel
 
