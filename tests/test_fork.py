@@ -24,14 +24,23 @@ from tests._proc import run_python
 FORK = """
 import os, signal, sys, threading, ipcwire
 
-url, both_ways = sys.argv[1], sys.argv[2] == "1"
+url, both_ways, greet = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
 
 def pair(lst):
     box = []
-    t = threading.Thread(target=lambda: box.append(ipcwire.connect(lst.url, timeout=10)))
+
+    def connect():
+        ch = ipcwire.connect(lst.url, timeout=10)
+        if greet:  # udp: a peer is accepted once its first datagram came
+            ch.send(b"hello")
+        box.append(ch)
+
+    t = threading.Thread(target=connect)
     t.start()
     server = lst.accept(timeout=10)
     t.join(10)
+    if greet:
+        assert server.recv(timeout=10) == b"hello"
     return box[0], server
 
 lst = ipcwire.listen(url)
@@ -78,18 +87,21 @@ def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
         "ws": ("ws://127.0.0.1:0/x", True),
         "http+unix": (f"http+unix://{tmp_path}/h.sock", True),
         "grpc+unix": (f"grpc+unix://{tmp_path}/g.sock", True),
+        "udp": ("udp://127.0.0.1:0", True),
     }[kind]
 
 
-@pytest.mark.parametrize("kind", ["unix", "tcp", "fifo", "mq", "shm", "ws", "ws+unix", "http+unix"])
+@pytest.mark.parametrize(
+    "kind", ["unix", "tcp", "fifo", "mq", "shm", "ws", "ws+unix", "http+unix", "grpc+unix", "udp"]
+)
 def test_a_forked_child_closing_its_copies_leaves_the_parent_alone(
     kind: str, tmp_path: Path
 ) -> None:
     url, both_ways = _url(kind, tmp_path)
     out = run_python(
-        FORK.replace("sys.argv[1]", repr(url)).replace(
-            "sys.argv[2]", repr("1" if both_ways else "0")
-        )
+        FORK.replace("sys.argv[1]", repr(url))
+        .replace("sys.argv[2]", repr("1" if both_ways else "0"))
+        .replace("sys.argv[3]", repr("1" if kind == "udp" else "0"))
     )
     assert out.strip() == "ok", out
     assert list(tmp_path.iterdir()) == [], "the parent's close left files behind"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 import struct
 import threading
@@ -48,6 +49,7 @@ class SocketIO:
     def __init__(self, sock: socket.socket, fmt: DatagramFormat, url: str) -> None:
         sock.setblocking(True)
         self.sock = sock
+        self._owner = os.getpid()  # shutdown() only there: a forked child shares the socket
         self.fmt = fmt
         self.url = url
         self._buf = bytearray(fmt.recv_size)
@@ -169,8 +171,9 @@ class SocketIO:
         if self.closed:
             return
         self.closed = True
-        with contextlib.suppress(OSError):  # wakes a waiting call (ENOTCONN if unconnected,
-            self.sock.shutdown(socket.SHUT_RDWR)  # and it wakes it all the same on Linux)
+        if os.getpid() == self._owner:  # not in a forked child: its parent's socket
+            with contextlib.suppress(OSError):  # wakes a waiting call (ENOTCONN if unconnected,
+                self.sock.shutdown(socket.SHUT_RDWR)  # and it wakes it all the same on Linux)
         for lock in (self._rlock, self._wlock):
             if lock.acquire(timeout=1.0):
                 lock.release()
