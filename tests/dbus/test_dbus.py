@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 from dbus_fast import Message
-from tests._proc import child, kill9, wait_line
+from tests._proc import child, kill9, run_python, wait_line
 from tests._threads import finished, in_thread
+from tests.test_fork import FORK
 
 import ipcwire
 from ipcwire import aio
@@ -344,3 +345,17 @@ def test_a_huge_timeout_is_no_limit(dbus_url: Callable[[], str]) -> None:
         client.send(b"one", timeout=float("inf"))
         with lst.accept(timeout=float("inf")) as server:
             assert server.recv(timeout=1e12) == b"one"
+
+
+def test_a_forked_child_closing_its_copies_leaves_the_parent_alone(
+    dbus_url: Callable[[], str],
+) -> None:
+    """The child's close of a channel sent the channel's Close to the parent's peer and shut
+    the bus connection down, so the parent's next send raised ChannelBroken ('the D-Bus
+    daemon closed the connection'). tests/test_fork.py's script, over the session bus."""
+    script = (
+        FORK.replace("sys.argv[1]", repr(dbus_url()))
+        .replace("sys.argv[2]", repr("1"))
+        .replace("sys.argv[3]", repr("0"))
+    )
+    assert run_python(script) == "ok"

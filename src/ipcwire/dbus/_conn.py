@@ -97,6 +97,9 @@ class BusConnection:
         self.error: IpcwireError | None = None  # why the connection ended
         self.cut: IpcwireError | None = None  # a send was cut short: the connection with it
         self.closed = False
+        # A forked child holds a copy of the socket: what it writes (a channel's Close, a
+        # ReleaseName) or shuts down would reach the daemon as the parent's.
+        self._owner = os.getpid()
         try:
             self._authenticate(timeout)
         except OSError as exc:
@@ -171,6 +174,12 @@ class BusConnection:
         """
         if (failed := self.error or self.cut) is not None:
             raise failed
+        if os.getpid() != self._owner:
+            raise ChannelBroken(
+                f"the connection to {self.label} belongs to process {self._owner}, which "
+                f"opened it; a forked child cannot use it: open a new one in the child",
+                endpoint=self.label,
+            )
         if not msg.serial:
             msg.serial = self.next_serial()
         data = msg._marshall(False)
@@ -375,6 +384,9 @@ class BusConnection:
         if self.closed:
             return
         self.closed = True
+        if os.getpid() != self._owner:  # a forked child's copy: the connection is the parent's
+            self._sock.close()
+            return
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
