@@ -78,7 +78,8 @@ class Channel(abc.ABC):
         deferred = self._recv_many_error
         if deferred is not None:
             self._recv_many_error = None
-            raise deferred
+            if not self.closed:  # closed wins: the receive then raises ChannelClosed
+                raise deferred
 
     # -- what each mechanism implements ---------------------------------------------------
     @abc.abstractmethod

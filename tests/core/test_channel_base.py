@@ -15,12 +15,14 @@ import pytest
 
 from ipcwire.aio import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics
-from ipcwire.errors import EndOfChannel, RemoteProtocolError, Timeout
+from ipcwire.errors import ChannelClosed, EndOfChannel, RemoteProtocolError, Timeout
 
 SCRIPT = (b"a", b"bad", b"c", b"end")
 
 
-def _next(queue: deque[bytes], url: str) -> bytes:
+def _next(queue: deque[bytes], url: str, closed: bool) -> bytes:
+    if closed:
+        raise ChannelClosed(f"{url} is closed", endpoint=url)
     if not queue:
         raise Timeout("nothing yet", endpoint=url)
     item = queue.popleft()
@@ -43,7 +45,7 @@ class Scripted(Channel):
         raise NotImplementedError
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        return _next(self.queue, self.url)
+        return _next(self.queue, self.url, self._closed)
 
     def close(self) -> None:
         self._closed = True
@@ -64,7 +66,7 @@ class AioScripted(AioChannel):
         raise NotImplementedError
 
     async def recv(self, *, timeout: float | None = None) -> Any:
-        return _next(self.queue, self.url)
+        return _next(self.queue, self.url, self._closed)
 
     def close(self) -> None:
         self._closed = True
@@ -116,5 +118,35 @@ def test_asyncio_recv_after_recv_many_sees_the_deferred_error() -> None:
         with pytest.raises(RemoteProtocolError):
             await ch2.recv_many()
         assert await ch2.recv_many() == [b"c", b"end"]
+
+    asyncio.run(main())
+
+
+def test_after_close_a_deferred_error_gives_way_to_channel_closed() -> None:
+    """Closed wins (docs/internal/API-CONTRACT.md): after close(), recv() raised the error
+    recv_many had held back (RemoteProtocolError) instead of ChannelClosed, as the ws
+    channels do (495ac83); recv_many did too."""
+    ch = Scripted()
+    assert ch.recv_many() == [b"a"]
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.recv()
+    ch = Scripted()
+    assert ch.recv_many() == [b"a"]
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.recv_many()
+
+    async def main() -> None:
+        ach = AioScripted()
+        assert await ach.recv_many() == [b"a"]
+        await ach.aclose()
+        with pytest.raises(ChannelClosed):
+            await ach.recv()
+        ach = AioScripted()
+        assert await ach.recv_many() == [b"a"]
+        await ach.aclose()
+        with pytest.raises(ChannelClosed):
+            await ach.recv_many()
 
     asyncio.run(main())

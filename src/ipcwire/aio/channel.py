@@ -44,7 +44,8 @@ class AioChannel(abc.ABC):
         deferred = self._recv_many_error
         if deferred is not None:
             self._recv_many_error = None
-            raise deferred
+            if not self.closed:  # closed wins: the receive then raises ChannelClosed
+                raise deferred
 
     @abc.abstractmethod
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
