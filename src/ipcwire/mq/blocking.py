@@ -20,6 +20,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import limit
 from ipcwire._oserror import translate
+from ipcwire._poll import _MAX_POLL_MS
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
@@ -60,9 +61,11 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def _ms(deadline: float | None) -> int | None:
+    """poll()'s wait until ``deadline``; at most poll()'s longest (about 24 days: a longer
+    timeout= returns early, and the caller waits again)."""
     if deadline is None:
         return None
-    return max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+    return min(max(0, int((deadline - time.monotonic()) * 1000 + 0.999)), _MAX_POLL_MS)
 
 
 class MqChannel(ChannelCore, Channel):
@@ -221,7 +224,7 @@ class MqChannel(ChannelCore, Channel):
         if self._pidfd is not None and any(fd == self._pidfd for fd, _ in ready):
             self._dead = True  # messages it sent before dying are still delivered
             self._recv_poller.unregister(self._pidfd)
-        elif not ready:
+        elif not ready and (deadline is None or time.monotonic() >= deadline):
             raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
 
     # -- the rest ---------------------------------------------------------------------------
@@ -341,8 +344,10 @@ def _announce(rendezvous: MessageQueue, hello: bytes, deadline: float, url: str)
 def _wait_one(fd: int, event: int, deadline: float | None) -> int | None:
     poller = select.poll()
     poller.register(fd, event)
-    ready = poller.poll(_ms(deadline))
-    return ready[0][1] if ready else None
+    while not (ready := poller.poll(_ms(deadline))):
+        if deadline is None or time.monotonic() >= deadline:
+            return None
+    return ready[0][1]
 
 
 class MqListener(Listener):
