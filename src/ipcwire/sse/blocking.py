@@ -173,11 +173,17 @@ class SseClientChannel(ClientChannelBase, Channel):
     def _read(self, deadline: float | None, timeout: float | None) -> None:
         sock = self._sock
         assert sock is not None
-        now = time.monotonic()
-        wait = None if deadline is None else max(deadline - now, 0.0)
         silent_at = self._silent_at()
-        if silent_at is not None and (wait is None or silent_at - now < wait):
-            wait = max(silent_at - now, 0.0)
+        if deadline is None:
+            # the idle limit itself, not the time left of it: the socket's timeout then stays
+            # the same from one read to the next (no settimeout() per read); a silence is
+            # noticed at most that much after this read began
+            wait = self._core.idle_limit
+        else:
+            now = time.monotonic()
+            wait = max(deadline - now, 0.0)
+            if silent_at is not None and silent_at - now < wait:
+                wait = max(silent_at - now, 0.0)
         if wait != self._sock_timeout:
             sock.settimeout(wait)
             self._sock_timeout = wait
