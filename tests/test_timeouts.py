@@ -138,3 +138,17 @@ def test_connect_timeout_is_checked_and_inf_is_no_limit(
             assert finished(t)
             assert not isinstance(box[0], Exception), box
             box[0].close()
+
+
+@pytest.mark.parametrize("kind", sorted(CONNECTED))
+def test_a_negative_timeout_does_not_wait(kind: str, tmp_path: Path) -> None:
+    """A timeout of -1 or -inf is no wait, as 0 is: recv(timeout=-inf) raised a bare
+    OverflowError on unix, tcp and mq (the socket timeval, poll()'s milliseconds)."""
+    with pair(CONNECTED[kind](tmp_path)) as (client, server):
+        for negative in (-1.0, float("-inf")):
+            with pytest.raises(Timeout):
+                server.recv(timeout=negative)
+            with pytest.raises(Timeout):
+                server.recv_many(timeout=negative)
+            client.send(b"room", timeout=negative)
+            assert server.recv(timeout=10) == b"room"

@@ -41,7 +41,8 @@ class PartialWrite(TimeoutError):
 def _timeval(timeout: float | None) -> bytes:
     if timeout is None or timeout > NO_LIMIT:
         return _TIMEVAL.pack(0, 0)  # 0 means "no timeout" to the kernel
-    usec = max(1, round(timeout * 1_000_000))  # never let a tiny timeout round to "forever"
+    # never let a tiny timeout round to "forever" (nor a negative one, -inf too, fail)
+    usec = max(1, round(max(timeout, 0.0) * 1_000_000))
     return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
 
 

@@ -65,7 +65,10 @@ def _ms(deadline: float | None) -> int | None:
     timeout= returns early, and the caller waits again)."""
     if deadline is None:
         return None
-    return min(max(0, int((deadline - time.monotonic()) * 1000 + 0.999)), _MAX_POLL_MS)
+    left = deadline - time.monotonic()
+    if left <= 0:  # (a timeout of -inf too)
+        return 0
+    return min(int(left * 1000 + 0.999), _MAX_POLL_MS)
 
 
 class MqChannel(ChannelCore, Channel):

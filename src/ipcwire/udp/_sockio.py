@@ -36,7 +36,8 @@ def _timeval(seconds: float) -> bytes:
     """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO (0 means no limit to the kernel)."""
     if seconds > NO_LIMIT:
         return _TIMEVAL.pack(0, 0)  # no limit
-    usec = max(1, round(seconds * 1e6))  # a positive wait must not become "no limit"
+    # a positive wait must not become "no limit" (nor a negative one, -inf too, fail)
+    usec = max(1, round(max(seconds, 0.0) * 1e6))
     return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
 
 

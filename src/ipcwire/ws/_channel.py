@@ -120,7 +120,7 @@ class WsChannel(ChannelCore, Channel):
         # SO_SNDTIMEO bounds a blocked write without putting the socket in non-blocking mode
         # (which would add a poll() before every read of the library's reader thread).
         timeout = limit(timeout)
-        usec = 0 if timeout is None else max(1, round(timeout * 1_000_000))
+        usec = 0 if timeout is None else max(1, round(max(timeout, 0.0) * 1_000_000))
         try:
             self._conn.socket.setsockopt(
                 socket.SOL_SOCKET,
