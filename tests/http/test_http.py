@@ -604,7 +604,9 @@ with ipcwire.listen({url!r}) as lst:
 
 def test_a_plain_client_survives_a_server_error() -> None:
     """session=False: a 500 for one request (any HTTP server's handler failing) broke the
-    client for good; each request stands alone, so the next one goes through."""
+    client for good; each request stands alone, so the next one goes through. So does the
+    next send() after a send() answered 500 (send() and then recv() is the other way to ask:
+    the request() case was fixed, the send() one still broke the client)."""
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -629,6 +631,10 @@ def test_a_plain_client_survives_a_server_error() -> None:
             with pytest.raises(ChannelBroken):
                 ch.request(b"boom", timeout=10)
             assert ch.request(b"two", timeout=10) == b"two"
+            with pytest.raises(ChannelBroken):
+                ch.send(b"boom", timeout=10)
+            ch.send(b"three", timeout=10)
+            assert ch.recv(timeout=10) == b"three"
     finally:
         server.shutdown()
         server.server_close()
@@ -644,6 +650,10 @@ def test_a_plain_client_survives_a_server_error() -> None:
                 with pytest.raises(ChannelBroken):
                     await ch.request(b"boom", timeout=10)
                 assert await ch.request(b"two", timeout=10) == b"two"
+                with pytest.raises(ChannelBroken):
+                    await ch.send(b"boom", timeout=10)
+                await ch.send(b"three", timeout=10)
+                assert await ch.recv(timeout=10) == b"three"
         finally:
             server.shutdown()
             server.server_close()

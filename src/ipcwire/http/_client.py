@@ -324,7 +324,8 @@ class ClientCore:
             self.arrived([resp.content])
         else:
             err = self.error(resp, "sending", sent=nbytes)
-            if isinstance(err, ChannelBroken):
+            # plain mode: no state on the server, so this send failed and the next may not
+            if self.session and isinstance(err, ChannelBroken):
                 self.broken = err
             raise err
         self.sent += payloads
