@@ -193,3 +193,32 @@ print("ok")
 
 def test_a_forked_child_closing_a_spawn_channel_leaves_the_parents_child_running() -> None:
     assert run_python(SPAWN).strip() == "ok"
+
+
+SPAWN_CLOSING = """
+import os, signal, sys, threading, time, ipcwire
+
+STAYS = "import ipcwire, time\\nch = ipcwire.stdio()\\nch.send('up')\\ntime.sleep(30)"
+child = ipcwire.spawn([sys.executable, "-c", STAYS], exit_timeout=0.5)
+assert child.recv(timeout=10) == "up"
+closing = threading.Thread(target=child.close)  # waits exit_timeout, then SIGTERM
+closing.start()
+while not child._close_lock.locked():
+    time.sleep(0.001)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang in the child fails the test
+    child.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status} (14: SIGALRM, its close() hung)"
+closing.join(10)
+assert child.returncode == -signal.SIGTERM, child.returncode
+print("ok")
+"""
+
+
+def test_a_forked_child_closes_a_spawn_channel_its_parent_was_closing() -> None:
+    """A parent thread in close() at the fork held the channel's close lock, which no
+    thread of the child would ever release: the child's close() of its copy hung."""
+    assert run_python(SPAWN_CLOSING).strip() == "ok"

@@ -410,6 +410,10 @@ def _forget_children() -> None:
     would stay held here for ever.)"""
     global _live_lock
     _live_lock = threading.Lock()
+    for ch in _live | _closing:
+        # One a parent thread was closing at the fork stays locked here, with no thread to
+        # release it: the child's close() of its copy would wait for ever.
+        ch._close_lock = threading.Lock()
     _live.clear()
     _closing.clear()
 
