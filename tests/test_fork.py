@@ -222,3 +222,53 @@ def test_a_forked_child_closes_a_spawn_channel_its_parent_was_closing() -> None:
     """A parent thread in close() at the fork held the channel's close lock, which no
     thread of the child would ever release: the child's close() of its copy hung."""
     assert run_python(SPAWN_CLOSING).strip() == "ok"
+
+
+MQ_WAITING = """
+import os, select, signal, sys, threading, time, ipcwire
+
+lst = ipcwire.listen(sys.argv[1])
+box = []
+t = threading.Thread(target=lambda: box.append(ipcwire.connect(lst.url, timeout=10)))
+t.start()
+server = lst.accept(timeout=10)
+t.join(10)
+client = box[0]
+got, accepted = [], []
+receiver = threading.Thread(target=lambda: got.append(server.recv(timeout=20)))
+acceptor = threading.Thread(target=lambda: accepted.append(lst.accept(timeout=20)))
+receiver.start()
+acceptor.start()
+while not (server._recv_lock.locked() and lst._accept_lock.locked()):
+    time.sleep(0.001)  # both threads are in their waits
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang in the child fails the test
+    client.close()
+    server.close()
+    lst.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status} (14: SIGALRM, a close() hung)"
+woken = select.select([server._wake, lst._wake], [], [], 0)[0]
+assert not woken, "the child's close signalled the parent's wake-up eventfd (a busy loop)"
+client.send(b"after the fork")
+receiver.join(10)
+assert got == [b"after the fork"], got
+other = ipcwire.connect(lst.url, timeout=10)
+acceptor.join(10)
+accepted[0].send(b"new client")
+assert other.recv(timeout=10) == b"new client"
+for ch in (other, accepted[0], client, server, lst):
+    ch.close()
+print("ok")
+"""
+
+
+def test_a_forked_child_closing_mq_copies_leaves_the_parents_waiting_threads_alone() -> None:
+    """With a parent thread in recv() and one in accept() at the fork, the child's close of
+    its copies sent the end-of-channel marker to the parent's peer (the parent's recv() got
+    EndOfChannel), signalled the parent's wake-up eventfd (its waits then spun: nobody reads
+    it), and hung on the accept lock the parent's thread held."""
+    url = f"mq://ipcwt-{uuid.uuid4().hex[:10]}"
+    assert run_python(MQ_WAITING.replace("sys.argv[1]", repr(url))).strip() == "ok"

@@ -103,6 +103,7 @@ class MqChannel(ChannelCore, Channel):
                 self._recv_poller.register(fd, _IN)
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
+        self._owner = os.getpid()  # a forked child's close() leaves the parent's channel alone
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None, priority: int = 0) -> None:
@@ -235,6 +236,13 @@ class MqChannel(ChannelCore, Channel):
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            # A forked child's copy: the parent's threads may wait on the wake-up eventfd
+            # (nobody would read it: their waits would spin) and hold the locks, and an end
+            # marker would reach the parent's peer. Only our descriptors are closed.
+            self._close_queues()
+            os.close(self._wake)
+            return
         os.eventfd_write(self._wake, 1)  # wakes threads blocked in send or recv
         got_send = self._send_lock.acquire(timeout=CLOSE_TIMEOUT)
         try:
@@ -374,6 +382,7 @@ class MqListener(Listener):
         self._pending: dict[int, ServerSession] = {}  # by up-queue fd
         self._ready: deque[MqChannel] = deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._owner = os.getpid()
 
     @property
     def queue(self) -> MessageQueue:
@@ -452,6 +461,18 @@ class MqListener(Listener):
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            # A forked child's copy: as MqChannel.close (a parent's thread in accept() holds
+            # the lock); the clients and the queue are the parent's.
+            for s in self._pending.values():
+                s.close()
+            while self._ready:
+                self._ready.popleft().close()
+            release_rendezvous(
+                self._q, self._lock, self._q.name, self._options, unlink=self._unlink
+            )
+            os.close(self._wake)
+            return
         os.eventfd_write(self._wake, 1)
         with self._accept_lock:
             for s in list(self._pending.values()):
