@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
-from ipcwire.aio.channel import AioChannel, AioListener
+from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
@@ -69,7 +69,7 @@ class AioWsListener(ListenerCore, AioListener):
     ) -> None:
         super().__init__(settings, authorize=authorize, on_close=on_close)
         self._server: Server | None = None
-        self._ready: asyncio.Queue[AioWsChannel | None] = asyncio.Queue()
+        self._ready: AcceptQueue[AioWsChannel] = AcceptQueue()
         # connections not handed over yet (in the HTTP handshake or the first-message check),
         # and the tasks of those handed over: close() cuts the former off, aclose() waits
         # for their tasks (the others belong to their channels)
@@ -185,7 +185,7 @@ class AioWsListener(ListenerCore, AioListener):
         if self._closed:
             await ch.aclose()
             return
-        self._ready.put_nowait(ch)
+        self._ready.put(ch)
         self._let_go(c)
         task = asyncio.current_task()
         assert task is not None
@@ -221,16 +221,7 @@ class AioWsListener(ListenerCore, AioListener):
         self._server = server
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        if self._closed:
-            raise self._closed_error()
-        try:
-            async with asyncio.timeout(timeout):
-                ch = await self._ready.get()
-        except TimeoutError:
-            raise self._accept_timeout(timeout) from None
-        if ch is None:
-            self._ready.put_nowait(None)  # wake any other accepting task too
-            raise self._closed_error()
+        ch = await self._ready.get(self.url, timeout)
         self._wake_one()
         return ch
 
@@ -250,11 +241,7 @@ class AioWsListener(ListenerCore, AioListener):
             transport = getattr(c, "transport", None)
             if transport is not None:
                 transport.abort()
-        while not self._ready.empty():
-            ch = self._ready.get_nowait()
-            if ch is not None:
-                ch.close()
-        self._ready.put_nowait(None)
+        self._ready.close()
         if self._on_close is not None:
             self._on_close()
 
