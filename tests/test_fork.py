@@ -272,3 +272,52 @@ def test_a_forked_child_closing_mq_copies_leaves_the_parents_waiting_threads_alo
     it), and hung on the accept lock the parent's thread held."""
     url = f"mq://ipcwt-{uuid.uuid4().hex[:10]}"
     assert run_python(MQ_WAITING.replace("sys.argv[1]", repr(url))).strip() == "ok"
+
+
+SPOOL_WAITING = """
+import os, signal, sys, threading, time, ipcwire
+
+lst = ipcwire.listen(sys.argv[1])
+consumer = lst.accept(timeout=10)
+producer = ipcwire.connect(lst.url, timeout=10)
+got = []
+
+
+def receive():
+    try:
+        got.append(consumer.recv(timeout=20))
+    except Exception as exc:
+        got.append(exc)
+
+
+receiver = threading.Thread(target=receive)
+receiver.start()
+while not consumer._recv_lock.locked():
+    time.sleep(0.001)  # the thread is in its wait
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang in the child fails the test
+    consumer.close()
+    producer.close()
+    lst.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status} (14: SIGALRM, a close() hung)"
+producer.send(b"after the fork")
+receiver.join(10)
+assert got == [b"after the fork"], got
+for ch in (producer, consumer, lst):
+    ch.close()
+print("ok")
+"""
+
+
+def test_a_forked_child_closing_a_spool_consumer_leaves_the_parents_recv_alone(
+    tmp_path: Path,
+) -> None:
+    """The child's close of its copy woke the parent's waiting recv() through the shared
+    eventfd, which then raised ChannelClosed (the parent had closed nothing), and hung on
+    the receive lock that thread held; it would also have settled (acked or released) the
+    parent's deliveries."""
+    url = f"spool://{tmp_path}/sp"
+    assert run_python(SPOOL_WAITING.replace("sys.argv[1]", repr(url))).strip() == "ok"

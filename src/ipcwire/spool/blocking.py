@@ -45,6 +45,7 @@ class SpoolChannel(ChannelCore, Channel):
             self._close_files()
             raise translate(exc, url, "opening the spool") from exc
         self._recv_lock = threading.Lock()
+        self._owner = os.getpid()  # a forked child's close() leaves the parent's channel alone
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -111,6 +112,15 @@ class SpoolChannel(ChannelCore, Channel):
         if self._closed:
             return
         self._closed = True
+        if os.getpid() != self._owner:
+            # A forked child's copy: the wake-up would end the parent's waiting recv(), whose
+            # thread holds the lock here, and the deliveries to settle are the parent's.
+            # Only our descriptors are closed.
+            self._close_files()
+            os.close(self._wake)
+            if self._wake_w != self._wake:
+                os.close(self._wake_w)
+            return
         os.write(self._wake_w, (1).to_bytes(8, sys.byteorder))
         with self._recv_lock:
             self._settle(ack=ack)
