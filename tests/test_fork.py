@@ -321,3 +321,40 @@ def test_a_forked_child_closing_a_spool_consumer_leaves_the_parents_recv_alone(
     parent's deliveries."""
     url = f"spool://{tmp_path}/sp"
     assert run_python(SPOOL_WAITING.replace("sys.argv[1]", repr(url))).strip() == "ok"
+
+
+PIPE_WAKER = """
+import os, select, signal, sys, ipcwire
+
+ECHO = "import ipcwire\\nch = ipcwire.stdio()\\nfor m in ch: ch.send(m)"
+lst = ipcwire.listen(sys.argv[1])
+reader = lst.accept(timeout=10)
+writer = ipcwire.connect(lst.url, timeout=10)
+child = ipcwire.spawn([sys.executable, "-c", ECHO])
+wakers = [ch._stream._waker.fd for ch in (reader, writer, child)]
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a hang in the child fails the test
+    for ch in (reader, writer, lst, child):
+        ch.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status}"
+woken = select.select(wakers, [], [], 0)[0]
+assert not woken, f"the child's close signalled the parent's wakers {woken} (waits would spin)"
+writer.send(b"after the fork")
+assert reader.recv(timeout=10) == b"after the fork"
+child.send({"n": 1})
+assert child.recv(timeout=10) == {"n": 1}
+for ch in (reader, writer, lst, child):
+    ch.close()
+print("ok")
+"""
+
+
+def test_a_forked_child_closing_pipe_channels_does_not_wake_the_parents(tmp_path: Path) -> None:
+    """fifo and spawn channels (FdStream): the child's close wrote the waker eventfd it shares
+    with the parent, which nobody reads: a parent thread waiting in recv() or send() then
+    found it readable on every poll, and spun at full CPU until a message came."""
+    url = f"fifo://{tmp_path}/f.fifo"
+    assert run_python(PIPE_WAKER.replace("sys.argv[1]", repr(url))).strip() == "ok"

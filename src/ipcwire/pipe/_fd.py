@@ -222,6 +222,7 @@ class FdStream(ByteStream):
         self._orphan_read = False  # close() gave up waiting: the reader closes on its way out
         self._orphan_write = False
         self._waker: Waker | None = Waker()
+        self._owner = os.getpid()  # a forked child's close() leaves the parent's stream alone
         waker_fd = self._waker.fd
         if nonblocking:
             for fd in (rfd, wfd):
@@ -488,6 +489,17 @@ class FdStream(ByteStream):
         for guard in (self.read_guard, self.write_guard):
             if guard is not None:
                 guard()
+        if os.getpid() != self._owner:
+            # A forked child's copy: the parent's threads may wait on the waker (nobody would
+            # read it: their waits would spin) and hold the locks, and the fds' flags are
+            # shared with the parent's. Only our descriptors are closed.
+            self._restore.clear()
+            fd = self.rfd if detach_read else None
+            if fd is not None:
+                self.rfd = None
+            self._close_read()
+            self._close_write()
+            return fd
         if self._waker is not None:
             self._waker.wake()
         detached: list[int] = []
