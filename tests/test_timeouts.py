@@ -8,6 +8,9 @@ past its own timeout.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._proc import wait_until
+from tests._proc import child, wait_line, wait_until
 from tests._threads import finished, in_thread
 
 import ipcwire
+from ipcwire import aio
 from ipcwire.errors import Timeout
 
 # 3e6 s (35 days): under NO_LIMIT, over poll()'s longest wait (2**31-1 ms), which refuses it
@@ -152,3 +156,26 @@ def test_a_negative_timeout_does_not_wait(kind: str, tmp_path: Path) -> None:
                 server.recv_many(timeout=negative)
             client.send(b"room", timeout=negative)
             assert server.recv(timeout=10) == b"room"
+
+
+def test_shm_connect_timeout_names_the_limit_that_passed() -> None:
+    """Since 365cb31 timeout= bounds an shm connect's handshake too, but the Timeout still said
+    'did not complete the handshake within 10.0 s' (handshake_timeout) after 0.3 s. A
+    listener that is stopped (SIGSTOP) takes the connection and never answers; both
+    drivers."""
+    url = f"shm://{_name()}"
+    code = f"import ipcwire\nlst = ipcwire.listen({url!r})\nprint('ready', flush=True)\ninput()"
+    with child(code) as proc:
+        assert wait_line(proc) == "ready"
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(Timeout, match=r"within 0\.3 s"):
+                ipcwire.connect(url, timeout=0.3)
+
+            async def main() -> None:
+                with pytest.raises(Timeout, match=r"within 0\.3 s"):
+                    await aio.connect(url, timeout=0.3)
+
+            asyncio.run(main())
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)

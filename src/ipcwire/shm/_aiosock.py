@@ -78,12 +78,16 @@ async def send_fds(
         await loop.sock_sendall(sock, data[sent:])
 
 
-def translate_setup_error(exc: BaseException, url: str, options: ChannelOptions) -> None:
+def translate_setup_error(
+    exc: BaseException, url: str, options: ChannelOptions, budget: float
+) -> None:
+    """As the blocking driver's: ``budget`` is the time the handshake had (timeout= or
+    handshake_timeout, the shorter)."""
     if isinstance(exc, IpcwireError):
         return
     if isinstance(exc, TimeoutError):
         raise Timeout(
-            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            f"{url} did not complete the handshake within {budget:.3g} s"
             + ("; does the server use a token too?" if options.token else ""),
             endpoint=url,
         ) from exc

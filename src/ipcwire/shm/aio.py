@@ -411,7 +411,7 @@ async def connect(
         if setup is not None:
             setup.abort()
         sock.close()
-        translate_setup_error(exc, url, options)
+        translate_setup_error(exc, url, options, min(limit, options.handshake_timeout))
         raise
     wire = options.wire()
     wire.send_limit = hs.peer_max_frame

@@ -271,20 +271,21 @@ def connect(
         )
     except BaseException as exc:
         sock.close()
-        _explain_client(exc, url, options)
+        _explain_client(exc, url, options, min(limit, options.handshake_timeout))
         raise
     wire = options.wire()
     wire.send_limit = hs.peer_max_frame
     return ShmChannel(link, wire, url, info)
 
 
-def _explain_client(exc: BaseException, url: str, options: ChannelOptions) -> None:
-    """Raise the ipcwire error for a plain TimeoutError or OSError (else return)."""
+def _explain_client(exc: BaseException, url: str, options: ChannelOptions, budget: float) -> None:
+    """Raise the ipcwire error for a plain TimeoutError or OSError (else return); ``budget``
+    is the time the handshake had (timeout= or handshake_timeout, the shorter)."""
     if isinstance(exc, IpcwireError):
         return
     if isinstance(exc, TimeoutError):
         raise Timeout(
-            f"{url} did not complete the handshake within {options.handshake_timeout} s"
+            f"{url} did not complete the handshake within {budget:.3g} s"
             + ("; does the server use a token too?" if options.token else ""),
             endpoint=url,
         ) from exc
