@@ -480,6 +480,57 @@ def test_send_signal_to_the_group_after_the_child_exited() -> None:
     asyncio.run(main())
 
 
+STRANGER = """
+import os, signal, sys
+os.setsid()  # a group of its own, whose number is this (reused) pid
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # a SIGTERM stays pending
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def _pending(pid: int) -> int:
+    """The signals pending for process ``pid`` (as a bit mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("ShdPnd:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no ShdPnd in /proc status")
+
+
+def test_send_signal_to_the_group_of_an_exited_child_spares_a_process_with_its_pid() -> None:
+    """The child exited and was reaped; another process took its pid and leads a group of
+    its own with that number (setsid). send_signal(group=True) signalled that group."""
+    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)")
+    ch = spawn(py("import ipcwire; ipcwire.stdio().send({'bye': 1})"), env=ENV)
+    try:
+        assert ch.recv(timeout=10) == {"bye": 1}
+        assert ch.wait(timeout=10) == 0
+    finally:
+        ch.close()  # reaped: the pid is free
+    stranger = None
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(ch.pid - 1))
+        proc = subprocess.Popen(
+            [PY, "-c", STRANGER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        if proc.pid == ch.pid:
+            stranger = proc
+            break
+        proc.kill()
+        proc.communicate(timeout=20)
+    assert stranger is not None, "could not start a process with the freed pid"
+    try:
+        assert stranger.stdout is not None
+        assert stranger.stdout.readline().strip() == "ready"
+        ch.send_signal("TERM", group=True)
+        assert not _pending(stranger.pid) & (1 << (signal.SIGTERM - 1)), "it was signalled"
+    finally:
+        stranger.kill()
+        stranger.communicate(timeout=20)
+
+
 def test_child_exits_when_its_parent_dies() -> None:
     # parent (killed with -9) -> child with stdio(exit_on_parent_death=True), which does not
     # read its stdin, so only the parent-death watch can tell it.

@@ -48,7 +48,8 @@ def signal_child(pid: int, exited: bool, sig: int | str, group: bool) -> None:
 
     Once the child exited, a signal to it alone does nothing (as :mod:`subprocess`), but its
     group may live on in grandchildren: the group's id cannot be reused while the group has
-    members, so it is signalled as long as /proc shows some.
+    members, so it is signalled as long as /proc shows some (and none of them has the
+    child's pid: that would be another process that took the freed pid).
 
     Raises:
         ConfigurationError: an unknown signal name.
@@ -58,7 +59,12 @@ def signal_child(pid: int, exited: bool, sig: int | str, group: bool) -> None:
 
     if not exited:
         send_signal(pid, sig, group=group)
-    elif group and group_members(pid):
+        return
+    members = group_members(pid) if group else None
+    # Members, and none of them the leader: our child's group lives on in its grandchildren.
+    # A live process with the child's pid would be a stranger that took the freed pid (and
+    # leads a group of its own, with the same number): leave it alone.
+    if members and pid not in members:
         with contextlib.suppress(ChannelBroken):  # the last member left meanwhile
             send_signal(pid, sig, group=True)
     else:
