@@ -18,6 +18,23 @@ from pathlib import Path
 import pytest
 from tests._proc import run_python
 
+# A fork whose child closes its copies of client, server and lst, and must exit 0 (a hang
+# there fails the test through SIGALRM; an exception, with what it raised).
+FORK_AND_CLOSE = """pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    try:
+        client.close()
+        server.close()
+        lst.close()
+    except BaseException as exc:
+        print("the child's close raised", repr(exc), flush=True)
+        os._exit(1)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert status == 0, f"child status {status}"
+"""
+
 # What the parent does after its child closed everything and exited: one message from a new
 # client to the listener (the listener's file, queue or socket is still there), and one each
 # way on the channel that was open at the fork (it was not shut down).
@@ -45,19 +62,7 @@ def pair(lst):
 
 lst = ipcwire.listen(url)
 client, server = pair(lst)
-pid = os.fork()
-if pid == 0:
-    signal.alarm(10)  # a hang in the child fails the test
-    try:
-        client.close()
-        server.close()
-        lst.close()
-    except BaseException as exc:
-        print("the child's close raised", repr(exc), flush=True)
-        os._exit(1)
-    os._exit(0)
-_, status = os.waitpid(pid, 0)
-assert status == 0, f"child status {status}"
+FORK_AND_CLOSE
 client.send(b"after the fork")
 assert server.recv(timeout=10) == b"after the fork"
 if both_ways:
@@ -72,7 +77,7 @@ client.close()
 server.close()
 lst.close()
 print("ok")
-"""
+""".replace("FORK_AND_CLOSE\n", FORK_AND_CLOSE)
 
 
 def _url(kind: str, tmp_path: Path) -> tuple[str, bool]:
@@ -113,19 +118,7 @@ import os, signal, ipcwire
 lst = ipcwire.listen("sse+http://127.0.0.1:0/events")
 client = ipcwire.connect(lst.url, timeout=10)
 server = lst.accept(timeout=10)
-pid = os.fork()
-if pid == 0:
-    signal.alarm(10)
-    try:
-        client.close()
-        server.close()
-        lst.close()
-    except BaseException as exc:
-        print("the child's close raised", repr(exc), flush=True)
-        os._exit(1)
-    os._exit(0)
-_, status = os.waitpid(pid, 0)
-assert status == 0, f"child status {status}"
+FORK_AND_CLOSE
 server.send(b"after the fork")
 assert client.recv(timeout=10) == b"after the fork"
 other = ipcwire.connect(lst.url, timeout=10)
@@ -133,7 +126,7 @@ lst.accept(timeout=10).send(b"new client")
 assert other.recv(timeout=10) == b"new client"
 lst.close()
 print("ok")
-"""
+""".replace("FORK_AND_CLOSE\n", FORK_AND_CLOSE)
 
 
 def test_a_forked_child_closing_an_sse_listener_neither_raises_nor_stops_the_parent() -> None:
