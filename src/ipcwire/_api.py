@@ -29,7 +29,9 @@ def connect(
     ``framing``: "length" (default) or "ndjson" (JSON lines, for clients in any language).
     ``max_frame``: largest message accepted, in bytes (64 MiB by default).
     ``token``: shared secret; both sides prove they know it without sending it.
-    ``timeout``: for connecting and the handshake (10 s by default).
+    ``timeout``: for connecting and the handshake (10 s by default). Every ``timeout=`` of
+    ipcwire (connect, send, recv, accept...) takes ``math.inf`` (or anything over 1e9 s) as no
+    limit.
     Mechanism options: ``reconnect=SECONDS`` (retry while refused, with backoff and jitter),
     ``ssl=`` (tcp), and those on each mechanism's docs page.
 

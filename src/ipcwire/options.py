@@ -10,6 +10,7 @@ from ipcwire._core.framing import DEFAULT_MAX_FRAME, FRAMINGS, MAX_LENGTH_PREFIX
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import NO_LIMIT
 from ipcwire.errors import ConfigurationError
 
 __all__ = [
@@ -131,7 +132,7 @@ def connect_timeout(timeout: object, url: str) -> float:
         )
     if not timeout >= 0:  # (NaN too)
         raise ConfigurationError(f"timeout={timeout!r} for {url}: must be 0 or more seconds")
-    return min(float(timeout), 1e9)
+    return min(float(timeout), NO_LIMIT)
 
 
 def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:
