@@ -18,9 +18,10 @@
  * path with its read-ahead). A FIFO that several writers share (``flock=True``) has each
  * such write hold a shared flock(2) on it, taken without waiting: held by a writer of a
  * message over PIPE_BUF (exclusive), the send is declined and the Python path waits for its
- * turn (ipcwire/fifo/_path.py says why short writes need the lock too). The receiver waits with poll(2) on the pipe plus the stream's
- * wake-up fds (the close waker, a child's pidfd), all with the GIL released once; when one
- * of those fires it returns None and the Python path decides. A FIFO's receiver starts
+ * turn (ipcwire/fifo/_path.py says why short writes need the lock too). The receiver waits
+ * with poll(2) on the pipe plus the stream's wake-up fds (the close waker, a child's
+ * pidfd), all with the GIL released once; when one of those fires it returns None and the
+ * Python path decides. A FIFO's receiver starts
  * without an fd and is enabled once the first writer was seen, and then always reads before
  * it waits (what ipcwire/pipe/_fd.py explains for FIFOs). Reads happen with the GIL
  * held, after checking that the fd was not disabled: the Python side disables these objects
