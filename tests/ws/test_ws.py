@@ -628,3 +628,36 @@ def test_timeout_bounds_each_attempt_even_with_reconnect() -> None:
             box[0].send(b"late but in")
             assert server.recv(timeout=10) == b"late but in"
         box[0].close()
+
+
+def test_a_frozen_peer_found_by_keepalive_is_one_info_line_not_an_error_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The blocking driver's keepalive thread (websockets') logged "keepalive ping failed" at
+    ERROR with a traceback for each dead peer, after the channel had said ChannelBroken."""
+    import logging
+    import signal
+
+    from tests._proc import child, wait_line, wait_until
+
+    caplog.set_level(logging.INFO, logger="ipcwire")
+    with ipcwire.listen("ws://127.0.0.1:0/x", ping_interval=0.2, ping_timeout=0.3) as lst:
+        code = f"""
+import time, ipcwire
+c = ipcwire.connect({lst.url!r}, ping_interval=None)
+print("ready", flush=True)
+time.sleep(60)
+"""
+        with child(code) as proc, lst.accept(timeout=10) as ch:
+            assert wait_line(proc) == "ready"
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(ChannelBroken, match="keepalive"):
+                    ch.recv(timeout=10)
+                assert wait_until(
+                    lambda: any("keepalive ended" in r.getMessage() for r in caplog.records)
+                )
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

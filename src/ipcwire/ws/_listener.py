@@ -30,6 +30,7 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._closing import SyncCloseBound
+from ipcwire.ws._common import WS_LOG
 from ipcwire.ws._fast import FastServerProtocol, fast_assembler
 from ipcwire.ws._sockets import Authorizer
 
@@ -223,7 +224,7 @@ class WsListener(ListenerCore, Listener):
                 sock.close()
                 return None
         protocol = FastServerProtocol(
-            extensions=self._extensions, max_size=self._max_frame, logger=log
+            extensions=self._extensions, max_size=self._max_frame, logger=WS_LOG
         )
         if opts.token is not None:  # the first message may be the token: small until then
             protocol.limit_first_message(HANDSHAKE_MAX_FRAME)

@@ -25,6 +25,7 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    WS_LOG,
     client_handshake,
     connect_address,
     open_error,
@@ -183,7 +184,7 @@ async def listen(
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=options.max_frame,
-            logger=log,
+            logger=WS_LOG,
             # a callable in place of the class (the library only calls it)
             create_connection=cast(type[ServerConnection], listener.new_connection),
             backlog=backlog,

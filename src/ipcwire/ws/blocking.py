@@ -28,6 +28,7 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    WS_LOG,
     client_handshake,
     connect_address,
     open_error,
@@ -98,6 +99,7 @@ def connect(
             close_timeout=close_timeout,
             max_size=options.max_frame,
             create_connection=ClientConn,
+            logger=WS_LOG,
             legacy=True,
         )
     except InvalidStatus as exc:
