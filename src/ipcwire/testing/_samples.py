@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ipcwire.channel import ChannelStatistics
 from ipcwire.registry import Capabilities
 
 __all__ = [
@@ -54,6 +55,17 @@ def expect(cond: bool, what: str) -> None:
     """Fail with ``what`` unless ``cond``."""
     if not cond:
         raise ConformanceError(what)
+
+
+def expect_five_of_ten(sa: ChannelStatistics, sb: ChannelStatistics) -> None:
+    """The counters after ``a`` sent ``b`` five messages of 10 bytes (both drivers' check)."""
+    expect(sa.messages_sent == 5, f"statistics: messages_sent={sa.messages_sent}, want 5")
+    expect(sb.messages_received == 5, f"statistics: received={sb.messages_received}, want 5")
+    expect(
+        sa.bytes_sent == 50 and sb.bytes_received == 50,
+        f"statistics: 5 messages of 10 bytes counted as {sa.bytes_sent} bytes sent and "
+        f"{sb.bytes_received} received, want 50 (message bytes, framing not counted)",
+    )
 
 
 def same(got: Any, want: Any) -> bool:
