@@ -7,12 +7,27 @@ ValueError. Like select(), a hang-up or an error counts as ready.
 
 from __future__ import annotations
 
+import math
 import select
 from typing import Final, Protocol
 
-__all__ = ["wait_readable", "wait_writable"]
+from ipcwire._deadline import NO_LIMIT
+
+__all__ = ["poll_ms", "wait_readable", "wait_writable"]
 
 _MAX_POLL_MS: Final = 2**31 - 1  # poll()'s longest wait (about 24 days)
+
+
+def poll_ms(seconds: float | None) -> int | None:
+    """``poll()``'s timeout for a wait of ``seconds``: None (no limit) for None or anything
+    over :data:`ipcwire._deadline.NO_LIMIT`; rounded up, so a wait never ends before its
+    time (0 for none left); at most poll()'s longest, about 24 days, after which a caller
+    with a deadline waits again."""
+    if seconds is None or seconds > NO_LIMIT:
+        return None
+    if not seconds > 0:
+        return 0
+    return min(math.ceil(seconds * 1000), _MAX_POLL_MS)
 
 
 class _HasFileno(Protocol):
@@ -22,8 +37,7 @@ class _HasFileno(Protocol):
 def _wait(fd: int | _HasFileno, events: int, timeout: float | None) -> bool:
     poller = select.poll()
     poller.register(fd, events)
-    ms = None if timeout is None else min(max(0.0, timeout) * 1000, _MAX_POLL_MS)
-    return bool(poller.poll(ms))
+    return bool(poller.poll(poll_ms(timeout)))
 
 
 def wait_readable(fd: int | _HasFileno, timeout: float | None = None) -> bool:

@@ -20,6 +20,7 @@ import posix_ipc
 
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import seconds_left
+from ipcwire._poll import poll_ms
 from ipcwire.errors import (
     AddressInUse,
     ChannelClosed,
@@ -352,7 +353,7 @@ class MessageQueue:
         wait = seconds_left(deadline, f"timed out {doing} {self.url}", self.url)
         poller = select.poll()
         poller.register(self.fileno_, event)
-        poller.poll(None if wait is None else max(1, int(wait * 1000 + 0.999)))
+        poller.poll(poll_ms(wait))
 
     def unlink(self) -> None:
         """Remove the queue's name (open descriptors keep working); idempotent."""

@@ -20,7 +20,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import limit
 from ipcwire._oserror import translate
-from ipcwire._poll import _MAX_POLL_MS
+from ipcwire._poll import poll_ms
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
@@ -63,12 +63,7 @@ def _deadline(timeout: float | None) -> float | None:
 def _ms(deadline: float | None) -> int | None:
     """poll()'s wait until ``deadline``; at most poll()'s longest (about 24 days: a longer
     timeout= returns early, and the caller waits again)."""
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:  # (a timeout of -inf too)
-        return 0
-    return min(int(left * 1000 + 0.999), _MAX_POLL_MS)
+    return None if deadline is None else poll_ms(deadline - time.monotonic())
 
 
 class MqChannel(ChannelCore, Channel):

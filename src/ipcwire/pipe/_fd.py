@@ -32,9 +32,8 @@ from collections.abc import Callable
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._deadline import NO_LIMIT
 from ipcwire._oserror import translate
-from ipcwire._poll import _MAX_POLL_MS, wait_readable
+from ipcwire._poll import poll_ms, wait_readable
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
 
@@ -165,12 +164,7 @@ class _Closed(OSError):
         super().__init__(errno.EBADF, "closed by this side")
 
 
-def _ms(wait: float | None) -> int | None:
-    if wait is None or wait > NO_LIMIT:
-        return None
-    # round up: never return before the deadline (a wait over poll()'s longest returns
-    # early, and the caller waits again)
-    return min(max(0, int(wait * 1000 + 0.999)), _MAX_POLL_MS)
+_ms = poll_ms  # (a wait over poll()'s longest returns early, and the caller waits again)
 
 
 class FdStream(ByteStream):

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
+from ipcwire._poll import poll_ms
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -56,7 +57,6 @@ _REC: Final = struct.Struct("=IIQ")
 _ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
 _SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
 _LONGEST: Final = 1e9  # seconds: a longer timeout (inf too) is this one, as in the C ring
-_MAX_POLL_MS: Final = 2**31 - 1  # the longest poll() takes
 TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 _fence_lock = threading.Lock()
 _monotonic = time.monotonic
@@ -517,7 +517,7 @@ class RingBase:
                 if left <= 0:
                     u32[flag] = 0
                     raise self._timeout_error()
-                ms = min(max(1, int(left * 1000 + 0.999)), _MAX_POLL_MS)  # (then again)
+                ms = poll_ms(left)  # (at most about 24 days, then again)
             try:
                 if ms is None and w.wait_sock is not None:
                     gone = not w.sleep()  # one blocking recv: asleep until rung

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from ipcwire._poll import _MAX_POLL_MS, wait_readable
+from ipcwire._poll import poll_ms, wait_readable
 
 __all__ = [
     "ChildWatch",
@@ -395,7 +395,7 @@ def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) ->
     with _pidfds(others) as fds:
         for fd in fds:
             poller.register(fd, select.POLLIN)
-        for fd, _ in poller.poll(min(timeout * 1000, _MAX_POLL_MS)):  # (the caller loops)
+        for fd, _ in poller.poll(poll_ms(timeout)):  # (the caller loops)
             ready = drains.get(fd)
             if ready is not None:
                 ready.pump()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final
 
+from ipcwire._poll import poll_ms
+
 __all__ = ["IN_CLOSE", "IN_MOVED_TO", "Watcher", "wait_readable"]
 
 log = logging.getLogger("ipcwire")
@@ -31,8 +33,7 @@ def wait_readable(fds: Iterable[int], timeout: float | None) -> set[int]:
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
-    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
-    return {fd for fd, _ in poller.poll(ms)}
+    return {fd for fd, _ in poller.poll(poll_ms(timeout))}
 
 
 class Watcher:
