@@ -19,15 +19,15 @@ import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._deadline import NO_LIMIT
-from ipcwire._poll import wait_readable, wait_writable
+from ipcwire._deadline import NO_LIMIT, limit
+from ipcwire._poll import wait_writable
+from ipcwire._tls import TLS_RECORD, SharedTls
 
 __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
 
 _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 _TIMEVAL: Final = struct.Struct("@ll")
-_TLS_RECORD: Final = 16384  # the largest TLS record's plaintext
 
 
 class PartialWrite(TimeoutError):
@@ -142,32 +142,25 @@ class SocketStream(ByteStream):
 
 
 class TlsStream(ByteStream):
-    """A TLS socket; timeouts through Python's own socket timeout (TLS needs it)."""
+    """A TLS socket, shared through :class:`ipcwire._tls.SharedTls`: a thread receiving
+    while another sends never has both inside OpenSSL at once (which it forbids)."""
 
-    __slots__ = ("_owner", "_timeout", "sock")
+    __slots__ = ("_owner", "sock")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
-        sock.settimeout(None)
-        self.sock = sock
+        self.sock = SharedTls(sock)
         self._owner = os.getpid()
-        self._timeout: float | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _set(self, timeout: float | None) -> None:
-        if timeout != self._timeout:
-            self.sock.settimeout(timeout)
-            self._timeout = timeout
-
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
-        if timeout == 0 and not self.sock.pending() and not wait_readable(self.sock, 0):
-            raise BlockingIOError
-        self._set(None if timeout == 0 else timeout)
         try:
-            return self.sock.recv_into(view)
-        except ssl.SSLZeroReturnError:
-            return 0
+            return self.sock.recv_into(view, timeout=timeout)
+        except TimeoutError:
+            if timeout == 0:
+                raise BlockingIOError from None
+            raise
         except ssl.SSLError as exc:
             raise ConnectionResetError(f"TLS error: {exc}") from exc
 
@@ -175,29 +168,27 @@ class TlsStream(ByteStream):
         parts: tuple[bytes | bytearray | memoryview, ...] = (
             data if type(data) is tuple else (data,)  # type: ignore[assignment]
         )
-        if timeout is None:
-            self._set(None)
-            for part in parts:
-                self.sock.sendall(part)
-            return
+        timeout = limit(timeout)
         # A TLS write that times out has written part of its records, and OpenSSL then only
         # accepts the same write again: the stream is out of step (PartialWrite), unless
         # nothing was handed to TLS at all. So first wait for room (nothing sent yet: a plain
         # timeout), then write record-sized pieces and count them.
-        deadline = time.monotonic() + timeout
-        if not wait_writable(self.sock, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is not None and not wait_writable(self.sock, timeout):
             raise TimeoutError("the socket buffer stayed full")
         written = 0
         try:
             for part in parts:
                 view = memoryview(part).cast("B")
-                for pos in range(0, view.nbytes, _TLS_RECORD):
-                    piece = view[pos : pos + _TLS_RECORD]
-                    self._set(max(deadline - time.monotonic(), 0.001))
+                for pos in range(0, view.nbytes, TLS_RECORD):
+                    piece = view[pos : pos + TLS_RECORD]
+                    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                     written += piece.nbytes  # handed to TLS: on the wire, or owed to it
-                    self.sock.sendall(piece)
+                    self.sock.send_piece(piece, left)
         except TimeoutError:
             raise PartialWrite(written) from None
+        except ssl.SSLError as exc:
+            raise ConnectionResetError(f"TLS error: {exc}") from exc
 
     def shutdown(self) -> None:
         try:

@@ -16,6 +16,7 @@ from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
 from ipcwire._deadline import limit
+from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
@@ -120,6 +121,11 @@ class WsChannel(ChannelCore, Channel):
         # SO_SNDTIMEO bounds a blocked write without putting the socket in non-blocking mode
         # (which would add a poll() before every read of the library's reader thread).
         timeout = limit(timeout)
+        sock = self._conn.socket
+        if isinstance(sock, SharedTls):  # non-blocking underneath: it bounds its own waits
+            sock.send_timeout = timeout
+            self._sndtimeo = timeout
+            return
         usec = 0 if timeout is None else max(1, round(max(timeout, 0.0) * 1_000_000))
         try:
             self._conn.socket.setsockopt(

@@ -19,6 +19,7 @@ from websockets.sync.server import Server, ServerConnection
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._deadline import limit
+from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, Listener
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
@@ -218,11 +219,11 @@ class WsListener(ListenerCore, Listener):
                 sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
                 self._wrapped(sock)
                 sock.do_handshake()
-                sock.settimeout(None)
             except (OSError, ValueError) as exc:
                 log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
                 sock.close()
                 return None
+            sock = SharedTls(sock)  # type: ignore[assignment] # read by one thread, written by others
         protocol = FastServerProtocol(
             extensions=self._extensions, max_size=self._max_frame, logger=WS_LOG
         )
@@ -324,7 +325,7 @@ class WsListener(ListenerCore, Listener):
 def _cut(sock: socket.socket) -> None:
     """End a connection's I/O at once (its reader sees the end of the stream); the thread
     that owns the socket closes it."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
+    try:  # (the socket's own, not TLS's: that would pull OpenSSL from under its owner)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:  # not connected any more, or closed
         pass

@@ -20,6 +20,7 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
+from ipcwire._tls import SharedTls
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._channel import WsChannel
@@ -50,6 +51,8 @@ class ClientConn(SyncCloseBound, ClientConnection):
 
     def __init__(self, sock: Any, protocol: Any, **kwargs: Any) -> None:
         install(protocol)
+        if isinstance(sock, ssl_module.SSLSocket):  # read by one thread, written by others
+            sock = SharedTls(sock)
         super().__init__(sock, protocol, **kwargs)
         self.recv_messages = fast_assembler(self.recv_messages)
 
