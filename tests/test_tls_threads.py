@@ -178,3 +178,31 @@ def test_shared_tls_bounds_its_waits_and_refuses_a_closed_socket(
         server.close()
         lsock.close()
         tls.close()
+
+
+@pytest.mark.slow
+def test_soak_a_thousand_wss_handshakes_beside_two_busy_processes(tmp_path: Path) -> None:
+    """The symptom the rule's breach had: under load about one wss handshake in 200-400 lost
+    its HTTP upgrade and waited out its timeout (./dev soak; about 30 s)."""
+    import subprocess
+    import sys
+
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        with ipcwire.listen("wss://127.0.0.1:0/soak", ssl=server_ctx, token="t") as listener:
+            for i in range(1000):
+                t, box = in_thread(lambda: listener.accept(timeout=10))
+                client = ipcwire.connect(listener.url, ssl=client_ctx, token="t", timeout=10)
+                assert finished(t)
+                server = box[0]
+                try:
+                    client.send(b"%d" % i)
+                    assert server.recv(timeout=10) == b"%d" % i
+                finally:
+                    server.close()
+                    client.close()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
