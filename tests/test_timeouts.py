@@ -23,7 +23,7 @@ from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import Timeout
+from ipcwire.errors import ConfigurationError, Timeout
 
 # 3e6 s (35 days): under NO_LIMIT, over poll()'s longest wait (2**31-1 ms), which refuses it
 HUGE = [float("inf"), 1e12, 3e6]
@@ -179,3 +179,36 @@ def test_shm_connect_timeout_names_the_limit_that_passed() -> None:
             asyncio.run(main())
         finally:
             os.kill(proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("kind", sorted(CONNECTED))
+def test_a_nan_timeout_is_refused_not_waited_on(kind: str, tmp_path: Path) -> None:
+    """timeout=nan made accept() spin forever on unix, tcp, shm, ws and grpc (a thread's wait
+    takes NaN as "no wait" and the deadline never passes), recv() wait forever on mq and grpc,
+    and was a bare ValueError ("cannot convert float NaN to integer") elsewhere: now a
+    ConfigurationError saying so (shm's ring: ValueError "timeout must not be NaN")."""
+    nan = float("nan")
+    url = CONNECTED[kind](tmp_path)
+    with ipcwire.listen(url) as lst:
+        t, box = in_thread(lambda: lst.accept(timeout=nan))
+        assert finished(t, 10), "accept(timeout=nan) is still waiting"
+        assert isinstance(box[0], ConfigurationError), box
+        assert "timeout=nan" in str(box[0])
+    with pair(url) as (client, server):
+        for call in (lambda: server.recv(timeout=nan), lambda: server.recv_many(timeout=nan)):
+            t, box = in_thread(call)
+            assert finished(t, 10), "a receive with timeout=nan is still waiting"
+            assert isinstance(box[0], ValueError), box
+            assert "nan" in str(box[0]).lower()
+            if kind != "shm":
+                assert isinstance(box[0], ConfigurationError), box
+        client.send(b"still usable")
+        assert server.recv(timeout=10) == b"still usable"
+
+
+def test_a_nan_timeout_on_a_spool_is_refused(tmp_path: Path) -> None:
+    """spool's recv(timeout=nan) waited forever (min() with NaN kept the reap interval)."""
+    with ipcwire.listen(f"spool://{tmp_path}/sp") as lst, lst.accept(timeout=10) as consumer:
+        t, box = in_thread(lambda: consumer.recv(timeout=float("nan")))
+        assert finished(t, 10), "recv(timeout=nan) is still waiting"
+        assert isinstance(box[0], ConfigurationError), box

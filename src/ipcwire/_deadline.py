@@ -13,19 +13,41 @@ threads' waits and socket timeouts refuse such values (``OverflowError``), and n
 
 from __future__ import annotations
 
+import math
+import struct
 import time
 from typing import Final
 
-from ipcwire.errors import Timeout
+from ipcwire.errors import ConfigurationError, Timeout
 
-__all__ = ["NO_LIMIT", "limit", "seconds_left"]
+__all__ = ["NO_LIMIT", "limit", "not_a_number", "seconds_left", "timeval"]
 
 NO_LIMIT: Final = 1e9  # seconds (about 31 years): a longer timeout= is no limit
+_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
 
 
-def limit(timeout: float | None) -> float | None:
-    """``timeout`` as a wait takes it: None (no limit) for one over :data:`NO_LIMIT`."""
-    return None if timeout is not None and timeout > NO_LIMIT else timeout
+def not_a_number(endpoint: str | None = None) -> ConfigurationError:
+    """The error for ``timeout=nan`` (which thread waits, poll() and deadlines would each take
+    differently: some spun forever, some raised a bare ValueError)."""
+    where = f" for {endpoint}" if endpoint else ""
+    return ConfigurationError(
+        f"timeout=nan{where} is not a number of seconds: give seconds (0 does not wait) or None "
+        "to wait without a limit",
+        endpoint=endpoint,
+    )
+
+
+def limit(timeout: float | None, endpoint: str | None = None) -> float | None:
+    """``timeout`` as a wait takes it: None (no limit) for one over :data:`NO_LIMIT`.
+
+    Raises:
+        ConfigurationError: NaN (naming ``endpoint`` when given).
+    """
+    if timeout is None or timeout > NO_LIMIT:
+        return None
+    if math.isnan(timeout):
+        raise not_a_number(endpoint)
+    return timeout
 
 
 def seconds_left(deadline: float | None, message: str, endpoint: str | None) -> float | None:
@@ -38,4 +60,22 @@ def seconds_left(deadline: float | None, message: str, endpoint: str | None) -> 
     left = deadline - time.monotonic()
     if left <= 0:
         raise Timeout(message, endpoint=endpoint)
+    if math.isnan(left):  # a deadline made from timeout=nan
+        raise not_a_number(endpoint)
     return None if left > NO_LIMIT else left
+
+
+def timeval(timeout: float | None) -> bytes:
+    """``timeout`` as SO_RCVTIMEO/SO_SNDTIMEO take it, a ``struct timeval``: all zeros (no
+    limit to the kernel) for None or over :data:`NO_LIMIT`; a positive wait is at least 1 µs,
+    never rounded to "no limit", and a negative one (-inf too) is 1 µs.
+
+    Raises:
+        ConfigurationError: NaN.
+    """
+    if timeout is None or timeout > NO_LIMIT:
+        return _TIMEVAL.pack(0, 0)
+    if math.isnan(timeout):
+        raise not_a_number()
+    usec = max(1, round(max(timeout, 0.0) * 1_000_000))
+    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)

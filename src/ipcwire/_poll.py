@@ -11,7 +11,7 @@ import math
 import select
 from typing import Final, Protocol
 
-from ipcwire._deadline import NO_LIMIT
+from ipcwire._deadline import NO_LIMIT, not_a_number
 
 __all__ = ["poll_ms", "wait_readable", "wait_writable"]
 
@@ -26,6 +26,8 @@ def poll_ms(seconds: float | None) -> int | None:
     if seconds is None or seconds > NO_LIMIT:
         return None
     if not seconds > 0:
+        if math.isnan(seconds):
+            raise not_a_number()
         return 0
     return min(math.ceil(seconds * 1000), _MAX_POLL_MS)
 

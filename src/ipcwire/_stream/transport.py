@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import struct
 import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._deadline import NO_LIMIT, limit
+from ipcwire._deadline import limit, timeval
 from ipcwire._poll import wait_writable
 from ipcwire._tls import TLS_RECORD, SharedTls
 
@@ -27,7 +26,6 @@ __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
 
 _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
-_TIMEVAL: Final = struct.Struct("@ll")
 
 
 class PartialWrite(TimeoutError):
@@ -36,14 +34,6 @@ class PartialWrite(TimeoutError):
     def __init__(self, written: int) -> None:
         super().__init__(f"timed out after writing {written} bytes of a message")
         self.written = written
-
-
-def _timeval(timeout: float | None) -> bytes:
-    if timeout is None or timeout > NO_LIMIT:
-        return _TIMEVAL.pack(0, 0)  # 0 means "no timeout" to the kernel
-    # never let a tiny timeout round to "forever" (nor a negative one, -inf too, fail)
-    usec = max(1, round(max(timeout, 0.0) * 1_000_000))
-    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
 
 
 class ByteStream:
@@ -84,14 +74,14 @@ class SocketStream(ByteStream):
         if timeout == 0:
             return self.sock.recv_into(view, 0, _DONTWAIT)
         if timeout != self._rcvtimeo:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
             self._rcvtimeo = timeout
         return self.sock.recv_into(view)
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
         sock = self.sock
         if timeout != self._sndtimeo:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout or None))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout or None))
             self._sndtimeo = timeout
         # timeout=0: never block (SO_SNDTIMEO 0 would mean "forever"), so MSG_DONTWAIT
         flags = _NOSIGNAL | _DONTWAIT if timeout == 0 else _NOSIGNAL

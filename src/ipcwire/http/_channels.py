@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec, encode_message
-from ipcwire._deadline import NO_LIMIT, seconds_left
+from ipcwire._deadline import limit, seconds_left
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
@@ -164,11 +164,12 @@ class ServerChannel(Channel):
         """The next message and its size; raises at the end, on close, or at the timeout."""
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        wait = limit(timeout, self.url)
         try:
-            if timeout is None or timeout > NO_LIMIT:
+            if wait is None:
                 item = self._q.get()
-            elif timeout > 0:
-                item = self._q.get(timeout=timeout)
+            elif wait > 0:
+                item = self._q.get(timeout=wait)
             else:
                 item = self._q.get_nowait()
         except queue.Empty:

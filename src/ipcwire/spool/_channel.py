@@ -13,12 +13,14 @@ channel a spool listener hands out). Nothing here waits: the store calls are ``t
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import not_a_number
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
@@ -198,6 +200,8 @@ class ChannelCore:
         Raises:
             Timeout: the deadline has passed.
         """
+        if deadline is not None and math.isnan(deadline):
+            raise not_a_number(self.url)
         if deadline is not None and now >= deadline:
             raise Timeout(
                 f"no message in {self.url} within {timeout} s"

@@ -7,12 +7,11 @@ import contextlib
 import errno
 import os
 import socket
-import struct
 import threading
 import time
 from typing import Any, Final
 
-from ipcwire._deadline import NO_LIMIT
+from ipcwire._deadline import timeval
 from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
@@ -25,20 +24,10 @@ __all__ = ["Interrupted", "SocketIO"]
 
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
-_TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
 
 
 class Interrupted(Exception):
     """:meth:`SocketIO.interrupt` woke a waiting ``recv(interruptible=True)``."""
-
-
-def _timeval(seconds: float) -> bytes:
-    """``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO (0 means no limit to the kernel)."""
-    if seconds > NO_LIMIT:
-        return _TIMEVAL.pack(0, 0)  # no limit
-    # a positive wait must not become "no limit" (nor a negative one, -inf too, fail)
-    usec = max(1, round(max(seconds, 0.0) * 1e6))
-    return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
 
 
 class SocketIO:
@@ -68,7 +57,7 @@ class SocketIO:
         self.kernel_drops = 0
 
     def _set_timeout(self, option: int, seconds: float | None) -> None:
-        value = b"\0" * _TIMEVAL.size if seconds is None else _timeval(seconds)
+        value = timeval(seconds)
         self.sock.setsockopt(socket.SOL_SOCKET, option, value)
 
     def recv(

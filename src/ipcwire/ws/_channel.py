@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import BINARY, TEXT
@@ -15,7 +14,7 @@ from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
-from ipcwire._deadline import limit
+from ipcwire._deadline import limit, timeval
 from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError
@@ -23,8 +22,6 @@ from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
 from ipcwire.ws._fast import FastFrames
 
 __all__ = ["WsChannel"]
-
-_TIMEVAL: Final = struct.Struct("@ll")
 
 
 class WsChannel(ChannelCore, Channel):
@@ -126,13 +123,8 @@ class WsChannel(ChannelCore, Channel):
             sock.send_timeout = timeout
             self._sndtimeo = timeout
             return
-        usec = 0 if timeout is None else max(1, round(max(timeout, 0.0) * 1_000_000))
         try:
-            self._conn.socket.setsockopt(
-                socket.SOL_SOCKET,
-                socket.SO_SNDTIMEO,
-                _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000),
-            )
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout))
         except OSError:
             return
         self._sndtimeo = timeout
