@@ -512,3 +512,31 @@ def test_asyncio_a_call_waiting_for_another_tasks_call_keeps_its_timeout(
                     await task
 
     asyncio.run(main())
+
+
+def test_asyncio_listener_close_leaves_the_loop_watching_nothing_it_closed(
+    shm_url: Callable[[], str],
+) -> None:
+    """The listener closed its socket while the loop still watched it (the cancelled accept
+    unwatches only when the loop next runs): the next socket got the same fd number and the
+    loop never saw it, so a tcp listener made next in the same loop never accepted."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with await aio.listen(shm_url()) as listener:
+            fd = listener._sock.fileno()  # type: ignore[attr-defined]
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            async with await aio.connect(listener.url, timeout=10) as client:
+                await (await accepting).aclose()
+                assert client is not None
+        watched = loop._selector.get_map()  # type: ignore[attr-defined]
+        assert fd not in watched, "the closed listener's fd is still watched"
+        async with await aio.listen("tcp://127.0.0.1:0") as tcp:
+            accepting = asyncio.ensure_future(tcp.accept(timeout=10))
+            async with await aio.connect(tcp.url, timeout=10) as client:
+                server = await accepting
+                await client.send(b"after shm")
+                assert await server.recv(timeout=10) == b"after shm"
+                await server.aclose()
+
+    asyncio.run(main())

@@ -526,6 +526,11 @@ class AioShmListener(AioListener):
         for task in list(self._tasks):
             task.cancel()
         self._ready.close()
+        # The cancelled accept leaves the loop watching the socket until the loop next runs;
+        # closed first, its fd number could go to a new socket that the loop then never
+        # watched (the next asyncio listener or connection in this loop hung), or whose
+        # watch the late removal took away. Unwatched now, the late removal does nothing.
+        self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         self._cleanup()
 
