@@ -212,3 +212,33 @@ def test_a_nan_timeout_on_a_spool_is_refused(tmp_path: Path) -> None:
         t, box = in_thread(lambda: consumer.recv(timeout=float("nan")))
         assert finished(t, 10), "recv(timeout=nan) is still waiting"
         assert isinstance(box[0], ConfigurationError), box
+
+
+@pytest.mark.parametrize("kind", sorted(CONNECTED))
+def test_a_nan_timeout_is_refused_by_the_asyncio_drivers(kind: str, tmp_path: Path) -> None:
+    """asyncio.timeout(nan) puts a timer at NaN, which the event loop cannot order: accept(),
+    recv() and request() with timeout=nan never ended and the loop spun at 100% CPU (every
+    asyncio driver). Now ConfigurationError, and the channel stays usable."""
+    nan = float("nan")
+    url = CONNECTED[kind](tmp_path)
+
+    async def refused(call: Any) -> None:
+        with pytest.raises(ConfigurationError, match="timeout=nan"):
+            await asyncio.wait_for(call, 10)  # (a hang fails here, not the suite)
+
+    async def main() -> None:
+        async with await aio.listen(url) as lst:
+            await refused(lst.accept(timeout=nan))
+            accepting = asyncio.ensure_future(lst.accept(timeout=10))
+            async with await aio.connect(lst.url, timeout=10) as client:
+                if kind == "udp":
+                    await client.send(b"hello")
+                async with await accepting as server:
+                    if kind == "udp":
+                        assert await server.recv(timeout=10) == b"hello"
+                    await refused(server.recv(timeout=nan))
+                    await refused(server.recv_many(timeout=nan))
+                    await client.send(b"still usable")
+                    assert await server.recv(timeout=10) == b"still usable"
+
+    asyncio.run(main())

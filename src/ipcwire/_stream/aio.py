@@ -23,6 +23,7 @@ from ipcwire._core.handshake import (
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -135,7 +136,7 @@ class AioStreamChannel(AioChannel):
             if timeout is None:
                 await fut
             else:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
         except TimeoutError:
             raise Timeout(
@@ -188,7 +189,7 @@ class AioStreamChannel(AioChannel):
                 if timeout is None:
                     await fut
                 else:
-                    async with asyncio.timeout(timeout):
+                    async with within(timeout):
                         await fut
             except TimeoutError:
                 raise Timeout(
@@ -329,7 +330,7 @@ class AioStreamChannel(AioChannel):
         self.close()
         if not self._lost.done():
             try:
-                async with asyncio.timeout(2.0):
+                async with within(2.0):
                     await asyncio.shield(self._lost)
             except TimeoutError:
                 if self._transport is not None:

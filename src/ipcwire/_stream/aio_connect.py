@@ -10,6 +10,7 @@ from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
@@ -35,7 +36,7 @@ async def aio_connect_stream(
     delays = backoff_delays()
     while True:
         try:
-            async with asyncio.timeout(limit):
+            async with within(limit):
                 return await client_connect(options, create, peer)
         except TimeoutError as exc:
             if isinstance(exc, IpcwireError):

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
@@ -262,7 +263,7 @@ class AcceptQueue(Generic[C]):
         if self.closed:
             raise ChannelClosed(f"listener {url} is closed", endpoint=url)
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 ch = await self._queue.get()
         except TimeoutError:
             raise Timeout(f"{self._nobody} {url} within {timeout} s", endpoint=url) from None

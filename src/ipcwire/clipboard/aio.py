@@ -12,6 +12,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.clipboard._content import decode, encode
@@ -65,7 +66,7 @@ class AioBackend:
             env=dict(self.tool.env),
         )
         try:
-            async with asyncio.timeout(limit):
+            async with within(limit):
                 out, err = await proc.communicate()
         except TimeoutError:
             proc.kill()
@@ -100,7 +101,7 @@ class AioBackend:
                 env=dict(self.tool.env),
             )
             try:
-                async with asyncio.timeout(limit):
+                async with within(limit):
                     await proc.communicate(data)
             except TimeoutError:
                 proc.kill()
@@ -188,7 +189,7 @@ class AioClipboardChannel(AioChannel):
                     )
                 wait = min(wait, left)
             try:
-                async with asyncio.timeout(wait):
+                async with within(wait):
                     await self._closing.wait()
             except TimeoutError:
                 continue
@@ -202,7 +203,7 @@ class AioClipboardChannel(AioChannel):
             Timeout: another task's tool run held it until then.
         """
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 await self._lock.acquire()
         except TimeoutError:
             raise tool_timed_out(self._backend.tool, what, self.url) from None
@@ -274,7 +275,7 @@ class AioClipboardListener(AioListener):
         if ch is not None:
             return ch
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await self._stopped.wait()
         except TimeoutError:
             raise Timeout(

@@ -18,6 +18,7 @@ from dbus_fast.aio import MessageBus
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.dbus._proto import (
@@ -102,7 +103,7 @@ class _EagainIsNotFatal:
 
 async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
     try:
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             bus = MessageBus(bus_address=address, negotiate_unix_fd=False)
             await bus.connect()
             writer = getattr(bus, "_writer", None)
@@ -164,7 +165,7 @@ async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) 
         failed.
     """
     try:
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             reply = await bus.call(msg)
     except TimeoutError:
         raise Timeout(f"no reply to {msg.member} within {timeout} s", endpoint=url) from None
@@ -217,7 +218,7 @@ class _Hub(HubState):
         # message (a Close, say) before we hang up.
         try:
             if self.bus.connected:  # (a call on an ended connection writes to a closed socket)
-                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                async with within(_CLOSE_TIMEOUT):
                     await self.bus.call(bus_call("GetId"))
         except Exception as exc:
             log.debug(
@@ -301,7 +302,7 @@ class AioDbusChannel(ChannelState, AioChannel):
         while not self._may_send(size):
             self._window.clear()
             try:
-                async with asyncio.timeout_at(deadline):
+                async with within_at(deadline):
                     await self._window.wait()
             except TimeoutError:
                 raise Timeout(self._window_full(timeout), endpoint=self.url) from None
@@ -335,7 +336,7 @@ class AioDbusChannel(ChannelState, AioChannel):
                 )
             fut = self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout_at(deadline):
+                async with within_at(deadline):
                     await fut
             except TimeoutError:
                 raise Timeout(
@@ -476,7 +477,7 @@ class AioDbusListener(ListenerState, AioListener):
             if self._hub.error is not None:
                 raise self._hub.error
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     ch = await self._ready.get()
             except TimeoutError:
                 raise Timeout(
@@ -595,7 +596,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
                 )
             fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
             except TimeoutError:
                 raise Timeout(self._no_event(timeout), endpoint=self.url) from None

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
 from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
@@ -75,7 +76,7 @@ class AioFifoChannel(AioPipeChannel):
                 self._write(data, count)
                 if t.get_write_buffer_size():  # the pipe is full: hold the lock until written
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                    async with asyncio.timeout(left):
+                    async with within(left):
                         await t.wait_flushed()
             except TimeoutError:
                 raise Timeout(
@@ -215,7 +216,7 @@ class AioFifoListener(AioListener):
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 while self._current is not None and not self._current.closed:
                     self._session_done.clear()
                     await self._session_done.wait()  # a FIFO has one reader: wait for it
@@ -233,7 +234,7 @@ class AioFifoListener(AioListener):
         wfd = None
         try:
             if self.paths.reply is not None:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     wfd = await self._reply_reader()
         except TimeoutError:
             raise Timeout(

@@ -13,6 +13,7 @@ import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.wire import checked_decode, decode_taken
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -368,7 +369,7 @@ class AioStream(AioChannel):
             ChannelClosed, ChannelBroken, Timeout: nothing was queued.
         """
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 while self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
                     self._check_send()
                     fut = self._loop.create_future()
@@ -531,7 +532,7 @@ class AioStream(AioChannel):
                 if timeout is None:
                     await fut
                 else:
-                    async with asyncio.timeout(timeout):
+                    async with within(timeout):
                         await fut
             except TimeoutError:
                 raise Timeout(
@@ -554,7 +555,7 @@ class AioStream(AioChannel):
                 await self._wait_for_room(timeout)
             self._queue(data)
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 if direct:
                     await self._write_now(data)
                 msg = await self._read_direct()
@@ -585,7 +586,7 @@ class AioStream(AioChannel):
         """What was sent before close() is written first (for at most LINGER seconds), unless
         the stream ends meanwhile: nothing more can be written then."""
         try:
-            async with asyncio.timeout(LINGER):
+            async with within(LINGER):
                 while (self._writer is not None or self._busy) and self._broken is None:
                     # The writer task and a send() writing in its own task wake these as they
                     # go and when done; so does the end of the stream.

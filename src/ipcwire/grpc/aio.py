@@ -15,6 +15,7 @@ from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -130,7 +131,7 @@ class AioGrpcListener(AioListener):
         wait = self._core.reply_wait(context.time_remaining())
         gone = ChannelBroken(f"the caller of {self.url} stopped waiting", endpoint=self.url)
         try:
-            async with asyncio.timeout(wait):
+            async with within(wait):
                 await asyncio.shield(ch.done)
         except TimeoutError:
             ch.caller_gone(gone)
@@ -177,7 +178,7 @@ class AioGrpcListener(AioListener):
         self.close()
         if self._stopping is not None:
             try:
-                async with asyncio.timeout(3.0):
+                async with within(3.0):
                     await asyncio.shield(self._stopping)
             except TimeoutError:
                 pass
@@ -340,7 +341,7 @@ async def _open_stream(
 ) -> AioStream:
     call = gch.stream_stream(STREAM)(metadata=md)
     try:
-        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+        async with within(max(deadline - time.monotonic(), 0.0)):
             initial = metadata_dict(await call.initial_metadata())
     except TimeoutError:
         call.cancel()
@@ -351,7 +352,7 @@ async def _open_stream(
         code = details = None
         if not initial:
             try:
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0.5)):
+                async with within(max(deadline - time.monotonic(), 0.5)):
                     code, details = await call.code(), await call.details()
             except TimeoutError:
                 pass
@@ -390,7 +391,7 @@ async def _open_stream(
         hold its writes (and the end of its RPC) behind a client that left. One that never
         ends the RPC is cancelled after LINGER seconds."""
         try:
-            async with asyncio.timeout(LINGER):
+            async with within(LINGER):
                 while not over.done() and not reading():
                     if await call.read() is grpc.aio.EOF:
                         break
@@ -409,7 +410,7 @@ async def _open_stream(
             pass
         if ch._reading and not over.done():  # a task is blocked reading: wake it soon
             try:
-                async with asyncio.timeout(1.0):
+                async with within(1.0):
                     await asyncio.shield(over)
             except TimeoutError:
                 call.cancel()

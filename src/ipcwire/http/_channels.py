@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ipcwire._core.codecs import Codec, encode_message
 from ipcwire._deadline import limit, seconds_left
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
@@ -299,7 +300,7 @@ class AioServerChannel(AioChannel):
             self._check_send()
             fut = self._space = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
             except TimeoutError:
                 raise Timeout(
@@ -350,7 +351,7 @@ class AioServerChannel(AioChannel):
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             fut = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
             except TimeoutError:
                 raise Timeout(

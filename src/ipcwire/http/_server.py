@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ipcwire._core.codecs import BytesCodec
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._openapi import openapi_document
@@ -246,7 +247,7 @@ class HttpServer:
             return chunk
         idle = self._opts.handshake_timeout
         try:
-            async with asyncio.timeout(idle):
+            async with within(idle):
                 chunk = await content.readany()
         except TimeoutError:
             raise Problem(408, "timeout", f"no part of the body came within {idle} s") from None

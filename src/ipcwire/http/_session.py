@@ -20,6 +20,7 @@ import asyncio
 from collections import deque
 from typing import Any, Final, Protocol
 
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, IpcwireError, LocalProtocolError
 
@@ -106,7 +107,7 @@ class Session:
                 break
             fut = self._space = self.loop.create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
             except TimeoutError:
                 return False

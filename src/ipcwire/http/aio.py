@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from ipcwire._core.url import Endpoint
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, LocalProtocolError, Timeout
@@ -111,7 +112,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
         core = self._core
         self._out_waiters += 1
         try:
-            async with asyncio.timeout(timeout), self._out:
+            async with within(timeout), self._out:
                 while not done():
                     core.check_send()
                     await self._out.wait()
@@ -234,7 +235,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 if left is None:
                     await fut
                 else:
-                    async with asyncio.timeout(left):
+                    async with within(left):
                         await fut
             except TimeoutError:
                 pass  # the deadline check above raises
@@ -380,7 +381,7 @@ class AioHttpListener(AioListener):
         self.close()
         if self._shutdown is not None:
             try:
-                async with asyncio.timeout(3.0):
+                async with within(3.0):
                     await asyncio.shield(self._shutdown)
             except TimeoutError:
                 pass

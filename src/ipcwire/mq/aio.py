@@ -15,6 +15,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import (
     ChannelClosed,
@@ -58,7 +59,7 @@ async def _wait_fd(fd: int, *, write: bool, timeout: float | None) -> bool:
 
     (loop.add_writer if write else loop.add_reader)(fd, ready)
     try:
-        async with asyncio.timeout(timeout):
+        async with within(timeout):
             await fut
         return True
     except TimeoutError:
@@ -197,7 +198,7 @@ class AioMqChannel(ChannelCore, AioChannel):
         if self._rwaiter is None:
             self._start_reading()  # watch for the peer's close while we wait
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 await fut
             return True
         except TimeoutError:
@@ -259,7 +260,7 @@ class AioMqChannel(ChannelCore, AioChannel):
             fut = self._rwaiter = self._loop.create_future()
             self._start_reading()
             try:
-                async with asyncio.timeout_at(deadline):
+                async with within_at(deadline):
                     await fut
             except TimeoutError:
                 raise Timeout(

@@ -13,6 +13,7 @@ import time
 
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.shm._link import FrameReader
@@ -108,7 +109,7 @@ async def open_socket(
         sock.setblocking(False)
         began = time.monotonic()
         try:
-            async with asyncio.timeout(limit):
+            async with within(limit):
                 await loop.sock_connect(sock, path)
             return sock, began
         except OSError as exc:

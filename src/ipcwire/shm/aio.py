@@ -20,6 +20,8 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
+from ipcwire._deadline import limit
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -128,7 +130,8 @@ class AioShmChannel(AioChannel):
         return deadline is None or self._loop.time() < deadline
 
     def _deadline(self, timeout: float | None) -> float | None:
-        return None if timeout is None else self._loop.time() + max(timeout, 0.0)
+        wait = limit(timeout, self.url)  # (NaN: ConfigurationError; a timer at NaN spins)
+        return None if wait is None else self._loop.time() + max(wait, 0.0)
 
     async def _lock(self, lock: asyncio.Lock, deadline: float | None) -> None:
         """Take ``lock`` (after another task's call on this channel), waiting no longer than
@@ -137,7 +140,7 @@ class AioShmChannel(AioChannel):
             await lock.acquire()
             return
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 await lock.acquire()
         except TimeoutError:
             raise Timeout(
@@ -383,9 +386,7 @@ async def connect(
     now = time.monotonic()
     try:
         # timeout= bounds the attempt's connect and handshake together (as unix:// does)
-        async with asyncio.timeout(
-            max(min(began + limit, now + options.handshake_timeout) - now, 0)
-        ):
+        async with within(max(min(began + limit, now + options.handshake_timeout) - now, 0)):
             info = peer_info(sock, path)
             hs = options.client_handshake("length")  # rings keep boundaries
             await loop.sock_sendall(sock, hs.hello())
@@ -469,7 +470,7 @@ class AioShmListener(AioListener):
         options, url, loop = self._options, self.url, self._loop
         conn.setblocking(False)
         try:
-            async with asyncio.timeout(options.handshake_timeout):
+            async with within(options.handshake_timeout):
                 peer, refused = self._authorize(conn)
                 hs = options.server_handshake("length")
                 if refused is not None:

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ipcwire._core.url import Endpoint
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -172,7 +173,7 @@ class AioSignalWaiter(AioChannel):
             fut = self._loop.create_future()
             self._waiters.add(fut)
             try:
-                async with asyncio.timeout_at(deadline):
+                async with within_at(deadline):
                     await fut
             except TimeoutError:
                 raise Timeout(
@@ -256,7 +257,7 @@ class _AioSignalListener(AioListener):
             self._given = True
             return self._waiter
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await self._stopped.wait()
         except TimeoutError:
             raise Timeout(f"{self.url} has one channel, already accepted") from None
@@ -317,7 +318,7 @@ async def _wait_exit(pid: int, timeout: float) -> bool:
             loop.add_reader(fd, _resolve, fut)
             try:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
+                    async with within(left):
                         await fut
             finally:
                 loop.remove_reader(fd)

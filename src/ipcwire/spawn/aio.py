@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ipcwire._core.codecs import Codec
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
@@ -298,7 +299,7 @@ async def _any_readable(loop: asyncio.AbstractEventLoop, fds: list[int], timeout
             dups.append(os.dup(fd))
             loop.add_reader(dups[-1], ready)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await fut
     finally:
         for fd in dups:

@@ -27,6 +27,7 @@ from typing import Self
 
 from ipcwire._oserror import translate
 from ipcwire._procfs import describe_pid
+from ipcwire.aio._timeouts import within
 from ipcwire.errors import ConfigurationError, Timeout
 from ipcwire.spool._watch import IN_CLOSE, Watcher
 
@@ -212,7 +213,7 @@ class FileLock:
                     raise self._busy(timeout)
                 cap = _MAX_POLL * 10 if fd is not None else _MAX_POLL
                 try:
-                    async with asyncio.timeout(cap if wait is None else min(wait, cap)):
+                    async with within(cap if wait is None else min(wait, cap)):
                         await event.wait()
                 except TimeoutError:
                     pass

@@ -15,6 +15,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import LocalProtocolError
 from ipcwire.options import ChannelOptions
@@ -96,7 +97,7 @@ class AioSpoolChannel(ChannelCore, AioChannel):
                     loop.add_reader(fd, self._event.set)
                     self._reading_fd = fd
                 try:
-                    async with asyncio.timeout(wait):
+                    async with within(wait):
                         await self._event.wait()
                 except TimeoutError:
                     pass
@@ -149,7 +150,7 @@ class AioSpoolListener(ListenerCore, AioListener):
         if store is not None:
             return AioSpoolChannel(store, self._options.wire(), self.url, self._cfg)
         try:
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 await self._done.wait()
         except TimeoutError:
             raise self._no_other_channel() from None

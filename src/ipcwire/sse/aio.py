@@ -10,6 +10,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import (
     ChannelBroken,
@@ -66,7 +67,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         if (ctx := self._tls()) is not None:
             tls = {"ssl": ctx[0], "server_hostname": ctx[1]}
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 reader, writer = await asyncio.open_connection(
                     addr.host, addr.port, limit=_READ, **tls
                 )
@@ -80,7 +81,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             writer.write(self._core.request())
             buf = bytearray()
             answer = None
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 while answer is None:
                     answer = self._answer(buf, await reader.read(65536))
         except OSError as exc:
@@ -148,7 +149,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             else silent_at
         )
         try:
-            async with asyncio.timeout_at(until):
+            async with within_at(until):
                 data = await reader.read(_READ)
         except TimeoutError:
             if silent_at is not None and self._loop.time() >= silent_at:
@@ -167,7 +168,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         wait = self._attempt_wait(now, deadline, timeout)
         if wait > 0:
             try:
-                async with asyncio.timeout(wait):
+                async with within(wait):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -198,7 +199,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         self.close()
         if writer is not None:
             try:
-                async with asyncio.timeout(2.0):
+                async with within(2.0):
                     await writer.wait_closed()
             except (TimeoutError, OSError):
                 writer.transport.abort()
@@ -287,7 +288,7 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
                     fut: asyncio.Future[None] = loop.create_future()
                     s.aio_waiters.append(fut)
                 try:
-                    async with asyncio.timeout_at(deadline):
+                    async with within_at(deadline):
                         await fut
                 except BaseException as exc:  # a timeout, or cancelled: stop waiting
                     with s.lock:

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
@@ -100,7 +101,7 @@ class _Queue:
                 raise LocalProtocolError(f"another task is already receiving on {self.url}")
             fut = self.waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await fut
             except TimeoutError:
                 raise Timeout(

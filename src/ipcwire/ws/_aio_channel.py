@@ -12,6 +12,7 @@ from websockets.frames import BINARY, TEXT
 from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
@@ -51,12 +52,12 @@ class AioWsChannel(ChannelCore, AioChannel):
                 # the library drains after every write; that waits only while the transport
                 # is over its high-water mark (or closing), so only then is it awaited here
                 if conn.paused or conn.transport.is_closing():
-                    async with asyncio.timeout(timeout):
+                    async with within(timeout):
                         await conn.drain()
             elif timeout is None:
                 await conn.send(payload, text=self._text)
             else:
-                async with asyncio.timeout(timeout):
+                async with within(timeout):
                     await conn.send(payload, text=self._text)
         except TimeoutError:
             raise self._send_timeout(timeout) from None
@@ -97,10 +98,10 @@ class AioWsChannel(ChannelCore, AioChannel):
         conn = self._conn
         write = conn.protocol.send_text if self._text else conn.protocol.send_binary
         try:
-            async with asyncio.timeout(timeout):
-                async with conn.send_context():  # all frames, then one flush and drain
-                    for p in payloads:
-                        write(p)
+            # all frames, then one flush and drain
+            async with within(timeout), conn.send_context():
+                for p in payloads:
+                    write(p)
         except TimeoutError:
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
@@ -182,7 +183,7 @@ class AioWsChannel(ChannelCore, AioChannel):
         try:
             if timeout is None:
                 return await self._conn.recv(decode=False)
-            async with asyncio.timeout(timeout):
+            async with within(timeout):
                 return await self._conn.recv(decode=False)
         except TimeoutError:
             raise self._recv_timeout(timeout) from None
@@ -210,7 +211,7 @@ class AioWsChannel(ChannelCore, AioChannel):
         conn = self._conn
         limit = conn.close_timeout
         try:
-            async with asyncio.timeout(None if limit is None else 2 * limit):
+            async with within(None if limit is None else 2 * limit):
                 await conn.close()
         except TimeoutError:
             conn.transport.abort()

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.ws._admission import (
@@ -199,7 +200,7 @@ class AioWsListener(ListenerCore, AioListener):
         info = c.peer_info if isinstance(c, ServerConn) else None
         who = (info.address if info else None) or "a client"
         try:
-            async with asyncio.timeout(self._settings.options.handshake_timeout):
+            async with within(self._settings.options.handshake_timeout):
                 first = await c.recv(decode=False)
         except TimeoutError:
             await c.close(POLICY_VIOLATION, self._no_token(who))

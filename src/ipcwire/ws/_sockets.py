@@ -16,6 +16,7 @@ from typing import Any
 
 from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._timeouts import within_at
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT
@@ -130,7 +131,7 @@ async def aio_open(
         sock = _new_socket(addr)
         sock.setblocking(False)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with within_at(deadline):
                 await loop.sock_connect(sock, _target(addr))
             return sock, deadline
         except TimeoutError as exc:

@@ -16,6 +16,7 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
+from ipcwire.aio._timeouts import within_at
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._aio_channel import AioWsChannel
@@ -106,7 +107,7 @@ async def connect(
         sock.close()
         raise open_error(exc, url, limit) from exc
     try:
-        async with asyncio.timeout_at(deadline):
+        async with within_at(deadline):
             send_limit = await _finish_client(conn, hs, url)
     except TimeoutError:
         conn.transport.abort()
