@@ -9,8 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-import grpc
-
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire.aio._timeouts import within
@@ -34,6 +32,7 @@ from ipcwire.grpc._channel import (
     OneShotCore,
     backlog,
 )
+from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_MARKER,
     error_from_status,

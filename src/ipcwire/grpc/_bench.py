@@ -55,7 +55,7 @@ class _Link:
 
 class _Acceptor:
     def __init__(self) -> None:
-        import grpc
+        from ipcwire.grpc._grpcio import grpc
 
         self._ready: queue.SimpleQueue[_Link] = queue.SimpleQueue()
 
@@ -87,7 +87,7 @@ def side_a(task: Task, shared: object) -> _Acceptor:
 
 class _Client:
     def __init__(self, address: str, size: int) -> None:
-        import grpc
+        from ipcwire.grpc._grpcio import grpc
 
         self._channel = grpc.insecure_channel(address, options=_OPTIONS)
         # Bounded like ipcwire's send queue (4 MiB and 1024 messages), so a fast sender
@@ -146,7 +146,7 @@ class _AioAcceptor:
 
 
 async def aio_side_a(task: Task, shared: object) -> _AioAcceptor:
-    import grpc
+    from ipcwire.grpc._grpcio import grpc
 
     ready: asyncio.Queue[_AioLink] = asyncio.Queue()
 
@@ -167,7 +167,7 @@ async def aio_side_a(task: Task, shared: object) -> _AioAcceptor:
 
 class _AioClient:
     def __init__(self, address: str) -> None:
-        import grpc
+        from ipcwire.grpc._grpcio import grpc
 
         self._channel = grpc.aio.insecure_channel(address, options=_OPTIONS)
         self._call = self._channel.stream_stream("/bench.Echo/Stream")()

@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import AddressInUse
 from ipcwire.grpc._address import (
@@ -17,6 +15,7 @@ from ipcwire.grpc._address import (
     probe_tcp,
     server_options,
 )
+from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     BATCH_KEY,

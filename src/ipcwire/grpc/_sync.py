@@ -16,14 +16,13 @@ call when it passes: a request that times out closes the channel anyway.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
-
-import grpc
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.wire import checked_decode, decode_taken
@@ -45,6 +44,7 @@ from ipcwire.grpc._channel import (
     OneShotCore,
     backlog,
 )
+from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_BYTES,
     BATCH_MARKER,
@@ -103,6 +103,7 @@ class SyncStream(Channel):
         self._settling = False  # the end is known, but not yet whether clean (_eof_or_lost)
         self._broken: IpcwireError | None = None
         self._closed = False
+        self._owner = os.getpid()
         self._out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Bytes handed to send() and bytes grpcio took: their difference waits to be written.
         # ``_taken`` is only written by grpcio's writer (``outgoing``), without the lock.
@@ -527,6 +528,8 @@ class SyncStream(Channel):
                 return
             self._closed = True
             self._cond.notify_all()
+        if os.getpid() != self._owner:
+            return  # a forked child's copy: the RPC is its parent's, and grpc is not fork-safe
         self.finish()
         if self.on_close is not None:
             self.on_close()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grpc
-
 from ipcwire.errors import ConfigurationError
 from ipcwire.grpc._address import read_pem
+from ipcwire.grpc._grpcio import grpc
 
 __all__ = ["client_credentials", "server_credentials"]
 

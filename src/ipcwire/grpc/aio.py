@@ -9,8 +9,6 @@ import time
 from collections import deque
 from typing import Any
 
-import grpc
-
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
@@ -32,6 +30,7 @@ from ipcwire.errors import (
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
+from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any, Final
 
-import grpc
-
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
@@ -38,6 +36,7 @@ from ipcwire.errors import (
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
+from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -75,6 +74,7 @@ class GrpcListener(Listener):
         self._closed = False
         self.server: Any = None
         self.pool: futures.ThreadPoolExecutor | None = None
+        self._owner = os.getpid()
 
     def enqueue(self, ch: Channel) -> None:
         with self._cond:
@@ -153,6 +153,12 @@ class GrpcListener(Listener):
             self._cond.notify_all()
         for ch in pending:
             ch.close()
+        if os.getpid() != self._owner:
+            # A forked child's copy: the server is its parent's, and calling into grpc after
+            # fork() can abort the child (grpc skips its fork handlers while other threads
+            # are in grpc calls). The socket file stays too (``remove_on_close``).
+            self._cleanup()
+            return
         if self.server is not None:
             self.server.stop(0.5).wait(3.0)
         if self.pool is not None:
@@ -191,6 +197,7 @@ class GrpcUnaryChannel(Channel):
         self._method = gch.unary_unary(CALL)
         self._replies: deque[Any] = deque()
         self._closed = False
+        self._owner = os.getpid()
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     def _call(self, obj: Any, timeout: float | None) -> Any:
@@ -245,7 +252,8 @@ class GrpcUnaryChannel(Channel):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._gch.close()
+            if os.getpid() == self._owner:  # (not in a forked child: grpc is the parent's)
+                self._gch.close()
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self._sent, self._received, self._bytes_sent, self._bytes_received)
