@@ -590,3 +590,64 @@ def test_a_datagram_that_does_not_decode_in_a_batch_loses_no_other() -> None:
                 assert await areceive_all(server, timeout=5) == [b"a", "error", b"c", b"end"]
 
     asyncio.run(main())
+
+
+def _datagrams(framing: str) -> tuple[list[bytes], list[int]]:
+    """Datagrams to send, and the bytes delivered after each recv (an NDJSON datagram's
+    bytes go with its last line)."""
+    if framing == "ndjson":
+        one, two = b'"a"\n"bb"\n', b'"ccc"\n'
+        return [one, two], [0, len(one), len(one) + len(two)]
+    return [b"x" * 10, b"y" * 20], [10, 30]
+
+
+@pytest.mark.parametrize("framing", ["length", "ndjson"])
+def test_buffered_bytes_counts_the_bytes_waiting_not_the_messages(framing: str) -> None:
+    """statistics().buffered_bytes of a listener's peer was the number of queued messages (and
+    0 on an asyncio connected channel with datagrams queued). It is the bytes received and not
+    yet delivered: bytes_received minus what recv() returned; both drivers."""
+    kw: dict[str, Any] = {"framing": "ndjson", "codec": "json"} if framing == "ndjson" else {}
+    datagrams, gone = _datagrams(framing)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def send_all(url: str) -> None:
+        host, port = url.removeprefix("udp://").rsplit(":", 1)
+        for d in datagrams:
+            raw.sendto(d, (host, int(port)))
+
+    try:
+        with ipcwire.listen("udp://127.0.0.1:0", **kw) as lst:
+            send_all(lst.url)
+            with lst.accept(timeout=10) as ch:
+                for n in gone:
+                    ch.recv(timeout=10)
+                    st = ch.statistics()
+                    assert st.buffered_bytes == st.bytes_received - n, st
+                assert ch.statistics().buffered_bytes == 0
+
+        async def main() -> None:
+            async with await aio.listen("udp://127.0.0.1:0", **kw) as lst:
+                send_all(lst.url)
+                async with await lst.accept(timeout=10) as ch:
+                    for n in gone:
+                        await ch.recv(timeout=10)
+                        st = ch.statistics()
+                        assert st.buffered_bytes == st.bytes_received - n, st
+            # a connected channel queues what arrives too
+            peer.bind(("127.0.0.1", 0))
+            host, port = peer.getsockname()
+            async with await aio.connect(f"udp://{host}:{port}", **kw) as client:
+                await client.send("hello" if kw else b"hello")
+                _, client_addr = peer.recvfrom(100)
+                for d in datagrams:
+                    peer.sendto(d, client_addr)
+                for n in gone:
+                    await client.recv(timeout=10)
+                    st = client.statistics()
+                    assert st.buffered_bytes == st.bytes_received - n, st
+
+        asyncio.run(main())
+    finally:
+        raw.close()
+        peer.close()

@@ -52,15 +52,21 @@ class _Queue:
     def __init__(self, url: str) -> None:
         self.url = url
         self.items: deque[tuple[Any, Address] | IpcwireError] = deque()
+        # each item's share of its datagram's bytes (the last message of a datagram carries
+        # them all), and their sum: statistics().buffered_bytes
+        self.sizes: deque[int] = deque()
+        self.nbytes = 0
         self.waiter: asyncio.Future[None] | None = None
         self.dropped = 0
         self.closed = False
 
-    def put(self, item: tuple[Any, Address] | IpcwireError) -> None:
+    def put(self, item: tuple[Any, Address] | IpcwireError, nbytes: int = 0) -> None:
         if len(self.items) >= QUEUE:  # errors too: garbage from a peer must not grow it
             self.dropped += 1
             return
         self.items.append(item)
+        self.sizes.append(nbytes)
+        self.nbytes += nbytes
         self.wake()
 
     def put_datagram(self, fmt: DatagramFormat, data: bytes, addr: Address) -> None:
@@ -71,10 +77,12 @@ class _Queue:
         try:
             msgs = fmt.unpack(memoryview(data))
         except IpcwireError as exc:
-            self.put(exc)
+            self.put(exc, len(data))
             return
-        for msg in msgs:  # an NDJSON line's error in its place
-            self.put(msg if isinstance(msg, IpcwireError) else (msg, addr))
+        last = len(msgs) - 1
+        for i, msg in enumerate(msgs):  # an NDJSON line's error in its place
+            item = msg if isinstance(msg, IpcwireError) else (msg, addr)
+            self.put(item, len(data) if i == last else 0)
 
     def wake(self) -> None:
         w = self.waiter
@@ -92,6 +100,7 @@ class _Queue:
                 raise closed_error(self.url)
             if self.items:
                 item = self.items.popleft()
+                self.nbytes -= self.sizes.popleft()
                 if isinstance(item, IpcwireError):
                     raise item
                 return item
@@ -285,7 +294,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self.close()
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(0, self._q.dropped + self._drops())
+        return self._statistics(self._q.nbytes, self._q.dropped + self._drops())
 
 
 class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
@@ -319,7 +328,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
     def statistics(self) -> ChannelStatistics:
         """The counters; ``dropped`` is this peer's queue overflow plus the datagrams the
         kernel dropped at the listener's socket (it does not say from which peer)."""
-        return self._statistics(len(self._q.items), self._q.dropped + self._listener._drops())
+        return self._statistics(self._q.nbytes, self._q.dropped + self._listener._drops())
 
 
 class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):

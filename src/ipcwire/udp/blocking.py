@@ -161,6 +161,10 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
     def __init__(self, listener: UdpListener, addr: Address) -> None:
         super().__init__(listener, addr)
         self._queue: deque[Any] = deque()  # guarded by the listener's condition
+        # each queued item's share of its datagram's bytes (the last message of a datagram
+        # carries them all), and their sum: statistics().buffered_bytes
+        self._sizes: deque[int] = deque()
+        self._queued_bytes = 0
         self.dropped = 0
 
     def _put(self, data: memoryview) -> None:
@@ -173,26 +177,32 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                 self.dropped += 1
                 return
             try:
-                queue.append(fmt.decode(data))
+                self._append(fmt.decode(data), data.nbytes)
             except Exception as exc:  # this peer's error, raised by its recv(), not the reader's
-                queue.append(fmt.bad(exc))
+                self._append(fmt.bad(exc), data.nbytes)
             return
         try:
             msgs: list[Any] = fmt.unpack(data)
         except IpcwireError as exc:
             msgs = [exc]
-        for msg in msgs:  # errors count too: a peer sending garbage must not grow the queue
+        last = len(msgs) - 1
+        for i, msg in enumerate(msgs):  # errors count too: garbage must not grow the queue
             if len(queue) >= PEER_QUEUE:
                 self.dropped += 1
             else:
-                queue.append(msg)
+                self._append(msg, data.nbytes if i == last else 0)
+
+    def _append(self, item: Any, nbytes: int) -> None:
+        self._queue.append(item)
+        self._sizes.append(nbytes)
+        self._queued_bytes += nbytes
 
     def _put_error(self, exc: IpcwireError) -> None:
         """Queue the error raised in the place of a datagram (the condition is held)."""
         if len(self._queue) >= PEER_QUEUE:
             self.dropped += 1
         else:
-            self._queue.append(exc)
+            self._append(exc, 0)
 
     def _done_waiting(self) -> bool:
         return bool(self._queue) or self._closed  # (a closed listener's peers go on)
@@ -207,6 +217,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                 raise closed_error(self.url)
             if self._queue:
                 item = self._queue.popleft()
+                self._queued_bytes -= self._sizes.popleft()
                 if isinstance(item, IpcwireError):
                     raise item
                 self._received += 1
@@ -232,7 +243,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
     def statistics(self) -> ChannelStatistics:
         """The counters; ``dropped`` is this peer's queue overflow plus the datagrams the
         kernel dropped at the listener's socket (it does not say from which peer)."""
-        return self._statistics(len(self._queue), self.dropped + self._listener._io.drops())
+        return self._statistics(self._queued_bytes, self.dropped + self._listener._io.drops())
 
 
 class UdpListener(ListenerCore[_PeerChannel], Listener):
