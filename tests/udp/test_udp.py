@@ -366,7 +366,7 @@ def test_garbage_from_a_peer_nobody_reads_stays_bounded_and_counted() -> None:
             assert served.recv(timeout=5) == i  # read after the batch: all of it sorted
         with server.accept(timeout=5) as flooded:
             st = flooded.statistics()
-            assert st.buffered_bytes == PEER_QUEUE  # (messages waiting, for this driver)
+            assert st.buffered_bytes == PEER_QUEUE * len(b"\xff not json")  # held as errors
             assert st.dropped == 1200 - PEER_QUEUE
         served.close()
 
@@ -386,6 +386,7 @@ def test_garbage_from_a_peer_nobody_reads_stays_bounded_and_counted() -> None:
                     assert await served.recv(timeout=5) == i
                 flooded = await server.accept(timeout=5)
                 assert len(flooded._q.items) == QUEUE  # type: ignore[attr-defined]
+                assert flooded.statistics().buffered_bytes == QUEUE * len(b"\xff not json")
                 assert flooded.statistics().dropped == (QUEUE // 100 + 2) * 100 - QUEUE
                 flooded.close()
                 served.close()
