@@ -104,7 +104,8 @@ def test_the_format() -> None:
     assert [c for _, c, _ in planned] == [2, 2, 2, 2, 2]
     assert all(len(w) <= 100 for w, _, _ in planned)
     assert [m for w, _, _ in planned for m in unpack_batch(w, "u")] == [b"x" * 30] * 10
-    for garbled in (MARKER, batch(b"abc")[:-1], batch(b"abc") + b"\x01", MARKER + b"\x05\0\0"):
+    assert unpack_batch(MARKER, "grpc://x") == []  # an empty batch: a client's goodbye (BYE)
+    for garbled in (batch(b"abc")[:-1], batch(b"abc") + b"\x01", MARKER + b"\x05\0\0"):
         with pytest.raises(RemoteProtocolError, match="grpc://x sent a garbled batch"):
             unpack_batch(garbled, "grpc://x")
 

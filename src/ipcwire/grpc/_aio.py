@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.wire import checked_decode, decode_taken
@@ -36,6 +36,7 @@ from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_MARKER,
     error_from_status,
+    lost_client,
     marker_check,
     pack_batch,
     plan_batches,
@@ -46,6 +47,7 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 __all__ = ["AioOneShot", "AioStream", "task_cancelled"]
 
 _EOF: Any = grpc.aio.EOF
+_BYE: Final = object()  # _unbatch() read the client's goodbye
 _CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not wait)
 _UsageError: Any = grpc.aio.UsageError
 
@@ -105,6 +107,10 @@ class AioStream(AioChannel):
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # a task is in a direct read
+        # Server side: whether the client ends its stream with the goodbye, and whether it
+        # came (see _protocol).
+        self.expect_bye = False
+        self._bye = False
         # Whether the peer reads batches (both said so: see _protocol); the messages of the
         # last batch read wait in ``_unpacked`` for ``_next``.
         self.batches = False
@@ -120,31 +126,38 @@ class AioStream(AioChannel):
         """One message from grpc, or None when nothing more comes (the end is recorded)."""
         if self._unpacked:
             return self._unpacked.popleft()
-        try:
-            msg = await self._read()
-        except asyncio.CancelledError:
-            self._read_cancelled()
-            if task_cancelled():
-                raise
-            return None  # close() cancelled the call under us: ChannelClosed
-        except Exception as exc:
-            self._read_failed(exc)
-            return None
-        if msg is _EOF:
-            self._read_eof()
-            return None
-        if self.batches and msg.startswith(BATCH_MARKER):
-            return self._unbatch(msg)
-        return msg  # type: ignore[no-any-return]
+        while True:
+            try:
+                msg = await self._read()
+            except asyncio.CancelledError:
+                self._read_cancelled()
+                if task_cancelled():
+                    raise
+                return None  # close() cancelled the call under us: ChannelClosed
+            except Exception as exc:
+                self._read_failed(exc)
+                return None
+            if msg is _EOF:
+                self._read_eof()
+                return None
+            if not (self.batches and msg.startswith(BATCH_MARKER)):
+                return msg  # type: ignore[no-any-return]
+            first = self._unbatch(msg)
+            if first is not _BYE:
+                return first  # type: ignore[return-value]
 
-    def _unbatch(self, msg: bytes) -> bytes | None:
-        """The first message of a batch (the others wait in ``_unpacked``), or None when it
-        is garbled (the end is recorded: nothing of it is delivered)."""
+    def _unbatch(self, msg: bytes) -> bytes | object | None:
+        """The first message of a batch (the others wait in ``_unpacked``); None when it is
+        garbled (the end is recorded: nothing of it is delivered); ``_BYE`` for the goodbye
+        (an empty batch, _protocol: the end of the stream comes next)."""
         try:
             items = unpack_batch(msg, self.url)
         except IpcwireError as exc:
             self.ended(exc)
             return None
+        if not items:
+            self._bye = True
+            return _BYE
         self._unpacked.extend(items[1:])
         return items[0]
 
@@ -164,7 +177,9 @@ class AioStream(AioChannel):
         self.ended(end)
 
     def _read_eof(self) -> None:
-        end = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+        end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
+        if self.expect_bye and not self._bye:
+            end = lost_client(self.url)
         # A plain client's half-close leaves the server free to answer; anything else ends it.
         self.ended(end, rpc_over=self._client or self.half_close_ends)
 
@@ -413,6 +428,8 @@ class AioStream(AioChannel):
                 self._reading = False
             if self.batches and type(msg) is bytes and msg.startswith(BATCH_MARKER):
                 msg = self._unbatch(msg)
+                if msg is _BYE:  # the goodbye: what comes next is the end of the stream
+                    return self._decode(await self._read_direct())
             if msg is not None and msg is not _EOF and not self._closed:
                 self._received += 1
                 self._sent_last = False

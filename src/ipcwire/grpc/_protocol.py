@@ -20,6 +20,12 @@ that begins with :data:`BATCH_MARKER` carries several ipcwire messages, each as 
 little-endian length and its bytes. A sender packs what is already queued (never waits to fill
 one), so a writer ahead of gRPC sends one gRPC message for many small ones. A single message
 that happens to begin with the marker travels as a batch of one.
+
+**Goodbye** (a client that said ``ipcwire-bye: 1``, to a server that reads batches): the
+client's last stream message before it half-closes is :data:`BYE`, an empty batch. gRPC ends
+a request stream the same way when the client closes it and when its process or connection
+dies (the cancellation comes only later, if at all), so the server tells a close from a loss
+by the goodbye: a stream that ends without it is ``ChannelBroken``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_BYTES",
     "BATCH_MARKER",
+    "BYE",
     "CALL",
     "SERVICE",
     "STREAM",
@@ -60,12 +67,14 @@ __all__ = [
     "client_metadata",
     "error_from_status",
     "frame_limit",
+    "lost_client",
     "marker_check",
     "metadata_dict",
     "pack_batch",
     "plan_batches",
     "proof",
     "reads_batches",
+    "says_bye",
     "unpack_batch",
 ]
 
@@ -78,9 +87,11 @@ NONCE_KEY: Final = "ipcwire-nonce"
 PROOF_KEY: Final = "ipcwire-proof"
 NO_REPLY_KEY: Final = "ipcwire-no-reply"
 BATCH_KEY: Final = "ipcwire-batch"
+BYE_KEY: Final = "ipcwire-bye"
 # 0xC1 begins no msgpack, JSON or pickle message, so only a raw message can look like a batch.
 BATCH_MARKER: Final = b"\xc1ipcwB\x00\x01"
 BATCH_OVERHEAD: Final = len(BATCH_MARKER) + 4  # a batch of one message
+BYE: Final = BATCH_MARKER  # an empty batch: the client's last message (see the docstring)
 # A sender packs queued messages into one gRPC message of at most this many bytes (or the
 # peer's limit, if smaller), and at most BATCH_MESSAGES of them.
 BATCH_BYTES: Final = 256 * 1024
@@ -248,7 +259,8 @@ def plan_batches(items: Sequence[bytes], limit: int) -> Iterator[tuple[bytes, in
 
 def unpack_batch(msg: bytes, url: str) -> list[bytes]:
     """The messages of a batch (``msg`` begins with :data:`BATCH_MARKER`); gRPC has already
-    held the whole batch to the receiver's limit, so each message is within it too.
+    held the whole batch to the receiver's limit, so each message is within it too. None for
+    :data:`BYE`.
 
     Raises:
         RemoteProtocolError: the lengths do not add up to the batch (nothing is delivered).
@@ -267,7 +279,7 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
         out.append(bytes(view[pos : pos + size]))
         pos += size
     else:
-        if out:
+        if out or end == len(BATCH_MARKER):  # (empty: the client's goodbye, BYE)
             return out
     raise RemoteProtocolError(
         f"{url} sent a garbled batch of messages ({end} bytes; the lengths inside do not add "
@@ -298,12 +310,27 @@ def reads_batches(md: dict[str, str]) -> bool:
     return md.get(BATCH_KEY) == "1"
 
 
+def lost_client(url: str) -> ChannelBroken:
+    """The end of an ipcwire client's stream that came without its goodbye."""
+    return ChannelBroken(
+        f"the client of {url} went away: its stream ended without its close (the process was "
+        "killed or its connection lost, or this listener was closed)",
+        endpoint=url,
+    )
+
+
+def says_bye(md: dict[str, str]) -> bool:
+    """Whether the client that sent this metadata ends its stream with :data:`BYE`."""
+    return md.get(BYE_KEY) == "1"
+
+
 def client_metadata(options: ChannelOptions, url: str, nonce: bytes) -> list[tuple[str, str]]:
     """What the client tells the server on every call."""
     md = [
         (CODEC_KEY, options.codec.name),
         (MAX_FRAME_KEY, str(options.max_frame)),
         (BATCH_KEY, "1"),
+        (BYE_KEY, "1"),
     ]
     if options.token is not None:
         md += [("authorization", bearer(options.token, url)), (NONCE_KEY, nonce.hex())]

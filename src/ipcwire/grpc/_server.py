@@ -30,6 +30,7 @@ from ipcwire.grpc._protocol import (
     metadata_dict,
     proof,
     reads_batches,
+    says_bye,
 )
 from ipcwire.grpc._tls import server_credentials
 from ipcwire.options import ChannelOptions
@@ -49,6 +50,7 @@ class Admission:
     # says "no more requests", and the server may still answer until it closes.
     ipcwire: bool = False
     batches: bool = False  # both sides read batches (see _protocol)
+    bye: bool = False  # the client ends its stream with the goodbye (see _protocol)
 
 
 class ServerCore:
@@ -94,7 +96,13 @@ class ServerCore:
                 initial.append((PROOF_KEY, proof(self.token, bytes.fromhex(nonce))))
             except ValueError:
                 return Admission(error=(grpc.StatusCode.INVALID_ARGUMENT, "the nonce is not hex"))
-        return Admission(limit, tuple(initial), ipcwire=codec is not None, batches=batches)
+        return Admission(
+            limit,
+            tuple(initial),
+            ipcwire=codec is not None,
+            batches=batches,
+            bye=batches and says_bye(md),
+        )
 
     def peer(self, context: Any) -> PeerInfo:
         """The caller's address, from grpcio's ``ipv4:host:port`` form."""

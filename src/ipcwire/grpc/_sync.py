@@ -48,7 +48,9 @@ from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_BYTES,
     BATCH_MARKER,
+    BYE,
     error_from_status,
+    lost_client,
     marker_check,
     plan_batches,
     unpack_batch,
@@ -112,8 +114,11 @@ class SyncStream(Channel):
         self._send_waiting = 0  # senders waiting for room (under ``_cond``)
         self.read_done = threading.Event()
         self.rpc_over = threading.Event()
-        # Server side: whether grpcio saw the RPC cancelled (the client's connection died).
+        # Server side: whether grpcio saw the RPC cancelled (the client's connection died);
+        # whether the client ends its stream with the goodbye, and whether it came (_protocol).
         self.cancelled: Callable[[], bool] | None = None
+        self.expect_bye = False
+        self._bye = False
         self.on_close: Callable[[], None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
@@ -134,6 +139,7 @@ class SyncStream(Channel):
                 yield item
                 continue
             if item is _STOP:
+                yield from self._goodbye()
                 return
             items, stop = self._gather(item)
             if self.batches:
@@ -145,7 +151,14 @@ class SyncStream(Channel):
                     self._took(len(data), 1)
                     yield data
             if stop:
+                yield from self._goodbye()
                 return
+
+    def _goodbye(self) -> Iterator[bytes]:
+        """A client's last message to a server that reads batches: the goodbye (_protocol),
+        which tells the server this end of the stream is a close, not a lost client."""
+        if self._client and self.batches:
+            yield BYE
 
     def _gather(self, first: Any) -> tuple[list[bytes], bool]:
         """The messages of ``first`` (a message or a list of them) and, when the peer reads
@@ -238,12 +251,15 @@ class SyncStream(Channel):
             return self._unpacked.popleft()
         eof = False
         try:
-            msg: bytes = next(self._incoming)
-            if not (self.batches and msg.startswith(BATCH_MARKER)):
-                return msg
-            items = unpack_batch(msg, self.url)
-            self._unpacked.extend(items[1:])
-            return items[0]
+            while True:
+                msg: bytes = next(self._incoming)
+                if not (self.batches and msg.startswith(BATCH_MARKER)):
+                    return msg
+                items = unpack_batch(msg, self.url)
+                if items:
+                    self._unpacked.extend(items[1:])
+                    return items[0]
+                self._bye = True  # the goodbye: the end of the stream comes next
         except StopIteration:
             end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
             eof = True
@@ -255,7 +271,12 @@ class SyncStream(Channel):
                 self.call.cancel()
         except Exception as exc:  # grpcio raises plain exceptions on some shutdown paths
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
-        if eof and self._on_eof is not None:
+        if eof and self.expect_bye:
+            if not self._bye:
+                end = lost_client(self.url)
+            if self._on_eof is not None:
+                self._on_eof()
+        elif eof and self._on_eof is not None:
             end = self._eof_or_lost(end)
         # A plain client's half-close leaves the server free to answer; anything else, and an
         # ipcwire client's close, ends the RPC.

@@ -33,6 +33,7 @@ from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
 from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
+    BYE,
     CALL,
     MAX_FRAME_KEY,
     NO_REPLY_KEY,
@@ -109,6 +110,7 @@ class AioGrpcListener(AioListener):
                 done.set_result(None)
 
         ch.batches = adm.batches
+        ch.expect_bye = adm.bye
         ch.half_close_ends = adm.ipcwire
         if adm.ipcwire:
             ch.read_done.add_done_callback(on_read_done)
@@ -404,6 +406,8 @@ async def _open_stream(
 
     async def release() -> None:
         try:
+            if ch.batches:  # the goodbye (_protocol): a close, not a lost client
+                await call.write(BYE)
             await call.done_writing()
         except Exception:  # noqa: S110 - the RPC is already over: nothing to half-close
             pass

@@ -96,6 +96,7 @@ class GrpcListener(Listener):
             incoming=request_iterator,
         )  # fmt: skip
         ch.batches = adm.batches
+        ch.expect_bye = adm.bye
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
             ch.cancelled = lambda: _rpc_cancelled(context)
