@@ -666,3 +666,74 @@ time.sleep(60)
     assert not errors, [r.getMessage() for r in errors]
     ended = [r for r in caplog.records if "keepalive ended" in r.getMessage()]
     assert all(r.levelno == logging.INFO for r in ended)
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_both_peers_sending_bulk_at_once_do_not_stall(secure: bool, tmp_path: Path) -> None:
+    """Each side sends 40 messages of 256 KiB from one thread while another receives. The
+    library's reader handled input under the lock a blocked send held, so neither side read
+    and both waited out their send timeouts (ipcwire.ws._writer); tcp never did."""
+    kw: dict[str, Any] = {}
+    ckw: dict[str, Any] = {}
+    url = "ws://127.0.0.1:0/bulk"
+    if secure:
+        server_ctx, client_ctx = tls_contexts(tmp_path)
+        kw, ckw, url = {"ssl": server_ctx}, {"ssl": client_ctx}, "wss://127.0.0.1:0/bulk"
+    n, size = 40, 256 * 1024
+    with (
+        ipcwire.listen(url, **kw) as listener,
+        accepted(listener, lambda: ipcwire.connect(listener.url, **ckw)) as (client, server),
+    ):
+        errors: list[BaseException] = []
+
+        def send(ch: Any) -> None:
+            try:
+                for i in range(n):
+                    ch.send(bytes([i]) * size, timeout=20)
+            except BaseException as exc:
+                errors.append(exc)
+
+        def receive(ch: Any) -> None:
+            try:
+                for i in range(n):
+                    msg = ch.recv(timeout=20)
+                    assert len(msg) == size and msg[0] == i
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=f, args=(ch,), daemon=True)
+            for f in (send, receive)
+            for ch in (client, server)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert not errors, errors
+
+
+def test_a_send_that_times_out_sends_nothing_and_the_channel_stays_usable(
+    sock_dir: Path,
+) -> None:
+    """A peer that does not read: send(timeout=) raises Timeout before any of that message
+    is handed over, so the peer later gets every message sent before it, whole, and the
+    channel goes on (it used to close the connection: a WebSocket cannot drop half a
+    message, and half of it had been written)."""
+    url = f"ws+unix://{sock_dir}/stall.sock"
+    chunk = os.urandom(64 * 1024)
+    with (
+        ipcwire.listen(url, max_frame=1 << 20) as listener,
+        accepted(listener, lambda: ipcwire.connect(url, max_frame=1 << 20)) as (client, server),
+    ):
+        sent = 0
+        with pytest.raises(Timeout, match="Nothing of this message was sent"):
+            while sent < 2000:
+                client.send(chunk, timeout=0.3)
+                sent += 1
+        assert 16 < sent < 2000
+        for _ in range(sent):
+            assert server.recv(timeout=10) == chunk
+        client.send(b"after the timeout", timeout=10)
+        assert server.recv(timeout=10) == b"after the timeout"

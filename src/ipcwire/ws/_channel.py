@@ -14,12 +14,12 @@ from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
-from ipcwire._deadline import limit, timeval
-from ipcwire._tls import SharedTls
+from ipcwire._deadline import limit
 from ipcwire.channel import Channel, PeerInfo
-from ipcwire.errors import IpcwireError
+from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
 from ipcwire.ws._fast import FastFrames
+from ipcwire.ws._writer import HIGH_WATER, WriteBuffer
 
 __all__ = ["WsChannel"]
 
@@ -43,21 +43,27 @@ class WsChannel(ChannelCore, Channel):
         super().__init__(conn, url, codec, max_frame=max_frame, send_limit=send_limit, peer=peer)
         self._close_timeout = close_timeout
         self._recv_lock = threading.Lock()
-        self._sndtimeo: float | None = None
         self._owner = os.getpid()
+        self._writer: WriteBuffer = conn.socket  # type: ignore[assignment] # (ipcwire.ws._writer)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
             raise self._closed_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
-        if timeout != self._sndtimeo:
-            self._set_send_timeout(timeout)
+        writer = self._writer
+        if writer.queued >= HIGH_WATER:
+            self._wait_room(timeout)
+        writer.will_flush(True)
         try:
             if not self._send_frame(payload):
                 self._conn.send(payload, text=self._text)  # the library's way, and its errors
+            if writer.queued:
+                self._flush(timeout)
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
+        finally:
+            writer.will_flush(False)
         self._sent += 1
         self._bytes_sent += len(payload)
 
@@ -101,33 +107,57 @@ class WsChannel(ChannelCore, Channel):
         payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
         if not payloads:
             return
-        if timeout != self._sndtimeo:
-            self._set_send_timeout(timeout)
+        writer = self._writer
+        if writer.queued >= HIGH_WATER:
+            self._wait_room(timeout)
         conn = self._conn
         write = conn.protocol.send_text if self._text else conn.protocol.send_binary
+        writer.will_flush(True)
         try:
             with conn.send_context():  # one lock, all frames, then one flush
                 for p in payloads:
                     write(p)
+            if writer.queued:
+                self._flush(timeout)
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
+        finally:
+            writer.will_flush(False)
         self._sent += len(payloads)
         self._bytes_sent += sum(len(p) for p in payloads)
 
-    def _set_send_timeout(self, timeout: float | None) -> None:
-        # SO_SNDTIMEO bounds a blocked write without putting the socket in non-blocking mode
-        # (which would add a poll() before every read of the library's reader thread).
-        timeout = limit(timeout)
-        sock = self._conn.socket
-        if isinstance(sock, SharedTls):  # non-blocking underneath: it bounds its own waits
-            sock.send_timeout = timeout
-            self._sndtimeo = timeout
-            return
+    def _flush(self, timeout: float | None) -> None:
+        """Write what the socket could not take under the lock, without the lock (the reader
+        goes on reading meanwhile), for at most ``timeout``: the message is handed over
+        either way, and what is left is written by a thread (``ipcwire.ws._writer``).
+
+        Raises:
+            ConnectionClosed: the write failed (as the library's send raises it).
+        """
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout))
-        except OSError:
-            return
-        self._sndtimeo = timeout
+            self._writer.flush(timeout)
+        except OSError as exc:
+            conn = self._conn
+            with conn.protocol_mutex:
+                conn.set_connection_exc(exc)
+            conn.close_socket()
+            conn.recv_events_thread.join()
+            raise conn.close_exc from exc
+
+    def _wait_room(self, timeout: float | None) -> None:
+        """Wait (outside the connection's lock) until the socket's queue has room
+        (``ipcwire.ws._writer``); nothing of the message is handed over before.
+
+        Raises:
+            Timeout: the peer did not read for ``timeout`` seconds; nothing was sent.
+        """
+        sock = self._writer
+        if not sock.wait_room(timeout):
+            raise Timeout(
+                f"send to {self.url} timed out: the peer is not reading ({sock.queued} bytes "
+                f"wait for it). Nothing of this message was sent; the channel stays usable",
+                endpoint=self.url,
+            )
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:

@@ -34,6 +34,7 @@ from ipcwire.ws._closing import SyncCloseBound
 from ipcwire.ws._common import WS_LOG
 from ipcwire.ws._fast import FastServerProtocol, fast_assembler
 from ipcwire.ws._sockets import Authorizer
+from ipcwire.ws._writer import WriteBuffer
 
 __all__ = ["WsListener"]
 
@@ -230,7 +231,7 @@ class WsListener(ListenerCore, Listener):
         if opts.token is not None:  # the first message may be the token: small until then
             protocol.limit_first_message(HANDSHAKE_MAX_FRAME)
         conn = ServerConn(
-            sock,
+            WriteBuffer(sock),  # (a socket whose writes never wait)
             protocol,
             self._server,
             ping_interval=settings.ping_interval,

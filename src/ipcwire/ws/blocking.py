@@ -40,6 +40,7 @@ from ipcwire.ws._common import (
 from ipcwire.ws._fast import fast_assembler, install
 from ipcwire.ws._listener import WsListener
 from ipcwire.ws._sockets import bind, open_blocking, peer_of
+from ipcwire.ws._writer import WriteBuffer
 
 __all__ = ["WsChannel", "WsListener", "connect", "listen"]
 
@@ -53,7 +54,7 @@ class ClientConn(SyncCloseBound, ClientConnection):
         install(protocol)
         if isinstance(sock, ssl_module.SSLSocket):  # read by one thread, written by others
             sock = SharedTls(sock)
-        super().__init__(sock, protocol, **kwargs)
+        super().__init__(WriteBuffer(sock), protocol, **kwargs)  # type: ignore[arg-type]
         self.recv_messages = fast_assembler(self.recv_messages)
 
 

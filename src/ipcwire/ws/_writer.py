@@ -1,0 +1,237 @@
+"""Writes of a blocking WebSocket connection that never block under the connection's lock.
+
+``websockets.sync`` writes to the socket while it holds the connection's lock, and its reader
+thread needs that lock to handle what arrives. So a send blocked on a full socket kept its own
+side from reading: when both peers sent more than the socket buffers hold at once (each
+receiving in another thread), neither read and both waited until their send timeouts ran out
+(200 messages of 256 KiB each way stalled for 30 s; tcp did it in 0.3 s).
+
+:class:`WriteBuffer` is the socket the connection writes to. Under the lock, a write goes to
+the socket only as far as it takes it without waiting (the usual case: all of it, one system
+call); the rest waits in a queue. The channel's sender then writes that queue itself, after it
+let go of the lock (:meth:`WriteBuffer.flush`: waiting for the socket there is harmless, the
+reader goes on reading), so the socket paces the sender as before. What others leave queued
+(the reader's pongs, the library's pings and closing frame) is written by a flusher thread
+started for it. A sender first waits for the queue to drop under :data:`HIGH_WATER`
+(:meth:`WriteBuffer.wait_room`), so a send that times out there handed nothing over.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Final
+
+from ipcwire._deadline import limit
+from ipcwire._poll import wait_writable
+from ipcwire._tls import TLS_RECORD, SharedTls
+
+__all__ = ["HIGH_WATER", "WriteBuffer"]
+
+HIGH_WATER: Final = 256 * 1024  # queued bytes above which a sender waits (wait_room)
+_DONTWAIT: Final = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class WriteBuffer:
+    """A connected socket (plain, or :class:`ipcwire._tls.SharedTls`) whose ``sendall`` never
+    waits for the peer. Every other call goes to the socket as it is."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._tls = isinstance(sock, SharedTls)
+        self._cond = threading.Condition()
+        self._write = threading.Lock()  # held by whoever writes the queue to the socket
+        # pieces of at most TLS_RECORD bytes, in order; the first may be owed to TLS (a write
+        # that could not finish must be made again with the same bytes)
+        self._pending: deque[memoryview] = deque()
+        self.queued = 0  # bytes in _pending (the senders' backpressure reads it)
+        self._error: BaseException | None = None
+        self._flusher: threading.Thread | None = None
+        self._local = threading.local()  # .flushes: this thread calls flush() after its write
+        # the reader thread's calls, bound once (no Python layer on each read)
+        self.recv = sock.recv
+        self.fileno = sock.fileno
+        self.settimeout = sock.settimeout
+
+    # -- the socket's own calls -------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:  # the names, options, the rest
+        return getattr(self.sock, name)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- writing ----------------------------------------------------------------------------
+    def sendall(self, data: Any) -> None:
+        """Write ``data`` after what is queued, now as far as the socket takes it; queue the
+        rest. Called with the connection's lock held (by the library, and by ipcwire's fast
+        send), so calls never overlap each other; a flush may be writing meanwhile.
+
+        Raises:
+            OSError: an earlier write failed (the connection is broken), or this one did.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._pending or self._write.locked():
+            rest: memoryview | None = memoryview(data).cast("B")
+        elif self._tls:
+            rest = self._write_now(memoryview(data).cast("B"))
+        else:  # the usual case: one system call, all of it taken
+            try:
+                n = self.sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                n = 0
+            if n == (data.nbytes if type(data) is memoryview else len(data)):
+                return
+            rest = self._write_now(memoryview(data).cast("B")[n:])
+        if rest is None or not rest.nbytes:
+            return
+        with self._cond:
+            for pos in range(0, rest.nbytes, TLS_RECORD):
+                self._pending.append(rest[pos : pos + TLS_RECORD])
+            self.queued += rest.nbytes
+            if not getattr(self._local, "flushes", False) and self._flusher is None:
+                # nobody will flush this (a pong, a ping, the closing frame): a thread does
+                self._flusher = threading.Thread(
+                    target=self._flush_thread, name="ipcwire ws writer", daemon=True
+                )
+                self._flusher.start()
+
+    def _write_now(self, view: memoryview) -> memoryview | None:
+        """Write without waiting; what the socket did not take (None: all of it). For TLS,
+        what is returned begins with the piece OpenSSL holds, to be written again as it is."""
+        sock = self.sock
+        if self._tls:
+            for pos in range(0, view.nbytes, TLS_RECORD):
+                try:
+                    sock.send_piece(view[pos : pos + TLS_RECORD], 0)
+                except TimeoutError:
+                    return view[pos:]
+            return None
+        while view.nbytes:
+            try:
+                n = sock.send(view, _DONTWAIT)
+            except BlockingIOError:
+                return view
+            view = view[n:]
+        return None
+
+    def will_flush(self, yes: bool) -> None:
+        """This thread calls :meth:`flush` after its writes (so no flusher thread is needed)."""
+        self._local.flushes = yes
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write the queue to the socket, waiting for it as long as ``timeout`` allows; call it
+        without the connection's lock. False when the time ran out (what is left stays
+        queued, in order, and a flusher thread finishes it).
+
+        Raises:
+            OSError: a write failed (the connection is broken: the socket is shut down).
+        """
+        if not self._pending:
+            return True
+        wait = limit(timeout)
+        if not self._write.acquire(timeout=-1 if wait is None else wait):
+            self._ensure_flusher()
+            return False
+        try:
+            done = self._drain(wait)
+        finally:
+            self._write.release()
+        if not done:
+            self._ensure_flusher()
+        return done
+
+    def _ensure_flusher(self) -> None:
+        with self._cond:
+            if self._pending and self._flusher is None and self._error is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_thread, name="ipcwire ws writer", daemon=True
+                )
+                self._flusher.start()
+
+    def _drain(self, timeout: float | None) -> bool:
+        """Write the queue, holding ``_write``; False if ``timeout`` ran out first (what is
+        left stays queued, a piece written in part as its rest)."""
+        sock = self.sock
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if not self._pending:
+                    return True
+                piece = self._pending[0]
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                if self._tls:
+                    sock.send_piece(piece, left)  # (whole, or owed as it is)
+                    written = piece.nbytes
+                else:
+                    written = self._send_some(piece, left)
+            except TimeoutError:
+                return False
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+                    self._pending.clear()
+                    self.queued = 0
+                    self._cond.notify_all()
+                try:  # the reader wakes to the end of the stream: the connection ends
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                raise
+            with self._cond:
+                if written == piece.nbytes:
+                    self._pending.popleft()
+                else:
+                    self._pending[0] = piece[written:]
+                self.queued -= written
+                self._cond.notify_all()
+            if written < piece.nbytes:
+                return False
+
+    def _send_some(self, view: memoryview, timeout: float | None) -> int:
+        """Write ``view`` to the plain socket, waiting for room up to ``timeout``; how many
+        bytes went (all of them unless the time ran out)."""
+        sock = self.sock
+        sent = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while sent < view.nbytes:
+            try:
+                sent += sock.send(view[sent:], _DONTWAIT)
+                continue
+            except BlockingIOError:
+                pass
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or not wait_writable(sock, left):
+                break
+        return sent
+
+    def _flush_thread(self) -> None:
+        """Write what nobody else will (a pong queued behind a full socket); ends when the
+        queue is empty, a write fails, or a sender's flush took over."""
+        try:
+            with self._write:
+                self._drain(None)
+        except BaseException:  # noqa: S110 - recorded in _error; the reader sees the end
+            pass
+        finally:
+            with self._cond:
+                self._flusher = None
+                self._cond.notify_all()
+            if self._pending and self._error is None:
+                self._ensure_flusher()
+
+    def wait_room(self, timeout: float | None) -> bool:
+        """Wait until fewer than :data:`HIGH_WATER` bytes are queued (or a write failed, which
+        the next ``sendall`` raises); False when ``timeout`` passed first."""
+        if self.queued < HIGH_WATER:  # (without the lock: stale, it lets in one more at most)
+            return True
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self.queued < HIGH_WATER or self._error is not None, limit(timeout)
+            )
