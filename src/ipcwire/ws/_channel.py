@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,14 +53,16 @@ class WsChannel(ChannelCore, Channel):
             raise self._closed_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
         writer = self._writer
+        began = None
         if writer.queued >= HIGH_WATER:
+            began = time.monotonic()
             self._wait_room(timeout)
         writer.will_flush(True)
         try:
             if not self._send_frame(payload):
                 self._conn.send(payload, text=self._text)  # the library's way, and its errors
             if writer.queued:
-                self._flush(timeout)
+                self._flush(_rest(timeout, began))
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
         finally:
@@ -108,7 +111,9 @@ class WsChannel(ChannelCore, Channel):
         if not payloads:
             return
         writer = self._writer
+        began = None
         if writer.queued >= HIGH_WATER:
+            began = time.monotonic()
             self._wait_room(timeout)
         conn = self._conn
         write = conn.protocol.send_text if self._text else conn.protocol.send_binary
@@ -118,7 +123,7 @@ class WsChannel(ChannelCore, Channel):
                 for p in payloads:
                     write(p)
             if writer.queued:
-                self._flush(timeout)
+                self._flush(_rest(timeout, began))
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
         finally:
@@ -226,3 +231,11 @@ class WsChannel(ChannelCore, Channel):
             return
         conn.protocol_mutex.release()
         conn.close()  # the closing handshake, bounded by close_timeout
+
+
+def _rest(timeout: float | None, began: float | None) -> float | None:
+    """What is left of a send's ``timeout`` after waiting for room since ``began`` (None:
+    it did not wait)."""
+    if timeout is None or began is None:
+        return timeout
+    return max(timeout - (time.monotonic() - began), 0.0)
