@@ -91,6 +91,8 @@ class WriteBuffer:
         if rest is None or not rest.nbytes:
             return
         with self._cond:
+            # (no copy: what comes here is the library's or ipcwire.ws._fast's own bytes, never
+            # a caller's buffer, which could change after a send with a timeout returned)
             for pos in range(0, rest.nbytes, TLS_RECORD):
                 self._pending.append(rest[pos : pos + TLS_RECORD])
             self.queued += rest.nbytes
