@@ -23,7 +23,7 @@ from tests._threads import finished, in_thread
 from tests.ws._tls import tls_contexts
 
 import ipcwire
-from ipcwire._tls import SharedTls
+from ipcwire._tls import TLS_RECORD, SharedTls
 
 
 class _Counter:
@@ -158,7 +158,9 @@ def test_shared_tls_bounds_its_waits_and_refuses_a_closed_socket(
             tls.recv(100, timeout=0.05)
         server.sendall(b"hello")
         assert tls.recv(100, timeout=10) == b"hello"
-        tls.sendall(b"x" * 100_000, timeout=10)  # several records
+        data = memoryview(b"x" * 100_000)
+        for pos in range(0, len(data), TLS_RECORD):  # several records
+            tls.send_piece(data[pos : pos + TLS_RECORD], 10)
         got = bytearray()
         while len(got) < 100_000:
             got += server.recv(65536)

@@ -40,25 +40,20 @@ _UNSET: Final[Any] = object()
 class SharedTls:
     """An ``ssl.SSLSocket`` (handshake done) that threads may share: one reading, others
     writing. Offers the socket calls the drivers and the websockets library make:
-    ``recv``, ``recv_into``, ``sendall``, ``settimeout`` (the default wait of both),
-    ``shutdown``, ``close``, ``fileno``, the names and options. ``send_timeout``, when set,
-    bounds the writes alone (what SO_SNDTIMEO is for a plain socket). A wait that runs out
+    ``recv``, ``recv_into``, ``send_piece`` (writes go through ``TlsStream`` or
+    ``ipcwire.ws._writer``, which cut them into records), ``settimeout`` (the default wait
+    of the receives), ``shutdown``, ``close``, ``fileno`` and the names. A wait that runs out
     raises :class:`TimeoutError`."""
 
-    __slots__ = ("_lock", "_sock", "send_timeout", "timeout")
+    __slots__ = ("_lock", "_sock", "timeout")
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._lock = threading.Lock()
         self.timeout: float | None = None
-        self.send_timeout: float | None = None
 
     # -- the socket's plain calls -----------------------------------------------------------
-    @property
-    def family(self) -> int:
-        return int(self._sock.family)
-
     def fileno(self) -> int:
         return self._sock.fileno()
 
@@ -68,20 +63,8 @@ class SharedTls:
     def getpeername(self) -> Any:
         return self._sock.getpeername()
 
-    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
-        self._sock.setsockopt(level, option, value)
-
-    def getsockopt(self, level: int, option: int) -> int:
-        return self._sock.getsockopt(level, option)
-
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
-
-    def gettimeout(self) -> float | None:
-        return self.timeout
-
-    def version(self) -> str | None:
-        return self._sock.version()
 
     def shutdown(self, how: int) -> None:
         """Shut the connection down (no TLS close_notify): a thread waiting on it wakes and
@@ -140,20 +123,9 @@ class SharedTls:
         return self._call(op, self.timeout if timeout is _UNSET else timeout)
 
     def send_piece(self, piece: Any, timeout: float | None) -> None:
-        """Write one piece of at most :data:`TLS_RECORD` bytes, whole. A timeout may leave it
-        handed to OpenSSL in part; the connection is then out of step."""
+        """Write one piece of at most :data:`TLS_RECORD` bytes, whole. A timeout (0: one try)
+        may leave it handed to OpenSSL in part: the same bytes must then be written again,
+        as ``ipcwire.ws._writer`` does, or the stream is out of step (``TlsStream`` says
+        ``PartialWrite``)."""
         sock = self._sock
         self._call(lambda: sock.send(piece), timeout)
-
-    def sendall(self, data: Any, timeout: float | None = _UNSET) -> None:
-        """Write all of ``data``, a record at a time, within ``timeout`` (by default the
-        smaller of :attr:`timeout` and :attr:`send_timeout`) for the whole."""
-        if timeout is _UNSET:
-            waits = [t for t in (self.timeout, self.send_timeout) if t is not None]
-            timeout = min(waits) if waits else None
-        timeout = limit(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        view = memoryview(data).cast("B")
-        for pos in range(0, view.nbytes, TLS_RECORD):
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            self.send_piece(view[pos : pos + TLS_RECORD], left)

@@ -96,12 +96,9 @@ class WriteBuffer:
             for pos in range(0, rest.nbytes, TLS_RECORD):
                 self._pending.append(rest[pos : pos + TLS_RECORD])
             self.queued += rest.nbytes
-            if not getattr(self._local, "flushes", False) and self._flusher is None:
+            if not getattr(self._local, "flushes", False):
                 # nobody will flush this (a pong, a ping, the closing frame): a thread does
-                self._flusher = threading.Thread(
-                    target=self._flush_thread, name="ipcwire ws writer", daemon=True
-                )
-                self._flusher.start()
+                self._start_flusher()
 
     def _write_now(self, view: memoryview) -> memoryview | None:
         """Write without waiting; what the socket did not take (None: all of it). For TLS,
@@ -150,11 +147,14 @@ class WriteBuffer:
 
     def _ensure_flusher(self) -> None:
         with self._cond:
-            if self._pending and self._flusher is None and self._error is None:
-                self._flusher = threading.Thread(
-                    target=self._flush_thread, name="ipcwire ws writer", daemon=True
-                )
-                self._flusher.start()
+            self._start_flusher()
+
+    def _start_flusher(self) -> None:  # with ``_cond`` held
+        if self._pending and self._flusher is None and self._error is None:
+            self._flusher = threading.Thread(
+                target=self._flush_thread, name="ipcwire ws writer", daemon=True
+            )
+            self._flusher.start()
 
     def _drain(self, timeout: float | None) -> bool:
         """Write the queue, holding ``_write``; False if ``timeout`` ran out first (what is
