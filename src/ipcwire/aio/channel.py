@@ -24,7 +24,13 @@ log = logging.getLogger("ipcwire")
 
 
 class AioChannel(abc.ABC):
-    """A connected message channel (asyncio). Errors as in :class:`ipcwire.Channel`."""
+    """A connected message channel (asyncio). Errors as in :class:`ipcwire.Channel`.
+
+    Concurrency: any number of tasks may send at once (their messages never interleave, even
+    when a send waits for room part-way). One task receives at a time: most mechanisms refuse
+    a second task's concurrent receive with ``LocalProtocolError``, as websockets does; fan
+    messages out from one receiving task (an ``asyncio.Queue``) when several need them.
+    """
 
     url: str
     # What ``closed`` and ``peer`` report, unless a mechanism overrides the property.

@@ -18,6 +18,7 @@ from ipcwire.errors import (
     EndOfChannel,
     FrameTooLarge,
     IpcwireError,
+    LocalProtocolError,
     Timeout,
 )
 from ipcwire.registry import Capabilities
@@ -26,11 +27,14 @@ from ipcwire.testing._samples import (
     TOKEN,
     ConformanceError,
     bytes_likes,
+    check_tagged,
     expect,
     expect_five_of_ten,
     max_size_for,
     payload,
     same,
+    tagged,
+    tagged_sizes,
 )
 
 __all__ = ["acheck_channel", "apair_from_url"]
@@ -80,6 +84,9 @@ async def acheck_channel(
         await _ordering(make_pair)
     if caps.message_boundaries:
         await _empty_and_max(make_pair, caps)
+    if caps.reliable and caps.message_boundaries:
+        await _concurrent_senders(make_pair, caps)
+        await _concurrent_receivers(make_pair, caps)
     await _timeouts(make_pair)
     await _close_semantics(make_pair, caps)
     await _close_wakes_receiver(make_pair)
@@ -163,6 +170,60 @@ async def _ordering(make_pair: AMakePair) -> None:
             expect(
                 msg == [i, payload(16, i)], f"message {i} out of order or corrupted: {msg!r:.60}"
             )
+
+
+async def _concurrent_senders(make_pair: AMakePair, caps: Capabilities) -> None:
+    """Tasks sending on one channel at once: each message arrives once and whole (their
+    writes never interleave, even when a send waits for room part-way), each task's in the
+    order it sent them."""
+    senders, sizes = 4, tagged_sizes(caps, 24)
+    async with make_pair(codec="bytes") as (a, b):
+
+        async def produce(k: int) -> None:
+            for seq, size in enumerate(sizes):
+                await a.send(tagged(k, seq, size), timeout=_WAIT)
+
+        sending = asyncio.ensure_future(asyncio.gather(*(produce(k) for k in range(senders))))
+        try:
+            got = await _receive(b, senders * len(sizes), "tasks sending at once")
+        except BaseException:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, IpcwireError):
+                await sending
+            raise
+        await sending
+        check_tagged(got, senders, sizes, ordered=caps.ordered)
+
+
+async def _concurrent_receivers(make_pair: AMakePair, caps: Capabilities) -> None:
+    """Tasks receiving from one channel at once: between them, each message once and whole.
+    A mechanism may instead refuse a second receiving task with ``LocalProtocolError`` (most
+    do, as websockets does); it must never split or lose a message."""
+    sizes = tagged_sizes(caps, 48)
+    async with make_pair(codec="bytes") as (a, b):
+        got: list[Any] = []
+
+        async def consume() -> None:
+            while len(got) < len(sizes):
+                try:
+                    got.append(await b.recv(timeout=0.2))  # a turn: another may take the last
+                except Timeout:
+                    continue
+                except LocalProtocolError:
+                    return  # another task is receiving: refused, which the contract allows
+
+        receiving = [asyncio.ensure_future(consume()) for _ in range(3)]
+        try:
+            for seq, size in enumerate(sizes):
+                await a.send(tagged(0, seq, size), timeout=_WAIT)
+            await asyncio.wait(receiving, timeout=_WAIT * 2)
+        finally:
+            for task in receiving:
+                task.cancel()
+            results = await asyncio.gather(*receiving, return_exceptions=True)
+        failed = [r for r in results if not isinstance(r, asyncio.CancelledError | None)]
+        expect(not failed, f"tasks receiving at once: {failed[:2]}")
+        check_tagged(got, 1, sizes, ordered=False)
 
 
 async def _empty_and_max(make_pair: AMakePair, caps: Capabilities) -> None:

@@ -25,11 +25,14 @@ from ipcwire.testing._samples import (
     TOKEN,
     ConformanceError,
     bytes_likes,
+    check_tagged,
     expect,
     expect_five_of_ten,
     max_size_for,
     payload,
     same,
+    tagged,
+    tagged_sizes,
 )
 
 __all__ = ["check_channel", "pair_from_url"]
@@ -90,6 +93,9 @@ def check_channel(
         _ordering(make_pair, caps)
     if caps.message_boundaries:
         _empty_and_max(make_pair, caps)
+    if caps.reliable and caps.message_boundaries:
+        _concurrent_senders(make_pair, caps)
+        _concurrent_receivers(make_pair, caps)
     _timeouts(make_pair, caps)
     _close_semantics(make_pair, caps)
     _close_wakes_receiver(make_pair)
@@ -179,6 +185,76 @@ def _ordering(make_pair: MakePair, caps: Capabilities) -> None:
             expect(
                 msg == [i, payload(16, i)], f"message {i} out of order or corrupted: {msg!r:.60}"
             )
+
+
+def _concurrent_senders(make_pair: MakePair, caps: Capabilities) -> None:
+    """Threads sending on one channel at once: each message arrives once and whole (their
+    writes never interleave), each thread's in the order it sent them."""
+    senders, sizes = 4, tagged_sizes(caps, 24)
+    with make_pair(codec="bytes") as (a, b):
+        errors: list[BaseException] = []
+
+        def produce(k: int) -> None:
+            try:
+                for seq, size in enumerate(sizes):
+                    a.send(tagged(k, seq, size), timeout=_WAIT)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(senders)]
+        for t in threads:
+            t.start()
+        try:
+            got = _receive(b, senders * len(sizes), "threads sending at once")
+        finally:
+            for t in threads:
+                t.join()
+        expect(not errors, f"threads sending at once: {errors[:2]}")
+        check_tagged(got, senders, sizes, ordered=caps.ordered)
+
+
+def _concurrent_receivers(make_pair: MakePair, caps: Capabilities) -> None:
+    """Threads receiving from one channel at once: between them, each message once and whole."""
+    sizes = tagged_sizes(caps, 48)
+    with make_pair(codec="bytes") as (a, b):
+        got: list[Any] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        stop = threading.Event()  # set when sending failed: nothing more is coming
+
+        def consume() -> None:
+            deadline = time.monotonic() + _WAIT * 2
+            while not stop.is_set() and time.monotonic() < deadline:
+                with lock:
+                    if len(got) >= len(sizes) or errors:
+                        return
+                try:
+                    msg = b.recv(timeout=0.2)  # a turn: the other thread may take the last one
+                except Timeout:
+                    continue
+                except BaseException as exc:
+                    with lock:
+                        errors.append(exc)
+                    return
+                with lock:
+                    got.append(msg)
+
+        threads = [threading.Thread(target=consume) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for seq, size in enumerate(sizes):
+                a.send(tagged(0, seq, size), timeout=_WAIT)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for t in threads:
+                t.join(_WAIT * 3)
+        expect(not any(t.is_alive() for t in threads), "threads receiving at once hung")
+        expect(not errors, f"threads receiving at once: {errors[:2]}")
+        check_tagged(got, 1, sizes, ordered=False)
 
 
 def _empty_and_max(make_pair: MakePair, caps: Capabilities) -> None:

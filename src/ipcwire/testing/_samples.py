@@ -12,10 +12,13 @@ __all__ = [
     "TOKEN",
     "ConformanceError",
     "bytes_likes",
+    "check_tagged",
     "expect",
     "max_size_for",
     "payload",
     "same",
+    "tagged",
+    "tagged_sizes",
 ]
 
 TOKEN: Final = "ipcwire-conformance-token"  # noqa: S105 - a test token, not a secret
@@ -96,3 +99,39 @@ def payload(size: int, seed: int = 0) -> bytes:
     """Distinct, checkable bytes of a given size."""
     block = bytes((i * 31 + seed) & 0xFF for i in range(256))
     return (block * (size // 256 + 1))[:size]
+
+
+def tagged_sizes(caps: Capabilities, count: int) -> list[int]:
+    """Message sizes for the concurrency checks: from a few bytes up to 256 KiB (or the
+    mechanism's limit), so that large ones take several writes and small ones slip between."""
+    cap = min(max_size_for(caps), 256 * 1024)
+    return [max(8, (cap >> (i % 9)) - (i * 7919) % 97) for i in range(count)]
+
+
+def tagged(sender: int, seq: int, size: int) -> bytes:
+    """A message that names its sender and sequence number and whose bytes can be checked."""
+    head = sender.to_bytes(2, "big") + seq.to_bytes(6, "big")
+    return head + payload(size - 8, sender * 131 + seq)
+
+
+def check_tagged(got: list[Any], senders: int, sizes: list[int], *, ordered: bool) -> None:
+    """Every message of ``senders`` senders (``len(sizes)`` each, as made by :func:`tagged`)
+    arrived once and whole; with ``ordered``, each sender's in the order it sent them."""
+    seen: dict[int, list[int]] = {k: [] for k in range(senders)}
+    for msg in got:
+        expect(isinstance(msg, bytes) and len(msg) >= 8, f"a message arrived torn: {msg!r:.40}")
+        sender, seq = int.from_bytes(msg[:2], "big"), int.from_bytes(msg[2:8], "big")
+        expect(
+            sender in seen and seq < len(sizes) and msg == tagged(sender, seq, sizes[seq]),
+            f"a message arrived torn or mixed with another ({len(msg)} bytes, header says "
+            f"sender {sender} message {seq}): concurrent senders interleaved their writes",
+        )
+        seen[sender].append(seq)
+    for sender, seqs in seen.items():
+        expect(
+            sorted(seqs) == list(range(len(sizes))),
+            f"sender {sender}: {len(seqs)} of {len(sizes)} messages arrived, "
+            f"{len(seqs) - len(set(seqs))} twice",
+        )
+        if ordered:
+            expect(seqs == sorted(seqs), f"sender {sender}'s messages arrived out of order")
