@@ -26,14 +26,21 @@ class Token:
         self.state = 0  # 0 pending, 1 cancelled, 2 fired
 
     def cancel(self) -> bool:
-        """Disarm; False if the callback already ran (or is running)."""
+        """Disarm; False if the callback already ran (or is running). The callback is let go
+        at once: the heap keeps the token until its deadline, and must not keep what the
+        callback refers to (a gRPC call and its channel)."""
         with _cond:
             if self.state == 0:
                 self.state = 1
+                self.fn = _nothing
                 global _cancelled
                 _cancelled += 1
                 return True
             return self.state == 1
+
+
+def _nothing() -> None:
+    pass
 
 
 _cond = threading.Condition(threading.Lock())
@@ -82,9 +89,12 @@ def _run() -> None:
                 if wait <= 0:
                     tok = heapq.heappop(_heap)[2]
                     tok.state = 2
+                    fn, tok.fn = tok.fn, _nothing
+                    del tok
                     break
                 _cond.wait(wait)
         try:
-            tok.fn()
+            fn()
         except Exception:
             log.exception("ipcwire: a watchdog callback failed")
+        del fn  # not kept (with what it refers to) while the thread waits for the next one

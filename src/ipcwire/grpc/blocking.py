@@ -378,8 +378,13 @@ def _open_stream(
             call.add_done_callback(lambda _: ended.set())
             if not ended.wait(1.0):
                 call.cancel()
-        call.add_done_callback(lambda _: _watchdog.after(0, gch.close))
-        _watchdog.after(LINGER, call.cancel)
+        linger = _watchdog.after(LINGER, call.cancel)
+
+        def finished(_: object) -> None:
+            linger.cancel()  # or it holds the call (and its channel) for the whole LINGER
+            _watchdog.after(0, gch.close)
+
+        call.add_done_callback(finished)
 
     ch.on_close = release
     return ch

@@ -1,0 +1,60 @@
+"""A closed blocking gRPC client lets go of its call and its channel once the RPC has ended,
+not a minute later (the watchdog held the call for its 60 s linger: ~6 KiB per connection,
+hundreds of MB for a service opening a thousand short connections a second)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+
+import ipcwire
+from ipcwire.grpc import _watchdog
+
+
+def _released(ref: weakref.ref[object], within: float) -> bool:
+    """True once ``ref`` is dead (its object freed), checked after each collection."""
+    deadline = time.monotonic() + within
+    while True:
+        gc.collect()
+        if ref() is None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.02)  # the watchdog thread closes the grpc channel
+
+
+def test_a_closed_client_stream_releases_its_call_once_the_rpc_ended() -> None:
+    with ipcwire.listen("grpc://127.0.0.1:0") as lst:
+        box: list[ipcwire.Channel] = []
+        t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
+        t.start()
+        client = ipcwire.connect(lst.url, timeout=10)
+        t.join()
+        with box[0] as server:
+            client.send(b"ping", timeout=10)
+            assert server.recv(timeout=10) == b"ping"
+            call = client.call  # type: ignore[attr-defined]
+            ended = threading.Event()
+            call.add_done_callback(lambda _: ended.set())
+            ref = weakref.ref(call)
+            del call
+            client.close()
+            assert ended.wait(10), "the server never ended the closed client's RPC"
+            del client
+            assert _released(ref, 5.0), "the ended call is still held (by the watchdog's linger)"
+
+
+def test_a_cancelled_watchdog_callback_is_let_go_at_once() -> None:
+    class Held:
+        def run(self) -> None:
+            raise AssertionError("a cancelled callback ran")
+
+    held = Held()
+    ref = weakref.ref(held)
+    token = _watchdog.after(3600, held.run)
+    del held
+    assert token.cancel()
+    gc.collect()
+    assert ref() is None, "a cancelled callback is kept (with all it refers to) until its deadline"
