@@ -48,6 +48,7 @@
 typedef struct {
     PyObject_HEAD
     int fd;                       /* -1 once disabled: send() declines, write() raises */
+    int torn;                     /* a write stopped part-way through: disabled for good */
     Py_ssize_t limit;             /* largest payload send() frames itself */
     Py_ssize_t pipe_buf;          /* fd mode (a pipe): frames up to this size; 0: a socket */
     int flock_writes;             /* fd mode: each write holds a shared flock on the fd */
@@ -91,12 +92,17 @@ static void sender_unlock(FrameSender *self) { give_lock(self->lock, &self->held
  * return). The fd is read again before every try: a channel closed from another thread while
  * this one waited (disable() sets it to -1, then the fd is closed and its number may be
  * reused) must not have the rest of the message written into whatever has that number now.
- * Returns 0, or -1 with OSError (EBADF once disabled, or what a signal handler raised) set. */
+ * Returns 0, or -1 with OSError (EBADF once disabled, or what a signal handler raised) set.
+ * A failure after part of the data went out (a signal handler's KeyboardInterrupt, a reset)
+ * leaves the stream out of step: the sender is then torn, and disabled for good, so that no
+ * other thread writes a frame after the torn one before the Python side knows. */
 static int write_all(FrameSender *self, struct iovec *iov, int cnt)
 {
     int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+    size_t written = 0;
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
+    int rc = 0;
     while (cnt > 0) {
         ssize_t n;
         int err;
@@ -104,7 +110,8 @@ static int write_all(FrameSender *self, struct iovec *iov, int cnt)
         if (fd < 0) {
             errno = EBADF;
             PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
+            rc = -1;
+            break;
         }
         msg.msg_iov = iov;
         msg.msg_iovlen = (size_t)cnt;
@@ -130,14 +137,18 @@ static int write_all(FrameSender *self, struct iovec *iov, int cnt)
                 continue;
             }
             if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0)
-                    return -1;
+                if (PyErr_CheckSignals() < 0) {
+                    rc = -1;
+                    break;
+                }
                 continue;
             }
             errno = err;
             PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
+            rc = -1;
+            break;
         }
+        written += (size_t)n;
         size_t done = (size_t)n;
         while (cnt > 0 && done >= iov->iov_len) {
             done -= iov->iov_len;
@@ -148,9 +159,19 @@ static int write_all(FrameSender *self, struct iovec *iov, int cnt)
             iov->iov_base = (char *)iov->iov_base + done;
             iov->iov_len -= done;
             flags &= ~MSG_DONTWAIT; /* part of a message is out: finish it, waiting if need be */
+            /* A signal that came while that write made progress interrupted nothing: run its
+             * handler now, or Ctrl-C waits until the peer has read the whole message. */
+            if (PyErr_CheckSignals() < 0) {
+                rc = -1;
+                break;
+            }
         }
     }
-    return 0;
+    if (rc < 0 && written > 0) {
+        self->torn = 1;
+        self->fd = -1;
+    }
+    return rc;
 }
 
 static int sender_init(FrameSender *self, PyObject *args, PyObject *kwargs)
@@ -401,6 +422,11 @@ static PyObject *sender_get_fd(FrameSender *self, void *Py_UNUSED(c))
     return PyLong_FromLong(self->fd);
 }
 
+static PyObject *sender_get_torn(FrameSender *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->torn);
+}
+
 static PyMethodDef sender_methods[] = {
     {"send", (PyCFunction)sender_send, METH_O,
      "send(payload) -> bool: frame and write one bytes-like payload; False if not eligible"},
@@ -417,6 +443,8 @@ static PyGetSetDef sender_getset[] = {
     {"messages", (getter)sender_get_messages, NULL, "messages written", NULL},
     {"nbytes", (getter)sender_get_nbytes, NULL, "bytes written, headers included", NULL},
     {"fd", (getter)sender_get_fd, NULL, "the socket's fd, -1 once disabled", NULL},
+    {"torn", (getter)sender_get_torn, NULL,
+     "a write stopped part-way through a message (the sender is disabled for good)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

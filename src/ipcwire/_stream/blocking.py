@@ -73,9 +73,10 @@ class StreamChannel(Channel):
         self._send_lock: Any = threading.Lock()
         raw = wire.framing == "length" and wire.is_raw
         sender_cls, receiver_cls = native.FRAME_SENDER, native.FRAME_RECEIVER
+        self._writer: Any = None  # the FrameSender on a socket: writes framed data (no timeout)
         if sender_cls is not None and isinstance(stream, SocketStream):
             self._sender = sender_cls(stream.fileno(), min(wire.send_limit, 0xFFFFFFFF))
-            self._send_lock = self._sender
+            self._send_lock = self._writer = self._sender
             if raw:
                 self._fast_send = self._sender.send
         self._receiver: Any = None
@@ -107,18 +108,26 @@ class StreamChannel(Channel):
                     return
             except OSError as exc:
                 raise self._explain(self._send_error(exc, timeout)) from exc
+            except BaseException as exc:  # a signal handler's (KeyboardInterrupt...)
+                self._interrupted(exc)
+                raise
             # declined (another type, over the limit, closed or broken): the general path
         data = self._pack(obj)
         with self._send_lock:
             fast = self._fast_sendall
             if fast is not None and timeout is None and type(data) is not tuple:
-                # The hot path: plain blocking socket, no send timeout set, one whole buffer.
+                # The hot path: plain blocking socket, no send timeout set, one whole buffer,
+                # through the native sender when it is built (it counts what it writes).
                 try:
-                    fast(data, _NOSIGNAL)
+                    fast(data)
                 except OSError as exc:
                     raise self._explain(self._send_error(exc, timeout)) from exc
-                self._sent += 1
-                self._bytes_sent += len(data)
+                except BaseException as exc:
+                    self._interrupted(exc, exact=self._writer is not None)
+                    raise
+                if self._writer is None:
+                    self._sent += 1
+                    self._bytes_sent += len(data)
                 return
             self._write(data, 1, timeout)
 
@@ -135,12 +144,25 @@ class StreamChannel(Channel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._send_broken is not None:
             raise self._explain(self._send_broken)
+        # Without a timeout on a plain socket, the native sender writes (it knows whether an
+        # interrupted write wrote anything, and counts what it writes).
+        native = self._writer if timeout is None else None
         try:
-            self._stream.send_all(data, timeout)
+            if native is not None:
+                native.write(data, count)
+            else:
+                self._stream.send_all(data, timeout)
         except OSError as exc:
             raise self._explain(self._send_error(exc, timeout)) from exc
+        except IpcwireError:
+            raise
+        except BaseException as exc:  # a signal handler's (KeyboardInterrupt...)
+            self._interrupted(exc, exact=native is not None)
+            raise
         finally:
             self._update_fast_path()
+        if native is not None:
+            return
         self._sent += count
         if type(data) is tuple:
             self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
@@ -157,13 +179,46 @@ class StreamChannel(Channel):
             and not self._closed
             and self._send_broken is None
         )
-        self._fast_sendall = stream.sock.sendall if ok else None  # type: ignore[attr-defined]
+        if not ok:
+            self._fast_sendall = None
+        elif self._writer is not None:
+            self._fast_sendall = self._writer.write  # exact about a torn write, and counts
+        else:
+            sendall = stream.sock.sendall  # type: ignore[attr-defined]
+            self._fast_sendall = lambda data: sendall(data, _NOSIGNAL)
         if not ok and self._sender is not None and (self._closed or self._send_broken):
             self._sender.disable()
+
+    def _interrupted(self, exc: BaseException, *, exact: bool = True) -> None:
+        """A send was stopped by ``exc``, raised by a signal handler (KeyboardInterrupt, a
+        SIGTERM handler's SystemExit) while it waited for room. With part of a message
+        written the stream is out of step: sending is over for this channel. The native
+        sender knows whether it wrote anything (``exact``); Python's sendall and our own
+        loops cannot say, so there any interruption counts (the send lock is still held)."""
+        sender = self._sender
+        if exact and (sender is None or not sender.torn):
+            return  # nothing of the message went out: the channel goes on
+        self._send_broken = self._torn_error(exc, exact)
+        self._update_fast_path()
+
+    def _torn_error(self, exc: BaseException | None, exact: bool) -> ChannelBroken:
+        what = type(exc).__name__ if exc is not None else "an error"
+        maybe = "" if exact else ", or before it wrote anything (this path cannot tell which)"
+        return ChannelBroken(
+            f"an earlier send to {self.url} was interrupted part-way through a message by "
+            f"{what}{maybe}; the stream is out of step, so open a new channel",
+            endpoint=self.url,
+        )
 
     def _send_error(self, exc: OSError, timeout: float | None) -> IpcwireError:
         """The error for a failed send (and poison sending if a message was cut)."""
         self._fast_sendall = None
+        sender = self._sender
+        if sender is not None and sender.torn and not isinstance(exc, PartialWrite):
+            # another thread's send was torn (the native sender disabled itself)
+            if self._send_broken is None:
+                self._send_broken = self._torn_error(None, True)
+            return self._send_broken
         if isinstance(exc, PartialWrite):
             self._send_broken = ChannelBroken(
                 f"an earlier send to {self.url} timed out part-way through a message; the "
