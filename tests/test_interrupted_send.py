@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import socket
 import struct
 import termios
 import threading
@@ -70,9 +71,12 @@ def _sending() -> bool:
     return first.isdigit() and int(first) in _SENDS
 
 
-def _interrupt_send(a: Channel, data: object, ready: Callable[[], bool]) -> None:
+def _interrupt_send(
+    a: Channel, data: object, ready: Callable[[], bool], *, repeat: bool = True
+) -> None:
     """Send ``data`` on ``a`` from this (the main) thread, and interrupt it with SIGUSR1
-    once ``ready()``; the handler raises :class:`Interrupted` once."""
+    once ``ready()`` (again every 50 ms with ``repeat``); the handler raises
+    :class:`Interrupted` once."""
     fired = threading.Event()
     out = threading.Event()
 
@@ -89,6 +93,8 @@ def _interrupt_send(a: Channel, data: object, ready: Callable[[], bool]) -> None
         # the next wait: repeat until the send gave up.
         while not out.is_set():
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            if not repeat:
+                return
             out.wait(0.05)
 
     previous = signal.signal(signal.SIGUSR1, handler)
@@ -151,3 +157,35 @@ def test_a_send_interrupted_before_it_wrote_anything_leaves_the_channel_usable(
         reader.join()
         assert box[:sent] == [small] * sent
         assert box[sent] == (b"after" if codec == "bytes" else "after")
+
+
+@pytest.mark.usefixtures("impl")
+def test_ctrl_c_stops_a_send_to_a_slow_reader_without_waiting_for_the_whole_message(
+    unix_url: Callable[[], str],
+) -> None:
+    """The reader keeps taking a little at a time, so every write makes progress and none is
+    interrupted: the handler of the one signal must still run between writes (the native
+    sender waited until the reader had taken all 60 MiB, ~7 s)."""
+    with _pair(unix_url(), "bytes") as (a, b):
+        sock = b._stream.sock  # type: ignore[attr-defined]
+        stop = threading.Event()
+        taken = [0]
+
+        def slow_reader() -> None:
+            while not stop.is_set():
+                try:
+                    taken[0] += len(sock.recv(16384, socket.MSG_DONTWAIT))
+                except BlockingIOError:
+                    pass
+                stop.wait(0.002)  # pacing the reader (8 MB/s), not a synchronisation
+
+        r = threading.Thread(target=slow_reader)
+        r.start()
+        try:
+            _interrupt_send(
+                a, b"z" * (60 << 20), lambda: _sending() and taken[0] > 4 << 20, repeat=False
+            )
+            assert taken[0] < 30 << 20, f"the send went on until the reader took {taken[0]} B"
+        finally:
+            stop.set()
+            r.join()
