@@ -1,5 +1,6 @@
 """What the blocking and asyncio drivers share from ``udp/_channel.py``, without sockets:
-where ``connect`` binds, how addresses are written, and a listener's table of peers."""
+where ``connect`` binds, how addresses are written, a listener's table of peers, and how a
+silent peer ends (``idle_timeout``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from typing import Any
 import pytest
 
 from ipcwire._core.url import parse_url
-from ipcwire.errors import ConfigurationError
+from ipcwire.errors import ConfigurationError, EndOfChannel
 from ipcwire.options import ChannelOptions
 from ipcwire.udp._channel import (
     ACCEPT_BACKLOG,
+    DEFAULT_IDLE_TIMEOUT,
     Address,
     ListenerCore,
     PeerCore,
     address_url,
     connect_addresses,
+    idle_timeout_option,
 )
 
 
@@ -88,3 +91,80 @@ def test_the_socket_closes_with_the_listener_when_no_peer_is_left() -> None:
     assert ch is not None
     assert not lst._release(ch)  # the listener still uses it
     assert lst._stop()
+
+
+def test_an_ended_peer_still_uses_the_socket_until_it_closes_once() -> None:
+    """A peer that ended idle leaves the table (its address may be admitted again) but keeps
+    its use of the socket: its close releases it once, and never the new peer's."""
+    lst = _listener()
+    addr = ("127.0.0.1", 1)
+    old = lst._admit(addr, 0)
+    assert old is not None
+    old._end()
+    assert lst._peers == {}
+    new = lst._admit(addr, 0)
+    assert new is not None
+    assert lst._peers == {addr: new}
+    assert not lst._release(old)  # the listener and new still use it
+    assert lst._peers == {addr: new}
+    assert not lst._release(old)  # once only
+    assert not lst._stop()  # new still uses it
+    assert lst._release(new)  # the last user
+
+
+def test_the_listener_closes_before_an_ended_peer() -> None:
+    lst = _listener()
+    ch = lst._admit(("127.0.0.1", 1), 0)
+    assert ch is not None
+    ch._end()
+    assert not lst._stop()
+    assert lst._release(ch)
+
+
+def test_an_ended_peer_names_the_fix() -> None:
+    lst = _listener()
+    ch = lst._admit(("127.0.0.1", 1), 0)
+    assert ch is not None
+    err = ch._end()
+    assert ch._end() is err
+    assert str(err) == (
+        "udp://127.0.0.1:9 <- udp://127.0.0.1:1: nothing came from or went to the peer for "
+        "300 s (idle_timeout=300); UDP has no close, so a silent peer ends here. If it sends "
+        "again it comes back through accept() as a new channel; raise idle_timeout= (or None) "
+        "to keep silent peers"
+    )
+    with pytest.raises(EndOfChannel):
+        ch._idle_end(None)
+
+
+@pytest.mark.parametrize(
+    ("kw", "query", "kept"),
+    [
+        ({}, "", DEFAULT_IDLE_TIMEOUT),
+        ({"idle_timeout": None}, "", None),
+        ({"idle_timeout": 1}, "?idle_timeout=5", 1.0),
+        ({}, "?idle_timeout=5", 5.0),
+        ({}, "?idle_timeout=none", None),
+        ({"idle_timeout": 2e9}, "", None),  # longer than any wait: none
+    ],
+)
+def test_idle_timeout_option(kw: dict[str, Any], query: str, kept: float | None) -> None:
+    assert idle_timeout_option(parse_url(f"udp://127.0.0.1:9{query}"), dict(kw)) == kept
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, float("nan"), float("inf"), "0", "x", True, None, [1]], ids=repr
+)
+def test_bad_idle_timeouts(value: object) -> None:
+    kw: dict[str, Any] = {} if value is None else {"idle_timeout": value}
+    query = "?idle_timeout=-3" if value is None else ""
+    with pytest.raises(ConfigurationError, match=r"idle_timeout=.* for udp://127\.0\.0\.1:9"):
+        idle_timeout_option(parse_url(f"udp://127.0.0.1:9{query}"), kw)
+
+
+def test_idle_timeout_given_as_a_keyword_must_be_a_number() -> None:
+    """Only the URL's query is text; a keyword is a number of seconds or None."""
+    with pytest.raises(ConfigurationError, match="idle_timeout='5'"):
+        idle_timeout_option(parse_url("udp://127.0.0.1:9"), {"idle_timeout": "5"})
+    kw: dict[str, Any] = {"idle_timeout": None}
+    assert idle_timeout_option(parse_url("udp://127.0.0.1:9?idle_timeout=5"), kw) is None

@@ -6,8 +6,10 @@ what arrives) differ in how they wait and do I/O. The rest is here once: how an 
 written, the words of the errors, the options and addresses of ``connect``, the counters and
 ``statistics()``, what a channel for one peer of a listener is (:class:`PeerCore`), and the
 listener's table of peers: admitting a new one, forgetting one, when the socket is no longer
-used by anyone (:class:`ListenerCore`). Nothing here imports ``socket``: the socket calls are
-in :mod:`ipcwire.udp._socket`.
+used by anyone (:class:`ListenerCore`), and when a silent peer's channel ends
+(``idle_timeout``: UDP has no close, so a listener would otherwise keep every peer that ever
+sent it a datagram, and ``serve()`` a thread or task for each). Nothing here imports
+``socket``: the socket calls are in :mod:`ipcwire.udp._socket`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from __future__ import annotations
 import abc
 import errno
 import logging
+import math
+import time
 from typing import Any, Final, Generic, TypeVar
 
 from ipcwire._core.url import Endpoint, parse_url
+from ipcwire._deadline import not_a_number
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
     ConfigurationError,
     ConnectionRefused,
+    EndOfChannel,
     IpcwireError,
     LocalProtocolError,
 )
@@ -32,6 +38,7 @@ from ipcwire.udp._socket import DatagramFormat, UdpAddress, resolve
 
 __all__ = [
     "ACCEPT_BACKLOG",
+    "DEFAULT_IDLE_TIMEOUT",
     "Address",
     "ChannelCore",
     "ListenerCore",
@@ -39,6 +46,7 @@ __all__ = [
     "address_url",
     "closed_error",
     "connect_addresses",
+    "idle_timeout_option",
     "not_connected_error",
     "options_for",
     "os_error",
@@ -49,6 +57,11 @@ log = logging.getLogger("ipcwire")
 
 Address = tuple[str, int]
 ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
+# seconds a listener's peer may stay silent before its channel's recv() ends (as a NAT's
+# UDP mapping does); a stale peer would otherwise be kept for ever
+DEFAULT_IDLE_TIMEOUT: Final = 300.0
+_NO_LIMIT: Final = 1e9  # a longer idle_timeout is none (as _deadline.NO_LIMIT for timeouts)
+_IDLE_STEPS: Final = 64  # see ListenerCore.idle_step
 
 
 def address_url(addr: Any) -> str:
@@ -121,6 +134,34 @@ def connect_addresses(
     return addr, UdpAddress("::" if v6 else "0.0.0.0", 0)  # noqa: S104
 
 
+def idle_timeout_option(endpoint: Endpoint, kw: dict[str, Any]) -> float | None:
+    """Take ``idle_timeout=`` out of a listener's options (the URL's ``?idle_timeout=`` is the
+    default, where ``none`` is None) and refuse any other option left.
+
+    Raises:
+        ConfigurationError: not a number of seconds over 0, NaN, infinite; or unknown options.
+    """
+    query = endpoint.params.get("idle_timeout")
+    raw: object = kw.pop("idle_timeout", DEFAULT_IDLE_TIMEOUT if query is None else query)
+    reject_unknown(kw, endpoint, ("idle_timeout",))
+    value = raw
+    if query is not None and raw is query:  # a string from the URL
+        try:
+            value = None if query.lower() in ("", "none") else float(query)
+        except ValueError:
+            pass
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"idle_timeout={raw!r} for {endpoint.url}: give the seconds a peer may stay silent "
+            f"before its channel ends, a finite number over 0 (default "
+            f"{DEFAULT_IDLE_TIMEOUT:g}), or None to keep silent peers",
+            endpoint=endpoint.url,
+        )
+    return None if value > _NO_LIMIT else float(value)
+
+
 class _Counters:
     """The counters of a channel; the drivers add to them where they send and receive."""
 
@@ -168,7 +209,13 @@ L = TypeVar("L", bound="ListenerCore[Any]")
 
 
 class PeerCore(_Counters, Generic[L]):
-    """One peer of a listener: its datagrams, and replies to its address."""
+    """One peer of a listener: its datagrams, and replies to its address.
+
+    Its activity (``_active``, ``time.monotonic()``) is the last datagram from the peer or
+    message sent to it; the drivers set it. A ``recv`` that finds nothing queued waits at most
+    until the peer has been inactive for the listener's ``idle_timeout``; then the channel
+    ends (:meth:`_end`): EndOfChannel, and the listener no longer routes the address to it.
+    """
 
     def __init__(self, listener: L, addr: Address) -> None:
         super().__init__()
@@ -176,10 +223,53 @@ class PeerCore(_Counters, Generic[L]):
         self.addr = addr
         self.url = f"{listener.url} <- {address_url(addr)}"
         self._closed = False
+        self._active = time.monotonic()  # admitted: its first datagram came
+        self._using = True  # holds one of the listener's uses of the socket (until closed)
+        self._ended: EndOfChannel | None = None  # idle: what every recv raises from now on
 
     @property
     def peer(self) -> PeerInfo | None:
         return PeerInfo(address=address_url(self.addr))
+
+    def _idle_end(self, deadline: float | None) -> float | None:
+        """For a ``recv`` that found nothing queued: the moment the peer will have been
+        inactive for ``idle_timeout``, if it comes before the recv's ``deadline`` (None: the
+        recv waits until its deadline). Once that moment has passed, the caller ends the
+        channel (:meth:`_end`).
+
+        Raises:
+            EndOfChannel: the channel ended already.
+            ConfigurationError: ``timeout=nan`` (a NaN deadline).
+        """
+        if self._ended is not None:
+            raise self._ended
+        if deadline is not None and math.isnan(deadline):
+            raise not_a_number(self.url)
+        idle = self._listener.idle_timeout
+        if idle is None:
+            return None
+        end = self._active + idle
+        return None if deadline is not None and deadline <= end else end
+
+    def _end(self) -> EndOfChannel:
+        """The peer has been inactive for ``idle_timeout``: the listener forgets its address (a
+        datagram from there is a new peer, for ``accept()``); the error every ``recv`` raises
+        from now on. The channel still sends to the address, and uses the socket until it is
+        closed."""
+        if self._ended is None:
+            lst = self._listener
+            if lst._peers.get(self.addr) is self:
+                del lst._peers[self.addr]
+            idle = f"{lst.idle_timeout:g}"
+            self._ended = EndOfChannel(
+                f"{self.url}: nothing came from or went to the peer for {idle} s "
+                f"(idle_timeout={idle}); UDP has no close, so a silent peer ends here. If it "
+                f"sends again it comes back through accept() as a new channel; raise "
+                f"idle_timeout= (or None) to keep silent peers",
+                endpoint=self.url,
+            )
+            log.debug("ipcwire: %s", self._ended)
+        return self._ended
 
 
 P = TypeVar("P", bound=PeerCore[Any])
@@ -188,12 +278,24 @@ P = TypeVar("P", bound=PeerCore[Any])
 class ListenerCore(Generic[P]):
     """A bound socket's table of peers; a channel per peer address.
 
-    The socket is used by the listener and by every peer channel not closed yet: it closes
-    when :meth:`_release` or :meth:`_stop` says nobody uses it any more.
+    The socket is used by the listener and by every peer channel not closed yet (including
+    one that ended idle and is no longer in the table): it closes when :meth:`_release` or
+    :meth:`_stop` says nobody uses it any more.
     """
 
-    def __init__(self, options: ChannelOptions, url: str, family: Any) -> None:
+    def __init__(
+        self,
+        options: ChannelOptions,
+        url: str,
+        family: Any,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
         self.url = url
+        self.idle_timeout = idle_timeout
+        # the blocking driver's reader waits for idle time in steps of this (rounded down: a
+        # recv right after some activity waits as long as the last one, so the socket's
+        # SO_RCVTIMEO is not set again, a system call per message), the last step exactly
+        self.idle_step = (idle_timeout or 0.0) / _IDLE_STEPS
         self._fmt = DatagramFormat(options, family)
         self._fmt.url = url  # the bound URL (the real port when the URL said 0), in errors
         self._peers: dict[Address, P] = {}
@@ -228,12 +330,15 @@ class ListenerCore(Generic[P]):
         return ch
 
     def _release(self, ch: P) -> bool:
-        """Forget a closed peer channel; True if nobody uses the socket any more."""
+        """Forget a closed peer channel (once; not a newer peer at its address, after it ended
+        idle); True if nobody uses the socket any more."""
+        if not ch._using:
+            return False
+        ch._using = False
         if self._peers.get(ch.addr) is ch:
             del self._peers[ch.addr]
-            self._users -= 1
-            return self._users == 0
-        return False
+        self._users -= 1
+        return self._users == 0
 
     def _stop(self) -> bool:
         """The listener let go of the socket (``close()`` set ``_closed`` and closed the peers

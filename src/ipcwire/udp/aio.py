@@ -10,23 +10,23 @@ from __future__ import annotations
 import abc
 import asyncio
 import socket
-from collections import deque
+import time
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
-from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
-from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
+from ipcwire.udp._aio_queue import QUEUE, MessageQueue
 from ipcwire.udp._channel import (
+    DEFAULT_IDLE_TIMEOUT,
     Address,
     ChannelCore,
     ListenerCore,
     PeerCore,
-    address_url,
     closed_error,
     connect_addresses,
+    idle_timeout_option,
     not_connected_error,
     options_for,
     os_error,
@@ -41,83 +41,9 @@ from ipcwire.udp._socket import (
     proc_drops,
 )
 
-__all__ = ["AioUdpChannel", "AioUdpListener", "connect", "listen"]
+__all__ = ["QUEUE", "AioUdpChannel", "AioUdpListener", "connect", "listen"]
 
-QUEUE: Final = 4096
-
-
-class _Queue:
-    """Messages (or queued errors) waiting for ``recv``; bounded, with a drop count."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.items: deque[tuple[Any, Address] | IpcwireError] = deque()
-        # each item's share of its datagram's bytes (the last message of a datagram carries
-        # them all), and their sum: statistics().buffered_bytes
-        self.sizes: deque[int] = deque()
-        self.nbytes = 0
-        self.waiter: asyncio.Future[None] | None = None
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, item: tuple[Any, Address] | IpcwireError, nbytes: int = 0) -> None:
-        if len(self.items) >= QUEUE:  # errors too: garbage from a peer must not grow it
-            self.dropped += 1
-            return
-        self.items.append(item)
-        self.sizes.append(nbytes)
-        self.nbytes += nbytes
-        self.wake()
-
-    def put_datagram(self, fmt: DatagramFormat, data: bytes, addr: Address) -> None:
-        """Queue the messages of one datagram, or the error ``recv`` raises in their place."""
-        if len(data) > fmt.recv_limit:
-            self.put(fmt.too_large(len(data), address_url(addr)))
-            return
-        try:
-            msgs = fmt.unpack(memoryview(data))
-        except IpcwireError as exc:
-            self.put(exc, len(data))
-            return
-        last = len(msgs) - 1
-        for i, msg in enumerate(msgs):  # an NDJSON line's error in its place
-            item = msg if isinstance(msg, IpcwireError) else (msg, addr)
-            self.put(item, len(data) if i == last else 0)
-
-    def wake(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def close(self) -> None:
-        """``get`` raises ChannelClosed from now on (a waiting one too)."""
-        self.closed = True
-        self.wake()
-
-    async def get(self, timeout: float | None) -> tuple[Any, Address]:
-        while True:
-            if self.closed:
-                raise closed_error(self.url)
-            if self.items:
-                item = self.items.popleft()
-                self.nbytes -= self.sizes.popleft()
-                if isinstance(item, IpcwireError):
-                    raise item
-                return item
-            if timeout == 0:
-                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
-            if self.waiter is not None:
-                raise LocalProtocolError(f"another task is already receiving on {self.url}")
-            fut = self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with within(timeout):
-                    await fut
-            except TimeoutError:
-                raise Timeout(
-                    f"no message from {self.url} within {timeout} s", endpoint=self.url
-                ) from None
-            finally:
-                self.waiter = None
+_READ_SIZE: Final = 256 * 1024  # what asyncio's datagram transport reads at most, too
 
 
 class _Endpoint:
@@ -221,7 +147,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         peer_addr: Address | None = None,
     ) -> None:
         super().__init__(DatagramFormat(options, family), url, peer_addr)
-        self._q = _Queue(url)
+        self._q = MessageQueue(url)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._closed = False
@@ -300,25 +226,60 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
 class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
     def __init__(self, listener: AioUdpListener, addr: Address) -> None:
         super().__init__(listener, addr)
-        self._q = _Queue(self.url)
+        self._q = MessageQueue(self.url)
+        self._timer: asyncio.TimerHandle | None = None  # wakes a recv when the peer is idle
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed or self._listener._transport is None:
             raise closed_error(self.url)
         data = self._listener._fmt.pack(obj)
         self._listener._send(self.url, data, self.addr)
+        self._active = time.monotonic()
         self._sent += 1
         self._bytes_sent += len(data)
 
     async def recv(self, *, timeout: float | None = None) -> Any:
-        msg, _ = await self._q.get(timeout)
+        q = self._q
+        if not (q.items or q.closed):
+            now = time.monotonic()
+            deadline = None if timeout is None else now + timeout
+            while not (q.items or q.closed):
+                end = self._idle_end(deadline)
+                if end is not None:
+                    if end <= now:  # idle: unless the kernel holds a datagram from the peer
+                        if self._listener._drain(q):
+                            break
+                        raise self._end()
+                    if self._timer is None:  # it wakes this wait
+                        loop = asyncio.get_running_loop()
+                        self._timer = loop.call_later(end - now, self._idle_check)
+                if timeout == 0 or not await q.wait(None if deadline is None else deadline - now):
+                    raise q.timed_out(timeout)
+                now = time.monotonic()
+        msg, _ = q.take()
         self._received += 1
         return msg
+
+    def _idle_check(self) -> None:
+        """The timer: wake the waiting recv once the peer has been idle for ``idle_timeout``
+        (it ends the channel), or wait on for what activity added. One timer per channel, set
+        again when it fires rather than at each message; it stops when no recv waits."""
+        self._timer = None
+        if self._q.waiter is None or self._closed or self._listener.idle_timeout is None:
+            return
+        left = self._active + self._listener.idle_timeout - time.monotonic()
+        if left > 0:
+            self._timer = asyncio.get_running_loop().call_later(left, self._idle_check)
+        else:
+            self._q.wake()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._q.close()
         self._listener._forget(self)
 
@@ -334,8 +295,14 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
 class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
     """One bound socket; a channel per peer address (see the blocking listener)."""
 
-    def __init__(self, options: ChannelOptions, url: str, family: socket.AddressFamily) -> None:
-        super().__init__(options, url, family)
+    def __init__(
+        self,
+        options: ChannelOptions,
+        url: str,
+        family: socket.AddressFamily,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        super().__init__(options, url, family, idle_timeout)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._new: AcceptQueue[_AioPeerChannel] = AcceptQueue("no new peer at")
@@ -350,11 +317,31 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
             if ch is None:
                 return
             self._new.put(ch)
+        else:
+            ch._active = time.monotonic()
         ch._bytes_received += len(data)
         ch._q.put_datagram(self._fmt, data, addr)
 
     def _error(self, exc: Exception) -> None:
         self._sent_error(exc)  # else an ICMP error for a reply to a peer that left: ignored
+
+    def _drain(self, q: MessageQueue) -> bool:
+        """Read what the socket holds (at most QUEUE datagrams) until ``q`` has something;
+        True then. Before a peer is found idle: a datagram the kernel got in time, which the
+        event loop has not read yet (asyncio's reads one datagram per socket per turn, and a
+        task may have kept it busy), is not taken for a new peer's."""
+        sock = self._sock
+        if sock is None or self._transport is None or self._transport.is_closing():
+            return bool(q.items)
+        for _ in range(QUEUE):
+            if q.items:
+                break
+            try:
+                data, addr = sock.recvfrom(_READ_SIZE)
+            except OSError:  # (BlockingIOError: nothing more)
+                break
+            self._datagram(data, (addr[0], addr[1]))
+        return bool(q.items)
 
     def _lost(self) -> None:
         for ch in list(self._peers.values()):
@@ -420,15 +407,19 @@ async def connect(
 
 
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioUdpListener:
-    """Bind and accept per-peer channels, as :func:`ipcwire.udp.blocking.listen`.
+    """Bind and accept per-peer channels, as :func:`ipcwire.udp.blocking.listen`, with
+    ``idle_timeout=300.0`` as there: a channel whose peer sent nothing and was sent nothing
+    for that long ends (``recv`` raises EndOfChannel) and the listener forgets the peer.
 
     Raises:
-        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+        AddressInUse, PermissionDenied, InvalidURL.
+        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None; unknown
+            options.
     """
-    reject_unknown(kw, endpoint, ())
+    idle_timeout = idle_timeout_option(endpoint, kw)
     sock, bound = bind_endpoint(endpoint, endpoint.url)
     try:
-        listener = AioUdpListener(options, bound, sock.family)
+        listener = AioUdpListener(options, bound, sock.family, idle_timeout)
         await listener._open(sock)
     except BaseException:
         sock.close()

@@ -9,7 +9,7 @@
   waits (``accept`` or a peer channel's ``recv``) reads the socket and sorts what it reads to
   the peers' queues, so a reply costs no thread switch; the others wait for it. Each peer's
   queue is bounded and overflow is counted in ``statistics().dropped``; datagrams nobody is
-  waiting for stay in the socket's receive buffer.
+  waiting for stay in the socket's receive buffer. Silent peers end: see :func:`listen`.
 * :func:`bind` (unconnected: ``recv_from``/``send_to`` with anyone), :func:`send_to`
   (fire-and-forget, one datagram), :func:`pair` (two connected channels, for tests).
 """
@@ -33,8 +33,9 @@ from ipcwire.errors import (
     IpcwireError,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions
 from ipcwire.udp._channel import (
+    DEFAULT_IDLE_TIMEOUT,
     Address,
     ChannelCore,
     ListenerCore,
@@ -42,6 +43,7 @@ from ipcwire.udp._channel import (
     address_url,
     closed_error,
     connect_addresses,
+    idle_timeout_option,
     not_connected_error,
     options_for,
     send_address,
@@ -209,26 +211,43 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
 
     def recv(self, *, timeout: float | None = None) -> Any:
         listener = self._listener
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        wait = timeout  # the first wait as given (see _pump), unless the idle time is shorter
         with listener._cond:
-            if not self._queue:
-                listener._pump(self._done_waiting, deadline, timeout, self)
+            while not (self._queue or self._closed):
+                end = self._idle_end(deadline)
+                if end is not None:
+                    left = end - now
+                    if left <= 0:  # idle: unless the kernel holds a datagram from the peer
+                        listener._drain(self._done_waiting)
+                        if not self._done_waiting():
+                            raise self._end()
+                        break
+                    step = listener.idle_step
+                    wait = left if left < step else left // step * step
+                if listener._pump(self._done_waiting, deadline if end is None else end, wait):
+                    break
+                if end is None:
+                    msg = f"no message from {self.url} within {timeout} s"
+                    raise Timeout(msg, endpoint=listener.url)
+                now = time.monotonic()  # idle time passed, or activity put it off: look again
+                wait = None if deadline is None else deadline - now
             if self._closed:
                 raise closed_error(self.url)
-            if self._queue:
-                item = self._queue.popleft()
-                self._queued_bytes -= self._sizes.popleft()
-                if isinstance(item, IpcwireError):
-                    raise item
-                self._received += 1
-                return item
-            raise closed_error(self.url)  # not reached: _pump returns when done
+            item = self._queue.popleft()  # (done waiting, not closed: something is queued)
+            self._queued_bytes -= self._sizes.popleft()
+            if isinstance(item, IpcwireError):
+                raise item
+            self._received += 1
+            return item
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
             raise closed_error(self.url)
         data = self._listener._fmt.pack(obj)
         self._listener._io.send(data, self.addr, timeout)
+        self._active = time.monotonic()
         self._sent += 1
         self._bytes_sent += len(data)
 
@@ -249,8 +268,14 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
 class UdpListener(ListenerCore[_PeerChannel], Listener):
     """A bound UDP socket that hands out one channel per peer address."""
 
-    def __init__(self, sock: socket.socket, options: ChannelOptions, url: str) -> None:
-        super().__init__(options, url, sock.family)
+    def __init__(
+        self,
+        sock: socket.socket,
+        options: ChannelOptions,
+        url: str,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        super().__init__(options, url, sock.family, idle_timeout)
         self._io = SocketIO(sock, self._fmt, url)
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
@@ -260,57 +285,61 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
     def _new_peer(self, addr: Address) -> _PeerChannel:
         return _PeerChannel(self, addr)
 
-    def _pump(
-        self,
-        done: Callable[[], bool],
-        deadline: float | None,
-        timeout: float | None,
-        waiter: _PeerChannel | None,
-    ) -> None:
-        """Read and sort datagrams until ``done()``; the condition is held (and released
-        while reading or waiting). Only one caller reads at a time; the others wait until
-        it has sorted their datagram to them, or until it stops reading and one of them
-        takes over.
+    def _pump(self, done: Callable[[], bool], deadline: float | None, wait: float | None) -> bool:
+        """Read and sort datagrams until ``done()`` (True) or ``deadline`` (False); the
+        condition is held (and released while reading or waiting). The first wait is ``wait``
+        (as given: the socket's SO_RCVTIMEO stays set from last time), then until the deadline.
+        Only one caller reads at a time; the others wait until it has sorted their datagram to
+        them, or until it stops reading and one of them takes over.
 
         Raises:
-            Timeout: the deadline passed first.
             ChannelClosed, ChannelBroken: the socket failed (for every waiting caller).
         """
-        cond = self._cond
         tried = False
         while not done():
-            if deadline is None:
-                wait = None
-            elif not tried:
-                wait = timeout  # as given: the socket's SO_RCVTIMEO stays set from last time
-            else:
+            if tried and deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
-                    what = "from a new peer" if waiter is None else f"from {waiter.url}"
-                    raise Timeout(f"no message {what} within {timeout} s", endpoint=self.url)
+                    return False
             tried = True
             if self._reading:
                 self._waiting += 1
                 try:
-                    cond.wait(wait)
+                    self._cond.wait(wait)
                 finally:
                     self._waiting -= 1
-                continue
-            self._reading = True
-            cond.release()
+            else:
+                self._read(wait)
+        return True
+
+    def _read(self, wait: float | None) -> bool:
+        """Read one datagram for everyone and sort it (the condition is held, and released
+        while reading); False if none came within ``wait``."""
+        cond = self._cond
+        self._reading = True
+        cond.release()
+        try:
             try:
-                try:
-                    data, size, addr = self._io.recv(wait, interruptible=True)
-                finally:
-                    cond.acquire()
-                    self._reading = False
-                    if self._waiting:
-                        cond.notify_all()  # sorted something, or another waiter reads next
-            except (Interrupted, ConnectionRefused):
-                continue  # a close to look at; or an ICMP for a reply to a peer that left
-            except Timeout:
-                continue  # the loop raises it with this caller's words
-            self._sort(data, size, addr)
+                data, size, addr = self._io.recv(wait, interruptible=True)
+            finally:
+                cond.acquire()
+                self._reading = False
+                if self._waiting:
+                    cond.notify_all()  # sorted something, or another waiter reads next
+        except (Interrupted, ConnectionRefused):
+            return True  # a close to look at; or an ICMP for a reply to a peer that left
+        except Timeout:
+            return False
+        self._sort(data, size, addr)
+        return True
+
+    def _drain(self, done: Callable[[], bool]) -> None:
+        """Sort what the socket holds (at most PEER_QUEUE datagrams) until ``done()``, unless
+        a caller is reading (and so sorting each datagram as it comes): so that a datagram the
+        kernel got before a peer was found idle is not taken for a new peer's."""
+        for _ in range(PEER_QUEUE):
+            if done() or self._reading or not self._read(0):
+                return
 
     def _sort(self, data: memoryview | None, size: int, addr: Address) -> None:
         """Give one datagram to its peer's channel (a new one for a new peer)."""
@@ -320,6 +349,8 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
             if ch is None:
                 return
             self._new.append(ch)
+        else:
+            ch._active = time.monotonic()
         if data is None:
             ch._put_error(self._fmt.too_large(size, address_url(addr)))
         else:
@@ -351,13 +382,8 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
         with self._cond:
             if self._closed:
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-            if not self._new:
-                try:
-                    self._pump(self._accept_ready, deadline, timeout, None)
-                except Timeout:
-                    raise Timeout(
-                        f"no new peer at {self.url} within {timeout} s", endpoint=self.url
-                    ) from None
+            if not self._new and not self._pump(self._accept_ready, deadline, timeout):
+                raise Timeout(f"no new peer at {self.url} within {timeout} s", endpoint=self.url)
             if self._closed:
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             return self._new.popleft()
@@ -410,13 +436,25 @@ def connect(
 def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> UdpListener:
     """Bind (loopback unless the URL names a host) and accept per-peer channels.
 
+    ``idle_timeout=300.0`` (seconds; or ``?idle_timeout=`` in the URL): UDP has no close, so
+    a peer's channel ends when it has been inactive that long. Activity is a datagram from the
+    peer or a message sent to it on its channel, counted from its first datagram. A ``recv``
+    that finds nothing queued (what was queued is delivered first) then raises
+    ``EndOfChannel``, so iteration and ``serve()``'s handler end; ``recv(timeout=t)`` waits
+    at most until the earlier of its own deadline and that moment. The listener then forgets
+    the peer: a later datagram from the same address is a new peer, for ``accept()``. The
+    ended channel still sends to the address until it is closed, and each further ``recv``
+    raises EndOfChannel. ``None``: keep silent peers (and their channels) for ever.
+
     Raises:
-        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+        AddressInUse, PermissionDenied, InvalidURL.
+        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None; unknown
+            options.
     """
-    reject_unknown(kw, endpoint, ())
+    idle_timeout = idle_timeout_option(endpoint, kw)
     sock, url = bind_endpoint(endpoint, endpoint.url)
     try:
-        return UdpListener(sock, options, url)
+        return UdpListener(sock, options, url, idle_timeout)
     except BaseException:
         sock.close()
         raise
