@@ -19,6 +19,7 @@ from tests.udp._idle import GAP, IDLE, SEND_IDLE, channels, idle_clock
 import ipcwire
 from ipcwire import aio, udp
 from ipcwire.errors import ConfigurationError, EndOfChannel, Timeout
+from ipcwire.udp import aio as udp_aio
 
 
 def test_serve_leaves_no_thread_per_client_that_came_and_went() -> None:
@@ -322,6 +323,8 @@ def test_idle_timeout_values_and_where_it_is_taken() -> None:
             assert alst.idle_timeout is None  # type: ignore[attr-defined]
         with pytest.raises(ConfigurationError, match=r"unknown option.* idle_timeout"):
             await aio.connect("udp://127.0.0.1:9", idle_timeout=1)
+        with pytest.raises(ConfigurationError, match=r"unknown option.* idle_timeout"):
+            await udp_aio.bind(idle_timeout=1)  # (it took any option and ignored it)
 
     asyncio.run(main())
 

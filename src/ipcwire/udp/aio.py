@@ -16,7 +16,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint, parse_url
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
-from ipcwire.options import ChannelOptions
+from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.udp._aio_queue import QUEUE, MessageQueue
 from ipcwire.udp._channel import (
     DEFAULT_IDLE_TIMEOUT,
@@ -431,10 +431,13 @@ async def bind(url: str = "udp://127.0.0.1:0", **options: Any) -> AioUdpChannel:
     """An unconnected socket (``recv_from``/``send_to``), as :func:`ipcwire.udp.bind`.
 
     Raises:
-        AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
+        AddressInUse, PermissionDenied, InvalidURL.
+        ConfigurationError: bad or unknown options.
     """
     endpoint = parse_url(url)
-    opts = ChannelOptions.build(endpoint, dict(options))
+    kw = dict(options)
+    opts = ChannelOptions.build(endpoint, kw)
+    reject_unknown(kw, endpoint, ())
     sock, bound = bind_endpoint(endpoint, url)
     try:
         ch = AioUdpChannel(opts, bound, sock.family)
