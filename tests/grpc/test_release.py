@@ -5,9 +5,15 @@ hundreds of MB for a service opening a thousand short connections a second)."""
 from __future__ import annotations
 
 import gc
+import signal
+import subprocess
 import threading
 import time
 import weakref
+from pathlib import Path
+
+import pytest
+from tests._proc import python, wait_line
 
 import ipcwire
 from ipcwire.grpc import _watchdog
@@ -58,3 +64,39 @@ def test_a_cancelled_watchdog_callback_is_let_go_at_once() -> None:
     assert token.cancel()
     gc.collect()
     assert ref() is None, "a cancelled callback is kept (with all it refers to) until its deadline"
+
+
+@pytest.mark.parametrize("ending", ["returns", "ctrl-c"])
+@pytest.mark.parametrize("url", ["grpc://127.0.0.1:0", "grpc+unix"])
+def test_a_program_with_a_stream_still_open_exits(ending: str, url: str, tmp_path: Path) -> None:
+    """The listener's pool thread serving an open stream is not a daemon: the interpreter
+    joined it at exit, forever (a program that returned with a stream open, or was stopped
+    with Ctrl-C, never exited). Open listeners are closed before that join now."""
+    if url == "grpc+unix":
+        url = f"grpc+unix://{tmp_path}/g.sock"
+    child = python(
+        f"""
+        import ipcwire, threading
+        lst = ipcwire.listen({url!r})
+        client = ipcwire.connect(lst.url, timeout=10)
+        client.send(b"hello", timeout=10)
+        server = lst.accept(timeout=10)
+        assert server.recv(timeout=10) == b"hello"
+        print("ready", flush=True)
+        if {ending!r} == "ctrl-c":
+            threading.Event().wait()
+        """
+    )
+    try:
+        assert wait_line(child) == "ready"
+        if ending == "ctrl-c":
+            child.send_signal(signal.SIGINT)
+        child.wait(20)
+    except subprocess.TimeoutExpired:
+        pass  # the assertion below says it
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    want = -signal.SIGINT if ending == "ctrl-c" else 0
+    assert child.returncode == want, "the program did not exit (killed after 20 s)"

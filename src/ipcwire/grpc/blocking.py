@@ -7,10 +7,12 @@ clients get RESOURCE_EXHAUSTED, which is ``ResourceExhausted`` on their side).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent import futures
@@ -60,6 +62,34 @@ from ipcwire.options import (
 )
 
 __all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
+
+log = logging.getLogger("ipcwire")
+
+# Listeners not closed yet. Each open stream holds a thread of its listener's pool, and a
+# pool's threads are not daemons: at exit the interpreter joins them, which would wait for
+# ever for streams nobody closes (a program that returned, or was stopped with Ctrl-C, with a
+# channel open). So they are closed first, by a hook of threading's own exit, which runs
+# before that join (``threading._register_atexit``, as concurrent.futures itself uses).
+_open: weakref.WeakSet[GrpcListener] = weakref.WeakSet()
+_hooked = False
+
+
+def _close_at_exit() -> None:
+    for listener in list(_open):
+        try:
+            listener.close()
+        except Exception:  # exiting: one listener's failure must not stop the rest
+            log.debug("ipcwire: closing %s at exit failed", listener.url, exc_info=True)
+
+
+def _track(listener: GrpcListener) -> None:
+    global _hooked
+    _open.add(listener)
+    if not _hooked:
+        _hooked = True
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:  # CPython 3.9+
+            register(_close_at_exit)
 
 
 class GrpcListener(Listener):
@@ -149,6 +179,7 @@ class GrpcListener(Listener):
             if self._closed:
                 return
             self._closed = True
+            _open.discard(self)
             pending = list(self._ready)
             self._ready.clear()
             self._cond.notify_all()
@@ -425,4 +456,5 @@ def listen(
     server.start()
     listener.server = server
     listener.pool = pool
+    _track(listener)
     return listener
