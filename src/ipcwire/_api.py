@@ -63,7 +63,8 @@ def listen(
     """Listen at ``url``; ``accept()`` or ``serve()`` on the result.
 
     Options as for :func:`connect`, plus per mechanism: ``mode=0o600`` and ``allow_uids=``
-    (unix), ``ssl=`` (tcp), ``backlog=``.
+    (unix), ``ssl=`` (tcp), ``backlog=``, ``idle_timeout=`` (udp: seconds a silent peer's
+    channel lasts; each mechanism's page lists its own).
 
     Raises:
         AddressInUse: a live process listens there (named when it can be found).

@@ -343,3 +343,18 @@ def test_without_idle_timeout_a_silent_peer_stays() -> None:
         c.send(b"2")
         assert ch.recv(timeout=5) == b"2"
         ch.close()
+
+
+def test_send_to_and_pair_refuse_an_unknown_option() -> None:
+    with pytest.raises(ConfigurationError, match="timeot"):
+        udp.send_to("udp://127.0.0.1:9", b"x", timeot=1)
+    with pytest.raises(ConfigurationError, match="idle_timeout"):
+        udp.pair(idle_timeout=1)
+
+
+def test_asyncio_pair_refuses_an_unknown_option() -> None:
+    async def main() -> None:
+        with pytest.raises(ConfigurationError, match="idle_timeout"):
+            await udp_aio.pair(idle_timeout=1)
+
+    asyncio.run(main())

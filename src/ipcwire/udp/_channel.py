@@ -104,7 +104,16 @@ def send_address(address: str) -> Address:
 
 
 def options_for(url: str, options: dict[str, Any]) -> ChannelOptions:
-    return ChannelOptions.build(parse_url(url), dict(options))
+    """The common options for a channel at ``url``; anything else is refused.
+
+    Raises:
+        ConfigurationError: a bad value or an unknown option (a typo is not ignored).
+    """
+    endpoint = parse_url(url)
+    kw = dict(options)
+    opts = ChannelOptions.build(endpoint, kw)
+    reject_unknown(kw, endpoint, ())
+    return opts
 
 
 def connect_addresses(

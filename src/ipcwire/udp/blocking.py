@@ -487,9 +487,7 @@ def send_to(url: str, obj: Any, **options: Any) -> None:
         FrameTooLarge: over the datagram limit (nothing sent).
         InvalidURL, ConfigurationError.
     """
-    endpoint = parse_url(url)
-    opts = ChannelOptions.build(endpoint, dict(options))
-    with connect(endpoint, opts) as ch:
+    with connect(parse_url(url), options_for(url, options)) as ch:
         ch.send(obj)
 
 
