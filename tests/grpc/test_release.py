@@ -100,3 +100,45 @@ def test_a_program_with_a_stream_still_open_exits(ending: str, url: str, tmp_pat
             child.wait()
     want = -signal.SIGINT if ending == "ctrl-c" else 0
     assert child.returncode == want, "the program did not exit (killed after 20 s)"
+
+
+@pytest.mark.parametrize("loop", ["asyncio.run", "a loop closed by hand"])
+def test_an_asyncio_listener_left_open_does_not_wedge_the_process(
+    loop: str, tmp_path: Path
+) -> None:
+    """grpc.aio's Server.__del__ waits for ever once its event loop is gone (grpcio 1.85): a
+    listener left open when asyncio.run() returned hung the process at its next garbage
+    collection. Now asyncio.run()'s end (which cancels the tasks left) closes it inside its
+    loop, and a server whose loop was closed by hand is never collected."""
+    sock = tmp_path / "g.sock"
+    child = python(
+        f"""
+        import asyncio, gc, os
+        from ipcwire import aio
+
+        async def main():
+            lst = await aio.listen("grpc+unix://{sock}")
+            client = await aio.connect(lst.url, timeout=10)
+            await client.send(b"hello", timeout=10)
+            server = await lst.accept(timeout=10)
+            assert await server.recv(timeout=10) == b"hello"
+
+        if {loop!r} == "asyncio.run":
+            asyncio.run(main())
+        else:
+            lp = asyncio.new_event_loop()
+            lp.run_until_complete(main())
+            lp.close()
+        gc.collect()
+        print("collected", os.path.exists("{sock}"), flush=True)
+        """
+    )
+    try:
+        out, _ = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise AssertionError("the process hung in its garbage collection") from None
+    # asyncio.run() closed the listener (its socket file is gone); by hand, nobody did
+    want = "collected False" if loop == "asyncio.run" else "collected True"
+    assert out.strip() == want

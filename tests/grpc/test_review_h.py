@@ -425,10 +425,18 @@ path = sys.argv[1]
 async def main():
     return await aio.listen("grpc+unix://" + path)
 
-lis = asyncio.run(main())
+# A loop closed by hand (asyncio.run() would close the listener itself, at its end)
+loop = asyncio.new_event_loop()
+lis = loop.run_until_complete(main())
+loop.close()
 assert os.path.exists(path)
 lis.close()
 assert lis.closed and not os.path.exists(path)
+del lis, loop
+gc.collect()
+lis = asyncio.run(main())
+assert lis.closed and not os.path.exists(path)
+lis.close()
 del lis
 gc.collect()
 print("ok", flush=True)
@@ -439,6 +447,7 @@ def test_an_asyncio_listener_closed_after_its_loop_removes_its_socket(sock_dir: 
     """close() of an asyncio grpc+unix listener after asyncio.run() returned (a finally,
     atexit) raised RuntimeError ('no running event loop') and left the socket file behind;
     the unix:// listener removes it. The server went with the loop: the file is what is left.
+    (A listener that outlives asyncio.run() is closed by it, at its end: the file is gone.)
     (In a child process: grpc.aio's Server.__del__ hangs when its loop is gone, so close()
     keeps the dead server; the child collects garbage to show that it does.)"""
     out = subprocess.run(

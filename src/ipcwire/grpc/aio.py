@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -59,7 +60,13 @@ _NO_REPLY = object()
 _LINGERING: set[asyncio.Task[None]] = set()
 
 
-_DEAD_SERVERS: list[Any] = []  # see AioGrpcListener.close()
+_DEAD_SERVERS: list[Any] = []  # see AioGrpcListener.close() and _watch_loop()
+
+
+def _keep_unless_stopped(server: Any, stopped: list[bool]) -> None:
+    """A listener was collected: a server it did not stop must never be (see _watch_loop)."""
+    if not stopped[0]:
+        _DEAD_SERVERS.append(server)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -80,6 +87,29 @@ class AioGrpcListener(AioListener):
         self._closed = False
         self.server: Any = None
         self._stopping: asyncio.Task[Any] | None = None
+        self._guard: asyncio.Task[None] | None = None
+        self._stopped = [False]  # the server stopped inside its loop (shared with a finalizer)
+
+    def _watch_loop(self, server: Any) -> None:
+        """Make sure the server is stopped inside its loop, or never collected.
+
+        grpc.aio's Server.__del__ waits for ever once its loop is gone (grpcio 1.85): a
+        listener left open when ``asyncio.run()`` returned wedged the process at its next
+        garbage collection. asyncio.run() (and Runner.close()) cancel the tasks still pending
+        before closing the loop: the guard task closes the listener then. A loop closed by
+        hand cancels nothing: a server not stopped is then kept, never collected."""
+        self._guard = asyncio.get_running_loop().create_task(
+            self._close_at_loop_end(), name=f"ipcwire: closes {self.url} when its loop ends"
+        )
+        weakref.finalize(self, _keep_unless_stopped, server, self._stopped)
+
+    async def _close_at_loop_end(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        except asyncio.CancelledError:
+            if not self._closed:
+                await self.aclose()
+            raise
 
     def _enqueue(self, ch: AioChannel) -> None:
         if self._closed:
@@ -164,8 +194,16 @@ class AioGrpcListener(AioListener):
         try:
             self._ready.close()
             loop = _running_loop()
+            guard = self._guard
+            if (
+                guard is not None
+                and loop is guard.get_loop()
+                and guard is not asyncio.current_task()
+            ):
+                guard.cancel()
             if self.server is not None and loop is not None:
                 self._stopping = loop.create_task(self.server.stop(0.5))
+                self._stopping.add_done_callback(lambda _: self._stopped.__setitem__(0, True))
             elif self.server is not None:
                 # Called after the loop ended (asyncio.run() returned): the server went with
                 # it, and the socket file is all there is left to remove. grpc.aio's
@@ -458,4 +496,5 @@ async def listen(
     server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
     await server.start()
     listener.server = server
+    listener._watch_loop(server)
     return listener
