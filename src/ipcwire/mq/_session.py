@@ -429,7 +429,6 @@ def bind_rendezvous(
         ConfigurationError, ResourceExhausted, PermissionDenied: creating the queue.
     """
     path = lock_path(name)
-    known = os.path.exists(path)
     lock = FileLock(path, mode=0o644)
     try:
         lock.acquire(timeout=0)
@@ -441,6 +440,10 @@ def bind_rendezvous(
             pid=holder.pid if holder else None,
             endpoint=url,
         ) from None
+    # A lock file that was there already was made by an ipcwire listener (this one's is
+    # removed only after its queue): told by the acquire itself, not by a look before it,
+    # which a listener starting or closing meanwhile would make stale.
+    known = not lock.created
     try:
         size = min(RENDEZVOUS_MSGSIZE, limits().msgsize_ceiling)
         try:

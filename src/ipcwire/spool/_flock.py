@@ -82,6 +82,12 @@ class FileLock:
     ``shared=True`` takes a shared (read) lock: many shared holders, or one exclusive.
     Not reentrant; one FileLock object is one holder. Locks are per open file, so two
     FileLock objects on the same path exclude each other even in one process.
+
+    A holder may remove the file before releasing it (remove first, then release). A lock
+    taken on a file that is no longer the one at ``path`` (opened just before its holder
+    removed it) does not count: acquiring checks, after ``flock``, that its file is still at
+    ``path``, and otherwise tries again with the file there now. ``created`` is True when
+    the last acquisition made the lock file (there was none).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, shared: bool = False, mode: int = 0o644):
@@ -90,6 +96,7 @@ class FileLock:
         self.mode = mode
         self._fd: int | None = None
         self.owner: int | None = None  # the pid that took the lock (a forked child shares it)
+        self.created = False  # the last acquire created the lock file (there was none)
 
     @property
     def locked(self) -> bool:
@@ -99,8 +106,41 @@ class FileLock:
     def _try(self) -> bool:
         if self._fd is not None:
             raise ConfigurationError(f"this FileLock already holds {self.path} (not reentrant)")
+        op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        while True:
+            fd, created = self._open()
+            try:
+                fcntl.flock(fd, op)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise translate(exc, self.path, "locking") from exc
+            if self._still_at_path(fd):
+                break
+            # Its holder removed the file, then let go (an mq listener closing does): the lock
+            # we got is on a file nobody opens any more, while a newcomer may hold the one now
+            # at the path. Locking that one is what counts.
+            os.close(fd)
+        self._fd = fd
+        self.created = created
+        self.owner = os.getpid()
+        if not self.shared:
+            self._write_note(fd)
+        return True
+
+    def _open(self) -> tuple[int, bool]:
+        """A descriptor on the lock file, and whether this call created the file."""
         try:
-            fd = os.open(self.path, _FLAGS, self.mode)
+            while True:
+                try:
+                    return os.open(self.path, _FLAGS | os.O_EXCL, self.mode), True
+                except FileExistsError:
+                    pass
+                try:
+                    return os.open(self.path, _FLAGS & ~os.O_CREAT), False
+                except FileNotFoundError:
+                    continue  # removed between the two opens: create it after all
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise ConfigurationError(
@@ -108,19 +148,19 @@ class FileLock:
                     f"link planted in a shared directory could point at any file)"
                 ) from exc
             raise translate(exc, self.path, "opening the lock file") from exc
-        op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+
+    def _still_at_path(self, fd: int) -> bool:
+        """True when the file ``fd`` has open is still the one at the path (the standard
+        check after flock: a lock on a file removed meanwhile excludes nobody)."""
         try:
-            fcntl.flock(fd, op)
+            mine = os.fstat(fd)
+            there = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
         except OSError as exc:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return False
-            raise translate(exc, self.path, "locking") from exc
-        self._fd = fd
-        self.owner = os.getpid()
-        if not self.shared:
-            self._write_note(fd)
-        return True
+            raise translate(exc, self.path, "checking the lock file") from exc
+        return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
 
     @staticmethod
     def _write_note(fd: int) -> None:
