@@ -27,15 +27,23 @@ _LIMIT = 30.0  # a stuck test fails instead of hanging
 
 class PauseAt:
     """Pause the thread started by :meth:`start` before the line of ``func`` containing
-    ``text`` (which must occur exactly once in ``func``'s source)."""
+    ``text`` (which must occur exactly once in ``func``'s source); with ``when``, only in a
+    call whose frame it accepts (``lambda f: f.f_locals["self"] is obj``)."""
 
-    def __init__(self, func: Callable[..., Any], text: str) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        text: str,
+        *,
+        when: Callable[[FrameType], bool] | None = None,
+    ) -> None:
         code = func.__code__
         lines, first = inspect.getsourcelines(func)
         found = [first + i for i, line in enumerate(lines) if text in line]
         assert len(found) == 1, f"{text!r} occurs {len(found)} times in {func.__qualname__}"
         self._code = code
         self._line = found[0]
+        self._when = when
         self.reached = threading.Event()
         self._go = threading.Event()
         self._result: list[Any] = []
@@ -43,9 +51,9 @@ class PauseAt:
         self._thread: threading.Thread | None = None
 
     def _global(self, frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "call" and frame.f_code is self._code and not self.reached.is_set():
-            return self._local
-        return None
+        if event != "call" or frame.f_code is not self._code or self.reached.is_set():
+            return None
+        return self._local if self._when is None or self._when(frame) else None
 
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event == "line" and frame.f_lineno == self._line and not self.reached.is_set():

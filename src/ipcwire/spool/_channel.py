@@ -14,7 +14,6 @@ channel a spool listener hands out). Nothing here waits: the store calls are ``t
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -36,10 +35,11 @@ class Delivery:
     """A message claimed with :meth:`SpoolChannel.claim`: ``ack()`` when done, or
     ``release()`` to put it back. Closing the channel releases unfinished deliveries."""
 
-    __slots__ = ("_claim", "message")
+    __slots__ = ("_claim", "_held", "message")
 
-    def __init__(self, claim: Claim, message: Any) -> None:
+    def __init__(self, claim: Claim, message: Any, held: set[Claim]) -> None:
         self._claim = claim
+        self._held = held  # the channel's unfinished claims, for close() to release
         self.message = message
 
     @property
@@ -55,11 +55,17 @@ class Delivery:
     def ack(self) -> bool:
         """Remove the message for good; False if its lease had expired meanwhile, or it was
         released (by :meth:`release`, or by closing the channel): it will come again."""
-        return self._claim.ack()
+        try:
+            return self._claim.ack()
+        finally:
+            self._held.discard(self._claim)
 
     def release(self) -> None:
         """Put the message back for another attempt."""
-        self._claim.release()
+        try:
+            self._claim.release()
+        finally:
+            self._held.discard(self._claim)
 
     @property
     def done(self) -> bool:
@@ -142,9 +148,7 @@ class ChannelCore:
         try:
             msg = self._decode(memoryview(claim.data))
         except IpcwireError:
-            claim.done = True
-            self._store._bury(claim.name, f"it does not decode as {self._wire.codec.name}")
-            os.close(claim.fd)
+            claim.bury(f"it does not decode as {self._wire.codec.name}")
             raise
         self._received += 1
         self._bytes_received += len(claim.data)
@@ -182,7 +186,7 @@ class ChannelCore:
         """The claimed message for explicit ack/release; close() releases it if unfinished."""
         msg = self._open(claim)
         self._claims.add(claim)
-        return Delivery(claim, msg)
+        return Delivery(claim, msg, self._claims)
 
     def _prepare_claim(self, now: float) -> None:
         """Before each try to claim: ChannelClosed if closed; when ``reap_interval`` has
@@ -235,9 +239,12 @@ class ChannelCore:
             else:
                 claim.release()
         self._unacked.clear()
-        for claim in self._claims:
-            claim.release()
+        # A copy: deliveries acked or released meanwhile (other threads) leave the set.
+        # Those the consumer is finishing right now are left to it (see Claim).
+        claims = list(self._claims)
         self._claims.clear()
+        for claim in claims:
+            claim.release()
 
     def _close_files(self) -> None:
         """Stop watching and close the store (the asyncio driver must first take the

@@ -85,7 +85,13 @@ def _locked(fd: int) -> bool:
 
 @dataclass(eq=False)
 class Claim:
-    """A message claimed by this process: ``data`` is its payload. Ack or release it once."""
+    """A message claimed by this process: ``data`` is its payload. Ack or release it once.
+
+    ``ack()``, ``release()`` and ``bury()`` may be called from several threads at once (the
+    consumer acks while ``close()`` releases what is unfinished): exactly one of them acts,
+    and only that one closes ``fd``. The others return at once (a second ``ack()`` once the
+    first has its answer).
+    """
 
     store: SpoolStore
     name: str
@@ -95,36 +101,55 @@ class Claim:
     claimed_at: float = field(default_factory=time.time)
     done: bool = False
     acked: bool = False  # removed for good by ack() (not released, not redelivered)
+    # Taken once, by the call that acts, and never given back: a test-and-set that never
+    # waits (so close() cannot hang on a consumer's ack, nor the other way round).
+    _turn: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _acking: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _take(self) -> bool:
+        """True for the one call that gets to finish this claim."""
+        return self._turn.acquire(blocking=False)
 
     def ack(self) -> bool:
         """Done with it: remove it for good. False if it had been redelivered meanwhile
         (its lease expired) or released (by ``release()``, or by closing the channel), so
         another consumer may process it too. Again after that: the same answer."""
-        if self.done:
-            return self.acked
-        self.done = True
-        try:
-            os.unlink(os.path.join(self.store.cur, self.name))
-            ok = True
-        except FileNotFoundError:
-            log.warning(
-                "ipcwire: %s: message %s was redelivered before its ack (lease expired)",
-                self.store.url,
-                self.name,
-            )
+        with self._acking:  # a second ack() waits for the first one's answer
+            if not self._take():
+                return self.acked
+            self.done = True
             ok = False
-        finally:
-            os.close(self.fd)  # unlink first, then unlock: a reaper never sees it free
-        self.acked = ok
-        return ok
+            try:
+                os.unlink(os.path.join(self.store.cur, self.name))
+                ok = True
+            except FileNotFoundError:
+                log.warning(
+                    "ipcwire: %s: message %s was redelivered before its ack (lease expired)",
+                    self.store.url,
+                    self.name,
+                )
+            finally:
+                os.close(self.fd)  # unlink first, then unlock: a reaper never sees it free
+                self.acked = ok
+            return ok
 
     def release(self) -> None:
         """Not done: put it back at its place in the queue for another attempt."""
-        if self.done:
+        if not self._take():
             return
         self.done = True
         try:
             self.store.requeue(self.name, self.attempt + 1)
+        finally:
+            os.close(self.fd)
+
+    def bury(self, why: str) -> None:
+        """Not a message this consumer can use (``why``): move it to dead/."""
+        if not self._take():
+            return
+        self.done = True
+        try:
+            self.store._bury(self.name, why)
         finally:
             os.close(self.fd)
 

@@ -45,6 +45,10 @@ class SpoolChannel(ChannelCore, Channel):
             self._close_files()
             raise translate(exc, url, "opening the spool") from exc
         self._recv_lock = threading.Lock()
+        # taken once by the close() that closes, never given back: a second close() from
+        # another thread returns at once instead of writing to and closing the descriptors
+        # again (whatever file had got their numbers meanwhile)
+        self._closing = threading.Lock()
         self._owner = os.getpid()  # a forked child's close() leaves the parent's channel alone
 
     # -- sending ----------------------------------------------------------------------------
@@ -109,8 +113,8 @@ class SpoolChannel(ChannelCore, Channel):
 
     # -- the rest ---------------------------------------------------------------------------
     def _close(self, *, ack: bool) -> None:
-        if self._closed:
-            return
+        if not self._closing.acquire(blocking=False):
+            return  # closed, or being closed by another thread
         self._closed = True
         if os.getpid() != self._owner:
             # A forked child's copy: the wake-up would end the parent's waiting recv(), whose
