@@ -544,11 +544,14 @@ def test_new_streams_wait_for_accept_up_to_backlog_then_get_503() -> None:
             capture_output=True, text=True, timeout=10, check=False,
         ).stdout  # fmt: skip
         assert resumed == "200"  # attached (curl gave up reading after 1 s)
+        with pytest.raises(ChannelBroken, match="took it over"):
+            first.recv(timeout=5)  # curl took its stream over (see test_takeover.py)
+        again = ipcwire.connect(listener.url, timeout=5, last_event_id=first.last_event_id)
         with listener.accept(timeout=5) as served:
             served.send(b"one")
             third = ipcwire.connect(listener.url, timeout=5)  # room again
-            assert first.recv(timeout=5) == b"one"
-        for ch in (first, second, third):
+            assert again.recv(timeout=5) == b"one"
+        for ch in (first, second, third, again):
             ch.close()
 
 

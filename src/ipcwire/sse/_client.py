@@ -9,7 +9,10 @@ parsing, the handling of ipcwire's gap and end events, and the reconnection sche
 * a gap (events the server could not replay) breaks the channel by default, because a
   reliable channel cannot silently skip messages; with ``allow_gaps=True`` the loss is
   counted in ``statistics().dropped``, logged, and delivery goes on;
-* an ``ipcwire-end`` event or a 204 response ends the channel (``EndOfChannel``).
+* an ``ipcwire-end`` event or a 204 response ends the channel (``EndOfChannel``);
+* an ``ipcwire-taken`` event (another client resumed this stream and took it over) or a 409
+  response breaks it (``ChannelBroken``) without reconnecting: taking the stream back would
+  only have the other client take it back in turn, for ever.
 """
 
 from __future__ import annotations
@@ -44,11 +47,13 @@ from ipcwire.options import ChannelOptions
 from ipcwire.sse._events import (
     END_EVENT,
     GAP_EVENT,
+    TAKEN_EVENT,
     Event,
     EventParser,
     RunShape,
     decode_data,
     parse_id,
+    taken_from,
 )
 from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, build_request
 from ipcwire.sse._server import (
@@ -227,6 +232,9 @@ class ClientCore:
         if head.status == 204:
             self.final = EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
             return False
+        if head.status == 409:  # resumed with a taken event's id: for good, not retried
+            self.final = self._refusal(head, body)
+            return False
         if head.status != 200:
             raise self._refusal(head, body)
         ctype = (head.get("content-type") or "").split(";")[0].strip().lower()
@@ -283,6 +291,8 @@ class ClientCore:
             return HandshakeError(msg, endpoint=url)
         if head.status in (404, 503):
             return ConnectionRefused(msg, endpoint=url)
+        if head.status == 409:
+            return ChannelBroken(msg, endpoint=url)
         return RemoteProtocolError(msg, endpoint=url)
 
     @property
@@ -329,6 +339,9 @@ class ClientCore:
             return
         if ev.type == END_EVENT:
             self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
+            return
+        if ev.type == TAKEN_EVENT:
+            self._taken(ev.id)
             return
         skipped = self._position(ev.id)
         if skipped < 0:
@@ -390,6 +403,23 @@ class ClientCore:
         if seq <= known:
             return -1
         return seq - known - 1
+
+    def _taken(self, event_id: str) -> None:
+        """Another client resumed this stream and the server gave it the stream: stop, for
+        good (its messages received so far are delivered first)."""
+        was = taken_from(event_id)
+        if was is not None:
+            self.parser.last_id = was  # where this client is, not the mark
+        last = self.parser.last_id or "none"
+        self.final = ChannelBroken(
+            f"another client resumed the event stream {self.url} (stream "
+            f"{self.stream_id or self._stream}, with its Last-Event-ID) and took it over from "
+            f"this one, which stops here (last event id {last}); a stream has one reader. "
+            f"Give each reader its own stream: connect without last_event_id= (each client "
+            f"gets its own accept() on the server), and resume only the id of a client that "
+            f"has stopped; a forked or copied client should connect anew",
+            endpoint=self.url,
+        )
 
     def _gap_found(self, lost: int, reason: str) -> None:
         self.dropped += lost

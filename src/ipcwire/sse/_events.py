@@ -12,7 +12,11 @@ ipcwire's conventions on top (the docs page shows them to browser code):
   reconnecting client's ``Last-Event-ID`` names both the stream and the position;
 * JSON payloads are the event's data as is; every other codec's payload is base64;
 * ``event: ipcwire-gap`` (JSON data ``{"lost": n, "first": a, "last": b}``) says events
-  were lost and how many; ``event: ipcwire-end`` says the server closed the stream.
+  were lost and how many; ``event: ipcwire-end`` says the server closed the stream;
+* ``event: ipcwire-taken`` says another connection resumed the stream and took it over. Its
+  id is the connection's last id marked ``~taken`` (:func:`taken_id`), so a client that
+  reconnects anyway (EventSource does) sends that mark back and is refused with a status
+  that stops EventSource, instead of taking the stream back.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ipcwire.errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "END_EVENT",
     "GAP_EVENT",
+    "TAKEN_EVENT",
     "Event",
     "EventParser",
     "RunShape",
@@ -39,6 +44,8 @@ __all__ = [
     "event_bytes",
     "format_id",
     "parse_id",
+    "taken_from",
+    "taken_id",
 ]
 
 
@@ -56,6 +63,8 @@ _simd = _load_simd()
 
 GAP_EVENT: Final = "ipcwire-gap"
 END_EVENT: Final = "ipcwire-end"
+TAKEN_EVENT: Final = "ipcwire-taken"
+_TAKEN: Final = "~taken"  # the mark on the id of a taken event (not a digit: not a position)
 KEEPALIVE: Final = b": keepalive\n\n"
 _BOM: Final = b"\xef\xbb\xbf"
 _BIG_EVENT: Final = 65536  # bytes: events this big are matched one at a time, not split
@@ -130,6 +139,18 @@ def parse_id(event_id: str) -> tuple[str, int] | None:
     if not sep or not stream or not (seq.isascii() and seq.isdigit()) or len(seq) > 18:
         return None
     return stream, int(seq)
+
+
+def taken_id(stream: str, seq: int) -> str:
+    """The id of the ``ipcwire-taken`` event ending a connection whose last event was
+    ``seq``: that event id, marked."""
+    return format_id(stream, seq) + _TAKEN
+
+
+def taken_from(event_id: str) -> str | None:
+    """The event id a :func:`taken_id` was made from (None: not a taken id)."""
+    event_id = event_id.strip()
+    return event_id[: -len(_TAKEN)] if event_id.endswith(_TAKEN) else None
 
 
 def encode_data(payload: bytes | bytearray | memoryview, text: bool) -> bytes:

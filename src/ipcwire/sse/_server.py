@@ -4,6 +4,14 @@ Each ``GET <path>`` is checked (Origin, token, codec), attached to its stream (a
 the one its ``Last-Event-ID`` names), and then written to by one coroutine per connection
 until the stream ends, the client leaves, or a newer connection takes the stream over.
 
+A stream has one reader. A request resuming a stream that has a connection attached takes it
+over (the newest connection wins: that is how a client whose connection half-died gets its
+stream back). The displaced connection gets an ``ipcwire-taken`` event, whose id is marked
+(:func:`~ipcwire.sse._events.taken_id`), and is closed; ipcwire's client stops there with
+``ChannelBroken``, and a client that reconnects anyway with that marked id (EventSource does)
+is answered 409, which stops EventSource, instead of taking the stream back: two clients
+resuming one stream id never take it from each other in a loop.
+
 Response headers keep proxies out of the way: ``Cache-Control: no-cache, no-transform`` and
 ``X-Accel-Buffering: no`` (nginx). Keepalive comments go out every ``keepalive`` seconds
 while idle, so proxies and NATs keep the connection and dead clients are noticed. Closing the
@@ -30,13 +38,21 @@ from aiohttp import web
 from ipcwire._core.handshake import same_secret
 from ipcwire.errors import (
     AuthenticationFailed,
+    ChannelBroken,
     HandshakeError,
     IpcwireError,
     PermissionDenied,
     ResourceExhausted,
 )
 from ipcwire.options import ChannelOptions
-from ipcwire.sse._events import END_EVENT, KEEPALIVE, event_bytes
+from ipcwire.sse._events import (
+    END_EVENT,
+    KEEPALIVE,
+    TAKEN_EVENT,
+    event_bytes,
+    taken_from,
+    taken_id,
+)
 from ipcwire.sse._streams import ServerStream, StreamTable
 from ipcwire.ws._web import OriginPolicy, Page
 
@@ -54,6 +70,14 @@ STREAM_HEADER: Final = "X-Ipcwire-Stream"
 KEEPALIVE_HEADER: Final = "X-Ipcwire-Keepalive"
 ERROR_HEADER: Final = "X-Ipcwire-Error"
 SHUTDOWN_TIMEOUT: Final = 2.0
+# A connection displaced by a newer one is aborted if it has not taken its ipcwire-taken
+# event and closed after this many seconds (a client that stopped reading, or a dead path).
+TAKEOVER_GRACE: Final = 10.0
+TAKEN_REASON: Final = (
+    "another connection resumed this stream (with its Last-Event-ID) and took it over: a "
+    "stream has one reader. Do not reconnect with this stream's id; connect without "
+    "Last-Event-ID for a stream of your own"
+)
 
 
 def proof(token: bytes, nonce: str) -> str:
@@ -194,6 +218,20 @@ class SseServer:
         if self.closing:
             return web.Response(status=503, text="the server is shutting down\n")
         last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        if last_id and (was := taken_from(last_id)) is not None:
+            # A displaced connection's client reconnecting with its ipcwire-taken event's id
+            # (EventSource does, unless the page closes it): refused, with a status that
+            # stops EventSource, so that it does not take the stream back.
+            return self._refuse(
+                request,
+                ChannelBroken(
+                    f"the connection that had read the stream to {was[:80]!r} lost it to a "
+                    f"newer connection that resumed the same stream; a stream has one "
+                    f"reader. Connect without Last-Event-ID for a stream of your own"
+                ),
+                409,
+                "taken",
+            )
         peer = request.transport.get_extra_info("peername") if request.transport else None
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else None
         if self._waiting() >= self._backlog and not self.table.resumes(last_id):
@@ -218,19 +256,42 @@ class SseServer:
         )
         if opened is None:
             return web.Response(status=204)  # that stream ended: EventSource stops here
-        stream, gen, preamble, is_new = opened
+        stream, gen = opened.stream, opened.generation
+        if opened.displaced is not None:
+            self._displaced(stream, *opened.displaced, peer_text)
         response = web.StreamResponse(headers=self._headers(request, stream, origin))
         try:
             await response.prepare(request)
-            if is_new:
+            if opened.is_new:
                 self._on_new(stream)
-            await response.write(self._retry + preamble)
-            await self._pump(response, stream, gen)
+            await response.write(self._retry + opened.preamble)
+            await self._pump(response, stream, gen, opened.position)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("ipcwire: %s: stream %s connection ended: %s", self.url, stream.sid, exc)
         finally:
             self._detach(stream, gen)
         return response
+
+    def _displaced(
+        self, stream: ServerStream, transport: object, old_peer: str | None, peer: str | None
+    ) -> None:
+        """A connection (from ``peer``) took ``stream`` over from the one attached (from
+        ``old_peer``): its writer sends it the taken event and ends it (see :meth:`_pump`);
+        one that does not go within TAKEOVER_GRACE (a client that stopped reading, a dead
+        path: its writer waits on a full socket) is aborted."""
+        log.info(
+            "ipcwire: %s: stream %s: a connection from %s resumed it while one from %s was "
+            "attached; the newer one has it now (the same client back after its connection "
+            "half-died, or a second client resuming the same id: the older connection is "
+            "told the stream was taken over)",
+            self.url,
+            stream.sid,
+            peer or "a client",
+            old_peer or "a client",
+        )
+        abort = getattr(transport, "abort", None)
+        if abort is not None and self._loop is not None:
+            self._loop.call_later(TAKEOVER_GRACE, abort)
 
     def _check_client(self, request: web.BaseRequest) -> IpcwireError | None:
         opts = self.settings.options
@@ -290,8 +351,12 @@ class SseServer:
             headers[PROOF_HEADER] = proof(opts.token, nonce[:64])
         return headers
 
-    async def _pump(self, response: web.StreamResponse, stream: ServerStream, gen: int) -> None:
-        """Write the stream's events to this connection until it ends or is superseded."""
+    async def _pump(
+        self, response: web.StreamResponse, stream: ServerStream, gen: int, sent: int
+    ) -> None:
+        """Write the stream's events to this connection (which has them up to ``sent``)
+        until it ends or a newer connection takes the stream over (then it gets the taken
+        event, and is closed)."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         thread = threading.get_ident()
@@ -323,17 +388,21 @@ class SseServer:
         try:
             while True:
                 with stream.lock:
-                    if stream.generation != gen:
-                        return  # a newer connection took the stream over
-                    chunk, upto = stream.pending()
-                    end = stream.ended if not chunk else None
-                    if not chunk and end is None and not due:
-                        ready.clear()
-                        stream.wait_for_events(wake)
+                    taken = stream.generation != gen  # a newer connection took it over
+                    if not taken:
+                        chunk, upto = stream.pending()
+                        end = stream.ended if not chunk else None
+                        if not chunk and end is None and not due:
+                            ready.clear()
+                            stream.wait_for_events(wake)
+                if taken:
+                    await self._taken(response, stream, sent)
+                    return
                 if chunk:
                     await response.write(chunk)
                     last_write = loop.time()
                     due = False
+                    sent = upto
                     with stream.lock:
                         if stream.generation == gen:
                             stream.mark_written(upto, len(chunk))
@@ -352,6 +421,14 @@ class SseServer:
                 await ready.wait()
         finally:
             timer.cancel()
+
+    async def _taken(self, response: web.StreamResponse, stream: ServerStream, sent: int) -> None:
+        """End a connection that lost its stream to a newer one: the taken event (its id
+        marked, see :func:`~ipcwire.sse._events.taken_id`), then the response ends and the
+        connection closes."""
+        response.force_close()  # not kept alive: the client is done with this server
+        body = json.dumps({"reason": TAKEN_REASON}).encode()
+        await response.write(event_bytes(taken_id(stream.sid, sent), body, TAKEN_EVENT))
 
     def _detach(self, stream: ServerStream, gen: int) -> None:
         with stream.lock:

@@ -24,11 +24,12 @@ import asyncio
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from ipcwire.sse._events import format_id, gap_event, parse_id
 
-__all__ = ["EVENT_OVERHEAD", "ServerStream", "StreamTable"]
+__all__ = ["EVENT_OVERHEAD", "Opened", "ServerStream", "StreamTable"]
 
 EVENT_OVERHEAD: Final = 64  # at most "id: <32 hex>-<seq>\ndata: " and "\n\n" per event
 
@@ -287,6 +288,19 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A request attached to a stream (:meth:`StreamTable.open`)."""
+
+    stream: ServerStream
+    generation: int  # the connection's: a newer connection takes the stream over
+    preamble: bytes  # what to write first (the id of a new stream, a gap event)
+    is_new: bool  # a new stream (for accept())
+    position: int  # the last event the connection has: its writer starts after it
+    # The connection this one took the stream over from (its transport and peer), if any
+    displaced: tuple[Any, str | None] | None
+
+
 class StreamTable:
     """The streams of one listener, found by id (serving loop only)."""
 
@@ -307,11 +321,15 @@ class StreamTable:
 
     def open(
         self, last_event_id: str | None, *, peer: str | None, transport: Any, peer_limit: int | None
-    ) -> tuple[ServerStream, int, bytes, bool] | None:
-        """The stream a request attaches to: ``(stream, generation, preamble, is_new)``, or
-        None when it names a stream the server ended, and the client has had all of its
-        events (answer 204: do not reconnect). A client that lost the end of an ended stream
-        with its connection resumes: it gets the events it missed, then the end event."""
+    ) -> Opened | None:
+        """The stream a request attaches to, or None when it names a stream the server
+        ended, and the client has had all of its events (answer 204: do not reconnect). A
+        client that lost the end of an ended stream with its connection resumes: it gets the
+        events it missed, then the end event.
+
+        Resuming a stream that has a connection attached takes it over: the newest
+        connection wins (a client whose connection half-died must get its stream back), and
+        :attr:`Opened.displaced` says which connection lost it."""
         parsed = parse_id(last_event_id) if last_event_id else None
         if parsed is not None:
             stream = self.streams.get(parsed[0])
@@ -319,8 +337,10 @@ class StreamTable:
                 with stream.lock:
                     if stream.ended is not None and stream.end_written and parsed[1] >= stream.seq:
                         return None  # it has every event: nothing to resume
+                    displaced = (stream.transport, stream.peer) if stream.attached else None
                     gen, preamble = stream.attach(parsed[1], peer, transport)
-                return stream, gen, preamble, False
+                    position = stream.written
+                return Opened(stream, gen, preamble, False, position, displaced)
         sid = secrets.token_hex(16)
         stream = ServerStream(
             sid,
@@ -334,6 +354,7 @@ class StreamTable:
         self.streams[sid] = stream
         with stream.lock:
             gen, preamble = stream.attach(None, peer, transport)
+            position = stream.written
         if last_event_id:
             preamble = (
                 gap_event(
@@ -346,7 +367,7 @@ class StreamTable:
                 )
                 + preamble
             )
-        return stream, gen, preamble, True
+        return Opened(stream, gen, preamble, True, position, None)
 
     def forget(self, stream: ServerStream) -> None:
         """Remove an expired stream."""
