@@ -21,6 +21,7 @@ from tests._proc import wait_until
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import ChannelBroken
+from ipcwire.sse import _events
 from ipcwire.sse.aio import AioSseClientChannel, AioSseServerChannel
 from ipcwire.sse.blocking import SseClientChannel, SseServerChannel
 
@@ -289,3 +290,18 @@ def test_a_displaced_connection_that_does_not_read_is_aborted(
                 server.send(b"after")
                 while taker.recv(timeout=5) != b"after":
                     pass
+
+
+def test_the_taken_event_after_events_in_one_read_at_every_split() -> None:
+    """Bytes alone: events, then the taken event, split anywhere. Every event comes out (the
+    fast path or the general parser), then ChannelBroken; the position stays unmarked."""
+    from tests.sse.test_fast_path import SID, _core, _feed_split, _stream
+
+    wire, payloads = _stream(5)
+    wire += _events.event_bytes(_events.taken_id(SID, 5), b'{"reason": "r"}', "ipcwire-taken")
+    for cut in range(len(wire) + 1):
+        core = _core()
+        assert _feed_split(core, wire, [cut]) == payloads
+        assert isinstance(core.final, ChannelBroken), cut
+        assert TAKEN in str(core.final)
+        assert core.parser.last_id == f"{SID}-5"
