@@ -13,8 +13,9 @@ channel a spool listener hands out). Nothing here waits: the store calls are ``t
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -27,6 +28,8 @@ from ipcwire.spool._options import SpoolConfig
 from ipcwire.spool._store import Claim, SpoolStore
 
 __all__ = ["BATCH", "ChannelCore", "Delivery", "ListenerCore"]
+
+log = logging.getLogger("ipcwire")
 
 BATCH: Final = 64  # recv_many claims at most this many files at once (each holds an fd)
 
@@ -54,14 +57,24 @@ class Delivery:
 
     def ack(self) -> bool:
         """Remove the message for good; False if its lease had expired meanwhile, or it was
-        released (by :meth:`release`, or by closing the channel): it will come again."""
+        released (by :meth:`release`, or by closing the channel): it will come again.
+
+        Raises:
+            PermissionDenied, ChannelBroken: the file system refused to remove it; it comes
+                again (a reaper puts it back).
+        """
         try:
             return self._claim.ack()
         finally:
             self._held.discard(self._claim)
 
     def release(self) -> None:
-        """Put the message back for another attempt."""
+        """Put the message back for another attempt.
+
+        Raises:
+            PermissionDenied, ChannelBroken: the file system refused; it comes again all
+                the same (a reaper puts it back).
+        """
         try:
             self._claim.release()
         finally:
@@ -155,9 +168,20 @@ class ChannelCore:
         return msg
 
     def _ack_unacked(self) -> None:
-        for claim in self._unacked:
-            claim.ack()
-        self._unacked.clear()
+        """Ack what ``recv`` returned before; each one, even when one fails.
+
+        Raises:
+            PermissionDenied, ChannelBroken: the first ack the file system refused.
+        """
+        unacked, self._unacked = self._unacked, []
+        error: IpcwireError | None = None
+        for claim in unacked:
+            try:
+                claim.ack()
+            except IpcwireError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def _batch(self, first: Claim, max_messages: int | None) -> list[Any]:
         """``first`` and the messages already waiting behind it (up to ``max_messages``, at
@@ -232,19 +256,24 @@ class ChannelCore:
 
     def _settle(self, *, ack: bool) -> None:
         """At close: ack (or, leaving by an exception, release) what ``recv`` returned;
-        release unfinished ``claim()`` deliveries."""
-        for claim in self._unacked:
-            if ack:
-                claim.ack()
-            else:
-                claim.release()
-        self._unacked.clear()
+        release unfinished ``claim()`` deliveries. What the file system refuses is logged,
+        not raised: the rest is settled and closed all the same, and those messages come
+        again (see :meth:`SpoolStore.left_in_cur`)."""
+        unacked, self._unacked = self._unacked, []
         # A copy: deliveries acked or released meanwhile (other threads) leave the set.
         # Those the consumer is finishing right now are left to it (see Claim).
         claims = list(self._claims)
         self._claims.clear()
+        for claim in unacked:
+            self._settle_one(claim.ack if ack else claim.release)
         for claim in claims:
-            claim.release()
+            self._settle_one(claim.release)
+
+    def _settle_one(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except IpcwireError as exc:
+            log.warning("ipcwire: closing %s: %s", self.url, exc)
 
     def _close_files(self) -> None:
         """Stop watching and close the store (the asyncio driver must first take the

@@ -128,18 +128,27 @@ class Claim:
                     self.store.url,
                     self.name,
                 )
+            except OSError as exc:
+                raise self.store.left_in_cur(exc, self.name, "acknowledging (removing)") from exc
             finally:
                 os.close(self.fd)  # unlink first, then unlock: a reaper never sees it free
                 self.acked = ok
             return ok
 
     def release(self) -> None:
-        """Not done: put it back at its place in the queue for another attempt."""
+        """Not done: put it back at its place in the queue for another attempt.
+
+        Raises:
+            PermissionDenied, ChannelBroken: the file system refused; it comes again anyway
+                (it stays in cur/, unlocked, for a reaper).
+        """
         if not self._take():
             return
         self.done = True
         try:
             self.store.requeue(self.name, self.attempt + 1)
+        except OSError as exc:
+            raise self.store.left_in_cur(exc, self.name, "putting back") from exc
         finally:
             os.close(self.fd)
 
@@ -150,6 +159,8 @@ class Claim:
         self.done = True
         try:
             self.store._bury(self.name, why)
+        except OSError as exc:
+            raise self.store.left_in_cur(exc, self.name, "moving to dead/") from exc
         finally:
             os.close(self.fd)
 
@@ -479,6 +490,20 @@ class SpoolStore:
             os.rename(os.path.join(self.cur, name), os.path.join(self.new, f"{base}.{attempt}"))
         except FileNotFoundError:
             pass
+
+    def left_in_cur(self, exc: OSError, name: str, doing: str) -> IpcwireError:
+        """The error for an ack or release the file system refused (``exc``): the message
+        stays in cur/, unlocked once its claim is closed, and a reaper returns it."""
+        what = (
+            f"{self.url}: {doing} the message cur/{name} failed ({exc.strerror}); it stays in "
+            f"cur/ and comes again (a consumer's reaper puts it back)"
+        )
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return PermissionDenied(
+                f"{what}. This user needs write access to {self.cur} and {self.new}",
+                endpoint=self.url,
+            )
+        return ChannelBroken(what, endpoint=self.url)
 
     def _unreadable_error(self, name: str) -> PermissionDenied:
         """``new/name`` cannot be opened by this process: skip it from now on (a consumer

@@ -111,10 +111,12 @@ class AioSpoolChannel(ChannelCore, AioChannel):
         if self._closed:
             return
         self._closed = True
-        self._settle(ack=ack)
-        self._stop_reading()  # before the fd closes: never leave a closed fd in the loop
-        self._close_files()
-        self._event.set()  # a waiting recv wakes and sees ChannelClosed
+        try:
+            self._settle(ack=ack)
+        finally:
+            self._stop_reading()  # before the fd closes: never leave a closed fd in the loop
+            self._close_files()
+            self._event.set()  # a waiting recv wakes and sees ChannelClosed
 
     def _stop_reading(self) -> None:
         """Take the watcher's fd out of the event loop if it is in it. close() does this before

@@ -127,11 +127,13 @@ class SpoolChannel(ChannelCore, Channel):
             return
         os.write(self._wake_w, (1).to_bytes(8, sys.byteorder))
         with self._recv_lock:
-            self._settle(ack=ack)
-            self._close_files()
-            os.close(self._wake)
-            if self._wake_w != self._wake:
-                os.close(self._wake_w)
+            try:
+                self._settle(ack=ack)
+            finally:
+                self._close_files()
+                os.close(self._wake)
+                if self._wake_w != self._wake:
+                    os.close(self._wake_w)
 
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
