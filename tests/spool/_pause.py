@@ -45,6 +45,7 @@ class PauseAt:
         self._line = found[0]
         self._when = when
         self.reached = threading.Event()
+        self._reached_or_ended = threading.Event()
         self._go = threading.Event()
         self._result: list[Any] = []
         self._error: list[BaseException] = []
@@ -58,6 +59,7 @@ class PauseAt:
     def _local(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event == "line" and frame.f_lineno == self._line and not self.reached.is_set():
             self.reached.set()
+            self._reached_or_ended.set()
             if not self._go.wait(_LIMIT):
                 raise AssertionError("PauseAt: the test never let the thread go")
         return self._local
@@ -73,14 +75,19 @@ class PauseAt:
                 self._error.append(exc)
             finally:
                 sys.settrace(None)
+                self._reached_or_ended.set()
 
         self._thread = threading.Thread(target=body, daemon=True)
         self._thread.start()
         return self._thread
 
     def wait_reached(self) -> None:
-        """Block until the thread stands at the line."""
-        assert self.reached.wait(_LIMIT), "the thread never reached the line"
+        """Block until the thread stands at the line (fail if it ends without)."""
+        assert self._reached_or_ended.wait(_LIMIT), "the thread never reached the line"
+        if not self.reached.is_set():
+            raise AssertionError("the thread ended without reaching the line") from (
+                self._error[0] if self._error else None
+            )
 
     def go(self) -> None:
         """Let the paused thread run on."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -304,18 +305,24 @@ class ListenerCore:
         self.url = endpoint.url
         self._options = options
         self._cfg = cfg
-        self._store: SpoolStore | None = cfg.store(endpoint.url)  # creates the directory
+        # The one store (made now: this creates the directory), taken once, by the first
+        # accept() or by close(). list.pop() is atomic: when both run at once in different
+        # threads exactly one gets it, and neither waits for the other.
+        self._stores: list[SpoolStore] = [cfg.store(endpoint.url)]
         self._closed = False
+        self._closing = threading.Lock()  # taken once, by the close() that closes
 
     def _take_store(self) -> SpoolStore | None:
         """The store for the one channel, or None when it was already taken.
 
         Raises:
-            ChannelClosed: the listener is closed.
+            ChannelClosed: the listener is closed (or being closed: close() took it).
         """
         if self._closed:
             raise self._closed_error()
-        store, self._store = self._store, None
+        store = _pop(self._stores)
+        if store is None and self._closed:
+            raise self._closed_error()
         return store
 
     def _closed_error(self) -> ChannelClosed:
@@ -328,11 +335,19 @@ class ListenerCore:
         )
 
     def _close_store(self) -> bool:
-        """Mark closed and close the store if no channel took it; False if already closed."""
-        if self._closed:
+        """Mark closed and close the store if no channel took it; False if already closed
+        (or being closed by another thread)."""
+        if not self._closing.acquire(blocking=False):
             return False
         self._closed = True
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        store = _pop(self._stores)
+        if store is not None:
+            store.close()
         return True
+
+
+def _pop(stores: list[SpoolStore]) -> SpoolStore | None:
+    try:
+        return stores.pop()
+    except IndexError:
+        return None
