@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import resource
 
 from ipcwire.errors import (
     ChannelBroken,
@@ -36,10 +37,18 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
     code = exc.errno
     if isinstance(exc, IpcwireError):
         return exc
-    if code in (errno.EMFILE, errno.ENFILE):
+    if code == errno.EMFILE:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return ResourceExhausted(
-            f"out of file descriptors while {doing} {endpoint} ({exc.strerror}); close unused "
-            f"channels, or raise the limit (ulimit -n, currently `ipcwire platforms` shows it)",
+            f"out of file descriptors while {doing} {endpoint}: this process has all {soft} "
+            f"it may open ({exc.strerror}); close unused channels, or raise the limit "
+            f"(ulimit -n, or RLIMIT_NOFILE up to its hard limit)",
+            endpoint=endpoint,
+        )
+    if code == errno.ENFILE:
+        return ResourceExhausted(
+            f"out of file descriptors while {doing} {endpoint}: the whole system's table is "
+            f"full ({exc.strerror}); close unused channels, or raise fs.file-max (sysctl)",
             endpoint=endpoint,
         )
     if code in (errno.ENOMEM, errno.ENOBUFS):

@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ipcwire._core.codecs import BytesCodec
+from ipcwire.aio._accept import accept_backoff
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
@@ -130,6 +131,7 @@ class HttpServer:
             access_log=None,
             keepalive_timeout=self._opts.handshake_timeout,
         )
+        accept_backoff(sock, self._opts.url)
         self._server = await loop.create_server(self._web, sock=sock, ssl=ssl_context)
         self._sweeper = loop.create_task(self._sweep())
 

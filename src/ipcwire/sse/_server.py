@@ -36,6 +36,7 @@ from typing import Final
 from aiohttp import web
 
 from ipcwire._core.handshake import same_secret
+from ipcwire.aio._accept import accept_backoff
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -139,6 +140,7 @@ class SseServer:
         self._thread = threading.get_ident()
         self._backlog = backlog
         self._web = web.Server(self._handle, handler_cancellation=True, keepalive_timeout=75)
+        accept_backoff(sock, self.url)
         self._server = await self._loop.create_server(
             self._web, sock=sock, ssl=ssl, backlog=backlog
         )

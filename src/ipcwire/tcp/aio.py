@@ -14,6 +14,7 @@ from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_connect import aio_connect_stream
 from ipcwire._stream.aio_listener import AioStreamListener
 from ipcwire._stream.connect import tls_error
+from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -79,6 +80,7 @@ async def listen(
         return peer_info(conn), None
 
     listener = AioStreamListener(url, options, authorize=authorize, max_ready=backlog)
+    accept_backoff(sock, url)
     try:
         server = await asyncio.get_running_loop().create_server(
             listener.protocol_factory,

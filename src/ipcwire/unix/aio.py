@@ -13,6 +13,7 @@ from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_connect import aio_connect_stream
 from ipcwire._stream.aio_listener import AioStreamListener
+from ipcwire.aio._accept import accept_backoff
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.unix._socket import (
@@ -88,6 +89,7 @@ async def listen(
         on_close=cleanup,
         max_ready=backlog,
     )
+    accept_backoff(sock, endpoint.url)
     try:
         server = await asyncio.get_running_loop().create_unix_server(
             listener.protocol_factory, sock=sock, backlog=backlog

@@ -16,6 +16,7 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
+from ipcwire.aio._accept import accept_backoff
 from ipcwire.aio._timeouts import within_at
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
@@ -173,6 +174,7 @@ async def listen(
         )
         listener = AioWsListener(settings, authorize=authorize, on_close=cleanup, max_ready=backlog)
         tls: dict[str, Any] = {"ssl": ssl} if ssl is not None else {}
+        accept_backoff(sock, settings.url)
         server = await serve(
             listener.handler,
             sock=sock,

@@ -1,0 +1,110 @@
+"""A listener out of file descriptors says so once per retry and serves again afterwards.
+
+When ``accept()`` fails for want of descriptors, the client stays in the kernel's backlog
+and the listening socket stays readable. A listener must neither spin nor flood its log, and
+must serve the waiting client once descriptors are free again. A probe of every mechanism
+found the asyncio listeners built on ``loop.create_server`` (unix, tcp, ws, http, sse; the
+blocking http and sse listeners run one in a thread) logging about 6,000 tracebacks a second
+for as long as the shortage lasted: CPython's selector loop, up to 3.13, goes on calling
+``accept()`` after the failure in the same pass (python/cpython#151615), logging and
+scheduling a retry each time. Each case runs in a fresh interpreter with a low descriptor
+limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tests._proc import run_python
+
+CHILD = """
+import asyncio, logging, os, resource, socket, urllib.parse
+from ipcwire import aio
+
+URL = {url!r}
+failures = []
+first = None  # an asyncio.Event, set at the first failure
+
+
+class Count(logging.Handler):
+    def emit(self, record):
+        if "out of system resource" in record.getMessage():
+            failures.append(record.exc_info[1] if record.exc_info else None)
+            first.set()  # (logged from the loop's own thread)
+
+
+logging.getLogger("asyncio").addHandler(Count())
+logging.getLogger("asyncio").propagate = False
+
+
+async def handler(ch):
+    if URL.startswith("sse"):
+        await ch.send(b"hello")  # (server to client only)
+        return
+    async for msg in ch:
+        await ch.send(msg)
+
+
+def raw_client(url):
+    u = urllib.parse.urlsplit(url)
+    if u.scheme == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        return s, u.path
+    return socket.socket(), (u.hostname, u.port)
+
+
+async def main():
+    global first
+    first = asyncio.Event()
+    async with await aio.listen(URL) as lst:
+        serving = asyncio.ensure_future(lst.serve(handler))
+        pending, address = raw_client(lst.url)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 64, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        pending.connect(address)  # queued by the kernel; the listener cannot accept it
+        await asyncio.wait_for(first.wait(), 20)
+        # the failure is logged inside the loop's accept callback: by the time this task runs
+        # again, that pass is over and everything it logged is in
+        await asyncio.sleep(0)
+        print(len(failures))
+        print(str(failures[0]))
+        for fd in held:
+            os.close(fd)
+        pending.close()
+        async with await aio.connect(lst.url, timeout=20) as c:
+            if URL.startswith("sse"):
+                print(await c.recv(timeout=20))
+            else:
+                print(await c.request(b"served again", timeout=20))
+        serving.cancel()
+
+
+asyncio.run(main())
+"""
+
+URLS = {
+    "unix": "unix://{d}/s.sock",
+    "tcp": "tcp://127.0.0.1:0",
+    "ws": "ws://127.0.0.1:0/x",
+    "http": "http://127.0.0.1:0/x",
+    "sse": "sse+http://127.0.0.1:0/x",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(URLS))
+def test_asyncio_listener_out_of_descriptors_logs_once_per_retry(kind: str, tmp_path: Path) -> None:
+    url = URLS[kind].format(d=tmp_path)
+    out = run_python(CHILD.format(url=url), timeout=60).splitlines()
+    count, message, reply = out[0], out[1], out[2]
+    # before: one pass logged a traceback for every slot of the backlog (100 or 128)
+    assert count == "1", f"{count} failures logged in one accepting pass"
+    assert "out of file descriptors while accepting on" in message, message
+    assert "ulimit -n" in message and "accepting again in 1 s" in message, message
+    assert reply in ("b'served again'", "b'hello'"), reply
