@@ -55,11 +55,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 _REC: Final = struct.Struct("=IIQ")
 _ALIVE_EVERY: Final = 0.005  # senders check the peer's liveness at most this often
-_SPIN_CHECK: Final = 64  # spin iterations between clock/liveness checks
+# Spinning in Python holds the GIL, which starves the other threads of this process (the
+# peer's thread among them, when both ends live in one process): CPython takes the GIL from a
+# busy thread only after its switch interval (5 ms), so every hand-over cost up to 5 ms and
+# the conformance suite timed out under load. So after a short look with the GIL held, a
+# Python spinner gives the GIL and the CPU away between looks: os.sched_yield() (a quarter of
+# a microsecond, which keeps a peer in another process answered at once; but this thread
+# often takes the GIL straight back before a waiting thread wakes up), and after _YIELD_FOR
+# seconds, when the process has other threads, a nap: time.sleep(_NAP), 60-100 us with the
+# kernel's timer slack, during which a waiting thread surely takes the GIL.
+_PRESPIN: Final = 32  # looks with the GIL held first (about 3 us, as the C ring's PRESPIN_NS)
+_YIELD_FOR: Final = 50e-6
+_NAP: Final = 10e-6
 _LONGEST: Final = 1e9  # seconds: a longer timeout (inf too) is this one, as in the C ring
 TSO_MACHINES: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 _fence_lock = threading.Lock()
 _monotonic = time.monotonic
+_sleep = time.sleep
+_sched_yield = os.sched_yield
 
 
 def _fence() -> None:
@@ -470,31 +483,40 @@ class RingBase:
             if self._ready(need):
                 return  # gone, but what it published before dying is still delivered
             raise self._gone_error()
+        if w.policy == "park" or not self._spin(need, deadline):
+            self._park(need, deadline)
+
+    def _spin(self, need: int, deadline: float | None) -> bool:
+        """The spinning phase of the spin and hybrid policies (see _PRESPIN). True: ready;
+        False: the hybrid policy's spin_ns passed, park now."""
+        w = self._w
         start = _monotonic()
-        spin_until = start if w.policy == "park" else start + w.spin_ns / 1e9
-        next_alive = start + 0.001
-        if w.policy == "spin":
-            spin_until = float("inf")
-        i = 0
-        while spin_until > start:
+        spin_until = math.inf if w.policy == "spin" else start + w.spin_ns / 1e9
+        for _ in range(_PRESPIN if spin_until > start else 0):
             if self._ready(need):
-                return
+                return True
+        nap_from = start + _YIELD_FOR if threading.active_count() > 1 else math.inf
+        next_alive = start + 0.001
+        while True:
+            if self._ready(need):
+                return True
             if self._closed:
                 raise self._closed_error()
-            i += 1
-            if i % _SPIN_CHECK == 0:
-                now = _monotonic()
-                if deadline is not None and now >= deadline:
-                    raise self._timeout_error()
-                if now >= next_alive:
-                    next_alive = now + 0.001
-                    if not w.alive():
-                        if self._ready(need):
-                            return
-                        raise self._gone_error()
-                if now >= spin_until:
-                    break
-        self._park(need, deadline)
+            now = _monotonic()
+            if deadline is not None and now >= deadline:
+                raise self._timeout_error()
+            if now >= next_alive:
+                next_alive = now + 0.001
+                if not w.alive():
+                    if self._ready(need):
+                        return True
+                    raise self._gone_error()
+            if now >= spin_until:
+                return False
+            if now < nap_from:
+                _sched_yield()  # the GIL and the CPU, for a moment
+            else:
+                _sleep(_NAP)  # long enough for another thread to take the GIL
 
     def _park(self, need: int, deadline: float | None) -> None:
         w, u32 = self._w, self._u32
