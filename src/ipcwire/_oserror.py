@@ -14,7 +14,12 @@ from ipcwire.errors import (
     Timeout,
 )
 
-__all__ = ["translate"]
+__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "translate"]
+
+# accept() failing with one of these leaves the client in the kernel's backlog and the socket
+# readable: a listener pauses ACCEPT_RETRY seconds (as asyncio does) instead of spinning
+OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_RETRY = 1.0
 
 _BROKEN = {
     errno.EPIPE: "the peer closed its end (broken pipe)",

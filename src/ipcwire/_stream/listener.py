@@ -12,7 +12,6 @@ backlog holds the rest (backpressure, not unbounded memory).
 
 from __future__ import annotations
 
-import errno
 import logging
 import selectors
 import socket
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ServerHandshake
 from ipcwire._deadline import limit
-from ipcwire._oserror import translate
+from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
 from ipcwire.channel import Channel, Listener, PeerInfo
@@ -38,8 +37,6 @@ __all__ = ["Authorizer", "StreamListener"]
 log = logging.getLogger("ipcwire")
 
 _LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
-_ACCEPT_RETRY = 1.0  # seconds without accepting after running out of fds (as asyncio does)
-_OUT_OF = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
@@ -140,7 +137,7 @@ class StreamListener(Listener):
                 if self._pending:
                     wait = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
                 if now < self._retry_at:
-                    wait = min(wait if wait is not None else _ACCEPT_RETRY, self._retry_at - now)
+                    wait = min(wait if wait is not None else ACCEPT_RETRY, self._retry_at - now)
                 for key, _ in self._sel.select(wait):
                     if self._closed:
                         break
@@ -174,11 +171,11 @@ class StreamListener(Listener):
                 if self._closed:
                     return
                 err = translate(exc, self.url, "accepting on")
-                if exc.errno in _OUT_OF:
+                if exc.errno in OUT_OF_RESOURCES:
                     # The client stays in the kernel's backlog and the socket stays readable:
                     # retrying at once would spin (and log) without end. Pause, as asyncio does.
-                    self._retry_at = time.monotonic() + _ACCEPT_RETRY
-                    log.warning("ipcwire: %s; accepting again in %g s", err, _ACCEPT_RETRY)
+                    self._retry_at = time.monotonic() + ACCEPT_RETRY
+                    log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
                     return
                 log.warning("ipcwire: %s", err)
                 return

@@ -2,15 +2,15 @@
 
 When ``accept()`` fails for want of descriptors (EMFILE, ENFILE) or memory, the client stays
 in the kernel's backlog and the socket stays readable. asyncio's selector loop then stops
-watching the socket and tries again a second later, which is right; but up to CPython 3.13 it
-goes on calling ``accept()`` in the same pass (python/cpython#151615), so every pass logs up
-to ``backlog`` tracebacks and schedules as many retries, each of which makes another pass: a
-listener out of descriptors logged about 6,000 tracebacks a second and never stopped while
-the shortage lasted. Every listener that hands its socket to ``create_server`` (unix, tcp,
-ws, http, sse; blocking http and sse run such a server in a thread) passes it through
-:func:`accept_backoff`: the first failure of a pass is raised, with a message that names the
-endpoint and the fix, and the next call of the same pass says "nothing pending", which ends
-the pass. One log record and one retry a second, on every version of asyncio.
+watching the socket and tries again a second later, which is right; but it goes on calling
+``accept()`` in the same pass (python/cpython#151615, fixed upstream in 2026; 3.11 here), so
+every pass logs up to ``backlog`` tracebacks and schedules as many retries, each of which
+makes another pass: a listener out of descriptors logged about 6,000 tracebacks a second for
+as long as the shortage lasted. Every listener that hands its socket to ``create_server``
+(unix, tcp, ws, http, sse; blocking http and sse run such a server in a thread) passes it
+through :func:`accept_backoff`: the first failure of a pass is raised, with a message that
+names the endpoint and the fix, and the next call of the same pass says "nothing pending",
+which ends the pass. One log record and one retry a second, on every version of asyncio.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ import socket
 import weakref
 from typing import Any
 
-from ipcwire._oserror import translate
+from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
 
 __all__ = ["accept_backoff"]
-
-_OUT_OF = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 class _State:
@@ -54,14 +52,15 @@ class _BackoffSocket(socket.socket):
         try:
             return super().accept()
         except OSError as exc:
-            if exc.errno not in _OUT_OF:
+            if exc.errno not in OUT_OF_RESOURCES:
                 raise
             state.failed = True
             raise OSError(exc.errno, _explain(exc, state.url)) from None
 
 
 def _explain(exc: OSError, url: str) -> str:
-    return f"{translate(exc, url, 'accepting on')}; the client waits, accepting again in 1 s"
+    err = translate(exc, url, "accepting on")
+    return f"{err}; the client waits, accepting again in {ACCEPT_RETRY:g} s"
 
 
 def accept_backoff(sock: socket.socket, url: str) -> None:

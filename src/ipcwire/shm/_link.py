@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import array
 import os
+import resource
 import socket
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from ipcwire.errors import (
     HandshakeError,
     IpcwireError,
     RemoteProtocolError,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.shm import _layout as L
@@ -178,12 +180,21 @@ class FrameReader:
 
         Raises:
             ChannelBroken: end of file. RemoteProtocolError: more fds than expected.
+            ResourceExhausted: this process could not take the fds (out of descriptors).
         """
         for level, kind, cdata in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 got = array.array("i")
                 got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
                 self.fds.extend(got)
+        if flags & socket.MSG_CTRUNC and len(self.fds) < self.maxfds:
+            # room was made for them all: the kernel could not give this process any more
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            raise ResourceExhausted(
+                f"this process is out of file descriptors (all {soft} it may open are in "
+                f"use), so the peer's shared memory could not be received; close unused "
+                f"channels, or raise the limit (ulimit -n)"
+            )
         if flags & socket.MSG_CTRUNC or len(self.fds) > self.maxfds:
             raise RemoteProtocolError("the peer sent more file descriptors than expected")
         if not data:
@@ -377,6 +388,11 @@ class ClientSetup:
         rings: list[RingEnd] = []
         try:
             reply = _parse(body, self.name)
+            if "error" in reply and reply.get("exhausted") is True:
+                raise ResourceExhausted(
+                    f"{self.name} could not take the connection: {reply['error']}",
+                    endpoint=self.name,
+                )
             if "error" in reply:
                 raise HandshakeError(
                     f"{self.name} refused the shared memory: {reply['error']}", endpoint=self.name
@@ -463,8 +479,12 @@ def server_setup(
 
 
 def refusal(exc: BaseException) -> bytes:
-    """The answer telling the client why its setup was refused."""
-    return encode_frame({"shm": 1, "error": str(exc)})
+    """The answer telling the client why its setup was refused (``"exhausted"``: the listener
+    is out of something, so the client may try again later)."""
+    answer: dict[str, Any] = {"shm": 1, "error": str(exc)}
+    if isinstance(exc, ResourceExhausted):
+        answer["exhausted"] = True
+    return encode_frame(answer)
 
 
 # -- blocking I/O -----------------------------------------------------------------------------
@@ -515,12 +535,12 @@ def accept_link(
         Timeout, ChannelBroken, RemoteProtocolError (refused; the client has been told why).
     """
     try:
-        body, fds = recv_frame(sock, deadline, 3)
         try:
+            body, fds = recv_frame(sock, deadline, 3)
             link, answer = server_setup(
                 body, fds, sock, name=name, impl=impl, max_capacity=max_capacity, **ring_kw
             )
-        except IpcwireError as exc:
+        except IpcwireError as exc:  # (after an end of file, the answer goes nowhere)
             try:
                 sock.settimeout(0.5)
                 sock.sendall(refusal(exc))

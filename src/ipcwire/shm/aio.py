@@ -21,6 +21,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
+from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
@@ -30,6 +31,7 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
@@ -46,6 +48,9 @@ from ipcwire.unix._socket import (
 __all__ = ["AioShmChannel", "AioShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
+
+# a dropped client worth a warning: a bad peer, or this process out of descriptors
+_WARN = (RemoteProtocolError, ResourceExhausted)
 _RECORD: Final = 16
 
 
@@ -459,8 +464,11 @@ class AioShmListener(AioListener):
             except OSError as exc:
                 if self._closed:
                     return
-                log.warning("ipcwire: %s could not accept: %s", self.url, exc)
-                await asyncio.sleep(0.05)  # out of fds, say: do not spin
+                err = translate(exc, self.url, "accepting on")
+                # the client stays in the kernel's backlog and the socket readable: pause
+                pause = ACCEPT_RETRY if exc.errno in OUT_OF_RESOURCES else 0.05
+                log.warning("ipcwire: %s; accepting again in %g s", err, pause)
+                await asyncio.sleep(pause)
                 continue
             task = self._loop.create_task(self._setup(conn))
             self._tasks.add(task)
@@ -485,7 +493,11 @@ class AioShmListener(AioListener):
                         raise step.error
                     if step.done:
                         break
-                body, fds = await recv_frame(loop, conn, 3)
+                try:
+                    body, fds = await recv_frame(loop, conn, 3)
+                except ResourceExhausted as exc:
+                    await loop.sock_sendall(conn, refusal(exc))
+                    raise
                 try:
                     link, answer = server_setup(
                         body,
@@ -504,7 +516,7 @@ class AioShmListener(AioListener):
                     link.close()
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
-            level = logging.WARNING if isinstance(exc, RemoteProtocolError) else logging.INFO
+            level = logging.WARNING if isinstance(exc, _WARN) else logging.INFO
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
             return

@@ -23,7 +23,7 @@ from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
-from ipcwire._oserror import translate
+from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -31,6 +31,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     IpcwireError,
     RemoteProtocolError,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
@@ -47,6 +48,9 @@ from ipcwire.unix._socket import (
 __all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
+
+# a dropped client worth a warning: a bad peer, or this process out of descriptors
+_WARN = (RemoteProtocolError, ResourceExhausted)
 
 MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
 
@@ -357,8 +361,10 @@ class ShmListener(Listener):
                             return
                     try:
                         conn, _ = self._sock.accept()
-                    except OSError:
+                    except OSError as exc:
                         self._slots.release()
+                        if exc.errno in OUT_OF_RESOURCES and not self._pause(sel, exc):
+                            return
                         continue
                     with self._cond:
                         self._pending.add(conn)
@@ -370,6 +376,17 @@ class ShmListener(Listener):
                     ).start()
         finally:
             sel.close()
+
+    def _pause(self, sel: selectors.BaseSelector, exc: OSError) -> bool:
+        """Out of descriptors: the client stays in the kernel's backlog and the socket
+        readable, so accept nothing for a while instead of spinning. False: closed meanwhile."""
+        err = translate(exc, self.url, "accepting on")
+        log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
+        sel.unregister(self._sock)
+        if sel.select(ACCEPT_RETRY) or self._closed:  # (only the wake-up is watched)
+            return False
+        sel.register(self._sock, selectors.EVENT_READ, "accept")
+        return True
 
     def _setup(self, conn: socket.socket) -> None:
         options, url = self._options, self.url
@@ -403,7 +420,7 @@ class ShmListener(Listener):
             wire.send_limit = hs.peer_max_frame
             ch = ShmChannel(link, wire, url, peer)
         except (IpcwireError, OSError) as exc:
-            level = logging.WARNING if isinstance(exc, RemoteProtocolError) else logging.INFO
+            level = logging.WARNING if isinstance(exc, _WARN) else logging.INFO
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
         finally:

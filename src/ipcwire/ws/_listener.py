@@ -19,6 +19,7 @@ from websockets.sync.server import Server, ServerConnection
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._deadline import limit
+from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
 from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, Listener
 from ipcwire.ws._admission import (
@@ -82,6 +83,7 @@ class WsListener(ListenerCore, Listener):
         # waits for their threads (bounded), as the stream listeners do
         self._opening: dict[threading.Thread, socket.socket] = {}
         self._max_ready = max(1, max_ready)
+        self._retry_at = 0.0  # out of descriptors: accept nothing until then (monotonic)
         # The library's connections ask their server whether it is closing (then they refuse
         # handshakes in flight with 503); this object only serves that question.
         self._server = Server(sock, lambda s, a: None)
@@ -135,13 +137,15 @@ class WsListener(ListenerCore, Listener):
             while not self._closed:
                 with self._cond:
                     full = self._full()
-                if full and listening:
+                pause = self._retry_at - time.monotonic()
+                want = not full and pause <= 0
+                if listening and not want:
                     self._sel.unregister(self._sock)
                     listening = False
-                elif not full and not listening:
+                elif want and not listening:
                     self._sel.register(self._sock, selectors.EVENT_READ, "listen")
                     listening = True
-                for key, _ in self._sel.select():
+                for key, _ in self._sel.select(pause if pause > 0 else None):
                     if self._closed:
                         break
                     if key.data == "listen":
@@ -165,8 +169,16 @@ class WsListener(ListenerCore, Listener):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if not self._closed:
-                    log.warning("ipcwire: %s: accept failed: %s", self.url, exc)
+                if self._closed:
+                    return
+                err = translate(exc, self.url, "accepting on")
+                if exc.errno in OUT_OF_RESOURCES:
+                    # the client stays in the kernel's backlog and the socket readable:
+                    # retrying at once would spin (and log) without end
+                    self._retry_at = time.monotonic() + ACCEPT_RETRY
+                    log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
+                else:
+                    log.warning("ipcwire: %s", err)
                 return
             conn.setblocking(True)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
@@ -193,6 +205,11 @@ class WsListener(ListenerCore, Listener):
         ch: WsChannel | None = None
         try:
             ch = self._admit(sock)
+        except OSError as exc:  # e.g. out of descriptors for the connection's own socketpair
+            log.warning("ipcwire: %s", translate(exc, self.url, "opening a connection on"))
+            with self._cond:
+                current = self._opening.get(threading.current_thread(), sock)
+            current.close()  # (this thread owns it; the client sees the end of the stream)
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("ipcwire: %s: a handshake failed", self.url)
         with self._cond:
