@@ -20,6 +20,7 @@ import posix_ipc
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import ACCEPT_RETRY
 from ipcwire.errors import (
     AddressInUse,
     ChannelBroken,
@@ -28,6 +29,7 @@ from ipcwire.errors import (
     InvalidURL,
     IpcwireError,
     RemoteProtocolError,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.mq import limits
@@ -46,6 +48,7 @@ from ipcwire.spool._flock import FileLock
 
 __all__ = [
     "ClientSession",
+    "Deferred",
     "ServerSession",
     "announced",
     "bind_listener",
@@ -348,7 +351,12 @@ def server_accept(
     data: bytes, base: str, options: ChannelOptions, timeout: float
 ) -> ServerSession | None:
     """Handle one announcement from the rendezvous queue: open the client's pair, unlink
-    its names, start the handshake. None when the client is dropped (logged)."""
+    its names, start the handshake. None when the client is dropped (logged).
+
+    Raises:
+        ResourceExhausted: this process is out of descriptors; nothing was changed, so the
+            same announcement can be handled again later.
+    """
     url = options.url
     try:
         hello = Hello.decode(data, url)
@@ -360,12 +368,17 @@ def server_accept(
         return None
     try:
         up = MessageQueue.open(hello.up, write=False, url=url)
+    except ResourceExhausted:
+        raise  # this side's shortage: the client's queues stay, for a later try
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(hello.dn)
         return None
     try:
         dn = MessageQueue.open(hello.dn, read=False, url=url)
+    except ResourceExhausted:
+        up.close()
+        raise
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(up.name)
@@ -393,15 +406,46 @@ def server_accept(
     return session
 
 
-def announced(q: MessageQueue, options: ChannelOptions) -> Iterator[ServerSession]:
+@dataclass
+class Deferred:
+    """An announcement a listener could not take for want of descriptors: kept, and taken
+    again once ``retry_at`` (monotonic) has passed; the client waits, within its timeout.
+    Until then the listener does not read its rendezvous queue (it would only fail again)."""
+
+    held: bytes | None = None
+    retry_at: float = 0.0
+
+    def paused(self) -> bool:
+        return time.monotonic() < self.retry_at
+
+    def due(self) -> bool:
+        """An announcement is held and may be tried again now."""
+        return self.held is not None and not self.paused()
+
+
+def announced(
+    q: MessageQueue, options: ChannelOptions, deferred: Deferred
+) -> Iterator[ServerSession]:
     """The clients announced on the rendezvous queue ``q`` so far, each with its handshake
     started (see :func:`server_accept`); 64 announcements at most, so accepting them does
-    not starve the rest of the caller's work."""
+    not starve the rest of the caller's work. Out of descriptors, the announcement goes to
+    ``deferred`` and nothing more is read until its retry time."""
+    if deferred.paused():
+        return
     for _ in range(64):
-        got = q.try_recv()
-        if got is None:
+        data, deferred.held = deferred.held, None
+        if data is None:
+            got = q.try_recv()
+            if got is None:
+                return
+            data = got[0]
+        try:
+            s = server_accept(data, q.name, options, options.handshake_timeout)
+        except ResourceExhausted as exc:
+            deferred.held = data
+            deferred.retry_at = time.monotonic() + ACCEPT_RETRY
+            log.warning("ipcwire: %s; the client waits, accepting again in %g s", exc, ACCEPT_RETRY)
             return
-        s = server_accept(got[0], q.name, options, options.handshake_timeout)
         if s is not None:
             yield s
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
@@ -29,6 +30,7 @@ from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
     ClientSession,
+    Deferred,
     ServerSession,
     announced,
     bind_listener,
@@ -409,10 +411,11 @@ class AioMqListener(AioListener):
         self._closed = False
         self._pending: dict[int, tuple[ServerSession, asyncio.TimerHandle]] = {}
         self._ready: AcceptQueue[AioMqChannel] = AcceptQueue()
+        self._deferred = Deferred()  # out of descriptors: an announcement to take again
         self._loop.add_reader(queue.fileno(), self._announcements)
 
     def _announcements(self) -> None:
-        for s in announced(self._q, self._options):
+        for s in announced(self._q, self._options, self._deferred):
             if s.done:
                 self._ready.put(self._channel(s))
                 continue
@@ -420,6 +423,15 @@ class AioMqListener(AioListener):
             timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
             self._pending[fd] = (s, timer)
             self._loop.add_reader(fd, self._advance, fd)
+        if self._deferred.paused():  # the queue stays readable: stop watching it meanwhile
+            self._loop.remove_reader(self._q.fileno())
+            self._loop.call_later(max(self._deferred.retry_at - time.monotonic(), 0), self._resume)
+
+    def _resume(self) -> None:
+        if self._closed:
+            return
+        self._loop.add_reader(self._q.fileno(), self._announcements)
+        self._announcements()
 
     def _advance(self, fd: int) -> None:
         s, _ = self._pending[fd]

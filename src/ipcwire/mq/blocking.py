@@ -34,6 +34,7 @@ from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
     ClientSession,
+    Deferred,
     ServerSession,
     announced,
     bind_listener,
@@ -375,6 +376,7 @@ class MqListener(Listener):
         self._closed = False
         self._accept_lock = threading.Lock()
         self._pending: dict[int, ServerSession] = {}  # by up-queue fd
+        self._deferred = Deferred()  # out of descriptors: an announcement to take again
         self._ready: deque[MqChannel] = deque()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._owner = os.getpid()
@@ -411,7 +413,8 @@ class MqListener(Listener):
                 log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
                 self._drop(s)
             poller = select.poll()
-            poller.register(self._q.fileno(), _IN)
+            if not self._deferred.paused():  # (readable all along while paused)
+                poller.register(self._q.fileno(), _IN)
             poller.register(self._wake, _IN)
             for fd in self._pending:
                 poller.register(fd, _IN)
@@ -419,8 +422,11 @@ class MqListener(Listener):
             if self._pending:
                 first = min(s.deadline for s in self._pending.values())
                 wait = first if wait is None else min(wait, first)
+            if self._deferred.paused():
+                retry = self._deferred.retry_at
+                wait = retry if wait is None else min(wait, retry)
             ready = dict(poller.poll(_ms(wait)))
-            if self._q.fileno() in ready:
+            if self._q.fileno() in ready or self._deferred.due():
                 self._take_announcements()
             for fd in [fd for fd in ready if fd in self._pending]:
                 self._advance(self._pending[fd])
@@ -430,7 +436,7 @@ class MqListener(Listener):
                 )
 
     def _take_announcements(self) -> None:
-        for s in announced(self._q, self._options):
+        for s in announced(self._q, self._options, self._deferred):
             if s.done:
                 self._ready.append(self._channel(s))
             else:
