@@ -12,6 +12,7 @@ from ipcwire._core.url import parse_url
 from ipcwire.errors import ConnectionRefused
 from ipcwire.mq._session import (
     ClientSession,
+    Deferred,
     announced,
     bind_listener,
     release_rendezvous,
@@ -45,7 +46,7 @@ def test_a_listener_session_opens_or_refuses_one_step_at_a_time(
         client = ClientSession(q.name, options, maxmsg=None, msgsize=None, mode=0o600)
         try:
             assert q.try_send(client.hello(), 0)
-            [s] = announced(q, options)
+            [s] = announced(q, options, Deferred())
             try:
                 assert not s.done
                 assert s.advance(url) is False  # the client has not answered yet
