@@ -218,6 +218,8 @@ int ipcw_peek(ipcw_ring *r, ipcw_rec *rec)
         uint32_t kind = *(volatile uint32_t *)(p + 4);
         uint64_t aux = *(volatile uint64_t *)(p + 8);
         if (kind == IPCW_PAD) {
+            if (off == 0) /* a producer pads only the end of a lap: one pad per lap at most */
+                return fail(r, "a padding record at the start of the ring");
             if (r->cap - off > avail)
                 return fail(r, "a padding record covers bytes that were never written");
             r->pos += r->cap - off;

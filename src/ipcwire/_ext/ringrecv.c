@@ -42,10 +42,23 @@ void rg_end_view(RingObject *self)
     }
 }
 
+/* After a fragment that did not end a message: a peer that never stops sending fragments
+ * (empty ones, say) must not keep a timed call past its deadline, nor one that does not wait
+ * past a ring's worth. The state is kept: the next call goes on. */
+static int more_time(RingObject *self, int64_t deadline, uint64_t consumed)
+{
+    if (deadline == NONBLOCK)
+        return consumed >= self->ring.cap ? IPCW_TIMEOUT : IPCW_OK;
+    if (deadline >= 0 && ipcw_now_ns() >= deadline)
+        return IPCW_TIMEOUT;
+    return IPCW_OK;
+}
+
 /* The next whole message as bytes (fragments reassembled). */
 static int get_message(RingObject *self, int64_t deadline, PyObject **out)
 {
     ipcw_rec rec;
+    uint64_t consumed = 0;
     for (;;) {
         int st = wait_record(self, &rec, deadline);
         if (st != IPCW_OK)
@@ -56,6 +69,9 @@ static int get_message(RingObject *self, int64_t deadline, PyObject **out)
             ipcw_consume(&self->ring, &rec);
             self->discarding = rec.kind != IPCW_LAST;
             rg_release(self);
+            consumed += rec.size;
+            if ((st = more_time(self, deadline, consumed)) != IPCW_OK)
+                return st;
             continue;
         }
         if (self->partial == NULL) {
@@ -105,6 +121,9 @@ static int get_message(RingObject *self, int64_t deadline, PyObject **out)
             return IPCW_OK;
         }
         rg_release(self);
+        consumed += rec.size;
+        if ((st = more_time(self, deadline, consumed)) != IPCW_OK)
+            return st;
     }
 }
 
@@ -164,9 +183,10 @@ PyObject *Ring_recv_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
     }
     PyList_SET_ITEM(list, 0, first);
     unsigned long long count = 1, nbytes = (unsigned long long)PyBytes_GET_SIZE(first);
-    uint64_t batch = self->ring.cap / 8;
+    uint64_t batch = self->ring.cap / 8, start = self->ring.pos;
     ipcw_rec rec;
-    while (max <= 0 || (Py_ssize_t)count < max) {
+    /* at most a ring's worth more: a peer that never stops sending cannot keep this going */
+    while ((max <= 0 || (Py_ssize_t)count < max) && self->ring.pos - start < self->ring.cap) {
         /* only whole single-record messages already here; anything else is left for the
          * next call (which also reports errors and end of channel) */
         if (next_record(self, &rec) != IPCW_OK || rec.kind != IPCW_MSG ||

@@ -321,6 +321,8 @@ class PyRing(RingBase):
             off = self._pos & self._mask
             n, kind, aux = _REC.unpack_from(self._data, off)
             if kind == L.PAD:
+                if off == 0:  # (so a run of padding cannot go on for ever: one per lap)
+                    raise self._fail("a padding record at the start of the ring")
                 if cap - off > avail:
                     raise self._fail("a padding record covers bytes that were never written")
                 self._pos += cap - off
@@ -372,8 +374,18 @@ class PyRing(RingBase):
                 self._pos += size
                 self._release()
 
+    def _more_time(self, deadline: float | None, consumed: int) -> None:
+        """After a fragment that did not end a message: a peer that never stops sending
+        fragments (empty ones, say) must not keep a timed call past its deadline, nor one
+        that does not wait past a ring's worth. The state is kept: the next call goes on."""
+        if deadline is None:
+            return
+        if consumed >= self.capacity if deadline == 0.0 else _monotonic() >= deadline:
+            raise self._timeout_error()
+
     def _get_message(self, deadline: float | None) -> bytes:
         data = self._data
+        consumed = 0
         while True:
             at, n, kind, aux, size = self._wait_record(deadline)
             if self._discarding:
@@ -382,6 +394,8 @@ class PyRing(RingBase):
                 self._pos += size
                 self._discarding = kind != L.LAST
                 self._release()
+                consumed += size
+                self._more_time(deadline, consumed)
                 continue
             partial = self._partial
             if partial is None:
@@ -412,6 +426,8 @@ class PyRing(RingBase):
                 self._partial = None
                 return bytes(partial)
             self._release()
+            consumed += size
+            self._more_time(deadline, consumed)
 
     def _consumer_ready(self, deadline: float | None) -> None:
         self._enter(False, deadline)
@@ -441,7 +457,8 @@ class PyRing(RingBase):
             batch = self.capacity // 8
             limit = max_messages or 0
             data = self._data
-            while limit <= 0 or len(out) < limit:
+            start = self._pos  # at most a ring's worth more: a peer cannot keep this going
+            while (limit <= 0 or len(out) < limit) and self._pos - start < self.capacity:
                 try:
                     rec = self._next()
                 except (EndOfChannel, ChannelBroken, RemoteProtocolError):
