@@ -17,13 +17,15 @@ deadlines used to be checked):
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -170,3 +172,75 @@ def test_a_batch_ends_after_a_ring_full(impl: str) -> None:
     with hostile("messages", impl, SMALL) as h, within(3):
         got = h.rx.recv_many(timeout=0.2)
     assert 1 <= len(got) <= 1 + SMALL // 16 and set(got) == {b""}  # one, and a ring's worth
+
+
+def _flood_from_a_child(mm: mmap.mmap, base: int, cap: int) -> tuple[int, int, int]:
+    """Fork a child that floods the ring at ``base`` of ``mm`` (shared with it) as the
+    ``reassemble`` producer above; returns (pid, its "ready/flooding" pipe, a "stop" pipe)."""
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no locks, no threads; only the mapping and the pipes
+        try:
+            os.close(ready_r)
+            os.close(stop_w)
+            os.set_blocking(stop_r, False)
+            u64 = memoryview(mm)[base : base + L.HEADER_SIZE].cast("Q")
+            data = base + L.HEADER_SIZE
+            rec = struct.Struct("=IIQ")
+            mm[data : data + cap] = rec.pack(0, L.MIDDLE, 0) * (cap // 16)
+            rec.pack_into(mm, data, 0, L.FIRST, 1 << 20)
+            u64[L.TAIL] = 16
+            os.write(ready_w, b"r")
+            while u64[L.HEAD] < 16:
+                time.sleep(0.001)
+            rec.pack_into(mm, data, 0, L.MIDDLE, 0)
+            u64[L.TAIL] = u64[L.HEAD] + cap
+            os.write(ready_w, b"f")
+            end = time.monotonic() + 20
+            i = 0
+            while i & 1023 or (time.monotonic() < end and not _readable(stop_r)):
+                i += 1
+                u64[L.TAIL] = u64[L.HEAD] + cap
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(stop_r)
+    return pid, ready_r, stop_w
+
+
+def _readable(fd: int) -> bool:
+    try:
+        return os.read(fd, 1) != b"x"  # b"": the parent closed it
+    except BlockingIOError:
+        return False
+
+
+def test_asyncio_receive_under_endless_fragments_ends_at_its_deadline(
+    shm_url: Callable[[], str],
+) -> None:
+    """The asyncio driver receives with timeout=0 calls between parks; a ring that never
+    runs dry must not turn that into an endless loop that holds the event loop."""
+    from ipcwire import aio
+
+    async def main() -> None:
+        url = shm_url()
+        async with await aio.listen(url, codec="bytes") as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            client = await aio.connect(url, codec="bytes", timeout=10, capacity=LARGE)
+            async with client, await accepting:
+                seg = client._link.segment  # type: ignore[attr-defined]
+                pid, ready, stop = _flood_from_a_child(seg.mm, seg.offsets[1], LARGE)
+                try:
+                    assert os.read(ready, 1) == b"r"
+                    with pytest.raises(Timeout):  # takes the first fragment
+                        await client.recv(timeout=0)
+                    assert os.read(ready, 1) == b"f"
+                    with within(3), pytest.raises(Timeout):
+                        await client.recv(timeout=0.2)
+                finally:
+                    os.close(stop)
+                    os.close(ready)
+                    os.waitpid(pid, 0)
+
+    asyncio.run(main())

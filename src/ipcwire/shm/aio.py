@@ -167,7 +167,11 @@ class AioShmChannel(AioChannel):
             try:
                 return get(0)
             except Timeout:
-                continue
+                # something there but no whole message: a message still arriving, or a peer
+                # that never lets the ring run dry (each get(0) stops after a ring's worth)
+                if deadline is not None and self._loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0)  # the other tasks of this loop meanwhile
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._held and not self._link.closed:
