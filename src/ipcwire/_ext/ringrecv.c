@@ -44,11 +44,15 @@ void rg_end_view(RingObject *self)
 
 /* After a fragment that did not end a message: a peer that never stops sending fragments
  * (empty ones, say) must not keep a timed call past its deadline, nor one that does not wait
- * past a ring's worth. The state is kept: the next call goes on. */
-static int more_time(RingObject *self, int64_t deadline, uint64_t consumed)
+ * past a ring's worth, each fragment counted as at least 1/64 of the ring (a real fragment
+ * is a quarter ring: only a hostile peer's are counted up). The state is kept: the next call
+ * goes on. */
+static int more_time(RingObject *self, int64_t deadline, uint64_t *consumed, uint64_t size)
 {
+    uint64_t least = self->ring.cap / 64;
+    *consumed += size > least ? size : least;
     if (deadline == NONBLOCK)
-        return consumed >= self->ring.cap ? IPCW_TIMEOUT : IPCW_OK;
+        return *consumed >= self->ring.cap ? IPCW_TIMEOUT : IPCW_OK;
     if (deadline >= 0 && ipcw_now_ns() >= deadline)
         return IPCW_TIMEOUT;
     return IPCW_OK;
@@ -69,8 +73,7 @@ static int get_message(RingObject *self, int64_t deadline, PyObject **out)
             ipcw_consume(&self->ring, &rec);
             self->discarding = rec.kind != IPCW_LAST;
             rg_release(self);
-            consumed += rec.size;
-            if ((st = more_time(self, deadline, consumed)) != IPCW_OK)
+            if ((st = more_time(self, deadline, &consumed, rec.size)) != IPCW_OK)
                 return st;
             continue;
         }
@@ -121,8 +124,7 @@ static int get_message(RingObject *self, int64_t deadline, PyObject **out)
             return IPCW_OK;
         }
         rg_release(self);
-        consumed += rec.size;
-        if ((st = more_time(self, deadline, consumed)) != IPCW_OK)
+        if ((st = more_time(self, deadline, &consumed, rec.size)) != IPCW_OK)
             return st;
     }
 }

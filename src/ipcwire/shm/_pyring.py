@@ -377,11 +377,17 @@ class PyRing(RingBase):
     def _more_time(self, deadline: float | None, consumed: int) -> None:
         """After a fragment that did not end a message: a peer that never stops sending
         fragments (empty ones, say) must not keep a timed call past its deadline, nor one
-        that does not wait past a ring's worth. The state is kept: the next call goes on."""
+        that does not wait past a ring's worth (``consumed``: see _charge). The state is
+        kept: the next call goes on."""
         if deadline is None:
             return
         if consumed >= self.capacity if deadline == 0.0 else _monotonic() >= deadline:
             raise self._timeout_error()
+
+    def _charge(self, size: int) -> int:
+        """A fragment counts as at least 1/64 of the ring (a real one is a quarter ring: only
+        a hostile peer's are counted up)."""
+        return max(size, self.capacity // 64)
 
     def _get_message(self, deadline: float | None) -> bytes:
         data = self._data
@@ -394,7 +400,7 @@ class PyRing(RingBase):
                 self._pos += size
                 self._discarding = kind != L.LAST
                 self._release()
-                consumed += size
+                consumed += self._charge(size)
                 self._more_time(deadline, consumed)
                 continue
             partial = self._partial
@@ -426,7 +432,7 @@ class PyRing(RingBase):
                 self._partial = None
                 return bytes(partial)
             self._release()
-            consumed += size
+            consumed += self._charge(size)
             self._more_time(deadline, consumed)
 
     def _consumer_ready(self, deadline: float | None) -> None:
