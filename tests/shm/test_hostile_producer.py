@@ -168,6 +168,13 @@ def test_padding_from_the_start_of_the_ring_is_refused(impl: str) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_a_batch_ends_at_its_deadline(impl: str) -> None:
+    with hostile("messages", impl, LARGE) as h, within(3):
+        got = h.rx.recv_many(timeout=0.2)
+    assert got and set(got) == {b""}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_a_batch_ends_after_a_ring_full(impl: str) -> None:
     with hostile("messages", impl, SMALL) as h, within(3):
         got = h.rx.recv_many(timeout=0.2)
