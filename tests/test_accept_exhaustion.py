@@ -115,14 +115,14 @@ import asyncio, logging, os, resource, subprocess, sys, threading
 import ipcwire
 from ipcwire import aio
 
-URL, AIO, ROOM = {url!r}, {aio!r}, {room!r}
+URL, AIO, ROOM, AWAITED = {url!r}, {aio!r}, {room!r}, {awaited!r}
 records = []
 first, second = threading.Event(), threading.Event()
 
 
 class Count(logging.Handler):
     def emit(self, record):
-        if "out of file descriptors" in record.getMessage():
+        if AWAITED in record.getMessage():
             records.append(record.getMessage())
             (second if first.is_set() else first).set()
 
@@ -131,23 +131,32 @@ logging.getLogger("ipcwire").addHandler(Count())
 logging.getLogger("ipcwire").propagate = False
 box = []
 ready = threading.Event()
+finished = threading.Semaphore(0)  # released once a channel is closed, server side
 
 
-def echo(ch):
-    for msg in ch:
-        ch.send(msg)
-
-
-async def aecho(ch):
-    async for msg in ch:
-        await ch.send(msg)
+def serve():
+    # one client at a time, each closed before the next (serve() would close in its own time)
+    while True:
+        try:
+            ch = lst.accept()
+        except ipcwire.ChannelClosed:
+            return
+        with ch:
+            for msg in ch:
+                ch.send(msg)
+        finished.release()
 
 
 async def aserve():
-    async with await aio.listen(URL) as lst:
-        box.append(lst.url)
+    async with await aio.listen(URL) as alst:
+        box.append(alst.url)
         ready.set()
-        await lst.serve(aecho)
+        while True:
+            ch = await alst.accept()
+            async with ch:
+                async for msg in ch:
+                    await ch.send(msg)
+            finished.release()
 
 
 if AIO:
@@ -155,11 +164,12 @@ if AIO:
 else:
     lst = ipcwire.listen(URL)
     box.append(lst.url)
-    threading.Thread(target=lst.serve, args=(echo,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
     ready.set()
 ready.wait(20)
 with ipcwire.connect(box[0], timeout=20) as c:  # what the listener opens once, opens here
     c.request(b"warm", timeout=20)
+assert finished.acquire(timeout=20)  # and the server side let go of that channel
 client = subprocess.Popen(
     [sys.executable, "-c", f'''
 import sys, ipcwire
@@ -216,7 +226,9 @@ def test_listener_out_of_descriptors_pauses_then_serves(kind: str, tmp_path: Pat
         "mq": f"mq://ipcwemf-{tmp_path.name[-12:]}",
         "mq-asyncio": f"mq://ipcwemfa-{tmp_path.name[-12:]}",
     }
-    code = BLOCKING_CHILD.format(url=urls[kind], aio=kind.endswith("asyncio"), room=0)
+    code = BLOCKING_CHILD.format(
+        url=urls[kind], aio=kind.endswith("asyncio"), room=0, awaited="out of file descriptors"
+    )
     again, message, reply = run_python(code, timeout=60).splitlines()
     assert again == "False", "the listener retried at once"
     doing = "opening the queue" if kind.startswith("mq") else "while accepting on"
@@ -234,7 +246,8 @@ def test_shm_listener_without_room_for_the_clients_memory_says_so(
     a peer sending too many ("the peer sent more file descriptors than expected"), and the
     client got a bare "Connection reset by peer". Both now say what ran out."""
     url = f"shm://ipcwctr-{tmp_path.name[-12:]}{int(aio)}"
-    code = BLOCKING_CHILD.format(url=url, aio=aio, room=1)
+    # (the asyncio listener may first fail to accept something else: wait for this one)
+    code = BLOCKING_CHILD.format(url=url, aio=aio, room=1, awaited="could not be received")
     code = code.replace("print(second.wait(0.5))\n", "")
     message, reply = run_python(code, timeout=60).splitlines()
     assert "out of file descriptors" in message and "ulimit -n" in message, message

@@ -6,7 +6,9 @@ from typing import Any
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
+from ipcwire._oserror import translate
 from ipcwire.channel import Channel, Listener
+from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, connect_timeout
 from ipcwire.registry import lookup
 
@@ -47,7 +49,12 @@ def connect(
     opts = ChannelOptions.build(endpoint, kw)
     if timeout is not None:
         kw["timeout"] = connect_timeout(timeout, endpoint.url)
-    channel: Channel = spec.load("blocking").connect(endpoint, opts, **kw)
+    try:
+        channel: Channel = spec.load("blocking").connect(endpoint, opts, **kw)
+    except IpcwireError:
+        raise
+    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
+        raise translate(exc, endpoint.url, "connecting to") from exc
     return channel
 
 
@@ -74,7 +81,12 @@ def listen(
     spec = lookup(endpoint.scheme)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
-    listener: Listener = spec.load("blocking").listen(endpoint, opts, **kw)
+    try:
+        listener: Listener = spec.load("blocking").listen(endpoint, opts, **kw)
+    except IpcwireError:
+        raise
+    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
+        raise translate(exc, endpoint.url, "listening on") from exc
     return listener
 
 

@@ -31,7 +31,7 @@ from ipcwire.errors import (
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
-from ipcwire.grpc._grpcio import grpc
+from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     BYE,
@@ -318,6 +318,7 @@ def _open_channel(
     hostname = tls.pop("server_hostname", None)
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
     opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
+    ensure_descriptors(options.url)
     if creds is not None:
         return grpc.aio.secure_channel(addr.target(), creds, options=opts)
     return grpc.aio.insecure_channel(addr.target(), options=opts)
@@ -487,6 +488,7 @@ async def listen(
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
     core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
+    ensure_descriptors(endpoint.url)
     server = grpc.aio.server(options=core.server_options(), maximum_concurrent_rpcs=max_channels)
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip

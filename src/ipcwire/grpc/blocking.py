@@ -38,7 +38,7 @@ from ipcwire.errors import (
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
-from ipcwire.grpc._grpcio import grpc
+from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     CALL,
@@ -301,6 +301,7 @@ def open_channel(
     hostname = tls.pop("server_hostname", None)
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
     opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
+    ensure_descriptors(options.url)
     if creds is not None:
         return grpc.secure_channel(addr.target(), creds, options=opts)
     return grpc.insecure_channel(addr.target(), options=opts)
@@ -445,6 +446,7 @@ def listen(
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
     core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
+    ensure_descriptors(endpoint.url)
     pool = futures.ThreadPoolExecutor(max_channels, thread_name_prefix="ipcwire-grpc")
     server = grpc.server(pool, maximum_concurrent_rpcs=max_channels, options=core.server_options())
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,

@@ -31,6 +31,7 @@ class SyncCloseBound:
 
     protocol: Any
     socket: Any
+    shutdown_watcher: Any
     close_timeout: float | None
     _ipcwire_cut: threading.Timer | None = None
 
@@ -54,6 +55,24 @@ class SyncCloseBound:
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:  # already closed
             pass
+
+    # set when the reader thread could not start (see recv_events); the client's connect
+    # raises it, translated
+    ipcwire_error: OSError | None = None
+
+    def recv_events(self) -> None:
+        # The library's reader makes its selector before its loop and its error handling: out
+        # of descriptors there, the thread died with a traceback, the connection ended as if
+        # the peer had gone (1006), and the socket pair it watches for shutdown stayed open.
+        try:
+            super().recv_events()  # type: ignore[misc]
+        except OSError as exc:
+            self.ipcwire_error = exc
+            self.close_socket()
+            try:
+                self.shutdown_watcher.close()  # (the reader's own end, closed by its loop)
+            except OSError:
+                pass
 
     def close_socket(self) -> None:
         timer = self._ipcwire_cut

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
@@ -20,7 +20,9 @@ from websockets.typing import Origin
 
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
 from ipcwire._tls import SharedTls
+from ipcwire.errors import ChannelBroken
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address
 from ipcwire.ws._channel import WsChannel
@@ -87,6 +89,12 @@ def connect(
     peer = peer_of(sock, addr)
     hs, extra = client_handshake(options, headers)
     limit = max(deadline - time.monotonic(), 0.001)
+    made: list[ClientConn] = []
+
+    def connection(*args: Any, **kwargs: Any) -> ClientConn:
+        made.append(ClientConn(*args, **kwargs))
+        return made[-1]
+
     try:
         conn = ws_connect(
             addr.uri(),
@@ -102,7 +110,7 @@ def connect(
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=options.max_frame,
-            create_connection=ClientConn,
+            create_connection=cast(type[ClientConn], connection),  # (only called)
             logger=WS_LOG,
             legacy=True,
         )
@@ -111,7 +119,16 @@ def connect(
         raise rejected_error(exc, hs, url) from None
     except Exception as exc:
         sock.close()
+        failed = _reader_failure(made)
+        if failed is not None:  # this side could not run the connection (out of descriptors)
+            raise translate(failed, url, "connecting to") from failed
         raise open_error(exc, url, limit) from exc
+    if conn.response is None:  # the reader ended before the answer: it could not start
+        conn.close_socket()
+        failed = _reader_failure(made)
+        if failed is not None:
+            raise translate(failed, url, "connecting to") from failed
+        raise ChannelBroken(f"{url} closed the connection during the handshake", endpoint=url)
     try:
         send_limit = _finish_client(conn, hs, url, deadline)
     except BaseException:
@@ -126,6 +143,15 @@ def connect(
         peer=peer,
         close_timeout=close_timeout,
     )
+
+
+def _reader_failure(made: list[ClientConn]) -> OSError | None:
+    """Why the connection's reader thread could not run, if that is why it ended (it records
+    it, then ends; the library may wake the connecting thread first)."""
+    if not made:
+        return None
+    made[0].recv_events_thread.join(1.0)
+    return made[0].ipcwire_error
 
 
 def _finish_client(conn: ClientConnection, hs: ClientHandshake, url: str, deadline: float) -> int:
