@@ -6,9 +6,9 @@ the descriptors it had before. A probe of every mechanism found a bare ``OSError
 out of shm, udp, ws (asyncio) and http connects (a socket or an SSL context made before the
 driver's own error handling), and the blocking ws client, with room for its socket but not
 for its reader thread's selector, saying the peer had died (1006) and leaving a descriptor
-open. Worst, gRPC's core aborted the whole process (SIGABRT, "Check failed:
-init_epoll1_linux()") when it had to start with fewer than four descriptors free. (mq has its
-own test: tests/mq/test_fd_limit.py.)
+open; a fifo client out of descriptors for its waker left the FIFO it had opened open. Worst,
+gRPC's core aborted the whole process (SIGABRT, "Check failed: init_epoll1_linux()") when it
+had to start with fewer than four descriptors free. (mq and spool have their own tests.)
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def _urls(d: Path) -> dict[str, str]:
         "http": "http://127.0.0.1:0/x",
         "sse": "sse+http://127.0.0.1:0/x",
         "grpc": "grpc://127.0.0.1:0",
+        "fifo": f"fifo://{d}/in.fifo?reply={d}/out.fifo",
     }
 
 

@@ -87,10 +87,20 @@ def connect(
         if rfd is not None:
             os.close(rfd)
         raise
-    stream = FifoWriteStream(
-        rfd, wfd, endpoint=endpoint.url, poll_first=True, lock=writers == "many"
-    )
+    try:
+        stream = FifoWriteStream(
+            rfd, wfd, endpoint=endpoint.url, poll_first=True, lock=writers == "many"
+        )
+    except BaseException:  # out of descriptors for its waker, say: the fds are still ours
+        _close(rfd, wfd)
+        raise
     return _channel(stream, options, client=True)
+
+
+def _close(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
 
 
 def _channel(stream: FdStream, options: ChannelOptions, *, client: bool) -> PipeChannel:
@@ -189,7 +199,11 @@ class FifoListener(Listener):
                     os.close(wfd)
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             self._rfd = None  # the channel owns it now; the next accept opens a fresh one
-        stream = FdStream(rfd, wfd, endpoint=self.url, poll_first=True)
+        try:
+            stream = FdStream(rfd, wfd, endpoint=self.url, poll_first=True)
+        except BaseException:
+            _close(rfd, wfd)
+            raise
         try:
             wire, decoder = fd_handshake(stream, self._options, client=False)
         except BaseException:

@@ -116,12 +116,12 @@ class Waker:
 
     __slots__ = ("_r", "_w", "fd")
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str = "a channel") -> None:
         if hasattr(os, "eventfd"):
             try:
                 self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             except OSError as exc:
-                raise translate(exc, "an eventfd", "creating") from exc
+                raise translate(exc, endpoint, "creating an eventfd for") from exc
             self._r = self._w = self.fd
         else:  # pragma: no cover - macOS
             self._r, self._w = make_pipe(grow=False)
@@ -215,7 +215,7 @@ class FdStream(ByteStream):
         self._wlock = threading.Lock()
         self._orphan_read = False  # close() gave up waiting: the reader closes on its way out
         self._orphan_write = False
-        self._waker: Waker | None = Waker()
+        self._waker: Waker | None = Waker(endpoint)
         self._owner = os.getpid()  # a forked child's close() leaves the parent's stream alone
         waker_fd = self._waker.fd
         if nonblocking:
