@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import resource
 
 from ipcwire.errors import (
@@ -14,7 +15,7 @@ from ipcwire.errors import (
     Timeout,
 )
 
-__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "translate"]
+__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "accept_failed", "translate"]
 
 # accept() failing with one of these leaves the client in the kernel's backlog and the socket
 # readable: a listener pauses ACCEPT_RETRY seconds (as asyncio does) instead of spinning
@@ -75,3 +76,18 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
         return Timeout(f"timed out while {doing} {endpoint}", endpoint=endpoint)
     why = _BROKEN.get(code or 0, exc.strerror or str(exc))
     return ChannelBroken(f"{endpoint} broke while {doing}: {why}", endpoint=endpoint)
+
+
+def accept_failed(exc: OSError, url: str) -> float:
+    """Log that ``accept()`` on the listener at ``url`` failed with ``exc``; return how many
+    seconds the listener should stop accepting: ``ACCEPT_RETRY`` when out of descriptors or
+    memory (the client stays in the kernel's backlog and the socket readable, so retrying at
+    once would spin and log without end; asyncio pauses the same way), else 0."""
+    err = translate(exc, url, "accepting on")
+    if exc.errno in OUT_OF_RESOURCES:
+        logging.getLogger("ipcwire").warning(
+            "ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY
+        )
+        return ACCEPT_RETRY
+    logging.getLogger("ipcwire").warning("ipcwire: %s", err)
+    return 0.0

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ServerHandshake
 from ipcwire._deadline import limit
-from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
+from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
 from ipcwire.channel import Channel, Listener, PeerInfo
@@ -170,14 +170,7 @@ class StreamListener(Listener):
             except OSError as exc:
                 if self._closed:
                     return
-                err = translate(exc, self.url, "accepting on")
-                if exc.errno in OUT_OF_RESOURCES:
-                    # The client stays in the kernel's backlog and the socket stays readable:
-                    # retrying at once would spin (and log) without end. Pause, as asyncio does.
-                    self._retry_at = time.monotonic() + ACCEPT_RETRY
-                    log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
-                    return
-                log.warning("ipcwire: %s", err)
+                self._retry_at = time.monotonic() + accept_failed(exc, self.url)
                 return
             self._start(conn)
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
-from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
+from ipcwire._oserror import accept_failed
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
@@ -468,11 +468,7 @@ class AioShmListener(AioListener):
             except OSError as exc:
                 if self._closed:
                     return
-                err = translate(exc, self.url, "accepting on")
-                # the client stays in the kernel's backlog and the socket readable: pause
-                pause = ACCEPT_RETRY if exc.errno in OUT_OF_RESOURCES else 0.05
-                log.warning("ipcwire: %s; accepting again in %g s", err, pause)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(accept_failed(exc, self.url) or 0.05)  # (not spinning)
                 continue
             task = self._loop.create_task(self._setup(conn))
             self._tasks.add(task)

@@ -23,7 +23,7 @@ from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
-from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
+from ipcwire._oserror import accept_failed, translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -363,7 +363,8 @@ class ShmListener(Listener):
                         conn, _ = self._sock.accept()
                     except OSError as exc:
                         self._slots.release()
-                        if exc.errno in OUT_OF_RESOURCES and not self._pause(sel, exc):
+                        pause = accept_failed(exc, self.url)
+                        if pause and not self._pause(sel, pause):
                             return
                         continue
                     with self._cond:
@@ -377,13 +378,11 @@ class ShmListener(Listener):
         finally:
             sel.close()
 
-    def _pause(self, sel: selectors.BaseSelector, exc: OSError) -> bool:
+    def _pause(self, sel: selectors.BaseSelector, seconds: float) -> bool:
         """Out of descriptors: the client stays in the kernel's backlog and the socket
         readable, so accept nothing for a while instead of spinning. False: closed meanwhile."""
-        err = translate(exc, self.url, "accepting on")
-        log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
         sel.unregister(self._sock)
-        if sel.select(ACCEPT_RETRY) or self._closed:  # (only the wake-up is watched)
+        if sel.select(seconds) or self._closed:  # (only the wake-up is watched)
             return False
         sel.register(self._sock, selectors.EVENT_READ, "accept")
         return True

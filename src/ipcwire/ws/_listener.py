@@ -19,7 +19,7 @@ from websockets.sync.server import Server, ServerConnection
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._deadline import limit
-from ipcwire._oserror import ACCEPT_RETRY, OUT_OF_RESOURCES, translate
+from ipcwire._oserror import accept_failed, translate
 from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, Listener
 from ipcwire.ws._admission import (
@@ -171,14 +171,7 @@ class WsListener(ListenerCore, Listener):
             except OSError as exc:
                 if self._closed:
                     return
-                err = translate(exc, self.url, "accepting on")
-                if exc.errno in OUT_OF_RESOURCES:
-                    # the client stays in the kernel's backlog and the socket readable:
-                    # retrying at once would spin (and log) without end
-                    self._retry_at = time.monotonic() + ACCEPT_RETRY
-                    log.warning("ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY)
-                else:
-                    log.warning("ipcwire: %s", err)
+                self._retry_at = time.monotonic() + accept_failed(exc, self.url)
                 return
             conn.setblocking(True)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
