@@ -23,6 +23,7 @@ from dbus_fast._private.address import parse_address
 from dbus_fast._private.unmarshaller import Unmarshaller
 
 from ipcwire._deadline import limit
+from ipcwire._oserror import OUT_OF_RESOURCES, translate
 from ipcwire._poll import wait_writable
 from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply, user_refused
 from ipcwire.errors import (
@@ -64,6 +65,9 @@ def _connect_socket(address: str, timeout: float) -> socket.socket:
                 )
             errors.append(f"{transport}: transport not supported")
         except (OSError, KeyError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+                # this process is out of descriptors: the daemon is not the problem
+                raise translate(exc, address, "connecting to the D-Bus daemon at") from exc
             errors.append(f"{transport}:{opts}: {exc}")
     raise MechanismUnavailable(
         f"cannot reach the D-Bus daemon at {address} ({'; '.join(errors)}); is it running? "

@@ -17,6 +17,7 @@ from dbus_fast.aio import MessageBus
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import OUT_OF_RESOURCES, translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
@@ -118,6 +119,9 @@ async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
         # connected and authenticated (a refusal is AuthError), then dropped at Hello
         raise user_refused(address, url) from exc
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+            # this process is out of descriptors: the daemon is not the problem
+            raise translate(exc, address, "connecting to the D-Bus daemon at") from exc
         raise MechanismUnavailable(
             f"cannot reach the D-Bus daemon at {address} ({exc}); is it running? {HOW_TO_START}"
         ) from exc
