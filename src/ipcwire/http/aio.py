@@ -72,6 +72,10 @@ class AioHttpChannel(ClientEnd, AioChannel):
             if self._core.closed:
                 raise self._core.closed_error() from None
             raise transport_error(exc, self.url, doing) from exc
+        except RuntimeError:  # httpx: "the client has been closed" (close() in another thread)
+            if self._core.closed:
+                raise self._core.closed_error() from None
+            raise
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         core = self._core

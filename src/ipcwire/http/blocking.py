@@ -95,6 +95,10 @@ class HttpChannel(ClientEnd, Channel):
             if self._core.closed:
                 raise self._core.closed_error() from None
             raise transport_error(exc, self.url, doing) from exc
+        except RuntimeError:  # httpx: "the client has been closed" (close() in another thread)
+            if self._core.closed:
+                raise self._core.closed_error() from None
+            raise
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         core = self._core
