@@ -15,6 +15,7 @@ there only marks them closed).
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import sys
@@ -48,6 +49,8 @@ def ensure_descriptors(url: str) -> None:
         for _ in range(_ROOM):
             fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            return  # no /dev/null (a bare chroot, say): nothing learnt, gRPC will tell
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         raise ResourceExhausted(
             f"out of file descriptors for {url}: gRPC needs about {_ROOM} free to start and "
