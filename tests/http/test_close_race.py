@@ -3,14 +3,14 @@ send raised httpx's bare ``RuntimeError`` ("Cannot send a request, as the client
 closed"), and with a session the channel's own sender thread died with that traceback (a
 probe of close() racing sends on every mechanism: only http failed). Now ``ChannelClosed``,
 as every mechanism says after close(). The sending thread is stopped at the request line of
-the real code while the other closes (tests/spool/_pause.py)."""
+the real code while the other closes (tests/_pause.py)."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from tests.spool._pause import PauseAt
+from tests._pause import PauseAt
 
 import ipcwire
 from ipcwire.errors import ChannelClosed

@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from tests.spool._pause import PauseAt
+from tests._pause import PauseAt
 
 import ipcwire
 from ipcwire.channel import Channel, Listener

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.spool._pause import PauseAt
+from tests._pause import PauseAt
 
 import ipcwire
 from ipcwire.spool._store import Claim

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.spool._pause import PauseAt
+from tests._pause import PauseAt
 
 from ipcwire.errors import Timeout
 from ipcwire.spool import FileLock

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.spool._pause import PauseAt
+from tests._pause import PauseAt
 
 import ipcwire
 from ipcwire.errors import ChannelClosed
