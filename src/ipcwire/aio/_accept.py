@@ -43,7 +43,9 @@ class _BackoffSocket(socket.socket):
     __slots__ = ()
 
     def accept(self) -> tuple[socket.socket, Any]:
-        state = _STATES[self]
+        state = _STATES.get(self)
+        if state is None:  # a copy (dup() keeps the class): a plain socket
+            return super().accept()
         if state.failed:
             # the same pass of the loop's accept callback, right after the failure below:
             # "nothing pending" ends it (the loop already stopped watching the socket)
