@@ -46,6 +46,9 @@ __all__ = ["QUEUE", "AioUdpChannel", "AioUdpListener", "connect", "listen"]
 _READ_SIZE: Final = 256 * 1024  # what asyncio's datagram transport reads at most, too
 
 
+_YIELD_EVERY: Final = 64  # sends between two turns given to the event loop (see _pace)
+
+
 class _Endpoint:
     """The owner of a datagram endpoint (a channel, or a listener): its transport, and the
     socket under it (for the empty datagrams ``transport.sendto`` skips)."""
@@ -55,6 +58,17 @@ class _Endpoint:
     _kernel_drops = 0
     _sending = False  # in _send: an error the socket reports now is this send's
     _send_error: OSError | None = None
+    _unyielded = 0  # sends since this endpoint last let the event loop run
+
+    async def _pace(self) -> None:
+        """Let the event loop run every ``_YIELD_EVERY`` sends. A datagram send never waits
+        (there is no backpressure: the kernel drops what a receiver has no room for), so a
+        task sending in a loop never gave the loop back: every other task of that loop,
+        the receiver of these very datagrams included, stood still until it stopped."""
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_EVERY:
+            self._unyielded = 0
+            await asyncio.sleep(0)
 
     def _send(self, url: str, data: Any, addr: Address | None) -> None:
         """Send one datagram; raise what the socket refused it with at once, as the blocking
@@ -176,6 +190,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._send(self.url, data, None)
         self._sent += 1
         self._bytes_sent += len(data)
+        await self._pace()
 
     async def send_to(
         self, obj: Any, address: Address | str, *, timeout: float | None = None
@@ -192,6 +207,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._send(self.url, data, address)
         self._sent += 1
         self._bytes_sent += len(data)
+        await self._pace()
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         return (await self.recv_from(timeout=timeout))[0]
@@ -237,6 +253,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
         self._active = time.monotonic()
         self._sent += 1
         self._bytes_sent += len(data)
+        await self._listener._pace()
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         q = self._q
