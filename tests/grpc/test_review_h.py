@@ -514,3 +514,16 @@ def test_a_server_killed_during_the_first_unary_call(
         assert type(info.value) is ChannelBroken and "TLS" not in str(info.value)
 
     asyncio.run(main())
+
+
+def test_a_client_over_max_channels_is_told_what_the_limit_is() -> None:
+    """gRPC's own words ("Concurrent RPC limit exceeded!") did not say which limit, nor what
+    to do; the message now names max_channels= and the fix."""
+    with ipcwire.listen("grpc://127.0.0.1:0", max_channels=1) as lst:
+        first = ipcwire.connect(lst.url, timeout=10)
+        try:
+            with pytest.raises(ipcwire.ResourceExhausted, match="max_channels=") as info:
+                ipcwire.connect(lst.url, timeout=10).close()
+            assert lst.url in str(info.value)
+        finally:
+            first.close()

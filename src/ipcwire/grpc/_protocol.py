@@ -163,6 +163,13 @@ def error_from_status(
         if m is not None or "larger than max" in text:
             size, limit = (int(m.group(1)), int(m.group(2))) if m else (sent, max(sent - 1, 0))
             return FrameTooLarge(said, size=size, limit=limit, endpoint=endpoint)
+        if "concurrent rpc limit" in text.lower():  # gRPC's maximum_concurrent_rpcs
+            return ResourceExhausted(
+                f"{said}: the listener has as many channels open as it serves at once (its "
+                f"max_channels=, 64 by default); try again once others closed, or listen with "
+                f"a larger max_channels=",
+                endpoint=endpoint,
+            )
         return ResourceExhausted(said, endpoint=endpoint)
     if name == "UNAVAILABLE":
         low = text.lower()
