@@ -130,6 +130,7 @@ class Count(logging.Handler):
 logging.getLogger("ipcwire").addHandler(Count())
 logging.getLogger("ipcwire").propagate = False
 box = []
+ends = []  # asyncio: the loop and listener, to close it from here at the end
 ready = threading.Event()
 finished = threading.Semaphore(0)  # released once a channel is closed, server side
 
@@ -150,6 +151,7 @@ def serve():
 async def aserve():
     async with await aio.listen(URL) as alst:
         box.append(alst.url)
+        ends.append((asyncio.get_running_loop(), alst))
         ready.set()
         while True:
             ch = await alst.accept()
@@ -203,6 +205,12 @@ print(records[0])
 for fd in held:
     os.close(fd)
 print(client.communicate(timeout=30)[0].strip())
+# closed before exiting: an mq listener left open leaves its queue in the kernel for good
+if AIO:
+    loop, alst = ends[0]
+    asyncio.run_coroutine_threadsafe(alst.aclose(), loop).result(20)
+else:
+    lst.close()
 """
 
 
