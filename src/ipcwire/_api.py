@@ -6,9 +6,8 @@ from typing import Any
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
-from ipcwire._oserror import translate
+from ipcwire._oserror import translated
 from ipcwire.channel import Channel, Listener
-from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, connect_timeout
 from ipcwire.registry import lookup
 
@@ -49,12 +48,8 @@ def connect(
     opts = ChannelOptions.build(endpoint, kw)
     if timeout is not None:
         kw["timeout"] = connect_timeout(timeout, endpoint.url)
-    try:
+    with translated(endpoint.url, "connecting to"):
         channel: Channel = spec.load("blocking").connect(endpoint, opts, **kw)
-    except IpcwireError:
-        raise
-    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
-        raise translate(exc, endpoint.url, "connecting to") from exc
     return channel
 
 
@@ -81,12 +76,8 @@ def listen(
     spec = lookup(endpoint.scheme)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
-    try:
+    with translated(endpoint.url, "listening on"):
         listener: Listener = spec.load("blocking").listen(endpoint, opts, **kw)
-    except IpcwireError:
-        raise
-    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
-        raise translate(exc, endpoint.url, "listening on") from exc
     return listener
 
 

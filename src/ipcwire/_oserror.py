@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import resource
+from collections.abc import Iterator
 
 from ipcwire.errors import (
     ChannelBroken,
@@ -15,7 +17,7 @@ from ipcwire.errors import (
     Timeout,
 )
 
-__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "accept_failed", "translate"]
+__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "accept_failed", "translate", "translated"]
 
 # accept() failing with one of these leaves the client in the kernel's backlog and the socket
 # readable: a listener pauses ACCEPT_RETRY seconds (as asyncio does) instead of spinning
@@ -91,3 +93,17 @@ def accept_failed(exc: OSError, url: str) -> float:
         return ACCEPT_RETRY
     logging.getLogger("ipcwire").warning("ipcwire: %s", err)
     return 0.0
+
+
+@contextlib.contextmanager
+def translated(endpoint: str, doing: str) -> Iterator[None]:
+    """Raise an OSError that leaves the block as its ipcwire error (``translate``, the
+    OSError as the cause); ipcwire's own errors, OSErrors too, pass as they are. For
+    ``connect()``/``listen()``: a driver that makes a socket or opens a file before its own
+    translation (out of descriptors, say) still gives the typed error the API promises."""
+    try:
+        yield
+    except IpcwireError:
+        raise
+    except OSError as exc:
+        raise translate(exc, endpoint, doing) from exc

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ipcwire._api import _common
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
-from ipcwire._oserror import translate
+from ipcwire._oserror import translated
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, connect_timeout
 from ipcwire.registry import lookup
 
@@ -58,12 +57,8 @@ async def connect(
     opts = ChannelOptions.build(endpoint, kw)
     if timeout is not None:
         kw["timeout"] = connect_timeout(timeout, endpoint.url)
-    try:
+    with translated(endpoint.url, "connecting to"):
         channel: AioChannel = await spec.load("aio").connect(endpoint, opts, **kw)
-    except IpcwireError:
-        raise
-    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
-        raise translate(exc, endpoint.url, "connecting to") from exc
     return channel
 
 
@@ -81,10 +76,6 @@ async def listen(
     spec = lookup(endpoint.scheme)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
-    try:
+    with translated(endpoint.url, "listening on"):
         listener: AioListener = await spec.load("aio").listen(endpoint, opts, **kw)
-    except IpcwireError:
-        raise
-    except OSError as exc:  # one a driver did not translate (out of descriptors, say)
-        raise translate(exc, endpoint.url, "listening on") from exc
     return listener

@@ -45,7 +45,7 @@ from ipcwire.fifo._path import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._channel import PipeChannel
-from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fd import FdStream, close_fds
 from ipcwire.pipe._handshake import fd_handshake
 
 __all__ = ["FifoListener", "connect", "listen"]
@@ -92,15 +92,9 @@ def connect(
             rfd, wfd, endpoint=endpoint.url, poll_first=True, lock=writers == "many"
         )
     except BaseException:  # out of descriptors for its waker, say: the fds are still ours
-        _close(rfd, wfd)
+        close_fds(rfd, wfd)
         raise
     return _channel(stream, options, client=True)
-
-
-def _close(*fds: int | None) -> None:
-    for fd in fds:
-        if fd is not None:
-            os.close(fd)
 
 
 def _channel(stream: FdStream, options: ChannelOptions, *, client: bool) -> PipeChannel:
@@ -202,7 +196,7 @@ class FifoListener(Listener):
         try:
             stream = FdStream(rfd, wfd, endpoint=self.url, poll_first=True)
         except BaseException:
-            _close(rfd, wfd)
+            close_fds(rfd, wfd)
             raise
         try:
             wire, decoder = fd_handshake(stream, self._options, client=False)

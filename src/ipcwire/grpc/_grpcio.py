@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import resource
 import sys
 
 if "grpc" not in sys.modules:
@@ -25,6 +24,7 @@ if "grpc" not in sys.modules:
 
 import grpc
 
+from ipcwire._oserror import translate
 from ipcwire.errors import ResourceExhausted
 
 __all__ = ["ensure_descriptors", "grpc"]
@@ -51,11 +51,10 @@ def ensure_descriptors(url: str) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             return  # no /dev/null (a bare chroot, say): nothing learnt, gRPC will tell
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        err = translate(exc, url, "starting gRPC for")
         raise ResourceExhausted(
-            f"out of file descriptors for {url}: gRPC needs about {_ROOM} free to start and "
-            f"would abort the whole process without them ({exc.strerror}; this process may "
-            f"open {soft}); close unused channels, or raise the limit (ulimit -n)",
+            f"{err} (gRPC needs about {_ROOM} free to start, and would abort the whole process "
+            f"without them)",
             endpoint=url,
         ) from exc
     finally:

@@ -21,6 +21,7 @@ Two optional hooks make child processes safe to talk to:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -41,6 +42,7 @@ __all__ = [
     "PIPE_BUF",
     "FdStream",
     "Waker",
+    "close_fds",
     "grow_pipe",
     "is_pipe",
     "is_pipe_like",
@@ -109,6 +111,15 @@ def make_pipe(*, grow: bool = True) -> tuple[int, int]:
     if grow:
         grow_pipe(w)
     return r, w
+
+
+def close_fds(*fds: int | None) -> None:
+    """Close each of ``fds`` (None skipped), whatever the others do: for cleaning up after a
+    failure, where a second error would only hide the first."""
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Waker:

@@ -62,6 +62,7 @@ from ipcwire.shm._segment import Segment, check_doorbell, create_segment, open_s
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "WARN_ON_DROP",
     "ClientSetup",
     "FrameReader",
     "Link",
@@ -148,6 +149,11 @@ class Link:
 
 
 # -- setup frames -----------------------------------------------------------------------------
+
+
+# A client dropped for one of these is worth a warning (a bad peer, or this process out of
+# descriptors); for the others (it went away, timed out), an info line.
+WARN_ON_DROP: Final = (RemoteProtocolError, ResourceExhausted)
 
 
 def encode_frame(obj: dict[str, Any]) -> bytes:

@@ -30,13 +30,12 @@ from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
-    RemoteProtocolError,
     ResourceExhausted,
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
-from ipcwire.shm._link import ClientSetup, Link, refusal, server_setup
+from ipcwire.shm._link import WARN_ON_DROP, ClientSetup, Link, refusal, server_setup
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
     UnixAddress,
@@ -48,9 +47,6 @@ from ipcwire.unix._socket import (
 __all__ = ["AioShmChannel", "AioShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-# a dropped client worth a warning: a bad peer, or this process out of descriptors
-_WARN = (RemoteProtocolError, ResourceExhausted)
 _RECORD: Final = 16
 
 
@@ -516,7 +512,7 @@ class AioShmListener(AioListener):
                     link.close()
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
-            level = logging.WARNING if isinstance(exc, _WARN) else logging.INFO
+            level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
             return

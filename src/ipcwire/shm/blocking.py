@@ -30,12 +30,10 @@ from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
     IpcwireError,
-    RemoteProtocolError,
-    ResourceExhausted,
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
-from ipcwire.shm._link import Link, accept_link, connect_link, recv_frame
+from ipcwire.shm._link import WARN_ON_DROP, Link, accept_link, connect_link, recv_frame
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
 from ipcwire.unix._socket import (
     UnixAddress,
@@ -48,9 +46,6 @@ from ipcwire.unix._socket import (
 __all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-# a dropped client worth a warning: a bad peer, or this process out of descriptors
-_WARN = (RemoteProtocolError, ResourceExhausted)
 
 MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
 
@@ -419,7 +414,7 @@ class ShmListener(Listener):
             wire.send_limit = hs.peer_max_frame
             ch = ShmChannel(link, wire, url, peer)
         except (IpcwireError, OSError) as exc:
-            level = logging.WARNING if isinstance(exc, _WARN) else logging.INFO
+            level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
         finally:

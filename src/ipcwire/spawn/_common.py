@@ -21,7 +21,7 @@ from ipcwire.errors import (
     ResourceExhausted,
 )
 from ipcwire.options import ChannelOptions
-from ipcwire.pipe._fd import make_pipe
+from ipcwire.pipe._fd import close_fds, make_pipe
 from ipcwire.spawn._process import group_members
 from ipcwire.spawn._stderr import StderrPlan
 
@@ -159,13 +159,13 @@ def start_child(
             close_fds=True,
         )
     except BaseException as exc:
-        _close(in_w, out_r)
+        close_fds(in_w, out_r)
         stderr.abandon()
         if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
             raise _start_error(exc, argv, cwd, what) from exc
         raise
     finally:
-        _close(in_r, out_w)
+        close_fds(in_r, out_w)
     stderr.after_spawn()
     return Started(proc, in_w, out_r)
 
@@ -208,9 +208,3 @@ def _start_error(
         errno.ENOTDIR: f"a path component is not a directory (the program, or cwd={cwd!r})",
     }.get(exc.errno or 0, exc.strerror or str(exc))
     return ChannelBroken(f"cannot start {what}: {name!r}: {hint}", endpoint=endpoint)
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
