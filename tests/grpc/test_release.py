@@ -142,3 +142,37 @@ def test_an_asyncio_listener_left_open_does_not_wedge_the_process(
     # asyncio.run() closed the listener (its socket file is gone); by hand, nobody did
     want = "collected False" if loop == "asyncio.run" else "collected True"
     assert out.strip() == want
+
+
+def test_a_client_that_closes_without_reading_the_replies_lets_go_at_once() -> None:
+    """A blocking client that sent, then closed without reading the server's replies: gRPC
+    delivers a call's status only after its messages, so the call never ended, and the
+    client held it, its grpc channel and that channel's thread for the 60 s linger (a
+    service whose clients came and went that way grew by a thread a connection; a server
+    handler blocked in ``send`` by flow control was held as long). The closed client now
+    reads and drops what still comes, as the asyncio client does."""
+    ended: list[BaseException] = []
+    done = threading.Event()
+
+    def echo(ch: ipcwire.Channel) -> None:
+        try:
+            while True:
+                ch.send(ch.recv(timeout=30), timeout=30)
+        except ipcwire.IpcwireError as exc:
+            ended.append(exc)
+        finally:
+            done.set()
+
+    with ipcwire.listen("grpc://127.0.0.1:0") as lst:
+        threading.Thread(target=lst.serve, args=(echo,), daemon=True).start()
+        client = ipcwire.connect(lst.url, timeout=10)
+        for _ in range(8):  # replies past gRPC's 64 KiB flow-control window
+            client.send(b"x" * 100_000, timeout=10)
+        call = client.call  # type: ignore[attr-defined]
+        over = threading.Event()
+        call.add_done_callback(lambda _: over.set())
+        client.close()
+        assert done.wait(20), "the server's handler is still blocked sending to a closed client"
+        # (ChannelBroken when a send met the client's end of the stream)
+        assert isinstance(ended[0], ipcwire.EndOfChannel | ipcwire.ChannelBroken), ended
+        assert over.wait(10), "the closed client still holds its call (for the 60 s linger)"

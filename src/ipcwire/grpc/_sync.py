@@ -322,6 +322,8 @@ class SyncStream(Channel):
             if msg is None:
                 return
             with cond:
+                if self._closed:
+                    continue  # draining after close() (see drain): nobody will read it
                 self._inbox.append(msg)
                 self._queued += len(msg)
                 cond.notify_all()
@@ -342,6 +344,16 @@ class SyncStream(Channel):
                 target=self._run_pump, name=f"ipcwire reader {self.url}", daemon=True
             )
             self._pump.start()
+
+    def drain(self) -> None:
+        """After close(), with no thread reading: read and drop what the peer still sends,
+        until the RPC ends. Otherwise flow control stops the peer's writes to a client that
+        left, and with them the end of its RPC (a server handler blocked in ``send``)."""
+        if self._reading.acquire(blocking=False):
+            try:
+                self._start_pump()
+            finally:
+                self._reading.release()
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:

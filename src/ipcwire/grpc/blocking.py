@@ -401,7 +401,8 @@ def _open_stream(
 
     def release() -> None:
         """After close(): the server ends the RPC when it reads our half-close; then the
-        grpc channel goes. A server that never does is cancelled after LINGER seconds."""
+        grpc channel goes. Meanwhile what it still sends is read and dropped (as the asyncio
+        driver does). A server that never ends it is cancelled after LINGER seconds."""
         if call.done():
             gch.close()
             return
@@ -410,6 +411,8 @@ def _open_stream(
             call.add_done_callback(lambda _: ended.set())
             if not ended.wait(1.0):
                 call.cancel()
+        else:  # what the server still sends is read and dropped, so its RPC can end
+            ch.drain()
         linger = _watchdog.after(LINGER, call.cancel)
 
         def finished(_: object) -> None:
