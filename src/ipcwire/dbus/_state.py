@@ -265,7 +265,7 @@ class ChannelState(abc.ABC):
         for msg in unread:  # never delivered: tell their sender
             self._hub.refuse(msg, ERROR_CLOSED, "the channel was closed before reading this")
         if not self._eof and self._gone is None:
-            self._hub.send(close_call(self._dest, self._path, self._chan))
+            self._hub.send_after_sent(close_call(self._dest, self._path, self._chan))
         self._hub.release(self)
 
     @property
@@ -310,6 +310,11 @@ class HubState(abc.ABC):
     @abc.abstractmethod
     def send(self, msg: Message) -> None:
         """Send without waiting; a failure is left to the connection's end to report."""
+
+    def send_after_sent(self, msg: Message) -> None:
+        """Send ``msg`` behind every message already sent (a channel's Close: one that
+        overtook them would make the peer refuse them as sent to a closed channel)."""
+        self.send(msg)
 
     @abc.abstractmethod
     def _unused(self) -> None:

@@ -189,6 +189,7 @@ class _Hub(HubState):
         super().__init__(client=client, lock=NO_LOCK, window=window)
         self.bus = bus
         self.url = url
+        self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: asyncio.Task[Any] | None = None
         bus.add_message_handler(self.route)
@@ -239,6 +240,14 @@ class _Hub(HubState):
         except OSError:
             return  # the connection is going; _ended reports it
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def send_after_sent(self, msg: Message) -> None:
+        # A channel's send() hands its message to a task of its own (``bus.call``), which
+        # writes it when it first runs: the loop runs callbacks in order, so a write
+        # scheduled now comes after theirs. (Written at once, a Close sent right after
+        # send() overtook the message, and the peer refused it: lost.)
+        if not self.loop.is_closed():
+            self.loop.call_soon(self.send, msg)
 
 
 class AioDbusChannel(ChannelState, AioChannel):

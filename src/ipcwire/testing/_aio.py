@@ -28,6 +28,7 @@ from ipcwire.testing._samples import (
     ConformanceError,
     bytes_likes,
     check_tagged,
+    close_burst,
     expect,
     expect_five_of_ten,
     max_size_for,
@@ -268,9 +269,48 @@ async def _timeouts(make_pair: AMakePair) -> None:
         expect(await b.recv(timeout=_WAIT) == b"still usable", "the channel broke after a Timeout")
 
 
+async def _burst_then_close(a: AioChannel, b: AioChannel, burst: list[bytes], who: str) -> None:
+    """A task sends ``burst`` on ``a`` (half by ``send_many``) and closes it at once; ``b``
+    receives every message whole and in order, then EndOfChannel."""
+
+    async def send_and_close() -> None:
+        await a.send_many(burst[:6], timeout=_WAIT)
+        for m in burst[6:]:
+            await a.send(m, timeout=_WAIT)
+        await a.aclose()
+
+    sender = asyncio.ensure_future(send_and_close())
+    got: list[Any] = []
+    try:
+        while len(got) < len(burst):
+            got.append(await b.recv(timeout=_WAIT))
+    except IpcwireError as exc:
+        sender.cancel()
+        raise ConformanceError(
+            f"{who}: {len(got)} of the {len(burst)} messages sent right before aclose() "
+            f"arrived, then {type(exc).__name__}: {exc} (messages lost)"
+        ) from exc
+    try:
+        await asyncio.wait_for(sender, _WAIT)
+    except Exception as exc:
+        raise ConformanceError(f"{who}: sending, then aclose(): {exc!r}") from exc
+    expect(got == burst, f"{who}: messages sent right before aclose() arrived changed")
+    try:
+        await b.recv(timeout=_WAIT)
+    except EndOfChannel:
+        pass
+    else:
+        raise ConformanceError(f"{who}: recv after the peer closed did not raise EndOfChannel")
+
+
 async def _close_semantics(make_pair: AMakePair, caps: Capabilities) -> None:
+    checked = caps.reliable and caps.end_of_channel
+    burst = close_burst(caps)
     async with make_pair() as (a, b):
-        await a.send(b"last", timeout=_WAIT)
+        if checked:
+            await _burst_then_close(a, b, burst, "client to server")
+        else:
+            await a.send(b"last", timeout=_WAIT)
         await a.aclose()
         await a.aclose()
         expect(a.closed, "closed is False after aclose()")
@@ -281,16 +321,11 @@ async def _close_semantics(make_pair: AMakePair, caps: Capabilities) -> None:
                 pass
             else:
                 raise ConformanceError("using a closed channel did not raise ChannelClosed")
-        if caps.reliable and caps.end_of_channel:
-            expect(await b.recv(timeout=_WAIT) == b"last", "a message sent before close was lost")
-            try:
-                await b.recv(timeout=_WAIT)
-            except EndOfChannel:
-                pass
-            else:
-                raise ConformanceError("recv after the peer closed did not raise EndOfChannel")
+        if checked:
             expect([m async for m in b] == [], "async iteration did not end at EndOfChannel")
-    if caps.reliable and caps.bidirectional and caps.end_of_channel:
+    if checked and caps.bidirectional:
+        async with make_pair() as (a, b):
+            await _burst_then_close(b, a, burst, "server to client")
         async with make_pair() as (a, b):
             await b.aclose()
             deadline = time.monotonic() + _WAIT

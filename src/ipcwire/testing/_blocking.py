@@ -17,6 +17,7 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
+    IpcwireError,
     Timeout,
 )
 from ipcwire.registry import Capabilities
@@ -26,6 +27,7 @@ from ipcwire.testing._samples import (
     ConformanceError,
     bytes_likes,
     check_tagged,
+    close_burst,
     expect,
     expect_five_of_ten,
     max_size_for,
@@ -303,9 +305,51 @@ def _timeouts(make_pair: MakePair, caps: Capabilities) -> None:
         expect(b.recv(timeout=_WAIT) == b"still usable", "the channel broke after a Timeout")
 
 
+def _burst_then_close(a: Channel, b: Channel, burst: list[bytes], who: str) -> None:
+    """A thread sends ``burst`` on ``a`` (half by ``send_many``) and closes it at once; ``b``
+    receives every message whole and in order, then EndOfChannel."""
+    errors: list[BaseException] = []
+
+    def send_and_close() -> None:
+        try:
+            a.send_many(burst[:6], timeout=_WAIT)
+            for m in burst[6:]:
+                a.send(m, timeout=_WAIT)
+            a.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    sender = threading.Thread(target=send_and_close)
+    sender.start()
+    got: list[Any] = []
+    try:
+        while len(got) < len(burst):
+            got.append(b.recv(timeout=_WAIT))
+    except IpcwireError as exc:
+        raise ConformanceError(
+            f"{who}: {len(got)} of the {len(burst)} messages sent right before close() "
+            f"arrived, then {type(exc).__name__}: {exc} (messages lost)"
+        ) from exc
+    finally:
+        sender.join()
+    expect(not errors, f"{who}: sending, then close(): {errors[:1]}")
+    expect(got == burst, f"{who}: messages sent right before close() arrived changed")
+    try:
+        b.recv(timeout=_WAIT)
+    except EndOfChannel:
+        pass
+    else:
+        raise ConformanceError(f"{who}: recv after the peer closed did not raise EndOfChannel")
+
+
 def _close_semantics(make_pair: MakePair, caps: Capabilities) -> None:
+    checked = caps.reliable and caps.end_of_channel
+    burst = close_burst(caps)
     with make_pair() as (a, b):
-        a.send(b"last", timeout=_WAIT)
+        if checked:
+            _burst_then_close(a, b, burst, "client to server")
+        else:
+            a.send(b"last", timeout=_WAIT)
         a.close()
         a.close()  # idempotent
         expect(a.closed, "closed is False after close()")
@@ -316,16 +360,11 @@ def _close_semantics(make_pair: MakePair, caps: Capabilities) -> None:
                 pass
             else:
                 raise ConformanceError("using a closed channel did not raise ChannelClosed")
-        if caps.reliable and caps.end_of_channel:
-            expect(b.recv(timeout=_WAIT) == b"last", "a message sent before close() was lost")
-            try:
-                b.recv(timeout=_WAIT)
-            except EndOfChannel:
-                pass
-            else:
-                raise ConformanceError("recv after the peer closed did not raise EndOfChannel")
+        if checked:
             expect(list(b) == [], "iteration did not end at EndOfChannel")
-    if caps.reliable and caps.bidirectional and caps.end_of_channel:
+    if checked and caps.bidirectional:
+        with make_pair() as (a, b):
+            _burst_then_close(b, a, burst, "server to client")
         with make_pair() as (a, b):
             b.close()
             deadline = time.monotonic() + _WAIT

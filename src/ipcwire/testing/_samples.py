@@ -108,6 +108,13 @@ def tagged_sizes(caps: Capabilities, count: int) -> list[int]:
     return [max(8, (cap >> (i % 9)) - (i * 7919) % 97) for i in range(count)]
 
 
+def close_burst(caps: Capabilities) -> list[bytes]:
+    """What the close checks send right before ``close()``: a dozen messages of mixed sizes
+    (up to 256 KiB or the mechanism's limit), enough that some are still on their way when
+    the channel closes."""
+    return [payload(n, i) for i, n in enumerate(tagged_sizes(caps, 12))]
+
+
 def tagged(sender: int, seq: int, size: int) -> bytes:
     """A message that names its sender and sequence number and whose bytes can be checked."""
     head = sender.to_bytes(2, "big") + seq.to_bytes(6, "big")
