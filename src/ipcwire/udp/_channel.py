@@ -8,7 +8,9 @@ written, the words of the errors, the options and addresses of ``connect``, the 
 listener's table of peers: admitting a new one, forgetting one, when the socket is no longer
 used by anyone (:class:`ListenerCore`), and when a silent peer's channel ends
 (``idle_timeout``: UDP has no close, so a listener would otherwise keep every peer that ever
-sent it a datagram, and ``serve()`` a thread or task for each). Nothing here imports
+sent it a datagram, and ``serve()`` a thread or task for each), and which one ends early when
+the table is full (``max_peers``: clients that come and go faster than ``idle_timeout``
+would otherwise grow it without bound). Nothing here imports
 ``socket``: the socket calls are in :mod:`ipcwire.udp._socket`.
 """
 
@@ -39,6 +41,7 @@ from ipcwire.udp._socket import DatagramFormat, UdpAddress, resolve
 __all__ = [
     "ACCEPT_BACKLOG",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_PEERS",
     "Address",
     "ChannelCore",
     "ListenerCore",
@@ -47,6 +50,7 @@ __all__ = [
     "closed_error",
     "connect_addresses",
     "idle_timeout_option",
+    "max_peers_option",
     "not_connected_error",
     "options_for",
     "os_error",
@@ -60,6 +64,8 @@ ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
 # seconds a listener's peer may stay silent before its channel's recv() ends (as a NAT's
 # UDP mapping does); a stale peer would otherwise be kept for ever
 DEFAULT_IDLE_TIMEOUT: Final = 300.0
+# peers a listener keeps at once; a new one past it ends the channel of the longest-silent
+DEFAULT_MAX_PEERS: Final = 1024
 _NO_LIMIT: Final = 1e9  # a longer idle_timeout is none (as _deadline.NO_LIMIT for timeouts)
 _IDLE_STEPS: Final = 64  # see ListenerCore.idle_step
 
@@ -152,7 +158,7 @@ def idle_timeout_option(endpoint: Endpoint, kw: dict[str, Any]) -> float | None:
     """
     query = endpoint.params.get("idle_timeout")
     raw: object = kw.pop("idle_timeout", DEFAULT_IDLE_TIMEOUT if query is None else query)
-    reject_unknown(kw, endpoint, ("idle_timeout",))
+    reject_unknown(kw, endpoint, ("idle_timeout", "max_peers"))
     value = raw
     if query is not None and raw is query:  # a string from the URL
         try:
@@ -169,6 +175,32 @@ def idle_timeout_option(endpoint: Endpoint, kw: dict[str, Any]) -> float | None:
             endpoint=endpoint.url,
         )
     return None if value > _NO_LIMIT else float(value)
+
+
+def max_peers_option(endpoint: Endpoint, kw: dict[str, Any]) -> int | None:
+    """Take ``max_peers=`` out of a listener's options (the URL's ``?max_peers=`` is the
+    default, where ``none`` is None).
+
+    Raises:
+        ConfigurationError: not a whole number of at least 1, or None.
+    """
+    query = endpoint.params.get("max_peers")
+    raw: object = kw.pop("max_peers", DEFAULT_MAX_PEERS if query is None else query)
+    value = raw
+    if query is not None and raw is query:  # a string from the URL
+        if query.lower() in ("", "none"):
+            return None
+        value = int(query) if query.isdigit() else query
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"max_peers={raw!r} for {endpoint.url}: give how many peers the listener keeps at "
+            f"once, a whole number of at least 1 (default {DEFAULT_MAX_PEERS}), or None for no "
+            f"limit",
+            endpoint=endpoint.url,
+        )
+    return value
 
 
 class _Counters:
@@ -280,6 +312,22 @@ class PeerCore(_Counters, Generic[L]):
             log.debug("ipcwire: %s", self._ended)
         return self._ended
 
+    def _evict(self, max_peers: int) -> None:
+        """The listener is full and a new peer came: this one, the longest silent, ends
+        (its next ``recv`` with nothing queued raises EndOfChannel) and is forgotten."""
+        lst = self._listener
+        del lst._peers[self.addr]
+        silent = time.monotonic() - self._active
+        self._ended = EndOfChannel(
+            f"{self.url}: ended after {silent:.1f} s of silence to make room for a new peer: "
+            f"the listener keeps at most max_peers={max_peers} peers, and this one had been "
+            f"silent longest (UDP has no close, so peers that left are only known by their "
+            f"silence). If it sends again it comes back through accept() as a new channel; "
+            f"raise max_peers= (or lower idle_timeout=) if that many peers are really active",
+            endpoint=self.url,
+        )
+        log.debug("ipcwire: %s", self._ended)
+
 
 P = TypeVar("P", bound=PeerCore[Any])
 
@@ -298,9 +346,11 @@ class ListenerCore(Generic[P]):
         url: str,
         family: Any,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_peers: int | None = DEFAULT_MAX_PEERS,
     ) -> None:
         self.url = url
         self.idle_timeout = idle_timeout
+        self.max_peers = max_peers
         # the blocking driver's reader waits for idle time in steps of this (rounded down: a
         # recv right after some activity waits as long as the last one, so the socket's
         # SO_RCVTIMEO is not set again, a system call per message), the last step exactly
@@ -310,12 +360,17 @@ class ListenerCore(Generic[P]):
         self._peers: dict[Address, P] = {}
         self._closed = False
         self.dropped = 0  # datagrams from new peers while the accept backlog was full
+        self.evicted = 0  # peers ended early for want of room (max_peers)
         self._full = False  # the backlog is full (logged once until a peer is admitted)
         self._users = 1  # the listener, plus each open peer channel: the socket closes at 0
 
     @abc.abstractmethod
     def _new_peer(self, addr: Address) -> P:
         """A channel for the peer at ``addr``."""
+
+    @abc.abstractmethod
+    def _wake_peer(self, ch: P) -> None:
+        """Wake a ``recv`` waiting on ``ch`` (it ended: :meth:`_make_room`)."""
 
     def _admit(self, addr: Address, waiting: int) -> P | None:
         """A channel for a new peer, whose first datagram came in; None (and the datagram
@@ -334,9 +389,29 @@ class ListenerCore(Generic[P]):
                 )
             return None
         self._full = False
+        if self.max_peers is not None and len(self._peers) >= self.max_peers:
+            self._make_room(self.max_peers)
         ch = self._peers[addr] = self._new_peer(addr)
         self._users += 1
         return ch
+
+    def _make_room(self, max_peers: int) -> None:
+        """End the channel of the peer silent longest, for a new one (a scan of the table,
+        only when it is full)."""
+        victim = min(self._peers.values(), key=lambda p: p._active)
+        victim._evict(max_peers)
+        self.evicted += 1
+        self._wake_peer(victim)
+        if self.evicted == 1:
+            log.warning(
+                "ipcwire: %s: %d peers, the most it keeps (max_peers): a new peer ended the "
+                "channel of the one silent longest (%.1f s); further ones are logged at debug "
+                "level and counted in the listener's evicted. Raise max_peers= or lower "
+                "idle_timeout= if that many peers are really active",
+                self.url,
+                max_peers,
+                time.monotonic() - victim._active,
+            )
 
     def _release(self, ch: P) -> bool:
         """Forget a closed peer channel (once; not a newer peer at its address, after it ended

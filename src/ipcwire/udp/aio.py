@@ -20,6 +20,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.udp._aio_queue import QUEUE, MessageQueue
 from ipcwire.udp._channel import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PEERS,
     Address,
     ChannelCore,
     ListenerCore,
@@ -27,6 +28,7 @@ from ipcwire.udp._channel import (
     closed_error,
     connect_addresses,
     idle_timeout_option,
+    max_peers_option,
     not_connected_error,
     options_for,
     os_error,
@@ -318,14 +320,18 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
         url: str,
         family: socket.AddressFamily,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_peers: int | None = DEFAULT_MAX_PEERS,
     ) -> None:
-        super().__init__(options, url, family, idle_timeout)
+        super().__init__(options, url, family, idle_timeout, max_peers)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._new: AcceptQueue[_AioPeerChannel] = AcceptQueue("no new peer at")
 
     def _new_peer(self, addr: Address) -> _AioPeerChannel:
         return _AioPeerChannel(self, addr)
+
+    def _wake_peer(self, ch: _AioPeerChannel) -> None:
+        ch._q.wake()
 
     def _datagram(self, data: bytes, addr: Address) -> None:
         ch = self._peers.get(addr)
@@ -426,17 +432,19 @@ async def connect(
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioUdpListener:
     """Bind and accept per-peer channels, as :func:`ipcwire.udp.blocking.listen`, with
     ``idle_timeout=300.0`` as there: a channel whose peer sent nothing and was sent nothing
-    for that long ends (``recv`` raises EndOfChannel) and the listener forgets the peer.
+    for that long ends (``recv`` raises EndOfChannel) and the listener forgets the peer; and
+    ``max_peers=1024``: a new peer past it ends the channel of the one silent longest.
 
     Raises:
         AddressInUse, PermissionDenied, InvalidURL.
-        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None; unknown
-            options.
+        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None;
+            ``max_peers`` not a whole number of at least 1 or None; unknown options.
     """
+    max_peers = max_peers_option(endpoint, kw)
     idle_timeout = idle_timeout_option(endpoint, kw)
     sock, bound = bind_endpoint(endpoint, endpoint.url)
     try:
-        listener = AioUdpListener(options, bound, sock.family, idle_timeout)
+        listener = AioUdpListener(options, bound, sock.family, idle_timeout, max_peers)
         await listener._open(sock)
     except BaseException:
         sock.close()

@@ -36,6 +36,7 @@ from ipcwire.errors import (
 from ipcwire.options import ChannelOptions
 from ipcwire.udp._channel import (
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PEERS,
     Address,
     ChannelCore,
     ListenerCore,
@@ -44,6 +45,7 @@ from ipcwire.udp._channel import (
     closed_error,
     connect_addresses,
     idle_timeout_option,
+    max_peers_option,
     not_connected_error,
     options_for,
     send_address,
@@ -206,8 +208,8 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
         else:
             self._append(exc, 0)
 
-    def _done_waiting(self) -> bool:
-        return bool(self._queue) or self._closed  # (a closed listener's peers go on)
+    def _done_waiting(self) -> bool:  # (a closed listener's peers go on)
+        return bool(self._queue) or self._closed or self._ended is not None
 
     def recv(self, *, timeout: float | None = None) -> Any:
         listener = self._listener
@@ -227,6 +229,8 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                     step = listener.idle_step
                     wait = left if left < step else left // step * step
                 if listener._pump(self._done_waiting, deadline if end is None else end, wait):
+                    if self._ended is not None and not (self._queue or self._closed):
+                        raise self._ended  # evicted for a new peer (ListenerCore._make_room)
                     break
                 if end is None:
                     msg = f"no message from {self.url} within {timeout} s"
@@ -274,8 +278,9 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
         options: ChannelOptions,
         url: str,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_peers: int | None = DEFAULT_MAX_PEERS,
     ) -> None:
-        super().__init__(options, url, sock.family, idle_timeout)
+        super().__init__(options, url, sock.family, idle_timeout, max_peers)
         self._io = SocketIO(sock, self._fmt, url)
         self._new: deque[_PeerChannel] = deque()
         self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
@@ -284,6 +289,9 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
 
     def _new_peer(self, addr: Address) -> _PeerChannel:
         return _PeerChannel(self, addr)
+
+    def _wake_peer(self, ch: _PeerChannel) -> None:
+        self._cond.notify_all()  # (held: a datagram is being sorted)
 
     def _pump(self, done: Callable[[], bool], deadline: float | None, wait: float | None) -> bool:
         """Read and sort datagrams until ``done()`` (True) or ``deadline`` (False); the
@@ -446,15 +454,20 @@ def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> UdpListene
     ended channel still sends to the address until it is closed, and each further ``recv``
     raises EndOfChannel. ``None``: keep silent peers (and their channels) for ever.
 
+    ``max_peers=1024`` (or ``?max_peers=``): the most peers kept at once. A new peer past it
+    ends the channel of the peer silent longest, as if its idle time had passed (counted in
+    the listener's ``evicted``); ``None``: no limit.
+
     Raises:
         AddressInUse, PermissionDenied, InvalidURL.
-        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None; unknown
-            options.
+        ConfigurationError: ``idle_timeout`` not a finite number over 0 or None;
+            ``max_peers`` not a whole number of at least 1 or None; unknown options.
     """
+    max_peers = max_peers_option(endpoint, kw)
     idle_timeout = idle_timeout_option(endpoint, kw)
     sock, url = bind_endpoint(endpoint, endpoint.url)
     try:
-        return UdpListener(sock, options, url, idle_timeout)
+        return UdpListener(sock, options, url, idle_timeout, max_peers)
     except BaseException:
         sock.close()
         raise
