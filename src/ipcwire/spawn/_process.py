@@ -372,12 +372,16 @@ def _wait_groups_gone(pending: list[LadderChild]) -> None:
         timeout = max(0.0, min(c.deadline for c in pending) - now)
         if left_in_group:
             timeout = min(timeout, 0.5)  # re-scan now and then: a member may fork while we wait
-        _poll_once(pending, left_in_group, timeout)
+        _poll_once(pending, exited, left_in_group, timeout)
 
 
-def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) -> None:
+def _poll_once(
+    pending: list[LadderChild], exited: set[LadderChild], others: list[int], timeout: float
+) -> None:
     """Wait until a child or another group member exits, or a stdout to drain is readable
-    (or ``timeout``); drain what is readable. poll(), not select(): no limit on fd numbers."""
+    (or ``timeout``); drain what is readable. poll(), not select(): no limit on fd numbers.
+    ``exited``: the children the caller found exited (their pidfds stay readable: not
+    watched; their groups' members are, in ``others``)."""
     poller = select.poll()
     drains: dict[int, _Drain] = {}
     polling_exits = False
@@ -388,7 +392,9 @@ def _poll_once(pending: list[LadderChild], others: list[int], timeout: float) ->
                 poller.register(drain.fd, select.POLLIN)
         if c.watch.pidfd is None:
             polling_exits = True
-        elif not c.watch.exited():
+        elif c not in exited:
+            # (its pidfd is readable at once if it has exited since the caller looked: else,
+            # with its stdout already at end, nothing here would wake before the timeout)
             poller.register(c.watch.pidfd, select.POLLIN)
     if polling_exits:  # pragma: no cover - no pidfd: poll
         timeout = min(timeout, _SLICE)
