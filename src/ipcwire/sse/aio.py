@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_module
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
@@ -34,6 +34,7 @@ from ipcwire.sse._server import SseServer
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
 
 _READ = 64 * 1024  # bytes per read of the event stream (and the stream reader's limit)
+_YIELD_EVERY: Final = 64  # sends between two turns a server channel gives the event loop
 
 
 class AioSseClientChannel(ClientChannelBase, AioChannel):
@@ -254,6 +255,8 @@ async def connect(
 class AioSseServerChannel(ServerChannelBase, AioChannel):
     """The sending end of one client's stream (asyncio)."""
 
+    _unyielded = 0  # sends since this channel last let the event loop run (see _pace)
+
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if (
             type(obj) is bytes
@@ -263,16 +266,32 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
             and self._stream.send_one(b64encode(obj))
         ):  # the usual case, inline: bytes through the bytes codec, base64 in the event
             self._bytes_sent += len(obj)
+            self._unyielded += 1
+            if self._unyielded >= _YIELD_EVERY:
+                await self._pace()
             return
         payload = self._encode_payload(obj)
         if not self._send_now(payload):
             data, size = self._data(payload)
             await self._append([data], size, timeout)
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_EVERY:
+            await self._pace()
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         datas, size = self._encode_all(objs)
         if datas:
             await self._append(datas, size, timeout)
+        await self._pace()
+
+    async def _pace(self) -> None:
+        """Let the event loop run once (every ``_YIELD_EVERY`` sends, and after each
+        ``send_many``). While no client is attached a send never waits (events go to the
+        replay buffer), so a task sending in a loop never gave the loop back: every other
+        task of the loop stood still, the listener's own HTTP server included, so the
+        client could not even come back to resume."""
+        self._unyielded = 0
+        await asyncio.sleep(0)
 
     async def _append(self, datas: list[bytes], size: int, timeout: float | None) -> None:
         s = self._stream
