@@ -179,7 +179,7 @@ class ClientCore:
         self._shape: RunShape | None = None  # the usual shape of the current stream's events
         max_data = options.max_frame if self._text else (options.max_frame + 2) // 3 * 4
         self.parser = EventParser(max_data, last_id=last_event_id or "")
-        self._headers = dict(headers or {})
+        self.headers = dict(headers or {})  # the application's extra request headers
         self.allow_gaps = allow_gaps
         self.retry = retry
         self.retry_for = retry_for
@@ -196,6 +196,9 @@ class ClientCore:
         self.bytes_received = 0
         self.dropped = 0
         self.stream_id: str | None = None
+        # The server is done with the stream (it ended it, or gave it to another client), or
+        # this client gave up on it: close() has nothing to tell the server (see _release).
+        self.stream_over = False
         # The stream and sequence number of the last event, to notice skipped ids.
         resumed = parse_id(last_event_id) if last_event_id else None
         self._stream: str | None = resumed[0] if resumed else None
@@ -218,7 +221,7 @@ class ClientCore:
             self._nonce = secrets.token_hex(16)
             headers["Authorization"] = "Bearer " + opts.token.decode()
             headers[NONCE_HEADER] = self._nonce
-        headers.update(self._headers)
+        headers.update(self.headers)
         return build_request(self.addr.host_header, self.addr.path, headers)
 
     def accept_head(self, head: ResponseHead, body: bytes) -> bool:
@@ -231,9 +234,11 @@ class ClientCore:
         url = self.url
         if head.status == 204:
             self.final = EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
+            self.stream_over = True
             return False
         if head.status == 409:  # resumed with a taken event's id: for good, not retried
             self.final = self._refusal(head, body)
+            self.stream_over = True
             return False
         if head.status != 200:
             raise self._refusal(head, body)
@@ -339,6 +344,7 @@ class ClientCore:
             return
         if ev.type == END_EVENT:
             self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
+            self.stream_over = True
             return
         if ev.type == TAKEN_EVENT:
             self._taken(ev.id)
@@ -411,6 +417,7 @@ class ClientCore:
         if was is not None:
             self.parser.last_id = was  # where this client is, not the mark
         last = self.parser.last_id or "none"
+        self.stream_over = True  # another client's now: close() must not end it
         self.final = ChannelBroken(
             f"another client resumed the event stream {self.url} (stream "
             f"{self.stream_id or self._stream}, with its Last-Event-ID) and took it over from "
@@ -507,4 +514,5 @@ class ClientCore:
         )
         err.__cause__ = cause
         self.final = err
+        self.stream_over = True
         return err

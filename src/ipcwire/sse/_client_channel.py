@@ -5,6 +5,7 @@ to try again). The drivers keep the connection, the I/O and the waiting."""
 from __future__ import annotations
 
 import logging
+import os
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -23,6 +24,7 @@ from ipcwire.errors import (
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.sse._client import ClientCore, resolve
 from ipcwire.sse._http import parse_head
+from ipcwire.sse._release import Release
 
 __all__ = ["CLIENT_OPTIONS", "ClientChannelBase", "client_core"]
 
@@ -107,6 +109,7 @@ class ClientChannelBase:
         self._last_failure: BaseException | None = None
         self._peer: PeerInfo | None = None
         self._heard_at = 0.0  # when the connection last brought bytes (the driver's clock)
+        self._owner = os.getpid()  # a forked child's copy must not end its parent's stream
 
     def _drop(self) -> None:
         """Let the connection go (the driver's)."""
@@ -117,8 +120,9 @@ class ClientChannelBase:
         """The TLS context and server name to connect with (None: plain HTTP)."""
         if not self._core.addr.secure:
             return None
-        ctx = self._ssl or ssl_module.create_default_context()
-        return ctx, self._server_hostname or self._core.addr.host
+        if self._ssl is None:  # made once (about 20 ms), not at each connection
+            self._ssl = ssl_module.create_default_context()
+        return self._ssl, self._server_hostname or self._core.addr.host
 
     def _connect_error(self, exc: OSError) -> IpcwireError:
         """The error for ``exc`` raised while connecting (TCP and TLS)."""
@@ -267,6 +271,18 @@ class ClientChannelBase:
         self._last_failure = exc
 
     # -- the rest ---------------------------------------------------------------------------
+    def _release(self) -> Release | None:
+        """On close(): the DELETE telling the server this client is done with its stream, so
+        that it ends it now instead of keeping it for a resume that will not come (None:
+        nothing to tell; see :mod:`~ipcwire.sse._release`)."""
+        sid = Release.needed(self._core)
+        if sid is None or os.getpid() != self._owner:
+            return None
+        try:
+            return Release(self._core, sid, self._tls())
+        except (OSError, ValueError) as exc:  # a default TLS context that cannot be made
+            log.debug("ipcwire: %s: not releasing stream %s: %s", self.url, sid, exc)
+            return None
 
     @property
     def peer(self) -> PeerInfo | None:

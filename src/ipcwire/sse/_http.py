@@ -1,4 +1,5 @@
-"""The little HTTP/1.1 the SSE client needs, without I/O: one GET, one streamed response.
+"""The little HTTP/1.1 the SSE client needs, without I/O: one GET, one streamed response
+(and the DELETE that tells the server the client is done with its stream).
 
 A response head is parsed once it is whole (bounded, 64 KiB); the body is either chunked
 (what aiohttp and most servers send for a stream) or raw until the connection closes.
@@ -17,10 +18,13 @@ __all__ = ["ChunkedDecoder", "IdentityDecoder", "ResponseHead", "build_request",
 MAX_HEAD: Final = 64 * 1024
 
 
-def build_request(host: str, path: str, headers: Mapping[str, str]) -> bytes:
-    """A GET request for ``path`` on ``host`` (the Host header's value). UTF-8, as the
-    WHATWG standard sends ``Last-Event-ID`` (an event id may be any text but LF, CR, NUL)."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
+def build_request(
+    host: str, path: str, headers: Mapping[str, str], *, method: str = "GET"
+) -> bytes:
+    """A request without a body (GET, or the DELETE that ends a stream) for ``path`` on
+    ``host`` (the Host header's value). UTF-8, as the WHATWG standard sends
+    ``Last-Event-ID`` (an event id may be any text but LF, CR, NUL)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 

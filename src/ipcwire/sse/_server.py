@@ -12,6 +12,10 @@ stream back). The displaced connection gets an ``ipcwire-taken`` event, whose id
 is answered 409, which stops EventSource, instead of taking the stream back: two clients
 resuming one stream id never take it from each other in a loop.
 
+``DELETE <path>`` naming a stream (``X-Ipcwire-Stream``) is its client saying it is done with
+it (ipcwire's client sends it on close()): checked as a GET is, it ends the stream at once
+instead of keeping it ``resume_window`` seconds for a resume that will not come.
+
 Response headers keep proxies out of the way: ``Cache-Control: no-cache, no-transform`` and
 ``X-Accel-Buffering: no`` (nginx). Keepalive comments go out every ``keepalive`` seconds
 while idle, so proxies and NATs keep the connection and dead clients are noticed. Closing the
@@ -51,6 +55,7 @@ from ipcwire.sse._events import (
     KEEPALIVE,
     TAKEN_EVENT,
     event_bytes,
+    parse_id,
     taken_from,
     taken_id,
 )
@@ -207,8 +212,12 @@ class SseServer:
                     headers={"Content-Type": page.content_type, "Cache-Control": "no-cache"},
                 )
             return web.Response(status=404, text=f"no event stream at {path}\n")
-        if request.method != "GET":
-            return web.Response(status=405, text="an event stream is read with GET\n")
+        if request.method not in ("GET", "DELETE"):
+            return web.Response(
+                status=405,
+                text="an event stream is read with GET (and ended by its client with DELETE)\n",
+                headers={"Allow": "GET, DELETE"},
+            )
         origin = request.headers.get("Origin")
         refusal = settings.origins.refusal(origin, request.headers.get("Host"), self.url)
         if refusal is not None:
@@ -217,6 +226,8 @@ class SseServer:
         if error is not None:
             code, status = ("codec", 400) if isinstance(error, HandshakeError) else ("auth", 401)
             return self._refuse(request, error, status, code)
+        if request.method == "DELETE":
+            return self._release(request)
         if self.closing:
             return web.Response(status=503, text="the server is shutting down\n")
         last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
@@ -274,6 +285,34 @@ class SseServer:
             self._detach(stream, gen)
         return response
 
+    def _release(self, request: web.BaseRequest) -> web.Response:
+        """``DELETE`` with ``X-Ipcwire-Stream: <stream id>`` (or one of its event ids): the
+        stream's client is done with it (ipcwire's client sends this on close()). The stream
+        ends now: its buffer is dropped, a connection still on it is closed, its server-side
+        channel's send() raises ChannelBroken; a resume of it is a resume of an unknown
+        stream. 204; 404 for a stream this server does not hold. Checked as a GET is
+        (Origin, token) by the caller."""
+        given = request.headers.get(STREAM_HEADER, "").strip()
+        if taken_from(given) is not None:  # from a connection that lost the stream
+            error = "this stream was taken over by another connection, which reads it now"
+            return _error_response(409, error, "taken")
+        parsed = parse_id(given)
+        sid = parsed[0] if parsed is not None else given
+        who = request.remote or "a client"
+        why = f"its client closed it ({who} asked to end it: HTTP DELETE)"
+        released = self.table.release(sid, why)
+        if released is None:
+            what = f"no stream {sid[:80]!r} here (it ended or expired)" if sid else "no stream"
+            error = f"{what}; name the stream to end in {STREAM_HEADER}: its id, or an event id"
+            return _error_response(404 if sid else 400, error, "unknown" if sid else "stream")
+        transport, wake = released
+        if wake is not None:
+            wake()
+        if transport is not None:
+            transport.abort()
+        log.debug("ipcwire: %s: stream %s released by its client (%s)", self.url, sid, who)
+        return web.Response(status=204)
+
     def _displaced(
         self, stream: ServerStream, transport: object, old_peer: str | None, peer: str | None
     ) -> None:
@@ -327,10 +366,7 @@ class SseServer:
     ) -> web.Response:
         peer = request.remote or "a client"
         log.warning("ipcwire: %s refused a client (%s): %s", self.url, peer, error)
-        headers = {ERROR_HEADER: json.dumps({"ipcwire": 1, "error": str(error), "code": code})}
-        if retry_after is not None:
-            headers["Retry-After"] = str(retry_after)
-        return web.Response(status=status, text=f"{error}\n", headers=headers)
+        return _error_response(status, str(error), code, retry_after)
 
     def _headers(
         self, request: web.BaseRequest, stream: ServerStream, origin: str | None
@@ -390,6 +426,8 @@ class SseServer:
         try:
             while True:
                 with stream.lock:
+                    if stream.broken is not None:
+                        return  # gone (its client released it): the connection is aborted
                     taken = stream.generation != gen  # a newer connection took it over
                     if not taken:
                         chunk, upto = stream.pending()
@@ -436,7 +474,11 @@ class SseServer:
         with stream.lock:
             detached = stream.detach(gen)
             finished = stream.end_written
+            gone = stream.broken is not None
         if not detached:
+            return
+        if gone:
+            self.table.forget(stream)
             return
         loop = asyncio.get_running_loop()
         window = self.settings.resume_window
@@ -451,6 +493,17 @@ class SseServer:
                     if not finished
                     else f"{self.url}: the stream ended"
                 )
+            stream.expiry = None
             self.table.forget(stream)
 
-        loop.call_later(0 if self.closing else window, expire)
+        stream.expiry = loop.call_later(0 if self.closing else window, expire)
+
+
+def _error_response(
+    status: int, error: str, code: str, retry_after: int | None = None
+) -> web.Response:
+    """A refusal: the text, and ``X-Ipcwire-Error`` (JSON: the text and a code) for clients."""
+    headers = {ERROR_HEADER: json.dumps({"ipcwire": 1, "error": error, "code": code})}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.Response(status=status, text=f"{error}\n", headers=headers)

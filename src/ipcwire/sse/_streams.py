@@ -11,7 +11,8 @@ Flow control: while a client is attached, a sender waits when ``max_events`` eve
 While no client is attached (it is reconnecting), sends never wait: the buffer keeps the
 newest events and counts the ones it had to drop (``dropped``), which the client learns
 about through the gap event when it comes back, or the stream expires after
-``resume_window`` seconds.
+``resume_window`` seconds. A client that says it is done (``StreamTable.release``) ends its
+stream at once, and the buffer goes with it.
 
 Locking: the serving loop's thread and the senders' threads share a stream through
 ``lock``; ``room`` (a condition on it) wakes blocked senders of the blocking API, asyncio
@@ -64,7 +65,8 @@ class ServerStream:
         self.transport: Any = None  # the attached connection's transport (for drop)
         self.ended: str | None = None  # the server side closed the stream (why)
         self.end_written = False
-        self.broken: str | None = None  # gone: expired, or the listener closed
+        self.broken: str | None = None  # gone: expired, released, or the listener closed
+        self.expiry: asyncio.TimerHandle | None = None  # expires it while nobody is attached
         self.dropped = 0  # events evicted before any connection got them
         self._wake: Callable[[], None] | None = None  # set while the writer waits for events
         # send_one appends without waiting while seq < _room_seq and unwritten_bytes + the
@@ -282,6 +284,18 @@ class ServerStream:
         self._set_room()
         self.notify_senders()
 
+    def release(self, why: str) -> tuple[Any, Callable[[], None] | None]:
+        """Its client is done with the stream (it said so): gone for good, its buffer
+        dropped. Returns the attached connection's transport (None if none), to close, and
+        the writer's wake-up, to call after releasing the lock."""
+        self.expire(why)
+        self._log.clear()
+        self._datas.clear()
+        self._outbox.clear()
+        self._log_bytes = self.unwritten_bytes = 0
+        self.written = self.seq
+        return self.transport, self.take_wake()
+
 
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -363,7 +377,8 @@ class StreamTable:
                     0,
                     0,
                     f"this server does not know the stream of event id {last_event_id[:80]!r} "
-                    f"(it restarted, or the stream expired); a new stream starts",
+                    f"(it restarted, the stream expired, or its client closed it); a new "
+                    f"stream starts",
                 )
                 + preamble
             )
@@ -373,3 +388,17 @@ class StreamTable:
         """Remove an expired stream."""
         if self.streams.get(stream.sid) is stream:
             del self.streams[stream.sid]
+
+    def release(self, sid: str, why: str) -> tuple[Any, Callable[[], None] | None] | None:
+        """End the stream ``sid`` now, on its client's word (see :meth:`ServerStream.release`,
+        whose answer this is); None: no such stream (ended, expired, or never was). A resume
+        of it is then a resume of an unknown stream."""
+        stream = self.streams.get(sid)
+        if stream is None or stream.broken is not None:
+            return None
+        del self.streams[sid]
+        if stream.expiry is not None:
+            stream.expiry.cancel()
+            stream.expiry = None
+        with stream.lock:
+            return stream.release(why)

@@ -29,12 +29,15 @@ from ipcwire.sse._client import (
 from ipcwire.sse._client_channel import ClientChannelBase, client_core
 from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
 from ipcwire.sse._events import b64encode
+from ipcwire.sse._release import release_async
 from ipcwire.sse._server import SseServer
 
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
 
 _READ = 64 * 1024  # bytes per read of the event stream (and the stream reader's limit)
 _YIELD_EVERY: Final = 64  # sends between two turns a server channel gives the event loop
+# The DELETEs of closed clients still under way (close() does not wait for them)
+_RELEASING: set[asyncio.Task[None]] = set()
 
 
 class AioSseClientChannel(ClientChannelBase, AioChannel):
@@ -60,6 +63,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         self._writer: asyncio.StreamWriter | None = None
         self._wake = asyncio.Event()
         self._receiving = False
+        self._releasing: asyncio.Task[None] | None = None
 
     # -- one connection ---------------------------------------------------------------------
     async def _open(self, deadline: float) -> None:
@@ -187,6 +191,8 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         raise one_way_error(self.url, closed=self._closed)
 
     def close(self) -> None:
+        """Close the channel, and start telling the server this client is done with its
+        stream (an HTTP DELETE, in a task of this loop: :meth:`aclose` waits for it)."""
         if self._closed:
             return
         self._closed = True
@@ -194,8 +200,16 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()  # a pending read sees EOF, then ChannelClosed
+        release = self._release()
+        if release is not None and not self._loop.is_closed():
+            task = self._loop.create_task(release_async(release))
+            _RELEASING.add(task)  # (the loop keeps only a weak reference)
+            task.add_done_callback(_RELEASING.discard)
+            self._releasing = task
 
     async def aclose(self) -> None:
+        """Close the channel, and tell the server this client is done with its stream (the
+        server ends it at once instead of keeping it for a resume): bounded, never raises."""
         writer = self._writer
         self.close()
         if writer is not None:
@@ -204,6 +218,8 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
                     await writer.wait_closed()
             except (TimeoutError, OSError):
                 writer.transport.abort()
+        if self._releasing is not None:
+            await asyncio.shield(self._releasing)  # (bounded: RELEASE_TIMEOUT)
 
 
 async def connect(
