@@ -41,6 +41,11 @@ def http_url(listener: Listener | Any) -> str:
     return "http" + str(listener.url).removeprefix("sse+http")
 
 
+def last_id(client: Channel) -> str | None:
+    assert isinstance(client, SseClientChannel)
+    return client.last_event_id
+
+
 def held(listener: Any) -> set[str]:
     """The ids of the streams the listener holds (its table: no public view of it)."""
     return set(listener._server.table.streams)
@@ -205,16 +210,31 @@ def test_a_dropped_connection_still_resumes_and_a_close_after_it_ends_the_stream
         assert held(listener) == set()
 
 
-def test_no_delete_when_the_stream_is_over(caplog: pytest.LogCaptureFixture) -> None:
+def test_delete_only_for_a_stream_that_is_the_clients_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG, logger="ipcwire")
     with ipcwire.listen(URL, codec="json", retry=0.01) as listener:
-        # the server ended the stream: the client has nothing to end
+        # the server ended the stream and the client read the end: the server kept the
+        # ended stream and its replay buffer for resume_window, for a client that lost its
+        # end; this one has everything, and its close() lets the server drop the buffer
+        # (the stream stays, empty, so that a late resume of it still hears 204)
         with ipcwire.connect(listener.url, codec="json", timeout=10) as client:
             with listener.accept(timeout=10) as server:
                 server.send(1)
             assert client.recv(timeout=10) == 1
             with pytest.raises(EndOfChannel):
                 client.recv(timeout=10)
+            (ended,) = listener._server.table.streams.values()  # type: ignore[attr-defined]
+            assert ended._log or ended._datas
+        assert not (ended._log or ended._datas), "the ended stream kept its buffer"
+        with (
+            ipcwire.connect(
+                listener.url, codec="json", last_event_id=last_id(client), timeout=5
+            ) as late,
+            pytest.raises(EndOfChannel, match="204"),
+        ):
+            late.recv(timeout=5)
         # another client took the stream over: the displaced one must not end it
         first = ipcwire.connect(listener.url, codec="json", timeout=10)
         server = listener.accept(timeout=10)
@@ -233,7 +253,7 @@ def test_no_delete_when_the_stream_is_over(caplog: pytest.LogCaptureFixture) -> 
             server.send(3)  # second's close() ended it
         server.close()
     released = [m for r in caplog.records if "released by its client" in (m := r.getMessage())]
-    assert len(released) == 1, released  # second's, only
+    assert len(released) == 2, released  # the ended one's, and second's: not first's
 
 
 def _curl_delete(listener: Any, *headers: str) -> str:

@@ -199,6 +199,9 @@ class ClientCore:
         # The server is done with the stream (it ended it, or gave it to another client), or
         # this client gave up on it: close() has nothing to tell the server (see _release).
         self.stream_over = False
+        # It read the server's end event: it has every event, and the server keeps the
+        # ended stream only for a client that lost its end (close() lets it go: _release).
+        self.end_read = False
         # The stream and sequence number of the last event, to notice skipped ids.
         resumed = parse_id(last_event_id) if last_event_id else None
         self._stream: str | None = resumed[0] if resumed else None
@@ -344,7 +347,7 @@ class ClientCore:
             return
         if ev.type == END_EVENT:
             self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
-            self.stream_over = True
+            self.stream_over = self.end_read = True
             return
         if ev.type == TAKEN_EVENT:
             self._taken(ev.id)

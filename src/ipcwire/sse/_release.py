@@ -14,8 +14,9 @@ ipcwire's client says so on ``close()``, on a connection of its own::
 and the server ends that stream at once (``204``; ``404`` for a stream it does not hold;
 see ``SseServer._release`` and docs/mechanisms/sse.md, "Closing"). Best effort and bounded:
 it never raises, gives up after ``RELEASE_TIMEOUT``, and is not sent at all when there is
-nothing to end (no ipcwire stream, the server ended it, another client took it over, the
-client gave up on it, or this is a forked child's copy of the parent's client).
+nothing to end (no ipcwire stream, the server ended it and the client never read the end,
+another client took it over, the client gave up on it, or this is a forked child's copy of
+the parent's client).
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ class Release:
     @staticmethod
     def needed(core: ClientCore) -> str | None:
         """The stream to end (None: nothing to tell the server: it never announced an
-        ipcwire stream, it is over, or the server refused this client for good)."""
-        if core.stream_over or isinstance(core.final, FATAL):
+        ipcwire stream, it is another client's now or ended without this client reading
+        its end, or the server refused this client for good). A stream whose end event this
+        client read is ended too: the server keeps an ended stream for ``resume_window``
+        only for a client that lost its end, with its replay buffer."""
+        if (core.stream_over and not core.end_read) or isinstance(core.final, FATAL):
             return None
         return core.stream_id
 

@@ -289,6 +289,11 @@ class ServerStream:
         dropped. Returns the attached connection's transport (None if none), to close, and
         the writer's wake-up, to call after releasing the lock."""
         self.expire(why)
+        return self.forget_events()
+
+    def forget_events(self) -> tuple[Any, Callable[[], None] | None]:
+        """Drop the replay buffer (its client has every event it wants); as :meth:`release`
+        returns."""
         self._log.clear()
         self._datas.clear()
         self._outbox.clear()
@@ -396,6 +401,11 @@ class StreamTable:
         stream = self.streams.get(sid)
         if stream is None or stream.broken is not None:
             return None
+        if stream.ended is not None and stream.end_written:
+            # The server ended it and its client read the end: kept, without its events,
+            # until it expires, so that a late resume of it still hears 204 (stop).
+            with stream.lock:
+                return stream.forget_events()
         del self.streams[sid]
         if stream.expiry is not None:
             stream.expiry.cancel()
