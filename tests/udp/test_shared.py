@@ -63,10 +63,32 @@ class _Listener(ListenerCore[_Peer]):
     def _new_peer(self, addr: Address) -> _Peer:
         return _Peer(self, addr)
 
+    def _wake_peer(self, ch: _Peer) -> None:
+        self.woken.append(ch)
 
-def _listener() -> _Listener:
+    woken: list[_Peer]
+
+
+def _listener(max_peers: int | None = None) -> _Listener:
     url = "udp://127.0.0.1:9"
-    return _Listener(ChannelOptions.build(parse_url(url), {}), url, socket.AF_INET)
+    opts = ChannelOptions.build(parse_url(url), {})
+    lst = _Listener(opts, url, socket.AF_INET, max_peers=max_peers)
+    lst.woken = []
+    return lst
+
+
+def test_a_full_table_ends_the_peer_silent_longest_for_a_new_one() -> None:
+    lst = _listener(max_peers=2)
+    a, b = lst._admit(("127.0.0.1", 1), 0), lst._admit(("127.0.0.1", 2), 0)
+    assert a is not None and b is not None
+    a._active += 1.0  # b has been silent longer
+    c = lst._admit(("127.0.0.1", 3), 0)
+    assert c is not None
+    assert set(lst._peers) == {("127.0.0.1", 1), ("127.0.0.1", 3)}
+    assert lst.woken == [b] and lst.evicted == 1
+    with pytest.raises(EndOfChannel, match="max_peers=2"):
+        b._idle_end(None)
+    assert a._idle_end(None) is not None  # a goes on (until its idle time is over)
 
 
 def test_listener_admits_new_peers_until_the_backlog_is_full_or_it_closes() -> None:
