@@ -53,6 +53,7 @@ from ipcwire.http._protocol import (
     PROTOCOL_VERSION,
     REPLY_HEADER,
     TIMEOUT_HEADER,
+    UNDELIVERED_HEADER,
     batch_chunks,
     content_type_for,
     error_from_response,
@@ -120,6 +121,7 @@ class ClientCore:
         self.ended: IpcwireError | None = None  # the server closed: recv raises after inbox
         self.broken: IpcwireError | None = None  # sends fail with this
         self.closed = False
+        self.closing = False  # close() began: no more sends; what is queued still goes
         self._nonce = secrets.token_bytes(16)
         self._urls: dict[str, httpx.URL] = {}
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
@@ -186,8 +188,11 @@ class ClientCore:
 
     # -- sending -------------------------------------------------------------------------------
     def check_send(self) -> None:
-        if self.closed:
+        if self.closed or self.closing:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        self.check_broken()
+
+    def check_broken(self) -> None:
         if self.broken is not None:
             raise self.broken
 
@@ -468,7 +473,10 @@ class ClientCore:
     def close_req(self) -> Req | None:
         if not self.session or not self.id:
             return None
-        return Req("DELETE", self.path, None, None, _CLOSE_TIMEOUT)
+        # (messages close() could not post in time: the server must not end the channel
+        # cleanly, as if they had never been sent)
+        lost = {UNDELIVERED_HEADER: str(len(self.outbox))} if self.outbox else None
+        return Req("DELETE", self.path, lost, None, _CLOSE_TIMEOUT)
 
     def error(self, resp: httpx.Response, doing: str, *, sent: int = 0) -> IpcwireError:
         return error_from_response(

@@ -51,6 +51,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "REPLY_HEADER",
     "TIMEOUT_HEADER",
+    "UNDELIVERED_HEADER",
     "FrameSplitter",
     "Problem",
     "batch_chunks",
@@ -72,6 +73,10 @@ TIMEOUT_HEADER: Final = "Ipcwire-Timeout"  # seconds the client waits for the re
 # many seconds" (200, instead of 204), when no message stream is open; the messages posted
 # are then delivered at once or not at all (504) unless Ipcwire-Timeout says otherwise.
 REPLY_HEADER: Final = "Ipcwire-Reply"
+# On DELETE /channels/{id}: how many messages the client's send() took that it could not
+# post before closing (the server's application was not taking them): the server channel
+# then ends with ChannelBroken, not EndOfChannel (they are lost, and its peer must know).
+UNDELIVERED_HEADER: Final = "Ipcwire-Undelivered"
 MAX_POLL_WAIT: Final = 20.0  # a long poll returns after this long at most (proxies)
 HEARTBEAT: Final = 15.0  # an idle message stream carries a heartbeat frame this often
 HEARTBEAT_FRAME: Final = b"\xff\xff\xff\xff"  # a length no message has: "still here"

@@ -34,6 +34,7 @@ from ipcwire.http._protocol import (
     PROTOCOL_VERSION,
     REPLY_HEADER,
     TIMEOUT_HEADER,
+    UNDELIVERED_HEADER,
     FrameSplitter,
     Problem,
     check_bearer,
@@ -212,7 +213,7 @@ class HttpServer:
                 if method == "POST":
                     return await self._call(request, sid)
                 if method == "DELETE":
-                    return self._close(sid)
+                    return self._close(sid, request.headers.get(UNDELIVERED_HEADER))
                 raise method_not_allowed(method, "POST, DELETE")
             if sub == "messages":
                 if method == "POST":
@@ -518,10 +519,21 @@ class HttpServer:
             s.touch()
         return resp
 
-    def _close(self, sid: str) -> web.StreamResponse:
+    def _close(self, sid: str, undelivered: str | None) -> web.StreamResponse:
         s = self._sessions.pop(sid, None)
         if s is not None:
-            s.client_close(EndOfChannel(f"the client closed {self.url}", endpoint=self.url))
+            lost = int(undelivered) if undelivered and undelivered.isdigit() else 0
+            if lost:  # its close() gave up posting them: the end is not a clean one
+                end: IpcwireError = ChannelBroken(
+                    f"the client of {self.url} closed with {lost} message(s) it could not "
+                    f"deliver: this side took none of its messages while its close() waited "
+                    f"for room; they are lost. Receive faster, or have the client wait for "
+                    f"replies before it closes",
+                    endpoint=self.url,
+                )
+            else:
+                end = EndOfChannel(f"the client closed {self.url}", endpoint=self.url)
+            s.client_close(end)
         return web.Response(status=204)
 
     async def _oneshot(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -112,19 +112,22 @@ class AioHttpChannel(ClientEnd, AioChannel):
         if kick is not None and not kick.done():
             kick.set_result(None)
 
-    async def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
+    async def _wait_out(
+        self, done: Any, timeout: float | None, what: str, *, closing: bool = False
+    ) -> None:
         core = self._core
+        check = core.check_broken if closing else core.check_send  # (close() flushing)
         self._out_waiters += 1
         try:
             async with within(timeout), self._out:
                 while not done():
-                    core.check_send()
+                    check()
                     await self._out.wait()
         except TimeoutError:
             raise Timeout(core.unsent(what), endpoint=self.url) from None
         finally:
             self._out_waiters -= 1
-        core.check_send()
+        check()
 
     async def _send_loop(self) -> None:
         """Post what is queued, in order. While no message stream is open and a receiver
@@ -170,9 +173,11 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 async with self._out:
                     self._out.notify_all()
 
-    async def _flush(self, timeout: float | None) -> None:
+    async def _flush(self, timeout: float | None, *, closing: bool = False) -> None:
         if self._core.outbox_bytes:
-            await self._wait_out(lambda: self._core.outbox_bytes == 0, timeout, "requested")
+            await self._wait_out(
+                lambda: self._core.outbox_bytes == 0, timeout, "requested", closing=closing
+            )
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         core = self._core
@@ -321,8 +326,13 @@ class AioHttpChannel(ClientEnd, AioChannel):
         core = self._core
         if core.closed:
             return
+        core.closing = True  # a send waiting for room ends now (ChannelClosed)
+        async with self._out:
+            self._out.notify_all()
         try:
-            await self._flush(FLUSH_TIMEOUT)  # what was sent before close() arrives first
+            # what was sent before close() arrives first; what cannot (the server's
+            # application takes nothing for FLUSH_TIMEOUT) is counted in the DELETE
+            await self._flush(FLUSH_TIMEOUT, closing=True)
         except IpcwireError:
             pass
         core.closed = True
@@ -335,7 +345,9 @@ class AioHttpChannel(ClientEnd, AioChannel):
         req = core.close_req()
         if req is not None:
             try:
-                await self._client.request(req.method, req.path, timeout=req.timeout)
+                await self._client.request(
+                    req.method, req.path, headers=req.headers, timeout=req.timeout
+                )
             except httpx.HTTPError:
                 pass
         if self._reader is not None:

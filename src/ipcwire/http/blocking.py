@@ -144,14 +144,18 @@ class HttpChannel(ClientEnd, Channel):
             except RuntimeError:  # released by another thread just now
                 pass
 
-    def _wait_out(self, done: Any, timeout: float | None, what: str) -> None:
-        """Wait (holding ``_out``) until ``done()``; raise if the channel fails meanwhile."""
+    def _wait_out(
+        self, done: Any, timeout: float | None, what: str, *, closing: bool = False
+    ) -> None:
+        """Wait (holding ``_out``) until ``done()``; raise if the channel fails meanwhile
+        (or is closed, unless this is close() itself: ``closing``)."""
         core = self._core
         deadline = None if timeout is None else time.monotonic() + timeout
+        check = core.check_broken if closing else core.check_send
         self._out_waiters += 1
         try:
             while not done():
-                core.check_send()
+                check()
                 self._out.wait(seconds_left(deadline, core.unsent(what), self.url))
         finally:
             self._out_waiters -= 1
@@ -199,12 +203,14 @@ class HttpChannel(ClientEnd, Channel):
                 if self._out_waiters:
                     cond.notify_all()
 
-    def _flush(self, timeout: float | None) -> None:
+    def _flush(self, timeout: float | None, *, closing: bool = False) -> None:
         """Wait until everything queued was posted (for request() and close())."""
         core = self._core
         if core.outbox_bytes:
             with self._out:
-                self._wait_out(lambda: core.outbox_bytes == 0, timeout, "requested")
+                self._wait_out(
+                    lambda: core.outbox_bytes == 0, timeout, "requested", closing=closing
+                )
 
     def recv(self, *, timeout: float | None = None) -> Any:
         with self._recv_lock:
@@ -409,8 +415,13 @@ class HttpChannel(ClientEnd, Channel):
             # end it for the parent's peer). Nothing to send; the sockets go with the child.
             core.closed = True
             return
+        with self._out:
+            core.closing = True  # a send waiting for room ends now (ChannelClosed)
+            self._out.notify_all()
         try:
-            self._flush(FLUSH_TIMEOUT)  # what was sent before close() arrives first
+            # what was sent before close() arrives first; what cannot (the server's
+            # application takes nothing for FLUSH_TIMEOUT) is counted in the DELETE
+            self._flush(FLUSH_TIMEOUT, closing=True)
         except IpcwireError:
             pass
         with self._out:
@@ -424,7 +435,7 @@ class HttpChannel(ClientEnd, Channel):
         req = core.close_req()
         if req is not None:
             try:
-                self._client.request(req.method, req.path, timeout=req.timeout)
+                self._client.request(req.method, req.path, headers=req.headers, timeout=req.timeout)
             except httpx.HTTPError:
                 pass
         self._client.close()
