@@ -11,11 +11,13 @@ import abc
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from ipcwire._deadline import limit
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
@@ -164,12 +166,39 @@ class Channel(abc.ABC):
         """Send ``obj`` and return the next message: a reply, for strict request/reply peers.
 
         The default timeout is finite. If it passes, the channel is closed, because a late
-        reply would otherwise be taken as the answer to the next request.
+        reply would otherwise be taken as the answer to the next request. Threads calling
+        ``request()`` on one channel at once take turns (each sends and takes the next
+        message before the next one sends), so each gets the reply to its own request from
+        a peer that answers in order; ``timeout`` includes the wait for a turn.
 
         Raises:
-            Timeout: no reply in time (the channel is now closed).
+            Timeout: no reply in time (the channel is now closed), or no turn in time (not
+                sent; the channel stays open).
             EndOfChannel, ChannelBroken: the peer went away before replying.
         """
+        lock = self.__dict__.get("_ipcwire_turns")
+        if lock is None:  # (setdefault: one lock, whichever thread makes it first)
+            lock = self.__dict__.setdefault("_ipcwire_turns", threading.Lock())
+        if lock.acquire(blocking=False):
+            left = timeout
+        else:
+            start = time.monotonic()
+            wait = limit(timeout, self.url)
+            if not lock.acquire(timeout=-1 if wait is None else max(wait, 0.0)):
+                raise Timeout(
+                    f"request to {self.url} not sent: other threads' requests on this channel "
+                    f"held it for {timeout} s (they take turns, so that each gets its own "
+                    f"reply); raise timeout=, or give each thread a channel of its own",
+                    endpoint=self.url,
+                )
+            left = None if wait is None else max(wait - (time.monotonic() - start), 0.0)
+        try:
+            return self._exchange(obj, timeout=left)
+        finally:
+            lock.release()
+
+    def _exchange(self, obj: Any, *, timeout: float | None) -> Any:
+        """:meth:`request` in its turn (what a driver with a better way overrides)."""
         self.send(obj, timeout=timeout)
         try:
             return self.recv(timeout=timeout)

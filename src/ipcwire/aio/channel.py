@@ -114,8 +114,36 @@ class AioChannel(abc.ABC):
         return out
 
     async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
-        """Send and return the next message; on Timeout the channel is closed (see the
-        blocking :meth:`ipcwire.Channel.request`)."""
+        """Send and return the next message; on Timeout the channel is closed. Tasks calling
+        it on one channel at once take turns, so each gets its own reply (see the blocking
+        :meth:`ipcwire.Channel.request`)."""
+        lock: asyncio.Lock | None = self.__dict__.get("_ipcwire_turns")
+        if lock is None:
+            lock = self.__dict__.setdefault("_ipcwire_turns", asyncio.Lock())
+        if lock.locked():
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            try:
+                async with within(timeout):
+                    await lock.acquire()
+            except TimeoutError:
+                raise Timeout(
+                    f"request to {self.url} not sent: other tasks' requests on this channel "
+                    f"held it for {timeout} s (they take turns, so that each gets its own "
+                    f"reply); raise timeout=, or give each task a channel of its own",
+                    endpoint=self.url,
+                ) from None
+            left = None if timeout is None else max(timeout - (loop.time() - start), 0.0)
+        else:
+            await lock.acquire()  # (free: at once)
+            left = timeout
+        try:
+            return await self._exchange(obj, timeout=left)
+        finally:
+            lock.release()
+
+    async def _exchange(self, obj: Any, *, timeout: float | None) -> Any:
+        """:meth:`request` in its turn (what a driver with a better way overrides)."""
         await self.send(obj, timeout=timeout)
         try:
             return await self.recv(timeout=timeout)

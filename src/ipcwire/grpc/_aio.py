@@ -557,12 +557,12 @@ class AioStream(AioChannel):
             finally:
                 self._waiter = None
 
-    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    async def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send and return the next message (see :meth:`ipcwire.aio.AioChannel.request`);
         on the client, write (when nothing else is being written) and read directly under the
         deadline, which cancels the RPC if it passes: the channel is closed then, as always."""
         if not self._client or self._reader is not None or self._inbox or self._reading:
-            return await super().request(obj, timeout=timeout)
+            return await super()._exchange(obj, timeout=timeout)
         data = self._encode(obj)
         self._check_send()
         direct = self._can_write_now()  # then write in this task too, under the deadline

@@ -510,14 +510,14 @@ class SyncStream(Channel):
                 seconds_left(deadline, f"no message from {self.url} within {timeout} s", self.url)
             )
 
-    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         """Send ``obj`` and return the next message (see :meth:`ipcwire.Channel.request`).
 
         On the client, while no pump runs, the reply is read in this thread under a deadline
         that cancels the call if it passes (the channel is then closed, as always).
         """
         if not self._client or self._pump is not None or timeout is None or self._inbox:
-            return super().request(obj, timeout=timeout)
+            return super()._exchange(obj, timeout=timeout)
         self.send(obj, timeout=timeout)
         expired: list[bool] = []
 

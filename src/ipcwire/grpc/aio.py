@@ -273,7 +273,7 @@ class AioGrpcUnaryChannel(AioChannel):
         self._bytes_received += len(reply)
         return self._codec_decode(memoryview(reply))
 
-    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    async def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         if self._replies:
             await self.send(obj, timeout=timeout)
             return await self.recv(timeout=0)

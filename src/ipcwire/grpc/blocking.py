@@ -256,7 +256,7 @@ class GrpcUnaryChannel(Channel):
         self._bytes_received += len(reply)
         return self._codec_decode(memoryview(reply))
 
-    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         if self._replies:
             self.send(obj, timeout=timeout)
             return self.recv(timeout=0)

@@ -300,10 +300,10 @@ class AioHttpChannel(ClientEnd, AioChannel):
         core.stream_ended(err)
         self._wake()
 
-    async def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    async def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         core = self._core
         if core.inbox or core.streaming:  # the reply is the stream's next message
-            return await super().request(obj, timeout=timeout)
+            return await super()._exchange(obj, timeout=timeout)
         payload = core.encode(obj)
         await self._flush(timeout)
         async with self._send_lock, self._recv_lock:

@@ -389,12 +389,12 @@ class HttpChannel(ClientEnd, Channel):
             self._resp.close()
         return False
 
-    def request(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+    def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
         core = self._core
         if core.inbox or core.streaming:
             # Messages come through the stream now (or one is already here): the reply is
             # the next of them, by the channel's order.
-            return super().request(obj, timeout=timeout)
+            return super()._exchange(obj, timeout=timeout)
         payload = core.encode(obj)
         self._flush(timeout)
         with self._send_lock, self._recv_lock:

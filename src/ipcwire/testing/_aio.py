@@ -379,11 +379,28 @@ async def _request(make_pair: AMakePair, caps: Capabilities) -> None:
         for i in range(20):
             reply = await a.request({"n": i}, timeout=_WAIT)
             expect(reply == {"echo": {"n": i}}, f"request() got {reply!r}")
+        if caps.reliable and caps.ordered:
+            await _concurrent_requests(a)
         await a.aclose()
         if caps.reliable:  # an unreliable mechanism cannot tell the peer it closed
             await asyncio.wait_for(task, _WAIT)
         else:
             task.cancel()
+
+
+async def _concurrent_requests(a: AioChannel) -> None:
+    """Tasks calling request() on one channel at once: each gets the reply to its own
+    request (the peer answers in order), never another task's."""
+    wrong: list[Any] = []
+
+    async def ask(k: int) -> None:
+        for i in range(25):
+            reply = await a.request({"t": k, "n": i}, timeout=_WAIT)
+            if reply != {"echo": {"t": k, "n": i}}:
+                wrong.append(({"t": k, "n": i}, reply))
+
+    await asyncio.gather(*(ask(k) for k in range(4)))
+    expect(not wrong, f"tasks calling request() at once got others' replies: {wrong[:2]}")
 
 
 async def _concurrent_clients(url: Callable[[], str]) -> None:

@@ -428,10 +428,34 @@ def _request(make_pair: MakePair, caps: Capabilities) -> None:
         for i in range(20):
             reply = a.request({"n": i}, timeout=_WAIT)
             expect(reply == {"echo": {"n": i}}, f"request() got {reply!r}")
+        if caps.reliable and caps.ordered:
+            _concurrent_requests(a)
         a.close()
         if caps.reliable:  # an unreliable mechanism cannot tell the peer it closed
             t.join(_WAIT)
             expect(not t.is_alive(), "the echo loop did not end when the client closed")
+
+
+def _concurrent_requests(a: Channel) -> None:
+    """Threads calling request() on one channel at once: each gets the reply to its own
+    request (the peer answers in order), never another thread's."""
+    wrong: list[Any] = []
+
+    def ask(k: int) -> None:
+        try:
+            for i in range(25):
+                reply = a.request({"t": k, "n": i}, timeout=_WAIT)
+                if reply != {"echo": {"t": k, "n": i}}:
+                    wrong.append(({"t": k, "n": i}, reply))
+        except BaseException as exc:
+            wrong.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expect(not wrong, f"threads calling request() at once got others' replies: {wrong[:2]}")
 
 
 def _concurrent_clients(url: Callable[[], str], caps: Capabilities) -> None:
