@@ -21,6 +21,7 @@ import errno
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from ipcwire._core.url import Endpoint, parse_url
@@ -149,6 +150,24 @@ def connect_addresses(
     return addr, UdpAddress("::" if v6 else "0.0.0.0", 0)  # noqa: S104
 
 
+def _take(
+    endpoint: Endpoint, kw: dict[str, Any], name: str, default: object, read: Callable[[str], Any]
+) -> tuple[object, object]:
+    """Take ``name=`` out of a listener's options: (what was given, its value). The URL's
+    ``?name=`` is the default, text: "" or "none" is None, ``read`` reads the rest (text it
+    cannot read stays text, for the caller's error)."""
+    query = endpoint.params.get(name)
+    raw: object = kw.pop(name, default if query is None else query)
+    if query is None or raw is not query:
+        return raw, raw
+    if query.lower() in ("", "none"):
+        return raw, None
+    try:
+        return raw, read(query)
+    except ValueError:
+        return raw, query
+
+
 def idle_timeout_option(endpoint: Endpoint, kw: dict[str, Any]) -> float | None:
     """Take ``idle_timeout=`` out of a listener's options (the URL's ``?idle_timeout=`` is the
     default, where ``none`` is None) and refuse any other option left.
@@ -156,15 +175,8 @@ def idle_timeout_option(endpoint: Endpoint, kw: dict[str, Any]) -> float | None:
     Raises:
         ConfigurationError: not a number of seconds over 0, NaN, infinite; or unknown options.
     """
-    query = endpoint.params.get("idle_timeout")
-    raw: object = kw.pop("idle_timeout", DEFAULT_IDLE_TIMEOUT if query is None else query)
+    raw, value = _take(endpoint, kw, "idle_timeout", DEFAULT_IDLE_TIMEOUT, float)
     reject_unknown(kw, endpoint, ("idle_timeout", "max_peers"))
-    value = raw
-    if query is not None and raw is query:  # a string from the URL
-        try:
-            value = None if query.lower() in ("", "none") else float(query)
-        except ValueError:
-            pass
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
@@ -184,13 +196,7 @@ def max_peers_option(endpoint: Endpoint, kw: dict[str, Any]) -> int | None:
     Raises:
         ConfigurationError: not a whole number of at least 1, or None.
     """
-    query = endpoint.params.get("max_peers")
-    raw: object = kw.pop("max_peers", DEFAULT_MAX_PEERS if query is None else query)
-    value = raw
-    if query is not None and raw is query:  # a string from the URL
-        if query.lower() in ("", "none"):
-            return None
-        value = int(query) if query.isdigit() else query
+    raw, value = _take(endpoint, kw, "max_peers", DEFAULT_MAX_PEERS, int)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
