@@ -4,6 +4,7 @@ hundreds of MB for a service opening a thousand short connections a second)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from tests._proc import python, wait_line
 
 import ipcwire
+from ipcwire import aio
 from ipcwire.grpc import _watchdog
 
 
@@ -176,3 +178,36 @@ def test_a_client_that_closes_without_reading_the_replies_lets_go_at_once() -> N
         # (ChannelBroken when a send met the client's end of the stream)
         assert isinstance(ended[0], ipcwire.EndOfChannel | ipcwire.ChannelBroken), ended
         assert over.wait(10), "the closed client still holds its call (for the 60 s linger)"
+
+
+def test_asyncio_aclose_waits_for_the_writes_at_most_aclose_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``await aclose()`` on a client whose server does not read waited the whole 60 s
+    linger; now at most ACLOSE_WAIT, and the writing goes on meanwhile: the server, reading
+    afterwards, gets every message, then the end."""
+    from ipcwire.grpc import _aio
+
+    monkeypatch.setattr(_aio, "ACLOSE_WAIT", 0.5)
+
+    async def main() -> None:
+        async with await aio.listen("grpc://127.0.0.1:0") as lst:
+            accepting = asyncio.ensure_future(lst.accept(timeout=10))
+            client = await aio.connect(lst.url, timeout=10)
+            server = await accepting
+            sent = 0
+            while True:  # until the server's flow control holds the writes
+                try:
+                    await client.send(bytes([sent]) * 1_000_000, timeout=1)
+                except ipcwire.Timeout:
+                    break
+                sent += 1
+            await asyncio.wait_for(client.aclose(), 10)  # (it took 60 s)
+            got = []
+            with pytest.raises(ipcwire.EndOfChannel):
+                while True:
+                    got.append((await server.recv(timeout=10))[0])
+            assert got == list(range(sent))
+            await server.aclose()
+
+    asyncio.run(main())

@@ -23,6 +23,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.grpc._channel import (
+    ACLOSE_WAIT,
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
     LINGER,
@@ -617,7 +618,9 @@ class AioStream(AioChannel):
     async def aclose(self) -> None:
         self.close()
         if self._closing is not None:
-            await asyncio.shield(self._closing)
+            # (it waited for the whole LINGER, 60 s, on a peer that does not read; the task
+            # goes on after this wait, and is not cancelled with it)
+            await asyncio.wait([self._closing], timeout=ACLOSE_WAIT)
 
     def stop_reader(self) -> None:
         if self._reader is not None and not self._reader.done():

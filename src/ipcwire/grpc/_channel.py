@@ -17,6 +17,7 @@ from ipcwire.errors import (
 )
 
 __all__ = [
+    "ACLOSE_WAIT",
     "CONNECT_KW",
     "HIGH_WATER",
     "HIGH_WATER_MESSAGES",
@@ -36,6 +37,10 @@ LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
 HIGH_WATER_MESSAGES: Final = 1024
 LOW_WATER_MESSAGES: Final = 256
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+# asyncio's aclose() waits this long, at most, for what was sent before it to be written (to a
+# peer that does not read, say); the rest goes on in the background, up to LINGER, as after
+# the blocking close(), which returns at once
+ACLOSE_WAIT: Final = 10.0
 # A sender waiting for room wakes when this much was written: small, so that a writer held by
 # a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
 # (4 MiB of 64-byte messages is 65536 of them).
