@@ -7,6 +7,9 @@ reassembly of pieces, the messages read ahead while a send waits, the state (clo
 marker read, peer exited, broken by a part-way send), the counters, and the errors that state
 means. Nothing here waits: every queue call is ``try_send``/``try_recv``. The blocking driver
 calls these methods with its send or receive lock held.
+
+How each end learns that the other closed, even when its queue was full at the time: the end
+pipe, ``_ends.py``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
+from ipcwire.mq._ends import peer_ended, post_end
 from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import close_fd
 
 __all__ = ["CLOSE_TIMEOUT", "CLOSE_UNSEEN", "ChannelCore"]
 
-CLOSE_TIMEOUT: Final = 1.0  # how long close() waits for room for the end-of-channel marker
+# How long close() waits for room for the end-of-channel marker, on a channel without an end
+# pipe (one with an end pipe never waits: see _ends.py).
+CLOSE_TIMEOUT: Final = 1.0
 # Logged when close() gives up on a peer that does not read (its end-of-channel marker unsent).
 CLOSE_UNSEEN = (
     "ipcwire: %s: the peer is not reading; it will not see the end of the channel until its "
@@ -57,6 +63,7 @@ class ChannelCore:
         *,
         peer_pid: int | None,
         pidfd: int | None,
+        ends: int | None,
     ) -> None:
         self.url = url
         self._in = inbound
@@ -71,11 +78,13 @@ class ChannelCore:
         self._peer_pid = peer_pid
         self._peer: PeerInfo | None = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd
+        self._ends = ends  # the end pipe (_ends.py); None: the marker alone tells the end
         self._pending: deque[tuple[bytes, int]] = deque()  # read ahead while a send waited
         self._error: IpcwireError | None = None  # found by recv_many, raised next
         self._send_broken: ChannelBroken | None = None
         self._closed = False
-        self._eof = False  # the peer's end-of-channel marker was read
+        self._eof = False  # the peer's end was reached: all it sent before closing is read
+        self._peer_closed = False  # the end pipe says the peer closed (its messages may wait)
         self._dead = False  # the peer process exited
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
@@ -90,7 +99,7 @@ class ChannelCore:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._send_broken is not None:
             raise self._send_broken
-        if self._eof or self._dead:
+        if self._eof or self._dead or self._peer_closed:
             raise self._gone("send to")
 
     def _too_large(self, size: int) -> FrameTooLarge:
@@ -124,8 +133,15 @@ class ChannelCore:
             endpoint=self.url,
         )
 
+    def _peer_ended(self) -> bool:
+        """True once the peer closed, as far as the end pipe tells (looked at now if not yet
+        known). Its messages sent before the close may still wait in the queue."""
+        if not self._peer_closed and self._ends is not None and not self._closed:
+            self._peer_closed = peer_ended(self._ends)
+        return self._peer_closed
+
     def _gone(self, doing: str) -> ChannelBroken:
-        if self._eof:
+        if self._eof or self._peer_ended():
             why = "the peer closed its end"
         else:
             why = f"the peer process (pid {self._peer_pid}) exited without closing it"
@@ -140,8 +156,12 @@ class ChannelCore:
             ChannelClosed: the inbound queue was closed.
         """
         while len(self._pending) < limit and not self._eof:
+            closed = self._peer_closed  # before the queue is found empty (see _next_ready)
             got = self._in.try_recv()
             if got is None:
+                if closed:
+                    self._eof = True
+                    self._on_eof()
                 return True
             if got[1] == EOF_PRIORITY:
                 self._eof = True
@@ -164,7 +184,13 @@ class ChannelCore:
         while True:
             got = self._pending.popleft() if self._pending else None
             if got is None and not self._eof:
+                # Known closed *before* the queue is found empty: then every message sent
+                # before the close was read (they were queued before the end pipe's byte).
+                closed = self._peer_closed
                 got = self._in.try_recv()
+                if got is None and closed:
+                    self._eof = True
+                    self._on_eof()
             if got is None:
                 return None
             data, prio = got
@@ -207,17 +233,33 @@ class ChannelCore:
                 f"bytes arrived); the partial message was discarded",
                 endpoint=self.url,
             )
-        if self._eof:
+        if self._eof or self._peer_ended():
+            # (a peer that exited: nothing more can come, so a close it made is the end)
             return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
         return self._gone("receive from")
 
     # -- the rest ---------------------------------------------------------------------------
+    def _post_end(self) -> bool:
+        """``close()``'s message to the peer when it has an end pipe: the byte in the pipe,
+        then the marker if there is room (never waiting). False without an end pipe: the
+        caller waits a while for room for the marker."""
+        if self._ends is None:
+            return False
+        post_end(self._ends)
+        try:
+            self._out.try_send(b"", EOF_PRIORITY)
+        except IpcwireError:
+            pass
+        return True
+
     def _close_queues(self) -> None:
-        """Close both queues and the peer's pidfd (the last step of ``close``)."""
+        """Close both queues, the peer's pidfd and the end pipe (the last step of ``close``)."""
         self._in.close()
         self._out.close()
         close_fd(self._pidfd)
         self._pidfd = None
+        close_fd(self._ends)
+        self._ends = None
 
     @property
     def wire(self) -> WireFormat:

@@ -18,6 +18,11 @@ welcome. Kernel priorities after that::
 
 so the end-of-channel marker is always read after every message sent before it. A message
 of ``msgsize`` bytes or more travels in pieces (see :class:`Reassembler`).
+
+Besides the queues, the client makes the channel's *end pipe* (a FIFO named after the pair,
+``_ends.py``), through which a close reaches the peer even when its queue is full; the server
+adds ``"ends": true`` to its replies when it opened it, and both unlink its name with the
+queues'.
 """
 
 from __future__ import annotations
@@ -77,10 +82,11 @@ def kernel_priority(priority: int) -> int:
 def pair_names(base: str) -> tuple[str, str]:
     """Fresh names for a channel's two queues, derived from the listener's queue name.
 
-    The pid in the name lets ``ipcwire doctor`` find the queues of a crashed client.
+    The pid in the name lets ``ipcwire doctor`` find the queues of a crashed client. Short
+    enough for the channel's end pipe too (``ipcwire-mq.<tag>.end``, a file name).
     """
     tag = f"{base}.{os.getpid()}.{secrets.token_hex(4)}"
-    if len(tag.encode()) > 250:
+    if len(tag.encode()) > 240:
         tag = f"/ipcwire.{os.getpid()}.{secrets.token_hex(8)}"
     return tag + ".up", tag + ".dn"
 

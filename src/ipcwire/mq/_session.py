@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,12 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq import limits
+from ipcwire.mq._ends import (
+    create_end_pipe,
+    open_end_pipe,
+    remove_end_pipe,
+    shared_dir,
+)
 from ipcwire.mq._proto import (
     HANDSHAKE_PRIORITY,
     RENDEZVOUS_MSGSIZE,
@@ -219,6 +224,15 @@ class ClientSession:
             self.up.unlink()
             self.up.close()
             raise
+        try:
+            # the end pipe (_ends.py), kept only if the listener says it opened it too
+            self.ends = create_end_pipe(up_name, mode, self.url)
+        except BaseException:
+            for q in (self.up, self.dn):
+                q.unlink()
+                q.close()
+            raise
+        self.ends_agreed = False
         self.hs = options.client_handshake("length")  # queues keep boundaries
         self.server_pid: int | None = None
 
@@ -245,20 +259,27 @@ class ClientSession:
         pid = msg.get("pid")
         if type(pid) is int and pid > 0:
             self.server_pid = pid
+        if msg.get("ends") is True:
+            self.ends_agreed = True
         step = self.hs.receive(data)
         if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
             raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
         return step.done
 
     def finish(self) -> int | None:
-        """Both sides have the queues open: remove their names. The listener's pidfd (None
-        where there is none); the caller aborts the session when this raises.
+        """Both sides have the queues open: remove their names (and the end pipe's; the
+        pipe is closed if the listener did not open it). The listener's pidfd (None where
+        there is none); the caller aborts the session when this raises.
 
         Raises:
             ChannelBroken: the listener exited during the handshake.
         """
         self.up.unlink()
         self.dn.unlink()
+        remove_end_pipe(self.up.name)
+        if not self.ends_agreed:
+            close_fd(self.ends)
+            self.ends = None
         try:
             return open_pidfd(self.server_pid) if self.server_pid else None
         except ProcessLookupError:
@@ -267,7 +288,10 @@ class ClientSession:
             ) from None
 
     def abort(self) -> None:
-        """Give up: remove and close the pair."""
+        """Give up: remove and close the pair and the end pipe."""
+        remove_end_pipe(self.up.name)
+        close_fd(self.ends)
+        self.ends = None
         for q in (self.up, self.dn):
             q.unlink()
             q.close()
@@ -283,6 +307,7 @@ class ServerSession:
     pid: int
     pidfd: int | None
     deadline: float
+    ends: int | None = field(default=None)  # the end pipe, when the client made one
     done: bool = field(default=False)
 
     def feed(self, data: bytes, priority: int) -> bool:
@@ -300,6 +325,8 @@ class ServerSession:
         if step.send:
             reply = decode_json(strip_frame(step.send), "this listener", "")
             reply["pid"] = os.getpid()
+            if self.ends is not None:
+                reply["ends"] = True  # the client keeps its end pipe
             self.dn.try_send(encode_json(reply), HANDSHAKE_PRIORITY)
         if step.error is not None:
             raise step.error
@@ -323,6 +350,8 @@ class ServerSession:
         self.dn.close()
         close_fd(self.pidfd)
         self.pidfd = None
+        close_fd(self.ends)
+        self.ends = None
 
 
 def _unlink_clients(name: str) -> None:
@@ -373,6 +402,7 @@ def server_accept(
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(hello.dn)
+        remove_end_pipe(hello.up)
         return None
     try:
         dn = MessageQueue.open(hello.dn, read=False, url=url)
@@ -382,20 +412,35 @@ def server_accept(
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(up.name)
+        remove_end_pipe(up.name)
         up.close()
         return None
+    try:
+        ends = open_end_pipe(up.name, os.fstat(up.fileno()).st_uid, url)
+    except ResourceExhausted:
+        up.close()
+        dn.close()
+        raise
     # the client removes them too, once open: here for a client that died meanwhile
     _unlink_clients(up.name)
     _unlink_clients(dn.name)
+    remove_end_pipe(up.name)
     try:
         pidfd = open_pidfd(hello.pid)
     except ProcessLookupError:
         log.info("ipcwire: %s: client pid %d exited before it was accepted", url, hello.pid)
         up.close()
         dn.close()
+        close_fd(ends)
         return None
     session = ServerSession(
-        up, dn, options.server_handshake("length"), hello.pid, pidfd, time.monotonic() + timeout
+        up,
+        dn,
+        options.server_handshake("length"),
+        hello.pid,
+        pidfd,
+        time.monotonic() + timeout,
+        ends=ends,
     )
     try:
         session._step(hello.hello)
@@ -453,10 +498,8 @@ def announced(
 def lock_path(name: str) -> str:
     """Where a listener's ownership lock for queue ``name`` lives (queue names are global
     across users, so this is a shared directory: /dev/shm, or the temp dir)."""
-    # Sticky, shared, cleared at boot like the queues; FileLock opens with O_NOFOLLOW.
-    shm = "/dev/shm"  # noqa: S108
-    base = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
-    return os.path.join(base, f"ipcwire-mq.{name[1:]}.lock")
+    # FileLock opens with O_NOFOLLOW.
+    return os.path.join(shared_dir(), f"ipcwire-mq.{name[1:]}.lock")
 
 
 def bind_rendezvous(
@@ -543,6 +586,7 @@ def release_rendezvous(
             if _valid_pair(hello, base):
                 _unlink_clients(hello.up)
                 _unlink_clients(hello.dn)
+                remove_end_pipe(hello.up)
         q.unlink()
         _remove(lock.path)
     q.close()

@@ -82,8 +82,9 @@ class AioMqChannel(ChannelCore, AioChannel):
         *,
         peer_pid: int | None,
         pidfd: int | None,
+        ends: int | None,
     ) -> None:
-        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd)
+        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends)
         self._loop = asyncio.get_running_loop()
         self._rwaiter: asyncio.Future[None] | None = None
         self._swaiters: list[asyncio.Future[None]] = []
@@ -93,6 +94,9 @@ class AioMqChannel(ChannelCore, AioChannel):
         self._finished: asyncio.Future[None] = self._loop.create_future()
         if pidfd is not None:
             self._loop.add_reader(pidfd, self._peer_exited)
+        self._watch_ends = ends is not None
+        if ends is not None:
+            self._loop.add_reader(ends, self._peer_closing)
 
     # -- event-loop callbacks ---------------------------------------------------------------
     def _peer_exited(self) -> None:
@@ -100,6 +104,17 @@ class AioMqChannel(ChannelCore, AioChannel):
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
         self._wake_all()
+
+    def _peer_closing(self) -> None:
+        """The end pipe: the peer closed (its messages before that are in the queue)."""
+        self._peer_closed = True
+        self._unwatch_ends()
+        self._wake_all()
+
+    def _unwatch_ends(self) -> None:
+        if self._watch_ends and self._ends is not None:
+            self._watch_ends = False
+            self._loop.remove_reader(self._ends)
 
     def _wake_all(self) -> None:
         w = self._rwaiter
@@ -253,6 +268,8 @@ class AioMqChannel(ChannelCore, AioChannel):
             if self._eof or self._dead:
                 raise self._ended()
             if timeout == 0:
+                if self._peer_ended():  # not waiting, so the loop may not have told us yet
+                    continue
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             if self._rwaiter is not None:
                 raise LocalProtocolError(
@@ -284,10 +301,13 @@ class AioMqChannel(ChannelCore, AioChannel):
             self._loop.remove_writer(self._out.fileno())
         if self._pidfd is not None and not self._dead:
             self._loop.remove_reader(self._pidfd)
+        self._unwatch_ends()
         self._wake_all()
-        if self._eof or self._dead:
-            self._release()
+        if self._eof or self._dead or self._peer_closed or self._post_end():
+            self._release()  # nobody to tell, or told through the end pipe (never waits)
             return
+        # No end pipe: the marker alone tells the peer; without room for it, keep trying
+        # for a while in the background.
         try:
             sent = self._out.try_send(b"", EOF_PRIORITY)
         except IpcwireError:
@@ -295,7 +315,6 @@ class AioMqChannel(ChannelCore, AioChannel):
         if sent:
             self._release()
             return
-        # The peer is not reading: keep trying for a while in the background.
         fd = self._out.fileno()
 
         def retry() -> None:
@@ -380,7 +399,13 @@ async def connect(
         raise
     wire = channel_wire(options, session.hs)
     return AioMqChannel(
-        session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
+        session.dn,
+        session.up,
+        wire,
+        endpoint.url,
+        peer_pid=session.server_pid,
+        pidfd=pidfd,
+        ends=session.ends,
     )
 
 
@@ -457,7 +482,7 @@ class AioMqListener(AioListener):
 
     def _channel(self, s: ServerSession) -> AioMqChannel:
         wire = channel_wire(self._options, s.hs)
-        return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
+        return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd, ends=s.ends)
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         return await self._ready.get(self.url, timeout)

@@ -1,8 +1,9 @@
 """POSIX message queues, blocking driver: a channel is a pair of queues (see ``_proto.py``).
 
 Waiting uses ``poll`` on the queue descriptors, the peer's pidfd (readable when the peer
-process exits, so a dead peer is an error at once, not a hang) and an eventfd that ``close()``
-signals from any thread. What does not wait is shared with the asyncio driver: the channel's
+process exits, so a dead peer is an error at once, not a hang), the channel's end pipe
+(readable once the peer closed, ``_ends.py``) and an eventfd that ``close()`` signals from any
+thread. What does not wait is shared with the asyncio driver: the channel's
 state and decisions (``_channel.py``), opening a channel (``_session.py``).
 """
 
@@ -85,18 +86,20 @@ class MqChannel(ChannelCore, Channel):
         *,
         peer_pid: int | None,
         pidfd: int | None,
+        ends: int | None,
     ) -> None:
-        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd)
+        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends)
         try:
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         except OSError as exc:
             self._close_queues()  # the channel owns them from here
             raise translate(exc, url, "opening") from exc
-        # one poll set for receiving, made once: the queue, close(), and the peer's exit
+        # one poll set for receiving, made once: the queue, close(), the peer's exit and close
         self._recv_poller = select.poll()
-        for fd in (inbound.fileno(), self._wake, pidfd):
+        for fd in (inbound.fileno(), self._wake, pidfd, ends):
             if fd is not None:
                 self._recv_poller.register(fd, _IN)
+        self._watch_ends = ends is not None  # (in the poll set until seen readable)
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._owner = os.getpid()  # a forked child's close() leaves the parent's channel alone
@@ -145,12 +148,17 @@ class MqChannel(ChannelCore, Channel):
     def _wait_send(
         self, data: Any, prio: int, timeout: float | None, deadline: float | None
     ) -> None:
+        ends = self._ends
         while True:
+            if self._peer_closed:  # nobody will make room
+                raise self._gone("send to")
             poller = select.poll()
             poller.register(self._out.fileno(), _OUT)
             poller.register(self._wake, _IN)
             if self._pidfd is not None:
                 poller.register(self._pidfd, _IN)
+            if ends is not None:
+                poller.register(ends, _IN)  # the peer closing wakes us
             absorb = len(self._pending) < self._in.maxmsg
             if absorb:
                 # the peer may have closed: look for its end marker while we wait
@@ -160,6 +168,9 @@ class MqChannel(ChannelCore, Channel):
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if self._pidfd is not None and self._pidfd in ready:
                 self._dead = True
+                raise self._gone("send to")
+            if ends is not None and ends in ready:
+                self._peer_closed = True
                 raise self._gone("send to")
             if absorb and self._in.fileno() in ready and self._absorb():
                 raise self._gone("send to")
@@ -208,12 +219,17 @@ class MqChannel(ChannelCore, Channel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         deadline = None if not timeout else _deadline(timeout)
         while True:
+            # the peer's exit seen *before* the queue is found empty: then it is all here (a
+            # send waiting in another thread may see it exit meanwhile)
+            dead = self._dead
             got = self._next_ready()
             if got is not None:
                 return got
-            if self._eof or self._dead:
+            if self._eof or dead:
                 raise self._ended()
             if timeout == 0:
+                if self._peer_ended():  # not waiting, so not watching the end pipe: look
+                    continue
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             self._wait_recv(deadline, timeout)
 
@@ -221,11 +237,18 @@ class MqChannel(ChannelCore, Channel):
         ready = self._recv_poller.poll(None if deadline is None else _ms(deadline))
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._pidfd is not None and any(fd == self._pidfd for fd, _ in ready):
-            self._dead = True  # messages it sent before dying are still delivered
-            self._recv_poller.unregister(self._pidfd)
-        elif not ready and (deadline is None or time.monotonic() >= deadline):
-            raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+        if not ready:
+            if deadline is None or time.monotonic() >= deadline:
+                raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+            return
+        for fd, _ in ready:  # each is seen once, then left out of the poll set
+            if fd == self._pidfd:
+                self._dead = True  # messages it sent before dying are still delivered
+                self._recv_poller.unregister(fd)
+            elif fd == self._ends and self._watch_ends:
+                self._peer_closed = True  # its messages before the close are in the queue
+                self._watch_ends = False
+                self._recv_poller.unregister(fd)
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -242,7 +265,7 @@ class MqChannel(ChannelCore, Channel):
         os.eventfd_write(self._wake, 1)  # wakes threads blocked in send or recv
         got_send = self._send_lock.acquire(timeout=CLOSE_TIMEOUT)
         try:
-            if not (self._eof or self._dead):
+            if not (self._eof or self._dead or self._peer_closed):
                 self._send_eof()
         finally:
             if got_send:
@@ -258,6 +281,11 @@ class MqChannel(ChannelCore, Channel):
                 self._recv_lock.release()
 
     def _send_eof(self) -> None:
+        """Tell the peer this end closed: through the end pipe, never waiting; without one,
+        post the end-of-channel marker, waiting a while for room (logged when there was
+        none)."""
+        if self._post_end():
+            return
         deadline = time.monotonic() + CLOSE_TIMEOUT
         try:
             while not self._out.try_send(b"", EOF_PRIORITY):
@@ -329,7 +357,13 @@ def connect(
         raise
     wire = channel_wire(options, session.hs)
     return MqChannel(
-        session.dn, session.up, wire, endpoint.url, peer_pid=session.server_pid, pidfd=pidfd
+        session.dn,
+        session.up,
+        wire,
+        endpoint.url,
+        peer_pid=session.server_pid,
+        pidfd=pidfd,
+        ends=session.ends,
     )
 
 
@@ -456,7 +490,7 @@ class MqListener(Listener):
 
     def _channel(self, s: ServerSession) -> MqChannel:
         wire = channel_wire(self._options, s.hs)
-        return MqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd)
+        return MqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd, ends=s.ends)
 
     def close(self) -> None:
         if self._closed:

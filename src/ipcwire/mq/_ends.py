@@ -1,0 +1,136 @@
+"""The end pipe: how one end of an mq channel learns that the other closed, full queue or not.
+
+The end-of-channel marker travels in the queue, after the messages sent before it (its
+priority, 0, sorts after all data). It cannot be posted while the queue is full, and the
+peer may not read for a long time, or the closing process may exit right after ``close()``:
+a receiver that relied on the marker alone would then wait forever (its peer's process is
+alive) or call a clean close a crash (it exited).
+
+So each channel also has an *end pipe*: a FIFO the client creates next to the listener's lock
+file (``ipcwire-mq.<pair>.end``, mode as the queues), which both ends open read-write and
+non-blocking and unlink with the queues' names once the channel is open. ``close()`` writes
+one byte into it after its last message, and never waits: the pipe always has room. A byte
+in the pipe means "the other end closed"; it stays there while either end holds the pipe,
+so it outlives a closer that exits at once. Each end watches the pipe while it waits (poll,
+or the event loop), so a blocked receive or send wakes up.
+
+Order is kept by one rule: a receiver that saw the byte, and *then* finds its queue empty,
+has read everything sent before the close (those messages were in the queue before the
+byte was written): only then does it raise ``EndOfChannel``.
+
+The listener tells the client in its handshake reply (``"ends": true``) that it opened the
+pipe; without that (it could not open it), both ends keep to the marker alone, as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import stat
+import tempfile
+
+from ipcwire._oserror import OUT_OF_RESOURCES, translate
+
+__all__ = [
+    "create_end_pipe",
+    "end_pipe_path",
+    "open_end_pipe",
+    "peer_ended",
+    "post_end",
+    "remove_end_pipe",
+    "shared_dir",
+]
+
+log = logging.getLogger("ipcwire")
+
+_FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def shared_dir() -> str:
+    """Where ipcwire's mq files live (queue names are global across users, so a shared
+    directory: /dev/shm, or the temp dir). Sticky, cleared at boot like the queues."""
+    shm = "/dev/shm"  # noqa: S108
+    return shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def end_pipe_path(up: str) -> str:
+    """The end pipe of the channel whose client-to-server queue is named ``up``."""
+    return os.path.join(shared_dir(), f"ipcwire-mq.{up[1:].removesuffix('.up')}.end")
+
+
+def create_end_pipe(up: str, mode: int, url: str) -> int | None:
+    """The client's side: make the channel's end pipe and open it; None (logged) when it
+    cannot be made, and the channel then goes without one.
+
+    Raises:
+        ResourceExhausted: out of descriptors (nothing is left behind).
+    """
+    path = end_pipe_path(up)
+    try:
+        os.mkfifo(path, 0o600)
+    except OSError as exc:
+        log.info("ipcwire: %s: no end pipe (%s): the channel ends by its marker only", url, exc)
+        return None
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError as exc:
+        remove_end_pipe(up)
+        if exc.errno in OUT_OF_RESOURCES:
+            raise translate(exc, url, "connecting to") from exc
+        log.info("ipcwire: %s: no end pipe (%s): the channel ends by its marker only", url, exc)
+        return None
+    try:
+        os.fchmod(fd, mode)  # exactly the mode asked for, whatever the umask (as the queues)
+    except OSError:
+        pass
+    return fd
+
+
+def open_end_pipe(up: str, owner: int, url: str) -> int | None:
+    """The listener's side: open the end pipe a client made; None when there is none (a
+    client that could not make it), or what is there is not a FIFO of the queues' owner
+    ``owner`` (a uid).
+
+    Raises:
+        ResourceExhausted: out of descriptors (nothing was opened).
+    """
+    try:
+        fd = os.open(end_pipe_path(up), _FLAGS)
+    except OSError as exc:
+        if exc.errno in OUT_OF_RESOURCES:
+            raise translate(exc, url, "accepting on") from exc
+        if exc.errno != errno.ENOENT:
+            log.info("ipcwire: %s: cannot open the end pipe of %s: %s", url, up, exc)
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISFIFO(st.st_mode) or st.st_uid != owner:
+        os.close(fd)
+        log.warning("ipcwire: %s: ignored a foreign file at %s", url, end_pipe_path(up))
+        return None
+    return fd
+
+
+def remove_end_pipe(up: str) -> None:
+    """Remove the end pipe's name, if it is there and ours to remove (the sticky directory
+    leaves another user's to that user)."""
+    try:
+        os.unlink(end_pipe_path(up))
+    except OSError:
+        pass
+
+
+def post_end(fd: int) -> None:
+    """Tell the other end this one closed (after its last message). Never waits."""
+    try:
+        os.write(fd, b"\0")
+    except OSError:
+        pass  # at most two bytes ever go in; an error here leaves nothing to tell
+
+
+def peer_ended(fd: int) -> bool:
+    """True when the other end has closed (its byte is in the pipe); does not wait."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & select.POLLIN for _, ev in poller.poll(0))
