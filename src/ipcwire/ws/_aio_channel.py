@@ -54,11 +54,14 @@ class AioWsChannel(ChannelCore, AioChannel):
                 if conn.paused or conn.transport.is_closing():
                     async with within(timeout):
                         await conn.drain()
+                    self._check_open()
             elif timeout is None:
                 await conn.send(payload, text=self._text)
+                self._check_open()
             else:
                 async with within(timeout):
                     await conn.send(payload, text=self._text)
+                self._check_open()
         except TimeoutError:
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
@@ -102,12 +105,32 @@ class AioWsChannel(ChannelCore, AioChannel):
             async with within(timeout), conn.send_context():
                 for p in payloads:
                     write(p)
+            self._check_open()
         except TimeoutError:
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
         self._sent += len(payloads)
         self._bytes_sent += sum(len(p) for p in payloads)
+
+    def _check_open(self) -> None:
+        """After a send waited (for the transport to drain): ``ChannelClosed`` if ``close()``
+        was called meanwhile; it ends that wait (:meth:`_wake_senders`).
+
+        Raises:
+            ChannelClosed: this side closed the channel while the send waited.
+        """
+        if self._closed:
+            raise self._closed_error()
+
+    def _wake_senders(self) -> None:
+        """End the waits of sends for the transport to drain (a peer that does not read) now,
+        not when the closing handshake gives up (twice ``close_timeout``): they raise
+        ``ChannelClosed``. What they wrote stays in the transport, ahead of the close frame:
+        the peer gets it whole if it reads in time, else the connection is aborted."""
+        for waiter in getattr(self._conn, "drain_waiters", ()):
+            if not waiter.done():
+                waiter.set_result(None)  # (the library's drain() returns; we raise)
 
     def _send_timeout(self, timeout: float | None) -> Timeout:
         return Timeout(
@@ -200,6 +223,7 @@ class AioWsChannel(ChannelCore, AioChannel):
         if self._loop.is_closed():
             self._conn.transport.abort()
             return
+        self._wake_senders()
         self._closing = self._loop.create_task(self._close())
 
     async def _close(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -154,10 +153,14 @@ class WsChannel(ChannelCore, Channel):
         (``ipcwire.ws._writer``); nothing of the message is handed over before.
 
         Raises:
+            ChannelClosed: ``close()`` was called meanwhile; nothing was sent.
             Timeout: the peer did not read for ``timeout`` seconds; nothing was sent.
         """
         sock = self._writer
-        if not sock.wait_room(timeout):
+        room = sock.wait_room(timeout)
+        if self._closed:  # (close() ends the wait: ipcwire.ws._writer)
+            raise self._closed_error()
+        if not room:
             raise Timeout(
                 f"send to {self.url} timed out: the peer is not reading ({sock.queued} bytes "
                 f"wait for it). Nothing of this message was sent; the channel stays usable",
@@ -215,18 +218,23 @@ class WsChannel(ChannelCore, Channel):
             return
         self._closed = True
         conn = self._conn
+        writer = self._writer
         if os.getpid() != self._owner:
             # A forked child closing its copy: the connection is its parent's. No closing
             # handshake, no shutdown(2) (either would end it for the parent): our fd only.
-            conn.socket.close()
+            writer.sock.close()
             return
-        # A send blocked on a peer that does not read holds the connection's lock; then the
-        # closing handshake cannot be written: shut the socket down instead (bounded).
+        # A send in another thread waiting for room ends now (ChannelClosed, nothing sent).
+        # One writing its message part-way to a peer that does not read can only be stopped
+        # by cutting the connection (the close frame cannot go out before the rest of that
+        # message): the peer gets the messages before it, whole, then the end.
+        if writer.stop():
+            conn.close_socket()
+            return
+        # (Writes never wait under the connection's lock, ipcwire.ws._writer; should one
+        # hold it anyway, the closing handshake cannot be written: cut, bounded.)
         if not conn.protocol_mutex.acquire(timeout=self._close_timeout):
-            try:
-                conn.socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            writer.cut()
             conn.close_socket()
             return
         conn.protocol_mutex.release()

@@ -14,10 +14,18 @@ reader goes on reading), so the socket paces the sender as before. What others l
 (the reader's pongs, the library's pings and closing frame) is written by a flusher thread
 started for it. A sender first waits for the queue to drop under :data:`HIGH_WATER`
 (:meth:`WriteBuffer.wait_room`), so a send that times out there handed nothing over.
+
+The channel's ``close()`` from another thread ends the senders' waits at once
+(:meth:`WriteBuffer.stop`): a sender waiting for room returns, having handed nothing over; a
+sender writing a message part-way (the peer does not read) can only be stopped by cutting the
+connection, since the closing frame cannot go out before the rest of that message. Closing
+the socket shuts it down first: a closed descriptor does not wake a ``poll()`` that waits on
+it (which would also hold the connection open as long as it waits).
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -48,6 +56,8 @@ class WriteBuffer:
         self._pending: deque[memoryview] = deque()
         self.queued = 0  # bytes in _pending (the senders' backpressure reads it)
         self._error: BaseException | None = None
+        self._stopped = False  # the channel is closing: senders no longer wait (stop())
+        self.flushing = 0  # senders inside flush(): their message is (partly) still queued
         self._flusher: threading.Thread | None = None
         self._local = threading.local()  # .flushes: this thread calls flush() after its write
         # the reader thread's calls, bound once (no Python layer on each read)
@@ -63,7 +73,19 @@ class WriteBuffer:
         self.sock.shutdown(how)
 
     def close(self) -> None:
+        """Shut the connection down, then close the socket: a thread still waiting to write
+        (the flusher, behind a peer that does not read) wakes to a failed write and ends. A
+        forked child closes ``sock`` itself (a shutdown would end its parent's connection)."""
+        self.cut()
         self.sock.close()
+
+    def cut(self) -> None:
+        """Shut the connection down (both ways): whoever waits on the socket wakes, writes
+        fail, the reader sees the end of the stream."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed, or never connected
+            pass
 
     # -- writing ----------------------------------------------------------------------------
     def sendall(self, data: Any) -> None:
@@ -129,21 +151,46 @@ class WriteBuffer:
         queued, in order, and a flusher thread finishes it).
 
         Raises:
-            OSError: a write failed (the connection is broken: the socket is shut down).
+            OSError: a write failed (the connection is broken: the socket is shut down), or
+                :meth:`stop` cut it off (the channel was closed meanwhile).
         """
         if not self._pending:
             return True
         wait = limit(timeout)
-        if not self._write.acquire(timeout=-1 if wait is None else wait):
-            self._ensure_flusher()
-            return False
+        with self._cond:
+            stopped = self._stopped
+            self.flushing += 1
         try:
-            done = self._drain(wait)
+            if stopped:
+                # handed over while the channel was closing: cut the message off rather than
+                # make close() wait for a peer that may not read (_drain then fails at once)
+                self.cut()
+            if not self._write.acquire(timeout=-1 if wait is None else wait):
+                self._ensure_flusher()
+                return False
+            try:
+                done = self._drain(wait)
+            finally:
+                self._write.release()
         finally:
-            self._write.release()
+            with self._cond:
+                self.flushing -= 1
         if not done:
             self._ensure_flusher()
         return done
+
+    def stop(self) -> bool:
+        """The channel is closing: a sender waiting for room returns now (from
+        :meth:`wait_room`), and one writing its message part-way is cut off (the connection
+        is shut down, its :meth:`flush` raises). True if it cut the connection: the closing
+        handshake is then over before it began."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+            cut = self.flushing > 0
+        if cut:
+            self.cut()
+        return cut
 
     def _ensure_flusher(self) -> None:
         with self._cond:
@@ -163,6 +210,10 @@ class WriteBuffer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
+                if self._error is not None:  # another thread's write failed: it is gone
+                    raise BrokenPipeError(
+                        errno.EPIPE, f"the connection failed while writing: {self._error!r}"
+                    )
                 if not self._pending:
                     return True
                 piece = self._pending[0]
@@ -230,10 +281,12 @@ class WriteBuffer:
 
     def wait_room(self, timeout: float | None) -> bool:
         """Wait until fewer than :data:`HIGH_WATER` bytes are queued (or a write failed, which
-        the next ``sendall`` raises); False when ``timeout`` passed first."""
+        the next ``sendall`` raises, or :meth:`stop` was called: the caller checks its channel
+        is closed); False when ``timeout`` passed first."""
         if self.queued < HIGH_WATER:  # (without the lock: stale, it lets in one more at most)
             return True
         with self._cond:
             return self._cond.wait_for(
-                lambda: self.queued < HIGH_WATER or self._error is not None, limit(timeout)
+                lambda: self.queued < HIGH_WATER or self._error is not None or self._stopped,
+                limit(timeout),
             )
