@@ -170,15 +170,11 @@ class StreamChannel(Channel):
             self._bytes_sent += len(data)
 
     def _update_fast_path(self) -> None:
-        """Allow the direct sendall only while it is exactly right: a plain socket with no
-        send timeout set on it, a channel neither closed nor broken."""
+        """Allow the direct sendall only while it is exactly right: a plain socket (a
+        blocking one: timeouts wait in poll(), never in the kernel), a channel neither
+        closed nor broken."""
         stream = self._stream
-        ok = (
-            isinstance(stream, SocketStream)
-            and stream._sndtimeo is None
-            and not self._closed
-            and self._send_broken is None
-        )
+        ok = isinstance(stream, SocketStream) and not self._closed and self._send_broken is None
         if not ok:
             self._fast_sendall = None
         elif self._writer is not None:

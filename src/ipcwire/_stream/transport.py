@@ -4,9 +4,14 @@ Each offers ``recv_into(view, timeout)``, ``send_all(data, timeout)``, ``shutdow
 ``close()``. A timeout raises :class:`TimeoutError` (``BlockingIOError`` counts as one);
 ``timeout=0`` never blocks; ``None`` blocks.
 
-Plain sockets stay in blocking mode and use SO_RCVTIMEO/SO_SNDTIMEO for timeouts, set only
-when the value changes, so a receive costs one system call (Python's own ``settimeout`` polls
-before every call). Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SIGPIPE death.
+Plain sockets stay in blocking mode. A call without a timeout is one blocking system call. A
+call with one first tries without waiting (MSG_DONTWAIT: one system call when the data or the
+room is there), and only then waits in poll() for what is left of its timeout (Python's own
+``settimeout`` polls before every call). Not SO_RCVTIMEO/SO_SNDTIMEO: the kernel ends such a
+wait with EINTR at every signal a Python handler takes, and Python retries it with the whole
+timeout again (PEP 475), so a process taking signals more often than its timeout (a profiler's
+timer, ``signal:`` channels, SIGCHLD from many children) never timed out; poll()'s retries
+count down. Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SIGPIPE death.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._deadline import limit, timeval
-from ipcwire._poll import wait_writable
+from ipcwire._deadline import limit
+from ipcwire._poll import wait_readable, wait_writable
 from ipcwire._tls import TLS_RECORD, SharedTls
 
 __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
@@ -58,66 +63,66 @@ class ByteStream:
 class SocketStream(ByteStream):
     """A connected stream socket in blocking mode."""
 
-    __slots__ = ("_owner", "_rcvtimeo", "_sndtimeo", "sock")
+    __slots__ = ("_owner", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
         self._owner = os.getpid()
-        self._rcvtimeo: float | None = None
-        self._sndtimeo: float | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
-        if timeout == 0:
-            return self.sock.recv_into(view, 0, _DONTWAIT)
-        if timeout != self._rcvtimeo:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
-            self._rcvtimeo = timeout
-        return self.sock.recv_into(view)
+        sock = self.sock
+        if timeout is None:
+            return sock.recv_into(view)
+        deadline = None if (wait := limit(timeout)) is None else time.monotonic() + wait
+        while True:
+            try:
+                return sock.recv_into(view, 0, _DONTWAIT)
+            except BlockingIOError:
+                left = _left(deadline)
+                if left == 0.0 or not wait_readable(sock, left):
+                    raise
 
     def send_all(self, data: Packed, timeout: float | None) -> None:
-        sock = self.sock
-        if timeout != self._sndtimeo:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(timeout or None))
-            self._sndtimeo = timeout
-        # timeout=0: never block (SO_SNDTIMEO 0 would mean "forever"), so MSG_DONTWAIT
-        flags = _NOSIGNAL | _DONTWAIT if timeout == 0 else _NOSIGNAL
-        if type(data) is tuple:
-            self._sendmsg_all(list(data), flags)
-            return
         if timeout is None:
-            sock.sendall(data, _NOSIGNAL)  # type: ignore[arg-type]
+            if type(data) is tuple:
+                self._sendmsg_all(list(data), None)
+            else:
+                self.sock.sendall(data, _NOSIGNAL)  # type: ignore[arg-type]
             return
-        view = memoryview(data)  # type: ignore[arg-type]
-        sent = 0
-        total = view.nbytes
-        try:
-            while sent < total:
-                sent += sock.send(view[sent:], flags)
-        except BlockingIOError:
-            if sent:
-                raise PartialWrite(sent) from None
-            raise
+        deadline = None if (wait := limit(timeout)) is None else time.monotonic() + wait
+        parts = list(data) if type(data) is tuple else [data]
+        self._sendmsg_all(parts, deadline)  # type: ignore[arg-type]
 
-    def _sendmsg_all(self, parts: list[bytes | bytearray | memoryview], flags: int) -> None:
+    def _sendmsg_all(
+        self, parts: list[bytes | bytearray | memoryview], deadline: float | None
+    ) -> None:
+        """Send every byte of ``parts``: blocking without ``deadline``; with one, never
+        blocking in the kernel, waiting for room in poll() until it passes (then
+        ``PartialWrite`` if some was sent, ``BlockingIOError`` if nothing was)."""
+        sock = self.sock
+        flags = _NOSIGNAL if deadline is None else _NOSIGNAL | _DONTWAIT
         views = [memoryview(p) for p in parts]
         sent_total = 0
-        try:
-            while views:
-                n = self.sock.sendmsg(views, (), flags)
-                sent_total += n
-                while views and n >= views[0].nbytes:
-                    n -= views[0].nbytes
-                    views.pop(0)
-                if views and n:
-                    views[0] = views[0][n:]
-        except BlockingIOError:
-            if sent_total:
-                raise PartialWrite(sent_total) from None
-            raise
+        while views:
+            try:
+                n = sock.sendmsg(views, (), flags)
+            except BlockingIOError:
+                left = _left(deadline)
+                if left == 0.0 or not wait_writable(sock, left):
+                    if sent_total:
+                        raise PartialWrite(sent_total) from None
+                    raise
+                continue
+            sent_total += n
+            while views and n >= views[0].nbytes:
+                n -= views[0].nbytes
+                views.pop(0)
+            if views and n:
+                views[0] = views[0][n:]
 
     def shutdown(self) -> None:
         try:
@@ -190,6 +195,11 @@ class TlsStream(ByteStream):
         if os.getpid() == self._owner:  # not in a forked child: its parent's connection
             self.shutdown()
         self.sock.close()
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no limit), 0.0 once it passed."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def close_fd(fd: int) -> None:

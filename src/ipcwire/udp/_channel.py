@@ -1,17 +1,17 @@
 """What both udp drivers' channels and listeners keep and decide without waiting.
 
-The blocking driver (a blocking socket with ``SO_RCVTIMEO``; a listener's waiting callers take
-turns reading for everyone) and the asyncio driver (a datagram transport whose protocol queues
-what arrives) differ in how they wait and do I/O. The rest is here once: how an address is
-written, the words of the errors, the options and addresses of ``connect``, the counters and
-``statistics()``, what a channel for one peer of a listener is (:class:`PeerCore`), and the
-listener's table of peers: admitting a new one, forgetting one, when the socket is no longer
-used by anyone (:class:`ListenerCore`), and when a silent peer's channel ends
-(``idle_timeout``: UDP has no close, so a listener would otherwise keep every peer that ever
-sent it a datagram, and ``serve()`` a thread or task for each), and which one ends early when
-the table is full (``max_peers``: clients that come and go faster than ``idle_timeout``
-would otherwise grow it without bound). Nothing here imports
-``socket``: the socket calls are in :mod:`ipcwire.udp._socket`.
+The blocking driver (a blocking socket, waiting in poll() for timeouts; a listener's waiting
+callers take turns reading for everyone) and the asyncio driver (a datagram transport whose
+protocol queues what arrives) differ in how they wait and do I/O. The rest is here once: how an
+address is written, the words of the errors, the options and addresses of ``connect``, the
+counters and ``statistics()``, what a channel for one peer of a listener is
+(:class:`PeerCore`), and the listener's table of peers: admitting a new one, forgetting one,
+when the socket is no longer used by anyone (:class:`ListenerCore`), and when a silent peer's
+channel ends (``idle_timeout``: UDP has no close, so a listener would otherwise keep every peer
+that ever sent it a datagram, and ``serve()`` a thread or task for each), and which one ends
+early when the table is full (``max_peers``: clients that come and go faster than
+``idle_timeout`` would otherwise grow it without bound). Nothing here imports ``socket``: the
+socket calls are in :mod:`ipcwire.udp._socket`.
 """
 
 from __future__ import annotations
@@ -358,8 +358,8 @@ class ListenerCore(Generic[P]):
         self.idle_timeout = idle_timeout
         self.max_peers = max_peers
         # the blocking driver's reader waits for idle time in steps of this (rounded down: a
-        # recv right after some activity waits as long as the last one, so the socket's
-        # SO_RCVTIMEO is not set again, a system call per message), the last step exactly
+        # recv right after some activity waits as long as the last one), the last step
+        # exactly
         self.idle_step = (idle_timeout or 0.0) / _IDLE_STEPS
         self._fmt = DatagramFormat(options, family)
         self._fmt.url = url  # the bound URL (the real port when the URL said 0), in errors

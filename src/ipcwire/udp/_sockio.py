@@ -1,5 +1,6 @@
-"""The blocking UDP driver's socket: blocking mode, the kernel waits (``SO_RCVTIMEO`` for
-timeouts), so a receive is one system call, as in a hand-written loop."""
+"""The blocking UDP driver's socket: blocking mode; a receive or send with a timeout first tries
+without waiting (one system call when a datagram or room is there), then waits in poll()
+(see ipcwire._stream.transport: not SO_RCVTIMEO, which a signal handler's EINTR restarts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import threading
 import time
 from typing import Any, Final
 
-from ipcwire._deadline import timeval
+from ipcwire._deadline import limit
+from ipcwire._poll import wait_readable, wait_writable
 from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
@@ -31,10 +33,10 @@ class Interrupted(Exception):
 
 
 class SocketIO:
-    """A datagram socket in blocking mode: the kernel waits (``SO_RCVTIMEO`` for timeouts),
-    so a receive is one system call, as in a hand-written loop, instead of a poll and then a
-    read. Close wakes a waiting call with ``shutdown()``; :meth:`interrupt` wakes it with an
-    empty datagram sent to the socket's own address."""
+    """A datagram socket in blocking mode: without a timeout the kernel waits, one system
+    call as in a hand-written loop; with one, a call that would block waits in poll() for
+    what is left of it. Close wakes a waiting call with ``shutdown()``; :meth:`interrupt`
+    wakes it with an empty datagram sent to the socket's own address."""
 
     def __init__(self, sock: socket.socket, fmt: DatagramFormat, url: str) -> None:
         sock.setblocking(True)
@@ -47,18 +49,12 @@ class SocketIO:
         self._recv_into = sock.recvfrom_into
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
-        self._rtimeo: float | None = None  # the SO_RCVTIMEO set now (None: no limit)
-        self._stimeo: float | None = None
         host, port = sock.getsockname()[:2]
         if host in ("0.0.0.0", "::"):  # noqa: S104 - reach ourselves through loopback
             host = "::1" if host == "::" else "127.0.0.1"
         self._self_addr: Address = (host, port)
         self.closed = False
         self.kernel_drops = 0
-
-    def _set_timeout(self, option: int, seconds: float | None) -> None:
-        value = timeval(seconds)
-        self.sock.setsockopt(socket.SOL_SOCKET, option, value)
 
     def recv(
         self, timeout: float | None, *, interruptible: bool = False
@@ -70,22 +66,20 @@ class SocketIO:
             Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
             Interrupted: ``interruptible`` and :meth:`interrupt` was called.
         """
+        timeout = limit(timeout, self.url)  # (NaN: ConfigurationError; huge: None)
         with self._rlock:
             deadline = None if timeout is None else time.monotonic() + timeout
             wait = timeout
             while True:
                 if self.closed:
                     raise closed_error(self.url)
-                flags = _MSG_TRUNC
-                if wait is not None and wait <= 0:
-                    flags |= _MSG_DONTWAIT
-                elif wait != self._rtimeo:
-                    self._set_timeout(socket.SO_RCVTIMEO, wait)
-                    self._rtimeo = wait
+                flags = _MSG_TRUNC if wait is None else _MSG_TRUNC | _MSG_DONTWAIT
                 try:
                     n, addr = self._recv_into(self._view, 0, flags)
                 except BlockingIOError:
                     addr = None
+                    if wait is not None and wait > 0:
+                        wait_readable(self.sock, wait)  # (then look again, or time out)
                 except OSError as exc:
                     raise self._error(exc, "receiving from") from exc
                 else:
@@ -116,17 +110,24 @@ class SocketIO:
         Raises:
             Timeout, FrameTooLarge (EMSGSIZE), ConnectionRefused, ChannelClosed, ChannelBroken.
         """
+        timeout = limit(timeout, self.url)
         with self._wlock:
             if self.closed:
                 raise closed_error(self.url)
-            if timeout != self._stimeo:
-                self._set_timeout(socket.SO_SNDTIMEO, timeout)
-                self._stimeo = timeout
+            flags = 0 if timeout is None else _MSG_DONTWAIT
             try:
-                if addr is None:
-                    self.sock.send(data)
-                else:
-                    self.sock.sendto(data, addr)
+                try:
+                    if addr is None:
+                        self.sock.send(data, flags)
+                    else:
+                        self.sock.sendto(data, flags, addr)
+                except BlockingIOError:
+                    if not timeout or not wait_writable(self.sock, timeout):
+                        raise
+                    if addr is None:  # room now (a second wait would be a second timeout)
+                        self.sock.send(data, flags)
+                    else:
+                        self.sock.sendto(data, flags, addr)
             except BlockingIOError:
                 raise Timeout(
                     f"the send buffer of {self.url} stayed full for {timeout} s",

@@ -296,7 +296,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
     def _pump(self, done: Callable[[], bool], deadline: float | None, wait: float | None) -> bool:
         """Read and sort datagrams until ``done()`` (True) or ``deadline`` (False); the
         condition is held (and released while reading or waiting). The first wait is ``wait``
-        (as given: the socket's SO_RCVTIMEO stays set from last time), then until the deadline.
+        (as given), then until the deadline.
         Only one caller reads at a time; the others wait until it has sorted their datagram to
         them, or until it stops reading and one of them takes over.
 
