@@ -12,6 +12,7 @@ from websockets.frames import BINARY, TEXT
 from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
+from ipcwire._oserror import translate
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
@@ -66,8 +67,18 @@ class AioWsChannel(ChannelCore, AioChannel):
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
+        except OSError as exc:  # the connection died while the send drained (a reset)
+            raise self._lost(exc) from exc
         self._sent += 1
         self._bytes_sent += len(payload)
+
+    def _lost(self, exc: OSError) -> IpcwireError:
+        """The error for a send whose connection died under it (the library's ``drain()``
+        lets the transport's OSError through: a peer killed while the send waited for room
+        was a bare ``ConnectionResetError``)."""
+        if self._closed:
+            return self._closed_error()
+        return translate(exc, self.url, "sending to")
 
     def _write_frame(self, payload: Any) -> bool:
         """Write one message as one frame to the transport, as the library's ``send`` does,
@@ -110,6 +121,8 @@ class AioWsChannel(ChannelCore, AioChannel):
             raise self._send_timeout(timeout) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=True) from exc
+        except OSError as exc:  # the connection died while the send drained (a reset)
+            raise self._lost(exc) from exc
         self._sent += len(payloads)
         self._bytes_sent += sum(len(p) for p in payloads)
 
