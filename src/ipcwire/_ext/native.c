@@ -22,6 +22,9 @@ static PyMethodDef module_methods[] = {
      "floor_pingpong(kind, iterations, size=64, cpus=None) -> list of round-trip ns"},
     {"memcpy_bandwidth", (PyCFunction)(void (*)(void))ipcw_memcpy_bandwidth,
      METH_VARARGS | METH_KEYWORDS, "memcpy_bandwidth(size, iterations) -> bytes per second"},
+    {"recv_within", (PyCFunction)ipcw_recv_within, METH_VARARGS,
+     "recv_within(fd, buffer, timeout, current) -> n: a recv() whose wait signals do not "
+     "restart (see stream.c)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,5 +19,6 @@ extern PyTypeObject ipcw_RingType;
 PyObject *ipcw_init_ring(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *ipcw_floor_pingpong(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *ipcw_memcpy_bandwidth(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *ipcw_recv_within(PyObject *module, PyObject *args);
 
 #endif

@@ -34,7 +34,9 @@
 #include <stdint.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pythread.h"
@@ -897,3 +899,86 @@ PyTypeObject ipcw_FrameReceiverType = {
     .tp_init = (initproc)receiver_init,
     .tp_new = PyType_GenericNew,
 };
+
+/* recv_within(fd, buffer, timeout, current) -> n: one recv(2) on a blocking socket into the
+ * writable ``buffer``, waiting at most ``timeout`` seconds (> 0) through SO_RCVTIMEO, which
+ * ``current`` says is set on the socket now (0: none). Why not Python's own recv with
+ * SO_RCVTIMEO set: the kernel ends such a wait with EINTR whenever a signal handler is to run,
+ * and Python retries it with the whole SO_RCVTIMEO again (PEP 475), so a process taking
+ * signals more often than its timeout never timed out. Here an interrupted wait runs the
+ * handlers (an exception from one is raised) and goes on for what is left of ``timeout``. On
+ * return the socket's SO_RCVTIMEO is ``timeout`` (the caller keeps that as ``current``), so
+ * the usual call makes one system call, as Python's would. EAGAIN (the time is up) raises
+ * BlockingIOError. */
+static int set_rcvtimeo(int fd, double seconds)
+{
+    if (seconds > 1e8)
+        seconds = 1e8;
+    struct timeval tv;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    if (tv.tv_sec <= 0 && tv.tv_usec <= 0) { /* zero would mean "no limit" */
+        tv.tv_sec = 0;
+        tv.tv_usec = 1;
+    }
+    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+PyObject *ipcw_recv_within(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int fd;
+    Py_buffer view;
+    double timeout, current;
+    if (!PyArg_ParseTuple(args, "iw*dd", &fd, &view, &timeout, &current))
+        return NULL;
+    if (!(timeout > 0)) { /* NaN too */
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "recv_within: timeout must be over 0");
+        return NULL;
+    }
+    double deadline = monotonic_now() + timeout;
+    ssize_t n = -1;
+    int err = 0, moved = 0;
+    if (current != timeout && set_rcvtimeo(fd, timeout) < 0) {
+        err = errno;
+        goto done;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        n = recv(fd, view.buf, (size_t)view.len, 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || err != EINTR)
+            break;
+        if (PyErr_CheckSignals() < 0)
+            break; /* a handler raised (KeyboardInterrupt...) */
+        double left = deadline - monotonic_now();
+        if (left <= 0) {
+            err = EAGAIN;
+            break;
+        }
+        if (set_rcvtimeo(fd, left) < 0) {
+            err = errno;
+            break;
+        }
+        moved = 1;
+    }
+done:
+    if (moved)
+        (void)set_rcvtimeo(fd, timeout); /* as the caller will believe */
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        if (PyErr_Occurred())
+            return NULL;
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(n);
+}

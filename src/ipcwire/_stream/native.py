@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["FRAME_RECEIVER", "FRAME_SENDER", "native_stream_classes"]
+__all__ = ["FRAME_RECEIVER", "FRAME_SENDER", "RECV_WITHIN", "native_stream_classes"]
 
 
 def _load_native() -> tuple[Any, Any]:
@@ -28,6 +28,19 @@ def _load_native() -> tuple[Any, Any]:
 # The C paths' classes, or None (then every channel uses the pure-Python paths). Tests set
 # them to None to run the Python paths in the same process.
 FRAME_SENDER, FRAME_RECEIVER = _load_native()
+
+
+def _load_recv_within() -> Any:
+    if FRAME_RECEIVER is None:
+        return None
+    from ipcwire._ext._native import recv_within
+
+    return recv_within
+
+
+# A timed receive on a blocking socket, as the kernel waits but signals do not restart (see
+# ipcwire._stream.transport), or None: then a timed receive waits in poll().
+RECV_WITHIN: Any = _load_recv_within()
 
 
 def native_stream_classes() -> tuple[Any, Any]:

@@ -4,14 +4,15 @@ Each offers ``recv_into(view, timeout)``, ``send_all(data, timeout)``, ``shutdow
 ``close()``. A timeout raises :class:`TimeoutError` (``BlockingIOError`` counts as one);
 ``timeout=0`` never blocks; ``None`` blocks.
 
-Plain sockets stay in blocking mode. A call without a timeout is one blocking system call. A
-call with one first tries without waiting (MSG_DONTWAIT: one system call when the data or the
-room is there), and only then waits in poll() for what is left of its timeout (Python's own
-``settimeout`` polls before every call). Not SO_RCVTIMEO/SO_SNDTIMEO: the kernel ends such a
-wait with EINTR at every signal a Python handler takes, and Python retries it with the whole
-timeout again (PEP 475), so a process taking signals more often than its timeout (a profiler's
-timer, ``signal:`` channels, SIGCHLD from many children) never timed out; poll()'s retries
-count down. Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SIGPIPE death.
+Plain sockets stay in blocking mode, so a receive or send costs one system call (Python's own
+``settimeout`` polls before every call). A timed receive waits through SO_RCVTIMEO, but in
+the extension's ``recv_within``: with Python's own recv the kernel ends such a wait with
+EINTR whenever a signal handler is to run and Python retries it with the whole timeout again
+(PEP 475), so a process taking signals more often than its timeout (a profiler's timer,
+``signal:`` channels, SIGCHLD from many children) never timed out; ``recv_within`` goes on
+for what is left. Without the extension, and for timed sends (which seldom wait), a call
+first tries without waiting (MSG_DONTWAIT) and then waits in poll(), whose retries count down
+too. Sends use MSG_NOSIGNAL: a vanished peer is EPIPE, never a SIGPIPE death.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import time
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._deadline import limit
+from ipcwire._deadline import limit, timeval
 from ipcwire._poll import wait_readable, wait_writable
+from ipcwire._stream import native
 from ipcwire._tls import TLS_RECORD, SharedTls
 
 __all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
@@ -63,22 +65,33 @@ class ByteStream:
 class SocketStream(ByteStream):
     """A connected stream socket in blocking mode."""
 
-    __slots__ = ("_owner", "sock")
+    __slots__ = ("_owner", "_rcvtimeo", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
         self.sock = sock
         self._owner = os.getpid()
+        self._rcvtimeo = 0.0  # the SO_RCVTIMEO set on the socket (0: none)
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def recv_into(self, view: memoryview, timeout: float | None) -> int:
         sock = self.sock
-        if timeout is None:
+        wait = None if timeout is None else limit(timeout)
+        if wait is None:
+            if self._rcvtimeo:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(None))
+                self._rcvtimeo = 0.0
             return sock.recv_into(view)
-        deadline = None if (wait := limit(timeout)) is None else time.monotonic() + wait
-        while True:
+        if wait <= 0:
+            return sock.recv_into(view, 0, _DONTWAIT)
+        recv_within = native.RECV_WITHIN
+        if recv_within is not None:  # the kernel waits; a signal does not restart the wait
+            current, self._rcvtimeo = self._rcvtimeo, wait  # (set when it returns or raises)
+            return int(recv_within(sock.fileno(), view, wait, current))
+        deadline = time.monotonic() + wait
+        while True:  # without the extension: try, then wait in poll() for what is left
             try:
                 return sock.recv_into(view, 0, _DONTWAIT)
             except BlockingIOError:
