@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._proc import run_python
 
 import ipcwire
 from ipcwire import aio
@@ -81,3 +82,51 @@ def test_asyncio_a_request_that_gets_no_turn_in_time_is_not_sent(tmp_path: Path)
             serving.cancel()
 
     asyncio.run(main())
+
+
+def test_asyncio_a_cancelled_request_closes_the_channel(tmp_path: Path) -> None:
+    """``asyncio.wait_for(ch.request(...), t)`` cancels the request when ``t`` runs out; the
+    reply came later and the next request returned it as its own (every mechanism). A
+    cancelled request now closes the channel, as ``timeout=`` running out does."""
+
+    async def main() -> None:
+        async def slow_echo(ch: ipcwire.aio.AioChannel) -> None:
+            async for m in ch:
+                if m == b"slow":
+                    await asyncio.sleep(0.3)  # (the server's delay: longer than wait_for's)
+                await ch.send(m)
+
+        async with await aio.listen(f"unix://{tmp_path}/s.sock") as lst:
+            serving = asyncio.ensure_future(lst.serve(slow_echo))
+            ch = await aio.connect(lst.url, timeout=10)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ch.request(b"slow"), 0.05)
+            assert ch.closed  # before: open, and the next request got b"slow"
+            with pytest.raises(ipcwire.ChannelClosed):
+                await ch.request(b"second", timeout=5)
+            serving.cancel()
+
+    asyncio.run(main())
+
+
+def test_a_request_interrupted_by_ctrl_c_closes_the_channel(tmp_path: Path) -> None:
+    """KeyboardInterrupt while a blocking request waits for its reply: the reply could come
+    later and answer the next request (a REPL user pressing Ctrl-C and trying again)."""
+    out = run_python(
+        f"""
+import os, signal, threading, ipcwire
+lst = ipcwire.listen("unix://{tmp_path}/c.sock")
+def slow(ch):
+    for m in ch:
+        threading.Event().wait(0.3)
+        ch.send(m)
+threading.Thread(target=lst.serve, args=(slow,), daemon=True).start()
+ch = ipcwire.connect(lst.url, timeout=10)
+threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    ch.request(b"first", timeout=10)
+except KeyboardInterrupt:
+    print("interrupted", ch.closed)
+"""
+    )
+    assert out == "interrupted True", out  # before: "interrupted False"

@@ -171,6 +171,10 @@ class Channel(abc.ABC):
         message before the next one sends), so each gets the reply to its own request from
         a peer that answers in order; ``timeout`` includes the wait for a turn.
 
+        A request interrupted by a signal handler's exception (KeyboardInterrupt) closes the
+        channel too, and so does a cancelled asyncio ``request()`` (``asyncio.wait_for``):
+        its reply could otherwise answer the next request.
+
         Raises:
             Timeout: no reply in time (the channel is now closed), or no turn in time (not
                 sent; the channel stays open).
@@ -194,6 +198,12 @@ class Channel(abc.ABC):
             left = None if wait is None else max(wait - (time.monotonic() - start), 0.0)
         try:
             return self._exchange(obj, timeout=left)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, a handler's SystemExit
+                # while its request was out: the reply may still come, and the next request
+                # would take it for its own. Closed, as when timeout= runs out.
+                self.close()
+            raise
         finally:
             lock.release()
 

@@ -139,6 +139,12 @@ class AioChannel(abc.ABC):
             left = timeout
         try:
             return await self._exchange(obj, timeout=left)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled (asyncio.wait_for, timeout()...)
+                # while its request was out: the reply may still come, and the next request
+                # would take it for its own. Closed, as when timeout= runs out.
+                self.close()
+            raise
         finally:
             lock.release()
 
