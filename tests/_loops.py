@@ -29,3 +29,30 @@ def runner_for(kind: str) -> AioRun:
             return runner.run(coro)
 
     return run
+
+
+class TurnCounter:
+    """``async with TurnCounter() as c:`` counts in ``c.turns`` the turns the event loop gave
+    another task while the body ran: 0 for a body that never lets the loop run (a send loop
+    that never waits). Counted, not timed."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+        self._on = True
+        self._task: asyncio.Future[None] | None = None
+
+    async def _tick(self) -> None:
+        while self._on:
+            self.turns += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> TurnCounter:
+        self._task = asyncio.ensure_future(self._tick())
+        await asyncio.sleep(0)  # the ticker starts
+        self.turns = 0
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._on = False
+        if self._task is not None:
+            await self._task

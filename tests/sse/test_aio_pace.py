@@ -4,8 +4,8 @@ While no client is attached (its connection dropped, it is reconnecting, or it l
 send never waits: events go to the replay buffer. So ``await ch.send()`` in a loop never
 gave the event loop back, and every other task of the loop stood still, the listener's own
 HTTP server included: the client could not even come back to resume. Now every 64th send
-(and every ``send_many``) lets the loop run once. Counted, not timed: a ticker task notes
-each turn it gets while the sender runs.
+(and every ``send_many``) lets the loop run once. Counted, not timed
+(tests/_loops.TurnCounter).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests._loops import AioRun
+from tests._loops import AioRun, TurnCounter
 
 from ipcwire import aio
 from ipcwire.sse.aio import AioSseServerChannel
@@ -33,15 +33,6 @@ async def _detached(server: AioSseServerChannel) -> None:
 
 
 async def _turns_while_sending(codec: str, many: bool) -> int:
-    turns = 0
-    sending = True
-
-    async def ticker() -> None:
-        nonlocal turns
-        while sending:
-            turns += 1
-            await asyncio.sleep(0)
-
     async with (
         await aio.listen(URL, codec=codec) as listener,
         await aio.connect(listener.url, codec=codec, timeout=10) as client,
@@ -53,17 +44,13 @@ async def _turns_while_sending(codec: str, many: bool) -> int:
         assert await client.recv(timeout=10) == message
         server.drop_connection()  # the client is away: sends never wait now
         await _detached(server)
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)  # the ticker starts
-        turns = 0
-        for _ in range(SENDS // 10 if many else SENDS):
-            if many:
-                await server.send_many([message] * 10)
-            else:
-                await server.send(message)
-        seen = turns
-        sending = False
-        await tick
+        async with TurnCounter() as counter:
+            for _ in range(SENDS // 10 if many else SENDS):
+                if many:
+                    await server.send_many([message] * 10)
+                else:
+                    await server.send(message)
+            seen = counter.turns
         await server.aclose()
     return seen
 

@@ -3,13 +3,15 @@
 A datagram send never waits (no backpressure: the kernel drops what a receiver has no room
 for), so ``await ch.send()`` in a loop never gave the event loop back: a receiver on the same
 loop, or any other task, stood still until the loop ended (a probe of close() racing sends
-hung here). Now every 64th send lets the loop run once. Counted, not timed: a ticker task
-notes each turn it gets while the sender runs.
+hung here). Now every 64th send lets the loop run once. Counted, not timed
+(tests/_loops.TurnCounter).
 """
 
 from __future__ import annotations
 
 import asyncio
+
+from tests._loops import TurnCounter
 
 from ipcwire import aio
 
@@ -17,15 +19,6 @@ SENDS = 1000
 
 
 async def _turns_while_sending(send_to_peer: bool) -> int:
-    turns = 0
-    sending = True
-
-    async def ticker() -> None:
-        nonlocal turns
-        while sending:
-            turns += 1
-            await asyncio.sleep(0)
-
     async with (
         await aio.listen("udp://127.0.0.1:0") as lst,
         await aio.connect(lst.url, timeout=10) as ch,
@@ -33,17 +26,13 @@ async def _turns_while_sending(send_to_peer: bool) -> int:
         await ch.send(b"hello")
         peer = await lst.accept(timeout=10)
         await peer.recv(timeout=10)
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)  # the ticker starts
-        turns = 0
-        for _ in range(SENDS):
-            if send_to_peer:
-                await peer.send(b"x")  # the listener's channel to a client
-            else:
-                await ch.send(b"x")
-        seen = turns
-        sending = False
-        await tick
+        async with TurnCounter() as counter:
+            for _ in range(SENDS):
+                if send_to_peer:
+                    await peer.send(b"x")  # the listener's channel to a client
+                else:
+                    await ch.send(b"x")
+            seen = counter.turns
         await peer.aclose()
     return seen
 
