@@ -77,7 +77,7 @@ class AioFifoChannel(AioPipeChannel):
                 if t.get_write_buffer_size():  # the pipe is full: hold the lock until written
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
                     async with within(left):
-                        await t.wait_flushed()
+                        await self._flushed_or_closed(t)
             except TimeoutError:
                 raise Timeout(
                     f"{self.url} is not reading: a message stayed unsent for {timeout} s",
@@ -86,6 +86,32 @@ class AioFifoChannel(AioPipeChannel):
             finally:
                 with contextlib.suppress(OSError):
                     fcntl.flock(fd, fcntl.LOCK_UN)
+
+    async def _flushed_or_closed(self, t: Any) -> None:
+        """Until the transport ``t`` has written everything, or the channel closes: its
+        ``close()`` wakes this wait at once with ChannelClosed, as it wakes the other
+        senders' (``AioStreamChannel._drain``); the transport's own close would go on
+        flushing to a reader that does not read, until ``aclose()`` aborts it (2 s).
+
+        Raises:
+            ChannelClosed: the channel was closed meanwhile.
+        """
+        flushed = asyncio.ensure_future(t.wait_flushed())
+        try:
+            while not flushed.done():
+                woken = self._loop.create_future()  # closing (or room: look again)
+                self._drainers.append(woken)
+                try:
+                    await asyncio.wait({flushed, woken}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if woken in self._drainers:
+                        self._drainers.remove(woken)
+                if woken.done() and (exc := woken.exception()) is not None:
+                    raise exc
+        finally:
+            if not flushed.done():
+                flushed.cancel()
+        flushed.result()
 
     async def _flock(
         self, fd: int, deadline: float | None, timeout: float | None, how: int
