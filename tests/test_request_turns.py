@@ -90,10 +90,12 @@ def test_asyncio_a_cancelled_request_closes_the_channel(tmp_path: Path) -> None:
     cancelled request now closes the channel, as ``timeout=`` running out does."""
 
     async def main() -> None:
+        answer = asyncio.Event()  # the server answers once the request was given up
+
         async def slow_echo(ch: ipcwire.aio.AioChannel) -> None:
             async for m in ch:
                 if m == b"slow":
-                    await asyncio.sleep(0.3)  # (the server's delay: longer than wait_for's)
+                    await answer.wait()
                 await ch.send(m)
 
         async with await aio.listen(f"unix://{tmp_path}/s.sock") as lst:
@@ -101,6 +103,7 @@ def test_asyncio_a_cancelled_request_closes_the_channel(tmp_path: Path) -> None:
             ch = await aio.connect(lst.url, timeout=10)
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ch.request(b"slow"), 0.05)
+            answer.set()  # (the late reply: before, the next request took it)
             assert ch.closed  # before: open, and the next request got b"slow"
             with pytest.raises(ipcwire.ChannelClosed):
                 await ch.request(b"second", timeout=5)
@@ -116,13 +119,17 @@ def test_a_request_interrupted_by_ctrl_c_closes_the_channel(tmp_path: Path) -> N
         f"""
 import os, signal, threading, ipcwire
 lst = ipcwire.listen("unix://{tmp_path}/c.sock")
-def slow(ch):
+got = threading.Event()
+def never_answers(ch):
     for m in ch:
-        threading.Event().wait(0.3)
-        ch.send(m)
-threading.Thread(target=lst.serve, args=(slow,), daemon=True).start()
+        got.set()
+        threading.Event().wait()
+threading.Thread(target=lst.serve, args=(never_answers,), daemon=True).start()
 ch = ipcwire.connect(lst.url, timeout=10)
-threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+def ctrl_c():  # once the request is out: the main thread waits for its reply
+    got.wait(10)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=ctrl_c, daemon=True).start()
 try:
     ch.request(b"first", timeout=10)
 except KeyboardInterrupt:
