@@ -10,6 +10,7 @@ from ipcwire.errors import ConfigurationError
 from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import Session
+from ipcwire.http._sessions_cap import max_sessions_option
 from ipcwire.options import ChannelOptions, reject_unknown
 
 if TYPE_CHECKING:
@@ -26,20 +27,23 @@ LISTEN_KW: Final = (
     "reply_timeout",
     "session_timeout",
     "max_channels",
+    "max_sessions",
 )
 
 
 def bind_endpoint(
-    endpoint: Endpoint, kw: dict[str, Any], *, backlog: int, mode: int
+    endpoint: Endpoint, kw: dict[str, Any], *, backlog: int, mode: int, max_sessions: object
 ) -> tuple[socket.socket, HttpAddress, Callable[[], None]]:
     """Check ``listen``'s options and bind: the listening socket, the address it really has
     (port 0 resolved), its cleanup.
 
     Raises:
-        ConfigurationError: an unknown option (or as :func:`~ipcwire.http._address.bind`).
+        ConfigurationError: an unknown option, ``max_sessions`` not a whole number of at
+            least 1 or None (or as :func:`~ipcwire.http._address.bind`).
         AddressInUse, PermissionDenied, InvalidURL: with the fix.
     """
     reject_unknown(kw, endpoint, LISTEN_KW)
+    max_sessions_option(endpoint.url, max_sessions)
     addr = resolve(endpoint, listening=True)
     return bind(addr, endpoint.url, backlog=backlog, mode=mode)
 
@@ -54,6 +58,7 @@ def make_server(
     reply_timeout: float,
     session_timeout: float,
     max_channels: int,
+    max_sessions: int | None,
     allow_uids: Iterable[int] | None,
 ) -> HttpServer:
     """The server core, configured (shared by both listeners).
@@ -74,6 +79,7 @@ def make_server(
         reply_timeout=reply_timeout,
         session_timeout=session_timeout,
         max_channels=max_channels,
+        max_sessions=max_sessions,
         peer=peer_of(addr),
         authorize=uid_check(url, allow_uids),
     )

@@ -47,6 +47,7 @@ from ipcwire.http._protocol import (
     proof,
 )
 from ipcwire.http._session import Session
+from ipcwire.http._sessions_cap import SessionCap
 from ipcwire.options import ChannelOptions
 
 __all__ = ["HttpServer"]
@@ -84,6 +85,7 @@ class HttpServer:
         reply_timeout: float,
         session_timeout: float,
         max_channels: int,
+        max_sessions: int | None,
         peer: Callable[[web.BaseRequest], PeerInfo],
         authorize: Callable[[PeerInfo], IpcwireError | None] | None = None,
     ) -> None:
@@ -101,6 +103,7 @@ class HttpServer:
         self._reply_timeout = reply_timeout
         self._session_timeout = session_timeout
         self._max_channels = max_channels
+        self._cap = SessionCap(url, max_sessions)
         self._peer = peer
         self._authorize = authorize
         self._sessions: dict[str, Session] = {}
@@ -118,6 +121,11 @@ class HttpServer:
             max_frame=self._max_frame,
             token=self._token is not None,
         )
+
+    @property
+    def evicted(self) -> int:
+        """Client channels ended early to make room for new ones (``max_sessions``)."""
+        return self._cap.evicted
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
@@ -344,8 +352,9 @@ class HttpServer:
             raise Problem(
                 404,
                 "no_channel",
-                f"no channel {sid[:12]}... here: it was closed or expired (session_timeout="
-                f"{self._session_timeout} s), or the server restarted; connect again",
+                f"no channel {sid[:12]}... here: it was closed, expired (session_timeout="
+                f"{self._session_timeout} s), ended for a newer client while idle longest "
+                f"(max_sessions={self._cap.limit}), or the server restarted; connect again",
             )
         return s
 
@@ -374,12 +383,13 @@ class HttpServer:
                 f"the server uses codec={self._codec.name!r}, the client {hello.get('codec')!r}; "
                 f"use the same codec on both sides",
             )
+        assert self._loop is not None
+        self._cap.make_room(self._sessions, self._loop.time())  # 503 if all are busy
         if len(self._sessions) >= self._max_channels:
             raise Problem(503, "busy", f"{self._max_channels} channels are open (max_channels=)")
         peer_max = hello.get("max_frame")
         send_limit = peer_max if isinstance(peer_max, int) and peer_max > 0 else self._max_frame
         sid = secrets.token_urlsafe(18)
-        assert self._loop is not None
         s = Session(
             sid,
             oneshot=False,

@@ -31,6 +31,7 @@ from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_se
 from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
+from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
@@ -381,6 +382,11 @@ class AioHttpListener(AioListener):
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         return await self._ready.get(self.url, timeout)
 
+    @property
+    def evicted(self) -> int:
+        """Client channels ended early to make room for new ones (``max_sessions``)."""
+        return 0 if self._server is None else self._server.evicted
+
     def close(self) -> None:
         if self._closed:
             return
@@ -454,6 +460,7 @@ async def listen(
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     session_timeout: float = DEFAULT_SESSION_TIMEOUT,
     max_channels: int = 1024,
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     **kw: Any,
 ) -> AioHttpListener:
     """Serve an HTTP endpoint on the running loop; see :func:`ipcwire.aio.listen`.
@@ -461,7 +468,9 @@ async def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    sock, real, cleanup = bind_endpoint(endpoint, kw, backlog=backlog, mode=mode)
+    sock, real, cleanup = bind_endpoint(
+        endpoint, kw, backlog=backlog, mode=mode, max_sessions=max_sessions
+    )
     listener = AioHttpListener(real, cleanup)
     url = listener.url
     try:
@@ -474,6 +483,7 @@ async def listen(
             reply_timeout=reply_timeout,
             session_timeout=session_timeout,
             max_channels=max_channels,
+            max_sessions=max_sessions,
             allow_uids=allow_uids,
         )
         await server.start(sock, ssl)

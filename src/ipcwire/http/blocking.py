@@ -41,6 +41,7 @@ from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_se
 from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
+from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
@@ -504,6 +505,11 @@ class HttpListener(Listener):
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
             return self._ready.popleft()
 
+    @property
+    def evicted(self) -> int:
+        """Client channels ended early to make room for new ones (``max_sessions``)."""
+        return self._server.evicted
+
     def close(self) -> None:
         with self._cond:
             if self._closed:
@@ -587,6 +593,7 @@ def listen(
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     session_timeout: float = DEFAULT_SESSION_TIMEOUT,
     max_channels: int = 1024,
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS,
     **kw: Any,
 ) -> HttpListener:
     """Serve an ipcwire HTTP endpoint; see :func:`ipcwire.listen` and docs/mechanisms/rest.md.
@@ -594,7 +601,9 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    sock, real, cleanup = bind_endpoint(endpoint, kw, backlog=backlog, mode=mode)
+    sock, real, cleanup = bind_endpoint(
+        endpoint, kw, backlog=backlog, mode=mode, max_sessions=max_sessions
+    )
 
     def factory(loop: asyncio.AbstractEventLoop, url: str, enqueue: Any) -> HttpServer:
         return make_server(
@@ -606,6 +615,7 @@ def listen(
             reply_timeout=reply_timeout,
             session_timeout=session_timeout,
             max_channels=max_channels,
+            max_sessions=max_sessions,
             allow_uids=allow_uids,
         )
 
