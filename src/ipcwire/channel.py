@@ -234,6 +234,11 @@ class Channel(abc.ABC):
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._close_after(e)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        """Close at the end of a ``with`` block that ``exc`` ended (None: it finished).
+        Drivers that can tell the peer the block failed override it (docs/errors.md)."""
         self.close()
 
     def __repr__(self) -> str:

@@ -96,25 +96,32 @@ class ChannelOptions:
         """A fresh WireFormat (its send limit is then set from the handshake)."""
         return WireFormat(self.codec, self.framing, self.max_frame, endpoint=self.url)
 
-    def client_handshake(self, framing: str | None = None) -> ClientHandshake:
+    def client_handshake(
+        self, framing: str | None = None, *, goodbye: bool = False
+    ) -> ClientHandshake:
         """A fresh client handshake; ``framing`` overrides the channel's (``"length"`` on
-        mechanisms that keep message boundaries, where framing does not apply)."""
+        mechanisms that keep message boundaries, where framing does not apply). ``goodbye``:
+        a byte-stream driver that ends its channels with a goodbye frame offers it."""
         return ClientHandshake(
             codec=self.codec.name,
             framing=framing or self.framing,
             max_frame=self.max_frame,
             token=self.token,
             endpoint=self.url,
+            goodbye=goodbye,
         )
 
-    def server_handshake(self, framing: str | None = None) -> ServerHandshake:
-        """The listening side's; ``framing`` as for :meth:`client_handshake`."""
+    def server_handshake(
+        self, framing: str | None = None, *, goodbye: bool = False
+    ) -> ServerHandshake:
+        """The listening side's; ``framing`` and ``goodbye`` as for :meth:`client_handshake`."""
         return ServerHandshake(
             codec=self.codec.name,
             framing=framing or self.framing,
             max_frame=self.max_frame,
             token=self.token,
             endpoint=self.url,
+            goodbye=goodbye,
         )
 
 

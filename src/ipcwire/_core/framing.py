@@ -3,6 +3,9 @@
 Two framings (docs/protocol.md):
 
 * ``length``: each message is a 4-byte unsigned big-endian length, then that many bytes.
+  The length ``0xFFFFFFFF`` is no message: on a channel whose handshake agreed on it, it
+  starts the goodbye frame that ends the channel (``GOODBYE_MARK``, docs/protocol.md
+  section 5); the decoder records it in ``ended`` and ignores whatever follows.
 * ``ndjson``: each message is one line terminated by ``\\n`` (an optional ``\\r`` before it is
   dropped; empty lines are skipped, as the NDJSON spec allows).
 
@@ -27,16 +30,21 @@ from ipcwire.errors import FrameTooLarge
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "FRAMINGS",
+    "GOODBYE_MARK",
     "HEADER",
     "FrameDecoder",
     "LengthPrefixDecoder",
     "NdjsonDecoder",
+    "goodbye_frame",
     "make_decoder",
 ]
 
 HEADER: Final = struct.Struct(">I")
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
-MAX_LENGTH_PREFIX: Final = 0xFFFFFFFF
+MAX_LENGTH_PREFIX: Final = 0xFFFFFFFE  # the largest message; the next length is the mark
+GOODBYE_MARK: Final = 0xFFFFFFFF
+GOODBYE_MAX_REASON: Final = 1024
+_SKIP_ALL: Final = 1 << 62  # after a goodbye: discard everything
 FRAMINGS: Final = ("length", "ndjson")
 
 _INITIAL: Final = 256 * 1024  # initial buffer; also the size of one ordinary read
@@ -61,7 +69,17 @@ def _too_large(
 class FrameDecoder:
     """Shared buffer handling for the decoders; subclasses find the frame boundaries."""
 
-    __slots__ = ("_buf", "_end", "_skip", "_start", "_view", "endpoint", "max_frame")
+    __slots__ = (
+        "_buf",
+        "_end",
+        "_skip",
+        "_start",
+        "_view",
+        "ended",
+        "endpoint",
+        "goodbye",
+        "max_frame",
+    )
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None):
         if not 0 <= max_frame <= MAX_LENGTH_PREFIX:
@@ -73,6 +91,8 @@ class FrameDecoder:
         self._start = 0  # first unconsumed byte
         self._end = 0  # one past the last byte received
         self._skip = 0  # bytes of an oversized frame still to discard (-1: up to a newline)
+        self.goodbye = False  # the peer ends with a goodbye frame (agreed in the handshake)
+        self.ended: str | None = None  # its reason once it came ("": a clean close)
 
     # -- receiving bytes ------------------------------------------------------------------
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -133,7 +153,13 @@ class FrameDecoder:
 
 
 class LengthPrefixDecoder(FrameDecoder):
-    """Frames of ``u32be length | payload``."""
+    """Frames of ``u32be length | payload``.
+
+    With ``goodbye`` set (the handshake agreed on it), a ``GOODBYE_MARK`` header starts the
+    peer's goodbye: ``u32be reason length | reason``. It is not returned as a frame: the
+    reason (``""`` for a clean close) goes to ``ended`` and the rest of the stream is
+    discarded, so ``next_frame`` returns None from then on.
+    """
 
     __slots__ = ()
 
@@ -159,6 +185,9 @@ class LengthPrefixDecoder(FrameDecoder):
             return None
         (n,) = HEADER.unpack_from(self._buf, start)
         if n > self.max_frame:
+            if n == GOODBYE_MARK and self.goodbye:
+                self._goodbye(start, avail)
+                return None
             self._skip = 4 + n
             self._discard()
             raise _too_large(n, self.max_frame, self.endpoint, "a message")
@@ -171,6 +200,21 @@ class LengthPrefixDecoder(FrameDecoder):
         else:
             self._start = stop
         return self._view[begin:stop]
+
+    def _goodbye(self, start: int, avail: int) -> None:
+        """Take the goodbye frame at ``start`` once it is whole (then ``ended`` is set)."""
+        if avail < 8:
+            return
+        (size,) = HEADER.unpack_from(self._buf, start + 4)
+        if size > GOODBYE_MAX_REASON:
+            self.ended = f"(a goodbye with a {size}-byte reason, over {GOODBYE_MAX_REASON})"
+        elif avail < 8 + size:
+            return
+        else:
+            reason = bytes(self._view[start + 8 : start + 8 + size])
+            self.ended = reason.decode("utf-8", "replace")
+        self._skip = _SKIP_ALL
+        self._discard()
 
     def _discard(self) -> None:
         avail = self._end - self._start
@@ -240,6 +284,12 @@ class NdjsonDecoder(FrameDecoder):
 
     def partial_description(self) -> str:
         return f"{self._end - self._start} bytes of an unterminated line"
+
+
+def goodbye_frame(reason: str = "") -> bytes:
+    """The goodbye frame that ends a channel: clean (no reason) or after an error."""
+    data = reason.encode("utf-8", "replace")[:GOODBYE_MAX_REASON]
+    return HEADER.pack(GOODBYE_MARK) + HEADER.pack(len(data)) + data
 
 
 def make_decoder(

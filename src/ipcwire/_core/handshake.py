@@ -5,8 +5,9 @@ Every handshake message is one JSON object in one frame of the channel's framing
 Length framing, always::
 
     client -> {"ipcwire": 1, "codec": "json", "framing": "length", "max_frame": N,
+               "goodbye": 1 (a stream driver: it ends with a goodbye frame),
                "nonce": "<32 hex>" (only when the client has a token)}
-    server -> {"ipcwire": 1, "max_frame": N}                         accepted, no token
+    server -> {"ipcwire": 1, "max_frame": N, "goodbye": 1 (if both do)}   accepted, no token
            or {"ipcwire": 1, "max_frame": N, "nonce": "<32 hex>",
                "proof": hex(HMAC(token, "ipcwire-server" | cn | sn))}  token required
            or {"ipcwire": 1, "error": "...", "code": "version|codec|auth|permission"}
@@ -141,6 +142,7 @@ class ClientHandshake:
         max_frame: int,
         token: bytes | None,
         endpoint: str | None = None,
+        goodbye: bool = False,
     ) -> None:
         self.codec = codec
         self.framing = framing
@@ -148,6 +150,10 @@ class ClientHandshake:
         self.token = token
         self.endpoint = endpoint
         self.peer_max_frame = max_frame
+        # ``goodbye``: this side ends the channel with a goodbye frame (length framing) and
+        # offers it; ``self.goodbye`` is whether both sides agreed (docs/protocol.md section 5)
+        self._offer_goodbye = goodbye and framing == "length"
+        self.goodbye = False
         self._nonce = secrets.token_bytes(16)
         self._server_nonce = b""
         self._state = "hello"
@@ -165,6 +171,8 @@ class ClientHandshake:
             "framing": self.framing,
             "max_frame": self.max_frame,
         }
+        if self._offer_goodbye:
+            msg["goodbye"] = 1
         if self.token is not None:
             msg["nonce"] = self._nonce.hex()
         self._state = "welcome"
@@ -201,6 +209,7 @@ class ClientHandshake:
         peer_max = msg.get("max_frame")
         if isinstance(peer_max, int) and peer_max >= 0:
             self.peer_max_frame = peer_max
+        self.goodbye = self._offer_goodbye and msg.get("goodbye") == 1
         server_nonce = msg.get("nonce")
         if self.token is None:
             if server_nonce is not None:
@@ -253,6 +262,7 @@ class ServerHandshake:
         max_frame: int,
         token: bytes | None,
         endpoint: str | None = None,
+        goodbye: bool = False,
     ) -> None:
         self.codec = codec
         self.framing = framing
@@ -260,6 +270,8 @@ class ServerHandshake:
         self.token = token
         self.endpoint = endpoint
         self.peer_max_frame = max_frame
+        self._offer_goodbye = goodbye and framing == "length"
+        self.goodbye = False  # both sides end with a goodbye frame (the client offered it)
         self._nonce = secrets.token_bytes(16)
         self._client_nonce = b""
         self._state = "hello"
@@ -329,6 +341,9 @@ class ServerHandshake:
         if isinstance(peer_max, int) and peer_max >= 0:
             self.peer_max_frame = peer_max
         welcome: dict[str, Any] = {"ipcwire": PROTOCOL_VERSION, "max_frame": self.max_frame}
+        if self._offer_goodbye and msg.get("goodbye") == 1:
+            welcome["goodbye"] = 1
+            self.goodbye = True
         if self.token is None:
             self._state = "done"
             return Step(send=_frame(welcome, self.framing), done=True)

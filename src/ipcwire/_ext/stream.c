@@ -409,6 +409,29 @@ static PyObject *sender_exit(FrameSender *self, PyObject *Py_UNUSED(args))
     Py_RETURN_FALSE;
 }
 
+/* acquire(blocking=True) -> bool and release(): the send lock as a threading.Lock (close()
+ * takes it without waiting to write the goodbye frame after the last whole message). */
+static PyObject *sender_acquire(FrameSender *self, PyObject *args)
+{
+    int blocking = 1;
+    if (!PyArg_ParseTuple(args, "|p:acquire", &blocking))
+        return NULL;
+    if (blocking) {
+        if (sender_lock(self) < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK))
+        Py_RETURN_FALSE;
+    self->held = 1;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *sender_release(FrameSender *self, PyObject *Py_UNUSED(ignored))
+{
+    return sender_exit(self, NULL);
+}
+
 static PyObject *sender_get_messages(FrameSender *self, void *Py_UNUSED(c))
 {
     return PyLong_FromUnsignedLongLong(self->messages);
@@ -436,6 +459,9 @@ static PyMethodDef sender_methods[] = {
      "write(data, count=1): write framed bytes (a buffer or a tuple of buffers); lock held"},
     {"disable", (PyCFunction)sender_disable, METH_NOARGS,
      "disable(): from now on send() declines and write() raises EBADF"},
+    {"acquire", (PyCFunction)sender_acquire, METH_VARARGS,
+     "acquire(blocking=True) -> bool: take the send lock (without waiting: False if held)"},
+    {"release", (PyCFunction)sender_release, METH_NOARGS, "release the send lock"},
     {"__enter__", (PyCFunction)sender_enter, METH_NOARGS, "take the send lock"},
     {"__exit__", (PyCFunction)sender_exit, METH_VARARGS, "release the send lock"},
     {NULL, NULL, 0, NULL},

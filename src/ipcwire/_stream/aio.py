@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
-from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.ending import end_error, error_reason
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import (
     refusal,
 )
@@ -29,7 +30,6 @@ from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
-    EndOfChannel,
     FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
@@ -82,6 +82,7 @@ class AioStreamChannel(AioChannel):
         self._write_paused = False
         self._read_paused = False
         self._closed = False
+        self._reason = ""  # the goodbye's: "" for a clean close (see _aclose_after)
         self._end: IpcwireError | None = None  # set when the connection ended
         self._half_open = False  # the peer sent end-of-stream but may still read our replies
         # An NDJSON client without a handshake: the first line may be the server's refusal.
@@ -246,6 +247,13 @@ class AioStreamChannel(AioChannel):
         if n:
             self._bytes_received += n
             self._queued_bytes += n
+        if dec.ended is not None and self._end is None:
+            # the peer's goodbye: the end, after what came before it (it may still read)
+            self._end = end_error(dec, self.url)
+            self._half_open = True
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
         if q and self.refusal_possible:
             self.refusal_possible = False
             err = refusal(q[0], self.url) if type(q[0]) is not _Raise else None
@@ -270,14 +278,7 @@ class AioStreamChannel(AioChannel):
             w.set_result(None)
 
     def _eof_error(self) -> IpcwireError:
-        if self._decoder.buffered:
-            return ChannelBroken(
-                f"{self.url} closed in the middle of a message "
-                f"({self._decoder.partial_description()} arrived); the partial message "
-                f"was discarded",
-                endpoint=self.url,
-            )
-        return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
+        return end_error(self._decoder, self.url)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         self._half_open = False
@@ -321,10 +322,17 @@ class AioStreamChannel(AioChannel):
             return
         self._closed = True
         self._wake_all(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
-        if self._transport is not None:
-            self._transport.close()
+        t = self._transport
+        if t is not None:
+            if self._decoder.goodbye and not t.is_closing():
+                t.write(goodbye_frame(self._reason))  # after every message sent: written
+            t.close()
         elif not self._lost.done():
             self._lost.set_result(None)
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._reason = error_reason(exc)
+        await self.aclose()
 
     async def aclose(self) -> None:
         self.close()

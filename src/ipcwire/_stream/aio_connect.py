@@ -76,7 +76,7 @@ async def client_connect(
 
     proto = StreamProtocol(
         ch,
-        options.client_handshake(),
+        options.client_handshake(goodbye=True),
         ready,
         failed,
         handshake_timeout=options.handshake_timeout,

@@ -57,7 +57,7 @@ class AioStreamListener(AioListener):
         self._handshaking.add(ch)
         return StreamProtocol(
             ch,
-            opts.server_handshake(),
+            opts.server_handshake(goodbye=True),
             self._handoff,
             lambda error: self._failed(ch, error),
             authorize=self._authorize,

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Final, cast
 
+from ipcwire._core.framing import LengthPrefixDecoder
 from ipcwire._core.handshake import (
     HANDSHAKE_MAX_FRAME,
     ClientHandshake,
@@ -123,6 +124,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self.hs is not None:
             ch._decoder.max_frame = ch._wire.max_frame
             ch._wire.send_limit = self.hs.peer_max_frame
+            if self.hs.goodbye and isinstance(ch._decoder, LengthPrefixDecoder):
+                ch._decoder.goodbye = True
             self.hs = None
         self._on_ready(ch)
         if ch._decoder.buffered:

@@ -18,23 +18,28 @@ extension) leaves the pure-Python paths alone.
 
 from __future__ import annotations
 
+import atexit
+import socket
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.ending import end_error, error_reason
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, refusal
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
+from ipcwire._stream.linger import hand_over
 from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
-    EndOfChannel,
     FrameTooLarge,
     IpcwireError,
     RemoteProtocolError,
@@ -45,6 +50,8 @@ from ipcwire.options import ChannelOptions
 __all__ = ["StreamChannel", "client_handshake", "native_stream_classes"]
 
 _monotonic = time.monotonic
+_NOWAIT: Final = _NOSIGNAL | getattr(socket, "MSG_DONTWAIT", 0)
+_TLS_GOODBYE_WAIT: Final = 0.1  # TLS cannot hand a half-written record over: wait this long
 
 
 class StreamChannel(Channel):
@@ -91,6 +98,7 @@ class StreamChannel(Channel):
         self.refusal_possible = False
         self._closed = False
         self._eof = False
+        self._reason = ""  # the goodbye's: "" for a clean close (see _close_after)
         self._send_broken: IpcwireError | None = None
         self._sent = 0
         self._received = 0
@@ -98,6 +106,8 @@ class StreamChannel(Channel):
         self._bytes_received = 0
         self._fast_sendall: Any = None
         self._update_fast_path()
+        if self._decoder.goodbye:
+            _open.add(self)  # closed at exit, if the program did not (see _close_at_exit)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -334,7 +344,7 @@ class StreamChannel(Channel):
         deadline = None if not timeout else _monotonic() + timeout
         wait = timeout
         while True:
-            if self._eof:
+            if self._eof or dec.ended is not None:
                 self._raise_eof()
             try:
                 n = stream.recv_into(dec.get_buffer(), wait)
@@ -357,6 +367,8 @@ class StreamChannel(Channel):
             frame = dec.next_frame()
             if frame is not None:
                 return frame
+            if dec.ended is not None:
+                self._raise_eof()  # the peer's goodbye: no need to wait for the stream's end
             if deadline is not None:
                 wait = deadline - _monotonic()
                 if wait <= 0:
@@ -369,16 +381,7 @@ class StreamChannel(Channel):
                 raise Timeout(f"no whole message from {self.url} yet", endpoint=self.url)
 
     def _raise_eof(self) -> None:
-        dec = self._decoder
-        if dec.buffered:
-            raise self._explain(
-                ChannelBroken(
-                    f"{self.url} closed in the middle of a message "
-                    f"({dec.partial_description()} arrived); the partial message was discarded",
-                    endpoint=self.url,
-                )
-            )
-        raise self._explain(EndOfChannel(f"{self.url} closed its end", endpoint=self.url))
+        raise self._explain(end_error(self._decoder, self.url))
 
     def _explain(self, exc: IpcwireError) -> IpcwireError:
         """The error to raise for ``exc``: here ``exc`` itself. Called only on the way out
@@ -391,12 +394,57 @@ class StreamChannel(Channel):
         if self._closed:
             return
         self._closed = True
+        _open.discard(self)
         self._fast_sendall = None
+        rest = b""
+        lock = self._send_lock
+        # The goodbye frame goes after the last whole message: under the send lock, taken
+        # without waiting (a send still under way is cut short by this close, and the peer
+        # then rightly sees a broken channel), and never into a torn or broken stream.
+        if self._decoder.goodbye and self._send_broken is None and lock.acquire(False):
+            try:
+                if self._sender is None or not self._sender.torn:
+                    rest = self._say_goodbye()
+            finally:
+                lock.release()
         if self._sender is not None:
             self._sender.disable()
         if self._receiver is not None:
             self._receiver.disable()
-        self._stream.close()
+        stream = self._stream
+        if rest and isinstance(stream, SocketStream):
+            try:
+                stream.sock.shutdown(socket.SHUT_RD)  # wakes a receive in another thread
+            except OSError:
+                pass
+            hand_over(stream.sock, rest)  # the rest of the goodbye, once the peer reads
+        else:
+            stream.close()
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        self._reason = error_reason(exc)
+        self.close()
+
+    def _say_goodbye(self) -> bytes:
+        """Write the goodbye without waiting; return what did not fit (b"": all of it, or
+        nothing worth keeping: a gone peer, a TLS stream, a forked child's copy)."""
+        stream = self._stream
+        if not stream.owned():
+            return b""  # a forked child closing its copy must not end its parent's channel
+        data = goodbye_frame(self._reason)
+        if isinstance(stream, SocketStream):
+            try:
+                n = stream.sock.send(data, _NOWAIT)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return b""
+            return data[n:]
+        try:
+            stream.send_all(data, _TLS_GOODBYE_WAIT)
+        except (OSError, ValueError):
+            pass  # a TLS peer that does not read for that long sees a broken channel
+        return b""
 
     @property
     def wire(self) -> WireFormat:
@@ -422,13 +470,32 @@ class StreamChannel(Channel):
         )
 
 
+_open: weakref.WeakSet[StreamChannel] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Say goodbye on the channels a program left open when it exits: a clean one when it
+    ends normally, one naming the exception when an uncaught exception ends it (Python sets
+    ``sys.last_value`` before the exit handlers run). A process killed, or one that leaves
+    with ``os._exit``, says none, and its peers see a broken channel."""
+    exc = getattr(sys, "last_value", None)
+    reason = "" if exc is None else f"{type(exc).__name__} uncaught: the program failed"
+    for ch in list(_open):
+        ch._reason = reason
+        ch.close()
+
+
+atexit.register(_close_at_exit)
+
+
 def client_handshake(
-    stream: ByteStream, options: ChannelOptions, deadline: float
+    stream: ByteStream, options: ChannelOptions, deadline: float, *, goodbye: bool = False
 ) -> tuple[WireFormat, LengthPrefixDecoder | NdjsonDecoder]:
     """Run the client handshake on a freshly connected stream.
 
     Returns the wire format (send limit set from the server's) and the decoder, which may
-    already hold the first messages the server sent.
+    already hold the first messages the server sent. ``goodbye``: offer to end the channel
+    with a goodbye frame (the decoder's ``goodbye`` says whether the server agreed).
 
     Raises:
         AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError,
@@ -436,7 +503,7 @@ def client_handshake(
     """
     wire = options.wire()
     dec = wire.decoder()
-    hs = options.client_handshake()
+    hs = options.client_handshake(goodbye=goodbye)
     if not hs.needed:
         return wire, dec
     url = options.url
@@ -484,4 +551,6 @@ def client_handshake(
         raise translate(exc, url, "handshaking with") from exc
     dec.max_frame = options.max_frame
     wire.send_limit = hs.peer_max_frame
+    if hs.goodbye and isinstance(dec, LengthPrefixDecoder):
+        dec.goodbye = True
     return wire, dec

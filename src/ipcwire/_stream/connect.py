@@ -87,7 +87,7 @@ def connect_stream(
         else:
             stream = SocketStream(sock)
         hs_deadline = min(attempt_end, time.monotonic() + options.handshake_timeout)
-        wire, decoder = client_handshake(stream, options, hs_deadline)
+        wire, decoder = client_handshake(stream, options, hs_deadline, goodbye=True)
     except BaseException as exc:
         sock.close()
         if isinstance(exc, ssl.SSLError):

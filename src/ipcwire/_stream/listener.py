@@ -184,7 +184,7 @@ class StreamListener(Listener):
             log.info("ipcwire: %s: dropped a client: %s", self.url, exc)
             return
         opts = self._options
-        hs = opts.server_handshake()
+        hs = opts.server_handshake(goodbye=True)
         dec = opts.wire().decoder()
         dec.max_frame = HANDSHAKE_MAX_FRAME
         p = _Pending(conn, peer, time.monotonic() + opts.handshake_timeout, hs, dec)
@@ -255,6 +255,8 @@ class StreamListener(Listener):
         p.done = True
         self._forget(p)
         p.decoder.max_frame = self._options.max_frame
+        if p.hs.goodbye and isinstance(p.decoder, LengthPrefixDecoder):
+            p.decoder.goodbye = True
         wire = self._options.wire()
         wire.send_limit = p.hs.peer_max_frame
         stream = TlsStream(p.sock) if isinstance(p.sock, ssl.SSLSocket) else SocketStream(p.sock)

@@ -61,6 +61,10 @@ class ByteStream:
     def close(self) -> None:
         raise NotImplementedError
 
+    def owned(self) -> bool:
+        """Whether this process opened it (False in a forked child: its parent's)."""
+        return getattr(self, "_owner", None) == os.getpid()
+
 
 class SocketStream(ByteStream):
     """A connected stream socket in blocking mode."""

@@ -177,6 +177,11 @@ class AioChannel(abc.ABC):
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self._aclose_after(e)
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        """Close at the end of an ``async with`` block that ``exc`` ended (None: it
+        finished). Drivers that can tell the peer the block failed override it."""
         await self.aclose()
 
     def __repr__(self) -> str:

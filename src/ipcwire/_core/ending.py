@@ -1,0 +1,49 @@
+"""What the end of a byte stream means, without I/O (docs/protocol.md section 5).
+
+Both drivers of a stream channel ask :func:`end_error` when the stream ends (or a goodbye
+arrives): a clean close is :class:`~ipcwire.errors.EndOfChannel`; a stream cut in the middle
+of a message, a goodbye carrying an error, and, on a channel whose handshake agreed on
+goodbyes, an end with no goodbye (the peer was killed, crashed, or exited without closing)
+are :class:`~ipcwire.errors.ChannelBroken`.
+"""
+
+from __future__ import annotations
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+
+__all__ = ["end_error", "error_reason"]
+
+
+def end_error(dec: LengthPrefixDecoder | NdjsonDecoder, url: str) -> IpcwireError:
+    """The error the end of ``url``'s stream stands for, given what its decoder saw."""
+    if dec.buffered:
+        return ChannelBroken(
+            f"{url} closed in the middle of a message ({dec.partial_description()} "
+            f"arrived); the partial message was discarded",
+            endpoint=url,
+        )
+    if not dec.goodbye or dec.ended == "":
+        return EndOfChannel(f"{url} closed its end", endpoint=url)
+    if dec.ended is None:
+        return ChannelBroken(
+            f"{url} went away without closing the channel: its process was killed or died "
+            f"(a fatal signal, os._exit), or it closed while this side had left its last "
+            f"messages unread for over a minute; every whole message it sent was delivered",
+            endpoint=url,
+        )
+    return ChannelBroken(
+        f"{url} ended the channel after an error on its side ({dec.ended}); every "
+        f"message it sent before that was delivered",
+        endpoint=url,
+    )
+
+
+def error_reason(exc: BaseException | None) -> str:
+    """The reason a goodbye carries when ``exc`` ends a ``with`` block (or a ``serve()``
+    handler) around the channel: ``""`` (a clean close) for none, or for ``EndOfChannel``
+    (the peer ended first). Only the exception's type crosses the wire: its text may hold
+    what the peer should not see."""
+    if exc is None or isinstance(exc, EndOfChannel):
+        return ""
+    return f"{type(exc).__name__} raised while the channel was open"
