@@ -64,6 +64,9 @@ class Capabilities:
     multi_client: bool = True  # one listener serves several channels at once
     peer_credentials: bool = False  # PeerInfo carries pid/uid/gid from the kernel
     end_of_channel: bool = True  # a peer's close ends the channel (False: a shared queue)
+    # a peer that failed (a with block or handler left by an exception, a killed process) ends
+    # the channel with ChannelBroken, not the EndOfChannel of a clean close
+    tells_failure: bool = False
     wait_policies: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ("linux", "darwin", "freebsd")
 

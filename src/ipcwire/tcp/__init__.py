@@ -9,6 +9,7 @@ SPEC = MechanismSpec(
     title="TCP",
     summary="stream socket over loopback or the network; TLS and token auth optional",
     capabilities=Capabilities(
+        tells_failure=True,
         bidirectional=True,
         reliable=True,
         ordered=True,

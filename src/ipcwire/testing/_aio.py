@@ -26,10 +26,12 @@ from ipcwire.testing._samples import (
     SAMPLES,
     TOKEN,
     ConformanceError,
+    ProbeFailure,
     bytes_likes,
     check_tagged,
     close_burst,
     expect,
+    expect_failure_told,
     expect_five_of_ten,
     max_size_for,
     payload,
@@ -90,6 +92,8 @@ async def acheck_channel(
         await _concurrent_receivers(make_pair, caps)
     await _timeouts(make_pair)
     await _close_semantics(make_pair, caps)
+    if caps.tells_failure and caps.bidirectional:
+        await _failure_told(make_pair)
     await _close_wakes_receiver(make_pair)
     await _statistics(make_pair, caps)
     if caps.bidirectional:
@@ -301,6 +305,27 @@ async def _burst_then_close(a: AioChannel, b: AioChannel, burst: list[bytes], wh
         pass
     else:
         raise ConformanceError(f"{who}: recv after the peer closed did not raise EndOfChannel")
+
+
+async def _failure_told(make_pair: AMakePair) -> None:
+    """An ``async with`` block left by an exception is not a clean close (both ways)."""
+    for direction in ("client to server", "server to client"):
+        async with make_pair() as pair:
+            a, b = pair if direction == "client to server" else pair[::-1]
+            try:
+                async with a:
+                    await a.send(b"before", timeout=_WAIT)
+                    raise ProbeFailure
+            except ProbeFailure:
+                pass
+            got = await b.recv(timeout=_WAIT)
+            expect(same(got, b"before"), f"{direction}: a message was lost")
+            end: BaseException | None = None
+            try:
+                await b.recv(timeout=_WAIT)
+            except IpcwireError as exc:
+                end = exc
+            expect_failure_told(end, direction)
 
 
 async def _close_semantics(make_pair: AMakePair, caps: Capabilities) -> None:

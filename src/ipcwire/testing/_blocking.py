@@ -25,10 +25,12 @@ from ipcwire.testing._samples import (
     SAMPLES,
     TOKEN,
     ConformanceError,
+    ProbeFailure,
     bytes_likes,
     check_tagged,
     close_burst,
     expect,
+    expect_failure_told,
     expect_five_of_ten,
     max_size_for,
     payload,
@@ -100,6 +102,8 @@ def check_channel(
         _concurrent_receivers(make_pair, caps)
     _timeouts(make_pair, caps)
     _close_semantics(make_pair, caps)
+    if caps.tells_failure and caps.bidirectional:
+        _failure_told(make_pair)
     _close_wakes_receiver(make_pair)
     _statistics(make_pair, caps)
     if caps.bidirectional:
@@ -378,6 +382,26 @@ def _close_semantics(make_pair: MakePair, caps: Capabilities) -> None:
                         "send raised EndOfChannel; it must be ChannelBroken"
                     ) from exc
                 expect(time.monotonic() < deadline, "sending to a closed peer never failed")
+
+
+def _failure_told(make_pair: MakePair) -> None:
+    """A with block left by an exception is not a clean close (both directions)."""
+    for direction in ("client to server", "server to client"):
+        with make_pair() as pair:
+            a, b = pair if direction == "client to server" else pair[::-1]
+            try:
+                with a:
+                    a.send(b"before", timeout=_WAIT)
+                    raise ProbeFailure
+            except ProbeFailure:
+                pass
+            expect(same(b.recv(timeout=_WAIT), b"before"), f"{direction}: a message was lost")
+            end: BaseException | None = None
+            try:
+                b.recv(timeout=_WAIT)
+            except IpcwireError as exc:
+                end = exc
+            expect_failure_told(end, direction)
 
 
 def _close_wakes_receiver(make_pair: MakePair) -> None:

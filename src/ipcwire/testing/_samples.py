@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ipcwire.channel import ChannelStatistics
+from ipcwire.errors import ChannelBroken
 from ipcwire.registry import Capabilities
 
 __all__ = [
@@ -52,6 +53,20 @@ def bytes_likes() -> list[Any]:
 
 class ConformanceError(AssertionError):
     """A mechanism broke a property of the channel contract."""
+
+
+class ProbeFailure(Exception):
+    """Raised inside a ``with`` block by the check that a failed peer is told from a clean
+    close (``Capabilities.tells_failure``)."""
+
+
+def expect_failure_told(exc: BaseException | None, direction: str) -> None:
+    """The end a channel saw after its peer's ``with`` block raised ProbeFailure."""
+    expect(
+        isinstance(exc, ChannelBroken) and "ProbeFailure" in str(exc),
+        f"{direction}: a with block left by an exception ended the peer's channel with "
+        f"{exc!r}; tells_failure promises ChannelBroken naming the exception type",
+    )
 
 
 def expect(cond: bool, what: str) -> None:

@@ -13,6 +13,7 @@ SPEC = MechanismSpec(
     title="Unix domain socket",
     summary="stream socket on a file path or abstract name; peer credentials; file-mode access",
     capabilities=Capabilities(
+        tells_failure=True,
         bidirectional=True,
         reliable=True,
         ordered=True,

@@ -8,7 +8,7 @@ from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
-from websockets.frames import BINARY, TEXT
+from websockets.frames import BINARY, TEXT, CloseCode
 from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
@@ -17,7 +17,7 @@ from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
-from ipcwire.ws._common import ChannelCore, check_payload, concurrency_error
+from ipcwire.ws._common import ChannelCore, check_payload, close_reason, concurrency_error
 from ipcwire.ws._fast import FAST, FastFrames
 
 __all__ = ["AioWsChannel"]
@@ -249,9 +249,16 @@ class AioWsChannel(ChannelCore, AioChannel):
         limit = conn.close_timeout
         try:
             async with within(None if limit is None else 2 * limit):
-                await conn.close()
+                if self._close_reason:  # 1011 after an exception (_aclose_after)
+                    await conn.close(CloseCode.INTERNAL_ERROR, self._close_reason)
+                else:
+                    await conn.close()
         except TimeoutError:
             conn.transport.abort()
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._close_reason = close_reason(exc)
+        await self.aclose()
 
     async def aclose(self) -> None:
         self.close()

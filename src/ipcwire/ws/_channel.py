@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import BINARY, TEXT
+from websockets.frames import BINARY, TEXT, CloseCode
 from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
@@ -17,7 +17,7 @@ from ipcwire._core.codecs import Codec
 from ipcwire._deadline import limit
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
-from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload
+from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload, close_reason
 from ipcwire.ws._fast import FastFrames
 from ipcwire.ws._writer import HIGH_WATER, WriteBuffer
 
@@ -238,7 +238,15 @@ class WsChannel(ChannelCore, Channel):
             conn.close_socket()
             return
         conn.protocol_mutex.release()
-        conn.close()  # the closing handshake, bounded by close_timeout
+        # the closing handshake, bounded by close_timeout; 1011 after an exception
+        if self._close_reason:
+            conn.close(CloseCode.INTERNAL_ERROR, self._close_reason)
+        else:
+            conn.close()
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        self._close_reason = close_reason(exc)
+        self.close()
 
 
 def _rest(timeout: float | None, began: float | None) -> float | None:

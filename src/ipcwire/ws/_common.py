@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode
 
 from ipcwire._core.codecs import Codec
+from ipcwire._core.ending import error_reason
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
@@ -71,6 +72,7 @@ __all__ = [
     "WsAddress",
     "check_payload",
     "client_handshake",
+    "close_reason",
     "closed_error",
     "concurrency_error",
     "connect_address",
@@ -315,6 +317,12 @@ def open_error(exc: BaseException, url: str, timeout: float) -> IpcwireError:
 
 
 # -- closing --------------------------------------------------------------------------------
+def close_reason(exc: BaseException | None) -> str:
+    """The reason of the close frame after a ``with`` block or handler that ``exc`` ended
+    ("": a normal close, 1000), within the 123 bytes a close frame has room for."""
+    return error_reason(exc).encode()[:123].decode("utf-8", "ignore")
+
+
 def closed_error(
     exc: ConnectionClosed, url: str, *, sending: bool, max_frame: int, first_too_large: bool
 ) -> IpcwireError:
@@ -322,7 +330,8 @@ def closed_error(
 
     * 1000/1001/1005 from the peer: ``EndOfChannel`` (``ChannelBroken`` when sending);
     * this side refused an oversized message (1009): ``FrameTooLarge`` once, then broken;
-    * the peer refused one of ours (1009), keepalive timeout (1011), a lost TCP connection
+    * the peer refused one of ours (1009), keepalive timeout (1011), the peer's ``with``
+      block or handler left by an exception (1011 naming its type), a lost TCP connection
       without a closing handshake (1006), any other code: ``ChannelBroken`` saying which.
     """
     rcvd, sent = exc.rcvd, exc.sent
@@ -358,6 +367,12 @@ def closed_error(
         return ChannelBroken(
             f"{url} closed the connection because a message was over its size limit (1009); "
             f"keep messages under the peer's max_frame",
+            endpoint=url,
+        )
+    if rcvd is not None and rcvd.code == CloseCode.INTERNAL_ERROR and rcvd.reason:
+        return ChannelBroken(
+            f"{url} ended the channel after an error on its side ({rcvd.reason}; code 1011); "
+            f"every message it sent before that was delivered",
             endpoint=url,
         )
     if sent is not None and sent.code == CloseCode.INTERNAL_ERROR and "keepalive" in sent.reason:
@@ -415,6 +430,7 @@ class ChannelCore:
         self._send_limit = send_limit
         self._peer = peer
         self._closed = False
+        self._close_reason = ""  # a with block left by an exception: close with 1011 and it
         # The error of a message that did not decode in a recv_many batch after others: the
         # next receive raises it, in that message's place.
         self._deferred: IpcwireError | None = None
