@@ -41,8 +41,10 @@ LOOKALIKES = [
 
 # -- the format ------------------------------------------------------------------------------
 def test_unpack_batch_on_hostile_input() -> None:
-    """Anything after the marker is either refused with RemoteProtocolError or unpacks into
-    messages that account for every byte of it (never part of a batch, never another error)."""
+    """Anything after the marker is either refused with RemoteProtocolError, read as a
+    failed client's goodbye (ChannelBroken: the length 0xFFFFFFFF first, then a reason), or
+    unpacks into messages that account for every byte of it (never part of a batch, never
+    another error)."""
     rnd = random.Random(7)
     good = batch(b"abc", b"", b"d" * 300, MARKER)
     cases = [good[:n] for n in range(len(MARKER), len(good) + 1)]  # every truncation
@@ -67,6 +69,11 @@ def test_unpack_batch_on_hostile_input() -> None:
             out = unpack_batch(msg, "grpc://x")
         except RemoteProtocolError:
             refused += 1
+            continue
+        except ChannelBroken as exc:
+            assert msg[len(MARKER) : len(MARKER) + 4] == b"\xff" * 4, msg
+            assert "after an error on its side" in str(exc)
+            assert all(c.isprintable() for c in str(exc))
             continue
         assert batch(*out) == msg and (out or msg == MARKER)  # (empty: the goodbye)
     assert unpack_batch(good, "grpc://x") == [b"abc", b"", b"d" * 300, MARKER]

@@ -37,6 +37,7 @@ __all__ = [
     "NdjsonDecoder",
     "goodbye_frame",
     "make_decoder",
+    "readable_reason",
 ]
 
 HEADER: Final = struct.Struct(">I")
@@ -211,8 +212,7 @@ class LengthPrefixDecoder(FrameDecoder):
         elif avail < 8 + size:
             return
         else:
-            reason = bytes(self._view[start + 8 : start + 8 + size])
-            self.ended = reason.decode("utf-8", "replace")
+            self.ended = readable_reason(bytes(self._view[start + 8 : start + 8 + size]))
         self._skip = _SKIP_ALL
         self._discard()
 
@@ -284,6 +284,13 @@ class NdjsonDecoder(FrameDecoder):
 
     def partial_description(self) -> str:
         return f"{self._end - self._start} bytes of an unterminated line"
+
+
+def readable_reason(raw: bytes) -> str:
+    """A goodbye's reason as text fit for an error message: what a peer sent, so invalid
+    UTF-8 and control characters become ``?``."""
+    text = raw.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def goodbye_frame(reason: str = "") -> bytes:

@@ -197,7 +197,7 @@ def _carries_no_payload(url: str) -> bool:
         return False  # connect() or listen() says what is wrong with the URL
 
 
-class _Terminated(Exception):
+class Terminated(Exception):
     """SIGTERM arrived: unwind (close the channel and listener) and exit 143."""
 
 
@@ -211,12 +211,12 @@ def _sigterm_unwinds() -> Iterator[None]:
         return
 
     def terminate(signum: int, frame: Any) -> None:
-        raise _Terminated
+        raise Terminated
 
     old = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
-    except _Terminated:
+    except Terminated:
         raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         signal.signal(signal.SIGTERM, old)

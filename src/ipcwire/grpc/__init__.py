@@ -21,6 +21,7 @@ SPEC = MechanismSpec(
     summary="bidirectional gRPC stream per channel, unary calls for any gRPC client; "
     "deadlines, status codes, TLS and token auth (grpcio)",
     capabilities=Capabilities(
+        tells_failure=True,
         bidirectional=True,
         reliable=True,
         ordered=True,

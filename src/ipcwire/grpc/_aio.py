@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
@@ -119,6 +120,7 @@ class AioStream(AioChannel):
         self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.fail_reason = ""  # why this side ends the channel after an error ("": cleanly)
         self._closing: asyncio.Task[None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
@@ -614,6 +616,10 @@ class AioStream(AioChannel):
             if self._writer is not None:
                 self._writer.cancel()
         await on_close()
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self.fail_reason = error_reason(exc)
+        await self.aclose()
 
     async def aclose(self) -> None:
         self.close()

@@ -26,6 +26,13 @@ client's last stream message before it half-closes is :data:`BYE`, an empty batc
 a request stream the same way when the client closes it and when its process or connection
 dies (the cancellation comes only later, if at all), so the server tells a close from a loss
 by the goodbye: a stream that ends without it is ``ChannelBroken``.
+
+**Failure** (docs/errors.md, "Finished, or failed?"): a client whose ``with`` block was left
+by an exception sends :func:`failed_bye` instead of :data:`BYE`: the batch marker, the
+length ``0xFFFFFFFF`` (little-endian) and a UTF-8 reason naming the exception's type; the
+server's channel then ends with ``ChannelBroken`` naming it. A server whose ``with`` block or
+handler failed ends the RPC with status ``INTERNAL`` and details beginning with
+:data:`FAILED_DETAILS` and the reason; the client's channel ends the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -60,12 +68,15 @@ __all__ = [
     "BATCH_MARKER",
     "BYE",
     "CALL",
+    "FAILED_DETAILS",
     "SERVICE",
     "STREAM",
     "check_bearer",
     "check_welcome",
     "client_metadata",
     "error_from_status",
+    "failed_bye",
+    "failure_details",
     "frame_limit",
     "lost_client",
     "marker_check",
@@ -92,6 +103,9 @@ BYE_KEY: Final = "ipcwire-bye"
 BATCH_MARKER: Final = b"\xc1ipcwB\x00\x01"
 BATCH_OVERHEAD: Final = len(BATCH_MARKER) + 4  # a batch of one message
 BYE: Final = BATCH_MARKER  # an empty batch: the client's last message (see the docstring)
+_FAILED: Final = 0xFFFFFFFF  # the length after the marker that makes a goodbye a failure's
+_MAX_REASON: Final = 1024
+FAILED_DETAILS: Final = "ipcwire: the channel ended after an error: "
 # A sender packs queued messages into one gRPC message of at most this many bytes (or the
 # peer's limit, if smaller), and at most BATCH_MESSAGES of them.
 BATCH_BYTES: Final = 256 * 1024
@@ -152,6 +166,12 @@ def error_from_status(
     said = f"{endpoint} answered {name}: {text}"
     if name == "OK":
         return EndOfChannel(f"{endpoint} closed the channel", endpoint=endpoint)
+    if name == "INTERNAL" and text.startswith(FAILED_DETAILS):
+        return ChannelBroken(
+            f"{endpoint} ended the channel after an error on its side "
+            f"({text[len(FAILED_DETAILS) :]}); every message it sent before that was delivered",
+            endpoint=endpoint,
+        )
     if name == "UNAUTHENTICATED":
         return AuthenticationFailed(said, endpoint=endpoint)
     if name == "PERMISSION_DENIED":
@@ -275,6 +295,13 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
     view = memoryview(msg)
     end = len(msg)
     pos = len(BATCH_MARKER)
+    if end >= pos + 4 and int.from_bytes(view[pos : pos + 4], "little") == _FAILED:
+        reason = readable_reason(bytes(view[pos + 4 : pos + 4 + _MAX_REASON]))
+        raise ChannelBroken(
+            f"the client of {url} ended the channel after an error on its side ({reason}); "
+            f"every message it sent before that was delivered",
+            endpoint=url,
+        )
     out: list[bytes] = []
     while pos < end:
         if pos + 4 > end:
@@ -293,6 +320,16 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
         f"up): a bug in the peer's ipcwire gRPC implementation; none of it was delivered",
         endpoint=url,
     )
+
+
+def failed_bye(reason: str) -> bytes:
+    """A failed client's last stream message, instead of :data:`BYE` (see the docstring)."""
+    return BATCH_MARKER + _FAILED.to_bytes(4, "little") + reason.encode()[:_MAX_REASON]
+
+
+def failure_details(reason: str) -> str:
+    """The status details of a server channel that ended after an error (with INTERNAL)."""
+    return FAILED_DETAILS + reason
 
 
 def marker_check(data: bytes, limit: int, url: str) -> None:

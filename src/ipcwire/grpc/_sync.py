@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
@@ -50,6 +51,7 @@ from ipcwire.grpc._protocol import (
     BATCH_MARKER,
     BYE,
     error_from_status,
+    failed_bye,
     lost_client,
     marker_check,
     plan_batches,
@@ -120,6 +122,10 @@ class SyncStream(Channel):
         self.expect_bye = False
         self._bye = False
         self.on_close: Callable[[], None] | None = None
+        # Why this side ends the channel after an error ("": a clean close); a server's way
+        # to end its RPC with that status (set by the listener).
+        self.fail_reason = ""
+        self.fail_status: Callable[[str], None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- what grpcio drives ---------------------------------------------------------------------
@@ -156,9 +162,17 @@ class SyncStream(Channel):
 
     def _goodbye(self) -> Iterator[bytes]:
         """A client's last message to a server that reads batches: the goodbye (_protocol),
-        which tells the server this end of the stream is a close, not a lost client."""
-        if self._client and self.batches:
-            yield BYE
+        which tells the server this end of the stream is a close, not a lost client, or a
+        failure (``fail_reason``). A failed server sets the RPC's status instead."""
+        if self._client:
+            if self.batches:
+                yield failed_bye(self.fail_reason) if self.fail_reason else BYE
+        elif self.fail_reason and self.fail_status is not None:
+            self.fail_status(self.fail_reason)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        self.fail_reason = error_reason(exc)
+        self.close()
 
     def _gather(self, first: Any) -> tuple[list[bytes], bool]:
         """The messages of ``first`` (a message or a list of them) and, when the peer reads

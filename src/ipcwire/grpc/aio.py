@@ -42,6 +42,8 @@ from ipcwire.grpc._protocol import (
     check_welcome,
     client_metadata,
     error_from_status,
+    failed_bye,
+    failure_details,
     metadata_dict,
     reads_batches,
 )
@@ -150,6 +152,9 @@ class AioGrpcListener(AioListener):
         finally:
             ch.stop_reader()
             ch.ended(ChannelBroken(f"the stream of {self.url} is over", endpoint=self.url))
+        if ch.fail_reason:  # the application's with block or handler failed: say so
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details(failure_details(ch.fail_reason))
 
     async def call(self, request: bytes, context: Any) -> bytes:
         adm = self._core.admit(context.invocation_metadata())
@@ -445,8 +450,8 @@ async def _open_stream(
 
     async def release() -> None:
         try:
-            if ch.batches:  # the goodbye (_protocol): a close, not a lost client
-                await call.write(BYE)
+            if ch.batches:  # the goodbye (_protocol): a close, or a failure; not a lost client
+                await call.write(failed_bye(ch.fail_reason) if ch.fail_reason else BYE)
             await call.done_writing()
         except Exception:  # noqa: S110 - the RPC is already over: nothing to half-close
             pass

@@ -48,6 +48,7 @@ from ipcwire.grpc._protocol import (
     check_welcome,
     client_metadata,
     error_from_status,
+    failure_details,
     metadata_dict,
     reads_batches,
 )
@@ -127,6 +128,7 @@ class GrpcListener(Listener):
         )  # fmt: skip
         ch.batches = adm.batches
         ch.expect_bye = adm.bye
+        ch.fail_status = lambda reason: _fail(context, reason)
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
             ch.cancelled = lambda: _rpc_cancelled(context)
@@ -305,6 +307,12 @@ def open_channel(
     if creds is not None:
         return grpc.secure_channel(addr.target(), creds, options=opts)
     return grpc.insecure_channel(addr.target(), options=opts)
+
+
+def _fail(context: Any, reason: str) -> None:
+    """End a server channel's RPC with the status of a failure (see grpc/_protocol.py)."""
+    context.set_code(grpc.StatusCode.INTERNAL)
+    context.set_details(failure_details(reason))
 
 
 def connect(
