@@ -28,8 +28,9 @@ def end_error(dec: LengthPrefixDecoder | NdjsonDecoder, url: str) -> IpcwireErro
     if dec.ended is None:
         return ChannelBroken(
             f"{url} went away without closing the channel: its process was killed or died "
-            f"(a fatal signal, os._exit), or it closed while this side had left its last "
-            f"messages unread for over a minute; every whole message it sent was delivered",
+            f"(a fatal signal, os._exit), or dropped the channel without closing it, or closed "
+            f"it while this side had left its last messages unread for over a minute; every "
+            f"whole message it sent was delivered",
             endpoint=url,
         )
     return ChannelBroken(
