@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, BytesCodec
+from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
@@ -340,13 +341,30 @@ class ClientCore:
         for ev in parser.feed(body):
             self._event(ev)
 
+    def _end_error(self, data: bytes) -> IpcwireError:
+        """The end event's meaning: a clean end, or one after an error on the server
+        (``failed``: the exception's type, never its text)."""
+        try:
+            said = msgspec.json.decode(data)
+        except DECODE_ERRORS:
+            said = None
+        failed = said.get("failed") if isinstance(said, dict) else None
+        if isinstance(failed, str) and failed:
+            reason = readable_reason(failed.encode()[:1024])
+            return ChannelBroken(
+                f"{self.url} ended the channel after an error on its side ({reason}); every "
+                f"message it sent before that was delivered",
+                endpoint=self.url,
+            )
+        return EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
+
     def _event(self, ev: Event) -> None:
         if ev.type == GAP_EVENT:
             self._gap(ev)
             self._position(ev.id)
             return
         if ev.type == END_EVENT:
-            self.final = EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
+            self.final = self._end_error(ev.data)
             self.stream_over = self.end_read = True
             return
         if ev.type == TAKEN_EVENT:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -234,6 +235,14 @@ class ServerChannelBase:
             f"replay_bytes=) are waiting for it and the stream stayed full for {timeout} s",
             endpoint=self.url,
         )
+
+    def _note_failure(self, exc: BaseException | None) -> None:
+        """A ``with`` block or ``serve()`` handler that ``exc`` ended: the end event then
+        says so (``failed``), and the client's channel ends with ChannelBroken."""
+        reason = error_reason(exc)
+        if reason and not self._closed:
+            with self._stream.lock:
+                self._stream.failed = reason
 
     def close(self) -> None:
         """End the stream: the client gets what is buffered, then the end event."""

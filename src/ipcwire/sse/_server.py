@@ -448,7 +448,10 @@ class SseServer:
                             stream.mark_written(upto, len(chunk))
                     continue
                 if end is not None:
-                    body = json.dumps({"reason": end}).encode()
+                    said: dict[str, str] = {"reason": end}
+                    if stream.failed:  # (an older client reads it as a clean end)
+                        said["failed"] = stream.failed
+                    body = json.dumps(said).encode()
                     await response.write(event_bytes(None, body, END_EVENT))
                     with stream.lock:
                         stream.end_written = True

@@ -64,6 +64,7 @@ class ServerStream:
         self.peer: str | None = None
         self.transport: Any = None  # the attached connection's transport (for drop)
         self.ended: str | None = None  # the server side closed the stream (why)
+        self.failed = ""  # it did so after an error: the exception's type (see _common)
         self.end_written = False
         self.broken: str | None = None  # gone: expired, released, or the listener closed
         self.expiry: asyncio.TimerHandle | None = None  # expires it while nobody is attached

@@ -339,6 +339,10 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
     async def recv(self, *, timeout: float | None = None) -> Any:
         raise one_way_error(self.url, server=True, closed=self._closed)
 
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._note_failure(exc)
+        await self.aclose()
+
     async def aclose(self) -> None:
         self.close()
 

@@ -292,6 +292,10 @@ def connect(
 class SseServerChannel(ServerChannelBase, Channel):
     """The sending end of one client's stream (blocking)."""
 
+    def _close_after(self, exc: BaseException | None) -> None:
+        self._note_failure(exc)
+        self.close()
+
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if (
             type(obj) is bytes
