@@ -136,6 +136,7 @@ SPEC = MechanismSpec(
         max_message_size=None,  # larger than msgsize: sent in pieces, delivered whole
         multi_client=True,
         peer_credentials=False,  # the peer's pid is announced, not vouched for by the kernel
+        tells_failure=True,  # a failed end's marker and end pipe say so (_proto.py)
         platforms=("linux",),
     ),
     blocking="ipcwire.mq.blocking",

@@ -9,7 +9,8 @@ means. Nothing here waits: every queue call is ``try_send``/``try_recv``. The bl
 calls these methods with its send or receive lock held.
 
 How each end learns that the other closed, even when its queue was full at the time: the end
-pipe, ``_ends.py``.
+pipe, ``_ends.py``. How it learns that the other failed (a ``with`` block or ``serve()``
+handler left by an exception): the marker and the pipe carry the reason (``_proto.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final
 
+from ipcwire._core.framing import readable_reason
 from ipcwire._core.wire import WireFormat
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -28,7 +30,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._ends import peer_ended, post_end
+from ipcwire.mq._ends import MAX_REASON, peer_ended, post_end, read_end
 from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import close_fd
@@ -64,6 +66,7 @@ class ChannelCore:
         peer_pid: int | None,
         pidfd: int | None,
         ends: int | None,
+        tells: bool = False,
     ) -> None:
         self.url = url
         self._in = inbound
@@ -86,6 +89,10 @@ class ChannelCore:
         self._eof = False  # the peer's end was reached: all it sent before closing is read
         self._peer_closed = False  # the end pipe says the peer closed (its messages may wait)
         self._dead = False  # the peer process exited
+        self._tells = tells  # the handshake agreed on telling a failed end (_proto.py)
+        self._fail_reason = ""  # why this end closes after an error ("": a clean close)
+        self._marker = b""  # the peer's end-of-channel marker (a reason after a failure)
+        self._told: str | None = None  # the peer's reason, once read ("": a clean end)
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     def _on_eof(self) -> None:
@@ -165,6 +172,7 @@ class ChannelCore:
                 return True
             if got[1] == EOF_PRIORITY:
                 self._eof = True
+                self._marker = got[0]
                 self._on_eof()
             else:
                 self._pending.append(got)
@@ -196,6 +204,7 @@ class ChannelCore:
             data, prio = got
             if prio == EOF_PRIORITY:
                 self._eof = True
+                self._marker = data
                 self._on_eof()
                 continue
             if prio == HANDSHAKE_PRIORITY:
@@ -235,8 +244,26 @@ class ChannelCore:
             )
         if self._eof or self._peer_ended():
             # (a peer that exited: nothing more can come, so a close it made is the end)
+            reason = self._peer_failure()
+            if reason:
+                return ChannelBroken(
+                    f"{self.url} ended the channel after an error on its side ({reason}); "
+                    f"every message it sent before that was delivered",
+                    endpoint=self.url,
+                )
             return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
         return self._gone("receive from")
+
+    def _peer_failure(self) -> str:
+        """Why the peer, known to have closed, ended the channel: its reason after an error,
+        or "" for a clean close. From the end pipe (read once: the blocking driver calls
+        this with the receive lock held), or its marker."""
+        if self._told is None:
+            told = read_end(self._ends) if self._ends is not None else None
+            if not told and self._marker:  # (the pipe's copy may be longer)
+                told = readable_reason(self._marker[:MAX_REASON])
+            self._told = told or ""
+        return self._told
 
     # -- the rest ---------------------------------------------------------------------------
     def _post_end(self) -> bool:
@@ -245,12 +272,24 @@ class ChannelCore:
         caller waits a while for room for the marker."""
         if self._ends is None:
             return False
-        post_end(self._ends)
+        post_end(self._ends, self._end_reason())
         try:
-            self._out.try_send(b"", EOF_PRIORITY)
+            self._out.try_send(self._end_marker(), EOF_PRIORITY)
         except IpcwireError:
             pass
         return True
+
+    def _end_reason(self) -> bytes:
+        """The reason this end tells when it closes (_proto.py, _ends.py): empty after a
+        clean close, and to a peer that does not take failures (it would see a clean end)."""
+        if not (self._tells and self._fail_reason):
+            return b""
+        return self._fail_reason.encode("utf-8", "replace")[:MAX_REASON]
+
+    def _end_marker(self) -> bytes:
+        """The end-of-channel marker this end closes with: the reason, within the queue's
+        msgsize (empty: a clean close)."""
+        return self._end_reason()[: self._msgsize]
 
     def _close_queues(self) -> None:
         """Close both queues, the peer's pidfd and the end pipe (the last step of ``close``)."""

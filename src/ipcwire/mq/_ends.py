@@ -20,6 +20,14 @@ byte was written): only then does it raise ``EndOfChannel``.
 
 The listener tells the client in its handshake reply (``"ends": true``) that it opened the
 pipe; without that (it could not open it), both ends keep to the marker alone, as before.
+
+**After a failure** (a ``with`` block or ``serve()`` handler left by an exception, on a
+channel whose handshake agreed on it: ``"fails": true``, ``_proto.py``) the closer writes
+``\x01`` and the reason (UTF-8, at most :data:`MAX_REASON` bytes: one write, under
+``PIPE_BUF``, so it arrives whole) instead of the ``\0`` of a clean close. A receiver reads
+the pipe only once it has decided that the channel ended (:func:`read_end`, which puts what
+it read back): everything in it then is the peer's, as an end writes only when it closes,
+and stops reading then.
 """
 
 from __future__ import annotations
@@ -31,14 +39,17 @@ import select
 import stat
 import tempfile
 
+from ipcwire._core.framing import readable_reason
 from ipcwire._oserror import OUT_OF_RESOURCES, translate
 
 __all__ = [
+    "MAX_REASON",
     "create_end_pipe",
     "end_pipe_path",
     "open_end_pipe",
     "peer_ended",
     "post_end",
+    "read_end",
     "remove_end_pipe",
     "shared_dir",
 ]
@@ -46,6 +57,8 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 _FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+MAX_REASON = 1024  # bytes of a failure's reason that cross (in the pipe and in the marker)
+_FAILED = b"\x01"  # the first byte a failed end writes (a clean one writes b"\0")
 
 
 def shared_dir() -> str:
@@ -121,12 +134,41 @@ def remove_end_pipe(up: str) -> None:
         pass
 
 
-def post_end(fd: int) -> None:
-    """Tell the other end this one closed (after its last message). Never waits."""
+def post_end(fd: int, reason: bytes = b"") -> None:
+    """Tell the other end this one closed (after its last message), cleanly, or after an
+    error when there is a ``reason`` (at most :data:`MAX_REASON` bytes of it). Never waits."""
+    record = _FAILED + reason[:MAX_REASON] if reason else b"\0"
     try:
-        os.write(fd, b"\0")
+        os.write(fd, record)
     except OSError:
-        pass  # at most two bytes ever go in; an error here leaves nothing to tell
+        # At most two records ever go in, each within PIPE_BUF; should a small pipe refuse
+        # this one whole, the failure is told without its reason.
+        try:
+            os.write(fd, record[:1])
+        except OSError:
+            pass  # nothing to tell with
+
+
+def read_end(fd: int) -> str | None:
+    """What the other end wrote when it closed (call once it has): ``""`` for a clean close
+    (or one from an ipcwire version that tells no failures), the reason it gave after an
+    error (untrusted: bounded, shown with ``?`` for what is not printable), None when the
+    pipe is empty. What it read goes back into the pipe, which goes on saying that the other
+    end closed (and the write wakes a thread whose poll saw it empty meanwhile). Does not
+    wait; call it from one thread at a time."""
+    try:
+        got = os.read(fd, 1 + MAX_REASON)
+    except OSError:
+        return None
+    if not got:
+        return None
+    try:
+        os.write(fd, got)  # room: it was just read out
+    except OSError:
+        pass
+    if got[:1] != _FAILED:
+        return ""
+    return readable_reason(got[1:]) or "no reason given"
 
 
 def peer_ended(fd: int) -> bool:

@@ -19,6 +19,15 @@ welcome. Kernel priorities after that::
 so the end-of-channel marker is always read after every message sent before it. A message
 of ``msgsize`` bytes or more travels in pieces (see :class:`Reassembler`).
 
+The marker is empty after a clean close. **After a failure** (a ``with`` block or
+``serve()`` handler left by an exception) it holds the reason, UTF-8, naming the
+exception's type (at most 1024 bytes, and no more than the queue's ``msgsize``), and the
+end pipe's record says the same (``_ends.py``): the receiver raises ``ChannelBroken``
+instead of ``EndOfChannel``. Only between ends that both offer it: the client adds
+``"fails": true`` to its announcement, and a listener that knows it answers with
+``"fails": true`` in its replies; with a peer that does not (an earlier version, which
+takes any marker for a clean end), a failed end closes as a clean one does, byte for byte.
+
 Besides the queues, the client makes the channel's *end pipe* (a FIFO named after the pair,
 ``_ends.py``), through which a close reaches the peer even when its queue is full; the server
 adds ``"ends": true`` to its replies when it opened it, and both unlink its name with the
@@ -126,17 +135,19 @@ class Hello:
     up: str
     dn: str
     hello: bytes  # the handshake hello, JSON
+    fails: bool = False  # the client tells (and takes) a failed end (see the docstring)
 
     def encode(self) -> bytes:
-        return encode_json(
-            {
-                "ipcwire_mq": VERSION,
-                "pid": self.pid,
-                "up": self.up,
-                "dn": self.dn,
-                "hello": msgspec.Raw(self.hello),
-            }
-        )
+        msg: dict[str, Any] = {
+            "ipcwire_mq": VERSION,
+            "pid": self.pid,
+            "up": self.up,
+            "dn": self.dn,
+            "hello": msgspec.Raw(self.hello),
+        }
+        if self.fails:
+            msg["fails"] = True
+        return encode_json(msg)
 
     @classmethod
     def decode(cls, data: bytes, url: str) -> Hello:
@@ -158,7 +169,8 @@ class Hello:
                 f"(ipcwire_mq={msg.get('ipcwire_mq')!r})",
                 endpoint=url,
             )
-        return cls(pid=pid, up=up, dn=dn, hello=encode_json(hello))
+        fails = msg.get("fails") is True
+        return cls(pid=pid, up=up, dn=dn, hello=encode_json(hello), fails=fails)
 
 
 class Reassembler:

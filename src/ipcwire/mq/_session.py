@@ -233,6 +233,7 @@ class ClientSession:
                 q.close()
             raise
         self.ends_agreed = False
+        self.fails_agreed = False  # the listener tells and takes a failed end (_proto.py)
         self.hs = options.client_handshake("length")  # queues keep boundaries
         self.server_pid: int | None = None
 
@@ -243,6 +244,7 @@ class ClientSession:
             up=self.up.name,
             dn=self.dn.name,
             hello=strip_frame(self.hs.hello()),
+            fails=True,
         ).encode()
 
     def feed(self, data: bytes, priority: int) -> bool:
@@ -261,6 +263,8 @@ class ClientSession:
             self.server_pid = pid
         if msg.get("ends") is True:
             self.ends_agreed = True
+        if msg.get("fails") is True:
+            self.fails_agreed = True
         step = self.hs.receive(data)
         if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
             raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
@@ -308,6 +312,7 @@ class ServerSession:
     pidfd: int | None
     deadline: float
     ends: int | None = field(default=None)  # the end pipe, when the client made one
+    fails: bool = field(default=False)  # the client tells and takes a failed end (_proto.py)
     done: bool = field(default=False)
 
     def feed(self, data: bytes, priority: int) -> bool:
@@ -327,6 +332,8 @@ class ServerSession:
             reply["pid"] = os.getpid()
             if self.ends is not None:
                 reply["ends"] = True  # the client keeps its end pipe
+            if self.fails:
+                reply["fails"] = True  # both ends tell a failed end from a clean one
             self.dn.try_send(encode_json(reply), HANDSHAKE_PRIORITY)
         if step.error is not None:
             raise step.error
@@ -441,6 +448,7 @@ def server_accept(
         pidfd,
         time.monotonic() + timeout,
         ends=ends,
+        fails=hello.fails,
     )
     try:
         session._step(hello.hello)

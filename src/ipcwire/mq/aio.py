@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Final
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
@@ -83,8 +84,11 @@ class AioMqChannel(ChannelCore, AioChannel):
         peer_pid: int | None,
         pidfd: int | None,
         ends: int | None,
+        tells: bool = False,
     ) -> None:
-        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends)
+        super().__init__(
+            inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends, tells=tells
+        )
         self._loop = asyncio.get_running_loop()
         self._rwaiter: asyncio.Future[None] | None = None
         self._swaiters: list[asyncio.Future[None]] = []
@@ -309,7 +313,7 @@ class AioMqChannel(ChannelCore, AioChannel):
         # No end pipe: the marker alone tells the peer; without room for it, keep trying
         # for a while in the background.
         try:
-            sent = self._out.try_send(b"", EOF_PRIORITY)
+            sent = self._out.try_send(self._end_marker(), EOF_PRIORITY)
         except IpcwireError:
             sent = True
         if sent:
@@ -319,7 +323,7 @@ class AioMqChannel(ChannelCore, AioChannel):
 
         def retry() -> None:
             try:
-                done = self._out.try_send(b"", EOF_PRIORITY)
+                done = self._out.try_send(self._end_marker(), EOF_PRIORITY)
             except IpcwireError:
                 done = True
             if done:
@@ -339,6 +343,12 @@ class AioMqChannel(ChannelCore, AioChannel):
         self._close_queues()
         if not self._finished.done():
             self._finished.set_result(None)
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        """The end of an ``async with`` block (or ``serve()`` handler) that ``exc`` left: as
+        :meth:`ipcwire.mq.blocking.MqChannel._close_after`."""
+        self._fail_reason = error_reason(exc)
+        await self.aclose()
 
     async def aclose(self) -> None:
         self.close()
@@ -406,6 +416,7 @@ async def connect(
         peer_pid=session.server_pid,
         pidfd=pidfd,
         ends=session.ends,
+        tells=session.fails_agreed,
     )
 
 
@@ -482,7 +493,16 @@ class AioMqListener(AioListener):
 
     def _channel(self, s: ServerSession) -> AioMqChannel:
         wire = channel_wire(self._options, s.hs)
-        return AioMqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd, ends=s.ends)
+        return AioMqChannel(
+            s.up,
+            s.dn,
+            wire,
+            self.url,
+            peer_pid=s.pid,
+            pidfd=s.pidfd,
+            ends=s.ends,
+            tells=s.fails,
+        )
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         return await self._ready.get(self.url, timeout)

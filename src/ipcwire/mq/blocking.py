@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import Any, Final
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import limit
@@ -87,8 +88,11 @@ class MqChannel(ChannelCore, Channel):
         peer_pid: int | None,
         pidfd: int | None,
         ends: int | None,
+        tells: bool = False,
     ) -> None:
-        super().__init__(inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends)
+        super().__init__(
+            inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends, tells=tells
+        )
         try:
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         except OSError as exc:
@@ -280,6 +284,12 @@ class MqChannel(ChannelCore, Channel):
             if got_recv:
                 self._recv_lock.release()
 
+    def _close_after(self, exc: BaseException | None) -> None:
+        """The end of a ``with`` block (or ``serve()`` handler) that ``exc`` left: a failure
+        closes with its reason (the type only), which the peer raises as ChannelBroken."""
+        self._fail_reason = error_reason(exc)
+        self.close()
+
     def _send_eof(self) -> None:
         """Tell the peer this end closed: through the end pipe, never waiting; without one,
         post the end-of-channel marker, waiting a while for room (logged when there was
@@ -288,7 +298,7 @@ class MqChannel(ChannelCore, Channel):
             return
         deadline = time.monotonic() + CLOSE_TIMEOUT
         try:
-            while not self._out.try_send(b"", EOF_PRIORITY):
+            while not self._out.try_send(self._end_marker(), EOF_PRIORITY):
                 poller = select.poll()
                 poller.register(self._out.fileno(), _OUT)
                 if self._pidfd is not None:
@@ -364,6 +374,7 @@ def connect(
         peer_pid=session.server_pid,
         pidfd=pidfd,
         ends=session.ends,
+        tells=session.fails_agreed,
     )
 
 
@@ -490,7 +501,16 @@ class MqListener(Listener):
 
     def _channel(self, s: ServerSession) -> MqChannel:
         wire = channel_wire(self._options, s.hs)
-        return MqChannel(s.up, s.dn, wire, self.url, peer_pid=s.pid, pidfd=s.pidfd, ends=s.ends)
+        return MqChannel(
+            s.up,
+            s.dn,
+            wire,
+            self.url,
+            peer_pid=s.pid,
+            pidfd=s.pidfd,
+            ends=s.ends,
+            tells=s.fails,
+        )
 
     def close(self) -> None:
         if self._closed:
