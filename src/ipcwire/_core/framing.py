@@ -288,7 +288,7 @@ class NdjsonDecoder(FrameDecoder):
 
 def readable_reason(raw: bytes) -> str:
     """A goodbye's reason as text fit for an error message: what a peer sent, so invalid
-    UTF-8 and control characters become ``?``."""
+    UTF-8 becomes U+FFFD and control characters ``?``."""
     text = raw.decode("utf-8", "replace")
     return "".join(c if c.isprintable() else "?" for c in text)
 
