@@ -22,6 +22,7 @@ SPEC = MechanismSpec(
     summary="request/reply over HTTP POST (TCP or Unix socket); long-poll for server pushes; "
     "token auth, TLS, OpenAPI; curl and browsers can call it",
     capabilities=Capabilities(
+        tells_failure=True,
         bidirectional=True,
         reliable=True,
         ordered=True,

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ipcwire._core.codecs import Codec, encode_message
+from ipcwire._core.ending import error_reason
 from ipcwire._deadline import limit, seconds_left
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
@@ -63,6 +64,7 @@ class ServerChannel(Channel):
         self._unsent = 0
         self._end_exc: IpcwireError | None = None
         self._closed = False
+        self._failure = ""  # a with block left by an exception: the client is told this
         self._n = _Counters()
         session.sink = self
 
@@ -204,7 +206,7 @@ class ServerChannel(Channel):
             self._space.notify_all()
         self._q.put(_WAKE)
         try:
-            self._loop.call_soon_threadsafe(self._session.server_close)
+            self._loop.call_soon_threadsafe(self._session.server_close, self._failure)
         except RuntimeError:
             pass
 
@@ -212,6 +214,11 @@ class ServerChannel(Channel):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         _note_failure(self._session, et)
+        self._close_after(e)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        if not self._closed:
+            self._failure = error_reason(exc)
         self.close()
 
     @property
@@ -244,6 +251,7 @@ class AioServerChannel(AioChannel):
         self._space: asyncio.Future[None] | None = None
         self._end_exc: IpcwireError | None = None
         self._closed = False
+        self._failure = ""  # a with block left by an exception: the client is told this
         self._n = _Counters()
         session.sink = self
 
@@ -366,7 +374,7 @@ class AioServerChannel(AioChannel):
         self._closed = True
         self._wake()
         self._wake_space()
-        self._session.server_close()
+        self._session.server_close(self._failure)
 
     async def aclose(self) -> None:
         self.close()
@@ -375,6 +383,11 @@ class AioServerChannel(AioChannel):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         _note_failure(self._session, et)
+        await self._aclose_after(e)
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        if not self._closed:
+            self._failure = error_reason(exc)
         self.close()
 
     @property

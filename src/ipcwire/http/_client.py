@@ -46,6 +46,7 @@ from ipcwire.errors import (
 )
 from ipcwire.http._protocol import (
     BATCH_TYPE,
+    FAILED_HEADER,
     MAX_POLL_WAIT,
     OPEN_TYPE,
     POLL_GRACE,
@@ -57,6 +58,8 @@ from ipcwire.http._protocol import (
     batch_chunks,
     content_type_for,
     error_from_response,
+    failed_header,
+    peer_failed,
     proof,
     token_header,
     unpack_batch,
@@ -122,6 +125,9 @@ class ClientCore:
         self.broken: IpcwireError | None = None  # sends fail with this
         self.closed = False
         self.closing = False  # close() began: no more sends; what is queued still goes
+        # a with block left by an exception: close() tells the server this reason
+        self.failure = ""
+        self.peer_tells_failure = False  # the server reads Ipcwire-Failed (it said so)
         self._nonce = secrets.token_bytes(16)
         self._urls: dict[str, httpx.URL] = {}
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
@@ -140,6 +146,7 @@ class ClientCore:
             "ipcwire": PROTOCOL_VERSION,
             "codec": self.codec.name,
             "max_frame": self.max_frame,
+            "tells_failure": True,  # this client reads the stream's failure mark
         }
         if self.token is not None:
             hello["nonce"] = self._nonce.hex()
@@ -183,6 +190,7 @@ class ClientCore:
             self.send_limit = info["max_frame"]
         if isinstance(info.get("max_batch"), int):
             self.max_batch = info["max_batch"]
+        self.peer_tells_failure = info.get("tells_failure") is True
         self.id = sid
         self.path = f"/channels/{sid}"
 
@@ -380,6 +388,10 @@ class ClientCore:
             why = "the server closed the channel" if isinstance(err, EndOfChannel) else str(err)
             self.broken = ChannelBroken(f"cannot send to {self.url}: {why}", endpoint=self.url)
 
+    def stream_failed(self, reason: bytes) -> ChannelBroken:
+        """The stream ended with a failure mark: the server's channel failed."""
+        return peer_failed(self.url, reason)
+
     def cut_off(self) -> ChannelBroken:
         """The stream ended in the middle of a message."""
         return ChannelBroken(
@@ -475,8 +487,23 @@ class ClientCore:
             return None
         # (messages close() could not post in time: the server must not end the channel
         # cleanly, as if they had never been sent)
-        lost = {UNDELIVERED_HEADER: str(len(self.outbox))} if self.outbox else None
-        return Req("DELETE", self.path, lost, None, _CLOSE_TIMEOUT)
+        headers = {UNDELIVERED_HEADER: str(len(self.outbox))} if self.outbox else {}
+        if self.failure and self.peer_tells_failure:
+            headers[FAILED_HEADER] = failed_header(self.failure)
+        return Req("DELETE", self.path, headers or None, None, _CLOSE_TIMEOUT)
+
+    def fails_by_cutting(self) -> bool:
+        """Whether close() tells a server that does not read ``Ipcwire-Failed`` (an older
+        ipcwire) of a failure by cutting the channel's message stream instead of deleting the
+        channel: that server's channel then ends with ChannelBroken ("the client went
+        away"), not with the EndOfChannel of a clean close."""
+        return (
+            bool(self.failure)
+            and not self.peer_tells_failure
+            and self.ended is None
+            and self.session
+            and bool(self.id)
+        )
 
     def error(self, resp: httpx.Response, doing: str, *, sent: int = 0) -> IpcwireError:
         return error_from_response(

@@ -6,7 +6,15 @@ from typing import Any
 
 import msgspec
 
-from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE, REPLY_HEADER, TIMEOUT_HEADER
+from ipcwire.http._protocol import (
+    BATCH_TYPE,
+    FAILED_HEADER,
+    MAX_REASON,
+    PROBLEM_TYPE,
+    REPLY_HEADER,
+    TIMEOUT_HEADER,
+    UNDELIVERED_HEADER,
+)
 
 __all__ = ["openapi_document"]
 
@@ -52,6 +60,28 @@ def openapi_document(
         f"are then delivered at once or not at all (504) unless {TIMEOUT_HEADER} is given",
         "schema": {"type": "number"},
     }
+    undelivered = {
+        "name": UNDELIVERED_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "how many messages the client could not post before closing: the "
+        "server channel then ends as broken, not cleanly",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    failed = {
+        "name": FAILED_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "the client's channel ended after an error on its side (a with block "
+        "or handler left by an exception): '<Type> raised while the channel was open', "
+        f"percent-encoded UTF-8, at most {MAX_REASON} bytes; the server channel then ends as "
+        "broken, naming it. Send it only if the open answer said tells_failure",
+        "schema": {"type": "string"},
+    }
+    failed_500 = _problem(
+        "code 'failed': the server application ended the channel after an error on its side "
+        "(the reason member says which exception type); all was fetched"
+    )
     batch = {"description": "messages, each a 4-byte big-endian length then its bytes"}
     paths: dict[str, Any] = {
         prefix or "/": {
@@ -100,13 +130,14 @@ def openapi_document(
                 "responses": {
                     "200": reply,
                     "410": _problem("the server closed the channel"),
+                    "500": failed_500,
                     "504": _problem("no message in time"),
                     **errors,
                 },
             },
             "delete": {
                 "summary": "Close the channel",
-                "parameters": [channel_id],
+                "parameters": [channel_id, undelivered, failed],
                 "responses": {"204": {"description": "closed"}},
             },
         },
@@ -114,7 +145,11 @@ def openapi_document(
             "get": {
                 "summary": "Every message for the client, as it comes, on one long response",
                 "description": "Frames as in a batch; a length of 0xFFFFFFFF is a heartbeat "
-                "(every 15 s when idle). Ends when the server closes the channel.",
+                "(every 15 s when idle). Ends when the server closes the channel. If it closed "
+                "after an error on its side, the stream ends with a length of 0xFFFFFFFE, a "
+                f"4-byte reason length (at most {MAX_REASON}) and the reason, for a client "
+                "whose open request said tells_failure; for any other it is cut short "
+                "(no end of the chunked body).",
                 "parameters": [channel_id],
                 "responses": {
                     "200": {
@@ -142,6 +177,7 @@ def openapi_document(
                     "204": {"description": "queued for the server application"},
                     "504": _problem("no room in the server application's queue in time"),
                     "410": _problem("the server closed the channel"),
+                    "500": failed_500,
                     **errors,
                 },
             },
@@ -160,6 +196,7 @@ def openapi_document(
                     "200": {"description": "a batch", "content": {BATCH_TYPE: {"schema": batch}}},
                     "204": {"description": "nothing within the wait"},
                     "410": _problem("the server closed the channel and all was fetched"),
+                    "500": failed_500,
                 },
             },
         },
@@ -177,6 +214,7 @@ def openapi_document(
                         "status": {"type": "integer"},
                         "detail": {"type": "string"},
                         "code": {"type": "string"},
+                        "reason": {"type": "string", "description": "code 'failed': why"},
                     },
                 },
                 "Open": {
@@ -187,6 +225,10 @@ def openapi_document(
                         "codec": {"type": "string"},
                         "max_frame": {"type": "integer"},
                         "nonce": {"type": "string", "description": "hex; asks for a proof"},
+                        "tells_failure": {
+                            "type": "boolean",
+                            "description": "the client reads the stream's failure mark",
+                        },
                     },
                 },
                 "Opened": {
@@ -197,6 +239,10 @@ def openapi_document(
                         "max_frame": {"type": "integer"},
                         "max_batch": {"type": "integer"},
                         "proof": {"type": "string"},
+                        "tells_failure": {
+                            "type": "boolean",
+                            "description": f"the server reads {FAILED_HEADER}",
+                        },
                     },
                 },
             }

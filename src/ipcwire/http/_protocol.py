@@ -13,6 +13,13 @@ Endpoints, relative to the URL's path prefix::
     GET    {prefix}/channels/{id}/messages     long-poll for the next messages (a batch)
     DELETE {prefix}/channels/{id}              close the channel (the server sees the end)
 
+The end of a channel after an error on one side (a ``with`` block or ``serve()`` handler
+left by an exception) is told apart from a clean close: both sides say ``"tells_failure":
+true`` in the open exchange; a failed client's DELETE carries ``Ipcwire-Failed``; a failed
+server's channel answers 500 ``failed`` where a closed one answers 410 ``gone``, and ends its
+message stream with a failure mark (or, for a client that did not say it knows the mark,
+cuts the stream short) instead of the clean end of the response.
+
 Message bodies carry the codec's content type (``application/json``,
 ``application/msgpack``, ``application/octet-stream``...). A *batch* is
 ``application/x-ipcwire-frames``: each message as a 4-byte big-endian length, then its bytes.
@@ -25,12 +32,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, Codec
+from ipcwire._core.framing import readable_reason
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -47,6 +56,9 @@ from ipcwire.errors import (
 
 __all__ = [
     "BATCH_TYPE",
+    "FAILED_HEADER",
+    "FAILED_MARK",
+    "MAX_REASON",
     "PROBLEM_TYPE",
     "PROTOCOL_VERSION",
     "REPLY_HEADER",
@@ -57,9 +69,13 @@ __all__ = [
     "batch_chunks",
     "content_type_for",
     "error_from_response",
+    "failed_header",
+    "failure_frame",
     "media_type_matches",
     "pack_batch",
+    "peer_failed",
     "proof",
+    "reason_from_header",
     "token_header",
     "unpack_batch",
 ]
@@ -77,6 +93,16 @@ REPLY_HEADER: Final = "Ipcwire-Reply"
 # post before closing (the server's application was not taking them): the server channel
 # then ends with ChannelBroken, not EndOfChannel (they are lost, and its peer must know).
 UNDELIVERED_HEADER: Final = "Ipcwire-Undelivered"
+# On DELETE /channels/{id}: the client's channel ended after an error on its side (a with
+# block or serve() handler left by an exception): "<Type> raised while the channel was
+# open", UTF-8, percent-encoded. Sent only to a server whose open answer said
+# "tells_failure": true. The server channel then ends with ChannelBroken naming it.
+FAILED_HEADER: Final = "Ipcwire-Failed"
+# In a message stream, a length no message has: the server's channel ended after an error on
+# its side. A 4-byte length and that many bytes of reason follow; then the response ends.
+# Sent only to a client whose open request said "tells_failure": true.
+FAILED_MARK: Final = 0xFFFFFFFE
+MAX_REASON: Final = 1024  # bytes of a failure's reason taken from the peer (untrusted text)
 MAX_POLL_WAIT: Final = 20.0  # a long poll returns after this long at most (proxies)
 HEARTBEAT: Final = 15.0  # an idle message stream carries a heartbeat frame this often
 HEARTBEAT_FRAME: Final = b"\xff\xff\xff\xff"  # a length no message has: "still here"
@@ -308,27 +334,37 @@ class StreamReader:
     """Splits the body of a message stream (``GET {prefix}/channels/{id}/stream``) into
     message payloads as its chunks arrive; heartbeat frames are dropped."""
 
-    __slots__ = ("_buf", "endpoint", "max_frame")
+    __slots__ = ("_buf", "endpoint", "failed", "max_frame")
 
     def __init__(self, max_frame: int, endpoint: str) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
         self.endpoint = endpoint
+        self.failed: bytes | None = None  # the reason of a failure mark (the stream's end)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """The messages completed by ``chunk``.
+        """The messages completed by ``chunk`` (none once a failure mark was read:
+        :attr:`failed` then holds its reason).
 
         Raises:
             FrameTooLarge: a message over ``max_frame`` (the stream is then out of step).
+            RemoteProtocolError: a failure mark with a reason over ``MAX_REASON`` bytes.
         """
+        if self.failed is not None:
+            return []
         buf = self._buf
         buf += chunk
         out: list[bytes] = []
         pos, end = 0, len(buf)
         while end - pos >= 4:
             (size,) = _HEADER.unpack_from(buf, pos)
-            if size == 0xFFFFFFFF:
-                pos += 4
+            if size >= 0xFFFFFFFE:  # (a literal: this runs for every frame)
+                if size == FAILED_MARK:  # the end, after an error on the server's side
+                    if not self._failure_at(pos):
+                        break
+                    del buf[:]
+                    return out
+                pos += 4  # a heartbeat
                 continue
             if size > self.max_frame:
                 raise FrameTooLarge(
@@ -343,6 +379,23 @@ class StreamReader:
             pos += 4 + size
         del buf[:pos]
         return out
+
+    def _failure_at(self, pos: int) -> bool:
+        """Read the failure mark at ``pos`` into :attr:`failed`; False if it is not all here."""
+        buf = self._buf
+        if len(buf) - pos < 8:
+            return False
+        (n,) = _HEADER.unpack_from(buf, pos + 4)
+        if n > MAX_REASON:
+            raise RemoteProtocolError(
+                f"{self.endpoint} ended its stream with a failure reason of {n} bytes, over "
+                f"{MAX_REASON}",
+                endpoint=self.endpoint,
+            )
+        if len(buf) - pos - 8 < n:
+            return False
+        self.failed = bytes(buf[pos + 8 : pos + 8 + n])
+        return True
 
     @property
     def partial(self) -> int:
@@ -400,6 +453,10 @@ def error_from_response(
     """
     doc = parse_problem(content_type, body)
     code = str(doc.get("code", ""))
+    if code == "failed":  # the server's channel ended after an error on its side
+        reason = doc.get("reason")
+        raw = reason.encode("utf-8", "replace") if isinstance(reason, str) else b""
+        return peer_failed(endpoint, raw)
     detail = str(doc.get("detail") or body[:200].decode("utf-8", "replace").strip())
     said = f"{endpoint} answered HTTP {status}" + (f": {detail}" if detail else "")
     if status == 410 or code == "gone":
@@ -440,6 +497,42 @@ def error_from_response(
     if status >= 500:
         return ChannelBroken(said, endpoint=endpoint)
     return RemoteProtocolError(said, endpoint=endpoint)
+
+
+def peer_failed(url: str, raw: bytes, *, client: bool = False, lost: int = 0) -> ChannelBroken:
+    """The end of a channel whose peer failed (``raw``: the reason it sent; untrusted, so
+    bounded and shown with control characters and invalid UTF-8 as ``?``; ``lost``: how
+    many of its messages its close() could not post)."""
+    who = f"the client of {url}" if client else url
+    then = (
+        f"{lost} message(s) it had sent were lost: this side did not take them while its "
+        f"close() waited for room"
+        if lost
+        else "every message it sent before that was delivered"
+    )
+    return ChannelBroken(
+        f"{who} ended the channel after an error on its side "
+        f"({readable_reason(raw[:MAX_REASON])}); {then}",
+        endpoint=url,
+    )
+
+
+def failed_header(reason: str) -> str:
+    """The value of ``Ipcwire-Failed`` for ``reason`` (percent-encoded UTF-8: any bytes fit
+    in a header)."""
+    return urllib.parse.quote(reason.encode("utf-8", "replace")[:MAX_REASON], safe=" ")
+
+
+def reason_from_header(value: str) -> bytes:
+    """The reason in an ``Ipcwire-Failed`` header (at most ``MAX_REASON`` bytes)."""
+    raw = value[: 3 * MAX_REASON].encode("utf-8", "surrogateescape")
+    return urllib.parse.unquote_to_bytes(raw)[:MAX_REASON]
+
+
+def failure_frame(reason: str) -> bytes:
+    """The failure mark that ends a message stream, with ``reason``."""
+    data = reason.encode("utf-8", "replace")[:MAX_REASON]
+    return _HEADER.pack(FAILED_MARK) + _HEADER.pack(len(data)) + data
 
 
 def method_not_allowed(method: str, allowed: str) -> Problem:

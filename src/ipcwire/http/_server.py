@@ -27,6 +27,7 @@ from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
+    FAILED_HEADER,
     HEARTBEAT,
     HEARTBEAT_FRAME,
     OPEN_TYPE,
@@ -39,12 +40,15 @@ from ipcwire.http._protocol import (
     Problem,
     check_bearer,
     content_type_for,
+    failure_frame,
     json_bytes,
     json_object,
     media_type_matches,
     method_not_allowed,
     pack_batch,
+    peer_failed,
     proof,
+    reason_from_header,
 )
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import SessionCap
@@ -185,7 +189,7 @@ class HttpServer:
         try:
             return await self._route(request)
         except Problem as p:
-            if p.status >= 500:
+            if p.status >= 500 and p.code != "failed":  # (failed: the handler's log says)
                 log.warning("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
             else:
                 log.info("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
@@ -221,7 +225,7 @@ class HttpServer:
                 if method == "POST":
                     return await self._call(request, sid)
                 if method == "DELETE":
-                    return self._close(sid, request.headers.get(UNDELIVERED_HEADER))
+                    return self._close(sid, request)
                 raise method_not_allowed(method, "POST, DELETE")
             if sub == "messages":
                 if method == "POST":
@@ -362,6 +366,20 @@ class HttpServer:
         raw = request.headers.get(TIMEOUT_HEADER)
         return default if raw is None else _seconds(raw, TIMEOUT_HEADER)
 
+    def _gone(self, s: Session) -> Problem:
+        """The answer once the application closed the channel and all was fetched: 410, or
+        500 ``failed`` naming why when it closed after an error on its side (an older
+        ipcwire client, and any other, then sees a failure, not a clean end)."""
+        if s.server_failure:
+            return Problem(
+                500,
+                "failed",
+                f"the server application ended the channel after an error on its side "
+                f"({s.server_failure})",
+                reason=s.server_failure,
+            )
+        return Problem(410, "gone", "the server closed this channel")
+
     def _reply(self, payload: bytes) -> web.Response:
         return web.Response(body=payload, content_type=self._ctype)
 
@@ -405,7 +423,9 @@ class HttpServer:
             "channel": sid,
             "max_frame": self._max_frame,
             "max_batch": self._max_batch,
+            "tells_failure": True,  # this server reads Ipcwire-Failed
         }
+        s.tells_failure = hello.get("tells_failure") is True
         nonce = hello.get("nonce")
         if self._token is not None and isinstance(nonce, str):
             try:
@@ -452,7 +472,7 @@ class HttpServer:
 
     async def _deliver(self, s: Session, items: list[tuple[Any, int]], wait: float | None) -> None:
         if s.server_done:
-            raise Problem(410, "gone", "the server closed this channel")
+            raise self._gone(s)
         if not await s.deliver(items, wait):
             raise Problem(504, "timeout", "the server application is not receiving; not sent")
         if s.client_done is not None:
@@ -470,7 +490,7 @@ class HttpServer:
             s.in_flight -= 1
             s.touch()
         if got is None:
-            raise Problem(410, "gone", "the server closed this channel")
+            raise self._gone(s)
         if not got:
             raise Problem(504, "timeout", f"no message from the server within {wait} s")
         return self._reply(got[0])
@@ -489,7 +509,7 @@ class HttpServer:
             s.in_flight -= 1
             s.touch()
         if got is None:
-            raise Problem(410, "gone", "the server closed this channel")
+            raise self._gone(s)
         if not got:
             return web.Response(status=204)
         if len(got) == 1:
@@ -516,6 +536,14 @@ class HttpServer:
                     await resp.write(pack_batch(got))
                 else:
                     await resp.write(HEARTBEAT_FRAME)
+            if s.server_failure and not s.client_done:
+                if not s.tells_failure:
+                    # A client that does not know the failure mark (an older ipcwire, any
+                    # other HTTP client): a stream cut short, not the clean end of a close.
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return resp
+                await resp.write(failure_frame(s.server_failure))
             await resp.write_eof()
         except (asyncio.CancelledError, ConnectionError):
             # The client's stream broke: that client cannot receive any more.
@@ -529,12 +557,17 @@ class HttpServer:
             s.touch()
         return resp
 
-    def _close(self, sid: str, undelivered: str | None) -> web.StreamResponse:
+    def _close(self, sid: str, request: web.BaseRequest) -> web.StreamResponse:
         s = self._sessions.pop(sid, None)
         if s is not None:
+            undelivered = request.headers.get(UNDELIVERED_HEADER)
+            failed = request.headers.get(FAILED_HEADER)
             lost = int(undelivered) if undelivered and undelivered.isdigit() else 0
-            if lost:  # its close() gave up posting them: the end is not a clean one
-                end: IpcwireError = ChannelBroken(
+            end: IpcwireError
+            if failed is not None:  # its with block or serve() handler raised
+                end = peer_failed(self.url, reason_from_header(failed), client=True, lost=lost)
+            elif lost:  # its close() gave up posting them: the end is not a clean one
+                end = ChannelBroken(
                     f"the client of {self.url} closed with {lost} message(s) it could not "
                     f"deliver: this side took none of its messages while its close() waited "
                     f"for room; they are lost. Receive faster, or have the client wait for "

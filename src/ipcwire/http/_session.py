@@ -84,6 +84,9 @@ class Session:
         self.outbox_bytes = 0
         self.polls: deque[asyncio.Future[bytes | _Expired | None]] = deque()
         self.server_done = False  # the application closed its channel
+        # ... after an error on its side (its with block or serve() handler raised): why
+        self.server_failure = ""
+        self.tells_failure = False  # the client understands the stream's failure mark
         self.client_done: IpcwireError | None = None  # why sending to the client fails now
         self.answered = False  # oneshot: the reply went out
         self.failed = False  # oneshot: the application's handler raised before replying
@@ -214,8 +217,11 @@ class Session:
         return out
 
     # -- endings ------------------------------------------------------------------------------
-    def server_close(self) -> None:
-        """The application closed its channel: the client gets the rest, then the end."""
+    def server_close(self, failure: str = "") -> None:
+        """The application closed its channel (``failure``: after an error on its side,
+        this one): the client gets the rest, then the end."""
+        if not self.server_done:
+            self.server_failure = failure
         self.server_done = True
         if not self.outbox:
             self._end_polls()

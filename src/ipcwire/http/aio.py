@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
@@ -35,6 +36,8 @@ from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
+
+_CUT_TIMEOUT = 2.0  # aclose(): opening a message stream to cut it (an older server)
 
 
 class AioHttpChannel(ClientEnd, AioChannel):
@@ -292,7 +295,9 @@ class AioHttpChannel(ClientEnd, AioChannel):
                             self._resume = asyncio.get_running_loop().create_future()
                             await self._resume
                             self._resume = None
-            if reader.partial:
+            if reader.failed is not None:
+                err = core.stream_failed(reader.failed)
+            elif reader.partial:
                 err = core.cut_off()
         except IpcwireError as exc:
             err = exc
@@ -344,7 +349,9 @@ class AioHttpChannel(ClientEnd, AioChannel):
         if self._sender is not None:
             self._sender.cancel()
         req = core.close_req()
-        if req is not None:
+        if req is not None and core.fails_by_cutting():
+            await self._cut_stream()
+        elif req is not None:
             try:
                 await self._client.request(
                     req.method, req.path, headers=req.headers, timeout=req.timeout
@@ -354,6 +361,24 @@ class AioHttpChannel(ClientEnd, AioChannel):
         if self._reader is not None:
             self._reader.cancel()
         await self._client.aclose()
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        core = self._core
+        if not (core.closed or core.closing):
+            core.failure = error_reason(exc)
+        await self.aclose()
+
+    async def _cut_stream(self) -> None:
+        """Tell a server that does not read ``Ipcwire-Failed`` of a failure: a message stream
+        cut short (the reader's, cancelled below; else one opened and dropped here)."""
+        if self._core.streaming:
+            return
+        req = self._core.stream_req()
+        try:
+            async with self._client.stream("GET", req.path, timeout=_CUT_TIMEOUT):
+                pass  # leaving without reading the body drops the connection
+        except httpx.HTTPError:
+            pass
 
 
 async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import seconds_left
@@ -45,6 +46,8 @@ from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
+
+_CUT_TIMEOUT = 2.0  # close(): opening a message stream to cut it (an older server)
 
 
 class HttpChannel(ClientEnd, Channel):
@@ -377,7 +380,9 @@ class HttpChannel(ClientEnd, Channel):
                         core.arrived(msgs)
                         self._in.notify_all()
                     return True
-            if self._reader.partial:
+            if self._reader.failed is not None:
+                err = core.stream_failed(self._reader.failed)
+            elif self._reader.partial:
                 err = core.cut_off()
         except IpcwireError as exc:
             err = exc
@@ -434,12 +439,32 @@ class HttpChannel(ClientEnd, Channel):
         if not self._threaded and self._recv_lock.locked():
             self._interrupt_read()
         req = core.close_req()
-        if req is not None:
+        if req is not None and core.fails_by_cutting():
+            self._cut_stream()
+        elif req is not None:
             try:
                 self._client.request(req.method, req.path, headers=req.headers, timeout=req.timeout)
             except httpx.HTTPError:
                 pass
-        self._client.close()
+        self._client.close()  # (also the connection of an open message stream)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        core = self._core
+        if not (core.closed or core.closing):
+            core.failure = error_reason(exc)
+        self.close()
+
+    def _cut_stream(self) -> None:
+        """Tell a server that does not read ``Ipcwire-Failed`` of a failure: a message stream
+        cut short (closing the client cuts an open one; else open one and drop it)."""
+        if self._core.streaming:
+            return
+        req = self._core.stream_req()
+        try:
+            with self._client.stream("GET", req.path, timeout=_CUT_TIMEOUT):
+                pass  # leaving without reading the body drops the connection
+        except httpx.HTTPError:
+            pass
 
     def _interrupt_read(self) -> None:
         """Wake a recv() blocked reading the stream in another thread: shut its socket down
