@@ -55,6 +55,7 @@ SPEC = MechanismSpec(
     title="D-Bus",
     summary="the desktop message bus: named services, method calls, signals (pub/sub)",
     capabilities=Capabilities(
+        tells_failure=True,  # Fail instead of Close (_proto.py)
         bidirectional=True,
         reliable=True,
         ordered=True,

@@ -9,6 +9,8 @@ A listener owns a bus name and serves interface ``io.ipcwire.Channel1`` at an ob
     Deliver(s channel, ay payload)                            one message; the reply is the
                                                               receiver's acknowledgement
     Close(s channel)                                          end of channel (no reply)
+    Fail(s channel, s reason)                                 end of channel after an
+                                                              error (no reply; see below)
     signal Event(s topic, ay payload)                         publish/subscribe
 
 Messages to the client go the same way, as method calls to the client's unique connection
@@ -17,6 +19,16 @@ takes the message, and a sender keeps at most ``WINDOW`` messages (``WINDOW_BYTE
 unacknowledged, so a slow reader slows the writer instead of filling the bus daemon (which
 would refuse messages or disconnect). A peer
 whose connection vanishes is seen through the bus's ``NameOwnerChanged`` signal.
+
+**Failure** (docs/errors.md, "Finished, or failed?"): a channel whose ``with`` block (or
+``serve()`` handler) was left by an exception ends with ``Fail`` instead of ``Close``, in the
+same place (behind every ``Deliver`` already sent), its reason naming the exception's type;
+the peer's channel then ends with ``ChannelBroken``. Only when the handshake agreed on it:
+both hellos offer ``"goodbye": 1`` (the handshake's flag for "this side says how it ended";
+an older ipcwire does not offer it on dbus, and does not know ``Fail``). With an older peer,
+a failed client sends no ``Close`` (its connection leaving the bus is ``ChannelBroken``
+there), and a failed listener's channel sends ``Close``, as before. A clean end is ``Close``
+either way, unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from typing import Any, Final
 
 from dbus_fast import Message, MessageFlag, MessageType
 
+from ipcwire._core.ending import error_reason
+from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint, parse_url
 from ipcwire.channel import PeerInfo
@@ -46,6 +60,7 @@ __all__ = [
     "BUS_NAME",
     "CLIENT_PATH",
     "ERROR_CLOSED",
+    "FAIL_MAX_REASON",
     "INTERFACE",
     "MAX_MESSAGE",
     "SUBSCRIPTION_BUFFER",
@@ -62,6 +77,8 @@ __all__ = [
     "deliver_call",
     "error_reply",
     "event_signal",
+    "fail_call",
+    "failure_reason",
     "handshake_call",
     "handshake_failed",
     "handshake_text",
@@ -73,6 +90,7 @@ __all__ = [
     "owner_changed_rule",
     "owns_name",
     "parse_target",
+    "peer_failed",
     "peer_from_credentials",
     "peers_left_rule",
     "request_name",
@@ -97,6 +115,7 @@ WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go
 # (a reader that does not read holds up the others only once several do not).
 SYSTEM_WINDOW: Final = 32
 SYSTEM_CONNECTION_WINDOW: Final = 100
+FAIL_MAX_REASON: Final = 1024  # bytes of a Fail's reason, sent or shown
 SUBSCRIPTION_BUFFER: Final = 64 * 1024 * 1024  # events a subscription holds unread, bytes
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
@@ -310,8 +329,13 @@ def name_taken(url: str, target: Target, pid: int | None) -> AddressInUse:
 
 
 def handshakes(options: ChannelOptions) -> tuple[ClientHandshake, ServerHandshake]:
-    """Fresh client and server handshakes for these options (framing does not apply)."""
-    return options.client_handshake("length"), options.server_handshake("length")
+    """Fresh client and server handshakes for these options (framing does not apply). Both
+    offer ``goodbye``: on dbus, this side ends a failed channel with ``Fail``; ``.goodbye``
+    once done says whether the peer does too (an older ipcwire does not offer it)."""
+    return (
+        options.client_handshake("length", goodbye=True),
+        options.server_handshake("length", goodbye=True),
+    )
 
 
 class ClientHandshakeCalls:
@@ -344,6 +368,11 @@ class ClientHandshakeCalls:
     def peer_max_frame(self) -> int:
         """The listener's max_frame (once open)."""
         return self._hs.peer_max_frame
+
+    @property
+    def fails(self) -> bool:
+        """Whether the listener takes ``Fail`` (once open; see the module docstring)."""
+        return self._hs.goodbye
 
 
 def handshake_text(framed: bytes) -> str:
@@ -394,6 +423,39 @@ def close_call(dest: str, path: str, channel: str) -> Message:
         signature="s",
         body=[channel],
         flags=MessageFlag.NO_REPLY_EXPECTED | MessageFlag.NO_AUTOSTART,
+    )
+
+
+def fail_call(dest: str, path: str, channel: str, reason: str) -> Message:
+    """``Close``'s counterpart after an error: the same flags, and a reason."""
+    return Message(
+        destination=dest,
+        path=path,
+        interface=INTERFACE,
+        member="Fail",
+        signature="ss",
+        body=[channel, reason],
+        flags=MessageFlag.NO_REPLY_EXPECTED | MessageFlag.NO_AUTOSTART,
+    )
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """What a ``Fail`` after ``exc`` says ("" for none: a clean ``Close``): the exception's
+    type only (``error_reason``), within ``FAIL_MAX_REASON`` bytes."""
+    reason = error_reason(exc).encode()[:FAIL_MAX_REASON]
+    return reason.decode("utf-8", "ignore")
+
+
+def peer_failed(url: str, reason: str, *, client: bool) -> ChannelBroken:
+    """What a channel raises, after every message before it, once its peer's ``Fail``
+    (``reason``, as the peer sent it: bounded and made readable here) arrived; ``client``:
+    this is the client's channel (else the listener's, whose peer is a client of ``url``)."""
+    shown = readable_reason(reason.encode("utf-8", "replace")[:FAIL_MAX_REASON])
+    who = url if client else f"the client of {url}"
+    return ChannelBroken(
+        f"{who} ended the channel after an error on its side ({shown or 'no reason given'}); "
+        f"every message it sent before that was delivered",
+        endpoint=url,
     )
 
 

@@ -38,8 +38,11 @@ from ipcwire.dbus._proto import (
     close_call,
     error_text,
     event_signal,
+    fail_call,
+    failure_reason,
     handshake_text,
     handshakes,
+    peer_failed,
 )
 from ipcwire.errors import (
     ChannelBroken,
@@ -64,7 +67,8 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
-SIGNATURES = {"Handshake": "ss", "Deliver": "say", "Close": "s"}  # what each call carries
+# what each call carries
+SIGNATURES = {"Handshake": "ss", "Deliver": "say", "Close": "s", "Fail": "ss"}
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 
 
@@ -99,6 +103,8 @@ class ChannelState(abc.ABC):
         wire: WireFormat,
         url: str,
         peer: PeerInfo | None = None,
+        *,
+        fails: bool = False,
     ) -> None:
         self.url = url
         self.key = (peer_name, chan)
@@ -119,6 +125,9 @@ class ChannelState(abc.ABC):
         self._closed = False
         self._eof = False
         self._gone: IpcwireError | None = None
+        self._fails = fails  # the peer takes Fail (the handshake agreed on it)
+        self._reason = ""  # why this side ends after an error (_close_after); "": cleanly
+        self._failure: ChannelBroken | None = None  # the peer's Fail: how this channel ends
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- what the hub calls; the drivers wake their waiters -------------------------------------
@@ -137,6 +146,13 @@ class ChannelState(abc.ABC):
     @abc.abstractmethod
     def _room(self) -> None:
         """The connection has room again for a message (wake a send that waits for it)."""
+
+    def _peer_failed(self, reason: str) -> None:
+        """The peer's ``Fail``: as its ``Close``, but the end is ``ChannelBroken``."""
+        if self._eof:
+            return  # it ended already
+        self._failure = peer_failed(self.url, reason, client=self._hub.client)
+        self._peer_closed()
 
     def _peer_gone(self) -> None:
         if self._eof:
@@ -182,7 +198,9 @@ class ChannelState(abc.ABC):
             raise self._send_error
         if self._eof:
             raise ChannelBroken(
-                f"cannot send to {self.url}: the peer closed its end", endpoint=self.url
+                f"cannot send to {self.url}: the peer closed its end"
+                + ("" if self._failure is None else " after an error on its side"),
+                endpoint=self.url,
             )
         if self._gone is not None:
             raise self._gone
@@ -228,6 +246,8 @@ class ChannelState(abc.ABC):
         if self._queue:
             return self._queue.popleft()
         if self._eof:
+            if self._failure is not None:
+                raise self._failure
             raise EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
         if self._gone is not None:
             raise self._gone
@@ -253,6 +273,11 @@ class ChannelState(abc.ABC):
         return self._decode(memoryview(payload))
 
     # -- the end -----------------------------------------------------------------------------
+    def _failing(self, exc: BaseException | None) -> None:
+        """A ``with`` block (or ``serve()`` handler) around the channel ended by ``exc``:
+        the close that follows tells the peer (``_say_closed``)."""
+        self._reason = failure_reason(exc)
+
     def _shut(self) -> list[Message]:
         """Mark the channel closed; the received calls nobody will take."""
         self._closed = True
@@ -261,11 +286,22 @@ class ChannelState(abc.ABC):
         return unread
 
     def _say_closed(self, unread: list[Message]) -> None:
-        """Refuse what was never read, tell the peer (unless it is gone), leave the hub."""
+        """Refuse what was never read, tell the peer (unless it is gone), leave the hub.
+
+        The end goes behind every message already sent: ``Close``, or after an error
+        ``Fail`` to a peer that takes it. An older peer does not: a client then sends
+        nothing, and its connection leaving the bus (``release`` hangs up) is what the
+        listener sees (``ChannelBroken``); a listener's channel sends ``Close``, as before.
+        """
         for msg in unread:  # never delivered: tell their sender
             self._hub.refuse(msg, ERROR_CLOSED, "the channel was closed before reading this")
         if not self._eof and self._gone is None:
-            self._hub.send_after_sent(close_call(self._dest, self._path, self._chan))
+            if self._reason and self._fails:
+                self._hub.send_after_sent(
+                    fail_call(self._dest, self._path, self._chan, self._reason)
+                )
+            elif not self._reason or not self._hub.client:
+                self._hub.send_after_sent(close_call(self._dest, self._path, self._chan))
         self._hub.release(self)
 
     @property
@@ -383,7 +419,7 @@ class HubState(abc.ABC):
                     f"{INTERFACE}.{member} takes ({takes}), not ({msg.signature})",
                 )
             return True
-        if member in {"Deliver", "Close"}:
+        if member in {"Deliver", "Close", "Fail"}:
             key = (msg.sender, msg.body[0])
             with self.lock:
                 ch = self.channels.get(key)
@@ -395,8 +431,10 @@ class HubState(abc.ABC):
                     self.refuse(msg, ERROR_CLOSED, "the channel is closed")
             elif member == "Deliver":
                 ch._incoming(msg)
-            else:
+            elif member == "Close":
                 ch._peer_closed()
+            else:
+                ch._peer_failed(msg.body[1])
             return True
         if member == "Handshake" and self.listener is not None:
             self.listener._handshake(msg)
@@ -452,9 +490,9 @@ class ListenerState(abc.ABC):
         """Learn when ``sender`` leaves the bus (it may have left already)."""
 
     @abc.abstractmethod
-    def _open(self, sender: str, chan: str, wire: WireFormat) -> None:
+    def _open(self, sender: str, chan: str, wire: WireFormat, fails: bool) -> None:
         """A handshake finished: make, register and (once the peer is known) hand out its
-        channel."""
+        channel (``fails``: the client takes ``Fail``)."""
 
     @abc.abstractmethod
     def _wake(self) -> None:
@@ -506,7 +544,7 @@ class ListenerState(abc.ABC):
         elif step.done:
             wire = self._options.wire()
             wire.send_limit = hs.peer_max_frame
-            self._open(sender, chan, wire)
+            self._open(sender, chan, wire, hs.goodbye)
         self._hub.send(Message.new_method_return(msg, "ss", [chan, handshake_text(step.send)]))
 
     def _forget(self, name: str) -> None:

@@ -264,8 +264,10 @@ class AioDbusChannel(ChannelState, AioChannel):
         wire: WireFormat,
         url: str,
         peer: PeerInfo | None = None,
+        *,
+        fails: bool = False,
     ) -> None:
-        super().__init__(hub, peer_name, path, chan, wire, url, peer)
+        super().__init__(hub, peer_name, path, chan, wire, url, peer, fails=fails)
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._window = asyncio.Event()
@@ -371,6 +373,10 @@ class AioDbusChannel(ChannelState, AioChannel):
         self.close()
         await self._hub.wait_closed()
 
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._failing(exc)  # an async with block or serve() handler that raised: Fail
+        await self.aclose()
+
 
 async def _credentials(bus: MessageBus, name: str, url: str) -> PeerInfo:
     try:
@@ -410,7 +416,7 @@ async def connect(
         raise
     wire = options.wire()
     wire.send_limit = calls.peer_max_frame
-    ch = AioDbusChannel(hub, owner, target.path, calls.chan, wire, url, peer)
+    ch = AioDbusChannel(hub, owner, target.path, calls.chan, wire, url, peer, fails=calls.fails)
     hub.register(ch)
     return ch
 
@@ -459,8 +465,8 @@ class AioDbusListener(ListenerState, AioListener):
     def _wake(self) -> None:
         self._ready.put_nowait(None)
 
-    def _open(self, sender: str, chan: str, wire: WireFormat) -> None:
-        ch = AioDbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url)
+    def _open(self, sender: str, chan: str, wire: WireFormat, fails: bool) -> None:
+        ch = AioDbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url, fails=fails)
         self._hub.register(ch)
         self._hub.spawn(self._announce(ch))
 

@@ -102,8 +102,10 @@ class DbusChannel(ChannelState, Channel):
         wire: WireFormat,
         url: str,
         peer: PeerInfo | None = None,
+        *,
+        fails: bool = False,
     ) -> None:
-        super().__init__(hub, peer_name, path, chan, wire, url, peer)
+        super().__init__(hub, peer_name, path, chan, wire, url, peer, fails=fails)
         self._conn = hub.conn
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -194,6 +196,10 @@ class DbusChannel(ChannelState, Channel):
             self._cond.notify_all()
         self._say_closed(unread)
 
+    def _close_after(self, exc: BaseException | None) -> None:
+        self._failing(exc)  # a with block or serve() handler that raised: Fail, not Close
+        self.close()
+
 
 def credentials(conn: BusConnection, name: str, timeout: float) -> PeerInfo:
     """The peer's pid and uid as the bus daemon saw them (from the kernel)."""
@@ -223,14 +229,14 @@ def connect(
         owner = _find_owner(conn, target, endpoint.url, reconnect, start, limit)
         hub = _Hub(conn, client=True, window=window(target))
         conn.add_match(owner_changed_rule(owner))
-        chan, peer_max = _client_handshake(conn, owner, target, options, limit)
+        chan, peer_max, fails = _client_handshake(conn, owner, target, options, limit)
         peer = credentials(conn, owner, limit)
     except BaseException:
         conn.close()
         raise
     wire = options.wire()
     wire.send_limit = peer_max
-    ch = DbusChannel(hub, owner, target.path, chan, wire, endpoint.url, peer)
+    ch = DbusChannel(hub, owner, target.path, chan, wire, endpoint.url, peer, fails=fails)
     hub.register(ch)
     return ch
 
@@ -261,7 +267,8 @@ def _find_owner(
 
 def _client_handshake(
     conn: BusConnection, owner: str, target: Target, options: ChannelOptions, limit: float
-) -> tuple[str, int]:
+) -> tuple[str, int, bool]:
+    """The channel's name, the listener's max_frame, and whether it takes ``Fail``."""
     calls = ClientHandshakeCalls(options, owner, target.path)
     while (call := calls.next_call()) is not None:
         try:
@@ -269,7 +276,7 @@ def _client_handshake(
         except DbusError as exc:
             raise handshake_failed(options.url, target, exc) from None
         calls.answered(reply)
-    return calls.chan, calls.peer_max_frame
+    return calls.chan, calls.peer_max_frame, calls.fails
 
 
 class DbusListener(ListenerState, Listener):
@@ -303,8 +310,8 @@ class DbusListener(ListenerState, Listener):
     def _now(self) -> float:
         return time.monotonic()
 
-    def _open(self, sender: str, chan: str, wire: WireFormat) -> None:
-        ch = DbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url)
+    def _open(self, sender: str, chan: str, wire: WireFormat, fails: bool) -> None:
+        ch = DbusChannel(self._hub, sender, CLIENT_PATH, chan, wire, self.url, fails=fails)
         self._hub.register(ch)
         # accept() hands the channel out once the bus said who the peer is
         self._conn.send(
