@@ -67,6 +67,31 @@ void rg_raise_too_large(RingObject *self, uint64_t size, uint64_t limit, const c
                    (unsigned long long)limit);
 }
 
+/* The peer's end (it went away, or closed its end): the error is set; the on_end hook (set
+ * from Python: it knows what else the peer said) may give the one to raise instead. */
+static void end_hook(RingObject *self)
+{
+    if (self->on_end == NULL)
+        return;
+    PyObject *exc = take_error();
+    if (exc == NULL)
+        return;
+    PyObject *hook = Py_NewRef(self->on_end);
+    PyObject *got = PyObject_CallOneArg(hook, exc);
+    Py_DECREF(hook);
+    if (got == NULL) { /* the hook raised: that propagates */
+        Py_DECREF(exc);
+        return;
+    }
+    if (PyExceptionInstance_Check(got)) {
+        Py_DECREF(exc);
+        restore_error(got);
+    } else {
+        Py_DECREF(got);
+        restore_error(exc);
+    }
+}
+
 PyObject *rg_fail(RingObject *self, int st, int partial)
 {
     if (self->closed && st != ERR_PYTHON)
@@ -101,6 +126,7 @@ PyObject *rg_fail(RingObject *self, int st, int partial)
                    "or was killed)%s",
                    self->name,
                    self->partial ? "; a partly received message was discarded" : "");
+        end_hook(self);
         break;
     case IPCW_INTERRUPTED:
         rg_raise(ipcw_ChannelClosed, self, NULL, "%U is closed", self->name);
@@ -117,6 +143,7 @@ PyObject *rg_fail(RingObject *self, int st, int partial)
         else
             rg_raise(ipcw_EndOfChannel, self, NULL, "%U: the peer closed its end",
                        self->name);
+        end_hook(self);
         break;
     case IPCW_SYSERR: {
         PyErr_SetFromErrno(PyExc_OSError);

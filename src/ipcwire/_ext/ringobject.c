@@ -8,9 +8,10 @@
 
 /* ---- both ends ----------------------------------------------------------------------------- */
 
-static PyObject *Ring_close(RingObject *self, PyObject *unused)
+/* close() and abandon(): `mark` says whether the peer is told this end closed (the flag in
+ * shared memory); without it, the peer sees this end go away once its fds are closed. */
+static PyObject *ring_close(RingObject *self, int mark)
 {
-    (void)unused;
     if (self->closed)
         Py_RETURN_NONE;
     self->closed = 1;
@@ -18,7 +19,8 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
     if (self->has_mem && self->ring.hdr != NULL) {
         if (self->producer && !self->in_use && !self->ring.corrupt)
             rg_publish(self);
-        ipcw_mark_closed(&self->ring, self->producer);
+        if (mark)
+            ipcw_mark_closed(&self->ring, self->producer);
         ipcw_signal(self->w.wake_fd, self->w.wake_sock); /* the peer, parked on either side */
     }
     ipcw_wake_self(&self->w); /* a thread of ours parked in this ring */
@@ -29,6 +31,18 @@ static PyObject *Ring_close(RingObject *self, PyObject *unused)
     self->view_active = 0;
     rg_maybe_free(self); /* (the partial message too: a receiver may be filling it) */
     Py_RETURN_NONE;
+}
+
+static PyObject *Ring_close(RingObject *self, PyObject *unused)
+{
+    (void)unused;
+    return ring_close(self, 1);
+}
+
+static PyObject *Ring_abandon(RingObject *self, PyObject *unused)
+{
+    (void)unused;
+    return ring_close(self, 0);
 }
 
 static PyObject *Ring_arm(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -244,6 +258,7 @@ static int Ring_traverse(RingObject *self, visitproc visit, void *arg)
     Py_VISIT(self->handed);
     Py_VISIT(self->partial);
     Py_VISIT(self->name);
+    Py_VISIT(self->on_end);
     return 0;
 }
 
@@ -251,6 +266,7 @@ static int Ring_clear(RingObject *self)
 {
     Py_CLEAR(self->handed);
     Py_CLEAR(self->partial);
+    Py_CLEAR(self->on_end);
     return 0;
 }
 
@@ -401,6 +417,25 @@ static PyObject *Ring_get_broken(RingObject *self, void *c)
     return PyBool_FromLong(self->ring.corrupt || self->send_broken);
 }
 
+static PyObject *Ring_get_on_end(RingObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->on_end != NULL ? self->on_end : Py_None);
+}
+
+static int Ring_set_on_end(RingObject *self, PyObject *value, void *c)
+{
+    (void)c;
+    if (value == Py_None)
+        value = NULL;
+    if (value != NULL && !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "on_end must be a callable or None");
+        return -1;
+    }
+    Py_XSETREF(self->on_end, Py_XNewRef(value));
+    return 0;
+}
+
 static PyGetSetDef Ring_getset[] = {
     {"capacity", (getter)Ring_get_capacity, NULL, "data bytes in the ring", NULL},
     {"max_record", (getter)Ring_get_max_record, NULL, "largest loan (the capacity less 16)",
@@ -419,6 +454,9 @@ static PyGetSetDef Ring_getset[] = {
     {"nbytes", (getter)Ring_get_nbytes, NULL, "payload bytes sent or received", NULL},
     {"buffered", (getter)Ring_get_buffered, NULL, "bytes in the ring not yet consumed", NULL},
     {"broken", (getter)Ring_get_broken, NULL, "corrupt, or a send stopped mid-message", NULL},
+    {"on_end", (getter)Ring_get_on_end, (setter)Ring_set_on_end,
+     "None, or on_end(error) -> the error to raise when the peer went away or closed its end",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -438,6 +476,8 @@ static PyMethodDef Ring_methods[] = {
     {"view", (PyCFunction)(void (*)(void))Ring_view, FAST, "view(timeout=None)"},
     {"release_view", (PyCFunction)Ring_release_view, METH_NOARGS, "release the active view"},
     {"close", (PyCFunction)Ring_close, METH_NOARGS, "close this end"},
+    {"abandon", (PyCFunction)Ring_abandon, METH_NOARGS,
+     "close this end without marking it closed: the peer sees it go away"},
     {"arm", (PyCFunction)(void (*)(void))Ring_arm, FAST, "arm(size=0) -> ready"},
     {"disarm", (PyCFunction)Ring_disarm, METH_NOARGS, "clear the waiting flag"},
     {NULL, NULL, 0, NULL},

@@ -72,6 +72,7 @@ typedef struct {
     uint64_t max_message; /* consumer: largest message accepted */
     uint64_t max_send;    /* producer: largest message sent (the peer's max_frame) */
     PyObject *name;
+    PyObject *on_end; /* NULL, or called with the peer's end error; returns the one to raise */
     unsigned long long messages;
     unsigned long long nbytes;
     int64_t alive_at;

@@ -39,6 +39,7 @@ SPEC = MechanismSpec(
         zero_copy=True,
         multi_client=True,
         peer_credentials=True,
+        tells_failure=True,
         wait_policies=("spin", "park", "hybrid"),
         platforms=("linux",),
     ),

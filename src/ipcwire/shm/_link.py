@@ -30,6 +30,16 @@ process ends, however it ends, the kernel closes its end, the socket hangs up, a
 waiter's ``poll`` wakes at once (a spinning waiter asks every millisecond). That is how a dead
 peer becomes ``ChannelBroken`` promptly instead of a hang.
 
+Ending after an error (a ``with`` block or a ``serve()`` handler left by an exception): the
+side sends one last message on the socket, ``{"shm": 1, "failed": "<Type> raised while the
+channel was open"}`` (at most 1024 bytes of reason), then lets go of its sending ring *without*
+marking it closed. The peer's ring delivers every message published before, then sees the
+socket readable or hung up (no closed flag): the peer went away. Its ``on_end`` hook
+(``_ending.PeerEnd``) reads the message and makes that ``ChannelBroken`` naming the reason. A peer
+of an ipcwire that does not know the message never reads it: it sees a peer that went away
+without closing (``ChannelBroken`` too). A clean close sends nothing and sets the closed flag,
+as always (``EndOfChannel``).
+
 The setup steps here do no socket I/O (:class:`ClientSetup`, :func:`server_setup`,
 :class:`FrameReader`); the blocking functions :func:`connect_link` and :func:`accept_link`
 and the asyncio driver each do the reading and writing their own way.
@@ -57,6 +67,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.shm import _layout as L
+from ipcwire.shm._ending import PeerEnd, failed_frame
 from ipcwire.shm._ring import RingEnd, make_ring
 from ipcwire.shm._segment import Segment, check_doorbell, create_segment, open_segment
 
@@ -91,8 +102,13 @@ class Link:
     rx_bell: socket.socket  # this side's end of the data doorbell: parks on it for data
     tx_bell: socket.socket  # this side's end of the space doorbell: parks on it for space
     segment: Segment | None
+    name: str = "shm"  # the URL
+    who: str = ""  # the peer, in error messages: the URL, or "the client of <URL>"
     closed: bool = field(default=False)
     owner: int = field(default_factory=os.getpid)  # the process that set the link up
+
+    def __post_init__(self) -> None:
+        self.rx.on_end = PeerEnd(self.sock, self.name, self.who or self.name)
 
     @property
     def rx_fd(self) -> int:
@@ -115,9 +131,14 @@ class Link:
         except OSError:
             return False
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
         """Mark both rings closed (the peer sees end of channel), wake every waiter, and let
-        go of the fds and the mapping (at once, or when the last user leaves)."""
+        go of the fds and the mapping (at once, or when the last user leaves).
+
+        ``reason`` (not empty): this side ends after an error. It says so on the liveness
+        socket and lets go of its sending ring without marking it closed, so that the peer,
+        after every message before, gets ``ChannelBroken`` naming the reason (or, if its
+        ipcwire does not read the reason, one saying this side went away)."""
         if self.closed:
             return
         self.closed = True
@@ -128,7 +149,11 @@ class Link:
             for s in (self.rx_bell, self.tx_bell, self.sock):
                 s.close()
             return
-        self.tx.close()
+        if reason:
+            self._say_failed(reason)
+            self.tx.abandon()
+        else:
+            self.tx.close()
         self.rx.close()
         self.rx_bell.close()
         self.tx_bell.close()
@@ -139,6 +164,15 @@ class Link:
                 seg.mm.close()
             except BufferError:
                 pass  # a ring or a loaned view still maps it; it is unmapped when they go
+
+    def _say_failed(self, reason: str) -> None:
+        """The last message on the liveness socket: why this side ends. Never waits (the
+        peer never reads this socket before its end, so its buffer holds nothing but this)."""
+        try:
+            self.sock.setblocking(False)
+            self.sock.send(failed_frame(reason), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # the peer is gone already, or this cannot be said: it sees this side go
 
     def __del__(self) -> None:
         # dropped without close(): the peer sees a clean end, and no fd is left open
@@ -424,7 +458,9 @@ class ClientSetup:
                 os.close(fd)
         self._done = True
         mine, self.mine = self.mine, []
-        return Link(rings[0], rings[1], sock, _bell(mine[0]), _bell(mine[1]), self.segment)
+        return Link(
+            rings[0], rings[1], sock, _bell(mine[0]), _bell(mine[1]), self.segment, self.name
+        )
 
     def abort(self) -> None:
         if not self._done:
@@ -480,7 +516,7 @@ def server_setup(
         _undo(rings, fds, seg)
         raise
     os.close(fds[0])  # the mapping keeps the memory
-    link = Link(rings[0], rings[1], sock, _bell(fds[1]), _bell(fds[2]), seg)
+    link = Link(rings[0], rings[1], sock, _bell(fds[1]), _bell(fds[2]), seg, name, who)
     return link, encode_frame({"shm": 1})
 
 

@@ -260,6 +260,9 @@ class RingBase:
         self._partial_total = 0
         self._discarding = False
         self._alive_at = 0.0
+        # None, or called with the error of the peer's end (went away, closed its end); it
+        # returns the error to raise (the C ring's on_end)
+        self.on_end: Callable[[Exception], Exception] | None = None
         mv = memoryview(buffer)
         if mv.readonly:
             raise TypeError("the ring needs a writable buffer")
@@ -360,13 +363,23 @@ class RingBase:
     def _closed_error(self) -> ChannelClosed:
         return ChannelClosed(f"{self.name} is closed", endpoint=self.name)
 
-    def _gone_error(self) -> ChannelBroken:
+    def _gone_error(self) -> Exception:
         extra = "; a partly received message was discarded" if self._partial is not None else ""
-        return ChannelBroken(
-            f"the peer of {self.name} went away without closing the channel (its process "
-            f"exited or was killed){extra}",
-            endpoint=self.name,
+        return self._told(
+            ChannelBroken(
+                f"the peer of {self.name} went away without closing the channel (its process "
+                f"exited or was killed){extra}",
+                endpoint=self.name,
+            )
         )
+
+    def _told(self, exc: Exception) -> Exception:
+        """The error to raise for the peer's end ``exc``: what ``on_end`` makes of it."""
+        hook = self.on_end
+        if hook is None:
+            return exc
+        got = hook(exc)
+        return got if isinstance(got, BaseException) else exc
 
     def _timeout_error(self, partial: bool = False) -> Timeout:
         if not self.producer:
@@ -383,17 +396,19 @@ class RingBase:
             endpoint=self.name,
         )
 
-    def _eof_error(self) -> EndOfChannel | ChannelBroken:
+    def _eof_error(self) -> Exception:
         if self.producer:
-            return ChannelBroken(
+            exc: Exception = ChannelBroken(
                 f"the peer closed {self.name}, so nothing more can be sent", endpoint=self.name
             )
-        if self._partial is not None or self._discarding:
-            return ChannelBroken(
+        elif self._partial is not None or self._discarding:
+            exc = ChannelBroken(
                 f"{self.name} closed in the middle of a message; the partial message was discarded",
                 endpoint=self.name,
             )
-        return EndOfChannel(f"{self.name}: the peer closed its end", endpoint=self.name)
+        else:
+            exc = EndOfChannel(f"{self.name}: the peer closed its end", endpoint=self.name)
+        return self._told(exc)
 
     def _too_large(self, size: int, limit: int, loan: bool | str = False) -> FrameTooLarge:
         if loan == "send":

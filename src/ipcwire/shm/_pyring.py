@@ -546,6 +546,14 @@ class PyRing(RingBase):
             self._u32[L.PRODUCER_WAITING if self.producer else L.CONSUMER_WAITING] = 0
 
     def close(self) -> None:
+        self._close(mark=True)
+
+    def abandon(self) -> None:
+        """Close this end without marking it closed: the peer sees it go away (once every
+        copy of its fds is closed), after whatever was published."""
+        self._close(mark=False)
+
+    def _close(self, *, mark: bool) -> None:
         with self._state:  # a call leaving at the same moment must not free the fds under us
             if self._closed:
                 return
@@ -558,7 +566,8 @@ class PyRing(RingBase):
             if self._view is not None:
                 release(self._view[1])
                 self._view = None
-            self._u32[L.PRODUCER_CLOSED if self.producer else L.CONSUMER_CLOSED] = 1
+            if mark:
+                self._u32[L.PRODUCER_CLOSED if self.producer else L.CONSUMER_CLOSED] = 1
             _fence()
             self._w.signal()  # the peer, parked on either side
             self._w.signal_self()  # a thread of ours parked in this ring

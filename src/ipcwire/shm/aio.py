@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
@@ -336,16 +337,24 @@ class AioShmChannel(AioChannel):
 
     # -- the rest -----------------------------------------------------------------------------
     def close(self) -> None:
+        self._end("")
+
+    def _end(self, reason: str) -> None:
+        """Close; ``reason`` (not empty): after an error, which the peer is told."""
         if self._link.closed:
             return
         for fd in list(self._watched):
             self._unwatch(fd)
-        self._link.close()
+        self._link.close(reason)
         self._wake("rx")
         self._wake("tx")
 
     async def aclose(self) -> None:
         self.close()
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        # an async with block (or serve() handler) left by an exception: the peer is told
+        self._end(error_reason(exc))
 
     @property
     def closed(self) -> bool:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+from ipcwire._core.ending import error_reason
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
@@ -103,6 +104,10 @@ class ShmChannel(Channel):
 
     def close(self) -> None:
         self._link.close()
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        # a with block (or serve() handler) left by an exception: the peer is told its type
+        self._link.close(error_reason(exc))
 
     @property
     def closed(self) -> bool:
