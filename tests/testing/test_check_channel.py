@@ -116,6 +116,9 @@ class AioMiscounting(AioChannel):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        await self._inner._aclose_after(exc)  # an exception's end goes through, as it is
+
     def statistics(self) -> ChannelStatistics:
         s = self._inner.statistics()
         return dataclasses.replace(s, messages_sent=2 * s.messages_sent)
