@@ -12,7 +12,7 @@ from __future__ import annotations
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 
-__all__ = ["end_error", "error_reason"]
+__all__ = ["end_error", "error_reason", "failed_error"]
 
 
 def end_error(dec: LengthPrefixDecoder | NdjsonDecoder, url: str) -> IpcwireError:
@@ -33,10 +33,23 @@ def end_error(dec: LengthPrefixDecoder | NdjsonDecoder, url: str) -> IpcwireErro
             f"whole message it sent was delivered",
             endpoint=url,
         )
+    return failed_error(url, dec.ended, url)
+
+
+def failed_error(
+    who: str,
+    reason: str,
+    endpoint: str,
+    *,
+    then: str = "every message it sent before that was delivered",
+) -> ChannelBroken:
+    """The end of a channel whose peer said it failed, the same words on every mechanism:
+    ``who`` is the peer (its URL, or "the client of URL" on a listener's channel),
+    ``reason`` what it said (already bounded and made readable), ``then`` what became of
+    the messages it sent."""
     return ChannelBroken(
-        f"{url} ended the channel after an error on its side ({dec.ended}); every "
-        f"message it sent before that was delivered",
-        endpoint=url,
+        f"{who} ended the channel after an error on its side ({reason}); {then}",
+        endpoint=endpoint,
     )
 
 

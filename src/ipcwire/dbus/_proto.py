@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from dbus_fast import Message, MessageFlag, MessageType
 
-from ipcwire._core.ending import error_reason
+from ipcwire._core.ending import error_reason, failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint, parse_url
@@ -452,11 +452,7 @@ def peer_failed(url: str, reason: str, *, client: bool) -> ChannelBroken:
     this is the client's channel (else the listener's, whose peer is a client of ``url``)."""
     shown = readable_reason(reason.encode("utf-8", "replace")[:FAIL_MAX_REASON])
     who = url if client else f"the client of {url}"
-    return ChannelBroken(
-        f"{who} ended the channel after an error on its side ({shown or 'no reason given'}); "
-        f"every message it sent before that was delivered",
-        endpoint=url,
-    )
+    return failed_error(who, shown or "no reason given", url)
 
 
 def event_signal(path: str, topic: str, payload: bytes) -> Message:

@@ -43,6 +43,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire.errors import (
@@ -167,11 +168,7 @@ def error_from_status(
     if name == "OK":
         return EndOfChannel(f"{endpoint} closed the channel", endpoint=endpoint)
     if name == "INTERNAL" and text.startswith(FAILED_DETAILS):
-        return ChannelBroken(
-            f"{endpoint} ended the channel after an error on its side "
-            f"({text[len(FAILED_DETAILS) :]}); every message it sent before that was delivered",
-            endpoint=endpoint,
-        )
+        return failed_error(endpoint, text[len(FAILED_DETAILS) :], endpoint)
     if name == "UNAUTHENTICATED":
         return AuthenticationFailed(said, endpoint=endpoint)
     if name == "PERMISSION_DENIED":
@@ -297,11 +294,7 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
     pos = len(BATCH_MARKER)
     if end >= pos + 4 and int.from_bytes(view[pos : pos + 4], "little") == _FAILED:
         reason = readable_reason(bytes(view[pos + 4 : pos + 4 + _MAX_REASON]))
-        raise ChannelBroken(
-            f"the client of {url} ended the channel after an error on its side ({reason}); "
-            f"every message it sent before that was delivered",
-            endpoint=url,
-        )
+        raise failed_error(f"the client of {url}", reason, url)
     out: list[bytes] = []
     while pos < end:
         if pos + 4 > end:

@@ -39,6 +39,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, Codec
+from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -510,11 +511,7 @@ def peer_failed(url: str, raw: bytes, *, client: bool = False, lost: int = 0) ->
         if lost
         else "every message it sent before that was delivered"
     )
-    return ChannelBroken(
-        f"{who} ended the channel after an error on its side "
-        f"({readable_reason(raw[:MAX_REASON])}); {then}",
-        endpoint=url,
-    )
+    return failed_error(who, readable_reason(raw[:MAX_REASON]), url, then=then)
 
 
 def failed_header(reason: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final
 
+from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire._core.wire import WireFormat
 from ipcwire.channel import ChannelStatistics, PeerInfo
@@ -246,11 +247,7 @@ class ChannelCore:
             # (a peer that exited: nothing more can come, so a close it made is the end)
             reason = self._peer_failure()
             if reason:
-                return ChannelBroken(
-                    f"{self.url} ended the channel after an error on its side ({reason}); "
-                    f"every message it sent before that was delivered",
-                    endpoint=self.url,
-                )
+                return failed_error(self.url, reason, self.url)
             return EndOfChannel(f"{self.url} closed its end", endpoint=self.url)
         return self._gone("receive from")
 

@@ -15,6 +15,7 @@ from typing import Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS
+from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire.errors import ChannelBroken, EndOfChannel
 
@@ -52,17 +53,12 @@ class PeerEnd:
         if not self.reason:
             return exc
         if "discarded" in str(exc):  # the rings' "... the partial message was discarded"
-            return ChannelBroken(
-                f"{self.who} ended the channel after an error on its side ({self.reason}) in "
-                f"the middle of a message, which was discarded; every whole message it sent "
-                f"before that was delivered",
-                endpoint=self.url,
+            then = (
+                "it did so in the middle of a message, which was discarded; every whole "
+                "message it sent before that was delivered"
             )
-        return ChannelBroken(
-            f"{self.who} ended the channel after an error on its side ({self.reason}); every "
-            f"message it sent before that was delivered",
-            endpoint=self.url,
-        )
+            return failed_error(self.who, self.reason, self.url, then=then)
+        return failed_error(self.who, self.reason, self.url)
 
     def _read(self) -> str:
         """The reason the peer sent (readable, at most MAX_REASON bytes of it), or ""."""

@@ -28,6 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, BytesCodec
+from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire._core.url import Endpoint
@@ -351,11 +352,7 @@ class ClientCore:
         failed = said.get("failed") if isinstance(said, dict) else None
         if isinstance(failed, str) and failed:
             reason = readable_reason(failed.encode()[:1024])
-            return ChannelBroken(
-                f"{self.url} ended the channel after an error on its side ({reason}); every "
-                f"message it sent before that was delivered",
-                endpoint=self.url,
-            )
+            return failed_error(self.url, reason, self.url)
         return EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
 
     def _event(self, ev: Event) -> None:

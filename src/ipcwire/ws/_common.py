@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode
 
 from ipcwire._core.codecs import Codec
-from ipcwire._core.ending import error_reason
+from ipcwire._core.ending import error_reason, failed_error
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
@@ -370,11 +370,7 @@ def closed_error(
             endpoint=url,
         )
     if rcvd is not None and rcvd.code == CloseCode.INTERNAL_ERROR and rcvd.reason:
-        return ChannelBroken(
-            f"{url} ended the channel after an error on its side ({rcvd.reason}; code 1011); "
-            f"every message it sent before that was delivered",
-            endpoint=url,
-        )
+        return failed_error(url, f"{rcvd.reason}; code 1011", url)
     if sent is not None and sent.code == CloseCode.INTERNAL_ERROR and "keepalive" in sent.reason:
         return ChannelBroken(
             f"{url} did not answer a keepalive ping in time: the peer is dead, frozen or "
