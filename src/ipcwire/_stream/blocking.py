@@ -405,6 +405,11 @@ class StreamChannel(Channel):
             try:
                 if self._sender is None or not self._sender.torn:
                     rest = self._say_goodbye()
+                if self._sender is not None:
+                    # before the lock goes: a native send waiting for it must find the
+                    # sender disabled, not write a message after the goodbye (the peer
+                    # drops what follows one); the Python path sees _closed under the lock
+                    self._sender.disable()
             finally:
                 lock.release()
         if self._sender is not None:
