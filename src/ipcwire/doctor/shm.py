@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 from collections.abc import Callable
@@ -28,6 +29,7 @@ DEV_SHM: Final = "/dev/shm"  # noqa: S108 - the POSIX shared-memory mount, read 
 DOCKER_DEFAULT: Final = 64 * 1024 * 1024
 _HEAD: Final = struct.Struct("=QIIQ")
 _INDEX: Final = struct.Struct("=Q")
+_END_PIPE: Final = re.compile(r"ipcwire-mq\..+\.end")
 
 
 @dataclass(slots=True)
@@ -168,6 +170,9 @@ def _check_segment(report: Report, path: str, usage: Usage, locks: dict[int, lis
         st = os.lstat(path)
     except OSError:
         return
+    if stat.S_ISFIFO(st.st_mode) and _END_PIPE.fullmatch(os.path.basename(path)):
+        _check_end_pipe(report, path, usage)
+        return
     if not stat.S_ISREG(st.st_mode) or mq_lock_name(path) is not None:
         return  # an mq listener's lock file: the mq and machine checks read those
     users = usage.users.get(path, set()) | set(locks.get(st.st_ino, []))
@@ -197,6 +202,30 @@ def _check_segment(report: Report, path: str, usage: Usage, locks: dict[int, lis
         fix,
         path=path,
         size=st.st_size,
+    )
+
+
+def _check_end_pipe(report: Report, path: str, usage: Usage) -> None:
+    """An mq channel's end pipe (ipcwire/mq/_ends.py) still named in /dev/shm: both ends
+    unlink it once the channel is open, so one that nobody holds was left by a client killed
+    between creating its queues and announcing them (its queues are left too)."""
+    users = usage.users.get(path, set())
+    if users:
+        report.add("mq.end_pipe", "ok", f"{path}: an mq channel opening, held by "
+                   f"{', '.join(describe_pid(p) for p in sorted(users))}", path=path,
+                   pids=sorted(users))  # fmt: skip
+        return
+    pair = os.path.basename(path).removeprefix("ipcwire-mq.").removesuffix(".end")
+    report.add(
+        "mq.end_pipe_leaked",
+        "warning",
+        f"{path} is left over: the end pipe of an mq channel that never opened (a client "
+        f"killed while connecting); nobody holds it",
+        [f"{path}: a FIFO, no process has it open"],
+        f"rm {path}; and remove that client's queues if they are left too: ls /dev/mqueue "
+        f"(mount -t mqueue none /dev/mqueue) for /{pair}.up and /{pair}.dn, or ipcwire "
+        f"doctor mq:///{pair}.up",
+        path=path,
     )
 
 
