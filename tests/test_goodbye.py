@@ -81,6 +81,41 @@ def test_blocking_side_tells_how_the_peer_ended(any_url: str, how: str) -> None:
         proc.communicate(timeout=20)
 
 
+def test_the_goodbye_at_exit_leaves_a_blocked_reader_alone(unix_url: Callable[[], str]) -> None:
+    """A program ending with a daemon thread blocked in recv(): the peer gets the clean
+    goodbye, and the thread is not woken (with ChannelClosed, and perhaps a traceback) while
+    the interpreter shuts down. The child's own exit handler, registered before ipcwire's,
+    runs after it and looks."""
+    with ipcwire.listen(unix_url()) as lst:
+        proc = python(
+            f"""
+            import atexit, threading
+            woke = threading.Event()
+            atexit.register(lambda: print("woke" if woke.wait(1.0) else "blocked", flush=True))
+            import ipcwire
+            ch = ipcwire.connect({lst.url!r})
+
+            def reader():
+                try:
+                    ch.recv()
+                finally:
+                    woke.set()
+
+            threading.Thread(target=reader, daemon=True).start()
+            ch.send(b"hi")
+            """
+        )
+        with lst.accept(timeout=20) as ch:
+            assert ch.recv(timeout=10) == b"hi"
+            with pytest.raises(ipcwire.EndOfChannel):
+                ch.recv(timeout=10)
+            # (this side closes only once the child is gone: its goodbye would wake the
+            # reader, rightly)
+            out, err = proc.communicate(timeout=20)
+        assert out.strip() == "blocked", (out, err)
+        assert proc.returncode == 0 and err == ""
+
+
 @pytest.mark.parametrize("how", ["close", "with raise", "kill -9"])
 def test_asyncio_side_tells_how_the_peer_ended(any_url: str, how: str) -> None:
     code, broken = ENDINGS[how]

@@ -430,6 +430,30 @@ class StreamChannel(Channel):
         self._reason = error_reason(exc)
         self.close()
 
+    def _goodbye_at_exit(self, reason: str) -> None:
+        """The program is ending with this channel open: say goodbye, but do not close it.
+        A thread still blocked in ``recv()`` (a daemon reader) stays blocked until the
+        process ends, as it always did, instead of waking with ChannelClosed (and maybe a
+        traceback) while the interpreter shuts down; a later send raises ChannelClosed."""
+        lock = self._send_lock
+        if self._closed or self._send_broken is not None or not lock.acquire(False):
+            return
+        rest = b""
+        try:
+            self._closed = True
+            _open.discard(self)
+            self._fast_sendall = None
+            self._reason = reason
+            if self._sender is None or not self._sender.torn:
+                rest = self._say_goodbye()
+            if self._sender is not None:
+                self._sender.disable()
+        finally:
+            lock.release()
+        stream = self._stream
+        if rest and isinstance(stream, SocketStream):
+            hand_over(stream.sock, rest)  # the exit handlers give it a second at most
+
     def _say_goodbye(self) -> bytes:
         """Write the goodbye without waiting; return what did not fit (b"": all of it, or
         nothing worth keeping: a gone peer, a TLS stream, a forked child's copy)."""
@@ -486,8 +510,7 @@ def _close_at_exit() -> None:
     exc = getattr(sys, "last_value", None)
     reason = "" if exc is None else f"{type(exc).__name__} uncaught: the program failed"
     for ch in list(_open):
-        ch._reason = reason
-        ch.close()
+        ch._goodbye_at_exit(reason)
 
 
 atexit.register(_close_at_exit)
