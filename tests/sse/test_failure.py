@@ -13,9 +13,13 @@ import pytest
 
 import ipcwire
 from ipcwire import aio
+from ipcwire._core.codecs import get_codec
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.options import ChannelOptions
+from ipcwire.sse._client import ClientCore, SseAddress
+from ipcwire.sse._http import ResponseHead
 
 URL = "sse+http://127.0.0.1:0/events"
 
@@ -87,3 +91,42 @@ def test_curl_reads_the_failure_in_the_end_event() -> None:
         assert '"failed": "ArithmeticError raised while the channel was open"' in out
         lst.close()
         t.join(10)
+
+
+def test_a_resume_after_a_lost_failed_end_still_says_it_failed() -> None:
+    """A client that lost the end event with its connection comes back and gets 204 (do not
+    reconnect); the 204 carries the failure (X-Ipcwire-Failed), so ipcwire's client still
+    raises ChannelBroken, not the EndOfChannel a bare 204 means."""
+    FAIL.set()
+    with ipcwire.listen(URL) as lst:
+        t = threading.Thread(target=lst.serve, args=(_handler,), daemon=True)
+        t.start()
+        url = "http" + str(lst.url).removeprefix("sse+http")
+        first = subprocess.run(
+            ["curl", "-sN", "--max-time", "10", url], capture_output=True, text=True, check=True
+        ).stdout
+        last = [line for line in first.splitlines() if line.startswith("id: ")][-1][4:]
+        again = subprocess.run(
+            ["curl", "-si", "--max-time", "10", "-H", f"Last-Event-ID: {last}", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert again.startswith("HTTP/1.1 204")
+        assert "X-Ipcwire-Failed: ArithmeticError%20raised%20while" in again
+        lst.close()
+        t.join(10)
+    core = ClientCore(
+        ChannelOptions(url=URL, codec=get_codec("bytes", authenticated=False)),
+        SseAddress(False, "127.0.0.1", 1, "/events"),
+        headers=None,
+        last_event_id=None,
+        allow_gaps=False,
+        retry=0.5,
+        retry_for=10.0,
+    )
+    failed = ResponseHead(204, "No Content", {"x-ipcwire-failed": "KeyError%20raised%0a"})
+    assert core.accept_head(failed, b"") is False
+    assert isinstance(core.final, ChannelBroken) and "KeyError raised?" in str(core.final)
+    assert core.accept_head(ResponseHead(204, "No Content", {}), b"") is False
+    assert isinstance(core.final, EndOfChannel)

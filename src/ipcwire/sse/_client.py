@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import urllib.parse
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, bui
 from ipcwire.sse._server import (
     CODEC_HEADER,
     ERROR_HEADER,
+    FAILED_HEADER,
     KEEPALIVE_HEADER,
     MAX_FRAME_HEADER,
     NONCE_HEADER,
@@ -238,7 +240,12 @@ class ClientCore:
         """
         url = self.url
         if head.status == 204:
-            self.final = EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
+            failed = urllib.parse.unquote(head.get(FAILED_HEADER) or "")
+            self.final = (
+                failed_error(url, readable_reason(failed.encode()[:1024]), url)
+                if failed
+                else EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
+            )
             self.stream_over = True
             return False
         if head.status == 409:  # resumed with a taken event's id: for good, not retried

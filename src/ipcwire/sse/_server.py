@@ -33,6 +33,7 @@ import logging
 import socket
 import ssl as ssl_module
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -75,6 +76,9 @@ STREAM_HEADER: Final = "X-Ipcwire-Stream"
 # keepalive comment) for a few of them takes the connection as dead and reconnects.
 KEEPALIVE_HEADER: Final = "X-Ipcwire-Keepalive"
 ERROR_HEADER: Final = "X-Ipcwire-Error"
+# On the 204 that answers a resume of a stream that ended after an error on the server (a
+# client that lost the end event with its connection): the end event's "failed", quoted.
+FAILED_HEADER: Final = "X-Ipcwire-Failed"
 SHUTDOWN_TIMEOUT: Final = 2.0
 # A connection displaced by a newer one is aborted if it has not taken its ipcwire-taken
 # event and closed after this many seconds (a client that stopped reading, or a dead path).
@@ -267,8 +271,10 @@ class SseServer:
             transport=request.transport,
             peer_limit=int(limit) if limit else None,
         )
-        if opened is None:
-            return web.Response(status=204)  # that stream ended: EventSource stops here
+        if opened is None:  # that stream ended: EventSource stops here
+            failed = self.table.failure_of(last_id)
+            headers = {FAILED_HEADER: urllib.parse.quote(failed)} if failed else None
+            return web.Response(status=204, headers=headers)
         stream, gen = opened.stream, opened.generation
         if opened.displaced is not None:
             self._displaced(stream, *opened.displaced, peer_text)

@@ -339,6 +339,16 @@ class StreamTable:
         stream = self.streams.get(parsed[0])
         return stream is not None and stream.broken is None
 
+    def failure_of(self, last_event_id: str | None) -> str:
+        """Why the server ended the stream ``last_event_id`` names after an error ("": it
+        did not, or there is no such stream)."""
+        parsed = parse_id(last_event_id) if last_event_id else None
+        stream = self.streams.get(parsed[0]) if parsed is not None else None
+        if stream is None:
+            return ""
+        with stream.lock:
+            return stream.failed
+
     def open(
         self, last_event_id: str | None, *, peer: str | None, transport: Any, peer_limit: int | None
     ) -> Opened | None:
