@@ -96,6 +96,17 @@ def test_durable_both_ways_is_a_spool_per_direction() -> None:
     assert skipped is not None and "bidirectional is false" in skipped
 
 
+def test_telling_a_crash_from_a_finish_leaves_out_what_cannot() -> None:
+    """--tells-failure: spawned agents over stdio cannot tell the parent's failure to the
+    agent (a pipe's end is only an end), so a Unix socket is chosen, and says why."""
+    got = advise(Answers(agents="spawned", tells_failure=True))
+    assert got.recommended is not None and got.recommended.pick.scheme == "unix"
+    skipped = [c.skipped for s in got.steps for c in s.considered if c.skipped]
+    assert any("tells_failure is false" in text for text in skipped)
+    udp = advise(Answers(distance="may-move", pattern="fire-and-forget", tells_failure=True))
+    assert udp.recommended is not None and udp.recommended.pick.scheme == "ws"
+
+
 def test_agents_with_a_web_ui_get_stdio_plus_sse() -> None:
     pick = _first_rule(Answers(agents="web-ui")).picks[0]
     assert (pick.scheme, pick.also) == ("pipe", ("sse+http",))

@@ -79,6 +79,9 @@ QUESTIONS: Final[tuple[Question, ...]] = (
              help="the throughput you need, e.g. 1GB/s, 200MB/s"),
     Question("durable", "--durable", "Must messages survive a crash of either side?",
              "survives a crash", "bool"),
+    Question("tells_failure", "--tells-failure", "Must each side tell a peer that was killed "
+             "or failed from one that finished (an orchestrator watching its agents)?",
+             "tells a crash from a finish", "bool"),
     Question("service", "--service", "Is it a long-running desktop service that other "
              "programs call?", "desktop service", "bool"),
     Question("os", "--os", "Which OS does it run on?", "OS", "choice",
@@ -104,6 +107,7 @@ class Answers:
     latency_us: float | None = None
     throughput: float | None = None
     durable: bool = False
+    tells_failure: bool = False
     service: bool = False
     os: str = this_os()
     idle_sleep: bool = True

@@ -123,6 +123,8 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
                 "the processes may move to other machines"),
     Requirement((_c("browser", "!=", "none"),), "browser", "a browser takes part"),
     Requirement((_eq("durable", True),), "durable", "messages must survive a crash"),
+    Requirement((_eq("tells_failure", True),), "tells_failure",
+                "a killed or failed peer must be told from one that finished"),
     Requirement((_c("pattern", "!=", "fire-and-forget"),), "reliable",
                 "every message must arrive (not fire-and-forget)"),
     Requirement((_eq("idle_sleep", True),), "sleeps_when_idle", "it must sleep when idle"),
