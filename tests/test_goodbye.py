@@ -13,6 +13,8 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -79,6 +81,33 @@ def test_blocking_side_tells_how_the_peer_ended(any_url: str, how: str) -> None:
                 with pytest.raises(ipcwire.ChannelBroken, match=broken):
                     ch.recv(timeout=10)  # and it stays so
         proc.communicate(timeout=20)
+
+
+def test_an_interactive_session_ending_after_an_error_at_the_prompt_ends_cleanly(
+    unix_url: Callable[[], str],
+) -> None:
+    """In ``python -i`` the last error at the prompt stays in sys.last_value; leaving the
+    session afterwards is not a program failing, so the peer gets a clean end."""
+    with ipcwire.listen(unix_url()) as lst:
+        proc = subprocess.Popen(
+            [sys.executable, "-i", "-q"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(
+            f"import ipcwire\nch = ipcwire.connect({lst.url!r})\nch.send(b'hi')\n"
+            "raise KeyError('at the prompt')\n"
+        )
+        proc.stdin.flush()
+        with lst.accept(timeout=20) as ch:
+            assert ch.recv(timeout=10) == b"hi"
+            _, err = proc.communicate("exit()\n", timeout=20)
+            assert "KeyError" in err  # the error at the prompt happened
+            with pytest.raises(ipcwire.EndOfChannel):
+                ch.recv(timeout=10)
 
 
 def test_the_goodbye_at_exit_leaves_a_blocked_reader_alone(unix_url: Callable[[], str]) -> None:

@@ -9,10 +9,12 @@ are :class:`~ipcwire.errors.ChannelBroken`.
 
 from __future__ import annotations
 
+import sys
+
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 
-__all__ = ["end_error", "error_reason", "failed_error"]
+__all__ = ["end_error", "error_reason", "exit_reason", "failed_error"]
 
 
 def end_error(dec: LengthPrefixDecoder | NdjsonDecoder, url: str) -> IpcwireError:
@@ -61,3 +63,14 @@ def error_reason(exc: BaseException | None) -> str:
     if exc is None or isinstance(exc, EndOfChannel):
         return ""
     return f"{type(exc).__name__} raised while the channel was open"
+
+
+def exit_reason() -> str:
+    """The reason for the channels a program leaves open as it exits: ``""`` when it ends
+    normally, the type of the uncaught exception that ended it (Python sets
+    ``sys.last_value`` before the exit handlers run). Not in an interactive session, whose
+    ``last_value`` is the last error at the prompt, not how the session ended."""
+    exc = getattr(sys, "last_value", None)
+    if exc is None or hasattr(sys, "ps1"):
+        return ""
+    return f"{type(exc).__name__} uncaught: the program failed"

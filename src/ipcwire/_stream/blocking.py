@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import atexit
 import socket
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterable
 from typing import Any, Final
 
-from ipcwire._core.ending import end_error, error_reason
+from ipcwire._core.ending import end_error, error_reason, exit_reason
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, refusal
 from ipcwire._core.wire import WireFormat
@@ -507,8 +506,7 @@ def _close_at_exit() -> None:
     ends normally, one naming the exception when an uncaught exception ends it (Python sets
     ``sys.last_value`` before the exit handlers run). A process killed, or one that leaves
     with ``os._exit``, says none, and its peers see a broken channel."""
-    exc = getattr(sys, "last_value", None)
-    reason = "" if exc is None else f"{type(exc).__name__} uncaught: the program failed"
+    reason = exit_reason()
     for ch in list(_open):
         ch._goodbye_at_exit(reason)
 

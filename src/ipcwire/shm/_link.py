@@ -48,16 +48,19 @@ and the asyncio driver each do the reading and writing their own way.
 from __future__ import annotations
 
 import array
+import atexit
 import os
 import resource
 import socket
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS
+from ipcwire._core.ending import exit_reason
 from ipcwire.errors import (
     ChannelBroken,
     HandshakeError,
@@ -109,6 +112,7 @@ class Link:
 
     def __post_init__(self) -> None:
         self.rx.on_end = PeerEnd(self.sock, self.name, self.who or self.name)
+        _open.add(self)  # told at exit if an uncaught exception ends the program
 
     @property
     def rx_fd(self) -> int:
@@ -142,6 +146,7 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        _open.discard(self)
         if os.getpid() != self.owner:
             # A forked child closing its copy: the rings are its parent's channel, so mark
             # nothing closed in them (the parent's peer would see the end). Close our fds;
@@ -180,6 +185,24 @@ class Link:
             self.close()
         except Exception:  # noqa: S110 - interpreter shutdown, half-built object
             pass
+
+
+_open: weakref.WeakSet[Link] = weakref.WeakSet()
+
+
+def _failed_at_exit() -> None:
+    """An uncaught exception ends the program with links still open: say so on each one's
+    liveness socket (nothing else: a thread blocked in a receive stays blocked). The rings
+    are then let go as the process ends, and the peer's end hook reads the reason, as
+    unix and tcp tell it with their goodbye."""
+    reason = exit_reason()
+    if reason:
+        for link in list(_open):
+            if not link.closed and link.owner == os.getpid():
+                link._say_failed(reason)
+
+
+atexit.register(_failed_at_exit)
 
 
 # -- setup frames -----------------------------------------------------------------------------
