@@ -402,13 +402,7 @@ class StreamChannel(Channel):
         # then rightly sees a broken channel), and never into a torn or broken stream.
         if self._decoder.goodbye and self._send_broken is None and lock.acquire(False):
             try:
-                if self._sender is None or not self._sender.torn:
-                    rest = self._say_goodbye()
-                if self._sender is not None:
-                    # before the lock goes: a native send waiting for it must find the
-                    # sender disabled, not write a message after the goodbye (the peer
-                    # drops what follows one); the Python path sees _closed under the lock
-                    self._sender.disable()
+                rest = self._last_words()
             finally:
                 lock.release()
         if self._sender is not None:
@@ -437,21 +431,30 @@ class StreamChannel(Channel):
         lock = self._send_lock
         if self._closed or self._send_broken is not None or not lock.acquire(False):
             return
-        rest = b""
         try:
             self._closed = True
             _open.discard(self)
             self._fast_sendall = None
             self._reason = reason
-            if self._sender is None or not self._sender.torn:
-                rest = self._say_goodbye()
-            if self._sender is not None:
-                self._sender.disable()
+            rest = self._last_words()
         finally:
             lock.release()
         stream = self._stream
         if rest and isinstance(stream, SocketStream):
             hand_over(stream.sock, rest)  # the exit handlers give it a second at most
+
+    def _last_words(self) -> bytes:
+        """The goodbye (unless a torn send left the stream out of step), then no more
+        native sends: called with the send lock held, so that a native send waiting for it
+        finds the sender disabled instead of writing a message after the goodbye (the peer
+        drops what follows one); the Python path sees ``_closed`` under the lock. Returns
+        what did not fit (see :meth:`_say_goodbye`)."""
+        rest = b""
+        if self._sender is None or not self._sender.torn:
+            rest = self._say_goodbye()
+        if self._sender is not None:
+            self._sender.disable()
+        return rest
 
     def _say_goodbye(self) -> bytes:
         """Write the goodbye without waiting; return what did not fit (b"": all of it, or
