@@ -10,16 +10,15 @@ import os
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
 
 import pytest
 from tests._loops import AioRun
 from tests._proc import child, wait_line
+from tests.mq._pairs import afill, apair, fill, msg, pair
 
 import ipcwire
-from ipcwire import aio
 from ipcwire._core.url import parse_url
-from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, EndOfChannel, Timeout
+from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, EndOfChannel
 from ipcwire.mq._ends import end_pipe_path
 from ipcwire.mq._session import (
     ClientSession,
@@ -34,66 +33,11 @@ from ipcwire.mq.aio import AioMqChannel
 from ipcwire.mq.blocking import MessageQueue, MqChannel
 from ipcwire.options import ChannelOptions
 
-SIZE = 8000  # one kernel message (msgsize 8 KiB); the queues hold 10
-
-
-def _msg(i: int) -> bytes:
-    return bytes([i % 256]) * SIZE
-
-
-def _pair(url: str) -> tuple[Any, MqChannel, MqChannel]:
-    listener = ipcwire.listen(url)
-    try:
-        box: list[Any] = []
-        t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
-        t.start()
-        client = ipcwire.connect(url, timeout=10)
-        t.join()
-    except BaseException:
-        listener.close()
-        raise
-    assert isinstance(client, MqChannel) and isinstance(box[0], MqChannel)
-    return listener, client, box[0]
-
-
-async def _apair(url: str) -> tuple[Any, AioMqChannel, AioMqChannel]:
-    listener = await aio.listen(url)
-    try:
-        accepting = asyncio.ensure_future(listener.accept(timeout=10))
-        client = await aio.connect(url, timeout=10)
-        server = await accepting
-    except BaseException:
-        listener.close()
-        raise
-    assert isinstance(client, AioMqChannel) and isinstance(server, AioMqChannel)
-    return listener, client, server
-
-
-def _fill(ch: MqChannel) -> int:
-    """Send until the peer's queue is full; how many went."""
-    n = 0
-    while True:
-        try:
-            ch.send(_msg(n), timeout=0)
-        except Timeout:
-            return n
-        n += 1
-
-
-async def _afill(ch: AioMqChannel) -> int:
-    n = 0
-    while True:
-        try:
-            await ch.send(_msg(n), timeout=0)
-        except Timeout:
-            return n
-        n += 1
-
 
 def _read_to_the_end(ch: MqChannel, n: int, timeout: float = 5) -> None:
     """The ``n`` messages sent before the close, in order, then the end (and again)."""
     for i in range(n):
-        assert ch.recv(timeout=timeout) == _msg(i)
+        assert ch.recv(timeout=timeout) == msg(i)
     for _ in range(2):
         with pytest.raises(EndOfChannel):
             ch.recv(timeout=timeout)
@@ -101,7 +45,7 @@ def _read_to_the_end(ch: MqChannel, n: int, timeout: float = 5) -> None:
 
 async def _aread_to_the_end(ch: AioMqChannel, n: int, timeout: float = 5) -> None:
     for i in range(n):
-        assert await ch.recv(timeout=timeout) == _msg(i)
+        assert await ch.recv(timeout=timeout) == msg(i)
     for _ in range(2):
         with pytest.raises(EndOfChannel):
             await ch.recv(timeout=timeout)
@@ -112,10 +56,10 @@ async def _aread_to_the_end(ch: AioMqChannel, n: int, timeout: float = 5) -> Non
 def test_blocking_close_with_the_peers_queue_full(
     mq_url: Callable[..., str], closer: str, timeout: float
 ) -> None:
-    listener, client, server = _pair(mq_url())
+    listener, client, server = pair(mq_url())
     a, b = (client, server) if closer == "client" else (server, client)
     try:
-        n = _fill(a)
+        n = fill(a)
         assert n > 0
         started = threading.Event()
         errors: list[BaseException] = []
@@ -123,7 +67,7 @@ def test_blocking_close_with_the_peers_queue_full(
         def blocked_send() -> None:
             started.set()
             try:
-                a.send(_msg(n))  # waits for room (or finds the channel closed)
+                a.send(msg(n))  # waits for room (or finds the channel closed)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -147,16 +91,16 @@ def test_asyncio_close_with_the_peers_queue_full(
     mq_url: Callable[..., str], aio_run: AioRun, closer: str, timeout: float
 ) -> None:
     async def main() -> None:
-        listener, client, server = await _apair(mq_url())
+        listener, client, server = await apair(mq_url())
         a, b = (client, server) if closer == "client" else (server, client)
         try:
-            n = await _afill(a)
+            n = await afill(a)
             assert n > 0
             started = asyncio.Event()
 
             async def blocked_send() -> None:
                 started.set()
-                await a.send(_msg(n))
+                await a.send(msg(n))
 
             task = asyncio.ensure_future(blocked_send())
             await started.wait()  # the task now waits for room
@@ -177,10 +121,10 @@ def test_blocking_both_queues_full_a_waiting_send_learns_the_close(
 ) -> None:
     """Both sides sent until both queues were full; one closes: the other's send, waiting
     for room nobody will make, ends at once (it waited until the closer's process exited)."""
-    listener, a, b = _pair(mq_url())
+    listener, a, b = pair(mq_url())
     try:
-        n = _fill(a)
-        _fill(b)
+        n = fill(a)
+        fill(b)
         errors: list[BaseException] = []
 
         def blocked_send() -> None:
@@ -207,10 +151,10 @@ def test_asyncio_both_queues_full_a_waiting_send_learns_the_close(
     mq_url: Callable[..., str], aio_run: AioRun
 ) -> None:
     async def main() -> None:
-        listener, a, b = await _apair(mq_url())
+        listener, a, b = await apair(mq_url())
         try:
-            n = await _afill(a)
-            await _afill(b)
+            n = await afill(a)
+            await afill(b)
             started = asyncio.Event()
 
             async def blocked_send() -> None:

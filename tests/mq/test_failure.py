@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 from tests._loops import AioRun
 from tests._proc import child, wait_line
+from tests.mq._pairs import afill, apair, fill, msg, pair
 
 import ipcwire
 from ipcwire import aio
 from ipcwire._core.url import parse_url
-from ipcwire.errors import ChannelBroken, EndOfChannel, Timeout
+from ipcwire.errors import ChannelBroken, EndOfChannel
 from ipcwire.mq._ends import MAX_REASON, end_pipe_path, post_end, read_end
 from ipcwire.mq._proto import Hello
 from ipcwire.mq._session import (
@@ -43,64 +44,9 @@ from ipcwire.mq.aio import AioMqChannel
 from ipcwire.mq.blocking import MqChannel
 from ipcwire.options import ChannelOptions
 
-SIZE = 8000  # one kernel message (msgsize 8 KiB); the queues hold 10
-
 
 class SecretError(Exception):
     """What the failing side raises; its text must not cross."""
-
-
-def _msg(i: int) -> bytes:
-    return bytes([i % 256]) * SIZE
-
-
-def _pair(url: str) -> tuple[Any, MqChannel, MqChannel]:
-    listener = ipcwire.listen(url)
-    try:
-        box: list[Any] = []
-        t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
-        t.start()
-        client = ipcwire.connect(url, timeout=10)
-        t.join()
-    except BaseException:
-        listener.close()
-        raise
-    assert isinstance(client, MqChannel) and isinstance(box[0], MqChannel)
-    return listener, client, box[0]
-
-
-async def _apair(url: str) -> tuple[Any, AioMqChannel, AioMqChannel]:
-    listener = await aio.listen(url)
-    try:
-        accepting = asyncio.ensure_future(listener.accept(timeout=10))
-        client = await aio.connect(url, timeout=10)
-        server = await accepting
-    except BaseException:
-        listener.close()
-        raise
-    assert isinstance(client, AioMqChannel) and isinstance(server, AioMqChannel)
-    return listener, client, server
-
-
-def _fill(ch: MqChannel) -> int:
-    """Send until the peer's queue is full; how many went."""
-    n = 0
-    while True:
-        try:
-            ch.send(_msg(n), timeout=0)
-        except Timeout:
-            return n
-        n += 1
-
-
-async def _afill(ch: AioMqChannel) -> int:
-    n = 0
-    while True:
-        try:
-            await ch.send(_msg(n), timeout=0)
-        except Timeout:
-            return n
-        n += 1
 
 
 def _told(exc: BaseException, name: str = "SecretError") -> None:
@@ -113,7 +59,7 @@ def _told(exc: BaseException, name: str = "SecretError") -> None:
 def _read_to_the_failure(ch: MqChannel, n: int, timeout: float = 5) -> None:
     """The ``n`` messages sent before the failure, in order, then ChannelBroken (again)."""
     for i in range(n):
-        assert ch.recv(timeout=timeout) == _msg(i)
+        assert ch.recv(timeout=timeout) == msg(i)
     for _ in range(2):
         with pytest.raises(ChannelBroken) as info:
             ch.recv(timeout=timeout)
@@ -122,7 +68,7 @@ def _read_to_the_failure(ch: MqChannel, n: int, timeout: float = 5) -> None:
 
 async def _aread_to_the_failure(ch: AioMqChannel, n: int, timeout: float = 5) -> None:
     for i in range(n):
-        assert await ch.recv(timeout=timeout) == _msg(i)
+        assert await ch.recv(timeout=timeout) == msg(i)
     for _ in range(2):
         with pytest.raises(ChannelBroken) as info:
             await ch.recv(timeout=timeout)
@@ -212,10 +158,10 @@ def test_asyncio_serve_handler_that_raises_is_not_a_clean_end(
 def test_blocking_failure_with_the_peers_queue_full(
     mq_url: Callable[..., str], failer: str, timeout: float
 ) -> None:
-    listener, client, server = _pair(mq_url())
+    listener, client, server = pair(mq_url())
     a, b = (client, server) if failer == "client" else (server, client)
     try:
-        n = _fill(a)
+        n = fill(a)
         assert n > 0
         with pytest.raises(SecretError), a:  # returns at once: nobody reads meanwhile
             raise SecretError("inner text")
@@ -232,10 +178,10 @@ def test_asyncio_failure_with_the_peers_queue_full(
     mq_url: Callable[..., str], aio_run: AioRun, failer: str, timeout: float
 ) -> None:
     async def main() -> None:
-        listener, client, server = await _apair(mq_url())
+        listener, client, server = await apair(mq_url())
         a, b = (client, server) if failer == "client" else (server, client)
         try:
-            n = await _afill(a)
+            n = await afill(a)
             assert n > 0
             with pytest.raises(SecretError):
                 async with a:
@@ -252,13 +198,13 @@ def test_asyncio_failure_with_the_peers_queue_full(
 def test_a_clean_close_with_the_peers_queue_full_is_still_a_clean_end(
     mq_url: Callable[..., str],
 ) -> None:
-    listener, a, b = _pair(mq_url())
+    listener, a, b = pair(mq_url())
     try:
-        n = _fill(a)
+        n = fill(a)
         with a:
             pass
         for i in range(n):
-            assert b.recv(timeout=5) == _msg(i)
+            assert b.recv(timeout=5) == msg(i)
         with pytest.raises(EndOfChannel):
             b.recv(timeout=5)
     finally:
@@ -415,7 +361,7 @@ def test_without_an_end_pipe_a_failure_waits_for_room_and_comes_after_the_messag
     try:
         a, b = _pipeless_pair(url, q, options)
         try:
-            n = _fill(a)
+            n = fill(a)
             left: list[BaseException] = []
 
             def fail() -> None:  # close() waits (up to a second) for room for the marker
@@ -445,7 +391,7 @@ def test_a_long_reason_is_bounded_and_a_small_msgsize_still_carries_it(
     messages (the marker holds 64 bytes of the reason; the end pipe up to 1024)."""
     long_error = type("E" * 3000, (Exception,), {})
     url = mq_url("msgsize=64")
-    listener, client, server = _pair(url)
+    listener, client, server = pair(url)
     try:
         client.send(b"before")
         with pytest.raises(long_error), client:
