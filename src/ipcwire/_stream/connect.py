@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 
 from ipcwire._oserror import translate
-from ipcwire._stream.blocking import StreamChannel, client_handshake
+from ipcwire._stream.blocking import StreamChannel
+from ipcwire._stream.handshake import client_handshake
 from ipcwire._stream.retry import backoff_delays
 from ipcwire._stream.transport import ByteStream, SocketStream, TlsStream
 from ipcwire.channel import PeerInfo

@@ -14,7 +14,7 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
-from ipcwire._stream.blocking import client_handshake
+from ipcwire._stream.handshake import client_handshake
 from ipcwire._stream.transport import ByteStream
 from ipcwire.errors import ChannelBroken, FrameTooLarge, RemoteProtocolError, Timeout
 from ipcwire.options import ChannelOptions

@@ -1,0 +1,86 @@
+"""The client side of the connection handshake over a blocking byte stream (the I/O-free
+protocol is ``ipcwire._core.handshake``; docs/protocol.md describes it)."""
+
+from __future__ import annotations
+
+import time
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire._core.wire import WireFormat
+from ipcwire._oserror import translate
+from ipcwire._stream.transport import ByteStream
+from ipcwire.errors import ChannelBroken, FrameTooLarge, RemoteProtocolError, Timeout
+from ipcwire.options import ChannelOptions
+
+__all__ = ["client_handshake"]
+
+_monotonic = time.monotonic
+
+
+def client_handshake(
+    stream: ByteStream, options: ChannelOptions, deadline: float, *, goodbye: bool = False
+) -> tuple[WireFormat, LengthPrefixDecoder | NdjsonDecoder]:
+    """Run the client handshake on a freshly connected stream.
+
+    Returns the wire format (send limit set from the server's) and the decoder, which may
+    already hold the first messages the server sent. ``goodbye``: offer to end the channel
+    with a goodbye frame (the decoder's ``goodbye`` says whether the server agreed).
+
+    Raises:
+        AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError,
+        Timeout, ChannelBroken.
+    """
+    wire = options.wire()
+    dec = wire.decoder()
+    hs = options.client_handshake(goodbye=goodbye)
+    if not hs.needed:
+        return wire, dec
+    url = options.url
+    budget = max(deadline - _monotonic(), 0.0)  # for the message: timeout= may cut it short
+    dec.max_frame = HANDSHAKE_MAX_FRAME
+    try:
+        try:
+            stream.send_all(hs.hello(), max(deadline - _monotonic(), 0.001))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server refused at once: its reason is waiting to be read below
+        while True:
+            frame = dec.next_frame()
+            if frame is None:
+                wait = deadline - _monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+                n = stream.recv_into(dec.get_buffer(), wait)
+                if n == 0:
+                    raise ChannelBroken(
+                        f"{url} closed the connection during the handshake: it is not an "
+                        f"ipcwire endpoint with framing={options.framing!r}, or it refused "
+                        f"this process (see its log)",
+                        endpoint=url,
+                    )
+                dec.buffer_updated(n)
+                continue
+            step = hs.receive(frame)
+            if step.send:
+                stream.send_all(step.send, max(deadline - _monotonic(), 0.001))
+            if step.done:
+                break
+    except FrameTooLarge:
+        raise RemoteProtocolError(
+            f"{url} answered the handshake with something that is not ipcwire "
+            f"(framing={options.framing!r})",
+            endpoint=url,
+        ) from None
+    except (BlockingIOError, TimeoutError) as exc:
+        raise Timeout(
+            f"{url} did not complete the handshake within {budget:.3g} s"
+            + ("; does the server use a token too?" if options.token else ""),
+            endpoint=url,
+        ) from exc
+    except OSError as exc:
+        raise translate(exc, url, "handshaking with") from exc
+    dec.max_frame = options.max_frame
+    wire.send_limit = hs.peer_max_frame
+    if hs.goodbye and isinstance(dec, LengthPrefixDecoder):
+        dec.goodbye = True
+    return wire, dec
