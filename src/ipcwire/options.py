@@ -142,6 +142,28 @@ def connect_timeout(timeout: object, url: str) -> float:
     return min(float(timeout), NO_LIMIT)
 
 
+def count_limit(
+    value: object, *, name: str, what: str, default: int, url: str, shown: object = None
+) -> int | None:
+    """A listener's cap on how many of something it keeps (``max_peers=``,
+    ``max_sessions=``) checked: a whole number of at least 1, or None for no limit.
+    ``shown``: what the user wrote, when it is not ``value`` itself (a URL's text).
+
+    Raises:
+        ConfigurationError: anything else, naming the option, the endpoint and the fix.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"{name}={value if shown is None else shown!r} for {url}: give how many {what} "
+            f"the listener keeps at once, a whole number of at least 1 (default {default}), "
+            f"or None for no limit",
+            endpoint=url,
+        )
+    return value
+
+
 def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:
     """Raise for keyword arguments no one consumed.
 

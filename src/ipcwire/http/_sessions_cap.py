@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from ipcwire.errors import ChannelBroken, ConfigurationError, EndOfChannel
+from ipcwire.errors import ChannelBroken, EndOfChannel
 from ipcwire.http._protocol import Problem
 from ipcwire.http._session import Session
+from ipcwire.options import count_limit
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "SessionCap", "max_sessions_option"]
 
@@ -41,16 +42,9 @@ def max_sessions_option(url: str, value: object) -> int | None:
     Raises:
         ConfigurationError: anything else (naming the endpoint).
     """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(
-            f"max_sessions={value!r} for {url}: give how many client channels the listener "
-            f"keeps at once, a whole number of at least 1 (default {DEFAULT_MAX_SESSIONS}), "
-            f"or None for no limit",
-            endpoint=url,
-        )
-    return value
+    return count_limit(
+        value, name="max_sessions", what="client channels", default=DEFAULT_MAX_SESSIONS, url=url
+    )
 
 
 class SessionCap:

@@ -36,7 +36,7 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, count_limit, reject_unknown
 from ipcwire.udp._socket import DatagramFormat, UdpAddress, resolve
 
 __all__ = [
@@ -197,16 +197,10 @@ def max_peers_option(endpoint: Endpoint, kw: dict[str, Any]) -> int | None:
         ConfigurationError: not a whole number of at least 1, or None.
     """
     raw, value = _take(endpoint, kw, "max_peers", DEFAULT_MAX_PEERS, int)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(
-            f"max_peers={raw!r} for {endpoint.url}: give how many peers the listener keeps at "
-            f"once, a whole number of at least 1 (default {DEFAULT_MAX_PEERS}), or None for no "
-            f"limit",
-            endpoint=endpoint.url,
-        )
-    return value
+    return count_limit(
+        value, name="max_peers", what="peers", default=DEFAULT_MAX_PEERS, url=endpoint.url,
+        shown=raw,
+    )  # fmt: skip
 
 
 class _Counters:
