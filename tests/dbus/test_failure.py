@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from dbus_fast import Message, MessageType
 from tests._loops import AioRun
+from tests.dbus._fakes import FakeChannel, FakeHub
 
 import ipcwire
 from ipcwire import aio
@@ -38,10 +39,9 @@ from ipcwire.dbus._proto import (
     peers_left_rule,
     request_name,
 )
-from ipcwire.dbus._state import NO_LOCK, ChannelState, HubState
 from ipcwire.dbus.aio import AioDbusChannel
 from ipcwire.dbus.blocking import DbusChannel
-from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, EndOfChannel, Timeout
 from ipcwire.options import ChannelOptions
 
 Url = Callable[[], str]
@@ -325,39 +325,13 @@ def test_the_reason_sent_is_the_type_only_and_bounded() -> None:
 
 
 # -- the end a channel sends, and a Fail that beats the channel's setup (no bus) -------------
-class _Hub(HubState):
-    def __init__(self, *, client: bool) -> None:
-        super().__init__(client=client, lock=NO_LOCK)
-        self.sent: list[Message] = []
-
-    def send(self, msg: Message) -> None:
-        self.sent.append(msg)
-
-    def _unused(self) -> None:
-        pass
-
-
-class _Channel(ChannelState):
-    def _incoming(self, msg: Message) -> None:
-        self._queue.append(msg)
-
-    def _peer_closed(self) -> None:
-        self._eof = True
-
-    def _lost(self, err: IpcwireError) -> None:
-        self._gone = self._gone or err
-
-    def _room(self) -> None:
-        pass
-
-
 URL = "dbus://session/org.example.App"
 PEER = ":1.5"
 
 
-def _channel(hub: _Hub, *, fails: bool) -> _Channel:
+def _channel(hub: FakeHub, *, fails: bool) -> FakeChannel:
     wire = ChannelOptions.build(parse_url(URL), {}).wire()
-    return _Channel(hub, PEER, "/org/example/App", "c1", wire, URL, fails=fails)
+    return FakeChannel(hub, PEER, "/org/example/App", "c1", wire, URL, fails=fails)
 
 
 @pytest.mark.parametrize(
@@ -376,7 +350,7 @@ def _channel(hub: _Hub, *, fails: bool) -> _Channel:
 def test_which_end_a_channel_sends(
     client: bool, fails: bool, failed: bool, sent: list[str]
 ) -> None:
-    hub = _Hub(client=client)
+    hub = FakeHub(client=client)
     ch = _channel(hub, fails=fails)
     hub.register(ch)
     ch._failing(OSError("secret") if failed else None)
@@ -388,7 +362,7 @@ def test_which_end_a_channel_sends(
 
 
 def test_a_fail_that_arrives_before_the_client_channel_is_held() -> None:
-    hub = _Hub(client=True)
+    hub = FakeHub(client=True)
     first = deliver_call(":1.1", "/p", "c1", b"first")
     fail = fail_call(":1.1", "/p", "c1", "ValueError raised while the channel was open")
     for serial, msg in enumerate((first, fail), 1):

@@ -6,46 +6,20 @@ from __future__ import annotations
 
 import pytest
 from dbus_fast import Message
+from tests.dbus._fakes import FakeChannel, FakeHub
 
 from ipcwire._core.url import parse_url
 from ipcwire.dbus._proto import ERROR_CLOSED, WINDOW, WINDOW_BYTES, close_call, deliver_call
-from ipcwire.dbus._state import NO_LOCK, ChannelState, HubState
-from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.errors import ChannelBroken, EndOfChannel
 from ipcwire.options import ChannelOptions
 
 URL = "dbus://session/org.example.App"
 PEER = ":1.5"
 
 
-class _Hub(HubState):
-    def __init__(self) -> None:
-        super().__init__(client=True, lock=NO_LOCK)
-        self.sent: list[Message] = []
-
-    def send(self, msg: Message) -> None:
-        self.sent.append(msg)
-
-    def _unused(self) -> None:
-        pass
-
-
-class _Channel(ChannelState):
-    def _incoming(self, msg: Message) -> None:
-        self._queue.append(msg)
-
-    def _peer_closed(self) -> None:
-        self._eof = True
-
-    def _lost(self, err: IpcwireError) -> None:
-        self._gone = self._gone or err
-
-    def _room(self) -> None:
-        pass
-
-
-def _channel(hub: _Hub | None = None) -> _Channel:
+def _channel(hub: FakeHub | None = None) -> FakeChannel:
     wire = ChannelOptions.build(parse_url(URL), {}).wire()
-    return _Channel(hub or _Hub(), PEER, "/org/example/App", "c1", wire, URL)
+    return FakeChannel(hub or FakeHub(), PEER, "/org/example/App", "c1", wire, URL)
 
 
 def _from_peer(msg: Message, serial: int) -> Message:
@@ -78,7 +52,7 @@ def test_the_first_failed_delivery_is_what_send_raises() -> None:
 
 
 def test_a_client_holds_messages_that_arrive_before_its_channel() -> None:
-    hub = _Hub()
+    hub = FakeHub()
     early = _from_peer(deliver_call(":1.1", "/p", "c1", b"first"), 1)
     assert hub.route(early) is True
     assert hub.early == [early]
