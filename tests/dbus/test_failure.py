@@ -25,8 +25,8 @@ from ipcwire._core.url import parse_url
 from ipcwire.channel import Channel
 from ipcwire.dbus._conn import BusConnection
 from ipcwire.dbus._proto import (
-    FAIL_MAX_REASON,
     INTERFACE,
+    MAX_REASON,
     WINDOW_BYTES,
     bus_call,
     close_call,
@@ -309,7 +309,7 @@ def test_the_reason_from_a_peer_is_bounded_and_readable(dbus_url: Url, dbus_sess
             assert text.startswith(f"the client of {lst.url} ended the channel after an error")
             assert "\x1b" not in text and "\n" not in text and "?[2J?" in text
             reason = text.split("its side (", 1)[1].split("); every message", 1)[0]
-            assert len(reason.encode()) <= FAIL_MAX_REASON + 2  # a cut character: one U+FFFD
+            assert len(reason.encode()) <= MAX_REASON + 2  # a cut character: one U+FFFD
             server.close()
     finally:
         old.close()
@@ -321,7 +321,7 @@ def test_the_reason_sent_is_the_type_only_and_bounded() -> None:
     assert failure_reason(KeyError("secret")) == "KeyError raised while the channel was open"
     long = type("É" * 2000, (Exception,), {})
     sent = failure_reason(long("secret"))
-    assert len(sent.encode()) <= FAIL_MAX_REASON and sent.startswith("ÉÉ")
+    assert len(sent.encode()) <= MAX_REASON and sent.startswith("ÉÉ")
 
 
 # -- the end a channel sends, and a Fail that beats the channel's setup (no bus) -------------

@@ -32,6 +32,7 @@ __all__ = [
     "FRAMINGS",
     "GOODBYE_MARK",
     "HEADER",
+    "MAX_REASON",
     "FrameDecoder",
     "LengthPrefixDecoder",
     "NdjsonDecoder",
@@ -44,7 +45,7 @@ HEADER: Final = struct.Struct(">I")
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
 MAX_LENGTH_PREFIX: Final = 0xFFFFFFFE  # the largest message; the next length is the mark
 GOODBYE_MARK: Final = 0xFFFFFFFF
-GOODBYE_MAX_REASON: Final = 1024
+MAX_REASON: Final = 1024  # bytes of a peer's reason for ending (every mechanism's)
 _SKIP_ALL: Final = 1 << 62  # after a goodbye: discard everything
 FRAMINGS: Final = ("length", "ndjson")
 
@@ -207,8 +208,8 @@ class LengthPrefixDecoder(FrameDecoder):
         if avail < 8:
             return
         (size,) = HEADER.unpack_from(self._buf, start + 4)
-        if size > GOODBYE_MAX_REASON:
-            self.ended = f"(a goodbye with a {size}-byte reason, over {GOODBYE_MAX_REASON})"
+        if size > MAX_REASON:
+            self.ended = f"(a goodbye with a {size}-byte reason, over {MAX_REASON})"
         elif avail < 8 + size:
             return
         else:
@@ -295,7 +296,7 @@ def readable_reason(raw: bytes) -> str:
 
 def goodbye_frame(reason: str = "") -> bytes:
     """The goodbye frame that ends a channel: clean (no reason) or after an error."""
-    data = reason.encode("utf-8", "replace")[:GOODBYE_MAX_REASON]
+    data = reason.encode("utf-8", "replace")[:MAX_REASON]
     return HEADER.pack(GOODBYE_MARK) + HEADER.pack(len(data)) + data
 
 

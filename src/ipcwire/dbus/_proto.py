@@ -40,7 +40,7 @@ from typing import Any, Final
 from dbus_fast import Message, MessageFlag, MessageType
 
 from ipcwire._core.ending import error_reason, failed_error
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint, parse_url
 from ipcwire.channel import PeerInfo
@@ -60,9 +60,9 @@ __all__ = [
     "BUS_NAME",
     "CLIENT_PATH",
     "ERROR_CLOSED",
-    "FAIL_MAX_REASON",
     "INTERFACE",
     "MAX_MESSAGE",
+    "MAX_REASON",
     "SUBSCRIPTION_BUFFER",
     "SYSTEM_CONNECTION_WINDOW",
     "SYSTEM_WINDOW",
@@ -115,7 +115,6 @@ WINDOW_BYTES: Final = 4 * 1024 * 1024  # ...and bytes (one message may always go
 # (a reader that does not read holds up the others only once several do not).
 SYSTEM_WINDOW: Final = 32
 SYSTEM_CONNECTION_WINDOW: Final = 100
-FAIL_MAX_REASON: Final = 1024  # bytes of a Fail's reason, sent or shown
 SUBSCRIPTION_BUFFER: Final = 64 * 1024 * 1024  # events a subscription holds unread, bytes
 # The system bus refuses messages over 32 MiB (dbus-daemon's max_message_size); keep headroom.
 MAX_MESSAGE: Final = 32 * 1024 * 1024 - 4096
@@ -441,8 +440,8 @@ def fail_call(dest: str, path: str, channel: str, reason: str) -> Message:
 
 def failure_reason(exc: BaseException | None) -> str:
     """What a ``Fail`` after ``exc`` says ("" for none: a clean ``Close``): the exception's
-    type only (``error_reason``), within ``FAIL_MAX_REASON`` bytes."""
-    reason = error_reason(exc).encode()[:FAIL_MAX_REASON]
+    type only (``error_reason``), within ``MAX_REASON`` bytes."""
+    reason = error_reason(exc).encode()[:MAX_REASON]
     return reason.decode("utf-8", "ignore")
 
 
@@ -450,7 +449,7 @@ def peer_failed(url: str, reason: str, *, client: bool) -> ChannelBroken:
     """What a channel raises, after every message before it, once its peer's ``Fail``
     (``reason``, as the peer sent it: bounded and made readable here) arrived; ``client``:
     this is the client's channel (else the listener's, whose peer is a client of ``url``)."""
-    shown = readable_reason(reason.encode("utf-8", "replace")[:FAIL_MAX_REASON])
+    shown = readable_reason(reason.encode("utf-8", "replace")[:MAX_REASON])
     who = url if client else f"the client of {url}"
     return failed_error(who, shown or "no reason given", url)
 

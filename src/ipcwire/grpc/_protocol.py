@@ -44,7 +44,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ipcwire._core.ending import failed_error
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -105,7 +105,6 @@ BATCH_MARKER: Final = b"\xc1ipcwB\x00\x01"
 BATCH_OVERHEAD: Final = len(BATCH_MARKER) + 4  # a batch of one message
 BYE: Final = BATCH_MARKER  # an empty batch: the client's last message (see the docstring)
 _FAILED: Final = 0xFFFFFFFF  # the length after the marker that makes a goodbye a failure's
-_MAX_REASON: Final = 1024
 FAILED_DETAILS: Final = "ipcwire: the channel ended after an error: "
 # A sender packs queued messages into one gRPC message of at most this many bytes (or the
 # peer's limit, if smaller), and at most BATCH_MESSAGES of them.
@@ -293,7 +292,7 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
     end = len(msg)
     pos = len(BATCH_MARKER)
     if end >= pos + 4 and int.from_bytes(view[pos : pos + 4], "little") == _FAILED:
-        reason = readable_reason(bytes(view[pos + 4 : pos + 4 + _MAX_REASON]))
+        reason = readable_reason(bytes(view[pos + 4 : pos + 4 + MAX_REASON]))
         raise failed_error(f"the client of {url}", reason, url)
     out: list[bytes] = []
     while pos < end:
@@ -317,7 +316,7 @@ def unpack_batch(msg: bytes, url: str) -> list[bytes]:
 
 def failed_bye(reason: str) -> bytes:
     """A failed client's last stream message, instead of :data:`BYE` (see the docstring)."""
-    return BATCH_MARKER + _FAILED.to_bytes(4, "little") + reason.encode()[:_MAX_REASON]
+    return BATCH_MARKER + _FAILED.to_bytes(4, "little") + reason.encode()[:MAX_REASON]
 
 
 def failure_details(reason: str) -> str:

@@ -40,7 +40,7 @@ import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, Codec
 from ipcwire._core.ending import failed_error
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -103,7 +103,6 @@ FAILED_HEADER: Final = "Ipcwire-Failed"
 # its side. A 4-byte length and that many bytes of reason follow; then the response ends.
 # Sent only to a client whose open request said "tells_failure": true.
 FAILED_MARK: Final = 0xFFFFFFFE
-MAX_REASON: Final = 1024  # bytes of a failure's reason taken from the peer (untrusted text)
 MAX_POLL_WAIT: Final = 20.0  # a long poll returns after this long at most (proxies)
 HEARTBEAT: Final = 15.0  # an idle message stream carries a heartbeat frame this often
 HEARTBEAT_FRAME: Final = b"\xff\xff\xff\xff"  # a length no message has: "still here"

@@ -39,7 +39,7 @@ import select
 import stat
 import tempfile
 
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._oserror import OUT_OF_RESOURCES, translate
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 _FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
-MAX_REASON = 1024  # bytes of a failure's reason that cross (in the pipe and in the marker)
 _FAILED = b"\x01"  # the first byte a failed end writes (a clean one writes b"\0")
 
 

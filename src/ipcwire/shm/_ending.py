@@ -16,12 +16,11 @@ import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire._core.ending import failed_error
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire.errors import ChannelBroken, EndOfChannel
 
 __all__ = ["MAX_REASON", "PeerEnd", "failed_frame"]
 
-MAX_REASON: Final = 1024  # bytes of a failed end's reason, sent or shown
 _MAX_FRAME: Final = 4 + MAX_REASON * 6 + 64  # (JSON may write one byte as 6)
 
 

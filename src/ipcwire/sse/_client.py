@@ -30,7 +30,7 @@ import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS, BytesCodec
 from ipcwire._core.ending import failed_error
-from ipcwire._core.framing import readable_reason
+from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
@@ -242,7 +242,7 @@ class ClientCore:
         if head.status == 204:
             failed = urllib.parse.unquote(head.get(FAILED_HEADER) or "")
             self.final = (
-                failed_error(url, readable_reason(failed.encode()[:1024]), url)
+                failed_error(url, readable_reason(failed.encode()[:MAX_REASON]), url)
                 if failed
                 else EndOfChannel(f"{url} ended this stream (HTTP 204)", endpoint=url)
             )
@@ -358,7 +358,7 @@ class ClientCore:
             said = None
         failed = said.get("failed") if isinstance(said, dict) else None
         if isinstance(failed, str) and failed:
-            reason = readable_reason(failed.encode()[:1024])
+            reason = readable_reason(failed.encode()[:MAX_REASON])
             return failed_error(self.url, reason, self.url)
         return EndOfChannel(f"{self.url} closed the stream", endpoint=self.url)
 
