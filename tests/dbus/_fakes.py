@@ -26,11 +26,12 @@ class FakeHub(HubState):
 
 
 class FakeChannel(ChannelState):
-    """A channel whose driver hooks record: messages queue, the peer's end is ``_eof``, a
-    loss is ``_gone``."""
+    """A channel whose driver hooks record: messages queue (within the window, as the
+    drivers'), the peer's end is ``_eof``, a loss is ``_gone``."""
 
     def _incoming(self, msg: Message) -> None:
-        self._queue.append(msg)
+        if (refusal := self._enqueue(msg)) is not None:
+            self._hub.refuse(msg, *refusal)
 
     def _peer_closed(self) -> None:
         self._eof = True

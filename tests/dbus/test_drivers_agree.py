@@ -27,11 +27,22 @@ from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
+from ipcwire._core.url import parse_url
 from ipcwire.channel import Channel
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
-from ipcwire.dbus._proto import MAX_MESSAGE, SUBSCRIPTION_BUFFER, WINDOW, DbusError, bus_call
+from ipcwire.dbus._proto import (
+    ERROR_REFUSED,
+    MAX_MESSAGE,
+    SUBSCRIPTION_BUFFER,
+    WINDOW,
+    ClientHandshakeCalls,
+    DbusError,
+    bus_call,
+    deliver_call,
+)
+from ipcwire.dbus._state import CHANNELS_PER_PEER
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -42,6 +53,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
+from ipcwire.options import ChannelOptions
 
 DRIVERS = ["blocking", "asyncio"]
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
@@ -809,3 +821,135 @@ def test_a_subscription_that_does_not_read_is_ended_not_grown_without_bound(
         err = asyncio.run(main())
     assert len(got) == SUBSCRIPTION_BUFFER // len(event)  # what it held came first
     assert err.value.endpoint == url and "did not read its events" in str(err.value)
+
+
+_Raised = pytest.ExceptionInfo[RemoteProtocolError]
+
+
+def _past_the_window(client: Channel, extra: int) -> list[str]:
+    """Send a window of messages and ``extra`` more on ``client``'s channel, past its window,
+    as a peer that ignores it would (the listener reads none): the error names of the replies
+    to the extra ones (the others are answered only once read)."""
+    assert isinstance(client, blocking.DbusChannel)
+    errors: list[str] = []
+    all_in = threading.Event()
+
+    def got(reply: Message | None, err: Exception | None) -> None:
+        if reply is not None and reply.error_name:
+            errors.append(reply.error_name)
+            if len(errors) == extra:
+                all_in.set()
+
+    for i in range(WINDOW + extra):
+        call = deliver_call(client._dest, client._path, client._chan, i.to_bytes(4, "big"))
+        client._conn.send(call, got)
+    assert all_in.wait(10)
+    return errors
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_peer_past_the_window_is_refused_and_the_listener_serves_on(
+    driver: str, dbus_url: Callable[[], str]
+) -> None:
+    """A peer ignoring the flow-control window made the listener's channel queue whatever it
+    sent: memory without bound. Now its messages within the window are received, the rest
+    refused, then ``recv`` raises RemoteProtocolError, and other clients are served."""
+    url = dbus_url()
+    want = [i.to_bytes(4, "big") for i in range(WINDOW)]
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener:
+            with ipcwire.connect(url, timeout=10) as c, listener.accept(timeout=10) as s:
+                errors = _past_the_window(c, 2)
+                got = [s.recv(timeout=10) for _ in range(WINDOW)]
+                with pytest.raises(RemoteProtocolError) as err:
+                    s.recv(timeout=10)
+            with ipcwire.connect(url, timeout=10) as c, listener.accept(timeout=10) as s:
+                c.send(b"still served")
+                assert s.recv(timeout=10) == b"still served"
+    else:
+
+        async def main() -> tuple[
+            list[str], list[bytes], pytest.ExceptionInfo[RemoteProtocolError]
+        ]:
+            async with await aio.listen(url) as listener:
+                c = await asyncio.to_thread(ipcwire.connect, url, timeout=10)
+                try:
+                    async with await listener.accept(timeout=10) as s:
+                        errors = await asyncio.to_thread(_past_the_window, c, 2)
+                        got = [await s.recv(timeout=10) for _ in range(WINDOW)]
+                        with pytest.raises(RemoteProtocolError) as err:
+                            await s.recv(timeout=10)
+                finally:
+                    await asyncio.to_thread(c.close)
+                async with (
+                    await aio.connect(url, timeout=10) as c2,
+                    await listener.accept(timeout=10) as s2,
+                ):
+                    await c2.send(b"still served")
+                    assert await s2.recv(timeout=10) == b"still served"
+            return errors, got, err
+
+        errors, got, err = asyncio.run(main())
+    assert errors == [ERROR_REFUSED] * 2
+    assert got == want
+    assert err.value.endpoint == url and "flow-control window" in str(err.value)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_one_connection_opening_many_channels_is_refused_past_a_few(
+    driver: str, dbus_session: str, dbus_url: Callable[[], str]
+) -> None:
+    """A listener opened a channel for every handshake on one connection, however many (an
+    ipcwire client makes a connection per channel); each could hold a window of messages."""
+    url = dbus_url()
+    name = url.split("/")[3]
+
+    def open_channels() -> list[str]:
+        conn = BusConnection(dbus_session)
+        answers = []
+        try:
+            for _ in range(CHANNELS_PER_PEER + 2):
+                calls = ClientHandshakeCalls(ChannelOptions.build(parse_url(url), {}), name, "/")
+                call = calls.next_call()
+                assert call is not None
+                call.path = "/" + name.replace(".", "/")
+                try:
+                    conn.call(call, timeout=10)
+                    answers.append("answered")
+                except DbusError as exc:
+                    answers.append(exc.name)
+        finally:
+            conn.close()
+        return answers
+
+    if driver == "blocking":
+        with ipcwire.listen(url) as listener:
+            answers = open_channels()
+            with ipcwire.connect(url, timeout=10) as c:
+                c.send(b"still served")
+                got = b""
+                for _ in range(CHANNELS_PER_PEER + 1):  # the others' first, then it
+                    with listener.accept(timeout=10) as s:
+                        try:
+                            got = s.recv(timeout=10)
+                            break
+                        except ChannelBroken:  # their connection left: the end is told
+                            pass
+    else:
+
+        async def main() -> tuple[list[str], bytes]:
+            async with await aio.listen(url) as listener:
+                answers = await asyncio.to_thread(open_channels)
+                async with await aio.connect(url, timeout=10) as c:
+                    await c.send(b"still served")
+                    for _ in range(CHANNELS_PER_PEER + 1):
+                        async with await listener.accept(timeout=10) as s:
+                            try:
+                                return answers, await s.recv(timeout=10)
+                            except ChannelBroken:
+                                pass
+            raise AssertionError("the client's channel was not accepted")
+
+        answers, got = asyncio.run(main())
+    assert answers == ["answered"] * CHANNELS_PER_PEER + [ERROR_REFUSED] * 2
+    assert got == b"still served"

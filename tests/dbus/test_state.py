@@ -1,6 +1,7 @@
 """The D-Bus drivers' shared channel state and routing, without a bus: the flow-control
-window's edges, which failure a send reports, and a client's messages that arrive before its
-channel is registered (hard to time against a real daemon; the daemon tests cover the rest)."""
+window's edges (a peer past them included), which failure a send reports, and a client's
+messages that arrive before its channel is registered (hard to time against a real daemon;
+the daemon tests cover the rest)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ from dbus_fast import Message
 from tests.dbus._fakes import FakeChannel, FakeHub
 
 from ipcwire._core.url import parse_url
-from ipcwire.dbus._proto import ERROR_CLOSED, WINDOW, WINDOW_BYTES, close_call, deliver_call
-from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.dbus._proto import (
+    ERROR_CLOSED,
+    ERROR_REFUSED,
+    WINDOW,
+    WINDOW_BYTES,
+    close_call,
+    deliver_call,
+)
+from ipcwire.errors import ChannelBroken, EndOfChannel, RemoteProtocolError
 from ipcwire.options import ChannelOptions
 
 URL = "dbus://session/org.example.App"
@@ -65,3 +73,61 @@ def test_a_client_holds_messages_that_arrive_before_its_channel() -> None:
         ch._next()
     assert hub.route(_from_peer(deliver_call(":1.1", "/p", "c9", b"?"), 3)) is True
     assert [m.error_name for m in hub.sent] == [ERROR_CLOSED]  # no such channel: refused
+
+
+def _delivers(n: int, chan: str = "c1", size: int = 1) -> list[Message]:
+    return [
+        _from_peer(deliver_call(":1.1", "/p", chan, i.to_bytes(4, "big") * size), i + 1)
+        for i in range(n)
+    ]
+
+
+def test_a_peer_past_the_window_gets_refusals_and_the_reader_an_error_after_the_rest() -> None:
+    """A peer that ignores the window (a buggy or hostile one) made the queue grow as long as
+    it sent. Now what it sent within the window is received, the rest is refused, and then
+    ``recv`` says why."""
+    hub = FakeHub()
+    ch = _channel(hub)
+    hub.register(ch)
+    calls = _delivers(WINDOW + 3)
+    for call in calls:
+        assert hub.route(call) is True
+    assert [m.error_name for m in hub.sent] == [ERROR_REFUSED] * 3
+    assert [m.reply_serial for m in hub.sent] == [c.serial for c in calls[WINDOW:]]
+    assert ch.statistics().buffered_bytes == WINDOW * 4
+    assert [ch._next() for _ in range(WINDOW)] == calls[:WINDOW]
+    with pytest.raises(RemoteProtocolError, match="window") as err:
+        ch._next()
+    assert err.value.endpoint == URL and ch.statistics().buffered_bytes == 0
+    hub.route(_delivers(1)[0])  # and it stays refused once there is room again
+    assert hub.sent[-1].error_name == ERROR_REFUSED
+
+
+def test_the_window_in_bytes_lets_one_large_message_in_but_nothing_past_it() -> None:
+    hub = FakeHub()
+    ch = _channel(hub)
+    hub.register(ch)
+    big = _from_peer(deliver_call(":1.1", "/p", "c1", bytes(WINDOW_BYTES + 1)), 1)
+    hub.route(big)  # the queue was empty: one message may always come
+    hub.route(_delivers(1)[0])
+    assert [m.error_name for m in hub.sent] == [ERROR_REFUSED]
+    assert ch._next() is big
+    with pytest.raises(RemoteProtocolError):
+        ch._next()
+
+
+def test_what_a_client_holds_before_its_channel_is_bounded_too() -> None:
+    """A listener may send a window of messages and its end before the client's channel is
+    registered; past that the client held everything a listener sent."""
+    hub = FakeHub()
+    calls = _delivers(WINDOW + 5)
+    for call in calls:
+        assert hub.route(call) is True
+    assert len(hub.early) == WINDOW + 2
+    assert [m.error_name for m in hub.sent] == [ERROR_REFUSED] * 3
+    ch = _channel(hub)
+    hub.register(ch)  # replayed: the window, then the one that shows the overrun
+    assert [m.error_name for m in hub.sent] == [ERROR_REFUSED] * 5
+    assert [ch._next() for _ in range(WINDOW)] == calls[:WINDOW]
+    with pytest.raises(RemoteProtocolError):
+        ch._next()

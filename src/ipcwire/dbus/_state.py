@@ -51,6 +51,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
+    RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
 
@@ -70,6 +71,10 @@ NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
 # what each call carries
 SIGNATURES = {"Handshake": "ss", "Deliver": "say", "Close": "s", "Fail": "ss"}
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+# Channels (open, or with a handshake in progress) a listener keeps for one bus connection.
+# An ipcwire client makes a connection per channel; without a bound one connection could open
+# any number, each holding up to a window of messages in the listener.
+CHANNELS_PER_PEER = 8
 
 
 def connection_ended(url: str, why: str, again: str, cause: BaseException | None) -> ChannelBroken:
@@ -119,6 +124,8 @@ class ChannelState(abc.ABC):
         self._max_frame = wire.max_frame
         self._peer: PeerInfo | None = peer or PeerInfo(address=peer_name)
         self._queue: deque[Message] = deque()
+        self._queued_bytes = 0  # payload bytes in _queue
+        self._overrun: RemoteProtocolError | None = None  # the peer ignored the window
         self._inflight = 0
         self._inflight_bytes = 0
         self._send_error: IpcwireError | None = None
@@ -164,6 +171,38 @@ class ChannelState(abc.ABC):
                 endpoint=self.url,
             )
         )
+
+    def _enqueue(self, msg: Message) -> tuple[str, str] | None:
+        """Queue a ``Deliver`` for ``recv``: None, or the refusal to send its sender instead
+        (an error name and text; the blocking driver sends it once its lock is released).
+
+        A peer keeping the window never has more than ``WINDOW`` messages (``WINDOW_BYTES``
+        bytes, one message always) unacknowledged, and a message is acknowledged only once
+        taken, so the queue never holds more. A peer past it does not follow the protocol:
+        its message is refused (its sender gets ``ERROR_REFUSED``) and so is every later one,
+        while what it sent within the window is still received; then ``recv`` raises
+        ``RemoteProtocolError``. Without this the queue grew as long as the peer sent.
+        """
+        if self._closed:
+            return ERROR_CLOSED, "the channel is closed"
+        size = len(msg.body[1])
+        if self._overrun is None and (
+            len(self._queue) >= WINDOW or (self._queue and self._queued_bytes + size > WINDOW_BYTES)
+        ):
+            self._overrun = RemoteProtocolError(
+                f"{self.url}: the peer ({self._dest}) sent more than ipcwire's flow-control "
+                f"window allows ({WINDOW} messages or {WINDOW_BYTES} bytes not yet received "
+                f"here): it does not follow ipcwire's D-Bus protocol. What it sent within the "
+                f"window was received; the rest was refused. Fix the peer's sender "
+                f"(docs/mechanisms/dbus.md, flow control)",
+                endpoint=self.url,
+            )
+            log.warning("ipcwire: %s", self._overrun)
+        if self._overrun is not None:
+            return ERROR_REFUSED, "over the flow-control window"
+        self._queue.append(msg)
+        self._queued_bytes += size
+        return None
 
     # -- sending -----------------------------------------------------------------------------
     def _payload(self, obj: Any) -> bytes:
@@ -244,7 +283,11 @@ class ChannelState(abc.ABC):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._queue:
-            return self._queue.popleft()
+            msg = self._queue.popleft()
+            self._queued_bytes -= len(msg.body[1])
+            return msg
+        if self._overrun is not None:
+            raise self._overrun
         if self._eof:
             if self._failure is not None:
                 raise self._failure
@@ -283,6 +326,7 @@ class ChannelState(abc.ABC):
         self._closed = True
         unread = list(self._queue)
         self._queue.clear()
+        self._queued_bytes = 0
         return unread
 
     def _say_closed(self, unread: list[Message]) -> None:
@@ -315,7 +359,7 @@ class ChannelState(abc.ABC):
             messages_received=self._received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
-            buffered_bytes=sum(len(m.body[1]) for m in list(self._queue)),
+            buffered_bytes=self._queued_bytes,
         )
 
 
@@ -421,11 +465,20 @@ class HubState(abc.ABC):
             return True
         if member in {"Deliver", "Close", "Fail"}:
             key = (msg.sender, msg.body[0])
+            held: bool | None = None  # not for a channel being set up
             with self.lock:
                 ch = self.channels.get(key)
                 if ch is None and self.client and not self.opened:
-                    self.early.append(msg)  # the channel is being set up: hold it
-                    return True
+                    # the channel is being set up: hold it. A listener sends a window of
+                    # Delivers and its end at most; one more shows the channel it overran
+                    # the window (replayed through _enqueue), the rest are refused here
+                    held = len(self.early) < WINDOW + 2
+                    if held:
+                        self.early.append(msg)
+            if held is not None:
+                if not held and member == "Deliver":
+                    self.refuse(msg, ERROR_REFUSED, "over the flow-control window")
+                return True
             if ch is None:
                 if member == "Deliver":
                     self.refuse(msg, ERROR_CLOSED, "the channel is closed")
@@ -528,6 +581,14 @@ class ListenerState(abc.ABC):
         for key in [k for k, (_, dl) in self._pending.items() if dl < now]:
             del self._pending[key]
         if not chan:
+            if self._opened_by(sender) >= CHANNELS_PER_PEER:
+                self._hub.refuse(
+                    msg,
+                    ERROR_REFUSED,
+                    f"this connection has {CHANNELS_PER_PEER} channels open or opening "
+                    f"already; open a new connection for each channel (as ipcwire does)",
+                )
+                return
             chan = f"c{next(self._ids)}"
             self._pending[(sender, chan)] = (handshakes(self._options)[1], now + self._timeout)
             self._watch(sender)
@@ -546,6 +607,12 @@ class ListenerState(abc.ABC):
             wire.send_limit = hs.peer_max_frame
             self._open(sender, chan, wire, hs.goodbye)
         self._hub.send(Message.new_method_return(msg, "ss", [chan, handshake_text(step.send)]))
+
+    def _opened_by(self, sender: str) -> int:
+        """The channels of ``sender``'s connection: open, or with a handshake in progress."""
+        with self._hub.lock:
+            opened = sum(1 for peer, _ in self._hub.channels if peer == sender)
+        return opened + sum(1 for peer, _ in self._pending if peer == sender)
 
     def _forget(self, name: str) -> None:
         for key in [k for k in self._pending if k[0] == name]:

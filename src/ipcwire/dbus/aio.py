@@ -24,7 +24,6 @@ from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
-    ERROR_CLOSED,
     HOW_TO_START,
     NAME_HAS_NO_OWNER,
     ClientHandshakeCalls,
@@ -281,11 +280,11 @@ class AioDbusChannel(ChannelState, AioChannel):
         self._window.set()
 
     def _incoming(self, msg: Message) -> None:
-        if self._closed:
-            self._hub.refuse(msg, ERROR_CLOSED, "the channel is closed")
-            return
-        self._queue.append(msg)
-        self._wake()
+        refusal = self._enqueue(msg)
+        if refusal is None:
+            self._wake()
+        else:
+            self._hub.refuse(msg, *refusal)
 
     def _peer_closed(self) -> None:
         self._eof = True

@@ -23,7 +23,6 @@ from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.dbus._conn import SEND_TIMEOUT, BusConnection
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
-    ERROR_CLOSED,
     NAME_HAS_NO_OWNER,
     ClientHandshakeCalls,
     DbusError,
@@ -113,14 +112,11 @@ class DbusChannel(ChannelState, Channel):
     # -- called by the hub (reader thread) --------------------------------------------------
     def _incoming(self, msg: Message) -> None:
         with self._cond:
-            if self._closed:
-                refuse = True
-            else:
-                refuse = False
-                self._queue.append(msg)
+            refusal = self._enqueue(msg)
+            if refusal is None:
                 self._cond.notify_all()
-        if refuse:
-            self._hub.refuse(msg, ERROR_CLOSED, "the channel is closed")
+        if refusal is not None:
+            self._hub.refuse(msg, *refusal)
 
     def _peer_closed(self) -> None:
         with self._cond:
