@@ -660,3 +660,20 @@ def test_a_plain_client_survives_a_server_error() -> None:
             t.join(10)
 
     asyncio.run(main())
+
+
+def test_an_open_with_a_nonce_that_is_not_hex_leaves_no_channel_behind() -> None:
+    """The 400 came after the channel's session was stored: it held a place (max_channels=)
+    until it expired, though no client could ever use it."""
+    import httpx
+
+    with (
+        ipcwire.listen("http://127.0.0.1:0/api", token="t0k", max_channels=1) as lis,
+        httpx.Client(timeout=10) as http,
+    ):
+        hello = {"ipcwire": 1, "codec": "bytes", "nonce": "not hex"}
+        r = http.post(lis.url + "/channels", json=hello, headers={"Authorization": "Bearer t0k"})
+        assert (r.status_code, r.json()["code"]) == (400, "malformed")
+        with ipcwire.connect(lis.url, token="t0k", timeout=10) as ch:  # the one place is free
+            ch.send(b"in")
+            assert lis.accept(timeout=10).recv(timeout=10) == b"in"

@@ -408,6 +408,13 @@ class HttpServer:
         peer_max = hello.get("max_frame")
         send_limit = peer_max if isinstance(peer_max, int) and peer_max > 0 else self._max_frame
         sid = secrets.token_urlsafe(18)
+        nonce = hello.get("nonce")
+        answer = None  # the proof that this server holds the token (before any session exists)
+        if self._token is not None and isinstance(nonce, str):
+            try:
+                answer = proof(self._token, bytes.fromhex(nonce), sid)
+            except ValueError:
+                raise Problem(400, "malformed", "the nonce must be hex") from None
         s = Session(
             sid,
             oneshot=False,
@@ -425,13 +432,9 @@ class HttpServer:
             "max_batch": self._max_batch,
             "tells_failure": True,  # this server reads Ipcwire-Failed
         }
+        if answer is not None:
+            reply["proof"] = answer
         s.tells_failure = hello.get("tells_failure") is True
-        nonce = hello.get("nonce")
-        if self._token is not None and isinstance(nonce, str):
-            try:
-                reply["proof"] = proof(self._token, bytes.fromhex(nonce), sid)
-            except ValueError:
-                raise Problem(400, "malformed", "the nonce must be hex") from None
         self._on_channel(ch)
         return web.Response(
             status=201,
