@@ -28,6 +28,7 @@ _COLUMNS: Final = (
     ("durable", "durable"),
     ("zero_copy", "zero-copy"),
     ("peer_credentials", "peer creds"),
+    ("tells_failure", "tells failure"),
 )
 
 
