@@ -98,6 +98,32 @@ def test_stdio_moves_protocol_off_stdout() -> None:
     assert "from a sub-subprocess" in lines
 
 
+def test_notifications_before_a_reply_neither_block_the_child_nor_get_lost() -> None:
+    """The MCP SDK's stdio server hung when a handler sent progress notifications before its
+    result (python-sdk #1141: a write stream that took one message at a time). Here a child
+    sends more notifications than its stdout pipe holds, then the reply, while the parent
+    reads until the reply's id: all arrive, in order, and the child exits cleanly."""
+    child = py(
+        """
+        import ipcwire
+        ch = ipcwire.stdio()
+        req = ch.recv(timeout=10)
+        for i in range(3000):  # about 400 KB: six times a pipe's 64 KiB
+            ch.send({"progress": i, "pad": "x" * 100})
+        ch.send({"id": req["id"], "result": "done"})
+        """
+    )
+    with spawn(child, env=ENV) as ch:
+        ch.send({"id": 7, "method": "work"})
+        progress = []
+        while (msg := ch.recv(timeout=10)).get("id") != 7:
+            progress.append(msg["progress"])
+        assert msg == {"id": 7, "result": "done"}
+        assert progress == list(range(3000))
+        with pytest.raises(EndOfChannel, match="exited with code 0"):
+            ch.recv(timeout=10)
+
+
 def test_stdio_twice_is_refused() -> None:
     child = py(
         """
