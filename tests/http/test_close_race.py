@@ -14,7 +14,7 @@ from tests._pause import PauseAt
 
 import ipcwire
 from ipcwire.errors import ChannelClosed
-from ipcwire.http.blocking import HttpChannel
+from ipcwire.http._blocking_client import HttpChannel
 
 
 def test_a_send_cut_by_close_says_channel_closed() -> None:
