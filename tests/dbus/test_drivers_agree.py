@@ -32,6 +32,7 @@ from ipcwire.channel import Channel
 from ipcwire.dbus import aio as dbus_aio
 from ipcwire.dbus import blocking
 from ipcwire.dbus._conn import BusConnection
+from ipcwire.dbus._listener_state import CHANNELS_PER_PEER
 from ipcwire.dbus._proto import (
     ERROR_REFUSED,
     MAX_MESSAGE,
@@ -42,7 +43,6 @@ from ipcwire.dbus._proto import (
     bus_call,
     deliver_call,
 )
-from ipcwire.dbus._state import CHANNELS_PER_PEER
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,

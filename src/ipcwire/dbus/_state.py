@@ -1,28 +1,26 @@
-"""What both D-Bus drivers keep and decide without waiting.
+"""What both D-Bus drivers keep and decide for a channel and its connection without waiting.
 
 The blocking driver (a reader thread, Conditions) and the asyncio driver (dbus-fast's
 ``MessageBus``, futures) differ only in how they wait and how a message reaches the bus. The
 rest is here once: a channel's queue, window, errors and counters (:class:`ChannelState`); how
-a connection's incoming calls reach their channel or listener (:class:`HubState`); a
-listener's pending handshakes (:class:`ListenerState`); a subscription's events
-(:class:`SubscriptionState`). Each driver subclasses these with its waiting; the blocking
-driver calls them with its locks held, and its hub's lock is a ``threading.Lock`` where the
-asyncio driver's is :data:`NO_LOCK` (one event loop). The messages, addresses and errors are
-in ``_proto.py``.
+a connection's incoming calls reach their channel or listener, and the connection's share of
+the window (:class:`HubState`). A listener's pending handshakes are in ``_listener_state.py``,
+a subscription's events in ``_subscription_state.py``. Each driver subclasses these with its
+waiting; the blocking driver calls them with its locks held, and its hub's lock is a
+``threading.Lock`` where the asyncio driver's is :data:`NO_LOCK` (one event loop). The
+messages, addresses and errors are in ``_proto.py``.
 """
 
 from __future__ import annotations
 
 import abc
-import itertools
 import logging
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message, MessageFlag, MessageType
 
-from ipcwire._core.handshake import ServerHandshake
 from ipcwire._core.wire import WireFormat
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.dbus._proto import (
@@ -31,17 +29,12 @@ from ipcwire.dbus._proto import (
     ERROR_REFUSED,
     INTERFACE,
     MAX_MESSAGE,
-    SUBSCRIPTION_BUFFER,
     WINDOW,
     WINDOW_BYTES,
-    Target,
     close_call,
     error_text,
-    event_signal,
     fail_call,
     failure_reason,
-    handshake_text,
-    handshakes,
     peer_failed,
 )
 from ipcwire.errors import (
@@ -50,17 +43,16 @@ from ipcwire.errors import (
     EndOfChannel,
     FrameTooLarge,
     IpcwireError,
-    LocalProtocolError,
     RemoteProtocolError,
 )
-from ipcwire.options import ChannelOptions
+
+if TYPE_CHECKING:
+    from ipcwire.dbus._listener_state import ListenerState
 
 __all__ = [
     "NO_LOCK",
     "ChannelState",
     "HubState",
-    "ListenerState",
-    "SubscriptionState",
     "connection_ended",
     "daemon_closed",
 ]
@@ -71,10 +63,6 @@ NO_LOCK: AbstractContextManager[Any] = nullcontext()  # one event loop: no lock
 # what each call carries
 SIGNATURES = {"Handshake": "ss", "Deliver": "say", "Close": "s", "Fail": "ss"}
 INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
-# Channels (open, or with a handshake in progress) a listener keeps for one bus connection.
-# An ipcwire client makes a connection per channel; without a bound one connection could open
-# any number, each holding up to a window of messages in the listener.
-CHANNELS_PER_PEER = 8
 
 
 def connection_ended(url: str, why: str, again: str, cause: BaseException | None) -> ChannelBroken:
@@ -513,214 +501,3 @@ class HubState(abc.ABC):
             ch._lost(err)
         if self.listener is not None:
             self.listener._wake()
-
-
-# -- a listener ------------------------------------------------------------------------------
-class ListenerState(abc.ABC):
-    """A listener's handshakes in progress and the peers it watches."""
-
-    def __init__(
-        self, hub: HubState, target: Target, options: ChannelOptions, url: str, timeout: float
-    ) -> None:
-        self.url = url
-        self._hub = hub
-        self._target = target
-        self._options = options
-        self._timeout = timeout  # for a handshake to finish
-        self._pending: dict[tuple[str, str], tuple[ServerHandshake, float]] = {}
-        self._watched: set[str] = set()
-        self._ids = itertools.count(1)
-        self._closed = False
-        hub.users += 1
-        hub.listener = self
-
-    @abc.abstractmethod
-    def _now(self) -> float:
-        """The monotonic clock the handshake deadlines use."""
-
-    @abc.abstractmethod
-    def _watch(self, sender: str) -> None:
-        """Learn when ``sender`` leaves the bus (it may have left already)."""
-
-    @abc.abstractmethod
-    def _open(self, sender: str, chan: str, wire: WireFormat, fails: bool) -> None:
-        """A handshake finished: make, register and (once the peer is known) hand out its
-        channel (``fails``: the client takes ``Fail``)."""
-
-    @abc.abstractmethod
-    def _wake(self) -> None:
-        """Wake ``accept``: something changed."""
-
-    def _event(self, obj: Any, topic: str) -> Message:
-        """The ``Event`` signal that publishes ``obj``.
-
-        Raises:
-            ChannelClosed: the listener is closed.
-            FrameTooLarge: over what a bus carries.
-        """
-        if self._closed:
-            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        data = bytes(self._options.codec.encode(obj))
-        if len(data) > MAX_MESSAGE:  # the system bus would drop this connection for it
-            raise FrameTooLarge(
-                f"event of {len(data)} bytes not published by {self.url}: over the limit of "
-                f"{MAX_MESSAGE} bytes (what a bus carries); use unix:// for large messages",
-                size=len(data),
-                limit=MAX_MESSAGE,
-                endpoint=self.url,
-            )
-        return event_signal(self._target.path, topic, data)
-
-    def _handshake(self, msg: Message) -> None:
-        sender: str = msg.sender
-        chan, text = msg.body
-        if self._closed:
-            self._hub.refuse(msg, ERROR_REFUSED, "the listener is closed")
-            return
-        now = self._now()
-        for key in [k for k, (_, dl) in self._pending.items() if dl < now]:
-            del self._pending[key]
-        if not chan:
-            if self._opened_by(sender) >= CHANNELS_PER_PEER:
-                self._hub.refuse(
-                    msg,
-                    ERROR_REFUSED,
-                    f"this connection has {CHANNELS_PER_PEER} channels open or opening "
-                    f"already; open a new connection for each channel (as ipcwire does)",
-                )
-                return
-            chan = f"c{next(self._ids)}"
-            self._pending[(sender, chan)] = (handshakes(self._options)[1], now + self._timeout)
-            self._watch(sender)
-        entry = self._pending.get((sender, chan))
-        if entry is None:
-            self._hub.refuse(msg, ERROR_REFUSED, "unknown or expired handshake")
-            return
-        hs = entry[0]
-        step = hs.receive(text.encode())
-        if step.error is not None or step.done:
-            del self._pending[(sender, chan)]
-        if step.error is not None:
-            log.warning("ipcwire: %s refused %s: %s", self.url, sender, step.error)
-        elif step.done:
-            wire = self._options.wire()
-            wire.send_limit = hs.peer_max_frame
-            self._open(sender, chan, wire, hs.goodbye)
-        self._hub.send(Message.new_method_return(msg, "ss", [chan, handshake_text(step.send)]))
-
-    def _opened_by(self, sender: str) -> int:
-        """The channels of ``sender``'s connection: open, or with a handshake in progress."""
-        with self._hub.lock:
-            opened = sum(1 for peer, _ in self._hub.channels if peer == sender)
-        return opened + sum(1 for peer, _ in self._pending if peer == sender)
-
-    def _forget(self, name: str) -> None:
-        for key in [k for k in self._pending if k[0] == name]:
-            del self._pending[key]
-        self._watched.discard(name)
-
-
-# -- a subscription --------------------------------------------------------------------------
-class SubscriptionState:
-    """A subscription's received events (``is_event(msg, self._target.path)``) and counters."""
-
-    def __init__(self, target: Target, wire: WireFormat, url: str) -> None:
-        self.url = url
-        self._target = target
-        self._decode = wire.decode
-        self._max_frame = wire.max_frame
-        self._queue: deque[tuple[str, bytes]] = deque()
-        self._buffered = 0  # bytes in the queue
-        self._dropped = 0  # events that arrived once it had ended for not reading
-        self._closed = False
-        self._gone: IpcwireError | None = None  # why the bus connection ended
-        self._received = self._bytes_received = 0
-
-    def _keep(self, topic: str, payload: bytes) -> bool:
-        """Queue a received event; False when the subscription has just ended instead (the
-        driver then hangs up): more than ``SUBSCRIPTION_BUFFER`` bytes were waiting. The bus
-        daemon ends a subscriber that reads too slowly, but only once its own buffer for it is
-        full, and the driver's reader keeps it empty: without this the queue would grow
-        without bound."""
-        if self._gone is not None:
-            self._dropped += 1  # ended already: the rest are dropped (and counted)
-            return True
-        if self._buffered + len(payload) > SUBSCRIPTION_BUFFER:
-            self._dropped += 1
-            self._gone = ChannelBroken(
-                f"{self.url}: this subscription did not read its events: more than "
-                f"{SUBSCRIPTION_BUFFER} bytes of them were waiting, so it was ended (as the bus "
-                f"daemon ends a subscriber that reads too slowly); events published since are "
-                f"lost: read faster, or subscribe again",
-                endpoint=self.url,
-            )
-            return False
-        self._queue.append((topic, payload))
-        self._buffered += len(payload)
-        return True
-
-    def _bus_gone(self, why: str, cause: BaseException | None) -> ChannelBroken:
-        """What a subscription raises once its bus connection ended (``why``), after the
-        events it had received."""
-        return connection_ended(
-            self.url,
-            why,
-            "subscribe again once the bus is back (the daemon drops a subscriber that reads "
-            "too slowly; events published meanwhile are lost)",
-            cause,
-        )
-
-    def _next(self) -> tuple[str, bytes] | None:
-        """The next received event's topic and payload, or None while there is none.
-
-        Raises:
-            ChannelClosed, ChannelBroken (the bus connection ended): none will come.
-        """
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._queue:
-            event = self._queue.popleft()
-            self._buffered -= len(event[1])
-            return event
-        if self._gone is not None:
-            raise self._gone
-        return None
-
-    def _only_receives(self) -> LocalProtocolError:
-        return LocalProtocolError(
-            f"{self.url} is a subscription: it only receives; publish with the listener's publish()"
-        )
-
-    def _no_event(self, timeout: float | None) -> str:
-        """What a ``Timeout`` of ``recv_event`` says."""
-        if timeout:
-            return f"no event from {self.url} within {timeout} s"
-        return f"no event from {self.url} yet"
-
-    def _taken(self, topic: str, payload: bytes) -> tuple[str, Any]:
-        """The event a taken signal carries.
-
-        Raises:
-            FrameTooLarge: over max_frame (skipped).
-        """
-        self._received += 1
-        self._bytes_received += len(payload)
-        if len(payload) > self._max_frame:
-            raise FrameTooLarge(
-                f"an event of {len(payload)} bytes from {self.url} is over max_frame="
-                f"{self._max_frame}; it was skipped",
-                size=len(payload),
-                limit=self._max_frame,
-                endpoint=self.url,
-            )
-        return topic, self._decode(memoryview(payload))
-
-    def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(
-            messages_sent=0,
-            messages_received=self._received,
-            bytes_sent=0,
-            bytes_received=self._bytes_received,
-            buffered_bytes=self._buffered,
-            dropped=self._dropped,
-        )

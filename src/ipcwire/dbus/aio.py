@@ -1,8 +1,9 @@
 """D-Bus, asyncio driver: dbus-fast's native asyncio ``MessageBus`` (no threads).
 
 Same protocol and behaviour as the blocking driver (``_proto.py``; the state both keep is in
-``_state.py``, this module adds the waiting): one bus connection per client channel; a
-listener's channels share its connection, routed by a message handler.
+``_state.py``, ``_listener_state.py`` and ``_subscription_state.py``, this module adds the
+waiting): one bus connection per client channel; a listener's channels share its connection,
+routed by a message handler.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
+from ipcwire.dbus._listener_state import ListenerState
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     HOW_TO_START,
@@ -48,14 +50,8 @@ from ipcwire.dbus._proto import (
     user_refused,
     window,
 )
-from ipcwire.dbus._state import (
-    NO_LOCK,
-    ChannelState,
-    HubState,
-    ListenerState,
-    SubscriptionState,
-    daemon_closed,
-)
+from ipcwire.dbus._state import NO_LOCK, ChannelState, HubState, daemon_closed
+from ipcwire.dbus._subscription_state import SubscriptionState
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,

@@ -1,5 +1,5 @@
 """D-Bus, blocking driver (the protocol is in ``_proto.py``, the state both drivers keep in
-``_state.py``).
+``_state.py``, ``_listener_state.py`` and ``_subscription_state.py``).
 
 Each client channel has its own bus connection; a listener's channels share the listener's
 connection, whose reader thread routes every incoming call to its channel.
@@ -21,6 +21,7 @@ from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.dbus._conn import SEND_TIMEOUT, BusConnection
+from ipcwire.dbus._listener_state import ListenerState
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     NAME_HAS_NO_OWNER,
@@ -44,12 +45,8 @@ from ipcwire.dbus._proto import (
     resolve_subscription,
     window,
 )
-from ipcwire.dbus._state import (
-    ChannelState,
-    HubState,
-    ListenerState,
-    SubscriptionState,
-)
+from ipcwire.dbus._state import ChannelState, HubState
+from ipcwire.dbus._subscription_state import SubscriptionState
 from ipcwire.errors import ChannelClosed, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
