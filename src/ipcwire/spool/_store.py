@@ -476,7 +476,12 @@ class SpoolStore:
             os.utime(fd)  # mtime = claim time, for the lease
         except OSError as exc:
             os.close(fd)
-            raise ChannelBroken(f"{self.url}: cannot claim {name}: {exc}") from exc
+            raise ChannelBroken(
+                f"{self.url}: cannot read {name} after claiming it: {exc}. It goes back to "
+                f"new/ at the next reap (its attempt counted; dead/ past max_attempts); if "
+                f"this repeats, check the file system under {self.cur}",
+                endpoint=self.url,
+            ) from exc
         return Claim(self, name, fd, data, _split(name)[1])
 
     # -- putting back -----------------------------------------------------------------------
