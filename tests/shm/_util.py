@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ipcwire.shm import _layout as L
-from ipcwire.shm._link import Link, accept_link, connect_link
+from ipcwire.shm._link import Link
 from ipcwire.shm._ring import RingEnd, available, init_ring, make_ring
+from ipcwire.shm._setup import accept_link, connect_link
 
 PEER = Path(__file__).with_name("peer.py")
 IMPLS = available()

@@ -41,7 +41,9 @@ import ipcwire
 from ipcwire.channel import Channel
 from ipcwire.errors import EndOfChannel, IpcwireError
 from ipcwire.shm import _layout as L
-from ipcwire.shm._link import Link, accept_link, connect_link, send_frame
+from ipcwire.shm._frames import send_frame
+from ipcwire.shm._link import Link
+from ipcwire.shm._setup import accept_link, connect_link
 
 HEAD = struct.Struct("=QI")
 POOL = random.Random(1).randbytes(1 << 22)

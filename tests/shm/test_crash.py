@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ipcwire.errors import ChannelBroken, IpcwireError
-from ipcwire.shm._link import Link, connect_link
+from ipcwire.shm._link import Link
+from ipcwire.shm._setup import connect_link
 
 from ._util import IMPLS, PEER, Peer, dev_shm, memfd_maps, open_fds, peer
 

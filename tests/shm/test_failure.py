@@ -22,7 +22,9 @@ from tests._proc import python, wait_line
 import ipcwire
 import ipcwire.aio
 from ipcwire.shm._ending import PeerEnd
-from ipcwire.shm._link import Link, accept_link, connect_link, encode_frame
+from ipcwire.shm._frames import encode_frame
+from ipcwire.shm._link import Link
+from ipcwire.shm._setup import accept_link, connect_link
 from ipcwire.shm.blocking import ShmChannel
 
 from ._util import PAIRS, ring_pair

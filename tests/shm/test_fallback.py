@@ -24,7 +24,7 @@ sys.meta_path.insert(0, NoExtension())
 ROUND_TRIP = """
 import os, socket, threading, time
 import ipcwire.shm
-from ipcwire.shm._link import accept_link, connect_link
+from ipcwire.shm._setup import accept_link, connect_link
 
 print(ipcwire.shm.IMPLEMENTATION)
 a, b = socket.socketpair()

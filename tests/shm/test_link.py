@@ -134,7 +134,8 @@ def test_server_refusal_reaches_the_client() -> None:
     import threading
     import time
 
-    from ipcwire.shm._link import connect_link, recv_frame, send_frame
+    from ipcwire.shm._frames import recv_frame, send_frame
+    from ipcwire.shm._setup import connect_link
 
     a, b = socket.socketpair()
 
@@ -160,7 +161,8 @@ def test_a_setup_answer_that_is_not_utf8_is_a_protocol_error() -> None:
     import threading
     import time
 
-    from ipcwire.shm._link import connect_link, recv_frame
+    from ipcwire.shm._frames import recv_frame
+    from ipcwire.shm._setup import connect_link
 
     a, b = socket.socketpair()
 

@@ -1,4 +1,4 @@
-"""Socket I/O of the shared-memory setup for asyncio (the blocking side uses ``_link``'s).
+"""Socket I/O of the shared-memory setup for asyncio (the blocking side uses ``_frames``').
 
 Nothing here blocks the event loop: non-blocking ``recvmsg``/``sendmsg`` (the setup carries
 file descriptors, which ``loop.sock_*`` cannot), waiting for readiness with
@@ -16,7 +16,7 @@ from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
-from ipcwire.shm._link import FrameReader
+from ipcwire.shm._frames import FrameReader
 from ipcwire.unix._socket import UnixAddress, explain_connect_error
 
 __all__ = ["open_socket", "recv_frame", "send_fds", "translate_setup_error"]

@@ -36,8 +36,9 @@ from ipcwire.errors import (
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
-from ipcwire.shm._link import WARN_ON_DROP, ClientSetup, Link, refusal, server_setup
+from ipcwire.shm._link import Link
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
+from ipcwire.shm._setup import WARN_ON_DROP, ClientSetup, refusal, server_setup
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,

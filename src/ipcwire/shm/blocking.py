@@ -1,7 +1,7 @@
 """Shared memory, blocking driver: ``ipcwire.connect("shm://name")`` and ``listen``.
 
 A connection: a Unix stream socket to the listener carries ipcwire's handshake (version,
-codec, token), then the shared-memory setup (``_link``), then nothing: it stays open as the
+codec, token), then the shared-memory setup (``_setup``), then nothing: it stays open as the
 liveness signal. Messages travel through the two rings; with the bytes codec a send or a
 receive is one call into the C extension.
 """
@@ -34,8 +34,10 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
-from ipcwire.shm._link import WARN_ON_DROP, Link, accept_link, connect_link, recv_frame
+from ipcwire.shm._frames import recv_frame
+from ipcwire.shm._link import Link
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
+from ipcwire.shm._setup import WARN_ON_DROP, accept_link, connect_link
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
