@@ -242,7 +242,7 @@ def side_b(task: Task, address: str, shared: object) -> _ClientLink:
 async def _bus() -> Any:
     from dbus_fast.aio import MessageBus
 
-    from ipcwire.dbus.aio import _EagainIsNotFatal
+    from ipcwire.dbus._aio_conn import _EagainIsNotFatal
 
     address = _address()
     bus = MessageBus(bus_address=address, negotiate_unix_fd=False)

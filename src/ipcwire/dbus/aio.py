@@ -3,13 +3,13 @@
 Same protocol and behaviour as the blocking driver (``_proto.py``; the state both keep is in
 ``_state.py``, ``_listener_state.py`` and ``_subscription_state.py``, this module adds the
 waiting): one bus connection per client channel; a listener's channels share its connection,
-routed by a message handler.
+routed by a message handler. Opening and calling a bus connection, and the hub routing its
+calls, are in ``_aio_conn.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,22 +18,28 @@ from dbus_fast.aio import MessageBus
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
-from ipcwire._oserror import OUT_OF_RESOURCES, translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
+from ipcwire.dbus._aio_conn import (
+    _CLOSE_TIMEOUT,
+    _call,
+    _credentials,
+    _Hub,
+    _open_bus,
+    _retrieve_write_error,
+    _when_disconnected,
+)
 from ipcwire.dbus._listener_state import ListenerState
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
-    HOW_TO_START,
     NAME_HAS_NO_OWNER,
     ClientHandshakeCalls,
     DbusError,
     Target,
     bus_call,
     deliver_call,
-    error_reply,
     event_rule,
     handshake_failed,
     is_event,
@@ -42,22 +48,19 @@ from ipcwire.dbus._proto import (
     nobody_listening,
     owner_changed_rule,
     owns_name,
-    peer_from_credentials,
     peers_left_rule,
     request_name,
     resolve,
     resolve_subscription,
-    user_refused,
     window,
 )
-from ipcwire.dbus._state import NO_LOCK, ChannelState, HubState, daemon_closed
+from ipcwire.dbus._state import ChannelState, daemon_closed
 from ipcwire.dbus._subscription_state import SubscriptionState
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     IpcwireError,
     LocalProtocolError,
-    MechanismUnavailable,
     Timeout,
 )
 from ipcwire.options import ChannelOptions
@@ -70,179 +73,6 @@ __all__ = [
     "listen",
     "subscribe",
 ]
-
-log = logging.getLogger("ipcwire")
-
-_CLOSE_TIMEOUT = 2.0
-
-
-class _EagainIsNotFatal:
-    """dbus-fast's asyncio writer treats EAGAIN from ``send`` (a full socket buffer, which a
-    burst of messages reaches) as a broken connection and disconnects (python-dbus-next #153,
-    inherited by dbus-fast). Returning "0 bytes written" instead makes it wait for the socket
-    to be writable, as it does after a partial write."""
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-
-    def send(self, data: Any) -> int:
-        try:
-            return int(self._sock.send(data))
-        except BlockingIOError:
-            return 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-async def _open_bus(address: str, url: str, timeout: float) -> MessageBus:
-    try:
-        async with within(timeout):
-            bus = MessageBus(bus_address=address, negotiate_unix_fd=False)
-            await bus.connect()
-            writer = getattr(bus, "_writer", None)
-            if writer is not None and hasattr(writer, "sock"):
-                writer.sock = _EagainIsNotFatal(writer.sock)
-            return bus
-    except TimeoutError:
-        raise MechanismUnavailable(
-            f"the D-Bus daemon at {address} did not answer within {timeout} s ({url})"
-        ) from None
-    except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
-        # connected and authenticated (a refusal is AuthError), then dropped at Hello
-        raise user_refused(address, url) from exc
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
-            # this process is out of descriptors: the daemon is not the problem
-            raise translate(exc, address, "connecting to the D-Bus daemon at") from exc
-        raise MechanismUnavailable(
-            f"cannot reach the D-Bus daemon at {address} ({exc}); is it running? {HOW_TO_START}"
-        ) from exc
-
-
-def _retrieve_write_error(bus: MessageBus) -> None:
-    """Mark the error of the write that failed as seen. dbus-fast's ``call()`` never looks at
-    the future of its write, so it would be logged as "Future exception was never retrieved"
-    when collected, with a traceback, at any later point of the program (and formatting that
-    traceback during a compile trips CPython 3.11.7's AST recursion check: SystemError)."""
-    fut = getattr(getattr(bus, "_writer", None), "fut", None)
-    if isinstance(fut, asyncio.Future) and fut.done() and not fut.cancelled():
-        fut.exception()
-
-
-def _when_disconnected(
-    bus: MessageBus, callback: Callable[[BaseException | None], None]
-) -> asyncio.Future[Any]:
-    """Call ``callback(error)`` once the bus connection has ended (``None``: it was closed,
-    without an error); the future that completes then.
-
-    The callback hangs on dbus-fast's own disconnect future (what ``wait_for_disconnect``
-    awaits) rather than on a task awaiting it: a task would outlive a connection its owner
-    never closed, and be "destroyed but pending" once the loop closes. Should a dbus-fast
-    version lack that future, a task waits instead (ended by the disconnection).
-    """
-    fut: asyncio.Future[Any] | None = getattr(bus, "_disconnect_future", None)
-    if not isinstance(fut, asyncio.Future):
-        waiting = bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        fut = asyncio.get_running_loop().create_task(waiting)
-
-    def done(f: asyncio.Future[Any]) -> None:
-        if not f.cancelled():
-            callback(f.exception())  # also marks an error as retrieved
-
-    fut.add_done_callback(done)
-    return fut
-
-
-async def _call(bus: MessageBus, msg: Message, timeout: float | None, url: str) -> Message:
-    """A method call's reply.
-
-    Raises:
-        DbusError: an error reply. Timeout: no reply in time. ChannelBroken: the connection
-        failed.
-    """
-    try:
-        async with within(timeout):
-            reply = await bus.call(msg)
-    except TimeoutError:
-        raise Timeout(f"no reply to {msg.member} within {timeout} s", endpoint=url) from None
-    except Exception as exc:
-        raise ChannelBroken(f"{url}: the bus connection failed: {exc}", endpoint=url) from exc
-    if reply.message_type is MessageType.ERROR:
-        raise error_reply(msg, reply, url)
-    return reply
-
-
-class _Hub(HubState):
-    """Routes the calls arriving on one bus connection (a dbus-fast message handler)."""
-
-    def __init__(
-        self, bus: MessageBus, url: str, *, client: bool, window: tuple[int, int | None]
-    ) -> None:
-        super().__init__(client=client, lock=NO_LOCK, window=window)
-        self.bus = bus
-        self.url = url
-        self.loop = asyncio.get_running_loop()
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.closing: asyncio.Task[Any] | None = None
-        bus.add_message_handler(self.route)
-        self.disconnected = _when_disconnected(bus, self._ended)
-
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    async def wait_closed(self) -> None:
-        """Wait (boundedly) for the hang-up, when the last user is gone: the last round trip,
-        then the end of the connection (its socket closed)."""
-        if self.closing is not None:
-            await asyncio.wait([self.closing, self.disconnected], timeout=_CLOSE_TIMEOUT * 2)
-
-    def _ended(self, exc: BaseException | None) -> None:
-        _retrieve_write_error(self.bus)
-        if exc is not None:
-            self.lost(self.url, daemon_closed(exc), exc)
-        else:
-            self.lost(self.url, "the bus connection was closed", None)
-
-    def _unused(self) -> None:
-        if self.closing is None:
-            self.closing = self.spawn(self._disconnect())
-
-    async def _disconnect(self) -> None:
-        # A round trip to the daemon after our last message means it has routed that
-        # message (a Close, say) before we hang up.
-        try:
-            if self.bus.connected:  # (a call on an ended connection writes to a closed socket)
-                async with within(_CLOSE_TIMEOUT):
-                    await self.bus.call(bus_call("GetId"))
-        except Exception as exc:
-            log.debug(
-                "ipcwire: %s: the last round trip before hanging up failed: %s", self.url, exc
-            )
-        finally:  # also when cancelled: the loop is ending (asyncio.run) after a sync close()
-            self.bus.disconnect()
-
-    def send(self, msg: Message) -> None:
-        if self.error is not None or not self.bus.connected:
-            return
-        try:
-            fut = self.bus.send(msg)
-        except OSError:
-            return  # the connection is going; _ended reports it
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    def send_after_sent(self, msg: Message) -> None:
-        # A channel's send() hands its message to a task of its own (``bus.call``), which
-        # writes it when it first runs: the loop runs callbacks in order, so a write
-        # scheduled now comes after theirs. (Written at once, a Close sent right after
-        # send() overtook the message, and the peer refused it: lost.)
-        if not self.loop.is_closed():
-            self.loop.call_soon(self.send, msg)
 
 
 class AioDbusChannel(ChannelState, AioChannel):
@@ -371,14 +201,6 @@ class AioDbusChannel(ChannelState, AioChannel):
     async def _aclose_after(self, exc: BaseException | None) -> None:
         self._failing(exc)  # an async with block or serve() handler that raised: Fail
         await self.aclose()
-
-
-async def _credentials(bus: MessageBus, name: str, url: str) -> PeerInfo:
-    try:
-        reply = await _call(bus, bus_call("GetConnectionCredentials", "s", [name]), 10.0, url)
-    except IpcwireError:
-        return PeerInfo(address=name)
-    return peer_from_credentials(reply.body[0], name)
 
 
 async def connect(
