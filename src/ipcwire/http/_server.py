@@ -1,16 +1,16 @@
 """The HTTP server under both listeners: aiohttp's low-level server, routed by hand.
 
 It runs on one event loop (the caller's for :mod:`ipcwire.aio`, a private thread's for the
-blocking listener) and turns requests into session events (see ``_session.py``). Every
-failure is a problem document with a status code that the ipcwire clients map back to the
-same typed error; the server itself keeps serving.
+blocking listener) and turns requests into session events (see ``_session.py``); what a
+request's body and headers hold is read and checked in ``_request.py``. Every failure is a
+problem document with a status code that the ipcwire clients map back to the same typed
+error; the server itself keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import socket
 import ssl
@@ -19,9 +19,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ipcwire._core.codecs import BytesCodec
 from ipcwire.aio._accept import accept_backoff
-from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._openapi import openapi_document
@@ -34,22 +32,20 @@ from ipcwire.http._protocol import (
     PROBLEM_TYPE,
     PROTOCOL_VERSION,
     REPLY_HEADER,
-    TIMEOUT_HEADER,
     UNDELIVERED_HEADER,
-    FrameSplitter,
     Problem,
     check_bearer,
     content_type_for,
     failure_frame,
     json_bytes,
     json_object,
-    media_type_matches,
     method_not_allowed,
     pack_batch,
     peer_failed,
     proof,
     reason_from_header,
 )
+from ipcwire.http._request import MAX_POLL, RequestReader, asked_wait, reply_wait, seconds
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import SessionCap
 from ipcwire.options import ChannelOptions
@@ -58,17 +54,7 @@ __all__ = ["HttpServer"]
 
 log = logging.getLogger("ipcwire")
 
-MAX_POLL: Final = 20.0
 _CHANNELS: Final = "/channels"
-
-
-def _too_large(size: int, limit: int, *, exact: bool) -> Problem:
-    """413 for a body of ``size`` bytes (``exact``: its Content-Length; else what was read
-    when it passed ``limit``)."""
-    what = f"{size} bytes, over" if exact else "over"
-    return Problem(
-        413, "too_large", f"the body is {what} the limit of {limit} bytes", size=size, limit=limit
-    )
 
 
 class HttpServer:
@@ -97,10 +83,16 @@ class HttpServer:
         self.prefix = prefix
         self._opts = options
         self._codec = options.codec
-        self._raw = isinstance(options.codec, BytesCodec)
         self._ctype = content_type_for(options.codec)
         self._max_frame = options.max_frame
         self._max_batch = max(options.max_frame + 4, 4 * 1024 * 1024)
+        self._read = RequestReader(
+            options.codec,
+            self._ctype,
+            max_frame=self._max_frame,
+            max_batch=self._max_batch,
+            idle=options.handshake_timeout,
+        )
         self._token = options.token
         self._new_channel = new_channel
         self._on_channel = on_channel
@@ -252,104 +244,6 @@ class HttpServer:
         raise Problem(404, "not_found", f"nothing at {path}; see {prefix}/openapi.json")
 
     # -- helpers ---------------------------------------------------------------------------------
-    async def _more(self, content: Any) -> bytes:
-        """The next bytes of a request body (what is already here, at no wait), ``b""`` at
-        its end. A client that sends none for ``handshake_timeout`` gets 408: a stalled or
-        vanished client must not hold its request (and its channel's) for ever, as a
-        request head may not (``keepalive_timeout`` above)."""
-        chunk: bytes = content.read_nowait(-1)
-        if chunk:
-            return chunk
-        idle = self._opts.handshake_timeout
-        try:
-            async with within(idle):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise Problem(408, "timeout", f"no part of the body came within {idle} s") from None
-        return chunk
-
-    async def _body(self, request: web.BaseRequest, limit: int) -> bytes:
-        n = request.content_length
-        content = request.content
-        if n is not None:
-            if n > limit:
-                raise _too_large(n, limit, exact=True)
-            if not n:
-                return b""
-            data: bytes = content.read_nowait(n)
-            if len(data) == n:  # the whole body came with the head
-                return data
-            parts = [data]
-            got = len(data)
-            while got < n:  # (the parser gives no more than Content-Length)
-                chunk = await self._more(content)
-                if not chunk:
-                    raise Problem(400, "malformed", "the body is shorter than its Content-Length")
-                parts.append(chunk)
-                got += len(chunk)
-            return b"".join(parts)
-        buf = bytearray()
-        while True:
-            chunk = await self._more(content)
-            if not chunk:
-                return bytes(buf)
-            buf += chunk
-            if len(buf) > limit:
-                raise _too_large(len(buf), limit, exact=False)
-
-    def _decode(self, data: bytes | memoryview) -> tuple[Any, int]:
-        if self._raw and type(data) is bytes:
-            return data, len(data)
-        try:
-            return self._codec.decode(memoryview(data)), len(data)
-        except Exception as exc:
-            raise Problem(
-                400, "malformed", f"the body is not valid {self._codec.name}: {exc}"
-            ) from None
-
-    async def _messages(self, request: web.BaseRequest) -> list[tuple[Any, int]]:
-        ctype = request.headers.get("Content-Type")
-        if ctype is None or ctype == self._ctype:  # one message (the common case, in short)
-            return [self._decode(await self._body(request, self._max_frame))]
-        if ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
-            return [self._decode(p) for p in await self._batch(request)]
-        self._check_type(ctype)
-        return [self._decode(await self._body(request, self._max_frame))]
-
-    async def _batch(self, request: web.BaseRequest) -> list[bytes]:
-        """The messages of a batch body, split as its chunks arrive (each message's bytes
-        copied once, as reading a plain body copies them)."""
-        limit = self._max_batch
-        n = request.content_length
-        if n is not None and n > limit:
-            raise _too_large(n, limit, exact=True)
-        splitter = FrameSplitter(self._max_frame, "the client")
-        content = request.content
-        total = 0
-        try:
-            while True:
-                chunk = await self._more(content)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > limit:
-                    raise _too_large(total, limit, exact=False)
-                splitter.feed(chunk)
-        except IpcwireError as exc:
-            raise Problem(400, "malformed", str(exc)) from None
-        if splitter.partial:
-            raise Problem(400, "malformed", "a batch from the client ends inside a frame")
-        return splitter.out
-
-    def _check_type(self, ctype: str | None) -> None:
-        if not media_type_matches(ctype, self._codec):
-            raise Problem(
-                415,
-                "media_type",
-                f"this endpoint speaks {self._codec.name}: send Content-Type: {self._ctype} "
-                f"(got {ctype})",
-            )
-
     def _session(self, sid: str) -> Session:
         s = self._sessions.get(sid)
         if s is None:
@@ -361,10 +255,6 @@ class HttpServer:
                 f"(max_sessions={self._cap.limit}), or the server restarted; connect again",
             )
         return s
-
-    def _wait(self, request: web.BaseRequest, default: float | None) -> float | None:
-        raw = request.headers.get(TIMEOUT_HEADER)
-        return default if raw is None else _seconds(raw, TIMEOUT_HEADER)
 
     def _gone(self, s: Session) -> Problem:
         """The answer once the application closed the channel and all was fetched: 410, or
@@ -385,7 +275,7 @@ class HttpServer:
 
     # -- endpoints -------------------------------------------------------------------------------
     async def _open(self, request: web.BaseRequest) -> web.StreamResponse:
-        body = await self._body(request, 64 * 1024)
+        body = await self._read.body(request, 64 * 1024)
         try:
             hello = json_object(body)
         except ValueError as exc:
@@ -446,13 +336,13 @@ class HttpServer:
     async def _send(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
         raw = request.headers.get(REPLY_HEADER)
-        reply = None if raw is None else self._reply_wait(raw)
+        reply = None if raw is None else reply_wait(raw)
         s.in_flight += 1
         try:
-            items = await self._messages(request)
+            items = await self._read.messages(request)
             # Asking for the reply means: deliver at once or not at all (504), unless the
             # client says how long to wait for room.
-            await self._deliver(s, items, self._wait(request, None if reply is None else 0.0))
+            await self._deliver(s, items, asked_wait(request, None if reply is None else 0.0))
             if reply is not None and not s.streaming:
                 # The client waits for the answer: the channel's next messages, in this
                 # response (no stream is open, so nothing else can take them first).
@@ -463,9 +353,6 @@ class HttpServer:
             s.in_flight -= 1
             s.touch()
         return web.Response(status=204)
-
-    def _reply_wait(self, raw: str) -> float:
-        return min(_seconds(raw, REPLY_HEADER), MAX_POLL)
 
     def _messages_reply(self, got: list[bytes]) -> web.Response:
         """One message as itself (the codec's media type), several as a batch."""
@@ -485,8 +372,8 @@ class HttpServer:
         s = self._session(sid)
         s.in_flight += 1
         try:
-            wait = self._wait(request, None)
-            item = self._decode_one(await self._body(request, self._max_frame), request)
+            wait = asked_wait(request, None)
+            item = self._read.decode_one(await self._read.body(request, self._max_frame), request)
             await self._deliver(s, [item], wait)
             got = await s.next_messages(many=False, max_bytes=0, wait=wait)
         finally:
@@ -498,13 +385,9 @@ class HttpServer:
             raise Problem(504, "timeout", f"no message from the server within {wait} s")
         return self._reply(got[0])
 
-    def _decode_one(self, body: bytes, request: web.BaseRequest) -> tuple[Any, int]:
-        self._check_type(request.headers.get("Content-Type"))
-        return self._decode(body)
-
     async def _poll(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
-        wait = min(_seconds(request.query.get("wait", "0"), "wait="), MAX_POLL)
+        wait = min(seconds(request.query.get("wait", "0"), "wait="), MAX_POLL)
         s.in_flight += 1
         try:
             got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=wait)
@@ -583,8 +466,8 @@ class HttpServer:
         return web.Response(status=204)
 
     async def _oneshot(self, request: web.BaseRequest) -> web.StreamResponse:
-        wait = self._wait(request, self._reply_timeout)
-        item = self._decode_one(await self._body(request, self._max_frame), request)
+        wait = asked_wait(request, self._reply_timeout)
+        item = self._read.decode_one(await self._read.body(request, self._max_frame), request)
         assert self._loop is not None
         s = Session(
             "",
@@ -632,18 +515,3 @@ class HttpServer:
         raise Problem(
             504, "timeout", f"the server application sent no reply within {wait} s ({why})"
         )
-
-
-def _seconds(raw: str, header: str) -> float:
-    """A header's value in seconds (0 or more).
-
-    Raises:
-        Problem: 400, the value is not a number of seconds.
-    """
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not value >= 0:  # also refuses NaN
-        raise Problem(400, "malformed", f"{header} must be seconds, not {raw!r}")
-    return value
