@@ -5,8 +5,9 @@ The client is httpx's real synchronous client (no event loop); its channel,
 thread, a reader thread, waiting). ``HttpChannel`` is still importable from here, as listed in
 ``__all__``: it is what ``connect`` returns. The listener runs aiohttp on a private
 event-loop thread, because aiohttp only exists for asyncio; the application's side
-(``accept``, ``recv``, ``send``) is ordinary blocking code, handed messages through a
-condition variable.
+(``accept``, ``recv``, ``send``) is ordinary blocking code: accepted channels are handed
+over through a condition variable, and each channel's messages through a queue
+(``_channels.py``).
 """
 
 from __future__ import annotations
