@@ -3,7 +3,7 @@
 A body is read within its size limit (413) and the idle timeout (408), split into messages
 if it is a batch, and decoded by the endpoint's codec (400, 415); the waits a request asks
 for (``Ipcwire-Timeout``, ``Ipcwire-Reply``, ``?wait=``) are read as seconds (400), a long
-poll's at most ``MAX_POLL``. This is the parsing of requests, apart from ``_server.py``,
+poll's at most ``MAX_POLL_WAIT``. This is the parsing of requests, apart from ``_server.py``,
 which routes them and answers them from the sessions: the server's ``Problem`` handler turns
 what is raised here into the problem document the client sees.
 """
@@ -11,7 +11,7 @@ what is raised here into the problem document the client sees.
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +20,7 @@ from ipcwire.aio._timeouts import within
 from ipcwire.errors import IpcwireError
 from ipcwire.http._protocol import (
     BATCH_TYPE,
+    MAX_POLL_WAIT,
     REPLY_HEADER,
     TIMEOUT_HEADER,
     FrameSplitter,
@@ -27,9 +28,7 @@ from ipcwire.http._protocol import (
     media_type_matches,
 )
 
-__all__ = ["MAX_POLL", "RequestReader", "asked_wait", "reply_wait", "seconds"]
-
-MAX_POLL: Final = 20.0  # the longest a request may ask the server to hold it
+__all__ = ["RequestReader", "asked_wait", "reply_wait", "seconds"]
 
 
 def _too_large(size: int, limit: int, *, exact: bool) -> Problem:
@@ -182,5 +181,5 @@ def asked_wait(request: web.BaseRequest, default: float | None) -> float | None:
 
 def reply_wait(raw: str) -> float:
     """How long a send asks the server to wait for its reply (``Ipcwire-Reply``), at most
-    ``MAX_POLL``."""
-    return min(seconds(raw, REPLY_HEADER), MAX_POLL)
+    ``MAX_POLL_WAIT``."""
+    return min(seconds(raw, REPLY_HEADER), MAX_POLL_WAIT)

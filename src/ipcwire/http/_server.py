@@ -28,6 +28,7 @@ from ipcwire.http._protocol import (
     FAILED_HEADER,
     HEARTBEAT,
     HEARTBEAT_FRAME,
+    MAX_POLL_WAIT,
     OPEN_TYPE,
     PROBLEM_TYPE,
     PROTOCOL_VERSION,
@@ -45,7 +46,7 @@ from ipcwire.http._protocol import (
     proof,
     reason_from_header,
 )
-from ipcwire.http._request import MAX_POLL, RequestReader, asked_wait, reply_wait, seconds
+from ipcwire.http._request import RequestReader, asked_wait, reply_wait, seconds
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import SessionCap
 from ipcwire.options import ChannelOptions
@@ -387,7 +388,7 @@ class HttpServer:
 
     async def _poll(self, request: web.BaseRequest, sid: str) -> web.StreamResponse:
         s = self._session(sid)
-        wait = min(seconds(request.query.get("wait", "0"), "wait="), MAX_POLL)
+        wait = min(seconds(request.query.get("wait", "0"), "wait="), MAX_POLL_WAIT)
         s.in_flight += 1
         try:
             got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=wait)
