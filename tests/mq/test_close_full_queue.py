@@ -19,9 +19,9 @@ from tests.mq._pairs import afill, apair, fill, msg, pair
 import ipcwire
 from ipcwire._core.url import parse_url
 from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, EndOfChannel
+from ipcwire.mq._client import ClientSession
 from ipcwire.mq._ends import end_pipe_path
 from ipcwire.mq._session import (
-    ClientSession,
     Deferred,
     ServerSession,
     announced,

@@ -29,10 +29,10 @@ import ipcwire
 from ipcwire import aio
 from ipcwire._core.url import parse_url
 from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.mq._client import ClientSession
 from ipcwire.mq._ends import MAX_REASON, end_pipe_path, post_end, read_end
 from ipcwire.mq._proto import Hello
 from ipcwire.mq._session import (
-    ClientSession,
     Deferred,
     ServerSession,
     announced,

@@ -1,5 +1,5 @@
 """Both drivers give the same errors in the same words when a send or a connect cannot go on
-(the words live once, in _channel.py and _session.py)."""
+(the words live once, in _channel.py and _client.py)."""
 
 from __future__ import annotations
 

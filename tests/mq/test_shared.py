@@ -1,5 +1,6 @@
-"""What the blocking and asyncio drivers share from ``_session.py``, step by step without
-waiting: the reconnect decision, and a listener's handshake with one announced client."""
+"""What the blocking and asyncio drivers share from ``_client.py`` and ``_session.py``, step by
+step without waiting: the reconnect decision, and a listener's handshake with one announced
+client."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import pytest
 
 from ipcwire._core.url import parse_url
 from ipcwire.errors import ConnectionRefused
+from ipcwire.mq._client import ClientSession, retry_delay
 from ipcwire.mq._session import (
-    ClientSession,
     Deferred,
     announced,
     bind_listener,
     release_rendezvous,
-    retry_delay,
 )
 from ipcwire.options import ChannelOptions
 

@@ -1,8 +1,12 @@
-"""Opening an mq channel, both sides, with non-blocking steps only.
+"""Opening an mq channel, the listener's side, with non-blocking steps only.
 
-The blocking and asyncio drivers wait (poll or the event loop) and call these steps; the steps
-never wait. The options both drivers' ``connect``/``listen`` take are read here too. See
-``_proto.py`` for the messages.
+The listener's rendezvous queue (created, or adopted from a listener that crashed, under an
+ownership lock; released) and the clients it is still handshaking with (:class:`ServerSession`,
+:func:`announced`); ``listen``'s options are read here too. The blocking and asyncio drivers
+wait (poll or the event loop) and call these steps; the steps never wait. The connecting side
+is ``_client.py``; the few steps both sides share (integer options, the new channel's wire
+format, the peer's pidfd) are here, and ``_client.py`` uses them. ``ipcwire.doctor`` finds a
+listener's ownership lock with :func:`lock_path` from here. See ``_proto.py`` for the messages.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import ACCEPT_RETRY
 from ipcwire.errors import (
     AddressInUse,
-    ChannelBroken,
     ConfigurationError,
-    ConnectionRefused,
     InvalidURL,
     IpcwireError,
     RemoteProtocolError,
@@ -32,49 +34,38 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq import limits
-from ipcwire.mq._ends import (
-    create_end_pipe,
-    open_end_pipe,
-    remove_end_pipe,
-    shared_dir,
-)
+from ipcwire.mq._ends import open_end_pipe, remove_end_pipe, shared_dir
 from ipcwire.mq._proto import (
     HANDSHAKE_PRIORITY,
     RENDEZVOUS_MSGSIZE,
     Hello,
     decode_json,
     encode_json,
-    pair_names,
     strip_frame,
 )
 from ipcwire.mq._queue import MessageQueue, check_name, queue_name, unlink_queue
-from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.spool._flock import FileLock
 
 __all__ = [
-    "ClientSession",
     "Deferred",
     "ServerSession",
     "announced",
     "bind_listener",
     "bind_rendezvous",
     "channel_wire",
-    "connect_args",
     "int_option",
-    "not_accepting",
-    "not_answering",
     "open_pidfd",
-    "queue_sizes",
     "release_rendezvous",
-    "retry_delay",
     "server_accept",
 ]
 
 log = logging.getLogger("ipcwire")
 
-MIN_MSGSIZE = 512  # room for handshake messages whatever max_frame is
-CONNECT_OPTIONS = ("timeout", "reconnect", "maxmsg", "msgsize", "mode")
 LISTEN_OPTIONS = ("mode", "backlog", "unlink")
+
+
+# -- steps both sides take --------------------------------------------------------------------
 
 
 def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
@@ -90,67 +81,6 @@ def int_option(endpoint: Endpoint, name: str, value: int | None) -> int | None:
         return int(raw)  # type: ignore[call-overload,no-any-return]
     except (TypeError, ValueError):
         raise ConfigurationError(f"{name}={raw!r} for {endpoint}: must be an integer") from None
-
-
-def connect_args(
-    endpoint: Endpoint,
-    kw: dict[str, Any],
-    *,
-    timeout: float | None,
-    maxmsg: int | None,
-    msgsize: int | None,
-) -> tuple[str, int | None, int | None, float]:
-    """``connect``'s options checked: ``(queue name, maxmsg, msgsize, seconds the handshake
-    may take)``; ``maxmsg``/``msgsize`` may come from the URL's query.
-
-    Raises:
-        ConfigurationError: an unknown keyword, or an option that is not an integer.
-        InvalidURL: not a usable queue name.
-    """
-    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
-    name = queue_name(endpoint)
-    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
-    msgsize = int_option(endpoint, "msgsize", msgsize)
-    return name, maxmsg, msgsize, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-
-
-def retry_delay(
-    exc: ConnectionRefused,
-    reconnect: float | None,
-    start: float,
-    now: float,
-    delays: Iterator[float],
-) -> float:
-    """How long to wait before opening the listener's queue again, after ``exc``.
-
-    Raises:
-        ConnectionRefused: ``exc`` when not asked to ``reconnect``; one that says so when
-            ``reconnect`` seconds from ``start`` are over.
-    """
-    if not reconnect:
-        raise exc
-    left = start + reconnect - now
-    if left <= 0:
-        raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
-    return min(next(delays), left)
-
-
-def not_answering(url: str, limit: float) -> Timeout:
-    """A connect whose announcement was not answered in time."""
-    return Timeout(
-        f"{url} did not answer within {limit} s: the listener is busy or gone (its queue "
-        f"exists, nobody accepted)",
-        endpoint=url,
-    )
-
-
-def not_accepting(url: str, backlog: int) -> Timeout:
-    """A connect that found the listener's queue of waiting clients full until its deadline."""
-    return Timeout(
-        f"{url} is not accepting: its queue of {backlog} waiting clients is full (listen "
-        f"with a larger backlog=, or accept faster)",
-        endpoint=url,
-    )
 
 
 def channel_wire(options: ChannelOptions, hs: ClientHandshake | ServerHandshake) -> WireFormat:
@@ -187,118 +117,7 @@ def close_fd(fd: int | None) -> None:
             pass
 
 
-def queue_sizes(
-    options: ChannelOptions, maxmsg: int | None, msgsize: int | None
-) -> tuple[int, int, int]:
-    """``(maxmsg, up msgsize, dn msgsize)`` for a client's pair of queues."""
-    lim = limits()
-    maxmsg = lim.msg_default if maxmsg is None else maxmsg
-    size = lim.msgsize_default if msgsize is None else msgsize
-    up = max(min(size, options.max_frame), MIN_MSGSIZE) if msgsize is None else size
-    dn = max(min(size, options.max_frame), MIN_MSGSIZE)
-    return maxmsg, up, dn
-
-
-class ClientSession:
-    """The connecting side: create the pair, announce it, run the handshake on it."""
-
-    def __init__(
-        self,
-        base: str,
-        options: ChannelOptions,
-        *,
-        maxmsg: int | None,
-        msgsize: int | None,
-        mode: int,
-    ) -> None:
-        self.url = options.url
-        self.options = options
-        n, up_size, dn_size = queue_sizes(options, maxmsg, msgsize)
-        up_name, dn_name = pair_names(base)
-        self.up = MessageQueue.create(up_name, maxmsg=n, msgsize=up_size, mode=mode, url=self.url)
-        try:
-            self.dn = MessageQueue.create(
-                dn_name, maxmsg=n, msgsize=dn_size, mode=mode, url=self.url
-            )
-        except BaseException:
-            self.up.unlink()
-            self.up.close()
-            raise
-        try:
-            # the end pipe (_ends.py), kept only if the listener says it opened it too
-            self.ends = create_end_pipe(up_name, mode, self.url)
-        except BaseException:
-            for q in (self.up, self.dn):
-                q.unlink()
-                q.close()
-            raise
-        self.ends_agreed = False
-        self.fails_agreed = False  # the listener tells and takes a failed end (_proto.py)
-        self.hs = options.client_handshake("length")  # queues keep boundaries
-        self.server_pid: int | None = None
-
-    def hello(self) -> bytes:
-        """The announcement for the rendezvous queue."""
-        return Hello(
-            pid=os.getpid(),
-            up=self.up.name,
-            dn=self.dn.name,
-            hello=strip_frame(self.hs.hello()),
-            fails=True,
-        ).encode()
-
-    def feed(self, data: bytes, priority: int) -> bool:
-        """Handle one message from ``dn``; True when the channel is open.
-
-        Raises:
-            AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError.
-        """
-        if priority != HANDSHAKE_PRIORITY:
-            raise RemoteProtocolError(
-                f"{self.url} sent data before finishing the handshake", endpoint=self.url
-            )
-        msg = decode_json(data, "the listener", self.url)
-        pid = msg.get("pid")
-        if type(pid) is int and pid > 0:
-            self.server_pid = pid
-        if msg.get("ends") is True:
-            self.ends_agreed = True
-        if msg.get("fails") is True:
-            self.fails_agreed = True
-        step = self.hs.receive(data)
-        if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
-            raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
-        return step.done
-
-    def finish(self) -> int | None:
-        """Both sides have the queues open: remove their names (and the end pipe's; the
-        pipe is closed if the listener did not open it). The listener's pidfd (None where
-        there is none); the caller aborts the session when this raises.
-
-        Raises:
-            ChannelBroken: the listener exited during the handshake.
-        """
-        self.up.unlink()
-        self.dn.unlink()
-        remove_end_pipe(self.up.name)
-        if not self.ends_agreed:
-            close_fd(self.ends)
-            self.ends = None
-        try:
-            return open_pidfd(self.server_pid) if self.server_pid else None
-        except ProcessLookupError:
-            raise ChannelBroken(
-                f"{self.url}: the listener exited during the handshake", endpoint=self.url
-            ) from None
-
-    def abort(self) -> None:
-        """Give up: remove and close the pair and the end pipe."""
-        remove_end_pipe(self.up.name)
-        close_fd(self.ends)
-        self.ends = None
-        for q in (self.up, self.dn):
-            q.unlink()
-            q.close()
+# -- the listener's side ----------------------------------------------------------------------
 
 
 @dataclass(eq=False)

@@ -1,9 +1,9 @@
 """POSIX message queues, asyncio driver: the queue descriptors go straight into the event loop
 (``add_reader``/``add_writer``; mq descriptors are pollable on Linux), no thread per queue.
 
-The protocol (``_proto.py``), the non-blocking steps of opening a channel (``_session.py``) and
-a channel's state and decisions (``_channel.py``) are the blocking driver's too; this module
-only waits.
+The protocol (``_proto.py``), the non-blocking steps of opening a channel (``_client.py``,
+``_session.py``) and a channel's state and decisions (``_channel.py``) are the blocking
+driver's too; this module only waits.
 """
 
 from __future__ import annotations
@@ -27,20 +27,22 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq._channel import CLOSE_TIMEOUT, CLOSE_UNSEEN, ChannelCore
+from ipcwire.mq._client import (
+    ClientSession,
+    connect_args,
+    not_accepting,
+    not_answering,
+    retry_delay,
+)
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
-    ClientSession,
     Deferred,
     ServerSession,
     announced,
     bind_listener,
     channel_wire,
-    connect_args,
-    not_accepting,
-    not_answering,
     release_rendezvous,
-    retry_delay,
 )
 from ipcwire.options import ChannelOptions
 

@@ -4,7 +4,7 @@ Waiting uses ``poll`` on the queue descriptors, the peer's pidfd (readable when 
 process exits, so a dead peer is an error at once, not a hang), the channel's end pipe
 (readable once the peer closed, ``_ends.py``) and an eventfd that ``close()`` signals from any
 thread. What does not wait is shared with the asyncio driver: the channel's
-state and decisions (``_channel.py``), opening a channel (``_session.py``).
+state and decisions (``_channel.py``), opening a channel (``_client.py``, ``_session.py``).
 """
 
 from __future__ import annotations
@@ -32,20 +32,22 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq._channel import CLOSE_TIMEOUT, CLOSE_UNSEEN, ChannelCore
+from ipcwire.mq._client import (
+    ClientSession,
+    connect_args,
+    not_accepting,
+    not_answering,
+    retry_delay,
+)
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import (
-    ClientSession,
     Deferred,
     ServerSession,
     announced,
     bind_listener,
     channel_wire,
-    connect_args,
-    not_accepting,
-    not_answering,
     release_rendezvous,
-    retry_delay,
 )
 from ipcwire.options import ChannelOptions
 

@@ -1,0 +1,222 @@
+"""Opening an mq channel, the connecting side, with non-blocking steps only.
+
+``connect``'s options checked, the pair of queues a client creates and the handshake it runs
+on them (:class:`ClientSession`), and the words of a connect that cannot go on (once, for both
+drivers). The blocking and asyncio drivers wait (poll or the event loop) and call these steps;
+the steps never wait. Apart from ``_session.py``, the listener's side: a client never binds,
+adopts or accepts; the few steps both sides share (integer options, the peer's pidfd) are
+``_session.py``'s, used from here. See ``_proto.py`` for the messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from ipcwire._core.url import Endpoint
+from ipcwire.errors import (
+    ChannelBroken,
+    ConnectionRefused,
+    RemoteProtocolError,
+    Timeout,
+)
+from ipcwire.mq import limits
+from ipcwire.mq._ends import create_end_pipe, remove_end_pipe
+from ipcwire.mq._proto import (
+    HANDSHAKE_PRIORITY,
+    Hello,
+    decode_json,
+    pair_names,
+    strip_frame,
+)
+from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._session import close_fd, int_option, open_pidfd
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+
+__all__ = [
+    "ClientSession",
+    "connect_args",
+    "not_accepting",
+    "not_answering",
+    "queue_sizes",
+    "retry_delay",
+]
+
+MIN_MSGSIZE = 512  # room for handshake messages whatever max_frame is
+CONNECT_OPTIONS = ("timeout", "reconnect", "maxmsg", "msgsize", "mode")
+
+
+def connect_args(
+    endpoint: Endpoint,
+    kw: dict[str, Any],
+    *,
+    timeout: float | None,
+    maxmsg: int | None,
+    msgsize: int | None,
+) -> tuple[str, int | None, int | None, float]:
+    """``connect``'s options checked: ``(queue name, maxmsg, msgsize, seconds the handshake
+    may take)``; ``maxmsg``/``msgsize`` may come from the URL's query.
+
+    Raises:
+        ConfigurationError: an unknown keyword, or an option that is not an integer.
+        InvalidURL: not a usable queue name.
+    """
+    reject_unknown(kw, endpoint, CONNECT_OPTIONS)
+    name = queue_name(endpoint)
+    maxmsg = int_option(endpoint, "maxmsg", maxmsg)
+    msgsize = int_option(endpoint, "msgsize", msgsize)
+    return name, maxmsg, msgsize, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
+
+def retry_delay(
+    exc: ConnectionRefused,
+    reconnect: float | None,
+    start: float,
+    now: float,
+    delays: Iterator[float],
+) -> float:
+    """How long to wait before opening the listener's queue again, after ``exc``.
+
+    Raises:
+        ConnectionRefused: ``exc`` when not asked to ``reconnect``; one that says so when
+            ``reconnect`` seconds from ``start`` are over.
+    """
+    if not reconnect:
+        raise exc
+    left = start + reconnect - now
+    if left <= 0:
+        raise ConnectionRefused(f"{exc} (kept trying for {reconnect} s)") from exc
+    return min(next(delays), left)
+
+
+def not_answering(url: str, limit: float) -> Timeout:
+    """A connect whose announcement was not answered in time."""
+    return Timeout(
+        f"{url} did not answer within {limit} s: the listener is busy or gone (its queue "
+        f"exists, nobody accepted)",
+        endpoint=url,
+    )
+
+
+def not_accepting(url: str, backlog: int) -> Timeout:
+    """A connect that found the listener's queue of waiting clients full until its deadline."""
+    return Timeout(
+        f"{url} is not accepting: its queue of {backlog} waiting clients is full (listen "
+        f"with a larger backlog=, or accept faster)",
+        endpoint=url,
+    )
+
+
+def queue_sizes(
+    options: ChannelOptions, maxmsg: int | None, msgsize: int | None
+) -> tuple[int, int, int]:
+    """``(maxmsg, up msgsize, dn msgsize)`` for a client's pair of queues."""
+    lim = limits()
+    maxmsg = lim.msg_default if maxmsg is None else maxmsg
+    size = lim.msgsize_default if msgsize is None else msgsize
+    up = max(min(size, options.max_frame), MIN_MSGSIZE) if msgsize is None else size
+    dn = max(min(size, options.max_frame), MIN_MSGSIZE)
+    return maxmsg, up, dn
+
+
+class ClientSession:
+    """The connecting side: create the pair, announce it, run the handshake on it."""
+
+    def __init__(
+        self,
+        base: str,
+        options: ChannelOptions,
+        *,
+        maxmsg: int | None,
+        msgsize: int | None,
+        mode: int,
+    ) -> None:
+        self.url = options.url
+        self.options = options
+        n, up_size, dn_size = queue_sizes(options, maxmsg, msgsize)
+        up_name, dn_name = pair_names(base)
+        self.up = MessageQueue.create(up_name, maxmsg=n, msgsize=up_size, mode=mode, url=self.url)
+        try:
+            self.dn = MessageQueue.create(
+                dn_name, maxmsg=n, msgsize=dn_size, mode=mode, url=self.url
+            )
+        except BaseException:
+            self.up.unlink()
+            self.up.close()
+            raise
+        try:
+            # the end pipe (_ends.py), kept only if the listener says it opened it too
+            self.ends = create_end_pipe(up_name, mode, self.url)
+        except BaseException:
+            for q in (self.up, self.dn):
+                q.unlink()
+                q.close()
+            raise
+        self.ends_agreed = False
+        self.fails_agreed = False  # the listener tells and takes a failed end (_proto.py)
+        self.hs = options.client_handshake("length")  # queues keep boundaries
+        self.server_pid: int | None = None
+
+    def hello(self) -> bytes:
+        """The announcement for the rendezvous queue."""
+        return Hello(
+            pid=os.getpid(),
+            up=self.up.name,
+            dn=self.dn.name,
+            hello=strip_frame(self.hs.hello()),
+            fails=True,
+        ).encode()
+
+    def feed(self, data: bytes, priority: int) -> bool:
+        """Handle one message from ``dn``; True when the channel is open.
+
+        Raises:
+            AuthenticationFailed, HandshakeError, PermissionDenied, RemoteProtocolError.
+        """
+        if priority != HANDSHAKE_PRIORITY:
+            raise RemoteProtocolError(
+                f"{self.url} sent data before finishing the handshake", endpoint=self.url
+            )
+        msg = decode_json(data, "the listener", self.url)
+        pid = msg.get("pid")
+        if type(pid) is int and pid > 0:
+            self.server_pid = pid
+        if msg.get("ends") is True:
+            self.ends_agreed = True
+        if msg.get("fails") is True:
+            self.fails_agreed = True
+        step = self.hs.receive(data)
+        if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
+            raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
+        return step.done
+
+    def finish(self) -> int | None:
+        """Both sides have the queues open: remove their names (and the end pipe's; the
+        pipe is closed if the listener did not open it). The listener's pidfd (None where
+        there is none); the caller aborts the session when this raises.
+
+        Raises:
+            ChannelBroken: the listener exited during the handshake.
+        """
+        self.up.unlink()
+        self.dn.unlink()
+        remove_end_pipe(self.up.name)
+        if not self.ends_agreed:
+            close_fd(self.ends)
+            self.ends = None
+        try:
+            return open_pidfd(self.server_pid) if self.server_pid else None
+        except ProcessLookupError:
+            raise ChannelBroken(
+                f"{self.url}: the listener exited during the handshake", endpoint=self.url
+            ) from None
+
+    def abort(self) -> None:
+        """Give up: remove and close the pair and the end pipe."""
+        remove_end_pipe(self.up.name)
+        close_fd(self.ends)
+        self.ends = None
+        for q in (self.up, self.dn):
+            q.unlink()
+            q.close()
