@@ -81,3 +81,15 @@ def test_both_drivers_say_the_same_when_nothing_comes(spool_dir: Path, aio_run: 
     with pytest.raises(Timeout) as asyncio_:
         aio_run(main())
     assert str(asyncio_.value) == str(blocking.value)
+
+
+def test_a_path_that_cannot_be_watched_says_why_not_the_watch_limit(tmp_path: Path) -> None:
+    """A missing path was reported as "cannot watch (...; see fs.inotify.max_user_watches)":
+    a sysctl to raise for a file that simply was not there."""
+    from ipcwire.spool._watch import IN_CLOSE, Watcher
+
+    missing = tmp_path / "gone.lock"
+    w = Watcher([(str(missing), IN_CLOSE)])
+    assert w.mode == "polling" and w.fileno() is None
+    assert str(missing) in w.reason and "No such file" in w.reason
+    assert "max_user_watches" not in w.reason

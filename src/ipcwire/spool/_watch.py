@@ -10,6 +10,7 @@ re-reads the directory, so a lost or coalesced event costs at most one poll inte
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -34,6 +35,16 @@ def wait_readable(fds: Iterable[int], timeout: float | None) -> set[int]:
     for fd in fds:
         poller.register(fd, select.POLLIN)
     return {fd for fd, _ in poller.poll(poll_ms(timeout))}
+
+
+def _cannot_watch(path: str, exc: OSError) -> str:
+    """Why ``path`` could not be watched: only ENOSPC is the per-user limit of watches."""
+    if exc.errno == errno.ENOSPC:
+        return (
+            f"cannot watch {path}: this user's inotify watches are used up "
+            f"(fs.inotify.max_user_watches)"
+        )
+    return f"cannot watch {path} ({exc.strerror or exc})"
 
 
 class Watcher:
@@ -68,14 +79,14 @@ class Watcher:
             self.reason = f"no inotify instance ({exc}; see fs.inotify.max_user_instances)"
             log.info("ipcwire: polling instead of inotify: %s", self.reason)
             return
-        try:
-            for path, mask in watches:
+        for path, mask in watches:
+            try:
                 ino.add_watch(path, mask)
-        except OSError as exc:
-            ino.close()
-            self.reason = f"cannot watch ({exc}; see fs.inotify.max_user_watches)"
-            log.info("ipcwire: polling instead of inotify: %s", self.reason)
-            return
+            except OSError as exc:
+                ino.close()
+                self.reason = _cannot_watch(path, exc)
+                log.info("ipcwire: polling instead of inotify: %s", self.reason)
+                return
         self._inotify = ino
         self.mode = "inotify"
 
