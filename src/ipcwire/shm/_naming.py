@@ -39,7 +39,7 @@ __all__ = [
     "socket_path",
 ]
 
-DEFAULT_CAPACITY: Final = 1 << 20
+DEFAULT_CAPACITY: Final = 1 << 20  # data bytes per direction, per connection
 MAX_CAPACITY: Final = 1 << 30
 DEFAULT_SPIN_US: Final = 50.0
 MAX_SOCKET_PATH: Final = 107

@@ -37,11 +37,11 @@ from ipcwire.errors import (
 from ipcwire.shm import _layout as L
 from ipcwire.shm._frames import _remaining, encode_frame, recv_frame
 from ipcwire.shm._link import Link
+from ipcwire.shm._naming import DEFAULT_CAPACITY
 from ipcwire.shm._ring import RingEnd, make_ring
 from ipcwire.shm._segment import Segment, check_doorbell, create_segment, open_segment
 
 __all__ = [
-    "DEFAULT_CAPACITY",
     "WARN_ON_DROP",
     "ClientSetup",
     "accept_link",
@@ -50,7 +50,6 @@ __all__ = [
     "server_setup",
 ]
 
-DEFAULT_CAPACITY: Final = 1 << 20  # data bytes per direction
 MAX_PEER_CAPACITY: Final = 1 << 30  # the largest ring a server maps for a client
 _decode = msgspec.json.decode
 
