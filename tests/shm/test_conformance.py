@@ -23,3 +23,13 @@ def test_asyncio_conformance(shm_url: Callable[[], str], aio_run: AioRun) -> Non
 def test_blocking_conformance_other_policies(shm_url: Callable[[], str], policy: str) -> None:
     url = lambda: f"{shm_url()}?policy={policy}"  # noqa: E731
     check_channel(pair_from_url(url), SPEC.capabilities, url=url, codecs=("bytes", "json"))
+
+
+@pytest.mark.parametrize("policy", ["spin", "park"])
+def test_asyncio_conformance_other_policies(
+    shm_url: Callable[[], str], policy: str, aio_run: AioRun
+) -> None:
+    url = lambda: f"{shm_url()}?policy={policy}"  # noqa: E731
+    aio_run(
+        acheck_channel(apair_from_url(url), SPEC.capabilities, url=url, codecs=("bytes", "json"))
+    )
