@@ -54,6 +54,7 @@ __all__ = [
     "bind_listener",
     "bind_rendezvous",
     "channel_wire",
+    "close_fd",
     "int_option",
     "open_pidfd",
     "release_rendezvous",

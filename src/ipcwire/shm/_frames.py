@@ -21,7 +21,14 @@ import msgspec
 
 from ipcwire.errors import ChannelBroken, RemoteProtocolError, ResourceExhausted
 
-__all__ = ["MAX_SETUP_FRAME", "FrameReader", "encode_frame", "recv_frame", "send_frame"]
+__all__ = [
+    "MAX_SETUP_FRAME",
+    "FrameReader",
+    "encode_frame",
+    "recv_frame",
+    "remaining",
+    "send_frame",
+]
 
 MAX_SETUP_FRAME: Final = 64 * 1024
 _encode = msgspec.json.encode
@@ -89,7 +96,9 @@ class FrameReader:
         self.fds = []
 
 
-def _remaining(deadline: float) -> float:
+def remaining(deadline: float) -> float:
+    """Seconds left until ``deadline`` (monotonic) for a socket timeout; TimeoutError once it
+    passed (the setup's callers turn it into ``Timeout``)."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError
@@ -99,7 +108,7 @@ def _remaining(deadline: float) -> float:
 def send_frame(sock: socket.socket, obj: dict[str, Any], deadline: float, fds: list[int]) -> None:
     """Send one setup message (blocking), with ``fds`` attached (SCM_RIGHTS)."""
     data = encode_frame(obj)
-    sock.settimeout(_remaining(deadline))
+    sock.settimeout(remaining(deadline))
     sent = socket.send_fds(sock, [data], fds) if fds else sock.send(data)
     if sent < len(data):
         sock.sendall(data[sent:])
@@ -114,7 +123,7 @@ def recv_frame(sock: socket.socket, deadline: float, maxfds: int) -> tuple[bytes
     reader = FrameReader(maxfds)
     try:
         while want := reader.want():
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(remaining(deadline))
             data, anc, flags, _ = sock.recvmsg(want, reader.ancillary, socket.MSG_CMSG_CLOEXEC)
             reader.feed(data, anc, flags)
         return reader.take()

@@ -35,7 +35,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.shm import _layout as L
-from ipcwire.shm._frames import _remaining, encode_frame, recv_frame
+from ipcwire.shm._frames import encode_frame, recv_frame, remaining
 from ipcwire.shm._link import Link
 from ipcwire.shm._naming import DEFAULT_CAPACITY
 from ipcwire.shm._ring import RingEnd, make_ring
@@ -323,7 +323,7 @@ def connect_link(
     setup = ClientSetup(capacity, name=name, impl=impl, **ring_kw)
     try:
         data, fds = setup.hello()
-        sock.settimeout(_remaining(deadline))
+        sock.settimeout(remaining(deadline))
         sent = socket.send_fds(sock, [data], fds)
         setup.sent()
         if sent < len(data):
@@ -364,7 +364,7 @@ def accept_link(
                 pass
             raise
         try:
-            sock.settimeout(_remaining(deadline))
+            sock.settimeout(remaining(deadline))
             sock.sendall(answer)
         except BaseException:
             link.close()
