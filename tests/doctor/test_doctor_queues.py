@@ -4,9 +4,11 @@ killed listener, a claim stuck behind a killed consumer; each named, and fixed."
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import posix_ipc
+import pytest
 from tests._proc import child, kill9, wait_line
 from tests.doctor._helpers import doctor_json, findings
 
@@ -133,3 +135,15 @@ def test_a_lock_file_whose_queue_is_gone_gets_rm_as_its_fix() -> None:
     finally:
         if os.path.exists(lock):
             os.unlink(lock)
+
+
+def test_a_broken_import_of_the_mq_lock_path_is_an_error_not_a_skipped_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any ImportError turned the lock check off without a word (the doctor then never named
+    a stale listener lock); only posix_ipc, the optional extra, may be missing."""
+    from ipcwire.doctor.queues import mq_lock_name
+
+    monkeypatch.setitem(sys.modules, "ipcwire.mq._session", None)
+    with pytest.raises(ImportError):
+        mq_lock_name("/dev/shm/ipcwire-mq.app.lock")

@@ -26,7 +26,9 @@ _SPOOL_DIRS = ("tmp", "new", "cur", "dead")
 def _lock_path(name: str) -> str | None:
     try:
         from ipcwire.mq._session import lock_path
-    except ImportError:
+    except ImportError as exc:
+        if exc.name != "posix_ipc":  # only the optional extra may be missing, not our code
+            raise
         return None
     return lock_path(name)
 
