@@ -132,10 +132,8 @@ def check_mq(name: str) -> Report:
 
 
 def _limits(report: Report) -> None:
-    try:
-        from ipcwire.mq import limits, probe
-    except ImportError:
-        return
+    from ipcwire.mq import limits, probe  # (no optional dependency: the registry's module)
+
     reason = probe()
     if reason is not None:
         report.add("mq.kernel", "problem", reason)
