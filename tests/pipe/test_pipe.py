@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import pipe
@@ -127,6 +128,27 @@ def test_one_way_pipe_directions() -> None:
     with pytest.raises(ConfigurationError, match="one-way"):
         w.open(token="secret")
     r.close()
+
+
+def test_a_token_refused_on_a_one_way_end_closes_its_fd_with_both_apis(aio_run: AioRun) -> None:
+    """The end was taken over (it cannot be closed any more): the refusal closes its fd. The
+    asyncio one left it open, so the writer's messages went into a pipe nobody would read."""
+
+    async def aopen(end: pipe.PipeEnd) -> object:
+        return await end.aopen(token="secret")
+
+    def blocking(end: pipe.PipeEnd) -> object:
+        return end.open(token="secret")
+
+    def asyncio_(end: pipe.PipeEnd) -> object:
+        return aio_run(aopen(end))
+
+    for opener in (blocking, asyncio_):
+        w, r = pipe.ends(duplex=False)
+        with pytest.raises(ConfigurationError, match="one-way"):
+            opener(r)
+        with w.open() as writer, pytest.raises(ChannelBroken, match="broken pipe"):
+            writer.send(b"to nobody")  # the only read end is closed
 
 
 def test_peer_gone_gives_end_then_broken_pipe() -> None:

@@ -13,7 +13,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._address import parse_fds
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
-from ipcwire.pipe._fd import set_cloexec
+from ipcwire.pipe._fd import close_fds, set_cloexec
 from ipcwire.pipe._stream_protocol import make_protocol
 
 __all__ = ["AioPipeChannel", "connect", "listen", "open_aio_channel"]
@@ -38,11 +38,12 @@ async def open_aio_channel(
     """An asyncio channel on these fds (taken over), after the token handshake if any.
 
     Raises:
-        ConfigurationError: a token on a one-way end.
+        ConfigurationError: a token on a one-way end (its fd is closed).
         AuthenticationFailed, HandshakeError, Timeout, ChannelBroken: the handshake failed.
     """
     use_hs = handshake and options.token is not None
     if use_hs and (rfd is None or wfd is None):
+        close_fds(rfd, wfd)  # taken over: nobody else will close them (as open_channel)
         raise ConfigurationError(
             f"{options.url}: token= needs a handshake, and a one-way pipe cannot carry one"
         )
