@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._threads import finished, in_thread
 
 import ipcwire
 from ipcwire import aio
@@ -119,6 +120,23 @@ def test_opens_never_hang_past_their_timeout(tmp_path: Path) -> None:
         with pytest.raises(Timeout):  # no writer yet: waits, boundedly; not end of stream
             reader.recv(timeout=0.3)
         assert 0.25 < time.monotonic() - start < 3
+
+
+def test_accept_refuses_a_nan_timeout_with_both_apis(tmp_path: Path) -> None:
+    """With reply=, the blocking accept(timeout=nan) waited for a client for ever (its deadline
+    never passed); asyncio's refused it. Both say ConfigurationError now, in either mode."""
+    for url in (f"fifo://{tmp_path}/a.fifo", f"fifo://{tmp_path}/b.fifo?reply={tmp_path}/r.fifo"):
+        with ipcwire.listen(url) as lst:
+            t, box = in_thread(lambda: lst.accept(timeout=float("nan")))
+            assert finished(t, 10), "accept(timeout=nan) hung"
+            assert isinstance(box[0], ConfigurationError), box
+
+        async def main() -> None:
+            async with await aio.listen(url) as lst:  # noqa: B023
+                with pytest.raises(ConfigurationError, match="nan"):
+                    await lst.accept(timeout=float("nan"))
+
+        asyncio.run(main())
 
 
 def test_writers_in_other_processes_and_eof_when_they_leave(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import limit as wait_limit
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
@@ -165,7 +166,9 @@ class FifoListener(Listener):
         Raises:
             Timeout: the previous channel stayed open, or (reply mode) no client came.
             ChannelClosed: the listener was closed.
+            ConfigurationError: ``timeout=nan``.
         """
+        timeout = wait_limit(timeout, self.url)  # (NaN: a deadline that never passes)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
