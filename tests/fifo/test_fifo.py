@@ -460,3 +460,35 @@ def test_with_reply_the_next_client_waits_for_the_session_before_to_close(
             await s2.aclose()
 
     asyncio.run(main())
+
+
+def test_with_reply_accept_keeps_one_deadline_for_the_session_before_and_the_client(
+    tmp_path: Path,
+) -> None:
+    """accept(timeout=1) waits for the session before to close, then for a client, within the
+    same second: asyncio's gave each wait the whole timeout (1.9 s here) and said 'no writer
+    opened', where the blocking one says 'no client connected to'."""
+    url = f"fifo://{tmp_path}/in.fifo?reply={tmp_path}/out.fifo"
+    with ipcwire.listen(url) as listener:
+        t, accepted = in_thread(lambda: listener.accept(timeout=10))
+        with ipcwire.connect(url):
+            assert finished(t)
+        session = accepted[0]
+        threading.Timer(0.9, session.close).start()
+        start = time.monotonic()
+        with pytest.raises(Timeout, match="no client connected to"):
+            listener.accept(timeout=1)
+        assert time.monotonic() - start < 1.5
+
+    async def main() -> None:
+        async with await aio.listen(url) as listener:
+            accepting = asyncio.ensure_future(listener.accept(timeout=10))
+            async with await aio.connect(url):
+                session = await accepting
+            asyncio.get_running_loop().call_later(0.9, session.close)
+            start = time.monotonic()
+            with pytest.raises(Timeout, match="no client connected to"):
+                await listener.accept(timeout=1)
+            assert time.monotonic() - start < 1.5
+
+    asyncio.run(main())

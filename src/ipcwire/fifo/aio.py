@@ -241,30 +241,30 @@ class AioFifoListener(AioListener):
         """
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        wfd = None
+        waiting_for_client = False
         try:
-            async with within(timeout):
+            async with within(timeout):  # one deadline for both waits, as the blocking one
                 while self._current is not None and not self._current.closed:
                     self._session_done.clear()
                     await self._session_done.wait()  # a FIFO has one reader: wait for it
                     if self._closed:
                         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+                if self._rfd is None:
+                    self._rfd = open_read(self.paths.path, self.url)
+                rfd = self._rfd
+                if self.paths.reply is not None:
+                    waiting_for_client = True
+                    wfd = await self._reply_reader()
         except TimeoutError:
+            if waiting_for_client:
+                raise Timeout(
+                    f"no client connected to {self.url} within {timeout} s", endpoint=self.url
+                ) from None
             raise Timeout(
                 f"{self.url}: the channel accepted before is still open, and a FIFO has one "
                 f"reader; close it to accept the next writers",
                 endpoint=self.url,
-            ) from None
-        if self._rfd is None:
-            self._rfd = open_read(self.paths.path, self.url)
-        rfd = self._rfd
-        wfd = None
-        try:
-            if self.paths.reply is not None:
-                async with within(timeout):
-                    wfd = await self._reply_reader()
-        except TimeoutError:
-            raise Timeout(
-                f"no writer opened {self.url} within {timeout} s", endpoint=self.url
             ) from None
         if self._closed:
             if wfd is not None:
