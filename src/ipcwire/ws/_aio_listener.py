@@ -27,13 +27,14 @@ from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._closing import AioCloseBound
 from ipcwire.ws._fast import FastFrames, install
 from ipcwire.ws._sockets import Authorizer, set_nodelay
+from ipcwire.ws._writer import AioPongs
 
 __all__ = ["AioWsListener", "ServerConn"]
 
 log = logging.getLogger("ipcwire")
 
 
-class ServerConn(AioCloseBound, ServerConnection):
+class ServerConn(AioPongs, AioCloseBound, ServerConnection):
     """Receives through ``ipcwire.ws._fast``; a closing handshake the peer never finishes
     is cut (``ipcwire.ws._closing``)."""
 

@@ -21,6 +21,11 @@ sender writing a message part-way (the peer does not read) can only be stopped b
 connection, since the closing frame cannot go out before the rest of that message. Closing
 the socket shuts it down first: a closed descriptor does not wake a ``poll()`` that waits on
 it (which would also hold the connection open as long as it waits).
+
+Pongs do not pile up (RFC 6455 section 5.5.3: an endpoint that has not yet sent its pong to
+earlier pings may answer only the most recent one). While the queue is not empty, a pong the
+reader writes waits in one place, the newest in place of the others, and goes out once the
+queue is empty: a peer that sends pings and never reads cannot fill this side's memory.
 """
 
 from __future__ import annotations
@@ -36,10 +41,20 @@ from ipcwire._deadline import limit
 from ipcwire._poll import wait_writable
 from ipcwire._tls import TLS_RECORD, SharedTls
 
-__all__ = ["HIGH_WATER", "WriteBuffer"]
+__all__ = ["HIGH_WATER", "AioPongs", "WriteBuffer", "is_pong"]
 
 HIGH_WATER: Final = 256 * 1024  # queued bytes above which a sender waits (wait_room)
 _DONTWAIT: Final = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+def is_pong(data: object) -> bool:
+    """Whether ``data`` is one whole pong frame as the library writes it (RFC 6455 section
+    5.5.3: FIN and opcode 0xA, a length up to 125, a masking key from a client). A data
+    frame's payload written apart from its header is over 256 KiB (``ipcwire.ws._fast``)."""
+    if type(data) is not bytes or not 2 <= len(data) <= 131 or data[0] != 0x8A:
+        return False
+    length = data[1] & 0x7F
+    return length <= 125 and len(data) == 2 + (4 if data[1] & 0x80 else 0) + length
 
 
 class WriteBuffer:
@@ -54,6 +69,7 @@ class WriteBuffer:
         # pieces of at most TLS_RECORD bytes, in order; the first may be owed to TLS (a write
         # that could not finish must be made again with the same bytes)
         self._pending: deque[memoryview] = deque()
+        self._pong: bytes | None = None  # the newest pong, to go once _pending is empty
         self.queued = 0  # bytes in _pending (the senders' backpressure reads it)
         self._error: BaseException | None = None
         self._stopped = False  # the channel is closing: senders no longer wait (stop())
@@ -99,6 +115,11 @@ class WriteBuffer:
         if self._error is not None:
             raise self._error
         if self._pending or self._write.locked():
+            if is_pong(data):  # only the newest waits (RFC 6455 5.5.3): a ping flood
+                with self._cond:
+                    self._pong = data
+                    self._start_flusher()
+                return
             rest: memoryview | None = memoryview(data).cast("B")
         elif self._tls:
             rest = self._write_now(memoryview(data).cast("B"))
@@ -197,7 +218,7 @@ class WriteBuffer:
             self._start_flusher()
 
     def _start_flusher(self) -> None:  # with ``_cond`` held
-        if self._pending and self._flusher is None and self._error is None:
+        if (self._pending or self._pong) and self._flusher is None and self._error is None:
             self._flusher = threading.Thread(
                 target=self._flush_thread, name="ipcwire ws writer", daemon=True
             )
@@ -215,7 +236,12 @@ class WriteBuffer:
                         errno.EPIPE, f"the connection failed while writing: {self._error!r}"
                     )
                 if not self._pending:
-                    return True
+                    if self._pong is None:
+                        return True
+                    # the newest pong, now that the frames before it are out
+                    self._pending.append(memoryview(self._pong))
+                    self.queued += len(self._pong)
+                    self._pong = None
                 piece = self._pending[0]
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -230,6 +256,7 @@ class WriteBuffer:
                 with self._cond:
                     self._error = exc
                     self._pending.clear()
+                    self._pong = None
                     self.queued = 0
                     self._cond.notify_all()
                 try:  # the reader wakes to the end of the stream: the connection ends
@@ -276,7 +303,7 @@ class WriteBuffer:
             with self._cond:
                 self._flusher = None
                 self._cond.notify_all()
-            if self._pending and self._error is None:
+            if (self._pending or self._pong) and self._error is None:
                 self._ensure_flusher()
 
     def wait_room(self, timeout: float | None) -> bool:
@@ -290,3 +317,33 @@ class WriteBuffer:
                 lambda: self.queued < HIGH_WATER or self._error is not None or self._stopped,
                 limit(timeout),
             )
+
+
+class AioPongs:
+    """For ``websockets.asyncio`` connections: the same bound on pongs. The transport buffers
+    whatever is written to it; while it is over its high-water mark (the peer does not read),
+    the pongs the library writes are held, the newest in place of the others, and it is
+    written once the transport has drained (RFC 6455 section 5.5.3)."""
+
+    protocol: Any
+    transport: Any
+    paused: bool
+    _ipcwire_pong: bytes | None = None
+
+    def send_data(self) -> None:
+        writes = self.protocol.writes
+        if self.paused and writes and any(is_pong(w) for w in writes):
+            kept = []
+            for w in writes:
+                if is_pong(w):
+                    self._ipcwire_pong = w
+                else:
+                    kept.append(w)
+            writes[:] = kept
+        super().send_data()  # type: ignore[misc]
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        pong, self._ipcwire_pong = self._ipcwire_pong, None
+        if pong is not None and not self.transport.is_closing():
+            self.transport.write(pong)  # (between two frames: writes are whole frames)

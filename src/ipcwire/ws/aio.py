@@ -37,6 +37,7 @@ from ipcwire.ws._common import (
 )
 from ipcwire.ws._fast import install
 from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
+from ipcwire.ws._writer import AioPongs
 
 __all__ = ["AioWsChannel", "AioWsListener", "connect", "listen"]
 
@@ -44,7 +45,7 @@ log = logging.getLogger("ipcwire")
 
 
 # -- connecting -----------------------------------------------------------------------------
-class AioClientConn(AioCloseBound, ClientConnection):
+class AioClientConn(AioPongs, AioCloseBound, ClientConnection):
     """The library's client connection, receiving through ``ipcwire.ws._fast`` (a closing
     handshake the server never finishes is cut, ``ipcwire.ws._closing``)."""
 
