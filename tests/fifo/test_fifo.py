@@ -492,3 +492,33 @@ def test_with_reply_accept_keeps_one_deadline_for_the_session_before_and_the_cli
             assert time.monotonic() - start < 1.5
 
     asyncio.run(main())
+
+
+def test_a_send_waiting_for_another_writer_says_so_with_both_apis(tmp_path: Path) -> None:
+    """A writer holding the FIFO (its flock, as while it writes a long message) past a send's
+    timeout: the blocking Timeout said 'the peer is not reading and the buffers are full',
+    which was not the reason; both APIs now name the other writer, and nothing was sent."""
+    import fcntl
+
+    url = f"fifo://{tmp_path}/in.fifo"
+    with ipcwire.listen(url) as listener, listener.accept() as reader:
+        other = os.open(tmp_path / "in.fifo", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            with ipcwire.connect(url) as writer:
+                for size in (10, 10_000):  # a short message (shared lock) and a long one
+                    with pytest.raises(Timeout, match=r"another writer held .* nothing was sent"):
+                        writer.send(b"x" * size, timeout=0.1)
+
+            async def main() -> None:
+                async with await aio.connect(url) as writer:
+                    for size in (10, 10_000):
+                        with pytest.raises(Timeout, match=r"another writer held .* nothing was"):
+                            await writer.send(b"x" * size, timeout=0.1)
+
+            asyncio.run(main())
+        finally:
+            os.close(other)  # (and its lock)
+        with ipcwire.connect(url) as writer:
+            writer.send(b"after")
+        assert reader.recv(timeout=10) == b"after"  # nothing of the timed-out sends came

@@ -52,6 +52,7 @@ __all__ = [
     "open_write",
     "open_write_once",
     "resolve",
+    "writer_busy",
 ]
 
 _RETRY_MAX: Final = 0.05  # longest pause between write-open attempts while no reader exists
@@ -325,6 +326,16 @@ def hold_session_once(fd: int) -> bool:
     return True
 
 
+def writer_busy(url: str, timeout: float | None) -> Timeout:
+    """The error for a send that waited ``timeout`` for another writer's flock (held while
+    it writes a message over PIPE_BUF bytes): nothing was sent, the channel goes on."""
+    return Timeout(
+        f"another writer held {url} for {timeout} s (a writer holds the FIFO while it writes "
+        f"a message over PIPE_BUF bytes); nothing was sent: send again, or raise timeout=",
+        endpoint=url,
+    )
+
+
 def client_busy(path: str, url: str, timeout: float) -> ConnectionRefused:
     """The error for a reply FIFO another client still held after the timeout."""
     return ConnectionRefused(
@@ -419,7 +430,7 @@ class FifoWriteStream(FdStream):
                 if wfd is None:
                     self._send_all_locked(data, timeout)  # says closed
                     return
-                self._flock(wfd, deadline, how)
+                self._flock(wfd, deadline, how, timeout)
                 try:
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                     self._send_all_locked(data, left)
@@ -430,7 +441,7 @@ class FifoWriteStream(FdStream):
                 if self._orphan_write:
                     self._close_write()
 
-    def _flock(self, fd: int, deadline: float | None, how: int) -> None:
+    def _flock(self, fd: int, deadline: float | None, how: int, timeout: float | None) -> None:
         pause = 0.0005
         while True:
             try:
@@ -438,7 +449,7 @@ class FifoWriteStream(FdStream):
                 return
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise
+                    raise writer_busy(self.endpoint, timeout) from None
                 if self.closed:
                     raise OSError(errno.EBADF, "closed") from None
                 time.sleep(pause)  # another writer is in the middle of a long message

@@ -26,6 +26,7 @@ from ipcwire.fifo._path import (
     open_write_once,
     resolve,
     wait_open_write,
+    writer_busy,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._aio_fd import AioPipeChannel
@@ -123,9 +124,7 @@ class AioFifoChannel(AioPipeChannel):
                 return
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout(
-                        f"another writer held {self.url} for {timeout} s", endpoint=self.url
-                    ) from None
+                    raise writer_busy(self.url, timeout) from None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.01)
 
