@@ -158,10 +158,10 @@ class StreamChannel(Channel):
                 native.write(data, count)
             else:
                 self._stream.send_all(data, timeout)
+        except IpcwireError:  # the stream's own words (first: ipcwire's Timeout is an OSError)
+            raise
         except OSError as exc:
             raise self._explain(self._send_error(exc, timeout)) from exc
-        except IpcwireError:
-            raise
         except BaseException as exc:  # a signal handler's (KeyboardInterrupt...)
             self._interrupted(exc, exact=native is not None)
             raise

@@ -19,7 +19,7 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.blocking import StreamChannel, native_stream_classes
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.pipe._fd import PIPE_BUF, FdStream, is_pipe, is_pipe_like
 
 __all__ = ["DEFAULT_MAX_READAHEAD", "ExplainingPipeChannel", "PipeChannel"]
@@ -96,14 +96,6 @@ class PipeChannel(StreamChannel):
             stream.read_guard = receiver.disable
             if not armed:
                 stream.on_armed = lambda: receiver.enable(rfd)
-
-    def _send_error(self, exc: OSError, timeout: float | None) -> IpcwireError:
-        """As the stream channel's, except that a ``Timeout`` the stream raised in its own
-        words (a FIFO writer that waited for another writer's flock: nothing sent) is kept,
-        not retold as 'the peer is not reading' (``Timeout`` is an OSError too)."""
-        if isinstance(exc, Timeout):
-            return exc
-        return super()._send_error(exc, timeout)
 
     @property
     def readable(self) -> bool:
