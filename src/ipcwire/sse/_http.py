@@ -16,6 +16,7 @@ from ipcwire.errors import RemoteProtocolError
 __all__ = ["ChunkedDecoder", "IdentityDecoder", "ResponseHead", "build_request", "parse_head"]
 
 MAX_HEAD: Final = 64 * 1024
+_HEXDIG: Final = b"0123456789abcdefABCDEF"
 
 
 def build_request(
@@ -138,12 +139,11 @@ class ChunkedDecoder:
                         self.done = True
                     continue
                 size_text = line.split(b";", 1)[0].strip()
-                try:
-                    self._left = int(size_text, 16)
-                except ValueError:
-                    raise RemoteProtocolError(
-                        f"{self._url}: bad chunk size {size_text[:20]!r}"
-                    ) from None
+                # 1*HEXDIG and nothing else: int(text, 16) also takes a sign, "0x" and "_",
+                # and a negative size would move this loop back in its input, for ever
+                if not size_text or size_text.translate(None, _HEXDIG):
+                    raise RemoteProtocolError(f"{self._url}: bad chunk size {size_text[:20]!r}")
+                self._left = int(size_text, 16)
                 self._state = "data" if self._left else "trailer"
             else:  # done: ignore anything after the last chunk
                 pos = size

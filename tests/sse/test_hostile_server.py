@@ -1,0 +1,121 @@
+"""ipcwire's SSE client against a hostile (or broken) server, written by hand on a raw socket:
+whatever it sends, the client's calls end within their timeouts with typed errors.
+
+The client runs in a child interpreter, so that a client that hangs (or spins) fails the test
+instead of wedging the test process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+BOUND = 20.0  # seconds the child may take before the test calls it a hang; never reached
+
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Transfer-Encoding: chunked\r\nX-Ipcwire-Stream: s\r\n\r\n"
+)
+
+
+@contextmanager
+def raw_server(head: bytes, body: bytes, go: threading.Event) -> Iterator[str]:
+    """A server that answers every request with ``head``, then, once ``go`` is set, with
+    ``body``, and leaves the connection open; yields its sse+http URL."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return  # closed: the test is over
+            conns.append(conn)
+            conn.recv(65536)
+            conn.sendall(head)
+            if go.wait(BOUND):
+                conn.sendall(body)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"sse+http://127.0.0.1:{srv.getsockname()[1]}/events"
+    finally:
+        go.set()
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone does not)
+        srv.close()
+        t.join(5)
+        for conn in conns:
+            conn.close()
+
+
+# The child connects, says so (the server then sends the body: a read of its own), and
+# prints what recv() raised.
+CLIENT = """
+import asyncio, sys, ipcwire
+from ipcwire import aio
+
+url, flavour = sys.argv[1], sys.argv[2]
+
+def show(exc):
+    print(type(exc).__name__, exc, flush=True)
+
+if flavour == "blocking":
+    with ipcwire.connect(url, retry_for=0) as ch:
+        print("open", flush=True)
+        try:
+            ch.recv(timeout=5)
+        except Exception as exc:
+            show(exc)
+else:
+    async def main():
+        async with await aio.connect(url, retry_for=0) as ch:
+            print("open", flush=True)
+            try:
+                await ch.recv(timeout=5)
+            except Exception as exc:
+                show(exc)
+    asyncio.run(main())
+"""
+
+
+def client_error(head: bytes, body: bytes, flavour: str) -> tuple[str, str]:
+    """What the child's ``recv()`` raised (its type and message) when the server sends
+    ``body`` after ``head``; and the server's URL."""
+    go = threading.Event()
+    with raw_server(head, body, go) as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, url, flavour],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "open\n", proc.communicate(timeout=BOUND)
+            go.set()
+            out, err = proc.communicate(timeout=BOUND)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"recv(timeout=5) did not return within {BOUND} s")
+    assert proc.returncode == 0, err
+    return out.strip(), url
+
+
+@pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
+@pytest.mark.parametrize("size", [b"-6", b"+1", b"0x1", b"1_0", b""])
+def test_a_chunk_size_that_is_not_hex_digits_is_a_protocol_error(flavour: str, size: bytes) -> None:
+    """int(text, 16) takes a sign, a 0x prefix and underscores. A negative size moved the
+    decoder back in its input: ``-6`` after a chunk ending in CRLF led it back to that CRLF,
+    then to the same header, for ever (recv(timeout=5) never returned, the event loop of an
+    asyncio client stood still, and the decoder's list of pieces grew without bound)."""
+    said, url = client_error(HEAD, b"1\r\n:\r\n" + size + b"\r\nX", flavour)
+    assert said.startswith("ChannelBroken"), said
+    assert "bad chunk size" in said and url in said, said
