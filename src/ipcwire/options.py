@@ -81,6 +81,8 @@ class ChannelOptions:
                 f"max_frame={max_frame} for {endpoint}: must be from 1 to {MAX_LENGTH_PREFIX}"
             )
         codec = get_codec(codec_arg, authenticated=token is not None, endpoint=endpoint.url)
+        if "mode" in kwargs:  # the mechanism's own option, but one rule for all of them
+            kwargs["mode"] = file_mode(kwargs["mode"], endpoint.url)
         opts = cls(
             url=endpoint.url,
             codec=codec,
@@ -162,6 +164,29 @@ def count_limit(
             endpoint=url,
         )
     return value
+
+
+def file_mode(value: object, url: str) -> int:
+    """``mode=`` checked: the permission bits of what a listener creates (a socket file, a
+    FIFO, a queue, a spool), an int from 0o000 to 0o777, or the same in octal digits ("0600",
+    "0o600", as a URL's query gives it).
+
+    Raises:
+        ConfigurationError: anything else (setuid/setgid/sticky bits included), naming the
+            endpoint and the fix.
+    """
+    mode: object = value
+    if isinstance(value, str):
+        digits = value.strip().lower().removeprefix("0o")
+        mode = int(digits, 8) if digits and set(digits) <= set("01234567") else None
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise ConfigurationError(
+            f"mode={value!r} for {url}: give the permission bits of what the listener creates, "
+            f"an int from 0o000 to 0o777 such as mode=0o600 (this user only) or mode=0o660 "
+            f"(and a shared group)",
+            endpoint=url,
+        )
+    return mode
 
 
 def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import ConfigurationError, InvalidURL, MechanismUnavailable
-from ipcwire.options import reject_unknown
+from ipcwire.options import file_mode, reject_unknown
 from ipcwire.spool._store import SpoolStore
 from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 
@@ -88,7 +88,7 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
         mode = raw["mode"]
         cfg = SpoolConfig(
             path=os.path.abspath(endpoint.path),
-            mode=0o700 if mode is None else (int(mode, 8) if isinstance(mode, str) else mode),
+            mode=0o700 if mode is None else file_mode(mode, endpoint.url),
             fsync=True if raw["fsync"] is None else _bool(raw["fsync"]),
             lease=None if raw["lease"] is None else float(raw["lease"]),
             max_attempts=None if raw["max_attempts"] is None else int(raw["max_attempts"]),
