@@ -12,6 +12,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from websockets import exceptions as ws_exceptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode
 
@@ -61,6 +62,8 @@ class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
 
 
 WS_LOG: Final = _ConnectionLog(logging.getLogger("ipcwire"))
+# the library refuses a message in more fragments than it takes (code 1009), where it can
+_TooManyFragments: Final[Any] = getattr(ws_exceptions, "TooManyFragments", None)
 
 __all__ = [
     "CONNECT_OPTIONS",
@@ -345,6 +348,13 @@ def closed_error(
                 f"Raise max_frame= on both sides if such messages are expected",
                 size=size,
                 limit=max_frame,
+                endpoint=url,
+            )
+        if _TooManyFragments is not None and isinstance(cause, _TooManyFragments):
+            return ChannelBroken(
+                f"a message from {url} came in too many fragments ({cause}); it was not "
+                f"delivered and the connection was closed with code 1009. Have the peer send "
+                f"each message in fewer frames",
                 endpoint=url,
             )
         return ChannelBroken(
