@@ -111,6 +111,25 @@ def test_codec_mismatch_is_a_handshake_error_on_both_sides() -> None:
         c.receive(_frames(step.send, "length")[0])
 
 
+def test_json_without_a_version_is_not_an_ipcwire_handshake_not_an_old_version() -> None:
+    """'{}' was reported as "speaks ipcwire protocol None ...; upgrade the older side", and
+    the server's error named no endpoint."""
+    _, s = pair(None, None)
+    step = s.receive(b"{}")
+    assert isinstance(step.error, HandshakeError)
+    assert "did not send an ipcwire handshake" in str(step.error)
+    assert "upgrade" not in str(step.error) and step.error.endpoint == "x"
+    _, s = pair(None, None)
+    step = s.receive(b'{"ipcwire": 2, "codec": "json"}')
+    assert isinstance(step.error, HandshakeError) and step.error.endpoint == "x"
+    assert "speaks ipcwire protocol 2" in str(step.error)
+    c, _ = pair(None, None)
+    c.hello()
+    with pytest.raises(HandshakeError, match="did not send an ipcwire handshake") as err:
+        c.receive(b'{"codec": "json"}')
+    assert err.value.endpoint == "x"
+
+
 def test_garbage_is_a_protocol_error_not_a_crash() -> None:
     _, s = pair(None, None)
     step = s.receive(b"\xff\xfe not json")

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
 import stat
 import struct
@@ -29,6 +30,7 @@ from ipcwire.errors import (
     EndOfChannel,
     InvalidURL,
     PermissionDenied,
+    RemoteProtocolError,
     Timeout,
 )
 
@@ -618,3 +620,35 @@ def test_a_listener_is_listening_before_the_next_one_may_probe_its_file(
         first.close()
         if isinstance(second[0], ipcwire.Listener):
             second[0].close()
+
+
+def test_a_server_answering_the_handshake_with_a_huge_frame_is_not_ipcwire_on_both_apis(
+    tmp_path: Path, aio_run: AioRun
+) -> None:
+    """The two clients said it differently ("an oversized handshake frame (not ipcwire?)"
+    on asyncio); both now say what the blocking one said, with the framing in use."""
+    path = str(tmp_path / "foreign.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+
+    def answer_twice() -> None:
+        for _ in range(2):
+            conn, _ = srv.accept()
+            with conn:
+                conn.sendall(struct.pack(">I", 0xF0000000))  # a length no handshake has
+                conn.recv(1)  # until the client hangs up
+
+    t = threading.Thread(target=answer_twice, daemon=True)
+    t.start()
+    want = "answered the handshake with something that is not ipcwire (framing='length')"
+    with pytest.raises(RemoteProtocolError, match=re.escape(want)):
+        ipcwire.connect(f"unix://{path}", timeout=10)
+
+    async def main() -> None:
+        with pytest.raises(RemoteProtocolError, match=re.escape(want)):
+            await aio.connect(f"unix://{path}", timeout=10)
+
+    aio_run(main())
+    t.join(10)
+    srv.close()

@@ -49,6 +49,7 @@ __all__ = [
     "Step",
     "refusal",
     "same_secret",
+    "version_error",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -115,6 +116,22 @@ def _parse(payload: memoryview | bytes, who: str, endpoint: str | None) -> dict[
             endpoint=endpoint,
         )
     return obj
+
+
+def version_error(who: str, got: object, endpoint: str | None) -> HandshakeError:
+    """The handshake's first message from ``who`` carried version ``got``, not ours: an older
+    or newer ipcwire, or (no version at all) not an ipcwire handshake."""
+    if got is None:
+        return HandshakeError(
+            f'{who} did not send an ipcwire handshake (its first message has no "ipcwire" '
+            f"version): is it an ipcwire endpoint, with the same framing= on both sides?",
+            endpoint=endpoint,
+        )
+    return HandshakeError(
+        f"{who} speaks ipcwire protocol {got!r}, this side {PROTOCOL_VERSION}; upgrade the "
+        f"older side",
+        endpoint=endpoint,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +218,7 @@ class ClientHandshake:
 
     def _on_welcome(self, msg: dict[str, Any]) -> Step:
         if msg.get("ipcwire") != PROTOCOL_VERSION:
-            raise HandshakeError(
-                f"{self.endpoint} speaks ipcwire protocol {msg.get('ipcwire')!r}, this side "
-                f"{PROTOCOL_VERSION}; upgrade the older side",
-                endpoint=self.endpoint,
-            )
+            raise version_error(str(self.endpoint), msg.get("ipcwire"), self.endpoint)
         peer_max = msg.get("max_frame")
         if isinstance(peer_max, int) and peer_max >= 0:
             self.peer_max_frame = peer_max
@@ -320,13 +333,8 @@ class ServerHandshake:
 
     def _on_hello(self, msg: dict[str, Any]) -> Step:
         if msg.get("ipcwire") != PROTOCOL_VERSION:
-            return self._fail(
-                HandshakeError(
-                    f"client speaks ipcwire protocol {msg.get('ipcwire')!r}, this server "
-                    f"{PROTOCOL_VERSION}; upgrade the older side"
-                ),
-                "version",
-            )
+            who = "the client" if self.endpoint is None else f"the client of {self.endpoint}"
+            return self._fail(version_error(who, msg.get("ipcwire"), self.endpoint), "version")
         if msg.get("codec") != self.codec:
             return self._fail(
                 HandshakeError(

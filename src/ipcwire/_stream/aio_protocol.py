@@ -174,8 +174,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 frame = dec.next_frame()
             except FrameTooLarge:
                 self._fail(
-                    RemoteProtocolError(
-                        f"{self.ch.url}: an oversized handshake frame (not ipcwire?)",
+                    RemoteProtocolError(  # (the blocking client's words: _stream/handshake.py)
+                        f"{self.ch.url} answered the handshake with something that is not "
+                        f"ipcwire (framing={self.ch._wire.framing!r})",
                         endpoint=self.ch.url,
                     ),
                     b"",

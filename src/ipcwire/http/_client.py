@@ -26,7 +26,7 @@ import httpx
 import msgspec
 
 from ipcwire._core.codecs import BytesCodec, encode_message
-from ipcwire._core.handshake import same_secret
+from ipcwire._core.handshake import same_secret, version_error
 from ipcwire._core.wire import checked_decode
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
@@ -37,7 +37,6 @@ from ipcwire.errors import (
     ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
-    HandshakeError,
     InvalidURL,
     IpcwireError,
     LocalProtocolError,
@@ -172,11 +171,7 @@ class ClientCore:
                 endpoint=self.url,
             ) from None
         if info.get("ipcwire") != PROTOCOL_VERSION:
-            raise HandshakeError(
-                f"{self.url} speaks ipcwire protocol {info.get('ipcwire')!r}, this side "
-                f"{PROTOCOL_VERSION}; upgrade the older side",
-                endpoint=self.url,
-            )
+            raise version_error(self.url, info.get("ipcwire"), self.url)
         if self.token is not None:
             want = proof(self.token, self._nonce, sid)
             got = info.get("proof")
