@@ -6,6 +6,7 @@ instead of wedging the test process."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -14,6 +15,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from tests._loops import AioRun
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import RemoteProtocolError
 
 BOUND = 20.0  # seconds the child may take before the test calls it a hang; never reached
 
@@ -119,3 +125,65 @@ def test_a_chunk_size_that_is_not_hex_digits_is_a_protocol_error(flavour: str, s
     said, url = client_error(HEAD, b"1\r\n:\r\n" + size + b"\r\nX", flavour)
     assert said.startswith("ChannelBroken"), said
     assert "bad chunk size" in said and url in said, said
+
+
+@contextmanager
+def one_answer(answer: bytes) -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server that answers one request with ``answer`` (in one write); yields its URL and a
+    list that gets the server's end of that connection."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conns.append(conn)
+        conn.recv(65536)
+        conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"sse+http://127.0.0.1:{srv.getsockname()[1]}/events", conns
+        t.join(BOUND)
+    finally:
+        srv.close()
+        for conn in conns:
+            conn.close()
+
+
+def closed_by_client(conns: list[socket.socket]) -> bool:
+    """Whether the client closed the connection: the server's end reads EOF (or a reset,
+    when the client closed with bytes it had not read)."""
+    assert len(conns) == 1
+    conns[0].settimeout(BOUND)
+    try:
+        return conns[0].recv(1) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_malformed_body_in_the_read_with_the_head_closes_the_connection() -> None:
+    """The body bytes that come in the same read as the response head are parsed when the
+    connection opens; a protocol error there (here a bad chunk size) escaped connect() with
+    the socket still open: left to the garbage collector (ResourceWarning), and not even to it
+    while the exception's traceback lives."""
+    with one_answer(HEAD + b"zz\r\n") as (url, conns):
+        with pytest.raises(RemoteProtocolError, match="bad chunk size") as info:
+            ipcwire.connect(url, timeout=BOUND)
+        assert url in str(info.value)
+        assert closed_by_client(conns)  # (info still holds the traceback, and its frames)
+
+
+def test_asyncio_a_malformed_body_in_the_read_with_the_head_closes_the_connection(
+    aio_run: AioRun,
+) -> None:
+    async def main() -> None:
+        with one_answer(HEAD + b"zz\r\n") as (url, conns):
+            with pytest.raises(RemoteProtocolError, match="bad chunk size") as info:
+                await aio.connect(url, timeout=BOUND)
+            assert url in str(info.value)
+            assert await asyncio.to_thread(closed_by_client, conns)
+
+    aio_run(main())

@@ -162,12 +162,20 @@ class ClientChannelBase:
         return self._core.accept_head(head, rest), rest
 
     def _opened(self, peername: object, rest: bytes) -> None:
-        """The stream is open: ``rest`` is its first body bytes."""
+        """The stream is open: ``rest`` is its first body bytes.
+
+        Raises:
+            RemoteProtocolError: those bytes are malformed (the connection is dropped).
+        """
         if isinstance(peername, tuple):
             self._peer = PeerInfo(address=f"{peername[0]}:{peername[1]}")
         self._lost_at = None
         self._heard_at = self._clock()
-        self._core.feed(rest)
+        try:
+            self._core.feed(rest)
+        except BaseException:
+            self._drop()
+            raise
 
     # -- receiving --------------------------------------------------------------------------
     def _closed_error(self) -> ChannelClosed:
