@@ -84,6 +84,38 @@ def test_a_retry_longer_than_retry_for_is_cut_to_one_last_attempt() -> None:
         ch._attempt_wait(110.3, None, None)
 
 
+def answered_and_closed(ch: Channel) -> None:
+    """A connection attempt that succeeded, then the server closed the connection."""
+    answer = ch._answer(bytearray(), HEAD)
+    assert answer is not None and answer[0]
+    ch._opened(None, answer[1])
+    ch._connection_lost(None)
+
+
+def test_a_call_past_its_deadline_makes_no_further_attempt() -> None:
+    """A server that answers and closes at once, with ``retry: 0`` (a foreign server that
+    sends what it has and closes, say): every attempt succeeded, so the next was due at once,
+    and a recv(timeout=1) went on connecting past its deadline until an attempt happened to
+    fail (1.0-2.2 s measured against a loopback server). A call whose deadline has passed
+    now makes no further attempt once it made one; a call that comes late still makes the
+    attempt that is due (recv(timeout=0) reconnects)."""
+    ch = Channel(retry=0.0)
+    ch._connection_lost(None)
+    assert ch._attempt_wait(100.0, 101.0, 1.0) == 0.0  # recv(timeout=1) at 100: attempts
+    ch._attempt_deadline(100.0, 101.0)
+    answered_and_closed(ch)
+    assert ch._attempt_wait(100.5, 101.0, 1.0) == 0.0  # within its deadline: again
+    ch._attempt_deadline(100.5, 101.0)
+    answered_and_closed(ch)
+    with pytest.raises(Timeout, match=r"within 1.0 s \(reconnecting\)"):
+        ch._attempt_wait(101.2, 101.0, 1.0)  # past it: no more
+    assert ch._attempt_wait(101.3, 101.3, 0.0) == 0.0  # a new call, even timeout=0: attempts
+    ch._attempt_deadline(101.3, 101.3)
+    answered_and_closed(ch)
+    with pytest.raises(Timeout):
+        ch._attempt_wait(101.3, 101.3, 0.0)
+
+
 def test_a_failed_attempt_after_close_is_closed() -> None:
     ch = Channel()
     ch._closed = True

@@ -106,6 +106,7 @@ class ClientChannelBase:
         self._closed = False
         self._lost_at: float | None = None
         self._next_attempt: float | None = None
+        self._attempted_at = float("-inf")  # when the last connection attempt started
         self._last_failure: BaseException | None = None
         self._peer: PeerInfo | None = None
         self._heard_at = 0.0  # when the connection last brought bytes (the driver's clock)
@@ -262,11 +263,22 @@ class ClientChannelBase:
                     raise self._recv_timeout(timeout, " (reconnecting)")
                 wait = min(wait, deadline - now)
             return wait
+        if (
+            deadline is not None
+            and timeout is not None
+            and deadline <= now
+            and self._attempted_at >= deadline - timeout
+        ):
+            # Past its deadline, a call that made an attempt makes no more (each attempt
+            # that succeeds makes the next one due at once after a server's retry: 0); a
+            # call that comes late still makes the attempt that is due.
+            raise self._recv_timeout(timeout, " (reconnecting)")
         self._next_attempt = None
         return 0.0
 
     def _attempt_deadline(self, now: float, deadline: float | None) -> float:
-        """When a connection attempt started ``now`` gives up."""
+        """When a connection attempt started ``now`` gives up (the attempt is noted)."""
+        self._attempted_at = now
         limit = self._connect_timeout
         if deadline is not None:
             limit = min(limit, max(deadline - now, 0.001))
