@@ -64,6 +64,8 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         self._wake = asyncio.Event()
         self._receiving = False
         self._releasing: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None
+        self._opening = None  # a connection being opened (close() cancels it)
 
     # -- one connection ---------------------------------------------------------------------
     async def _open(self, deadline: float) -> None:
@@ -71,13 +73,24 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         tls: dict[str, Any] = {}
         if (ctx := self._tls()) is not None:
             tls = {"ssl": ctx[0], "server_hostname": ctx[1]}
+        # In a task of its own, which close() cancels: a TLS handshake that hangs (a frozen
+        # server's kernel still accepts) would otherwise hold recv() for the connect timeout.
+        opening = self._loop.create_task(
+            asyncio.open_connection(addr.host, addr.port, limit=_READ, **tls)
+        )
+        self._opening = opening
         try:
             async with within_at(deadline):
-                reader, writer = await asyncio.open_connection(
-                    addr.host, addr.port, limit=_READ, **tls
-                )
+                reader, writer = await opening
         except OSError as exc:
             raise self._connect_error(exc) from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                raise self._closed_error() from None  # close() cancelled the opening
+            raise
+        finally:
+            self._opening = None
         if self._closed:
             writer.close()
             raise self._closed_error()
@@ -197,6 +210,8 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             return
         self._closed = True
         self._wake.set()
+        if self._opening is not None:
+            self._opening.cancel()  # a pending recv() connecting raises ChannelClosed
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()  # a pending read sees EOF, then ChannelClosed

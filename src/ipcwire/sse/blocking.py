@@ -85,14 +85,25 @@ class SseClientChannel(ClientChannelBase, Channel):
             sock = socket.create_connection(
                 (addr.host, addr.port), timeout=max(deadline - time.monotonic(), 0.001)
             )
-            if (tls := self._tls()) is not None:
-                sock = tls[0].wrap_socket(sock, server_hostname=tls[1])
         except OSError as exc:
             raise self._connect_error(exc) from exc
-        self._sock = sock
+        self._sock = sock  # close() shuts it down: a handshake that hangs ends at once
         if self._closed:
-            sock.close()
+            self._drop_socket()
             raise self._closed_error()
+        if (tls := self._tls()) is not None:
+            try:
+                sock = tls[0].wrap_socket(
+                    sock, server_hostname=tls[1], do_handshake_on_connect=False
+                )
+                self._sock = sock
+                if self._closed:
+                    self._drop_socket()
+                    raise self._closed_error()
+                sock.do_handshake()
+            except OSError as exc:
+                self._drop_socket()
+                raise self._connect_error(exc) from exc
         try:
             sock.sendall(self._core.request())
             buf = bytearray()
