@@ -20,6 +20,7 @@ from tests._loops import AioRun
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import RemoteProtocolError
+from ipcwire.sse.blocking import SseClientChannel
 
 BOUND = 20.0  # seconds the child may take before the test calls it a hang; never reached
 
@@ -185,5 +186,35 @@ def test_asyncio_a_malformed_body_in_the_read_with_the_head_closes_the_connectio
                 await aio.connect(url, timeout=BOUND)
             assert url in str(info.value)
             assert await asyncio.to_thread(closed_by_client, conns)
+
+    aio_run(main())
+
+
+FOREIGN_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+# ids are optional per event: one without an id: field keeps the last one (WHATWG 9.2.6)
+FOREIGN_BODY = b"id: job-1\ndata: 1\n\ndata: 2\n\nevent: message\ndata: 3\n\n"
+
+
+def test_events_without_an_id_of_their_own_are_not_duplicates() -> None:
+    """A server that is not ipcwire's gives an id to some events only (here ``job-1``, which
+    looks like ipcwire's ``<stream>-<n>``). The events after it carry the same last event
+    id, and the client took each for a repeat of event 1 and dropped it: 2 and 3 were lost
+    silently."""
+    with (
+        one_answer(FOREIGN_HEAD + FOREIGN_BODY) as (url, _),
+        ipcwire.connect(url, codec="json", timeout=BOUND) as ch,
+    ):
+        assert [ch.recv(timeout=BOUND) for _ in range(3)] == [1, 2, 3]
+        assert isinstance(ch, SseClientChannel)
+        assert ch.last_event_id == "job-1"
+
+
+def test_asyncio_events_without_an_id_of_their_own_are_not_duplicates(
+    aio_run: AioRun,
+) -> None:
+    async def main() -> None:
+        with one_answer(FOREIGN_HEAD + FOREIGN_BODY) as (url, _):
+            async with await aio.connect(url, codec="json", timeout=BOUND) as ch:
+                assert [await ch.recv(timeout=BOUND) for _ in range(3)] == [1, 2, 3]
 
     aio_run(main())

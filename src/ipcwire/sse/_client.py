@@ -374,7 +374,9 @@ class ClientCore:
         if ev.type == TAKEN_EVENT:
             self._taken(ev.id)
             return
-        skipped = self._position(ev.id)
+        # An event without an id: field of its own (a server other than ipcwire's may give
+        # ids to some events only) carries the last event's id: it is no repeat of that one
+        skipped = self._position(ev.id) if ev.has_id else 0
         if skipped < 0:
             return  # a duplicate of an event already delivered
         if skipped > 0:  # ids jumped without a gap event: still never silent

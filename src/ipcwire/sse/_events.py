@@ -22,7 +22,7 @@ ipcwire's conventions on top (the docs page shows them to browser code):
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Final
 
@@ -206,12 +206,14 @@ def gap_event(event_id: str | None, lost: int, first: int, last: int, reason: st
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One dispatched event. ``oversize`` > 0: its data was over the limit and dropped."""
+    """One dispatched event. ``oversize`` > 0: its data was over the limit and dropped.
+    ``has_id``: it had an ``id:`` field of its own (else ``id`` is the last event's)."""
 
     type: str
     data: bytes
     id: str
     oversize: int = 0
+    has_id: bool = field(default=True, compare=False)
 
 
 class RunShape:
@@ -263,6 +265,7 @@ class EventParser:
         self._data = bytearray()
         self._type = ""
         self._oversize = 0
+        self._has_id = False  # an id: field in this event (else it keeps the last one)
 
     def new_connection(self) -> None:
         """Forget a partial line or event (the connection ended); keep the last event ID."""
@@ -485,6 +488,7 @@ class EventParser:
                 data.append(10)
             elif line[:4] == b"id: " and b"\0" not in line:
                 self._id_buffer = line[4:].decode("utf-8", "replace")
+                self._has_id = True
             else:
                 handle(line, out)
 
@@ -530,6 +534,7 @@ class EventParser:
         elif field == b"id":
             if b"\0" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")
+                self._has_id = True
         elif field == b"retry" and value.isdigit() and len(value) <= 18:  # int() limits
             self.retry = int(value)
 
@@ -539,5 +544,6 @@ class EventParser:
             self._reset_event()
             return
         data = bytes(self._data[:-1]) if self._data else b""
-        out.append(Event(self._type or "message", data, self.last_id, self._oversize))
+        event = Event(self._type or "message", data, self.last_id, self._oversize, self._has_id)
+        out.append(event)
         self._reset_event()
