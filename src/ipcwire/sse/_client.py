@@ -414,7 +414,11 @@ class ClientCore:
 
     def _position(self, event_id: str) -> int:
         """Track ``<stream>-<seq>`` ids: how many events were skipped before this one (-1 for
-        a repeat). Ids that are not ipcwire's are not checked."""
+        a repeat). Ids that are not ipcwire's are not checked, nor is any id from a server
+        that did not say it is ipcwire's (``X-Ipcwire-Stream``): another server's ids may
+        look like ``<stream>-<seq>`` (``order-5``) and mean something else."""
+        if self.stream_id is None:
+            return 0
         stream = self._stream
         if stream is not None and event_id.startswith(stream):  # the usual case, quickly
             tail = event_id[len(stream) :]
