@@ -148,7 +148,15 @@ class SseServer:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._backlog = backlog
-        self._web = web.Server(self._handle, handler_cancellation=True, keepalive_timeout=75)
+        # A connection must bring a whole request head within handshake_timeout of opening
+        # (or of its last response), as the http mechanism's must: aiohttp's low-level server
+        # otherwise keeps one that sends nothing, or trickles its headers, for its
+        # keepalive_timeout (75 s here before), a descriptor each.
+        self._web = web.Server(
+            self._handle,
+            handler_cancellation=True,
+            keepalive_timeout=self.settings.options.handshake_timeout,
+        )
         accept_backoff(sock, self.url)
         self._server = await self._loop.create_server(
             self._web, sock=sock, ssl=ssl, backlog=backlog
