@@ -586,6 +586,50 @@ def test_child_exits_when_its_parent_dies() -> None:
             os.kill(child_pid, signal.SIGKILL)
 
 
+def test_exit_on_parent_death_through_a_wrapper_that_forks() -> None:
+    # parent -> wrapper (a launcher that starts the agent as its child and waits: uv run,
+    # poetry run, a shell script without exec) -> agent with exit_on_parent_death=True. The
+    # agent's own parent is the wrapper, not the spawn()ing process: it must still work, and
+    # still end the agent once the spawn()ing process dies.
+    inner = (
+        "import os, threading, ipcwire\n"
+        "ch = ipcwire.stdio(exit_on_parent_death=True)\n"
+        "ch.send({'pid': os.getpid(), 'got': ch.recv(timeout=20)})\n"
+        "threading.Event().wait()\n"
+    )
+    wrapper = (
+        f"import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c', {inner!r}]))"
+    )
+    parent_code = f"""
+        import sys, threading, ipcwire
+        ch = ipcwire.spawn([sys.executable, "-c", {wrapper!r}])
+        reply = ch.request("ping", timeout=20)
+        assert reply["got"] == "ping", reply
+        print(reply["pid"], flush=True)
+        threading.Event().wait()
+        """
+    parent = subprocess.Popen(
+        py(parent_code), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None and parent.stderr is not None
+    line = parent.stdout.readline()
+    try:
+        # before: the agent saw a parent (the wrapper) other than the one spawn() named, took
+        # it for dead, and SIGTERMed itself at once: the request ended with EndOfChannel
+        assert line.strip().isdigit(), parent.stderr.read() if parent.poll() is not None else line
+        agent = int(line)
+        assert alive(agent)
+        parent.kill()
+        parent.wait(10)
+        assert wait_dead(agent, 10), "the agent outlived the process that spawned it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if line.strip().isdigit() and alive(int(line)):
+            os.kill(int(line), signal.SIGKILL)
+
+
 def test_children_never_closed_are_shut_down_at_exit() -> None:
     parent_code = """
         import sys, ipcwire

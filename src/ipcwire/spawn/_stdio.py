@@ -7,7 +7,10 @@ nothing: none of them can corrupt or steal the protocol stream.
 
 :func:`watch_parent` runs an action when the parent process dies (a pidfd on Linux, so it is
 immediate; elsewhere ``getppid()`` is polled). The parent is the one ``spawn()`` named in
-``IPCWIRE_PARENT_PID``, so a parent that died before the watch started is noticed too.
+``IPCWIRE_PARENT_PID``, so a parent that died before the watch started is noticed too. It may
+be a grandparent: a launcher between them (``uv run``, a shell script without ``exec``) starts
+this process as its own child, and the watch is then on the process that called ``spawn()``,
+as long as /proc shows it among this process's ancestors.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from ipcwire.errors import ChannelBroken, LocalProtocolError
@@ -30,6 +34,7 @@ from ipcwire.spawn._process import wait_readable
 __all__ = ["claim_stdio", "watch_parent"]
 
 _POLL_PARENT: Final = 0.25  # seconds, where there is no pidfd
+_MAX_DEPTH: Final = 64  # ancestors looked at for the spawn()ing process
 _claimed = False
 _claim_lock = threading.Lock()
 
@@ -80,6 +85,25 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
     return rfd, wfd, restore, nonblocking
 
 
+def _descends_from(pid: int) -> bool:
+    """True if ``pid`` is this process's parent or, through /proc, one of its ancestors (a
+    launcher such as ``uv run`` may stand between ``spawn()`` and this process). Without
+    /proc, only the parent counts. A process that dies is no longer an ancestor: its children
+    go to init or a subreaper."""
+    ancestor = os.getppid()
+    for _ in range(_MAX_DEPTH):
+        if ancestor == pid:
+            return True
+        if ancestor <= 1:  # init, or a parent outside our pid namespace (0)
+            return False
+        try:
+            raw = Path(f"/proc/{ancestor}/stat").read_bytes()
+            ancestor = int(raw[raw.rfind(b")") + 2 :].split()[1])  # state, then ppid
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def _default_action() -> None:
     # SIGTERM ourselves: the default disposition exits, and graceful_shutdown() (if installed)
     # runs its cleanup first.
@@ -93,7 +117,7 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
     """
     act = action or _default_action
     expected = int(os.environ.get(PARENT_ENV, "0") or 0) or os.getppid()
-    if os.getppid() != expected:
+    if not _descends_from(expected):
         act()
         return None
     fd = None
@@ -103,7 +127,9 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
             fd = opener(expected)
         except OSError:
             fd = None
-        if os.getppid() != expected:  # died between the check and the open
+        # Died between the check and the open (its pid may be another process's now: a new
+        # process is never an ancestor, so the pidfd is the parent's if this still holds).
+        if not _descends_from(expected):
             if fd is not None:
                 os.close(fd)
             act()
@@ -114,7 +140,7 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
             wait_readable(fd, None)
             os.close(fd)
         else:  # pragma: no cover - no pidfd
-            while os.getppid() == expected:
+            while _descends_from(expected):
                 time.sleep(_POLL_PARENT)
         act()
 
