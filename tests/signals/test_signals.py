@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -237,6 +238,25 @@ def test_terminate_obedient_stubborn_and_foreign() -> None:
     assert terminate(grandchild, timeout=5) is None
     holder.wait(10)
     assert terminate(holder, timeout=1) == 0  # already exited: not an error
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_terminate_leaves_a_multiprocessing_process_knowing_its_exit(api: str) -> None:
+    # terminate() reaped a multiprocessing.Process with waitpid behind multiprocessing's back:
+    # the Process then said is_alive() and exitcode None for ever, stayed in
+    # active_children(), and its own terminate()/kill() would signal the freed pid.
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=threading.Event().wait)
+    proc.start()
+    if api == "blocking":
+        status = terminate(proc, timeout=5)
+    else:
+        status = asyncio.run(aterminate(proc, timeout=5))
+    assert status == -signal.SIGTERM
+    assert proc.exitcode == -signal.SIGTERM
+    assert not proc.is_alive()
+    assert proc not in multiprocessing.active_children()
+    assert terminate(proc, timeout=1) == -signal.SIGTERM  # again: known, nothing signalled
 
 
 def test_terminate_group_and_spawn_channel() -> None:

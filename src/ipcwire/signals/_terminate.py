@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import time
+from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ChannelBroken, Timeout
 from ipcwire.signals._names import exit_status, send_signal, target_pid
 
-__all__ = ["terminate"]
+__all__ = ["joined", "terminate"]
 
 _KILL_WAIT: Final = 5.0  # after SIGKILL: only a process stuck in the kernel takes this long
 
@@ -71,6 +72,8 @@ def _zombie(pid: int) -> bool:
 def _reap(target: Any, pid: int) -> int | None:
     if isinstance(target, subprocess.Popen):
         return target.wait()
+    if isinstance(target, BaseProcess):
+        return joined(target)
     closer = getattr(target, "close", None)
     if closer is not None and hasattr(target, "returncode"):  # a spawn() channel
         closer()
@@ -81,6 +84,14 @@ def _reap(target: Any, pid: int) -> int | None:
     except ChildProcessError:
         return None  # not our child: its parent reaps it
     return os.waitstatus_to_exitcode(status)
+
+
+def joined(process: BaseProcess) -> int | None:
+    """The exit status of a multiprocessing process that has exited, reaped by
+    multiprocessing itself: a ``waitpid`` of ours would leave it saying ``is_alive()`` and
+    ``exitcode is None`` for ever (and its ``terminate()`` signalling the freed pid)."""
+    process.join()  # (it has exited: at once)
+    return process.exitcode
 
 
 def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -> int | None:

@@ -17,6 +17,7 @@ import subprocess
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -42,7 +43,7 @@ from ipcwire.signals._names import (
     send_signal,
     target_pid,
 )
-from ipcwire.signals._terminate import _KILL_WAIT, _gone
+from ipcwire.signals._terminate import _KILL_WAIT, _gone, joined
 
 __all__ = [
     "AioGracefulShutdown",
@@ -353,6 +354,8 @@ async def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -
         raise Timeout(f"pid {pid} is still alive 5 s after SIGKILL", endpoint=f"signal:{pid}")
     if isinstance(target, subprocess.Popen):
         return target.wait()
+    if isinstance(target, BaseProcess):
+        return joined(target)
     aclose = getattr(target, "aclose", None)
     if aclose is not None and hasattr(target, "returncode"):
         await aclose()
