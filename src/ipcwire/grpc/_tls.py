@@ -62,10 +62,18 @@ def client_credentials(
     """``grpc.ChannelCredentials`` for a TLS connection, or None for plaintext.
 
     Raises:
-        ConfigurationError: unreadable files.
+        ConfigurationError: unreadable files, or only one of certfile= and keyfile=.
     """
     if credentials is not None:
         return credentials
+    if (certfile is None) != (keyfile is None):
+        # grpc's core would abort the whole process at the first connection attempt
+        # ("Check failed: private_key != nullptr")
+        raise ConfigurationError(
+            f"{url}: a client certificate needs both certfile= and keyfile= (PEM files); pass "
+            f"both for mutual TLS, or neither",
+            endpoint=url,
+        )
     if not tls and cafile is None and certfile is None:
         return None
     return grpc.ssl_channel_credentials(
