@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
@@ -26,6 +27,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.spawn import SpawnChannel, spawn
+from ipcwire.spawn.aio import spawn as aspawn
 
 from ._util import PY, alive, group, py, reaped, wait_dead
 
@@ -218,10 +220,57 @@ def test_a_stderr_callback_may_close_the_channel(caplog: pytest.LogCaptureFixtur
         for t in pumps:
             t.join(20)
             assert not t.is_alive()
-    assert not [r for r in caplog.records if "callback raised" in r.getMessage()]
+    assert not [r for r in caplog.records if "stderr callback" in r.getMessage()]
     assert ch.closed
     assert_gone(ch)
     assert _open_fds() - before == set()
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_a_stderr_callback_that_raises_is_logged_once_not_once_per_line(
+    api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: every line logged a full traceback: a child writing 200,000 lines to a broken
+    # callback put 73 MB of tracebacks on the parent's stderr and ran 100x slower (its
+    # writes waited for the tracebacks; in asyncio the event loop formatted them).
+    child = py(
+        """
+        import sys
+        for i in range(3000):
+            sys.stderr.write(f"line {i}\\n")
+        sys.stderr.flush()
+        print('{"done": true}', flush=True)
+        """
+    )
+    calls: list[str] = []
+    pids: list[int] = []
+
+    def broken(line: str) -> None:
+        calls.append(line)
+        raise RuntimeError("the sink is broken")
+
+    async def in_asyncio() -> None:
+        ch = await aspawn(child, stderr=broken)
+        pids.append(ch.pid)
+        try:
+            assert await ch.recv(timeout=20) == {"done": True}
+        finally:
+            await ch.aclose()
+
+    with caplog.at_level(logging.INFO, logger="ipcwire"):
+        if api == "blocking":
+            with spawn(child, stderr=broken) as ch:
+                pids.append(ch.pid)
+                assert ch.recv(timeout=20) == {"done": True}
+        else:
+            asyncio.run(in_asyncio())
+    assert len(calls) == 3000  # every line is still offered to it
+    about = [r for r in caplog.records if "stderr callback" in r.getMessage()]
+    assert len(about) == 2, [r.getMessage() for r in about[:3]]
+    first, summary = about
+    assert first.exc_info is not None and "the sink is broken" in str(first.exc_info[1])
+    assert "2999 more times" in summary.getMessage()
+    assert f"[pid {pids[0]}]" in first.getMessage()
 
 
 def test_stderr_pipe_and_stdout_are_refused() -> None:

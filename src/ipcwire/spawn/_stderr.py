@@ -135,12 +135,16 @@ def plan_stderr(stderr: Any, name: str) -> StderrPlan:
 
 
 class LineSplitter:
-    """Bytes in, whole lines (``str``) out to the sink; sink errors are logged, not raised."""
+    """Bytes in, whole lines (``str``) out to the sink; sink errors are logged, not raised:
+    the first with its traceback, the others counted and told once, at the end (a broken
+    callback must not turn every line of a chatty child into a traceback)."""
 
-    def __init__(self, sink: LineSink) -> None:
+    def __init__(self, sink: LineSink, name: str = "the child") -> None:
         self._sink = sink
+        self._name = name
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._partial = ""
+        self._failures = 0
 
     def feed(self, data: bytes) -> None:
         text = self._partial + self._decoder.decode(data)
@@ -156,12 +160,26 @@ class LineSplitter:
         self._partial = ""
         if rest:
             self._emit(rest)
+        if self._failures > 1:
+            logging.getLogger("ipcwire").error(
+                "ipcwire: the stderr callback for %s raised %d more times (the first is logged "
+                "above); those lines of its stderr were lost",
+                self._name,
+                self._failures - 1,
+            )
+        self._failures = 0
 
     def _emit(self, line: str) -> None:
         try:
             self._sink(line.removesuffix("\r"))
         except Exception:
-            logging.getLogger("ipcwire").exception("ipcwire: the stderr callback raised")
+            self._failures += 1
+            if self._failures == 1:
+                logging.getLogger("ipcwire").exception(
+                    "ipcwire: the stderr callback for %s raised (its later errors are counted, "
+                    "not logged); fix the callback, or pass a logger or a file as stderr=",
+                    self._name,
+                )
 
 
 class StderrPump:
@@ -169,7 +187,7 @@ class StderrPump:
 
     def __init__(self, fd: int, sink: LineSink, name: str) -> None:
         self._fd = fd
-        self._lines = LineSplitter(sink)
+        self._lines = LineSplitter(sink, name)
         self._waker = Waker()
         self._waker_lock = threading.Lock()  # the waker is closed once, never woken after
         self._waker_closed = False

@@ -81,7 +81,9 @@ async def spawn(
     loop = asyncio.get_running_loop()
     err_reader = None
     if plan.read_fd is not None and plan.sink is not None:
-        err_reader = _StderrReader(loop, plan.read_fd, LineSplitter(plan.sink))
+        err_reader = _StderrReader(
+            loop, plan.read_fd, LineSplitter(plan.sink, f"{what} [pid {watch.pid}]")
+        )
     try:
         ch = await open_aio_channel(
             started.stdout_r,
