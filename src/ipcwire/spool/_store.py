@@ -38,7 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ipcwire._deadline import limit
 from ipcwire._oserror import translate
+from ipcwire._procfs import describe_pid
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -48,7 +50,9 @@ from ipcwire.errors import (
     PermissionDenied,
     RemoteProtocolError,
     ResourceExhausted,
+    Timeout,
 )
+from ipcwire.spool._flock import lock_holders
 
 __all__ = ["Claim", "SpoolStore"]
 
@@ -60,6 +64,7 @@ _READ: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # the open (for a regular file it changes nothing).
 _CLAIM: Final = _READ | os.O_NONBLOCK
 _STALE_TMP: Final = 60.0  # seconds before an unlocked file in tmp/ counts as abandoned
+_ORDER_POLL: Final = 0.01  # longest pause between a producer's tries for a held .order
 Buffer = bytes | bytearray | memoryview
 
 
@@ -296,30 +301,103 @@ class SpoolStore:
             raise
         return fd
 
-    def put(self, data: Buffer) -> str:
+    def put(self, data: Buffer, timeout: float | None = None) -> str:
         """Add one message durably (fsync'd before it becomes visible). Returns its name.
 
         Raises:
             ChannelBroken, ResourceExhausted, PermissionDenied: the file system failed.
+            Timeout: .order stayed held (see :meth:`put_many`).
         """
-        return self.put_many((data,))[0]
+        return self.put_many((data,), timeout)[0]
 
-    def put_many(self, items: Sequence[Buffer]) -> list[str]:
-        """Add several messages, in order, with one directory sync for all of them."""
-        with self._put_lock:
+    def put_many(
+        self, items: Sequence[Buffer], timeout: float | None = None, start: float | None = None
+    ) -> list[str]:
+        """Add several messages, in order, with one directory sync for all of them.
+
+        The renames into new/ wait for .order, which a consumer holds only while it lists
+        new/; a process that keeps it longer (stopped there, or another program) makes this
+        wait up to ``timeout`` seconds (None: until it lets go, or this store is closed)
+        from ``start`` (``time.monotonic()``; default now).
+
+        Raises:
+            Timeout: .order stayed held (naming the holder); nothing was queued.
+            ChannelClosed: closed before, or while waiting for .order; nothing was queued.
+            ChannelBroken, ResourceExhausted, PermissionDenied: the file system failed.
+        """
+        start = time.monotonic() if start is None else start
+        if not self._put_lock.acquire(blocking=False):
+            wait = limit(timeout, self.url)  # (NaN is refused only where there is a wait)
+            left = None if wait is None else max(start + wait - time.monotonic(), 0.0)
+            if not self._put_lock.acquire(timeout=-1 if left is None else left):
+                raise self._order_timeout(
+                    timeout, "another send on this channel was still under way (or waiting)"
+                )
+        try:
             with self._state_lock:
                 if self._closing:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
                 self._putting = True
             try:
-                return self._put_many(items)
+                return self._put_many(items, timeout, start)
             finally:
                 with self._state_lock:
                     self._putting = False
                     if self._closing:
                         self._close_fds()
+        finally:
+            self._put_lock.release()
 
-    def _put_many(self, items: Sequence[Buffer]) -> list[str]:
+    def _share_order(self, timeout: float | None, start: float) -> None:
+        """Take .order shared for the renames, without blocking in flock: a holder that never
+        lets go must not outlast ``timeout`` (from ``start``, monotonic) nor ``close()``.
+
+        Raises:
+            Timeout: still held at the deadline. ChannelClosed: closed meanwhile.
+        """
+        pause = 0.0001
+        deadline: float | None = None
+        first = True  # (the deadline is worked out at the first wait)
+        while True:
+            try:
+                fcntl.flock(self._order_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            if self._closing:
+                raise ChannelClosed(
+                    f"{self.url} was closed while a send waited for its .order lock; nothing "
+                    f"of that send was queued",
+                    endpoint=self.url,
+                )
+            if first:
+                first = False
+                wait = limit(timeout, self.url)
+                deadline = None if wait is None else start + wait
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise self._order_timeout(timeout)
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, _ORDER_POLL)
+
+    def _order_timeout(self, timeout: float | None, why: str = "") -> Timeout:
+        """A send that could not rename its messages into new/ in time."""
+        if not why:
+            pids = lock_holders(os.path.join(self.path, ".order"))
+            who = ", ".join(describe_pid(p) for p in pids) if pids else "another process"
+            why = (
+                f"{who} holds the spool's .order lock exclusively (a consumer holds it only "
+                f"while it lists new/; one stopped there, by SIGSTOP or a debugger, or another "
+                f"program keeps it): resume or end that process"
+            )
+        return Timeout(
+            f"send to {self.url} timed out after {timeout} s: {why}; nothing of this send "
+            f"was queued (pass a larger timeout= to wait longer)",
+            endpoint=self.url,
+        )
+
+    def _put_many(self, items: Sequence[Buffer], timeout: float | None, start: float) -> list[str]:
         """put_many with the put lock held and the store open."""
         names = [self._next_name() for _ in items]
         fds: list[int] = []
@@ -337,7 +415,7 @@ class SpoolStore:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-            fcntl.flock(self._order_fd, fcntl.LOCK_SH)
+            self._share_order(timeout, start)
             try:
                 for name in names:
                     os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
@@ -346,7 +424,7 @@ class SpoolStore:
                 fcntl.flock(self._order_fd, fcntl.LOCK_UN)
             if self.fsync:
                 os.fsync(self._new_fd)  # the renames survive a power cut
-        except OSError as exc:
+        except (OSError, IpcwireError) as exc:
             for fd in fds:
                 os.close(fd)
             for name in names:
@@ -354,6 +432,8 @@ class SpoolStore:
                     os.unlink(os.path.join(self.tmp, name))
                 except OSError:
                     pass
+            if isinstance(exc, IpcwireError):  # .order: nothing was renamed
+                raise
             raise self._write_error(exc, visible, len(names)) from exc
         return names
 

@@ -10,20 +10,26 @@ no non-blocking fsync; with ``fsync=False`` they run on the loop too.
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.errors import LocalProtocolError
+from ipcwire.errors import LocalProtocolError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
 from ipcwire.spool._options import SpoolConfig, connect_options, listen_options
 from ipcwire.spool._store import Claim, SpoolStore
 
 __all__ = ["AioSpoolChannel", "AioSpoolListener", "connect", "listen"]
+
+# How long a send with fsync=False waits for .order on the event loop before going on
+# waiting in the executor (a consumer's listing holds it for about as long at most).
+ORDER_WAIT: Final = 0.025
 
 
 class AioSpoolChannel(ChannelCore, AioChannel):
@@ -39,17 +45,31 @@ class AioSpoolChannel(ChannelCore, AioChannel):
 
     # -- sending ----------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        """Add a message; it is on disk when this returns (``timeout`` is not used)."""
-        await self.send_many((obj,))
+        """Add a message; it is on disk when this returns. ``timeout`` bounds the wait for
+        the spool's .order lock (see the blocking ``SpoolChannel.send``)."""
+        await self.send_many((obj,), timeout=timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         items = self._pack_all(objs)
         if not items:
             return
-        if self._store.fsync:
-            await self._loop.run_in_executor(None, self._store.put_many, items)
+        if not self._store.fsync:
+            # On the loop, as a consumer's listing is: .order is waited for briefly here,
+            # then (held by a stopped consumer, say) in the executor, within the timeout.
+            short = timeout is not None and timeout < ORDER_WAIT
+            start = time.monotonic()
+            try:
+                self._store.put_many(items, timeout if short else ORDER_WAIT)
+            except Timeout:
+                if short:
+                    raise
+            else:
+                self._count_sent(items)
+                return
+            put = functools.partial(self._store.put_many, items, timeout, start)
         else:
-            self._store.put_many(items)
+            put = functools.partial(self._store.put_many, items, timeout)
+        await self._loop.run_in_executor(None, put)
         self._count_sent(items)
 
     # -- receiving --------------------------------------------------------------------------

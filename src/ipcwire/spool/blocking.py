@@ -55,20 +55,25 @@ class SpoolChannel(ChannelCore, Channel):
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         """Add a message to the spool; it is on disk (fsync'd) when this returns.
 
-        ``timeout`` is accepted for the common API; a spool never waits for a reader.
+        A spool never waits for a reader; ``timeout`` bounds the wait for the spool's .order
+        lock, which a consumer holds only while it lists new/ (one stopped there keeps it).
+
+        Raises:
+            Timeout: .order stayed held (the message names the holder); nothing was queued.
         """
         data = self._pack(obj)
         if self._closed:
             raise self._closed_error()
-        self._store.put(data)
+        self._store.put(data, timeout)
         self._sent += 1
         self._bytes_sent += memoryview(data).nbytes
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        """Add several messages with one directory sync (faster than one ``send`` each)."""
+        """Add several messages with one directory sync (faster than one ``send`` each);
+        ``timeout`` as for :meth:`send`."""
         items = self._pack_all(objs)
         if items:
-            self._store.put_many(items)
+            self._store.put_many(items, timeout)
             self._count_sent(items)
 
     # -- receiving --------------------------------------------------------------------------
