@@ -484,3 +484,35 @@ def test_a_forked_child_is_not_bound_by_its_parents_waiters(tmp_path: Path) -> N
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out.split("\n")[:2] == [f"worker {-signal.SIGTERM}", "pidfile True"], (out, err)
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_graceful_shutdown_refuses_what_it_cannot_clean_up_on_both_apis(api: str) -> None:
+    # The asyncio graceful_shutdown took anything: a bytes path, None or a number failed only
+    # at shutdown, with a traceback ('bytes' object is not callable), and the file stayed.
+    async def in_asyncio(*resources: object) -> None:
+        gs = agraceful_shutdown(*resources, exit=False)
+        await gs.aclose()
+
+    async def add_in_asyncio(resource: object) -> None:
+        gs = agraceful_shutdown(exit=False)
+        try:
+            gs.add(resource)
+        finally:
+            await gs.aclose()
+
+    for bad in (b"/run/app.sock", None, 42):
+        with pytest.raises(TypeError, match="cannot clean up"):
+            if api == "blocking":
+                ipcwire.graceful_shutdown(bad, exit=False).close()
+            else:
+                asyncio.run(in_asyncio(bad))
+        with pytest.raises(TypeError, match="cannot clean up"):
+            if api == "blocking":
+                gs = ipcwire.graceful_shutdown(exit=False)
+                try:
+                    gs.add(bad)
+                finally:
+                    gs.close()
+            else:
+                asyncio.run(add_in_asyncio(bad))

@@ -35,7 +35,7 @@ from ipcwire._poll import wait_readable
 from ipcwire.signals._dispatch import dispatcher, request_exit
 from ipcwire.signals._names import SignalLike, parse_signal
 
-__all__ = ["GracefulShutdown", "graceful_shutdown"]
+__all__ = ["GracefulShutdown", "cannot_clean_up", "graceful_shutdown"]
 
 log = logging.getLogger("ipcwire")
 
@@ -89,10 +89,7 @@ class GracefulShutdown:
             elif callable(res):
                 self._steps.append((f"calling {getattr(res, '__name__', res)!r}", res))
             else:
-                raise TypeError(
-                    f"graceful_shutdown cannot clean up {res!r}: pass something with close(), "
-                    f"a callable, or a path"
-                )
+                raise cannot_clean_up(res)
 
     def callback(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Register ``fn(*args, **kwargs)`` to run at shutdown."""
@@ -196,6 +193,14 @@ class GracefulShutdown:
         self.close()
         if et is None and self._exit and self.signal is not None:
             raise SystemExit(self._exit_code)  # a signal ended the block: the process exits
+
+
+def cannot_clean_up(res: Any) -> TypeError:
+    """The error for a resource that is no path, has no ``close()`` and is not callable."""
+    return TypeError(
+        f"graceful_shutdown cannot clean up {res!r}: pass something with close(), "
+        f"a callable, or a path"
+    )
 
 
 def _main_exited(timeout: float) -> bool:

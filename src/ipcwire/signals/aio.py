@@ -43,6 +43,7 @@ from ipcwire.signals._names import (
     send_signal,
     target_pid,
 )
+from ipcwire.signals._shutdown import cannot_clean_up
 from ipcwire.signals._terminate import _KILL_WAIT, _gone, joined
 
 __all__ = [
@@ -385,7 +386,8 @@ class AioGracefulShutdown:
         exit_code: int = 0,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._resources: list[Any] = list(resources)
+        self._resources: list[Any] = []
+        self.add(*resources)
         self._exit = exit
         self._exit_code = exit_code
         self._done = asyncio.Event()
@@ -395,7 +397,20 @@ class AioGracefulShutdown:
         self._installed = _signals(self._loop).add(sigs, self._on_signal)
 
     def add(self, *resources: Any) -> None:
-        """Register more resources (as in the constructor)."""
+        """Register more resources (as in the constructor).
+
+        Raises:
+            TypeError: something that is no path, has no ``aclose()``/``close()`` and is not
+                callable (as the blocking :meth:`ipcwire.signals.GracefulShutdown.add`).
+        """
+        for res in resources:
+            if not (
+                isinstance(res, str | os.PathLike)
+                or callable(getattr(res, "aclose", None))
+                or callable(getattr(res, "close", None))
+                or callable(res)
+            ):
+                raise cannot_clean_up(res)
         self._resources.extend(resources)
 
     @property
@@ -481,5 +496,6 @@ def graceful_shutdown(
 
     Raises:
         ConfigurationError: the loop cannot handle signals (not the main thread).
+        TypeError: a resource that cannot be cleaned up.
     """
     return AioGracefulShutdown(*resources, signals=signals, exit=exit, exit_code=exit_code)
