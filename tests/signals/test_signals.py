@@ -516,3 +516,41 @@ def test_graceful_shutdown_refuses_what_it_cannot_clean_up_on_both_apis(api: str
                     gs.close()
             else:
                 asyncio.run(add_in_asyncio(bad))
+
+
+def test_terminate_refuses_a_nan_timeout_before_sending_anything() -> None:
+    """timeout=nan sent SIGTERM first and only then raised ConfigurationError (naming no
+    endpoint): the child was signalled by a call that failed."""
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as proc:
+        try:
+            with pytest.raises(ConfigurationError) as err:
+                terminate(proc, timeout=float("nan"))
+            assert err.value.endpoint == f"signal:{proc.pid}"
+            with pytest.raises(ConfigurationError):
+                asyncio.run(aterminate(proc, timeout=float("nan")))
+            assert proc.poll() is None  # still running: nothing was sent
+        finally:
+            proc.kill()
+
+
+def test_paths_are_removed_after_the_closes_in_both_apis(tmp_path: Path) -> None:
+    """asyncio removed the resources in reverse order, paths among them: a socket file
+    registered after its listener was gone before the listener closed. The blocking shutdown
+    removes the paths after every close, as asyncio now does."""
+    path = tmp_path / "app.sock"
+    seen: list[bool] = []
+
+    def close_listener() -> None:
+        seen.append(path.exists())
+
+    path.touch()
+    with ipcwire.graceful_shutdown(close_listener, path, exit=False):
+        pass
+
+    async def main() -> None:
+        path.touch()
+        gs = agraceful_shutdown(close_listener, path, exit=False)
+        await gs.aclose()
+
+    asyncio.run(main())
+    assert seen == [True, True] and not path.exists()

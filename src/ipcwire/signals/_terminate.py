@@ -9,6 +9,7 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
+from ipcwire._deadline import limit
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ChannelBroken, Timeout
 from ipcwire.signals._names import exit_status, send_signal, target_pid
@@ -108,6 +109,7 @@ def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -> int 
         ConfigurationError: ``target`` is not a process.
     """
     pid = target_pid(target)
+    limit(timeout, f"signal:{pid}")  # a NaN is refused before any signal is sent
     # Already waited for: its pid may be another process's by now (unless the group is meant:
     # a group's id is not reused while any of its members lives).
     if (group or exit_status(target) is None) and not _gone(pid):

@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
@@ -343,6 +344,7 @@ async def terminate(target: Any, timeout: float = 5.0, *, group: bool = False) -
         Timeout, PermissionDenied, ConfigurationError.
     """
     pid = target_pid(target)
+    limit(timeout, f"signal:{pid}")  # a NaN is refused before any signal is sent
     waited = not group and exit_status(target) is not None  # its pid may be reused: no signal
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT)):
         if waited or _gone(pid):
@@ -436,8 +438,12 @@ class AioGracefulShutdown:
         await asyncio.shield(self._task)
 
     async def _run(self, *, exit: bool) -> None:
+        # As the blocking shutdown: the closes and callbacks in reverse order, then the paths
+        # (a socket file goes after the listener that serves it, whatever the order given)
+        paths = [r for r in self._resources if isinstance(r, str | os.PathLike)]
+        others = [r for r in self._resources if not isinstance(r, str | os.PathLike)]
         try:
-            for res in reversed(self._resources):
+            for res in [*reversed(others), *paths]:
                 try:
                     await _clean(res)
                 except Exception:
