@@ -189,6 +189,13 @@ def error_from_status(
         return ResourceExhausted(said, endpoint=endpoint)
     if name == "UNAVAILABLE":
         low = text.lower()
+        if "security handshaker" in low:  # grpc could not load this side's TLS files
+            return ConfigurationError(
+                f"gRPC could not set up TLS to {endpoint} with the files given: cafile= must "
+                f"hold PEM CA certificates, certfile= a PEM certificate and keyfile= its "
+                f"private key (PEM, not encrypted) ({text})",
+                endpoint=endpoint,
+            )
         if "certificate_verify_failed" in low or "handshake failed" in low:
             return AuthenticationFailed(
                 f"TLS with {endpoint} failed: its certificate is not trusted here, or it does "

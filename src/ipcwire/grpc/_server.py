@@ -32,7 +32,7 @@ from ipcwire.grpc._protocol import (
     reads_batches,
     says_bye,
 )
-from ipcwire.grpc._tls import server_credentials
+from ipcwire.grpc._tls import refused_files, server_credentials
 from ipcwire.options import ChannelOptions
 from ipcwire.unix._socket import remove_on_close
 
@@ -132,13 +132,24 @@ class ServerCore:
         )
 
 
-def _add_port(server: Any, target: str, creds: Any) -> int:
+def _add_port(server: Any, target: str, creds: Any, url: str, tls: dict[str, Any]) -> int:
+    """The port bound (0: gRPC could not bind).
+
+    Raises:
+        ConfigurationError: the TLS files are why (gRPC says only that it failed).
+    """
     try:
         if creds is not None:
-            return int(server.add_secure_port(target, creds))
-        return int(server.add_insecure_port(target))
+            port = int(server.add_secure_port(target, creds))
+        else:
+            return int(server.add_insecure_port(target))
     except RuntimeError:
-        return 0
+        port = 0
+    if port == 0 and creds is not None:
+        err = refused_files(url, **tls)
+        if err is not None:
+            raise err
+    return port
 
 
 def bind_server(
@@ -153,13 +164,18 @@ def bind_server(
     secure = creds is not None
     if addr.path is not None:
         bind_path, place = prepare_unix(addr, url, mode)
-        if _add_port(server, f"unix:{bind_path}", creds) == 0:
+        try:
+            port = _add_port(server, f"unix:{bind_path}", creds, url, tls)
+        except BaseException:
+            forget_private(bind_path)
+            raise
+        if port == 0:
             forget_private(bind_path)
             raise AddressInUse(f"cannot listen at {url}: gRPC could not bind", endpoint=url)
         place()
         return addr.url(tls=secure), remove_on_close(addr.path)
     probe_tcp(addr, url)
-    port = _add_port(server, addr.target(), creds)
+    port = _add_port(server, addr.target(), creds, url, tls)
     if port == 0:
         raise AddressInUse(
             f"cannot listen at {url}: gRPC could not bind {addr.target()} (taken just now?)",

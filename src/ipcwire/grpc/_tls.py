@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 from ipcwire.errors import ConfigurationError
 from ipcwire.grpc._address import read_pem
 from ipcwire.grpc._grpcio import grpc
 
-__all__ = ["client_credentials", "server_credentials"]
+__all__ = ["client_credentials", "refused_files", "server_credentials"]
 
 PathLike = str | os.PathLike[str]
 
@@ -81,3 +82,39 @@ def client_credentials(
         private_key=read_pem(keyfile, "private key"),
         certificate_chain=read_pem(certfile, "certificate"),
     )
+
+
+def refused_files(
+    url: str,
+    *,
+    certfile: PathLike | None = None,
+    keyfile: PathLike | None = None,
+    client_ca: PathLike | None = None,
+    **_: Any,
+) -> ConfigurationError | None:
+    """Why a listener's TLS files cannot be used, or None. Asked only after gRPC refused to
+    bind with them (it says no more than that), so nothing grpc takes is ever refused here.
+    The standard ssl module reads them at its lowest security level, as grpc would."""
+    if certfile is None or keyfile is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except ssl.SSLError:  # pragma: no cover - an ssl build without security levels
+        pass
+    what = "certfile= and keyfile="
+    try:
+        # (a password the key does not need is ignored; an encrypted key, which grpc
+        # cannot open either, fails instead of prompting on the terminal)
+        ctx.load_cert_chain(certfile, keyfile, password=b"")
+        if client_ca is not None:
+            what = "client_ca="
+            ctx.load_verify_locations(cafile=client_ca)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return ConfigurationError(
+            f"cannot listen at {url}: gRPC cannot use {what} ({exc}); certfile= must be a PEM "
+            f"certificate, keyfile= its private key (PEM, not encrypted), client_ca= PEM CA "
+            f"certificates",
+            endpoint=url,
+        )
+    return None
