@@ -78,7 +78,10 @@ class ChannelCore:
         self._raw = wire.is_raw  # bytes codec: the received bytes are the message
         self._limit = wire.send_limit
         self._msgsize = outbound.msgsize
-        self._asm = Reassembler(inbound.msgsize, wire.max_frame, url)
+        # a sender's messages under way: one per piece queued or read ahead, and one more
+        self._asm = Reassembler(
+            inbound.msgsize, wire.max_frame, url, max_partial=2 * inbound.maxmsg + 1
+        )
         self._peer_pid = peer_pid
         self._peer: PeerInfo | None = PeerInfo(pid=peer_pid, address=url)
         self._pidfd = pidfd

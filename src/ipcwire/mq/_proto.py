@@ -181,17 +181,37 @@ class Reassembler:
     message shorter than ``msgsize`` is one piece, so small messages cost nothing extra. Pieces
     of one message share its priority and one writer sends them back to back, so joining per
     priority is exact even when higher priorities overtake.
+
+    So one sender has few messages under way at once: each one it finished sending but whose
+    pieces are not all here yet has a piece still waiting (in the queue, or read ahead), and
+    it sends one more. ``max_partial`` (the channel gives 2 x maxmsg + 1) bounds them: a peer
+    that starts more (a message at each of the 32767 priorities, never finished, would be
+    held here piece by piece) is refused with RemoteProtocolError, the pieces held are let
+    go, and every later piece is refused too (the channel is out of step).
     """
 
-    __slots__ = ("_parts", "_size", "_skip", "max_frame", "msgsize", "url")
+    __slots__ = (
+        "_broken",
+        "_parts",
+        "_size",
+        "_skip",
+        "max_frame",
+        "max_partial",
+        "msgsize",
+        "url",
+    )
 
-    def __init__(self, msgsize: int, max_frame: int, url: str) -> None:
+    def __init__(
+        self, msgsize: int, max_frame: int, url: str, *, max_partial: int | None = None
+    ) -> None:
         self.msgsize = msgsize
         self.max_frame = max_frame
         self.url = url
+        self.max_partial = max_partial
         self._parts: dict[int, list[bytes]] = {}
         self._size: dict[int, int] = {}
         self._skip: set[int] = set()  # priorities whose current message is over max_frame
+        self._broken: RemoteProtocolError | None = None
 
     @property
     def partial(self) -> bool:
@@ -210,6 +230,8 @@ class Reassembler:
             FrameTooLarge: the message grew over ``max_frame``; the rest of it is discarded
                 as it arrives and the next message is delivered normally.
         """
+        if self._broken is not None:
+            raise self._broken
         last = len(piece) < self.msgsize
         if priority in self._skip:
             if last:
@@ -221,6 +243,8 @@ class Reassembler:
                 if len(piece) > self.max_frame:
                     raise self._too_large(len(piece))
                 return piece
+            if self.max_partial is not None and len(self._parts) >= self.max_partial:
+                raise self._too_many()
             parts = self._parts[priority] = []
             self._size[priority] = 0
         parts.append(piece)
@@ -234,6 +258,19 @@ class Reassembler:
             return None
         del self._parts[priority], self._size[priority]
         return b"".join(parts)
+
+    def _too_many(self) -> RemoteProtocolError:
+        self._broken = RemoteProtocolError(
+            f"{self.url} has more than {self.max_partial} messages in pieces under way at "
+            f"once, more than one ipcwire sender can have (is something else writing into "
+            f"the channel's queue?); the pieces were dropped and the channel is out of step: "
+            f"open a new channel",
+            endpoint=self.url,
+        )
+        self._parts.clear()
+        self._size.clear()
+        self._skip.clear()
+        return self._broken
 
     def _too_large(self, size: int) -> FrameTooLarge:
         return FrameTooLarge(
