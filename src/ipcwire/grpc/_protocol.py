@@ -87,6 +87,7 @@ __all__ = [
     "proof",
     "reads_batches",
     "says_bye",
+    "unary_doing",
     "unpack_batch",
 ]
 
@@ -254,6 +255,15 @@ def error_from_status(
         hint = "" if name != "UNIMPLEMENTED" else "; is it an ipcwire gRPC endpoint?"
         return RemoteProtocolError(said + hint, endpoint=endpoint)
     return ChannelBroken(said, endpoint=endpoint)
+
+
+def unary_doing(sent: int, details: str | None) -> str:
+    """What a unary call was doing when it failed, for :func:`error_from_status`: connecting
+    when it was the channel's first, and whenever grpcio could not connect (the server went
+    away since: nothing of the call was sent, as for a refused connect); else requesting."""
+    if not sent or "failed to connect" in (details or "").lower():
+        return "connecting"
+    return "requesting"
 
 
 def pack_batch(items: Sequence[bytes]) -> bytes:

@@ -51,6 +51,7 @@ from ipcwire.grpc._protocol import (
     failure_details,
     metadata_dict,
     reads_batches,
+    unary_doing,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import SyncOneShot, SyncStream
@@ -243,7 +244,7 @@ class GrpcUnaryChannel(Channel):
         except grpc.RpcError as exc:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            doing = "requesting" if self._sent else "connecting"
+            doing = unary_doing(self._sent, exc.details())
             raise error_from_status(
                 exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
             ) from exc
