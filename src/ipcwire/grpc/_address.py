@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
+from ipcwire._stream.retry import MAX_DELAY
 from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
@@ -28,6 +29,7 @@ __all__ = ["GrpcAddress", "channel_options", "resolve", "server_options"]
 
 _INT32_MAX: Final = 2**31 - 1
 _MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
+MAX_RECONNECT_MS: Final = int(MAX_DELAY * 1000)  # grpcio's longest wait between reconnects
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,10 @@ def channel_options(max_frame: int, server_hostname: str | None) -> list[tuple[s
         ("grpc.max_receive_message_length", _limit(max_frame)),
         ("grpc.max_send_message_length", -1),
         ("grpc.enable_retries", 0),
+        # grpcio waits up to 120 s between attempts to reconnect (1.6 times longer each
+        # time): a unary client whose server was down a while failed for that long after the
+        # server came back. ipcwire's own retries wait at most 1 s (_stream/retry.py).
+        ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_MS),
     ]
     if server_hostname:
         opts.append(("grpc.ssl_target_name_override", server_hostname))
