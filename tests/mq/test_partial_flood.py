@@ -62,6 +62,8 @@ def test_blocking_receiver_refuses_a_partial_message_at_every_priority(
             server.recv(timeout=10)
         assert server.url in str(info.value)
         assert server.statistics().buffered_bytes <= (2 * MAXMSG + 1) * client._out.msgsize
+        stop.set()
+        flooder.join(10)
         with pytest.raises(RemoteProtocolError):  # the channel stays out of step
             server.recv(timeout=0)
     finally:

@@ -193,6 +193,8 @@ class ChannelCore:
         if self._error is not None:
             err, self._error = self._error, None
             raise err
+        if self._asm.broken is not None:  # out of step: nothing more can be delivered
+            raise self._asm.broken
         while True:
             got = self._pending.popleft() if self._pending else None
             if got is None and not self._eof:

@@ -214,6 +214,11 @@ class Reassembler:
         self._broken: RemoteProtocolError | None = None
 
     @property
+    def broken(self) -> RemoteProtocolError | None:
+        """The error every later piece gets, once the peer had too many messages under way."""
+        return self._broken
+
+    @property
     def partial(self) -> bool:
         """True while a message is half received."""
         return bool(self._parts) or bool(self._skip)
