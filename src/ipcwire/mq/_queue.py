@@ -45,6 +45,9 @@ __all__ = [
 
 PRIORITY_MAX: Final = int(posix_ipc.QUEUE_PRIORITY_MAX)
 NAME_MAX: Final = 255
+# An mq:// channel's queue name (after its '/'): its listener's lock file,
+# ipcwire-mq.<name>.lock, must fit in a file name of NAME_MAX bytes.
+CHANNEL_NAME_MAX: Final = NAME_MAX - len("ipcwire-mq.") - len(".lock")
 Buffer = bytes | bytearray | memoryview
 
 
@@ -65,7 +68,8 @@ def check_name(name: str, url: str) -> str:
 
 
 def queue_name(endpoint: Endpoint) -> str:
-    """The queue name in ``mq:///name`` (``mq://name`` and ``mq:name`` are accepted too).
+    """The queue name in ``mq:///name`` (``mq://name`` and ``mq:name`` are accepted too),
+    at most :data:`CHANNEL_NAME_MAX` bytes after its '/'.
 
     Raises:
         InvalidURL: not a usable queue name.
@@ -76,7 +80,14 @@ def queue_name(endpoint: Endpoint) -> str:
             f"{endpoint.url!r}: write a message queue as mq:///name (three slashes; the name "
             f"has no '/')"
         )
-    return check_name(raw, endpoint.url)
+    name = check_name(raw, endpoint.url)
+    if len(name.encode()) - 1 > CHANNEL_NAME_MAX:
+        raise InvalidURL(
+            f"{endpoint.url!r}: an mq channel's queue name is at most {CHANNEL_NAME_MAX} bytes "
+            f"(its listener's lock file, ipcwire-mq.<name>.lock, must fit in a file name); "
+            f"pick a shorter name (a plain MessageQueue takes up to {NAME_MAX - 1})"
+        )
+    return name
 
 
 def check_sizes(maxmsg: int, msgsize: int, url: str, lim: MqLimits | None = None) -> None:
