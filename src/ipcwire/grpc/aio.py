@@ -44,6 +44,7 @@ from ipcwire.grpc._protocol import (
     error_from_status,
     failed_bye,
     failure_details,
+    lost_client,
     metadata_dict,
     reads_batches,
     unary_doing,
@@ -150,6 +151,11 @@ class AioGrpcListener(AioListener):
         self._enqueue(ch)
         try:
             await done
+        except asyncio.CancelledError:
+            # grpc.aio cancels the handler with the RPC: the client went away (its process
+            # or connection died, or it cancelled), or this listener is stopping
+            ch.ended(lost_client(self.url))
+            raise
         finally:
             ch.stop_reader()
             ch.ended(ChannelBroken(f"the stream of {self.url} is over", endpoint=self.url))
