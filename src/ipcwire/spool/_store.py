@@ -575,6 +575,12 @@ class SpoolStore:
             os.rename(os.path.join(self.cur, name), os.path.join(self.new, f"{base}.{attempt}"))
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            # Not a name ipcwire gives (something else put it in new/): it could never go
+            # back, and would stay in cur/ for ever.
+            self._bury(name, "its name is too long to count another delivery attempt in")
 
     def left_in_cur(self, exc: OSError, name: str, doing: str) -> IpcwireError:
         """The error for an ack or release the file system refused (``exc``): the message
