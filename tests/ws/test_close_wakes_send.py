@@ -10,8 +10,9 @@ asyncio driver's send, waiting for the transport to drain, ended only when ``acl
 up the handshake (twice ``close_timeout``), and then returned as if its message had been
 sent, though the connection was cut in the middle of it.
 
-"Not reading" here is the application's: the library on the peer's side reads on its own
-until 16 messages wait for ``recv()``, so the senders send 1 MiB messages until it stops.
+"Not reading" here is the application's: the peer's side reads on its own until the
+messages waiting for ``recv()`` hold over 4 MiB (``ipcwire.ws._queue``), so the senders send
+1 MiB messages until it stops.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def _in_syscall(thread: threading.Thread | None, number: str) -> bool:
 
 
 def _paused(ch: Channel) -> bool:
-    """``ch``'s library stopped reading: 16 messages wait for ``recv()``."""
+    """``ch``'s library stopped reading: its queue for ``recv()`` is full."""
     return bool(ch._conn.recv_messages.paused)  # type: ignore[attr-defined]
 
 
@@ -231,8 +232,17 @@ def test_close_ends_a_send_waiting_for_room_at_once(side: str, tmp_path: Path) -
 @pytest.mark.parametrize("attempt", range(5))
 def test_a_send_racing_close_ends_at_once(attempt: int, tmp_path: Path) -> None:
     """close() while the sends are still going (not waiting for them to block): the sender
-    ends at once, close() too, and the peer gets whole messages."""
+    ends at once, close() too, and the peer gets whole messages. The peer reads meanwhile:
+    a peer whose queue is full (over 4 MiB: five of these messages) does not read the close
+    frame either, and close() then waits for it up to close_timeout (as the tests above
+    allow)."""
     with _pair("ws", tmp_path) as (client, server):
+        drained: list[tuple[list[bytes], IpcwireError]] = []
+        reader = threading.Thread(
+            target=lambda: drained.append(_drain_peer(server, CLOSE_TIMEOUT + PROMPT)),
+            daemon=True,
+        )
+        reader.start()
         sender = _Sender(client)
         sender.start()
         _until(lambda: len(sender.sent) > attempt or not sender.is_alive(), "sending")
@@ -244,7 +254,9 @@ def test_a_send_racing_close_ends_at_once(attempt: int, tmp_path: Path) -> None:
         assert isinstance(sender.error, ChannelClosed), repr(sender.error)
         assert sender.ended - began < PROMPT
         assert closed < PROMPT
-        got, end = _drain_peer(server, CLOSE_TIMEOUT + PROMPT)
+        reader.join(CLOSE_TIMEOUT + PROMPT + 5)
+        assert drained, "the peer's recv() did not end with the channel"
+        got, end = drained[0]
         _whole_then_end(got, sender, all_returned=False)
         assert isinstance(end, (ChannelBroken, EndOfChannel))
 
@@ -298,7 +310,7 @@ def test_aio_close_ends_a_send_waiting_for_the_transport_at_once(
                     ended.append(time.monotonic())
 
             sending = asyncio.ensure_future(sender())
-            # the peer's library stops reading at 16 messages; then the transport fills up
+            # the peer stops reading once its queue is full; then the transport fills up
             # and a send waits for it to drain
             give_up = time.monotonic() + 30
             while not (conn.paused and peer._conn.recv_messages.paused):  # type: ignore[attr-defined]

@@ -18,7 +18,8 @@ from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.ws._common import ChannelCore, check_payload, close_reason, concurrency_error
-from ipcwire.ws._fast import FAST, FastFrames
+from ipcwire.ws._fast import FastFrames
+from ipcwire.ws._queue import FastAioAssembler
 
 __all__ = ["AioWsChannel"]
 
@@ -191,25 +192,16 @@ class AioWsChannel(ChannelCore, AioChannel):
         return out
 
     def _take_queued(self) -> bytes | None:
-        """A whole message the library has already queued, taken without its coroutines
-        (what its ``get`` does then: pop the frame, resume reading below the low-water
-        mark); None when there is none, or the library's ``recv`` must decide."""
-        if self._closed:
-            return None
+        """A whole message already queued, taken without the library's coroutines
+        (:meth:`FastAioAssembler.take_message`: what its ``get`` does then, and reading
+        resumes at the low-water marks); None when there is none, or the library's ``recv``
+        must decide."""
         messages = self._conn.recv_messages
-        queued = _queued_frames(self._conn)
-        if (
-            not FAST
-            or not queued
-            or not queued[0].fin
-            or getattr(messages, "get_in_progress", True)
-            or getattr(messages, "closed", True)
-        ):
+        if self._closed or type(messages) is not FastAioAssembler:
             return None
-        frame = queued.popleft()
-        resume = getattr(messages, "maybe_resume", None)
-        if resume is not None:
-            resume()
+        frame = messages.take_message()
+        if frame is None:
+            return None
         data = frame.data
         return data if type(data) is bytes else bytes(data)
 

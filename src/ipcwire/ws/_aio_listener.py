@@ -26,6 +26,7 @@ from ipcwire.ws._admission import (
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._closing import AioCloseBound
 from ipcwire.ws._fast import FastFrames, install
+from ipcwire.ws._queue import fast_aio_assembler
 from ipcwire.ws._sockets import Authorizer, set_nodelay
 from ipcwire.ws._writer import AioPongs
 
@@ -35,8 +36,9 @@ log = logging.getLogger("ipcwire")
 
 
 class ServerConn(AioPongs, AioCloseBound, ServerConnection):
-    """Receives through ``ipcwire.ws._fast``; a closing handshake the peer never finishes
-    is cut (``ipcwire.ws._closing``)."""
+    """Receives through ``ipcwire.ws._fast`` into a queue bounded by bytes
+    (``ipcwire.ws._queue``); a closing handshake the peer never finishes is cut
+    (``ipcwire.ws._closing``)."""
 
     admission: Admission | None = None
     peer_info: PeerInfo | None = None
@@ -51,6 +53,7 @@ class ServerConn(AioPongs, AioCloseBound, ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         set_nodelay(transport.get_extra_info("socket"))
         super().connection_made(transport)
+        self.recv_messages = fast_aio_assembler(self.recv_messages)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.listener is not None:

@@ -69,6 +69,8 @@ __all__ = [
     "CONNECT_OPTIONS",
     "ERROR_HEADER",
     "HELLO_HEADER",
+    "RECV_QUEUE_HIGH",
+    "RECV_QUEUE_LOW",
     "WELCOME_HEADER",
     "WS_LOG",
     "ChannelCore",
@@ -95,6 +97,14 @@ FRAMING: Final = "websocket"  # the framing name both handshake sides announce
 DEFAULT_PING_INTERVAL: Final = 20.0
 DEFAULT_PING_TIMEOUT: Final = 20.0
 DEFAULT_CLOSE_TIMEOUT: Final = 3.0
+# The receive queue of a connection (both drivers, both sides, ``ipcwire.ws._fast``): reading
+# pauses once the frames waiting for recv() hold over RECV_QUEUE_HIGH bytes (or number over
+# the library's max_queue, 16), and resumes once they hold at most RECV_QUEUE_LOW bytes (and
+# 4 frames). A frame is queued whatever its size (up to max_frame), so a large message, or a
+# message in many fragments, still gets through: a connection holds about RECV_QUEUE_HIGH,
+# one message and what the parser has read of the next, whatever a peer sends.
+RECV_QUEUE_HIGH: Final = 4 * 1024 * 1024
+RECV_QUEUE_LOW: Final = RECV_QUEUE_HIGH // 4
 CONNECT_OPTIONS: Final = (
     "timeout",
     "reconnect",

@@ -18,32 +18,25 @@ connections, and replaces only the steps a well-formed data frame takes:
   closes with the same codes as it always does. Data frames are written by
   :meth:`FastFrames.frame_bytes` (control frames, compression and debug logging by the
   library).
-* :class:`FastAssembler`: the threaded ``Assembler`` with its common case (a whole message,
-  no timeout) in one short method; the flow control (``max_queue``: reading pauses above the
-  high-water mark, resumes at the low one), end of stream and concurrency rules are the
-  library's, unchanged, and every other case goes to the library's own ``get``.
+* :mod:`ipcwire.ws._queue` has the queue between a connection's reader and ``recv()``: the
+  threaded ``Assembler``'s common case in one short method, and flow control by bytes.
 
-Both are used only when the installed websockets has the attributes they rely on (checked
+They are used only when the installed websockets has the attributes they rely on (checked
 once, at import); otherwise the library's own classes run as they are.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import struct
 from collections.abc import Generator
 from typing import Any, Final
 
-from websockets import exceptions as ws_exceptions
 from websockets.client import ClientProtocol
-from websockets.exceptions import ConcurrencyError
 from websockets.frames import BINARY, CONT, PING, PONG, TEXT, Frame, Opcode
 from websockets.protocol import CLIENT, SERVER, Protocol
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
-from websockets.sync import messages as sync_messages
-from websockets.sync.messages import Assembler
 
 try:  # the library's C speedup, as its own frames use it
     from websockets.speedups import apply_mask
@@ -52,16 +45,11 @@ except ImportError:  # pragma: no cover - the pure-Python build
 
 __all__ = [
     "FAST",
-    "FastAssembler",
     "FastClientProtocol",
     "FastFrames",
     "FastServerProtocol",
-    "fast_assembler",
     "install",
 ]
-
-_TooManyFragments: Any = getattr(ws_exceptions, "TooManyFragments", None)
-_MAX_FRAGMENTS: Final[int] = getattr(sync_messages, "MAX_FRAGMENTS", 0)
 
 _HEAD_SHORT: Final = struct.Struct("!BB")
 _HEAD_MEDIUM: Final = struct.Struct("!BBH")
@@ -76,7 +64,6 @@ def _compatible() -> bool:
     """Whether this websockets keeps the state the fast path reads (checked on live objects)."""
     probe = ServerProtocol()
     reader = probe.reader
-    sync = Assembler()
     return (
         hasattr(probe, "max_message_size")
         and hasattr(probe, "max_fragment_size")
@@ -84,10 +71,6 @@ def _compatible() -> bool:
         and isinstance(reader, StreamReader)
         and isinstance(getattr(reader, "buffer", None), bytearray)
         and hasattr(reader, "eof")
-        and isinstance(getattr(sync, "frames", None), queue.SimpleQueue)
-        and all(hasattr(sync, a) for a in ("mutex", "get_in_progress", "paused", "closed", "low"))
-        and _TooManyFragments is not None
-        and _MAX_FRAGMENTS > 0
     )
 
 
@@ -273,63 +256,3 @@ def install(protocol: Any) -> None:
         protocol.__class__ = FastServerProtocol
     elif type(protocol) is ClientProtocol:
         protocol.__class__ = FastClientProtocol
-
-
-class FastAssembler(Assembler):
-    """The threaded connection's message queue, with a short path for a whole message."""
-
-    def put(self, frame: Frame) -> None:
-        with self.mutex:
-            if self.closed:
-                raise EOFError("stream of frames ended")
-            frames = self.frames
-            frames.put(frame)
-            high = self.high
-            if high is not None and not self.paused and frames.qsize() > high:
-                self.paused = True
-                self.pause()
-
-    def get(self, timeout: float | None = None, decode: bool | None = None) -> Any:
-        if timeout is not None or decode is not False or self.closed:
-            return super().get(timeout, decode)  # the library's, for everything else
-        with self.mutex:
-            if self.get_in_progress:
-                raise ConcurrencyError("get() or get_iter() is already running")
-            self.get_in_progress = True
-        try:
-            frame = self._next()
-            if frame.fin:
-                data = frame.data
-                return data if type(data) is bytes else bytes(data)
-            parts = [frame.data]
-            while not frame.fin:
-                frame = self._next()
-                if len(parts) >= _MAX_FRAGMENTS:
-                    raise _TooManyFragments(_MAX_FRAGMENTS)
-                parts.append(frame.data)
-            return b"".join(parts)
-        finally:
-            self.get_in_progress = False
-
-    def _next(self) -> Frame:
-        """The next frame; resume reading below the low-water mark."""
-        frames = self.frames
-        try:
-            # after close(), only what is queued (close() queues None to wake a waiting get)
-            frame = frames.get(block=not self.closed)
-        except queue.Empty:
-            raise EOFError("stream of frames ended") from None
-        if frame is None:
-            raise EOFError("stream of frames ended")
-        with self.mutex:  # under the lock, so that it cannot miss a pause() that races it
-            if self.paused and self.low is not None and frames.qsize() <= self.low:
-                self.paused = False
-                self.resume()
-        return frame
-
-
-def fast_assembler(old: Assembler) -> Assembler:
-    """A :class:`FastAssembler` with the same limits and callbacks as ``old`` (a fresh one)."""
-    if not FAST or type(old) is not Assembler:
-        return old
-    return FastAssembler(old.high, old.low, pause=old.pause, resume=old.resume)

@@ -33,7 +33,8 @@ from ipcwire.ws._admission import (
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._closing import SyncCloseBound
 from ipcwire.ws._common import WS_LOG
-from ipcwire.ws._fast import FastServerProtocol, fast_assembler
+from ipcwire.ws._fast import FastServerProtocol
+from ipcwire.ws._queue import fast_assembler
 from ipcwire.ws._sockets import Authorizer
 from ipcwire.ws._writer import WriteBuffer
 

@@ -36,6 +36,7 @@ from ipcwire.ws._common import (
     welcome_step,
 )
 from ipcwire.ws._fast import install
+from ipcwire.ws._queue import fast_aio_assembler
 from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
 from ipcwire.ws._writer import AioPongs
 
@@ -46,12 +47,17 @@ log = logging.getLogger("ipcwire")
 
 # -- connecting -----------------------------------------------------------------------------
 class AioClientConn(AioPongs, AioCloseBound, ClientConnection):
-    """The library's client connection, receiving through ``ipcwire.ws._fast`` (a closing
-    handshake the server never finishes is cut, ``ipcwire.ws._closing``)."""
+    """The library's client connection, receiving through ``ipcwire.ws._fast`` into a queue
+    bounded by bytes (``ipcwire.ws._queue``; a closing handshake the server never finishes
+    is cut, ``ipcwire.ws._closing``)."""
 
     def __init__(self, protocol: Any, **kwargs: Any) -> None:
         install(protocol)
         super().__init__(protocol, **kwargs)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.recv_messages = fast_aio_assembler(self.recv_messages)
 
 
 async def connect(

@@ -39,8 +39,9 @@ from ipcwire.ws._common import (
     token_timeout,
     welcome_step,
 )
-from ipcwire.ws._fast import fast_assembler, install
+from ipcwire.ws._fast import install
 from ipcwire.ws._listener import WsListener
+from ipcwire.ws._queue import fast_assembler
 from ipcwire.ws._sockets import bind, open_blocking, peer_of
 from ipcwire.ws._writer import WriteBuffer
 
