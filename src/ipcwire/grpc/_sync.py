@@ -27,7 +27,7 @@ from typing import Any, Final
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
-from ipcwire._deadline import seconds_left
+from ipcwire._deadline import limit, seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -530,6 +530,7 @@ class SyncStream(Channel):
         On the client, while no pump runs, the reply is read in this thread under a deadline
         that cancels the call if it passes (the channel is then closed, as always).
         """
+        timeout = limit(timeout, self.url)  # (inf: no limit; NaN: ConfigurationError)
         if not self._client or self._pump is not None or timeout is None or self._inbox:
             return super()._exchange(obj, timeout=timeout)
         self.send(obj, timeout=timeout)

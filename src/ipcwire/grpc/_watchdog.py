@@ -7,9 +7,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
+
+from ipcwire._deadline import NO_LIMIT
 
 __all__ = ["Token", "after"]
 
@@ -51,8 +54,17 @@ _thread: threading.Thread | None = None
 
 
 def after(delay: float, fn: Callable[[], object]) -> Token:
-    """Run ``fn`` in the watchdog thread after ``delay`` seconds, unless cancelled."""
+    """Run ``fn`` in the watchdog thread after ``delay`` seconds, unless cancelled. A delay
+    over NO_LIMIT (inf) is NO_LIMIT: the thread's wait would raise OverflowError, and the
+    thread is every channel's.
+
+    Raises:
+        ValueError: ``delay`` is NaN (it would disorder the heap of deadlines).
+    """
     global _thread
+    if math.isnan(delay):
+        raise ValueError("a watchdog delay must be a number of seconds, not NaN")
+    delay = min(delay, NO_LIMIT)
     tok = Token(fn)
     entry = (time.monotonic() + delay, next(_seq), tok)
     with _cond:

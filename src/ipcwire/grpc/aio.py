@@ -13,6 +13,7 @@ from typing import Any
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
+from ipcwire._deadline import limit
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
@@ -256,6 +257,7 @@ class AioGrpcUnaryChannel(AioChannel):
     async def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         call = self._method(data, timeout=timeout, metadata=self._md)
         try:

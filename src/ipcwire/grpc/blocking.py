@@ -21,7 +21,7 @@ from typing import Any, Final
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
-from ipcwire._deadline import seconds_left
+from ipcwire._deadline import limit, seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -238,6 +238,7 @@ class GrpcUnaryChannel(Channel):
     def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         try:
             reply, call = self._method.with_call(data, timeout=timeout, metadata=self._md)
