@@ -1,19 +1,21 @@
-"""gRPC review (rev-grpc): what a server channel says when its client died while nobody
-was reading it, on both listeners."""
+"""gRPC review (rev-grpc): what a channel says when its client died while nobody was
+reading it (both listeners), and when it was closed under a pending request."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests._threads import BOUND
+from tests._threads import BOUND, finished, in_thread
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import ChannelBroken
+from ipcwire.channel import Channel
+from ipcwire.errors import ChannelBroken, ChannelClosed
 
 CLIENT = """
 import sys, ipcwire
@@ -84,3 +86,30 @@ def test_a_blocking_server_channel_whose_client_was_killed_says_it_went_away() -
                 assert exc.endpoint == lis.url
             else:
                 raise AssertionError("no error")
+
+
+def test_close_from_another_thread_ends_a_pending_blocking_request_with_channel_closed() -> None:
+    """A thread waits in request() for a reply that does not come; another thread closes the
+    channel. The waiting request raised EndOfChannel ('<url> closed the channel': the server
+    ended the RPC once it read our close), as if the server had closed; recv() in the same
+    place, and the asyncio request(), say ChannelClosed (Closed wins, DESIGN.md)."""
+    got = threading.Event()
+
+    def serve(ch: Channel) -> None:
+        for msg in ch:
+            if msg == b"never":
+                got.set()  # and no reply
+            else:
+                ch.send(msg)
+
+    with ipcwire.listen("grpc://127.0.0.1:0") as lis:
+        t = threading.Thread(target=lis.serve, args=(serve,), daemon=True)
+        t.start()
+        ch = ipcwire.connect(lis.url)
+        assert ch.request(b"a", timeout=BOUND) == b"a"
+        waiting, box = in_thread(lambda: ch.request(b"never", timeout=BOUND))
+        assert got.wait(BOUND)
+        ch.close()
+        assert finished(waiting)
+        assert type(box[0]) is ChannelClosed, box
+    t.join(BOUND)

@@ -547,8 +547,11 @@ class SyncStream(Channel):
                     msg = self._next()
                 finally:
                     token.cancel()
-                if expired or msg is None:
+                if expired or msg is None or self._closed:
+                    closed = self._closed  # by another thread, while this one waited
                     self.close()
+                    if closed and not expired:  # (Closed wins: as recv() says, and asyncio)
+                        raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
                     if expired:
                         raise Timeout(
                             f"no reply from {self.url} within {timeout} s; the channel was "
