@@ -661,5 +661,8 @@ class AioOneShot(OneShotCore, AioChannel):
     async def recv(self, *, timeout: float | None = None) -> Any:
         return self._take()
 
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._close_after(exc)
+
     async def aclose(self) -> None:
         self.close()

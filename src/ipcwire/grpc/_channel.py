@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
+from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -15,6 +16,7 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
 )
+from ipcwire.grpc._protocol import failure_details
 
 __all__ = [
     "ACLOSE_WAIT",
@@ -87,6 +89,9 @@ class OneShotCore:
         # The request did not decode (the application's recv() raised this): if no reply
         # comes, the caller is told so (INVALID_ARGUMENT), not answered "no reply".
         self.undecodable: IpcwireError | None = None
+        # Why the application's with block (or serve() handler) failed ("": it did not): if
+        # no reply comes, the caller is told so (INTERNAL, as a stream's), not "no reply".
+        self.fail_reason = ""
 
     def _signal(self) -> None:
         """The reply is there, the caller is gone, or the channel closed: wake the handler."""
@@ -133,6 +138,16 @@ class OneShotCore:
             f"the request does not decode with codec={self._codec.name!r} (the server's "
             f"codec): {self.undecodable.__cause__ or self.undecodable}"
         )
+
+    def failure(self) -> str | None:
+        """The status details for a caller whose handler failed before it replied."""
+        if not self.fail_reason or self.reply is not None:
+            return None
+        return failure_details(self.fail_reason)
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        self.fail_reason = error_reason(exc)
+        self.close()
 
     def close(self) -> None:
         self._closed = True

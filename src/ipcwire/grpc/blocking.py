@@ -156,6 +156,9 @@ class GrpcListener(Listener):
         refusal = ch.refusal()
         if refusal is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+        failed = ch.failure()  # the handler failed before it replied: say so, as a stream
+        if failed is not None:
+            context.abort(grpc.StatusCode.INTERNAL, failed)
         # The limit and the token's proof go in the trailing metadata: a unary call has
         # nothing to wait for before the reply, and it is sent with the status anyway.
         if ch.reply is None:
