@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests._codecs import FailsOnBad, areceive_all, receive_all
 from tests._proc import wait_until
+from tests._slowloris import slow_head
 
 import ipcwire
 from ipcwire import aio
@@ -514,13 +515,7 @@ def test_a_reply_that_does_not_decode_in_a_batch_loses_no_other() -> None:
     asyncio.run(main())
 
 
-def _slow_head(url: str) -> bytes:
-    """Open a connection, send half a request head and wait: what the server does."""
-    host, port = url.split("//")[1].split("/", maxsplit=1)[0].rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"POST /api HTTP/1.1\r\nHost: x\r\nX-Rest-Comes: ")
-        sock.settimeout(20)  # a guard: the listener's limit is 0.3 s
-        return sock.recv(4096)
+HALF_HEAD = b"POST /api HTTP/1.1\r\nHost: x\r\nX-Rest-Comes: "
 
 
 def test_a_client_that_never_finishes_its_request_head_is_dropped() -> None:
@@ -530,13 +525,13 @@ def test_a_client_that_never_finishes_its_request_head_is_dropped() -> None:
     drivers; an ipcwire client keeps working."""
     with ipcwire.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as lis:
         _serve(lis)
-        assert _slow_head(lis.url) == b""
+        assert slow_head(lis.url, HALF_HEAD) == b""
         with ipcwire.connect(lis.url, timeout=10) as ch:
             assert ch.request(b"still served", timeout=10) == b"still served"
 
     async def main() -> None:
         async with await aio.listen("http://127.0.0.1:0/api", handshake_timeout=0.3) as alis:
-            assert await asyncio.to_thread(_slow_head, alis.url) == b""
+            assert await asyncio.to_thread(slow_head, alis.url, HALF_HEAD) == b""
 
     asyncio.run(main())
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests._proc import wait_until
+from tests._slowloris import slow_head
 from tests.ws._tls import tls_contexts
 
 import ipcwire
@@ -593,26 +594,20 @@ def test_backlog_zero_still_lets_a_client_in() -> None:
         assert client.recv(timeout=5) == b"in"
 
 
-def _slow_head(url: str) -> bytes:
-    """Open a connection, send half a request head and wait: what the server does."""
-    host, port = url.split("//")[1].split("/", maxsplit=1)[0].rsplit(":", 1)
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Rest-Comes: ")
-        sock.settimeout(20)  # a guard: the listener's limit is 0.3 s
-        return sock.recv(4096)
+HALF_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Rest-Comes: "
 
 
 def test_a_client_that_never_finishes_its_request_head_is_dropped() -> None:
     """The listener kept a connection that trickles its request head (slowloris) for 75 s, a
     descriptor each; now for handshake_timeout, as the http mechanism's, both drivers."""
     with ipcwire.listen(URL, handshake_timeout=0.3) as listener:
-        assert _slow_head(listener.url) == b""
+        assert slow_head(listener.url, HALF_HEAD) == b""
         with stream(listener) as (server, client):
             server.send(b"still served")
             assert client.recv(timeout=5) == b"still served"
 
     async def main() -> None:
         async with await aio.listen(URL, handshake_timeout=0.3) as alis:
-            assert await asyncio.to_thread(_slow_head, alis.url) == b""
+            assert await asyncio.to_thread(slow_head, alis.url, HALF_HEAD) == b""
 
     asyncio.run(main())
