@@ -133,7 +133,12 @@ class GrpcListener(Listener):
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
             ch.cancelled = lambda: _rpc_cancelled(context)
-        context.add_callback(ch.rpc_done)  # the RPC ended: let the response generator return
+        # The RPC ended: let the response generator return. grpcio registers nothing (False)
+        # when the RPC is over already (the client cancelled, or died, before this handler
+        # ran): the generator would then hold this pool thread, and the RPC's place among
+        # max_channels=, until the application accepted the dead channel and closed it.
+        if not context.add_callback(ch.rpc_done):
+            return iter(())
         self.enqueue(ch)
         return ch.outgoing()
 
@@ -144,7 +149,8 @@ class GrpcListener(Listener):
         peer = self._core.peer(context)
         ch = SyncOneShot(self.url, self._core.codec, request, peer, adm.send_limit)
         gone = ChannelBroken(f"the caller of {self.url} stopped waiting", endpoint=self.url)
-        context.add_callback(lambda: ch.caller_gone(gone))
+        if not context.add_callback(lambda: ch.caller_gone(gone)):
+            return b""  # the call is over already (see stream()): nobody to answer
         self.enqueue(ch)
         wait = self._core.reply_wait(context.time_remaining())
         if not ch.done.wait(wait):
