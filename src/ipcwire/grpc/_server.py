@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +36,7 @@ from ipcwire.grpc._protocol import (
 )
 from ipcwire.grpc._tls import refused_files, server_credentials
 from ipcwire.options import ChannelOptions
-from ipcwire.unix._socket import remove_on_close
+from ipcwire.unix._socket import remove_on_close, strict_umask
 
 __all__ = ["Admission", "ServerCore", "bind_server"]
 
@@ -165,7 +167,11 @@ def bind_server(
     if addr.path is not None:
         bind_path, place = prepare_unix(addr, url, mode)
         try:
-            port = _add_port(server, f"unix:{bind_path}", creds, url, tls)
+            # bound in place (a path too long for a private name): 0600 until place() sets
+            # its mode, as unix:// does
+            in_place = bind_path == os.path.abspath(addr.path)
+            with strict_umask() if in_place else contextlib.nullcontext():
+                port = _add_port(server, f"unix:{bind_path}", creds, url, tls)
         except BaseException:
             forget_private(bind_path)
             raise

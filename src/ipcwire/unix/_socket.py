@@ -52,6 +52,7 @@ __all__ = [
     "make_authorizer",
     "peer_info",
     "resolve",
+    "strict_umask",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -60,6 +61,19 @@ MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
 _LOCK_WAIT: Final = 0.5  # seconds to wait for the directory lock (others hold it ~1 ms)
 _UCRED: Final = struct.Struct("3i")
 _umask_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def strict_umask() -> Iterator[None]:
+    """Files and sockets created inside are 0600 at most (umask 0o177): a socket bound in
+    place, whose mode is set only after it exists, is never open to others meanwhile. The
+    umask is the process's, so one thread at a time."""
+    with _umask_lock:
+        old = os.umask(0o177)
+        try:
+            yield
+        finally:
+            os.umask(old)
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,12 +388,8 @@ def _bind_private(sock: socket.socket, addr: UnixAddress, mode: int) -> tuple[in
                 ) from None
         else:
             # The private name would be over the limit: bind in place under a strict umask.
-            with _umask_lock:
-                old = os.umask(0o177)
-                try:
-                    sock.bind(path)
-                finally:
-                    os.umask(old)
+            with strict_umask():
+                sock.bind(path)
             os.chmod(path, mode)
     finally:
         try:
