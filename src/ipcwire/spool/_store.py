@@ -77,10 +77,11 @@ def _split(name: str) -> tuple[str, int]:
         return name, 0
 
 
-def _locked(fd: int) -> bool:
-    """Take an exclusive flock without waiting; False when someone else holds it."""
+def _locked(fd: int, *, shared: bool = False) -> bool:
+    """Take an exclusive (or ``shared``) flock without waiting; False when someone else
+    holds it in a way that excludes it."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             return False
@@ -358,13 +359,7 @@ class SpoolStore:
         pause = 0.0001
         deadline: float | None = None
         first = True  # (the deadline is worked out at the first wait)
-        while True:
-            try:
-                fcntl.flock(self._order_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
+        while not _locked(self._order_fd, shared=True):
             if self._closing:
                 raise ChannelClosed(
                     f"{self.url} was closed while a send waited for its .order lock; nothing "
