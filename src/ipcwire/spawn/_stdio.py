@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Final
 
+from ipcwire._procfs import proc_stat
 from ipcwire.errors import ChannelBroken, LocalProtocolError
 from ipcwire.pipe._fd import is_pipe_like
 from ipcwire.spawn._common import PARENT_ENV
@@ -96,11 +96,10 @@ def _descends_from(pid: int) -> bool:
             return True
         if ancestor <= 1:  # init, or a parent outside our pid namespace (0)
             return False
-        try:
-            raw = Path(f"/proc/{ancestor}/stat").read_bytes()
-            ancestor = int(raw[raw.rfind(b")") + 2 :].split()[1])  # state, then ppid
-        except (OSError, ValueError, IndexError):
+        st = proc_stat(ancestor)
+        if st is None:  # gone, or no /proc
             return False
+        ancestor = st.ppid
     return False
 
 
