@@ -41,17 +41,40 @@ Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 class Subscription:
     """Signals delivered to one waiter: a queue and a waker fd (the owner closes the waker,
-    once no thread waits on it)."""
+    once no thread waits on it).
+
+    A signal not yet taken is queued once (as the kernel keeps a standard signal pending
+    once): its repeats are counted in ``coalesced``, so the queue holds at most one entry
+    per signal number whatever a signal storm sends. :meth:`deliver` takes no lock (the
+    Python-level handler may call it in the main thread while that thread is in :meth:`take`);
+    :meth:`take` forgets the pending mark before it pops the entry, so a repeat that comes in
+    between is queued again, never lost."""
 
     def __init__(self, signums: frozenset[int]) -> None:
         self.signums = signums
         self.queue: deque[int] = deque()
+        self.pending: dict[int, object] = {}  # the signals in the queue
+        self.coalesced = 0
         self.waker = Waker()
         self.closed = False
+        self._taking = threading.Lock()  # one taker at a time (deliver never takes it)
 
     def deliver(self, signum: int) -> None:
+        mark = object()
+        if self.pending.setdefault(signum, mark) is not mark:  # atomic: queued already
+            self.coalesced += 1
+            return
         self.queue.append(signum)
         self.waker.wake()
+
+    def take(self) -> int | None:
+        """The oldest signal not taken yet, or None."""
+        with self._taking:
+            if not self.queue:
+                return None
+            signum = self.queue[0]
+            self.pending.pop(signum, None)
+            return self.queue.popleft()
 
 
 class _Dispatcher:

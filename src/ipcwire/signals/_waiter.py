@@ -4,7 +4,8 @@ Both are channels, so they work wherever a channel does (``for sig in waiter:``,
 with a timeout, ``statistics()``). A signal carries no payload: the message *is* the signal
 (a :class:`signal.Signals`). Standard signals coalesce (two SIGUSR1 sent before the first is
 handled arrive once), so the mechanism is declared unreliable: use it to notify, and carry data
-over a channel.
+over a channel. A waiter holds a signal it has not handed out yet once (its repeats are
+counted in ``statistics().dropped``), so its memory is bounded whatever a signal storm sends.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class SignalWaiter(Channel):
         while True:
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            q = self._sub.queue
-            if q:
+            signum = self._sub.take()
+            if signum is not None:
                 self._received += 1
-                return signal.Signals(q.popleft())
+                return signal.Signals(signum)
             wait = seconds_left(
                 deadline, f"no signal ({self.url[7:]}) within {timeout} s", self.url
             )
@@ -115,6 +116,7 @@ class SignalWaiter(Channel):
             bytes_sent=0,
             bytes_received=0,
             buffered_bytes=len(self._sub.queue),
+            dropped=self._sub.coalesced,
         )
 
 

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -142,14 +141,18 @@ class AioSignalWaiter(AioChannel):
         self.signals = wanted
         self.url = "signal:" + ",".join(s.name[3:] for s in wanted)
         self._loop = asyncio.get_running_loop()
-        self._queue: deque[int] = deque()
+        self._queue: dict[int, None] = {}  # unread signals, in order, each once
+        self._coalesced = 0
         self._waiters: set[asyncio.Future[None]] = set()  # every task in recv()
         self._closed = False
         self._received = 0
         self._installed = _signals(self._loop).add((int(s) for s in wanted), self._on_signal)
 
     def _on_signal(self, signum: int) -> None:
-        self._queue.append(signum)
+        if signum in self._queue:  # unread still: held once, as the kernel does
+            self._coalesced += 1
+            return
+        self._queue[signum] = None
         self._wake()
 
     def _wake(self) -> None:
@@ -170,7 +173,9 @@ class AioSignalWaiter(AioChannel):
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             if self._queue:
                 self._received += 1
-                return signal.Signals(self._queue.popleft())
+                signum = next(iter(self._queue))
+                del self._queue[signum]
+                return signal.Signals(signum)
             if timeout == 0:
                 raise Timeout(f"no signal ({self.url[7:]}) yet", endpoint=self.url)
             fut = self._loop.create_future()
@@ -202,7 +207,9 @@ class AioSignalWaiter(AioChannel):
         self.close()
 
     def statistics(self) -> ChannelStatistics:
-        return ChannelStatistics(0, self._received, 0, 0, buffered_bytes=len(self._queue))
+        return ChannelStatistics(
+            0, self._received, 0, 0, buffered_bytes=len(self._queue), dropped=self._coalesced
+        )
 
 
 class AioSignalSender(AioChannel):
