@@ -125,6 +125,27 @@ class _Endpoint:
         addr = self._transport.get_extra_info("sockname")
         return (addr[0], addr[1])
 
+    def _drain(self, q: MessageQueue) -> bool:
+        """Read what the socket holds (at most QUEUE datagrams) until ``q`` has something;
+        True then. A datagram (or an ICMP error) the kernel got in time, which the event
+        loop has not read yet (asyncio reads one datagram per socket per turn, and a task
+        may have kept it busy), is seen by ``recv(timeout=0)``, and is not taken for a
+        listener's peer being idle."""
+        sock = self._sock
+        if sock is None or self._transport is None or self._transport.is_closing():
+            return bool(q.items)
+        for _ in range(QUEUE):
+            if q.items:
+                break
+            try:
+                data, addr = sock.recvfrom(_READ_SIZE)
+            except OSError as exc:
+                if not isinstance(exc, BlockingIOError):  # (BlockingIOError: nothing more)
+                    self._error(exc)  # as the event loop would have
+                break
+            self._datagram(data, (addr[0], addr[1]))
+        return bool(q.items)
+
     @abc.abstractmethod
     def _datagram(self, data: bytes, addr: Address) -> None:
         """One datagram arrived from ``addr``."""
@@ -222,6 +243,8 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         """
         if self._closed:
             raise closed_error(self.url)
+        if timeout == 0:
+            self._drain(self._q)
         item = await self._q.get(timeout)
         self._received += 1
         return item
@@ -272,7 +295,11 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
                     if self._timer is None:  # it wakes this wait
                         loop = asyncio.get_running_loop()
                         self._timer = loop.call_later(end - now, self._idle_check)
-                if timeout == 0 or not await q.wait(None if deadline is None else deadline - now):
+                if timeout == 0:  # what is there now: in the socket too
+                    if self._listener._drain(q):
+                        break
+                    raise q.timed_out(timeout)
+                if not await q.wait(None if deadline is None else deadline - now):
                     raise q.timed_out(timeout)
                 now = time.monotonic()
         msg, _ = q.take()
@@ -347,24 +374,6 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
 
     def _error(self, exc: Exception) -> None:
         self._sent_error(exc)  # else an ICMP error for a reply to a peer that left: ignored
-
-    def _drain(self, q: MessageQueue) -> bool:
-        """Read what the socket holds (at most QUEUE datagrams) until ``q`` has something;
-        True then. Before a peer is found idle: a datagram the kernel got in time, which the
-        event loop has not read yet (asyncio's reads one datagram per socket per turn, and a
-        task may have kept it busy), is not taken for a new peer's."""
-        sock = self._sock
-        if sock is None or self._transport is None or self._transport.is_closing():
-            return bool(q.items)
-        for _ in range(QUEUE):
-            if q.items:
-                break
-            try:
-                data, addr = sock.recvfrom(_READ_SIZE)
-            except OSError:  # (BlockingIOError: nothing more)
-                break
-            self._datagram(data, (addr[0], addr[1]))
-        return bool(q.items)
 
     def _lost(self) -> None:
         for ch in list(self._peers.values()):
