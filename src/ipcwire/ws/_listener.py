@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import ssl as ssl_module
@@ -76,6 +77,7 @@ class WsListener(ListenerCore, Listener):
     ) -> None:
         super().__init__(settings, authorize=authorize, on_close=on_close)
         self._sock = sock
+        self._owner = os.getpid()  # a forked child's copy must not cut its parent's clients
         self._ssl = ssl_context
         self._cond = threading.Condition()
         self._ready: deque[WsChannel] = deque()
@@ -307,6 +309,9 @@ class WsListener(ListenerCore, Listener):
     def close(self) -> None:
         if self._closed:
             return
+        if os.getpid() != self._owner:
+            self._close_copy()
+            return
         with self._cond:
             self._closed = True
             ready = list(self._ready)
@@ -332,6 +337,25 @@ class WsListener(ListenerCore, Listener):
         self._wake_w.close()
         if self._on_close is not None:
             self._on_close()
+
+    def _close_copy(self) -> None:
+        """Close a forked child's copy: the acceptor and handshake threads are the parent's
+        (they do not run here), and a shutdown(2) of a client in its handshake, or a wake-up
+        written, would reach the parent's. Our descriptors only."""
+        self._closed = True
+        ready = list(self._ready)
+        self._ready.clear()
+        for ch in ready:
+            ch.close()  # (a channel's close knows it is a copy)
+        for sock in list(self._opening.values()):
+            sock.close()
+        self._opening.clear()
+        self._sel.close()
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._on_close is not None:
+            self._on_close()  # (it leaves the parent's socket file alone)
 
 
 def _cut(sock: socket.socket) -> None:
