@@ -7,7 +7,9 @@ read made the server queue every pong: about 20 MB a second (blocking) and 35 MB
 (asyncio) in a probe, for as long as it went on, before any token was checked. RFC 6455
 section 5.5.3 lets an endpoint that has not yet sent its pong to earlier pings answer only
 the most recent one: while pongs cannot go out, the newest one waits (in place of the
-others) and goes once the peer reads again.
+others) and goes once the peer reads again. The client's connections share that bound: a
+hostile server flooding an ipcwire client is tested too (with the bound taken away, the
+client held 2.6 MB of pongs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 from tests._loops import AioRun
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 import ipcwire
@@ -120,6 +124,100 @@ def test_a_ping_flood_stays_bounded_on_asyncio(kind: str, tmp_path: Path, aio_ru
                     held = ch._conn.transport.get_write_buffer_size()  # type: ignore[attr-defined]
                     assert held < BOUND, f"{held} bytes of pongs held for a peer that does not read"
                     assert await asyncio.to_thread(_last_pong, peer, proto) == b"last"
+                    await asyncio.to_thread(sender.join, 10)
+
+    aio_run(main())
+
+
+# -- the other way: a hostile server floods an ipcwire client --------------------------------
+# A server's frames are not masked; the client's pongs are (one bytes object each, as the
+# library writes a control frame), and the same bound holds on the client's connections.
+SERVER_FLOOD = (
+    (bytes([0x89, 125]) + b"p" * 125) * PINGS
+    + bytes([0x89, 4])
+    + b"last"
+    + bytes([0x82, 3])
+    + b"end"
+)
+
+
+def _hostile_server() -> socket.socket:
+    """A listening socket whose connections buffer little (it will not read for a while)."""
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+    return lst
+
+
+def _serve_upgrade(lst: socket.socket, box: list[tuple[socket.socket, ServerProtocol]]) -> None:
+    """Accept one client and answer its upgrade with a 101 (no ipcwire welcome)."""
+    sock, _ = lst.accept()
+    sock.settimeout(30)  # a guard
+    proto = ServerProtocol()
+    while not (events := proto.events_received()):
+        proto.receive_data(sock.recv(4096))
+    request = events[0]
+    assert isinstance(request, Request)
+    proto.send_response(proto.accept(request))
+    for data in proto.data_to_send():
+        sock.sendall(data)
+    box.append((sock, proto))
+
+
+def _server_last_pong(sock: socket.socket, proto: ServerProtocol) -> bytes:
+    while True:
+        data = sock.recv(1 << 16)
+        assert data, "the client ended the connection before the last pong"
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.PONG and event.data == b"last":
+                return bytes(event.data)
+
+
+def test_a_ping_flood_from_a_server_stays_bounded_in_the_client() -> None:
+    with _hostile_server() as lst:
+        box: list[tuple[socket.socket, ServerProtocol]] = []
+        server = threading.Thread(target=_serve_upgrade, args=(lst, box))
+        server.start()
+        url = f"ws://127.0.0.1:{lst.getsockname()[1]}/"
+        with ipcwire.connect(url, codec="bytes", ping_interval=None, timeout=10) as ch:
+            server.join(10)
+            peer, proto = box[0]
+            with peer:
+                _small_buffer(ch._writer.sock)  # type: ignore[attr-defined]
+                sender = threading.Thread(target=peer.sendall, args=(SERVER_FLOOD,), daemon=True)
+                sender.start()
+                assert ch.recv(timeout=30) == b"end"  # every ping before it was answered
+                held = ch._writer.queued  # type: ignore[attr-defined]
+                assert held < BOUND, f"{held} bytes of pongs held for a server that does not read"
+                assert _server_last_pong(peer, proto) == b"last"
+                sender.join(10)
+
+
+def test_a_ping_flood_from_a_server_stays_bounded_in_the_asyncio_client(aio_run: AioRun) -> None:
+    async def main() -> None:
+        with _hostile_server() as lst:
+            box: list[tuple[socket.socket, ServerProtocol]] = []
+            server = threading.Thread(target=_serve_upgrade, args=(lst, box))
+            server.start()
+            url = f"ws://127.0.0.1:{lst.getsockname()[1]}/"
+            async with await aio.connect(url, codec="bytes", ping_interval=None, timeout=10) as ch:
+                await asyncio.to_thread(server.join, 10)
+                peer, proto = box[0]
+                with peer:
+                    transport = ch._conn.transport  # type: ignore[attr-defined]
+                    _small_buffer(transport.get_extra_info("socket"))
+                    sender = threading.Thread(
+                        target=peer.sendall, args=(SERVER_FLOOD,), daemon=True
+                    )
+                    sender.start()
+                    assert await ch.recv(timeout=30) == b"end"
+                    held = transport.get_write_buffer_size()
+                    assert held < BOUND, (
+                        f"{held} bytes of pongs held for a server that does not read"
+                    )
+                    assert await asyncio.to_thread(_server_last_pong, peer, proto) == b"last"
                     await asyncio.to_thread(sender.join, 10)
 
     aio_run(main())
