@@ -299,6 +299,23 @@ class AcceptQueue(Generic[C]):
     def qsize(self) -> int:
         return self._queue.qsize()
 
+    def discard(self, ch: C) -> bool:
+        """Take ``ch`` out of the queue if nobody accepted it yet (its peer left meanwhile:
+        a dead channel must neither wait there nor be handed out); whether it was there.
+        The others keep their order."""
+        queue = self._queue
+        kept: list[C | None] = []
+        found = False
+        while not queue.empty():  # (nobody waits in get() while something is queued)
+            item = queue.get_nowait()
+            if item is ch and not found:
+                found = True
+            else:
+                kept.append(item)
+        for item in kept:
+            queue.put_nowait(item)
+        return found
+
     async def get(self, url: str, timeout: float | None) -> C:
         """The next channel for the listener at ``url`` (named in the errors).
 

@@ -116,6 +116,10 @@ class OneShotCore:
         self._gone = why
         self._signal()
 
+    def rpc_ended(self) -> bool:
+        """Whether the caller is gone (it cancelled, died, or stopped waiting)."""
+        return self._gone is not None
+
     def _take(self) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)

@@ -236,6 +236,10 @@ class SyncStream(Channel):
             f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
         )
 
+    def rpc_ended(self) -> bool:
+        """Whether the RPC is over (server side; see :meth:`rpc_done`)."""
+        return self.rpc_over.is_set()
+
     def rpc_done(self) -> None:
         """grpcio says the RPC is over (server side): sends fail, the generator returns."""
         self.rpc_over.set()

@@ -122,6 +122,13 @@ class AioGrpcListener(AioListener):
         else:
             self._ready.put(ch)
 
+    def _discard(self, ch: AioChannel) -> None:
+        """``ch``'s RPC is over (its client cancelled, died or stopped waiting): if nobody
+        accepted it yet, it leaves the accept queue (dead channels do not pile up there while
+        nobody accepts, nor are handed out by accept())."""
+        if self._ready.discard(ch):
+            ch.close()
+
     async def stream(self, request_iterator: Any, context: Any) -> None:
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
@@ -160,6 +167,7 @@ class AioGrpcListener(AioListener):
         finally:
             ch.stop_reader()
             ch.ended(ChannelBroken(f"the stream of {self.url} is over", endpoint=self.url))
+            self._discard(ch)
         if ch.fail_reason:  # the application's with block or handler failed: say so
             context.set_code(grpc.StatusCode.INTERNAL)
             context.set_details(failure_details(ch.fail_reason))
@@ -179,12 +187,14 @@ class AioGrpcListener(AioListener):
                 await asyncio.shield(ch.done)
         except TimeoutError:
             ch.caller_gone(gone)
+            self._discard(ch)
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"the server application sent no reply within {wait} s",
             )
         except asyncio.CancelledError:
             ch.caller_gone(gone)
+            self._discard(ch)
             raise
         refusal = ch.refusal()
         if refusal is not None:

@@ -108,13 +108,25 @@ class GrpcListener(Listener):
         self.pool: futures.ThreadPoolExecutor | None = None
         self._owner = os.getpid()
 
-    def enqueue(self, ch: Channel) -> None:
+    def enqueue(self, ch: SyncStream | SyncOneShot) -> None:
         with self._cond:
-            if self._closed:
+            if self._closed or ch.rpc_ended():  # (its client left already: see discard)
                 ch.close()
                 return
             self._ready.append(ch)
             self._cond.notify()
+
+    def discard(self, ch: SyncStream | SyncOneShot) -> None:
+        """``ch``'s RPC ended (its client cancelled, or died, or stopped waiting): if nobody
+        accepted it yet, it leaves the queue, so that dead channels do not pile up there
+        while nobody accepts, nor are handed out by accept(). Called after the channel says
+        so (``rpc_ended()``), so one that ends before it is queued is not queued."""
+        with self._cond:
+            try:
+                self._ready.remove(ch)
+            except ValueError:
+                return  # accepted already (the application sees the end), or never queued
+        ch.close()
 
     # The handlers grpcio calls, in its pool threads.
     def stream(self, request_iterator: Any, context: Any) -> Any:
@@ -133,11 +145,16 @@ class GrpcListener(Listener):
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
             ch.cancelled = lambda: _rpc_cancelled(context)
+
         # The RPC ended: let the response generator return. grpcio registers nothing (False)
         # when the RPC is over already (the client cancelled, or died, before this handler
         # ran): the generator would then hold this pool thread, and the RPC's place among
         # max_channels=, until the application accepted the dead channel and closed it.
-        if not context.add_callback(ch.rpc_done):
+        def rpc_done() -> None:  # ... and takes it out of the accept queue (``discard``)
+            ch.rpc_done()
+            self.discard(ch)
+
+        if not context.add_callback(rpc_done):
             return iter(())
         self.enqueue(ch)
         return ch.outgoing()
@@ -149,12 +166,17 @@ class GrpcListener(Listener):
         peer = self._core.peer(context)
         ch = SyncOneShot(self.url, self._core.codec, request, peer, adm.send_limit)
         gone = ChannelBroken(f"the caller of {self.url} stopped waiting", endpoint=self.url)
-        if not context.add_callback(lambda: ch.caller_gone(gone)):
+
+        def caller_gone() -> None:
+            ch.caller_gone(gone)
+            self.discard(ch)
+
+        if not context.add_callback(caller_gone):
             return b""  # the call is over already (see stream()): nobody to answer
         self.enqueue(ch)
         wait = self._core.reply_wait(context.time_remaining())
         if not ch.done.wait(wait):
-            ch.caller_gone(gone)
+            caller_gone()
             context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"the server application sent no reply within {wait} s",
