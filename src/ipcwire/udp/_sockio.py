@@ -53,6 +53,10 @@ class SocketIO:
         if host in ("0.0.0.0", "::"):  # noqa: S104 - reach ourselves through loopback
             host = "::1" if host == "::" else "127.0.0.1"
         self._self_addr: Address = (host, port)
+        # connected: the peer's address, for the datagrams queued before connect() (below)
+        self._peer: Address | None = None
+        with contextlib.suppress(OSError):
+            self._peer = sock.getpeername()[:2]
         self.closed = False
         self.kernel_drops = 0
 
@@ -60,13 +64,16 @@ class SocketIO:
         self, timeout: float | None, *, interruptible: bool = False
     ) -> tuple[memoryview | None, int, Address]:
         """One datagram (valid until the next call; None when it was over ``max_frame`` and
-        dropped), its real size, and its source.
+        dropped), its real size, and its source. A connected socket's are its peer's only:
+        the kernel filters from the connect() on, and a datagram another address sent in
+        the moment between bind() and connect() is skipped here.
 
         Raises:
             Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
             Interrupted: ``interruptible`` and :meth:`interrupt` was called.
         """
         timeout = limit(timeout, self.url)  # (NaN: ConfigurationError; huge: None)
+        peer = self._peer
         with self._rlock:
             deadline = None if timeout is None else time.monotonic() + timeout
             wait = timeout
@@ -87,6 +94,8 @@ class SocketIO:
                         # shut down by close(), or woken by interrupt()
                         if interruptible and addr is not None and not self.closed:
                             raise Interrupted
+                    elif peer is not None and addr[:2] != peer:
+                        pass  # another address sent it before connect(): not the peer's
                     elif n > self.fmt.recv_limit:
                         return None, n, addr
                     else:

@@ -188,8 +188,16 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._closed = False
+        self._only_from: Address | None = None  # connected: its peer's datagrams only
+
+    async def _open(self, sock: socket.socket) -> None:
+        if self._peer_addr is not None:  # connected: the kernel's own idea of the peer
+            self._only_from = sock.getpeername()[:2]
+        await super()._open(sock)
 
     def _datagram(self, data: bytes, addr: Address) -> None:
+        if self._only_from is not None and addr != self._only_from:
+            return  # another address sent it between bind() and connect(): not the peer's
         self._bytes_received += len(data)
         self._q.put_datagram(self._fmt, data, addr)
 
