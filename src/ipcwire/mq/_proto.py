@@ -91,10 +91,12 @@ def kernel_priority(priority: int) -> int:
 def pair_names(base: str) -> tuple[str, str]:
     """Fresh names for a channel's two queues, derived from the listener's queue name.
 
-    The pid in the name lets ``ipcwire doctor`` find the queues of a crashed client. Short
-    enough for the channel's end pipe too (``ipcwire-mq.<tag>.end``, a file name).
+    The pid in the name lets ``ipcwire doctor`` find the queues of a crashed client; 64
+    random bits after it, so that no other process can guess the names (and make the
+    queues or the end pipe first). Short enough for the channel's end pipe too
+    (``ipcwire-mq.<tag>.end``, a file name).
     """
-    tag = f"{base}.{os.getpid()}.{secrets.token_hex(4)}"
+    tag = f"{base}.{os.getpid()}.{secrets.token_hex(8)}"
     if len(tag.encode()) > 240:
         tag = f"/ipcwire.{os.getpid()}.{secrets.token_hex(8)}"
     return tag + ".up", tag + ".dn"
