@@ -253,10 +253,17 @@ class AioGrpcUnaryChannel(AioChannel):
     """Unary calls (asyncio): see :class:`ipcwire.grpc.blocking.GrpcUnaryChannel`."""
 
     def __init__(
-        self, url: str, options: ChannelOptions, gch: Any, metadata: Any, nonce: bytes
+        self,
+        url: str,
+        options: ChannelOptions,
+        gch: Any,
+        metadata: Any,
+        nonce: bytes,
+        reconnect: float | None = None,
     ) -> None:
         self.url = url
         self._options = options
+        self._reconnect = reconnect or 0.0  # how long a refused call is tried again
         self._nonce = nonce
         self._codec = options.codec
         self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
@@ -272,23 +279,42 @@ class AioGrpcUnaryChannel(AioChannel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
-        call = self._method(data, timeout=timeout, metadata=self._md)
-        try:
-            reply = await call
-            trailing = await call.trailing_metadata()
-        except asyncio.CancelledError:
-            # close() cancels the calls in flight, and grpc.aio raises CancelledError in
-            # their tasks: no cancellation of theirs.
-            if self._closed and not task_cancelled():
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            raise
-        except grpc.aio.AioRpcError as exc:
+        start = time.monotonic()
+        # A refused call (nothing of it was sent) is tried again for reconnect= seconds, as
+        # the stream client's connect, within its timeout= (each try gets what is left).
+        until = start + self._reconnect
+        if timeout is not None:
+            until = min(until, start + timeout)
+        delays = backoff_delays()
+        while True:
+            left = None if timeout is None else max(start + timeout - time.monotonic(), 0.0)
+            call = self._method(data, timeout=left, metadata=self._md)
+            try:
+                reply = await call
+                trailing = await call.trailing_metadata()
+                break
+            except asyncio.CancelledError:
+                # close() cancels the calls in flight, and grpc.aio raises CancelledError in
+                # their tasks: no cancellation of theirs.
+                if self._closed and not task_cancelled():
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                doing = unary_doing(self._sent, exc.details())
+                err = error_from_status(
+                    exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
+                )
+                err.__cause__ = exc
+                wait = until - time.monotonic()
+                if not isinstance(err, ConnectionRefused) or wait <= 0:
+                    raise err from exc
+            await asyncio.sleep(min(next(delays), wait))
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            doing = unary_doing(self._sent, exc.details())
-            raise error_from_status(
-                exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
-            ) from exc
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if timeout is not None and time.monotonic() >= start + timeout:
+                raise err  # no time left for another try: still refused
         said = metadata_dict(trailing)
         if self._options.token is not None:  # the server proves it has the token too
             check_welcome(said, self._options, self.url, self._nonce)
@@ -383,7 +409,7 @@ async def connect(
     md = client_metadata(options, url, nonce)
     if unary:
         gch = _open_channel(addr, options, tls, keepalive)
-        return AioGrpcUnaryChannel(url, options, gch, md, nonce)
+        return AioGrpcUnaryChannel(url, options, gch, md, nonce, reconnect)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()

@@ -250,10 +250,17 @@ class GrpcUnaryChannel(Channel):
     makes a call and queues its reply for ``recv``."""
 
     def __init__(
-        self, url: str, options: ChannelOptions, gch: Any, metadata: Any, nonce: bytes
+        self,
+        url: str,
+        options: ChannelOptions,
+        gch: Any,
+        metadata: Any,
+        nonce: bytes,
+        reconnect: float | None = None,
     ) -> None:
         self.url = url
         self._options = options
+        self._reconnect = reconnect or 0.0  # how long a refused call is tried again
         self._nonce = nonce
         self._codec = options.codec
         self._codec_decode = checked_decode(options.codec, url)  # RemoteProtocolError
@@ -271,15 +278,34 @@ class GrpcUnaryChannel(Channel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
-        try:
-            reply, call = self._method.with_call(data, timeout=timeout, metadata=self._md)
-        except grpc.RpcError as exc:
+        start = time.monotonic()
+        # A refused call (nothing of it was sent) is tried again for reconnect= seconds, as
+        # the stream client's connect, within its timeout= (each try gets what is left).
+        until = start + self._reconnect
+        if timeout is not None:
+            until = min(until, start + timeout)
+        delays = backoff_delays()
+        while True:
+            left = None if timeout is None else max(start + timeout - time.monotonic(), 0.0)
+            try:
+                reply, call = self._method.with_call(data, timeout=left, metadata=self._md)
+                break
+            except grpc.RpcError as exc:
+                if self._closed:
+                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                doing = unary_doing(self._sent, exc.details())
+                err = error_from_status(
+                    exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
+                )
+                err.__cause__ = exc
+                wait = until - time.monotonic()
+                if not isinstance(err, ConnectionRefused) or wait <= 0:
+                    raise err from exc
+            time.sleep(min(next(delays), wait))
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-            doing = unary_doing(self._sent, exc.details())
-            raise error_from_status(
-                exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
-            ) from exc
+                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if timeout is not None and time.monotonic() >= start + timeout:
+                raise err  # no time left for another try: still refused
         trailing = metadata_dict(call.trailing_metadata())
         if self._options.token is not None:  # the server proves it has the token too
             check_welcome(trailing, self._options, self.url, self._nonce)
@@ -380,7 +406,7 @@ def connect(
     md = client_metadata(options, url, nonce)
     if unary:
         gch = open_channel(addr, options, tls, keepalive)
-        return GrpcUnaryChannel(url, options, gch, md, nonce)
+        return GrpcUnaryChannel(url, options, gch, md, nonce, reconnect)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
