@@ -12,6 +12,8 @@ blocking and asyncio drivers run the same I/O-free framing. Flow control both wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
@@ -321,6 +323,9 @@ class AioStreamChannel(AioChannel):
         if self._closed:
             return
         self._closed = True
+        if self._loop.is_closed():
+            self._close_without_loop()
+            return
         self._wake_all(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
         t = self._transport
         if t is not None:
@@ -329,6 +334,41 @@ class AioStreamChannel(AioChannel):
             t.close()
         elif not self._lost.done():
             self._lost.set_result(None)
+
+    def _close_without_loop(self) -> None:
+        """``close()`` after the channel's event loop has ended (the channel outlived
+        ``asyncio.run()``): the loop can no longer run the transport's close, and its waiters
+        ended with it. The socket is closed here: the goodbye first if it fits in the socket
+        buffer now (not on TLS, whose records only the gone loop could write), then a
+        shutdown, so the peer sees the end at once. asyncio's transport has no public way to
+        close without its loop: its socket wrapper's ``_sock`` is closed (a closed socket
+        object closes nothing twice), else a duplicate is shut down and the descriptor goes
+        with the transport."""
+        t, self._transport = self._transport, None
+        self._drainers.clear()
+        self._waiter = None
+        if t is not None:
+            self._release_without_loop(t)
+
+    def _release_without_loop(self, t: asyncio.Transport) -> None:
+        """Close ``t``'s socket without the loop (see :meth:`_close_without_loop`)."""
+        wrapper = t.get_extra_info("socket")
+        if wrapper is None:
+            return
+        raw = getattr(wrapper, "_sock", None)
+        try:
+            sock = raw if isinstance(raw, socket.socket) else wrapper.dup()
+        except OSError:
+            return  # closed with its loop already (uvloop closes every handle it had)
+        tls = t.get_extra_info("sslcontext") is not None
+        with sock:
+            sock.setblocking(False)
+            whole = not tls and not t.is_closing() and t.get_write_buffer_size() == 0
+            if self._decoder.goodbye and whole:
+                with contextlib.suppress(OSError):  # a full buffer: the shutdown says it
+                    sock.send(goodbye_frame(self._reason))
+            with contextlib.suppress(OSError):  # the peer is gone already
+                sock.shutdown(socket.SHUT_RDWR)
 
     async def _aclose_after(self, exc: BaseException | None) -> None:
         self._reason = error_reason(exc)

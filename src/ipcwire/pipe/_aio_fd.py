@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Final
 
-from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel
@@ -342,6 +342,20 @@ class FdTransport(asyncio.Transport):
         self._lost = True
         return fds
 
+    def close_without_loop(self, last: bytes) -> None:
+        """Close the fds without touching the loop (it has ended): ``last`` (a goodbye) is
+        written first when nothing is left unsent and it fits in the pipe now (it is shorter
+        than ``PIPE_BUF``: all of it or nothing); what was still buffered is dropped."""
+        unsent = bool(self._wbuf)
+        rfd, wfd = self.steal_fds()
+        self._closing = True
+        if wfd is not None and last and not unsent:
+            with contextlib.suppress(OSError):
+                os.write(wfd, last)
+        for fd in (rfd, wfd):
+            if fd is not None:
+                self._close_fd(fd)
+
     def abort(self) -> None:
         self._closing = True
         self._stop_reading()
@@ -436,6 +450,12 @@ class AioPipeChannel(AioStreamChannel):
                 endpoint=self.url,
             )
         return await super().recv(timeout=timeout)
+
+    def _release_without_loop(self, t: asyncio.Transport) -> None:
+        if isinstance(t, FdTransport):
+            t.close_without_loop(goodbye_frame(self._reason) if self._decoder.goodbye else b"")
+        else:
+            super()._release_without_loop(t)
 
     def _write_lost(self, exc: OSError) -> None:
         err = self._explain_end(translate(exc, self.url, "sending to"), exc)

@@ -1,0 +1,132 @@
+"""close() of an asyncio channel or listener after its event loop has ended.
+
+A channel can outlive the loop that made it: returned from ``aio_run(main())``, kept in a
+global, closed by an ``atexit`` hook or a test fixture on another loop. Its ``close()`` then
+cannot use the loop, and raised ``RuntimeError: Event loop is closed`` (unix, tcp), leaving
+the descriptor open and the peer waiting. Now it closes without the loop: it does not raise,
+the peer sees the end of the channel at once (``EndOfChannel``, the goodbye), and no
+descriptor is left open. The peer here is a blocking channel in the same process, alive while
+the asyncio side's loop is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests._loops import AioRun
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.registry import lookup
+
+
+def _name() -> str:
+    return f"ipcwca-{uuid.uuid4().hex[:10]}"
+
+
+URLS: dict[str, Callable[[Path], str]] = {
+    "unix": lambda d: f"unix://{d}/u.sock",
+    "tcp": lambda d: "tcp://127.0.0.1:0",
+    "fifo": lambda d: f"fifo://{d}/f",
+    "shm": lambda d: f"shm://{_name()}",
+    "mq": lambda d: f"mq://{_name()}",
+    "spool": lambda d: f"spool://{d}/q",
+}
+
+
+def _on_uvloop() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+
+
+def _expect_end(kind: str, uvloop: bool, receive: Callable[[], Any]) -> None:
+    """The peer sees the end: the goodbye (EndOfChannel); or on uvloop, which closes every
+    transport when its loop closes, the ChannelBroken of a channel dropped without a close; a
+    shared queue (spool) has no end to see."""
+    if not lookup(kind).capabilities.end_of_channel:
+        return
+    with pytest.raises((EndOfChannel, ChannelBroken) if uvloop else EndOfChannel):
+        receive()
+
+
+def _fds() -> set[str]:
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
+        except FileNotFoundError:
+            continue  # the listing's own
+    return fds
+
+
+def _accept_in_thread(lst: Any) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(lst.accept(timeout=10)), daemon=True)
+    t.start()
+    return t, got
+
+
+@pytest.mark.parametrize("kind", sorted(URLS))
+def test_an_asyncio_client_closed_after_its_loop_ended(
+    kind: str, tmp_path: Path, aio_run: AioRun
+) -> None:
+    before = _fds()
+    loop_fds: set[str] = set()
+    uv: list[bool] = []
+    with ipcwire.listen(URLS[kind](tmp_path)) as lst:
+        t, got = _accept_in_thread(lst)
+
+        async def main() -> Any:
+            loop_fds.update(_fds())  # the loop's own (uvloop keeps its pipes until it goes)
+            uv.append(_on_uvloop())
+            client = await aio.connect(lst.url, timeout=10)
+            await client.send(b"ping")
+            return client
+
+        client = aio_run(main())
+        t.join(10)
+        with got[0] as server:
+            assert server.recv(timeout=10) == b"ping"
+            client.close()  # raised RuntimeError: Event loop is closed
+            assert client.closed
+            client.close()  # twice is fine too
+            _expect_end(kind, uv[0], lambda: server.recv(timeout=10))
+    assert _fds() <= before | loop_fds
+
+
+@pytest.mark.parametrize("kind", sorted(set(URLS) - {"fifo"}))  # a fifo client only sends
+def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
+    kind: str, tmp_path: Path, aio_run: AioRun
+) -> None:
+    before = _fds()
+    loop_fds: set[str] = set()
+    uv: list[bool] = []
+    holder: list[Any] = []
+
+    async def main() -> Any:
+        loop_fds.update(_fds())
+        uv.append(_on_uvloop())
+        lst = await aio.listen(URLS[kind](tmp_path))
+        holder.append(lst)
+        accepting = asyncio.ensure_future(lst.accept(timeout=10))
+        client = await asyncio.to_thread(ipcwire.connect, lst.url, timeout=10)
+        holder.append(client)
+        server = await accepting
+        client.send(b"ping")
+        assert await server.recv(timeout=10) == b"ping"
+        return server
+
+    server = aio_run(main())
+    lst, client = holder
+    with client:
+        server.close()
+        _expect_end(kind, uv[0], lambda: client.recv(timeout=10))
+    lst.close()
+    assert _fds() <= before | loop_fds
