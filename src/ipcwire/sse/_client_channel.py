@@ -163,20 +163,19 @@ class ClientChannelBase:
         return self._core.accept_head(head, rest), rest
 
     def _opened(self, peername: object, rest: bytes) -> None:
-        """The stream is open: ``rest`` is its first body bytes.
-
-        Raises:
-            RemoteProtocolError: those bytes are malformed (the connection is dropped).
-        """
+        """The stream is open: ``rest`` is its first body bytes, taken as any later read's
+        (a body that is not well-formed HTTP drops the connection, which is reconnected:
+        what the bytes mean does not depend on which read brought them)."""
         if isinstance(peername, tuple):
             self._peer = PeerInfo(address=f"{peername[0]}:{peername[1]}")
         self._lost_at = None
         self._heard_at = self._clock()
-        try:
-            self._core.feed(rest)
-        except BaseException:
-            self._drop()
-            raise
+        if rest:
+            try:
+                self._received(rest)
+            except BaseException:
+                self._drop()
+                raise
 
     # -- receiving --------------------------------------------------------------------------
     def _closed_error(self) -> ChannelClosed:
