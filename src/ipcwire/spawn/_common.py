@@ -27,14 +27,25 @@ from ipcwire.spawn._stderr import StderrPlan
 
 __all__ = [
     "PARENT_ENV",
+    "PARENT_PIPE_ENV",
     "Started",
     "build_options",
     "describe_argv",
+    "pipe_id",
     "start_child",
     "with_url",
 ]
 
 PARENT_ENV: Final = "IPCWIRE_PARENT_PID"  # tells stdio(exit_on_parent_death=True) who to watch
+# ... and which process it is meant for: the one whose stdin is this pipe ("dev:inode"), not a
+# process that one starts with pipes of its own and that inherits the environment
+PARENT_PIPE_ENV: Final = "IPCWIRE_PARENT_PIPE"
+
+
+def pipe_id(fd: int) -> str:
+    """What :data:`PARENT_PIPE_ENV` holds for the pipe ``fd`` is an end of."""
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def with_url(options: Any, url: str) -> Any:
@@ -145,6 +156,7 @@ def start_child(
         child_env = dict(os.environ if env is None else env)
         child_env[PARENT_ENV] = str(os.getpid())
         in_r, in_w = make_pipe()
+        child_env[PARENT_PIPE_ENV] = pipe_id(in_r)
         out_r, out_w = make_pipe()
         err_fd = stderr.start()
         proc = subprocess.Popen(

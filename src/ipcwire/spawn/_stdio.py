@@ -10,7 +10,11 @@ immediate; elsewhere ``getppid()`` is polled). The parent is the one ``spawn()``
 ``IPCWIRE_PARENT_PID``, so a parent that died before the watch started is noticed too. It may
 be a grandparent: a launcher between them (``uv run``, a shell script without ``exec``) starts
 this process as its own child, and the watch is then on the process that called ``spawn()``,
-as long as /proc shows it among this process's ancestors.
+as long as /proc shows it among this process's ancestors. The variable is for the process
+whose stdin is the pipe ``spawn()`` made (``IPCWIRE_PARENT_PIPE`` names it; a launcher passes
+its stdin on): a process that the spawned one starts with pipes of its own inherits the
+environment but watches its own parent. :func:`claim_stdio` also removes both variables from
+``os.environ``, so the children of the process that reads them do not inherit them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Final
 from ipcwire._procfs import proc_stat
 from ipcwire.errors import ChannelBroken, LocalProtocolError
 from ipcwire.pipe._fd import is_pipe_like
-from ipcwire.spawn._common import PARENT_ENV
+from ipcwire.spawn._common import PARENT_ENV, PARENT_PIPE_ENV, pipe_id
 from ipcwire.spawn._process import wait_readable
 
 __all__ = ["claim_stdio", "watch_parent"]
@@ -37,6 +41,7 @@ _POLL_PARENT: Final = 0.25  # seconds, where there is no pidfd
 _MAX_DEPTH: Final = 64  # ancestors looked at for the spawn()ing process
 _claimed = False
 _claim_lock = threading.Lock()
+_spawner: int | None = None  # the process that spawn()ed this one, if it meant this one
 
 
 def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], bool]:
@@ -48,7 +53,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
         LocalProtocolError: called twice in one process.
         ChannelBroken: fd 0 or 1 is closed.
     """
-    global _claimed
+    global _claimed, _spawner
     with _claim_lock:
         if _claimed:
             raise LocalProtocolError(
@@ -68,6 +73,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
                 endpoint="stdio:",
             ) from exc
         _claimed = True
+        _spawner = _meant_for(rfd)
     if redirect:
         with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stdout.flush()  # what is buffered still belongs to the protocol's past
@@ -83,6 +89,20 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
     nonblocking = is_pipe_like(rfd) and is_pipe_like(wfd)
     restore = {fd: fcntl.fcntl(fd, fcntl.F_GETFL) for fd in (rfd, wfd)} if nonblocking else {}
     return rfd, wfd, restore, nonblocking
+
+
+def _meant_for(fd: int) -> int | None:
+    """The pid ``spawn()`` named in the environment if this process's stdin (``fd``) is the
+    pipe it made (a parent of an older ipcwire names no pipe: trusted); the variables are
+    removed from ``os.environ`` either way."""
+    pid = os.environ.pop(PARENT_ENV, "")
+    pipe = os.environ.pop(PARENT_PIPE_ENV, None)
+    try:
+        if pipe is not None and pipe != pipe_id(fd):
+            return None  # inherited from a process that spawn() started: not ours
+        return int(pid) if int(pid) > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _descends_from(pid: int) -> bool:
@@ -115,7 +135,7 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
     Returns the watching thread, or None when the parent was already gone (the action ran).
     """
     act = action or _default_action
-    expected = int(os.environ.get(PARENT_ENV, "0") or 0) or os.getppid()
+    expected = _spawner or os.getppid()
     if not _descends_from(expected):
         act()
         return None
