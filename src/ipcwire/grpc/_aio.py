@@ -120,6 +120,8 @@ class AioStream(AioChannel):
         self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
+        # What close() can still release once the loop has ended (the client's call.cancel)
+        self.on_close_without_loop: Callable[[], object] | None = None
         self.fail_reason = ""  # why this side ends the channel after an error ("": cleanly)
         self._closing: asyncio.Task[None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
@@ -592,6 +594,16 @@ class AioStream(AioChannel):
         if self._closed:
             return
         self._closed = True
+        if self._loop.is_closed():
+            # The channel outlived its loop (asyncio.run() returned): nothing waits on it any
+            # more, and the goodbye and the wait for the peer need the loop. Marked closed;
+            # the client's call is cancelled (grpc.aio allows that without the loop).
+            if self.on_close_without_loop is not None:
+                try:
+                    self.on_close_without_loop()
+                except Exception:  # noqa: S110 - the call went with its loop: nothing to end
+                    pass
+            return
         for f in (self._waiter, self._resume):
             if f is not None and not f.done():
                 f.set_result(None)

@@ -272,6 +272,7 @@ class AioGrpcUnaryChannel(AioChannel):
         self._method = gch.unary_unary(CALL)
         self._replies: deque[Any] = deque()
         self._closed = False
+        self._loop = asyncio.get_running_loop()
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     async def _call(self, obj: Any, timeout: float | None) -> Any:
@@ -354,7 +355,13 @@ class AioGrpcUnaryChannel(AioChannel):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            asyncio.get_running_loop().create_task(self._gch.close())
+            if self._loop.is_closed():
+                # The channel outlived its loop (asyncio.run() returned): grpc.aio's channel
+                # closes only in it, and no call of it can be in flight. Marked closed.
+                return
+            task = self._loop.create_task(self._gch.close())
+            _LINGERING.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(_LINGERING.discard)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -514,6 +521,7 @@ async def _open_stream(
         task.add_done_callback(_LINGERING.discard)
 
     ch.on_close = release
+    ch.on_close_without_loop = call.cancel
     return ch
 
 
