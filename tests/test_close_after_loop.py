@@ -24,7 +24,7 @@ from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import ChannelBroken, EndOfChannel
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.registry import lookup
 
 
@@ -46,13 +46,16 @@ def _on_uvloop() -> bool:
     return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
-def _expect_end(kind: str, uvloop: bool, receive: Callable[[], Any]) -> None:
-    """The peer sees the end: the goodbye (EndOfChannel); or on uvloop, which closes every
-    transport when its loop closes, the ChannelBroken of a channel dropped without a close; a
-    shared queue (spool) has no end to see."""
-    if not lookup(kind).capabilities.end_of_channel:
+Ending = type[IpcwireError] | None
+
+
+def _expect_end(end: Ending, uvloop: bool, receive: Callable[[], Any]) -> None:
+    """The peer sees the end: ``end`` (EndOfChannel: the goodbye; None: a shared queue, such
+    as spool, has no end to see); or on uvloop, which closes every transport when its loop
+    closes, the ChannelBroken of a channel dropped without a close."""
+    if end is None:
         return
-    with pytest.raises((EndOfChannel, ChannelBroken) if uvloop else EndOfChannel):
+    with pytest.raises((end, ChannelBroken) if uvloop else end):
         receive()
 
 
@@ -73,14 +76,12 @@ def _accept_in_thread(lst: Any) -> tuple[threading.Thread, list[Any]]:
     return t, got
 
 
-@pytest.mark.parametrize("kind", sorted(URLS))
-def test_an_asyncio_client_closed_after_its_loop_ended(
-    kind: str, tmp_path: Path, aio_run: AioRun
-) -> None:
+def client_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) -> None:
+    """An asyncio client, closed after its loop ended; its peer a blocking channel."""
     before = _fds()
     loop_fds: set[str] = set()
     uv: list[bool] = []
-    with ipcwire.listen(URLS[kind](tmp_path)) as lst:
+    with ipcwire.listen(url) as lst:
         t, got = _accept_in_thread(lst)
 
         async def main() -> Any:
@@ -97,14 +98,13 @@ def test_an_asyncio_client_closed_after_its_loop_ended(
             client.close()  # raised RuntimeError: Event loop is closed
             assert client.closed
             client.close()  # twice is fine too
-            _expect_end(kind, uv[0], lambda: server.recv(timeout=10))
+            _expect_end(end, uv[0], lambda: server.recv(timeout=10))
     assert _fds() <= before | loop_fds
 
 
-@pytest.mark.parametrize("kind", sorted(set(URLS) - {"fifo"}))  # a fifo client only sends
-def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
-    kind: str, tmp_path: Path, aio_run: AioRun
-) -> None:
+def listener_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) -> None:
+    """An asyncio listener and its channel, closed after their loop ended; the peer a
+    blocking client."""
     before = _fds()
     loop_fds: set[str] = set()
     uv: list[bool] = []
@@ -113,7 +113,7 @@ def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
     async def main() -> Any:
         loop_fds.update(_fds())
         uv.append(_on_uvloop())
-        lst = await aio.listen(URLS[kind](tmp_path))
+        lst = await aio.listen(url)
         holder.append(lst)
         accepting = asyncio.ensure_future(lst.accept(timeout=10))
         client = await asyncio.to_thread(ipcwire.connect, lst.url, timeout=10)
@@ -127,6 +127,24 @@ def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
     lst, client = holder
     with client:
         server.close()
-        _expect_end(kind, uv[0], lambda: client.recv(timeout=10))
+        _expect_end(end, uv[0], lambda: client.recv(timeout=10))
     lst.close()
     assert _fds() <= before | loop_fds
+
+
+def _ending(kind: str) -> Ending:
+    return EndOfChannel if lookup(kind).capabilities.end_of_channel else None
+
+
+@pytest.mark.parametrize("kind", sorted(URLS))
+def test_an_asyncio_client_closed_after_its_loop_ended(
+    kind: str, tmp_path: Path, aio_run: AioRun
+) -> None:
+    client_closed_after_its_loop(URLS[kind](tmp_path), aio_run, end=_ending(kind))
+
+
+@pytest.mark.parametrize("kind", sorted(set(URLS) - {"fifo"}))  # a fifo client only sends
+def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
+    kind: str, tmp_path: Path, aio_run: AioRun
+) -> None:
+    listener_closed_after_its_loop(URLS[kind](tmp_path), aio_run, end=_ending(kind))

@@ -12,6 +12,7 @@ dbus-fast, not what ipcwire's endpoints do with it. The names keep the underscor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -182,8 +183,21 @@ class _Hub(HubState):
             self.lost(self.url, "the bus connection was closed", None)
 
     def _unused(self) -> None:
-        if self.closing is None:
+        if self.loop.is_closed():
+            self._hang_up_without_loop()
+        elif self.closing is None:
             self.closing = self.spawn(self._disconnect())
+
+    def _hang_up_without_loop(self) -> None:
+        """A close after the loop ended (a channel or listener outlived ``asyncio.run()``):
+        nothing can be written on this connection any more, for any of its users, so hang up
+        at once (the daemon tells the peers this connection is gone: their channels end as a
+        vanished peer's) and close the socket, which dbus-fast closes only from its loop."""
+        self.bus.disconnect()
+        for part in (getattr(self.bus, "_stream", None), getattr(self.bus, "_sock", None)):
+            if part is not None:
+                with contextlib.suppress(OSError):
+                    part.close()
 
     async def _disconnect(self) -> None:
         # A round trip to the daemon after our last message means it has routed that
@@ -200,6 +214,10 @@ class _Hub(HubState):
             self.bus.disconnect()
 
     def send(self, msg: Message) -> None:
+        if self.loop.is_closed():
+            # (a close after the loop ended): the connection can carry nothing for anyone
+            self._hang_up_without_loop()
+            return
         if self.error is not None or not self.bus.connected:
             return
         try:
@@ -213,7 +231,9 @@ class _Hub(HubState):
         # writes it when it first runs: the loop runs callbacks in order, so a write
         # scheduled now comes after theirs. (Written at once, a Close sent right after
         # send() overtook the message, and the peer refused it: lost.)
-        if not self.loop.is_closed():
+        if self.loop.is_closed():
+            self._hang_up_without_loop()
+        else:
             self.loop.call_soon(self.send, msg)
 
 
