@@ -1,6 +1,8 @@
 """The pure-Python ring, part 1: layout access, errors, serialisation and waiting.
 
-The fallback when the C extension is not built (``_pyring.PyRing`` is the class to use).
+The fallback when the C extension is not built (``_pyring.PyRing`` is the class to use). The
+waiting here is the spin and park logic on the ring's flags; the doorbells it parks on (the
+sockets or eventfds, and the liveness socket) are ``_pywait._Wait``.
 
 Same memory layout, record format and protocol as ``src/ipcwire/_ext/ring.c`` (read that
 file's comments for the design), so a C end and a Python end interoperate. Slower (every
@@ -23,9 +25,6 @@ import functools
 import math
 import os
 import platform
-import select
-import socket
-import stat
 import struct
 import threading
 import time
@@ -45,6 +44,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.shm import _layout as L
+from ipcwire.shm._pywait import _dup, _Wait
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -110,106 +110,6 @@ def init_ring(buffer: Buffer, capacity: int, offset: int = 0) -> None:
         hdr.release()
     finally:
         mv.release()
-
-
-_DONTWAIT: Final = socket.MSG_DONTWAIT
-_SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-
-
-def _is_socket(fd: int) -> bool:
-    return fd >= 0 and stat.S_ISSOCK(os.fstat(fd).st_mode)
-
-
-def _sock(fd: int) -> socket.socket:
-    s = socket.socket(fileno=fd)
-    s.setblocking(True)  # the C ring parks in a blocking recv on this description too
-    return s
-
-
-class _Wait:
-    """How a blocked end waits: the doorbells (sockets or eventfds, as the C ring: see
-    ring.h), the liveness socket, the policy."""
-
-    def __init__(self, wait_fd: int, wake_fd: int, alive_fd: int, policy: str, spin_ns: int):
-        self.wait_fd = wait_fd
-        self.wake_fd = wake_fd
-        self.alive_fd = alive_fd
-        self.policy = policy
-        self.spin_ns = spin_ns
-        self.wait_sock = _sock(wait_fd) if _is_socket(wait_fd) else None
-        self.wake_sock = _sock(wake_fd) if _is_socket(wake_fd) else None
-        if self.wait_sock is None and wait_fd >= 0:
-            os.set_blocking(wait_fd, False)  # an eventfd: read after poll
-        self.poller = select.poll()
-        if wait_fd >= 0:
-            self.poller.register(wait_fd, select.POLLIN | select.POLLRDHUP)
-        if alive_fd >= 0:
-            self.poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
-        self.alive_poller = select.poll()
-        if alive_fd >= 0:
-            self.alive_poller.register(alive_fd, select.POLLIN | select.POLLRDHUP)
-
-    def signal(self) -> None:
-        try:
-            if self.wake_sock is not None:
-                self.wake_sock.send(b"\x01", _SEND_FLAGS)
-            elif self.wake_fd >= 0:
-                os.eventfd_write(self.wake_fd, 1)
-        except (BlockingIOError, BrokenPipeError, ConnectionResetError):
-            pass  # a wake-up is pending anyway, or the peer's end is gone
-
-    def signal_self(self) -> None:
-        """Wake a thread of ours parked in this ring (close()): a socket is shut for reading
-        (its recv returns b"" from now on), an eventfd written."""
-        try:
-            if self.wait_sock is not None:
-                self.wait_sock.shutdown(socket.SHUT_RD)
-            elif self.wait_fd >= 0:
-                os.eventfd_write(self.wait_fd, 1)
-        except (BlockingIOError, OSError):
-            pass
-
-    def drain(self) -> bool:
-        """Read what woke us. False: the socket's peer end is gone (or this side shut it)."""
-        try:
-            if self.wait_sock is not None:
-                return self.wait_sock.recv(64, _DONTWAIT) != b""
-            os.eventfd_read(self.wait_fd)
-        except BlockingIOError:
-            pass
-        return True
-
-    def sleep(self) -> bool:
-        """Untimed park on a socket doorbell: one blocking recv (the GIL released). False: its
-        peer end is gone (or this side shut it)."""
-        assert self.wait_sock is not None
-        try:
-            return self.wait_sock.recv(64) != b""
-        except BlockingIOError:  # made non-blocking by someone: poll instead
-            self.poller.poll(None)
-            return self.drain()
-
-    def alive(self) -> bool:
-        return self.alive_fd < 0 or not self.alive_poller.poll(0)
-
-    def close(self) -> None:
-        for s in (self.wait_sock, self.wake_sock):
-            if s is not None:
-                s.close()
-        if self.wait_sock is not None:
-            self.wait_fd = -1
-        if self.wake_sock is not None:
-            self.wake_fd = -1
-        self.wait_sock = self.wake_sock = None
-        for name in ("wait_fd", "wake_fd", "alive_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-
-def _dup(fd: int) -> int:
-    return -1 if fd < 0 else os.dup(fd)  # inheritable=False by default
 
 
 class RingBase:
