@@ -40,6 +40,37 @@ class PeerInfo:
     address: str | None = None
 
 
+def describe_peer(peer: PeerInfo | None) -> str:
+    """``peer`` in a log line or a message: "pid 123, uid 1000", an address, or "" when the
+    mechanism cannot tell."""
+    if peer is None:
+        return ""
+    parts = [f"pid {peer.pid}"] if peer.pid is not None else []
+    if peer.uid is not None:
+        parts.append(f"uid {peer.uid}")
+    if not parts and peer.address:
+        parts.append(str(peer.address))
+    return ", ".join(parts)
+
+
+def log_handler_end(url: str, peer: PeerInfo | None, exc: Exception) -> None:
+    """How ``serve()`` reports a handler that ended with ``exc`` (both APIs, same words).
+
+    The channel failing under the handler (the client died, broke the protocol, timed out)
+    is a WARNING naming the client, for it is news to whoever runs the server; the listener's
+    own close ending its channels is not (DEBUG); any other exception is the handler's bug,
+    logged with its traceback.
+    """
+    who = describe_peer(peer)
+    client = f"a client of {url}" + (f" ({who})" if who else "")
+    if isinstance(exc, ChannelClosed):
+        log.debug("ipcwire: the handler of %s ended: %s", client, exc)
+    elif isinstance(exc, IpcwireError):
+        log.warning("ipcwire: the handler of %s ended: %s", client, exc)
+    else:
+        log.error("ipcwire: the handler of %s raised", client, exc_info=exc)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelStatistics:
     """Counters of one channel (trio style ``statistics()``)."""
@@ -288,7 +319,9 @@ class Listener(abc.ABC):
     def serve(self, handler: Handler, *, max_channels: int | None = None) -> None:
         """Accept clients until the listener is closed, each handled in its own thread.
 
-        Exceptions from ``handler`` are logged; the channel is closed after it returns.
+        Exceptions from ``handler`` are logged (see :func:`log_handler_end`: a client that
+        failed under it is a WARNING naming the client); the channel is closed after it
+        returns.
         Returns when the listener is closed (from another thread or a signal handler),
         after waiting for running handlers.
         """
@@ -302,10 +335,8 @@ class Listener(abc.ABC):
                     handler(ch)
             except EndOfChannel:
                 pass
-            except IpcwireError as exc:
-                log.info("ipcwire: handler for %s ended: %s", ch.url, exc)
-            except Exception:
-                log.exception("ipcwire: handler for %s raised", ch.url)
+            except Exception as exc:
+                log_handler_end(ch.url, ch.peer, exc)
             finally:
                 with lock:
                     active.pop(ch, None)

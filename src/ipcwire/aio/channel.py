@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from ipcwire.aio._timeouts import within
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, log_handler_end
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
@@ -226,7 +226,8 @@ class AioListener(abc.ABC):
         self.close()
 
     async def serve(self, handler: AioHandler, *, max_channels: int | None = None) -> None:
-        """Accept until closed, one task per channel; exceptions in handlers are logged.
+        """Accept until closed, one task per channel; exceptions in handlers are logged (as
+        by the blocking ``serve()``: :func:`ipcwire.channel.log_handler_end`).
 
         When the listener closes (or this task is cancelled), open channels are closed and
         their handler tasks cancelled, so shutdown never hangs on a client.
@@ -240,10 +241,8 @@ class AioListener(abc.ABC):
                     await handler(ch)
             except EndOfChannel:
                 pass
-            except IpcwireError as exc:
-                log.info("ipcwire: handler for %s ended: %s", ch.url, exc)
-            except Exception:
-                log.exception("ipcwire: handler for %s raised", ch.url)
+            except Exception as exc:
+                log_handler_end(ch.url, ch.peer, exc)
             finally:
                 if slots is not None:
                     slots.release()
