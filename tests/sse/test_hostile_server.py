@@ -130,23 +130,29 @@ def test_a_chunk_size_that_is_not_hex_digits_is_a_protocol_error(flavour: str, s
 
 @contextmanager
 def one_answer(answer: bytes) -> Iterator[tuple[str, list[socket.socket]]]:
-    """A server that answers one request with ``answer`` (in one write); yields its URL and a
-    list that gets the server's end of that connection."""
+    """A server that answers each request with ``answer`` (in one write; a client that
+    reconnects gets it again); yields its URL and a list that gets the server's end of each
+    connection."""
     srv = socket.create_server(("127.0.0.1", 0))
     conns: list[socket.socket] = []
 
     def serve() -> None:
-        conn, _ = srv.accept()
-        conns.append(conn)
-        conn.recv(65536)
-        conn.sendall(answer)
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return  # closed: the test is over
+            conns.append(conn)
+            conn.recv(65536)
+            conn.sendall(answer)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
         yield f"sse+http://127.0.0.1:{srv.getsockname()[1]}/events", conns
-        t.join(BOUND)
     finally:
+        srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone does not)
+        t.join(BOUND)
         srv.close()
         for conn in conns:
             conn.close()
@@ -171,7 +177,7 @@ def test_a_malformed_body_in_the_read_with_the_head_closes_the_connection() -> N
     the socket still open: left to the garbage collector (ResourceWarning), and not even to it
     while the exception's traceback lives. Such a connection is now dropped at once and
     reconnected, as one whose bad chunk comes in a later read (tests/sse/test_malformed_body.py):
-    with retry_for=0, recv() says so."""
+    with retry_for=0, recv() says so (after one more attempt, when no time has passed)."""
     with (
         one_answer(HEAD + b"zz\r\n") as (url, conns),
         ipcwire.connect(url, timeout=BOUND, retry_for=0) as ch,
