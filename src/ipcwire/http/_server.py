@@ -22,6 +22,7 @@ from aiohttp import web
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.http._after_loop import drop_connections, loop_ended
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
@@ -145,6 +146,16 @@ class HttpServer:
         """Close the listening socket now (no new connections); existing ones still work."""
         if self._server is not None:
             self._server.close()
+
+    @property
+    def loop_ended(self) -> bool:
+        """Whether the serving loop has ended (closed): :meth:`close_without_loop` then."""
+        return loop_ended(self._loop)
+
+    def close_without_loop(self) -> None:
+        """Stop listening and drop every client connection, the serving loop having ended."""
+        self.stop_listening()
+        drop_connections(self._web)
 
     async def shutdown(self) -> None:
         """Stop listening, end every session, close client connections (bounded)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, LocalProtocolError, Timeout
 from ipcwire.http._address import HttpAddress
+from ipcwire.http._after_loop import drop_socket, loop_ended, pool_sockets
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._connect import (
@@ -47,9 +48,17 @@ class AioHttpChannel(ClientEnd, AioChannel):
     what waits; ``request`` and ``aclose`` first wait until the queue is empty.
     """
 
-    def __init__(self, core: ClientCore, client: httpx.AsyncClient, peer: PeerInfo) -> None:
+    def __init__(
+        self,
+        core: ClientCore,
+        client: httpx.AsyncClient,
+        peer: PeerInfo,
+        blocking_client: Callable[[], httpx.Client] | None = None,
+    ) -> None:
         super().__init__(core, peer)
         self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._blocking_client = blocking_client  # for the DELETE of a close() after the loop
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
         self._out = asyncio.Condition()  # for _wait_out: room in the queue, or all posted
@@ -322,11 +331,37 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 raise core.late_reply(timeout) from exc
 
     def close(self) -> None:
-        """Close without waiting: the server learns of it when the task below runs."""
+        """Close without waiting: the server learns of it when the task below runs (after
+        the channel's loop has ended: at once, the connections dropped and the DELETE sent
+        without the loop)."""
         if self._core.closed:
             return
-        task = asyncio.get_running_loop().create_task(self.aclose())
+        if loop_ended(self._loop):
+            self._close_without_loop()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the loop stands still: it closes the channel when it runs
+            loop = self._loop
+        task = loop.create_task(self.aclose())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _close_without_loop(self) -> None:
+        """``close()`` after the loop has ended (``ipcwire.http._after_loop``): its tasks and
+        waiters ended with it; what was queued and not posted is counted in the DELETE."""
+        core = self._core
+        core.closing = True
+        core.closed = True
+        for sock in pool_sockets(self._client):
+            drop_socket(sock)
+        req = core.close_req()
+        if req is None or self._blocking_client is None:
+            return
+        try:
+            with self._blocking_client() as client:
+                client.request(req.method, req.path, headers=req.headers, timeout=req.timeout)
+        except httpx.HTTPError:
+            pass
 
     async def aclose(self) -> None:
         core = self._core
@@ -416,12 +451,15 @@ class AioHttpListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        if self._server is not None:
-            self._server.stopping = True  # before serve() closes the channels in flight
+        server = self._server
+        if server is not None:
+            server.stopping = True  # before serve() closes the channels in flight
         self._ready.close()
-        if self._server is not None:
-            self._server.stop_listening()
-            self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
+        if server is not None and server.loop_ended:  # (ipcwire.http._after_loop)
+            server.close_without_loop()
+        elif server is not None:
+            server.stop_listening()
+            self._shutdown = asyncio.get_running_loop().create_task(server.shutdown())
         self._cleanup()
 
     async def aclose(self) -> None:
@@ -453,7 +491,15 @@ async def connect(
     core = d.core
     transport = httpx.AsyncHTTPTransport(**transport_settings(d.addr, ssl))
     client = httpx.AsyncClient(transport=transport, **client_settings(d))
-    ch = AioHttpChannel(core, client, d.peer)
+    ch = AioHttpChannel(
+        core,
+        client,
+        d.peer,
+        lambda: httpx.Client(
+            transport=httpx.HTTPTransport(**transport_settings(d.addr, ssl)),
+            **client_settings(d),
+        ),
+    )
     if not session:
         return ch
     redial = Redial(reconnect)

@@ -50,6 +50,7 @@ from ipcwire.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from ipcwire.http._after_loop import drop_connections, loop_ended
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._events import (
     END_EVENT,
@@ -177,6 +178,17 @@ class SseServer:
         self.closing = True
         if self._server is not None:
             self._server.close()
+
+    @property
+    def loop_ended(self) -> bool:
+        """Whether the serving loop has ended (closed): :meth:`close_without_loop` then."""
+        return loop_ended(self._loop)
+
+    def close_without_loop(self) -> None:
+        """Stop listening and drop every client connection, the serving loop having ended
+        (``ipcwire.http._after_loop``): the clients see the connection end at once."""
+        self.stop_listening()
+        drop_connections(self._web)
 
     async def shutdown(self) -> None:
         """End every stream and close every connection, boundedly (serving loop)."""

@@ -18,6 +18,7 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
+from ipcwire.http._after_loop import drop_socket, loop_ended
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
@@ -29,7 +30,7 @@ from ipcwire.sse._client import (
 from ipcwire.sse._client_channel import ClientChannelBase, client_core
 from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
 from ipcwire.sse._events import b64encode
-from ipcwire.sse._release import release_async
+from ipcwire.sse._release import release_async, release_blocking
 from ipcwire.sse._server import SseServer
 
 __all__ = ["AioSseClientChannel", "AioSseListener", "AioSseServerChannel", "connect", "listen"]
@@ -209,6 +210,9 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         if self._closed:
             return
         self._closed = True
+        if loop_ended(self._loop):
+            self._close_without_loop()
+            return
         self._wake.set()
         if self._opening is not None:
             self._opening.cancel()  # a pending recv() connecting raises ChannelClosed
@@ -221,6 +225,17 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             _RELEASING.add(task)  # (the loop keeps only a weak reference)
             task.add_done_callback(_RELEASING.discard)
             self._releasing = task
+
+    def _close_without_loop(self) -> None:
+        """``close()`` after the loop has ended (``ipcwire.http._after_loop``): the
+        connection is dropped and the DELETE sent without the loop, as the blocking client
+        sends it (bounded by ``RELEASE_TIMEOUT``)."""
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            drop_socket(writer.transport.get_extra_info("socket"))
+        release = self._release()
+        if release is not None:
+            release_blocking(release)
 
     async def aclose(self) -> None:
         """Close the channel, and tell the server this client is done with its stream (the
@@ -380,8 +395,11 @@ class AioSseListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        self._server.stop_listening()
-        self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
+        if self._server.loop_ended:  # (ipcwire.http._after_loop)
+            self._server.close_without_loop()
+        else:
+            self._server.stop_listening()
+            self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
         self._ready.close()
 
     async def aclose(self) -> None:
