@@ -16,7 +16,7 @@ from tests._loops import AioRun
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.pipe import SPEC
-from ipcwire.pipe._fd import make_pipe
+from ipcwire.pipe._fdutil import make_pipe
 from ipcwire.spawn import spawn, stdio_channel
 from ipcwire.spawn.aio import spawn as aio_spawn
 from ipcwire.spawn.aio import stdio_channel as aio_stdio_channel

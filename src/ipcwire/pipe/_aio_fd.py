@@ -37,7 +37,7 @@ from ipcwire.errors import (
     LocalProtocolError,
 )
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
-from ipcwire.pipe._fd import set_nonblocking
+from ipcwire.pipe._fdutil import set_nonblocking
 
 __all__ = ["AioPipeChannel", "FdTransport"]
 

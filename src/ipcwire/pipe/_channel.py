@@ -20,7 +20,8 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._stream.blocking import StreamChannel, native_stream_classes
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
-from ipcwire.pipe._fd import PIPE_BUF, FdStream, is_pipe, is_pipe_like
+from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fdutil import PIPE_BUF, is_pipe, is_pipe_like
 
 __all__ = ["DEFAULT_MAX_READAHEAD", "ExplainingPipeChannel", "PipeChannel"]
 

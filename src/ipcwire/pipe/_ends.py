@@ -25,7 +25,8 @@ from ipcwire._core.url import Endpoint
 from ipcwire.errors import ChannelClosed, ConfigurationError
 from ipcwire.options import ChannelOptions
 from ipcwire.pipe._channel import PipeChannel
-from ipcwire.pipe._fd import FdStream, make_pipe
+from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fdutil import make_pipe
 from ipcwire.pipe._handshake import fd_handshake
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""File-descriptor helpers shared by the pipe, fifo and spawn mechanisms.
+"""The blocking byte stream over pipe fds, shared by the pipe, fifo and spawn mechanisms.
 
 :class:`FdStream` is the blocking :class:`~ipcwire._stream.transport.ByteStream` over a read fd
 and/or a write fd (an anonymous pipe, a FIFO, a child's stdin/stdout). Waits use ``poll``, so
@@ -17,155 +17,53 @@ Two optional hooks make child processes safe to talk to:
   The channel reads into its own buffer, so a peer that is blocked writing its replies can
   go on reading our request: the "write 100 MB while the child echoes it" deadlock cannot
   happen even when the caller only receives after sending.
+
+The small fd helpers (making pipes, fd flags, the :class:`~ipcwire.pipe._fdutil.Waker` that
+every wait here includes) are in :mod:`ipcwire.pipe._fdutil`; the ones that fifo, signals and
+spawn import from here are re-exported for them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import select
-import stat
 import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
 from ipcwire._core.wire import Packed
-from ipcwire._oserror import translate
 from ipcwire._poll import poll_ms, wait_readable
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
+from ipcwire.pipe._fdutil import (
+    PIPE_BUF,
+    Waker,
+    close_fds,
+    grow_pipe,
+    is_pipe_like,
+    make_pipe,
+    set_nonblocking,
+)
 
 __all__ = [
+    # re-exported from _fdutil: fifo/, signals/ and spawn/ import them from here (new code:
+    # from ipcwire.pipe._fdutil)
     "PIPE_BUF",
     "FdStream",
     "Waker",
     "close_fds",
     "grow_pipe",
-    "is_pipe",
     "is_pipe_like",
     "make_pipe",
-    "set_cloexec",
     "set_nonblocking",
 ]
-
-PIPE_BUF: Final = getattr(select, "PIPE_BUF", 512)  # writes up to this size are atomic
-PIPE_SIZE: Final = 1024 * 1024  # what we ask the kernel for (Linux; best effort)
 
 _IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR
 _OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR
 _monotonic = time.monotonic
-
-
-def set_cloexec(fd: int, on: bool = True) -> None:
-    """Set or clear FD_CLOEXEC."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
-    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC if on else flags & ~fcntl.FD_CLOEXEC)
-
-
-def set_nonblocking(fd: int, on: bool = True) -> int:
-    """Set or clear O_NONBLOCK; returns the previous file status flags."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK if on else flags & ~os.O_NONBLOCK)
-    return flags
-
-
-def is_pipe_like(fd: int) -> bool:
-    """True for pipes, FIFOs and sockets (where O_NONBLOCK is safe to set on our copy)."""
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
-def is_pipe(fd: int) -> bool:
-    """True for pipes and FIFOs (where a write of up to PIPE_BUF bytes is atomic)."""
-    return stat.S_ISFIFO(os.fstat(fd).st_mode)
-
-
-def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
-    """Ask for a larger pipe buffer (Linux F_SETPIPE_SZ); silently keep the default if refused
-    (the per-user pipe memory limit, or another platform)."""
-    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setsz is None:
-        return
-    try:
-        fcntl.fcntl(fd, setsz, size)
-    except OSError:
-        pass
-
-
-def make_pipe(*, grow: bool = True) -> tuple[int, int]:
-    """A new pipe ``(read_fd, write_fd)``, both close-on-exec.
-
-    Raises:
-        ResourceExhausted: out of file descriptors (EMFILE/ENFILE).
-    """
-    try:
-        r, w = os.pipe2(os.O_CLOEXEC) if hasattr(os, "pipe2") else os.pipe()
-    except OSError as exc:
-        raise translate(exc, "a new pipe", "creating") from exc
-    if not hasattr(os, "pipe2"):  # pragma: no cover - macOS
-        set_cloexec(r)
-        set_cloexec(w)
-    if grow:
-        grow_pipe(w)
-    return r, w
-
-
-def close_fds(*fds: int | None) -> None:
-    """Close each of ``fds`` (None skipped), whatever the others do: for cleaning up after a
-    failure, where a second error would only hide the first."""
-    for fd in fds:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class Waker:
-    """An fd that becomes readable when :meth:`wake` is called (eventfd, or a pipe)."""
-
-    __slots__ = ("_r", "_w", "fd")
-
-    def __init__(self, endpoint: str = "a channel") -> None:
-        if hasattr(os, "eventfd"):
-            try:
-                self.fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            except OSError as exc:
-                raise translate(exc, endpoint, "creating an eventfd for") from exc
-            self._r = self._w = self.fd
-        else:  # pragma: no cover - macOS
-            self._r, self._w = make_pipe(grow=False)
-            set_nonblocking(self._r)
-            set_nonblocking(self._w)
-            self.fd = self._r
-
-    def wake(self) -> None:
-        try:
-            if self._w == self._r:
-                os.eventfd_write(self._w, 1)
-            else:  # pragma: no cover - macOS
-                os.write(self._w, b"x")
-        except OSError:
-            pass  # already awake (full) or closed: either way nobody sleeps on it
-
-    def drain(self) -> None:
-        """Reset to not-readable (after a wake was seen)."""
-        try:
-            if self._w == self._r:
-                os.eventfd_read(self._r)
-            else:  # pragma: no cover - macOS
-                while os.read(self._r, 512):
-                    pass
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for fd in {self._r, self._w}:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 class _Closed(OSError):

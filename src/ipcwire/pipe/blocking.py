@@ -16,7 +16,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._address import parse_fds
 from ipcwire.pipe._channel import PipeChannel
 from ipcwire.pipe._ends import open_channel
-from ipcwire.pipe._fd import set_cloexec
+from ipcwire.pipe._fdutil import set_cloexec
 
 __all__ = ["connect", "listen", "parse_fds"]
 
