@@ -10,9 +10,12 @@ adopts or accepts; the few steps both sides share (integer options, the peer's p
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
+
+import posix_ipc
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import (
@@ -22,7 +25,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq import limits
-from ipcwire.mq._ends import create_end_pipe, remove_end_pipe
+from ipcwire.mq._ends import abandoned_pairs, create_end_pipe, remove_end_pipe
 from ipcwire.mq._proto import (
     HANDSHAKE_PRIORITY,
     Hello,
@@ -30,7 +33,7 @@ from ipcwire.mq._proto import (
     pair_names,
     strip_frame,
 )
-from ipcwire.mq._queue import MessageQueue, queue_name
+from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
 from ipcwire.mq._session import close_fd, int_option, open_pidfd
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
@@ -42,6 +45,8 @@ __all__ = [
     "queue_sizes",
     "retry_delay",
 ]
+
+log = logging.getLogger("ipcwire")
 
 MIN_MSGSIZE = 512  # room for handshake messages whatever max_frame is
 CONNECT_OPTIONS = ("timeout", "reconnect", "maxmsg", "msgsize", "mode")
@@ -120,6 +125,19 @@ def queue_sizes(
     return maxmsg, up, dn
 
 
+def _reclaim(up: str, url: str) -> None:
+    """Remove the pairs (and end pipes) named like ``up`` of clients killed after they made
+    them and before they announced them (see :func:`abandoned_pairs`)."""
+    for pair in abandoned_pairs(up):
+        for name in (pair, pair.removesuffix(".up") + ".dn"):
+            try:
+                unlink_queue(name)
+            except posix_ipc.Error:  # (the pipe is this user's; a queue another's: left)
+                pass
+        remove_end_pipe(pair)
+        log.info("ipcwire: %s: removed %s and its pair, left by a client that is gone", url, pair)
+
+
 class ClientSession:
     """The connecting side: create the pair, announce it, run the handshake on it."""
 
@@ -136,7 +154,18 @@ class ClientSession:
         self.options = options
         n, up_size, dn_size = queue_sizes(options, maxmsg, msgsize)
         up_name, dn_name = pair_names(base)
-        self.up = MessageQueue.create(up_name, maxmsg=n, msgsize=up_size, mode=mode, url=self.url)
+        _reclaim(up_name, self.url)
+        # The end pipe (_ends.py) first, kept only if the listener says it opened it too:
+        # from here until the announcement, it names this pair for _reclaim.
+        self.ends = create_end_pipe(up_name, mode, self.url)
+        try:
+            self.up = MessageQueue.create(
+                up_name, maxmsg=n, msgsize=up_size, mode=mode, url=self.url
+            )
+        except BaseException:
+            remove_end_pipe(up_name)
+            close_fd(self.ends)
+            raise
         try:
             self.dn = MessageQueue.create(
                 dn_name, maxmsg=n, msgsize=dn_size, mode=mode, url=self.url
@@ -144,14 +173,8 @@ class ClientSession:
         except BaseException:
             self.up.unlink()
             self.up.close()
-            raise
-        try:
-            # the end pipe (_ends.py), kept only if the listener says it opened it too
-            self.ends = create_end_pipe(up_name, mode, self.url)
-        except BaseException:
-            for q in (self.up, self.dn):
-                q.unlink()
-                q.close()
+            remove_end_pipe(up_name)
+            close_fd(self.ends)
             raise
         self.ends_agreed = False
         self.fails_agreed = False  # the listener tells and takes a failed end (_proto.py)

@@ -8,11 +8,13 @@ alive) or call a clean close a crash (it exited).
 
 So each channel also has an *end pipe*: a FIFO the client creates next to the listener's lock
 file (``ipcwire-mq.<pair>.end``, mode as the queues), which both ends open read-write and
-non-blocking and unlink with the queues' names once the channel is open. ``close()`` writes
-one byte into it after its last message, and never waits: the pipe always has room. A byte
-in the pipe means "the other end closed"; it stays there while either end holds the pipe,
-so it outlives a closer that exits at once. Each end watches the pipe while it waits (poll,
-or the event loop), so a blocked receive or send wakes up.
+non-blocking and unlink with the queues' names once the channel is open. The client makes it
+before its queues: a client killed before it announced them leaves a pipe that names them,
+and the next client of the same listener name removes them (:func:`abandoned_pairs`).
+``close()`` writes one byte into it after its last message, and never waits: the pipe always
+has room. A byte in the pipe means "the other end closed"; it stays there while either end
+holds the pipe, so it outlives a closer that exits at once. Each end watches the pipe while
+it waits (poll, or the event loop), so a blocked receive or send wakes up.
 
 Order is kept by one rule: a receiver that saw the byte, and *then* finds its queue empty,
 has read everything sent before the close (those messages were in the queue before the
@@ -35,6 +37,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import select
 import stat
 import tempfile
@@ -44,6 +47,7 @@ from ipcwire._oserror import OUT_OF_RESOURCES, translate
 
 __all__ = [
     "MAX_REASON",
+    "abandoned_pairs",
     "create_end_pipe",
     "end_pipe_path",
     "open_end_pipe",
@@ -58,6 +62,7 @@ log = logging.getLogger("ipcwire")
 
 _FLAGS = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
 _FAILED = b"\x01"  # the first byte a failed end writes (a clean one writes b"\0")
+_HEX = re.compile(r"[0-9a-f]+")  # the random part of a pair's name (_proto.pair_names)
 
 
 def shared_dir() -> str:
@@ -70,6 +75,47 @@ def shared_dir() -> str:
 def end_pipe_path(up: str) -> str:
     """The end pipe of the channel whose client-to-server queue is named ``up``."""
     return os.path.join(shared_dir(), f"ipcwire-mq.{up[1:].removesuffix('.up')}.end")
+
+
+def abandoned_pairs(up: str) -> list[str]:
+    """The ``up`` names of pairs named like ``up`` (the same channel name; any pid and
+    random part) whose end pipe, this user's, is still there while its client's process is
+    gone: a client killed after it made its pair and before it announced it (only it knew
+    the names; an announced pair is the listener's to remove). A client makes its end pipe
+    before its queues, so such a pair has one (unless the pipe could not be made)."""
+    prefix = "ipcwire-mq." + up.removesuffix(".up")[1:].rsplit(".", 2)[0] + "."
+    directory = shared_dir()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".end")):
+            continue
+        pid, dot, rand = name[len(prefix) : -len(".end")].partition(".")
+        if not (dot and pid.isascii() and pid.isdigit() and _HEX.fullmatch(rand)):
+            continue
+        try:
+            st = os.lstat(os.path.join(directory, name))
+        except OSError:
+            continue
+        if stat.S_ISFIFO(st.st_mode) and st.st_uid == os.geteuid() and _gone(int(pid)):
+            found.append("/" + name.removeprefix("ipcwire-mq.").removesuffix(".end") + ".up")
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """True when no process ``pid`` exists (one of another user's exists)."""
+    if not 0 < pid < 2**31:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def create_end_pipe(up: str, mode: int, url: str) -> int | None:
