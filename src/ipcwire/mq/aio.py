@@ -378,7 +378,7 @@ async def connect(
     rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
     try:
         # Wait for room before creating the pair: a client killed while it waits would leave
-        # queues whose names nobody else knows (they would stay until reboot).
+        # queues that only the next connect of that name removes (_client._reclaim).
         if not await _wait_fd(rendezvous.fileno(), write=True, timeout=deadline - loop.time()):
             raise not_accepting(endpoint.url, rendezvous.maxmsg)
         session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)

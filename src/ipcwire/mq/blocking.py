@@ -343,7 +343,7 @@ def connect(
     rendezvous = _open_rendezvous(name, endpoint.url, reconnect, start)
     try:
         # Wait for room before creating the pair: a client killed while it waits would leave
-        # queues whose names nobody else knows (they would stay until reboot).
+        # queues that only the next connect of that name removes (_client._reclaim).
         if _wait_one(rendezvous.fileno(), _OUT, deadline) is None:
             raise not_accepting(endpoint.url, rendezvous.maxmsg)
         session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
