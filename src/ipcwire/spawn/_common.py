@@ -7,7 +7,9 @@ import dataclasses
 import errno
 import os
 import shlex
+import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -29,8 +31,10 @@ __all__ = [
     "PARENT_ENV",
     "PARENT_PIPE_ENV",
     "Started",
+    "abandon_started",
     "build_options",
     "describe_argv",
+    "kill_started",
     "pipe_id",
     "start_child",
     "with_url",
@@ -137,6 +141,74 @@ def start_child(
     pass_fds: Sequence[int],
     what: str,
 ) -> Started:
+    """Start ``argv`` in its own process group with fresh pipes on stdin/stdout, in a thread
+    of its own: Python runs signal handlers in the main thread only, so a Ctrl-C or a
+    graceful shutdown's SystemExit cannot come between the fork and the return of the child's
+    pid (it did: the pid was lost, and the child ran on with nothing to shut it down). If the
+    caller is interrupted while it waits, the child is killed once started.
+
+    Raises:
+        ConfigurationError: an empty argv, or ``pass_fds`` naming a closed fd.
+        ChannelBroken: the program does not exist or cannot be executed, or ``cwd`` is
+            not a directory.
+        PermissionDenied, ResourceExhausted: from the OS.
+    """
+    result: list[Started | BaseException] = []
+    claim = threading.Lock()  # whoever takes it first decides: the worker starts, or nobody
+    done = threading.Event()
+
+    def run() -> None:
+        if not claim.acquire(blocking=False):
+            return  # the caller was interrupted before this thread ran: start nothing
+        try:
+            result.append(
+                _start_child(argv, env=env, cwd=cwd, stderr=stderr, pass_fds=pass_fds, what=what)
+            )
+        except BaseException as exc:
+            result.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run, name="ipcwire spawn", daemon=True)
+    try:
+        try:
+            worker.start()
+        except RuntimeError:  # no new threads (interpreter shutdown): start it here
+            run()
+        done.wait()  # (not join(): an interrupted join can return early on later calls)
+    except BaseException:
+        if not claim.acquire(blocking=False):  # the worker has begun: let it finish
+            done.wait()
+            if result and isinstance(result[0], Started):
+                abandon_started(result[0], stderr)
+        raise
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        try:
+            raise outcome
+        finally:
+            del outcome, result  # no reference cycle through the traceback
+    return outcome
+
+
+def abandon_started(started: Started, stderr: StderrPlan | None = None) -> None:
+    """Kill and reap a child just started, and close its pipes (and ``stderr``'s): the
+    ``spawn()`` that started it was interrupted before its channel existed."""
+    kill_started(started.proc)
+    close_fds(started.stdin_w, started.stdout_r)
+    if stderr is not None:
+        stderr.abandon()
+
+
+def _start_child(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | os.PathLike[str] | None,
+    stderr: StderrPlan,
+    pass_fds: Sequence[int],
+    what: str,
+) -> Started:
     """Start ``argv`` in its own process group with fresh pipes on stdin/stdout.
 
     Raises:
@@ -180,6 +252,16 @@ def start_child(
         close_fds(in_r, out_w)
     stderr.after_spawn()
     return Started(proc, in_w, out_r)
+
+
+def kill_started(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child just started (and its process group) and reap it: ``spawn()`` was
+    interrupted before the channel that shuts it down existed."""
+    for kill in (os.kill, os.killpg):
+        with contextlib.suppress(OSError):
+            kill(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 _EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})

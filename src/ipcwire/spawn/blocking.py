@@ -37,8 +37,10 @@ from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, 
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 from ipcwire.spawn._common import (
+    abandon_started,
     build_options,
     describe_argv,
+    kill_started,
     signal_child,
     start_child,
     with_url,
@@ -107,20 +109,39 @@ def spawn(
     plan = plan_stderr(stderr, what)
     started = start_child(argv, env=env, cwd=cwd, stderr=plan, pass_fds=pass_fds, what=what)
     proc = started.proc
-    url = f"spawn:{what} [pid {proc.pid}]"
-    options = with_url(options, url)
-    watch = ChildWatch(proc)
-    pump = None
-    if plan.read_fd is not None and plan.sink is not None:
-        pump = StderrPump(plan.read_fd, plan.sink, f"{what} [pid {proc.pid}]")
-    stream = FdStream(started.stdout_r, started.stdin_w, endpoint=url, watch=watch.pidfd)
-    ch = SpawnChannel(
-        stream, url, options, watch=watch, timeouts=timeouts, pump=pump, max_readahead=max_readahead
-    )
+    watch = pump = stream = ch = None
     try:
+        url = f"spawn:{what} [pid {proc.pid}]"
+        options = with_url(options, url)
+        watch = ChildWatch(proc)
+        if plan.read_fd is not None and plan.sink is not None:
+            pump = StderrPump(plan.read_fd, plan.sink, f"{what} [pid {proc.pid}]")
+        stream = FdStream(started.stdout_r, started.stdin_w, endpoint=url, watch=watch.pidfd)
+        ch = SpawnChannel(
+            stream,
+            url,
+            options,
+            watch=watch,
+            timeouts=timeouts,
+            pump=pump,
+            max_readahead=max_readahead,
+        )
         ch._start()
     except BaseException:
-        ch.close()
+        if ch is not None:
+            ch.close()
+        else:  # interrupted (Ctrl-C, a graceful shutdown) before the channel existed
+            if stream is not None:
+                kill_started(proc)
+                stream.close()
+            else:
+                abandon_started(started)  # kill it, close the pipes
+            if pump is not None:
+                pump.stop()
+            else:
+                plan.abandon()
+            if watch is not None:
+                watch.close()
         raise
     return ch
 
