@@ -11,7 +11,7 @@ from pathlib import Path
 from tests._pause import PauseAt
 
 import ipcwire
-from ipcwire.spool._store import Claim
+from ipcwire.spool._consume import Claim
 from ipcwire.spool.blocking import SpoolChannel
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.spool._store import Claim
+from ipcwire.spool._consume import Claim
 from ipcwire.spool.aio import AioSpoolChannel
 from ipcwire.spool.blocking import SpoolChannel
 

@@ -25,8 +25,9 @@ from ipcwire._deadline import not_a_number
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
+from ipcwire.spool._consume import Claim
 from ipcwire.spool._options import SpoolConfig
-from ipcwire.spool._store import Claim, SpoolStore
+from ipcwire.spool._store import SpoolStore
 
 __all__ = ["BATCH", "ChannelCore", "Delivery", "ListenerCore"]
 

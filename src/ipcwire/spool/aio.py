@@ -22,8 +22,9 @@ from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import LocalProtocolError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
+from ipcwire.spool._consume import Claim
 from ipcwire.spool._options import SpoolConfig, connect_options, listen_options
-from ipcwire.spool._store import Claim, SpoolStore
+from ipcwire.spool._store import SpoolStore
 
 __all__ = ["AioSpoolChannel", "AioSpoolListener", "connect", "listen"]
 

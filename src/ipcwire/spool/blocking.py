@@ -24,8 +24,9 @@ from ipcwire._oserror import translate
 from ipcwire.channel import Channel, Listener
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
+from ipcwire.spool._consume import Claim
 from ipcwire.spool._options import SpoolConfig, connect_options, listen_options, spool_options
-from ipcwire.spool._store import Claim, SpoolStore
+from ipcwire.spool._store import SpoolStore
 
 __all__ = ["Delivery", "SpoolChannel", "SpoolListener", "connect", "listen", "spool_options"]
 
