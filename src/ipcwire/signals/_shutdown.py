@@ -25,8 +25,10 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -51,7 +53,7 @@ class GracefulShutdown:
         exit_code: int = 0,
         timeout: float = 10.0,
     ) -> None:
-        self._steps: list[tuple[str, Callable[[], object]]] = []
+        self._steps: list[tuple[str, Callable[[], object], Any]] = []  # (what, step, resource)
         self._paths: list[Path] = []
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -85,16 +87,16 @@ class GracefulShutdown:
             if isinstance(res, str | os.PathLike):
                 self._paths.append(Path(res))
             elif hasattr(res, "close") and callable(res.close):
-                self._steps.append((f"closing {res!r}", res.close))
+                self._steps.append((f"closing {res!r}", res.close, res))
             elif callable(res):
-                self._steps.append((f"calling {getattr(res, '__name__', res)!r}", res))
+                self._steps.append((f"calling {getattr(res, '__name__', res)!r}", res, None))
             else:
                 raise cannot_clean_up(res)
 
     def callback(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Register ``fn(*args, **kwargs)`` to run at shutdown."""
         self._steps.append(
-            (f"calling {getattr(fn, '__name__', fn)!r}", lambda: fn(*args, **kwargs))
+            (f"calling {getattr(fn, '__name__', fn)!r}", lambda: fn(*args, **kwargs), None)
         )
 
     # -- state ----------------------------------------------------------------------------
@@ -119,7 +121,7 @@ class GracefulShutdown:
             self._done.wait(self._timeout)
             return
         try:
-            for what, step in reversed(self._steps):
+            for what, step in _batched(list(reversed(self._steps))):
                 try:
                     step()
                 except Exception:
@@ -139,8 +141,9 @@ class GracefulShutdown:
             sub.waker.drain()
             if self._stopping:
                 return
-            if sub.queue:
-                signum = sub.queue.popleft()
+            taken = sub.take()
+            if taken is not None:
+                signum = taken
                 break
         self._triggered = True
         if self._ran:
@@ -193,6 +196,32 @@ class GracefulShutdown:
         self.close()
         if et is None and self._exit and self.signal is not None:
             raise SystemExit(self._exit_code)  # a signal ended the block: the process exits
+
+
+def _batched(
+    steps: list[tuple[str, Callable[[], object], Any]],
+) -> list[tuple[str, Callable[[], object]]]:
+    """The steps, with each run of spawned children's channels next to one another closed
+    together by ``close_all`` (one shutdown ladder for all of them, not one each)."""
+    spawn = sys.modules.get("ipcwire.spawn.blocking")  # not imported: no such channel
+    out: list[tuple[str, Callable[[], object]]] = []
+    run: list[Any] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append((f"closing {run[0]!r}", run[0].close))
+        elif run and spawn is not None:
+            out.append((f"closing {len(run)} spawned children", partial(spawn.close_all, run[:])))
+        run.clear()
+
+    for what, step, res in steps:
+        if spawn is not None and isinstance(res, spawn.SpawnChannel):
+            run.append(res)
+            continue
+        flush()
+        out.append((what, step))
+    flush()
+    return out
 
 
 def cannot_clean_up(res: Any) -> TypeError:

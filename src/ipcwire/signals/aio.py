@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
@@ -450,11 +451,23 @@ class AioGracefulShutdown:
         paths = [r for r in self._resources if isinstance(r, str | os.PathLike)]
         others = [r for r in self._resources if not isinstance(r, str | os.PathLike)]
         try:
-            for res in [*reversed(others), *paths]:
-                try:
-                    await _clean(res)
-                except Exception:
-                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", res)
+            for group in _batched([*reversed(others), *paths]):
+                if len(group) == 1:
+                    try:
+                        await _clean(group[0])
+                    except Exception:
+                        log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
+                    continue
+                # a run of spawned children's channels closes together: one shutdown ladder
+                # for all of them, not one each (as the blocking shutdown's close_all)
+                results = await asyncio.gather(*map(_clean, group), return_exceptions=True)
+                for res, result in zip(group, results, strict=True):
+                    if isinstance(result, Exception):
+                        log.error(
+                            "ipcwire: graceful shutdown: cleaning up %r failed",
+                            res,
+                            exc_info=result,
+                        )
         finally:
             self._done.set()
             self._uninstall()
@@ -476,6 +489,22 @@ class AioGracefulShutdown:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _batched(resources: list[Any]) -> list[list[Any]]:
+    """The resources in order, each alone, except that spawned children's channels next to
+    one another make one group."""
+    spawn = sys.modules.get("ipcwire.spawn.aio")  # not imported: no such channel
+    groups: list[list[Any]] = []
+    joins = False  # the last group is spawned children's
+    for res in resources:
+        together = spawn is not None and isinstance(res, spawn.AioSpawnChannel)
+        if together and joins:
+            groups[-1].append(res)
+        else:
+            groups.append([res])
+        joins = together
+    return groups
 
 
 async def _clean(res: Any) -> None:
