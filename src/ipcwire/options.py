@@ -189,6 +189,55 @@ def file_mode(value: object, url: str) -> int:
     return mode
 
 
+def check_query(endpoint: Endpoint, mechanism_options: tuple[str, ...]) -> None:
+    """Refuse query parameters that no option reads, before anything is opened: a misspelt
+    ``?codc=json`` (or ``?unary=1``, a keyword-only option) was ignored without a word. The
+    query may set the common options, connect's ``timeout`` and ``reconnect``, and the
+    mechanism's own ``mechanism_options`` (its registry entry's ``query_options``).
+
+    Raises:
+        ConfigurationError: naming the unknown parameters and the accepted ones.
+    """
+    accepted = (*_COMMON, "timeout", "reconnect", *mechanism_options)
+    unknown = sorted(set(endpoint.params) - set(accepted))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown query parameter(s) {', '.join(unknown)} in {endpoint}: the query sets "
+            f"ipcwire's options ({', '.join(accepted)}; keyword arguments win), and is not "
+            f"sent to the peer; correct the name, or pass the option as a keyword argument",
+            endpoint=endpoint.url,
+        )
+
+
+def query_connect_options(
+    endpoint: Endpoint, kw: dict[str, Any], timeout: float | None
+) -> float | None:
+    """``timeout`` and ``reconnect`` from the query when no keyword argument gives them (the
+    docs promise that the query sets the same options); the timeout is returned, ``reconnect``
+    put in ``kw``.
+
+    Raises:
+        ConfigurationError: a value that is not a number.
+    """
+    q = endpoint.params
+    for name in ("timeout", "reconnect"):
+        given = timeout if name == "timeout" else kw.get(name)
+        if given is not None or name not in q:
+            continue
+        try:
+            value = float(q[name])
+        except ValueError:
+            raise ConfigurationError(
+                f"{name}={q[name]!r} in the query of {endpoint}: give a number of seconds",
+                endpoint=endpoint.url,
+            ) from None
+        if name == "timeout":
+            timeout = value
+        else:
+            kw[name] = value
+    return timeout
+
+
 def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[str, ...]) -> None:
     """Raise for keyword arguments no one consumed.
 

@@ -94,6 +94,10 @@ class MechanismSpec:
     extra: str | None = None  # pip extra that installs them
     docs: str = ""
     example_url: str = ""
+    # What the URL's query may set beyond the common options (codec, framing, max_frame,
+    # token, handshake_timeout, and connect's timeout and reconnect); any other name in a
+    # query is refused (ConfigurationError) before anything is opened.
+    query_options: tuple[str, ...] = ()
     schemes: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:

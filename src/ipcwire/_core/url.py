@@ -9,11 +9,45 @@ them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ipcwire.errors import InvalidURL
 
-__all__ = ["Endpoint", "parse_url"]
+__all__ = ["Endpoint", "QueryParams", "parse_url"]
+
+
+class QueryParams(dict[str, str]):
+    """A URL's query parameters, remembering which names were asked for (``get``, ``[]``,
+    ``in``, ``pop``), so that ``connect()``/``listen()`` can refuse a parameter that no
+    option reads: a misspelt ``?codc=json`` was ignored without a word."""
+
+    __slots__ = ("asked",)
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(items or [])
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return super().__contains__(key)
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().pop(key, default)
+
+    def unasked(self) -> list[str]:
+        """The names given that no option asked for, sorted."""
+        return sorted(set(self) - self.asked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +59,7 @@ class Endpoint:
     host: str = ""
     port: int | None = None
     path: str = ""
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=QueryParams)
 
     def __str__(self) -> str:
         return self.url
@@ -49,7 +83,7 @@ def parse_url(url: str) -> Endpoint:
     query = ""
     if "?" in rest:
         rest, _, query = rest.partition("?")
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    params = QueryParams(parse_qsl(query, keep_blank_values=True))
     if not rest.startswith("//"):
         # scheme:opaque (unix:@name, unix:relative.sock, pipe:, signal:TERM)
         return Endpoint(url=url, scheme=scheme, path=unquote(rest), params=params)

@@ -19,7 +19,7 @@ from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
 from ipcwire._oserror import translated
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.options import ChannelOptions, connect_timeout
+from ipcwire.options import ChannelOptions, check_query, connect_timeout, query_connect_options
 from ipcwire.registry import lookup
 
 if TYPE_CHECKING:
@@ -53,8 +53,10 @@ async def connect(
     """Connect to ``url``; the same options and errors as :func:`ipcwire.connect`."""
     endpoint = parse_url(url)
     spec = lookup(endpoint.scheme)
+    check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
+    timeout = query_connect_options(endpoint, kw, timeout)
     if timeout is not None:
         kw["timeout"] = connect_timeout(timeout, endpoint.url)
     with translated(endpoint.url, "connecting to"):
@@ -74,6 +76,7 @@ async def listen(
     """Listen at ``url``; the same options and errors as :func:`ipcwire.listen`."""
     endpoint = parse_url(url)
     spec = lookup(endpoint.scheme)
+    check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
     with translated(endpoint.url, "listening on"):

@@ -32,6 +32,7 @@ def probe() -> str | None:
 
 SPEC = MechanismSpec(
     scheme="clipboard",
+    query_options=("tool", "selection", "reply", "display", "text", "poll_interval", "timeout"),
     title="Desktop clipboard",
     summary="one user-visible slot, last writer wins, polled: a toy for demos",
     capabilities=Capabilities(

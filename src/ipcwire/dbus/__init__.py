@@ -52,6 +52,7 @@ BENCH_FRAMING = "one D-Bus method call per message"  # ipcwire bench --list
 
 SPEC = MechanismSpec(
     scheme="dbus",
+    query_options=("address",),
     title="D-Bus",
     summary="the desktop message bus: named services, method calls, signals (pub/sub)",
     capabilities=Capabilities(

@@ -12,6 +12,7 @@ from ipcwire.registry import Capabilities, MechanismSpec
 
 SPEC = MechanismSpec(
     scheme="fifo",
+    query_options=("reply",),
     title="Named pipe (FIFO)",
     summary="a pipe with a path: unrelated processes and shell tools; one way, or two FIFOs",
     capabilities=Capabilities(

@@ -16,6 +16,7 @@ BENCH_FRAMING = "gRPC message on a bidirectional stream (HTTP/2 DATA), queued on
 
 SPEC = MechanismSpec(
     scheme="grpc",
+    query_options=("keepalive", "keepalive_timeout"),
     aliases=("grpcs", "grpc+unix"),
     title="gRPC",
     summary="bidirectional gRPC stream per channel, unary calls for any gRPC client; "

@@ -17,6 +17,7 @@ BENCH_FRAMING = "HTTP/1.1 POST per message (batched when queued); the reply in i
 
 SPEC = MechanismSpec(
     scheme="http",
+    query_options=("prefix",),
     aliases=("https", "http+unix"),
     title="HTTP (REST)",
     summary="request/reply over HTTP POST (TCP or Unix socket); long-poll for server pushes; "

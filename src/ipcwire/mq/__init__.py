@@ -126,6 +126,7 @@ BENCH_FRAMING = "one kernel message (in pieces from the queue's msgsize up)"  # 
 
 SPEC = MechanismSpec(
     scheme="mq",
+    query_options=("maxmsg", "msgsize", "backlog"),
     title="POSIX message queue",
     summary="kernel message queues: boundaries and priorities, no daemon; small messages",
     capabilities=Capabilities(

@@ -14,6 +14,7 @@ from ipcwire.registry import Capabilities, MechanismSpec
 
 SPEC = MechanismSpec(
     scheme="pipe",
+    query_options=("role", "rfd", "wfd"),
     title="Anonymous pipe",
     summary="kernel pipes between related processes (fork, subprocess, spawn/stdio); "
     "one-way or two pipes for both ways",

@@ -26,6 +26,7 @@ BENCH_OVERHEAD = 16
 
 SPEC = MechanismSpec(
     scheme="shm",
+    query_options=("capacity", "policy", "spin_us"),
     title="Shared memory",
     summary=(
         "lock-free rings in a memfd per connection; zero-copy loans and views; "

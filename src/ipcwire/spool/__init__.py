@@ -21,6 +21,15 @@ BENCH_FRAMING = "one file per message"  # ipcwire bench --list
 
 SPEC = MechanismSpec(
     scheme="spool",
+    query_options=(
+        "mode",
+        "fsync",
+        "lease",
+        "max_attempts",
+        "reap_interval",
+        "poll_interval",
+        "watch",
+    ),
     title="File spool",
     summary="durable queue in a directory: atomic rename, at-least-once, survives kill -9",
     capabilities=Capabilities(

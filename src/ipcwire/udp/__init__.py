@@ -16,6 +16,7 @@ BENCH_OVERHEAD = 0
 
 SPEC = MechanismSpec(
     scheme="udp",
+    query_options=("idle_timeout", "max_peers"),
     title="UDP",
     summary="datagrams over loopback or the network: boundaries kept, may be lost or reordered",
     capabilities=Capabilities(
