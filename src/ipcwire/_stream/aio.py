@@ -27,6 +27,7 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import closable_socket
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -340,10 +341,8 @@ class AioStreamChannel(AioChannel):
         ``asyncio.run()``): the loop can no longer run the transport's close, and its waiters
         ended with it. The socket is closed here: the goodbye first if it fits in the socket
         buffer now (not on TLS, whose records only the gone loop could write), then a
-        shutdown, so the peer sees the end at once. asyncio's transport has no public way to
-        close without its loop: its socket wrapper's ``_sock`` is closed (a closed socket
-        object closes nothing twice), else a duplicate is shut down and the descriptor goes
-        with the transport."""
+        shutdown, so the peer sees the end at once (the socket from
+        :func:`~ipcwire.aio._without_loop.closable_socket`)."""
         t, self._transport = self._transport, None
         self._drainers.clear()
         self._waiter = None
@@ -352,14 +351,9 @@ class AioStreamChannel(AioChannel):
 
     def _release_without_loop(self, t: asyncio.Transport) -> None:
         """Close ``t``'s socket without the loop (see :meth:`_close_without_loop`)."""
-        wrapper = t.get_extra_info("socket")
-        if wrapper is None:
+        sock = closable_socket(t.get_extra_info("socket"))
+        if sock is None:
             return
-        raw = getattr(wrapper, "_sock", None)
-        try:
-            sock = raw if isinstance(raw, socket.socket) else wrapper.dup()
-        except OSError:
-            return  # closed with its loop already (uvloop closes every handle it had)
         tls = t.get_extra_info("sslcontext") is not None
         with sock:
             sock.setblocking(False)

@@ -4,40 +4,25 @@ A channel or listener can outlive the loop that made it (returned from ``asyncio
 closed by an ``atexit`` hook). Its ``close()`` then cannot run anything in the loop: a
 transport's close schedules its end in the loop (``RuntimeError: Event loop is closed``),
 and a task cannot start. So the sockets under the loop's transports are shut down and closed
-here, without it: the peer sees the end of the connection at once, and the descriptors are
-released. (uvloop closes every handle when its loop closes: nothing is left to do then.)
+here, without it (``ipcwire.aio._without_loop``): the peer sees the end of the connection at
+once, and the descriptors are released. (uvloop closes every handle when its loop closes:
+nothing is left to do then.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["drop_connections", "drop_socket", "loop_ended", "pool_sockets"]
+from ipcwire.aio._without_loop import drop_socket
+
+__all__ = ["drop_connections", "loop_ended", "pool_sockets"]
 
 
 def loop_ended(loop: asyncio.AbstractEventLoop | None) -> bool:
     """Whether ``loop`` can no longer run anything (closed, or never known)."""
     return loop is None or loop.is_closed()
-
-
-def drop_socket(wrapper: Any) -> None:
-    """Shut down and close the socket under a transport (``get_extra_info("socket")``)
-    without its loop: a plain socket (anyio's Unix streams) as it is. asyncio's transports
-    expose no way to do that: the socket wrapper's ``_sock`` is closed when there is one,
-    else a duplicate is shut down (the descriptor then goes with the transport)."""
-    if wrapper is None:
-        return
-    raw = wrapper if isinstance(wrapper, socket.socket) else getattr(wrapper, "_sock", None)
-    try:
-        sock = raw if isinstance(raw, socket.socket) else wrapper.dup()
-    except OSError:
-        return  # closed with its loop already
-    with sock, contextlib.suppress(OSError):  # the peer is gone already
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 def drop_connections(web_server: Any) -> None:

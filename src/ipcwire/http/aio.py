@@ -13,11 +13,12 @@ import httpx
 from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import drop_socket
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConnectionRefused, IpcwireError, LocalProtocolError, Timeout
 from ipcwire.http._address import HttpAddress
-from ipcwire.http._after_loop import drop_socket, loop_ended, pool_sockets
+from ipcwire.http._after_loop import loop_ended, pool_sockets
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._client import ClientCore, Req, transport_error
 from ipcwire.http._connect import (

@@ -1,0 +1,44 @@
+"""The socket under an asyncio transport, for closing it after its event loop has ended.
+
+A channel or listener can outlive the loop that made it (returned from ``asyncio.run()``,
+closed by an ``atexit`` hook); its ``close()`` then cannot use the loop, and asyncio's
+transports have no public way to close without it. Every driver that closes without the loop
+(the stream channels, http, sse) takes the socket from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+__all__ = ["closable_socket", "drop_socket"]
+
+
+def closable_socket(wrapper: Any) -> socket.socket | None:
+    """A socket object to shut down and close, for a transport's ``get_extra_info("socket")``
+    (asyncio's wrapper, uvloop's pseudo-socket, or a plain socket as anyio's Unix streams
+    give): the wrapped socket itself when there is one (closing it closes the descriptor; a
+    closed socket object closes nothing twice), else a duplicate (shutting it down ends the
+    connection; the descriptor then goes with the transport). None when there is nothing
+    left: no socket, or one its loop closed already (uvloop closes every handle it had)."""
+    if wrapper is None:
+        return None
+    raw = wrapper if isinstance(wrapper, socket.socket) else getattr(wrapper, "_sock", None)
+    if isinstance(raw, socket.socket):
+        return raw
+    try:
+        dup: socket.socket = wrapper.dup()
+    except OSError:
+        return None
+    return dup
+
+
+def drop_socket(wrapper: Any) -> None:
+    """Shut down and close the socket under a transport, without its loop: the peer sees
+    the end of the connection at once."""
+    sock = closable_socket(wrapper)
+    if sock is None:
+        return
+    with sock, contextlib.suppress(OSError):  # the peer is gone already
+        sock.shutdown(socket.SHUT_RDWR)
