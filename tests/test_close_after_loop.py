@@ -39,6 +39,8 @@ URLS: dict[str, Callable[[Path], str]] = {
     "shm": lambda d: f"shm://{_name()}",
     "mq": lambda d: f"mq://{_name()}",
     "spool": lambda d: f"spool://{d}/q",
+    "ws": lambda d: "ws://127.0.0.1:0/x",
+    "ws+unix": lambda d: f"ws+unix://{d}/w.sock",
 }
 
 
@@ -147,4 +149,7 @@ def test_an_asyncio_client_closed_after_its_loop_ended(
 def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
     kind: str, tmp_path: Path, aio_run: AioRun
 ) -> None:
-    listener_closed_after_its_loop(URLS[kind](tmp_path), aio_run, end=_ending(kind))
+    # websockets' server ends its connections (1011) when the end of the loop cancels its
+    # tasks, before any close: the peer has its ChannelBroken then.
+    end = ChannelBroken if kind.startswith("ws") else _ending(kind)
+    listener_closed_after_its_loop(URLS[kind](tmp_path), aio_run, end=end)

@@ -26,7 +26,7 @@ def closable_socket(wrapper: Any) -> socket.socket | None:
         return None
     raw = wrapper if isinstance(wrapper, socket.socket) else getattr(wrapper, "_sock", None)
     if isinstance(raw, socket.socket):
-        return raw
+        return raw if raw.fileno() != -1 else None  # (-1: closed already, as the loop ended)
     try:
         dup: socket.socket = wrapper.dup()
     except OSError:
