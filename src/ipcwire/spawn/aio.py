@@ -39,6 +39,7 @@ from ipcwire.spawn._process import (
     exit_timeouts,
     group_members,
     kill_group,
+    run_ladders,
     shut_down_at_exit,
 )
 from ipcwire.spawn._stderr import LineSplitter, plan_stderr
@@ -400,7 +401,10 @@ class AioSpawnChannel(AioPipeChannel):
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
         """Start the shutdown ladder (``aclose()`` waits for it)."""
-        if self._shutdown is not None:
+        if self._shutdown is not None or self._closed:
+            return
+        if self._loop.is_closed():
+            self._close_without_loop_ladder()
             return
         t = self._fd_transport()
         self._ladder.hold(t.detach_read() if t is not None else None)
@@ -417,6 +421,16 @@ class AioSpawnChannel(AioPipeChannel):
                     t.abort()
         return self._returncode
 
+    def _close_without_loop_ladder(self) -> None:
+        """``close()`` after the loop ended (the channel outlived ``asyncio.run()``): the
+        ladder cannot run in the loop, so it runs here, blocking, as at interpreter exit
+        (stdin closed, then SIGTERM and SIGKILL to the group after their waits): the child
+        never outlives the channel's close."""
+        _live.discard(self)
+        child = self._exit_child()  # takes the fds: the channel's own close has none left
+        super().close()
+        run_ladders([child])
+
     def _exit_child(self) -> LadderChild:
         """At interpreter exit, when the loop is gone: close stdin, hand over to the shared
         blocking ladder (shorter waits)."""
@@ -430,8 +444,8 @@ class AioSpawnChannel(AioPipeChannel):
     async def aclose(self) -> None:
         """Shut the child down and wait: at most ``exit_timeout + term_timeout + 2`` s."""
         self.close()
-        assert self._shutdown is not None
-        await asyncio.shield(self._shutdown)
+        if self._shutdown is not None:  # (None: closed without its loop, ladder done)
+            await asyncio.shield(self._shutdown)
 
 
 _live: set[AioSpawnChannel] = set()  # children whose channel was not closed yet
