@@ -120,8 +120,8 @@ def listener_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) ->
         accepting = asyncio.ensure_future(lst.accept(timeout=10))
         client = await asyncio.to_thread(ipcwire.connect, lst.url, timeout=10)
         holder.append(client)
+        client.send(b"ping")  # (before the accept: a udp listener accepts at a datagram)
         server = await accepting
-        client.send(b"ping")
         assert await server.recv(timeout=10) == b"ping"
         return server
 
@@ -153,3 +153,24 @@ def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
     # tasks, before any close: the peer has its ChannelBroken then.
     end = ChannelBroken if kind.startswith("ws") else _ending(kind)
     listener_closed_after_its_loop(URLS[kind](tmp_path), aio_run, end=end)
+
+
+def test_udp_channels_and_listener_closed_after_their_loop_ended(aio_run: AioRun) -> None:
+    """udp has no end to tell the peer: close() must not raise and must close the sockets."""
+    before = _fds()
+    loop_fds: set[str] = set()
+
+    async def main() -> tuple[Any, Any, Any]:
+        loop_fds.update(_fds())
+        lst = await aio.listen("udp://127.0.0.1:0")
+        client = await aio.connect(lst.url)
+        await client.send(b"ping")
+        server = await lst.accept(timeout=10)
+        assert await server.recv(timeout=10) == b"ping"
+        return lst, client, server
+
+    lst, client, server = aio_run(main())
+    for obj in (client, server, lst):
+        obj.close()  # the client and the listener raised RuntimeError
+        assert obj.closed
+    assert _fds() <= before | loop_fds

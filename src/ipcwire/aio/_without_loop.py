@@ -8,11 +8,12 @@ transports have no public way to close without it. Every driver that closes with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from typing import Any
 
-__all__ = ["closable_socket", "drop_socket"]
+__all__ = ["closable_socket", "close_transport", "drop_socket"]
 
 
 def closable_socket(wrapper: Any) -> socket.socket | None:
@@ -42,3 +43,14 @@ def drop_socket(wrapper: Any) -> None:
         return
     with sock, contextlib.suppress(OSError):  # the peer is gone already
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def close_transport(t: asyncio.BaseTransport) -> None:
+    """``t.close()``; when its loop has ended (the close cannot be scheduled: RuntimeError),
+    its socket is closed here instead (a datagram socket has no connection to shut down)."""
+    try:
+        t.close()
+    except RuntimeError:
+        sock = closable_socket(t.get_extra_info("socket"))
+        if sock is not None:
+            sock.close()

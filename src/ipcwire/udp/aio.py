@@ -14,6 +14,7 @@ import time
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
+from ipcwire.aio._without_loop import close_transport
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -263,7 +264,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._closed = True
         self._q.close()
         if self._transport is not None:
-            self._transport.close()
+            close_transport(self._transport)
 
     async def aclose(self) -> None:
         self.close()
@@ -397,7 +398,7 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
 
     def _forget(self, ch: _AioPeerChannel) -> None:
         if self._release(ch) and self._transport is not None:
-            self._transport.close()
+            close_transport(self._transport)
 
     def close(self) -> None:
         if self._closed:
@@ -405,7 +406,7 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
         self._closed = True
         self._new.close()  # closes the peers nobody accepted
         if self._stop() and self._transport is not None:
-            self._transport.close()
+            close_transport(self._transport)
 
 
 def _sendto(t: asyncio.DatagramTransport, sock: socket.socket | None, data: Any, addr: Any) -> None:
