@@ -38,3 +38,36 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "./dev ipcwire bench --quick" in head
     assert "./dev test" in head
     assert "./dev test" in (ROOT / ".ci/run").read_text()
+
+
+def test_the_readmes_first_program_runs_as_written(tmp_path: Path) -> None:
+    """server.py, client.py and the asyncio client of the README, run as two processes (the
+    socket path moved into tmp_path); Ctrl-C stops the server and removes its socket file."""
+    import signal
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    sock = tmp_path / "app.sock"
+    server, client, aclient = (b.replace("/tmp/app.sock", str(sock)) for b in blocks[:3])
+    assert "server.serve(" in server and "reconnect=" in client and "aio.connect" in aclient
+    proc = subprocess.Popen([sys.executable, "-c", server], stderr=subprocess.PIPE, text=True)
+    try:
+        for code in (client, aclient):  # the first waits for the server (reconnect=5)
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.stdout.strip() == "{'ok': True, 'echo': {'op': 'ping'}}", out.stderr
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(20)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert not sock.exists()

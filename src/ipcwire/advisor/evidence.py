@@ -87,7 +87,7 @@ class BenchResults:
 
     @classmethod
     def load(cls, path: str | Path) -> BenchResults:
-        """Read and check a report written by ``ipcwire bench --json``.
+        """Read and check a report written by ``ipcwire bench --json PATH``.
 
         Raises:
             ConfigurationError: the file cannot be read or is not a bench report.
@@ -99,14 +99,14 @@ class BenchResults:
         except (OSError, ValueError) as exc:
             raise ConfigurationError(
                 f"cannot read the bench results {path}: {exc}; write them with "
-                f"`ipcwire bench --json > {path}`"
+                f"`ipcwire bench --json {path}`"
             ) from exc
         errors = validate(document)
         if errors:
             shown = "; ".join(errors[:3])
             raise ConfigurationError(
                 f"{path} is not an ipcwire bench report ({shown}); write one with "
-                f"`ipcwire bench --json > {path}`"
+                f"`ipcwire bench --json {path}`"
             )
         return cls(document, str(path))
 
