@@ -200,3 +200,15 @@ def test_numeric_conditions_never_hold_without_a_requirement() -> None:
     assert not Condition("latency_us", "<=", 10.0).holds(None)
     assert Condition("latency_us", "<=", 10.0).holds(10.0)
     assert Condition("throughput", ">=", 1e9).holds(2e9)
+
+
+def test_a_runner_up_gives_its_own_reason_not_the_first_picks() -> None:
+    """The runner-up's "why" was the rule's reason for its first pick ("offers it after
+    unix: ... a Unix domain socket ..." under TCP). A later pick with a ``how`` shows that
+    instead, and says which rule's next choice it is."""
+    got = advise(Answers())
+    assert got.recommended is not None and got.recommended.pick.scheme == "unix"
+    runner = got.runner_up
+    assert runner is not None and runner.pick.scheme == "tcp"
+    assert runner.because == "rule local-default's next choice after unix"
+    assert "Unix domain socket" not in runner.because and runner.pick.how

@@ -368,7 +368,9 @@ def advise(
                     because = rule.because
                     if pick != rule.picks[0]:
                         first = rule.picks[0].label
-                        because = f"rule {rule.id} offers it after {first}: {rule.because}"
+                        because = f"rule {rule.id}'s next choice after {first}"
+                        if not pick.how:  # (shown beside it; else the rule's own reason)
+                            because += f": {rule.because}"
                     candidates.append(Candidate(pick, seen.title, seen.url, rule, because))
         steps.append(step)
     warnings: list[str] = []

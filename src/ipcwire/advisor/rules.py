@@ -62,7 +62,8 @@ class Pick:
     does not fit (an alias). ``also``: schemes used together with this one (stdio to the agents
     plus SSE to the browser); a combination has a capability when one of its parts has it.
     ``per_direction``: used as two channels, one each way, so the pair goes both ways even
-    when the mechanism is one-way. ``how``: one line on using it.
+    when the mechanism is one-way. ``how``: one line on using it (for a pick after the first,
+    the reason shown for it).
     """
 
     scheme: str
@@ -124,7 +125,7 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
     Requirement((_c("browser", "!=", "none"),), "browser", "a browser takes part"),
     Requirement((_eq("durable", True),), "durable", "messages must survive a crash"),
     Requirement((_eq("tells_failure", True),), "tells_failure",
-                "a killed or failed peer must be told from one that finished"),
+                "each side must tell a killed or failed peer from one that finished"),
     Requirement((_c("pattern", "!=", "fire-and-forget"),), "reliable",
                 "every message must arrive (not fire-and-forget)"),
     Requirement((_eq("idle_sleep", True),), "sleeps_when_idle", "it must sleep when idle"),
@@ -139,7 +140,9 @@ RULES: Final[tuple[Rule, ...]] = (
           Pick("spool", per_direction=True, how="one spool for requests, one for replies")),
          "only a file spool keeps messages on disk across crashes (atomic rename, fsync)"),
     Rule("agents-spawned", (_eq("agents", "spawned"), _eq("progress", False)),
-         (Pick("pipe", how=_SPAWN), Pick("unix")),
+         (Pick("pipe", how=_SPAWN),
+          Pick("unix", how="the parent listens on a Unix socket and each agent connects "
+                           "back: a channel per agent, its pid from the kernel")),
          "a parent spawning agents talks to each over its stdin/stdout: nothing to name, "
          "nothing to clean up, the agent dies with its pipes"),
     Rule("agents-spawned-progress", (_eq("agents", "spawned"), _eq("progress", True)),
@@ -215,7 +218,9 @@ RULES: Final[tuple[Rule, ...]] = (
          (Pick("fifo"), Pick("unix")),
          "simple one-way messages: a named pipe (FIFO), or a Unix socket"),
     Rule("local-default", (),
-         (Pick("unix"), Pick("tcp")),
+         (Pick("unix"),
+          Pick("tcp", how="loopback TCP where a Unix socket cannot be shared (containers "
+                          "without a common volume, a peer that speaks only TCP)")),
          "unrelated processes on one machine: a Unix domain socket (file permissions and "
          "peer credentials for access control, no port to collide)"),
 )  # fmt: skip
