@@ -307,3 +307,31 @@ def test_cat_over_signals_speaks_signal_names() -> None:
     finally:
         receiver.kill()
         receiver.communicate()
+
+
+def test_cat_reconnect_waits_for_a_server_that_comes_up_later(sock_dir: Path) -> None:
+    """The refusal told the user to pass reconnect=SECONDS, which cat had no way to take."""
+    url = f"unix://{sock_dir}/late.sock"
+    client = subprocess.Popen(
+        [*IPCWIRE, "cat", url, "--reconnect", "30", "--wait", "inf"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdin is not None
+        client.stdin.write("hello\n")
+        client.stdin.close()
+        # started after the client: it is being refused (or about to be) meanwhile
+        server = _run("cat", "--listen", url, "--wait", "1", stdin="bye\n")
+        assert server.returncode == 0, server.stderr
+        assert server.stdout == "hello\n"
+        assert client.stdout is not None and client.stderr is not None
+        out, err = client.stdout.read(), client.stderr.read()  # until the server closed
+        assert client.wait(30) == 0, err
+        assert out == "bye\n"
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()

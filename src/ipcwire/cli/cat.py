@@ -46,12 +46,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="seconds to connect, or to wait for a client (inf: no limit)",
     )
     p.add_argument(
+        "--reconnect",
+        type=_reconnect_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="while nothing listens yet, keep trying to connect this long, with backoff "
+        "(inf: until it is up)",
+    )
+    p.add_argument(
         "--wait",
         type=_seconds,
         default=2.0,
         help="after stdin ends, seconds to wait for replies (inf: until the peer closes)",
     )
     return p
+
+
+def _reconnect_seconds(text: str) -> float:
+    """As :func:`_seconds`, but ``inf`` stays infinite: keep trying until the server is up."""
+    value = _seconds(text)
+    return math.inf if value is None else value
 
 
 def _seconds(text: str) -> float | None:
@@ -231,6 +245,8 @@ def _run(args: argparse.Namespace, options: dict[str, Any], codec: str) -> int:
                 print(f"ipcwire cat: listening at {listener.url}", file=sys.stderr, flush=True)
                 with listener.accept(timeout=args.timeout) as ch:
                     return _pipe(ch, codec, args.wait)
+        if args.reconnect is not None:
+            options["reconnect"] = args.reconnect
         with ipcwire.connect(args.url, timeout=args.timeout, **options) as ch:
             return _pipe(ch, codec, args.wait)
     except IpcwireError as exc:
