@@ -56,17 +56,26 @@ class ChannelOptions:
         framing = str(kwargs.pop("framing", q.get("framing", "length")))
         if framing not in FRAMINGS:
             raise ConfigurationError(
-                f"unknown framing {framing!r} for {endpoint}; use one of {', '.join(FRAMINGS)}"
+                f"unknown framing {framing!r} for {endpoint}; use one of {', '.join(FRAMINGS)}",
+                endpoint=endpoint.url,
             )
         default_codec = "json" if framing == "ndjson" else "bytes"
         codec_arg = kwargs.pop("codec", None) or q.get("codec", default_codec)
-        token = kwargs.pop("token", None) or q.get("token")
+        token = kwargs.pop("token", None)
+        if token is None:  # (token="" is refused below, never taken for no token)
+            token = q.get("token")
         if isinstance(token, str):
             token = token.encode()
         if token is not None and not isinstance(token, bytes):
-            raise ConfigurationError("token must be str or bytes")
+            raise ConfigurationError(
+                f"token for {endpoint} must be str or bytes, not {type(token).__name__}",
+                endpoint=endpoint.url,
+            )
         if token == b"":
-            raise ConfigurationError("token must not be empty")
+            raise ConfigurationError(
+                f"token for {endpoint} must not be empty: give the shared secret, or no token",
+                endpoint=endpoint.url,
+            )
         try:
             max_frame = int(kwargs.pop("max_frame", q.get("max_frame", DEFAULT_MAX_FRAME)))
             handshake_timeout = float(
@@ -75,10 +84,13 @@ class ChannelOptions:
                 )
             )
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"bad option for {endpoint}: {exc}") from None
+            raise ConfigurationError(
+                f"bad option for {endpoint}: {exc}", endpoint=endpoint.url
+            ) from None
         if not 0 < max_frame <= MAX_LENGTH_PREFIX:
             raise ConfigurationError(
-                f"max_frame={max_frame} for {endpoint}: must be from 1 to {MAX_LENGTH_PREFIX}"
+                f"max_frame={max_frame} for {endpoint}: must be from 1 to {MAX_LENGTH_PREFIX}",
+                endpoint=endpoint.url,
             )
         codec = get_codec(codec_arg, authenticated=token is not None, endpoint=endpoint.url)
         if "mode" in kwargs:  # the mechanism's own option, but one rule for all of them
@@ -137,10 +149,13 @@ def connect_timeout(timeout: object, url: str) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ConfigurationError(
             f"timeout={timeout!r} for {url}: give a number of seconds (or leave it out for "
-            f"{DEFAULT_CONNECT_TIMEOUT:g} s)"
+            f"{DEFAULT_CONNECT_TIMEOUT:g} s)",
+            endpoint=url,
         )
     if not timeout >= 0:  # (NaN too)
-        raise ConfigurationError(f"timeout={timeout!r} for {url}: must be 0 or more seconds")
+        raise ConfigurationError(
+            f"timeout={timeout!r} for {url}: must be 0 or more seconds", endpoint=url
+        )
     return min(float(timeout), NO_LIMIT)
 
 
@@ -180,8 +195,11 @@ def file_mode(value: object, url: str) -> int:
         digits = value.strip().lower().removeprefix("0o")
         mode = int(digits, 8) if digits and set(digits) <= set("01234567") else None
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        shown = (
+            oct(value) if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+        )
         raise ConfigurationError(
-            f"mode={value!r} for {url}: give the permission bits of what the listener creates, "
+            f"mode={shown} for {url}: give the permission bits of what the listener creates, "
             f"an int from 0o000 to 0o777 such as mode=0o600 (this user only) or mode=0o660 "
             f"(and a shared group)",
             endpoint=url,
@@ -247,4 +265,6 @@ def reject_unknown(kwargs: dict[str, Any], endpoint: Endpoint, accepted: tuple[s
     if kwargs:
         names = ", ".join(sorted(kwargs))
         ok = ", ".join((*_COMMON, *accepted))
-        raise ConfigurationError(f"unknown option(s) {names} for {endpoint}; accepted: {ok}")
+        raise ConfigurationError(
+            f"unknown option(s) {names} for {endpoint}; accepted: {ok}", endpoint=endpoint.url
+        )

@@ -140,3 +140,26 @@ def test_every_name_a_mechanism_reads_from_the_query_is_declared(
     for ep in asked:
         assert isinstance(ep.params, QueryParams)
         assert ep.params.asked <= accepted, ep.params.asked - accepted
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", codec="pickle"),
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", codec="yaml"),
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", codec=object()),  # type: ignore[arg-type]
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", bogus=1),
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", token=""),
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", framing="xml"),
+        lambda d: ipcwire.listen(f"unix://{d}/s.sock", mode=0o4755),
+        lambda d: ipcwire.connect(f"unix://{d}/s.sock", timeout=-1),
+        lambda d: ipcwire.connect("tcp://127.0.0.1:70000"),
+    ],
+)
+def test_an_option_error_names_its_endpoint(call: Any, tmp_path: Path) -> None:
+    """errors.md promises ``err.endpoint``; these said None (and mode=0o4755 said 2541; and
+    token="" was taken for no token at all: a channel without authentication)."""
+    with pytest.raises((ConfigurationError, ipcwire.InvalidURL)) as info:
+        call(tmp_path)
+    assert info.value.endpoint is not None and info.value.endpoint in str(info.value)
+    assert "2541" not in str(info.value)

@@ -129,6 +129,10 @@ _SHARED: dict[str, Codec] = {
 }
 
 
+def _for(endpoint: str | None) -> str:
+    return f" for {endpoint}" if endpoint else ""
+
+
 def get_codec(codec: str | Codec, *, authenticated: bool, endpoint: str | None = None) -> Codec:
     """Resolve a codec name (or pass a codec object through), enforcing the pickle rule.
 
@@ -137,18 +141,25 @@ def get_codec(codec: str | Codec, *, authenticated: bool, endpoint: str | None =
     """
     if not isinstance(codec, str):
         if not isinstance(codec, Codec):
-            raise ConfigurationError(f"codec must be one of {CODECS} or a Codec object")
+            raise ConfigurationError(
+                f"codec{_for(endpoint)} must be one of {', '.join(CODECS)} or a Codec object "
+                f"(with name, encode and decode), not {type(codec).__name__}",
+                endpoint=endpoint,
+            )
         return codec
     name = "bytes" if codec in ("raw", "") else codec
     found = _SHARED.get(name)
     if found is None:
-        raise ConfigurationError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
-    if name == "pickle" and not authenticated:
-        where = f" for {endpoint}" if endpoint else ""
         raise ConfigurationError(
-            f"codec='pickle' refused{where}: unpickling what an unauthenticated peer sends is "
-            f"remote code execution. Pass token=... on both sides (the handshake then proves "
-            f"the peer knows it), or use codec='msgpack' or 'json'"
+            f"unknown codec {codec!r}{_for(endpoint)}; use one of {', '.join(CODECS)}",
+            endpoint=endpoint,
+        )
+    if name == "pickle" and not authenticated:
+        raise ConfigurationError(
+            f"codec='pickle' refused{_for(endpoint)}: unpickling what an unauthenticated peer "
+            f"sends is remote code execution. Pass token=... on both sides (the handshake then "
+            f"proves the peer knows it), or use codec='msgpack' or 'json'",
+            endpoint=endpoint,
         )
     return found
 

@@ -74,12 +74,16 @@ def parse_url(url: str) -> Endpoint:
     if not isinstance(url, str) or ":" not in url:
         raise InvalidURL(
             f"{url!r} is not an endpoint URL; write scheme:... such as unix:///run/app.sock "
-            f"or tcp://127.0.0.1:7000 (`ipcwire platforms` lists the schemes)"
+            f"or tcp://127.0.0.1:7000 (`ipcwire platforms` lists the schemes)",
+            endpoint=url if isinstance(url, str) else None,
         )
     scheme, _, rest = url.partition(":")
     scheme = scheme.lower()
     if not scheme or not (scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)):
-        raise InvalidURL(f"{url!r} has no valid scheme before ':'")
+        raise InvalidURL(
+            f"{url!r} has no valid scheme before ':' (a letter, then letters, digits, + - .)",
+            endpoint=url,
+        )
     query = ""
     if "?" in rest:
         rest, _, query = rest.partition("?")
@@ -91,7 +95,9 @@ def parse_url(url: str) -> Endpoint:
     try:
         port = parts.port
     except ValueError:
-        raise InvalidURL(f"{url!r} has a port that is not a number from 0 to 65535") from None
+        raise InvalidURL(
+            f"{url!r} has a port that is not a number from 0 to 65535", endpoint=url
+        ) from None
     host = parts.hostname or ""  # an IPv6 literal comes without its brackets
     return Endpoint(
         url=url, scheme=scheme, host=host, port=port, path=unquote(parts.path), params=params
