@@ -335,3 +335,19 @@ def test_cat_reconnect_waits_for_a_server_that_comes_up_later(sock_dir: Path) ->
         if client.poll() is None:
             client.kill()
             client.communicate()
+
+
+def test_platforms_text_shows_every_reason_whole_at_80_columns() -> None:
+    """The "why not" column was cut at 80 columns ("dbus-ru…"): the fix did not show."""
+    out = subprocess.run(
+        [*IPCWIRE, "platforms"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout
+    flat = " ".join(out.stdout.split())
+    assert "xpc: macOS XPC is not available on linux; it works on darwin" in flat

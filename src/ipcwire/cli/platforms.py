@@ -250,9 +250,8 @@ def run(args: argparse.Namespace) -> int:
         "both ways",
         "reliable",
         "crosses machines",
-        "why not",
     ):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "scheme")
     for m in data["mechanisms"]:
         caps = m["capabilities"]
         table.add_row(
@@ -262,10 +261,13 @@ def run(args: argparse.Namespace) -> int:
             "yes" if caps["bidirectional"] else "one-way",
             "yes" if caps["reliable"] else "no",
             "yes" if caps["crosses_machines"] else "no",
-            m["reason"] or "",
         )
     console = _console()
     console.print(table)
+    # Why not, and the fix, in full (a table column cut them short at 80 columns).
+    for m in data["mechanisms"]:
+        if m["reason"]:
+            console.print(f"[red]{m['scheme']}:[/] {m['reason']}", highlight=False)
     for m in data["mechanisms"]:
         impl = m["implementation"]
         if impl:
