@@ -112,3 +112,15 @@ def wait_until(cond: object, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def open_fds() -> set[str]:
+    """This process's open descriptors, each as "N target" (what /proc/self/fd says), so that
+    a number reused for something else does not pass for the one that was closed."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds.add(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
+        except FileNotFoundError:
+            continue  # the listing's own
+    return fds

@@ -12,7 +12,6 @@ the asyncio side's loop is gone.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from tests._loops import AioRun
+from tests._proc import open_fds
 
 import ipcwire
 from ipcwire import aio
@@ -61,16 +61,6 @@ def _expect_end(end: Ending, uvloop: bool, receive: Callable[[], Any]) -> None:
         receive()
 
 
-def _fds() -> set[str]:
-    fds = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            fds.add(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
-        except FileNotFoundError:
-            continue  # the listing's own
-    return fds
-
-
 def _accept_in_thread(lst: Any) -> tuple[threading.Thread, list[Any]]:
     got: list[Any] = []
     t = threading.Thread(target=lambda: got.append(lst.accept(timeout=10)), daemon=True)
@@ -80,14 +70,14 @@ def _accept_in_thread(lst: Any) -> tuple[threading.Thread, list[Any]]:
 
 def client_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) -> None:
     """An asyncio client, closed after its loop ended; its peer a blocking channel."""
-    before = _fds()
+    before = open_fds()
     loop_fds: set[str] = set()
     uv: list[bool] = []
     with ipcwire.listen(url) as lst:
         t, got = _accept_in_thread(lst)
 
         async def main() -> Any:
-            loop_fds.update(_fds())  # the loop's own (uvloop keeps its pipes until it goes)
+            loop_fds.update(open_fds())  # the loop's own (uvloop keeps its pipes until it goes)
             uv.append(_on_uvloop())
             client = await aio.connect(lst.url, timeout=10)
             await client.send(b"ping")
@@ -101,19 +91,19 @@ def client_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) -> N
             assert client.closed
             client.close()  # twice is fine too
             _expect_end(end, uv[0], lambda: server.recv(timeout=10))
-    assert _fds() <= before | loop_fds
+    assert open_fds() <= before | loop_fds
 
 
 def listener_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) -> None:
     """An asyncio listener and its channel, closed after their loop ended; the peer a
     blocking client."""
-    before = _fds()
+    before = open_fds()
     loop_fds: set[str] = set()
     uv: list[bool] = []
     holder: list[Any] = []
 
     async def main() -> Any:
-        loop_fds.update(_fds())
+        loop_fds.update(open_fds())
         uv.append(_on_uvloop())
         lst = await aio.listen(url)
         holder.append(lst)
@@ -131,7 +121,7 @@ def listener_closed_after_its_loop(url: str, aio_run: AioRun, *, end: Ending) ->
         server.close()
         _expect_end(end, uv[0], lambda: client.recv(timeout=10))
     lst.close()
-    assert _fds() <= before | loop_fds
+    assert open_fds() <= before | loop_fds
 
 
 def _ending(kind: str) -> Ending:
@@ -157,11 +147,11 @@ def test_an_asyncio_listener_and_its_channel_closed_after_their_loop_ended(
 
 def test_udp_channels_and_listener_closed_after_their_loop_ended(aio_run: AioRun) -> None:
     """udp has no end to tell the peer: close() must not raise and must close the sockets."""
-    before = _fds()
+    before = open_fds()
     loop_fds: set[str] = set()
 
     async def main() -> tuple[Any, Any, Any]:
-        loop_fds.update(_fds())
+        loop_fds.update(open_fds())
         lst = await aio.listen("udp://127.0.0.1:0")
         client = await aio.connect(lst.url)
         await client.send(b"ping")
@@ -173,4 +163,4 @@ def test_udp_channels_and_listener_closed_after_their_loop_ended(aio_run: AioRun
     for obj in (client, server, lst):
         obj.close()  # the client and the listener raised RuntimeError
         assert obj.closed
-    assert _fds() <= before | loop_fds
+    assert open_fds() <= before | loop_fds

@@ -11,12 +11,12 @@ client sends it) and the listener's clients see their connection end at once.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any
 
 import pytest
 from tests._loops import AioRun
+from tests._proc import open_fds
 
 import ipcwire
 from ipcwire import aio
@@ -25,18 +25,8 @@ from ipcwire.errors import ChannelBroken
 URL = "sse+http://127.0.0.1:0/events"
 
 
-def _fds() -> set[str]:
-    fds = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            fds.add(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
-        except FileNotFoundError:
-            continue  # the listing's own
-    return fds
-
-
 def test_an_asyncio_client_closed_after_its_loop_ended(aio_run: AioRun) -> None:
-    before = _fds()
+    before = open_fds()
     loop_fds: set[str] = set()
     with ipcwire.listen(URL) as lst:
         got: list[Any] = []
@@ -44,7 +34,7 @@ def test_an_asyncio_client_closed_after_its_loop_ended(aio_run: AioRun) -> None:
         t.start()
 
         async def main() -> Any:
-            loop_fds.update(_fds())  # the loop's own (uvloop keeps its pipes until it goes)
+            loop_fds.update(open_fds())  # the loop's own (uvloop keeps its pipes until it goes)
             client = await aio.connect(lst.url, timeout=10)
             await asyncio.to_thread(t.join, 10)  # (it got the channel)
             got[0].send(b"ping")
@@ -58,16 +48,16 @@ def test_an_asyncio_client_closed_after_its_loop_ended(aio_run: AioRun) -> None:
             client.close()  # twice is fine too
             with pytest.raises(ChannelBroken):  # the client released its stream
                 server.send(b"after")
-    assert _fds() <= before | loop_fds
+    assert open_fds() <= before | loop_fds
 
 
 def test_an_asyncio_listener_closed_after_its_loop_ended(aio_run: AioRun) -> None:
-    before = _fds()
+    before = open_fds()
     loop_fds: set[str] = set()
     holder: list[Any] = []
 
     async def main() -> Any:
-        loop_fds.update(_fds())
+        loop_fds.update(open_fds())
         lst = await aio.listen(URL)
         accepting = asyncio.ensure_future(lst.accept(timeout=10))
         client = await asyncio.to_thread(ipcwire.connect, lst.url, timeout=10, retry_for=0)
@@ -84,4 +74,4 @@ def test_an_asyncio_listener_closed_after_its_loop_ended(aio_run: AioRun) -> Non
         lst.close()
         with pytest.raises(ChannelBroken):  # its connection ended, and nothing listens
             client.recv(timeout=10)
-    assert _fds() <= before | loop_fds
+    assert open_fds() <= before | loop_fds
