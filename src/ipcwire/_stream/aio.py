@@ -12,8 +12,6 @@ blocking and asyncio drivers run the same I/O-free framing. Flow control both wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
@@ -27,7 +25,7 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import closable_socket
+from ipcwire.aio._without_loop import end_socket
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -339,10 +337,9 @@ class AioStreamChannel(AioChannel):
     def _close_without_loop(self) -> None:
         """``close()`` after the channel's event loop has ended (the channel outlived
         ``asyncio.run()``): the loop can no longer run the transport's close, and its waiters
-        ended with it. The socket is closed here: the goodbye first if it fits in the socket
-        buffer now (not on TLS, whose records only the gone loop could write), then a
-        shutdown, so the peer sees the end at once (the socket from
-        :func:`~ipcwire.aio._without_loop.closable_socket`)."""
+        ended with it. The socket is closed here: the goodbye first if it can go now, then a
+        shutdown, so the peer sees the end at once
+        (:func:`ipcwire.aio._without_loop.end_socket`)."""
         t, self._transport = self._transport, None
         self._drainers.clear()
         self._waiter = None
@@ -351,18 +348,8 @@ class AioStreamChannel(AioChannel):
 
     def _release_without_loop(self, t: asyncio.Transport) -> None:
         """Close ``t``'s socket without the loop (see :meth:`_close_without_loop`)."""
-        sock = closable_socket(t.get_extra_info("socket"))
-        if sock is None:
-            return
-        tls = t.get_extra_info("sslcontext") is not None
-        with sock:
-            sock.setblocking(False)
-            whole = not tls and not t.is_closing() and t.get_write_buffer_size() == 0
-            if self._decoder.goodbye and whole:
-                with contextlib.suppress(OSError):  # a full buffer: the shutdown says it
-                    sock.send(goodbye_frame(self._reason))
-            with contextlib.suppress(OSError):  # the peer is gone already
-                sock.shutdown(socket.SHUT_RDWR)
+        reason = self._reason
+        end_socket(t, (lambda: goodbye_frame(reason)) if self._decoder.goodbye else None)
 
     async def _aclose_after(self, exc: BaseException | None) -> None:
         self._reason = error_reason(exc)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
-__all__ = ["closable_socket", "close_transport", "drop_socket"]
+__all__ = ["closable_socket", "close_transport", "drop_socket", "end_socket"]
 
 
 def closable_socket(wrapper: Any) -> socket.socket | None:
@@ -54,3 +55,24 @@ def close_transport(t: asyncio.BaseTransport) -> None:
         sock = closable_socket(t.get_extra_info("socket"))
         if sock is not None:
             sock.close()
+
+
+def end_socket(t: asyncio.BaseTransport, last: Callable[[], bytes] | None = None) -> None:
+    """Shut down and close the socket under the stream transport ``t`` without its loop;
+    ``last()`` (a goodbye, a closing frame) is written first when it can go now: not on TLS
+    (only the gone loop could write its records), not behind data ``t`` still holds, and only
+    what the socket takes at once (a full buffer: the shutdown alone says the end)."""
+    sock = closable_socket(t.get_extra_info("socket"))
+    if sock is None:
+        return
+    write = cast(asyncio.WriteTransport, t)
+    plain = t.get_extra_info("sslcontext") is None and not t.is_closing()
+    with sock:
+        sock.setblocking(False)
+        if last is not None and plain and write.get_write_buffer_size() == 0:
+            with contextlib.suppress(Exception):  # the peer, or the protocol, said no
+                data = last()
+                if data:
+                    sock.send(data)
+        with contextlib.suppress(OSError):  # the peer is gone already
+            sock.shutdown(socket.SHUT_RDWR)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +14,7 @@ from websockets.protocol import OPEN
 from ipcwire._core.codecs import Codec
 from ipcwire._oserror import translate
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import closable_socket
+from ipcwire.aio._without_loop import end_socket
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
@@ -242,22 +240,17 @@ class AioWsChannel(ChannelCore, AioChannel):
         data), then the socket is shut down and closed: the peer sees a clean close, or at
         least the end of the connection, at once."""
         conn = self._conn
-        t = conn.transport
-        sock = closable_socket(t.get_extra_info("socket"))
-        if sock is None:
-            return
-        tls = t.get_extra_info("sslcontext") is not None
-        with sock:
-            sock.setblocking(False)
-            if not tls and t.get_write_buffer_size() == 0 and conn.protocol.state is OPEN:
-                with contextlib.suppress(Exception):  # the protocol or the socket said no
-                    if self._close_reason:
-                        conn.protocol.send_close(CloseCode.INTERNAL_ERROR, self._close_reason)
-                    else:
-                        conn.protocol.send_close(CloseCode.NORMAL_CLOSURE)
-                    sock.send(b"".join(conn.protocol.data_to_send()))
-            with contextlib.suppress(OSError):  # the peer is gone already
-                sock.shutdown(socket.SHUT_RDWR)
+
+        def closing_frame() -> bytes:
+            if conn.protocol.state is not OPEN:
+                return b""
+            if self._close_reason:
+                conn.protocol.send_close(CloseCode.INTERNAL_ERROR, self._close_reason)
+            else:
+                conn.protocol.send_close(CloseCode.NORMAL_CLOSURE)
+            return b"".join(conn.protocol.data_to_send())
+
+        end_socket(conn.transport, closing_frame)
 
     async def _close(self) -> None:
         """The closing handshake, bounded. The library bounds the wait for the peer's close
