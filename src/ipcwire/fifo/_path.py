@@ -36,7 +36,8 @@ from ipcwire.errors import (
     PermissionDenied,
     Timeout,
 )
-from ipcwire.pipe._fd import PIPE_BUF, FdStream, grow_pipe
+from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fdutil import PIPE_BUF, grow_pipe
 
 __all__ = [
     "CreatedFifos",

@@ -30,7 +30,7 @@ from ipcwire.fifo._path import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._aio_fd import AioPipeChannel
-from ipcwire.pipe._fd import PIPE_BUF
+from ipcwire.pipe._fdutil import PIPE_BUF
 from ipcwire.pipe.aio import open_aio_channel
 
 __all__ = ["AioFifoChannel", "connect", "listen"]

@@ -46,7 +46,8 @@ from ipcwire.fifo._path import (
 )
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._channel import PipeChannel
-from ipcwire.pipe._fd import FdStream, close_fds
+from ipcwire.pipe._fd import FdStream
+from ipcwire.pipe._fdutil import close_fds
 from ipcwire.pipe._handshake import fd_handshake
 
 __all__ = ["FifoListener", "connect", "listen"]

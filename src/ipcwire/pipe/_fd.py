@@ -19,8 +19,7 @@ Two optional hooks make child processes safe to talk to:
   happen even when the caller only receives after sending.
 
 The small fd helpers (making pipes, fd flags, the :class:`~ipcwire.pipe._fdutil.Waker` that
-every wait here includes) are in :mod:`ipcwire.pipe._fdutil`; the ones that fifo, signals and
-spawn import from here are re-exported for them.
+every wait here includes) are in :mod:`ipcwire.pipe._fdutil`.
 """
 
 from __future__ import annotations
@@ -38,28 +37,9 @@ from ipcwire._core.wire import Packed
 from ipcwire._poll import poll_ms, wait_readable
 from ipcwire._stream.transport import ByteStream, PartialWrite
 from ipcwire.errors import LocalProtocolError
-from ipcwire.pipe._fdutil import (
-    PIPE_BUF,
-    Waker,
-    close_fds,
-    grow_pipe,
-    is_pipe_like,
-    make_pipe,
-    set_nonblocking,
-)
+from ipcwire.pipe._fdutil import Waker, set_nonblocking
 
-__all__ = [
-    # re-exported from _fdutil: fifo/, signals/ and spawn/ import them from here (new code:
-    # from ipcwire.pipe._fdutil)
-    "PIPE_BUF",
-    "FdStream",
-    "Waker",
-    "close_fds",
-    "grow_pipe",
-    "is_pipe_like",
-    "make_pipe",
-    "set_nonblocking",
-]
+__all__ = ["FdStream"]
 
 _IN: Final = select.POLLIN | select.POLLHUP | select.POLLERR
 _OUT: Final = select.POLLOUT | select.POLLHUP | select.POLLERR

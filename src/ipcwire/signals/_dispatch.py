@@ -32,7 +32,7 @@ from typing import Any
 
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ConfigurationError
-from ipcwire.pipe._fd import Waker, make_pipe, set_nonblocking
+from ipcwire.pipe._fdutil import Waker, make_pipe, set_nonblocking
 
 __all__ = ["Subscription", "dispatcher", "request_exit"]
 

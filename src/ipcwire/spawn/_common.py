@@ -23,7 +23,7 @@ from ipcwire.errors import (
     ResourceExhausted,
 )
 from ipcwire.options import ChannelOptions
-from ipcwire.pipe._fd import close_fds, make_pipe
+from ipcwire.pipe._fdutil import close_fds, make_pipe
 from ipcwire.spawn._process import group_members
 from ipcwire.spawn._stderr import StderrPlan
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import IO, Any, Final
 
 from ipcwire.errors import ConfigurationError
-from ipcwire.pipe._fd import Waker, make_pipe
+from ipcwire.pipe._fdutil import Waker, make_pipe
 
 __all__ = ["LineSink", "StderrPlan", "StderrPump", "plan_stderr"]
 

@@ -31,7 +31,7 @@ from typing import Final
 
 from ipcwire._procfs import proc_stat
 from ipcwire.errors import ChannelBroken, LocalProtocolError
-from ipcwire.pipe._fd import is_pipe_like
+from ipcwire.pipe._fdutil import is_pipe_like
 from ipcwire.spawn._common import PARENT_ENV, PARENT_PIPE_ENV, pipe_id
 from ipcwire.spawn._process import wait_readable
 
