@@ -96,7 +96,11 @@ async def connect(
 
 class AioShmListener(AioListener):
     """Accepts shared-memory connections (asyncio); each handshake and setup runs in its own
-    task, bounded by the handshake timeout, so no client delays another."""
+    task, bounded by the handshake timeout, so no client delays another.
+
+    At most ``max_ready`` connections (the backlog) are being set up or wait for
+    ``accept()``; the clients behind them wait in the kernel's backlog until it makes room
+    (as the blocking listener does)."""
 
     def __init__(
         self,
@@ -107,6 +111,7 @@ class AioShmListener(AioListener):
         *,
         authorize: Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]],
         cleanup: Callable[[], None],
+        max_ready: int = 128,
     ) -> None:
         self.url = url
         self._sock = sock
@@ -118,14 +123,26 @@ class AioShmListener(AioListener):
         self._loop = asyncio.get_running_loop()
         self._ready: AcceptQueue[AioShmChannel] = AcceptQueue()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._max_ready = max(1, max_ready)
+        self._room = asyncio.Event()
+        self._room.set()
         sock.setblocking(False)
         self._acceptor = self._loop.create_task(self._accept_loop())
 
     async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
-        return await self._ready.get(self.url, timeout)
+        ch = await self._ready.get(self.url, timeout)
+        self._check_room()
+        return ch
+
+    def _check_room(self, _: object = None) -> None:
+        if len(self._tasks) + self._ready.qsize() < self._max_ready:
+            self._room.set()
+        else:
+            self._room.clear()
 
     async def _accept_loop(self) -> None:
         while not self._closed:
+            await self._room.wait()
             try:
                 conn, _ = await self._loop.sock_accept(self._sock)
             except OSError as exc:
@@ -136,6 +153,8 @@ class AioShmListener(AioListener):
             task = self._loop.create_task(self._setup(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._check_room)
+            self._check_room()
 
     async def _setup(self, conn: socket.socket) -> None:
         options, url, loop = self._options, self.url, self._loop
@@ -232,4 +251,5 @@ async def listen(
         shm,
         authorize=make_authorizer(endpoint.url, path, allow_uids),
         cleanup=cleanup,
+        max_ready=backlog,
     )

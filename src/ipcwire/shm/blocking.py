@@ -305,7 +305,11 @@ def _explain_client(exc: BaseException, url: str, options: ChannelOptions, budge
 class ShmListener(Listener):
     """Accepts shared-memory connections. An acceptor thread takes connections off the
     socket and runs each one's handshake and setup in its own short-lived thread (bounded by
-    the handshake timeout), so a slow or hostile client never delays the others."""
+    the handshake timeout), so a slow or hostile client never delays the others.
+
+    At most ``max_ready`` connections (the backlog) are set up or being set up and not yet
+    accepted; each costs about ten descriptors and a mapping here, so the clients behind
+    them wait in the kernel's backlog until ``accept()`` makes room, as with ``unix://``."""
 
     def __init__(
         self,
@@ -316,6 +320,7 @@ class ShmListener(Listener):
         *,
         authorize: Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]],
         cleanup: Callable[[], None],
+        max_ready: int = 128,
     ) -> None:
         self.url = url
         self._sock = sock
@@ -327,7 +332,7 @@ class ShmListener(Listener):
         self._cond = threading.Condition()
         self._ready: deque[ShmChannel] = deque()
         self._pending: set[socket.socket] = set()
-        self._slots = threading.BoundedSemaphore(MAX_PENDING)
+        self._max_ready = max(1, max_ready)
         self._wake_r, self._wake_w = socket.socketpair()
         self._owner = os.getpid()
         sock.setblocking(False)
@@ -347,7 +352,15 @@ class ShmListener(Listener):
                 )
             if self._closed:
                 raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-            return self._ready.popleft()
+            ch = self._ready.popleft()
+            self._cond.notify_all()  # room for the acceptor
+            return ch
+
+    def _room(self) -> bool:
+        pending = len(self._pending)
+        return self._closed or (
+            pending < MAX_PENDING and pending + len(self._ready) < self._max_ready
+        )
 
     def _acceptor(self) -> None:
         sel = selectors.DefaultSelector()
@@ -358,13 +371,13 @@ class ShmListener(Listener):
                 for key, _ in sel.select():
                     if key.data == "wake" or self._closed:
                         return
-                    while self._slots.acquire(timeout=0.5) is False:
-                        if self._closed:
-                            return
+                    with self._cond:
+                        self._cond.wait_for(self._room)
+                    if self._closed:
+                        return
                     try:
                         conn, _ = self._sock.accept()
                     except OSError as exc:
-                        self._slots.release()
                         pause = accept_failed(exc, self.url)
                         if pause and not self._pause(sel, pause):
                             return
@@ -425,7 +438,6 @@ class ShmListener(Listener):
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
         finally:
-            self._slots.release()
             with self._cond:
                 self._pending.discard(conn)
                 if ch is not None:
@@ -433,7 +445,7 @@ class ShmListener(Listener):
                         ch.close()
                     else:
                         self._ready.append(ch)
-                        self._cond.notify()
+                self._cond.notify_all()  # an accept() waiting, or the acceptor for room
 
     def close(self) -> None:
         if self._closed:
@@ -492,4 +504,5 @@ def listen(
         shm,
         authorize=make_authorizer(endpoint.url, path, allow_uids),
         cleanup=cleanup,
+        max_ready=backlog,
     )

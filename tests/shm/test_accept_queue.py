@@ -1,0 +1,77 @@
+"""A listener nobody accepts from holds at most ``backlog`` connections set up (each one is
+about ten descriptors and a mapping on the listener's side); the clients behind them wait in
+the kernel's backlog, as with ``unix://``, instead of costing the listener without bound."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from tests._loops import AioRun
+
+import ipcwire
+from ipcwire import aio
+from ipcwire.errors import Timeout
+
+BACKLOG = 3
+LATE = 0.3  # the handshake timeout of a client that must not get through
+
+
+def _memfd_maps() -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if "memfd:ipcwire-shm" in line)
+
+
+def test_blocking_listener_sets_up_at_most_backlog_unaccepted(shm_url: Callable[[], str]) -> None:
+    url = shm_url()
+    with ipcwire.listen(url, backlog=BACKLOG) as listener:
+        clients = [ipcwire.connect(url, capacity="4K", timeout=5) for _ in range(BACKLOG)]
+        try:
+            maps = _memfd_maps()
+            with pytest.raises(Timeout):
+                clients.append(ipcwire.connect(url, capacity="4K", timeout=LATE))
+            assert _memfd_maps() == maps  # the listener mapped nothing more
+            with listener.accept(timeout=5) as first:  # room for one more
+                clients[0].send(b"first")
+                assert first.recv(timeout=5) == b"first"
+                clients.append(ipcwire.connect(url, capacity="4K", timeout=5))
+                second, third = listener.accept(timeout=5), listener.accept(timeout=5)
+                with second, third, listener.accept(timeout=5) as last:
+                    clients[-1].send(b"last")
+                    assert last.recv(timeout=5) == b"last"
+        finally:
+            for ch in clients:
+                ch.close()
+
+
+def test_asyncio_listener_sets_up_at_most_backlog_unaccepted(
+    shm_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    url = shm_url()
+
+    async def main() -> None:
+        async with await aio.listen(url, backlog=BACKLOG) as listener:
+            clients = [await aio.connect(url, capacity="4K", timeout=5) for _ in range(BACKLOG)]
+            try:
+                maps = _memfd_maps()
+                fds = len(os.listdir("/proc/self/fd"))
+                with pytest.raises(Timeout):
+                    clients.append(await aio.connect(url, capacity="4K", timeout=LATE))
+                assert _memfd_maps() == maps
+                assert len(os.listdir("/proc/self/fd")) <= fds
+                first = await listener.accept(timeout=5)
+                async with first:
+                    await clients[0].send(b"first")
+                    assert await first.recv(timeout=5) == b"first"
+                    clients.append(await aio.connect(url, capacity="4K", timeout=5))
+                    for _ in range(BACKLOG - 1):
+                        await (await listener.accept(timeout=5)).aclose()
+                    async with await listener.accept(timeout=5) as last:
+                        await clients[-1].send(b"last")
+                        assert await last.recv(timeout=5) == b"last"
+            finally:
+                for ch in clients:
+                    await ch.aclose()
+
+    aio_run(main())
