@@ -242,3 +242,19 @@ def _frame_of(obj: dict[str, object], framing: str) -> bytes:
         if framing == "ndjson"
         else (msgspec.json.encode(obj))
     )
+
+
+def test_a_deeply_nested_handshake_is_a_protocol_error_not_a_recursion_error() -> None:
+    """JSON nested deeper than Python's recursion limit (a thousand ``[``) made msgspec raise
+    RecursionError, which the server's receive() let through: it killed the blocking
+    listener's acceptor thread (nobody was accepted again) and the client's connect()
+    raised it untyped."""
+    deep = b"[" * 60000
+    _, s = pair(None, None)
+    step = s.receive(deep)
+    assert isinstance(step.error, RemoteProtocolError)
+    assert b'"code":"protocol"' in step.send
+    c, _ = pair(None, None)
+    c.hello()
+    with pytest.raises(RemoteProtocolError):
+        c.receive(deep)

@@ -29,9 +29,11 @@ __all__ = ["CODECS", "DECODE_ERRORS", "Codec", "encode_message", "get_codec"]
 Buffer = bytes | bytearray | memoryview
 
 # What decoding JSON or MessagePack with msgspec raises for bytes that are not a valid document:
-# its DecodeError, and UnicodeDecodeError (which msgspec lets through as it is) for a string
-# that is not UTF-8. Catch both wherever a peer's bytes are decoded.
-DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError)
+# its DecodeError, UnicodeDecodeError (which msgspec lets through as it is) for a string that
+# is not UTF-8, and RecursionError for arrays or maps nested deeper than Python's recursion
+# limit (``[`` a thousand times: 1 KiB from any peer). Catch all three wherever a
+# peer's bytes are decoded.
+DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 @runtime_checkable
