@@ -42,6 +42,7 @@ from ipcwire.shm._ring import RingEnd, make_ring
 from ipcwire.shm._segment import Segment, check_doorbell, create_segment, open_segment
 
 __all__ = [
+    "MAX_PENDING",
     "WARN_ON_DROP",
     "ClientSetup",
     "accept_link",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 MAX_PEER_CAPACITY: Final = 1 << 30  # the largest ring a server maps for a client
+MAX_PENDING: Final = 64  # connections in their setup at once; more wait in the backlog
 _decode = msgspec.json.decode
 
 

@@ -25,7 +25,13 @@ from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unkn
 from ipcwire.shm._aio_channel import AioShmChannel
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
-from ipcwire.shm._setup import WARN_ON_DROP, ClientSetup, refusal, server_setup
+from ipcwire.shm._setup import (
+    MAX_PENDING,
+    WARN_ON_DROP,
+    ClientSetup,
+    refusal,
+    server_setup,
+)
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
@@ -98,9 +104,9 @@ class AioShmListener(AioListener):
     """Accepts shared-memory connections (asyncio); each handshake and setup runs in its own
     task, bounded by the handshake timeout, so no client delays another.
 
-    At most ``max_ready`` connections (the backlog) are being set up or wait for
-    ``accept()``; the clients behind them wait in the kernel's backlog until it makes room
-    (as the blocking listener does)."""
+    At most ``max_ready`` connections (the backlog) wait set up for ``accept()``, and at
+    most ``MAX_PENDING`` are being set up; the clients behind them wait in the kernel's
+    backlog until it makes room (as the blocking listener does)."""
 
     def __init__(
         self,
@@ -135,7 +141,8 @@ class AioShmListener(AioListener):
         return ch
 
     def _check_room(self, _: object = None) -> None:
-        if len(self._tasks) + self._ready.qsize() < self._max_ready:
+        # (handshakes under way count apart: a silent client must not hold a small backlog)
+        if len(self._tasks) < MAX_PENDING and self._ready.qsize() < self._max_ready:
             self._room.set()
         else:
             self._room.clear()
@@ -150,6 +157,12 @@ class AioShmListener(AioListener):
                     return
                 await asyncio.sleep(accept_failed(exc, self.url) or 0.05)  # (not spinning)
                 continue
+            try:  # the room may have gone while accept waited: hold this one until there is
+                self._check_room()
+                await self._room.wait()
+            except BaseException:
+                conn.close()
+                raise
             task = self._loop.create_task(self._setup(conn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any
 
 from ipcwire._core.ending import error_reason
 from ipcwire._core.handshake import ClientHandshake
@@ -37,7 +37,7 @@ from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unkn
 from ipcwire.shm._frames import recv_frame
 from ipcwire.shm._link import Link
 from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
-from ipcwire.shm._setup import WARN_ON_DROP, accept_link, connect_link
+from ipcwire.shm._setup import MAX_PENDING, WARN_ON_DROP, accept_link, connect_link
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
@@ -49,8 +49,6 @@ from ipcwire.unix._socket import (
 __all__ = ["ShmChannel", "ShmListener", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
-
-MAX_PENDING: Final = 64  # connections in their handshake at once; more wait in the backlog
 
 
 class ShmChannel(Channel):
@@ -307,9 +305,10 @@ class ShmListener(Listener):
     socket and runs each one's handshake and setup in its own short-lived thread (bounded by
     the handshake timeout), so a slow or hostile client never delays the others.
 
-    At most ``max_ready`` connections (the backlog) are set up or being set up and not yet
-    accepted; each costs about ten descriptors and a mapping here, so the clients behind
-    them wait in the kernel's backlog until ``accept()`` makes room, as with ``unix://``."""
+    At most ``max_ready`` connections (the backlog) wait set up for ``accept()``, and at
+    most ``MAX_PENDING`` are being set up; each costs about ten descriptors and a mapping
+    here, so the clients behind them wait in the kernel's backlog until ``accept()`` makes
+    room, as with ``unix://``."""
 
     def __init__(
         self,
@@ -357,9 +356,9 @@ class ShmListener(Listener):
             return ch
 
     def _room(self) -> bool:
-        pending = len(self._pending)
+        # (handshakes under way count apart: a silent client must not hold a small backlog)
         return self._closed or (
-            pending < MAX_PENDING and pending + len(self._ready) < self._max_ready
+            len(self._pending) < MAX_PENDING and len(self._ready) < self._max_ready
         )
 
     def _acceptor(self) -> None:
