@@ -166,3 +166,43 @@ def test_server_sent_events_in_a_browser_resume_after_a_drop(browser: webdriver.
             ch.close()
             ended = until(browser, "return log.sseEnd")
             assert ended == [{"reason": "the server closed the stream"}]
+
+
+FETCH = """
+window.fetchResult = null;
+fetch(arguments[0], {method: 'POST', headers: {'Content-Type': 'application/json'},
+                     body: JSON.stringify({op: 'ping'})})
+  .then(r => r.json().then(j => { window.fetchResult = {status: r.status, body: j}; }))
+  .catch(e => { window.fetchResult = {error: String(e)}; });
+"""
+
+
+def test_rest_from_a_browser_page_of_another_origin(browser: webdriver.Chrome) -> None:
+    """fetch() from a dashboard page on another port: refused unless its origin is listed in
+    origins= (a preflight is answered, the reply carries Access-Control-Allow-Origin). Before,
+    the preflight got 405, so an allowed page could not call the endpoint, while a plain form
+    or text/plain fetch from any site reached the handler."""
+    import threading
+
+    with ipcwire.listen("sse+http://127.0.0.1:0/events", pages={"/": PAGE}) as site:
+        page_origin = origin_of(site.url)
+        browser.get(page_origin + "/")
+        with ipcwire.listen("http://127.0.0.1:0", codec="json", origins=[page_origin]) as rest:
+
+            def answer() -> None:
+                with rest.accept(timeout=WAIT) as ch:
+                    ch.send({"echo": ch.recv(timeout=WAIT)})
+
+            t = threading.Thread(target=answer)
+            t.start()
+            browser.execute_script(FETCH, rest.url + "/")
+            got = until(browser, "return window.fetchResult")
+            t.join(WAIT)
+            assert got == {"status": 200, "body": {"echo": {"op": "ping"}}}, got
+
+        with ipcwire.listen("http://127.0.0.1:0", codec="json") as closed_to_pages:
+            browser.execute_script(FETCH, closed_to_pages.url + "/")
+            got = until(browser, "return window.fetchResult")
+            assert "error" in got, got  # the browser saw no CORS answer: Failed to fetch
+            with pytest.raises(ipcwire.Timeout):  # and nothing reached the application
+                closed_to_pages.accept(timeout=0.5)

@@ -12,6 +12,7 @@ from ipcwire.http._server import HttpServer
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import max_sessions_option
 from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.ws._web import OriginPolicy
 
 if TYPE_CHECKING:
     import socket
@@ -60,6 +61,7 @@ def make_server(
     max_channels: int,
     max_sessions: int | None,
     allow_uids: Iterable[int] | None,
+    origins: OriginPolicy,
 ) -> HttpServer:
     """The server core, configured (shared by both listeners).
 
@@ -82,4 +84,5 @@ def make_server(
         max_sessions=max_sessions,
         peer=peer_of(addr),
         authorize=uid_check(url, allow_uids),
+        origins=origins,
     )

@@ -51,6 +51,7 @@ from ipcwire.http._request import RequestReader, asked_wait, reply_wait, seconds
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import SessionCap
 from ipcwire.options import ChannelOptions
+from ipcwire.ws._web import OriginPolicy
 
 __all__ = ["HttpServer"]
 
@@ -80,8 +81,10 @@ class HttpServer:
         max_sessions: int | None,
         peer: Callable[[web.BaseRequest], PeerInfo],
         authorize: Callable[[PeerInfo], IpcwireError | None] | None = None,
+        origins: OriginPolicy | None = None,
     ) -> None:
         self.url = url
+        self._origins = origins if origins is not None else OriginPolicy(None)
         self.prefix = prefix
         self._opts = options
         self._codec = options.codec
@@ -191,9 +194,14 @@ class HttpServer:
     # -- routing ---------------------------------------------------------------------------------
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            return await self._route(request)
+            resp = await self._route(request)
+            if not resp.prepared:  # (the message stream set them itself)
+                resp.headers.update(self._cors(request))
+            return resp
         except Problem as p:
-            if p.status >= 500 and p.code != "failed":  # (failed: the handler's log says)
+            # A refused origin is news to whoever runs the server (the message says how to
+            # allow it); so is a server error, but for "failed" the handler's log says it.
+            if p.code == "origin" or (p.status >= 500 and p.code != "failed"):
                 log.warning("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
             else:
                 log.info("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
@@ -203,8 +211,50 @@ class HttpServer:
             elif p.status == 405:
                 headers = {"Allow": str(p.extra.get("allow", ""))}
             return web.Response(
-                status=p.status, body=p.body(), content_type=PROBLEM_TYPE, headers=headers
+                status=p.status,
+                body=p.body(),
+                content_type=PROBLEM_TYPE,
+                headers={**(headers or {}), **self._cors(request)},
             )
+
+    def _cors(self, request: web.BaseRequest) -> dict[str, str]:
+        """The CORS headers for a request from a page of an origin listed in ``origins=``
+        (none for any other request: a foreign origin was refused before)."""
+        origin = request.headers.get("Origin")
+        allowed = self._origins.allowed
+        if origin is None or allowed is None:
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin if "*" not in allowed else "*",
+            "Access-Control-Expose-Headers": "*",
+            "Vary": "Origin",
+        }
+
+    def _check_origin(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Refuse a page of another origin (a browser sends ``Origin``; other clients do
+        not): any web page a visitor opens could otherwise POST to this endpoint through
+        the visitor's browser (a form or ``fetch`` with ``text/plain`` needs no preflight).
+        A page of an ``origins=`` origin gets its preflight answered here.
+
+        Raises:
+            Problem: 403, naming the origin and the ``origins=`` that allows it.
+        """
+        origin = request.headers.get("Origin")
+        refusal = self._origins.refusal(origin, request.headers.get("Host"), self.url)
+        if refusal is not None:
+            raise Problem(403, "origin", refusal)
+        if origin is not None and request.method == "OPTIONS":
+            asked = request.headers.get("Access-Control-Request-Headers")
+            return web.Response(
+                status=204,
+                headers={
+                    **self._cors(request),
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE",
+                    "Access-Control-Allow-Headers": asked or "Authorization, Content-Type",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
+        return None
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
@@ -213,6 +263,9 @@ class HttpServer:
             raise Problem(404, "not_found", f"nothing at {path}; the endpoint is at {prefix}/")
         rest = path[len(prefix) :]
         method = request.method
+        preflight = self._check_origin(request)  # (before the token: a preflight has none)
+        if preflight is not None:
+            return preflight
         if self._token is not None and not check_bearer(
             request.headers.get("Authorization"), self._token
         ):
@@ -421,7 +474,9 @@ class HttpServer:
         s = self._session(sid)
         if s.streaming:
             raise Problem(409, "streaming", "this channel already has a message stream")
-        resp = web.StreamResponse(headers={"Content-Type": BATCH_TYPE, "Cache-Control": "no-store"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": BATCH_TYPE, "Cache-Control": "no-store", **self._cors(request)}
+        )
         s.streaming = True
         s.in_flight += 1
         try:

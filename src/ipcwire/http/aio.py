@@ -36,6 +36,7 @@ from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions
+from ipcwire.ws._web import OriginPolicy
 
 __all__ = ["AioHttpChannel", "AioHttpListener", "connect", "listen"]
 
@@ -529,6 +530,7 @@ async def listen(
     backlog: int = 128,
     mode: int = 0o600,
     allow_uids: Iterable[int] | None = None,
+    origins: Iterable[str] | str | None = None,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     session_timeout: float = DEFAULT_SESSION_TIMEOUT,
     max_channels: int = 1024,
@@ -540,6 +542,7 @@ async def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
+    policy = OriginPolicy.build(origins, endpoint.url)  # (refused before anything is bound)
     sock, real, cleanup = bind_endpoint(
         endpoint, kw, backlog=backlog, mode=mode, max_sessions=max_sessions
     )
@@ -557,6 +560,7 @@ async def listen(
             max_channels=max_channels,
             max_sessions=max_sessions,
             allow_uids=allow_uids,
+            origins=policy,
         )
         await server.start(sock, ssl)
     except BaseException:

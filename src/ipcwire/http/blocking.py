@@ -35,6 +35,7 @@ from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_se
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
+from ipcwire.ws._web import OriginPolicy
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 
@@ -175,6 +176,7 @@ def listen(
     backlog: int = 128,
     mode: int = 0o600,
     allow_uids: Iterable[int] | None = None,
+    origins: Iterable[str] | str | None = None,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     session_timeout: float = DEFAULT_SESSION_TIMEOUT,
     max_channels: int = 1024,
@@ -186,6 +188,7 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
+    policy = OriginPolicy.build(origins, endpoint.url)  # (refused before anything is bound)
     sock, real, cleanup = bind_endpoint(
         endpoint, kw, backlog=backlog, mode=mode, max_sessions=max_sessions
     )
@@ -202,6 +205,7 @@ def listen(
             max_channels=max_channels,
             max_sessions=max_sessions,
             allow_uids=allow_uids,
+            origins=policy,
         )
 
     try:
