@@ -95,6 +95,20 @@ def test_oversized_length_frame_is_rejected_early_then_skipped() -> None:
     assert _drain(dec) == [b"next"]  # nothing of the oversized frame was delivered
 
 
+def test_a_text_line_read_as_a_length_prefix_says_to_use_ndjson() -> None:
+    """A shell's ``echo '{"op": 1}' > fifo`` into a length-framed reader: the length read
+    from '{"op' is 2 GB; the error names the likely cause (a fifo.md example did this)."""
+    dec = LengthPrefixDecoder(max_frame=1 << 26, endpoint="fifo:///app.fifo")
+    dec.feed(b'{"op": "reload"}\n')
+    with pytest.raises(FrameTooLarge, match=r"looks like text.*framing='ndjson'"):
+        dec.next_frame()
+    dec = LengthPrefixDecoder(max_frame=10, endpoint="fifo:///app.fifo")
+    dec.feed(HEADER.pack(0x7FFF0000))  # binary: no such guess
+    with pytest.raises(FrameTooLarge) as info:
+        dec.next_frame()
+    assert "ndjson" not in str(info.value)
+
+
 def test_oversized_ndjson_line_is_rejected_before_its_newline_then_skipped() -> None:
     nd = NdjsonDecoder(max_frame=8)
     nd.feed(b"x" * 9)

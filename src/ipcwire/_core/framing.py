@@ -51,16 +51,31 @@ FRAMINGS: Final = ("length", "ndjson")
 
 _INITIAL: Final = 256 * 1024  # initial buffer; also the size of one ordinary read
 _MIN_READ: Final = 64 * 1024  # never offer a reader less room than this
+HANDSHAKE_BUFFER: Final = 4096  # a listener's buffer for a client not yet past its handshake
 
 
 def _too_large(
-    size: int, limit: int, endpoint: str | None, what: str, *, at_least: bool = False
+    size: int,
+    limit: int,
+    endpoint: str | None,
+    what: str,
+    *,
+    at_least: bool = False,
+    header: bytes = b"",
 ) -> FrameTooLarge:
-    """``at_least``: ``size`` is what has arrived of it so far (a line with no end yet)."""
+    """``at_least``: ``size`` is what has arrived of it so far (a line with no end yet).
+    ``header``: a length prefix's 4 bytes; when they are printable text, the peer most likely
+    writes lines (``echo``, a client in another language), and the message says so."""
     where = f" from {endpoint}" if endpoint else ""
+    text = ""
+    if header and all(32 <= b < 127 for b in header):
+        text = (
+            f"; its length prefix {header!r} looks like text: if the peer writes lines of "
+            f"JSON (a shell's echo, a client in another language), use framing='ndjson'"
+        )
     return FrameTooLarge(
         f"{what}{where} is {'at least ' if at_least else ''}{size} bytes, over the limit of "
-        f"{limit} bytes; "
+        f"{limit} bytes{text}; "
         f"raise max_frame= on both sides if such messages are expected",
         size=size,
         limit=limit,
@@ -75,6 +90,7 @@ class FrameDecoder:
         "_buf",
         "_end",
         "_skip",
+        "_small",
         "_start",
         "_view",
         "ended",
@@ -83,12 +99,23 @@ class FrameDecoder:
         "max_frame",
     )
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None):
+    def __init__(
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        *,
+        endpoint: str | None = None,
+        small: bool = False,
+    ):
+        """``small``: start with a few KiB and grow only as bytes arrive (a listener's
+        decoder for a client that has not finished its handshake, so that unauthenticated
+        connections cost the server what they send, not a full buffer each); :meth:`grow`
+        gives it the ordinary size once the client is in."""
         if not 0 <= max_frame <= MAX_LENGTH_PREFIX:
             raise ValueError(f"max_frame must be between 0 and {MAX_LENGTH_PREFIX}")
         self.max_frame = max_frame
         self.endpoint = endpoint
-        self._buf = bytearray(_INITIAL)
+        self._small = small
+        self._buf = bytearray(HANDSHAKE_BUFFER if small else _INITIAL)
         self._view = memoryview(self._buf)
         self._start = 0  # first unconsumed byte
         self._end = 0  # one past the last byte received
@@ -98,10 +125,16 @@ class FrameDecoder:
 
     # -- receiving bytes ------------------------------------------------------------------
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """Writable room at the end of the buffer for the next read (at least 64 KiB)."""
+        """Writable room at the end of the buffer for the next read (at least 64 KiB; a
+        ``small`` decoder offers what it has free, and doubles when it is full)."""
         if self._end == 0 and sizehint <= len(self._buf) and not self._skip:
             return self._view  # empty: the whole buffer (the common case, no slicing)
-        need = max(self._needed(), sizehint, _MIN_READ)
+        if self._small:  # room for at most as much again as has arrived (it doubles)
+            if self._end == 0 and not self._skip:
+                return self._view
+            need = max(min(self._needed(), self._end - self._start), 1)
+        else:
+            need = max(self._needed(), sizehint, _MIN_READ)
         if len(self._buf) - self._end < need:
             self._make_room(need)
         return self._view[self._end :]
@@ -115,6 +148,9 @@ class FrameDecoder:
         n = len(data)
         if n:
             view = self.get_buffer(n)
+            if len(view) < n:  # (small: it offers less than the hint)
+                self._make_room(n)
+                view = self._view[self._end :]
             view[:n] = data
             self._end += n
 
@@ -124,7 +160,7 @@ class FrameDecoder:
             # Compact: move the partial frame to the front of the same buffer.
             self._view[:pending] = bytes(self._view[self._start : self._end])
         else:
-            size = max(len(self._buf), _INITIAL)
+            size = len(self._buf) if self._small else max(len(self._buf), _INITIAL)
             while size < pending + need:
                 size *= 2
             fresh = bytearray(size)
@@ -133,6 +169,20 @@ class FrameDecoder:
             self._view = memoryview(fresh)
         self._start = 0
         self._end = pending
+
+    def grow(self) -> None:
+        """Leave ``small`` mode: the ordinary buffer size from now on (what has arrived and
+        not been taken yet is kept)."""
+        if self._small:
+            self._small = False
+            if len(self._buf) < _INITIAL:
+                pending = self._end - self._start
+                fresh = bytearray(_INITIAL)
+                fresh[:pending] = self._view[self._start : self._end]
+                self._buf = fresh
+                self._view = memoryview(fresh)
+                self._start = 0
+                self._end = pending
 
     def shrink(self) -> None:
         """Give back memory after a large message, when nothing is buffered."""
@@ -190,9 +240,10 @@ class LengthPrefixDecoder(FrameDecoder):
             if n == GOODBYE_MARK and self.goodbye:
                 self._goodbye(start, avail)
                 return None
+            header = bytes(self._buf[start : start + 4])
             self._skip = 4 + n
             self._discard()
-            raise _too_large(n, self.max_frame, self.endpoint, "a message")
+            raise _too_large(n, self.max_frame, self.endpoint, "a message", header=header)
         if avail < 4 + n:
             return None
         begin = start + 4
@@ -240,8 +291,14 @@ class NdjsonDecoder(FrameDecoder):
 
     __slots__ = ("_scan",)
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None):
-        super().__init__(max_frame, endpoint=endpoint)
+    def __init__(
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        *,
+        endpoint: str | None = None,
+        small: bool = False,
+    ):
+        super().__init__(max_frame, endpoint=endpoint, small=small)
         self._scan = 0  # bytes after _start already known to hold no newline
 
     def next_frame(self) -> memoryview | None:
@@ -301,11 +358,15 @@ def goodbye_frame(reason: str = "") -> bytes:
 
 
 def make_decoder(
-    framing: str, max_frame: int = DEFAULT_MAX_FRAME, *, endpoint: str | None = None
+    framing: str,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    *,
+    endpoint: str | None = None,
+    small: bool = False,
 ) -> LengthPrefixDecoder | NdjsonDecoder:
-    """A fresh decoder for ``framing`` ("length" or "ndjson")."""
+    """A fresh decoder for ``framing`` ("length" or "ndjson"); ``small``: see FrameDecoder."""
     if framing == "length":
-        return LengthPrefixDecoder(max_frame, endpoint=endpoint)
+        return LengthPrefixDecoder(max_frame, endpoint=endpoint, small=small)
     if framing == "ndjson":
-        return NdjsonDecoder(max_frame, endpoint=endpoint)
+        return NdjsonDecoder(max_frame, endpoint=endpoint, small=small)
     raise ValueError(f"unknown framing {framing!r}; use one of {', '.join(FRAMINGS)}")

@@ -199,7 +199,8 @@ def _check_fifo(path: str, url: str) -> None:
     except FileNotFoundError:
         raise ConnectionRefused(
             f"there is no FIFO at {path} ({url}): start the reader first (ipcwire.listen "
-            f"creates it), or pass reconnect-style timeout= to wait for it",
+            f"creates it); connect() waits (timeout=) for a reader to open a FIFO that "
+            f"exists, not for the FIFO to be made",
             endpoint=url,
         ) from None
     except PermissionError as exc:
