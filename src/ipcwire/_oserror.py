@@ -77,7 +77,7 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
     if code in (errno.ETIMEDOUT, errno.EAGAIN) or isinstance(exc, TimeoutError):
         return Timeout(f"timed out while {doing} {endpoint}", endpoint=endpoint)
     why = _BROKEN.get(code or 0, exc.strerror or str(exc))
-    return ChannelBroken(f"{endpoint} broke while {doing}: {why}", endpoint=endpoint)
+    return ChannelBroken(f"{endpoint} broke while {doing} it: {why}", endpoint=endpoint)
 
 
 def accept_failed(exc: OSError, url: str) -> float:

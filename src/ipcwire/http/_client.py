@@ -520,7 +520,7 @@ class ClientCore:
 def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     """The typed error for an httpx failure (the OSError underneath, when there is one)."""
     if isinstance(exc, httpx.TimeoutException):
-        return Timeout(f"{url}: timed out while {doing} ({type(exc).__name__})", endpoint=url)
+        return Timeout(f"{url}: timed out while {doing} it ({type(exc).__name__})", endpoint=url)
     cause: BaseException | None = exc
     while cause is not None:  # the first OSError that says what happened (anyio wraps them)
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -530,7 +530,7 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
                 endpoint=url,
             )
         if isinstance(cause, ssl.SSLError):
-            return ChannelBroken(f"TLS with {url} failed while {doing}: {cause}", endpoint=url)
+            return ChannelBroken(f"TLS with {url} failed while {doing} it: {cause}", endpoint=url)
         if isinstance(cause, OSError) and cause.errno is not None:
             if doing != "connecting to" and isinstance(
                 cause, FileNotFoundError | ConnectionRefusedError
@@ -565,6 +565,6 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
         return InvalidURL(f"{url}: {exc}", endpoint=url)
     if isinstance(exc, httpx.RemoteProtocolError):
         return ChannelBroken(
-            f"{url} closed the connection or broke HTTP while {doing}: {exc}", endpoint=url
+            f"{url} closed the connection or broke HTTP while {doing} it: {exc}", endpoint=url
         )
-    return ChannelBroken(f"{url} broke while {doing}: {exc}", endpoint=url)
+    return ChannelBroken(f"{url} broke while {doing} it: {exc}", endpoint=url)
