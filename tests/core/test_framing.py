@@ -156,3 +156,35 @@ def test_fuzz_decoders_only_return_frames_or_raise_frame_too_large(
             if frame is None:
                 break
             assert len(frame) <= limit
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=12), st.lists(st.integers(0, 40_000)))
+def test_a_small_decoder_returns_the_same_frames_and_grows_with_what_arrives(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    """A listener's decoder for a client in its handshake (small=True) starts at 4 KiB and
+    never holds more than twice what has arrived (plus those 4 KiB), read like a socket."""
+    data = _length_stream(payloads)
+    dec = make_decoder("length", 1 << 20, small=True)
+    frames: list[bytes] = []
+    pos = 0
+    for cut in sorted(set(c % (len(data) + 1) for c in cuts)) + [len(data)]:
+        while pos < cut:
+            view = dec.get_buffer(65536)  # (uvloop's hint: ignored while small)
+            n = min(len(view), cut - pos)
+            view[:n] = data[pos : pos + n]
+            dec.buffer_updated(n)
+            pos += n
+            assert len(dec._buf) <= 2 * dec.buffered + 4096
+            frames.extend(_drain(dec))
+    assert frames == payloads
+
+
+def test_grow_keeps_what_arrived_and_gives_the_ordinary_buffer() -> None:
+    dec = make_decoder("ndjson", small=True)
+    dec.feed(b'{"a": 1}\n{"b"')
+    assert len(dec._buf) == 4096
+    dec.grow()
+    assert len(dec._buf) == 256 * 1024
+    dec.feed(b": 2}\n")
+    assert _drain(dec) == [b'{"a": 1}', b'{"b": 2}']

@@ -89,9 +89,10 @@ class WireFormat:
         # common hot path: no encoding, one header concatenation).
         self.packer = self._pack_raw if framing == "length" and self.is_raw else self.pack
 
-    def decoder(self) -> LengthPrefixDecoder | NdjsonDecoder:
-        """A fresh frame decoder for this format's framing and receive limit."""
-        return make_decoder(self.framing, self.max_frame, endpoint=self.endpoint)
+    def decoder(self, *, small: bool = False) -> LengthPrefixDecoder | NdjsonDecoder:
+        """A fresh frame decoder for this format's framing and receive limit (``small``: a
+        listener's, for a client still in its handshake; see FrameDecoder)."""
+        return make_decoder(self.framing, self.max_frame, endpoint=self.endpoint, small=small)
 
     def _decode(self, data: memoryview) -> Any:
         """Decode one payload; any failure is RemoteProtocolError naming the endpoint.

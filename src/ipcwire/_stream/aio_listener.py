@@ -53,7 +53,9 @@ class AioStreamListener(AioListener):
     def protocol_factory(self) -> StreamProtocol:
         """For ``loop.create_server``/``create_unix_server``."""
         opts = self._options
-        ch = AioStreamChannel(self.url, opts.wire())
+        wire = opts.wire()
+        # a small buffer until the client is past its handshake: it grows with what it sends
+        ch = AioStreamChannel(self.url, wire, decoder=wire.decoder(small=True))
         self._handshaking.add(ch)
         return StreamProtocol(
             ch,

@@ -121,6 +121,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
         ch = self.ch
+        ch._decoder.grow()
         if self.hs is not None:
             ch._decoder.max_frame = ch._wire.max_frame
             ch._wire.send_limit = self.hs.peer_max_frame

@@ -185,7 +185,7 @@ class StreamListener(Listener):
             return
         opts = self._options
         hs = opts.server_handshake(goodbye=True)
-        dec = opts.wire().decoder()
+        dec = opts.wire().decoder(small=True)  # grows with what the client sends
         dec.max_frame = HANDSHAKE_MAX_FRAME
         p = _Pending(conn, peer, time.monotonic() + opts.handshake_timeout, hs, dec)
         if refusal is not None:
@@ -254,6 +254,7 @@ class StreamListener(Listener):
     def _finish(self, p: _Pending) -> None:
         p.done = True
         self._forget(p)
+        p.decoder.grow()
         p.decoder.max_frame = self._options.max_frame
         if p.hs.goodbye and isinstance(p.decoder, LengthPrefixDecoder):
             p.decoder.goodbye = True
