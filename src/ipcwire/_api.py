@@ -43,7 +43,7 @@ def connect(
         MechanismUnavailable, ConfigurationError: each with the fix in its message.
     """
     endpoint = parse_url(url)
-    spec = lookup(endpoint.scheme)
+    spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
@@ -75,7 +75,7 @@ def listen(
         PermissionDenied, InvalidURL, MechanismUnavailable, ConfigurationError.
     """
     endpoint = parse_url(url)
-    spec = lookup(endpoint.scheme)
+    spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)

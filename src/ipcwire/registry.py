@@ -7,6 +7,7 @@ the benchmark, the conformance suite) reads it from here; nothing restates it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -177,15 +178,24 @@ def mechanisms() -> list[MechanismSpec]:
     return list(_ORDER)
 
 
-def lookup(scheme: str) -> MechanismSpec:
-    """The mechanism for a URL scheme.
+def lookup(scheme: str, *, url: str | None = None) -> MechanismSpec:
+    """The mechanism for a URL scheme (``url``: the whole URL, for the error).
 
     Raises:
-        InvalidURL: no mechanism has that scheme.
+        InvalidURL: no mechanism has that scheme; the message names the URL and the nearest
+            scheme, if one is near.
     """
     _load_builtins()
     spec = _SPECS.get(scheme.lower())
     if spec is None:
-        known = ", ".join(sorted(_SPECS))
-        raise InvalidURL(f"no mechanism handles the scheme {scheme!r}; known schemes: {known}")
+        known = sorted(_SPECS)
+        near = [k for k in known if k.startswith(scheme.lower() + "+")]
+        near += difflib.get_close_matches(scheme.lower(), known, n=2, cutoff=0.6)
+        hint = f"did you mean {near[0]}:? " if near else ""
+        where = f" of {url}" if url else ""
+        raise InvalidURL(
+            f"no mechanism handles the scheme {scheme!r}{where}; {hint}known schemes: "
+            f"{', '.join(known)} (`ipcwire platforms` says which work here)",
+            endpoint=url,
+        )
     return spec

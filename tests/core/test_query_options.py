@@ -154,6 +154,7 @@ def test_every_name_a_mechanism_reads_from_the_query_is_declared(
         lambda d: ipcwire.listen(f"unix://{d}/s.sock", mode=0o4755),
         lambda d: ipcwire.connect(f"unix://{d}/s.sock", timeout=-1),
         lambda d: ipcwire.connect("tcp://127.0.0.1:70000"),
+        lambda d: ipcwire.connect("sse://127.0.0.1:9/events"),
     ],
 )
 def test_an_option_error_names_its_endpoint(call: Any, tmp_path: Path) -> None:
@@ -163,3 +164,10 @@ def test_an_option_error_names_its_endpoint(call: Any, tmp_path: Path) -> None:
         call(tmp_path)
     assert info.value.endpoint is not None and info.value.endpoint in str(info.value)
     assert "2541" not in str(info.value)
+
+
+def test_an_unknown_scheme_suggests_the_nearest() -> None:
+    with pytest.raises(ipcwire.InvalidURL, match=r"did you mean sse\+http:\?"):
+        ipcwire.connect("sse://127.0.0.1:9/events")
+    with pytest.raises(ipcwire.InvalidURL, match="did you mean unix:"):
+        ipcwire.listen("unx:///tmp/x.sock")

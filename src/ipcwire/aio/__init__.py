@@ -52,7 +52,7 @@ async def connect(
 ) -> AioChannel:
     """Connect to ``url``; the same options and errors as :func:`ipcwire.connect`."""
     endpoint = parse_url(url)
-    spec = lookup(endpoint.scheme)
+    spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
@@ -75,7 +75,7 @@ async def listen(
 ) -> AioListener:
     """Listen at ``url``; the same options and errors as :func:`ipcwire.listen`."""
     endpoint = parse_url(url)
-    spec = lookup(endpoint.scheme)
+    spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
     opts = ChannelOptions.build(endpoint, kw)
