@@ -167,3 +167,18 @@ def test_any_bytes_like_object_packs_as_its_bytes(framing: str) -> None:
         else:
             assert frame == want + b"\n"
     assert bytes(wire.pack_many(objs)) == b"".join(_flat(wire.pack(o)) for o in objs)
+
+
+def test_a_message_the_codec_cannot_encode_names_the_endpoint() -> None:
+    """A str sent on a bytes channel said which codec refused it, not where it was going."""
+    from ipcwire._core.codecs import BytesCodec
+    from ipcwire._core.wire import WireFormat
+    from ipcwire.errors import LocalProtocolError
+
+    for framing in ("length", "ndjson"):
+        wire = WireFormat(BytesCodec(), framing, endpoint="unix:///run/app.sock")
+        for many in (False, True):
+            with pytest.raises(LocalProtocolError) as info:
+                wire.pack_many([b"ok", "text"]) if many else wire.packer("text")
+            assert info.value.endpoint == "unix:///run/app.sock"
+            assert "not sent to unix:///run/app.sock" in str(info.value)

@@ -130,6 +130,12 @@ class WireFormat:
             endpoint=self.endpoint,
         )
 
+    def _unsendable(self, exc: LocalProtocolError) -> LocalProtocolError:
+        """A codec's refusal to encode, naming the endpoint it was for."""
+        if exc.endpoint is not None or self.endpoint is None:
+            return exc
+        return LocalProtocolError(f"{exc} (not sent to {self.endpoint})", endpoint=self.endpoint)
+
     def _pack_raw(self, obj: Any) -> Packed:
         if type(obj) is bytes:
             n = len(obj)
@@ -144,24 +150,27 @@ class WireFormat:
             FrameTooLarge: over the send limit (nothing was written).
             LocalProtocolError: the object cannot be encoded with this codec.
         """
-        if self.framing == "length":
-            enc_into = self._encode_into
-            if enc_into is not None:
-                buf = bytearray(4)
-                enc_into(obj, buf, 4)
-                size = len(buf) - 4
+        try:
+            if self.framing == "length":
+                enc_into = self._encode_into
+                if enc_into is not None:
+                    buf = bytearray(4)
+                    enc_into(obj, buf, 4)
+                    size = len(buf) - 4
+                    if size > self.send_limit:
+                        raise self._too_large(size)
+                    HEADER.pack_into(buf, 0, size)
+                    return buf
+                payload = self._encode(obj)
+                size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
                 if size > self.send_limit:
                     raise self._too_large(size)
-                HEADER.pack_into(buf, 0, size)
-                return buf
-            payload = self._encode(obj)
-            size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
-            if size > self.send_limit:
-                raise self._too_large(size)
-            if size > _COPY_LIMIT:
-                return (HEADER.pack(size), payload)
-            return HEADER.pack(size) + payload
-        return self._pack_line(obj)
+                if size > _COPY_LIMIT:
+                    return (HEADER.pack(size), payload)
+                return HEADER.pack(size) + payload
+            return self._pack_line(obj)
+        except LocalProtocolError as exc:
+            raise self._unsendable(exc) from None
 
     def _pack_line(self, obj: Any) -> Buffer:
         enc_into = self._encode_into
@@ -185,30 +194,35 @@ class WireFormat:
 
     def pack_many(self, objs: Iterable[Any]) -> bytearray:
         """Frame several messages into one buffer, to be written with one call."""
-        out = bytearray()
-        if self.framing == "length":
-            enc_into = self._encode_into
-            limit = self.send_limit
+        try:
+            out = bytearray()
+            if self.framing == "length":
+                enc_into = self._encode_into
+                limit = self.send_limit
+                for obj in objs:
+                    start = len(out)
+                    if enc_into is not None:
+                        enc_into(obj, out, start + 4)
+                        size = len(out) - start - 4
+                        if size > limit:
+                            raise self._too_large(size)
+                        HEADER.pack_into(out, start, size)
+                    else:
+                        payload = self._encode(obj)
+                        # bytes of the payload, not items (a memoryview of 4-byte ints)
+                        size = (
+                            len(payload) if type(payload) is bytes else memoryview(payload).nbytes
+                        )
+                        if size > limit:
+                            raise self._too_large(size)
+                        out += HEADER.pack(size)
+                        out += payload
+                return out
             for obj in objs:
-                start = len(out)
-                if enc_into is not None:
-                    enc_into(obj, out, start + 4)
-                    size = len(out) - start - 4
-                    if size > limit:
-                        raise self._too_large(size)
-                    HEADER.pack_into(out, start, size)
-                else:
-                    payload = self._encode(obj)
-                    # bytes of the payload, not items (a memoryview of 4-byte ints)
-                    size = len(payload) if type(payload) is bytes else memoryview(payload).nbytes
-                    if size > limit:
-                        raise self._too_large(size)
-                    out += HEADER.pack(size)
-                    out += payload
+                out += self._pack_line(obj)
             return out
-        for obj in objs:
-            out += self._pack_line(obj)
-        return out
+        except LocalProtocolError as exc:
+            raise self._unsendable(exc) from None
 
     @property
     def is_raw(self) -> bool:
