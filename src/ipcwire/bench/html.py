@@ -166,8 +166,9 @@ def render_html(doc: dict[str, Any], png: bytes | None = None) -> str:
 <code>{_e(" ".join(doc["command_line"]))}</code> · {doc["elapsed_s"]:.0f} s</p>
 {_main_table(doc)}
 <p class=dim>Round trip: p50 of each repetition, median over repetitions (min-max in
-brackets). vs raw: ratio to the contender's raw-Python baseline (time for round trips, rate
-for throughput). vs best: ratio to the fastest in this run. CPU: both processes.</p>
+brackets). vs raw: to the contender's raw-Python baseline: for round trips time ÷ the
+baseline's (lower is better), for rates rate ÷ the baseline's (higher is better). vs best:
+round trip ÷ the fastest of this run (1.00x: the fastest). CPU: both processes.</p>
 {lists}
 {_floor(doc)}
 {_checks(doc)}

@@ -11,6 +11,15 @@ from ipcwire.bench.runner import format_size
 __all__ = ["render_markdown", "write_markdown"]
 
 
+LEGEND = (
+    "Reading the ratios: in the round-trip columns, *vs raw* is this contender's time ÷ its "
+    "raw-Python baseline's, paired per repetition (lower is better; 1.00x: as fast), and *vs "
+    "best* its time ÷ the fastest round trip of the run (1.00x: the fastest); in the rate "
+    "columns, *vs raw* is its rate ÷ the baseline's (higher is better). CPU: µs of CPU per "
+    "message, both processes."
+)
+
+
 def _x(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
@@ -83,6 +92,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{', '.join(f'{v:.2f}' for v in m.get('load_average_after') or [])}",
         "",
         *_main(doc),
+        "",
+        LEGEND,
         "",
     ]
     floor = doc.get("floor") or {}

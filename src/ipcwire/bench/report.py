@@ -109,9 +109,10 @@ def _main_table(doc: dict[str, Any]) -> Table:
         title=f"ipcwire bench: sorted by round trip ({format_size(rt) if rt else '—'})",
         caption="wait: park (sleeps when idle) or spin; frame: bytes added per message (var.: "
         "depends on size or pickling); round trip: p50 (min-max of repetition medians), µs; "
-        "vs raw: to this contender's raw-Python baseline, paired per repetition (time for "
-        "round trips, rate for throughput); vs best: to the fastest in this run; CPU: µs of "
-        "CPU per message, both processes",
+        "vs raw: to this contender's raw-Python baseline, paired per repetition: for round "
+        "trips time ÷ the baseline's (lower is better), for rates rate ÷ the baseline's (higher "
+        "is better); vs best: round trip ÷ the fastest of this run (1.00x: the fastest); CPU: "
+        "µs of CPU per message, both processes",
         title_justify="left",
         caption_justify="left",
         header_style="bold",
