@@ -250,6 +250,9 @@ class StreamListener(Listener):
             self._drop(p, "sent an oversized handshake frame (not an ipcwire client?)")
         except (OSError, ssl.SSLError) as exc:
             self._drop(p, f"failed during the handshake: {exc}")
+        except Exception as exc:  # a bug, or bytes nobody foresaw: that client alone goes
+            log.exception("ipcwire: %s: a client's handshake failed unexpectedly", self.url)
+            self._drop(p, f"broke the handshake ({type(exc).__name__}: {exc})")
 
     def _finish(self, p: _Pending) -> None:
         p.done = True
