@@ -43,6 +43,7 @@ from ipcwire.errors import (
 
 __all__ = [
     "HANDSHAKE_MAX_FRAME",
+    "MAX_HANDSHAKING",
     "PROTOCOL_VERSION",
     "ClientHandshake",
     "ServerHandshake",
@@ -54,6 +55,11 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 HANDSHAKE_MAX_FRAME: Final = 64 * 1024  # a peer sending more during the handshake is not ours
+# Clients a listener keeps in their handshake at once (each holds a descriptor until it
+# finishes or handshake_timeout passes). Past it the oldest is dropped: a local process
+# opening connections it never handshakes cannot take every descriptor of the server, and
+# an honest client, whose handshake takes milliseconds, is rarely the oldest.
+MAX_HANDSHAKING: Final = 512
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode

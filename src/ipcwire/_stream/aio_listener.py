@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ipcwire._core.handshake import MAX_HANDSHAKING
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
@@ -47,7 +48,8 @@ class AioStreamListener(AioListener):
         self._on_close = on_close
         self._server: asyncio.Server | None = None
         self._ready: AcceptQueue[AioStreamChannel] = AcceptQueue()
-        self._handshaking: set[AioStreamChannel] = set()  # connected, not yet ready
+        # connected, not yet ready (held ones too), oldest first
+        self._handshaking: dict[AioStreamChannel, None] = {}
         self._closed = False
 
     def protocol_factory(self) -> StreamProtocol:
@@ -56,7 +58,16 @@ class AioStreamListener(AioListener):
         wire = opts.wire()
         # a small buffer until the client is past its handshake: it grows with what it sends
         ch = AioStreamChannel(self.url, wire, decoder=wire.decoder(small=True))
-        self._handshaking.add(ch)
+        if len(self._handshaking) >= MAX_HANDSHAKING:  # (see MAX_HANDSHAKING)
+            oldest = next(iter(self._handshaking))
+            del self._handshaking[oldest]
+            log.info(
+                "ipcwire: %s dropped a client: it was the oldest of %d in their handshake",
+                self.url,
+                MAX_HANDSHAKING,
+            )
+            oldest.close()
+        self._handshaking[ch] = None
         return StreamProtocol(
             ch,
             opts.server_handshake(goodbye=True),
@@ -79,13 +90,13 @@ class AioStreamListener(AioListener):
         while self._held and self._ready.qsize() + len(self._released) < self._max_ready:
             proto = self._held.popleft()
             if not proto.alive():  # it went while it waited
-                self._handshaking.discard(proto.ch)
+                self._handshaking.pop(proto.ch, None)
                 continue
             self._released.add(proto.ch)
             proto.release()
 
     def _handoff(self, ch: AioStreamChannel) -> None:
-        self._handshaking.discard(ch)
+        self._handshaking.pop(ch, None)
         self._released.discard(ch)
         if self._closed:
             ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
@@ -93,8 +104,9 @@ class AioStreamListener(AioListener):
             self._ready.put(ch)
 
     def _failed(self, ch: AioStreamChannel, error: IpcwireError) -> None:
-        self._handshaking.discard(ch)
-        if not self._closed:
+        ours = ch not in self._handshaking  # dropped by protocol_factory, which said so
+        self._handshaking.pop(ch, None)
+        if not self._closed and not ours:
             log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
         if ch in self._released:
             self._released.discard(ch)

@@ -68,6 +68,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self._half_close = False  # TLS has no half-close (asyncio warns if asked)
         ch = self.ch
         ch._transport = transport
+        if ch._closed:
+            # Closed before its connection was made: a listener that dropped it (the oldest
+            # of too many in their handshake) or closed, between accepting the socket and
+            # this callback. Its close could not reach the transport: end it here.
+            transport.abort()
+            return
         if self._authorize is not None:
             peer, refusal = self._authorize(transport.get_extra_info("socket"))
             ch._peer = peer

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
-from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, ServerHandshake
+from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, MAX_HANDSHAKING, ServerHandshake
 from ipcwire._deadline import limit
 from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
@@ -175,6 +175,9 @@ class StreamListener(Listener):
             self._start(conn)
 
     def _start(self, conn: socket.socket) -> None:
+        if len(self._pending) >= MAX_HANDSHAKING:
+            oldest = min(self._pending.values(), key=lambda q: q.deadline)
+            self._drop(oldest, f"was the oldest of {MAX_HANDSHAKING} clients in their handshake")
         try:
             if self._configure is not None:
                 self._configure(conn)
