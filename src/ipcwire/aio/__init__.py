@@ -23,21 +23,35 @@ from ipcwire.options import ChannelOptions, check_query, connect_timeout, query_
 from ipcwire.registry import lookup
 
 if TYPE_CHECKING:
+    from ipcwire.signals.aio import graceful_shutdown, terminate
     from ipcwire.spawn.aio import spawn, stdio
 else:
 
     def __getattr__(name: str) -> Any:
-        # spawn and stdio load on first use: the stream drivers they are built on import
-        # ipcwire.aio.channel, so importing them here would make a cycle whenever a driver
-        # module is imported before this package.
+        # spawn, stdio and the signal helpers load on first use: the stream drivers they are
+        # built on import ipcwire.aio.channel, so importing them here would make a cycle
+        # whenever a driver module is imported before this package.
         if name in ("spawn", "stdio"):
             from ipcwire.spawn import aio as spawn_aio
 
             return getattr(spawn_aio, name)
+        if name in ("graceful_shutdown", "terminate"):  # as ipcwire.graceful_shutdown...
+            from ipcwire.signals import aio as signals_aio
+
+            return getattr(signals_aio, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AioChannel", "AioListener", "connect", "listen", "spawn", "stdio"]
+__all__ = [
+    "AioChannel",
+    "AioListener",
+    "connect",
+    "graceful_shutdown",
+    "listen",
+    "spawn",
+    "stdio",
+    "terminate",
+]
 
 
 async def connect(
