@@ -154,7 +154,9 @@ class AioChannel(abc.ABC):
         try:
             return await self.recv(timeout=timeout)
         except Timeout as exc:
-            await self.aclose()
+            # close(), not aclose(): the caller's timeout= bounds the call, and closing may
+            # take longer (a spawned child's shutdown ladder: seconds); it goes on by itself.
+            self.close()
             raise Timeout(
                 f"no reply from {self.url} within {timeout} s; the channel was closed so that "
                 f"a late reply cannot answer a later request. Raise timeout= if the peer is slow",
