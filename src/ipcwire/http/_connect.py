@@ -133,7 +133,8 @@ class ClientEnd:
 
     @property
     def closed(self) -> bool:
-        return self._core.closed
+        """True once close() began (what was queued may still be on its way)."""
+        return self._core.closed or self._core.closing
 
     def statistics(self) -> ChannelStatistics:
         return self._core.statistics()

@@ -345,6 +345,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the loop stands still: it closes the channel when it runs
             loop = self._loop
+        self._core.closing = True  # closed from now on (no more sends); the task finishes it
         task = loop.create_task(self.aclose())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
