@@ -4,19 +4,22 @@ is encoded and checked against the peer's limit, and the server's channel for on
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode
+from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelClosed,
+    ConnectionRefused,
     EndOfChannel,
     IpcwireError,
     LocalProtocolError,
 )
-from ipcwire.grpc._protocol import failure_details
+from ipcwire.grpc._protocol import error_from_status, failure_details, unary_doing
 
 __all__ = [
     "ACLOSE_WAIT",
@@ -29,6 +32,7 @@ __all__ = [
     "LOW_WATER_MESSAGES",
     "SEND_SLACK",
     "OneShotCore",
+    "UnaryTries",
     "backlog",
 ]
 
@@ -161,3 +165,54 @@ class OneShotCore:
         got = 0 if self._request is not None else 1
         sent = 0 if self.reply is None else 1
         return ChannelStatistics(sent, got, len(self.reply or b""), 0)
+
+
+class UnaryTries:
+    """The tries of one unary call, for both drivers (they do the calling and the waiting):
+    a call refused before anything of it was sent is tried again, with the stream client's
+    backoff, for ``reconnect`` seconds, within the call's ``timeout`` (each try gets what is
+    left of it)."""
+
+    def __init__(self, url: str, reconnect: float, timeout: float | None) -> None:
+        self.url = url
+        self.start = time.monotonic()
+        self.timeout = timeout
+        self.until = self.start + reconnect
+        if timeout is not None:
+            self.until = min(self.until, self.start + timeout)
+        self._delays = backoff_delays()
+        self._refused: IpcwireError | None = None
+
+    def left(self) -> float | None:
+        """The deadline of the next try (None: no limit)."""
+        if self.timeout is None:
+            return None
+        return max(self.start + self.timeout - time.monotonic(), 0.0)
+
+    def failed(
+        self, code: Any, details: str | None, sent: int, nbytes: int, exc: BaseException
+    ) -> float:
+        """The pause before the next try, after a try failed with grpc's ``code``.
+
+        Raises:
+            IpcwireError: the failure's own error (``exc`` as its cause), unless it was a
+                refusal and ``reconnect`` leaves time for another try.
+        """
+        err = error_from_status(
+            code, details, self.url, doing=unary_doing(sent, details), sent=nbytes
+        )
+        err.__cause__ = exc
+        wait = self.until - time.monotonic()
+        if not isinstance(err, ConnectionRefused) or wait <= 0:
+            raise err
+        self._refused = err
+        return min(next(self._delays), wait)
+
+    def paused(self, closed: bool) -> None:
+        """After the pause: go on with another try, unless the channel was closed meanwhile
+        (ChannelClosed) or the call's timeout passed (the refusal)."""
+        if closed:
+            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        timeout, refused = self.timeout, self._refused
+        if refused is not None and timeout is not None and time.monotonic() >= self.start + timeout:
+            raise refused  # no time left for another try: still refused

@@ -31,7 +31,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
@@ -48,7 +48,6 @@ from ipcwire.grpc._protocol import (
     lost_client,
     metadata_dict,
     reads_batches,
-    unary_doing,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._tls import client_credentials
@@ -280,16 +279,9 @@ class AioGrpcUnaryChannel(AioChannel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
-        start = time.monotonic()
-        # A refused call (nothing of it was sent) is tried again for reconnect= seconds, as
-        # the stream client's connect, within its timeout= (each try gets what is left).
-        until = start + self._reconnect
-        if timeout is not None:
-            until = min(until, start + timeout)
-        delays = backoff_delays()
+        tries = UnaryTries(self.url, self._reconnect, timeout)
         while True:
-            left = None if timeout is None else max(start + timeout - time.monotonic(), 0.0)
-            call = self._method(data, timeout=left, metadata=self._md)
+            call = self._method(data, timeout=tries.left(), metadata=self._md)
             try:
                 reply = await call
                 trailing = await call.trailing_metadata()
@@ -303,19 +295,9 @@ class AioGrpcUnaryChannel(AioChannel):
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-                doing = unary_doing(self._sent, exc.details())
-                err = error_from_status(
-                    exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
-                )
-                err.__cause__ = exc
-                wait = until - time.monotonic()
-                if not isinstance(err, ConnectionRefused) or wait <= 0:
-                    raise err from exc
-            await asyncio.sleep(min(next(delays), wait))
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if timeout is not None and time.monotonic() >= start + timeout:
-                raise err  # no time left for another try: still refused
+                pause = tries.failed(exc.code(), exc.details(), self._sent, len(data), exc)
+            await asyncio.sleep(pause)
+            tries.paused(self._closed)
         said = metadata_dict(trailing)
         if self._options.token is not None:  # the server proves it has the token too
             check_welcome(said, self._options, self.url, self._nonce)

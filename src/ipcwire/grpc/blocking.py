@@ -37,7 +37,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc import _watchdog
 from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
@@ -51,7 +51,6 @@ from ipcwire.grpc._protocol import (
     failure_details,
     metadata_dict,
     reads_batches,
-    unary_doing,
 )
 from ipcwire.grpc._server import ServerCore, bind_server
 from ipcwire.grpc._sync import SyncOneShot, SyncStream
@@ -278,34 +277,17 @@ class GrpcUnaryChannel(Channel):
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
-        start = time.monotonic()
-        # A refused call (nothing of it was sent) is tried again for reconnect= seconds, as
-        # the stream client's connect, within its timeout= (each try gets what is left).
-        until = start + self._reconnect
-        if timeout is not None:
-            until = min(until, start + timeout)
-        delays = backoff_delays()
+        tries = UnaryTries(self.url, self._reconnect, timeout)
         while True:
-            left = None if timeout is None else max(start + timeout - time.monotonic(), 0.0)
             try:
-                reply, call = self._method.with_call(data, timeout=left, metadata=self._md)
+                reply, call = self._method.with_call(data, timeout=tries.left(), metadata=self._md)
                 break
             except grpc.RpcError as exc:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
-                doing = unary_doing(self._sent, exc.details())
-                err = error_from_status(
-                    exc.code(), exc.details(), self.url, doing=doing, sent=len(data)
-                )
-                err.__cause__ = exc
-                wait = until - time.monotonic()
-                if not isinstance(err, ConnectionRefused) or wait <= 0:
-                    raise err from exc
-            time.sleep(min(next(delays), wait))
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            if timeout is not None and time.monotonic() >= start + timeout:
-                raise err  # no time left for another try: still refused
+                pause = tries.failed(exc.code(), exc.details(), self._sent, len(data), exc)
+            time.sleep(pause)
+            tries.paused(self._closed)
         trailing = metadata_dict(call.trailing_metadata())
         if self._options.token is not None:  # the server proves it has the token too
             check_welcome(trailing, self._options, self.url, self._nonce)
