@@ -41,11 +41,11 @@ def _silent(path: str, n: int) -> list[socket.socket]:
 
 
 def _dropped(socks: list[socket.socket]) -> int:
-    """How many of the silent clients the server has hung up on (EOF), waiting up to 10 s
-    for each: the first ones must be, the last CAP must not."""
+    """How many of ``socks`` the server has hung up on (EOF), waiting up to 10 s for each
+    (only the oldest are asked, and they must all have been dropped)."""
     n = 0
     for s in socks:
-        s.settimeout(0.2)
+        s.settimeout(10)
         try:
             if s.recv(1) == b"":
                 n += 1
