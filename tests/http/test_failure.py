@@ -374,3 +374,17 @@ def test_a_hostile_failure_reason_is_bounded_and_shown_harmlessly() -> None:
         text = str(end)
         assert "\x1b" not in text and "\0" not in text and "?[31mred?" in text
         assert text.count("x") < 1024
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_a_hello_whose_version_only_equals_one_in_python_is_refused(version: object) -> None:
+    """JSON's true and 1.0 compare equal to 1 in Python: the server opened a channel for
+    them. Only the integer 1 is this protocol's version."""
+    with (
+        ipcwire.listen("http://127.0.0.1:0/api") as lis,
+        httpx.Client(base_url=lis.url, timeout=10) as http,
+    ):
+        resp = http.post("/channels", json={"ipcwire": version, "codec": "bytes"})
+        assert resp.status_code == 409
+        assert "speaks ipcwire protocol 1" in resp.text
+        assert http.post("/channels", json={"ipcwire": 1, "codec": "bytes"}).status_code == 201

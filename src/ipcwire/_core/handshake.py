@@ -48,6 +48,7 @@ __all__ = [
     "ClientHandshake",
     "ServerHandshake",
     "Step",
+    "is_our_version",
     "refusal",
     "same_secret",
     "version_error",
@@ -68,11 +69,17 @@ _json_decode = msgspec.json.decode
 _REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
 
 
+def is_our_version(value: object) -> bool:
+    """Whether a peer's ``"ipcwire"`` field is this protocol's version: an integer, so that
+    JSON's ``true`` and ``1.0`` (equal to 1 in Python) are not taken for it."""
+    return type(value) is int and value == PROTOCOL_VERSION
+
+
 def refusal(obj: Any, url: str) -> IpcwireError | None:
     """The error a server's refusal line stands for, if ``obj`` (the first message of an
     NDJSON channel without a handshake) is one: with no handshake, a server that refuses
     (``allow_uids``) can only say so with one error line (docs/protocol.md section 3)."""
-    if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or obj["ipcwire"] != 1:
+    if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or not is_our_version(obj["ipcwire"]):
         return None
     text = f"{url} refused the connection: {obj['error']}"
     code = obj["code"]
@@ -223,7 +230,7 @@ class ClientHandshake:
         )
 
     def _on_welcome(self, msg: dict[str, Any]) -> Step:
-        if msg.get("ipcwire") != PROTOCOL_VERSION:
+        if not is_our_version(msg.get("ipcwire")):
             raise version_error(str(self.endpoint), msg.get("ipcwire"), self.endpoint)
         peer_max = msg.get("max_frame")
         if isinstance(peer_max, int) and peer_max >= 0:
@@ -338,7 +345,7 @@ class ServerHandshake:
         )
 
     def _on_hello(self, msg: dict[str, Any]) -> Step:
-        if msg.get("ipcwire") != PROTOCOL_VERSION:
+        if not is_our_version(msg.get("ipcwire")):
             who = "the client" if self.endpoint is None else f"the client of {self.endpoint}"
             return self._fail(version_error(who, msg.get("ipcwire"), self.endpoint), "version")
         if msg.get("codec") != self.codec:

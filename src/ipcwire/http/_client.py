@@ -170,7 +170,8 @@ class ClientCore:
                 f"{self.url} answered the channel request with something that is not ipcwire",
                 endpoint=self.url,
             ) from None
-        if info.get("ipcwire") != PROTOCOL_VERSION:
+        version = info.get("ipcwire")
+        if type(version) is not int or version != PROTOCOL_VERSION:  # not JSON's true or 1.0
             raise version_error(self.url, info.get("ipcwire"), self.url)
         if self.token is not None:
             want = proof(self.token, self._nonce, sid)

@@ -347,7 +347,8 @@ class HttpServer:
             raise Problem(
                 400, "malformed", f"the open request is not a JSON object: {exc}"
             ) from None
-        if hello.get("ipcwire") != PROTOCOL_VERSION:
+        version = hello.get("ipcwire")
+        if type(version) is not int or version != PROTOCOL_VERSION:  # not JSON's true or 1.0
             raise Problem(409, "version", f"this server speaks ipcwire protocol {PROTOCOL_VERSION}")
         if hello.get("codec") != self._codec.name:
             raise Problem(
