@@ -244,12 +244,18 @@ class Channel(abc.ABC):
         try:
             return self.recv(timeout=timeout)
         except Timeout as exc:
-            self.close()
+            self._close_for_timeout()
             raise Timeout(
                 f"no reply from {self.url} within {timeout} s; the channel was closed so that "
                 f"a late reply cannot answer a later request. Raise timeout= if the peer is slow",
                 endpoint=self.url,
             ) from exc
+
+    def _close_for_timeout(self) -> None:
+        """Close after :meth:`request`'s timeout passed; a driver whose :meth:`close` can take
+        longer than the caller's timeout (a child's shutdown) closes at once and finishes the
+        rest in the background."""
+        self.close()
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the peer closes (EndOfChannel ends the iteration)."""

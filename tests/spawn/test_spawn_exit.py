@@ -236,6 +236,30 @@ def test_exit_waits_for_a_ladder_another_thread_is_running(
     assert_nothing_left(printed["pids"])
 
 
+def test_exit_waits_for_the_ladder_a_timed_out_request_started(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    # request(timeout=) raises at its deadline and leaves the ladder to a thread; a program
+    # that ends right after must still not orphan the child.
+    printed = run_parent(
+        """
+        import json, sys
+        log, lingering = sys.argv[1], sys.argv[2]
+        ch = ipcwire.spawn([sys.executable, lingering, log, "stubborn"], exit_timeout=0.5)
+        ch.recv(timeout=20)
+        try:
+            ch.request({"op": "never answered"}, timeout=0.1)
+        except ipcwire.Timeout:
+            pass
+        assert ch.closed
+        print(json.dumps({"pids": [ch.pid]}))
+        """,
+        tmp_path / "events.jsonl",
+    )
+    leftovers.extend(printed["pids"])
+    assert_nothing_left(printed["pids"])
+
+
 def test_stderr_left_in_the_pipe_by_a_child_that_exited_reaches_the_sink(
     tmp_path: Path, leftovers: list[int]
 ) -> None:

@@ -241,6 +241,25 @@ class SpawnChannel(ExplainingPipeChannel):
             run_ladders([child])
             self._end_shutdown(child.status)
 
+    def _close_for_timeout(self) -> None:
+        """After request()'s timeout: closed now (stdin too: the child sees EOF), the rest of
+        the ladder in a thread, so that the Timeout is raised when timeout= passes, not after
+        the child's shutdown (seconds). A later close() waits for that ladder; so does the
+        interpreter's exit (:func:`_wait_for_other_threads`)."""
+        if not self._close_lock.acquire(blocking=False):
+            return  # another thread is closing it
+        try:
+            child = self._begin_shutdown(self._timeouts)
+        except BaseException:
+            self._close_lock.release()
+            raise
+        if child is None:
+            self._close_lock.release()
+            return
+        child.on_done = _finisher(self, child)  # run_ladders calls it, whatever happens
+        name = f"ipcwire-spawn-{self.pid}-close"
+        threading.Thread(target=run_ladders, args=([child],), name=name, daemon=True).start()
+
     def _begin_shutdown(self, timeouts: LadderTimeouts) -> LadderChild | None:
         """Close stdin (the child sees EOF); the child for the ladder, None if done already.
         Also takes up a ladder an exception interrupted. The caller holds ``_close_lock``."""
