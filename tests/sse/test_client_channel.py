@@ -47,6 +47,7 @@ class Channel(ClientChannelBase):
             core, connect_timeout=3.0, ssl=None, server_hostname=None, clock=lambda: self.now
         )
         self.connected = True
+        self.sent = 0  # events the test's server sent
 
     def _drop(self) -> None:
         self.connected = False
@@ -84,12 +85,51 @@ def test_a_retry_longer_than_retry_for_is_cut_to_one_last_attempt() -> None:
         ch._attempt_wait(110.3, None, None)
 
 
-def answered_and_closed(ch: Channel) -> None:
-    """A connection attempt that succeeded, then the server closed the connection."""
+def answered_and_closed(ch: Channel, events: int = 1) -> None:
+    """A connection attempt that succeeded, ``events`` new events, then the server closed
+    the connection."""
     answer = ch._answer(bytearray(), HEAD)
     assert answer is not None and answer[0]
     ch._opened(None, answer[1])
+    for _ in range(events):
+        ch.sent += 1
+        ch._received(b"id: " + SID.encode() + b"-%d\ndata: aGk=\n\n" % ch.sent)
     ch._connection_lost(None)
+
+
+def test_only_progress_resets_the_backoff_and_retry_for() -> None:
+    """A server that answers 200 and closes before any event: each answer reset the backoff
+    and the retry_for clock, so it was reconnected at the first delay, for ever. Now such a
+    connection is a failed attempt (its own time aside); a message resets both."""
+    ch = Channel(retry=0.5, retry_for=10.0)
+    ch._connection_lost(None)  # at 100
+    assert ch._attempt_wait(100.0, None, None) == 0.5
+    ch.now = 100.5
+    assert ch._attempt_wait(100.5, None, None) == 0.0
+    answered_and_closed(ch, events=0)  # open for no time at 100.5
+    assert 0.5 <= ch._attempt_wait(100.5, None, None) <= 1.0  # backing off, not 0.5 again
+    ch.now = 104.0
+    assert ch._attempt_wait(104.0, None, None) == 0.0
+    answer = ch._answer(bytearray(), HEAD)
+    assert answer is not None
+    ch._opened(None, answer[1])
+    ch.now = 200.0  # open (quiet) for 96 s: that is not time spent reconnecting
+    ch._connection_lost(None)
+    assert ch._lost_at == pytest.approx(196.0)  # 4 s of the 10 spent
+    assert 1.0 <= ch._attempt_wait(200.0, None, None) <= 2.0
+    assert ch._attempt_wait(206.0, None, None) == 0.0  # the last attempt, when retry_for ends
+    answered_and_closed(ch, events=0)
+    with pytest.raises(ChannelBroken, match="answered 3 of the attempts") as info:
+        ch._attempt_wait(206.1, None, None)
+    assert "(retry_for=): the server closed the stream" in str(info.value)
+    ch = Channel(retry=0.5, retry_for=10.0)
+    ch._connection_lost(None)
+    assert ch._attempt_wait(100.0, None, None) == 0.5
+    ch.now = 109.0
+    assert ch._attempt_wait(109.0, None, None) == 0.0
+    answered_and_closed(ch)  # a message: the budget and the backoff start over
+    assert ch._lost_at == 109.0
+    assert ch._attempt_wait(109.0, None, None) == 0.5
 
 
 def test_a_call_past_its_deadline_makes_no_further_attempt() -> None:

@@ -5,7 +5,9 @@ parsing, the handling of ipcwire's gap and end events, and the reconnection sche
 
 * reconnect after ``retry`` seconds (what the server's ``retry:`` field says, else the
   ``retry=`` option), then back off exponentially with jitter while attempts fail, up to
-  ``retry_for`` seconds in all, after which the channel is broken;
+  ``retry_for`` seconds in all, after which the channel is broken. Only progress (a message
+  received) resets the backoff and that budget: a server that answers 200 and closes the
+  stream before any event is an attempt that failed, not a connection that worked;
 * a gap (events the server could not replay) breaks the channel by default, because a
   reliable channel cannot silently skip messages; with ``allow_gaps=True`` the loss is
   counted in ``statistics().dropped``, logged, and delivery goes on;
@@ -196,6 +198,7 @@ class ClientCore:
         self._nonce = ""
         self.attempt = 0
         self._queued = 0  # messages put in the queue
+        self._progress_mark = 0  # _queued when progressed() last said so
         self._errors = 0  # errors in the queue now
         self.bytes_received = 0
         self.dropped = 0
@@ -287,7 +290,6 @@ class ClientCore:
         chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
         self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
         self.parser.new_connection()
-        self.attempt = 0
         return True
 
     def _refusal(self, head: ResponseHead, body: bytes) -> IpcwireError:
@@ -518,6 +520,16 @@ class ClientCore:
         return item
 
     # -- reconnecting -----------------------------------------------------------------------
+    def progressed(self) -> bool:
+        """Whether a message reached the queue since the last call; if so the backoff starts
+        over. A 200 alone is no progress: a server (or proxy) that answers and closes before
+        any event would otherwise be reconnected at the first delay, for ever."""
+        if self._queued == self._progress_mark:
+            return False
+        self._progress_mark = self._queued
+        self.attempt = 0
+        return True
+
     def next_delay(self) -> float:
         """Seconds to wait before the next attempt (the server's retry, then backoff)."""
         server = self.parser.retry
@@ -536,12 +548,24 @@ class ClientCore:
         server = self.parser.retry
         return server / 1000 if server is not None else self.retry
 
-    def give_up(self, why: str, cause: BaseException | None) -> ChannelBroken:
-        """The channel is broken: reconnecting failed for ``retry_for`` seconds."""
+    def give_up(self, why: str, cause: BaseException | None, *, answered: int) -> ChannelBroken:
+        """The channel is broken: reconnecting failed for ``retry_for`` seconds
+        (``answered``: connections the server answered in that time, none bringing an
+        event)."""
+        url = self.url
+        if answered:
+            fix = (
+                f"; {url} answered {answered} of the attempts but ended each stream before "
+                f"its first event: the server (or a proxy in front of it) drops the stream "
+                f"at once, see its log. retry_for= counts the time spent reconnecting since "
+                f"the last event received"
+            )
+        else:
+            fix = "; is the server running and answering? A larger retry_for= tries longer"
         err = ChannelBroken(
-            f"lost the event stream {self.url} and could not reconnect within "
-            f"{self.retry_for} s (retry_for=): {why}",
-            endpoint=self.url,
+            f"lost the event stream {url} and could not reconnect within "
+            f"{self.retry_for} s (retry_for=): {why}{fix}",
+            endpoint=url,
         )
         err.__cause__ = cause
         self.final = err

@@ -104,7 +104,12 @@ class ClientChannelBase:
         self._server_hostname = server_hostname
         self._clock = clock
         self._closed = False
+        # When reconnecting began, shifted by the time connections were open since (a
+        # connection's time is not time spent reconnecting); None: the stream is making
+        # progress (a message came since the last connection was lost, or none was lost yet).
         self._lost_at: float | None = None
+        self._opened_at = 0.0  # when the connection now open was opened
+        self._answered = 0  # connections opened since the last progress (none brought one)
         self._next_attempt: float | None = None
         self._attempted_at = float("-inf")  # when the last connection attempt started
         self._last_failure: BaseException | None = None
@@ -168,8 +173,10 @@ class ClientChannelBase:
         what the bytes mean does not depend on which read brought them)."""
         if isinstance(peername, tuple):
             self._peer = PeerInfo(address=f"{peername[0]}:{peername[1]}")
-        self._lost_at = None
-        self._heard_at = self._clock()
+        # Not progress yet (reconnecting goes on counting against retry_for): a server that
+        # answers and closes before any event would otherwise be reconnected for ever.
+        self._answered += 1
+        self._opened_at = self._heard_at = self._clock()
         if rest:
             try:
                 self._received(rest)
@@ -196,6 +203,9 @@ class ClientChannelBase:
         except RemoteProtocolError as exc:
             self._connection_lost(exc)
             return
+        if core.progressed():
+            self._lost_at = None
+            self._answered = 0
         if core.body_done:
             self._connection_lost(None)
 
@@ -223,7 +233,14 @@ class ClientChannelBase:
             return
         log.info("ipcwire: lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
         self._last_failure = exc
-        self._lost_at = self._clock()
+        now = self._clock()
+        if self._core.progressed():  # (messages parsed before a protocol error)
+            self._lost_at = None
+            self._answered = 0
+        if self._lost_at is None:
+            self._lost_at = now
+        else:  # a connection that brought no message: reconnecting goes on, its time aside
+            self._lost_at += now - self._opened_at
         self._next_attempt = None
 
     def _more(self, out: list[Any], max_messages: int | None) -> list[Any]:
@@ -250,7 +267,11 @@ class ClientChannelBase:
             self._lost_at = now
         if self._next_attempt is None:
             if now - self._lost_at > core.retry_for:
-                raise core.give_up(str(self._last_failure or "no answer"), self._last_failure)
+                failure = self._last_failure
+                why = str(failure) if failure else "no answer"
+                if failure is None and self._answered:
+                    why = "the server closed the stream"
+                raise core.give_up(why, failure, answered=self._answered)
             # The server's retry: (or the backoff) may be longer than what is left of
             # retry_for: then the last attempt is made when retry_for runs out (an attempt
             # due by then is made, however late the caller comes to make it).
