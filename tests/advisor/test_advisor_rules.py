@@ -7,14 +7,16 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import ipcwire
 from ipcwire.advisor import QUESTIONS, REQUIREMENTS, RULES, Answers, Pick, Rule, advise
-from ipcwire.advisor.engine import consider
-from ipcwire.advisor.questions import parse_answer, parse_latency, parse_throughput
+from ipcwire.advisor.engine import consider, runtime_dir
+from ipcwire.advisor.questions import parse_answer, parse_latency, parse_throughput, this_os
 from ipcwire.advisor.rules import Condition
 from ipcwire.registry import Capabilities
 
@@ -116,7 +118,7 @@ def test_recommendation_comes_from_the_registry() -> None:
     advice = advise(Answers(relation="parent-child", progress=True))
     spec = ipcwire.lookup("unix")
     assert advice.recommended is not None
-    assert advice.recommended.url == spec.example_url
+    assert advice.recommended.url == spec.example_url.replace("/run/user/1000", runtime_dir())
     assert advice.recommended.title == spec.title
     assert advice.recommended.rule is not None
     assert advice.recommended.rule.id == "parent-child-progress"
@@ -212,3 +214,26 @@ def test_a_runner_up_gives_its_own_reason_not_the_first_picks() -> None:
     assert runner is not None and runner.pick.scheme == "tcp"
     assert runner.because == "rule local-default's next choice after unix"
     assert "Unix domain socket" not in runner.because and runner.pick.how
+
+
+def test_example_paths_are_this_users_on_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's example paths are under /run/user/1000, which another user cannot write
+    (and root's, or a container's, may not exist): choose printed them all the same."""
+    answers = Answers(relation="unrelated")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    advice = advise(answers)
+    assert advice.recommended is not None
+    assert advice.recommended.url == f"unix://{tmp_path}/app.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    advice = advise(answers)
+    assert advice.recommended is not None
+    assert advice.recommended.url == f"unix://{tempfile.gettempdir()}/app.sock"
+    grpc = advise(Answers(relation="unrelated", typed_rpc=True))
+    assert grpc.recommended is not None and grpc.recommended.pick.scheme == "grpc"
+    assert "/run/user/1000" not in grpc.recommended.url
+    # Advice for another OS keeps the example: this machine's directories are not its own.
+    other = "darwin" if this_os() != "darwin" else "linux"
+    advice = advise(Answers(relation="unrelated", os=other))
+    assert advice.recommended is not None and "/run/user/1000/" in advice.recommended.url

@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,8 +190,24 @@ def wait_option(spec: MechanismSpec) -> str:
     return str(getattr(module, "BENCH_WAIT_OPTION", "policy"))
 
 
-def _url(pick: Pick, spec: MechanismSpec) -> str:
+# The example URLs of the registry and the rules put files in the runtime directory of a
+# typical first user; a recommendation for this machine puts them in this user's.
+_EXAMPLE_DIR = "/run/user/1000/"
+
+
+def runtime_dir() -> str:
+    """Where this user's socket files go: ``$XDG_RUNTIME_DIR`` when it is a directory this
+    user can write, else the temporary directory."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK | os.X_OK):
+        return runtime.rstrip("/") or "/"
+    return tempfile.gettempdir()
+
+
+def _url(pick: Pick, spec: MechanismSpec, answers: Answers) -> str:
     url = pick.url or spec.example_url or f"{pick.scheme}:"
+    if answers.os == this_os() and _EXAMPLE_DIR in url:
+        url = url.replace(_EXAMPLE_DIR, runtime_dir().rstrip("/") + "/")
     if pick.wait:
         url += ("&" if "?" in url else "?") + f"{wait_option(spec)}={pick.wait}"
     return url
@@ -211,19 +229,21 @@ def consider(pick: Pick, answers: Answers) -> Considered:
             return Considered(
                 pick,
                 spec.title,
-                _url(pick, spec),
+                _url(pick, spec, answers),
                 f"{spec.title} does not run on {answers.os} (only {', '.join(caps.platforms)})",
             )
         if answers.os == this_os():
             reason = spec.unavailable_reason()
             if reason is not None:
-                return Considered(pick, spec.title, _url(pick, spec), f"not available: {reason}")
+                return Considered(
+                    pick, spec.title, _url(pick, spec, answers), f"not available: {reason}"
+                )
         specs.append(spec)
     main = specs[0]
     title = " + ".join(s.title for s in specs)
     if pick.per_direction:
         title += " (two: one per direction)"
-    url = " + ".join(_url(pick if s is main else Pick(s.scheme), s) for s in specs)
+    url = " + ".join(_url(pick if s is main else Pick(s.scheme), s, answers) for s in specs)
     if pick.wait is not None and pick.wait not in main.capabilities.wait_policies:
         policies = ", ".join(main.capabilities.wait_policies) or "none"
         return Considered(
