@@ -26,7 +26,8 @@ import ipcwire
 from ipcwire import aio
 from ipcwire.channel import Channel
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
-from ipcwire.http._protocol import FAILED_HEADER, StreamReader, failure_frame
+from ipcwire.http._frames import StreamReader, failure_frame
+from ipcwire.http._protocol import FAILED_HEADER
 
 SECRET = "do-not-leak-this"
 KB = 1024

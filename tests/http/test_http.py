@@ -369,7 +369,7 @@ def test_batches_with_large_messages_arrive_whole() -> None:
 
 
 def test_frame_splitter_any_chunking() -> None:
-    from ipcwire.http._protocol import FrameSplitter, batch_chunks
+    from ipcwire.http._frames import FrameSplitter, batch_chunks
 
     msgs = [b"", b"a", bytes(range(256)) * 300, b"bc", bytes(70_000)]
     chunks, size = batch_chunks(msgs)

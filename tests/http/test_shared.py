@@ -10,7 +10,8 @@ from ipcwire._core.url import parse_url
 from ipcwire.errors import ConfigurationError, EndOfChannel, FrameTooLarge, RemoteProtocolError
 from ipcwire.http._client import ClientCore
 from ipcwire.http._connect import Redial, dial
-from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE, pack_batch
+from ipcwire.http._frames import pack_batch
+from ipcwire.http._protocol import BATCH_TYPE, PROBLEM_TYPE
 from ipcwire.options import ChannelOptions
 
 URL = "http://127.0.0.1:8080/ipc"

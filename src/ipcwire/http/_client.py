@@ -43,6 +43,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
+from ipcwire.http._frames import batch_chunks, unpack_batch
 from ipcwire.http._protocol import (
     BATCH_TYPE,
     FAILED_HEADER,
@@ -54,14 +55,12 @@ from ipcwire.http._protocol import (
     REPLY_HEADER,
     TIMEOUT_HEADER,
     UNDELIVERED_HEADER,
-    batch_chunks,
     content_type_for,
     error_from_response,
     failed_header,
     peer_failed,
     proof,
     token_header,
-    unpack_batch,
 )
 from ipcwire.options import ChannelOptions
 

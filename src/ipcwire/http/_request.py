@@ -18,12 +18,12 @@ from aiohttp import web
 from ipcwire._core.codecs import BytesCodec, Codec
 from ipcwire.aio._timeouts import within
 from ipcwire.errors import IpcwireError
+from ipcwire.http._frames import FrameSplitter
 from ipcwire.http._protocol import (
     BATCH_TYPE,
     MAX_POLL_WAIT,
     REPLY_HEADER,
     TIMEOUT_HEADER,
-    FrameSplitter,
     Problem,
     media_type_matches,
 )

@@ -23,12 +23,12 @@ from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._after_loop import drop_connections, loop_ended
+from ipcwire.http._frames import HEARTBEAT_FRAME, failure_frame, pack_batch
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     BATCH_TYPE,
     FAILED_HEADER,
     HEARTBEAT,
-    HEARTBEAT_FRAME,
     MAX_POLL_WAIT,
     OPEN_TYPE,
     PROBLEM_TYPE,
@@ -38,11 +38,9 @@ from ipcwire.http._protocol import (
     Problem,
     check_bearer,
     content_type_for,
-    failure_frame,
     json_bytes,
     json_object,
     method_not_allowed,
-    pack_batch,
     peer_failed,
     proof,
     reason_from_header,

@@ -30,8 +30,8 @@ from ipcwire.http._connect import (
     dial,
     transport_settings,
 )
+from ipcwire.http._frames import StreamReader
 from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
-from ipcwire.http._protocol import StreamReader
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
