@@ -83,12 +83,16 @@ class _Wait:
 
     def sleep(self) -> bool:
         """Untimed park on a socket doorbell: one blocking recv (the GIL released). False: its
-        peer end is gone (or this side shut it)."""
+        peer end is gone, the liveness socket hung up, or this side shut the doorbell."""
         assert self.wait_sock is not None
         try:
             return self.wait_sock.recv(64) != b""
-        except BlockingIOError:  # made non-blocking by someone: poll instead
-            self.poller.poll(None)
+        except BlockingIOError:
+            # the recv gave up (SO_RCVTIMEO: see _setup._bell), or someone made the socket
+            # non-blocking: wait on the doorbell and the liveness socket, as the C ring does
+            events = self.poller.poll(None)
+            if any(fd == self.alive_fd for fd, _ in events):
+                return False
             return self.drain()
 
     def alive(self) -> bool:

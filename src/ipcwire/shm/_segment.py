@@ -127,6 +127,12 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
 def check_doorbell(fd: int, who: str) -> None:
     """Refuse a file descriptor that is not a connected Unix stream socket (a doorbell).
 
+    A doorbell is one end of a socketpair, so its peer has no address. A socket whose peer
+    has one is the client's end of a connection to a listening socket: perhaps its own
+    connection to this server. Taking that would make this process hold both ends of its own
+    liveness socket, which then never hangs up: a waiter would never learn that the client
+    died (even a spinning one, which asks that socket). So it is refused too.
+
     Raises:
         RemoteProtocolError: it is something else.
     """
@@ -137,15 +143,23 @@ def check_doorbell(fd: int, who: str) -> None:
             f"{who} sent a file descriptor that is not a socket where a doorbell (one end of "
             f"a Unix stream socketpair) was expected"
         ) from exc
+    peer: object = ""
     try:
         ok = sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM
         if ok:
             try:
-                sock.getpeername()
+                peer = sock.getpeername()
             except OSError:
                 ok = False
     finally:
         sock.detach()
+    if peer:
+        raise RemoteProtocolError(
+            f"{who} sent a socket connected to {peer!r} where a doorbell (one end of a Unix "
+            f"stream socketpair) was expected; a connection to a listening socket (perhaps "
+            f"the client's own connection to this server) is refused: holding it would keep "
+            f"this server from seeing the client die"
+        )
     if not ok:
         raise RemoteProtocolError(
             f"{who} sent a socket that is not a connected Unix stream socket where a doorbell "

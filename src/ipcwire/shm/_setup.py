@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from typing import Any, Final
 
 import msgspec
@@ -71,9 +72,30 @@ def _parse(body: bytes, who: str) -> dict[str, Any]:
     return msg
 
 
+# How long an untimed park sleeps in its one blocking ``recv`` before it also watches the
+# liveness socket (SO_RCVTIMEO on this side's doorbell ends; see _bell).
+PARK_RECHECK_US: Final = 10_000
+
+
 def _bell(fd: int) -> socket.socket:
+    """This side's end of a doorbell, as the link keeps it.
+
+    An untimed park sleeps in one blocking ``recv`` on it, which ends when the peer rings or
+    the peer's end closes. The end may be held by more than the peer, though: a hostile
+    client can hand the server both ends of one socketpair, or ends whose other end it gave
+    to the server in another connection; that end then never closes, and the ``recv`` never
+    learns that the client died. So the ``recv`` gives up after ``PARK_RECHECK_US``
+    (SO_RCVTIMEO, set once here, nothing per message): the ring then waits in ``poll`` on
+    the doorbell *and* the liveness socket, as a timed wait does, until something happens.
+    A busy channel never parks that long; an idle one pays one extra wake-up per long wait.
+    """
     s = socket.socket(fileno=fd)
     s.setblocking(True)  # (a default timeout set with socket.setdefaulttimeout would not be)
+    s.setsockopt(
+        socket.SOL_SOCKET,
+        socket.SO_RCVTIMEO,
+        struct.pack("@ll", PARK_RECHECK_US // 1_000_000, PARK_RECHECK_US % 1_000_000),
+    )
     return s
 
 
