@@ -21,8 +21,8 @@ import pytest
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import ChannelBroken, ChannelClosed, EndOfChannel, Timeout
+from ipcwire.http import _aio_client as http_aio
 from ipcwire.http import _blocking_client as http_blocking
-from ipcwire.http import aio as http_aio
 
 MB = 1_000_000
 
