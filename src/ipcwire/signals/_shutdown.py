@@ -37,7 +37,7 @@ from ipcwire._poll import wait_readable
 from ipcwire.signals._dispatch import dispatcher, request_exit
 from ipcwire.signals._names import SignalLike, parse_signal
 
-__all__ = ["GracefulShutdown", "cannot_clean_up", "graceful_shutdown"]
+__all__ = ["GracefulShutdown", "cannot_clean_up", "graceful_shutdown", "interrupted_close"]
 
 log = logging.getLogger("ipcwire")
 
@@ -120,8 +120,11 @@ class GracefulShutdown:
         if not first:
             self._done.wait(self._timeout)
             return
+        steps = list(reversed(self._steps))
+        if self.signal is not None:  # interrupted: work handed out is not done
+            steps = [(what, interrupted_close(res) or step, res) for what, step, res in steps]
         try:
-            for what, step in _batched(list(reversed(self._steps))):
+            for what, step in _batched(steps):
                 try:
                     step()
                 except Exception:
@@ -196,6 +199,14 @@ class GracefulShutdown:
         self.close()
         if et is None and self._exit and self.signal is not None:
             raise SystemExit(self._exit_code)  # a signal ended the block: the process exits
+
+
+def interrupted_close(res: Any) -> Callable[[], object] | None:
+    """What closes ``res`` in a shutdown a signal started, if not its ``close()``: the
+    ``_close_interrupted()`` of a resource that hands out work (a spool channel), which gives
+    back the work it handed out and not finished rather than taking it as done."""
+    close = getattr(res, "_close_interrupted", None)
+    return close if callable(close) else None
 
 
 def _batched(

@@ -44,7 +44,7 @@ from ipcwire.signals._names import (
     send_signal,
     target_pid,
 )
-from ipcwire.signals._shutdown import cannot_clean_up
+from ipcwire.signals._shutdown import cannot_clean_up, interrupted_close
 from ipcwire.signals._terminate import _KILL_WAIT, _gone, joined
 
 __all__ = [
@@ -448,19 +448,22 @@ class AioGracefulShutdown:
     async def _run(self, *, exit: bool) -> None:
         # As the blocking shutdown: the closes and callbacks in reverse order, then the paths
         # (a socket file goes after the listener that serves it, whatever the order given)
+        interrupted = self.signal is not None  # (not a call of shutdown() or aclose())
         paths = [r for r in self._resources if isinstance(r, str | os.PathLike)]
         others = [r for r in self._resources if not isinstance(r, str | os.PathLike)]
         try:
             for group in _batched([*reversed(others), *paths]):
                 if len(group) == 1:
                     try:
-                        await _clean(group[0])
+                        await _clean(group[0], interrupted)
                     except Exception:
                         log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
                     continue
                 # a run of spawned children's channels closes together: one shutdown ladder
                 # for all of them, not one each (as the blocking shutdown's close_all)
-                results = await asyncio.gather(*map(_clean, group), return_exceptions=True)
+                results = await asyncio.gather(
+                    *(_clean(res, interrupted) for res in group), return_exceptions=True
+                )
                 for res, result in zip(group, results, strict=True):
                     if isinstance(result, Exception):
                         log.error(
@@ -507,9 +510,13 @@ def _batched(resources: list[Any]) -> list[list[Any]]:
     return groups
 
 
-async def _clean(res: Any) -> None:
+async def _clean(res: Any, interrupted: bool = False) -> None:
     if isinstance(res, str | os.PathLike):
         Path(res).unlink(missing_ok=True)
+        return
+    close_interrupted = interrupted_close(res) if interrupted else None
+    if close_interrupted is not None:  # a signal started it: work handed out is not done
+        close_interrupted()
         return
     aclose = getattr(res, "aclose", None)
     if aclose is not None:

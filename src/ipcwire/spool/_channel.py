@@ -251,6 +251,12 @@ class ChannelCore:
         """Acknowledge what ``recv`` returned, release unfinished ``claim()`` deliveries."""
         self._close(ack=True)
 
+    def _close_interrupted(self) -> None:
+        """The close of a graceful shutdown that a signal started (``ipcwire.signals``): the
+        message ``recv`` returned is being processed, not done, so it is released (delivered
+        again, to this consumer's successor), not acknowledged."""
+        self._close(ack=False)
+
     def _close(self, *, ack: bool) -> None:
         """The driver's close: ``ack=False`` when leaving a ``with`` block by an exception
         (the message being processed is then redelivered, not lost)."""
