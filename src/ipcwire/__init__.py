@@ -14,6 +14,8 @@ asyncio: the same names in :mod:`ipcwire.aio`, with ``await``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ipcwire._api import connect, listen
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -39,6 +41,9 @@ from ipcwire.errors import (
 from ipcwire.registry import Capabilities, MechanismSpec, lookup, mechanisms
 from ipcwire.signals import graceful_shutdown, terminate
 from ipcwire.spawn import spawn, stdio
+
+if TYPE_CHECKING:  # at run time, imported on first use (__getattr__ below)
+    from ipcwire import aio as aio
 
 __version__ = "0.1.0"
 
@@ -77,3 +82,13 @@ __all__ = [
     "stdio",
     "terminate",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``ipcwire.aio`` after a plain ``import ipcwire`` (as the docs write it), imported on
+    first use: a blocking program does not import asyncio."""
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("ipcwire.aio")
+    raise AttributeError(f"module 'ipcwire' has no attribute {name!r}")

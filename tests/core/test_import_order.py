@@ -34,3 +34,22 @@ def test_each_module_imports_first() -> None:
     ).stdout.splitlines()
     assert int(out[0]) > 50  # the walk found the package's modules
     assert out[1:] == [] or out[1:] == [""], "\n".join(out[1:])
+
+
+def test_ipcwire_aio_after_a_plain_import_ipcwire() -> None:
+    """The docs write ``import ipcwire`` then ``await ipcwire.aio.connect(...)``: that was an
+    AttributeError unless something had imported ipcwire.aio. It is imported on first use, so a
+    blocking program still does not import asyncio."""
+    script = (
+        "import sys, ipcwire\n"
+        "print('asyncio' in sys.modules)\n"
+        "print(ipcwire.aio.connect is sys.modules['ipcwire.aio'].connect)\n"
+        "try:\n"
+        "    ipcwire.nonesuch\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert out == ["False", "True", "module 'ipcwire' has no attribute 'nonesuch'"]
