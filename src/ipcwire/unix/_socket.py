@@ -18,6 +18,7 @@ Binding is where Unix sockets usually go wrong; this module makes it safe by def
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -328,6 +329,7 @@ def remove_on_close(path: str, ident: tuple[int, int] | None = None) -> Callable
     owner = os.getpid()
 
     def cleanup() -> None:
+        _not_removed.pop(id(cleanup), None)
         if os.getpid() != owner:
             return
         try:
@@ -337,7 +339,20 @@ def remove_on_close(path: str, ident: tuple[int, int] | None = None) -> Callable
         except OSError:
             pass
 
+    _not_removed[id(cleanup)] = cleanup
     return cleanup
+
+
+# The socket files of listeners still open: removed at interpreter exit, so that a program
+# that never closed its listener (or let it be garbage collected) leaves no file behind. A
+# process killed with -9 leaves its file, which the next listen() probes and replaces.
+_not_removed: dict[int, Callable[[], None]] = {}
+
+
+@atexit.register
+def _remove_at_exit() -> None:
+    for cleanup in list(_not_removed.values()):
+        cleanup()  # (in a forked child: nothing, the files are its parent's)
 
 
 @contextlib.contextmanager
