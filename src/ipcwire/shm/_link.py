@@ -49,10 +49,11 @@ from dataclasses import dataclass, field
 
 from ipcwire._core.ending import exit_reason
 from ipcwire.shm._ending import PeerEnd, failed_frame
+from ipcwire.shm._peers import inode
 from ipcwire.shm._ring import RingEnd
 from ipcwire.shm._segment import Segment
 
-__all__ = ["Link"]
+__all__ = ["HELD", "Link"]
 
 
 @dataclass(eq=False)
@@ -73,6 +74,8 @@ class Link:
     def __post_init__(self) -> None:
         self.rx.on_end = PeerEnd(self.sock, self.name, self.who or self.name)
         _open.add(self)  # told at exit if an uncaught exception ends the program
+        self._inodes = [inode(s.fileno()) for s in (self.rx_bell, self.tx_bell, self.sock)]
+        HELD.update(self._inodes)
 
     @property
     def rx_fd(self) -> int:
@@ -107,6 +110,7 @@ class Link:
             return
         self.closed = True
         _open.discard(self)
+        HELD.difference_update(getattr(self, "_inodes", ()))
         if os.getpid() != self.owner:
             # A forked child closing its copy: the rings are its parent's channel, so mark
             # nothing closed in them (the parent's peer would see the end). Close our fds;
@@ -148,6 +152,10 @@ class Link:
 
 
 _open: weakref.WeakSet[Link] = weakref.WeakSet()
+
+# The inodes of the sockets the open links of this process hold (doorbell ends, liveness
+# sockets): a new client's doorbell connected to one of them is refused (_setup).
+HELD: set[int] = set()
 
 
 def _failed_at_exit() -> None:

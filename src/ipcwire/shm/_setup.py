@@ -37,8 +37,9 @@ from ipcwire.errors import (
 )
 from ipcwire.shm import _layout as L
 from ipcwire.shm._frames import encode_frame, recv_frame, remaining
-from ipcwire.shm._link import Link
+from ipcwire.shm._link import HELD, Link
 from ipcwire.shm._naming import DEFAULT_CAPACITY
+from ipcwire.shm._peers import inode, peer_inode
 from ipcwire.shm._ring import RingEnd, make_ring
 from ipcwire.shm._segment import Segment, check_doorbell, create_segment, open_segment
 
@@ -309,6 +310,7 @@ def server_setup(
         seg = open_segment(fds[0], capacity, who)
         for fd in fds[1:]:
             check_doorbell(fd, who)
+        _check_bells_are_theirs(fds[1:], sock, who)
         rings = _attach(seg, capacity, (1, 0), fds[1:], sock, name, impl, ring_kw)
     except BaseException:
         _undo(rings, fds, seg)
@@ -316,6 +318,27 @@ def server_setup(
     os.close(fds[0])  # the mapping keeps the memory
     link = Link(rings[0], rings[1], sock, _bell(fds[1]), _bell(fds[2]), seg, name, who)
     return link, encode_frame({"shm": 1})
+
+
+def _check_bells_are_theirs(bells: list[int], sock: socket.socket, who: str) -> None:
+    """Refuse doorbells whose other end this process holds: the other doorbell of the same
+    setup, the connection's own socket, or a socket of another open link (as a client handing
+    over both ends of one socketpair, in one setup or across two, would have it). The client's
+    death would never close such a doorbell, and only refusing it is sure: a timeout set on
+    this end can be undone by a client that kept a copy of it. (Where the kernel does not say
+    which socket a doorbell is connected to, ``_bell``'s timeout is what remains.)
+
+    Raises:
+        RemoteProtocolError: such a doorbell.
+    """
+    mine = {inode(fd) for fd in bells} | {inode(sock.fileno())} | HELD
+    for fd in bells:
+        if peer_inode(fd) in mine:
+            raise RemoteProtocolError(
+                f"{who} sent a doorbell whose other end this server holds itself (both ends "
+                f"of one socketpair, or one given to it before); a doorbell must be one end of "
+                f"a socketpair whose other end the client keeps, so it was refused"
+            )
 
 
 def refusal(exc: BaseException) -> bytes:
