@@ -118,3 +118,27 @@ def test_floor_targets_pair_each_repetition_with_that_repetitions_floor() -> Non
     del doc["floor"]
     [park] = [t for t in check_targets(doc) if t["target"].startswith("shm: park")]
     assert park["held"] is None
+
+
+def test_the_verdict_reads_large_message_rates_in_plain_numbers() -> None:
+    """At 8 MiB the highest throughput read "0.00 M msgs/s (4.47 GB/s)"."""
+    from ipcwire.bench.rules import verdict
+
+    contender = {"id": "ipcwire/shm", "title": "ipcwire shm", "group": "ipcwire", "batched": False}
+    doc: dict[str, Any] = {
+        "contenders": [contender],
+        "results": [
+            {
+                "contender": "ipcwire/shm",
+                "kind": "throughput",
+                "status": "ok",
+                "size": size,
+                "summary": {"msgs_per_s": rate, "bytes_per_s": rate * size},
+                "vs_baseline": None,
+            }
+            for size, rate in ((64, 1_460_000.0), (8 << 20, 533.0))
+        ],
+    }
+    lines = verdict(doc)
+    assert "Highest throughput at 64 B: ipcwire shm, 1.46 M msgs/s (93 MB/s)." in lines
+    assert "Highest throughput at 8 MiB: ipcwire shm, 533 msgs/s (4.47 GB/s)." in lines

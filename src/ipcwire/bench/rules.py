@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ipcwire.bench.report import fmt_bandwidth, fmt_rate
 from ipcwire.bench.runner import format_size
 
 __all__ = ["RULES", "Rule", "check_rules", "check_targets", "verdict"]
@@ -379,6 +380,12 @@ def _is(cid: str) -> Callable[[dict[str, Any]], bool]:
     return lambda c: bool(c["id"] == cid)
 
 
+def _msgs(v: float) -> str:
+    """Messages per second: "1.46 M msgs/s", "512 k msgs/s", "533 msgs/s" (large messages
+    read "0.00 M msgs/s" before)."""
+    return fmt_rate(v).replace("/s", " msgs/s")
+
+
 def _us(v: float) -> str:
     return f"{v:.1f} µs" if v >= 10 else f"{v:.2f} µs"
 
@@ -407,14 +414,13 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         s = r["summary"]
         lines.append(
             f"Highest throughput at {format_size(size)}: {c['title']}, "
-            f"{s['msgs_per_s'] / 1e6:.2f} M msgs/s ({s['bytes_per_s'] / 1e9:.2f} GB/s)."
+            f"{_msgs(s['msgs_per_s'])} ({fmt_bandwidth(s['bytes_per_s'])})."
         )
         single = [(r, c) for r, c in rows if not c["batched"]]
         if single and c["batched"]:
             r, c = max(single, key=lambda rc: rc[0]["summary"]["msgs_per_s"])
             lines.append(
-                f"  One message per call: {c['title']}, "
-                f"{r['summary']['msgs_per_s'] / 1e6:.2f} M msgs/s."
+                f"  One message per call: {c['title']}, {_msgs(r['summary']['msgs_per_s'])}."
             )
     for c in doc["contenders"]:
         if c["group"] != "ipcwire" or c["batched"]:
