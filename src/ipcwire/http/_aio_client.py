@@ -22,8 +22,8 @@ from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
 from ipcwire.http._after_loop import loop_ended, pool_sockets
-from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd
+from ipcwire.http._client import ClientCore, Req
+from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd, transport_error
 from ipcwire.http._frames import StreamReader
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT

@@ -22,8 +22,8 @@ from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
-from ipcwire.http._client import ClientCore, Req, transport_error
-from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd
+from ipcwire.http._client import ClientCore, Req
+from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd, transport_error
 from ipcwire.http._frames import StreamReader
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import ssl
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,16 +27,13 @@ import msgspec
 from ipcwire._core.codecs import BytesCodec, encode_message
 from ipcwire._core.handshake import same_secret, version_error
 from ipcwire._core.wire import checked_decode
-from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
     ChannelClosed,
-    ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
-    InvalidURL,
     IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
@@ -64,7 +60,7 @@ from ipcwire.http._protocol import (
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["REPLY_HEADERS", "ClientCore", "Req", "transport_error"]
+__all__ = ["REPLY_HEADERS", "ClientCore", "Req"]
 
 _CLOSE_TIMEOUT: Final = 2.0
 # What a post asking for the reply adds (the server then delivers at once or not at all, as
@@ -515,56 +511,3 @@ class ClientCore:
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(self.sent, self.received, self.bytes_sent, self.bytes_received, 0)
-
-
-def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
-    """The typed error for an httpx failure (the OSError underneath, when there is one)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return Timeout(f"{url}: timed out while {doing} it ({type(exc).__name__})", endpoint=url)
-    cause: BaseException | None = exc
-    while cause is not None:  # the first OSError that says what happened (anyio wraps them)
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return AuthenticationFailed(
-                f"TLS: {url} presented a certificate this side does not trust "
-                f"({cause.verify_message}); pass ssl= an SSLContext that trusts its CA",
-                endpoint=url,
-            )
-        if isinstance(cause, ssl.SSLError):
-            return ChannelBroken(f"TLS with {url} failed while {doing} it: {cause}", endpoint=url)
-        if isinstance(cause, OSError) and cause.errno is not None:
-            if doing != "connecting to" and isinstance(
-                cause, FileNotFoundError | ConnectionRefusedError
-            ):
-                return ConnectionRefused(
-                    f"nothing listens at {url} (while {doing} it): the server stopped, "
-                    f"restarted or is not running",
-                    endpoint=url,
-                )
-            if isinstance(cause, FileNotFoundError):
-                return ConnectionRefused(
-                    f"no socket at {url}: is the server running, at this exact path? Pass "
-                    f"reconnect=SECONDS to wait for it",
-                    endpoint=url,
-                )
-            return translate(cause, url, doing)
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError):
-        text = str(exc)
-        if "refused" in text.lower() or "No such file" in text:
-            if doing != "connecting to":
-                return ConnectionRefused(
-                    f"nothing listens at {url} (while {doing} it): the server stopped, "
-                    f"restarted or is not running ({text})",
-                    endpoint=url,
-                )
-            return ConnectionRefused(
-                f"nothing is listening at {url}: start the server first ({text})", endpoint=url
-            )
-        return ChannelBroken(f"cannot connect to {url}: {text}", endpoint=url)
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return InvalidURL(f"{url}: {exc}", endpoint=url)
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return ChannelBroken(
-            f"{url} closed the connection or broke HTTP while {doing} it: {exc}", endpoint=url
-        )
-    return ChannelBroken(f"{url} broke while {doing} it: {exc}", endpoint=url)

@@ -5,8 +5,10 @@ differ in how they wait and make requests. The rest is here once: the options ``
 accepts and what it works out before the first request (:func:`dial`: the address, the
 :class:`~ipcwire.http._client.ClientCore`, the timeout, who the peer is), the settings of the
 httpx transport and client, when to try again after a refusal (:class:`Redial`), the timeouts
-of the message stream and of ``close``, and what a client channel answers without asking the
-server (:class:`ClientEnd`: ``closed``, ``peer``, ``statistics``).
+of the message stream and of ``close``, what a client channel answers without asking the
+server (:class:`ClientEnd`: ``closed``, ``peer``, ``statistics``), and the typed error for a
+failure of httpx itself (:func:`transport_error`: no connection, TLS, a broken response; an
+HTTP error answer is mapped by :meth:`ClientCore.error <ipcwire.http._client.ClientCore.error>`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ from typing import Any, Final
 import httpx
 
 from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConnectionRefused,
+    InvalidURL,
+    IpcwireError,
+    Timeout,
+)
 from ipcwire.http._address import HttpAddress, resolve
 from ipcwire.http._client import ClientCore
 from ipcwire.http._protocol import HEARTBEAT
@@ -37,6 +48,7 @@ __all__ = [
     "Redial",
     "client_settings",
     "dial",
+    "transport_error",
     "transport_settings",
 ]
 
@@ -138,3 +150,56 @@ class ClientEnd:
 
     def statistics(self) -> ChannelStatistics:
         return self._core.statistics()
+
+
+def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
+    """The typed error for an httpx failure (the OSError underneath, when there is one)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Timeout(f"{url}: timed out while {doing} it ({type(exc).__name__})", endpoint=url)
+    cause: BaseException | None = exc
+    while cause is not None:  # the first OSError that says what happened (anyio wraps them)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return AuthenticationFailed(
+                f"TLS: {url} presented a certificate this side does not trust "
+                f"({cause.verify_message}); pass ssl= an SSLContext that trusts its CA",
+                endpoint=url,
+            )
+        if isinstance(cause, ssl.SSLError):
+            return ChannelBroken(f"TLS with {url} failed while {doing} it: {cause}", endpoint=url)
+        if isinstance(cause, OSError) and cause.errno is not None:
+            if doing != "connecting to" and isinstance(
+                cause, FileNotFoundError | ConnectionRefusedError
+            ):
+                return ConnectionRefused(
+                    f"nothing listens at {url} (while {doing} it): the server stopped, "
+                    f"restarted or is not running",
+                    endpoint=url,
+                )
+            if isinstance(cause, FileNotFoundError):
+                return ConnectionRefused(
+                    f"no socket at {url}: is the server running, at this exact path? Pass "
+                    f"reconnect=SECONDS to wait for it",
+                    endpoint=url,
+                )
+            return translate(cause, url, doing)
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc)
+        if "refused" in text.lower() or "No such file" in text:
+            if doing != "connecting to":
+                return ConnectionRefused(
+                    f"nothing listens at {url} (while {doing} it): the server stopped, "
+                    f"restarted or is not running ({text})",
+                    endpoint=url,
+                )
+            return ConnectionRefused(
+                f"nothing is listening at {url}: start the server first ({text})", endpoint=url
+            )
+        return ChannelBroken(f"cannot connect to {url}: {text}", endpoint=url)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return InvalidURL(f"{url}: {exc}", endpoint=url)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return ChannelBroken(
+            f"{url} closed the connection or broke HTTP while {doing} it: {exc}", endpoint=url
+        )
+    return ChannelBroken(f"{url} broke while {doing} it: {exc}", endpoint=url)

@@ -4,8 +4,8 @@ A body is read within its size limit (413) and the idle timeout (408), split int
 if it is a batch, and decoded by the endpoint's codec (400, 415); the waits a request asks
 for (``Ipcwire-Timeout``, ``Ipcwire-Reply``, ``?wait=``) are read as seconds (400), a long
 poll's at most ``MAX_POLL_WAIT``. This is the parsing of requests, apart from ``_server.py``,
-which routes them and answers them from the sessions: the server's ``Problem`` handler turns
-what is raised here into the problem document the client sees.
+which routes them, and ``_endpoints.py``, which answers them from the sessions: the server's
+``Problem`` handler turns what is raised here into the problem document the client sees.
 """
 
 from __future__ import annotations
