@@ -205,7 +205,9 @@ def _limit_rows(lim: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 "/dev/shm",  # noqa: S108 - a label
                 f"{_size(shm['size_bytes'])} ({_size(shm['free_bytes'])} free)",
-                "shared memory segments live here (Docker's default is 64 MiB)",
+                "POSIX shared memory lives here (as used by multiprocessing and iceoryx2; "
+                "Docker's default is 64 MiB). ipcwire's shm:// rings are memfds, not bound "
+                "by it",
             )
         )
     path_max = lim["unix_socket_path_max"]
