@@ -34,7 +34,10 @@ class ChannelOptions:
     ``codec``: "bytes" (default), "json", "msgpack", "pickle" (needs ``token``), or a Codec.
     ``framing``: "length" (default) or "ndjson" (which defaults the codec to json).
     ``max_frame``: the largest message this side accepts, in bytes (default 64 MiB).
-    ``token``: shared secret; both sides prove they know it, it never crosses the wire.
+    ``token``: shared secret; both sides prove they know it. Through a handshake (unix,
+    tcp, shm, mq, pipe and spawn, fifo with ``reply=``, ws between ipcwire peers) only HMAC
+    proofs cross the wire; http, sse and grpc send it as a bearer header (use TLS beyond
+    loopback or a private socket).
     """
 
     url: str
