@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -11,6 +12,26 @@ import pytest
 from tests._loops import LOOPS, AioRun, runner_for
 
 _counter = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stale_shm_sockets() -> Iterator[None]:
+    """Remove, after the session, the shm rendezvous socket files its tests left stale: a
+    listener killed with -9 (as many tests do, on purpose) leaves its file in the machine-wide
+    shm directory, which the next listen() of the same name would replace; the tests' names
+    are random, so nothing would, and they piled up by the hundred. Only files that appeared
+    during the session, and that no socket is bound to, are removed."""
+    from ipcwire._core.url import parse_url
+    from ipcwire.doctor.machine import stale_sockets
+    from ipcwire.shm._naming import socket_path
+
+    directory = os.path.dirname(socket_path(parse_url("shm://probe")))
+    before = set(os.listdir(directory)) if os.path.isdir(directory) else set()
+    yield
+    for path in stale_sockets([directory]) or []:
+        if os.path.basename(path) not in before and os.path.dirname(path) == directory:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 @pytest.fixture
