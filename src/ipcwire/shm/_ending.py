@@ -2,9 +2,11 @@
 
 A side that ends after an error (a ``with`` block or ``serve()`` handler left by an exception)
 sends :func:`failed_frame` on the liveness socket, then lets go of its sending ring without
-marking it closed (``_link.Link.close``). The receiving ring calls its ``on_end`` hook,
-:class:`PeerEnd`, when it sees the peer's end; the hook reads that frame, if any, and makes the
-end ``ChannelBroken`` naming the peer's reason.
+marking it closed (``_link.Link.close``). Both rings of the other side call their ``on_end``
+hook, :class:`PeerEnd` (the receiving ring) and :meth:`PeerEnd.sending` (the sending ring),
+when they see the peer's end; the hook reads that frame, if any, and makes the end
+``ChannelBroken`` naming the peer's reason, so a side that only sends is told the same as
+one that receives.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ def failed_frame(reason: str) -> bytes:
 
 
 class PeerEnd:
-    """The receiving ring's ``on_end`` hook: when the peer's end is seen (it closed, or went
-    away), whether it said on the liveness socket that it ended after an error. Then the end
-    is ``ChannelBroken`` naming the peer's reason, else the ring's own error. The socket is
-    read once, without waiting: the peer sends the reason before it lets go of its ring."""
+    """The receiving ring's ``on_end`` hook (:meth:`sending` is the sending ring's): when the
+    peer's end is seen (it closed, or went away), whether it said on the liveness socket that
+    it ended after an error. Then the end is ``ChannelBroken`` naming the peer's reason, else
+    the ring's own error. The socket is read once, without waiting, for both rings: the peer
+    sends the reason before it lets go of either ring."""
 
     def __init__(self, sock: socket.socket, url: str, who: str) -> None:
         self.sock = sock
@@ -45,12 +48,25 @@ class PeerEnd:
         self.reason: str | None = None  # None: not read yet; "": nothing said
 
     def __call__(self, exc: Exception) -> Exception:
+        return self._told(exc, sending=False)
+
+    def sending(self, exc: Exception) -> Exception:
+        """The sending ring's hook: the peer stopped reading (closed its end, or went away)."""
+        return self._told(exc, sending=True)
+
+    def _told(self, exc: Exception, *, sending: bool) -> Exception:
         if not isinstance(exc, EndOfChannel | ChannelBroken):
             return exc
         if self.reason is None:
             self.reason = self._read()
         if not self.reason:
             return exc
+        if sending:
+            then = (
+                "nothing more can be sent to it; every message it sent before that can still "
+                "be received"
+            )
+            return failed_error(self.who, self.reason, self.url, then=then)
         if "discarded" in str(exc):  # the rings' "... the partial message was discarded"
             then = (
                 "it did so in the middle of a message, which was discarded; every whole "

@@ -33,7 +33,8 @@ side sends one last message on the socket, ``{"shm": 1, "failed": "<Type> raised
 channel was open"}`` (at most 1024 bytes of reason), then lets go of its sending ring *without*
 marking it closed. The peer's ring delivers every message published before, then sees the
 socket readable or hung up (no closed flag): the peer went away. Its ``on_end`` hook
-(``_ending.PeerEnd``) reads the message and makes that ``ChannelBroken`` naming the reason. A peer
+(``_ending.PeerEnd``) reads the message and makes that ``ChannelBroken`` naming the reason; so
+does its sending ring's, so a side blocked sending into a full ring is told the same. A peer
 of an ipcwire that does not know the message never reads it: it sees a peer that went away
 without closing (``ChannelBroken`` too). A clean close sends nothing and sets the closed flag,
 as always (``EndOfChannel``).
@@ -72,7 +73,9 @@ class Link:
     owner: int = field(default_factory=os.getpid)  # the process that set the link up
 
     def __post_init__(self) -> None:
-        self.rx.on_end = PeerEnd(self.sock, self.name, self.who or self.name)
+        end = PeerEnd(self.sock, self.name, self.who or self.name)
+        self.rx.on_end = end
+        self.tx.on_end = end.sending  # a side that only sends is told the reason too
         _open.add(self)  # told at exit if an uncaught exception ends the program
         self._inodes = [inode(s.fileno()) for s in (self.rx_bell, self.tx_bell, self.sock)]
         HELD.update(self._inodes)
