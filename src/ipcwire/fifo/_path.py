@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import Packed
 from ipcwire.errors import (
@@ -136,6 +137,7 @@ class CreatedFifos:
     def __init__(self, paths: FifoPaths, url: str, mode: int) -> None:
         self._owner = os.getpid()
         self._files: list[tuple[str, int]] = []
+        self._at_exit = AtExit(self._remove)  # also if the listener is never closed
         try:
             for path in (paths.path, paths.reply):
                 if path is not None and create_fifo(path, url, mode):
@@ -145,6 +147,9 @@ class CreatedFifos:
             raise
 
     def remove(self) -> None:
+        self._at_exit.run()
+
+    def _remove(self) -> None:
         files, self._files = self._files, []
         if os.getpid() != self._owner:
             return

@@ -11,6 +11,7 @@ listener's ownership lock with :func:`lock_path` from here. See ``_proto.py`` fo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 import posix_ipc
 
+from ipcwire._atexit import AtExit
 from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
@@ -399,12 +401,35 @@ def bind_listener(
     return bind_rendezvous(name, endpoint.url, mode=mode, backlog=n)
 
 
+# The names of listeners' queues (and lock files) to remove at interpreter exit if the
+# listener is never closed (ipcwire._atexit), by the listener's lock.
+_at_exit: dict[int, AtExit] = {}
+
+
+def unlink_at_exit(q: MessageQueue, lock: FileLock) -> None:
+    """Have the queue's name and its lock file removed at interpreter exit unless
+    :func:`release_rendezvous` runs first: a program that never closed its listener would
+    leave the queue, which counts against the user's queue limit until reboot."""
+    name, path = q.name, lock.path
+
+    def remove() -> None:
+        if lock.owner == os.getpid():  # (not in a forked child: they are its parent's)
+            with contextlib.suppress(posix_ipc.Error):
+                unlink_queue(name)
+            _remove(path)
+
+    _at_exit[id(lock)] = AtExit(remove)
+
+
 def release_rendezvous(
     q: MessageQueue, lock: FileLock, base: str, options: ChannelOptions, *, unlink: bool
 ) -> None:
     """Close the listener's queue: clean up announcements nobody will accept, unlink the
     queue (unless ``unlink`` is False), release and remove the lock. A forked child closing
     its copy of the listener only closes its descriptors: the queue is its parent's."""
+    at_exit = _at_exit.pop(id(lock), None)
+    if at_exit is not None:
+        at_exit.cancel()
     if unlink and lock.owner == os.getpid():
         while (got := _try_recv(q)) is not None:
             try:

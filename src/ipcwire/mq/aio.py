@@ -43,6 +43,7 @@ from ipcwire.mq._session import (
     bind_listener,
     channel_wire,
     release_rendezvous,
+    unlink_at_exit,
 )
 from ipcwire.options import ChannelOptions
 
@@ -446,6 +447,8 @@ class AioMqListener(AioListener):
         self._lock = lock
         self._options = options
         self._unlink = unlink
+        if unlink:
+            unlink_at_exit(queue, lock)  # also if the listener is never closed
         self._closed = False
         self._pending: dict[int, tuple[ServerSession, asyncio.TimerHandle]] = {}
         self._ready: AcceptQueue[AioMqChannel] = AcceptQueue()

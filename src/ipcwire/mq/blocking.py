@@ -48,6 +48,7 @@ from ipcwire.mq._session import (
     bind_listener,
     channel_wire,
     release_rendezvous,
+    unlink_at_exit,
 )
 from ipcwire.options import ChannelOptions
 
@@ -420,6 +421,8 @@ class MqListener(Listener):
         self._lock = lock
         self._options = options
         self._unlink = unlink
+        if unlink:
+            unlink_at_exit(queue, lock)  # also if the listener is never closed
         self._closed = False
         self._accept_lock = threading.Lock()
         self._pending: dict[int, ServerSession] = {}  # by up-queue fd

@@ -18,7 +18,6 @@ Binding is where Unix sockets usually go wrong; this module makes it safe by def
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import fcntl
@@ -34,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_files, unix_socket_inodes
 from ipcwire.channel import PeerInfo
@@ -329,7 +329,6 @@ def remove_on_close(path: str, ident: tuple[int, int] | None = None) -> Callable
     owner = os.getpid()
 
     def cleanup() -> None:
-        _not_removed.pop(id(cleanup), None)
         if os.getpid() != owner:
             return
         try:
@@ -339,20 +338,8 @@ def remove_on_close(path: str, ident: tuple[int, int] | None = None) -> Callable
         except OSError:
             pass
 
-    _not_removed[id(cleanup)] = cleanup
-    return cleanup
-
-
-# The socket files of listeners still open: removed at interpreter exit, so that a program
-# that never closed its listener (or let it be garbage collected) leaves no file behind. A
-# process killed with -9 leaves its file, which the next listen() probes and replaces.
-_not_removed: dict[int, Callable[[], None]] = {}
-
-
-@atexit.register
-def _remove_at_exit() -> None:
-    for cleanup in list(_not_removed.values()):
-        cleanup()  # (in a forked child: nothing, the files are its parent's)
+    # Also at interpreter exit, if the listener is never closed (ipcwire._atexit).
+    return AtExit(cleanup).run
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""Names in the file system (and the kernel) that must not outlive the program that made them.
+
+A listener's socket file, FIFO or message queue goes when the listener closes. A program that
+never closes it (it forgot, it let the object be garbage collected, or it ends by returning
+from ``main``) still leaves nothing: each such cleanup is registered here when the name is
+made, and what has not run by interpreter exit runs then. A process killed with -9 runs
+nothing; the next ``listen()`` of the same name probes and replaces what it left.
+
+Each cleanup checks for itself that it runs in the process that made the name (a forked
+child's exit leaves its parent's names alone) and that the name is still the one it made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+__all__ = ["AtExit"]
+
+log = logging.getLogger("ipcwire")
+
+_pending: dict[int, AtExit] = {}
+_lock = threading.Lock()
+
+
+class AtExit:
+    """``cleanup``, to run once: by :meth:`run` (a close), or at interpreter exit if nothing
+    ran or cancelled it before."""
+
+    __slots__ = ("__weakref__", "_cleanup")
+
+    def __init__(self, cleanup: Callable[[], object]) -> None:
+        self._cleanup = cleanup
+        with _lock:
+            _pending[id(self)] = self
+
+    def _take(self) -> bool:
+        with _lock:
+            return _pending.pop(id(self), None) is not None
+
+    def run(self) -> None:
+        """Run the cleanup now, unless it ran (or was cancelled) already."""
+        if self._take():
+            self._cleanup()
+
+    def cancel(self) -> None:
+        """Never run it (the owner cleaned up in its own way)."""
+        self._take()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _run_pending() -> None:
+    with _lock:
+        left = list(_pending.values())
+    for cleanup in left:
+        try:
+            cleanup.run()
+        except Exception:  # one failure must not keep the others from running
+            log.exception("ipcwire: cleaning up at exit failed")
