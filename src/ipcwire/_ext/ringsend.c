@@ -124,7 +124,11 @@ static int producer_ready(RingObject *self, int64_t deadline)
     if (self->loan_active) {
         rg_leave(self);
         rg_raise(ipcw_LocalProtocolError, self, NULL,
-                 "a loan on %U is outstanding: commit or abort it first", self->name);
+                 "a loan on %U is outstanding (loan() was not followed by send_loan() or "
+                 "abort_loan(), perhaps because filling it raised): call send_loan() or "
+                 "abort_loan() first, or fill loans in 'with ch.loaned(n) as buf:', which "
+                 "gives the loan back when its body raises",
+                 self->name);
         return -1;
     }
     if (self->send_broken) {

@@ -149,7 +149,10 @@ class PyRing(RingBase):
         if self._loan is not None:
             self._leave()
             raise LocalProtocolError(
-                f"a loan on {self.name} is outstanding: commit or abort it first",
+                f"a loan on {self.name} is outstanding (loan() was not followed by "
+                f"send_loan() or abort_loan(), perhaps because filling it raised): call "
+                f"send_loan() or abort_loan() first, or fill loans in 'with ch.loaned(n) as "
+                f"buf:', which gives the loan back when its body raises",
                 endpoint=self.name,
             )
         if self._send_broken:

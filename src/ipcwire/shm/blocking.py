@@ -147,9 +147,12 @@ class ShmChannel(Channel):
     def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring (waits for room).
 
-        Fill it, then :meth:`send_loan`. Raw bytes: the codec is not involved. At most the
-        ring's capacity less 16 bytes (``capacity[0] - 16``); a loan that large waits until
-        the ring is empty.
+        Fill it, then :meth:`send_loan` (or :meth:`abort_loan`); until then ``send()`` and
+        ``loan()`` are refused, also when filling it raised, so prefer :meth:`loaned`, which
+        ends the loan either way. Raw bytes: the codec is not involved (for a numpy array,
+        ``np.copyto(np.frombuffer(buf, a.dtype).reshape(a.shape), a)``). At most the ring's
+        capacity less 16 bytes (``capacity[0] - 16``); a loan that large waits until the
+        ring is empty.
 
         Raises:
             FrameTooLarge: over the ring's capacity less 16, or over the peer's max_frame.
