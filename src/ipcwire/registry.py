@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Final
 
+from ipcwire._oserror import translate
 from ipcwire.errors import InvalidURL, MechanismUnavailable
 
 __all__ = [
@@ -172,9 +173,18 @@ def _load_builtins() -> None:
             _loading = False
 
 
+def _builtins_loaded(url: str | None) -> None:
+    """:func:`_load_builtins`, its OSError (out of descriptors while importing a mechanism's
+    module, say) as the typed error the API promises (ResourceExhausted)."""
+    try:
+        _load_builtins()
+    except OSError as exc:
+        raise translate(exc, url or "ipcwire", "loading the mechanisms for") from exc
+
+
 def mechanisms() -> list[MechanismSpec]:
     """Every registered mechanism, in a stable order."""
-    _load_builtins()
+    _builtins_loaded(None)
     return list(_ORDER)
 
 
@@ -185,7 +195,7 @@ def lookup(scheme: str, *, url: str | None = None) -> MechanismSpec:
         InvalidURL: no mechanism has that scheme; the message names the URL and the nearest
             scheme, if one is near.
     """
-    _load_builtins()
+    _builtins_loaded(url)
     spec = _SPECS.get(scheme.lower())
     if spec is None:
         known = sorted(_SPECS)
