@@ -337,6 +337,13 @@ def test_cat_reconnect_waits_for_a_server_that_comes_up_later(sock_dir: Path) ->
             client.communicate()
 
 
+def test_cat_refused_advises_its_own_flag(sock_dir: Path) -> None:
+    """The refusal's advice named the API's keyword (reconnect=SECONDS), not cat's flag."""
+    out = _run("cat", f"unix://{sock_dir}/none.sock", stdin="")
+    assert out.returncode != 0
+    assert "--reconnect SECONDS" in out.stderr and "reconnect=SECONDS" not in out.stderr
+
+
 def test_platforms_text_shows_every_reason_whole_at_80_columns() -> None:
     """The "why not" column was cut at 80 columns ("dbus-ru…"): the fix did not show."""
     out = subprocess.run(

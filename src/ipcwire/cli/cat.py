@@ -250,7 +250,9 @@ def _run(args: argparse.Namespace, options: dict[str, Any], codec: str) -> int:
         with ipcwire.connect(args.url, timeout=args.timeout, **options) as ch:
             return _pipe(ch, codec, args.wait)
     except IpcwireError as exc:
-        print(f"ipcwire cat: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # (the API's advice names its keyword; here it is the command's flag)
+        text = str(exc).replace("reconnect=SECONDS", "--reconnect SECONDS")
+        print(f"ipcwire cat: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
