@@ -3,6 +3,7 @@ the mechanisms that work here; and how targets are dispatched."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -126,3 +127,27 @@ def test_urls_that_connect_refuses_are_refused_not_diagnosed() -> None:
         out = doctor(target)
         assert out.returncode == 2, (target, out.stdout)
         assert words in out.stdout, (target, out.stdout)
+
+
+def test_mechanisms_agree_with_ipcwire_platforms() -> None:
+    # Doctor read only the registry (platform, Python packages), so without a D-Bus session
+    # bus or a display it said "dbus: available", "clipboard: available" while `ipcwire
+    # platforms` (which also runs each mechanism's probe()) said why not.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY")}  # fmt: skip
+    run = [sys.executable, "-m", "ipcwire"]
+    out = subprocess.run([*run, "platforms", "--json"], capture_output=True, text=True,
+                         env=env, timeout=60, check=True)  # fmt: skip
+    platforms = json.loads(out.stdout)["mechanisms"]
+    out = subprocess.run([*run, "doctor", "--json"], capture_output=True, text=True, env=env,
+                         timeout=60, check=False)  # fmt: skip
+    [mechs] = findings(json.loads(out.stdout), "machine.mechanisms")
+    expected = [f"{m['scheme']}: " + ("available" if m["available"] else f"no: {m['reason']}")
+                for m in platforms]  # fmt: skip
+    assert mechs["evidence"] == expected
+    assert "dbus: no: no D-Bus session bus" in "\n".join(mechs["evidence"])
+    assert sorted(mechs["data"]["unavailable"]) == sorted(
+        m["scheme"] for m in platforms if not m["available"]
+    )
+    working = sum(m["available"] for m in platforms)
+    assert mechs["summary"] == f"{working} of {len(platforms)} mechanisms work here"
