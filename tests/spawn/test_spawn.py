@@ -635,6 +635,39 @@ def test_child_exits_when_its_parent_dies() -> None:
             os.kill(child_pid, signal.SIGKILL)
 
 
+def test_the_childs_own_subprocesses_end_with_it_when_its_parent_dies() -> None:
+    """parent (killed with -9) -> child with exit_on_parent_death=True -> its own subprocess
+    (in the child's process group). Only the child got SIGTERM: the subprocess was left
+    running, reparented to init (found by a newcomer walkthrough). The whole group spawn()
+    made gets it now, as from the parent's shutdown ladder."""
+    inner = (
+        "import subprocess, threading, ipcwire\n"
+        "ch = ipcwire.stdio(exit_on_parent_death=True)\n"
+        "sub = subprocess.Popen(['sleep', '300'])\n"
+        "ch.send({'sub': sub.pid})\n"
+        "threading.Event().wait()\n"
+    )
+    parent_code = f"""
+        import sys, threading, ipcwire
+        ch = ipcwire.spawn([sys.executable, "-c", {inner!r}])
+        print(ch.recv(timeout=20)["sub"], ch.pid, flush=True)
+        threading.Event().wait()
+        """
+    parent = subprocess.Popen(py(parent_code), env=ENV, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    sub, child_pid = map(int, parent.stdout.readline().split())
+    try:
+        assert alive(sub) and alive(child_pid)
+        parent.kill()
+        parent.wait(10)
+        assert wait_dead(child_pid, 10), "the child outlived its parent"
+        assert wait_dead(sub, 10), "the child's subprocess outlived it"
+    finally:
+        for pid in (sub, child_pid):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_exit_on_parent_death_through_a_wrapper_that_forks() -> None:
     # parent -> wrapper (a launcher that starts the agent as its child and waits: uv run,
     # poetry run, a shell script without exec) -> agent with exit_on_parent_death=True. The

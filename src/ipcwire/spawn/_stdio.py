@@ -42,6 +42,7 @@ _MAX_DEPTH: Final = 64  # ancestors looked at for the spawn()ing process
 _claimed = False
 _claim_lock = threading.Lock()
 _spawner: int | None = None  # the process that spawn()ed this one, if it meant this one
+_own_group = False  # this process is in the process group spawn() made for it
 
 
 def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], bool]:
@@ -53,7 +54,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
         LocalProtocolError: called twice in one process.
         ChannelBroken: fd 0 or 1 is closed.
     """
-    global _claimed, _spawner
+    global _claimed, _spawner, _own_group
     with _claim_lock:
         if _claimed:
             raise LocalProtocolError(
@@ -74,6 +75,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
             ) from exc
         _claimed = True
         _spawner = _meant_for(rfd)
+        _own_group = _spawner is not None and _in_a_group_of_its_own(_spawner)
     if redirect:
         with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stdout.flush()  # what is buffered still belongs to the protocol's past
@@ -123,10 +125,24 @@ def _descends_from(pid: int) -> bool:
     return False
 
 
+def _in_a_group_of_its_own(spawner: int) -> bool:
+    """Whether this process is in another process group than ``spawner``'s: the one spawn()
+    made for the child it started (this process, or a launcher between them)."""
+    try:
+        return os.getpgid(spawner) != os.getpgrp()
+    except OSError:  # the spawner is gone already
+        return False
+
+
 def _default_action() -> None:
-    # SIGTERM ourselves: the default disposition exits, and graceful_shutdown() (if installed)
-    # runs its cleanup first.
-    os.kill(os.getpid(), signal.SIGTERM)
+    # SIGTERM: the default disposition exits, and graceful_shutdown() (if installed) runs its
+    # cleanup first. In the process group spawn() made, the whole group gets it, as from the
+    # dead parent's shutdown ladder: what this child started (its own subprocesses) must not
+    # outlive it, reparented to init.
+    if _own_group:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread | None:
