@@ -44,6 +44,9 @@ from ipcwire.spawn import spawn, stdio
 
 if TYPE_CHECKING:  # at run time, imported on first use (__getattr__ below)
     from ipcwire import aio as aio
+    from ipcwire import bench as bench
+    from ipcwire import doctor as doctor
+    from ipcwire import testing as testing
 
 __version__ = "0.1.0"
 
@@ -84,11 +87,15 @@ __all__ = [
 ]
 
 
+_LAZY = frozenset({"aio", "bench", "doctor", "testing"})
+
+
 def __getattr__(name: str) -> object:
-    """``ipcwire.aio`` after a plain ``import ipcwire`` (as the docs write it), imported on
-    first use: a blocking program does not import asyncio."""
-    if name == "aio":
+    """``ipcwire.aio`` (and ``doctor``, ``testing``, ``bench``) after a plain ``import
+    ipcwire``, as the docs write them, imported on first use: a blocking program does not
+    import asyncio."""
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("ipcwire.aio")
+        return importlib.import_module(f"ipcwire.{name}")
     raise AttributeError(f"module 'ipcwire' has no attribute {name!r}")

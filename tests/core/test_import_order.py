@@ -44,6 +44,7 @@ def test_ipcwire_aio_after_a_plain_import_ipcwire() -> None:
         "import sys, ipcwire\n"
         "print('asyncio' in sys.modules)\n"
         "print(ipcwire.aio.connect is sys.modules['ipcwire.aio'].connect)\n"
+        "print(callable(ipcwire.doctor.diagnose), callable(ipcwire.testing.check_channel))\n"
         "try:\n"
         "    ipcwire.nonesuch\n"
         "except AttributeError as exc:\n"
@@ -52,4 +53,4 @@ def test_ipcwire_aio_after_a_plain_import_ipcwire() -> None:
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()
-    assert out == ["False", "True", "module 'ipcwire' has no attribute 'nonesuch'"]
+    assert out == ["False", "True", "True True", "module 'ipcwire' has no attribute 'nonesuch'"]
