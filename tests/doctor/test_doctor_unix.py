@@ -211,3 +211,36 @@ def test_the_printed_fix_is_one_line_when_piped(sock_dir: Path) -> None:
     finally:
         os.unlink(path)
         long_dir.rmdir()
+
+
+ALLOW_ROOT = """
+import ipcwire, sys
+lst = ipcwire.listen({url!r}, mode=0o666, allow_uids=[0])
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_uid_the_server_refuses_is_told_so_with_the_fix(sock_dir: Path) -> None:
+    # Doctor said "✓ ... is listening ... connect() -> accepted" (exit 0) to a uid outside the
+    # server's allow_uids, while a real client of that uid got PermissionDenied.
+    os.chmod(sock_dir, 0o755)
+    path = f"{sock_dir}/rootonly.sock"
+    url = f"unix://{path}"
+    with child(ALLOW_ROOT.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        assert connect_as_nobody(url).startswith("PermissionDenied")
+        code, data = doctor_json(url, as_nobody=True)
+        assert code == 1, data
+        assert not findings(data, "unix.live")
+        [refused] = findings(data, "unix.refused")
+        assert refused["status"] == "problem" and refused["data"]["pid"] == proc.pid
+        assert "not in allow_uids [0]" in " ".join(refused["evidence"])
+        assert "allow_uids" in refused["fix"] and str(NOBODY) in refused["fix"]
+        # root is allowed: live, as before
+        [live] = check_unix(path).find("unix.live")
+        assert live.data["pid"] == proc.pid
+    name = f"ipcwire-doctor-refuse-{os.getpid()}"  # abstract: only the server's uid by default
+    with ipcwire.listen(f"unix:@{name}"):
+        code, data = doctor_json(f"unix:@{name}", as_nobody=True)
+        assert code == 1 and findings(data, "unix.refused"), data

@@ -8,11 +8,15 @@ the caller, and finally whether a process listens on it (live: which pid; stale:
 from __future__ import annotations
 
 import errno
+import json
 import os
+import select
 import socket
 import stat
 from pathlib import Path
+from typing import Final
 
+from ipcwire._core.handshake import refusal
 from ipcwire._procfs import (
     describe_pid,
     pids_for_inodes,
@@ -46,15 +50,68 @@ def _mode(st: os.stat_result) -> str:
 def probe(sockaddr: str | bytes) -> tuple[int, int | None]:
     """Try a non-blocking connect: (0, listener pid) when something accepts, else the errno
     (ECONNREFUSED: nothing listens; EAGAIN: it listens but its backlog is full; EACCES...)."""
+    code, pid, _ = _probe(sockaddr, wait=0)
+    return code, pid
+
+
+# How long a probe waits for an ipcwire server's refusal: it refuses a uid outside its
+# allow_uids as soon as it accepts (docs/protocol.md section 3), before any message.
+REFUSAL_WAIT: Final = 0.5
+_NOT_REFUSED: Final = (
+    f"no refusal in {REFUSAL_WAIT} s (an ipcwire server refuses a uid outside its allow_uids "
+    f"at once)"
+)
+
+
+def _probe(sockaddr: str | bytes, *, wait: float) -> tuple[int, int | None, str | None]:
+    """:func:`probe`, then, when it was accepted, up to ``wait`` seconds for the server's
+    refusal: (errno or 0, listener pid, the refusal's text or None)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         sock.connect(sockaddr)
-        return 0, peer_info(sock, "").pid
+        pid = peer_info(sock, "").pid
+        return 0, pid, _refusal(sock, wait) if wait else None
     except OSError as exc:
-        return exc.errno or errno.EIO, None
+        return exc.errno or errno.EIO, None, None
     finally:
         sock.close()
+
+
+def _refusal(sock: socket.socket, wait: float) -> str | None:
+    """The error an ipcwire server sent instead of a handshake, if it sent one in ``wait``."""
+    if not select.select([sock], [], [], wait)[0]:
+        return None
+    try:
+        data = sock.recv(65536)
+    except OSError:
+        return None
+    # one frame, length-prefixed or one NDJSON line, holding {"ipcwire", "error", "code"}
+    for body in (data[4 : 4 + int.from_bytes(data[:4], "big")], data.split(b"\n")[0]):
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            continue
+        error = refusal(obj, "")
+        if error is not None:
+            return str(obj["error"])
+    return None
+
+
+def _refused(
+    report: Report, where: str, who: str, pid: int | None, text: str, evidence: list[str]
+) -> None:
+    evidence.append(f"the server answered at once: {text}")
+    report.add(
+        "unix.refused",
+        "problem",
+        f"{who} listens on {where} but refuses {_who()}",
+        evidence,
+        f"add uid {os.getuid()} to the server's allow_uids (ipcwire.listen(url, "
+        f"allow_uids=[..., {os.getuid()}])), or run as a user it allows",
+        pid=pid,
+        uid=os.getuid(),
+    )
 
 
 def _holders(name: str) -> tuple[list[int], list[int]]:
@@ -80,16 +137,19 @@ def _pids_text(pids: list[int]) -> str:
 
 
 def _check_abstract(name: str, report: Report, listen: bool) -> None:
-    code, pid = probe(b"\0" + name.encode())
+    code, pid, refused = _probe(b"\0" + name.encode(), wait=0 if listen else REFUSAL_WAIT)
     listening, _ = _holders("@" + name)
     pid = pid or (listening[0] if listening else None)
     evidence = [f"connect(@{name}) -> {errno.errorcode.get(code, 'ok') if code else 'accepted'}"]
     if code in (0, errno.EAGAIN):
         who = describe_pid(pid) if pid else "a process ipcwire cannot see"
-        if listen:
+        if refused is not None:
+            _refused(report, f"@{name}", who, pid, refused, evidence)
+        elif listen:
             report.add("unix.in_use", "problem", f"the abstract name @{name} is held by {who}",
                        evidence, "stop that process, or choose another name", pid=pid)  # fmt: skip
         else:
+            evidence.append(_NOT_REFUSED)
             report.add("unix.live", "ok", f"{who} is listening on @{name}", evidence, pid=pid)
         return
     if listen:
@@ -249,12 +309,14 @@ def _check_listener(
     report: Report,
     listen: bool,
 ) -> None:
-    code, pid = probe(path)
+    code, pid, refused = _probe(path, wait=0 if listen else REFUSAL_WAIT)
     evidence.append(f"connect() -> {errno.errorcode.get(code, str(code)) if code else 'accepted'}")
     pid = pid or (listening[0] if listening else None)
     if code in (0, errno.EAGAIN):
         who = describe_pid(pid) if pid else "a process ipcwire cannot see"
-        if code == errno.EAGAIN:
+        if refused is not None:
+            _refused(report, path, who, pid, refused, evidence)
+        elif code == errno.EAGAIN:
             report.add("unix.backlog_full", "warning",
                        f"{who} listens on {path} but is not accepting: its backlog is full",
                        evidence, "see what that process is doing: ipcwire doctor --pid "
@@ -264,6 +326,7 @@ def _check_listener(
                        f"stop it (kill {pid}), or choose another path" if pid else
                        "stop that server, or choose another path", pid=pid)  # fmt: skip
         else:
+            evidence.append(_NOT_REFUSED)
             report.add("unix.live", "ok", f"{who} is listening on {path}", evidence, pid=pid)
         return
     if code == errno.ECONNREFUSED:
