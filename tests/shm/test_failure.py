@@ -70,8 +70,10 @@ def links(
 
 @contextmanager
 def pair(url: str, **options: Any) -> Iterator[tuple[ShmChannel, ShmChannel]]:
-    """A connected (client, server) pair of blocking shm channels."""
-    with ipcwire.listen(url, **options) as lst:
+    """A connected (client, server) pair of blocking shm channels (``capacity`` is the
+    client's option)."""
+    listen_options = {k: v for k, v in options.items() if k != "capacity"}
+    with ipcwire.listen(url, **listen_options) as lst:
         client = ipcwire.connect(lst.url, timeout=10, **options)
         server = lst.accept(timeout=10)
         assert isinstance(client, ShmChannel) and isinstance(server, ShmChannel)

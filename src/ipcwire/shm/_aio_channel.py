@@ -298,6 +298,8 @@ class AioShmChannel(AioChannel):
     async def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring; then :meth:`send_loan`."""
         tx = self._tx
+        if tx.max_record < size <= tx.max_send:
+            raise self._link.loan_too_large(size)
         deadline = self._deadline(timeout)
         await self._lock(self._send_lock, deadline)
         try:

@@ -49,7 +49,10 @@ import weakref
 from dataclasses import dataclass, field
 
 from ipcwire._core.ending import exit_reason
+from ipcwire.errors import FrameTooLarge
 from ipcwire.shm._ending import PeerEnd, failed_frame
+from ipcwire.shm._layout import MIN_CAPACITY as _MIN_RING
+from ipcwire.shm._layout import RECORD_HEADER as RECORD
 from ipcwire.shm._peers import inode
 from ipcwire.shm._ring import RingEnd
 from ipcwire.shm._segment import Segment
@@ -68,7 +71,7 @@ class Link:
     tx_bell: socket.socket  # this side's end of the space doorbell: parks on it for space
     segment: Segment | None
     name: str = "shm"  # the URL
-    who: str = ""  # the peer, in error messages: the URL, or "the client of <URL>"
+    who: str = ""  # the peer, in error messages: "" (the URL) on the client, "the client of <URL>"
     closed: bool = field(default=False)
     owner: int = field(default_factory=os.getpid)  # the process that set the link up
 
@@ -100,6 +103,32 @@ class Link:
             return True
         except OSError:
             return False
+
+    def loan_too_large(self, size: int) -> FrameTooLarge:
+        """The error for a loan of ``size`` bytes over the sending ring (its capacity less 16),
+        with the fix this side can make: the client connects with a larger ``capacity=``; the
+        server cannot (the client chose both rings), so it says what the client must ask for."""
+        limit = self.tx.max_record
+        need = max(_MIN_RING, 1 << (size + RECORD - 1).bit_length())
+        if self.who:  # the listener's side: its ring to the client
+            fix = (
+                f"the connecting side chooses the ring sizes, so the client must connect with "
+                f"a larger ring from the server: capacity=({_size(self.rx.capacity)!r}, "
+                f"{_size(need)!r}) (to the server, from the server), or more to hold several"
+            )
+        else:
+            fix = (
+                f"connect with a larger ring to the server: capacity=({_size(need)!r}, "
+                f"{_size(self.rx.capacity)!r}) (to the server, from the server), or more to hold "
+                f"several"
+            )
+        return FrameTooLarge(
+            f"{self.name}: a loan of {size} bytes is over the limit of {limit} (the ring's "
+            f"capacity less 16); {fix}; or use send(), which splits long messages",
+            size=size,
+            limit=limit,
+            endpoint=self.name,
+        )
 
     def close(self, reason: str = "") -> None:
         """Mark both rings closed (the peer sees end of channel), wake every waiter, and let
@@ -152,6 +181,14 @@ class Link:
             self.close()
         except Exception:  # noqa: S110 - interpreter shutdown, half-built object
             pass
+
+
+def _size(n: int) -> str:
+    """A ring size as capacity= takes it: "16M", "64K", or bytes."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 _open: weakref.WeakSet[Link] = weakref.WeakSet()

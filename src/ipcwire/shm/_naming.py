@@ -8,9 +8,12 @@ ours). ``shm:///abs/path.sock`` puts the socket at an explicit path instead.
 Options (keyword arguments, or the URL's query as defaults):
 
 * ``capacity``: data bytes of each ring (one per direction), a power of two from 4 KiB to
-  1 GiB; ``"64K"``, ``"4M"`` and ``"1MiB"`` are understood. The connecting side chooses
-  (it allocates the memory); default 1 MiB. Messages up to a quarter ring travel as one
-  record; longer ones are split and reassembled.
+  1 GiB; ``"64K"``, ``"4M"`` and ``"1MiB"`` are understood; a pair ``(to_server,
+  from_server)`` (in the URL's query ``64K,16M``) sizes the two directions apart. Only the
+  connecting side chooses (it allocates the memory): ``listen(capacity=...)`` is refused
+  with a ConfigurationError saying so (a ``capacity`` in the URL's query is left to the
+  connecting side, so one URL serves both). Default 1 MiB each way. Messages up to a quarter
+  ring travel as one record; longer ones are split and reassembled.
 * ``policy``: how a blocked call waits: ``"spin"``, ``"park"`` or ``"hybrid"`` (default).
 * ``spin_us``: how long ``hybrid`` spins before parking (default 50 microseconds; 0 on a
   one-CPU machine, where spinning only delays the peer that has to run to answer: measured
@@ -51,7 +54,7 @@ _UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 class ShmOptions:
     """The shared-memory options of one endpoint, validated."""
 
-    capacity: int = DEFAULT_CAPACITY
+    capacity: tuple[int, int] = (DEFAULT_CAPACITY, DEFAULT_CAPACITY)  # (to server, from)
     policy: str = "hybrid"
     spin_us: float = DEFAULT_SPIN_US
 
@@ -83,20 +86,27 @@ def parse_size(value: object, what: str = "capacity") -> int:
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
 
 
-def shm_options(endpoint: Endpoint, kw: dict[str, Any]) -> ShmOptions:
+def shm_options(endpoint: Endpoint, kw: dict[str, Any], *, listening: bool = False) -> ShmOptions:
     """Take ``capacity``, ``policy`` and ``spin_us`` out of ``kw`` (the URL's query gives the
-    defaults).
+    defaults). ``listening``: for ``listen()``, which takes no ``capacity``.
 
     Raises:
-        ConfigurationError: a bad value, naming the accepted ones.
+        ConfigurationError: a bad value, naming the accepted ones; ``capacity`` given to
+            ``listen()``.
     """
     q = endpoint.params
-    capacity = parse_size(kw.pop("capacity", None) or q.get("capacity", DEFAULT_CAPACITY))
-    if not L.MIN_CAPACITY <= capacity <= MAX_CAPACITY or capacity & (capacity - 1):
-        raise ConfigurationError(
-            f"capacity={capacity} for {endpoint.url}: must be a power of two from 4 KiB "
-            f"(4096) to 1 GiB, such as 64K, 1M or 16M"
-        )
+    if listening:
+        if kw.get("capacity") is not None:
+            raise ConfigurationError(
+                f"capacity={kw['capacity']!r} for listen({endpoint.url!r}): on shm:// the "
+                f"connecting side chooses the ring sizes (it allocates each connection's "
+                f"memory), so pass it to connect(): capacity='16M' for both directions, or "
+                f"capacity=('64K', '16M') for 64 KiB to the listener and 16 MiB from it"
+            )
+        kw.pop("capacity", None)
+        capacity = (DEFAULT_CAPACITY, DEFAULT_CAPACITY)  # (the connecting side's to choose)
+    else:
+        capacity = _capacity(kw.pop("capacity", None) or q.get("capacity"), endpoint.url)
     policy = str(kw.pop("policy", None) or q.get("policy", "hybrid"))
     if policy not in L.POLICIES:
         raise ConfigurationError(
@@ -113,6 +123,31 @@ def shm_options(endpoint: Endpoint, kw: dict[str, Any]) -> ShmOptions:
     if not 0 <= spin_us <= 1e6:
         raise ConfigurationError(f"spin_us={spin_us} for {endpoint.url}: from 0 to 1e6")
     return ShmOptions(capacity=capacity, policy=policy, spin_us=spin_us)
+
+
+def _capacity(value: object, url: str) -> tuple[int, int]:
+    """``capacity=``: one size for both rings, or (to the server, from the server): a pair,
+    or in the URL's query two sizes with a comma."""
+    if value is None:
+        return (DEFAULT_CAPACITY, DEFAULT_CAPACITY)
+    if isinstance(value, str) and "," in value:
+        value = value.split(",")
+    if isinstance(value, tuple | list):
+        if len(value) != 2:
+            raise ConfigurationError(
+                f"capacity={value!r} for {url}: one size for both directions, or two: "
+                f"(to the server, from the server), such as ('64K', '16M')"
+            )
+        sizes = (parse_size(value[0]), parse_size(value[1]))
+    else:
+        sizes = (parse_size(value), parse_size(value))
+    for size in sizes:
+        if not L.MIN_CAPACITY <= size <= MAX_CAPACITY or size & (size - 1):
+            raise ConfigurationError(
+                f"capacity={size} for {url}: must be a power of two from 4 KiB (4096) to "
+                f"1 GiB, such as 64K, 1M or 16M"
+            )
+    return sizes
 
 
 def _name(endpoint: Endpoint) -> str:

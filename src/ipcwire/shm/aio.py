@@ -76,7 +76,7 @@ async def connect(
                 if step.done:
                     break
             setup = ClientSetup(
-                (shm.capacity, shm.capacity),
+                shm.capacity,
                 name=url,
                 max_message=options.max_frame,
                 **shm.ring_kw,
@@ -252,9 +252,10 @@ async def listen(
     backlog: int = 128,
     **kw: Any,
 ) -> AioShmListener:
-    """Listen for shared-memory connections (asyncio); options as for the blocking one."""
-    shm = shm_options(endpoint, kw)
-    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us", "capacity"))
+    """Listen for shared-memory connections (asyncio); options as for the blocking one
+    (``capacity=`` is the connecting side's: a ConfigurationError here)."""
+    shm = shm_options(endpoint, kw, listening=True)
+    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us"))
     path = socket_path(endpoint, create_dir=True)
     sock, cleanup = bind_listener(UnixAddress(path, None), endpoint.url, mode=mode, backlog=backlog)
     return AioShmListener(

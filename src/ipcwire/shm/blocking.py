@@ -158,7 +158,10 @@ class ShmChannel(Channel):
             FrameTooLarge: over the ring's capacity less 16, or over the peer's max_frame.
             Timeout, ChannelBroken, ChannelClosed: as for send.
         """
-        return self._tx.loan(size, timeout)
+        tx = self._tx
+        if tx.max_record < size <= tx.max_send:
+            raise self._link.loan_too_large(size)
+        return tx.loan(size, timeout)
 
     def send_loan(self, size: int | None = None) -> None:
         """Send the loaned bytes (the first ``size`` of them, if given); the view dies."""
@@ -171,7 +174,7 @@ class ShmChannel(Channel):
     @contextlib.contextmanager
     def loaned(self, size: int, *, timeout: float | None = None) -> Iterator[memoryview]:
         """``with ch.loaned(n) as buf: buf[...] = ...``: sent on exit, given back on error."""
-        buf = self._tx.loan(size, timeout)
+        buf = self.loan(size, timeout=timeout)
         try:
             yield buf
         except BaseException:
@@ -254,7 +257,8 @@ def connect(
 ) -> ShmChannel:
     """Connect to a shared-memory listener; see :func:`ipcwire.connect`.
 
-    Options: ``capacity`` (bytes per ring, default 1 MiB), ``policy``, ``spin_us`` (see
+    Options: ``capacity`` (bytes per ring, default 1 MiB; a pair ``(to_server,
+    from_server)`` sizes the two directions apart), ``policy``, ``spin_us`` (see
     ``ipcwire.shm._naming``), ``timeout``, ``reconnect``.
     """
     shm = shm_options(endpoint, kw)
@@ -271,7 +275,7 @@ def connect(
         link = connect_link(
             sock,
             deadline=deadline,
-            capacity=(shm.capacity, shm.capacity),
+            capacity=shm.capacity,
             name=url,
             max_message=options.max_frame,
             **shm.ring_kw,
@@ -492,10 +496,14 @@ def listen(
     """Listen for shared-memory connections; see :func:`ipcwire.listen`.
 
     Options: ``policy``, ``spin_us`` (this side's waiting), ``mode``, ``allow_uids``,
-    ``backlog``. ``capacity`` is accepted and ignored: the connecting side chooses it.
+    ``backlog``. The connecting side chooses the ring sizes (``connect(capacity=...)``).
+
+    Raises:
+        ConfigurationError: ``capacity=`` given (a ``capacity`` in the URL's query is left
+            to the connecting side), or a bad option.
     """
-    shm = shm_options(endpoint, kw)
-    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us", "capacity"))
+    shm = shm_options(endpoint, kw, listening=True)
+    reject_unknown(kw, endpoint, ("mode", "allow_uids", "backlog", "policy", "spin_us"))
     path = socket_path(endpoint, create_dir=True)
     addr = UnixAddress(path, None)
     sock, cleanup = bind_listener(addr, endpoint.url, mode=mode, backlog=backlog)
