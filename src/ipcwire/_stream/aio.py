@@ -24,6 +24,7 @@ from ipcwire._core.handshake import (
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
+from ipcwire._stream.after_end import send_error_after_end
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import end_socket
 from ipcwire.aio.channel import AioChannel
@@ -112,11 +113,8 @@ class AioStreamChannel(AioChannel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         t = self._transport
-        if (self._end is not None and not self._half_open) or t is None or t.is_closing():
-            raise ChannelBroken(
-                f"cannot send to {self.url}: the connection is gone ({self._end})",
-                endpoint=self.url,
-            )
+        if self._end is not None or t is None or t.is_closing():
+            t = self._check_writable(t)
         if type(data) is tuple:
             t.writelines(data)
             self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
@@ -130,6 +128,23 @@ class AioStreamChannel(AioChannel):
                 endpoint=self.url,
             )
         self._sent += count
+
+    def _check_writable(self, t: asyncio.Transport | None) -> asyncio.Transport:
+        """``t``, if a send can go on after the peer's end (a half-close); else raise (also
+        without an open transport)."""
+        end = self._end
+        if end is not None:
+            # The peer reads nothing more: every send says so, in the blocking API's words
+            # (a TCP transport would take one more write without an error, and lose it).
+            gone = send_error_after_end(end, self._decoder, self.url)
+            if gone is not None:
+                raise gone
+        if (end is not None and not self._half_open) or t is None or t.is_closing():
+            raise ChannelBroken(
+                f"cannot send to {self.url}: the connection is gone ({end})",
+                endpoint=self.url,
+            )
+        return t
 
     async def _drain(self, timeout: float | None) -> None:
         fut = self._loop.create_future()

@@ -32,6 +32,7 @@ from ipcwire._core.handshake import refusal
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
+from ipcwire._stream.after_end import send_error_after_end
 from ipcwire._stream.linger import hand_over
 from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
@@ -377,7 +378,15 @@ class StreamChannel(Channel):
                 raise Timeout(f"no whole message from {self.url} yet", endpoint=self.url)
 
     def _raise_eof(self) -> None:
-        raise self._explain(end_error(self._decoder, self.url))
+        err = end_error(self._decoder, self.url)
+        if self._send_broken is None:
+            # The peer reads nothing more: every later send says so (a TCP socket would take
+            # one more write without an error, and that message would be lost).
+            gone = send_error_after_end(err, self._decoder, self.url)
+            if gone is not None:
+                self._send_broken = gone
+                self._update_fast_path()
+        raise self._explain(err)
 
     def _explain(self, exc: IpcwireError) -> IpcwireError:
         """The error to raise for ``exc``: here ``exc`` itself. Called only on the way out

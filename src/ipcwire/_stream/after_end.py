@@ -1,0 +1,41 @@
+"""What a send says once receiving has met the end of the peer's stream (both drivers).
+
+A peer that was killed, failed, or closed the channel reads nothing more, but the kernel
+does not always say so at the next write: a TCP socket whose peer is gone accepts one more
+write (the peer's answer, a reset, comes back later), so that message was lost without an
+error. Once the receiving side knows the end, every later send raises this instead, in the
+same words on the blocking and asyncio APIs.
+
+An end of stream with no goodbye on a channel that does not exchange goodbyes (NDJSON
+framing, a peer in another language) may be a half-close (``nc -N``, a client that ends its
+input and then reads the reply): sending goes on there, until the kernel reports the peer
+gone.
+"""
+
+from __future__ import annotations
+
+from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
+from ipcwire.errors import ChannelBroken, IpcwireError
+
+__all__ = ["send_error_after_end"]
+
+
+def send_error_after_end(
+    end: IpcwireError, dec: LengthPrefixDecoder | NdjsonDecoder, url: str
+) -> ChannelBroken | None:
+    """The error every send raises once receiving from ``url`` raised ``end`` (what
+    :func:`ipcwire._core.ending.end_error` made of ``dec``), or None while the peer may
+    still read (a plain end of stream: a half-close)."""
+    if isinstance(end, ChannelBroken):
+        return ChannelBroken(
+            f"cannot send to {url}: the channel is broken ({end}); nothing more can be sent, "
+            f"so open a new channel",
+            endpoint=url,
+        )
+    if dec.goodbye and dec.ended == "" and not dec.buffered:
+        return ChannelBroken(
+            f"cannot send to {url}: it closed the channel, so it reads nothing more; open a "
+            f"new channel to send to it again",
+            endpoint=url,
+        )
+    return None
