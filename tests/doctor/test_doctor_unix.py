@@ -244,3 +244,29 @@ def test_a_uid_the_server_refuses_is_told_so_with_the_fix(sock_dir: Path) -> Non
     with ipcwire.listen(f"unix:@{name}"):
         code, data = doctor_json(f"unix:@{name}", as_nobody=True)
         assert code == 1 and findings(data, "unix.refused"), data
+
+
+def test_an_ipcwire_listener_whose_file_was_removed_is_named_not_missing(
+    sock_dir: Path,
+) -> None:
+    # rm of a running ipcwire server's socket file: doctor said "no socket file ... fix: start
+    # the server", and following it gave two servers. ipcwire binds in a private directory
+    # and links the file into place, so /proc/net/unix never named the path itself.
+    path = f"{sock_dir}/app.sock"
+    url = f"unix://{path}"
+    with child(SERVER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        os.unlink(path)
+        code, data = doctor_json(url)
+        assert code == 1
+        assert not findings(data, "unix.missing")
+        [gone] = findings(data, "unix.unlinked")
+        assert gone["data"]["pids"] == [proc.pid]
+        assert f"kill {proc.pid}" in gone["fix"] and "start the server" not in gone["fix"]
+        [warn] = check_unix(path, listen=True).find("unix.unlinked")
+        assert warn.status == "warning" and warn.data["pids"] == [proc.pid]
+        # another listener in the same directory, whose file is there, is not mistaken for it
+        with ipcwire.listen(f"unix://{sock_dir}/other.sock"):
+            [gone2] = check_unix(path).find("unix.unlinked")
+            assert gone2.data["pids"] == [proc.pid]
+    assert check_unix(path).find("unix.missing")  # the server stopped: nothing left

@@ -261,6 +261,8 @@ def _check_file(path: str, report: Report, listen: bool) -> None:
                 "restart that server (it recreates the file); find who removed it",
                 pids=listening,
             )
+        elif orphans := _unlinked_listeners(path):
+            _report_unlinked(path, orphans, report, listen)
         elif listen:
             report.add("unix.free", "ok", f"nothing at {path}: you can listen there")
         else:
@@ -298,6 +300,70 @@ def _check_file(path: str, report: Report, listen: bool) -> None:
         )
         return
     _check_listener(path, st, evidence, listening, bound, report, listen)
+
+
+def _unlinked_listeners(path: str) -> dict[int, str]:
+    """Listening sockets that ipcwire bound for a file in ``path``'s directory whose file is
+    gone from it: socket inode -> the private name it was bound to.
+
+    ipcwire binds at ``<dir>/.iwXXXX/s`` and links that into place (unix/_socket.py), so
+    /proc/net/unix names the private name, never the path; sock_diag gives each socket's file
+    (device, inode), which no entry of the directory has once the file was removed.
+    """
+    parent = os.path.dirname(path)
+    candidates = {
+        e.inode: e.path
+        for e in unix_socket_table()
+        if e.listening
+        and os.path.basename(e.path) == "s"
+        and os.path.dirname(os.path.dirname(e.path)) == parent
+        and os.path.basename(os.path.dirname(e.path)).startswith(".iw")
+    }
+    by_file = unix_socket_files()
+    if not candidates or by_file is None:
+        return {}
+    file_of = {inode: ident for ident, socks in by_file.items() for inode, _ in socks}
+    present = set()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return {}  # a directory we may pass through but not list: cannot tell
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        present.add((st.st_dev, st.st_ino))
+    return {i: name for i, name in candidates.items() if file_of.get(i) not in present}
+
+
+def _report_unlinked(path: str, orphans: dict[int, str], report: Report, listen: bool) -> None:
+    pids = pids_for_inodes(set(orphans))
+    who = _pids_text(pids) if pids else "a process ipcwire cannot see"
+    evidence = [f"lstat({path}) -> ENOENT"] + [
+        f"/proc/net/unix: socket {inode} listens, bound as {name} (ipcwire's private name, "
+        f"then linked into {os.path.dirname(path)}); no file in that directory is it any more"
+        for inode, name in sorted(orphans.items())
+    ]
+    one = "this one" if len(orphans) == 1 else "one of these"
+    kill = f"kill {' '.join(str(p) for p in pids)}" if pids else "stop that server"
+    if listen:
+        report.add("unix.unlinked", "warning", f"no file at {path}, but {who} still listens "
+                   f"on an ipcwire socket whose file in that directory was removed (probably "
+                   f"{one}): a new server here would run beside it", evidence,
+                   f"if it is the server you are starting again, stop it first ({kill})",
+                   pids=pids)  # fmt: skip
+        return
+    report.add(
+        "unix.unlinked",
+        "problem",
+        f"no file at {path}, but {who} still listens on an ipcwire socket whose file in that "
+        f"directory was removed (probably {one}): no client can reach it",
+        evidence,
+        f"restart that server: stop it ({kill}), then start it again (its listen() makes the "
+        f"file); starting another one beside it leaves two. Find out who removed the file",
+        pids=pids,
+    )
 
 
 def _check_listener(
