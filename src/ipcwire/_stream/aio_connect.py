@@ -26,9 +26,11 @@ async def aio_connect_stream(
     timeout: float | None,
     reconnect: float | None,
     peer: Callable[[Any], PeerInfo],
+    timed_out: Callable[[], IpcwireError | None] | None = None,
 ) -> AioStreamChannel:
     """Connect with ``create`` (retrying refusals for ``reconnect`` seconds, with backoff and
-    jitter), run the handshake, and return the channel."""
+    jitter), run the handshake, and return the channel. ``timed_out()``, when given, may name
+    the reason the timeout passed (a unix listener's full backlog)."""
     url = options.url
     loop = asyncio.get_running_loop()
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
@@ -41,6 +43,9 @@ async def aio_connect_stream(
         except TimeoutError as exc:
             if isinstance(exc, IpcwireError):
                 raise
+            why = timed_out() if timed_out is not None else None
+            if why is not None:
+                raise why from exc
             raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
         except OSError as exc:
             err = explain(exc)
@@ -83,10 +88,12 @@ async def client_connect(
         half_close=True,
     )
     transport, _ = await create(lambda: proto)
-    ch._peer = peer(transport.get_extra_info("socket"))
     try:
+        ch._peer = peer(transport.get_extra_info("socket"))
         await done
     except BaseException:
         transport.abort()
+        if done.done() and not done.cancelled():
+            done.exception()  # failed too: this error says it (no "never retrieved" noise)
         raise
     return ch

@@ -76,6 +76,8 @@ def connect_stream(
                     f"{err} (kept trying for {reconnect} s)", endpoint=url
                 ) from exc
             if isinstance(exc, TimeoutError):
+                if isinstance(exc, IpcwireError):
+                    raise  # the driver's own words (a unix listener's full backlog)
                 raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
             raise err from exc
     try:

@@ -44,12 +44,16 @@ from ipcwire.errors import (
     InvalidURL,
     IpcwireError,
     PermissionDenied,
+    Timeout,
 )
 
 __all__ = [
     "UnixAddress",
+    "backlog_delays",
+    "backlog_full",
     "bind_listener",
     "explain_connect_error",
+    "is_backlog_full",
     "make_authorizer",
     "peer_info",
     "resolve",
@@ -62,6 +66,11 @@ MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
 _LOCK_WAIT: Final = 0.5  # seconds to wait for the directory lock (others hold it ~1 ms)
 _UCRED: Final = struct.Struct("3i")
 _umask_lock = threading.Lock()
+# A listener whose backlog is full is busy, as a TCP server whose SYN queue is: connect()
+# tries again after these delays (doubling) until its timeout. Linux's non-blocking unix
+# connect() says EAGAIN and offers nothing to wait on, so both APIs poll, the same way.
+_BACKLOG_FIRST: Final = 0.001
+_BACKLOG_MAX: Final = 0.05
 
 
 @contextlib.contextmanager
@@ -431,3 +440,28 @@ def explain_connect_error(exc: OSError, addr: UnixAddress, url: str) -> IpcwireE
             detail = f"a directory on the way to {addr.path} does not let uid {os.getuid()} through"
         return PermissionDenied(f"permission denied connecting to {url}: {detail}", endpoint=url)
     return None
+
+
+def is_backlog_full(exc: OSError) -> bool:
+    """Whether a unix ``connect()`` failed because the listener's backlog is full (Linux
+    says EAGAIN to a non-blocking connect then; it never means "in progress" here)."""
+    return exc.errno == errno.EAGAIN
+
+
+def backlog_delays() -> Iterator[float]:
+    """Pauses between connect attempts to a listener whose backlog is full."""
+    delay = _BACKLOG_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, _BACKLOG_MAX)
+
+
+def backlog_full(url: str, limit: float) -> Timeout:
+    """The error once a listener's backlog stayed full for the whole connect timeout."""
+    return Timeout(
+        f"the server at {url} is not accepting connections: its listen backlog stayed full "
+        f"for {limit:g} s (it is overloaded, or stopped calling accept()). Retry later, give "
+        f"connect() a longer timeout=, or have the server accept faster (or listen with a "
+        f"larger backlog=)",
+        endpoint=url,
+    )

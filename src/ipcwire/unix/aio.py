@@ -15,10 +15,13 @@ from ipcwire._stream.aio_connect import aio_connect_stream
 from ipcwire._stream.aio_listener import AioStreamListener
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.errors import IpcwireError
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.unix._socket import (
+    backlog_delays,
+    backlog_full,
     bind_listener,
     explain_connect_error,
+    is_backlog_full,
     make_authorizer,
     peer_info,
     resolve,
@@ -40,13 +43,30 @@ async def connect(
     addr = resolve(endpoint)
     loop = asyncio.get_running_loop()
 
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+    busy = False  # the last attempt found the listener's backlog full
+
     async def create(factory: Any) -> Any:
         # Connect our own socket and hand it over: uvloop takes an address as a C string, so
-        # an abstract name (a leading NUL byte) would reach it empty (EINVAL).
+        # an abstract name (a leading NUL byte) would reach it empty (EINVAL). Not with
+        # loop.sock_connect: it takes a full backlog's EAGAIN for "in progress", waits for
+        # a writable socket, and hands over one that never connected.
+        nonlocal busy
+        delays = backlog_delays()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            await loop.sock_connect(sock, addr.sockaddr)
+            while True:
+                try:
+                    sock.connect(addr.sockaddr)  # a unix connect does not wait
+                    break
+                except BlockingIOError as exc:
+                    if not is_backlog_full(exc):  # in progress (not on Linux): wait for it
+                        await loop.sock_connect(sock, addr.sockaddr)
+                        break
+                busy = True  # the listener is busy: nothing to wait on (_socket)
+                await asyncio.sleep(next(delays))  # until connect's timeout ends this
+            busy = False
             return await loop.create_unix_connection(factory, sock=sock)
         except BaseException:
             sock.close()
@@ -64,6 +84,7 @@ async def connect(
         timeout=timeout,
         reconnect=reconnect,
         peer=lambda s: peer_info(s, str(addr)),
+        timed_out=lambda: backlog_full(endpoint.url, limit) if busy else None,
     )
 
 

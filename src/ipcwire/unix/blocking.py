@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,10 +12,13 @@ from ipcwire._core.url import Endpoint
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.connect import connect_stream
 from ipcwire._stream.listener import StreamListener
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.unix._socket import (
+    backlog_delays,
+    backlog_full,
     bind_listener,
     explain_connect_error,
+    is_backlog_full,
     make_authorizer,
     peer_info,
     resolve,
@@ -35,15 +39,28 @@ def connect(
     reject_unknown(kw, endpoint, ("timeout", "reconnect"))
     addr = resolve(endpoint)
 
+    limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
     def open_socket(remaining: float) -> socket.socket:
+        deadline = time.monotonic() + remaining
+        delays = backlog_delays()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(remaining)
-            sock.connect(addr.sockaddr)
+            while True:
+                try:
+                    sock.connect(addr.sockaddr)
+                    return sock
+                except BlockingIOError as exc:
+                    if not is_backlog_full(exc):
+                        raise
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise backlog_full(endpoint.url, limit) from exc
+                    time.sleep(min(next(delays), left))  # busy: nothing to wait on (_socket)
         except BaseException:
             sock.close()
             raise
-        return sock
 
     return connect_stream(
         options,
