@@ -9,13 +9,18 @@
 
 One module per family of checks: :mod:`~ipcwire.doctor.unix`, :mod:`~ipcwire.doctor.tcp`,
 :mod:`~ipcwire.doctor.pid` (pipes, zombies, signals, endpoints), :mod:`~ipcwire.doctor.shm`,
-:mod:`~ipcwire.doctor.queues` (mq and spool), :mod:`~ipcwire.doctor.machine`.
+:mod:`~ipcwire.doctor.queues` (mq and spool), :mod:`~ipcwire.doctor.fifo`,
+:mod:`~ipcwire.doctor.machine`.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+
 from ipcwire._core.url import parse_url
 from ipcwire.doctor._model import Finding, Report
+from ipcwire.doctor.fifo import check_fifo
 from ipcwire.doctor.machine import check_machine
 from ipcwire.doctor.pid import check_pid
 from ipcwire.doctor.queues import check_mq, check_spool
@@ -27,6 +32,7 @@ from ipcwire.errors import InvalidURL
 __all__ = [
     "Finding",
     "Report",
+    "check_fifo",
     "check_machine",
     "check_mq",
     "check_pid",
@@ -48,7 +54,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "sse+http": 80
 
 def diagnose(target: str, *, listen: bool = False) -> Report:
     """Run the checks that fit ``target``: a URL (unix, tcp and what runs over them, shm, mq,
-    spool) or a bare socket path.
+    spool, fifo) or a bare path (a socket, or a FIFO).
 
     ``listen``: diagnose for a server about to listen there, rather than a client.
 
@@ -56,6 +62,8 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
         InvalidURL: a scheme doctor has no checks for.
     """
     if target.startswith(("/", "./", "@")):
+        if _is_fifo(target):
+            return check_fifo(os.path.abspath(target), listen=listen)
         return check_unix(target, listen=listen)
     endpoint = parse_url(target)
     scheme = endpoint.scheme
@@ -97,7 +105,25 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
                 f"{target}: write a spool as spool:///absolute/dir (or spool:relative/dir)"
             )
         return check_spool(endpoint.path)
+    if scheme == "fifo":
+        reply = endpoint.params.get("reply") or None
+        if (
+            endpoint.host
+            or not endpoint.path.startswith("/")
+            or (reply is not None and not reply.startswith("/"))
+        ):
+            raise InvalidURL(
+                f"{target}: write a FIFO as fifo:///absolute/path (and ?reply=/absolute/path)"
+            )
+        return check_fifo(endpoint.path, reply=reply, listen=listen)
     raise InvalidURL(
         f"ipcwire doctor has no checks for {scheme}:// yet; it knows unix (and ws+unix, "
-        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), shm, mq and spool"
+        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), shm, mq, spool and fifo"
     )
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.lstat(path).st_mode)
+    except OSError:
+        return False
