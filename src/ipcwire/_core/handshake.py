@@ -33,6 +33,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS
+from ipcwire._core.framing import goodbye_frame
 from ipcwire.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -51,6 +52,7 @@ __all__ = [
     "is_our_version",
     "refusal",
     "same_secret",
+    "token_mismatch",
     "version_error",
 ]
 
@@ -64,6 +66,16 @@ MAX_HANDSHAKING: Final = 512
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
+
+
+def token_mismatch(who: str) -> AuthenticationFailed:
+    """A server's words for a client that refused its token proof (it said so, or hung up
+    right there, as clients before this one do): the two sides have different tokens."""
+    return AuthenticationFailed(
+        f"{who} refused this server at the token proof: it most likely has a different "
+        f"token= (the proof of this server's token did not match its own); give both sides "
+        f"the same token="
+    )
 
 
 _REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
@@ -187,6 +199,9 @@ class ClientHandshake:
         self._nonce = secrets.token_bytes(16)
         self._server_nonce = b""
         self._state = "hello"
+        # What to send the server before closing when :meth:`receive` raised, so that its
+        # log says why this client left (never the token or a proof): b"" for nothing.
+        self.farewell = b""
 
     @property
     def needed(self) -> bool:
@@ -246,6 +261,12 @@ class ClientHandshake:
             self._state = "done"
             return Step(done=True)
         if not isinstance(server_nonce, str) or not isinstance(msg.get("proof"), str):
+            if self.goodbye:  # the server took the handshake as done: end the channel
+                self.farewell = goodbye_frame(
+                    "AuthenticationFailed: the client has a token= and this server asks for "
+                    "none, so the client refused it; give the server the same token=, or "
+                    "drop the client's"
+                )
             raise AuthenticationFailed(
                 f"{self.endpoint} does not ask for a token, so it cannot prove it knows yours; "
                 f"refusing to talk to it. Give the server the same token=, or drop it here",
@@ -257,6 +278,9 @@ class ClientHandshake:
             raise RemoteProtocolError(f"bad nonce from {self.endpoint}") from None
         want = _proof(self.token, b"ipcwire-server", self._nonce, self._server_nonce)
         if not same_secret(msg["proof"], want):
+            # (a server before this one takes the message for a missing proof: "wrong token")
+            refused = {"ipcwire": PROTOCOL_VERSION, "error": "token proof", "code": "auth"}
+            self.farewell = _frame(refused, self.framing)
             raise AuthenticationFailed(
                 f"{self.endpoint} does not know this token (its proof did not match); "
                 f"check that both sides use the same token",
@@ -306,6 +330,12 @@ class ServerHandshake:
     def needed(self) -> bool:
         """Whether to wait for a handshake (NDJSON without a token has none)."""
         return self.framing == "length" or self.token is not None
+
+    @property
+    def awaiting_proof(self) -> bool:
+        """Whether the client has this server's token proof and has not answered yet (a
+        client that hangs up now refused it: see :func:`token_mismatch`)."""
+        return self._state == "proof"
 
     def _fail(self, error: IpcwireError, code: str) -> Step:
         self._state = "failed"
@@ -385,6 +415,8 @@ class ServerHandshake:
 
     def _on_proof(self, msg: dict[str, Any]) -> Step:
         assert self.token is not None
+        if "error" in msg and msg.get("code") == "auth":  # (its text is not logged)
+            return self._fail(token_mismatch("the client"), "auth")
         want = _proof(self.token, b"ipcwire-client", self._client_nonce, self._nonce)
         if not same_secret(msg.get("proof"), want):
             return self._fail(AuthenticationFailed("wrong token"), "auth")

@@ -13,6 +13,7 @@ from ipcwire._core.handshake import (
     HANDSHAKE_MAX_FRAME,
     ClientHandshake,
     ServerHandshake,
+    token_mismatch,
 )
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire.channel import PeerInfo
@@ -194,7 +195,8 @@ class StreamProtocol(asyncio.BufferedProtocol):
             try:
                 step = self.hs.receive(frame)
             except IpcwireError as exc:  # the client side raises
-                self._fail(exc, b"")
+                # (with why it leaves, for the server's log)
+                self._fail(exc, self.hs.farewell if isinstance(self.hs, ClientHandshake) else b"")
                 return
             if step.error is not None:
                 self._fail(step.error, step.send)
@@ -207,6 +209,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         if self._lingering:
+            return False
+        if isinstance(self.hs, ServerHandshake) and self.hs.awaiting_proof:
+            self._fail(token_mismatch(self._client()), b"")
             return False
         if self.hs is not None:
             self._fail(
@@ -222,6 +227,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
             self.ch._peer_eof()
             return True
         return False
+
+    def _client(self) -> str:
+        """The client, in a listener's log."""
+        peer = self.ch._peer
+        pid = f" (pid {peer.pid} uid {peer.uid})" if peer is not None and peer.pid else ""
+        return f"the client of {self.ch.url}{pid}"
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:

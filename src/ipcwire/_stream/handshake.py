@@ -10,7 +10,13 @@ from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream.transport import ByteStream
-from ipcwire.errors import ChannelBroken, FrameTooLarge, RemoteProtocolError, Timeout
+from ipcwire.errors import (
+    ChannelBroken,
+    FrameTooLarge,
+    IpcwireError,
+    RemoteProtocolError,
+    Timeout,
+)
 from ipcwire.options import ChannelOptions
 
 __all__ = ["client_handshake"]
@@ -60,7 +66,15 @@ def client_handshake(
                     )
                 dec.buffer_updated(n)
                 continue
-            step = hs.receive(frame)
+            try:
+                step = hs.receive(frame)
+            except IpcwireError:
+                if hs.farewell:  # why this client leaves, for the server's log
+                    try:
+                        stream.send_all(hs.farewell, 0.1)
+                    except OSError:
+                        pass
+                raise
             if step.send:
                 stream.send_all(step.send, max(deadline - _monotonic(), 0.001))
             if step.done:

@@ -23,7 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
-from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME, MAX_HANDSHAKING, ServerHandshake
+from ipcwire._core.handshake import (
+    HANDSHAKE_MAX_FRAME,
+    MAX_HANDSHAKING,
+    ServerHandshake,
+    token_mismatch,
+)
 from ipcwire._deadline import limit
 from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
@@ -236,6 +241,9 @@ class StreamListener(Listener):
                     except (BlockingIOError, ssl.SSLWantReadError):
                         return
                     if n == 0:
+                        if p.hs.awaiting_proof:  # an older client that refused our proof
+                            self._refused_us(p)
+                            return
                         self._drop(p, "closed the connection during the handshake")
                         return
                     p.decoder.buffer_updated(n)
@@ -302,6 +310,14 @@ class StreamListener(Listener):
             return
         except (OSError, ssl.SSLError):
             pass
+        self._forget(p)
+        p.sock.close()
+
+    def _refused_us(self, p: _Pending) -> None:
+        """The client hung up at the token proof: it has another token (a warning, as a
+        client with a wrong token is)."""
+        pid = f" (pid {p.peer.pid} uid {p.peer.uid})" if p.peer.pid else ""
+        log.warning("ipcwire: %s", token_mismatch(f"the client of {self.url}{pid}"))
         self._forget(p)
         p.sock.close()
 
