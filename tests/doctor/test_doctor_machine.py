@@ -48,7 +48,9 @@ def test_stale_socket_files_are_found_and_live_ones_are_not(sock_dir: Path) -> N
         assert found is not None
         assert stale in found and live not in found
         [finding] = check_machine().find("machine.stale_sockets")
-        assert stale in finding.evidence and live not in finding.evidence
+        # (evidence shows the first 20; data has them all)
+        assert stale in finding.data["paths"] and live not in finding.data["paths"]
+        assert live not in finding.evidence
     os.unlink(stale)  # the fix
     assert stale not in (stale_sockets([str(sock_dir.parent)]) or [])
 
@@ -151,3 +153,23 @@ def test_mechanisms_agree_with_ipcwire_platforms() -> None:
     )
     working = sum(m["available"] for m in platforms)
     assert mechs["summary"] == f"{working} of {len(platforms)} mechanisms work here"
+
+
+def test_a_long_list_of_stale_sockets_is_capped_with_how_to_get_them_all(
+    sock_dir: Path,
+) -> None:
+    # The machine report printed every stale socket file (333 lines on one machine).
+    made = []
+    for i in range(25):
+        path = f"{sock_dir}/stale{i}.sock"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(path)  # bound, closed: nothing is bound to the file any more
+        made.append(path)
+    _, data = doctor_json()
+    [stale] = findings(data, "machine.stale_sockets")
+    paths = stale["data"]["paths"]
+    assert set(made) <= set(paths)
+    assert stale["evidence"][:20] == paths[:20]
+    assert stale["evidence"][20:] == [f"... and {len(paths) - 20} more"]
+    assert "ipcwire doctor --json" in stale["fix"]
+    assert stale["summary"].startswith(f"{len(paths)} stale socket file(s)")

@@ -117,6 +117,15 @@ def _limits(report: Report) -> None:
                    f"raise it: ulimit -n {min(hard, 65536)}")  # fmt: skip
 
 
+# The machine report names this many stale socket files; --json has them all.
+_SHOWN: Final = 20
+_RM_ALL: Final = (
+    'ipcwire doctor --json | python3 -c "import json, os, sys; [os.unlink(p) for r in '
+    "json.load(sys.stdin)['reports'] for f in r['findings'] if f['check'] == "
+    "'machine.stale_sockets' for p in f['data']['paths']]\""
+)
+
+
 def _leftovers(report: Report) -> None:
     stale = stale_sockets(socket_dirs())
     if stale is None:
@@ -124,9 +133,14 @@ def _leftovers(report: Report) -> None:
                    "apart here: the kernel has no sock_diag (unix_diag) to name bound "
                    "sockets")  # fmt: skip
     elif stale:
+        shown = stale[:_SHOWN]
+        fix = "remove them (rm PATH), or let the next ipcwire listen() at each path do it"
+        if len(stale) > _SHOWN:
+            shown = [*shown, f"... and {len(stale) - _SHOWN} more"]
+            fix += (f"; all {len(stale)} are in `ipcwire doctor --json` (data.paths); to "
+                    f"remove them all: {_RM_ALL}")  # fmt: skip
         report.add("machine.stale_sockets", "warning", f"{len(stale)} stale socket file(s): no "
-                   "socket is bound to them (their servers died)", stale,
-                   "remove them (rm PATH), or let the next ipcwire listen() at each path do it",
+                   "socket is bound to them (their servers died)", shown, fix,
                    paths=stale)  # fmt: skip
     check_shm(None, report=report)
     try:
