@@ -270,3 +270,28 @@ def test_an_ipcwire_listener_whose_file_was_removed_is_named_not_missing(
             [gone2] = check_unix(path).find("unix.unlinked")
             assert gone2.data["pids"] == [proc.pid]
     assert check_unix(path).find("unix.missing")  # the server stopped: nothing left
+
+
+def test_listen_on_another_users_stale_socket_in_a_sticky_directory(sock_dir: Path) -> None:
+    # doctor --listen as uid nobody gave the fix for connecting ("connecting needs write
+    # permission ... mode=0o660") on root's 0600 file, and "listen() will remove it" on root's
+    # 0666 one, which listen() cannot remove from a sticky directory; nor said it was stale.
+    os.chmod(sock_dir, 0o1777)
+    for name, mode in (("private.sock", 0o600), ("open.sock", 0o666)):
+        path = f"{sock_dir}/{name}"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(path)  # closed: stale
+        os.chmod(path, mode)
+        code, data = doctor_json(path, "--listen", as_nobody=True)
+        assert code == 1, data
+        [denied] = findings(data, "unix.permission")
+        assert "mode=0o660" not in denied["fix"] and "connecting" not in denied["summary"]
+        assert "choose another path" in denied["fix"] and f"rm {path}" in denied["fix"]
+        assert denied["data"]["stale"] is True
+        assert "stale" in denied["summary"]
+    # a live root server there: not stale, and no rm
+    path = f"{sock_dir}/live.sock"
+    with ipcwire.listen(f"unix://{path}"):
+        code, data = doctor_json(path, "--listen", as_nobody=True)
+        [denied] = findings(data, "unix.permission")
+        assert denied["data"]["stale"] is False and "rm " not in denied["fix"]

@@ -285,6 +285,9 @@ def _check_file(path: str, report: Report, listen: bool) -> None:
         )
         return
     evidence = [f"{path}: socket, {_mode(st)}", f"you are {_who()}"]
+    if listen and not os.access(path, os.W_OK):
+        _foreign_for_listen(path, st, evidence, listening, bound, report)
+        return
     if not os.access(path, os.W_OK):
         report.add(
             "unix.permission",
@@ -300,6 +303,65 @@ def _check_file(path: str, report: Report, listen: bool) -> None:
         )
         return
     _check_listener(path, st, evidence, listening, bound, report, listen)
+
+
+def _not_removable(path: str, st: os.stat_result) -> bool:
+    """Whether a sticky directory keeps you from removing another user's file there."""
+    try:
+        parent = os.stat(os.path.dirname(path))
+    except OSError:
+        return False
+    me = os.getuid()
+    return bool(parent.st_mode & stat.S_ISVTX) and me not in (0, st.st_uid, parent.st_uid)
+
+
+def _foreign_for_listen(
+    path: str,
+    st: os.stat_result,
+    evidence: list[str],
+    listening: list[int],
+    bound: list[int],
+    report: Report,
+) -> None:
+    """To listen at another user's socket file: what listen() says, and whether it is stale
+    (the kernel's sock_diag tells, without a probe we may not make)."""
+    # the sockets themselves, not their pids: another user's fds are hidden from us
+    by_file = unix_socket_files()
+    sockets = (by_file or {}).get((st.st_dev, st.st_ino), [])
+    sockets += [(e.inode, e.listening) for e in unix_socket_table() if e.path == path]
+    stale: bool | None = False
+    if by_file is None:
+        state, stale = "maybe stale", None
+        evidence.append("this kernel has no sock_diag: whether it is stale cannot be told")
+    elif sockets:
+        state = "in use" if any(up for _, up in sockets) else "bound by a live process"
+        pids = listening or bound
+        who = _pids_text(pids) if pids else "a process you may not inspect"
+        evidence.append(f"sock_diag: a socket is bound to it ({who})")
+    else:
+        state, stale = "stale", True
+        evidence.append(f"sock_diag: no socket is bound to {path}: nothing listens, it is stale")
+    if not os.access(path, os.W_OK):
+        why = (f"a socket of uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o} that "
+               "you may not even probe; it belongs to someone else")  # fmt: skip
+    else:
+        parent = os.path.dirname(path)
+        sticky = stat.S_IMODE(os.stat(parent).st_mode)
+        why = (f"a socket of uid {st.st_uid} in {parent}, a sticky directory (mode "
+               f"{sticky:04o}) where you may not remove it")  # fmt: skip
+    fix = "choose another path"
+    if stale is not False:
+        fix += f"; or, if it is stale, have uid {st.st_uid} (or root) remove it: rm {path}"
+    report.add(
+        "unix.permission",
+        "problem",
+        f"listen() refuses {path} ({state}): {why}",
+        evidence,
+        fix,
+        stale=stale,
+        uid=st.st_uid,
+        mode=stat.S_IMODE(st.st_mode),
+    )
 
 
 def _unlinked_listeners(path: str) -> dict[int, str]:
@@ -413,7 +475,9 @@ def _check_listener(
             )
             return
         fix = f"rm {path}, then start the server (ipcwire's listen() removes stale files itself)"
-        if listen:
+        if listen and _not_removable(path, st):
+            _foreign_for_listen(path, st, evidence, [], bound, report)
+        elif listen:
             report.add("unix.stale", "info", f"{path} is stale (nothing listens): ipcwire's "
                        "listen() will remove it", evidence, pids=bound)  # fmt: skip
         else:
