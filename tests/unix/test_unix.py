@@ -318,13 +318,14 @@ def test_a_server_that_never_answers_the_handshake_times_out_in_timeout_seconds(
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
         mute.bind(str(path))
         mute.listen()  # connections complete in the backlog; nothing ever answers
-        with pytest.raises(Timeout, match=r"within 0\.3 s"):
+        # (0.3 s less the connect's moment: what the handshake had)
+        with pytest.raises(Timeout, match=r"within 0\.(3|29\d) s"):
             ipcwire.connect(f"unix://{path}", timeout=0.3)
 
         async def main() -> None:
             await aio.connect(f"unix://{path}", timeout=0.3)
 
-        with pytest.raises(Timeout, match=r"over 0\.3 s"):
+        with pytest.raises(Timeout, match=r"within 0\.(3|29\d) s"):
             asyncio.run(main())
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT
+from ipcwire._stream.handshake import silent_server
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
@@ -37,15 +38,19 @@ async def aio_connect_stream(
     retry_until = loop.time() + reconnect if reconnect else None
     delays = backoff_delays()
     while True:
+        connected: list[float] = []  # when the connection was taken, if it was
+        start = loop.time()
         try:
             async with within(limit):
-                return await client_connect(options, create, peer)
+                return await client_connect(options, create, peer, connected.append)
         except TimeoutError as exc:
             if isinstance(exc, IpcwireError):
                 raise
             why = timed_out() if timed_out is not None else None
             if why is not None:
                 raise why from exc
+            if connected:  # the handshake got no answer, as on the blocking API
+                raise silent_server(url, limit - (connected[0] - start), options) from exc
             raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
         except OSError as exc:
             err = explain(exc)
@@ -64,8 +69,10 @@ async def client_connect(
     options: ChannelOptions,
     create: Callable[[Callable[[], StreamProtocol]], Any],
     peer: Callable[[Any], PeerInfo],
+    on_connected: Callable[[float], object] | None = None,
 ) -> AioStreamChannel:
-    """Open one connection with ``create(protocol_factory)`` and run the client handshake."""
+    """Open one connection with ``create(protocol_factory)`` and run the client handshake;
+    ``on_connected(loop time)`` once the connection is made, before the handshake."""
     loop = asyncio.get_running_loop()
     ch = AioStreamChannel(options.url, options.wire())
     ch.refusal_possible = not options.client_handshake().needed
@@ -88,6 +95,8 @@ async def client_connect(
         half_close=True,
     )
     transport, _ = await create(lambda: proto)
+    if on_connected is not None:
+        on_connected(loop.time())
     try:
         ch._peer = peer(transport.get_extra_info("socket"))
         await done

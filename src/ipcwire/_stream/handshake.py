@@ -19,9 +19,22 @@ from ipcwire.errors import (
 )
 from ipcwire.options import ChannelOptions
 
-__all__ = ["client_handshake"]
+__all__ = ["client_handshake", "silent_server"]
 
 _monotonic = time.monotonic
+
+
+def silent_server(url: str, waited: float, options: ChannelOptions) -> Timeout:
+    """The Timeout of a client whose connection was taken but whose handshake got no answer
+    (both drivers): a peer that is not an ipcwire endpoint (an HTTP server, say) is the
+    likeliest reason, and a stopped or overloaded one the other."""
+    return Timeout(
+        f"{url} took the connection but did not complete the ipcwire handshake within "
+        f"{waited:.3g} s: is it an ipcwire endpoint, with the same framing= on both sides? "
+        f"(an ipcwire server that is stopped or overloaded does this too)"
+        + ("; does the server use a token too?" if options.token else ""),
+        endpoint=url,
+    )
 
 
 def client_handshake(
@@ -86,11 +99,7 @@ def client_handshake(
             endpoint=url,
         ) from None
     except (BlockingIOError, TimeoutError) as exc:
-        raise Timeout(
-            f"{url} did not complete the handshake within {budget:.3g} s"
-            + ("; does the server use a token too?" if options.token else ""),
-            endpoint=url,
-        ) from exc
+        raise silent_server(url, budget, options) from exc
     except OSError as exc:
         raise translate(exc, url, "handshaking with") from exc
     dec.max_frame = options.max_frame
