@@ -467,7 +467,10 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
                 errno = err;
                 return IPCW_SYSERR;
             }
-            /* someone made the socket non-blocking: wait in ppoll below instead */
+            /* EAGAIN: the receive timeout set once at setup (SO_RCVTIMEO, 10 ms) ran out, or
+             * someone made the socket non-blocking. Either way wait in ppoll below, on the
+             * doorbell and the liveness socket together: a doorbell end that more than the
+             * peer holds never hangs up, the liveness socket does (docs/mechanisms/shm.md) */
             atomic_store_explicit(flag, 1, memory_order_seq_cst);
             if (ready(r, need)) {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);

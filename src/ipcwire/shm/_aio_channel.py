@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
 from ipcwire._core.ending import error_reason
@@ -41,7 +41,12 @@ _RECORD: Final = 16
 
 class AioShmChannel(AioChannel):
     """A channel over a pair of shared-memory rings (asyncio); zero-copy as in
-    :class:`ipcwire.shm.blocking.ShmChannel`, with ``await`` where it may wait."""
+    :class:`ipcwire.shm.blocking.ShmChannel` (``loan``, ``loaned``, ``recv_view``), with
+    ``await`` where it may wait.
+
+    No ``wait_policy``: this channel never waits in the ring (an event loop must not spin or
+    block); it awaits the doorbell with ``add_reader``, so spin, park and hybrid would all be
+    the same here. The peer's policy is its own."""
 
     def __init__(
         self,
@@ -324,6 +329,24 @@ class AioShmChannel(AioChannel):
     def abort_loan(self) -> None:
         """Give the loan back unsent."""
         self._tx.abort()
+
+    @contextlib.asynccontextmanager
+    async def loaned(self, size: int, *, timeout: float | None = None) -> AsyncIterator[memoryview]:
+        """``async with ch.loaned(n) as buf: ...``: a loan (waited for as :meth:`loan`
+        waits, without blocking the loop), sent as the block ends; given back, nothing sent,
+        when the block raises or its task is cancelled, so no loan is left open.
+
+        Raises:
+            FrameTooLarge: over the ring's capacity less 16, or over the peer's max_frame.
+            Timeout, ChannelBroken, ChannelClosed: as for send.
+        """
+        buf = await self.loan(size, timeout=timeout)
+        try:
+            yield buf
+        except BaseException:
+            self._tx.abort()
+            raise
+        self._tx.commit(None)
 
     # -- the rest -----------------------------------------------------------------------------
     def close(self) -> None:
