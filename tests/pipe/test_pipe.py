@@ -239,3 +239,53 @@ def test_end_opens_once_and_pickles_only_open() -> None:
     with pytest.raises(ChannelClosed):
         a.open()
     b.close()
+
+
+VANISHING = (
+    "import os, sys, ipcwire\nch = ipcwire.connect(sys.argv[1])\nch.recv(timeout=10)\nos._exit(0)"
+)
+BIG = {"blob": "z" * 5_000_000}  # far over a pipe's 64 KiB: the sends outlive the worker
+
+
+def _vanishing_worker() -> tuple[pipe.PipeEnd, subprocess.Popen[bytes]]:
+    """A worker that takes one message and exits (os._exit: no goodbye)."""
+    parent_end, child_end = pipe.ends()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", VANISHING, child_end.url_with(codec="json")],
+        pass_fds=child_end.fds,
+        env=ENV,
+    )
+    child_end.close()
+    return parent_end, proc
+
+
+def test_recv_after_a_send_the_vanished_peer_broke_is_its_end() -> None:
+    """The parent's send raises ChannelBroken (broken pipe); the read side ended with the end
+    of stream, so the next recv() is EndOfChannel (as on asyncio, below)."""
+    parent_end, proc = _vanishing_worker()
+    with parent_end.open(codec="json") as ch:
+        ch.send({"op": "first"})
+        with pytest.raises(ChannelBroken, match="broken pipe"):
+            for _ in range(5):
+                ch.send(BIG, timeout=10)
+        with pytest.raises(EndOfChannel):
+            ch.recv(timeout=10)
+    proc.wait(10)
+
+
+def test_asyncio_recv_after_a_send_the_vanished_peer_broke_is_its_end(aio_run: AioRun) -> None:
+    """The next recv() said ChannelBroken ("broke while receiving from it: ... broken pipe")
+    where the blocking API says EndOfChannel (found by a newcomer walkthrough)."""
+    parent_end, proc = _vanishing_worker()
+
+    async def main() -> None:
+        async with await parent_end.aopen(codec="json") as ch:
+            await ch.send({"op": "first"})
+            with pytest.raises(ChannelBroken, match="broken pipe"):
+                for _ in range(5):
+                    await ch.send(BIG, timeout=10)
+            with pytest.raises(EndOfChannel):
+                await ch.recv(timeout=10)
+
+    aio_run(main())
+    proc.wait(10)

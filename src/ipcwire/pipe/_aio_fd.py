@@ -78,6 +78,7 @@ class FdTransport(asyncio.Transport):
         self._pause_deferred = False
         self._closing = False
         self._lost = False
+        self._eof = False  # the read side ended with the end of stream
         self.write_error: OSError | None = None
         self.peer_exited = False
         self.readahead_ok: Callable[[], bool] | None = None
@@ -133,6 +134,7 @@ class FdTransport(asyncio.Transport):
         return n
 
     def _read_eof(self) -> None:
+        self._eof = True
         self._stop_reading()
         fd, self._rfd = self._rfd, None
         if fd is not None:
@@ -269,7 +271,10 @@ class FdTransport(asyncio.Transport):
         if self.on_write_error is not None:
             self.on_write_error(exc)
         if self._rfd is None or self._closing:
-            self._maybe_lost(exc if self._rfd is None else None)
+            # The end of a write-only transport is this error; one whose read side met the end
+            # of stream ends as that end (the error is the send's, told through write_error),
+            # as on the blocking API: the next recv() is EndOfChannel, not ChannelBroken.
+            self._maybe_lost(exc if self._rfd is None and not self._eof else None)
 
     def _abort_writes(self) -> None:
         self._wbuf.clear()
