@@ -118,6 +118,30 @@ class MechanismSpec:
                 return f"{self.title} needs the Python package {module!r}: {hint}"
         return None
 
+    def package(self) -> ModuleType | None:
+        """The mechanism's package (``ipcwire.shm``), or None when it cannot be imported."""
+        try:
+            return importlib.import_module(self.blocking.rpartition(".")[0])
+        except ImportError:
+            return None
+
+    def unavailable_here(self) -> str | None:
+        """Why this mechanism cannot be used on this machine now, or None: the registry's
+        reason (:meth:`unavailable_reason`: platform, Python packages), then the package's own
+        ``probe()`` (a session bus, a display, a kernel feature). What ``ipcwire platforms``,
+        ``ipcwire doctor`` and ``ipcwire choose`` (for this machine) all say."""
+        reason = self.unavailable_reason()
+        if reason is not None:
+            return reason
+        probe = getattr(self.package(), "probe", None)
+        if probe is None:
+            return None
+        try:
+            found = probe()
+        except Exception as exc:  # a probe must never break the caller's report
+            return f"its check failed: {exc}"
+        return found if isinstance(found, str) else None
+
     def load(self, flavour: str) -> ModuleType:
         """Import the blocking or asyncio driver module.
 

@@ -237,3 +237,19 @@ def test_example_paths_are_this_users_on_this_machine(
     other = "darwin" if this_os() != "darwin" else "linux"
     advice = advise(Answers(relation="unrelated", os=other))
     assert advice.recommended is not None and "/run/user/1000/" in advice.recommended.url
+
+
+def test_a_mechanism_whose_probe_fails_here_is_not_recommended_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a session bus, choose recommended D-Bus for a desktop service while `ipcwire
+    platforms` said it does not work here: choose read only the registry's reason, not the
+    mechanism's probe(). All three commands now ask MechanismSpec.unavailable_here()."""
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    reason = ipcwire.lookup("dbus").unavailable_here()
+    assert reason is not None and "session bus" in reason
+    advice = advise(Answers(relation="unrelated", service=True))
+    assert advice.recommended is not None and advice.recommended.pick.scheme != "dbus"
+    [step] = [s for s in advice.path if s.rule.id == "desktop-service-linux"]
+    assert any("session bus" in (c.skipped or "") for c in step.considered)

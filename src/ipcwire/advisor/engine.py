@@ -233,7 +233,7 @@ def consider(pick: Pick, answers: Answers) -> Considered:
                 f"{spec.title} does not run on {answers.os} (only {', '.join(caps.platforms)})",
             )
         if answers.os == this_os():
-            reason = spec.unavailable_reason()
+            reason = spec.unavailable_here()
             if reason is not None:
                 return Considered(
                     pick, spec.title, _url(pick, spec, answers), f"not available: {reason}"

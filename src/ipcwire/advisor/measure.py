@@ -28,7 +28,7 @@ def schemes_to_measure(answers: Answers, candidate_schemes: Iterable[str]) -> li
         wanted += [s.scheme for s in mechanisms() if s.capabilities.zero_copy]
     out: list[str] = []
     for scheme in wanted:
-        if scheme not in out and lookup(scheme).unavailable_reason() is None:
+        if scheme not in out and lookup(scheme).unavailable_here() is None:
             out.append(scheme)
     return out
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import importlib
 import json
 import os
 import resource
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,36 +45,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 _IMPLEMENTATIONS = {"c": "C extension", "python": "pure-Python fallback"}
 
 
-def _package(spec: MechanismSpec) -> Any:
-    """The mechanism's package (``ipcwire.shm``), or None when it cannot be imported."""
-    try:
-        return importlib.import_module(spec.blocking.rpartition(".")[0])
-    except ImportError:
-        return None
-
-
 def _implementation(spec: MechanismSpec) -> str | None:
     """Which implementation of the mechanism runs here, when its package has several."""
-    found = getattr(_package(spec), "IMPLEMENTATION", None)
+    found = getattr(spec.package(), "IMPLEMENTATION", None)
     return found if isinstance(found, str) else None
 
 
-def _probe(spec: MechanismSpec) -> str | None:
-    """The mechanism package's own check (daemon, display, kernel), if it has one."""
-    module = _package(spec)
-    if module is None:
-        return None
-    probe: Callable[[], str | None] | None = getattr(module, "probe", None)
-    if probe is None:
-        return None
-    try:
-        return probe()
-    except Exception as exc:  # a probe must never break the report
-        return f"its check failed: {exc}"
-
-
 def _row(spec: MechanismSpec) -> dict[str, Any]:
-    reason = spec.unavailable_reason() or _probe(spec)
+    reason = spec.unavailable_here()
     return {
         "scheme": spec.scheme,
         "aliases": list(spec.aliases),

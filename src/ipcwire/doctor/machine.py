@@ -23,6 +23,7 @@ from ipcwire.doctor._model import Report
 from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
 from ipcwire.doctor.shm import DEV_SHM, check_shm
 from ipcwire.doctor.unix import probe
+from ipcwire.registry import mechanisms
 from ipcwire.unix._socket import MAX_PATH
 
 __all__ = ["check_machine", "socket_dirs", "stale_sockets"]
@@ -185,14 +186,12 @@ def _queue_exists(name: str) -> bool | None:
 def _mechanisms(report: Report) -> None:
     # The same answer as `ipcwire platforms`: the registry's reason (platform, Python
     # package) and then each mechanism's own probe() (session bus, display, kernel).
-    from ipcwire.cli.platforms import collect
-
     lines, missing = [], []
-    for row in collect()["mechanisms"]:
-        reason = row["reason"]
-        lines.append(f"{row['scheme']}: " + ("available" if reason is None else f"no: {reason}"))
+    for spec in mechanisms():
+        reason = spec.unavailable_here()
+        lines.append(f"{spec.scheme}: " + ("available" if reason is None else f"no: {reason}"))
         if reason is not None:
-            missing.append(row["scheme"])
+            missing.append(spec.scheme)
     report.add("machine.mechanisms", "info", f"{len(lines) - len(missing)} of {len(lines)} "
                "mechanisms work here", lines, unavailable=missing)  # fmt: skip
 
