@@ -170,6 +170,31 @@ def test_eacces_names_mode_owner_and_fix(sock_dir: Path) -> None:
     assert "mode=0o660" in out
 
 
+def test_a_stale_socket_of_another_user_in_a_sticky_directory(sock_dir: Path) -> None:
+    """listen() over another user's stale 0666 socket in a sticky directory (/tmp, say) said
+    only "permission denied while listening on ... (Operation not permitted)": the probe
+    found it stale, and the removal failed. It now says whose file it is and who may remove it
+    (found by helper-83 working on doctor)."""
+    os.chmod(sock_dir, 0o1777)
+    path = sock_dir / "left.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+    os.chmod(path, 0o666)  # root's, stale (nothing listens), open to all
+    out = run_python(
+        f"""
+        import ipcwire
+        try:
+            ipcwire.listen("unix://{path}")
+        except ipcwire.PermissionDenied as exc:
+            print("PermissionDenied:", exc)
+        """,
+        as_nobody=True,
+    )
+    assert out.startswith("PermissionDenied:"), out
+    assert "stale socket" in out and "of uid 0" in out and f"rm {path}" in out
+    assert path.exists()
+
+
 def test_allow_uids_refuses_others_and_keeps_serving(sock_dir: Path) -> None:
     os.chmod(sock_dir, 0o755)
     url = f"unix://{sock_dir}/guarded.sock"

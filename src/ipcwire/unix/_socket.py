@@ -282,6 +282,14 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
         os.unlink(addr.path)
     except FileNotFoundError:
         pass
+    except PermissionError:  # another user's file in a sticky directory such as /tmp
+        raise PermissionDenied(
+            f"cannot listen at {url}: {addr.path} is a stale socket (nothing answers there) of "
+            f"uid {st.st_uid}, and {parent} is sticky (mode "
+            f"{stat.S_IMODE(os.stat(parent).st_mode):04o}): only its owner or root may remove "
+            f"it. Have uid {st.st_uid} (or root) rm {addr.path}, or choose another path",
+            endpoint=url,
+        ) from None
 
 
 def bind_listener(
