@@ -15,7 +15,7 @@ from ipcwire.bench.machine import describe_machine, explain
 from ipcwire.bench.runner import Measurement, RunOutput, format_size
 from ipcwire.bench.stats import median, ratio, spread
 
-__all__ = ["SCHEMA_VERSION", "build_document", "refresh", "summarize"]
+__all__ = ["SCHEMA_VERSION", "build_document", "not_comparable", "refresh", "summarize"]
 
 SCHEMA_VERSION: Final = 1
 
@@ -150,6 +150,17 @@ def metric(entry: dict[str, Any]) -> float | None:
     return float(value)
 
 
+def not_comparable(
+    contender: dict[str, Any], baseline: dict[str, Any] | None, kind: str
+) -> str | None:
+    """Why ``contender``'s ratio to ``baseline`` in ``kind`` does not compare equal work
+    (None: it does). The baseline says where it does other work (``unequal``)."""
+    if baseline is None:
+        return None
+    why = (baseline.get("unequal") or {}).get(kind)
+    return str(why) if why else None
+
+
 def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, Any]]) -> None:
     by_key = {(r["contender"], r["kind"], r["size"]): r for r in results}
     for r in results:
@@ -161,7 +172,12 @@ def _add_ratios(results: list[dict[str, Any]], contenders: dict[str, dict[str, A
             base = by_key.get((base_id, r["kind"], r["size"]))
             if base is not None and base["status"] == "ok":
                 paired = paired_ratio(r, base)
-                if paired is not None:
+                why = not_comparable(contenders[r["contender"]], contenders.get(base_id), r["kind"])
+                if paired is not None and why is not None:
+                    # shown, marked, never read as a ratio: the two did different work
+                    mid, lo, hi = paired
+                    r["vs_baseline_unequal"] = {"ratio": mid, "spread": [lo, hi], "why": why}
+                elif paired is not None:
                     r["vs_baseline"], lo, hi = paired
                     r["vs_baseline_spread"] = [lo, hi]
         peers = [metric(x) for x in results if x["kind"] == r["kind"] and x["size"] == r["size"]]
@@ -222,6 +238,7 @@ def refresh(doc: dict[str, Any]) -> dict[str, Any]:
     for r in doc["results"]:
         r["vs_baseline"] = r["vs_fastest"] = None
         r.pop("vs_baseline_spread", None)
+        r.pop("vs_baseline_unequal", None)
     _add_ratios(doc["results"], contenders)
     doc["verdict"] = verdict(doc)
     doc["rules_of_thumb"] = check_rules(doc)

@@ -98,6 +98,10 @@ class Contender:
     Events): side A sends and side B receives in throughput runs.
     ``make_shared``: run in the parent before the workers start; its result is handed to
     both workers (for objects that can only be inherited, like ``multiprocessing.Queue``).
+    ``unequal``: for a baseline, the kinds ("throughput", "round_trip") in which the rows
+    compared with it do other work than it does, each with why (ipcwire's HTTP channel packs
+    what is queued into one POST, this baseline posts each message): their ratio to it is
+    shown as not comparable, and no target counts it as held or missed.
     """
 
     id: str
@@ -120,6 +124,7 @@ class Contender:
     patterns: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    unequal: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -128,7 +133,7 @@ class Contender:
             raise ValueError(f"contender {self.id}: wait must be one of {WAIT_POLICIES}")
         if self.api not in ("blocking", "asyncio"):
             raise ValueError(f"contender {self.id}: api must be 'blocking' or 'asyncio'")
-        for kind in self.kinds:
+        for kind in (*self.kinds, *self.unequal):
             if kind not in KINDS:
                 raise ValueError(f"contender {self.id}: unknown kind {kind!r}")
 
@@ -155,6 +160,7 @@ class Contender:
             "baseline": self.baseline,
             "patterns": dict(self.patterns),
             "note": self.note,
+            "unequal": dict(self.unequal),
         }
 
 

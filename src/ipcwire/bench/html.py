@@ -9,7 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ipcwire.bench.report import fmt_bandwidth, fmt_rate, fmt_us, table_rows
+from ipcwire.bench.report import (
+    fmt_bandwidth,
+    fmt_rate,
+    fmt_us,
+    held_label,
+    table_rows,
+    vs_raw_label,
+)
 from ipcwire.bench.runner import format_size
 
 __all__ = ["render_html", "write_html"]
@@ -61,7 +68,7 @@ def _main_table(doc: dict[str, Any]) -> str:
                 cells += [
                     f"{fmt_us(s['p50_us'])} <span class=dim>({fmt_us(lo)}-{fmt_us(hi)})</span>",
                     fmt_us(s["p99_us"]),
-                    _x(r["vs_baseline"]),
+                    vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
                 ]
@@ -76,7 +83,7 @@ def _main_table(doc: dict[str, Any]) -> str:
                 cells += [
                     fmt_rate(s["msgs_per_s"]),
                     fmt_bandwidth(s["bytes_per_s"]),
-                    _x(r["vs_baseline"]),
+                    vs_raw_label(r),
                     fmt_us(s["cpu_us_per_msg"]),
                 ]
         rows.append(
@@ -89,12 +96,12 @@ def _checks(doc: dict[str, Any]) -> str:
     out = ["<h2>ipcwire's own targets, checked in this run</h2><table>"]
     out.append("<tr><th>target</th><th>ratio</th><th>held</th></tr>")
     for t in doc["targets"]:
-        held = (
-            "<span class=dim>not measured</span>"
-            if t["held"] is None
-            else ("<span class=yes>yes</span>" if t["held"] else "<span class=no>NO</span>")
-        )
+        word = held_label(t)
+        style = {"yes": "yes", "NO": "no"}.get(word, "dim")
+        held = f"<span class={style}>{word}</span>"
         ratio = "—" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        if t.get("comparable") is False and t["ratio"] is not None:
+            ratio = f"({ratio})"
         if t.get("clear") is False:
             held += " <span class=dim>(repetitions disagree)</span>"
         out.append(f"<tr><td>{_e(t['target'])}</td><td>{ratio}</td><td>{held}</td></tr>")

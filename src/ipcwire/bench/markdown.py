@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ipcwire.bench.report import fmt_bandwidth, fmt_rate, fmt_us, frame_label, table_rows
+from ipcwire.bench.report import (
+    fmt_bandwidth,
+    fmt_rate,
+    fmt_us,
+    frame_label,
+    held_label,
+    table_rows,
+    vs_raw_label,
+)
 from ipcwire.bench.runner import format_size
 
 __all__ = ["render_markdown", "write_markdown"]
@@ -15,7 +23,8 @@ LEGEND = (
     "Reading the ratios: in the round-trip columns, *vs raw* is this contender's time ÷ its "
     "raw-Python baseline's, paired per repetition (lower is better; 1.00x: as fast), and *vs "
     "best* its time ÷ the fastest round trip of the run (1.00x: the fastest); in the rate "
-    "columns, *vs raw* is its rate ÷ the baseline's (higher is better). CPU: µs of CPU per "
+    "columns, *vs raw* is its rate ÷ the baseline's (higher is better). A ratio in brackets is "
+    "not comparable: the two did different work (the verdict says why). CPU: µs of CPU per "
     "message, both processes."
 )
 
@@ -55,7 +64,7 @@ def _main(doc: dict[str, Any]) -> list[str]:
                 cells += [
                     f"{fmt_us(s['p50_us'])} ({fmt_us(lo)}-{fmt_us(hi)})",
                     fmt_us(s["p99_us"]),
-                    _x(r["vs_baseline"]),
+                    vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
                 ]
@@ -68,7 +77,7 @@ def _main(doc: dict[str, Any]) -> list[str]:
             else:
                 s = r["summary"]
                 rate = fmt_rate(s["msgs_per_s"]) if size < 4096 else fmt_bandwidth(s["bytes_per_s"])
-                cells += [rate, _x(r["vs_baseline"]), fmt_us(s["cpu_us_per_msg"])]
+                cells += [rate, vs_raw_label(r), fmt_us(s["cpu_us_per_msg"])]
         lines.append(_row(cells))
     return lines
 
@@ -112,12 +121,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
             _row(["---", "---:", "---:", "---"]),
         ]
         for t in doc["targets"]:
-            held = "not measured" if t["held"] is None else ("yes" if t["held"] else "**NO**")
+            held = held_label(t).replace("NO", "**NO**")
             if t.get("clear") is False:
                 held += " (repetitions disagree)"
             spread = t.get("ratio_spread")
             per_rep = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else ""
-            out.append(_row([t["target"], _x(t["ratio"]), per_rep, held]))
+            ratio = _x(t["ratio"])
+            if t.get("comparable") is False and t["ratio"] is not None:
+                ratio = f"({ratio})"
+            out.append(_row([t["target"], ratio, per_rep, held]))
         out.append("")
     out += [_row(["rule of thumb", "measured here", "by", "held", "C floor here"]),
             _row(["---", "---:", "---", "---", "---:"])]  # fmt: skip

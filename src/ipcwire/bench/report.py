@@ -19,8 +19,10 @@ __all__ = [
     "fmt_rate",
     "fmt_us",
     "frame_label",
+    "held_label",
     "render",
     "table_rows",
+    "vs_raw_label",
 ]
 
 _STYLE = {"ipcwire": "bold cyan", "baseline": "white", "peer": "yellow"}
@@ -68,6 +70,24 @@ def _x(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def vs_raw_label(r: dict[str, Any]) -> str:
+    """The "vs raw" cell: "1.10x", "—", or "(665.30x)" in brackets when the two did different
+    work (``vs_baseline_unequal``: shown, never read as a ratio)."""
+    unequal = r.get("vs_baseline_unequal")
+    if unequal:
+        return f"({unequal['ratio']:.2f}x)"
+    return _x(r["vs_baseline"])
+
+
+def held_label(t: dict[str, Any]) -> str:
+    """A target's verdict in words: "yes", "NO", "not measured", "not comparable"."""
+    if t.get("comparable") is False:
+        return "not comparable"
+    if t["held"] is None:
+        return "not measured"
+    return "yes" if t["held"] else "NO"
+
+
 def _index(doc: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
     return {(r["contender"], r["kind"], r["size"]): r for r in doc["results"]}
 
@@ -111,7 +131,8 @@ def _main_table(doc: dict[str, Any]) -> Table:
         "depends on size or pickling); round trip: p50 (min-max of repetition medians), µs; "
         "vs raw: to this contender's raw-Python baseline, paired per repetition: for round "
         "trips time ÷ the baseline's (lower is better), for rates rate ÷ the baseline's (higher "
-        "is better); vs best: round trip ÷ the fastest of this run (1.00x: the fastest); CPU: "
+        "is better); (in brackets): not comparable, the two do different work (the verdict says "
+        "why); vs best: round trip ÷ the fastest of this run (1.00x: the fastest); CPU: "
         "µs of CPU per message, both processes",
         title_justify="left",
         caption_justify="left",
@@ -150,7 +171,7 @@ def _main_table(doc: dict[str, Any]) -> Table:
                 cells += [
                     cell,
                     fmt_us(s["p99_us"]),
-                    _x(r["vs_baseline"]),
+                    vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
                 ]
@@ -165,7 +186,7 @@ def _main_table(doc: dict[str, Any]) -> Table:
                 value = (
                     fmt_rate(s["msgs_per_s"]) if size < 4096 else fmt_bandwidth(s["bytes_per_s"])
                 )
-                cells += [value, _x(r["vs_baseline"]), fmt_us(s["cpu_us_per_msg"])]
+                cells += [value, vs_raw_label(r), fmt_us(s["cpu_us_per_msg"])]
         table.add_row(*cells)
     return table
 
@@ -263,6 +284,15 @@ def _targets_table(doc: dict[str, Any]) -> Table:
     table.add_column("per repetition", justify="right")
     table.add_column("held")
     for t in doc["targets"]:
+        if t.get("comparable") is False and t["ratio"] is not None:
+            lo, hi = t.get("ratio_spread") or (t["ratio"], t["ratio"])
+            table.add_row(
+                t["target"],
+                f"({t['ratio']:.2f}x)",
+                f"{lo:.2f}-{hi:.2f}",
+                Text("not comparable", style="yellow"),
+            )
+            continue
         if t["held"] is None:
             table.add_row(t["target"], "—", "", Text("not measured", style="dim"))
             continue

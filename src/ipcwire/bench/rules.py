@@ -149,9 +149,12 @@ def _target(
     *,
     limit: float,
     at_most: bool,
+    unequal: str | None = None,
 ) -> dict[str, Any]:
     """A target as a paired ratio (median over repetitions of the per-repetition ratio):
-    ``held`` by the median, ``clear`` when every repetition agrees."""
+    ``held`` by the median, ``clear`` when every repetition agrees. With ``unequal`` (why the
+    two do different work) the ratio is shown but the target is neither held nor missed:
+    ``comparable`` is False and ``why`` says why."""
     from ipcwire.bench.analysis import paired_ratio
 
     entry: dict[str, Any] = {
@@ -173,6 +176,9 @@ def _target(
     def ok(x: float) -> bool:
         return x <= limit if at_most else x >= limit
 
+    if unequal is not None:
+        entry.update(ratio=mid, ratio_spread=[lo, hi], comparable=False, why=unequal)
+        return entry
     entry.update(ratio=mid, ratio_spread=[lo, hi], held=ok(mid), clear=ok(lo) == ok(hi))
     return entry
 
@@ -255,6 +261,15 @@ _VERSUS_RAW: Final = (
 )
 
 
+def _unequal(doc: dict[str, Any], baseline: str, kind: str) -> str | None:
+    """Why rows compared with ``baseline`` in ``kind`` do other work than it (or None)."""
+    for c in doc["contenders"]:
+        if c["id"] == baseline:
+            why = (c.get("unequal") or {}).get(kind)
+            return str(why) if why else None
+    return None
+
+
 def _versus_raw_targets(doc: dict[str, Any], ids: set[str], rt: int | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for schemes, limit, throughput in _VERSUS_RAW:
@@ -286,6 +301,7 @@ def _versus_raw_targets(doc: dict[str, Any], ids: set[str], rt: int | None) -> l
                             _find(doc, raw, "throughput", size),
                             limit=1.0,
                             at_most=False,
+                            unequal=_unequal(doc, raw, "throughput"),
                         )
                     )
     return out
@@ -422,17 +438,30 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             lines.append(
                 f"  One message per call: {c['title']}, {_msgs(r['summary']['msgs_per_s'])}."
             )
+    unequal: dict[str, list[str]] = {}
     for c in doc["contenders"]:
         if c["group"] != "ipcwire" or c["batched"]:
             continue
         parts = []
         for r in doc["results"]:
-            if r["contender"] != c["id"] or r["vs_baseline"] is None:
+            if r["contender"] != c["id"]:
                 continue
             what = "round trip" if r["kind"] == "round_trip" else "throughput"
-            parts.append(f"{what} {format_size(r['size'])} {r['vs_baseline']:.2f}x")
+            if r.get("vs_baseline_unequal"):
+                parts.append(f"{what} {format_size(r['size'])} not comparable")
+                why = r["vs_baseline_unequal"]["why"]
+                unequal.setdefault(why, [])
+                if c["title"] not in unequal[why]:
+                    unequal[why].append(c["title"])
+            elif r["vs_baseline"] is not None:
+                parts.append(f"{what} {format_size(r['size'])} {r['vs_baseline']:.2f}x")
         if parts:
             lines.append(f"{c['title']} vs raw Python: " + ", ".join(parts) + ".")
+    for why, titles in unequal.items():
+        lines.append(
+            f"Not comparable with their raw baseline ({', '.join(titles)}): {why}. The ratio "
+            f"is shown in brackets in the table and counts for no target."
+        )
     for kind in ("unix", "pipe"):
         c_floor = _floor(doc, kind)
         raw = _best_latency(doc, _is(f"raw/{kind}"))

@@ -92,7 +92,11 @@ _RESULT: Final = _obj(
         "vs_baseline": _NUM_OR_NULL,
         "vs_fastest": _NUM_OR_NULL,
     },
-    {"vs_baseline_spread": {"type": "array", "items": _NUM}},
+    {
+        "vs_baseline_spread": {"type": "array", "items": _NUM},
+        # the ratio to a baseline that did other work: shown, never read as vs_baseline
+        "vs_baseline_unequal": _obj({"ratio": _NUM, "spread": _PAIR, "why": {"type": "string"}}),
+    },
 )
 
 _CONTENDER: Final = _obj(
@@ -110,7 +114,8 @@ _CONTENDER: Final = _obj(
         "patterns": {"type": "object"},
         "note": {"type": "string"},
         "available": {"const": True},
-    }
+    },
+    {"unequal": {"type": "object"}},  # kind -> why rows compared with it do other work
 )
 
 _MACHINE: Final = _obj(
@@ -181,6 +186,8 @@ _TARGET: Final = _obj(
     {
         "ratio_spread": {"type": ["array", "null"], "items": _NUM},
         "clear": {"type": ["boolean", "null"]},
+        "comparable": {"type": "boolean"},  # False: shown, neither held nor missed
+        "why": {"type": "string"},
     },
 )
 

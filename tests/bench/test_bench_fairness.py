@@ -1,0 +1,109 @@
+"""The ratios the report prints compare equal work, or say that they do not.
+
+No timing here: documents built by hand (or the real contenders' configuration) go through
+the same analysis as a run's, and the test reads what the report would say.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipcwire.bench.analysis import refresh
+from ipcwire.bench.builtin import all_contenders
+from ipcwire.bench.report import held_label, vs_raw_label
+from ipcwire.bench.schema import validate
+
+
+def _contenders() -> dict[str, dict[str, Any]]:
+    return {c.id: {**c.describe(), "available": True} for c in all_contenders([])}
+
+
+def _throughput(cid: str, rates: list[float], size: int = 64) -> dict[str, Any]:
+    return {
+        "contender": cid,
+        "kind": "throughput",
+        "size": size,
+        "batch": 0,
+        "status": "ok",
+        "error": None,
+        "repetitions": [{"msgs_per_s": v} for v in rates],
+        "summary": {"msgs_per_s": sorted(rates)[len(rates) // 2],
+                    "bytes_per_s": sorted(rates)[len(rates) // 2] * size},
+        "vs_baseline": None,
+        "vs_fastest": None,
+    }  # fmt: skip
+
+
+def _round_trip(cid: str, p50s: list[float], size: int = 64) -> dict[str, Any]:
+    return {
+        "contender": cid,
+        "kind": "round_trip",
+        "size": size,
+        "batch": 0,
+        "status": "ok",
+        "error": None,
+        "repetitions": [{"latency_us": {"p50": v}, "round_trips": 5000} for v in p50s],
+        "summary": {"p50_us": sorted(p50s)[len(p50s) // 2], "p99_us": 1.0, "p99_9_us": 1.0},
+        "vs_baseline": None,
+        "vs_fastest": None,
+    }
+
+
+def _doc(ids: list[str], results: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    known = _contenders()
+    return {
+        "contenders": [known[i] for i in ids],
+        "config": {"round_trip_sizes": [64], "throughput_sizes": [64], "repeat": 3},
+        "results": results,
+        **extra,
+    }
+
+
+def test_http_and_grpc_throughput_against_their_raw_baselines_is_not_comparable() -> None:
+    """ipcwire packs what is queued into one POST / one gRPC message; the raw baselines send
+    one per message. The report showed 665x and 31.9x as held targets; now the ratio is in
+    brackets, the target is neither held nor missed, and the verdict says why."""
+    known = _contenders()
+    for raw in ("raw/http", "raw/http/asyncio", "raw/grpc", "raw/grpc/asyncio"):
+        assert "packs" in known[raw]["unequal"]["throughput"], raw
+        assert "round_trip" not in known[raw]["unequal"]  # one message at a time: equal
+    doc = refresh(
+        _doc(
+            ["raw/http", "ipcwire/http/blocking"],
+            [
+                _throughput("raw/http", [1500.0, 1400.0, 1600.0]),
+                _throughput("ipcwire/http/blocking", [1e6, 9e5, 1.1e6]),
+                _round_trip("raw/http", [600.0, 610.0, 590.0]),
+                _round_trip("ipcwire/http/blocking", [650.0, 660.0, 640.0]),
+            ],
+        )
+    )
+    by = {(r["contender"], r["kind"]): r for r in doc["results"]}
+    tp = by[("ipcwire/http/blocking", "throughput")]
+    assert tp["vs_baseline"] is None
+    assert round(tp["vs_baseline_unequal"]["ratio"]) == 667
+    assert vs_raw_label(tp) == "(666.67x)"
+    rt = by[("ipcwire/http/blocking", "round_trip")]
+    assert rt["vs_baseline"] is not None and "vs_baseline_unequal" not in rt
+    [target] = [t for t in doc["targets"] if t["target"].startswith("http: blocking throughput")]
+    assert target["held"] is None and target["comparable"] is False
+    assert target["ratio"] is not None and "packs" in target["why"]
+    assert held_label(target) == "not comparable"
+    [rt_target] = [t for t in doc["targets"] if t["target"].startswith("http: blocking round")]
+    assert rt_target["held"] is True
+    line = next(v for v in doc["verdict"] if v.startswith("ipcwire http vs raw"))
+    assert "throughput 64 B not comparable" in line and "666" not in line
+    assert any(v.startswith("Not comparable") and "one POST" in v for v in doc["verdict"])
+
+
+def test_the_schema_accepts_what_marks_a_ratio_not_comparable() -> None:
+    from tests.bench.test_bench_plan import _minimal_document
+
+    doc = _minimal_document()
+    doc["contenders"][0]["unequal"] = {"throughput": "why"}
+    doc["results"][0]["vs_baseline_unequal"] = {"ratio": 2.0, "spread": [1.0, 3.0], "why": "w"}
+    doc["targets"] = [{"target": "t", "ratio": 2.0, "limit": 1.0, "comparison": "at least",
+                       "held": None, "comparable": False, "why": "w"}]  # fmt: skip
+    assert validate(doc) == []
+    doc["results"][0]["vs_baseline_unequal"] = {"ratio": 2.0}
+    assert any("vs_baseline_unequal" in e for e in validate(doc))
