@@ -107,3 +107,44 @@ def test_the_schema_accepts_what_marks_a_ratio_not_comparable() -> None:
     assert validate(doc) == []
     doc["results"][0]["vs_baseline_unequal"] = {"ratio": 2.0}
     assert any("vs_baseline_unequal" in e for e in validate(doc))
+
+
+def _pipe_size(fd: int) -> int:
+    import fcntl
+
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+
+
+def test_raw_pipe_fifo_and_spawn_baselines_get_pipes_as_big_as_ipcwires(tmp_path: Any) -> None:
+    """raw/pipe, raw/fifo and raw/spawn used default 64 KiB pipes, ipcwire grows its pipes to
+    1 MiB: the whole "2.9x" at 64 KiB was the buffer size. Each raw side B's two fds are now
+    pipes of the size ipcwire's own make_pipe() gets here."""
+    import os
+    import threading
+
+    from ipcwire.bench.contender import Task
+    from ipcwire.pipe._fdutil import make_pipe
+
+    r, w = make_pipe()
+    ipcwire_size = _pipe_size(w)
+    os.close(r)
+    os.close(w)
+    known = {c.id: c for c in all_contenders([])}
+    assert ipcwire_size > 65536  # else this machine cannot tell the two apart
+    for serial, cid in enumerate(("raw/pipe", "raw/fifo", "raw/spawn"), 1):
+        c = known[cid]
+        task = Task(c, "round_trip", 64, 0, 0.0, 0.0, str(tmp_path), serial, 0)
+        acceptor = c.side_a(task, None)
+        accepted: list[Any] = []
+        thread = threading.Thread(target=lambda a=acceptor, out=accepted: out.append(a.accept()))
+        thread.start()
+        link = c.side_b(task, acceptor.address, None)
+        thread.join(30)
+        assert accepted, cid
+        try:
+            assert _pipe_size(link._rfd) == ipcwire_size, cid
+            assert _pipe_size(link._wfd) == ipcwire_size, cid
+        finally:
+            accepted[0].close()
+            link.close()
+            acceptor.close()

@@ -16,7 +16,12 @@ import contextlib
 import os
 from typing import Any, Final
 
-from ipcwire.bench.builtin.pipes import RAW_AIO_NOTE, RawAioPipeLink, RawPipeLink
+from ipcwire.bench.builtin.pipes import (
+    RAW_AIO_NOTE,
+    RawAioPipeLink,
+    RawPipeLink,
+    grow_like_ipcwire,
+)
 from ipcwire.bench.contender import Contender, Task, register_contender
 
 __all__ = ["CONTENDERS"]
@@ -33,11 +38,13 @@ class _Fifos:
         # O_NONBLOCK so this open does not wait for a writer; reads are blocking afterwards.
         self._rfd = os.open(self._path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         os.set_blocking(self._rfd, True)
+        grow_like_ipcwire(self._rfd)  # as ipcwire's fifo does: the ratio compares code, not buffers
         self.address = f"{self._path} {self._reply}"
 
     def fds(self) -> tuple[int, int]:
         """Our read fd, and the reply FIFO opened for writing (waits for side B to open it)."""
         wfd = os.open(self._reply, os.O_WRONLY | os.O_CLOEXEC)
+        grow_like_ipcwire(wfd)
         return self._rfd, wfd
 
     def close(self) -> None:
@@ -87,8 +94,8 @@ async def aio_side_b(task: Task, address: str, shared: Any) -> RawAioPipeLink:
 
 
 _NOTE: Final = (
-    "two FIFOs of the default size (ipcwire grows them); blocking opens; os.write of "
-    "length+payload, os.readv into one buffer"
+    "two FIFOs grown to ipcwire's size (F_SETPIPE_SZ, 1 MiB), so the ratio compares code, not "
+    "buffers; blocking opens; os.write of length+payload, os.readv into one buffer"
 )
 
 CONTENDERS: Final = (

@@ -13,9 +13,10 @@ parent's real ``SpawnChannel`` (its pidfd watch included) on one side; the ipcwi
 the raw rows are set up and measured the same way.
 
 ``raw/spawn`` is what a careful programmer writes by hand: ``subprocess.Popen`` on two
-``os.pipe()`` pairs, ``os.write`` of length + payload, ``os.readv`` into one buffer (the
-``raw/pipe`` link); ``raw/spawn/asyncio`` the same pipes under ``connect_read_pipe`` /
-``connect_write_pipe``. Imported by the bench when listed in ``CONTENDER_MODULES``.
+``os.pipe()`` pairs (grown to ipcwire's 1 MiB, so the ratio compares code, not buffers),
+``os.write`` of length + payload, ``os.readv`` into one buffer (the ``raw/pipe`` link);
+``raw/spawn/asyncio`` the same pipes under ``connect_read_pipe`` / ``connect_write_pipe``.
+Imported by the bench when listed in ``CONTENDER_MODULES``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import subprocess
 import sys
 from typing import Any, Final
 
-from ipcwire.bench.builtin.pipes import RAW_AIO_NOTE, RawAioPipeLink, RawPipeLink
+from ipcwire.bench.builtin.pipes import RAW_AIO_NOTE, RawAioPipeLink, RawPipeLink, raw_pipe
 from ipcwire.bench.contender import Contender, Task, register_contender
 
 __all__ = ["CONTENDERS"]
@@ -174,8 +175,8 @@ async def ipcwire_aside_b(task: Task, address: str, shared: Any) -> Any:
 
 def _popen(address: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start the child on two fresh pipes; our ends: (process, read fd, write fd)."""
-    in_r, in_w = os.pipe()
-    out_r, out_w = os.pipe()
+    in_r, in_w = raw_pipe()  # grown as ipcwire.spawn grows its pipes: equal buffers
+    out_r, out_w = raw_pipe()
     try:
         proc = subprocess.Popen(_argv(address), stdin=in_r, stdout=out_w, close_fds=True)
     except BaseException:
@@ -244,7 +245,8 @@ def _row(ident: str, title: str, group: str, api: Any, a: Any, b: Any, **kw: Any
 
 
 _RAW_NOTE: Final = (
-    "subprocess.Popen on two os.pipe()s; os.write of length+payload, os.readv into one buffer; "
+    "subprocess.Popen on two os.pipe()s grown to ipcwire's 1 MiB; os.write of length+payload, "
+    "os.readv into one buffer; "
     "the child's fds are used by side A (see ipcwire.spawn._bench)"
 )
 _IPCWIRE_NOTE: Final = (

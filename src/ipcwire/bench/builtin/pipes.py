@@ -5,16 +5,20 @@ For each measurement side A makes a fresh pair of pipes (one per direction) and 
 its two fds over a short-lived Unix socket (``SCM_RIGHTS``), which is how unrelated processes
 share a pipe; then both sides use their ends. The raw baseline moves length-prefixed messages
 with ``os.write`` (looping over partial writes) and ``os.readv`` into one reusable buffer: the
-same system calls, no ipcwire. Its asyncio flavour (:class:`RawAioPipeLink`, also used by the
-``raw/spawn`` and ``raw/fifo`` asyncio baselines) is ``loop.connect_read_pipe`` and
-``connect_write_pipe`` with a minimal length-prefix protocol: one ``transport.write`` per
-message, every frame parsed per read.
+same system calls, no ipcwire, on pipes of the same size as ipcwire's (:func:`raw_pipe`: grown
+to 1 MiB with ``F_SETPIPE_SZ`` as ipcwire's are, so the ratio compares the code, not the
+buffers; ipcwire's bigger default pipe is a real advantage over a plain ``os.pipe()``, which
+docs/benchmarks.md states, but not one the ratio counts). Its asyncio flavour
+(:class:`RawAioPipeLink`, also used by the ``raw/spawn`` and ``raw/fifo`` asyncio baselines)
+is ``loop.connect_read_pipe`` and ``connect_write_pipe`` with a minimal length-prefix
+protocol: one ``transport.write`` per message, every frame parsed per read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import socket
 from collections.abc import Callable
@@ -24,7 +28,32 @@ from ipcwire.bench.builtin.raw import FramedLink
 from ipcwire.bench.builtin.raw_aio import FrameReader, RawAioLink, WriteFlow
 from ipcwire.bench.contender import Contender, Task
 
-__all__ = ["RAW_AIO_NOTE", "RawAioPipeLink", "RawPipeLink", "pipe_contenders"]
+__all__ = [
+    "RAW_AIO_NOTE",
+    "RawAioPipeLink",
+    "RawPipeLink",
+    "grow_like_ipcwire",
+    "pipe_contenders",
+    "raw_pipe",
+]
+
+
+def grow_like_ipcwire(fd: int) -> None:
+    """Ask for the pipe buffer ipcwire asks for (``F_SETPIPE_SZ``, Linux; best effort, as
+    ipcwire does), so a raw baseline's pipe or FIFO holds as much as ipcwire's."""
+    from ipcwire.pipe._fdutil import PIPE_SIZE
+
+    setsz = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsz is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setsz, PIPE_SIZE)
+
+
+def raw_pipe() -> tuple[int, int]:
+    """``os.pipe()``, grown as ipcwire grows its pipes (:func:`grow_like_ipcwire`)."""
+    r, w = os.pipe()
+    grow_like_ipcwire(w)
+    return r, w
 
 
 # -- handing fds to side B ----------------------------------------------------------------------
@@ -169,8 +198,8 @@ def _closer(*fds: int) -> Callable[[], None]:
 
 
 def raw_side_a(task: Task, shared: Any) -> _FdHandoff:
-    a_r, b_w = os.pipe()
-    b_r, a_w = os.pipe()
+    a_r, b_w = raw_pipe()
+    b_r, a_w = raw_pipe()
     return _FdHandoff(task, (b_r, b_w), b"raw", lambda: RawPipeLink(a_r, a_w), _closer(b_r, b_w))
 
 
@@ -180,8 +209,8 @@ def raw_side_b(task: Task, address: str, shared: Any) -> RawPipeLink:
 
 
 async def raw_aside_a(task: Task, shared: Any) -> _AioFdHandoff:
-    a_r, b_w = os.pipe()
-    b_r, a_w = os.pipe()
+    a_r, b_w = raw_pipe()
+    b_r, a_w = raw_pipe()
 
     async def link() -> RawAioPipeLink:
         return await RawAioPipeLink.open(a_r, a_w)
@@ -247,8 +276,8 @@ def _row(ident: str, title: str, group: str, api: Any, a: Any, b: Any, **kw: Any
 def pipe_contenders(notes: list[str]) -> list[Contender]:
     """The raw pipe baseline, and ipcwire's pipe rows when the mechanism is there."""
     raw_note = (
-        "two os.pipe()s of the default size (ipcwire grows its pipes with F_SETPIPE_SZ); "
-        "os.write of length+payload, os.readv into one buffer"
+        "two os.pipe()s grown to ipcwire's size (F_SETPIPE_SZ, 1 MiB), so the ratio compares "
+        "code, not buffers; os.write of length+payload, os.readv into one buffer"
     )
     rows = [
         _row("raw/pipe", "raw Python, pipe", "baseline", "blocking", raw_side_a, raw_side_b,
