@@ -154,9 +154,23 @@ def not_comparable(
     contender: dict[str, Any], baseline: dict[str, Any] | None, kind: str
 ) -> str | None:
     """Why ``contender``'s ratio to ``baseline`` in ``kind`` does not compare equal work
-    (None: it does). The baseline says where it does other work (``unequal``)."""
+    (None: it does). The baseline says where it does other work (``unequal``); and a row
+    that sleeps when idle is not compared with one that spins (ipcwire shm park or hybrid
+    against the spinning Python ring: "18.53x" compared a futex wake-up with a busy poll)."""
     if baseline is None:
         return None
+    wait, theirs = contender.get("wait"), baseline.get("wait")
+    if wait and theirs and wait != theirs:
+        how = {
+            "park": "sleeps in the kernel when idle",
+            "hybrid": "spins briefly, then sleeps in the kernel",
+            "spin": "busy-polls",
+        }
+        return (
+            f"a {wait} row ({how.get(str(wait), wait)}) against a {theirs} baseline "
+            f"({how.get(str(theirs), theirs)}) compares waiting policies, not code; shm's park "
+            f"and hybrid rows are judged against the C futex floor instead (targets)"
+        )
     why = (baseline.get("unequal") or {}).get(kind)
     return str(why) if why else None
 

@@ -104,6 +104,8 @@ def _checks(doc: dict[str, Any]) -> str:
             ratio = f"({ratio})"
         if t.get("clear") is False:
             held += " <span class=dim>(repetitions disagree)</span>"
+        if t.get("note"):
+            held += f" <span class=dim>{_e(t['note'])}</span>"
         out.append(f"<tr><td>{_e(t['target'])}</td><td>{ratio}</td><td>{held}</td></tr>")
     out.append("</table><h2>Rules of thumb, checked here</h2><table>")
     out.append("<tr><th>rule</th><th>measured here</th><th>by</th><th>held</th></tr>")

@@ -124,6 +124,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
             held = held_label(t).replace("NO", "**NO**")
             if t.get("clear") is False:
                 held += " (repetitions disagree)"
+            if t.get("note"):
+                held += f"; {t['note']}"
             spread = t.get("ratio_spread")
             per_rep = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else ""
             ratio = _x(t["ratio"])

@@ -299,6 +299,8 @@ def _targets_table(doc: dict[str, Any]) -> Table:
         held = Text("yes", style="green") if t["held"] else Text("NO", style="bold red")
         if t.get("clear") is False:
             held.append(" (repetitions disagree)", style="dim")
+        if t.get("note"):
+            held.append(f"; {t['note']}", style="yellow")
         lo, hi = t.get("ratio_spread") or (t["ratio"], t["ratio"])
         table.add_row(t["target"], f"{t['ratio']:.2f}x", f"{lo:.2f}-{hi:.2f}", held)
     return table

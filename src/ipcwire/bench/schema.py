@@ -188,6 +188,7 @@ _TARGET: Final = _obj(
         "clear": {"type": ["boolean", "null"]},
         "comparable": {"type": "boolean"},  # False: shown, neither held nor missed
         "why": {"type": "string"},
+        "note": {"type": "string"},  # e.g. a C floor that was not below the measured value
     },
 )
 
