@@ -207,3 +207,56 @@ def test_a_floor_above_the_measured_value_is_called_noisy_not_a_pass() -> None:
     line = next(v for v in doc["verdict"] if v.startswith("unix round trip"))
     assert "%" not in line
     assert "the C floor was not below ipcwire's time" in line
+
+
+def _implementation_in_child(env: dict[str, str], block_extension: bool) -> dict[str, Any]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        + ("sys.modules['ipcwire._ext._native'] = None\n" if block_extension else "")
+        + "from ipcwire.bench.machine import implementation\n"
+        "print(json.dumps(implementation()))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IPCWIRE_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return dict(json.loads(out.stdout))
+
+
+def test_the_report_says_which_implementation_ran_and_warns_without_the_extension() -> None:
+    """helper-84 removed the .so: shm spin came out 8.63 µs, '4.34x' the Python ring, and only
+    the floor line hinted why. The JSON now says which paths ran, the terminal's first line
+    says it, and a run without the C paths starts with a warning."""
+    import io
+
+    from rich.console import Console
+    from tests.bench.test_bench_plan import _minimal_document
+
+    from ipcwire.bench.machine import implementation_warning
+    from ipcwire.bench.report import render
+
+    normal = _implementation_in_child({}, block_extension=False)
+    assert normal["extension"] is True
+    assert (normal["shm_ring"], normal["stream_sender"]) == ("c", "c")
+    assert implementation_warning(normal) is None
+    forced = _implementation_in_child({"IPCWIRE_STREAM_IMPL": "python"}, block_extension=False)
+    assert (forced["shm_ring"], forced["stream_sender"]) == ("c", "python")
+    assert forced["environment"] == {"IPCWIRE_STREAM_IMPL": "python"}
+    warning = implementation_warning(forced)
+    assert warning is not None and "unix/tcp sender" in warning and "IPCWIRE_STREAM_IMPL" in warning
+    missing = _implementation_in_child({}, block_extension=True)
+    assert missing["extension"] is False and missing["extension_error"]
+    assert (missing["shm_ring"], missing["stream_sender"]) == ("python", "python")
+
+    for impl, first in ((normal, "implementation: C extension"),
+                        (missing, "WARNING: ipcwire's C extension did not load")):  # fmt: skip
+        doc = _minimal_document()
+        doc["implementation"] = impl
+        assert validate(doc) == []
+        out = io.StringIO()
+        render(doc, Console(file=out, width=200))
+        assert out.getvalue().splitlines()[0].startswith(first)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import ipcwire
-from ipcwire.bench.machine import describe_machine, explain
+from ipcwire.bench.machine import describe_machine, explain, implementation
 from ipcwire.bench.runner import Measurement, RunOutput, format_size
 from ipcwire.bench.stats import median, ratio, spread
 
@@ -239,8 +239,18 @@ def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any
         "notes": notes,
         "explanations": explain(machine),
         "floor": out.floor or {"available": False, "reason": "not measured (--no-floor)"},
+        "implementation": _implementation(out),
     }
     return refresh(doc)
+
+
+def _implementation(out: RunOutput) -> dict[str, Any]:
+    """Which code paths the workers ran (each says in its hello; this process's view when
+    they did not)."""
+    for hello in out.pinning.get("workers") or []:
+        if isinstance(hello, dict) and hello.get("implementation"):
+            return dict(hello["implementation"])
+    return implementation()
 
 
 def refresh(doc: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_machine", "explain"]
+__all__ = ["describe_machine", "explain", "implementation", "implementation_warning"]
 
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
@@ -144,6 +144,57 @@ def _shm_bytes() -> int | None:
     except OSError:
         return None
     return st.f_blocks * st.f_frsize
+
+
+def implementation() -> dict[str, Any]:
+    """Which of ipcwire's code paths this process runs: whether the C extension
+    (``ipcwire._ext._native``) imports, and whether the shared-memory ring and the Unix/TCP
+    stream sender use it or their pure-Python fallbacks (``IPCWIRE_SHM_IMPL=python``,
+    ``IPCWIRE_STREAM_IMPL=python``, or no extension built)."""
+    error = None
+    try:
+        from ipcwire._ext import _native  # noqa: F401
+    except ImportError as exc:
+        error = str(exc) or type(exc).__name__
+    from ipcwire._stream import native as stream
+    from ipcwire.shm import _ring
+
+    return {
+        "extension": error is None,
+        "extension_error": error,
+        "shm_ring": _ring.IMPLEMENTATION,
+        "stream_sender": "c" if stream.FRAME_SENDER is not None else "python",
+        "environment": {
+            name: os.environ[name]
+            for name in ("IPCWIRE_SHM_IMPL", "IPCWIRE_STREAM_IMPL")
+            if name in os.environ
+        },
+    }
+
+
+def implementation_warning(impl: dict[str, Any] | None) -> str | None:
+    """A warning when the run did not use the C paths everywhere an install with the
+    extension would (None: it did, or the report does not say)."""
+    if not impl:
+        return None
+    if not impl.get("extension"):
+        return (
+            f"WARNING: ipcwire's C extension did not load ({impl.get('extension_error')}): the "
+            f"shm ring and the unix/tcp sender ran their pure-Python fallbacks, slower than an "
+            f"install with the extension, and the C floor could not be measured"
+        )
+    python = [
+        what
+        for key, what in (("shm_ring", "the shm ring"), ("stream_sender", "the unix/tcp sender"))
+        if impl.get(key) == "python"
+    ]
+    if not python:
+        return None
+    env = ", ".join(f"{k}={v}" for k, v in (impl.get("environment") or {}).items())
+    return (
+        f"WARNING: {' and '.join(python)} ran the pure-Python path"
+        f"{f' ({env})' if env else ''}, slower than ipcwire's usual C path"
+    )
 
 
 def describe_machine(pinning: dict[str, Any] | None = None) -> dict[str, Any]:

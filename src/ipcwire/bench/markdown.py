@@ -11,6 +11,7 @@ from ipcwire.bench.report import (
     fmt_us,
     frame_label,
     held_label,
+    implementation_line,
     table_rows,
     vs_raw_label,
 )
@@ -99,6 +100,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"{pin.get('cpus') or ''}, load average before the run: "
         f"{', '.join(f'{v:.2f}' for v in m.get('load_average') or [])}, after: "
         f"{', '.join(f'{v:.2f}' for v in m.get('load_average_after') or [])}",
+        "",
+        implementation_line(doc).plain,
         "",
         *_main(doc),
         "",

@@ -20,6 +20,7 @@ __all__ = [
     "fmt_us",
     "frame_label",
     "held_label",
+    "implementation_line",
     "render",
     "table_rows",
     "vs_raw_label",
@@ -319,8 +320,27 @@ def _machine_line(doc: dict[str, Any]) -> str:
     )
 
 
+def implementation_line(doc: dict[str, Any]) -> Text:
+    """Which code paths ran: "implementation: C extension (shm ring c, unix/tcp sender c)",
+    or a warning when the pure-Python fallbacks were measured."""
+    from ipcwire.bench.machine import implementation_warning
+
+    impl = doc.get("implementation")
+    if not impl:
+        return Text("implementation: not recorded (a report from before it was)", style="dim")
+    warning = implementation_warning(impl)
+    if warning is not None:
+        return Text(warning, style="bold red")
+    return Text(
+        f"implementation: C extension (shm ring {impl['shm_ring']}, unix/tcp sender "
+        f"{impl['stream_sender']})",
+        style="dim",
+    )
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     """Print the whole report."""
+    console.print(implementation_line(doc))
     parts: list[Any] = [_main_table(doc)]
     if len(doc["config"]["throughput_sizes"]) > 2:
         parts.append(_size_table(doc))

@@ -239,7 +239,18 @@ SCHEMA: Final[dict[str, Any]] = {
             "rules_of_thumb": {"type": "array", "items": _CHECK},
             "targets": {"type": "array", "items": _TARGET},
         },
-        {"floor": _FLOOR},
+        {
+            "floor": _FLOOR,
+            # which code paths ran: the C extension, or the pure-Python fallbacks
+            "implementation": _obj(
+                {
+                    "extension": {"type": "boolean"},
+                    "shm_ring": {"enum": ["c", "python"]},
+                    "stream_sender": {"enum": ["c", "python"]},
+                },
+                {"extension_error": _STR_OR_NULL, "environment": {"type": "object"}},
+            ),
+        },
     ),
 }
 

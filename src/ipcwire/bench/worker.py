@@ -65,7 +65,9 @@ def worker_main(
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    conn.send(("hello", {"pid": os.getpid(), "cpus": cpus}))
+    from ipcwire.bench.machine import implementation
+
+    conn.send(("hello", {"pid": os.getpid(), "cpus": cpus, "implementation": implementation()}))
     while True:
         try:
             msg = conn.recv()
