@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import urllib.parse
 import warnings
 
 import pytest
@@ -47,3 +49,24 @@ def test_close_after_the_loop_ended(unary: bool) -> None:
     for ch in (client, srv):  # closed for the application too
         with pytest.raises(ChannelClosed):
             asyncio.run(ch.send(b"late"))
+
+
+def test_a_listener_closed_while_its_loop_is_stopped_stops_when_it_runs_again() -> None:
+    """The loop stopped (run_until_complete() returned), not closed: close() did not raise,
+    but it took the server for one whose loop had ended and never stopped it, so its port
+    stayed open for the life of the process, even once the loop ran again (aclose() there
+    returned at once). Now the stop is started in the server's own loop: the port closes as
+    soon as that loop runs (grpc.aio cannot stop a server without it)."""
+    loop = asyncio.new_event_loop()
+    try:
+        lis, client, srv = loop.run_until_complete(_open(False))
+        port = urllib.parse.urlsplit(lis.url).port
+        assert port is not None
+        for ch in (client, srv, lis):
+            ch.close()  # a stopped loop: must not raise
+        loop.run_until_complete(lis.aclose())  # waits for the server to stop
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

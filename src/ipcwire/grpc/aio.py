@@ -219,12 +219,15 @@ class AioGrpcListener(AioListener):
         try:
             self._ready.close()
             loop = _running_loop()
+            current = None if loop is None else asyncio.current_task()
             guard = self._guard
-            if (
-                guard is not None
-                and loop is guard.get_loop()
-                and guard is not asyncio.current_task()
-            ):
+            if loop is None and guard is not None:
+                # The server's loop stopped (run_until_complete() returned), not closed: its
+                # server stops when that loop runs again (aclose() there waits for it).
+                home = guard.get_loop()
+                if not home.is_closed() and not home.is_running():
+                    loop = home
+            if guard is not None and loop is guard.get_loop() and guard is not current:
                 guard.cancel()
             if self.server is not None and loop is not None:
                 self._stopping = loop.create_task(self.server.stop(0.5))

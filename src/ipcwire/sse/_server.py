@@ -42,6 +42,7 @@ from aiohttp import web
 
 from ipcwire._core.handshake import same_secret
 from ipcwire.aio._accept import accept_backoff
+from ipcwire.aio._without_loop import drop_socket
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -189,6 +190,28 @@ class SseServer:
         (``ipcwire.http._after_loop``): the clients see the connection end at once."""
         self.stop_listening()
         drop_connections(self._web)
+
+    @property
+    def loop_stopped(self) -> bool:
+        """Whether the serving loop is stopped but not closed (``run_until_complete()``
+        returned, say): nothing runs in it now, and it may never run again."""
+        loop = self._loop
+        return loop is not None and not loop.is_closed() and not loop.is_running()
+
+    def close_while_stopped(self) -> None:
+        """Stop listening and drop every client connection while the serving loop is stopped
+        (:attr:`loop_stopped`): each connection's transport is aborted, so that the loop
+        forgets its socket (and its handler ends if the loop runs again), and its socket is
+        shut down and closed now, so that the client sees the end at once."""
+        self.stop_listening()  # (closes the listening socket at once, loop or not)
+        if self._web is None:
+            return
+        for handler in list(self._web.connections):
+            transport = handler.transport
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                transport.abort()  # (what needs the loop waits for it: the socket goes now)
+                drop_socket(sock)
 
     async def shutdown(self) -> None:
         """End every stream and close every connection, boundedly (serving loop)."""

@@ -211,7 +211,9 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         if self._closed:
             return
         self._closed = True
-        if loop_ended(self._loop):
+        if loop_ended(self._loop) or not self._loop.is_running():
+            # ended, or stopped (not closed): a transport's close and the DELETE's task
+            # would wait for a loop that may never run again
             self._close_without_loop()
             return
         self._wake.set()
@@ -228,12 +230,17 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             self._releasing = task
 
     def _close_without_loop(self) -> None:
-        """``close()`` after the loop has ended (``ipcwire.http._after_loop``): the
-        connection is dropped and the DELETE sent without the loop, as the blocking client
-        sends it (bounded by ``RELEASE_TIMEOUT``)."""
+        """``close()`` after the loop has ended (``ipcwire.http._after_loop``), or while it
+        is stopped: the connection is dropped and the DELETE sent without the loop, as the
+        blocking client sends it (bounded by ``RELEASE_TIMEOUT``)."""
+        if self._opening is not None and not self._loop.is_closed():
+            self._opening.cancel()  # (if the loop runs again)
         writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
-            drop_socket(writer.transport.get_extra_info("socket"))
+            sock = writer.transport.get_extra_info("socket")
+            if not self._loop.is_closed():
+                writer.transport.abort()  # a stopped loop forgets the socket now
+            drop_socket(sock)
         release = self._release()
         if release is not None:
             release_blocking(release)
@@ -398,6 +405,8 @@ class AioSseListener(AioListener):
         self._closed = True
         if self._server.loop_ended:  # (ipcwire.http._after_loop)
             self._server.close_without_loop()
+        elif self._server.loop_stopped:  # no task can start: the sockets go now
+            self._server.close_while_stopped()
         else:
             self._server.stop_listening()
             self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
