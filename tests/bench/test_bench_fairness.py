@@ -260,3 +260,30 @@ def test_the_report_says_which_implementation_ran_and_warns_without_the_extensio
         out = io.StringIO()
         render(doc, Console(file=out, width=200))
         assert out.getvalue().splitlines()[0].startswith(first)
+
+
+def test_a_contender_that_becomes_unavailable_after_it_ran_is_failed() -> None:
+    """helper-84's flaky contender worked twice, then said MechanismUnavailable: the run
+    dropped it ('not measured', its repetitions discarded, exit 0). Once a contender has
+    run, going away is a failure (the CLI then exits 1); one unavailable from the start is
+    still a note."""
+    from tests.bench.flaky import flaky
+
+    from ipcwire.bench.analysis import build_document
+    from ipcwire.bench.runner import BenchConfig, run
+
+    config = BenchConfig(round_trip_sizes=(64,), throughput_sizes=(64,), batched_sizes=(),
+                         repeat=2, duration=0.04, warmup=0.01, only=("test/*",),
+                         apis=("blocking",), peers=True, preset="test", budget=None,
+                         floor=False)  # fmt: skip
+    doc = build_document(run(config, extra=[flaky(2), flaky(0)]), ["test"])
+    assert validate(doc) == []
+    assert [u["id"] for u in doc["unavailable"]] == ["test/flaky-0"]
+    assert "daemon went away" in doc["unavailable"][0]["unavailable_reason"]
+    results = [r for r in doc["results"] if r["contender"] == "test/flaky-2"]
+    assert len(results) == 2  # its round trip and throughput are both in the report
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) >= 1
+    assert all("after it had run" in r["error"] for r in failed)
+    assert sum(len(r["repetitions"]) for r in results) == 2  # the two that ran are kept
+    assert any("FAILED" in n and "daemon went away" in n for n in doc["notes"])

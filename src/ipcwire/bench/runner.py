@@ -395,18 +395,28 @@ def _unavailable_key(c: Contender) -> str:
     return f"mechanism:{c.mechanism}" if c.group == "ipcwire" else c.id
 
 
-def _measure(workers: WorkerPair, m: Measurement, task: Task, timeout: float) -> None:
-    """One repetition of one measurement, recorded in ``m`` (its error on failure)."""
+def _measure(
+    workers: WorkerPair, m: Measurement, task: Task, timeout: float, started: bool = False
+) -> None:
+    """One repetition of one measurement, recorded in ``m`` (its error on failure).
+    ``started``: the contender (or, for ipcwire, its mechanism) has already completed a
+    measurement in this run, so a MechanismUnavailable now is a failure, not a note."""
     t0 = time.monotonic()
     try:
         a, b = workers.measure(task, timeout)
     except MeasurementFailed as exc:
         workers.restart()
         marker = "MechanismUnavailable: "
-        if marker in str(exc):  # missing daemon or platform: a note, like a missing peer
+        if marker in str(exc) and not started and not m.reps:
+            # missing daemon or platform, said before it ever ran: a note, like a missing peer
             m.unavailable = str(exc).split(marker, 1)[1]
             return
         m.error = str(exc)
+        if marker in str(exc):
+            m.error = (
+                f"it became unavailable after it had run in this run (a contender that starts "
+                f"and then goes away fails): {str(exc).split(marker, 1)[1]}"
+            )
         m.detail = exc.detail
         return
     if a["count"] != b["count"]:
@@ -452,6 +462,7 @@ def run(
     serial = 0
     floors: list[dict[str, Any]] = []
     unavailable_now: dict[str, str] = {}
+    ran: set[str] = set()  # contenders (ipcwire: mechanisms) that completed a measurement
     try:
         if progress is not None:
             progress(0, total, "starting the worker processes")
@@ -492,9 +503,12 @@ def run(
                     serial=serial,
                     seed=config.seed,
                 )
-                _measure(workers, m, task, _timeout(config, m.size))
+                key = _unavailable_key(m.contender)
+                _measure(workers, m, task, _timeout(config, m.size), key in ran)
                 if m.unavailable is not None:
-                    unavailable_now[_unavailable_key(m.contender)] = m.unavailable
+                    unavailable_now[key] = m.unavailable
+                elif m.reps:
+                    ran.add(key)
             left = config.repeat - rep - 1
             if config.budget is not None and left and runs:
                 spent = time.monotonic() - started_clock
