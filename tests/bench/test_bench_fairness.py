@@ -287,3 +287,29 @@ def test_a_contender_that_becomes_unavailable_after_it_ran_is_failed() -> None:
     assert all("after it had run" in r["error"] for r in failed)
     assert sum(len(r["repetitions"]) for r in results) == 2  # the two that ran are kept
     assert any("FAILED" in n and "daemon went away" in n for n in doc["notes"])
+
+
+def test_pyzmq_sends_large_messages_zero_copy_as_its_docs_advise(tmp_path: Any) -> None:
+    """peer/zmq-ipc and peer/zmq-tcp sent 64 KiB with copy=True, which pyzmq's docs advise
+    against for large messages. From zmq.COPY_THRESHOLD they are zero-copy; small messages
+    keep pyzmq's default. The messages still arrive whole (through real sockets)."""
+    import zmq
+
+    from ipcwire.bench.contender import Task
+
+    known = {c.id: c for c in all_contenders([])}
+    for serial, (cid, size) in enumerate(
+        [(c, s) for c in ("peer/zmq-ipc", "peer/zmq-tcp") for s in (64, 65536)], 1
+    ):
+        c = known[cid]
+        task = Task(c, "throughput", size, 0, 0.0, 0.0, str(tmp_path), serial, 0)
+        a = c.side_a(task, None).accept()
+        b = c.side_b(task, a.address, None)
+        try:
+            assert b.zero_copy is a.zero_copy is (size >= zmq.COPY_THRESHOLD), (cid, size)
+            message = bytes(range(256)) * (size // 256) if size >= 256 else b"x" * size
+            b.send(message)
+            assert bytes(a.recv()) == message
+        finally:
+            b.close()
+            a.close()
