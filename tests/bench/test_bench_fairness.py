@@ -313,3 +313,30 @@ def test_pyzmq_sends_large_messages_zero_copy_as_its_docs_advise(tmp_path: Any) 
         finally:
             b.close()
             a.close()
+
+
+def test_the_terminal_report_shows_every_round_trip_size() -> None:
+    """The terminal table rendered round_trip_sizes[0] only: a full run's 4 KiB and 64 KiB
+    round trips were in the JSON and the Markdown but not on screen."""
+    import copy
+    import io
+
+    from rich.console import Console
+    from tests.bench.test_bench_plan import _minimal_document
+
+    from ipcwire.bench.report import render
+
+    doc = _minimal_document()
+    doc["config"]["round_trip_sizes"] = [64, 4096, 65536]
+    for size, p50 in ((4096, 41.7), (65536, 123.4)):
+        r = copy.deepcopy(doc["results"][0])
+        r["size"] = size
+        r["summary"]["p50_us"] = p50
+        r["summary"]["p50_spread_us"] = [p50 - 1, p50 + 1]
+        doc["results"].append(r)
+    out = io.StringIO()
+    render(doc, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "round trip by message size" in text
+    assert "4 KiB" in text and "64 KiB" in text
+    assert "41.7 (40.7-42.7)" in text and "123 (122-124)" in text

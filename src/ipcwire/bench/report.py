@@ -213,6 +213,36 @@ def _size_table(doc: dict[str, Any]) -> Table:
     return table
 
 
+def _round_trip_size_table(doc: dict[str, Any]) -> Table:
+    """Round trips at every size (shown when more than one was measured: the main table
+    has the first size only)."""
+    results = _index(doc)
+    sizes = doc["config"]["round_trip_sizes"]
+    table = Table(
+        title="round trip by message size: p50 µs (min-max), p99 µs, vs raw",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("contender")
+    for size in sizes:
+        table.add_column(format_size(size), justify="right")
+    for c in table_rows(doc):
+        cells: list[Text | str] = [Text(c["title"], style=_STYLE.get(c["group"], ""))]
+        for size in sizes:
+            r = results.get((c["id"], "round_trip", size))
+            if r is None or r["status"] != "ok":
+                cells.append("" if r is None else Text("failed", style="red"))
+                continue
+            s = r["summary"]
+            lo, hi = s["p50_spread_us"]
+            cell = Text(fmt_us(s["p50_us"]))
+            cell.append(f" ({fmt_us(lo)}-{fmt_us(hi)})", style="dim")
+            cell.append(f" · {fmt_us(s['p99_us'])} · {vs_raw_label(r)}")
+            cells.append(cell)
+        table.add_row(*cells)
+    return table
+
+
 def _rules_table(doc: dict[str, Any]) -> Table:
     table = Table(title="rules of thumb, checked here", title_justify="left", header_style="bold")
     table.add_column("rule")
@@ -342,6 +372,8 @@ def render(doc: dict[str, Any], console: Console) -> None:
     """Print the whole report."""
     console.print(implementation_line(doc))
     parts: list[Any] = [_main_table(doc)]
+    if len(doc["config"]["round_trip_sizes"]) > 1:
+        parts.append(_round_trip_size_table(doc))
     if len(doc["config"]["throughput_sizes"]) > 2:
         parts.append(_size_table(doc))
     console.print(Group(*parts))
