@@ -340,3 +340,59 @@ def test_the_terminal_report_shows_every_round_trip_size() -> None:
     assert "round trip by message size" in text
     assert "4 KiB" in text and "64 KiB" in text
     assert "41.7 (40.7-42.7)" in text and "123 (122-124)" in text
+
+
+def test_tails_of_too_few_samples_and_targets_of_one_repetition_are_marked() -> None:
+    """The quick run's round trips had repetitions of 12 to 500 samples, yet p99 was shown
+    as a number; a target from one repetition read '1.16-1.16 yes' with no mark."""
+    from ipcwire.bench.analysis import tail_is_firm
+    from ipcwire.bench.report import p99_label, target_marks
+
+    few = _round_trip("raw/unix", [50.0])
+    few["repetitions"][0]["round_trips"] = 12
+    few["summary"]["p99_us"] = 900.0
+    assert not tail_is_firm(few, "p99") and p99_label(few) == "—"
+    many = _round_trip("raw/unix", [50.0, 51.0])  # 5000 round trips per repetition
+    assert tail_is_firm(many, "p99") and tail_is_firm(many, "p99_9")
+    assert p99_label(many) == "1.00"
+    many["repetitions"][1]["round_trips"] = 999
+    assert tail_is_firm(many, "p99") and not tail_is_firm(many, "p99_9")
+
+    doc = refresh(
+        _doc(
+            ["raw/unix", "ipcwire/unix/blocking"],
+            [_round_trip("raw/unix", [50.0]), _round_trip("ipcwire/unix/blocking", [58.0])],
+        )
+    )
+    [t] = [t for t in doc["targets"] if t["target"].startswith("unix: blocking round trip")]
+    assert t["repetitions"] == 1
+    assert "(one repetition)" in target_marks(t)
+
+
+def test_the_summary_says_whether_its_tails_are_firm() -> None:
+    from ipcwire.bench.analysis import summarize
+    from ipcwire.bench.runner import Measurement
+
+    c = {c.id: c for c in all_contenders([])}["raw/unix"]
+
+    def side(count: int) -> dict[str, Any]:
+        lat = {k: 1000.0 for k in ("min", "p50", "p90", "p99", "p99_9", "max", "mean")}
+        return {"count": count, "cpu_s": 0.01, "wall_s": 0.04, "latency_ns": lat}
+
+    m = Measurement(c, "round_trip", 64, 0)
+    m.reps = [{"a": side(n), "b": side(n)} for n in (12, 3000)]
+    s = summarize(m)["summary"]
+    assert s["round_trips_min"] == 12
+    assert s["p99_firm"] is False and s["p99_9_firm"] is False
+
+
+def test_duration_help_says_what_quick_measures() -> None:
+    """--help said 'quick 0.2' while the quick run measures about 0.04 s per repetition."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ipcwire", "bench", "--help"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout  # fmt: skip
+    text = " ".join(out.split())
+    assert "quick 0.2, full 0.5" not in text
+    assert "about 0.04" in text

@@ -15,9 +15,33 @@ from ipcwire.bench.machine import describe_machine, explain, implementation
 from ipcwire.bench.runner import Measurement, RunOutput, format_size
 from ipcwire.bench.stats import median, ratio, spread
 
-__all__ = ["SCHEMA_VERSION", "build_document", "not_comparable", "refresh", "summarize"]
+__all__ = [
+    "MIN_SAMPLES",
+    "SCHEMA_VERSION",
+    "build_document",
+    "not_comparable",
+    "refresh",
+    "summarize",
+    "tail_is_firm",
+]
 
 SCHEMA_VERSION: Final = 1
+
+
+# Samples a repetition needs before its percentile is a measured value: a p99 of 12 round
+# trips is the slowest but one, not a 99th percentile.
+MIN_SAMPLES: Final = {"p99": 100, "p99_9": 1000}
+
+
+def tail_is_firm(entry: dict[str, Any], which: str) -> bool:
+    """Whether every repetition of a round-trip result had enough samples for ``which``
+    ("p99" or "p99_9"); reports without the count (older) are read from the repetitions."""
+    s = entry.get("summary") or {}
+    fewest = s.get("round_trips_min")
+    if fewest is None:
+        counts = [rep.get("round_trips") for rep in entry.get("repetitions") or []]
+        fewest = min((c for c in counts if c is not None), default=None)
+    return fewest is not None and fewest >= MIN_SAMPLES[which]
 
 
 def _median_of(reps: Sequence[dict[str, Any]], *path: str) -> float:
@@ -104,8 +128,13 @@ def summarize(m: Measurement) -> dict[str, Any]:
             "min_us": min(rep["latency_us"]["min"] for rep in reps),
             "p50_spread_us": [p50s.low, p50s.high],
             "round_trips": sum(rep["round_trips"] for rep in reps),
+            # the fewest round trips of any repetition: a tail percentile of fewer samples
+            # than it needs (p99: 100, p99.9: 1000) is not shown as a number
+            "round_trips_min": min(rep["round_trips"] for rep in reps),
             **costs,
         }
+        entry["summary"]["p99_firm"] = tail_is_firm(entry, "p99")
+        entry["summary"]["p99_9_firm"] = tail_is_firm(entry, "p99_9")
     else:
         rates = spread(rep["msgs_per_s"] for rep in reps)
         entry["summary"] = {

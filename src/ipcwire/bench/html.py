@@ -14,7 +14,9 @@ from ipcwire.bench.report import (
     fmt_rate,
     fmt_us,
     held_label,
+    p99_label,
     table_rows,
+    target_marks,
     vs_raw_label,
 )
 from ipcwire.bench.runner import format_size
@@ -67,7 +69,7 @@ def _main_table(doc: dict[str, Any]) -> str:
                 lo, hi = s["p50_spread_us"]
                 cells += [
                     f"{fmt_us(s['p50_us'])} <span class=dim>({fmt_us(lo)}-{fmt_us(hi)})</span>",
-                    fmt_us(s["p99_us"]),
+                    p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
@@ -102,8 +104,8 @@ def _checks(doc: dict[str, Any]) -> str:
         ratio = "—" if t["ratio"] is None else f"{t['ratio']:.2f}x"
         if t.get("comparable") is False and t["ratio"] is not None:
             ratio = f"({ratio})"
-        if t.get("clear") is False:
-            held += " <span class=dim>(repetitions disagree)</span>"
+        if target_marks(t):
+            held += f" <span class=dim>{_e(target_marks(t))}</span>"
         if t.get("note"):
             held += f" <span class=dim>{_e(t['note'])}</span>"
         out.append(f"<tr><td>{_e(t['target'])}</td><td>{ratio}</td><td>{held}</td></tr>")

@@ -12,7 +12,9 @@ from ipcwire.bench.report import (
     frame_label,
     held_label,
     implementation_line,
+    p99_label,
     table_rows,
+    target_marks,
     vs_raw_label,
 )
 from ipcwire.bench.runner import format_size
@@ -26,7 +28,8 @@ LEGEND = (
     "best* its time ÷ the fastest round trip of the run (1.00x: the fastest); in the rate "
     "columns, *vs raw* is its rate ÷ the baseline's (higher is better). A ratio in brackets is "
     "not comparable: the two did different work (the verdict says why). CPU: µs of CPU per "
-    "message, both processes."
+    "message, both processes. p99 —: a repetition had under 100 round trips, too few for a "
+    "99th percentile."
 )
 
 
@@ -64,7 +67,7 @@ def _main(doc: dict[str, Any]) -> list[str]:
                 lo, hi = s["p50_spread_us"]
                 cells += [
                     f"{fmt_us(s['p50_us'])} ({fmt_us(lo)}-{fmt_us(hi)})",
-                    fmt_us(s["p99_us"]),
+                    p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
@@ -125,8 +128,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         ]
         for t in doc["targets"]:
             held = held_label(t).replace("NO", "**NO**")
-            if t.get("clear") is False:
-                held += " (repetitions disagree)"
+            if target_marks(t):
+                held += f" {target_marks(t)}"
             if t.get("note"):
                 held += f"; {t['note']}"
             spread = t.get("ratio_spread")

@@ -21,8 +21,10 @@ __all__ = [
     "frame_label",
     "held_label",
     "implementation_line",
+    "p99_label",
     "render",
     "table_rows",
+    "target_marks",
     "vs_raw_label",
 ]
 
@@ -80,6 +82,26 @@ def vs_raw_label(r: dict[str, Any]) -> str:
     return _x(r["vs_baseline"])
 
 
+def p99_label(r: dict[str, Any]) -> str:
+    """A round trip's p99, or "—" when a repetition had under 100 round trips (a 99th
+    percentile of 12 samples is the slowest but one, not a tail)."""
+    from ipcwire.bench.analysis import tail_is_firm
+
+    if not tail_is_firm(r, "p99"):
+        return "—"
+    return fmt_us(r["summary"]["p99_us"])
+
+
+def target_marks(t: dict[str, Any]) -> str:
+    """What weakens a target's verdict: "(one repetition)", "(repetitions disagree)"."""
+    marks = []
+    if t.get("repetitions") == 1:
+        marks.append("(one repetition)")
+    if t.get("clear") is False:
+        marks.append("(repetitions disagree)")
+    return " ".join(marks)
+
+
 def held_label(t: dict[str, Any]) -> str:
     """A target's verdict in words: "yes", "NO", "not measured", "not comparable"."""
     if t.get("comparable") is False:
@@ -134,7 +156,8 @@ def _main_table(doc: dict[str, Any]) -> Table:
         "trips time ÷ the baseline's (lower is better), for rates rate ÷ the baseline's (higher "
         "is better); (in brackets): not comparable, the two do different work (the verdict says "
         "why); vs best: round trip ÷ the fastest of this run (1.00x: the fastest); CPU: "
-        "µs of CPU per message, both processes",
+        "µs of CPU per message, both processes; p99 —: a repetition had under 100 round "
+        "trips, too few for a 99th percentile",
         title_justify="left",
         caption_justify="left",
         header_style="bold",
@@ -171,7 +194,7 @@ def _main_table(doc: dict[str, Any]) -> Table:
                 cell.append(f" ({fmt_us(lo)}-{fmt_us(hi)})", style="dim")
                 cells += [
                     cell,
-                    fmt_us(s["p99_us"]),
+                    p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),
                     fmt_us(s["cpu_us_per_msg"]),
@@ -237,7 +260,7 @@ def _round_trip_size_table(doc: dict[str, Any]) -> Table:
             lo, hi = s["p50_spread_us"]
             cell = Text(fmt_us(s["p50_us"]))
             cell.append(f" ({fmt_us(lo)}-{fmt_us(hi)})", style="dim")
-            cell.append(f" · {fmt_us(s['p99_us'])} · {vs_raw_label(r)}")
+            cell.append(f" · {p99_label(r)} · {vs_raw_label(r)}")
             cells.append(cell)
         table.add_row(*cells)
     return table
@@ -328,8 +351,8 @@ def _targets_table(doc: dict[str, Any]) -> Table:
             table.add_row(t["target"], "—", "", Text("not measured", style="dim"))
             continue
         held = Text("yes", style="green") if t["held"] else Text("NO", style="bold red")
-        if t.get("clear") is False:
-            held.append(" (repetitions disagree)", style="dim")
+        if target_marks(t):
+            held.append(f" {target_marks(t)}", style="dim")
         if t.get("note"):
             held.append(f"; {t['note']}", style="yellow")
         lo, hi = t.get("ratio_spread") or (t["ratio"], t["ratio"])

@@ -174,6 +174,10 @@ def _target(
     if paired is None:
         return entry
     mid, lo, hi = paired
+    # how many repetitions the ratio rests on: one is a single measurement, not a median
+    entry["repetitions"] = len(
+        [1 for _ in zip(value["repetitions"], reference["repetitions"], strict=False)]
+    )
 
     def ok(x: float) -> bool:
         return x <= limit if at_most else x >= limit

@@ -46,7 +46,13 @@ _ROUND_TRIP_SUMMARY: Final = _obj(
         "p50_spread_us": _PAIR,
         "round_trips": {"type": "integer", "minimum": 1},
         **_COSTS,
-    }
+    },
+    {
+        "round_trips_min": {"type": "integer", "minimum": 1},  # the fewest of any repetition
+        # whether every repetition had the samples the percentile needs (100 / 1000)
+        "p99_firm": {"type": "boolean"},
+        "p99_9_firm": {"type": "boolean"},
+    },
 )
 
 _THROUGHPUT_SUMMARY: Final = _obj(
@@ -189,6 +195,7 @@ _TARGET: Final = _obj(
         "comparable": {"type": "boolean"},  # False: shown, neither held nor missed
         "why": {"type": "string"},
         "note": {"type": "string"},  # e.g. a C floor that was not below the measured value
+        "repetitions": {"type": "integer"},  # how many paired repetitions the ratio rests on
     },
 )
 
