@@ -37,6 +37,8 @@ from ipcwire.grpc._channel import (
 from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_MARKER,
+    CANCEL_GRACE,
+    client_cancelled,
     error_from_status,
     lost_client,
     marker_check,
@@ -118,6 +120,8 @@ class AioStream(AioChannel):
         self.batches = False
         self._unpacked: deque[bytes] = deque()
         self.half_close_ends = True  # False for a plain gRPC client's stream (server side)
+        # Server side: done when the RPC is over (the listener's handler sets it)
+        self.rpc_over: asyncio.Future[None] | None = None
         self.read_done: asyncio.Future[None] = self._loop.create_future()
         self.on_close: Callable[[], Coroutine[Any, Any, None]] | None = None
         # What close() can still release once the loop has ended (the client's call.cancel)
@@ -143,7 +147,7 @@ class AioStream(AioChannel):
                 self._read_failed(exc)
                 return None
             if msg is _EOF:
-                self._read_eof()
+                await self._eof()
                 return None
             if not (self.batches and msg.startswith(BATCH_MARKER)):
                 return msg  # type: ignore[no-any-return]
@@ -175,11 +179,25 @@ class AioStream(AioChannel):
         if isinstance(exc, grpc.aio.AioRpcError):
             end = error_from_status(exc.code(), exc.details(), self.url, doing="receiving")
             if exc.code() == grpc.StatusCode.CANCELLED and not self._client:
-                end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+                if self.half_close_ends:
+                    end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+                else:  # a plain client
+                    end = client_cancelled(self.url)
             end.__cause__ = exc
         else:  # grpc.aio raises plain errors once the RPC is over
             end = ChannelBroken(f"{self.url} broke: {exc!r}", endpoint=self.url)
         self.ended(end)
+
+    async def _eof(self) -> None:
+        """The stream ended. A plain client's (server side): half-closed, or cancelled?
+        grpc.aio ends the read the same way for both, and cancels the RPC (the listener's
+        handler, which then records the cancel) a moment later: wait for that
+        (``CANCEL_GRACE``) before taking the end as clean. A half-closed RPC goes on (the
+        server may still answer), so the wait is the whole grace then."""
+        over = self.rpc_over
+        if over is not None and not self.half_close_ends and self._end is None:
+            await asyncio.wait([over], timeout=CANCEL_GRACE)
+        self._read_eof()
 
     def _read_eof(self) -> None:
         end: IpcwireError = EndOfChannel(f"{self.url} closed the channel", endpoint=self.url)
@@ -441,7 +459,7 @@ class AioStream(AioChannel):
                 self._bytes_received += len(msg)
                 return msg if self._raw else self._codec_decode(memoryview(msg))
             if msg is _EOF:
-                self._read_eof()
+                await self._eof()
             if self._closed:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             assert self._end is not None

@@ -363,6 +363,24 @@ def reads_batches(md: dict[str, str]) -> bool:
     return md.get(BATCH_KEY) == "1"
 
 
+# A plain gRPC client's stream ends the same way in grpcio whether the client half-closed it
+# (a clean end) or cancelled it: the request stream ends, and a cancel is reported apart, a
+# moment later (well under a millisecond on loopback). How long the server waits for that
+# report before taking the end as clean: what a half-close costs before EndOfChannel.
+CANCEL_GRACE: Final = 0.1
+
+
+def client_cancelled(url: str) -> ChannelBroken:
+    """The end of a plain gRPC client's stream that it cancelled instead of half-closing."""
+    return ChannelBroken(
+        f"the client of {url} cancelled its stream (gRPC CANCELLED: its call was cancelled, "
+        "its process or connection died, or this listener was closed); that is not a clean "
+        "end: a gRPC client ends a stream by half-closing it (done_writing(), or the end of "
+        "its request iterator)",
+        endpoint=url,
+    )
+
+
 def lost_client(url: str) -> ChannelBroken:
     """The end of an ipcwire client's stream that came without its goodbye."""
     return ChannelBroken(

@@ -50,6 +50,8 @@ from ipcwire.grpc._protocol import (
     BATCH_BYTES,
     BATCH_MARKER,
     BYE,
+    CANCEL_GRACE,
+    client_cancelled,
     error_from_status,
     failed_bye,
     lost_client,
@@ -243,7 +245,11 @@ class SyncStream(Channel):
     def rpc_done(self) -> None:
         """grpcio says the RPC is over (server side): sends fail, the generator returns."""
         self.rpc_over.set()
-        self.ended(ChannelBroken(f"the client of {self.url} went away", endpoint=self.url))
+        if self._on_eof is None and self.cancelled is not None and self.cancelled():
+            end: IpcwireError = client_cancelled(self.url)  # a plain client's cancel
+        else:
+            end = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+        self.ended(end)
         self.finish()
 
     def ended(self, end: IpcwireError, *, rpc_over: bool = True) -> None:
@@ -296,6 +302,8 @@ class SyncStream(Channel):
                 self._on_eof()
         elif eof and self._on_eof is not None:
             end = self._eof_or_lost(end)
+        elif eof and not self._client:
+            end = self._eof_or_cancelled(end)
         # A plain client's half-close leaves the server free to answer; anything else, and an
         # ipcwire client's close, ends the RPC.
         self.ended(end, rpc_over=not eof or self._client or self._on_eof is not None)
@@ -324,12 +332,34 @@ class SyncStream(Channel):
                 self._cond.notify_all()
         return eof
 
+    def _eof_or_cancelled(self, eof: IpcwireError) -> IpcwireError:
+        """A plain client's stream ended (server side): half-closed, or cancelled? grpcio
+        ends the request stream the same way for both, and reports a cancel apart, a moment
+        later: wait for it (``CANCEL_GRACE``) before taking the end as clean. A half-closed
+        RPC goes on (the server may still answer), so the wait is the whole grace then."""
+        if self.cancelled is None:
+            return eof
+        with self._cond:
+            self._settling = True
+        try:
+            if self.rpc_over.wait(CANCEL_GRACE) and self.cancelled():
+                eof = client_cancelled(self.url)
+        finally:
+            with self._cond:
+                self._end = eof
+                self._settling = False
+                self._cond.notify_all()
+        return eof
+
     def _rpc_error(self, exc: Any) -> IpcwireError:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         err = error_from_status(code, details, self.url, doing="receiving")
         if getattr(code, "name", "") == "CANCELLED" and not self._client:
-            err = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
+            if self._on_eof is None:  # a plain client
+                err = client_cancelled(self.url)
+            else:
+                err = ChannelBroken(f"the client of {self.url} went away", endpoint=self.url)
         err.__cause__ = exc
         return err
 

@@ -41,6 +41,7 @@ from ipcwire.grpc._protocol import (
     NO_REPLY_KEY,
     STREAM,
     check_welcome,
+    client_cancelled,
     client_metadata,
     error_from_status,
     failed_bye,
@@ -139,6 +140,7 @@ class AioGrpcListener(AioListener):
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        ch.rpc_over = loop.create_future()
 
         async def finish() -> None:  # the application closed: end the RPC with OK
             if not done.done():
@@ -161,9 +163,11 @@ class AioGrpcListener(AioListener):
         except asyncio.CancelledError:
             # grpc.aio cancels the handler with the RPC: the client went away (its process
             # or connection died, or it cancelled), or this listener is stopping
-            ch.ended(lost_client(self.url))
+            ch.ended(lost_client(self.url) if adm.ipcwire else client_cancelled(self.url))
             raise
         finally:
+            if not ch.rpc_over.done():
+                ch.rpc_over.set_result(None)
             ch.stop_reader()
             ch.ended(ChannelBroken(f"the stream of {self.url} is over", endpoint=self.url))
             self._discard(ch)

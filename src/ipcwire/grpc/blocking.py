@@ -141,9 +141,9 @@ class GrpcListener(Listener):
         ch.batches = adm.batches
         ch.expect_bye = adm.bye
         ch.fail_status = lambda reason: _fail(context, reason)
+        ch.cancelled = lambda: _rpc_cancelled(context)
         if adm.ipcwire:  # an ipcwire client's close ends the channel: end the RPC then
             ch._on_eof = ch.finish
-            ch.cancelled = lambda: _rpc_cancelled(context)
 
         # The RPC ended: let the response generator return. grpcio registers nothing (False)
         # when the RPC is over already (the client cancelled, or died, before this handler
