@@ -396,3 +396,35 @@ def test_duration_help_says_what_quick_measures() -> None:
     text = " ".join(out.split())
     assert "quick 0.2, full 0.5" not in text
     assert "about 0.04" in text
+
+
+def test_notes_speak_only_of_what_the_run_selected_and_do_not_contradict() -> None:
+    """A --contenders 'raw/unix' run printed notes about udp, signal and clipboard; and a
+    run without a clipboard said 'clipboard: unreliable, so only round trips are measured'
+    and then 'not measured: no clipboard here'."""
+    from ipcwire.bench.analysis import build_document
+    from ipcwire.bench.runner import BenchConfig, RunOutput, plan
+
+    everything: list[str] = []
+    plan(BenchConfig(), everything)
+    assert any(n.startswith("udp: unreliable") for n in everything)
+    only: list[str] = []
+    plan(BenchConfig(only=("raw/unix",)), only)
+    assert not [n for n in only if n.split(":")[0] in ("udp", "signal", "clipboard", "xpc")]
+    unix: list[str] = []
+    plan(BenchConfig(mechanisms=("unix",)), unix)
+    assert not any(n.startswith("udp:") for n in unix)
+
+    out = RunOutput(
+        config=BenchConfig(),
+        contenders=[],
+        unavailable={"ipcwire/clipboard/blocking": "no clipboard here"},
+        measurements=[],
+        notes=["clipboard: unreliable, so only round trips are measured"],
+        pinning={},
+        started=0.0,
+        finished=1.0,
+    )
+    notes = build_document(out, ["test"])["notes"]
+    assert not any("unreliable" in n for n in notes)
+    assert any("not measured: no clipboard here" in n for n in notes)

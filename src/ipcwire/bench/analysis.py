@@ -239,7 +239,15 @@ def build_document(out: RunOutput, command_line: Sequence[str]) -> dict[str, Any
     for cid, reason in out.unavailable.items():
         contenders[cid] = {"id": cid, "available": False, "unavailable_reason": reason}
     results = [summarize(m) for m in out.measurements]
-    notes = list(out.notes)
+    # A mechanism that turned out unavailable here was not measured at all: drop what the
+    # plan said about how it would be ("clipboard: unreliable, so only round trips are
+    # measured", then "not measured: no clipboard here").
+    measured = {c.mechanism for c in out.contenders if c.group == "ipcwire"}
+    gone = {cid.split("/")[1] for cid in out.unavailable if cid.startswith("ipcwire/")}
+    notes = [
+        n for n in out.notes
+        if n.partition(": ")[0] not in gone - measured or "not measured" in n
+    ]  # fmt: skip
     by_reason: dict[str, list[str]] = {}
     for cid, why in out.unavailable.items():
         by_reason.setdefault(why, []).append(cid)

@@ -219,6 +219,20 @@ def _selected(c: Contender, config: BenchConfig) -> bool:
     return config.mechanisms is None or c.mechanism in config.mechanisms
 
 
+def _note_selected(note: str, config: BenchConfig) -> bool:
+    """Whether a contender module's note ("scheme: why") is about a mechanism this run
+    could measure (notes without a scheme always are)."""
+    scheme, sep, _ = note.partition(": ")
+    if not sep or " " in scheme:
+        return True
+    if config.mechanisms is not None and scheme not in config.mechanisms:
+        return False
+    if config.only is not None:
+        ids = [f"ipcwire/{scheme}/{api}" for api in config.apis] + [f"raw/{scheme}"]
+        return any(fnmatch.fnmatch(i, p) for i in ids for p in config.only)
+    return True
+
+
 def check_names(config: BenchConfig) -> None:
     """For the command line: a mechanism or contender glob asked for that names no contender
     is a typo, not a request to measure nothing.
@@ -248,7 +262,10 @@ def plan(
     """The contenders selected, those unavailable (id -> reason) and the measurements."""
     chosen: list[Contender] = []
     unavailable: dict[str, str] = {}
-    known = {c.id: c for c in all_contenders(notes)}
+    found: list[str] = []
+    known = {c.id: c for c in all_contenders(found)}
+    # notes about mechanisms this run does not select ("clipboard: ...") would only confuse
+    notes.extend(n for n in found if _note_selected(n, config))
     for c in extra:
         known[c.id] = c
     for c in known.values():
