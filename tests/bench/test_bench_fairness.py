@@ -428,3 +428,21 @@ def test_notes_speak_only_of_what_the_run_selected_and_do_not_contradict() -> No
     notes = build_document(out, ["test"])["notes"]
     assert not any("unreliable" in n for n in notes)
     assert any("not measured: no clipboard here" in n for n in notes)
+
+
+def test_the_hybrid_target_against_the_futex_floor_is_not_comparable_back_to_back() -> None:
+    """Back to back, hybrid stays in its spin phase: '0.01x yes' against the sleeping futex
+    floor said nothing about hybrid's wake-up after idle time."""
+    doc = refresh(
+        _doc(
+            ["ipcwire/shm/blocking/spin", "ipcwire/shm/blocking/hybrid"],
+            [
+                _round_trip("ipcwire/shm/blocking/spin", [0.7, 0.7, 0.7]),
+                _round_trip("ipcwire/shm/blocking/hybrid", [0.7, 0.7, 0.7]),
+            ],
+            floor={"available": True, "round_trip": [
+                {"kind": "futex", "p50_us": 50.0, "p50_per_rep_us": [50.0, 50.0, 50.0]}]},
+        )
+    )  # fmt: skip
+    [t] = [t for t in doc["targets"] if t["target"].startswith("shm: hybrid")]
+    assert t["held"] is None and t["comparable"] is False and "back to back" in t["why"]
