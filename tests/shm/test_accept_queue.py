@@ -4,8 +4,10 @@ the kernel's backlog, as with ``unix://``, instead of costing the listener witho
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -108,5 +110,67 @@ def test_asyncio_a_silent_client_does_not_hold_a_backlog_of_one(
                     assert await s.recv(timeout=5) == b"through"
             finally:
                 silent.close()
+
+    aio_run(main())
+
+
+def test_a_burst_of_clients_is_set_up_no_further_than_the_backlog(
+    shm_url: Callable[[], str],
+) -> None:
+    """Clients connecting at once all passed the acceptor's room check before any of their
+    setups had finished, so all of them were set up, past the backlog. A setup now takes its
+    place among the backlog after the handshake, before the rings cost anything."""
+    url = shm_url()
+    with ipcwire.listen(url, backlog=BACKLOG) as listener:
+        results: list[object] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            try:
+                ch: object = ipcwire.connect(url, capacity="4K", timeout=2)
+            except Timeout as exc:
+                ch = exc
+            with lock:
+                results.append(ch)
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        connected = [ch for ch in results if isinstance(ch, ipcwire.Channel)]
+        try:
+            assert len(results) == 12
+            assert len(connected) == BACKLOG, [type(r).__name__ for r in results]
+            for _ in range(BACKLOG):
+                listener.accept(timeout=5).close()
+        finally:
+            for ch in connected:
+                ch.close()
+
+
+def test_asyncio_a_burst_of_clients_is_set_up_no_further_than_the_backlog(
+    shm_url: Callable[[], str], aio_run: AioRun
+) -> None:
+    """As on the blocking listener: each setup waited only for the acceptor's room check."""
+    url = shm_url()
+
+    async def one() -> object:
+        try:
+            return await aio.connect(url, capacity="4K", timeout=2)
+        except Timeout as exc:
+            return exc
+
+    async def main() -> None:
+        async with await aio.listen(url, backlog=BACKLOG) as listener:
+            results = await asyncio.gather(*(one() for _ in range(12)))
+            connected = [ch for ch in results if isinstance(ch, aio.AioChannel)]
+            try:
+                assert len(connected) == BACKLOG, [type(r).__name__ for r in results]
+                for _ in range(BACKLOG):
+                    (await listener.accept(timeout=5)).close()
+            finally:
+                for ch in connected:
+                    await ch.aclose()
 
     aio_run(main())

@@ -17,7 +17,8 @@ from ipcwire.aio._timeouts import within
 from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.shm._frames import FrameReader
-from ipcwire.unix._socket import UnixAddress, explain_connect_error
+from ipcwire.unix._aio_socket import aio_connect_when_room
+from ipcwire.unix._socket import UnixAddress, backlog_full, explain_connect_error
 
 __all__ = ["open_socket", "recv_frame", "send_fds", "translate_setup_error"]
 
@@ -101,20 +102,27 @@ async def open_socket(
 ) -> tuple[socket.socket, float]:
     """The connected socket, and when (``time.monotonic()``) the attempt that connected
     began: ``limit`` covers that attempt's handshake too."""
-    loop = asyncio.get_running_loop()
     retry_until = time.monotonic() + reconnect if reconnect else None
     delays = backoff_delays()
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         began = time.monotonic()
+        busy = False
+
+        def mark_busy() -> None:
+            nonlocal busy
+            busy = True
+
         try:
             async with within(limit):
-                await loop.sock_connect(sock, path)
+                await aio_connect_when_room(sock, path, mark_busy)  # (a full backlog waits)
             return sock, began
         except OSError as exc:
             sock.close()
             if isinstance(exc, TimeoutError):
+                if busy:
+                    raise backlog_full(url, limit) from exc
                 raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
             err = explain_connect_error(exc, UnixAddress(path, None), url) or translate(
                 exc, url, "connecting to"

@@ -20,7 +20,7 @@ from ipcwire._oserror import accept_failed
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioListener
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import IpcwireError, ResourceExhausted
+from ipcwire.errors import ChannelClosed, IpcwireError, ResourceExhausted
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aio_channel import AioShmChannel
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
@@ -130,6 +130,8 @@ class AioShmListener(AioListener):
         self._ready: AcceptQueue[AioShmChannel] = AcceptQueue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._max_ready = max(1, max_ready)
+        self._reserved = 0  # setups past their handshake, each holding a place among _ready
+        self._space = asyncio.Event()  # set when a place among the backlog may have come free
         self._room = asyncio.Event()
         self._room.set()
         sock.setblocking(False)
@@ -137,15 +139,32 @@ class AioShmListener(AioListener):
 
     async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
         ch = await self._ready.get(self.url, timeout)
+        self._space.set()
         self._check_room()
         return ch
 
+    def _has_space(self) -> bool:
+        """Whether one more client may be set up: those set up and those being set up past
+        their handshake stay within the backlog (as on the blocking listener)."""
+        return self._ready.qsize() + self._reserved < self._max_ready
+
     def _check_room(self, _: object = None) -> None:
         # (handshakes under way count apart: a silent client must not hold a small backlog)
-        if len(self._tasks) < MAX_PENDING and self._ready.qsize() < self._max_ready:
+        if len(self._tasks) < MAX_PENDING and self._has_space():
             self._room.set()
         else:
             self._room.clear()
+
+    async def _reserve(self) -> None:
+        """Take a place among the backlog (after the handshake, before the rings cost
+        anything here); wait for one while it is full. A burst of clients all passed the
+        acceptor's room check before any had finished, and all were set up."""
+        while not (self._closed or self._has_space()):
+            self._space.clear()
+            await self._space.wait()
+        if self._closed:
+            raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        self._reserved += 1
 
     async def _accept_loop(self) -> None:
         while not self._closed:
@@ -172,6 +191,7 @@ class AioShmListener(AioListener):
     async def _setup(self, conn: socket.socket) -> None:
         options, url, loop = self._options, self.url, self._loop
         conn.setblocking(False)
+        reserved = False
         try:
             async with within(options.handshake_timeout):
                 peer, refused = self._authorize(conn)
@@ -188,6 +208,8 @@ class AioShmListener(AioListener):
                         raise step.error
                     if step.done:
                         break
+                await self._reserve()
+                reserved = True
                 try:
                     body, fds = await recv_frame(loop, conn, 3)
                 except ResourceExhausted as exc:
@@ -214,9 +236,11 @@ class AioShmListener(AioListener):
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
             log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
             conn.close()
+            self._unreserve(reserved)
             return
         except asyncio.CancelledError:
             conn.close()
+            self._unreserve(reserved)
             raise
         wire = options.wire()
         wire.send_limit = hs.peer_max_frame
@@ -225,11 +249,18 @@ class AioShmListener(AioListener):
             ch.close()
         else:
             self._ready.put(ch)
+        self._unreserve(reserved)
+
+    def _unreserve(self, reserved: bool) -> None:
+        if reserved:
+            self._reserved -= 1
+            self._space.set()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._space.set()
         self._acceptor.cancel()
         for task in list(self._tasks):
             task.cancel()

@@ -41,6 +41,7 @@ from ipcwire.shm._setup import MAX_PENDING, WARN_ON_DROP, accept_link, connect_l
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
+    connect_when_room,
     explain_connect_error,
     make_authorizer,
     peer_info,
@@ -231,8 +232,11 @@ def _open(
         began = time.monotonic()
         try:
             sock.settimeout(limit)
-            sock.connect(path)
+            connect_when_room(sock, path, began + limit, url, limit)  # (a full backlog waits)
             return sock, began
+        except IpcwireError:
+            sock.close()
+            raise
         except OSError as exc:
             sock.close()
             err = explain_connect_error(exc, addr, url) or translate(exc, url, "connecting to")
@@ -338,6 +342,7 @@ class ShmListener(Listener):
         self._cond = threading.Condition()
         self._ready: deque[ShmChannel] = deque()
         self._pending: set[socket.socket] = set()
+        self._reserved = 0  # setups past their handshake, each holding a place among _ready
         self._max_ready = max(1, max_ready)
         self._wake_r, self._wake_w = socket.socketpair()
         self._owner = os.getpid()
@@ -364,9 +369,15 @@ class ShmListener(Listener):
 
     def _room(self) -> bool:
         # (handshakes under way count apart: a silent client must not hold a small backlog)
-        return self._closed or (
-            len(self._pending) < MAX_PENDING and len(self._ready) < self._max_ready
-        )
+        return self._closed or (len(self._pending) < MAX_PENDING and self._ready_room())
+
+    def _ready_room(self) -> bool:
+        """Whether one more client may be set up: those set up and those being set up past
+        their handshake stay within the backlog. Without the second, a client whose connect
+        had returned but whose channel the setup thread had not queued yet left room for one
+        more (1 run in 10 of tests/shm/test_accept_queue.py), and a burst of clients could
+        all be set up past it."""
+        return len(self._ready) + self._reserved < self._max_ready
 
     def _acceptor(self) -> None:
         sel = selectors.DefaultSelector()
@@ -411,6 +422,7 @@ class ShmListener(Listener):
     def _setup(self, conn: socket.socket) -> None:
         options, url = self._options, self.url
         ch: ShmChannel | None = None
+        reserved = False
         try:
             conn.setblocking(True)
             deadline = time.monotonic() + options.handshake_timeout
@@ -429,6 +441,20 @@ class ShmListener(Listener):
                     raise step.error
                 if step.done:
                     break
+            with self._cond:  # a place among the backlog, before the rings cost anything
+                if not self._cond.wait_for(
+                    lambda: self._closed or self._ready_room(),
+                    max(deadline - time.monotonic(), 0.0),
+                ):
+                    raise Timeout(
+                        f"{url} kept a client waiting for accept() past the handshake "
+                        f"timeout (the backlog of {self._max_ready} was full)",
+                        endpoint=url,
+                    )
+                if self._closed:
+                    raise ChannelClosed(f"listener {url} is closed", endpoint=url)
+                self._reserved += 1
+                reserved = True
             link = accept_link(
                 conn,
                 deadline=deadline,
@@ -446,6 +472,8 @@ class ShmListener(Listener):
         finally:
             with self._cond:
                 self._pending.discard(conn)
+                if reserved:
+                    self._reserved -= 1
                 if ch is not None:
                     if self._closed:
                         ch.close()

@@ -52,6 +52,7 @@ __all__ = [
     "backlog_delays",
     "backlog_full",
     "bind_listener",
+    "connect_when_room",
     "explain_connect_error",
     "is_backlog_full",
     "make_authorizer",
@@ -473,3 +474,27 @@ def backlog_full(url: str, limit: float) -> Timeout:
         f"larger backlog=)",
         endpoint=url,
     )
+
+
+def connect_when_room(
+    sock: socket.socket, sockaddr: str | bytes, deadline: float, url: str, limit: float
+) -> None:
+    """``sock.connect(sockaddr)`` (a socket with a timeout), trying again while the
+    listener's backlog is full, until ``deadline`` (``time.monotonic()``).
+
+    Raises:
+        Timeout: the backlog stayed full (:func:`backlog_full`, ``limit`` for its words).
+        OSError: any other failure of connect.
+    """
+    delays = backlog_delays()
+    while True:
+        try:
+            sock.connect(sockaddr)
+            return
+        except BlockingIOError as exc:
+            if not is_backlog_full(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise backlog_full(url, limit) from exc
+            time.sleep(min(next(delays), left))  # busy: nothing to wait on (see above)

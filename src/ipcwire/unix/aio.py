@@ -16,12 +16,11 @@ from ipcwire._stream.aio_listener import AioStreamListener
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.errors import IpcwireError
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.unix._aio_socket import aio_connect_when_room
 from ipcwire.unix._socket import (
-    backlog_delays,
     backlog_full,
     bind_listener,
     explain_connect_error,
-    is_backlog_full,
     make_authorizer,
     peer_info,
     resolve,
@@ -46,26 +45,20 @@ async def connect(
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     busy = False  # the last attempt found the listener's backlog full
 
+    def mark_busy() -> None:
+        nonlocal busy
+        busy = True
+
     async def create(factory: Any) -> Any:
         # Connect our own socket and hand it over: uvloop takes an address as a C string, so
         # an abstract name (a leading NUL byte) would reach it empty (EINVAL). Not with
         # loop.sock_connect: it takes a full backlog's EAGAIN for "in progress", waits for
         # a writable socket, and hands over one that never connected.
         nonlocal busy
-        delays = backlog_delays()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            while True:
-                try:
-                    sock.connect(addr.sockaddr)  # a unix connect does not wait
-                    break
-                except BlockingIOError as exc:
-                    if not is_backlog_full(exc):  # in progress (not on Linux): wait for it
-                        await loop.sock_connect(sock, addr.sockaddr)
-                        break
-                busy = True  # the listener is busy: nothing to wait on (_socket)
-                await asyncio.sleep(next(delays))  # until connect's timeout ends this
+            await aio_connect_when_room(sock, addr.sockaddr, mark_busy)
             busy = False
             return await loop.create_unix_connection(factory, sock=sock)
         except BaseException:

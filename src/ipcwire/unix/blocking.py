@@ -14,11 +14,9 @@ from ipcwire._stream.connect import connect_stream
 from ipcwire._stream.listener import StreamListener
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.unix._socket import (
-    backlog_delays,
-    backlog_full,
     bind_listener,
+    connect_when_room,
     explain_connect_error,
-    is_backlog_full,
     make_authorizer,
     peer_info,
     resolve,
@@ -42,22 +40,13 @@ def connect(
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
 
     def open_socket(remaining: float) -> socket.socket:
-        deadline = time.monotonic() + remaining
-        delays = backlog_delays()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(remaining)
-            while True:
-                try:
-                    sock.connect(addr.sockaddr)
-                    return sock
-                except BlockingIOError as exc:
-                    if not is_backlog_full(exc):
-                        raise
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise backlog_full(endpoint.url, limit) from exc
-                    time.sleep(min(next(delays), left))  # busy: nothing to wait on (_socket)
+            connect_when_room(
+                sock, addr.sockaddr, time.monotonic() + remaining, endpoint.url, limit
+            )
+            return sock
         except BaseException:
             sock.close()
             raise
