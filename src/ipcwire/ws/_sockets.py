@@ -22,8 +22,14 @@ from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.unix._aio_socket import aio_connect_when_room
+from ipcwire.unix._socket import (
+    backlog_full,
+    connect_when_room,
+    explain_connect_error,
+    make_authorizer,
+)
 from ipcwire.unix._socket import bind_listener as bind_unix
-from ipcwire.unix._socket import explain_connect_error, make_authorizer
 from ipcwire.unix._socket import peer_info as unix_peer_info
 from ipcwire.ws._common import WsAddress
 
@@ -75,9 +81,13 @@ def open_blocking(
 ) -> tuple[socket.socket, float]:
     """A connected socket, and the deadline left for the WebSocket handshake.
 
+    A Unix listener whose backlog is full is busy, not gone: the connect tries again until
+    the timeout, as ``unix://`` does (:func:`~ipcwire.unix._socket.connect_when_room`).
+
     Raises:
         ConnectionRefused: nothing listens (after ``reconnect`` seconds, if given).
-        Timeout, PermissionDenied, ChannelBroken: with the fix in the message.
+        Timeout: the connect took over ``timeout`` (or the backlog stayed full that long).
+        PermissionDenied, ChannelBroken: with the fix in the message.
     """
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     start = time.monotonic()
@@ -96,12 +106,14 @@ def open_blocking(
                 sock = _new_socket(addr)
                 try:
                     sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                    sock.connect(_target(addr))
+                    connect_when_room(sock, addr.unix.sockaddr, deadline, url, limit)
                 except BaseException:
                     sock.close()
                     raise
             sock.settimeout(None)
             return sock, deadline
+        except IpcwireError:  # (a Timeout is an OSError too: its words are the right ones)
+            raise
         except OSError as exc:
             err = _explain(exc, addr, url)
             if isinstance(err, ConnectionRefused) and retry_until is not None:
@@ -126,16 +138,29 @@ async def aio_open(
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     retry_until = loop.time() + reconnect if reconnect else None
     delays = backoff_delays()
+    busy = False  # the last attempt found the Unix listener's backlog full
+
+    def mark_busy() -> None:
+        nonlocal busy
+        busy = True
+
     while True:
         deadline = loop.time() + limit  # (as in open_blocking)
         sock = _new_socket(addr)
         sock.setblocking(False)
+        busy = False
         try:
             async with within_at(deadline):
-                await loop.sock_connect(sock, _target(addr))
+                if addr.unix is not None:  # (loop.sock_connect takes a full backlog's EAGAIN
+                    # for "in progress" and hands over a socket that never connected)
+                    await aio_connect_when_room(sock, addr.unix.sockaddr, mark_busy)
+                else:
+                    await loop.sock_connect(sock, _target(addr))
             return sock, deadline
         except TimeoutError as exc:
             sock.close()
+            if busy:
+                raise backlog_full(url, limit) from exc
             raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
         except OSError as exc:
             sock.close()
