@@ -19,7 +19,7 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
-from ipcwire.http._after_loop import loop_ended
+from ipcwire.http._after_loop import loop_ended, running_elsewhere
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
@@ -63,7 +63,8 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # (set by close(): a reconnecting recv() stops waiting)
+        self._close_done = False  # close()'s work is done (in the loop, or without it)
         self._receiving = False
         self._releasing: asyncio.Task[None] | None = None
         self._opening: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None
@@ -216,6 +217,16 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             # would wait for a loop that may never run again
             self._close_without_loop()
             return
+        if running_elsewhere(self._loop):  # (another thread: the loop's objects are its own)
+            self._loop.call_soon_threadsafe(self._close_in_loop)
+            return
+        self._close_in_loop()
+
+    def _close_in_loop(self) -> None:
+        """The rest of :meth:`close`, in the running loop (once)."""
+        if self._close_done:
+            return
+        self._close_done = True
         self._wake.set()
         if self._opening is not None:
             self._opening.cancel()  # a pending recv() connecting raises ChannelClosed
@@ -233,6 +244,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         """``close()`` after the loop has ended (``ipcwire.http._after_loop``), or while it
         is stopped: the connection is dropped and the DELETE sent without the loop, as the
         blocking client sends it (bounded by ``RELEASE_TIMEOUT``)."""
+        self._close_done = True
         if self._opening is not None and not self._loop.is_closed():
             self._opening.cancel()  # (if the loop runs again)
         writer, self._writer, self._reader = self._writer, None, None
@@ -250,6 +262,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
         server ends it at once instead of keeping it for a resume): bounded, never raises."""
         writer = self._writer
         self.close()
+        self._close_in_loop()  # (if close() was called in another thread: not done yet)
         if writer is not None:
             try:
                 async with within(2.0):
@@ -394,6 +407,7 @@ class AioSseListener(AioListener):
         self._server = server
         self._ready = ready
         self._closed = False
+        self._handed_over = False  # close() was called in another thread than the loop's
         self._shutdown: asyncio.Task[None] | None = None
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
@@ -403,17 +417,33 @@ class AioSseListener(AioListener):
         if self._closed:
             return
         self._closed = True
+        loop = self._server.loop
         if self._server.loop_ended:  # (ipcwire.http._after_loop)
             self._server.close_without_loop()
         elif self._server.loop_stopped:  # no task can start: the sockets go now
             self._server.close_while_stopped()
+        elif running_elsewhere(loop):  # (another thread: the loop's objects are its own)
+            assert loop is not None
+            self._handed_over = True
+            loop.call_soon_threadsafe(self._close_in_loop)
+            return
         else:
-            self._server.stop_listening()
-            self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
+            self._close_in_loop()
+            return
+        self._ready.close()
+
+    def _close_in_loop(self) -> None:
+        """Stop listening and start the shutdown, in the running serving loop (once)."""
+        if self._shutdown is not None:
+            return
+        self._server.stop_listening()
+        self._shutdown = asyncio.get_running_loop().create_task(self._server.shutdown())
         self._ready.close()
 
     async def aclose(self) -> None:
         self.close()
+        if self._handed_over and not self._server.loop_ended:
+            self._close_in_loop()  # (if the loop has not run the hand-over yet)
         if self._shutdown is not None:
             await asyncio.shield(self._shutdown)
 
