@@ -19,6 +19,8 @@ __all__ = [
     "MIN_SAMPLES",
     "SCHEMA_VERSION",
     "build_document",
+    "idle_result",
+    "idle_summary",
     "not_comparable",
     "refresh",
     "summarize",
@@ -42,6 +44,41 @@ def tail_is_firm(entry: dict[str, Any], which: str) -> bool:
         counts = [rep.get("round_trips") for rep in entry.get("repetitions") or []]
         fewest = min((c for c in counts if c is not None), default=None)
     return fewest is not None and fewest >= MIN_SAMPLES[which]
+
+
+def idle_summary(reps: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round trips after idle time of a result's repetitions, summarised like the
+    back-to-back ones (median of the repetitions' percentiles, min-max of their p50s);
+    None unless every repetition has them."""
+    idle: list[dict[str, Any]] = [rep["idle"] for rep in reps if rep.get("idle")]
+    if not idle or len(idle) != len(reps):
+        return None
+    p50s = spread(x["latency_us"]["p50"] for x in idle)
+    fewest = min(int(x["round_trips"]) for x in idle)
+    return {
+        "gap_us": median(x["gap_us"] for x in idle),
+        "p50_us": p50s.center,
+        "p50_spread_us": [p50s.low, p50s.high],
+        "p90_us": median(x["latency_us"]["p90"] for x in idle),
+        "p99_us": median(x["latency_us"]["p99"] for x in idle),
+        "round_trips": sum(int(x["round_trips"]) for x in idle),
+        "round_trips_min": fewest,
+        "p99_firm": fewest >= MIN_SAMPLES["p99"],
+    }
+
+
+def idle_result(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A result's round trips after idle time as a result of their own (one repetition per
+    repetition, p50 as the metric), so targets can pair it with the C floor; None when it
+    has none."""
+    reps = entry.get("repetitions") or []
+    if entry.get("kind") != "round_trip" or not reps or any(not r.get("idle") for r in reps):
+        return None
+    return {
+        "kind": "round_trip",
+        "size": entry["size"],
+        "repetitions": [{"latency_us": r["idle"]["latency_us"]} for r in reps],
+    }
 
 
 def _median_of(reps: Sequence[dict[str, Any]], *path: str) -> float:
@@ -77,6 +114,15 @@ def _rep(m: Measurement, raw: dict[str, Any]) -> dict[str, Any]:
         lat = b["latency_ns"]
         out["round_trips"] = b["count"]
         out["latency_us"] = {k: v / 1000.0 for k, v in lat.items() if k != "count"}
+        idle = b.get("idle_latency_ns")
+        if idle:
+            # round trips each made after gap_us of idle time (before WARM, timed apart)
+            out["idle"] = {
+                "gap_us": b["gap_s"] * 1e6,
+                "round_trips": int(idle["count"]),
+                "seconds": raw.get("idle_s"),
+                "latency_us": {k: v / 1000.0 for k, v in idle.items() if k != "count"},
+            }
     else:
         sink, source = (b, a) if b.get("role") == "sink" else (a, b)
         # Received between WARM and END, but never faster than it was fed: a contender that
@@ -135,6 +181,9 @@ def summarize(m: Measurement) -> dict[str, Any]:
         }
         entry["summary"]["p99_firm"] = tail_is_firm(entry, "p99")
         entry["summary"]["p99_9_firm"] = tail_is_firm(entry, "p99_9")
+        idle = idle_summary(reps)
+        if idle is not None:
+            entry["summary"]["idle"] = idle
     else:
         rates = spread(rep["msgs_per_s"] for rep in reps)
         entry["summary"] = {

@@ -60,6 +60,10 @@ class Task:
     workdir: str  # a private directory for socket files and the like
     serial: int  # unique in the run: use it to name endpoints
     seed: int
+    # round trips: after the warm-up, this many more, each after ``gap`` seconds of idle time
+    # (side B sleeps in the kernel, untimed), timed apart from the back-to-back ones
+    idle: int = 0
+    gap: float = 0.0
 
 
 class Link(Protocol):
@@ -98,6 +102,9 @@ class Contender:
     Events): side A sends and side B receives in throughput runs.
     ``make_shared``: run in the parent before the workers start; its result is handed to
     both workers (for objects that can only be inherited, like ``multiprocessing.Queue``).
+    ``wait_choice``: this row is one of several wait policies of one mechanism (ipcwire shm's
+    park, spin and hybrid); such rows, and every row that does not simply park, also get
+    round trips with idle time between requests (:attr:`measures_idle`).
     ``unequal``: for a baseline, the kinds ("throughput", "round_trip") in which the rows
     compared with it do other work than it does, each with why (ipcwire's HTTP channel packs
     what is queued into one POST, this baseline posts each message): their ratio to it is
@@ -125,6 +132,14 @@ class Contender:
     options: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
     unequal: Mapping[str, str] = field(default_factory=dict)
+    wait_choice: bool = False
+
+    @property
+    def measures_idle(self) -> bool:
+        """Whether its round trips are also measured after idle time: a row whose wait policy
+        is a choice (back to back, a ``hybrid`` wait never leaves its spin phase; after 1 ms
+        idle it parks), or one that busy-polls (whose idle numbers show what spinning buys)."""
+        return "round_trip" in self.kinds and (self.wait_choice or self.wait != "park")
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:

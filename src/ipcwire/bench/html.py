@@ -14,6 +14,9 @@ from ipcwire.bench.report import (
     fmt_rate,
     fmt_us,
     held_label,
+    idle_column,
+    idle_label,
+    implementation_line,
     p99_label,
     table_rows,
     target_marks,
@@ -45,14 +48,26 @@ def _x(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}x"
 
 
+def _implementation(doc: dict[str, Any]) -> str:
+    """The implementation line the terminal and Markdown reports start with; a warning (in
+    red) when the pure-Python fallbacks were measured."""
+    line = implementation_line(doc)
+    style = "no" if line.plain.startswith("WARNING") else "dim"
+    return f"<p class={style}>{_e(line.plain)}</p>"
+
+
 def _main_table(doc: dict[str, Any]) -> str:
     results = {(r["contender"], r["kind"], r["size"]): r for r in doc["results"]}
     cfg = doc["config"]
     rts = cfg["round_trip_sizes"]
     sizes = cfg["throughput_sizes"]
     head = ["contender", "wait", "framing"]
+    idle_heads = {size: idle_column(doc, size) for size in rts}
     for size in rts:
-        head += [f"round trip {format_size(size)} p50 µs", "p99 µs", "vs raw", "vs best", "CPU µs"]
+        head += [f"round trip {format_size(size)} p50 µs"]
+        if idle_heads[size] is not None:
+            head += [str(idle_heads[size])]
+        head += ["p99 µs", "vs raw", "vs best", "CPU µs"]
     for size in sizes:
         head += [f"{format_size(size)} rate", "bandwidth", "vs raw", "CPU µs/msg"]
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
@@ -60,15 +75,17 @@ def _main_table(doc: dict[str, Any]) -> str:
         cells = [_e(c["title"]), _e(c["wait"]), _e(c["framing"])]
         for size in rts:
             r = results.get((c["id"], "round_trip", size))
+            extra = [_e(idle_label(r))] if idle_heads[size] is not None else []
             if r is None:
-                cells += [""] * 5
+                cells += ["", *extra] + [""] * 4
             elif r["status"] != "ok":
-                cells += ["<span class=no>failed</span>"] + [""] * 4
+                cells += ["<span class=no>failed</span>", *extra] + [""] * 4
             else:
                 s = r["summary"]
                 lo, hi = s["p50_spread_us"]
                 cells += [
                     f"{fmt_us(s['p50_us'])} <span class=dim>({fmt_us(lo)}-{fmt_us(hi)})</span>",
+                    *extra,
                     p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),
@@ -175,11 +192,15 @@ def render_html(doc: dict[str, Any], png: bytes | None = None) -> str:
 <h1>ipcwire bench</h1>
 <p>ipcwire {_e(doc["ipcwire_version"])} · {_e(doc["started_at"])} ·
 <code>{_e(" ".join(doc["command_line"]))}</code> · {doc["elapsed_s"]:.0f} s</p>
+{_implementation(doc)}
 {_main_table(doc)}
 <p class=dim>Round trip: p50 of each repetition, median over repetitions (min-max in
 brackets). vs raw: to the contender's raw-Python baseline: for round trips time ÷ the
 baseline's (lower is better), for rates rate ÷ the baseline's (higher is better). vs best:
-round trip ÷ the fastest of this run (1.00x: the fastest). CPU: both processes.</p>
+round trip ÷ the fastest of this run (1.00x: the fastest). CPU: both processes. p99 —: a
+repetition had under 100 round trips, too few for a 99th percentile. After idle (rows whose
+wait policy is a choice): round trips each made after that much idle time, where the p50
+beside it is back to back (a hybrid wait spins back to back and parks after idle time).</p>
 {lists}
 {_floor(doc)}
 {_checks(doc)}

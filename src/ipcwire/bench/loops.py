@@ -5,6 +5,13 @@ Round trip: side B (``ping``) sends a message and waits for it to come back; sid
 as the contender accepts; side A (``sink``) checks and counts. Both phases start with a
 warm-up whose end is marked by a ``WARM`` message; the measured phase ends with ``END``.
 
+Round trips after idle time (``idle`` > 0, for rows whose wait policy is a choice): after the
+warm-up and before ``WARM``, side B makes ``idle`` more round trips, each after ``gap``
+seconds of ``time.sleep`` (``asyncio.sleep`` for an asyncio link): a sleep in the kernel, not
+a spin, outside the timed part. Back to back, a ``hybrid`` wait never leaves its spin phase;
+after idle time it has parked and pays the wake-up, as a service that is not saturated does.
+They come before ``WARM``, so side A's counts and CPU times cover the back-to-back phase only.
+
 Clocks: ``time.perf_counter_ns`` (CLOCK_MONOTONIC) for wall time, ``time.process_time``
 (all threads of the process, so a library's helper thread is counted) for CPU time. Each
 side reports only what it saw; the parent combines them.
@@ -15,6 +22,7 @@ Every loop checks each message's size and header and one CRC-32 in ``CRC_EVERY``
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -81,8 +89,11 @@ def echo(link: Any, pool: Pool) -> dict[str, Any]:
             return _side("echo", i - start, cpu0, _cpu(), t0, _ns())
 
 
-def ping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any]:
-    """Side B of a round trip: returns the round-trip times of the measured phase (ns)."""
+def ping(
+    link: Any, pool: Pool, warmup: float, duration: float, idle: int = 0, gap: float = 0.0
+) -> dict[str, Any]:
+    """Side B of a round trip: returns the round-trip times of the measured phase (ns), and
+    with ``idle`` those of ``idle`` round trips each made after ``gap`` s of idle time."""
     recv = link.recv
     send = link.send
     size = pool.size
@@ -106,6 +117,19 @@ def ping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any
         i += 1
         if _ns() >= stop:
             break
+    idle_samples: list[int] = []
+    idle_t0 = _ns()
+    sleep = time.sleep
+    for _ in range(idle):
+        sleep(gap)  # untimed: the peer waits for this long, as it would for a rare request
+        m = messages[i & mask]
+        a = _ns()
+        send(m)
+        r = recv()
+        idle_samples.append(_ns() - a)
+        check(r, i)
+        i += 1
+    idle_s = (_ns() - idle_t0) / 1e9
     send(pool.warm)
     if pool.marker(recv()) != TAG_WARM:
         raise pool.mismatch(pool.end, i)
@@ -134,7 +158,15 @@ def ping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any
     send(pool.end)
     if pool.marker(recv()) != TAG_END:
         raise pool.mismatch(pool.warm, i)
-    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
+    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples,
+                 **_idle_extra(idle_samples, idle_s, gap))  # fmt: skip
+
+
+def _idle_extra(samples: list[int], seconds: float, gap: float) -> dict[str, Any]:
+    """What a ping adds about its round trips after idle time (nothing when it made none)."""
+    if not samples:
+        return {}
+    return {"idle_samples_ns": samples, "idle_s": seconds, "gap_s": gap}
 
 
 def sink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:
@@ -263,8 +295,11 @@ async def aecho(link: Any, pool: Pool) -> dict[str, Any]:
             return _side("echo", i - start, cpu0, _cpu(), t0, _ns())
 
 
-async def aping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[str, Any]:
-    """:func:`ping` for an asyncio link."""
+async def aping(
+    link: Any, pool: Pool, warmup: float, duration: float, idle: int = 0, gap: float = 0.0
+) -> dict[str, Any]:
+    """:func:`ping` for an asyncio link (idle time: ``asyncio.sleep``, the loop waits in
+    the kernel)."""
     recv = link.recv
     send = link.send
     size = pool.size
@@ -281,6 +316,21 @@ async def aping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[s
         i += 1
         if _ns() >= stop:
             break
+    idle_samples: list[int] = []
+    idle_t0 = _ns()
+    for _ in range(idle):
+        await asyncio.sleep(gap)
+        m = messages[i & mask]
+        a = _ns()
+        await send(m)
+        r = await recv()
+        idle_samples.append(_ns() - a)
+        if len(r) != size or r[:8] != headers[i & mask]:
+            raise pool.mismatch(r, i)
+        if not i & _CRC_MASK:
+            pool.check_crc(r, i)
+        i += 1
+    idle_s = (_ns() - idle_t0) / 1e9
     await send(pool.warm)
     if pool.marker(await recv()) != TAG_WARM:
         raise pool.mismatch(pool.end, i)
@@ -309,7 +359,8 @@ async def aping(link: Any, pool: Pool, warmup: float, duration: float) -> dict[s
     await send(pool.end)
     if pool.marker(await recv()) != TAG_END:
         raise pool.mismatch(pool.warm, i)
-    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples)
+    return _side("ping", i - start, cpu0, cpu1, t0, t1, samples_ns=samples,
+                 **_idle_extra(idle_samples, idle_s, gap))  # fmt: skip
 
 
 async def asink(link: Any, pool: Pool, batched: bool) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from ipcwire.bench.report import (
     fmt_us,
     frame_label,
     held_label,
+    idle_column,
+    idle_label,
     implementation_line,
     p99_label,
     table_rows,
@@ -29,7 +31,9 @@ LEGEND = (
     "columns, *vs raw* is its rate ÷ the baseline's (higher is better). A ratio in brackets is "
     "not comparable: the two did different work (the verdict says why). CPU: µs of CPU per "
     "message, both processes. p99 —: a repetition had under 100 round trips, too few for a "
-    "99th percentile."
+    "99th percentile. *after idle* (rows whose wait policy is a choice): round trips each made "
+    "after that much idle time, where the p50 beside it is back to back (a hybrid wait spins "
+    "back to back and parks after idle time)."
 )
 
 
@@ -47,9 +51,12 @@ def _main(doc: dict[str, Any]) -> list[str]:
     rts = cfg["round_trip_sizes"]
     sizes = cfg["throughput_sizes"]
     head = ["contender", "wait", "frame"]
+    idle_heads = {size: idle_column(doc, size) for size in rts}
     for size in rts:
-        head += [f"RT {format_size(size)} p50 µs (min-max)", "p99 µs", "vs raw", "vs best",
-                 "CPU µs/RT"]  # fmt: skip
+        head += [f"RT {format_size(size)} p50 µs (min-max)"]
+        if idle_heads[size] is not None:
+            head += [str(idle_heads[size])]
+        head += ["p99 µs", "vs raw", "vs best", "CPU µs/RT"]
     for size in sizes:
         head += [f"{format_size(size)} rate", "vs raw", "CPU µs/msg"]
     lines = [_row(head), _row(["---"] * 2 + ["---:"] * (len(head) - 2))]
@@ -58,15 +65,17 @@ def _main(doc: dict[str, Any]) -> list[str]:
         cells = [name, c["wait"], frame_label(c)]
         for size in rts:
             r = results.get((c["id"], "round_trip", size))
+            extra = [idle_label(r)] if idle_heads[size] is not None else []
             if r is None:
-                cells += [""] * 5
+                cells += ["", *extra] + [""] * 4
             elif r["status"] != "ok":
-                cells += ["failed"] + [""] * 4
+                cells += ["failed", *extra] + [""] * 4
             else:
                 s = r["summary"]
                 lo, hi = s["p50_spread_us"]
                 cells += [
                     f"{fmt_us(s['p50_us'])} ({fmt_us(lo)}-{fmt_us(hi)})",
+                    *extra,
                     p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),

@@ -1,7 +1,8 @@
 """``--plot PATH.png``: the report at a glance (matplotlib, Agg backend, no display needed).
 
 Four panels, contenders in table order, coloured by group (ipcwire, raw Python, peers):
-round-trip p50 with the p99 marked and the repetitions' spread as an error bar; throughput
+round-trip p50 with the p99 marked (only where every repetition had 100 round trips), the
+p50 after idle time where it was measured and the repetitions' spread as an error bar; throughput
 at the smallest and at the largest size; and either bandwidth by message size (when more than
 two sizes were measured) or the CPU each round trip costs.
 """
@@ -12,10 +13,11 @@ import io
 from pathlib import Path
 from typing import Any, Final
 
-from ipcwire.bench.report import table_rows
+from ipcwire.bench.analysis import tail_is_firm
+from ipcwire.bench.report import idle_column, table_rows
 from ipcwire.bench.runner import format_size
 
-__all__ = ["png_bytes", "write_png"]
+__all__ = ["png_bytes", "round_trip_points", "write_png"]
 
 COLORS: Final = {"ipcwire": "#1f77b4", "baseline": "#7f7f7f", "peer": "#ff7f0e"}
 
@@ -79,6 +81,32 @@ def _floor_lines(ax: Any, doc: dict[str, Any], lowest: float) -> None:
             )  # fmt: skip
 
 
+Point = tuple[int, float]  # (row, value)
+
+
+def round_trip_points(
+    doc: dict[str, Any], order: list[dict[str, Any]], rt: int | None
+) -> tuple[list[tuple[str, str, float, Any]], list[Point], list[Point]]:
+    """The round-trip panel's bars (title, group, p50, spread), its p99 marks (only where
+    every repetition had 100 round trips: a p99 of 12 is the slowest but one) and its marks
+    of the p50 after idle time (where measured)."""
+    results = _results(doc)
+    rows: list[tuple[str, str, float, Any]] = []
+    p99: list[Point] = []
+    idle: list[Point] = []
+    for c in order:
+        r = results.get((c["id"], "round_trip", rt)) if rt is not None else None
+        if r is None:
+            continue
+        s = r["summary"]
+        if tail_is_firm(r, "p99"):
+            p99.append((len(rows), s["p99_us"]))
+        if s.get("idle"):
+            idle.append((len(rows), s["idle"]["p50_us"]))
+        rows.append((c["title"], c["group"], s["p50_us"], s["p50_spread_us"]))
+    return rows, p99, idle
+
+
 def png_bytes(doc: dict[str, Any]) -> bytes:
     """The plot as PNG bytes."""
     import matplotlib
@@ -95,19 +123,22 @@ def png_bytes(doc: dict[str, Any]) -> bytes:
     fig, axes = plt.subplots(2, 2, figsize=(15, height), constrained_layout=True)
     ((ax_rt, ax_small), (ax_extra, ax_large)) = axes
 
-    rt_rows = []
-    p99 = []
-    for c in order:
-        r = results.get((c["id"], "round_trip", rt)) if rt is not None else None
-        if r is not None:
-            s = r["summary"]
-            rt_rows.append((c["title"], c["group"], s["p50_us"], s["p50_spread_us"]))
-            p99.append(s["p99_us"])
-    _bars(ax_rt, rt_rows, "µs", f"round trip {format_size(rt or 0)}: p50, ◆ p99")
+    rt_rows, p99, idle = round_trip_points(doc, order, rt)
+    title = f"round trip {format_size(rt or 0)}: p50, ◆ p99 (where 100+ round trips each)"
+    if idle:
+        head = idle_column(doc, rt) if rt is not None else None
+        title += f", x p50 {(head or 'after idle').split(':')[0]}"
+    _bars(ax_rt, rt_rows, "µs", title)
     if rt_rows:
-        ax_rt.scatter(p99, range(len(p99)), marker="D", s=12, color="black", zorder=3)
-        if ax_rt.get_xscale() == "linear":
-            ax_rt.set_xlim(0, max(ax_rt.get_xlim()[1], max(p99) * 1.1))
+        marks = [v for _, v in p99 + idle]
+        if p99:
+            ax_rt.scatter([v for _, v in p99], [y for y, _ in p99], marker="D", s=12,
+                          color="black", zorder=3)  # fmt: skip
+        if idle:
+            ax_rt.scatter([v for _, v in idle], [y for y, _ in idle], marker="x", s=24,
+                          color="red", zorder=3)  # fmt: skip
+        if ax_rt.get_xscale() == "linear" and marks:
+            ax_rt.set_xlim(0, max(ax_rt.get_xlim()[1], max(marks) * 1.1))
         _floor_lines(ax_rt, doc, min(r[2] for r in rt_rows) / 2)
 
     def thr_rows(size: int, unit: str) -> list[tuple[str, str, float, Any]]:

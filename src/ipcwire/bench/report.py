@@ -20,6 +20,8 @@ __all__ = [
     "fmt_us",
     "frame_label",
     "held_label",
+    "idle_column",
+    "idle_label",
     "implementation_line",
     "p99_label",
     "render",
@@ -92,6 +94,31 @@ def p99_label(r: dict[str, Any]) -> str:
     return fmt_us(r["summary"]["p99_us"])
 
 
+def idle_column(doc: dict[str, Any], size: int) -> str | None:
+    """The heading of the "after idle" round-trip column at ``size`` ("after 1 ms idle:
+    p50 · p99 µs"), or None when no result there measured round trips after idle time."""
+    for r in doc["results"]:
+        if r["kind"] == "round_trip" and r["size"] == size and r["status"] == "ok":
+            idle = (r["summary"] or {}).get("idle")
+            if idle:
+                gap = idle["gap_us"]
+                when = f"{gap / 1000:g} ms" if gap >= 1000 else f"{gap:g} µs"
+                return f"after {when} idle: p50 · p99 µs"
+    return None
+
+
+def idle_label(r: dict[str, Any] | None) -> str:
+    """A round trip's p50 and p99 after idle time ("30.1 · 249", p99 "—" when a repetition
+    had under 100 of them), or "" when they were not measured."""
+    if r is None or r["status"] != "ok":
+        return ""
+    idle = (r["summary"] or {}).get("idle")
+    if not idle:
+        return ""
+    p99 = fmt_us(idle["p99_us"]) if idle.get("p99_firm") else "—"
+    return f"{fmt_us(idle['p50_us'])} · {p99}"
+
+
 def target_marks(t: dict[str, Any]) -> str:
     """What weakens a target's verdict: "(one repetition)", "(repetitions disagree)"."""
     marks = []
@@ -157,7 +184,9 @@ def _main_table(doc: dict[str, Any]) -> Table:
         "is better); (in brackets): not comparable, the two do different work (the verdict says "
         "why); vs best: round trip ÷ the fastest of this run (1.00x: the fastest); CPU: "
         "µs of CPU per message, both processes; p99 —: a repetition had under 100 round "
-        "trips, too few for a 99th percentile",
+        "trips, too few for a 99th percentile; after idle (rows whose wait policy is a "
+        "choice): round trips each made after that much idle time, where p50 and p99 are back "
+        "to back (a hybrid wait spins back to back and parks after idle time)",
         title_justify="left",
         caption_justify="left",
         header_style="bold",
@@ -165,8 +194,11 @@ def _main_table(doc: dict[str, Any]) -> Table:
     table.add_column("contender")
     table.add_column("wait")
     table.add_column("frame", justify="right")
+    idle_head = idle_column(doc, rt) if rt is not None else None
     if rt is not None:
         table.add_column("p50 µs", justify="right")
+        if idle_head is not None:
+            table.add_column(idle_head, justify="right")
         table.add_column("p99 µs", justify="right")
         table.add_column("vs raw", justify="right")
         table.add_column("vs best", justify="right")
@@ -183,10 +215,11 @@ def _main_table(doc: dict[str, Any]) -> Table:
         ]
         if rt is not None:
             r = results.get((c["id"], "round_trip", rt))
+            extra = [idle_label(r)] if idle_head is not None else []
             if r is None:
-                cells += ["", "", "", "", ""]
+                cells += ["", *extra, "", "", "", ""]
             elif r["status"] != "ok":
-                cells += [Text("failed", style="bold red"), "", "", "", ""]
+                cells += [Text("failed", style="bold red"), *extra, "", "", "", ""]
             else:
                 s = r["summary"]
                 lo, hi = s["p50_spread_us"]
@@ -194,6 +227,7 @@ def _main_table(doc: dict[str, Any]) -> Table:
                 cell.append(f" ({fmt_us(lo)}-{fmt_us(hi)})", style="dim")
                 cells += [
                     cell,
+                    *extra,
                     p99_label(r),
                     vs_raw_label(r),
                     _x(r["vs_fastest"]),

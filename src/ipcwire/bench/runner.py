@@ -72,6 +72,10 @@ class BenchConfig:
     preset: str = "quick"
     budget: float | None = 50.0  # seconds: shorten durations to fit (None: never)
     floor: bool = True  # measure the machine's floor in C (ipcwire's extension)
+    # round trips after idle time, per repetition, for rows whose wait policy is a choice
+    # (Contender.measures_idle), at the first round-trip size; 0: none
+    idle_round_trips: int = 40
+    idle_gap: float = 0.001  # seconds of idle time before each of them (a sleep, untimed)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +94,8 @@ class BenchConfig:
             "seed": self.seed,
             "budget_s": self.budget,
             "floor": self.floor,
+            "idle_round_trips": self.idle_round_trips,
+            "idle_gap_s": self.idle_gap,
         }
 
 
@@ -103,6 +109,7 @@ FULL = BenchConfig(
     preset="full",
     budget=None,
     batched_sizes=None,
+    idle_round_trips=200,
 )
 
 # Seconds each measurement costs beyond its warm-up and measured phase (pool, connect, close,
@@ -123,15 +130,19 @@ def _fit(warmup: float, duration: float, per_run: float) -> tuple[float, float]:
     return max(warmup * scale, MIN_WARMUP_S), max(duration * scale, MIN_DURATION_S)
 
 
-def fit_budget(config: BenchConfig, tasks: int) -> tuple[BenchConfig, str | None]:
+def fit_budget(
+    config: BenchConfig, tasks: int, idle_seconds: float = 0.0
+) -> tuple[BenchConfig, str | None]:
     """Shorten warm-up and duration (never below 8 ms and 40 ms) so that ``tasks``
     measurements times ``repeat`` fit the budget, assuming :data:`OVERHEAD_S` per
-    measurement; a note says so when it had to. The run refits after each repetition with
+    measurement and ``idle_seconds`` in all for the round trips after idle time (which are
+    never shortened); a note says so when it had to. The run refits after each repetition with
     the overhead it actually saw."""
     if config.budget is None or tasks == 0:
         return config, None
     runs = tasks * config.repeat
-    warmup, duration = _fit(config.warmup, config.duration, config.budget / runs - OVERHEAD_S)
+    budget = config.budget - idle_seconds
+    warmup, duration = _fit(config.warmup, config.duration, budget / runs - OVERHEAD_S)
     if (warmup, duration) == (config.warmup, config.duration):
         return config, None
     note = (
@@ -151,6 +162,7 @@ class Measurement:
     kind: Kind
     size: int
     batch: int
+    idle: int = 0  # round trips after idle time per repetition (see BenchConfig)
     reps: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     detail: str = ""
@@ -291,7 +303,10 @@ def plan(
                 if c.batched and size not in (config.batched_sizes or (size,)):
                     continue
                 batch = batch_for(size) if c.batched else 0
-                measurements.append(Measurement(c, kind, size, batch))
+                idle = 0
+                if kind == "round_trip" and c.measures_idle and size == sizes[0]:
+                    idle = config.idle_round_trips
+                measurements.append(Measurement(c, kind, size, batch, idle))
     return chosen, unavailable, measurements
 
 
@@ -303,6 +318,18 @@ def _setup(m: Measurement) -> float:
     """Seconds a measurement spends outside its warm-up and measured phase (median)."""
     values = sorted(rep["setup_s"] for rep in m.reps)
     return values[len(values) // 2] if values else OVERHEAD_S
+
+
+def idle_cost(m: Measurement, gap: float) -> float:
+    """Seconds one repetition of ``m`` spends on round trips after idle time: as measured,
+    or (before it ran) the gaps plus 10 % for the sleeps' overshoot."""
+    values = sorted(rep["idle_s"] for rep in m.reps if "idle_s" in rep)
+    return values[len(values) // 2] if values else m.idle * gap * 1.1
+
+
+def _cost(m: Measurement, gap: float) -> float:
+    """What one repetition of ``m`` costs besides its warm-up and measured phase."""
+    return _setup(m) + idle_cost(m, gap)
 
 
 def _contender_setup(measurements: list[Measurement]) -> dict[str, float]:
@@ -332,7 +359,8 @@ def _rebudget(
     warmup, duration = phase
     live = [m for m in measurements if m.error is None and not m.capped and not m.unavailable]
     available = config.budget - spent
-    projected = sum(_setup(m) + warmup + duration for m in live) * left
+    gap = config.idle_gap
+    projected = sum(_cost(m, gap) + warmup + duration for m in live) * left
     if done == 1 and projected > available:
         setups = _contender_setup(live)
         typical = sorted(setups.values())[len(setups) // 2] if setups else 0.0
@@ -347,7 +375,7 @@ def _rebudget(
             for m in live:
                 if m.contender.id == cid:
                     m.capped = True
-                    projected -= (_setup(m) + warmup + duration) * left
+                    projected -= (_cost(m, gap) + warmup + duration) * left
             capped.append(f"{titles[cid]} ({setup:.2f} s)")
         if capped:
             notes.append(
@@ -358,7 +386,7 @@ def _rebudget(
     live = [m for m in live if not m.capped]
     if not live:
         return warmup, duration
-    per_run = (available - sum(_setup(m) for m in live) * left) / (len(live) * left)
+    per_run = (available - sum(_cost(m, gap) for m in live) * left) / (len(live) * left)
     fitted = _fit(warmup, duration, per_run)
     if fitted != (warmup, duration):
         notes.append(
@@ -443,8 +471,12 @@ def _measure(
         )
         return
     elapsed = time.monotonic() - t0
-    setup = max(elapsed - task.warmup - task.duration, 0.0)
-    m.reps.append({"a": a, "b": b, "elapsed_s": elapsed, "setup_s": setup})
+    idle_s = float(b.get("idle_s", 0.0))
+    setup = max(elapsed - task.warmup - task.duration - idle_s, 0.0)
+    rep: dict[str, Any] = {"a": a, "b": b, "elapsed_s": elapsed, "setup_s": setup}
+    if "idle_s" in b:
+        rep["idle_s"] = idle_s
+    m.reps.append(rep)
 
 
 def run(
@@ -464,7 +496,8 @@ def run(
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     notes: list[str] = []
     chosen, unavailable, measurements = plan(config, notes, extra)
-    config, note = fit_budget(config, len(measurements))
+    idle_total = sum(idle_cost(m, config.idle_gap) for m in measurements) * config.repeat
+    config, note = fit_budget(config, len(measurements), idle_total)
     if note is not None:
         notes.append(note)
     cpus, pinning = choose_cpus(config.pin)
@@ -519,6 +552,8 @@ def run(
                     workdir=workdir,
                     serial=serial,
                     seed=config.seed,
+                    idle=m.idle,
+                    gap=config.idle_gap,
                 )
                 key = _unavailable_key(m.contender)
                 _measure(workers, m, task, _timeout(config, m.size), key in ran)

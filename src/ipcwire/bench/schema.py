@@ -35,6 +35,31 @@ _COSTS: Final = {
     "busy_b": _NUM,
 }
 
+# Round trips each made after gap_us of idle time (side B sleeps in the kernel, untimed),
+# for rows whose wait policy is a choice: back to back, a hybrid wait never leaves its spin
+# phase. Per repetition ("idle" of a repetition) and summarised ("idle" of the summary).
+_IDLE_REPETITION: Final = _obj(
+    {
+        "gap_us": _NUM,
+        "round_trips": {"type": "integer", "minimum": 1},
+        "latency_us": _obj({"p50": _NUM, "p99": _NUM, "min": _NUM, "max": _NUM}),
+    },
+    {"seconds": _NUM_OR_NULL},
+)
+
+_IDLE_SUMMARY: Final = _obj(
+    {
+        "gap_us": _NUM,
+        "p50_us": _NUM,
+        "p50_spread_us": _PAIR,
+        "p99_us": _NUM,
+        "round_trips": {"type": "integer", "minimum": 1},
+        "round_trips_min": {"type": "integer", "minimum": 1},
+        "p99_firm": {"type": "boolean"},
+    },
+    {"p90_us": _NUM},
+)
+
 _ROUND_TRIP_SUMMARY: Final = _obj(
     {
         "p50_us": _NUM,
@@ -52,6 +77,7 @@ _ROUND_TRIP_SUMMARY: Final = _obj(
         # whether every repetition had the samples the percentile needs (100 / 1000)
         "p99_firm": {"type": "boolean"},
         "p99_9_firm": {"type": "boolean"},
+        "idle": _IDLE_SUMMARY,  # round trips after idle time, when measured
     },
 )
 
@@ -82,6 +108,7 @@ _REPETITION: Final = _obj(
         "receiver_s": _NUM,
         "sender_s": _NUM,
         "phases": {"type": "object"},
+        "idle": _IDLE_REPETITION,
     },
 )
 
@@ -165,6 +192,8 @@ _CONFIG: Final = _obj(
         "budget_s": _NUM_OR_NULL,
         "floor": {"type": "boolean"},
         "batched_sizes": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "idle_round_trips": {"type": "integer", "minimum": 0},
+        "idle_gap_s": _NUM,
     },
 )
 
@@ -196,6 +225,8 @@ _TARGET: Final = _obj(
         "why": {"type": "string"},
         "note": {"type": "string"},  # e.g. a C floor that was not below the measured value
         "repetitions": {"type": "integer"},  # how many paired repetitions the ratio rests on
+        # what was compared: "back to back", or "after idle" (round trips after idle time)
+        "basis": {"enum": ["back to back", "after idle"]},
     },
 )
 

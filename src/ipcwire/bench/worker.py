@@ -90,6 +90,9 @@ def _report(conn: Connection, result: dict[str, Any]) -> None:
     samples = result.pop("samples_ns", None)
     if samples is not None:
         result["latency_ns"] = summarize_samples(samples) if samples else None
+    idle = result.pop("idle_samples_ns", None)
+    if idle:
+        result["idle_latency_ns"] = summarize_samples(idle)
     conn.send(("done", result))
 
 
@@ -141,7 +144,9 @@ def _blocking_loop(task: Any, side: str, link: Any, pool: Pool) -> dict[str, Any
     """The loop side A or B runs for this task."""
     c = task.contender
     if task.kind == "round_trip":
-        return echo(link, pool) if side == "a" else ping(link, pool, task.warmup, task.duration)
+        if side == "a":
+            return echo(link, pool)
+        return ping(link, pool, task.warmup, task.duration, task.idle, task.gap)
     if (side == "a") == c.listener_sends:
         return source(link, pool, task.warmup, task.duration, task.batch)
     return sink(link, pool, task.batch > 0)
@@ -153,7 +158,7 @@ async def _async_loop(task: Any, side: str, link: Any, pool: Pool) -> dict[str, 
     if task.kind == "round_trip":
         if side == "a":
             return await aecho(link, pool)
-        return await aping(link, pool, task.warmup, task.duration)
+        return await aping(link, pool, task.warmup, task.duration, task.idle, task.gap)
     if (side == "a") == c.listener_sends:
         return await asource(link, pool, task.warmup, task.duration, task.batch)
     return await asink(link, pool, task.batch > 0)

@@ -200,11 +200,13 @@ def _list(config: Any) -> int:
     notes: list[str] = []
     chosen, unavailable, measurements = plan(config, notes)
     table = Table(title="contenders", title_justify="left", header_style="bold")
-    for name in ("id", "title", "wait", "framing", "measurements"):
+    for name in ("id", "title", "wait", "framing", "measurements", "after idle"):
         table.add_column(name)
     for c in chosen:
         count = sum(1 for m in measurements if m.contender is c)
-        table.add_row(c.id, c.title, c.wait, c.framing, str(count))
+        idle = sum(m.idle for m in measurements if m.contender is c)
+        after = f"{idle} round trips, {config.idle_gap * 1000:g} ms apart" if idle else ""
+        table.add_row(c.id, c.title, c.wait, c.framing, str(count), after)
     console = _console()
     console.print(table)
     for cid, why in unavailable.items():

@@ -260,6 +260,7 @@ def _pair(
         "max_size": spec.capabilities.max_message_size,
         "listener_sends": _listener_sends(spec) and not two_way,
         "options": options,
+        "wait_choice": several and policy is not None,
     }
     rows = [Contender(id=ident, title=title, kinds=kinds, note=spec.summary, **common)]
     if "throughput" in kinds:
