@@ -37,6 +37,7 @@ from ipcwire.errors import (
 from ipcwire.http._address import HttpAddress, resolve
 from ipcwire.http._client import ClientCore
 from ipcwire.http._protocol import HEARTBEAT
+from ipcwire.http._uds import AioUnixBackend, BacklogFull, UnixBackend, use_backend
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = [
@@ -46,8 +47,10 @@ __all__ = [
     "ClientEnd",
     "Dial",
     "Redial",
+    "aio_http_transport",
     "client_settings",
     "dial",
+    "http_transport",
     "transport_error",
     "transport_settings",
 ]
@@ -90,6 +93,23 @@ def dial(
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
     return Dial(addr, core, limit, peer)
+
+
+def http_transport(d: Dial, context: ssl.SSLContext | None) -> httpx.HTTPTransport:
+    """The blocking client's transport (over ``http+unix``, one that waits while the
+    listener's backlog is full: ``ipcwire.http._uds``)."""
+    transport = httpx.HTTPTransport(**transport_settings(d.addr, context))
+    if d.addr.unix is not None:
+        use_backend(transport, UnixBackend(d.core.url))
+    return transport
+
+
+def aio_http_transport(d: Dial, context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
+    """The asyncio client's transport (as :func:`http_transport`)."""
+    transport = httpx.AsyncHTTPTransport(**transport_settings(d.addr, context))
+    if d.addr.unix is not None:
+        use_backend(transport, AioUnixBackend(d.core.url))
+    return transport
 
 
 def transport_settings(addr: HttpAddress, context: ssl.SSLContext | None) -> dict[str, Any]:
@@ -154,6 +174,9 @@ class ClientEnd:
 
 def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     """The typed error for an httpx failure (the OSError underneath, when there is one)."""
+    busy = _backlog_full(exc)
+    if busy is not None:
+        return busy
     if isinstance(exc, httpx.TimeoutException):
         return Timeout(f"{url}: timed out while {doing} it ({type(exc).__name__})", endpoint=url)
     cause: BaseException | None = exc
@@ -203,3 +226,13 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
             f"{url} closed the connection or broke HTTP while {doing} it: {exc}", endpoint=url
         )
     return ChannelBroken(f"{url} broke while {doing} it: {exc}", endpoint=url)
+
+
+def _backlog_full(exc: BaseException) -> Timeout | None:
+    """The error of ``ipcwire.http._uds`` when a Unix listener's backlog stayed full."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, BacklogFull):
+            return Timeout(str(cause.error), endpoint=cause.error.endpoint)
+        cause = cause.__cause__ or cause.__context__
+    return None

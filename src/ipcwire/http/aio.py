@@ -22,7 +22,13 @@ from ipcwire.errors import ConnectionRefused
 from ipcwire.http._address import HttpAddress
 from ipcwire.http._aio_client import AioHttpChannel
 from ipcwire.http._channels import AioServerChannel
-from ipcwire.http._connect import Redial, client_settings, dial, transport_settings
+from ipcwire.http._connect import (
+    Redial,
+    aio_http_transport,
+    client_settings,
+    dial,
+    http_transport,
+)
 from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
@@ -99,14 +105,14 @@ async def connect(
     """
     d = dial(endpoint, options, kw, timeout=timeout, session=session)
     core = d.core
-    transport = httpx.AsyncHTTPTransport(**transport_settings(d.addr, ssl))
+    transport = aio_http_transport(d, ssl)
     client = httpx.AsyncClient(transport=transport, **client_settings(d))
     ch = AioHttpChannel(
         core,
         client,
         d.peer,
         lambda: httpx.Client(
-            transport=httpx.HTTPTransport(**transport_settings(d.addr, ssl)),
+            transport=http_transport(d, ssl),
             **client_settings(d),
         ),
     )

@@ -30,7 +30,7 @@ from ipcwire.errors import ChannelClosed, ConnectionRefused
 from ipcwire.http._address import HttpAddress
 from ipcwire.http._blocking_client import HttpChannel
 from ipcwire.http._channels import ServerChannel
-from ipcwire.http._connect import Redial, client_settings, dial, transport_settings
+from ipcwire.http._connect import Redial, client_settings, dial, http_transport
 from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
@@ -145,7 +145,7 @@ def connect(
     """
     d = dial(endpoint, options, kw, timeout=timeout, session=session)
     core = d.core
-    transport = httpx.HTTPTransport(**transport_settings(d.addr, ssl))
+    transport = http_transport(d, ssl)
     client = httpx.Client(transport=transport, **client_settings(d))
     ch = HttpChannel(core, client, d.peer)
     if not session:
