@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +13,7 @@ from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import (
-    IpcwireError,
-)
+from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions
 
 __all__ = ["AioStreamListener"]
@@ -39,12 +36,12 @@ class AioStreamListener(AioListener):
         self.url = url
         self._options = options
         self._authorize = authorize
-        # At most this many handshaken channels wait for accept(); the handshakes of the
-        # clients behind them wait (reading paused) until accept() makes room, like the
-        # kernel's backlog in front of the blocking listener.
+        # At most this many handshaken channels wait for accept(). A client whose handshake
+        # ends while they are full waits, its welcome unsent (its connect() has not
+        # returned), until accept() makes room: handshakes under way count apart (a silent
+        # client must not hold a small backlog), bounded by MAX_HANDSHAKING.
         self._max_ready = max(1, max_ready)
-        self._held: deque[StreamProtocol] = deque()
-        self._released: set[AioStreamChannel] = set()  # were held, handshake under way
+        self._held: dict[AioStreamChannel, StreamProtocol] = {}  # oldest first
         self._on_close = on_close
         self._server: asyncio.Server | None = None
         self._ready: AcceptQueue[AioStreamChannel] = AcceptQueue()
@@ -59,8 +56,13 @@ class AioStreamListener(AioListener):
         # a small buffer until the client is past its handshake: it grows with what it sends
         ch = AioStreamChannel(self.url, wire, decoder=wire.decoder(small=True))
         if len(self._handshaking) >= MAX_HANDSHAKING:  # (see MAX_HANDSHAKING)
-            oldest = next(iter(self._handshaking))
+            # the oldest still in its handshake; those past it, waiting for room, are next
+            # in line for accept() and go only when nobody else is left
+            oldest = next((c for c in self._handshaking if c not in self._held), None)
+            if oldest is None:
+                oldest = next(iter(self._handshaking))
             del self._handshaking[oldest]
+            self._held.pop(oldest, None)
             log.info(
                 "ipcwire: %s dropped a client: it was the oldest of %d in their handshake",
                 self.url,
@@ -80,24 +82,23 @@ class AioStreamListener(AioListener):
         )
 
     def _hold_if_full(self, proto: StreamProtocol) -> bool:
-        room = self._ready.qsize() + len(self._released) < self._max_ready
-        if room and not self._held:  # (never overtake the clients already waiting)
+        room = self._ready.qsize() < self._max_ready
+        if (room and not self._held) or self._closed:  # (never overtake those waiting)
             return False
-        self._held.append(proto)
+        self._held[proto.ch] = proto
         return True
 
     def _make_room(self) -> None:
-        while self._held and self._ready.qsize() + len(self._released) < self._max_ready:
-            proto = self._held.popleft()
+        while self._held and self._ready.qsize() < self._max_ready:
+            ch = next(iter(self._held))
+            proto = self._held.pop(ch)
             if not proto.alive():  # it went while it waited
-                self._handshaking.pop(proto.ch, None)
+                self._handshaking.pop(ch, None)
                 continue
-            self._released.add(proto.ch)
-            proto.release()
+            proto.release()  # its welcome, then _handoff (or _failed if it is gone)
 
     def _handoff(self, ch: AioStreamChannel) -> None:
         self._handshaking.pop(ch, None)
-        self._released.discard(ch)
         if self._closed:
             ch.close()  # nobody will accept it: cut the client off (its messages would be lost)
         else:
@@ -106,11 +107,9 @@ class AioStreamListener(AioListener):
     def _failed(self, ch: AioStreamChannel, error: IpcwireError) -> None:
         ours = ch not in self._handshaking  # dropped by protocol_factory, which said so
         self._handshaking.pop(ch, None)
+        self._held.pop(ch, None)
         if not self._closed and not ours:
             log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
-        if ch in self._released:
-            self._released.discard(ch)
-            self._make_room()  # its place goes to the next client waiting
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server

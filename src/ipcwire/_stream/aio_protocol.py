@@ -52,8 +52,11 @@ class StreamProtocol(asyncio.BufferedProtocol):
         # A socket's peer may shut down its sending side and still read the replies (nc -N,
         # socat, any client that ends its input): keep the transport open for writing.
         self._half_close = half_close
-        self._hold = hold  # a listener's: True when this client must wait (reading paused)
-        self._waiting = False  # held: its handshake waits for release()
+        # a listener's: True when this client, past its handshake, must wait for a place in
+        # the backlog (its welcome unsent, so its connect() has not returned)
+        self._hold = hold
+        self._waiting = False  # held: it waits for release()
+        self._welcome = b""  # the handshake's last reply, sent by release()
         self.hs = handshake if handshake is not None and handshake.needed else None
         self._on_ready = on_ready
         self._on_failed = on_failed
@@ -83,12 +86,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
                 assert isinstance(hs, ServerHandshake)
                 self._fail(refusal, hs.reject(refusal, "permission").send)
                 return
-        if self._hold is not None and self._hold(self):
-            # accept() has no room: this client waits, unread (its handshake too)
-            self._waiting = True
-            transport.pause_reading()
         if self.hs is None:
-            if not self._waiting:
+            if self._hold is not None and self._hold(self):
+                # no handshake to finish first: accept() has no room, so it waits, unread
+                self._waiting = True
+                transport.pause_reading()
+            else:
                 self._ready()
             return
         ch._decoder.max_frame = HANDSHAKE_MAX_FRAME
@@ -102,17 +105,21 @@ class StreamProtocol(asyncio.BufferedProtocol):
         return t is not None and not t.is_closing()
 
     def release(self) -> None:
-        """Let a held client in (the listener made room for it): go on with its handshake,
-        or, without one, hand it over."""
+        """Let a held client in (the listener made room for it): send its welcome and hand
+        it over."""
         self._waiting = False
         t = self.ch._transport
         if t is None or t.is_closing():
             return
         t.resume_reading()
-        if self.hs is None:
-            self._ready()  # (delivers what arrived before the pause took hold)
-        else:
-            self._handshake_step()
+        self._welcome_and_ready()  # (delivers what arrived before the pause took hold)
+
+    def _welcome_and_ready(self) -> None:
+        welcome, self._welcome = self._welcome, b""
+        t = self.ch._transport
+        if welcome and t is not None:
+            t.write(welcome)
+        self._ready()
 
     def _expired(self) -> None:
         if self.hs is not None:
@@ -201,11 +208,19 @@ class StreamProtocol(asyncio.BufferedProtocol):
             if step.error is not None:
                 self._fail(step.error, step.send)
                 return
+            if step.done:
+                self._welcome = step.send
+                if self._hold is not None and self._hold(self):
+                    # accept() has no room: it waits, its welcome unsent (the handshake
+                    # deadline no longer applies: as in the kernel's backlog, until it goes)
+                    self._waiting = True
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    return
+                self._welcome_and_ready()
+                return
             if step.send and self.ch._transport is not None:
                 self.ch._transport.write(step.send)
-            if step.done:
-                self._ready()
-                return
 
     def eof_received(self) -> bool:
         if self._lingering:

@@ -7,7 +7,11 @@ also authenticates: a client's ``connect()`` completes whether or not the applic
 sends garbage, the wrong token, half a frame, or nothing at all is dropped after its own error
 or handshake deadline, and never delays the clients behind it. At most ``backlog`` ready
 channels wait for ``accept()``; beyond that the acceptor stops accepting and the kernel's
-backlog holds the rest (backpressure, not unbounded memory).
+backlog holds the rest (backpressure, not unbounded memory). A client whose handshake ends
+while they are full waits for its place with the handshake's last reply unsent, so its
+``connect()`` does not return before there is room: handshakes under way count apart (a silent
+client must not hold a small backlog; ``MAX_HANDSHAKING`` bounds them), and those past theirs
+never make the queue longer than ``backlog``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class _Pending:
     tls: bool = False  # TLS handshake still running
     done: bool = field(default=False)
     lingering: bool = False  # refused: reason sent, draining the client's input until it goes
+    waiting: bool = False  # past its handshake, waiting for a place among the backlog
+    welcome: bytes = b""  # the handshake's last reply, sent when that place comes
 
 
 class StreamListener(Listener):
@@ -85,6 +91,9 @@ class StreamListener(Listener):
         self._cond = threading.Condition()
         self._ready: deque[Channel] = deque()
         self._max_ready = max(1, max_ready)
+        # past their handshake while the backlog was full: each gets its place (and its
+        # welcome) in turn as accept() makes room; the acceptor accepts no one meanwhile
+        self._waiting: deque[_Pending] = deque()
         self._pending: dict[int, _Pending] = {}
         self._retry_at = 0.0  # out of fds: accept nothing before this (monotonic) time
         self._wake_r, self._wake_w = socket.socketpair()
@@ -128,9 +137,9 @@ class StreamListener(Listener):
         listening = True
         try:
             while not self._closed:
+                self._let_in()
                 now = time.monotonic()
-                with self._cond:
-                    full = len(self._ready) >= self._max_ready or now < self._retry_at
+                full = self._full() or now < self._retry_at
                 if full and listening:
                     self._sel.unregister(self._sock)
                     listening = False
@@ -158,6 +167,13 @@ class StreamListener(Listener):
             for p in list(self._pending.values()):
                 self._forget(p)
                 p.sock.close()
+            while self._waiting:
+                self._waiting.popleft().sock.close()
+
+    def _full(self) -> bool:
+        """Whether the backlog has no place for one more client (then nobody is accepted)."""
+        with self._cond:
+            return len(self._ready) >= self._max_ready or bool(self._waiting)
 
     def _drain_wake(self) -> None:
         try:
@@ -168,6 +184,8 @@ class StreamListener(Listener):
 
     def _accept_new(self) -> None:
         for _ in range(64):  # bounded: let pending handshakes progress too
+            if self._full():  # (the kernel's backlog holds the rest)
+                return
             try:
                 conn, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -222,6 +240,12 @@ class StreamListener(Listener):
         if p.lingering:
             self._linger(p)
             return
+        if p.waiting:
+            # a client waiting for its welcome sends nothing: it went (or broke the protocol)
+            self._waiting.remove(p)
+            self._unwatch(p)
+            self._drop(p, "went away while it waited for a place in the full backlog")
+            return
         try:
             if p.tls:
                 assert isinstance(p.sock, ssl.SSLSocket)
@@ -252,11 +276,11 @@ class StreamListener(Listener):
                 if step.error is not None:
                     self._refuse(p, step.send, step.error)
                     return
+                if step.done:
+                    self._finish(p, step.send)
+                    return
                 if step.send:
                     p.sock.sendall(step.send)
-                if step.done:
-                    self._finish(p)
-                    return
         except FrameTooLarge:
             self._drop(p, "sent an oversized handshake frame (not an ipcwire client?)")
         except (OSError, ssl.SSLError) as exc:
@@ -265,9 +289,42 @@ class StreamListener(Listener):
             log.exception("ipcwire: %s: a client's handshake failed unexpectedly", self.url)
             self._drop(p, f"broke the handshake ({type(exc).__name__}: {exc})")
 
-    def _finish(self, p: _Pending) -> None:
+    def _finish(self, p: _Pending, welcome: bytes = b"") -> None:
+        """``p`` is past its handshake: into the backlog if it has a place, else it waits."""
         p.done = True
         self._forget(p)
+        p.welcome = welcome
+        if self._full():
+            p.waiting = True
+            self._waiting.append(p)
+            self._sel.register(p.sock, selectors.EVENT_READ, p)  # (to see it go)
+            return
+        self._hand_over(p)
+
+    def _let_in(self) -> None:
+        """Give the clients waiting past their handshake the places accept() made."""
+        while self._waiting:
+            with self._cond:
+                if len(self._ready) >= self._max_ready:
+                    return
+            p = self._waiting.popleft()
+            self._unwatch(p)
+            self._hand_over(p)
+
+    def _unwatch(self, p: _Pending) -> None:
+        p.waiting = False
+        try:
+            self._sel.unregister(p.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _hand_over(self, p: _Pending) -> None:
+        if p.welcome:
+            try:
+                p.sock.sendall(p.welcome)  # small, into an empty buffer: never blocks
+            except (OSError, ssl.SSLError) as exc:
+                self._drop(p, f"was gone before its handshake completed: {exc}")
+                return
         p.decoder.grow()
         p.decoder.max_frame = self._options.max_frame
         if p.hs.goodbye and isinstance(p.decoder, LengthPrefixDecoder):
