@@ -11,6 +11,7 @@ directory before hard-linking the socket into place with its mode (0600 by defau
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ipcwire._stream.retry import MAX_DELAY
 from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
-from ipcwire.unix._socket import UnixAddress, check_listen_path
+from ipcwire.unix._socket import UnixAddress, check_listen_path, is_backlog_full
 from ipcwire.unix._socket import resolve as resolve_unix
 
 __all__ = ["GrpcAddress", "channel_options", "resolve", "server_options"]
@@ -184,3 +185,23 @@ def read_pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def backlog_is_full(addr: GrpcAddress) -> bool:
+    """Whether a ``grpc+unix`` listener is there but its backlog is full (never blocks).
+
+    grpcio connects its own sockets and takes the EAGAIN of a full backlog for a connect in
+    progress, then fails it ("Transport endpoint is not connected"), which reads as nothing
+    listening. One non-blocking connect of our own tells a busy server from none (one that
+    succeeds is closed at once: the server sees a connection end before its first byte)."""
+    if addr.path is None:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(addr.path)
+    except OSError as exc:
+        return is_backlog_full(exc)
+    finally:
+        probe.close()
+    return False

@@ -29,7 +29,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
@@ -58,6 +58,7 @@ from ipcwire.options import (
     ChannelOptions,
     reject_unknown,
 )
+from ipcwire.unix._socket import backlog_delays, backlog_full
 
 __all__ = ["AioGrpcListener", "AioGrpcUnaryChannel", "connect", "listen"]
 
@@ -409,13 +410,20 @@ async def connect(
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
+    busy_delays = backlog_delays()
     while True:
         gch = _open_channel(addr, options, dict(tls), keepalive)
         try:
             # each attempt has timeout= to be answered (reconnect= bounds the retries)
             return await _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
-        except ConnectionRefused:
+        except ConnectionRefused as exc:
             await gch.close()
+            if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
+                left = start + limit - time.monotonic()
+                if left <= 0:
+                    raise backlog_full(url, limit) from exc
+                await asyncio.sleep(min(next(busy_delays), left))
+                continue
             left = start + (reconnect or 0) - time.monotonic()
             if left <= 0:
                 raise

@@ -36,7 +36,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.grpc import _watchdog
-from ipcwire.grpc._address import GrpcAddress, channel_options, resolve
+from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options, resolve
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
@@ -61,6 +61,7 @@ from ipcwire.options import (
     ChannelOptions,
     reject_unknown,
 )
+from ipcwire.unix._socket import backlog_delays, backlog_full
 
 __all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
 
@@ -392,13 +393,20 @@ def connect(
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     start = time.monotonic()
     delays = backoff_delays()
+    busy_delays = backlog_delays()
     while True:
         gch = open_channel(addr, options, dict(tls), keepalive)
         try:
             # each attempt has timeout= to be answered (reconnect= bounds the retries)
             return _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
-        except ConnectionRefused:
+        except ConnectionRefused as exc:
             gch.close()
+            if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
+                left = start + limit - time.monotonic()
+                if left <= 0:
+                    raise backlog_full(url, limit) from exc
+                time.sleep(min(next(busy_delays), left))
+                continue
             left = start + (reconnect or 0) - time.monotonic()
             if left <= 0:
                 raise
