@@ -52,6 +52,7 @@ __all__ = [
     "exit_timeouts",
     "group_members",
     "kill_group",
+    "members_of",
     "run_ladder",
     "run_ladders",
     "shut_down_at_exit",
@@ -326,21 +327,53 @@ class LadderChild:
         self.watch.close()
 
 
-def _members_of(pgids: Sequence[int]) -> dict[int, list[int]] | None:
-    """Live (not zombie) processes of each group in ``pgids``, the leaders excluded: one pass
-    over /proc for all of them. None where /proc cannot say."""
+def members_of(pgids: Sequence[int], since: float) -> dict[int, list[int]] | None:
+    """Live (not zombie) processes of each group in ``pgids``, the leaders excluded, from a
+    pass over /proc begun at ``since`` (``time.monotonic()``) or later. None where /proc
+    cannot say.
+
+    The caller passes the moment before it saw its child exit: a pass begun earlier may
+    predate a grandchild the child started, and would call the group empty. A pass reads
+    every process's stat (a few ms with a thousand processes), and every ladder asks at each
+    step: 300 threads of timed-out requests made a pass each, over and over (7.8 s to shut
+    down what takes 2.5 s; helper-87). So a pass serves every thread whose moment it
+    follows; threads waiting for the one under way mostly take the next, together."""
     if not _HAS_PROC:
         return None
-    found: dict[int, list[int]] = {pgid: [] for pgid in pgids}
+    return _scans.members(pgids, since)
+
+
+class _GroupScans:
+    """The last pass over /proc (every group's members), shared by every ladder."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._began = float("-inf")
+        self._groups: dict[int, list[int]] = {}
+
+    def members(self, pgids: Sequence[int], since: float) -> dict[int, list[int]]:
+        with self._lock:
+            if self._began < since:
+                began = time.monotonic()
+                self._groups = _scan()
+                self._began = began
+            return {g: list(self._groups.get(g, ())) for g in pgids}
+
+
+def _scan() -> dict[int, list[int]]:
+    """One pass over /proc: the live members of every process group, leaders excluded."""
+    found: dict[int, list[int]] = {}
     for entry in os.listdir(_PROC):
         if not entry.isdigit():
             continue
         fields = _stat_fields(entry)
-        if fields is None or fields[0] in ("Z", "X") or fields[1] not in found:
+        if fields is None or fields[0] in ("Z", "X") or int(entry) == fields[1]:
             continue
-        if int(entry) != fields[1]:
-            found[fields[1]].append(int(entry))
+        found.setdefault(fields[1], []).append(int(entry))
     return found
+
+
+_scans = _GroupScans()
 
 
 def _wait_groups_gone(pending: list[LadderChild]) -> None:
@@ -348,8 +381,9 @@ def _wait_groups_gone(pending: list[LadderChild]) -> None:
     or its SIGKILL wait ran out. One poll serves every child: their pidfds, the pidfds of
     processes left in their groups, and the stdout pipes being drained."""
     while pending:
+        looked = time.monotonic()  # (a pass from before this would miss late members)
         exited = {c for c in pending if c.watch.exited()}
-        members = _members_of([c.pgid for c in exited]) if exited else {}
+        members = members_of([c.pgid for c in exited], looked) if exited else {}
         now = time.monotonic()
         waiting: list[LadderChild] = []
         left_in_group: list[int] = []
