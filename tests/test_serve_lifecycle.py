@@ -185,3 +185,41 @@ def test_asyncio_serve_keeps_nothing_of_clients_that_left(kind: str, tmp_path: P
         await asyncio.wait_for(serving, 20)
 
     asyncio.run(main())
+
+
+def test_blocking_serve_waits_for_busy_handlers_once_not_once_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handlers busy in their own work (not in recv, so closing their channel does not wake
+    them) held serve() SERVE_JOIN_TIMEOUT each after the listener closed: 4 of them 20 s
+    (helper-87's scale walkthrough). The wait is one for all of them now."""
+    import ipcwire.channel as channel_module
+
+    monkeypatch.setattr(channel_module, "SERVE_JOIN_TIMEOUT", 0.5, raising=False)
+    busy = threading.Event()  # never set while serve() shuts down: the handlers stay busy
+    started = threading.Semaphore(0)
+
+    def handler(ch: Channel) -> None:
+        ch.recv(timeout=10)
+        started.release()
+        busy.wait(30)
+
+    lst = ipcwire.listen(f"unix://{tmp_path}/s.sock")
+    server = threading.Thread(target=lst.serve, args=(handler,))
+    server.start()
+    clients = [ipcwire.connect(lst.url, timeout=10) for _ in range(4)]
+    try:
+        for ch in clients:
+            ch.send(b"work")
+        for _ in clients:
+            assert started.acquire(timeout=10)
+        began = time.monotonic()
+        lst.close()
+        server.join(30)
+        took = time.monotonic() - began
+        assert not server.is_alive()
+        assert took < 1.5, took  # one 0.5 s wait; 2 s and more if each handler had its own
+    finally:
+        busy.set()
+        for ch in clients:
+            ch.close()

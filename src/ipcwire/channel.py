@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from ipcwire._deadline import limit
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
@@ -284,6 +284,9 @@ class Channel(abc.ABC):
 
 
 Handler = Callable[[Channel], object]
+# How long serve() waits, in all, for its handlers once the listener is closed (the asyncio
+# serve() waits as long for its cancelled handler tasks).
+SERVE_JOIN_TIMEOUT: Final = 5.0
 
 
 def _deferred_first(recv: Callable[..., Any]) -> Callable[..., Any]:
@@ -329,7 +332,9 @@ class Listener(abc.ABC):
         failed under it is a WARNING naming the client); the channel is closed after it
         returns.
         Returns when the listener is closed (from another thread or a signal handler),
-        after waiting for running handlers.
+        after waiting for running handlers (their channels closed, so that those blocked in
+        them wake), up to ``SERVE_JOIN_TIMEOUT`` (5 s) in all; handlers still busy then are
+        left to finish in their (daemon) threads.
         """
         slots = threading.BoundedSemaphore(max_channels) if max_channels else None
         active: dict[Channel, threading.Thread] = {}
@@ -370,8 +375,11 @@ class Listener(abc.ABC):
                 remaining = list(active.items())
             for ch, _ in remaining:
                 ch.close()
+            # One 5 s wait for them all, not 5 s each: 4 handlers busy in their work (not in
+            # recv) kept serve() 20 s after close(); 200 would have kept it 1000 s.
+            deadline = time.monotonic() + SERVE_JOIN_TIMEOUT
             for _, t in remaining:
-                t.join(timeout=5.0)
+                t.join(timeout=max(deadline - time.monotonic(), 0.0))
 
     def __enter__(self) -> Self:
         return self
