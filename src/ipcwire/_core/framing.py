@@ -191,6 +191,15 @@ class FrameDecoder:
             self._view = memoryview(self._buf)
             self._start = self._end = 0
 
+    def release(self) -> None:
+        """The stream has ended: give back the buffer, when nothing is buffered (a partial
+        frame stays, for error messages). Bytes fed after this start a small buffer again."""
+        if self._start == self._end and len(self._buf) > HANDSHAKE_BUFFER:
+            self._small = True
+            self._buf = bytearray(HANDSHAKE_BUFFER)
+            self._view = memoryview(self._buf)
+            self._start = self._end = 0
+
     # -- state ----------------------------------------------------------------------------
     @property
     def buffered(self) -> int:

@@ -14,10 +14,23 @@ gone.
 
 from __future__ import annotations
 
+import copy
+
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire.errors import ChannelBroken, IpcwireError
 
-__all__ = ["send_error_after_end"]
+__all__ = ["fresh", "send_error_after_end"]
+
+
+def fresh(exc: IpcwireError) -> IpcwireError:
+    """A copy of a kept error, to raise. Raising the kept object itself gives it a traceback
+    whose frames hold the channel that keeps it: a reference cycle, so a closed channel (and
+    its receive buffer) lived until the cycle collector ran. The copy keeps the message, the
+    attributes and the cause."""
+    new = copy.copy(exc)
+    new.__cause__ = exc.__cause__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
 
 
 def send_error_after_end(

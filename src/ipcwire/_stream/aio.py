@@ -24,7 +24,7 @@ from ipcwire._core.handshake import (
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
-from ipcwire._stream.after_end import send_error_after_end
+from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import end_socket
 from ipcwire.aio.channel import AioChannel
@@ -173,10 +173,21 @@ class AioStreamChannel(AioChannel):
             if not q:
                 self._drained()
             if type(item) is _Raise:
-                raise item.exc
+                self._raise(item)
             self._received += 1
             return item
         return await self._wait_recv(timeout)
+
+    @staticmethod
+    def _raise(item: _Raise) -> None:
+        """Raise a queued error, keeping no reference to it in this frame (the traceback
+        would hold the frame, the frame the error: a cycle that kept the channel alive)."""
+        exc = item.exc
+        item.exc = None  # type: ignore[assignment]
+        try:
+            raise exc
+        finally:
+            del exc
 
     async def _wait_recv(self, timeout: float | None) -> Any:
         q = self._queue
@@ -189,11 +200,11 @@ class AioStreamChannel(AioChannel):
                 if not q:
                     self._drained()
                 if type(item) is _Raise:
-                    raise item.exc
+                    self._raise(item)
                 self._received += 1
                 return item
             if self._end is not None:
-                raise self._end
+                raise fresh(self._end)  # (not the kept object: see fresh)
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
             if self._waiter is not None:
@@ -312,6 +323,7 @@ class AioStreamChannel(AioChannel):
         self._wake_all(ChannelBroken(f"{self.url} is gone", endpoint=self.url))
         if not self._lost.done():
             self._lost.set_result(None)
+        self._decoder.release()  # nothing more arrives: the receive buffer goes now
 
     def _wake_all(self, drain_error: IpcwireError) -> None:
         w = self._waiter
@@ -341,6 +353,7 @@ class AioStreamChannel(AioChannel):
             self._close_without_loop()
             return
         self._wake_all(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
+        self._queue.clear()  # (recv raises ChannelClosed from now on)
         t = self._transport
         if t is not None:
             if self._decoder.goodbye and not t.is_closing():

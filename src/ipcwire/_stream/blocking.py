@@ -32,7 +32,7 @@ from ipcwire._core.handshake import refusal
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream import native
-from ipcwire._stream.after_end import send_error_after_end
+from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire._stream.linger import hand_over
 from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
@@ -150,7 +150,7 @@ class StreamChannel(Channel):
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
         if self._send_broken is not None:
-            raise self._explain(self._send_broken)
+            raise self._explain(fresh(self._send_broken))  # (not the kept object: see fresh)
         # Without a timeout on a plain socket, the native sender writes (it knows whether an
         # interrupted write wrote anything, and counts what it writes).
         native = self._writer if timeout is None else None
