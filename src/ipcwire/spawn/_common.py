@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import Endpoint
+from ipcwire._oserror import translate
 from ipcwire.errors import (
     ChannelBroken,
     ConfigurationError,
@@ -286,10 +287,11 @@ def _start_error(
             f"cannot start {what}: permission denied ({name}); is it executable?",
             endpoint=endpoint,
         )
+    if exc.errno in (errno.EMFILE, errno.ENFILE):  # the limit by name, as everywhere else
+        return translate(exc, endpoint, "starting")
     if exc.errno in _EXHAUSTED:
         return ResourceExhausted(
-            f"cannot start {what}: {exc.strerror or exc} (out of processes, memory or file "
-            f"descriptors?)",
+            f"cannot start {what}: {exc.strerror or exc} (out of processes or memory?)",
             endpoint=endpoint,
         )
     if exc.errno == errno.EBADF:
