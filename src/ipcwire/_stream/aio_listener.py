@@ -13,7 +13,7 @@ from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import IpcwireError
+from ipcwire.errors import ChannelBroken, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
 __all__ = ["AioStreamListener"]
@@ -109,7 +109,11 @@ class AioStreamListener(AioListener):
         self._handshaking.pop(ch, None)
         self._held.pop(ch, None)
         if not self._closed and not ours:
-            log.warning("ipcwire: %s refused or dropped a client: %s", self.url, error)
+            # a client that went or stalled is INFO, as on the blocking listener; a refusal
+            # (a token, an allow-list, the protocol) is a WARNING on both
+            gone = isinstance(error, ChannelBroken | Timeout)
+            level = logging.INFO if gone else logging.WARNING
+            log.log(level, "ipcwire: %s refused or dropped a client: %s", self.url, error)
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server

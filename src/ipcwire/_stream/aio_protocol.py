@@ -119,6 +119,15 @@ class StreamProtocol(asyncio.BufferedProtocol):
         t = self.ch._transport
         if welcome and t is not None:
             t.write(welcome)
+            if t.is_closing():  # the write failed at once (EPIPE): it is gone already
+                self._fail(
+                    ChannelBroken(
+                        f"{self.ch.url}: the client was gone before its handshake completed",
+                        endpoint=self.ch.url,
+                    ),
+                    b"",
+                )
+                return
         self._ready()
 
     def _expired(self) -> None:
