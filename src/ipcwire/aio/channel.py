@@ -224,8 +224,22 @@ class AioListener(abc.ABC):
         return self._closed
 
     async def aclose(self) -> None:
-        """Close (listening sockets close at once; this never waits on open channels)."""
+        """Close (listening sockets close at once), and wait until a :meth:`serve` running
+        in this loop has ended its channels (boundedly: see :meth:`serve`)."""
         self.close()
+        await self._served()
+
+    async def _served(self) -> None:
+        """Wait until each :meth:`serve` of this listener running in this loop has closed its
+        channels and ended its handlers (what a mechanism's own ``aclose()`` awaits too). A
+        graceful shutdown awaits ``aclose()`` and then ends the loop: without this, the
+        loop's end cancelled the handlers first, and their clients saw a failure (ws: 1011)
+        instead of the close that ``serve()`` gives them."""
+        serving: set[asyncio.Future[None]] = self.__dict__.get("_serving", set())
+        loop = asyncio.get_running_loop()
+        mine = [f for f in serving if f.get_loop() is loop and not f.done()]
+        if mine:  # (not shielded: a handler that awaits this is cancelled by serve(), and goes)
+            await asyncio.wait(mine)
 
     async def serve(self, handler: AioHandler, *, max_channels: int | None = None) -> None:
         """Accept until closed, one task per channel; exceptions in handlers are logged (as
@@ -236,6 +250,9 @@ class AioListener(abc.ABC):
         """
         slots = asyncio.Semaphore(max_channels) if max_channels else None
         tasks: dict[asyncio.Task[None], AioChannel] = {}
+        ended = asyncio.get_running_loop().create_future()  # (what aclose() waits for)
+        serving: set[asyncio.Future[None]] = self.__dict__.setdefault("_serving", set())
+        serving.add(ended)
 
         async def run(ch: AioChannel) -> None:
             try:
@@ -261,11 +278,15 @@ class AioListener(abc.ABC):
                 tasks[task] = ch
                 task.add_done_callback(lambda t: tasks.pop(t, None))
         finally:
-            for task, ch in list(tasks.items()):
-                ch.close()
-                task.cancel()
-            if tasks:
-                await asyncio.wait(list(tasks), timeout=5.0)
+            try:
+                for task, ch in list(tasks.items()):
+                    ch.close()
+                    task.cancel()
+                if tasks:
+                    await asyncio.wait(list(tasks), timeout=5.0)
+            finally:
+                serving.discard(ended)
+                ended.set_result(None)
 
     async def __aenter__(self) -> Self:
         return self

@@ -271,6 +271,9 @@ class ClientCore:
         delivered, or failed (a status for :meth:`posted`). An answer over the limits or
         garbled ends the message stream with its error (FrameTooLarge, RemoteProtocolError),
         which ``recv`` raises."""
+        if resp.status_code == 410:  # the server closed the channel (or shut down)
+            self.stream_ended(None)
+            return False
         if resp.status_code != 200:
             return self.no_room(resp)
         body = resp.content

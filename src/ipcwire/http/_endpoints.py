@@ -193,6 +193,10 @@ class Endpoints:
                 got = await s.next_messages(many=True, max_bytes=self._max_batch, wait=reply)
                 if got:
                     return self._messages_reply(got)
+                if got is None and not s.server_failure:
+                    # delivered, then the channel ended (closed, or the listener shut
+                    # down and stops answering): say so now, not "no reply yet" (204)
+                    raise self._gone(s)
         finally:
             s.in_flight -= 1
             s.touch()

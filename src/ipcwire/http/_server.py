@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, IpcwireError
+from ipcwire.errors import ChannelBroken, ChannelClosed, IpcwireError
 from ipcwire.http._after_loop import drop_connections, loop_ended
 from ipcwire.http._endpoints import CHANNELS, Endpoints
 from ipcwire.http._openapi import openapi_document
@@ -151,10 +151,13 @@ class HttpServer(Endpoints):
         if self._sweeper is not None:
             self._sweeper.cancel()
         for s in list(self._sessions.values()):
-            s.client_close(
-                ChannelBroken(f"the listener {self.url} was closed", endpoint=self.url),
-                ChannelBroken(f"the listener {self.url} was closed", endpoint=self.url),
-            )
+            # An orderly end for both sides: the client gets what was sent, then the end
+            # of a server close (its waiting requests 410, its stream ends: EndOfChannel);
+            # the application's channel is closed by its own listener (ChannelClosed, which
+            # serve() logs at debug level), not failed under it.
+            s.server_close()
+            closed = ChannelClosed(f"the listener {self.url} was closed", endpoint=self.url)
+            s.client_close(closed, closed)
         self._sessions.clear()
         if self._web is not None:
             await self._web.shutdown(0.1)

@@ -36,6 +36,7 @@ from typing import Any, Self
 from ipcwire._poll import wait_readable
 from ipcwire.signals._dispatch import dispatcher, request_exit
 from ipcwire.signals._names import SignalLike, parse_signal
+from ipcwire.signals._served import wait_served
 
 __all__ = ["GracefulShutdown", "cannot_clean_up", "graceful_shutdown", "interrupted_close"]
 
@@ -154,6 +155,8 @@ class GracefulShutdown:
         self.signal = signal.Signals(signum)
         log.info("ipcwire: %s received: shutting down", self.signal.name)
         self.shutdown()
+        if self._exit:  # a serve() still closing its channels finishes first (_served.py)
+            wait_served([res for _, _, res in self._steps], self._timeout)
         with self._lock:
             interrupt = self._exit and not self._owner_closing
         if interrupt:  # otherwise the owner is leaving its with-block: __exit__ exits

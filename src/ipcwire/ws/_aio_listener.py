@@ -251,11 +251,12 @@ class AioWsListener(ListenerCore, AioListener):
             self._on_close()
 
     async def aclose(self) -> None:
-        """Close, and wait (boundedly) until the clients cut off in their handshake are gone."""
+        """Close, and wait (boundedly) until the clients cut off in their handshake are gone
+        and a :meth:`serve` in this loop has closed its channels."""
         self.close()
-        if self._server is None:
-            return
-        tasks = getattr(self._server, "handler_tasks", ())
-        cut = [t for t in tasks if t not in self._handed]
-        if cut:
-            await asyncio.wait(cut, timeout=5)
+        if self._server is not None:
+            tasks = getattr(self._server, "handler_tasks", ())
+            cut = [t for t in tasks if t not in self._handed]
+            if cut:
+                await asyncio.wait(cut, timeout=5)
+        await self._served()
