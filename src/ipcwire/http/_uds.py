@@ -28,10 +28,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpcore
+from httpcore._backends.sync import SyncStream  # (httpcore's own stream over a socket)
 
+from ipcwire.errors import Timeout
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT
 from ipcwire.unix._aio_socket import aio_connect_when_room
-from ipcwire.unix._socket import backlog_delays, backlog_full, is_backlog_full
+from ipcwire.unix._socket import backlog_full, connect_when_room
 
 __all__ = ["AioUnixBackend", "BacklogFull", "UnixBackend", "use_backend"]
 
@@ -55,11 +57,6 @@ def use_backend(transport: Any, backend: httpcore.NetworkBackend | AioUnixBacken
         pool._network_backend = backend
 
 
-def _backlog_was_full(exc: BaseException) -> bool:
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, OSError) and is_backlog_full(cause)
-
-
 class UnixBackend(httpcore.NetworkBackend):
     """httpcore's blocking backend, trying a Unix connect again while the backlog is full."""
 
@@ -80,20 +77,25 @@ class UnixBackend(httpcore.NetworkBackend):
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: SocketOptions = None
     ) -> httpcore.NetworkStream:
+        # Our own socket, not SyncBackend's: that one is left open when its connect fails
+        # (a ResourceWarning, and a descriptor until the garbage collector comes; helper-90).
         limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        delays = backlog_delays()
-        while True:
-            left = max(deadline - time.monotonic(), 0.001)
-            try:
-                return self._default.connect_unix_socket(path, left, socket_options)
-            except httpcore.ConnectError as exc:
-                if not _backlog_was_full(exc):
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BacklogFull(self._url, limit) from exc
-                time.sleep(min(next(delays), left))  # busy: nothing to wait on
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(limit)
+            connect_when_room(sock, path, time.monotonic() + limit, self._url, limit)
+        except Timeout as exc:  # the backlog stayed full
+            sock.close()
+            raise BacklogFull(self._url, limit) from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return SyncStream(sock)
 
     def sleep(self, seconds: float) -> None:
         self._default.sleep(seconds)
