@@ -136,6 +136,11 @@ class HttpServer(Endpoints):
             self._server.close()
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The serving loop (None before :meth:`start`)."""
+        return self._loop
+
+    @property
     def loop_ended(self) -> bool:
         """Whether the serving loop has ended (closed): :meth:`close_without_loop` then."""
         return loop_ended(self._loop)

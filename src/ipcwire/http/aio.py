@@ -20,6 +20,7 @@ from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import ConnectionRefused
 from ipcwire.http._address import HttpAddress
+from ipcwire.http._after_loop import running_elsewhere
 from ipcwire.http._aio_client import AioHttpChannel
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._connect import (
@@ -48,6 +49,8 @@ class AioHttpListener(AioListener):
         self._closed = False
         self._server: HttpServer | None = None
         self._shutdown: asyncio.Task[None] | None = None
+        self._handed_over = False  # close() was called in another thread than the loop's
+        self._stopped = False  # _close_in_loop ran
 
     def _enqueue(self, ch: AioChannel) -> None:
         if self._closed:
@@ -70,16 +73,34 @@ class AioHttpListener(AioListener):
         server = self._server
         if server is not None:
             server.stopping = True  # before serve() closes the channels in flight
-        self._ready.close()
+        loop = None if server is None else server.loop
         if server is not None and server.loop_ended:  # (ipcwire.http._after_loop)
+            self._ready.close()
             server.close_without_loop()
-        elif server is not None:
+        elif running_elsewhere(loop):  # (another thread: the loop's objects are its own)
+            assert loop is not None
+            self._handed_over = True
+            loop.call_soon_threadsafe(self._close_in_loop)
+        else:
+            self._close_in_loop()
+        self._cleanup()
+
+    def _close_in_loop(self) -> None:
+        """Stop listening and start the shutdown, in the serving loop (once). Called in
+        another thread, it raised 'no running event loop' and went on listening."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._ready.close()
+        server = self._server
+        if server is not None:
             server.stop_listening()
             self._shutdown = asyncio.get_running_loop().create_task(server.shutdown())
-        self._cleanup()
 
     async def aclose(self) -> None:
         self.close()
+        if self._handed_over and self._server is not None and not self._server.loop_ended:
+            self._close_in_loop()  # (if the loop has not run the hand-over yet)
         if self._shutdown is not None:
             try:
                 async with within(3.0):
