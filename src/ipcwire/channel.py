@@ -336,6 +336,31 @@ class Listener(abc.ABC):
         them wake), up to ``SERVE_JOIN_TIMEOUT`` (5 s) in all; handlers still busy then are
         left to finish in their (daemon) threads.
         """
+        cond = self.__dict__.setdefault("_serve_cond", threading.Condition())
+        with cond:
+            self.__dict__["_serving"] = self.__dict__.get("_serving", 0) + 1
+        try:
+            self._serve(handler, max_channels)
+        finally:
+            with cond:
+                self.__dict__["_serving"] -= 1
+                cond.notify_all()
+
+    def _wait_served(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until no :meth:`serve` of this listener runs; whether so.
+
+        A blocking graceful shutdown closes the listener, then raises ``SystemExit`` in the
+        main thread: raised while ``serve()`` was still closing its channels, it ended the
+        process before they were closed, and their clients saw the peer die (ws: 1006, unix
+        with goodbye frames: ChannelBroken) instead of the end. The shutdown waits for this
+        first (``ipcwire.signals._served``)."""
+        cond: threading.Condition | None = self.__dict__.get("_serve_cond")
+        if cond is None:
+            return True
+        with cond:
+            return cond.wait_for(lambda: not self.__dict__.get("_serving"), timeout)
+
+    def _serve(self, handler: Handler, max_channels: int | None) -> None:
         slots = threading.BoundedSemaphore(max_channels) if max_channels else None
         active: dict[Channel, threading.Thread] = {}
         lock = threading.Lock()

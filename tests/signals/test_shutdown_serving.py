@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -51,11 +52,14 @@ asyncio.run(main())
 }
 
 
-@pytest.mark.parametrize("scheme", ["ws", "http"])
+@pytest.mark.parametrize("scheme", ["ws", "http", "unix"])
 @pytest.mark.parametrize("api", ["blocking", "asyncio"])
-def test_sigterm_ends_clients_cleanly(api: str, scheme: str) -> None:
+def test_sigterm_ends_clients_cleanly(api: str, scheme: str, tmp_path: Path) -> None:
+    """unix (goodbye frames) too: every blocking serve() now tells the shutdown when it has
+    closed its channels (Listener._wait_served), not only ws's and http's."""
+    where = f"unix://{tmp_path}/s.sock" if scheme == "unix" else f"{scheme}://127.0.0.1:0"
     srv = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SERVER[api]), f"{scheme}://127.0.0.1:0"],
+        [sys.executable, "-c", textwrap.dedent(SERVER[api]), where],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

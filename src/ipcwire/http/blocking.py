@@ -35,13 +35,12 @@ from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_se
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
-from ipcwire.signals._served import ServeTracking
 from ipcwire.ws._web import OriginPolicy
 
 __all__ = ["HttpChannel", "HttpListener", "connect", "listen"]
 
 
-class HttpListener(ServeTracking, Listener):
+class HttpListener(Listener):
     """An HTTP endpoint (blocking API): aiohttp on a private loop thread."""
 
     def __init__(self, addr: HttpAddress, server_factory: Any, cleanup: Any) -> None:

@@ -23,7 +23,6 @@ from ipcwire._deadline import limit
 from ipcwire._oserror import accept_failed, translate
 from ipcwire._tls import SharedTls
 from ipcwire.channel import Channel, Listener
-from ipcwire.signals._served import ServeTracking
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
     Admission,
@@ -56,7 +55,7 @@ class ServerConn(SyncCloseBound, ServerConnection):
         self.recv_messages = fast_assembler(self.recv_messages)
 
 
-class WsListener(ServeTracking, ListenerCore, Listener):
+class WsListener(ListenerCore, Listener):
     """Accepts WebSocket clients and hands out :class:`WsChannel` objects.
 
     Like the stream listeners, it completes handshakes whether or not the application is in
