@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["closable_socket", "close_transport", "drop_socket", "end_socket"]
+__all__ = ["closable_socket", "close_transport", "drop_socket", "end_socket", "running_elsewhere"]
 
 
 def closable_socket(wrapper: Any) -> socket.socket | None:
@@ -76,3 +76,15 @@ def end_socket(t: asyncio.BaseTransport, last: Callable[[], bytes] | None = None
                     sock.send(data)
         with contextlib.suppress(OSError):  # the peer is gone already
             sock.shutdown(socket.SHUT_RDWR)
+
+
+def running_elsewhere(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether ``loop`` runs, in another thread than this one (a ``close()`` from a thread
+    of its own, say): what belongs to the loop (its transports, tasks, events and queues) is
+    not thread-safe, so the close is handed to the loop (``call_soon_threadsafe``)."""
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return False
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:  # no loop runs in this thread
+        return True

@@ -16,6 +16,7 @@ from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import limit
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -95,6 +96,8 @@ class AioGrpcListener(AioListener):
         self._stopping: asyncio.Task[Any] | None = None
         self._guard: asyncio.Task[None] | None = None
         self._stopped = [False]  # the server stopped inside its loop (shared with a finalizer)
+        self._handed_over = False  # close() was called in another thread than the loop's
+        self._closed_here = False  # _close_here ran
 
     def _watch_loop(self, server: Any) -> None:
         """Make sure the server is stopped inside its loop, or never collected.
@@ -221,6 +224,21 @@ class AioGrpcListener(AioListener):
         if self._closed:
             return
         self._closed = True
+        home = None if self._guard is None else self._guard.get_loop()
+        if running_elsewhere(home):  # (another thread: the loop's objects are its own)
+            # Before, this went on as after the loop's end: the server was kept, never
+            # stopped, and its port stayed open ("AioServer.shutdown was never awaited").
+            assert home is not None
+            self._handed_over = True
+            home.call_soon_threadsafe(self._close_here)
+            return
+        self._close_here()
+
+    def _close_here(self) -> None:
+        """The rest of :meth:`close`, in the server's loop (once), or where no loop runs."""
+        if self._closed_here:
+            return
+        self._closed_here = True
         try:
             self._ready.close()
             loop = _running_loop()
@@ -248,6 +266,8 @@ class AioGrpcListener(AioListener):
 
     async def aclose(self) -> None:
         self.close()
+        if self._handed_over:
+            self._close_here()  # (if the loop has not run the hand-over yet)
         if self._stopping is not None:
             try:
                 async with within(3.0):

@@ -17,24 +17,12 @@ from typing import Any
 
 from ipcwire.aio._without_loop import drop_socket
 
-__all__ = ["drop_connections", "loop_ended", "pool_sockets", "running_elsewhere"]
+__all__ = ["drop_connections", "loop_ended", "pool_sockets"]
 
 
 def loop_ended(loop: asyncio.AbstractEventLoop | None) -> bool:
     """Whether ``loop`` can no longer run anything (closed, or never known)."""
     return loop is None or loop.is_closed()
-
-
-def running_elsewhere(loop: asyncio.AbstractEventLoop | None) -> bool:
-    """Whether ``loop`` runs, in another thread than this one (a ``close()`` from a thread
-    of its own, say): what belongs to the loop (its transports, tasks, events and queues) is
-    not thread-safe, so the close is handed to the loop (``call_soon_threadsafe``)."""
-    if loop is None or loop.is_closed() or not loop.is_running():
-        return False
-    try:
-        return asyncio.get_running_loop() is not loop
-    except RuntimeError:  # no loop runs in this thread
-        return True
 
 
 def drop_connections(web_server: Any) -> None:

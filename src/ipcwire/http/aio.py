@@ -17,10 +17,10 @@ import httpx
 
 from ipcwire._core.url import Endpoint
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import ConnectionRefused
 from ipcwire.http._address import HttpAddress
-from ipcwire.http._after_loop import running_elsewhere
 from ipcwire.http._aio_client import AioHttpChannel
 from ipcwire.http._channels import AioServerChannel
 from ipcwire.http._connect import (

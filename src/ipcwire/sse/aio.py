@@ -11,7 +11,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
-from ipcwire.aio._without_loop import drop_socket
+from ipcwire.aio._without_loop import drop_socket, running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.errors import (
     ChannelBroken,
@@ -19,7 +19,7 @@ from ipcwire.errors import (
     LocalProtocolError,
     Timeout,
 )
-from ipcwire.http._after_loop import loop_ended, running_elsewhere
+from ipcwire.http._after_loop import loop_ended
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import (
     DEFAULT_RETRY,
