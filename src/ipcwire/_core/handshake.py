@@ -81,10 +81,11 @@ def token_mismatch(who: str) -> AuthenticationFailed:
 _REFUSAL_KEYS: frozenset[str] = frozenset(("ipcwire", "error", "code"))
 
 
-def is_our_version(value: object) -> bool:
-    """Whether a peer's ``"ipcwire"`` field is this protocol's version: an integer, so that
-    JSON's ``true`` and ``1.0`` (equal to 1 in Python) are not taken for it."""
-    return type(value) is int and value == PROTOCOL_VERSION
+def is_our_version(value: object, ours: int = PROTOCOL_VERSION) -> bool:
+    """Whether a peer's ``"ipcwire"`` field is version ``ours`` (this protocol's, or the HTTP
+    protocol's): an integer, so that JSON's ``true`` and ``1.0`` (equal to 1 in Python) are
+    not taken for it."""
+    return type(value) is int and value == ours
 
 
 def refusal(obj: Any, url: str) -> IpcwireError | None:

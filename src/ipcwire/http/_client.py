@@ -25,7 +25,7 @@ import httpx
 import msgspec
 
 from ipcwire._core.codecs import BytesCodec, encode_message
-from ipcwire._core.handshake import same_secret, version_error
+from ipcwire._core.handshake import is_our_version, same_secret, version_error
 from ipcwire._core.wire import checked_decode
 from ipcwire.channel import ChannelStatistics
 from ipcwire.errors import (
@@ -166,7 +166,7 @@ class ClientCore:
                 endpoint=self.url,
             ) from None
         version = info.get("ipcwire")
-        if type(version) is not int or version != PROTOCOL_VERSION:  # not JSON's true or 1.0
+        if not is_our_version(version, PROTOCOL_VERSION):
             raise version_error(self.url, info.get("ipcwire"), self.url)
         if self.token is not None:
             want = proof(self.token, self._nonce, sid)

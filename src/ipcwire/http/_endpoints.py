@@ -20,6 +20,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ipcwire._core.codecs import Codec
+from ipcwire._core.handshake import is_our_version
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 from ipcwire.http._frames import HEARTBEAT_FRAME, failure_frame, pack_batch
@@ -126,7 +127,7 @@ class Endpoints:
                 400, "malformed", f"the open request is not a JSON object: {exc}"
             ) from None
         version = hello.get("ipcwire")
-        if type(version) is not int or version != PROTOCOL_VERSION:  # not JSON's true or 1.0
+        if not is_our_version(version, PROTOCOL_VERSION):
             raise Problem(409, "version", f"this server speaks ipcwire protocol {PROTOCOL_VERSION}")
         if hello.get("codec") != self._codec.name:
             raise Problem(
