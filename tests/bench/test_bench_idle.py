@@ -169,6 +169,31 @@ def test_park_and_hybrid_are_judged_against_the_futex_floor_after_idle_time() ->
     assert "ipcwire shm, hybrid 29.0 µs (back to back 0.70 µs)" in line
 
 
+def test_after_idle_the_floor_is_the_futex_ping_pong_after_the_same_idle_time() -> None:
+    """Like with like: a futex round trip after 1 ms asleep read 61 µs where back to back
+    read 50 µs (a CPU that idled wakes slower), so park after idle is compared with the floor
+    measured after the same gap when the report has it."""
+    ids = ["ipcwire/shm/blocking/spin", "ipcwire/shm/blocking/park"]
+    idle_floor = {"kind": "futex/idle", "p50_us": 40.0, "p50_per_rep_us": [40.0, 41.0, 39.0],
+                  "gap_us": 1000.0}  # fmt: skip
+    floor = {"available": True, "round_trip": [{"kind": "futex", "p50_us": 25.0}, idle_floor]}
+    doc = refresh(
+        _doc(
+            ids,
+            [
+                _with_idle(_round_trip(ids[0], [0.7, 0.7, 0.7]), [0.9, 0.8, 0.9]),
+                _with_idle(_round_trip(ids[1], [40.0, 39.0, 41.0]), [45.0, 44.0, 46.0]),
+            ],
+            floor=floor,
+        )
+    )
+    targets = {t["target"]: t for t in doc["targets"]}
+    park = targets["shm: park round trip after 1 ms idle, p50 within 1.2x of the C futex "
+                   "ping-pong after 1 ms idle"]  # fmt: skip
+    # 1.8x the back-to-back floor (not held); 1.13x the floor after the same idle time
+    assert park["ratio"] == pytest.approx(45.0 / 40.0, rel=0.05) and park["held"] is True
+
+
 def test_without_idle_round_trips_hybrid_stays_not_comparable_back_to_back() -> None:
     doc = refresh(
         _doc(

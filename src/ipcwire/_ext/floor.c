@@ -2,8 +2,8 @@
  * mechanism achieves here, so `ipcwire bench` can show ipcwire's numbers beside them without
  * a compiler on the user's machine.
  *
- * floor_pingpong(kind, iterations, size=64, cpus=None) -> list[int]: round-trip nanoseconds
- * per iteration between this process and a forked child, pinned to two different CPUs: `cpus`
+ * floor_pingpong(kind, iterations, size=64, cpus=None, gap_ns=0) -> list[int]: round-trip
+ * nanoseconds per iteration between this process and a forked child, pinned to two different CPUs: `cpus`
  * (a pair), or the first two of this thread's affinity mask (with only one CPU allowed, both
  * share it, which measures something else: no cross-core wake-up). Each side copies `size` bytes in and out of the shared buffer (or
  * writes and reads them through the kernel). Kinds:
@@ -13,6 +13,9 @@
  *            what ipcwire's `park` policy did before its doorbells became socketpairs
  *   unix     a Unix stream socketpair, write + read
  *   pipe     two pipes, write + read
+ * With `gap_ns` > 0 the parent sleeps that long (clock_nanosleep, untimed) before each measured
+ * round trip, as ipcwire's bench does for its rows "after idle": the peer has been asleep that
+ * long, so the wake-up is the one a service that is not saturated pays.
  * memcpy_bandwidth(size, iterations) -> float: bytes per second of memcpy at that size.
  *
  * The child only runs this file's loops (no Python, no allocation) and leaves with _exit, so
@@ -52,6 +55,7 @@ struct pp {
     int kind;
     uint32_t total;    /* warm-up + measured iterations */
     uint32_t warmup;
+    int64_t gap_ns;    /* idle time before each measured round trip (0: back to back) */
     size_t size;
     struct shared *sh;
     unsigned char *a_buf, *b_buf; /* in sh->buf: parent->child, child->parent */
@@ -296,6 +300,12 @@ static int run_pingpong(struct pp *p, int want_a, int want_b)
         sched_setaffinity(0, sizeof set, &set);
     }
     for (uint32_t i = 1; i <= p->total; i++) {
+        if (p->gap_ns > 0 && i > p->warmup) {
+            struct timespec gap = {(time_t)(p->gap_ns / 1000000000),
+                                   (long)(p->gap_ns % 1000000000)};
+            while (clock_nanosleep(CLOCK_MONOTONIC, 0, &gap, &gap) == EINTR)
+                ;
+        }
         int64_t t0 = now_ns();
         if (parent_round(p, i) < 0) {
             rc = -1;
@@ -322,14 +332,19 @@ static int run_pingpong(struct pp *p, int want_a, int want_b)
 PyObject *ipcw_floor_pingpong(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     (void)module;
-    static char *kwlist[] = {"kind", "iterations", "size", "cpus", NULL};
+    static char *kwlist[] = {"kind", "iterations", "size", "cpus", "gap_ns", NULL};
     const char *kind;
     Py_ssize_t iterations, size = 64;
+    long long gap_ns = 0;
     PyObject *cpus = Py_None;
     int want_a = -1, want_b = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sn|nO", kwlist, &kind, &iterations, &size,
-                                     &cpus))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sn|nOL", kwlist, &kind, &iterations, &size,
+                                     &cpus, &gap_ns))
         return NULL;
+    if (gap_ns < 0 || gap_ns > 10000000000LL) {
+        PyErr_SetString(PyExc_ValueError, "gap_ns must be 0..1e10 (at most 10 s)");
+        return NULL;
+    }
     if (cpus != Py_None &&
         (!PyTuple_Check(cpus) || !PyArg_ParseTuple(cpus, "ii", &want_a, &want_b) ||
          want_a < 0 || want_b < 0 || want_a >= CPU_SETSIZE || want_b >= CPU_SETSIZE)) {
@@ -355,6 +370,7 @@ PyObject *ipcw_floor_pingpong(PyObject *module, PyObject *args, PyObject *kwargs
     p.warmup = (uint32_t)(iterations / 10 < 100 ? 100 : iterations / 10);
     p.total = p.warmup + (uint32_t)iterations;
     p.size = (size_t)size;
+    p.gap_ns = (int64_t)gap_ns;
     for (int i = 0; i < 2; i++)
         p.fd_a[i] = p.fd_b[i] = -1;
     size_t map_len = sizeof(struct shared) + 2 * (p.size + 128);

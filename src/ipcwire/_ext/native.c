@@ -19,7 +19,7 @@ static PyMethodDef module_methods[] = {
      "init_ring(buffer, capacity, offset=0): write a fresh ring header"},
     {"floor_pingpong", (PyCFunction)(void (*)(void))ipcw_floor_pingpong,
      METH_VARARGS | METH_KEYWORDS,
-     "floor_pingpong(kind, iterations, size=64, cpus=None) -> list of round-trip ns"},
+     "floor_pingpong(kind, iterations, size=64, cpus=None, gap_ns=0) -> list of round-trip ns"},
     {"memcpy_bandwidth", (PyCFunction)(void (*)(void))ipcw_memcpy_bandwidth,
      METH_VARARGS | METH_KEYWORDS, "memcpy_bandwidth(size, iterations) -> bytes per second"},
     {"recv_within", (PyCFunction)ipcw_recv_within, METH_VARARGS,

@@ -3,12 +3,13 @@
 ``ipcwire._ext._native.floor_pingpong(kind, iterations, size)`` forks a child pinned to another
 CPU and returns round-trip nanoseconds of a C ping-pong (``spin``: shared memory, busy-polling;
 ``futex``; ``eventfd``: what ipcwire's shared-memory ``park`` policy did before its doorbells
-became socketpairs; ``unix``: a socketpair;
-``pipe``), and ``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured in the
-parent once per repetition (the workers idle meanwhile), combined like every other number
-(median of the repetitions' medians, min-max spread), and shown beside the Python numbers: the gap
-between a mechanism's C floor and its Python row is the interpreter's share, the floor itself
-is the machine's (a VM without halt-polling puts the parked floors in the tens of µs).
+became socketpairs; ``unix``: a socketpair; ``pipe``; ``futex/idle``: the futex ping-pong with
+the bench's idle gap before each round trip, the floor of the shm rows "after idle"), and
+``memcpy_bandwidth(size, iterations)`` bytes per second. They are measured in the parent once
+per repetition (the workers idle meanwhile), combined like every other number (median of the
+repetitions' medians, min-max spread), and shown beside the Python numbers: the gap between a
+mechanism's C floor and its Python row is the interpreter's share, the floor itself is the
+machine's (a VM without halt-polling puts the parked floors in the tens of µs).
 Without the extension (a pure-Python install) the section says so.
 """
 
@@ -35,6 +36,12 @@ FLOOR_KINDS: Final = (
     ("pipe", 10000, "two pipes, write + read"),
     ("spin", 20000, "shared memory, both sides busy-poll"),
 )
+# The futex ping-pong again, each round trip after the idle gap the bench leaves before its
+# rows' round trips "after idle" (the parent sleeps, untimed): the shm park and hybrid rows
+# after idle time are compared with this, like with like. On the reference VM a futex round
+# trip after 1 ms asleep read 61 µs p50 where back to back read 50 µs: a CPU that idled is
+# slower to wake. As many round trips as those rows make (200 at scale 1).
+IDLE_FLOOR: Final = ("futex/idle", "futex", 200)
 _MEMCPY_BYTES: Final = 512 * 1024 * 1024  # per size
 # From this size on, memcpy is also measured over the bench's working set (see _pool_memcpy).
 POOL_MEMCPY_FROM: Final = 256 * 1024
@@ -61,14 +68,23 @@ def _pool_memcpy(size: int, iterations: int) -> float:
     return size * iterations * 1e9 / max(elapsed, 1)
 
 
+def _idle_what(gap_s: float) -> str:
+    return f"shared memory, FUTEX_WAIT / FUTEX_WAKE, each round trip after {gap_s * 1000:g} ms idle"
+
+
 def measure_floor(
-    sizes: tuple[int, ...], *, scale: float = 1.0, cpus: tuple[int, int] | None = None
+    sizes: tuple[int, ...],
+    *,
+    scale: float = 1.0,
+    cpus: tuple[int, int] | None = None,
+    idle_gap: float = 0.0,
 ) -> dict[str, Any]:
     """The floor as plain data (the ``floor`` object of the JSON report).
 
     ``cpus``: the two CPUs of the ping-pong, the same pair the workers are pinned to (the same
     CPU twice under ``--pin same``), so the floor and the Python rows are measured alike; None
-    lets the extension take the first two CPUs this process may use."""
+    lets the extension take the first two CPUs this process may use. ``idle_gap`` > 0 (the
+    bench's gap before its round trips after idle, in seconds) adds ``futex/idle``."""
     try:
         from ipcwire._ext import _native
     except ImportError as exc:
@@ -89,18 +105,19 @@ def measure_floor(
         except (OSError, ValueError, RuntimeError) as exc:
             notes.append(f"{kind}: {exc}")
             continue
-        s = summarize_samples([float(v) for v in ns])
-        round_trips.append(
-            {
-                "kind": kind,
-                "what": what,
-                "size": 64,
-                "p50_us": s["p50"] / 1000,
-                "p99_us": s["p99"] / 1000,
-                "min_us": s["min"] / 1000,
-                "round_trips": len(ns),
-            }
-        )
+        round_trips.append(_round_trip_entry(kind, what, ns))
+    if idle_gap > 0 and _accepts_gap(_native):
+        label, kind, iterations = IDLE_FLOOR
+        try:
+            ns = _native.floor_pingpong(
+                kind, max(int(iterations * scale), 100), 64, cpus, gap_ns=int(idle_gap * 1e9)
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            notes.append(f"{label}: {exc}")
+        else:
+            idle_entry = _round_trip_entry(label, _idle_what(idle_gap), ns)
+            idle_entry["gap_us"] = idle_gap * 1e6
+            round_trips.append(idle_entry)
     memcpy = []
     for size in sorted(set(sizes)):
         iterations = max(int(_MEMCPY_BYTES * scale) // size, 10)
@@ -122,6 +139,25 @@ def measure_floor(
     }
 
 
+def _round_trip_entry(kind: str, what: str, ns: list[int]) -> dict[str, Any]:
+    s = summarize_samples([float(v) for v in ns])
+    return {
+        "kind": kind,
+        "what": what,
+        "size": 64,
+        "p50_us": s["p50"] / 1000,
+        "p99_us": s["p99"] / 1000,
+        "min_us": s["min"] / 1000,
+        "round_trips": len(ns),
+    }
+
+
+def _accepts_gap(native: Any) -> bool:
+    """Whether this build's floor_pingpong takes ``gap_ns`` (an extension built before it
+    was added rejects the keyword; the idle floor is then not measured)."""
+    return "gap_ns" in (getattr(native.floor_pingpong, "__doc__", "") or "")
+
+
 def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One floor from several repetitions: per kind, the median of the p50s and p99s, and the
     spread of the p50s; memcpy, the median rate per size."""
@@ -129,25 +165,26 @@ def combine_floors(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return runs[0] if runs else {"available": False, "reason": "not measured"}
     round_trips = []
-    for kind, _, what in FLOOR_KINDS:
+    for kind in [k for k, _, _ in FLOOR_KINDS] + [IDLE_FLOOR[0]]:
         rows = [rt for r in ok for rt in r["round_trip"] if rt["kind"] == kind]
         if not rows:
             continue
         in_order = [rt["p50_us"] for rt in rows]
         p50s = sorted(in_order)
-        round_trips.append(
-            {
-                "kind": kind,
-                "what": what,
-                "size": 64,
-                "p50_us": median(p50s),
-                "p50_per_rep_us": in_order,
-                "p99_us": median(rt["p99_us"] for rt in rows),
-                "min_us": min(rt["min_us"] for rt in rows),
-                "p50_spread_us": [p50s[0], p50s[-1]],
-                "round_trips": sum(rt["round_trips"] for rt in rows),
-            }
-        )
+        row: dict[str, Any] = {
+            "kind": kind,
+            "what": rows[0]["what"],
+            "size": 64,
+            "p50_us": median(p50s),
+            "p50_per_rep_us": in_order,
+            "p99_us": median(rt["p99_us"] for rt in rows),
+            "min_us": min(rt["min_us"] for rt in rows),
+            "p50_spread_us": [p50s[0], p50s[-1]],
+            "round_trips": sum(rt["round_trips"] for rt in rows),
+        }
+        if "gap_us" in rows[0]:
+            row["gap_us"] = rows[0]["gap_us"]
+        round_trips.append(row)
     sizes = sorted({m["size"] for r in ok for m in r["memcpy"]})
     memcpy = []
     for size in sizes:

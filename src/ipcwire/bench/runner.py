@@ -519,6 +519,8 @@ def run(
         workers.start()
         pinning["workers"] = workers.hello
         warmup, duration = config.warmup, config.duration
+        # the futex floor after idle time, when rows make round trips after idle (shm)
+        floor_gap = config.idle_gap if any(m.idle > 0 for m in measurements) else 0.0
         for rep in range(config.repeat):
             order = interleave(measurements, random.Random(config.seed + rep))
             floor_at = _floor_position(order) if config.floor else -1
@@ -531,7 +533,12 @@ def run(
                         label = f"the machine's floor, in C (repetition {rep + 1}/{config.repeat})"
                         progress(done, total, label)
                     floors.append(
-                        measure_floor(config.throughput_sizes, scale=0.5, cpus=floor_cpus)
+                        measure_floor(
+                            config.throughput_sizes,
+                            scale=0.5,
+                            cpus=floor_cpus,
+                            idle_gap=floor_gap,
+                        )
                     )
                 if progress is not None:
                     progress(done, total, f"{m.label} (repetition {rep + 1}/{config.repeat})")

@@ -244,7 +244,8 @@ _FLOOR: Final = _obj(
                     "p99_us": _NUM,
                     "min_us": _NUM,
                     "round_trips": {"type": "integer"},
-                }
+                },
+                {"gap_us": _NUM},  # futex/idle: the idle time before each round trip
             ),
         },
         "memcpy": {
