@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners
+from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners, proc_stat
 from ipcwire.doctor._model import Report
 
 __all__ = ["check_mq", "check_spool", "mq_lock_name", "mq_lock_note"]
@@ -172,6 +172,7 @@ def check_spool(directory: str) -> Report:
     report.add("spool.depth", "info", f"{counts['new']} waiting, {counts['cur']} claimed, "
                f"{counts['dead']} dead", [f"{d}/: {n} file(s)" for d, n in counts.items()],
                counts=counts)  # fmt: skip
+    _order(report, directory, locks, counts["new"])
     cur = os.path.join(directory, "cur")
     for name in sorted(os.listdir(cur)):
         path = os.path.join(cur, name)
@@ -204,3 +205,34 @@ def check_spool(directory: str) -> Report:
                    "(too many attempts, or too large)", [os.path.join(directory, "dead")],
                    "inspect them, then move them back to new/ or delete them")  # fmt: skip
     return report
+
+
+def _order(report: Report, directory: str, locks: dict[int, list[int]], waiting: int) -> None:
+    """The spool's .order lock held: consumers take it to list new/ and producers to rename
+    into it, each for moments; a holder seen here keeps them all waiting."""
+    path = os.path.join(directory, ".order")
+    try:
+        holders = sorted(set(locks.get(os.stat(path).st_ino, [])))
+    except OSError:
+        return
+    if not holders:
+        return
+    evidence = [f"{path}: locked by {describe_pid(p)}" + (
+        " (stopped)" if (st := proc_stat(p)) is not None and st.state in "tT" else "")
+        for p in holders]  # fmt: skip
+    who = ", ".join(describe_pid(p) for p in holders)
+    stuck = f"{waiting} message(s) wait in new/ but no consumer can take them" if waiting else (
+        "sends to it wait for the lock")  # fmt: skip
+    report.add(
+        "spool.order_held",
+        "problem" if waiting else "warning",
+        f"{who} holds the spool's .order lock: {stuck} (a consumer holds it only while it "
+        "lists new/, a producer while it renames into it)",
+        evidence,
+        "resume that process if it is stopped (kill -CONT "
+        + " ".join(str(p) for p in holders)
+        + "), or end it; if it is not stopped, run doctor again: a consumer listing new/ "
+        "holds it for a moment",
+        pids=holders,
+        waiting=waiting,
+    )

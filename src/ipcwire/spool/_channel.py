@@ -233,18 +233,34 @@ class ChannelCore:
         if deadline is not None and math.isnan(deadline):
             raise not_a_number(self.url)
         if deadline is not None and now >= deadline:
-            raise Timeout(
-                f"no message in {self.url} within {timeout} s"
-                if timeout
-                else f"no message in {self.url} yet",
-                endpoint=self.url,
-            )
+            raise self._no_message(timeout)
         wait = self._next_reap - now
         if self._store.order_busy:  # a producer held .order: try again soon
             wait = min(wait, self._cfg.poll_interval)
         if deadline is not None:
             wait = min(wait, deadline - now)
         return max(wait, 0.0)
+
+    def _no_message(self, timeout: float | None) -> Timeout:
+        """The Timeout of a wait that got no message; when .order was held at the last try,
+        it says so, with how many messages wait and who holds the lock."""
+        within = f"within {timeout} s" if timeout else "yet"
+        if not self._store.order_busy:
+            return Timeout(f"no message in {self.url} {within}", endpoint=self.url)
+        waiting = self._store.counts()["new"]  # (0 also when new/ cannot be read)
+        head = (
+            f"no message taken from {self.url} {within}: {waiting} message"
+            f"{'s wait' if waiting != 1 else ' waits'} in new/, but"
+            if waiting
+            else f"no message in {self.url} {within}, and"
+        )
+        return Timeout(
+            f"{head} {self._store.order_holder()} holds the spool's .order lock, so no "
+            f"consumer can list new/ (a consumer holds it only while it lists new/, a producer "
+            f"while it renames into it; one stopped there, by SIGSTOP or a debugger, or another "
+            f"program keeps it): resume or end that process",
+            endpoint=self.url,
+        )
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:

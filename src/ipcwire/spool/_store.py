@@ -267,18 +267,22 @@ class SpoolStore(Consuming):
     def _order_timeout(self, timeout: float | None, why: str = "") -> Timeout:
         """A send that could not rename its messages into new/ in time."""
         if not why:
-            pids = lock_holders(os.path.join(self.path, ".order"))
-            who = ", ".join(describe_pid(p) for p in pids) if pids else "another process"
             why = (
-                f"{who} holds the spool's .order lock exclusively (a consumer holds it only "
-                f"while it lists new/; one stopped there, by SIGSTOP or a debugger, or another "
-                f"program keeps it): resume or end that process"
+                f"{self.order_holder()} holds the spool's .order lock exclusively (a consumer "
+                f"holds it only while it lists new/; one stopped there, by SIGSTOP or a "
+                f"debugger, or another program keeps it): resume or end that process"
             )
         return Timeout(
             f"send to {self.url} timed out after {timeout} s: {why}; nothing of this send "
             f"was queued (pass a larger timeout= to wait longer)",
             endpoint=self.url,
         )
+
+    def order_holder(self) -> str:
+        """Who holds .order now: ``pid 12 (python worker.py)`` (from /proc/locks), or
+        "another process" where that cannot be read."""
+        pids = lock_holders(os.path.join(self.path, ".order"))
+        return ", ".join(describe_pid(p) for p in pids) if pids else "another process"
 
     def _put_many(self, items: Sequence[Buffer], timeout: float | None, start: float) -> list[str]:
         """put_many with the put lock held and the store open."""
