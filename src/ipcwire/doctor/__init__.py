@@ -10,6 +10,7 @@
 One module per family of checks: :mod:`~ipcwire.doctor.unix`, :mod:`~ipcwire.doctor.tcp`,
 :mod:`~ipcwire.doctor.pid` (pipes, zombies, signals, endpoints), :mod:`~ipcwire.doctor.shm`,
 :mod:`~ipcwire.doctor.queues` (mq and spool), :mod:`~ipcwire.doctor.fifo`,
+:mod:`~ipcwire.doctor.udp`,
 :mod:`~ipcwire.doctor.machine`.
 """
 
@@ -26,6 +27,7 @@ from ipcwire.doctor.pid import check_pid
 from ipcwire.doctor.queues import check_mq, check_spool
 from ipcwire.doctor.shm import check_shm, check_shm_url
 from ipcwire.doctor.tcp import check_tcp
+from ipcwire.doctor.udp import check_udp
 from ipcwire.doctor.unix import check_unix
 from ipcwire.errors import InvalidURL
 
@@ -40,6 +42,7 @@ __all__ = [
     "check_shm_url",
     "check_spool",
     "check_tcp",
+    "check_udp",
     "check_unix",
     "diagnose",
 ]
@@ -53,8 +56,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "sse+http": 80
 
 
 def diagnose(target: str, *, listen: bool = False) -> Report:
-    """Run the checks that fit ``target``: a URL (unix, tcp and what runs over them, shm, mq,
-    spool, fifo) or a bare path (a socket, or a FIFO).
+    """Run the checks that fit ``target``: a URL (unix, tcp and what runs over them, udp, shm,
+    mq, spool, fifo) or a bare path (a socket, or a FIFO).
 
     ``listen``: diagnose for a server about to listen there, rather than a client.
 
@@ -89,6 +92,12 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
         if port is None:
             raise InvalidURL(f"{target} has no port: write {scheme}://host:port")
         return check_tcp(endpoint.host or "127.0.0.1", port, listen=listen)
+    if scheme == "udp":
+        if not endpoint.port:  # none, or 0 (any free port: nothing to check there)
+            raise InvalidURL(
+                f"{target}: give the port the server uses (or will use): udp://host:port"
+            )
+        return check_udp(endpoint.host or "127.0.0.1", endpoint.port, listen=listen)
     if scheme == "shm":
         return check_shm_url(target, listen=listen)
     if scheme == "mq":
@@ -118,7 +127,7 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
         return check_fifo(endpoint.path, reply=reply, listen=listen)
     raise InvalidURL(
         f"ipcwire doctor has no checks for {scheme}:// yet; it knows unix (and ws+unix, "
-        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), shm, mq, spool and fifo"
+        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), udp, shm, mq, spool and fifo"
     )
 
 
