@@ -33,6 +33,7 @@ from typing import Any
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ConfigurationError
 from ipcwire.pipe._fdutil import Waker, make_pipe, set_nonblocking
+from ipcwire.signals._names import check_catchable
 
 __all__ = ["Subscription", "dispatcher", "request_exit"]
 
@@ -89,18 +90,20 @@ class _Dispatcher:
         self._fork_mask: set[int | signal.Signals] | None = None  # the mask before fork()
 
     # -- subscribing (main thread) ----------------------------------------------------------
-    def subscribe(self, signums: Iterable[int]) -> Subscription:
+    def subscribe(self, signums: Iterable[int], url: str) -> Subscription:
+        """Start handling ``signums`` for a new subscriber, ``url`` (``signal:USR1,HUP``).
+
+        Raises:
+            ConfigurationError: an uncatchable signal, or not the main thread.
+        """
         wanted = frozenset(signums)
+        check_catchable(wanted, url)
         if threading.current_thread() is not threading.main_thread():
             raise ConfigurationError(
-                "signal handlers can only be installed from the main thread: create the "
-                "SignalWaiter / graceful_shutdown there (waiting works from any thread)"
+                f"{url}: signal handlers can only be installed from the main thread: create "
+                f"the SignalWaiter / graceful_shutdown there (waiting works from any thread)",
+                endpoint=url,
             )
-        for signum in wanted:
-            if signum in (signal.SIGKILL, signal.SIGSTOP):
-                raise ConfigurationError(
-                    f"{signal.Signals(signum).name} cannot be caught, so it cannot be waited for"
-                )
         sub = Subscription(wanted)
         with self._lock:
             self._ensure_started()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._core.url import Endpoint
@@ -13,10 +14,12 @@ from ipcwire.errors import ChannelBroken, ConfigurationError, InvalidURL, Permis
 
 __all__ = [
     "SignalLike",
+    "check_catchable",
     "exit_status",
     "parse_signal",
     "parse_target",
     "send_signal",
+    "signals_url",
     "target_pid",
 ]
 
@@ -46,6 +49,27 @@ def parse_signal(sig: SignalLike) -> signal.Signals:
     except KeyError:
         known = ", ".join(sorted(s.name[3:] for s in signal.Signals))
         raise ConfigurationError(f"unknown signal {sig!r}; known: {known}") from None
+
+
+def signals_url(signals: Iterable[signal.Signals]) -> str:
+    """``signal:TERM,INT``: the endpoint a waiter or graceful shutdown of ``signals`` is."""
+    return "signal:" + ",".join(s.name[3:] for s in signals)
+
+
+def check_catchable(signums: Iterable[int], url: str) -> None:
+    """Refuse to wait for a signal no handler can catch (both APIs, in the same words).
+
+    Raises:
+        ConfigurationError: SIGKILL or SIGSTOP among ``signums``.
+    """
+    for signum in signums:
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            raise ConfigurationError(
+                f"{url}: {signal.Signals(signum).name} cannot be caught, so it cannot be "
+                f"waited for (the kernel acts on it without telling the process); leave it "
+                f"out of the signals to wait for",
+                endpoint=url,
+            )
 
 
 def target_pid(target: Any) -> int:

@@ -21,7 +21,13 @@ from ipcwire._poll import wait_readable
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, LocalProtocolError, Timeout
 from ipcwire.signals._dispatch import dispatcher
-from ipcwire.signals._names import SignalLike, parse_signal, send_signal, target_pid
+from ipcwire.signals._names import (
+    SignalLike,
+    parse_signal,
+    send_signal,
+    signals_url,
+    target_pid,
+)
 
 __all__ = ["SignalSender", "SignalWaiter"]
 
@@ -39,8 +45,8 @@ class SignalWaiter(Channel):
         if not wanted:
             raise LocalProtocolError("SignalWaiter needs at least one signal to wait for")
         self.signals = tuple(dict.fromkeys(wanted))
-        self.url = "signal:" + ",".join(s.name[3:] for s in self.signals)
-        self._sub = dispatcher.subscribe(int(s) for s in self.signals)
+        self.url = signals_url(self.signals)
+        self._sub = dispatcher.subscribe((int(s) for s in self.signals), self.url)
         self._closed = False
         self._received = 0
         self._lock = threading.Lock()

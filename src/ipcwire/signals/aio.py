@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing.process import BaseProcess
@@ -38,10 +39,12 @@ from ipcwire.errors import (
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.signals._names import (
     SignalLike,
+    check_catchable,
     exit_status,
     parse_signal,
     parse_target,
     send_signal,
+    signals_url,
     target_pid,
 )
 from ipcwire.signals._shutdown import cannot_clean_up, interrupted_close
@@ -70,12 +73,23 @@ class _LoopSignals:
         self._users: dict[int, list[Callable[[int], None]]] = {}
         self._previous: dict[int, Any] = {}
 
-    def add(self, signums: Iterable[int], cb: Callable[[int], None]) -> list[int]:
+    def add(self, signums: Iterable[int], cb: Callable[[int], None], url: str) -> list[int]:
         """Call ``cb(signum)`` on each of ``signums``; the signals now handled for it.
+        ``url`` (``signal:USR1,HUP``) names the waiter or shutdown in errors.
 
         Raises:
-            ConfigurationError: this loop cannot handle signals (not the main thread).
+            ConfigurationError: an uncatchable signal (SIGKILL, SIGSTOP); this loop cannot
+                handle signals (not the main thread).
         """
+        signums = list(signums)
+        check_catchable(signums, url)
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigurationError(
+                f"{url}: cannot handle signals in an event loop outside the main thread "
+                f"(Python installs signal handlers only there): run the loop in the main "
+                f"thread (asyncio.run in the main thread does)",
+                endpoint=url,
+            )
         done: list[int] = []
         loop = self._loop_ref()
         try:
@@ -92,8 +106,7 @@ class _LoopSignals:
         except (RuntimeError, ValueError) as exc:
             self.remove(done, cb)
             raise ConfigurationError(
-                f"cannot handle signals in this event loop ({exc}); run the loop in the main "
-                f"thread (asyncio.run in the main thread does)"
+                f"{url}: cannot handle signals in this event loop ({exc})", endpoint=url
             ) from None
         return done
 
@@ -140,14 +153,16 @@ class AioSignalWaiter(AioChannel):
         if not wanted:
             raise LocalProtocolError("AioSignalWaiter needs at least one signal to wait for")
         self.signals = wanted
-        self.url = "signal:" + ",".join(s.name[3:] for s in wanted)
+        self.url = signals_url(wanted)
         self._loop = asyncio.get_running_loop()
         self._queue: dict[int, None] = {}  # unread signals, in order, each once
         self._coalesced = 0
         self._waiters: set[asyncio.Future[None]] = set()  # every task in recv()
         self._closed = False
         self._received = 0
-        self._installed = _signals(self._loop).add((int(s) for s in wanted), self._on_signal)
+        self._installed = _signals(self._loop).add(
+            (int(s) for s in wanted), self._on_signal, self.url
+        )
 
     def _on_signal(self, signum: int) -> None:
         if signum in self._queue:  # unread still: held once, as the kernel does
@@ -403,8 +418,10 @@ class AioGracefulShutdown:
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.signal: signal.Signals | None = None
-        sigs = [int(parse_signal(s)) for s in signals]
-        self._installed = _signals(self._loop).add(sigs, self._on_signal)
+        parsed = [parse_signal(s) for s in signals]
+        self._installed = _signals(self._loop).add(
+            (int(s) for s in parsed), self._on_signal, signals_url(parsed)
+        )
 
     def add(self, *resources: Any) -> None:
         """Register more resources (as in the constructor).
