@@ -1,4 +1,4 @@
-"""Named pipes on disk: create safely, open without hanging, lock for big messages.
+"""Named pipes on disk: create safely, one listener each, open without hanging, lock writes.
 
 Open semantics (POSIX): opening a FIFO for reading blocks until a writer opens it, and for
 writing until a reader does; with O_NONBLOCK the read open succeeds at once and the write
@@ -30,6 +30,7 @@ from typing import Final
 from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import Packed
+from ipcwire._procfs import describe_pid
 from ipcwire.errors import (
     AddressInUse,
     ConnectionRefused,
@@ -39,14 +40,17 @@ from ipcwire.errors import (
 )
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._fdutil import PIPE_BUF, grow_pipe
+from ipcwire.spool._flock import FileLock
 
 __all__ = [
     "CreatedFifos",
     "FifoPaths",
     "FifoWriteStream",
+    "claim_fifo",
     "client_busy",
     "create_fifo",
     "hold_session_once",
+    "lock_path",
     "lock_reply",
     "lock_reply_once",
     "no_reader",
@@ -130,35 +134,122 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
 
 
 class CreatedFifos:
-    """The FIFOs a listener created (of ``paths``), to remove when it closes: only by the
+    """A listener's hold on its FIFOs (of ``paths``): the lock of each (see
+    :func:`claim_fifo`), and the FIFOs it created, to remove when it closes: only by the
     process that created them (a forked child closing its copy of the listener leaves its
-    parent's FIFOs alone), and only while each is still the file that was created."""
+    parent's FIFOs and locks alone), and only while each is still the file that was created.
+
+    Raises:
+        AddressInUse: another live listener holds one of the FIFOs; a path is not a FIFO.
+        PermissionDenied: as :func:`create_fifo`.
+    """
 
     def __init__(self, paths: FifoPaths, url: str, mode: int) -> None:
         self._owner = os.getpid()
-        self._files: list[tuple[str, int]] = []
+        self._files: list[tuple[str, int]] = []  # the FIFOs created, then the lock files
+        self._locks: list[FileLock] = []
         self._at_exit = AtExit(self._remove)  # also if the listener is never closed
         try:
             for path in (paths.path, paths.reply):
-                if path is not None and create_fifo(path, url, mode):
+                if path is None:
+                    continue
+                lock = claim_fifo(path, url)
+                if lock is not None:
+                    self._locks.append(lock)
+                if create_fifo(path, url, mode):
                     self._files.append((path, os.stat(path).st_ino))
+                if lock is None:
+                    _no_other_reader(path, url)
         except BaseException:
+            self._add_lock_files()
             self.remove()
             raise
+        self._add_lock_files()
+
+    def _add_lock_files(self) -> None:
+        # Removed after the FIFOs, while still held: a listener starting meanwhile must not
+        # take over a FIFO that is about to go.
+        for lock in self._locks:
+            with contextlib.suppress(OSError):
+                self._files.append((lock.path, os.stat(lock.path).st_ino))
 
     def remove(self) -> None:
         self._at_exit.run()
 
     def _remove(self) -> None:
         files, self._files = self._files, []
-        if os.getpid() != self._owner:
-            return
-        for path, ino in files:
-            try:
-                if os.lstat(path).st_ino == ino:  # still ours: never remove a stranger's file
-                    os.unlink(path)
-            except OSError:
-                pass
+        locks, self._locks = self._locks, []
+        if os.getpid() == self._owner:
+            for path, ino in files:
+                try:
+                    if os.lstat(path).st_ino == ino:  # still ours: never a stranger's file
+                        os.unlink(path)
+                except OSError:
+                    pass
+        for lock in locks:  # in a forked child, this closes only its copy
+            lock.release()
+
+
+def lock_path(path: str) -> str:
+    """The lock file of the FIFO at ``path``: beside it, ``PATH.lock``."""
+    return f"{path}.lock"
+
+
+def claim_fifo(path: str, url: str) -> FileLock | None:
+    """Take the listener's lock of the FIFO at ``path`` (an exclusive ``flock`` on
+    :func:`lock_path`, held for the listener's life): a FIFO has one reader, and a second
+    one would silently take a share of the messages. The kernel releases the lock when its
+    holder dies (``kill -9`` included), so a FIFO left by a dead listener is taken over.
+    None where the directory does not let this user create the lock file (then
+    :func:`_no_other_reader` looks in /proc instead).
+
+    Raises:
+        AddressInUse: a live listener holds the lock; the message names its process.
+        ConfigurationError: the lock file is a symbolic link.
+    """
+    lock = FileLock(lock_path(path), mode=0o600)
+    try:
+        lock.acquire(timeout=0)
+    except PermissionDenied:
+        return None
+    except Timeout:
+        holder = lock.holder()
+        raise _in_use(
+            path,
+            url,
+            holder.describe() if holder else "another process",
+            holder.pid if holder else None,
+        ) from None
+    return lock
+
+
+def _in_use(path: str, url: str, who: str, pid: int | None) -> AddressInUse:
+    return AddressInUse(
+        f"{url} is in use: a listener in {who} reads {path}, and a FIFO has one reader (a "
+        f"second one would take a share of the messages); stop that listener, or listen on "
+        f"another path",
+        pid=pid,
+        endpoint=url,
+    )
+
+
+def _no_other_reader(path: str, url: str) -> None:
+    """Without a lock file (a directory this user may not write): refuse a FIFO another
+    process has open for reading, found in /proc (best effort: another user's processes
+    are not visible without root).
+
+    Raises:
+        AddressInUse: another process reads the FIFO.
+    """
+    from ipcwire.doctor.fifo import fifo_holders  # (only here: a rare case)
+
+    try:
+        readers = fifo_holders(os.stat(path))[0]
+    except OSError:
+        return
+    if readers:
+        pid = min(readers)
+        raise _in_use(path, url, describe_pid(pid), pid)
 
 
 def _check_existing(path: str, url: str, st: os.stat_result, mode: int) -> None:

@@ -1,6 +1,8 @@
 """``fifo:`` blocking driver.
 
-* ``ipcwire.listen("fifo:///run/app.fifo")`` creates the FIFO (0600) if missing and reads it.
+* ``ipcwire.listen("fifo:///run/app.fifo")`` creates the FIFO (0600) if missing and reads it,
+  holding the lock file ``/run/app.fifo.lock`` beside it: a second listener gets
+  ``AddressInUse`` naming the first (a FIFO has one reader).
   ``accept()`` returns the receiving channel at once (a FIFO does not tell when a writer opens
   it); its ``recv`` waits for the writers' messages, honouring its timeout, and raises
   ``EndOfChannel`` once every writer that came has closed. The next ``accept()`` starts a new
@@ -125,7 +127,8 @@ def listen(
     """Create (if missing) and read the FIFO; see the module.
 
     Raises:
-        AddressInUse: the path exists and is not a FIFO (never replaced).
+        AddressInUse: the path exists and is not a FIFO (never replaced), or another
+            listener reads the FIFO (the message names its process).
         PermissionDenied: cannot create or read it.
         ConfigurationError: a token without ``reply=``, or a bad option.
     """
