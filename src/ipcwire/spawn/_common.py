@@ -247,7 +247,7 @@ def _start_child(
         close_fds(in_w, out_r)
         stderr.abandon()
         if isinstance(exc, OSError) and not isinstance(exc, IpcwireError):
-            raise _start_error(exc, argv, cwd, what) from exc
+            raise _start_error(exc, argv, env, cwd, what) from exc
         raise
     finally:
         close_fds(in_r, out_w)
@@ -268,9 +268,46 @@ def kill_started(proc: subprocess.Popen[bytes]) -> None:
 _EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
+def _not_found(prog: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
+    """What ENOENT from starting ``prog`` meant, and what to do: the cwd is missing, the
+    program is (not in PATH, no such file), or it exists and its #! interpreter is not."""
+    if cwd is not None and not os.path.exists(cwd):
+        return f"the working directory cwd={cwd!r} does not exist; create it, or pass another cwd="
+    if "/" in prog:
+        path = os.path.join(cwd or "", prog)
+        if not os.path.exists(path):
+            where = f" (relative to cwd={cwd!r})" if cwd and not os.path.isabs(prog) else ""
+            return f"{prog!r} was not found: there is no such file{where}; check the path"
+    else:
+        dirs = os.get_exec_path(env)
+        found = [p for d in dirs if os.path.isfile(p := os.path.join(d or ".", prog))]
+        if not found:
+            return (
+                f"{prog!r} was not found in PATH ({os.pathsep.join(dirs)}); give its full path, "
+                f"or add the directory that holds it to PATH"
+                + (" (in env=)" if env is not None else "")
+            )
+        path = found[0]
+    return f"{path!r} exists, but {_missing_interpreter(path)} was not found; install it"
+
+
+def _missing_interpreter(path: str) -> str:
+    """``its #! interpreter '/usr/bin/python9'``, or (no #! line: a binary) its loader."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        first = b""
+    words = first[2:].split() if first.startswith(b"#!") else []
+    if words:
+        return f"its #! interpreter {os.fsdecode(words[0])!r} (the script's first line)"
+    return "its program loader (the ELF interpreter: a binary for another system?)"
+
+
 def _start_error(
     exc: OSError,
     argv: Sequence[str | os.PathLike[str]],
+    env: Mapping[str, str] | None,
     cwd: str | os.PathLike[str] | None,
     what: str,
 ) -> IpcwireError:
@@ -278,10 +315,8 @@ def _start_error(
     endpoint = f"spawn:{what}"
     name = exc.filename or os.fspath(argv[0])
     if isinstance(exc, FileNotFoundError):
-        return ChannelBroken(
-            f"cannot start {what}: {name!r} was not found; check the program name, PATH and cwd",
-            endpoint=endpoint,
-        )
+        why = _not_found(os.fspath(argv[0]), env, None if cwd is None else os.fspath(cwd))
+        return ChannelBroken(f"cannot start {what}: {why}", endpoint=endpoint)
     if isinstance(exc, PermissionError):
         return PermissionDenied(
             f"cannot start {what}: permission denied ({name}); is it executable?",
