@@ -13,7 +13,7 @@ from typing import Any
 from ipcwire._core.url import Endpoint
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.errors import ChannelClosed, ConfigurationError, Timeout
+from ipcwire.errors import ChannelBroken, ChannelClosed, ConfigurationError, Timeout
 from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
 from ipcwire.fifo._path import (
     CreatedFifos,
@@ -29,7 +29,7 @@ from ipcwire.fifo._path import (
     writer_busy,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.pipe._aio_fd import AioPipeChannel
+from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._fdutil import PIPE_BUF
 from ipcwire.pipe.aio import open_aio_channel
 
@@ -40,12 +40,21 @@ class AioFifoChannel(AioPipeChannel):
     """Every write holds a ``flock`` on the FIFO until it reached the kernel: exclusive for a
     message over PIPE_BUF bytes, shared for a shorter one (see
     :class:`ipcwire.fifo._path.FifoWriteStream`: a short message written without it could
-    land inside another writer's long one)."""
+    land inside another writer's long one).
+
+    So a message is never left in the transport's buffer, to be written later without the
+    lock: it is written straight to the FIFO, waiting for room, as the blocking send does,
+    and a send that times out says what is true, with the blocking API's words: nothing was
+    sent (the message never arrives: send it again), or the message was cut after so many
+    bytes (the channel refuses to send again). It used to say "stayed unsent" while the
+    transport delivered the message later, and a caller who sent it again got it twice.
+    """
 
     def __init__(self, *args: Any, lock: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._lock_writes = lock
         self._big = asyncio.Lock()
+        self._cut: str | None = None  # why sending is refused: a send cut a message
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if not self._lock_writes or self._fd_transport() is None:
@@ -72,21 +81,112 @@ class AioFifoChannel(AioPipeChannel):
             if not isinstance(fd, int):  # the write side is gone: say why, as any send does
                 self._write(data, count)
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            if self._cut is not None and not self._closed:
+                raise ChannelBroken(self._cut, endpoint=self.url)
             await self._flock(fd, deadline, timeout, how)
             try:
-                self._write(data, count)
-                if t.get_write_buffer_size():  # the pipe is full: hold the lock until written
-                    left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-                    async with within(left):
-                        await self._flushed_or_closed(t)
-            except TimeoutError:
-                raise Timeout(
-                    f"{self.url} is not reading: a message stayed unsent for {timeout} s",
-                    endpoint=self.url,
-                ) from None
+                await self._write_now(t, fd, data, count, deadline, timeout)
             finally:
                 with contextlib.suppress(OSError):
                     fcntl.flock(fd, fcntl.LOCK_UN)
+
+    async def _write_now(
+        self,
+        t: FdTransport,
+        fd: int,
+        data: Any,
+        count: int,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> None:
+        """Write ``data`` to ``fd`` (the FIFO, locked), waiting for room until ``deadline``.
+
+        Raises:
+            Timeout: nothing was written by the deadline, or only part (then the channel
+                refuses to send again).
+            ChannelClosed, ChannelBroken: as any send.
+        """
+        if self._closed or self._end is not None or t.is_closing() or t.write_error is not None:
+            self._write(b"", 0)  # raises what any send raises then
+        if t.get_write_buffer_size():  # what the transport holds (the handshake) goes first
+            try:
+                async with within(_left(deadline)):
+                    await self._flushed_or_closed(t)
+            except TimeoutError:
+                raise self._not_sent(timeout) from None
+        parts = [memoryview(p).cast("B") for p in (data if type(data) is tuple else (data,))]
+        total = sum(p.nbytes for p in parts)
+        written = 0
+        room: int | None = None  # a copy of fd to wait on (see _room)
+        try:
+            while parts:
+                try:
+                    n = os.writev(fd, parts)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:  # the reader is gone: the transport says so, as for any send
+                    self._bytes_sent += written
+                    self._write(b"".join(parts), count)
+                    return
+                written += n
+                parts = _after(parts, n)
+                if not parts:
+                    break
+                if room is None:
+                    room = os.dup(fd)
+                try:
+                    await self._room(room, deadline)
+                except TimeoutError:
+                    raise (
+                        self._cut_off(written, timeout) if written else self._not_sent(timeout)
+                    ) from None
+        finally:
+            if room is not None:
+                os.close(room)
+        self._bytes_sent += total
+        self._sent += count
+
+    async def _room(self, fd: int, deadline: float | None) -> None:
+        """Until the FIFO has room (``fd``: a copy of the transport's descriptor, so that
+        waiting never touches the transport's own registration), or the channel closes.
+
+        Raises:
+            TimeoutError: at the deadline.
+            ChannelClosed, ChannelBroken: the channel was closed, or the reader left.
+        """
+        woken = self._loop.create_future()
+
+        def ready() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        self._loop.add_writer(fd, ready)
+        self._drainers.append(woken)  # close() wakes it with ChannelClosed
+        try:
+            async with within(_left(deadline)):
+                await woken
+        finally:
+            self._loop.remove_writer(fd)
+            if woken in self._drainers:
+                self._drainers.remove(woken)
+
+    def _not_sent(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"send to {self.url} did not start within {timeout} s: the peer is not reading "
+            f"and the buffers are full; nothing was sent",
+            endpoint=self.url,
+        )
+
+    def _cut_off(self, written: int, timeout: float | None) -> Timeout:
+        self._cut = (
+            f"an earlier send to {self.url} timed out part-way through a message; the stream "
+            f"is out of step, so open a new channel"
+        )
+        return Timeout(
+            f"send to {self.url} timed out after {written} bytes (the peer is not reading); "
+            f"the channel cannot be used for sending any more",
+            endpoint=self.url,
+        )
 
     async def _flushed_or_closed(self, t: Any) -> None:
         """Until the transport ``t`` has written everything, or the channel closes: its
@@ -127,6 +227,22 @@ class AioFifoChannel(AioPipeChannel):
                     raise writer_busy(self.url, timeout) from None
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.01)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _after(parts: list[memoryview], n: int) -> list[memoryview]:
+    """``parts`` without their first ``n`` bytes."""
+    while n and parts:
+        if n >= parts[0].nbytes:
+            n -= parts[0].nbytes
+            parts = parts[1:]
+        else:
+            parts = [parts[0][n:], *parts[1:]]
+            n = 0
+    return parts
 
 
 async def connect(
