@@ -88,9 +88,27 @@ def signal_child(pid: int, exited: bool, sig: int | str, group: bool) -> None:
 
 
 def describe_argv(argv: Sequence[str | os.PathLike[str]]) -> str:
-    """A short readable command line for messages."""
-    text = shlex.join(os.fspath(a) for a in argv)
+    """A short readable command line for messages, on one line: an argument with control
+    characters (a ``-c`` program's newlines) is shown in bash's ``$'...'`` quoting, its
+    characters escaped as repr would, so the command is still the same in a shell."""
+    text = " ".join(_quote(os.fspath(a)) for a in argv)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _quote(arg: str) -> str:
+    if arg.isprintable():
+        return shlex.quote(arg)
+    return "$'" + "".join(_escape(c) for c in arg) + "'"
+
+
+def _escape(c: str) -> str:
+    if c in "'\\":
+        return "\\" + c
+    if c.isprintable():
+        return c
+    if 0x80 <= ord(c) < 0x100:  # repr's \x85 is a byte to bash; \u0085 the same character
+        return f"\\u{ord(c):04x}"
+    return repr(c)[1:-1]  # \n, \t, \x1b, \u2028
 
 
 def build_options(
