@@ -6,10 +6,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from tests._proc import NOBODY, child, kill9, wait_line
 from tests.doctor._helpers import doctor, doctor_json, findings
 
+import ipcwire
 from ipcwire.doctor import diagnose
+from ipcwire.errors import Timeout
 
 LISTENER = """
 import ipcwire, sys
@@ -73,3 +76,28 @@ def test_a_fifo_another_user_may_not_write_is_explained(sock_dir: Path) -> None:
     assert diagnose(f"fifo://{path}", listen=True).ok
     code, data = doctor_json(f"fifo://{path}", "--listen", as_nobody=True)
     assert code == 1 and findings(data, "fifo.permission")
+
+
+def test_a_listener_that_stops_reading_is_seen_when_whole_messages_fill_its_fifo(
+    sock_dir: Path,
+) -> None:
+    # The writer's send timed out ("the peer is not reading"), yet doctor said "✓ ... open
+    # for reading (the listener)" with "1043402 of 1048576 bytes queued": whole messages
+    # never fill a pipe to its last byte, and fifo.full waited for exactly that. Messages
+    # of about 3000 bytes take a page each: the pipe stops its writers at under 3/4 full.
+    path = f"{sock_dir}/stalled.fifo"
+    url = f"fifo://{path}"
+    with child(LISTENER.format(url=url)) as reader:
+        assert wait_line(reader) == "ready"
+        with ipcwire.connect(url, timeout=10) as writer:
+            with pytest.raises(Timeout, match="nothing was sent"):
+                while True:
+                    writer.send(b"x" * 3000, timeout=0.1)
+            report = diagnose(url)
+    [full] = [f for f in report.findings if f.check == "fifo.full"]
+    assert full.status == "warning"
+    assert full.data["pids"] == [reader.pid]
+    queued, capacity = full.data["queued"], full.data["capacity"]
+    assert capacity // 2 < queued < capacity - 4096  # full to its writers, far from its end
+    assert f"ipcwire doctor --pid {reader.pid}" in (full.fix or "")
+    assert not [f for f in report.findings if f.check == "fifo.reader"]
