@@ -5,7 +5,8 @@
     IpcwireError
     ├── ChannelClosed            you closed this channel (or listener); wins over Broken
     ├── ChannelBroken            the peer or the OS failed; the OSError is the __cause__
-    │   └── ConnectionRefused    nothing is listening there (also ConnectionRefusedError)
+    │   ├── ConnectionRefused    nothing is listening there (also ConnectionRefusedError)
+    │   └── ProgramNotFound      spawn(): the program is not there (also FileNotFoundError)
     ├── EndOfChannel             the peer closed cleanly; iteration ends
     ├── Timeout                  a deadline passed (also TimeoutError)
     ├── FrameTooLarge            a message over the size limit (size, limit)
@@ -41,6 +42,7 @@ __all__ = [
     "LocalProtocolError",
     "MechanismUnavailable",
     "PermissionDenied",
+    "ProgramNotFound",
     "ProtocolError",
     "RemoteProtocolError",
     "ResourceExhausted",
@@ -81,6 +83,11 @@ class ChannelBroken(IpcwireError):
 
 class ConnectionRefused(ChannelBroken, ConnectionRefusedError):
     """Nothing is listening at the address (ECONNREFUSED, or no socket file)."""
+
+
+class ProgramNotFound(ChannelBroken, FileNotFoundError):
+    """``spawn()`` could not find the program (not in PATH, no such file, a missing ``#!``
+    interpreter or ``cwd=``); the FileNotFoundError is ``__cause__``."""
 
 
 class EndOfChannel(IpcwireError):

@@ -1,6 +1,8 @@
-"""spawn() of a program that cannot be found: the message names the program, what was
-searched (PATH, the path given, cwd=, a script's #! interpreter) and the fix, in the same
-words on both APIs; the OSError is the ``__cause__``."""
+"""spawn() of a program that cannot be found: ProgramNotFound (a ChannelBroken that ``except
+FileNotFoundError`` catches too), whose message names the program, what was searched (PATH,
+the path given, cwd=, a script's #! interpreter) and the fix, in the same words on both APIs;
+the OSError is the ``__cause__``. A program that may not be executed: PermissionDenied with
+the reason."""
 
 from __future__ import annotations
 
@@ -12,21 +14,22 @@ from typing import Any
 
 import pytest
 
-from ipcwire.errors import ChannelBroken
+from ipcwire.errors import PermissionDenied, ProgramNotFound
 from ipcwire.spawn import spawn
 from ipcwire.spawn.aio import spawn as aspawn
 
 
-def _errors(argv: list[str], **kw: Any) -> list[ChannelBroken]:
+def _errors(argv: list[str], **kw: Any) -> list[ProgramNotFound]:
     """The error of a blocking and of an asyncio spawn of ``argv`` (the same, it is checked)."""
-    out: list[ChannelBroken] = []
+    out: list[ProgramNotFound] = []
     attempts: list[Callable[[], object]] = [
         lambda: spawn(argv, **kw),
         lambda: asyncio.run(aspawn(argv, **kw)),
     ]
     for attempt in attempts:
-        with pytest.raises(ChannelBroken) as err:
+        with pytest.raises(FileNotFoundError) as err:  # what a user would catch
             attempt()
+        assert isinstance(err.value, ProgramNotFound)
         assert isinstance(err.value.__cause__, FileNotFoundError)
         out.append(err.value)
     assert str(out[0]) == str(out[1])
@@ -67,3 +70,26 @@ def test_a_missing_cwd_is_named_as_the_cwd(tmp_path: Path) -> None:
     for exc in _errors(["true"], cwd=cwd):
         text = str(exc)
         assert f"cwd={str(cwd)!r} does not exist" in text, text
+
+
+def _denied(argv: list[str]) -> list[str]:
+    out = []
+    for attempt in (lambda: spawn(argv), lambda: asyncio.run(aspawn(argv))):
+        with pytest.raises(PermissionDenied) as err:
+            attempt()
+        out.append(str(err.value))
+    assert out[0] == out[1]
+    return out
+
+
+def test_a_program_that_is_not_executable_says_chmod(tmp_path: Path) -> None:
+    script = tmp_path / "agent"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    [text, _] = _denied([str(script)])
+    assert f"{str(script)!r} is not executable; chmod +x it" in text, text
+
+
+def test_a_directory_is_not_a_program(tmp_path: Path) -> None:
+    [text, _] = _denied([str(tmp_path)])
+    assert f"{str(tmp_path)!r} is a directory, not a program" in text, text

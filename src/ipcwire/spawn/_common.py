@@ -21,6 +21,7 @@ from ipcwire.errors import (
     ConfigurationError,
     IpcwireError,
     PermissionDenied,
+    ProgramNotFound,
     ResourceExhausted,
 )
 from ipcwire.options import ChannelOptions
@@ -309,6 +310,18 @@ def _not_found(prog: str, env: Mapping[str, str] | None, cwd: str | None) -> str
     return f"{path!r} exists, but {_missing_interpreter(path)} was not found; install it"
 
 
+def _not_permitted(name: str) -> str:
+    """What EACCES from starting ``name`` most likely meant, and the fix."""
+    if os.path.isdir(name):
+        return f"{name!r} is a directory, not a program; name the program inside it"
+    if os.path.isfile(name) and not os.access(name, os.X_OK):
+        return f"{name!r} is not executable; chmod +x it, or run it through its interpreter"
+    return (
+        f"{name!r} (or a directory on its path) may not be executed by this user, or its "
+        f"file system is mounted noexec; check the modes with ls -l, and the mount"
+    )
+
+
 def _missing_interpreter(path: str) -> str:
     """``its #! interpreter '/usr/bin/python9'``, or (no #! line: a binary) its loader."""
     try:
@@ -334,10 +347,10 @@ def _start_error(
     name = exc.filename or os.fspath(argv[0])
     if isinstance(exc, FileNotFoundError):
         why = _not_found(os.fspath(argv[0]), env, None if cwd is None else os.fspath(cwd))
-        return ChannelBroken(f"cannot start {what}: {why}", endpoint=endpoint)
+        return ProgramNotFound(f"cannot start {what}: {why}", endpoint=endpoint)
     if isinstance(exc, PermissionError):
         return PermissionDenied(
-            f"cannot start {what}: permission denied ({name}); is it executable?",
+            f"cannot start {what}: permission denied: {_not_permitted(name)}",
             endpoint=endpoint,
         )
     if exc.errno in (errno.EMFILE, errno.ENFILE):  # the limit by name, as everywhere else
