@@ -26,6 +26,7 @@ from ipcwire._deadline import limit
 from ipcwire._oserror import OUT_OF_RESOURCES, translate
 from ipcwire._poll import wait_writable
 from ipcwire.dbus._proto import HOW_TO_START, DbusError, bus_call, error_reply, user_refused
+from ipcwire.dbus._state import not_read, part_written
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -233,22 +234,9 @@ class BusConnection:
     def _not_read(self, written: int, size: int, timeout: float) -> Timeout:
         """The Timeout of a send the daemon did not read in time; after part of a message,
         the connection is cut (the daemon cannot make sense of anything after it)."""
-        if not written:
-            return Timeout(
-                f"send to {self.label} timed out after {timeout:.3g} s: the D-Bus daemon is not "
-                f"reading this connection; nothing was sent",
-                endpoint=self.label,
-            )
-        self.cut_off(
-            f"the D-Bus daemon did not read a message within {timeout:.3g} s (a send timed out "
-            f"after writing {written} of its {size} bytes)"
-        )
-        return Timeout(
-            f"send to {self.label} timed out after {timeout:.3g} s, part-way through the message "
-            f"(the D-Bus daemon is not reading); the bus connection was cut: open the channel "
-            f"again",
-            endpoint=self.label,
-        )
+        if written:
+            self.cut_off(part_written(timeout, written, size))
+        return not_read(self.label, timeout, cut=bool(written))
 
     def call(self, msg: Message, *, timeout: float | None = 10.0) -> Message:
         """Send a method call and wait for its reply.

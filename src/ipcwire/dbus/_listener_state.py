@@ -29,10 +29,10 @@ from ipcwire.dbus._proto import (
     handshakes,
 )
 from ipcwire.dbus._state import HubState
-from ipcwire.errors import ChannelClosed, FrameTooLarge
+from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError
 from ipcwire.options import ChannelOptions
 
-__all__ = ["CHANNELS_PER_PEER", "ListenerState"]
+__all__ = ["CHANNELS_PER_PEER", "PUBLISH_TIMEOUT", "ListenerState"]
 
 log = logging.getLogger("ipcwire")
 
@@ -40,6 +40,12 @@ log = logging.getLogger("ipcwire")
 # An ipcwire client makes a connection per channel; without a bound one connection could open
 # any number, each holding up to a window of messages in the listener.
 CHANNELS_PER_PEER = 8
+
+# How long ``publish`` waits, by default, for the bus daemon to take an event. Subscribers
+# cannot hold a publisher up (the daemon buffers for them, and ends one that falls too far
+# behind): only a daemon that stopped reading does, and then waiting for ever helps no one.
+# The same as what ipcwire's own messages wait for the daemon (``_conn.SEND_TIMEOUT``).
+PUBLISH_TIMEOUT = 5.0
 
 
 class ListenerState(abc.ABC):
@@ -96,6 +102,18 @@ class ListenerState(abc.ABC):
                 endpoint=self.url,
             )
         return event_signal(self._target.path, topic, data)
+
+    def _not_published(self, err: IpcwireError) -> IpcwireError:
+        """What ``publish`` raises when sending its event failed with ``err``: the listener
+        closed meanwhile (its close ends a send the daemon is not reading) is
+        ``ChannelClosed``, which wins over the failure it caused."""
+        if self._closed:
+            return ChannelClosed(
+                f"listener {self.url} was closed while publishing; the event may not have "
+                f"been sent",
+                endpoint=self.url,
+            )
+        return err
 
     def _handshake(self, msg: Message) -> None:
         sender: str = msg.sender

@@ -44,6 +44,7 @@ from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
     RemoteProtocolError,
+    Timeout,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ __all__ = [
     "HubState",
     "connection_ended",
     "daemon_closed",
+    "not_read",
+    "part_written",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -80,6 +83,32 @@ def connection_ended(url: str, why: str, again: str, cause: BaseException | None
 def daemon_closed(exc: BaseException) -> str:
     """``why`` for :func:`connection_ended` when reading from the daemon failed with ``exc``."""
     return f"the D-Bus daemon closed the connection ({str(exc) or 'end of stream'})"
+
+
+def part_written(timeout: float, written: int, size: int) -> str:
+    """Why a connection was cut: a send timed out after writing part of a message (the
+    daemon cannot make sense of anything after it)."""
+    return (
+        f"the D-Bus daemon did not read a message within {timeout:.3g} s (a send timed out "
+        f"after writing {written} of its {size} bytes)"
+    )
+
+
+def not_read(url: str, timeout: float, *, cut: bool) -> Timeout:
+    """The Timeout of a send (a channel's, or ``publish``) that the daemon did not read
+    within ``timeout``: nothing was sent, or (``cut``) part of it, and the connection was
+    cut for it."""
+    if not cut:
+        return Timeout(
+            f"send to {url} timed out after {timeout:.3g} s: the D-Bus daemon is not reading "
+            f"this connection; nothing was sent",
+            endpoint=url,
+        )
+    return Timeout(
+        f"send to {url} timed out after {timeout:.3g} s, part-way through the message (the "
+        f"D-Bus daemon is not reading); the bus connection was cut: open the channel again",
+        endpoint=url,
+    )
 
 
 # -- a channel -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ipcwire._deadline import seconds_left
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.dbus._conn import SEND_TIMEOUT, BusConnection
-from ipcwire.dbus._listener_state import ListenerState
+from ipcwire.dbus._listener_state import PUBLISH_TIMEOUT, ListenerState
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     NAME_HAS_NO_OWNER,
@@ -290,14 +290,27 @@ class DbusListener(ListenerState, Listener):
         """This listener's connection name on the bus."""
         return self._conn.unique_name
 
-    def publish(self, obj: Any, *, topic: str = "") -> None:
+    def publish(
+        self, obj: Any, *, topic: str = "", timeout: float | None = PUBLISH_TIMEOUT
+    ) -> None:
         """Emit ``obj`` as an ``Event`` signal to every subscriber (of ``topic``).
 
+        It waits until the bus daemon has taken the event, at most ``timeout`` seconds (None:
+        no limit); subscribers never hold it up, only a daemon that stopped reading.
+
         Raises:
-            ChannelClosed: the listener is closed.
+            ChannelClosed: the listener is closed (also when closed meanwhile).
             FrameTooLarge: over what a bus carries (``MAX_MESSAGE``).
+            Timeout: the daemon did not take the event in time: nothing was sent (or, after
+                part of it, the listener's bus connection was cut: ``ChannelBroken`` from
+                then on).
+            ChannelBroken: the bus connection is gone.
         """
-        self._conn.send(self._event(obj, topic))
+        msg = self._event(obj, topic)
+        try:
+            self._conn.send(msg, timeout=timeout)
+        except IpcwireError as exc:
+            raise self._not_published(exc) from exc
 
     # -- called by the hub (reader thread) --------------------------------------------------
     def _now(self) -> float:
@@ -368,10 +381,12 @@ class DbusListener(ListenerState, Listener):
             self._cond.notify_all()
         for ch in ready:
             ch.close()
-        try:
-            self._conn.send(bus_call("ReleaseName", "s", [self._target.name]))
-        except IpcwireError:
-            pass
+        with self._hub.lock:
+            shared = self._hub.users > 1  # its channels still use the connection
+        if shared:  # give the name up now (bounded: the hub cuts a daemon not reading)
+            self._hub.send(bus_call("ReleaseName", "s", [self._target.name]))
+        # else the hang-up releases it; a send in progress (a publish the daemon is not
+        # reading) is ended by it rather than waited for
         self._hub.listener = None
         self._hub.release()
 
