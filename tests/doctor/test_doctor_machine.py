@@ -78,9 +78,9 @@ def test_targets_over_tcp_and_unix_are_checked_as_such(sock_dir: Path) -> None:
 
 
 def test_exit_status_and_unknown_schemes() -> None:
-    out = doctor("clipboard:")
+    out = doctor("signal:TERM")
     assert out.returncode == 2
-    assert "no checks for clipboard://" in out.stdout
+    assert "no checks for signal: URLs" in out.stdout
     code, data = doctor_json("unix:///nonexistent-dir-ipcwire/x.sock", "--pid", str(os.getpid()))
     assert code == 1 and [r["target"] for r in data["reports"]][1] == f"pid {os.getpid()}"
 

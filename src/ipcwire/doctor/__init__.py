@@ -11,6 +11,7 @@ One module per family of checks: :mod:`~ipcwire.doctor.unix`, :mod:`~ipcwire.doc
 :mod:`~ipcwire.doctor.pid` (pipes, zombies, signals, endpoints), :mod:`~ipcwire.doctor.shm`,
 :mod:`~ipcwire.doctor.queues` (mq and spool), :mod:`~ipcwire.doctor.fifo`,
 :mod:`~ipcwire.doctor.udp`, :mod:`~ipcwire.doctor.dbus`,
+:mod:`~ipcwire.doctor.clipboard`,
 :mod:`~ipcwire.doctor.machine`.
 """
 
@@ -21,6 +22,7 @@ import stat
 
 from ipcwire._core.url import parse_url
 from ipcwire.doctor._model import Finding, Report
+from ipcwire.doctor.clipboard import check_clipboard
 from ipcwire.doctor.dbus import check_dbus
 from ipcwire.doctor.fifo import check_fifo
 from ipcwire.doctor.machine import check_machine
@@ -35,6 +37,7 @@ from ipcwire.errors import InvalidURL
 __all__ = [
     "Finding",
     "Report",
+    "check_clipboard",
     "check_dbus",
     "check_fifo",
     "check_machine",
@@ -59,7 +62,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "sse+http": 80
 
 def diagnose(target: str, *, listen: bool = False) -> Report:
     """Run the checks that fit ``target``: a URL (unix, tcp and what runs over them, udp, dbus,
-    shm, mq, spool, fifo) or a bare path (a socket, or a FIFO).
+    clipboard:, shm, mq, spool, fifo) or a bare path (a socket, or a FIFO).
 
     ``listen``: diagnose for a server about to listen there, rather than a client.
 
@@ -94,6 +97,8 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
         if port is None:
             raise InvalidURL(f"{target} has no port: write {scheme}://host:port")
         return check_tcp(endpoint.host or "127.0.0.1", port, listen=listen)
+    if scheme == "clipboard":
+        return check_clipboard(target)
     if scheme == "dbus":
         return check_dbus(target, listen=listen)
     if scheme == "udp":
@@ -130,9 +135,9 @@ def diagnose(target: str, *, listen: bool = False) -> Report:
             )
         return check_fifo(endpoint.path, reply=reply, listen=listen)
     raise InvalidURL(
-        f"ipcwire doctor has no checks for {scheme}:// yet; it knows unix (and ws+unix, "
-        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), udp, dbus, shm, mq, "
-        f"spool and fifo"
+        f"ipcwire doctor has no checks for {scheme}: URLs yet; it knows unix (and ws+unix, "
+        f"http+unix, grpc+unix), tcp (and ws, http, sse+http, grpc), udp, dbus, clipboard:, "
+        f"shm, mq, spool and fifo"
     )
 
 
