@@ -22,6 +22,7 @@ __all__ = [
     "describe_pid",
     "fd_flags",
     "fd_targets",
+    "fifo_holders",
     "holders",
     "lock_owners",
     "mapped_files",
@@ -498,3 +499,35 @@ def _parse_diag(data: bytes, out: dict[tuple[int, int], list[tuple[int, bool]]])
             attr += (alen + 3) & ~3
         off += (length + 3) & ~3
     return True
+
+
+def fifo_holders(st: os.stat_result) -> tuple[dict[int, int], dict[int, int], list[int]]:
+    """Who has the FIFO ``st`` open, this process apart: (readers, writers) as pid -> one
+    of its fds, and the pids whose descriptors may not be looked at (another user's, without
+    root). For doctor, and for a fifo listener that cannot make its lock file."""
+    readers: dict[int, int] = {}
+    writers: dict[int, int] = {}
+    hidden: list[int] = []
+    me = os.getpid()
+    for pid in all_pids():
+        if pid == me:
+            continue
+        targets = fd_targets(pid)
+        if not targets and not os.access(f"/proc/{pid}/fd", os.R_OK):
+            hidden.append(pid)
+            continue
+        for fd, target in targets.items():
+            if not target.startswith("/"):
+                continue  # pipe:[..], socket:[..], anon_inode:..
+            try:
+                fst = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            access = (fd_flags(pid, fd) or 0) & os.O_ACCMODE
+            if access in (os.O_RDONLY, os.O_RDWR):
+                readers.setdefault(pid, fd)
+            if access in (os.O_WRONLY, os.O_RDWR):
+                writers.setdefault(pid, fd)
+    return readers, writers, hidden

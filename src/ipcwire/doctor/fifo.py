@@ -13,11 +13,11 @@ import os
 import stat
 from typing import Any, Final
 
-from ipcwire._procfs import all_pids, describe_pid, fd_flags, fd_targets
+from ipcwire._procfs import describe_pid, fifo_holders
 from ipcwire.doctor._model import Report
 from ipcwire.doctor._pipes import pipe_fill
 
-__all__ = ["blocks_writers", "check_fifo", "fifo_holders"]
+__all__ = ["blocks_writers", "check_fifo"]
 
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")  # a pipe's buffer is made of pages
 
@@ -29,37 +29,6 @@ def _who() -> str:
 
 def _mode(st: os.stat_result) -> str:
     return f"mode {stat.S_IMODE(st.st_mode):04o} owned by uid {st.st_uid} gid {st.st_gid}"
-
-
-def fifo_holders(st: os.stat_result) -> tuple[dict[int, int], dict[int, int], list[int]]:
-    """Who has the FIFO ``st`` open: (readers, writers) as pid -> one of its fds, and the
-    pids whose descriptors doctor may not look at (another user's, without root)."""
-    readers: dict[int, int] = {}
-    writers: dict[int, int] = {}
-    hidden: list[int] = []
-    me = os.getpid()
-    for pid in all_pids():
-        if pid == me:
-            continue
-        targets = fd_targets(pid)
-        if not targets and not os.access(f"/proc/{pid}/fd", os.R_OK):
-            hidden.append(pid)
-            continue
-        for fd, target in targets.items():
-            if not target.startswith("/"):
-                continue  # pipe:[..], socket:[..], anon_inode:..
-            try:
-                fst = os.stat(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                continue
-            access = (fd_flags(pid, fd) or 0) & os.O_ACCMODE
-            if access in (os.O_RDONLY, os.O_RDWR):
-                readers.setdefault(pid, fd)
-            if access in (os.O_WRONLY, os.O_RDWR):
-                writers.setdefault(pid, fd)
-    return readers, writers, hidden
 
 
 def blocks_writers(queued: int, capacity: int) -> bool:

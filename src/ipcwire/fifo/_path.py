@@ -30,7 +30,7 @@ from typing import Final
 from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import Packed
-from ipcwire._procfs import describe_pid
+from ipcwire._procfs import describe_pid, fifo_holders
 from ipcwire.errors import (
     AddressInUse,
     ConnectionRefused,
@@ -241,8 +241,6 @@ def _no_other_reader(path: str, url: str) -> None:
     Raises:
         AddressInUse: another process reads the FIFO.
     """
-    from ipcwire.doctor.fifo import fifo_holders  # (only here: a rare case)
-
     try:
         readers = fifo_holders(os.stat(path))[0]
     except OSError:
