@@ -148,7 +148,7 @@ def test_asyncio_publish_subscribe(dbus_url: Callable[[], str]) -> None:
             assert isinstance(listener, AioDbusListener)
             sub = await asubscribe(url, topic="t", codec="json")
             async with sub:
-                listener.publish([1, 2], topic="t")
+                await listener.publish([1, 2], topic="t")
                 assert await sub.recv_event(timeout=5) == ("t", [1, 2])
 
     asyncio.run(main())

@@ -157,8 +157,8 @@ def test_a_subscription_counts_what_it_buffered(driver: str, dbus_url: Callable[
                 await dbus_aio.subscribe(url, timeout=10) as sub,
             ):
                 assert isinstance(listener, dbus_aio.AioDbusListener)
-                listener.publish(b"12345")
-                listener.publish(b"123")
+                await listener.publish(b"12345")
+                await listener.publish(b"123")
                 await listener._hub.bus.call(bus_call("GetId"))
                 await sub._bus.call(bus_call("GetId"))
                 before = sub.statistics()
@@ -522,7 +522,7 @@ def test_an_event_too_large_for_a_bus_is_refused_by_publish(
             async with await aio.listen(url) as listener:
                 assert isinstance(listener, dbus_aio.AioDbusListener)
                 with pytest.raises(FrameTooLarge) as err:
-                    listener.publish(big)
+                    await listener.publish(big)
                 return err
 
         err = asyncio.run(main())
@@ -553,8 +553,8 @@ def test_an_event_over_the_subscribers_max_frame_is_frame_too_large_and_skipped(
                 await dbus_aio.subscribe(small, timeout=10) as sub,
             ):
                 assert isinstance(listener, dbus_aio.AioDbusListener)
-                listener.publish(b"x" * 1000)
-                listener.publish(b"fits")
+                await listener.publish(b"x" * 1000)
+                await listener.publish(b"fits")
                 with pytest.raises(FrameTooLarge) as err:
                     await sub.recv(timeout=10)
                 assert await sub.recv(timeout=10) == b"fits"
@@ -643,7 +643,7 @@ def test_a_subscription_takes_no_event_forged_by_another_connection(
                 assert name is not None
                 await asyncio.to_thread(_forge_event, dbus_session, name, path)
                 await sub._bus.call(bus_call("GetId"))
-                listener.publish(b"real")
+                await listener.publish(b"real")
                 got: bytes = await sub.recv(timeout=10)
                 return got
 
@@ -807,7 +807,7 @@ def test_a_subscription_that_does_not_read_is_ended_not_grown_without_bound(
             async with await aio.listen(url) as listener, await dbus_aio.subscribe(url) as sub:
                 assert isinstance(listener, dbus_aio.AioDbusListener)
                 for _ in range(n):
-                    listener.publish(event)
+                    await listener.publish(event)
                 await listener._hub.bus.call(bus_call("GetId"))
                 with contextlib.suppress(Exception):
                     await sub._bus.call(bus_call("GetId"))

@@ -20,6 +20,7 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from ipcwire._deadline import limit
 from ipcwire._oserror import OUT_OF_RESOURCES, translate
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
@@ -30,7 +31,7 @@ from ipcwire.dbus._proto import (
     peer_from_credentials,
     user_refused,
 )
-from ipcwire.dbus._state import NO_LOCK, HubState, daemon_closed
+from ipcwire.dbus._state import NO_LOCK, HubState, daemon_closed, not_read, part_written
 from ipcwire.errors import ChannelBroken, IpcwireError, MechanismUnavailable, Timeout
 
 __all__ = [
@@ -160,6 +161,7 @@ class _Hub(HubState):
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing: asyncio.Task[Any] | None = None
+        self.cut: str | None = None  # why ipcwire cut the connection (see write)
         bus.add_message_handler(self.route)
         self.disconnected = _when_disconnected(bus, self._ended)
 
@@ -177,6 +179,8 @@ class _Hub(HubState):
 
     def _ended(self, exc: BaseException | None) -> None:
         _retrieve_write_error(self.bus)
+        if self.cut is not None:
+            return  # reported when it was cut (_take_back)
         if exc is not None:
             self.lost(self.url, daemon_closed(exc), exc)
         else:
@@ -225,6 +229,62 @@ class _Hub(HubState):
         except OSError:
             return  # the connection is going; _ended reports it
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def write(self, msg: Message, timeout: float | None) -> None:
+        """Send ``msg`` and wait until the socket took all of it, at most ``timeout``
+        seconds: what keeps a sender from queueing without limit in dbus-fast's writer
+        when the daemon does not read. A message not written in time is taken back from
+        the writer (nothing was sent); one written in part cuts the connection (the daemon
+        could make no sense of what followed), as the blocking driver does.
+
+        Raises:
+            Timeout: not written within ``timeout``.
+            ChannelBroken: the connection ended (or was cut).
+        """
+        if self.error is not None:
+            raise self.error
+        if not self.bus.connected:  # ended, not yet reported: no write on a closed socket
+            raise ChannelBroken(f"{self.url}: the bus connection ended", endpoint=self.url)
+        fut = self.bus.send(msg)
+        if not fut.done():
+            await asyncio.wait(
+                (fut, self.disconnected),
+                timeout=limit(timeout, self.url),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            return
+        if not fut.done() and not self.disconnected.done():
+            assert timeout is not None
+            raise self._take_back(fut, timeout)
+        err = self.error or ChannelBroken(
+            f"{self.url}: the bus connection ended before the message was sent", endpoint=self.url
+        )
+        raise err from (fut.exception() if fut.done() and not fut.cancelled() else None)
+
+    def _take_back(self, fut: asyncio.Future[Any], timeout: float) -> Timeout:
+        """Withdraw the message of ``fut`` from dbus-fast's writer: the Timeout that says
+        nothing was sent, or that the connection was cut after part of it."""
+        writer = getattr(self.bus, "_writer", None)
+        queued = getattr(writer, "messages", None)
+        entry = None if queued is None else next((m for m in queued if m[2] is fut), None)
+        fut.cancel()
+        if entry is not None:  # not begun: nothing of it was written
+            assert queued is not None
+            queued.remove(entry)
+            return not_read(self.url, timeout, cut=False)
+        written, size = 0, 0
+        if writer is not None and getattr(writer, "fut", None) is fut:
+            buf = getattr(writer, "buf", None)
+            written, size = int(getattr(writer, "offset", 0)), len(buf or b"")
+            if buf is not None and not written:  # begun, but the socket took none of it
+                writer.buf = None
+                return not_read(self.url, timeout, cut=False)
+        # written in part (or where dbus-fast keeps it unknown): the rest cannot follow
+        self.cut = part_written(timeout, written, size)
+        self.bus.disconnect()
+        self.lost(self.url, f"{self.cut}, so ipcwire cut the connection", None)
+        return not_read(self.url, timeout, cut=True)
 
     def send_after_sent(self, msg: Message) -> None:
         # A channel's send() hands its message to a task of its own (``bus.call``), which

@@ -31,7 +31,7 @@ from ipcwire.dbus._aio_conn import (
     _retrieve_write_error,
     _when_disconnected,
 )
-from ipcwire.dbus._listener_state import ListenerState
+from ipcwire.dbus._listener_state import PUBLISH_TIMEOUT, ListenerState
 from ipcwire.dbus._proto import (
     CLIENT_PATH,
     NAME_HAS_NO_OWNER,
@@ -267,14 +267,30 @@ class AioDbusListener(ListenerState, AioListener):
         self._ready: asyncio.Queue[AioDbusChannel | None] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
 
-    def publish(self, obj: Any, *, topic: str = "") -> None:
+    async def publish(
+        self, obj: Any, *, topic: str = "", timeout: float | None = PUBLISH_TIMEOUT
+    ) -> None:
         """Emit ``obj`` as an ``Event`` signal to every subscriber (of ``topic``).
 
+        It waits until the bus daemon's socket has taken the event, at most ``timeout``
+        seconds (None: no limit), so a daemon that stops reading holds the publisher up
+        rather than have events pile up in memory; subscribers never hold it up.
+
         Raises:
-            ChannelClosed: the listener is closed.
+            ChannelClosed: the listener is closed (also when closed meanwhile).
             FrameTooLarge: over what a bus carries (``MAX_MESSAGE``).
+            Timeout: the daemon did not take the event in time: nothing was sent (or, after
+                part of it, the listener's bus connection was cut: ``ChannelBroken`` from
+                then on).
+            ChannelBroken: the bus connection is gone.
         """
-        self._hub.send(self._event(obj, topic))
+        msg = self._event(obj, topic)
+        try:
+            await self._hub.write(msg, timeout)
+        except IpcwireError as exc:
+            raise self._not_published(exc) from exc
+        if self._closed:  # closed while this waited: the hang-up may have cut the event
+            raise self._not_published(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
 
     def _now(self) -> float:
         return self._loop.time()
