@@ -55,7 +55,7 @@ __all__ = [
     "transport_settings",
 ]
 
-CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "session")
+CONNECT_KW: Final = ("timeout", "reconnect", "ssl", "server_hostname", "session")
 # How long close() waits for what was sent before it to be posted.
 FLUSH_TIMEOUT: Final = 10.0
 # A silent stream is dead after three missed heartbeats.
@@ -70,6 +70,7 @@ class Dial:
     core: ClientCore
     timeout: float  # for every request of the client, unless one says otherwise
     peer: PeerInfo
+    server_hostname: str | None = None  # the name the certificate must have (https)
 
 
 def dial(
@@ -79,6 +80,7 @@ def dial(
     *,
     timeout: float | None,
     session: bool,
+    server_hostname: str | None = None,
 ) -> Dial:
     """Check ``connect``'s options and work out where and how it connects.
 
@@ -92,7 +94,7 @@ def dial(
     core = ClientCore(options, addr.url(), session=session)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
-    return Dial(addr, core, limit, peer)
+    return Dial(addr, core, limit, peer, server_hostname if addr.tls else None)
 
 
 def http_transport(d: Dial, context: ssl.SSLContext | None) -> httpx.HTTPTransport:
@@ -129,14 +131,28 @@ def default_tls() -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=True, trust_env=False)
 
 
-def client_settings(d: Dial) -> dict[str, Any]:
-    """The keyword arguments of httpx.Client / AsyncClient (besides the transport)."""
-    return {
+def client_settings(d: Dial, *, aio: bool = False) -> dict[str, Any]:
+    """The keyword arguments of httpx.Client (or AsyncClient, ``aio``), besides the
+    transport."""
+    settings: dict[str, Any] = {
         "base_url": d.addr.base_url(),
         "timeout": d.timeout,
         "headers": d.core.headers,
         "trust_env": False,  # no proxy, .netrc or SSL_CERT_FILE from the environment
     }
+    name = d.server_hostname
+    if name is not None:
+        # httpcore sends a request's "sni_hostname" in the TLS handshake and checks the
+        # certificate against it instead of the URL's host; set on every request, as each
+        # may open a connection (the sender's, the message stream's).
+        def sni(request: httpx.Request) -> None:
+            request.extensions["sni_hostname"] = name
+
+        async def aio_sni(request: httpx.Request) -> None:
+            sni(request)
+
+        settings["event_hooks"] = {"request": [aio_sni if aio else sni]}
+    return settings
 
 
 class Redial:
@@ -184,7 +200,8 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return AuthenticationFailed(
                 f"TLS: {url} presented a certificate this side does not trust "
-                f"({cause.verify_message}); pass ssl= an SSLContext that trusts its CA",
+                f"({cause.verify_message}); pass ssl= an SSLContext that trusts its CA, and "
+                f"server_hostname= a name the certificate has if it is not the URL's host",
                 endpoint=url,
             )
         if isinstance(cause, ssl.SSLError):

@@ -116,6 +116,7 @@ async def connect(
     timeout: float | None = None,
     reconnect: float | None = None,
     ssl: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     session: bool = True,
     **kw: Any,
 ) -> AioHttpChannel:
@@ -124,10 +125,12 @@ async def connect(
     Raises:
         ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
     """
-    d = dial(endpoint, options, kw, timeout=timeout, session=session)
+    d = dial(
+        endpoint, options, kw, timeout=timeout, session=session, server_hostname=server_hostname
+    )
     core = d.core
     transport = aio_http_transport(d, ssl)
-    client = httpx.AsyncClient(transport=transport, **client_settings(d))
+    client = httpx.AsyncClient(transport=transport, **client_settings(d, aio=True))
     ch = AioHttpChannel(
         core,
         client,

@@ -134,6 +134,7 @@ def connect(
     timeout: float | None = None,
     reconnect: float | None = None,
     ssl: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     session: bool = True,
     **kw: Any,
 ) -> HttpChannel:
@@ -143,7 +144,9 @@ def connect(
     Raises:
         ConnectionRefused, AuthenticationFailed, HandshakeError, Timeout, InvalidURL.
     """
-    d = dial(endpoint, options, kw, timeout=timeout, session=session)
+    d = dial(
+        endpoint, options, kw, timeout=timeout, session=session, server_hostname=server_hostname
+    )
     core = d.core
     transport = http_transport(d, ssl)
     client = httpx.Client(transport=transport, **client_settings(d))
