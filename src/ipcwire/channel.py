@@ -25,6 +25,41 @@ __all__ = ["Channel", "ChannelStatistics", "Listener", "PeerInfo"]
 
 log = logging.getLogger("ipcwire")
 
+# Where a channel that closed itself keeps why (in its __dict__, so that drivers with
+# their own attributes need nothing): request() closes it when its reply may still come.
+_CLOSED_BECAUSE: Final = "_ipcwire_closed_because"
+
+
+def closed_because(channel: object, why: str) -> None:
+    """Record why ``channel`` closes itself (before it does), for :func:`closed_error`; a
+    channel closed already (by its user, say) keeps what it had."""
+    state = getattr(channel, "__dict__", None)
+    if state is not None and not getattr(channel, "closed", False):
+        state.setdefault(_CLOSED_BECAUSE, why)
+
+
+def closed_error(channel: Any) -> ChannelClosed:
+    """The ChannelClosed of ``channel``: "URL is closed", and why when the channel closed
+    itself (a request() that timed out or was interrupted: the user's next call on a shared
+    channel otherwise says only "closed", and nobody on that thread closed it)."""
+    why = getattr(channel, "__dict__", {}).get(_CLOSED_BECAUSE)
+    text = f"{channel.url} is closed" + (f": {why}" if why else "")
+    return ChannelClosed(text, endpoint=channel.url)
+
+
+def timed_out_request(timeout: float | None) -> str:
+    return (
+        f"a request() on it got no reply within {timeout} s and closed it, so that a late "
+        f"reply cannot answer a later request; connect again for a new channel"
+    )
+
+
+def interrupted_request(what: str) -> str:
+    return (
+        f"a request() on it was {what} with its request out and closed it, so that a late "
+        f"reply cannot answer a later request; connect again for a new channel"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
@@ -233,6 +268,7 @@ class Channel(abc.ABC):
             if not isinstance(exc, Exception):  # KeyboardInterrupt, a handler's SystemExit
                 # while its request was out: the reply may still come, and the next request
                 # would take it for its own. Closed, as when timeout= runs out.
+                closed_because(self, interrupted_request(f"interrupted ({type(exc).__name__})"))
                 self.close()
             raise
         finally:
@@ -244,6 +280,7 @@ class Channel(abc.ABC):
         try:
             return self.recv(timeout=timeout)
         except Timeout as exc:
+            closed_because(self, timed_out_request(timeout))
             self._close_for_timeout()
             raise Timeout(
                 f"no reply from {self.url} within {timeout} s; the channel was closed so that "

@@ -28,10 +28,9 @@ from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import end_socket
 from ipcwire.aio.channel import AioChannel
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     FrameTooLarge,
     IpcwireError,
     LocalProtocolError,
@@ -111,7 +110,7 @@ class AioStreamChannel(AioChannel):
 
     def _write(self, data: Any, count: int) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         t = self._transport
         if self._end is not None or t is None or t.is_closing():
             t = self._check_writable(t)
@@ -193,7 +192,7 @@ class AioStreamChannel(AioChannel):
         q = self._queue
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if q:
                 # what the wake-up delivered: taken here, without another coroutine
                 item = q.popleft()
@@ -352,7 +351,7 @@ class AioStreamChannel(AioChannel):
         if self._loop.is_closed():
             self._close_without_loop()
             return
-        self._wake_all(ChannelClosed(f"{self.url} is closed", endpoint=self.url))
+        self._wake_all(closed_error(self))
         self._queue.clear()  # (recv raises ChannelClosed from now on)
         t = self._transport
         if t is not None:

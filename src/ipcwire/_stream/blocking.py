@@ -36,10 +36,9 @@ from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire._stream.linger import hand_over
 from ipcwire._stream.native import native_stream_classes
 from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
-from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     IpcwireError,
     Timeout,
 )
@@ -148,7 +147,7 @@ class StreamChannel(Channel):
 
     def _write(self, data: Any, count: int, timeout: float | None) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._send_broken is not None:
             raise self._explain(fresh(self._send_broken))  # (not the kept object: see fresh)
         # Without a timeout on a plain socket, the native sender writes (it knows whether an
@@ -240,7 +239,7 @@ class StreamChannel(Channel):
                 endpoint=self.url,
             )
         if self._closed:
-            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            return closed_error(self)
         return translate(exc, self.url, "sending to")
 
     # -- receiving --------------------------------------------------------------------------
@@ -251,14 +250,14 @@ class StreamChannel(Channel):
                 obj = fast()
             except OSError as exc:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 raise self._explain(translate(exc, self.url, "receiving from")) from exc
             if obj is not None:
                 return obj
             # None: nothing it could finish on its own; the general path below decides
         with self._recv_lock:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if self._deferred is not None:
                 self._raise_deferred()
             frame = self._decoder.next_frame()
@@ -275,7 +274,7 @@ class StreamChannel(Channel):
     ) -> list[Any]:
         with self._recv_lock:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if self._deferred is not None:
                 self._raise_deferred()
             dec = self._decoder
@@ -347,17 +346,17 @@ class StreamChannel(Channel):
                 n = stream.recv_into(dec.get_buffer(), wait)
             except (BlockingIOError, TimeoutError) as exc:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 raise Timeout(
                     f"no message from {self.url} within {timeout} s", endpoint=self.url
                 ) from exc
             except OSError as exc:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 raise self._explain(translate(exc, self.url, "receiving from")) from exc
             if n == 0:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                    raise closed_error(self)
                 self._eof = True
                 self._raise_eof()
             dec.buffer_updated(n)

@@ -14,7 +14,14 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from ipcwire.aio._timeouts import within
-from ipcwire.channel import ChannelStatistics, PeerInfo, log_handler_end
+from ipcwire.channel import (
+    ChannelStatistics,
+    PeerInfo,
+    closed_because,
+    interrupted_request,
+    log_handler_end,
+    timed_out_request,
+)
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
@@ -143,6 +150,7 @@ class AioChannel(abc.ABC):
             if not isinstance(exc, Exception):  # cancelled (asyncio.wait_for, timeout()...)
                 # while its request was out: the reply may still come, and the next request
                 # would take it for its own. Closed, as when timeout= runs out.
+                closed_because(self, interrupted_request(f"cancelled ({type(exc).__name__})"))
                 self.close()
             raise
         finally:
@@ -156,6 +164,7 @@ class AioChannel(abc.ABC):
         except Timeout as exc:
             # close(), not aclose(): the caller's timeout= bounds the call, and closing may
             # take longer (a spawned child's shutdown ladder: seconds); it goes on by itself.
+            closed_because(self, timed_out_request(timeout))
             self.close()
             raise Timeout(
                 f"no reply from {self.url} within {timeout} s; the channel was closed so that "

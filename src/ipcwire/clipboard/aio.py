@@ -14,7 +14,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.clipboard._content import decode, encode
 from ipcwire.clipboard._options import ClipboardOptions, checked_options
 from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed, tool_limit, tool_timed_out
@@ -155,7 +155,7 @@ class AioClipboardChannel(AioChannel):
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         data = encode(self._wire, obj, self._text, self.url)
         if self._closing.is_set():
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (TOOL_TIMEOUT if timeout is None else timeout)
         async with self._locked(deadline, "write"):
@@ -170,7 +170,7 @@ class AioClipboardChannel(AioChannel):
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._closing.is_set():
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             async with self._locked(deadline, "read"):
                 now = await self._backend.paste(deadline)
                 changed = now is not None and now != self._last
@@ -193,7 +193,7 @@ class AioClipboardChannel(AioChannel):
                     await self._closing.wait()
             except TimeoutError:
                 continue
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
 
     @contextlib.asynccontextmanager
     async def _locked(self, deadline: float | None, what: str) -> AsyncIterator[None]:

@@ -20,7 +20,7 @@ from typing import Any, Final
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import limit
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo, closed_error
 from ipcwire.clipboard._content import decode, encode
 from ipcwire.clipboard._options import ClipboardOptions, checked_options
 from ipcwire.clipboard._tools import TOOL_TIMEOUT, Tool, tool_failed, tool_limit, tool_timed_out
@@ -141,7 +141,7 @@ class ClipboardChannel(Channel):
         """
         data = encode(self._wire, obj, self._text, self.url)
         if self._closing.is_set():
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         deadline = time.monotonic() + (TOOL_TIMEOUT if timeout is None else timeout)
         with self._locked(deadline, "write"):
             self._out.copy(data, deadline)
@@ -161,7 +161,7 @@ class ClipboardChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closing.is_set():
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             with self._locked(deadline, "read"):
                 now = self._backend.paste(deadline)
                 changed = now is not None and now != self._last
@@ -180,7 +180,7 @@ class ClipboardChannel(Channel):
                     )
                 wait = min(wait, left)
             if self._closing.wait(wait):
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
 
     @contextlib.contextmanager
     def _locked(self, deadline: float | None, what: str) -> Iterator[None]:

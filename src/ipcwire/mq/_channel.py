@@ -21,10 +21,9 @@ from typing import Any, Final
 from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import readable_reason
 from ipcwire._core.wire import WireFormat
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     EndOfChannel,
     FrameTooLarge,
     IpcwireError,
@@ -107,7 +106,7 @@ class ChannelCore:
     def _check_send(self) -> None:
         """Raise what a send must raise before it sends anything."""
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._send_broken is not None:
             raise self._send_broken
         if self._eof or self._dead or self._peer_closed:

@@ -19,8 +19,8 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
+from ipcwire.channel import closed_error
 from ipcwire.errors import (
-    ChannelClosed,
     ConnectionRefused,
     IpcwireError,
     LocalProtocolError,
@@ -268,7 +268,7 @@ class AioMqChannel(ChannelCore, AioChannel):
         deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             got = self._next_ready()
             if got is not None:
                 return got

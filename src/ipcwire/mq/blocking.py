@@ -24,7 +24,7 @@ from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire._poll import poll_ms
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, Listener
+from ipcwire.channel import Channel, Listener, closed_error
 from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
@@ -172,7 +172,7 @@ class MqChannel(ChannelCore, Channel):
                 poller.register(self._in.fileno(), _IN)
             ready = dict(poller.poll(_ms(deadline)))
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if self._pidfd is not None and self._pidfd in ready:
                 self._dead = True
                 raise self._gone("send to")
@@ -223,7 +223,7 @@ class MqChannel(ChannelCore, Channel):
     def _next(self, timeout: float | None) -> tuple[bytes, int]:
         """The next whole message and its kernel priority (called with the recv lock)."""
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         deadline = None if not timeout else _deadline(timeout)
         while True:
             # the peer's exit seen *before* the queue is found empty: then it is all here (a
@@ -243,7 +243,7 @@ class MqChannel(ChannelCore, Channel):
     def _wait_recv(self, deadline: float | None, timeout: float | None) -> None:
         ready = self._recv_poller.poll(None if deadline is None else _ms(deadline))
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if not ready:
             if deadline is None or time.monotonic() >= deadline:
                 raise Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)

@@ -28,10 +28,9 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire.channel import PeerInfo
+from ipcwire.channel import PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     EndOfChannel,
     IpcwireError,
     LocalProtocolError,
@@ -437,7 +436,7 @@ class AioPipeChannel(AioStreamChannel):
 
     def _write(self, data: Any, count: int) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if not self._can_write:
             raise LocalProtocolError(
                 f"{self.url} is the receiving end of a one-way channel; send from the other end",
