@@ -15,6 +15,7 @@ __all__ = [
     "Mapping",
     "ProcStat",
     "TcpEntry",
+    "UdpEntry",
     "UnixSocketEntry",
     "all_pids",
     "children_of",
@@ -33,6 +34,7 @@ __all__ = [
     "tcp_listener_inodes",
     "tcp_sockets",
     "thread_ids",
+    "udp_sockets",
     "unix_socket_files",
     "unix_socket_inodes",
     "unix_socket_table",
@@ -531,3 +533,51 @@ def fifo_holders(st: os.stat_result) -> tuple[dict[int, int], dict[int, int], li
             if access in (os.O_WRONLY, os.O_RDWR):
                 writers.setdefault(pid, fd)
     return readers, writers, hidden
+
+
+@dataclass(frozen=True, slots=True)
+class UdpEntry:
+    """One UDP socket from /proc/net/udp{,6}: its local address, its peer when connected,
+    owner uid, inode, bytes waiting in its receive queue, and datagrams the kernel dropped."""
+
+    host: str
+    port: int
+    peer: str | None  # "host:port" of a connected socket; None when unconnected
+    uid: int
+    inode: int
+    rx_queue: int
+    drops: int
+
+
+def udp_sockets(port: int | None = None) -> list[UdpEntry]:
+    """The UDP sockets (IPv4 and IPv6) bound to local ``port`` (None: all of them).
+
+    (/proc/net/udp's columns: sl, local, remote, st, tx_queue:rx_queue, tr:tm->when,
+    retrnsmt, uid, timeout, inode, ref, pointer, drops.)
+    """
+    out: list[UdpEntry] = []
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 13:
+                continue
+            try:
+                host, local_port = _unhex_addr(fields[1])
+                if port is not None and local_port != port:
+                    continue
+                peer_host, peer_port = _unhex_addr(fields[2])
+                peer = None
+                if peer_port:
+                    peer = f"[{peer_host}]:{peer_port}" if ":" in peer_host else (
+                        f"{peer_host}:{peer_port}")  # fmt: skip
+                rx = int(fields[4].partition(":")[2], 16)
+                out.append(UdpEntry(host, local_port, peer, int(fields[7]), int(fields[9]),
+                                    rx, int(fields[12])))  # fmt: skip
+            except (ValueError, OSError):
+                continue
+    return out

@@ -18,64 +18,15 @@ import errno
 import ipaddress
 import select
 import socket
-from dataclasses import dataclass
 
-from ipcwire._procfs import _unhex_addr, describe_pid, pids_for_inodes
+from ipcwire._procfs import UdpEntry, describe_pid, pids_for_inodes, udp_sockets
 from ipcwire.doctor._model import Report
 from ipcwire.doctor.tcp import os_error
 
-__all__ = ["UdpEntry", "check_udp", "udp_sockets"]
+__all__ = ["check_udp"]
 
 PROBE_TIMEOUT = 1.0  # how long to wait for the ICMP answer (loopback answers at once)
 _PROBES = 3  # empty datagrams sent in that time: a remote host may rate-limit its ICMP
-
-
-@dataclass(frozen=True, slots=True)
-class UdpEntry:
-    """One UDP socket from /proc/net/udp{,6}: its local address, its peer when connected,
-    owner uid, inode, bytes waiting in its receive queue, and datagrams the kernel dropped."""
-
-    host: str
-    port: int
-    peer: str | None  # "host:port" of a connected socket; None when unconnected
-    uid: int
-    inode: int
-    rx_queue: int
-    drops: int
-
-
-def udp_sockets(port: int) -> list[UdpEntry]:
-    """The UDP sockets (IPv4 and IPv6) bound to local ``port``.
-
-    (/proc/net/udp's columns: sl, local, remote, st, tx_queue:rx_queue, tr:tm->when,
-    retrnsmt, uid, timeout, inode, ref, pointer, drops.)
-    """
-    out: list[UdpEntry] = []
-    for name in ("udp", "udp6"):
-        try:
-            with open(f"/proc/net/{name}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 13:
-                continue
-            try:
-                host, local_port = _unhex_addr(fields[1])
-                if local_port != port:
-                    continue
-                peer_host, peer_port = _unhex_addr(fields[2])
-                peer = None
-                if peer_port:
-                    peer = f"[{peer_host}]:{peer_port}" if ":" in peer_host else (
-                        f"{peer_host}:{peer_port}")  # fmt: skip
-                rx = int(fields[4].partition(":")[2], 16)
-                out.append(UdpEntry(host, local_port, peer, int(fields[7]), int(fields[9]),
-                                    rx, int(fields[12])))  # fmt: skip
-            except (ValueError, OSError):
-                continue
-    return out
 
 
 def _shown(addr: str, port: int) -> str:

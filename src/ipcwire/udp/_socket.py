@@ -28,7 +28,7 @@ from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.framing import NdjsonDecoder
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
-from ipcwire._procfs import describe_pid, pids_for_inodes
+from ipcwire._procfs import describe_pid, pids_for_inodes, udp_sockets
 from ipcwire.errors import (
     AddressInUse,
     ConfigurationError,
@@ -105,18 +105,12 @@ def proc_drops(sock: socket.socket) -> int | None:
     """The kernel's drop counter for ``sock`` from /proc/net/udp (Linux), or None."""
     try:
         inode = os.fstat(sock.fileno()).st_ino
+        port = sock.getsockname()[1]
     except OSError:
         return None
-    name = "udp6" if sock.family == socket.AF_INET6 else "udp"
-    try:
-        with open(f"/proc/net/{name}") as f:
-            lines = f.read().splitlines()[1:]
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 13 and fields[9] == str(inode):
-            return int(fields[12])
+    for entry in udp_sockets(port):
+        if entry.inode == inode:
+            return entry.drops
     return None
 
 
@@ -183,24 +177,9 @@ def connected_pair() -> list[tuple[socket.socket, UdpAddress]]:
     return [(s, UdpAddress(*s.getpeername()[:2])) for s in socks]
 
 
-def _udp_inodes(port: int) -> set[int]:
-    found: set[int] = set()
-    for name in ("udp", "udp6"):
-        try:
-            with open(f"/proc/net/{name}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[1].endswith(f":{port:04X}"):
-                found.add(int(fields[9]))
-    return found
-
-
 def _bind_error(exc: OSError, addr: UdpAddress, url: str) -> IpcwireError | OSError:
     if exc.errno == errno.EADDRINUSE:
-        pids = pids_for_inodes(_udp_inodes(addr.port))
+        pids = pids_for_inodes({e.inode for e in udp_sockets(addr.port)})
         who = ", ".join(describe_pid(p) for p in pids) or "another process"
         return AddressInUse(
             f"cannot bind {url}: UDP port {addr.port} is in use by {who}; stop it, choose "
