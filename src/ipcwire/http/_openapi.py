@@ -36,9 +36,23 @@ def openapi_document(
         "content": {media_type: {"schema": {}}},
     }
     reply = {"description": "the reply", "content": {media_type: {"schema": {}}}}
+    # What the server's front door answers on every operation, before the operation runs.
+    refused = {
+        "401": _problem("missing or wrong bearer token"),
+        "403": _problem(
+            "code 'origin': a browser page of an origin the listener does not allow "
+            "(listen's origins=); code 'forbidden' (http+unix): a uid not in allow_uids"
+        ),
+    }
+    no_channel = {
+        "404": _problem(
+            "code 'no_channel': no such channel (closed, expired, ended for a newer client, "
+            "or the server restarted): open a new one"
+        )
+    }
     errors = {
         "400": _problem("the body does not decode with the server's codec"),
-        "401": _problem("missing or wrong bearer token"),
+        **refused,
         "408": _problem("the body stalled (nothing came for the server's handshake_timeout)"),
         "413": _problem(f"the body is over {max_frame} bytes"),
         "415": _problem(f"the Content-Type is not {media_type}"),
@@ -118,6 +132,10 @@ def openapi_document(
                         },
                     },
                     "409": _problem("the codec or protocol version differ"),
+                    "503": _problem(
+                        "code 'busy': max_channels= channels are open, or max_sessions= "
+                        "and each is handling a request"
+                    ),
                     **errors,
                 },
             }
@@ -132,13 +150,17 @@ def openapi_document(
                     "410": _problem("the server closed the channel"),
                     "500": failed_500,
                     "504": _problem("no message in time"),
+                    **no_channel,
                     **errors,
                 },
             },
             "delete": {
                 "summary": "Close the channel",
                 "parameters": [channel_id, undelivered, failed],
-                "responses": {"204": {"description": "closed"}},
+                "responses": {
+                    "204": {"description": "closed (also when there was no such channel)"},
+                    **refused,
+                },
             },
         },
         f"{prefix}/channels/{{id}}/stream": {
@@ -157,6 +179,8 @@ def openapi_document(
                         "content": {BATCH_TYPE: {"schema": batch}},
                     },
                     "409": _problem("the channel already has a stream"),
+                    **no_channel,
+                    **refused,
                 },
             }
         },
@@ -178,6 +202,7 @@ def openapi_document(
                     "504": _problem("no room in the server application's queue in time"),
                     "410": _problem("the server closed the channel"),
                     "500": failed_500,
+                    **no_channel,
                     **errors,
                 },
             },
@@ -195,8 +220,11 @@ def openapi_document(
                 "responses": {
                     "200": {"description": "a batch", "content": {BATCH_TYPE: {"schema": batch}}},
                     "204": {"description": "nothing within the wait"},
+                    "400": _problem("wait= is not a number of seconds"),
                     "410": _problem("the server closed the channel and all was fetched"),
                     "500": failed_500,
+                    **no_channel,
+                    **refused,
                 },
             },
         },
