@@ -108,10 +108,16 @@ class MechanismSpec:
     def unavailable_reason(self) -> str | None:
         """Why this mechanism cannot be used here, or None when it can."""
         if not any(sys.platform.startswith(p) for p in self.capabilities.platforms):
-            return (
-                f"{self.title} is not available on {sys.platform}; it works on "
-                f"{', '.join(self.capabilities.platforms)}"
-            )
+            platforms = ", ".join(self.capabilities.platforms)
+            # a package with NO_DRIVER (xpc) has no driver on its own platforms either
+            package = sys.modules.get(self.blocking.rpartition(".")[0])  # imported by now
+            no_driver = getattr(package, "NO_DRIVER", None)
+            if isinstance(no_driver, str):
+                return (
+                    f"{self.title} is not available on {sys.platform} (it exists only on "
+                    f"{platforms}), and {no_driver}"
+                )
+            return f"{self.title} is not available on {sys.platform}; it works on {platforms}"
         for module in self.requires:
             if importlib.util.find_spec(module) is None:
                 hint = f"pip install 'ipcwire[{self.extra}]'" if self.extra else f"install {module}"

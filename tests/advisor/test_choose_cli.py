@@ -10,7 +10,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.advisor._bench_doc import bench_doc
+
+import ipcwire
 
 # The shared-memory mechanism is written concurrently: where the registry does not list it
 # yet, these runs register its SPEC (ipcwire.shm) through the public register().
@@ -217,3 +220,33 @@ def test_answers_that_contradict_each_other_are_said_to() -> None:
     data = choose_json("--direction", "one-way", "--browser", "both-ways")
     assert any("needs both directions" in w for w in data["warnings"])
     assert not choose_json("--direction", "one-way")["warnings"]  # the default pattern is fine
+
+
+def test_a_macos_service_is_not_told_to_use_xpc_which_ipcwire_cannot_drive() -> None:
+    # `choose --service --os darwin` recommended xpc:com.example.helper with no warning and no
+    # note, though ipcwire has no XPC driver on any platform.
+    data = choose_json("--service", "--os", "darwin")
+    rec = data["recommended"]
+    assert (rec["scheme"], rec["rule"]) == ("unix", "desktop-service-macos")
+    assert data["runner_up"]["scheme"] != "xpc"
+    rule = next(s for s in data["path"] if s["rule"] == "desktop-service-macos")
+    xpc = next(c for c in rule["considered"] if c["pick"] == "xpc")
+    assert "no XPC driver yet, on any platform" in xpc["skipped"]
+    notes = " ".join(data["notes"])
+    assert "macOS XPC is the native choice here (rule desktop-service-macos" in notes
+    assert "no XPC driver yet" in notes and "use unix:// sockets meanwhile" in notes
+
+
+def test_the_reason_xpc_is_refused_never_says_ipcwire_drives_it_on_darwin() -> None:
+    # Here (not macOS) the registry's reason was "macOS XPC is not available on linux; it
+    # works on darwin", in connect()'s error and in `ipcwire platforms`.
+    with pytest.raises(ipcwire.MechanismUnavailable) as err:
+        ipcwire.connect("xpc:com.example.helper")
+    assert "works on darwin" not in str(err.value)
+    assert "ipcwire has no XPC driver yet, on any platform" in str(err.value)
+    out = subprocess.run([sys.executable, "-m", "ipcwire", "platforms"], capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    flat = " ".join(out.stdout.split())
+    assert "works on darwin" not in flat[flat.index("xpc: macOS XPC") :]
+    assert "no XPC driver yet" in flat

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipcwire.advisor.evidence import BenchResults, Measured
@@ -27,7 +28,16 @@ from ipcwire.advisor.rules import REQUIREMENTS, RULES, Condition, Pick, Rule, ho
 from ipcwire.errors import InvalidURL
 from ipcwire.registry import MechanismSpec, lookup
 
-__all__ = ["Advice", "Candidate", "Claim", "Considered", "Step", "advise", "condition_text"]
+__all__ = [
+    "Advice",
+    "Candidate",
+    "Claim",
+    "Considered",
+    "Step",
+    "advise",
+    "condition_text",
+    "no_driver",
+]
 
 _LABELS = {q.key: q.label for q in QUESTIONS}
 
@@ -45,6 +55,7 @@ class Considered:
     title: str
     url: str
     skipped: str | None = None
+    no_driver: str | None = None  # ipcwire has no driver for it on any platform (xpc): why
 
 
 @dataclass(slots=True)
@@ -213,6 +224,14 @@ def _url(pick: Pick, spec: MechanismSpec, answers: Answers) -> str:
     return url
 
 
+def no_driver(spec: MechanismSpec) -> str | None:
+    """Why ipcwire cannot drive this mechanism on any platform (its package's ``NO_DRIVER``:
+    xpc), or None."""
+    package = sys.modules.get(spec.blocking.rpartition(".")[0])  # imported to register it
+    reason = getattr(package, "NO_DRIVER", None)
+    return reason if isinstance(reason, str) else None
+
+
 def consider(pick: Pick, answers: Answers) -> Considered:
     """Check one pick against the registry, the target OS, this machine and the answers."""
     values = answers.as_dict()
@@ -223,6 +242,11 @@ def consider(pick: Pick, answers: Answers) -> Considered:
         except InvalidURL:
             return Considered(
                 pick, scheme, f"{scheme}:", f"{scheme}: is not registered (yet) in this ipcwire"
+            )
+        nowhere = no_driver(spec)
+        if nowhere is not None:
+            return Considered(
+                pick, spec.title, _url(pick, spec, answers), f"{spec.title}: {nowhere}", nowhere
             )
         caps = spec.capabilities
         if not any(answers.os.startswith(p) for p in caps.platforms):
@@ -365,6 +389,20 @@ def _from_measurements(
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
 
 
+def _no_driver_notes(path: list[Step]) -> list[str]:
+    """A note for each pick of an applying rule that ipcwire has no driver for (xpc): the
+    rule's choice, and why it is not the recommendation."""
+    out = []
+    for step in path:
+        for seen in step.considered:
+            if seen.no_driver is not None:
+                out.append(
+                    f"{seen.title} is the native choice here (rule {step.rule.id}: "
+                    f"{step.rule.because}), but {seen.no_driver}."
+                )
+    return out
+
+
 def advise(
     answers: Answers,
     bench: BenchResults | None = None,
@@ -383,7 +421,9 @@ def advise(
             for pick in rule.picks:
                 seen = consider(pick, answers)
                 step.considered.append(seen)
-                duplicate = any(c.pick == pick for c in candidates)
+                # the same mechanism from an earlier rule (its ``how`` may differ)
+                bare = replace(pick, how="")
+                duplicate = any(replace(c.pick, how="") == bare for c in candidates)
                 if seen.skipped is None and not duplicate:
                     because = rule.because
                     if pick != rule.picks[0]:
@@ -420,6 +460,7 @@ def advise(
     chosen = candidates[:2]
     rule_ids = [c.rule.id for c in chosen if c.rule is not None]
     last = max((i for i, s in enumerate(steps) if s.rule.id in rule_ids), default=len(steps) - 1)
+    notes += _no_driver_notes(steps[: last + 1])
     return Advice(
         answers=answers,
         recommended=chosen[0] if chosen else None,

@@ -178,7 +178,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "a long-running desktop service on Linux belongs on D-Bus (activation, "
          "introspection, the session bus every desktop has)"),
     Rule("desktop-service-macos", (_eq("service", True), _eq("os", "darwin")),
-         (Pick("xpc"),),
+         (Pick("xpc"),
+          Pick("unix", how="the service listens on a Unix socket and its callers connect to "
+                           "it: what ipcwire drives on macOS today")),
          "a long-running service on macOS is an XPC service (launchd starts it on demand)"),
     Rule("network-fire-and-forget", (_eq("distance", "may-move"),
                                      _eq("pattern", "fire-and-forget")),

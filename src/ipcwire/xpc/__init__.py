@@ -8,20 +8,27 @@ extensions and privileged helpers use.
 
 ipcwire does not drive XPC yet, on any platform: on macOS ``connect``/``listen`` raise
 :class:`~ipcwire.errors.MechanismUnavailable` saying so (use ``unix://`` meanwhile); elsewhere
-the registry refuses it by platform. Nothing in this repository runs XPC: the capabilities
-below describe XPC itself, from Apple's documentation, for the advisor and the docs.
+the registry refuses it by platform, and says there is no driver on macOS either
+(:data:`NO_DRIVER`, which the registry and ``ipcwire choose`` read). Nothing in this repository
+runs XPC: the capabilities below describe XPC itself, from Apple's documentation, for the
+advisor and the docs.
 """
 
 from __future__ import annotations
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["SPEC", "UNAVAILABLE"]
+__all__ = ["NO_DRIVER", "SPEC", "UNAVAILABLE"]
 
 UNAVAILABLE = (
-    "ipcwire has no XPC driver yet (XPC needs a launchd-registered Mach service and the "
-    "Objective-C/C API); use unix:// sockets between processes on macOS meanwhile"
+    "ipcwire has no XPC driver yet, on any platform (XPC needs a launchd-registered Mach "
+    "service and the Objective-C/C API); use unix:// sockets meanwhile, on macOS too"
 )
+
+# A mechanism package that defines NO_DRIVER has no driver on any platform: the registry's
+# reason for another OS says so too (never "it works on darwin"), and ``ipcwire choose`` does
+# not recommend it.
+NO_DRIVER = UNAVAILABLE
 
 SPEC = MechanismSpec(
     scheme="xpc",
