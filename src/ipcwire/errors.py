@@ -9,7 +9,7 @@
     │   └── ProgramNotFound      spawn(): the program is not there (also FileNotFoundError)
     ├── EndOfChannel             the peer closed cleanly; iteration ends
     ├── Timeout                  a deadline passed (also TimeoutError)
-    ├── FrameTooLarge            a message over the size limit (size, limit)
+    ├── FrameTooLarge            a message over the size limit (size, limit; also ValueError)
     ├── ProtocolError
     │   ├── LocalProtocolError   this side broke the protocol (a bug or misuse here)
     │   ├── RemoteProtocolError  the peer broke the protocol (garbage, bad frames)
