@@ -49,6 +49,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
+from ipcwire.sse._delivered import Delivered
 from ipcwire.sse._events import (
     END_EVENT,
     GAP_EVENT,
@@ -198,6 +199,9 @@ class ClientCore:
         self._nonce = ""
         self.attempt = 0
         self._queued = 0  # messages put in the queue
+        self._items = 0  # messages and errors put in the queue (less those thrown away)
+        # The event ids the queue's items reach: ``last_event_id`` is the last taken one's.
+        self.delivered = Delivered(last_event_id or "")
         self._progress_mark = 0  # _queued when progressed() last said so
         self._errors = 0  # errors in the queue now
         self.bytes_received = 0
@@ -286,6 +290,7 @@ class ClientCore:
             # The resume point of a new stream is in its head too: a connection that drops
             # before its first bytes (id <stream>-0) were read still resumes this stream.
             self.parser.last_id = f"{sid}-0"
+            self.delivered.at(self._items, self.parser.last_id)
         self.idle_limit = self.idle_timeout or _silence_limit(head.get(KEEPALIVE_HEADER))
         chunked = "chunked" in (head.get("transfer-encoding") or "").lower()
         self._body = ChunkedDecoder(url) if chunked else IdentityDecoder()
@@ -324,6 +329,7 @@ class ClientCore:
         """Body bytes from the connection: parse them into the queue."""
         body = self._body.feed(data)
         parser = self.parser
+        self.delivered.prune(self._items - len(self.queue))
         stream = self._stream
         if stream is not None and parser.clean():
             # The fast path: a whole read of events in the usual shape, numbered on from the
@@ -342,9 +348,12 @@ class ClientCore:
                         payloads = None  # the general path queues the error in its place
                 if payloads is not None:
                     parser.commit_run()
-                    self._last_seq += len(datas)
+                    n = len(datas)
+                    self._last_seq += n
                     self.queue.extend(payloads)
-                    self._queued += len(payloads)
+                    self._queued += n
+                    self._items += n
+                    self.delivered.run(self._items, n, stream, self._last_seq - n + 1)
                     self.bytes_received += sum(map(len, datas))
                     return
             body = b""  # in the parser's buffer already
@@ -368,6 +377,7 @@ class ClientCore:
         if ev.type == GAP_EVENT:
             self._gap(ev)
             self._position(ev.id)
+            self.delivered.at(self._items, ev.id)
             return
         if ev.type == END_EVENT:
             self.final = self._end_error(ev.data)
@@ -395,12 +405,14 @@ class ClientCore:
                     endpoint=self.url,
                 )
             )
+            self.delivered.at(self._items, ev.id)
             return
         try:
             payload = decode_data(ev.data, self._text)
             self.queue.append(self._decode(payload))  # type: ignore[arg-type]
         except IpcwireError as exc:
             self._fail(exc)
+            self.delivered.at(self._items, ev.id)
             return
         except Exception as exc:  # a codec's own error (JSON that is not UTF-8, say)
             err = RemoteProtocolError(
@@ -410,8 +422,11 @@ class ClientCore:
             )
             err.__cause__ = exc
             self._fail(err)
+            self.delivered.at(self._items, ev.id)
             return
         self._queued += 1
+        self._items += 1
+        self.delivered.at(self._items, ev.id)
         self.bytes_received += len(payload)
 
     def _position(self, event_id: str) -> int:
@@ -496,11 +511,19 @@ class ClientCore:
         """Queue an error in the place of a message."""
         self.queue.append(Raise(exc))
         self._errors += 1
+        self._items += 1
 
     @property
     def received(self) -> int:
         """Messages taken from the queue (the channels pop it directly; nothing counts)."""
         return self._queued - (len(self.queue) - self._errors)
+
+    @property
+    def last_taken_id(self) -> str:
+        """The event id of the last message taken from the queue (``last_event_id``): where
+        an application that took no more should resume. The parser's ``last_id`` is how far
+        the wire was read, which the client's own reconnection resumes from."""
+        return self.delivered.last(self._items - len(self.queue))
 
     def has_message(self) -> bool:
         """Whether a message (not an error) is next in the queue."""
@@ -514,6 +537,8 @@ class ClientCore:
             if isinstance(item.exc, ChannelBroken):
                 self.final = item.exc  # broken for good
                 self._queued -= len(self.queue) - self._errors  # never received
+                self._items -= len(self.queue)
+                self.delivered.forget_after(self._items)
                 self.queue.clear()
                 self._errors = 0
             raise item.exc

@@ -330,8 +330,12 @@ class ClientChannelBase:
 
     @property
     def last_event_id(self) -> str:
-        """The id of the last event received (sent as ``Last-Event-ID`` when resuming)."""
-        return self._core.parser.last_id
+        """The event id of the last message ``recv()``/``recv_many()`` returned (the stream's
+        ``<stream>-0`` before the first): pass it as ``last_event_id=`` to a client that
+        takes over after this one stopped, and it gets every message this one did not take.
+        (This client's own reconnection resumes from the last event it read, which may be
+        further: the messages in between are in its queue.)"""
+        return self._core.last_taken_id
 
     @property
     def retry(self) -> float:
