@@ -11,7 +11,8 @@ import tempfile
 
 import ipcwire
 
-path = os.path.join(tempfile.mkdtemp(), "control.fifo")
+workdir = tempfile.TemporaryDirectory()  # removed, with what is in it, at exit
+path = os.path.join(workdir.name, "control.fifo")
 url = f"fifo://{path}"
 
 with ipcwire.listen(url, framing="ndjson") as fifo:  # creates the FIFO (0600); JSON lines

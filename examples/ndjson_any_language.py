@@ -10,7 +10,8 @@ import threading
 
 import ipcwire
 
-path = os.path.join(tempfile.mkdtemp(), "agents.sock")
+workdir = tempfile.TemporaryDirectory()  # removed, with what is in it, at exit
+path = os.path.join(workdir.name, "agents.sock")
 
 with ipcwire.listen(f"unix://{path}", framing="ndjson") as server:
     threading.Thread(

@@ -26,7 +26,8 @@ def serve(sock_path: str) -> None:
 
 
 def main() -> None:
-    sock_path = os.path.join(tempfile.mkdtemp(), "svc.sock")
+    workdir = tempfile.TemporaryDirectory()  # removed, with what is in it, at exit
+    sock_path = os.path.join(workdir.name, "svc.sock")
     lines: list[str] = []
     svc = ipcwire.spawn(
         [sys.executable, __file__, "--serve", sock_path],

@@ -8,7 +8,8 @@ import threading
 
 import ipcwire
 
-path = os.path.join(tempfile.mkdtemp(), "app.sock")
+workdir = tempfile.TemporaryDirectory()  # removed, with what is in it, at exit
+path = os.path.join(workdir.name, "app.sock")
 url = f"unix://{path}"
 
 

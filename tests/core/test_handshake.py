@@ -107,8 +107,23 @@ def test_codec_mismatch_is_a_handshake_error_on_both_sides() -> None:
     c, s = pair(None, None, codec="msgpack")
     step = s.receive(_frames(c.hello(), "length")[0])
     assert isinstance(step.error, HandshakeError)
-    with pytest.raises(HandshakeError, match="codec"):
+    with pytest.raises(HandshakeError, match="codec") as err:
         c.receive(_frames(step.send, "length")[0])
+    # read on either side, it says whose codec is whose (it said "this server" to the client)
+    assert "the client uses codec='msgpack', the server codec='json'; use the same" in str(
+        err.value
+    )
+
+
+def test_framing_mismatch_says_which_framing_each_side_uses() -> None:
+    """It said "framing differs", with neither framing nor the fix."""
+    _, s = pair(None, None)
+    hello = b'{"ipcwire": 1, "codec": "json", "framing": "ndjson", "max_frame": 10}'
+    step = s.receive(hello)
+    assert isinstance(step.error, HandshakeError)
+    text = str(step.error)
+    assert "the client uses framing='ndjson', the server framing='length'" in text, text
+    assert "use the same framing on both sides" in text, text
 
 
 def test_json_without_a_version_is_not_an_ipcwire_handshake_not_an_old_version() -> None:

@@ -382,13 +382,20 @@ class ServerHandshake:
         if msg.get("codec") != self.codec:
             return self._fail(
                 HandshakeError(
-                    f"client uses codec={msg.get('codec')!r}, this server codec={self.codec!r}; "
-                    f"use the same codec on both sides"
+                    f"the codecs differ: the client uses codec={msg.get('codec')!r}, the server "
+                    f"codec={self.codec!r}; use the same codec on both sides"
                 ),
                 "codec",
             )
         if msg.get("framing", self.framing) != self.framing:
-            return self._fail(HandshakeError("framing differs"), "framing")
+            return self._fail(
+                HandshakeError(
+                    f"the framings differ: the client uses "
+                    f"framing={msg.get('framing')!r}, the server framing={self.framing!r}; use "
+                    f"the same framing on both sides"
+                ),
+                "framing",
+            )
         peer_max = msg.get("max_frame")
         if isinstance(peer_max, int) and peer_max >= 0:
             self.peer_max_frame = peer_max
