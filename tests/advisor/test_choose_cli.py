@@ -250,3 +250,36 @@ def test_the_reason_xpc_is_refused_never_says_ipcwire_drives_it_on_darwin() -> N
     flat = " ".join(out.stdout.split())
     assert "works on darwin" not in flat[flat.index("xpc: macOS XPC") :]
     assert "no XPC driver yet" in flat
+
+
+def test_an_unmeasured_pick_does_not_jump_ahead_of_the_rules_answer(tmp_path: Path) -> None:
+    # unix measured at 43 µs, shm not measured: choose recommended the unmeasured
+    # shm?policy=hybrid, TCP (from local-default) as runner-up, and warned that "the
+    # recommendation is the rules' answer", which was unix.
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bench_doc([("unix", "park", "round_trip", 43.0)])))
+    data = choose_json("--latency", "10us", "--bench", str(path))
+    rec, runner = data["recommended"], data["runner_up"]
+    assert (rec["scheme"], rec["rule"], rec["meets_requirements"]) == (
+        "unix", "latency-under-10us", False)  # fmt: skip
+    assert rec["measured"][0]["value"] == 43.0
+    assert (runner["scheme"], runner["wait"], runner["rule"]) == (
+        "shm", "hybrid", "latency-under-10us")  # fmt: skip
+    assert runner["measured"] == []
+    warnings = " ".join(data["warnings"])
+    assert "the recommendation is the rules' answer, and the numbers beside it" in warnings
+    notes = " ".join(data["notes"])
+    assert "shm (policy=hybrid) has no measurement in these numbers" in notes
+    assert "ipcwire bench --quick --mechanisms shm" in notes
+
+
+def test_an_unmeasured_recommendation_is_not_said_to_have_numbers_beside_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tcp-only.json"
+    path.write_text(json.dumps(bench_doc([("tcp", "park", "round_trip", 50.0)], vm=False)))
+    data = choose_json("--latency", "10us", "--bench", str(path))
+    assert data["recommended"]["scheme"] == "unix" and data["recommended"]["measured"] == []
+    warnings = " ".join(data["warnings"])
+    assert "the rules' answer, and it has no measurement in these numbers" in warnings
+    assert "numbers beside it" not in warnings

@@ -7,8 +7,9 @@
    from the registry). Every skip is kept with its reason.
 2. With bench results, each kept pick gets its measured numbers. A rule that promised a number
    ("under 10 µs") and was measured short of it gives a warning. When the answers ask for a
-   latency or a throughput, picks measured short of it move behind those that reach it, and
-   a mechanism that reached it in the measurements, though no rule named it, is put first.
+   latency or a throughput, picks measured to reach it go first (a mechanism that reached it
+   in the measurements, though no rule named it, too); the rest keep the rules' order, an
+   unmeasured pick never ahead of the rules' answer (a note says how to measure it).
 3. The first pick is the recommendation, the second the runner-up.
 """
 
@@ -389,6 +390,16 @@ def _from_measurements(
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
 
 
+def _unmeasured(shown: list[Candidate], bench: BenchResults) -> list[str]:
+    """A note for each candidate shown that the bench results have no number for."""
+    return [
+        f"{c.pick.label} has no measurement in these numbers ({bench.source}): `ipcwire "
+        f"bench --quick --mechanisms {c.pick.scheme} --json FILE` measures it."
+        for c in shown
+        if not c.claims
+    ]
+
+
 def _no_driver_notes(path: list[Step]) -> list[str]:
     """A note for each pick of an applying rule that ipcwire has no driver for (xpc): the
     rule's choice, and why it is not the recommendation."""
@@ -441,14 +452,22 @@ def advise(
         warnings += _contradictions(candidates)
         if not any(c.meets for c in candidates):
             candidates = _from_measurements(answers, bench, size, candidates, warnings) + candidates
-        if any(c.meets is not None for c in candidates):
-            order = {True: 0, None: 1, False: 2}
-            candidates.sort(key=lambda c: order[c.meets])
-        if (answers.latency_us or answers.throughput) and not any(c.meets for c in candidates):
+        # those measured to reach what was asked go first; the rest keep the rules' order (an
+        # unmeasured pick is not put before the rules' answer because its number is unknown)
+        candidates.sort(key=lambda c: c.meets is not True)
+        asked = answers.latency_us is not None or answers.throughput is not None
+        if asked and candidates and not any(c.meets for c in candidates):
+            how_far = (
+                "the numbers beside it say how far off it is"
+                if candidates[0].claims
+                else "it has no measurement in these numbers"
+            )
             warnings.append(
                 "Nothing measured here reaches what you asked for; the recommendation is the "
-                "rules' answer, and the numbers beside it say how far off it is."
+                f"rules' answer, and {how_far}."
             )
+        if asked:
+            notes += _unmeasured(candidates[:2], bench)
         if warnings:
             vm = [e for e in bench.explanations if "irtual machine" in e]
             warnings += vm[:1]
