@@ -74,6 +74,7 @@ def test_rules_are_consistent_with_the_questions_and_the_registry() -> None:
         (Answers(durable=True), "spool"),
         (Answers(service=True, os="linux"), "dbus"),
         (Answers(service=True, os="darwin"), "xpc"),
+        (Answers(service=True, os="freebsd"), "dbus"),
         (Answers(agents="spawned"), "pipe"),
         (Answers(agents="spawned", progress=True), "unix"),
         (Answers(agents="web-ui"), "pipe"),

@@ -283,3 +283,13 @@ def test_an_unmeasured_recommendation_is_not_said_to_have_numbers_beside_it(
     warnings = " ".join(data["warnings"])
     assert "the rules' answer, and it has no measurement in these numbers" in warnings
     assert "numbers beside it" not in warnings
+
+
+def test_a_freebsd_desktop_service_gets_dbus_as_on_linux() -> None:
+    # The registry lists D-Bus for freebsd, but `choose --service --os freebsd` fell through
+    # to a Unix socket without a word.
+    assert "freebsd" in ipcwire.lookup("dbus").capabilities.platforms
+    data = choose_json("--service", "--os", "freebsd")
+    rec = data["recommended"]
+    assert (rec["scheme"], rec["rule"]) == ("dbus", "desktop-service-freebsd")
+    assert rec["url"].startswith("dbus://")

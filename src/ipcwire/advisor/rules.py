@@ -177,6 +177,10 @@ RULES: Final[tuple[Rule, ...]] = (
          (Pick("dbus"),),
          "a long-running desktop service on Linux belongs on D-Bus (activation, "
          "introspection, the session bus every desktop has)"),
+    Rule("desktop-service-freebsd", (_eq("service", True), _eq("os", "freebsd")),
+         (Pick("dbus"),),
+         "a desktop service on FreeBSD belongs on D-Bus too: its desktops run the same "
+         "session bus as Linux's"),
     Rule("desktop-service-macos", (_eq("service", True), _eq("os", "darwin")),
          (Pick("xpc"),
           Pick("unix", how="the service listens on a Unix socket and its callers connect to "
