@@ -5,10 +5,8 @@ channel's state, counters and error decisions; the drivers add how they send and
 
 from __future__ import annotations
 
-import logging
 import ssl
-import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,25 +41,6 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.unix._socket import UnixAddress
 from ipcwire.unix._socket import resolve as resolve_unix
 
-
-class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
-    """The logger websockets writes to for ipcwire's connections (the ``ipcwire`` logger).
-
-    Its keepalive logs "keepalive ping failed" at ERROR, with a traceback, when the connection
-    it found dead is closed under it; the channel already raised ``ChannelBroken`` saying the
-    peer did not answer, so that becomes one INFO line."""
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if msg == "keepalive ping failed":
-            super().log(logging.INFO, "ipcwire: websocket keepalive ended: %s", sys.exc_info()[1])
-            return
-        super().log(level, msg, *args, **kwargs)
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return msg, kwargs
-
-
-WS_LOG: Final = _ConnectionLog(logging.getLogger("ipcwire"))
 # the library refuses a message in more fragments than it takes (code 1009), where it can
 _TooManyFragments: Final[Any] = getattr(ws_exceptions, "TooManyFragments", None)
 
@@ -72,7 +51,6 @@ __all__ = [
     "RECV_QUEUE_HIGH",
     "RECV_QUEUE_LOW",
     "WELCOME_HEADER",
-    "WS_LOG",
     "ChannelCore",
     "WsAddress",
     "check_payload",

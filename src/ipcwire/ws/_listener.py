@@ -22,7 +22,7 @@ from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._deadline import limit
 from ipcwire._oserror import accept_failed, translate
 from ipcwire._tls import SharedTls
-from ipcwire.channel import Channel, Listener
+from ipcwire.channel import Channel, Listener, describe_peer
 from ipcwire.ws._admission import (
     POLICY_VIOLATION,
     Admission,
@@ -33,8 +33,8 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._closing import SyncCloseBound
-from ipcwire.ws._common import WS_LOG
 from ipcwire.ws._fast import FastServerProtocol
+from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_assembler
 from ipcwire.ws._sockets import Authorizer
 from ipcwire.ws._writer import WriteBuffer
@@ -239,7 +239,9 @@ class WsListener(ListenerCore, Listener):
                 return None
             sock = SharedTls(sock)  # type: ignore[assignment] # read by one thread, written by others
         protocol = FastServerProtocol(
-            extensions=self._extensions, max_size=self._max_frame, logger=WS_LOG
+            extensions=self._extensions,
+            max_size=self._max_frame,
+            logger=ws_log(self.url, listener=True, peer=describe_peer(peer) or who),
         )
         if opts.token is not None:  # the first message may be the token: small until then
             protocol.limit_first_message(HANDSHAKE_MAX_FRAME)

@@ -27,7 +27,6 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
-    WS_LOG,
     client_handshake,
     connect_address,
     open_error,
@@ -36,6 +35,7 @@ from ipcwire.ws._common import (
     welcome_step,
 )
 from ipcwire.ws._fast import install
+from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_aio_assembler
 from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
 from ipcwire.ws._writer import AioPongs
@@ -106,6 +106,7 @@ async def connect(
             close_timeout=close_timeout,
             max_size=options.max_frame,
             create_connection=AioClientConn,
+            logger=ws_log(url),
             **tls,
         )
     except InvalidStatus as exc:
@@ -194,7 +195,7 @@ async def listen(
             ping_timeout=ping_timeout,
             close_timeout=close_timeout,
             max_size=options.max_frame,
-            logger=WS_LOG,
+            logger=ws_log(settings.url, listener=True),
             # a callable in place of the class (the library only calls it)
             create_connection=cast(type[ServerConnection], listener.new_connection),
             backlog=backlog,

@@ -31,7 +31,6 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
-    WS_LOG,
     client_handshake,
     connect_address,
     open_error,
@@ -41,6 +40,7 @@ from ipcwire.ws._common import (
 )
 from ipcwire.ws._fast import install
 from ipcwire.ws._listener import WsListener
+from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_assembler
 from ipcwire.ws._sockets import bind, open_blocking, peer_of
 from ipcwire.ws._writer import WriteBuffer
@@ -112,7 +112,7 @@ def connect(
             close_timeout=close_timeout,
             max_size=options.max_frame,
             create_connection=cast(type[ClientConn], connection),  # (only called)
-            logger=WS_LOG,
+            logger=ws_log(url),
             legacy=True,
         )
     except InvalidStatus as exc:
