@@ -1,7 +1,6 @@
 """The decisions both SSE client drivers share (ipcwire.sse._client_channel), with a clock and
 bytes alone: the reconnection schedule, what a connection error means, what a read's bytes
-do. Then the asyncio client's TLS failure over a real socket (the blocking one is in
-test_sse.py)."""
+do. Then the asyncio client's TLS failure over a real socket (more in test_tls_refusal.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,13 @@ from tests.ws._tls import tls_contexts
 
 from ipcwire import aio
 from ipcwire._core.codecs import get_codec
-from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, Timeout
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ChannelClosed,
+    ConnectionRefused,
+    Timeout,
+)
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._client import ClientCore, SseAddress
 from ipcwire.sse._client_channel import ClientChannelBase
@@ -195,13 +200,13 @@ def test_reading_the_answer_and_the_stream() -> None:
         ch._answer(bytearray(), b"")
 
 
-def test_asyncio_tls_failure_is_channel_broken(tmp_path: Path) -> None:
+def test_asyncio_untrusted_certificate_is_authentication_failed(tmp_path: Path) -> None:
     server_ctx, _ = tls_contexts(tmp_path)
 
     async def main() -> None:
         url = "sse+https://127.0.0.1:0/secure"
         async with await aio.listen(url, ssl=server_ctx, codec="json") as listener:
-            with pytest.raises(ChannelBroken, match="TLS"):
+            with pytest.raises(AuthenticationFailed, match="not trusted"):
                 await aio.connect(listener.url, codec="json", timeout=5)
 
     asyncio.run(asyncio.wait_for(main(), 30))

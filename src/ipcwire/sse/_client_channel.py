@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
+from ipcwire._stream.connect import tls_error
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -133,6 +134,10 @@ class ClientChannelBase:
     def _connect_error(self, exc: OSError) -> IpcwireError:
         """The error for ``exc`` raised while connecting (TCP and TLS)."""
         url = self.url
+        if isinstance(exc, ssl_module.SSLCertVerificationError):
+            # The server did not prove who it is (untrusted, or naming another host):
+            # AuthenticationFailed with the fix, as for tcp+TLS, wss:// and https://.
+            return tls_error(exc, url)
         if isinstance(exc, ssl_module.SSLError):
             return ChannelBroken(f"TLS handshake with {url} failed: {exc}", endpoint=url)
         if isinstance(exc, TimeoutError):
