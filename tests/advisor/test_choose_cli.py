@@ -218,7 +218,7 @@ def test_answers_that_contradict_each_other_are_said_to() -> None:
     data = choose_json("--direction", "one-way", "--pattern", "request-reply")
     assert any("a reply needs a way back" in w for w in data["warnings"])
     data = choose_json("--direction", "one-way", "--browser", "both-ways")
-    assert any("needs both directions" in w for w in data["warnings"])
+    assert any("--browser server-to-client" in w for w in data["warnings"])
     assert not choose_json("--direction", "one-way")["warnings"]  # the default pattern is fine
 
 
@@ -293,3 +293,18 @@ def test_a_freebsd_desktop_service_gets_dbus_as_on_linux() -> None:
     rec = data["recommended"]
     assert (rec["scheme"], rec["rule"]) == ("dbus", "desktop-service-freebsd")
     assert rec["url"].startswith("dbus://")
+
+
+def test_one_way_with_a_browser_says_the_answer_follows_the_browser() -> None:
+    # docs/choose.md said "the rules then follow --direction", but the answer was the browser's
+    # (ws), and the warning did not say which answer it followed.
+    for browser, scheme in (("both-ways", "ws"), ("request-reply", "http")):
+        data = choose_json("--direction", "one-way", "--browser", browser)
+        assert data["recommended"]["scheme"] == scheme
+        assert any("this answer follows --browser" in w for w in data["warnings"])
+    data = choose_json("--direction", "one-way", "--pattern", "request-reply")
+    assert data["recommended"]["scheme"] == "fifo"
+    assert any("This answer is for one-way messages" in w for w in data["warnings"])
+    page = " ".join((Path(__file__).parents[2] / "docs" / "choose.md").read_text().split())
+    assert "the rules then follow `--direction`" not in page
+    assert "the answer follows `--browser`" in page

@@ -67,7 +67,9 @@ _MAX_SIZE = 64 * 1024 * 1024  # ipcwire's default max_frame
 
 
 def _contradictions(given: dict[str, object]) -> list[str]:
-    """Answers given together that cannot both hold; the rules then follow the first."""
+    """Answers given together that cannot both hold, and which one the answer follows:
+    ``--direction`` over ``--pattern request-reply``; ``--browser`` over ``--direction``
+    (the browser rules come first, and "one way" does not say which way)."""
     if given.get("direction") != "one-way":
         return []
     out = []
@@ -77,7 +79,9 @@ def _contradictions(given: dict[str, object]) -> list[str]:
                    "--direction (or say --direction both).")  # fmt: skip
     if given.get("browser") in ("both-ways", "request-reply"):
         out.append(f"You said messages go one way, and a browser talks {given['browser']}: "
-                   "the browser's answer needs both directions (--direction both).")  # fmt: skip
+                   "this answer follows --browser, whose mechanism carries both directions "
+                   "(and one way too). If the page is only pushed updates, say --browser "
+                   "server-to-client.")  # fmt: skip
     return out
 
 
