@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -27,23 +27,58 @@ from ipcwire.errors import EndOfChannel, IpcwireError, LocalProtocolError, Timeo
 __all__ = ["add_parser", "run"]
 
 
+DESCRIPTION: Final = """\
+Pipe stdin to a channel and the channel to stdout: socat for every ipcwire mechanism.
+
+Each line of stdin is one message (parsed as JSON with --codec json or msgpack); each message
+received is written as one line (compact JSON for those codecs). After stdin ends, messages
+still arriving are printed until the peer closes or --wait seconds pass with none.
+"""
+
+EPILOG: Final = """\
+exit status: 0 done; 1 an error (the message names the endpoint and the fix); 2 bad
+arguments; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Examples: docs/cat.md.
+"""
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "cat",
         help="pipe stdin/stdout through any channel (socat for ipcwire)",
-        description=__doc__,
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("url", help="endpoint URL, e.g. unix:///tmp/app.sock or tcp://127.0.0.1:7000")
-    p.add_argument("-l", "--listen", action="store_true", help="listen and accept one client")
-    p.add_argument("--codec", default=None, help="bytes (default), json, msgpack")
-    p.add_argument("--framing", default=None, choices=("length", "ndjson"))
-    p.add_argument("--token", default=None, help="shared token (both sides must use it)")
+    p.add_argument(
+        "-l",
+        "--listen",
+        action="store_true",
+        help="listen at URL and accept one client (default: connect to URL)",
+    )
+    p.add_argument(
+        "--codec",
+        default=None,
+        help="bytes, json or msgpack (default: bytes; json with --framing ndjson)",
+    )
+    p.add_argument(
+        "--framing",
+        default=None,
+        choices=("length", "ndjson"),
+        help="length: a 4-byte length before each message; ndjson: one JSON value per line, "
+        "no handshake without a token, for peers in any language (default: length)",
+    )
+    p.add_argument(
+        "--token", default=None, help="shared token, both sides must use it (default: none)"
+    )
     p.add_argument(
         "--timeout",
-        type=_seconds,
-        default=10.0,
-        help="seconds to connect, or to wait for a client (inf: no limit)",
+        type=_reconnect_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="connecting: seconds to connect (default: 10; the handshake after it has at most "
+        "10 s, or ?handshake_timeout=SECONDS in the URL); with --listen: seconds to wait for a "
+        "client (default: no limit, wait until interrupted); inf: no limit",
     )
     p.add_argument(
         "--reconnect",
@@ -51,19 +86,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="while nothing listens yet, keep trying to connect this long, with backoff "
-        "(inf: until it is up)",
+        "(inf: until it is up; default: try once)",
     )
     p.add_argument(
         "--wait",
         type=_seconds,
         default=2.0,
-        help="after stdin ends, seconds to wait for replies (inf: until the peer closes)",
+        metavar="SECONDS",
+        help="after stdin ends, seconds to wait for replies (inf: until the peer closes; "
+        "default: 2)",
     )
     return p
 
 
 def _reconnect_seconds(text: str) -> float:
-    """As :func:`_seconds`, but ``inf`` stays infinite: keep trying until the server is up."""
+    """As :func:`_seconds`, but ``inf`` stays infinite (no limit), not None: None is the
+    default of --timeout (connect()'s 10 s; no limit for accept)."""
     value = _seconds(text)
     return math.inf if value is None else value
 
