@@ -357,4 +357,5 @@ def test_platforms_text_shows_every_reason_whole_at_80_columns() -> None:
     assert out.returncode == 0, out.stderr
     assert "…" not in out.stdout
     flat = " ".join(out.stdout.split())
-    assert "xpc: macOS XPC is not available on linux; it works on darwin" in flat
+    assert "xpc: macOS XPC is not available on linux (it exists only on darwin)" in flat
+    assert "use unix:// sockets meanwhile, on macOS too" in flat  # its end, uncut
