@@ -178,9 +178,22 @@ def test_a_file_that_is_not_a_bench_report_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.json"
     path.write_text('{"hello": 1}')
     out = choose("--bench", str(path))
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "is not an ipcwire bench report" in out.stderr
     assert "ipcwire bench --json" in out.stderr
+
+
+def test_a_missing_or_unreadable_bench_file_is_bad_input(tmp_path: Path) -> None:
+    # `choose --bench missing.json` exited 1, documented as "nothing fits".
+    missing = tmp_path / "missing.json"
+    unreadable = tmp_path / "dir.json"
+    unreadable.mkdir()  # reading a directory fails, as root too
+    for path in (missing, unreadable):
+        out = choose("--bench", str(path))
+        assert out.returncode == 2, out.stderr
+        assert f"cannot read the bench results {path}" in out.stderr
+        assert f"ipcwire bench --json {path}" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_measure_runs_a_short_real_benchmark() -> None:

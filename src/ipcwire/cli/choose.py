@@ -219,16 +219,18 @@ def render(advice: Advice, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``ipcwire choose``: 0 with a recommendation, 1 when nothing fits, 2 on bad input."""
+    """Run ``ipcwire choose``: 0 with a recommendation, 1 when nothing fits, 2 on bad input
+    (answers, or a ``--bench`` file that cannot be read or is not a bench report)."""
     try:
         values = _from_flags(args)
         if args.interactive:
             values = ask(values)
+        # a --bench file that is missing, unreadable or not a report is bad input too
+        bench = BenchResults.load(args.bench) if args.bench else None
     except ConfigurationError as exc:
         print(f"ipcwire choose: {exc}", file=sys.stderr)
         return 2
     answers = Answers(**values)  # type: ignore[arg-type]
-    bench = BenchResults.load(args.bench) if args.bench else None
     advice = advise(answers, bench, size=args.size)
     if args.measure:
         from ipcwire.advisor.measure import measure, not_measured, schemes_to_measure
