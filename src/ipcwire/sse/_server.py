@@ -275,9 +275,15 @@ class SseServer:
         if refusal is not None:
             return self._refuse(request, PermissionDenied(refusal), 403, "permission")
         error = self._check_client(request)
+        if isinstance(error, HandshakeError):
+            return self._refuse(request, error, 400, "codec")
         if error is not None:
-            code, status = ("codec", 400) if isinstance(error, HandshakeError) else ("auth", 401)
-            return self._refuse(request, error, status, code)
+            # RFC 9110, 11.6.1: a 401 says how to authenticate; RFC 6750, 3: with
+            # error="invalid_token" when the token given is wrong (none if none was given).
+            challenge = 'Bearer realm="ipcwire"'
+            if _given_token(request) is not None:
+                challenge += ', error="invalid_token"'
+            return self._refuse(request, error, 401, "auth", challenge=challenge)
         if request.method == "DELETE":
             return self._release(request)
         if self.closing:
@@ -398,8 +404,7 @@ class SseServer:
             )
         if opts.token is None:
             return None
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+        given = _given_token(request)
         if given is None:
             return AuthenticationFailed(
                 "this event stream requires a token: send Authorization: Bearer <token> "
@@ -417,10 +422,11 @@ class SseServer:
         code: str,
         *,
         retry_after: int | None = None,
+        challenge: str | None = None,
     ) -> web.Response:
         peer = request.remote or "a client"
         log.warning("ipcwire: %s refused a client (%s): %s", self.url, peer, error)
-        return _error_response(status, str(error), code, retry_after)
+        return _error_response(status, str(error), code, retry_after, challenge)
 
     def _headers(
         self, request: web.BaseRequest, stream: ServerStream, origin: str | None
@@ -556,11 +562,25 @@ class SseServer:
         stream.expiry = loop.call_later(0 if self.closing else window, expire)
 
 
+def _given_token(request: web.BaseRequest) -> str | None:
+    """The token a request gives: ``Authorization: Bearer``, else ``?token=`` (EventSource
+    cannot set headers); None: none."""
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else request.query.get("token")
+
+
 def _error_response(
-    status: int, error: str, code: str, retry_after: int | None = None
+    status: int,
+    error: str,
+    code: str,
+    retry_after: int | None = None,
+    challenge: str | None = None,
 ) -> web.Response:
-    """A refusal: the text, and ``X-Ipcwire-Error`` (JSON: the text and a code) for clients."""
+    """A refusal: the text, and ``X-Ipcwire-Error`` (JSON: the text and a code) for clients;
+    ``challenge``: the ``WWW-Authenticate`` of a 401."""
     headers = {ERROR_HEADER: json.dumps({"ipcwire": 1, "error": error, "code": code})}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
     return web.Response(status=status, text=f"{error}\n", headers=headers)
