@@ -11,6 +11,12 @@ connection open (a frozen or hostile process) left ``recv()`` waiting for ever, 
 connection is closing. These mixins for the library's connection classes (both drivers,
 both sides) cut such a connection after ``close_timeout``; the library then ends it as for a
 peer that closed without a word, and ``recv()`` raises what the close means.
+
+A peer that missed a keepalive pong is dead, frozen or unreachable: it will not answer a
+closing handshake either, yet the library waited ``close_timeout`` for one after its
+"keepalive ping timeout" close frame (a frozen peer was noticed after ``ping_interval +
+ping_timeout + close_timeout``, 43 s by default). That connection is cut as soon as the
+close frame is written, so the channel breaks at ``ping_interval + ping_timeout``.
 """
 
 from __future__ import annotations
@@ -20,9 +26,22 @@ import socket
 import threading
 from typing import Any
 
+from websockets.frames import CloseCode
 from websockets.protocol import OPEN
 
 __all__ = ["AioCloseBound", "SyncCloseBound"]
+
+
+def keepalive_failed(protocol: Any) -> bool:
+    """Whether this side closed the connection because the peer missed a keepalive pong (the
+    library's reason, both drivers) and the peer has not closed it."""
+    sent = protocol.close_sent
+    return (
+        sent is not None
+        and sent.code == CloseCode.INTERNAL_ERROR
+        and sent.reason == "keepalive ping timeout"
+        and protocol.close_rcvd is None
+    )
 
 
 class SyncCloseBound:
@@ -34,13 +53,19 @@ class SyncCloseBound:
     shutdown_watcher: Any
     close_timeout: float | None
     _ipcwire_cut: threading.Timer | None = None
+    _ipcwire_dead = False  # cut at once: the peer missed a keepalive pong
 
     def send_data(self) -> None:
         # The reader thread calls this after each read it processes, the library's senders
         # after each write; both with the connection's lock held.
         super().send_data()  # type: ignore[misc]
+        if not self._ipcwire_dead and keepalive_failed(self.protocol):
+            self._ipcwire_dead = True
+            self._ipcwire_shutdown()  # (after the close frame: no handshake to wait for)
+            return
         if (
             self._ipcwire_cut is None
+            and not self._ipcwire_dead
             and self.protocol.state is not OPEN
             and self.close_timeout is not None
             and self.protocol.close_expected()
@@ -85,10 +110,16 @@ class AioCloseBound:
     """For ``websockets.asyncio`` connections: the transport is aborted ``close_timeout``
     after a close became expected, unless the peer closed it first."""
 
+    protocol: Any
     transport: Any
     loop: asyncio.AbstractEventLoop
     close_deadline: float | None
     _ipcwire_cut: asyncio.TimerHandle | None = None
+
+    def send_data(self) -> None:
+        super().send_data()  # type: ignore[misc]
+        if self._ipcwire_cut is None and keepalive_failed(self.protocol):
+            self.transport.abort()  # (after the close frame: no closing handshake to wait for)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
