@@ -648,7 +648,8 @@ class AioStream(AioChannel):
         await on_close()
 
     async def _aclose_after(self, exc: BaseException | None) -> None:
-        self.fail_reason = error_reason(exc)
+        if not self._closed:  # (closed first: serve() ending it, a clean close, then cancelled)
+            self.fail_reason = error_reason(exc)
         await self.aclose()
 
     async def aclose(self) -> None:

@@ -268,6 +268,10 @@ class AioGrpcListener(AioListener):
         self.close()
         if self._handed_over:
             self._close_here()  # (if the loop has not run the hand-over yet)
+        # A serve() in this loop ends its channels cleanly meanwhile (the server's stop
+        # gives their RPCs a grace period): wait for it, as a graceful shutdown ends the loop
+        # next, which would cancel their handlers.
+        await self._served()
         if self._stopping is not None:
             try:
                 async with within(3.0):
