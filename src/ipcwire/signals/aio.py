@@ -37,6 +37,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.signals._aio_ending import CleanupTask, cleaning, end_run
 from ipcwire.signals._names import (
     SignalLike,
     check_catchable,
@@ -454,45 +455,58 @@ class AioGracefulShutdown:
             return
         self.signal = signal.Signals(signum)
         log.info("ipcwire: %s received: shutting down", self.signal.name)
-        self._task = self._loop.create_task(self._run(exit=self._exit))
+        self._task = CleanupTask(self._run(exit=self._exit), loop=self._loop)
 
     async def shutdown(self) -> None:
         """Run the cleanup now (once)."""
         if self._task is None:
-            self._task = self._loop.create_task(self._run(exit=False))
+            self._task = CleanupTask(self._run(exit=False), loop=self._loop)
         await asyncio.shield(self._task)
 
     async def _run(self, *, exit: bool) -> None:
+        try:
+            try:
+                with cleaning(self._loop):  # (not cut short by the end of asyncio.run())
+                    await self._clean_up()
+            finally:
+                self._done.set()
+            ended = getattr(asyncio.current_task(), "run_ended", None)
+            if exit and ended is not None:  # asyncio.run() is ending: its end, then the exit
+                await end_run(self._loop, ended)
+        finally:
+            self._uninstall()  # (a second signal until now is ignored: it is happening)
+        if exit:
+            self._loop.call_soon(_raise_exit, self._exit_code)
+
+    async def _clean_up(self) -> None:
         # As the blocking shutdown: the closes and callbacks in reverse order, then the paths
         # (a socket file goes after the listener that serves it, whatever the order given)
         interrupted = self.signal is not None  # (not a call of shutdown() or aclose())
         paths = [r for r in self._resources if isinstance(r, str | os.PathLike)]
         others = [r for r in self._resources if not isinstance(r, str | os.PathLike)]
-        try:
-            for group in _batched([*reversed(others), *paths]):
-                if len(group) == 1:
-                    try:
-                        await _clean(group[0], interrupted)
-                    except Exception:
-                        log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
-                    continue
-                # a run of spawned children's channels closes together: one shutdown ladder
-                # for all of them, not one each (as the blocking shutdown's close_all)
-                results = await asyncio.gather(
-                    *(_clean(res, interrupted) for res in group), return_exceptions=True
-                )
-                for res, result in zip(group, results, strict=True):
-                    if isinstance(result, Exception):
-                        log.error(
-                            "ipcwire: graceful shutdown: cleaning up %r failed",
-                            res,
-                            exc_info=result,
-                        )
-        finally:
-            self._done.set()
-            self._uninstall()
-        if exit:
-            self._loop.call_soon(_raise_exit, self._exit_code)
+        for group in _batched([*reversed(others), *paths]):
+            if len(group) == 1:
+                try:
+                    await _clean(group[0], interrupted)
+                except Exception:
+                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
+                except asyncio.CancelledError:  # work it awaited was cancelled, not this task
+                    if _cancelling():
+                        raise
+                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
+                continue
+            # a run of spawned children's channels closes together: one shutdown ladder
+            # for all of them, not one each (as the blocking shutdown's close_all)
+            results = await asyncio.gather(
+                *(_clean(res, interrupted) for res in group), return_exceptions=True
+            )
+            for res, result in zip(group, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error(
+                        "ipcwire: graceful shutdown: cleaning up %r failed",
+                        res,
+                        exc_info=result,
+                    )
 
     def _uninstall(self) -> None:
         _signals(self._loop).remove(self._installed, self._on_signal)
@@ -509,6 +523,11 @@ class AioGracefulShutdown:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _batched(resources: list[Any]) -> list[list[Any]]:
