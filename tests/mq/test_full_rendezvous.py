@@ -47,11 +47,13 @@ def test_a_client_killed_waiting_for_room_leaves_no_queues(
         if driver == "blocking"
         else f'asyncio.run(ipcwire.aio.connect("{url}", timeout=60))\n'
     )
-    with ipcwire.listen(url) as listener:
+    with ipcwire.listen(url) as listener, ipcwire.connect(url, timeout=10):
+        # that client, answered and not accepted, fills the backlog of 1: the listener
+        # stops reading its queue, which this announcement then fills
         assert isinstance(listener, MqListener)
         name = listener.queue.name
         with MessageQueue.open(name) as rendezvous:
-            rendezvous.send(b"someone else's announcement")  # backlog=1: now full
+            rendezvous.send(b"someone else's announcement")
         proc = python(PRELUDE + code)
         try:
             assert wait_until(

@@ -16,8 +16,19 @@ from ipcwire.errors import ChannelBroken, Timeout
 
 PART_WAY = r"timed out part-way through a large message \(the peer is not reading\)"
 OUT_OF_STEP = "the queue is out of step, so open a new channel"
-NOBODY = r"the listener is busy or gone \(its queue exists, nobody accepted\)"
-BACKLOG = r"waiting clients is full \(listen with a larger backlog=, or accept faster\)"
+NOBODY = (
+    r"^the server at (\S+) is not accepting connections: nobody answered within 0\.2 s "
+    r"\(its backlog of 1 clients waiting for accept\(\) is full: it is overloaded, or "
+    r"stopped calling accept\(\); or the listening process is stopped or gone: ipcwire "
+    r"doctor \1 tells\)\. Retry later, give connect\(\) a longer timeout=, or have the "
+    r"server accept faster \(or listen with a larger backlog=\)$"
+)
+BACKLOG = (
+    r"^the server at \S+ is not accepting connections: its queue of 1 waiting clients "
+    r"stayed full for 0\.2 s \(it is overloaded, or stopped calling accept\(\)\)\. Retry "
+    r"later, give connect\(\) a longer timeout=, or have the server accept faster \(or "
+    r"listen with a larger backlog=\)$"
+)
 BIG = b"x" * 10_000  # ten pieces of 1 KiB; the peer's queue holds two
 
 
@@ -56,27 +67,35 @@ def test_asyncio_send_stopped_part_way(mq_url: Callable[..., str]) -> None:
     asyncio.run(main())
 
 
-def test_blocking_connect_nobody_accepts_then_backlog_full(mq_url: Callable[..., str]) -> None:
+def test_blocking_connect_beyond_the_backlog(mq_url: Callable[..., str]) -> None:
+    """The listener answers one client (backlog=1) that nobody accepts; the next one's
+    announcement waits unread in its queue, which then has no room for a third."""
     url = mq_url("backlog=1")
-    with ipcwire.listen(url):
-        with pytest.raises(Timeout, match=NOBODY):
-            ipcwire.connect(url, timeout=0.2)  # its announcement now fills the backlog
+    with ipcwire.listen(url) as listener, ipcwire.connect(url, timeout=5) as first:
+        with pytest.raises(Timeout, match=NOBODY) as err:
+            ipcwire.connect(url, timeout=0.2)  # its announcement now fills the queue
+        assert err.value.endpoint == url
         with pytest.raises(Timeout, match=BACKLOG) as err:
             ipcwire.connect(url, timeout=0.2)
         assert err.value.endpoint == url
+        with listener.accept(timeout=5) as server:
+            first.send(b"still here")
+            assert server.recv(timeout=5) == b"still here"
 
 
-def test_asyncio_connect_nobody_accepts_then_backlog_full(mq_url: Callable[..., str]) -> None:
+def test_asyncio_connect_beyond_the_backlog(mq_url: Callable[..., str]) -> None:
     url = mq_url("backlog=1")
 
     async def main() -> None:
-        # The asyncio listener answers handshakes on its own (accept() takes channels already
-        # open); a blocking one answers only in accept(), so nobody answers here.
-        with ipcwire.listen(url):
-            with pytest.raises(Timeout, match=NOBODY):
+        async with await aio.listen(url) as listener, await aio.connect(url, timeout=5) as first:
+            with pytest.raises(Timeout, match=NOBODY) as err:
                 await aio.connect(url, timeout=0.2)
+            assert err.value.endpoint == url
             with pytest.raises(Timeout, match=BACKLOG) as err:
                 await aio.connect(url, timeout=0.2)
             assert err.value.endpoint == url
+            async with await listener.accept(timeout=5) as server:
+                await first.send(b"still here")
+                assert await server.recv(timeout=5) == b"still here"
 
     asyncio.run(main())

@@ -95,20 +95,27 @@ def retry_delay(
     return min(next(delays), left)
 
 
-def not_answering(url: str, limit: float) -> Timeout:
-    """A connect whose announcement was not answered in time."""
+def not_answering(url: str, limit: float, backlog: int) -> Timeout:
+    """A connect whose announcement was not answered in time: the listener answers up to
+    ``backlog`` clients that nobody accepted yet (its thread or event loop, accept() or
+    not), then leaves the others in its queue."""
     return Timeout(
-        f"{url} did not answer within {limit} s: the listener is busy or gone (its queue "
-        f"exists, nobody accepted)",
+        f"the server at {url} is not accepting connections: nobody answered within "
+        f"{limit:g} s (its backlog of {backlog} clients waiting for accept() is full: it "
+        f"is overloaded, or stopped calling accept(); or the listening process is stopped "
+        f"or gone: ipcwire doctor {url} tells). Retry later, give connect() a longer "
+        f"timeout=, or have the server accept faster (or listen with a larger backlog=)",
         endpoint=url,
     )
 
 
-def not_accepting(url: str, backlog: int) -> Timeout:
+def not_accepting(url: str, backlog: int, limit: float) -> Timeout:
     """A connect that found the listener's queue of waiting clients full until its deadline."""
     return Timeout(
-        f"{url} is not accepting: its queue of {backlog} waiting clients is full (listen "
-        f"with a larger backlog=, or accept faster)",
+        f"the server at {url} is not accepting connections: its queue of {backlog} waiting "
+        f"clients stayed full for {limit:g} s (it is overloaded, or stopped calling "
+        f"accept()). Retry later, give connect() a longer timeout=, or have the server "
+        f"accept faster (or listen with a larger backlog=)",
         endpoint=url,
     )
 

@@ -377,11 +377,12 @@ async def connect(
     start = loop.time()
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
+    backlog = rendezvous.maxmsg
     try:
         # Wait for room before creating the pair: a client killed while it waits would leave
         # queues that only the next connect of that name removes (_client._reclaim).
         if not await _wait_fd(rendezvous.fileno(), write=True, timeout=deadline - loop.time()):
-            raise not_accepting(endpoint.url, rendezvous.maxmsg)
+            raise not_accepting(endpoint.url, backlog, deadline - start)
         session = ClientSession(name, options, maxmsg=maxmsg, msgsize=msgsize, mode=mode)
         try:
             hello = session.hello()
@@ -389,7 +390,7 @@ async def connect(
                 if not await _wait_fd(
                     rendezvous.fileno(), write=True, timeout=deadline - loop.time()
                 ):
-                    raise not_accepting(endpoint.url, rendezvous.maxmsg)
+                    raise not_accepting(endpoint.url, backlog, deadline - start)
         except BaseException:
             session.abort()
             raise
@@ -402,7 +403,7 @@ async def connect(
                 if not await _wait_fd(
                     session.dn.fileno(), write=False, timeout=deadline - loop.time()
                 ):
-                    raise not_answering(endpoint.url, limit)
+                    raise not_answering(endpoint.url, deadline - start, backlog)
                 continue
             if session.feed(*got):
                 break
@@ -436,7 +437,10 @@ async def _open_rendezvous(
 
 
 class AioMqListener(AioListener):
-    """Accepts mq channels, driven by the event loop."""
+    """Accepts mq channels, driven by the event loop: it answers clients as they announce
+    themselves, whether or not anyone awaits ``accept()``, up to ``backlog`` (the rendezvous
+    queue's ``maxmsg``) answered and not accepted; beyond that it stops reading its queue
+    until ``accept()`` makes room (as :class:`ipcwire.mq.blocking.MqListener`)."""
 
     def __init__(
         self, queue: MessageQueue, lock: Any, options: ChannelOptions, *, unlink: bool
@@ -450,29 +454,51 @@ class AioMqListener(AioListener):
         if unlink:
             unlink_at_exit(queue, lock)  # also if the listener is never closed
         self._closed = False
+        self._backlog = max(1, queue.maxmsg)
         self._pending: dict[int, tuple[ServerSession, asyncio.TimerHandle]] = {}
         self._ready: AcceptQueue[AioMqChannel] = AcceptQueue()
         self._deferred = Deferred()  # out of descriptors: an announcement to take again
+        self._reading = True  # the queue is watched
         self._loop.add_reader(queue.fileno(), self._announcements)
+
+    def _full(self) -> bool:
+        """Clients answered and not accepted (and those in their handshake) fill the
+        backlog: leave the others in the queue."""
+        return self._ready.qsize() + len(self._pending) >= self._backlog
 
     def _announcements(self) -> None:
         for s in announced(self._q, self._options, self._deferred):
             if s.done:
                 self._ready.put(self._channel(s))
-                continue
-            fd = s.up.fileno()
-            timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
-            self._pending[fd] = (s, timer)
-            self._loop.add_reader(fd, self._advance, fd)
-        if self._deferred.paused():  # the queue stays readable: stop watching it meanwhile
-            self._loop.remove_reader(self._q.fileno())
+            else:
+                fd = s.up.fileno()
+                timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
+                self._pending[fd] = (s, timer)
+                self._loop.add_reader(fd, self._advance, fd)
+            if self._full():
+                break  # (the generator stops: nothing more is read)
+        self._watch()
+        if self._deferred.paused():  # the queue stays readable: not watched meanwhile
             self._loop.call_later(max(self._deferred.retry_at - time.monotonic(), 0), self._resume)
 
+    def _watch(self) -> None:
+        """Watch the queue while there is room among the backlog and descriptors to take
+        a client, else not (it stays readable: the loop would spin)."""
+        want = not (self._closed or self._full() or self._deferred.paused())
+        if want and not self._reading:
+            self._loop.add_reader(self._q.fileno(), self._announcements)
+        elif not want and self._reading:
+            self._loop.remove_reader(self._q.fileno())
+        self._reading = want
+
     def _resume(self) -> None:
-        if self._closed:
-            return
-        self._loop.add_reader(self._q.fileno(), self._announcements)
-        self._announcements()
+        if not self._closed and not self._full():
+            self._announcements()  # (the one held first)
+
+    def _room(self) -> None:
+        """A place among the backlog came free: take the clients waiting in the queue."""
+        if not (self._closed or self._reading or self._deferred.paused() or self._full()):
+            self._announcements()
 
     def _advance(self, fd: int) -> None:
         s, _ = self._pending[fd]
@@ -480,6 +506,7 @@ class AioMqListener(AioListener):
         if opened is None:
             self._forget(fd)
             s.close()
+            self._room()
         elif opened:
             self._forget(fd)
             self._ready.put(self._channel(s))
@@ -490,6 +517,7 @@ class AioMqListener(AioListener):
             log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
             self._forget(fd)
             s.close()
+            self._room()
 
     def _forget(self, fd: int) -> None:
         _, timer = self._pending.pop(fd)
@@ -510,13 +538,15 @@ class AioMqListener(AioListener):
         )
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
-        return await self._ready.get(self.url, timeout)
+        ch = await self._ready.get(self.url, timeout)
+        self._room()
+        return ch
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._loop.remove_reader(self._q.fileno())
+        self._watch()
         for fd in list(self._pending):
             s, _ = self._pending[fd]
             self._forget(fd)
