@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import grp
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from ipcwire.errors import EndOfChannel, IpcwireError, LocalProtocolError, Timeo
 __all__ = ["add_parser", "run"]
 
 
+TOKEN_ENV: Final = "IPCWIRE_TOKEN"  # noqa: S105 (its name, not a token)
+
 DESCRIPTION: Final = """\
 Pipe stdin to a channel and the channel to stdout: socat for every ipcwire mechanism.
 
@@ -36,6 +40,7 @@ still arriving are printed until the peer closes or --wait seconds pass with non
 """
 
 EPILOG: Final = """\
+environment: IPCWIRE_TOKEN, the token when neither --token nor --token-file is given.
 exit status: 0 done; 1 an error (the message names the endpoint and the fix); 2 bad
 arguments; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Examples: docs/cat.md.
 """
@@ -68,8 +73,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="length: a 4-byte length before each message; ndjson: one JSON value per line, "
         "no handshake without a token, for peers in any language (default: length)",
     )
-    p.add_argument(
-        "--token", default=None, help="shared token, both sides must use it (default: none)"
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--token",
+        default=None,
+        help="shared token, both sides must use it; on the command line other users see it "
+        f"(ps, /proc): prefer --token-file or {TOKEN_ENV} (default: {TOKEN_ENV}, else none)",
+    )
+    secret.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the token from PATH (its first line; a file others can read is refused, "
+        "one its group can read is used with a warning; default: none)",
     )
     p.add_argument(
         "--timeout",
@@ -227,8 +243,13 @@ def run(args: argparse.Namespace) -> int:
         options["codec"] = args.codec
     if args.framing:
         options["framing"] = args.framing
-    if args.token:
-        options["token"] = args.token
+    try:
+        token = _token(args)
+    except _Usage as exc:
+        print(f"ipcwire cat: {exc}", file=sys.stderr)
+        return 2
+    if token is not None:  # (an empty one is refused by connect() and listen())
+        options["token"] = token
     codec = args.codec or ("json" if args.framing == "ndjson" else "bytes")
     if codec not in ("bytes", "json", "msgpack"):
         print("ipcwire cat: --codec must be bytes, json or msgpack", file=sys.stderr)
@@ -237,6 +258,75 @@ def run(args: argparse.Namespace) -> int:
         codec = "names"  # signal: lines are signal names, each received signal its name
     with _sigterm_unwinds():
         return _run(args, options, codec)
+
+
+class _Usage(Exception):
+    """A bad argument: its message is printed and cat exits 2."""
+
+
+def _token(args: argparse.Namespace) -> str | bytes | None:
+    """The token from --token, --token-file or $IPCWIRE_TOKEN, in that order; None: none.
+
+    Raises:
+        _Usage: the file cannot be read, others can read or write it, or it is empty; or the
+            variable is set but empty (taken for no token, a listener would let anyone in).
+    """
+    if args.token is not None:
+        return str(args.token)
+    if args.token_file is not None:
+        return _token_from_file(args.token_file)
+    value = os.environ.get(TOKEN_ENV)
+    if value == "":
+        raise _Usage(
+            f"{TOKEN_ENV} is set but empty: unset it for no token, or put the shared token in it"
+        )
+    return value
+
+
+def _token_from_file(path: str) -> bytes:
+    """The first line of ``path``. Others must not be able to read or write it (as ssh does for
+    a private key: a token every user can read proves nothing, and one every user can write is
+    theirs to choose); its group may, with a warning, since sharing a token with a group is how
+    two users' processes authenticate each other (a socket with mode=0o660 and a shared group).
+    A pipe (``--token-file <(pass show app)``) has no such mode and is read as it is."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as exc:
+        raise _Usage(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
+        mode = stat.S_IMODE(st.st_mode)
+        others, group = mode & 0o006, (mode & 0o060) >> 3
+        if others:
+            raise _Usage(
+                f"the token file {path} is {_how(others)} by every user here (mode "
+                f"{mode:04o}), so its token proves nothing: chmod 600 {path} (or 640 to share "
+                f"it with a group), then choose a new token if others may have read it"
+            )
+        if group:
+            print(
+                f"ipcwire cat: warning: the token file {path} is {_how(group)} by group "
+                f"{_group_name(st.st_gid)} (mode {mode:04o}): each of its members can use the "
+                f"token; chmod 600 {path} unless that is what you want",
+                file=sys.stderr,
+            )
+    token = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not token:
+        raise _Usage(f"the token file {path} is empty: put the shared token on its first line")
+    return token
+
+
+def _how(bits: int) -> str:
+    """What the read and write bits of one class (0o006 for others) let it do."""
+    return {0o004: "readable", 0o002: "writable"}.get(bits, "readable and writable")
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _carries_no_payload(url: str) -> bool:
