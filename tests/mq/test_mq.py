@@ -242,7 +242,7 @@ def test_listener_unlinks_its_queue_and_unlink_false_keeps_it(mq_url: Callable[.
     assert isinstance(listener, MqListener)
     name = listener.queue.name
     listener.close()
-    with pytest.raises(ConnectionRefused, match="Start the listener"):
+    with pytest.raises(ConnectionRefused, match="there is no queue"):
         MessageQueue.open(name)
     kept = ipcwire.listen(url, unlink=False)
     kept.close()

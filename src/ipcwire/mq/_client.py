@@ -42,6 +42,7 @@ __all__ = [
     "connect_args",
     "not_accepting",
     "not_answering",
+    "open_rendezvous",
     "queue_sizes",
     "retry_delay",
 ]
@@ -72,6 +73,23 @@ def connect_args(
     maxmsg = int_option(endpoint, "maxmsg", maxmsg)
     msgsize = int_option(endpoint, "msgsize", msgsize)
     return name, maxmsg, msgsize, timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
+
+
+def open_rendezvous(name: str, url: str) -> MessageQueue:
+    """The listener's queue, opened to announce a client on.
+
+    Raises:
+        ConnectionRefused: there is no listener (no queue): start it, or ``reconnect=``.
+        PermissionDenied: another user's queue.
+    """
+    try:
+        return MessageQueue.open(name, read=False, url=url)
+    except ConnectionRefused as exc:
+        raise ConnectionRefused(
+            f"nothing is listening at {url}: there is no queue {name}. Start the listener "
+            f"first, or pass reconnect=SECONDS to keep trying",
+            endpoint=url,
+        ) from exc.__cause__
 
 
 def retry_delay(

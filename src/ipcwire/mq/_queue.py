@@ -148,10 +148,19 @@ def explain_open_error(
     """The ipcwire error for a failed ``mq_open``."""
     if isinstance(exc, posix_ipc.ExistentialError):
         if creating:
-            return AddressInUse(f"the queue {name} already exists ({url})", endpoint=url)
+            return AddressInUse(
+                f"the queue {name} already exists ({url}): an earlier run left it (a queue "
+                f"stays until it is unlinked or the machine reboots), or another program "
+                f"uses it. Use it as it is (MessageQueue.open({name!r}), or create() with "
+                f"exclusive=False), or, if it is left over, remove it first: python -c "
+                f'"import posix_ipc; posix_ipc.unlink_message_queue({name!r})" (and have '
+                f"the program unlink() the queues it creates when done)",
+                endpoint=url,
+            )
         return ConnectionRefused(
-            f"nothing is listening at {url}: there is no queue {name}. Start the listener "
-            f"first, or pass reconnect=SECONDS to keep trying",
+            f"there is no queue {name} ({url}): create it first (MessageQueue.create("
+            f"{name!r})), or start the program that does (an mq:// listener creates its "
+            f"queue), then open it again",
             endpoint=url,
         )
     if isinstance(exc, posix_ipc.PermissionsError):

@@ -32,6 +32,7 @@ from ipcwire.mq._client import (
     connect_args,
     not_accepting,
     not_answering,
+    open_rendezvous,
     retry_delay,
 )
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
@@ -431,7 +432,7 @@ async def _open_rendezvous(
     delays = backoff_delays()
     while True:
         try:
-            return MessageQueue.open(name, read=False, url=url)
+            return open_rendezvous(name, url)
         except ConnectionRefused as exc:
             await asyncio.sleep(retry_delay(exc, reconnect, start, loop.time(), delays))
 

@@ -39,6 +39,7 @@ from ipcwire.mq._client import (
     connect_args,
     not_accepting,
     not_answering,
+    open_rendezvous,
     retry_delay,
 )
 from ipcwire.mq._proto import EOF_PRIORITY, kernel_priority, pieces
@@ -388,7 +389,7 @@ def _open_rendezvous(name: str, url: str, reconnect: float | None, start: float)
     delays = backoff_delays()
     while True:
         try:
-            return MessageQueue.open(name, read=False, url=url)
+            return open_rendezvous(name, url)
         except ConnectionRefused as exc:
             time.sleep(retry_delay(exc, reconnect, start, time.monotonic(), delays))
 
