@@ -240,12 +240,19 @@ class AioStream(AioChannel):
         if not self.read_done.done():
             self.read_done.set_result(None)
 
-    def call_done(self, _: object = None) -> None:
-        """The RPC is over (client side): sending fails; what arrived can still be read."""
+    def call_done(self, code: Any = None, details: str | None = None) -> None:
+        """The RPC is over (client side), with status ``code`` (a ``grpc.StatusCode``, None
+        if unknown): sending fails, with the blocking driver's words (its ``_call_ended``);
+        what arrived can still be read."""
         if self._broken is None:
-            self._broken = ChannelBroken(
-                f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
-            )
+            err: IpcwireError | None = None
+            if getattr(code, "name", "OK") != "OK":  # (before, the status was not looked at)
+                err = error_from_status(code, details, self.url, doing="sending")
+            if not isinstance(err, ChannelBroken):
+                err = ChannelBroken(
+                    f"cannot send to {self.url}: the server ended the channel", endpoint=self.url
+                )
+            self._broken = err
             self._wake(self._room_waiters)
 
     # -- sending --------------------------------------------------------------------------------

@@ -76,6 +76,19 @@ def _keep_unless_stopped(server: Any, stopped: list[bool]) -> None:
         _DEAD_SERVERS.append(server)
 
 
+_STATUS_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def _ended_status(call: Any) -> tuple[Any, str | None]:
+    """The status of a grpc.aio call that is over (in its done callback), without awaiting:
+    grpc.aio's own ``__await__`` reads the same attribute (grpcio 1.85). ``(None, None)``
+    where it is not there."""
+    status = getattr(getattr(call, "_cython_call", None), "_status", None)
+    if status is None:
+        return None, None
+    return _STATUS_CODES.get(status.code()), status.details()
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -496,7 +509,7 @@ async def _open_stream(
     over: asyncio.Future[None] = loop.create_future()
 
     def rpc_over(_: object) -> None:
-        ch.call_done()
+        ch.call_done(*_ended_status(call))
         if not over.done():
             over.set_result(None)
 
