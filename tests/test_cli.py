@@ -359,3 +359,34 @@ def test_platforms_text_shows_every_reason_whole_at_80_columns() -> None:
     flat = " ".join(out.stdout.split())
     assert "xpc: macOS XPC is not available on linux (it exists only on darwin)" in flat
     assert "use unix:// sockets meanwhile, on macOS too" in flat  # its end, uncut
+
+
+def test_doctor_help_names_every_scheme_doctor_checks() -> None:
+    """The help listed "unix://, tcp://, shm://, mq://, spool://, ws://...": not udp://,
+    dbus:// or clipboard:, which doctor checks too. The list is doctor's own: the schemes its
+    "no checks for" message names, and those it checks as a Unix socket or as TCP."""
+    import re
+
+    import pytest
+
+    from ipcwire.doctor import _OVER_TCP, _OVER_UNIX, diagnose
+    from ipcwire.errors import InvalidURL
+
+    with pytest.raises(InvalidURL) as refused:
+        diagnose("nosuch://x")
+    known = str(refused.value).partition("it knows")[2]
+    schemes = set(re.findall(r"[a-z][a-z+]*", known)) - {"and"}
+    assert {"unix", "tcp", "udp", "dbus", "clipboard", "shm", "mq", "spool", "fifo"} <= schemes
+    out = subprocess.run(
+        [*IPCWIRE, "doctor", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    flat = " ".join(out.stdout.split())
+    named = set(re.findall(r"([a-z][a-z+]*)(?::|\b)", flat))
+    missing = sorted((schemes | _OVER_UNIX | _OVER_TCP) - named)
+    assert not missing, f"doctor --help does not name {missing}: {flat}"
+    assert "..." not in flat
