@@ -17,7 +17,9 @@ from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     ConfigurationError,
+    EndOfChannel,
     FrameTooLarge,
+    IpcwireError,
     LocalProtocolError,
     Timeout,
 )
@@ -74,17 +76,12 @@ def batches(
         yield batch, size
 
 
-def one_way_error(
-    url: str, *, server: bool = False, closed: bool = False
-) -> LocalProtocolError | ChannelClosed:
-    """Using the wrong direction of a one-way channel (ChannelClosed if it is closed)."""
+def one_way_error(url: str, *, closed: bool = False) -> LocalProtocolError | ChannelClosed:
+    """A client's send: the wrong direction of a one-way channel (ChannelClosed if it is
+    closed). The server side's recv() waits for the stream to end instead (see
+    :meth:`ServerChannelBase._recv_error`)."""
     if closed:
         return ChannelClosed(f"{url} is closed", endpoint=url)
-    if server:
-        return LocalProtocolError(
-            f"{url}: Server-Sent Events go from the server to its clients; the server side "
-            f"cannot receive. Use ws:// for both directions"
-        )
     return LocalProtocolError(
         f"{url}: Server-Sent Events go from the server to its clients; a client cannot send. "
         f"Use ws:// for both directions, or http:// for requests"
@@ -229,6 +226,35 @@ class ServerChannelBase:
                 f"{self.url}: stream {self._stream.sid} is gone: {why}", endpoint=self.url
             )
 
+    def _recv_error(self) -> IpcwireError | None:
+        """What the server side's ``recv()`` raises now (call holding the stream's lock);
+        None: the stream is open, and ``recv()`` waits. It receives nothing (Server-Sent
+        Events go one way), so it waits for the end of the stream: ``EndOfChannel`` once its
+        client closed it (ipcwire's client says so: an HTTP DELETE), ``ChannelBroken`` once
+        it is gone otherwise (its client did not come back within ``resume_window=``),
+        ``ChannelClosed`` once this side, or its listener, was closed."""
+        if self._closed:
+            return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if self._server.closing:
+            return ChannelClosed(
+                f"{self.url}: the listener was closed, and its streams with it", endpoint=self.url
+            )
+        s = self._stream
+        why = s.broken
+        if why is None:
+            return None
+        if s.released:
+            return EndOfChannel(f"{self.url}: stream {s.sid} ended: {why}", endpoint=self.url)
+        return ChannelBroken(f"{self.url}: stream {s.sid} is gone: {why}", endpoint=self.url)
+
+    def _still_there(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"the client of {self.url} (stream {self._stream.sid}) is still there after "
+            f"{timeout} s: the server side of an event stream receives nothing, its recv() "
+            f"waits for the stream to end",
+            endpoint=self.url,
+        )
+
     def _full(self, timeout: float | None) -> Timeout:
         return Timeout(
             f"the client of {self.url} is not reading: {self._stream.max_events} events (or "
@@ -253,6 +279,7 @@ class ServerChannelBase:
         with s.lock:
             wake = s.end("the server closed the stream")
             s.notify_senders()
+            s.notify_gone()  # a recv() waiting for the end raises ChannelClosed
         if wake is not None:
             wake()
 

@@ -227,6 +227,7 @@ class SseServer:
                 attached = stream.attached
                 if not attached:
                     stream.expire(f"the listener {self.url} was closed")
+                stream.notify_gone()  # a recv() waiting for the end: ChannelClosed
             if wake is not None:
                 wake()
         await asyncio.sleep(0)  # let the writers send their end events

@@ -67,6 +67,11 @@ class ServerStream:
         self.failed = ""  # it did so after an error: the exception's type (see _common)
         self.end_written = False
         self.broken: str | None = None  # gone: expired, released, or the listener closed
+        self.released = False  # gone because its client said it is done (a clean end)
+        # Wake the server side's recv(), which waits for the stream to be gone (both APIs).
+        self.gone = threading.Condition(self.lock)
+        self.gone_sleepers = 0  # blocking receivers waiting on gone
+        self.gone_waiters: list[asyncio.Future[None]] = []
         self.expiry: asyncio.TimerHandle | None = None  # expires it while nobody is attached
         self.dropped = 0  # events evicted before any connection got them
         self._wake: Callable[[], None] | None = None  # set while the writer waits for events
@@ -284,11 +289,23 @@ class ServerStream:
             self.broken = why
         self._set_room()
         self.notify_senders()
+        self.notify_gone()
+
+    def notify_gone(self) -> None:
+        """Wake the server side's receivers (the stream is gone, or the channel closed)."""
+        if self.gone_sleepers:
+            self.gone.notify_all()
+        waiters, self.gone_waiters = self.gone_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.get_loop().call_soon_threadsafe(_resolve, fut)
 
     def release(self, why: str) -> tuple[Any, Callable[[], None] | None]:
         """Its client is done with the stream (it said so): gone for good, its buffer
         dropped. Returns the attached connection's transport (None if none), to close, and
         the writer's wake-up, to call after releasing the lock."""
+        if self.broken is None:
+            self.released = True
         self.expire(why)
         return self.forget_events()
 

@@ -388,7 +388,33 @@ class AioSseServerChannel(ServerChannelBase, AioChannel):
         self._bytes_sent += size
 
     async def recv(self, *, timeout: float | None = None) -> Any:
-        raise one_way_error(self.url, server=True, closed=self._closed)
+        """Wait for the stream to end: nothing is received on this side of an event stream
+        (``await stream.recv()`` or ``async for _ in stream: pass`` is a handler's "until the
+        client is gone").
+
+        Raises:
+            The same errors as the blocking :meth:`SseServerChannel.recv`.
+        """
+        s = self._stream
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with s.lock:
+                error = self._recv_error()
+                if error is not None:
+                    raise error
+                fut: asyncio.Future[None] = loop.create_future()
+                s.gone_waiters.append(fut)
+            try:
+                async with within_at(deadline):
+                    await fut
+            except BaseException as exc:  # a timeout, or cancelled: stop waiting
+                with s.lock:
+                    if fut in s.gone_waiters:
+                        s.gone_waiters.remove(fut)
+                if isinstance(exc, TimeoutError):
+                    raise self._still_there(timeout) from None
+                raise
 
     async def _aclose_after(self, exc: BaseException | None) -> None:
         self._note_failure(exc)

@@ -349,7 +349,28 @@ class SseServerChannel(ServerChannelBase, Channel):
         self._bytes_sent += size
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        raise one_way_error(self.url, server=True, closed=self._closed)
+        """Wait for the stream to end: nothing is received on this side of an event stream.
+
+        Raises:
+            EndOfChannel: its client closed it (``for _ in stream: pass`` ends there).
+            ChannelBroken: it is gone otherwise (its client did not come back within
+                ``resume_window=``).
+            Timeout: it is still open after ``timeout`` seconds.
+            ChannelClosed: this side, or the listener, is closed (from another thread too).
+        """
+        s = self._stream
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with s.lock:
+            while (error := self._recv_error()) is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise self._still_there(timeout)
+                s.gone_sleepers += 1
+                try:
+                    s.gone.wait(limit(remaining))
+                finally:
+                    s.gone_sleepers -= 1
+        raise error
 
 
 class SseListener(Listener):
