@@ -400,8 +400,8 @@ class SseServer:
         codec = request.headers.get(CODEC_HEADER)
         if codec is not None and codec != opts.codec.name:
             return HandshakeError(
-                f"client uses codec={codec!r}, this server codec={opts.codec.name!r}; use the "
-                f"same codec on both sides"
+                f"the codecs differ: the client uses codec={codec!r}, the server "
+                f"codec={opts.codec.name!r}; use the same codec on both sides"
             )
         if opts.token is None:
             return None
