@@ -40,6 +40,7 @@ from ipcwire.errors import (
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.unix._socket import UnixAddress
 from ipcwire.unix._socket import resolve as resolve_unix
+from ipcwire.ws._not_ws import not_websocket
 
 # the library refuses a message in more fragments than it takes (code 1009), where it can
 _TooManyFragments: Final[Any] = getattr(ws_exceptions, "TooManyFragments", None)
@@ -253,6 +254,9 @@ def rejected_error(exc: InvalidStatus, hs: ClientHandshake, url: str) -> Ipcwire
     """The typed error for an HTTP refusal of the upgrade."""
     response = exc.response
     status = response.status_code
+    other = not_websocket(status, response.headers, url)  # (not a WebSocket server's answer)
+    if other is not None:
+        return other
     detail = header_value(response.headers, ERROR_HEADER)
     if detail is not None:
         try:

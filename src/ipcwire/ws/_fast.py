@@ -30,13 +30,18 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Generator
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
 from websockets.frames import BINARY, CONT, PING, PONG, TEXT, Frame, Opcode
-from websockets.protocol import CLIENT, SERVER, Protocol
+from websockets.http11 import Response
+from websockets.protocol import CLIENT, CONNECTING, SERVER, Protocol
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+
+from ipcwire.ws._not_ws import stops_at_head
 
 try:  # the library's C speedup, as its own frames use it
     from websockets.speedups import apply_mask
@@ -240,7 +245,52 @@ class FastServerProtocol(ServerProtocol, FastFrames):
 
 
 class FastClientProtocol(ClientProtocol, FastFrames):
-    """The library's client protocol with the fast frame loop."""
+    """The library's client protocol with the fast frame loop; it reads the head of the
+    server's answer before the library does, and ends the handshake there when the answer
+    is not a WebSocket endpoint's whatever its body (``ipcwire.ws._not_ws``): the library
+    would wait for the body, which an event stream never ends."""
+
+    def answer_first(self) -> Generator[None]:
+        reader = self.reader
+        while b"\r\n\r\n" not in reader.buffer and not reader.eof:
+            if len(reader.buffer) > _MAX_HEAD:
+                break  # (the library's parser refuses it)
+            yield
+        response = _early_answer(bytes(reader.buffer))
+        if response is not None:  # as the library fails a handshake (client.py, parse)
+            exc = InvalidStatus(response)
+            response._exception = exc
+            self.events.append(response)
+            self.handshake_exc = exc
+            self.send_eof()
+            self.parser = self.discard()
+            next(self.parser)
+            yield
+        yield from ClientProtocol.parse(self)
+
+
+_MAX_HEAD: Final = 64 * 1024
+
+
+def _early_answer(data: bytes) -> Response | None:
+    """The answer's head as a Response (no body) when it shows no WebSocket endpoint gave it;
+    None otherwise (the library parses it, body and all)."""
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("iso-8859-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        return None
+    headers = Headers()
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip()] = value.strip()
+    status = int(parts[1])
+    if status == 101 or not stops_at_head(status, headers.get("Content-Type") or ""):
+        return None
+    return Response(status, parts[2] if len(parts) > 2 else "", headers)
 
 
 def install(protocol: Any) -> None:
@@ -256,3 +306,7 @@ def install(protocol: Any) -> None:
         protocol.__class__ = FastServerProtocol
     elif type(protocol) is ClientProtocol:
         protocol.__class__ = FastClientProtocol
+        client = cast(FastClientProtocol, protocol)
+        if client.state is CONNECTING and not client.reader.buffer:  # (nothing read yet)
+            client.parser = client.answer_first()  # (the library's has read nothing yet)
+            next(client.parser)
