@@ -220,6 +220,16 @@ def error_from_status(
                 f"server listen with mode=0o660 and a group you share ({text})",
                 endpoint=endpoint,
             )
+        if unmade and ("failed parsing http/2" in low or "http1.x server" in low):
+            # Something listens and answered, but not in HTTP/2: grpcio's words came only at
+            # the end of "nothing is listening ... start the server first" before.
+            what = "HTTP/1.x" if "http1.x server" in low else "something that is not HTTP/2"
+            return RemoteProtocolError(
+                f"something is listening at {endpoint}, but it does not speak gRPC (HTTP/2): "
+                f"it answered in {what} (an http://, ws:// or sse+http:// server?); check the "
+                f"port, and that the URL's scheme is the server's ({text})",
+                endpoint=endpoint,
+            )
         if unmade and "socket closed" in low:
             # Something answered, then hung up before gRPC could talk: no refusal.
             if endpoint.startswith("grpcs:"):
