@@ -390,3 +390,14 @@ def test_doctor_help_names_every_scheme_doctor_checks() -> None:
     missing = sorted((schemes | _OVER_UNIX | _OVER_TCP) - named)
     assert not missing, f"doctor --help does not name {missing}: {flat}"
     assert "..." not in flat
+
+
+def test_cat_listening_as_the_sending_end_of_sse_exits_once_stdin_is_sent() -> None:
+    """An sse+http listener only sends: once stdin is sent, cat ends the stream and exits,
+    not after --wait (60 s here; it waited --wait since the server side's recv() waits for
+    the stream's end, 87f5232)."""
+    s_out, c_out = _cat_pair(
+        "sse+http://127.0.0.1:0/cat", '{"n": 1}\n{"n": 2}\n', "", "--codec", "json", "--wait", "60"
+    )
+    assert s_out == ""
+    assert [json.loads(x) for x in c_out.splitlines()] == [{"n": 1}, {"n": 2}]

@@ -192,7 +192,10 @@ def _pump_stdin(ch: Channel, codec: str, fd: int, errors: list[BaseException]) -
         errors.append(OSError(f"cannot read stdin: {exc.strerror or exc}"))
 
 
-def _pipe(ch: Channel, codec: str, wait: float | None) -> int:
+def _pipe(ch: Channel, codec: str, wait: float | None, *, one_way: bool = False) -> int:
+    """Stdin to ``ch`` (a thread), ``ch`` to stdout, until the channel ends, or stdin ended
+    and nothing came for ``wait`` seconds. ``one_way`` (a mechanism that carries messages
+    one way): once stdin ended, a side that sent has nothing to wait for."""
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -209,6 +212,8 @@ def _pipe(ch: Channel, codec: str, wait: float | None) -> int:
     while True:
         # While stdin is open, wake up regularly to notice its end; after that, wait --wait.
         ended = done.is_set()
+        if ended and one_way and not errors and ch.statistics().messages_sent:
+            break  # the sending end of a one-way channel (sse+http's server, a fifo writer)
         try:
             msg = ch.recv(timeout=wait if ended else 0.2)
         except Timeout:
@@ -329,6 +334,16 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+def _one_way(url: str) -> bool:
+    """Whether the mechanism of ``url`` carries messages one way only."""
+    from ipcwire.registry import lookup
+
+    try:
+        return not lookup(url.partition(":")[0]).capabilities.bidirectional
+    except IpcwireError:
+        return False
+
+
 def _carries_no_payload(url: str) -> bool:
     """Whether the mechanism of ``url`` carries no payload (signal:): its messages are names."""
     from ipcwire.registry import lookup
@@ -372,11 +387,11 @@ def _run(args: argparse.Namespace, options: dict[str, Any], codec: str) -> int:
             with ipcwire.listen(args.url, **options) as listener:
                 print(f"ipcwire cat: listening at {listener.url}", file=sys.stderr, flush=True)
                 with listener.accept(timeout=args.timeout) as ch:
-                    return _pipe(ch, codec, args.wait)
+                    return _pipe(ch, codec, args.wait, one_way=_one_way(args.url))
         if args.reconnect is not None:
             options["reconnect"] = args.reconnect
         with ipcwire.connect(args.url, timeout=args.timeout, **options) as ch:
-            return _pipe(ch, codec, args.wait)
+            return _pipe(ch, codec, args.wait, one_way=_one_way(args.url))
     except IpcwireError as exc:
         # (the API's advice names its keyword; here it is the command's flag)
         text = str(exc).replace("reconnect=SECONDS", "--reconnect SECONDS")
