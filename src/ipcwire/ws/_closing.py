@@ -59,7 +59,12 @@ class SyncCloseBound:
         # The reader thread calls this after each read it processes, the library's senders
         # after each write; both with the connection's lock held.
         super().send_data()  # type: ignore[misc]
-        if not self._ipcwire_dead and keepalive_failed(self.protocol):
+        # (close_sent is None while open: one attribute read per send on the hot path)
+        if (
+            self.protocol.close_sent is not None
+            and not self._ipcwire_dead
+            and keepalive_failed(self.protocol)
+        ):
             self._ipcwire_dead = True
             self._ipcwire_shutdown()  # (after the close frame: no handshake to wait for)
             return
@@ -118,7 +123,11 @@ class AioCloseBound:
 
     def send_data(self) -> None:
         super().send_data()  # type: ignore[misc]
-        if self._ipcwire_cut is None and keepalive_failed(self.protocol):
+        if (
+            self.protocol.close_sent is not None
+            and self._ipcwire_cut is None
+            and keepalive_failed(self.protocol)
+        ):
             self.transport.abort()  # (after the close frame: no closing handshake to wait for)
 
     def data_received(self, data: bytes) -> None:
