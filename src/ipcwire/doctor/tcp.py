@@ -9,43 +9,20 @@ surprise of a server bound to 127.0.0.1 while the client dials the machine's oth
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 
 from ipcwire._procfs import TcpEntry, describe_pid, pids_for_inodes, tcp_sockets
 from ipcwire.doctor._model import Report
+from ipcwire.doctor._net import covers, is_local, owner
 
 __all__ = ["check_tcp"]
 
 CONNECT_TIMEOUT = 2.0
 
 
-def _is_local(addr: str, family: int) -> bool:
-    """Whether ``addr`` belongs to this machine (a trial bind to port 0 succeeds)."""
-    try:
-        if ipaddress.ip_address(addr).is_loopback:
-            return True
-    except ValueError:
-        return False
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((addr, 0))
-        except OSError:
-            return False
-    return True
-
-
-def _covers(entry: TcpEntry, addr: str) -> bool:
-    """Whether a listener bound to ``entry.host`` accepts connections to ``addr``."""
-    if entry.host in ("0.0.0.0", "::"):  # noqa: S104 - the wildcard, read from /proc
-        return entry.host == "::" or ":" not in addr
-    return entry.host == addr
-
-
 def _listener_text(entry: TcpEntry) -> str:
-    pids = pids_for_inodes({entry.inode})
-    who = ", ".join(describe_pid(p) for p in pids) if pids else f"a process of uid {entry.uid}"
+    who = owner(entry.inode, entry.uid)
     host = f"[{entry.host}]" if ":" in entry.host else entry.host
     return f"{who} on {host}:{entry.port}"
 
@@ -84,7 +61,7 @@ def check_tcp(host: str, port: int, *, listen: bool = False) -> Report:
         if addr in seen:
             continue
         seen.add(addr)
-        local = _is_local(addr, family)
+        local = is_local(addr, family, socket.SOCK_STREAM)
         if listen:
             _check_bind(report, addr, family, port, local, listeners, evidence)
         else:
@@ -104,8 +81,8 @@ def _check_connect(
     code, what = _connect(addr, family, port)
     shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
     ev = [f"connect({shown}) -> {what}", *evidence]
-    mine = [e for e in listeners if _covers(e, addr)]
-    others = [e for e in listeners if not _covers(e, addr)]
+    mine = [e for e in listeners if covers(e.host, addr)]
+    others = [e for e in listeners if not covers(e.host, addr)]
     if code == 0:
         who = "; ".join(_listener_text(e) for e in mine) if mine else "a server"
         report.add("tcp.live", "ok", f"{shown} accepts connections: {who}", ev,
@@ -166,7 +143,7 @@ def _check_bind(
         report.add("tcp.free", "ok", f"{shown} is free: a server can listen there", ev)
         return
     if code == errno.EADDRINUSE:
-        holders = [e for e in listeners if _covers(e, addr) or e.host == addr]
+        holders = [e for e in listeners if covers(e.host, addr) or e.host == addr]
         who = "; ".join(_listener_text(e) for e in holders) or "another process"
         pids = pids_for_inodes({e.inode for e in holders})
         fix = f"stop {describe_pid(pids[0])} (kill {pids[0]})" if pids else "stop that server"

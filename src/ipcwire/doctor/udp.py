@@ -15,12 +15,12 @@ bind says whether a server could start.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import select
 import socket
 
 from ipcwire._procfs import UdpEntry, describe_pid, pids_for_inodes, udp_sockets
 from ipcwire.doctor._model import Report
+from ipcwire.doctor._net import covers, is_local, owner
 from ipcwire.doctor.tcp import os_error
 
 __all__ = ["check_udp"]
@@ -33,35 +33,8 @@ def _shown(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def _is_local(addr: str, family: int) -> bool:
-    """Whether ``addr`` belongs to this machine (a trial bind to port 0 succeeds)."""
-    try:
-        if ipaddress.ip_address(addr).is_loopback:
-            return True
-    except ValueError:
-        return False
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((addr, 0))
-        except OSError:
-            return False
-    return True
-
-
-def _covers(entry: UdpEntry, addr: str) -> bool:
-    """Whether a socket bound to ``entry.host`` receives datagrams sent to ``addr``."""
-    if entry.host in ("0.0.0.0", "::"):  # noqa: S104 - the wildcard, read from /proc
-        return entry.host == "::" or ":" not in addr
-    return entry.host == addr
-
-
-def _owner(entry: UdpEntry) -> str:
-    pids = pids_for_inodes({entry.inode})
-    return ", ".join(describe_pid(p) for p in pids) if pids else f"a process of uid {entry.uid}"
-
-
 def _entry_text(entry: UdpEntry) -> str:
-    text = f"{_owner(entry)} on {_shown(entry.host, entry.port)}"
+    text = f"{owner(entry.inode, entry.uid)} on {_shown(entry.host, entry.port)}"
     if entry.peer:
         text += f" (connected to {entry.peer})"
     return text + f", {entry.rx_queue} bytes queued, {entry.drops} dropped"
@@ -112,7 +85,7 @@ def check_udp(host: str, port: int, *, listen: bool = False) -> Report:
         if addr in seen:
             continue
         seen.add(addr)
-        local = _is_local(addr, family)
+        local = is_local(addr, family, socket.SOCK_DGRAM)
         if listen:
             _check_bind(report, addr, family, port, local, entries, evidence)
         else:
@@ -131,7 +104,7 @@ def _check_send(
     evidence: list[str],
 ) -> None:
     shown = _shown(addr, port)
-    mine = [e for e in entries if _covers(e, addr)]
+    mine = [e for e in entries if covers(e.host, addr)]
     open_ = [e for e in mine if e.peer is None]
     if open_:
         who = "; ".join(_entry_text(e) for e in open_)
@@ -196,7 +169,7 @@ def _check_drops(report: Report, entries: list[UdpEntry], evidence: list[str]) -
     for e in entries:
         if not e.drops:
             continue
-        who = _owner(e)
+        who = owner(e.inode, e.uid)
         report.add(
             "udp.drops",
             "warning",
