@@ -9,11 +9,18 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import ConfigurationError, InvalidURL, MechanismUnavailable
-from ipcwire.options import file_mode, reject_unknown
+from ipcwire.options import ChannelOptions, file_mode, reject_unknown
 from ipcwire.spool._store import SpoolStore
 from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 
-__all__ = ["OPTIONS", "SpoolConfig", "connect_options", "listen_options", "spool_options"]
+__all__ = [
+    "OPTIONS",
+    "SpoolConfig",
+    "connect_options",
+    "listen_options",
+    "refuse_token",
+    "spool_options",
+]
 
 OPTIONS: Final = (
     "mode",
@@ -103,6 +110,30 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
     if cfg.reap_interval <= 0 or cfg.poll_interval <= 0:
         raise ConfigurationError(f"reap_interval and poll_interval for {endpoint} must be > 0")
     return cfg
+
+
+def refuse_token(options: ChannelOptions) -> None:
+    """A spool has no handshake: a token would be checked by nobody, so it is refused
+    (and with it ``codec='pickle'``, which needs one).
+
+    Raises:
+        ConfigurationError: ``token=`` was given.
+    """
+    if options.token is not None:
+        pickle = (
+            " codec='pickle' cannot be used on a spool either (it needs a token, and "
+            "unpickling a message file runs whatever code its writer put in it): use "
+            "codec='json' or 'msgpack'"
+            if options.codec.name == "pickle"
+            else ""
+        )
+        raise ConfigurationError(
+            f"{options.url}: token= on a spool would authenticate nothing: a spool has no "
+            f"handshake, and anyone who may write its directory can add messages; only the "
+            f"directory's mode (mode=, 0o700 by default: only you) protects it. Drop "
+            f"token=.{pickle}",
+            endpoint=options.url,
+        )
 
 
 def connect_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:

@@ -23,7 +23,7 @@ from ipcwire.errors import LocalProtocolError, Timeout
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
 from ipcwire.spool._consume import Claim
-from ipcwire.spool._options import SpoolConfig, connect_options, listen_options
+from ipcwire.spool._options import SpoolConfig, connect_options, listen_options, refuse_token
 from ipcwire.spool._store import SpoolStore
 
 __all__ = ["AioSpoolChannel", "AioSpoolListener", "connect", "listen"]
@@ -156,6 +156,7 @@ class AioSpoolChannel(ChannelCore, AioChannel):
 
 async def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSpoolChannel:
     """Open the spool at ``spool:///dir``; options as for the blocking ``connect``."""
+    refuse_token(options)
     cfg = connect_options(endpoint, kw)
     return AioSpoolChannel(cfg.store(endpoint.url), options.wire(), endpoint.url, cfg)
 
@@ -186,5 +187,6 @@ class AioSpoolListener(ListenerCore, AioListener):
 
 async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioSpoolListener:
     """Create (if needed) the spool and return its consumer listener."""
+    refuse_token(options)
     cfg = listen_options(endpoint, kw)
     return AioSpoolListener(endpoint, options, cfg)

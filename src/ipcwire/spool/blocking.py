@@ -25,7 +25,13 @@ from ipcwire.channel import Channel, Listener
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
 from ipcwire.spool._consume import Claim
-from ipcwire.spool._options import SpoolConfig, connect_options, listen_options, spool_options
+from ipcwire.spool._options import (
+    SpoolConfig,
+    connect_options,
+    listen_options,
+    refuse_token,
+    spool_options,
+)
 from ipcwire.spool._store import SpoolStore
 
 __all__ = ["Delivery", "SpoolChannel", "SpoolListener", "connect", "listen", "spool_options"]
@@ -157,6 +163,7 @@ def connect(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SpoolChan
     "polling", which a spool on NFS written from other hosts needs), ``mode``. ``timeout``
     and ``reconnect`` are accepted and ignored: opening a spool never waits.
     """
+    refuse_token(options)
     cfg = connect_options(endpoint, kw)
     wire = options.wire()
     return SpoolChannel(cfg.store(endpoint.url), wire, endpoint.url, cfg)
@@ -190,5 +197,6 @@ class SpoolListener(ListenerCore, Listener):
 def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SpoolListener:
     """Create (if needed) the spool at ``spool:///dir`` and return its consumer listener;
     the options are those of :func:`connect`, plus ``backlog`` (accepted, ignored)."""
+    refuse_token(options)
     cfg = listen_options(endpoint, kw)
     return SpoolListener(endpoint, options, cfg)
