@@ -25,6 +25,7 @@ from ipcwire.unix._socket import (
     peer_info,
     resolve,
 )
+from ipcwire.unix._trust import check_server, trusted_uids
 
 __all__ = ["connect", "listen"]
 
@@ -35,11 +36,20 @@ async def connect(
     *,
     timeout: float | None = None,
     reconnect: float | None = None,
+    allow_uids: Iterable[int] | None = None,
     **kw: Any,
 ) -> AioStreamChannel:
-    """Connect to a Unix socket; see :func:`ipcwire.aio.connect`."""
-    reject_unknown(kw, endpoint, ("timeout", "reconnect"))
+    """Connect to a Unix socket; see :func:`ipcwire.aio.connect`.
+
+    ``allow_uids``: the uids the server may run as, checked (SO_PEERCRED) before anything is
+    sent; by default your own uid and root for an abstract name, anyone for a path.
+
+    Raises:
+        PermissionDenied: the server's uid is not allowed (nothing was sent to it).
+    """
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "allow_uids"))
     addr = resolve(endpoint)
+    trusted = trusted_uids(addr, allow_uids)
     loop = asyncio.get_running_loop()
 
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
@@ -60,6 +70,8 @@ async def connect(
             sock.setblocking(False)
             await aio_connect_when_room(sock, addr.sockaddr, mark_busy)
             busy = False
+            # before the protocol exists: its connection_made sends the hello
+            check_server(sock, addr, endpoint.url, trusted, explicit=allow_uids is not None)
             return await loop.create_unix_connection(factory, sock=sock)
         except BaseException:
             sock.close()

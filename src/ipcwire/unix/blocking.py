@@ -21,6 +21,7 @@ from ipcwire.unix._socket import (
     peer_info,
     resolve,
 )
+from ipcwire.unix._trust import check_server, trusted_uids
 
 __all__ = ["connect", "listen"]
 
@@ -31,11 +32,20 @@ def connect(
     *,
     timeout: float | None = None,
     reconnect: float | None = None,
+    allow_uids: Iterable[int] | None = None,
     **kw: Any,
 ) -> StreamChannel:
-    """Connect to a Unix socket; see :func:`ipcwire.connect`."""
-    reject_unknown(kw, endpoint, ("timeout", "reconnect"))
+    """Connect to a Unix socket; see :func:`ipcwire.connect`.
+
+    ``allow_uids``: the uids the server may run as, checked (SO_PEERCRED) before anything is
+    sent; by default your own uid and root for an abstract name, anyone for a path.
+
+    Raises:
+        PermissionDenied: the server's uid is not allowed (nothing was sent to it).
+    """
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "allow_uids"))
     addr = resolve(endpoint)
+    trusted = trusted_uids(addr, allow_uids)
 
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
 
@@ -46,6 +56,7 @@ def connect(
             connect_when_room(
                 sock, addr.sockaddr, time.monotonic() + remaining, endpoint.url, limit
             )
+            check_server(sock, addr, endpoint.url, trusted, explicit=allow_uids is not None)
             return sock
         except BaseException:
             sock.close()
