@@ -14,7 +14,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelBroken, ChannelClosed, ConfigurationError, Timeout
-from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
+from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token, private
 from ipcwire.fifo._path import (
     CreatedFifos,
     FifoPaths,
@@ -28,7 +28,7 @@ from ipcwire.fifo._path import (
     wait_open_write,
     writer_busy,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, file_mode, reject_unknown
 from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._fdutil import PIPE_BUF
 from ipcwire.pipe.aio import open_aio_channel
@@ -277,6 +277,8 @@ async def connect(
             raise client_busy(paths.reply, endpoint.url, limit)
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, 0.05)
+    if rfd is not None and paths.reply is not None:
+        rfd = private(rfd, paths.reply, options)
     pause = 0.001
     try:
         while (wfd := open_write_once(paths.path, endpoint.url)) is None:
@@ -285,6 +287,7 @@ async def connect(
                 raise no_reader(paths.path, endpoint.url, limit)
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 0.05)
+        wfd = private(wfd, paths.path, options)
     except BaseException:
         if rfd is not None:
             os.close(rfd)
@@ -311,7 +314,7 @@ async def listen(
     """
     reject_unknown(kw, endpoint, ("mode",))
     paths = resolve(endpoint)
-    check_token(options, paths)
+    check_token(options, paths, file_mode(mode, endpoint.url))
     return AioFifoListener(endpoint.url, paths, options, mode=mode)
 
 
@@ -342,7 +345,7 @@ class AioFifoListener(AioListener):
         self._session_done = asyncio.Event()
         self._created = CreatedFifos(paths, url, mode)
         try:
-            self._rfd: int | None = open_read(paths.path, url)
+            self._rfd: int | None = private(open_read(paths.path, url), paths.path, options)
             self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
             self._created.remove()
@@ -365,8 +368,9 @@ class AioFifoListener(AioListener):
                     await self._session_done.wait()  # a FIFO has one reader: wait for it
                     if self._closed:
                         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-                if self._rfd is None:
-                    self._rfd = open_read(self.paths.path, self.url)
+                if self._rfd is None:  # by path: checked again (it may have been replaced)
+                    path = self.paths.path
+                    self._rfd = private(open_read(path, self.url), path, self._options)
                 rfd = self._rfd
                 if self.paths.reply is not None:
                     waiting_for_client = True

@@ -34,7 +34,7 @@ from ipcwire.errors import (
     ConfigurationError,
     Timeout,
 )
-from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token
+from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token, private
 from ipcwire.fifo._path import (
     CreatedFifos,
     FifoPaths,
@@ -46,7 +46,7 @@ from ipcwire.fifo._path import (
     resolve,
     wait_open_write,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, file_mode, reject_unknown
 from ipcwire.pipe._channel import PipeChannel
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._fdutil import close_fds
@@ -84,9 +84,9 @@ def connect(
     deadline = time.monotonic() + limit
     rfd = None
     if paths.reply is not None:  # first: a client waiting its turn must not be a writer yet
-        rfd = lock_reply(paths.reply, endpoint.url, limit, deadline)
+        rfd = private(lock_reply(paths.reply, endpoint.url, limit, deadline), paths.reply, options)
     try:
-        wfd = open_write(paths.path, endpoint.url, limit, deadline)
+        wfd = private(open_write(paths.path, endpoint.url, limit, deadline), paths.path, options)
     except BaseException:
         if rfd is not None:
             os.close(rfd)
@@ -134,7 +134,7 @@ def listen(
     """
     reject_unknown(kw, endpoint, ("mode",))
     paths = resolve(endpoint)
-    check_token(options, paths)
+    check_token(options, paths, file_mode(mode, endpoint.url))
     return FifoListener(endpoint.url, paths, options, mode=mode)
 
 
@@ -154,7 +154,7 @@ class FifoListener(Listener):
         try:
             # Holding the read end open lets writers connect at once; in one-way mode the
             # listener keeps one open for its whole life (see accept).
-            self._rfd: int | None = open_read(paths.path, url)
+            self._rfd: int | None = private(open_read(paths.path, url), paths.path, options)
             self._keeper = open_read(paths.path, url) if paths.reply is None else None
         except BaseException:
             self._created.remove()
@@ -188,8 +188,9 @@ class FifoListener(Listener):
                         self.url,
                     )
                 )
-            if self._rfd is None:
-                self._rfd = open_read(self.paths.path, self.url)
+            if self._rfd is None:  # by path: checked again (the FIFO may have been replaced)
+                path = self.paths.path
+                self._rfd = private(open_read(path, self.url), path, self._options)
             rfd = self._rfd
         wfd = None
         if self.paths.reply is not None:
