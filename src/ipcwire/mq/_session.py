@@ -31,6 +31,7 @@ from ipcwire.errors import (
     ConfigurationError,
     InvalidURL,
     IpcwireError,
+    PermissionDenied,
     RemoteProtocolError,
     ResourceExhausted,
     Timeout,
@@ -346,9 +347,15 @@ def bind_rendezvous(
         ConfigurationError, ResourceExhausted, PermissionDenied: creating the queue.
     """
     path = lock_path(name)
-    lock = FileLock(path, mode=0o644)
+    lock = FileLock(path, mode=0o644, own=True)
     try:
         lock.acquire(timeout=0)
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            f"cannot listen at {url}: {exc} Pick another name, or have that user or root "
+            f"remove it (and the queue {name}, if there is one)",
+            endpoint=url,
+        ) from exc
     except Timeout:
         holder = lock.holder()
         raise AddressInUse(
@@ -374,6 +381,11 @@ def bind_rendezvous(
                     endpoint=url,
                 ) from None
             q = MessageQueue.open(name, url=url)
+            try:
+                _check_adopted(q, name, url, mode)
+            except BaseException:
+                q.close()
+                raise
             q.owner = True
             log.info("ipcwire: %s adopted the queue %s left by an earlier listener", url, name)
     except BaseException:
@@ -382,6 +394,34 @@ def bind_rendezvous(
         lock.release()
         raise
     return q, lock
+
+
+def _check_adopted(q: MessageQueue, name: str, url: str, mode: int) -> None:
+    """A queue left by an earlier listener is adopted only if it is this user's and no more
+    open than ``mode``: queue names are global, and another user may have made it first
+    (to read the announcements, or serve this listener's clients itself).
+
+    Raises:
+        PermissionDenied: another owner, or a wider mode; names both and the fix.
+    """
+    st = os.fstat(q.fileno())
+    uid, have = os.geteuid(), st.st_mode & 0o777
+    if st.st_uid != uid:
+        raise PermissionDenied(
+            f"cannot listen at {url}: the queue {name} exists and is owned by uid "
+            f"{st.st_uid} (mode {have:#o}); you are uid {uid}, and a listener never adopts "
+            f"another user's queue. Pick another name, or have that user or root remove it: "
+            f'python -c "import posix_ipc; posix_ipc.unlink_message_queue({name!r})"',
+            endpoint=url,
+        )
+    if have & ~mode:
+        raise PermissionDenied(
+            f"cannot listen at {url}: the queue {name} left by an earlier listener is mode "
+            f"{have:#o}, which lets more users in than mode={mode:#o}; remove it (python -c "
+            f'"import posix_ipc; posix_ipc.unlink_message_queue({name!r})") or listen with '
+            f"mode={have:#o} if that is meant",
+            endpoint=url,
+        )
 
 
 def bind_listener(

@@ -28,7 +28,7 @@ from typing import Self
 from ipcwire._oserror import translate
 from ipcwire._procfs import describe_pid
 from ipcwire.aio._timeouts import within
-from ipcwire.errors import ConfigurationError, Timeout
+from ipcwire.errors import ConfigurationError, PermissionDenied, Timeout
 from ipcwire.spool._watch import IN_CLOSE, Watcher
 
 __all__ = ["FileLock", "LockHolder", "lock_holders"]
@@ -88,12 +88,25 @@ class FileLock:
     removed it) does not count: acquiring checks, after ``flock``, that its file is still at
     ``path``, and otherwise tries again with the file there now. ``created`` is True when
     the last acquisition made the lock file (there was none).
+
+    ``own=True``: a lock file that is there already must be this user's and writable by
+    nobody else (in a shared directory, another user could have made it first, to squat
+    the lock or read what its holder writes into it); otherwise acquiring raises
+    ``PermissionDenied`` naming its owner and mode, before writing anything into it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, shared: bool = False, mode: int = 0o644):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        shared: bool = False,
+        mode: int = 0o644,
+        own: bool = False,
+    ):
         self.path = os.fspath(path)
         self.shared = shared
         self.mode = mode
+        self.own = own
         self._fd: int | None = None
         self.owner: int | None = None  # the pid that took the lock (a forked child shares it)
         self.created = False  # the last acquire created the lock file (there was none)
@@ -109,6 +122,8 @@ class FileLock:
         op = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
         while True:
             fd, created = self._open()
+            if self.own and not created:
+                self._check_own(fd)
             try:
                 fcntl.flock(fd, op)
             except OSError as exc:
@@ -148,6 +163,30 @@ class FileLock:
                     f"link planted in a shared directory could point at any file)"
                 ) from exc
             raise translate(exc, self.path, "opening the lock file") from exc
+
+    def _check_own(self, fd: int) -> None:
+        """``own=True``: the lock file ``fd`` is this user's, writable by nobody else.
+
+        Raises:
+            PermissionDenied: another owner, or a mode that lets others write it (``fd``
+                is closed).
+        """
+        uid = os.geteuid()
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise translate(exc, self.path, "checking the lock file") from exc
+        have = st.st_mode & 0o777
+        if st.st_uid == uid and not have & 0o022:
+            return
+        os.close(fd)
+        raise PermissionDenied(
+            f"the lock file {self.path} is mode {have:#o} and owned by uid {st.st_uid} (you "
+            f"are uid {uid}): it is not this user's alone, so it is not trusted (another user "
+            f"may have made it first). Have its owner or root remove it if it is stale",
+            endpoint=self.path,
+        )
 
     def _still_at_path(self, fd: int) -> bool:
         """True when the file ``fd`` has open is still the one at the path (the standard
