@@ -34,7 +34,7 @@ from ipcwire.mq._proto import (
     strip_frame,
 )
 from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
-from ipcwire.mq._session import close_fd, int_option, open_pidfd
+from ipcwire.mq._session import close_fd, int_option, open_pidfd, pickle_over_shared_queues
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = [
@@ -177,6 +177,8 @@ class ClientSession:
     ) -> None:
         self.url = options.url
         self.options = options
+        if mode & 0o077 and options.codec.name == "pickle":
+            raise pickle_over_shared_queues(self.url, f"mode={mode:#o} would let")
         n, up_size, dn_size = queue_sizes(options, maxmsg, msgsize)
         up_name, dn_name = pair_names(base)
         _reclaim(up_name, self.url)

@@ -60,6 +60,7 @@ __all__ = [
     "close_fd",
     "int_option",
     "open_pidfd",
+    "pickle_over_shared_queues",
     "release_rendezvous",
     "server_accept",
 ]
@@ -162,6 +163,18 @@ class ServerSession:
             raise step.error
         self.done = step.done
         return step.done
+
+    def refuse(self, error: IpcwireError) -> None:
+        """Refuse the client before its handshake, telling it why (it raises ``error``'s
+        type with the text).
+
+        Raises:
+            IpcwireError: ``error``.
+        """
+        step = self.hs.reject(error, "permission")
+        if step.send:
+            self.dn.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY)
+        raise error
 
     def advance(self, url: str) -> bool | None:
         """Read the client's next handshake message if one is there: True when the channel is
@@ -274,12 +287,41 @@ def server_accept(
         fails=hello.fails,
     )
     try:
+        shared = shared_pair(up, dn, options)
+        if shared is not None:
+            session.refuse(shared)
         session._step(hello.hello)
     except IpcwireError as exc:
         log.warning("ipcwire: %s refused client pid %d: %s", url, hello.pid, exc)
         session.close()
         return None
     return session
+
+
+def pickle_over_shared_queues(url: str, what: str) -> ConfigurationError:
+    """The error for pickle over a pair of queues that others may open."""
+    return ConfigurationError(
+        f"codec='pickle' refused for {url}: {what} other users open the channel's queues, "
+        f"and a queue does not tell one writer from another. The token authenticates only "
+        f"the handshake, not the messages after it: a pickle another user put into a queue "
+        f"would run here. Use codec='msgpack' or 'json' (safe with any mode), or, when only "
+        f"you run both ends, connect with mode=0o600 (the default)",
+        endpoint=url,
+    )
+
+
+def shared_pair(
+    up: MessageQueue, dn: MessageQueue, options: ChannelOptions
+) -> ConfigurationError | None:
+    """With pickle, the error for a client's pair that others may open (``connect(mode=
+    0o660)``), else None."""
+    if options.codec.name != "pickle":
+        return None
+    have = (os.fstat(up.fileno()).st_mode | os.fstat(dn.fileno()).st_mode) & 0o777
+    if not have & 0o077:
+        return None
+    what = f"the client's queues are mode {have:#o}, which lets"
+    return pickle_over_shared_queues(options.url, what)
 
 
 @dataclass
