@@ -36,6 +36,20 @@ _BROKEN = {
     errno.EBADF: "the file descriptor was closed underneath the channel",
 }
 
+# Out of room on a file system: the spool's files, a socket file, a FIFO, a lock file.
+_NO_ROOM = {
+    errno.ENOSPC: (
+        "no space left on the file system (or no free inodes: df -h, df -i); free some, or "
+        "use a directory on another one"
+    ),
+    errno.EDQUOT: "over your disk quota (quota -s); free some space, or ask for a larger quota",
+    errno.EFBIG: (
+        "over the file size limit (RLIMIT_FSIZE, ulimit -f, or the file system's own); raise "
+        "it, or send smaller messages"
+    ),
+}
+_PREPOSITIONS = frozenset({"on", "to", "from", "with", "in", "at", "for", "into", "of"})
+
 
 def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
     """The ipcwire error for ``exc`` raised while ``doing`` (e.g. "sending") at ``endpoint``.
@@ -59,9 +73,26 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
             f"full ({exc.strerror}); close unused channels, or raise fs.file-max (sysctl)",
             endpoint=endpoint,
         )
-    if code in (errno.ENOMEM, errno.ENOBUFS):
+    if code == errno.ENOBUFS:
         return ResourceExhausted(
             f"the kernel is out of buffer memory while {doing} {endpoint} ({exc.strerror})",
+            endpoint=endpoint,
+        )
+    if code == errno.ENOMEM:
+        return ResourceExhausted(
+            f"out of memory while {doing} {endpoint} ({exc.strerror}): the machine's, or this "
+            f"process's address-space limit (RLIMIT_AS, ulimit -v); free memory, raise the "
+            f"limit, or ask for less (a smaller capacity=, max_frame=)",
+            endpoint=endpoint,
+        )
+    if code in _NO_ROOM:
+        return ResourceExhausted(
+            f"{_NO_ROOM[code]} while {doing} {endpoint} ({exc.strerror})", endpoint=endpoint
+        )
+    if code == errno.EROFS:
+        return PermissionDenied(
+            f"the file system is read-only while {doing} {endpoint} ({exc.strerror}); use a "
+            f"directory on a writable one",
             endpoint=endpoint,
         )
     if code == errno.ECONNREFUSED:
@@ -77,7 +108,11 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
     if code in (errno.ETIMEDOUT, errno.EAGAIN) or isinstance(exc, TimeoutError):
         return Timeout(f"timed out while {doing} {endpoint}", endpoint=endpoint)
     why = _BROKEN.get(code or 0, exc.strerror or str(exc))
-    return ChannelBroken(f"{endpoint} broke while {doing} it: {why}", endpoint=endpoint)
+    words = doing.split()
+    # "sending" and "listening on" take the endpoint as their object ("... while sending
+    # it"); "creating the spool" has one ("... broke while creating the spool it" before)
+    it = " it" if len(words) == 1 or words[-1] in _PREPOSITIONS else ""
+    return ChannelBroken(f"{endpoint} broke while {doing}{it}: {why}", endpoint=endpoint)
 
 
 def accept_failed(exc: OSError, url: str) -> float:
