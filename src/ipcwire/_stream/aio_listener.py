@@ -11,6 +11,7 @@ from typing import Any
 from ipcwire._core.handshake import MAX_HANDSHAKING
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
+from ipcwire._stream.listener import log_text
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, IpcwireError, Timeout
@@ -113,7 +114,8 @@ class AioStreamListener(AioListener):
             # (a token, an allow-list, the protocol) is a WARNING on both
             gone = isinstance(error, ChannelBroken | Timeout)
             level = logging.INFO if gone else logging.WARNING
-            log.log(level, "ipcwire: %s refused or dropped a client: %s", self.url, error)
+            text = log_text(error)
+            log.log(level, "ipcwire: %s refused or dropped a client: %s", self.url, text)
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server

@@ -41,7 +41,7 @@ from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
-__all__ = ["Authorizer", "StreamListener"]
+__all__ = ["Authorizer", "StreamListener", "log_text"]
 
 log = logging.getLogger("ipcwire")
 
@@ -49,6 +49,14 @@ _LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
 
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
+
+
+def log_text(error: IpcwireError) -> str:
+    """What the server's log says about a refused client: the error's text is what the client
+    is told; an error may carry more for the server's eyes only (``server_log``: an
+    ``allow_uids`` list that a refused uid should not learn, and the fix)."""
+    text = getattr(error, "server_log", None)
+    return text if isinstance(text, str) else str(error)
 
 
 @dataclass(eq=False)
@@ -342,7 +350,7 @@ class StreamListener(Listener):
         read and discard what it still sends until it closes or _LINGER passes, so that a
         client still writing gets the reason instead of a reset that discards it."""
         who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
-        log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, error)
+        log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, log_text(error))
         try:
             p.sock.setblocking(False)
             if reply:

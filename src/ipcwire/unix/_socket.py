@@ -48,6 +48,7 @@ from ipcwire.errors import (
 )
 
 __all__ = [
+    "UidRefused",
     "UnixAddress",
     "backlog_delays",
     "backlog_full",
@@ -147,6 +148,17 @@ def peer_info(sock: socket.socket, address: str) -> PeerInfo:
     return PeerInfo(pid=pid or None, uid=uid, gid=gid, address=address)
 
 
+class UidRefused(PermissionDenied):
+    """An ``allow_uids`` refusal. Its text is what the refused peer is told (its own uid, not
+    who else is allowed); ``server_log`` is what the server's log says (the list, the fix)."""
+
+    server_log: str
+
+    def __init__(self, message: str, *, endpoint: str, server_log: str) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.server_log = server_log
+
+
 def make_authorizer(
     url: str, address: str, allow_uids: Iterable[int] | None
 ) -> Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]:
@@ -156,10 +168,15 @@ def make_authorizer(
     def authorize(sock: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
         peer = peer_info(sock, address)
         if allowed is not None and peer.uid not in allowed:
-            return peer, PermissionDenied(
-                f"uid {peer.uid} (pid {peer.pid}) may not connect to {url}: it is not in "
-                f"allow_uids {sorted(allowed)}; add it there if it should",
+            return peer, UidRefused(
+                f"uid {peer.uid} (pid {peer.pid}) may not connect to {url}: the server does "
+                f"not allow uid {peer.uid}; ask its owner to add it to the server's allow_uids",
                 endpoint=url,
+                server_log=(
+                    f"uid {peer.uid} (pid {peer.pid}) is not in allow_uids {sorted(allowed)}; "
+                    f"if it should connect, add it there (listen({url!r}, "
+                    f"allow_uids=[..., {peer.uid}]))"
+                ),
             )
         return peer, None
 
