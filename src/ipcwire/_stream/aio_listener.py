@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ipcwire._core.handshake import MAX_HANDSHAKING
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire._stream.listener import log_text
+from ipcwire._stream.listener import DropLog, log_text
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, IpcwireError, Timeout
@@ -49,6 +50,8 @@ class AioStreamListener(AioListener):
         # connected, not yet ready (held ones too), oldest first
         self._handshaking: dict[AioStreamChannel, None] = {}
         self._closed = False
+        self._droplog = DropLog(url)  # (bounded: see DropLog)
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def protocol_factory(self) -> StreamProtocol:
         """For ``loop.create_server``/``create_unix_server``."""
@@ -64,7 +67,9 @@ class AioStreamListener(AioListener):
                 oldest = next(iter(self._handshaking))
             del self._handshaking[oldest]
             self._held.pop(oldest, None)
-            log.info(
+            self._log(
+                logging.INFO,
+                f"dropped: it was the oldest of {MAX_HANDSHAKING} in their handshake",
                 "ipcwire: %s dropped a client: it was the oldest of %d in their handshake",
                 self.url,
                 MAX_HANDSHAKING,
@@ -114,8 +119,23 @@ class AioStreamListener(AioListener):
             # (a token, an allow-list, the protocol) is a WARNING on both
             gone = isinstance(error, ChannelBroken | Timeout)
             level = logging.INFO if gone else logging.WARNING
+            kind = f"{'dropped' if gone else 'refused'} ({type(error).__name__})"
             text = log_text(error)
-            log.log(level, "ipcwire: %s refused or dropped a client: %s", self.url, text)
+            self._log(level, kind, "ipcwire: %s refused or dropped a client: %s", self.url, text)
+
+    def _log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        """Log through the DropLog; its count of what it did not log is written when its
+        window ends (a timer on the loop), or at close()."""
+        self._droplog.log(level, kind, msg, *args)
+        due = self._droplog.due()
+        if due is not None and self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            delay = max(due - time.monotonic(), 0.0)
+            self._flush_timer = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        self._droplog.flush(final=True)  # (the loop's timer may run a little early)
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server
@@ -135,5 +155,9 @@ class AioStreamListener(AioListener):
         for ch in list(self._handshaking):  # as the blocking listener: cut off, never handed out
             ch.close()
         self._held.clear()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self._droplog.flush(final=True)
         if self._on_close is not None:
             self._on_close()

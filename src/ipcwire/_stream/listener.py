@@ -17,6 +17,7 @@ never make the queue longer than ``backlog``.
 from __future__ import annotations
 
 import logging
+import math
 import selectors
 import socket
 import ssl
@@ -25,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import (
@@ -41,14 +43,76 @@ from ipcwire.channel import Channel, Listener, PeerInfo
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
-__all__ = ["Authorizer", "StreamListener", "log_text"]
+__all__ = ["Authorizer", "DropLog", "StreamListener", "log_text"]
 
 log = logging.getLogger("ipcwire")
 
 _LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
+# A listener logs the first _LOG_BURST clients of each kind it drops or refuses in a window
+# of _LOG_WINDOW seconds one by one; the rest it counts, in one line as the window ends.
+_LOG_BURST: Final = 5
+_LOG_WINDOW: Final = 10.0
 
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
+
+
+class DropLog:
+    """A listener's log of the clients it drops or refuses, bounded: a flood of connections
+    that never send a hello (or send garbage) wrote one line each, 36,265 in 12 s. The first
+    ``_LOG_BURST`` of each kind in a window of ``_LOG_WINDOW`` seconds are logged as they
+    come; the rest are counted and told in one line when the window ends (:meth:`due`, then
+    :meth:`flush`, which the listener calls; and at its close): "unix:///x.sock: 36,260 more
+    clients dropped or refused in the last 10 s, not logged one by one: 36,000 dropped: it
+    was the oldest of 512 clients in their handshake; 260 ...". Not thread-safe: one
+    listener's acceptor thread, or its event loop, uses it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._start = math.inf  # when the window began (time.monotonic()), inf: none yet
+        self._logged: dict[str, int] = {}  # kind: how many logged one by one in the window
+        self._counted: dict[str, int] = {}  # kind: how many not logged
+        self._level = logging.INFO  # the highest level counted
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        """``log.log(level, msg, *args)``, unless ``kind`` had its share of this window."""
+        now = time.monotonic()
+        self.flush(now)
+        if self._start == math.inf:
+            self._start = now
+        n = self._logged.get(kind, 0)
+        if n < _LOG_BURST:
+            self._logged[kind] = n + 1
+            log.log(level, msg, *args)
+            return
+        self._counted[kind] = self._counted.get(kind, 0) + 1
+        self._level = max(self._level, level)
+
+    def due(self) -> float | None:
+        """When :meth:`flush` has a line to write (``time.monotonic()``), or None."""
+        return self._start + _LOG_WINDOW if self._counted else None
+
+    def flush(self, now: float | None = None, *, final: bool = False) -> None:
+        """End the window if it is over (or ``final``: the listener closes), writing the count
+        of what was not logged."""
+        now = time.monotonic() if now is None else now
+        if now < self._start + _LOG_WINDOW and not final:
+            return
+        if self._counted:
+            kinds = sorted(self._counted.items(), key=lambda kv: -kv[1])
+            log.log(
+                self._level,
+                "ipcwire: %s: %s more clients dropped or refused in the last %.3g s, not "
+                "logged one by one: %s",
+                self.url,
+                f"{sum(self._counted.values()):,}",
+                max(now - self._start, 0.0),
+                "; ".join(f"{n:,} {kind}" for kind, n in kinds),
+            )
+        self._start = math.inf
+        self._logged.clear()
+        self._counted.clear()
+        self._level = logging.INFO
 
 
 def log_text(error: IpcwireError) -> str:
@@ -96,6 +160,7 @@ class StreamListener(Listener):
         self._on_close = on_close
         self._configure = configure
         self._closed = False
+        self._droplog = DropLog(url)
         self._cond = threading.Condition()
         self._ready: deque[Channel] = deque()
         self._max_ready = max(1, max_ready)
@@ -160,6 +225,9 @@ class StreamListener(Listener):
                     wait = max(min(p.deadline for p in self._pending.values()) - now, 0.0)
                 if now < self._retry_at:
                     wait = min(wait if wait is not None else ACCEPT_RETRY, self._retry_at - now)
+                due = self._droplog.due()
+                if due is not None:
+                    wait = max(min(wait if wait is not None else math.inf, due - now), 0.0)
                 for key, _ in self._sel.select(wait):
                     if self._closed:
                         break
@@ -169,6 +237,7 @@ class StreamListener(Listener):
                         self._drain_wake()
                     else:
                         self._advance(key.data)
+                self._droplog.flush()
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("ipcwire: the acceptor of %s failed", self.url)
         finally:
@@ -177,6 +246,7 @@ class StreamListener(Listener):
                 p.sock.close()
             while self._waiting:
                 self._waiting.popleft().sock.close()
+            self._droplog.flush(final=True)
 
     def _full(self) -> bool:
         """Whether the backlog has no place for one more client (then nobody is accepted)."""
@@ -215,7 +285,13 @@ class StreamListener(Listener):
             peer, refusal = self._authorize(conn)
         except OSError as exc:
             conn.close()
-            log.info("ipcwire: %s: dropped a client: %s", self.url, exc)
+            self._droplog.log(
+                logging.INFO,
+                "dropped: its socket failed at once",
+                "ipcwire: %s: dropped a client: %s",
+                self.url,
+                exc,
+            )
             return
         opts = self._options
         hs = opts.server_handshake(goodbye=True)
@@ -233,7 +309,13 @@ class StreamListener(Listener):
                 )
             except (OSError, ValueError) as exc:
                 conn.close()
-                log.info("ipcwire: %s: TLS setup failed: %s", self.url, exc)
+                self._droplog.log(
+                    logging.INFO,
+                    "dropped: TLS setup failed",
+                    "ipcwire: %s: TLS setup failed: %s",
+                    self.url,
+                    exc,
+                )
                 return
             p.tls = True
         elif not hs.needed:
@@ -292,10 +374,10 @@ class StreamListener(Listener):
         except FrameTooLarge:
             self._drop(p, "sent an oversized handshake frame (not an ipcwire client?)")
         except (OSError, ssl.SSLError) as exc:
-            self._drop(p, f"failed during the handshake: {exc}")
+            self._drop(p, "failed during the handshake", f": {exc}")
         except Exception as exc:  # a bug, or bytes nobody foresaw: that client alone goes
             log.exception("ipcwire: %s: a client's handshake failed unexpectedly", self.url)
-            self._drop(p, f"broke the handshake ({type(exc).__name__}: {exc})")
+            self._drop(p, "broke the handshake", f" ({type(exc).__name__}: {exc})")
 
     def _finish(self, p: _Pending, welcome: bytes = b"") -> None:
         """``p`` is past its handshake: into the backlog if it has a place, else it waits."""
@@ -331,7 +413,7 @@ class StreamListener(Listener):
             try:
                 p.sock.sendall(p.welcome)  # small, into an empty buffer: never blocks
             except (OSError, ssl.SSLError) as exc:
-                self._drop(p, f"was gone before its handshake completed: {exc}")
+                self._drop(p, "was gone before its handshake completed", f": {exc}")
                 return
         p.decoder.grow()
         p.decoder.max_frame = self._options.max_frame
@@ -350,7 +432,14 @@ class StreamListener(Listener):
         read and discard what it still sends until it closes or _LINGER passes, so that a
         client still writing gets the reason instead of a reset that discards it."""
         who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
-        log.warning("ipcwire: %s refused a client (%s): %s", self.url, who, log_text(error))
+        self._droplog.log(
+            logging.WARNING,
+            f"refused ({type(error).__name__})",
+            "ipcwire: %s refused a client (%s): %s",
+            self.url,
+            who,
+            log_text(error),
+        )
         try:
             p.sock.setblocking(False)
             if reply:
@@ -382,13 +471,26 @@ class StreamListener(Listener):
         """The client hung up at the token proof: it has another token (a warning, as a
         client with a wrong token is)."""
         pid = f" (pid {p.peer.pid} uid {p.peer.uid})" if p.peer.pid else ""
-        log.warning("ipcwire: %s", token_mismatch(f"the client of {self.url}{pid}"))
+        self._droplog.log(
+            logging.WARNING,
+            "refused: it has another token",
+            "ipcwire: %s",
+            token_mismatch(f"the client of {self.url}{pid}"),
+        )
         self._forget(p)
         p.sock.close()
 
-    def _drop(self, p: _Pending, why: str) -> None:
+    def _drop(self, p: _Pending, why: str, detail: str = "") -> None:
         who = f"pid {p.peer.pid}" if p.peer.pid else (p.peer.address or "a client")
-        log.info("ipcwire: %s dropped %s: it %s", self.url, who, why)
+        self._droplog.log(
+            logging.INFO,
+            f"dropped: it {why}",
+            "ipcwire: %s dropped %s: it %s%s",
+            self.url,
+            who,
+            why,
+            detail,
+        )
         self._forget(p)
         p.sock.close()
 
