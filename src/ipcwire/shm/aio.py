@@ -67,7 +67,10 @@ async def connect(
         async with within(max(min(began + limit, now + options.handshake_timeout) - now, 0)):
             info = peer_info(sock, path)
             hs = options.client_handshake("length")  # rings keep boundaries
-            await loop.sock_sendall(sock, hs.hello())
+            try:
+                await loop.sock_sendall(sock, hs.hello())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server refused at once: its reason is waiting to be read below
             while True:
                 body, _ = await recv_frame(loop, sock, 0)
                 step = hs.receive(body)

@@ -31,6 +31,7 @@ from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
     IpcwireError,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
@@ -206,7 +207,10 @@ def _handshake_client(
 ) -> ClientHandshake:
     hs = options.client_handshake("length")  # rings keep boundaries
     sock.settimeout(max(deadline - time.monotonic(), 0.001))
-    sock.sendall(hs.hello())
+    try:
+        sock.sendall(hs.hello())
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server refused at once: its reason is waiting to be read below
     while True:
         body, _ = recv_frame(sock, deadline, 0)
         step = hs.receive(body)
@@ -401,14 +405,45 @@ class ShmListener(Listener):
                         continue
                     with self._cond:
                         self._pending.add(conn)
-                    threading.Thread(
-                        target=self._setup,
-                        args=(conn,),
-                        name=f"ipcwire setup {self.url}",
-                        daemon=True,
-                    ).start()
+                    try:
+                        threading.Thread(
+                            target=self._setup,
+                            args=(conn,),
+                            name=f"ipcwire setup {self.url}",
+                            daemon=True,
+                        ).start()
+                    except RuntimeError as exc:  # at the process's thread limit
+                        self._no_thread(conn, exc)
         finally:
             sel.close()
+
+    def _no_thread(self, conn: socket.socket, exc: RuntimeError) -> None:
+        """No thread could be started for ``conn``'s setup (RLIMIT_NPROC, a cgroup's
+        pids.max): refuse that client, say why, and go on accepting. The refusal is one small
+        frame (the client reads it after its hello, or after its hello failed); the socket
+        buffer takes it without waiting."""
+        err = ResourceExhausted(
+            f"the server cannot start a thread for this connection ({exc}): it is at its "
+            f"limit of processes/threads; try again later",
+            endpoint=self.url,
+        )
+        log.warning(
+            "ipcwire: %s refused a client: a thread for its setup could not be started "
+            "(%s): this process is at its limit of processes/threads (RLIMIT_NPROC, or the "
+            "cgroup's pids.max). Raise that limit, or serve fewer clients at once "
+            "(serve(max_channels=))",
+            self.url,
+            exc,
+        )
+        try:
+            conn.setblocking(False)
+            conn.send(self._options.server_handshake("length").reject(err, "busy").send)
+        except OSError:
+            pass
+        conn.close()
+        with self._cond:
+            self._pending.discard(conn)
+            self._cond.notify_all()
 
     def _pause(self, sel: selectors.BaseSelector, seconds: float) -> bool:
         """Out of descriptors: the client stays in the kernel's backlog and the socket
