@@ -33,6 +33,7 @@ import errno
 import fcntl
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -132,15 +133,54 @@ class SpoolStore(Consuming):
                 try:
                     os.mkdir(d, mode)
                 except FileExistsError:
+                    self._check_existing(d, mode)
                     continue
                 os.chmod(d, mode)  # exactly mode= (mkdir's mode is cut by the umask)
             usable = os.access(self.new, os.R_OK | os.W_OK | os.X_OK)
+        except PermissionDenied:
+            raise  # (_check_existing's: a PermissionError too)
         except PermissionError as exc:
             raise self._denied() from exc
         except OSError as exc:
             raise translate(exc, self.url, "creating the spool") from exc
         if not usable:
             raise self._denied()
+
+    def _check_existing(self, d: str, mode: int) -> None:
+        """A directory of the spool that was there already: whoever may write it may add
+        messages, so it is used only when that is who ``mode=`` lets in. Never through a
+        symbolic link (another user could point the spool into a tree of theirs); owned by
+        another user only when its group is one of this process's and ``mode=`` shares the
+        spool with the group (the shared spool of mode=0o770); never writable by every user
+        unless ``mode=`` says so.
+
+        Raises:
+            PermissionDenied: it is not such a directory; the message names owner and fix.
+        """
+        st = os.lstat(d)
+        why = None
+        if stat.S_ISLNK(st.st_mode):
+            why = "is a symbolic link (a spool's directories are never followed through one)"
+        elif not stat.S_ISDIR(st.st_mode):
+            why = "is not a directory"
+        elif st.st_mode & 0o002 and not mode & 0o002:
+            why = f"is mode {oct(st.st_mode & 0o7777)}: every user may add messages to it"
+        elif st.st_uid != os.geteuid() and not (
+            mode & 0o070 and st.st_gid in {os.getegid(), *os.getgroups()}
+        ):
+            why = (
+                f"is mode {oct(st.st_mode & 0o7777)} and belongs to uid {st.st_uid} (group "
+                f"{st.st_gid}); you are uid {os.geteuid()}, and mode={oct(mode)} does not share "
+                f"the spool with a group of yours"
+            )
+        if why is not None:
+            raise PermissionDenied(
+                f"will not use the spool {self.path}: {d} {why}; whoever may write it may add "
+                f"messages. Use a spool directory of your own, or share one on purpose: "
+                f"mode=0o770 on every side and a group you are in (chgrp, chmod -R g+rwX, "
+                f"o-rwx)",
+                endpoint=self.url,
+            )
 
     def _denied(self) -> PermissionDenied:
         """Name the directory in the way, its mode and owner, and the fix."""
