@@ -113,10 +113,22 @@ def retry_delay(
     return min(next(delays), left)
 
 
-def not_answering(url: str, limit: float, backlog: int) -> Timeout:
+def not_answering(
+    url: str, limit: float, backlog: int, *, listener_uid: int | None = None, mode: int = 0o600
+) -> Timeout:
     """A connect whose announcement was not answered in time: the listener answers up to
     ``backlog`` clients that nobody accepted yet (its thread or event loop, accept() or
-    not), then leaves the others in its queue."""
+    not), then leaves the others in its queue. ``listener_uid``: the owner of the
+    listener's queue; another user cannot open this client's queues when ``mode`` keeps the
+    group out, which looks the same from here, so the message says so."""
+    if listener_uid is not None and listener_uid != os.geteuid() and not mode & 0o060:
+        return Timeout(
+            f"the server at {url} did not answer within {limit:g} s: it runs as uid "
+            f"{listener_uid} and this client's queues are mode {mode:#o}, which it may not "
+            f"open. Connect with mode=0o660 and run both in a group you share (the "
+            f"listener's own mode= likewise)",
+            endpoint=url,
+        )
     return Timeout(
         f"the server at {url} is not accepting connections: nobody answered within "
         f"{limit:g} s (its backlog of {backlog} clients waiting for accept() is full: it "

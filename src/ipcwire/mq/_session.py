@@ -219,6 +219,19 @@ def _valid_pair(hello: Hello, base: str) -> bool:
     return tag.startswith((base + ".", "/ipcwire.")) and "/" not in tag[1:]
 
 
+def _not_ours(url: str, pid: int, exc: IpcwireError) -> None:
+    """The client's queues may not be opened by this listener's user (the client is alive:
+    "is gone" was logged here before)."""
+    log.warning(
+        "ipcwire: %s cannot open the queues of client pid %d (%s): it runs as another user "
+        "and its queues are not open to this one; both sides need mode=0o660 and a group "
+        "they share",
+        url,
+        pid,
+        exc,
+    )
+
+
 def server_accept(
     data: bytes, base: str, options: ChannelOptions, timeout: float
 ) -> ServerSession | None:
@@ -242,6 +255,9 @@ def server_accept(
         up = MessageQueue.open(hello.up, write=False, url=url)
     except ResourceExhausted:
         raise  # this side's shortage: the client's queues stay, for a later try
+    except PermissionDenied as exc:
+        _not_ours(url, hello.pid, exc)
+        return None
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(hello.dn)
@@ -252,6 +268,10 @@ def server_accept(
     except ResourceExhausted:
         up.close()
         raise
+    except PermissionDenied as exc:
+        up.close()
+        _not_ours(url, hello.pid, exc)
+        return None
     except IpcwireError as exc:
         log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(up.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Final
 
@@ -379,6 +380,7 @@ async def connect(
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = await _open_rendezvous(name, endpoint.url, reconnect, start)
     backlog = rendezvous.maxmsg
+    listener_uid = os.fstat(rendezvous.fileno()).st_uid
     try:
         # Wait for room before creating the pair: a client killed while it waits would leave
         # queues that only the next connect of that name removes (_client._reclaim).
@@ -404,7 +406,13 @@ async def connect(
                 if not await _wait_fd(
                     session.dn.fileno(), write=False, timeout=deadline - loop.time()
                 ):
-                    raise not_answering(endpoint.url, deadline - start, backlog)
+                    raise not_answering(
+                        endpoint.url,
+                        deadline - start,
+                        backlog,
+                        listener_uid=listener_uid,
+                        mode=mode,
+                    )
                 continue
             if session.feed(*got):
                 break

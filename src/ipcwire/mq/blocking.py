@@ -346,6 +346,7 @@ def connect(
     deadline = start + max(limit, reconnect or 0.0)
     rendezvous = _open_rendezvous(name, endpoint.url, reconnect, start)
     backlog = rendezvous.maxmsg
+    listener_uid = os.fstat(rendezvous.fileno()).st_uid
     try:
         # Wait for room before creating the pair: a client killed while it waits would leave
         # queues that only the next connect of that name removes (_client._reclaim).
@@ -364,7 +365,13 @@ def connect(
             got = session.dn.try_recv()
             if got is None:
                 if _wait_one(session.dn.fileno(), _IN, deadline) is None:
-                    raise not_answering(endpoint.url, deadline - start, backlog)
+                    raise not_answering(
+                        endpoint.url,
+                        deadline - start,
+                        backlog,
+                        listener_uid=listener_uid,
+                        mode=mode,
+                    )
                 continue
             if session.feed(*got):
                 break
