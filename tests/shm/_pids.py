@@ -45,10 +45,11 @@ class ThreadLimit:
         """Move ``pid`` with all its threads into the cgroup."""
         (self.path / "cgroup.procs").write_text(str(pid))
 
-    def hold(self) -> int:
-        """No new thread or process in the cgroup from now on; returns how many it holds."""
+    def hold(self, more: int = 0) -> int:
+        """No new thread or process in the cgroup from now on (but ``more``); returns how
+        many it holds."""
         current = int((self.path / "pids.current").read_text())
-        (self.path / "pids.max").write_text(str(current))
+        (self.path / "pids.max").write_text(str(current + more))
         return current
 
     def lift(self) -> None:

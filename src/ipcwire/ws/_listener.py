@@ -188,7 +188,26 @@ class WsListener(ListenerCore, Listener):
             with self._cond:
                 self._inflight += 1
                 self._opening[t] = conn
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as exc:  # at the process's thread limit
+                with self._cond:
+                    self._inflight -= 1
+                    del self._opening[t]
+                conn.close()
+                self._no_thread("its handshake", exc)
+
+    def _no_thread(self, what: str, exc: RuntimeError) -> None:
+        """Say that a client was dropped because a thread for ``what`` could not start."""
+        log.warning(
+            "ipcwire: %s dropped a client: a thread for %s could not be started (%s): this "
+            "process is at its limit of processes/threads (RLIMIT_NPROC, or the cgroup's "
+            "pids.max). Raise that limit, or serve fewer clients at once "
+            "(serve(max_channels=))",
+            self.url,
+            what,
+            exc,
+        )
 
     def _wrapped(self, sock: socket.socket) -> None:
         """The handshake thread's client socket is now ``sock`` (TLS wrapped it)."""
@@ -206,6 +225,12 @@ class WsListener(ListenerCore, Listener):
             with self._cond:
                 current = self._opening.get(threading.current_thread(), sock)
             current.close()  # (this thread owns it; the client sees the end of the stream)
+        except RuntimeError as exc:  # a thread of the connection's own could not start
+            self._no_thread("its connection", exc)
+            with self._cond:
+                current = self._opening.get(threading.current_thread(), sock)
+            _cut(current)  # (ends the connection's reading thread, if that one started)
+            current.close()
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("ipcwire: %s: a handshake failed", self.url)
         with self._cond:
