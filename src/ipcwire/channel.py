@@ -18,7 +18,13 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ipcwire._deadline import limit
-from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
+from ipcwire.errors import (
+    ChannelClosed,
+    EndOfChannel,
+    IpcwireError,
+    ResourceExhausted,
+    Timeout,
+)
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["Channel", "ChannelStatistics", "Listener", "PeerInfo"]
@@ -104,6 +110,23 @@ def log_handler_end(url: str, peer: PeerInfo | None, exc: Exception) -> None:
         log.warning("ipcwire: the handler of %s ended: %s", client, exc)
     else:
         log.error("ipcwire: the handler of %s raised", client, exc_info=exc)
+
+
+def _no_thread(url: str, ch: Channel, exc: RuntimeError, streak: int) -> None:
+    """``serve()`` could not start a thread for the client on ``ch``: the client is told
+    (ResourceExhausted, as the failure of the server's side), and the first of a streak of
+    such drops, then one in 100, is a WARNING; the listener goes on serving (it accepts
+    again, and clients are served once threads can start)."""
+    who = describe_peer(ch.peer)
+    err = ResourceExhausted(
+        f"{url} cannot start a thread for a client{f' ({who})' if who else ''} ({exc}): the "
+        f"process is at its limit of processes or threads (ulimit -u, a container's "
+        f"pids.max); raise it, or bound the clients served at once with serve(max_channels=)",
+        endpoint=url,
+    )
+    ch._close_after(err)
+    if streak == 1 or streak % 100 == 0:
+        log.warning("%s (%d client(s) dropped in a row)", err, streak)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +434,7 @@ class Listener(abc.ABC):
         slots = threading.BoundedSemaphore(max_channels) if max_channels else None
         active: dict[Channel, threading.Thread] = {}
         lock = threading.Lock()
+        no_thread = 0  # clients dropped in a row for want of a thread
 
         def run(ch: Channel) -> None:
             try:
@@ -439,7 +463,17 @@ class Listener(abc.ABC):
                 t = threading.Thread(target=run, args=(ch,), name=f"ipcwire {ch.url}", daemon=True)
                 with lock:
                     active[ch] = t
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError as exc:  # "can't start new thread": a process limit
+                    with lock:
+                        active.pop(ch, None)
+                    if slots is not None:
+                        slots.release()
+                    no_thread += 1
+                    _no_thread(self.url, ch, exc, no_thread)
+                else:
+                    no_thread = 0
         finally:
             # The listener is closed: close the remaining channels so blocked handlers wake
             # (they see ChannelClosed), then wait for them, boundedly.
