@@ -12,10 +12,10 @@ from aiohttp import web
 
 from ipcwire._core.url import Endpoint
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import InvalidURL, IpcwireError, PermissionDenied
+from ipcwire.errors import InvalidURL, IpcwireError
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
-from ipcwire.unix._socket import UnixAddress, peer_info
+from ipcwire.unix._socket import UidRefused, UnixAddress, peer_info
 from ipcwire.unix._socket import bind_listener as bind_unix
 from ipcwire.unix._socket import resolve as resolve_unix
 
@@ -145,10 +145,15 @@ def uid_check(
     def check(peer: PeerInfo) -> IpcwireError | None:
         if peer.uid in allowed:
             return None
-        return PermissionDenied(
-            f"uid {peer.uid} (pid {peer.pid}) may not use {url}: it is not in allow_uids "
-            f"{sorted(allowed)}; add it there if it should",
+        # the peer learns it is not allowed, not who is (the list is the server log's)
+        return UidRefused(
+            f"uid {peer.uid} (pid {peer.pid}) may not use {url}: the server does not allow "
+            f"uid {peer.uid}; ask its owner to add it to the server's allow_uids",
             endpoint=url,
+            server_log=(
+                f"uid {peer.uid} (pid {peer.pid}) is not in allow_uids {sorted(allowed)}; if "
+                f"it should use {url}, add it there (allow_uids=[..., {peer.uid}])"
+            ),
         )
 
     return check

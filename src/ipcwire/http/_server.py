@@ -255,6 +255,11 @@ class HttpServer(Endpoints):
         if self._authorize is not None:
             refusal = self._authorize(self._peer(request))
             if refusal is not None:
+                log.warning(
+                    "ipcwire: %s refused a client: %s",
+                    self.url,
+                    getattr(refusal, "server_log", refusal),
+                )
                 raise Problem(403, "forbidden", str(refusal))
         if rest.startswith(CHANNELS + "/"):
             sid, _, sub = rest[len(CHANNELS) + 1 :].partition("/")
