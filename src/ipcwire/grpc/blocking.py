@@ -40,6 +40,7 @@ from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options,
 from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
+from ipcwire.grpc._pool import Pool, refusing
 from ipcwire.grpc._protocol import (
     CALL,
     MAX_FRAME_KEY,
@@ -128,8 +129,19 @@ class GrpcListener(Listener):
                 return  # accepted already (the application sees the end), or never queued
         ch.close()
 
+    def _refuse_if_no_thread(self, context: Any) -> None:
+        """No pool thread could be started for this RPC (``_pool``): refuse it at once."""
+        reason = refusing()
+        if reason is not None:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server cannot start a thread for this connection ({reason}): it is at "
+                f"its limit of processes/threads; try again later",
+            )
+
     # The handlers grpcio calls, in its pool threads.
     def stream(self, request_iterator: Any, context: Any) -> Any:
+        self._refuse_if_no_thread(context)
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
             context.abort(*adm.error)
@@ -160,6 +172,7 @@ class GrpcListener(Listener):
         return ch.outgoing()
 
     def call(self, request: bytes, context: Any) -> bytes:
+        self._refuse_if_no_thread(context)
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
             context.abort(*adm.error)
@@ -507,13 +520,13 @@ def listen(
     addr = resolve(endpoint, listening=True)
     core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
     ensure_descriptors(endpoint.url)
-    pool = futures.ThreadPoolExecutor(max_channels, thread_name_prefix="ipcwire-grpc")
+    pool = Pool(max_channels, endpoint.url)
     server = grpc.server(pool, maximum_concurrent_rpcs=max_channels, options=core.server_options())
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip
     url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)
     listener = GrpcListener(url, core, cleanup)
-    core.url = url
+    core.url = pool.url = url
     server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
     server.start()
     listener.server = server
