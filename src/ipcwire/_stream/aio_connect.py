@@ -13,7 +13,7 @@ from ipcwire._stream.handshake import silent_server
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, ConnectionRefused, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
 __all__ = ["aio_connect_stream", "client_connect"]
@@ -63,6 +63,15 @@ async def aio_connect_stream(
                     f"{err} (kept trying for {reconnect} s)", endpoint=url
                 ) from exc
             raise err from exc
+        except ChannelBroken as exc:
+            # The server went away between accepting and answering (a reset, or end of
+            # stream: restarting, killed): within reconnect=, as a refusal, try again.
+            if type(exc) is not ChannelBroken or retry_until is None:
+                raise
+            now = loop.time()
+            if now >= retry_until:
+                raise ChannelBroken(f"{exc} (kept trying for {reconnect} s)", endpoint=url) from exc
+            await asyncio.sleep(min(next(delays), retry_until - now))
 
 
 async def client_connect(
@@ -98,7 +107,13 @@ async def client_connect(
     if on_connected is not None:
         on_connected(loop.time())
     try:
-        ch._peer = peer(transport.get_extra_info("socket"))
+        try:
+            ch._peer = peer(transport.get_extra_info("socket"))
+        except OSError:
+            # (EBADF: the server closed at once, and the transport with it, before this
+            # ran: the handshake's own error below says what happened)
+            if not done.done():
+                raise
         await done
     except BaseException:
         transport.abort()

@@ -13,7 +13,13 @@ from ipcwire._stream.handshake import client_handshake
 from ipcwire._stream.retry import backoff_delays
 from ipcwire._stream.transport import ByteStream, SocketStream, TlsStream
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import AuthenticationFailed, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import (
+    AuthenticationFailed,
+    ChannelBroken,
+    ConnectionRefused,
+    IpcwireError,
+    Timeout,
+)
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "connect_stream", "tls_error"]
@@ -64,7 +70,6 @@ def connect_stream(
         attempt_end = now + limit
         try:
             sock = open_socket(max(attempt_end - now, 0.001))
-            break
         except OSError as exc:
             err = explain(exc) or translate(exc, url, "connecting to")
             if isinstance(err, ConnectionRefused) and retry_until is not None:
@@ -80,6 +85,30 @@ def connect_stream(
                     raise  # the driver's own words (a unix listener's full backlog)
                 raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
             raise err from exc
+        try:
+            return _handshake(options, sock, attempt_end, peer, ssl_context, server_hostname, url)
+        except ChannelBroken as exc:
+            # The server went away between accepting and answering (a reset, or end of
+            # stream: restarting, killed): within reconnect=, as a refusal, try again.
+            if type(exc) is not ChannelBroken or retry_until is None:
+                raise
+            now = time.monotonic()
+            if now >= retry_until:
+                raise ChannelBroken(f"{exc} (kept trying for {reconnect} s)", endpoint=url) from exc
+            time.sleep(min(next(delays), retry_until - now))
+
+
+def _handshake(
+    options: ChannelOptions,
+    sock: socket.socket,
+    attempt_end: float,
+    peer: Callable[[socket.socket], PeerInfo],
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    url: str,
+) -> StreamChannel:
+    """TLS (if asked) and the client handshake on the connected ``sock``, then the channel;
+    ``sock`` is closed if they fail."""
     try:
         info = peer(sock)
         stream: ByteStream
