@@ -19,6 +19,7 @@ extension) leaves the pure-Python paths alone.
 from __future__ import annotations
 
 import atexit
+import errno
 import socket
 import threading
 import time
@@ -44,6 +45,11 @@ from ipcwire.errors import (
 )
 
 __all__ = ["StreamChannel", "native_stream_classes"]
+
+# A write that met these found the peer's end (it closed, or was killed).
+_PEER_GONE: Final = frozenset(
+    (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN)
+)
 
 _monotonic = time.monotonic
 _NOWAIT: Final = _NOSIGNAL | getattr(socket, "MSG_DONTWAIT", 0)
@@ -217,6 +223,12 @@ class StreamChannel(Channel):
         self._fast_sendall = None
         sender = self._sender
         if sender is not None and sender.torn and not isinstance(exc, PartialWrite):
+            if exc.errno in _PEER_GONE:
+                # this send's own write met the peer's end part-way through the message (it
+                # was killed): say that, and send no more
+                if self._send_broken is None:
+                    self._send_broken = translate(exc, self.url, "sending to")
+                return self._send_broken
             # another thread's send was torn (the native sender disabled itself)
             if self._send_broken is None:
                 self._send_broken = self._torn_error(None, True)
