@@ -188,3 +188,50 @@ def test_grow_keeps_what_arrived_and_gives_the_ordinary_buffer() -> None:
     assert len(dec._buf) == 256 * 1024
     dec.feed(b": 2}\n")
     assert _drain(dec) == [b'{"a": 1}', b'{"b": 2}']
+
+
+def _read_like_a_socket(
+    dec: LengthPrefixDecoder, data: bytes, chunk: int = 100_003
+) -> tuple[list[bytes], int]:
+    """Feed ``data`` through get_buffer/buffer_updated, at most ``chunk`` bytes a read;
+    the frames and how many buffers the decoder allocated. After every read the buffer holds
+    no more than the ordinary 256 KiB, or twice what has arrived and a read more (what
+    arrived: ``data`` so far, and what the buffer held before)."""
+    before = len(dec._buf)
+    frames: list[bytes] = []
+    buffers = 0
+    pos = 0
+    while pos < len(data):
+        view = dec.get_buffer()
+        if view.obj is not dec._buf or pos == 0:
+            buffers += 1
+        n = min(len(view), len(data) - pos, chunk)
+        view[:n] = data[pos : pos + n]
+        dec.buffer_updated(n)
+        pos += n
+        assert len(dec._buf) <= max(before, 256 * 1024, 2 * pos + 3 * 65536)
+        frames.extend(_drain(dec))
+    return frames, buffers
+
+
+def test_a_frame_header_alone_does_not_allocate_what_it_announces() -> None:
+    """Before: the read after a header announcing 60 MiB offered a 64 MiB buffer, whether
+    or not the bytes ever came (a peer took max_frame from a server with 4 bytes)."""
+    dec = LengthPrefixDecoder()
+    frames, _ = _read_like_a_socket(dec, HEADER.pack(60 << 20) + b"x" * 65536)
+    assert frames == []
+    view = dec.get_buffer()  # the next read
+    assert len(dec._buf) <= 256 * 1024
+    assert len(view) >= 65536
+
+
+def test_a_large_frame_grows_the_buffer_as_it_arrives_and_arrives_whole() -> None:
+    payload = bytes(range(256)) * (8 << 12) + b"tail!"  # 8 MiB and 5 bytes
+    dec = LengthPrefixDecoder()
+    frames, buffers = _read_like_a_socket(dec, _length_stream([payload, b"next"]))
+    assert frames == [payload, b"next"]
+    assert buffers <= 7  # doubling from 256 KiB (no copy per read): 256K .. 8 MiB + 9
+    assert len(dec._buf) <= len(payload) + 65536  # its last step: room for exactly the rest
+    # the next one of that size fits in the buffer it has
+    again, more = _read_like_a_socket(dec, _length_stream([payload]))
+    assert again == [payload] and more == 1

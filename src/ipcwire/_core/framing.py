@@ -134,7 +134,13 @@ class FrameDecoder:
                 return self._view
             need = max(min(self._needed(), self._end - self._start), 1)
         else:
-            need = max(self._needed(), sizehint, _MIN_READ)
+            need = self._needed()
+            if need > _MIN_READ:
+                # A large frame: room for the rest of it only as its bytes arrive (the
+                # buffer's size in all, doubling when it is full), never at once for what
+                # its header announces: 4 bytes must not cost the receiver max_frame.
+                need = min(need, max(len(self._buf) - (self._end - self._start), _MIN_READ))
+            need = max(need, sizehint, _MIN_READ)
         if len(self._buf) - self._end < need:
             self._make_room(need)
         return self._view[self._end :]
@@ -163,6 +169,9 @@ class FrameDecoder:
             size = len(self._buf) if self._small else max(len(self._buf), _INITIAL)
             while size < pending + need:
                 size *= 2
+            whole = pending + self._needed()  # the current frame, all of it (length framing)
+            if not self._small and size < whole <= size + _MIN_READ:
+                size = whole  # its last bytes: room for exactly them, not double again
             fresh = bytearray(size)
             fresh[:pending] = self._view[self._start : self._end]
             self._buf = fresh
