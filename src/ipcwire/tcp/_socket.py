@@ -1,14 +1,17 @@
 """TCP plumbing shared by the blocking and asyncio drivers.
 
 Listening binds 127.0.0.1 unless a host is given (``tcp://0.0.0.0:7000`` to accept from other
-machines, which then wants ``token=`` and TLS). SO_REUSEADDR is set so a restarted server does
-not hit EADDRINUSE from its previous run's TIME_WAIT sockets; a real conflict becomes
-``AddressInUse`` naming the process that holds the port. Every connection gets TCP_NODELAY.
+machines, which then wants ``token=`` and TLS: a listener on such an address with neither logs
+a warning). SO_REUSEADDR is set so a restarted server does not hit EADDRINUSE from its
+previous run's TIME_WAIT sockets; a real conflict becomes ``AddressInUse`` naming the process
+that holds the port. Every connection gets TCP_NODELAY.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
+import logging
 import socket
 from dataclasses import dataclass
 
@@ -17,9 +20,18 @@ from ipcwire._procfs import describe_pid, pids_for_inodes, tcp_listener_inodes
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import AddressInUse, InvalidURL, IpcwireError, PermissionDenied
 
-__all__ = ["TcpAddress", "bind_listener", "configure", "peer_info", "resolve"]
+__all__ = [
+    "TcpAddress",
+    "bind_listener",
+    "configure",
+    "peer_info",
+    "resolve",
+    "warn_if_exposed",
+]
 
 DEFAULT_HOST = "127.0.0.1"
+
+log = logging.getLogger("ipcwire")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +132,25 @@ def _bind_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | OSEr
             endpoint=url,
         )
     return exc
+
+
+def warn_if_exposed(url: str, host: str, *, token: bytes | None, tls: bool) -> None:
+    """Log a warning when a listener at ``url`` (bound to ``host``) takes connections from
+    other machines with neither a token nor TLS: anyone who can reach the port is a client."""
+    if token is not None or tls:
+        return
+    try:
+        ip = ipaddress.ip_address(host.split("%", maxsplit=1)[0])  # (fe80::1%eth0)
+    except ValueError:
+        return
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return
+    log.warning(
+        "ipcwire: %s listens beyond this machine with no token and no TLS: anyone who can "
+        "reach the port can connect, send it messages and read its replies. Pass token= "
+        "(a shared secret) and ssl= (an SSLContext), or listen on 127.0.0.1 for clients on "
+        "this machine only",
+        url,
+    )

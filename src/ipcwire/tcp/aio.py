@@ -18,7 +18,13 @@ from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.tcp._socket import bind_listener, configure, peer_info, resolve
+from ipcwire.tcp._socket import (
+    bind_listener,
+    configure,
+    peer_info,
+    resolve,
+    warn_if_exposed,
+)
 
 __all__ = ["connect", "listen"]
 
@@ -74,6 +80,7 @@ async def listen(
     host, port = sock.getsockname()[:2]
     url = type(addr)(host, port).url()
     options = dataclasses.replace(options, url=url)  # the real port, for messages
+    warn_if_exposed(url, host, token=options.token, tls=ssl is not None)
 
     def authorize(conn: Any) -> tuple[PeerInfo, IpcwireError | None]:
         configure(conn)

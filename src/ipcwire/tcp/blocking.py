@@ -14,7 +14,13 @@ from ipcwire._stream.listener import StreamListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.tcp._socket import bind_listener, configure, peer_info, resolve
+from ipcwire.tcp._socket import (
+    bind_listener,
+    configure,
+    peer_info,
+    resolve,
+    warn_if_exposed,
+)
 
 __all__ = ["connect", "listen"]
 
@@ -68,6 +74,7 @@ def listen(
     host, port = sock.getsockname()[:2]
     url = type(addr)(host, port).url()
     options = dataclasses.replace(options, url=url)  # the real port, for messages
+    warn_if_exposed(url, host, token=options.token, tls=ssl is not None)
 
     def authorize(conn: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
         return peer_info(conn), None
