@@ -355,7 +355,10 @@ class SyncStream(Channel):
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         err = error_from_status(code, details, self.url, doing="receiving")
-        if getattr(code, "name", "") == "CANCELLED" and not self._client:
+        # grpcio's request iterator raises a bare RpcError (no code) when the client's
+        # connection dies in the middle of a message (a client killed while it streams
+        # large ones): that is the client going away too, as CANCELLED is.
+        if not self._client and (code is None or getattr(code, "name", "") == "CANCELLED"):
             if self._on_eof is None:  # a plain client
                 err = client_cancelled(self.url)
             else:
