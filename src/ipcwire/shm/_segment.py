@@ -97,6 +97,7 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
 
     Raises:
         RemoteProtocolError: not a sealed memfd of the announced size.
+        ResourceExhausted: no memory or address space to map it.
     """
     offsets, size = layout(capacities)
     st = os.fstat(fd)
@@ -120,6 +121,16 @@ def open_segment(fd: int, capacities: tuple[int, int], who: str) -> Segment:
         raise RemoteProtocolError(
             f"{who} sent a shared-memory segment that cannot be mapped for writing "
             f"({exc.strerror}): sealed against writing, or read-only; refusing it"
+        ) from exc
+    except OSError as exc:
+        if exc.errno != errno.ENOMEM:
+            raise
+        # (this process's address space, RLIMIT_AS, or the kernel's overcommit limit): the
+        # client is told, with the fix, and this listener goes on
+        raise ResourceExhausted(
+            f"the server could not map the {size} bytes of rings asked for (capacities "
+            f"{capacities[0]} and {capacities[1]}) ({exc.strerror}: out of memory or address "
+            f"space); connect with a smaller capacity=, or raise the server's memory limit"
         ) from exc
     return Segment(mm=mm, size=size, capacities=capacities, offsets=offsets)
 

@@ -287,6 +287,7 @@ def server_setup(
     Raises:
         RemoteProtocolError: the client's hello or memory is refused; answer with
             :func:`refusal` so it learns why.
+        ResourceExhausted: no memory or address space here to map its rings (the same).
     """
     rings: list[RingEnd] = []
     seg: Segment | None = None
