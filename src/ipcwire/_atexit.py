@@ -67,4 +67,4 @@ def _run_pending() -> None:
         try:
             cleanup.run()
         except Exception:  # one failure must not keep the others from running
-            log.exception("ipcwire: cleaning up at exit failed")
+            log.exception("cleaning up at exit failed")

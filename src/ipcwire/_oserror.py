@@ -122,11 +122,9 @@ def accept_failed(exc: OSError, url: str) -> float:
     once would spin and log without end; asyncio pauses the same way), else 0."""
     err = translate(exc, url, "accepting on")
     if exc.errno in OUT_OF_RESOURCES:
-        logging.getLogger("ipcwire").warning(
-            "ipcwire: %s; accepting again in %g s", err, ACCEPT_RETRY
-        )
+        logging.getLogger("ipcwire").warning("%s; accepting again in %g s", err, ACCEPT_RETRY)
         return ACCEPT_RETRY
-    logging.getLogger("ipcwire").warning("ipcwire: %s", err)
+    logging.getLogger("ipcwire").warning("%s", err)
     return 0.0
 
 

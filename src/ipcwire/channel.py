@@ -105,11 +105,11 @@ def log_handler_end(url: str, peer: PeerInfo | None, exc: Exception) -> None:
     who = describe_peer(peer)
     client = f"a client of {url}" + (f" ({who})" if who else "")
     if isinstance(exc, ChannelClosed):
-        log.debug("ipcwire: the handler of %s ended: %s", client, exc)
+        log.debug("the handler of %s ended: %s", client, exc)
     elif isinstance(exc, IpcwireError):
-        log.warning("ipcwire: the handler of %s ended: %s", client, exc)
+        log.warning("the handler of %s ended: %s", client, exc)
     else:
-        log.error("ipcwire: the handler of %s raised", client, exc_info=exc)
+        log.error("the handler of %s raised", client, exc_info=exc)
 
 
 def _no_thread(url: str, ch: Channel, exc: RuntimeError, streak: int) -> None:

@@ -70,7 +70,7 @@ class AioStreamListener(AioListener):
             self._log(
                 logging.INFO,
                 f"dropped: it was the oldest of {MAX_HANDSHAKING} in their handshake",
-                "ipcwire: %s dropped a client: it was the oldest of %d in their handshake",
+                "%s dropped a client: it was the oldest of %d in their handshake",
                 self.url,
                 MAX_HANDSHAKING,
             )
@@ -121,7 +121,7 @@ class AioStreamListener(AioListener):
             level = logging.INFO if gone else logging.WARNING
             kind = f"{'dropped' if gone else 'refused'} ({type(error).__name__})"
             text = log_text(error)
-            self._log(level, kind, "ipcwire: %s refused or dropped a client: %s", self.url, text)
+            self._log(level, kind, "%s refused or dropped a client: %s", self.url, text)
 
     def _log(self, level: int, kind: str, msg: str, *args: object) -> None:
         """Log through the DropLog; its count of what it did not log is written when its

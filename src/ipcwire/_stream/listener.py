@@ -102,7 +102,7 @@ class DropLog:
             kinds = sorted(self._counted.items(), key=lambda kv: -kv[1])
             log.log(
                 self._level,
-                "ipcwire: %s: %s more clients dropped or refused in the last %.3g s, not "
+                "%s: %s more clients dropped or refused in the last %.3g s, not "
                 "logged one by one: %s",
                 self.url,
                 f"{sum(self._counted.values()):,}",
@@ -239,7 +239,7 @@ class StreamListener(Listener):
                         self._advance(key.data)
                 self._droplog.flush()
         except Exception:  # pragma: no cover - a bug here must not pass silently
-            log.exception("ipcwire: the acceptor of %s failed", self.url)
+            log.exception("the acceptor of %s failed", self.url)
         finally:
             for p in list(self._pending.values()):
                 self._forget(p)
@@ -288,7 +288,7 @@ class StreamListener(Listener):
             self._droplog.log(
                 logging.INFO,
                 "dropped: its socket failed at once",
-                "ipcwire: %s: dropped a client: %s",
+                "%s: dropped a client: %s",
                 self.url,
                 exc,
             )
@@ -312,7 +312,7 @@ class StreamListener(Listener):
                 self._droplog.log(
                     logging.INFO,
                     "dropped: TLS setup failed",
-                    "ipcwire: %s: TLS setup failed: %s",
+                    "%s: TLS setup failed: %s",
                     self.url,
                     exc,
                 )
@@ -376,7 +376,7 @@ class StreamListener(Listener):
         except (OSError, ssl.SSLError) as exc:
             self._drop(p, "failed during the handshake", f": {exc}")
         except Exception as exc:  # a bug, or bytes nobody foresaw: that client alone goes
-            log.exception("ipcwire: %s: a client's handshake failed unexpectedly", self.url)
+            log.exception("%s: a client's handshake failed unexpectedly", self.url)
             self._drop(p, "broke the handshake", f" ({type(exc).__name__}: {exc})")
 
     def _finish(self, p: _Pending, welcome: bytes = b"") -> None:
@@ -435,7 +435,7 @@ class StreamListener(Listener):
         self._droplog.log(
             logging.WARNING,
             f"refused ({type(error).__name__})",
-            "ipcwire: %s refused a client (%s): %s",
+            "%s refused a client (%s): %s",
             self.url,
             who,
             log_text(error),
@@ -474,7 +474,7 @@ class StreamListener(Listener):
         self._droplog.log(
             logging.WARNING,
             "refused: it has another token",
-            "ipcwire: %s",
+            "%s",
             token_mismatch(f"the client of {self.url}{pid}"),
         )
         self._forget(p)
@@ -485,7 +485,7 @@ class StreamListener(Listener):
         self._droplog.log(
             logging.INFO,
             f"dropped: it {why}",
-            "ipcwire: %s dropped %s: it %s%s",
+            "%s dropped %s: it %s%s",
             self.url,
             who,
             why,

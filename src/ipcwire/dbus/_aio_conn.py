@@ -211,9 +211,7 @@ class _Hub(HubState):
                 async with within(_CLOSE_TIMEOUT):
                     await self.bus.call(bus_call("GetId"))
         except Exception as exc:
-            log.debug(
-                "ipcwire: %s: the last round trip before hanging up failed: %s", self.url, exc
-            )
+            log.debug("%s: the last round trip before hanging up failed: %s", self.url, exc)
         finally:  # also when cancelled: the loop is ending (asyncio.run) after a sync close()
             self.bus.disconnect()
 

@@ -330,7 +330,7 @@ class BusConnection:
                     endpoint=self.label,
                 )
         except Exception as exc:  # a malformed message: the stream is out of step
-            log.exception("ipcwire: D-Bus reader failed")
+            log.exception("D-Bus reader failed")
             err = ChannelBroken(f"D-Bus protocol error: {exc}", endpoint=self.label)
         self.error = err
         for cb in list(self._replies.values()):
@@ -340,7 +340,7 @@ class BusConnection:
             try:
                 lost(err)
             except Exception:
-                log.exception("ipcwire: D-Bus on_lost callback failed")
+                log.exception("D-Bus on_lost callback failed")
 
     def _dispatch(self, msg: Message) -> None:
         kind = msg.message_type
@@ -353,7 +353,7 @@ class BusConnection:
             try:
                 handler(msg)
             except Exception:
-                log.exception("ipcwire: D-Bus message handler failed")
+                log.exception("D-Bus message handler failed")
 
     # -- the end ----------------------------------------------------------------------------
     def _abort(self) -> None:

@@ -145,7 +145,7 @@ class ListenerState(abc.ABC):
         if step.error is not None or step.done:
             del self._pending[(sender, chan)]
         if step.error is not None:
-            log.warning("ipcwire: %s refused %s: %s", self.url, sender, step.error)
+            log.warning("%s refused %s: %s", self.url, sender, step.error)
         elif step.done:
             wire = self._options.wire()
             wire.send_limit = hs.peer_max_frame

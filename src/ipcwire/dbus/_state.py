@@ -214,7 +214,7 @@ class ChannelState(abc.ABC):
                 f"(docs/mechanisms/dbus.md, flow control)",
                 endpoint=self.url,
             )
-            log.warning("ipcwire: %s", self._overrun)
+            log.warning("%s", self._overrun)
         if self._overrun is not None:
             return ERROR_REFUSED, "over the flow-control window"
         self._queue.append(msg)

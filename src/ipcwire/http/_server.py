@@ -175,7 +175,7 @@ class HttpServer(Endpoints):
             limit = self._loop.time() - self._session_timeout
             for sid, s in list(self._sessions.items()):
                 if s.in_flight == 0 and s.last_seen < limit:
-                    log.info("ipcwire: %s: channel %s expired (client silent)", self.url, sid)
+                    log.info("%s: channel %s expired (client silent)", self.url, sid)
                     del self._sessions[sid]
                     why = ChannelBroken(
                         f"the client of {self.url} made no request for "
@@ -195,9 +195,9 @@ class HttpServer(Endpoints):
             # A refused origin is news to whoever runs the server (the message says how to
             # allow it); so is a server error, but for "failed" the handler's log says it.
             if p.code == "origin" or (p.status >= 500 and p.code != "failed"):
-                log.warning("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
+                log.warning("%s: %s %s: %s", self.url, request.method, request.path, p)
             else:
-                log.info("ipcwire: %s: %s %s: %s", self.url, request.method, request.path, p)
+                log.info("%s: %s %s: %s", self.url, request.method, request.path, p)
             headers = None
             if p.status == 401:
                 headers = {"WWW-Authenticate": 'Bearer realm="ipcwire"'}
@@ -256,7 +256,7 @@ class HttpServer(Endpoints):
             refusal = self._authorize(self._peer(request))
             if refusal is not None:
                 log.warning(
-                    "ipcwire: %s refused a client: %s",
+                    "%s refused a client: %s",
                     self.url,
                     getattr(refusal, "server_log", refusal),
                 )

@@ -99,7 +99,7 @@ class SessionCap:
         )
         if self.evicted == 1:
             log.warning(
-                "ipcwire: %s: %d client channels, the most it keeps (max_sessions): a new "
+                "%s: %d client channels, the most it keeps (max_sessions): a new "
                 "client ended the channel idle longest (%.1f s); further ones are logged at "
                 "debug level and counted in the listener's evicted. Listen with a larger "
                 "max_sessions= (or a lower session_timeout=) if that many clients are really "
@@ -109,4 +109,4 @@ class SessionCap:
                 idle,
             )
         else:
-            log.debug("ipcwire: %s: channel %s... ended (max_sessions)", self.url, s.id[:12])
+            log.debug("%s: channel %s... ended (max_sessions)", self.url, s.id[:12])

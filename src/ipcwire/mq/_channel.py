@@ -42,8 +42,7 @@ __all__ = ["CLOSE_TIMEOUT", "CLOSE_UNSEEN", "ChannelCore"]
 CLOSE_TIMEOUT: Final = 1.0
 # Logged when close() gives up on a peer that does not read (its end-of-channel marker unsent).
 CLOSE_UNSEEN = (
-    "ipcwire: %s: the peer is not reading; it will not see the end of the channel until its "
-    "process exits"
+    "%s: the peer is not reading; it will not see the end of the channel until its process exits"
 )
 
 

@@ -172,7 +172,7 @@ def _reclaim(up: str, url: str) -> None:
             except posix_ipc.Error:  # (the pipe is this user's; a queue another's: left)
                 pass
         remove_end_pipe(pair)
-        log.info("ipcwire: %s: removed %s and its pair, left by a client that is gone", url, pair)
+        log.info("%s: removed %s and its pair, left by a client that is gone", url, pair)
 
 
 class ClientSession:

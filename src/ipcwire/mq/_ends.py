@@ -129,7 +129,7 @@ def create_end_pipe(up: str, mode: int, url: str) -> int | None:
     try:
         os.mkfifo(path, 0o600)
     except OSError as exc:
-        log.info("ipcwire: %s: no end pipe (%s): the channel ends by its marker only", url, exc)
+        log.info("%s: no end pipe (%s): the channel ends by its marker only", url, exc)
         return None
     try:
         fd = os.open(path, _FLAGS)
@@ -137,7 +137,7 @@ def create_end_pipe(up: str, mode: int, url: str) -> int | None:
         remove_end_pipe(up)
         if exc.errno in OUT_OF_RESOURCES:
             raise translate(exc, url, "connecting to") from exc
-        log.info("ipcwire: %s: no end pipe (%s): the channel ends by its marker only", url, exc)
+        log.info("%s: no end pipe (%s): the channel ends by its marker only", url, exc)
         return None
     try:
         os.fchmod(fd, mode)  # exactly the mode asked for, whatever the umask (as the queues)
@@ -160,12 +160,12 @@ def open_end_pipe(up: str, owner: int, url: str) -> int | None:
         if exc.errno in OUT_OF_RESOURCES:
             raise translate(exc, url, "accepting on") from exc
         if exc.errno != errno.ENOENT:
-            log.info("ipcwire: %s: cannot open the end pipe of %s: %s", url, up, exc)
+            log.info("%s: cannot open the end pipe of %s: %s", url, up, exc)
         return None
     st = os.fstat(fd)
     if not stat.S_ISFIFO(st.st_mode) or st.st_uid != owner:
         os.close(fd)
-        log.warning("ipcwire: %s: ignored a foreign file at %s", url, end_pipe_path(up))
+        log.warning("%s: ignored a foreign file at %s", url, end_pipe_path(up))
         return None
     return fd
 

@@ -184,7 +184,7 @@ class ServerSession:
             got = self.up.try_recv()
             return False if got is None else self.feed(*got)
         except IpcwireError as exc:
-            log.warning("ipcwire: %s refused client pid %d: %s", url, self.pid, exc)
+            log.warning("%s refused client pid %d: %s", url, self.pid, exc)
             return None
 
     def close(self) -> None:
@@ -203,7 +203,7 @@ def _unlink_clients(name: str) -> None:
     try:
         unlink_queue(name)
     except posix_ipc.PermissionsError:
-        log.info("ipcwire: %s belongs to another user; its owner removes it", name)
+        log.info("%s belongs to another user; its owner removes it", name)
 
 
 def _valid_pair(hello: Hello, base: str) -> bool:
@@ -223,7 +223,7 @@ def _not_ours(url: str, pid: int, exc: IpcwireError) -> None:
     """The client's queues may not be opened by this listener's user (the client is alive:
     "is gone" was logged here before)."""
     log.warning(
-        "ipcwire: %s cannot open the queues of client pid %d (%s): it runs as another user "
+        "%s cannot open the queues of client pid %d (%s): it runs as another user "
         "and its queues are not open to this one; both sides need mode=0o660 and a group "
         "they share",
         url,
@@ -246,10 +246,10 @@ def server_accept(
     try:
         hello = Hello.decode(data, url)
     except IpcwireError as exc:
-        log.warning("ipcwire: %s dropped an announcement: %s", url, exc)
+        log.warning("%s dropped an announcement: %s", url, exc)
         return None
     if not _valid_pair(hello, base):
-        log.warning("ipcwire: %s ignored an announcement of foreign queues %s", url, hello.up)
+        log.warning("%s ignored an announcement of foreign queues %s", url, hello.up)
         return None
     try:
         up = MessageQueue.open(hello.up, write=False, url=url)
@@ -259,7 +259,7 @@ def server_accept(
         _not_ours(url, hello.pid, exc)
         return None
     except IpcwireError as exc:
-        log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
+        log.info("%s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(hello.dn)
         remove_end_pipe(hello.up)
         return None
@@ -273,7 +273,7 @@ def server_accept(
         _not_ours(url, hello.pid, exc)
         return None
     except IpcwireError as exc:
-        log.info("ipcwire: %s: client pid %d is gone (%s)", url, hello.pid, exc)
+        log.info("%s: client pid %d is gone (%s)", url, hello.pid, exc)
         _unlink_clients(up.name)
         remove_end_pipe(up.name)
         up.close()
@@ -291,7 +291,7 @@ def server_accept(
     try:
         pidfd = open_pidfd(hello.pid)
     except ProcessLookupError:
-        log.info("ipcwire: %s: client pid %d exited before it was accepted", url, hello.pid)
+        log.info("%s: client pid %d exited before it was accepted", url, hello.pid)
         up.close()
         dn.close()
         close_fd(ends)
@@ -312,7 +312,7 @@ def server_accept(
             session.refuse(shared)
         session._step(hello.hello)
     except IpcwireError as exc:
-        log.warning("ipcwire: %s refused client pid %d: %s", url, hello.pid, exc)
+        log.warning("%s refused client pid %d: %s", url, hello.pid, exc)
         session.close()
         return None
     return session
@@ -382,7 +382,7 @@ def announced(
         except ResourceExhausted as exc:
             deferred.held = data
             deferred.retry_at = time.monotonic() + ACCEPT_RETRY
-            log.warning("ipcwire: %s; the client waits, accepting again in %g s", exc, ACCEPT_RETRY)
+            log.warning("%s; the client waits, accepting again in %g s", exc, ACCEPT_RETRY)
             return
         if s is not None:
             yield s
@@ -449,7 +449,7 @@ def bind_rendezvous(
                 q.close()
                 raise
             q.owner = True
-            log.info("ipcwire: %s adopted the queue %s left by an earlier listener", url, name)
+            log.info("%s adopted the queue %s left by an earlier listener", url, name)
     except BaseException:
         if not known:
             _remove(path)

@@ -523,7 +523,7 @@ class AioMqListener(AioListener):
     def _expire(self, fd: int) -> None:
         if fd in self._pending:
             s, _ = self._pending[fd]
-            log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
+            log.info("%s dropped pid %d: handshake timed out", self.url, s.pid)
             self._forget(fd)
             s.close()
             self._room()

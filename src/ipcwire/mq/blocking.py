@@ -509,7 +509,7 @@ class MqListener(Listener):
             while not self._closed:
                 self._answer_once()
         except BaseException as exc:  # (not expected: the steps log and drop a client)
-            log.error("ipcwire: %s stopped answering clients", self.url, exc_info=True)
+            log.error("%s stopped answering clients", self.url, exc_info=True)
             with self._cond:
                 self._failed = exc
                 self._cond.notify_all()
@@ -525,7 +525,7 @@ class MqListener(Listener):
     def _answer_once(self) -> None:
         now = time.monotonic()
         for s in [s for s in self._pending.values() if s.deadline <= now]:
-            log.info("ipcwire: %s dropped pid %d: handshake timed out", self.url, s.pid)
+            log.info("%s dropped pid %d: handshake timed out", self.url, s.pid)
             self._drop(s)
         reading = not self._full() and not self._deferred.paused()
         poller = select.poll()
@@ -577,7 +577,7 @@ class MqListener(Listener):
         try:
             ch = self._channel(s)
         except IpcwireError as exc:  # (it closed the queues, pidfd and end pipe)
-            log.warning("ipcwire: %s dropped client pid %d: %s", self.url, s.pid, exc)
+            log.warning("%s dropped client pid %d: %s", self.url, s.pid, exc)
             return
         with self._cond:
             if self._closed:

@@ -131,12 +131,12 @@ class GracefulShutdown:
                 try:
                     step()
                 except Exception:
-                    log.exception("ipcwire: graceful shutdown: %s failed", what)
+                    log.exception("graceful shutdown: %s failed", what)
             for path in self._paths:
                 try:
                     path.unlink(missing_ok=True)
                 except OSError as exc:
-                    log.warning("ipcwire: graceful shutdown: cannot remove %s: %s", path, exc)
+                    log.warning("graceful shutdown: cannot remove %s: %s", path, exc)
         finally:
             self._done.set()
 
@@ -155,7 +155,7 @@ class GracefulShutdown:
         if self._ran:
             return
         self.signal = signal.Signals(signum)
-        log.info("ipcwire: %s received: shutting down", self.signal.name)
+        log.info("%s received: shutting down", self.signal.name)
         self.shutdown()
         if self._exit:  # a serve() still closing its channels finishes first (_served.py)
             wait_served([res for _, _, res in self._steps], self._timeout)
@@ -165,8 +165,7 @@ class GracefulShutdown:
             request_exit(self._exit_code, signum)
             if not _main_exited(self._timeout):
                 log.error(
-                    "ipcwire: the main thread did not exit within %.1f s of the shutdown; "
-                    "exiting now",
+                    "the main thread did not exit within %.1f s of the shutdown; exiting now",
                     self._timeout,
                 )
                 os._exit(self._exit_code)

@@ -454,7 +454,7 @@ class AioGracefulShutdown:
         if self._task is not None:
             return
         self.signal = signal.Signals(signum)
-        log.info("ipcwire: %s received: shutting down", self.signal.name)
+        log.info("%s received: shutting down", self.signal.name)
         self._task = CleanupTask(self._run(exit=self._exit), loop=self._loop)
 
     async def shutdown(self) -> None:
@@ -489,11 +489,11 @@ class AioGracefulShutdown:
                 try:
                     await _clean(group[0], interrupted)
                 except Exception:
-                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
+                    log.exception("graceful shutdown: cleaning up %r failed", group[0])
                 except asyncio.CancelledError:  # work it awaited was cancelled, not this task
                     if _cancelling():
                         raise
-                    log.exception("ipcwire: graceful shutdown: cleaning up %r failed", group[0])
+                    log.exception("graceful shutdown: cleaning up %r failed", group[0])
                 continue
             # a run of spawned children's channels closes together: one shutdown ladder
             # for all of them, not one each (as the blocking shutdown's close_all)
@@ -503,7 +503,7 @@ class AioGracefulShutdown:
             for res, result in zip(group, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error(
-                        "ipcwire: graceful shutdown: cleaning up %r failed",
+                        "graceful shutdown: cleaning up %r failed",
                         res,
                         exc_info=result,
                     )

@@ -144,7 +144,7 @@ class ChildWatch:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             log.warning(
-                "ipcwire: child pid %d did not die within %.1f s of SIGKILL (uninterruptible "
+                "child pid %d did not die within %.1f s of SIGKILL (uninterruptible "
                 "sleep?); it will be reaped %s",
                 self.pid,
                 timeout,
@@ -309,7 +309,7 @@ class LadderChild:
             self.step, self.deadline = 1, now + self.timeouts.term
             return True
         if self.step == 1:
-            log.info("ipcwire: child pid %d ignored SIGTERM; sending SIGKILL", self.pgid)
+            log.info("child pid %d ignored SIGTERM; sending SIGKILL", self.pgid)
             kill_group(self.pgid, signal.SIGKILL)
             self.step, self.deadline = 2, now + self.timeouts.kill
             return True
@@ -490,7 +490,7 @@ def run_ladders(children: Sequence[LadderChild], *, at_exit: bool = False) -> No
                 try:
                     c.on_done()
                 except Exception:  # pragma: no cover - finish the others
-                    log.exception("ipcwire: finishing the shutdown of pid %d failed", c.pgid)
+                    log.exception("finishing the shutdown of pid %d failed", c.pgid)
 
 
 def run_ladder(
@@ -566,7 +566,7 @@ def _shut_down_children() -> None:
             try:
                 children.extend(source())
             except Exception:  # pragma: no cover - keep shutting down the others
-                log.exception("ipcwire: preparing children for shutdown at exit failed")
+                log.exception("preparing children for shutdown at exit failed")
         seen: set[int] = set()
         unique = []
         for c in children:
@@ -587,4 +587,4 @@ def _shut_down_children() -> None:
         try:
             after()
         except Exception:  # pragma: no cover
-            log.exception("ipcwire: finishing the shutdown at exit failed")
+            log.exception("finishing the shutdown at exit failed")

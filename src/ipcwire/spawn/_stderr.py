@@ -162,7 +162,7 @@ class LineSplitter:
             self._emit(rest)
         if self._failures > 1:
             logging.getLogger("ipcwire").error(
-                "ipcwire: the stderr callback for %s raised %d more times (the first is logged "
+                "the stderr callback for %s raised %d more times (the first is logged "
                 "above); those lines of its stderr were lost",
                 self._name,
                 self._failures - 1,
@@ -176,7 +176,7 @@ class LineSplitter:
             self._failures += 1
             if self._failures == 1:
                 logging.getLogger("ipcwire").exception(
-                    "ipcwire: the stderr callback for %s raised (its later errors are counted, "
+                    "the stderr callback for %s raised (its later errors are counted, "
                     "not logged); fix the callback, or pass a logger or a file as stderr=",
                     self._name,
                 )

@@ -297,7 +297,7 @@ class ChannelCore:
         try:
             step()
         except IpcwireError as exc:
-            log.warning("ipcwire: closing %s: %s", self.url, exc)
+            log.warning("closing %s: %s", self.url, exc)
 
     def _close_files(self) -> None:
         """Stop watching and close the store (the asyncio driver must first take the

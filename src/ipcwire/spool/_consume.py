@@ -100,7 +100,7 @@ class Claim:
                 ok = True
             except FileNotFoundError:
                 log.warning(
-                    "ipcwire: %s: message %s was redelivered before its ack (lease expired)",
+                    "%s: message %s was redelivered before its ack (lease expired)",
                     self.store.url,
                     self.name,
                 )
@@ -303,7 +303,7 @@ class Consuming:
             what = f"mode {oct(st.st_mode & 0o777)}, owned by uid {st.st_uid} gid {st.st_gid}"
         except OSError:
             what = "gone meanwhile"
-        log.warning("ipcwire: %s: cannot read new/%s (%s); skipping it", self.url, name, what)
+        log.warning("%s: cannot read new/%s (%s); skipping it", self.url, name, what)
         return PermissionDenied(
             f"{self.url}: cannot read the message new/{name} ({what}; you are uid "
             f"{os.getuid()}); this consumer skips it from now on. Producers and consumers of "
@@ -324,7 +324,7 @@ class Consuming:
             return
         except OSError as exc:
             raise translate(exc, self.url, f"moving new/{name} to dead/") from exc
-        log.warning("ipcwire: %s: moved %s to dead/: a %s, not a message", self.url, name, kind)
+        log.warning("%s: moved %s to dead/: a %s, not a message", self.url, name, kind)
         raise RemoteProtocolError(
             f"{self.url}: new/{name} is a {kind}, not a message file (something other than "
             f"ipcwire put it there); it was moved to {self.dead}",
@@ -334,7 +334,7 @@ class Consuming:
     def _bury(self, name: str, why: str) -> None:
         try:
             os.rename(os.path.join(self.cur, name), os.path.join(self.dead, name))
-            log.warning("ipcwire: %s: moved %s to dead/: %s", self.url, name, why)
+            log.warning("%s: moved %s to dead/: %s", self.url, name, why)
         except FileNotFoundError:
             pass
 
@@ -353,7 +353,7 @@ class Consuming:
                 fd = os.open(path, _CLAIM)
             except OSError as exc:
                 if not isinstance(exc, FileNotFoundError):  # not a claim: nothing to return
-                    log.info("ipcwire: %s: reaping %s failed: %s", self.url, name, exc)
+                    log.info("%s: reaping %s failed: %s", self.url, name, exc)
                 continue
             try:
                 if _locked(fd):
@@ -364,7 +364,7 @@ class Consuming:
                 elif self.lease is not None and now - os.fstat(fd).st_mtime > self.lease:
                     returned += self._steal(name, fd)
             except OSError as exc:
-                log.info("ipcwire: %s: reaping %s failed: %s", self.url, name, exc)
+                log.info("%s: reaping %s failed: %s", self.url, name, exc)
             finally:
                 os.close(fd)
         self._reap_tmp(now)
@@ -395,7 +395,7 @@ class Consuming:
             return 0
         os.rename(os.path.join(self.tmp, new_name), os.path.join(self.new, new_name))
         log.warning(
-            "ipcwire: %s: %s was held over the lease of %s s; redelivered",
+            "%s: %s was held over the lease of %s s; redelivered",
             self.url,
             name,
             self.lease,
@@ -426,7 +426,7 @@ class Consuming:
                     # reaper died after removing the original: the only copy left, complete
                     # (it was synced and closed before the original went). Deliver it.
                     os.rename(path, os.path.join(self.new, name))
-                    log.warning("ipcwire: %s: redelivered %s left in tmp/", self.url, name)
+                    log.warning("%s: redelivered %s left in tmp/", self.url, name)
                 else:
                     os.unlink(path)  # its writer died before the rename: never visible
             except OSError:

@@ -77,7 +77,7 @@ class Watcher:
             ino = inotify_simple.INotify(nonblocking=True)
         except OSError as exc:
             self.reason = f"no inotify instance ({exc}; see fs.inotify.max_user_instances)"
-            log.info("ipcwire: polling instead of inotify: %s", self.reason)
+            log.info("polling instead of inotify: %s", self.reason)
             return
         for path, mask in watches:
             try:
@@ -85,7 +85,7 @@ class Watcher:
             except OSError as exc:
                 ino.close()
                 self.reason = _cannot_watch(path, exc)
-                log.info("ipcwire: polling instead of inotify: %s", self.reason)
+                log.info("polling instead of inotify: %s", self.reason)
                 return
         self._inotify = ino
         self.mode = "inotify"

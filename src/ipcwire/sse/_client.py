@@ -480,7 +480,7 @@ class ClientCore:
         self.dropped += lost
         text = f"{self.url}: {lost} events this client should have got are missing ({reason})"
         if self.allow_gaps:
-            log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
+            log.warning("%s (allow_gaps=True: going on)", text)
             return
         self._fail(ChannelBroken(text, endpoint=self.url))
 
@@ -497,7 +497,7 @@ class ClientCore:
         if known:
             self.dropped += lost
         if self.allow_gaps:
-            log.warning("ipcwire: %s (allow_gaps=True: going on)", text)
+            log.warning("%s (allow_gaps=True: going on)", text)
             return
         self._fail(
             ChannelBroken(

@@ -236,7 +236,7 @@ class ClientChannelBase:
         self._drop()
         if self._core.final is not None or self._closed:
             return
-        log.info("ipcwire: lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
+        log.info("lost the event stream %s (%s); reconnecting", self.url, exc or "closed")
         self._last_failure = exc
         now = self._clock()
         if self._core.progressed():  # (messages parsed before a protocol error)
@@ -326,7 +326,7 @@ class ClientChannelBase:
         try:
             return Release(self._core, sid, self._tls())
         except (OSError, ValueError) as exc:  # a default TLS context that cannot be made
-            log.debug("ipcwire: %s: not releasing stream %s: %s", self.url, sid, exc)
+            log.debug("%s: not releasing stream %s: %s", self.url, sid, exc)
             return None
 
     @property

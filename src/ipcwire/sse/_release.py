@@ -76,10 +76,10 @@ class Release:
 
     def answered(self, status: int) -> None:
         if status in (204, 404):  # ended now, or already gone
-            log.debug("ipcwire: %s: stream %s released (HTTP %d)", self.url, self.sid, status)
+            log.debug("%s: stream %s released (HTTP %d)", self.url, self.sid, status)
             return
         log.info(
-            "ipcwire: %s did not end stream %s when this client closed (HTTP %d); the server "
+            "%s did not end stream %s when this client closed (HTTP %d); the server "
             "keeps it until its resume_window= runs out",
             self.url,
             self.sid,
@@ -88,7 +88,7 @@ class Release:
 
     def unexpected(self) -> None:
         log.warning(
-            "ipcwire: %s: telling the server that stream %s is closed failed unexpectedly",
+            "%s: telling the server that stream %s is closed failed unexpectedly",
             self.url,
             self.sid,
             exc_info=True,
@@ -96,7 +96,7 @@ class Release:
 
     def failed(self, exc: BaseException) -> None:
         log.debug(
-            "ipcwire: %s: could not tell the server that stream %s is closed (%s); it keeps "
+            "%s: could not tell the server that stream %s is closed (%s); it keeps "
             "it until its resume_window= runs out",
             self.url,
             self.sid,

@@ -341,7 +341,7 @@ class SseServer:
             await response.write(self._retry + opened.preamble)
             await self._pump(response, stream, gen, opened.position)
         except (ConnectionError, RuntimeError) as exc:
-            log.debug("ipcwire: %s: stream %s connection ended: %s", self.url, stream.sid, exc)
+            log.debug("%s: stream %s connection ended: %s", self.url, stream.sid, exc)
         finally:
             self._detach(stream, gen)
         return response
@@ -371,7 +371,7 @@ class SseServer:
             wake()
         if transport is not None:
             transport.abort()
-        log.debug("ipcwire: %s: stream %s released by its client (%s)", self.url, sid, who)
+        log.debug("%s: stream %s released by its client (%s)", self.url, sid, who)
         return web.Response(status=204)
 
     def _displaced(
@@ -382,7 +382,7 @@ class SseServer:
         one that does not go within TAKEOVER_GRACE (a client that stopped reading, a dead
         path: its writer waits on a full socket) is aborted."""
         log.info(
-            "ipcwire: %s: stream %s: a connection from %s resumed it while one from %s was "
+            "%s: stream %s: a connection from %s resumed it while one from %s was "
             "attached; the newer one has it now (the same client back after its connection "
             "half-died, or a second client resuming the same id: the older connection is "
             "told the stream was taken over)",
@@ -426,7 +426,7 @@ class SseServer:
         challenge: str | None = None,
     ) -> web.Response:
         peer = request.remote or "a client"
-        log.warning("ipcwire: %s refused a client (%s): %s", self.url, peer, error)
+        log.warning("%s refused a client (%s): %s", self.url, peer, error)
         return _error_response(status, str(error), code, retry_after, challenge)
 
     def _headers(

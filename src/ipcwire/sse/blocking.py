@@ -423,7 +423,7 @@ class SseListener(Listener):
             try:
                 fut.result(SHUTDOWN_TIMEOUT + 3)
             except Exception as exc:
-                log.warning("ipcwire: %s: shutdown: %s", self.url, exc)
+                log.warning("%s: shutdown: %s", self.url, exc)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(5)
             if not self._thread.is_alive():

@@ -309,7 +309,7 @@ class PeerCore(_Counters, Generic[L]):
                 f"idle_timeout= (or None) to keep silent peers",
                 endpoint=self.url,
             )
-            log.debug("ipcwire: %s", self._ended)
+            log.debug("%s", self._ended)
         return self._ended
 
     def _evict(self, max_peers: int) -> None:
@@ -326,7 +326,7 @@ class PeerCore(_Counters, Generic[L]):
             f"raise max_peers= (or lower idle_timeout=) if that many peers are really active",
             endpoint=self.url,
         )
-        log.debug("ipcwire: %s", self._ended)
+        log.debug("%s", self._ended)
 
 
 P = TypeVar("P", bound=PeerCore[Any])
@@ -381,7 +381,7 @@ class ListenerCore(Generic[P]):
             if not self._closed and not self._full:
                 self._full = True
                 log.warning(
-                    "ipcwire: %s: %d new peers are waiting for accept(); datagrams from "
+                    "%s: %d new peers are waiting for accept(); datagrams from "
                     "further new peers are dropped (counted in the listener's dropped) until "
                     "accept() takes some",
                     self.url,
@@ -404,7 +404,7 @@ class ListenerCore(Generic[P]):
         self._wake_peer(victim)
         if self.evicted == 1:
             log.warning(
-                "ipcwire: %s: %d peers, the most it keeps (max_peers): a new peer ended the "
+                "%s: %d peers, the most it keeps (max_peers): a new peer ended the "
                 "channel of the one silent longest (%.1f s); further ones are logged at debug "
                 "level and counted in the listener's evicted. Raise max_peers= or lower "
                 "idle_timeout= if that many peers are really active",

@@ -295,7 +295,7 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
             pid=bound,
             endpoint=url,
         )
-    log.info("ipcwire: removing stale socket file %s (nothing answers there)", addr.path)
+    log.info("removing stale socket file %s (nothing answers there)", addr.path)
     try:
         os.unlink(addr.path)
     except FileNotFoundError:
@@ -398,7 +398,7 @@ def _directory_lock(path: str | None) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    log.warning("ipcwire: %s stays locked; binding without the lock", path)
+                    log.warning("%s stays locked; binding without the lock", path)
                     break
                 time.sleep(0.001)
         yield
