@@ -181,6 +181,17 @@ class StreamListener(Listener):
         )
         self._thread.start()
 
+    def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
+        for key, _ in events:
+            if self._closed:
+                return
+            if key.data is None:
+                self._accept_new()
+            elif key.data == "wake":
+                self._drain_wake()
+            else:
+                self._advance(key.data)
+
     def fileno(self) -> int:
         """The listening socket's fd."""
         return self._sock.fileno()
@@ -228,15 +239,9 @@ class StreamListener(Listener):
                 due = self._droplog.due()
                 if due is not None:
                     wait = max(min(wait if wait is not None else math.inf, due - now), 0.0)
-                for key, _ in self._sel.select(wait):
-                    if self._closed:
-                        break
-                    if key.data is None:
-                        self._accept_new()
-                    elif key.data == "wake":
-                        self._drain_wake()
-                    else:
-                        self._advance(key.data)
+                # (in a method of its own: a loop variable left here held the last pending
+                # connection, and its buffer, until the next event)
+                self._dispatch(self._sel.select(wait))
                 self._droplog.flush()
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("the acceptor of %s failed", self.url)
