@@ -87,7 +87,7 @@ class Pool(futures.ThreadPoolExecutor):
                 raise  # shut down: not a thread that failed to start
             reason = str(exc)
         log.warning(
-            "ipcwire: %s refused a client: a thread for its channel could not be started "
+            "%s refused a client: a thread for its channel could not be started "
             "(%s): this process is at its limit of processes/threads (RLIMIT_NPROC, or the "
             "cgroup's pids.max). Raise that limit, or serve fewer clients at once "
             "(listen(max_channels=), serve(max_channels=))",

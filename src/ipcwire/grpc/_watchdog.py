@@ -108,5 +108,5 @@ def _run() -> None:
         try:
             fn()
         except Exception:
-            log.exception("ipcwire: a watchdog callback failed")
+            log.exception("a watchdog callback failed")
         del fn  # not kept (with what it refers to) while the thread waits for the next one

@@ -82,7 +82,7 @@ def _close_at_exit() -> None:
         try:
             listener.close()
         except Exception:  # exiting: one listener's failure must not stop the rest
-            log.debug("ipcwire: closing %s at exit failed", listener.url, exc_info=True)
+            log.debug("closing %s at exit failed", listener.url, exc_info=True)
 
 
 def _track(listener: GrpcListener) -> None:

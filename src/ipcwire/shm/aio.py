@@ -237,7 +237,7 @@ class AioShmListener(AioListener):
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
+            log.log(level, "%s dropped a client: %s", url, exc)
             conn.close()
             self._unreserve(reserved)
             return

@@ -428,7 +428,7 @@ class ShmListener(Listener):
             endpoint=self.url,
         )
         log.warning(
-            "ipcwire: %s refused a client: a thread for its setup could not be started "
+            "%s refused a client: a thread for its setup could not be started "
             "(%s): this process is at its limit of processes/threads (RLIMIT_NPROC, or the "
             "cgroup's pids.max). Raise that limit, or serve fewer clients at once "
             "(serve(max_channels=))",
@@ -502,7 +502,7 @@ class ShmListener(Listener):
             ch = ShmChannel(link, wire, url, peer)
         except (IpcwireError, OSError) as exc:
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            log.log(level, "ipcwire: %s dropped a client: %s", url, exc)
+            log.log(level, "%s dropped a client: %s", url, exc)
             conn.close()
         finally:
             with self._cond:

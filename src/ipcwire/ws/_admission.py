@@ -310,7 +310,7 @@ POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 
 def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
     """One log line per refused client."""
-    log.warning("ipcwire: %s refused a client (%s): %s", url, who, error)
+    log.warning("%s refused a client (%s): %s", url, who, error)
 
 
 # -- a listener's state ---------------------------------------------------------------------

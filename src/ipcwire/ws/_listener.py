@@ -160,7 +160,7 @@ class WsListener(ListenerCore, Listener):
                         except OSError:
                             pass
         except Exception:  # pragma: no cover - a bug here must not pass silently
-            log.exception("ipcwire: the acceptor of %s failed", self.url)
+            log.exception("the acceptor of %s failed", self.url)
 
     def _accept_new(self) -> None:
         for _ in range(64):
@@ -200,7 +200,7 @@ class WsListener(ListenerCore, Listener):
     def _no_thread(self, what: str, exc: RuntimeError) -> None:
         """Say that a client was dropped because a thread for ``what`` could not start."""
         log.warning(
-            "ipcwire: %s dropped a client: a thread for %s could not be started (%s): this "
+            "%s dropped a client: a thread for %s could not be started (%s): this "
             "process is at its limit of processes/threads (RLIMIT_NPROC, or the cgroup's "
             "pids.max). Raise that limit, or serve fewer clients at once "
             "(serve(max_channels=))",
@@ -221,7 +221,7 @@ class WsListener(ListenerCore, Listener):
         try:
             ch = self._admit(sock)
         except OSError as exc:  # e.g. out of descriptors for the connection's own socketpair
-            log.warning("ipcwire: %s", translate(exc, self.url, "opening a connection on"))
+            log.warning("%s", translate(exc, self.url, "opening a connection on"))
             with self._cond:
                 current = self._opening.get(threading.current_thread(), sock)
             current.close()  # (this thread owns it; the client sees the end of the stream)
@@ -232,7 +232,7 @@ class WsListener(ListenerCore, Listener):
             _cut(current)  # (ends the connection's reading thread, if that one started)
             current.close()
         except Exception:  # pragma: no cover - a bug here must not pass silently
-            log.exception("ipcwire: %s: a handshake failed", self.url)
+            log.exception("%s: a handshake failed", self.url)
         with self._cond:
             self._opening.pop(threading.current_thread(), None)
             self._inflight -= 1
@@ -259,7 +259,7 @@ class WsListener(ListenerCore, Listener):
                 self._wrapped(sock)
                 sock.do_handshake()
             except (OSError, ValueError) as exc:
-                log.info("ipcwire: %s: TLS handshake with %s failed: %s", self.url, who, exc)
+                log.info("%s: TLS handshake with %s failed: %s", self.url, who, exc)
                 sock.close()
                 return None
             sock = SharedTls(sock)  # type: ignore[assignment] # read by one thread, written by others
@@ -292,7 +292,7 @@ class WsListener(ListenerCore, Listener):
         try:
             conn.handshake(process_request, process_response, "ipcwire", opts.handshake_timeout)
         except Exception as exc:
-            log.info("ipcwire: %s: handshake with %s failed: %s", self.url, who, exc)
+            log.info("%s: handshake with %s failed: %s", self.url, who, exc)
             conn.close_socket()
             return None
         adm = conn.admission

@@ -48,7 +48,7 @@ class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
         if not self.logger.isEnabledFor(level):
             return
         who = _peer_of(kwargs.get("extra")) if self._ask else self._peer
-        prefix = f"ipcwire: {self._url}" + (f" ({who})" if who else "") + ": "
+        prefix = f"{self._url}" + (f" ({who})" if who else "") + ": "
         if args:
             msg, args = "%s" + str(msg), (prefix, *args)
         else:  # (not %-formatted by logging: the URL may hold a %)
