@@ -17,6 +17,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import accept_failed
+from ipcwire._stream.listener import log_text
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioListener
 from ipcwire.channel import PeerInfo
@@ -237,7 +238,9 @@ class AioShmListener(AioListener):
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            log.log(level, "%s dropped a client: %s", url, exc)
+            # (a refusal may carry more for this log than its peer was told: the allow-list)
+            text = log_text(exc) if isinstance(exc, IpcwireError) else str(exc)
+            log.log(level, "%s dropped a client: %s", url, text)
             conn.close()
             self._unreserve(reserved)
             return

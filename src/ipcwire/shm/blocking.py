@@ -25,6 +25,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
 from ipcwire._oserror import accept_failed, translate
+from ipcwire._stream.listener import log_text
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
@@ -502,7 +503,9 @@ class ShmListener(Listener):
             ch = ShmChannel(link, wire, url, peer)
         except (IpcwireError, OSError) as exc:
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            log.log(level, "%s dropped a client: %s", url, exc)
+            # (a refusal may carry more for this log than its peer was told: the allow-list)
+            text = log_text(exc) if isinstance(exc, IpcwireError) else str(exc)
+            log.log(level, "%s dropped a client: %s", url, text)
             conn.close()
         finally:
             with self._cond:

@@ -37,6 +37,7 @@ from websockets.http11 import Response
 from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire._core.handshake import ServerHandshake, Step, same_secret
 from ipcwire._core.url import Endpoint
+from ipcwire._stream.listener import log_text
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelClosed,
@@ -309,8 +310,10 @@ POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 
 
 def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
-    """One log line per refused client."""
-    log.warning("%s refused a client (%s): %s", url, who, error)
+    """One log line per refused client (with what only the log should say: the allow-list
+    a refused uid is not told)."""
+    text = log_text(error) if isinstance(error, IpcwireError) else error
+    log.warning("%s refused a client (%s): %s", url, who, text)
 
 
 # -- a listener's state ---------------------------------------------------------------------
