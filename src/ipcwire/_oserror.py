@@ -17,7 +17,15 @@ from ipcwire.errors import (
     Timeout,
 )
 
-__all__ = ["ACCEPT_RETRY", "OUT_OF_RESOURCES", "accept_failed", "translate", "translated"]
+__all__ = [
+    "ACCEPT_RETRY",
+    "GAVE_UP",
+    "OUT_OF_RESOURCES",
+    "accept_failed",
+    "gave_up",
+    "translate",
+    "translated",
+]
 
 # accept() failing with one of these leaves the client in the kernel's backlog and the socket
 # readable: a listener pauses ACCEPT_RETRY seconds (as asyncio does) instead of spinning
@@ -49,6 +57,30 @@ _NO_ROOM = {
     ),
 }
 _PREPOSITIONS = frozenset({"on", "to", "from", "with", "in", "at", "for", "into", "of"})
+# On a connected TCP socket, the kernel's ETIMEDOUT is no deadline of the caller's: TCP gave
+# the peer up (keepalive probes, or resent data, went unanswered), and the connection is gone;
+# it reports EHOSTUNREACH or ENETUNREACH instead when that is what it last heard of the
+# peer's address (no answer to ARP, an ICMP message). Connecting keeps its Timeout.
+GAVE_UP = frozenset({errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+_ESTABLISHED = frozenset({"receiving from", "sending to"})
+
+
+def gave_up(exc: OSError, endpoint: str, doing: str) -> ChannelBroken | None:
+    """The error for ``exc`` met on an established stream connection to ``endpoint`` while
+    ``doing`` ("receiving from", "sending to"), if it says that TCP gave the peer up (GAVE_UP):
+    the peer stopped answering, so the kernel ended the connection. None for anything else.
+    (``translate`` does this for ETIMEDOUT; a stream driver asks first, for the others, which
+    on a datagram socket mean something else.)"""
+    code = exc.errno
+    if code not in GAVE_UP or isinstance(exc, IpcwireError):
+        return None
+    heard = "" if code == errno.ETIMEDOUT else f"; last, {_BROKEN[code]}"
+    return ChannelBroken(
+        f"{endpoint} broke while {doing} it: the peer stopped answering (TCP keepalive probes "
+        f"or resent data went unanswered{heard}): its machine or the network to it went away; "
+        f"connect again once it is reachable",
+        endpoint=endpoint,
+    )
 
 
 def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
@@ -105,6 +137,12 @@ def translate(exc: OSError, endpoint: str, doing: str) -> IpcwireError:
         return PermissionDenied(
             f"permission denied while {doing} {endpoint} ({exc.strerror})", endpoint=endpoint
         )
+    if (
+        code == errno.ETIMEDOUT
+        and doing in _ESTABLISHED
+        and (lost := gave_up(exc, endpoint, doing))
+    ):
+        return lost
     if code in (errno.ETIMEDOUT, errno.EAGAIN) or isinstance(exc, TimeoutError):
         return Timeout(f"timed out while {doing} {endpoint}", endpoint=endpoint)
     why = _BROKEN.get(code or 0, exc.strerror or str(exc))

@@ -22,7 +22,7 @@ from ipcwire._core.handshake import (
     refusal,
 )
 from ipcwire._core.wire import WireFormat
-from ipcwire._oserror import translate
+from ipcwire._oserror import gave_up, translate
 from ipcwire._stream import native
 from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire.aio._timeouts import within
@@ -311,7 +311,9 @@ class AioStreamChannel(AioChannel):
         if self._end is None:
             if exc is not None:
                 err = (
-                    translate(exc, self.url, "receiving from")
+                    # (TCP gave the peer up: the blocking channel's words, _os_error there)
+                    gave_up(exc, self.url, "receiving from")
+                    or translate(exc, self.url, "receiving from")
                     if isinstance(exc, OSError)
                     else (ChannelBroken(f"{self.url} broke: {exc}", endpoint=self.url))
                 )

@@ -31,7 +31,7 @@ from ipcwire._core.ending import end_error, error_reason, exit_reason
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import refusal
 from ipcwire._core.wire import WireFormat
-from ipcwire._oserror import translate
+from ipcwire._oserror import GAVE_UP, gave_up, translate
 from ipcwire._stream import native
 from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire._stream.linger import hand_over
@@ -46,10 +46,15 @@ from ipcwire.errors import (
 
 __all__ = ["StreamChannel", "native_stream_classes"]
 
-# A write that met these found the peer's end (it closed, or was killed).
-_PEER_GONE: Final = frozenset(
-    (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN)
-)
+# A write that met these found the peer's end (it closed, or was killed, or TCP gave it up:
+# GAVE_UP, keepalive probes or resent data unanswered).
+_PEER_GONE: Final = GAVE_UP | {
+    errno.EPIPE,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ENOTCONN,
+    errno.ESHUTDOWN,
+}
 
 _monotonic = time.monotonic
 _NOWAIT: Final = _NOSIGNAL | getattr(socket, "MSG_DONTWAIT", 0)
@@ -227,7 +232,9 @@ class StreamChannel(Channel):
                 # this send's own write met the peer's end part-way through the message (it
                 # was killed): say that, and send no more
                 if self._send_broken is None:
-                    self._send_broken = translate(exc, self.url, "sending to")
+                    self._send_broken = gave_up(exc, self.url, "sending to") or translate(
+                        exc, self.url, "sending to"
+                    )
                 return self._send_broken
             # another thread's send was torn (the native sender disabled itself)
             if self._send_broken is None:
@@ -244,7 +251,7 @@ class StreamChannel(Channel):
                 f"reading); the channel cannot be used for sending any more",
                 endpoint=self.url,
             )
-        if isinstance(exc, BlockingIOError | TimeoutError):
+        if isinstance(exc, BlockingIOError | TimeoutError) and exc.errno != errno.ETIMEDOUT:
             return Timeout(
                 f"send to {self.url} did not start within {timeout} s: the peer is not reading "
                 f"and the buffers are full; nothing was sent",
@@ -252,7 +259,7 @@ class StreamChannel(Channel):
             )
         if self._closed:
             return closed_error(self)
-        return translate(exc, self.url, "sending to")
+        return self._os_error(exc, "sending to")
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
@@ -263,7 +270,7 @@ class StreamChannel(Channel):
             except OSError as exc:
                 if self._closed:
                     raise closed_error(self) from None
-                raise self._explain(translate(exc, self.url, "receiving from")) from exc
+                raise self._explain(self._os_error(exc, "receiving from")) from exc
             if obj is not None:
                 return obj
             # None: nothing it could finish on its own; the general path below decides
@@ -356,16 +363,15 @@ class StreamChannel(Channel):
                 self._raise_eof()
             try:
                 n = stream.recv_into(dec.get_buffer(), wait)
-            except (BlockingIOError, TimeoutError) as exc:
-                if self._closed:
-                    raise closed_error(self) from None
-                raise Timeout(
-                    f"no message from {self.url} within {timeout} s", endpoint=self.url
-                ) from exc
             except OSError as exc:
                 if self._closed:
                     raise closed_error(self) from None
-                raise self._explain(translate(exc, self.url, "receiving from")) from exc
+                if isinstance(exc, BlockingIOError | TimeoutError) and exc.errno != errno.ETIMEDOUT:
+                    raise Timeout(
+                        f"no message from {self.url} within {timeout} s", endpoint=self.url
+                    ) from exc
+                # (the kernel's ETIMEDOUT: TCP gave the peer up, see _os_error)
+                raise self._explain(self._os_error(exc, "receiving from")) from exc
             if n == 0:
                 if self._closed:
                     raise closed_error(self)
@@ -387,6 +393,20 @@ class StreamChannel(Channel):
                     )
             elif timeout == 0:
                 raise Timeout(f"no whole message from {self.url} yet", endpoint=self.url)
+
+    def _os_error(self, exc: OSError, doing: str) -> IpcwireError:
+        """The error for ``exc``, met while ``doing`` ("receiving from", "sending to"). When
+        TCP gave the peer up (GAVE_UP: keepalive probes or resent data went unanswered), the
+        connection is gone both ways: every later send says so in the same words, as after
+        the end of the stream (the socket itself would next say "broken pipe"), as asyncio's
+        channel does."""
+        err = gave_up(exc, self.url, doing)
+        if err is None:
+            return translate(exc, self.url, doing)
+        if self._send_broken is None:
+            self._send_broken = send_error_after_end(err, self._decoder, self.url)
+            self._update_fast_path()
+        return err
 
     def _raise_eof(self) -> None:
         err = end_error(self._decoder, self.url)

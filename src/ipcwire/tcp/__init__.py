@@ -21,4 +21,5 @@ SPEC = MechanismSpec(
     aio="ipcwire.tcp.aio",
     docs="docs/mechanisms/tcp.md",
     example_url="tcp://127.0.0.1:7000",
+    query_options=("keepalive",),
 )

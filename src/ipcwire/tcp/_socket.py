@@ -4,7 +4,8 @@ Listening binds 127.0.0.1 unless a host is given (``tcp://0.0.0.0:7000`` to acce
 machines, which then wants ``token=`` and TLS: a listener on such an address with neither logs
 a warning). SO_REUSEADDR is set so a restarted server does not hit EADDRINUSE from its
 previous run's TIME_WAIT sockets; a real conflict becomes ``AddressInUse`` naming the process
-that holds the port. Every connection gets TCP_NODELAY.
+that holds the port. Every connection gets TCP_NODELAY, and TCP keepalive (``keepalive=``,
+below) so that a peer whose machine or network went away is noticed.
 """
 
 from __future__ import annotations
@@ -12,24 +13,54 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import math
 import socket
 from dataclasses import dataclass
+from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._procfs import describe_pid, pids_for_inodes, tcp_listener_inodes
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import AddressInUse, InvalidURL, IpcwireError, PermissionDenied
+from ipcwire.errors import (
+    AddressInUse,
+    ConfigurationError,
+    InvalidURL,
+    IpcwireError,
+    PermissionDenied,
+)
 
 __all__ = [
+    "DEFAULT_KEEPALIVE",
+    "KEEPALIVE_INTERVAL",
+    "KEEPALIVE_PROBES",
     "TcpAddress",
     "bind_listener",
     "configure",
+    "keepalive_option",
     "peer_info",
     "resolve",
     "warn_if_exposed",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
+
+# TCP keepalive. A peer whose machine died, or whose network went away, sends nothing, not
+# even a reset: without probes a receive waits for ever (the kernel's own keepalive, when a
+# program turns it on, starts after 2 hours). After DEFAULT_KEEPALIVE seconds without a
+# packet from the peer, the kernel sends a probe every KEEPALIVE_INTERVAL seconds (or every
+# ``keepalive`` seconds when that is shorter); KEEPALIVE_PROBES unanswered ones end the
+# connection with ETIMEDOUT: a dead peer is noticed within keepalive + 3 intervals (90 s by
+# default). An idle connection costs one small packet each way per minute.
+# Probes only go out while everything sent was acknowledged. A peer that vanished before
+# acknowledging the last reply (its ACK is delayed up to 40 ms after it read it) leaves data
+# to resend, and the kernel resends for about 15 minutes (net.ipv4.tcp_retries2): so
+# TCP_USER_TIMEOUT (Linux) gives up the same bound after the data was sent. It also ends a
+# connection whose peer, alive, lets a send wait that long for room (it reads nothing while
+# its receive window stays shut): the kernel cannot tell the two apart.
+DEFAULT_KEEPALIVE: Final = 60
+KEEPALIVE_INTERVAL: Final = 10
+KEEPALIVE_PROBES: Final = 3
+_MAX_KEEPIDLE: Final = 32767  # Linux's limit for TCP_KEEPIDLE (MAX_TCP_KEEPIDLE)
 
 log = logging.getLogger("ipcwire")
 
@@ -66,9 +97,63 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> TcpAddress:
     return TcpAddress(host, endpoint.port)
 
 
-def configure(sock: socket.socket) -> None:
-    """Options every TCP channel gets: TCP_NODELAY (no Nagle delay on small messages)."""
+def keepalive_option(endpoint: Endpoint, kw: dict[str, Any]) -> int | None:
+    """Take ``keepalive=`` out of ``kw`` (the URL's ``?keepalive=`` is the default): seconds
+    without traffic before the first probe, rounded up to whole seconds; None (``none`` in a
+    URL) or 0 turns keepalive off.
+
+    Raises:
+        ConfigurationError: not a number of seconds, negative, NaN or infinite.
+    """
+    query = endpoint.params.get("keepalive")
+    raw: object = kw.pop("keepalive", DEFAULT_KEEPALIVE if query is None else query)
+    value: object = raw
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        try:
+            value = None if text in ("", "none") else float(text)
+        except ValueError:
+            value = raw
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigurationError(
+            f"keepalive={raw!r} for {endpoint.url}: give the seconds a connection may be idle "
+            f"before TCP keepalive probes check that the peer is still there (a number over "
+            f"0, default {DEFAULT_KEEPALIVE}), or None (or 0) to turn keepalive off",
+            endpoint=endpoint.url,
+        )
+    return min(math.ceil(value), _MAX_KEEPIDLE)
+
+
+def configure(sock: Any, keepalive: int | None) -> None:
+    """Options every TCP channel gets: TCP_NODELAY (no Nagle delay on small messages), and
+    unless ``keepalive`` is None, TCP keepalive: the first probe after ``keepalive`` seconds
+    without traffic, then one every min(keepalive, KEEPALIVE_INTERVAL) seconds, and the
+    connection ends (ETIMEDOUT: ChannelBroken) after KEEPALIVE_PROBES unanswered ones; and
+    TCP_USER_TIMEOUT, the same bound for data sent and not acknowledged. Where the system
+    lacks an option (TCP_KEEPIDLE is TCP_KEEPALIVE on macOS), its default stays.
+    ``sock`` is a socket, or asyncio's wrapper of one."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
+    interval = min(keepalive, KEEPALIVE_INTERVAL)
+    for name, value in (
+        (idle, keepalive),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
+        (
+            getattr(socket, "TCP_USER_TIMEOUT", None),
+            (keepalive + KEEPALIVE_PROBES * interval) * 1000,
+        ),
+    ):
+        if name is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, name, value)
+            except OSError:  # (an older Windows has the name but not the option)
+                pass
 
 
 def peer_info(sock: socket.socket) -> PeerInfo:

@@ -21,6 +21,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.tcp._socket import (
     bind_listener,
     configure,
+    keepalive_option,
     peer_info,
     resolve,
     warn_if_exposed,
@@ -39,8 +40,10 @@ async def connect(
     server_hostname: str | None = None,
     **kw: Any,
 ) -> AioStreamChannel:
-    """Connect over TCP; see :func:`ipcwire.aio.connect`."""
-    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname"))
+    """Connect over TCP; see :func:`ipcwire.aio.connect` (``keepalive=``:
+    docs/mechanisms/tcp.md)."""
+    keepalive = keepalive_option(endpoint, kw)
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname", "keepalive"))
     addr = resolve(endpoint, listening=False)
     loop = asyncio.get_running_loop()
 
@@ -57,7 +60,7 @@ async def connect(
         return translate(exc, endpoint.url, "connecting to")
 
     def peer(sock: Any) -> PeerInfo:
-        configure(sock)
+        configure(sock, keepalive)
         return peer_info(sock)
 
     return await aio_connect_stream(
@@ -73,8 +76,10 @@ async def listen(
     backlog: int = 128,
     **kw: Any,
 ) -> AioStreamListener:
-    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.aio.listen`."""
-    reject_unknown(kw, endpoint, ("ssl", "backlog"))
+    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.aio.listen`
+    (``keepalive=``, for every accepted connection: docs/mechanisms/tcp.md)."""
+    keepalive = keepalive_option(endpoint, kw)
+    reject_unknown(kw, endpoint, ("ssl", "backlog", "keepalive"))
     addr = resolve(endpoint, listening=True)
     sock = bind_listener(addr, endpoint.url, backlog)
     host, port = sock.getsockname()[:2]
@@ -83,7 +88,7 @@ async def listen(
     warn_if_exposed(url, host, token=options.token, tls=ssl is not None)
 
     def authorize(conn: Any) -> tuple[PeerInfo, IpcwireError | None]:
-        configure(conn)
+        configure(conn, keepalive)
         return peer_info(conn), None
 
     listener = AioStreamListener(url, options, authorize=authorize, max_ready=backlog)

@@ -17,6 +17,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.tcp._socket import (
     bind_listener,
     configure,
+    keepalive_option,
     peer_info,
     resolve,
     warn_if_exposed,
@@ -35,13 +36,14 @@ def connect(
     server_hostname: str | None = None,
     **kw: Any,
 ) -> StreamChannel:
-    """Connect over TCP; see :func:`ipcwire.connect`."""
-    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname"))
+    """Connect over TCP; see :func:`ipcwire.connect` (``keepalive=``: docs/mechanisms/tcp.md)."""
+    keepalive = keepalive_option(endpoint, kw)
+    reject_unknown(kw, endpoint, ("timeout", "reconnect", "ssl", "server_hostname", "keepalive"))
     addr = resolve(endpoint, listening=False)
 
     def open_socket(remaining: float) -> socket.socket:
         sock = socket.create_connection((addr.host, addr.port), timeout=remaining)
-        configure(sock)
+        configure(sock, keepalive)
         return sock
 
     def explain(exc: OSError) -> IpcwireError | None:
@@ -67,8 +69,10 @@ def listen(
     backlog: int = 128,
     **kw: Any,
 ) -> StreamListener:
-    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.listen`."""
-    reject_unknown(kw, endpoint, ("ssl", "backlog"))
+    """Listen on TCP (127.0.0.1 unless the URL names a host); see :func:`ipcwire.listen`
+    (``keepalive=``, for every accepted connection: docs/mechanisms/tcp.md)."""
+    keepalive = keepalive_option(endpoint, kw)
+    reject_unknown(kw, endpoint, ("ssl", "backlog", "keepalive"))
     addr = resolve(endpoint, listening=True)
     sock = bind_listener(addr, endpoint.url, backlog)
     host, port = sock.getsockname()[:2]
@@ -85,6 +89,6 @@ def listen(
         options,
         authorize=authorize,
         ssl_context=ssl,
-        configure=configure,
+        configure=lambda conn: configure(conn, keepalive),
         max_ready=backlog,
     )
