@@ -51,12 +51,12 @@ DEFAULT_HOST = "127.0.0.1"
 # ``keepalive`` seconds when that is shorter); KEEPALIVE_PROBES unanswered ones end the
 # connection with ETIMEDOUT: a dead peer is noticed within keepalive + 3 intervals (90 s by
 # default). An idle connection costs one small packet each way per minute.
-# Probes only go out while everything sent was acknowledged. A peer that vanished before
-# acknowledging the last reply (its ACK is delayed up to 40 ms after it read it) leaves data
-# to resend, and the kernel resends for about 15 minutes (net.ipv4.tcp_retries2): so
-# TCP_USER_TIMEOUT (Linux) gives up the same bound after the data was sent. It also ends a
+# Probes only go out while everything sent was acknowledged. A peer that vanished with data
+# of ours unacknowledged is given up when the kernel stops resending it: about 15 minutes
+# (net.ipv4.tcp_retries2). TCP_USER_TIMEOUT would bound that too, but on Linux it also ends a
 # connection whose peer, alive, lets a send wait that long for room (it reads nothing while
-# its receive window stays shut): the kernel cannot tell the two apart.
+# its receive window stays shut): a slow reader must slow the writer, not lose what it had
+# buffered, so it is not set.
 DEFAULT_KEEPALIVE: Final = 60
 KEEPALIVE_INTERVAL: Final = 10
 KEEPALIVE_PROBES: Final = 3
@@ -130,8 +130,8 @@ def configure(sock: Any, keepalive: int | None) -> None:
     """Options every TCP channel gets: TCP_NODELAY (no Nagle delay on small messages), and
     unless ``keepalive`` is None, TCP keepalive: the first probe after ``keepalive`` seconds
     without traffic, then one every min(keepalive, KEEPALIVE_INTERVAL) seconds, and the
-    connection ends (ETIMEDOUT: ChannelBroken) after KEEPALIVE_PROBES unanswered ones; and
-    TCP_USER_TIMEOUT, the same bound for data sent and not acknowledged. Where the system
+    connection ends (ETIMEDOUT: ChannelBroken) after KEEPALIVE_PROBES unanswered ones (not
+    TCP_USER_TIMEOUT: see above). Where the system
     lacks an option (TCP_KEEPIDLE is TCP_KEEPALIVE on macOS), its default stays.
     ``sock`` is a socket, or asyncio's wrapper of one."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -144,10 +144,6 @@ def configure(sock: Any, keepalive: int | None) -> None:
         (idle, keepalive),
         (getattr(socket, "TCP_KEEPINTVL", None), interval),
         (getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_PROBES),
-        (
-            getattr(socket, "TCP_USER_TIMEOUT", None),
-            (keepalive + KEEPALIVE_PROBES * interval) * 1000,
-        ),
     ):
         if name is not None:
             try:
