@@ -229,7 +229,7 @@ def warn_if_exposed(url: str, host: str, *, token: bytes | None, tls: bool) -> N
     if ip.is_loopback:
         return
     log.warning(
-        "ipcwire: %s listens beyond this machine with no token and no TLS: anyone who can "
+        "%s listens beyond this machine with no token and no TLS: anyone who can "
         "reach the port can connect, send it messages and read its replies. Pass token= "
         "(a shared secret) and ssl= (an SSLContext), or listen on 127.0.0.1 for clients on "
         "this machine only",
