@@ -3,12 +3,15 @@ bound to one address receives what is sent to another, and who owns a socket."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 
 from ipcwire._procfs import describe_pid, pids_for_inodes
+from ipcwire.doctor._model import Report
 
-__all__ = ["covers", "is_local", "owner"]
+__all__ = ["bind_failed", "covers", "is_local", "os_error", "owner"]
 
 
 def is_local(addr: str, family: int, kind: int) -> bool:
@@ -38,3 +41,43 @@ def owner(inode: int, uid: int) -> str:
     """The processes holding the socket ``inode`` ("pid 12 (python3 app.py)"), or its uid."""
     pids = pids_for_inodes({inode})
     return ", ".join(describe_pid(p) for p in pids) if pids else f"a process of uid {uid}"
+
+
+def bind_failed(
+    report: Report,
+    kind: str,
+    code: int,
+    *,
+    port: int,
+    addr: str,
+    shown: str,
+    local: bool,
+    evidence: list[str],
+    who: str,
+    inodes: set[int],
+) -> None:
+    """Report why a trial bind of ``kind`` ("tcp", "udp") to ``shown`` failed with ``code``:
+    in use (by ``who``, the sockets ``inodes``), a privileged port, not this machine's
+    address, or another error."""
+    if code == errno.EADDRINUSE:
+        pids = pids_for_inodes(inodes)
+        fix = f"stop {describe_pid(pids[0])} (kill {pids[0]})" if pids else "stop that server"
+        report.add(f"{kind}.in_use", "problem",
+                   f"{kind.upper()} port {port} is in use by {who}", evidence,
+                   f"{fix}, choose another port, or use port 0 for any free one",
+                   pids=pids)  # fmt: skip
+    elif code in (errno.EACCES, errno.EPERM):
+        report.add(f"{kind}.privileged", "problem", f"port {port} is below 1024 and needs "
+                   "privileges", evidence, "use a port of 1024 or more")  # fmt: skip
+    elif code == errno.EADDRNOTAVAIL or not local:
+        fix = "listen on 127.0.0.1 (this machine only) or 0.0.0.0 (every address)"
+        report.add(f"{kind}.not_local", "problem", f"{addr} is not an address of this machine",
+                   evidence, fix)  # fmt: skip
+    else:
+        report.add(f"{kind}.error", "problem", f"bind to {shown} failed: {os_error(code)}",
+                   evidence)  # fmt: skip
+
+
+def os_error(code: int) -> str:
+    """``ENETUNREACH (Network is unreachable)``."""
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"

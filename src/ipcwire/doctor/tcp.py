@@ -9,12 +9,11 @@ surprise of a server bound to 127.0.0.1 while the client dials the machine's oth
 from __future__ import annotations
 
 import errno
-import os
 import socket
 
-from ipcwire._procfs import TcpEntry, describe_pid, pids_for_inodes, tcp_sockets
+from ipcwire._procfs import TcpEntry, pids_for_inodes, tcp_sockets
 from ipcwire.doctor._model import Report
-from ipcwire.doctor._net import covers, is_local, owner
+from ipcwire.doctor._net import bind_failed, covers, is_local, os_error, owner
 
 __all__ = ["check_tcp"]
 
@@ -116,11 +115,6 @@ def _check_connect(
                "check the address and the network route")  # fmt: skip
 
 
-def os_error(code: int) -> str:
-    """``ENETUNREACH (Network is unreachable)``."""
-    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)})"
-
-
 def _check_bind(
     report: Report,
     addr: str,
@@ -142,22 +136,7 @@ def _check_bind(
     if code == 0:
         report.add("tcp.free", "ok", f"{shown} is free: a server can listen there", ev)
         return
-    if code == errno.EADDRINUSE:
-        holders = [e for e in listeners if covers(e.host, addr) or e.host == addr]
-        who = "; ".join(_listener_text(e) for e in holders) or "another process"
-        pids = pids_for_inodes({e.inode for e in holders})
-        fix = f"stop {describe_pid(pids[0])} (kill {pids[0]})" if pids else "stop that server"
-        report.add("tcp.in_use", "problem", f"port {port} is in use by {who}", ev,
-                   f"{fix}, choose another port, or use port 0 for any free one",
-                   pids=pids)  # fmt: skip
-        return
-    if code in (errno.EACCES, errno.EPERM):
-        report.add("tcp.privileged", "problem", f"port {port} is below 1024 and needs "
-                   "privileges", ev, "use a port of 1024 or more")  # fmt: skip
-        return
-    if code == errno.EADDRNOTAVAIL or not local:
-        fix = "listen on 127.0.0.1 (this machine only) or 0.0.0.0 (every address)"
-        report.add("tcp.not_local", "problem", f"{addr} is not an address of this machine",
-                   ev, fix)  # fmt: skip
-        return
-    report.add("tcp.error", "problem", f"bind to {shown} failed: {os_error(code)}", ev)
+    holders = [e for e in listeners if covers(e.host, addr) or e.host == addr]
+    bind_failed(report, "tcp", code, port=port, addr=addr, shown=shown, local=local,
+                evidence=ev, who="; ".join(_listener_text(e) for e in holders) or
+                "another process", inodes={e.inode for e in holders})  # fmt: skip

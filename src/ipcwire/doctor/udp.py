@@ -18,10 +18,9 @@ import errno
 import select
 import socket
 
-from ipcwire._procfs import UdpEntry, describe_pid, pids_for_inodes, udp_sockets
+from ipcwire._procfs import UdpEntry, pids_for_inodes, udp_sockets
 from ipcwire.doctor._model import Report
-from ipcwire.doctor._net import covers, is_local, owner
-from ipcwire.doctor.tcp import os_error
+from ipcwire.doctor._net import bind_failed, covers, is_local, os_error, owner
 
 __all__ = ["check_udp"]
 
@@ -219,22 +218,7 @@ def _check_bind(
         report.add("udp.free", "ok", f"{shown} is free: a server can listen there"
                    + (where if others else ""), ev)  # fmt: skip
         return
-    if code == errno.EADDRINUSE:
-        holders = [e for e in entries if _conflicts(e, addr)] or entries
-        who = "; ".join(_entry_text(e) for e in holders) or "another process"
-        pids = pids_for_inodes({e.inode for e in holders})
-        fix = f"stop {describe_pid(pids[0])} (kill {pids[0]})" if pids else "stop that server"
-        report.add("udp.in_use", "problem", f"UDP port {port} is in use: {who}", ev,
-                   f"{fix}, choose another port, or use port 0 for any free one",
-                   pids=pids)  # fmt: skip
-        return
-    if code in (errno.EACCES, errno.EPERM):
-        report.add("udp.privileged", "problem", f"port {port} is below 1024 and needs "
-                   "privileges", ev, "use a port of 1024 or more")  # fmt: skip
-        return
-    if code == errno.EADDRNOTAVAIL or not local:
-        fix = "listen on 127.0.0.1 (this machine only) or 0.0.0.0 (every address)"
-        report.add("udp.not_local", "problem", f"{addr} is not an address of this machine",
-                   ev, fix)  # fmt: skip
-        return
-    report.add("udp.error", "problem", f"bind to {shown} failed: {os_error(code)}", ev)
+    holders = [e for e in entries if _conflicts(e, addr)] or entries
+    bind_failed(report, "udp", code, port=port, addr=addr, shown=shown, local=local,
+                evidence=ev, who="; ".join(_entry_text(e) for e in holders) or
+                "another process", inodes={e.inode for e in holders})  # fmt: skip
