@@ -7,8 +7,9 @@ client already counted among those in their handshake: the socket stayed, the ke
 connections, nothing answered them (every client timed out in its handshake, for ever), and
 the program was never told (close() then raised, joining the thread that never started). A
 thread of the connection's own that could not start (websockets' reader, its keepalive) left
-the client waiting until its timeout, its socket open. The limit is real: the server runs in a pids cgroup whose ``pids.max`` the test sets. With
-``backlog=1``, a client left counted would also have kept the listener full for good.
+the client waiting until its timeout, its socket open. The limit is real: the server runs in
+a pids cgroup whose ``pids.max`` the test sets. With ``backlog=1``, a client left counted
+would also have kept the listener full for good.
 """
 
 from __future__ import annotations
