@@ -92,8 +92,15 @@ def _chaos(spool_dir: Path, producers: int, n: int, consumers: int, kills: int, 
                 assert wait_until(lambda: all(p.poll() is not None for p in prods), 120)
                 continue
             # wait for some progress, then kill someone at random and start a replacement
+            # (or until every producer has ended: then no more can come, and the wait ran
+            # out its 20 s, once or twice a run, when the last messages were fewer)
             target = len(_consumed(clogs)) + rng.randint(5, 25)
-            wait_until(lambda t=target: len(_consumed(clogs)) >= t, timeout=20)
+            wait_until(
+                lambda t=target: (
+                    len(_consumed(clogs)) >= t or all(p.poll() is not None for p in prods)
+                ),
+                timeout=20,
+            )
             victims = [("p", k) for k in range(producers) if k not in finished]
             victims += [("c", k) for k in range(consumers)]
             kind, k = rng.choice(victims)
