@@ -115,10 +115,11 @@ class DropLog:
         self._level = logging.INFO
 
 
-def log_text(error: IpcwireError) -> str:
+def log_text(error: BaseException | str) -> str:
     """What the server's log says about a refused client: the error's text is what the client
     is told; an error may carry more for the server's eyes only (``server_log``: an
-    ``allow_uids`` list that a refused uid should not learn, and the fix)."""
+    ``allow_uids`` list that a refused uid should not learn, and the fix). Any exception, or
+    a text already, is shown as it is."""
     text = getattr(error, "server_log", None)
     return text if isinstance(text, str) else str(error)
 

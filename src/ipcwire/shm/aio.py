@@ -239,8 +239,7 @@ class AioShmListener(AioListener):
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
             level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
             # (a refusal may carry more for this log than its peer was told: the allow-list)
-            text = log_text(exc) if isinstance(exc, IpcwireError) else str(exc)
-            log.log(level, "%s dropped a client: %s", url, text)
+            log.log(level, "%s dropped a client: %s", url, log_text(exc))
             conn.close()
             self._unreserve(reserved)
             return

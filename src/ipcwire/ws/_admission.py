@@ -312,8 +312,7 @@ POLICY_VIOLATION: Final = CloseCode.POLICY_VIOLATION
 def log_refusal(url: str, who: str, error: IpcwireError | str) -> None:
     """One log line per refused client (with what only the log should say: the allow-list
     a refused uid is not told)."""
-    text = log_text(error) if isinstance(error, IpcwireError) else error
-    log.warning("%s refused a client (%s): %s", url, who, text)
+    log.warning("%s refused a client (%s): %s", url, who, log_text(error))
 
 
 # -- a listener's state ---------------------------------------------------------------------
