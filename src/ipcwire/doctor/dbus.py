@@ -134,8 +134,12 @@ def check_dbus(url: str, *, listen: bool = False) -> Report:
         where = opts.get("path") or opts.get("abstract", "")
         if not _reach_unix(report, kind, where, ev, no_daemon_fix):
             return report
-        ev.append(_daemon_text(_daemon_pids(kind, where)))
-    _on_the_bus(report, address, target.bus, target.name, url, ev, no_daemon_fix, listen)
+        daemon = _daemon_pids(kind, where)
+        ev.append(_daemon_text(daemon))
+    else:
+        daemon = []
+    _on_the_bus(report, address, target.bus, target.name, url, ev, no_daemon_fix, listen,
+                daemon)  # fmt: skip
     return report
 
 
@@ -179,17 +183,6 @@ def _reach_unix(report: Report, kind: str, where: str, ev: list[str], fix: str) 
     return False
 
 
-def _stopped_pids(ev: list[str]) -> list[int]:
-    """Pids named stopped in the daemon evidence line (for the fix)."""
-    out: list[int] = []
-    for line in ev:
-        if line.startswith("the daemon: "):
-            for part in line.removeprefix("the daemon: ").split("; "):
-                if "stopped" in part:
-                    out.append(int(part.split()[1]))
-    return out
-
-
 def _on_the_bus(
     report: Report,
     address: str,
@@ -199,8 +192,9 @@ def _on_the_bus(
     ev: list[str],
     no_daemon_fix: str,
     listen: bool,
+    daemon: list[int],
 ) -> None:
-    """Authenticate, say Hello, then ask the daemon about ``name``."""
+    """Authenticate, say Hello, then ask the daemon about ``name`` (``daemon``: its pids)."""
     from ipcwire.dbus._conn import BusConnection
 
     started = time.monotonic()
@@ -215,7 +209,7 @@ def _on_the_bus(
     except IpcwireError as exc:
         took = time.monotonic() - started
         if isinstance(exc.__cause__, (TimeoutError, Timeout)):
-            _not_answering(report, ev, "authentication and Hello", took)
+            _not_answering(report, ev, "authentication and Hello", took, daemon)
             return
         report.add("dbus.no_daemon", "problem", f"cannot open a connection to the {bus} bus",
                    [*ev, str(exc)], no_daemon_fix)  # fmt: skip
@@ -224,7 +218,7 @@ def _on_the_bus(
         ev.append(f"authenticated (EXTERNAL, uid {os.getuid()}); Hello -> {conn.unique_name}")
         _ask_about(report, conn, bus, name, ev, listen)
     except Timeout:
-        _not_answering(report, ev, "a call to the daemon", CALL_TIMEOUT)
+        _not_answering(report, ev, "a call to the daemon", CALL_TIMEOUT, daemon)
     except IpcwireError as exc:
         report.add("dbus.error", "problem", f"the {bus} bus failed a call: {exc}", ev,
                    "check the daemon's log (journalctl --user -u dbus)")  # fmt: skip
@@ -232,8 +226,14 @@ def _on_the_bus(
         conn.close()
 
 
-def _not_answering(report: Report, ev: list[str], what: str, took: float) -> None:
-    stopped = _stopped_pids(ev)
+def _not_answering(
+    report: Report, ev: list[str], what: str, took: float, daemon: list[int]
+) -> None:
+    # the daemon's state now, when the deadline has passed, not when its socket answered: a
+    # SIGSTOP takes effect when the daemon next runs, which may be after that first reading
+    now = _daemon_text(daemon)
+    ev = [now if line.startswith("the daemon") else line for line in ev]
+    stopped = [p for p in daemon if (st := proc_stat(p)) and st.state in ("T", "t")]
     fix = (
         f"the daemon is stopped: kill -CONT {stopped[0]}"
         if stopped
