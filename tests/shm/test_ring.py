@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests._proc import wait_until
 
 from ipcwire.errors import (
     ChannelBroken,
@@ -233,6 +234,43 @@ def test_close_wakes_a_blocked_receiver(
     assert not t.is_alive()
     assert len(result) == 1 and isinstance(result[0], ChannelClosed)
     tx.close()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_close_wakes_every_sender_waiting_its_turn(impl: str) -> None:
+    """Three threads send on one end whose ring is full: one waits for room, two for their
+    turn. close() from a fourth thread wakes all three with ChannelClosed (the C end woke
+    only the holder and the first waiter: the last one slept until its deadline)."""
+    tx, rx, _ = ring_pair(1 << 12, impl, impl, policy="park")
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            while True:
+                tx.send(b"x" * 20_000, timeout=60)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for t in threads:
+        t.start()
+
+    def all_asleep() -> bool:  # each thread sleeping in the kernel, twice in a row
+        states = []
+        for _ in range(2):
+            for t in threads:
+                with open(f"/proc/self/task/{t.native_id}/stat") as f:
+                    states.append(f.read().rpartition(")")[2].split()[0])
+            time.sleep(0.02)
+        return all(s == "S" for s in states)
+
+    assert wait_until(all_asleep)
+    tx.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert [type(e) for e in errors] == [ChannelClosed] * 3, errors
+    rx.close()
 
 
 @pytest.mark.parametrize(("prod", "cons"), PAIRS, ids=pair_ids)

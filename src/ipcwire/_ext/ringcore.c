@@ -322,6 +322,10 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
             return -1;
         }
         if (self->closed) { /* closed while we waited for the other thread */
+            /* the token this waiter took is passed on: every waiter must wake and see it
+             * closed, not only the one the leaving holder's token woke */
+            if (self->waiters > 0)
+                PyThread_release_lock(self->lock);
             rg_raise(ipcw_ChannelClosed, self, NULL, "%U is closed", self->name);
             return -1;
         }
