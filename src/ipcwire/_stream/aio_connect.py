@@ -103,7 +103,14 @@ async def client_connect(
         handshake_timeout=options.handshake_timeout,
         half_close=True,
     )
-    transport, _ = await create(lambda: proto)
+    try:
+        transport, _ = await create(lambda: proto)
+    except BaseException:
+        # (cancelled, or failed, after the connection was made: its handshake's error, set
+        # when the transport is closed, would go unread and be logged "never retrieved")
+        if not done.done():
+            done.cancel()
+        raise
     if on_connected is not None:
         on_connected(loop.time())
     try:

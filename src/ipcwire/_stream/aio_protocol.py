@@ -262,8 +262,13 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
         if self.hs is not None:
+            why = f": {exc}" if exc is not None else ""
             self._fail(
-                ChannelBroken(f"{self.ch.url}: connection lost in the handshake: {exc}"), b""
+                ChannelBroken(
+                    f"{self.ch.url}: the connection was lost during the handshake{why}",
+                    endpoint=self.ch.url,
+                ),
+                b"",
             )
         self.ch._connection_lost(exc)
 
