@@ -131,7 +131,12 @@ class ClientCore:
         and joins a relative URL on every request otherwise."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = client.build_request("GET", path).url
+            url = client.build_request("GET", path).url
+            if not path and url.path != "/":
+                # httpx's base URL ends with "/": the prefix itself is "/api", not "/api/"
+                # (a foreign server routing exactly the prefix answers 404 to the latter)
+                url = url.copy_with(path=url.path.rstrip("/"))
+            self._urls[path] = url
         return url
 
     # -- opening -------------------------------------------------------------------------------
