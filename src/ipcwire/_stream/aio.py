@@ -26,7 +26,7 @@ from ipcwire._oserror import gave_up, translate
 from ipcwire._stream import native
 from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import end_socket
+from ipcwire.aio._without_loop import end_socket, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -146,6 +146,8 @@ class AioStreamChannel(AioChannel):
         return t
 
     async def _drain(self, timeout: float | None) -> None:
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise wrong
         fut = self._loop.create_future()
         self._drainers.append(fut)
         try:
@@ -211,6 +213,8 @@ class AioStreamChannel(AioChannel):
                     f"another task is already receiving on {self.url}; receive from one task "
                     f"(and fan out with a queue), or open one channel per task"
                 )
+            if (wrong := not_this_loop(self._loop, self.url)) is not None:
+                raise wrong
             fut = self._waiter = self._loop.create_future()
             try:
                 if timeout is None:

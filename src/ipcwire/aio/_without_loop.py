@@ -14,7 +14,16 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
-__all__ = ["closable_socket", "close_transport", "drop_socket", "end_socket", "running_elsewhere"]
+from ipcwire.errors import LocalProtocolError
+
+__all__ = [
+    "closable_socket",
+    "close_transport",
+    "drop_socket",
+    "end_socket",
+    "not_this_loop",
+    "running_elsewhere",
+]
 
 
 def closable_socket(wrapper: Any) -> socket.socket | None:
@@ -88,3 +97,17 @@ def running_elsewhere(loop: asyncio.AbstractEventLoop | None) -> bool:
         return asyncio.get_running_loop() is not loop
     except RuntimeError:  # no loop runs in this thread
         return True
+
+
+def not_this_loop(loop: asyncio.AbstractEventLoop, url: str) -> LocalProtocolError | None:
+    """The error for a wait on a channel of ``loop`` from another loop (one ``asyncio.run()``
+    made it, the next uses it): the wait would be on a future of a loop that never runs it
+    again (asyncio's RuntimeError "attached to a different loop", or a hang)."""
+    if asyncio.get_running_loop() is loop:
+        return None
+    return LocalProtocolError(
+        f"{url} belongs to another event loop ({'ended' if loop.is_closed() else 'still open'}):"
+        f" an asyncio channel is used only in the loop that opened it; open it again in this "
+        f"one (a channel made in one asyncio.run() ends with it)",
+        endpoint=url,
+    )
