@@ -98,3 +98,24 @@ def test_a_loan_left_open_says_how_to_end_it(impl: str) -> None:
     assert rx.recv(5) == b"x"
     tx.close()
     rx.close()
+
+
+def test_the_channel_classes_are_public_for_type_checkers(shm_url: Callable[[], str]) -> None:
+    """The page's typing snippet: ``from ipcwire.shm import ShmChannel`` and an isinstance
+    narrow make ``loaned()``/``recv_view()`` type-check under ``mypy --strict`` (which the
+    test command runs on this file) without a private import; the asyncio class too."""
+    from ipcwire.aio import AioChannel
+    from ipcwire.shm import AioShmChannel, ShmChannel
+
+    assert issubclass(AioShmChannel, AioChannel)
+    with (
+        ipcwire.listen(shm_url()) as lst,
+        ipcwire.connect(lst.url, timeout=10) as ch,
+        lst.accept(timeout=10) as other,
+    ):
+        assert isinstance(ch, ShmChannel) and isinstance(other, ShmChannel)
+        with ch.loaned(3) as buf:
+            buf[:] = b"abc"
+        view = other.recv_view(timeout=10)
+        assert bytes(view) == b"abc"
+        other.release_view()

@@ -13,12 +13,40 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import TYPE_CHECKING, Any
 
 from ipcwire.registry import Capabilities, MechanismSpec
 from ipcwire.shm._pybase import TSO_MACHINES
 from ipcwire.shm._ring import IMPLEMENTATION
 
-__all__ = ["BENCH_FRAMING", "BENCH_OVERHEAD", "IMPLEMENTATION", "SPEC", "probe"]
+if TYPE_CHECKING:
+    from ipcwire.shm._aio_channel import AioShmChannel
+    from ipcwire.shm.blocking import ShmChannel
+
+__all__ = [
+    "BENCH_FRAMING",
+    "BENCH_OVERHEAD",
+    "IMPLEMENTATION",
+    "SPEC",
+    "AioShmChannel",
+    "ShmChannel",
+    "probe",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """The channel classes, for type checkers (``loan()``, ``loaned()``, ``recv_view()`` are
+    theirs, not every channel's), imported on first use: the registry imports this module."""
+    if name == "ShmChannel":
+        from ipcwire.shm.blocking import ShmChannel
+
+        return ShmChannel
+    if name == "AioShmChannel":
+        from ipcwire.shm._aio_channel import AioShmChannel
+
+        return AioShmChannel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # for ``ipcwire bench``'s framing column: each message is one ring record
 BENCH_FRAMING = "16-byte record header (padded to 16)"
