@@ -380,12 +380,14 @@ def test_a_hostile_failure_reason_is_bounded_and_shown_harmlessly() -> None:
 @pytest.mark.parametrize("version", [True, 1.0, "1"])
 def test_a_hello_whose_version_only_equals_one_in_python_is_refused(version: object) -> None:
     """JSON's true and 1.0 compare equal to 1 in Python: the server opened a channel for
-    them. Only the integer 1 is this protocol's version."""
+    them. Only the integer 1 is this protocol's version: anything else that is not an integer
+    is a malformed open request (400 naming the member), not another version (409)."""
     with (
         ipcwire.listen("http://127.0.0.1:0/api") as lis,
         httpx.Client(base_url=lis.url, timeout=10) as http,
     ):
         resp = http.post("/channels", json={"ipcwire": version, "codec": "bytes"})
-        assert resp.status_code == 409
-        assert "speaks ipcwire protocol 1" in resp.text
+        assert resp.status_code == 400
+        assert resp.json()["code"] == "malformed"
+        assert '"ipcwire"' in resp.json()["detail"] and "the integer 1" in resp.json()["detail"]
         assert http.post("/channels", json={"ipcwire": 1, "codec": "bytes"}).status_code == 201

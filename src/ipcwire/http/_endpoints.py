@@ -17,9 +17,11 @@ import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 
 from ipcwire._core.codecs import Codec
+from ipcwire._core.framing import MAX_LENGTH_PREFIX
 from ipcwire._core.handshake import is_our_version
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
@@ -45,9 +47,59 @@ from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import SessionCap
 from ipcwire.ws._web import OriginPolicy
 
-__all__ = ["CHANNELS", "Endpoints"]
+__all__ = ["CHANNELS", "Endpoints", "check_open"]
 
 CHANNELS: Final = "/channels"
+
+
+def check_open(hello: dict[str, Any]) -> None:
+    """Refuse an open request whose members are missing or of the wrong kind (400, naming
+    the member and what it must be; docs/mechanisms/rest.md, "The channel protocol").
+
+    Raises:
+        Problem: 400 ``malformed``.
+    """
+    version = hello.get("ipcwire")
+    if type(version) is not int:
+        got = "no" if version is None else f"{msgspec.json.encode(version).decode()} as its"
+        raise Problem(
+            400,
+            "malformed",
+            f'the open request has {got} "ipcwire" member: it must be the protocol version, '
+            f'the integer {PROTOCOL_VERSION}, as in {{"ipcwire": {PROTOCOL_VERSION}, "codec": '
+            f'"json"}}',
+        )
+    if not isinstance(hello.get("codec"), str):
+        raise Problem(
+            400,
+            "malformed",
+            'the open request needs a "codec" member, a string: the codec\'s name ("json", '
+            '"msgpack", "bytes" or "pickle"), the same as the server\'s',
+        )
+    peer_max = hello.get("max_frame")
+    if "max_frame" in hello and not (type(peer_max) is int and 1 <= peer_max <= MAX_LENGTH_PREFIX):
+        raise Problem(
+            400,
+            "malformed",
+            f'the open request\'s "max_frame" must be an integer from 1 to {MAX_LENGTH_PREFIX} '
+            f"(the largest message the client takes, in bytes), or left out",
+        )
+    nonce = hello.get("nonce")
+    if "nonce" in hello and not (isinstance(nonce, str) and _is_hex(nonce)):
+        raise Problem(
+            400,
+            "malformed",
+            'the open request\'s "nonce" must be a hex string (16 random bytes, 32 hex digits), '
+            "or left out",
+        )
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return bool(text)
 
 
 class Endpoints:
@@ -126,9 +178,14 @@ class Endpoints:
             raise Problem(
                 400, "malformed", f"the open request is not a JSON object: {exc}"
             ) from None
-        version = hello.get("ipcwire")
+        check_open(hello)
+        version = hello["ipcwire"]
         if not is_our_version(version, PROTOCOL_VERSION):
-            raise Problem(409, "version", f"this server speaks ipcwire protocol {PROTOCOL_VERSION}")
+            raise Problem(
+                409,
+                "version",
+                f"this server speaks ipcwire protocol {PROTOCOL_VERSION}, the client {version}",
+            )
         if hello.get("codec") != self._codec.name:
             raise Problem(
                 409,
@@ -140,16 +197,12 @@ class Endpoints:
         self._cap.make_room(self._sessions, self._loop.time())  # 503 if all are busy
         if len(self._sessions) >= self._max_channels:
             raise Problem(503, "busy", f"{self._max_channels} channels are open (max_channels=)")
-        peer_max = hello.get("max_frame")
-        send_limit = peer_max if isinstance(peer_max, int) and peer_max > 0 else self._max_frame
+        send_limit = hello.get("max_frame", self._max_frame)
         sid = secrets.token_urlsafe(18)
         nonce = hello.get("nonce")
         answer = None  # the proof that this server holds the token (before any session exists)
-        if self._token is not None and isinstance(nonce, str):
-            try:
-                answer = proof(self._token, bytes.fromhex(nonce), sid)
-            except ValueError:
-                raise Problem(400, "malformed", "the nonce must be hex") from None
+        if self._token is not None and nonce is not None:
+            answer = proof(self._token, bytes.fromhex(nonce), sid)
         s = Session(
             sid,
             oneshot=False,

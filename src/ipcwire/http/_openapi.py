@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from ipcwire._core.framing import MAX_LENGTH_PREFIX
 from ipcwire.http._protocol import (
     BATCH_TYPE,
     FAILED_HEADER,
@@ -251,8 +252,17 @@ def openapi_document(
                     "properties": {
                         "ipcwire": {"const": 1},
                         "codec": {"type": "string"},
-                        "max_frame": {"type": "integer"},
-                        "nonce": {"type": "string", "description": "hex; asks for a proof"},
+                        "max_frame": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_LENGTH_PREFIX,
+                            "description": "the largest message the client takes (400 if bad)",
+                        },
+                        "nonce": {
+                            "type": "string",
+                            "pattern": "^([0-9a-fA-F]{2})+$",
+                            "description": "hex (16 random bytes); asks for a proof",
+                        },
                         "tells_failure": {
                             "type": "boolean",
                             "description": "the client reads the stream's failure mark",
@@ -266,7 +276,12 @@ def openapi_document(
                         "channel": {"type": "string"},
                         "max_frame": {"type": "integer"},
                         "max_batch": {"type": "integer"},
-                        "proof": {"type": "string"},
+                        "proof": {
+                            "type": "string",
+                            "description": "hex(HMAC-SHA256(token, 'ipcwire-http-server' 00 "
+                            "nonce 00 channel)), when the request had a nonce and the server "
+                            "a token",
+                        },
                         "tells_failure": {
                             "type": "boolean",
                             "description": f"the server reads {FAILED_HEADER}",
