@@ -46,7 +46,6 @@ from ipcwire.grpc._protocol import (
     plan_batches,
     unpack_batch,
 )
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioOneShot", "AioStream", "task_cancelled"]
 
@@ -67,12 +66,10 @@ def task_cancelled() -> bool:
 class AioStream(AioChannel):
     """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md.
 
-    ``recv()`` without a timeout awaits grpc's read directly (the ``async for`` loop of a
-    handler costs what bare grpc.aio costs). A cancelled grpc.aio read cancels the whole RPC,
-    so the first ``recv`` with a timeout starts a reader task instead, which from then on
-    moves what arrives into an inbox (pausing while ``HIGH_WATER`` bytes wait there). The
-    client's ``request(timeout=...)`` reads directly under the deadline: a request that times
-    out closes the channel anyway.
+    A cancelled grpc.aio read cancels the whole RPC, so ``recv()`` never awaits grpc's read
+    itself: the first ``recv`` starts a reader task, which from then on moves what arrives
+    into an inbox (pausing while ``HIGH_WATER`` bytes wait there); ``recv`` waits on that,
+    so a cancelled or timed-out ``recv`` and a close() leave the RPC as it was.
     """
 
     def __init__(
@@ -110,7 +107,6 @@ class AioStream(AioChannel):
         self._broken: IpcwireError | None = None
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
-        self._reading = False  # a task is in a direct read
         # Server side: whether the client ends its stream with the goodbye, and whether it
         # came (see _protocol).
         self.expect_bye = False
@@ -433,48 +429,8 @@ class AioStream(AioChannel):
 
     # -- receiving ------------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
-        if (
-            timeout is None
-            and self._reader is None  # so the inbox is empty: only the reader task fills it
-            and not self._reading
-            and self._end is None
-            and not self._closed
-            and not self._unpacked
-        ):
-            # The usual case, inlined (this is most of what a receiving loop costs beyond
-            # grpc.aio's own read): one direct read, no task, no timer.
-            self._reading = True
-            try:
-                msg = await self._read()
-            except asyncio.CancelledError:
-                self._read_cancelled()
-                if task_cancelled():
-                    raise
-                msg = None  # close() cancelled the call under us: ChannelClosed
-            except Exception as exc:
-                self._read_failed(exc)
-                msg = None
-            finally:
-                self._reading = False
-            if self.batches and type(msg) is bytes and msg.startswith(BATCH_MARKER):
-                msg = self._unbatch(msg)
-                if msg is _BYE:  # the goodbye: what comes next is the end of the stream
-                    return self._decode(await self._read_direct())
-            if msg is not None and msg is not _EOF and not self._closed:
-                self._received += 1
-                self._sent_last = False
-                self._bytes_received += len(msg)
-                return msg if self._raw else self._codec_decode(memoryview(msg))
-            if msg is _EOF:
-                await self._eof()
-            if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-            assert self._end is not None
-            raise self._end
         if self._inbox and not self._closed:
             return self._pop(1)[0]
-        if timeout is None and self._reader is None:
-            return self._decode(await self._read_direct())
         await self._wait(timeout)
         return self._pop(1)[0]
 
@@ -483,38 +439,8 @@ class AioStream(AioChannel):
     ) -> list[Any]:
         if self._inbox and not self._closed:
             return self._pop(max_messages)
-        if timeout is None and self._reader is None:
-            return [await self.recv()]
         await self._wait(timeout)
         return self._pop(max_messages)
-
-    async def _read_direct(self) -> bytes:
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if self._end is not None:
-            raise self._end
-        if self._reading:
-            raise LocalProtocolError(
-                f"another task is already receiving on {self.url}; receive from one task",
-                endpoint=self.url,
-            )
-        self._reading = True
-        try:
-            msg = await self._next()
-        finally:
-            self._reading = False
-        if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-        if msg is None:
-            assert self._end is not None
-            raise self._end
-        self._received += 1
-        self._sent_last = False
-        self._bytes_received += len(msg)
-        return msg
-
-    def _decode(self, msg: bytes) -> Any:
-        return msg if self._raw else self._codec_decode(memoryview(msg))
 
     def _pop(self, limit: int | None) -> list[Any]:
         inbox = self._inbox
@@ -548,11 +474,6 @@ class AioStream(AioChannel):
 
     async def _wait(self, timeout: float | None) -> None:
         if self._reader is None and self._end is None:
-            if self._reading:
-                raise LocalProtocolError(
-                    f"another task is already receiving on {self.url}; receive from one task",
-                    endpoint=self.url,
-                )
             self._reader = self._loop.create_task(self._read_all())
         while True:
             if self._closed:
@@ -586,33 +507,6 @@ class AioStream(AioChannel):
                 ) from None
             finally:
                 self._waiter = None
-
-    async def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
-        """Send and return the next message (see :meth:`ipcwire.aio.AioChannel.request`);
-        on the client, write (when nothing else is being written) and read directly under the
-        deadline, which cancels the RPC if it passes: the channel is closed then, as always."""
-        if not self._client or self._reader is not None or self._inbox or self._reading:
-            return await super()._exchange(obj, timeout=timeout)
-        data = self._encode(obj)
-        self._check_send()
-        direct = self._can_write_now()  # then write in this task too, under the deadline
-        if not direct:
-            if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
-                await self._wait_for_room(timeout)
-            self._queue(data)
-        try:
-            async with within(timeout):
-                if direct:
-                    await self._write_now(data)
-                msg = await self._read_direct()
-        except TimeoutError:
-            await self.aclose()
-            raise Timeout(
-                f"no reply from {self.url} within {timeout} s; the channel was closed so that "
-                f"a late reply cannot answer a later request. Raise timeout= if the peer is slow",
-                endpoint=self.url,
-            ) from None
-        return self._decode(msg)
 
     # -- closing --------------------------------------------------------------------------------
     def close(self) -> None:

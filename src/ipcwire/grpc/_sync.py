@@ -5,13 +5,14 @@ is an iterator (the response iterator on the client, the request iterator on the
 what is sent goes on a queue that grpcio drains through a generator (the request iterator on
 the client, the response iterator on the server), bounded to ``HIGH_WATER`` bytes.
 
-Receiving without a timeout (the ``for msg in ch`` loop of a handler) reads the iterator in
-the caller's thread, as grpcio's own examples do: no extra thread, no hand-over. grpcio's
-iterators cannot be read with a timeout, so the first ``recv`` that has one starts a *pump*
-thread, which from then on moves what arrives into an inbox (and stops reading while
-``HIGH_WATER`` bytes wait there, so gRPC's flow control slows the sender). The client's
-``request(timeout=...)`` also reads in the caller's thread, with a deadline that cancels the
-call when it passes: a request that times out closes the channel anyway.
+On the server, receiving without a timeout (the ``for msg in ch`` loop of a handler) reads
+the iterator in the caller's thread, as grpcio's own examples do: no extra thread, no
+hand-over (the server's close() ends the RPC, which wakes that reader). grpcio's iterators
+cannot be read with a timeout, nor woken without ending the call, so the first ``recv`` that
+has a timeout, and every ``recv`` of a client, starts a *pump* thread, which from then on
+moves what arrives into an inbox (and stops reading while ``HIGH_WATER`` bytes wait there,
+so gRPC's flow control slows the sender): a client's close() then wakes its reader at once
+and leaves the call open until the server has read what was sent before it.
 """
 
 from __future__ import annotations
@@ -27,16 +28,14 @@ from typing import Any, Final
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
-from ipcwire._deadline import limit, seconds_left
+from ipcwire._deadline import seconds_left
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
     EndOfChannel,
     IpcwireError,
-    Timeout,
 )
-from ipcwire.grpc import _watchdog
 from ipcwire.grpc._channel import (
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
@@ -59,7 +58,6 @@ from ipcwire.grpc._protocol import (
     plan_batches,
     unpack_batch,
 )
-from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream"]
 
@@ -397,14 +395,12 @@ class SyncStream(Channel):
             self._pump.start()
 
     def drain(self) -> None:
-        """After close(), with no thread reading: read and drop what the peer still sends,
-        until the RPC ends. Otherwise flow control stops the peer's writes to a client that
-        left, and with them the end of its RPC (a server handler blocked in ``send``)."""
-        if self._reading.acquire(blocking=False):
-            try:
-                self._start_pump()
-            finally:
-                self._reading.release()
+        """After a client's close(): read and drop what the peer still sends, until the RPC
+        ends. Otherwise flow control stops the peer's writes to a client that left, and with
+        them the end of its RPC (a server handler blocked in ``send``). A client's reader only
+        waits on the inbox (close() woke it), so ``_reading`` is free at once."""
+        with self._reading:
+            self._start_pump()
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -477,7 +473,7 @@ class SyncStream(Channel):
             raise self._broken
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        if timeout is None and self._pump is None:
+        if timeout is None and self._pump is None and not self._client:
             # The common case, a loop's recv(): read grpcio's iterator in this thread. Only a
             # reader (holding ``_reading``) starts the pump or fills the inbox; ``_closed`` and
             # the end are checked again by ``_read_direct``.
@@ -500,7 +496,9 @@ class SyncStream(Channel):
             with self._cond:
                 if self._closed:
                     raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                direct = not self._inbox and self._pump is None and timeout is None
+                direct = (
+                    not self._inbox and self._pump is None and timeout is None and not self._client
+                )
                 if not self._inbox and self._end is not None and not self._settling:
                     raise self._end
             if direct:
@@ -560,55 +558,6 @@ class SyncStream(Channel):
             self._cond.wait(
                 seconds_left(deadline, f"no message from {self.url} within {timeout} s", self.url)
             )
-
-    def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
-        """Send ``obj`` and return the next message (see :meth:`ipcwire.Channel.request`).
-
-        On the client, while no pump runs, the reply is read in this thread under a deadline
-        that cancels the call if it passes (the channel is then closed, as always).
-        """
-        timeout = limit(timeout, self.url)  # (inf: no limit; NaN: ConfigurationError)
-        if not self._client or self._pump is not None or timeout is None or self._inbox:
-            return super()._exchange(obj, timeout=timeout)
-        self.send(obj, timeout=timeout)
-        expired: list[bool] = []
-
-        def expire() -> None:
-            expired.append(True)
-            self.call.cancel()
-
-        with self._reading:
-            if not (self._pump is not None or self._inbox):  # else: a pump started meanwhile
-                token = _watchdog.after(timeout, expire)
-                try:
-                    msg = self._next()
-                finally:
-                    token.cancel()
-                if expired or msg is None or self._closed:
-                    closed = self._closed  # by another thread, while this one waited
-                    self.close()
-                    if closed and not expired:  # (Closed wins: as recv() says, and asyncio)
-                        raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
-                    if expired:
-                        raise Timeout(
-                            f"no reply from {self.url} within {timeout} s; the channel was "
-                            f"closed so that a late reply cannot answer a later request. Raise "
-                            f"timeout= if the peer is slow",
-                            endpoint=self.url,
-                        )
-                    assert self._end is not None
-                    raise self._end
-                self._received += 1
-                self._bytes_received += len(msg)
-                return msg if self._raw else self._codec_decode(memoryview(msg))
-        try:
-            return self.recv(timeout=timeout)
-        except Timeout as exc:
-            self.close()
-            raise Timeout(
-                f"no reply from {self.url} within {timeout} s; the channel was closed",
-                endpoint=self.url,
-            ) from exc
 
     def close(self) -> None:
         with self._cond:

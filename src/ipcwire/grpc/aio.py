@@ -517,7 +517,7 @@ async def _open_stream(
 
     def reading() -> bool:
         reader = ch._reader
-        return ch._reading or (reader is not None and not reader.done())
+        return reader is not None and not reader.done()
 
     async def linger() -> None:
         """The server ends the RPC when it reads our half-close; then the gRPC channel goes.
@@ -544,12 +544,6 @@ async def _open_stream(
             await call.done_writing()
         except Exception:  # noqa: S110 - the RPC is already over: nothing to half-close
             pass
-        if ch._reading and not over.done():  # a task is blocked reading: wake it soon
-            try:
-                async with within(1.0):
-                    await asyncio.shield(over)
-            except TimeoutError:
-                call.cancel()
         task = loop.create_task(linger())
         _LINGERING.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(_LINGERING.discard)

@@ -476,13 +476,7 @@ def _open_stream(
         if call.done():
             gch.close()
             return
-        if ch._reading.locked():  # a thread is blocked reading: wake it soon, either way
-            ended = threading.Event()
-            call.add_done_callback(lambda _: ended.set())
-            if not ended.wait(1.0):
-                call.cancel()
-        else:  # what the server still sends is read and dropped, so its RPC can end
-            ch.drain()
+        ch.drain()  # what the server still sends is read and dropped, so its RPC can end
         linger = _watchdog.after(LINGER, call.cancel)
 
         def finished(_: object) -> None:
