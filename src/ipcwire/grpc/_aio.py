@@ -5,6 +5,7 @@ peer is not reading)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
@@ -33,6 +34,7 @@ from ipcwire.grpc._channel import (
     SEND_SLACK,
     OneShotCore,
     backlog,
+    forked,
 )
 from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
@@ -124,6 +126,7 @@ class AioStream(AioChannel):
         self.on_close_without_loop: Callable[[], object] | None = None
         self.fail_reason = ""  # why this side ends the channel after an error ("": cleanly)
         self._closing: asyncio.Task[None] | None = None
+        self._owner = os.getpid()
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- reading --------------------------------------------------------------------------------
@@ -280,6 +283,8 @@ class AioStream(AioChannel):
         )
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         data = self._encode(obj)
         if self._closed or self._broken is not None:
             self._check_send()
@@ -302,6 +307,8 @@ class AioStream(AioChannel):
             self._writer = self._loop.create_task(self._write_queued())
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if self.batches:
             for d in items:
@@ -473,6 +480,8 @@ class AioStream(AioChannel):
         return decode_taken(self._codec_decode, raw, put_back)
 
     async def _wait(self, timeout: float | None) -> None:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         if self._reader is None and self._end is None:
             self._reader = self._loop.create_task(self._read_all())
         while True:

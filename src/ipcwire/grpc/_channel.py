@@ -4,6 +4,7 @@ is encoded and checked against the peer's limit, and the server's channel for on
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ __all__ = [
     "OneShotCore",
     "UnaryTries",
     "backlog",
+    "forked",
 ]
 
 HIGH_WATER: Final = 4 * 1024 * 1024
@@ -51,6 +53,18 @@ ACLOSE_WAIT: Final = 10.0
 # a slow reader moves at the reader's pace instead of in bursts that stall it for seconds
 # (4 MiB of 64-byte messages is 65536 of them).
 SEND_SLACK: Final = 64 * 1024
+
+
+def forked(url: str, owner: int) -> LocalProtocolError:
+    """The error of a channel used in a process forked from its ``owner``: grpc's RPC stays
+    with the parent (grpc is not fork-safe), so what the child sent would be lost."""
+    return LocalProtocolError(
+        f"{url} was opened in process {owner} and this is a child it forked ({os.getpid()}): a "
+        f"gRPC channel does not cross fork() (what the child sends would be lost); connect "
+        f"again in the child",
+        endpoint=url,
+    )
+
 
 # The keywords connect() and listen() take besides the common ones, in both drivers.
 CONNECT_KW: Final = (

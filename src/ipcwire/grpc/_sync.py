@@ -43,6 +43,7 @@ from ipcwire.grpc._channel import (
     SEND_SLACK,
     OneShotCore,
     backlog,
+    forked,
 )
 from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
@@ -404,6 +405,8 @@ class SyncStream(Channel):
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         data = encode_message(self._codec, obj, self.send_limit, self.url)
         if self.batches and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
@@ -418,6 +421,8 @@ class SyncStream(Channel):
         self._bytes_sent += size
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if not items:
             return
@@ -473,6 +478,8 @@ class SyncStream(Channel):
             raise self._broken
 
     def recv(self, *, timeout: float | None = None) -> Any:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         if timeout is None and self._pump is None and not self._client:
             # The common case, a loop's recv(): read grpcio's iterator in this thread. Only a
             # reader (holding ``_reading``) starts the pump or fills the inbox; ``_closed`` and
@@ -489,6 +496,8 @@ class SyncStream(Channel):
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         return self._receive(max_messages, timeout)
 
     def _receive(self, limit: int | None, timeout: float | None) -> list[Any]:

@@ -32,7 +32,7 @@ from ipcwire.errors import (
 )
 from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options, resolve
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries
+from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries, forked
 from ipcwire.grpc._grpcio import ensure_descriptors, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
@@ -317,11 +317,14 @@ class AioGrpcUnaryChannel(AioChannel):
         self._replies: deque[Any] = deque()
         self._closed = False
         self._loop = asyncio.get_running_loop()
+        self._owner = os.getpid()
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     async def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         tries = UnaryTries(self.url, self._reconnect, timeout)
