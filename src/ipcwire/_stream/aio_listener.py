@@ -14,7 +14,7 @@ from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
 from ipcwire._stream.listener import DropLog, log_text
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import PeerInfo
+from ipcwire.channel import PeerInfo, describe_peer
 from ipcwire.errors import ChannelBroken, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
@@ -115,13 +115,18 @@ class AioStreamListener(AioListener):
         self._handshaking.pop(ch, None)
         self._held.pop(ch, None)
         if not self._closed and not ours:
-            # a client that went or stalled is INFO, as on the blocking listener; a refusal
-            # (a token, an allow-list, the protocol) is a WARNING on both
-            gone = isinstance(error, ChannelBroken | Timeout)
-            level = logging.INFO if gone else logging.WARNING
-            kind = f"{'dropped' if gone else 'refused'} ({type(error).__name__})"
-            text = log_text(error)
-            self._log(level, kind, "%s refused or dropped a client: %s", self.url, text)
+            # as the blocking listener says it: a client that went or stalled is INFO
+            # ("dropped pid 123: it ..."), a refusal (a token, an allow-list, the protocol) a
+            # WARNING naming the client
+            who = describe_peer(ch._peer)
+            if isinstance(error, ChannelBroken | Timeout):
+                kind = "dropped: " + str(error).partition(":")[0]
+                self._log(logging.INFO, kind, "%s dropped %s: %s", self.url, who or "a client",
+                          log_text(error))  # fmt: skip
+            else:
+                self._log(logging.WARNING, f"refused ({type(error).__name__})",
+                          "%s refused a client (%s): %s", self.url, who or "?",
+                          log_text(error))  # fmt: skip
 
     def _log(self, level: int, kind: str, msg: str, *args: object) -> None:
         """Log through the DropLog; its count of what it did not log is written when its

@@ -120,25 +120,23 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if welcome and t is not None:
             t.write(welcome)
             if t.is_closing():  # the write failed at once (EPIPE): it is gone already
-                self._fail(
-                    ChannelBroken(
-                        f"{self.ch.url}: the client was gone before its handshake completed",
-                        endpoint=self.ch.url,
-                    ),
-                    b"",
-                )
+                self._fail(self._dropped("was gone before its handshake completed"), b"")
                 return
         self._ready()
 
     def _expired(self) -> None:
-        if self.hs is not None:
-            self._fail(
-                Timeout(
-                    f"{self.ch.url}: the handshake did not finish within {self._timeout} s",
-                    endpoint=self.ch.url,
-                ),
-                b"",
-            )
+        if self.hs is None:
+            return
+        if isinstance(self.hs, ServerHandshake):  # (a listener's log: the blocking one's words)
+            why = f"it did not finish the handshake within {self._timeout} s"
+        else:
+            why = f"{self.ch.url}: the handshake did not finish within {self._timeout} s"
+        self._fail(Timeout(why, endpoint=self.ch.url), b"")
+
+    def _dropped(self, why: str) -> ChannelBroken:
+        """A client the listener drops during its handshake (ChannelBroken: logged at INFO,
+        in the blocking listener's words, "it ...")."""
+        return ChannelBroken(f"it {why}", endpoint=self.ch.url)
 
     def _ready(self) -> None:
         if self._timer is not None:
@@ -197,6 +195,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
             try:
                 frame = dec.next_frame()
             except FrameTooLarge:
+                if isinstance(self.hs, ServerHandshake):
+                    why = "sent an oversized handshake frame (not an ipcwire client?)"
+                    self._fail(self._dropped(why), b"")
+                    return
                 self._fail(
                     RemoteProtocolError(  # (the blocking client's words: _stream/handshake.py)
                         f"{self.ch.url} answered the handshake with something that is not "
@@ -237,6 +239,9 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if isinstance(self.hs, ServerHandshake) and self.hs.awaiting_proof:
             self._fail(token_mismatch(self._client()), b"")
             return False
+        if isinstance(self.hs, ServerHandshake):
+            self._fail(self._dropped("closed the connection during the handshake"), b"")
+            return False
         if self.hs is not None:
             self._fail(
                 ChannelBroken(
@@ -261,7 +266,10 @@ class StreamProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self.hs is not None:
+        if isinstance(self.hs, ServerHandshake):
+            why = "failed during the handshake" + (f": {exc}" if exc is not None else "")
+            self._fail(self._dropped(why), b"")
+        elif self.hs is not None:
             why = f": {exc}" if exc is not None else ""
             self._fail(
                 ChannelBroken(

@@ -39,7 +39,7 @@ from ipcwire._deadline import limit
 from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
-from ipcwire.channel import Channel, Listener, PeerInfo
+from ipcwire.channel import Channel, Listener, PeerInfo, describe_peer
 from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
@@ -437,7 +437,7 @@ class StreamListener(Listener):
         """Tell the client why, then close gracefully ("lingering close"): half-close, and
         read and discard what it still sends until it closes or _LINGER passes, so that a
         client still writing gets the reason instead of a reset that discards it."""
-        who = f"pid {p.peer.pid} uid {p.peer.uid}" if p.peer.pid else (p.peer.address or "?")
+        who = describe_peer(p.peer) or "?"
         self._droplog.log(
             logging.WARNING,
             f"refused ({type(error).__name__})",
@@ -487,7 +487,7 @@ class StreamListener(Listener):
         p.sock.close()
 
     def _drop(self, p: _Pending, why: str, detail: str = "") -> None:
-        who = f"pid {p.peer.pid}" if p.peer.pid else (p.peer.address or "a client")
+        who = describe_peer(p.peer) or "a client"
         self._droplog.log(
             logging.INFO,
             f"dropped: it {why}",
