@@ -200,7 +200,7 @@ def test_close_ends_a_send_waiting_for_room_at_once(side: str, tmp_path: Path) -
     """Sends whose time runs out while they write leave their message queued (a thread writes
     it); then a send waits for room. close() ends that wait at once, and the queue is given
     up after close_timeout: the connection ends, the peer sees it, no thread stays behind."""
-    close_timeout = 3.0
+    close_timeout = 1.0
     with _pair("ws", tmp_path, close_timeout) as (client, server):
         ch, peer = (client, server) if side == "client" else (server, client)
         writer = ch._writer  # type: ignore[attr-defined]
@@ -262,8 +262,9 @@ def test_a_send_racing_close_ends_at_once(attempt: int, tmp_path: Path) -> None:
 
 
 def test_without_close_a_send_waiting_for_room_still_times_out(tmp_path: Path) -> None:
-    """(unchanged) A send waiting for room that nobody closes times out, nothing sent."""
-    with _pair("ws", tmp_path) as (client, server):
+    """(unchanged) A send waiting for room that nobody closes times out, nothing sent. (Its
+    closes at the end wait for a closing handshake behind full buffers: bounded short.)"""
+    with _pair("ws", tmp_path, close_timeout=0.5) as (client, server):
         writer = client._writer  # type: ignore[attr-defined]
         sender = _Sender(client, timeout=0.3, more=lambda: not _stuck(writer, server))
         sender.start()
@@ -288,7 +289,7 @@ def test_aio_close_ends_a_send_waiting_for_the_transport_at_once(
     """aclose() keeps its bounded closing handshake (the close frame waits behind what the
     transport holds, at most twice close_timeout); the send waiting for the transport to
     drain does not wait for it."""
-    close_timeout = 1.5
+    close_timeout = 0.75
 
     async def main() -> None:
         lst, client, server = await _aio_pair(close_timeout)
