@@ -245,11 +245,12 @@ def test_a_slow_reader_holds_the_sender_back(sock_dir: Path) -> None:
     """Backpressure: a peer that does not read makes send() block, and with a timeout raise
     Timeout, after a bounded amount (socket buffers and 16 queued frames), not after all."""
     url = f"ws+unix://{sock_dir}/slow.sock"
-    with ipcwire.listen(url, max_frame=1 << 20) as listener:
+    # (close_timeout: the closes at the end wait for a closing handshake behind full buffers)
+    with ipcwire.listen(url, max_frame=1 << 20, close_timeout=0.5) as listener:
         box: list[Any] = []
         t = threading.Thread(target=lambda: box.append(listener.accept(timeout=10)))
         t.start()
-        client = ipcwire.connect(listener.url, timeout=10, max_frame=1 << 20)
+        client = ipcwire.connect(listener.url, timeout=10, max_frame=1 << 20, close_timeout=0.5)
         t.join()
         server = box[0]
         chunk = os.urandom(64 * 1024)
