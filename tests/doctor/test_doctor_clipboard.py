@@ -85,8 +85,9 @@ def test_selection_owner_stopped_makes_pastes_wait(
         [pid] = owner.data["pids"]
         os.kill(pid, signal.SIGSTOP)
         try:
-            checks = _checks()
-            [stuck] = check_clipboard().find("clipboard.owner_stopped")
+            report = diagnose("clipboard:")  # (each run waits out a paste: one run)
+            checks = {f.check: f.status for f in report.findings}
+            [stuck] = report.find("clipboard.owner_stopped")
         finally:
             os.kill(pid, signal.SIGCONT)  # the fix
         assert checks["clipboard.owner_stopped"] == "problem"
