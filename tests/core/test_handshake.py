@@ -277,12 +277,15 @@ def test_a_deeply_nested_handshake_is_a_protocol_error_not_a_recursion_error() -
 
 @pytest.mark.parametrize("version", ["true", "1.0", '"1"'])
 def test_a_version_equal_to_one_in_python_but_not_the_integer_is_refused(version: str) -> None:
-    """JSON's true and 1.0 compare equal to 1 in Python: both sides took them for version 1."""
+    """JSON's true and 1.0 compare equal to 1 in Python: both sides took them for version 1.
+    They are not a version at all: a protocol error naming the member (not "speaks ipcwire
+    protocol '1', this side 1")."""
     _, s = pair(None, None)
     step = s.receive(f'{{"ipcwire": {version}, "codec": "raw", "framing": "length"}}'.encode())
-    assert isinstance(step.error, HandshakeError)
-    assert f"speaks ipcwire protocol {msgspec.json.decode(version)!r}" in str(step.error)
+    assert isinstance(step.error, RemoteProtocolError)
+    assert '"ipcwire" must be the protocol version, an integer (1)' in str(step.error)
+    assert msgspec.json.decode(step.send[4:])["code"] == "protocol"
     c, _ = pair(None, None)
     c.hello()
-    with pytest.raises(HandshakeError, match="speaks ipcwire protocol"):
+    with pytest.raises(RemoteProtocolError, match='"ipcwire" must be the protocol version'):
         c.receive(f'{{"ipcwire": {version}, "max_frame": 100}}'.encode())

@@ -10,7 +10,7 @@ Length framing, always::
     server -> {"ipcwire": 1, "max_frame": N, "goodbye": 1 (if both do)}   accepted, no token
            or {"ipcwire": 1, "max_frame": N, "nonce": "<32 hex>",
                "proof": hex(HMAC(token, "ipcwire-server" | cn | sn))}  token required
-           or {"ipcwire": 1, "error": "...", "code": "version|codec|auth|permission"}
+           or {"ipcwire": 1, "error": "...", "code": "version|codec|framing|protocol|..."}
     client -> {"proof": hex(HMAC(token, "ipcwire-client" | cn | sn))}  (token only)
     server -> {"ok": true}  or  {"error": "...", "code": "auth"}
 
@@ -33,7 +33,7 @@ from typing import Any, Final
 import msgspec
 
 from ipcwire._core.codecs import DECODE_ERRORS
-from ipcwire._core.framing import goodbye_frame
+from ipcwire._core.framing import MAX_LENGTH_PREFIX, goodbye_frame
 from ipcwire.errors import (
     AuthenticationFailed,
     HandshakeError,
@@ -160,6 +160,59 @@ def version_error(who: str, got: object, endpoint: str | None) -> HandshakeError
     )
 
 
+def _shown(value: object) -> str:
+    """A peer's value as JSON, short (it chose it: bounded)."""
+    text = _json_encode(value).decode("utf-8", "replace")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _bad_member(msg: dict[str, Any], what: str) -> str | None:
+    """What is wrong with the members of a hello or welcome (``what``) that are not
+    compared with this side's (docs/protocol.md section 3 lists them and their values), or
+    None. Members this version does not know are ignored (a later version may add some)."""
+    version = msg.get("ipcwire")
+    if version is not None and type(version) is not int:
+        return (
+            f'the {what}\'s "ipcwire" must be the protocol version, an integer '
+            f"({PROTOCOL_VERSION}); got {_shown(version)}"
+        )
+    if what == "hello" and not isinstance(msg.get("codec"), str):
+        got = _shown(msg["codec"]) if "codec" in msg else "nothing"
+        return (
+            f'the hello\'s "codec" must be the codec\'s name, a string ("json", "msgpack", '
+            f'"bytes" or "pickle"); got {got}'
+        )
+    if "max_frame" in msg:
+        value = msg["max_frame"]
+        if type(value) is not int or not 1 <= value <= MAX_LENGTH_PREFIX:
+            return (
+                f'the {what}\'s "max_frame" must be an integer from 1 to {MAX_LENGTH_PREFIX} '
+                f"(the largest message that side takes, in bytes), or left out; got "
+                f"{_shown(value)}"
+            )
+    if "goodbye" in msg and not (type(msg["goodbye"]) is int and msg["goodbye"] in (0, 1)):
+        return (
+            f'the {what}\'s "goodbye" must be 1 (this side ends with a goodbye frame) or 0, '
+            f"or left out; got {_shown(msg['goodbye'])}"
+        )
+    if "nonce" in msg and not _is_hex(msg["nonce"]):
+        return (
+            f'the {what}\'s "nonce" must be 16 random bytes as 32 hex digits, or left out; '
+            f"got {_shown(msg['nonce'])}"
+        )
+    return None
+
+
+def _is_hex(value: object) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """What one received handshake message leads to.
@@ -246,11 +299,17 @@ class ClientHandshake:
         )
 
     def _on_welcome(self, msg: dict[str, Any]) -> Step:
+        bad = _bad_member(msg, "welcome")
+        if bad is not None:
+            raise RemoteProtocolError(
+                f"{self.endpoint} answered the hello with a welcome this client cannot use: "
+                f"{bad}; is it an ipcwire endpoint (docs/protocol.md section 3)?",
+                endpoint=self.endpoint,
+            )
         if not is_our_version(msg.get("ipcwire")):
             raise version_error(str(self.endpoint), msg.get("ipcwire"), self.endpoint)
-        peer_max = msg.get("max_frame")
-        if isinstance(peer_max, int) and peer_max >= 0:
-            self.peer_max_frame = peer_max
+        if "max_frame" in msg:
+            self.peer_max_frame = msg["max_frame"]
         self.goodbye = self._offer_goodbye and msg.get("goodbye") == 1
         server_nonce = msg.get("nonce")
         if self.token is None:
@@ -273,10 +332,7 @@ class ClientHandshake:
                 f"refusing to talk to it. Give the server the same token=, or drop it here",
                 endpoint=self.endpoint,
             )
-        try:
-            self._server_nonce = bytes.fromhex(server_nonce)
-        except ValueError:
-            raise RemoteProtocolError(f"bad nonce from {self.endpoint}") from None
+        self._server_nonce = bytes.fromhex(server_nonce)  # (checked: hex)
         want = _proof(self.token, b"ipcwire-server", self._nonce, self._server_nonce)
         if not same_secret(msg["proof"], want):
             # (a server before this one takes the message for a missing proof: "wrong token")
@@ -376,6 +432,12 @@ class ServerHandshake:
         )
 
     def _on_hello(self, msg: dict[str, Any]) -> Step:
+        if "ipcwire" not in msg:
+            who = "the client" if self.endpoint is None else f"the client of {self.endpoint}"
+            return self._fail(version_error(who, None, self.endpoint), "version")
+        bad = _bad_member(msg, "hello")
+        if bad is not None:
+            return self._fail(RemoteProtocolError(bad, endpoint=self.endpoint), "protocol")
         if not is_our_version(msg.get("ipcwire")):
             who = "the client" if self.endpoint is None else f"the client of {self.endpoint}"
             return self._fail(version_error(who, msg.get("ipcwire"), self.endpoint), "version")
@@ -396,9 +458,8 @@ class ServerHandshake:
                 ),
                 "framing",
             )
-        peer_max = msg.get("max_frame")
-        if isinstance(peer_max, int) and peer_max >= 0:
-            self.peer_max_frame = peer_max
+        if "max_frame" in msg:
+            self.peer_max_frame = msg["max_frame"]
         welcome: dict[str, Any] = {"ipcwire": PROTOCOL_VERSION, "max_frame": self.max_frame}
         if self._offer_goodbye and msg.get("goodbye") == 1:
             welcome["goodbye"] = 1
@@ -412,10 +473,7 @@ class ServerHandshake:
                 AuthenticationFailed("this server requires a token; pass token=... to connect"),
                 "auth",
             )
-        try:
-            self._client_nonce = bytes.fromhex(nonce)
-        except ValueError:
-            return self._fail(RemoteProtocolError("bad nonce"), "protocol")
+        self._client_nonce = bytes.fromhex(nonce)  # (checked: hex)
         welcome["nonce"] = self._nonce.hex()
         welcome["proof"] = _proof(self.token, b"ipcwire-server", self._client_nonce, self._nonce)
         self._state = "proof"
