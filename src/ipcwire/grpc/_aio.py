@@ -15,10 +15,9 @@ from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     EndOfChannel,
     IpcwireError,
     LocalProtocolError,
@@ -430,7 +429,7 @@ class AioStream(AioChannel):
 
     def _check_send(self) -> None:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._broken is not None:
             raise self._broken
 
@@ -486,7 +485,7 @@ class AioStream(AioChannel):
             self._reader = self._loop.create_task(self._read_all())
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if self._inbox:
                 return
             if self._unpacked:  # the rest of a batch a direct read took: already here

@@ -29,10 +29,9 @@ from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire._deadline import seconds_left
-from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     EndOfChannel,
     IpcwireError,
 )
@@ -473,7 +472,7 @@ class SyncStream(Channel):
     def _check_send(self) -> None:
         # A client's call that ends sets ``_broken`` from its done callback (``call_done``).
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._broken is not None:
             raise self._broken
 
@@ -487,7 +486,7 @@ class SyncStream(Channel):
             with self._reading:
                 if self._pump is None and not self._inbox and self._end is None:
                     if self._closed:
-                        raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                        raise closed_error(self)
                     msg = self._read_direct()
                     self._received += 1
                     return msg if self._raw else self._codec_decode(memoryview(msg))
@@ -504,7 +503,7 @@ class SyncStream(Channel):
         with self._reading:
             with self._cond:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                    raise closed_error(self)
                 direct = (
                     not self._inbox and self._pump is None and timeout is None and not self._client
                 )
@@ -536,7 +535,7 @@ class SyncStream(Channel):
     def _read_direct(self) -> bytes:
         msg = self._next()
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if msg is None:
             assert self._end is not None
             raise self._end
@@ -559,7 +558,7 @@ class SyncStream(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closed:
-                raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+                raise closed_error(self)
             if self._inbox:
                 return
             if self._end is not None and not self._settling:

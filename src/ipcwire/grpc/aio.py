@@ -18,10 +18,9 @@ from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
-    ChannelClosed,
     ConfigurationError,
     ConnectionRefused,
     EndOfChannel,
@@ -322,7 +321,7 @@ class AioGrpcUnaryChannel(AioChannel):
 
     async def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
@@ -338,11 +337,11 @@ class AioGrpcUnaryChannel(AioChannel):
                 # close() cancels the calls in flight, and grpc.aio raises CancelledError in
                 # their tasks: no cancellation of theirs.
                 if self._closed and not task_cancelled():
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 raise
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 pause = tries.failed(exc.code(), exc.details(), self._sent, len(data), exc)
             await asyncio.sleep(pause)
             tries.paused(self._closed)
@@ -373,7 +372,7 @@ class AioGrpcUnaryChannel(AioChannel):
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._replies:
             return self._replies.popleft()
         raise LocalProtocolError(

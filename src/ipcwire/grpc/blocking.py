@@ -23,7 +23,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import limit, seconds_left
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -288,7 +288,7 @@ class GrpcUnaryChannel(Channel):
 
     def _call(self, obj: Any, timeout: float | None) -> Any:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
@@ -300,7 +300,7 @@ class GrpcUnaryChannel(Channel):
                 break
             except grpc.RpcError as exc:
                 if self._closed:
-                    raise ChannelClosed(f"{self.url} is closed", endpoint=self.url) from None
+                    raise closed_error(self) from None
                 pause = tries.failed(exc.code(), exc.details(), self._sent, len(data), exc)
             time.sleep(pause)
             tries.paused(self._closed)
@@ -331,7 +331,7 @@ class GrpcUnaryChannel(Channel):
 
     def recv(self, *, timeout: float | None = None) -> Any:
         if self._closed:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise closed_error(self)
         if self._replies:
             return self._replies.popleft()
         raise LocalProtocolError(
