@@ -12,7 +12,7 @@ Length framing, always::
                "proof": hex(HMAC(token, "ipcwire-server" | cn | sn))}  token required
            or {"ipcwire": 1, "error": "...", "code": "version|codec|framing|protocol|..."}
     client -> {"proof": hex(HMAC(token, "ipcwire-client" | cn | sn))}  (token only)
-    server -> {"ok": true}  or  {"error": "...", "code": "auth"}
+    server -> {"ok": true}  or  {"ipcwire": 1, "error": "...", "code": "auth"}
 
 NDJSON framing: no handshake unless the server requires a token. Then the first line is either
 the client hello above (the same HMAC exchange follows, the token never crosses the wire) or,
