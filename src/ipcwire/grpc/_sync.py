@@ -219,11 +219,14 @@ class SyncStream(Channel):
 
     def call_done(self, _: object = None) -> None:
         """grpcio says the RPC is over (client side): sending fails at once, waiting senders
-        wake; what already arrived can still be received."""
+        wake; what already arrived can still be received. The stream of what is sent ends
+        too: grpcio's thread that writes it waits in ``outgoing`` otherwise, holding this
+        channel, for ever if it is dropped without close()."""
         with self._cond:
             if self._broken is None:
                 self._broken = self._call_ended()
             self._cond.notify_all()
+        self._out.put(_STOP)
 
     def _call_ended(self) -> IpcwireError:
         """Why sending fails now that the client's call is over: the status if it failed."""

@@ -1,0 +1,48 @@
+"""A blocking gRPC client channel dropped without close() is freed once its RPC is over.
+
+Before: grpcio's thread that writes the client's stream waited for ever in the channel's
+queue, and its generator held the channel, so every dropped client kept a thread, its call
+and its gRPC channel until the process ended (helper-112: 20 dropped clients, threads 4 ->
+25), even after the server had closed its end. Now the end of the RPC ends that thread too,
+and the channel is collected.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+
+import ipcwire
+
+BOUND = 10.0
+N = 10
+
+
+def _until(cond: object) -> None:
+    """A bounded poll (threads ending and collection give nothing to wait on)."""
+    deadline = time.monotonic() + BOUND
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "still not so after 10 s"
+        gc.collect()
+        time.sleep(0.01)
+
+
+def test_dropped_clients_are_freed_when_the_server_closes() -> None:
+    with ipcwire.listen("grpc://127.0.0.1:0", codec="json") as srv:
+
+        def once() -> weakref.ref[ipcwire.Channel]:
+            c = ipcwire.connect(srv.url, codec="json", timeout=BOUND)
+            p = srv.accept(timeout=BOUND)
+            c.send({"a": 1})
+            assert p.recv(timeout=BOUND) == {"a": 1}
+            p.close()
+            return weakref.ref(c)  # the client is dropped, never closed
+
+        once()  # (grpcio's own threads start with the first channel)
+        _until(lambda: True)
+        base = threading.active_count()
+        refs = [once() for _ in range(N)]
+        _until(lambda: all(r() is None for r in refs))
+        _until(lambda: threading.active_count() <= base)
