@@ -74,6 +74,9 @@ class AioShmChannel(AioChannel):
         self._recv_lock = asyncio.Lock()
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._send_broken = False
+        # True once the peer's end is seen gone (a hang-up, or a doorbell at its end): from
+        # then on nothing rings, so no wait parks (the next ring call says how it ended)
+        self._gone = False
         self._watched = [link.rx_fd, link.tx_fd, link.sock.fileno()]
         loop.add_reader(link.rx_fd, self._on_event, link.rx_bell, "rx")
         loop.add_reader(link.tx_fd, self._on_event, link.tx_bell, "tx")
@@ -84,6 +87,7 @@ class AioShmChannel(AioChannel):
         if not Link.drain(bell):
             # the peer's end is gone (readable forever from now on): look at the ring, whose
             # next call finds out whether the peer said goodbye or died
+            self._gone = True
             self._unwatch(bell.fileno())
             self._wake(which)
             self._wake("rx" if which == "tx" else "tx")
@@ -92,6 +96,7 @@ class AioShmChannel(AioChannel):
 
     def _on_hangup(self) -> None:
         # the peer is gone (after the setup it never writes): readable forever from now on
+        self._gone = True
         self._unwatch(self._link.sock.fileno())
         self._wake("rx")
         self._wake("tx")
@@ -107,7 +112,14 @@ class AioShmChannel(AioChannel):
             self._loop.remove_reader(fd)
 
     async def _park(self, which: str, deadline: float | None) -> bool:
-        """Wait for the eventfd (or a hang-up, or close). False when the deadline passed."""
+        """Wait for the eventfd (or a hang-up, or close). False when the deadline passed.
+
+        Not at all once the peer is gone: the hang-up may have been seen while no call waited
+        (a recv() yielding between a ring's worth of fragments), and woke nobody then."""
+        if self._gone:
+            if not self._link.closed:
+                (self._tx if which == "tx" else self._rx).disarm()
+            return deadline is None or self._loop.time() < deadline
         fut = self._loop.create_future()
         self._waiters[which] = fut
         timer = None
