@@ -25,6 +25,7 @@ from tests._proc import python, wait_line
 
 import ipcwire
 import ipcwire.aio
+from ipcwire._core.ending import end_error
 from ipcwire._core.framing import (
     GOODBYE_MARK,
     LengthPrefixDecoder,
@@ -342,6 +343,9 @@ def test_decoder_bounds_the_reason() -> None:
     assert dec.next_frame() is None
     assert dec.ended is not None and "reason" in dec.ended
     assert dec.buffered == 0
+    # in the error, once in parentheses (it read "((a goodbye with a ...))": helper-113)
+    err = str(end_error(dec, "unix:///x.sock"))
+    assert f"(a goodbye with a {1 << 30}-byte reason, over 1024);" in err and "((" not in err
 
 
 @pytest.mark.parametrize(

@@ -278,7 +278,7 @@ class LengthPrefixDecoder(FrameDecoder):
             return
         (size,) = HEADER.unpack_from(self._buf, start + 4)
         if size > MAX_REASON:
-            self.ended = f"(a goodbye with a {size}-byte reason, over {MAX_REASON})"
+            self.ended = f"a goodbye with a {size}-byte reason, over {MAX_REASON}"
         elif avail < 8 + size:
             return
         else:
