@@ -14,6 +14,7 @@ from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -284,6 +285,8 @@ class AioStream(AioChannel):
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise closed_error(self) if self._closed else wrong  # (Closed wins)
         data = self._encode(obj)
         if self._closed or self._broken is not None:
             self._check_send()
@@ -308,6 +311,8 @@ class AioStream(AioChannel):
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise closed_error(self) if self._closed else wrong  # (Closed wins)
         items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if self.batches:
             for d in items:
@@ -481,6 +486,8 @@ class AioStream(AioChannel):
     async def _wait(self, timeout: float | None) -> None:
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise closed_error(self) if self._closed else wrong  # (Closed wins)
         if self._reader is None and self._end is None:
             self._reader = self._loop.create_task(self._read_all())
         while True:

@@ -16,7 +16,7 @@ from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import limit
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import running_elsewhere
+from ipcwire.aio._without_loop import not_this_loop, running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -324,6 +324,8 @@ class AioGrpcUnaryChannel(AioChannel):
             raise closed_error(self)
         if os.getpid() != self._owner:
             raise forked(self.url, self._owner)
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise closed_error(self) if self._closed else wrong  # (Closed wins)
         timeout = limit(timeout, self.url)  # grpc takes inf for a deadline in the past
         data = encode_message(self._codec, obj, 2**31 - 1, self.url)
         tries = UnaryTries(self.url, self._reconnect, timeout)
