@@ -131,3 +131,57 @@ def test_asyncio_serve_logs_a_failed_client_as_a_warning_naming_it(
 
     asyncio.run(main())
     assert records.empty()
+
+
+def _failing_clients(url: str, n: int) -> None:
+    """``n`` clients, one after another, each served by a handler that fails; each waits for
+    its end (the handler's failure, told by the goodbye) before the next connects."""
+    for i in range(n):
+        with ipcwire.connect(url, timeout=10) as ch:
+            ch.send(b"%d" % i)
+            with pytest.raises(ipcwire.ChannelBroken):
+                ch.recv(timeout=10)
+
+
+def _bounded(records: queue.Queue[logging.LogRecord], url: str) -> None:
+    """12 handlers ended by the same error in one window: 5 WARNINGs one by one, then, when
+    serve() ends, one line counting the other 7."""
+    lines = []
+    while not records.empty():
+        lines.append(records.get_nowait())
+    ended = [r for r in lines if "the handler of a client of" in r.getMessage()]
+    assert len(ended) == 5 and all(r.levelno == logging.WARNING for r in ended)
+    [summary] = [r for r in lines if "not logged one by one" in r.getMessage()]
+    assert summary.levelno == logging.WARNING
+    assert summary.getMessage().startswith(f"{url}: 7 more handlers ended by an error in the")
+    assert summary.getMessage().endswith(": 7 ended by RemoteProtocolError")
+
+
+def test_blocking_handler_ends_are_logged_boundedly(
+    tmp_path: Path, records: queue.Queue[logging.LogRecord]
+) -> None:
+    def handler(ch: Channel) -> None:
+        raise ipcwire.RemoteProtocolError(f"{ch.url}: {ch.recv(timeout=10)!r} is not welcome")
+
+    with ipcwire.listen(f"unix://{tmp_path}/b.sock") as lst:
+        t = threading.Thread(target=lst.serve, args=(handler,))
+        t.start()
+        _failing_clients(lst.url, 12)
+    t.join(10)
+    _bounded(records, lst.url)
+
+
+def test_asyncio_handler_ends_are_logged_boundedly(
+    tmp_path: Path, records: queue.Queue[logging.LogRecord]
+) -> None:
+    async def handler(ch: AioChannel) -> None:
+        raise ipcwire.RemoteProtocolError(f"{ch.url}: {await ch.recv(timeout=10)!r} not welcome")
+
+    async def main() -> str:
+        async with await aio.listen(f"unix://{tmp_path}/a.sock") as lst:
+            serving = asyncio.ensure_future(lst.serve(handler))
+            await asyncio.to_thread(_failing_clients, lst.url, 12)
+        await serving
+        return lst.url
+
+    _bounded(records, asyncio.run(main()))

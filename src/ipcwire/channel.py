@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ipcwire._deadline import limit
+from ipcwire._droplog import DropLog
 from ipcwire.errors import (
     ChannelClosed,
     EndOfChannel,
@@ -94,22 +95,35 @@ def describe_peer(peer: PeerInfo | None) -> str:
     return ", ".join(parts)
 
 
-def log_handler_end(url: str, peer: PeerInfo | None, exc: Exception) -> None:
+def log_handler_end(
+    url: str, peer: PeerInfo | None, exc: Exception, bound: DropLog | None = None
+) -> None:
     """How ``serve()`` reports a handler that ended with ``exc`` (both APIs, same words).
 
     The channel failing under the handler (the client died, broke the protocol, timed out)
     is a WARNING naming the client, for it is news to whoever runs the server; the listener's
     own close ending its channels is not (DEBUG); any other exception is the handler's bug,
-    logged with its traceback.
+    logged with its traceback. Through ``bound`` (``serve()``'s), the first few of each kind
+    in a window are logged one by one and the rest counted in one line: a supervisor that
+    kills its agents by the thousand wrote one WARNING per agent.
     """
     who = describe_peer(peer)
     client = f"a client of {url}" + (f" ({who})" if who else "")
     if isinstance(exc, ChannelClosed):
         log.debug("the handler of %s ended: %s", client, exc)
-    elif isinstance(exc, IpcwireError):
-        log.warning("the handler of %s ended: %s", client, exc)
+        return
+    if isinstance(exc, IpcwireError):
+        level, kind, msg, info = logging.WARNING, f"ended by {type(exc).__name__}", (
+            "the handler of %s ended: %s"), None  # fmt: skip
+        args: tuple[object, ...] = (client, exc)
     else:
-        log.error("the handler of %s raised", client, exc_info=exc)
+        level, kind, msg, info = logging.ERROR, f"raised {type(exc).__name__}", (
+            "the handler of %s raised"), exc  # fmt: skip
+        args = (client,)
+    if bound is None:
+        log.log(level, msg, *args, exc_info=info)
+    else:
+        bound.log(level, kind, msg, *args, exc_info=info)
 
 
 def _no_thread(url: str, ch: Channel, exc: RuntimeError, streak: int) -> None:
@@ -435,15 +449,20 @@ class Listener(abc.ABC):
         active: dict[Channel, threading.Thread] = {}
         lock = threading.Lock()
         no_thread = 0  # clients dropped in a row for want of a thread
+        ends = DropLog(self.url, "handlers ended by an error")
 
         def run(ch: Channel) -> None:
             try:
-                with ch:
-                    handler(ch)
-            except EndOfChannel:
+                with ch:  # (an exception's goodbye tells the client, after the log)
+                    try:
+                        handler(ch)
+                    except EndOfChannel:
+                        pass
+                    except Exception as exc:
+                        log_handler_end(ch.url, ch.peer, exc, ends)
+                        raise
+            except Exception:  # noqa: S110 (logged above; the close told the client)
                 pass
-            except Exception as exc:
-                log_handler_end(ch.url, ch.peer, exc)
             finally:
                 with lock:
                     active.pop(ch, None)
@@ -460,6 +479,7 @@ class Listener(abc.ABC):
                     if slots is not None:
                         slots.release()
                     return
+                ends.flush()  # (the count of a window that is over, if any)
                 t = threading.Thread(target=run, args=(ch,), name=f"ipcwire {ch.url}", daemon=True)
                 with lock:
                     active[ch] = t
@@ -486,6 +506,7 @@ class Listener(abc.ABC):
             deadline = time.monotonic() + SERVE_JOIN_TIMEOUT
             for _, t in remaining:
                 t.join(timeout=max(deadline - time.monotonic(), 0.0))
+            ends.flush(final=True)
 
     def __enter__(self) -> Self:
         return self

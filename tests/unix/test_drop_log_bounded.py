@@ -20,8 +20,8 @@ import pytest
 from tests._loops import AioRun
 
 import ipcwire
+from ipcwire import _droplog as droplog_mod
 from ipcwire import aio
-from ipcwire._stream import listener as listener_mod
 
 SILENT = 300  # connect, say nothing, half-close
 GARBAGE = 100  # send a frame that is not an ipcwire hello
@@ -112,7 +112,7 @@ def test_the_count_comes_when_the_window_ends(
     sock_dir: Path, records: Records, aio_run: AioRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the listener stays open and nothing else happens (both APIs)."""
-    monkeypatch.setattr(listener_mod, "_LOG_WINDOW", 0.3)
+    monkeypatch.setattr(droplog_mod, "_LOG_WINDOW", 0.3)
     path = f"{sock_dir}/flood.sock"
     with ipcwire.listen(f"unix://{path}"):
         flood(path)

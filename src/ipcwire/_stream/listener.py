@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import (
@@ -36,6 +35,7 @@ from ipcwire._core.handshake import (
     token_mismatch,
 )
 from ipcwire._deadline import limit
+from ipcwire._droplog import DropLog
 from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
@@ -48,71 +48,9 @@ __all__ = ["Authorizer", "DropLog", "StreamListener", "log_text"]
 log = logging.getLogger("ipcwire")
 
 _LINGER = 1.0  # seconds a refused client may keep sending before it is cut off
-# A listener logs the first _LOG_BURST clients of each kind it drops or refuses in a window
-# of _LOG_WINDOW seconds one by one; the rest it counts, in one line as the window ends.
-_LOG_BURST: Final = 5
-_LOG_WINDOW: Final = 10.0
 
 # Returns who the peer is, and an error when it must be refused (allow_uids...).
 Authorizer = Callable[[socket.socket], tuple[PeerInfo, IpcwireError | None]]
-
-
-class DropLog:
-    """A listener's log of the clients it drops or refuses, bounded: a flood of connections
-    that never send a hello (or send garbage) wrote one line each, 36,265 in 12 s. The first
-    ``_LOG_BURST`` of each kind in a window of ``_LOG_WINDOW`` seconds are logged as they
-    come; the rest are counted and told in one line when the window ends (:meth:`due`, then
-    :meth:`flush`, which the listener calls; and at its close): "unix:///x.sock: 36,260 more
-    clients dropped or refused in the last 10 s, not logged one by one: 36,000 dropped: it
-    was the oldest of 512 clients in their handshake; 260 ...". Not thread-safe: one
-    listener's acceptor thread, or its event loop, uses it."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._start = math.inf  # when the window began (time.monotonic()), inf: none yet
-        self._logged: dict[str, int] = {}  # kind: how many logged one by one in the window
-        self._counted: dict[str, int] = {}  # kind: how many not logged
-        self._level = logging.INFO  # the highest level counted
-
-    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
-        """``log.log(level, msg, *args)``, unless ``kind`` had its share of this window."""
-        now = time.monotonic()
-        self.flush(now)
-        if self._start == math.inf:
-            self._start = now
-        n = self._logged.get(kind, 0)
-        if n < _LOG_BURST:
-            self._logged[kind] = n + 1
-            log.log(level, msg, *args)
-            return
-        self._counted[kind] = self._counted.get(kind, 0) + 1
-        self._level = max(self._level, level)
-
-    def due(self) -> float | None:
-        """When :meth:`flush` has a line to write (``time.monotonic()``), or None."""
-        return self._start + _LOG_WINDOW if self._counted else None
-
-    def flush(self, now: float | None = None, *, final: bool = False) -> None:
-        """End the window if it is over (or ``final``: the listener closes), writing the count
-        of what was not logged."""
-        now = time.monotonic() if now is None else now
-        if now < self._start + _LOG_WINDOW and not final:
-            return
-        if self._counted:
-            kinds = sorted(self._counted.items(), key=lambda kv: -kv[1])
-            log.log(
-                self._level,
-                "%s: %s more clients dropped or refused in the last %.3g s, not "
-                "logged one by one: %s",
-                self.url,
-                f"{sum(self._counted.values()):,}",
-                max(now - self._start, 0.0),
-                "; ".join(f"{n:,} {kind}" for kind, n in kinds),
-            )
-        self._start = math.inf
-        self._logged.clear()
-        self._counted.clear()
-        self._level = logging.INFO
 
 
 def log_text(error: BaseException | str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ipcwire._droplog import DropLog
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import (
     ChannelStatistics,
@@ -262,15 +263,20 @@ class AioListener(abc.ABC):
         ended = asyncio.get_running_loop().create_future()  # (what aclose() waits for)
         serving: set[asyncio.Future[None]] = self.__dict__.setdefault("_serving", set())
         serving.add(ended)
+        ends = DropLog(self.url, "handlers ended by an error")
 
         async def run(ch: AioChannel) -> None:
             try:
-                async with ch:
-                    await handler(ch)
-            except EndOfChannel:
+                async with ch:  # (an exception's goodbye tells the client, after the log)
+                    try:
+                        await handler(ch)
+                    except EndOfChannel:
+                        pass
+                    except Exception as exc:
+                        log_handler_end(ch.url, ch.peer, exc, ends)
+                        raise
+            except Exception:  # noqa: S110 (logged above; the close told the client)
                 pass
-            except Exception as exc:
-                log_handler_end(ch.url, ch.peer, exc)
             finally:
                 if slots is not None:
                     slots.release()
@@ -283,6 +289,7 @@ class AioListener(abc.ABC):
                     ch = await self.accept()
                 except ChannelClosed:
                     return
+                ends.flush()  # (the count of a window that is over, if any)
                 task = asyncio.get_running_loop().create_task(run(ch))
                 tasks[task] = ch
                 task.add_done_callback(lambda t: tasks.pop(t, None))
@@ -294,6 +301,7 @@ class AioListener(abc.ABC):
                 if tasks:
                     await asyncio.wait(list(tasks), timeout=5.0)
             finally:
+                ends.flush(final=True)
                 serving.discard(ended)
                 ended.set_result(None)
 
