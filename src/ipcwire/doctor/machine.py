@@ -24,6 +24,7 @@ from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
 from ipcwire.doctor.shm import DEV_SHM, check_shm
 from ipcwire.doctor.unix import probe
 from ipcwire.registry import mechanisms
+from ipcwire.unix._namespaces import net_namespace_hint
 from ipcwire.unix._socket import MAX_PATH
 
 __all__ = ["check_machine", "socket_dirs", "stale_sockets"]
@@ -43,11 +44,19 @@ def socket_dirs() -> list[str]:
 def stale_sockets(dirs: list[str]) -> list[str] | None:
     """Socket files in ``dirs`` (and one level below) that no socket is bound to; None when
     this kernel cannot tell (no sock_diag)."""
+    found = _unbound_sockets(dirs)
+    return None if found is None else found[0]
+
+
+def _unbound_sockets(dirs: list[str]) -> tuple[list[str], list[str]] | None:
+    """Socket files in ``dirs`` (and one level below) that no socket of this network
+    namespace is bound to: (stale: a connect() was refused, cannot tell: a connect() was not
+    ours to make); None when this kernel cannot tell (no sock_diag)."""
     by_file = unix_socket_files()
     if by_file is None:
         return None
     bound = {e.path for e in unix_socket_table()}
-    found = []
+    stale, unknown = [], []
     for base in dirs:
         for top in _entries(base):
             candidates = [top, *(_entries(top) if os.path.isdir(top) else [])]
@@ -58,17 +67,22 @@ def stale_sockets(dirs: list[str]) -> list[str] | None:
                     continue
                 if not stat.S_ISSOCK(st.st_mode) or path in bound:
                     continue
+                if (st.st_dev, st.st_ino) in by_file:
+                    continue
                 # sock_diag sees this network namespace only: a server in a container that
                 # shares the directory is bound there all the same. Only a refused connect
-                # proves the file stale (a connect we may not make leaves sock_diag's word).
-                if (st.st_dev, st.st_ino) not in by_file and probe(path)[0] in _NOBODY_THERE:
-                    found.append(path)
-    return sorted(found)
+                # proves the file stale (connect() reaches a path socket across network
+                # namespaces); one we may not make (EACCES, EPERM: another user's file, as
+                # a live server's is, seen from a sandbox) tells nothing.
+                code = probe(path)[0]
+                if code == errno.ECONNREFUSED:
+                    stale.append(path)
+                elif code in _NOT_OURS:
+                    unknown.append(path)
+    return sorted(stale), sorted(unknown)
 
 
-# connect() to a socket file no socket is bound to: ECONNREFUSED; EACCES/EPERM: not ours to
-# probe (another user's 0600 file), so sock_diag's "not bound here" stands.
-_NOBODY_THERE: Final = frozenset({errno.ECONNREFUSED, errno.EACCES, errno.EPERM})
+_NOT_OURS: Final = frozenset({errno.EACCES, errno.EPERM})
 
 
 def _entries(directory: str) -> list[str]:
@@ -128,7 +142,20 @@ _RM_ALL: Final = (
 
 
 def _leftovers(report: Report) -> None:
-    stale = stale_sockets(socket_dirs())
+    found = _unbound_sockets(socket_dirs())
+    stale = None if found is None else found[0]
+    if found is not None and found[1]:
+        unknown = found[1]
+        where = net_namespace_hint()
+        evidence = [*unknown[:_SHOWN], "connect() -> EACCES or EPERM (not ours to probe), "
+                    "and no socket of this network namespace is bound to them"]  # fmt: skip
+        if where:
+            evidence.append(where)
+        report.add("machine.unknown_sockets", "info", f"{len(unknown)} socket file(s) "
+                   "cannot be told live or stale: not ours to probe, and they may be bound "
+                   "in another network namespace (a container's server, or the host's, seen "
+                   "from a sandbox)", evidence, "ask their owners, or run `ipcwire doctor` as "
+                   "their owner outside any container", paths=unknown)  # fmt: skip
     if stale is None:
         report.add("machine.stale_sockets", "info", "stale socket files cannot be told "
                    "apart here: the kernel has no sock_diag (unix_diag) to name bound "
