@@ -24,6 +24,7 @@ from ipcwire._procfs import (
     unix_socket_table,
 )
 from ipcwire.doctor._model import Report
+from ipcwire.unix._namespaces import is_mount_point
 from ipcwire.unix._socket import MAX_PATH, peer_info
 
 __all__ = ["check_unix", "probe"]
@@ -475,7 +476,15 @@ def _check_listener(
             )
             return
         fix = f"rm {path}, then start the server (ipcwire's listen() removes stale files itself)"
-        if listen and _not_removable(path, st):
+        if is_mount_point(path):
+            evidence.append(f"/proc/self/mountinfo: {path} is a mount point")
+            report.add("unix.mounted_file", "problem", f"nothing listens on {path}, and it is "
+                       "a mount point: a socket file bind-mounted on its own goes stale when "
+                       "the server restarts (its listen() makes a new file, which this mount "
+                       "does not show)", evidence, "bind-mount the directory that holds the "
+                       "socket, not the socket file, and start this container or sandbox "
+                       "again (rm here fails: Device or resource busy)")  # fmt: skip
+        elif listen and _not_removable(path, st):
             _foreign_for_listen(path, st, evidence, [], bound, report)
         elif listen:
             report.add("unix.stale", "info", f"{path} is stale (nothing listens): ipcwire's "

@@ -46,6 +46,7 @@ from ipcwire.errors import (
     PermissionDenied,
     Timeout,
 )
+from ipcwire.unix._namespaces import is_mount_point
 
 __all__ = [
     "UidRefused",
@@ -438,12 +439,29 @@ def _bind_private(sock: socket.socket, addr: UnixAddress, mode: int) -> tuple[in
     return (st.st_dev, st.st_ino)
 
 
+# A socket file bind-mounted on its own (docker run -v /run/app.sock:/run/app.sock) keeps
+# the socket it showed when it was mounted; a restarted server's listen() makes a new file.
+MOUNTED_FILE: Final = (
+    "a socket file bind-mounted on its own (as `-v /run/app.sock:/run/app.sock` or "
+    "`mount --bind` of the file does): it shows the socket the server had when it was "
+    "mounted, and a server that restarted since made a new file, which this mount does not "
+    "show (nor can it be removed here: rm says 'Device or resource busy'). Bind-mount the "
+    "directory that holds the socket, not the socket file, and start this container or "
+    "sandbox again"
+)
+
+
 def explain_connect_error(exc: OSError, addr: UnixAddress, url: str) -> IpcwireError | None:
     """A helpful error for the usual connect failures, or None to use the generic one."""
     if exc.errno == errno.ENOENT:
         return ConnectionRefused(
             f"no socket at {url}: the file {addr.path} does not exist. Is the server running "
             f"(and listening at this exact path)? Pass reconnect=SECONDS to wait for it",
+            endpoint=url,
+        )
+    if exc.errno == errno.ECONNREFUSED and addr.path is not None and is_mount_point(addr.path):
+        return ConnectionRefused(
+            f"nothing listens at {url}: {addr.path} is a mount point, {MOUNTED_FILE}",
             endpoint=url,
         )
     if exc.errno == errno.ECONNREFUSED:
