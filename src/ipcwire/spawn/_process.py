@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import select
@@ -88,6 +89,9 @@ def _pidfd(pid: int) -> int | None:
     return fd
 
 
+_unreaped: set[ChildWatch] = set()  # watches of children not reaped yet (see ChildWatch)
+
+
 class ChildWatch:
     """Knows whether the child exited, without reaping it (pidfd, or ``waitid(WNOWAIT)``)."""
 
@@ -96,6 +100,10 @@ class ChildWatch:
         self.pid = proc.pid
         self.pidfd = _pidfd(proc.pid)
         self._status: int | None = None
+        # Until reaped, held here: a channel dropped without close() is collected without its
+        # Popen, whose own finalizer would warn "still running" and hand it to subprocess's
+        # reaping while the dropped channel's ladder runs (ipcwire.spawn._dropped).
+        _unreaped.add(self)
 
     def exited(self) -> bool:
         """True once the child has exited (it may still be an unreaped zombie)."""
@@ -141,7 +149,9 @@ class ChildWatch:
         """Reap the child; if it does not die in time, hand it to a background reaper (or,
         with ``background=False``, at interpreter exit, leave it to init)."""
         try:
-            return self.proc.wait(timeout=timeout)
+            status = self.proc.wait(timeout=timeout)
+            _unreaped.discard(self)
+            return status
         except subprocess.TimeoutExpired:
             log.warning(
                 "child pid %d did not die within %.1f s of SIGKILL (uninterruptible "
@@ -163,6 +173,8 @@ class ChildWatch:
             with contextlib.suppress(OSError):
                 os.close(self.pidfd)
             self.pidfd = None
+        if self.proc.returncode is not None:
+            _unreaped.discard(self)
 
     def reopen(self) -> None:
         """Watch again after :meth:`close` (a ladder taken up again). Only while the child is
@@ -510,16 +522,26 @@ def run_ladder(
 ExitSource = Callable[[], list[LadderChild]]
 _exit_sources: list[ExitSource] = []
 _exit_afters: list[Callable[[], None]] = []
+_last_sources: list[ExitSource] = []
 EXIT_CAP: Final = 1.0  # each wait of the ladder at interpreter exit, at most (seconds)
 _exiting: list[LadderChild] = []  # the children of the exit's ladder, for Ctrl-C
 _hurried = False  # Ctrl-C came during the exit's ladder
+_exit_started = False  # the shutdown at interpreter exit has begun
 
 
-def shut_down_at_exit(source: ExitSource, after: Callable[[], None] | None = None) -> None:
+def exit_started() -> bool:
+    """True once the shutdown at interpreter exit has begun."""
+    return _exit_started
+
+
+def shut_down_at_exit(
+    source: ExitSource, after: Callable[[], None] | None = None, *, last: bool = False
+) -> None:
     """Register ``source``: at interpreter exit it closes the stdin of its children still
     running and returns them; every source's children then go through one shared ladder.
-    ``after`` runs once that ladder is over (to wait for ladders other threads run)."""
-    _exit_sources.append(source)
+    ``after`` runs once that ladder is over (to wait for ladders other threads run).
+    ``last``: asked after the others (the children of channels collected meanwhile)."""
+    (_last_sources if last else _exit_sources).append(source)
     if after is not None:
         _exit_afters.append(after)
 
@@ -559,10 +581,16 @@ def _catch_sigint() -> Any:
 def _shut_down_children() -> None:
     """At interpreter exit: the ladder for every child whose channel was never closed, all of
     them together (the stdin of each closed first, then one wait, then one SIGTERM round...)."""
+    global _exit_started
+    _exit_started = True
     previous = _catch_sigint()
     try:
         children: list[LadderChild] = []
-        for source in _exit_sources:
+        # Channels dropped without close() and not collected yet are collected now, before
+        # the sources are asked, so that each is handed to the last source, not to a thread
+        # that the end of the interpreter would stop half-way (ipcwire.spawn._dropped).
+        gc.collect()
+        for source in _exit_sources + _last_sources:
             try:
                 children.extend(source())
             except Exception:  # pragma: no cover - keep shutting down the others

@@ -5,7 +5,9 @@ decoder, its stderr a line sink, its pidfd tells the moment it exits. ``aclose()
 same shutdown ladder as the blocking :meth:`~ipcwire.spawn.SpawnChannel.close`, with
 ``await`` instead of blocking waits. Unlike ``asyncio.create_subprocess_exec``, nothing here
 waits for pipe EOF to learn that the child exited, so a grandchild holding the pipes cannot
-hang the parent.
+hang the parent. A channel dropped without ``aclose()`` is shut down when the garbage collector
+takes it, as the blocking one is (but while its child is alive and its stdout open, the
+event loop's reader on that pipe keeps it from being collected: until the loop closes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import os
 import signal
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,6 +36,7 @@ from ipcwire.spawn._common import (
     start_child,
     with_url,
 )
+from ipcwire.spawn._dropped import hand_over, start_reaper
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -106,6 +110,7 @@ async def spawn(
         await _AbandonedChild(watch, timeouts, err_reader).shutdown()
         raise
     assert isinstance(ch, AioSpawnChannel)
+    start_reaper()
     _live.add(ch)
     return ch
 
@@ -380,6 +385,7 @@ class AioSpawnChannel(AioPipeChannel):
         self._ladder = _Ladder(watch_obj, timeouts, stderr_reader)
         self._shutdown: asyncio.Task[int | None] | None = None
         self._returncode: int | None = None
+        self._owner = os.getpid()  # a forked process's copy does not shut the child down
 
     @property
     def pid(self) -> int:
@@ -481,6 +487,38 @@ class AioSpawnChannel(AioPipeChannel):
                 os.close(wfd)
         return self._ladder.exit_child(rfd)
 
+    def __del__(self) -> None:
+        """Collected without ``aclose()``: close the child's stdin now, and leave the rest of
+        the ladder to a background thread (the blocking ladder: a finalizer cannot await)."""
+        if getattr(self, "_shutdown", True) is not None or self._closed:
+            return  # closed (its ladder task holds it until done), or never made
+        self._closed = True
+        t = self._fd_transport()
+        rfd, wfd = t.steal_fds() if t is not None else (None, None)  # (the loop is not used)
+        if os.getpid() != self._owner:  # a forked copy: the child is the parent's
+            for fd in (rfd, wfd):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            return
+        warnings.warn(
+            f"unclosed spawn channel {self.url!r}: its child is shut down now; aclose() it, "
+            "or use 'async with'",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        if wfd is not None:  # stdin closed: the child sees EOF
+            with contextlib.suppress(OSError):
+                os.close(wfd)
+        stderr = self._ladder.stderr
+        if stderr is not None:  # the loop stops reading it: the ladder's thread does
+            with contextlib.suppress(Exception):
+                stderr.pause()
+        child = self._ladder.exit_child(rfd)
+        child.timeouts = self._ladder.timeouts  # the channel's own waits, not the exit's
+        hand_over(child)
+
     async def aclose(self) -> None:
         """Shut the child down and wait: at most ``exit_timeout + term_timeout + 2`` s."""
         self.close()
@@ -488,7 +526,8 @@ class AioSpawnChannel(AioPipeChannel):
             await asyncio.shield(self._shutdown)
 
 
-_live: set[AioSpawnChannel] = set()  # children whose channel was not closed yet
+# Children whose channel was not closed yet (weak: a dropped one is shut down when collected).
+_live: weakref.WeakSet[AioSpawnChannel] = weakref.WeakSet()
 _unfinished: set[_Ladder] = set()  # ladders cut short by the end of their loop
 
 

@@ -18,6 +18,9 @@ What cannot go wrong, by construction:
 * the child's exit is noticed at once, even when a grandchild holds its stdout open: ``recv``
   raises ``EndOfChannel`` (exit code 0) or ``ChannelBroken`` (non-zero, killed by a signal,
   or dead in the middle of a message), with the exit code or signal in the message;
+* a channel dropped without :meth:`~SpawnChannel.close` is shut down when the garbage
+  collector takes it (a ``ResourceWarning`` says so): stdin closed at once, the rest of the
+  ladder in a background thread (see :mod:`ipcwire.spawn._dropped`);
 * children still running when the interpreter exits are shut down the same way (shorter
   waits), all of them together: exit takes the time of one ladder, not one per child.
 """
@@ -28,6 +31,8 @@ import os
 import signal
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +50,7 @@ from ipcwire.spawn._common import (
     start_child,
     with_url,
 )
+from ipcwire.spawn._dropped import hand_over, start_reaper
 from ipcwire.spawn._process import (
     ChildWatch,
     LadderChild,
@@ -61,7 +67,9 @@ from ipcwire.spawn._stdio import claim_stdio, watch_parent
 
 __all__ = ["SpawnChannel", "close_all", "spawn", "stdio", "stdio_channel"]
 
-_live: set[SpawnChannel] = set()  # open channels: shut down at exit if never closed
+# Open channels: shut down at exit if never closed (weak: a dropped one is shut down when
+# collected, see SpawnChannel.__del__).
+_live: weakref.WeakSet[SpawnChannel] = weakref.WeakSet()
 _closing: set[SpawnChannel] = set()  # channels whose close() runs the ladder right now
 _live_lock = threading.Lock()
 
@@ -176,12 +184,14 @@ class SpawnChannel(ExplainingPipeChannel):
         self._shut_down = False  # close() has begun
         self._done = False  # its ladder is over
         self._returncode: int | None = None
+        self._owner = os.getpid()  # a forked process's copy does not shut the child down
 
     def _start(self) -> None:
         if self._options.token is not None:
             self._wire, self._decoder = fd_handshake(self._fds, self._options, client=True)
             self._pack = self._wire.pack
             self._decode = self._wire.decode
+        start_reaper()
         with _live_lock:
             _live.add(self)
 
@@ -240,6 +250,30 @@ class SpawnChannel(ExplainingPipeChannel):
             # another close(), or else the exit, takes the ladder up again.
             run_ladders([child])
             self._end_shutdown(child.status)
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: close the child's stdin now, and leave the rest
+        of the ladder to a background thread (a finalizer must not wait, nor take a lock)."""
+        if getattr(self, "_shut_down", True):
+            return  # closed, being closed (then referenced: not collected), or never made
+        self._shut_down = True
+        self._closed = True
+        if os.getpid() != self._owner:  # a forked copy: the child is the parent's
+            self._fds.close()
+            self._watch.close()
+            return
+        warnings.warn(
+            f"unclosed spawn channel {self.url!r}: its child is shut down now; close() it, "
+            "or use 'with'",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        drain = self._fds.close_detaching_read()  # stdin closed: the child sees EOF
+        child = LadderChild(self._watch, drain, self._timeouts)
+        if self._pump is not None:
+            child.on_done = self._pump.stop
+        hand_over(child)
 
     def _close_for_timeout(self) -> None:
         """After request()'s timeout: closed now (stdin too: the child sees EOF), the rest of
@@ -390,7 +424,7 @@ def _children_at_exit() -> list[LadderChild]:
     whose close() an exception interrupted, and hand them to the shared ladder
     (:func:`ipcwire.spawn._process.run_ladders`)."""
     with _live_lock:
-        live = _live | _closing
+        live = set(_live) | _closing
     children = []
     for ch in live:
         if not ch._close_lock.acquire(blocking=False):
@@ -450,7 +484,7 @@ def _forget_children() -> None:
     would stay held here for ever.)"""
     global _live_lock
     _live_lock = threading.Lock()
-    for ch in _live | _closing:
+    for ch in set(_live) | _closing:
         # One a parent thread was closing at the fork stays locked here, with no thread to
         # release it: the child's close() of its copy would wait for ever.
         ch._close_lock = threading.Lock()
