@@ -78,3 +78,20 @@ def test_a_bind_mounted_socket_file_gone_stale_says_mount_the_directory(sock_dir
     [mounted] = [f for f in findings if f[0] == "unix.mounted_file"]
     assert "bind-mount the directory" in mounted[2]
     assert not [f for f in findings if f[0] == "unix.stale"]
+
+
+def test_an_abstract_name_in_another_network_namespace_is_not_called_stale() -> None:
+    # A host server on unix:@name, a client in its own network namespace: it said "the
+    # abstract name exists but no process accepts on it (stale, left by a server that died?)
+    # ... listen() removes stale files itself": abstract names are per network namespace.
+    url = f"unix:@iw-netns-{id(object())}"
+    with ipcwire.listen(url):
+        error, findings = answer(
+            start(f"print(json.dumps([attempt({url!r}), checks({url!r})]))", "unshare", "--net")
+        )
+    assert error.startswith("ConnectionRefused: nothing listens on the abstract name"), error
+    assert "in this process's network namespace" in error
+    assert "use a path socket in a directory both share" in error
+    assert "stale" not in error and "files" not in error
+    [missing] = [f for f in findings if f[0] == "unix.missing"]
+    assert "network namespace" in missing[2]

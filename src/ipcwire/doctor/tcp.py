@@ -9,11 +9,13 @@ surprise of a server bound to 127.0.0.1 while the client dials the machine's oth
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 from ipcwire._procfs import TcpEntry, pids_for_inodes, tcp_sockets
 from ipcwire.doctor._model import Report
 from ipcwire.doctor._net import bind_failed, covers, is_local, os_error, owner
+from ipcwire.unix._namespaces import net_namespace_hint
 
 __all__ = ["check_tcp"]
 
@@ -100,6 +102,18 @@ def _check_connect(
             listening_on=hosts,
             pids=pids_for_inodes({e.inode for e in others}),
         )
+        return
+    hint = net_namespace_hint() if ipaddress.ip_address(addr).is_loopback else None
+    if code in (errno.ECONNREFUSED, errno.ENETUNREACH) and hint:
+        ev.append(hint)
+        down = ""
+        if code == errno.ENETUNREACH:
+            down = " (and its loopback interface is down: ip link set lo up)"
+        report.add("tcp.other_namespace", "problem", f"nothing listens on {shown} in this "
+                   f"network namespace{down}: {addr} here is this namespace's own loopback, not "
+                   "the host's", ev, "start the server in this namespace, or reach the host's "
+                   "server through an address of a veth pair or bridge between the namespaces "
+                   "(or run both in one network namespace)")  # fmt: skip
         return
     if code == errno.ECONNREFUSED:
         where = "on this machine" if local else f"at {addr} (or a firewall rejected it)"

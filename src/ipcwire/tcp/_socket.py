@@ -23,11 +23,14 @@ from ipcwire._procfs import describe_pid, pids_for_inodes, tcp_listener_inodes
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
+    ChannelBroken,
     ConfigurationError,
+    ConnectionRefused,
     InvalidURL,
     IpcwireError,
     PermissionDenied,
 )
+from ipcwire.unix._namespaces import net_namespace_hint
 
 __all__ = [
     "DEFAULT_KEEPALIVE",
@@ -36,6 +39,7 @@ __all__ = [
     "TcpAddress",
     "bind_listener",
     "configure",
+    "explain_connect_error",
     "keepalive_option",
     "peer_info",
     "resolve",
@@ -234,4 +238,41 @@ def warn_if_exposed(url: str, host: str, *, token: bytes | None, tls: bool) -> N
         "(a shared secret) and ssl= (an SSLContext), or listen on 127.0.0.1 for clients on "
         "this machine only",
         url,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def explain_connect_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | None:
+    """A connect to this machine's loopback refused (or unreachable) from inside a network
+    namespace of its own (a container, a sandbox): 127.0.0.1 there is that namespace's own
+    loopback, not the host's. None: the usual words (ipcwire._oserror.translate)."""
+    if exc.errno not in (errno.ECONNREFUSED, errno.ENETUNREACH) or not _is_loopback(addr.host):
+        return None
+    hint = net_namespace_hint()
+    if hint is None:
+        return None
+    why = (
+        f"{hint}, so {addr.host} here is this namespace's own loopback: a server listening on "
+        f"the host's (or another container's) loopback is not reachable at this address. "
+        f"Reach it through an address of a veth pair or bridge between the namespaces, or run "
+        f"both in one network namespace"
+    )
+    if exc.errno == errno.ENETUNREACH:
+        return ChannelBroken(
+            f"cannot connect to {url}: the network is unreachable: the loopback interface of "
+            f"this network namespace is down (ip link set lo up brings it up); {why}",
+            endpoint=url,
+        )
+    return ConnectionRefused(
+        f"nothing is listening at {url} in this network namespace: {why}; or start the "
+        f"server in this namespace, or pass reconnect=SECONDS to keep trying until it is up",
+        endpoint=url,
     )

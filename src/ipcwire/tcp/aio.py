@@ -21,6 +21,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.tcp._socket import (
     bind_listener,
     configure,
+    explain_connect_error,
     keepalive_option,
     peer_info,
     resolve,
@@ -57,7 +58,9 @@ async def connect(
     def explain(exc: OSError) -> IpcwireError:
         if isinstance(exc, _ssl.SSLError):
             return tls_error(exc, endpoint.url)
-        return translate(exc, endpoint.url, "connecting to")
+        return explain_connect_error(exc, addr, endpoint.url) or translate(
+            exc, endpoint.url, "connecting to"
+        )
 
     def peer(sock: Any) -> PeerInfo:
         configure(sock, keepalive)

@@ -17,6 +17,7 @@ from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.tcp._socket import (
     bind_listener,
     configure,
+    explain_connect_error,
     keepalive_option,
     peer_info,
     resolve,
@@ -47,7 +48,7 @@ def connect(
         return sock
 
     def explain(exc: OSError) -> IpcwireError | None:
-        return None
+        return explain_connect_error(exc, addr, endpoint.url)
 
     return connect_stream(
         options,

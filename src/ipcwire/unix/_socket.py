@@ -464,12 +464,21 @@ def explain_connect_error(exc: OSError, addr: UnixAddress, url: str) -> IpcwireE
             f"nothing listens at {url}: {addr.path} is a mount point, {MOUNTED_FILE}",
             endpoint=url,
         )
-    if exc.errno == errno.ECONNREFUSED:
-        what = "the abstract name" if addr.abstract is not None else f"the socket file {addr.path}"
+    if exc.errno == errno.ECONNREFUSED and addr.abstract is not None:
+        # An abstract name has no file to go stale: refused means nothing holds it here.
         return ConnectionRefused(
-            f"nothing listens at {url}: {what} exists but no process accepts on it (stale, "
-            f"left by a server that died?). Restart the server; ipcwire's listen() removes "
-            f"stale files itself",
+            f"nothing listens on the abstract name @{addr.abstract} in this process's network "
+            f"namespace ({url}): abstract names are per network namespace, so a server in "
+            f"another container or network namespace is not reachable by it (use a path "
+            f"socket in a directory both share). Start the server, or pass reconnect=SECONDS "
+            f"to keep trying until it is up",
+            endpoint=url,
+        )
+    if exc.errno == errno.ECONNREFUSED:
+        return ConnectionRefused(
+            f"nothing listens at {url}: the socket file {addr.path} exists but no process "
+            f"accepts on it (stale, left by a server that died?). Restart the server; "
+            f"ipcwire's listen() removes stale files itself",
             endpoint=url,
         )
     if exc.errno in (errno.EACCES, errno.EPERM) and addr.path is not None:
