@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = r"""
 import importlib, pkgutil, sys, traceback
 import ipcwire
@@ -13,6 +15,9 @@ names = sorted(
     m.name for m in pkgutil.walk_packages(ipcwire.__path__, "ipcwire.")
     if not m.name.endswith("__main__")
 )
+if sys.argv[3] == "public":  # what programs and workers import first (and python -m targets)
+    names = [n for n in names if not any(p.startswith("_") for p in n.split(".")[1:])
+             or n == "ipcwire._docs"]
 shard, shards = map(int, sys.argv[1:3])
 names = names[shard::shards]
 failed = []
@@ -30,19 +35,34 @@ print("\n".join(failed))
 """
 
 
-def test_each_module_imports_first() -> None:
+def _imports_first(which: str) -> int:
+    """Import each module of ``which`` first in a fresh set of ipcwire modules; how many."""
     # in two processes at once, each taking every other module (half the time on two cores)
     shards = 2
     procs = [
-        subprocess.Popen([sys.executable, "-c", SCRIPT, str(i), str(shards)],
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(i), str(shards), which],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(shards)
     ]
     outs = [p.communicate(timeout=120)[0].splitlines() for p in procs]
     assert [p.returncode for p in procs] == [0] * shards
-    assert sum(int(out[0]) for out in outs) > 50  # the walk found the package's modules
     failed = [line for out in outs for line in out[1:] if line]
     assert failed == [], "\n".join(failed)
+    return sum(int(out[0]) for out in outs)
+
+
+def test_each_public_module_imports_first() -> None:
+    """The modules a program or a worker imports first: no part of its name private."""
+    assert _imports_first("public") > 50  # the walk found the package's modules
+
+
+@pytest.mark.slow
+def test_each_module_imports_first() -> None:
+    """Every module, the private ones too (``./dev soak``: three times as long)."""
+    assert _imports_first("all") > 200
 
 
 def test_ipcwire_aio_after_a_plain_import_ipcwire() -> None:
