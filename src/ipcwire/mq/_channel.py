@@ -35,6 +35,8 @@ from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import close_fd
 
+DROPPED: Final = "dropped without close(), garbage-collected"
+
 __all__ = ["CLOSE_TIMEOUT", "CLOSE_UNSEEN", "ChannelCore"]
 
 # How long close() waits for room for the end-of-channel marker, on a channel without an end
@@ -278,6 +280,21 @@ class ChannelCore:
         except IpcwireError:
             pass
         return True
+
+    def _tell_dropped(self) -> None:
+        """The channel is collected without ``close()`` (``__del__``): tell the peer that
+        this end is gone, as ``close()`` would but never waiting, with the reason
+        :data:`DROPPED` where the handshake agreed on reasons (the peer raises ChannelBroken,
+        as on a Unix socket dropped without its goodbye); then release the queues. No thread
+        uses a channel being collected. Not for a forked process's copy."""
+        if not (self._eof or self._dead or self._peer_closed):
+            self._fail_reason = DROPPED
+            if not self._post_end():
+                try:
+                    self._out.try_send(self._end_marker(), EOF_PRIORITY)
+                except IpcwireError:
+                    pass
+        self._close_queues()
 
     def _end_reason(self) -> bytes:
         """The reason this end tells when it closes (_proto.py, _ends.py): empty after a

@@ -12,6 +12,9 @@ import asyncio
 import logging
 import os
 import time
+import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire._core.ending import error_reason
@@ -101,11 +104,13 @@ class AioMqChannel(ChannelCore, AioChannel):
         self._reading = False  # add_reader on the inbound queue is active
         self._writing = False
         self._finished: asyncio.Future[None] = self._loop.create_future()
+        # (weakly: the loop's readers must not keep a dropped channel from being collected)
         if pidfd is not None:
-            self._loop.add_reader(pidfd, self._peer_exited)
+            self._loop.add_reader(pidfd, _weakly(self, AioMqChannel._peer_exited))
         self._watch_ends = ends is not None
         if ends is not None:
-            self._loop.add_reader(ends, self._peer_closing)
+            self._loop.add_reader(ends, _weakly(self, AioMqChannel._peer_closing))
+        self._owner = os.getpid()  # a forked process's copy tells the peer nothing
 
     # -- event-loop callbacks ---------------------------------------------------------------
     def _peer_exited(self) -> None:
@@ -358,6 +363,55 @@ class AioMqChannel(ChannelCore, AioChannel):
     async def aclose(self) -> None:
         self.close()
         await asyncio.shield(self._finished)
+
+    def __del__(self) -> None:
+        """Dropped without ``aclose()``: the peer is told at once, as by the blocking
+        channel (:meth:`ipcwire.mq.blocking.MqChannel.__del__`), never waiting. The loop's
+        readers go first (in the loop's thread: from another thread, the loop is asked)."""
+        if getattr(self, "_closed", True) or not hasattr(self, "_owner"):
+            return
+        self._closed = True
+        if os.getpid() != self._owner:
+            self._close_queues()  # a forked copy: only our descriptors
+            return
+        warnings.warn(
+            f"unclosed mq channel {self.url!r}: its peer is told it ended; aclose() it, "
+            "or use 'async with'",
+            ResourceWarning,
+            stacklevel=1,
+            source=self,
+        )
+        loop = self._loop
+        if loop.is_closed() or asyncio._get_running_loop() is loop:
+            self._dropped()
+            return
+        try:
+            loop.call_soon_threadsafe(self._dropped)
+        except RuntimeError:  # closed meanwhile
+            self._dropped()
+
+    def _dropped(self) -> None:
+        if not self._loop.is_closed():
+            self._stop_reading()
+            if self._writing:
+                self._writing = False
+                self._loop.remove_writer(self._out.fileno())
+            if self._pidfd is not None and not self._dead:
+                self._loop.remove_reader(self._pidfd)
+            self._unwatch_ends()
+        self._tell_dropped()
+
+
+def _weakly(ch: AioMqChannel, method: Callable[[AioMqChannel], None]) -> Callable[[], None]:
+    """A loop callback calling ``method`` on ``ch`` while ``ch`` exists."""
+    ref = weakref.ref(ch)
+
+    def call() -> None:
+        target = ref()
+        if target is not None:
+            method(target)
+
+    return call
 
 
 async def connect(

@@ -15,6 +15,7 @@ import os
 import select
 import threading
 import time
+import warnings
 from collections import deque
 from typing import Any, Final
 
@@ -317,10 +318,28 @@ class MqChannel(ChannelCore, Channel):
             pass
 
     def __del__(self) -> None:
+        """Dropped without :meth:`close`: the peer is told at once (it would otherwise keep
+        its queues, and a thread serving them, until this process exits), with a
+        ``ResourceWarning``; the queues and descriptors are released."""
         try:
-            os.close(self._wake)
-        except (OSError, AttributeError):
-            pass
+            if not getattr(self, "_closed", True) and hasattr(self, "_owner"):
+                self._closed = True
+                if os.getpid() != self._owner:  # a forked copy: only our descriptors
+                    self._close_queues()
+                else:
+                    warnings.warn(
+                        f"unclosed mq channel {self.url!r}: its peer is told it ended; "
+                        "close() it, or use 'with'",
+                        ResourceWarning,
+                        stacklevel=1,
+                        source=self,
+                    )
+                    self._tell_dropped()
+        finally:
+            try:
+                os.close(self._wake)
+            except (OSError, AttributeError):
+                pass
 
 
 def connect(
