@@ -95,3 +95,73 @@ def test_an_abstract_name_in_another_network_namespace_is_not_called_stale() -> 
     assert "stale" not in error and "files" not in error
     [missing] = [f for f in findings if f[0] == "unix.missing"]
     assert "network namespace" in missing[2]
+
+
+SERVER_AS_1000 = """
+import os, sys, ipcwire, ipcwire.unix.blocking
+ipcwire.mechanisms()
+os.setgroups([]); os.setgid(1000); os.setuid(1000)
+lst = ipcwire.listen(sys.argv[1], mode=int(sys.argv[2], 8))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def server_as_1000(url: str, mode: str = "666") -> subprocess.Popen[str]:
+    """A server of uid 1000, a uid no ``unshare --user`` below maps."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_AS_1000, url, mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready", proc.communicate()[1]
+    return proc
+
+
+def test_an_unmapped_server_uid_is_never_advised_to_be_trusted(sock_dir: Path) -> None:
+    # The server's uid is not mapped into the client's user namespace: the kernel says 65534.
+    # It said "If uid 65534 runs the server you meant, pass allow_uids=[65534]", and doctor
+    # "run as uid 65534": trusting the overflow uid trusts every unmapped user.
+    sock_dir.chmod(0o777)
+    url, closed = f"unix://{sock_dir}/srv.sock", f"unix://{sock_dir}/closed.sock"
+    server, shut = server_as_1000(url), server_as_1000(closed, "600")
+    try:
+        error, findings = answer(
+            start(
+                f"print(json.dumps([attempt({url!r}, allow_uids=[0]), checks({closed!r})]))",
+                "unshare",
+                "--user",
+                "--map-root-user",
+            )
+        )
+    finally:
+        for proc in (server, shut):
+            proc.kill()
+            proc.communicate()
+    assert error.startswith("PermissionDenied: refusing the server"), error
+    assert "not mapped into this user namespace" in error and "the overflow uid" in error
+    assert "allow_uids=[65534]" not in error
+    [perm] = [f for f in findings if f[0] == "unix.permission"]
+    assert "run as uid 65534" not in perm[2] and "not mapped into this user namespace" in perm[2]
+
+
+def test_an_unmapped_server_is_not_your_own_uid_on_an_abstract_name() -> None:
+    # The client is uid 65534 in its user namespace; a server of uid 1000 (unmapped) shows as
+    # 65534 too, and passed the default check "your own uid or root".
+    url = f"unix:@iw-userns-{id(object())}"
+    server = server_as_1000(url)
+    try:
+        (error,) = answer(
+            start(
+                f"print(json.dumps([attempt({url!r})]))",
+                "unshare",
+                "--user",
+                "--map-user=65534",
+                "--map-group=65534",
+            )
+        )
+    finally:
+        server.kill()
+        server.communicate()
+    assert error.startswith("PermissionDenied: refusing the server"), error
+    assert "not mapped into this user namespace" in error

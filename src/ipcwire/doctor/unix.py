@@ -24,7 +24,7 @@ from ipcwire._procfs import (
     unix_socket_table,
 )
 from ipcwire.doctor._model import Report
-from ipcwire.unix._namespaces import is_mount_point
+from ipcwire.unix._namespaces import is_mount_point, unmapped_uid
 from ipcwire.unix._socket import MAX_PATH, peer_info
 
 __all__ = ["check_unix", "probe"]
@@ -42,6 +42,18 @@ _KINDS = {
 def _who() -> str:
     groups = ",".join(str(g) for g in sorted({os.getgid(), *os.getgroups()}))
     return f"uid {os.getuid()} (groups {groups})"
+
+
+def _run_as(uid: int) -> str:
+    """The fix "run as uid N", unless N is the overflow uid of an unmapped owner."""
+    if unmapped_uid(uid):
+        return (
+            f"the socket's owner is not mapped into this user namespace (the kernel shows it "
+            f"as uid {uid}, the overflow uid; running as {uid} would not help): map the "
+            f"owner's uid into this namespace (unshare --map-users, newuidmap, or the "
+            f"container's uid map)"
+        )
+    return f"run as uid {uid}"
 
 
 def _mode(st: os.stat_result) -> str:
@@ -296,7 +308,7 @@ def _check_file(path: str, report: Report, listen: bool) -> None:
             f"permission denied: connecting needs write permission on the socket file, and "
             f"{_who()} has none",
             evidence,
-            f"run as uid {st.st_uid}, or have the server listen with mode=0o660 and a group "
+            f"{_run_as(st.st_uid)}, or have the server listen with mode=0o660 and a group "
             f"you share (ipcwire.listen(url, mode=0o660); chgrp GROUP {path})",
             mode=stat.S_IMODE(st.st_mode),
             uid=st.st_uid,
@@ -495,7 +507,7 @@ def _check_listener(
         return
     if code in (errno.EACCES, errno.EPERM):
         report.add("unix.permission", "problem", f"connect() was refused: {os.strerror(code)}",
-                   evidence, f"run as uid {st.st_uid}, or have the server listen with "
+                   evidence, f"{_run_as(st.st_uid)}, or have the server listen with "
                    "mode=0o660 and a group you share")  # fmt: skip
         return
     report.add("unix.error", "problem", f"connect() failed: {os.strerror(code)}", evidence)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from ipcwire._procfs import describe_pid
 from ipcwire.errors import PermissionDenied
+from ipcwire.unix._namespaces import unmapped_uid
 from ipcwire.unix._socket import UnixAddress, peer_info
 
 __all__ = ["check_server", "trusted_uids"]
@@ -50,7 +51,8 @@ def check_server(
     if trusted is None:
         return
     peer = peer_info(sock, str(addr))
-    if peer.uid is not None and peer.uid in trusted:
+    unmapped = unmapped_uid(peer.uid)
+    if peer.uid is not None and peer.uid in trusted and (explicit or not unmapped):
         return
     uids = sorted(trusted)
     if explicit:
@@ -67,6 +69,17 @@ def check_server(
             endpoint=url,
         )
     who = describe_pid(peer.pid) if peer.pid else "a process ipcwire cannot see"
+    if unmapped:
+        # Every uid outside this user namespace's map shows as the overflow uid: trusting
+        # it would trust them all (and, by default, it is not "your own uid").
+        raise PermissionDenied(
+            f"refusing the server at {url}: it is {who}, and its uid is not mapped into this "
+            f"user namespace (the kernel shows it as {peer.uid}, the overflow uid), so who "
+            f"runs it cannot be told; {rule}; nothing was sent to it. Map the server's uid "
+            f"into this namespace (unshare --map-users, newuidmap, or the container's uid "
+            f"map); do not allow uid {peer.uid}: that would trust every unmapped user",
+            endpoint=url,
+        )
     if addr.abstract is not None:
         squat = "Any user can take an abstract name before the real server does"
     else:
