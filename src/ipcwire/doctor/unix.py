@@ -217,6 +217,12 @@ def _check_directories(path: str, report: Report, listen: bool) -> bool:
             return False
     if listen and not os.access(parent, os.W_OK | os.X_OK):
         st = os.stat(parent)
+        if os.statvfs(parent).f_flag & os.ST_RDONLY:  # access() folds EROFS into "denied"
+            report.add("unix.directory_readonly", "problem", f"the file system of {parent} is "
+                       "read-only, so you cannot listen there", [f"statvfs({parent}): ST_RDONLY"],
+                       "listen in a directory on a writable file system, such as "
+                       "$XDG_RUNTIME_DIR or a tmpfs mounted for sockets")  # fmt: skip
+            return False
         report.add(
             "unix.directory_readonly",
             "problem",

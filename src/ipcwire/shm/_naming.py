@@ -209,7 +209,9 @@ def _ensure(path: str, url: str, create: bool) -> str:
             pass
         except OSError as exc:
             raise PermissionDenied(
-                f"cannot create the socket directory {path} for {url}: {exc.strerror}",
+                f"cannot create the socket directory {path} for {url}: {exc.strerror}; set "
+                f"XDG_RUNTIME_DIR to a writable 0700 directory of yours, or use "
+                f"shm:///path/of/your/choice.sock in a writable directory",
                 endpoint=url,
             ) from exc
     if os.path.lexists(path) and not _ours(path, private=True):

@@ -255,6 +255,14 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
             endpoint=url,
         )
     if not os.access(parent, os.W_OK | os.X_OK):
+        if os.statvfs(parent).f_flag & os.ST_RDONLY:  # access() folds EROFS into "denied"
+            raise PermissionDenied(
+                f"cannot listen at {url}: the file system of {parent} is read-only (a "
+                f"read-only container or sandbox?); listen in a directory on a writable one, "
+                f"such as $XDG_RUNTIME_DIR or a tmpfs mounted for sockets (or an abstract "
+                f"name, unix:@name, which needs no file)",
+                endpoint=url,
+            )
         st = os.stat(parent)
         raise PermissionDenied(
             f"cannot listen at {url}: directory {parent} is mode {stat.S_IMODE(st.st_mode):04o} "
