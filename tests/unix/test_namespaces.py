@@ -165,3 +165,34 @@ def test_an_unmapped_server_is_not_your_own_uid_on_an_abstract_name() -> None:
         server.communicate()
     assert error.startswith("PermissionDenied: refusing the server"), error
     assert "not mapped into this user namespace" in error
+
+
+def test_a_server_in_another_pid_namespace_is_named_as_such(sock_dir: Path) -> None:
+    # The server runs outside the client's pid namespace: the kernel gives pid 0, /proc (the
+    # namespace's own) has no such process. It said "a process ipcwire cannot see", true but
+    # not why.
+    url = f"unix://{sock_dir}/pidns.sock"
+    with ipcwire.listen(url):
+        pid, error, findings = answer(
+            start(
+                f"""
+                with ipcwire.connect({url!r}, timeout=5) as ch:
+                    pid = ch.peer.pid
+                try:
+                    ipcwire.listen({url!r})
+                    error = "listening"
+                except ipcwire.IpcwireError as e:
+                    error = f"{{type(e).__name__}}: {{e}}"
+                print(json.dumps([pid, error, checks({url!r})]))
+                """,
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+            )
+        )
+    assert pid is None
+    assert error.startswith("AddressInUse: ")
+    assert "a process ipcwire cannot see (in another pid namespace, or not yours" in error
+    [live] = [f for f in findings if f[0] == "unix.live"]
+    assert "(in another pid namespace, or not yours to inspect) is listening" in live[1]

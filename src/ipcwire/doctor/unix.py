@@ -25,7 +25,7 @@ from ipcwire._procfs import (
 )
 from ipcwire.doctor._model import Report
 from ipcwire.unix._namespaces import is_mount_point, unmapped_uid
-from ipcwire.unix._socket import MAX_PATH, peer_info
+from ipcwire.unix._socket import MAX_PATH, UNSEEN, peer_info
 
 __all__ = ["check_unix", "probe"]
 
@@ -155,7 +155,7 @@ def _check_abstract(name: str, report: Report, listen: bool) -> None:
     pid = pid or (listening[0] if listening else None)
     evidence = [f"connect(@{name}) -> {errno.errorcode.get(code, 'ok') if code else 'accepted'}"]
     if code in (0, errno.EAGAIN):
-        who = describe_pid(pid) if pid else "a process ipcwire cannot see"
+        who = describe_pid(pid) if pid else UNSEEN
         if refused is not None:
             _refused(report, f"@{name}", who, pid, refused, evidence)
         elif listen:
@@ -420,7 +420,7 @@ def _unlinked_listeners(path: str) -> dict[int, str]:
 
 def _report_unlinked(path: str, orphans: dict[int, str], report: Report, listen: bool) -> None:
     pids = pids_for_inodes(set(orphans))
-    who = _pids_text(pids) if pids else "a process ipcwire cannot see"
+    who = _pids_text(pids) if pids else UNSEEN
     evidence = [f"lstat({path}) -> ENOENT"] + [
         f"/proc/net/unix: socket {inode} listens, bound as {name} (ipcwire's private name, "
         f"then linked into {os.path.dirname(path)}); no file in that directory is it any more"
@@ -460,7 +460,7 @@ def _check_listener(
     evidence.append(f"connect() -> {errno.errorcode.get(code, str(code)) if code else 'accepted'}")
     pid = pid or (listening[0] if listening else None)
     if code in (0, errno.EAGAIN):
-        who = describe_pid(pid) if pid else "a process ipcwire cannot see"
+        who = describe_pid(pid) if pid else UNSEEN
         if refused is not None:
             _refused(report, path, who, pid, refused, evidence)
         elif code == errno.EAGAIN:

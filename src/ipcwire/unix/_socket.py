@@ -184,8 +184,13 @@ def make_authorizer(
     return authorize
 
 
+# A pid of 0 from SO_PEERCRED: the peer is outside this pid namespace; no pid in /proc: its
+# fds are not ours to read, or it is outside this pid namespace (with /proc mounted for it).
+UNSEEN: Final = "a process ipcwire cannot see (in another pid namespace, or not yours to inspect)"
+
+
 def _owner_text(pid: int | None) -> str:
-    return describe_pid(pid) if pid else "a process that ipcwire cannot see"
+    return describe_pid(pid) if pid else UNSEEN
 
 
 def _busy_owner(addr: UnixAddress) -> int | None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from ipcwire._procfs import describe_pid
 from ipcwire.errors import PermissionDenied
 from ipcwire.unix._namespaces import unmapped_uid
-from ipcwire.unix._socket import UnixAddress, peer_info
+from ipcwire.unix._socket import UNSEEN, UnixAddress, peer_info
 
 __all__ = ["check_server", "trusted_uids"]
 
@@ -68,7 +68,7 @@ def check_server(
             f"runs it (no SO_PEERCRED); nothing was sent to it",
             endpoint=url,
         )
-    who = describe_pid(peer.pid) if peer.pid else "a process ipcwire cannot see"
+    who = describe_pid(peer.pid) if peer.pid else UNSEEN
     if unmapped:
         # Every uid outside this user namespace's map shows as the overflow uid: trusting
         # it would trust them all (and, by default, it is not "your own uid").
