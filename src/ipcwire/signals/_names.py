@@ -11,6 +11,7 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import ChannelBroken, ConfigurationError, InvalidURL, PermissionDenied
+from ipcwire.unix._namespaces import in_other_pid_namespace
 
 __all__ = [
     "SignalLike",
@@ -134,9 +135,16 @@ def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
         else:
             os.kill(pid, signum)
     except ProcessLookupError as exc:
+        why = "no such process (it exited already)"
+        if in_other_pid_namespace():
+            why = (
+                "no such process in this pid namespace (pids do not cross pid namespaces: "
+                "this process is in a container's or sandbox's own, where a process outside "
+                "it has no pid, and the same number may be another process); it exited "
+                "already, or it runs outside this namespace: signal it from there"
+            )
         raise ChannelBroken(
-            f"cannot send {signum.name} to {where}: no such process (it exited already)",
-            endpoint=f"signal:{pid}",
+            f"cannot send {signum.name} to {where}: {why}", endpoint=f"signal:{pid}"
         ) from exc
     except PermissionError as exc:
         raise PermissionDenied(

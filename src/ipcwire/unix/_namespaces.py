@@ -43,12 +43,15 @@ def _ns_inode(pid: str, kind: str) -> int | None:
 
 def in_other_pid_namespace() -> bool:
     """Whether this process is in another pid namespace than the machine's first one."""
+    mine = _ns_inode("self", "pid")
+    if mine is not None and mine != _INIT_PID_NS:
+        return True
+    # One pid per level below the namespace /proc was mounted for: "NSpid: 4711 1"
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("NSpid:"):
-                return len(line.split()) > 2  # one pid per level: "NSpid: 4711 1"
-    mine = _ns_inode("self", "pid")
-    return mine is not None and mine != _INIT_PID_NS
+                return len(line.split()) > 2
+    return False
 
 
 def in_other_net_namespace() -> bool:
