@@ -31,12 +31,14 @@ from ipcwire.spawn._stderr import StderrPlan
 
 __all__ = [
     "PARENT_ENV",
+    "PARENT_PIDNS_ENV",
     "PARENT_PIPE_ENV",
     "Started",
     "abandon_started",
     "build_options",
     "describe_argv",
     "kill_started",
+    "pid_namespace",
     "pipe_id",
     "start_child",
     "with_url",
@@ -46,6 +48,17 @@ PARENT_ENV: Final = "IPCWIRE_PARENT_PID"  # tells stdio(exit_on_parent_death=Tru
 # ... and which process it is meant for: the one whose stdin is this pipe ("dev:inode"), not a
 # process that one starts with pipes of its own and that inherits the environment
 PARENT_PIPE_ENV: Final = "IPCWIRE_PARENT_PIPE"
+# ... and in which pid namespace that pid is: a child in another one (unshare --pid, bubblewrap)
+# cannot see the spawner by its pid, and watches the pipe to it instead
+PARENT_PIDNS_ENV: Final = "IPCWIRE_PARENT_PIDNS"
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[inode]``), None without /proc."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def pipe_id(fd: int) -> str:
@@ -249,6 +262,9 @@ def _start_child(
         child_env[PARENT_ENV] = str(os.getpid())
         in_r, in_w = make_pipe()
         child_env[PARENT_PIPE_ENV] = pipe_id(in_r)
+        pidns = pid_namespace()
+        if pidns is not None:
+            child_env[PARENT_PIDNS_ENV] = pidns
         out_r, out_w = make_pipe()
         err_fd = stderr.start()
         proc = subprocess.Popen(

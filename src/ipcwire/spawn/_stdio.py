@@ -13,8 +13,16 @@ this process as its own child, and the watch is then on the process that called 
 as long as /proc shows it among this process's ancestors. The variable is for the process
 whose stdin is the pipe ``spawn()`` made (``IPCWIRE_PARENT_PIPE`` names it; a launcher passes
 its stdin on): a process that the spawned one starts with pipes of its own inherits the
-environment but watches its own parent. :func:`claim_stdio` also removes both variables from
+environment but watches its own parent. :func:`claim_stdio` also removes the variables from
 ``os.environ``, so the children of the process that reads them do not inherit them.
+
+A process in a pid namespace of its own (``unshare --pid --fork``, bubblewrap) cannot see the
+spawner by its pid: ``IPCWIRE_PARENT_PIDNS`` says the spawner's namespace is another one (or,
+from a spawner that does not say, ``getppid()`` is 0). Such a parent is not dead: the watch is
+then on what crosses the namespace, the stdout pipe, whose read end only the spawner holds
+(poll reports POLLERR on our end once the spawner is gone). As the init of its namespace
+(pid 1) a process does not get a signal it has no handler for, so the default action exits
+with ``os._exit(143)`` there when SIGTERM has no handler.
 """
 
 from __future__ import annotations
@@ -22,17 +30,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Final
 
 from ipcwire._procfs import proc_stat
 from ipcwire.errors import ChannelBroken, LocalProtocolError
 from ipcwire.pipe._fdutil import is_pipe_like
-from ipcwire.spawn._common import PARENT_ENV, PARENT_PIPE_ENV, pipe_id
+from ipcwire.spawn._common import (
+    PARENT_ENV,
+    PARENT_PIDNS_ENV,
+    PARENT_PIPE_ENV,
+    pid_namespace,
+    pipe_id,
+)
 from ipcwire.spawn._process import wait_readable
 
 __all__ = ["claim_stdio", "watch_parent"]
@@ -43,6 +59,7 @@ _claimed = False
 _claim_lock = threading.Lock()
 _spawner: int | None = None  # the process that spawn()ed this one, if it meant this one
 _own_group = False  # this process is in the process group spawn() made for it
+_elsewhere = False  # the parent is in another (ancestor) pid namespace: not visible by pid
 
 
 def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], bool]:
@@ -54,7 +71,7 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
         LocalProtocolError: called twice in one process.
         ChannelBroken: fd 0 or 1 is closed.
     """
-    global _claimed, _spawner, _own_group
+    global _claimed, _spawner, _own_group, _elsewhere
     with _claim_lock:
         if _claimed:
             raise LocalProtocolError(
@@ -74,8 +91,13 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
                 endpoint="stdio:",
             ) from exc
         _claimed = True
-        _spawner = _meant_for(rfd)
-        _own_group = _spawner is not None and _in_a_group_of_its_own(_spawner)
+        _spawner, _elsewhere = _meant_for(rfd)
+        if _elsewhere:
+            # spawn() made the group for the process it started, outside this namespace: the
+            # group's leader is not visible here (getpgrp() is 0)
+            _own_group = _spawner is not None and os.getpgrp() == 0
+        else:
+            _own_group = _spawner is not None and _in_a_group_of_its_own(_spawner)
     if redirect:
         with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stdout.flush()  # what is buffered still belongs to the protocol's past
@@ -93,18 +115,26 @@ def claim_stdio(*, redirect: bool = True) -> tuple[int, int, dict[int, int], boo
     return rfd, wfd, restore, nonblocking
 
 
-def _meant_for(fd: int) -> int | None:
+def _meant_for(fd: int) -> tuple[int | None, bool]:
     """The pid ``spawn()`` named in the environment if this process's stdin (``fd``) is the
-    pipe it made (a parent of an older ipcwire names no pipe: trusted); the variables are
-    removed from ``os.environ`` either way."""
+    pipe it made (a parent of an older ipcwire names no pipe: trusted), and whether the
+    parent to watch is in another pid namespace than this process (so not visible by its
+    pid). The variables are removed from ``os.environ`` either way."""
     pid = os.environ.pop(PARENT_ENV, "")
     pipe = os.environ.pop(PARENT_PIPE_ENV, None)
+    pidns = os.environ.pop(PARENT_PIDNS_ENV, None)
+    spawner: int | None
     try:
         if pipe is not None and pipe != pipe_id(fd):
-            return None  # inherited from a process that spawn() started: not ours
-        return int(pid) if int(pid) > 0 else None
+            spawner = None  # inherited from a process that spawn() started: not ours
+        else:
+            spawner = int(pid) if int(pid) > 0 else None
     except (OSError, ValueError):
-        return None
+        spawner = None
+    ours = pid_namespace()
+    if spawner is not None and pidns and ours:
+        return spawner, pidns != ours
+    return spawner, os.getppid() == 0  # 0: the parent is outside this pid namespace
 
 
 def _descends_from(pid: int) -> bool:
@@ -140,17 +170,28 @@ def _default_action() -> None:
     # dead parent's shutdown ladder: what this child started (its own subprocesses) must not
     # outlive it, reparented to init.
     if _own_group:
-        os.killpg(os.getpgrp(), signal.SIGTERM)
+        os.killpg(os.getpgrp(), signal.SIGTERM)  # (0 across a pid namespace: our own group)
     else:
         os.kill(os.getpid(), signal.SIGTERM)
+    if os.getpid() == 1 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        # the init of a pid namespace: the kernel drops a signal it has no handler for, so
+        # exit as the default disposition would have (everything else in it is killed then)
+        os._exit(128 + signal.SIGTERM)
 
 
-def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread | None:
+def watch_parent(
+    action: Callable[[], object] | None = None, *, pipe: int | None = None
+) -> threading.Thread | None:
     """Run ``action`` (default: SIGTERM this process) once the parent process has died.
+    ``pipe`` is the channel's write end (the spawner's stdout pipe), watched instead when the
+    parent is in another pid namespace.
 
-    Returns the watching thread, or None when the parent was already gone (the action ran).
+    Returns the watching thread, or None when the parent was already gone (the action ran),
+    or when it is in another pid namespace and there is no pipe to it to watch (a warning).
     """
     act = action or _default_action
+    if _elsewhere:
+        return _watch_pipe(pipe, act)
     expected = _spawner or os.getppid()
     if not _descends_from(expected):
         act()
@@ -177,6 +218,34 @@ def watch_parent(action: Callable[[], object] | None = None) -> threading.Thread
         else:  # pragma: no cover - no pidfd
             while _descends_from(expected):
                 time.sleep(_POLL_PARENT)
+        act()
+
+    t = threading.Thread(target=run, name="ipcwire parent watch", daemon=True)
+    t.start()
+    return t
+
+
+def _watch_pipe(pipe: int | None, act: Callable[[], object]) -> threading.Thread | None:
+    """Run ``act`` once nobody reads ``pipe`` any more: the parent, in another pid namespace,
+    is gone (it alone holds the read end). A copy of the fd is watched, so the channel may be
+    closed meanwhile."""
+    if pipe is None or not is_pipe_like(pipe):
+        warnings.warn(
+            "stdio(exit_on_parent_death=True): the parent is in another pid namespace, where "
+            "its pid cannot be watched, and stdout is not a pipe or socket to it: nothing "
+            "tells this process when the parent dies; start it with ipcwire.spawn()",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    fd = fcntl.fcntl(pipe, fcntl.F_DUPFD_CLOEXEC, 3)
+
+    def run() -> None:
+        poller = select.poll()
+        poller.register(fd, 0)  # only POLLERR / POLLHUP: the other end is closed
+        while not poller.poll():
+            pass
+        os.close(fd)
         act()
 
     t = threading.Thread(target=run, name="ipcwire parent watch", daemon=True)

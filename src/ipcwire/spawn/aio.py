@@ -582,7 +582,7 @@ async def stdio(
         restore=restore,
     )
     if exit_on_parent_death:
-        watch_parent()
+        watch_parent(pipe=wfd)
     return ch
 
 

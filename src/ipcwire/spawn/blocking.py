@@ -353,7 +353,7 @@ def stdio(
     rfd, wfd, restore, nonblocking = claim_stdio(redirect=redirect)
     ch = _channel_on(rfd, wfd, options, restore=restore, nonblocking=nonblocking)
     if exit_on_parent_death:
-        watch_parent()
+        watch_parent(pipe=wfd)
     return ch
 
 
