@@ -30,7 +30,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from ipcwire.mq._ends import MAX_REASON, peer_ended, post_end, read_end
+from ipcwire.mq._ends import MAX_REASON, peer_ended, post_end, read_end, remove_life_pipe
 from ipcwire.mq._proto import EOF_PRIORITY, HANDSHAKE_PRIORITY, Reassembler
 from ipcwire.mq._queue import MessageQueue
 from ipcwire.mq._session import close_fd
@@ -68,8 +68,10 @@ class ChannelCore:
         pidfd: int | None,
         ends: int | None,
         tells: bool = False,
+        life: str | None = None,
     ) -> None:
         self.url = url
+        self._life = life  # the up name of the life pipe this end removes at close (_proto.py)
         self._in = inbound
         self._out = outbound
         self._wire = wire
@@ -154,6 +156,8 @@ class ChannelCore:
     def _gone(self, doing: str) -> ChannelBroken:
         if self._eof or self._peer_ended():
             why = "the peer closed its end"
+        elif self._peer_pid is None:  # (in another pid namespace)
+            why = "the peer process exited without closing it"
         else:
             why = f"the peer process (pid {self._peer_pid}) exited without closing it"
         return ChannelBroken(f"cannot {doing} {self.url}: {why}", endpoint=self.url)
@@ -316,6 +320,9 @@ class ChannelCore:
         self._pidfd = None
         close_fd(self._ends)
         self._ends = None
+        if self._life is not None:
+            remove_life_pipe(self._life)
+            self._life = None
 
     @property
     def wire(self) -> WireFormat:

@@ -25,7 +25,7 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq import limits
-from ipcwire.mq._ends import abandoned_pairs, create_end_pipe, remove_end_pipe
+from ipcwire.mq._ends import abandoned_pairs, create_end_pipe, open_life_pipe, remove_end_pipe
 from ipcwire.mq._proto import (
     HANDSHAKE_PRIORITY,
     Hello,
@@ -34,7 +34,14 @@ from ipcwire.mq._proto import (
     strip_frame,
 )
 from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
-from ipcwire.mq._session import close_fd, int_option, open_pidfd, pickle_over_shared_queues
+from ipcwire.mq._session import (
+    close_fd,
+    elsewhere,
+    int_option,
+    open_pidfd,
+    pickle_over_shared_queues,
+    pid_namespace,
+)
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 
 __all__ = [
@@ -219,6 +226,8 @@ class ClientSession:
         self.fails_agreed = False  # the listener tells and takes a failed end (_proto.py)
         self.hs = options.client_handshake("length")  # queues keep boundaries
         self.server_pid: int | None = None
+        self.server_elsewhere = False  # in another pid namespace: its pid means nothing here
+        self.life_offered = False  # ... and it made the life pipe (_proto.py)
 
     def hello(self) -> bytes:
         """The announcement for the rendezvous queue."""
@@ -228,6 +237,7 @@ class ClientSession:
             dn=self.dn.name,
             hello=strip_frame(self.hs.hello()),
             fails=True,
+            pidns=pid_namespace(),
         ).encode()
 
     def feed(self, data: bytes, priority: int) -> bool:
@@ -248,6 +258,10 @@ class ClientSession:
             self.ends_agreed = True
         if msg.get("fails") is True:
             self.fails_agreed = True
+        if elsewhere(msg.get("pidns")):
+            self.server_elsewhere = True
+        if msg.get("life") is True:
+            self.life_offered = True
         step = self.hs.receive(data)
         if step.send and not self.up.try_send(strip_frame(step.send), HANDSHAKE_PRIORITY):
             raise ChannelBroken(f"{self.url}: the new queue is full already", endpoint=self.url)
@@ -256,7 +270,9 @@ class ClientSession:
     def finish(self) -> int | None:
         """Both sides have the queues open: remove their names (and the end pipe's; the
         pipe is closed if the listener did not open it). The listener's pidfd (None where
-        there is none); the caller aborts the session when this raises.
+        there is none), or, for a listener in another pid namespace, the write end of the
+        life pipe it made (``server_pid`` is then None); the caller aborts the session when
+        this raises.
 
         Raises:
             ChannelBroken: the listener exited during the handshake.
@@ -267,6 +283,9 @@ class ClientSession:
         if not self.ends_agreed:
             close_fd(self.ends)
             self.ends = None
+        if self.server_elsewhere:
+            self.server_pid = None  # another namespace's pid: a pidfd on it would be wrong
+            return open_life_pipe(self.up.name, self.url) if self.life_offered else None
         try:
             return open_pidfd(self.server_pid) if self.server_pid else None
         except ProcessLookupError:

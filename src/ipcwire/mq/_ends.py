@@ -50,11 +50,15 @@ __all__ = [
     "abandoned_pairs",
     "create_end_pipe",
     "end_pipe_path",
+    "life_pipe_path",
+    "make_life_pipe",
     "open_end_pipe",
+    "open_life_pipe",
     "peer_ended",
     "post_end",
     "read_end",
     "remove_end_pipe",
+    "remove_life_pipe",
     "shared_dir",
 ]
 
@@ -221,3 +225,64 @@ def peer_ended(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return any(ev & select.POLLIN for _, ev in poller.poll(0))
+
+
+# -- the life pipe (across pid namespaces, _proto.py) -------------------------------------------
+
+
+def life_pipe_path(up: str) -> str:
+    """The life pipe of the channel whose client-to-server queue is named ``up``."""
+    return end_pipe_path(up).removesuffix(".end") + ".life"
+
+
+def make_life_pipe(up: str, mode: int, url: str) -> int | None:
+    """The listener's side: make the life pipe of a client in another pid namespace and open
+    its read end (it reports a hang-up once the client's write end is closed, by its close or
+    its exit); None (logged) when it cannot be made.
+
+    Raises:
+        ResourceExhausted: out of descriptors (nothing is left behind).
+    """
+    path = life_pipe_path(up)
+    try:
+        os.mkfifo(path, 0o600)
+    except OSError as exc:
+        log.info("%s: no life pipe (%s): a client's exit goes unseen", url, exc)
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        remove_life_pipe(up)
+        if exc.errno in OUT_OF_RESOURCES:
+            raise translate(exc, url, "accepting on") from exc
+        log.info("%s: no life pipe (%s): a client's exit goes unseen", url, exc)
+        return None
+    try:
+        os.fchmod(fd, mode)  # as the client's queues: a user they let in may open it
+    except OSError:
+        pass
+    return fd
+
+
+def open_life_pipe(up: str, url: str) -> int | None:
+    """The client's side: open the write end of the life pipe the listener made (it reports
+    an error once the listener's read end is closed, by its close or its exit) and remove its
+    name (another user's is left to the listener); None when it cannot be opened."""
+    try:
+        fd = os.open(life_pipe_path(up), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:  # (ENXIO: the listener's read end is closed already)
+        log.info("%s: cannot open the life pipe (%s): the listener's exit goes unseen", url, exc)
+        return None
+    remove_life_pipe(up)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_life_pipe(up: str) -> None:
+    """Remove the life pipe's name, if it is there and ours to remove."""
+    try:
+        os.unlink(life_pipe_path(up))
+    except OSError:
+        pass

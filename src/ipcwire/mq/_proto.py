@@ -32,6 +32,18 @@ Besides the queues, the client makes the channel's *end pipe* (a FIFO named afte
 ``_ends.py``), through which a close reaches the peer even when its queue is full; the server
 adds ``"ends": true`` to its replies when it opened it, and both unlink its name with the
 queues'.
+
+**Across pid namespaces** (a client in ``unshare --pid``, bubblewrap, a container sharing
+the IPC namespace and /dev/shm): a pid is only meaningful in its own namespace. Each side
+sends its pid namespace (``"pidns": "pid:[inode]"``, from ``/proc/self/ns/pid``): the client
+in its announcement, the listener in its replies. Where they differ, the peer's pid is not
+used (``peer.pid`` is None; a pidfd on it would be another process's, or none), and the
+listener makes the channel's *life pipe* instead (``ipcwire-mq.<pair>.life``, next to the end
+pipe), opens its read end and replies ``"life": true``; the client opens the write end and
+removes the name. Each end then learns of the other's exit as the pipe's other end closes
+(POLLHUP on the listener's read end, POLLERR on the client's write end), as it would from a
+pidfd. A peer that sends no ``"pidns"`` (an earlier version) is taken to share the
+namespace, as before.
 """
 
 from __future__ import annotations
@@ -138,6 +150,7 @@ class Hello:
     dn: str
     hello: bytes  # the handshake hello, JSON
     fails: bool = False  # the client tells (and takes) a failed end (see the docstring)
+    pidns: str | None = None  # the client's pid namespace, "pid:[inode]" (see the docstring)
 
     def encode(self) -> bytes:
         msg: dict[str, Any] = {
@@ -149,6 +162,8 @@ class Hello:
         }
         if self.fails:
             msg["fails"] = True
+        if self.pidns is not None:
+            msg["pidns"] = self.pidns
         return encode_json(msg)
 
     @classmethod
@@ -172,7 +187,15 @@ class Hello:
                 endpoint=url,
             )
         fails = msg.get("fails") is True
-        return cls(pid=pid, up=up, dn=dn, hello=encode_json(hello), fails=fails)
+        pidns = msg.get("pidns")
+        return cls(
+            pid=pid,
+            up=up,
+            dn=dn,
+            hello=encode_json(hello),
+            fails=fails,
+            pidns=pidns if isinstance(pidns, str) else None,
+        )
 
 
 class Reassembler:

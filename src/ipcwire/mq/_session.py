@@ -37,7 +37,13 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.mq import limits
-from ipcwire.mq._ends import open_end_pipe, remove_end_pipe, shared_dir
+from ipcwire.mq._ends import (
+    make_life_pipe,
+    open_end_pipe,
+    remove_end_pipe,
+    remove_life_pipe,
+    shared_dir,
+)
 from ipcwire.mq._proto import (
     HANDSHAKE_PRIORITY,
     RENDEZVOUS_MSGSIZE,
@@ -58,9 +64,11 @@ __all__ = [
     "bind_rendezvous",
     "channel_wire",
     "close_fd",
+    "elsewhere",
     "int_option",
     "open_pidfd",
     "pickle_over_shared_queues",
+    "pid_namespace",
     "release_rendezvous",
     "server_accept",
 ]
@@ -113,6 +121,21 @@ def open_pidfd(pid: int) -> int | None:
     return fd
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace (``pid:[inode]``), sent to the peer so it can tell
+    whether this side's pid means anything there (``_proto.py``); None without /proc."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def elsewhere(peer_pidns: object) -> bool:
+    """True when the peer said it is in another pid namespace than this process."""
+    own = pid_namespace()
+    return isinstance(peer_pidns, str) and own is not None and peer_pidns != own
+
+
 def close_fd(fd: int | None) -> None:
     """Close an fd if there is one, ignoring errors."""
     if fd is not None:
@@ -132,12 +155,20 @@ class ServerSession:
     up: MessageQueue
     dn: MessageQueue
     hs: ServerHandshake
-    pid: int
-    pidfd: int | None
+    pid: int  # as the client sees itself (for the log)
+    pidfd: int | None  # the client's pidfd, or the life pipe's read end (see ``life``)
     deadline: float
     ends: int | None = field(default=None)  # the end pipe, when the client made one
     fails: bool = field(default=False)  # the client tells and takes a failed end (_proto.py)
     done: bool = field(default=False)
+    # the client is in another pid namespace: its pid means nothing here (peer.pid is None),
+    # and ``pidfd`` is the life pipe (_proto.py), whose name the channel removes when done
+    life: bool = field(default=False)
+
+    @property
+    def peer_pid(self) -> int | None:
+        """The client's pid in this process's pid namespace, None where not known."""
+        return None if self.life else self.pid
 
     def feed(self, data: bytes, priority: int) -> bool:
         """Handle one message from ``up``; True when open. Failures raise (and reply first).
@@ -154,6 +185,11 @@ class ServerSession:
         if step.send:
             reply = decode_json(strip_frame(step.send), "this listener", "")
             reply["pid"] = os.getpid()
+            pidns = pid_namespace()
+            if pidns is not None:
+                reply["pidns"] = pidns
+            if self.life and self.pidfd is not None:
+                reply["life"] = True  # the client opens the life pipe's write end
             if self.ends is not None:
                 reply["ends"] = True  # the client keeps its end pipe
             if self.fails:
@@ -195,6 +231,8 @@ class ServerSession:
         self.pidfd = None
         close_fd(self.ends)
         self.ends = None
+        if self.life:
+            remove_life_pipe(self.up.name)
 
 
 def _unlink_clients(name: str) -> None:
@@ -284,12 +322,24 @@ def server_accept(
         up.close()
         dn.close()
         raise
+    # a client in another pid namespace: its pid means nothing here (another process's, or
+    # none); the life pipe tells its exit instead (_proto.py)
+    life = elsewhere(hello.pidns)
+    life_fd = None
+    if life:
+        try:
+            life_fd = make_life_pipe(up.name, os.fstat(up.fileno()).st_mode & 0o777, url)
+        except ResourceExhausted:
+            up.close()
+            dn.close()
+            close_fd(ends)
+            raise
     # the client removes them too, once open: here for a client that died meanwhile
     _unlink_clients(up.name)
     _unlink_clients(dn.name)
     remove_end_pipe(up.name)
     try:
-        pidfd = open_pidfd(hello.pid)
+        pidfd = life_fd if life else open_pidfd(hello.pid)
     except ProcessLookupError:
         log.info("%s: client pid %d exited before it was accepted", url, hello.pid)
         up.close()
@@ -305,6 +355,7 @@ def server_accept(
         time.monotonic() + timeout,
         ends=ends,
         fails=hello.fails,
+        life=life,
     )
     try:
         shared = shared_pair(up, dn, options)

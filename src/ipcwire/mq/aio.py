@@ -93,9 +93,18 @@ class AioMqChannel(ChannelCore, AioChannel):
         pidfd: int | None,
         ends: int | None,
         tells: bool = False,
+        life: str | None = None,
     ) -> None:
         super().__init__(
-            inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends, tells=tells
+            inbound,
+            outbound,
+            wire,
+            url,
+            peer_pid=peer_pid,
+            pidfd=pidfd,
+            ends=ends,
+            tells=tells,
+            life=life,
         )
         self._loop = asyncio.get_running_loop()
         self._rwaiter: asyncio.Future[None] | None = None
@@ -594,10 +603,11 @@ class AioMqListener(AioListener):
             s.dn,
             wire,
             self.url,
-            peer_pid=s.pid,
+            peer_pid=s.peer_pid,
             pidfd=s.pidfd,
             ends=s.ends,
             tells=s.fails,
+            life=s.up.name if s.life else None,
         )
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:

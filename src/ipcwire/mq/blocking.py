@@ -96,9 +96,18 @@ class MqChannel(ChannelCore, Channel):
         pidfd: int | None,
         ends: int | None,
         tells: bool = False,
+        life: str | None = None,
     ) -> None:
         super().__init__(
-            inbound, outbound, wire, url, peer_pid=peer_pid, pidfd=pidfd, ends=ends, tells=tells
+            inbound,
+            outbound,
+            wire,
+            url,
+            peer_pid=peer_pid,
+            pidfd=pidfd,
+            ends=ends,
+            tells=tells,
+            life=life,
         )
         try:
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -612,10 +621,11 @@ class MqListener(Listener):
             s.dn,
             wire,
             self.url,
-            peer_pid=s.pid,
+            peer_pid=s.peer_pid,
             pidfd=s.pidfd,
             ends=s.ends,
             tells=s.fails,
+            life=s.up.name if s.life else None,
         )
 
     def close(self) -> None:
