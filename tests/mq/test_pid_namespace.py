@@ -17,6 +17,7 @@ import pytest
 
 import ipcwire
 from ipcwire.errors import ChannelBroken
+from ipcwire.mq._ends import end_pipe_path
 from ipcwire.mq._session import lock_path
 
 CLIENT = {
@@ -137,3 +138,67 @@ def test_a_listener_in_another_pid_namespace(mq_url: Callable[..., str], api: st
             posix_ipc.unlink_message_queue(name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock_path(name))
+
+
+MADE_PAIR = """
+import os, sys
+from ipcwire._core.url import parse_url
+from ipcwire.mq._client import ClientSession
+from ipcwire.options import ChannelOptions
+url = sys.argv[1]
+opts = ChannelOptions.build(parse_url(url), {})
+s = ClientSession(url.removeprefix("mq://"), opts, maxmsg=2, msgsize=512, mode=0o600)
+print(s.up.name, os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def _free_pid() -> int:
+    """A pid no process has in this (the first) pid namespace."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        top = int(f.read())
+    for pid in range(top - 1, 300, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+    raise AssertionError("no free pid")
+
+
+def test_a_pair_made_in_another_pid_namespace_is_not_taken_for_abandoned(
+    mq_url: Callable[..., str],
+) -> None:
+    """A client in another pid namespace has made its pair and not announced it yet; its pid,
+    in the pair's name, is no process here. Before: the next client here took the pair for
+    that of a client killed before announcing it, and removed it under the live client."""
+    url = mq_url()
+    pid = _free_pid()
+    # the namespace's next pid is set (ns_last_pid) so that the client gets `pid` there
+    script = f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid; "$0" -c "$1" "$2"; :'
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script]
+        + [sys.executable, MADE_PAIR, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    up = ""
+    try:
+        up, seen = line(proc)
+        assert seen == str(pid)
+        with ipcwire.listen(url) as srv, ipcwire.connect(url, timeout=10) as ch:
+            ch.send(b"x")
+            with srv.accept(timeout=10) as server:
+                assert server.recv(timeout=10) == b"x"
+        posix_ipc.MessageQueue(up).close()  # still there (ExistentialError before)
+        assert os.path.exists(end_pipe_path(up))
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+        for queue in (up, up.removesuffix(".up") + ".dn") if up else ():
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_message_queue(queue)
+        if up:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(end_pipe_path(up))

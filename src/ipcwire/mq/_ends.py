@@ -86,7 +86,9 @@ def abandoned_pairs(up: str) -> list[str]:
     random part) whose end pipe, this user's, is still there while its client's process is
     gone: a client killed after it made its pair and before it announced it (only it knew
     the names; an announced pair is the listener's to remove). A client makes its end pipe
-    before its queues, so such a pair has one (unless the pipe could not be made)."""
+    before its queues, so such a pair has one (unless the pipe could not be made). The pid
+    in the name may be another pid namespace's (no process here): a pipe some process still
+    holds open is not abandoned."""
     prefix = "ipcwire-mq." + up.removesuffix(".up")[1:].rsplit(".", 2)[0] + "."
     directory = shared_dir()
     try:
@@ -104,7 +106,13 @@ def abandoned_pairs(up: str) -> list[str]:
             st = os.lstat(os.path.join(directory, name))
         except OSError:
             continue
-        if stat.S_ISFIFO(st.st_mode) and st.st_uid == os.geteuid() and _gone(int(pid)):
+        path = os.path.join(directory, name)
+        if (
+            stat.S_ISFIFO(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and _gone(int(pid))
+            and not _held(path)
+        ):
             found.append("/" + name.removeprefix("ipcwire-mq.").removesuffix(".end") + ".up")
     return found
 
@@ -120,6 +128,17 @@ def _gone(pid: int) -> bool:
     except OSError:
         return False
     return False
+
+
+def _held(path: str) -> bool:
+    """True when a process holds the end pipe at ``path`` open (its client, alive): the pid
+    in its name may be another pid namespace's, and is then no process here, or another."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        return exc.errno != errno.ENXIO  # ENXIO: nobody has it open for reading
+    os.close(fd)
+    return True
 
 
 def create_end_pipe(up: str, mode: int, url: str) -> int | None:
