@@ -145,6 +145,47 @@ def test_an_unmapped_server_uid_is_never_advised_to_be_trusted(sock_dir: Path) -
     assert "run as uid 65534" not in perm[2] and "not mapped into this user namespace" in perm[2]
 
 
+CLIENT_AS_1000 = """
+import os, sys, ipcwire, ipcwire.unix.blocking
+ipcwire.mechanisms()
+os.setgroups([]); os.setgid(1000); os.setuid(1000)
+try:
+    ipcwire.connect(sys.argv[1], timeout=5).recv(timeout=5)
+except ipcwire.IpcwireError as e:
+    print(f"{type(e).__name__}: {e}")
+"""
+
+
+def test_an_unmapped_client_uid_is_never_advised_to_be_allowed(sock_dir: Path) -> None:
+    # The listener runs in a user namespace that maps only root; a client of uid 1000 shows
+    # in it as the overflow uid. The listener's log said "add it there (listen(...,
+    # allow_uids=[..., 65534]))": that would let in every unmapped user.
+    sock_dir.chmod(0o777)
+    url = f"unix://{sock_dir}/ns.sock"
+    server = start(
+        f"""
+        import logging
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        lst = ipcwire.listen({url!r}, mode=0o666, allow_uids=[0])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        lst.close()
+        print(json.dumps("closed"))
+        """,
+        "unshare", "--user", "--map-root-user",
+    )  # fmt: skip
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"
+    client = subprocess.run([sys.executable, "-c", CLIENT_AS_1000, url], capture_output=True,
+                            text=True, timeout=30, check=True)  # fmt: skip
+    out, _ = server.communicate("\n", timeout=30)
+    assert client.stdout.startswith("PermissionDenied"), (client.stdout, client.stderr)
+    assert "not mapped into the server's user namespace" in client.stdout
+    [logged] = [line for line in out.splitlines() if "overflow uid" in line]
+    assert "not mapped into this user namespace" in logged and "never 65534" in logged
+    assert "allow_uids=[..., 65534]" not in out, out
+
+
 def test_an_unmapped_server_is_not_your_own_uid_on_an_abstract_name() -> None:
     # The client is uid 65534 in its user namespace; a server of uid 1000 (unmapped) shows as
     # 65534 too, and passed the default check "your own uid or root".

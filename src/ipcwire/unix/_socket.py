@@ -46,7 +46,7 @@ from ipcwire.errors import (
     PermissionDenied,
     Timeout,
 )
-from ipcwire.unix._namespaces import is_mount_point
+from ipcwire.unix._namespaces import is_mount_point, unmapped_uid
 
 __all__ = [
     "UidRefused",
@@ -168,6 +168,22 @@ def make_authorizer(
 
     def authorize(sock: socket.socket) -> tuple[PeerInfo, IpcwireError | None]:
         peer = peer_info(sock, address)
+        if allowed is not None and peer.uid not in allowed and unmapped_uid(peer.uid):
+            # every uid outside this user namespace's map shows as the overflow uid: adding
+            # it to allow_uids would let in every unmapped user
+            return peer, UidRefused(
+                f"uid {peer.uid} (pid {peer.pid}) may not connect to {url}: the server sees "
+                f"your uid as {peer.uid}, the overflow uid (it is not mapped into the server's "
+                f"user namespace); ask its owner to map your uid into that namespace",
+                endpoint=url,
+                server_log=(
+                    f"uid {peer.uid} (pid {peer.pid}) is the overflow uid: the client's uid is "
+                    f"not mapped into this user namespace, so who it is cannot be told; map "
+                    f"the uid it should have into this namespace (unshare --map-users, "
+                    f"newuidmap, the runtime's uid map) and allow that uid, never "
+                    f"{peer.uid}, which every unmapped user shows as"
+                ),
+            )
         if allowed is not None and peer.uid not in allowed:
             return peer, UidRefused(
                 f"uid {peer.uid} (pid {peer.pid}) may not connect to {url}: the server does "
