@@ -6,6 +6,7 @@ namespaces."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -78,6 +79,30 @@ def test_a_bind_mounted_socket_file_gone_stale_says_mount_the_directory(sock_dir
     [mounted] = [f for f in findings if f[0] == "unix.mounted_file"]
     assert "bind-mount the directory" in mounted[2]
     assert not [f for f in findings if f[0] == "unix.stale"]
+
+
+def test_listening_on_a_stale_socket_file_that_is_a_mount_point_says_so(sock_dir: Path) -> None:
+    # listen() removes a stale socket file; one bind-mounted on its own cannot be removed:
+    # that was a raw OSError EBUSY.
+    stale, inside = f"{sock_dir}/stale.sock", f"{sock_dir}/in.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(stale)  # (closed unlistened: nothing answers there)
+    Path(inside).touch()
+    url = f"unix://{inside}"
+    code = f"""
+        try:
+            ipcwire.listen({url!r}).close()
+            print(json.dumps(["listened"]))
+        except ipcwire.IpcwireError as e:
+            print(json.dumps([f"{{type(e).__name__}}: {{e}}"]))
+        """
+    proc = start(
+        code, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+        'mount --bind "$0" "$1" && shift && exec "$@"', stale, inside,
+    )  # fmt: skip
+    (error,) = answer(proc)
+    assert error.startswith("AddressInUse"), error
+    assert "bind-mounted on its own" in error and f"umount {inside}" in error
 
 
 def test_an_abstract_name_in_another_network_namespace_is_not_called_stale() -> None:

@@ -338,6 +338,17 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
             f"it. Have uid {st.st_uid} (or root) rm {addr.path}, or choose another path",
             endpoint=url,
         ) from None
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        # a mount point (a socket file bind-mounted on its own in this mount namespace)
+        raise AddressInUse(
+            f"cannot listen at {url}: {addr.path} is a stale socket (nothing answers there) "
+            f"bind-mounted on its own in this mount namespace, so it cannot be removed "
+            f"(EBUSY). Unmount it (umount {addr.path}), or bind-mount the directory that holds "
+            f"the socket instead of the file",
+            endpoint=url,
+        ) from None
 
 
 def bind_listener(
