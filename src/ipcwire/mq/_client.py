@@ -10,6 +10,7 @@ adopts or accepts; the few steps both sides share (integer options, the peer's p
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from ipcwire.mq._session import (
     close_fd,
     elsewhere,
     int_option,
+    lock_path,
     open_pidfd,
     pickle_over_shared_queues,
     pid_namespace,
@@ -92,11 +94,39 @@ def open_rendezvous(name: str, url: str) -> MessageQueue:
     try:
         return MessageQueue.open(name, read=False, url=url)
     except ConnectionRefused as exc:
+        if _listener_lock_held(name):
+            raise ConnectionRefused(
+                f"nothing is listening at {url} in this IPC namespace: a live listener holds "
+                f"its lock file {lock_path(name)}, but there is no queue {name} here, so it "
+                f"runs in another IPC namespace (a container, `unshare --ipc`, bubblewrap's "
+                f"--unshare-ipc). POSIX queues do not cross IPC namespaces: run both sides in "
+                f"one, or use unix:// in a directory both share (docs/containers.md)",
+                endpoint=url,
+            ) from exc.__cause__
         raise ConnectionRefused(
             f"nothing is listening at {url}: there is no queue {name}. Start the listener "
             f"first, or pass reconnect=SECONDS to keep trying",
             endpoint=url,
         ) from exc.__cause__
+
+
+def _listener_lock_held(name: str) -> bool:
+    """Whether a listener holds the lock file of queue ``name`` (its exclusive flock), though
+    its queue is not visible here: the lock file's directory (/dev/shm) crosses IPC
+    namespaces, the queues do not."""
+    try:
+        fd = os.open(lock_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (a shared lock taken is released with it)
+    return False
 
 
 def retry_delay(
