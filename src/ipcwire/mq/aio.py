@@ -318,13 +318,7 @@ class AioMqChannel(ChannelCore, AioChannel):
         if self._closed:
             return
         self._closed = True
-        self._stop_reading()
-        if self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._out.fileno())
-        if self._pidfd is not None and not self._dead:
-            self._loop.remove_reader(self._pidfd)
-        self._unwatch_ends()
+        self._unwatch_all()
         self._wake_all()
         if self._eof or self._dead or self._peer_closed or self._post_end():
             self._release()  # nobody to tell, or told through the end pipe (never waits)
@@ -401,14 +395,19 @@ class AioMqChannel(ChannelCore, AioChannel):
 
     def _dropped(self) -> None:
         if not self._loop.is_closed():
-            self._stop_reading()
-            if self._writing:
-                self._writing = False
-                self._loop.remove_writer(self._out.fileno())
-            if self._pidfd is not None and not self._dead:
-                self._loop.remove_reader(self._pidfd)
-            self._unwatch_ends()
+            self._unwatch_all()
         self._tell_dropped()
+
+    def _unwatch_all(self) -> None:
+        """The loop stops watching this channel's descriptors (the queues, the peer's pidfd,
+        the end pipes)."""
+        self._stop_reading()
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._out.fileno())
+        if self._pidfd is not None and not self._dead:
+            self._loop.remove_reader(self._pidfd)
+        self._unwatch_ends()
 
 
 def _weakly(ch: AioMqChannel, method: Callable[[AioMqChannel], None]) -> Callable[[], None]:
