@@ -80,3 +80,31 @@ def test_asyncio_timed_out_and_cancelled_requests_say_why(tmp_path: Path) -> Non
             task.cancel()
 
     asyncio.run(main())
+
+
+def test_websocket_channels_say_why_too() -> None:
+    """ws: the same words, blocking and asyncio (they said only "ws://... is closed")."""
+    with ipcwire.listen("ws://127.0.0.1:0/x") as lst:
+        threading.Thread(target=lst.serve, args=(_silent,), daemon=True).start()
+        ch = ipcwire.connect(lst.url, timeout=10)
+        with pytest.raises(Timeout):
+            ch.request(b"slow", timeout=0.2)
+        with pytest.raises(ChannelClosed, match=r"is closed: a request\(\) on it got no "):
+            ch.send(b"x")
+
+    async def main() -> None:
+        async def silent(ch: aio.AioChannel) -> None:
+            async for _ in ch:
+                pass
+
+        async with await aio.listen("ws://127.0.0.1:0/x") as lst:
+            task = asyncio.create_task(lst.serve(silent))
+            ch = await aio.connect(lst.url, timeout=10)
+            with pytest.raises(Timeout):
+                await ch.request(b"slow", timeout=0.2)
+            with pytest.raises(ChannelClosed, match=r"is closed: a request\(\) on it got no "):
+                await ch.recv()
+            await ch.aclose()
+            task.cancel()
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import closed_error as channel_closed_error
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -439,7 +440,7 @@ class ChannelCore:
         self._bytes_received = 0
 
     def _closed_error(self) -> ChannelClosed:
-        return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        return channel_closed_error(self)  # (and why, when a request() closed it)
 
     def _recv_timeout(self, timeout: float | None) -> Timeout:
         return Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
