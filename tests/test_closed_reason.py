@@ -82,9 +82,10 @@ def test_asyncio_timed_out_and_cancelled_requests_say_why(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
-def test_websocket_channels_say_why_too() -> None:
-    """ws: the same words, blocking and asyncio (they said only "ws://... is closed")."""
-    with ipcwire.listen("ws://127.0.0.1:0/x") as lst:
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:0/x", "http://127.0.0.1:0/api"])
+def test_websocket_and_http_channels_say_why_too(url: str) -> None:
+    """ws, http: the same words, blocking and asyncio (they said only "URL is closed")."""
+    with ipcwire.listen(url) as lst:
         threading.Thread(target=lst.serve, args=(_silent,), daemon=True).start()
         ch = ipcwire.connect(lst.url, timeout=10)
         with pytest.raises(Timeout):
@@ -97,7 +98,7 @@ def test_websocket_channels_say_why_too() -> None:
             async for _ in ch:
                 pass
 
-        async with await aio.listen("ws://127.0.0.1:0/x") as lst:
+        async with await aio.listen(url) as lst:
             task = asyncio.create_task(lst.serve(silent))
             ch = await aio.connect(lst.url, timeout=10)
             with pytest.raises(Timeout):

@@ -19,7 +19,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import drop_socket
 from ipcwire.aio.channel import AioChannel
-from ipcwire.channel import PeerInfo
+from ipcwire.channel import PeerInfo, closed_because, timed_out_request
 from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
 from ipcwire.http._after_loop import loop_ended, pool_sockets
 from ipcwire.http._client import ClientCore, Req
@@ -319,6 +319,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 resp = await self._do(core.call_req(payload, timeout), "requesting from")
                 return core.called(resp, len(payload))
             except Timeout as exc:
+                closed_because(self, timed_out_request(timeout))
                 await self.aclose()
                 raise core.late_reply(timeout) from exc
 

@@ -20,7 +20,7 @@ import httpx
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import seconds_left
-from ipcwire.channel import Channel, PeerInfo
+from ipcwire.channel import Channel, PeerInfo, closed_because, timed_out_request
 from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.http._client import ClientCore, Req
 from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd, transport_error
@@ -392,6 +392,7 @@ class HttpChannel(ClientEnd, Channel):
                 resp = self._do(core.call_req(payload, timeout), "requesting from")
                 return core.called(resp, len(payload))
             except Timeout as exc:
+                closed_because(self, timed_out_request(timeout))
                 self.close()
                 raise core.late_reply(timeout) from exc
 

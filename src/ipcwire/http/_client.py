@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ from ipcwire._core.codecs import BytesCodec, encode_message
 from ipcwire._core.handshake import is_our_version, same_secret, version_error
 from ipcwire._core.wire import checked_decode
 from ipcwire.channel import ChannelStatistics
+from ipcwire.channel import closed_error as channel_closed_error
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -125,6 +126,9 @@ class ClientCore:
         self._nonce = secrets.token_bytes(16)
         self._urls: dict[str, httpx.URL] = {}
         self.sent = self.received = self.bytes_sent = self.bytes_received = 0
+        # the channel this is the core of (weakly): its ChannelClosed says why a request()
+        # closed it (ipcwire.channel.closed_because marks the channel, not this core)
+        self.owner: Callable[[], object | None] = lambda: None
 
     def url_for(self, client: httpx.Client | httpx.AsyncClient, path: str) -> httpx.URL:
         """The absolute URL of ``path`` (relative to the prefix), made once: httpx parses
@@ -193,7 +197,7 @@ class ClientCore:
     # -- sending -------------------------------------------------------------------------------
     def check_send(self) -> None:
         if self.closed or self.closing:
-            raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+            raise self.closed_error()
         self.check_broken()
 
     def check_broken(self) -> None:
@@ -515,6 +519,9 @@ class ClientCore:
         )
 
     def closed_error(self) -> ChannelClosed:
+        owner = self.owner()
+        if owner is not None:
+            return channel_closed_error(owner)  # (with why, if a request() closed it)
         return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
 
     def statistics(self) -> ChannelStatistics:

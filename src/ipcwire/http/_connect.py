@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ssl
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -177,6 +178,7 @@ class ClientEnd:
     def __init__(self, core: ClientCore, peer: PeerInfo) -> None:
         self.url = core.url
         self._core = core
+        core.owner = weakref.ref(self)
         self._peer: PeerInfo | None = peer
 
     @property
