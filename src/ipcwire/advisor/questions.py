@@ -61,6 +61,10 @@ QUESTIONS: Final[tuple[Question, ...]] = (
              "child works (besides its result)?", "progress flows back", "bool"),
     Question("direction", "--direction", "Do messages go one way, or both ways?",
              "direction", "choice", ("both", "one-way")),
+    Question("receivers", "--receivers", "How many processes receive each message: one, or "
+             "several (listeners that may come and go)?", "receivers", "choice",
+             ("one", "several"),
+             "several: one producer, many listeners (a FIFO has only one reader)"),
     Question("distance", "--distance", "Will the processes always share this machine, or "
              "may they move apart (other machines, containers that scale out)?", "distance",
              "choice", ("same-machine", "may-move")),
@@ -100,6 +104,7 @@ class Answers:
     agents: str = "none"
     progress: bool = False
     direction: str = "both"
+    receivers: str = "one"
     distance: str = "same-machine"
     browser: str = "none"
     pattern: str = "request-reply"

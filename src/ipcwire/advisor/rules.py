@@ -132,6 +132,10 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
 )  # fmt: skip
 
 _SPAWN = "ipcwire.spawn([...]) in the parent, ipcwire.stdio() in the child"
+_FAN_OUT = (
+    "the producer listens; each receiver connects (and may leave); send each message on "
+    "every accepted channel"
+)
 
 RULES: Final[tuple[Rule, ...]] = (
     Rule("durable", (_eq("durable", True),),
@@ -199,6 +203,13 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("network-request-reply", (_eq("distance", "may-move"),),
          (Pick("http"), Pick("grpc")),
          "request/reply across machines: REST over HTTP, or gRPC unary calls"),
+    Rule("one-to-many-bandwidth", (_eq("direction", "one-way"), _eq("receivers", "several"),
+                                   _c("throughput", ">=", 1e8)),
+         (Pick("shm", how="the producer listens; each consumer connects and gets a ring of "
+                          "its own; send each frame on every accepted channel"),
+          Pick("unix", how=_FAN_OUT)),
+         "large frames to several consumers: shared memory, one channel (ring) per consumer, "
+         "so no frame is copied through the kernel"),
     Rule("bandwidth-over-1GBps", (_c("throughput", ">=", 1e9),),
          (Pick("shm"), Pick("unix")),
          "over 1 GB/s between processes is shared memory's job (no copy through the kernel)"),
@@ -213,6 +224,13 @@ RULES: Final[tuple[Rule, ...]] = (
          (Pick("unix"), Pick("pipe", how=_SPAWN)),
          "progress flowing back while the child works wants its own channel: a Unix "
          "socket, leaving stdout to the child's output"),
+    Rule("one-to-many", (_eq("direction", "one-way"), _eq("receivers", "several")),
+         (Pick("unix", how=_FAN_OUT),
+          Pick("dbus", how="listener.publish(obj, topic=...) emits a D-Bus signal; each "
+                           "receiver subscribes (where a session bus runs)"),
+          Pick("tcp", how=_FAN_OUT)),
+         "one producer, several receivers that come and go: a listener each receiver connects "
+         "to, one channel per receiver (a FIFO has only one reader)"),
     Rule("latency-under-10us", (_c("latency_us", "<=", 10.0),),
          (Pick("unix"), Pick("shm", wait="hybrid")),
          "Unix domain sockets answer within 10 µs on most machines, sleeping when idle"),
@@ -220,8 +238,10 @@ RULES: Final[tuple[Rule, ...]] = (
          (Pick("grpc", url="grpc+unix:///run/user/1000/app.sock"),
           Pick("http", url="http+unix:///run/user/1000/app.sock")),
          "typed RPC on one machine: gRPC over a Unix socket"),
-    Rule("simple-one-way", (_eq("direction", "one-way"),),
-         (Pick("fifo"), Pick("unix")),
+    Rule("simple-one-way", (_eq("direction", "one-way"), _eq("receivers", "one")),
+         (Pick("fifo", how="a FIFO has one reader (a second listener gets AddressInUse): "
+                           "for several receivers, say --receivers several"),
+          Pick("unix")),
          "simple one-way messages: a named pipe (FIFO), or a Unix socket"),
     Rule("local-default", (),
          (Pick("unix"),
