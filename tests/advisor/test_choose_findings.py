@@ -4,7 +4,17 @@ them)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from tests.advisor._bench_doc import bench_doc
 from tests.advisor.test_choose_cli import choose, choose_json
+
+
+def _bench(tmp_path: Path, rows: list[tuple[str, str, str, float]]) -> str:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench_doc(rows)))
+    return str(path)
 
 
 def test_one_producer_several_receivers_gets_a_listener_not_a_fifo() -> None:
@@ -26,3 +36,43 @@ def test_a_fifo_answer_says_it_has_one_reader() -> None:
     assert out.returncode == 0, out.stderr
     assert "fifo:///" in out.stdout.splitlines()[0]
     assert "one reader" in out.stdout and "--receivers several" in out.stdout
+
+
+def test_a_one_way_mechanism_is_not_demoted_for_a_round_trip_it_cannot_have(
+    tmp_path: Path,
+) -> None:
+    """SSE has no round trip: with --latency, WebSocket (which has one) was put first, and
+    showed SSE's reason ("the browser's EventSource ...") as its own."""
+    bench = _bench(tmp_path, [("ws", "park", "round_trip", 94.0),
+                              ("ws", "park", "throughput", 1.3e9),
+                              ("sse+http", "park", "throughput", 7e8)])  # fmt: skip
+    data = choose_json("--browser", "server-to-client", "--latency", "1ms", "--bench", bench)
+    rec, runner = data["recommended"], data["runner_up"]
+    assert rec["scheme"] == "sse+http", data
+    assert rec["meets_requirements"] is True
+    assert "one-way" in rec["not_applicable"][0]
+    assert runner["scheme"] == "ws"
+    assert "EventSource" not in runner["because"]
+    out = choose("--browser", "server-to-client", "--latency", "1ms", "--bench", bench)
+    assert "does not apply: round trip: Server-Sent Events is one-way" in out.stdout
+
+
+def test_every_part_of_a_combined_pick_is_judged(tmp_path: Path) -> None:
+    """pipe + sse+http was judged on the pipe's numbers alone."""
+    bench = _bench(tmp_path, [("pipe", "park", "throughput", 2e9),
+                              ("sse+http", "park", "throughput", 5e8)])  # fmt: skip
+    data = choose_json("--agents", "web-ui", "--throughput", "1GB/s", "--bench", bench)
+    combined = [c for c in [data["recommended"], data["runner_up"], *data["others"]]
+                if c["scheme"] == "pipe" and c["also"] == ["sse+http"]]  # fmt: skip
+    assert combined, data
+    measured = {m["scheme"]: m["meets"] for m in combined[0]["measured"]}
+    assert measured == {"pipe": True, "sse+http": False}
+    assert combined[0]["meets_requirements"] is False
+
+
+def test_the_output_says_why_the_measurements_changed_the_order(tmp_path: Path) -> None:
+    bench = _bench(tmp_path, [("unix", "park", "round_trip", 60.0),
+                              ("tcp", "park", "round_trip", 5.0)])  # fmt: skip
+    data = choose_json("--latency", "10us", "--bench", bench)
+    assert data["recommended"]["scheme"] == "tcp"
+    assert any("ahead of the rules' first choice unix" in n for n in data["notes"]), data

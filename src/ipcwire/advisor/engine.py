@@ -9,7 +9,9 @@
    ("under 10 µs") and was measured short of it gives a warning. When the answers ask for a
    latency or a throughput, picks measured to reach it go first (a mechanism that reached it
    in the measurements, though no rule named it, too); the rest keep the rules' order, an
-   unmeasured pick never ahead of the rules' answer (a note says how to measure it).
+   unmeasured pick never ahead of the rules' answer (a note says how to measure it). A round
+   trip asked of a one-way mechanism does not apply to it (it is not demoted for it); every
+   part of a combined pick is judged; a note says when the numbers changed the order.
 3. The first pick is the recommendation, the second the runner-up.
 """
 
@@ -114,12 +116,15 @@ class Candidate:
     rule: Rule | None
     because: str
     claims: list[Claim] = field(default_factory=list)
+    # what was asked that cannot apply to it (a round trip of a one-way mechanism): why
+    not_applicable: list[str] = field(default_factory=list)
 
     @property
     def meets(self) -> bool | None:
         """False when any measured number misses what was asked; True when all that were
-        asked are measured and met; None otherwise."""
+        asked are measured and met (or cannot apply to it); None otherwise."""
         results = [c.meets for c in self.claims if c.meets is not None]
+        results += [True] * len(self.not_applicable)
         if False in results:
             return False
         return True if results else None
@@ -137,6 +142,7 @@ class Candidate:
             "rule": self.rule.id if self.rule else None,
             "because": self.because,
             "meets_requirements": self.meets,
+            "not_applicable": list(self.not_applicable),
             "measured": [
                 {**c.measured.as_dict(), "required": c.required, "meets": c.meets, "text": c.text()}
                 for c in self.claims
@@ -303,15 +309,24 @@ def _wait_filter(pick: Pick, answers: Answers) -> Callable[[str], bool]:
 
 
 def _claims(cand: Candidate, answers: Answers, bench: BenchResults, size: int) -> list[Claim]:
-    scheme = lookup(cand.pick.scheme).scheme
-    wait = _wait_filter(cand.pick, answers)
+    """The numbers of every part of the pick (``pipe + sse+http``: both), judged against what
+    was asked; a round trip asked of a one-way part goes to ``cand.not_applicable``."""
     out = []
-    rt = bench.round_trip(scheme, wait, size)
-    if rt is not None:
-        out.append(Claim(rt, answers.latency_us))
-    bw = bench.throughput(scheme, wait)
-    if bw is not None:
-        out.append(Claim(bw, answers.throughput))
+    cand.not_applicable = []
+    for i, name in enumerate((cand.pick.scheme, *cand.pick.also)):
+        spec = lookup(name)
+        wait = _wait_filter(cand.pick if i == 0 else Pick(name), answers)
+        one_way = not spec.capabilities.bidirectional and not cand.pick.per_direction
+        rt = None if one_way else bench.round_trip(spec.scheme, wait, size)
+        if rt is not None:
+            out.append(Claim(rt, answers.latency_us))
+        elif one_way and answers.latency_us is not None:
+            cand.not_applicable.append(
+                f"round trip: {spec.title} is one-way (it has no round trip to measure)"
+            )
+        bw = bench.throughput(spec.scheme, wait)
+        if bw is not None:
+            out.append(Claim(bw, answers.throughput))
     return out
 
 
@@ -390,6 +405,21 @@ def _from_measurements(
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
 
 
+def _reordered(first: Candidate, rules_first: Candidate) -> str:
+    """Why the measurements put ``first`` ahead of the rules' first choice."""
+    met = "; ".join(c.text() for c in first.claims if c.meets) or "what was asked"
+    missed = [c.text() for c in rules_first.claims if c.meets is False]
+    if missed:
+        why = f"it measured {'; '.join(missed)}"
+    else:
+        why = "these numbers have nothing to judge it on for what you asked"
+    return (
+        f"{first.pick.label} is put ahead of the rules' first choice "
+        f"{rules_first.pick.label}, because it measured {met}, while for "
+        f"{rules_first.pick.label} {why}."
+    )
+
+
 def _unmeasured(shown: list[Candidate], bench: BenchResults) -> list[str]:
     """A note for each candidate shown that the bench results have no number for."""
     return [
@@ -438,10 +468,8 @@ def advise(
                 if seen.skipped is None and not duplicate:
                     because = rule.because
                     if pick != rule.picks[0]:
-                        first = rule.picks[0].label
-                        because = f"rule {rule.id}'s next choice after {first}"
-                        if not pick.how:  # (shown beside it; else the rule's own reason)
-                            because += f": {rule.because}"
+                        # not the rule's reason, which is for its first pick
+                        because = f"rule {rule.id}'s next choice after {rule.picks[0].label}"
                     candidates.append(Candidate(pick, seen.title, seen.url, rule, because))
         steps.append(step)
     warnings: list[str] = []
@@ -450,11 +478,14 @@ def advise(
         for cand in candidates:
             cand.claims = _claims(cand, answers, bench, size)
         warnings += _contradictions(candidates)
+        rules_first = candidates[0] if candidates else None
         if not any(c.meets for c in candidates):
             candidates = _from_measurements(answers, bench, size, candidates, warnings) + candidates
         # those measured to reach what was asked go first; the rest keep the rules' order (an
         # unmeasured pick is not put before the rules' answer because its number is unknown)
         candidates.sort(key=lambda c: c.meets is not True)
+        if rules_first is not None and candidates[0] is not rules_first:
+            notes.append(_reordered(candidates[0], rules_first))
         asked = answers.latency_us is not None or answers.throughput is not None
         if asked and candidates and not any(c.meets for c in candidates):
             how_far = (

@@ -159,6 +159,8 @@ def _candidate(console: Console, heading: str, cand: Candidate) -> None:
     for claim in cand.claims:
         mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "·"}[claim.meets]
         console.print(f"    {mark} measured: {escape(claim.text())}")
+    for text in cand.not_applicable:
+        console.print(f"    [green]✓[/] does not apply: {escape(text)}")
 
 
 def _path_lines(advice: Advice) -> list[tuple[str, Step]]:
