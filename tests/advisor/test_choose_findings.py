@@ -76,3 +76,18 @@ def test_the_output_says_why_the_measurements_changed_the_order(tmp_path: Path) 
     data = choose_json("--latency", "10us", "--bench", bench)
     assert data["recommended"]["scheme"] == "tcp"
     assert any("ahead of the rules' first choice unix" in n for n in data["notes"]), data
+
+
+def test_an_answer_across_machines_says_tls_and_a_token_are_needed() -> None:
+    """--distance may-move gave http://127.0.0.1:8080/ipc with nothing about TLS or auth."""
+    rec = choose_json("--distance", "may-move")["recommended"]
+    assert rec["scheme"] == "http"
+    [caveat] = rec["caveats"]
+    assert "https://" in caveat and "token=" in caveat and "docs/mechanisms/rest.md" in caveat
+    rec = choose_json("--distance", "may-move", "--pattern", "streaming")["recommended"]
+    assert rec["scheme"] == "ws" and "wss://" in rec["caveats"][0]
+    rec = choose_json("--distance", "may-move", "--pattern", "fire-and-forget")["recommended"]
+    assert rec["scheme"] == "udp" and "no TLS" in rec["caveats"][0]
+    out = choose("--distance", "may-move")
+    assert "caveat: across machines" in out.stdout
+    assert choose_json()["recommended"]["caveats"] == []

@@ -118,6 +118,8 @@ class Candidate:
     claims: list[Claim] = field(default_factory=list)
     # what was asked that cannot apply to it (a round trip of a one-way mechanism): why
     not_applicable: list[str] = field(default_factory=list)
+    # what the user must add for the situation asked about (TLS and a token across machines)
+    caveats: list[str] = field(default_factory=list)
 
     @property
     def meets(self) -> bool | None:
@@ -143,6 +145,7 @@ class Candidate:
             "because": self.because,
             "meets_requirements": self.meets,
             "not_applicable": list(self.not_applicable),
+            "caveats": list(self.caveats),
             "measured": [
                 {**c.measured.as_dict(), "required": c.required, "meets": c.meets, "text": c.text()}
                 for c in self.claims
@@ -299,6 +302,44 @@ def consider(pick: Pick, answers: Answers) -> Considered:
     return Considered(pick, title, url)
 
 
+# How each network mechanism is secured, for answers that cross machines: its TLS URL and the
+# options that go with it (from its page in docs/mechanisms).
+_TLS = {
+    "http": "https://HOST:PORT/... with ssl= (an ssl.SSLContext) and token= on both sides",
+    "ws": "wss://HOST:PORT/... with ssl= (an ssl.SSLContext) and token= on both sides",
+    "sse+http": "sse+https://HOST:PORT/... with ssl= (an ssl.SSLContext) and token=",
+    "grpc": "grpcs://HOST:PORT with certfile=/keyfile= (the listener), the CA on the client, "
+    "and token= on both sides",
+    "tcp": "tcp://HOST:PORT with ssl= (an ssl.SSLContext) and token= on both sides",
+}
+
+
+def _security(pick: Pick, answers: Answers) -> list[str]:
+    """What an answer that crosses machines needs besides its example URL (which binds
+    127.0.0.1, reachable from this machine only)."""
+    if answers.distance != "may-move":
+        return []
+    out = []
+    for name in (pick.scheme, *pick.also):
+        spec = lookup(name)
+        if not spec.capabilities.crosses_machines:
+            continue
+        docs = f" ({spec.docs})" if spec.docs else ""
+        if spec.scheme in _TLS:
+            out.append(
+                f"across machines: listen on an address the others can reach (not 127.0.0.1), "
+                f"with TLS and a token: {_TLS[spec.scheme]}; without them anyone on the "
+                f"network can connect and read{docs}"
+            )
+        else:
+            out.append(
+                f"across machines: {spec.title} has no TLS and no token: anyone who can reach "
+                f"its port can send to it; for anything that matters use tcp:// with ssl= and "
+                f"token={docs}"
+            )
+    return out
+
+
 # -- numbers ------------------------------------------------------------------------------------
 def _wait_filter(pick: Pick, answers: Answers) -> Callable[[str], bool]:
     if pick.wait is not None:
@@ -400,6 +441,7 @@ def _from_measurements(
                 )
             continue
         cand = Candidate(pick, seen.title, seen.url, None, f"measured here: {text}")
+        cand.caveats = _security(pick, answers)
         cand.claims = _claims(cand, answers, bench, size)
         found.append(cand)
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
@@ -470,7 +512,9 @@ def advise(
                     if pick != rule.picks[0]:
                         # not the rule's reason, which is for its first pick
                         because = f"rule {rule.id}'s next choice after {rule.picks[0].label}"
-                    candidates.append(Candidate(pick, seen.title, seen.url, rule, because))
+                    cand = Candidate(pick, seen.title, seen.url, rule, because)
+                    cand.caveats = _security(pick, answers)
+                    candidates.append(cand)
         steps.append(step)
     warnings: list[str] = []
     notes: list[str] = []

@@ -161,6 +161,8 @@ def _candidate(console: Console, heading: str, cand: Candidate) -> None:
         console.print(f"    {mark} measured: {escape(claim.text())}")
     for text in cand.not_applicable:
         console.print(f"    [green]✓[/] does not apply: {escape(text)}")
+    for text in cand.caveats:
+        console.print(f"    [yellow]caveat:[/] {escape(text)}")
 
 
 def _path_lines(advice: Advice) -> list[tuple[str, Step]]:
