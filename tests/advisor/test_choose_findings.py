@@ -91,3 +91,14 @@ def test_an_answer_across_machines_says_tls_and_a_token_are_needed() -> None:
     out = choose("--distance", "may-move")
     assert "caveat: across machines" in out.stdout
     assert choose_json()["recommended"]["caveats"] == []
+
+
+def test_container_advice_does_not_say_loopback_crosses_namespaces() -> None:
+    """The tcp runner-up said loopback TCP serves "containers without a common volume", but
+    127.0.0.1 is each network namespace's own (docs/containers.md)."""
+    runner = choose_json()["runner_up"]
+    assert runner["scheme"] == "tcp"
+    assert "containers without a common volume" not in runner["how"]
+    assert "veth" in runner["how"] and "docs/containers.md" in runner["how"]
+    shm = choose_json("--throughput", "2GB/s")["recommended"]
+    assert shm["scheme"] == "shm" and "shm:///" in shm["how"]

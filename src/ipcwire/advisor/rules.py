@@ -132,6 +132,10 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
 )  # fmt: skip
 
 _SPAWN = "ipcwire.spawn([...]) in the parent, ipcwire.stdio() in the child"
+_SHM_PATH = (
+    "in a container or sandbox, name it by a socket path in a directory both see: "
+    "shm:///dir/app.sock, not shm://app (docs/containers.md)"
+)
 _FAN_OUT = (
     "the producer listens; each receiver connects (and may leave); send each message on "
     "every accepted channel"
@@ -206,15 +210,15 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("one-to-many-bandwidth", (_eq("direction", "one-way"), _eq("receivers", "several"),
                                    _c("throughput", ">=", 1e8)),
          (Pick("shm", how="the producer listens; each consumer connects and gets a ring of "
-                          "its own; send each frame on every accepted channel"),
+                          "its own; send each frame on every accepted channel; " + _SHM_PATH),
           Pick("unix", how=_FAN_OUT)),
          "large frames to several consumers: shared memory, one channel (ring) per consumer, "
          "so no frame is copied through the kernel"),
     Rule("bandwidth-over-1GBps", (_c("throughput", ">=", 1e9),),
-         (Pick("shm"), Pick("unix")),
+         (Pick("shm", how=_SHM_PATH), Pick("unix")),
          "over 1 GB/s between processes is shared memory's job (no copy through the kernel)"),
     Rule("latency-under-1us", (_c("latency_us", "<=", 1.0),),
-         (Pick("shm", wait="spin"),),
+         (Pick("shm", wait="spin", how=_SHM_PATH),),
          "under a microsecond only a spinning shared-memory ring gets there (it keeps a core "
          "busy)"),
     Rule("parent-child", (_eq("relation", "parent-child"), _eq("progress", False)),
@@ -232,7 +236,7 @@ RULES: Final[tuple[Rule, ...]] = (
          "one producer, several receivers that come and go: a listener each receiver connects "
          "to, one channel per receiver (a FIFO has only one reader)"),
     Rule("latency-under-10us", (_c("latency_us", "<=", 10.0),),
-         (Pick("unix"), Pick("shm", wait="hybrid")),
+         (Pick("unix"), Pick("shm", wait="hybrid", how=_SHM_PATH)),
          "Unix domain sockets answer within 10 µs on most machines, sleeping when idle"),
     Rule("local-typed-rpc", (_eq("typed_rpc", True),),
          (Pick("grpc", url="grpc+unix:///run/user/1000/app.sock"),
@@ -245,8 +249,10 @@ RULES: Final[tuple[Rule, ...]] = (
          "simple one-way messages: a named pipe (FIFO), or a Unix socket"),
     Rule("local-default", (),
          (Pick("unix"),
-          Pick("tcp", how="loopback TCP where a Unix socket cannot be shared (containers "
-                          "without a common volume, a peer that speaks only TCP)")),
+          Pick("tcp", how="TCP for a peer that speaks only TCP; 127.0.0.1 does not cross a "
+                          "network namespace (each container has its own loopback): between "
+                          "containers, listen on a veth or bridge address routed between them, "
+                          "or put a Unix socket in a directory both mount (docs/containers.md)")),
          "unrelated processes on one machine: a Unix domain socket (file permissions and "
          "peer credentials for access control, no port to collide)"),
 )  # fmt: skip
