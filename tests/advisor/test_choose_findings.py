@@ -102,3 +102,12 @@ def test_container_advice_does_not_say_loopback_crosses_namespaces() -> None:
     assert "veth" in runner["how"] and "docs/containers.md" in runner["how"]
     shm = choose_json("--throughput", "2GB/s")["recommended"]
     assert shm["scheme"] == "shm" and "shm:///" in shm["how"]
+
+
+def test_without_numbers_the_output_says_how_to_get_them() -> None:
+    """README and --help promise "this machine's numbers"; without --latency/--throughput
+    and --bench the output had none, and no hint."""
+    out = choose()
+    assert out.returncode == 0, out.stderr
+    assert "--bench" in out.stdout and "--measure" in out.stdout
+    assert any("ipcwire bench --json" in n for n in choose_json()["notes"])

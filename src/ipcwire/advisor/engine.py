@@ -551,6 +551,11 @@ def advise(
             "The numbers in these rules are rules of thumb, not measurements of this machine: "
             "pass --bench results.json (from `ipcwire bench --json`) or --measure."
         )
+    else:
+        notes.append(
+            "No measurements of this machine were used: pass --bench results.json (from "
+            "`ipcwire bench --json results.json`) or --measure to see each candidate's numbers."
+        )
     chosen = candidates[:2]
     rule_ids = [c.rule.id for c in chosen if c.rule is not None]
     last = max((i for i, s in enumerate(steps) if s.rule.id in rule_ids), default=len(steps) - 1)
