@@ -35,6 +35,7 @@ from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._core.handshake import same_secret
 from ipcwire._core.url import Endpoint
+from ipcwire._core.wire import checked_decode
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -180,7 +181,7 @@ class ClientCore:
         self.url = options.url
         self.addr = addr
         self.options = options
-        self._decode = options.codec.decode
+        self._decode = checked_decode(options.codec, options.url)  # (errors name the URL)
         self._plain = isinstance(options.codec, BytesCodec)  # decode is bytes(): skip it
         self._text = options.codec.name == "json"
         self._shape: RunShape | None = None  # the usual shape of the current stream's events
@@ -343,7 +344,7 @@ class ClientCore:
                     payloads = datas
                 else:
                     try:
-                        payloads = list(map(self._decode, datas))  # type: ignore[arg-type]
+                        payloads = list(map(self._decode, datas))
                     except Exception:
                         payloads = None  # the general path queues the error in its place
                 if payloads is not None:
@@ -409,7 +410,7 @@ class ClientCore:
             return
         try:
             payload = decode_data(ev.data, self._text)
-            self.queue.append(self._decode(payload))  # type: ignore[arg-type]
+            self.queue.append(self._decode(payload))
         except IpcwireError as exc:
             self._fail(exc)
             self.delivered.at(self._items, ev.id)
