@@ -111,3 +111,18 @@ def test_without_numbers_the_output_says_how_to_get_them() -> None:
     assert out.returncode == 0, out.stderr
     assert "--bench" in out.stdout and "--measure" in out.stdout
     assert any("ipcwire bench --json" in n for n in choose_json()["notes"])
+
+
+def test_a_number_from_another_size_or_row_says_which(tmp_path: Path) -> None:
+    """--size 8M against a report without 8 MiB round trips judged 64 B ones without a word,
+    and a throughput (the best of any size and API) did not say which row it was."""
+    bench = _bench(tmp_path, [("unix", "park", "round_trip", 40.0),
+                              ("unix", "park", "throughput", 2e9)])  # fmt: skip
+    data = choose_json("--size", "8M", "--latency", "1ms", "--bench", bench)
+    texts = [m["text"] for m in data["recommended"]["measured"]]
+    [rt] = [t for t in texts if t.startswith("round trip")]
+    assert "no 8 MiB round trip in these numbers: judged at 64 B" in rt
+    [bw] = [t for t in texts if t.startswith("throughput")]
+    assert "the best row: ipcwire/unix/blocking/park, 64 KiB messages" in bw
+    data = choose_json("--latency", "1ms", "--bench", bench)  # 64 B asked, 64 B measured
+    assert all("judged at" not in m["text"] for m in data["recommended"]["measured"])

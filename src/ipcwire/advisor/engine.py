@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ipcwire.advisor.evidence import BenchResults, Measured
+from ipcwire.advisor.evidence import BenchResults, Measured, size_text
 from ipcwire.advisor.questions import QUESTIONS, Answers, describe_value, this_os
 from ipcwire.advisor.rules import REQUIREMENTS, RULES, Condition, Pick, Rule, holds
 from ipcwire.errors import InvalidURL
@@ -87,6 +87,7 @@ class Claim:
 
     measured: Measured
     required: float | None = None
+    size: int | None = None  # the round-trip message size asked for (--size)
 
     @property
     def meets(self) -> bool | None:
@@ -96,6 +97,12 @@ class Claim:
     def text(self) -> str:
         """``round trip p50 45.2 µs at 64 B (...): over the 10 µs asked for``."""
         out = self.measured.text()
+        m = self.measured
+        if m.metric == "round_trip" and self.size is not None and m.size != self.size:
+            out += (
+                f" (no {size_text(self.size)} round trip in these numbers: judged at "
+                f"{size_text(m.size)})"
+            )
         if self.required is None:
             return out
         key = "latency_us" if self.measured.metric == "round_trip" else "throughput"
@@ -360,7 +367,7 @@ def _claims(cand: Candidate, answers: Answers, bench: BenchResults, size: int) -
         one_way = not spec.capabilities.bidirectional and not cand.pick.per_direction
         rt = None if one_way else bench.round_trip(spec.scheme, wait, size)
         if rt is not None:
-            out.append(Claim(rt, answers.latency_us))
+            out.append(Claim(rt, answers.latency_us, size))
         elif one_way and answers.latency_us is not None:
             cand.not_applicable.append(
                 f"round trip: {spec.title} is one-way (it has no round trip to measure)"

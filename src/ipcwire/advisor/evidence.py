@@ -22,9 +22,14 @@ from typing import Any, Literal
 from ipcwire.advisor.questions import format_bytes_per_s, format_us
 from ipcwire.errors import ConfigurationError
 
-__all__ = ["BenchResults", "Measured"]
+__all__ = ["BenchResults", "Measured", "size_text"]
 
 Metric = Literal["round_trip", "throughput"]
+
+
+def size_text(size: int) -> str:
+    """``64 B``, ``4 KiB``, ``8 MiB``."""
+    return _size(size)
 
 
 def _size(size: int) -> str:
@@ -64,7 +69,9 @@ class Measured:
         elif self.metric == "round_trip":
             what = f"round trip p50 {format_us(self.value)}"
         else:
-            what = f"throughput {format_bytes_per_s(self.value)}"
+            # the best of every size and API measured: say which row it is
+            what = f"throughput {format_bytes_per_s(self.value)} (the best row: {self.contender}"
+            return f"{what}, {_size(self.size)} messages)"
         return f"{what} at {_size(self.size)} ({self.contender})"
 
     def meets(self, required: float) -> bool:
