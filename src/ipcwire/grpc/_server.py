@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ipcwire._exposure import warn_if_exposed
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import AddressInUse
 from ipcwire.grpc._address import (
@@ -38,7 +39,7 @@ from ipcwire.grpc._tls import refused_files, server_credentials
 from ipcwire.options import ChannelOptions
 from ipcwire.unix._socket import remove_on_close, strict_umask
 
-__all__ = ["Admission", "ServerCore", "bind_server"]
+__all__ = ["Admission", "ServerCore", "bind_server", "warn_if_plaintext"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +189,18 @@ def bind_server(
             endpoint=url,
         )
     return addr.url(tls=secure, port=port), lambda: None
+
+
+def warn_if_plaintext(addr: GrpcAddress, url: str, token: bytes | None) -> None:
+    """Log one warning when the listener at ``url`` (as :func:`bind_server` returned it)
+    takes calls from other machines without TLS (its token, if it has one, is in every call's
+    metadata)."""
+    if addr.path is None:
+        warn_if_exposed(
+            url,
+            addr.host,
+            token=token,
+            tls=url.startswith("grpcs://"),
+            tls_fix="certfile=/keyfile= (TLS) with grpcs://",
+            sent_in="in every call's authorization metadata",
+        )

@@ -50,7 +50,7 @@ from ipcwire.grpc._protocol import (
     metadata_dict,
     reads_batches,
 )
-from ipcwire.grpc._server import ServerCore, bind_server
+from ipcwire.grpc._server import ServerCore, bind_server, warn_if_plaintext
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -592,4 +592,5 @@ async def listen(
     await server.start()
     listener.server = server
     listener._watch_loop(server)
+    warn_if_plaintext(addr, url, options.token)
     return listener

@@ -53,7 +53,7 @@ from ipcwire.grpc._protocol import (
     metadata_dict,
     reads_batches,
 )
-from ipcwire.grpc._server import ServerCore, bind_server
+from ipcwire.grpc._server import ServerCore, bind_server, warn_if_plaintext
 from ipcwire.grpc._sync import SyncOneShot, SyncStream
 from ipcwire.grpc._tls import client_credentials
 from ipcwire.options import (
@@ -528,4 +528,5 @@ def listen(
     listener.server = server
     listener.pool = pool
     _track(listener)
+    warn_if_plaintext(addr, url, options.token)
     return listener

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ipcwire._core.url import Endpoint
+from ipcwire._exposure import warn_if_exposed
 from ipcwire.errors import ConfigurationError
 from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
 from ipcwire.http._server import HttpServer
@@ -17,7 +18,13 @@ from ipcwire.ws._web import OriginPolicy
 if TYPE_CHECKING:
     import socket
 
-__all__ = ["DEFAULT_SESSION_TIMEOUT", "LISTEN_KW", "bind_endpoint", "make_server"]
+__all__ = [
+    "DEFAULT_SESSION_TIMEOUT",
+    "LISTEN_KW",
+    "bind_endpoint",
+    "make_server",
+    "warn_if_plaintext",
+]
 
 DEFAULT_SESSION_TIMEOUT: Final = 300.0
 LISTEN_KW: Final = (
@@ -86,3 +93,17 @@ def make_server(
         authorize=uid_check(url, allow_uids),
         origins=origins,
     )
+
+
+def warn_if_plaintext(addr: HttpAddress, url: str, token: bytes | None, tls: bool) -> None:
+    """Log one warning when the listener at ``url`` takes requests from other machines
+    without TLS (its token, if it has one, is in every request's header)."""
+    if addr.unix is None:
+        warn_if_exposed(
+            url,
+            addr.host,
+            token=token,
+            tls=tls,
+            tls_fix="ssl= (an SSLContext) with https://",
+            sent_in="in every request's Authorization header",
+        )

@@ -30,7 +30,12 @@ from ipcwire.http._connect import (
     dial,
     http_transport,
 )
-from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
+from ipcwire.http._listen import (
+    DEFAULT_SESSION_TIMEOUT,
+    bind_endpoint,
+    make_server,
+    warn_if_plaintext,
+)
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT, ChannelOptions
@@ -206,4 +211,5 @@ async def listen(
         cleanup()
         raise
     listener._server = server
+    warn_if_plaintext(real, url, options.token, ssl is not None)
     return listener

@@ -31,7 +31,12 @@ from ipcwire.http._address import HttpAddress
 from ipcwire.http._blocking_client import HttpChannel
 from ipcwire.http._channels import ServerChannel
 from ipcwire.http._connect import Redial, client_settings, dial, http_transport
-from ipcwire.http._listen import DEFAULT_SESSION_TIMEOUT, bind_endpoint, make_server
+from ipcwire.http._listen import (
+    DEFAULT_SESSION_TIMEOUT,
+    bind_endpoint,
+    make_server,
+    warn_if_plaintext,
+)
 from ipcwire.http._server import HttpServer
 from ipcwire.http._sessions_cap import DEFAULT_MAX_SESSIONS
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, ChannelOptions
@@ -218,4 +223,5 @@ def listen(
         cleanup()
         raise
     listener._start(sock, ssl)
+    warn_if_plaintext(real, listener.url, options.token, ssl is not None)
     return listener

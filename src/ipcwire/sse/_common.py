@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ipcwire._core.codecs import BytesCodec
 from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
+from ipcwire._exposure import warn_if_exposed
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     ChannelBroken,
@@ -43,6 +44,7 @@ __all__ = [
     "bind",
     "new_server",
     "one_way_error",
+    "warn_if_plaintext",
 ]
 
 LISTEN_OPTIONS: Final = (
@@ -149,6 +151,21 @@ def bind(
         retry=retry,
     )
     return sock, settings, ssl, backlog
+
+
+def warn_if_plaintext(
+    sock: socket.socket, settings: SseSettings, ssl: ssl_module.SSLContext | None
+) -> None:
+    """Log one warning when the listener bound to ``sock`` takes clients from other machines
+    without TLS (its token, if it has one, is in every request's header)."""
+    warn_if_exposed(
+        settings.url,
+        str(sock.getsockname()[0]),
+        token=settings.options.token,
+        tls=ssl is not None,
+        tls_fix="ssl= (an SSLContext) with sse+https://",
+        sent_in="in every request (its Authorization header, or ?token= in its URL)",
+    )
 
 
 class ServerChannelBase:

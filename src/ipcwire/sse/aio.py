@@ -29,7 +29,14 @@ from ipcwire.sse._client import (
     Raise,
 )
 from ipcwire.sse._client_channel import ClientChannelBase, client_core
-from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
+from ipcwire.sse._common import (
+    ServerChannelBase,
+    batches,
+    bind,
+    new_server,
+    one_way_error,
+    warn_if_plaintext,
+)
 from ipcwire.sse._events import b64encode
 from ipcwire.sse._release import release_async, release_blocking
 from ipcwire.sse._server import SseServer
@@ -489,4 +496,5 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioS
     except BaseException:
         sock.close()
         raise
+    warn_if_plaintext(sock, settings, ssl)
     return AioSseListener(server, ready)

@@ -42,7 +42,14 @@ from ipcwire.sse._client import (
     Raise,
 )
 from ipcwire.sse._client_channel import ClientChannelBase, client_core
-from ipcwire.sse._common import ServerChannelBase, batches, bind, new_server, one_way_error
+from ipcwire.sse._common import (
+    ServerChannelBase,
+    batches,
+    bind,
+    new_server,
+    one_way_error,
+    warn_if_plaintext,
+)
 from ipcwire.sse._events import b64encode
 from ipcwire.sse._release import release_blocking
 from ipcwire.sse._server import SHUTDOWN_TIMEOUT, SseServer
@@ -468,4 +475,5 @@ def listen(
         thread.join(5)
         sock.close()
         raise
+    warn_if_plaintext(sock, settings, ssl)
     return SseListener(server, loop, thread, ready, sock)

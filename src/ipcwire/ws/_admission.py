@@ -37,6 +37,7 @@ from websockets.http11 import Response
 from ipcwire._core.codecs import DECODE_ERRORS
 from ipcwire._core.handshake import ServerHandshake, Step, same_secret
 from ipcwire._core.url import Endpoint
+from ipcwire._exposure import warn_if_exposed
 from ipcwire._stream.listener import log_text
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -71,6 +72,7 @@ __all__ = [
     "finish_admission",
     "listen_address",
     "log_refusal",
+    "warn_if_plaintext",
 ]
 
 log = logging.getLogger("ipcwire")
@@ -110,6 +112,24 @@ def listen_address(endpoint: Endpoint, kw: dict[str, Any], ssl: object) -> WsAdd
     if ssl is not None and not addr.secure:
         raise ConfigurationError(f"ssl= is for wss:// URLs; listen at wss://... instead of {url}")
     return addr
+
+
+def warn_if_plaintext(addr: WsAddress, url: str, token: bytes | None) -> None:
+    """Log one warning when the listener at ``url`` takes connections from other machines
+    without TLS (a plain client with a token sends it in cleartext)."""
+    if addr.unix is None:
+        warn_if_exposed(
+            url,
+            addr.host,
+            token=token,
+            tls=addr.secure,  # (listen_address: wss:// if and only if ssl=)
+            tls_fix="ssl= (an SSLContext) with wss://",
+            sent_in=(
+                "from every client that sends it itself, in its Authorization header or "
+                "first message (as browsers do; ipcwire's own client proves the token "
+                "without sending it)"
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.aio._timeouts import within_at
 from ipcwire.options import ChannelOptions
-from ipcwire.ws._admission import ServerSettings, listen_address
+from ipcwire.ws._admission import ServerSettings, listen_address, warn_if_plaintext
 from ipcwire.ws._aio_channel import AioWsChannel
 from ipcwire.ws._aio_listener import AioWsListener
 from ipcwire.ws._closing import AioCloseBound
@@ -206,4 +206,5 @@ async def listen(
         cleanup()
         raise
     listener.attach(server)
+    warn_if_plaintext(addr, settings.url, options.token)
     return listener

@@ -24,7 +24,7 @@ from ipcwire._oserror import translate
 from ipcwire._tls import SharedTls
 from ipcwire.errors import ChannelBroken
 from ipcwire.options import ChannelOptions
-from ipcwire.ws._admission import ServerSettings, listen_address
+from ipcwire.ws._admission import ServerSettings, listen_address, warn_if_plaintext
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._closing import SyncCloseBound
 from ipcwire.ws._common import (
@@ -212,6 +212,8 @@ def listen(
         sock.close()
         cleanup()
         raise
-    return WsListener(
+    listener = WsListener(
         sock, settings, authorize=authorize, ssl_context=ssl, on_close=cleanup, max_ready=backlog
     )
+    warn_if_plaintext(addr, settings.url, options.token)
+    return listener
