@@ -100,11 +100,15 @@ def test_durable_both_ways_is_a_spool_per_direction() -> None:
 
 
 def test_telling_a_crash_from_a_finish_leaves_out_what_cannot() -> None:
-    """--tells-failure: spawned agents over stdio cannot tell the parent's failure to the
-    agent (a pipe's end is only an end), so a Unix socket is chosen, and says why."""
+    """--tells-failure: a pipe between unrelated processes cannot tell a failed peer (a pipe's
+    end is only an end), so it is skipped, and says why. Spawned agents keep spawn()'s pipes:
+    the parent, the side that watches, gets ChannelBroken with the child's exit status; a
+    caveat says the child sees a killed parent only as end of input."""
     got = advise(Answers(agents="spawned", tells_failure=True))
-    assert got.recommended is not None and got.recommended.pick.scheme == "unix"
-    skipped = [c.skipped for s in got.steps for c in s.considered if c.skipped]
+    assert got.recommended is not None and got.recommended.pick.scheme == "pipe"
+    assert any("end of input" in c for c in got.recommended.caveats)
+    one_way = advise(Answers(direction="one-way", tells_failure=True))
+    skipped = [c.skipped for s in one_way.steps for c in s.considered if c.skipped]
     assert any("tells_failure is false" in text for text in skipped)
     udp = advise(Answers(distance="may-move", pattern="fire-and-forget", tells_failure=True))
     assert udp.recommended is not None and udp.recommended.pick.scheme == "ws"

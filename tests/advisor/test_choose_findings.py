@@ -5,10 +5,14 @@ them)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from tests.advisor._bench_doc import bench_doc
 from tests.advisor.test_choose_cli import choose, choose_json
+
+import ipcwire
 
 
 def _bench(tmp_path: Path, rows: list[tuple[str, str, str, float]]) -> str:
@@ -126,3 +130,17 @@ def test_a_number_from_another_size_or_row_says_which(tmp_path: Path) -> None:
     assert "the best row: ipcwire/unix/blocking/park, 64 KiB messages" in bw
     data = choose_json("--latency", "1ms", "--bench", bench)  # 64 B asked, 64 B measured
     assert all("judged at" not in m["text"] for m in data["recommended"]["measured"])
+
+
+def test_spawned_agents_that_must_tell_failure_still_get_spawn() -> None:
+    """--tells-failure --agents spawned dropped spawn()'s pipes ("tells_failure is false"),
+    though the parent, the side that watches, gets ChannelBroken with the child's status."""
+    child = ipcwire.spawn([sys.executable, "-c", "import sys; sys.exit(3)"])
+    with child, pytest.raises(ipcwire.ChannelBroken, match="3"):
+        child.recv(timeout=10)
+    data = choose_json("--tells-failure", "--agents", "spawned")
+    rec = data["recommended"]
+    assert rec["scheme"] == "pipe", data
+    assert any("ChannelBroken" in c and "exit_on_parent_death" in c for c in rec["caveats"])
+    # an unrelated pair still needs a mechanism that tells failure from both ends
+    assert choose_json("--tells-failure")["recommended"]["scheme"] != "pipe"

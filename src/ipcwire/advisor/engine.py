@@ -299,6 +299,8 @@ def consider(pick: Pick, answers: Answers) -> Considered:
                                   f"but {req.why}")  # fmt: skip
         elif req.capability == "bidirectional" and pick.per_direction:
             continue  # two one-way channels, one each way
+        elif req.capability == "tells_failure" and _spawn_tells(pick, answers):
+            continue  # the parent watching its children is the side that asks
         elif not any(getattr(s.capabilities, req.capability) for s in specs):
             return Considered(
                 pick,
@@ -319,6 +321,27 @@ _TLS = {
     "and token= on both sides",
     "tcp": "tcp://HOST:PORT with ssl= (an ssl.SSLContext) and token= on both sides",
 }
+
+
+def _spawn_tells(pick: Pick, answers: Answers) -> bool:
+    """Whether the pick is spawn()'s pipes to a child the parent watches: the parent tells a
+    failed child from one that finished (ChannelBroken with its exit status, docs/mechanisms/
+    spawn.md), though the registry's pipe, judged from both ends, does not."""
+    parent = answers.agents in ("spawned", "web-ui") or answers.relation == "parent-child"
+    return pick.scheme == "pipe" and parent
+
+
+def _caveats(pick: Pick, answers: Answers) -> list[str]:
+    """What the user must know or add for the answers given."""
+    out = _security(pick, answers)
+    if answers.tells_failure and _spawn_tells(pick, answers):
+        out.append(
+            "the parent tells a failed child from one that finished (recv raises ChannelBroken "
+            "with its exit code or signal; EndOfChannel for exit 0), but the child sees a "
+            "killed parent as end of input: stdio(exit_on_parent_death=True) ends it then "
+            "(docs/mechanisms/spawn.md)"
+        )
+    return out
 
 
 def _security(pick: Pick, answers: Answers) -> list[str]:
@@ -448,7 +471,7 @@ def _from_measurements(
                 )
             continue
         cand = Candidate(pick, seen.title, seen.url, None, f"measured here: {text}")
-        cand.caveats = _security(pick, answers)
+        cand.caveats = _caveats(pick, answers)
         cand.claims = _claims(cand, answers, bench, size)
         found.append(cand)
     return sorted(found, key=lambda c: [cl.measured.value for cl in c.claims][:1])
@@ -520,7 +543,7 @@ def advise(
                         # not the rule's reason, which is for its first pick
                         because = f"rule {rule.id}'s next choice after {rule.picks[0].label}"
                     cand = Candidate(pick, seen.title, seen.url, rule, because)
-                    cand.caveats = _security(pick, answers)
+                    cand.caveats = _caveats(pick, answers)
                     candidates.append(cand)
         steps.append(step)
     warnings: list[str] = []
