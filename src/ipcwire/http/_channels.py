@@ -22,6 +22,7 @@ from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
+from ipcwire.http._request import Undecodable
 from ipcwire.http._session import HIGH_WATER, LOW_WATER, Session
 
 __all__ = ["AioServerChannel", "ServerChannel"]
@@ -63,6 +64,7 @@ class ServerChannel(Channel):
         self._queued = 0
         self._unsent = 0
         self._end_exc: IpcwireError | None = None
+        self._held: tuple[Any, int] | None = None  # taken by recv_many, raised next
         self._closed = False
         self._failure = ""  # a with block left by an exception: the client is told this
         self._n = _Counters()
@@ -158,15 +160,23 @@ class ServerChannel(Channel):
             if isinstance(item, _Wake):
                 q.put(item)  # for the next receive
                 break
+            if type(item[0]) is Undecodable:
+                self._held = item  # its error, at the next receive
+                break
             out.append(item[0])
             nbytes += item[1]
         self._received(out, nbytes)
         return out
 
     def _get(self, timeout: float | None) -> tuple[Any, int]:
-        """The next message and its size; raises at the end, on close, or at the timeout."""
+        """The next message and its size; raises at the end, on close, or at the timeout, and
+        in the place of a message that did not decode."""
         if self._closed:
             raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
+        held = self._held
+        if held is not None:
+            self._held = None
+            return self._checked(held)
         wait = limit(timeout, self.url)
         try:
             if wait is None:
@@ -184,6 +194,14 @@ class ServerChannel(Channel):
             if self._closed or self._end_exc is None:
                 raise ChannelClosed(f"{self.url} is closed", endpoint=self.url)
             raise self._end_exc
+        return self._checked(item)
+
+    def _checked(self, item: tuple[Any, int]) -> tuple[Any, int]:
+        """``item``, or its error if it did not decode (its bytes taken off the queue)."""
+        obj = item[0]
+        if type(obj) is Undecodable:
+            self._received([], item[1])
+            raise obj.error
         return item
 
     def _received(self, out: list[Any], nbytes: int) -> None:
@@ -338,6 +356,12 @@ class AioServerChannel(AioChannel):
         nbytes = 0
         while inbox and (limit is None or len(out) < limit):
             obj, n = inbox.popleft()
+            if type(obj) is Undecodable:  # (it did not decode: its error, in its place)
+                if out:
+                    inbox.appendleft((obj, n))
+                    break
+                self._queued -= n
+                raise obj.error
             out.append(obj)
             nbytes += n
         self._queued -= nbytes

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from ipcwire._core.codecs import BytesCodec, Codec
+from ipcwire._core.wire import checked_decode
 from ipcwire.aio._timeouts import within
 from ipcwire.errors import IpcwireError
 from ipcwire.http._frames import FrameSplitter
@@ -28,7 +29,17 @@ from ipcwire.http._protocol import (
     media_type_matches,
 )
 
-__all__ = ["RequestReader", "asked_wait", "reply_wait", "seconds"]
+__all__ = ["RequestReader", "Undecodable", "asked_wait", "reply_wait", "seconds"]
+
+
+class Undecodable:
+    """A channel's message that did not decode, in its place in the inbox: receiving it
+    raises ``error`` (RemoteProtocolError naming the endpoint); the next one comes after."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: IpcwireError) -> None:
+        self.error = error
 
 
 def _too_large(size: int, limit: int, *, exact: bool) -> Problem:
@@ -46,9 +57,18 @@ class RequestReader:
     seconds without a byte of the body (``handshake_timeout``)."""
 
     def __init__(
-        self, codec: Codec, ctype: str, *, max_frame: int, max_batch: int, idle: float
+        self,
+        codec: Codec,
+        ctype: str,
+        *,
+        max_frame: int,
+        max_batch: int,
+        idle: float,
+        url: str,
     ) -> None:
         self._codec = codec
+        # a channel's message that does not decode is delivered as this error, in its place
+        self._checked = checked_decode(codec, url)
         self._raw = isinstance(codec, BytesCodec)
         self._ctype = ctype
         self._max_frame = max_frame
@@ -110,14 +130,29 @@ class RequestReader:
                 400, "malformed", f"the body is not valid {self._codec.name}: {exc}"
             ) from None
 
+    def _in_place(self, data: bytes | memoryview) -> tuple[Any, int]:
+        """A channel's message decoded; one that does not decode becomes an
+        :class:`Undecodable` in its place (its receiver gets the error, then the next one),
+        as on every other mechanism: a 400 for the whole body lost the good messages with it,
+        and broke the client's channel."""
+        if self._raw and type(data) is bytes:
+            return data, len(data)
+        try:
+            return self._checked(memoryview(data)), len(data)
+        except IpcwireError as exc:
+            return Undecodable(exc), len(data)
+
     async def messages(self, request: web.BaseRequest) -> list[tuple[Any, int]]:
+        """The messages a channel's POST brings (a body that is not of the codec's or the
+        batch's media type is 415; one that is not the codec's format is each message's
+        error, in its place)."""
         ctype = request.headers.get("Content-Type")
         if ctype is None or ctype == self._ctype:  # one message (the common case, in short)
-            return [self._decode(await self.body(request, self._max_frame))]
+            return [self._in_place(await self.body(request, self._max_frame))]
         if ctype.partition(";")[0].strip().lower() == BATCH_TYPE:
-            return [self._decode(p) for p in await self._batch(request)]
+            return [self._in_place(p) for p in await self._batch(request)]
         self._check_type(ctype)
-        return [self._decode(await self.body(request, self._max_frame))]
+        return [self._in_place(await self.body(request, self._max_frame))]
 
     async def _batch(self, request: web.BaseRequest) -> list[bytes]:
         """The messages of a batch body, split as its chunks arrive (each message's bytes

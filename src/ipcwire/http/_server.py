@@ -82,6 +82,7 @@ class HttpServer(Endpoints):
             max_frame=self._max_frame,
             max_batch=self._max_batch,
             idle=options.handshake_timeout,
+            url=url,
         )
         self._token = options.token
         self._new_channel = new_channel
