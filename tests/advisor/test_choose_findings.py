@@ -144,3 +144,14 @@ def test_spawned_agents_that_must_tell_failure_still_get_spawn() -> None:
     assert any("ChannelBroken" in c and "exit_on_parent_death" in c for c in rec["caveats"])
     # an unrelated pair still needs a mechanism that tells failure from both ends
     assert choose_json("--tells-failure")["recommended"]["scheme"] != "pipe"
+
+
+def test_a_latency_needs_a_unit_and_no_requirement_is_zero() -> None:
+    """--latency 10 silently meant 10 µs; --latency 0us and --throughput 0 were accepted."""
+    for args, words in ((("--latency", "10"), "has no unit"),
+                        (("--latency", "0us"), "more than 0"),
+                        (("--throughput", "0"), "leave it out")):  # fmt: skip
+        out = choose(*args)
+        assert out.returncode == 2, (args, out.stdout)
+        assert args[0] in out.stderr and words in out.stderr
+    assert choose("--latency", "10us", "--throughput", "1GB/s").returncode == 0

@@ -127,7 +127,7 @@ class Answers:
 
 
 _QUESTION_BY_KEY: Final = {q.key: q for q in QUESTIONS}
-_LATENCY_UNITS: Final = {"": 1.0, "ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
+_LATENCY_UNITS: Final = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
 _SIZE_UNITS: Final = {
     "": 1,
     "b": 1,
@@ -143,15 +143,19 @@ _NUMBER: Final = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Zµ/]*
 
 
 def parse_latency(text: str) -> float:
-    """``"10us"`` -> 10.0 (microseconds); units ns, us (or µs), ms, s; a bare number is µs.
+    """``"10us"`` -> 10.0 (microseconds); units ns, us (or µs), ms, s (a unit is required).
 
     Raises:
-        ValueError: not a duration.
+        ValueError: not a duration, no unit, or zero.
     """
     m = _NUMBER.match(text)
     unit = m.group(2).lower() if m else ""
+    if m is not None and not unit:
+        raise ValueError(f"{text!r} has no unit: write it like 10us, 500ns or 2ms")
     if m is None or unit not in _LATENCY_UNITS:
         raise ValueError(f"{text!r} is not a latency: write it like 10us, 500ns or 2ms")
+    if float(m.group(1)) == 0:
+        raise ValueError(f"{text!r}: no round trip takes no time; ask for more than 0")
     return float(m.group(1)) * _LATENCY_UNITS[unit]
 
 
@@ -160,12 +164,14 @@ def parse_throughput(text: str) -> float:
     MiB, GiB, each optionally followed by /s.
 
     Raises:
-        ValueError: not a throughput.
+        ValueError: not a throughput, or zero.
     """
     m = _NUMBER.match(text)
     unit = m.group(2).lower().removesuffix("/s") if m else ""
     if m is None or unit not in _SIZE_UNITS:
         raise ValueError(f"{text!r} is not a throughput: write it like 1GB/s or 200MB/s")
+    if float(m.group(1)) == 0:
+        raise ValueError(f"{text!r}: a throughput of 0 is no requirement; leave it out")
     return float(m.group(1)) * _SIZE_UNITS[unit]
 
 
@@ -187,10 +193,13 @@ def parse_answer(key: str, text: str) -> object:
         if value.lower() in _NO:
             return False
         raise ValueError(f"{q.flag}: answer yes or no, not {text!r}")
-    if q.kind == "latency":
-        return None if value.lower() in ("", "none", "-") else parse_latency(value)
-    if q.kind == "throughput":
-        return None if value.lower() in ("", "none", "-") else parse_throughput(value)
+    if q.kind in ("latency", "throughput"):
+        if value.lower() in ("", "none", "-"):
+            return None
+        try:
+            return parse_latency(value) if q.kind == "latency" else parse_throughput(value)
+        except ValueError as exc:
+            raise ValueError(f"{q.flag}: {exc}") from None
     matches = (
         [value] if value in q.choices else [c for c in q.choices if value and c.startswith(value)]
     )
