@@ -155,3 +155,14 @@ def test_a_latency_needs_a_unit_and_no_requirement_is_zero() -> None:
         assert out.returncode == 2, (args, out.stdout)
         assert args[0] in out.stderr and words in out.stderr
     assert choose("--latency", "10us", "--throughput", "1GB/s").returncode == 0
+
+
+def test_the_idle_sleep_warning_does_not_quote_what_the_user_did_not_say(
+    tmp_path: Path,
+) -> None:
+    """'you said it must sleep when idle' when the user had not (it is the default)."""
+    bench = _bench(tmp_path, [("shm", "spin", "round_trip", 0.8),
+                              ("unix", "park", "round_trip", 45.0)])  # fmt: skip
+    data = choose_json("--latency", "1us", "--bench", bench)
+    [spin] = [w for w in data["warnings"] if "keeps a core busy" in w]
+    assert "you said" not in spin and "the default" in spin

@@ -466,8 +466,9 @@ def _from_measurements(
             if pick.spins and answers.idle_sleep:
                 warnings.append(
                     f"On this machine only {pick.label} reached what you asked for ({text}), "
-                    f"and it keeps a core busy while waiting; you said it must sleep when "
-                    f"idle. Relax the requirement, or allow spinning (--idle-sleep no)."
+                    f"and it keeps a core busy while waiting, while the answer must sleep when "
+                    f"idle (--idle-sleep yes, the default). Relax the requirement, or allow "
+                    f"spinning (--idle-sleep no)."
                 )
             continue
         cand = Candidate(pick, seen.title, seen.url, None, f"measured here: {text}")
