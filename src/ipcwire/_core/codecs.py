@@ -13,6 +13,7 @@ A custom codec is any object with ``name``, ``encode(obj) -> bytes-like`` and
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
@@ -24,7 +25,16 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 
-__all__ = ["CODECS", "DECODE_ERRORS", "Codec", "encode_message", "get_codec"]
+__all__ = [
+    "CODECS",
+    "DECODE_ERRORS",
+    "ENCODE_ERRORS",
+    "Codec",
+    "encode_message",
+    "encoder_for",
+    "get_codec",
+    "unsendable",
+]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -34,6 +44,14 @@ Buffer = bytes | bytearray | memoryview
 # limit (``[`` a thousand times: 1 KiB from any peer). Catch all three wherever a
 # peer's bytes are decoded.
 DECODE_ERRORS: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+# What encoding raises for an object its codec cannot take: msgspec's EncodeError, TypeError
+# (an unsupported type), OverflowError (an int over 64 bits in MessagePack), and, let through
+# as they are, UnicodeEncodeError (a str with a lone surrogate, "\ud800") and RecursionError
+# (a list nested deeper than the recursion limit).
+ENCODE_ERRORS: Final = (
+    TypeError, msgspec.EncodeError, OverflowError, UnicodeEncodeError, RecursionError
+)  # fmt: skip
 
 
 @runtime_checkable
@@ -79,7 +97,7 @@ class _MsgspecCodec:
     def encode(self, obj: Any) -> Buffer:
         try:
             return self._encoder.encode(obj)  # type: ignore[no-any-return]
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             raise LocalProtocolError(
                 f"cannot encode {type(obj).__name__} as {self.name}: {exc}"
             ) from exc
@@ -87,7 +105,7 @@ class _MsgspecCodec:
     def encode_into(self, obj: Any, buf: bytearray, offset: int) -> None:
         try:
             self._encoder.encode_into(obj, buf, offset)
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             raise LocalProtocolError(
                 f"cannot encode {type(obj).__name__} as {self.name}: {exc}"
             ) from exc
@@ -109,7 +127,7 @@ class PickleCodec:
     def encode(self, obj: Any) -> Buffer:
         try:
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        except Exception as exc:  # (an object's own __reduce__ may raise anything)
             raise LocalProtocolError(f"cannot pickle {type(obj).__name__}: {exc}") from exc
 
     def decode(self, data: memoryview) -> Any:
@@ -174,7 +192,10 @@ def encode_message(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
         FrameTooLarge: over ``limit``; nothing was sent.
         LocalProtocolError: the codec cannot encode ``obj``.
     """
-    data = codec.encode(obj)
+    try:
+        data = codec.encode(obj)
+    except LocalProtocolError as exc:
+        raise unsendable(exc, url) from exc.__cause__
     if type(data) is not bytes:
         data = bytes(data)  # the caller may reuse its buffer once send() returns
     if len(data) > limit:
@@ -186,3 +207,26 @@ def encode_message(codec: Codec, obj: Any, limit: int, url: str) -> bytes:
             endpoint=url,
         )
     return data
+
+
+def unsendable(exc: LocalProtocolError, endpoint: str | None) -> LocalProtocolError:
+    """A codec's refusal to encode (the shared codecs know no endpoint), naming the endpoint
+    the message was for: "cannot encode C as json: ... (not sent to unix:///x.sock)"."""
+    if exc.endpoint is not None or endpoint is None:
+        return exc
+    return LocalProtocolError(f"{exc} (not sent to {endpoint})", endpoint=endpoint)
+
+
+def encoder_for(codec: Codec, endpoint: str | None) -> Callable[[Any], Buffer]:
+    """``codec.encode``, its refusals naming ``endpoint`` (:func:`unsendable`)."""
+    encode = codec.encode
+    if endpoint is None:
+        return encode
+
+    def encode_for_endpoint(obj: Any) -> Buffer:
+        try:
+            return encode(obj)
+        except LocalProtocolError as exc:
+            raise unsendable(exc, endpoint) from exc.__cause__
+
+    return encode_for_endpoint

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from ipcwire._core.codecs import BytesCodec, Codec, _MsgspecCodec
+from ipcwire._core.codecs import BytesCodec, Codec, _MsgspecCodec, encoder_for, unsendable
 from ipcwire._core.framing import (
     DEFAULT_MAX_FRAME,
     FRAMINGS,
@@ -130,11 +130,15 @@ class WireFormat:
             endpoint=self.endpoint,
         )
 
+    @property
+    def encoder(self) -> Callable[[Any], Any]:
+        """The codec's ``encode``, its refusals naming this channel's endpoint (for drivers
+        that hand a whole message to their transport rather than :meth:`pack` it)."""
+        return encoder_for(self.codec, self.endpoint)
+
     def _unsendable(self, exc: LocalProtocolError) -> LocalProtocolError:
         """A codec's refusal to encode, naming the endpoint it was for."""
-        if exc.endpoint is not None or self.endpoint is None:
-            return exc
-        return LocalProtocolError(f"{exc} (not sent to {self.endpoint})", endpoint=self.endpoint)
+        return unsendable(exc, self.endpoint)
 
     def _pack_raw(self, obj: Any) -> Packed:
         if type(obj) is bytes:
@@ -170,7 +174,7 @@ class WireFormat:
                 return HEADER.pack(size) + payload
             return self._pack_line(obj)
         except LocalProtocolError as exc:
-            raise self._unsendable(exc) from None
+            raise self._unsendable(exc) from exc.__cause__
 
     def _pack_line(self, obj: Any) -> Buffer:
         enc_into = self._encode_into
@@ -222,7 +226,7 @@ class WireFormat:
                 out += self._pack_line(obj)
             return out
         except LocalProtocolError as exc:
-            raise self._unsendable(exc) from None
+            raise self._unsendable(exc) from exc.__cause__
 
     @property
     def is_raw(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ipcwire._core.codecs import encoder_for
 from ipcwire._core.wire import WireFormat
 from ipcwire.errors import FrameTooLarge
 
@@ -16,7 +17,10 @@ def encode(wire: WireFormat, obj: Any, text: bool, url: str) -> bytes:
     Raises:
         FrameTooLarge, LocalProtocolError.
     """
-    data = obj.encode() if text and isinstance(obj, str) else bytes(wire.codec.encode(obj))
+    if text and isinstance(obj, str):
+        data = obj.encode()
+    else:
+        data = bytes(encoder_for(wire.codec, url)(obj))
     if len(data) > wire.max_frame:
         raise FrameTooLarge(
             f"message of {len(data)} bytes not copied to {url}: over max_frame={wire.max_frame}",

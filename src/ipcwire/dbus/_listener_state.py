@@ -18,6 +18,7 @@ from typing import Any
 
 from dbus_fast import Message
 
+from ipcwire._core.codecs import encoder_for
 from ipcwire._core.handshake import ServerHandshake
 from ipcwire._core.wire import WireFormat
 from ipcwire.dbus._proto import (
@@ -92,7 +93,7 @@ class ListenerState(abc.ABC):
         """
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
-        data = bytes(self._options.codec.encode(obj))
+        data = bytes(encoder_for(self._options.codec, self.url)(obj))
         if len(data) > MAX_MESSAGE:  # the system bus would drop this connection for it
             raise FrameTooLarge(
                 f"event of {len(data)} bytes not published by {self.url}: over the limit of "

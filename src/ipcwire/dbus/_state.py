@@ -135,7 +135,7 @@ class ChannelState(abc.ABC):
         self._path = path
         self._chan = chan
         self._wire = wire
-        self._encode = wire.codec.encode
+        self._encode = wire.encoder
         self._decode = wire.decode
         self._limit = min(wire.send_limit, MAX_MESSAGE)
         self._max_frame = wire.max_frame

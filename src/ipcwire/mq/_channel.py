@@ -75,7 +75,7 @@ class ChannelCore:
         self._in = inbound
         self._out = outbound
         self._wire = wire
-        self._encode = wire.codec.encode
+        self._encode = wire.encoder
         self._decode = wire.decode
         self._raw = wire.is_raw  # bytes codec: the received bytes are the message
         self._limit = wire.send_limit

@@ -62,7 +62,7 @@ class AioShmChannel(AioChannel):
         self._rx = link.rx
         self._wire = wire
         self._raw = wire.is_raw
-        self._encode: Callable[[Any], Any] = wire.codec.encode
+        self._encode: Callable[[Any], Any] = wire.encoder
         self._decode: Callable[[Any], Any] = wire.decode
         # what a recv_many batch left after a message that did not decode (decode_batch)
         self._held: deque[Any] = deque()

@@ -73,7 +73,7 @@ class ShmChannel(Channel):
         if wire.is_raw:  # bytes in, bytes out: straight into the C extension
             self.send = tx.send  # type: ignore[method-assign,assignment]
             self.recv = rx.recv  # type: ignore[method-assign]
-        self._encode: Callable[[Any], Any] = wire.codec.encode
+        self._encode: Callable[[Any], Any] = wire.encoder
         self._decode: Callable[[Any], Any] = wire.decode
         # what a recv_many batch left after a message that did not decode (decode_batch)
         self._held: deque[Any] = deque()

@@ -103,7 +103,7 @@ class ChannelCore:
         self.url = url
         self._store = store
         self._wire = wire
-        self._encode = wire.codec.encode
+        self._encode = wire.encoder
         self._decode = wire.decode
         self._max_frame = wire.max_frame
         self._cfg = cfg

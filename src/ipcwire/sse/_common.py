@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.codecs import BytesCodec, encoder_for
 from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._exposure import warn_if_exposed
@@ -176,7 +176,7 @@ class ServerChannelBase:
         self._stream = stream
         self._server = server
         codec = settings.options.codec
-        self._encode_payload = codec.encode
+        self._encode_payload = encoder_for(codec, settings.url)  # (refusals name the URL)
         self._text = codec.name == "json"
         self._closed = False
         self._limit = stream.send_limit

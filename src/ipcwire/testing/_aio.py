@@ -33,11 +33,13 @@ from ipcwire.testing._samples import (
     expect,
     expect_failure_told,
     expect_five_of_ten,
+    expect_unsendable,
     max_size_for,
     payload,
     same,
     tagged,
     tagged_sizes,
+    unencodable,
 )
 
 __all__ = ["acheck_channel", "apair_from_url"]
@@ -90,6 +92,7 @@ async def acheck_channel(
     if caps.reliable and caps.message_boundaries:
         await _concurrent_senders(make_pair, caps)
         await _concurrent_receivers(make_pair, caps)
+    await _unsendable(make_pair, caps)
     await _timeouts(make_pair)
     await _close_semantics(make_pair, caps)
     if caps.tells_failure and caps.bidirectional:
@@ -250,6 +253,23 @@ async def _empty_and_max(make_pair: AMakePair, caps: Capabilities) -> None:
         await a.send(b"after", timeout=_WAIT)
         got = await b.recv(timeout=_WAIT)
         expect(got == b"after", f"after an oversized send the next message was {got!r:.60}")
+
+
+async def _unsendable(make_pair: AMakePair, caps: Capabilities) -> None:
+    """As the blocking check: refused with LocalProtocolError naming the endpoint, nothing
+    sent, the channel goes on."""
+    async with make_pair(codec="json") as (a, b):
+        for what, obj in unencodable():
+            err: BaseException | None = None
+            try:
+                await a.send(obj, timeout=_WAIT)
+            except Exception as exc:  # (the check says what it was)
+                err = exc
+            expect_unsendable(err, what, a.url)
+        if caps.reliable:
+            await a.send({"after": "refusals"}, timeout=_WAIT)
+            got = await b.recv(timeout=_WAIT)
+            expect(got == {"after": "refusals"}, f"after the refusals, received {got!r:.60}")
 
 
 async def _timeouts(make_pair: AMakePair) -> None:

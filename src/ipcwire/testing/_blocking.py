@@ -32,11 +32,13 @@ from ipcwire.testing._samples import (
     expect,
     expect_failure_told,
     expect_five_of_ten,
+    expect_unsendable,
     max_size_for,
     payload,
     same,
     tagged,
     tagged_sizes,
+    unencodable,
 )
 
 __all__ = ["check_channel", "pair_from_url"]
@@ -100,6 +102,7 @@ def check_channel(
     if caps.reliable and caps.message_boundaries:
         _concurrent_senders(make_pair, caps)
         _concurrent_receivers(make_pair, caps)
+    _unsendable(make_pair, caps)
     _timeouts(make_pair, caps)
     _close_semantics(make_pair, caps)
     if caps.tells_failure and caps.bidirectional:
@@ -286,6 +289,23 @@ def _empty_and_max(make_pair: MakePair, caps: Capabilities) -> None:
         a.send(b"after", timeout=_WAIT)
         got = b.recv(timeout=_WAIT)
         expect(got == b"after", f"after an oversized send the next message was {got!r:.60}")
+
+
+def _unsendable(make_pair: MakePair, caps: Capabilities) -> None:
+    """What the codec cannot encode is refused by send() with LocalProtocolError naming the
+    endpoint, nothing of it is sent, and the channel goes on."""
+    with make_pair(codec="json") as (a, b):
+        for what, obj in unencodable():
+            err: BaseException | None = None
+            try:
+                a.send(obj, timeout=_WAIT)
+            except Exception as exc:  # (the check says what it was)
+                err = exc
+            expect_unsendable(err, what, a.url)
+        if caps.reliable:
+            a.send({"after": "refusals"}, timeout=_WAIT)
+            got = b.recv(timeout=_WAIT)
+            expect(got == {"after": "refusals"}, f"after the refusals, received {got!r:.60}")
 
 
 def _timeouts(make_pair: MakePair, caps: Capabilities) -> None:

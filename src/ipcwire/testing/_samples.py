@@ -157,3 +157,31 @@ def check_tagged(got: list[Any], senders: int, sizes: list[int], *, ordered: boo
         )
         if ordered:
             expect(seqs == sorted(seqs), f"sender {sender}'s messages arrived out of order")
+
+
+class _Unencodable:
+    """An object of a class no codec but pickle knows."""
+
+
+def unencodable() -> list[tuple[str, Any]]:
+    """Objects codec='json' cannot encode, each with what it is: a class it does not know, a
+    str with a lone surrogate, a list nested deeper than the recursion limit."""
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(10_000):
+        inner.append([])
+        inner = inner[0]
+    return [("an object of a class", _Unencodable()), ("a lone surrogate", "\ud800"),
+            ("a list nested 10000 deep", deep)]  # fmt: skip
+
+
+def expect_unsendable(exc: BaseException | None, what: str, url: str) -> None:
+    """``send(what)`` raised LocalProtocolError naming the endpoint (not a bare TypeError,
+    UnicodeEncodeError or RecursionError)."""
+    from ipcwire.errors import LocalProtocolError
+
+    expect(
+        isinstance(exc, LocalProtocolError) and exc.endpoint == url and url in str(exc),
+        f"send() of {what} with codec='json' raised {exc!r:.200}; want LocalProtocolError "
+        f"naming {url}",
+    )

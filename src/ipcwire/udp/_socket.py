@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ipcwire._core.codecs import BytesCodec
+from ipcwire._core.codecs import BytesCodec, encoder_for
 from ipcwire._core.framing import NdjsonDecoder
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import translate
@@ -216,7 +216,7 @@ class DatagramFormat:
         # most max_frame, without its newline, as NdjsonDecoder checks them), so any datagram.
         self.recv_limit = max_datagram(family) if self.ndjson else options.max_frame
         self.recv_size = min(self.recv_limit, max_datagram(family)) + 1
-        self._encode = options.codec.encode
+        self._encode = encoder_for(options.codec, options.url)
         self.decode = options.codec.decode
         self._raw = isinstance(options.codec, BytesCodec)
 

@@ -14,7 +14,7 @@ from websockets import exceptions as ws_exceptions
 from websockets.exceptions import ConnectionClosed, InvalidStatus, PayloadTooBig
 from websockets.frames import CloseCode
 
-from ipcwire._core.codecs import Codec
+from ipcwire._core.codecs import Codec, unsendable
 from ipcwire._core.ending import error_reason, failed_error
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
@@ -163,7 +163,10 @@ def check_payload(codec: Codec, obj: Any, limit: int, url: str) -> bytes | bytea
         FrameTooLarge: over the peer's limit.
         LocalProtocolError: the codec cannot encode it.
     """
-    payload = codec.encode(obj)
+    try:
+        payload = codec.encode(obj)
+    except LocalProtocolError as exc:
+        raise unsendable(exc, url) from exc.__cause__
     if type(payload) is bytes:
         size = len(payload)
     else:
