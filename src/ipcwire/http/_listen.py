@@ -40,20 +40,41 @@ LISTEN_KW: Final = (
 
 
 def bind_endpoint(
-    endpoint: Endpoint, kw: dict[str, Any], *, backlog: int, mode: int, max_sessions: object
+    endpoint: Endpoint,
+    kw: dict[str, Any],
+    *,
+    backlog: int,
+    mode: int,
+    max_sessions: object,
+    tls: bool,
 ) -> tuple[socket.socket, HttpAddress, Callable[[], None]]:
     """Check ``listen``'s options and bind: the listening socket, the address it really has
-    (port 0 resolved), its cleanup.
+    (port 0 resolved), its cleanup. ``tls``: whether ``ssl=`` was given.
 
     Raises:
         ConfigurationError: an unknown option, ``max_sessions`` not a whole number of at
-            least 1 or None (or as :func:`~ipcwire.http._address.bind`).
+            least 1 or None, ``https://`` without ``ssl=`` or ``ssl=`` with ``http://`` (or
+            as :func:`~ipcwire.http._address.bind`).
         AddressInUse, PermissionDenied, InvalidURL: with the fix.
     """
     reject_unknown(kw, endpoint, LISTEN_KW)
     max_sessions_option(endpoint.url, max_sessions)
     addr = resolve(endpoint, listening=True)
-    return bind(addr, endpoint.url, backlog=backlog, mode=mode)
+    url = endpoint.url
+    # (as ws and sse: an https:// listener served plain HTTP under its https:// URL, and an
+    # http:// one with ssl= served TLS under an http:// URL its clients could not use)
+    if addr.tls and not tls:
+        raise ConfigurationError(
+            f"listening at {url} needs ssl=SSLContext with a certificate "
+            f"(ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); "
+            f"ctx.load_cert_chain(cert, key)), or use http://",
+            endpoint=url,
+        )
+    if tls and not addr.tls:
+        raise ConfigurationError(
+            f"ssl= is for https:// URLs; listen at https://... instead of {url}", endpoint=url
+        )
+    return bind(addr, url, backlog=backlog, mode=mode)
 
 
 def make_server(

@@ -187,7 +187,12 @@ async def listen(
     """
     policy = OriginPolicy.build(origins, endpoint.url)  # (refused before anything is bound)
     sock, real, cleanup = bind_endpoint(
-        endpoint, kw, backlog=backlog, mode=mode, max_sessions=max_sessions
+        endpoint,
+        kw,
+        backlog=backlog,
+        mode=mode,
+        max_sessions=max_sessions,
+        tls=ssl is not None,
     )
     listener = AioHttpListener(real, cleanup)
     url = listener.url
