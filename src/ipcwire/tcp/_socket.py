@@ -43,7 +43,6 @@ __all__ = [
     "keepalive_option",
     "peer_info",
     "resolve",
-    "warn_if_exposed",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -217,28 +216,6 @@ def _bind_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | OSEr
             endpoint=url,
         )
     return exc
-
-
-def warn_if_exposed(url: str, host: str, *, token: bytes | None, tls: bool) -> None:
-    """Log a warning when a listener at ``url`` (bound to ``host``) takes connections from
-    other machines with neither a token nor TLS: anyone who can reach the port is a client."""
-    if token is not None or tls:
-        return
-    try:
-        ip = ipaddress.ip_address(host.split("%", maxsplit=1)[0])  # (fe80::1%eth0)
-    except ValueError:
-        return
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return
-    log.warning(
-        "%s listens beyond this machine with no token and no TLS: anyone who can "
-        "reach the port can connect, send it messages and read its replies. Pass token= "
-        "(a shared secret) and ssl= (an SSLContext), or listen on 127.0.0.1 for clients on "
-        "this machine only",
-        url,
-    )
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,6 +9,7 @@ import ssl as _ssl  # the module; `ssl` is also a parameter name below
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._exposure import warn_if_exposed
 from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_connect import aio_connect_stream
@@ -25,7 +26,6 @@ from ipcwire.tcp._socket import (
     keepalive_option,
     peer_info,
     resolve,
-    warn_if_exposed,
 )
 
 __all__ = ["connect", "listen"]

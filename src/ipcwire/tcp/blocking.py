@@ -8,6 +8,7 @@ import ssl
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._exposure import warn_if_exposed
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.connect import connect_stream
 from ipcwire._stream.listener import StreamListener
@@ -21,7 +22,6 @@ from ipcwire.tcp._socket import (
     keepalive_option,
     peer_info,
     resolve,
-    warn_if_exposed,
 )
 
 __all__ = ["connect", "listen"]
