@@ -232,9 +232,19 @@ def runtime_dir() -> str:
     return tempfile.gettempdir()
 
 
+# For several users: a directory they share (group-owned, writable by the server's user only;
+# systemd's RuntimeDirectory=), not one user's runtime directory (0700) nor /tmp (squatting).
+_SHARED_DIR = "/run/app/"
+
+
 def _url(pick: Pick, spec: MechanismSpec, answers: Answers) -> str:
     url = pick.url or spec.example_url or f"{pick.scheme}:"
-    if answers.os == this_os() and _EXAMPLE_DIR in url:
+    if answers.users == "several" and spec.scheme in _PERMISSIONS:
+        if _EXAMPLE_DIR in url:
+            url = url.replace(_EXAMPLE_DIR, _SHARED_DIR)
+        elif spec.scheme == "shm":  # shm://NAME's socket is in a 0700 directory of its user's
+            url = f"shm://{_SHARED_DIR}app.sock"
+    elif answers.os == this_os() and _EXAMPLE_DIR in url:
         url = url.replace(_EXAMPLE_DIR, runtime_dir().rstrip("/") + "/")
     if pick.wait:
         url += ("&" if "?" in url else "?") + f"{wait_option(spec)}={pick.wait}"
@@ -331,9 +341,50 @@ def _spawn_tells(pick: Pick, answers: Answers) -> bool:
     return pick.scheme == "pipe" and parent
 
 
+# Who may use a mechanism whose files are 0600 (docs/mechanisms/<scheme>.md): how to let
+# another user in, and how to know who the server is.
+_PERMISSIONS = {
+    "unix": "the socket is created 0600, so processes of other users are refused "
+    "(PermissionDenied); to let them in, listen with mode=0o660 and a group the users share, "
+    "and allow_uids=[their uids]; connect with allow_uids=[the server's uid] to check who "
+    "listens before anything is sent. Any user can take a name in a world-writable directory "
+    "such as /tmp first (squatting): it is no security boundary; put the socket in a directory "
+    'only the server\'s user can write (docs/mechanisms/unix.md, "Who is the server?")',
+    "shm": "its socket is created 0600 (shm://NAME's in a 0700 directory of your own), so "
+    "processes of other users are refused; to let them in, listen on shm:///dir/app.sock in a "
+    "directory they share, with mode=0o660 and a group the users share, and allow_uids=[their "
+    "uids]; a name in a world-writable directory such as /tmp can be taken first by any user "
+    '(squatting) (docs/mechanisms/shm.md; docs/mechanisms/unix.md, "Who is the server?")',
+    "fifo": "the FIFO is created 0600, so processes of other users are refused; to let them "
+    "in, listen with mode=0o660 and a group the users share (a FIFO has no allow_uids=: its "
+    "mode and directory decide who may write it); an existing FIFO that is not yours is "
+    "refused, so put it in a directory only the listener's user can write, not /tmp "
+    '(docs/mechanisms/fifo.md; docs/mechanisms/unix.md, "Who is the server?")',
+}
+
+
+def _permissions(pick: Pick) -> list[str]:
+    """Who may connect to each part of the pick whose files are 0600, and how to share it."""
+    return [_PERMISSIONS[name] for name in (pick.scheme, *pick.also) if name in _PERMISSIONS]
+
+
+def _because(because: str, pick: Pick, answers: Answers) -> str:
+    """The reason shown for a candidate; for several users it says how they share it."""
+    shared = _permissions(pick) if answers.users == "several" else []
+    if not shared:
+        return because
+    return (
+        f"{because}; several users: {'; '.join(shared)}; the URL is in {_SHARED_DIR} "
+        "(a directory the users share, writable only by the server's user: systemd's "
+        "RuntimeDirectory=, or created by root)"
+    )
+
+
 def _caveats(pick: Pick, answers: Answers) -> list[str]:
     """What the user must know or add for the answers given."""
     out = _security(pick, answers)
+    if answers.users != "several":  # for several users it is part of the why
+        out += [f"one user only: {text}" for text in _permissions(pick)]
     if answers.tells_failure and _spawn_tells(pick, answers):
         out.append(
             "the parent tells a failed child from one that finished (recv raises ChannelBroken "
@@ -471,7 +522,9 @@ def _from_measurements(
                     f"spinning (--idle-sleep no)."
                 )
             continue
-        cand = Candidate(pick, seen.title, seen.url, None, f"measured here: {text}")
+        cand = Candidate(
+            pick, seen.title, seen.url, None, _because(f"measured here: {text}", pick, answers)
+        )
         cand.caveats = _caveats(pick, answers)
         cand.claims = _claims(cand, answers, bench, size)
         found.append(cand)
@@ -543,7 +596,9 @@ def advise(
                     if pick != rule.picks[0]:
                         # not the rule's reason, which is for its first pick
                         because = f"rule {rule.id}'s next choice after {rule.picks[0].label}"
-                    cand = Candidate(pick, seen.title, seen.url, rule, because)
+                    cand = Candidate(
+                        pick, seen.title, seen.url, rule, _because(because, pick, answers)
+                    )
                     cand.caveats = _caveats(pick, answers)
                     candidates.append(cand)
         steps.append(step)

@@ -68,6 +68,10 @@ QUESTIONS: Final[tuple[Question, ...]] = (
     Question("distance", "--distance", "Will the processes always share this machine, or "
              "may they move apart (other machines, containers that scale out)?", "distance",
              "choice", ("same-machine", "may-move")),
+    Question("users", "--users", "Do the processes run as one user, or as several users "
+             "(services of different accounts on one host)?", "users", "choice",
+             ("one", "several"),
+             "several: processes of different users on one host (socket modes, allow_uids=)"),
     Question("browser", "--browser", "Is a browser involved, and how? none; server-to-client "
              "(the page is pushed updates); both-ways; request-reply", "browser", "choice",
              ("none", "server-to-client", "both-ways", "request-reply")),
@@ -98,7 +102,8 @@ QUESTIONS: Final[tuple[Question, ...]] = (
 @dataclass(frozen=True, slots=True)
 class Answers:
     """The situation to advise on. Defaults describe the common case: two unrelated processes
-    on one machine, both ways, request/reply, no numbers required, sleeping when idle."""
+    on one machine, of one user, both ways, request/reply, no numbers required, sleeping when
+    idle."""
 
     relation: str = "unrelated"
     agents: str = "none"
@@ -106,6 +111,7 @@ class Answers:
     direction: str = "both"
     receivers: str = "one"
     distance: str = "same-machine"
+    users: str = "one"
     browser: str = "none"
     pattern: str = "request-reply"
     typed_rpc: bool = False

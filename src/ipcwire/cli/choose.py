@@ -99,8 +99,9 @@ def _from_flags(args: argparse.Namespace) -> dict[str, object]:
 
 def relevant(q: Question, answered: dict[str, object]) -> bool:
     """Whether ``q`` can still matter: a requirement reads it, or a rule that mentions it has
-    no condition already failing on the answers given so far."""
-    if any(c.key == q.key for r in REQUIREMENTS for c in r.when) or q.key == "os":
+    no condition already failing on the answers given so far (``os`` and ``users`` always:
+    they change the URLs and the reasons)."""
+    if any(c.key == q.key for r in REQUIREMENTS for c in r.when) or q.key in ("os", "users"):
         return True
     for rule in RULES:
         if any(c.key == q.key for c in rule.when) and all(
