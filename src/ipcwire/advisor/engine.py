@@ -12,7 +12,9 @@
    unmeasured pick never ahead of the rules' answer (a note says how to measure it). A round
    trip asked of a one-way mechanism does not apply to it (it is not demoted for it); every
    part of a combined pick is judged; a note says when the numbers changed the order.
-3. The first pick is the recommendation, the second the runner-up.
+3. The first pick is the recommendation, the second the runner-up. When nothing survives, a
+   warning names the requirement that leaves the fewest mechanisms, what those lack of the
+   rest, and the flags to drop (or, for durable messages, a broker outside ipcwire).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from typing import Any
 
 from ipcwire.advisor.evidence import BenchResults, Measured, size_text
 from ipcwire.advisor.questions import QUESTIONS, Answers, describe_value, this_os
-from ipcwire.advisor.rules import REQUIREMENTS, RULES, Condition, Pick, Rule, holds
+from ipcwire.advisor.rules import REQUIREMENTS, RULES, Condition, Pick, Requirement, Rule, holds
 from ipcwire.errors import InvalidURL
-from ipcwire.registry import MechanismSpec, lookup
+from ipcwire.registry import MechanismSpec, lookup, mechanisms
 
 __all__ = [
     "Advice",
@@ -570,6 +572,73 @@ def _no_driver_notes(path: list[Step]) -> list[str]:
     return out
 
 
+_FLAGS = {q.key: q.flag for q in QUESTIONS}
+
+
+def _flags(req: Requirement) -> str:
+    """The flags that ask for a requirement: ``--durable``, ``--distance may-move``."""
+    out = []
+    for c in req.when:
+        if c.op == "=" and c.value is True:
+            out.append(_FLAGS[c.key])
+        elif c.op == "=":
+            out.append(f"{_FLAGS[c.key]} {c.value}")
+        else:
+            out.append(_FLAGS[c.key])
+    return " ".join(dict.fromkeys(out))
+
+
+def _nothing_fits(answers: Answers) -> list[str]:
+    """When no pick survives: the requirement that leaves the fewest mechanisms, what those
+    lack of the rest, and what to do (drop one; for durable, a message broker outside
+    ipcwire)."""
+    values = answers.as_dict()
+    # two one-way channels make a pair both ways; sleeping when idle is the wait policy's
+    active = [
+        r
+        for r in REQUIREMENTS
+        if holds(r.when, values) is None
+        and r.capability not in ("bidirectional", "sleeps_when_idle")
+    ]
+    specs = [
+        s
+        for s in mechanisms()
+        if no_driver(s) is None and any(answers.os.startswith(p) for p in s.capabilities.platforms)
+    ]
+    if len(active) < 2:
+        return []
+
+    def having(req: Requirement) -> list[MechanismSpec]:
+        return [s for s in specs if getattr(s.capabilities, req.capability)]
+
+    rarest = min(active, key=lambda r: len(having(r)))
+    lacked: list[Requirement] = []
+    parts = []
+    for spec in having(rarest):
+        caps = spec.capabilities
+        lacks = [r for r in active if r is not rarest and not getattr(caps, r.capability)]
+        if lacks:
+            lacked += [r for r in lacks if r not in lacked]
+            what = "; ".join(f"{r.why} ({_flags(r)})" for r in lacks)
+            parts.append(f"{spec.title} ({spec.scheme}) does that, but it cannot meet: {what}")
+    found = "; ".join(parts) or "no registered mechanism here does"
+    if len(having(rarest)) == 1:
+        found = "only " + found
+    drop = [_flags(r) for r in (rarest, *lacked)]
+    text = (
+        f"Nothing here has everything asked for: {rarest.why} ({_flags(rarest)}): {found}. "
+        f"Drop {'one of ' if len(drop) > 1 else ''}{', '.join(drop)}"
+    )
+    if answers.durable:
+        text += (
+            ", or put a message broker between the processes, outside ipcwire: a message-queue "
+            "server (a database-backed queue, or an AMQP broker such as RabbitMQ) keeps messages "
+            "across crashes, serves processes on other machines, and redelivers a message whose "
+            "consumer died before acknowledging it"
+        )
+    return [text + "."]
+
+
 def advise(
     answers: Answers,
     bench: BenchResults | None = None,
@@ -642,6 +711,8 @@ def advise(
             "No measurements of this machine were used: pass --bench results.json (from "
             "`ipcwire bench --json results.json`) or --measure to see each candidate's numbers."
         )
+    if not candidates:
+        warnings += _nothing_fits(answers)
     chosen = candidates[:2]
     rule_ids = [c.rule.id for c in chosen if c.rule is not None]
     last = max((i for i, s in enumerate(steps) if s.rule.id in rule_ids), default=len(steps) - 1)
