@@ -35,6 +35,6 @@ def test_several_users_get_a_shared_directory_and_the_why() -> None:
 
 
 def test_the_interactive_questions_ask_about_users() -> None:
-    # relation, agents, direction, distance (receivers: not for both ways), then users
-    data = choose_json("-i", stdin="\n" * 4 + "several\n" + "\n" * 30)
+    # relation, agents, direction, receivers, distance, then users
+    data = choose_json("-i", stdin="\n" * 5 + "several\n" + "\n" * 30)
     assert data["answers"]["users"] == "several"

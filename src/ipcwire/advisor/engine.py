@@ -313,6 +313,8 @@ def consider(pick: Pick, answers: Answers) -> Considered:
             continue  # two one-way channels, one each way
         elif req.capability == "tells_failure" and _spawn_tells(pick, answers):
             continue  # the parent watching its children is the side that asks
+        elif req.capability == "multi_client" and _spawns_each(pick, answers):
+            continue  # the parent spawns each agent: a pair of pipes per agent
         elif not any(getattr(s.capabilities, req.capability) for s in specs):
             return Considered(
                 pick,
@@ -380,6 +382,12 @@ def _because(because: str, pick: Pick, answers: Answers) -> str:
         "(a directory the users share, writable only by the server's user: systemd's "
         "RuntimeDirectory=, or created by root)"
     )
+
+
+def _spawns_each(pick: Pick, answers: Answers) -> bool:
+    """Whether the pick is spawn()'s pipes to agents the parent spawns, each with pipes of its
+    own: several receivers without one listener serving them (the registry's multi_client)."""
+    return pick.scheme == "pipe" and answers.agents in ("spawned", "web-ui")
 
 
 def _caveats(pick: Pick, answers: Answers) -> list[str]:

@@ -129,6 +129,8 @@ REQUIREMENTS: Final[tuple[Requirement, ...]] = (
     Requirement((_c("pattern", "!=", "fire-and-forget"),), "reliable",
                 "every message must arrive (not fire-and-forget)"),
     Requirement((_eq("idle_sleep", True),), "sleeps_when_idle", "it must sleep when idle"),
+    Requirement((_eq("receivers", "several"),), "multi_client",
+                "several receivers each need a channel from one producer"),
 )  # fmt: skip
 
 _SPAWN = "ipcwire.spawn([...]) in the parent, ipcwire.stdio() in the child"
