@@ -19,6 +19,19 @@ class FailsOnBad:
         return bytes(data)
 
 
+class JsonAsIs:
+    """A codec named json whose messages are the bytes given (a peer with a bug, or in
+    another language, sending what JSON decoders refuse)."""
+
+    name = "json"
+
+    def encode(self, obj: Any) -> Any:
+        return obj
+
+    def decode(self, data: memoryview) -> Any:
+        return bytes(data)
+
+
 def receive_all(ch: Any, last: bytes = b"end", timeout: float = 10) -> list[object]:
     """What ``ch.recv_many`` returns until ``last`` arrives, with "error" where a call raised
     RemoteProtocolError (a message that did not decode)."""

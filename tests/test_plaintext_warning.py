@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests._loops import AioRun
+from tests.tcp.test_exposed_warning import _listen_both, _warnings
 from tests.ws._tls import tls_contexts
 
 import ipcwire
-from ipcwire import aio
 from ipcwire._exposure import warn_if_exposed
 
 # (plain URL on every interface, the TLS scheme the warning names)
@@ -26,28 +25,6 @@ EXPOSED = [
     ("grpc://0.0.0.0:0", "grpcs://"),
     ("sse+http://0.0.0.0:0/events", "sse+https://"),
 ]
-
-
-def _listen_both(url: str, aio_run: AioRun, **kw: Any) -> list[str]:
-    """Listen at ``url`` with each API; the real URL each got."""
-    urls = []
-    with ipcwire.listen(url, **kw) as lst:
-        urls.append(lst.url)
-
-    async def main() -> None:
-        async with await aio.listen(url, **kw) as alst:
-            urls.append(alst.url)
-
-    aio_run(main())
-    return urls
-
-
-def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "ipcwire" and r.levelno == logging.WARNING
-    ]
 
 
 @pytest.mark.parametrize(("url", "tls_scheme"), EXPOSED)

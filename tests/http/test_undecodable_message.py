@@ -11,23 +11,12 @@ import threading
 from typing import Any
 
 import pytest
+from tests._codecs import JsonAsIs
 
 import ipcwire
 from ipcwire import aio
 from ipcwire.channel import Channel
 from ipcwire.errors import RemoteProtocolError
-
-
-class _AsIs:
-    """A codec whose messages are the bytes given, named json (a client with a bug)."""
-
-    name = "json"
-
-    def encode(self, obj: Any) -> Any:
-        return obj
-
-    def decode(self, data: memoryview) -> Any:
-        return bytes(data)
 
 
 def _send_all(client: Channel) -> None:
@@ -42,7 +31,7 @@ def test_blocking_server_delivers_the_error_in_place() -> None:
         box: list[Channel] = []
         t = threading.Thread(target=lambda: box.append(lst.accept(timeout=10)))
         t.start()
-        client = ipcwire.connect(lst.url, codec=_AsIs(), timeout=10)
+        client = ipcwire.connect(lst.url, codec=JsonAsIs(), timeout=10)
         t.join(10)
         server = box[0]
         _send_all(client)
@@ -64,7 +53,7 @@ def test_asyncio_server_delivers_the_error_in_place() -> None:
     async def main() -> list[Any]:
         async with await aio.listen("http://127.0.0.1:0/api", codec="json") as lst:
             accepting = asyncio.ensure_future(lst.accept(timeout=10))
-            client = await asyncio.to_thread(ipcwire.connect, lst.url, codec=_AsIs(), timeout=10)
+            client = await asyncio.to_thread(ipcwire.connect, lst.url, codec=JsonAsIs(), timeout=10)
             server = await accepting
             await asyncio.to_thread(_send_all, client)
             got: list[Any] = []
@@ -87,7 +76,7 @@ def test_a_request_without_a_channel_still_gets_400() -> None:
         threading.Thread(
             target=lst.serve, args=(lambda ch: ch.send(ch.recv()),), daemon=True
         ).start()
-        client = ipcwire.connect(lst.url, codec=_AsIs(), session=False, timeout=10)
+        client = ipcwire.connect(lst.url, codec=JsonAsIs(), session=False, timeout=10)
         with pytest.raises(RemoteProtocolError, match="400"):
             client.request(b"\xff{", timeout=10)
         client.close()

@@ -5,29 +5,16 @@ not valid json", with no endpoint."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from tests._codecs import JsonAsIs
 
 import ipcwire
 from ipcwire.errors import RemoteProtocolError
 
 
-class _AsIs:
-    """A codec whose messages are the bytes given, named json (a server with a bug)."""
-
-    name = "json"
-
-    def encode(self, obj: Any) -> Any:
-        return obj
-
-    def decode(self, data: memoryview) -> Any:
-        return bytes(data)
-
-
 def test_an_undecodable_event_names_the_stream_and_is_skipped() -> None:
     with (
-        ipcwire.listen("sse+http://127.0.0.1:0/ev", codec=_AsIs()) as lst,
+        ipcwire.listen("sse+http://127.0.0.1:0/ev", codec=JsonAsIs()) as lst,
         ipcwire.connect(lst.url, codec="json", timeout=10) as client,
     ):
         server = lst.accept(timeout=10)
