@@ -5,8 +5,10 @@ tmpfs on /tmp, in a mount namespace of the child's own (``unshare --mount``)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = """
 import json, os, ipcwire, ipcwire.unix.blocking, ipcwire.shm.blocking
@@ -24,11 +26,31 @@ print(json.dumps(out))
 """
 
 
+# In the child's mount namespace: /tmp becomes an empty read-only tmpfs, except for the
+# directories this interpreter and ipcwire live in when they are under /tmp (a checkout in
+# /tmp, as CI's may be), bound back from the old /tmp (kept on /mnt for that).
+READ_ONLY_TMP = """
+mount --bind /tmp /mnt && mount -t tmpfs none /tmp || exit 1
+for keep in $KEEP; do
+    mkdir -p "$keep" && mount --bind "/mnt${keep#/tmp}" "$keep" || exit 1
+done
+mount -o remount,ro /tmp && exec "$@"
+"""
+
+
+def _under_tmp() -> str:
+    """The directories the child needs that are under /tmp (space-separated)."""
+    import ipcwire
+
+    needed = {Path(sys.prefix).resolve(), Path(ipcwire.__file__).resolve().parents[1]}
+    return " ".join(sorted(str(p) for p in needed if p.parts[:2] == ("/", "tmp")))
+
+
 def test_listen_on_a_read_only_tmp_says_read_only() -> None:
     out = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o ro none /tmp && exec "$@"', "sh",
-         sys.executable, "-c", CHILD],
+        ["unshare", "--mount", "sh", "-c", READ_ONLY_TMP, "sh", sys.executable, "-c", CHILD],
         capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "KEEP": _under_tmp()},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     unix, shm, doctor = json.loads(out.stdout)
