@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,12 @@ def test_asyncio_timed_out_and_cancelled_requests_say_why(tmp_path: Path) -> Non
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("url", ["ws://127.0.0.1:0/x", "http://127.0.0.1:0/api"])
-def test_websocket_and_http_channels_say_why_too(url: str) -> None:
-    """ws, http: the same words, blocking and asyncio (they said only "URL is closed")."""
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1:0/x", "http://127.0.0.1:0/api", f"shm://iwcr{uuid.uuid4().hex[:8]}"]
+)
+def test_websocket_http_and_shm_channels_say_why_too(url: str) -> None:
+    """ws, http, shm: the same words, blocking and asyncio (they said only "URL is
+    closed")."""
     with ipcwire.listen(url) as lst:
         threading.Thread(target=lst.serve, args=(_silent,), daemon=True).start()
         ch = ipcwire.connect(lst.url, timeout=10)

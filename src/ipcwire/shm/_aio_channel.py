@@ -25,9 +25,10 @@ from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within_at
 from ipcwire.aio.channel import AioChannel
-from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
+    ChannelClosed,
     FrameTooLarge,
     LocalProtocolError,
     Timeout,
@@ -159,21 +160,24 @@ class AioShmChannel(AioChannel):
     async def _take(self, get: Callable[[float], Any], deadline: float | None) -> Any:
         """``get(0)`` until it returns; park on the rx eventfd in between."""
         try:
-            return get(0)
-        except Timeout:
-            if deadline is not None and self._loop.time() >= deadline:
-                raise
-        while True:
-            if not self._rx.arm() and not await self._park("rx", deadline):
-                return get(0)  # the last chance; raises Timeout if still nothing
             try:
                 return get(0)
             except Timeout:
-                # something there but no whole message: a message still arriving, or a peer
-                # that never lets the ring run dry (each get(0) stops after a ring's worth)
                 if deadline is not None and self._loop.time() >= deadline:
                     raise
-                await asyncio.sleep(0)  # the other tasks of this loop meanwhile
+            while True:
+                if not self._rx.arm() and not await self._park("rx", deadline):
+                    return get(0)  # the last chance; raises Timeout if still nothing
+                try:
+                    return get(0)
+                except Timeout:
+                    # something there but no whole message: a message still arriving, or a peer
+                    # that never lets the ring run dry (each get(0) stops after a ring's worth)
+                    if deadline is not None and self._loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(0)  # the other tasks of this loop meanwhile
+        except ChannelClosed:  # (the ring's: the channel's words, and why)
+            raise closed_error(self) from None
 
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._held and not self._link.closed:
@@ -282,35 +286,35 @@ class AioShmChannel(AioChannel):
 
     async def _put(self, data: Any, deadline: float | None) -> None:
         """Send one message; ``deadline`` is the loop's time (None: no limit)."""
-        self._check_in_step()
-        tx = self._tx
-        off = tx.send_some(data, 0)  # checks the type and the size first
-        size = len(data) if type(data) is bytes else memoryview(data).nbytes
-        if off == size:
-            return
-        frag = tx.capacity // 4 - _RECORD
         try:
-            while off != size:
-                start = max(off, 0)
-                chunk = size - start if size <= frag else min(frag, size - start)
-                if not tx.arm(chunk) and not await self._park("tx", deadline):
-                    raise Timeout(
-                        f"send to {self.url} timed out"
-                        + (
+            self._check_in_step()
+            tx = self._tx
+            off = tx.send_some(data, 0)  # checks the type and the size first
+            size = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if off == size:
+                return
+            frag = tx.capacity // 4 - _RECORD
+            try:
+                while off != size:
+                    start = max(off, 0)
+                    chunk = size - start if size <= frag else min(frag, size - start)
+                    if not tx.arm(chunk) and not await self._park("tx", deadline):
+                        why = (
                             " part-way through a long message; the channel cannot send any more"
                             if off > 0
                             else ": the ring is full and the peer is not reading; nothing was sent"
-                        ),
-                        endpoint=self.url,
-                    )
-                off = max(tx.send_some(data, start), off)
-        except BaseException:
-            # a timeout, an error, or the task cancelled (asyncio.timeout() around the send)
-            # part-way through a long message: the fragments already in the ring are the
-            # start of a message that will never end, so nothing more may follow them
-            if off > 0:
-                self._send_broken = True
-            raise
+                        )
+                        raise Timeout(f"send to {self.url} timed out{why}", endpoint=self.url)
+                    off = max(tx.send_some(data, start), off)
+            except BaseException:
+                # a timeout, an error, or the task cancelled (asyncio.timeout() around the send)
+                # part-way through a long message: the fragments already in the ring are the
+                # start of a message that will never end, so nothing more may follow them
+                if off > 0:
+                    self._send_broken = True
+                raise
+        except ChannelClosed:  # (the ring's: the channel's words, and why)
+            raise closed_error(self) from None
 
     async def loan(self, size: int, *, timeout: float | None = None) -> memoryview:
         """A writable view of ``size`` bytes inside the sending ring; then :meth:`send_loan`."""

@@ -27,7 +27,7 @@ from ipcwire._deadline import limit
 from ipcwire._oserror import accept_failed, translate
 from ipcwire._stream.listener import log_text
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
+from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelClosed,
     ConnectionRefused,
@@ -79,13 +79,21 @@ class ShmChannel(Channel):
         self._held: deque[Any] = deque()
 
     # -- the channel API ----------------------------------------------------------------------
+    # (a closed ring's ChannelClosed is re-raised as the channel's: it says why, when a
+    # request() closed it; the raw fast paths bound in __init__ are unbound by close())
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        self._tx.send(self._encode(obj), timeout)
+        try:
+            self._tx.send(self._encode(obj), timeout)
+        except ChannelClosed:
+            raise closed_error(self) from None
 
     def recv(self, *, timeout: float | None = None) -> Any:
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, 1)[0]
-        return self._decode(self._rx.recv(timeout))
+        try:
+            return self._decode(self._rx.recv(timeout))
+        except ChannelClosed:
+            raise closed_error(self) from None
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._wire.is_raw:
@@ -93,24 +101,38 @@ class ShmChannel(Channel):
         else:
             items = [self._encode(obj) for obj in objs]
         if items:
-            self._tx.send_many(items, timeout)
+            try:
+                self._tx.send_many(items, timeout)
+            except ChannelClosed:
+                raise closed_error(self) from None
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, max_messages)
-        got: list[Any] = self._rx.recv_many(max_messages or 0, timeout)
+        try:
+            got: list[Any] = self._rx.recv_many(max_messages or 0, timeout)
+        except ChannelClosed:
+            raise closed_error(self) from None
         if self._wire.is_raw:
             return got
         return decode_batch(self._decode, got, self._held)
 
     def close(self) -> None:
+        self._unbind_fast_paths()
         self._link.close()
 
     def _close_after(self, exc: BaseException | None) -> None:
         # a with block (or serve() handler) left by an exception: the peer is told its type
+        self._unbind_fast_paths()
         self._link.close(error_reason(exc))
+
+    def _unbind_fast_paths(self) -> None:
+        """The raw channel's send/recv are the ring's own (bound in __init__): once closed,
+        the methods above answer, in the channel's words."""
+        self.__dict__.pop("send", None)
+        self.__dict__.pop("recv", None)
 
     @property
     def closed(self) -> bool:
