@@ -452,6 +452,7 @@ class Listener(abc.ABC):
         ends = DropLog(self.url, "handlers ended by an error")
 
         def run(ch: Channel) -> None:
+            logged: Exception | None = None
             try:
                 with ch:  # (an exception's goodbye tells the client, after the log)
                     try:
@@ -460,9 +461,11 @@ class Listener(abc.ABC):
                         pass
                     except Exception as exc:
                         log_handler_end(ch.url, ch.peer, exc, ends)
+                        logged = exc
                         raise
-            except Exception:  # noqa: S110 (logged above; the close told the client)
-                pass
+            except Exception as exc:
+                if exc is not logged:  # (the close failed: after a handler that ended well)
+                    log_handler_end(ch.url, ch.peer, exc, ends)
             finally:
                 with lock:
                     active.pop(ch, None)

@@ -266,6 +266,7 @@ class AioListener(abc.ABC):
         ends = DropLog(self.url, "handlers ended by an error")
 
         async def run(ch: AioChannel) -> None:
+            logged: Exception | None = None
             try:
                 async with ch:  # (an exception's goodbye tells the client, after the log)
                     try:
@@ -274,9 +275,11 @@ class AioListener(abc.ABC):
                         pass
                     except Exception as exc:
                         log_handler_end(ch.url, ch.peer, exc, ends)
+                        logged = exc
                         raise
-            except Exception:  # noqa: S110 (logged above; the close told the client)
-                pass
+            except Exception as exc:
+                if exc is not logged:  # (the close failed: after a handler that ended well)
+                    log_handler_end(ch.url, ch.peer, exc, ends)
             finally:
                 if slots is not None:
                     slots.release()
