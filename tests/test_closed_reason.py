@@ -84,10 +84,16 @@ def test_asyncio_timed_out_and_cancelled_requests_say_why(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    "url", ["ws://127.0.0.1:0/x", "http://127.0.0.1:0/api", f"shm://iwcr{uuid.uuid4().hex[:8]}"]
+    "url",
+    [
+        "ws://127.0.0.1:0/x",
+        "http://127.0.0.1:0/api",
+        f"shm://iwcr{uuid.uuid4().hex[:8]}",
+        "udp://127.0.0.1:0",
+    ],
 )
-def test_websocket_http_and_shm_channels_say_why_too(url: str) -> None:
-    """ws, http, shm: the same words, blocking and asyncio (they said only "URL is
+def test_websocket_http_shm_and_udp_channels_say_why_too(url: str) -> None:
+    """ws, http, shm, udp: the same words, blocking and asyncio (they said only "URL is
     closed")."""
     with ipcwire.listen(url) as lst:
         threading.Thread(target=lst.serve, args=(_silent,), daemon=True).start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire.aio._timeouts import within
@@ -26,6 +27,8 @@ class MessageQueue:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # the channel this is the queue of, weakly (its ChannelClosed says why it closed)
+        self.channel: Callable[[], object | None] = lambda: None
         self.items: deque[tuple[Any, Address] | IpcwireError] = deque()
         # each item's share of its datagram's bytes (the last message of a datagram carries
         # them all), and their sum: statistics().buffered_bytes
@@ -72,7 +75,7 @@ class MessageQueue:
     def take(self) -> tuple[Any, Address]:
         """The next item (one is queued, or the queue is closed); a queued error is raised."""
         if self.closed:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self.channel())
         item = self.items.popleft()
         self.nbytes -= self.sizes.popleft()
         if isinstance(item, IpcwireError):

@@ -28,6 +28,7 @@ from ipcwire._core.url import Endpoint, parse_url
 from ipcwire._deadline import not_a_number
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
+from ipcwire.channel import closed_error as channel_closed_error
 from ipcwire.errors import (
     ChannelClosed,
     ConfigurationError,
@@ -77,7 +78,10 @@ def address_url(addr: Any) -> str:
     return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
 
 
-def closed_error(url: str) -> ChannelClosed:
+def closed_error(url: str, channel: object | None = None) -> ChannelClosed:
+    """``URL is closed``; with the channel, also why, when a request() closed it."""
+    if channel is not None:
+        return channel_closed_error(channel)
     return ChannelClosed(f"{url} is closed", endpoint=url)
 
 

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ipcwire._deadline import limit
@@ -44,6 +45,8 @@ class SocketIO:
         self._owner = os.getpid()  # shutdown() only there: a forked child shares the socket
         self.fmt = fmt
         self.url = url
+        # the channel this is the socket of, weakly (its ChannelClosed says why it closed)
+        self.channel: Callable[[], object | None] = lambda: None
         self._buf = bytearray(fmt.recv_size)
         self._view = memoryview(self._buf)
         self._recv_into = sock.recvfrom_into
@@ -79,7 +82,7 @@ class SocketIO:
             wait = timeout
             while True:
                 if self.closed:
-                    raise closed_error(self.url)
+                    raise closed_error(self.url, self.channel())
                 flags = _MSG_TRUNC if wait is None else _MSG_TRUNC | _MSG_DONTWAIT
                 try:
                     n, addr = self._recv_into(self._view, 0, flags)
@@ -122,7 +125,7 @@ class SocketIO:
         timeout = limit(timeout, self.url)
         with self._wlock:
             if self.closed:
-                raise closed_error(self.url)
+                raise closed_error(self.url, self.channel())
             flags = 0 if timeout is None else _MSG_DONTWAIT
             try:
                 try:
@@ -164,7 +167,7 @@ class SocketIO:
 
     def _error(self, exc: OSError, doing: str) -> IpcwireError:
         if self.closed:
-            return closed_error(self.url)
+            return closed_error(self.url, self.channel())
         return os_error(exc, self.url, doing)
 
     def close(self) -> None:

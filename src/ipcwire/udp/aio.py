@@ -11,6 +11,7 @@ import abc
 import asyncio
 import socket
 import time
+import weakref
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
@@ -186,6 +187,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
     ) -> None:
         super().__init__(DatagramFormat(options, family), url, peer_addr)
         self._q = MessageQueue(url)
+        self._q.channel = weakref.ref(self)
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._closed = False
@@ -211,7 +213,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
 
     def _check_open(self) -> asyncio.DatagramTransport:
         if self._closed or self._transport is None:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self)
         return self._transport
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -251,7 +253,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
             Timeout, FrameTooLarge (dropped), ConnectionRefused (usable), ChannelClosed.
         """
         if self._closed:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self)
         if timeout == 0:
             self._drain(self._q)
         item = await self._q.get(timeout)
@@ -277,11 +279,12 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
     def __init__(self, listener: AioUdpListener, addr: Address) -> None:
         super().__init__(listener, addr)
         self._q = MessageQueue(self.url)
+        self._q.channel = weakref.ref(self)
         self._timer: asyncio.TimerHandle | None = None  # wakes a recv when the peer is idle
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed or self._listener._transport is None:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self)
         data = self._listener._fmt.pack(obj)
         self._listener._send(self.url, data, self.addr)
         self._active = time.monotonic()

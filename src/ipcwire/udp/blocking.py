@@ -20,6 +20,7 @@ import contextlib
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -82,6 +83,7 @@ class UdpChannel(ChannelCore, Channel):
         fmt = DatagramFormat(options, sock.family)
         super().__init__(fmt, url, peer_addr)
         self._io = SocketIO(sock, fmt, url)
+        self._io.channel = weakref.ref(self)
         self._pending: deque[tuple[Any, Address]] = deque()
 
     @property
@@ -134,7 +136,7 @@ class UdpChannel(ChannelCore, Channel):
             ConnectionRefused (connected mode: the peer is not there), ChannelClosed.
         """
         if self._io.closed:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self)
         while not self._pending:
             data, size, addr = self._io.recv(timeout)
             if data is None:
@@ -238,7 +240,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                 now = time.monotonic()  # idle time passed, or activity put it off: look again
                 wait = None if deadline is None else deadline - now
             if self._closed:
-                raise closed_error(self.url)
+                raise closed_error(self.url, self)
             item = self._queue.popleft()  # (done waiting, not closed: something is queued)
             self._queued_bytes -= self._sizes.popleft()
             if isinstance(item, IpcwireError):
@@ -248,7 +250,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
-            raise closed_error(self.url)
+            raise closed_error(self.url, self)
         data = self._listener._fmt.pack(obj)
         self._listener._io.send(data, self.addr, timeout)
         self._active = time.monotonic()
