@@ -34,6 +34,7 @@ and stops reading then.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -148,24 +149,34 @@ def create_end_pipe(up: str, mode: int, url: str) -> int | None:
     Raises:
         ResourceExhausted: out of descriptors (nothing is left behind).
     """
-    path = end_pipe_path(up)
+    return _make_fifo(end_pipe_path(up), _FLAGS, mode, url, "connecting to",
+                      "no end pipe (%s): the channel ends by its marker only")  # fmt: skip
+
+
+def _make_fifo(path: str, flags: int, mode: int, url: str, doing: str, why: str) -> int | None:
+    """Make the FIFO ``path`` and open it with ``flags``, then give it exactly ``mode``
+    (whatever the umask, as the queues); None, logged with ``why`` (``%s``: the error), when
+    it cannot be made or opened (nothing is left behind).
+
+    Raises:
+        ResourceExhausted: out of descriptors (``doing`` names the step in the message).
+    """
     try:
         os.mkfifo(path, 0o600)
     except OSError as exc:
-        log.info("%s: no end pipe (%s): the channel ends by its marker only", url, exc)
+        log.info("%s: " + why, url, exc)
         return None
     try:
-        fd = os.open(path, _FLAGS)
+        fd = os.open(path, flags)
     except OSError as exc:
-        remove_end_pipe(up)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         if exc.errno in OUT_OF_RESOURCES:
-            raise translate(exc, url, "connecting to") from exc
-        log.info("%s: no end pipe (%s): the channel ends by its marker only", url, exc)
+            raise translate(exc, url, doing) from exc
+        log.info("%s: " + why, url, exc)
         return None
-    try:
-        os.fchmod(fd, mode)  # exactly the mode asked for, whatever the umask (as the queues)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, mode)
     return fd
 
 
@@ -262,25 +273,10 @@ def make_life_pipe(up: str, mode: int, url: str) -> int | None:
     Raises:
         ResourceExhausted: out of descriptors (nothing is left behind).
     """
-    path = life_pipe_path(up)
-    try:
-        os.mkfifo(path, 0o600)
-    except OSError as exc:
-        log.info("%s: no life pipe (%s): a client's exit goes unseen", url, exc)
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as exc:
-        remove_life_pipe(up)
-        if exc.errno in OUT_OF_RESOURCES:
-            raise translate(exc, url, "accepting on") from exc
-        log.info("%s: no life pipe (%s): a client's exit goes unseen", url, exc)
-        return None
-    try:
-        os.fchmod(fd, mode)  # as the client's queues: a user they let in may open it
-    except OSError:
-        pass
-    return fd
+    # (mode: as the client's queues: a user they let in may open it)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+    return _make_fifo(life_pipe_path(up), flags, mode, url, "accepting on",
+                      "no life pipe (%s): a client's exit goes unseen")  # fmt: skip
 
 
 def open_life_pipe(up: str, url: str) -> int | None:
