@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
+from collections.abc import Callable
+
+from tests._proc import wait_until
 
 import ipcwire
 
@@ -20,13 +22,10 @@ BOUND = 10.0
 N = 10
 
 
-def _until(cond: object) -> None:
-    """A bounded poll (threads ending and collection give nothing to wait on)."""
-    deadline = time.monotonic() + BOUND
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "still not so after 10 s"
-        gc.collect()
-        time.sleep(0.01)
+def _until(cond: Callable[[], bool]) -> None:
+    """A bounded poll, collecting garbage each time (threads ending and collection give
+    nothing to wait on)."""
+    assert wait_until(lambda: gc.collect() >= 0 and cond(), BOUND), "still not so after 10 s"
 
 
 def test_dropped_clients_are_freed_when_the_server_closes() -> None:
@@ -41,7 +40,6 @@ def test_dropped_clients_are_freed_when_the_server_closes() -> None:
             return weakref.ref(c)  # the client is dropped, never closed
 
         once()  # (grpcio's own threads start with the first channel)
-        _until(lambda: True)
         base = threading.active_count()
         refs = [once() for _ in range(N)]
         _until(lambda: all(r() is None for r in refs))

@@ -18,6 +18,8 @@ import time
 import warnings
 from collections.abc import Callable
 
+from tests._proc import wait_until
+
 import ipcwire
 from ipcwire import aio
 
@@ -50,11 +52,8 @@ def fds_back(before: set[int], timeout: float = 5.0) -> set[int]:
 
 
 def poll_until(condition: Callable[[], bool], deadline: float) -> bool:
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
+    """``condition`` polled until ``deadline`` (``time.monotonic()``)."""
+    return wait_until(condition, max(0.0, deadline - time.monotonic()))
 
 
 def test_a_dropped_blocking_channel_shuts_its_child_down() -> None:
