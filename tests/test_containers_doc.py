@@ -3,8 +3,10 @@ names, directory and port made unique), and print what the page says they print.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -37,15 +39,26 @@ def test_a_shell_example_runs_as_written(block: str, tmp_path: Path) -> None:
         .replace("veth-ns", f"vn{n}")
         .replace("@ipc-demo", f"@ipc-demo-{n}")
         .replace(":7700", f":{free_port()}")
+        # a subnet of its own: two runs at once (CI beside a developer's) gave the host two
+        # routes to one address, and replies reached the other run's namespace
+        .replace("10.231.0.", f"10.231.{n % 256}.")
     )
     if "/tmp/ipc-demo" in block and "mkdir" not in block:
         (tmp_path / "d").mkdir()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # In a session of its own, so that its background servers (`ipcwire cat -l ... &`) go
+    # with it when it fails part-way or times out (the timeout only kills bash).
+    proc = subprocess.Popen(["bash", "-e", "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
     try:
-        out = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True,
-                             timeout=30, env=env, check=False)  # fmt: skip
+        stdout, stderr = proc.communicate(timeout=30)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert out.returncode == 0, out.stderr
     for expected in re.findall(r"# prints: (.*)", block):
         assert expected in out.stdout.splitlines(), (expected, out.stdout, out.stderr)

@@ -39,9 +39,14 @@ CLEAN = {
     "close": "ch.close()",
     "with": "with ch:\n    pass",
     "script end": "pass",
+    # recv() woken by a close() from another thread (serve()'s shutdown) raises it
+    "with ChannelClosed": "with ch:\n    raise ipcwire.errors.ChannelClosed('closed', endpoint='')",
+    "with sys.exit()": "with ch:\n    raise SystemExit",  # a program finishing as it meant to
+    "with sys.exit(0)": "with ch:\n    raise SystemExit(0)",
 }
 BROKEN = {
     "with raise": ("with ch:\n    raise ValueError('secret text')", "ValueError raised"),
+    "with sys.exit(3)": ("with ch:\n    raise SystemExit(3)", "SystemExit raised"),
     "uncaught": ("raise KeyError('secret text')", "KeyError uncaught"),
     "os._exit": ("os._exit(0)", "went away without closing"),
     "kill -9": ("os.kill(os.getpid(), 9)", "went away without closing"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ipcwire._api import connect, listen
+from ipcwire._core.codecs import Codec
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo
 from ipcwire.errors import (
     AddressInUse,
@@ -59,6 +60,7 @@ __all__ = [
     "ChannelBroken",
     "ChannelClosed",
     "ChannelStatistics",
+    "Codec",
     "ConfigurationError",
     "ConnectionRefused",
     "EndOfChannel",

@@ -20,7 +20,7 @@ from typing import Final
 
 from ipcwire.errors import ConfigurationError, Timeout
 
-__all__ = ["NO_LIMIT", "limit", "not_a_number", "seconds_left", "timeval"]
+__all__ = ["NO_LIMIT", "limit", "not_a_number", "not_seconds", "seconds_left", "timeval"]
 
 NO_LIMIT: Final = 1e9  # seconds (about 31 years): a longer timeout= is no limit
 _TIMEVAL: Final = struct.Struct("@ll")  # struct timeval (long seconds, microseconds)
@@ -37,16 +37,30 @@ def not_a_number(endpoint: str | None = None) -> ConfigurationError:
     )
 
 
+def not_seconds(timeout: object, endpoint: str | None = None) -> ConfigurationError:
+    """The error for a ``timeout=`` that is not a number (``"1"``, a list): a bare TypeError
+    from the arithmetic said neither which argument nor what it takes."""
+    where = f" for {endpoint}" if endpoint else ""
+    return ConfigurationError(
+        f"timeout={timeout!r}{where} is not a number of seconds ({type(timeout).__name__}): "
+        f"give an int or float (0 does not wait), or None to wait without a limit",
+        endpoint=endpoint,
+    )
+
+
 def limit(timeout: float | None, endpoint: str | None = None) -> float | None:
     """``timeout`` as a wait takes it: None (no limit) for one over :data:`NO_LIMIT`.
 
     Raises:
-        ConfigurationError: NaN (naming ``endpoint`` when given).
+        ConfigurationError: NaN, or not a number (naming ``endpoint`` when given).
     """
-    if timeout is None or timeout > NO_LIMIT:
-        return None
-    if math.isnan(timeout):
-        raise not_a_number(endpoint)
+    try:
+        if timeout is None or timeout > NO_LIMIT:
+            return None
+        if math.isnan(timeout):
+            raise not_a_number(endpoint)
+    except TypeError:  # (the check costs nothing on the common path: only here)
+        raise not_seconds(timeout, endpoint) from None
     return timeout
 
 
@@ -73,9 +87,12 @@ def timeval(timeout: float | None) -> bytes:
     Raises:
         ConfigurationError: NaN.
     """
-    if timeout is None or timeout > NO_LIMIT:
-        return _TIMEVAL.pack(0, 0)
-    if math.isnan(timeout):
-        raise not_a_number()
+    try:
+        if timeout is None or timeout > NO_LIMIT:
+            return _TIMEVAL.pack(0, 0)
+        if math.isnan(timeout):
+            raise not_a_number()
+    except TypeError:
+        raise not_seconds(timeout) from None
     usec = max(1, round(max(timeout, 0.0) * 1_000_000))
     return _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)

@@ -21,10 +21,13 @@ __all__ = [
     "ACCEPT_RETRY",
     "GAVE_UP",
     "OUT_OF_RESOURCES",
+    "UNREACHABLE",
     "accept_failed",
     "gave_up",
+    "no_answer",
     "translate",
     "translated",
+    "unreachable",
 ]
 
 # accept() failing with one of these leaves the client in the kernel's backlog and the socket
@@ -63,6 +66,75 @@ _PREPOSITIONS = frozenset({"on", "to", "from", "with", "in", "at", "for", "into"
 # peer's address (no answer to ARP, an ICMP message). Connecting keeps its Timeout.
 GAVE_UP = frozenset({errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _ESTABLISHED = frozenset({"receiving from", "sending to"})
+# A connect that found no way to the host: no route to it (locally, or a router's ICMP), or no
+# answer to ARP on its own network. Often passing (a route, a link or a neighbour coming back):
+# reconnect= retries it, as it retries a refusal.
+UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def unreachable_cause(exc: BaseException) -> OSError | None:
+    """The OSError under ``exc`` (its cause, or theirs) when it says the host is unreachable
+    (UNREACHABLE: a route or ARP that may come back), which connect() retries within
+    ``reconnect=`` as it does a refusal; None otherwise."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in UNREACHABLE:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def unreachable(
+    exc: OSError,
+    endpoint: str,
+    *,
+    reconnect: float | None,
+    retries: bool = True,
+    detail: str = "",
+) -> ChannelBroken:
+    """The error for a connect to ``endpoint`` that failed with ``exc`` (its errno in
+    UNREACHABLE), after retrying for ``reconnect`` seconds if that was given; ``retries``:
+    whether this connect() retries it under ``reconnect=`` (so may say to pass it);
+    ``detail``: the library's own words, added in parentheses."""
+    code = exc.errno or errno.EHOSTUNREACH
+    why = (
+        f"{_BROKEN.get(code, exc.strerror)} ({exc.strerror}: no route to it, or no answer on "
+        f"its network)"
+    )
+    more = f" ({detail})" if detail else ""
+    if reconnect:
+        return ChannelBroken(
+            f"cannot connect to {endpoint}: {why}, still after trying for {reconnect} s "
+            f"(reconnect=): check the address and the route (ip route get HOST), or pass a "
+            f"larger reconnect={more}",
+            endpoint=endpoint,
+        )
+    wait = "; or pass reconnect=SECONDS to keep trying until it is reachable" if retries else ""
+    return ChannelBroken(
+        f"cannot connect to {endpoint}: {why}: check the address and the route "
+        f"(ip route get HOST){wait}{more}",
+        endpoint=endpoint,
+    )
+
+
+def no_answer(endpoint: str, limit: float, reconnect: float | None) -> Timeout:
+    """The error for a connect attempt to ``endpoint`` that got no answer within ``limit``
+    seconds (its timeout=, which bounds each attempt; reconnect= does not retry it)."""
+    retry = (
+        f" (reconnect={reconnect} retries attempts that are refused or find no route, not one "
+        f"that gets no answer: raise timeout= too)"
+        if reconnect
+        else ""
+    )
+    return Timeout(
+        f"connecting to {endpoint} took over {limit} s (timeout=, the limit of each attempt): "
+        f"nothing answered: the host is down, or the network to it drops the packets (a "
+        f"partition, a firewall); check the address and the route, or pass a larger "
+        f"timeout= to wait longer{retry}",
+        endpoint=endpoint,
+    )
 
 
 def gave_up(exc: OSError, endpoint: str, doing: str) -> ChannelBroken | None:

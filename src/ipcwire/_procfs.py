@@ -44,12 +44,25 @@ __all__ = [
 _PROC = Path("/proc")
 
 
+def _read_text(path: Path) -> str:
+    """A /proc file as text: its bytes decoded as file names are (os.fsdecode), so a path in
+    it that is not valid text (a socket bound at b"/tmp/\\xff.sock", a mapped file, a
+    process's name) does not fail the read, and round-trips to the same bytes. Split files
+    holding paths at "\\n" only: str.splitlines() also splits at U+0085, U+2028 and others,
+    which a file name may hold.
+
+    Raises:
+        OSError: it cannot be read (the process is gone, or hidden).
+    """
+    return os.fsdecode(path.read_bytes())
+
+
 def unix_socket_inodes(path: str) -> set[int]:
     """Inodes of sockets bound to ``path`` (``@name`` for the abstract namespace)."""
     want = path
     found: set[int] = set()
     try:
-        lines = (_PROC / "net" / "unix").read_text().splitlines()[1:]
+        lines = _read_text(_PROC / "net" / "unix").split("\n")[1:]
     except OSError:
         return found
     for line in lines:
@@ -72,7 +85,7 @@ def tcp_listener_inodes(port: int, host: str | None = None) -> set[int]:
     found: set[int] = set()
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         try:
-            lines = (_PROC / "net" / name).read_text().splitlines()[1:]
+            lines = _read_text(_PROC / "net" / name).splitlines()[1:]
         except OSError:
             continue
         suffix = f":{port:04X}"
@@ -170,7 +183,7 @@ def unix_socket_table() -> list[UnixSocketEntry]:
     """Every named Unix socket of this network namespace (bound, listening or connected)."""
     out: list[UnixSocketEntry] = []
     try:
-        lines = (_PROC / "net" / "unix").read_text().splitlines()[1:]
+        lines = _read_text(_PROC / "net" / "unix").split("\n")[1:]
     except OSError:
         return out
     for line in lines:
@@ -214,7 +227,7 @@ def tcp_sockets(port: int | None = None, *, state: str | None = "LISTEN") -> lis
     out: list[TcpEntry] = []
     for name in ("tcp", "tcp6"):
         try:
-            lines = (_PROC / "net" / name).read_text().splitlines()[1:]
+            lines = _read_text(_PROC / "net" / name).splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -254,7 +267,7 @@ def fd_targets(pid: int) -> dict[int, str]:
 def fd_flags(pid: int, fd: int) -> int | None:
     """The open flags of descriptor ``fd`` of ``pid`` (O_WRONLY...), from fdinfo."""
     try:
-        for line in (_PROC / str(pid) / "fdinfo" / str(fd)).read_text().splitlines():
+        for line in _read_text(_PROC / str(pid) / "fdinfo" / str(fd)).splitlines():
             if line.startswith("flags:"):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
@@ -302,7 +315,7 @@ def proc_stat(pid: int, tid: int | None = None) -> ProcStat | None:
     """/proc/PID/stat (or one thread's) parsed; None when the process is gone."""
     path = _PROC / str(pid) / ("stat" if tid is None else f"task/{tid}/stat")
     try:
-        text = path.read_text()
+        text = _read_text(path)
     except OSError:
         return None
     left, right = text.find("("), text.rfind(")")
@@ -317,7 +330,7 @@ def proc_status(pid: int) -> dict[str, str]:
     """/proc/PID/status as a mapping ("SigIgn" -> "0000000000001000"...)."""
     out: dict[str, str] = {}
     try:
-        text = (_PROC / str(pid) / "status").read_text()
+        text = _read_text(_PROC / str(pid) / "status")
     except OSError:
         return out
     for line in text.splitlines():
@@ -339,7 +352,7 @@ def wchan(pid: int, tid: int | None = None) -> str | None:
     None when running or hidden."""
     path = _PROC / str(pid) / ("wchan" if tid is None else f"task/{tid}/wchan")
     try:
-        text = path.read_text().strip()
+        text = _read_text(path).strip()
     except OSError:
         return None
     return text if text and text != "0" else None
@@ -350,7 +363,7 @@ def current_syscall(pid: int, tid: int | None = None) -> tuple[int, tuple[int, .
     when running, not in a system call, or not readable (it needs ptrace access)."""
     path = _PROC / str(pid) / ("syscall" if tid is None else f"task/{tid}/syscall")
     try:
-        fields = path.read_text().split()
+        fields = _read_text(path).split()
     except OSError:
         return None
     if len(fields) < 2 or not fields[0].lstrip("-").isdigit() or int(fields[0]) < 0:
@@ -375,10 +388,10 @@ def mapped_files(pid: int) -> set[str]:
     """Paths of the files ``pid`` has mapped (/proc/PID/maps; "/memfd:name (deleted)" too)."""
     out: set[str] = set()
     try:
-        text = (_PROC / str(pid) / "maps").read_text()
+        text = _read_text(_PROC / str(pid) / "maps")
     except OSError:
         return out
-    for line in text.splitlines():
+    for line in text.split("\n"):
         fields = line.split(None, 5)
         if len(fields) == 6 and fields[5].startswith("/"):
             out.add(fields[5])
@@ -389,7 +402,7 @@ def lock_owners() -> dict[int, list[int]]:
     """Inode -> pids holding a lock on it (flock, POSIX and OFD locks, from /proc/locks)."""
     out: dict[int, list[int]] = {}
     try:
-        lines = (_PROC / "locks").read_text().splitlines()
+        lines = _read_text(_PROC / "locks").splitlines()
     except OSError:
         return out
     for line in lines:
@@ -423,10 +436,10 @@ def memory_maps(pid: int) -> list[Mapping]:
     """The file mappings of ``pid`` (anonymous memory left out)."""
     out: list[Mapping] = []
     try:
-        text = (_PROC / str(pid) / "maps").read_text()
+        text = _read_text(_PROC / str(pid) / "maps")
     except OSError:
         return out
-    for line in text.splitlines():
+    for line in text.split("\n"):
         fields = line.split(None, 5)
         if len(fields) != 6 or not fields[5].startswith("/"):
             continue

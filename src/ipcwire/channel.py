@@ -45,6 +45,19 @@ def closed_because(channel: object, why: str) -> None:
         state.setdefault(_CLOSED_BECAUSE, why)
 
 
+def cannot_pickle(obj: Any) -> TypeError:
+    """Why a channel or listener cannot be pickled: it is this process's connection (a
+    socket, a mapping, a thread), which another process cannot use. multiprocessing showed
+    "cannot pickle 'socket' object" (or '_native.Ring', or 'memoryview'), naming no way out."""
+    what = "listener" if hasattr(obj, "accept") else "channel"
+    return TypeError(
+        f"cannot pickle the {what} {getattr(obj, 'url', '?')!r}: it is this process's "
+        f"connection, which another process cannot use. Open it in the other process instead "
+        f"(a multiprocessing child: connect() or listen() in its target, given the URL); to "
+        f"hand a child a connection made beforehand, use ipcwire.pipe's ends, which pickle"
+    )
+
+
 def closed_error(channel: Any) -> ChannelClosed:
     """The ChannelClosed of ``channel``: "URL is closed", and why when the channel closed
     itself (a request() that timed out or was interrupted: the user's next call on a shared
@@ -283,6 +296,7 @@ class Channel(abc.ABC):
                 sent; the channel stays open).
             EndOfChannel, ChannelBroken: the peer went away before replying.
         """
+        limit(timeout, self.url)  # a timeout that is not one fails before anything is sent
         lock = self.__dict__.get("_ipcwire_turns")
         if lock is None:  # (setdefault: one lock, whichever thread makes it first)
             lock = self.__dict__.setdefault("_ipcwire_turns", threading.Lock())
@@ -304,9 +318,12 @@ class Channel(abc.ABC):
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt, a handler's SystemExit
                 # while its request was out: the reply may still come, and the next request
-                # would take it for its own. Closed, as when timeout= runs out.
+                # would take it for its own. Closed, as when timeout= runs out, and as
+                # promptly: a spawned child's shutdown goes on in the background (the exit
+                # waits for it). Before, close() ran it here: Ctrl-C took 2-4 s, and a
+                # notebook's kernel restart SIGTERMed the kernel mid-way, orphaning children.
                 closed_because(self, interrupted_request(f"interrupted ({type(exc).__name__})"))
-                self.close()
+                self._close_for_timeout()
             raise
         finally:
             lock.release()
@@ -326,9 +343,9 @@ class Channel(abc.ABC):
             ) from exc
 
     def _close_for_timeout(self) -> None:
-        """Close after :meth:`request`'s timeout passed; a driver whose :meth:`close` can take
-        longer than the caller's timeout (a child's shutdown) closes at once and finishes the
-        rest in the background."""
+        """Close after :meth:`request`'s timeout passed (or an interrupt cut it short); a
+        driver whose :meth:`close` can take longer than the caller's timeout (a child's
+        shutdown) closes at once and finishes the rest in the background."""
         self.close()
 
     def __iter__(self) -> Iterator[Any]:
@@ -351,6 +368,9 @@ class Channel(abc.ABC):
         """Close at the end of a ``with`` block that ``exc`` ended (None: it finished).
         Drivers that can tell the peer the block failed override it (docs/errors.md)."""
         self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise cannot_pickle(self)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -518,6 +538,9 @@ class Listener(abc.ABC):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise cannot_pickle(self)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "listening"

@@ -27,6 +27,8 @@ Every message says what happened, at which endpoint, and what to do about it.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AddressInUse",
     "AuthenticationFailed",
@@ -57,10 +59,14 @@ class IpcwireError(Exception):
     """
 
     endpoint: str | None
+    #: The errno an ``OSError`` subclass carries (``except OSError as e: e.errno == ...``);
+    #: None for the others.
+    _ERRNO: int | None = None
 
     def __init__(self, message: str, *, endpoint: str | None = None) -> None:
         super().__init__(message)
         self.endpoint = endpoint
+        _set_errno(self)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), str(self), self.__dict__))
@@ -70,7 +76,14 @@ def _rebuild(cls: type[IpcwireError], message: str, state: dict[str, object]) ->
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
+    _set_errno(err)
     return err
+
+
+def _set_errno(err: IpcwireError) -> None:
+    """OSError's own ``errno`` for the classes that have one (its message stays the text)."""
+    if err._ERRNO is not None and isinstance(err, OSError):
+        err.errno = err._ERRNO
 
 
 class ChannelClosed(IpcwireError):
@@ -84,10 +97,14 @@ class ChannelBroken(IpcwireError):
 class ConnectionRefused(ChannelBroken, ConnectionRefusedError):
     """Nothing is listening at the address (ECONNREFUSED, or no socket file)."""
 
+    _ERRNO = errno.ECONNREFUSED
+
 
 class ProgramNotFound(ChannelBroken, FileNotFoundError):
     """``spawn()`` could not find the program (not in PATH, no such file, a missing ``#!``
     interpreter or ``cwd=``); the FileNotFoundError is ``__cause__``."""
+
+    _ERRNO = errno.ENOENT
 
 
 class EndOfChannel(IpcwireError):
@@ -103,6 +120,9 @@ class FrameTooLarge(IpcwireError, ValueError):
 
     size: int
     limit: int
+    #: A length prefix's 4 bytes, when the size was read from one (b"" otherwise): text
+    #: there means the peer writes lines (see ``ServerHandshake.misframed``).
+    header: bytes = b""
 
     def __init__(self, message: str, *, size: int, limit: int, endpoint: str | None = None):
         super().__init__(message, endpoint=endpoint)

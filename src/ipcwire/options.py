@@ -79,22 +79,21 @@ class ChannelOptions:
                 f"token for {endpoint} must not be empty: give the shared secret, or no token",
                 endpoint=endpoint.url,
             )
-        try:
-            max_frame = int(kwargs.pop("max_frame", q.get("max_frame", DEFAULT_MAX_FRAME)))
-            handshake_timeout = float(
-                kwargs.pop(
-                    "handshake_timeout", q.get("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-                )
-            )
-        except (TypeError, ValueError) as exc:
+        raw_max = kwargs.pop("max_frame", q.get("max_frame", DEFAULT_MAX_FRAME))
+        max_frame = _whole_number(raw_max)
+        if max_frame is None or not 0 < max_frame <= MAX_LENGTH_PREFIX:
             raise ConfigurationError(
-                f"bad option for {endpoint}: {exc}", endpoint=endpoint.url
-            ) from None
-        if not 0 < max_frame <= MAX_LENGTH_PREFIX:
-            raise ConfigurationError(
-                f"max_frame={max_frame} for {endpoint}: must be from 1 to {MAX_LENGTH_PREFIX}",
+                f"max_frame={raw_max!r} for {endpoint}: give the largest message accepted, in "
+                f"bytes: a whole number from 1 to {MAX_LENGTH_PREFIX} (default "
+                f"{DEFAULT_MAX_FRAME}, 64 MiB)",
                 endpoint=endpoint.url,
             )
+        raw_hs = kwargs.pop(
+            "handshake_timeout", q.get("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        )
+        handshake_timeout = seconds_option(
+            raw_hs, "handshake_timeout", endpoint.url, f"default {DEFAULT_HANDSHAKE_TIMEOUT:g} s"
+        )
         codec = get_codec(codec_arg, authenticated=token is not None, endpoint=endpoint.url)
         if "mode" in kwargs:  # the mechanism's own option, but one rule for all of them
             kwargs["mode"] = file_mode(kwargs["mode"], endpoint.url)
@@ -140,6 +139,44 @@ class ChannelOptions:
             endpoint=self.url,
             goodbye=goodbye,
         )
+
+
+def _whole_number(value: object) -> int | None:
+    """An int from an int, a whole float or decimal digits (a URL's query gives text); None
+    otherwise (a bool, 1.5, "big")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():  # (1e6, 2.0**20)
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
+def seconds_option(value: object, name: str, url: str, default: str) -> float:
+    """An option that is a number of seconds (``handshake_timeout=``, ``reconnect=``), 0 or
+    more: an int, a float or, from a URL's query, its text; over NO_LIMIT is NO_LIMIT.
+
+    Raises:
+        ConfigurationError: anything else (negative, NaN, "soon", a bool), naming the option,
+            the value, the endpoint and what is accepted.
+    """
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = None
+    if seconds is None or not seconds >= 0:  # (NaN too)
+        raise ConfigurationError(
+            f"{name}={value!r} for {url}: give a number of seconds, 0 or more ({default})",
+            endpoint=url,
+        )
+    return min(seconds, NO_LIMIT)
 
 
 def connect_timeout(timeout: object, url: str) -> float:
@@ -210,6 +247,32 @@ def file_mode(value: object, url: str) -> int:
     return mode
 
 
+def unix_only(
+    url: str, unix_scheme: str, *, mode: int | None, allow_uids: object | None = None
+) -> None:
+    """Refuse, on a TCP listener, the options of a Unix socket: ``allow_uids=`` (TCP has no
+    peer credentials) and ``mode=`` (no socket file). They were accepted and ignored on ws://,
+    http:// and grpc://: allow_uids=[...] on ws:// let every local process in.
+
+    Raises:
+        ConfigurationError: naming the option, and the ``unix_scheme`` form that takes it.
+    """
+    if allow_uids is not None:
+        raise ConfigurationError(
+            f"allow_uids= needs {unix_scheme}:// ({url} is TCP, which has no peer "
+            f"credentials): listen at {unix_scheme}:///path/to/app.sock to admit processes by "
+            f"uid, or give the clients a token=",
+            endpoint=url,
+        )
+    if mode is not None:
+        raise ConfigurationError(
+            f"mode= is for a socket file: {unix_scheme}:///path/to/app.sock ({url} is TCP, "
+            f"which has no file to give permissions to; use token= to authenticate its "
+            f"clients)",
+            endpoint=url,
+        )
+
+
 def check_query(endpoint: Endpoint, mechanism_options: tuple[str, ...]) -> None:
     """Refuse query parameters that no option reads, before anything is opened: a misspelt
     ``?codc=json`` (or ``?unary=1``, a keyword-only option) was ignored without a word. The
@@ -241,6 +304,13 @@ def query_connect_options(
         ConfigurationError: a value that is not a number.
     """
     q = endpoint.params
+    if kw.get("reconnect") is not None:
+        kw["reconnect"] = seconds_option(
+            kw["reconnect"],
+            "reconnect",
+            endpoint.url,
+            "how long to keep retrying while nothing listens; None or 0: do not retry",
+        )
     for name in ("timeout", "reconnect"):
         given = timeout if name == "timeout" else kw.get(name)
         if given is not None or name not in q:
@@ -255,7 +325,9 @@ def query_connect_options(
         if name == "timeout":
             timeout = value
         else:
-            kw[name] = value
+            kw[name] = seconds_option(
+                value, "reconnect", endpoint.url, "in the query: how long to keep retrying"
+            )
     return timeout
 
 

@@ -57,7 +57,7 @@ threading.Event().wait()
 def in_new_pid_namespace(code: str, url: str) -> Iterator[subprocess.Popen[str]]:
     """``code`` run as pid 1 of a new pid namespace (same IPC namespace and /dev/shm)."""
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", sys.executable, "-c", code, url],
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", code, url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -176,7 +176,7 @@ def test_a_pair_made_in_another_pid_namespace_is_not_taken_for_abandoned(
     # the namespace's next pid is set (ns_last_pid) so that the client gets `pid` there
     script = f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid; "$0" -c "$1" "$2"; :'
     proc = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script]
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script]
         + [sys.executable, MADE_PAIR, url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

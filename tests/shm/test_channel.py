@@ -473,9 +473,10 @@ def test_asyncio_send_many_timeout_is_for_the_whole_batch(shm_url: Callable[[], 
 def test_asyncio_a_call_waiting_for_another_tasks_call_keeps_its_timeout(
     shm_url: Callable[[], str],
 ) -> None:
-    """Calls on one channel take turns; one waiting for another task's call gives up at its
+    """Sends on one channel take turns; one waiting for another task's send gives up at its
     own timeout (Timeout), as threads do on the blocking driver. It waited on the channel's
-    lock without one: recv(timeout=0.2) behind an untimed recv waited forever."""
+    lock without one: send(timeout=0.05) behind an untimed send waited forever. A second
+    task receiving is refused at once (LocalProtocolError, as on every mechanism: c1c18ed)."""
     url = shm_url()
 
     async def main() -> None:
@@ -492,16 +493,23 @@ def test_asyncio_a_call_waiting_for_another_tasks_call_keeps_its_timeout(
                     break
             sending = asyncio.ensure_future(c.send(b"y" * 500))
             await asyncio.sleep(0)  # both start and wait
-            calls: list[Callable[[], Awaitable[object]]] = [
+            receives: list[Callable[[], Awaitable[object]]] = [
                 lambda: c.recv(timeout=0.05),
                 lambda: c.recv_many(timeout=0.05),
                 lambda: c.recv_view(timeout=0),
+            ]
+            sends: list[Callable[[], Awaitable[object]]] = [
                 lambda: c.send(b"x", timeout=0.05),
                 lambda: c.send_many([b"x"], timeout=0.05),
                 lambda: c.loan(1, timeout=0),
             ]
             async with asyncio.timeout(10):  # (a guard: fails instead of hanging)
-                for call in calls:
+                for call in receives:
+                    with pytest.raises(
+                        ipcwire.errors.LocalProtocolError, match="another task is already receiving"
+                    ):
+                        await call()
+                for call in sends:
                     with pytest.raises(ipcwire.errors.Timeout, match="another task"):
                         await call()
             assert not receiving.done() and not sending.done()

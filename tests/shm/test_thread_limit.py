@@ -17,7 +17,7 @@ from tests._proc import child, wait_line
 
 import ipcwire
 import ipcwire.aio
-from ipcwire.errors import HandshakeError
+from ipcwire.errors import ResourceExhausted
 
 from ._pids import thread_limit
 
@@ -42,13 +42,13 @@ def test_a_client_without_a_thread_is_refused_and_the_next_is_served(
         assert wait_line(proc) == "ready"
         limit.add(proc.pid)
         limit.hold()  # no new thread in the server from now on
-        with pytest.raises(HandshakeError, match="cannot start a thread for this connection"):
+        with pytest.raises(ResourceExhausted, match="cannot start a thread for this connection"):
             ipcwire.connect(url, timeout=5)
 
         async def aio_client() -> None:
             await ipcwire.aio.connect(url, timeout=5)
 
-        with pytest.raises(HandshakeError, match="cannot start a thread for this connection"):
+        with pytest.raises(ResourceExhausted, match="cannot start a thread for this connection"):
             asyncio.run(aio_client())
         limit.lift()
         with ipcwire.connect(url, timeout=5) as ch:

@@ -358,6 +358,7 @@ def test_a_waiter_works_with_descriptor_numbers_over_1023() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.filterwarnings("ignore:.*ipcwire now handles SIGUSR1:RuntimeWarning")
 def test_asyncio_waiters_and_shutdown_share_a_signal_and_restore_its_handler() -> None:
     """Each AioSignalWaiter and graceful_shutdown replaced the loop's handler for its signals
     (only the newest heard them: a waiter on TERM deafened the graceful shutdown), and closing

@@ -455,7 +455,7 @@ def test_a_start_that_fails_says_why_and_leaves_no_fd(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="list of arguments"):
         spawn([], stderr=str(log))
     with pytest.raises(TypeError):
-        spawn(["true"], env={"A": 1}, stderr=str(log))  # type: ignore[dict-item]
+        spawn(["true"], env={"A": 1}, stderr=str(log))  # type: ignore[arg-type]
     assert _open_fds() - before == set()
 
 

@@ -6,8 +6,8 @@
 * ``pickle``: only on an authenticated channel (``token=``), because unpickling what an
   unauthenticated peer sent is remote code execution. Refused otherwise.
 
-A custom codec is any object with ``name``, ``encode(obj) -> bytes-like`` and
-``decode(buffer) -> obj``.
+A custom codec is any object with ``name``, ``encode(obj) -> bytes | bytearray | memoryview``
+and ``decode(buffer) -> obj``: :class:`Codec` (``from ipcwire import Codec``) describes it.
 """
 
 from __future__ import annotations
@@ -56,7 +56,13 @@ ENCODE_ERRORS: Final = (
 
 @runtime_checkable
 class Codec(Protocol):
-    """What a codec provides. ``decode`` gets a buffer that is only valid during the call."""
+    """What a codec provides, for ``codec=`` (public as ``ipcwire.Codec``).
+
+    ``name`` is what the handshake compares (both sides must give the same); ``encode``
+    returns ``bytes``, ``bytearray`` or ``memoryview`` (annotate it so: a wider return type
+    such as ``collections.abc.Buffer`` does not match under ``mypy --strict``); ``decode``
+    gets a ``memoryview`` that is only valid during the call (copy what you keep).
+    """
 
     name: str
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
-from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
+from ipcwire.errors import ChannelBroken, ChannelClosed, EndOfChannel, IpcwireError
 
 __all__ = ["end_error", "error_reason", "exit_reason", "failed_error"]
 
@@ -58,9 +58,15 @@ def failed_error(
 def error_reason(exc: BaseException | None) -> str:
     """The reason a goodbye carries when ``exc`` ends a ``with`` block (or a ``serve()``
     handler) around the channel: ``""`` (a clean close) for none, or for ``EndOfChannel``
-    (the peer ended first). Only the exception's type crosses the wire: its text may hold
-    what the peer should not see."""
-    if exc is None or isinstance(exc, EndOfChannel):
+    (the peer ended first), or for ``ChannelClosed`` (this side closed it: a ``serve()``
+    handler whose ``recv()`` was woken by the listener's shutdown closing its channel from
+    another thread, which sends the clean goodbye; the handler's failure goodbye raced it,
+    and its client was told the server failed). Only the exception's type crosses the wire:
+    its text may hold what the peer should not see. ``SystemExit`` with code 0 or None
+    (``sys.exit()``, a graceful shutdown) is a program finishing as it meant to: clean."""
+    if exc is None or isinstance(exc, (EndOfChannel, ChannelClosed)):
+        return ""
+    if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return ""
     return f"{type(exc).__name__} raised while the channel was open"
 

@@ -73,7 +73,7 @@ def _too_large(
             f"; its length prefix {header!r} looks like text: if the peer writes lines of "
             f"JSON (a shell's echo, a client in another language), use framing='ndjson'"
         )
-    return FrameTooLarge(
+    exc = FrameTooLarge(
         f"{what}{where} is {'at least ' if at_least else ''}{size} bytes, over the limit of "
         f"{limit} bytes{text}; "
         f"raise max_frame= on both sides if such messages are expected",
@@ -81,6 +81,8 @@ def _too_large(
         limit=limit,
         endpoint=endpoint,
     )
+    exc.header = header
+    return exc
 
 
 class FrameDecoder:
@@ -271,6 +273,21 @@ class LengthPrefixDecoder(FrameDecoder):
         else:
             self._start = stop
         return self._view[begin:stop]
+
+    def clean_goodbye_next(self) -> bool:
+        """Whether the peer closed cleanly with nothing unreceived before it: its goodbye,
+        without a reason, is the next thing buffered (or was taken, cleanly, with nothing
+        after). Consumes nothing."""
+        if self.ended is not None:
+            return self.ended == "" and not self.buffered
+        if not self.goodbye or self._skip:
+            return False
+        start = self._start
+        if self._end - start < 8:
+            return False
+        mark: int = HEADER.unpack_from(self._buf, start)[0]
+        size: int = HEADER.unpack_from(self._buf, start + 4)[0]
+        return mark == GOODBYE_MARK and size == 0
 
     def _goodbye(self, start: int, avail: int) -> None:
         """Take the goodbye frame at ``start`` once it is whole (then ``ended`` is set)."""

@@ -40,6 +40,7 @@ from ipcwire.errors import (
     IpcwireError,
     PermissionDenied,
     RemoteProtocolError,
+    ResourceExhausted,
 )
 
 __all__ = [
@@ -95,11 +96,19 @@ def refusal(obj: Any, url: str) -> IpcwireError | None:
     if type(obj) is not dict or obj.keys() != _REFUSAL_KEYS or not is_our_version(obj["ipcwire"]):
         return None
     text = f"{url} refused the connection: {obj['error']}"
-    code = obj["code"]
+    return _refused(text, obj["code"], url)
+
+
+def _refused(text: str, code: object, url: str | None) -> IpcwireError:
+    """The error of a server's refusal (its error reply, or an NDJSON refusal line) with
+    ``code``: "busy" is a server out of threads or places, which is worth trying again later,
+    as http's 503 "busy" is (ResourceExhausted)."""
     if code == "permission":
         return PermissionDenied(text, endpoint=url)
     if code == "auth":
         return AuthenticationFailed(text, endpoint=url)
+    if code == "busy":
+        return ResourceExhausted(text, endpoint=url)
     return HandshakeError(text, endpoint=url)
 
 
@@ -349,12 +358,7 @@ class ClientHandshake:
 
     def _server_error(self, msg: dict[str, Any]) -> IpcwireError:
         text = f"{self.endpoint} refused the connection: {msg.get('error')}"
-        code = msg.get("code")
-        if code == "auth":
-            return AuthenticationFailed(text, endpoint=self.endpoint)
-        if code == "permission":
-            return PermissionDenied(text, endpoint=self.endpoint)
-        return HandshakeError(text, endpoint=self.endpoint)
+        return _refused(text, msg.get("code"), self.endpoint)
 
 
 class ServerHandshake:
@@ -402,6 +406,22 @@ class ServerHandshake:
     def reject(self, error: IpcwireError, code: str) -> Step:
         """Refuse before any message arrived (for example an allow-list check)."""
         return self._fail(error, code)
+
+    def misframed(self, header: bytes) -> Step | None:
+        """The refusal for a client whose first bytes, ``header`` (the "length prefix" a
+        length-framing server read, over its handshake limit), are a line of JSON: a client
+        with ``framing="ndjson"`` (ipcwire's, with or without a token, or any other). The
+        reply is an NDJSON refusal line, which both read as a HandshakeError (docs/protocol.md
+        section 3). None: not JSON text, nothing to say."""
+        if self.framing != "length" or self._state != "hello" or header[:1] not in (b"{", b"["):
+            return None
+        self._state = "failed"
+        error = HandshakeError(
+            "the framings differ: the client writes lines of JSON (framing='ndjson'), the "
+            "server uses framing='length'; use the same framing on both sides"
+        )
+        reply = {"ipcwire": PROTOCOL_VERSION, "error": str(error), "code": "framing"}
+        return Step(send=_frame(reply, "ndjson"), error=error)
 
     def receive(self, payload: memoryview | bytes) -> Step:
         """Handle one frame from the client; never raises for what the client sent."""

@@ -10,6 +10,7 @@ PyObject *ipcw_ChannelClosed;
 PyObject *ipcw_EndOfChannel;
 PyObject *ipcw_Timeout;
 PyObject *ipcw_FrameTooLarge;
+PyObject *ipcw_ConfigurationError;
 
 extern PyTypeObject ipcw_FrameSenderType;   /* stream.c */
 extern PyTypeObject ipcw_FrameReceiverType; /* stream.c */
@@ -50,6 +51,7 @@ static int load_errors(void)
         {&ipcw_EndOfChannel, "EndOfChannel"},
         {&ipcw_Timeout, "Timeout"},
         {&ipcw_FrameTooLarge, "FrameTooLarge"},
+        {&ipcw_ConfigurationError, "ConfigurationError"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         Py_XSETREF(*names[i].slot, PyObject_GetAttrString(errors, names[i].name));

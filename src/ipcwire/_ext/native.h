@@ -13,6 +13,7 @@ extern PyObject *ipcw_ChannelClosed;
 extern PyObject *ipcw_EndOfChannel;
 extern PyObject *ipcw_Timeout;
 extern PyObject *ipcw_FrameTooLarge;
+extern PyObject *ipcw_ConfigurationError;
 
 extern PyTypeObject ipcw_RingType;
 

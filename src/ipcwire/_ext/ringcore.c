@@ -169,6 +169,26 @@ PyObject *rg_fail(RingObject *self, int st, int partial)
     return NULL;
 }
 
+/* A receive's failure: its Timeout says the timeout it was given, as every mechanism's
+ * ("no message from URL within 0.5 s", "... yet" for 0); `no_turn`: the time went by while
+ * another thread received. The other failures are rg_fail's. Only failures come here, so the
+ * timeout is looked at again only then. */
+PyObject *rg_fail_recv(RingObject *self, int st, PyObject *timeout, int no_turn)
+{
+    if (st != IPCW_TIMEOUT || self->closed || timeout == NULL || timeout == Py_None)
+        return rg_fail(self, st, 0);
+    const char *meanwhile =
+        no_turn ? ": another thread was receiving on this channel meanwhile (receives take turns)"
+                : "";
+    double t = PyFloat_AsDouble(timeout); /* (it was one: rg_deadline took it) */
+    if (t <= 0)
+        rg_raise(ipcw_Timeout, self, NULL, "no message from %U yet%s", self->name, meanwhile);
+    else
+        rg_raise(ipcw_Timeout, self, NULL, "no message from %U within %S s%s", self->name,
+                 timeout, meanwhile);
+    return NULL;
+}
+
 int rg_corrupt(RingObject *self, const char *why)
 {
     self->ring.corrupt = 1;
@@ -213,7 +233,7 @@ int rg_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
     return 0;
 }
 
-int rg_deadline(PyObject *timeout, int64_t *deadline)
+int rg_deadline(RingObject *self, PyObject *timeout, int64_t *deadline)
 {
     if (timeout == NULL || timeout == Py_None) {
         *deadline = FOREVER;
@@ -222,8 +242,11 @@ int rg_deadline(PyObject *timeout, int64_t *deadline)
     double t = PyFloat_AsDouble(timeout);
     if (t == -1.0 && PyErr_Occurred())
         return -1;
-    if (t != t) {
-        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN");
+    if (t != t) { /* the words of ipcwire._deadline.not_a_number(), as every mechanism's */
+        rg_raise(ipcw_ConfigurationError, self, NULL,
+                 "timeout=nan for %U is not a number of seconds: give seconds (0 does not "
+                 "wait) or None to wait without a limit",
+                 self->name);
         return -1;
     }
     if (t <= 0) {
@@ -282,7 +305,11 @@ void rg_drop_handed(RingObject *self)
  * uncontended case costs nothing. A thread that finds the end in use (its holder waits with
  * the GIL released) sleeps on `lock`, which is kept acquired: a leaving holder releases it
  * once per waiter, handing over a token; the woken waiter checks again. Calls are thus
- * serialised, each waiting within its own deadline. */
+ * serialised, each waiting within its own deadline (threads receiving from one channel take
+ * turns, as on every blocking mechanism: the conformance suite's "threads receiving at
+ * once"). Returns 0 (entered), -1 (an error is set) or RG_NO_TURN: the deadline passed while
+ * another thread's call ran; the caller raises its own Timeout (a consumer's says which
+ * timeout, as every receive's does: rg_fail_recv). */
 int rg_enter(RingObject *self, int producer, int64_t deadline)
 {
     if (self->closed) {
@@ -316,8 +343,11 @@ int rg_enter(RingObject *self, int producer, int64_t deadline)
             continue;
         }
         if (got == PY_LOCK_FAILURE) {
+            if (!producer)
+                return RG_NO_TURN;
             rg_raise(ipcw_Timeout, self, NULL,
-                     "%U: another thread's call on this channel did not finish in time",
+                     "send to %U timed out: another thread's send on this channel did not "
+                     "finish in time (sends take turns); nothing was sent",
                      self->name);
             return -1;
         }

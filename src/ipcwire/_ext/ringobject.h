@@ -15,8 +15,8 @@
  * mapping as soon as no thread is inside a call and no memoryview of a loan or view is alive;
  * until then they are kept, so no pointer ever dangles.
  *
- * Threads: calls on one end are serialised (a second sender waits for the first, within its
- * own timeout); close() never waits for them, so it always wakes a blocked call.
+ * Threads: calls on one end are serialised (a second sender or receiver waits for the first,
+ * within its own timeout); close() never waits for them, so it always wakes a blocked call.
  */
 #ifndef IPCWIRE_RINGOBJECT_H
 #define IPCWIRE_RINGOBJECT_H
@@ -35,6 +35,7 @@
 /* statuses beyond ring.h's */
 #define ERR_PYTHON (-100)    /* a Python exception is set */
 #define ERR_TOO_LARGE (-101) /* received a message over max_message (size in too_large) */
+#define RG_NO_TURN 1         /* rg_enter: the deadline passed while another thread's call ran */
 
 #define BIG_COPY (128 * 1024)  /* copies at least this long run without the GIL */
 #define ALIVE_EVERY_NS 5000000 /* senders ask the kernel whether the peer lives, each 5 ms */
@@ -84,11 +85,12 @@ IPCW_INTERNAL void rg_raise(PyObject *cls, RingObject *self, PyObject *extra, co
 IPCW_INTERNAL void rg_raise_too_large(RingObject *self, uint64_t size, uint64_t limit,
                                       const char *fmt);
 IPCW_INTERNAL PyObject *rg_fail(RingObject *self, int st, int partial);
+IPCW_INTERNAL PyObject *rg_fail_recv(RingObject *self, int st, PyObject *timeout, int no_turn);
 IPCW_INTERNAL int rg_corrupt(RingObject *self, const char *why);
 IPCW_INTERNAL int rg_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                            const char *const *names, Py_ssize_t nnames, Py_ssize_t nrequired,
                            PyObject **out, const char *fname);
-IPCW_INTERNAL int rg_deadline(PyObject *timeout, int64_t *deadline);
+IPCW_INTERNAL int rg_deadline(RingObject *self, PyObject *timeout, int64_t *deadline);
 IPCW_INTERNAL void rg_maybe_free(RingObject *self);
 IPCW_INTERNAL void rg_drop_handed(RingObject *self);
 IPCW_INTERNAL int rg_enter(RingObject *self, int producer, int64_t deadline);

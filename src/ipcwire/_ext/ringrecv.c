@@ -129,9 +129,16 @@ static int get_message(RingObject *self, int64_t deadline, PyObject **out)
     }
 }
 
-static int consumer_ready(RingObject *self, int64_t deadline)
+/* 0: this thread has the consumer end; -1: an error is set (RG_NO_TURN: the deadline passed
+ * while another thread received, a Timeout saying `timeout`). */
+static int consumer_ready(RingObject *self, int64_t deadline, PyObject *timeout)
 {
-    if (rg_enter(self, 0, deadline) < 0)
+    int st = rg_enter(self, 0, deadline);
+    if (st == RG_NO_TURN) {
+        rg_fail_recv(self, IPCW_TIMEOUT, timeout, 1);
+        return -1;
+    }
+    if (st < 0)
         return -1;
     rg_end_view(self);
     return 0;
@@ -144,7 +151,7 @@ PyObject *Ring_recv(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     PyObject *a[1], *out = NULL;
     int64_t deadline;
     if (rg_parse(args, nargs, kwnames, names, 1, 0, a, "recv") < 0 ||
-        rg_deadline(a[0], &deadline) < 0 || consumer_ready(self, deadline) < 0)
+        rg_deadline(self, a[0], &deadline) < 0 || consumer_ready(self, deadline, a[0]) < 0)
         return NULL;
     int st = get_message(self, deadline, &out);
     rg_release(self);
@@ -154,7 +161,7 @@ PyObject *Ring_recv(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     }
     rg_leave(self);
     if (st != IPCW_OK)
-        return rg_fail(self, st, 0);
+        return rg_fail_recv(self, st, a[0], 0);
     return out;
 }
 
@@ -166,14 +173,14 @@ PyObject *Ring_recv_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
     int64_t deadline;
     Py_ssize_t max = 0;
     if (rg_parse(args, nargs, kwnames, names, 2, 0, a, "recv_many") < 0 ||
-        rg_deadline(a[1], &deadline) < 0)
+        rg_deadline(self, a[1], &deadline) < 0)
         return NULL;
     if (a[0] != NULL && a[0] != Py_None) {
         max = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
         if (max == -1 && PyErr_Occurred())
             return NULL;
     }
-    if (consumer_ready(self, deadline) < 0)
+    if (consumer_ready(self, deadline, a[1]) < 0)
         return NULL;
     int st = get_message(self, deadline, &first);
     PyObject *list = st == IPCW_OK ? PyList_New(1) : NULL;
@@ -181,7 +188,7 @@ PyObject *Ring_recv_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
         Py_XDECREF(first);
         rg_release(self);
         rg_leave(self);
-        return st == IPCW_OK ? NULL : rg_fail(self, st, 0);
+        return st == IPCW_OK ? NULL : rg_fail_recv(self, st, a[1], 0);
     }
     PyList_SET_ITEM(list, 0, first);
     unsigned long long count = 1, nbytes = (unsigned long long)PyBytes_GET_SIZE(first);
@@ -225,7 +232,7 @@ PyObject *Ring_view(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     int64_t deadline;
     ipcw_rec rec;
     if (rg_parse(args, nargs, kwnames, names, 1, 0, a, "view") < 0 ||
-        rg_deadline(a[0], &deadline) < 0 || consumer_ready(self, deadline) < 0)
+        rg_deadline(self, a[0], &deadline) < 0 || consumer_ready(self, deadline, a[0]) < 0)
         return NULL;
     int st = wait_record(self, &rec, deadline);
     if (st == IPCW_OK && rec.kind == IPCW_MSG && self->partial == NULL && !self->discarding) {
@@ -263,7 +270,7 @@ PyObject *Ring_view(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     rg_leave(self);
-    return rg_fail(self, st, 0);
+    return rg_fail_recv(self, st, a[0], 0);
 }
 
 PyObject *Ring_release_view(RingObject *self, PyObject *unused)

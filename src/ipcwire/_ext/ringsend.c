@@ -151,7 +151,7 @@ PyObject *Ring_send(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     Py_buffer buf;
     uint64_t off = 0;
     if (rg_parse(args, nargs, kwnames, names, 2, 1, a, "send") < 0 ||
-        rg_deadline(a[1], &deadline) < 0 || get_bytes(self, a[0], &buf) < 0)
+        rg_deadline(self, a[1], &deadline) < 0 || get_bytes(self, a[0], &buf) < 0)
         return NULL;
     if (check_size(self, (uint64_t)buf.len) < 0 || producer_ready(self, deadline) < 0) {
         release_bytes(&buf);
@@ -230,7 +230,7 @@ PyObject *Ring_send_many(RingObject *self, PyObject *const *args, Py_ssize_t nar
     uint64_t off = 0;
     int st = IPCW_OK;
     if (rg_parse(args, nargs, kwnames, names, 2, 1, a, "send_many") < 0 ||
-        rg_deadline(a[1], &deadline) < 0)
+        rg_deadline(self, a[1], &deadline) < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(a[0], "send_many() takes a sequence of bytes-like objects");
     if (seq == NULL)
@@ -302,7 +302,7 @@ PyObject *Ring_loan(RingObject *self, PyObject *const *args, Py_ssize_t nargs,
     int64_t deadline;
     unsigned char *dst;
     if (rg_parse(args, nargs, kwnames, names, 2, 1, a, "loan") < 0 ||
-        rg_deadline(a[1], &deadline) < 0)
+        rg_deadline(self, a[1], &deadline) < 0)
         return NULL;
     Py_ssize_t n = PyNumber_AsSsize_t(a[0], PyExc_OverflowError);
     if (n == -1 && PyErr_Occurred())

@@ -80,6 +80,34 @@ static int take_lock(PyThread_type_lock lock, int *held)
     return 0;
 }
 
+/* take_lock() for at most `timeout` seconds: 1 taken, 0 not within it, -1 with an error set
+ * (what a signal handler raised). */
+static int take_lock_within(PyThread_type_lock lock, int *held, double timeout)
+{
+    if (!PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double deadline = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 + timeout;
+        for (;;) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = deadline - ((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
+            if (left <= 0)
+                return 0;
+            PY_TIMEOUT_T us = left < 0.05 ? (PY_TIMEOUT_T)(left * 1e6) + 1 : 50000;
+            PyLockStatus st;
+            Py_BEGIN_ALLOW_THREADS
+            st = PyThread_acquire_lock_timed(lock, us, 0);
+            Py_END_ALLOW_THREADS
+            if (st == PY_LOCK_ACQUIRED)
+                break;
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+        }
+    }
+    *held = 1;
+    return 1;
+}
+
 static void give_lock(PyThread_type_lock lock, int *held)
 {
     *held = 0;
@@ -827,15 +855,22 @@ static PyObject *receiver_take(FrameReceiver *self, PyObject *Py_UNUSED(ignored)
 
 static PyObject *receiver_acquire(FrameReceiver *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"blocking", NULL};
+    static char *kwlist[] = {"blocking", "timeout", NULL};
     int blocking = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:acquire", kwlist, &blocking))
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|pd:acquire", kwlist, &blocking, &timeout))
         return NULL;
     if (!blocking) {
         if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK))
             Py_RETURN_FALSE;
         self->held = 1;
         Py_RETURN_TRUE;
+    }
+    if (timeout >= 0) { /* as threading.Lock.acquire(True, timeout) */
+        int got = take_lock_within(self->lock, &self->held, timeout);
+        if (got < 0)
+            return NULL;
+        return PyBool_FromLong(got);
     }
     if (receiver_lock(self) < 0)
         return NULL;
@@ -895,7 +930,8 @@ static PyMethodDef receiver_methods[] = {
      "take() -> bytes | None: the next whole frame in the buffer (no lock, no read, not "
      "counted)"},
     {"acquire", (PyCFunction)(void (*)(void))receiver_acquire, METH_VARARGS | METH_KEYWORDS,
-     "acquire(blocking=True) -> bool: take the receive lock"},
+     "acquire(blocking=True, timeout=-1) -> bool: take the receive lock (within timeout "
+     "seconds, when it is not negative)"},
     {"release", (PyCFunction)receiver_release, METH_NOARGS, "release the receive lock"},
     {"disable", (PyCFunction)receiver_disable, METH_NOARGS,
      "disable(): from now on recv() returns None, for good"},

@@ -19,7 +19,7 @@ import copy
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire.errors import ChannelBroken, IpcwireError
 
-__all__ = ["fresh", "send_error_after_end"]
+__all__ = ["closed_by_peer", "fresh", "send_error_after_end"]
 
 
 def fresh(exc: IpcwireError) -> IpcwireError:
@@ -46,9 +46,14 @@ def send_error_after_end(
             endpoint=url,
         )
     if dec.goodbye and dec.ended == "" and not dec.buffered:
-        return ChannelBroken(
-            f"cannot send to {url}: it closed the channel, so it reads nothing more; open a "
-            f"new channel to send to it again",
-            endpoint=url,
-        )
+        return closed_by_peer(url)
     return None
+
+
+def closed_by_peer(url: str) -> ChannelBroken:
+    """What a send says to a peer that closed the channel cleanly (its goodbye came)."""
+    return ChannelBroken(
+        f"cannot send to {url}: it closed the channel, so it reads nothing more; open a "
+        f"new channel to send to it again",
+        endpoint=url,
+    )

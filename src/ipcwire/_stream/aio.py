@@ -12,11 +12,14 @@ blocking and asyncio drivers run the same I/O-free framing. Flow control both wa
 from __future__ import annotations
 
 import asyncio
+import atexit
+import os
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
-from ipcwire._core.ending import end_error, error_reason
+from ipcwire._core.ending import end_error, error_reason, exit_reason
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import (
     refusal,
@@ -25,8 +28,9 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import gave_up, translate
 from ipcwire._stream import native
 from ipcwire._stream.after_end import fresh, send_error_after_end
+from ipcwire._stream.transport import forked_error, watch_fork
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import end_socket, not_this_loop
+from ipcwire.aio._without_loop import closable_socket, end_socket, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -89,6 +93,12 @@ class AioStreamChannel(AioChannel):
         # An NDJSON client without a handshake: the first line may be the server's refusal.
         self.refusal_possible = False
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        _open.add(self)  # told the end at exit, if its loop no longer runs (_close_at_exit)
+        # In a forked child, the copy of a connection the parent opened refuses every use
+        # (_after_fork; a socket's only: pipe channels may be handed to a child).
+        self._owner = os.getpid()
+        self._forked = False
+        watch_fork(self)
         self._sent = 0
         self._received = 0
         self._bytes_sent = 0
@@ -111,15 +121,25 @@ class AioStreamChannel(AioChannel):
     def _write(self, data: Any, count: int) -> None:
         if self._closed:
             raise closed_error(self)
+        if self._forked:
+            raise forked_error(self.url, self._owner)
         t = self._transport
         if self._end is not None or t is None or t.is_closing():
             t = self._check_writable(t)
-        if type(data) is tuple:
-            t.writelines(data)
-            self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
-        else:
-            t.write(data)
-            self._bytes_sent += len(data)
+        try:
+            if type(data) is tuple:
+                t.writelines(data)
+                self._bytes_sent += len(data[0]) + memoryview(data[1]).nbytes
+            else:
+                t.write(data)
+                self._bytes_sent += len(data)
+        except RuntimeError as exc:
+            # uvloop's transport of a loop that ended ("the handler is closed"), which does
+            # not say is_closing(): the channel belongs to that loop
+            wrong = not_this_loop(self._loop, self.url)
+            if wrong is not None:
+                raise wrong from exc
+            raise
         if self._half_open and t.is_closing():
             # after the peer's end-of-stream, a write that failed at once means it is gone
             raise ChannelBroken(
@@ -168,6 +188,8 @@ class AioStreamChannel(AioChannel):
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._forked and not self._closed:
+            raise forked_error(self.url, self._owner)
         q = self._queue
         if q and not self._closed:
             item = q.popleft()
@@ -354,6 +376,16 @@ class AioStreamChannel(AioChannel):
         if self._closed:
             return
         self._closed = True
+        _open.discard(self)
+        if self._forked:
+            # The child's copy: close its descriptor only. The transport's close would
+            # unregister it from the loop's epoll, which the child shares with the parent,
+            # and a goodbye would end the parent's channel.
+            t, self._transport = self._transport, None
+            sock = None if t is None else closable_socket(t.get_extra_info("socket"))
+            if sock is not None:
+                sock.close()
+            return
         if self._loop.is_closed():
             self._close_without_loop()
             return
@@ -366,6 +398,16 @@ class AioStreamChannel(AioChannel):
             t.close()
         elif not self._lost.done():
             self._lost.set_result(None)
+
+    def _after_fork(self) -> None:
+        """In a child this process forked: a socket channel's copy refuses every use
+        (``forked_error``) and says no goodbye at exit; a pipe's is left as it is."""
+        t = self._transport
+        if t is None or t.get_extra_info("socket") is None:
+            return
+        self._forked = True
+        _open.discard(self)
+        self.__dict__.pop("_ipcwire_turns", None)  # (a parent task may have held it)
 
     def _close_without_loop(self) -> None:
         """``close()`` after the channel's event loop has ended (the channel outlived
@@ -390,6 +432,8 @@ class AioStreamChannel(AioChannel):
 
     async def aclose(self) -> None:
         self.close()
+        if not_this_loop(self._loop, self.url) is not None:
+            return  # closed; its loop's future cannot be awaited here (another loop's)
         if not self._lost.done():
             try:
                 async with within(2.0):
@@ -412,3 +456,35 @@ class AioStreamChannel(AioChannel):
             bytes_received=self._bytes_received,
             buffered_bytes=self._decoder.buffered + self._queued_bytes,
         )
+
+
+_open: weakref.WeakSet[AioStreamChannel] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Say goodbye, as the blocking channels do (``_stream/blocking.py``), on the channels a
+    program leaves open at exit whose loop no longer runs: one that ``asyncio.run()`` closed,
+    or one stopped and never closed (ipykernel's, a ``run_until_complete`` script's), whose
+    ``serve()`` handlers never ran their ``async with`` exits. Before, the process's end
+    closed the sockets with no goodbye, and each client was told its server had crashed.
+    A loop still running (in another thread) is left alone: its channels end with it; so
+    are channels over pipes (spawn, fifo: their own exit handling ends them)."""
+    reason = exit_reason()
+    for ch in list(_open):
+        loop = ch._loop
+        if ch._closed or (loop.is_running() and not loop.is_closed()):
+            continue
+        t = ch._transport
+        if t is None or t.get_extra_info("socket") is None:
+            continue
+        if not ch._reason:
+            ch._reason = reason
+        ch._closed = True
+        _open.discard(ch)
+        try:
+            ch._close_without_loop()
+        except Exception:  # noqa: S112 - one channel's socket must not keep the others open
+            continue
+
+
+atexit.register(_close_at_exit)

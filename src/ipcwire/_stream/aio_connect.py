@@ -6,14 +6,15 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from ipcwire._oserror import no_answer, translate
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT
+from ipcwire._stream.connect import DEFAULT_CONNECT_TIMEOUT, connect_error, retried
 from ipcwire._stream.handshake import silent_server
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelBroken, ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, IpcwireError
 from ipcwire.options import ChannelOptions
 
 __all__ = ["aio_connect_stream", "client_connect"]
@@ -22,16 +23,19 @@ __all__ = ["aio_connect_stream", "client_connect"]
 async def aio_connect_stream(
     options: ChannelOptions,
     create: Callable[[Callable[[], StreamProtocol]], Any],
-    explain: Callable[[OSError], IpcwireError],
+    explain: Callable[[OSError], IpcwireError | None],
     *,
     timeout: float | None,
     reconnect: float | None,
     peer: Callable[[Any], PeerInfo],
     timed_out: Callable[[], IpcwireError | None] | None = None,
+    handshake_hint: str = "",
 ) -> AioStreamChannel:
     """Connect with ``create`` (retrying refusals for ``reconnect`` seconds, with backoff and
-    jitter), run the handshake, and return the channel. ``timed_out()``, when given, may name
-    the reason the timeout passed (a unix listener's full backlog)."""
+    jitter), run the handshake, and return the channel. ``explain(exc)`` gives the driver's
+    own words for a failed connect (None: the usual ones). ``timed_out()``, when given, may name
+    the reason the timeout passed (a unix listener's full backlog). ``handshake_hint``: as
+    for :func:`~ipcwire._stream.connect.connect_stream`."""
     url = options.url
     loop = asyncio.get_running_loop()
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
@@ -51,26 +55,32 @@ async def aio_connect_stream(
                 raise why from exc
             if connected:  # the handshake got no answer, as on the blocking API
                 raise silent_server(url, limit - (connected[0] - start), options) from exc
-            raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+            raise no_answer(url, limit, reconnect) from exc
         except OSError as exc:
-            err = explain(exc)
-            if isinstance(err, ConnectionRefused) and retry_until is not None:
+            explained = explain(exc)
+            err = explained or translate(exc, url, "connecting to")
+            if retry_until is not None and retried(err, exc):
                 now = loop.time()
                 if now < retry_until:
                     await asyncio.sleep(min(next(delays), retry_until - now))
                     continue
-                raise ConnectionRefused(
-                    f"{err} (kept trying for {reconnect} s)", endpoint=url
-                ) from exc
-            raise err from exc
+                raise connect_error(exc, explained, url, reconnect) from exc
+            raise connect_error(exc, explained, url, None) from exc
         except ChannelBroken as exc:
             # The server went away between accepting and answering (a reset, or end of
             # stream: restarting, killed): within reconnect=, as a refusal, try again.
-            if type(exc) is not ChannelBroken or retry_until is None:
+            if type(exc) is not ChannelBroken:
+                raise
+            hint = handshake_hint if connected else ""
+            if retry_until is None:
+                if hint:
+                    raise ChannelBroken(f"{exc}{hint}", endpoint=url) from (exc.__cause__ or exc)
                 raise
             now = loop.time()
             if now >= retry_until:
-                raise ChannelBroken(f"{exc} (kept trying for {reconnect} s)", endpoint=url) from exc
+                raise ChannelBroken(
+                    f"{exc}{hint} (kept trying for {reconnect} s)", endpoint=url
+                ) from exc
             await asyncio.sleep(min(next(delays), retry_until - now))
 
 

@@ -6,21 +6,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ipcwire._core.handshake import MAX_HANDSHAKING
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire._stream.listener import DropLog, log_text
+from ipcwire._stream.listener import DropLog, collected_unclosed, log_text, thread_twin
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo, describe_peer
 from ipcwire.errors import ChannelBroken, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
-__all__ = ["AioStreamListener"]
+__all__ = ["AioStreamListener", "listens_in_this_process"]
 
 log = logging.getLogger("ipcwire")
+
+_listening: weakref.WeakSet[AioStreamListener] = weakref.WeakSet()  # attached, this process
+
+
+def listens_in_this_process(address: object) -> bool:
+    """Whether an asyncio listener of this process listens at ``address`` (a peer's
+    ``getpeername()``): a blocking client that gets no handshake from it is blocking that
+    listener's own event loop."""
+    for listener in list(_listening):
+        server = listener._server
+        if server is None or listener._closed:
+            continue
+        for sock in server.sockets:
+            try:
+                if sock.getsockname() == address:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 class AioStreamListener(AioListener):
@@ -50,8 +70,25 @@ class AioStreamListener(AioListener):
         # connected, not yet ready (held ones too), oldest first
         self._handshaking: dict[AioStreamChannel, None] = {}
         self._closed = False
+        self._dropped = False  # collected without close(): closed at the loop's next turn
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._droplog = DropLog(url)  # (bounded: see DropLog)
         self._flush_timer: asyncio.TimerHandle | None = None
+
+    def server_factory(self) -> Callable[[], StreamProtocol]:
+        """The protocol factory for the loop's server: its twin's (see ``thread_twin``),
+        so that the server, which the loop holds, does not keep this listener alive."""
+        return thread_twin(self).protocol_factory
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: a ``ResourceWarning``, and its twin is closed at
+        the loop's next turn (a finalizer must not wait, nor touch the loop's state)."""
+        if collected_unclosed(self) and self._loop is not None:
+            try:  # (a twin's close: a bound method of this one would resurrect it)
+                self._loop.call_soon_threadsafe(thread_twin(self).close)
+            except RuntimeError:  # the loop is closed: its server went with it
+                if self._on_close is not None:
+                    self._on_close()
 
     def protocol_factory(self) -> StreamProtocol:
         """For ``loop.create_server``/``create_unix_server``."""
@@ -144,6 +181,8 @@ class AioStreamListener(AioListener):
 
     def attach(self, server: asyncio.Server) -> None:
         self._server = server
+        self._loop = server.get_loop()
+        _listening.add(self)
 
     async def accept(self, *, timeout: float | None = None) -> AioChannel:
         ch = await self._ready.get(self.url, timeout)

@@ -194,8 +194,12 @@ class StreamProtocol(asyncio.BufferedProtocol):
         while self.hs is not None:
             try:
                 frame = dec.next_frame()
-            except FrameTooLarge:
+            except FrameTooLarge as exc:
                 if isinstance(self.hs, ServerHandshake):
+                    refused = self.hs.misframed(exc.header)
+                    if refused is not None and refused.error is not None:
+                        self._fail(refused.error, refused.send)
+                        return
                     why = "sent an oversized handshake frame (not an ipcwire client?)"
                     self._fail(self._dropped(why), b"")
                     return

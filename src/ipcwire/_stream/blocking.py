@@ -31,12 +31,22 @@ from ipcwire._core.ending import end_error, error_reason, exit_reason
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
 from ipcwire._core.handshake import refusal
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import not_seconds
 from ipcwire._oserror import GAVE_UP, gave_up, translate
 from ipcwire._stream import native
-from ipcwire._stream.after_end import fresh, send_error_after_end
+from ipcwire._stream.after_end import closed_by_peer, fresh, send_error_after_end
 from ipcwire._stream.linger import hand_over
 from ipcwire._stream.native import native_stream_classes
-from ipcwire._stream.transport import _NOSIGNAL, ByteStream, PartialWrite, SocketStream
+from ipcwire._stream.transport import (
+    _NOSIGNAL,
+    ByteStream,
+    PartialWrite,
+    SocketStream,
+    TlsStream,
+    forked_error,
+    watch_fork,
+)
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
@@ -112,9 +122,14 @@ class StreamChannel(Channel):
         self._bytes_sent = 0
         self._bytes_received = 0
         self._fast_sendall: Any = None
+        # In a forked child, the copy of a connection the parent opened (see _after_fork):
+        # checked by the slow paths only (the fast ones are off then).
+        self._forked = False
         self._update_fast_path()
         if self._decoder.goodbye:
             _open.add(self)  # closed at exit, if the program did not (see _close_at_exit)
+        if isinstance(stream, SocketStream | TlsStream):  # (not pipes: see transport.py)
+            watch_fork(self)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -129,6 +144,8 @@ class StreamChannel(Channel):
                 self._interrupted(exc)
                 raise
             # declined (another type, over the limit, closed or broken): the general path
+        if self._forked:
+            raise self._forked_error()
         data = self._pack(obj)
         with self._send_lock:
             fast = self._fast_sendall
@@ -149,6 +166,8 @@ class StreamChannel(Channel):
             self._write(data, 1, timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._forked:
+            raise self._forked_error()
         items = objs if isinstance(objs, list | tuple) else list(objs)
         if not items:
             return
@@ -191,7 +210,12 @@ class StreamChannel(Channel):
         blocking one: timeouts wait in poll(), never in the kernel), a channel neither
         closed nor broken."""
         stream = self._stream
-        ok = isinstance(stream, SocketStream) and not self._closed and self._send_broken is None
+        ok = (
+            isinstance(stream, SocketStream)
+            and not self._closed
+            and self._send_broken is None
+            and not self._forked
+        )
         if not ok:
             self._fast_sendall = None
         elif self._writer is not None:
@@ -201,6 +225,28 @@ class StreamChannel(Channel):
             self._fast_sendall = lambda data: sendall(data, _NOSIGNAL)
         if not ok and self._sender is not None and (self._closed or self._send_broken):
             self._sender.disable()
+
+    def _after_fork(self) -> None:
+        """In a child this process forked: this channel is the parent's connection. Every
+        send and receive refuses from now on (``_forked_error``), before anything is written,
+        read or locked; the fast paths are off (the C sender and receiver are the child's
+        copies: disabling them leaves the parent's alone). ``close()`` closes only the
+        child's descriptor, and the child's exit says no goodbye (``_say_goodbye``)."""
+        self._forked = True
+        self._fast_send = self._fast_recv = self._fast_sendall = None
+        if self._sender is not None:
+            self._sender.disable()
+        if self._receiver is not None:
+            self._receiver.disable()
+        _open.discard(self)
+        # request()'s turn lock (ipcwire.channel): a parent's thread may have held it
+        self.__dict__.pop("_ipcwire_turns", None)
+
+    def _forked_error(self) -> IpcwireError:
+        if self._closed:  # (closed in the child: Closed wins)
+            return closed_error(self)
+        owner = getattr(self._stream, "_owner", 0)
+        return forked_error(self.url, owner)
 
     def _interrupted(self, exc: BaseException, *, exact: bool = True) -> None:
         """A send was stopped by ``exc``, raised by a signal handler (KeyboardInterrupt, a
@@ -259,7 +305,36 @@ class StreamChannel(Channel):
             )
         if self._closed:
             return closed_error(self)
+        if exc.errno in _PEER_GONE and self._peer_said_goodbye():
+            # (a server that finished and one that was killed said the same: "broken pipe")
+            self._send_broken = closed_by_peer(self.url)
+            return self._send_broken
         return self._os_error(exc, "sending to")
+
+    def _peer_said_goodbye(self) -> bool:
+        """A send met the peer's end: whether the peer had closed the channel cleanly, its
+        goodbye being the next thing to receive (read without waiting, under the receive lock
+        when it is free; nothing is consumed, so the next ``recv`` raises EndOfChannel)."""
+        dec = self._decoder
+        if not isinstance(dec, LengthPrefixDecoder) or not dec.goodbye:
+            return False
+        if not self._recv_lock.acquire(False):
+            return False
+        try:
+            for _ in range(4):  # a goodbye is small: one read, unless a message came first
+                if dec.clean_goodbye_next() or self._eof or dec.ended is not None:
+                    break
+                try:
+                    n = self._stream.recv_into(dec.get_buffer(), 0)
+                except OSError:
+                    break
+                if n == 0:
+                    self._eof = True
+                    break
+                dec.buffer_updated(n)
+            return dec.clean_goodbye_next()
+        finally:
+            self._recv_lock.release()
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
@@ -274,24 +349,34 @@ class StreamChannel(Channel):
             if obj is not None:
                 return obj
             # None: nothing it could finish on its own; the general path below decides
-        with self._recv_lock:
+        left = self._take_recv_lock(timeout)
+        try:
             if self._closed:
                 raise closed_error(self)
             if self._deferred is not None:
                 self._raise_deferred()
             frame = self._decoder.next_frame()
             if frame is None:
-                frame = self._fill(timeout)
+                frame = self._fill(left, timeout)
             self._received += 1
             self._bytes_received += len(frame)
             if self.refusal_possible:
                 return self._first(self._decode(frame))
             return self._decode(frame)
+        finally:
+            self._recv_lock.release()
+
+    def _take_recv_lock(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        if self._forked:  # (first: a parent's thread may have held the lock at the fork)
+            raise self._forked_error()
+        return take_turn(self._recv_lock, timeout, self.url)
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        with self._recv_lock:
+        left = self._take_recv_lock(timeout)
+        try:
             if self._closed:
                 raise closed_error(self)
             if self._deferred is not None:
@@ -300,7 +385,7 @@ class StreamChannel(Channel):
             decode = self._decode
             frame = dec.next_frame()
             if frame is None:
-                frame = self._fill(timeout)
+                frame = self._fill(left, timeout)
             out = [decode(frame) if not self.refusal_possible else self._first(decode(frame))]
             nbytes = len(frame)
             if self._receiver is not None:
@@ -330,6 +415,8 @@ class StreamChannel(Channel):
             self._received += len(out)
             self._bytes_received += nbytes
             return out
+        finally:
+            self._recv_lock.release()
 
     def _first(self, obj: Any) -> Any:
         """The first message, unless it is the server's refusal (then raise that)."""
@@ -352,11 +439,16 @@ class StreamChannel(Channel):
             self._fast_recv = self._receiver.recv
         raise self._explain(exc) if isinstance(exc, IpcwireError) else exc
 
-    def _fill(self, timeout: float | None) -> memoryview:
-        """Read until a whole frame is buffered; return it."""
+    def _fill(self, timeout: float | None, said: float | None = None) -> memoryview:
+        """Read until a whole frame is buffered; return it. ``said``: the caller's timeout,
+        for the messages (``timeout`` is what is left of it)."""
+        said = timeout if said is None else said
         dec = self._decoder
         stream = self._stream
-        deadline = None if not timeout else _monotonic() + timeout
+        try:
+            deadline = None if not timeout else _monotonic() + timeout
+        except TypeError:  # timeout="1": checked here, where it is first added (no cost else)
+            raise not_seconds(said, self.url) from None
         wait = timeout
         while True:
             if self._eof or dec.ended is not None:
@@ -368,7 +460,9 @@ class StreamChannel(Channel):
                     raise closed_error(self) from None
                 if isinstance(exc, BlockingIOError | TimeoutError) and exc.errno != errno.ETIMEDOUT:
                     raise Timeout(
-                        f"no message from {self.url} within {timeout} s", endpoint=self.url
+                        f"no message from {self.url} "
+                        + ("yet" if said == 0 else f"within {said} s"),
+                        endpoint=self.url,
                     ) from exc
                 # (the kernel's ETIMEDOUT: TCP gave the peer up, see _os_error)
                 raise self._explain(self._os_error(exc, "receiving from")) from exc
@@ -387,12 +481,16 @@ class StreamChannel(Channel):
                 wait = deadline - _monotonic()
                 if wait <= 0:
                     raise Timeout(
-                        f"no whole message from {self.url} within {timeout} s "
+                        f"no whole message from {self.url} within {said} s "
                         f"({dec.partial_description()} arrived)",
                         endpoint=self.url,
                     )
             elif timeout == 0:
-                raise Timeout(f"no whole message from {self.url} yet", endpoint=self.url)
+                raise Timeout(
+                    f"no whole message from {self.url} "
+                    + ("yet" if said == 0 else f"within {said} s"),
+                    endpoint=self.url,
+                )
 
     def _os_error(self, exc: OSError, doing: str) -> IpcwireError:
         """The error for ``exc``, met while ``doing`` ("receiving from", "sending to"). When

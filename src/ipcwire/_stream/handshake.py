@@ -9,7 +9,7 @@ from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import translate
-from ipcwire._stream.transport import ByteStream
+from ipcwire._stream.transport import ByteStream, SocketStream
 from ipcwire.errors import (
     ChannelBroken,
     FrameTooLarge,
@@ -24,10 +24,22 @@ __all__ = ["client_handshake", "silent_server"]
 _monotonic = time.monotonic
 
 
-def silent_server(url: str, waited: float, options: ChannelOptions) -> Timeout:
+def silent_server(
+    url: str, waited: float, options: ChannelOptions, *, in_this_process: bool = False
+) -> Timeout:
     """The Timeout of a client whose connection was taken but whose handshake got no answer
     (both drivers): a peer that is not an ipcwire endpoint (an HTTP server, say) is the
-    likeliest reason, and a stopped or overloaded one the other."""
+    likeliest reason, and a stopped or overloaded one the other. ``in_this_process``: the
+    server is an asyncio listener of this very process, whose event loop the blocking
+    connect() itself keeps from running."""
+    if in_this_process:
+        return Timeout(
+            f"{url} took the connection but did not complete the ipcwire handshake within "
+            f"{waited:.3g} s: the server is in this process: its event loop cannot run while "
+            f"this blocking connect() waits; use ipcwire.aio.connect() in the loop, or run "
+            f"the server in another thread/process",
+            endpoint=url,
+        )
     return Timeout(
         f"{url} took the connection but did not complete the ipcwire handshake within "
         f"{waited:.3g} s: is it an ipcwire endpoint, with the same framing= on both sides? "
@@ -35,6 +47,20 @@ def silent_server(url: str, waited: float, options: ChannelOptions) -> Timeout:
         + ("; does the server use a token too?" if options.token else ""),
         endpoint=url,
     )
+
+
+def _ours(stream: ByteStream) -> bool:
+    """Whether the peer is an asyncio listener of this very process."""
+    sock = stream.sock if isinstance(stream, SocketStream) else None
+    if sock is None:
+        return False
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return False
+    from ipcwire._stream.aio_listener import listens_in_this_process  # (asyncio: when needed)
+
+    return listens_in_this_process(peer)
 
 
 def client_handshake(
@@ -99,7 +125,7 @@ def client_handshake(
             endpoint=url,
         ) from None
     except (BlockingIOError, TimeoutError) as exc:
-        raise silent_server(url, budget, options) from exc
+        raise silent_server(url, budget, options, in_this_process=_ours(stream)) from exc
     except OSError as exc:
         raise translate(exc, url, "handshaking with") from exc
     dec.max_frame = options.max_frame

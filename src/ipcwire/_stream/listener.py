@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import selectors
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder
 from ipcwire._core.handshake import (
@@ -40,10 +43,18 @@ from ipcwire._oserror import ACCEPT_RETRY, accept_failed
 from ipcwire._stream.blocking import StreamChannel
 from ipcwire._stream.transport import SocketStream, TlsStream
 from ipcwire.channel import Channel, Listener, PeerInfo, describe_peer
-from ipcwire.errors import ChannelClosed, FrameTooLarge, IpcwireError, Timeout
+from ipcwire.errors import AddressInUse, ChannelClosed, FrameTooLarge, IpcwireError, Timeout
 from ipcwire.options import ChannelOptions
 
-__all__ = ["Authorizer", "DropLog", "StreamListener", "log_text"]
+__all__ = [
+    "Authorizer",
+    "DropLog",
+    "StreamListener",
+    "collected_unclosed",
+    "listening_here",
+    "log_text",
+    "thread_twin",
+]
 
 log = logging.getLogger("ipcwire")
 
@@ -60,6 +71,79 @@ def log_text(error: BaseException | str) -> str:
     a text already, is shown as it is."""
     text = getattr(error, "server_log", None)
     return text if isinstance(text, str) else str(error)
+
+
+_T = TypeVar("_T")
+
+
+def thread_twin(obj: _T) -> _T:
+    """An object of ``obj``'s class that shares ``obj``'s attributes (the same ``__dict__``),
+    for the listener's own threads (its acceptor, its loop's server) to hold instead of
+    ``obj``. A thread running a bound method of the listener itself kept it alive for ever:
+    a listener the program dropped without ``close()`` (``listen(url).accept()`` in a
+    notebook cell) was never collected, its socket file or queue stayed, and the next
+    ``listen()`` there was refused as "in use" by this very process. With the twin, the
+    listener the program holds is collected as any object is, and its ``__del__`` (see
+    :func:`warn_dropped`) has its own thread close it; the twin goes when that thread ends.
+    """
+    twin: _T = object.__new__(type(obj))  # (no __init__: the state is obj's)
+    twin.__dict__ = obj.__dict__
+    obj.__dict__["_twin_id"] = id(twin)  # (to tell them apart: see collected_unclosed)
+    return twin
+
+
+def collected_unclosed(obj: object) -> bool:
+    """For a listener's ``__del__``: whether this is the listener the program held (not its
+    twin), collected without ``close()``. Then it is marked ``_dropped``, for its thread to
+    close it, and the ``ResourceWarning`` is emitted."""
+    state = obj.__dict__
+    if state.get("_closed", True) or state.get("_dropped", True):
+        return False  # closed (then its twin goes when its thread ends), or never made
+    if state.get("_twin_id") == id(obj):
+        return False  # the twin, collected while the listener lives: its thread failed
+    state["_dropped"] = True
+    thread = state.get("_thread")
+    if isinstance(thread, threading.Thread):
+        _closing[id(thread)] = thread  # (a dict's item: no lock, as a finalizer must)
+    warnings.warn(
+        f"unclosed listener {state.get('url')!r}: it is closed now, what it listened on "
+        "removed; close() it, or use 'with'",
+        ResourceWarning,
+        stacklevel=2,
+        source=obj,
+    )
+    return True
+
+
+def listening_here(url: str, pid: int | None) -> AddressInUse | None:
+    """The ``AddressInUse`` for an address this very process listens at (``pid`` is ours),
+    else None: "pid N (...) is listening there. Stop it" sent the user to stop the program
+    they were running."""
+    if pid != os.getpid():
+        return None
+    return AddressInUse(
+        f"cannot listen at {url}: this process already listens at {url} (a listener you "
+        f"still hold, or one you lost without closing it): close it first",
+        pid=pid,
+        endpoint=url,
+    )
+
+
+_closing: dict[int, threading.Thread] = {}  # threads closing their collected listeners
+
+
+def wait_dropped_closed(timeout: float = 2.0) -> None:
+    """Wait, ``timeout`` at most, for the listeners collected without ``close()`` to be
+    closed by their threads: ``listen()`` calls it first, so that a listener the program
+    dropped (then ``gc.collect()`` or its last reference gone) has let go of its address."""
+    if not _closing:
+        return
+    deadline = time.monotonic() + timeout
+    for key, thread in list(_closing.items()):
+        if thread is not threading.current_thread():
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        if not thread.is_alive():
+            _closing.pop(key, None)
 
 
 @dataclass(eq=False)
@@ -99,6 +183,7 @@ class StreamListener(Listener):
         self._on_close = on_close
         self._configure = configure
         self._closed = False
+        self._dropped = False  # collected without close(): the acceptor closes it
         self._droplog = DropLog(url)
         self._cond = threading.Condition()
         self._ready: deque[Channel] = deque()
@@ -116,9 +201,16 @@ class StreamListener(Listener):
         self._sel.register(sock, selectors.EVENT_READ, None)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(
-            target=self._run, name=f"ipcwire acceptor {url}", daemon=True
+            target=thread_twin(self)._run, name=f"ipcwire acceptor {url}", daemon=True
         )
         self._thread.start()
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close` (only the listener the program held is: the
+        acceptor thread holds its twin): a ``ResourceWarning``, and the acceptor closes it
+        (a finalizer must not wait, nor take a lock: it runs wherever the collector runs)."""
+        if collected_unclosed(self):
+            self._wake()
 
     def _dispatch(self, events: list[tuple[selectors.SelectorKey, int]]) -> None:
         for key, _ in events:
@@ -159,7 +251,7 @@ class StreamListener(Listener):
         """The acceptor thread: accept, handshake, hand over; until closed."""
         listening = True
         try:
-            while not self._closed:
+            while not self._closed and not self._dropped:
                 self._let_in()
                 now = time.monotonic()
                 full = self._full() or now < self._retry_at
@@ -191,6 +283,8 @@ class StreamListener(Listener):
             while self._waiting:
                 self._waiting.popleft().sock.close()
             self._droplog.flush(final=True)
+            if self._dropped:
+                self.close()  # (in this thread: close() does not wait for itself)
 
     def _full(self) -> bool:
         """Whether the backlog has no place for one more client (then nobody is accepted)."""
@@ -315,7 +409,11 @@ class StreamListener(Listener):
                     return
                 if step.send:
                     p.sock.sendall(step.send)
-        except FrameTooLarge:
+        except FrameTooLarge as exc:
+            refused = p.hs.misframed(exc.header)
+            if refused is not None and refused.error is not None:
+                self._refuse(p, refused.send, refused.error)
+                return
             self._drop(p, "sent an oversized handshake frame (not an ipcwire client?)")
         except (OSError, ssl.SSLError) as exc:
             self._drop(p, "failed during the handshake", f": {exc}")

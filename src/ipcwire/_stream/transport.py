@@ -21,15 +21,17 @@ import os
 import socket
 import ssl
 import time
-from typing import Final
+import weakref
+from typing import Any, Final
 
 from ipcwire._core.wire import Packed
 from ipcwire._deadline import limit, timeval
 from ipcwire._poll import wait_readable, wait_writable
 from ipcwire._stream import native
 from ipcwire._tls import TLS_RECORD, SharedTls
+from ipcwire.errors import LocalProtocolError
 
-__all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream"]
+__all__ = ["ByteStream", "PartialWrite", "SocketStream", "TlsStream", "forked_error", "watch_fork"]
 
 _NOSIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
@@ -212,6 +214,51 @@ class TlsStream(ByteStream):
         if os.getpid() == self._owner:  # not in a forked child: its parent's connection
             self.shutdown()
         self.sock.close()
+
+
+# -- across fork() --------------------------------------------------------------------------
+# Channels over a connection of their own (unix, tcp, ws, http clients) whose copy in a forked
+# child must refuse to be used: a prefork server that connected at import time (gunicorn
+# --preload), a multiprocessing worker with the fork start method, a plain os.fork(). Used
+# from both processes, the one connection carries both processes' messages, and each takes
+# whichever reply comes first. Nothing checks the process id per message: in the child, the
+# handler below marks every such channel (``_after_fork``), which turns its fast paths off,
+# and the slow paths check the mark before they touch the connection or a lock (a parent's
+# thread may have held one at the fork). Pipe channels are not here: an open pipe handed to
+# a forked child is their documented use (docs/mechanisms/pipe.md).
+_forkable: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_fork(channel: Any) -> None:
+    """Have ``channel._after_fork()`` called in every child this process forks."""
+    _forkable.add(channel)
+
+
+def _after_fork_in_child() -> None:
+    channels = list(_forkable)
+    _forkable.clear()  # the parent's: marked once (a grandchild inherits the mark)
+    for ch in channels:
+        try:
+            ch._after_fork()
+        except Exception:  # noqa: S112  (one channel's trouble must not stop the others)
+            continue
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_error(url: str, owner: int) -> LocalProtocolError:
+    """The error of a channel used in a process forked from its ``owner`` (grpc's words,
+    ``ipcwire.grpc._channel.forked``, for the same mistake)."""
+    return LocalProtocolError(
+        f"{url} was opened in process {owner} and this is a child it forked ({os.getpid()}): "
+        f"a connection does not cross fork() (both processes' messages would mix on it, and "
+        f"each would take replies meant for the other); connect again in the child: in "
+        f"gunicorn's post_fork hook or the worker's startup (not at import time with "
+        f"--preload), in the function a multiprocessing Process runs. Nothing was sent or "
+        f"received; the parent's channel is unaffected",
+        endpoint=url,
+    )
 
 
 def _left(deadline: float | None) -> float | None:

@@ -241,7 +241,7 @@ _SHARED_DIR = "/run/app/"
 
 def _url(pick: Pick, spec: MechanismSpec, answers: Answers) -> str:
     url = pick.url or spec.example_url or f"{pick.scheme}:"
-    if answers.users == "several" and spec.scheme in _PERMISSIONS:
+    if answers.users == "several" and url.partition(":")[0] in _PERMISSIONS:
         if _EXAMPLE_DIR in url:
             url = url.replace(_EXAMPLE_DIR, _SHARED_DIR)
         elif spec.scheme == "shm":  # shm://NAME's socket is in a 0700 directory of its user's
@@ -315,6 +315,19 @@ def consider(pick: Pick, answers: Answers) -> Considered:
             continue  # the parent watching its children is the side that asks
         elif req.capability == "multi_client" and _spawns_each(pick, answers):
             continue  # the parent spawns each agent: a pair of pipes per agent
+        elif req.capability == "crosses_machines" and not any(
+            _crosses(s, t) for s, t in zip(specs, _transports(pick), strict=True)
+        ):
+            if any(s.capabilities.crosses_machines for s in specs):  # grpc+unix, http+unix
+                return Considered(
+                    pick, title, url, f"{url} is a socket file, on this machine only, but {req.why}"
+                )
+            return Considered(
+                pick,
+                title,
+                url,
+                f"{title}: {req.capability} is false in its registered capabilities, but {req.why}",
+            )
         elif not any(getattr(s.capabilities, req.capability) for s in specs):
             return Considered(
                 pick,
@@ -337,6 +350,12 @@ _TLS = {
 }
 
 
+def _crosses(spec: MechanismSpec, transport: str) -> bool:
+    """Whether a part reaches other machines: the registry says so of the mechanism, and its
+    URL is not the Unix-socket form of it (``grpc+unix``, ``http+unix``)."""
+    return spec.capabilities.crosses_machines and not transport.endswith("+unix")
+
+
 def _spawn_tells(pick: Pick, answers: Answers) -> bool:
     """Whether the pick is spawn()'s pipes to a child the parent watches: the parent tells a
     failed child from one that finished (ChannelBroken with its exit status, docs/mechanisms/
@@ -345,8 +364,24 @@ def _spawn_tells(pick: Pick, answers: Answers) -> bool:
     return pick.scheme == "pipe" and parent
 
 
+def _transports(pick: Pick) -> list[str]:
+    """The URL scheme of each part of the pick, which says where it can reach and who may
+    connect: ``grpc+unix`` for ``Pick("grpc", url="grpc+unix://...")`` (a socket file, this
+    machine only), ``grpc`` for the registry's ``grpc://127.0.0.1:...`` (a port)."""
+    main = pick.url.partition(":")[0] if pick.url else pick.scheme
+    return [main, *pick.also]
+
+
+_SQUAT = (
+    "Any user can take a name in a world-writable directory such as /tmp first (squatting): "
+    "it is no security boundary; put the socket in a directory only the server's user can "
+    "write"
+)
+
 # Who may use a mechanism whose files are 0600 (docs/mechanisms/<scheme>.md): how to let
-# another user in, and how to know who the server is.
+# another user in, and how to know who the server is. Keyed by the URL's scheme: the socket
+# file of grpc+unix, http+unix and ws+unix is made as unix:'s is, but what each checks of its
+# peers differs (allow_uids= on which side, peer credentials or none).
 _PERMISSIONS = {
     "unix": "the socket is created 0600, so processes of other users are refused "
     "(PermissionDenied); to let them in, listen with mode=0o660 and a group the users share, "
@@ -364,12 +399,32 @@ _PERMISSIONS = {
     "mode and directory decide who may write it); an existing FIFO that is not yours is "
     "refused, so put it in a directory only the listener's user can write, not /tmp "
     '(docs/mechanisms/fifo.md; docs/mechanisms/unix.md, "Who is the server?")',
+    "grpc+unix": "the socket is created 0600 (mode=), so processes of other users are refused "
+    "(PermissionDenied); to let them in, listen with mode=0o660 and a group the users share. "
+    "gRPC has no allow_uids= on either side and no peer credentials (ch.peer has no uid): the "
+    "socket's mode and group decide who connects; to know who the server is (and who the "
+    "client is), give both sides token=: a client with a token refuses a server that cannot "
+    f"prove it knows it (AuthenticationFailed). {_SQUAT} (docs/mechanisms/grpc.md, "
+    '"Binding safely"; docs/mechanisms/unix.md, "Who is the server?")',
+    "http+unix": "the socket is created 0600, so processes of other users are refused "
+    "(PermissionDenied); to let them in, listen with mode=0o660 and a group the users share, "
+    "and allow_uids=[their uids] (others get 403, PermissionDenied; the server's ch.peer has "
+    "the client's uid). The client has no allow_uids= and no peer credentials: to know who "
+    "the server is, give both sides token=: a client with a token refuses a server that "
+    f"cannot prove it knows it (AuthenticationFailed). {_SQUAT} (docs/mechanisms/rest.md; "
+    'docs/mechanisms/unix.md, "Who is the server?")',
+    "ws+unix": "the socket is created 0600, so processes of other users are refused "
+    "(PermissionDenied); to let them in, listen with mode=0o660 and a group the users share, "
+    "and allow_uids=[their uids] (others get 403, PermissionDenied). connect() has no "
+    "allow_uids=: check ch.peer.uid (the server's, from the kernel) before sending anything, "
+    f"or give both sides token=. {_SQUAT} (docs/mechanisms/websocket.md, "
+    '"On a Unix socket"; docs/mechanisms/unix.md, "Who is the server?")',
 }
 
 
 def _permissions(pick: Pick) -> list[str]:
     """Who may connect to each part of the pick whose files are 0600, and how to share it."""
-    return [_PERMISSIONS[name] for name in (pick.scheme, *pick.also) if name in _PERMISSIONS]
+    return [_PERMISSIONS[name] for name in _transports(pick) if name in _PERMISSIONS]
 
 
 def _because(because: str, pick: Pick, answers: Answers) -> str:
@@ -395,6 +450,8 @@ def _caveats(pick: Pick, answers: Answers) -> list[str]:
     out = _security(pick, answers)
     if answers.users != "several":  # for several users it is part of the why
         out += [f"one user only: {text}" for text in _permissions(pick)]
+    else:
+        out += [f"several users: {text}" for text in _other_users(pick, answers)]
     if answers.tells_failure and _spawn_tells(pick, answers):
         out.append(
             "the parent tells a failed child from one that finished (recv raises ChannelBroken "
@@ -405,15 +462,63 @@ def _caveats(pick: Pick, answers: Answers) -> list[str]:
     return out
 
 
+# What keeps other users out of a mechanism that has no socket file of its own, for
+# --users several (docs/mechanisms/<scheme>.md).
+_OTHER_USERS = {
+    "spool": "the spool's directories are created 0700 (mode=), so other users' processes "
+    "are refused (PermissionDenied); to share it, give both sides mode=0o770, with the "
+    "directory's group one the users share. Anyone who may write the directory can add a "
+    "message, and nothing tells one writer from another (no token=, no peer credentials): "
+    'use codec="json" or "msgpack" (docs/mechanisms/spool.md, "Who may add messages")',
+    "dbus": "a session bus is one user's: its daemon lets in only the processes of the user "
+    "it runs as (it checks the uid), so other users' processes cannot reach it. For several "
+    "users use the system "
+    "bus, dbus://system/<bus.name>, with a policy file (root installs it in "
+    "/etc/dbus-1/system.d/) whose <allow own=.../> and <allow send_destination=.../> rules "
+    "let the service and its callers in (otherwise PermissionDenied names the rule); ch.peer.uid "
+    "comes from the bus daemon (docs/mechanisms/dbus.md)",
+}
+
+
+def _other_users(pick: Pick, answers: Answers) -> list[str]:
+    """For several users on this machine: who else can reach each part of the pick that has
+    no socket file of its own (a port on 127.0.0.1, a spool's directory, a bus)."""
+    out = []
+    for name, transport in zip((pick.scheme, *pick.also), _transports(pick), strict=True):
+        spec = lookup(name)
+        docs = f" ({spec.docs})" if spec.docs else ""
+        if name in _OTHER_USERS:
+            out.append(_OTHER_USERS[name])
+        elif not _crosses(spec, transport) or answers.distance != "same-machine":
+            continue  # a socket file (the why says who may use it); across machines: _security
+        elif name in _TLS:
+            out.append(
+                f"any process of any user on this machine can connect to a port on 127.0.0.1: "
+                f"a port has no file mode and no peer credentials (no allow_uids=, ch.peer has "
+                f"no uid), so give the listener token= (and ipcwire clients too: a client with "
+                f"a token refuses a server that cannot prove it knows it, such as one on a port "
+                f"another user took first); with TLS too when it crosses machines: "
+                f"{_TLS[name]}{docs}"
+            )
+        else:
+            out.append(
+                f"any process of any user on this machine can send to a port on 127.0.0.1, "
+                f"and {spec.title} has no token and no peer credentials: for anything that "
+                f"matters use a Unix socket (mode=0o660, allow_uids=) or tcp:// with "
+                f"token={docs}"
+            )
+    return out
+
+
 def _security(pick: Pick, answers: Answers) -> list[str]:
     """What an answer that crosses machines needs besides its example URL (which binds
     127.0.0.1, reachable from this machine only)."""
     if answers.distance != "may-move":
         return []
     out = []
-    for name in (pick.scheme, *pick.also):
+    for name, transport in zip((pick.scheme, *pick.also), _transports(pick), strict=True):
         spec = lookup(name)
-        if not spec.capabilities.crosses_machines:
+        if not _crosses(spec, transport):
             continue
         docs = f" ({spec.docs})" if spec.docs else ""
         if spec.scheme in _TLS:

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from ipcwire._deadline import limit
 from ipcwire._droplog import DropLog
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import (
     ChannelStatistics,
     PeerInfo,
+    cannot_pickle,
     closed_because,
     interrupted_request,
     log_handler_end,
@@ -125,6 +127,7 @@ class AioChannel(abc.ABC):
         """Send and return the next message; on Timeout the channel is closed. Tasks calling
         it on one channel at once take turns, so each gets its own reply (see the blocking
         :meth:`ipcwire.Channel.request`)."""
+        limit(timeout, self.url)  # a timeout that is not one fails before anything is sent
         lock: asyncio.Lock | None = self.__dict__.get("_ipcwire_turns")
         if lock is None:
             lock = self.__dict__.setdefault("_ipcwire_turns", asyncio.Lock())
@@ -195,6 +198,9 @@ class AioChannel(abc.ABC):
         """Close at the end of an ``async with`` block that ``exc`` ended (None: it
         finished). Drivers that can tell the peer the block failed override it."""
         await self.aclose()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise cannot_pickle(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} {'closed' if self.closed else 'open'}>"
@@ -315,6 +321,9 @@ class AioListener(abc.ABC):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise cannot_pickle(self)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} {'closed' if self.closed else 'listening'}>"

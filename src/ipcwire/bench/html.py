@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ipcwire.bench.report import (
+    command_text,
     fmt_bandwidth,
     fmt_rate,
     fmt_us,
@@ -21,6 +22,7 @@ from ipcwire.bench.report import (
     table_rows,
     target_marks,
     vs_raw_label,
+    write_atomically,
 )
 from ipcwire.bench.runner import format_size
 
@@ -191,7 +193,7 @@ def render_html(doc: dict[str, Any], png: bytes | None = None) -> str:
 <style>{_CSS}</style></head><body>
 <h1>ipcwire bench</h1>
 <p>ipcwire {_e(doc["ipcwire_version"])} · {_e(doc["started_at"])} ·
-<code>{_e(" ".join(doc["command_line"]))}</code> · {doc["elapsed_s"]:.0f} s</p>
+<code>{_e(command_text(doc["command_line"]))}</code> · {doc["elapsed_s"]:.0f} s</p>
 {_implementation(doc)}
 {_main_table(doc)}
 <p class=dim>Round trip: p50 of each repetition, median over repetitions (min-max in
@@ -213,5 +215,9 @@ beside it is back to back (a hybrid wait spins back to back and parks after idle
 
 
 def write_html(doc: dict[str, Any], path: Path) -> None:
-    """Write the page to ``path``."""
-    path.write_text(render_html(doc), encoding="utf-8")
+    """Write the page to ``path``, whole or not at all.
+
+    Raises:
+        OSError: it could not be written (``path`` is then as it was).
+    """
+    write_atomically(path, render_html(doc))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ipcwire.bench.report import (
+    command_text,
     fmt_bandwidth,
     fmt_rate,
     fmt_us,
@@ -18,6 +19,7 @@ from ipcwire.bench.report import (
     table_rows,
     target_marks,
     vs_raw_label,
+    write_atomically,
 )
 from ipcwire.bench.runner import format_size
 
@@ -103,7 +105,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     poll = (idle.get("guest_halt_poll") or {}).get("guest_halt_poll_ns")
     pin = m.get("pinning") or {}
     out = [
-        f"Command: `{' '.join(doc['command_line'])}` · ipcwire {doc['ipcwire_version']} · "
+        f"Command: `{command_text(doc['command_line'])}` · ipcwire {doc['ipcwire_version']} · "
         f"{doc['started_at']} · {doc['elapsed_s']:.0f} s",
         "",
         f"Machine: {m.get('cpu_model')}, {m.get('logical_cpus')} CPUs, {m.get('system')} "
@@ -175,5 +177,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
-    """Write the Markdown report to ``path``."""
-    path.write_text(render_markdown(doc), encoding="utf-8")
+    """Write the Markdown report to ``path``, whole or not at all.
+
+    Raises:
+        OSError: it could not be written (``path`` is then as it was).
+    """
+    write_atomically(path, render_markdown(doc))

@@ -6,6 +6,11 @@ so a saved ``--json`` file renders the same way later.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -15,6 +20,8 @@ from rich.text import Text
 from ipcwire.bench.runner import format_size
 
 __all__ = [
+    "arg_text",
+    "command_text",
     "fmt_bandwidth",
     "fmt_rate",
     "fmt_us",
@@ -28,7 +35,63 @@ __all__ = [
     "table_rows",
     "target_marks",
     "vs_raw_label",
+    "write_atomically",
 ]
+
+
+def arg_text(arg: str) -> str:
+    """A command-line argument as text to store and show: valid Unicode whatever the locale.
+
+    Python decodes the bytes of an argument that are not text in its locale as lone
+    surrogates (U+DC80..U+DCFF, os.fsdecode); those are the argument's bytes again, read as
+    UTF-8, and each byte that is still not text is the escape ``\\xNN``: ``b\\xff/r.json``
+    for the bytes b"b\\xff/r.json", ``\u00e9`` for an ``\u00e9`` typed under LC_ALL=C.
+    Any other lone surrogate is ``\\udNNN``. (A report holding lone surrogates could not be
+    written as UTF-8, and is no valid JSON text for other tools.)"""
+    try:
+        raw = arg.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return arg.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def command_text(command_line: Sequence[str]) -> str:
+    """A report's command line, shown: its arguments (:func:`arg_text`) joined by spaces."""
+    return " ".join(arg_text(arg) for arg in command_line)
+
+
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write ``path`` whole or not at all (text as UTF-8, any lone surrogate escaped): into a
+    temporary file beside it, renamed over it once written. On failure the temporary file is
+    removed and ``path`` is as it was: never an empty or half-written report. A path that is
+    not a regular file (/dev/stdout, a FIFO, a device) is written to directly.
+
+    Raises:
+        OSError: it could not be written.
+    """
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "backslashreplace")
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        regular = True
+    if not regular:  # a device, a FIFO, /dev/stdout: written to, never replaced
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    target = Path(os.path.realpath(path))  # (a symlink: write the file it points to)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a killed run that had this pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
 
 _STYLE = {"ipcwire": "bold cyan", "baseline": "white", "peer": "yellow"}
 

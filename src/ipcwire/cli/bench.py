@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ipcwire.cli._console import safe_stdio
+
 __all__ = ["add_parser", "parse_size", "run"]
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]?)(?:i?B)?\s*$")
@@ -221,6 +223,7 @@ def _measure(config: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ipcwire.bench.analysis import build_document
+    from ipcwire.bench.report import arg_text
     from ipcwire.bench.runner import run as run_bench
 
     err = Console(stderr=True)
@@ -239,7 +242,7 @@ def _measure(config: Any) -> dict[str, Any]:
 
         with _sigterm_unwinds():
             out = run_bench(config, progress=progress)
-    return build_document(out, command_line=["ipcwire", *sys.argv[1:]])
+    return build_document(out, command_line=["ipcwire", *map(arg_text, sys.argv[1:])])
 
 
 @contextlib.contextmanager
@@ -315,8 +318,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {line}", file=sys.stderr)
             return 2
         from ipcwire.bench.analysis import refresh
+        from ipcwire.bench.report import arg_text
 
         refresh(doc)
+        # (a report an earlier ipcwire saved may hold lone surrogates: "\udcff")
+        doc["command_line"] = [arg_text(arg) for arg in doc["command_line"]]
     else:
         try:
             doc = _measure(config)
@@ -357,12 +363,15 @@ def _write_outputs(doc: dict[str, Any], outputs: dict[str, Path]) -> list[str]:
 
 
 def _write(doc: dict[str, Any], flag: str, path: Path) -> None:
-    if flag == "--json":
-        path.write_text(json.dumps(doc, indent=1) + "\n")
-    elif flag == "--plot":
-        from ipcwire.bench.plot import write_png
+    """Write one output, whole or not at all (never an empty file left by a failure)."""
+    from ipcwire.bench.report import write_atomically
 
-        write_png(doc, path)
+    if flag == "--json":
+        write_atomically(path, json.dumps(doc, indent=1) + "\n")
+    elif flag == "--plot":
+        from ipcwire.bench.plot import png_bytes
+
+        write_atomically(path, png_bytes(doc))
     elif flag == "--html":
         from ipcwire.bench.html import write_html
 
@@ -378,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipcwire")
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
+    safe_stdio()
     return run(parser.parse_args(argv))
 
 

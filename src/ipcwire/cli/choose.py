@@ -243,7 +243,10 @@ def run(args: argparse.Namespace) -> int:
         schemes = schemes_to_measure(answers, [c.pick.scheme for c in advice.candidates])
         if not args.json:
             print(f"measuring {', '.join(schemes)} (a few seconds)...", file=sys.stderr)
-        bench = measure(schemes, size=args.size, command_line=["ipcwire", *sys.argv[1:]])
+        from ipcwire.bench.report import arg_text
+
+        argv = ["ipcwire", *map(arg_text, sys.argv[1:])]
+        bench = measure(schemes, size=args.size, command_line=argv)
         advice = advise(answers, bench, size=args.size)
         advice.notes += not_measured(bench, schemes)
     advice.warnings += _contradictions(values)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Final
 
 import ipcwire
+from ipcwire.cli._console import safe_stdio
 
 __all__ = ["main"]
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    safe_stdio()  # no UnicodeEncodeError from our own output, whatever the locale
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

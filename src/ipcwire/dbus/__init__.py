@@ -13,10 +13,42 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING, Any
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["BENCH_URL", "SPEC", "probe"]
+if TYPE_CHECKING:
+    from ipcwire.dbus.aio import AioDbusChannel, AioDbusListener
+    from ipcwire.dbus.blocking import DbusChannel, DbusListener
+
+__all__ = [
+    "BENCH_URL",
+    "SPEC",
+    "AioDbusChannel",
+    "AioDbusListener",
+    "DbusChannel",
+    "DbusListener",
+    "probe",
+]
+
+_CLASSES: dict[str, str] = {
+    "DbusListener": "ipcwire.dbus.blocking",
+    "DbusChannel": "ipcwire.dbus.blocking",
+    "AioDbusListener": "ipcwire.dbus.aio",
+    "AioDbusChannel": "ipcwire.dbus.aio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The channel classes, for type checkers and ``isinstance`` narrowing (``publish(topic=)``
+    is its listeners', not every listener's), imported on first use: the registry imports this
+    module."""
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def probe() -> str | None:

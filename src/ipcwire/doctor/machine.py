@@ -20,10 +20,11 @@ from typing import Final
 
 from ipcwire._procfs import unix_socket_files, unix_socket_table
 from ipcwire.doctor._model import Report
-from ipcwire.doctor.queues import mq_lock_name, mq_lock_note
+from ipcwire.doctor.queues import mq_lock_name, mq_lock_note, msgqueue_limit
 from ipcwire.doctor.shm import DEV_SHM, check_shm
 from ipcwire.doctor.unix import probe
 from ipcwire.registry import mechanisms
+from ipcwire.spawn._common import PidsLimit, pids_limit
 from ipcwire.unix._namespaces import net_namespace_hint
 from ipcwire.unix._socket import MAX_PATH
 
@@ -125,11 +126,65 @@ def _limits(report: Report) -> None:
     ]
     mq = {n: _read(f"/proc/sys/fs/mqueue/{n}") for n in ("msg_max", "msgsize_max", "queues_max")}
     lines.append("POSIX message queues: " + ", ".join(f"{k} {v}" for k, v in mq.items()))
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)
+    cgroup = pids_limit()
+    lines.append(f"processes and threads (ulimit -u): {_rlim(nproc[0])} (hard {_rlim(nproc[1])})"
+                 + (" (root is exempt)" if os.getuid() == 0 else ""))  # fmt: skip
+    lines.append("cgroup pids.max: " + ("none set" if cgroup is None else
+                 f"{cgroup.limit} ({cgroup.path}, {cgroup.current} in use)"))  # fmt: skip
     report.add("machine.limits", "info", "this machine's IPC limits", lines, nofile=soft)
     if soft < 1024:
-        report.add("machine.nofile", "warning", f"only {soft} open files per process: servers "
-                   "with many clients hit EMFILE", [f"RLIMIT_NOFILE {soft} (hard {hard})"],
-                   f"raise it: ulimit -n {min(hard, 65536)}")  # fmt: skip
+        _nofile(report, soft, hard)
+    _pids(report, nproc[0], cgroup)
+    msgqueue_limit(report)
+
+
+def _rlim(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def _nofile(report: Report, soft: int, hard: int) -> None:
+    """A low RLIMIT_NOFILE: the soft limit can be raised up to the hard one by the process
+    itself; the hard limit only by root or whoever starts the process."""
+    summary = f"only {soft} open files per process: servers with many clients hit EMFILE"
+    evidence = [f"RLIMIT_NOFILE {soft} (hard {_rlim(hard)})"]
+    if hard == resource.RLIM_INFINITY or hard >= 1024:
+        fix = f"raise the soft limit (up to the hard {_rlim(hard)}): ulimit -n {min(hard, 65536)}"
+    else:
+        fix = (f"the hard limit ({hard}) is the problem: only root, or whoever starts the "
+               "program, can raise it: prlimit --nofile=65536:65536 --pid PID, LimitNOFILE=65536 "
+               "in its systemd unit, docker run --ulimit nofile=65536:65536, or nofile in "
+               "/etc/security/limits.conf (then ulimit -n 65536)")  # fmt: skip
+    report.add("machine.nofile", "warning", summary, evidence, fix, nofile=soft, hard=hard)
+
+
+# Blocking servers (ws, shm, grpc, serve()) start threads per client: a process or cgroup
+# limit below this many serves few clients at once.
+_FEW_PIDS: Final = 256
+
+
+def _pids(report: Report, nproc: int, cgroup: PidsLimit | None) -> None:
+    """A limit on processes and threads low enough to refuse clients of blocking servers
+    (a thread or more each), grpc (a pool of threads), and spawn()."""
+    uses = ("blocking ws://, shm:// and serve() start a thread (or more) per client, grpc a "
+            "pool of threads, spawn() a process per child: past the limit, clients are "
+            "refused (told to try again later) and spawn() fails")  # fmt: skip
+    if cgroup is not None and cgroup.limit < _FEW_PIDS:
+        left = "" if cgroup.current is None else f", {cgroup.current} in use"
+        report.add("machine.pids", "warning", f"this process's cgroup allows only "
+                   f"{cgroup.limit} processes and threads in all: {uses}",
+                   [f"{cgroup.path}: {cgroup.limit}{left}"], "raise it: docker run "
+                   "--pids-limit=4096 (or -1), TasksMax= in a systemd unit, or as root: echo "
+                   f"4096 > {cgroup.path}; or serve fewer clients at once "
+                   "(serve(max_channels=))", pids_max=cgroup.limit,
+                   path=cgroup.path)  # fmt: skip
+    if nproc != resource.RLIM_INFINITY and nproc < _FEW_PIDS and os.getuid() != 0:
+        report.add("machine.nproc", "warning", f"uid {os.getuid()} may have only {nproc} "
+                   f"processes and threads (all its processes together): {uses}",
+                   [f"RLIMIT_NPROC {nproc}"], "raise it: ulimit -u 4096 (up to the hard "
+                   "limit; above it: LimitNPROC= in a systemd unit, docker run --ulimit "
+                   "nproc=4096, or nproc in /etc/security/limits.conf)",
+                   nproc=nproc)  # fmt: skip
 
 
 # The machine report names this many stale socket files; --json has them all.
@@ -199,10 +254,12 @@ def _queue_exists(name: str) -> bool | None:
     """Whether the POSIX message queue ``name`` exists; None when it cannot be told."""
     try:
         import posix_ipc
+
+        from ipcwire.mq._queue import kernel_name  # (it needs posix_ipc)
     except ImportError:
         return None
     try:
-        posix_ipc.MessageQueue(name, read=True, write=False).close()
+        posix_ipc.MessageQueue(kernel_name(name), read=True, write=False).close()
     except posix_ipc.ExistentialError:
         return False
     except posix_ipc.Error:

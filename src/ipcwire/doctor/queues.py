@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
 from ipcwire._procfs import all_pids, describe_pid, fd_targets, lock_owners, proc_stat
 from ipcwire.doctor._model import Report
 
-__all__ = ["check_mq", "check_spool", "mq_lock_name", "mq_lock_note"]
+__all__ = ["check_mq", "check_spool", "mq_lock_name", "mq_lock_note", "msgqueue_limit"]
 
 _SPOOL_DIRS = ("tmp", "new", "cur", "dead")
 
@@ -31,6 +32,18 @@ def _lock_path(name: str) -> str | None:
             raise
         return None
     return lock_path(name)
+
+
+def _lock_held(name: str) -> bool | None:
+    """Whether a listener holds the lock of queue ``name`` (see ``mq._session.lock_held``:
+    it sees holders that /proc/locks hides, in a pid namespace this one cannot see)."""
+    try:
+        from ipcwire.mq._session import lock_held
+    except ImportError as exc:
+        if exc.name != "posix_ipc":
+            raise
+        return None
+    return lock_held(name)
 
 
 def mq_lock_name(path: str) -> str | None:
@@ -74,6 +87,8 @@ def check_mq(name: str) -> Report:
     report = Report(f"mq://{name}")
     try:
         import posix_ipc
+
+        from ipcwire.mq._queue import kernel_name  # (it needs posix_ipc)
     except ImportError:
         report.add("mq.unavailable", "problem", "posix_ipc is not installed",
                    fix="pip install 'ipcwire[system]'")  # fmt: skip
@@ -82,7 +97,7 @@ def check_mq(name: str) -> Report:
     lock = _lock_path(name)
     owners, note = mq_lock_note(lock) if lock and os.path.exists(lock) else ([], {})
     try:
-        queue = posix_ipc.MessageQueue(name, read=True, write=False)
+        queue = posix_ipc.MessageQueue(kernel_name(name), read=True, write=False)
     except posix_ipc.ExistentialError:
         fix = "start the listener (ipcwire.listen('mq://" + name + "')), or check the name"
         report.add("mq.missing", "problem", f"there is no message queue {name}",
@@ -108,6 +123,25 @@ def check_mq(name: str) -> Report:
             f"held by {', '.join(describe_pid(p) for p in owners)}" if owners
             else f"not held (last holder's note: {note or 'none'})"))  # fmt: skip
     data = {"depth": depth, "max_messages": slots, "max_message_size": size, "pids": users}
+    if lock and not owners and _lock_held(name) is False:
+        pid = note.get("pid")
+        if isinstance(pid, int):
+            who = f"its listener, pid {pid}, is gone (killed, or it exited without closing)"
+        else:
+            who = "its listener is gone (it closed with unlink=False, or was killed)"
+        kept = f" and the {depth} message(s) in it" if depth else ""
+        report.add(
+            "mq.listener_gone",
+            "problem",
+            f"mq://{name} has no listener: {who} and left its queue: connect() is refused "
+            f"(ConnectionRefused)",
+            evidence,
+            f"start the listener again: its listen() adopts the queue{kept}; or, if it is not "
+            f'coming back, remove the queue: python -c "import posix_ipc; '
+            f"posix_ipc.unlink_message_queue('{name}')\" and rm {lock}",
+            lock=lock,
+            **data,
+        )
     if not users:
         who = f"pid {note.get('pid')}" if note.get("pid") else "a process that is gone"
         report.add(
@@ -132,9 +166,9 @@ def check_mq(name: str) -> Report:
 
 
 def _limits(report: Report) -> None:
-    from ipcwire.mq import limits, probe  # (no optional dependency: the registry's module)
+    from ipcwire.mq import kernel_probe, limits  # (no optional dependency: the registry's)
 
-    reason = probe()
+    reason = kernel_probe()
     if reason is not None:
         report.add("mq.kernel", "problem", reason)
         return
@@ -144,6 +178,42 @@ def _limits(report: Report) -> None:
                [f"{k} = {v}" for k, v in lim.as_dict().items()],
                "raise them with sysctl fs.mqueue.msg_max / msgsize_max, and ulimit -q",
                **lim.as_dict())  # fmt: skip
+    msgqueue_limit(report)
+
+
+def msgqueue_limit(report: Report) -> None:
+    """RLIMIT_MSGQUEUE too small for one mq:// listener (its rendezvous queue), or for a
+    listener and one channel (a client's pair of queues), with the default sizes: every
+    listen() or connect() would fail with ConfigurationError naming it."""
+    from ipcwire.mq import kernel_probe, limits, needs
+
+    lim = limits()
+    if lim.rlimit_bytes is None or kernel_probe() is not None:
+        return
+    listener, channel = needs(lim)
+    have = lim.rlimit_bytes
+    if have >= listener + channel:
+        return
+    hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1]
+    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    if have < listener:
+        what = (f"too small for even one mq:// listener (its rendezvous queue needs about "
+                f"{listener} bytes): every listen() fails")  # fmt: skip
+    else:
+        what = (f"too small for a listener and one channel with the default sizes (about "
+                f"{listener} + {channel} bytes): connect() fails")  # fmt: skip
+    need = max(819200, listener + channel)
+    fix = f"raise it: ulimit -q {need}"
+    if hard != resource.RLIM_INFINITY and hard < need:
+        fix = (f"the hard limit ({hard_text}) is too small too: only root, or whoever starts "
+               f"the program, can raise it: prlimit --msgqueue={need}:{need} --pid PID, "
+               f"LimitMSGQUEUE={need} in its systemd unit, docker run --ulimit "
+               f"msgqueue={need}:{need}, or msgqueue in /etc/security/limits.conf")  # fmt: skip
+    report.add("mq.rlimit", "problem", f"RLIMIT_MSGQUEUE (ulimit -q) is {have} bytes: {what}",
+               [f"RLIMIT_MSGQUEUE {have} (hard {hard_text}); queue of {lim.msg_default} "
+                f"messages: {lim.msg_default} x (msgsize + 88 bytes)"], fix,
+               rlimit_bytes=have, listener_bytes=listener,
+               channel_bytes=channel)  # fmt: skip
 
 
 def _producer(name: str) -> str:

@@ -23,7 +23,16 @@ from ipcwire.doctor._model import Report, Status
 from ipcwire.doctor.queues import mq_lock_name
 from ipcwire.shm import _layout as L
 
-__all__ = ["DEV_SHM", "Ring", "Usage", "check_shm", "check_shm_url", "ring_problems", "scan_usage"]
+__all__ = [
+    "DEV_SHM",
+    "Ring",
+    "Usage",
+    "check_shm",
+    "check_shm_url",
+    "ring_problems",
+    "scan_usage",
+    "size_text",
+]
 
 DEV_SHM: Final = "/dev/shm"  # noqa: S108 - the POSIX shared-memory mount, read only
 DOCKER_DEFAULT: Final = 64 * 1024 * 1024
@@ -239,19 +248,51 @@ def _check_capacity(report: Report) -> None:
         return
     total = vfs.f_blocks * vfs.f_frsize
     used = total - vfs.f_bfree * vfs.f_frsize
-    evidence = [f"statvfs({DEV_SHM}): {used} of {total} bytes used"]
+    evidence = [f"statvfs({DEV_SHM}): {used} of {total} bytes used, {vfs.f_files - vfs.f_ffree} "
+                f"of {vfs.f_files} inodes"]  # fmt: skip
+    docker = " (Docker's default)" if total == DOCKER_DEFAULT else ""
+    if vfs.f_files and not vfs.f_ffree:
+        report.add("shm.inodes", "problem", f"{DEV_SHM} has no free inode: no file can be made "
+                   f"there. {_DEPENDS}: every mq:// listen() fails (ResourceExhausted: no room "
+                   "for its lock file)", evidence, "remove what is stale there (ls -la "
+                   f"{DEV_SHM}), or remount it with more inodes as root (mount -o remount,"
+                   f"nr_inodes=65536 {DEV_SHM}; in a container that needs CAP_SYS_ADMIN, or a "
+                   "tmpfs given when it starts: docker run --tmpfs /dev/shm:size=64m,"
+                   "nr_inodes=65536)", used=used, total=total,
+                   inodes=vfs.f_files)  # fmt: skip
     if total and used > 0.8 * total:
-        report.add("shm.full", "problem", f"{DEV_SHM} is {used * 100 // total}% full", evidence,
-                   "remove leaked segments (listed here), or enlarge it", used=used,
-                   total=total)  # fmt: skip
-    elif total <= DOCKER_DEFAULT:
-        report.add("shm.small", "warning", f"{DEV_SHM} holds only {total >> 20} MiB (Docker's "
-                   "default): larger segments fail with SIGBUS or ENOSPC", evidence,
-                   "run the container with --shm-size=1g (or mount a larger tmpfs)",
+        report.add("shm.full", "problem", f"{DEV_SHM} is {used * 100 // total}% full "
+                   f"({size_text(used)} of {size_text(total)}{docker}). {_DEPENDS}", evidence,
+                   "remove leaked segments (listed here), or enlarge it (docker run "
+                   "--shm-size=256m, or mount -o remount,size=256m /dev/shm as root)",
                    used=used, total=total)  # fmt: skip
+    elif total < DOCKER_DEFAULT:
+        report.add("shm.small", "warning", f"{DEV_SHM} holds only {size_text(total)} (Docker's "
+                   f"default is 64 MiB). {_DEPENDS}: larger segments of theirs fail with "
+                   "SIGBUS or ENOSPC", evidence, "run the container with --shm-size=256m (or "
+                   "mount a larger tmpfs) if such a program needs it", used=used,
+                   total=total)  # fmt: skip
     else:
-        report.add("shm.size", "info", f"{DEV_SHM}: {used >> 20} MiB used of {total >> 20} MiB",
-                   evidence, used=used, total=total)  # fmt: skip
+        report.add("shm.size", "info", f"{DEV_SHM}: {size_text(used)} used of "
+                   f"{size_text(total)}{docker}", evidence, used=used,
+                   total=total)  # fmt: skip
+
+
+# What lives in /dev/shm, and what does not (docs/containers.md).
+_DEPENDS: Final = (
+    "ipcwire's shm:// does not use it (its rings are memfds); what does: ipcwire's mq:// "
+    "lock files and end pipes (a few bytes and an inode each), and other programs' POSIX "
+    "shared memory (shm_open, multiprocessing.shared_memory)"
+)
+
+
+def size_text(n: int) -> str:
+    """``n`` bytes in the largest unit that keeps it at least 1: ``64 KiB``, ``1.5 MiB``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            value = n / (1 << shift)
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _check_rings(report: Report, usage: Usage, only: set[int] | None = None) -> None:

@@ -30,12 +30,15 @@ from typing import Final
 from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import Packed
+from ipcwire._deadline import not_seconds
+from ipcwire._oserror import translate
 from ipcwire._procfs import describe_pid, fifo_holders
 from ipcwire.errors import (
     AddressInUse,
     ConnectionRefused,
     InvalidURL,
     PermissionDenied,
+    ResourceExhausted,
     Timeout,
 )
 from ipcwire.pipe._fd import FdStream
@@ -101,6 +104,7 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
         AddressInUse: the path exists and is not a FIFO (it is never replaced).
         PermissionDenied: the directory is not ours to use, or the existing FIFO belongs to
             another user or has a wider mode than ``mode``.
+        ResourceExhausted: a full file system (no space, no inode), naming the URL.
     """
     try:
         os.mkfifo(path, mode)
@@ -118,6 +122,10 @@ def create_fifo(path: str, url: str, mode: int) -> bool:
             f"cannot create {path} for {url}: the directory does not exist; create it first",
             endpoint=url,
         ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_room(exc, url, path, "the FIFO") from exc
+        raise translate(exc, url, f"creating the FIFO {path} for") from exc
     else:
         os.chmod(path, mode)  # exact mode, whatever the umask
         return True
@@ -206,12 +214,19 @@ def claim_fifo(path: str, url: str) -> FileLock | None:
     Raises:
         AddressInUse: a live listener holds the lock; the message names its process.
         ConfigurationError: the lock file is a symbolic link.
+        ResourceExhausted: no room for the lock file (a full file system), or out of
+            descriptors; naming the URL.
     """
     lock = FileLock(lock_path(path), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except PermissionDenied:
         return None
+    except ResourceExhausted as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_room(cause, url, lock.path, "the FIFO's lock file") from exc
+        raise ResourceExhausted(f"cannot listen at {url}: {exc}", endpoint=url) from exc
     except Timeout:
         holder = lock.holder()
         raise _in_use(
@@ -221,6 +236,18 @@ def claim_fifo(path: str, url: str) -> FileLock | None:
             holder.pid if holder else None,
         ) from None
     return lock
+
+
+def no_room(exc: OSError, url: str, path: str, what: str) -> ResourceExhausted:
+    """The error for ``what`` (the FIFO, its lock file) at ``path`` that a full file system
+    (``exc``: ENOSPC, EDQUOT) kept the listener at ``url`` from making."""
+    where = os.path.dirname(path) or "."
+    return ResourceExhausted(
+        f"cannot listen at {url}: no room for {what} {path} ({exc.strerror}): {where} has no "
+        f"free space or no free inodes (df -h {where}, df -i {where}), or you are over a disk "
+        f"quota; free some there, or listen on a FIFO in a directory on another file system",
+        endpoint=url,
+    )
 
 
 def _in_use(path: str, url: str, who: str, pid: int | None) -> AddressInUse:
@@ -517,7 +544,10 @@ class FifoWriteStream(FdStream):
             return
         size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
         how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # timeout="1": checked where it is first added (no cost else)
+            raise not_seconds(timeout, self.endpoint) from None
         # The write lock covers the flock too: threads share the open file, and so its flock
         # (one thread's unlock would release another's).
         with self._wlock:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import not_seconds
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelBroken, ChannelClosed, ConfigurationError, Timeout
@@ -73,7 +74,10 @@ class AioFifoChannel(AioPipeChannel):
     async def _locked_write(self, data: Any, count: int, timeout: float | None) -> None:
         size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
         how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # timeout="1": checked where it is first added (no cost else)
+            raise not_seconds(timeout, self.url) from None
         t = self._fd_transport()
         assert t is not None
         async with self._big:

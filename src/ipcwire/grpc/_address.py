@@ -14,19 +14,21 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import MAX_DELAY
 from ipcwire.errors import AddressInUse, ConfigurationError, InvalidURL
+from ipcwire.options import unix_only
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.tcp._socket import resolve as check_host
 from ipcwire.unix._socket import UnixAddress, check_listen_path, is_backlog_full
 from ipcwire.unix._socket import resolve as resolve_unix
 
-__all__ = ["GrpcAddress", "channel_options", "resolve", "server_options"]
+__all__ = ["GrpcAddress", "channel_options", "file_mode", "resolve", "server_options"]
 
 _INT32_MAX: Final = 2**31 - 1
 _MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
@@ -43,16 +45,30 @@ class GrpcAddress:
     path: str | None  # the socket file, for grpc+unix
 
     def target(self, port: int | None = None) -> str:
-        """The address string grpcio understands."""
+        """The address string grpcio understands: an internationalised host name in its
+        ASCII form (``bücher.example`` as ``xn--bcher-kva.example``), as Python's socket
+        module gives it to getaddrinfo for tcp:// (grpcio's resolver takes ASCII only:
+        "Misformatted domain name")."""
         if self.path is not None:
             return f"unix:{os.path.abspath(self.path)}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port if port is None else port}"
+        return f"{_bracketed(ascii_host(self.host))}:{self.port if port is None else port}"
 
     def url(self, *, tls: bool = False, port: int | None = None) -> str:
         if self.path is not None:
             return f"grpc+unix://{os.path.abspath(self.path)}"
-        return f"{'grpcs' if tls else 'grpc'}://{self.target(port)}"
+        where = f"{_bracketed(self.host)}:{self.port if port is None else port}"
+        return f"{'grpcs' if tls else 'grpc'}://{where}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def ascii_host(host: str) -> str:
+    """``host`` as getaddrinfo gets it from Python's socket module for tcp:// (the ``idna``
+    codec: IDNA 2003, Nameprep); ASCII hosts and IP addresses unchanged. ``resolve`` checked
+    that it encodes."""
+    return host if host.isascii() else host.encode("idna").decode("ascii")
 
 
 def resolve(endpoint: Endpoint, *, listening: bool) -> GrpcAddress:
@@ -81,7 +97,21 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> GrpcAddress:
         if not listening:
             raise InvalidURL(f"{endpoint.url} has no host to connect to", endpoint=endpoint.url)
         host = "127.0.0.1"
+    # tcp's host check (an empty or over-long label, a name the idna codec cannot encode)
+    check_host(replace(endpoint, host=host), listening=True)
     return GrpcAddress(endpoint.scheme, host, endpoint.port, None)
+
+
+def file_mode(addr: GrpcAddress, url: str, mode: int | None) -> int:
+    """The mode a listener gives its socket file: ``mode`` (``None``: 0600).
+
+    Raises:
+        ConfigurationError: ``mode=`` on TCP (``grpc://``, ``grpcs://``), which has no socket
+            file: it was accepted and ignored.
+    """
+    if addr.path is None:
+        unix_only(url, "grpc+unix", mode=mode)
+    return 0o600 if mode is None else mode
 
 
 def _limit(max_frame: int) -> int:

@@ -13,6 +13,8 @@ from typing import Any, Final
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
+from ipcwire._deadline import limit
+from ipcwire.aio._detach import Detachable, Interrupted
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import not_this_loop
 from ipcwire.aio.channel import AioChannel
@@ -68,10 +70,13 @@ def task_cancelled() -> bool:
 class AioStream(AioChannel):
     """One end of an ipcwire gRPC stream (asyncio); see docs/mechanisms/grpc.md.
 
-    A cancelled grpc.aio read cancels the whole RPC, so ``recv()`` never awaits grpc's read
-    itself: the first ``recv`` starts a reader task, which from then on moves what arrives
-    into an inbox (pausing while ``HIGH_WATER`` bytes wait there); ``recv`` waits on that,
-    so a cancelled or timed-out ``recv`` and a close() leave the RPC as it was.
+    A cancelled grpc.aio read cancels the whole RPC, so ``recv()`` never lets a cancellation
+    reach grpc's read: it reads in its own task through :class:`Detachable` (no extra pass
+    of the event loop per message), and when it is cancelled, times out, or close() wakes
+    it, the read it started goes on in a reader task, which from then on moves what arrives
+    into an inbox (pausing while ``HIGH_WATER`` bytes wait there) and ``recv`` waits on that
+    (``recv(timeout=0)`` starts the reader too: a poll must find what came meanwhile). So a
+    cancelled or timed-out ``recv`` and a close() leave the RPC as it was, and lose nothing.
     """
 
     def __init__(
@@ -109,6 +114,7 @@ class AioStream(AioChannel):
         self._broken: IpcwireError | None = None
         self._closed = False
         self._reader: asyncio.Task[None] | None = None
+        self._direct: Detachable[Any] | None = None  # the read a recv() waits on in its task
         # Server side: whether the client ends its stream with the goodbye, and whether it
         # came (see _protocol).
         self.expect_bye = False
@@ -130,29 +136,51 @@ class AioStream(AioChannel):
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
 
     # -- reading --------------------------------------------------------------------------------
-    async def _next(self) -> bytes | None:
-        """One message from grpc, or None when nothing more comes (the end is recorded)."""
+    async def _next(
+        self, first: Awaitable[Any] | None = None, *, direct: bool = False
+    ) -> bytes | None:
+        """One message from grpc, or None when nothing more comes (the end is recorded, or,
+        ``direct``, the reader task records it). ``first``: a read already under way (one a
+        cancelled ``recv`` handed over). ``direct``: in a recv()'s own task (see the class);
+        CancelledError and Interrupted then leave the read to the reader task."""
         if self._unpacked:
             return self._unpacked.popleft()
         while True:
+            detachable = None
+            if first is not None:
+                aw, first = first, None
+            elif direct:
+                aw = detachable = self._direct = Detachable(self._read(), self._hand_over)
+            else:
+                aw = self._read()
             try:
-                msg = await self._read()
+                msg = await aw
             except asyncio.CancelledError:
+                if detachable is not None and detachable.detached:
+                    raise  # this task's cancellation: the read goes on in the reader task
                 self._read_cancelled()
                 if task_cancelled():
                     raise
                 return None  # close() cancelled the call under us: ChannelClosed
+            except Interrupted:
+                raise
             except Exception as exc:
                 self._read_failed(exc)
                 return None
+            finally:
+                if detachable is not None:
+                    self._direct = None
             if msg is _EOF:
+                if direct:  # the end's grace (_eof) is waited in the reader task
+                    self._reader = self._loop.create_task(self._eof())
+                    return None
                 await self._eof()
                 return None
             if not (self.batches and msg.startswith(BATCH_MARKER)):
                 return msg  # type: ignore[no-any-return]
-            first = self._unbatch(msg)
-            if first is not _BYE:
-                return first  # type: ignore[return-value]
+            one = self._unbatch(msg)
+            if one is not _BYE:
+                return one  # type: ignore[return-value]
 
     def _unbatch(self, msg: bytes) -> bytes | object | None:
         """The first message of a batch (the others wait in ``_unpacked``); None when it is
@@ -205,10 +233,15 @@ class AioStream(AioChannel):
         # A plain client's half-close leaves the server free to answer; anything else ends it.
         self.ended(end, rpc_over=self._client or self.half_close_ends)
 
-    async def _read_all(self) -> None:
+    def _hand_over(self, read: Awaitable[Any]) -> None:
+        """A recv() reading in its task was cancelled or woken: its read goes on here."""
+        self._reader = self._loop.create_task(self._read_all(read))
+
+    async def _read_all(self, first: Awaitable[Any] | None = None) -> None:
         inbox = self._inbox
         while True:
-            msg = await self._next()
+            msg = await self._next(first)
+            first = None
             if msg is None:
                 return
             inbox.append(msg)
@@ -236,6 +269,8 @@ class AioStream(AioChannel):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        if self._direct is not None:
+            self._direct.interrupt()
         if not self.read_done.done():
             self.read_done.set_result(None)
 
@@ -420,7 +455,7 @@ class AioStream(AioChannel):
             ChannelClosed, ChannelBroken, Timeout: nothing was queued.
         """
         try:
-            async with within(timeout):
+            async with asyncio.timeout(limit(timeout, self.url)):  # (naming the channel)
                 while self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
                     self._check_send()
                     fut = self._loop.create_future()
@@ -488,7 +523,9 @@ class AioStream(AioChannel):
             raise forked(self.url, self._owner)
         if (wrong := not_this_loop(self._loop, self.url)) is not None:
             raise closed_error(self) if self._closed else wrong  # (Closed wins)
-        if self._reader is None and self._end is None:
+        if timeout == 0 and self._reader is None and self._direct is None and self._end is None:
+            # (not while another task's recv() reads in its own task: a second grpc.aio read
+            # of the stream alongside it lost messages, or broke the RPC)
             self._reader = self._loop.create_task(self._read_all())
         while True:
             if self._closed:
@@ -504,17 +541,20 @@ class AioStream(AioChannel):
                 raise self._end
             if timeout == 0:
                 raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
-            if self._waiter is not None:
+            if self._waiter is not None or self._direct is not None:
                 raise LocalProtocolError(
                     f"another task is already receiving on {self.url}; receive from one task",
                     endpoint=self.url,
                 )
+            if self._reader is None:
+                await self._read_here(timeout)
+                continue
             fut = self._waiter = self._loop.create_future()
             try:
                 if timeout is None:
                     await fut
                 else:
-                    async with within(timeout):
+                    async with asyncio.timeout(limit(timeout, self.url)):
                         await fut
             except TimeoutError:
                 raise Timeout(
@@ -522,6 +562,25 @@ class AioStream(AioChannel):
                 ) from None
             finally:
                 self._waiter = None
+
+    async def _read_here(self, timeout: float | None) -> None:
+        """Read in this task (see the class) into the inbox; or the end is recorded, or
+        close() woke us (the caller's loop tells which)."""
+        try:
+            if timeout is None:
+                msg = await self._next(direct=True)
+            else:
+                async with asyncio.timeout(limit(timeout, self.url)):
+                    msg = await self._next(direct=True)
+        except TimeoutError:
+            raise Timeout(
+                f"no message from {self.url} within {timeout} s", endpoint=self.url
+            ) from None
+        except Interrupted:
+            return
+        if msg is not None:
+            self._inbox.append(msg)
+            self._queued += len(msg)
 
     # -- closing --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -541,6 +600,8 @@ class AioStream(AioChannel):
         for f in (self._waiter, self._resume):
             if f is not None and not f.done():
                 f.set_result(None)
+        if self._direct is not None:
+            self._direct.interrupt()
         self._wake(self._room_waiters)
         if self.on_close is not None:
             task = self._closing = self._loop.create_task(self._close_when_written(self.on_close))

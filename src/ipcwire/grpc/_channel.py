@@ -25,6 +25,7 @@ from ipcwire.grpc._protocol import error_from_status, failure_details, unary_doi
 __all__ = [
     "ACLOSE_WAIT",
     "CONNECT_KW",
+    "EXIT_WAIT",
     "HIGH_WATER",
     "HIGH_WATER_MESSAGES",
     "LINGER",
@@ -45,6 +46,11 @@ LOW_WATER: Final = 1024 * 1024  # the asyncio reader resumes below this
 HIGH_WATER_MESSAGES: Final = 1024
 LOW_WATER_MESSAGES: Final = 256
 LINGER: Final = 60.0  # a closed client stream waits this long for the server to end it
+# A process that exits (or an event loop that ends) right after closing client channels waits
+# this long, at most, for their servers to end the RPCs, i.e. to have read the goodbye. gRPC
+# writes from its own threads: without the wait the connection can drop with the goodbye
+# unread, and the server takes the clean close for a lost client.
+EXIT_WAIT: Final = 2.0
 # asyncio's aclose() waits this long, at most, for what was sent before it to be written (to a
 # peer that does not read, say); the rest goes on in the background, up to LINGER, as after
 # the blocking close(), which returns at once
@@ -80,8 +86,9 @@ LISTEN_KW: Final = (
 def backlog(url: str, messages: int, nbytes: int) -> str:
     """What a send that found no room in time says (nothing of it was queued)."""
     return (
-        f"{url} is not reading: {messages} messages ({nbytes} bytes) wait to be sent; this "
-        f"message was not sent"
+        f"{url} is not reading: {messages} messages ({nbytes} bytes) wait to be sent (or "
+        f"the network is not carrying them: a partition, a slow link); this message was not "
+        f"sent"
     )
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ipcwire._core.ending import failed_error
 from ipcwire._core.framing import MAX_REASON, readable_reason
 from ipcwire._core.handshake import same_secret
+from ipcwire._oserror import UNREACHABLE, unreachable
 from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
@@ -75,6 +77,7 @@ __all__ = [
     "check_bearer",
     "check_welcome",
     "client_metadata",
+    "connect_timed_out",
     "error_from_status",
     "failed_bye",
     "failure_details",
@@ -89,6 +92,7 @@ __all__ = [
     "says_bye",
     "unary_doing",
     "unpack_batch",
+    "unreachable_os_error",
 ]
 
 SERVICE: Final = "ipcwire.Channel"
@@ -230,6 +234,19 @@ def error_from_status(
                 f"port, and that the URL's scheme is the server's ({text})",
                 endpoint=endpoint,
             )
+        if unmade and "reset by peer" in low and not endpoint.startswith("grpcs:"):
+            # Reset before gRPC could talk: a server going away (still a refusal: reconnect=
+            # tries again), or one that does not speak gRPC (Python's TLS server resets).
+            unix = endpoint.startswith("grpc+unix:")
+            return ConnectionRefused(
+                f"{endpoint} reset the connection before gRPC could talk: the server went "
+                f"away meanwhile (start it, or pass reconnect=SECONDS to keep trying), or what "
+                f"listens there does not speak gRPC (HTTP/2): check that the URL's scheme is "
+                f"the server's"
+                + ("" if unix else "; if it serves TLS, connect to grpcs:// with cafile=")
+                + f" ({text})",
+                endpoint=endpoint,
+            )
         if unmade and "socket closed" in low:
             # Something answered, then hung up before gRPC could talk: no refusal.
             if endpoint.startswith("grpcs:"):
@@ -239,11 +256,12 @@ def error_from_status(
                     f"certfile= and keyfile=) ({text})",
                     endpoint=endpoint,
                 )
-            return ChannelBroken(
-                f"{endpoint} closed the connection before gRPC could talk: is it a TLS "
-                f"endpoint? Then connect to grpcs:// with cafile= ({text})",
-                endpoint=endpoint,
-            )
+            return not_grpc(endpoint, text)
+        lost = unreachable_os_error(text) if doing == "connecting" else None
+        if lost is not None:  # tcp://'s words; connect() retries it under reconnect=
+            err = unreachable(lost, endpoint, reconnect=None, detail=text)
+            err.__cause__ = lost
+            return err
         if doing == "connecting" and (
             "refused" in low or "failed to connect" in low or "no such file" in low
         ):
@@ -265,6 +283,49 @@ def error_from_status(
         hint = "" if name != "UNIMPLEMENTED" else "; is it an ipcwire gRPC endpoint?"
         return RemoteProtocolError(said + hint, endpoint=endpoint)
     return ChannelBroken(said, endpoint=endpoint)
+
+
+def unreachable_os_error(details: str) -> OSError | None:
+    """The OSError that grpcio's status ``details`` report for a connect that found no way
+    to the host ("No route to host", "Network is unreachable"), or None."""
+    low = details.lower()
+    for code in sorted(UNREACHABLE):
+        if os.strerror(code).lower() in low:
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def connect_timed_out(endpoint: str, limit: float, reconnect: float | None) -> Timeout:
+    """A gRPC connect attempt that got no answer (no headers) within ``limit`` seconds."""
+    retry = (
+        f" (reconnect={reconnect} retries attempts that are refused or find no route, not one "
+        f"that gets no answer: raise timeout= too)"
+        if reconnect
+        else ""
+    )
+    return Timeout(
+        f"{endpoint} did not answer within the connect timeout ({limit} s: timeout=, the "
+        f"limit of each attempt): the host is down, the network to it drops the packets (a "
+        f"partition, a firewall), or the server is stuck; check the address and the route, "
+        f"or pass a larger timeout= to wait longer{retry}",
+        endpoint=endpoint,
+    )
+
+
+def not_grpc(endpoint: str, text: str) -> ChannelBroken:
+    """Something accepted the connection to ``endpoint`` and closed it before gRPC could
+    talk (grpcio's "Socket closed" while connecting): it does not speak gRPC (HTTP/2): an
+    ipcwire tcp://, unix:// or ws:// server, say. Only on TCP can it be a TLS server (gRPC's
+    TLS is not offered over Unix sockets here)."""
+    unix = endpoint.startswith("grpc+unix:")
+    others = "unix://, ws+unix:// or http+unix://" if unix else "tcp://, ws:// or sse+http://"
+    tls = "" if unix else "; or it serves TLS: then connect to grpcs:// with cafile="
+    return ChannelBroken(
+        f"{endpoint} accepted the connection and closed it before gRPC could talk: what "
+        f"listens there does not speak gRPC (HTTP/2) (an ipcwire {others} server?); check "
+        f"that the URL's scheme is the server's{tls} ({text})",
+        endpoint=endpoint,
+    )
 
 
 def unary_doing(sent: int, details: str | None) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from ipcwire._droplog import DropLog
 from ipcwire._exposure import warn_if_exposed
-from ipcwire.channel import PeerInfo
+from ipcwire.channel import PeerInfo, describe_peer
 from ipcwire.errors import AddressInUse
 from ipcwire.grpc._address import (
     GrpcAddress,
@@ -39,7 +41,14 @@ from ipcwire.grpc._tls import refused_files, server_credentials
 from ipcwire.options import ChannelOptions
 from ipcwire.unix._socket import remove_on_close, strict_umask
 
-__all__ = ["Admission", "ServerCore", "bind_server", "warn_if_plaintext"]
+__all__ = ["Admission", "ServerCore", "bind_server", "handshake_ms", "warn_if_plaintext"]
+
+# The error a refused client gets, by the status it is refused with (the words of the log).
+_REFUSALS: Final = {
+    "UNAUTHENTICATED": "AuthenticationFailed",
+    "FAILED_PRECONDITION": "HandshakeError",
+    "INVALID_ARGUMENT": "RemoteProtocolError",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +75,10 @@ class ServerCore:
         self.codec = options.codec
         self.max_frame = options.max_frame
         self.token = options.token
+        self.handshake_timeout = options.handshake_timeout
         self.reply_timeout = reply_timeout
         self.keepalive = keepalive
+        self._droplog: DropLog | None = None  # refused clients (made with the final url)
 
     def admit(self, invocation_metadata: Any) -> Admission:
         """Check a new call's metadata: the token, the codec; learn the client's limit."""
@@ -107,6 +118,27 @@ class ServerCore:
             bye=batches and says_bye(md),
         )
 
+    def refused(self, context: Any, error: tuple[Any, str]) -> None:
+        """Log a client that :meth:`admit` refused (``error``: its status and details) as
+        the other listeners log theirs: a WARNING naming the listener, the client and why;
+        bounded (a flood is counted in one line, see DropLog)."""
+        if self._droplog is None:
+            self._droplog = DropLog(self.url)
+        code, details = error
+        kind = _REFUSALS.get(getattr(code, "name", ""), str(code))
+        who = describe_peer(self.peer(context))
+        if not who or who.endswith(":"):  # grpc+unix: grpcio tells no pid, uid nor path
+            who = "over the Unix socket; gRPC does not tell its pid"
+        self._droplog.log(
+            logging.WARNING, f"refused ({kind})", "%s refused a client (%s): %s: %s",
+            self.url, who, kind, details,
+        )  # fmt: skip
+
+    def close_log(self) -> None:
+        """The listener closes: write the count of refusals not logged one by one."""
+        if self._droplog is not None:
+            self._droplog.flush(final=True)
+
     def peer(self, context: Any) -> PeerInfo:
         """The caller's address, from grpcio's ``ipv4:host:port`` form."""
         text = str(context.peer() or "")
@@ -122,7 +154,12 @@ class ServerCore:
         return max(min(time_remaining, 365 * 86400.0), 0.0)
 
     def server_options(self) -> list[tuple[str, Any]]:
-        return server_options(self.max_frame) + self.keepalive.server_options()
+        """The grpcio arguments of the listener: limits, pings, and the handshake's bound."""
+        return [
+            *server_options(self.max_frame),
+            *self.keepalive.server_options(),
+            ("grpc.server_handshake_timeout_ms", handshake_ms(self.handshake_timeout)),
+        ]
 
     def handlers(self, stream: Callable[..., Any], call: Callable[..., Any]) -> Any:
         """The generic handler: bytes in, bytes out (identity serializers)."""
@@ -133,6 +170,22 @@ class ServerCore:
                 CALL.rsplit("/", 1)[1]: grpc.unary_unary_rpc_method_handler(call),
             },
         )
+
+
+def handshake_ms(seconds: float) -> int:
+    """``handshake_timeout=`` as grpcio's ``grpc.server_handshake_timeout_ms``: a C int
+    (grpcio refuses a larger one with OverflowError), so NO_LIMIT is about 24.8 days.
+
+    grpcio closes a connection that has not finished its TLS handshake (grpcs://) and then
+    sent the HTTP/2 preface and its first SETTINGS frame within that time of being accepted
+    (measured, grpcio 1.85: nothing sent, 10 bytes of the preface, the whole preface without
+    SETTINGS, a TLS client that says nothing: all closed at the deadline; without the option
+    they stayed for grpcio's default, 120 s). A connection past that is an HTTP/2 connection
+    and grpcio's keepalive pings look after it (see _keepalive)."""
+    return min(max(round(seconds * 1000), 0), _INT_MAX)
+
+
+_INT_MAX: Final = 2**31 - 1
 
 
 def _add_port(server: Any, target: str, creds: Any, url: str, tls: dict[str, Any]) -> int:

@@ -17,6 +17,8 @@ and leaves the call open until the server has read what was sent before it.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import queue
 import threading
@@ -28,16 +30,20 @@ from typing import Any, Final
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
-from ipcwire._deadline import seconds_left
+from ipcwire._deadline import not_seconds, seconds_left
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
     ChannelBroken,
     EndOfChannel,
     IpcwireError,
+    ResourceExhausted,
 )
 from ipcwire.grpc._channel import (
+    EXIT_WAIT,
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
+    LINGER,
     LOW_WATER_MESSAGES,
     SEND_SLACK,
     OneShotCore,
@@ -59,10 +65,65 @@ from ipcwire.grpc._protocol import (
     unpack_batch,
 )
 
-__all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream"]
+__all__ = ["EOF_GRACE", "SyncOneShot", "SyncStream", "no_reader_thread"]
 
 EOF_GRACE: Final = 2.0  # after a client's half-close, how long to wait to learn how the RPC ended
 _STOP: Final = object()  # ends the outgoing stream
+log = logging.getLogger("ipcwire")
+
+# Client streams closed before their server ended the RPC: what they sent may still be in
+# grpcio's buffers or unread. A socket's kernel goes on delivering after its process exits;
+# grpcio's buffers go with the process, so the exit waits for them (_exit_wait).
+_CLOSED: set[SyncStream] = set()
+_CLOSED_LOCK = threading.Lock()
+_exit_hooked: list[bool] = []
+
+
+def _closed_client(stream: SyncStream) -> None:
+    with _CLOSED_LOCK:
+        if not _exit_hooked:
+            # registered at the first close, after grpc's own exit handlers: runs before
+            # them (atexit runs the last registered first)
+            atexit.register(_exit_wait)
+            _exit_hooked.append(True)
+        _CLOSED.add(stream)
+
+
+def _exit_wait(*, stall: float = EXIT_WAIT, bound: float = LINGER) -> None:
+    """At interpreter exit: wait until the client streams closed last have been written and
+    their servers ended the RPCs (read everything and the goodbye), as long as the writing
+    moves: it gives up once nothing was written for ``stall`` seconds (a server that stopped
+    reading, a dead link), or after ``bound`` in all. What that cuts off is lost with the
+    process: a WARNING names each channel and what was not delivered."""
+    began = time.monotonic()
+    moved = began
+    seen = -1
+    while True:
+        with _CLOSED_LOCK:
+            open_ = [st for st in _CLOSED if not st.delivered()]
+        if not open_:
+            return
+        now = time.monotonic()
+        taken = sum(st._taken_n for st in open_) + len(open_)
+        if taken != seen:
+            seen, moved = taken, now
+        if now - moved >= stall or now - began >= bound:
+            break
+        time.sleep(0.02)
+    waited = time.monotonic() - began
+    for st in open_:
+        st.warn_undelivered(waited, stall)
+
+
+def no_reader_thread(url: str, exc: BaseException) -> ResourceExhausted:
+    """A receive on ``url`` needs a thread to read with, and none could be started."""
+    return ResourceExhausted(
+        f"cannot receive from {url}: a thread to read the stream could not be started "
+        f"({exc}): the process is at its limit of processes/threads (ulimit -u, a "
+        f"container's pids.max). Nothing was received or lost; try again once threads end, "
+        f"or raise the limit",
+        endpoint=url,
+    )
 
 
 class SyncStream(Channel):
@@ -222,6 +283,8 @@ class SyncStream(Channel):
         wake; what already arrived can still be received. The stream of what is sent ends
         too: grpcio's thread that writes it waits in ``outgoing`` otherwise, holding this
         channel, for ever if it is dropped without close()."""
+        with _CLOSED_LOCK:
+            _CLOSED.discard(self)  # (closed: the exit need not wait for it)
         with self._cond:
             if self._broken is None:
                 self._broken = self._call_ended()
@@ -392,10 +455,16 @@ class SyncStream(Channel):
                 self._queued += sum(len(m) for m in self._unpacked)
                 self._unpacked.clear()
         if self._pump is None and self._end is None:
-            self._pump = threading.Thread(
+            pump = threading.Thread(
                 target=self._run_pump, name=f"ipcwire reader {self.url}", daemon=True
             )
-            self._pump.start()
+            try:
+                pump.start()
+            except RuntimeError as exc:  # "can't start new thread": the process's limit
+                # Nothing was read: what arrived stays with grpcio (or in the inbox), and
+                # the next receive tries again.
+                raise no_reader_thread(self.url, exc) from exc
+            self._pump = pump
 
     def drain(self) -> None:
         """After a client's close(): read and drop what the peer still sends, until the RPC
@@ -403,7 +472,12 @@ class SyncStream(Channel):
         them the end of its RPC (a server handler blocked in ``send``). A client's reader only
         waits on the inbox (close() woke it), so ``_reading`` is free at once."""
         with self._reading:
-            self._start_pump()
+            try:
+                self._start_pump()
+            except ResourceExhausted:
+                # Nothing reads what the server still sends: its RPC ends when it reads our
+                # half-close (the usual case), else the LINGER watchdog cancels it.
+                pass
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
@@ -457,7 +531,10 @@ class SyncStream(Channel):
         self._check_send()
         if not self._full():
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # (checked here, where it is first used: no cost otherwise)
+            raise not_seconds(timeout, self.url) from None
         self._send_waiting += 1
         try:
             while self._full():
@@ -503,7 +580,13 @@ class SyncStream(Channel):
         return self._receive(max_messages, timeout)
 
     def _receive(self, limit: int | None, timeout: float | None) -> list[Any]:
-        with self._reading:
+        left = self._take_turn(timeout)
+        try:
+            deadline = None if left is None else time.monotonic() + left
+        except TypeError:  # (checked here, where it is first used: no cost otherwise)
+            self._reading.release()
+            raise not_seconds(timeout, self.url) from None
+        try:
             with self._cond:
                 if self._closed:
                     raise closed_error(self)
@@ -515,10 +598,16 @@ class SyncStream(Channel):
             if direct:
                 raw = [self._read_direct()]
             else:
-                self._start_pump()
+                try:
+                    self._start_pump()
+                except ResourceExhausted:
+                    if not self._inbox:  # (what is already here is still delivered)
+                        raise
                 with self._cond:
-                    self._wait(timeout)
+                    self._wait(deadline, timeout)
                     raw = self._pop(limit)
+        finally:
+            self._reading.release()
         self._received += len(raw)
         if self._raw:
             return raw
@@ -557,8 +646,13 @@ class SyncStream(Channel):
             self._cond.notify_all()
         return raw
 
-    def _wait(self, timeout: float | None) -> None:  # with ``_cond`` held
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        return take_turn(self._reading, timeout, self.url)
+
+    def _wait(self, deadline: float | None, said: float | None) -> None:  # with ``_cond`` held
+        """Until a message is in the inbox, by ``deadline`` (``said``: the caller's timeout,
+        for the Timeout)."""
         while True:
             if self._closed:
                 raise closed_error(self)
@@ -567,8 +661,39 @@ class SyncStream(Channel):
             if self._end is not None and not self._settling:
                 raise self._end
             self._cond.wait(
-                seconds_left(deadline, f"no message from {self.url} within {timeout} s", self.url)
+                seconds_left(
+                    deadline,
+                    f"no message from {self.url} " + ("yet" if said == 0 else f"within {said} s"),
+                    self.url,
+                )
             )
+
+    def delivered(self) -> bool:
+        """Whether nothing this closed client sent can be lost any more: its RPC is over."""
+        return self._broken is not None or self.call is None or self.call.done()
+
+    def warn_undelivered(self, waited: float, stall: float) -> None:
+        """The process exits with this closed client's stream not delivered: say so."""
+        with _CLOSED_LOCK:
+            _CLOSED.discard(self)
+        if self.delivered():
+            return
+        # given up: the RPC is cancelled (the driver's own exit wait need not wait for it)
+        self.call.cancel()
+        messages = self._given_n - self._taken_n
+        nbytes = self._given - self._taken
+        log.warning(
+            "exiting with %s not delivered: %d messages (%d bytes) sent before close() were "
+            "never written, and the server had not ended the stream, so some of those written "
+            "may be unread too. Nothing was written for %.1f s (the server does not read, or "
+            "the network does not carry the data); the exit waited %.1f s in all. They are "
+            "lost: wait for the server's reply before exiting, or have it read faster",
+            self.url,
+            messages,
+            nbytes,
+            stall,
+            waited,
+        )
 
     def close(self) -> None:
         with self._cond:
@@ -581,6 +706,10 @@ class SyncStream(Channel):
         self.finish()
         if self.on_close is not None:
             self.on_close()
+        if self._client and not self.delivered():
+            # The exit waits for what it sent (_exit_wait). Registered after on_close (the
+            # driver's own exit wait for the goodbye, grpc/blocking.py): runs before it.
+            _closed_client(self)
 
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(

@@ -6,19 +6,28 @@ import asyncio
 import os
 import secrets
 import time
+import warnings
 import weakref
 from collections import deque
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final
 
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import limit
+from ipcwire._oserror import unreachable, unreachable_cause
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import not_this_loop, running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
+from ipcwire.channel import (
+    _CLOSED_BECAUSE,
+    ChannelStatistics,
+    PeerInfo,
+    closed_because,
+    closed_error,
+)
 from ipcwire.errors import (
     ChannelBroken,
     ConfigurationError,
@@ -27,12 +36,17 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
-    Timeout,
 )
-from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options, resolve
+from ipcwire.grpc._address import (
+    GrpcAddress,
+    backlog_is_full,
+    channel_options,
+    file_mode,
+    resolve,
+)
 from ipcwire.grpc._aio import AioOneShot, AioStream, task_cancelled
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries, forked
-from ipcwire.grpc._grpcio import ensure_descriptors, grpc
+from ipcwire.grpc._channel import CONNECT_KW, EXIT_WAIT, LINGER, LISTEN_KW, UnaryTries, forked
+from ipcwire.grpc._grpcio import ensure_descriptors, ensure_threads, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._protocol import (
     BYE,
@@ -43,6 +57,7 @@ from ipcwire.grpc._protocol import (
     check_welcome,
     client_cancelled,
     client_metadata,
+    connect_timed_out,
     error_from_status,
     failed_bye,
     failure_details,
@@ -60,10 +75,18 @@ from ipcwire.options import (
 )
 from ipcwire.unix._socket import backlog_delays, backlog_full
 
-__all__ = ["AioGrpcListener", "AioGrpcUnaryChannel", "connect", "listen"]
+__all__ = ["AioGrpcListener", "AioGrpcStreamChannel", "AioGrpcUnaryChannel", "connect", "listen"]
 
 _NO_REPLY = object()
+# How often a closed client's linger looks whether a recv() still reads in its own task
+# (close() hands that read to the reader task when the recv() task next runs).
+DIRECT_POLL: Final = 0.01
 _LINGERING: set[asyncio.Task[None]] = set()
+# The event loops of the open listeners: a client's aclose() there does not wait for its
+# server to read the goodbye (that server may be this loop's, which reads once it returns).
+_SERVING: weakref.WeakKeyDictionary[AioGrpcListener, asyncio.AbstractEventLoop] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 _DEAD_SERVERS: list[Any] = []  # see AioGrpcListener.close() and _watch_loop()
@@ -148,6 +171,7 @@ class AioGrpcListener(AioListener):
     async def stream(self, request_iterator: Any, context: Any) -> None:
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
+            self._core.refused(context, adm.error)
             await context.abort(*adm.error)
         await context.send_initial_metadata(adm.initial)
         ch = AioStream(
@@ -194,6 +218,7 @@ class AioGrpcListener(AioListener):
     async def call(self, request: bytes, context: Any) -> bytes:
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
+            self._core.refused(context, adm.error)
             await context.abort(*adm.error)
         ch = AioOneShot(
             self.url, self._core.codec, request, self._core.peer(context), adm.send_limit
@@ -274,6 +299,8 @@ class AioGrpcListener(AioListener):
                 # dead server is kept, never collected.
                 _DEAD_SERVERS.append(self.server)
         finally:
+            _SERVING.pop(self, None)
+            self._core.close_log()
             self._cleanup()
 
     async def aclose(self) -> None:
@@ -410,9 +437,107 @@ def _open_channel(
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
     opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
     ensure_descriptors(options.url)
+    ensure_threads(options.url)
     if creds is not None:
         return grpc.aio.secure_channel(addr.target(), creds, options=opts)
     return grpc.aio.insecure_channel(addr.target(), options=opts)
+
+
+class AioGrpcStreamChannel(AioChannel):
+    """A client's channel over one stream (asyncio): what :func:`connect` returns.
+
+    The stream's state (:class:`AioStream`) is what grpc.aio's callbacks and ipcwire's tasks
+    hold (the call's done callback, the reader task, the close and linger tasks); this object
+    is held by the application alone, so that dropping it without close() is seen: a
+    ``ResourceWarning``, and the stream is closed as close() closes it (the server sees the
+    end; the call and its gRPC channel go once the server ends its RPC, or after LINGER).
+    Before, the channel was that state itself, kept alive by those callbacks: the RPC stayed
+    open, the server never saw the end, until the server ended the call itself.
+    """
+
+    def __init__(self, stream: AioStream) -> None:
+        self._s = stream
+        self.url = stream.url
+        # The stream's own methods, bound here: one call (and, asyncio, one coroutine) less
+        # per message than the delegating methods below, which document the API. They hold
+        # the stream, not this object, so dropping this object is still seen (__del__).
+        self.send = stream.send  # type: ignore[method-assign]
+        self.send_many = stream.send_many  # type: ignore[method-assign]
+        self.recv = stream.recv  # type: ignore[method-assign]
+        self.recv_many = stream.recv_many  # type: ignore[method-assign]
+
+    async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        await self._s.send(obj, timeout=timeout)
+
+    async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        await self._s.send_many(objs, timeout=timeout)
+
+    async def recv(self, *, timeout: float | None = None) -> Any:
+        return await self._s.recv(timeout=timeout)
+
+    async def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        return await self._s.recv_many(max_messages, timeout=timeout)
+
+    def statistics(self) -> ChannelStatistics:
+        return self._s.statistics()
+
+    @property
+    def closed(self) -> bool:
+        return self._s.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._s.peer
+
+    def close(self) -> None:
+        self._pass_why()
+        self._s.close()
+
+    async def aclose(self) -> None:
+        self._pass_why()
+        await self._s.aclose()
+
+    async def _aclose_after(self, exc: BaseException | None) -> None:
+        self._pass_why()
+        await self._s._aclose_after(exc)
+
+    def _pass_why(self) -> None:
+        """Why request() closes this channel (recorded on this object) is what the stream's
+        ChannelClosed says."""
+        why = self.__dict__.get(_CLOSED_BECAUSE)
+        if why:
+            closed_because(self._s, why)
+
+    def __getattr__(self, name: str) -> Any:  # the stream's own state (tests, diagnostics)
+        if name == "_s":
+            raise AttributeError(name)
+        return getattr(self._s, name)
+
+    def __del__(self) -> None:
+        """Dropped without close(): warn, and close the stream as close() does, in its loop's
+        next turn (the collector may run anywhere, in the middle of the stream's own code or
+        in another thread); once the loop is closed, at once (the call is cancelled)."""
+        s = self.__dict__.get("_s")
+        if s is None or s._closed:
+            return
+        if os.getpid() == s._owner:
+            warnings.warn(
+                f"unclosed gRPC channel {self.url!r}: the server is told it ended; close() "
+                "it, or use 'async with'",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        loop = s._loop
+        if not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(s.close)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        s.close()
 
 
 async def connect(
@@ -456,7 +581,10 @@ async def connect(
         gch = _open_channel(addr, options, dict(tls), keepalive)
         try:
             # each attempt has timeout= to be answered (reconnect= bounds the retries)
-            return await _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
+            stream = await _open_stream(
+                gch, url, options, md, nonce, time.monotonic() + limit, (limit, reconnect)
+            )
+            return AioGrpcStreamChannel(stream)
         except ConnectionRefused as exc:
             await gch.close()
             if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
@@ -467,6 +595,22 @@ async def connect(
                 continue
             left = start + (reconnect or 0) - time.monotonic()
             if left <= 0:
+                if reconnect:
+                    raise ConnectionRefused(
+                        f"{exc} (kept trying for {reconnect} s)", endpoint=url
+                    ) from exc
+                raise
+            await asyncio.sleep(min(next(delays), left))
+        except ChannelBroken as exc:
+            # no route to the host (grpcio's words): as tcp://, retried under reconnect=
+            await gch.close()
+            lost = unreachable_cause(exc)
+            if lost is None:
+                raise
+            left = start + (reconnect or 0) - time.monotonic()
+            if left <= 0:
+                if reconnect:
+                    raise unreachable(lost, url, reconnect=reconnect) from lost
                 raise
             await asyncio.sleep(min(next(delays), left))
         except BaseException:
@@ -475,7 +619,13 @@ async def connect(
 
 
 async def _open_stream(
-    gch: Any, url: str, options: ChannelOptions, md: Any, nonce: bytes, deadline: float
+    gch: Any,
+    url: str,
+    options: ChannelOptions,
+    md: Any,
+    nonce: bytes,
+    deadline: float,
+    timeouts: tuple[float, float | None],
 ) -> AioStream:
     call = gch.stream_stream(STREAM)(metadata=md)
     try:
@@ -483,7 +633,7 @@ async def _open_stream(
             initial = metadata_dict(await call.initial_metadata())
     except TimeoutError:
         call.cancel()
-        raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url) from None
+        raise connect_timed_out(url, *timeouts) from None
     if MAX_FRAME_KEY not in initial:
         # Refused (no headers, only a status: it says why), or not ipcwire. Headers without
         # our limit in them are a server that is not ipcwire: no status to wait for.
@@ -519,7 +669,7 @@ async def _open_stream(
 
     call.add_done_callback(rpc_over)
 
-    def reading() -> bool:
+    def reader_reads() -> bool:
         reader = ch._reader
         return reader is not None and not reader.done()
 
@@ -527,10 +677,16 @@ async def _open_stream(
         """The server ends the RPC when it reads our half-close; then the gRPC channel goes.
         Meanwhile what it still sends is read and dropped, so that flow control does not
         hold its writes (and the end of its RPC) behind a client that left. One that never
-        ends the RPC is cancelled after LINGER seconds."""
+        ends the RPC is cancelled after LINGER seconds. Never a second grpc.aio read of the
+        stream alongside one under way: the reader task's (it reads to the end), or a
+        recv()'s in its own task (``ch._direct``: close() hands that read to the reader task
+        when the recv() task next runs; until then, look again in a moment)."""
         try:
             async with within(LINGER):
-                while not over.done() and not reading():
+                while not over.done() and not reader_reads():
+                    if ch._direct is not None:
+                        await asyncio.wait([over], timeout=DIRECT_POLL)
+                        continue
                     if await call.read() is grpc.aio.EOF:
                         break
                 await over
@@ -551,6 +707,13 @@ async def _open_stream(
         task = loop.create_task(linger())
         _LINGERING.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(_LINGERING.discard)
+        # aclose() returns once the server has ended the RPC (read the goodbye), for at most
+        # EXIT_WAIT: the loop's end (asyncio.run() returning) cancels grpc.aio's own tasks
+        # and the RPC with them, which could drop the goodbye before the server read it,
+        # and the server would take the clean close for a lost client. Not where a listener
+        # serves in this loop: the server may be that one, and read once this returns.
+        if loop not in _SERVING.values():
+            await asyncio.wait([over], timeout=EXIT_WAIT)
 
     ch.on_close = release
     ch.on_close_without_loop = call.cancel
@@ -565,7 +728,7 @@ async def listen(
     keyfile: str | os.PathLike[str] | None = None,
     client_ca: str | os.PathLike[str] | None = None,
     credentials: Any = None,
-    mode: int = 0o600,
+    mode: int | None = None,
     max_channels: int = 1024,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     **kw: Any,
@@ -580,14 +743,17 @@ async def listen(
     keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
+    socket_mode = file_mode(addr, endpoint.url, mode)  # (refused on TCP)
     core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
     ensure_descriptors(endpoint.url)
+    ensure_threads(endpoint.url)
     server = grpc.aio.server(options=core.server_options(), maximum_concurrent_rpcs=max_channels)
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip
-    url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)
+    url, cleanup = bind_server(server, addr, endpoint.url, tls, socket_mode)
     core.url = url
     listener = AioGrpcListener(url, core, cleanup)
+    _SERVING[listener] = asyncio.get_running_loop()
     server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))
     await server.start()
     listener.server = server

@@ -7,11 +7,13 @@ clients get RESOURCE_EXHAUSTED, which is ``ResourceExhausted`` on their side).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -21,9 +23,18 @@ from typing import Any, Final
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
-from ipcwire._deadline import limit, seconds_left
+from ipcwire._deadline import limit, not_seconds, seconds_left
+from ipcwire._oserror import unreachable, unreachable_cause
 from ipcwire._stream.retry import backoff_delays
-from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo, closed_error
+from ipcwire.channel import (
+    _CLOSED_BECAUSE,
+    Channel,
+    ChannelStatistics,
+    Listener,
+    PeerInfo,
+    closed_because,
+    closed_error,
+)
 from ipcwire.errors import (
     ChannelBroken,
     ChannelClosed,
@@ -33,12 +44,17 @@ from ipcwire.errors import (
     IpcwireError,
     LocalProtocolError,
     RemoteProtocolError,
-    Timeout,
 )
 from ipcwire.grpc import _watchdog
-from ipcwire.grpc._address import GrpcAddress, backlog_is_full, channel_options, resolve
-from ipcwire.grpc._channel import CONNECT_KW, LINGER, LISTEN_KW, UnaryTries, forked
-from ipcwire.grpc._grpcio import ensure_descriptors, grpc
+from ipcwire.grpc._address import (
+    GrpcAddress,
+    backlog_is_full,
+    channel_options,
+    file_mode,
+    resolve,
+)
+from ipcwire.grpc._channel import CONNECT_KW, EXIT_WAIT, LINGER, LISTEN_KW, UnaryTries, forked
+from ipcwire.grpc._grpcio import ensure_descriptors, ensure_threads, grpc
 from ipcwire.grpc._keepalive import Keepalive
 from ipcwire.grpc._pool import Pool, refusing
 from ipcwire.grpc._protocol import (
@@ -48,6 +64,7 @@ from ipcwire.grpc._protocol import (
     STREAM,
     check_welcome,
     client_metadata,
+    connect_timed_out,
     error_from_status,
     failure_details,
     metadata_dict,
@@ -64,7 +81,7 @@ from ipcwire.options import (
 )
 from ipcwire.unix._socket import backlog_delays, backlog_full
 
-__all__ = ["GrpcListener", "GrpcUnaryChannel", "connect", "listen"]
+__all__ = ["GrpcListener", "GrpcStreamChannel", "GrpcUnaryChannel", "connect", "listen"]
 
 log = logging.getLogger("ipcwire")
 
@@ -144,6 +161,7 @@ class GrpcListener(Listener):
         self._refuse_if_no_thread(context)
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
+            self._core.refused(context, adm.error)
             context.abort(*adm.error)
         context.send_initial_metadata(adm.initial)
         peer = self._core.peer(context)
@@ -175,6 +193,7 @@ class GrpcListener(Listener):
         self._refuse_if_no_thread(context)
         adm = self._core.admit(context.invocation_metadata())
         if adm.error is not None:
+            self._core.refused(context, adm.error)
             context.abort(*adm.error)
         peer = self._core.peer(context)
         ch = SyncOneShot(self.url, self._core.codec, request, peer, adm.send_limit)
@@ -209,7 +228,10 @@ class GrpcListener(Listener):
         return ch.reply
 
     def accept(self, *, timeout: float | None = None) -> Channel:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # (checked here, where it is first used: no cost otherwise)
+            raise not_seconds(timeout, self.url) from None
         with self._cond:
             while not self._ready or self._closed:
                 if self._closed:
@@ -232,6 +254,7 @@ class GrpcListener(Listener):
             self._cond.notify_all()
         for ch in pending:
             ch.close()
+        self._core.close_log()
         if os.getpid() != self._owner:
             # A forked child's copy: the server is its parent's, and calling into grpc after
             # fork() can abort the child (grpc skips its fork handlers while other threads
@@ -353,6 +376,135 @@ class GrpcUnaryChannel(Channel):
 _NO_REPLY: Final = object()
 
 
+class GrpcStreamChannel(Channel):
+    """A client's channel over one stream: what :func:`connect` returns.
+
+    The stream's state (:class:`SyncStream`) is what grpcio's threads hold: its writer thread
+    iterates the stream's outgoing messages, the reader pump fills its inbox, the call's done
+    callback ends it. This object is held by the application alone, so that dropping it
+    without close() is seen: a ``ResourceWarning``, and the stream is closed as close()
+    closes it (the server sees the end; the threads, the call and the buffers go once the
+    server ends its RPC, or after ``LINGER``). Before, the channel was that state itself, and
+    grpcio's threads kept it (and themselves) alive until the server ended the call.
+    """
+
+    def __init__(self, stream: SyncStream) -> None:
+        self._s = stream
+        self.url = stream.url
+        # The stream's own methods, bound here: one call (and, asyncio, one coroutine) less
+        # per message than the delegating methods below, which document the API. They hold
+        # the stream, not this object, so dropping this object is still seen (__del__).
+        self.send = stream.send  # type: ignore[method-assign]
+        self.send_many = stream.send_many  # type: ignore[method-assign]
+        self.recv = stream.recv  # type: ignore[method-assign]
+        self.recv_many = stream.recv_many  # type: ignore[method-assign]
+
+    def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        self._s.send(obj, timeout=timeout)
+
+    def send_many(self, objs: Any, *, timeout: float | None = None) -> None:
+        self._s.send_many(objs, timeout=timeout)
+
+    def recv(self, *, timeout: float | None = None) -> Any:
+        return self._s.recv(timeout=timeout)
+
+    def recv_many(
+        self, max_messages: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        return self._s.recv_many(max_messages, timeout=timeout)
+
+    def statistics(self) -> ChannelStatistics:
+        return self._s.statistics()
+
+    @property
+    def closed(self) -> bool:
+        return self._s.closed
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._s.peer
+
+    def _close_after(self, exc: BaseException | None) -> None:
+        self._pass_why()
+        self._s._close_after(exc)
+
+    def close(self) -> None:
+        self._pass_why()
+        self._s.close()
+
+    def _pass_why(self) -> None:
+        """Why request() closes this channel (``closed_because``, recorded on this object)
+        is what the stream's ChannelClosed says."""
+        why = self.__dict__.get(_CLOSED_BECAUSE)
+        if why:
+            closed_because(self._s, why)
+
+    def __getattr__(self, name: str) -> Any:  # the stream's own state (tests, diagnostics)
+        if name == "_s":
+            raise AttributeError(name)
+        return getattr(self._s, name)
+
+    def __del__(self) -> None:
+        """Dropped without close(): warn, and close the stream as close() does. In the
+        dropping thread when the stream's lock is free; otherwise (the garbage collector ran
+        in a thread that holds it) in the watchdog's thread, which takes it in turn."""
+        s = self.__dict__.get("_s")
+        if s is None or s._closed:
+            return
+        if os.getpid() == s._owner:
+            warnings.warn(
+                f"unclosed gRPC channel {self.url!r}: the server is told it ended; close() "
+                "it, or use 'with'",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+        if s._lock.acquire(blocking=False):
+            s._lock.release()
+            s.close()
+        else:
+            _watchdog.after(0, s.close)
+
+
+# Client streams closed whose RPC the server has not ended yet (each its call's end); the
+# process waits for them at exit (EXIT_WAIT), so that their goodbye is read (_channel).
+_CLOSING: set[threading.Event] = set()
+_CLOSING_LOCK = threading.Lock()
+_at_exit: list[bool] = []
+
+
+def _closing(call: Any) -> None:
+    """Count ``call``, a closed client stream's, until the server ends it."""
+    over = threading.Event()
+    with _CLOSING_LOCK:
+        if not _at_exit:
+            # Registered at the first close: after grpc's own exit handlers, so run before
+            # them (atexit runs the last registered first).
+            atexit.register(_wait_closing)
+            _at_exit.append(True)
+        _CLOSING.add(over)
+
+    def done(_: object) -> None:
+        over.set()
+        with _CLOSING_LOCK:
+            _CLOSING.discard(over)
+
+    call.add_done_callback(done)  # (at once if the call is already over)
+
+
+def _wait_closing() -> None:
+    """At exit: let the servers of the client streams closed last read their goodbye.
+    grpcio writes it from its own threads, and close() returns at once; without this wait
+    the process could end first, its connection dropped with the goodbye unread, and the
+    server would take the clean close for a lost client ('went away')."""
+    deadline = time.monotonic() + EXIT_WAIT
+    with _CLOSING_LOCK:
+        pending = list(_CLOSING)
+    for over in pending:
+        if not over.wait(max(deadline - time.monotonic(), 0.0)):
+            return
+
+
 def open_channel(
     addr: GrpcAddress, options: ChannelOptions, tls: dict[str, Any], keepalive: Keepalive
 ) -> Any:
@@ -361,6 +513,7 @@ def open_channel(
     creds = client_credentials(options.url, tls=addr.scheme == "grpcs", **tls)
     opts = channel_options(options.max_frame, hostname) + keepalive.client_options()
     ensure_descriptors(options.url)
+    ensure_threads(options.url)
     if creds is not None:
         return grpc.secure_channel(addr.target(), creds, options=opts)
     return grpc.insecure_channel(addr.target(), options=opts)
@@ -413,7 +566,10 @@ def connect(
         gch = open_channel(addr, options, dict(tls), keepalive)
         try:
             # each attempt has timeout= to be answered (reconnect= bounds the retries)
-            return _open_stream(gch, url, options, md, nonce, time.monotonic() + limit)
+            stream = _open_stream(
+                gch, url, options, md, nonce, time.monotonic() + limit, (limit, reconnect)
+            )
+            return GrpcStreamChannel(stream)
         except ConnectionRefused as exc:
             gch.close()
             if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
@@ -424,6 +580,22 @@ def connect(
                 continue
             left = start + (reconnect or 0) - time.monotonic()
             if left <= 0:
+                if reconnect:
+                    raise ConnectionRefused(
+                        f"{exc} (kept trying for {reconnect} s)", endpoint=url
+                    ) from exc
+                raise
+            time.sleep(min(next(delays), left))
+        except ChannelBroken as exc:
+            # no route to the host (grpcio's words): as tcp://, retried under reconnect=
+            gch.close()
+            lost = unreachable_cause(exc)
+            if lost is None:
+                raise
+            left = start + (reconnect or 0) - time.monotonic()
+            if left <= 0:
+                if reconnect:
+                    raise unreachable(lost, url, reconnect=reconnect) from lost
                 raise
             time.sleep(min(next(delays), left))
         except BaseException:
@@ -432,7 +604,13 @@ def connect(
 
 
 def _open_stream(
-    gch: Any, url: str, options: ChannelOptions, md: Any, nonce: bytes, deadline: float
+    gch: Any,
+    url: str,
+    options: ChannelOptions,
+    md: Any,
+    nonce: bytes,
+    deadline: float,
+    timeouts: tuple[float, float | None],
 ) -> SyncStream:
     ch = SyncStream(url, options.codec, options.max_frame, PeerInfo(address=url), client=True)
     call = gch.stream_stream(STREAM)(ch.outgoing(), metadata=md)
@@ -449,7 +627,7 @@ def _open_stream(
     threading.Thread(target=wait_headers, name=f"ipcwire connect {url}", daemon=True).start()
     if not ready.wait(max(deadline - time.monotonic(), 0.0)):
         call.cancel()
-        raise Timeout(f"{url} did not answer within the connect timeout", endpoint=url)
+        raise connect_timed_out(url, *timeouts)
     initial = metadata_dict(box[0]) if not isinstance(box[0], Exception) else {}
     if MAX_FRAME_KEY not in initial:  # refused (or not ipcwire): the status says which
         # A refusal has no headers, only a status; headers without our limit in them are a
@@ -479,6 +657,7 @@ def _open_stream(
             gch.close()
             return
         ch.drain()  # what the server still sends is read and dropped, so its RPC can end
+        _closing(call)
         linger = _watchdog.after(LINGER, call.cancel)
 
         def finished(_: object) -> None:
@@ -499,7 +678,7 @@ def listen(
     keyfile: str | os.PathLike[str] | None = None,
     client_ca: str | os.PathLike[str] | None = None,
     credentials: Any = None,
-    mode: int = 0o600,
+    mode: int | None = None,
     max_channels: int = 64,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     **kw: Any,
@@ -514,13 +693,15 @@ def listen(
     keepalive = Keepalive.take(endpoint, kw)
     reject_unknown(kw, endpoint, LISTEN_KW)
     addr = resolve(endpoint, listening=True)
+    socket_mode = file_mode(addr, endpoint.url, mode)  # (refused on TCP)
     core = ServerCore(options, reply_timeout=reply_timeout, keepalive=keepalive)
     ensure_descriptors(endpoint.url)
+    ensure_threads(endpoint.url)
     pool = Pool(max_channels, endpoint.url)
     server = grpc.server(pool, maximum_concurrent_rpcs=max_channels, options=core.server_options())
     tls = {"certfile": certfile, "keyfile": keyfile, "client_ca": client_ca,
            "credentials": credentials}  # fmt: skip
-    url, cleanup = bind_server(server, addr, endpoint.url, tls, mode)
+    url, cleanup = bind_server(server, addr, endpoint.url, tls, socket_mode)
     listener = GrpcListener(url, core, cleanup)
     core.url = pool.url = url
     server.add_generic_rpc_handlers((core.handlers(listener.stream, listener.call),))

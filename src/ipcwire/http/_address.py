@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from ipcwire.channel import PeerInfo
 from ipcwire.errors import InvalidURL, IpcwireError
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
+from ipcwire.tcp._socket import resolve as check_host  # (its host name check)
 from ipcwire.unix._socket import UidRefused, UnixAddress, peer_info
 from ipcwire.unix._socket import bind_listener as bind_unix
 from ipcwire.unix._socket import resolve as resolve_unix
@@ -84,6 +85,7 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> HttpAddress:
         if not listening:
             raise InvalidURL(f"{endpoint.url} has no host to connect to", endpoint=endpoint.url)
         host = "127.0.0.1"
+    check_host(replace(endpoint, host=host, port=port), listening=True)  # (idna's UnicodeError)
     return HttpAddress(scheme, host, port, None, _prefix(endpoint.path))
 
 

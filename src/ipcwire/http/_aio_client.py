@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 
 from ipcwire._core.ending import error_reason
+from ipcwire._deadline import limit, not_seconds
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import drop_socket
+from ipcwire.aio._without_loop import drop_socket, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo, closed_because, timed_out_request
 from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
@@ -57,6 +58,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
         self._out_waiters = 0
         self._kick: asyncio.Future[None] | None = None  # the idle sender task waits on it
         self._sender: asyncio.Task[None] | None = None
+        self._closing_task: asyncio.Task[None] | None = None  # close()'s aclose(), if begun
         self._reader: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None
@@ -83,9 +85,12 @@ class AioHttpChannel(ClientEnd, AioChannel):
             raise
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         payload = core.encode(obj)
         if not core.session:
+            self._check_send()
             async with self._send_lock:
                 core.check_send()
                 resp = await self._do(core.send_req(payload, timeout), "sending to")
@@ -94,6 +99,8 @@ class AioHttpChannel(ClientEnd, AioChannel):
         await self._queue([payload], timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         if not core.session:
             await super().send_many(objs, timeout=timeout)
@@ -104,13 +111,25 @@ class AioHttpChannel(ClientEnd, AioChannel):
 
     async def _queue(self, payloads: list[bytes], timeout: float | None) -> None:
         core = self._core
-        core.check_send()
+        self._check_send()
         if core.outbox_bytes > HIGH_WATER:
             await self._wait_out(lambda: core.outbox_bytes <= HIGH_WATER, timeout, "sent")
         core.queue(payloads)
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send_loop())
         self._wake_sender()
+
+    def _check_send(self) -> None:
+        """Raise what a send would raise before it starts: ChannelClosed, the channel's
+        failure, or LocalProtocolError from another event loop than the channel's (its HTTP
+        client, connections and sender task are that loop's: a message queued from here would
+        never be posted)."""
+        self._core.check_send()
+        self._check_loop()
+
+    def _check_loop(self) -> None:
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise wrong
 
     def _wake_sender(self) -> None:
         kick = self._kick
@@ -185,6 +204,8 @@ class AioHttpChannel(ClientEnd, AioChannel):
             )
 
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         if not core.inbox or core.closed:
             await self._fill(timeout)
@@ -195,6 +216,8 @@ class AioHttpChannel(ClientEnd, AioChannel):
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         if not core.inbox or core.closed:
             await self._fill(timeout)
@@ -222,7 +245,10 @@ class AioHttpChannel(ClientEnd, AioChannel):
         if not core.session and not core.inbox and not core.closed:
             raise core.nothing_to_receive()
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            deadline = None if timeout is None else loop.time() + timeout
+        except TypeError:  # timeout="1": checked where it is first added (no cost else)
+            raise not_seconds(timeout, self.url) from None
         while True:
             if core.closed:
                 raise core.closed_error()
@@ -230,6 +256,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 return
             if core.ended is not None:
                 raise core.ended
+            self._check_loop()  # (the stream and the wait below are the channel's loop's)
             if not core.streaming and core.session and not self._reply_due():
                 self._start_stream()
             if self._waiter is not None:
@@ -308,7 +335,12 @@ class AioHttpChannel(ClientEnd, AioChannel):
         self._wake()
 
     async def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
+        # NaN, "1": ConfigurationError before anything is sent (not httpx's TypeError)
+        limit(timeout, self.url)
+        self._check_send()
         if core.inbox or core.streaming:  # the reply is the stream's next message
             return await super()._exchange(obj, timeout=timeout)
         payload = core.encode(obj)
@@ -320,7 +352,9 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 return core.called(resp, len(payload))
             except Timeout as exc:
                 closed_because(self, timed_out_request(timeout))
-                await self.aclose()
+                # close(), not aclose(): the DELETE goes over the link that just failed to
+                # carry the reply (a partition, a slow link); timeout= bounds the call
+                self.close()
                 raise core.late_reply(timeout) from exc
 
     def close(self) -> None:
@@ -328,6 +362,12 @@ class AioHttpChannel(ClientEnd, AioChannel):
         the channel's loop has ended: at once, the connections dropped and the DELETE sent
         without the loop)."""
         if self._core.closed:
+            return
+        if self._forked:
+            # A forked child closing its copy: the session, its connections and the loop's
+            # registrations (a copy of the parent's epoll) are the parent's. No DELETE, no
+            # shutdown(2), no loop work; the sockets go with the child.
+            self._core.closing = self._core.closed = True
             return
         if loop_ended(self._loop):
             self._close_without_loop()
@@ -339,6 +379,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
         self._core.closing = True  # closed from now on (no more sends); the task finishes it
         task = loop.create_task(self.aclose())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._closing_task = task
 
     def _close_without_loop(self) -> None:
         """``close()`` after the loop has ended (``ipcwire.http._after_loop``): its tasks and
@@ -360,6 +401,15 @@ class AioHttpChannel(ClientEnd, AioChannel):
     async def aclose(self) -> None:
         core = self._core
         if core.closed:
+            return
+        task = self._closing_task
+        if task is not None and task is not asyncio.current_task():
+            # close() began it (request()'s timeout, say): wait for that one, not a second
+            if task.get_loop() is asyncio.get_running_loop():
+                await asyncio.shield(task)
+            return
+        if self._forked:
+            self.close()  # (the copy: see close())
             return
         core.closing = True  # a send waiting for room ends now (ChannelClosed)
         async with self._out:

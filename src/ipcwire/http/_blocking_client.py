@@ -19,7 +19,8 @@ import httpx
 
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import decode_taken
-from ipcwire._deadline import seconds_left
+from ipcwire._deadline import limit, not_seconds, seconds_left
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, PeerInfo, closed_because, timed_out_request
 from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.http._client import ClientCore, Req
@@ -49,7 +50,6 @@ class HttpChannel(ClientEnd, Channel):
     def __init__(self, core: ClientCore, client: httpx.Client, peer: PeerInfo) -> None:
         super().__init__(core, peer)
         self._client = client
-        self._owner = os.getpid()
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._out = threading.Condition(threading.Lock())
@@ -67,6 +67,9 @@ class HttpChannel(ClientEnd, Channel):
         self._threaded = False
         self._posting = False  # a POST of queued messages is in flight (one at a time: order)
         self._unanswered = False  # send() was called since the last recv()
+        self._closer: threading.Thread | None = None  # the closing after request()'s timeout
+        self._close_once = threading.Lock()
+        self._close_began = False
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -88,6 +91,8 @@ class HttpChannel(ClientEnd, Channel):
             raise
 
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         payload = core.encode(obj)
         if not core.session:
@@ -99,6 +104,8 @@ class HttpChannel(ClientEnd, Channel):
         self._queue([payload], timeout)
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
         if not core.session:
             super().send_many(objs, timeout=timeout)
@@ -200,20 +207,32 @@ class HttpChannel(ClientEnd, Channel):
                 )
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        with self._recv_lock:
-            self._fill(timeout)
+        left = self._take_turn(timeout)
+        try:
+            self._fill(left, timeout)
             with self._in:
                 raw_left = self._take_raw(1)
+        finally:
+            self._recv_lock.release()
         return self._decode(raw_left)[0]
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        with self._recv_lock:
-            self._fill(timeout)
+        left = self._take_turn(timeout)
+        try:
+            self._fill(left, timeout)
             with self._in:
                 raw = self._take_raw(max_messages)
+        finally:
+            self._recv_lock.release()
         return self._decode(raw)
+
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        if self._forked:  # (first: a parent's thread may have held the lock at the fork)
+            raise self._forked_error()
+        return take_turn(self._recv_lock, timeout, self.url)
 
     def _take_raw(self, limit: int | None) -> list[bytes]:
         core = self._core
@@ -238,8 +257,9 @@ class HttpChannel(ClientEnd, Channel):
 
         return decode_taken(core.decode, raw, put_back)
 
-    def _fill(self, timeout: float | None) -> None:
-        """Wait until a message is here (opening the message stream at the first call).
+    def _fill(self, timeout: float | None, said: float | None) -> None:
+        """Wait until a message is here (opening the message stream at the first call);
+        ``timeout``: what is left of the caller's, ``said`` (for the message).
         Holding ``_recv_lock``: without a timeout, and while no reader thread runs, read the
         stream in this thread, as bare httpx code does; the first timeout starts the thread
         (an httpx read cannot be given up half way and resumed)."""
@@ -264,17 +284,19 @@ class HttpChannel(ClientEnd, Channel):
             threading.Thread(
                 target=self._read_stream, name=f"ipcwire reader {self.url}", daemon=True
             ).start()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # timeout="1": checked where it is first added (no cost else)
+            raise not_seconds(said, self.url) from None
         with self._in:
             while not core.inbox:
                 if core.closed:
                     raise core.closed_error()
                 if core.ended is not None:
                     raise core.ended
+                waited = "yet" if said == 0 else f"within {said} s"  # (as unix:// says)
                 self._in.wait(
-                    seconds_left(
-                        deadline, f"no message from {self.url} within {timeout} s", self.url
-                    )
+                    seconds_left(deadline, f"no message from {self.url} {waited}", self.url)
                 )
 
     def _post_here(self) -> None:
@@ -379,7 +401,11 @@ class HttpChannel(ClientEnd, Channel):
         return False
 
     def _exchange(self, obj: Any, *, timeout: float | None = DEFAULT_REQUEST_TIMEOUT) -> Any:
+        if self._forked:
+            raise self._forked_error()
         core = self._core
+        # NaN, "1": ConfigurationError before anything is sent (not httpx's TypeError)
+        limit(timeout, self.url)
         if core.inbox or core.streaming:
             # Messages come through the stream now (or one is already here): the reply is
             # the next of them, by the channel's order.
@@ -393,13 +419,46 @@ class HttpChannel(ClientEnd, Channel):
                 return core.called(resp, len(payload))
             except Timeout as exc:
                 closed_because(self, timed_out_request(timeout))
-                self.close()
+                self._close_for_timeout()
                 raise core.late_reply(timeout) from exc
 
     def close(self) -> None:
-        core = self._core
-        if core.closed:
+        closer = self._closer
+        if closer is not None:  # request()'s timeout closed it: its DELETE goes on
+            if closer is not threading.current_thread():
+                closer.join()  # (bounded: FLUSH_TIMEOUT, then the DELETE's own timeout)
             return
+        self._close_now()
+
+    def _close_for_timeout(self) -> None:
+        """After request()'s timeout (or an interrupt): closed now (no more sends, a send
+        waiting for room ends), the rest of close() (what is queued, the DELETE) in a thread,
+        so that the Timeout comes when ``timeout=`` passes, not after a DELETE over the link
+        that just failed to carry the reply (a partition, a slow link). A later close()
+        waits for that thread; so does the interpreter's exit (not a daemon: the server
+        learns the session ended, within the DELETE's timeout)."""
+        core = self._core
+        if core.closed or core.closing or self._forked or os.getpid() != self._owner:
+            self.close()
+            return
+        with self._out:
+            core.closing = True  # ChannelClosed from now on; a send waiting for room ends
+            self._out.notify_all()
+        closer = threading.Thread(target=self._close_now, name=f"ipcwire close {self.url}")
+        try:
+            closer.start()
+        except RuntimeError:  # at the process's thread limit: here, then
+            self._close_now()
+            return
+        self._closer = closer
+
+    def _close_now(self) -> None:
+        """close() itself: once, whichever thread comes first."""
+        core = self._core
+        with self._close_once:
+            if core.closed or self._close_began:
+                return
+            self._close_began = True
         if os.getpid() != self._owner:
             # A forked child closing its copy: the session is its parent's (a DELETE would
             # end it for the parent's peer). Nothing to send; the sockets go with the child.

@@ -218,8 +218,9 @@ class ClientCore:
     def unsent(self, what: str) -> str:
         """Why a send (``what``: "sent") or request ("requested") gave up waiting for room."""
         return (
-            f"{self.url} is not taking messages: {self.outbox_bytes} bytes still wait to be "
-            f"posted; this message was not {what}"
+            f"{self.url} is not taking messages, or the network is not carrying them (a "
+            f"partition, a slow link): {self.outbox_bytes} bytes still wait to be posted; "
+            f"this message was not {what}"
         )
 
     def queue(self, payloads: list[bytes]) -> None:

@@ -13,7 +13,9 @@ HTTP error answer is mapped by :meth:`ClientCore.error <ipcwire.http._client.Cli
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import ssl
 import time
 import weakref
@@ -23,9 +25,11 @@ from typing import Any, Final
 
 import httpx
 
-from ipcwire._core.url import Endpoint
-from ipcwire._oserror import translate
+from ipcwire._core.url import Endpoint, parse_url
+from ipcwire._oserror import UNREACHABLE, translate, unreachable
+from ipcwire._stream.connect import NO_TLS_HINT, speaks_no_tls
 from ipcwire._stream.retry import backoff_delays
+from ipcwire._stream.transport import forked_error, watch_fork
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
     AuthenticationFailed,
@@ -40,6 +44,7 @@ from ipcwire.http._client import ClientCore
 from ipcwire.http._protocol import HEARTBEAT
 from ipcwire.http._uds import AioUnixBackend, BacklogFull, UnixBackend, use_backend
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.unix._socket import explain_connect_error
 
 __all__ = [
     "CONNECT_KW",
@@ -92,10 +97,40 @@ def dial(
     """
     reject_unknown(kw, endpoint, CONNECT_KW)
     addr = resolve(endpoint, listening=False)
+    if addr.unix is None:
+        _check_idna(addr.host, endpoint.url)
     core = ClientCore(options, addr.url(), session=session)
     limit = DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout
     peer = PeerInfo(address=str(addr.unix) if addr.unix else f"{addr.host}:{addr.port}")
     return Dial(addr, core, limit, peer, server_hostname if addr.tls else None)
+
+
+def _check_idna(host: str, url: str) -> None:
+    """``host`` must pass httpx's IDNA 2008 check (stricter than Python's ``idna`` codec and
+    tcp's check: no emoji, no full-width letters), checked here so that connect raises
+    InvalidURL instead of ``httpx.InvalidURL`` escaping from the client's construction.
+
+    Raises:
+        InvalidURL: naming the URL, the host, why, and its ASCII spelling (Python's ``idna``
+        codec: ``xn--dk8h.example`` for ``🎉.example``) when it has one.
+    """
+    if host.isascii():
+        return
+    try:
+        httpx.URL(scheme="http", host=host)
+    except httpx.InvalidURL as exc:
+        why = exc.__cause__ or exc.__context__ or exc
+        try:
+            ascii_form = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            hint = "check the spelling"
+        else:
+            hint = f"write it in ASCII, as tcp:// and browsers look it up: {ascii_form!r}"
+        raise InvalidURL(
+            f"{url}: the host {host!r} is not a valid internationalised (IDNA 2008) host name "
+            f"for the HTTP client ({why}); {hint}",
+            endpoint=url,
+        ) from None
 
 
 def http_transport(d: Dial, context: ssl.SSLContext | None) -> httpx.HTTPTransport:
@@ -180,6 +215,23 @@ class ClientEnd:
         self._core = core
         core.owner = weakref.ref(self)
         self._peer: PeerInfo | None = peer
+        self._owner = os.getpid()
+        self._forked = False  # the parent's connections, in a forked child (_after_fork)
+        watch_fork(self)
+
+    # -- across fork() (ipcwire._stream.transport.watch_fork) ---------------------------------
+    def _after_fork(self) -> None:
+        """In a child this process forked: the connections and the session are the
+        parent's. Every send and receive refuses from now on, before anything is posted,
+        read or locked."""
+        self._forked = True
+        self.__dict__.pop("_ipcwire_turns", None)  # request()'s turns: maybe a parent's thread's
+
+    def _forked_error(self) -> IpcwireError:
+        core = self._core
+        if core.closed or core.closing:  # (closed in the child: Closed wins)
+            return core.closed_error()
+        return forked_error(self.url, self._owner)
 
     @property
     def closed(self) -> bool:
@@ -195,6 +247,15 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     busy = _backlog_full(exc)
     if busy is not None:
         return busy
+    if isinstance(exc, httpx.ConnectTimeout) and doing == "connecting to":
+        return Timeout(
+            f"{url}: timed out while {doing} it (ConnectTimeout: no answer within timeout=, the "
+            f"limit of each attempt): the host is down, or the network to it drops the packets "
+            f"(a partition, a firewall); check the address and the route, or pass a larger "
+            f"timeout= to wait longer (reconnect= retries attempts that are refused or find no "
+            f"route, not one that gets no answer: raise timeout= too)",
+            endpoint=url,
+        )
     if isinstance(exc, httpx.TimeoutException):
         return Timeout(f"{url}: timed out while {doing} it ({type(exc).__name__})", endpoint=url)
     cause: BaseException | None = exc
@@ -207,14 +268,20 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
                 endpoint=url,
             )
         if isinstance(cause, ssl.SSLError):
-            return ChannelBroken(f"TLS with {url} failed while {doing} it: {cause}", endpoint=url)
+            hint = f": {NO_TLS_HINT.replace('without ssl=', _plain(url))}"
+            return ChannelBroken(
+                f"TLS with {url} failed while {doing} it: {cause}"
+                + (hint if speaks_no_tls(cause) else ""),
+                endpoint=url,
+            )
         if isinstance(cause, OSError) and cause.errno is not None:
             if doing != "connecting to" and isinstance(
                 cause, FileNotFoundError | ConnectionRefusedError
             ):
                 return ConnectionRefused(
                     f"nothing listens at {url} (while {doing} it): the server stopped, "
-                    f"restarted or is not running",
+                    f"restarted or is not running; connect again when it is up (pass "
+                    f"reconnect=SECONDS to connect() to wait for it)",
                     endpoint=url,
                 )
             if isinstance(cause, FileNotFoundError):
@@ -223,6 +290,13 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
                     f"reconnect=SECONDS to wait for it",
                     endpoint=url,
                 )
+            if cause.errno in UNREACHABLE and doing == "connecting to":
+                # (connect() retries it under reconnect=: see unreachable_cause)
+                return unreachable(cause, url, reconnect=None)
+            if cause.errno in (errno.EACCES, errno.EPERM):
+                unix = _unix_permission(cause, url)
+                if unix is not None:
+                    return unix
             return translate(cause, url, doing)
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.ConnectError):
@@ -231,7 +305,8 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
             if doing != "connecting to":
                 return ConnectionRefused(
                     f"nothing listens at {url} (while {doing} it): the server stopped, "
-                    f"restarted or is not running ({text})",
+                    f"restarted or is not running ({text}); connect again when it is up "
+                    f"(pass reconnect=SECONDS to connect() to wait for it)",
                     endpoint=url,
                 )
             return ConnectionRefused(
@@ -241,10 +316,53 @@ def transport_error(exc: httpx.HTTPError, url: str, doing: str) -> IpcwireError:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return InvalidURL(f"{url}: {exc}", endpoint=url)
     if isinstance(exc, httpx.RemoteProtocolError):
+        if doing != "connecting to":
+            # (a server that closes cleanly ends its channels first: 410, EndOfChannel)
+            return ChannelBroken(
+                f"{url} went away without closing the channel (while {doing} it): its "
+                f"process was killed or died (a fatal signal, os._exit), or its connection "
+                f"was cut ({exc}); this channel is over: connect again (pass "
+                f"reconnect=SECONDS to connect() to wait until the server is back)",
+                endpoint=url,
+            )
+        tls = (
+            f"; or the server serves TLS: then connect to {_tls(url)} (with ssl= an "
+            f"ssl.SSLContext that trusts its certificate)"
+            if url.startswith("http:")
+            else ""
+        )
         return ChannelBroken(
-            f"{url} closed the connection or broke HTTP while {doing} it: {exc}", endpoint=url
+            f"{url} closed the connection or broke HTTP while {doing} it: {exc}{tls}",
+            endpoint=url,
         )
     return ChannelBroken(f"{url} broke while {doing} it: {exc}", endpoint=url)
+
+
+def _tls(url: str) -> str:
+    """``url`` as https:// (for a plain client that met a TLS server)."""
+    return "https:" + url[len("http:") :] if url.startswith("http:") else url
+
+
+def _plain(url: str) -> str:
+    """How to reach ``url``'s server without TLS (for a TLS client that met a plain one)."""
+    if url.startswith("https:"):
+        return f"to http:{url[len('https:') :]} without ssl="
+    return "without ssl="
+
+
+def _unix_permission(exc: OSError, url: str) -> IpcwireError | None:
+    """unix://'s words for a socket file this process may not connect to (its mode, owner
+    and uid, and the fix: run as the owner, or listen with mode=0o660 and a shared group);
+    None when ``url`` is not an ``http+unix`` path."""
+    if not url.startswith("http+unix:"):
+        return None
+    try:
+        addr = resolve(parse_url(url), listening=False)
+    except IpcwireError:
+        return None
+    if addr.unix is None:
+        return None
+    return explain_connect_error(exc, addr.unix, url)
 
 
 def _backlog_full(exc: BaseException) -> Timeout | None:

@@ -194,6 +194,12 @@ class Endpoints:
                 f"use the same codec on both sides",
             )
         assert self._loop is not None
+        if self.stopping:
+            raise Problem(
+                503,
+                "shutting_down",
+                "the server is shutting down; connect again once it is back",
+            )
         self._cap.make_room(self._sessions, self._loop.time())  # 503 if all are busy
         if len(self._sessions) >= self._max_channels:
             raise Problem(503, "busy", f"{self._max_channels} channels are open (max_channels=)")

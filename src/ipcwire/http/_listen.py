@@ -12,7 +12,7 @@ from ipcwire.http._address import HttpAddress, bind, peer_of, resolve, uid_check
 from ipcwire.http._server import HttpServer
 from ipcwire.http._session import Session
 from ipcwire.http._sessions_cap import max_sessions_option
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, reject_unknown, unix_only
 from ipcwire.ws._web import OriginPolicy
 
 if TYPE_CHECKING:
@@ -44,23 +44,27 @@ def bind_endpoint(
     kw: dict[str, Any],
     *,
     backlog: int,
-    mode: int,
+    mode: int | None,
+    allow_uids: object,
     max_sessions: object,
     tls: bool,
 ) -> tuple[socket.socket, HttpAddress, Callable[[], None]]:
     """Check ``listen``'s options and bind: the listening socket, the address it really has
-    (port 0 resolved), its cleanup. ``tls``: whether ``ssl=`` was given.
+    (port 0 resolved), its cleanup. ``tls``: whether ``ssl=`` was given; ``mode``: the socket
+    file's (``None``: 0600).
 
     Raises:
         ConfigurationError: an unknown option, ``max_sessions`` not a whole number of at
-            least 1 or None, ``https://`` without ``ssl=`` or ``ssl=`` with ``http://`` (or
-            as :func:`~ipcwire.http._address.bind`).
+            least 1 or None, ``https://`` without ``ssl=`` or ``ssl=`` with ``http://``,
+            ``mode=`` or ``allow_uids=`` on TCP (or as :func:`~ipcwire.http._address.bind`).
         AddressInUse, PermissionDenied, InvalidURL: with the fix.
     """
     reject_unknown(kw, endpoint, LISTEN_KW)
     max_sessions_option(endpoint.url, max_sessions)
     addr = resolve(endpoint, listening=True)
     url = endpoint.url
+    if addr.unix is None:  # (refused before binding)
+        unix_only(url, "http+unix", mode=mode, allow_uids=allow_uids)
     # (as ws and sse: an https:// listener served plain HTTP under its https:// URL, and an
     # http:// one with ssl= served TLS under an http:// URL its clients could not use)
     if addr.tls and not tls:
@@ -74,7 +78,7 @@ def bind_endpoint(
         raise ConfigurationError(
             f"ssl= is for https:// URLs; listen at https://... instead of {url}", endpoint=url
         )
-    return bind(addr, url, backlog=backlog, mode=mode)
+    return bind(addr, url, backlog=backlog, mode=0o600 if mode is None else mode)
 
 
 def make_server(
@@ -96,10 +100,8 @@ def make_server(
     Raises:
         ConfigurationError: ``allow_uids`` on a TCP endpoint.
     """
-    if addr.unix is None and allow_uids is not None:
-        raise ConfigurationError(
-            f"allow_uids= needs http+unix:// ({url} is TCP, which has no peer credentials)"
-        )
+    if addr.unix is None:  # (bind_endpoint refused it already)
+        unix_only(url, "http+unix", mode=None, allow_uids=allow_uids)
     return HttpServer(
         url=url,
         prefix=addr.prefix,

@@ -46,6 +46,7 @@ from ipcwire.errors import (
     AuthenticationFailed,
     ChannelBroken,
     ConfigurationError,
+    ConnectionRefused,
     EndOfChannel,
     FrameTooLarge,
     HandshakeError,
@@ -270,6 +271,11 @@ def error_from_response(
             f"{said}. Is {endpoint} an ipcwire HTTP endpoint, with this exact path prefix?"
             if not code
             else said,
+            endpoint=endpoint,
+        )
+    if status == 503 and code == "shutting_down" and doing == "connecting":
+        return ConnectionRefused(
+            f"{said} (pass reconnect=SECONDS to connect() to wait until it is)",
             endpoint=endpoint,
         )
     if status == 429 or (status == 503 and code == "busy"):

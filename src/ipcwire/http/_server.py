@@ -17,15 +17,17 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from ipcwire.aio._accept import accept_backoff
+from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, ChannelClosed, IpcwireError
 from ipcwire.http._after_loop import drop_connections, loop_ended
 from ipcwire.http._endpoints import CHANNELS, Endpoints
+from ipcwire.http._misdirected import MisdirectedLog
 from ipcwire.http._openapi import openapi_document
 from ipcwire.http._protocol import (
     PROBLEM_TYPE,
@@ -43,6 +45,11 @@ from ipcwire.ws._web import OriginPolicy
 __all__ = ["HttpServer"]
 
 log = logging.getLogger("ipcwire")
+
+# A shutdown serves on for at most CLOSE_LINGER seconds, until the clients active within
+# RECENT seconds have fetched what was sent to them and the end (Server._linger).
+CLOSE_LINGER: Final = 1.0
+RECENT: Final = 2.0
 
 
 class HttpServer(Endpoints):
@@ -101,6 +108,8 @@ class HttpServer(Endpoints):
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # (a client that does not speak HTTP/1.1: one WARNING line, not aiohttp's traceback)
+        self._misdirected = MisdirectedLog(url)
         self._openapi = openapi_document(
             title=f"ipcwire {url}",
             prefix=prefix,
@@ -126,6 +135,7 @@ class HttpServer(Endpoints):
             handler_cancellation=True,
             access_log=None,
             keepalive_timeout=self._opts.handshake_timeout,
+            logger=self._misdirected,
         )
         accept_backoff(sock, self._opts.url)
         self._server = await loop.create_server(self._web, sock=sock, ssl=ssl_context)
@@ -150,23 +160,68 @@ class HttpServer(Endpoints):
         """Stop listening and drop every client connection, the serving loop having ended."""
         self.stop_listening()
         drop_connections(self._web)
+        self._misdirected.flush()
 
     async def shutdown(self) -> None:
-        """Stop listening, end every session, close client connections (bounded)."""
-        self.stop_listening()
+        """End every session, let their clients fetch what was sent and the end (bounded:
+        :meth:`_linger`), then stop listening and close client connections (bounded).
+
+        An orderly end for both sides: the client gets what was sent, then the end of a
+        server close (its waiting requests 410, its stream ends: EndOfChannel); the
+        application's channel is closed by its own listener (ChannelClosed, which serve()
+        logs at debug level), not failed under it. Before, the listening socket closed at
+        once and the sessions went with their unfetched messages: a client about to ask for
+        its next message (a recv() just started, the reply to what it had just sent) found
+        nothing listening, a reset, or 404 "no channel", as if the server had crashed, and
+        lost what the server had sent last."""
+        self.stopping = True  # (new channels are refused: 503 shutting_down)
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for s in list(self._sessions.values()):
-            # An orderly end for both sides: the client gets what was sent, then the end
-            # of a server close (its waiting requests 410, its stream ends: EndOfChannel);
-            # the application's channel is closed by its own listener (ChannelClosed, which
-            # serve() logs at debug level), not failed under it.
+        closed = ChannelClosed(f"the listener {self.url} was closed", endpoint=self.url)
+        sessions = list(self._sessions.values())
+        for s in sessions:
             s.server_close()
-            closed = ChannelClosed(f"the listener {self.url} was closed", endpoint=self.url)
+            if s.sink is not None:
+                s.sink._end(closed)
+        await self._linger(sessions)
+        self.stop_listening()
+        for s in sessions:
             s.client_close(closed, closed)
         self._sessions.clear()
         if self._web is not None:
             await self._web.shutdown(0.1)
+        self._misdirected.flush()
+
+    async def _linger(self, sessions: list[Session]) -> None:
+        """Serve on until the client of every session that was active lately (a request
+        within ``RECENT`` seconds, or one under way) has been told the end, for at most
+        ``CLOSE_LINGER`` seconds. A client idle longer is not waited for: it learns the end
+        at its next request only if that comes meanwhile (else it finds nothing listening)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = {
+            s
+            for s in sessions
+            if not s.oneshot
+            and not s.told
+            and s.client_done is None
+            and (s.in_flight > 0 or now - s.last_seen < RECENT)
+        }
+        if not waiting:
+            return
+        changed = asyncio.Event()
+        for s in waiting:
+            s.on_told = changed.set
+        try:
+            async with within(CLOSE_LINGER):
+                while any(not s.told and s.client_done is None for s in waiting):
+                    await changed.wait()
+                    changed.clear()
+        except TimeoutError:
+            pass
+        finally:
+            for s in waiting:
+                s.on_told = None
 
     async def _sweep(self) -> None:
         period = max(min(self._session_timeout / 4, 5.0), 0.05)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from ipcwire.aio._timeouts import within
@@ -95,6 +96,10 @@ class Session:
         self.last_seen = loop.time()
         self._space: asyncio.Future[None] | None = None
         self.space_wanted = False  # read by the sink's thread
+        # The client was answered with the end (all fetched, then None): what a server
+        # shutting down waits for (Server.shutdown), calling ``on_told`` then.
+        self.told = False
+        self.on_told: Callable[[], object] | None = None
 
     # -- client -> application ----------------------------------------------------------------
     async def deliver(self, items: list[tuple[Any, int]], timeout: float | None) -> bool:
@@ -185,6 +190,7 @@ class Session:
                 out.append(p)
             return out
         if self.server_done or self.client_done is not None:
+            self._the_end()
             return None
         if wait is not None and wait <= 0:
             return out
@@ -210,11 +216,19 @@ class Session:
         if isinstance(first, _Expired):
             return out
         if first is None:
+            self._the_end()
             return None
         out.append(first)
         if many and self.outbox:
             self._take(max_bytes, out)
         return out
+
+    def _the_end(self) -> None:
+        """Nothing more for the client: it is told so now (the caller answers the end)."""
+        if not self.told:
+            self.told = True
+            if self.on_told is not None:
+                self.on_told()
 
     # -- endings ------------------------------------------------------------------------------
     def server_close(self, failure: str = "") -> None:

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 
 from ipcwire._core.url import Endpoint
+from ipcwire._oserror import unreachable, unreachable_cause
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
-from ipcwire.errors import ConnectionRefused
+from ipcwire.errors import ChannelBroken, ConnectionRefused
 from ipcwire.http._address import HttpAddress
 from ipcwire.http._aio_client import AioHttpChannel
 from ipcwire.http._channels import AioServerChannel
@@ -98,8 +99,7 @@ class AioHttpListener(AioListener):
         self._stopped = True
         self._ready.close()
         server = self._server
-        if server is not None:
-            server.stop_listening()
+        if server is not None:  # (it stops listening once its clients were told: shutdown)
             self._shutdown = asyncio.get_running_loop().create_task(server.shutdown())
 
     async def aclose(self) -> None:
@@ -158,6 +158,15 @@ async def connect(
                     raise
                 await asyncio.sleep(delay)
                 continue
+            except ChannelBroken as exc:  # an unreachable host: retried as a refusal is
+                cause = unreachable_cause(exc)
+                if cause is None:
+                    raise
+                delay = redial.delay()
+                if delay is None:
+                    raise unreachable(cause, core.url, reconnect=reconnect) from cause
+                await asyncio.sleep(delay)
+                continue
             core.opened(resp)
             return ch
     except BaseException:
@@ -171,7 +180,7 @@ async def listen(
     *,
     ssl: ssl.SSLContext | None = None,
     backlog: int = 128,
-    mode: int = 0o600,
+    mode: int | None = None,
     allow_uids: Iterable[int] | None = None,
     origins: Iterable[str] | str | None = None,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
@@ -191,6 +200,7 @@ async def listen(
         kw,
         backlog=backlog,
         mode=mode,
+        allow_uids=allow_uids,
         max_sessions=max_sessions,
         tls=ssl is not None,
     )

@@ -25,8 +25,9 @@ import httpx
 
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import seconds_left
+from ipcwire._oserror import unreachable, unreachable_cause
 from ipcwire.channel import Channel, Listener
-from ipcwire.errors import ChannelClosed, ConnectionRefused
+from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused
 from ipcwire.http._address import HttpAddress
 from ipcwire.http._blocking_client import HttpChannel
 from ipcwire.http._channels import ServerChannel
@@ -120,7 +121,7 @@ class HttpListener(Listener):
             ch.close()
         if self._loop.is_running():
             try:
-                self._loop.call_soon_threadsafe(self._server.stop_listening)
+                # (it stops listening once its clients were told the end: shutdown)
                 fut = asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
                 fut.result(3.0)
             except Exception:  # noqa: S110 - closing is best effort and bounded
@@ -169,6 +170,15 @@ def connect(
                     raise
                 time.sleep(delay)
                 continue
+            except ChannelBroken as exc:  # an unreachable host: retried as a refusal is
+                cause = unreachable_cause(exc)
+                if cause is None:
+                    raise
+                delay = redial.delay()
+                if delay is None:
+                    raise unreachable(cause, core.url, reconnect=reconnect) from cause
+                time.sleep(delay)
+                continue
             core.opened(resp)
             return ch
     except BaseException:
@@ -182,7 +192,7 @@ def listen(
     *,
     ssl: ssl.SSLContext | None = None,
     backlog: int = 128,
-    mode: int = 0o600,
+    mode: int | None = None,
     allow_uids: Iterable[int] | None = None,
     origins: Iterable[str] | str | None = None,
     reply_timeout: float = DEFAULT_REQUEST_TIMEOUT,
@@ -202,6 +212,7 @@ def listen(
         kw,
         backlog=backlog,
         mode=mode,
+        allow_uids=allow_uids,
         max_sessions=max_sessions,
         tls=ssl is not None,
     )

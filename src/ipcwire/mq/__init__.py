@@ -25,11 +25,48 @@ import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["BENCH_URL", "SPEC", "MqLimits", "limits", "probe"]
+if TYPE_CHECKING:
+    from ipcwire.mq.aio import AioMqChannel, AioMqListener
+    from ipcwire.mq.blocking import MqChannel, MqListener
+
+__all__ = [
+    "BENCH_URL",
+    "SPEC",
+    "AioMqChannel",
+    "AioMqListener",
+    "MqChannel",
+    "MqLimits",
+    "MqListener",
+    "kernel_probe",
+    "limits",
+    "needs",
+    "probe",
+    "rlimit_probe",
+]
+
+_CLASSES: dict[str, str] = {
+    "MqChannel": "ipcwire.mq.blocking",
+    "MqListener": "ipcwire.mq.blocking",
+    "AioMqChannel": "ipcwire.mq.aio",
+    "AioMqListener": "ipcwire.mq.aio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The channel classes, for type checkers and ``isinstance`` narrowing (``send(priority=)``,
+    ``recv_with_priority()`` are theirs, not every channel's), imported on first use: the
+    registry imports this module."""
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 _PROC: Final = Path("/proc/sys/fs/mqueue")
 # Linux's hard ceilings for a process with CAP_SYS_RESOURCE (include/linux/ipc_namespace.h).
@@ -112,14 +149,48 @@ def limits() -> MqLimits:
     )
 
 
-def probe() -> str | None:
-    """Why POSIX message queues cannot work on this machine right now, or None."""
+def kernel_probe() -> str | None:
+    """Why this kernel has no POSIX message queues, or None."""
     if sys.platform.startswith("linux") and not _PROC.is_dir():
         return (
             "this kernel has no POSIX message queues (/proc/sys/fs/mqueue is missing): "
             "it was built without CONFIG_POSIX_MQUEUE"
         )
     return None
+
+
+def needs(lim: MqLimits) -> tuple[int, int]:
+    """The bytes RLIMIT_MSGQUEUE must hold, at this machine's default sizes, for one mq://
+    listener (its rendezvous queue) and for one channel (a client's pair of queues)."""
+    from ipcwire.mq._proto import RENDEZVOUS_MSGSIZE  # (msgspec only: no optional extra)
+
+    listener = queue_bytes(lim.msg_default, min(RENDEZVOUS_MSGSIZE, lim.msgsize_ceiling))
+    return listener, 2 * queue_bytes(lim.msg_default, lim.msgsize_default)
+
+
+def rlimit_probe(lim: MqLimits | None = None) -> str | None:
+    """Why this user's RLIMIT_MSGQUEUE leaves mq:// unusable at the default sizes (a listener
+    and one channel do not fit), or None."""
+    lim = lim or limits()
+    if lim.rlimit_bytes is None:
+        return None
+    listener, channel = needs(lim)
+    if lim.rlimit_bytes >= listener + channel:
+        return None
+    fails = "every listen()" if lim.rlimit_bytes < listener else "connect() at the default sizes"
+    return (
+        f"RLIMIT_MSGQUEUE (ulimit -q) is {lim.rlimit_bytes} bytes, under the about "
+        f"{listener + channel} bytes one listener and one channel take ({listener} + "
+        f"{channel}): {fails} fails with ResourceExhausted. Raise it (ulimit -q "
+        f"{max(819200, listener + channel)}, LimitMSGQUEUE= in a systemd unit, docker run "
+        f"--ulimit msgqueue=...; ipcwire doctor mq:///NAME shows how)"
+    )
+
+
+def probe() -> str | None:
+    """Why POSIX message queues cannot work on this machine right now, or None: no kernel
+    support, or an RLIMIT_MSGQUEUE too small for a listener and one channel."""
+    return kernel_probe() or rlimit_probe()
 
 
 BENCH_FRAMING = "one kernel message (in pieces from the queue's msgsize up)"  # ipcwire bench --list

@@ -10,7 +10,6 @@ adopts or accepts; the few steps both sides share (integer options, the peer's p
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -39,6 +38,8 @@ from ipcwire.mq._session import (
     close_fd,
     elsewhere,
     int_option,
+    lock_held,
+    lock_note,
     lock_path,
     open_pidfd,
     pickle_over_shared_queues,
@@ -88,13 +89,14 @@ def open_rendezvous(name: str, url: str) -> MessageQueue:
     """The listener's queue, opened to announce a client on.
 
     Raises:
-        ConnectionRefused: there is no listener (no queue): start it, or ``reconnect=``.
+        ConnectionRefused: there is no listener (no queue, or nobody holds its lock):
+            start it, or ``reconnect=``.
         PermissionDenied: another user's queue.
     """
     try:
-        return MessageQueue.open(name, read=False, url=url)
+        q = MessageQueue.open(name, read=False, url=url)
     except ConnectionRefused as exc:
-        if _listener_lock_held(name):
+        if lock_held(name):
             raise ConnectionRefused(
                 f"nothing is listening at {url} in this IPC namespace: a live listener holds "
                 f"its lock file {lock_path(name)}, but there is no queue {name} here, so it "
@@ -108,25 +110,30 @@ def open_rendezvous(name: str, url: str) -> MessageQueue:
             f"first, or pass reconnect=SECONDS to keep trying",
             endpoint=url,
         ) from exc.__cause__
+    if lock_held(name) is False:  # (None: no lock file to tell by; connect as before)
+        q.close()
+        raise listener_gone(name, url)
+    return q
 
 
-def _listener_lock_held(name: str) -> bool:
-    """Whether a listener holds the lock file of queue ``name`` (its exclusive flock), though
-    its queue is not visible here: the lock file's directory (/dev/shm) crosses IPC
-    namespaces, the queues do not."""
-    try:
-        fd = os.open(lock_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # (a shared lock taken is released with it)
-    return False
+def listener_gone(name: str, url: str) -> ConnectionRefused:
+    """The error for a connect that found the queue ``name`` but no listener holding its
+    lock: it was killed, or stopped without closing (or closed with ``unlink=False``)."""
+    note = lock_note(name)
+    pid, command = note.get("pid"), note.get("command")
+    if isinstance(pid, int):
+        who = f"its listener (pid {pid}" + (f", {command}" if isinstance(command, str) and
+                                            command else "") + ") is gone"  # fmt: skip
+        how = "killed, or it exited without closing the listener"
+    else:
+        who, how = "its listener is gone", "it closed with unlink=False, or was killed"
+    return ConnectionRefused(
+        f"nothing is listening at {url}: {who} ({how}): the queue {name} is there, but no "
+        f"process holds its listener lock {lock_path(name)}. The queue stays until the "
+        f"next listen() on {url}, which adopts it (ipcwire doctor {url} shows it). Start "
+        f"the listener again, or pass reconnect=SECONDS to keep trying",
+        endpoint=url,
+    )
 
 
 def retry_delay(

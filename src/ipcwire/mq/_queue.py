@@ -39,6 +39,7 @@ __all__ = [
     "MessageQueue",
     "check_name",
     "check_sizes",
+    "kernel_name",
     "queue_name",
     "unlink_queue",
 ]
@@ -51,15 +52,38 @@ CHANNEL_NAME_MAX: Final = NAME_MAX - len("ipcwire-mq.") - len(".lock")
 Buffer = bytes | bytearray | memoryview
 
 
+def kernel_name(name: str) -> bytes:
+    """The bytes the kernel sees for the queue ``name``: its UTF-8 encoding, in every locale.
+
+    posix_ipc encodes a str name with the file-system encoding (and 1.3.2 crashes the
+    interpreter, SIGSEGV, when that fails: a non-ASCII name under ``LC_ALL=C PYTHONUTF8=0``),
+    so ipcwire always hands it bytes: ``mq:///\u00e9`` is the same queue under a UTF-8 and an
+    ASCII locale, and in the languages that name queues in UTF-8. Lone surrogates
+    ``\udc80``..``\udcff`` (how Python decodes bytes that are not UTF-8, such as a command-line
+    argument) become those bytes again (``surrogateescape``).
+
+    Raises:
+        UnicodeEncodeError: another lone surrogate (no bytes stand for it).
+    """
+    return name.encode("utf-8", "surrogateescape")
+
+
 def check_name(name: str, url: str) -> str:
-    """The kernel name for a queue: ``/`` then 1 to 254 characters without another ``/``.
+    """The kernel name for a queue: ``/`` then 1 to 254 bytes without another ``/``.
 
     Raises:
         InvalidURL: the name cannot be a queue name.
     """
     if not name.startswith("/"):
         name = "/" + name
-    if len(name) < 2 or "/" in name[1:] or len(name.encode()) > NAME_MAX or "\0" in name:
+    try:
+        size = len(kernel_name(name))
+    except UnicodeEncodeError:
+        raise InvalidURL(
+            f"{url!r}: the message queue name {name!r} holds a lone surrogate, which has no "
+            f"UTF-8 bytes: write the name as text (queue names are UTF-8)"
+        ) from None
+    if len(name) < 2 or "/" in name[1:] or size > NAME_MAX or "\0" in name:
         raise InvalidURL(
             f"{url!r}: a POSIX message queue name is one component of up to "
             f"{NAME_MAX - 1} bytes without '/', written mq:///name"
@@ -81,7 +105,7 @@ def queue_name(endpoint: Endpoint) -> str:
             f"has no '/')"
         )
     name = check_name(raw, endpoint.url)
-    if len(name.encode()) - 1 > CHANNEL_NAME_MAX:
+    if len(kernel_name(name)) - 1 > CHANNEL_NAME_MAX:
         raise InvalidURL(
             f"{endpoint.url!r}: an mq channel's queue name is at most {CHANNEL_NAME_MAX} bytes "
             f"(its listener's lock file, ipcwire-mq.<name>.lock, must fit in a file name); "
@@ -94,7 +118,8 @@ def check_sizes(maxmsg: int, msgsize: int, url: str, lim: MqLimits | None = None
     """Refuse queue sizes this machine would refuse, naming the limit and how to raise it.
 
     Raises:
-        ConfigurationError: over ``fs.mqueue.msg_max``/``msgsize_max`` or RLIMIT_MSGQUEUE.
+        ConfigurationError: over ``fs.mqueue.msg_max``/``msgsize_max``.
+        ResourceExhausted: one queue of these sizes is over RLIMIT_MSGQUEUE.
     """
     lim = lim or limits()
     if maxmsg < 1 or msgsize < 1:
@@ -115,17 +140,34 @@ def check_sizes(maxmsg: int, msgsize: int, url: str, lim: MqLimits | None = None
         )
     need = queue_bytes(maxmsg, msgsize)
     if lim.rlimit_bytes is not None and need > lim.rlimit_bytes:
-        raise ConfigurationError(
+        raise ResourceExhausted(
             f"a queue of {maxmsg} x {msgsize} bytes for {url} needs about {need} bytes, over "
             f"this user's RLIMIT_MSGQUEUE of {lim.rlimit_bytes} bytes; raise it (`ulimit -q`, "
-            f"LimitMSGQUEUE= in a systemd unit, `msgqueue` in limits.conf) or ask for less"
+            f"LimitMSGQUEUE= in a systemd unit, `msgqueue` in limits.conf, docker run "
+            f"--ulimit msgqueue=...) or ask for less (maxmsg=/msgsize=, a listener's "
+            f"backlog=)",
+            endpoint=url,
         )
 
 
 def unlink_queue(name: str) -> bool:
-    """Remove a queue's name; False when there was no such queue."""
+    """Remove a queue's name (:func:`kernel_name`); False when there was no such queue.
+
+    Raises:
+        posix_ipc.PermissionsError: not allowed to remove it.
+    """
+    raw = kernel_name(name)
     try:
-        posix_ipc.unlink_message_queue(name)
+        try:
+            # (posix_ipc's unlink_message_queue takes a str only, encoded as UTF-8)
+            posix_ipc.unlink_message_queue(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            # bytes that are not UTF-8: only an open queue's unlink() takes them
+            q = posix_ipc.MessageQueue(raw, 0, read=True, write=False)
+            try:
+                q.unlink()
+            finally:
+                q.close()
     except posix_ipc.ExistentialError:
         return False
     return True
@@ -244,7 +286,8 @@ class MessageQueue:
         Raises:
             AddressInUse: it exists (with ``exclusive``).
             ConfigurationError: sizes over this machine's limits (named in the message).
-            ResourceExhausted: RLIMIT_MSGQUEUE or queues_max reached.
+            ResourceExhausted: RLIMIT_MSGQUEUE (too small for this queue, or used up) or
+                queues_max reached.
             PermissionDenied, InvalidURL.
         """
         url = url or f"mq://{name}"
@@ -256,7 +299,7 @@ class MessageQueue:
         flags = posix_ipc.O_CREX if exclusive else posix_ipc.O_CREAT
         try:
             q = posix_ipc.MessageQueue(
-                name, flags, mode=mode, max_messages=maxmsg, max_message_size=msgsize
+                kernel_name(name), flags, mode=mode, max_messages=maxmsg, max_message_size=msgsize
             )
         except (posix_ipc.Error, OSError, ValueError, MemoryError) as exc:
             raise explain_open_error(
@@ -281,7 +324,7 @@ class MessageQueue:
         url = url or f"mq://{name}"
         name = check_name(name, url)
         try:
-            q = posix_ipc.MessageQueue(name, 0, read=read, write=write)
+            q = posix_ipc.MessageQueue(kernel_name(name), 0, read=read, write=write)
         except (posix_ipc.Error, OSError, ValueError, MemoryError) as exc:
             raise explain_open_error(exc, name, url, creating=False, sizes=None) from exc
         return cls(q, name, url, owner=False)

@@ -12,6 +12,9 @@ listener's ownership lock with :func:`lock_path` from here. See ``_proto.py`` fo
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import logging
 import os
 import time
@@ -26,6 +29,7 @@ from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._oserror import ACCEPT_RETRY
+from ipcwire._stream.listener import listening_here
 from ipcwire.errors import (
     AddressInUse,
     ConfigurationError,
@@ -54,7 +58,7 @@ from ipcwire.mq._proto import (
 )
 from ipcwire.mq._queue import MessageQueue, check_name, queue_name, unlink_queue
 from ipcwire.options import ChannelOptions, reject_unknown
-from ipcwire.spool._flock import FileLock
+from ipcwire.spool._flock import FileLock, lock_holders
 
 __all__ = [
     "Deferred",
@@ -66,6 +70,8 @@ __all__ = [
     "close_fd",
     "elsewhere",
     "int_option",
+    "lock_held",
+    "lock_note",
     "open_pidfd",
     "pickle_over_shared_queues",
     "pid_namespace",
@@ -76,6 +82,9 @@ __all__ = [
 log = logging.getLogger("ipcwire")
 
 LISTEN_OPTIONS = ("mode", "backlog", "unlink")
+# How long a listener waits for a lock file that is busy before it says AddressInUse: a
+# client's probe of it (lock_held) holds it for an instant.
+PROBE_GRACE = 0.05
 
 
 # -- steps both sides take --------------------------------------------------------------------
@@ -439,6 +448,53 @@ def announced(
             yield s
 
 
+def lock_held(name: str) -> bool | None:
+    """Whether a listener holds the ownership lock of queue ``name``: True or False, or None
+    when this cannot be told (no lock file: no ipcwire listener made one here, or one closed
+    and removed it; or it cannot be opened). The kernel's list of locks (/proc/locks) is read
+    first; it does not show holders in a pid namespace this one cannot see, so then a shared
+    lock is tried for an instant (a listener starting meanwhile waits that instant out:
+    :data:`PROBE_GRACE`)."""
+    path = lock_path(name)
+    if lock_holders(path):
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        # A free lock on a file no longer at the path (its listener removed it while a new
+        # one made the next) tells nothing about the new one.
+        try:
+            mine, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        except OSError:
+            return None
+        return None if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino) else False
+    finally:
+        os.close(fd)  # (a shared lock taken is released with it)
+
+
+def lock_note(name: str) -> dict[str, object]:
+    """The note the last listener of queue ``name`` wrote into its lock file (pid, command,
+    since); empty when none (a listener that closed cleanly clears it)."""
+    try:
+        with open(lock_path(name), "rb", opener=_nofollow) as f:
+            note = json.loads(f.read(4096) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return note if isinstance(note, dict) else {}
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def lock_path(name: str) -> str:
     """Where a listener's ownership lock for queue ``name`` lives (queue names are global
     across users, so this is a shared directory: /dev/shm, or the temp dir)."""
@@ -458,22 +514,33 @@ def bind_rendezvous(
     Raises:
         AddressInUse: a live listener owns the name, or a foreign queue has it.
         ConfigurationError, ResourceExhausted, PermissionDenied: creating the queue.
+        ResourceExhausted: no room for the lock file (a full /dev/shm), naming the fix.
     """
     path = lock_path(name)
     lock = FileLock(path, mode=0o644, own=True)
     try:
-        lock.acquire(timeout=0)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            # held: by a listener, or for an instant by a connecting client asking whether
+            # a listener holds it (lock_held), which this waits out
+            lock.acquire(timeout=PROBE_GRACE)
     except PermissionDenied as exc:
         raise PermissionDenied(
             f"cannot listen at {url}: {exc} Pick another name, or have that user or root "
             f"remove it (and the queue {name}, if there is one)",
             endpoint=url,
         ) from exc
+    except ResourceExhausted as exc:
+        raise _no_room(exc, url, path) from exc
     except Timeout:
         holder = lock.holder()
-        raise AddressInUse(
-            f"{url} is in use: a listener in "
-            f"{holder.describe() if holder else 'another process'} owns the queue {name}",
+        who = holder.describe() if holder else "another process"
+        stop = f"kill {holder.pid}" if holder and holder.pid else "see ipcwire doctor " + url
+        raise listening_here(url, holder.pid if holder else None) or AddressInUse(
+            f"cannot listen at {url}: it is in use: a listener in {who} owns the queue "
+            f"{name} (it holds the lock {path}). Stop that listener ({stop}), or choose "
+            f"another name (`ipcwire doctor {url}` shows more)",
             pid=holder.pid if holder else None,
             endpoint=url,
         ) from None
@@ -507,6 +574,26 @@ def bind_rendezvous(
         lock.release()
         raise
     return q, lock
+
+
+def _no_room(exc: ResourceExhausted, url: str, path: str) -> ResourceExhausted:
+    """The error for a lock file ``path`` that could not be made for the listener at ``url``
+    (``exc``): a full file system is named with a fix that applies (the directory is not
+    the user's to choose); anything else keeps its message, naming the URL."""
+    cause = exc.__cause__
+    where = os.path.dirname(path)
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(
+            f"cannot listen at {url}: no room for its lock file {path} ({cause.strerror}): "
+            f"{where} has no free space or no free inodes (df -h {where}, df -i {where}), or "
+            f"its owner is over a disk quota. mq keeps its listeners' lock files and its "
+            f"channels' end pipes there, beside other programs' POSIX shared memory: remove "
+            f"what is stale there, or give {where} more room (mount -o remount,size=...,"
+            f"nr_inodes=... {where}; in a container, docker run --shm-size=... or a larger "
+            f"tmpfs on {where})",
+            endpoint=url,
+        )
+    return ResourceExhausted(f"cannot listen at {url}: {exc}", endpoint=url)
 
 
 def _check_adopted(q: MessageQueue, name: str, url: str, mode: int) -> None:

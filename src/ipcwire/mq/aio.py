@@ -20,8 +20,11 @@ from typing import Any, Final
 from ipcwire._core.ending import error_reason
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import not_seconds
+from ipcwire._stream.listener import collected_unclosed, thread_twin, wait_dropped_closed
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
+from ipcwire.aio._without_loop import not_this_loop
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import closed_error
 from ipcwire.errors import (
@@ -230,6 +233,8 @@ class AioMqChannel(ChannelCore, AioChannel):
             self._writable()  # let the next sender in line try
 
     async def _wait_send(self, deadline: float | None) -> bool:
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise wrong
         fut = self._loop.create_future()
         self._swaiters.append(fut)
         if not self._writing:
@@ -281,7 +286,10 @@ class AioMqChannel(ChannelCore, AioChannel):
         return self._take_ready([self._deliver(data)], max_messages)
 
     async def _next(self, timeout: float | None) -> tuple[bytes, int]:
-        deadline = None if timeout is None else self._loop.time() + timeout
+        try:
+            deadline = None if timeout is None else self._loop.time() + timeout
+        except TypeError:  # timeout="1": checked where it is first added (no cost else)
+            raise not_seconds(timeout, self.url) from None
         while True:
             if self._closed:
                 raise closed_error(self)
@@ -299,6 +307,8 @@ class AioMqChannel(ChannelCore, AioChannel):
                     f"another task is already receiving on {self.url}; receive from one task "
                     f"(and fan out with a queue), or open one channel per task"
                 )
+            if (wrong := not_this_loop(self._loop, self.url)) is not None:
+                raise wrong
             fut = self._rwaiter = self._loop.create_future()
             self._start_reading()
             try:
@@ -530,7 +540,21 @@ class AioMqListener(AioListener):
         self._ready: AcceptQueue[AioMqChannel] = AcceptQueue()
         self._deferred = Deferred()  # out of descriptors: an announcement to take again
         self._reading = True  # the queue is watched
-        self._loop.add_reader(queue.fileno(), self._announcements)
+        # The loop's callbacks are its twin's (see thread_twin): a bound method of this
+        # listener in the loop's readers and timers would keep it alive for ever, so a
+        # listener the program dropped without close() would hold its queue until exit.
+        self._twin = thread_twin(self)
+        self._loop.add_reader(queue.fileno(), self._twin._announcements)
+        self._dropped = False  # collected without close(): closed at the loop's next turn
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: a ``ResourceWarning``, and its twin is closed at
+        the loop's next turn (a finalizer must not wait, nor touch the loop's state)."""
+        if collected_unclosed(self):
+            try:
+                self._loop.call_soon_threadsafe(self._twin.close)
+            except RuntimeError:  # the loop is closed: its readers and timers went with it
+                self._twin.close()
 
     def _full(self) -> bool:
         """Clients answered and not accepted (and those in their handshake) fill the
@@ -543,21 +567,23 @@ class AioMqListener(AioListener):
                 self._ready.put(self._channel(s))
             else:
                 fd = s.up.fileno()
-                timer = self._loop.call_later(self._options.handshake_timeout, self._expire, fd)
+                twin = self._twin  # (the loop holds the twin, never this listener)
+                timer = self._loop.call_later(self._options.handshake_timeout, twin._expire, fd)
                 self._pending[fd] = (s, timer)
-                self._loop.add_reader(fd, self._advance, fd)
+                self._loop.add_reader(fd, twin._advance, fd)
             if self._full():
                 break  # (the generator stops: nothing more is read)
         self._watch()
         if self._deferred.paused():  # the queue stays readable: not watched meanwhile
-            self._loop.call_later(max(self._deferred.retry_at - time.monotonic(), 0), self._resume)
+            delay = max(self._deferred.retry_at - time.monotonic(), 0)
+            self._loop.call_later(delay, self._twin._resume)
 
     def _watch(self) -> None:
         """Watch the queue while there is room among the backlog and descriptors to take
         a client, else not (it stays readable: the loop would spin)."""
         want = not (self._closed or self._full() or self._deferred.paused())
         if want and not self._reading:
-            self._loop.add_reader(self._q.fileno(), self._announcements)
+            self._loop.add_reader(self._q.fileno(), self._twin._announcements)
         elif not want and self._reading:
             self._loop.remove_reader(self._q.fileno())
         self._reading = want
@@ -609,7 +635,7 @@ class AioMqListener(AioListener):
             life=s.up.name if s.life else None,
         )
 
-    async def accept(self, *, timeout: float | None = None) -> AioChannel:
+    async def accept(self, *, timeout: float | None = None) -> AioMqChannel:
         ch = await self._ready.get(self.url, timeout)
         self._room()
         return ch
@@ -618,12 +644,17 @@ class AioMqListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        self._watch()
-        for fd in list(self._pending):
-            s, _ = self._pending[fd]
-            self._forget(fd)
-            s.close()
-        self._ready.close()
+        if self._loop.is_closed():  # (its readers and timers went with it)
+            for s, _ in self._pending.values():
+                s.close()
+            self._pending.clear()
+        else:
+            self._watch()
+            for fd in list(self._pending):
+                s, _ = self._pending[fd]
+                self._forget(fd)
+                s.close()
+            self._ready.close()
         release_rendezvous(self._q, self._lock, self._q.name, self._options, unlink=self._unlink)
 
 
@@ -637,5 +668,6 @@ async def listen(
     **kw: Any,
 ) -> AioMqListener:
     """Listen on an mq rendezvous queue; see :func:`ipcwire.aio.listen`."""
+    wait_dropped_closed()  # (a blocking listener this program dropped may still hold it)
     q, lock = bind_listener(endpoint, kw, mode=mode, backlog=backlog)
     return AioMqListener(q, lock, options, unlink=unlink)

@@ -25,7 +25,13 @@ from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import limit
 from ipcwire._oserror import translate
 from ipcwire._poll import poll_ms
+from ipcwire._stream.listener import (
+    collected_unclosed,
+    thread_twin,
+    wait_dropped_closed,
+)
 from ipcwire._stream.retry import backoff_delays
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, Listener, closed_error
 from ipcwire.errors import (
     ChannelBroken,
@@ -212,9 +218,12 @@ class MqChannel(ChannelCore, Channel):
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
-        with self._recv_lock:
-            data, _ = self._next(timeout)
+        left = self._take_turn(timeout)
+        try:
+            data, _ = self._next(left, timeout)
             return self._deliver(data)
+        finally:
+            self._recv_lock.release()
 
     def recv_with_priority(self, *, timeout: float | None = None) -> tuple[Any, int]:
         """One message and the priority it was sent with.
@@ -222,19 +231,30 @@ class MqChannel(ChannelCore, Channel):
         Raises:
             The same as :meth:`recv`.
         """
-        with self._recv_lock:
-            data, prio = self._next(timeout)
+        left = self._take_turn(timeout)
+        try:
+            data, prio = self._next(left, timeout)
             return self._deliver(data), prio - 1
+        finally:
+            self._recv_lock.release()
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        with self._recv_lock:
-            data, _ = self._next(timeout)
+        left = self._take_turn(timeout)
+        try:
+            data, _ = self._next(left, timeout)
             return self._take_ready([self._deliver(data)], max_messages)
+        finally:
+            self._recv_lock.release()
 
-    def _next(self, timeout: float | None) -> tuple[bytes, int]:
-        """The next whole message and its kernel priority (called with the recv lock)."""
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        return take_turn(self._recv_lock, timeout, self.url)
+
+    def _next(self, timeout: float | None, said: float | None) -> tuple[bytes, int]:
+        """The next whole message and its kernel priority (called with the recv lock).
+        ``timeout``: what is left of the caller's, ``said`` (for the messages)."""
         if self._closed:
             raise closed_error(self)
         deadline = None if not timeout else _deadline(timeout)
@@ -250,8 +270,11 @@ class MqChannel(ChannelCore, Channel):
             if timeout == 0:
                 if self._peer_ended():  # not waiting, so not watching the end pipe: look
                     continue
-                raise Timeout(f"no message from {self.url} yet", endpoint=self.url)
-            self._wait_recv(deadline, timeout)
+                raise Timeout(
+                    f"no message from {self.url} " + ("yet" if said == 0 else f"within {said} s"),
+                    endpoint=self.url,
+                )
+            self._wait_recv(deadline, said)
 
     def _wait_recv(self, deadline: float | None, timeout: float | None) -> None:
         ready = self._recv_poller.poll(None if deadline is None else _ms(deadline))
@@ -474,6 +497,7 @@ class MqListener(Listener):
         if unlink:
             unlink_at_exit(queue, lock)  # also if the listener is never closed
         self._closed = False
+        self._dropped = False  # collected without close(): the answering thread closes it
         self._backlog = max(1, queue.maxmsg)
         self._accept_lock = threading.Lock()  # one accept() waits at a time
         self._cond = threading.Condition()  # guards _ready, _failed, _closed's effects
@@ -484,17 +508,24 @@ class MqListener(Listener):
         self._deferred = Deferred()  # out of descriptors: an announcement to take again
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._owner = os.getpid()
-        self._thread = threading.Thread(
-            target=self._answer, name=f"ipcwire mq accept {self.url}", daemon=True
+        self._thread = threading.Thread(  # (its twin: see thread_twin)
+            target=thread_twin(self)._answer, name=f"ipcwire mq accept {self.url}", daemon=True
         )
         self._thread.start()
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: a ``ResourceWarning``, and the answering thread
+        closes it (a finalizer must not wait, nor take a lock)."""
+        if collected_unclosed(self):
+            with contextlib.suppress(OSError):
+                os.eventfd_write(self._wake, 1)
 
     @property
     def queue(self) -> MessageQueue:
         """The rendezvous queue."""
         return self._q
 
-    def accept(self, *, timeout: float | None = None) -> Channel:
+    def accept(self, *, timeout: float | None = None) -> MqChannel:
         deadline = _deadline(timeout)
         # Another thread's accept() may be waiting: wait for it within this call's own
         # timeout.
@@ -510,7 +541,7 @@ class MqListener(Listener):
         finally:
             self._accept_lock.release()
 
-    def _accept(self, deadline: float | None, timeout: float | None) -> Channel:
+    def _accept(self, deadline: float | None, timeout: float | None) -> MqChannel:
         with self._cond:
             if not self._cond.wait_for(
                 lambda: self._ready or self._closed or self._failed,
@@ -534,7 +565,7 @@ class MqListener(Listener):
     # -- the answering thread ---------------------------------------------------------------
     def _answer(self) -> None:
         try:
-            while not self._closed:
+            while not self._closed and not self._dropped:
                 self._answer_once()
         except BaseException as exc:  # (not expected: the steps log and drop a client)
             log.error("%s stopped answering clients", self.url, exc_info=True)
@@ -544,6 +575,8 @@ class MqListener(Listener):
         finally:
             for s in list(self._pending.values()):
                 self._drop(s)
+            if self._dropped:
+                self.close()  # (in this thread: close() does not wait for itself)
 
     def _full(self) -> bool:
         """Clients answered and not accepted (and those in their handshake) fill the
@@ -678,5 +711,6 @@ def listen(
     ``backlog``: announcements that may wait (the rendezvous queue's maxmsg; default the
     kernel's ``msg_default``). ``unlink=False`` keeps the queue after close.
     """
+    wait_dropped_closed()  # (a listener this program dropped may still hold the queue)
     q, lock = bind_listener(endpoint, kw, mode=mode, backlog=backlog)
     return MqListener(q, lock, options, unlink=unlink)

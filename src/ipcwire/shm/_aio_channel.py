@@ -24,6 +24,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within_at
+from ipcwire.aio._without_loop import not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -71,8 +72,8 @@ class AioShmChannel(AioChannel):
         self._loop = loop
         self._tx.max_send = wire.send_limit
         self._rx.max_message = wire.max_frame
-        self._send_lock = asyncio.Lock()
-        self._recv_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()  # senders take turns (documented)
+        self._receiving = False  # a task is receiving: a second one is refused (not queued)
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._send_broken = False
         # True once the peer's end is seen gone (a hang-up, or a doorbell at its end): from
@@ -121,6 +122,10 @@ class AioShmChannel(AioChannel):
             if not self._link.closed:
                 (self._tx if which == "tx" else self._rx).disarm()
             return deadline is None or self._loop.time() < deadline
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            if not self._link.closed:
+                (self._tx if which == "tx" else self._rx).disarm()
+            raise wrong
         fut = self._loop.create_future()
         self._waiters[which] = fut
         timer = None
@@ -144,7 +149,12 @@ class AioShmChannel(AioChannel):
     async def _lock(self, lock: asyncio.Lock, deadline: float | None) -> None:
         """Take ``lock`` (after another task's call on this channel), waiting no longer than
         ``deadline``: as the ring serialises threads, each within its own timeout."""
-        if deadline is None or not lock.locked():
+        if not lock.locked():
+            await lock.acquire()  # (free: at once)
+            return
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise wrong
+        if deadline is None:
             await lock.acquire()
             return
         try:
@@ -179,15 +189,42 @@ class AioShmChannel(AioChannel):
         except ChannelClosed:  # (the ring's: the channel's words, and why)
             raise closed_error(self) from None
 
+    def _start_receiving(self) -> None:
+        """Mark this channel as being received on; a second task's receive meanwhile is
+        refused at once, as on every other mechanism (two receivers would each get some of
+        the messages, in no order anyone chose)."""
+        if self._receiving:
+            if self._link.closed:
+                raise closed_error(self)
+            raise LocalProtocolError(
+                f"another task is already receiving on {self.url}; receive from one task "
+                f"(and fan out with a queue), or open one channel per task",
+                endpoint=self.url,
+            )
+        self._receiving = True
+
+    def _recv_timeout(self, timeout: float | None) -> Timeout:
+        return Timeout(
+            f"no message from {self.url} "
+            + ("yet" if timeout is not None and timeout <= 0 else f"within {timeout} s"),
+            endpoint=self.url,
+        )
+
+    async def _receive(self, get: Callable[[float], Any], timeout: float | None) -> Any:
+        """``get`` (a ring's receive) through :meth:`_take`, one task at a time."""
+        deadline = self._deadline(timeout)
+        self._start_receiving()
+        try:
+            return await self._take(get, deadline)
+        except Timeout:
+            raise self._recv_timeout(timeout) from None
+        finally:
+            self._receiving = False
+
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, 1)[0]
-        deadline = self._deadline(timeout)
-        await self._lock(self._recv_lock, deadline)
-        try:
-            data = await self._take(self._rx.recv, deadline)
-        finally:
-            self._recv_lock.release()
+        data = await self._receive(self._rx.recv, timeout)
         return data if self._raw else self._decode(data)
 
     async def recv_many(
@@ -196,24 +233,12 @@ class AioShmChannel(AioChannel):
         if self._held and not self._link.closed:
             return take_held(self._decode, self._held, max_messages)
         rx = self._rx
-        deadline = self._deadline(timeout)
-        await self._lock(self._recv_lock, deadline)
-        try:
-            got: list[Any] = await self._take(
-                lambda t: rx.recv_many(max_messages or 0, t), deadline
-            )
-        finally:
-            self._recv_lock.release()
+        got: list[Any] = await self._receive(lambda t: rx.recv_many(max_messages or 0, t), timeout)
         return got if self._raw else decode_batch(self._decode, got, self._held)
 
     async def recv_view(self, *, timeout: float | None = None) -> memoryview:
         """The next message as a read-only view into the ring (see the blocking channel)."""
-        deadline = self._deadline(timeout)
-        await self._lock(self._recv_lock, deadline)
-        try:
-            view: memoryview = await self._take(self._rx.view, deadline)
-        finally:
-            self._recv_lock.release()
+        view: memoryview = await self._receive(self._rx.view, timeout)
         return view
 
     def release_view(self) -> None:

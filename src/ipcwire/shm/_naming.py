@@ -23,6 +23,8 @@ Options (keyword arguments, or the URL's query as defaults):
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import re
 import stat
@@ -30,7 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
-from ipcwire.errors import ConfigurationError, InvalidURL, PermissionDenied
+from ipcwire.errors import (
+    ConfigurationError,
+    ConnectionRefused,
+    InvalidURL,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from ipcwire.shm import _layout as L
 
 __all__ = [
@@ -40,6 +48,7 @@ __all__ = [
     "parse_size",
     "shm_options",
     "socket_path",
+    "where_else",
 ]
 
 DEFAULT_CAPACITY: Final = 1 << 20  # data bytes per direction, per connection
@@ -163,6 +172,7 @@ def socket_path(endpoint: Endpoint, *, create_dir: bool = False) -> str:
     Raises:
         InvalidURL: no name, a bad name, or a path over the kernel's limit.
         PermissionDenied: the private directory exists but is not safely ours.
+        ResourceExhausted: the private directory cannot be made: its file system is full.
     """
     url = endpoint.url
     if endpoint.path.startswith("/") and not endpoint.host:
@@ -208,6 +218,16 @@ def _ensure(path: str, url: str, create: bool) -> str:
         except FileExistsError:
             pass
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                parent = os.path.dirname(path)
+                raise ResourceExhausted(
+                    f"cannot create the socket directory {path} for {url}: {parent} is full "
+                    f"({exc.strerror}: no free space or no free inodes; df -h {parent}, df -i "
+                    f"{parent}, or over a disk quota); free some there, or set XDG_RUNTIME_DIR "
+                    f"to a 0700 directory of yours on another file system, or use "
+                    f"shm:///path/of/your/choice.sock on another one",
+                    endpoint=url,
+                ) from exc
             raise PermissionDenied(
                 f"cannot create the socket directory {path} for {url}: {exc.strerror}; set "
                 f"XDG_RUNTIME_DIR to a writable 0700 directory of yours, or use "
@@ -222,3 +242,70 @@ def _ensure(path: str, url: str, create: bool) -> str:
             endpoint=url,
         )
     return path
+
+
+_SHARE: Final = (
+    "to share a channel between users, listen at shm:///a/directory/both/reach/NAME.sock "
+    "with mode=0o660 (and a group both are in) or mode=0o666 with allow_uids=[...], and "
+    "connect to that URL"
+)
+
+
+def where_else(refused: ConnectionRefused, endpoint: Endpoint, path: str) -> None:
+    """Raise ``refused`` (a connect that found no socket at ``path``, shm://NAME's in this
+    user's directory) saying where a listener of that name may be instead, if anywhere; else
+    return. shm://NAME is per user, so a server running as another user (or as this one with
+    another XDG_RUNTIME_DIR) listens elsewhere. Looks only (an error path): makes nothing."""
+    cause = refused.__cause__
+    if not (isinstance(cause, OSError) and cause.errno == errno.ENOENT):
+        return
+    if also := _elsewhere(endpoint, path):
+        said = str(refused).rstrip(".")
+        raise ConnectionRefused(f"{said}.{also}", endpoint=endpoint.url) from cause
+
+
+def _elsewhere(endpoint: Endpoint, path: str) -> str:
+    if endpoint.path.startswith("/") and not endpoint.host:
+        return ""  # an explicit path: nowhere else to look
+    base = os.path.basename(path)
+    mine = os.path.dirname(path)
+    uid = os.getuid()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    ours = [f"/tmp/ipcwire-{uid}"] + ([os.path.join(runtime, "ipcwire")] if runtime else [])  # noqa: S108
+    for d in ours:
+        if d != mine and os.path.lexists(os.path.join(d, base)):
+            return (
+                f" A socket of that name is in {d}, this user's other directory for shm:// "
+                f"names: the server ran with another XDG_RUNTIME_DIR (or none). Give both "
+                f"sides the same XDG_RUNTIME_DIR, or use shm://{os.path.join(d, base)}"
+            )
+    found: list[str] = []
+    closed: list[str] = []
+    others = glob.glob("/tmp/ipcwire-*") + glob.glob("/run/user/*/ipcwire")  # noqa: S108
+    for d in sorted(others):
+        try:
+            owner = os.lstat(d).st_uid
+        except OSError:
+            continue
+        if owner == uid or d in ours:
+            continue
+        try:
+            os.lstat(os.path.join(d, base))
+            found.append(f"uid {owner}'s {os.path.join(d, base)}")
+        except PermissionError:
+            closed.append(f"uid {owner}'s {d}")
+        except OSError:
+            pass
+    where = f"uid {uid} looks in {mine}"
+    if found:
+        return (
+            f" shm://NAME is per user ({where}), and another user has a socket of that "
+            f"name ({', '.join(found[:3])}): the server runs as another user; {_SHARE}"
+        )
+    if closed:
+        return (
+            f" shm://NAME is per user ({where}): a server running as another user listens "
+            f"in that user's directory ({', '.join(closed[:3])}: this user cannot look "
+            f"inside); {_SHARE}"
+        )
+    return ""

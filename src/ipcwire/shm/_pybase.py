@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
+from ipcwire._deadline import not_a_number
 from ipcwire._poll import poll_ms
 from ipcwire.errors import (
     ChannelBroken,
@@ -153,6 +154,7 @@ class RingBase:
         self.max_send = 1 << 64
         self._corrupt: str | None = None
         self._send_broken = False
+        self._timeout: float | None = None  # the running receive's timeout= (its Timeout)
         self._progress = 0  # bytes of the message being sent that are in the ring
         self._loan: tuple[int, int, memoryview] | None = None  # (offset, size, view)
         self._view: tuple[int, memoryview] | None = None  # (record size, view)
@@ -281,9 +283,20 @@ class RingBase:
         got = hook(exc)
         return got if isinstance(got, BaseException) else exc
 
+    def _recv_timeout(self, timeout: float | None, no_turn: bool = False) -> Timeout:
+        """A receive's Timeout says the timeout given, as every mechanism's does; ``no_turn``:
+        the time went by while another thread received."""
+        when = "yet" if timeout is None or timeout <= 0 else f"within {timeout} s"
+        meanwhile = (
+            ": another thread was receiving on this channel meanwhile (receives take turns)"
+            if no_turn
+            else ""
+        )
+        return Timeout(f"no message from {self.name} {when}{meanwhile}", endpoint=self.name)
+
     def _timeout_error(self, partial: bool = False) -> Timeout:
         if not self.producer:
-            return Timeout(f"no message from {self.name} within the timeout", endpoint=self.name)
+            return self._recv_timeout(self._timeout)
         if partial:
             return Timeout(
                 f"send to {self.name} timed out part-way through a long message (the peer is "
@@ -330,9 +343,13 @@ class RingBase:
             )
         return FrameTooLarge(text, size=size, limit=limit, endpoint=self.name)
 
-    def _enter(self, producer: bool, deadline: float | None = None) -> None:
+    def _enter(
+        self, producer: bool, deadline: float | None = None, timeout: float | None = None
+    ) -> None:
         """Take this end for one call; a call already running in another thread is waited
-        for (up to the deadline), so concurrent calls are serialised."""
+        for (up to the deadline), so concurrent calls are serialised: threads receiving from
+        one channel take turns, as on every blocking mechanism (the conformance suite's
+        "threads receiving at once"). ``timeout``: the receive's, for its Timeout's words."""
         if self._closed:
             raise self._closed_error()
         if producer != self.producer:
@@ -348,8 +365,11 @@ class RingBase:
                     timeout=max(deadline - _monotonic(), 0.0)
                 )
             if not got:
+                if not producer:
+                    raise self._recv_timeout(timeout, no_turn=True)
                 raise Timeout(
-                    f"{self.name}: another thread's call on this channel did not finish in time",
+                    f"send to {self.name} timed out: another thread's send on this channel did "
+                    f"not finish in time (sends take turns); nothing was sent",
                     endpoint=self.name,
                 )
         with self._state:
@@ -357,6 +377,7 @@ class RingBase:
                 self._lock.release()
                 raise self._closed_error()
             self._in_use = True
+        self._timeout = timeout  # (read by this call's Timeout only: the lock is held)
 
     def _leave(self) -> None:
         with self._state:
@@ -370,13 +391,16 @@ class RingBase:
         for mv in (self._u64, self._u32, self._data, self._mv):
             release(mv)
 
-    @staticmethod
-    def _deadline(timeout: float | None) -> float | None:
-        """None: forever; 0.0: do not wait; otherwise a time.monotonic() deadline."""
+    def _deadline(self, timeout: float | None) -> float | None:
+        """None: forever; 0.0: do not wait; otherwise a time.monotonic() deadline.
+
+        Raises:
+            ConfigurationError: NaN (every mechanism's words, naming this endpoint).
+        """
         if timeout is None:
             return None
         if math.isnan(timeout):
-            raise ValueError("timeout must not be NaN")
+            raise not_a_number(self.name)
         return 0.0 if timeout <= 0 else _monotonic() + min(timeout, _LONGEST)
 
     # -- waiting -----------------------------------------------------------------------------

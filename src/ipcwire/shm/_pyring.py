@@ -438,14 +438,14 @@ class PyRing(RingBase):
             consumed += self._charge(size)
             self._more_time(deadline, consumed)
 
-    def _consumer_ready(self, deadline: float | None) -> None:
-        self._enter(False, deadline)
+    def _consumer_ready(self, deadline: float | None, timeout: float | None) -> None:
+        self._enter(False, deadline, timeout)
         self._end_view()
 
     @closed_wins
     def recv(self, timeout: float | None = None) -> bytes:
         deadline = self._deadline(timeout)
-        self._consumer_ready(deadline)
+        self._consumer_ready(deadline, timeout)
         try:
             out = self._get_message(deadline)
             self.messages += 1
@@ -459,7 +459,7 @@ class PyRing(RingBase):
     @closed_wins
     def recv_many(self, max_messages: int | None = 0, timeout: float | None = None) -> list[bytes]:
         deadline = self._deadline(timeout)
-        self._consumer_ready(deadline)
+        self._consumer_ready(deadline, timeout)
         try:
             out = [self._get_message(deadline)]
             nbytes = len(out[0])
@@ -493,7 +493,7 @@ class PyRing(RingBase):
     @closed_wins
     def view(self, timeout: float | None = None) -> memoryview:
         deadline = self._deadline(timeout)
-        self._consumer_ready(deadline)
+        self._consumer_ready(deadline, timeout)
         try:
             at, n, kind, _, size = self._wait_record(deadline)
             if kind == L.MSG and self._partial is None and not self._discarding:

@@ -15,20 +15,21 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ipcwire._core.handshake import ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._oserror import accept_failed
-from ipcwire._stream.listener import log_text
+from ipcwire._stream.listener import collected_unclosed, thread_twin
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioListener
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ChannelClosed, IpcwireError, ResourceExhausted
+from ipcwire.errors import ChannelClosed, ConnectionRefused, IpcwireError, ResourceExhausted
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
 from ipcwire.shm._aio_channel import AioShmChannel
 from ipcwire.shm._aiosock import open_socket, recv_frame, send_fds, translate_setup_error
-from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
+from ipcwire.shm._droplines import log_dropped, log_refused
+from ipcwire.shm._naming import ShmOptions, shm_options, socket_path, where_else
 from ipcwire.shm._setup import (
     MAX_PENDING,
-    WARN_ON_DROP,
     ClientSetup,
     refusal,
     server_setup,
@@ -60,7 +61,11 @@ async def connect(
     path = socket_path(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
     loop = asyncio.get_running_loop()
-    sock, began = await open_socket(path, url, limit, reconnect)
+    try:
+        sock, began = await open_socket(path, url, limit, reconnect)
+    except ConnectionRefused as exc:
+        where_else(exc, endpoint, path)
+        raise
     setup: ClientSetup | None = None
     now = time.monotonic()
     try:
@@ -139,7 +144,21 @@ class AioShmListener(AioListener):
         self._room = asyncio.Event()
         self._room.set()
         sock.setblocking(False)
-        self._acceptor = self._loop.create_task(self._accept_loop())
+        # The acceptor task is its twin's (see thread_twin): a task running a method of this
+        # listener would keep it alive for ever, so a listener the program dropped without
+        # close() would hold its socket file until exit. Its setup tasks are the twin's too.
+        self._twin = thread_twin(self)
+        self._acceptor = self._loop.create_task(self._twin._accept_loop())
+        self._dropped = False  # collected without close(): closed at the loop's next turn
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: a ``ResourceWarning``, and its twin is closed at
+        the loop's next turn (a finalizer must not wait, nor touch the loop's state)."""
+        if collected_unclosed(self):
+            try:
+                self._loop.call_soon_threadsafe(self._twin.close)
+            except RuntimeError:  # the loop is closed: its tasks and readers went with it
+                self._twin.close()
 
     async def accept(self, *, timeout: float | None = None) -> AioShmChannel:
         ch = await self._ready.get(self.url, timeout)
@@ -196,16 +215,21 @@ class AioShmListener(AioListener):
         options, url, loop = self._options, self.url, self._loop
         conn.setblocking(False)
         reserved = False
+        peer: PeerInfo | None = None
+        hs: ServerHandshake | None = None
+        told: IpcwireError | None = None  # the refusal the client was sent
         try:
             async with within(options.handshake_timeout):
                 peer, refused = self._authorize(conn)
                 hs = options.server_handshake("length")
                 if refused is not None:
+                    told = refused
                     await loop.sock_sendall(conn, hs.reject(refused, "permission").send)
                     raise refused
                 while True:
                     body, _ = await recv_frame(loop, conn, 0)
                     step = hs.receive(body)
+                    told = step.error
                     if step.send:
                         await loop.sock_sendall(conn, step.send)
                     if step.error is not None:
@@ -237,9 +261,10 @@ class AioShmListener(AioListener):
                     link.close()
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
-            level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            # (a refusal may carry more for this log than its peer was told: the allow-list)
-            log.log(level, "%s dropped a client: %s", url, log_text(exc))
+            if told is not None:  # (told even if the send failed: it was refused)
+                log_refused(url, peer, told)
+            else:
+                log_dropped(url, peer, exc, hs)
             conn.close()
             self._unreserve(reserved)
             return
@@ -265,16 +290,18 @@ class AioShmListener(AioListener):
         if self._closed:
             return
         self._closed = True
-        self._space.set()
-        self._acceptor.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        self._ready.close()
-        # The cancelled accept leaves the loop watching the socket until the loop next runs;
-        # closed first, its fd number could go to a new socket that the loop then never
-        # watched (the next asyncio listener or connection in this loop hung), or whose
-        # watch the late removal took away. Unwatched now, the late removal does nothing.
-        self._loop.remove_reader(self._sock.fileno())
+        if not self._loop.is_closed():  # (else its tasks and readers went with it)
+            self._space.set()
+            self._acceptor.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            self._ready.close()
+            # The cancelled accept leaves the loop watching the socket until the loop next
+            # runs; closed first, its fd number could go to a new socket that the loop then
+            # never watched (the next asyncio listener or connection in this loop hung), or
+            # whose watch the late removal took away. Unwatched now, the late removal does
+            # nothing.
+            self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         self._cleanup()
 

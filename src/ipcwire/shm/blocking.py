@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ipcwire._core.ending import error_reason
-from ipcwire._core.handshake import ClientHandshake
+from ipcwire._core.handshake import ClientHandshake, ServerHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
 from ipcwire._oserror import accept_failed, translate
-from ipcwire._stream.listener import log_text
+from ipcwire._stream.listener import collected_unclosed, thread_twin
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.channel import Channel, ChannelStatistics, Listener, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -36,10 +36,11 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT, ChannelOptions, reject_unknown
+from ipcwire.shm._droplines import log_dropped, log_refused
 from ipcwire.shm._frames import recv_frame
 from ipcwire.shm._link import Link
-from ipcwire.shm._naming import ShmOptions, shm_options, socket_path
-from ipcwire.shm._setup import MAX_PENDING, WARN_ON_DROP, accept_link, connect_link
+from ipcwire.shm._naming import ShmOptions, shm_options, socket_path, where_else
+from ipcwire.shm._setup import MAX_PENDING, accept_link, connect_link
 from ipcwire.unix._socket import (
     UnixAddress,
     bind_listener,
@@ -297,7 +298,11 @@ def connect(
     url = endpoint.url
     path = socket_path(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    sock, began = _open(path, endpoint, limit, reconnect)
+    try:
+        sock, began = _open(path, endpoint, limit, reconnect)
+    except ConnectionRefused as exc:
+        where_else(exc, endpoint, path)
+        raise
     try:
         # timeout= bounds the attempt's connect and handshake together (as unix:// does)
         deadline = min(began + limit, time.monotonic() + options.handshake_timeout)
@@ -366,6 +371,7 @@ class ShmListener(Listener):
         self._authorize = authorize
         self._cleanup = cleanup
         self._closed = False
+        self._dropped = False  # collected without close(): the acceptor closes it
         self._cond = threading.Condition()
         self._ready: deque[ShmChannel] = deque()
         self._pending: set[socket.socket] = set()
@@ -374,9 +380,18 @@ class ShmListener(Listener):
         self._wake_r, self._wake_w = socket.socketpair()
         self._owner = os.getpid()
         sock.setblocking(False)
-        self._thread = threading.Thread(target=self._acceptor, name=f"ipcwire accept {url}")
+        # (its twin: a thread holding the listener itself kept it from being collected)
+        twin = thread_twin(self)
+        self._thread = threading.Thread(target=twin._acceptor, name=f"ipcwire accept {url}")
         self._thread.daemon = True
         self._thread.start()
+
+    def __del__(self) -> None:
+        """Collected without :meth:`close`: a ``ResourceWarning``, and the acceptor thread
+        closes it (a finalizer must not wait, nor take a lock)."""
+        if collected_unclosed(self):
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
 
     def fileno(self) -> int:
         """The listening socket's fd."""
@@ -411,13 +426,14 @@ class ShmListener(Listener):
         sel.register(self._sock, selectors.EVENT_READ, "accept")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
-            while not self._closed:
+            while not self._closed and not self._dropped:
                 for key, _ in sel.select():
                     if key.data == "wake" or self._closed:
                         return
-                    with self._cond:
-                        self._cond.wait_for(self._room)
-                    if self._closed:
+                    with self._cond:  # (a dropped listener's wake-up is seen within 1 s)
+                        while not self._cond.wait_for(self._room, 1.0) and not self._dropped:
+                            pass
+                    if self._closed or self._dropped:
                         return
                     try:
                         conn, _ = self._sock.accept()
@@ -439,6 +455,8 @@ class ShmListener(Listener):
                         self._no_thread(conn, exc)
         finally:
             sel.close()
+            if self._dropped:
+                self.close()  # (in this thread: close() does not wait for itself)
 
     def _no_thread(self, conn: socket.socket, exc: RuntimeError) -> None:
         """No thread could be started for ``conn``'s setup (RLIMIT_NPROC, a cgroup's
@@ -481,17 +499,22 @@ class ShmListener(Listener):
         options, url = self._options, self.url
         ch: ShmChannel | None = None
         reserved = False
+        peer: PeerInfo | None = None
+        hs: ServerHandshake | None = None
+        told: IpcwireError | None = None  # the refusal the client was sent
         try:
             conn.setblocking(True)
             deadline = time.monotonic() + options.handshake_timeout
             peer, refusal = self._authorize(conn)
             hs = options.server_handshake("length")
             if refusal is not None:
+                told = refusal
                 conn.sendall(hs.reject(refusal, "permission").send)
                 raise refusal
             while True:
                 body, _ = recv_frame(conn, deadline, 0)
                 step = hs.receive(body)
+                told = step.error
                 if step.send:
                     conn.settimeout(max(deadline - time.monotonic(), 0.001))
                     conn.sendall(step.send)
@@ -524,9 +547,10 @@ class ShmListener(Listener):
             wire.send_limit = hs.peer_max_frame
             ch = ShmChannel(link, wire, url, peer)
         except (IpcwireError, OSError) as exc:
-            level = logging.WARNING if isinstance(exc, WARN_ON_DROP) else logging.INFO
-            # (a refusal may carry more for this log than its peer was told: the allow-list)
-            log.log(level, "%s dropped a client: %s", url, log_text(exc))
+            if told is not None:  # (told even if the sendall failed: it was refused)
+                log_refused(url, peer, told)
+            else:
+                log_dropped(url, peer, exc, hs)
             conn.close()
         finally:
             with self._cond:
@@ -559,7 +583,8 @@ class ShmListener(Listener):
             return
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        self._thread.join(timeout=5.0)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
         for conn in pending:  # wakes their setup threads, which then give up
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)

@@ -33,7 +33,7 @@ from typing import Any
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ConfigurationError
 from ipcwire.pipe._fdutil import Waker, make_pipe, set_nonblocking
-from ipcwire.signals._names import check_catchable
+from ipcwire.signals._names import check_catchable, warn_taken_over
 
 __all__ = ["Subscription", "dispatcher", "request_exit"]
 
@@ -110,6 +110,7 @@ class _Dispatcher:
             for signum in wanted:
                 if signum not in self._previous:
                     self._previous[signum] = signal.signal(signum, self._handler)
+                    warn_taken_over(signum, self._previous[signum], url)
                 elif signal.getsignal(signum) is not self._handler:
                     signal.signal(signum, self._handler)
             self._subs = (*self._subs, sub)

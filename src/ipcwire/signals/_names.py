@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "send_signal",
     "signals_url",
     "target_pid",
+    "warn_taken_over",
 ]
 
 SignalLike = int | str | signal.Signals
@@ -71,6 +74,29 @@ def check_catchable(signums: Iterable[int], url: str) -> None:
                 f"out of the signals to wait for",
                 endpoint=url,
             )
+
+
+def warn_taken_over(signum: int, previous: object, url: str) -> None:
+    """Warn when ipcwire's handler for ``signum`` replaces a Python handler someone else
+    installed (``previous``: a server framework's, such as uvicorn's): that handler no longer
+    runs, and with it the framework's own shutdown (its draining of requests in flight).
+    Python's default handlers, asyncio's own and ipcwire's are not worth a word."""
+    if not callable(previous) or previous is signal.default_int_handler:
+        return
+    target = previous.func if isinstance(previous, functools.partial) else previous
+    module = getattr(target, "__module__", None) or ""
+    if module.startswith(("ipcwire", "asyncio")):  # (asyncio.run()'s SIGINT handler too)
+        return
+    name = getattr(target, "__qualname__", None) or repr(target)
+    warnings.warn(
+        f"{url}: ipcwire now handles {signal.Signals(signum).name}, for which {module}."
+        f"{name} was installed: that handler does not run until ipcwire's is removed, so a "
+        f"server framework's own shutdown (uvicorn's draining of requests in flight, say) no "
+        f"longer starts. In an ASGI app, close channels and listeners in the lifespan's "
+        f"shutdown instead of using graceful_shutdown() or a signal: listener",
+        RuntimeWarning,
+        stacklevel=5,  # (graceful_shutdown()'s caller)
+    )
 
 
 def target_pid(target: Any) -> int:

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ipcwire._poll import wait_readable
+from ipcwire.errors import ChannelClosed
 from ipcwire.signals._dispatch import dispatcher, request_exit
 from ipcwire.signals._names import SignalLike, parse_signal, signals_url
 from ipcwire.signals._served import wait_served
@@ -201,8 +202,12 @@ class GracefulShutdown:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-        if et is None and self._exit and self.signal is not None:
-            raise SystemExit(self._exit_code)  # a signal ended the block: the process exits
+        # A signal ended the block: the process exits. The shutdown's close() of a registered
+        # channel wakes a recv() in the block with ChannelClosed, which can reach here before
+        # the SystemExit the watcher sends (which then does not come: the owner is closing):
+        # that is the shutdown, not the program's failure.
+        if self._exit and self.signal is not None and (et is None or issubclass(et, ChannelClosed)):
+            raise SystemExit(self._exit_code) from None
 
 
 def interrupted_close(res: Any) -> Callable[[], object] | None:

@@ -47,6 +47,7 @@ from ipcwire.signals._names import (
     send_signal,
     signals_url,
     target_pid,
+    warn_taken_over,
 )
 from ipcwire.signals._shutdown import cannot_clean_up, interrupted_close
 from ipcwire.signals._terminate import _KILL_WAIT, _gone, joined
@@ -100,6 +101,7 @@ class _LoopSignals:
                 if signum not in self._users:
                     previous = signal.getsignal(signum)
                     loop.add_signal_handler(signum, self._fire, signum)
+                    warn_taken_over(signum, previous, url)
                     self._previous[signum] = previous
                     self._users[signum] = []
                 self._users[signum].append(cb)

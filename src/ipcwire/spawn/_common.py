@@ -9,9 +9,10 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from ipcwire._core.codecs import Codec
 from ipcwire._core.url import Endpoint
@@ -29,10 +30,16 @@ from ipcwire.pipe._fdutil import close_fds, make_pipe
 from ipcwire.spawn._process import group_members
 from ipcwire.spawn._stderr import StderrPlan
 
+# One argument of a command line: text, or (a file name in no encoding) bytes, as
+# subprocess takes them on POSIX.
+Arg: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+Env: TypeAlias = Mapping[str, str] | Mapping[bytes, bytes]  # (subprocess takes both)
+
 __all__ = [
     "PARENT_ENV",
     "PARENT_PIDNS_ENV",
     "PARENT_PIPE_ENV",
+    "Arg",
     "Started",
     "abandon_started",
     "build_options",
@@ -101,11 +108,13 @@ def signal_child(pid: int, exited: bool, sig: int | str, group: bool) -> None:
         parse_signal(sig)  # an unknown name is still an error
 
 
-def describe_argv(argv: Sequence[str | os.PathLike[str]]) -> str:
+def describe_argv(argv: Sequence[Arg]) -> str:
     """A short readable command line for messages, on one line: an argument with control
-    characters (a ``-c`` program's newlines) is shown in bash's ``$'...'`` quoting, its
-    characters escaped as repr would, so the command is still the same in a shell."""
-    text = " ".join(_quote(os.fspath(a)) for a in argv)
+    characters (a ``-c`` program's newlines) or bytes that are not text (a bytes argument
+    not in the file-system encoding) is shown in bash's ``$'...'`` quoting, its characters
+    escaped as repr would and such bytes as ``\\xff``, so the command is still the same in a
+    shell."""
+    text = " ".join(_quote(os.fsdecode(a)) for a in argv)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -120,6 +129,8 @@ def _escape(c: str) -> str:
         return "\\" + c
     if c.isprintable():
         return c
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # os.fsdecode's stand-in for a byte it cannot decode
+        return f"\\x{ord(c) - 0xDC00:02x}"
     if 0x80 <= ord(c) < 0x100:  # repr's \x85 is a byte to bash; \u0085 the same character
         return f"\\u{ord(c):04x}"
     return repr(c)[1:-1]  # \n, \t, \x1b, \u2028
@@ -166,10 +177,10 @@ class Started:
 
 
 def start_child(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[Arg],
     *,
-    env: Mapping[str, str] | None,
-    cwd: str | os.PathLike[str] | None,
+    env: Env | None,
+    cwd: Arg | None,
     stderr: StderrPlan,
     pass_fds: Sequence[int],
     what: str,
@@ -234,10 +245,10 @@ def abandon_started(started: Started, stderr: StderrPlan | None = None) -> None:
 
 
 def _start_child(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[Arg],
     *,
-    env: Mapping[str, str] | None,
-    cwd: str | os.PathLike[str] | None,
+    env: Env | None,
+    cwd: Arg | None,
     stderr: StderrPlan,
     pass_fds: Sequence[int],
     what: str,
@@ -256,9 +267,14 @@ def _start_child(
             f"spawn() takes the command as a list of arguments, such as ['python', 'agent.py'], "
             f"not {argv!r}"
         )
+    try:
+        _check_encodable(argv, env, cwd, what)
+    except ConfigurationError:
+        stderr.abandon()
+        raise
     in_r = in_w = out_r = out_w = -1
     try:
-        child_env = dict(os.environ if env is None else env)
+        child_env = dict(os.environ) if env is None else str_env(env)
         child_env[PARENT_ENV] = str(os.getpid())
         in_r, in_w = make_pipe()
         child_env[PARENT_PIPE_ENV] = pipe_id(in_r)
@@ -300,10 +316,85 @@ def kill_started(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
-_EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+_CGROUP_ROOT: Final = "/sys/fs/cgroup"
 
 
-def _not_found(prog: str, env: Mapping[str, str] | None, cwd: str | None) -> str:
+@dataclasses.dataclass(frozen=True, slots=True)
+class PidsLimit:
+    """The nearest limit on processes and threads among this process's cgroup and its
+    ancestors: ``limit`` in ``path`` (the ``pids.max`` file), ``current`` in use there."""
+
+    path: str
+    limit: int
+    current: int | None
+
+
+def pids_limit(pid: int | str = "self") -> PidsLimit | None:
+    """The ``pids.max`` that limits process ``pid`` (cgroup v1's pids hierarchy, or v2),
+    the nearest one set below "max" walking up from its cgroup; None where there is none,
+    or it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    where = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            where = os.path.join(_CGROUP_ROOT, "pids") + path  # v1
+            break
+        if controllers == "" and os.path.exists(os.path.join(_CGROUP_ROOT, "cgroup.controllers")):
+            where = _CGROUP_ROOT + path  # v2 (unified at the root)
+    if where is None:
+        return None
+    where = os.path.normpath(where)
+    while where.startswith(_CGROUP_ROOT):
+        try:
+            with open(os.path.join(where, "pids.max")) as f:
+                raw = f.read().strip()
+        except OSError:
+            raw = "max"
+        if raw.isdigit():
+            try:
+                with open(os.path.join(where, "pids.current")) as f:
+                    current: int | None = int(f.read())
+            except (OSError, ValueError):
+                current = None
+            return PidsLimit(os.path.join(where, "pids.max"), int(raw), current)
+        if where in (_CGROUP_ROOT, os.path.join(_CGROUP_ROOT, "pids")):
+            break
+        where = os.path.dirname(where)
+    return None
+
+
+def process_limits() -> str:
+    """This process's limits on processes and threads, for a message: RLIMIT_NPROC
+    (``ulimit -u``) and the cgroup's ``pids.max`` (a container's limit)."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    nproc = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+    parts = [f"ulimit -u (RLIMIT_NPROC) is {nproc} for uid {os.getuid()}"]
+    cg = pids_limit()
+    if cg is None:
+        parts.append("no cgroup pids.max is set")
+    else:
+        used = "" if cg.current is None else f", {cg.current} in use"
+        parts.append(
+            f"the cgroup's pids.max is {cg.limit} ({cg.path}{used}; a container's "
+            f"--pids-limit, systemd's TasksMax=)"
+        )
+    return "; ".join(parts)
+
+
+def str_env(env: Env) -> dict[str, str]:
+    """``env`` with text names and values: bytes as the file-system encoding decodes them
+    (with surrogateescape, so the child gets the same bytes back)."""
+    return {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
+
+
+def _not_found(prog: str, env: Env | None, cwd: str | None) -> str:
     """What ENOENT from starting ``prog`` meant, and what to do: the cwd is missing, the
     program is (not in PATH, no such file), or it exists and its #! interpreter is not."""
     if cwd is not None and not os.path.exists(cwd):
@@ -314,7 +405,7 @@ def _not_found(prog: str, env: Mapping[str, str] | None, cwd: str | None) -> str
             where = f" (relative to cwd={cwd!r})" if cwd and not os.path.isabs(prog) else ""
             return f"{prog!r} was not found: there is no such file{where}; check the path"
     else:
-        dirs = os.get_exec_path(env)
+        dirs = os.get_exec_path(None if env is None else str_env(env))
         found = [p for d in dirs if os.path.isfile(p := os.path.join(d or ".", prog))]
         if not found:
             return (
@@ -351,18 +442,54 @@ def _missing_interpreter(path: str) -> str:
     return "its program loader (the ELF interpreter: a binary for another system?)"
 
 
+def _check_encodable(
+    argv: Sequence[Arg],
+    env: Env | None,
+    cwd: Arg | None,
+    what: str,
+) -> None:
+    """Every argument, ``cwd`` and ``env`` entry must be encodable as the child gets them
+    (os.fsencode): under an ASCII locale (LC_ALL=C without UTF-8 mode) non-ASCII text is not.
+
+    Raises:
+        ConfigurationError: naming which one, and the fix.
+    """
+    items: list[tuple[str, object]] = [
+        ("the program (argv[0])" if i == 0 else f"argv[{i}]", a) for i, a in enumerate(argv)
+    ]
+    if cwd is not None:
+        items.append(("cwd=", cwd))
+    if env is not None:
+        items += [(f"env= (the name {k!a})", k) for k in env]
+        items += [(f"env= (the value of {k!a})", v) for k, v in env.items()]
+    for name, value in items:
+        try:
+            os.fsencode(value)  # type: ignore[arg-type]
+        except UnicodeEncodeError as exc:
+            raise ConfigurationError(
+                f"cannot start {what}: {name} {exc.object!a} cannot be encoded in this "
+                f"locale's file-system encoding ({sys.getfilesystemencoding()}; "
+                f"{exc.object[exc.start]!a} at position {exc.start}), which a child's "
+                f"arguments, environment and working directory are passed in: run with a "
+                f"UTF-8 locale (LC_ALL=C.UTF-8) or PYTHONUTF8=1, or pass it as bytes "
+                f"(its .encode(), UTF-8)"
+            ) from None
+        except TypeError:
+            pass  # not a str, bytes or path: subprocess says so
+
+
 def _start_error(
     exc: OSError,
-    argv: Sequence[str | os.PathLike[str]],
-    env: Mapping[str, str] | None,
-    cwd: str | os.PathLike[str] | None,
+    argv: Sequence[Arg],
+    env: Env | None,
+    cwd: Arg | None,
     what: str,
 ) -> IpcwireError:
     """The typed error for a failed start, with what to check."""
     endpoint = f"spawn:{what}"
-    name = exc.filename or os.fspath(argv[0])
+    name = exc.filename or os.fsdecode(argv[0])
     if isinstance(exc, FileNotFoundError):
-        why = _not_found(os.fspath(argv[0]), env, None if cwd is None else os.fspath(cwd))
+        why = _not_found(os.fsdecode(argv[0]), env, None if cwd is None else os.fsdecode(cwd))
         return ProgramNotFound(f"cannot start {what}: {why}", endpoint=endpoint)
     if isinstance(exc, PermissionError):
         return PermissionDenied(
@@ -371,11 +498,15 @@ def _start_error(
         )
     if exc.errno in (errno.EMFILE, errno.ENFILE):  # the limit by name, as everywhere else
         return translate(exc, endpoint, "starting")
-    if exc.errno in _EXHAUSTED:
+    if exc.errno == errno.EAGAIN:  # fork/clone: RLIMIT_NPROC or the cgroup's pids.max
         return ResourceExhausted(
-            f"cannot start {what}: {exc.strerror or exc} (out of processes or memory?)",
+            f"cannot start {what}: {exc.strerror or exc}: this process is at its limit of "
+            f"processes and threads ({process_limits()}); raise that limit, or end processes "
+            f"or threads it no longer needs, and try again",
             endpoint=endpoint,
         )
+    if exc.errno == errno.ENOMEM:
+        return translate(exc, endpoint, "starting")
     if exc.errno == errno.EBADF:
         return ConfigurationError(
             f"cannot start {what}: pass_fds holds a file descriptor that is not open "

@@ -19,7 +19,7 @@ import signal
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ipcwire._core.codecs import Codec
@@ -30,6 +30,8 @@ from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe.aio import open_aio_channel
 from ipcwire.spawn._common import (
+    Arg,
+    Env,
     build_options,
     describe_argv,
     signal_child,
@@ -55,14 +57,14 @@ __all__ = ["AioSpawnChannel", "spawn", "stdio", "stdio_channel"]
 
 
 async def spawn(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[Arg],
     *,
     codec: str | Codec | None = None,
     framing: str | None = None,
     max_frame: int | None = None,
     token: str | bytes | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
+    env: Env | None = None,
+    cwd: Arg | None = None,
     stderr: Any = None,
     pass_fds: Sequence[int] = (),
     exit_timeout: float = 2.0,

@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ipcwire._core.codecs import Codec
@@ -42,6 +42,8 @@ from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD, ExplainingPipeChannel, 
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._handshake import fd_handshake
 from ipcwire.spawn._common import (
+    Arg,
+    Env,
     abandon_started,
     build_options,
     describe_argv,
@@ -75,14 +77,14 @@ _live_lock = threading.Lock()
 
 
 def spawn(
-    argv: Sequence[str | os.PathLike[str]],
+    argv: Sequence[Arg],
     *,
     codec: str | Codec | None = None,
     framing: str | None = None,
     max_frame: int | None = None,
     token: str | bytes | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
+    env: Env | None = None,
+    cwd: Arg | None = None,
     stderr: Any = None,
     pass_fds: Sequence[int] = (),
     exit_timeout: float = 2.0,

@@ -86,7 +86,14 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
     """
     if not endpoint.path or endpoint.host:
         raise InvalidURL(
-            f"{endpoint.url!r}: write a spool as spool:///absolute/dir (or spool:relative/dir)"
+            f"{endpoint.url!r}: write a spool as spool:///absolute/dir (or spool:relative/dir)",
+            endpoint=endpoint.url,
+        )
+    if "\0" in endpoint.path:  # (parse_url lets "@..." through for abstract unix sockets)
+        raise InvalidURL(
+            f"{endpoint.url!r}: the directory {endpoint.path!r} has a NUL character in it "
+            f"(%00), which no file name may hold; remove it",
+            endpoint=endpoint.url,
         )
     q = endpoint.params
     raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import not_seconds
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import LocalProtocolError, Timeout
@@ -94,7 +95,10 @@ class AioSpoolChannel(ChannelCore, AioChannel):
 
     async def _wait_claim(self, timeout: float | None) -> Claim:
         loop = self._loop
-        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            deadline = None if timeout is None else loop.time() + timeout
+        except TypeError:  # ("1", a list: checked only here, off the common path)
+            raise not_seconds(timeout, self.url) from None
         if self._receiving:
             raise LocalProtocolError(
                 f"another task is already receiving on {self.url}; open one channel per task"

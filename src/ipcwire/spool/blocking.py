@@ -19,8 +19,9 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
-from ipcwire._deadline import limit
+from ipcwire._deadline import limit, not_seconds
 from ipcwire._oserror import translate
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, Listener
 from ipcwire.options import ChannelOptions
 from ipcwire.spool._channel import ChannelCore, Delivery, ListenerCore
@@ -86,21 +87,27 @@ class SpoolChannel(ChannelCore, Channel):
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
         """Claim the next message; the previous one from ``recv`` is acknowledged now."""
-        with self._recv_lock:
+        left = self._take_turn(timeout)
+        try:
             self._ack_unacked()
-            claim = self._wait_claim(timeout)
+            claim = self._wait_claim(left, timeout)
             msg = self._open(claim)
             self._unacked.append(claim)
             return msg
+        finally:
+            self._recv_lock.release()
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         """Wait for one message, then claim those already waiting (up to ``max_messages``,
         at most 64); all are acknowledged at the next ``recv``/``recv_many``/``close``."""
-        with self._recv_lock:
+        left = self._take_turn(timeout)
+        try:
             self._ack_unacked()
-            return self._batch(self._wait_claim(timeout), max_messages)
+            return self._batch(self._wait_claim(left, timeout), max_messages)
+        finally:
+            self._recv_lock.release()
 
     def claim(self, *, timeout: float | None = None) -> Delivery:
         """Claim the next message for explicit :meth:`Delivery.ack`/``release``.
@@ -109,17 +116,29 @@ class SpoolChannel(ChannelCore, Channel):
             Timeout, ChannelClosed, FrameTooLarge, RemoteProtocolError (the message could
             not be decoded; it was moved to dead/).
         """
-        with self._recv_lock:
-            return self._deliver(self._wait_claim(timeout))
+        left = self._take_turn(timeout)
+        try:
+            return self._deliver(self._wait_claim(left, timeout))
+        finally:
+            self._recv_lock.release()
 
-    def _wait_claim(self, timeout: float | None) -> Claim:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        return take_turn(self._recv_lock, timeout, self.url, where="in")
+
+    def _wait_claim(self, timeout: float | None, said: float | None) -> Claim:
+        """The next claim within ``timeout`` (what is left of the caller's, ``said``: for
+        the messages)."""
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+        except TypeError:  # ("1", a list: checked only here, off the common path)
+            raise not_seconds(timeout, self.url) from None
         while True:
             self._prepare_claim(time.monotonic())
             claim = self._store.try_claim(self._max_frame)
             if claim is not None:
                 return claim
-            wait = self._wait_time(time.monotonic(), deadline, timeout)
+            wait = self._wait_time(time.monotonic(), deadline, said)
             if self._watcher.wait(wait, self._wake):
                 raise self._closed_error()
 

@@ -8,9 +8,36 @@ or an explicit ``ipcwire-gap`` event saying how many events it lost. Served by a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ipcwire.registry import Capabilities, MechanismSpec
 
-__all__ = ["SPEC"]
+if TYPE_CHECKING:
+    from ipcwire.sse.aio import AioSseClientChannel
+    from ipcwire.sse.blocking import SseClientChannel
+
+__all__ = [
+    "SPEC",
+    "AioSseClientChannel",
+    "SseClientChannel",
+]
+
+_CLASSES: dict[str, str] = {
+    "SseClientChannel": "ipcwire.sse.blocking",
+    "AioSseClientChannel": "ipcwire.sse.aio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The channel classes, for type checkers and ``isinstance`` narrowing (``last_event_id`` is
+    its clients', not every channel's), imported on first use: the registry imports this module."""
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 BENCH_FRAMING = "SSE event: id line + data line (base64 unless JSON)"  # ipcwire bench --list
 

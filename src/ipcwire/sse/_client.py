@@ -25,7 +25,7 @@ import secrets
 import urllib.parse
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import msgspec
@@ -62,7 +62,13 @@ from ipcwire.sse._events import (
     parse_id,
     taken_from,
 )
-from ipcwire.sse._http import ChunkedDecoder, IdentityDecoder, ResponseHead, build_request
+from ipcwire.sse._http import (
+    ChunkedDecoder,
+    IdentityDecoder,
+    ResponseHead,
+    build_request,
+    shown_path,
+)
 from ipcwire.sse._server import (
     CODEC_HEADER,
     ERROR_HEADER,
@@ -73,6 +79,7 @@ from ipcwire.sse._server import (
     PROOF_HEADER,
     proof,
 )
+from ipcwire.tcp._socket import resolve as check_host  # (its host name check)
 
 __all__ = ["FATAL", "ClientCore", "Raise", "SseAddress", "resolve"]
 
@@ -108,7 +115,7 @@ class SseAddress:
     def url(self, port: int) -> str:
         scheme = "sse+https" if self.secure else "sse+http"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{port}{self.path}"
+        return f"{scheme}://{host}:{port}{shown_path(self.path)}"
 
 
 def resolve(endpoint: Endpoint, *, listening: bool) -> SseAddress:
@@ -132,6 +139,7 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> SseAddress:
                 endpoint=endpoint.url,
             )
         port = 443 if secure else 80
+    check_host(replace(endpoint, host=host, port=port), listening=True)
     return SseAddress(secure, host, port, endpoint.path or "/")
 
 

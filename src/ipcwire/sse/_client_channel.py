@@ -194,7 +194,8 @@ class ClientChannelBase:
         return ChannelClosed(f"{self.url} is closed", endpoint=self.url)
 
     def _recv_timeout(self, timeout: float | None, doing: str = "") -> Timeout:
-        return Timeout(f"no message from {self.url} within {timeout} s{doing}", endpoint=self.url)
+        waited = "yet" if timeout == 0 else f"within {timeout} s"  # (as unix:// and tcp:// say)
+        return Timeout(f"no message from {self.url} {waited}{doing}", endpoint=self.url)
 
     def _received(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes read from the connection (none: the server closed it)."""

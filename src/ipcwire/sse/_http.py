@@ -10,22 +10,60 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote, unquote
 
 from ipcwire.errors import RemoteProtocolError
 
-__all__ = ["ChunkedDecoder", "IdentityDecoder", "ResponseHead", "build_request", "parse_head"]
+__all__ = [
+    "ChunkedDecoder",
+    "IdentityDecoder",
+    "ResponseHead",
+    "build_request",
+    "parse_head",
+    "request_path",
+    "same_path",
+    "shown_path",
+]
 
 MAX_HEAD: Final = 64 * 1024
 _HEXDIG: Final = b"0123456789abcdefABCDEF"
 
 
+# -- paths: a URL's path (decoded, as Endpoint holds it) in a request line and back ---------
+# (the ws:// mechanism uses these too)
+def request_path(path: str) -> str:
+    """``path`` (percent-decoded, as :class:`~ipcwire._core.url.Endpoint` holds it) as it goes
+    in a request line: UTF-8, percent-encoded (``/é`` as ``/%C3%A9``, ``/a b`` as ``/a%20b``,
+    a decoded ``%``, ``?`` or ``#`` as ``%25``, ``%3F``, ``%23``), with ``/`` and RFC 3986's
+    other path characters as they are. A raw non-ASCII byte or space is not HTTP."""
+    return quote(path, safe="/:@!$&'()*+,;=")
+
+
+def shown_path(path: str) -> str:
+    """``path`` (decoded) as a listener's URL shows it: readable (``/é`` stays ``/é``), with
+    only what would read back as something else escaped (``%``, ``?``, ``#``, spaces and
+    control characters), so that connecting to the URL a listener reports reaches it."""
+    return "".join(
+        quote(ch, safe="") if ch in "%?#" or ch.isspace() or not ch.isprintable() else ch
+        for ch in path
+    )
+
+
+def same_path(request: str) -> str:
+    """A request line's path (its query dropped), percent-decoded as
+    :class:`~ipcwire._core.url.Endpoint` decodes a URL's path, so that ``/%C3%A9`` and ``/é``
+    are the same endpoint."""
+    return unquote(request.partition("?")[0]) or "/"
+
+
 def build_request(
     host: str, path: str, headers: Mapping[str, str], *, method: str = "GET"
 ) -> bytes:
-    """A request without a body (GET, or the DELETE that ends a stream) for ``path`` on
-    ``host`` (the Host header's value). UTF-8, as the WHATWG standard sends
-    ``Last-Event-ID`` (an event id may be any text but LF, CR, NUL)."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    """A request without a body (GET, or the DELETE that ends a stream) for ``path``
+    (decoded: it is sent percent-encoded) on ``host`` (the Host header's value). UTF-8, as
+    the WHATWG standard sends ``Last-Event-ID`` (an event id may be any text but LF, CR,
+    NUL)."""
+    lines = [f"{method} {request_path(path)} HTTP/1.1", f"Host: {host}"]
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 

@@ -18,7 +18,10 @@ instead of keeping it ``resume_window`` seconds for a resume that will not come.
 
 Response headers keep proxies out of the way: ``Cache-Control: no-cache, no-transform`` and
 ``X-Accel-Buffering: no`` (nginx). Keepalive comments go out every ``keepalive`` seconds
-while idle, so proxies and NATs keep the connection and dead clients are noticed. Closing the
+while idle, so proxies and NATs keep the connection and dead clients are noticed: each stream's
+TCP socket has ``TCP_USER_TIMEOUT`` (:func:`unacked_limit`), so a comment or event its client
+does not acknowledge (the client's host vanished, a silent partition) ends the connection
+within seconds, not after the kernel's ~15 minutes of retransmissions. Closing the
 listener ends every open stream with an ``ipcwire-end`` event and closes the connections, so
 shutdown never waits on a client.
 """
@@ -52,6 +55,7 @@ from ipcwire.errors import (
     ResourceExhausted,
 )
 from ipcwire.http._after_loop import drop_connections, loop_ended
+from ipcwire.http._misdirected import MisdirectedLog
 from ipcwire.options import ChannelOptions
 from ipcwire.sse._events import (
     END_EVENT,
@@ -90,6 +94,37 @@ TAKEN_REASON: Final = (
     "stream has one reader. Do not reconnect with this stream's id; connect without "
     "Last-Event-ID for a stream of your own"
 )
+
+
+# TCP_USER_TIMEOUT is at least this many seconds: a shorter stall of the acknowledgements
+# (a retransmission or two on a busy path) is not a vanished client.
+MIN_UNACKED: Final = 1.0
+
+
+def unacked_limit(keepalive: float) -> float:
+    """How long (seconds) what the server wrote to a stream's client may stay unacknowledged
+    before the kernel drops the connection (``TCP_USER_TIMEOUT``): two keepalive intervals,
+    at least :data:`MIN_UNACKED`. An idle stream writes a comment every ``keepalive``
+    seconds, so a client whose host vanished is noticed within three intervals (45 s with the
+    default 15; ws and grpc notice in 40 s: a ping after 20 s, unanswered for 20 s)."""
+    return max(2 * keepalive, MIN_UNACKED)
+
+
+def bound_unacked(transport: object, keepalive: float) -> None:
+    """Set ``TCP_USER_TIMEOUT`` on the TCP socket under ``transport`` (not on a Unix socket;
+    where the OS has no such option, nothing). Without it, a client that vanished without a
+    FIN or RST kept its stream for about 15 minutes (tcp_retries2): the keepalive comments
+    waited in the kernel's retransmission queue, every write succeeded, and the stream's
+    resume window did not start."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    get = getattr(transport, "get_extra_info", None)
+    sock = get("socket") if get is not None else None
+    if option is None or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, round(unacked_limit(keepalive) * 1000))
+    except OSError as exc:  # (a socket already closed: the stream ends anyway)
+        log.debug("TCP_USER_TIMEOUT not set: %s", exc)
 
 
 def proof(token: bytes, nonce: str) -> str:
@@ -142,6 +177,8 @@ class SseServer:
         self._text = opts.codec.name == "json"
         retry = settings.retry
         self._retry = b"" if retry is None else f"retry: {round(retry * 1000)}\n".encode()
+        # (a client that does not speak HTTP/1.1: one WARNING line, not aiohttp's traceback)
+        self._misdirected = MisdirectedLog(self.url)
 
     async def start(
         self, sock: socket.socket, ssl: ssl_module.SSLContext | None, backlog: int
@@ -158,6 +195,7 @@ class SseServer:
             self._handle,
             handler_cancellation=True,
             keepalive_timeout=self.settings.options.handshake_timeout,
+            logger=self._misdirected,
         )
         accept_backoff(sock, self.url)
         self._server = await self._loop.create_server(
@@ -195,6 +233,7 @@ class SseServer:
         (``ipcwire.http._after_loop``): the clients see the connection end at once."""
         self.stop_listening()
         drop_connections(self._web)
+        self._misdirected.flush()
 
     @property
     def loop_stopped(self) -> bool:
@@ -246,6 +285,7 @@ class SseServer:
             with stream.lock:
                 stream.expire(f"the listener {self.url} was closed")
         self.table.streams.clear()
+        self._misdirected.flush()
 
     def _abort_attached(self) -> None:
         for stream in list(self.table.streams.values()):
@@ -333,6 +373,7 @@ class SseServer:
         stream, gen = opened.stream, opened.generation
         if opened.displaced is not None:
             self._displaced(stream, *opened.displaced, peer_text)
+        bound_unacked(request.transport, settings.keepalive)
         response = web.StreamResponse(headers=self._headers(request, stream, origin))
         try:
             await response.prepare(request)

@@ -26,6 +26,7 @@ from typing import Any
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import limit
 from ipcwire._stream.retry import backoff_delays
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import (
     ChannelBroken,
@@ -161,16 +162,28 @@ class SseClientChannel(ClientChannelBase, Channel):
                 if type(item) is not Raise:
                     return item
                 queue.appendleft(item)
-        with self._recv_lock:
-            return self._recv(timeout)
+        left = self._take_turn(timeout)
+        try:
+            return self._recv(left, timeout)
+        finally:
+            self._recv_lock.release()
 
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        with self._recv_lock:
-            return self._more([self._recv(timeout)], max_messages)
+        left = self._take_turn(timeout)
+        try:
+            return self._more([self._recv(left, timeout)], max_messages)
+        finally:
+            self._recv_lock.release()
 
-    def _recv(self, timeout: float | None) -> Any:
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        return take_turn(self._recv_lock, timeout, self.url)
+
+    def _recv(self, timeout: float | None, said: float | None) -> Any:
+        """The next message within ``timeout`` (what is left of the caller's, ``said``: for
+        the messages)."""
         core = self._core
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -184,9 +197,9 @@ class SseClientChannel(ClientChannelBase, Channel):
             if core.final is not None:
                 raise core.final
             if self._sock is None:
-                self._reconnect(deadline, timeout)
+                self._reconnect(deadline, said)
             else:
-                self._read(deadline, timeout)
+                self._read(deadline, said)
 
     def _read(self, deadline: float | None, timeout: float | None) -> None:
         sock = self._sock

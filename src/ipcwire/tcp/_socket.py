@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._procfs import describe_pid, pids_for_inodes, tcp_listener_inodes
+from ipcwire._stream.listener import listening_here, wait_dropped_closed
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
@@ -97,6 +98,14 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> TcpAddress:
         if not listening:
             raise InvalidURL(f"{endpoint.url} has no host to connect to", endpoint=endpoint.url)
         host = DEFAULT_HOST
+    try:
+        host.encode("idna")  # what getaddrinfo does with it (a UnicodeError there, raw)
+    except UnicodeError as exc:
+        raise InvalidURL(
+            f"{endpoint.url}: {host!r} is not a valid host name ({exc.__cause__ or exc}): each "
+            f"dot-separated part is 1 to 63 characters; check the spelling",
+            endpoint=endpoint.url,
+        ) from None
     return TcpAddress(host, endpoint.port)
 
 
@@ -177,6 +186,7 @@ def bind_listener(addr: TcpAddress, url: str, backlog: int) -> socket.socket:
         AddressInUse: the port is taken (naming the holder when it can be seen).
         PermissionDenied: a port below 1024 without the privilege.
     """
+    wait_dropped_closed()  # (a listener this program dropped may still hold it)
     try:
         infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -199,7 +209,7 @@ def bind_listener(addr: TcpAddress, url: str, backlog: int) -> socket.socket:
 def _bind_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | OSError:
     if exc.errno == errno.EADDRINUSE:
         who, pid = _holder(addr)
-        return AddressInUse(
+        return listening_here(url, pid) or AddressInUse(
             f"cannot listen at {url}: port {addr.port} is in use by {who}. Stop it, choose "
             f"another port, or use port 0 for any free one (`ipcwire doctor {url}`)",
             pid=pid,
@@ -227,10 +237,44 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# getaddrinfo's answers for a name that does not exist (EAI_NODATA: it exists, with no
+# address; glibc only)
+_NO_SUCH_NAME: Final = frozenset(
+    code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+
+
+def explain_resolve_error(exc: socket.gaierror, addr: TcpAddress, url: str) -> IpcwireError:
+    """A connect whose host name did not resolve: a name that does not exist is a mistake in
+    the URL (``InvalidURL``, as ``listen()`` says it); a temporary failure of the resolver
+    (EAI_AGAIN: DNS unreachable or answering SERVFAIL) a ``ChannelBroken`` that
+    ``reconnect=`` retries (``ipcwire._stream.connect.retried``)."""
+    if exc.errno in _NO_SUCH_NAME:
+        return InvalidURL(
+            f"cannot connect to {url}: the host {addr.host!r} does not exist ({exc.strerror}): "
+            f"check its spelling, /etc/hosts, or the DNS this machine uses",
+            endpoint=url,
+        )
+    if exc.errno == socket.EAI_AGAIN:
+        return ChannelBroken(
+            f"cannot connect to {url}: temporary failure in name resolution of "
+            f"{addr.host!r} (the DNS server did not answer, or failed): check the network and "
+            f"/etc/resolv.conf, or pass reconnect=SECONDS to keep trying",
+            endpoint=url,
+        )
+    return ChannelBroken(
+        f"cannot connect to {url}: cannot resolve the host {addr.host!r} ({exc.strerror})",
+        endpoint=url,
+    )
+
+
 def explain_connect_error(exc: OSError, addr: TcpAddress, url: str) -> IpcwireError | None:
-    """A connect to this machine's loopback refused (or unreachable) from inside a network
-    namespace of its own (a container, a sandbox): 127.0.0.1 there is that namespace's own
-    loopback, not the host's. None: the usual words (ipcwire._oserror.translate)."""
+    """A host name that does not resolve (:func:`explain_resolve_error`); a connect to this
+    machine's loopback refused (or unreachable) from inside a network namespace of its own (a
+    container, a sandbox): 127.0.0.1 there is that namespace's own loopback, not the host's.
+    None: the usual words (ipcwire._oserror.translate)."""
+    if isinstance(exc, socket.gaierror):
+        return explain_resolve_error(exc, addr, url)
     if exc.errno not in (errno.ECONNREFUSED, errno.ENETUNREACH) or not _is_loopback(addr.host):
         return None
     hint = net_namespace_hint()

@@ -10,14 +10,13 @@ from typing import Any
 
 from ipcwire._core.url import Endpoint
 from ipcwire._exposure import warn_if_exposed
-from ipcwire._oserror import translate
 from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_connect import aio_connect_stream
 from ipcwire._stream.aio_listener import AioStreamListener
-from ipcwire._stream.connect import tls_error
+from ipcwire._stream.connect import NO_TLS_HINT, PLAIN_HINT, tls_error
 from ipcwire.aio._accept import accept_backoff
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import IpcwireError
+from ipcwire.errors import ChannelBroken, IpcwireError
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.tcp._socket import (
     bind_listener,
@@ -55,19 +54,30 @@ async def connect(
             )
         return loop.create_connection(factory, addr.host, addr.port)
 
-    def explain(exc: OSError) -> IpcwireError:
+    def explain(exc: OSError) -> IpcwireError | None:
         if isinstance(exc, _ssl.SSLError):
             return tls_error(exc, endpoint.url)
-        return explain_connect_error(exc, addr, endpoint.url) or translate(
-            exc, endpoint.url, "connecting to"
-        )
+        if ssl is not None and isinstance(exc, ConnectionResetError) and exc.errno is None:
+            # asyncio's TLS transport lost the connection during the handshake (no errno):
+            # the server hung up on the TLS greeting
+            return ChannelBroken(
+                f"{endpoint.url} closed the connection during the TLS handshake: {NO_TLS_HINT}",
+                endpoint=endpoint.url,
+            )
+        return explain_connect_error(exc, addr, endpoint.url)
 
     def peer(sock: Any) -> PeerInfo:
         configure(sock, keepalive)
         return peer_info(sock)
 
     return await aio_connect_stream(
-        options, create, explain, timeout=timeout, reconnect=reconnect, peer=peer
+        options,
+        create,
+        explain,
+        timeout=timeout,
+        reconnect=reconnect,
+        peer=peer,
+        handshake_hint="" if ssl is not None else PLAIN_HINT,
     )
 
 
@@ -98,7 +108,7 @@ async def listen(
     accept_backoff(sock, url)
     try:
         server = await asyncio.get_running_loop().create_server(
-            listener.protocol_factory,
+            listener.server_factory(),
             sock=sock,
             ssl=ssl,
             backlog=backlog,

@@ -10,7 +10,7 @@ from typing import Any
 from ipcwire._core.url import Endpoint
 from ipcwire._exposure import warn_if_exposed
 from ipcwire._stream.blocking import StreamChannel
-from ipcwire._stream.connect import connect_stream
+from ipcwire._stream.connect import PLAIN_HINT, connect_stream
 from ipcwire._stream.listener import StreamListener
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError
@@ -59,6 +59,7 @@ def connect(
         peer=peer_info,
         ssl_context=ssl,
         server_hostname=server_hostname or addr.host,
+        handshake_hint="" if ssl is not None else PLAIN_HINT,
     )
 
 

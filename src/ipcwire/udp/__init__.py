@@ -9,6 +9,8 @@ sending. Binds loopback unless told otherwise. Helpers: :func:`bind` (unconnecte
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ipcwire.registry import Capabilities, MechanismSpec
 
 BENCH_FRAMING = "one datagram per message"  # ipcwire bench --list
@@ -34,6 +36,33 @@ SPEC = MechanismSpec(
     example_url="udp://127.0.0.1:9000",
 )
 
-from ipcwire.udp.blocking import bind, pair, send_to  # noqa: E402 - after SPEC, on purpose
+from ipcwire.udp.blocking import UdpChannel, bind, pair, send_to  # noqa: E402 - after SPEC
 
-__all__ = ["SPEC", "bind", "pair", "send_to"]
+if TYPE_CHECKING:
+    from ipcwire.udp.aio import AioUdpChannel
+
+__all__ = [
+    "SPEC",
+    "AioUdpChannel",
+    "UdpChannel",
+    "bind",
+    "pair",
+    "send_to",
+]
+
+
+_CLASSES: dict[str, str] = {
+    "AioUdpChannel": "ipcwire.udp.aio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The channel classes, for type checkers and ``isinstance`` narrowing (``recv_from()``,
+    ``send_to()`` are its unconnected channels', not every channel's), imported on first use:
+    the registry imports this module."""
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

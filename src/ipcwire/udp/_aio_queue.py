@@ -62,6 +62,14 @@ class MessageQueue:
             item = msg if isinstance(msg, IpcwireError) else (msg, addr)
             self.put(item, len(data) if i == last else 0)
 
+    def discard(self) -> int:
+        """Drop what is queued (messages and errors); how many items."""
+        n = len(self.items)
+        self.items.clear()
+        self.sizes.clear()
+        self.nbytes = 0
+        return n
+
     def wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():

@@ -44,6 +44,7 @@ __all__ = [
     "ACCEPT_BACKLOG",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PEERS",
+    "STALE_MAX",
     "Address",
     "ChannelCore",
     "ListenerCore",
@@ -68,6 +69,9 @@ ACCEPT_BACKLOG: Final = 128  # new peers waiting for accept() before dropping
 DEFAULT_IDLE_TIMEOUT: Final = 300.0
 # peers a listener keeps at once; a new one past it ends the channel of the longest-silent
 DEFAULT_MAX_PEERS: Final = 1024
+# datagrams a connected channel's request() discards at most before sending: what the peer
+# sent before the request (a duplicated or late reply to an earlier one) is not its reply
+STALE_MAX: Final = 4096
 _NO_LIMIT: Final = 1e9  # a longer idle_timeout is none (as _deadline.NO_LIMIT for timeouts)
 _IDLE_STEPS: Final = 64  # see ListenerCore.idle_step
 

@@ -40,6 +40,7 @@ from ipcwire.errors import (
     RemoteProtocolError,
 )
 from ipcwire.options import ChannelOptions
+from ipcwire.tcp._socket import resolve as check_host  # (its host name check)
 
 __all__ = [
     "DEFAULT_HOST",
@@ -89,6 +90,7 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> UdpAddress:
         host = DEFAULT_HOST
     if not listening and endpoint.port == 0:
         raise InvalidURL(f"{endpoint.url}: port 0 cannot be sent to; name the peer's port")
+    check_host(endpoint, listening=True)  # (a label over 63 characters: idna's UnicodeError)
     try:
         infos = socket.getaddrinfo(host, endpoint.port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:

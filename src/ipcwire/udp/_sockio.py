@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from ipcwire._deadline import limit
 from ipcwire._poll import wait_readable, wait_writable
+from ipcwire._turns import take_turn
 from ipcwire.errors import (
     FrameTooLarge,
     IpcwireError,
@@ -23,10 +24,11 @@ from ipcwire.errors import (
 from ipcwire.udp._channel import Address, closed_error, os_error
 from ipcwire.udp._socket import DatagramFormat, proc_drops
 
-__all__ = ["Interrupted", "SocketIO"]
+__all__ = ["TOO_LARGE", "Interrupted", "SocketIO"]
 
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+TOO_LARGE: Final = object()  # SocketIO.recv's datagram: it was over max_frame, and dropped
 
 
 class Interrupted(Exception):
@@ -64,20 +66,31 @@ class SocketIO:
         self.kernel_drops = 0
 
     def recv(
-        self, timeout: float | None, *, interruptible: bool = False
-    ) -> tuple[memoryview | None, int, Address]:
-        """One datagram (valid until the next call; None when it was over ``max_frame`` and
-        dropped), its real size, and its source. A connected socket's are its peer's only:
-        the kernel filters from the connect() on, and a datagram another address sent in
-        the moment between bind() and connect() is skipped here.
+        self,
+        timeout: float | None,
+        take: Callable[[memoryview], Any] | None = None,
+        *,
+        interruptible: bool = False,
+    ) -> tuple[Any, int, Address]:
+        """One datagram, its real size, and its source. The datagram is ``take(view)``,
+        called while this receive still holds the socket's one buffer (a decoder: another
+        thread's receive would overwrite the view as soon as this one returns); without
+        ``take``, the view itself (valid until the next call: for a caller that lets one
+        thread read at a time). :data:`TOO_LARGE` when it was over ``max_frame`` and dropped.
+        A connected socket's are its peer's only: the kernel filters from the connect() on,
+        and a datagram another address sent in the moment between bind() and connect() is
+        skipped here.
 
         Raises:
             Timeout, ConnectionRefused (usable), ChannelClosed, ChannelBroken.
+            RemoteProtocolError (or the codec's error): ``take`` failed on the datagram.
             Interrupted: ``interruptible`` and :meth:`interrupt` was called.
         """
+        said = timeout
         timeout = limit(timeout, self.url)  # (NaN: ConfigurationError; huge: None)
         peer = self._peer
-        with self._rlock:
+        timeout = self._take_turn(timeout, said)
+        try:
             deadline = None if timeout is None else time.monotonic() + timeout
             wait = timeout
             while True:
@@ -100,15 +113,31 @@ class SocketIO:
                     elif peer is not None and addr[:2] != peer:
                         pass  # another address sent it before connect(): not the peer's
                     elif n > self.fmt.recv_limit:
-                        return None, n, addr
-                    else:
+                        return TOO_LARGE, n, addr
+                    elif take is None:
                         return self._view[:n], n, addr
+                    else:
+                        try:
+                            return take(self._view[:n]), n, addr
+                        except Exception as exc:  # (this caller's error: the lock goes on)
+                            err = self.fmt.bad(exc)
+                            if err is exc:  # already ours, naming this endpoint
+                                raise
+                            raise err from exc
                 if deadline is not None:
                     wait = deadline - time.monotonic()
                     if wait <= 0 and addr is None:
                         raise Timeout(
-                            f"no datagram at {self.url} within {timeout} s", endpoint=self.url
+                            f"no datagram at {self.url} "
+                            + ("yet" if said == 0 else f"within {said} s"),
+                            endpoint=self.url,
                         )
+        finally:
+            self._rlock.release()
+
+    def _take_turn(self, timeout: float | None, said: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        return take_turn(self._rlock, timeout, self.url, said=said)
 
     def interrupt(self) -> None:
         """Wake a ``recv(interruptible=True)`` that waits (or the next one to wait)."""

@@ -23,6 +23,7 @@ from ipcwire.udp._aio_queue import QUEUE, MessageQueue
 from ipcwire.udp._channel import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PEERS,
+    STALE_MAX,
     Address,
     ChannelCore,
     ListenerCore,
@@ -192,6 +193,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._sock: socket.socket | None = None
         self._closed = False
         self._only_from: Address | None = None  # connected: its peer's datagrams only
+        self._stale = 0  # what request() discarded as earlier replies (in dropped)
 
     async def _open(self, sock: socket.socket) -> None:
         if self._peer_addr is not None:  # connected: the kernel's own idea of the peer
@@ -260,6 +262,18 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self._received += 1
         return item
 
+    async def _exchange(self, obj: Any, *, timeout: float | None) -> Any:
+        """:meth:`request` in its turn: first discard what the peer sent before this request
+        (a duplicated or late reply to an earlier one; see the blocking driver)."""
+        if self._peer_addr is not None and not self._closed:
+            stale = self._q.discard()
+            for _ in range(STALE_MAX // QUEUE):  # what the event loop has not read yet too
+                if not self._drain(self._q):
+                    break
+                stale += self._q.discard()
+            self._stale += stale
+        return await super()._exchange(obj, timeout=timeout)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -272,7 +286,9 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         self.close()
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(self._q.nbytes, self._q.dropped + self._drops())
+        """The counters; ``dropped`` is the queue's overflow, the datagrams the kernel dropped
+        at this socket, and the earlier replies ``request()`` discarded."""
+        return self._statistics(self._q.nbytes, self._q.dropped + self._drops() + self._stale)
 
 
 class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):

@@ -38,6 +38,7 @@ from ipcwire.options import ChannelOptions
 from ipcwire.udp._channel import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PEERS,
+    STALE_MAX,
     Address,
     ChannelCore,
     ListenerCore,
@@ -58,7 +59,7 @@ from ipcwire.udp._socket import (
     connect_socket,
     connected_pair,
 )
-from ipcwire.udp._sockio import Interrupted, SocketIO
+from ipcwire.udp._sockio import TOO_LARGE, Interrupted, SocketIO
 
 __all__ = [
     "UdpChannel",
@@ -85,6 +86,7 @@ class UdpChannel(ChannelCore, Channel):
         self._io = SocketIO(sock, fmt, url)
         self._io.channel = weakref.ref(self)
         self._pending: deque[tuple[Any, Address]] = deque()
+        self._stale = 0  # datagrams request() discarded as earlier replies (in dropped)
 
     @property
     def local_address(self) -> Address:
@@ -116,14 +118,11 @@ class UdpChannel(ChannelCore, Channel):
     def recv(self, *, timeout: float | None = None) -> Any:
         if self._pending or self._fmt.ndjson or self._io.closed:
             return self.recv_from(timeout=timeout)[0]
-        # The common case without the queue: one datagram is one message.
-        data, size, addr = self._io.recv(timeout)
-        if data is None:
+        # The common case without the queue: one datagram is one message, decoded while the
+        # receive holds the socket's buffer (another thread's would overwrite it after).
+        msg, size, addr = self._io.recv(timeout, self._fmt.decode)
+        if msg is TOO_LARGE:
             raise self._fmt.too_large(size, address_url(addr))
-        try:
-            msg = self._fmt.decode(data)
-        except Exception as exc:
-            raise self._fmt.bad(exc) from exc
         self._bytes_received += size
         self._received += 1
         return msg
@@ -137,18 +136,49 @@ class UdpChannel(ChannelCore, Channel):
         """
         if self._io.closed:
             raise closed_error(self.url, self)
-        while not self._pending:
-            data, size, addr = self._io.recv(timeout)
-            if data is None:
+        pending = self._pending
+        while True:
+            try:  # (another thread receiving may have taken what was there)
+                item = pending.popleft()
+                break
+            except IndexError:
+                pass
+            msgs, size, addr = self._io.recv(timeout, self._fmt.unpack)
+            if msgs is TOO_LARGE:
                 raise self._fmt.too_large(size, address_url(addr))
-            self._bytes_received += data.nbytes
-            for msg in self._fmt.unpack(data):
-                self._pending.append((msg, addr))
-        item = self._pending.popleft()
+            self._bytes_received += size
+            pending.extend([(msg, addr) for msg in msgs])
         if isinstance(item[0], IpcwireError):
             raise item[0]  # a line of an NDJSON datagram: the others are still delivered
         self._received += 1
         return item
+
+    def _exchange(self, obj: Any, *, timeout: float | None) -> Any:
+        """:meth:`request` in its turn: first discard what the peer sent before this request
+        (a duplicated or late reply to an earlier one: UDP duplicates, and nothing in a bare
+        datagram says which request it answers), so that it is not taken for this reply."""
+        if self._peer_addr is not None:
+            self._discard_stale()
+        return super()._exchange(obj, timeout=timeout)
+
+    def _discard_stale(self) -> None:
+        """Drop the messages queued and the datagrams the socket holds (at most STALE_MAX),
+        counted in ``statistics().dropped``; not when another thread is receiving.
+
+        Raises:
+            ConnectionRefused: an ICMP error for an earlier datagram (the channel stays
+                usable; nothing was sent).
+        """
+        stale = len(self._pending)
+        self._pending.clear()
+        for _ in range(STALE_MAX):
+            try:
+                _, size, _ = self._io.recv(0)
+            except Timeout:  # nothing more (or another thread's receive holds the socket)
+                break
+            self._bytes_received += size
+            stale += 1
+        self._stale += stale
 
     def close(self) -> None:
         self._io.close()
@@ -158,7 +188,9 @@ class UdpChannel(ChannelCore, Channel):
         return self._io.closed
 
     def statistics(self) -> ChannelStatistics:
-        return self._statistics(0, self._io.drops())
+        """The counters; ``dropped`` is the datagrams the kernel dropped at this socket plus
+        the earlier replies ``request()`` discarded (duplicated or late)."""
+        return self._statistics(0, self._io.drops() + self._stale)
 
 
 class _PeerChannel(PeerCore["UdpListener"], Channel):
@@ -235,7 +267,8 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
                         raise self._ended  # evicted for a new peer (ListenerCore._make_room)
                     break
                 if end is None:
-                    msg = f"no message from {self.url} within {timeout} s"
+                    waited = "yet" if timeout == 0 else f"within {timeout} s"  # (as unix://)
+                    msg = f"no message from {self.url} {waited}"
                     raise Timeout(msg, endpoint=listener.url)
                 now = time.monotonic()  # idle time passed, or activity put it off: look again
                 wait = None if deadline is None else deadline - now
@@ -330,7 +363,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
         cond.release()
         try:
             try:
-                data, size, addr = self._io.recv(wait, interruptible=True)
+                data, size, addr = self._io.recv(wait, interruptible=True)  # (one thread reads)
             finally:
                 cond.acquire()
                 self._reading = False
@@ -351,7 +384,7 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
             if done() or self._reading or not self._read(0):
                 return
 
-    def _sort(self, data: memoryview | None, size: int, addr: Address) -> None:
+    def _sort(self, data: memoryview | object, size: int, addr: Address) -> None:
         """Give one datagram to its peer's channel (a new one for a new peer)."""
         ch = self._peers.get(addr)
         if ch is None:
@@ -361,10 +394,10 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
             self._new.append(ch)
         else:
             ch._active = time.monotonic()
-        if data is None:
-            ch._put_error(self._fmt.too_large(size, address_url(addr)))
-        else:
+        if isinstance(data, memoryview):
             ch._put(data)
+        else:  # TOO_LARGE
+            ch._put_error(self._fmt.too_large(size, address_url(addr)))
 
     def _wake_waiters(self) -> None:
         """Something closed: wake every waiter, including the one reading the socket."""

@@ -36,6 +36,7 @@ from typing import Final, Literal
 from ipcwire._atexit import AtExit
 from ipcwire._core.url import Endpoint
 from ipcwire._procfs import describe_pid, pids_for_inodes, unix_socket_files, unix_socket_inodes
+from ipcwire._stream.listener import listening_here, wait_dropped_closed
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
@@ -99,7 +100,8 @@ class UnixAddress:
     @property
     def sockaddr(self) -> str | bytes:
         if self.abstract is not None:
-            return b"\0" + self.abstract.encode()
+            # UTF-8, and an escaped byte that is not UTF-8 (unix:@%FF) as itself
+            return b"\0" + self.abstract.encode("utf-8", "surrogateescape")
         assert self.path is not None
         return self.path
 
@@ -121,7 +123,9 @@ def resolve(endpoint: Endpoint) -> UnixAddress:
         )
     path = endpoint.path
     if path.startswith("@"):
-        if len(path) < 2 or len(path[1:].encode()) > MAX_PATH:  # the kernel adds a NUL first
+        if (
+            len(path) < 2 or len(path[1:].encode("utf-8", "surrogateescape")) > MAX_PATH
+        ):  # the kernel adds a NUL first
             raise InvalidURL(
                 f"{endpoint.url}: abstract names are 1 to {MAX_PATH} bytes",
                 endpoint=endpoint.url,
@@ -311,7 +315,7 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
             endpoint=url,
         ) from None
     if alive:
-        raise AddressInUse(
+        raise listening_here(url, pid) or AddressInUse(
             f"cannot listen at {url}: {_owner_text(pid)} is listening there. Stop it, or "
             f"choose another path (`ipcwire doctor {url}` shows more)",
             pid=pid,
@@ -319,7 +323,7 @@ def check_listen_path(addr: UnixAddress, url: str) -> None:
         )
     bound = _bound_socket_pid(st)
     if bound is not False:
-        raise AddressInUse(
+        raise listening_here(url, bound) or AddressInUse(
             f"cannot listen at {url}: {_owner_text(bound)} has a socket bound to {addr.path} "
             f"and does not listen on it (yet). Stop it, or choose another path",
             pid=bound,
@@ -359,6 +363,7 @@ def bind_listener(
     Raises:
         AddressInUse, PermissionDenied, ConfigurationError: each naming the fix.
     """
+    wait_dropped_closed()  # (a listener this program dropped may still hold it)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if addr.abstract is not None:
@@ -368,7 +373,7 @@ def bind_listener(
                 if exc.errno != errno.EADDRINUSE:
                     raise
                 pid = _probe(addr)[1]
-                raise AddressInUse(
+                raise listening_here(url, pid) or AddressInUse(
                     f"cannot listen at {url}: {_owner_text(pid)} already holds that "
                     f"abstract name; choose another",
                     pid=pid,

@@ -118,7 +118,7 @@ async def listen(
     accept_backoff(sock, endpoint.url)
     try:
         server = await asyncio.get_running_loop().create_unix_server(
-            listener.protocol_factory, sock=sock, backlog=backlog
+            listener.server_factory(), sock=sock, backlog=backlog
         )
     except BaseException:
         sock.close()

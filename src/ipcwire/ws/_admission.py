@@ -3,7 +3,8 @@
 It decides from the upgrade request alone whether to accept:
 
 1. the path must be the endpoint's path (404), plain GETs get ``pages=`` (or 426);
-2. ``allow_uids`` for ``ws+unix`` (403), then the ``Origin`` check (403);
+2. ``allow_uids`` for ``ws+unix`` (403; refused on TCP by ``listen_address``), then the
+   ``Origin`` check (403);
 3. an ipcwire client sends its handshake hello (the same sans-I/O handshake as the stream
    mechanisms, JSON in the ``X-Ipcwire-Hello`` header); the server's welcome travels back in
    the 101 response's ``X-Ipcwire-Welcome`` header. Version, codec and ``max_frame`` are
@@ -48,7 +49,8 @@ from ipcwire.errors import (
     PermissionDenied,
     Timeout,
 )
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, reject_unknown, unix_only
+from ipcwire.sse._http import same_path
 from ipcwire.ws._common import (
     ERROR_HEADER,
     FRAMING,
@@ -92,17 +94,27 @@ LISTEN_OPTIONS: Final = (
 )
 
 
-def listen_address(endpoint: Endpoint, kw: dict[str, Any], ssl: object) -> WsAddress:
-    """Where ``listen`` binds, once its options are checked.
+def listen_address(
+    endpoint: Endpoint,
+    kw: dict[str, Any],
+    ssl: object,
+    *,
+    mode: int | None = None,
+    allow_uids: object = None,
+) -> WsAddress:
+    """Where ``listen`` binds, once its options are checked (before anything is bound).
 
     Raises:
-        ConfigurationError: an unknown option, ``wss://`` without ``ssl=``, or ``ssl=`` with
-            ``ws://``.
+        ConfigurationError: an unknown option, ``wss://`` without ``ssl=``, ``ssl=`` with
+            ``ws://``, or ``mode=`` or ``allow_uids=`` on TCP (``ws://``, ``wss://``: no
+            socket file to give a mode, no peer credentials to check).
         InvalidURL: see :func:`ipcwire.ws._common.resolve`.
     """
     reject_unknown(kw, endpoint, LISTEN_OPTIONS)
     addr = resolve(endpoint, listening=True)
     url = endpoint.url
+    if addr.unix is None:
+        unix_only(url, "ws+unix", mode=mode, allow_uids=allow_uids)
     if addr.secure and ssl is None:
         raise ConfigurationError(
             f"listening at {url} needs ssl=SSLContext with a certificate "
@@ -217,10 +229,11 @@ def admit(
 ) -> Admission:
     """Decide about one upgrade request from its path and headers (``headers.get_all``)."""
     opts = settings.options
-    path = request_path.partition("?")[0] or "/"
+    # compared decoded, as the listener's own path is: a client asks for /é as /%C3%A9
+    path = same_path(request_path)
     upgrade = (header_value(headers, "Upgrade") or "").lower() == "websocket"
     if not upgrade:
-        page = settings.pages.get(path)
+        page = settings.pages.get(path) or settings.pages.get(request_path.partition("?")[0])
         if page is not None:
             return Admission(status=200, page=page)
         return Admission(

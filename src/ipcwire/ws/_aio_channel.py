@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -13,8 +14,9 @@ from websockets.protocol import OPEN
 
 from ipcwire._core.codecs import Codec
 from ipcwire._oserror import translate
+from ipcwire._stream.transport import forked_error, watch_fork
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import end_socket
+from ipcwire.aio._without_loop import closable_socket, end_socket, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
@@ -43,11 +45,16 @@ class AioWsChannel(ChannelCore, AioChannel):
         super().__init__(conn, url, codec, max_frame=max_frame, send_limit=send_limit, peer=peer)
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task[None] | None = None
+        self._owner = os.getpid()
+        self._forked = False  # the parent's connection, in a forked child (_after_fork)
+        watch_fork(self)
 
     # -- sending ----------------------------------------------------------------------------
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
             raise self._closed_error()
+        if self._forked:
+            raise self._forked_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
         conn = self._conn
         try:
@@ -55,13 +62,16 @@ class AioWsChannel(ChannelCore, AioChannel):
                 # the library drains after every write; that waits only while the transport
                 # is over its high-water mark (or closing), so only then is it awaited here
                 if conn.paused or conn.transport.is_closing():
+                    self._check_loop()
                     async with within(timeout):
                         await conn.drain()
                     self._check_open()
             elif timeout is None:
+                self._check_loop()
                 await conn.send(payload, text=self._text)
                 self._check_open()
             else:
+                self._check_loop()
                 async with within(timeout):
                     await conn.send(payload, text=self._text)
                 self._check_open()
@@ -108,9 +118,12 @@ class AioWsChannel(ChannelCore, AioChannel):
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:
             raise self._closed_error()
+        if self._forked:
+            raise self._forked_error()
         payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
         if not payloads:
             return
+        self._check_loop()  # (the library's send_context() waits in the channel's loop)
         conn = self._conn
         write = conn.protocol.send_text if self._text else conn.protocol.send_binary
         try:
@@ -127,6 +140,13 @@ class AioWsChannel(ChannelCore, AioChannel):
             raise self._lost(exc) from exc
         self._sent += len(payloads)
         self._bytes_sent += sum(len(p) for p in payloads)
+
+    def _check_loop(self) -> None:
+        """LocalProtocolError when called from another event loop than the channel's (made
+        in one ``asyncio.run()``, used in the next): the library's waits are on futures of
+        that loop (asyncio's RuntimeError "attached to a different loop")."""
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise wrong
 
     def _check_open(self) -> None:
         """After a send waited (for the transport to drain): ``ChannelClosed`` if ``close()``
@@ -149,13 +169,16 @@ class AioWsChannel(ChannelCore, AioChannel):
 
     def _send_timeout(self, timeout: float | None) -> Timeout:
         return Timeout(
-            f"{self.url} is not reading: the message is queued but the write buffer stayed "
+            f"{self.url} is not reading, or the network is not carrying the data (a "
+            f"partition, a slow link): the message is queued but the write buffer stayed "
             f"full for {timeout} s",
             endpoint=self.url,
         )
 
     # -- receiving --------------------------------------------------------------------------
     async def recv(self, *, timeout: float | None = None) -> Any:
+        if self._forked:
+            raise self._forked_error()
         if self._deferred is not None and not self._closed:  # (closed wins, as blocking)
             exc, self._deferred = self._deferred, None
             raise exc
@@ -170,6 +193,8 @@ class AioWsChannel(ChannelCore, AioChannel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         decode = self._decode
+        if self._forked:
+            raise self._forked_error()
         if self._deferred is not None and not self._closed:  # (closed wins, as blocking)
             exc, self._deferred = self._deferred, None
             raise exc
@@ -209,6 +234,7 @@ class AioWsChannel(ChannelCore, AioChannel):
     async def _recv_raw(self, timeout: float | None) -> bytes:
         if self._closed:
             raise self._closed_error()
+        self._check_loop()
         try:
             if timeout is None:
                 return await self._conn.recv(decode=False)
@@ -226,6 +252,14 @@ class AioWsChannel(ChannelCore, AioChannel):
         if self._closed:
             return
         self._closed = True
+        if self._forked:
+            # A forked child closing its copy: the connection and the loop's registrations
+            # (a copy of the parent's epoll) are the parent's. No closing handshake, no
+            # shutdown(2), no loop work: the child's descriptor only.
+            sock = closable_socket(self._conn.transport.get_extra_info("socket"))
+            if sock is not None:
+                sock.close()
+            return
         if self._loop.is_closed():
             self._close_without_loop()
             return
@@ -272,6 +306,18 @@ class AioWsChannel(ChannelCore, AioChannel):
     async def _aclose_after(self, exc: BaseException | None) -> None:
         self._close_reason = close_reason(exc)
         await self.aclose()
+
+    # -- across fork() (ipcwire._stream.transport.watch_fork) ---------------------------------
+    def _after_fork(self) -> None:
+        """In a child this process forked: the connection is the parent's. Every send and
+        receive refuses from now on, before anything is written, read or locked."""
+        self._forked = True
+        self.__dict__.pop("_ipcwire_turns", None)  # request()'s turns: maybe a parent's thread's
+
+    def _forked_error(self) -> IpcwireError:
+        if self._closed:  # (closed in the child: Closed wins)
+            return self._closed_error()
+        return forked_error(self.url, self._owner)
 
     async def aclose(self) -> None:
         self.close()

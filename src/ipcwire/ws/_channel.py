@@ -15,6 +15,8 @@ from websockets.sync.connection import Connection
 
 from ipcwire._core.codecs import Codec
 from ipcwire._deadline import limit
+from ipcwire._stream.transport import forked_error, watch_fork
+from ipcwire._turns import take_turn
 from ipcwire.channel import Channel, PeerInfo
 from ipcwire.errors import IpcwireError, Timeout
 from ipcwire.ws._common import DEFAULT_CLOSE_TIMEOUT, ChannelCore, check_payload, close_reason
@@ -44,12 +46,17 @@ class WsChannel(ChannelCore, Channel):
         self._close_timeout = close_timeout
         self._recv_lock = threading.Lock()
         self._owner = os.getpid()
+        self._forked = False  # the parent's connection, in a forked child (_after_fork)
         self._writer: WriteBuffer = conn.socket  # type: ignore[assignment] # (ipcwire.ws._writer)
+        self._closer: threading.Thread | None = None  # the closing after request()'s timeout
+        watch_fork(self)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
         if self._closed:
             raise self._closed_error()
+        if self._forked:
+            raise self._forked_error()
         payload = check_payload(self._codec, obj, self._send_limit, self.url)
         writer = self._writer
         began = None
@@ -106,6 +113,8 @@ class WsChannel(ChannelCore, Channel):
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
         if self._closed:
             raise self._closed_error()
+        if self._forked:
+            raise self._forked_error()
         payloads = [check_payload(self._codec, o, self._send_limit, self.url) for o in objs]
         if not payloads:
             return
@@ -162,15 +171,19 @@ class WsChannel(ChannelCore, Channel):
             raise self._closed_error()
         if not room:
             raise Timeout(
-                f"send to {self.url} timed out: the peer is not reading ({sock.queued} bytes "
-                f"wait for it). Nothing of this message was sent; the channel stays usable",
+                f"send to {self.url} timed out: the peer is not reading, or the network is "
+                f"not carrying the data (a partition, a slow link): {sock.queued} bytes wait "
+                f"for it. Nothing of this message was sent; the channel stays usable",
                 endpoint=self.url,
             )
 
     # -- receiving --------------------------------------------------------------------------
     def recv(self, *, timeout: float | None = None) -> Any:
-        with self._recv_lock:
-            data = self._recv_raw(timeout)
+        left = self._take_turn(timeout)
+        try:
+            data = self._recv_raw(left, timeout)
+        finally:
+            self._recv_lock.release()
         self._received += 1
         self._bytes_received += len(data)
         return self._decode(data)
@@ -179,8 +192,9 @@ class WsChannel(ChannelCore, Channel):
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
         decode = self._decode
-        with self._recv_lock:
-            data = self._recv_raw(timeout)
+        left = self._take_turn(timeout)
+        try:
+            data = self._recv_raw(left, timeout)
             out = [decode(data)]
             nbytes = len(data)
             recv = self._conn.recv
@@ -195,11 +209,21 @@ class WsChannel(ChannelCore, Channel):
                 except IpcwireError as exc:  # its error comes next, in its place
                     self._deferred = exc
                     break
+        finally:
+            self._recv_lock.release()
         self._received += len(out)
         self._bytes_received += nbytes
         return out
 
-    def _recv_raw(self, timeout: float | None) -> bytes:
+    def _take_turn(self, timeout: float | None) -> float | None:
+        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
+        if self._forked:  # (first: a parent's thread may have held the lock at the fork)
+            raise self._forked_error()
+        return take_turn(self._recv_lock, timeout, self.url)
+
+    def _recv_raw(self, timeout: float | None, said: float | None) -> bytes:
+        """The next message's bytes within ``timeout`` (what is left of the caller's,
+        ``said``: for the message)."""
         if self._closed:
             raise self._closed_error()
         if self._deferred is not None:
@@ -208,15 +232,44 @@ class WsChannel(ChannelCore, Channel):
         try:
             return self._conn.recv(None if timeout is None else limit(timeout), decode=False)
         except TimeoutError:
-            raise self._recv_timeout(timeout) from None
+            raise self._recv_timeout(said) from None
         except ConnectionClosed as exc:
             raise self._error(exc, sending=False) from exc
 
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
+        closer = self._closer
+        if closer is not None:  # request()'s timeout closed it: its handshake goes on
+            if closer is not threading.current_thread():
+                closer.join()  # (bounded by close_timeout)
+            return
         if self._closed:
             return
         self._closed = True
+        self._shut()
+
+    def _close_for_timeout(self) -> None:
+        """After request()'s timeout (or an interrupt): closed now, the closing handshake in
+        a thread, so that the Timeout comes when ``timeout=`` passes, not ``close_timeout``
+        later (a peer behind a partition or a slow link never answers, or answers late). A
+        later close() waits for that thread; so does the interpreter's exit (not a daemon:
+        the peer gets its close frame, bounded by ``close_timeout``)."""
+        if self._closed or os.getpid() != self._owner:
+            self.close()
+            return
+        self._closed = True
+        closer = threading.Thread(target=self._shut, name=f"ipcwire close {self.url}")
+        try:
+            closer.start()
+        except RuntimeError:  # at the process's thread limit: cut, no handshake
+            self._writer.stop()
+            self._writer.cut()
+            self._conn.close_socket()
+            return
+        self._closer = closer
+
+    def _shut(self) -> None:
+        """close() once ``_closed`` is set: the closing handshake, or the cut."""
         conn = self._conn
         writer = self._writer
         if os.getpid() != self._owner:
@@ -247,6 +300,18 @@ class WsChannel(ChannelCore, Channel):
     def _close_after(self, exc: BaseException | None) -> None:
         self._close_reason = close_reason(exc)
         self.close()
+
+    # -- across fork() (ipcwire._stream.transport.watch_fork) ---------------------------------
+    def _after_fork(self) -> None:
+        """In a child this process forked: the connection is the parent's. Every send and
+        receive refuses from now on, before anything is written, read or locked."""
+        self._forked = True
+        self.__dict__.pop("_ipcwire_turns", None)  # request()'s turns: maybe a parent's thread's
+
+    def _forked_error(self) -> IpcwireError:
+        if self._closed:  # (closed in the child: Closed wins)
+            return self._closed_error()
+        return forked_error(self.url, self._owner)
 
 
 def _rest(timeout: float | None, began: float | None) -> float | None:

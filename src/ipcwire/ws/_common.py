@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from websockets import exceptions as ws_exceptions
@@ -39,6 +39,8 @@ from ipcwire.errors import (
     Timeout,
 )
 from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.sse._http import request_path, shown_path
+from ipcwire.tcp._socket import resolve as check_host  # (its host name check)
 from ipcwire.unix._socket import UnixAddress
 from ipcwire.unix._socket import resolve as resolve_unix
 from ipcwire.ws._not_ws import not_websocket
@@ -111,12 +113,18 @@ class WsAddress:
     unix: UnixAddress | None = None
 
     def uri(self) -> str:
-        """The ``ws://`` URI the websockets client wants (Host header and request path)."""
+        """The ``ws://`` URI the websockets client wants (Host header and request path).
+
+        The path is percent-encoded here (``/é`` as ``/%C3%A9``, ``/a b`` as ``/a%20b``, a
+        decoded ``?`` or ``#`` as ``%3F``, ``%23``): websockets sends an ASCII path as it is,
+        and a raw space, ``?`` or ``#`` would not be the path the listener has.
+        """
         scheme = "wss" if self.secure else "ws"
+        path = request_path(self.path)
         if self.unix is not None:
-            return f"{scheme}://localhost{self.path}"
+            return f"{scheme}://localhost{path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}{self.path}"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def listener_url(self, port: int) -> str:
         """The URL a listener reports (with the port it actually got)."""
@@ -124,7 +132,7 @@ class WsAddress:
             return f"ws+unix:{'//' if self.unix.path else ''}{self.unix}"
         scheme = "wss" if self.secure else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{port}{self.path}"
+        return f"{scheme}://{host}:{port}{shown_path(self.path)}"
 
 
 def resolve(endpoint: Endpoint, *, listening: bool) -> WsAddress:
@@ -152,6 +160,7 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> WsAddress:
                 endpoint=endpoint.url,
             )
         port = 443 if secure else 80
+    check_host(replace(endpoint, host=host, port=port), listening=True)
     return WsAddress(secure, host, port, endpoint.path or "/")
 
 
@@ -446,7 +455,8 @@ class ChannelCore:
         return channel_closed_error(self)  # (and why, when a request() closed it)
 
     def _recv_timeout(self, timeout: float | None) -> Timeout:
-        return Timeout(f"no message from {self.url} within {timeout} s", endpoint=self.url)
+        waited = "yet" if timeout == 0 else f"within {timeout} s"  # (as unix:// and tcp:// say)
+        return Timeout(f"no message from {self.url} {waited}", endpoint=self.url)
 
     def _error(self, exc: ConnectionClosed, *, sending: bool) -> IpcwireError:
         """The error for a call that found the connection closed (see :func:`closed_error`);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import selectors
@@ -10,7 +11,7 @@ import ssl as ssl_module
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -33,6 +34,7 @@ from ipcwire.ws._admission import (
 )
 from ipcwire.ws._channel import WsChannel
 from ipcwire.ws._closing import SyncCloseBound
+from ipcwire.ws._common import ERROR_HEADER
 from ipcwire.ws._fast import FastServerProtocol
 from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_assembler
@@ -42,6 +44,10 @@ from ipcwire.ws._writer import WriteBuffer
 __all__ = ["WsListener"]
 
 log = logging.getLogger("ipcwire")
+
+BUSY_RETRY_AFTER: Final = 1  # seconds, in the 503 to a client no thread could start for
+_LINGER: Final = 5.0  # seconds a client answered 503 has to read it and close
+_LINGER_MAX: Final = 64  # clients lingering at once (beyond: the oldest is closed)
 
 
 class ServerConn(SyncCloseBound, ServerConnection):
@@ -98,6 +104,7 @@ class WsListener(ListenerCore, Listener):
         sock.setblocking(False)
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._refusals = _Refusals(self._sel)  # clients answered 503: no thread for them
         opts = settings.options
         self._extensions = (
             [ServerPerMessageDeflateFactory()] if settings.compression == "deflate" else None
@@ -148,11 +155,15 @@ class WsListener(ListenerCore, Listener):
                 elif want and not listening:
                     self._sel.register(self._sock, selectors.EVENT_READ, "listen")
                     listening = True
-                for key, _ in self._sel.select(pause if pause > 0 else None):
+                due = self._refusals.due()
+                waits = [w for w in (pause if pause > 0 else None, due) if w is not None]
+                for key, _ in self._sel.select(min(waits) if waits else None):
                     if self._closed:
                         break
                     if key.data == "listen":
                         self._accept_new()
+                    elif key.data == "refused":
+                        self._refusals.readable(key.fileobj)  # type: ignore[arg-type]
                     else:
                         try:
                             while self._wake_r.recv(512):
@@ -194,8 +205,29 @@ class WsListener(ListenerCore, Listener):
                 with self._cond:
                     self._inflight -= 1
                     del self._opening[t]
-                conn.close()
+                self._busy(conn, exc)
                 self._no_thread("its handshake", exc)
+
+    def _busy(self, conn: socket.socket, exc: RuntimeError) -> None:
+        """Answer a client that no handshake thread could be started for (see
+        :class:`_Refusals`); over TLS nothing can be said without a handshake (and so a
+        thread): the connection is closed."""
+        if self._ssl is not None:
+            conn.close()
+            return
+        text = (
+            f"the server cannot start a thread for this connection ({exc}): it is at its "
+            f"limit of processes/threads; try again later"
+        )
+        body = f"{self.url}: {text}\n".encode()
+        refusal = json.dumps({"ipcwire": 1, "error": text, "code": "busy"})
+        head = (
+            f"HTTP/1.1 503 Service Unavailable\r\nServer: ipcwire\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+            f"Retry-After: {BUSY_RETRY_AFTER}\r\n{ERROR_HEADER}: {refusal}\r\n"
+            f"Connection: close\r\n\r\n"
+        )
+        self._refusals.add(conn, head.encode() + body)
 
     def _no_thread(self, what: str, exc: RuntimeError) -> None:
         """Say that a client was dropped because a thread for ``what`` could not start."""
@@ -358,6 +390,7 @@ class WsListener(ListenerCore, Listener):
                 t.join(max(deadline - time.monotonic(), 0))
         for ch in ready:
             ch.close()
+        self._refusals.close()  # (the acceptor has stopped)
         self._sel.close()
         self._sock.close()
         self._wake_r.close()
@@ -377,6 +410,7 @@ class WsListener(ListenerCore, Listener):
         for sock in list(self._opening.values()):
             sock.close()
         self._opening.clear()
+        self._refusals.close()
         self._sel.close()
         self._sock.close()
         self._wake_r.close()
@@ -392,3 +426,72 @@ def _cut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:  # not connected any more, or closed
         pass
+
+
+class _Refusals:
+    """Clients the acceptor answers itself, without a thread (HTTP 503, Retry-After, a body
+    saying why, and ipcwire's refusal, code "busy" as shm's listener sends, that ipcwire's
+    client raises). Each is answered once its request has come (read and dropped: answering
+    before the client has sent it would end the connection under the client's request),
+    then read until it closes: closing with its data unread would reset the connection, and
+    a reset may discard the answer before the client reads it. At most ``_LINGER`` seconds
+    each, and ``_LINGER_MAX`` at once (beyond that the oldest is closed). Used by the
+    acceptor thread only."""
+
+    def __init__(self, sel: selectors.BaseSelector) -> None:
+        self._sel = sel
+        # each client: (when it is closed, monotonic; the answer not yet sent, or None; the
+        # last bytes of its request so far, to find the end of its head across reads)
+        self._conns: dict[socket.socket, tuple[float, bytes | None, bytes]] = {}
+
+    def add(self, conn: socket.socket, answer: bytes) -> None:
+        while len(self._conns) >= _LINGER_MAX:
+            self._end(next(iter(self._conns)))
+        try:
+            conn.setblocking(False)
+            self._sel.register(conn, selectors.EVENT_READ, "refused")
+        except (OSError, ValueError):
+            conn.close()
+            return
+        self._conns[conn] = (time.monotonic() + _LINGER, answer, b"")
+
+    def readable(self, conn: socket.socket) -> None:
+        due, answer, tail = self._conns[conn]
+        got = bytearray(tail)
+        try:
+            while chunk := conn.recv(4096):
+                got += chunk
+        except (BlockingIOError, InterruptedError):
+            chunk = b"-"  # (not the end)
+        except OSError:
+            chunk = b""
+        if answer is not None and (b"\r\n\r\n" in got or not chunk):
+            try:
+                conn.send(answer)  # (a fresh socket's buffer takes it at once)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                chunk = b""
+            answer = None
+        self._conns[conn] = (due, answer, bytes(got[-3:]))
+        if not chunk:
+            self._end(conn)
+
+    def due(self) -> float | None:
+        """Close the clients whose time is up; seconds until the next is due (None: none)."""
+        if not self._conns:
+            return None
+        now = time.monotonic()
+        for conn, (due, _, _) in list(self._conns.items()):
+            if due <= now:
+                self._end(conn)
+        return min((due - now for due, _, _ in self._conns.values()), default=None)
+
+    def _end(self, conn: socket.socket) -> None:
+        del self._conns[conn]
+        self._sel.unregister(conn)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        self._conns.clear()

@@ -1,8 +1,9 @@
 """Opening and binding the sockets under WebSocket channels (TCP or Unix), both flavours.
 
-Connecting retries refused connections for ``reconnect`` seconds with backoff and jitter, like
-the stream mechanisms; binding reuses their safe binders (``AddressInUse`` names the process
-holding the port or path; Unix socket files are created 0600 and never stolen).
+Connecting retries refused connections (and unreachable hosts) for ``reconnect`` seconds with
+backoff and jitter, like the stream mechanisms; binding reuses their safe binders
+(``AddressInUse`` names the process holding the port or path; Unix socket files are created
+0600 and never stolen).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ipcwire._oserror import translate
+from ipcwire._oserror import no_answer, translate
+from ipcwire._stream.connect import NO_TLS_HINT, connect_error, retried, speaks_no_tls
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within_at
 from ipcwire.channel import PeerInfo
-from ipcwire.errors import ConnectionRefused, IpcwireError, Timeout
+from ipcwire.errors import ChannelBroken, ConfigurationError, IpcwireError, RemoteProtocolError
 from ipcwire.options import DEFAULT_CONNECT_TIMEOUT
 from ipcwire.tcp._socket import TcpAddress
 from ipcwire.tcp._socket import bind_listener as bind_tcp
@@ -40,6 +42,7 @@ __all__ = [
     "open_blocking",
     "peer_of",
     "set_nodelay",
+    "tls_mismatch",
 ]
 
 
@@ -57,12 +60,11 @@ def peer_of(sock: socket.socket, addr: WsAddress) -> PeerInfo:
     return PeerInfo(address=f"{host}:{port}")
 
 
-def _explain(exc: OSError, addr: WsAddress, url: str) -> IpcwireError:
+def _explain(exc: OSError, addr: WsAddress, url: str) -> IpcwireError | None:
+    """ws+unix's own words for a failed connect (None: the usual ones, connect_error's)."""
     if addr.unix is not None:
-        err = explain_connect_error(exc, addr.unix, url)
-        if err is not None:
-            return err
-    return translate(exc, url, "connecting to")
+        return explain_connect_error(exc, addr.unix, url)
+    return None
 
 
 def _new_socket(addr: WsAddress) -> socket.socket:
@@ -86,7 +88,9 @@ def open_blocking(
 
     Raises:
         ConnectionRefused: nothing listens (after ``reconnect`` seconds, if given).
-        Timeout: the connect took over ``timeout`` (or the backlog stayed full that long).
+        ChannelBroken: the host is unreachable (after ``reconnect`` seconds, if given).
+        Timeout: the connect took over ``timeout`` (or the backlog stayed full that long):
+            ``timeout`` bounds each attempt, and one that got no answer is not retried.
         PermissionDenied, ChannelBroken: with the fix in the message.
     """
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
@@ -115,18 +119,17 @@ def open_blocking(
         except IpcwireError:  # (a Timeout is an OSError too: its words are the right ones)
             raise
         except OSError as exc:
-            err = _explain(exc, addr, url)
-            if isinstance(err, ConnectionRefused) and retry_until is not None:
+            explained = _explain(exc, addr, url)
+            err = explained or translate(exc, url, "connecting to")
+            if retry_until is not None and retried(err, exc):
                 now = time.monotonic()
                 if now < retry_until:
                     time.sleep(min(next(delays), retry_until - now))
                     continue
-                raise ConnectionRefused(
-                    f"{err} (kept trying for {reconnect} s)", endpoint=url
-                ) from exc
+                raise connect_error(exc, explained, url, reconnect) from exc
             if isinstance(exc, TimeoutError):
-                raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
-            raise err from exc
+                raise no_answer(url, limit, reconnect) from exc
+            raise connect_error(exc, explained, url, None) from exc
 
 
 async def aio_open(
@@ -161,19 +164,18 @@ async def aio_open(
             sock.close()
             if busy:
                 raise backlog_full(url, limit) from exc
-            raise Timeout(f"connecting to {url} took over {limit} s", endpoint=url) from exc
+            raise no_answer(url, limit, reconnect) from exc
         except OSError as exc:
             sock.close()
-            err = _explain(exc, addr, url)
-            if isinstance(err, ConnectionRefused) and retry_until is not None:
+            explained = _explain(exc, addr, url)
+            err = explained or translate(exc, url, "connecting to")
+            if retry_until is not None and retried(err, exc):
                 now = loop.time()
                 if now < retry_until:
                     await asyncio.sleep(min(next(delays), retry_until - now))
                     continue
-                raise ConnectionRefused(
-                    f"{err} (kept trying for {reconnect} s)", endpoint=url
-                ) from exc
-            raise err from exc
+                raise connect_error(exc, explained, url, reconnect) from exc
+            raise connect_error(exc, explained, url, None) from exc
         except BaseException:
             sock.close()
             raise
@@ -184,16 +186,24 @@ def bind(
     url: str,
     *,
     backlog: int,
-    mode: int,
+    mode: int | None,
     allow_uids: Iterable[int] | None,
 ) -> tuple[socket.socket, int, Authorizer, Callable[[], None]]:
-    """A listening socket, the port it got (0 on Unix), its authorizer and its cleanup."""
+    """A listening socket, the port it got (0 on Unix), its authorizer and its cleanup.
+
+    ``mode`` (``None``: 0600) and ``allow_uids`` are for ``ws+unix``;
+    :func:`~ipcwire.ws._admission.listen_address` has refused them on TCP.
+    """
     if addr.unix is not None:
         uids = None if allow_uids is None else list(allow_uids)
         if uids is None and addr.unix.abstract is not None:
             uids = [os.getuid()]  # abstract names have no file mode to protect them
-        sock, cleanup = bind_unix(addr.unix, url, mode=mode, backlog=backlog)
+        sock, cleanup = bind_unix(
+            addr.unix, url, mode=0o600 if mode is None else mode, backlog=backlog
+        )
         return sock, 0, make_authorizer(url, str(addr.unix), uids), cleanup
+    if allow_uids is not None or mode is not None:  # (never silently ignored)
+        raise ConfigurationError(f"mode= and allow_uids= are for ws+unix://, not {url}")
     sock = bind_tcp(TcpAddress(addr.host, addr.port), url, backlog)
     port = sock.getsockname()[1]
 
@@ -201,6 +211,33 @@ def bind(
         return peer_of(conn, addr), None
 
     return sock, port, authorize, lambda: None
+
+
+def tls_mismatch(err: IpcwireError, exc: BaseException, url: str, secure: bool) -> IpcwireError:
+    """``err`` (open_error's, for ``exc`` met opening the WebSocket connection to ``url``),
+    with a hint when the failure looks like a TLS mismatch: a ws:// client whose HTTP
+    request got no valid answer (a wss:// server drops what is not TLS), or a wss:// client
+    whose TLS handshake met something that does not speak TLS."""
+    if not secure and url.startswith("ws:") and type(err) is RemoteProtocolError:
+        if "did not receive a valid HTTP response" in str(err):
+            return RemoteProtocolError(
+                f"{err}; or the server serves TLS: then connect to wss:{url[len('ws:') :]} "
+                f"(with ssl= an ssl.SSLContext that trusts its certificate)",
+                endpoint=url,
+            )
+        return err
+    cause: BaseException | None = exc
+    while cause is not None:  # (the library may wrap the SSLError)
+        no_errno = isinstance(cause, ConnectionResetError) and cause.errno is None
+        if secure and (speaks_no_tls(cause) or no_errno):  # (asyncio: lost during TLS)
+            plain = f"ws:{url[len('wss:') :]}" if url.startswith("wss:") else url
+            return ChannelBroken(
+                f"the TLS handshake with {url} failed ({str(cause) or 'the connection was lost'}): "
+                f"{NO_TLS_HINT.replace('without ssl=', f'to {plain} without ssl=')}",
+                endpoint=url,
+            )
+        cause = cause.__cause__ or cause.__context__
+    return err
 
 
 def set_nodelay(sock: Any) -> None:

@@ -40,6 +40,7 @@ from typing import Any, Final
 from ipcwire._deadline import limit
 from ipcwire._poll import wait_writable
 from ipcwire._tls import TLS_RECORD, SharedTls
+from ipcwire.errors import ResourceExhausted
 
 __all__ = ["HIGH_WATER", "AioPongs", "WriteBuffer", "is_pong"]
 
@@ -75,6 +76,7 @@ class WriteBuffer:
         self._stopped = False  # the channel is closing: senders no longer wait (stop())
         self.flushing = 0  # senders inside flush(): their message is (partly) still queued
         self._flusher: threading.Thread | None = None
+        self.url = ""  # the channel's endpoint, for errors (else the socket's peer address)
         self._local = threading.local()  # .flushes: this thread calls flush() after its write
         # the reader thread's calls, bound once (no Python layer on each read)
         self.recv = sock.recv
@@ -187,7 +189,10 @@ class WriteBuffer:
                 # make close() wait for a peer that may not read (_drain then fails at once)
                 self.cut()
             if not self._write.acquire(timeout=-1 if wait is None else wait):
-                self._ensure_flusher()
+                # another thread writes the queue now (a flusher, or a sender): it goes on
+                failed = self._ensure_flusher()
+                if failed is not None:
+                    raise self._no_flusher(failed)
                 return False
             try:
                 done = self._drain(wait)
@@ -197,7 +202,9 @@ class WriteBuffer:
             with self._cond:
                 self.flushing -= 1
         if not done:
-            self._ensure_flusher()
+            failed = self._ensure_flusher()
+            if failed is not None:
+                raise self._no_flusher(failed)
         return done
 
     def stop(self) -> bool:
@@ -213,16 +220,56 @@ class WriteBuffer:
             self.cut()
         return cut
 
-    def _ensure_flusher(self) -> None:
+    def _ensure_flusher(self) -> RuntimeError | None:
         with self._cond:
-            self._start_flusher()
+            return self._start_flusher()
 
-    def _start_flusher(self) -> None:  # with ``_cond`` held
+    def _start_flusher(self) -> RuntimeError | None:  # with ``_cond`` held
+        """Start the thread that writes what is queued, if needed; the failure to start it
+        (the process is at its limit of threads), else None. What is queued then stays
+        queued, in order: the next flush (a send), or a flusher started later, writes it."""
         if (self._pending or self._pong) and self._flusher is None and self._error is None:
-            self._flusher = threading.Thread(
+            flusher = threading.Thread(
                 target=self._flush_thread, name="ipcwire ws writer", daemon=True
             )
-            self._flusher.start()
+            try:
+                flusher.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                return exc
+            self._flusher = flusher  # (its end, under ``_cond``, waits for this)
+        return None
+
+    def _no_flusher(self, exc: RuntimeError, *, handed: bool = True) -> ResourceExhausted:
+        """No thread could be started to write what is queued: ``handed``, a send's time ran
+        out with part of its message unwritten; else a send waits for room behind what an
+        earlier one left (and hands nothing over)."""
+        where = self.url
+        if not where:
+            try:
+                where = "the WebSocket peer {}:{}".format(*self.sock.getpeername()[:2])
+            except (OSError, TypeError, IndexError):
+                where = "a WebSocket peer"
+        limit = (
+            f"({exc}): the process is at its limit of processes/threads (ulimit -u, a "
+            f"container's pids.max)"
+        )
+        if handed:
+            said = (
+                f"the peer did not take the whole message in time and no thread could be "
+                f"started to write the rest {limit}. The message was handed over, not lost: "
+                f"its {self.queued} bytes left are written first, in order, by the next "
+                f"send() or by close(); do not send it again"
+            )
+        else:
+            said = (
+                f"{self.queued} bytes of an earlier message wait to be written and no thread "
+                f"could be started to write them {limit}. Nothing of this message was sent; "
+                f"send it again once threads can start"
+            )
+        return ResourceExhausted(
+            f"send to {where}: {said}. Raise the limit, or close channels you no longer use",
+            endpoint=self.url or None,
+        )
 
     def _drain(self, timeout: float | None) -> bool:
         """Write the queue, holding ``_write``; False if ``timeout`` ran out first (what is
@@ -304,15 +351,25 @@ class WriteBuffer:
                 self._flusher = None
                 self._cond.notify_all()
             if (self._pending or self._pong) and self._error is None:
-                self._ensure_flusher()
+                self._ensure_flusher()  # (if it cannot start, the next flush writes it)
 
     def wait_room(self, timeout: float | None) -> bool:
         """Wait until fewer than :data:`HIGH_WATER` bytes are queued (or a write failed, which
         the next ``sendall`` raises, or :meth:`stop` was called: the caller checks its channel
-        is closed); False when ``timeout`` passed first."""
+        is closed); False when ``timeout`` passed first.
+
+        Raises:
+            ResourceExhausted: nobody writes the queue (its writer thread could not start at
+                the process's thread limit) and no thread can be started for it now.
+        """
         if self.queued < HIGH_WATER:  # (without the lock: stale, it lets in one more at most)
             return True
         with self._cond:
+            if self._flusher is None and not self._write.locked():
+                # Nobody writes the queue: its flusher could not start (the thread limit).
+                failed = self._start_flusher()
+                if failed is not None:
+                    raise self._no_flusher(failed, handed=False)
             return self._cond.wait_for(
                 lambda: self.queued < HIGH_WATER or self._error is not None or self._stopped,
                 limit(timeout),

@@ -37,7 +37,7 @@ from ipcwire.ws._common import (
 from ipcwire.ws._fast import install
 from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_aio_assembler
-from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay
+from ipcwire.ws._sockets import aio_open, bind, peer_of, set_nodelay, tls_mismatch
 from ipcwire.ws._writer import AioPongs
 
 __all__ = ["AioWsChannel", "AioWsListener", "connect", "listen"]
@@ -114,7 +114,7 @@ async def connect(
         raise rejected_error(exc, hs, url) from None
     except Exception as exc:
         sock.close()
-        raise open_error(exc, url, limit) from exc
+        raise tls_mismatch(open_error(exc, url, limit), exc, url, addr.secure) from exc
     try:
         async with within_at(deadline):
             send_limit = await _finish_client(conn, hs, url)
@@ -151,7 +151,7 @@ async def listen(
     backlog: int = 128,
     origins: Iterable[str] | str | None = None,
     pages: Mapping[str, str | bytes] | None = None,
-    mode: int = 0o600,
+    mode: int | None = None,
     allow_uids: Iterable[int] | None = None,
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
@@ -164,7 +164,7 @@ async def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    addr = listen_address(endpoint, kw, ssl)
+    addr = listen_address(endpoint, kw, ssl, mode=mode, allow_uids=allow_uids)
     sock, port, authorize, cleanup = bind(
         addr, endpoint.url, backlog=backlog, mode=mode, allow_uids=allow_uids
     )

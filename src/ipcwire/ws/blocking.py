@@ -42,7 +42,7 @@ from ipcwire.ws._fast import install
 from ipcwire.ws._listener import WsListener
 from ipcwire.ws._log import ws_log
 from ipcwire.ws._queue import fast_assembler
-from ipcwire.ws._sockets import bind, open_blocking, peer_of
+from ipcwire.ws._sockets import bind, open_blocking, peer_of, tls_mismatch
 from ipcwire.ws._writer import WriteBuffer
 
 __all__ = ["WsChannel", "WsListener", "connect", "listen"]
@@ -123,7 +123,7 @@ def connect(
         failed = _reader_failure(made)
         if failed is not None:  # this side could not run the connection (out of descriptors)
             raise translate(failed, url, "connecting to") from failed
-        raise open_error(exc, url, limit) from exc
+        raise tls_mismatch(open_error(exc, url, limit), exc, url, addr.secure) from exc
     if conn.response is None:  # the reader ended before the answer: it could not start
         conn.close_socket()
         failed = _reader_failure(made)
@@ -179,7 +179,7 @@ def listen(
     backlog: int = 128,
     origins: Iterable[str] | str | None = None,
     pages: Mapping[str, str | bytes] | None = None,
-    mode: int = 0o600,
+    mode: int | None = None,
     allow_uids: Iterable[int] | None = None,
     ping_interval: float | None = DEFAULT_PING_INTERVAL,
     ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
@@ -192,7 +192,7 @@ def listen(
     Raises:
         AddressInUse, PermissionDenied, InvalidURL, ConfigurationError.
     """
-    addr = listen_address(endpoint, kw, ssl)
+    addr = listen_address(endpoint, kw, ssl, mode=mode, allow_uids=allow_uids)
     sock, port, authorize, cleanup = bind(
         addr, endpoint.url, backlog=backlog, mode=mode, allow_uids=allow_uids
     )
