@@ -25,6 +25,7 @@ from ipcwire.grpc._protocol import error_from_status, failure_details, unary_doi
 __all__ = [
     "ACLOSE_WAIT",
     "CONNECT_KW",
+    "EXIT_DRAIN",
     "EXIT_WAIT",
     "HIGH_WATER",
     "HIGH_WATER_MESSAGES",
@@ -51,6 +52,12 @@ LINGER: Final = 60.0  # a closed client stream waits this long for the server to
 # writes from its own threads: without the wait the connection can drop with the goodbye
 # unread, and the server takes the clean close for a lost client.
 EXIT_WAIT: Final = 2.0
+# Once a closed client stream has handed grpcio everything, the exit can no longer see the
+# server read (grpcio shows no acknowledgement short of the RPC's end): what is in flight, up
+# to the server's inbox (HIGH_WATER) and the HTTP/2 windows, drains at the reader's pace, so
+# the blocking exit waits this long for the end instead of EXIT_WAIT. At 2 s, a server reading
+# 50 messages of 64 KiB a second had the exit give up on it in some runs.
+EXIT_DRAIN: Final = 10.0
 # asyncio's aclose() waits this long, at most, for what was sent before it to be written (to a
 # peer that does not read, say); the rest goes on in the background, up to LINGER, as after
 # the blocking close(), which returns at once

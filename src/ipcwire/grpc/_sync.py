@@ -40,6 +40,7 @@ from ipcwire.errors import (
     ResourceExhausted,
 )
 from ipcwire.grpc._channel import (
+    EXIT_DRAIN,
     EXIT_WAIT,
     HIGH_WATER,
     HIGH_WATER_MESSAGES,
@@ -89,12 +90,16 @@ def _closed_client(stream: SyncStream) -> None:
         _CLOSED.add(stream)
 
 
-def _exit_wait(*, stall: float = EXIT_WAIT, bound: float = LINGER) -> None:
+def _exit_wait(
+    *, stall: float = EXIT_WAIT, drain: float = EXIT_DRAIN, bound: float = LINGER
+) -> None:
     """At interpreter exit: wait until the client streams closed last have been written and
     their servers ended the RPCs (read everything and the goodbye), as long as the writing
     moves: it gives up once nothing was written for ``stall`` seconds (a server that stopped
-    reading, a dead link), or after ``bound`` in all. What that cuts off is lost with the
-    process: a WARNING names each channel and what was not delivered."""
+    reading, a dead link), or, once everything was written, after ``drain`` seconds more (what
+    is in flight drains at the server's pace, unseen), or after ``bound`` in all. What that
+    cuts off is lost with the process: a WARNING names each channel and what was not
+    delivered."""
     began = time.monotonic()
     moved = began
     seen = -1
@@ -107,12 +112,13 @@ def _exit_wait(*, stall: float = EXIT_WAIT, bound: float = LINGER) -> None:
         taken = sum(st._taken_n for st in open_) + len(open_)
         if taken != seen:
             seen, moved = taken, now
-        if now - moved >= stall or now - began >= bound:
+        written = all(st._taken_n == st._given_n for st in open_)
+        if now - moved >= (drain if written else stall) or now - began >= bound:
             break
         time.sleep(0.02)
     waited = time.monotonic() - began
     for st in open_:
-        st.warn_undelivered(waited, stall)
+        st.warn_undelivered(waited, time.monotonic() - moved)
 
 
 def no_reader_thread(url: str, exc: BaseException) -> ResourceExhausted:
@@ -672,7 +678,7 @@ class SyncStream(Channel):
         """Whether nothing this closed client sent can be lost any more: its RPC is over."""
         return self._broken is not None or self.call is None or self.call.done()
 
-    def warn_undelivered(self, waited: float, stall: float) -> None:
+    def warn_undelivered(self, waited: float, idle: float) -> None:
         """The process exits with this closed client's stream not delivered: say so."""
         with _CLOSED_LOCK:
             _CLOSED.discard(self)
@@ -682,16 +688,24 @@ class SyncStream(Channel):
         self.call.cancel()
         messages = self._given_n - self._taken_n
         nbytes = self._given - self._taken
+        if messages:
+            what = (
+                f"{messages} messages ({nbytes} bytes) sent before close() were never written, "
+                f"and the server had not ended the stream, so some of those written may be "
+                f"unread too. Nothing was written for {idle:.1f} s (the server does not read, "
+                f"or the network does not carry the data)"
+            )
+        else:
+            what = (
+                f"everything sent before close() was written, but the server had not ended the "
+                f"stream {idle:.1f} s later, so some of it may be unread (the server does not "
+                f"read, or the network does not carry the data)"
+            )
         log.warning(
-            "exiting with %s not delivered: %d messages (%d bytes) sent before close() were "
-            "never written, and the server had not ended the stream, so some of those written "
-            "may be unread too. Nothing was written for %.1f s (the server does not read, or "
-            "the network does not carry the data); the exit waited %.1f s in all. They are "
-            "lost: wait for the server's reply before exiting, or have it read faster",
+            "exiting with %s not delivered: %s; the exit waited %.1f s in all. They are lost: "
+            "wait for the server's reply before exiting, or have it read faster",
             self.url,
-            messages,
-            nbytes,
-            stall,
+            what,
             waited,
         )
 
