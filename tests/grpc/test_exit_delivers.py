@@ -96,3 +96,28 @@ def test_exit_cut_off_by_a_server_that_does_not_read_warns() -> None:
     assert f"exiting with {lst.url} not delivered: " in err, err
     assert "messages (" in err and "were never written" in err
     assert took < 15, took
+
+
+def test_exit_cut_off_after_everything_was_written_says_so() -> None:
+    """Everything was written and the server never reads it: the exit gives up once its drain
+    bound is over (10 s; 0.5 s here, through the hook's own parameter) and says that all was
+    written but may be unread, not that messages were never written."""
+    with ipcwire.listen("grpc://127.0.0.1:0", codec="bytes") as lst:
+        proc = python(
+            f"""
+            import logging, time, ipcwire
+            from ipcwire.grpc import _sync
+            ch = ipcwire.connect({lst.url!r}, codec="bytes", timeout=10)
+            ch.send(b"x" * 1000)
+            ch.close()
+            began = time.monotonic()
+            _sync._exit_wait(drain=0.5)
+            print(round(time.monotonic() - began, 1), flush=True)
+            """
+        )
+        with lst.accept(timeout=10):  # and never reads
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert 0.5 <= float(out) < 2, out
+    assert f"exiting with {lst.url} not delivered: everything sent before close() " in err, err
+    assert "was written, but the server had not ended the stream" in err, err
