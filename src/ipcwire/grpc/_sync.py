@@ -21,6 +21,7 @@ import atexit
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -476,7 +477,14 @@ class SyncStream(Channel):
         """After a client's close(): read and drop what the peer still sends, until the RPC
         ends. Otherwise flow control stops the peer's writes to a client that left, and with
         them the end of its RPC (a server handler blocked in ``send``). A client's reader only
-        waits on the inbox (close() woke it), so ``_reading`` is free at once."""
+        waits on the inbox (close() woke it), so ``_reading`` is free at once.
+
+        Not while the interpreter finalizes (a channel dropped unclosed, closed by its
+        finalizer as the modules are cleared): a thread started then never runs, and
+        ``Thread.start()`` waited for it for ever, so the process never exited. The process
+        is ending: nothing is left to drain for."""
+        if sys.is_finalizing():
+            return
         with self._reading:
             try:
                 self._start_pump()

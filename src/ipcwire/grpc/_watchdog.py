@@ -8,6 +8,7 @@ import heapq
 import itertools
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,10 @@ def after(delay: float, fn: Callable[[], object]) -> Token:
     with _cond:
         heapq.heappush(_heap, entry)
         if _thread is None:
+            if sys.is_finalizing():
+                # a thread started now never runs, and start() waits for it for ever; the
+                # process is ending, so nothing is left to watch
+                return tok
             _thread = threading.Thread(target=_run, name="ipcwire watchdog", daemon=True)
             _thread.start()
         elif _heap[0] is entry:

@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import warnings
@@ -447,9 +448,14 @@ class GrpcStreamChannel(Channel):
     def __del__(self) -> None:
         """Dropped without close(): warn, and close the stream as close() does. In the
         dropping thread when the stream's lock is free; otherwise (the garbage collector ran
-        in a thread that holds it) in the watchdog's thread, which takes it in turn."""
+        in a thread that holds it) in the watchdog's thread, which takes it in turn.
+
+        Not while the interpreter finalizes (the channel was a module global of a program
+        that ended): grpcio's threads are stopped by then, some holding the locks a close
+        needs, and the close waited for them for ever, so the program never exited. The
+        process is ending: the server sees the connection go, as after a crash."""
         s = self.__dict__.get("_s")
-        if s is None or s._closed:
+        if s is None or s._closed or sys.is_finalizing():
             return
         if os.getpid() == s._owner:
             warnings.warn(
