@@ -91,6 +91,7 @@ def test_asyncio_timed_out_and_cancelled_requests_say_why(tmp_path: Path) -> Non
         f"shm://iwcr{uuid.uuid4().hex[:8]}",
         "udp://127.0.0.1:0",
     ],
+    ids=lambda url: url.split(":")[0],  # (the same on every collection: the shm name is random)
 )
 def test_websocket_http_shm_and_udp_channels_say_why_too(url: str) -> None:
     """ws, http, shm, udp: the same words, blocking and asyncio (they said only "URL is
