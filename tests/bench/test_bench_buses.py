@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,25 @@ def test_private_bus_for_a_run_without_one(monkeypatch: pytest.MonkeyPatch) -> N
     assert "DBUS_SESSION_BUS_ADDRESS" not in os.environ
     assert not os.path.exists(path)  # stopped and cleaned up
     assert any("started a private `dbus-daemon --session`" in n for n in notes)
+
+
+def test_private_bus_under_a_long_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A long $TMPDIR (pytest-xdist's, a CI job's): the socket's path would pass dbus-daemon's
+    99 bytes, and the bus "did not start (exit 1)", so every D-Bus row of the run was
+    "not measured: no D-Bus session bus". It goes under /tmp then."""
+    long = tmp_path / ("d" * max(1, 100 - len(str(tmp_path))))
+    long.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (tempfile reads $TMPDIR once)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    notes: list[str] = []
+    with session_bus_for_run(True, notes) as address:
+        assert address is not None, notes
+        path = address.split("unix:path=", 1)[1].split(",", 1)[0]
+        assert os.path.exists(path)
+    assert not os.path.exists(path)
+    assert list(long.iterdir()) == []  # nothing left under $TMPDIR either
 
 
 def test_an_existing_bus_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,7 @@ __all__ = ["session_bus_for_run"]
 
 _ENV: Final = "DBUS_SESSION_BUS_ADDRESS"
 _PR_SET_PDEATHSIG: Final = 1
+_SUN_PATH_MAX: Final = 99  # dbus-daemon refuses longer socket paths ("Socket name too long")
 
 
 def _bus_reachable() -> bool:
@@ -64,10 +65,17 @@ def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
         yield None
         return
     workdir = tempfile.mkdtemp(prefix="ipcwire-bench-bus-")
+    if len(os.fsencode(workdir)) + len("/bus") > _SUN_PATH_MAX:
+        # a long $TMPDIR (a test runner's, a CI job's): the socket's path would not fit in a
+        # sockaddr_un as dbus-daemon counts, and it could not listen ("did not start (exit 1)")
+        os.rmdir(workdir)
+        workdir = tempfile.mkdtemp(prefix="ipcwire-bench-bus-", dir="/tmp")
+    # (a file, not a pipe: a pipe nobody reads could fill and stall the daemon; closed below)
+    errors = tempfile.TemporaryFile()  # noqa: SIM115
     proc = subprocess.Popen(
         [exe, "--session", "--nofork", "--print-address=1", f"--address=unix:path={workdir}/bus"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         stdin=subprocess.DEVNULL,
         text=True,
         preexec_fn=_die_with_parent(),  # noqa: PLW1509 (one prctl call, looked up before fork)
@@ -76,7 +84,14 @@ def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
         assert proc.stdout is not None
         address = proc.stdout.readline().strip()  # printed once it listens
         if not address:
-            notes.append(f"dbus: a private session bus did not start (exit {proc.wait(10)})")
+            code = proc.wait(10)
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()
+            notes.append(
+                f"dbus: a private session bus did not start (exit {code}"
+                + (f": {said[-1]}" if said else "")
+                + ")"
+            )
             yield None
             return
         notes.append(
@@ -97,4 +112,5 @@ def session_bus_for_run(wanted: bool, notes: list[str]) -> Iterator[str | None]:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        errors.close()
         shutil.rmtree(workdir, ignore_errors=True)
