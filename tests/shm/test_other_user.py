@@ -6,6 +6,7 @@ Real users: this process (root) and uid 65534 (tests/_proc.python(as_nobody=True
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -75,16 +76,26 @@ with ipcwire.listen("shm://{name}"):
             server.communicate("", timeout=10)
 
 
+# A uid of its own, no other test's (tests run in two processes at once): whether its
+# /tmp/ipcwire-UID exists is this test's alone to change.
+LONER = 64999
+LONER_DIR = f"/tmp/ipcwire-{LONER}"
+
+
 def test_a_client_of_another_user_is_told_and_makes_no_directory() -> None:
-    """The client (uid 65534) cannot look into root's 0700 directory: it says that the
-    server may run as another user, and leaves no /tmp/ipcwire-65534 behind."""
+    """The client (a uid of no other process) cannot look into root's 0700 directory: it
+    says that the server may run as another user, and leaves no /tmp/ipcwire-UID behind."""
     name = _name()
-    with nobody_dir_left_as_it_was(), ipcwire.listen(f"shm:///tmp/ipcwire-0/shm.{name}.sock"):
+    shutil.rmtree(LONER_DIR, ignore_errors=True)  # (a run killed half-way left it)
+    # another program's directory, not a user's: it was listed as "uid 0's /tmp/ipcwire-..."
+    stray = f"/tmp/ipcwire-stray-{name}"
+    os.mkdir(stray, 0o700)
+    with contextlib.ExitStack() as undo:
+        undo.callback(os.rmdir, stray)
+        undo.enter_context(ipcwire.listen(f"shm:///tmp/ipcwire-0/shm.{name}.sock"))
         assert os.stat("/tmp/ipcwire-0").st_uid == 0
-        if os.path.lexists(NOBODY_DIR):
-            pytest.skip(f"{NOBODY_DIR} exists already (another test or user made it)")
         out = run_python(
-            AS_NOBODY
+            AS_NOBODY.replace(str(NOBODY), str(LONER))
             + f"""
 for how in ("blocking", "asyncio"):
     try:
@@ -94,7 +105,7 @@ for how in ("blocking", "asyncio"):
             asyncio.run(aio.connect("shm://{name}", timeout=5))
     except ipcwire.errors.ConnectionRefused as exc:
         print(how, exc)
-print("dir", os.path.lexists("{NOBODY_DIR}"))
+print("dir", os.path.lexists("{LONER_DIR}"))
 """
         )
     lines = out.splitlines()
@@ -102,10 +113,10 @@ print("dir", os.path.lexists("{NOBODY_DIR}"))
     for how, line in zip(("blocking", "asyncio"), lines[:2], strict=True):
         assert line.startswith(f"{how} no socket at shm://{name}: ")
         assert (
-            f"shm://NAME is per user (uid {NOBODY} looks in {NOBODY_DIR}): a server running "
+            f"shm://NAME is per user (uid {LONER} looks in {LONER_DIR}): a server running "
             f"as another user listens in that user's directory (uid 0's /tmp/ipcwire-0: this "
             f"user cannot look inside); {SHARE}"
-        ) in line
+        ) in line, line
 
 
 def test_no_hint_when_there_is_nowhere_else(monkeypatch: pytest.MonkeyPatch) -> None:
