@@ -14,15 +14,21 @@ from contextlib import contextmanager
 NOBODY = 65534
 
 
-def python(code: str, *, as_nobody: bool = False) -> subprocess.Popen[str]:
-    """Run ``code`` in a fresh interpreter with pipes on stdin/stdout/stderr."""
+def python(
+    code: str, *, as_nobody: bool = False, as_uid: int | None = None
+) -> subprocess.Popen[str]:
+    """Run ``code`` in a fresh interpreter with pipes on stdin/stdout/stderr; as uid nobody,
+    or as ``as_uid`` (a uid of the test's own: per-user limits and directories, such as
+    RLIMIT_MSGQUEUE's byte count or /tmp/ipcwire-UID, are then not shared with the tests of
+    the other pytest worker)."""
     prologue = ""
-    if as_nobody:
-        # Import first (the interpreter lives under /root), then drop to uid nobody.
+    uid = NOBODY if as_nobody else as_uid
+    if uid is not None:
+        # Import first (the interpreter lives under /root), then drop to that uid.
         prologue = (
             "import os, ipcwire, ipcwire.unix.blocking, ipcwire.tcp.blocking\n"
             "ipcwire.mechanisms()\n"
-            f"os.setgroups([])\nos.setgid({NOBODY})\nos.setuid({NOBODY})\n"
+            f"os.setgroups([])\nos.setgid({uid})\nos.setuid({uid})\n"
         )
     return subprocess.Popen(
         [sys.executable, "-c", prologue + textwrap.dedent(code)],
@@ -78,9 +84,11 @@ def at_fd_room(room, attempt):
 """
 
 
-def run_python(code: str, *, as_nobody: bool = False, timeout: float = 30.0) -> str:
+def run_python(
+    code: str, *, as_nobody: bool = False, as_uid: int | None = None, timeout: float = 30.0
+) -> str:
     """Run ``code`` to completion; return its stdout (fail with its stderr on error)."""
-    proc = python(code, as_nobody=as_nobody)
+    proc = python(code, as_nobody=as_nobody, as_uid=as_uid)
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"child failed ({proc.returncode}): {err}"
     return out.strip()

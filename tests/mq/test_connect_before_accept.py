@@ -81,7 +81,7 @@ def test_asyncio_connect_returns_before_accept(mq_url: Callable[..., str]) -> No
 def test_blocking_channels_nobody_accepted_close_with_the_listener(
     mq_url: Callable[..., str],
 ) -> None:
-    url = mq_url("backlog=3")
+    url = mq_url("backlog=3&maxmsg=2")  # (small queues: RLIMIT_MSGQUEUE is per user)
     before = _fds()
     listener = ipcwire.listen(url)
     clients = [ipcwire.connect(url, timeout=5) for _ in range(3)]
@@ -97,7 +97,7 @@ def test_blocking_channels_nobody_accepted_close_with_the_listener(
 def test_asyncio_channels_nobody_accepted_close_with_the_listener(
     mq_url: Callable[..., str],
 ) -> None:
-    url = mq_url("backlog=3")
+    url = mq_url("backlog=3&maxmsg=2")  # (small queues: RLIMIT_MSGQUEUE is per user)
 
     async def main() -> None:
         before = _fds()

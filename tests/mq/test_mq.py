@@ -95,8 +95,8 @@ def test_options_in_the_url_are_checked_too(mq_url: Callable[..., str]) -> None:
 def test_exhausted_rlimit_says_ulimit_q(mq_url: Callable[..., str]) -> None:
     """The kernel reports an exhausted RLIMIT_MSGQUEUE as EMFILE ("too many open files");
     ipcwire says what it really is. In a child with a small limit, so nothing else suffers,
-    running as nobody: the limit counts every queue of the user, and root's queues (other
-    tests', leftovers) would use it up before the child begins."""
+    running as a uid of its own: the limit counts every queue of the user, and root's or
+    nobody's queues (other tests', in the other pytest worker too) would use it up."""
     url = mq_url("maxmsg=2")
     out = run_python(
         PRELUDE
@@ -129,7 +129,7 @@ for ch in channels:
     ch.close()
 listener.close()
 """,
-        as_nobody=True,
+        as_uid=64998,
     )
     one = next(line for line in out.splitlines() if line.startswith("ONE:"))
     assert "RLIMIT_MSGQUEUE" in one and "ulimit -q" in one

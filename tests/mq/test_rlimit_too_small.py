@@ -3,8 +3,9 @@ limit, as docs/errors.md lists it), naming the URL, the bytes needed and the fix
 and connect(), blocking and asyncio. Before, it was ConfigurationError, with the same text.
 And mq's probe (``ipcwire platforms``, doctor's "mechanisms work here") says mq is unusable,
 and why, when a listener and one channel do not fit in the limit; before: "available".
-In children run as nobody: the limit counts all of a user's queues, and root's (other tests')
-would use it up first; the listener's queue for connect() is made before the limit drops."""
+In children run as a uid of their own: the limit counts all of a user's queues, and root's or
+nobody's (other tests', in the other pytest worker too) would use it up first; the
+listener's queue for connect() is made before the limit drops."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ print("probe |", probe())
 
 def test_too_small_rlimit_is_resource_exhausted(mq_url: Callable[..., str]) -> None:
     url, other = mq_url(), mq_url()
-    out = run_python(CHILD.format(url=url, other=other), as_nobody=True).splitlines()
+    out = run_python(CHILD.format(url=url, other=other), as_uid=64997).splitlines()
     assert out[0].startswith("probe | RLIMIT_MSGQUEUE (ulimit -q) is 8192 bytes"), out[0]
     assert "every listen() fails" in out[0] and "ulimit -q 819200" in out[0], out[0]
     for line, what in zip(

@@ -32,7 +32,13 @@ def _url() -> str:
 
 
 def _shm_names() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if not n.startswith("iox2_")}
+    """ipcwire's names in /dev/shm, but those the other pytest worker's tests make there at
+    the same time (mq's lock files and end pipes, the bench's raw ring; doctor's psm_*)."""
+    return {
+        n
+        for n in os.listdir("/dev/shm")
+        if n.startswith("ipcwire") and not n.startswith(("ipcwire-mq.", "ipcwire-rawshm-"))
+    }
 
 
 async def _until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
