@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -393,39 +394,59 @@ def test_asyncio_waiters_and_shutdown_share_a_signal_and_restore_its_handler() -
         signal.signal(signal.SIGUSR1, original)
 
 
-def _started_with_pid(pid: int) -> subprocess.Popen[str] | None:
-    """A process that got ``pid`` (free again): the kernel hands out the number after
-    ns_last_pid next (root only; another process may take it first, so a few attempts)."""
-    for _ in range(50):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(pid - 1))
-        proc = child("import threading; print('ready', flush=True); threading.Event().wait()")
-        if proc.pid == pid:
-            return proc
-        proc.kill()
-        proc.communicate(timeout=20)
-    return None
+# Run as pid 2 of a pid namespace of its own (sh is its pid 1): the next pid is chosen there
+# (its ns_last_pid), so no process outside the namespace has its pid chosen for it (the other
+# pytest worker's neither), and none can take the freed pid first. Prints one word per check.
+WAITED_FOR_THEN_REUSED = """
+import asyncio, subprocess, sys
+import ipcwire
+from ipcwire.signals import send_signal, terminate
+from ipcwire.signals.aio import terminate as aterminate
+
+done = subprocess.Popen(["true"])
+assert done.wait(10) == 0
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(done.pid - 1))
+ready = "import threading; print('ready', flush=True); threading.Event().wait()"
+other = subprocess.Popen(
+    [sys.executable, "-c", ready],
+    stdout=subprocess.PIPE,
+    text=True,
+)
+try:
+    assert other.pid == done.pid, f"the other process got pid {other.pid}, not {done.pid}"
+    assert other.stdout.readline().strip() == "ready"
+    try:
+        send_signal(done, "TERM")
+    except ipcwire.ChannelBroken as exc:
+        print("refused" if "exited already" in str(exc) else repr(exc), flush=True)
+    else:
+        print("sent", flush=True)
+    print(terminate(done, timeout=5), asyncio.run(aterminate(done, timeout=5)), flush=True)
+    print("alive" if other.poll() is None else "killed", flush=True)  # the pid's new owner
+finally:
+    other.kill()
+    other.communicate(timeout=20)
+"""
 
 
 def test_a_process_already_waited_for_is_not_signalled_through_its_reused_pid() -> None:
     """terminate() and send_signal() of a Popen that had been waited for signalled its pid
     again, which by then may be another process's: that one was killed."""
-    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
-        pytest.skip("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)")
-    done = subprocess.Popen(["true"])
-    assert done.wait(10) == 0
-    other = _started_with_pid(done.pid)
-    assert other is not None, "could not start a process with the freed pid"
-    try:
-        assert ready(other) == "ready"
-        with pytest.raises(ipcwire.ChannelBroken, match="exited already"):
-            send_signal(done, "TERM")
-        assert terminate(done, timeout=5) == 0
-        assert asyncio.run(aterminate(done, timeout=5)) == 0
-        assert other.poll() is None  # the process that has the pid now was left alone
-    finally:
-        other.kill()
-        other.communicate(timeout=20)
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to choose the next pid in a pid namespace")
+    script = '"$0" -c "$1"; exit $?'
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script]
+        + [sys.executable, WAITED_FOR_THEN_REUSED],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["refused", "0 0", "alive"], done.stderr
 
 
 def test_two_tasks_receiving_from_one_asyncio_waiter_both_get_a_signal() -> None:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -563,47 +564,60 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
+# Run as pid 2 of a pid namespace of its own (sh is its pid 1): the next pid is chosen there
+# (its ns_last_pid), so no process outside the namespace has its pid chosen for it (the other
+# pytest worker's neither), and none can take the freed pid first. Prints what the stranger
+# got: "signalled" or "spared".
+GROUP_OF_A_REUSED_PID = """
+import signal, subprocess, sys
+from pathlib import Path
+from ipcwire.spawn import spawn
 
-def _pending(pid: int) -> int:
-    """The signals pending for process ``pid`` (as a bit mask)."""
+def pending(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("ShdPnd:"):
             return int(line.split()[1], 16)
     raise AssertionError("no ShdPnd in /proc status")
 
+ch = spawn([sys.executable, "-c", "import ipcwire; ipcwire.stdio().send({'bye': 1})"])
+try:
+    assert ch.recv(timeout=10) == {"bye": 1}
+    assert ch.wait(timeout=10) == 0
+finally:
+    ch.close()  # reaped: the pid is free
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(ch.pid - 1))
+stranger = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+)
+try:
+    assert stranger.pid == ch.pid, f"the stranger got pid {stranger.pid}, not {ch.pid}"
+    assert stranger.stdout.readline().strip() == "ready"
+    ch.send_signal("TERM", group=True)
+    got = pending(stranger.pid) & (1 << (signal.SIGTERM - 1))
+    print("signalled" if got else "spared", flush=True)
+finally:
+    stranger.kill()
+    stranger.communicate(timeout=20)
+"""
+
 
 def test_send_signal_to_the_group_of_an_exited_child_spares_a_process_with_its_pid() -> None:
     """The child exited and was reaped; another process took its pid and leads a group of
     its own with that number (setsid). send_signal(group=True) signalled that group."""
-    if os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
-        pytest.skip("needs root to choose the next pid (/proc/sys/kernel/ns_last_pid)")
-    ch = spawn(py("import ipcwire; ipcwire.stdio().send({'bye': 1})"), env=ENV)
-    try:
-        assert ch.recv(timeout=10) == {"bye": 1}
-        assert ch.wait(timeout=10) == 0
-    finally:
-        ch.close()  # reaped: the pid is free
-    stranger = None
-    for _ in range(50):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-            f.write(str(ch.pid - 1))
-        proc = subprocess.Popen(
-            [PY, "-c", STRANGER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        if proc.pid == ch.pid:
-            stranger = proc
-            break
-        proc.kill()
-        proc.communicate(timeout=20)
-    assert stranger is not None, "could not start a process with the freed pid"
-    try:
-        assert stranger.stdout is not None
-        assert stranger.stdout.readline().strip() == "ready"
-        ch.send_signal("TERM", group=True)
-        assert not _pending(stranger.pid) & (1 << (signal.SIGTERM - 1)), "it was signalled"
-    finally:
-        stranger.kill()
-        stranger.communicate(timeout=20)
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to choose the next pid in a pid namespace")
+    script = '"$0" -c "$1" "$2"; exit $?'
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script]
+        + [PY, GROUP_OF_A_REUSED_PID, STRANGER],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "spared"), done.stderr
 
 
 def test_child_exits_when_its_parent_dies() -> None:
