@@ -4,6 +4,7 @@ against real Xvfb servers (as tests/clipboard starts them) and xclip, each fix s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -113,14 +114,38 @@ def test_stopped_x_server_is_not_answering_within_the_deadline(
     assert check_clipboard().ok
 
 
+# The dead server's display: a fixed, high number. The number of a server killed is free at
+# once, and an Xvfb started with -displayfd (the other pytest worker's) takes the lowest free
+# one: it served the display again before the check ("left from one that died" failed).
+DEAD_DISPLAY = 947
+
+
 def test_dead_x_server_and_a_display_nobody_serves(monkeypatch: pytest.MonkeyPatch) -> None:
-    with _xvfb() as (display, server):
+    r, w = os.pipe()
+    server = subprocess.Popen(["Xvfb", f":{DEAD_DISPLAY}", "-displayfd", str(w), "-nolisten",
+                               "tcp", "-screen", "0", "320x240x24"], pass_fds=(w,),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    os.close(w)
+    try:
+        number = b""
+        while not number.endswith(b"\n"):  # written once it accepts
+            assert select.select([r], [], [], 30)[0], "Xvfb did not start"
+            chunk = os.read(r, 64)
+            assert chunk, f"Xvfb exited ({server.wait(5)}): is :{DEAD_DISPLAY} served?"
+            number += chunk
         server.kill()
         server.wait(10)
-        monkeypatch.setenv("DISPLAY", display)
+        monkeypatch.setenv("DISPLAY", f":{DEAD_DISPLAY}")
         [dead] = check_clipboard().problems
         assert dead.check == "clipboard.no_x_server"
         assert "left from one that died" in dead.summary
+    finally:
+        os.close(r)
+        server.kill()
+        server.wait(10)
+        for left in (f"/tmp/.X11-unix/X{DEAD_DISPLAY}", f"/tmp/.X{DEAD_DISPLAY}-lock"):
+            with contextlib.suppress(FileNotFoundError):  # what the dead server left
+                os.unlink(left)
     free = next(n for n in range(900, 1000) if not os.path.exists(f"/tmp/.X11-unix/X{n}"))
     [none] = check_clipboard(f"clipboard:?display=:{free}").problems
     assert none.check == "clipboard.no_x_server"
