@@ -18,11 +18,15 @@ PAGE = Path(__file__).parent.parent / "docs/cat.md"
 EXAMPLES = re.findall(r"```sh\n(.*?)```\n\n```text\n(.*?)```", PAGE.read_text(), re.S)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _held_port() -> socket.socket:
+    """A socket bound (SO_REUSEADDR) to a free port and not listening, kept open while the
+    example runs: no other process (the other pytest worker's) gets the port from a bind to
+    port 0 or a connect, which skip it, while the example's servers (Node.js, ipcwire cat,
+    both SO_REUSEADDR) may listen there; a connection before they do is refused."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 def test_every_sh_block_has_its_output() -> None:
@@ -35,17 +39,19 @@ def test_every_sh_block_has_its_output() -> None:
 @pytest.mark.parametrize(("script", "output"), EXAMPLES, ids=lambda s: s.splitlines()[0][:40])
 def test_example_runs_as_written(script: str, output: str, sock_dir: Path) -> None:
     assert shutil.which("node"), "Node.js is missing: run the tests with ./dev test"
-    script = script.replace("/tmp/", f"{sock_dir}/").replace("7000", str(_free_port()))
+    held = _held_port()
+    script = script.replace("/tmp/", f"{sock_dir}/").replace("7000", str(held.getsockname()[1]))
     bin_dir = os.path.dirname(sys.executable)
-    out = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=sock_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
-    )
+    with held:
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=sock_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
+        )
     assert out.returncode == 0, out.stderr
     assert out.stdout == output
     assert "Traceback" not in out.stderr

@@ -4,7 +4,9 @@ reader too slow (the kernel's drop counter); each fix shown to work."""
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 from tests._proc import child, kill9, wait_line
 from tests.doctor._helpers import doctor, doctor_json, findings
@@ -31,10 +33,19 @@ def _holder(host: str = "127.0.0.1", port: int = 0, peer: object = None, rcvbuf:
     return HOLDER.format(host=host, port=port, peer=peer, rcvbuf=rcvbuf)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # free a moment ago
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _unbound_port() -> int:
+    """A UDP port nothing has bound, below the kernel's ephemeral range: a bind to port 0 or a
+    send from an unbound socket never gets it, so no other process (the other pytest
+    worker's) binds it while the test expects it free, as one freed from that range could."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(1024, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # some program's
+        return port
 
 
 def test_port_held_by_another_process_is_named_and_freeing_it_fixes_it() -> None:
@@ -56,7 +67,7 @@ def test_port_held_by_another_process_is_named_and_freeing_it_fixes_it() -> None
 
 
 def test_nothing_bound_is_what_a_connected_client_sees_as_refused() -> None:
-    port = _free_port()
+    port = _unbound_port()
     out = doctor(f"udp://127.0.0.1:{port}")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "nothing is bound to port" in out.stdout
@@ -87,7 +98,7 @@ def test_server_on_another_address_is_found_and_sending_there_works() -> None:
 
 
 def test_a_socket_connected_to_one_peer_takes_nothing_from_others() -> None:
-    peer = ("127.0.0.1", _free_port())
+    peer = ("127.0.0.1", _unbound_port())
     with child(_holder(peer=peer)) as proc:
         port = int(wait_line(proc))
         [connected] = check_udp("127.0.0.1", port).problems

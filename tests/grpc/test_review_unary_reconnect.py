@@ -17,15 +17,18 @@ from ipcwire.errors import ConnectionRefused
 WINDOW = 0.6
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"grpc://127.0.0.1:{s.getsockname()[1]}"
+def _held_port() -> tuple[str, socket.socket]:
+    """A URL whose port a socket holds, bound and not listening: a connection there is
+    refused, and no other process (the other pytest worker's) takes the port meanwhile."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return f"grpc://127.0.0.1:{s.getsockname()[1]}", s
 
 
-def _serve_once(url: str, go: threading.Event) -> None:
-    """Once ``go`` is set: listen at ``url`` and echo one call."""
+def _serve_once(url: str, held: socket.socket, go: threading.Event) -> None:
+    """Once ``go`` is set: free the port ``held`` holds, listen at ``url``, echo one call."""
     assert go.wait(10)
+    held.close()
     with ipcwire.listen(url) as lis, lis.accept(timeout=10) as ch:
         ch.send(ch.recv(timeout=5))
 
@@ -52,14 +55,15 @@ def test_a_unary_request_is_retried_within_reconnect(driver: str) -> None:
     (it was passed). Now a refused call is tried again until reconnect= seconds passed (then
     ConnectionRefused), and one whose server comes up meanwhile is answered."""
     request = _blocking if driver == "blocking" else _asyncio
+    url, held = _held_port()
     start = time.monotonic()
-    with pytest.raises(ConnectionRefused):
-        request(_free_port(), WINDOW, threading.Event())
+    with held, pytest.raises(ConnectionRefused):
+        request(url, WINDOW, threading.Event())
     assert time.monotonic() - start >= WINDOW  # it kept trying that long
 
-    url = _free_port()
+    url, held = _held_port()
     go = threading.Event()
-    server = threading.Thread(target=_serve_once, args=(url, go), daemon=True)
+    server = threading.Thread(target=_serve_once, args=(url, held, go), daemon=True)
     server.start()
     assert request(url, 10, go) == b"hi"  # the server starts as the request is tried
     server.join(10)

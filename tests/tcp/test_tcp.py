@@ -29,10 +29,12 @@ from ipcwire.errors import (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _held_port() -> socket.socket:
+    """A socket bound to a free port, not listening: a connection to the port is refused, and
+    no other process (the other pytest worker's) can take the port while it stays open."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 def _echo_server(listener: ipcwire.Listener) -> threading.Thread:
@@ -68,18 +70,17 @@ def test_port_in_use_names_the_owner() -> None:
 
 
 def test_restart_on_the_same_port_after_a_crash() -> None:
-    port = _free_port()
-    code = f"""
+    code = """
     import ipcwire, sys
-    lst = ipcwire.listen("tcp://127.0.0.1:{port}")
-    print("ready", flush=True)
+    lst = ipcwire.listen("tcp://127.0.0.1:0")
+    print(lst.url.rpartition(":")[2], flush=True)
     ch = lst.accept()
     ch.send(b"hi")
     print("talking", flush=True)
     sys.stdin.read()
     """
     with child(code) as proc:
-        assert wait_line(proc) == "ready"
+        port = int(wait_line(proc))
         ch = ipcwire.connect(f"tcp://127.0.0.1:{port}")
         assert wait_line(proc) == "talking"
         kill9(proc)  # connections die in the kernel's hands; the port has TIME_WAIT residue
@@ -89,8 +90,8 @@ def test_restart_on_the_same_port_after_a_crash() -> None:
 
 
 def test_refused_is_clear_and_reconnect_retries_until_the_server_is_up() -> None:
-    port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
+    held = _held_port()
+    url = f"tcp://127.0.0.1:{held.getsockname()[1]}"
     with pytest.raises(ConnectionRefused, match="reconnect="):
         ipcwire.connect(url)
     result: list[object] = []
@@ -104,6 +105,7 @@ def test_refused_is_clear_and_reconnect_retries_until_the_server_is_up() -> None
 
     t = threading.Thread(target=client)
     t.start()
+    held.close()  # (the port is free for the listener, a moment before it binds)
     with ipcwire.listen(url) as lst:
         srv = _echo_server(lst)
         t.join(30)
@@ -280,12 +282,13 @@ def test_every_connect_and_listen_error_names_its_endpoint(aio_run: AioRun) -> N
         with pytest.raises(IpcwireError) as info:
             call(url)
         assert info.value.endpoint == url, info.value
-    refused = f"tcp://127.0.0.1:{_free_port()}"
+    held = _held_port()
+    refused = f"tcp://127.0.0.1:{held.getsockname()[1]}"
 
     async def main() -> None:
         await aio.connect(refused, timeout=1, reconnect=0.05)
 
-    with pytest.raises(ConnectionRefused) as refusal:
+    with held, pytest.raises(ConnectionRefused) as refusal:
         aio_run(main())
     assert refusal.value.endpoint == refused
 

@@ -81,16 +81,19 @@ def test_truncated_receive_is_detected() -> None:
 
 
 def test_connected_mode_reports_nobody_listening() -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # the port is free now: nothing listens there
-    with ipcwire.connect(f"udp://127.0.0.1:{port}") as ch:
-        ch.send(b"anyone?")
-        with pytest.raises(ConnectionRefused, match="nothing listens"):
-            ch.recv(timeout=5)
-        with pytest.raises(Timeout):  # still usable
-            ch.recv(timeout=0.05)
+    # The port's only socket is connected to itself, so it takes no datagram from anyone else:
+    # the kernel refuses them (ICMP port unreachable) as for a port nothing has bound, and no
+    # other process (the other pytest worker's) can bind the port, as it could a freed one.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.connect(s.getsockname())
+        port = s.getsockname()[1]
+        with ipcwire.connect(f"udp://127.0.0.1:{port}") as ch:
+            ch.send(b"anyone?")
+            with pytest.raises(ConnectionRefused, match="nothing listens"):
+                ch.recv(timeout=5)
+            with pytest.raises(Timeout):  # still usable
+                ch.recv(timeout=0.05)
 
 
 def test_unconnected_and_fire_and_forget() -> None:
