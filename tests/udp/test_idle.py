@@ -30,7 +30,7 @@ def test_serve_leaves_no_thread_per_client_that_came_and_went() -> None:
         for m in ch:
             ch.send(m)
 
-    before = threading.active_count()
+    before = set(threading.enumerate())  # (a count would move as earlier tests' threads end)
     lst = ipcwire.listen("udp://127.0.0.1:0", idle_timeout=IDLE)
     server = threading.Thread(target=lst.serve, args=(echo,))
     server.start()
@@ -41,14 +41,14 @@ def test_serve_leaves_no_thread_per_client_that_came_and_went() -> None:
     for t in peers:
         t.join(timeout=30)
         assert not t.is_alive()
-    assert threading.active_count() == before + 1  # the serve() thread
+    assert [t for t in threading.enumerate() if t not in before] == [server]  # serve()
     assert channels(lst) == {}
     assert lst._users == 1  # type: ignore[attr-defined]
     lst.close()
     server.join(timeout=10)
     assert not server.is_alive()
     assert lst._io.closed  # type: ignore[attr-defined]
-    assert threading.active_count() == before
+    assert [t for t in threading.enumerate() if t not in before] == []
 
 
 def test_a_silent_peer_ends_and_comes_back_through_accept() -> None:

@@ -185,7 +185,7 @@ def test_listener_channels_read_for_each_other_without_a_reader_thread() -> None
     receiving on two peers' channels both get theirs, and no thread is left behind."""
     import threading
 
-    before = threading.active_count()
+    before = set(threading.enumerate())  # (a count would move as earlier tests' threads end)
     with ipcwire.listen("udp://127.0.0.1:0") as server:
         a = ipcwire.connect(server.url)
         b = ipcwire.connect(server.url)
@@ -193,7 +193,7 @@ def test_listener_channels_read_for_each_other_without_a_reader_thread() -> None
         ch_a = server.accept(timeout=5)
         b.send(b"hello b")
         ch_b = server.accept(timeout=5)
-        assert threading.active_count() == before
+        assert [t for t in threading.enumerate() if t not in before] == []
         got: dict[str, list[bytes]] = {"a": [], "b": []}
 
         def receive(name: str, ch: object, n: int) -> None:
