@@ -132,3 +132,16 @@ def open_fds() -> set[str]:
         except FileNotFoundError:
             continue  # the listing's own
     return fds
+
+
+def exited_within(proc: subprocess.Popen[str], seconds: float) -> int:
+    """``proc``'s exit code once it ends, within ``seconds``; else it is killed (-9 then)."""
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        pass  # the caller's assertion says it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

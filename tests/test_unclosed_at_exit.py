@@ -10,11 +10,10 @@ here, every time).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from tests._proc import python, wait_line
+from tests._proc import exited_within, python, wait_line
 
 import ipcwire
 
@@ -51,12 +50,6 @@ def test_a_program_ending_with_a_client_open_exits(url: str, tmp_path: Path) -> 
                 assert proc.stdin is not None
                 proc.stdin.write("\n")
                 proc.stdin.flush()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    pass  # the assertion below says it
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, "the program did not exit (killed after 20 s)"
+            code = exited_within(proc, 20)
+        assert code == 0, "the program did not exit (killed after 20 s)"

@@ -117,13 +117,11 @@ def test_stopped_x_server_is_not_answering_within_the_deadline(
 # The dead server's display: a fixed, high number. The number of a server killed is free at
 # once, and an Xvfb started with -displayfd (the other pytest worker's) takes the lowest free
 # one: it served the display again before the check ("left from one that died" failed).
-DEAD_DISPLAY = 947
-
-
-def test_dead_x_server_and_a_display_nobody_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+def _xvfb_started(*args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """An Xvfb with ``args``, once it accepts (-displayfd says so), and its display number."""
     r, w = os.pipe()
-    server = subprocess.Popen(["Xvfb", f":{DEAD_DISPLAY}", "-displayfd", str(w), "-nolisten",
-                               "tcp", "-screen", "0", "320x240x24"], pass_fds=(w,),
+    server = subprocess.Popen(["Xvfb", *args, "-displayfd", str(w), "-nolisten", "tcp",
+                               "-screen", "0", "320x240x24"], pass_fds=(w,),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     os.close(w)
     try:
@@ -131,8 +129,23 @@ def test_dead_x_server_and_a_display_nobody_serves(monkeypatch: pytest.MonkeyPat
         while not number.endswith(b"\n"):  # written once it accepts
             assert select.select([r], [], [], 30)[0], "Xvfb did not start"
             chunk = os.read(r, 64)
-            assert chunk, f"Xvfb exited ({server.wait(5)}): is :{DEAD_DISPLAY} served?"
+            assert chunk, f"Xvfb {' '.join(args)} exited ({server.wait(5)})"
             number += chunk
+    except BaseException:
+        server.kill()
+        server.wait(10)
+        raise
+    finally:
+        os.close(r)
+    return server, number.decode().strip()
+
+
+DEAD_DISPLAY = 947
+
+
+def test_dead_x_server_and_a_display_nobody_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _ = _xvfb_started(f":{DEAD_DISPLAY}")
+    try:
         server.kill()
         server.wait(10)
         monkeypatch.setenv("DISPLAY", f":{DEAD_DISPLAY}")
@@ -140,7 +153,6 @@ def test_dead_x_server_and_a_display_nobody_serves(monkeypatch: pytest.MonkeyPat
         assert dead.check == "clipboard.no_x_server"
         assert "left from one that died" in dead.summary
     finally:
-        os.close(r)
         server.kill()
         server.wait(10)
         for left in (f"/tmp/.X11-unix/X{DEAD_DISPLAY}", f"/tmp/.X{DEAD_DISPLAY}-lock"):
@@ -176,19 +188,9 @@ def _xauthority(path: Path, cookie: bytes) -> None:
 def test_x_server_that_wants_a_cookie(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     auth = tmp_path / "Xauthority"
     _xauthority(auth, os.urandom(16))
-    r, w = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-auth", str(auth), "-nolisten",
-                               "tcp", "-screen", "0", "320x240x24"], pass_fds=(w,),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    os.close(w)
+    server, number = _xvfb_started("-auth", str(auth))
     try:
-        number = b""
-        while not number.endswith(b"\n"):  # written once it accepts
-            assert select.select([r], [], [], 30)[0], "Xvfb did not start"
-            chunk = os.read(r, 64)
-            assert chunk, "Xvfb exited"
-            number += chunk
-        monkeypatch.setenv("DISPLAY", f":{number.decode().strip()}")
+        monkeypatch.setenv("DISPLAY", f":{number}")
         monkeypatch.setenv("XAUTHORITY", str(tmp_path / "none"))
         [refused] = check_clipboard().problems
         assert refused.check == "clipboard.x_refused"
@@ -197,6 +199,5 @@ def test_x_server_that_wants_a_cookie(monkeypatch: pytest.MonkeyPatch, tmp_path:
         monkeypatch.setenv("XAUTHORITY", str(auth))  # the fix
         assert check_clipboard().find("clipboard.display")
     finally:
-        os.close(r)
         server.terminate()
         server.wait(10)
