@@ -224,12 +224,15 @@ class AioShmListener(AioListener):
                 hs = options.server_handshake("length")
                 if refused is not None:
                     told = refused
+                    log_refused(url, peer, told)  # (before the client can know: then close())
                     await loop.sock_sendall(conn, hs.reject(refused, "permission").send)
                     raise refused
                 while True:
                     body, _ = await recv_frame(loop, conn, 0)
                     step = hs.receive(body)
                     told = step.error
+                    if told is not None:
+                        log_refused(url, peer, told)
                     if step.send:
                         await loop.sock_sendall(conn, step.send)
                     if step.error is not None:
@@ -261,9 +264,7 @@ class AioShmListener(AioListener):
                     link.close()
                     raise
         except (IpcwireError, OSError) as exc:  # TimeoutError is an OSError
-            if told is not None:  # (told even if the send failed: it was refused)
-                log_refused(url, peer, told)
-            else:
+            if told is None:  # (a refusal was logged before it was sent)
                 log_dropped(url, peer, exc, hs)
             conn.close()
             self._unreserve(reserved)
