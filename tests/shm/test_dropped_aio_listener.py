@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Callable
 
+from tests._held_listener import held_listener_warnings
 from tests._loops import AioRun
 
 import ipcwire
@@ -122,20 +123,5 @@ def test_held_aio_listener_is_not_closed(aio_run: AioRun) -> None:
     collections, and close() gives no warning."""
     url = _url()
 
-    async def main() -> list[warnings.WarningMessage]:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            listener = await aio.listen(url)
-            gc.collect()
-            await asyncio.sleep(0)
-            client = await aio.connect(url, timeout=5)
-            async with client, await listener.accept(timeout=5) as server:
-                await client.send(b"x")
-                assert await server.recv(timeout=5) == b"x"
-            listener.close()
-            del listener
-            gc.collect()
-        return [w for w in seen if issubclass(w.category, ResourceWarning)]
-
-    assert aio_run(main()) == []
+    assert aio_run(held_listener_warnings(url)) == []
     assert not os.path.exists(socket_path(parse_url(url)))
