@@ -124,7 +124,7 @@ def test_unreachable_host_is_retried_under_reconnect_and_a_silent_one_names_time
         assert kind == "ChannelBroken", (api, r)
         assert "the host is unreachable" in text and "check the address and the route" in text
         assert "pass reconnect=SECONDS" in text
-        assert took < 1.5, (api, r)
+        assert took < 1.9, (api, r)  # (not the 2 s it would wait or retry)
 
         kind, text, took = r["ran_out"]
         # Before: raised at once, not retried (grpc: retried, then "nothing is listening")
@@ -140,4 +140,4 @@ def test_unreachable_host_is_retried_under_reconnect_and_a_silent_one_names_time
         assert "timeout=, the limit of each attempt" in text, (api, text)
         assert "retries attempts that are refused or find no route" in text, (api, text)
         assert "raise timeout= too" in text
-        assert took < 1.5, (api, r)
+        assert took < 1.9, (api, r)  # (not the 2 s it would wait or retry)

@@ -478,7 +478,9 @@ def test_with_reply_accept_keeps_one_deadline_for_the_session_before_and_the_cli
         start = time.monotonic()
         with pytest.raises(Timeout, match="no client connected to"):
             listener.accept(timeout=1)
-        assert time.monotonic() - start < 1.5
+        # (a deadline restarted when the session closed would end at 1.9 s; a busy second
+        # core can delay the Timeout itself by some tenths)
+        assert time.monotonic() - start < 1.8
 
     async def main() -> None:
         async with await aio.listen(url) as listener:
@@ -489,7 +491,7 @@ def test_with_reply_accept_keeps_one_deadline_for_the_session_before_and_the_cli
             start = time.monotonic()
             with pytest.raises(Timeout, match="no client connected to"):
                 await listener.accept(timeout=1)
-            assert time.monotonic() - start < 1.5
+            assert time.monotonic() - start < 1.8
 
     asyncio.run(main())
 

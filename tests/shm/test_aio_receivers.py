@@ -35,7 +35,7 @@ def test_a_second_receiver_is_refused_at_once(shm_url: Callable[[], str]) -> Non
                 start = time.monotonic()
                 with pytest.raises(LocalProtocolError, match="another task is already receiving"):
                     await second(timeout=5)
-                assert time.monotonic() - start < 1
+                assert time.monotonic() - start < 3  # (not its timeout of 5 s)
             await other.send(b"m", timeout=5)
             assert await first == b"m"  # the first receiver got it: nothing lost
             await other.send(b"n", timeout=5)
