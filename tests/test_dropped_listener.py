@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from tests._aio_listeners import lose_listener
 from tests._proc import wait_until
 
 import ipcwire
@@ -77,16 +78,10 @@ def test_dropped_blocking_listener_is_closed(kind: str, tmp_path: Path) -> None:
 def test_dropped_asyncio_listener_is_closed(kind: str, tmp_path: Path) -> None:
     url = _urls(tmp_path)[kind]
 
-    async def lose() -> None:
-        try:
-            await (await aio.listen(url)).accept(timeout=0.05)
-        except Timeout:
-            pass
-
     async def main() -> list[str]:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            await lose()
+            await lose_listener(url)
             gc.collect()
         await asyncio.sleep(0)  # (its close runs at the loop's next turn)
         async with await aio.listen(url) as again:

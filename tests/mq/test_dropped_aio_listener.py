@@ -10,7 +10,6 @@ very process."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import warnings
@@ -18,12 +17,12 @@ from collections.abc import Callable
 
 import posix_ipc
 import pytest
-from tests._held_listener import held_listener_warnings
+from tests._aio_listeners import held_listener_warnings, lose_listener, until
 from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
-from ipcwire.errors import EndOfChannel, Timeout
+from ipcwire.errors import EndOfChannel
 from ipcwire.mq._session import lock_path
 
 
@@ -35,17 +34,6 @@ def _queue_exists(name: str) -> bool:
     return True
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """A bounded poll of the loop's turns (the close runs at the loop's next turn)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
 def _gone(name: str) -> bool:
     return not _queue_exists(name) and not os.path.exists(lock_path(name))
 
@@ -54,20 +42,13 @@ def test_dropped_aio_listener_is_closed(mq_url: Callable[..., str], aio_run: Aio
     url = mq_url()
     name = url.removeprefix("mq://")
 
-    async def lose() -> None:
-        """The notebook cell: listen, wait for a client that never comes, keep nothing."""
-        try:
-            await (await aio.listen(url)).accept(timeout=0.05)
-        except Timeout:
-            pass
-
     async def main() -> list[str]:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            await lose()
+            await lose_listener(url)
             assert _queue_exists(name)
             gc.collect()
-        assert await _until(lambda: _gone(name)), "its queue or lock file stayed"
+        assert await until(lambda: _gone(name)), "its queue or lock file stayed"
         async with await aio.listen(url) as again:  # the name is free again
             client = await aio.connect(url, timeout=5)
             async with client, await again.accept(timeout=5) as server:
@@ -93,7 +74,7 @@ def test_dropped_while_a_client_waits(mq_url: Callable[..., str], aio_run: AioRu
             client = await aio.connect(url, timeout=5)  # answered by the loop, not accepted
             del listener
             gc.collect()
-            assert await _until(lambda: _gone(name)), "its queue or lock file stayed"
+            assert await until(lambda: _gone(name)), "its queue or lock file stayed"
             with pytest.raises(EndOfChannel):  # (nobody will accept it: cut off)
                 await client.recv(timeout=5)
             await client.aclose()

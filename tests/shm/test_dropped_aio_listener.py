@@ -14,15 +14,13 @@ import gc
 import itertools
 import os
 import warnings
-from collections.abc import Callable
 
-from tests._held_listener import held_listener_warnings
+from tests._aio_listeners import held_listener_warnings, lose_listener, until
 from tests._loops import AioRun
 
 import ipcwire
 from ipcwire import aio
 from ipcwire._core.url import parse_url
-from ipcwire.errors import Timeout
 from ipcwire.shm._naming import socket_path
 
 _n = itertools.count()
@@ -42,17 +40,6 @@ def _shm_names() -> set[str]:
     }
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """A bounded poll of the loop's turns (the close runs at the loop's next turn)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
 def _others() -> set[asyncio.Task[object]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
 
@@ -62,21 +49,14 @@ def test_dropped_aio_listener_is_closed(aio_run: AioRun) -> None:
     path = socket_path(parse_url(url))
     before = _shm_names()
 
-    async def lose() -> None:
-        """The notebook cell: listen, wait for a client that never comes, keep nothing."""
-        try:
-            await (await aio.listen(url)).accept(timeout=0.05)
-        except Timeout:
-            pass
-
     async def main() -> list[str]:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            await lose()
+            await lose_listener(url)
             assert os.path.exists(path)
             gc.collect()
-        assert await _until(lambda: not os.path.exists(path)), "its socket file stayed"
-        assert await _until(lambda: not _others()), _others()  # its acceptor task ended
+        assert await until(lambda: not os.path.exists(path)), "its socket file stayed"
+        assert await until(lambda: not _others()), _others()  # its acceptor task ended
         async with await aio.listen(url) as again:  # the name is free again
             client = await aio.connect(url, timeout=5)
             async with client, await again.accept(timeout=5) as server:
