@@ -284,7 +284,8 @@ def _elsewhere(endpoint: Endpoint, path: str) -> str:
     # only the per-user directories (/tmp/ipcwire-UID): not another program's ipcwire-* in
     # /tmp (a benchmark's private bus listed as "uid 0's /tmp/ipcwire-bench-bus-...")
     per_user = glob.glob("/tmp/ipcwire-[0-9]*")  # noqa: S108
-    others = [d for d in per_user if d[13:].isdigit()] + glob.glob("/run/user/*/ipcwire")
+    uids = [d for d in per_user if os.path.basename(d).removeprefix("ipcwire-").isdigit()]
+    others = uids + glob.glob("/run/user/*/ipcwire")
     for d in sorted(others):
         try:
             owner = os.lstat(d).st_uid
