@@ -52,6 +52,14 @@ class MessageQueue:
         if len(data) > fmt.recv_limit:
             self.put(fmt.too_large(len(data), address_url(addr)))
             return
+        if not fmt.ndjson:  # one datagram, one message
+            try:
+                msg = fmt.decode(memoryview(data))
+            except Exception as exc:
+                self.put(fmt.bad(exc), len(data))
+                return
+            self.put((msg, addr), len(data))
+            return
         try:
             msgs = fmt.unpack(memoryview(data))
         except IpcwireError as exc:
@@ -101,8 +109,11 @@ class MessageQueue:
             raise LocalProtocolError(f"another task is already receiving on {self.url}")
         fut = self.waiter = asyncio.get_running_loop().create_future()
         try:
-            async with within(timeout):
-                await fut
+            if timeout is None:  # (no asyncio.timeout: on Python 3.11 it costs two more
+                await fut  # get_running_loop() calls, each a getpid() system call)
+            else:
+                async with within(timeout):
+                    await fut
         except TimeoutError:
             return False
         finally:
