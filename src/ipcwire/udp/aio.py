@@ -15,6 +15,7 @@ import weakref
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._without_loop import close_transport
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
@@ -49,11 +50,8 @@ from ipcwire.udp._socket import (
 __all__ = ["QUEUE", "AioUdpChannel", "AioUdpListener", "connect", "listen"]
 
 # What one read takes at most: more than any UDP payload (65507 bytes over IPv4, 65527 over
-# IPv6), so a datagram is never cut and its real size is known. Not asyncio's own 256 KiB
-# (its datagram transport's max_size, set to this in _open): each read allocates that much
-# before shrinking the bytes to the datagram, and 256 KiB is over malloc's mmap threshold
-# (128 KiB until a larger block is freed), so in the usual heap state every datagram cost an
-# mmap, a page fault, an mremap and an munmap: about 28 us of a 35 us receive, measured here.
+# IPv6), so a datagram is never cut and its real size is known; not asyncio's 256 KiB, which
+# cost an mmap per datagram (ipcwire.aio._read_size).
 _READ_SIZE: Final = 64 * 1024
 
 
@@ -124,9 +122,7 @@ class _Endpoint:
         """Put ``sock`` in the event loop; its datagrams go to :meth:`_datagram`."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        # the selector event loop's read size (see _READ_SIZE); another loop reads its own way
-        if isinstance(getattr(transport, "max_size", None), int):
-            setattr(transport, "max_size", _READ_SIZE)  # noqa: B010 - not in asyncio's types
+        bound_reads(transport, _READ_SIZE)
         self._transport = transport
         self._sock = sock
 

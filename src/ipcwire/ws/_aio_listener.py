@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._timeouts import within
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
@@ -52,6 +53,7 @@ class ServerConn(AioPongs, AioCloseBound, ServerConnection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         set_nodelay(transport.get_extra_info("socket"))
+        bound_reads(transport)
         super().connection_made(transport)
         self.recv_messages = fast_aio_assembler(self.recv_messages)
 

@@ -17,6 +17,7 @@ from websockets.typing import Origin
 from ipcwire._core.handshake import ClientHandshake
 from ipcwire._core.url import Endpoint
 from ipcwire.aio._accept import accept_backoff
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._timeouts import within_at
 from ipcwire.options import ChannelOptions
 from ipcwire.ws._admission import ServerSettings, listen_address, warn_if_plaintext
@@ -56,6 +57,7 @@ class AioClientConn(AioPongs, AioCloseBound, ClientConnection):
         super().__init__(protocol, **kwargs)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        bound_reads(transport)
         super().connection_made(transport)
         self.recv_messages = fast_aio_assembler(self.recv_messages)
 
