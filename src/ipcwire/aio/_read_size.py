@@ -8,8 +8,11 @@ larger block, which raises it), so in the usual heap state every read was an mma
 faults, an mremap and an munmap: about 28 us of a 35 us receive, measured on a UDP round
 trip, and a WebSocket receive on TCP 53 us where the same over a Unix socket (whose heap
 happened to avoid it) took 21 us. ipcwire's own stream drivers read into their decoder's
-buffer (``BufferedProtocol``); the transports of the libraries it drives (websockets) and its
-datagram endpoints read at most :data:`READ_SIZE`.
+buffer (``BufferedProtocol``); the transports of the libraries it drives (websockets), of its
+asyncio streams (the SSE client) and of its datagram endpoints read at most
+:data:`READ_SIZE` (udp: 64 KiB, more than any datagram). The http mechanism's aiohttp server
+and httpx client are left as they are (httpx's transport is three libraries deep): a request
+there costs ~0.9 ms in one loop, of which these mappings ~30 us.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._stream.retry import backoff_delays
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio._without_loop import drop_socket, running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
@@ -105,6 +106,7 @@ class AioSseClientChannel(ClientChannelBase, AioChannel):
             writer.close()
             raise self._closed_error()
         self._reader, self._writer = reader, writer
+        bound_reads(writer.transport)  # (ipcwire.aio._read_size)
         try:
             writer.write(self._core.request())
             buf = bytearray()
