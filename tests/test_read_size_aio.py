@@ -14,13 +14,10 @@ at least one per read (udp 4000, ws 4000 over 1000 round trips; sse 2040 over 10
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from tests._faults import child_faults
 
 from ipcwire import aio
 
@@ -67,16 +64,7 @@ def test_messages_are_read_without_mapping_memory(scheme: str, tmp_path: Path) -
         "sse+http": "sse+http://127.0.0.1:0/faults",
     }[scheme]
     way = "one-way" if scheme == "sse+http" else "two-way"
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_CHILD), url, str(ROUND_TRIPS), way],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    faults = int(out)
+    faults = child_faults(_CHILD, url, str(ROUND_TRIPS), way)
     # 2000 messages: at least 2000 faults before; a few for the interpreter's own growth now
     assert faults < ROUND_TRIPS // 4, (
         f"{faults} page faults over {2 * ROUND_TRIPS} {scheme} messages"

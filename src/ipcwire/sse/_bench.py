@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from typing import Any, Final
 
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.bench.contender import Contender, Task, register_contender
 
 __all__ = ["CONTENDERS", "EventSplitter"]
@@ -314,6 +315,8 @@ class _AioClientLink:
     """The receiving end (asyncio): aiohttp's client reading the response body."""
 
     def __init__(self, session: Any, response: Any) -> None:
+        if response.connection is not None:  # as ipcwire's: no mmap per read (_read_size)
+            bound_reads(response.connection.transport)
         self._session = session
         self._response = response
         self._read = response.content.readany

@@ -14,6 +14,7 @@ import queue
 import threading
 from typing import Any
 
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.bench.contender import Contender, Task, register_contender
 
 __all__ = ["CONTENDERS"]
@@ -79,6 +80,7 @@ def side_b(task: Task, address: str, shared: object) -> _Link:
 
 class _AioLink:
     def __init__(self, conn: Any, done: asyncio.Event | None = None) -> None:
+        bound_reads(conn.transport)  # as ipcwire's: no mmap per read (ipcwire.aio._read_size)
         self._conn = conn
         self._done = done
         self.send = conn.send

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
 
+from ipcwire.aio._read_size import bound_reads
 from ipcwire.bench.contender import Contender, Task
 
 __all__ = [
@@ -45,6 +46,7 @@ class FrameReader(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        bound_reads(transport)  # as ipcwire's do: no mmap per read (ipcwire.aio._read_size)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
