@@ -121,3 +121,35 @@ def test_exit_cut_off_after_everything_was_written_says_so() -> None:
     assert 0.5 <= float(out) < 2, out
     assert f"exiting with {lst.url} not delivered: everything sent before close() " in err, err
     assert "was written, but the server had not ended the stream" in err, err
+
+
+UNCLOSED = """
+import ipcwire
+ch = ipcwire.connect({url!r}, codec="bytes", timeout=10)
+for i in range({count}):
+    ch.send(i.to_bytes(4, "big") * ({size} // 4))
+print("sent", flush=True)
+"""
+
+
+def test_a_program_that_never_closes_its_channel_delivers_what_it_sent() -> None:
+    """The program ends with its channel open (a script's last send, a module global). Before,
+    grpcio's buffers went with the process: 135 of 200 messages arrived, the server saw the
+    client vanish (ChannelBroken), and nothing was said. A Unix socket's kernel delivers all
+    and then the end; now the exit closes the channel as close() does, and waits for it."""
+    count = 200  # 12.5 MiB: more than the inbox and the HTTP/2 windows take at once
+    got: list[bytes] = []
+    with ipcwire.listen("grpc://127.0.0.1:0", codec="bytes") as lst:
+        proc = python(UNCLOSED.format(url=lst.url, count=count, size=SIZE))
+        with lst.accept(timeout=10) as ch:
+            while True:
+                try:
+                    got.append(ch.recv(timeout=10))
+                except IpcwireError as exc:
+                    end = exc
+                    break
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "sent"
+    assert isinstance(end, EndOfChannel), (len(got), end)
+    assert [int.from_bytes(m[:4], "big") for m in got] == list(range(count))

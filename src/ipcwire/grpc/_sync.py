@@ -24,6 +24,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -79,6 +80,39 @@ log = logging.getLogger("ipcwire")
 _CLOSED: set[SyncStream] = set()
 _CLOSED_LOCK = threading.Lock()
 _exit_hooked: list[bool] = []
+
+
+# Client streams not closed yet. A program that ends without close() (a module global, a
+# script's last line) had its queued messages lost with grpcio's buffers, without a word, and
+# the server saw the client vanish (ChannelBroken), where a Unix socket's kernel delivers
+# everything and then the end. So they are closed at exit, as close() closes them, and waited
+# for as streams closed before (_exit_wait). An atexit hook, not threading's (which runs
+# before the interpreter joins the program's own threads, that may still be sending):
+# registered with the first client, after grpc's own exit handlers, so it runs before them.
+_OPEN: weakref.WeakSet[SyncStream] = weakref.WeakSet()
+_open_hooked: list[bool] = []
+
+
+def _opened_client(stream: SyncStream) -> None:
+    with _CLOSED_LOCK:
+        if not _open_hooked:
+            atexit.register(_close_open_clients)
+            _open_hooked.append(True)
+        _OPEN.add(stream)
+
+
+def _close_open_clients() -> None:
+    """At interpreter exit: close the client streams still open (then wait for them)."""
+    with _CLOSED_LOCK:
+        left = [st for st in _OPEN if not st.closed and st._owner == os.getpid()]
+    for st in left:
+        log.debug("closing %s at exit (it was never closed)", st.url)
+        try:
+            st.close()
+        except Exception:  # exiting: one stream's failure must not stop the rest
+            log.debug("closing %s at exit failed", st.url, exc_info=True)
+    if left:
+        _exit_wait()  # (its own hook, registered by these closes, comes too late to run)
 
 
 def _closed_client(stream: SyncStream) -> None:
@@ -195,6 +229,8 @@ class SyncStream(Channel):
         self.fail_reason = ""
         self.fail_status: Callable[[str], None] | None = None
         self._sent = self._received = self._bytes_sent = self._bytes_received = 0
+        if client:
+            _opened_client(self)  # closed at exit if the program never does
 
     # -- what grpcio drives ---------------------------------------------------------------------
     def outgoing(self) -> Iterator[bytes]:
