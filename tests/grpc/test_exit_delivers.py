@@ -18,7 +18,7 @@ import time
 from tests._proc import python
 
 import ipcwire
-from ipcwire.errors import EndOfChannel, IpcwireError
+from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
 
 SIZE = 65536
 
@@ -153,3 +153,60 @@ def test_a_program_that_never_closes_its_channel_delivers_what_it_sent() -> None
     assert out.strip() == "sent"
     assert isinstance(end, EndOfChannel), (len(got), end)
     assert [int.from_bytes(m[:4], "big") for m in got] == list(range(count))
+
+
+UNCLOSED_AIO = """
+import asyncio, logging
+from ipcwire import aio
+logging.basicConfig(format="%(levelname)s %(message)s")
+
+async def main():
+    ch = await aio.connect({url!r}, codec="bytes", timeout=10)
+    for i in range({count}):
+        await ch.send(i.to_bytes(4, "big") * ({size} // 4))
+    if {close}:
+        await ch.aclose()
+    print("sent", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _aio_client_ends(close: bool) -> tuple[str, list[bytes], IpcwireError]:
+    """An asyncio client sends 200 messages of 64 KiB and its loop ends; what it logged,
+    what the server got, and how the server's channel ended."""
+    count = 200
+    got: list[bytes] = []
+    with ipcwire.listen("grpc://127.0.0.1:0", codec="bytes") as lst:
+        proc = python(UNCLOSED_AIO.format(url=lst.url, count=count, size=SIZE, close=close))
+        with lst.accept(timeout=10) as ch:
+            while True:
+                try:
+                    got.append(ch.recv(timeout=10))
+                except IpcwireError as exc:
+                    end = exc
+                    break
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "sent"
+    return err, got, end
+
+
+def test_an_asyncio_loop_that_ends_with_its_channel_open_says_what_it_lost() -> None:
+    """asyncio.run() returning cancels every task, the writes under way too, and grpc.aio
+    cancels the RPC then: what was queued and unread is lost, and nothing can run before
+    that to deliver it (the blocking driver delivers at exit). Before, 83 of 200 messages
+    were lost in silence; now a WARNING names the channel, how many were never written, and
+    the fix."""
+    err, got, end = _aio_client_ends(close=False)
+    if len(got) < 200:  # (all of it got through: nothing was lost, but it still says so)
+        assert isinstance(end, ChannelBroken), end
+    assert "the event loop ended with grpc://127.0.0.1:" in err, err
+    assert "still open" in err and "await aclose()" in err, err
+
+
+def test_an_asyncio_channel_closed_before_its_loop_ends_delivers_without_a_word() -> None:
+    err, got, end = _aio_client_ends(close=True)
+    assert "still open" not in err, err
+    assert isinstance(end, EndOfChannel), end
+    assert [int.from_bytes(m[:4], "big") for m in got] == list(range(200))

@@ -584,6 +584,7 @@ async def connect(
             stream = await _open_stream(
                 gch, url, options, md, nonce, time.monotonic() + limit, (limit, reconnect)
             )
+            stream.watch_loop_end()
             return AioGrpcStreamChannel(stream)
         except ConnectionRefused as exc:
             await gch.close()
