@@ -8,6 +8,11 @@ nothing; the next ``listen()`` of the same name probes and replaces what it left
 
 Each cleanup checks for itself that it runs in the process that made the name (a forked
 child's exit leaves its parent's names alone) and that the name is still the one it made.
+
+The same goes for what a channel still holds in the process: the blocking HTTP client's
+sender thread posts what ``send()`` queued, and a program that ended without ``close()`` lost
+the rest with it (the server never learned that the session ended), so the channel is closed
+here too.
 """
 
 from __future__ import annotations

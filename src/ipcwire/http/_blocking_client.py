@@ -12,11 +12,13 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 
+from ipcwire._atexit import AtExit
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import limit, not_seconds, seconds_left
@@ -70,6 +72,12 @@ class HttpChannel(ClientEnd, Channel):
         self._closer: threading.Thread | None = None  # the closing after request()'s timeout
         self._close_once = threading.Lock()
         self._close_began = False
+        # A program that ends without close() (a script whose last line is a send): what the
+        # sender thread had not posted went with the process, and the server never learned
+        # that the session ended (195 of 200 messages arrived, then its recv() waited). It
+        # is closed at exit instead, as close() closes it (ipcwire._atexit).
+        me = weakref.ref(self)
+        self._at_exit = AtExit(lambda: _close_at_exit(me))
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -459,6 +467,7 @@ class HttpChannel(ClientEnd, Channel):
             if core.closed or self._close_began:
                 return
             self._close_began = True
+        self._at_exit.cancel()
         if os.getpid() != self._owner:
             # A forked child closing its copy: the session is its parent's (a DELETE would
             # end it for the parent's peer). Nothing to send; the sockets go with the child.
@@ -520,3 +529,11 @@ class HttpChannel(ClientEnd, Channel):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _close_at_exit(ref: weakref.ReferenceType[HttpChannel]) -> None:
+    """At interpreter exit: close the channel, if it is still there, in the process that
+    opened it (a forked child's copy is its parent's session)."""
+    ch = ref()
+    if ch is not None and os.getpid() == ch._owner:
+        ch.close()
