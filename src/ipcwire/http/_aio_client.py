@@ -10,6 +10,7 @@ closing, also after the loop has ended), and nothing on the server side uses it;
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -26,12 +27,15 @@ from ipcwire.http._after_loop import loop_ended, pool_sockets
 from ipcwire.http._client import ClientCore, Req
 from ipcwire.http._connect import FLUSH_TIMEOUT, STREAM_TIMEOUT, ClientEnd, transport_error
 from ipcwire.http._frames import StreamReader
+from ipcwire.http._server import SERVERS
 from ipcwire.http._session import HIGH_WATER
 from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["AioHttpChannel"]
 
 _CUT_TIMEOUT = 2.0  # aclose(): opening a message stream to cut it (an older server)
+_WATCHING: set[asyncio.Task[None]] = set()  # watch_loop_end's tasks
+log = logging.getLogger("ipcwire")
 
 
 class AioHttpChannel(ClientEnd, AioChannel):
@@ -63,6 +67,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
         self._waiter: asyncio.Future[None] | None = None
         self._resume: asyncio.Future[None] | None = None
         self._asking = False  # the sender's request in flight asks for the reply
+        self._open_at_loop_end: asyncio.Future[None] | None = None  # (watch_loop_end)
 
     async def _do(self, req: Req, doing: str) -> httpx.Response:
         body = req.body
@@ -357,12 +362,51 @@ class AioHttpChannel(ClientEnd, AioChannel):
                 self.close()
                 raise core.late_reply(timeout) from exc
 
+    def watch_loop_end(self) -> None:
+        """Say so if the event loop ends (``asyncio.run()`` returning) with this channel
+        open. The loop's end cancels every task, this channel's sender (and the post it has
+        under way) with them, before any code of ipcwire's can run: what ``send()`` had
+        queued was lost in silence (0 of 500 messages of 8000 bytes arrived), and the
+        server's ``recv()`` waited for more. Now a WARNING names the channel, what was not
+        delivered, and the fix, and the session is ended as ``close()`` after the loop ends
+        it: the DELETE counts the messages not delivered, so the server's ``recv()`` raises
+        ``ChannelBroken`` saying how many. (Posting them then, with a blocking client, could
+        deliver twice what the cancelled post had carried: the protocol has no way to tell.)
+        Not the DELETE when an ipcwire HTTP server runs in this loop: it is being cancelled
+        too, and would never answer."""
+        self._open_at_loop_end = self._loop.create_future()
+        task = self._loop.create_task(
+            self._warn_at_loop_end(self._open_at_loop_end),
+            name=f"ipcwire: warns if the loop ends with {self.url} open",
+        )
+        _WATCHING.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_WATCHING.discard)
+
+    async def _warn_at_loop_end(self, closed: asyncio.Future[None]) -> None:
+        try:
+            await closed  # (close() sets it: nothing to say)
+        except asyncio.CancelledError:
+            core = self._core
+            if not (core.closed or core.closing or self._forked):
+                if core.outbox:
+                    log.warning(
+                        "the event loop ended with %s still open: %d messages sent were not "
+                        "delivered; they are lost. Close it before the loop ends: await "
+                        "aclose(), or use 'async with'",
+                        self.url,
+                        len(core.outbox),
+                    )
+                if not any(srv.loop is self._loop for srv in list(SERVERS)):
+                    self._close_without_loop()
+            raise
+
     def close(self) -> None:
         """Close without waiting: the server learns of it when the task below runs (after
         the channel's loop has ended: at once, the connections dropped and the DELETE sent
         without the loop)."""
         if self._core.closed:
             return
+        self._no_loop_end_watch()
         if self._forked:
             # A forked child closing its copy: the session, its connections and the loop's
             # registrations (a copy of the parent's epoll) are the parent's. No DELETE, no
@@ -380,6 +424,11 @@ class AioHttpChannel(ClientEnd, AioChannel):
         task = loop.create_task(self.aclose())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._closing_task = task
+
+    def _no_loop_end_watch(self) -> None:
+        f = self._open_at_loop_end
+        if f is not None and not f.done() and not loop_ended(self._loop):
+            f.set_result(None)
 
     def _close_without_loop(self) -> None:
         """``close()`` after the loop has ended (``ipcwire.http._after_loop``): its tasks and
@@ -402,6 +451,7 @@ class AioHttpChannel(ClientEnd, AioChannel):
         core = self._core
         if core.closed:
             return
+        self._no_loop_end_watch()
         task = self._closing_task
         if task is not None and task is not asyncio.current_task():
             # close() began it (request()'s timeout, say): wait for that one, not a second

@@ -362,12 +362,13 @@ class Endpoints:
             end: IpcwireError
             if failed is not None:  # its with block or serve() handler raised
                 end = peer_failed(self.url, reason_from_header(failed), client=True, lost=lost)
-            elif lost:  # its close() gave up posting them: the end is not a clean one
+            elif lost:  # it gave up posting them: the end is not a clean one
                 end = ChannelBroken(
                     f"the client of {self.url} closed with {lost} message(s) it could not "
-                    f"deliver: this side took none of its messages while its close() waited "
-                    f"for room; they are lost. Receive faster, or have the client wait for "
-                    f"replies before it closes",
+                    f"deliver; they are lost. Either this side took none of its messages "
+                    f"while its close() waited for room (receive faster, or have the client "
+                    f"wait for replies before it closes), or its asyncio event loop ended "
+                    f"with the channel open (it must be closed before: await aclose())",
                     endpoint=self.url,
                 )
             else:

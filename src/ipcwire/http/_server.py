@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -50,6 +51,10 @@ log = logging.getLogger("ipcwire")
 # RECENT seconds have fetched what was sent to them and the end (Server._linger).
 CLOSE_LINGER: Final = 1.0
 RECENT: Final = 2.0
+
+
+# The servers started in this process (each knows its loop), weakly.
+SERVERS: weakref.WeakSet[HttpServer] = weakref.WeakSet()
 
 
 class HttpServer(Endpoints):
@@ -127,6 +132,7 @@ class HttpServer(Endpoints):
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         """Serve on an already listening socket."""
         loop = self._loop = asyncio.get_running_loop()
+        SERVERS.add(self)  # (an asyncio client of this loop must not wait on it: _aio_client)
         # A connection must bring a whole request head within handshake_timeout of opening
         # (or of its last response), as a WebSocket upgrade must: aiohttp's low-level server
         # otherwise keeps one that sends nothing, or trickles its headers, for an hour.

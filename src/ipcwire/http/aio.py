@@ -168,6 +168,7 @@ async def connect(
                 await asyncio.sleep(delay)
                 continue
             core.opened(resp)
+            ch.watch_loop_end()
             return ch
     except BaseException:
         await client.aclose()
