@@ -135,7 +135,7 @@ def connect(
     except BaseException:
         conn.close_socket()
         raise
-    return WsChannel(
+    ch = WsChannel(
         conn,
         url,
         options.codec,
@@ -144,6 +144,8 @@ def connect(
         peer=peer,
         close_timeout=close_timeout,
     )
+    ch.close_at_exit()
+    return ch
 
 
 def _reader_failure(made: list[ClientConn]) -> OSError | None:
