@@ -11,8 +11,10 @@ child's exit leaves its parent's names alone) and that the name is still the one
 
 The same goes for what a channel still holds in the process: the blocking HTTP client's
 sender thread posts what ``send()`` queued, and a program that ended without ``close()`` lost
-the rest with it (the server never learned that the session ended), so the channel is closed
-here too.
+the rest with it (the server never learned that the session ended); a blocking WebSocket
+client's end looked like a crash to its server (no closing handshake). Those channels are
+closed here too, through a weak reference. (The blocking gRPC client has a hook of its own,
+which must run before grpc's: ipcwire.grpc._sync.)
 """
 
 from __future__ import annotations
