@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
+from tests._exit import program_ends
 from tests._proc import python
 
 import ipcwire
@@ -123,73 +124,15 @@ def test_exit_cut_off_after_everything_was_written_says_so() -> None:
     assert "was written, but the server had not ended the stream" in err, err
 
 
-UNCLOSED = """
-import ipcwire
-ch = ipcwire.connect({url!r}, codec="bytes", timeout=10)
-for i in range({count}):
-    ch.send(i.to_bytes(4, "big") * ({size} // 4))
-print("sent", flush=True)
-"""
-
-
 def test_a_program_that_never_closes_its_channel_delivers_what_it_sent() -> None:
     """The program ends with its channel open (a script's last send, a module global). Before,
     grpcio's buffers went with the process: 135 of 200 messages arrived, the server saw the
     client vanish (ChannelBroken), and nothing was said. A Unix socket's kernel delivers all
     and then the end; now the exit closes the channel as close() does, and waits for it."""
-    count = 200  # 12.5 MiB: more than the inbox and the HTTP/2 windows take at once
-    got: list[bytes] = []
-    with ipcwire.listen("grpc://127.0.0.1:0", codec="bytes") as lst:
-        proc = python(UNCLOSED.format(url=lst.url, count=count, size=SIZE))
-        with lst.accept(timeout=10) as ch:
-            while True:
-                try:
-                    got.append(ch.recv(timeout=10))
-                except IpcwireError as exc:
-                    end = exc
-                    break
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert out.strip() == "sent"
+    # 12.5 MiB: more than the inbox and the HTTP/2 windows take at once
+    _, got, end = program_ends("grpc://127.0.0.1:0", count=200, size=SIZE)
     assert isinstance(end, EndOfChannel), (len(got), end)
-    assert [int.from_bytes(m[:4], "big") for m in got] == list(range(count))
-
-
-UNCLOSED_AIO = """
-import asyncio, logging
-from ipcwire import aio
-logging.basicConfig(format="%(levelname)s %(message)s")
-
-async def main():
-    ch = await aio.connect({url!r}, codec="bytes", timeout=10)
-    for i in range({count}):
-        await ch.send(i.to_bytes(4, "big") * ({size} // 4))
-    if {close}:
-        await ch.aclose()
-    print("sent", flush=True)
-
-asyncio.run(main())
-"""
-
-
-def _aio_client_ends(close: bool) -> tuple[str, list[bytes], IpcwireError]:
-    """An asyncio client sends 200 messages of 64 KiB and its loop ends; what it logged,
-    what the server got, and how the server's channel ended."""
-    count = 200
-    got: list[bytes] = []
-    with ipcwire.listen("grpc://127.0.0.1:0", codec="bytes") as lst:
-        proc = python(UNCLOSED_AIO.format(url=lst.url, count=count, size=SIZE, close=close))
-        with lst.accept(timeout=10) as ch:
-            while True:
-                try:
-                    got.append(ch.recv(timeout=10))
-                except IpcwireError as exc:
-                    end = exc
-                    break
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert out.strip() == "sent"
-    return err, got, end
+    assert got == list(range(200))
 
 
 def test_an_asyncio_loop_that_ends_with_its_channel_open_says_what_it_lost() -> None:
@@ -198,7 +141,8 @@ def test_an_asyncio_loop_that_ends_with_its_channel_open_says_what_it_lost() -> 
     that to deliver it (the blocking driver delivers at exit). Before, 83 of 200 messages
     were lost in silence; now a WARNING names the channel, how many were never written, and
     the fix."""
-    err, got, end = _aio_client_ends(close=False)
+    err, got, end = program_ends("grpc://127.0.0.1:0", count=200, size=SIZE, aio=True)
+    assert got == list(range(len(got)))  # in order, no gap, nothing twice
     if len(got) < 200:  # (all of it got through: nothing was lost, but it still says so)
         assert isinstance(end, ChannelBroken), end
     assert "the event loop ended with grpc://127.0.0.1:" in err, err
@@ -206,7 +150,7 @@ def test_an_asyncio_loop_that_ends_with_its_channel_open_says_what_it_lost() -> 
 
 
 def test_an_asyncio_channel_closed_before_its_loop_ends_delivers_without_a_word() -> None:
-    err, got, end = _aio_client_ends(close=True)
+    err, got, end = program_ends("grpc://127.0.0.1:0", count=200, size=SIZE, aio=True, close=True)
     assert "still open" not in err, err
     assert isinstance(end, EndOfChannel), end
-    assert [int.from_bytes(m[:4], "big") for m in got] == list(range(200))
+    assert got == list(range(200))

@@ -16,6 +16,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
 from ipcwire._deadline import limit
 from ipcwire.aio._detach import Detachable, Interrupted
+from ipcwire.aio._loop_end import at_loop_end
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import not_this_loop
 from ipcwire.aio.channel import AioChannel
@@ -604,29 +605,22 @@ class AioStream(AioChannel):
         silent: a WARNING names the channel and the fix. Before, the server saw the client
         vanish (ChannelBroken) with 83 of 200 messages of 64 KiB never arriving, and nothing
         was said."""
-        self._open_at_loop_end = self._loop.create_future()
-        task = self._loop.create_task(
-            self._warn_at_loop_end(self._open_at_loop_end),
-            name=f"ipcwire: warns if the loop ends with {self.url} open",
+        self._open_at_loop_end = at_loop_end(
+            self._loop, f"ipcwire: warns if the loop ends with {self.url} open", self._lost
         )
-        _CLOSING.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(_CLOSING.discard)
 
-    async def _warn_at_loop_end(self, closed: asyncio.Future[None]) -> None:
-        try:
-            await closed  # (close() sets it: nothing to say)
-        except asyncio.CancelledError:
-            # (the stream may be closed by now: the sweep's other cancellations end it)
-            if os.getpid() == self._owner:
-                log.warning(
-                    "the event loop ended with %s still open: %d messages sent were not yet "
-                    "written, and the server may not have read the last ones written; they "
-                    "are lost. Close it before the loop ends: await aclose(), or use "
-                    "'async with'",
-                    self.url,
-                    self._unwritten_n,
-                )
-            raise  # (not closed here: grpc.aio used during the loop's end can crash)
+    def _lost(self) -> None:
+        """The loop is ending with this stream open (see watch_loop_end); not closed here:
+        grpc.aio used during the loop's end can crash."""
+        if os.getpid() == self._owner:  # (the sweep's other cancellations may close it first)
+            log.warning(
+                "the event loop ended with %s still open: %d messages sent were not yet "
+                "written, and the server may not have read the last ones written; they "
+                "are lost. Close it before the loop ends: await aclose(), or use "
+                "'async with'",
+                self.url,
+                self._unwritten_n,
+            )
 
     def close(self) -> None:
         if self._closed:

@@ -18,6 +18,7 @@ import httpx
 
 from ipcwire._core.ending import error_reason
 from ipcwire._deadline import limit, not_seconds
+from ipcwire.aio._loop_end import at_loop_end
 from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import drop_socket, not_this_loop
 from ipcwire.aio.channel import AioChannel
@@ -34,7 +35,6 @@ from ipcwire.options import DEFAULT_REQUEST_TIMEOUT
 __all__ = ["AioHttpChannel"]
 
 _CUT_TIMEOUT = 2.0  # aclose(): opening a message stream to cut it (an older server)
-_WATCHING: set[asyncio.Task[None]] = set()  # watch_loop_end's tasks
 log = logging.getLogger("ipcwire")
 
 
@@ -374,31 +374,25 @@ class AioHttpChannel(ClientEnd, AioChannel):
         deliver twice what the cancelled post had carried: the protocol has no way to tell.)
         Not the DELETE when an ipcwire HTTP server runs in this loop: it is being cancelled
         too, and would never answer."""
-        self._open_at_loop_end = self._loop.create_future()
-        task = self._loop.create_task(
-            self._warn_at_loop_end(self._open_at_loop_end),
-            name=f"ipcwire: warns if the loop ends with {self.url} open",
+        self._open_at_loop_end = at_loop_end(
+            self._loop, f"ipcwire: warns if the loop ends with {self.url} open", self._lost
         )
-        _WATCHING.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(_WATCHING.discard)
 
-    async def _warn_at_loop_end(self, closed: asyncio.Future[None]) -> None:
-        try:
-            await closed  # (close() sets it: nothing to say)
-        except asyncio.CancelledError:
-            core = self._core
-            if not (core.closed or core.closing or self._forked):
-                if core.outbox:
-                    log.warning(
-                        "the event loop ended with %s still open: %d messages sent were not "
-                        "delivered; they are lost. Close it before the loop ends: await "
-                        "aclose(), or use 'async with'",
-                        self.url,
-                        len(core.outbox),
-                    )
-                if not any(srv.loop is self._loop for srv in list(SERVERS)):
-                    self._close_without_loop()
-            raise
+    def _lost(self) -> None:
+        """The loop is ending with this channel open (see watch_loop_end)."""
+        core = self._core
+        if core.closed or core.closing or self._forked:
+            return
+        if core.outbox:
+            log.warning(
+                "the event loop ended with %s still open: %d messages sent were not "
+                "delivered; they are lost. Close it before the loop ends: await "
+                "aclose(), or use 'async with'",
+                self.url,
+                len(core.outbox),
+            )
+        if not any(srv.loop is self._loop for srv in list(SERVERS)):
+            self._close_without_loop()
 
     def close(self) -> None:
         """Close without waiting: the server learns of it when the task below runs (after
