@@ -15,6 +15,7 @@ handler left by an exception): the marker and the pipe carry the reason (``_prot
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from typing import Any, Final
 
@@ -292,7 +293,9 @@ class ChannelCore:
         as on a Unix socket dropped without its goodbye); then release the queues. No thread
         uses a channel being collected. Not for a forked process's copy."""
         if not (self._eof or self._dead or self._peer_closed):
-            self._fail_reason = DROPPED
+            # (the program ended with the channel open, a module global: a clean end, as a
+            # Unix socket's peer sees the process's exit; not a channel dropped mid-way)
+            self._fail_reason = "" if sys.is_finalizing() else DROPPED
             if not self._post_end():
                 try:
                     self._out.try_send(self._end_marker(), EOF_PRIORITY)
