@@ -23,9 +23,11 @@ import atexit
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["AtExit"]
+__all__ = ["AtExit", "closes_at_exit"]
 
 log = logging.getLogger("ipcwire")
 
@@ -56,6 +58,20 @@ class AtExit:
     def cancel(self) -> None:
         """Never run it (the owner cleaned up in its own way)."""
         self._take()
+
+
+def closes_at_exit(channel: Any) -> AtExit:
+    """An :class:`AtExit` that closes ``channel`` (held weakly: a channel the program drops is
+    still collected) at interpreter exit, in the process that opened it (its ``_owner``: a
+    forked child's copy is its parent's connection). The channel's ``close()`` cancels it."""
+    ref = weakref.ref(channel)
+
+    def close() -> None:
+        ch = ref()
+        if ch is not None and os.getpid() == ch._owner:
+            ch.close()
+
+    return AtExit(close)
 
 
 def _after_fork_in_child() -> None:

@@ -12,13 +12,12 @@ import os
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
 
-from ipcwire._atexit import AtExit
+from ipcwire._atexit import closes_at_exit
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import decode_taken
 from ipcwire._deadline import limit, not_seconds, seconds_left
@@ -76,8 +75,7 @@ class HttpChannel(ClientEnd, Channel):
         # sender thread had not posted went with the process, and the server never learned
         # that the session ended (195 of 200 messages arrived, then its recv() waited). It
         # is closed at exit instead, as close() closes it (ipcwire._atexit).
-        me = weakref.ref(self)
-        self._at_exit = AtExit(lambda: _close_at_exit(me))
+        self._at_exit = closes_at_exit(self)
 
     def _do(self, req: Req, doing: str) -> httpx.Response:
         try:
@@ -529,11 +527,3 @@ class HttpChannel(ClientEnd, Channel):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-def _close_at_exit(ref: weakref.ReferenceType[HttpChannel]) -> None:
-    """At interpreter exit: close the channel, if it is still there, in the process that
-    opened it (a forked child's copy is its parent's session)."""
-    ch = ref()
-    if ch is not None and os.getpid() == ch._owner:
-        ch.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +13,7 @@ from websockets.frames import BINARY, TEXT, CloseCode
 from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
-from ipcwire._atexit import AtExit
+from ipcwire._atexit import closes_at_exit
 from ipcwire._core.codecs import Codec
 from ipcwire._deadline import limit
 from ipcwire._stream.transport import forked_error, watch_fork
@@ -245,8 +244,7 @@ class WsChannel(ChannelCore, Channel):
         (ipcwire._atexit). Before, the server got every message and then ChannelBroken (1006,
         "lost without a closing handshake"), as if the client had crashed, where a Unix
         socket's server sees a clean end."""
-        me = weakref.ref(self)
-        self._at_exit = AtExit(lambda: _close_at_exit(me))
+        self._at_exit = closes_at_exit(self)
 
     def close(self) -> None:
         at_exit = self.__dict__.get("_at_exit")
@@ -334,11 +332,3 @@ def _rest(timeout: float | None, began: float | None) -> float | None:
     if timeout is None or began is None:
         return timeout
     return max(timeout - (time.monotonic() - began), 0.0)
-
-
-def _close_at_exit(ref: weakref.ReferenceType[WsChannel]) -> None:
-    """At interpreter exit: close the channel, if it is still there, in the process that
-    opened it (a forked child's copy is its parent's connection)."""
-    ch = ref()
-    if ch is not None and os.getpid() == ch._owner:
-        ch.close()
