@@ -24,11 +24,12 @@ URLS = [
     "unix://{tmp}/u.sock",
     "tcp://127.0.0.1:0",
     "ws://127.0.0.1:0/x",
+    "ws+unix://{tmp}/w.sock",
     "http://127.0.0.1:0/r",
     "grpc://127.0.0.1:0",
     "grpc+unix://{tmp}/g.sock",
     "shm://unclosed-at-exit",
-    "mq:///unclosed-at-exit",
+    "mq:///unclosed-at-exit?maxmsg=2",  # (queues count against the user's RLIMIT_MSGQUEUE)
     "fifo://{tmp}/f",
     "udp://127.0.0.1:0",
 ]
@@ -58,18 +59,8 @@ def test_a_program_ending_with_a_client_open_exits(url: str, tmp_path: Path) -> 
         assert code == 0, "the program did not exit (killed after 20 s)"
 
 
-DELIVERING = [
-    "unix://{tmp}/u.sock",
-    "tcp://127.0.0.1:0",
-    "ws://127.0.0.1:0/x",
-    "ws+unix://{tmp}/w.sock",
-    "http://127.0.0.1:0/r",
-    "grpc://127.0.0.1:0",
-    "grpc+unix://{tmp}/g.sock",
-    "shm://unclosed-delivers",
-    "mq:///unclosed-delivers?maxmsg=2",
-    "fifo://{tmp}/f",
-]
+# every one but udp, which is unreliable and has no end to see
+DELIVERING = [u for u in URLS if not u.startswith("udp:")]
 
 
 @pytest.mark.parametrize("url", DELIVERING, ids=lambda u: u.split(":")[0])

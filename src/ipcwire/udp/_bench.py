@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from ipcwire.aio._read_size import bound_reads
 from ipcwire.bench.contender import Contender, Task, register_contender
+from ipcwire.udp._socket import READ_SIZE
 
 __all__ = ["CONTENDERS"]
 
@@ -118,7 +119,7 @@ class _AioLink:
     def __init__(
         self, transport: asyncio.DatagramTransport, proto: _Proto, connected: bool
     ) -> None:
-        bound_reads(transport, 64 * 1024)  # as ipcwire's: no mmap per datagram (_read_size)
+        bound_reads(transport, READ_SIZE)  # as ipcwire's: no mmap per datagram (_read_size)
         self._proto = proto
         self._transport = transport
         self._connected = connected

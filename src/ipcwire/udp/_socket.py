@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_HOST",
     "MAX_DATAGRAM_V4",
     "MAX_DATAGRAM_V6",
+    "READ_SIZE",
     "DatagramFormat",
     "UdpAddress",
     "bind_endpoint",
@@ -59,6 +60,10 @@ __all__ = [
 DEFAULT_HOST: Final = "127.0.0.1"
 MAX_DATAGRAM_V4: Final = 65507  # 65535 - 20 (IP header) - 8 (UDP header)
 MAX_DATAGRAM_V6: Final = 65527  # 65535 - 8 (the IPv6 payload length excludes its header)
+# What an asyncio endpoint reads at once: more than any datagram above, so none is cut and its
+# real size is known; not asyncio's 256 KiB, which cost an mmap per datagram
+# (ipcwire.aio._read_size). The bench's raw asyncio baseline reads as much.
+READ_SIZE: Final = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)

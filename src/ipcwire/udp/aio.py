@@ -39,6 +39,7 @@ from ipcwire.udp._channel import (
     send_address,
 )
 from ipcwire.udp._socket import (
+    READ_SIZE,
     DatagramFormat,
     bind_endpoint,
     bind_socket,
@@ -48,11 +49,6 @@ from ipcwire.udp._socket import (
 )
 
 __all__ = ["QUEUE", "AioUdpChannel", "AioUdpListener", "connect", "listen"]
-
-# What one read takes at most: more than any UDP payload (65507 bytes over IPv4, 65527 over
-# IPv6), so a datagram is never cut and its real size is known; not asyncio's 256 KiB, which
-# cost an mmap per datagram (ipcwire.aio._read_size).
-_READ_SIZE: Final = 64 * 1024
 
 
 _YIELD_EVERY: Final = 64  # sends between two turns given to the event loop (see _pace)
@@ -122,7 +118,7 @@ class _Endpoint:
         """Put ``sock`` in the event loop; its datagrams go to :meth:`_datagram`."""
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        bound_reads(transport, _READ_SIZE)
+        bound_reads(transport, READ_SIZE)
         self._transport = transport
         self._sock = sock
 
@@ -146,7 +142,7 @@ class _Endpoint:
             if q.items:
                 break
             try:
-                data, addr = sock.recvfrom(_READ_SIZE)
+                data, addr = sock.recvfrom(READ_SIZE)
             except OSError as exc:
                 if not isinstance(exc, BlockingIOError):  # (BlockingIOError: nothing more)
                     self._error(exc)  # as the event loop would have

@@ -13,7 +13,7 @@ from websockets.frames import BINARY, TEXT, CloseCode
 from websockets.protocol import OPEN
 from websockets.sync.connection import Connection
 
-from ipcwire._atexit import closes_at_exit
+from ipcwire._atexit import AtExit, closes_at_exit
 from ipcwire._core.codecs import Codec
 from ipcwire._deadline import limit
 from ipcwire._stream.transport import forked_error, watch_fork
@@ -31,6 +31,7 @@ class WsChannel(ChannelCore, Channel):
     """One WebSocket connection as an ipcwire channel (blocking)."""
 
     _conn: Connection
+    _at_exit: AtExit | None = None  # a client's close at interpreter exit (close_at_exit)
 
     def __init__(
         self,
@@ -247,9 +248,8 @@ class WsChannel(ChannelCore, Channel):
         self._at_exit = closes_at_exit(self)
 
     def close(self) -> None:
-        at_exit = self.__dict__.get("_at_exit")
-        if at_exit is not None:
-            at_exit.cancel()
+        if self._at_exit is not None:
+            self._at_exit.cancel()
         closer = self._closer
         if closer is not None:  # request()'s timeout closed it: its handshake goes on
             if closer is not threading.current_thread():
