@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 from tests._loops import LOOPS, AioRun, runner_for
 
+# grpc as ipcwire loads it (ipcwire.grpc._grpcio): with its fork support off. Test modules
+# that import grpc themselves are collected first and loaded it with grpcio's default (on);
+# a subprocess started while an in-process gRPC listener or client had threads then could die
+# in grpc's fork handler before its exec (CI: `ipcwire bench --load` killed by SIGABRT,
+# "Epoll1Poller ... epoll_wait error: Bad file descriptor": the poller that handler restarts
+# in the child, on a descriptor the child's close_fds had closed).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 _counter = itertools.count()
 
 
