@@ -386,7 +386,8 @@ SERVE_JOIN_TIMEOUT: Final = 5.0
 def _deferred_first(recv: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(recv)
     def recv_after_deferred(self: Channel, *args: Any, **kwargs: Any) -> Any:
-        self._raise_deferred()
+        if self._recv_many_error is not None:  # (checked here: no call per message)
+            self._raise_deferred()
         return recv(self, *args, **kwargs)
 
     return recv_after_deferred

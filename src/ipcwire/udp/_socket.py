@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -224,8 +225,10 @@ class DatagramFormat:
         self.recv_limit = max_datagram(family) if self.ndjson else options.max_frame
         self.recv_size = min(self.recv_limit, max_datagram(family)) + 1
         self._encode = encoder_for(options.codec, options.url)
-        self.decode = options.codec.decode
         self._raw = isinstance(options.codec, BytesCodec)
+        # (raw bytes: the codec's decode is bytes(), called directly)
+        self.decode: Callable[[memoryview], Any] = bytes if self._raw else options.codec.decode
+        self._plain = self._raw and not self.ndjson  # bytes sent as they are (pack)
 
     def pack(self, obj: Any) -> bytes | bytearray | memoryview:
         """One datagram for ``obj``.
@@ -234,7 +237,7 @@ class DatagramFormat:
             FrameTooLarge: over the datagram limit (nothing sent).
             LocalProtocolError: not encodable (or a newline in an NDJSON raw line).
         """
-        payload = self._encode(obj)
+        payload = obj if self._plain and type(obj) is bytes else self._encode(obj)
         size = len(payload)
         if size > self.send_limit:
             raise FrameTooLarge(

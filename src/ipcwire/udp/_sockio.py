@@ -1,20 +1,23 @@
-"""The blocking UDP driver's socket: blocking mode; a receive or send with a timeout first tries
-without waiting (one system call when a datagram or room is there), then waits in poll()
-(see ipcwire._stream.transport: not SO_RCVTIMEO, which a signal handler's EINTR restarts)."""
+"""The blocking UDP driver's socket: blocking mode; a send with a timeout first tries without
+waiting (one system call when there is room), then waits in poll(); so does a receive with a
+timeout, unless the last ones had to wait, when it waits in poll() first (see
+``_RETRY_EVERY``). Not SO_RCVTIMEO, which a signal handler's EINTR restarts (see
+ipcwire._stream.transport)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from ipcwire._deadline import limit
-from ipcwire._poll import wait_readable, wait_writable
+from ipcwire._deadline import NO_LIMIT, limit
+from ipcwire._poll import poll_ms, wait_writable
 from ipcwire._turns import take_turn
 from ipcwire.errors import (
     FrameTooLarge,
@@ -29,6 +32,10 @@ __all__ = ["TOO_LARGE", "Interrupted", "SocketIO"]
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)  # plain ints: IntFlag arithmetic is slow per call
 _MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
 TOO_LARGE: Final = object()  # SocketIO.recv's datagram: it was over max_frame, and dropped
+# A receive with a timeout that had to wait makes the next ones wait in poll() first (a round
+# trip's reply is never there yet: a failed receive and its exception saved); every this many,
+# one looks without waiting again (a burst needs no wait at all).
+_RETRY_EVERY: Final = 16
 
 
 class Interrupted(Exception):
@@ -53,6 +60,10 @@ class SocketIO:
         self._view = memoryview(self._buf)
         self._recv_into = sock.recvfrom_into
         self._rlock = threading.Lock()
+        self._poller = select.poll()  # (used by the receiver holding _rlock only)
+        self._poller.register(sock, select.POLLIN)
+        self._wait_first = False  # see _RETRY_EVERY
+        self._tries = 0
         self._wlock = threading.Lock()
         host, port = sock.getsockname()[:2]
         if host in ("0.0.0.0", "::"):  # noqa: S104 - reach ourselves through loopback
@@ -87,25 +98,39 @@ class SocketIO:
             Interrupted: ``interruptible`` and :meth:`interrupt` was called.
         """
         said = timeout
-        timeout = limit(timeout, self.url)  # (NaN: ConfigurationError; huge: None)
+        if timeout is not None and (timeout.__class__ is not float or not timeout <= NO_LIMIT):
+            timeout = limit(timeout, self.url)  # (NaN: ConfigurationError; huge: None)
+        if not self._rlock.acquire(False):  # (free: the common case, without a call)
+            timeout = self._take_turn(timeout, said)
         peer = self._peer
-        timeout = self._take_turn(timeout, said)
+        view = self._view
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             wait = timeout
             while True:
                 if self.closed:
                     raise closed_error(self.url, self.channel())
-                flags = _MSG_TRUNC if wait is None else _MSG_TRUNC | _MSG_DONTWAIT
+                if wait is None:
+                    flags = _MSG_TRUNC
+                else:
+                    flags = _MSG_TRUNC | _MSG_DONTWAIT
+                    if self._wait_first and wait > 0:
+                        self._poll(wait)  # (then look, or time out)
                 try:
-                    n, addr = self._recv_into(self._view, 0, flags)
+                    n, addr = self._recv_into(view, 0, flags)
                 except BlockingIOError:
                     addr = None
-                    if wait is not None and wait > 0:
-                        wait_readable(self.sock, wait)  # (then look again, or time out)
+                    if wait is not None and wait > 0 and not self._wait_first:
+                        self._wait_first = True  # it had to wait: next time wait first
+                        self._tries = 0
+                        self._poll(wait)  # (then look again, or time out)
                 except OSError as exc:
                     raise self._error(exc, "receiving from") from exc
                 else:
+                    if self._wait_first and wait is not None:
+                        self._tries += 1
+                        if self._tries >= _RETRY_EVERY:  # look without waiting again, now and
+                            self._wait_first = False  # then (a burst needs no wait at all)
                     if n == 0 and (addr is None or addr[:2] == self._self_addr):
                         # shut down by close(), or woken by interrupt()
                         if interruptible and addr is not None and not self.closed:
@@ -115,10 +140,10 @@ class SocketIO:
                     elif n > self.fmt.recv_limit:
                         return TOO_LARGE, n, addr
                     elif take is None:
-                        return self._view[:n], n, addr
+                        return view[:n], n, addr
                     else:
                         try:
-                            return take(self._view[:n]), n, addr
+                            return take(view[:n]), n, addr
                         except Exception as exc:  # (this caller's error: the lock goes on)
                             err = self.fmt.bad(exc)
                             if err is exc:  # already ours, naming this endpoint
@@ -134,6 +159,10 @@ class SocketIO:
                         )
         finally:
             self._rlock.release()
+
+    def _poll(self, wait: float) -> None:
+        """Wait until a datagram (or a shutdown) is there, at most ``wait`` seconds."""
+        self._poller.poll(poll_ms(wait))
 
     def _take_turn(self, timeout: float | None, said: float | None) -> float | None:
         """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
@@ -151,7 +180,8 @@ class SocketIO:
         Raises:
             Timeout, FrameTooLarge (EMSGSIZE), ConnectionRefused, ChannelClosed, ChannelBroken.
         """
-        timeout = limit(timeout, self.url)
+        if timeout is not None:
+            timeout = limit(timeout, self.url)
         with self._wlock:
             if self.closed:
                 raise closed_error(self.url, self.channel())

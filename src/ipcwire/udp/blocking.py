@@ -209,15 +209,19 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
         """Queue the messages of one datagram (the listener's condition is held)."""
         fmt = self._listener._fmt
         queue = self._queue
-        self._bytes_received += data.nbytes
-        if not fmt.ndjson:  # one datagram, one message
+        n = data.nbytes
+        self._bytes_received += n
+        if not fmt.ndjson:  # one datagram, one message (what _append does, without a call)
             if len(queue) >= PEER_QUEUE:
                 self.dropped += 1
                 return
             try:
-                self._append(fmt.decode(data), data.nbytes)
+                item = fmt.decode(data)
             except Exception as exc:  # this peer's error, raised by its recv(), not the reader's
-                self._append(fmt.bad(exc), data.nbytes)
+                item = fmt.bad(exc)
+            queue.append(item)
+            self._sizes.append(n)
+            self._queued_bytes += n
             return
         try:
             msgs: list[Any] = fmt.unpack(data)
@@ -250,7 +254,7 @@ class _PeerChannel(PeerCore["UdpListener"], Channel):
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         wait = timeout  # the first wait as given (see _pump), unless the idle time is shorter
-        with listener._cond:
+        with listener._lock:
             while not (self._queue or self._closed):
                 end = self._idle_end(deadline)
                 if end is not None:
@@ -318,7 +322,10 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
         super().__init__(options, url, sock.family, idle_timeout, max_peers)
         self._io = SocketIO(sock, self._fmt, url)
         self._new: deque[_PeerChannel] = deque()
-        self._cond = threading.Condition(threading.Lock())  # never taken twice by one thread
+        # Held with ``with self._lock`` (a Condition's own ``with`` is two Python calls a
+        # message); never taken twice by one thread.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._reading = False  # a caller is reading the socket for everyone (see the module)
         self._waiting = 0  # callers in cond.wait() for the reader (none: no notify to do)
 
@@ -331,20 +338,15 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
     def _pump(self, done: Callable[[], bool], deadline: float | None, wait: float | None) -> bool:
         """Read and sort datagrams until ``done()`` (True) or ``deadline`` (False); the
         condition is held (and released while reading or waiting). The first wait is ``wait``
-        (as given), then until the deadline.
+        (as given), then until the deadline. Called when not ``done()`` (the callers have
+        just looked).
         Only one caller reads at a time; the others wait until it has sorted their datagram to
         them, or until it stops reading and one of them takes over.
 
         Raises:
             ChannelClosed, ChannelBroken: the socket failed (for every waiting caller).
         """
-        tried = False
-        while not done():
-            if tried and deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    return False
-            tried = True
+        while True:
             if self._reading:
                 self._waiting += 1
                 try:
@@ -353,11 +355,17 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
                     self._waiting -= 1
             else:
                 self._read(wait)
-        return True
+            if done():
+                return True
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return False
 
     def _read(self, wait: float | None) -> bool:
-        """Read one datagram for everyone and sort it (the condition is held, and released
-        while reading); False if none came within ``wait``."""
+        """Read one datagram for everyone and give it to its peer's channel (a new one for a
+        new peer); the condition is held, and released while reading. False if none came
+        within ``wait``."""
         cond = self._cond
         self._reading = True
         cond.release()
@@ -373,7 +381,18 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
             return True  # a close to look at; or an ICMP for a reply to a peer that left
         except Timeout:
             return False
-        self._sort(data, size, addr)
+        ch = self._peers.get(addr)
+        if ch is None:
+            ch = self._admit(addr, len(self._new))
+            if ch is None:
+                return True
+            self._new.append(ch)
+        else:
+            ch._active = time.monotonic()
+        if data is TOO_LARGE:
+            ch._put_error(self._fmt.too_large(size, address_url(addr)))
+        else:
+            ch._put(data)
         return True
 
     def _drain(self, done: Callable[[], bool]) -> None:
@@ -383,21 +402,6 @@ class UdpListener(ListenerCore[_PeerChannel], Listener):
         for _ in range(PEER_QUEUE):
             if done() or self._reading or not self._read(0):
                 return
-
-    def _sort(self, data: memoryview | object, size: int, addr: Address) -> None:
-        """Give one datagram to its peer's channel (a new one for a new peer)."""
-        ch = self._peers.get(addr)
-        if ch is None:
-            ch = self._admit(addr, len(self._new))
-            if ch is None:
-                return
-            self._new.append(ch)
-        else:
-            ch._active = time.monotonic()
-        if isinstance(data, memoryview):
-            ch._put(data)
-        else:  # TOO_LARGE
-            ch._put_error(self._fmt.too_large(size, address_url(addr)))
 
     def _wake_waiters(self) -> None:
         """Something closed: wake every waiter, including the one reading the socket."""
