@@ -56,22 +56,87 @@ class AioFifoChannel(AioPipeChannel):
         self._lock_writes = lock
         self._big = asyncio.Lock()
         self._cut: str | None = None  # why sending is refused: a send cut a message
+        self._waiting = 0  # sends in _locked_write (holding or waiting for _big)
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if not self._lock_writes or self._fd_transport() is None:
+        t = self._fd_transport()
+        if not self._lock_writes or t is None:
             await super().send(obj, timeout=timeout)
             return
-        await self._locked_write(self._pack(obj), 1, timeout)
+        data = self._pack(obj)
+        if not self._write_at_once(t, data, 1, timeout):
+            await self._locked_write(data, 1, timeout)
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        if not self._lock_writes or self._fd_transport() is None:
+        t = self._fd_transport()
+        if not self._lock_writes or t is None:
             await super().send_many(objs, timeout=timeout)
             return
         items = objs if isinstance(objs, list | tuple) else list(objs)
         if items:
-            await self._locked_write(self._wire.pack_many(items), len(items), timeout)
+            data = self._wire.pack_many(items)
+            if not self._write_at_once(t, data, len(items), timeout):
+                await self._locked_write(data, len(items), timeout)
+
+    def _write_at_once(self, t: FdTransport, data: Any, count: int, timeout: Any) -> bool:
+        """The usual send, without waiting: a message of up to PIPE_BUF bytes (frame
+        included) written with one ``write`` under the shared flock, when nothing stands in
+        its way. False, with nothing written, when something does: then
+        :meth:`_locked_write` sends it, waiting and telling errors as always. In its way:
+        another send of this channel under way (a long message holds the flock exclusively
+        through the same open file, and sends go in their order), what the transport still
+        holds, the channel closed or ended, the pipe full, the flock held by another
+        writer's long message, a write error, a timeout that is not a plain number (the slow
+        path says what is wrong with it)."""
+        if (
+            self._waiting
+            or type(data) is tuple
+            or len(data) > PIPE_BUF
+            or self._closed
+            or self._end is not None
+            or self._cut is not None
+            or t.is_closing()  # (else the transport has its write fd)
+            or t.write_error is not None
+            or t.get_write_buffer_size()
+            or (timeout is not None and type(timeout) is not float and type(timeout) is not int)
+        ):
+            return False
+        fd = t.get_extra_info("pipe_fds")[1]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # a long message is being written (or an error the slow path tells)
+            return False
+        try:
+            n = os.write(fd, data)
+        except OSError:  # full (EAGAIN), or the reader left: the slow path waits or says so
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        size = len(data)
+        if n != size:  # POSIX: a pipe writes up to PIPE_BUF bytes whole or not at all
+            self._bytes_sent += n
+            raise ChannelBroken(self._cut_short(n), endpoint=self.url)
+        self._bytes_sent += size
+        self._sent += count
+        return True
+
+    def _cut_short(self, written: int) -> str:
+        self._cut = (
+            f"a send to {self.url} was cut short after {written} bytes (a write of at most "
+            f"PIPE_BUF bytes to a FIFO, which the kernel writes whole); the stream is out of "
+            f"step, so open a new channel"
+        )
+        return self._cut
 
     async def _locked_write(self, data: Any, count: int, timeout: float | None) -> None:
+        self._waiting += 1
+        try:
+            await self._locked_write_in_turn(data, count, timeout)
+        finally:
+            self._waiting -= 1
+
+    async def _locked_write_in_turn(self, data: Any, count: int, timeout: float | None) -> None:
         size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
         how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
         try:
