@@ -294,3 +294,22 @@ def test_ipcwire_to_ipcwire(flavour: str) -> None:
             return got
 
     assert asyncio.run(main()) == MESSAGES * 2
+
+
+@pytest.mark.parametrize("batches", [True, False])
+def test_asyncio_a_message_written_at_once_that_looks_like_a_batch(
+    raw_server: Callable[..., RawServer], batches: bool
+) -> None:
+    """The first send() of a channel is written at once, in the caller's task (not by the
+    writer task): a message that begins with the marker still goes as a batch of one to a
+    peer that reads batches, and as it is to one that does not."""
+    srv = raw_server(batches=batches, expect=1, script=[b"ok"])
+
+    async def main() -> bytes:
+        async with await aio.connect(srv.url) as ch:
+            await ch.send(MARKER + b"x")
+            return await ch.recv()  # type: ignore[no-any-return]
+
+    assert asyncio.run(main()) == b"ok"
+    assert srv.got == [MARKER + b"x"]
+    assert srv.wire == [batch(MARKER + b"x") if batches else MARKER + b"x"]

@@ -60,6 +60,21 @@ _BYE: Final = object()  # _unbatch() read the client's goodbye
 _CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not wait)
 log = logging.getLogger("ipcwire")
 _UsageError: Any = grpc.aio.UsageError
+_running_loop = asyncio.get_running_loop
+# The marker's first byte: looked at before the whole marker on every message (bytes'
+# startswith parses its arguments at each call: twice the cost of this slice).
+_MARK0: Final = BATCH_MARKER[:1]
+# This process's id, kept by a fork hook: what send() and recv() compare a channel's owner
+# with on every call (os.getpid() is a system call each time).
+_PID = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def task_cancelled() -> bool:
@@ -331,19 +346,70 @@ class AioStream(AioChannel):
         )
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if os.getpid() != self._owner:
-            raise forked(self.url, self._owner)
-        if (wrong := not_this_loop(self._loop, self.url)) is not None:
-            raise closed_error(self) if self._closed else wrong  # (Closed wins)
-        data = self._encode(obj)
+        if self._owner != _PID or _running_loop() is not self._loop:
+            self._check_place()
+        if (
+            type(obj) is bytes
+            and self._raw
+            and len(obj) <= self.send_limit
+            and not (self.batches and obj[:1] == _MARK0 and obj.startswith(BATCH_MARKER))
+        ):
+            data = wire = obj  # (what _encode gives, in this frame)
+        else:
+            data = self._encode(obj)
+            wire = None  # (packed below if it is written at once)
         if self._closed or self._broken is not None:
             self._check_send()
         if self._unwritten > HIGH_WATER or self._unwritten_n >= HIGH_WATER_MESSAGES:
             await self._wait_for_room(timeout)
         elif timeout is None and not self._sent_last and self._writer is None and not self._busy:
-            await self._write_now(data)
+            # Written at once in this task (see above); sends meanwhile queue behind it. In
+            # this frame, not a method of its own: one coroutine less per message.
+            self._sent_last = self._busy = True
+            n = len(data)
+            self._unwritten += n
+            self._unwritten_n += 1
+            try:
+                if wire is None:
+                    batch = self.batches and data.startswith(BATCH_MARKER)
+                    wire = pack_batch([data]) if batch else data
+                await self._write(wire)
+            except asyncio.CancelledError:
+                # The caller was cancelled mid-write. grpc.aio's client cancels the RPC then;
+                # its server goes on writing without us, and another write now would overlap
+                # that one (grpc refuses it, and what was queued meanwhile would be lost
+                # unseen). Either way the stream cannot go on: the next send() says so.
+                if self._broken is None:
+                    self._broken = ChannelBroken(
+                        f"cannot send to {self.url}: a send() was cancelled while grpc wrote "
+                        f"its message, which ends the stream",
+                        endpoint=self.url,
+                    )
+                raise
+            except Exception as exc:
+                self._write_failed(exc)
+                self._check_send()
+                raise  # not reached: _write_failed broke the channel
+            finally:
+                self._busy = False
+                self._unwritten -= n
+                self._unwritten_n -= 1
+                if self._pending and self._writer is None:
+                    self._writer = self._loop.create_task(self._write_queued())
+                if self._room_waiters:
+                    self._wake(self._room_waiters)
+            self._sent += 1
+            self._bytes_sent += n
             return
         self._queue(data)
+
+    def _check_place(self) -> None:
+        """Raise if this is a child forked from the channel's process, or another event loop
+        than the channel's (Closed wins over the latter). The fast paths look first."""
+        if os.getpid() != self._owner:
+            raise forked(self.url, self._owner)
+        if (wrong := not_this_loop(self._loop, self.url)) is not None:
+            raise closed_error(self) if self._closed else wrong
 
     def _queue(self, data: bytes) -> None:
         """Queue one message for the writer task (started if none runs)."""
@@ -357,10 +423,7 @@ class AioStream(AioChannel):
             self._writer = self._loop.create_task(self._write_queued())
 
     async def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        if os.getpid() != self._owner:
-            raise forked(self.url, self._owner)
-        if (wrong := not_this_loop(self._loop, self.url)) is not None:
-            raise closed_error(self) if self._closed else wrong  # (Closed wins)
+        self._check_place()
         items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if self.batches:
             for d in items:
@@ -380,40 +443,6 @@ class AioStream(AioChannel):
         self._bytes_sent += size
         if self._writer is None and not self._busy:
             self._writer = self._loop.create_task(self._write_queued())
-
-    async def _write_now(self, data: bytes) -> None:
-        """Write ``data`` in this task; sends meanwhile queue behind it."""
-        self._sent_last = self._busy = True
-        self._unwritten += len(data)
-        self._unwritten_n += 1
-        wire = pack_batch([data]) if self.batches and data.startswith(BATCH_MARKER) else data
-        try:
-            await self._write(wire)
-        except asyncio.CancelledError:
-            # The caller was cancelled mid-write. grpc.aio's client cancels the RPC then; its
-            # server goes on writing without us, and another write now would overlap that one
-            # (grpc refuses it, and what was queued meanwhile would be lost unseen). Either
-            # way the stream cannot go on: the next send() says so.
-            if self._broken is None:
-                self._broken = ChannelBroken(
-                    f"cannot send to {self.url}: a send() was cancelled while grpc wrote its "
-                    f"message, which ends the stream",
-                    endpoint=self.url,
-                )
-            raise
-        except Exception as exc:
-            self._write_failed(exc)
-            self._check_send()
-            raise  # not reached: _write_failed broke the channel
-        finally:
-            self._busy = False
-            self._unwritten -= len(data)
-            self._unwritten_n -= 1
-            if self._pending and self._writer is None:
-                self._writer = self._loop.create_task(self._write_queued())
-            self._wake(self._room_waiters)
-        self._sent += 1
-        self._bytes_sent += len(data)
 
     async def _write_queued(self) -> None:
         """The writer task: write what is queued until nothing is, or the stream fails."""
@@ -490,8 +519,61 @@ class AioStream(AioChannel):
     async def recv(self, *, timeout: float | None = None) -> Any:
         if self._inbox and not self._closed:
             return self._pop(1)[0]
+        if (
+            timeout is None
+            and self._reader is None
+            and self._direct is None
+            and self._end is None
+            and not self._closed
+            and not self._unpacked
+            and self._owner == _PID
+            and _running_loop() is self._loop
+        ):
+            # The common case, in this frame (one coroutine per message, not four): read in
+            # this task, as _wait() and _read_here() do; anything but a plain message, and
+            # any failure, is recorded as they record it, and _wait() then says it.
+            d = self._direct = Detachable(self._read(), self._hand_over)
+            try:
+                msg = await d
+            except asyncio.CancelledError:
+                if d.detached:
+                    raise  # this task's cancellation: the read goes on in the reader task
+                self._read_cancelled()
+                if task_cancelled():
+                    raise
+                msg = None  # close() cancelled the call under us: ChannelClosed
+            except Interrupted:
+                msg = None  # close() or the end woke us: the read goes on in the reader task
+            except Exception as exc:
+                self._read_failed(exc)
+                msg = None
+            finally:
+                self._direct = None
+            if msg is not None:
+                if msg is not _EOF and not (
+                    self.batches and msg[:1] == _MARK0 and msg.startswith(BATCH_MARKER)
+                ):
+                    if self._raw:
+                        self._sent_last = False
+                        self._received += 1
+                        self._bytes_received += len(msg)
+                        return msg
+                    self._inbox.append(msg)
+                    self._queued += len(msg)
+                    return self._pop(1)[0]
+                self._took(msg)
         await self._wait(timeout)
         return self._pop(1)[0]
+
+    def _took(self, msg: Any) -> None:
+        """The end, or a batch, that a read in recv()'s task took (see _next)."""
+        if msg is _EOF:  # the end's grace (_eof) is waited in the reader task
+            self._reader = self._loop.create_task(self._eof())
+            return
+        one = self._unbatch(msg)
+        if isinstance(one, bytes):  # (not the goodbye, after which the end comes)
+            self._inbox.append(one)
+            self._queued += len(one)
 
     async def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
@@ -532,10 +614,7 @@ class AioStream(AioChannel):
         return decode_taken(self._codec_decode, raw, put_back)
 
     async def _wait(self, timeout: float | None) -> None:
-        if os.getpid() != self._owner:
-            raise forked(self.url, self._owner)
-        if (wrong := not_this_loop(self._loop, self.url)) is not None:
-            raise closed_error(self) if self._closed else wrong  # (Closed wins)
+        self._check_place()
         if timeout == 0 and self._reader is None and self._direct is None and self._end is None:
             # (not while another task's recv() reads in its own task: a second grpc.aio read
             # of the stream alongside it lost messages, or broke the RPC)
