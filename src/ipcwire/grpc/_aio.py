@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
+from ipcwire import _pid
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
@@ -44,6 +45,7 @@ from ipcwire.grpc._grpcio import grpc
 from ipcwire.grpc._protocol import (
     BATCH_MARKER,
     CANCEL_GRACE,
+    MARKER_BYTE,
     client_cancelled,
     error_from_status,
     lost_client,
@@ -61,20 +63,6 @@ _CLOSING: set[asyncio.Task[None]] = set()  # closes under way (close() does not 
 log = logging.getLogger("ipcwire")
 _UsageError: Any = grpc.aio.UsageError
 _running_loop = asyncio.get_running_loop
-# The marker's first byte: looked at before the whole marker on every message (bytes'
-# startswith parses its arguments at each call: twice the cost of this slice).
-_MARK0: Final = BATCH_MARKER[:1]
-# This process's id, kept by a fork hook: what send() and recv() compare a channel's owner
-# with on every call (os.getpid() is a system call each time).
-_PID = os.getpid()
-
-
-def _after_fork_in_child() -> None:
-    global _PID
-    _PID = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def task_cancelled() -> bool:
@@ -346,13 +334,13 @@ class AioStream(AioChannel):
         )
 
     async def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if self._owner != _PID or _running_loop() is not self._loop:
+        if self._owner != _pid.current or _running_loop() is not self._loop:
             self._check_place()
         if (
             type(obj) is bytes
             and self._raw
             and len(obj) <= self.send_limit
-            and not (self.batches and obj[:1] == _MARK0 and obj.startswith(BATCH_MARKER))
+            and not (self.batches and obj[:1] == MARKER_BYTE and obj.startswith(BATCH_MARKER))
         ):
             data = wire = obj  # (what _encode gives, in this frame)
         else:
@@ -526,7 +514,7 @@ class AioStream(AioChannel):
             and self._end is None
             and not self._closed
             and not self._unpacked
-            and self._owner == _PID
+            and self._owner == _pid.current
             and _running_loop() is self._loop
         ):
             # The common case, in this frame (one coroutine per message, not four): read in
@@ -551,7 +539,7 @@ class AioStream(AioChannel):
                 self._direct = None
             if msg is not None:
                 if msg is not _EOF and not (
-                    self.batches and msg[:1] == _MARK0 and msg.startswith(BATCH_MARKER)
+                    self.batches and msg[:1] == MARKER_BYTE and msg.startswith(BATCH_MARKER)
                 ):
                     if self._raw:
                         self._sent_last = False

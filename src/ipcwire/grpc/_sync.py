@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
+from ipcwire import _pid
 from ipcwire._core.codecs import BytesCodec, Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import checked_decode, decode_taken
@@ -59,6 +60,7 @@ from ipcwire.grpc._protocol import (
     BATCH_MARKER,
     BYE,
     CANCEL_GRACE,
+    MARKER_BYTE,
     client_cancelled,
     error_from_status,
     failed_bye,
@@ -203,6 +205,7 @@ class SyncStream(Channel):
         self._cond = threading.Condition(self._lock)  # ``with self._lock`` where none waits
         self._reading = threading.Lock()  # one reader at a time, direct or waiting
         self._pump: threading.Thread | None = None
+        self._pump_waiting = False  # for room in the inbox (under ``_cond``)
         self._inbox: deque[bytes] = deque()
         self._queued = 0
         self._end: IpcwireError | None = None
@@ -243,9 +246,14 @@ class SyncStream(Channel):
         while True:
             item = get()
             if type(item) is bytes and not (
-                self.batches and (out.qsize() or item.startswith(BATCH_MARKER))
+                self.batches
+                and ((item[:1] == MARKER_BYTE and item.startswith(BATCH_MARKER)) or out.qsize())
             ):
-                self._took(len(item), 1)  # the usual case: one message, sent as it is
+                # The usual case: one message, sent as it is (_took, in this frame).
+                self._taken += len(item)
+                self._taken_n += 1
+                if self._send_waiting:
+                    self._wake_senders()
                 yield item
                 continue
             if item is _STOP:
@@ -309,9 +317,13 @@ class SyncStream(Channel):
         either sees them taken or is woken here."""
         self._taken += size
         self._taken_n += count
+        if self._send_waiting:
+            self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        """Wake the senders waiting for room, once there is enough of it."""
         if (
-            self._send_waiting
-            and self._given - self._taken <= HIGH_WATER - SEND_SLACK
+            self._given - self._taken <= HIGH_WATER - SEND_SLACK
             and self._given_n - self._taken_n <= LOW_WATER_MESSAGES
         ):
             with self._cond:
@@ -384,7 +396,7 @@ class SyncStream(Channel):
         try:
             while True:
                 msg: bytes = next(self._incoming)
-                if not (self.batches and msg.startswith(BATCH_MARKER)):
+                if not (self.batches and msg[:1] == MARKER_BYTE and msg.startswith(BATCH_MARKER)):
                     return msg
                 items = unpack_batch(msg, self.url)
                 if items:
@@ -474,22 +486,26 @@ class SyncStream(Channel):
         return err
 
     def _run_pump(self) -> None:
+        lock = self._lock
         cond = self._cond
+        inbox = self._inbox
         while True:
             msg = self._next()
             if msg is None:
                 return
-            with cond:
+            with lock:  # (``cond``'s lock: entered without a Python call)
                 if self._closed:
                     continue  # draining after close() (see drain): nobody will read it
-                self._inbox.append(msg)
+                inbox.append(msg)
                 self._queued += len(msg)
                 cond.notify_all()
-                inbox = self._inbox
-                while (
-                    self._queued > HIGH_WATER or len(inbox) > HIGH_WATER_MESSAGES
-                ) and not self._closed:
-                    cond.wait()
+                if self._queued > HIGH_WATER or len(inbox) > HIGH_WATER_MESSAGES:
+                    self._pump_waiting = True  # (for _pop, which wakes it)
+                    while (
+                        self._queued > HIGH_WATER or len(inbox) > HIGH_WATER_MESSAGES
+                    ) and not self._closed:
+                        cond.wait()
+                    self._pump_waiting = False
 
     def _start_pump(self) -> None:  # with ``_reading`` held
         if self._pump is None and self._unpacked:  # the rest of a batch read directly
@@ -531,14 +547,22 @@ class SyncStream(Channel):
 
     # -- the application's side -----------------------------------------------------------------
     def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        if os.getpid() != self._owner:
+        if self._owner != _pid.current:
             raise forked(self.url, self._owner)
-        data = encode_message(self._codec, obj, self.send_limit, self.url)
-        if self.batches and data.startswith(BATCH_MARKER):
+        if type(obj) is bytes and self._raw and len(obj) <= self.send_limit:
+            data = obj  # (what encode_message gives, without its calls)
+        else:
+            data = encode_message(self._codec, obj, self.send_limit, self.url)
+        if self.batches and data[:1] == MARKER_BYTE and data.startswith(BATCH_MARKER):
             marker_check(data, self.send_limit, self.url)
         size = len(data)
         with self._lock:
-            if self._closed or self._broken is not None or self._full():
+            if (
+                self._closed
+                or self._broken is not None
+                or self._given - self._taken > HIGH_WATER  # (_full(), in this frame)
+                or self._given_n - self._taken_n >= HIGH_WATER_MESSAGES
+            ):
                 self._wait_for_room(timeout)
             self._given += size
             self._given_n += 1
@@ -547,7 +571,7 @@ class SyncStream(Channel):
         self._bytes_sent += size
 
     def send_many(self, objs: Iterable[Any], *, timeout: float | None = None) -> None:
-        if os.getpid() != self._owner:
+        if self._owner != _pid.current:
             raise forked(self.url, self._owner)
         items = [encode_message(self._codec, o, self.send_limit, self.url) for o in objs]
         if not items:
@@ -607,17 +631,20 @@ class SyncStream(Channel):
             raise self._broken
 
     def recv(self, *, timeout: float | None = None) -> Any:
-        if os.getpid() != self._owner:
+        if self._owner != _pid.current:
             raise forked(self.url, self._owner)
         if timeout is None and self._pump is None and not self._client:
             # The common case, a loop's recv(): read grpcio's iterator in this thread. Only a
             # reader (holding ``_reading``) starts the pump or fills the inbox; ``_closed`` and
-            # the end are checked again by ``_read_direct``.
+            # the end are checked again after the read (_read_direct, in this frame).
             with self._reading:
                 if self._pump is None and not self._inbox and self._end is None:
                     if self._closed:
                         raise closed_error(self)
-                    msg = self._read_direct()
+                    msg = self._next()
+                    if msg is None or self._closed:
+                        raise self._not_read()
+                    self._bytes_received += len(msg)
                     self._received += 1
                     return msg if self._raw else self._codec_decode(memoryview(msg))
         return self._receive(1, timeout)[0]
@@ -625,39 +652,29 @@ class SyncStream(Channel):
     def recv_many(
         self, max_messages: int | None = None, *, timeout: float | None = None
     ) -> list[Any]:
-        if os.getpid() != self._owner:
+        if self._owner != _pid.current:
             raise forked(self.url, self._owner)
         return self._receive(max_messages, timeout)
 
     def _receive(self, limit: int | None, timeout: float | None) -> list[Any]:
-        left = self._take_turn(timeout)
+        # The receive lock: taken at once when free (the usual case), else in turn, within
+        # the timeout (receives take turns: :func:`take_turn`).
+        reading = self._reading
+        left = timeout if reading.acquire(False) else take_turn(reading, timeout, self.url)
         try:
             deadline = None if left is None else time.monotonic() + left
         except TypeError:  # (checked here, where it is first used: no cost otherwise)
-            self._reading.release()
+            reading.release()
             raise not_seconds(timeout, self.url) from None
         try:
-            with self._cond:
-                if self._closed:
-                    raise closed_error(self)
-                direct = (
-                    not self._inbox and self._pump is None and timeout is None and not self._client
-                )
-                if not self._inbox and self._end is not None and not self._settling:
-                    raise self._end
-            if direct:
+            if self._pump is None and self._reads_itself(timeout):
                 raw = [self._read_direct()]
             else:
-                try:
-                    self._start_pump()
-                except ResourceExhausted:
-                    if not self._inbox:  # (what is already here is still delivered)
-                        raise
-                with self._cond:
+                with self._lock:  # (``_cond``'s lock: entered without a Python call)
                     self._wait(deadline, timeout)
                     raw = self._pop(limit)
         finally:
-            self._reading.release()
+            reading.release()
         self._received += len(raw)
         if self._raw:
             return raw
@@ -674,15 +691,43 @@ class SyncStream(Channel):
             self._bytes_received -= n
         self._received -= len(raw)
 
+    def _reads_itself(self, timeout: float | None) -> bool:  # with ``_reading``, no pump yet
+        """Whether this receive reads grpcio's iterator itself (a server's, without a timeout,
+        nothing in the inbox); if not, the pump is started (once it runs, ``_wait`` makes
+        the same checks as this).
+
+        Raises:
+            ChannelClosed; the end, when nothing is left to receive.
+        """
+        with self._lock:
+            if self._closed:
+                raise closed_error(self)
+            direct = not self._inbox and timeout is None and not self._client
+            if not self._inbox and self._end is not None and not self._settling:
+                raise self._end
+        if direct:
+            return True
+        try:
+            self._start_pump()
+        except ResourceExhausted:
+            if not self._inbox:  # (what is already here is still delivered)
+                raise
+        return False
+
     def _read_direct(self) -> bytes:
         msg = self._next()
-        if self._closed:
-            raise closed_error(self)
-        if msg is None:
-            assert self._end is not None
-            raise self._end
+        if msg is None or self._closed:
+            raise self._not_read()
         self._bytes_received += len(msg)
         return msg
+
+    def _not_read(self) -> IpcwireError:
+        """Why a direct read gives nothing: close() meanwhile (ChannelClosed wins, and what
+        was read is dropped), or the end of the stream."""
+        if self._closed:
+            return closed_error(self)
+        assert self._end is not None
+        return self._end
 
     def _pop(self, limit: int | None) -> list[bytes]:  # with ``_cond`` held
         inbox = self._inbox
@@ -692,13 +737,9 @@ class SyncStream(Channel):
         n = sum(len(m) for m in raw) if len(raw) > 1 else len(raw[0])
         self._queued -= n
         self._bytes_received += n
-        if self._queued <= HIGH_WATER and len(inbox) <= HIGH_WATER_MESSAGES:
-            self._cond.notify_all()
+        if self._pump_waiting and self._queued <= HIGH_WATER and len(inbox) <= HIGH_WATER_MESSAGES:
+            self._cond.notify_all()  # (only the pump waits for the inbox to shrink)
         return raw
-
-    def _take_turn(self, timeout: float | None) -> float | None:
-        """The receive lock, within ``timeout`` (receives take turns: :func:`take_turn`)."""
-        return take_turn(self._reading, timeout, self.url)
 
     def _wait(self, deadline: float | None, said: float | None) -> None:  # with ``_cond`` held
         """Until a message is in the inbox, by ``deadline`` (``said``: the caller's timeout,
@@ -710,6 +751,9 @@ class SyncStream(Channel):
                 return
             if self._end is not None and not self._settling:
                 raise self._end
+            if deadline is None:
+                self._cond.wait()
+                continue
             self._cond.wait(
                 seconds_left(
                     deadline,
