@@ -20,6 +20,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -42,6 +43,9 @@ __all__ = ["AioPipeChannel", "FdTransport"]
 
 _HIGH: Final = 256 * 1024  # write buffer size that pauses senders
 _LOW: Final = 64 * 1024
+# Linux: an empty FIFO that reads EAGAIN (not 0) has a writer, so it has met one since this
+# end was opened, and epoll shows it the hang-up from then on (see FdTransport.__init__).
+_EAGAIN_SHOWS_HUP: Final = sys.platform.startswith("linux")
 
 
 class FdTransport(asyncio.Transport):
@@ -60,8 +64,14 @@ class FdTransport(asyncio.Transport):
         read_to_eagain: bool = False,
     ) -> None:
         super().__init__()
-        # FIFOs: after data, read again until EAGAIN, because a writer that left before this
-        # end was opened shows no hang-up to epoll, but a read of 0 does tell.
+        # FIFOs: after data, read again, because a read end opened while no writer had the
+        # FIFO open sees no hang-up in epoll until a writer opens it (fs/pipe.c: fifo_open
+        # sets the end's f_pipe to w_counter only then; pipe_poll's EPOLLHUP needs them to
+        # differ), and the listener keeps the FIFO open between sessions, so a session can
+        # begin with the data of writers that all left: epoll shows the data, never the end;
+        # a read of 0 does tell. On Linux this stops at the first EAGAIN: the FIFO has a
+        # writer then, so one opened it after this end (or had it open before: f_pipe was
+        # never set), and epoll shows the hang-up from then on. Elsewhere, after all data.
         self._read_to_eagain = read_to_eagain
         self._loop = loop
         self._rfd = rfd
@@ -119,7 +129,11 @@ class FdTransport(asyncio.Transport):
         buf = self._protocol.get_buffer(-1)
         try:
             n = os.readv(rfd, (buf,))
-        except (BlockingIOError, InterruptedError):
+        except BlockingIOError:
+            if _EAGAIN_SHOWS_HUP:
+                self._read_to_eagain = False  # (see __init__)
+            return -1
+        except InterruptedError:
             return -1
         except OSError as exc:
             self._fatal(exc)
@@ -129,8 +143,12 @@ class FdTransport(asyncio.Transport):
             return 0
         self._protocol.buffer_updated(n)
         if self._read_to_eagain and self._reading and self._rfd is not None:
-            self._loop.call_soon(self._read_ready)
+            self._loop.call_soon(self._read_again)
         return n
+
+    def _read_again(self) -> None:
+        if self._reading:
+            self._read_ready()
 
     def _read_eof(self) -> None:
         self._eof = True
@@ -174,8 +192,10 @@ class FdTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         self._read_paused = False
         self._pause_deferred = False
-        if not self._closing:
+        if not self._closing and not self._reading:
             self._start_reading()
+            if self._read_to_eagain:  # the read that paused may have taken the last data
+                self._loop.call_soon(self._read_again)
 
     def is_reading(self) -> bool:
         return self._reading
