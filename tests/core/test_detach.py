@@ -194,3 +194,22 @@ def test_errors_of_the_operation_pass_through(aio_run: AioRun) -> None:
         assert handed.resumes == []
 
     aio_run(main())
+
+
+def test_a_detachable_is_a_future_only_while_its_task_waits(aio_run: AioRun) -> None:
+    # (asyncio.isfuture: the ``_asyncio_future_blocking`` attribute is not None) Before, it
+    # stayed one after its wait: not a harm while each is awaited once, but not what it says.
+    async def main() -> list[bool]:
+        op = Op(steps=2)
+        d = Detachable(op.run(), Handed())
+        seen = [asyncio.isfuture(d)]
+        task = asyncio.get_running_loop().create_task(_awaited(d))
+        await asyncio.sleep(0)  # the task waits on the first step
+        seen.append(asyncio.isfuture(d))
+        op.futures[0].set_result(1)
+        op.futures[1].set_result(2)
+        assert await task == [1, 2]
+        seen.append(asyncio.isfuture(d))
+        return seen
+
+    assert aio_run(main()) == [False, True, False]

@@ -147,6 +147,7 @@ class Detachable(Generic[T]):
             except BaseException as exc:
                 woken = self._error is not None
                 self._inner = None
+                self._asyncio_future_blocking = None  # (a future only while the task waits)
                 if not woken and step.done() and _outcome_of(step, exc):
                     continue  # the future failed: the operation reads that itself, as usual
                 for fn, _ in self._callbacks:  # (off the future it still waits on)
@@ -155,6 +156,7 @@ class Detachable(Generic[T]):
                 self._hand_over(step)
                 raise
             self._inner = None
+            self._asyncio_future_blocking = None
 
     def _hand_over(self, pending: asyncio.Future[Any] | None) -> None:
         self.detached = True

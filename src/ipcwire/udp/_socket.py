@@ -226,9 +226,11 @@ class DatagramFormat:
         self.recv_size = min(self.recv_limit, max_datagram(family)) + 1
         self._encode = encoder_for(options.codec, options.url)
         self._raw = isinstance(options.codec, BytesCodec)
-        # (raw bytes: the codec's decode is bytes(), called directly)
-        self.decode: Callable[[memoryview], Any] = bytes if self._raw else options.codec.decode
-        self._plain = self._raw and not self.ndjson  # bytes sent as they are (pack)
+        # ipcwire's own raw codec (not a subclass, which may encode or decode its own way):
+        # bytes sent as they are (pack) and its decode, bytes(), called directly
+        own = type(options.codec) is BytesCodec
+        self.decode: Callable[[memoryview], Any] = bytes if own else options.codec.decode
+        self._plain = own and not self.ndjson
 
     def pack(self, obj: Any) -> bytes | bytearray | memoryview:
         """One datagram for ``obj``.
