@@ -84,7 +84,8 @@ def test_a_reader_thread_paused_by_a_full_inbox_resumes_as_it_is_read(reader: st
 
         sender = threading.Thread(target=send_all)
         sender.start()
-        inbox: Any = getattr(rx, "_s", rx)._inbox
+        stream: Any = getattr(rx, "_s", rx)
+        inbox = stream._inbox
         assert wait_until(lambda: len(inbox) > HIGH_WATER_MESSAGES, BOUND)  # (and it stops)
         got = [rx.recv(timeout=BOUND) for _ in range(n)]
         sender.join(BOUND)
