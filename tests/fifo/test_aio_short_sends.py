@@ -9,17 +9,21 @@ channel), so short sends meanwhile wait behind it, in order; and a write the ker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._aio_listeners import until
 from tests._loops import AioRun
 
 import ipcwire
 import ipcwire.fifo.aio as fifo_aio
 from ipcwire import aio
 from ipcwire.errors import ChannelBroken
+
+BOUND = 20.0
 
 
 def _pipe_is_full(fd: int) -> bool:
@@ -52,16 +56,19 @@ def test_a_short_send_waits_behind_a_long_one_of_the_same_channel(
             try:
                 w = await aio.connect(url, codec="bytes")
                 sending_long = asyncio.ensure_future(w.send(long, timeout=30))
-                while not _pipe_is_full(probe):  # the OS shows it only by polling
-                    await asyncio.sleep(0.001)
+                # the OS shows it only by polling
+                assert await until(lambda: _pipe_is_full(probe), BOUND)
                 got = os.read(probe, 65536)  # room; the long send wakes on a later turn
                 short = w.send_many([b"short"], timeout=30) if many else w.send(b"short")
                 sending_short = asyncio.ensure_future(short)  # runs first
-                while len(got) < len(frame):
-                    try:
+
+                def more() -> bool:
+                    nonlocal got
+                    with contextlib.suppress(BlockingIOError):
                         got += os.read(probe, 1 << 20)
-                    except BlockingIOError:
-                        await asyncio.sleep(0.001)
+                    return len(got) >= len(frame)
+
+                assert await until(more, BOUND), f"{len(got)} of {len(frame)} bytes"
                 await sending_long
                 await sending_short
                 await w.aclose()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests._aio_listeners import until
 from tests._loops import AioRun
 
 import ipcwire
@@ -125,8 +126,8 @@ def test_the_end_is_seen_when_the_read_that_took_the_last_data_paused_reading(
             os.close(w)
             async with await listener.accept() as reader:
                 transport: Any = reader._transport  # type: ignore[attr-defined]
-                while transport.is_reading():  # until the read past the mark paused it
-                    await asyncio.sleep(0.005)
+                # until the read past the mark paused it
+                assert await until(lambda: not transport.is_reading(), 20)
                 for i in range(30):
                     assert await reader.recv(timeout=20) == bytes([i]) * 4000
                 with pytest.raises(EndOfChannel):
