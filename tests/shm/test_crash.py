@@ -76,8 +76,9 @@ def _until(cond: Callable[[], bool], what: str) -> None:
 @pytest.mark.parametrize("policy", ["spin", "park", "hybrid"])
 @pytest.mark.parametrize("timeout", [30, None])
 def test_kill_wakes_a_receiver_at_once(impl: str, policy: str, timeout: float | None) -> None:
-    """With a timeout a parked receiver polls its doorbell and the liveness socket; without,
-    it sleeps in a blocking recv on the doorbell, which returns end of file."""
+    """A parked receiver sleeps in a blocking recv on the doorbell, which returns end of
+    file (with a timeout too, when its deadline is more than 50 ms away: the C ring; the
+    pure-Python ring's timed park polls the doorbell and the liveness socket)."""
     with peer("server", "idle", impl=impl, policy=policy) as p:
         link = p.link("client", impl=impl, policy=policy)
         assert p.line() == "ready"

@@ -39,6 +39,26 @@ def pair(
         yield client, server
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_far_deadline_still_ends_the_wait_on_time(
+    shm_url: Callable[[], str], impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timed park whose deadline is more than 50 ms away first sleeps in the doorbell's
+    recv, as an untimed one does (ring.c, RECV_FIRST_NS); that recv gives up after 10 ms of
+    timer ticks, and the rest is waited in ppoll: the Timeout comes at the deadline, neither
+    before it nor a recv timeout after another."""
+    with pair(shm_url, impl, monkeypatch) as (client, server):
+        for policy in ("park", "hybrid"):
+            client.wait_policy = policy
+            began = time.monotonic()
+            with pytest.raises(Timeout, match=r"within 0\.3 s$"):
+                client.recv(timeout=0.3)
+            took = time.monotonic() - began
+            assert 0.3 <= took < 0.8, took
+        server.send(b"still there")  # and the channel works on
+        assert client.recv(timeout=5) == b"still there"
+
+
 @pytest.mark.parametrize("codec", ["bytes", "json"])  # (bytes: the ring's own recv, bound)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_receive_timeout_says_the_timeout(

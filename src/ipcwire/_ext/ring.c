@@ -31,6 +31,14 @@
 #include <unistd.h>
 
 #define ALIVE_CHECK_NS 1000000     /* spinning: ask the kernel whether the peer lives, each ms */
+/* A timed park sleeps in the doorbell's recv() first, as an untimed one does, when its
+ * deadline is further away than this: the recv gives up after SO_RCVTIMEO (10 ms, set at
+ * setup; shm/_setup.py PARK_RECHECK_US), which the kernel counts in timer ticks (4 ms at
+ * HZ=250, 10 ms at HZ=100), so it could end up to ~30 ms late; then ppoll() waits for the
+ * rest to the nanosecond. ppoll() with a timeout costs a wake-up more than the recv here
+ * (its hrtimer, two sockets' wait queues and the read of the byte after it: 4-7 us a round
+ * trip on a KVM guest), and request() always has a timeout. */
+#define RECV_FIRST_NS 50000000
 #define SPIN_SLICE_NS 50000000     /* spinning: hand back to Python (signals) every 50 ms */
 
 static inline void cpu_relax(void)
@@ -449,8 +457,9 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
             atomic_store_explicit(flag, 0, memory_order_relaxed);
             return IPCW_INTERRUPTED;
         }
-        if (w->wait_sock && deadline < 0) {
-            /* untimed: sleep in recv() itself, one system call to sleep and be woken */
+        if (w->wait_sock && (deadline < 0 || deadline - ipcw_now_ns() > RECV_FIRST_NS)) {
+            /* untimed, or the deadline far: sleep in recv() itself, one system call to sleep
+             * and be woken */
             unsigned char buf[64];
             ssize_t n = recv(w->wait_fd, buf, sizeof buf, 0);
             int err = errno;
@@ -469,8 +478,9 @@ static int wait_for(ipcw_ring *r, int producer, uint64_t need, const ipcw_waiter
             }
             /* EAGAIN: the receive timeout set once at setup (SO_RCVTIMEO, 10 ms) ran out, or
              * someone made the socket non-blocking. Either way wait in ppoll below, on the
-             * doorbell and the liveness socket together: a doorbell end that more than the
-             * peer holds never hangs up, the liveness socket does (docs/mechanisms/shm.md) */
+             * doorbell and the liveness socket together, until the deadline if there is one:
+             * a doorbell end that more than the peer holds never hangs up, the liveness
+             * socket does (docs/mechanisms/shm.md) */
             atomic_store_explicit(flag, 1, memory_order_seq_cst);
             if (ready(r, need)) {
                 atomic_store_explicit(flag, 0, memory_order_relaxed);
