@@ -78,10 +78,11 @@ class WireFormat:
         self.send_limit = max_frame
         self.endpoint = endpoint
         self._codec_decode = codec.decode
-        # What drivers call per received message. The bytes codec cannot fail; another
-        # codec's failure is given the endpoint (codecs are shared by every channel).
+        # What drivers call per received message. ipcwire's bytes codec cannot fail; another
+        # codec's failure (a subclass of it too) is given the endpoint (codecs are shared by
+        # every channel).
         self.decode = (
-            codec.decode if isinstance(codec, BytesCodec) or endpoint is None else self._decode
+            codec.decode if type(codec) is BytesCodec or endpoint is None else self._decode
         )
         self._encode = codec.encode
         self._encode_into = codec.encode_into if isinstance(codec, _MsgspecCodec) else None
@@ -230,8 +231,9 @@ class WireFormat:
 
     @property
     def is_raw(self) -> bool:
-        """True when payloads are passed through untouched (the bytes codec)."""
-        return isinstance(self.codec, BytesCodec)
+        """True when payloads are passed through untouched: ipcwire's own bytes codec, not a
+        subclass (which may encode or decode its own way, so its methods must run)."""
+        return type(self.codec) is BytesCodec
 
 
 def checked_decode(codec: Codec, endpoint: str) -> Callable[[Any], Any]:

@@ -99,7 +99,8 @@ class AioStream(AioChannel):
         self.url = url
         self._codec = codec
         self._codec_decode = checked_decode(codec, url)  # RemoteProtocolError on failure
-        self._raw = isinstance(codec, BytesCodec)
+        # ipcwire's own raw codec: bytes as they are (a subclass may encode or decode its way)
+        self._raw = type(codec) is BytesCodec
         self.send_limit = send_limit
         self._peer = peer
         self._read = read

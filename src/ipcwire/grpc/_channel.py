@@ -158,7 +158,7 @@ class OneShotCore:
         req, self._request = self._request, None
         if req is None:
             raise EndOfChannel(f"{self.url}: a unary call carries one message", endpoint=self.url)
-        if isinstance(self._codec, BytesCodec):
+        if type(self._codec) is BytesCodec:  # (not a subclass: its decode must run)
             return req
         try:
             return self._codec_decode(memoryview(req))

@@ -108,7 +108,9 @@ class ClientCore:
                     f"codec='pickle' needs a channel ({url}): with session=False the server "
                     f"never proves it knows the token, so its replies must not be unpickled"
                 )
-        self._raw = options.codec.name == "bytes" and isinstance(options.codec, BytesCodec)
+        # ipcwire's own raw codec: replies are the message as they are (a subclass's decode
+        # must run)
+        self._raw = options.codec.name == "bytes" and type(options.codec) is BytesCodec
         self.id = ""
         self.path = ""
         self.inbox: deque[bytes] = deque()  # received, not yet taken (undecoded)

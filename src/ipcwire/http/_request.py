@@ -69,7 +69,8 @@ class RequestReader:
         self._codec = codec
         # a channel's message that does not decode is delivered as this error, in its place
         self._checked = checked_decode(codec, url)
-        self._raw = isinstance(codec, BytesCodec)
+        # ipcwire's own raw codec: a body is the message as it is (a subclass's decode must run)
+        self._raw = type(codec) is BytesCodec
         self._ctype = ctype
         self._max_frame = max_frame
         self._max_batch = max_batch

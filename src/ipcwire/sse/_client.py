@@ -190,7 +190,8 @@ class ClientCore:
         self.addr = addr
         self.options = options
         self._decode = checked_decode(options.codec, options.url)  # (errors name the URL)
-        self._plain = isinstance(options.codec, BytesCodec)  # decode is bytes(): skip it
+        # ipcwire's own raw codec, whose decode is bytes(): skip it (not a subclass's)
+        self._plain = type(options.codec) is BytesCodec
         self._text = options.codec.name == "json"
         self._shape: RunShape | None = None  # the usual shape of the current stream's events
         max_data = options.max_frame if self._text else (options.max_frame + 2) // 3 * 4

@@ -180,7 +180,9 @@ class ServerChannelBase:
         self._text = codec.name == "json"
         self._closed = False
         self._limit = stream.send_limit
-        self._plain = isinstance(codec, BytesCodec)  # encode() returns bytes as they are
+        # ipcwire's own raw codec, whose encode() returns bytes as they are (a subclass's
+        # encode must run)
+        self._plain = type(codec) is BytesCodec
         self._bytes_sent = 0
 
     def _encode(self, obj: Any) -> tuple[bytes, int]:

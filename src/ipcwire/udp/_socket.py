@@ -225,6 +225,8 @@ class DatagramFormat:
         self.recv_limit = max_datagram(family) if self.ndjson else options.max_frame
         self.recv_size = min(self.recv_limit, max_datagram(family)) + 1
         self._encode = encoder_for(options.codec, options.url)
+        # any raw-bytes codec, a subclass too: with NDJSON its encoded line (the subclass's
+        # output included) is checked for a newline, which would split it (see pack)
         self._raw = isinstance(options.codec, BytesCodec)
         # ipcwire's own raw codec (not a subclass, which may encode or decode its own way):
         # bytes sent as they are (pack) and its decode, bytes(), called directly
