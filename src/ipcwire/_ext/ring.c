@@ -36,8 +36,8 @@
  * setup; shm/_setup.py PARK_RECHECK_US), which the kernel counts in timer ticks (4 ms at
  * HZ=250, 10 ms at HZ=100), so it could end up to ~30 ms late; then ppoll() waits for the
  * rest to the nanosecond. ppoll() with a timeout costs a wake-up more than the recv here
- * (its hrtimer, two sockets' wait queues and the read of the byte after it: 4-7 us a round
- * trip on a KVM guest), and request() always has a timeout. */
+ * (its hrtimer, two sockets' wait queues and the read of the byte after it: 3-5 us of a 20 us
+ * round trip on a KVM guest), and request() always has a timeout. */
 #define RECV_FIRST_NS 50000000
 #define SPIN_SLICE_NS 50000000     /* spinning: hand back to Python (signals) every 50 ms */
 
