@@ -38,7 +38,6 @@ from ipcwire.fifo._options import DEFAULT_TIMEOUT, WRITERS, check_token, private
 from ipcwire.fifo._path import (
     CreatedFifos,
     FifoPaths,
-    FifoWriteStream,
     hold_session_once,
     lock_reply,
     open_read,
@@ -46,6 +45,7 @@ from ipcwire.fifo._path import (
     resolve,
     wait_open_write,
 )
+from ipcwire.fifo._write_stream import FifoWriteStream
 from ipcwire.options import ChannelOptions, file_mode, reject_unknown
 from ipcwire.pipe._channel import PipeChannel
 from ipcwire.pipe._fd import FdStream

@@ -1,4 +1,5 @@
-"""asyncio over a read fd and/or a write fd: one transport for both, and the channel on it.
+"""asyncio over a read fd and/or a write fd: one transport for both (the channel on it is
+:class:`ipcwire.pipe._aio_channel.AioPipeChannel`).
 
 asyncio's own pipe transports come one per direction and copy every read into a new bytes
 object; :class:`FdTransport` reads straight into the channel's decoder (the same
@@ -24,22 +25,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, Final
 
-from ipcwire._core.framing import LengthPrefixDecoder, NdjsonDecoder, goodbye_frame
-from ipcwire._core.wire import WireFormat
-from ipcwire._oserror import translate
-from ipcwire._stream.aio import AioStreamChannel
 from ipcwire._stream.aio_protocol import StreamProtocol
-from ipcwire.channel import PeerInfo, closed_error
-from ipcwire.errors import (
-    ChannelBroken,
-    EndOfChannel,
-    IpcwireError,
-    LocalProtocolError,
-)
-from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe._fdutil import set_nonblocking
 
-__all__ = ["AioPipeChannel", "FdTransport"]
+__all__ = ["FdTransport"]
 
 _HIGH: Final = 256 * 1024  # write buffer size that pauses senders
 _LOW: Final = 64 * 1024
@@ -93,6 +82,9 @@ class FdTransport(asyncio.Transport):
         self.readahead_ok: Callable[[], bool] | None = None
         self._flushed: list[asyncio.Future[None]] = []
         self.on_write_error: Callable[[OSError], None] | None = None
+        # called with the write fd just before the transport closes it or hands it over
+        # (a FIFO writer that holds a flock through it lets go first: see fifo/aio.py)
+        self.on_close_write: Callable[[int], None] | None = None
         if nonblocking:
             for fd in (rfd, wfd):
                 if fd is not None:
@@ -314,7 +306,10 @@ class FdTransport(asyncio.Transport):
         self._flushed.clear()
 
     def _close_write(self) -> None:
-        wfd, self._wfd = self._wfd, None
+        wfd = self._wfd
+        if wfd is not None and self.on_close_write is not None:
+            self.on_close_write(wfd)
+        self._wfd = None
         if wfd is not None:
             if self._writing:
                 self._loop.remove_writer(wfd)
@@ -360,6 +355,8 @@ class FdTransport(asyncio.Transport):
 
     def steal_fds(self) -> tuple[int | None, int | None]:
         """Take the fds without touching the loop (it may be closed: interpreter exit)."""
+        if self._wfd is not None and self.on_close_write is not None:
+            self.on_close_write(self._wfd)
         fds = (self._rfd, self._wfd)
         self._rfd = self._wfd = None
         self._reading = self._writing = False
@@ -423,79 +420,3 @@ class FdTransport(asyncio.Transport):
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
-
-
-class AioPipeChannel(AioStreamChannel):
-    """An asyncio channel over an :class:`FdTransport`."""
-
-    def __init__(
-        self,
-        url: str,
-        wire: WireFormat,
-        *,
-        readable: bool,
-        writable: bool,
-        peer: PeerInfo | None = None,
-        decoder: LengthPrefixDecoder | NdjsonDecoder | None = None,
-        max_readahead: int = DEFAULT_MAX_READAHEAD,
-    ) -> None:
-        super().__init__(url, wire, peer=peer, decoder=decoder)
-        self._can_read = readable
-        self._can_write = writable
-        self._max_readahead = max_readahead
-
-    def attach(self, transport: FdTransport) -> None:
-        """Wire the transport's hooks to this channel (before ``transport.start()``)."""
-        transport.on_write_error = self._write_lost
-        if self._can_read and self._can_write and self._max_readahead > 0:
-            transport.readahead_ok = lambda: self._queued_bytes < self._max_readahead
-
-    def _fd_transport(self) -> FdTransport | None:
-        t = self._transport
-        return t if isinstance(t, FdTransport) else None
-
-    def _write(self, data: Any, count: int) -> None:
-        if self._closed:
-            raise closed_error(self)
-        if not self._can_write:
-            raise LocalProtocolError(
-                f"{self.url} is the receiving end of a one-way channel; send from the other end",
-                endpoint=self.url,
-            )
-        t = self._fd_transport()
-        if t is not None and t.write_error is not None:
-            raise self._explain_end(translate(t.write_error, self.url, "sending to"), t.write_error)
-        super()._write(data, count)
-
-    async def recv(self, *, timeout: float | None = None) -> Any:
-        if not self._can_read and not self._closed:
-            raise LocalProtocolError(
-                f"{self.url} is the sending end of a one-way channel; receive at the other end",
-                endpoint=self.url,
-            )
-        return await super().recv(timeout=timeout)
-
-    def _release_without_loop(self, t: asyncio.Transport) -> None:
-        if isinstance(t, FdTransport):
-            t.close_without_loop(goodbye_frame(self._reason) if self._decoder.goodbye else b"")
-        else:
-            super()._release_without_loop(t)
-
-    def _write_lost(self, exc: OSError) -> None:
-        err = self._explain_end(translate(exc, self.url, "sending to"), exc)
-        for fut in self._drainers:
-            if not fut.done():
-                fut.set_exception(err)
-        self._drainers.clear()
-
-    def _connection_lost(self, exc: Exception | None) -> None:
-        super()._connection_lost(exc)
-        end = self._end
-        if isinstance(end, EndOfChannel | ChannelBroken) and not self._closed:
-            self._end = self._explain_end(end, end.__cause__)
-
-    def _explain_end(self, err: IpcwireError, cause: BaseException | None) -> IpcwireError:
-        """Hook: add what is known about the peer's fate (spawn adds the exit status)."""
-        if cause is not None and err.__cause__ is None:
-            err.__cause__ = cause
-        return err

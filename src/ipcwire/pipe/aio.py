@@ -11,7 +11,8 @@ from ipcwire.channel import PeerInfo
 from ipcwire.errors import ConfigurationError
 from ipcwire.options import ChannelOptions, reject_unknown
 from ipcwire.pipe._address import parse_fds
-from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
+from ipcwire.pipe._aio_channel import AioPipeChannel
+from ipcwire.pipe._aio_fd import FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe._fdutil import close_fds, set_cloexec
 from ipcwire.pipe._stream_protocol import make_protocol

@@ -26,7 +26,8 @@ from ipcwire._core.codecs import Codec
 from ipcwire.aio._timeouts import within
 from ipcwire.channel import PeerInfo
 from ipcwire.errors import ChannelBroken, EndOfChannel, IpcwireError
-from ipcwire.pipe._aio_fd import AioPipeChannel, FdTransport
+from ipcwire.pipe._aio_channel import AioPipeChannel
+from ipcwire.pipe._aio_fd import FdTransport
 from ipcwire.pipe._channel import DEFAULT_MAX_READAHEAD
 from ipcwire.pipe.aio import open_aio_channel
 from ipcwire.spawn._common import (
