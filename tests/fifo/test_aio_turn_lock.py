@@ -1,8 +1,9 @@
-"""asyncio fifo writer: the shared flock kept for the event loop's turn.
+"""asyncio fifo writer: the shared flock kept for the event loop's turn (``hold_lock=True``).
 
-``AioFifoChannel`` takes the FIFO's shared flock at the first short send of a turn and lets it
-go once its task yields (a callback the loop runs then), so a burst of short messages costs
-one ``write`` each instead of flock + write + unlock. These tests pin that, and what must stay
+With it, ``AioFifoChannel`` takes the FIFO's shared flock at the first short send of a turn
+and lets it go once its task yields (a callback the loop runs then), so a burst of short
+messages costs one ``write`` each instead of flock + write + unlock. These tests pin that, and
+what must stay
 true with it: a long message of another process is delivered whole and is not starved while
 this channel streams (it posts a notice, ``ipcwire.fifo._notice``, which the channel looks for
 every ``LOOK_EVERY`` messages), the channel's own long message in the middle of a burst, a
@@ -84,7 +85,7 @@ def test_a_burst_takes_the_lock_once_and_lets_it_go_when_the_task_yields(
 
     async def main() -> None:
         async with await aio.listen(url, codec="bytes") as listener:
-            w = await aio.connect(url, codec="bytes")
+            w = await aio.connect(url, codec="bytes", hold_lock=True)
             reader = await listener.accept(timeout=10)
             probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             try:
@@ -118,7 +119,7 @@ def test_where_no_notice_can_be_seen_the_lock_is_taken_per_message(
 
     async def main() -> None:
         async with await aio.listen(url, codec="bytes") as listener:
-            w = await aio.connect(url, codec="bytes")
+            w = await aio.connect(url, codec="bytes", hold_lock=True)
             reader = await listener.accept(timeout=10)
             probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             try:
@@ -145,7 +146,7 @@ import asyncio, sys
 from ipcwire import aio
 
 async def main():
-    ch = await aio.connect(sys.argv[1], codec="bytes", timeout=20)
+    ch = await aio.connect(sys.argv[1], codec="bytes", timeout=20, hold_lock=True)
     print("connected", flush=True)
     msg = b"s" * 60
     while True:
@@ -244,7 +245,7 @@ def test_a_long_send_of_the_channel_in_the_middle_of_a_burst(
 
     async def main() -> None:
         async with await aio.listen(url, codec="bytes") as listener:
-            w = await aio.connect(url, codec="bytes")
+            w = await aio.connect(url, codec="bytes", hold_lock=True)
             reader = await listener.accept(timeout=10)
             probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             try:
@@ -278,7 +279,7 @@ def test_the_lock_goes_with_the_write_end_even_while_a_copy_of_it_lives(
 
     async def main() -> None:
         async with await aio.listen(url, codec="bytes") as listener:
-            w = await aio.connect(url, codec="bytes")
+            w = await aio.connect(url, codec="bytes", hold_lock=True)
             reader = await listener.accept(timeout=10)
             probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             t: Any = w._transport  # type: ignore[attr-defined]
@@ -309,7 +310,7 @@ def test_a_forked_copy_holds_nothing_and_leaves_the_parents_lock(
 
     async def main() -> None:
         async with await aio.listen(url, codec="bytes") as listener:
-            w = await aio.connect(url, codec="bytes")
+            w = await aio.connect(url, codec="bytes", hold_lock=True)
             reader = await listener.accept(timeout=10)
             probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             try:
@@ -338,7 +339,7 @@ def test_a_send_while_the_channels_loop_does_not_run_keeps_no_lock(tmp_path: Pat
     url = f"fifo://{path}"
     with ipcwire.listen(url, codec="bytes") as listener:
         runner = asyncio.Runner()
-        w = runner.run(aio.connect(url, codec="bytes", timeout=10))
+        w = runner.run(aio.connect(url, codec="bytes", hold_lock=True, timeout=10))
         probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         try:
             with listener.accept(timeout=10) as rx:
@@ -391,3 +392,89 @@ def test_a_long_writer_posts_its_notice_while_it_waits(tmp_path: Path, api: str)
                 assert rx.recv(timeout=10) == LONG
         finally:
             os.close(probe)
+
+
+def test_by_default_no_lock_outlives_the_send_so_a_blocked_loop_cannot_hang_a_long_writer(
+    tmp_path: Path,
+) -> None:
+    # A task that blocks its loop right after a short send, until another writer's long
+    # message is through (here a blocking channel's long send in the same thread; as well
+    # subprocess.run() of a child writing to the FIFO): with the lock held for the turn, that
+    # writer waited for the lock the blocked task held, a hang (a Timeout with one). So holding
+    # across turns is opt-in, and by default the lock goes with each send.
+    path = tmp_path / "d.fifo"
+    url = f"fifo://{path}"
+    with ipcwire.listen(url, codec="bytes") as listener:
+        probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        got: list[bytes] = []
+
+        async def main() -> None:
+            async with await aio.connect(url, codec="bytes", timeout=10) as a:
+                with (
+                    listener.accept(timeout=10) as rx,
+                    ipcwire.connect(url, codec="bytes", timeout=10) as b,
+                ):
+                    await a.send(b"short")
+                    assert _free(probe)
+                    reading = threading.Thread(
+                        target=lambda: got.extend(rx.recv(timeout=BOUND) for _ in range(2))
+                    )
+                    reading.start()
+                    b.send(LONG, timeout=BOUND)  # (blocks this loop, as the user's code did)
+                    reading.join(BOUND)
+
+        try:
+            asyncio.run(main())
+        finally:
+            os.close(probe)
+        assert got == [b"short", LONG]
+
+
+def test_a_send_from_another_thread_keeps_no_lock(tmp_path: Path) -> None:
+    # The channel's loop runs (idle) in another thread; a send from this thread cannot have
+    # that loop let the lock go (call_soon is not thread-safe and would not wake it), so it
+    # keeps none. Before: is_running() was true, the lock stayed until that loop woke.
+    path = tmp_path / "t.fifo"
+    url = f"fifo://{path}"
+    with ipcwire.listen(url, codec="bytes") as listener:
+        loop = asyncio.new_event_loop()
+        opened = threading.Event()
+        done = asyncio.Event()
+        box: dict[str, Any] = {}
+
+        async def owner() -> None:
+            box["ch"] = await aio.connect(url, codec="bytes", timeout=10, hold_lock=True)
+            opened.set()
+            await done.wait()
+            await box["ch"].aclose()
+
+        thread = threading.Thread(target=loop.run_until_complete, args=(owner(),))
+        thread.start()
+        probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            assert opened.wait(BOUND)
+            with listener.accept(timeout=10) as rx:
+                asyncio.run(box["ch"].send(b"from another thread"))
+                assert _free(probe)
+                assert rx.recv(timeout=10) == b"from another thread"
+        finally:
+            os.close(probe)
+            loop.call_soon_threadsafe(done.set)
+            thread.join(BOUND)
+            loop.close()
+        assert not thread.is_alive()
+
+
+def test_hold_lock_is_checked(tmp_path: Path) -> None:
+    url = f"fifo://{tmp_path / 'c.fifo'}"
+
+    async def main() -> None:
+        async with await aio.listen(url, codec="bytes"):
+            with pytest.raises(ipcwire.ConfigurationError, match="give True or False"):
+                await aio.connect(url, hold_lock="yes", timeout=5)
+            with pytest.raises(ipcwire.ConfigurationError, match="no lock to hold"):
+                await aio.connect(url, hold_lock=True, writers="one", timeout=5)
+
+    asyncio.run(main())
+    with ipcwire.listen(url, codec="bytes"), pytest.raises(ipcwire.ConfigurationError):
+        ipcwire.connect(url, hold_lock=True, timeout=5)  # (asyncio only)

@@ -4,14 +4,15 @@ shared ``flock`` across a turn of the event loop without starving it.
 Writers of a message over PIPE_BUF bytes need the FIFO's flock exclusively (see
 :mod:`ipcwire.fifo._path`), and take it by polling with ``LOCK_NB`` (a blocking flock would
 block the loop, and Linux favours no waiter anyway: a shared lock is granted whenever no
-exclusive one is *held*). An asyncio channel that sends a burst of short messages keeps its
-shared lock until its task yields (:class:`ipcwire.fifo.aio.AioFifoChannel`); a poll would
-rarely find the FIFO free then. So while a long writer waits, it holds this notice: an
-open-file-description record lock (``F_OFD_SETLK``, Linux 3.15) on the FIFO's first byte,
-which the kernel keeps apart from flock locks and drops when the writer's file is closed
-(also when the process dies). A holding channel looks for it every so many messages
-(``F_OFD_GETLK``: one system call) and, while it is there, locks per message again, so the
-long writer's next poll finds the FIFO free between two of them.
+exclusive one is *held*). An asyncio channel opened with ``hold_lock=True`` that sends a
+burst of short messages keeps its shared lock until its task yields
+(:class:`ipcwire.fifo.aio.AioFifoChannel`); a poll would rarely find the FIFO free then.
+So while a long writer waits, it holds this notice: an open-file-description record lock
+(``F_OFD_SETLK``, Linux 3.15) on the FIFO's first byte, which the kernel keeps apart from
+flock locks and drops when the writer's file is closed (also when the process dies). A
+holding channel looks for it every so many messages (``F_OFD_GETLK``: one system call) and,
+while it is there, locks per message again, so the long writer's next poll finds the FIFO
+free between two of them.
 
 Where OFD locks are missing (not Linux), nobody posts and nobody holds across turns.
 """

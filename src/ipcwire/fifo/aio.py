@@ -30,6 +30,8 @@ from ipcwire.pipe.aio import open_aio_channel
 
 __all__ = ["LOOK_EVERY", "AioFifoChannel", "AioFifoListener", "connect", "listen"]
 
+_running_loop = asyncio._get_running_loop  # (the loop running in this thread, or None)
+
 # Short messages a channel writes under the flock it keeps for the turn between two looks for
 # a long writer's notice (one F_OFD_GETLK each: about 20 ns a message; a long writer waits at
 # most this many of them, or until the task yields, before this channel locks per message).
@@ -49,8 +51,9 @@ class AioFifoChannel(AioLockedWrites):
     bytes (the channel refuses to send again). It used to say "stayed unsent" while the
     transport delivered the message later, and a caller who sent it again got it twice.
 
-    The shared lock of short messages is kept for the rest of the event loop's turn (on
-    Linux): the first short send of a turn takes it, the next ones find it taken, and a
+    With ``hold_lock=True`` (on Linux; not the default, see below) the shared lock of short
+    messages is kept for the rest of the event loop's turn: the first short send of a turn
+    takes it, the next ones find it taken, and a
     callback the loop runs once the task has yielded lets it go, so a burst costs one
     ``write`` per message instead of three system calls (flock, write, unlock: the two
     flocks cost about 1 µs on this project's VM, and a burst of 64-byte sends went from
@@ -59,10 +62,14 @@ class AioFifoChannel(AioLockedWrites):
     (:mod:`ipcwire.fifo._notice`, every :data:`LOOK_EVERY` messages) and finds it: from
     then on, while the notice stands, the lock is taken per message again. The lock is let
     go before anything else of this channel takes it (its long message, a send that waits),
-    before its write end is closed, and at once when the loop is not running.
+    before its write end is closed, and at once when the send does not run in the channel's
+    loop. Not the default: a task that blocks its loop after a send (``subprocess.run()``
+    of a child that writes a long message to the same FIFO, a blocking channel's long send in
+    the same thread) would keep the lock while it waits for that writer, which waits for the
+    lock: a hang, or a Timeout where it had worked.
     """
 
-    def __init__(self, *args: Any, lock: bool = False, **kw: Any) -> None:
+    def __init__(self, *args: Any, lock: bool = False, hold: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._lock_writes = lock
         # The shared flock kept for the turn (see the class): held, the loop will run
@@ -71,7 +78,7 @@ class AioFifoChannel(AioLockedWrites):
         self._release_due = False
         self._until_look = 0
         self._standing_back = False
-        self._hold_turns = lock and notice.AVAILABLE
+        self._hold_turns = lock and hold and notice.AVAILABLE
 
     def attach(self, transport: FdTransport) -> None:
         super().attach(transport)
@@ -169,7 +176,9 @@ class AioFifoChannel(AioLockedWrites):
             self._keep_for_turn()
 
     def _keep_for_turn(self) -> None:
-        if self._loop.is_running():
+        # (the channel's loop running in this thread: call_soon from another thread would
+        # neither be safe nor wake that loop)
+        if _running_loop() is self._loop:
             self._release_due = True
             self._loop.call_soon(self._end_turn)
         else:  # no turn to end: the loop does not run (another loop's, or none)
@@ -227,6 +236,7 @@ async def connect(
     *,
     timeout: float | None = None,
     writers: str = "many",
+    hold_lock: bool = False,
     **kw: Any,
 ) -> AioPipeChannel:
     """As :func:`ipcwire.fifo.blocking.connect` (waiting for a reader without blocking the
@@ -236,9 +246,19 @@ async def connect(
         ConnectionRefused, PermissionDenied, ConfigurationError, AuthenticationFailed,
         HandshakeError, Timeout.
     """
-    reject_unknown(kw, endpoint, ("timeout", "writers"))
+    reject_unknown(kw, endpoint, ("timeout", "writers", "hold_lock"))
     if writers not in WRITERS:
         raise ConfigurationError(f"writers={writers!r}: use 'many' or 'one'")
+    if type(hold_lock) is not bool:
+        raise ConfigurationError(
+            f"hold_lock={hold_lock!r} for {endpoint.url}: give True or False", endpoint=endpoint.url
+        )
+    if hold_lock and writers == "one":
+        raise ConfigurationError(
+            f"hold_lock=True for {endpoint.url}: with writers='one' there is no lock to hold "
+            f"(leave hold_lock out)",
+            endpoint=endpoint.url,
+        )
     paths = resolve(endpoint)
     check_token(options, paths)
     limit = DEFAULT_TIMEOUT if timeout is None else timeout
@@ -281,6 +301,7 @@ async def connect(
         read_to_eagain=True,
         channel_factory=AioFifoChannel,
         lock=True,
+        hold=hold_lock,
     )
 
 
