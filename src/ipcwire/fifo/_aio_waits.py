@@ -211,23 +211,14 @@ class AioLockedWrites(AioPipeChannel):
         Raises:
             Timeout: another writer held it until the deadline.
         """
-        pause = 0.0005
-        wait = notice.LongWait(fd) if how == fcntl.LOCK_EX else None
+        tries = notice.FlockTries(fd, how)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, how | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise writer_busy(self.url, timeout) from None
-                    if wait is not None:
-                        wait.post()
-                    await asyncio.sleep(pause)
-                    pause = notice.next_pause(pause, wait)
+            while not tries.take():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise writer_busy(self.url, timeout)
+                await asyncio.sleep(tries.failed())
         finally:
-            if wait is not None:
-                wait.withdraw()
+            tries.close()
 
 
 def _left(deadline: float | None) -> float | None:

@@ -24,7 +24,7 @@ import struct
 import sys
 from typing import Final
 
-__all__ = ["AVAILABLE", "LongWait", "next_pause", "posted"]
+__all__ = ["AVAILABLE", "FlockTries", "LongWait", "posted"]
 
 _F_SETLK: Final[int] = getattr(fcntl, "F_OFD_SETLK", -1)
 _F_GETLK: Final[int] = getattr(fcntl, "F_OFD_GETLK", -1)
@@ -52,12 +52,6 @@ def posted(fd: int) -> bool | None:
     except OSError:
         return None
     return bool(_FLOCK.unpack(got)[0] != _UNLOCKED)
-
-
-def next_pause(pause: float, wait: LongWait | None) -> float:
-    """The pause after ``pause`` of a writer polling for the flock (``wait``: its notice,
-    for the exclusive lock)."""
-    return min(pause * 2, _MAX_PAUSE_POSTED if wait is not None and wait.up else _MAX_PAUSE)
 
 
 class LongWait:
@@ -90,3 +84,49 @@ class LongWait:
                 fcntl.fcntl(self.fd, _F_SETLK, _WITHDRAW)
             except OSError:
                 pass
+
+
+class FlockTries:
+    """A writer's tries for the FIFO's flock ``how`` on ``fd``, without blocking: what the
+    blocking and the asyncio writers share (each sleeps its own way between two tries, and
+    says its own error at its deadline). A long message's exclusive lock posts its notice
+    while it waits; :meth:`close` (in a ``finally``) withdraws it.
+
+    ``while not tries.take(): ...; sleep(tries.failed())``."""
+
+    __slots__ = ("_how", "_pause", "_wait", "fd")
+
+    def __init__(self, fd: int, how: int) -> None:
+        self.fd = fd
+        self._how = how | fcntl.LOCK_NB
+        self._pause = 0.0005
+        self._wait = LongWait(fd) if how == fcntl.LOCK_EX else None
+
+    def take(self) -> bool:
+        """Try for the lock once: True when this writer has it now.
+
+        Raises:
+            OSError: not a lock conflict (the fd closed, say).
+        """
+        try:
+            fcntl.flock(self.fd, self._how)
+        except BlockingIOError:
+            return False
+        return True
+
+    def failed(self) -> float:
+        """After a try that failed: post the notice (a long message's), and the seconds to
+        pause before the next try (doubling from 0.5 ms, up to 10 ms, or 1 ms while the
+        notice is up: holding channels lock per message for it then)."""
+        wait = self._wait
+        if wait is not None:
+            wait.post()
+        pause = self._pause
+        self._pause = min(
+            pause * 2, _MAX_PAUSE_POSTED if wait is not None and wait.up else _MAX_PAUSE
+        )
+        return pause
+
+    def close(self) -> None:
+        if self._wait is not None:
+            self._wait.withdraw()

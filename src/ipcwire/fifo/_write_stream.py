@@ -11,7 +11,7 @@ import time
 from ipcwire._core.wire import Packed
 from ipcwire._deadline import not_seconds
 from ipcwire.errors import Timeout
-from ipcwire.fifo._notice import LongWait, next_pause
+from ipcwire.fifo._notice import FlockTries
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._fdutil import PIPE_BUF
 
@@ -73,22 +73,13 @@ class FifoWriteStream(FdStream):
 
     def _flock(self, fd: int, deadline: float | None, how: int, timeout: float | None) -> None:
         # (a long message posts its notice while it waits: see ipcwire.fifo._notice)
-        pause = 0.0005
-        wait = LongWait(fd) if how == fcntl.LOCK_EX else None
+        tries = FlockTries(fd, how)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, how | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        raise writer_busy(self.endpoint, timeout) from None
-                    if self.closed:
-                        raise OSError(errno.EBADF, "closed") from None
-                    if wait is not None:
-                        wait.post()
-                    time.sleep(pause)  # another writer is in the middle of a long message
-                    pause = next_pause(pause, wait)
+            while not tries.take():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise writer_busy(self.endpoint, timeout)
+                if self.closed:
+                    raise OSError(errno.EBADF, "closed")
+                time.sleep(tries.failed())  # another writer is in the middle of a long message
         finally:
-            if wait is not None:
-                wait.withdraw()
+            tries.close()
