@@ -17,10 +17,9 @@ from ipcwire._deadline import not_seconds
 from ipcwire.aio._timeouts import within
 from ipcwire.errors import ChannelBroken, ChannelClosed, Timeout
 from ipcwire.fifo import _notice as notice
-from ipcwire.fifo._write_stream import writer_busy
+from ipcwire.fifo._write_stream import lock_for, writer_busy
 from ipcwire.pipe._aio_channel import AioPipeChannel
 from ipcwire.pipe._aio_fd import FdTransport
-from ipcwire.pipe._fdutil import PIPE_BUF
 
 __all__ = ["AioLockedWrites"]
 
@@ -51,8 +50,7 @@ class AioLockedWrites(AioPipeChannel):
             self._waiting -= 1
 
     async def _locked_write_in_turn(self, data: Any, count: int, timeout: float | None) -> None:
-        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
-        how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
+        how = lock_for(data)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
         except TypeError:  # timeout="1": checked where it is first added (no cost else)

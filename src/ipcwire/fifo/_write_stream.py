@@ -15,7 +15,7 @@ from ipcwire.fifo._notice import FlockTries
 from ipcwire.pipe._fd import FdStream
 from ipcwire.pipe._fdutil import PIPE_BUF
 
-__all__ = ["FifoWriteStream", "writer_busy"]
+__all__ = ["FifoWriteStream", "lock_for", "writer_busy"]
 
 
 def writer_busy(url: str, timeout: float | None) -> Timeout:
@@ -26,6 +26,13 @@ def writer_busy(url: str, timeout: float | None) -> Timeout:
         f"a message over PIPE_BUF bytes); nothing was sent: send again, or raise timeout=",
         endpoint=url,
     )
+
+
+def lock_for(data: Packed) -> int:
+    """The flock a write of ``data`` (one buffer, or a header and a payload) takes: exclusive
+    over PIPE_BUF bytes (the kernel may split it), shared up to that (written whole)."""
+    size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
+    return fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
 
 
 class FifoWriteStream(FdStream):
@@ -46,8 +53,7 @@ class FifoWriteStream(FdStream):
         if not self._lock_writes or self.wfd is None:
             super().send_all(data, timeout)
             return
-        size = len(data[0]) + memoryview(data[1]).nbytes if type(data) is tuple else len(data)
-        how = fcntl.LOCK_EX if size > PIPE_BUF else fcntl.LOCK_SH
+        how = lock_for(data)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
         except TypeError:  # timeout="1": checked where it is first added (no cost else)
