@@ -20,13 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests._aio_listeners import until
 from tests._loops import AioRun
+from tests._proc import wait_until
 
 import ipcwire
 import ipcwire.fifo.aio as fifo_aio
@@ -50,16 +50,6 @@ def _free(probe: int) -> bool:
     except BlockingIOError:
         return False
     fcntl.flock(probe, fcntl.LOCK_UN)
-    return True
-
-
-def _soon(cond: Callable[[], bool], timeout: float = BOUND) -> bool:
-    """A bounded poll, for a condition another thread or process makes true."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
     return True
 
 
@@ -383,7 +373,7 @@ def test_a_long_writer_posts_its_notice_while_it_waits(tmp_path: Path, api: str)
             fcntl.flock(probe, fcntl.LOCK_SH)  # a short writer's lock, held
             sender = threading.Thread(target=long_send)
             sender.start()
-            assert _soon(lambda: notice.posted(probe) is True)
+            assert wait_until(lambda: notice.posted(probe) is True, BOUND)
             fcntl.flock(probe, fcntl.LOCK_UN)
             sender.join(BOUND)
             assert not sender.is_alive() and not errors, errors
