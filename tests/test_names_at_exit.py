@@ -133,7 +133,7 @@ def test_a_fifo_listener_never_closed(tmp_path: Path) -> None:
 def test_an_mq_listener_never_closed(api: str) -> None:
     import posix_ipc
 
-    from ipcwire.mq._session import lock_path
+    from ipcwire.mq._rendezvous import lock_path
 
     name = f"/ipcwexit-{uuid.uuid4().hex[:10]}"
     code = {
@@ -161,7 +161,7 @@ def test_an_mq_listener_never_closed(api: str) -> None:
 def test_an_mq_listener_with_unlink_false_keeps_its_queue() -> None:
     import posix_ipc
 
-    from ipcwire.mq._session import lock_path
+    from ipcwire.mq._rendezvous import lock_path
 
     name = f"/ipcwexit-{uuid.uuid4().hex[:10]}"
     _run(

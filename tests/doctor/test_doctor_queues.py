@@ -117,7 +117,7 @@ def test_a_lock_file_whose_queue_is_gone_gets_rm_as_its_fix() -> None:
     # A listener killed with kill -9, its queue removed as doctor mq:// says: only the lock
     # file is left, and the machine report must say what removes it.
     from ipcwire.doctor import check_machine
-    from ipcwire.mq._session import lock_path
+    from ipcwire.mq._rendezvous import lock_path
 
     name = f"/ipcwire-doctor-lockonly-{os.getpid()}"
     lock = lock_path(name)
@@ -144,6 +144,6 @@ def test_a_broken_import_of_the_mq_lock_path_is_an_error_not_a_skipped_check(
     a stale listener lock); only posix_ipc, the optional extra, may be missing."""
     from ipcwire.doctor.queues import mq_lock_name
 
-    monkeypatch.setitem(sys.modules, "ipcwire.mq._session", None)
+    monkeypatch.setitem(sys.modules, "ipcwire.mq._rendezvous", None)
     with pytest.raises(ImportError):
         mq_lock_name("/dev/shm/ipcwire-mq.app.lock")

@@ -21,13 +21,15 @@ from ipcwire._core.url import parse_url
 from ipcwire.errors import ChannelBroken, ChannelClosed, ConnectionRefused, EndOfChannel
 from ipcwire.mq._client import ClientSession
 from ipcwire.mq._ends import end_pipe_path
+from ipcwire.mq._rendezvous import (
+    bind_listener,
+    release_rendezvous,
+)
 from ipcwire.mq._session import (
     Deferred,
     ServerSession,
     announced,
-    bind_listener,
     channel_wire,
-    release_rendezvous,
 )
 from ipcwire.mq.aio import AioMqChannel
 from ipcwire.mq.blocking import MessageQueue, MqChannel

@@ -21,7 +21,7 @@ import ipcwire
 from ipcwire import aio
 from ipcwire.doctor.queues import check_mq
 from ipcwire.errors import ConnectionRefused
-from ipcwire.mq._session import lock_path
+from ipcwire.mq._rendezvous import lock_path
 
 LISTENER = """
 import ipcwire, sys

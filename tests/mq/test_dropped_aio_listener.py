@@ -23,7 +23,7 @@ from tests._loops import AioRun
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import EndOfChannel
-from ipcwire.mq._session import lock_path
+from ipcwire.mq._rendezvous import lock_path
 
 
 def _queue_exists(name: str) -> bool:

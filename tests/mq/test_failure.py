@@ -32,13 +32,15 @@ from ipcwire.errors import ChannelBroken, EndOfChannel
 from ipcwire.mq._client import ClientSession
 from ipcwire.mq._ends import MAX_REASON, end_pipe_path, post_end, read_end
 from ipcwire.mq._proto import Hello
+from ipcwire.mq._rendezvous import (
+    bind_listener,
+    release_rendezvous,
+)
 from ipcwire.mq._session import (
     Deferred,
     ServerSession,
     announced,
-    bind_listener,
     channel_wire,
-    release_rendezvous,
 )
 from ipcwire.mq.aio import AioMqChannel
 from ipcwire.mq.blocking import MqChannel

@@ -14,7 +14,7 @@ from tests._pause import PauseAt
 import ipcwire
 from ipcwire.channel import Channel, Listener
 from ipcwire.errors import AddressInUse
-from ipcwire.mq import _session
+from ipcwire.mq import _rendezvous
 from ipcwire.mq.blocking import MqListener
 from ipcwire.spool._flock import FileLock
 
@@ -57,7 +57,7 @@ def test_a_lock_file_made_while_a_listener_starts_still_marks_the_queue_as_ipcwi
 ) -> None:
     url = mq_url()
     # the second starts when there is no lock file yet, and stops before locking
-    gate = PauseAt(_session.bind_rendezvous, "lock = FileLock(path")
+    gate = PauseAt(_rendezvous.bind_rendezvous, "lock = FileLock(path")
     gate.start(ipcwire.listen, url)
     gate.wait_reached()
     ipcwire.listen(url, unlink=False).close()  # leaves its lock file and queue, for adoption

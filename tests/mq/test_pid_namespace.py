@@ -18,7 +18,7 @@ import pytest
 import ipcwire
 from ipcwire.errors import ChannelBroken
 from ipcwire.mq._ends import end_pipe_path
-from ipcwire.mq._session import lock_path
+from ipcwire.mq._rendezvous import lock_path
 
 CLIENT = {
     "blocking": """

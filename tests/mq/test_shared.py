@@ -12,11 +12,13 @@ import pytest
 from ipcwire._core.url import parse_url
 from ipcwire.errors import ConnectionRefused
 from ipcwire.mq._client import ClientSession, retry_delay
+from ipcwire.mq._rendezvous import (
+    bind_listener,
+    release_rendezvous,
+)
 from ipcwire.mq._session import (
     Deferred,
     announced,
-    bind_listener,
-    release_rendezvous,
 )
 from ipcwire.options import ChannelOptions
 

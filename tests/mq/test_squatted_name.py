@@ -19,7 +19,7 @@ from tests._proc import NOBODY, run_python
 import ipcwire
 from ipcwire import aio
 from ipcwire.errors import PermissionDenied
-from ipcwire.mq._session import lock_path
+from ipcwire.mq._rendezvous import lock_path
 
 
 def _squat(name: str, *, queue: bool = True) -> str:

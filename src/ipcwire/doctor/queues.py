@@ -26,7 +26,7 @@ _SPOOL_DIRS = ("tmp", "new", "cur", "dead")
 
 def _lock_path(name: str) -> str | None:
     try:
-        from ipcwire.mq._session import lock_path
+        from ipcwire.mq._rendezvous import lock_path
     except ImportError as exc:
         if exc.name != "posix_ipc":  # only the optional extra may be missing, not our code
             raise
@@ -35,10 +35,10 @@ def _lock_path(name: str) -> str | None:
 
 
 def _lock_held(name: str) -> bool | None:
-    """Whether a listener holds the lock of queue ``name`` (see ``mq._session.lock_held``:
+    """Whether a listener holds the lock of queue ``name`` (see ``mq._rendezvous.lock_held``:
     it sees holders that /proc/locks hides, in a pid namespace this one cannot see)."""
     try:
-        from ipcwire.mq._session import lock_held
+        from ipcwire.mq._rendezvous import lock_held
     except ImportError as exc:
         if exc.name != "posix_ipc":
             raise

@@ -3,9 +3,9 @@
 ``connect``'s options checked, the pair of queues a client creates and the handshake it runs
 on them (:class:`ClientSession`), and the words of a connect that cannot go on (once, for both
 drivers). The blocking and asyncio drivers wait (poll or the event loop) and call these steps;
-the steps never wait. Apart from ``_session.py``, the listener's side: a client never binds,
-adopts or accepts; the few steps both sides share (integer options, the peer's pidfd) are
-``_session.py``'s, used from here. See ``_proto.py`` for the messages.
+the steps never wait. Apart from ``_session.py`` and ``_rendezvous.py``, the listener's side:
+a client never binds, adopts or accepts; the few steps both sides share (integer options, the
+peer's pidfd) are ``_session.py``'s, used from here. See ``_proto.py`` for the messages.
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ from ipcwire.mq._proto import (
     strip_frame,
 )
 from ipcwire.mq._queue import MessageQueue, queue_name, unlink_queue
+from ipcwire.mq._rendezvous import (
+    lock_held,
+    lock_note,
+    lock_path,
+)
 from ipcwire.mq._session import (
     close_fd,
     elsewhere,
     int_option,
-    lock_held,
-    lock_note,
-    lock_path,
     open_pidfd,
     pickle_over_shared_queues,
     pid_namespace,
