@@ -15,7 +15,7 @@ import pytest
 
 import ipcwire
 from ipcwire.advisor import QUESTIONS, REQUIREMENTS, RULES, Answers, Pick, Rule, advise
-from ipcwire.advisor.engine import consider, runtime_dir
+from ipcwire.advisor.picks import consider, runtime_dir
 from ipcwire.advisor.questions import parse_answer, parse_latency, parse_throughput, this_os
 from ipcwire.advisor.rules import Condition
 from ipcwire.registry import Capabilities
