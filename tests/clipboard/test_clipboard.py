@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests._loops import AioRun
-from tests._proc import run_python, wait_until
+from tests._proc import child, kill9, run_python, wait_line, wait_until
 
 import ipcwire
 from ipcwire import aio
@@ -21,7 +25,14 @@ from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel
 from ipcwire.clipboard import SPEC, probe
 from ipcwire.clipboard.blocking import ClipboardChannel
-from ipcwire.errors import ConfigurationError, FrameTooLarge, MechanismUnavailable, Timeout
+from ipcwire.errors import (
+    ChannelClosed,
+    ConfigurationError,
+    FrameTooLarge,
+    LocalProtocolError,
+    MechanismUnavailable,
+    Timeout,
+)
 from ipcwire.testing import acheck_channel, check_channel
 
 FAST: dict[str, Any] = {"poll_interval": 0.02}
@@ -346,3 +357,171 @@ def test_a_huge_timeout_is_no_limit(x_display: str) -> None:
     with ipcwire.connect("clipboard:", **FAST) as a, ipcwire.connect("clipboard:", **FAST) as b:
         a.send("inf", timeout=float("inf"))
         assert b.recv(timeout=float("inf")) == "inf"
+
+
+def _tools_of(pid: int) -> list[int]:
+    """The xclip processes whose parent is ``pid`` (exec'd: their name is xclip)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        if comm == "xclip" and int(rest.split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_a_sender_killed_mid_copy_leaves_no_part_of_its_message(x_display: str, api: str) -> None:
+    """kill -9 of a sender while its copy tool read the message: the tool's stdin was a pipe,
+    so it saw end-of-file at the part written so far and put that part on the clipboard, and
+    the reader received a truncated message as if it were whole (64 KiB of 16 MiB)."""
+    size, byte = 16 * 1024 * 1024, b"b" if api == "blocking" else b"a"  # each a change
+    code = (
+        "import sys, ipcwire\n"
+        "with ipcwire.connect('clipboard:', text=False) as a:\n"
+        "    print('ready', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        f"    a.send({byte!r} * {size}, timeout=60)\n"
+    )
+    if api == "asyncio":
+        code = (
+            "import asyncio, sys, ipcwire.aio\n"
+            "async def main():\n"
+            "    async with await ipcwire.aio.connect('clipboard:', text=False) as a:\n"
+            "        print('ready', flush=True)\n"
+            "        sys.stdin.readline()\n"
+            f"        await a.send({byte!r} * {size}, timeout=60)\n"
+            "asyncio.run(main())\n"
+        )
+    with ipcwire.connect("clipboard:", text=False, **FAST) as b, child(code) as sender:
+        assert wait_line(sender) == "ready"
+        assert sender.stdin is not None
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        deadline = time.monotonic() + 20
+        while not _tools_of(sender.pid):  # its xclip is reading the message: kill it now
+            assert time.monotonic() < deadline, "the sender never started its copy tool"
+        kill9(sender)
+        got = b.recv(timeout=20)
+        assert got == byte * size, f"a part of the message ({len(got)} of {size} bytes) arrived"
+
+
+def _in_frame(thread: threading.Thread, name: str) -> bool:
+    """Whether ``thread`` is running the function ``name`` (its innermost Python frame)."""
+    assert thread.ident is not None
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and frame.f_code.co_name == name
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_close_wakes_a_recv_waiting_for_a_tool_that_does_not_answer(
+    own_display: tuple[str, subprocess.Popen[bytes]], api: str
+) -> None:
+    """close() from another thread while recv() waited for a paste from a hung display, or
+    for the tool lock another channel's paste held: recv() went on waiting for the tool's
+    own 10 s limit, then raised ChannelBroken (Closed wins, and at once)."""
+    display, xvfb = own_display
+    results: dict[str, BaseException] = {}
+
+    def receive(ch: Channel, key: str) -> None:
+        try:
+            ch.recv()
+        except BaseException as exc:
+            results[key] = exc
+
+    if api == "asyncio":
+        asyncio.run(_close_wakes_a_recv_waiting_for_a_tool(display, xvfb))
+        return
+    with (
+        ipcwire.connect("clipboard:", display=display, **FAST) as x,
+        ipcwire.connect("clipboard:", display=display, **FAST) as y,
+    ):
+        os.kill(xvfb.pid, signal.SIGSTOP)
+        try:
+            tx = threading.Thread(target=receive, args=(x, "x"), daemon=True)
+            tx.start()
+            assert wait_until(lambda: bool(_running_tools()))  # x's paste waits for the display
+            ty = threading.Thread(target=receive, args=(y, "y"), daemon=True)
+            ty.start()
+            assert wait_until(lambda: _in_frame(ty, "_locked"))  # y waits for the tool lock
+            for ch, thread, key in ((y, ty, "y"), (x, tx, "x")):
+                ch.close()
+                thread.join(5)
+                assert not thread.is_alive(), f"recv() on {key} went on after close()"
+                assert isinstance(results[key], ChannelClosed), results[key]
+        finally:
+            os.kill(xvfb.pid, signal.SIGCONT)
+
+
+async def _close_wakes_a_recv_waiting_for_a_tool(
+    display: str, xvfb: subprocess.Popen[bytes]
+) -> None:
+    """The asyncio half of the test above: close() from another task."""
+    async with (
+        await aio.connect("clipboard:", display=display, **FAST) as x,
+        await aio.connect("clipboard:", display=display, **FAST) as y,
+    ):
+        os.kill(xvfb.pid, signal.SIGSTOP)
+        try:
+            tx = asyncio.ensure_future(x.recv())
+            deadline = time.monotonic() + 10
+            while not _running_tools():  # x's paste waits for the display
+                assert time.monotonic() < deadline, "x's paste never started"
+                await asyncio.sleep(0.01)
+            ty = asyncio.ensure_future(y.recv())
+            for _ in range(5):  # turns of the loop, not time: y waits for the tool lock
+                await asyncio.sleep(0)
+            for ch, task in ((y, ty), (x, tx)):
+                ch.close()
+                with pytest.raises(ChannelClosed):
+                    await asyncio.wait_for(task, 5)
+        finally:
+            os.kill(xvfb.pid, signal.SIGCONT)
+
+
+def _bad_inputs() -> list[tuple[str, dict[str, Any], str]]:
+    """(what, connect options, the call) that are refused with a typed error."""
+    return [
+        *[("poll_interval", {"poll_interval": v}, "") for v in (0, math.nan, math.inf, [1])],
+        ("recv timeout", {}, "recv"),
+        ("send timeout", {}, "send"),
+        ("lone surrogate", {}, "surrogate"),
+    ]
+
+
+@pytest.mark.parametrize(("what", "options", "call"), _bad_inputs())
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+def test_bad_input_is_a_typed_error_naming_the_endpoint(
+    x_display: str, api: str, what: str, options: dict[str, Any], call: str
+) -> None:
+    """poll_interval=0 (a keyword) was taken for 0.1, NaN polled without pause, infinity
+    raised OverflowError in recv() and a list TypeError; recv(timeout="1") and
+    send(timeout="1") raised TypeError; a str with a lone surrogate, in text mode,
+    UnicodeEncodeError: none of them an IpcwireError naming the endpoint."""
+
+    def attempt(ch: Any) -> Any:
+        if call == "recv":
+            return ch.recv(timeout="1")
+        if call == "send":
+            return ch.send("x", timeout="1")
+        if call == "surrogate":
+            return ch.send("\udc80")
+        return None  # connect() refuses it
+
+    async def aio_main() -> None:
+        async with await aio.connect("clipboard:", **options) as ch:
+            if (call_made := attempt(ch)) is not None:
+                await call_made
+
+    with pytest.raises((ConfigurationError, LocalProtocolError)) as err:
+        if api == "blocking":
+            with ipcwire.connect("clipboard:", **options) as ch:
+                attempt(ch)
+        else:
+            asyncio.run(aio_main())
+    assert "clipboard:" in str(err.value) and err.value.endpoint == "clipboard:", what

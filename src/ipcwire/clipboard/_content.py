@@ -6,7 +6,7 @@ from typing import Any
 
 from ipcwire._core.codecs import encoder_for
 from ipcwire._core.wire import WireFormat
-from ipcwire.errors import FrameTooLarge
+from ipcwire.errors import FrameTooLarge, LocalProtocolError
 
 __all__ = ["decode", "encode"]
 
@@ -18,7 +18,14 @@ def encode(wire: WireFormat, obj: Any, text: bool, url: str) -> bytes:
         FrameTooLarge, LocalProtocolError.
     """
     if text and isinstance(obj, str):
-        data = obj.encode()
+        try:
+            data = obj.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\udc80") is not UTF-8
+            raise LocalProtocolError(
+                f"cannot copy this str to the clipboard as UTF-8: {exc} (not sent to {url}); "
+                f"remove the lone surrogates, or send bytes with text=False",
+                endpoint=url,
+            ) from exc
     else:
         data = bytes(encoder_for(wire.codec, url)(obj))
     if len(data) > wire.max_frame:

@@ -3,9 +3,11 @@ tool, see ``_tools.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
+from ipcwire._deadline import NO_LIMIT
 from ipcwire.clipboard._tools import Tool, pick_tool
 from ipcwire.errors import ConfigurationError
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -46,16 +48,33 @@ class ClipboardOptions:
             text = text.lower() not in ("0", "false", "no", "off")
         # text (str in, str out) is the default for the bytes codec: clipboards hold text
         self.text = options.codec.name == "bytes" if text is None else bool(text)
-        try:
-            self.poll_interval = float(raw["poll_interval"] or 0.1)
-        except ValueError:
-            raise ConfigurationError(f"poll_interval for {endpoint} must be seconds") from None
-        if self.poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval for {endpoint} must be > 0")
+        self.poll_interval = _poll_interval(raw["poll_interval"], endpoint)
         try:  # for opening: the first look at the clipboard
             self.timeout = None if raw["timeout"] is None else float(raw["timeout"])
         except ValueError:
             raise ConfigurationError(f"timeout for {endpoint} must be seconds") from None
+
+
+def _poll_interval(value: object, endpoint: Endpoint) -> float:
+    """``poll_interval=``: seconds, more than 0 and finite (None: 0.1).
+
+    Raises:
+        ConfigurationError: anything else (0 given as a keyword was taken for 0.1, NaN polled
+            without pause, infinity raised OverflowError, a list TypeError).
+    """
+    if value is None:
+        return 0.1
+    seconds = None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+    if seconds is None or not 0 < seconds <= NO_LIMIT:  # (NaN too)
+        raise ConfigurationError(
+            f"poll_interval={value!r} for {endpoint}: give the seconds between checks, more "
+            f"than 0 (0.1 by default)",
+            endpoint=endpoint.url,
+        )
+    return seconds
 
 
 def checked_options(

@@ -8,10 +8,11 @@ import contextlib
 import tempfile
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
+from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within, within_at
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
@@ -50,9 +51,18 @@ class AioBackend:
     def __init__(self, tool: Tool, url: str) -> None:
         self.tool = tool
         self.url = url
+        self._running: asyncio.subprocess.Process | None = None  # a recv()'s paste
 
-    async def paste(self, deadline: float | None = None) -> bytes | None:
-        """The clipboard's content, or None when empty.
+    def interrupt(self) -> None:
+        """Kill the paste that a ``recv()`` is waiting for (``close()``)."""
+        if self._running is not None:
+            _kill(self._running)
+
+    async def paste(
+        self, deadline: float | None = None, closing: asyncio.Event | None = None
+    ) -> bytes | None:
+        """The clipboard's content, or None when empty, or when ``closing`` was set (the run
+        is then killed by :meth:`interrupt`: ``close()`` from another task).
 
         Raises:
             ChannelBroken: the tool failed.
@@ -65,6 +75,10 @@ class AioBackend:
             stderr=asyncio.subprocess.PIPE,
             env=dict(self.tool.env),
         )
+        if closing is not None:
+            self._running = proc  # for interrupt(), which sets `closing` first
+            if closing.is_set():
+                _kill(proc)
         try:
             async with within(limit):
                 out, err = await proc.communicate()
@@ -77,6 +91,10 @@ class AioBackend:
         except BaseException:  # cancelled: the tool is not left running (the loop reaps it)
             _kill(proc)
             raise
+        finally:
+            self._running = None
+        if closing is not None and closing.is_set() and proc.returncode != 0:
+            return None  # killed by interrupt()
         if proc.returncode == 0:
             return out
         text = err.decode(errors="replace")
@@ -91,18 +109,39 @@ class AioBackend:
             Timeout, ChannelBroken.
         """
         loop = asyncio.get_running_loop()
-        limit, by_caller = tool_limit(deadline, loop.time())
+        # The input is a file written whole first (see the blocking driver): through a pipe, a
+        # sender killed mid-write left a part of the message on the clipboard.
+        with tempfile.TemporaryFile() as src:
+            src.write(data)
+            src.seek(0)
+            await self._run_copy(src, deadline)
+            while await self.paste(deadline) != data:
+                if loop.time() >= deadline:
+                    raise Timeout(
+                        f"{self.url}: the clipboard did not show the copied content in time",
+                        endpoint=self.url,
+                    )
+                await asyncio.sleep(0.005)
+            src.truncate(0)  # the tool's server keeps it open while it serves, and has it all
+
+    async def _run_copy(self, src: BinaryIO, deadline: float) -> None:
+        """Run the copy tool on ``src``.
+
+        Raises:
+            Timeout, ChannelBroken.
+        """
+        limit, by_caller = tool_limit(deadline, asyncio.get_running_loop().time())
         with tempfile.TemporaryFile() as err:
             proc = await asyncio.create_subprocess_exec(
                 *self.tool.copy,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=src,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=err,
                 env=dict(self.tool.env),
             )
             try:
                 async with within(limit):
-                    await proc.communicate(data)
+                    await proc.wait()
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
@@ -115,13 +154,6 @@ class AioBackend:
             if proc.returncode != 0:
                 err.seek(0)
                 raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
-        while await self.paste(deadline) != data:
-            if loop.time() >= deadline:
-                raise Timeout(
-                    f"{self.url}: the clipboard did not show the copied content in time",
-                    endpoint=self.url,
-                )
-            await asyncio.sleep(0.005)
 
 
 class AioClipboardChannel(AioChannel):
@@ -156,6 +188,7 @@ class AioClipboardChannel(AioChannel):
         data = encode(self._wire, obj, self._text, self.url)
         if self._closing.is_set():
             raise closed_error(self)
+        limit(timeout, self.url)  # a number of seconds (not "1", not NaN), or None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (TOOL_TIMEOUT if timeout is None else timeout)
         async with self._locked(deadline, "write"):
@@ -166,13 +199,14 @@ class AioClipboardChannel(AioChannel):
         self._bytes_sent += len(data)
 
     async def recv(self, *, timeout: float | None = None) -> Any:
+        limit(timeout, self.url)  # a number of seconds (not "1", not NaN), or None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self._closing.is_set():
                 raise closed_error(self)
             async with self._locked(deadline, "read"):
-                now = await self._backend.paste(deadline)
+                now = await self._backend.paste(deadline, self._closing)
                 changed = now is not None and now != self._last
                 if changed:
                     self._last = now
@@ -180,6 +214,8 @@ class AioClipboardChannel(AioChannel):
                 self._received += 1
                 self._bytes_received += len(now)
                 return decode(self._wire, now, self._text, self.url)
+            if self._closing.is_set():
+                raise closed_error(self)
             wait = self._interval
             if deadline is not None:
                 left = deadline - loop.time()
@@ -197,23 +233,48 @@ class AioClipboardChannel(AioChannel):
 
     @contextlib.asynccontextmanager
     async def _locked(self, deadline: float | None, what: str) -> AsyncIterator[None]:
-        """Hold the tool lock, waiting for it no longer than ``deadline`` (the loop's clock).
+        """Hold the tool lock, waiting for it no longer than ``deadline`` (the loop's clock),
+        nor once the channel is closed (another channel's tool can hold it for 10 s).
 
         Raises:
-            Timeout: another task's tool run held it until then.
+            Timeout: another task's tool run held it until then. ChannelClosed.
         """
         try:
             async with within_at(deadline):
-                await self._lock.acquire()
+                acquired = await self._acquire()
         except TimeoutError:
             raise tool_timed_out(self._backend.tool, what, self.url) from None
+        if not acquired:
+            raise closed_error(self)
         try:
             yield
         finally:
             self._lock.release()
 
+    async def _acquire(self) -> bool:
+        """Take the tool lock: True, or False when the channel closed first."""
+        if self._closing.is_set():
+            return False
+        acquire = asyncio.ensure_future(self._lock.acquire())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait((acquire, closing), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled or timed out: the lock is not kept
+            closing.cancel()
+            if acquire.done() and not acquire.cancelled():
+                self._lock.release()
+            else:
+                acquire.cancel()
+            raise
+        closing.cancel()
+        if acquire.done():
+            return True
+        acquire.cancel()  # (asyncio.Lock passes the lock on when a granted waiter cancels)
+        return False
+
     def close(self) -> None:
         self._closing.set()
+        self._backend.interrupt()  # wakes a recv() waiting for its paste
 
     async def aclose(self) -> None:
         self.close()

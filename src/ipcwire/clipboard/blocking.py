@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
@@ -32,6 +32,7 @@ __all__ = ["ClipboardChannel", "ClipboardListener", "ClipboardOptions", "connect
 # One tool run at a time in this process: xclip serves a large selection (an INCR transfer)
 # to one reader at a time, and a second reader meanwhile can wait until the timeout.
 TOOL_LOCK: Final = threading.Lock()
+LOCK_CHECK: Final = 0.05  # seconds: how soon a recv() waiting for TOOL_LOCK sees close()
 
 
 class Backend:
@@ -40,33 +41,54 @@ class Backend:
     def __init__(self, tool: Tool, url: str) -> None:
         self.tool = tool
         self.url = url
+        self._running: subprocess.Popen[bytes] | None = None  # a recv()'s paste
 
-    def paste(self, deadline: float | None = None) -> bytes | None:
-        """The clipboard's content, or None when nothing is on it.
+    def paste(
+        self, deadline: float | None = None, closing: threading.Event | None = None
+    ) -> bytes | None:
+        """The clipboard's content, or None when nothing is on it, or when ``closing`` was set
+        (the run is then killed by :meth:`interrupt`: ``close()`` from another thread).
 
         Raises:
             ChannelBroken: the tool failed (for example the display went away).
             Timeout: it had not answered by ``deadline``.
         """
         limit, by_caller = tool_limit(deadline, time.monotonic())
-        try:
-            run = subprocess.run(
-                self.tool.paste,
-                capture_output=True,
-                env=self.tool.env,
-                timeout=limit,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            if by_caller:
-                raise tool_timed_out(self.tool, "read", self.url) from exc
-            raise tool_failed(self.tool, "read", "it did not answer", self.url) from exc
-        if run.returncode == 0:
-            return run.stdout
-        err = run.stderr.decode(errors="replace")
+        with subprocess.Popen(
+            self.tool.paste, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.tool.env
+        ) as proc:
+            if closing is not None:
+                self._running = proc  # for interrupt(), which sets `closing` first
+                if closing.is_set():
+                    proc.kill()
+            try:
+                out, err_bytes = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.wait()
+                if by_caller:
+                    raise tool_timed_out(self.tool, "read", self.url) from exc
+                raise tool_failed(self.tool, "read", "it did not answer", self.url) from exc
+            except BaseException:  # (KeyboardInterrupt): not left running, nor waited for
+                proc.kill()
+                raise
+            finally:
+                self._running = None
+        if closing is not None and closing.is_set() and proc.returncode != 0:
+            return None  # killed by interrupt()
+        if proc.returncode == 0:
+            return out
+        err = err_bytes.decode(errors="replace")
         if "not available" in err or "Nothing is copied" in err or "No selection" in err:
             return None  # an empty clipboard
         raise tool_failed(self.tool, "read", err, self.url)
+
+    def interrupt(self) -> None:
+        """Kill the paste that a ``recv()`` is waiting for (``close()``, any thread)."""
+        proc = self._running
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
 
     def copy(self, data: bytes, deadline: float) -> None:
         """Put ``data`` on the clipboard and wait until a paste returns it.
@@ -74,13 +96,35 @@ class Backend:
         Raises:
             Timeout: the clipboard did not show it in time. ChannelBroken: the tool failed.
         """
+        # Its input is a file written whole before it starts: through a pipe, a sender killed
+        # mid-write left the part written so far on the clipboard, as if it were a message.
+        with tempfile.TemporaryFile() as src:
+            src.write(data)
+            src.seek(0)
+            self._run_copy(src, deadline)
+            while self.paste(deadline) != data:  # the forked server takes ownership later
+                if time.monotonic() >= deadline:
+                    raise Timeout(
+                        f"{self.url}: the clipboard did not show the copied content in time "
+                        f"(another program keeps overwriting it?)",
+                        endpoint=self.url,
+                    )
+                time.sleep(0.005)
+            src.truncate(0)  # the tool's server keeps it open while it serves, and has it all
+
+    def _run_copy(self, src: BinaryIO, deadline: float) -> None:
+        """Run the copy tool on ``src``.
+
+        Raises:
+            Timeout: it had not returned by ``deadline``. ChannelBroken: it failed.
+        """
         # The copy tool forks a server that inherits stderr: a file, never a pipe we wait on.
         with tempfile.TemporaryFile() as err:
             limit, by_caller = tool_limit(deadline, time.monotonic())
             try:
                 run = subprocess.run(
                     self.tool.copy,
-                    input=data,
+                    stdin=src,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     env=self.tool.env,
@@ -94,14 +138,6 @@ class Backend:
             if run.returncode != 0:
                 err.seek(0)
                 raise tool_failed(self.tool, "write", err.read().decode(errors="replace"), self.url)
-        while self.paste(deadline) != data:  # the forked server takes ownership a moment later
-            if time.monotonic() >= deadline:
-                raise Timeout(
-                    f"{self.url}: the clipboard did not show the copied content in time "
-                    f"(another program keeps overwriting it?)",
-                    endpoint=self.url,
-                )
-            time.sleep(0.005)
 
 
 class ClipboardChannel(Channel):
@@ -142,6 +178,7 @@ class ClipboardChannel(Channel):
         data = encode(self._wire, obj, self._text, self.url)
         if self._closing.is_set():
             raise closed_error(self)
+        limit(timeout, self.url)  # a number of seconds (not "1", not NaN), or None
         deadline = time.monotonic() + (TOOL_TIMEOUT if timeout is None else timeout)
         with self._locked(deadline, "write"):
             self._out.copy(data, deadline)
@@ -158,12 +195,13 @@ class ClipboardChannel(Channel):
             RemoteProtocolError: the content does not decode with this codec.
             FrameTooLarge: the content is over max_frame (skipped).
         """
+        limit(timeout, self.url)  # a number of seconds (not "1", not NaN), or None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._closing.is_set():
                 raise closed_error(self)
             with self._locked(deadline, "read"):
-                now = self._backend.paste(deadline)
+                now = self._backend.paste(deadline, self._closing)
                 changed = now is not None and now != self._last
                 if changed:
                     self._last = now
@@ -171,6 +209,8 @@ class ClipboardChannel(Channel):
                 self._received += 1
                 self._bytes_received += len(now)
                 return decode(self._wire, now, self._text, self.url)
+            if self._closing.is_set():
+                raise closed_error(self)
             wait = self._interval
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -184,23 +224,32 @@ class ClipboardChannel(Channel):
 
     @contextlib.contextmanager
     def _locked(self, deadline: float | None, what: str) -> Iterator[None]:
-        """Hold the tool lock, waiting for it no longer than ``deadline``.
+        """Hold the tool lock, waiting for it no longer than ``deadline``, nor once the channel
+        is closed (checked every ``LOCK_CHECK`` seconds: another channel's tool can hold it
+        for 10 s).
 
         Raises:
-            Timeout: another thread's tool run held it until then.
+            Timeout: another thread's tool run held it until then. ChannelClosed.
         """
-        left = None if deadline is None else limit(deadline - time.monotonic())
-        wait = -1.0 if left is None else max(0.0, left)
-        if not self._lock.acquire(timeout=wait):
-            raise tool_timed_out(self._backend.tool, what, self.url)
+        while True:
+            left = None if deadline is None else limit(deadline - time.monotonic())
+            wait = LOCK_CHECK if left is None else max(0.0, min(left, LOCK_CHECK))
+            if self._lock.acquire(timeout=wait):
+                break
+            if self._closing.is_set():
+                raise closed_error(self)
+            if left is not None and left <= wait:
+                raise tool_timed_out(self._backend.tool, what, self.url)
         try:
             yield
         finally:
             self._lock.release()
 
     def close(self) -> None:
-        """Stop; what was copied stays on the clipboard (that is what clipboards do)."""
+        """Stop, waking a ``recv()`` in any thread (its paste is killed); what was copied stays
+        on the clipboard (that is what clipboards do)."""
         self._closing.set()
+        self._backend.interrupt()
 
     @property
     def closed(self) -> bool:
