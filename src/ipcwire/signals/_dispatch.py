@@ -86,8 +86,11 @@ class _Dispatcher:
         self._wake_r: int | None = None
         self._wake_w: int | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends the thread (one Event per thread started)
         self.exit_code: int | None = None  # set by request_exit(): the handler raises
         self._fork_mask: set[int | signal.Signals] | None = None  # the mask before fork()
+        self._handling = False  # the handler runs (main thread only): a nested call notes
+        self._again: dict[int, None] = {}  # its signal here, for the outer call to handle
 
     # -- subscribing (main thread) ----------------------------------------------------------
     def subscribe(self, signums: Iterable[int], url: str) -> Subscription:
@@ -128,6 +131,8 @@ class _Dispatcher:
                     previous = self._previous.pop(signum)
                     with contextlib.suppress(TypeError, ValueError, OSError):
                         signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+                if not self._previous:  # none of our handlers is left: nor the rest
+                    self._stop()
 
     # -- the wakeup fd and the thread -------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -138,14 +143,38 @@ class _Dispatcher:
         set_nonblocking(w)
         self._wake_r, self._wake_w = r, w
         self._owns_wakeup()  # unless someone else (an asyncio loop) has it
-        self._thread = threading.Thread(target=self._run, name="ipcwire signals", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(r, self._stopping), name="ipcwire signals", daemon=True
+        )
         self._thread.start()
 
-    def _run(self) -> None:
+    def _stop(self) -> None:
+        """Once the last subscription is gone (main thread, under the lock): give the wakeup
+        fd back (Python's default: none), end the thread and close the pipe. They stayed for
+        the process's life: the wakeup fd still ours, for a library that takes it next (trio
+        warns when it finds one set), a thread and two fds. The next subscription starts
+        them again."""
+        r, w, thread = self._wake_r, self._wake_w, self._thread
+        if r is None or w is None or thread is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            current = signal.set_wakeup_fd(-1)
+            if current not in (-1, w):
+                signal.set_wakeup_fd(current)  # another owner's (an asyncio loop's)
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            os.write(w, b"\0")  # (not a signal number: only wakes the thread)
+        thread.join(5.0)
+        if not thread.is_alive():  # (else it would read a closed, maybe reused, fd)
+            for fd in (r, w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = None
+        self._thread = None
 
-        r = self._wake_r
-        assert r is not None
-        while True:
+    def _run(self, r: int, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             wait_readable(r)
             try:
                 data = os.read(r, 512)
@@ -172,6 +201,29 @@ class _Dispatcher:
         return current == w
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
+        """The Python-level handler. CPython runs it again inside itself when another signal
+        comes while it runs; in a storm that nested without bound, and a ``RecursionError``
+        came out of whatever the main thread was doing. A nested call only notes its signal
+        (one entry per number), which the outermost call then handles."""
+        if self._handling:
+            self._again[signum] = None
+            return
+        while True:
+            self._handling = True
+            try:
+                self._handle(signum, frame)
+                while self._again:
+                    signum = next(iter(self._again))
+                    del self._again[signum]
+                    self._handle(signum, frame)
+            finally:
+                self._handling = False
+            if not self._again:  # (one noted just before the flag went down)
+                return
+            signum = next(iter(self._again))
+            del self._again[signum]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.exit_code is not None:
             raise SystemExit(self.exit_code)
         wanted = [s for s in self._subs if signum in s.signums]
@@ -216,6 +268,8 @@ class _Dispatcher:
         self._lock = threading.Lock()  # another thread may have held it at the fork
         self._subs = ()
         self.exit_code = None
+        self._handling = False
+        self._again = {}
         for signum, previous in self._previous.items():
             with contextlib.suppress(TypeError, ValueError, OSError):
                 signal.signal(signum, previous if previous is not None else signal.SIG_DFL)

@@ -20,6 +20,7 @@ __all__ = [
     "check_catchable",
     "exit_status",
     "parse_signal",
+    "parse_signals",
     "parse_target",
     "send_signal",
     "signals_url",
@@ -30,29 +31,49 @@ __all__ = [
 SignalLike = int | str | signal.Signals
 
 
-def parse_signal(sig: SignalLike) -> signal.Signals:
+def parse_signal(sig: SignalLike, url: str | None = None) -> signal.Signals:
     """``"TERM"``, ``"SIGTERM"``, ``"sigterm"``, ``15`` or ``signal.SIGTERM`` -> SIGTERM.
+    ``url``: the endpoint the signal is for (``signal:USR1,HUP``, ``signal:1234``), named in
+    the error.
 
     Raises:
         ConfigurationError: not a signal this platform knows.
     """
     if isinstance(sig, signal.Signals):
         return sig
+    where = f"{url}: " if url else ""
+    known = ", ".join(sorted(s.name[3:] for s in signal.Signals))
     if isinstance(sig, int):
         try:
             return signal.Signals(sig)
         except ValueError:
-            raise ConfigurationError(f"{sig} is not a signal number on this platform") from None
+            raise ConfigurationError(
+                f"{where}{sig} is not a signal number on this platform; name the signal "
+                f"instead, one of: {known}",
+                endpoint=url,
+            ) from None
     name = str(sig).strip().upper()
     if name.isdigit():
-        return parse_signal(int(name))
+        return parse_signal(int(name), url)
     if not name.startswith("SIG"):
         name = "SIG" + name
     try:
         return signal.Signals[name]
     except KeyError:
-        known = ", ".join(sorted(s.name[3:] for s in signal.Signals))
-        raise ConfigurationError(f"unknown signal {sig!r}; known: {known}") from None
+        raise ConfigurationError(
+            f"{where}unknown signal {sig!r}; use one of (with or without SIG): {known}",
+            endpoint=url,
+        ) from None
+
+
+def parse_signals(signals: Iterable[SignalLike]) -> list[signal.Signals]:
+    """:func:`parse_signal` of each, naming in an error the endpoint they were given for
+    (``signal:USR1,NOPE``)."""
+    given = list(signals)
+    url = "signal:" + ",".join(
+        s.name[3:] if isinstance(s, signal.Signals) else str(s) for s in given
+    )
+    return [parse_signal(s, url) for s in given]
 
 
 def signals_url(signals: Iterable[signal.Signals]) -> str:
@@ -147,7 +168,7 @@ def send_signal(target: Any, sig: SignalLike, *, group: bool = False) -> None:
         ConfigurationError: an unknown signal or a target that is not a process.
     """
     pid = target_pid(target)
-    signum = parse_signal(sig)
+    signum = parse_signal(sig, f"signal:{'group:' if group else ''}{pid}")
     where = f"{'process group' if group else 'pid'} {pid}"
     if not group and (status := exit_status(target)) is not None:
         raise ChannelBroken(

@@ -36,7 +36,7 @@ from typing import Any, Self
 from ipcwire._poll import wait_readable
 from ipcwire.errors import ChannelClosed
 from ipcwire.signals._dispatch import dispatcher, request_exit
-from ipcwire.signals._names import SignalLike, parse_signal, signals_url
+from ipcwire.signals._names import SignalLike, parse_signals, signals_url
 from ipcwire.signals._served import wait_served
 
 __all__ = ["GracefulShutdown", "cannot_clean_up", "graceful_shutdown", "interrupted_close"]
@@ -68,7 +68,7 @@ class GracefulShutdown:
         self._owner_closing = False
         self._triggered = False  # the watcher saw a signal (it may be waiting for main to exit)
         self.add(*resources)
-        self._signals = tuple(parse_signal(s) for s in signals)
+        self._signals = tuple(parse_signals(signals))
         self._sub = dispatcher.subscribe(
             (int(s) for s in self._signals), signals_url(self._signals)
         )

@@ -23,7 +23,7 @@ from ipcwire.errors import ChannelClosed, LocalProtocolError, Timeout
 from ipcwire.signals._dispatch import dispatcher
 from ipcwire.signals._names import (
     SignalLike,
-    parse_signal,
+    parse_signals,
     send_signal,
     signals_url,
     target_pid,
@@ -41,7 +41,7 @@ class SignalWaiter(Channel):
     """
 
     def __init__(self, signals: Iterable[SignalLike]) -> None:
-        wanted = [parse_signal(s) for s in signals]
+        wanted = parse_signals(signals)
         if not wanted:
             raise LocalProtocolError("SignalWaiter needs at least one signal to wait for")
         self.signals = tuple(dict.fromkeys(wanted))

@@ -26,6 +26,7 @@ from typing import Any, Self
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within, within_at
+from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -43,6 +44,7 @@ from ipcwire.signals._names import (
     check_catchable,
     exit_status,
     parse_signal,
+    parse_signals,
     parse_target,
     send_signal,
     signals_url,
@@ -152,7 +154,7 @@ class AioSignalWaiter(AioChannel):
     """Receives the given signals, one message (:class:`signal.Signals`) per signal."""
 
     def __init__(self, signals: Iterable[SignalLike]) -> None:
-        wanted = tuple(dict.fromkeys(parse_signal(s) for s in signals))
+        wanted = tuple(dict.fromkeys(parse_signals(signals)))
         if not wanted:
             raise LocalProtocolError("AioSignalWaiter needs at least one signal to wait for")
         self.signals = wanted
@@ -216,9 +218,20 @@ class AioSignalWaiter(AioChannel):
         raise LocalProtocolError(f"{self.url} receives signals; send with AioSignalSender")
 
     def close(self) -> None:
+        """Stop receiving: a task in :meth:`recv` gets ``ChannelClosed``, and a signal that
+        nobody else in the loop waits for gets its previous handler back. From another
+        thread than the running loop's, the close is handed to the loop (its handlers and
+        futures are not thread-safe; removed from another thread, the handler stayed and
+        swallowed the signal for good, and ``recv()`` went on waiting)."""
         if self._closed:
             return
         self._closed = True
+        if running_elsewhere(self._loop):
+            self._loop.call_soon_threadsafe(self._close_in_loop)
+        else:
+            self._close_in_loop()
+
+    def _close_in_loop(self) -> None:
         _signals(self._loop).remove(self._installed, self._on_signal)
         self._wake()
 
@@ -293,6 +306,10 @@ class _AioSignalListener(AioListener):
         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 
     def close(self) -> None:
+        loop = self._waiter._loop
+        if running_elsewhere(loop):  # (another thread: hand it to the loop, as the waiter)
+            loop.call_soon_threadsafe(self.close)
+            return
         self._stopped.set()
         self._waiter.close()
 
@@ -323,7 +340,8 @@ async def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> AioL
     names = [n for n in endpoint.path.split(",") if n.strip()]
     if not names:
         raise InvalidURL(f"{endpoint}: name the signals to wait for, such as signal:USR1,HUP")
-    return _AioSignalListener(endpoint.url, AioSignalWaiter(names))
+    waiter = AioSignalWaiter(parse_signal(n, endpoint.url) for n in names)
+    return _AioSignalListener(endpoint.url, waiter)
 
 
 async def _wait_exit(pid: int, timeout: float) -> bool:
@@ -421,7 +439,7 @@ class AioGracefulShutdown:
         self._done = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.signal: signal.Signals | None = None
-        parsed = [parse_signal(s) for s in signals]
+        parsed = parse_signals(signals)
         self._installed = _signals(self._loop).add(
             (int(s) for s in parsed), self._on_signal, signals_url(parsed)
         )

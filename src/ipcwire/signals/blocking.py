@@ -47,7 +47,7 @@ def listen(endpoint: Endpoint, options: ChannelOptions, **kw: Any) -> SignalList
     names = [n for n in endpoint.path.split(",") if n.strip()]
     if not names:
         raise InvalidURL(f"{endpoint}: name the signals to wait for, such as signal:USR1,HUP")
-    return SignalListener(endpoint.url, SignalWaiter(parse_signal(n) for n in names))
+    return SignalListener(endpoint.url, SignalWaiter(parse_signal(n, endpoint.url) for n in names))
 
 
 class SignalListener(Listener):
