@@ -25,6 +25,7 @@ from ipcwire.dbus._proto import (
     ERROR_REFUSED,
     MAX_MESSAGE,
     Target,
+    check_topic,
     event_signal,
     handshake_text,
     handshakes,
@@ -89,10 +90,12 @@ class ListenerState(abc.ABC):
 
         Raises:
             ChannelClosed: the listener is closed.
+            ConfigurationError: ``topic`` is not text a D-Bus string carries.
             FrameTooLarge: over what a bus carries.
         """
         if self._closed:
             raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
+        check_topic(topic, self.url)
         data = bytes(encoder_for(self._options.codec, self.url)(obj))
         if len(data) > MAX_MESSAGE:  # the system bus would drop this connection for it
             raise FrameTooLarge(

@@ -47,6 +47,7 @@ from ipcwire.channel import PeerInfo
 from ipcwire.errors import (
     AddressInUse,
     ChannelBroken,
+    ConfigurationError,
     ConnectionRefused,
     InvalidURL,
     IpcwireError,
@@ -73,6 +74,8 @@ __all__ = [
     "Target",
     "address_option",
     "bus_address",
+    "check_topic",
+    "checked_address",
     "close_call",
     "deliver_call",
     "error_reply",
@@ -161,14 +164,19 @@ class Target:
         return f"{self.name} on the {self.bus} bus"
 
 
+# What D-Bus allows in a bus name's elements and an object path's segments: ASCII only (the
+# spec's [A-Za-z0-9_-] and [A-Za-z0-9_]; str.isalnum() would also take "ä" or "²", which
+# the daemon and dbus-fast refuse later, in words about something else).
+_NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_PATH_CHARS: Final = _NAME_CHARS - {"-"}
+
+
 def _valid_name(name: str) -> bool:
     parts = name.split(".")
     return (
         len(parts) >= 2
         and len(name) <= 255
-        and all(
-            p and not p[0].isdigit() and all(c.isalnum() or c in "_-" for c in p) for p in parts
-        )
+        and all(p and not p[0].isdigit() and all(c in _NAME_CHARS for c in p) for p in parts)
     )
 
 
@@ -184,15 +192,15 @@ def parse_target(endpoint: Endpoint) -> Target:
     if bus not in ("session", "system") or not _valid_name(name):
         raise InvalidURL(
             f"{endpoint.url!r}: write dbus://session/<bus.name>/<object/path> (or system), "
-            f"for example dbus://session/org.example.App/org/example/App"
+            f"for example dbus://session/org.example.App/org/example/App (a bus name is two "
+            f"or more dot-separated elements of ASCII letters, digits, _ and -, none starting "
+            f"with a digit)"
         )
     segments = path[1:].split("/")
-    if path != "/" and not all(
-        seg and all(c.isalnum() or c == "_" for c in seg) for seg in segments
-    ):
+    if path != "/" and not all(seg and all(c in _PATH_CHARS for c in seg) for seg in segments):
         raise InvalidURL(
-            f"{endpoint.url!r}: {path!r} is not a D-Bus object path (segments of letters, "
-            f"digits and _)"
+            f"{endpoint.url!r}: {path!r} is not a D-Bus object path (segments of ASCII "
+            f"letters, digits and _)"
         )
     return Target(bus=bus, name=name, path=path)
 
@@ -237,7 +245,58 @@ def address_option(endpoint: Endpoint, kw: dict[str, Any], extra: tuple[str, ...
     """
     address = kw.pop("address", None) or endpoint.params.get("address")
     reject_unknown(kw, endpoint, ("address", *extra))
-    return address if isinstance(address, str) else None
+    return _address_given(address, endpoint.url)
+
+
+def _address_given(address: object, url: str) -> str | None:
+    """``address=`` as given: None (not given), or a str.
+
+    Raises:
+        ConfigurationError: anything else (it was ignored for the environment's bus).
+    """
+    if address is None or address == "":
+        return None
+    if not isinstance(address, str):
+        raise ConfigurationError(
+            f"address={address!r} for {url} is not a D-Bus address: pass a str such as "
+            f"'unix:path=/run/user/{os.getuid()}/bus' (what dbus-daemon --print-address prints)",
+            endpoint=url,
+        )
+    return address
+
+
+def checked_address(address: str, url: str) -> str:
+    """``address`` (the bus's, from ``address=`` or the environment), once it parses as a
+    D-Bus address that says where to connect.
+
+    Raises:
+        ConfigurationError: it does not (named, with its source and what to write).
+    """
+    from dbus_fast._private.address import parse_address
+
+    try:
+        entries = parse_address(address)
+        why = ""
+    except ValueError as exc:  # dbus-fast's InvalidAddressError
+        entries, why = [], str(exc)
+    for transport, opts in entries:  # alternatives: one that says where to connect will do
+        if transport == "unix" and not (opts.get("path") or "abstract" in opts):
+            why = why or "a unix: address needs path= or abstract="
+        elif transport == "tcp" and not str(opts.get("port", "")).isdigit():
+            why = why or "a tcp: address needs port=<number>"
+        else:
+            why = ""
+            break
+    if why:
+        env = os.environ.get("DBUS_SESSION_BUS_ADDRESS"), os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+        source = "from the environment " if address in env else ""
+        raise ConfigurationError(
+            f"{address!r} ({source}for {url}) is not a D-Bus address that can be connected "
+            f"to ({why}): write unix:path=/run/user/{os.getuid()}/bus, unix:abstract=NAME or "
+            f"tcp:host=HOST,port=PORT (what dbus-daemon --print-address prints)",
+            endpoint=url,
+        )
+    return address
 
 
 def resolve(
@@ -252,7 +311,7 @@ def resolve(
     address = address_option(endpoint, kw, accepted)
     target = parse_target(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    return target, bus_address(target, address), limit
+    return target, checked_address(bus_address(target, address), endpoint.url), limit
 
 
 def resolve_subscription(
@@ -263,7 +322,8 @@ def resolve_subscription(
     options = ChannelOptions.build(endpoint, {} if codec is None else {"codec": codec})
     target = parse_target(endpoint)
     limit = timeout if timeout is not None else DEFAULT_CONNECT_TIMEOUT
-    return target, options, bus_address(target, address), limit
+    bus = bus_address(target, _address_given(address, url))
+    return target, options, checked_address(bus, url), limit
 
 
 def nobody_listening(url: str, target: Target) -> ConnectionRefused:
@@ -347,6 +407,7 @@ class ClientHandshakeCalls:
 
     def __init__(self, options: ChannelOptions, owner: str, path: str) -> None:
         self._hs = handshakes(options)[0]
+        self._url = options.url
         self._owner = owner
         self._path = path
         self.chan = ""  # the listener names the channel in its first answer
@@ -359,6 +420,13 @@ class ClientHandshakeCalls:
         return handshake_call(self._owner, self._path, self.chan, self._text)
 
     def answered(self, reply: Message) -> None:
+        if reply.signature != "ss":  # the name's owner is not an ipcwire listener
+            raise RemoteProtocolError(
+                f"{self._owner} (the owner of the name at {self._url}) answered Handshake with "
+                f"({reply.signature}), not (ss): it is not an ipcwire listener; check the bus "
+                f"name in the URL",
+                endpoint=self._url,
+            )
         self.chan, answer = reply.body
         step = self._hs.receive(answer.encode())
         self._text = None if step.done else handshake_text(step.send)
@@ -498,13 +566,58 @@ def peers_left_rule() -> str:
     )
 
 
-def event_rule(target: Target, topic: str | None) -> str:
-    """The match rule of a subscription to a listener's ``Event`` signals."""
+MAX_MATCH_RULE: Final = 1024  # dbus-daemon refuses longer match rules (LimitsExceeded)
+
+
+def check_topic(topic: object, url: str) -> str:
+    """``topic`` (of ``publish`` or ``subscribe``), once it is text a D-Bus string carries.
+
+    Raises:
+        ConfigurationError: not a str, a NUL in it (dbus-fast refuses to send it), or not
+            encodable as UTF-8 (a lone surrogate).
+    """
+    why = ""
+    if not isinstance(topic, str):
+        why = f"a topic is a str, not {type(topic).__name__}"
+    elif "\0" in topic:
+        why = "a D-Bus string cannot hold a NUL character"
+    else:
+        try:
+            topic.encode()
+        except UnicodeEncodeError as exc:
+            why = f"a D-Bus string is UTF-8 ({exc.reason})"
+    if why or not isinstance(topic, str):
+        raise ConfigurationError(
+            f"topic={topic!r} for {url}: {why}; pass text without NUL or lone surrogates",
+            endpoint=url,
+        )
+    return topic
+
+
+def event_rule(target: Target, topic: str | None, url: str) -> str:
+    """The match rule of a subscription to a listener's ``Event`` signals (of ``topic``).
+
+    Raises:
+        ConfigurationError: a topic that is not text (``check_topic``), or one too long for
+            a match rule.
+    """
     rule = (
         f"type='signal',sender='{target.name}',path='{target.path}',interface='{INTERFACE}',"
         f"member='Event'"
     )
-    return rule if topic is None else rule + f",arg0='{topic}'"
+    if topic is None:
+        return rule
+    # a ' in a value is written '\'' (close the quotes, an escaped quote, open them again)
+    quoted = check_topic(topic, url).replace("'", "'\\''")
+    rule += f",arg0='{quoted}'"
+    if len(rule.encode()) > MAX_MATCH_RULE:
+        raise ConfigurationError(
+            f"topic of {len(topic.encode())} bytes for {url}: too long for the bus's match "
+            f"rule (at most {MAX_MATCH_RULE} bytes with the rest of the rule); subscribe "
+            f"with a shorter topic, or to all topics (topic=None) and filter them",
+            endpoint=url,
+        )
+    return rule
 
 
 def is_call(msg: Message, member: str) -> bool:
@@ -519,13 +632,15 @@ def is_event(msg: Message, path: str) -> bool:
     """Whether ``msg`` is an ``Event`` signal from the object at ``path``, broadcast: the
     subscription's match rule lets through only the broadcasts of the name's owner, but any
     connection may send a signal to this one by name (``destination``), which would be a
-    forged event."""
+    forged event. One with other arguments than ``(s topic, ay payload)`` is not an ipcwire
+    publisher's (the name's owner is another program): ignored too."""
     return (
         msg.message_type is MessageType.SIGNAL
         and not msg.destination
         and msg.interface == INTERFACE
         and msg.member == "Event"
         and msg.path == path
+        and msg.signature == "say"  # not (topic, payload): not from an ipcwire publisher
     )
 
 

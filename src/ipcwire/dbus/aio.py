@@ -5,6 +5,12 @@ Same protocol and behaviour as the blocking driver (``_proto.py``; the state bot
 waiting): one bus connection per client channel; a listener's channels share its connection,
 routed by a message handler. Opening and calling a bus connection, and the hub routing its
 calls, are in ``_aio_conn.py``.
+
+``close()`` from another thread than the running loop's hands the close to the loop
+(``call_soon_threadsafe``): the futures a ``recv`` or ``accept`` waits on, the hang-up task
+and dbus-fast's writer belong to the loop. (Done in the calling thread, the close raised
+"no running event loop", left the bus connection open, and a waiting ``recv`` slept on
+until its timeout.)
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
+from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.dbus._aio_conn import (
@@ -190,6 +197,9 @@ class AioDbusChannel(ChannelState, AioChannel):
     def close(self) -> None:
         if self._closed:
             return
+        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
+            self._loop.call_soon_threadsafe(self.close)
+            return
         unread = self._shut()
         self._wake()
         self._say_closed(unread)
@@ -341,6 +351,9 @@ class AioDbusListener(ListenerState, AioListener):
     def close(self) -> None:
         if self._closed:
             return
+        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
+            self._loop.call_soon_threadsafe(self.close)
+            return
         self._closed = True
         while not self._ready.empty():
             ch = self._ready.get_nowait()
@@ -400,6 +413,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
     def __init__(self, bus: MessageBus, target: Target, wire: WireFormat, url: str) -> None:
         super().__init__(target, wire, url)
         self._bus = bus
+        self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._handler: Callable[[Message], None] = self._signal
         bus.add_message_handler(self._handler)
@@ -459,6 +473,9 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
     def close(self) -> None:
         if self._closed:
             return
+        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
+            self._loop.call_soon_threadsafe(self.close)
+            return
         self._closed = True
         self._wake()
         self._bus.disconnect()
@@ -482,7 +499,7 @@ async def subscribe(
     bus = await _open_bus(address, url, limit)
     try:
         sub = AioDbusSubscription(bus, target, options.wire(), url)
-        await _call(bus, bus_call("AddMatch", "s", [event_rule(target, topic)]), limit, url)
+        await _call(bus, bus_call("AddMatch", "s", [event_rule(target, topic, url)]), limit, url)
     except BaseException:
         bus.disconnect()
         raise

@@ -508,7 +508,7 @@ def subscribe(
     target, options, bus, limit = resolve_subscription(url, codec, address, timeout)
     conn = BusConnection(bus, timeout=limit, label=url)
     try:
-        rule = event_rule(target, topic)
+        rule = event_rule(target, topic, url)
         sub = DbusSubscription(conn, target, options.wire(), url, rule)
         conn.add_match(rule)
     except BaseException:
