@@ -47,15 +47,17 @@ def test_a_message_that_always_outlives_its_lease_goes_to_dead(spool_dir: Path) 
 
 
 def test_a_redelivery_copy_whose_reaper_died_is_delivered_not_deleted(spool_dir: Path) -> None:
-    """A lease redelivery writes a copy to tmp/, removes the claimed original, then renames
-    the copy into new/. A reaper killed between the last two steps leaves the only copy of
-    the message in tmp/: cleaning tmp/ must deliver it, not delete it."""
+    """A lease redelivery writes a copy to tmp/, moves the claimed original out of cur/ to
+    tmp/~NAME, then renames the copy into new/. A reaper killed between the last two steps
+    leaves the only deliverable copy of the message in tmp/: cleaning tmp/ must deliver it,
+    not delete it (and remove the original's mark). See also test_killed_lease_copy.py."""
     url = f"spool://{spool_dir}/q"
     q = spool_dir / "q"
     with _open(url, reap_interval=0.01) as c:
         base = "00000000000000000001.4242-deadbeef.0000000001"
-        left = q / "tmp" / f"{base}.1"  # the copy; cur/{base}.0 is gone
+        left = q / "tmp" / f"{base}.1"  # the copy; cur/{base}.0 is gone, to tmp/~{base}.0
         left.write_bytes(b"the only copy")
+        (q / "tmp" / f"~{base}.0").write_bytes(b"the only copy")
         half = q / "tmp" / "00000000000000000002.4242-deadbeef.0000000002.0"
         half.write_bytes(b"half a mess")  # a producer's, killed mid-write
         old = time.time() - 3600

@@ -29,13 +29,24 @@ from ipcwire.errors import (
     PermissionDenied,
     RemoteProtocolError,
 )
-from ipcwire.spool._files import _CLAIM, _READ, Buffer, _locked, _read_all, _split
+from ipcwire.spool._files import _CLAIM, Buffer, _locked, _read_all, _split
 
 __all__ = ["Claim", "Consuming"]
 
 log = logging.getLogger("ipcwire")
 
 _STALE_TMP: Final = 60.0  # seconds before an unlocked file in tmp/ counts as abandoned
+# tmp/~NAME: the original of a lease redelivery, moved out of cur/ once its copy is complete
+_STOLEN: Final = "~"
+
+
+def _touch(fd: int) -> bool:
+    """Set the file's mtime to now; False if the file system refused."""
+    try:
+        os.utime(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _producer_gone(name: str) -> bool:
@@ -233,6 +244,10 @@ class Consuming:
             if not _locked(fd):
                 os.close(fd)
                 return None  # another consumer is claiming it right now
+            # mtime = claim time, for the lease, before the rename: in cur/ with the time it
+            # was sent, a message that waited longer than the lease looked held that long,
+            # and a reaper redelivered it while this consumer was still reading it
+            touched = _touch(fd)
             dst = os.path.join(self.cur, name)
             try:
                 os.rename(src, dst)
@@ -251,7 +266,8 @@ class Consuming:
                     endpoint=self.url,
                 )
             data = _read_all(fd, size)
-            os.utime(fd)  # mtime = claim time, for the lease
+            if not touched:
+                os.utime(fd)  # (raises what refused it before the rename)
         except OSError as exc:
             os.close(fd)
             raise ChannelBroken(
@@ -371,7 +387,17 @@ class Consuming:
         return returned
 
     def _steal(self, name: str, fd: int) -> int:
-        """Redeliver a claim whose lease expired: a copy, since its holder keeps the lock."""
+        """Redeliver a claim whose lease expired: a copy, since its holder keeps the lock.
+
+        The copy is written to tmp/ and synced, and stays locked (a reaper leaves it) until
+        the original leaves cur/ for ``tmp/~NAME``: that rename decides between this
+        redelivery and the holder's ``ack()`` (which then finds nothing, and says False),
+        and the mark it leaves is what tells a reaper, should this process die before the
+        copy is in new/, that the copy is complete and is to be delivered (see
+        :meth:`_reap_tmp`). Before, a reaper delivered any copy whose original was gone
+        from cur/: also one cut short by its writer's death and whose original had been
+        acked (half a message, after an ack that said True).
+        """
         base, attempt = _split(name)
         if self.max_attempts is not None and attempt + 1 >= self.max_attempts:
             # the holder's ack then finds it gone and returns False, as for a redelivery
@@ -382,18 +408,20 @@ class Consuming:
             )
             return 0
         data = _read_all(fd, os.fstat(fd).st_size)
-        new_name = f"{base}.{attempt + 1}"
-        fd = self._write_tmp(new_name, data)
+        copy = os.path.join(self.tmp, f"{base}.{attempt + 1}")
+        cfd = self._write_tmp(f"{base}.{attempt + 1}", data)
         try:
-            os.fsync(fd)
+            try:
+                os.fsync(cfd)
+                os.rename(os.path.join(self.cur, name), os.path.join(self.tmp, _STOLEN + name))
+            except BaseException as exc:
+                os.unlink(copy)  # not redelivered: the original is still in cur/, or acked
+                if isinstance(exc, FileNotFoundError):
+                    return 0  # acked meanwhile: keep it acked
+                raise
         finally:
-            os.close(fd)
-        try:
-            os.unlink(os.path.join(self.cur, name))
-        except FileNotFoundError:
-            os.unlink(os.path.join(self.tmp, new_name))  # acked meanwhile: keep it acked
-            return 0
-        os.rename(os.path.join(self.tmp, new_name), os.path.join(self.new, new_name))
+            os.close(cfd)
+        self._finish_steal(name)
         log.warning(
             "%s: %s was held over the lease of %s s; redelivered",
             self.url,
@@ -402,6 +430,21 @@ class Consuming:
         )
         return 1
 
+    def _finish_steal(self, name: str) -> None:
+        """The end of a lease redelivery of ``name`` whose original went to ``tmp/~name``
+        (by this process or by one that died since): its copy into new/, then the mark
+        away. Either may have been done already."""
+        base, attempt = _split(name)
+        copy = f"{base}.{attempt + 1}"
+        try:
+            os.rename(os.path.join(self.tmp, copy), os.path.join(self.new, copy))
+        except FileNotFoundError:
+            pass
+        try:
+            os.unlink(os.path.join(self.tmp, _STOLEN + name))
+        except FileNotFoundError:
+            pass
+
     def _reap_tmp(self, now: float) -> None:
         try:
             names = os.listdir(self.tmp)
@@ -409,26 +452,35 @@ class Consuming:
             return
         for name in names:
             path = os.path.join(self.tmp, name)
+            if name.startswith(_STOLEN):
+                # A lease redelivery whose reaper died after the original left cur/: its
+                # copy is complete (synced before that). Deliver it.
+                try:
+                    self._finish_steal(name[len(_STOLEN) :])
+                    log.warning("%s: redelivered %s left in tmp/", self.url, name)
+                except OSError:
+                    pass
+                continue
             try:
-                if now - os.stat(path).st_mtime < _STALE_TMP and not _producer_gone(name):
+                if now - os.lstat(path).st_mtime < _STALE_TMP and not _producer_gone(name):
                     continue
-                fd = os.open(path, _READ)
+                # O_NONBLOCK: a FIFO put here by something else must not hang the reaper
+                # (and with it the recv that reaps, its timeout and close())
+                fd = os.open(path, _CLAIM)
             except OSError:
                 continue
             try:
                 if not _locked(fd):
                     continue  # being written
                 base, attempt = _split(name)
-                if attempt > 0 and not os.path.exists(
-                    os.path.join(self.cur, f"{base}.{attempt - 1}")
+                if attempt > 0 and os.path.lexists(
+                    os.path.join(self.tmp, f"{_STOLEN}{base}.{attempt - 1}")
                 ):
-                    # A lease redelivery's copy (see _steal; producers write attempt 0) whose
-                    # reaper died after removing the original: the only copy left, complete
-                    # (it was synced and closed before the original went). Deliver it.
-                    os.rename(path, os.path.join(self.new, name))
-                    log.warning("%s: redelivered %s left in tmp/", self.url, name)
+                    self._finish_steal(f"{base}.{attempt - 1}")  # (see above)
                 else:
-                    os.unlink(path)  # its writer died before the rename: never visible
+                    # its writer died before the rename: never visible (a lease copy's
+                    # original is still in cur/, or was acked)
+                    os.unlink(path)
             except OSError:
                 pass
             finally:

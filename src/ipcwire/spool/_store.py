@@ -8,7 +8,8 @@ close. What a consumer does (claim, put back, reap) is its base class in
 Layout (maildir-like)::
 
     dir/tmp/   a producer writes here, fsyncs, then renames into new/ (readers never see a
-               half-written message); it holds an flock on the file while writing
+               half-written message); it holds an flock on the file until the rename.
+               tmp/~NAME is a lease redelivery's original, out of cur/ (see Consuming._steal)
     dir/new/   ready messages, named <ns timestamp>.<producer>.<seq>.<attempt>, so sorting
                by name gives FIFO order per producer
     dir/cur/   claimed messages. A consumer opens new/X, takes an flock on it, and renames it
@@ -113,14 +114,29 @@ class SpoolStore(Consuming):
         """The .order lock file, created with the files' mode. Read-only is enough for flock,
         so a member of the spool's group can use one another member created."""
         path = os.path.join(self.path, ".order")
-        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+        # O_NONBLOCK: a FIFO put there by something else must not hang the open (for a
+        # regular file it changes nothing)
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
             try:
                 fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, self._file_mode)
             except FileExistsError:
-                return os.open(path, flags)
+                fd = os.open(path, flags)
+                kind = os.fstat(fd).st_mode
+                if not stat.S_ISREG(kind):
+                    os.close(fd)
+                    what = "directory" if stat.S_ISDIR(kind) else "FIFO, socket or device"
+                    raise PermissionDenied(
+                        f"will not use the spool {self.path}: {path} is a {what}, not the "
+                        f"spool's lock file (something other than ipcwire made it); remove "
+                        f"it, and ipcwire makes the file again",
+                        endpoint=self.url,
+                    ) from None
+                return fd
             os.fchmod(fd, self._file_mode)  # whatever the umask
             return fd
+        except PermissionDenied:
+            raise  # (the one above: a PermissionError too)
         except OSError as exc:
             raise translate(exc, self.url, f"opening {path}") from exc
 
@@ -335,15 +351,18 @@ class SpoolStore(Consuming):
             # A batch is synced with one syncfs() where there is one: a flush per file
             # costs milliseconds each (about 100x more for a batch of 100).
             batch_synced = self.fsync and len(fds) > 1 and _syncfs(fds[0])
-            while fds:
-                fd = fds.pop(0)
-                try:
-                    if self.fsync and not batch_synced:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
+            if self.fsync and not batch_synced:
+                for fd in fds:
+                    os.fsync(fd)
+            # The files stay open, and locked, while this waits for .order: a reaper removes
+            # an unlocked file in tmp/ once it is a minute old (see _reap_tmp), and a send
+            # that waited that long for a stopped consumer lost its messages to it (and
+            # failed with ChannelBroken). Closed before the renames, so that a consumer never
+            # finds a new message locked.
             self._share_order(timeout, start)
             try:
+                while fds:
+                    os.close(fds.pop())
                 for name in names:
                     os.rename(os.path.join(self.tmp, name), os.path.join(self.new, name))
                     visible += 1
@@ -351,7 +370,7 @@ class SpoolStore(Consuming):
                 fcntl.flock(self._order_fd, fcntl.LOCK_UN)
             if self.fsync:
                 os.fsync(self._new_fd)  # the renames survive a power cut
-        except (OSError, IpcwireError) as exc:
+        except BaseException as exc:  # (Ctrl-C in the wait for .order too: the files are open)
             for fd in fds:
                 os.close(fd)
             for name in names:
@@ -359,8 +378,8 @@ class SpoolStore(Consuming):
                     os.unlink(os.path.join(self.tmp, name))
                 except OSError:
                     pass
-            if isinstance(exc, IpcwireError):  # .order: nothing was renamed
-                raise
+            if not isinstance(exc, OSError) or isinstance(exc, IpcwireError):
+                raise  # (.order: nothing was renamed)
             raise self._write_error(exc, visible, len(names)) from exc
         return names
 
