@@ -149,3 +149,71 @@ def test_connect_goes_in_once_the_server_accepts(api: str, full: Full) -> None:
     assert want is None or first == want  # the waiting client's handshake began
     t.join(10)
     assert result and not isinstance(result[0], Timeout), result
+
+
+@pytest.mark.parametrize("api", ["blocking", "asyncio"])
+@pytest.mark.parametrize("full", ["grpc+unix"], indirect=True)
+def test_grpc_connect_goes_in_when_room_comes_before_its_probe(
+    full: Full, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """grpcio's connect met the full backlog, then the server made room before ipcwire's
+    probe, which got in: still a busy server, not none, so the client tries again and gets
+    in. Before, it raised 'ConnectionRefused nothing is listening' at once, and the server
+    accepted the probe (no bytes) and then waited for a client that never came: the
+    clean-clone CI flake of test_connect_goes_in_once_the_server_accepts[grpc+unix-blocking],
+    here made certain by holding the probe until the server has made room."""
+    from ipcwire.grpc import aio as grpc_aio
+    from ipcwire.grpc import blocking
+    from ipcwire.grpc._address import backlog_is_full as probe
+
+    url, srv, fillers = full
+    refused, room = threading.Event(), threading.Event()
+
+    def probe_after_room(*args: Any) -> bool:
+        if not refused.is_set():  # grpcio's first attempt met the full backlog
+            refused.set()
+            room.wait(10)
+        return probe(*args)
+
+    monkeypatch.setattr(blocking if api == "blocking" else grpc_aio, "backlog_is_full",
+                        probe_after_room)  # fmt: skip
+    result: list[BaseException | None] = []
+
+    async def aconnect() -> None:  # (the probe holds this client's own loop: nothing else)
+        (await aio.connect(url, timeout=10)).close()
+
+    def client() -> None:
+        try:
+            if api == "blocking":
+                ipcwire.connect(url, timeout=10).close()
+            else:
+                asyncio.run(aconnect())
+            result.append(None)
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        assert refused.wait(10)
+        srv.settimeout(10)
+        for _ in fillers:
+            srv.accept()[0].close()
+    finally:
+        room.set()
+    srv.settimeout(0.05)
+    deadline = time.monotonic() + 10
+    first = b""
+    while not first and time.monotonic() < deadline:
+        gave_up = bool(result)  # then what it connected is queued already
+        try:
+            conn, _ = srv.accept()
+        except TimeoutError:
+            assert not gave_up, result  # the client ended without coming in
+            continue
+        with conn:  # the probe (it ends at once), then the client
+            conn.settimeout(10)
+            first = conn.recv(4)
+    assert first == b"PRI "  # the waiting client's handshake began
+    t.join(10)
+    assert result and not isinstance(result[0], Timeout), result

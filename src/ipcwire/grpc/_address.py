@@ -10,7 +10,9 @@ directory before hard-linking the socket into place with its mode (0600 by defau
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Callable
@@ -33,6 +35,7 @@ __all__ = ["GrpcAddress", "channel_options", "file_mode", "resolve", "server_opt
 _INT32_MAX: Final = 2**31 - 1
 _MAX_PATH: Final = 107  # sizeof(sun_path) - 1 on Linux
 MAX_RECONNECT_MS: Final = int(MAX_DELAY * 1000)  # grpcio's longest wait between reconnects
+_UNCONNECTED_WRITE: Final = re.compile(rf"sendmsg: [^()]*\({errno.ENOTCONN}\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +220,18 @@ def read_pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
         raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror}") from None
 
 
-def backlog_is_full(addr: GrpcAddress) -> bool:
-    """Whether a ``grpc+unix`` listener is there but its backlog is full (never blocks).
+def backlog_is_full(addr: GrpcAddress, refused: BaseException | None = None) -> bool:
+    """Whether a ``grpc+unix`` listener is there but its backlog is full (never blocks);
+    with ``refused``, grpcio's refusal of a connect: also whether that connect met the full
+    backlog and the server has made room since.
 
     grpcio connects its own sockets and takes the EAGAIN of a full backlog for a connect in
     progress, then fails it ("Transport endpoint is not connected"), which reads as nothing
     listening. One non-blocking connect of our own tells a busy server from none (one that
-    succeeds is closed at once: the server sees a connection end before its first byte)."""
+    succeeds is closed at once: the server sees a connection end before its first byte).
+    That probe comes after grpcio's attempt: a server that accepted in between lets it in,
+    and then only grpcio's words tell that its attempt found the backlog full (read as
+    nothing listening, the client gave up just as the server made room for it)."""
     if addr.path is None:
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -234,4 +242,12 @@ def backlog_is_full(addr: GrpcAddress) -> bool:
         return is_backlog_full(exc)
     finally:
         probe.close()
-    return False
+    return refused is not None and _never_connected(refused)
+
+
+def _never_connected(refused: BaseException) -> bool:
+    """Whether grpcio's refusal is of a connect that never completed: on a Unix socket, one
+    that met a full backlog (the only EAGAIN a unix connect() gives): grpcio writes first,
+    and its write fails with ENOTCONN ("sendmsg: Transport endpoint is not connected (107)",
+    the words in the locale's language, the number not)."""
+    return _UNCONNECTED_WRITE.search(str(refused)) is not None

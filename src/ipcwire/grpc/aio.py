@@ -588,7 +588,9 @@ async def connect(
             return AioGrpcStreamChannel(stream)
         except ConnectionRefused as exc:
             await gch.close()
-            if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
+            # busy, not gone (its backlog is full, or was until just now): try again until
+            # the timeout
+            if backlog_is_full(addr, exc):
                 left = start + limit - time.monotonic()
                 if left <= 0:
                     raise backlog_full(url, limit) from exc

@@ -578,7 +578,9 @@ def connect(
             return GrpcStreamChannel(stream)
         except ConnectionRefused as exc:
             gch.close()
-            if backlog_is_full(addr):  # busy, not gone: wait for room until the timeout
+            # busy, not gone (its backlog is full, or was until just now): try again until
+            # the timeout
+            if backlog_is_full(addr, exc):
                 left = start + limit - time.monotonic()
                 if left <= 0:
                     raise backlog_full(url, limit) from exc
