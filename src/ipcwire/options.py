@@ -179,6 +179,56 @@ def seconds_option(value: object, name: str, url: str, default: str) -> float:
     return min(seconds, NO_LIMIT)
 
 
+_YES: Final = frozenset({"1", "true", "yes", "on"})
+_NO: Final = frozenset({"0", "false", "no", "off"})
+
+
+def flag_option(value: object, name: str, url: str) -> bool:
+    """An option that is on or off (``fsync=``, ``text=``): a bool, 0 or 1, or from a URL's
+    query true/false, yes/no, on/off, 1/0 (any case).
+
+    Raises:
+        ConfigurationError: anything else (``?fsync=maybe`` was taken for on), naming the
+            option, the value, the endpoint and what is accepted.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and (word := value.strip().lower()) in _YES | _NO:
+        return word in _YES
+    raise ConfigurationError(
+        f"{name}={value!r} for {url}: give true or false (in a URL: true/false, yes/no, on/off "
+        f"or 1/0)",
+        endpoint=url,
+    )
+
+
+def interval_option(value: object, name: str, url: str, default: str) -> float:
+    """An option that is how often something is done, in seconds (``poll_interval=``,
+    ``reap_interval=``): more than 0 and finite (an infinite interval never does it), an int,
+    a float or, from a URL's query, its text.
+
+    Raises:
+        ConfigurationError: anything else (0, negative, NaN, infinity, "often", a bool).
+    """
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = None
+    if seconds is None or not 0 < seconds <= NO_LIMIT:  # (NaN and infinity too)
+        raise ConfigurationError(
+            f"{name}={value!r} for {url}: give the seconds between times, more than 0 and "
+            f"finite ({default})",
+            endpoint=url,
+        )
+    return seconds
+
+
 def connect_timeout(timeout: object, url: str) -> float:
     """``connect(timeout=)`` checked: a number of seconds, 0 or more; one over 1e9 s
     (``math.inf`` included) is 1e9 s, which every wait accepts.

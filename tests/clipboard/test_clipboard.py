@@ -488,6 +488,7 @@ def _bad_inputs() -> list[tuple[str, dict[str, Any], str]]:
     """(what, connect options, the call) that are refused with a typed error."""
     return [
         *[("poll_interval", {"poll_interval": v}, "") for v in (0, math.nan, math.inf, [1])],
+        ("text", {"text": "maybe"}, ""),  # (was taken for text=True)
         ("recv timeout", {}, "recv"),
         ("send timeout", {}, "send"),
         ("lone surrogate", {}, "surrogate"),

@@ -3,14 +3,12 @@ tool, see ``_tools.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
-from ipcwire._deadline import NO_LIMIT
 from ipcwire.clipboard._tools import Tool, pick_tool
 from ipcwire.errors import ConfigurationError
-from ipcwire.options import ChannelOptions, reject_unknown
+from ipcwire.options import ChannelOptions, flag_option, interval_option, reject_unknown
 
 __all__ = ["OPTIONS", "ClipboardOptions", "checked_options"]
 
@@ -44,37 +42,23 @@ class ClipboardOptions:
                 self.tool.name, selection=raw["reply"], display=raw["display"]
             )
         text = raw["text"]
-        if isinstance(text, str):
-            text = text.lower() not in ("0", "false", "no", "off")
         # text (str in, str out) is the default for the bytes codec: clipboards hold text
-        self.text = options.codec.name == "bytes" if text is None else bool(text)
-        self.poll_interval = _poll_interval(raw["poll_interval"], endpoint)
+        self.text = (
+            options.codec.name == "bytes"
+            if text is None
+            else flag_option(text, "text", endpoint.url)
+        )
+        self.poll_interval = (
+            0.1
+            if raw["poll_interval"] is None
+            else interval_option(
+                raw["poll_interval"], "poll_interval", endpoint.url, "0.1 by default"
+            )
+        )
         try:  # for opening: the first look at the clipboard
             self.timeout = None if raw["timeout"] is None else float(raw["timeout"])
         except ValueError:
             raise ConfigurationError(f"timeout for {endpoint} must be seconds") from None
-
-
-def _poll_interval(value: object, endpoint: Endpoint) -> float:
-    """``poll_interval=``: seconds, more than 0 and finite (None: 0.1).
-
-    Raises:
-        ConfigurationError: anything else (0 given as a keyword was taken for 0.1, NaN polled
-            without pause, infinity raised OverflowError, a list TypeError).
-    """
-    if value is None:
-        return 0.1
-    seconds = None
-    if isinstance(value, int | float | str) and not isinstance(value, bool):
-        with contextlib.suppress(ValueError):
-            seconds = float(value)
-    if seconds is None or not 0 < seconds <= NO_LIMIT:  # (NaN too)
-        raise ConfigurationError(
-            f"poll_interval={value!r} for {endpoint}: give the seconds between checks, more "
-            f"than 0 (0.1 by default)",
-            endpoint=endpoint.url,
-        )
-    return seconds
 
 
 def checked_options(

@@ -9,7 +9,13 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint
 from ipcwire.errors import ConfigurationError, InvalidURL, MechanismUnavailable
-from ipcwire.options import ChannelOptions, file_mode, reject_unknown
+from ipcwire.options import (
+    ChannelOptions,
+    file_mode,
+    flag_option,
+    interval_option,
+    reject_unknown,
+)
 from ipcwire.spool._store import SpoolStore
 from ipcwire.spool._watch import IN_MOVED_TO, Watcher
 
@@ -71,12 +77,6 @@ class SpoolConfig:
         )
 
 
-def _bool(raw: object) -> bool:
-    if isinstance(raw, str):
-        return raw.lower() not in ("0", "false", "no", "off", "")
-    return bool(raw)
-
-
 def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
     """The spool options from keyword arguments (consumed from ``kw``) and the URL's query.
 
@@ -96,6 +96,7 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
             endpoint=endpoint.url,
         )
     q = endpoint.params
+    url = endpoint.url
     raw = {name: kw.pop(name, q.get(name)) for name in OPTIONS}
     reject_unknown(kw, endpoint, OPTIONS)
     try:
@@ -103,20 +104,27 @@ def spool_options(endpoint: Endpoint, kw: dict[str, Any]) -> SpoolConfig:
         cfg = SpoolConfig(
             path=os.path.abspath(endpoint.path),
             mode=0o700 if mode is None else file_mode(mode, endpoint.url),
-            fsync=True if raw["fsync"] is None else _bool(raw["fsync"]),
+            fsync=True if raw["fsync"] is None else flag_option(raw["fsync"], "fsync", url),
             lease=None if raw["lease"] is None else float(raw["lease"]),
             max_attempts=None if raw["max_attempts"] is None else int(raw["max_attempts"]),
-            reap_interval=1.0 if raw["reap_interval"] is None else float(raw["reap_interval"]),
-            poll_interval=0.05 if raw["poll_interval"] is None else float(raw["poll_interval"]),
+            reap_interval=_interval(raw, "reap_interval", url, "1.0 by default"),
+            poll_interval=_interval(raw, "poll_interval", url, "0.05 by default"),
             watch=str(raw["watch"] or "auto"),
         )
     except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"bad spool option for {endpoint}: {exc}") from None
+        raise ConfigurationError(f"bad spool option for {endpoint}: {exc}", endpoint=url) from None
     if cfg.watch not in ("auto", "inotify", "polling"):
-        raise ConfigurationError(f"watch= for {endpoint} must be auto, inotify or polling")
-    if cfg.reap_interval <= 0 or cfg.poll_interval <= 0:
-        raise ConfigurationError(f"reap_interval and poll_interval for {endpoint} must be > 0")
+        raise ConfigurationError(
+            f"watch={cfg.watch!r} for {endpoint} must be auto, inotify or polling", endpoint=url
+        )
     return cfg
+
+
+def _interval(raw: dict[str, Any], name: str, url: str, default: str) -> float:
+    """``reap_interval=`` or ``poll_interval=``: its default when not given."""
+    if raw[name] is None:
+        return 1.0 if name == "reap_interval" else 0.05
+    return interval_option(raw[name], name, url, default)
 
 
 def refuse_token(options: ChannelOptions) -> None:

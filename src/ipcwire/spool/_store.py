@@ -74,8 +74,10 @@ class SpoolStore(Consuming):
         lease: float | None = None,
         max_attempts: int | None = None,
     ) -> None:
-        if lease is not None and lease <= 0:
-            raise ConfigurationError(f"lease= for {url} must be positive seconds (or None)")
+        if lease is not None and not lease > 0:  # (NaN too: it never expired)
+            raise ConfigurationError(
+                f"lease={lease!r} for {url} must be positive seconds (or None)", endpoint=url
+            )
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError(f"max_attempts= for {url} must be at least 1 (or None)")
         self.path = path
