@@ -140,6 +140,13 @@ def test_keepalive_options() -> None:
         ipcwire.listen("grpc://127.0.0.1:0", keepalive_timeout=0)
     with pytest.raises(ConfigurationError, match="keepalive, keepalive_timeout"):
         ipcwire.connect("grpc://127.0.0.1:1", keepalive_every=1)
+    # NaN passed every check (then ValueError from int()), infinity OverflowError
+    for kw in ({"keepalive": float("nan")}, {"keepalive_timeout": float("nan")}):
+        with pytest.raises(ConfigurationError, match="keepalive") as err:
+            ipcwire.listen("grpc://127.0.0.1:0", **kw)
+        assert err.value.endpoint == "grpc://127.0.0.1:0"
+    with ipcwire.listen("grpc://127.0.0.1:0", keepalive=float("inf")) as lis:
+        assert lis.url.startswith("grpc://")  # (pings as rarely as grpcio allows)
     off = dict(Keepalive(None).client_options())
     assert off["grpc.keepalive_time_ms"] == 2**31 - 1
     on = dict(Keepalive(3.0, 1.5).server_options())

@@ -37,7 +37,7 @@ _INT32_MAX: Final = 2**31 - 1
 
 
 def _ms(seconds: float) -> int:
-    return max(1, min(int(seconds * 1000), _INT32_MAX))
+    return max(1, int(min(seconds * 1000, _INT32_MAX)))  # (inf: the longest grpcio takes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +65,14 @@ class Keepalive:
         except (TypeError, ValueError):
             raise ConfigurationError(
                 f"keepalive={raw_interval!r}, keepalive_timeout={raw_timeout!r} for {endpoint}: "
-                f"give seconds as numbers (keepalive=None turns pings off)"
+                f"give seconds as numbers (keepalive=None turns pings off)",
+                endpoint=endpoint.url,
             ) from None
-        if (interval is not None and interval < 0) or timeout <= 0:
+        if (interval is not None and not interval >= 0) or not timeout > 0:  # (NaN too)
             raise ConfigurationError(
                 f"keepalive={interval}, keepalive_timeout={timeout} for {endpoint}: the interval "
-                f"must be 0 or more (0 or None: no pings) and the timeout more than 0"
+                f"must be 0 or more (0 or None: no pings) and the timeout more than 0",
+                endpoint=endpoint.url,
             )
         return cls(interval or None, timeout)
 
