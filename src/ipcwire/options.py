@@ -155,6 +155,19 @@ def _whole_number(value: object) -> int | None:
     return None
 
 
+def _seconds(value: object) -> float | None:
+    """A number of seconds as given: an int, a float or, from a URL's query, its text (None:
+    none of those, a bool included); not checked further."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def seconds_option(value: object, name: str, url: str, default: str) -> float:
     """An option that is a number of seconds (``handshake_timeout=``, ``reconnect=``), 0 or
     more: an int, a float or, from a URL's query, its text; over NO_LIMIT is NO_LIMIT.
@@ -163,14 +176,7 @@ def seconds_option(value: object, name: str, url: str, default: str) -> float:
         ConfigurationError: anything else (negative, NaN, "soon", a bool), naming the option,
             the value, the endpoint and what is accepted.
     """
-    seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
+    seconds = _seconds(value)
     if seconds is None or not seconds >= 0:  # (NaN too)
         raise ConfigurationError(
             f"{name}={value!r} for {url}: give a number of seconds, 0 or more ({default})",
@@ -212,14 +218,7 @@ def interval_option(value: object, name: str, url: str, default: str) -> float:
     Raises:
         ConfigurationError: anything else (0, negative, NaN, infinity, "often", a bool).
     """
-    seconds: float | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
+    seconds = _seconds(value)
     if seconds is None or not 0 < seconds <= NO_LIMIT:  # (NaN and infinity too)
         raise ConfigurationError(
             f"{name}={value!r} for {url}: give the seconds between times, more than 0 and "

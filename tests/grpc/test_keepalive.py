@@ -141,7 +141,8 @@ def test_keepalive_options() -> None:
     with pytest.raises(ConfigurationError, match="keepalive, keepalive_timeout"):
         ipcwire.connect("grpc://127.0.0.1:1", keepalive_every=1)
     # NaN passed every check (then ValueError from int()), infinity OverflowError
-    for kw in ({"keepalive": float("nan")}, {"keepalive_timeout": float("nan")}):
+    bad: list[dict[str, Any]] = [{"keepalive": float("nan")}, {"keepalive_timeout": float("nan")}]
+    for kw in bad:
         with pytest.raises(ConfigurationError, match="keepalive") as err:
             ipcwire.listen("grpc://127.0.0.1:0", **kw)
         assert err.value.endpoint == "grpc://127.0.0.1:0"
