@@ -57,6 +57,8 @@ from ipcwire.ws._common import (
     HELLO_HEADER,
     WELCOME_HEADER,
     WsAddress,
+    check_compression,
+    check_timings,
     header_value,
     resolve,
     strip_frame,
@@ -176,11 +178,14 @@ class ServerSettings:
         port it got). Its options carry its real URL (port 0 replaced), for error messages.
 
         Raises:
-            ConfigurationError: a bad origin, page path or compression name.
+            ConfigurationError: a bad origin, page path or compression name, or keepalive
+                or close timings that are not seconds (:func:`check_timings`).
         """
         url = addr.listener_url(port)
-        if compression not in (None, "deflate"):
-            raise ConfigurationError(f"compression= for {url} is None or 'deflate'")
+        check_compression(url, compression)
+        ping_interval, ping_timeout, close_timeout = check_timings(
+            url, ping_interval, ping_timeout, close_timeout
+        )
         return cls(
             url=url,
             path=addr.path,

@@ -14,6 +14,7 @@ from websockets.http11 import Request, Response
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import running_elsewhere
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.ws._admission import (
@@ -75,6 +76,7 @@ class AioWsListener(ListenerCore, AioListener):
         max_ready: int = 128,
     ) -> None:
         super().__init__(settings, authorize=authorize, on_close=on_close)
+        self._loop = asyncio.get_running_loop()
         self._server: Server | None = None
         self._ready: AcceptQueue[AioWsChannel] = AcceptQueue()
         # connections not handed over yet (in the HTTP handshake or the first-message check),
@@ -235,6 +237,12 @@ class AioWsListener(ListenerCore, AioListener):
     def close(self) -> None:
         if self._closed:
             return
+        if running_elsewhere(self._loop):  # another thread: the loop's objects are its own
+            try:  # (done here, a waiting accept() slept on until its timeout)
+                self._loop.call_soon_threadsafe(self.close)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
         self._closed = True
         if self._server is not None:
             # the listening socket, now (handshakes still in flight get 503); accepted

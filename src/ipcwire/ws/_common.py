@@ -19,6 +19,7 @@ from ipcwire._core.ending import error_reason, failed_error
 from ipcwire._core.handshake import ClientHandshake, Step
 from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import checked_decode
+from ipcwire._deadline import NO_LIMIT
 from ipcwire._oserror import translate
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.channel import closed_error as channel_closed_error
@@ -57,7 +58,9 @@ __all__ = [
     "WELCOME_HEADER",
     "ChannelCore",
     "WsAddress",
+    "check_compression",
     "check_payload",
+    "check_timings",
     "client_handshake",
     "close_reason",
     "closed_error",
@@ -162,6 +165,57 @@ def resolve(endpoint: Endpoint, *, listening: bool) -> WsAddress:
         port = 443 if secure else 80
     check_host(replace(endpoint, host=host, port=port), listening=True)
     return WsAddress(secure, host, port, endpoint.path or "/")
+
+
+def check_timings(
+    url: str, ping_interval: object, ping_timeout: object, close_timeout: object
+) -> tuple[float | None, float | None, float]:
+    """``ping_interval=``, ``ping_timeout=`` (seconds over 0, or None: no keepalive) and
+    ``close_timeout=`` (seconds, 0 or more) checked; over ``NO_LIMIT`` is ``NO_LIMIT``.
+    Unchecked, ``ping_interval=0`` sent pings back to back (a CPU spent on pings for the
+    channel's life), a string or NaN ended the keepalive thread with a traceback, and
+    ``close_timeout=None`` raised a bare TypeError at connect.
+
+    Raises:
+        ConfigurationError: naming the option, its value, the endpoint and what it takes.
+    """
+    interval = None if ping_interval is None else _seconds("ping_interval", ping_interval, url)
+    timeout = None if ping_timeout is None else _seconds("ping_timeout", ping_timeout, url)
+    return interval, timeout, _seconds("close_timeout", close_timeout, url)
+
+
+def check_compression(url: str, compression: object) -> None:
+    """``compression=`` is None or ``"deflate"`` (on a client, another name was refused by
+    the library as if the server had failed: "did not complete a WebSocket handshake:
+    unsupported compression: gzip; is it a WebSocket endpoint?").
+
+    Raises:
+        ConfigurationError: any other value.
+    """
+    if compression not in (None, "deflate"):
+        raise ConfigurationError(
+            f"compression= for {url} is None or 'deflate', not {compression!r}", endpoint=url
+        )
+
+
+def _seconds(name: str, value: object, url: str) -> float:
+    closing = name == "close_timeout"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 or (closing and value == 0))  # (NaN too)
+    ):
+        what = "0 or more" if closing else "over 0 (None: no keepalive)"
+        default = {
+            "ping_interval": DEFAULT_PING_INTERVAL,
+            "ping_timeout": DEFAULT_PING_TIMEOUT,
+        }.get(name, DEFAULT_CLOSE_TIMEOUT)
+        raise ConfigurationError(
+            f"{name}={value!r} for {url}: give a number of seconds, {what}; the default is "
+            f"{default:g}",
+            endpoint=url,
+        )
+    return min(float(value), NO_LIMIT)
 
 
 # -- payloads -------------------------------------------------------------------------------
@@ -331,6 +385,12 @@ def close_reason(exc: BaseException | None) -> str:
     return error_reason(exc).encode()[:123].decode("utf-8", "ignore")
 
 
+# the close codes of a clean end (1005: a close frame without a code)
+_CLEAN: Final = frozenset(
+    {CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD}
+)
+
+
 def closed_error(
     exc: ConnectionClosed, url: str, *, sending: bool, max_frame: int, first_too_large: bool
 ) -> IpcwireError:
@@ -372,7 +432,9 @@ def closed_error(
             f"message, so the connection was closed",
             endpoint=url,
         )
-    if rcvd is not None and rcvd.code in (1000, 1001, 1005) and (sent is None or sent.code < 1002):
+    # (1005 both ways: the peer's close frame had no code, as a browser's ws.close() sends
+    # it, and the library's answer echoes it; before, that clean end was ChannelBroken)
+    if rcvd is not None and rcvd.code in _CLEAN and (sent is None or sent.code in _CLEAN):
         if sending:
             return ChannelBroken(
                 f"cannot send to {url}: the peer closed the connection ({rcvd})", endpoint=url

@@ -16,7 +16,7 @@ import ipaddress
 import mimetypes
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ipcwire.errors import ConfigurationError
 
@@ -27,10 +27,22 @@ def _normalize(origin: str) -> str:
     return origin.strip().rstrip("/").lower()
 
 
+def _split(origin: str) -> SplitResult | None:
+    """``origin`` split as a URL; None when it is not one (``urlsplit`` raises ValueError for
+    a malformed IPv6 host, ``http://[``, which any client may send)."""
+    try:
+        return urlsplit(origin)
+    except ValueError:
+        return None
+
+
 def _trusted_host(host: str, url: str) -> bool:
     """Whether a Host header names this server without trusting DNS: an IP address,
     localhost, or the very name the listener was given."""
-    name = urlsplit("//" + host).hostname or ""
+    try:
+        name = urlsplit("//" + host).hostname or ""
+    except ValueError:  # not a host at all ("[x"): not this server's name
+        return False
     if name == "localhost" or name.endswith(".localhost"):
         return True
     if name == (urlsplit(url).hostname or "").lower():
@@ -67,8 +79,8 @@ class OriginPolicy:
                 raise ConfigurationError(f"origins= for {url} must hold strings, not {item!r}")
             norm = _normalize(item)
             if norm not in {"*", "null"}:
-                parts = urlsplit(norm)
-                if not parts.scheme or not parts.netloc or parts.path:
+                parts = _split(norm)
+                if parts is None or not parts.scheme or not parts.netloc or parts.path:
                     raise ConfigurationError(
                         f"origins= for {url}: {item!r} is not an origin; write it as a browser "
                         f"sends it, scheme://host[:port] such as 'http://localhost:8000'"
@@ -85,9 +97,11 @@ class OriginPolicy:
             if "*" in self.allowed or norm in self.allowed:
                 return None
         elif host is not None:
-            parts = urlsplit(norm)
+            # (an Origin that is no URL, "http://[", is no origin of ours: refused below; it
+            # made the server answer 500 with an ERROR traceback, ValueError from urlsplit)
+            parts = _split(norm)
             host = host.strip().lower()
-            if parts.scheme in ("http", "https") and parts.netloc == host:
+            if parts is not None and parts.scheme in ("http", "https") and parts.netloc == host:
                 if _trusted_host(host, url):
                     return None
                 return (

@@ -28,6 +28,8 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    check_compression,
+    check_timings,
     client_handshake,
     connect_address,
     open_error,
@@ -85,6 +87,10 @@ async def connect(
     """
     addr = connect_address(endpoint, kw, ssl)
     url = endpoint.url
+    ping_interval, ping_timeout, close_timeout = check_timings(
+        url, ping_interval, ping_timeout, close_timeout
+    )
+    check_compression(url, compression)
     loop = asyncio.get_running_loop()
     sock, deadline = await aio_open(addr, url, timeout=timeout, reconnect=reconnect)
     set_nodelay(sock)
@@ -193,9 +199,9 @@ async def listen(
             server_header="ipcwire",
             compression=compression,
             open_timeout=options.handshake_timeout,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            close_timeout=close_timeout,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            close_timeout=settings.close_timeout,
             max_size=options.max_frame,
             logger=ws_log(settings.url, listener=True),
             # a callable in place of the class (the library only calls it)

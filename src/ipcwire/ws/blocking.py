@@ -31,6 +31,8 @@ from ipcwire.ws._common import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
+    check_compression,
+    check_timings,
     client_handshake,
     connect_address,
     open_error,
@@ -86,6 +88,10 @@ def connect(
     """
     addr = connect_address(endpoint, kw, ssl)
     url = endpoint.url
+    ping_interval, ping_timeout, close_timeout = check_timings(
+        url, ping_interval, ping_timeout, close_timeout
+    )
+    check_compression(url, compression)
     sock, deadline = open_blocking(addr, url, timeout=timeout, reconnect=reconnect)
     peer = peer_of(sock, addr)
     hs, extra = client_handshake(options, headers)
