@@ -30,7 +30,7 @@ from ipcwire._stream import native
 from ipcwire._stream.after_end import fresh, send_error_after_end
 from ipcwire._stream.transport import forked_error, watch_fork
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import closable_socket, end_socket, not_this_loop
+from ipcwire.aio._without_loop import closable_socket, end_socket, handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -372,8 +372,20 @@ class AioStreamChannel(AioChannel):
         self._drainers.clear()
 
     # -- the rest ---------------------------------------------------------------------------
+    def _hand_close_to_loop(self) -> bool:
+        """``close()`` from another thread than the running loop's is handed to the loop
+        (:func:`~ipcwire.aio._without_loop.handed_to_loop`: before, a waiting ``recv`` saw
+        ``ChannelClosed`` only at its timeout or by luck, on uvloop ``Timeout``, and the
+        transport's close from there could raise "Event loop is closed" in that thread);
+        True if it was. Not in a forked copy."""
+        return (
+            not self._closed
+            and os.getpid() == self._owner
+            and handed_to_loop(self._loop, self.close)
+        )
+
     def close(self) -> None:
-        if self._closed:
+        if self._closed or self._hand_close_to_loop():
             return
         self._closed = True
         _open.discard(self)

@@ -99,6 +99,24 @@ def running_elsewhere(loop: asyncio.AbstractEventLoop | None) -> bool:
         return True
 
 
+def handed_to_loop(loop: asyncio.AbstractEventLoop | None, close: Callable[[], object]) -> bool:
+    """``close()`` called in another thread than ``loop``'s, while it runs: ``close`` is
+    handed to the loop (``call_soon_threadsafe``), and True is returned; the caller returns
+    at once. Done in the calling thread, a close sets the futures a ``recv`` waits on and
+    removes the loop's readers from there, which does not wake the loop (a waiting ``recv``
+    slept on until its timeout) and which asyncio's debug mode refuses ("Non-thread-safe
+    operation"). False (close here): the loop's own thread, no loop running, or the loop
+    closed meanwhile."""
+    if not running_elsewhere(loop):
+        return False
+    assert loop is not None
+    try:
+        loop.call_soon_threadsafe(close)
+    except RuntimeError:  # the loop closed meanwhile: nothing waits in it any more
+        return False
+    return True
+
+
 def not_this_loop(loop: asyncio.AbstractEventLoop, url: str) -> LocalProtocolError | None:
     """The error for a wait on a channel of ``loop`` from another loop (one ``asyncio.run()``
     made it, the next uses it): the wait would be on a future of a loop that never runs it

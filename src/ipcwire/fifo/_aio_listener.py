@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import ChannelClosed, Timeout
 from ipcwire.fifo._options import private
@@ -34,6 +35,8 @@ class _AioSession(AioPipeChannel):
         self._on_close = on_close
 
     def close(self) -> None:
+        if self._hand_close_to_loop():  # (another thread: the loop closes it, and says so)
+            return
         super().close()
         if self._on_close is not None:
             self._on_close()
@@ -137,7 +140,7 @@ class AioFifoListener(AioListener):
         return fd
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or handed_to_loop(self._loop, self.close):  # (its events: the loop's)
             return
         self._closed = True
         self._close_event.set()

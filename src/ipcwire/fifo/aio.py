@@ -216,6 +216,8 @@ class AioFifoChannel(AioLockedWrites):
                 pass
 
     def close(self) -> None:
+        if self._hand_close_to_loop():  # (another thread: the loop closes it, and lets go)
+            return
         self._let_go()  # (before the transport's close: a goodbye is written without it)
         super().close()
 

@@ -19,7 +19,7 @@ from ipcwire._deadline import limit
 from ipcwire.aio._detach import Detachable, Interrupted
 from ipcwire.aio._loop_end import at_loop_end
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import not_this_loop
+from ipcwire.aio._without_loop import handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -692,6 +692,9 @@ class AioStream(AioChannel):
 
     def close(self) -> None:
         if self._closed:
+            return
+        # another thread: the futures, the reads and the closing task are the loop's
+        if os.getpid() == self._owner and handed_to_loop(self._loop, self.close):
             return
         self._closed = True
         if self._loop.is_closed():

@@ -15,7 +15,7 @@ from typing import Any
 from ipcwire._core.codecs import encode_message
 from ipcwire._core.wire import checked_decode
 from ipcwire._deadline import limit
-from ipcwire.aio._without_loop import not_this_loop
+from ipcwire.aio._without_loop import handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import (
     _CLOSED_BECAUSE,
@@ -142,7 +142,7 @@ class AioGrpcUnaryChannel(AioChannel):
         )
 
     def close(self) -> None:
-        if not self._closed:
+        if not self._closed and not handed_to_loop(self._loop, self.close):  # (other thread)
             self._closed = True
             if self._loop.is_closed():
                 # The channel outlived its loop (asyncio.run() returned): grpc.aio's channel

@@ -20,7 +20,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire._deadline import limit, not_seconds
 from ipcwire.aio._loop_end import at_loop_end
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import drop_socket, not_this_loop
+from ipcwire.aio._without_loop import drop_socket, handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo, closed_because, timed_out_request
 from ipcwire.errors import IpcwireError, LocalProtocolError, Timeout
@@ -398,8 +398,8 @@ class AioHttpChannel(ClientEnd, AioChannel):
         """Close without waiting: the server learns of it when the task below runs (after
         the channel's loop has ended: at once, the connections dropped and the DELETE sent
         without the loop)."""
-        if self._core.closed:
-            return
+        if self._core.closed or (not self._forked and handed_to_loop(self._loop, self.close)):
+            return  # (another thread: the loop closes it; its futures and tasks are the loop's)
         self._no_loop_end_watch()
         if self._forked:
             # A forked child closing its copy: the session, its connections and the loop's

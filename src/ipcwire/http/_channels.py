@@ -19,6 +19,7 @@ from ipcwire._core.codecs import Codec, encode_message
 from ipcwire._core.ending import error_reason
 from ipcwire._deadline import limit, seconds_left
 from ipcwire.aio._timeouts import within
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import Channel, ChannelStatistics, PeerInfo
 from ipcwire.errors import ChannelClosed, EndOfChannel, IpcwireError, Timeout
@@ -393,7 +394,7 @@ class AioServerChannel(AioChannel):
                 self._waiter = None
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or handed_to_loop(self._session.loop, self.close):  # (another thread)
             return
         self._closed = True
         self._wake()

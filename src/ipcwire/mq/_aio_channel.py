@@ -17,7 +17,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import not_seconds
 from ipcwire.aio._timeouts import within, within_at
-from ipcwire.aio._without_loop import not_this_loop
+from ipcwire.aio._without_loop import handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import closed_error
 from ipcwire.errors import (
@@ -300,6 +300,10 @@ class AioMqChannel(ChannelCore, AioChannel):
     # -- the rest ---------------------------------------------------------------------------
     def close(self) -> None:
         if self._closed:
+            return
+        # another thread: the readers, the waiting futures and the end marker's retries are
+        # the loop's (a forked copy's close touches none of them)
+        if os.getpid() == self._owner and handed_to_loop(self._loop, self.close):
             return
         self._closed = True
         self._unwatch_all()

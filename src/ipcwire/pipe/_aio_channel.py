@@ -97,6 +97,17 @@ class AioPipeChannel(AioStreamChannel):
         t = self._fd_transport()
         if t is not None and t.write_error is not None:
             raise self._explain_end(translate(t.write_error, self.url, "sending to"), t.write_error)
+        if t is not None and t.peer_exited and t._wfd is None:
+            # (the transport ended its writes when the peer exited; the stream channel's
+            # words would be "the connection is gone (None)")
+            raise self._explain_end(
+                ChannelBroken(
+                    f"cannot send to {self.url}: the peer process exited, so nothing reads "
+                    f"what is sent",
+                    endpoint=self.url,
+                ),
+                None,
+            )
         super()._write(data, count)
 
     async def _wait_recv(self, timeout: float | None) -> Any:

@@ -121,6 +121,8 @@ class FdStream(ByteStream):
         self._wpoll.register(waker_fd, select.POLLIN)
         if wfd is not None:
             self._wpoll.register(wfd, select.POLLOUT)
+        if watch is not None and wfd is not None:  # a full pipe of a peer that exited
+            self._wpoll.register(watch, select.POLLIN)
         self._wpoll_ra: select.poll | None = None  # write wait that also watches rfd
 
     # -- ByteStream -----------------------------------------------------------------------
@@ -296,10 +298,19 @@ class FdStream(ByteStream):
 
     def _wait_writable(self, wfd: int, wait: float | None) -> bool:
         """Wait until ``wfd`` is writable (True) or ``wait`` passes (False); meanwhile read
-        ahead on the read side while the channel wants it."""
+        ahead on the read side while the channel wants it.
+
+        Raises:
+            BrokenPipeError: the peer process exited (the ``watch`` fired): the pipe is full
+                and only a process it left holding the pipe (a grandchild) could empty it.
+                Before, such a send waited out its timeout, or for ever without one (the
+                asyncio transport ends its writes when the child exits).
+        """
         deadline = None if wait is None else _monotonic() + wait
         ra = self.readahead if self.rfd is not None else None
         while True:
+            if self.peer_exited:
+                raise BrokenPipeError(errno.EPIPE, "the peer process exited")
             poller = self._poll_with_read() if ra is not None else self._wpoll
             events = poller.poll(_ms(wait))
             if self._closed:
@@ -312,6 +323,8 @@ class FdStream(ByteStream):
                     writable = True
                 elif fd == self.rfd and ev & _IN and ra is not None and not ra():
                     ra = None  # the channel is reading itself, or its buffer is full
+                elif fd == self.watch and self.watch is not None:
+                    self.peer_exited = True  # (recv still reads what the peer left)
             if writable:
                 return True
             if deadline is not None:
@@ -328,6 +341,8 @@ class FdStream(ByteStream):
             assert self.rfd is not None
             p.register(self.wfd, select.POLLOUT)
             p.register(self.rfd, select.POLLIN)
+            if self.watch is not None:
+                p.register(self.watch, select.POLLIN)
             self._wpoll_ra = p
         return self._wpoll_ra
 

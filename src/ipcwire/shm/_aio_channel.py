@@ -24,7 +24,7 @@ from ipcwire._core.ending import error_reason
 from ipcwire._core.wire import WireFormat, decode_batch, take_held
 from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within_at
-from ipcwire.aio._without_loop import not_this_loop
+from ipcwire.aio._without_loop import handed_to_loop, not_this_loop
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import ChannelStatistics, PeerInfo, closed_error
 from ipcwire.errors import (
@@ -394,8 +394,11 @@ class AioShmChannel(AioChannel):
         self._end("")
 
     def _end(self, reason: str) -> None:
-        """Close; ``reason`` (not empty): after an error, which the peer is told."""
-        if self._link.closed:
+        """Close; ``reason`` (not empty): after an error, which the peer is told. From
+        another thread than the running loop's, the close is handed to the loop: the readers
+        it watches and the futures a recv() waits on are the loop's (done in that thread, a
+        waiting recv() slept on until its timeout)."""
+        if self._link.closed or handed_to_loop(self._loop, lambda: self._end(reason)):
             return
         for fd in list(self._watched):
             self._unwatch(fd)

@@ -449,8 +449,9 @@ class AioSpawnChannel(AioPipeChannel):
 
     # -- closing ----------------------------------------------------------------------------
     def close(self) -> None:
-        """Start the shutdown ladder (``aclose()`` waits for it)."""
-        if self._shutdown is not None or self._closed:
+        """Start the shutdown ladder (``aclose()`` waits for it). From another thread than
+        the loop's, the loop starts it (soon after)."""
+        if self._shutdown is not None or self._closed or self._hand_close_to_loop():
             return
         if self._loop.is_closed():
             self._close_without_loop_ladder()

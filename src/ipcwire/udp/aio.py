@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from ipcwire._core.url import Endpoint, parse_url
 from ipcwire.aio._read_size import bound_reads
-from ipcwire.aio._without_loop import close_transport
+from ipcwire.aio._without_loop import close_transport, handed_to_loop
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics
 from ipcwire.options import ChannelOptions, reject_unknown
@@ -60,6 +60,7 @@ class _Endpoint:
 
     _transport: asyncio.DatagramTransport | None
     _sock: socket.socket | None
+    _loop: asyncio.AbstractEventLoop | None = None  # (set once the socket is in it)
     _kernel_drops = 0
     _sending = False  # in _send: an error the socket reports now is this send's
     _send_error: OSError | None = None
@@ -119,6 +120,7 @@ class _Endpoint:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         bound_reads(transport, READ_SIZE)
+        self._loop = loop
         self._transport = transport
         self._sock = sock
 
@@ -276,7 +278,7 @@ class AioUdpChannel(_Endpoint, ChannelCore, AioChannel):
         return await super()._exchange(obj, timeout=timeout)
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or handed_to_loop(self._loop, self.close):
             return
         self._closed = True
         self._q.close()
@@ -349,7 +351,7 @@ class _AioPeerChannel(PeerCore["AioUdpListener"], AioChannel):
             self._q.wake()
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or handed_to_loop(self._listener._loop, self.close):
             return
         self._closed = True
         if self._timer is not None:
@@ -421,7 +423,7 @@ class AioUdpListener(_Endpoint, ListenerCore[_AioPeerChannel], AioListener):
             close_transport(self._transport)
 
     def close(self) -> None:
-        if self._closed:
+        if self._closed or handed_to_loop(self._loop, self.close):
             return
         self._closed = True
         self._new.close()  # closes the peers nobody accepted
