@@ -4,6 +4,7 @@ killed listener, a claim stuck behind a killed consumer; each named, and fixed."
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,3 +148,24 @@ def test_a_broken_import_of_the_mq_lock_path_is_an_error_not_a_skipped_check(
     monkeypatch.setitem(sys.modules, "ipcwire.mq._rendezvous", None)
     with pytest.raises(ImportError):
         mq_lock_name("/dev/shm/ipcwire-mq.app.lock")
+
+
+def test_the_printed_removal_of_a_left_queue_works_in_a_plain_shell() -> None:
+    # The fix said `python -c "import posix_ipc; ..."`: the `python` on PATH is often not
+    # the one ipcwire (and posix_ipc) is installed in, and then it fails (ModuleNotFoundError,
+    # or no `python` at all); the queue and its lock stayed.
+    name = f"/ipcwire-doctor-rm-{os.getpid()}"
+    url = f"mq://{name}"
+    with child(LISTENER.format(url=url)) as proc:
+        assert wait_line(proc) == "ready"
+        kill9(proc)
+    [gone] = check_mq(name).find("mq.listener_gone")
+    assert gone.fix is not None
+    command = gone.fix.split("if it is not coming back, remove the queue: ", 1)[1]
+    lock = gone.data["lock"]
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30,
+                         env={"PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    [missing] = check_mq(name).problems
+    assert missing.check == "mq.missing"
+    assert not os.path.exists(lock)

@@ -3,9 +3,12 @@ another address; each named, and the fix shown to work."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 
-from tests._proc import child, kill9, wait_line
+from tests._proc import child, kill9, wait_line, wait_until
 from tests.doctor._helpers import doctor, doctor_json, findings
 
 import ipcwire
@@ -85,3 +88,62 @@ def test_port_zero_is_explained_not_called_missing() -> None:
     assert out.returncode == 2
     assert "port 0 asks the kernel for any free port" in out.stdout
     assert "has no port" not in out.stdout
+
+
+ACCEPTOR = """
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(0)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+"""
+
+
+def test_a_stopped_listener_with_a_full_backlog_is_named_not_blamed_on_a_firewall() -> None:
+    # Doctor said "no answer within 2 s: a firewall drops the packets, or the host is down"
+    # of a listener on this machine whose accept queue was full (the kernel drops the SYN).
+    with child(ACCEPTOR) as proc:
+        port = int(wait_line(proc))
+        os.kill(proc.pid, signal.SIGSTOP)
+        clients = []
+        try:
+            for _ in range(8):  # fill the accept queue: until a connect gets no answer
+                c = socket.socket()
+                c.settimeout(1)
+                clients.append(c)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    break
+            else:
+                raise AssertionError("the accept queue never filled")
+            code, data = doctor_json(f"tcp://127.0.0.1:{port}")
+            assert code == 0  # a warning, as unix.backlog_full
+            assert not findings(data, "tcp.no_answer")
+            [full] = findings(data, "tcp.backlog_full")
+            assert full["data"]["pids"] == [proc.pid]
+            assert f"pid {proc.pid} is stopped" in " ".join(full["evidence"])
+            assert full["fix"] == f"resume it: kill -CONT {proc.pid}"
+            subprocess.run(full["fix"].removeprefix("resume it: "), shell=True, check=True)
+            assert wait_until(lambda: check_tcp("127.0.0.1", port).find("tcp.live"))
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+            for c in clients:
+                c.close()
+
+
+def test_the_wildcard_finds_the_listener_on_loopback_by_pid() -> None:
+    # A listener on 127.0.0.1: a client's connect to 0.0.0.0 reaches it (Linux), and a
+    # server's bind to 0.0.0.0 collides with it; doctor said "a server" and "another
+    # process" where it knew the pid.
+    with child(HOLDER.format(host="127.0.0.1")) as proc:
+        port = int(wait_line(proc))
+        [live] = check_tcp("0.0.0.0", port).find("tcp.live")
+        assert live.data["pids"] == [proc.pid]
+        assert f"pid {proc.pid}" in live.summary
+        [busy] = check_tcp("0.0.0.0", port, listen=True).find("tcp.in_use")
+        assert busy.data["pids"] == [proc.pid]
+        assert f"kill {proc.pid}" in (busy.fix or "")

@@ -11,7 +11,7 @@ import socket
 from ipcwire._procfs import describe_pid, pids_for_inodes
 from ipcwire.doctor._model import Report
 
-__all__ = ["bind_failed", "covers", "is_local", "os_error", "owner"]
+__all__ = ["bind_failed", "conflicts", "covers", "is_local", "os_error", "owner"]
 
 
 def is_local(addr: str, family: int, kind: int) -> bool:
@@ -34,6 +34,15 @@ def covers(bound: str, addr: str) -> bool:
     """Whether a socket bound to ``bound`` (as /proc shows it) is reached at ``addr``."""
     if bound in ("0.0.0.0", "::"):  # noqa: S104 - the wildcard, read from /proc
         return bound == "::" or ":" not in addr
+    return bound == addr
+
+
+def conflicts(bound: str, addr: str) -> bool:
+    """Whether a socket bound to ``bound`` (as /proc shows it) keeps a bind to ``addr`` on the
+    same port: the same address, or a wildcard on either side (of the same family, or ::)."""
+    wild = ("0.0.0.0", "::")  # noqa: S104 - the wildcard, read from /proc
+    if bound in wild or addr in wild:
+        return bound == "::" or addr == "::" or (":" in addr) == (":" in bound)
     return bound == addr
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
+import stat
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +84,13 @@ def _queue_holders(name: str, inode: int) -> list[int]:
     return found
 
 
+def _unlink_command(name: str) -> str:
+    """A shell command that removes the queue ``name``: through this interpreter, which has
+    posix_ipc (the ``python`` on PATH may be another one, without it)."""
+    code = f"import posix_ipc; posix_ipc.unlink_message_queue({name!r})"
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
 def check_mq(name: str) -> Report:
     """Diagnose the POSIX message queue ``name`` (``/app``) and its ipcwire listener."""
     name = "/" + name.lstrip("/")
@@ -137,8 +147,7 @@ def check_mq(name: str) -> Report:
             f"(ConnectionRefused)",
             evidence,
             f"start the listener again: its listen() adopts the queue{kept}; or, if it is not "
-            f'coming back, remove the queue: python -c "import posix_ipc; '
-            f"posix_ipc.unlink_message_queue('{name}')\" and rm {lock}",
+            f"coming back, remove the queue: {_unlink_command(name)} && rm {lock}",
             lock=lock,
             **data,
         )
@@ -150,8 +159,8 @@ def check_mq(name: str) -> Report:
             f"nobody has {name} open: it was left by {who}"
             + (f", holding {depth} message(s)" if depth else ""),
             evidence,
-            f"the next ipcwire listen() on mq://{name} adopts it; or remove it: python -c "
-            f"\"import posix_ipc; posix_ipc.unlink_message_queue('{name}')\"",
+            f"the next ipcwire listen() on mq://{name} adopts it; or remove it: "
+            f"{_unlink_command(name)}",
             **data,
         )
     elif depth >= slots:
@@ -230,11 +239,14 @@ def check_spool(directory: str) -> Report:
                    "directory)", fix="the first producer or consumer creates it; check the "
                    "path")  # fmt: skip
         return report
+    # (a directory shut to you hides its subdirectories: that is a permission problem)
     missing = [d for d in _SPOOL_DIRS if not os.path.isdir(os.path.join(directory, d))]
-    if missing:
+    if missing and os.access(directory, os.R_OK | os.X_OK):
         report.add("spool.layout", "problem", f"{directory} is not a spool: no "
                    f"{', '.join(missing)}/", [f"{directory}: {sorted(os.listdir(directory))}"],
                    "point at the spool's own directory")  # fmt: skip
+        return report
+    if not _spool_permission(report, directory):
         return report
     locks = lock_owners()
     now = time.time()
@@ -275,6 +287,62 @@ def check_spool(directory: str) -> Report:
                    "(too many attempts, or too large)", [os.path.join(directory, "dead")],
                    "inspect them, then move them back to new/ or delete them")  # fmt: skip
     return report
+
+
+def _spool_permission(report: Report, directory: str) -> bool:
+    """The spool's directories as its listen() and connect() take them (spool/_store.py):
+    never through a symbolic link, another user's only through a group of yours (and a
+    group ``mode=``), writable by every user only when ``mode=`` says so, and readable,
+    writable and searchable by you. False when one refuses you (reported as a problem)."""
+    me, groups = os.geteuid(), {os.getegid(), *os.getgroups()}
+    you = f"you are uid {me} (groups {','.join(map(str, sorted(groups)))})"
+    shared: list[str] = []
+    public: list[str] = []
+    for d in (directory, *(os.path.join(directory, sub) for sub in _SPOOL_DIRS)):
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue  # (not there: listen() creates it)
+        mode = stat.S_IMODE(st.st_mode)
+        where = f"{d}: mode {mode:04o} owned by uid {st.st_uid} gid {st.st_gid}"
+        if stat.S_ISLNK(st.st_mode):
+            why = "is a symbolic link, which a spool never follows"
+            fix = f"point the URL at the spool's real directory ({os.path.realpath(d)})"
+        elif st.st_uid != me and st.st_gid not in groups:
+            why = f"belongs to uid {st.st_uid} and a group that is not yours"
+            fix = (
+                f"use a spool directory of your own; or share this one on purpose: as uid "
+                f"{st.st_uid} (or root), chgrp -R GROUP {directory} && chmod -R g+rwX,o-rwx "
+                f"{directory} with you in GROUP, and mode=0o770 on every side "
+                f"(spool://{directory}?mode=0o770)"
+            )
+        elif not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+            why = "does not let you read, write and search it"
+            fix = (
+                f"as its owner (uid {st.st_uid}) or root: chmod -R u+rwX,g+rwX {directory}, "
+                f"and mode=0o770 on every side if you share it through group {st.st_gid}"
+            )
+        else:
+            if st.st_uid != me:
+                shared.append(where)
+            if mode & 0o002:
+                public.append(where)
+            continue
+        report.add("spool.permission", "problem", f"{d} {why}: ipcwire will not use this "
+                   "spool (PermissionDenied)", [where, you], fix, path=d, uid=st.st_uid,
+                   gid=st.st_gid, mode=mode)  # fmt: skip
+        return False
+    if shared:
+        report.add("spool.shared", "warning", f"{directory} belongs to another user, shared "
+                   "through a group of yours: ipcwire uses it only when mode= gives the group "
+                   "access (mode=0o770) on your side too", [*shared, you],
+                   f"spool://{directory}?mode=0o770 (or connect(url, mode=0o770))")  # fmt: skip
+    if public:
+        report.add("spool.world_writable", "warning", f"every user may add messages to "
+                   f"{directory}: ipcwire uses it only when mode= says so (mode=0o777)", public,
+                   f"chmod -R o-rwx {directory} (as its owner), or pass mode=0o777 on every "
+                   "side if that is what you want")  # fmt: skip
+    return True
 
 
 def _order(report: Report, directory: str, locks: dict[int, list[int]], waiting: int) -> None:

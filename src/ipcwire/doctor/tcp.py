@@ -12,9 +12,9 @@ import errno
 import ipaddress
 import socket
 
-from ipcwire._procfs import TcpEntry, pids_for_inodes, tcp_sockets
+from ipcwire._procfs import TcpEntry, pids_for_inodes, proc_stat, tcp_sockets
 from ipcwire.doctor._model import Report
-from ipcwire.doctor._net import bind_failed, covers, is_local, os_error, owner
+from ipcwire.doctor._net import bind_failed, conflicts, covers, is_local, os_error, owner
 from ipcwire.unix._namespaces import net_namespace_hint
 
 __all__ = ["check_tcp"]
@@ -28,18 +28,37 @@ def _listener_text(entry: TcpEntry) -> str:
     return f"{who} on {host}:{entry.port}"
 
 
-def _connect(addr: str, family: int, port: int) -> tuple[int, str]:
-    """(0, "accepted") or (errno, name); ETIMEDOUT when nothing answered in time."""
+def _connect(addr: str, family: int, port: int) -> tuple[int, str, str]:
+    """(0, "accepted", the address that accepted) or (errno, name, ``addr``); ETIMEDOUT when
+    nothing answered in time. The address that accepted differs from ``addr`` for the
+    wildcard: Linux takes a connect to 0.0.0.0 (or ::) to a local address."""
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect((addr, port))
+            peer = str(s.getpeername()[0])
         except TimeoutError:
-            return errno.ETIMEDOUT, "no answer"
+            return errno.ETIMEDOUT, "no answer", addr
         except OSError as exc:
             code = exc.errno or errno.EIO
-            return code, errno.errorcode.get(code, str(code))
-    return 0, "accepted"
+            return code, errno.errorcode.get(code, str(code)), addr
+    return 0, "accepted", peer
+
+
+def _accept_queue(inode: int) -> int | None:
+    """How many connections wait for a listening socket's accept() (its rx_queue in
+    /proc/net/tcp{,6}), or None when it is not there."""
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{name}", encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] == str(inode):
+                return int(fields[4].split(":")[1], 16)
+    return None
 
 
 def check_tcp(host: str, port: int, *, listen: bool = False) -> Report:
@@ -79,11 +98,13 @@ def _check_connect(
     listeners: list[TcpEntry],
     evidence: list[str],
 ) -> None:
-    code, what = _connect(addr, family, port)
+    code, what, peer = _connect(addr, family, port)
     shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
     ev = [f"connect({shown}) -> {what}", *evidence]
-    mine = [e for e in listeners if covers(e.host, addr)]
-    others = [e for e in listeners if not covers(e.host, addr)]
+    if peer != addr:
+        ev.insert(1, f"the kernel took {addr} for {peer}: the connection went to {peer}")
+    mine = [e for e in listeners if covers(e.host, peer)]
+    others = [e for e in listeners if not covers(e.host, peer)]
     if code == 0:
         who = "; ".join(_listener_text(e) for e in mine) if mine else "a server"
         report.add("tcp.live", "ok", f"{shown} accepts connections: {who}", ev,
@@ -120,6 +141,9 @@ def _check_connect(
         report.add("tcp.refused", "problem", f"connection refused: nothing listens on port "
                    f"{port} {where}", ev, "start the server, or check the port number")  # fmt: skip
         return
+    if code == errno.ETIMEDOUT and local and mine:
+        _backlog_full(report, mine, ev)
+        return
     if code == errno.ETIMEDOUT:
         report.add("tcp.no_answer", "problem", f"no answer from {shown} within "
                    f"{CONNECT_TIMEOUT:g} s: a firewall drops the packets, or the host is down",
@@ -127,6 +151,29 @@ def _check_connect(
         return
     report.add("tcp.error", "problem", f"connect to {shown} failed: {os_error(code)}", ev,
                "check the address and the network route")  # fmt: skip
+
+
+def _backlog_full(report: Report, mine: list[TcpEntry], ev: list[str]) -> None:
+    """A local listener took no connection in time: not a firewall, its accept queue is full
+    (the kernel drops a SYN while it is), so it does not call accept() (stopped, busy, hung)."""
+    for e in mine:
+        queue = _accept_queue(e.inode)
+        if queue is not None:
+            ev.append(f"/proc/net/tcp: {queue} connection(s) wait for the accept() of "
+                      f"{_listener_text(e)}")  # fmt: skip
+    pids = pids_for_inodes({e.inode for e in mine})
+    who = "; ".join(_listener_text(e) for e in mine)
+    stopped = [p for p in pids if (st := proc_stat(p)) is not None and st.state in "tT"]
+    ev += [f"pid {p} is stopped (SIGSTOP, or a debugger)" for p in stopped]
+    if stopped:
+        fix = f"resume it: kill -CONT {' '.join(map(str, stopped))}"
+    elif pids:
+        fix = f"see what that server is doing: ipcwire doctor --pid {pids[0]}"
+    else:
+        fix = "see what that server is doing"
+    report.add("tcp.backlog_full", "warning", f"{who} listens, but is not accepting: "
+               "its backlog is full, so the kernel drops new connections (no firewall in the "
+               "way)", ev, fix, pids=pids)  # fmt: skip
 
 
 def _check_bind(
@@ -150,7 +197,7 @@ def _check_bind(
     if code == 0:
         report.add("tcp.free", "ok", f"{shown} is free: a server can listen there", ev)
         return
-    holders = [e for e in listeners if covers(e.host, addr) or e.host == addr]
+    holders = [e for e in listeners if conflicts(e.host, addr)] or listeners
     bind_failed(report, "tcp", code, port=port, addr=addr, shown=shown, local=local,
                 evidence=ev, who="; ".join(_listener_text(e) for e in holders) or
                 "another process", inodes={e.inode for e in holders})  # fmt: skip

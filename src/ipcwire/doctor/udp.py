@@ -20,7 +20,7 @@ import socket
 
 from ipcwire._procfs import UdpEntry, pids_for_inodes, udp_sockets
 from ipcwire.doctor._model import Report
-from ipcwire.doctor._net import bind_failed, covers, is_local, os_error, owner
+from ipcwire.doctor._net import bind_failed, conflicts, covers, is_local, os_error, owner
 
 __all__ = ["check_udp"]
 
@@ -189,10 +189,7 @@ def _check_drops(report: Report, entries: list[UdpEntry], evidence: list[str]) -
 
 def _conflicts(entry: UdpEntry, addr: str) -> bool:
     """Whether a socket bound to ``entry.host`` keeps a bind to ``addr`` on the same port."""
-    wild = ("0.0.0.0", "::")  # noqa: S104 - the wildcard, read from /proc
-    if entry.host in wild or addr in wild:
-        return entry.host == "::" or addr == "::" or (":" in addr) == (":" in entry.host)
-    return entry.host == addr
+    return conflicts(entry.host, addr)
 
 
 def _check_bind(
