@@ -313,8 +313,10 @@ def test_with_reply_what_was_there_before_is_not_a_message(x_display: str) -> No
     asyncio.run(main())
 
 
-def _running_tools() -> list[int]:
-    """This process's xclip children that are still running (not exited)."""
+def _running_tools(parent: int | None = None) -> list[int]:
+    """The xclip children of ``parent`` (this process by default) still running (not
+    exited)."""
+    parent = os.getpid() if parent is None else parent
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -325,7 +327,7 @@ def _running_tools() -> list[int]:
             continue
         comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
         state, ppid = rest.split()[:2]
-        if comm == "xclip" and int(ppid) == os.getpid() and state not in ("Z", "X"):
+        if comm == "xclip" and int(ppid) == parent and state not in ("Z", "X"):
             found.append(int(entry))
     return found
 
@@ -359,22 +361,6 @@ def test_a_huge_timeout_is_no_limit(x_display: str) -> None:
         assert b.recv(timeout=float("inf")) == "inf"
 
 
-def _tools_of(pid: int) -> list[int]:
-    """The xclip processes whose parent is ``pid`` (exec'd: their name is xclip)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
-        if comm == "xclip" and int(rest.split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 @pytest.mark.parametrize("api", ["blocking", "asyncio"])
 def test_a_sender_killed_mid_copy_leaves_no_part_of_its_message(x_display: str, api: str) -> None:
     """kill -9 of a sender while its copy tool read the message: the tool's stdin was a pipe,
@@ -404,7 +390,7 @@ def test_a_sender_killed_mid_copy_leaves_no_part_of_its_message(x_display: str, 
         sender.stdin.write("go\n")
         sender.stdin.flush()
         deadline = time.monotonic() + 20
-        while not _tools_of(sender.pid):  # its xclip is reading the message: kill it now
+        while not _running_tools(sender.pid):  # its xclip is reading the message: kill it now
             assert time.monotonic() < deadline, "the sender never started its copy tool"
         kill9(sender)
         got = b.recv(timeout=20)
