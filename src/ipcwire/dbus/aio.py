@@ -26,7 +26,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._stream.retry import backoff_delays
 from ipcwire.aio._timeouts import within, within_at
-from ipcwire.aio._without_loop import running_elsewhere
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.dbus._aio_conn import (
@@ -197,8 +197,7 @@ class AioDbusChannel(ChannelState, AioChannel):
     def close(self) -> None:
         if self._closed:
             return
-        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
-            self._loop.call_soon_threadsafe(self.close)
+        if handed_to_loop(self._loop, self.close):  # another thread (module docstring)
             return
         unread = self._shut()
         self._wake()
@@ -351,8 +350,7 @@ class AioDbusListener(ListenerState, AioListener):
     def close(self) -> None:
         if self._closed:
             return
-        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
-            self._loop.call_soon_threadsafe(self.close)
+        if handed_to_loop(self._loop, self.close):  # another thread (module docstring)
             return
         self._closed = True
         while not self._ready.empty():
@@ -473,8 +471,7 @@ class AioDbusSubscription(SubscriptionState, AioChannel):
     def close(self) -> None:
         if self._closed:
             return
-        if running_elsewhere(self._loop):  # another thread: hand it to the loop (module docstring)
-            self._loop.call_soon_threadsafe(self.close)
+        if handed_to_loop(self._loop, self.close):  # another thread (module docstring)
             return
         self._closed = True
         self._wake()

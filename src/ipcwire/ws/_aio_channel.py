@@ -19,8 +19,8 @@ from ipcwire.aio._timeouts import within
 from ipcwire.aio._without_loop import (
     closable_socket,
     end_socket,
+    handed_to_loop,
     not_this_loop,
-    running_elsewhere,
 )
 from ipcwire.aio.channel import AioChannel
 from ipcwire.channel import PeerInfo
@@ -256,16 +256,12 @@ class AioWsChannel(ChannelCore, AioChannel):
     def close(self) -> None:
         if self._closed:
             return
-        if not self._forked and running_elsewhere(self._loop):
-            # Another thread: the connection, its transport and the futures a recv() or
-            # send() waits on are the loop's, so the close is handed to it (done here, the
-            # task it made never ran until the loop woke: a waiting recv() slept on until its
-            # timeout, and the peer saw nothing).
-            try:
-                self._loop.call_soon_threadsafe(self.close)
-                return
-            except RuntimeError:  # the loop closed meanwhile: close without it, below
-                pass
+        # Another thread: the connection, its transport and the futures a recv() or send()
+        # waits on are the loop's, so the close is handed to it (done here, the task it made
+        # never ran until the loop woke: a waiting recv() slept on until its timeout, and the
+        # peer saw nothing). A loop closed meanwhile: closed without it, below.
+        if not self._forked and handed_to_loop(self._loop, self.close):
+            return
         self._closed = True
         if self._forked:
             # A forked child closing its copy: the connection and the loop's registrations

@@ -14,7 +14,7 @@ from websockets.http11 import Request, Response
 from ipcwire._core.handshake import HANDSHAKE_MAX_FRAME
 from ipcwire.aio._read_size import bound_reads
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import running_elsewhere
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AcceptQueue, AioChannel, AioListener
 from ipcwire.channel import PeerInfo
 from ipcwire.ws._admission import (
@@ -237,12 +237,10 @@ class AioWsListener(ListenerCore, AioListener):
     def close(self) -> None:
         if self._closed:
             return
-        if running_elsewhere(self._loop):  # another thread: the loop's objects are its own
-            try:  # (done here, a waiting accept() slept on until its timeout)
-                self._loop.call_soon_threadsafe(self.close)
-                return
-            except RuntimeError:  # the loop closed meanwhile
-                pass
+        # another thread: the loop's objects are its own (done here, a waiting accept()
+        # slept on until its timeout)
+        if handed_to_loop(self._loop, self.close):
+            return
         self._closed = True
         if self._server is not None:
             # the listening socket, now (handshakes still in flight get 503); accepted
