@@ -8,7 +8,13 @@ from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
 from ipcwire._oserror import translated
 from ipcwire.channel import Channel, Listener
-from ipcwire.options import ChannelOptions, check_query, connect_timeout, query_connect_options
+from ipcwire.options import (
+    ChannelOptions,
+    check_backlog,
+    check_query,
+    connect_timeout,
+    query_connect_options,
+)
 from ipcwire.registry import lookup
 
 __all__ = ["connect", "listen"]
@@ -78,6 +84,7 @@ def listen(
     spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
+    check_backlog(kw, endpoint.url)
     opts = ChannelOptions.build(endpoint, kw)
     with translated(endpoint.url, "listening on"):
         listener: Listener = spec.load("blocking").listen(endpoint, opts, **kw)

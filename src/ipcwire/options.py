@@ -270,6 +270,28 @@ def count_limit(
     return value
 
 
+def check_backlog(kw: dict[str, Any], url: str) -> None:
+    """``listen(backlog=)``, when given, as a whole number, 0 or more (a URL's text too; 0 is
+    a legal listen() backlog, the kernel's minimum); None is left for the mechanism's
+    default. Unchecked, ``backlog="x"`` was a bare TypeError from the socket, and
+    ``backlog=-5`` or ``True`` were taken without a word.
+
+    Raises:
+        ConfigurationError: anything else, naming the value, the endpoint and the fix.
+    """
+    value = kw.get("backlog")
+    if value is None:
+        return
+    n = _whole_number(value)
+    if n is None or n < 0:
+        raise ConfigurationError(
+            f"backlog={value!r} for {url}: give how many connections may wait for accept(), "
+            f"a whole number, 0 or more (or leave it out for the mechanism's default)",
+            endpoint=url,
+        )
+    kw["backlog"] = n
+
+
 def file_mode(value: object, url: str) -> int:
     """``mode=`` checked: the permission bits of what a listener creates (a socket file, a
     FIFO, a queue, a spool), an int from 0o000 to 0o777, or the same in octal digits ("0600",

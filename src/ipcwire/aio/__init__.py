@@ -19,7 +19,13 @@ from ipcwire._core.codecs import Codec
 from ipcwire._core.url import parse_url
 from ipcwire._oserror import translated
 from ipcwire.aio.channel import AioChannel, AioListener
-from ipcwire.options import ChannelOptions, check_query, connect_timeout, query_connect_options
+from ipcwire.options import (
+    ChannelOptions,
+    check_backlog,
+    check_query,
+    connect_timeout,
+    query_connect_options,
+)
 from ipcwire.registry import lookup
 
 if TYPE_CHECKING:
@@ -92,6 +98,7 @@ async def listen(
     spec = lookup(endpoint.scheme, url=endpoint.url)
     check_query(endpoint, spec.query_options)
     kw = _common(codec, framing, max_frame, token, options)
+    check_backlog(kw, endpoint.url)
     opts = ChannelOptions.build(endpoint, kw)
     with translated(endpoint.url, "listening on"):
         listener: AioListener = await spec.load("aio").listen(endpoint, opts, **kw)

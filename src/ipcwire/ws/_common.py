@@ -5,6 +5,7 @@ channel's state, counters and error decisions; the drivers add how they send and
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -59,6 +60,7 @@ __all__ = [
     "ChannelCore",
     "WsAddress",
     "check_compression",
+    "check_headers",
     "check_payload",
     "check_timings",
     "client_handshake",
@@ -196,6 +198,39 @@ def check_compression(url: str, compression: object) -> None:
         raise ConfigurationError(
             f"compression= for {url} is None or 'deflate', not {compression!r}", endpoint=url
         )
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110)
+
+
+def check_headers(url: str, origin: object, headers: object) -> None:
+    """``origin=`` and ``headers=`` of a client: a str, and a mapping of header names (HTTP
+    tokens) to str values without CR, LF or NUL. Unchecked, a CR/LF in one was refused by the
+    library mid-handshake and reported as the server's fault ("is it a WebSocket
+    endpoint?"), and ``headers=5`` was a bare TypeError.
+
+    Raises:
+        ConfigurationError: naming the header, the endpoint and what a header may hold.
+    """
+    if headers is not None and not isinstance(headers, Mapping):
+        raise ConfigurationError(
+            f"headers={headers!r} for {url}: give a mapping of header names to values, such "
+            f"as {{'X-Agent': 'planner'}}",
+            endpoint=url,
+        )
+    given = [("origin", origin)] if origin is not None else []
+    for name, value in [*given, *(headers or {}).items()]:
+        if (
+            not isinstance(name, str)
+            or not _TOKEN.fullmatch(name)
+            or not isinstance(value, str)
+            or any(c in value for c in "\r\n\0")
+        ):
+            raise ConfigurationError(
+                f"header {name!r}: {value!r} for {url}: a header name is letters, digits and "
+                f"!#$%&'*+.^_`|~- ; a value is text without CR, LF or NUL",
+                endpoint=url,
+            )
 
 
 def _seconds(name: str, value: object, url: str) -> float:

@@ -29,6 +29,7 @@ from ipcwire.ws._common import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     check_compression,
+    check_headers,
     check_timings,
     client_handshake,
     connect_address,
@@ -91,6 +92,7 @@ async def connect(
         url, ping_interval, ping_timeout, close_timeout
     )
     check_compression(url, compression)
+    check_headers(url, origin, headers)
     loop = asyncio.get_running_loop()
     sock, deadline = await aio_open(addr, url, timeout=timeout, reconnect=reconnect)
     set_nodelay(sock)

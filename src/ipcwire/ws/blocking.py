@@ -32,6 +32,7 @@ from ipcwire.ws._common import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     check_compression,
+    check_headers,
     check_timings,
     client_handshake,
     connect_address,
@@ -92,6 +93,7 @@ def connect(
         url, ping_interval, ping_timeout, close_timeout
     )
     check_compression(url, compression)
+    check_headers(url, origin, headers)
     sock, deadline = open_blocking(addr, url, timeout=timeout, reconnect=reconnect)
     peer = peer_of(sock, addr)
     hs, extra = client_handshake(options, headers)
