@@ -200,13 +200,15 @@ def unix_socket_table() -> list[UnixSocketEntry]:
 
 @dataclass(frozen=True, slots=True)
 class TcpEntry:
-    """One TCP socket from /proc/net/tcp{,6}: local address, state, owner uid and inode."""
+    """One TCP socket from /proc/net/tcp{,6}: local address, state, owner uid and inode; and
+    its receive queue (a listening socket's: the connections waiting for its accept())."""
 
     host: str
     port: int
     state: str
     uid: int
     inode: int
+    rx_queue: int = 0
 
 
 def _unhex_addr(text: str) -> tuple[str, int]:
@@ -239,7 +241,8 @@ def tcp_sockets(port: int | None = None, *, state: str | None = "LISTEN") -> lis
                 continue
             try:
                 host, local_port = _unhex_addr(fields[1])
-                entry = TcpEntry(host, local_port, st, int(fields[7]), int(fields[9]))
+                rx_queue = int(fields[4].partition(":")[2], 16)
+                entry = TcpEntry(host, local_port, st, int(fields[7]), int(fields[9]), rx_queue)
             except (ValueError, OSError):
                 continue
             if port is None or local_port == port:

@@ -45,22 +45,6 @@ def _connect(addr: str, family: int, port: int) -> tuple[int, str, str]:
     return 0, "accepted", peer
 
 
-def _accept_queue(inode: int) -> int | None:
-    """How many connections wait for a listening socket's accept() (its rx_queue in
-    /proc/net/tcp{,6}), or None when it is not there."""
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/net/{name}", encoding="ascii") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[9] == str(inode):
-                return int(fields[4].split(":")[1], 16)
-    return None
-
-
 def check_tcp(host: str, port: int, *, listen: bool = False) -> Report:
     """Diagnose ``tcp://host:port`` for a client (or, with ``listen``, for a server)."""
     shown = f"[{host}]" if ":" in host else host
@@ -157,10 +141,8 @@ def _backlog_full(report: Report, mine: list[TcpEntry], ev: list[str]) -> None:
     """A local listener took no connection in time: not a firewall, its accept queue is full
     (the kernel drops a SYN while it is), so it does not call accept() (stopped, busy, hung)."""
     for e in mine:
-        queue = _accept_queue(e.inode)
-        if queue is not None:
-            ev.append(f"/proc/net/tcp: {queue} connection(s) wait for the accept() of "
-                      f"{_listener_text(e)}")  # fmt: skip
+        ev.append(f"/proc/net/tcp: {e.rx_queue} connection(s) wait for the accept() of "
+                  f"{_listener_text(e)}")  # fmt: skip
     pids = pids_for_inodes({e.inode for e in mine})
     who = "; ".join(_listener_text(e) for e in mine)
     stopped = [p for p in pids if (st := proc_stat(p)) is not None and st.state in "tT"]

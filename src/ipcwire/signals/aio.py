@@ -26,7 +26,7 @@ from typing import Any, Self
 from ipcwire._core.url import Endpoint
 from ipcwire._deadline import limit
 from ipcwire.aio._timeouts import within, within_at
-from ipcwire.aio._without_loop import running_elsewhere
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.channel import ChannelStatistics, PeerInfo
 from ipcwire.errors import (
@@ -226,9 +226,7 @@ class AioSignalWaiter(AioChannel):
         if self._closed:
             return
         self._closed = True
-        if running_elsewhere(self._loop):
-            self._loop.call_soon_threadsafe(self._close_in_loop)
-        else:
+        if not handed_to_loop(self._loop, self._close_in_loop):
             self._close_in_loop()
 
     def _close_in_loop(self) -> None:
@@ -306,9 +304,7 @@ class _AioSignalListener(AioListener):
         raise ChannelClosed(f"listener {self.url} is closed", endpoint=self.url)
 
     def close(self) -> None:
-        loop = self._waiter._loop
-        if running_elsewhere(loop):  # (another thread: hand it to the loop, as the waiter)
-            loop.call_soon_threadsafe(self.close)
+        if handed_to_loop(self._waiter._loop, self.close):  # (another thread, as the waiter)
             return
         self._stopped.set()
         self._waiter.close()

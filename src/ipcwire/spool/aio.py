@@ -19,7 +19,7 @@ from ipcwire._core.url import Endpoint
 from ipcwire._core.wire import WireFormat
 from ipcwire._deadline import not_seconds
 from ipcwire.aio._timeouts import within
-from ipcwire.aio._without_loop import running_elsewhere
+from ipcwire.aio._without_loop import handed_to_loop
 from ipcwire.aio.channel import AioChannel, AioListener
 from ipcwire.errors import LocalProtocolError, Timeout
 from ipcwire.options import ChannelOptions
@@ -137,16 +137,11 @@ class AioSpoolChannel(ChannelCore, AioChannel):
         if self._closed:
             return
         self._closed = True
-        if running_elsewhere(self._loop):
-            # From another thread: the event, the reader and the deliveries' bookkeeping are
-            # the loop's. Before, the event was set from here, which does not wake the loop:
-            # a waiting recv saw ChannelClosed only at its next timeout or reap.
-            try:
-                self._loop.call_soon_threadsafe(self._close_here, ack)
-                return
-            except RuntimeError:  # the loop closed meanwhile: nothing waits any more
-                pass
-        self._close_here(ack)
+        # From another thread: the event, the reader and the deliveries' bookkeeping are the
+        # loop's. Before, the event was set from here, which does not wake the loop: a
+        # waiting recv saw ChannelClosed only at its next timeout or reap.
+        if not handed_to_loop(self._loop, lambda: self._close_here(ack)):
+            self._close_here(ack)
 
     def _close_here(self, ack: bool) -> None:
         """The rest of :meth:`_close`, in the channel's loop (or where no loop runs)."""
